@@ -1,0 +1,120 @@
+# Every Fulcrum workflow: `make up`, `make test`, `make lint`, `make bench`.
+# Works on a fresh Debian with Python 3.11: creates .venv, pip installs, apt-installs system
+# tools when run as root. Everything is non-interactive.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3 2>/dev/null)
+STATE ?= .state
+UP_ARGS ?= --state-dir $(STATE)
+UP_TIMEOUT ?= 60
+PYTEST_ARGS ?=
+
+export DEBIAN_FRONTEND := noninteractive
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+# command:debian-package pairs that `sysdeps` makes sure exist.
+SYSDEP_TOOLS := haproxy:haproxy keepalived:keepalived ip:iproute2 wrk:wrk
+
+.PHONY: help venv sysdeps test test-unit test-integration test-e2e up down lint bench
+
+help:
+	@echo "make up                start the whole stack in the background (state in $(STATE)/)"
+	@echo "make down              stop it"
+	@echo "make test              run every test (creates $(VENV), installs system tools as root)"
+	@echo "make test-unit | test-integration | test-e2e"
+	@echo "make lint              ruff + mypy --strict"
+	@echo "make bench             run every bench/*.py"
+	@echo "make venv | sysdeps    only prepare the environment"
+
+# Root: apt-get install what is missing (one `apt-get update` per run). Not root: only report.
+# python3-venv is needed too when the interpreter cannot create virtualenvs (bare Debian).
+sysdeps:
+	@missing=""; \
+	for pair in $(SYSDEP_TOOLS); do \
+	  tool=$${pair%%:*}; pkg=$${pair##*:}; \
+	  command -v $$tool >/dev/null 2>&1 || [ -x /usr/sbin/$$tool ] || [ -x /sbin/$$tool ] \
+	    || missing="$$missing $$pkg"; \
+	done; \
+	if [ ! -x "$(PY)" ] && [ -n "$(PYTHON)" ] && ! "$(PYTHON)" -c 'import ensurepip' 2>/dev/null; then \
+	  missing="$$missing python3-venv"; \
+	fi; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "sysdeps: apt-get install$$missing"; \
+	  apt-get update -q && apt-get install -y -q$$missing; \
+	else \
+	  echo "sysdeps: missing$$missing; as root run: apt-get install -y$$missing"; \
+	fi
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml | sysdeps
+	@if [ ! -x "$(PY)" ]; then \
+	  [ -n "$(PYTHON)" ] || { echo "no python3.11 or python3 on PATH" >&2; exit 1; }; \
+	  echo "creating $(VENV) with $(PYTHON)"; "$(PYTHON)" -m venv $(VENV); \
+	fi
+	$(PY) -m pip install -q -e '.[test]'
+	@touch $@
+
+test: venv sysdeps
+	$(VENV)/bin/pytest -q -x --timeout=300 $(PYTEST_ARGS) tests
+
+# Exit status 5 means "no tests collected": an empty folder is not a failure.
+test-unit test-integration test-e2e: test-%: venv sysdeps
+	$(VENV)/bin/pytest -q --timeout=300 $(PYTEST_ARGS) tests/$* || [ $$? -eq 5 ]
+
+# `fulcrum up` writes $(STATE)/ready once serving and may write $(STATE)/endpoint.txt.
+up: venv sysdeps
+	@mkdir -p $(STATE)
+	@if [ -f $(STATE)/fulcrum.pid ] && kill -0 "$$(cat $(STATE)/fulcrum.pid)" 2>/dev/null; then \
+	  echo "already running (pid $$(cat $(STATE)/fulcrum.pid)); 'make down' first"; \
+	  if [ -f $(STATE)/endpoint.txt ]; then cat $(STATE)/endpoint.txt; fi; \
+	  exit 0; \
+	fi; \
+	rm -f $(STATE)/ready $(STATE)/endpoint.txt; \
+	setsid nohup $(VENV)/bin/fulcrum up $(UP_ARGS) </dev/null >>$(STATE)/fulcrum.log 2>&1 & \
+	pid=$$!; echo $$pid > $(STATE)/fulcrum.pid; \
+	for _ in $$(seq $$(( $(UP_TIMEOUT) * 10 ))); do \
+	  [ -f $(STATE)/ready ] && break; \
+	  if ! kill -0 $$pid 2>/dev/null; then \
+	    echo "fulcrum up exited; last lines of $(STATE)/fulcrum.log:" >&2; \
+	    tail -n 40 $(STATE)/fulcrum.log >&2; rm -f $(STATE)/fulcrum.pid; exit 1; \
+	  fi; \
+	  sleep 0.1; \
+	done; \
+	if [ ! -f $(STATE)/ready ]; then \
+	  echo "not ready after $(UP_TIMEOUT) s (pid $$pid still running); see $(STATE)/fulcrum.log" >&2; \
+	  exit 1; \
+	fi; \
+	echo "fulcrum is up (pid $$pid, log $(STATE)/fulcrum.log)"; \
+	if [ -f $(STATE)/endpoint.txt ]; then cat $(STATE)/endpoint.txt; fi
+
+down:
+	@if [ ! -f $(STATE)/fulcrum.pid ]; then echo "not running (no $(STATE)/fulcrum.pid)"; exit 0; fi; \
+	pid=$$(cat $(STATE)/fulcrum.pid); \
+	if kill -TERM $$pid 2>/dev/null; then \
+	  for _ in $$(seq 300); do kill -0 $$pid 2>/dev/null || break; sleep 0.1; done; \
+	  if kill -0 $$pid 2>/dev/null; then \
+	    echo "pid $$pid ignored SIGTERM for 30 s; sending SIGKILL" >&2; kill -KILL $$pid; \
+	  fi; \
+	  echo "stopped pid $$pid"; \
+	else \
+	  echo "pid $$pid was not running"; \
+	fi; \
+	rm -f $(STATE)/fulcrum.pid $(STATE)/ready
+
+lint: venv
+	$(VENV)/bin/ruff check libs services
+	$(VENV)/bin/mypy libs services
+
+# Every bench/*.py except private helpers (_*.py); each prints its own ratios.
+bench: venv sysdeps
+	@set -e; for f in bench/*.py; do \
+	  case "$$(basename $$f)" in _*) continue;; esac; \
+	  [ -e "$$f" ] || continue; \
+	  echo "== $$f"; $(PY) $$f; \
+	done

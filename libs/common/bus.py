@@ -1,0 +1,314 @@
+"""The JetStream bus: the stream, publishing with dedup headers, and idempotent pull consumers.
+
+A consumer handles each event at most once in effect: it inserts ``processed_messages`` in the
+same transaction as its effects, commits, then acks. Undecodable or unknown events and events
+that exhaust ``max_deliver`` go to ``dead_letters`` with a clear log line and are terminated,
+so they never block the stream. Events of one stream are handled in order; different streams
+run concurrently up to ``concurrency``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Final
+
+import asyncpg
+import nats
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext, api
+from opentelemetry import trace
+
+from libs.common import subjects
+from libs.common.errors import InfrastructureError, TransientError
+from libs.common.events import Envelope, UnknownEventType, UnsupportedSchemaVersion
+from libs.common.settings import NatsSettings
+from libs.common.telemetry import context_from_traceparent, tracer
+
+log = logging.getLogger(__name__)
+
+DDL: Final = """
+CREATE TABLE IF NOT EXISTS processed_messages (
+    consumer text NOT NULL,
+    event_id uuid NOT NULL,
+    processed_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (consumer, event_id)
+);
+CREATE TABLE IF NOT EXISTS dead_letters (
+    id bigserial PRIMARY KEY,
+    consumer text NOT NULL,
+    subject text NOT NULL,
+    event_id text,
+    reason text NOT NULL,
+    body text NOT NULL,
+    recorded_at timestamptz NOT NULL DEFAULT now()
+);
+"""
+
+
+class Header(StrEnum):
+    """NATS headers Fulcrum sets: the only place their names are spelled."""
+
+    MSG_ID = "Nats-Msg-Id"
+    TRACEPARENT = "traceparent"
+    EVENT_TYPE = "Fulcrum-Event-Type"
+
+
+async def connect(settings: NatsSettings, name: str) -> NatsClient:
+    """Connect to NATS, reconnecting forever in the background once connected."""
+    try:
+        return await nats.connect(
+            settings.url,
+            name=name,
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=0.5,
+            connect_timeout=5,
+        )
+    except (OSError, nats.errors.Error) as exc:
+        raise InfrastructureError(f"cannot reach NATS at {settings.url}: {exc}") from exc
+
+
+async def ensure_stream(js: JetStreamContext, settings: NatsSettings) -> None:
+    """Create ``FULCRUM_EVENTS`` or bring its config up to date (idempotent)."""
+    config = api.StreamConfig(
+        name=settings.stream,
+        subjects=[subjects.ALL_EVENTS],
+        storage=api.StorageType.FILE,
+        retention=api.RetentionPolicy.LIMITS,
+        duplicate_window=settings.duplicate_window,
+        max_age=settings.max_age_days * 86400,
+        num_replicas=settings.replicas,
+    )
+    try:
+        await js.add_stream(config)
+    except nats.js.errors.BadRequestError:
+        await js.update_stream(config)
+
+
+@dataclass(frozen=True)
+class Published:
+    stream_sequence: int
+    duplicate: bool
+
+
+class JetStreamPublisher:
+    """Publishes stored events; ``Nats-Msg-Id`` = event_id lets the server drop republishes."""
+
+    def __init__(self, js: JetStreamContext, settings: NatsSettings) -> None:
+        self._js = js
+        self._settings = settings
+
+    async def publish(
+        self, subject: str, body: bytes, event_id: str, traceparent: str | None = None
+    ) -> Published:
+        """Publish and await the PubAck; raises TransientError when NATS cannot take it."""
+        headers = {Header.MSG_ID.value: event_id}
+        if traceparent:
+            headers[Header.TRACEPARENT.value] = traceparent
+        with tracer(__name__).start_as_current_span(
+            "publish", context=context_from_traceparent(traceparent)
+        ):
+            try:
+                ack = await self._js.publish(
+                    subject, body, headers=headers, stream=self._settings.stream, timeout=2.0
+                )
+            except (TimeoutError, nats.errors.Error, OSError) as exc:
+                raise TransientError(f"publish to {subject} failed: {exc!r}") from exc
+        return Published(stream_sequence=ack.seq, duplicate=bool(ack.duplicate))
+
+
+Handler = Callable[[Envelope, asyncpg.Connection], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class ConsumerSpec:
+    """A durable pull consumer ``<service>-<purpose>`` over some subjects."""
+
+    name: str
+    filter_subjects: Sequence[str]
+    handler: Handler
+    concurrency: int = 8
+    batch: int = 64
+    nak_delay: float = 0.5
+    deliver_new_only: bool = False
+
+
+class ConsumerRunner:
+    """Runs one durable consumer until cancelled; never lets an error kill the loop."""
+
+    def __init__(
+        self,
+        js: JetStreamContext,
+        pool: asyncpg.Pool,
+        spec: ConsumerSpec,
+        settings: NatsSettings,
+    ) -> None:
+        self._js = js
+        self._pool = pool
+        self._spec = spec
+        self._settings = settings
+        self._slots = asyncio.Semaphore(spec.concurrency)
+
+    async def ensure_consumer(self) -> None:
+        config = api.ConsumerConfig(
+            durable_name=self._spec.name,
+            filter_subjects=list(self._spec.filter_subjects),
+            ack_policy=api.AckPolicy.EXPLICIT,
+            deliver_policy=api.DeliverPolicy.NEW
+            if self._spec.deliver_new_only
+            else api.DeliverPolicy.ALL,
+            max_deliver=self._settings.max_deliver,
+            ack_wait=self._settings.ack_wait,
+            max_ack_pending=1000,
+        )
+        await self._js.add_consumer(self._settings.stream, config)
+
+    async def run(self) -> None:
+        """Fetch and handle batches forever; reconnects and backs off on bus errors."""
+        backoff = 0.2
+        sub: JetStreamContext.PullSubscription | None = None
+        while True:
+            try:
+                if sub is None:
+                    await self.ensure_consumer()
+                    sub = await self._js.pull_subscribe_bind(
+                        durable=self._spec.name, stream=self._settings.stream
+                    )
+                try:
+                    msgs = await sub.fetch(self._spec.batch, timeout=1.0)
+                except nats.errors.TimeoutError:
+                    continue
+                backoff = 0.2
+                await self._handle_batch(msgs)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("consumer %s: fetch loop failed; retrying", self._spec.name)
+                sub = None
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    async def _handle_batch(self, msgs: list[Msg]) -> None:
+        by_stream: dict[str, list[Msg]] = {}
+        for msg in msgs:
+            by_stream.setdefault(_stream_key(msg), []).append(msg)
+        await asyncio.gather(*(self._handle_in_order(group) for group in by_stream.values()))
+
+    async def _handle_in_order(self, msgs: list[Msg]) -> None:
+        async with self._slots:
+            for msg in msgs:
+                await self._handle_one(msg)
+
+    async def _handle_one(self, msg: Msg) -> None:
+        name = self._spec.name
+        try:
+            body = json.loads(msg.data)
+            envelope = Envelope.from_wire(body)
+        except (ValueError, KeyError, TypeError, UnknownEventType, UnsupportedSchemaVersion) as exc:
+            await self._dead_letter(msg, None, f"undecodable event: {exc!r}")
+            return
+        ctx = context_from_traceparent(envelope.metadata.traceparent)
+        span_name = f"consume {envelope.event_type}"
+        keepalive = asyncio.create_task(self._keep_in_progress(msg))
+        try:
+            with tracer(__name__).start_as_current_span(span_name, context=ctx) as span:
+                span.set_attribute("fulcrum.consumer", name)
+                span.set_attribute("fulcrum.event_id", str(envelope.event_id))
+                handled = await self._apply(envelope)
+            await msg.ack()
+            if not handled:
+                log.debug("consumer %s: %s already processed", name, envelope.event_id)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            await self._on_failure(msg, envelope, exc)
+        finally:
+            keepalive.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keepalive
+
+    async def _apply(self, envelope: Envelope) -> bool:
+        async with self._pool.acquire() as conn, conn.transaction():
+            inserted = await conn.fetchval(
+                "INSERT INTO processed_messages (consumer, event_id) VALUES ($1, $2) "
+                "ON CONFLICT DO NOTHING RETURNING true",
+                self._spec.name,
+                envelope.event_id,
+            )
+            if not inserted:
+                return False
+            await self._spec.handler(envelope, conn)
+            return True
+
+    async def _on_failure(self, msg: Msg, envelope: Envelope, exc: Exception) -> None:
+        delivered = msg.metadata.num_delivered or 1
+        context = (
+            f"consumer={self._spec.name} event_id={envelope.event_id} "
+            f"stream={envelope.stream_id} correlation_id={envelope.metadata.correlation_id}"
+        )
+        if delivered >= self._settings.max_deliver:
+            log.error("%s: giving up after %d deliveries: %r", context, delivered, exc)
+            await self._dead_letter(msg, str(envelope.event_id), f"gave up: {exc!r}")
+            return
+        if isinstance(exc, TransientError):
+            log.warning("%s: transient failure (delivery %d): %s", context, delivered, exc)
+        else:
+            log.exception("%s: handler failed (delivery %d)", context, delivered)
+        trace.get_current_span().record_exception(exc)
+        with contextlib.suppress(nats.errors.Error):
+            await msg.nak(delay=self._spec.nak_delay * delivered)
+
+    async def _dead_letter(self, msg: Msg, event_id: str | None, reason: str) -> None:
+        log.error(
+            "consumer %s: dead-lettered message on %s (event_id=%s): %s",
+            self._spec.name,
+            msg.subject,
+            event_id,
+            reason,
+        )
+        await self._pool.execute(
+            "INSERT INTO dead_letters (consumer, subject, event_id, reason, body) "
+            "VALUES ($1, $2, $3, $4, $5)",
+            self._spec.name,
+            msg.subject,
+            event_id,
+            reason,
+            msg.data.decode("utf-8", errors="replace"),
+        )
+        with contextlib.suppress(nats.errors.Error):
+            await msg.term()
+
+    async def _keep_in_progress(self, msg: Msg) -> None:
+        """Tell JetStream the message is still being worked on during long handlers."""
+        interval = max(self._settings.ack_wait / 3, 0.5)
+        while True:
+            await asyncio.sleep(interval)
+            with contextlib.suppress(nats.errors.Error):
+                await msg.in_progress()
+
+
+def _stream_key(msg: Msg) -> str:
+    # fulcrum.events.<category>.<id>.<EventType>: category+id name the event stream.
+    parts = msg.subject.split(".")
+    return ".".join(parts[2:4]) if len(parts) >= 5 else msg.subject
+
+
+__all__ = [
+    "DDL",
+    "ConsumerRunner",
+    "ConsumerSpec",
+    "Handler",
+    "Header",
+    "JetStreamPublisher",
+    "Published",
+    "connect",
+    "ensure_stream",
+]

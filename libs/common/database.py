@@ -1,0 +1,39 @@
+"""Postgres connection pools and the schema every service relies on.
+
+``migrate`` is idempotent and serialized by an advisory lock, so any number of services may run
+it at start. Each table's DDL lives with the module that owns its SQL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Final
+
+import asyncpg
+
+from libs.common import bus, eventstore, readmodel
+from libs.common.errors import InfrastructureError
+from libs.common.settings import PostgresSettings
+
+MIGRATION_LOCK_KEY: Final = 0x46554C4D4947  # "FULMIG"
+_SCHEMA_PARTS: Final = (eventstore.DDL, bus.DDL, readmodel.DDL)
+
+
+async def create_pool(settings: PostgresSettings) -> asyncpg.Pool:
+    """A pool (jsonb comes back as text: the API sends stored bodies as they are)."""
+    try:
+        pool = await asyncpg.create_pool(
+            settings.dsn, min_size=settings.min_pool, max_size=settings.max_pool
+        )
+    except (OSError, asyncpg.PostgresError) as exc:
+        raise InfrastructureError(f"cannot reach Postgres: {exc}") from exc
+    assert pool is not None
+    return pool
+
+
+async def migrate(pool: asyncpg.Pool, extra_ddl: Sequence[str] = ()) -> None:
+    """Create or update every table, plus a service's own ``extra_ddl`` (concurrency-safe)."""
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK_KEY)
+        for ddl in (*_SCHEMA_PARTS, *extra_ddl):
+            await conn.execute(ddl)

@@ -1,0 +1,306 @@
+"""``evolve(state, event) -> state``: the LoadBalancer aggregate's pure fold.
+
+Never raises and does no I/O: an event that refers to a missing child is a no-op for it.
+Statuses follow Octavia: a change makes its target PENDING_* and the LB PENDING_UPDATE; the
+provisioner's ChangesApplied/LoadBalancerActivated settle them; ProvisioningFailed turns them ERROR.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from libs.common.domain.model import (
+    PENDING_STATUSES,
+    LoadBalancerState,
+    Member,
+    OperatingStatus,
+    ProvisioningStatus,
+    Resource,
+)
+from libs.common.events import Event
+from libs.common.events import loadbalancer as ev
+
+PS = ProvisioningStatus
+_ChildUpdate = (
+    ev.ListenerUpdated
+    | ev.PoolUpdated
+    | ev.MemberUpdated
+    | ev.HealthMonitorUpdated
+    | ev.L7PolicyUpdated
+    | ev.L7RuleUpdated
+)
+_CHILD_KINDS = ("listeners", "pools", "members", "healthmonitors", "l7policies", "l7rules")
+
+# Child event class -> (state collection, attribute naming the target id / snapshot).
+_CREATED: dict[type[Event], tuple[str, str]] = {
+    ev.ListenerCreated: ("listeners", "listener"),
+    ev.PoolCreated: ("pools", "pool"),
+    ev.MemberAdded: ("members", "member"),
+    ev.HealthMonitorCreated: ("healthmonitors", "healthmonitor"),
+    ev.L7PolicyCreated: ("l7policies", "l7policy"),
+    ev.L7RuleCreated: ("l7rules", "l7rule"),
+}
+_UPDATED: dict[type[Event], tuple[str, str]] = {
+    ev.ListenerUpdated: ("listeners", "listener_id"),
+    ev.PoolUpdated: ("pools", "pool_id"),
+    ev.MemberUpdated: ("members", "member_id"),
+    ev.HealthMonitorUpdated: ("healthmonitors", "healthmonitor_id"),
+    ev.L7PolicyUpdated: ("l7policies", "l7policy_id"),
+    ev.L7RuleUpdated: ("l7rules", "l7rule_id"),
+}
+_DELETED: dict[type[Event], tuple[str, str]] = {
+    ev.ListenerDeleted: ("listeners", "listener_id"),
+    ev.PoolDeleted: ("pools", "pool_id"),
+    ev.MemberRemoved: ("members", "member_id"),
+    ev.HealthMonitorDeleted: ("healthmonitors", "healthmonitor_id"),
+    ev.L7PolicyDeleted: ("l7policies", "l7policy_id"),
+    ev.L7RuleDeleted: ("l7rules", "l7rule_id"),
+}
+
+
+def fold(events: Iterable[Event], state: LoadBalancerState | None = None) -> LoadBalancerState:
+    """Rebuild state by applying ``events`` in stream order."""
+    state = state or LoadBalancerState()
+    for event in events:
+        state = evolve(state, event)
+    return state
+
+
+def evolve(state: LoadBalancerState, event: Event) -> LoadBalancerState:
+    """Apply one event; bumps ``version`` by one."""
+    state = _apply(state, event)
+    return state.model_copy(update={"version": state.version + 1})
+
+
+def _apply(state: LoadBalancerState, event: Event) -> LoadBalancerState:
+    kind = type(event)
+    if kind in _CREATED:
+        collection, attr = _CREATED[kind]
+        child: Resource = getattr(event, attr)
+        state = _put(state, collection, child)
+        if isinstance(event, ev.PoolCreated) and event.listener_id in state.listeners:
+            listener = state.listeners[event.listener_id]
+            state = _put(state, "listeners", listener.updated({"default_pool_id": child.id}))
+        return _lb_pending_update(state)
+    if kind in _UPDATED:
+        assert isinstance(event, _ChildUpdate)
+        collection, attr = _UPDATED[kind]
+        target_id = getattr(event, attr)
+        changes: dict[str, Any] = {**event.changes, "provisioning_status": PS.PENDING_UPDATE}
+        return _lb_pending_update(_change(state, collection, target_id, changes))
+    if kind in _DELETED:
+        collection, attr = _DELETED[kind]
+        target_id = getattr(event, attr)
+        state = _mark_deleting(state, collection, target_id)
+        return _lb_pending_update(state)
+    handler = _LB_HANDLERS.get(kind)
+    return handler(state, event) if handler else state
+
+
+def _put(state: LoadBalancerState, collection: str, child: Resource) -> LoadBalancerState:
+    items = dict(getattr(state, collection))
+    items[child.id] = child
+    return state.model_copy(update={collection: items})
+
+
+def _change(
+    state: LoadBalancerState, collection: str, target_id: str, changes: dict[str, Any]
+) -> LoadBalancerState:
+    current = getattr(state, collection).get(target_id)
+    if current is None:
+        return state
+    return _put(state, collection, current.updated(changes))
+
+
+def _lb_pending_update(state: LoadBalancerState) -> LoadBalancerState:
+    lb = state.loadbalancer
+    if lb is None or lb.provisioning_status in PENDING_STATUSES:
+        return state
+    return state.model_copy(
+        update={"loadbalancer": lb.updated({"provisioning_status": PS.PENDING_UPDATE})}
+    )
+
+
+def _dependents(state: LoadBalancerState, collection: str, target_id: str) -> list[tuple[str, str]]:
+    """Children that go with a deleted parent (Octavia deletes them with it)."""
+    out: list[tuple[str, str]] = []
+    if collection == "pools":
+        out += [("members", m.id) for m in state.members.values() if m.pool_id == target_id]
+        out += [
+            ("healthmonitors", h.id)
+            for h in state.healthmonitors.values()
+            if h.pool_id == target_id
+        ]
+    elif collection == "listeners":
+        for policy in state.l7policies.values():
+            if policy.listener_id == target_id:
+                out += [("l7policies", policy.id), *_dependents(state, "l7policies", policy.id)]
+    elif collection == "l7policies":
+        out += [("l7rules", r.id) for r in state.l7rules.values() if r.l7policy_id == target_id]
+    return out
+
+
+def _mark_deleting(state: LoadBalancerState, collection: str, target_id: str) -> LoadBalancerState:
+    for kind, child_id in [(collection, target_id), *_dependents(state, collection, target_id)]:
+        state = _change(state, kind, child_id, {"provisioning_status": PS.PENDING_DELETE})
+    if collection == "pools":
+        for listener in list(state.listeners.values()):
+            if listener.default_pool_id == target_id:
+                state = _put(state, "listeners", listener.updated({"default_pool_id": None}))
+    return state
+
+
+def _settle(state: LoadBalancerState) -> LoadBalancerState:
+    """Pending children become ACTIVE (or vanish when PENDING_DELETE); the LB goes ACTIVE."""
+    update: dict[str, Any] = {}
+    for collection in _CHILD_KINDS:
+        items: dict[str, Resource] = {}
+        for child_id, child in getattr(state, collection).items():
+            status = child.provisioning_status
+            if status == PS.PENDING_DELETE:
+                continue
+            if status in PENDING_STATUSES:
+                child = child.updated(_settled_statuses(state, collection, child))
+            items[child_id] = child
+        update[collection] = items
+    lb = state.loadbalancer
+    if lb is not None and lb.provisioning_status != PS.DELETED:
+        update["loadbalancer"] = lb.updated(
+            {
+                "provisioning_status": PS.ACTIVE,
+                "provisioning_error": "",
+                "operating_status": lb.operating_status
+                if lb.operating_status != OperatingStatus.OFFLINE or not lb.admin_state_up
+                else OperatingStatus.ONLINE,
+            }
+        )
+    return state.model_copy(update=update)
+
+
+def _settled_statuses(state: LoadBalancerState, collection: str, child: Resource) -> dict[str, Any]:
+    changes: dict[str, Any] = {"provisioning_status": PS.ACTIVE}
+    if collection in ("healthmonitors", "l7policies", "l7rules"):
+        # Set by the control plane, not observed (Octavia's worker does the same).
+        changes["operating_status"] = (
+            OperatingStatus.ONLINE if child.admin_state_up else OperatingStatus.OFFLINE
+        )
+    elif isinstance(child, Member) and child.operating_status == OperatingStatus.OFFLINE:
+        has_monitor = state.pool_healthmonitor(child.pool_id) is not None
+        if not has_monitor and child.admin_state_up:
+            changes["operating_status"] = OperatingStatus.NO_MONITOR
+    elif collection == "listeners" and child.admin_state_up:
+        if child.operating_status == OperatingStatus.OFFLINE:
+            changes["operating_status"] = OperatingStatus.ONLINE
+    return changes
+
+
+def _on_created(state: LoadBalancerState, event: Event) -> LoadBalancerState:
+    assert isinstance(event, ev.LoadBalancerCreated)
+    return state.model_copy(
+        update={
+            "loadbalancer": event.loadbalancer,
+            "listeners": {x.id: x for x in event.listeners},
+            "pools": {x.id: x for x in event.pools},
+            "members": {x.id: x for x in event.members},
+            "healthmonitors": {x.id: x for x in event.healthmonitors},
+            "l7policies": {x.id: x for x in event.l7policies},
+            "l7rules": {x.id: x for x in event.l7rules},
+        }
+    )
+
+
+def _on_updated(state: LoadBalancerState, event: Event) -> LoadBalancerState:
+    assert isinstance(event, ev.LoadBalancerUpdated)
+    lb = state.loadbalancer
+    if lb is None:
+        return state
+    changes: dict[str, Any] = {**event.changes, "provisioning_status": PS.PENDING_UPDATE}
+    return state.model_copy(update={"loadbalancer": lb.updated(changes)})
+
+
+def _on_deletion_requested(state: LoadBalancerState, event: Event) -> LoadBalancerState:
+    assert isinstance(event, ev.LoadBalancerDeletionRequested)
+    lb = state.loadbalancer
+    if lb is None:
+        return state
+    state = state.model_copy(
+        update={"loadbalancer": lb.updated({"provisioning_status": PS.PENDING_DELETE})}
+    )
+    for collection in _CHILD_KINDS:
+        for child_id in list(getattr(state, collection)):
+            state = _change(state, collection, child_id, {"provisioning_status": PS.PENDING_DELETE})
+    return state
+
+
+def _on_deleted(state: LoadBalancerState, event: Event) -> LoadBalancerState:
+    lb = state.loadbalancer
+    if lb is None:
+        return state
+    update: dict[str, Any] = {c: {} for c in _CHILD_KINDS}
+    update["amphora_ids"] = ()
+    update["loadbalancer"] = lb.updated(
+        {"provisioning_status": PS.DELETED, "operating_status": OperatingStatus.OFFLINE}
+    )
+    return state.model_copy(update=update)
+
+
+def _on_activated(state: LoadBalancerState, event: Event) -> LoadBalancerState:
+    assert isinstance(event, ev.LoadBalancerActivated)
+    return _settle(state.model_copy(update={"amphora_ids": event.amphora_ids}))
+
+
+def _on_changes_applied(state: LoadBalancerState, event: Event) -> LoadBalancerState:
+    return _settle(state)
+
+
+def _on_failed(state: LoadBalancerState, event: Event) -> LoadBalancerState:
+    assert isinstance(event, ev.ProvisioningFailed)
+    lb = state.loadbalancer
+    if lb is None or lb.provisioning_status == PS.DELETED:
+        return state
+    update: dict[str, Any] = {}
+    for collection in _CHILD_KINDS:
+        update[collection] = {
+            child_id: child.updated({"provisioning_status": PS.ERROR})
+            if child.provisioning_status in PENDING_STATUSES
+            else child
+            for child_id, child in getattr(state, collection).items()
+        }
+    update["loadbalancer"] = lb.updated(
+        {"provisioning_status": PS.ERROR, "provisioning_error": event.reason}
+    )
+    return state.model_copy(update=update)
+
+
+def _on_failover_requested(state: LoadBalancerState, event: Event) -> LoadBalancerState:
+    return _lb_pending_update(state)
+
+
+def _on_operating_status(state: LoadBalancerState, event: Event) -> LoadBalancerState:
+    assert isinstance(event, ev.OperatingStatusChanged)
+    for resource_id, status in event.statuses.items():
+        lb = state.loadbalancer
+        if lb is not None and lb.id == resource_id:
+            state = state.model_copy(
+                update={"loadbalancer": lb.updated({"operating_status": status})}
+            )
+            continue
+        for collection in _CHILD_KINDS:
+            if resource_id in getattr(state, collection):
+                state = _change(state, collection, resource_id, {"operating_status": status})
+                break
+    return state
+
+
+_LB_HANDLERS = {
+    ev.LoadBalancerCreated: _on_created,
+    ev.LoadBalancerUpdated: _on_updated,
+    ev.LoadBalancerDeletionRequested: _on_deletion_requested,
+    ev.LoadBalancerDeleted: _on_deleted,
+    ev.LoadBalancerActivated: _on_activated,
+    ev.ChangesApplied: _on_changes_applied,
+    ev.ProvisioningFailed: _on_failed,
+    ev.LoadBalancerFailoverRequested: _on_failover_requested,
+    ev.OperatingStatusChanged: _on_operating_status,
+}

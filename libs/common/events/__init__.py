@@ -1,0 +1,29 @@
+"""Event contracts: the envelope, the registry, and every payload type.
+
+Importing this package registers every payload, so decoding works in any process.
+"""
+
+from __future__ import annotations
+
+from libs.common.events import amphora, loadbalancer
+from libs.common.events._envelope import Envelope, Metadata, new_envelope
+from libs.common.events._registry import (
+    Event,
+    EventRegistry,
+    UnknownEventType,
+    UnsupportedSchemaVersion,
+    registry,
+)
+
+__all__ = [
+    "Envelope",
+    "Event",
+    "EventRegistry",
+    "Metadata",
+    "UnknownEventType",
+    "UnsupportedSchemaVersion",
+    "amphora",
+    "loadbalancer",
+    "new_envelope",
+    "registry",
+]

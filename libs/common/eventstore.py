@@ -1,0 +1,282 @@
+"""The event store: Postgres ``events`` table (insert-only) plus the transactional outbox.
+
+``append`` writes events, their outbox rows and an optional caller hook (read-model projection)
+in one transaction, and wakes the relay with NOTIFY at commit. An append at a stale
+``expected_version`` raises ConcurrencyError and writes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Final, Protocol
+
+import asyncpg
+
+from libs.common import subjects
+from libs.common.errors import ConcurrencyError
+from libs.common.events import Envelope, Event, Metadata, new_envelope, registry
+
+OUTBOX_CHANNEL: Final = "fulcrum_outbox"
+
+DDL: Final = """
+CREATE TABLE IF NOT EXISTS events (
+    global_position bigserial UNIQUE,
+    stream_id text NOT NULL,
+    stream_version int NOT NULL CHECK (stream_version > 0),
+    event_id uuid NOT NULL UNIQUE,
+    event_type text NOT NULL,
+    schema_version int NOT NULL,
+    data jsonb NOT NULL,
+    metadata jsonb NOT NULL,
+    occurred_at timestamptz NOT NULL,
+    recorded_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (stream_id, stream_version)
+);
+CREATE INDEX IF NOT EXISTS events_type_idx ON events (event_type);
+CREATE OR REPLACE FUNCTION events_insert_only() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN RAISE EXCEPTION 'events are insert-only'; END $$;
+DROP TRIGGER IF EXISTS events_insert_only ON events;
+CREATE TRIGGER events_insert_only BEFORE UPDATE OR DELETE ON events
+    FOR EACH ROW EXECUTE FUNCTION events_insert_only();
+CREATE TABLE IF NOT EXISTS outbox (
+    id bigserial PRIMARY KEY,
+    event_id uuid NOT NULL,
+    subject text NOT NULL,
+    body jsonb NOT NULL,
+    traceparent text
+);
+"""
+
+_APPEND_SQL: Final = """
+WITH current AS (
+    SELECT coalesce(max(stream_version), 0) AS v FROM events WHERE stream_id = $1
+), inserted AS (
+    INSERT INTO events (stream_id, stream_version, event_id, event_type, schema_version,
+                        data, metadata, occurred_at)
+    SELECT $1, v.stream_version, v.event_id, v.event_type, v.schema_version,
+           v.data::jsonb, v.metadata::jsonb, v.occurred_at
+    FROM unnest($3::int[], $4::uuid[], $5::text[], $6::int[], $7::text[], $8::text[],
+                $9::timestamptz[])
+         AS v(stream_version, event_id, event_type, schema_version, data, metadata, occurred_at)
+    WHERE (SELECT v FROM current) = $2
+    RETURNING global_position, stream_version
+)
+SELECT global_position FROM inserted ORDER BY stream_version
+"""
+
+_OUTBOX_SQL: Final = """
+INSERT INTO outbox (event_id, subject, body, traceparent)
+SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[]::jsonb[], $4::text[])
+"""
+
+InTransaction = Callable[[asyncpg.Connection, list[Envelope]], Awaitable[None]]
+
+
+class EventStore(Protocol):
+    """The port every writer and reader of events uses."""
+
+    async def append(
+        self,
+        stream_id: str,
+        expected_version: int,
+        payloads: Sequence[Event],
+        metadata: Metadata,
+        *,
+        in_transaction: InTransaction | None = None,
+        conn: asyncpg.Connection | None = None,
+    ) -> list[Envelope]: ...
+
+    async def read_stream(self, stream_id: str, after_version: int = 0) -> list[Envelope]: ...
+
+    async def read_all(self, after_position: int = 0, limit: int = 1000) -> list[Envelope]: ...
+
+
+def _decode_row(row: asyncpg.Record) -> Envelope:
+    payload = registry().decode(row["event_type"], row["schema_version"], json.loads(row["data"]))
+    return Envelope(
+        event_id=row["event_id"],
+        stream_id=row["stream_id"],
+        stream_version=row["stream_version"],
+        payload=payload,
+        occurred_at=row["occurred_at"],
+        metadata=Metadata.from_dict(json.loads(row["metadata"])),
+        global_position=row["global_position"],
+    )
+
+
+_SELECT: Final = (
+    "SELECT global_position, stream_id, stream_version, event_id, event_type, schema_version, "
+    "data::text AS data, metadata::text AS metadata, occurred_at FROM events "
+)
+
+
+class PostgresEventStore:
+    """EventStore on asyncpg. ``append`` may join a caller's transaction through ``conn``."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def append(
+        self,
+        stream_id: str,
+        expected_version: int,
+        payloads: Sequence[Event],
+        metadata: Metadata,
+        *,
+        in_transaction: InTransaction | None = None,
+        conn: asyncpg.Connection | None = None,
+    ) -> list[Envelope]:
+        """Append ``payloads`` after ``expected_version``; raises ConcurrencyError if stale.
+
+        With ``conn`` the append joins the caller's open transaction (a consumer's
+        processed-message row, say); otherwise it runs in its own.
+        """
+        if not payloads:
+            return []
+        envelopes = [
+            new_envelope(stream_id, expected_version + i + 1, p, metadata)
+            for i, p in enumerate(payloads)
+        ]
+        if conn is not None:
+            async with conn.transaction():  # a savepoint inside the caller's transaction
+                return await self._append_in(conn, expected_version, envelopes, in_transaction)
+        async with self._pool.acquire() as own, own.transaction():
+            return await self._append_in(own, expected_version, envelopes, in_transaction)
+
+    async def _append_in(
+        self,
+        conn: asyncpg.Connection,
+        expected_version: int,
+        envelopes: list[Envelope],
+        in_transaction: InTransaction | None,
+    ) -> list[Envelope]:
+        stream_id = envelopes[0].stream_id
+        metadata_json = json.dumps(envelopes[0].metadata.as_dict())
+        data = [json.dumps(e.payload.model_dump(mode="json")) for e in envelopes]
+        try:
+            positions = await conn.fetch(
+                _APPEND_SQL,
+                stream_id,
+                expected_version,
+                [e.stream_version for e in envelopes],
+                [e.event_id for e in envelopes],
+                [e.event_type for e in envelopes],
+                [e.schema_version for e in envelopes],
+                data,
+                [metadata_json] * len(envelopes),
+                [e.occurred_at for e in envelopes],
+            )
+        except asyncpg.UniqueViolationError as exc:
+            raise ConcurrencyError(stream_id, expected_version) from exc
+        if len(positions) != len(envelopes):
+            raise ConcurrencyError(stream_id, expected_version)
+        stored = [
+            _with_position(e, row["global_position"])
+            for e, row in zip(envelopes, positions, strict=True)
+        ]
+        await conn.execute(
+            _OUTBOX_SQL,
+            [e.event_id for e in stored],
+            [subjects.event_subject(e.stream_id, e.event_type) for e in stored],
+            [json.dumps(e.to_wire()) for e in stored],
+            [e.metadata.traceparent for e in stored],
+        )
+        await conn.execute("SELECT pg_notify($1, '')", OUTBOX_CHANNEL)
+        if in_transaction is not None:
+            await in_transaction(conn, stored)
+        return stored
+
+    async def read_stream(self, stream_id: str, after_version: int = 0) -> list[Envelope]:
+        """Events of one stream in version order (after ``after_version``)."""
+        rows = await self._pool.fetch(
+            _SELECT + "WHERE stream_id = $1 AND stream_version > $2 ORDER BY stream_version",
+            stream_id,
+            after_version,
+        )
+        return [_decode_row(r) for r in rows]
+
+    async def read_all(self, after_position: int = 0, limit: int = 1000) -> list[Envelope]:
+        """Committed events in global order (for rebuilds; live followers use JetStream)."""
+        rows = await self._pool.fetch(
+            _SELECT + "WHERE global_position > $1 ORDER BY global_position LIMIT $2",
+            after_position,
+            limit,
+        )
+        return [_decode_row(r) for r in rows]
+
+    async def stream_version(self, stream_id: str) -> int:
+        version: int = await self._pool.fetchval(
+            "SELECT coalesce(max(stream_version), 0) FROM events WHERE stream_id = $1", stream_id
+        )
+        return version
+
+
+def _with_position(envelope: Envelope, position: int) -> Envelope:
+    return Envelope(
+        event_id=envelope.event_id,
+        stream_id=envelope.stream_id,
+        stream_version=envelope.stream_version,
+        payload=envelope.payload,
+        occurred_at=envelope.occurred_at,
+        metadata=envelope.metadata,
+        global_position=position,
+    )
+
+
+class InMemoryEventStore:
+    """EventStore in a dict, for pure-logic tests; ``in_transaction`` hooks get ``None``."""
+
+    def __init__(self) -> None:
+        self._streams: dict[str, list[Envelope]] = {}
+        self._all: list[Envelope] = []
+
+    async def append(
+        self,
+        stream_id: str,
+        expected_version: int,
+        payloads: Sequence[Event],
+        metadata: Metadata,
+        *,
+        in_transaction: InTransaction | None = None,
+        conn: asyncpg.Connection | None = None,
+    ) -> list[Envelope]:
+        if not payloads:
+            return []
+        stream = self._streams.setdefault(stream_id, [])
+        if len(stream) != expected_version:
+            raise ConcurrencyError(stream_id, expected_version)
+        stored = [
+            _with_position(
+                new_envelope(stream_id, expected_version + i + 1, p, metadata),
+                len(self._all) + i + 1,
+            )
+            for i, p in enumerate(payloads)
+        ]
+        if in_transaction is not None:
+            await in_transaction(None, stored)
+        stream.extend(stored)
+        self._all.extend(stored)
+        return stored
+
+    async def read_stream(self, stream_id: str, after_version: int = 0) -> list[Envelope]:
+        return [e for e in self._streams.get(stream_id, []) if e.stream_version > after_version]
+
+    async def read_all(self, after_position: int = 0, limit: int = 1000) -> list[Envelope]:
+        return [e for e in self._all if (e.global_position or 0) > after_position][:limit]
+
+
+def new_id() -> str:
+    """A fresh resource id (UUID4 text), as Octavia uses."""
+    return str(uuid.uuid4())
+
+
+__all__ = [
+    "DDL",
+    "OUTBOX_CHANNEL",
+    "EventStore",
+    "InMemoryEventStore",
+    "PostgresEventStore",
+    "new_id",
+]

@@ -1,0 +1,234 @@
+"""Read models: Octavia-shaped bodies of every resource, kept in ``*_view`` tables.
+
+The projector runs inside the append transaction (read-your-writes). It diffs the bodies of the
+state before and after the append and writes only rows that changed, each guarded by the LB
+stream version. VIP addresses are claimed in ``vip_allocations`` in the same transaction, so
+the store itself refuses an address twice.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any, Final
+
+import asyncpg
+
+from libs.common.domain.model import LoadBalancerState, ProvisioningStatus, Resource
+from libs.common.errors import Conflict
+
+VIEW_TABLES: Final[dict[str, str]] = {
+    "listeners": "listener_view",
+    "pools": "pool_view",
+    "members": "member_view",
+    "healthmonitors": "healthmonitor_view",
+    "l7policies": "l7policy_view",
+    "l7rules": "l7rule_view",
+}
+# The column that names each child's parent (for nested list endpoints).
+_PARENT_FIELD: Final[dict[str, str]] = {
+    "listeners": "loadbalancer_id",
+    "pools": "loadbalancer_id",
+    "members": "pool_id",
+    "healthmonitors": "pool_id",
+    "l7policies": "listener_id",
+    "l7rules": "l7policy_id",
+}
+
+DDL: Final = (
+    "\n".join(
+        f"""
+CREATE TABLE IF NOT EXISTS {table} (
+    id text PRIMARY KEY,
+    lb_id text NOT NULL,
+    parent_id text NOT NULL,
+    project_id text NOT NULL,
+    version int NOT NULL,
+    created_at timestamptz NOT NULL,
+    body jsonb NOT NULL
+);
+CREATE INDEX IF NOT EXISTS {table}_lb_idx ON {table} (lb_id);
+CREATE INDEX IF NOT EXISTS {table}_parent_idx ON {table} (parent_id);
+CREATE INDEX IF NOT EXISTS {table}_project_idx ON {table} (project_id, created_at, id);
+"""
+        for table in ["loadbalancer_view", *VIEW_TABLES.values()]
+    )
+    + """
+CREATE TABLE IF NOT EXISTS vip_allocations (
+    subnet_id text NOT NULL,
+    address text NOT NULL,
+    lb_id text NOT NULL,
+    PRIMARY KEY (subnet_id, address)
+);
+CREATE TABLE IF NOT EXISTS amphora_view (
+    id text PRIMARY KEY,
+    lb_id text,
+    version int NOT NULL,
+    created_at timestamptz NOT NULL,
+    body jsonb NOT NULL
+);
+CREATE INDEX IF NOT EXISTS amphora_view_lb_idx ON amphora_view (lb_id);
+"""
+)
+
+
+def api_time(value: datetime | None) -> str | None:
+    """Octavia's timestamp format: ISO 8601 to the second, no zone."""
+    return value.strftime("%Y-%m-%dT%H:%M:%S") if value else None
+
+
+def _common(resource: Resource) -> dict[str, Any]:
+    body = resource.model_dump(mode="json")
+    body["created_at"] = api_time(resource.created_at)
+    body["updated_at"] = api_time(resource.updated_at)
+    body["tags"] = list(resource.tags)
+    return body
+
+
+def _ids(items: Iterable[Resource]) -> list[dict[str, str]]:
+    return [{"id": item.id} for item in items]
+
+
+def _live(items: Iterable[Any]) -> list[Any]:
+    return [i for i in items if i.provisioning_status != ProvisioningStatus.DELETED]
+
+
+def resource_bodies(state: LoadBalancerState) -> dict[str, dict[str, dict[str, Any]]]:
+    """Every resource of the tree as its Octavia API body, by kind then id."""
+    lb = state.loadbalancer
+    if lb is None:
+        return {}
+    lb_ref = [{"id": lb.id}]
+    out: dict[str, dict[str, dict[str, Any]]] = {kind: {} for kind in VIEW_TABLES}
+    body = _common(lb)
+    body.pop("topology")
+    body.update(
+        vip_vnic_type="normal",
+        additional_vips=[],
+        vip_sg_ids=list(lb.vip_sg_ids) if lb.vip_sg_ids is not None else None,
+        listeners=_ids(state.listeners.values()),
+        pools=_ids(state.pools.values()),
+    )
+    out["loadbalancer"] = {lb.id: body}
+    for listener in state.listeners.values():
+        body = _common(listener)
+        body.pop("loadbalancer_id")
+        body.update(
+            loadbalancers=lb_ref,
+            l7policies=_ids(state.listener_policies(listener.id)),
+            sni_container_refs=list(listener.sni_container_refs),
+        )
+        out["listeners"][listener.id] = body
+    for pool in state.pools.values():
+        body = _common(pool)
+        body.pop("loadbalancer_id")
+        hm = state.pool_healthmonitor(pool.id)
+        body.update(
+            loadbalancers=lb_ref,
+            listeners=_ids(state.pool_listeners(pool.id)),
+            members=_ids(state.pool_members(pool.id)),
+            healthmonitor_id=hm.id if hm else None,
+        )
+        out["pools"][pool.id] = body
+    for member in state.members.values():
+        body = _common(member)
+        body.pop("pool_id")
+        out["members"][member.id] = body
+    for hm in state.healthmonitors.values():
+        body = _common(hm)
+        body.pop("pool_id")
+        body["pools"] = [{"id": hm.pool_id}]
+        out["healthmonitors"][hm.id] = body
+    for policy in state.l7policies.values():
+        body = _common(policy)
+        body["rules"] = _ids(state.policy_rules(policy.id))
+        out["l7policies"][policy.id] = body
+    for rule in state.l7rules.values():
+        body = _common(rule)
+        body.pop("l7policy_id")
+        out["l7rules"][rule.id] = body
+    return out
+
+
+def _parent_id(state: LoadBalancerState, kind: str, resource_id: str) -> str:
+    child = getattr(state, kind)[resource_id]
+    return str(getattr(child, _PARENT_FIELD[kind]))
+
+
+async def project_loadbalancer(
+    conn: asyncpg.Connection, before: LoadBalancerState, after: LoadBalancerState
+) -> None:
+    """Write the view rows that changed between ``before`` and ``after`` (same transaction)."""
+    lb = after.loadbalancer
+    if lb is None:
+        return
+    await _claim_vip(conn, before, after)
+    old, new = resource_bodies(before), resource_bodies(after)
+    if old.get("loadbalancer") != new["loadbalancer"]:
+        await conn.execute(
+            "INSERT INTO loadbalancer_view (id, lb_id, parent_id, project_id, version, "
+            "created_at, body) VALUES ($1, $1, $1, $2, $3, $4, $5::jsonb) "
+            "ON CONFLICT (id) DO UPDATE SET version = $3, body = $5::jsonb "
+            "WHERE loadbalancer_view.version < $3",
+            lb.id,
+            lb.project_id,
+            after.version,
+            lb.created_at,
+            json.dumps(new["loadbalancer"][lb.id]),
+        )
+    for kind, table in VIEW_TABLES.items():
+        old_bodies, new_bodies = old.get(kind, {}), new[kind]
+        gone = [rid for rid in old_bodies if rid not in new_bodies]
+        if gone:
+            await conn.execute(f"DELETE FROM {table} WHERE id = ANY($1::text[])", gone)
+        changed = [rid for rid, body in new_bodies.items() if old_bodies.get(rid) != body]
+        if not changed:
+            continue
+        children = getattr(after, kind)
+        await conn.executemany(
+            f"INSERT INTO {table} (id, lb_id, parent_id, project_id, version, created_at, body) "
+            "VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb) "
+            f"ON CONFLICT (id) DO UPDATE SET version = $5, body = $7::jsonb "
+            f"WHERE {table}.version < $5",
+            [
+                (
+                    rid,
+                    lb.id,
+                    _parent_id(after, kind, rid),
+                    lb.project_id,
+                    after.version,
+                    children[rid].created_at,
+                    json.dumps(new_bodies[rid]),
+                )
+                for rid in changed
+            ],
+        )
+
+
+async def _claim_vip(
+    conn: asyncpg.Connection, before: LoadBalancerState, after: LoadBalancerState
+) -> None:
+    lb = after.loadbalancer
+    assert lb is not None
+    if before.loadbalancer is None:
+        try:
+            async with conn.transaction():
+                await conn.execute(
+                    "INSERT INTO vip_allocations (subnet_id, address, lb_id) VALUES ($1, $2, $3)",
+                    lb.vip_subnet_id,
+                    lb.vip_address,
+                    lb.id,
+                )
+        except asyncpg.UniqueViolationError as exc:
+            raise Conflict(
+                f"IP address {lb.vip_address} already allocated in subnet {lb.vip_subnet_id}."
+            ) from exc
+    elif lb.provisioning_status == ProvisioningStatus.DELETED:
+        await conn.execute("DELETE FROM vip_allocations WHERE lb_id = $1", lb.id)
+
+
+async def allocated_vips(conn: asyncpg.Connection | asyncpg.Pool, subnet_id: str) -> set[str]:
+    """Addresses of a subnet that load balancers hold now."""
+    rows = await conn.fetch("SELECT address FROM vip_allocations WHERE subnet_id = $1", subnet_id)
+    return {r["address"] for r in rows}

@@ -1,0 +1,149 @@
+"""Wire models of the amphora agent's HTTP API, shared by the agent and its client.
+
+Pure module (stdlib and pydantic only). The paths and status codes are described in the
+`services.amphora` package docstring.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Final, Self
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+
+API_VERSION: Final = "1"
+API_PREFIX: Final = "/v1"
+
+# HAProxy proxy and server names; also keeps runtime-API commands free of separators.
+NAME_PATTERN: Final = r"^[A-Za-z0-9_.:-]{1,127}$"
+# Certificate file names under <state>/certs, given in the URL as <name>.pem.
+CERT_NAME_PATTERN: Final = r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}$"
+# One token of a `server` line ("check", "inter", "2s", "weight", "10", "cookie", "s1"...).
+_OPTION_TOKEN: Final = re.compile(r"^[A-Za-z0-9_.:/%@=+,-]{1,255}$")
+_HOSTNAME: Final = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,252})$")
+
+ProxyName = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
+
+
+class ServerState(StrEnum):
+    """Administrative state of a server, as HAProxy's `set server ... state` names it."""
+
+    READY = "ready"
+    DRAIN = "drain"
+    MAINT = "maint"
+
+
+class _Input(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class _Output(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+
+class NewServer(_Input):
+    """A server added at runtime: `add server <be>/<srv> <address>:<port> <options...>`."""
+
+    address: str
+    port: int = Field(ge=1, le=65535)
+    options: list[str] = Field(default_factory=list)
+
+    @field_validator("address")
+    @classmethod
+    def _address_is_ip_or_hostname(cls, value: str) -> str:
+        try:
+            ipaddress.ip_address(value)
+        except ValueError:
+            if not _HOSTNAME.fullmatch(value):
+                raise ValueError("address must be an IP address or a hostname") from None
+        return value
+
+    @field_validator("options")
+    @classmethod
+    def _options_are_plain_tokens(cls, value: list[str]) -> list[str]:
+        for token in value:
+            if not _OPTION_TOKEN.fullmatch(token):
+                raise ValueError(f"server option token {token!r} has forbidden characters")
+        return value
+
+    @property
+    def endpoint(self) -> str:
+        return f"[{self.address}]:{self.port}" if ":" in self.address else f"{self.address}:{self.port}"
+
+
+class ServerChange(_Input):
+    """Runtime change of one server; applied in the order add, weight, state.
+
+    `delete` stands alone: the server is disabled, its connections are awaited, then deleted.
+    An added server is enabled unless `state` says otherwise.
+    """
+
+    weight: int | None = Field(default=None, ge=0, le=256)
+    state: ServerState | None = None
+    add: NewServer | None = None
+    delete: bool = False
+
+    @model_validator(mode="after")
+    def _one_coherent_change(self) -> Self:
+        others = (self.weight, self.state, self.add)
+        if self.delete and any(item is not None for item in others):
+            raise ValueError("delete cannot be combined with other changes")
+        if not self.delete and all(item is None for item in others):
+            raise ValueError("give at least one of weight, state, add, delete")
+        return self
+
+
+class ServerChanged(_Output):
+    """Answer to a server change: the runtime-API commands that ran, in order."""
+
+    backend: str
+    server: str
+    commands: list[str]
+
+
+class AgentInfo(_Output):
+    """GET /v1/info. `stats_socket` is the path every pushed config must declare."""
+
+    amphora_id: str
+    lb_id: str
+    api_version: str
+    haproxy_version: str
+    haproxy_running: bool
+    config_sha256: str | None
+    stats_socket: str
+    certs_dir: str
+
+
+class ConfigApplied(_Output):
+    sha256: str
+
+
+class CertificateStored(_Output):
+    name: str
+    sha256: str
+    path: str
+
+
+class ServerCertificate(_Input):
+    """PUT /v1/server-certificate body: a CA-signed certificate and its private key (PEM)."""
+
+    cert_pem: str
+    key_pem: str
+
+
+class ServerCertificateRotated(_Output):
+    serial: str
+    not_after: datetime
+
+
+class ErrorBody(_Output):
+    """Every non-2xx answer of the agent."""
+
+    error: str
+    details: str | None = None
+
+
+StatsRow = dict[str, str | int | None]

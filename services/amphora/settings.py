@@ -1,0 +1,44 @@
+"""Settings of the amphora agent, read from `FULCRUM_AMPHORA_*` environment variables."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_haproxy_binary() -> Path:
+    return Path(shutil.which("haproxy") or "/usr/sbin/haproxy")
+
+
+class AmphoraSettings(BaseSettings):
+    """Everything the agent needs; built once in `__main__` and passed down.
+
+    With `bind_port=0` the kernel picks the port, and the agent writes it to `port_file`
+    (default `<state_dir>/agent.port`, replaced atomically once the listener accepts).
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix="FULCRUM_AMPHORA_", env_nested_delimiter="__", extra="ignore"
+    )
+
+    amphora_id: str
+    lb_id: str
+    bind_host: str = "127.0.0.1"
+    bind_port: int = Field(default=9443, ge=0, le=65535)
+    port_file: Path | None = None
+    state_dir: Path
+    haproxy_bin: Path = Field(default_factory=_default_haproxy_binary)
+    ca_cert: Path
+    server_cert: Path
+    server_key: Path
+    # Bound on starting HAProxy or waiting for a reloaded worker.
+    reload_timeout: float = Field(default=10.0, gt=0)
+    # Bound on waiting for a disabled server's connections to end before `del server`.
+    drain_timeout: float = Field(default=30.0, gt=0)
+
+    @property
+    def effective_port_file(self) -> Path:
+        return self.port_file or self.state_dir / "agent.port"

@@ -1,0 +1,47 @@
+"""Integration fixtures built on the real servers of tests/conftest.py: a migrated database
+pool and a JetStream with the FULCRUM_EVENTS stream."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import asyncpg
+import pytest
+from nats.aio.client import Client as NatsClient
+from nats.js import JetStreamContext
+
+from libs.common import bus
+from libs.common.database import create_pool, migrate
+from libs.common.settings import NatsSettings, PostgresSettings
+
+
+@pytest.fixture
+async def db(pg_dsn: str) -> AsyncIterator[asyncpg.Pool]:
+    """A pool on a fresh, migrated database."""
+    pool = await create_pool(PostgresSettings(dsn=pg_dsn, max_pool=20))
+    await migrate(pool)
+    try:
+        yield pool
+    finally:
+        await pool.close()
+
+
+@dataclass
+class Jet:
+    nc: NatsClient
+    js: JetStreamContext
+    settings: NatsSettings
+
+
+@pytest.fixture
+async def jet(nats_url: str) -> AsyncIterator[Jet]:
+    """A connection to a fresh NATS whose FULCRUM_EVENTS stream exists."""
+    settings = NatsSettings(url=nats_url, ack_wait=5.0, max_deliver=3)
+    nc = await bus.connect(settings, "test")
+    js = nc.jetstream()
+    await bus.ensure_stream(js, settings)
+    try:
+        yield Jet(nc, js, settings)
+    finally:
+        await nc.close()

@@ -1,0 +1,88 @@
+"""The event store against a real Postgres (and the in-memory one, same contract)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+
+from libs.common.errors import ConcurrencyError
+from libs.common.events import Metadata
+from libs.common.events.amphora import AmphoraDeleted
+from libs.common.eventstore import EventStore, InMemoryEventStore, PostgresEventStore
+
+META = Metadata(correlation_id="c-1", actor="test")
+
+
+def deleted(n: int) -> AmphoraDeleted:
+    return AmphoraDeleted(amphora_id=f"a{n}")
+
+
+@pytest.fixture(params=["postgres", "memory"])
+async def store(request: pytest.FixtureRequest, db: asyncpg.Pool) -> AsyncIterator[EventStore]:
+    """The same contract suite runs against both stores."""
+    yield InMemoryEventStore() if request.param == "memory" else PostgresEventStore(db)
+
+
+async def test_append_then_read_stream_in_order(store: EventStore) -> None:
+    await store.append("amphora-x", 0, [deleted(1), deleted(2)], META)
+    await store.append("amphora-x", 2, [deleted(3)], META)
+    events = await store.read_stream("amphora-x")
+    assert [e.stream_version for e in events] == [1, 2, 3]
+    assert [e.payload.amphora_id for e in events] == ["a1", "a2", "a3"]  # type: ignore[attr-defined]
+    assert events[0].metadata.correlation_id == "c-1"
+    assert (await store.read_stream("amphora-x", after_version=2))[0].stream_version == 3
+
+
+async def test_stale_expected_version_is_a_concurrency_error(store: EventStore) -> None:
+    await store.append("amphora-y", 0, [deleted(1)], META)
+    with pytest.raises(ConcurrencyError):
+        await store.append("amphora-y", 0, [deleted(2)], META)
+    with pytest.raises(ConcurrencyError):
+        await store.append("amphora-y", 5, [deleted(2)], META)  # ahead of the stream: no gaps
+    assert len(await store.read_stream("amphora-y")) == 1
+
+
+async def test_read_all_follows_global_order(store: EventStore) -> None:
+    await store.append("amphora-a", 0, [deleted(1)], META)
+    await store.append("amphora-b", 0, [deleted(2)], META)
+    everything = await store.read_all()
+    assert [e.stream_id for e in everything] == ["amphora-a", "amphora-b"]
+    positions = [e.global_position or 0 for e in everything]
+    assert positions == sorted(positions)
+    assert await store.read_all(after_position=positions[0]) == everything[1:]
+
+
+async def test_concurrent_appends_at_the_same_version_exactly_one_wins(
+    db: asyncpg.Pool,
+) -> None:
+    store = PostgresEventStore(db)
+    results = await asyncio.gather(
+        *(store.append("amphora-race", 0, [deleted(i)], META) for i in range(8)),
+        return_exceptions=True,
+    )
+    winners = [r for r in results if not isinstance(r, BaseException)]
+    losers = [r for r in results if isinstance(r, ConcurrencyError)]
+    assert len(winners) == 1 and len(losers) == 7
+    assert len(await store.read_stream("amphora-race")) == 1
+    assert await db.fetchval("SELECT count(*) FROM outbox") == 1  # nothing half-written
+
+
+async def test_events_are_insert_only(db: asyncpg.Pool) -> None:
+    await PostgresEventStore(db).append("amphora-z", 0, [deleted(1)], META)
+    with pytest.raises(asyncpg.RaiseError, match="insert-only"):
+        await db.execute("UPDATE events SET event_type = 'x'")
+    with pytest.raises(asyncpg.RaiseError, match="insert-only"):
+        await db.execute("DELETE FROM events")
+
+
+async def test_in_transaction_hook_failure_rolls_back_everything(db: asyncpg.Pool) -> None:
+    async def boom(conn: asyncpg.Connection, _: object) -> None:
+        raise RuntimeError("projection failed")
+
+    with pytest.raises(RuntimeError):
+        await PostgresEventStore(db).append("amphora-h", 0, [deleted(1)], META, in_transaction=boom)
+    assert await db.fetchval("SELECT count(*) FROM events") == 0
+    assert await db.fetchval("SELECT count(*) FROM outbox") == 0
