@@ -36,3 +36,37 @@ class RelaySettings(BaseModel):
     # Safety net beside LISTEN/NOTIFY, and the standby's interval to try the lock.
     poll_interval: float = 2.0
     max_backoff: float = 2.0
+
+
+class SubnetConfig(BaseModel):
+    """An operator-defined subnet whose allocation pool hands out VIP addresses."""
+
+    id: str
+    name: str
+    network_id: str
+    network_name: str
+    cidr: str
+    gateway_ip: str | None = None
+    allocation_start: str
+    allocation_end: str
+    project_id: str = ""
+
+
+def default_subnets() -> list[SubnetConfig]:
+    """The embedded default: VIPs on loopback (127.77.0.0/16), usable by the process driver."""
+    return [
+        SubnetConfig(
+            id="6a3b9c3e-5f2d-4c1a-9b7e-1f0d2c3b4a51",
+            name="public-subnet",
+            network_id="0c9a4e2b-8d7f-4f6e-a1b2-3c4d5e6f7a81",
+            network_name="public",
+            cidr="127.77.0.0/16",
+            gateway_ip=None,
+            allocation_start="127.77.0.10",
+            allocation_end="127.77.255.250",
+        )
+    ]
+
+
+class NetworkSettings(BaseModel):
+    subnets: list[SubnetConfig] = Field(default_factory=default_subnets)

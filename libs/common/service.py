@@ -1,0 +1,158 @@
+"""What every Fulcrum service app shares: ``/healthz``, ``/metrics`` and lifecycle contexts.
+
+A service's ``app.py`` builds ``base_app(name)`` and appends the ``cleanup_ctx`` generators it
+needs (Postgres, NATS, the outbox relay, its own loops). Each context tears down only what it
+set up; background loops run as tasks that are cancelled on shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from typing import Any
+
+import asyncpg
+from aiohttp import web
+from nats.aio.client import Client as NatsClient
+from nats.js import JetStreamContext
+
+from libs.common import bus
+from libs.common.database import create_pool, migrate
+from libs.common.outbox import OutboxRelay
+from libs.common.settings import NatsSettings, PostgresSettings, RelaySettings
+
+log = logging.getLogger(__name__)
+
+Ctx = Callable[[web.Application], AsyncIterator[None]]
+
+
+class Metrics:
+    """Counters and gauges rendered in the Prometheus text format."""
+
+    def __init__(self, prefix: str) -> None:
+        self._prefix = prefix
+        self._values: dict[str, float] = {}
+        self._gauges: dict[str, Callable[[], float]] = {}
+
+    def inc(self, name: str, amount: float = 1.0) -> None:
+        self._values[name] = self._values.get(name, 0.0) + amount
+
+    def gauge(self, name: str, read: Callable[[], float]) -> None:
+        self._gauges[name] = read
+
+    def value(self, name: str) -> float:
+        return self._values.get(name, 0.0)
+
+    def render(self) -> str:
+        lines = []
+        for name, value in sorted(self._values.items()):
+            lines += [f"# TYPE {self._prefix}_{name} counter", f"{self._prefix}_{name} {value}"]
+        for name, read in sorted(self._gauges.items()):
+            lines += [f"# TYPE {self._prefix}_{name} gauge", f"{self._prefix}_{name} {read()}"]
+        return "\n".join(lines) + "\n"
+
+
+DB = web.AppKey("db", asyncpg.Pool)
+NATS = web.AppKey("nats", NatsClient)
+JETSTREAM = web.AppKey("jetstream", JetStreamContext)
+METRICS = web.AppKey("metrics", Metrics)
+RELAY = web.AppKey("relay", OutboxRelay)
+SERVICE_NAME = web.AppKey("service_name", str)
+
+
+async def _healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok", "service": request.app[SERVICE_NAME]})
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    return web.Response(text=request.app[METRICS].render(), content_type="text/plain")
+
+
+def base_app(name: str, *, middlewares: Sequence[Any] = ()) -> web.Application:
+    """An app serving ``/healthz`` and ``/metrics``; add routes and contexts to it."""
+    app = web.Application(middlewares=list(middlewares))
+    app[SERVICE_NAME] = name
+    app[METRICS] = Metrics(f"fulcrum_{name}")
+    app.router.add_get("/healthz", _healthz)
+    app.router.add_get("/metrics", _metrics)
+    return app
+
+
+def postgres_ctx(settings: PostgresSettings, extra_ddl: Sequence[str] = ()) -> Ctx:
+    """Open the pool and migrate the schema; close the pool at shutdown."""
+
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        pool = await create_pool(settings)
+        try:
+            await migrate(pool, extra_ddl)
+            app[DB] = pool
+            yield
+        finally:
+            await pool.close()
+
+    return ctx
+
+
+def nats_ctx(settings: NatsSettings) -> Ctx:
+    """Connect to NATS and ensure the event stream exists; drain at shutdown."""
+
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        nc = await bus.connect(settings, app[SERVICE_NAME])
+        try:
+            js = nc.jetstream()
+            await bus.ensure_stream(js, settings)
+            app[NATS] = nc
+            app[JETSTREAM] = js
+            yield
+        finally:
+            await nc.close()
+
+    return ctx
+
+
+def relay_ctx(pg: PostgresSettings, nats_settings: NatsSettings, settings: RelaySettings) -> Ctx:
+    """Run this process's outbox relay (active only while it holds the relay lock)."""
+
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        if not settings.enabled:
+            yield
+            return
+        publisher = bus.JetStreamPublisher(app[JETSTREAM], nats_settings)
+        relay = OutboxRelay(pg.dsn, publisher, settings)
+        app[RELAY] = relay
+        app[METRICS].gauge("relay_published_total", lambda: float(relay.published))
+        app[METRICS].gauge("relay_active", lambda: float(relay.active))
+        async with background(relay.run(), "outbox relay"):
+            yield
+
+    return ctx
+
+
+def task_ctx(name: str, factory: Callable[[web.Application], Coroutine[Any, Any, None]]) -> Ctx:
+    """Run ``factory(app)`` as a background task for the app's lifetime."""
+
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        async with background(factory(app), name):
+            yield
+
+    return ctx
+
+
+@contextlib.asynccontextmanager
+async def background(coro: Coroutine[Any, Any, None], name: str) -> AsyncIterator[None]:
+    """Run ``coro`` as a task; a crash is logged loudly; cancelled when the block exits."""
+    task = asyncio.create_task(coro, name=name)
+
+    def report(done: asyncio.Task[None]) -> None:
+        if not done.cancelled() and done.exception() is not None:
+            log.error("background task %s died", name, exc_info=done.exception())
+
+    task.add_done_callback(report)
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

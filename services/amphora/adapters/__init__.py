@@ -1,0 +1,1 @@
+"""Adapters of the amphora agent: HAProxy (process and runtime API) and TLS."""

@@ -1,0 +1,501 @@
+"""HAProxy in master-worker mode, owned by the agent: validated config installs with hitless
+reloads and rollback, plus the runtime API (weights, drain, add/del server, `show stat`).
+
+Files under the state dir: `haproxy.cfg` (always the last config HAProxy loaded), `.new` and
+`.failed` copies, `master.sock` (master CLI), `stats.sock` (worker runtime API; every pushed
+config must declare it), `haproxy.pid` (the master's pid) and `haproxy.log` (its stderr).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import hashlib
+import logging
+import os
+import re
+import signal
+import time
+from contextlib import suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+from libs.common.errors import (
+    Conflict,
+    DomainError,
+    InfrastructureError,
+    NotFound,
+    TransientError,
+    ValidationFailed,
+)
+from libs.common.pki import write_private_file
+from services.amphora.contract import NAME_PATTERN, ServerChange, StatsRow
+
+logger = logging.getLogger(__name__)
+
+_LOG_TAIL_CHARS: Final = 8192
+_POLL_INTERVAL: Final = 0.02
+_STOP_TIMEOUT: Final = 5.0
+_NAME: Final = re.compile(NAME_PATTERN)
+_STATS_SOCKET_LINE: Final = re.compile(r"^\s*stats\s+socket\s+(?:unix@)?(\S+)(.*)$", re.MULTILINE)
+_FAILED_COUNTER: Final = re.compile(r"\[failed:\s*(\d+)\]")
+
+
+class ConfigRejected(ValidationFailed):
+    """HAProxy refused a configuration (check or load); the previous one keeps serving."""
+
+    code = "config_rejected"
+
+
+class HaproxyUnavailable(TransientError):
+    """HAProxy's runtime socket did not answer."""
+
+
+class HaproxyFailed(InfrastructureError):
+    """HAProxy could not be brought back to the last good configuration."""
+
+
+class _LoadFailed(Exception):
+    def __init__(self, output: str) -> None:
+        super().__init__(output)
+        self.output = output
+
+
+@dataclass(frozen=True)
+class ProcessTable:
+    """The master CLI's `show proc`: reload counters and the current workers' pids."""
+
+    master_pid: int
+    reloads: int
+    failed_reloads: int
+    workers: frozenset[int]
+    fresh_workers: frozenset[int]  # current workers that were started by the last reload
+
+
+def parse_show_proc(text: str) -> ProcessTable:
+    """Parse HAProxy 2.6's `show proc`; raises ValueError when there is no master line."""
+    master: tuple[int, int, int] | None = None
+    workers: set[int] = set()
+    fresh: set[int] = set()
+    section = ""
+    for line in text.splitlines():
+        if line.startswith("#"):
+            section = line.strip("# ").lower()
+            continue
+        fields = line.split()
+        if len(fields) < 3 or not fields[0].isdigit():
+            continue
+        pid, kind = int(fields[0]), fields[1]
+        if kind == "master":
+            failed = _FAILED_COUNTER.search(line)
+            master = (pid, int(fields[2]), int(failed.group(1)) if failed else 0)
+        elif kind == "worker" and section == "workers":
+            workers.add(pid)
+            if fields[2] == "0":
+                fresh.add(pid)
+    if master is None:
+        raise ValueError(f"no master in show proc output: {text!r}")
+    return ProcessTable(master[0], master[1], master[2], frozenset(workers), frozenset(fresh))
+
+
+def _scalar(value: str) -> str | int | None:
+    if value == "":
+        return None
+    if value.isdigit() or (value.startswith("-") and value[1:].isdigit()):
+        return int(value)
+    return value
+
+
+def parse_show_stat(text: str) -> list[StatsRow]:
+    """Parse `show stat` CSV into dicts; integers become ints, empty fields None.
+
+    Raises ValueError with HAProxy's message when the answer is not a stats table.
+    """
+    lines = text.splitlines()
+    if not lines or not lines[0].startswith("# "):
+        raise ValueError(text.strip() or "empty answer")
+    header = lines[0][2:].split(",")
+    rows: list[StatsRow] = []
+    for values in csv.reader(line for line in lines[1:] if line):
+        rows.append({key: _scalar(value) for key, value in zip(header, values, strict=False) if key})
+    return rows
+
+
+async def _unix_exchange(path: Path, command: str) -> str:
+    """Send one command to an HAProxy CLI socket, half-close, read the answer to EOF.
+
+    The half-close matters: the 2.6 master CLI answers a non-interactive client only then.
+    """
+    reader, writer = await asyncio.open_unix_connection(str(path))
+    try:
+        writer.write(command.encode() + b"\n")
+        await writer.drain()
+        writer.write_eof()
+        return (await reader.read()).decode(errors="replace")
+    finally:
+        writer.close()
+        with suppress(OSError):
+            await writer.wait_closed()
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
+
+
+def _check_name(name: str) -> str:
+    if not _NAME.fullmatch(name):
+        raise ValidationFailed(f"invalid proxy or server name {name!r}")
+    return name
+
+
+def _refusal(command: str, answer: str) -> DomainError:
+    message = f"haproxy refused `{command}`: {answer or 'no answer'}"
+    if answer.startswith("No such"):
+        return NotFound(message, detail=answer)
+    return Conflict(message, detail=answer)
+
+
+class HaproxyDataPlane:
+    """One HAProxy master (and its workers) per amphora, started lazily by the first `apply`.
+
+    Config installs, stops and runtime changes are serialized by one lock, so a runtime change
+    never lands on a worker that a concurrent reload is about to retire.
+    """
+
+    def __init__(
+        self, binary: Path, state_dir: Path, *, reload_timeout: float, drain_timeout: float
+    ) -> None:
+        self.binary = binary
+        self.state_dir = state_dir
+        self.reload_timeout = reload_timeout
+        self.drain_timeout = drain_timeout
+        self.config_path = state_dir / "haproxy.cfg"
+        self.master_socket = state_dir / "master.sock"
+        self.stats_socket = state_dir / "stats.sock"
+        self.certs_dir = state_dir / "certs"
+        self._pid_file = state_dir / "haproxy.pid"
+        self._log_file = state_dir / "haproxy.log"
+        self._lock = asyncio.Lock()
+        self._child: asyncio.subprocess.Process | None = None
+        self._master_pid: int | None = None
+        self._version = ""
+
+    @property
+    def version(self) -> str:
+        return self._version
+
+    @property
+    def master_pid(self) -> int | None:
+        return self._master_pid if self.is_running() else None
+
+    async def prepare(self) -> None:
+        """Create the state dirs, read HAProxy's version, and adopt a master left running by a
+        previous agent process (its pid file matches the master answering on master.sock)."""
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.certs_dir.mkdir(mode=0o700, exist_ok=True)
+        output, status = await self._run(str(self.binary), "-v")
+        if status != 0:
+            raise HaproxyFailed(f"{self.binary} -v failed: {output}")
+        first_line = output.splitlines()[0] if output else ""
+        self._version = first_line.removeprefix("HAProxy version ").split(" ")[0]
+        with suppress(OSError, ValueError):
+            pid = int(self._pid_file.read_text().strip())
+            if _pid_alive(pid) and (await self._show_proc()).master_pid == pid:
+                self._master_pid = pid
+                logger.info("adopted running haproxy master pid=%d", pid)
+
+    def is_running(self) -> bool:
+        if self._child is not None:
+            return self._child.returncode is None
+        return self._master_pid is not None and _pid_alive(self._master_pid)
+
+    def config_text(self) -> str | None:
+        try:
+            return self.config_path.read_text()
+        except FileNotFoundError:
+            return None
+
+    def config_sha256(self) -> str | None:
+        text = self.config_text()
+        return None if text is None else hashlib.sha256(text.encode()).hexdigest()
+
+    async def apply(self, text: str) -> str:
+        """Install `text` as the running config and return its sha256. Idempotent: the same
+        text while running is a no-op.
+
+        Raises ConfigRejected (with HAProxy's output) when `haproxy -c` fails, when the config
+        lacks the stats socket contract, or when HAProxy cannot load it (bind errors). In every
+        such case the previous config stays installed and serving. Raises HaproxyFailed when
+        even the rollback does not load.
+        """
+        self._require_stats_socket(text)
+        digest = hashlib.sha256(text.encode()).hexdigest()
+        async with self._lock:
+            if self.is_running() and self.config_sha256() == digest:
+                return digest
+            candidate = self.config_path.with_name("haproxy.cfg.new")
+            write_private_file(candidate, text.encode())
+            output, status = await self._run(str(self.binary), "-c", "-f", str(candidate))
+            if status != 0:
+                os.replace(candidate, self.config_path.with_name("haproxy.cfg.failed"))
+                raise ConfigRejected("haproxy rejected the configuration", detail=output)
+            previous = self.config_text()
+            os.replace(candidate, self.config_path)
+            try:
+                await (self._reload() if self.is_running() else self._start())
+            except _LoadFailed as failure:
+                write_private_file(self.config_path.with_name("haproxy.cfg.failed"), text.encode())
+                await self._restore(previous)
+                raise ConfigRejected(
+                    "haproxy could not load the configuration", detail=failure.output
+                ) from None
+            return digest
+
+    async def stop(self) -> None:
+        """Stop HAProxy (SIGTERM to the master, SIGKILL after 5 s); the config file stays."""
+        async with self._lock:
+            await self._stop_master()
+
+    async def discard(self) -> None:
+        """Stop HAProxy and remove its config; idempotent."""
+        async with self._lock:
+            await self._stop_master()
+            self.config_path.unlink(missing_ok=True)
+
+    async def show_stat(self) -> list[StatsRow]:
+        """All rows of `show stat` (frontends, backends, servers)."""
+        answer = await self._runtime("show stat")
+        try:
+            return parse_show_stat(answer)
+        except ValueError as exc:
+            raise HaproxyUnavailable(f"unexpected show stat answer: {exc}") from exc
+
+    async def change_server(self, backend: str, server: str, change: ServerChange) -> list[str]:
+        """Apply `change` through the runtime API and return the commands that ran.
+
+        Raises NotFound for an unknown backend/server, Conflict when HAProxy refuses a command
+        (earlier commands of the same change stay applied) or when a server being deleted
+        still has connections after `drain_timeout` (it then stays in maintenance).
+        Runtime changes last until the next reload: the pushed config must carry them too.
+        """
+        target = f"{_check_name(backend)}/{_check_name(server)}"
+        commands: list[str] = []
+
+        async def run(command: str, expected: str = "") -> None:
+            answer = (await self._runtime(command)).strip()
+            if answer != expected:
+                raise _refusal(command, answer)
+            commands.append(command)
+
+        async with self._lock:
+            if change.delete:
+                await run(f"disable server {target}")
+                await self._await_no_connections(backend, server)
+                await run(f"del server {target}", "Server deleted.")
+                return commands
+            if change.add is not None:
+                line = " ".join([f"add server {target}", change.add.endpoint, *change.add.options])
+                await run(line, "New server registered.")
+                if "check" in change.add.options:
+                    await run(f"enable health {target}")
+                if "agent-check" in change.add.options:
+                    await run(f"enable agent {target}")
+                if change.state is None:
+                    await run(f"enable server {target}")
+            if change.weight is not None:
+                await run(f"set weight {target} {change.weight}")
+            if change.state is not None:
+                await run(f"set server {target} state {change.state}")
+        return commands
+
+    # -- process management ------------------------------------------------------------------
+
+    def _require_stats_socket(self, text: str) -> None:
+        for match in _STATS_SOCKET_LINE.finditer(text):
+            if match.group(1).strip("\"'") == str(self.stats_socket) and "level admin" in match.group(2):
+                return
+        raise ConfigRejected(
+            "the configuration must declare the agent's runtime socket",
+            detail=f"expected in `global`: stats socket {self.stats_socket} mode 600 level admin",
+        )
+
+    async def _run(self, *argv: str) -> tuple[str, int]:
+        process = await asyncio.create_subprocess_exec(
+            *argv,
+            cwd=self.state_dir,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        output, _ = await process.communicate()
+        return output.decode(errors="replace").strip(), process.returncode or 0
+
+    def _log_offset(self) -> int:
+        try:
+            return self._log_file.stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def _log_since(self, offset: int) -> str:
+        try:
+            with open(self._log_file, "rb") as log:
+                log.seek(offset)
+                text = log.read().decode(errors="replace")
+        except FileNotFoundError:
+            return ""
+        return text[-_LOG_TAIL_CHARS:].strip()
+
+    async def _show_proc(self) -> ProcessTable:
+        return parse_show_proc(await _unix_exchange(self.master_socket, "show proc"))
+
+    async def _start(self) -> None:
+        offset = self._log_offset()
+        with open(self._log_file, "ab") as log:
+            self._child = await asyncio.create_subprocess_exec(
+                str(self.binary),
+                "-W",
+                "-db",
+                "-S",
+                f"{self.master_socket},mode,600",
+                "-f",
+                str(self.config_path),
+                "-p",
+                str(self._pid_file),
+                cwd=self.state_dir,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=log,
+                stderr=asyncio.subprocess.STDOUT,
+                # Its own session: signals meant for the agent's process group never reach it.
+                start_new_session=True,
+            )
+        self._master_pid = self._child.pid
+        deadline = time.monotonic() + self.reload_timeout
+        while time.monotonic() < deadline:
+            if not self.is_running():
+                raise _LoadFailed(self._log_since(offset))
+            with suppress(OSError, ValueError):
+                if (await self._show_proc()).workers:
+                    logger.info("haproxy master pid=%d started", self._master_pid)
+                    return
+            await asyncio.sleep(_POLL_INTERVAL)
+        await self._stop_master()
+        raise _LoadFailed(f"no worker after {self.reload_timeout} s\n{self._log_since(offset)}")
+
+    async def _reload(self) -> None:
+        """Reload through the master CLI and wait until a new worker runs.
+
+        HAProxy 2.6 answers `reload` with nothing, so success is read from `show proc`: the
+        master's reload counter moved, its failed counter is 0 and a fresh worker is listed.
+        Connections made while the master re-executes itself are refused or reset: retry.
+        """
+        deadline = time.monotonic() + self.reload_timeout
+        before = await self._poll_show_proc(deadline)
+        offset = self._log_offset()
+        while True:
+            try:
+                await _unix_exchange(self.master_socket, "reload")
+                break
+            except ConnectionResetError:
+                break  # the master re-executed while answering: the reload is under way
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise _LoadFailed("master CLI unreachable for reload") from None
+                await asyncio.sleep(_POLL_INTERVAL)
+        while time.monotonic() < deadline:
+            await asyncio.sleep(_POLL_INTERVAL)
+            if not self.is_running():
+                raise _LoadFailed(self._log_since(offset))
+            try:
+                after = await self._show_proc()
+            except (OSError, ValueError):
+                continue
+            if after.reloads <= before.reloads:
+                continue
+            if after.failed_reloads > 0:
+                raise _LoadFailed(self._log_since(offset))
+            if after.fresh_workers - before.workers:
+                return
+        raise _LoadFailed(f"no new worker after {self.reload_timeout} s\n{self._log_since(offset)}")
+
+    async def _poll_show_proc(self, deadline: float) -> ProcessTable:
+        while True:
+            try:
+                return await self._show_proc()
+            except (OSError, ValueError) as exc:
+                if time.monotonic() > deadline:
+                    raise _LoadFailed(f"master CLI unreachable: {exc}") from None
+            await asyncio.sleep(_POLL_INTERVAL)
+
+    async def _restore(self, previous: str | None) -> None:
+        """Put the last good config back and make HAProxy run it (or nothing, if none)."""
+        if previous is None:
+            self.config_path.unlink(missing_ok=True)
+            await self._stop_master()
+            return
+        write_private_file(self.config_path, previous.encode())
+        try:
+            await (self._reload() if self.is_running() else self._start())
+        except _LoadFailed as failure:
+            raise HaproxyFailed(f"rollback to the last good config failed: {failure.output}") from None
+
+    async def _stop_master(self) -> None:
+        pid, child = self._master_pid, self._child
+        self._master_pid, self._child = None, None
+        if pid is None:
+            return
+        if child is not None:
+            # Signal only through the handle: a reaped child's pid may already be reused.
+            with suppress(ProcessLookupError):
+                child.terminate()
+            try:
+                await asyncio.wait_for(child.wait(), _STOP_TIMEOUT)
+            except TimeoutError:
+                with suppress(ProcessLookupError):
+                    child.kill()
+                await child.wait()
+        elif _pid_alive(pid):
+            with suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+            deadline = time.monotonic() + _STOP_TIMEOUT
+            while _pid_alive(pid) and time.monotonic() < deadline:
+                await asyncio.sleep(_POLL_INTERVAL)
+            if _pid_alive(pid):
+                with suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        self._pid_file.unlink(missing_ok=True)
+        logger.info("haproxy master pid=%d stopped", pid)
+
+    # -- runtime API -------------------------------------------------------------------------
+
+    async def _runtime(self, command: str) -> str:
+        if not self.is_running():
+            raise Conflict("haproxy is not running; push a configuration first")
+        try:
+            return await _unix_exchange(self.stats_socket, command)
+        except OSError as exc:
+            raise HaproxyUnavailable(f"runtime API {self.stats_socket} unreachable: {exc}") from exc
+
+    async def _await_no_connections(self, backend: str, server: str) -> None:
+        deadline = time.monotonic() + self.drain_timeout
+        while True:
+            answer = await self._runtime(f"show stat {backend} 4 -1")
+            try:
+                rows = parse_show_stat(answer)
+            except ValueError:
+                raise _refusal(f"show stat {backend}", answer.strip()) from None
+            current = next((row.get("scur") for row in rows if row.get("svname") == server), None)
+            if current is None:
+                raise NotFound(f"server {backend}/{server} not found")
+            if current == 0:
+                return
+            if time.monotonic() > deadline:
+                raise Conflict(
+                    f"server {backend}/{server} still has {current} connections after "
+                    f"{self.drain_timeout} s; it stays in maintenance"
+                )
+            await asyncio.sleep(0.1)

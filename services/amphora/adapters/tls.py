@@ -1,0 +1,65 @@
+"""The agent's mutual-TLS server context and the rotation of its own server certificate.
+
+Only clients holding a certificate signed by the deployment CA (for client authentication)
+complete the handshake; everyone else is refused by OpenSSL before any HTTP is read.
+"""
+
+from __future__ import annotations
+
+import ssl
+from datetime import UTC, datetime
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from libs.common.errors import ValidationFailed
+from libs.common.pki import is_issued_by, write_private_file
+
+
+def server_ssl_context(ca_cert: Path, cert: Path, key: Path) -> ssl.SSLContext:
+    """TLS >= 1.2 server context that requires a client certificate signed by `ca_cert`."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.verify_mode = ssl.CERT_REQUIRED
+    context.load_verify_locations(cafile=str(ca_cert))
+    context.load_cert_chain(str(cert), str(key))
+    return context
+
+
+class AgentTLS:
+    """Owns the listening socket's SSLContext; `rotate` swaps the certificate in place.
+
+    OpenSSL copies the context's certificate into each connection at handshake time, so a
+    rotation applies to every new connection while open ones keep the old certificate.
+    """
+
+    def __init__(self, ca_cert: Path, cert_path: Path, key_path: Path) -> None:
+        self.ca_cert = ca_cert
+        self.cert_path = cert_path
+        self.key_path = key_path
+        self.context = server_ssl_context(ca_cert, cert_path, key_path)
+
+    def rotate(self, cert_pem: bytes, key_pem: bytes) -> x509.Certificate:
+        """Validate, store (key 0600) and load a new server certificate; returns it.
+
+        Raises ValidationFailed when the PEMs do not parse, the key does not match, the
+        certificate is expired or it was not signed by the deployment CA; nothing changes then.
+        """
+        try:
+            cert = x509.load_pem_x509_certificate(cert_pem)
+            key = serialization.load_pem_private_key(key_pem, password=None)
+        except (ValueError, TypeError) as exc:
+            raise ValidationFailed(f"unreadable certificate or key: {exc}") from exc
+        spki = serialization.PublicFormat.SubjectPublicKeyInfo
+        pem = serialization.Encoding.PEM
+        if cert.public_key().public_bytes(pem, spki) != key.public_key().public_bytes(pem, spki):
+            raise ValidationFailed("the private key does not match the certificate")
+        if cert.not_valid_after_utc <= datetime.now(UTC):
+            raise ValidationFailed("the certificate has expired")
+        if not is_issued_by(cert_pem, self.ca_cert.read_bytes()):
+            raise ValidationFailed("the certificate is not signed by the deployment CA")
+        write_private_file(self.key_path, key_pem)
+        write_private_file(self.cert_path, cert_pem, mode=0o644)
+        self.context.load_cert_chain(str(self.cert_path), str(self.key_path))
+        return cert

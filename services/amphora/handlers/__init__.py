@@ -1,0 +1,1 @@
+"""HTTP handlers of the amphora agent and its error middleware."""
