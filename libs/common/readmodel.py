@@ -15,6 +15,7 @@ from typing import Any, Final
 
 import asyncpg
 
+from libs.common.domain.amphora import Amphora
 from libs.common.domain.model import LoadBalancerState, ProvisioningStatus, Resource
 from libs.common.errors import Conflict
 
@@ -64,6 +65,8 @@ CREATE TABLE IF NOT EXISTS vip_allocations (
 CREATE TABLE IF NOT EXISTS amphora_view (
     id text PRIMARY KEY,
     lb_id text,
+    status text NOT NULL,
+    agent_url text NOT NULL,
     version int NOT NULL,
     created_at timestamptz NOT NULL,
     body jsonb NOT NULL
@@ -232,3 +235,48 @@ async def allocated_vips(conn: asyncpg.Connection | asyncpg.Pool, subnet_id: str
     """Addresses of a subnet that load balancers hold now."""
     rows = await conn.fetch("SELECT address FROM vip_allocations WHERE subnet_id = $1", subnet_id)
     return {r["address"] for r in rows}
+
+
+def amphora_body(amp: Amphora, created_at: datetime, updated_at: datetime | None) -> dict[str, Any]:
+    """Octavia's amphora representation (``agent_url`` stays internal)."""
+    return {
+        "id": amp.id,
+        "loadbalancer_id": amp.loadbalancer_id,
+        "compute_id": amp.compute_id,
+        "lb_network_ip": amp.lb_network_ip,
+        "vrrp_ip": amp.vrrp_ip,
+        "ha_ip": amp.ha_ip,
+        "vrrp_port_id": None,
+        "ha_port_id": None,
+        "cert_expiration": amp.cert_expiration,
+        "cert_busy": False,
+        "role": amp.role,
+        "status": amp.status.value,
+        "vrrp_interface": None,
+        "vrrp_id": 1 if amp.topology == "ACTIVE_STANDBY" else None,
+        "vrrp_priority": {"MASTER": 100, "BACKUP": 90}.get(amp.role),
+        "cached_zone": None,
+        "image_id": None,
+        "compute_flavor": amp.driver,
+        "created_at": api_time(created_at),
+        "updated_at": api_time(updated_at),
+    }
+
+
+async def project_amphora(conn: asyncpg.Connection, amp: Amphora, occurred_at: datetime) -> None:
+    """Upsert one amphora's view row at its stream version (same transaction as the append)."""
+    created = await conn.fetchval("SELECT created_at FROM amphora_view WHERE id = $1", amp.id)
+    body = amphora_body(amp, created or occurred_at, occurred_at if created else None)
+    await conn.execute(
+        "INSERT INTO amphora_view (id, lb_id, status, agent_url, version, created_at, body) "
+        "VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb) ON CONFLICT (id) DO UPDATE SET "
+        "lb_id = $2, status = $3, agent_url = $4, version = $5, body = $7::jsonb "
+        "WHERE amphora_view.version < $5",
+        amp.id,
+        amp.loadbalancer_id,
+        amp.status.value,
+        amp.agent_url,
+        amp.version,
+        created or occurred_at,
+        json.dumps(body),
+    )

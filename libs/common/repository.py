@@ -13,18 +13,23 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from libs.common.domain.amphora import Amphora, evolve_amphora, fold_amphora
+from libs.common.domain.commands import Command
 from libs.common.domain.decide import decide
 from libs.common.domain.evolve import fold
-from libs.common.domain.commands import Command
 from libs.common.domain.model import LoadBalancerState
 from libs.common.errors import ConcurrencyError, Conflict
-from libs.common.events import Envelope, Metadata
+from libs.common.events import Envelope, Event, Metadata
 from libs.common.eventstore import PostgresEventStore
-from libs.common.readmodel import project_loadbalancer
+from libs.common.readmodel import project_amphora, project_loadbalancer
 
 
 def lb_stream(lb_id: str) -> str:
     return f"loadbalancer-{lb_id}"
+
+
+def amphora_stream(amphora_id: str) -> str:
+    return f"amphora-{amphora_id}"
 
 
 @dataclass(frozen=True)
@@ -92,4 +97,51 @@ class LoadBalancerRepository:
                     f"Load Balancer {lb_id} is being changed by another request; try again."
                 ) from None
             return Outcome(after, envelopes)
+        raise AssertionError("unreachable")
+
+
+class AmphoraRepository:
+    """Amphora records: appends project ``amphora_view`` in the same transaction."""
+
+    def __init__(self, store: PostgresEventStore) -> None:
+        self._store = store
+
+    async def load(self, amphora_id: str) -> Amphora:
+        envelopes = await self._store.read_stream(amphora_stream(amphora_id))
+        return fold_amphora(e.payload for e in envelopes)
+
+    async def record(
+        self,
+        amphora_id: str,
+        payloads: list[Event],
+        metadata: Metadata,
+        *,
+        conn: asyncpg.Connection | None = None,
+    ) -> Amphora:
+        """Append facts about one amphora; one amphora has one writer (the provisioner)."""
+        for attempt in range(2):
+            before = await self.load(amphora_id)
+            after = before
+            for payload in payloads:
+                after = evolve_amphora(after, payload)
+
+            async def project(
+                tx: asyncpg.Connection, stored: list[Envelope], after: Amphora = after
+            ) -> None:
+                await project_amphora(tx, after, stored[-1].occurred_at)
+
+            try:
+                await self._store.append(
+                    amphora_stream(amphora_id),
+                    before.version,
+                    payloads,
+                    metadata,
+                    in_transaction=project,
+                    conn=conn,
+                )
+            except ConcurrencyError:
+                if attempt == 0:
+                    continue
+                raise
+            return after
         raise AssertionError("unreachable")

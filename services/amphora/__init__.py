@@ -1,1 +1,41 @@
-"""Fulcrum package."""
+"""The in-amphora agent: HAProxy's lifecycle behind a small mutual-TLS HTTPS API.
+
+Transport: HTTPS, TLS >= 1.2. The agent presents a server certificate signed by the deployment
+CA (SANs: the amphora id and its addresses) and requires a client certificate signed by the same
+CA with extended key usage clientAuth; anyone else is refused in the handshake. Bodies are JSON
+unless stated. Every error is `{"error": str, "details": str | null}` with a 4xx/5xx status
+(400 invalid input or config, 404 unknown, 409 refused by HAProxy's state, 503 HAProxy's
+socket unreachable, 500 rollback failed).
+
+    GET    /healthz                        200 {"status": "ok"}
+    GET    /v1/info                        200 AgentInfo {amphora_id, lb_id, api_version,
+                                               haproxy_version, haproxy_running, config_sha256,
+                                               stats_socket, certs_dir}
+    PUT    /v1/haproxy/config              body: the complete haproxy.cfg (text/plain)
+                                           202 {"sha256"} (+ ETag) once a worker runs it;
+                                           400 {"error", "details": haproxy's output} when it
+                                           fails `haproxy -c` or cannot load (e.g. bind); the
+                                           previous config keeps serving. Same text = no-op.
+    GET    /v1/haproxy/config              200 text/plain (+ ETag "<sha256>"), 404 if none
+    DELETE /v1/haproxy                     204; stops HAProxy and forgets its config
+    GET    /v1/haproxy/stats               200 [ {pxname, svname, scur, status, ...}, ... ]
+                                           (`show stat`; integers as numbers, empty as null)
+    POST   /v1/haproxy/servers/{backend}/{server}
+                                           body ServerChange {weight?: 0..256,
+                                               state?: "ready"|"drain"|"maint",
+                                               add?: {address, port, options: [token, ...]},
+                                               delete?: true}
+                                           200 {backend, server, commands: [...]}
+    PUT    /v1/certificates/{name}.pem     body: PEM bundle; 200 {name, sha256, path} (0600)
+    GET    /v1/certificates/{name}.pem     200 {name, sha256, path}, 404 if absent
+    DELETE /v1/certificates/{name}.pem     204 (absent is fine)
+    PUT    /v1/server-certificate          body {cert_pem, key_pem}: CA-signed, matching key;
+                                           200 {serial, not_after}; new connections use it
+
+Stats-socket contract: the agent never edits a pushed config. Instead, every config must declare
+`stats socket <stats_socket from /v1/info> mode 600 level admin` in `global` (a config without
+it is refused with 400), and should reference certificates by the `path` the upload returned
+(inside `certs_dir`). Runtime changes last until the next reload, so the control plane renders
+the same state into the next config. Configs should set `option idle-close-on-response` and
+`hard-stop-after` for reloads that drop no request.
+"""

@@ -118,7 +118,9 @@ def parse_show_stat(text: str) -> list[StatsRow]:
     header = lines[0][2:].split(",")
     rows: list[StatsRow] = []
     for values in csv.reader(line for line in lines[1:] if line):
-        rows.append({key: _scalar(value) for key, value in zip(header, values, strict=False) if key})
+        rows.append(
+            {key: _scalar(value) for key, value in zip(header, values, strict=False) if key}
+        )
     return rows
 
 
@@ -317,7 +319,8 @@ class HaproxyDataPlane:
 
     def _require_stats_socket(self, text: str) -> None:
         for match in _STATS_SOCKET_LINE.finditer(text):
-            if match.group(1).strip("\"'") == str(self.stats_socket) and "level admin" in match.group(2):
+            path, options = match.group(1).strip("\"'"), match.group(2)
+            if path == str(self.stats_socket) and "level admin" in options:
                 return
         raise ConfigRejected(
             "the configuration must declare the agent's runtime socket",
@@ -355,7 +358,8 @@ class HaproxyDataPlane:
 
     async def _start(self) -> None:
         offset = self._log_offset()
-        with open(self._log_file, "ab") as log:
+        log = os.open(self._log_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
             self._child = await asyncio.create_subprocess_exec(
                 str(self.binary),
                 "-W",
@@ -373,6 +377,8 @@ class HaproxyDataPlane:
                 # Its own session: signals meant for the agent's process group never reach it.
                 start_new_session=True,
             )
+        finally:
+            os.close(log)
         self._master_pid = self._child.pid
         deadline = time.monotonic() + self.reload_timeout
         while time.monotonic() < deadline:
@@ -441,7 +447,9 @@ class HaproxyDataPlane:
         try:
             await (self._reload() if self.is_running() else self._start())
         except _LoadFailed as failure:
-            raise HaproxyFailed(f"rollback to the last good config failed: {failure.output}") from None
+            raise HaproxyFailed(
+                f"rollback to the last good config failed: {failure.output}"
+            ) from None
 
     async def _stop_master(self) -> None:
         pid, child = self._master_pid, self._child
@@ -461,8 +469,9 @@ class HaproxyDataPlane:
         elif _pid_alive(pid):
             with suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
-            deadline = time.monotonic() + _STOP_TIMEOUT
-            while _pid_alive(pid) and time.monotonic() < deadline:
+            for _ in range(int(_STOP_TIMEOUT / _POLL_INTERVAL)):
+                if not _pid_alive(pid):
+                    break
                 await asyncio.sleep(_POLL_INTERVAL)
             if _pid_alive(pid):
                 with suppress(ProcessLookupError):

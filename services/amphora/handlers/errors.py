@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from aiohttp import web
-from aiohttp.typing import Handler
+from aiohttp.typedefs import Handler
 
 from libs.common.errors import DomainError, InfrastructureError, TransientError
 from services.amphora.contract import ErrorBody
@@ -24,7 +24,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     control plane and operators, so HAProxy's output is shown); TransientError -> 503;
     other InfrastructureError -> 500; aiohttp's own HTTP errors keep their status."""
     try:
-        return await handler(request)
+        response: web.StreamResponse = await handler(request)
+        return response
     except DomainError as exc:
         return _problem(exc.http_status, exc.message, exc.detail)
     except TransientError as exc:

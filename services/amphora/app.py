@@ -1,0 +1,96 @@
+"""Wiring of the amphora agent: the aiohttp app, HAProxy's lifecycle, and the mTLS listener."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import socket
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from libs.common.pki import write_private_file
+from services.amphora.adapters.certificates import CertificateDirectory
+from services.amphora.adapters.haproxy import HaproxyDataPlane
+from services.amphora.adapters.tls import AgentTLS
+from services.amphora.handlers.api import AgentHandlers
+from services.amphora.handlers.errors import error_middleware
+from services.amphora.settings import AmphoraSettings
+
+logger = logging.getLogger(__name__)
+
+DATAPLANE = web.AppKey("dataplane", HaproxyDataPlane)
+# Full HAProxy configs of large load balancers are pushed in one body.
+_MAX_BODY_BYTES = 16 * 1024 * 1024
+
+
+async def _haproxy_lifecycle(app: web.Application) -> AsyncIterator[None]:
+    """Adopt a running HAProxy or prepare to start one lazily; stop it on shutdown."""
+    dataplane = app[DATAPLANE]
+    await dataplane.prepare()
+    yield
+    await dataplane.stop()
+
+
+def create_app(settings: AmphoraSettings, tls: AgentTLS) -> web.Application:
+    """The agent app; HAProxy starts with the first pushed config and stops at cleanup."""
+    dataplane = HaproxyDataPlane(
+        settings.haproxy_bin,
+        settings.state_dir,
+        reload_timeout=settings.reload_timeout,
+        drain_timeout=settings.drain_timeout,
+    )
+    app = web.Application(middlewares=[error_middleware], client_max_size=_MAX_BODY_BYTES)
+    app[DATAPLANE] = dataplane
+    app.cleanup_ctx.append(_haproxy_lifecycle)
+    handlers = AgentHandlers(
+        amphora_id=settings.amphora_id,
+        lb_id=settings.lb_id,
+        dataplane=dataplane,
+        certificates=CertificateDirectory(dataplane.certs_dir),
+        tls=tls,
+    )
+    app.add_routes(handlers.routes())
+    return app
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(128)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+async def serve(settings: AmphoraSettings) -> None:
+    """Serve until SIGTERM or SIGINT, then stop HAProxy and return.
+
+    The bound port is written to `settings.effective_port_file` once connections are accepted.
+    """
+    tls = AgentTLS(settings.ca_cert, settings.server_cert, settings.server_key)
+    runner = web.AppRunner(create_app(settings, tls), handle_signals=False)
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stopping.set)
+    await runner.setup()
+    try:
+        sock = _bind(settings.bind_host, settings.bind_port)
+        site = web.SockSite(runner, sock, ssl_context=tls.context)
+        await site.start()
+        port = sock.getsockname()[1]
+        write_private_file(settings.effective_port_file, f"{port}\n".encode(), mode=0o644)
+        logger.info(
+            "amphora agent %s listening on %s:%d", settings.amphora_id, settings.bind_host, port
+        )
+        await stopping.wait()
+        logger.info("amphora agent %s stopping", settings.amphora_id)
+    finally:
+        await runner.cleanup()

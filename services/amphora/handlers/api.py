@@ -1,0 +1,140 @@
+"""HTTP handlers of the agent's /v1 API; the contract is in the `services.amphora` docstring."""
+
+from __future__ import annotations
+
+from typing import TypeVar
+
+from aiohttp import web
+from pydantic import BaseModel, ValidationError
+
+from libs.common.errors import ValidationFailed
+from services.amphora.adapters.certificates import CertificateDirectory
+from services.amphora.adapters.haproxy import HaproxyDataPlane
+from services.amphora.adapters.tls import AgentTLS
+from services.amphora.contract import (
+    API_PREFIX,
+    API_VERSION,
+    AgentInfo,
+    ConfigApplied,
+    ServerCertificate,
+    ServerCertificateRotated,
+    ServerChange,
+    ServerChanged,
+)
+
+_Model = TypeVar("_Model", bound=BaseModel)
+
+
+def _json(model: BaseModel, status: int = 200) -> web.Response:
+    return web.Response(
+        status=status, text=model.model_dump_json(), content_type="application/json"
+    )
+
+
+async def _parse(request: web.Request, model: type[_Model]) -> _Model:
+    try:
+        return model.model_validate_json(await request.read())
+    except ValidationError as exc:
+        raise ValidationFailed("invalid request body", detail=str(exc)) from None
+
+
+class AgentHandlers:
+    """The agent's endpoints, bound to one amphora's data plane, certificates and TLS."""
+
+    def __init__(
+        self,
+        *,
+        amphora_id: str,
+        lb_id: str,
+        dataplane: HaproxyDataPlane,
+        certificates: CertificateDirectory,
+        tls: AgentTLS,
+    ) -> None:
+        self.amphora_id = amphora_id
+        self.lb_id = lb_id
+        self.dataplane = dataplane
+        self.certificates = certificates
+        self.tls = tls
+
+    def routes(self) -> list[web.RouteDef]:
+        prefix = API_PREFIX
+        return [
+            web.get("/healthz", self.healthz),
+            web.get(f"{prefix}/info", self.info),
+            web.put(f"{prefix}/haproxy/config", self.put_config),
+            web.get(f"{prefix}/haproxy/config", self.get_config),
+            web.delete(f"{prefix}/haproxy", self.delete_haproxy),
+            web.get(f"{prefix}/haproxy/stats", self.stats),
+            web.post(f"{prefix}/haproxy/servers/{{backend}}/{{server}}", self.change_server),
+            web.put(f"{prefix}/certificates/{{name}}.pem", self.put_certificate),
+            web.get(f"{prefix}/certificates/{{name}}.pem", self.get_certificate),
+            web.delete(f"{prefix}/certificates/{{name}}.pem", self.delete_certificate),
+            web.put(f"{prefix}/server-certificate", self.rotate_server_certificate),
+        ]
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def info(self, request: web.Request) -> web.Response:
+        dataplane = self.dataplane
+        return _json(
+            AgentInfo(
+                amphora_id=self.amphora_id,
+                lb_id=self.lb_id,
+                api_version=API_VERSION,
+                haproxy_version=dataplane.version,
+                haproxy_running=dataplane.is_running(),
+                config_sha256=dataplane.config_sha256(),
+                stats_socket=str(dataplane.stats_socket),
+                certs_dir=str(dataplane.certs_dir),
+            )
+        )
+
+    async def put_config(self, request: web.Request) -> web.Response:
+        text = await request.text()
+        if not text.strip():
+            raise ValidationFailed("empty configuration")
+        digest = await self.dataplane.apply(text)
+        response = _json(ConfigApplied(sha256=digest), status=202)
+        response.headers["ETag"] = f'"{digest}"'
+        return response
+
+    async def get_config(self, request: web.Request) -> web.Response:
+        text = self.dataplane.config_text()
+        if text is None:
+            raise web.HTTPNotFound(reason="no configuration installed")
+        digest = self.dataplane.config_sha256()
+        return web.Response(text=text, content_type="text/plain", headers={"ETag": f'"{digest}"'})
+
+    async def delete_haproxy(self, request: web.Request) -> web.Response:
+        await self.dataplane.discard()
+        return web.Response(status=204)
+
+    async def stats(self, request: web.Request) -> web.Response:
+        return web.json_response(await self.dataplane.show_stat())
+
+    async def change_server(self, request: web.Request) -> web.Response:
+        backend, server = request.match_info["backend"], request.match_info["server"]
+        change = await _parse(request, ServerChange)
+        commands = await self.dataplane.change_server(backend, server, change)
+        return _json(ServerChanged(backend=backend, server=server, commands=commands))
+
+    async def put_certificate(self, request: web.Request) -> web.Response:
+        stored = self.certificates.put(request.match_info["name"], await request.read())
+        return _json(stored)
+
+    async def get_certificate(self, request: web.Request) -> web.Response:
+        return _json(self.certificates.get(request.match_info["name"]))
+
+    async def delete_certificate(self, request: web.Request) -> web.Response:
+        self.certificates.delete(request.match_info["name"])
+        return web.Response(status=204)
+
+    async def rotate_server_certificate(self, request: web.Request) -> web.Response:
+        body = await _parse(request, ServerCertificate)
+        cert = self.tls.rotate(body.cert_pem.encode(), body.key_pem.encode())
+        return _json(
+            ServerCertificateRotated(
+                serial=f"{cert.serial_number:x}", not_after=cert.not_valid_after_utc
+            )
+        )

@@ -1,0 +1,1 @@
+"""Adapters of the provisioner: clients of the outside world (amphora agents, drivers)."""

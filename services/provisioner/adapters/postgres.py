@@ -1,0 +1,20 @@
+"""The provisioner's read queries (SQL lives in adapters)."""
+
+from __future__ import annotations
+
+import asyncpg
+
+
+async def pending_loadbalancer_ids(pool: asyncpg.Pool) -> list[str]:
+    """Load balancers with unfinished work (PENDING_*), oldest first."""
+    rows = await pool.fetch(
+        "SELECT id FROM loadbalancer_view "
+        "WHERE body->>'provisioning_status' LIKE 'PENDING\\_%' ORDER BY created_at"
+    )
+    return [r["id"] for r in rows]
+
+
+async def live_amphorae(pool: asyncpg.Pool) -> dict[str, str | None]:
+    """Amphorae the store owns and has not deleted, with their LB ids."""
+    rows = await pool.fetch("SELECT id, lb_id FROM amphora_view WHERE status <> 'DELETED'")
+    return {r["id"]: r["lb_id"] for r in rows}

@@ -1,0 +1,143 @@
+"""The provisioner's wiring: consumers of LB and amphora events, driver, agent clients."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from libs.common import subjects
+from libs.common.bus import ConsumerRunner, ConsumerSpec
+from libs.common.domain import commands as c
+from libs.common.errors import DomainError
+from libs.common.events import Envelope, Metadata
+from libs.common.events import amphora as amp_ev
+from libs.common.eventstore import PostgresEventStore
+from libs.common.pki import DeploymentCA
+from libs.common.repository import LoadBalancerRepository
+from libs.common.service import (
+    DB,
+    JETSTREAM,
+    METRICS,
+    background,
+    base_app,
+    nats_ctx,
+    postgres_ctx,
+    relay_ctx,
+)
+from libs.common.telemetry import setup_tracing
+from services.provisioner.adapters.postgres import pending_loadbalancer_ids
+from services.provisioner.configurator import Configurator
+from services.provisioner.drivers import AmphoraDriver
+from services.provisioner.drivers.process import ProcessAmphoraDriver
+from services.provisioner.handlers.lifecycle import LifecycleHandler
+from services.provisioner.settings import ProvisionerSettings
+
+log = logging.getLogger(__name__)
+
+LIFECYCLE = web.AppKey("lifecycle", LifecycleHandler)
+DRIVER = web.AppKey("driver", AmphoraDriver)  # type: ignore[type-abstract]
+CONFIGURATOR = web.AppKey("configurator", Configurator)
+
+
+def build_driver(settings: ProvisionerSettings, ca: DeploymentCA) -> AmphoraDriver:
+    agent_env = {}
+    if settings.heartbeat_key:
+        agent_env["FULCRUM_AMPHORA_HEARTBEAT_KEY"] = settings.heartbeat_key
+    if settings.health_endpoints:
+        agent_env["FULCRUM_AMPHORA_HEALTH_ENDPOINTS"] = str(settings.health_endpoints).replace(
+            "'", '"'
+        )
+        agent_env["FULCRUM_AMPHORA_HEARTBEAT_INTERVAL"] = str(settings.heartbeat_interval)
+    if settings.driver == "process":
+        return ProcessAmphoraDriver(
+            settings.state_dir,
+            ca,
+            agent_env=agent_env,
+            boot_timeout=settings.boot_timeout,
+            cert_validity_days=settings.cert_validity_days,
+        )
+    raise ValueError(f"driver {settings.driver!r} is not available in this build")
+
+
+def create_app(settings: ProvisionerSettings) -> web.Application:
+    setup_tracing("provisioner", settings.telemetry)
+    app = base_app("provisioner")
+    app.cleanup_ctx.append(postgres_ctx(settings.postgres))
+    app.cleanup_ctx.append(nats_ctx(settings.nats))
+    app.cleanup_ctx.append(relay_ctx(settings.postgres, settings.nats, settings.relay))
+
+    async def machinery(app: web.Application) -> AsyncIterator[None]:
+        ca = DeploymentCA.load_or_create(settings.ca_dir)
+        configurator = Configurator(ca, settings.ca_dir)
+        driver = build_driver(settings, ca)
+        store = PostgresEventStore(app[DB])
+        lifecycle = LifecycleHandler(store, driver, configurator.push)
+        app[CONFIGURATOR] = configurator
+        app[DRIVER] = driver
+        app[LIFECYCLE] = lifecycle
+        try:
+            yield
+        finally:
+            await configurator.close()
+
+    async def reconcile_at_start(app: web.Application) -> AsyncIterator[None]:
+        """Finish work a previous provisioner left half-done (it may have been killed)."""
+        pool = app[DB]
+        for lb_id in await pending_loadbalancer_ids(pool):
+            async with pool.acquire() as conn, conn.transaction():
+                await app[LIFECYCLE].reconcile(lb_id, conn, Metadata(actor="provisioner"))
+        yield
+
+    async def consumers(app: web.Application) -> AsyncIterator[None]:
+        store = PostgresEventStore(app[DB])
+        lbs = LoadBalancerRepository(store)
+
+        async def on_amphora_failed(envelope: Envelope, conn: object) -> None:
+            payload = envelope.payload
+            assert isinstance(payload, amp_ev.AmphoraFailed)
+            if payload.loadbalancer_id is None:
+                return
+            command = c.FailoverLoadBalancer(payload.amphora_id, reason=payload.reason)
+            try:
+                await lbs.execute(
+                    payload.loadbalancer_id,
+                    command,
+                    envelope.metadata.caused_by(envelope),
+                    conn=conn,
+                )
+            except DomainError as exc:
+                log.warning("amphora %s failed but no failover: %s", payload.amphora_id, exc)
+
+        lifecycle = ConsumerRunner(
+            app[JETSTREAM],
+            app[DB],
+            ConsumerSpec(
+                "provisioner-lb-lifecycle",
+                [subjects.category_events("loadbalancer")],
+                app[LIFECYCLE].handle,
+                concurrency=settings.concurrency,
+            ),
+            settings.nats,
+        )
+        failures = ConsumerRunner(
+            app[JETSTREAM],
+            app[DB],
+            ConsumerSpec(
+                "provisioner-amphora-failures",
+                [subjects.events_of_type("amphora", "AmphoraFailed")],
+                on_amphora_failed,
+            ),
+            settings.nats,
+        )
+        app[METRICS].inc("consumers_started", 2)
+        async with background(lifecycle.run(), "lb lifecycle"), background(
+            failures.run(), "amphora failures"
+        ):
+            yield
+
+    app.cleanup_ctx.append(machinery)
+    app.cleanup_ctx.append(reconcile_at_start)
+    app.cleanup_ctx.append(consumers)
+    return app

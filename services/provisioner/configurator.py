@@ -1,0 +1,71 @@
+"""Pushes a load balancer's rendered HAProxy configuration to its amphorae' agents.
+
+Holds the provisioner's client certificate (issued by the deployment CA at start) and one agent
+client per amphora. The configuration is always the whole LB, rendered by a pure function of
+its state; the agent validates it and reloads HAProxy without dropping connections.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from libs.common.domain.model import LoadBalancerState
+from libs.common.pki import DeploymentCA, write_private_file
+from services.amphora.contract import AgentInfo
+from services.provisioner.adapters.agent_client import AmphoraAgentClient
+from services.provisioner.drivers import AmphoraHandle
+from services.provisioner.rendering.haproxy import RenderContext, render_haproxy
+
+
+class Configurator:
+    def __init__(self, ca: DeploymentCA, directory: Path) -> None:
+        self._ca = ca
+        issued = ca.issue_client_cert("fulcrum-provisioner", validity_days=365)
+        self._cert = directory / "provisioner-client.pem"
+        self._key = directory / "provisioner-client.key"
+        write_private_file(self._cert, issued.cert_pem, mode=0o644)
+        write_private_file(self._key, issued.key_pem)
+        self._clients: dict[str, AmphoraAgentClient] = {}
+        self._infos: dict[str, AgentInfo] = {}
+
+    def client(self, handle: AmphoraHandle) -> AmphoraAgentClient:
+        """The (cached) client of one amphora's agent; it checks the amphora id in the cert."""
+        key = f"{handle.amphora_id}@{handle.agent_url}"
+        client = self._clients.get(key)
+        if client is None:
+            client = AmphoraAgentClient(
+                handle.agent_url,
+                self._ca.cert_path,
+                self._cert,
+                self._key,
+                server_name=handle.amphora_id,
+            )
+            self._clients[key] = client
+        return client
+
+    async def info(self, handle: AmphoraHandle) -> AgentInfo:
+        key = f"{handle.amphora_id}@{handle.agent_url}"
+        info = self._infos.get(key)
+        if info is None:
+            info = await self.client(handle).info()
+            self._infos[key] = info
+        return info
+
+    def render(self, state: LoadBalancerState, info: AgentInfo) -> str:
+        context = RenderContext(stats_socket=info.stats_socket, state_dir=str(info.certs_dir))
+        return render_haproxy(state, context)
+
+    async def push(self, state: LoadBalancerState, handle: AmphoraHandle) -> None:
+        """Render and apply; raises the agent client's errors (InfrastructureError)."""
+        info = await self.info(handle)
+        await self.client(handle).apply_config(self.render(state, info))
+
+    async def forget(self, amphora_id: str) -> None:
+        for key in [k for k in self._clients if k.startswith(f"{amphora_id}@")]:
+            await self._clients.pop(key).close()
+            self._infos.pop(key, None)
+
+    async def close(self) -> None:
+        for client in self._clients.values():
+            await client.close()
+        self._clients.clear()

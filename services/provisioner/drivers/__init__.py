@@ -1,0 +1,52 @@
+"""Amphora drivers: one protocol, several ways to run an amphora (process, netns, docker).
+
+Drivers are idempotent by natural key (the amphora id): ``ensure`` returns the running amphora
+when it already exists, ``delete`` of a missing one succeeds, and ``list`` tells reconciliation
+what really runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class AmphoraSpec:
+    """What to run: an amphora for ``lb_id`` (None for a spare) serving ``vip_address``."""
+
+    amphora_id: str
+    lb_id: str | None
+    vip_address: str | None = None
+    role: str = "STANDALONE"
+    topology: str = "SINGLE"
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class AmphoraHandle:
+    """A running amphora as its driver sees it."""
+
+    amphora_id: str
+    lb_id: str | None
+    driver: str
+    compute_id: str
+    agent_url: str
+    lb_network_ip: str
+    cert_expiration: str | None = None
+
+
+class AmphoraDriver(Protocol):
+    name: str
+
+    async def ensure(self, spec: AmphoraSpec) -> AmphoraHandle:
+        """Start the amphora unless it runs already; raises InfrastructureError."""
+        ...
+
+    async def delete(self, amphora_id: str) -> None:
+        """Stop and remove it; succeeds when it is already gone."""
+        ...
+
+    async def list(self) -> list[AmphoraHandle]:
+        """Every amphora this driver runs now."""
+        ...

@@ -1,0 +1,177 @@
+"""The ``process`` driver: an amphora is an agent process (and its HAProxy) on this machine.
+
+VIPs are loopback addresses (the embedded default subnet is in 127.0.0.0/8), so nothing is
+configured on the host. Each amphora owns ``<state_dir>/<amphora_id>/`` holding its spec, its
+certificates, the agent's pid and port files and HAProxy's files. Amphora processes run in
+their own session: a restarted provisioner finds them again through ``list``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Final
+
+from libs.common.errors import InfrastructureError
+from libs.common.pki import DeploymentCA, write_private_file
+from services.provisioner.drivers import AmphoraHandle, AmphoraSpec
+
+DRIVER_NAME: Final = "process"
+_SPEC_FILE: Final = "amphora.json"
+_PID_FILE: Final = "agent.pid"
+_PORT_FILE: Final = "agent.port"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie child still answers kill(0); reap it if it is ours.
+    with contextlib.suppress(ChildProcessError):
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        if done == pid:
+            return False
+    return True
+
+
+class ProcessAmphoraDriver:
+    """Runs ``python -m services.amphora`` per amphora, bound to 127.0.0.1 on a free port."""
+
+    name = DRIVER_NAME
+
+    def __init__(
+        self,
+        state_dir: Path,
+        ca: DeploymentCA,
+        agent_env: dict[str, str] | None = None,
+        boot_timeout: float = 20.0,
+        cert_validity_days: int = 30,
+    ) -> None:
+        self._state_dir = state_dir.resolve()
+        self._ca = ca
+        self._agent_env = agent_env or {}
+        self._boot_timeout = boot_timeout
+        self._validity = cert_validity_days
+        self._state_dir.mkdir(parents=True, exist_ok=True)
+
+    def _dir(self, amphora_id: str) -> Path:
+        return self._state_dir / amphora_id
+
+    def _running_pid(self, amphora_id: str) -> int | None:
+        pid_file = self._dir(amphora_id) / _PID_FILE
+        try:
+            pid = int(pid_file.read_text())
+        except (OSError, ValueError):
+            return None
+        return pid if _alive(pid) else None
+
+    def _handle(self, amphora_id: str) -> AmphoraHandle | None:
+        directory = self._dir(amphora_id)
+        pid = self._running_pid(amphora_id)
+        if pid is None:
+            return None
+        try:
+            spec = json.loads((directory / _SPEC_FILE).read_text())
+            port = int((directory / _PORT_FILE).read_text())
+        except (OSError, ValueError):
+            return None
+        return AmphoraHandle(
+            amphora_id=amphora_id,
+            lb_id=spec.get("lb_id"),
+            driver=DRIVER_NAME,
+            compute_id=str(pid),
+            agent_url=f"https://127.0.0.1:{port}",
+            lb_network_ip="127.0.0.1",
+            cert_expiration=spec.get("cert_expiration"),
+        )
+
+    async def ensure(self, spec: AmphoraSpec) -> AmphoraHandle:
+        """Start the agent unless it already runs; waits until it listens."""
+        existing = self._handle(spec.amphora_id)
+        if existing is not None:
+            return existing
+        directory = self._dir(spec.amphora_id)
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / _PORT_FILE).unlink(missing_ok=True)
+        issued = self._ca.issue_server_cert(
+            spec.amphora_id, [spec.amphora_id, "127.0.0.1"], self._validity
+        )
+        write_private_file(directory / "server.pem", issued.cert_pem, mode=0o644)
+        write_private_file(directory / "server.key", issued.key_pem)
+        expiration = issued.not_after.isoformat()
+        record = {"lb_id": spec.lb_id, "role": spec.role, "cert_expiration": expiration}
+        (directory / _SPEC_FILE).write_text(json.dumps(record))
+        env = {
+            **os.environ,
+            **self._agent_env,
+            "FULCRUM_AMPHORA_AMPHORA_ID": spec.amphora_id,
+            "FULCRUM_AMPHORA_LB_ID": spec.lb_id or "",
+            "FULCRUM_AMPHORA_BIND_HOST": "127.0.0.1",
+            "FULCRUM_AMPHORA_BIND_PORT": "0",
+            "FULCRUM_AMPHORA_STATE_DIR": str(directory),
+            "FULCRUM_AMPHORA_CA_CERT": str(self._ca.cert_path),
+            "FULCRUM_AMPHORA_SERVER_CERT": str(directory / "server.pem"),
+            "FULCRUM_AMPHORA_SERVER_KEY": str(directory / "server.key"),
+        }
+        with open(directory / "agent.log", "ab") as log:  # noqa: ASYNC230 (local, instant)
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "services.amphora",
+                env=env,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=log,
+                stderr=asyncio.subprocess.STDOUT,
+                start_new_session=True,
+            )
+        (directory / _PID_FILE).write_text(str(proc.pid))
+        deadline = time.monotonic() + self._boot_timeout
+        while time.monotonic() < deadline:
+            handle = self._handle(spec.amphora_id)
+            if handle is not None:
+                return handle
+            if proc.returncode is not None:
+                break
+            await asyncio.sleep(0.01)
+        tail = (directory / "agent.log").read_text(errors="replace")[-2000:]
+        await self.delete(spec.amphora_id)
+        raise InfrastructureError(f"amphora {spec.amphora_id} did not start: {tail.strip()}")
+
+    async def delete(self, amphora_id: str) -> None:
+        """SIGTERM the agent (it stops HAProxy), SIGKILL after 10 s; remove its directory."""
+        pid = self._running_pid(amphora_id)
+        if pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+            for _ in range(500):  # up to 10 s
+                if not _alive(pid):
+                    break
+                await asyncio.sleep(0.02)
+            else:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pid, signal.SIGKILL)
+        directory = self._dir(amphora_id)
+        if directory.exists():
+            await asyncio.to_thread(_remove_tree, directory)
+
+    async def list(self) -> list[AmphoraHandle]:
+        handles = []
+        for directory in sorted(self._state_dir.iterdir()):
+            handle = self._handle(directory.name) if directory.is_dir() else None
+            if handle is not None:
+                handles.append(handle)
+        return handles
+
+
+def _remove_tree(directory: Path) -> None:
+    shutil.rmtree(directory, ignore_errors=True)

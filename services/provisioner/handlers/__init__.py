@@ -1,0 +1,1 @@
+"""The provisioner's handlers: event consumers and the reconciliation loop."""
