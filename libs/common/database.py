@@ -19,11 +19,19 @@ MIGRATION_LOCK_KEY: Final = 0x46554C4D4947  # "FULMIG"
 _SCHEMA_PARTS: Final = (eventstore.DDL, bus.DDL, readmodel.DDL)
 
 
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Pooled connections hold no session state (locks are transaction-scoped, LISTEN uses
+    dedicated connections), so the default reset round trip on every release is skipped."""
+
+
 async def create_pool(settings: PostgresSettings) -> asyncpg.Pool:
     """A pool (jsonb comes back as text: the API sends stored bodies as they are)."""
     try:
         pool = await asyncpg.create_pool(
-            settings.dsn, min_size=settings.min_pool, max_size=settings.max_pool
+            settings.dsn,
+            min_size=settings.min_pool,
+            max_size=settings.max_pool,
+            reset=_keep_session,
         )
     except (OSError, asyncpg.PostgresError) as exc:
         raise InfrastructureError(f"cannot reach Postgres: {exc}") from exc

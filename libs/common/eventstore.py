@@ -34,7 +34,7 @@ CREATE TABLE IF NOT EXISTS events (
     recorded_at timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (stream_id, stream_version)
 );
-CREATE INDEX IF NOT EXISTS events_type_idx ON events (event_type);
+
 CREATE OR REPLACE FUNCTION events_insert_only() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN RAISE EXCEPTION 'events are insert-only'; END $$;
 DROP TRIGGER IF EXISTS events_insert_only ON events;
@@ -49,26 +49,32 @@ CREATE TABLE IF NOT EXISTS outbox (
 );
 """
 
-_APPEND_SQL: Final = """
+# One statement appends the events, writes their outbox rows and wakes the relay: without a
+# caller hook an append is a single round trip (a statement is atomic on its own).
+_APPEND_SQL: Final = f"""
 WITH current AS (
     SELECT coalesce(max(stream_version), 0) AS v FROM events WHERE stream_id = $1
+), new AS (
+    SELECT * FROM unnest($3::int[], $4::uuid[], $5::text[], $6::int[], $7::text[], $8::text[],
+                         $9::timestamptz[], $10::text[], $11::text[], $12::text[])
+        AS v(stream_version, event_id, event_type, schema_version, data, metadata, occurred_at,
+             subject, body, traceparent)
 ), inserted AS (
     INSERT INTO events (stream_id, stream_version, event_id, event_type, schema_version,
                         data, metadata, occurred_at)
-    SELECT $1, v.stream_version, v.event_id, v.event_type, v.schema_version,
-           v.data::jsonb, v.metadata::jsonb, v.occurred_at
-    FROM unnest($3::int[], $4::uuid[], $5::text[], $6::int[], $7::text[], $8::text[],
-                $9::timestamptz[])
-         AS v(stream_version, event_id, event_type, schema_version, data, metadata, occurred_at)
-    WHERE (SELECT v FROM current) = $2
-    RETURNING global_position, stream_version
+    SELECT $1, stream_version, event_id, event_type, schema_version,
+           data::jsonb, metadata::jsonb, occurred_at
+    FROM new WHERE (SELECT v FROM current) = $2
+    RETURNING global_position, stream_version, event_id
+), outboxed AS (
+    INSERT INTO outbox (event_id, subject, body, traceparent)
+    SELECT i.event_id, n.subject,
+           jsonb_set(n.body::jsonb, '{{global_position}}', to_jsonb(i.global_position)),
+           n.traceparent
+    FROM inserted i JOIN new n USING (event_id)
+    ORDER BY i.global_position
 )
-SELECT global_position FROM inserted ORDER BY stream_version
-"""
-
-_OUTBOX_SQL: Final = """
-INSERT INTO outbox (event_id, subject, body, traceparent)
-SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[]::jsonb[], $4::text[])
+SELECT global_position, pg_notify('{OUTBOX_CHANNEL}', '') FROM inserted ORDER BY stream_version
 """
 
 InTransaction = Callable[[asyncpg.Connection, list[Envelope]], Awaitable[None]]
@@ -142,8 +148,11 @@ class PostgresEventStore:
         if conn is not None:
             async with conn.transaction():  # a savepoint inside the caller's transaction
                 return await self._append_in(conn, expected_version, envelopes, in_transaction)
-        async with self._pool.acquire() as own, own.transaction():
-            return await self._append_in(own, expected_version, envelopes, in_transaction)
+        async with self._pool.acquire() as own:
+            if in_transaction is None:
+                return await self._append_in(own, expected_version, envelopes, None)
+            async with own.transaction():
+                return await self._append_in(own, expected_version, envelopes, in_transaction)
 
     async def _append_in(
         self,
@@ -154,7 +163,7 @@ class PostgresEventStore:
     ) -> list[Envelope]:
         stream_id = envelopes[0].stream_id
         metadata_json = json.dumps(envelopes[0].metadata.as_dict())
-        data = [json.dumps(e.payload.model_dump(mode="json")) for e in envelopes]
+        wires = [e.to_wire() for e in envelopes]
         try:
             positions = await conn.fetch(
                 _APPEND_SQL,
@@ -164,9 +173,12 @@ class PostgresEventStore:
                 [e.event_id for e in envelopes],
                 [e.event_type for e in envelopes],
                 [e.schema_version for e in envelopes],
-                data,
+                [json.dumps(w["data"]) for w in wires],
                 [metadata_json] * len(envelopes),
                 [e.occurred_at for e in envelopes],
+                [subjects.event_subject(e.stream_id, e.event_type) for e in envelopes],
+                [json.dumps(w) for w in wires],
+                [e.metadata.traceparent for e in envelopes],
             )
         except asyncpg.UniqueViolationError as exc:
             raise ConcurrencyError(stream_id, expected_version) from exc
@@ -176,14 +188,6 @@ class PostgresEventStore:
             _with_position(e, row["global_position"])
             for e, row in zip(envelopes, positions, strict=True)
         ]
-        await conn.execute(
-            _OUTBOX_SQL,
-            [e.event_id for e in stored],
-            [subjects.event_subject(e.stream_id, e.event_type) for e in stored],
-            [json.dumps(e.to_wire()) for e in stored],
-            [e.metadata.traceparent for e in stored],
-        )
-        await conn.execute("SELECT pg_notify($1, '')", OUTBOX_CHANNEL)
         if in_transaction is not None:
             await in_transaction(conn, stored)
         return stored

@@ -7,6 +7,7 @@ its state; the agent validates it and reloads HAProxy without dropping connectio
 
 from __future__ import annotations
 
+import resource
 from pathlib import Path
 
 from libs.common.domain.model import LoadBalancerState
@@ -14,7 +15,8 @@ from libs.common.pki import DeploymentCA, write_private_file
 from services.amphora.contract import AgentInfo
 from services.provisioner.adapters.agent_client import AmphoraAgentClient
 from services.provisioner.drivers import AmphoraHandle
-from services.provisioner.rendering.haproxy import RenderContext, render_haproxy
+from services.provisioner.rendering.context import RenderContext, maxconn_cap_for_fd_limit
+from services.provisioner.rendering.haproxy import render_haproxy
 
 
 class Configurator:
@@ -52,7 +54,11 @@ class Configurator:
         return info
 
     def render(self, state: LoadBalancerState, info: AgentInfo) -> str:
-        context = RenderContext(stats_socket=info.stats_socket, state_dir=str(info.certs_dir))
+        context = RenderContext(
+            stats_socket=info.stats_socket,
+            state_dir=str(Path(info.certs_dir).parent),
+            maxconn_cap=maxconn_cap_for_fd_limit(resource.getrlimit(resource.RLIMIT_NOFILE)[1]),
+        )
         return render_haproxy(state, context)
 
     async def push(self, state: LoadBalancerState, handle: AmphoraHandle) -> None:

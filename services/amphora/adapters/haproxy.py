@@ -191,10 +191,6 @@ class HaproxyDataPlane:
     def version(self) -> str:
         return self._version
 
-    @property
-    def master_pid(self) -> int | None:
-        return self._master_pid if self.is_running() else None
-
     async def prepare(self) -> None:
         """Create the state dirs, read HAProxy's version, and adopt a master left running by a
         previous agent process (its pid file matches the master answering on master.sock)."""
@@ -232,8 +228,8 @@ class HaproxyDataPlane:
 
         Raises ConfigRejected (with HAProxy's output) when `haproxy -c` fails, when the config
         lacks the stats socket contract, or when HAProxy cannot load it (bind errors). In every
-        such case the previous config stays installed and serving. Raises HaproxyFailed when
-        even the rollback does not load.
+        such case the previous config stays installed (and serving, if it was). Raises
+        HaproxyFailed when even the rollback does not load.
         """
         self._require_stats_socket(text)
         digest = hashlib.sha256(text.encode()).hexdigest()
@@ -246,13 +242,13 @@ class HaproxyDataPlane:
             if status != 0:
                 os.replace(candidate, self.config_path.with_name("haproxy.cfg.failed"))
                 raise ConfigRejected("haproxy rejected the configuration", detail=output)
-            previous = self.config_text()
+            previous, was_running = self.config_text(), self.is_running()
             os.replace(candidate, self.config_path)
             try:
-                await (self._reload() if self.is_running() else self._start())
+                await (self._reload() if was_running else self._start())
             except _LoadFailed as failure:
                 write_private_file(self.config_path.with_name("haproxy.cfg.failed"), text.encode())
-                await self._restore(previous)
+                await self._restore(previous, serve_it=was_running)
                 raise ConfigRejected(
                     "haproxy could not load the configuration", detail=failure.output
                 ) from None
@@ -437,13 +433,16 @@ class HaproxyDataPlane:
                     raise _LoadFailed(f"master CLI unreachable: {exc}") from None
             await asyncio.sleep(_POLL_INTERVAL)
 
-    async def _restore(self, previous: str | None) -> None:
-        """Put the last good config back and make HAProxy run it (or nothing, if none)."""
+    async def _restore(self, previous: str | None, *, serve_it: bool) -> None:
+        """Put the last good config file back; if it was serving, make HAProxy serve it again
+        (reload, or start when the failed reload took the master down)."""
         if previous is None:
             self.config_path.unlink(missing_ok=True)
+        else:
+            write_private_file(self.config_path, previous.encode())
+        if previous is None or not serve_it:
             await self._stop_master()
             return
-        write_private_file(self.config_path, previous.encode())
         try:
             await (self._reload() if self.is_running() else self._start())
         except _LoadFailed as failure:

@@ -1,0 +1,517 @@
+"""A private docker engine for tests, make targets and benches.
+
+`PrivateDockerd(state_dir)` runs Debian's ``dockerd`` with its own socket, data-root, exec-root,
+pidfile and log under ``state_dir``. Its default bridge sits on ``bip`` and every network it
+allocates comes from ``address_pools``, both inside 198.18.0.0/15, never docker's 172.17/16 or
+10/8 defaults; ``"ip": "127.0.0.1"`` publishes ports on loopback only. Images stay in the
+data-root between runs, so builds and imports are cached.
+
+Before the first start the host's links, iptables rules and chains and ``ip_forward`` are saved
+in ``host-baseline.json`` (kept across an unclean stop). ``stop`` removes every container and
+network through the engine, stops dockerd and its containerd by pid, then deletes the bridges,
+iptables rules and chains that are not in the baseline and restores chain policies and
+``ip_forward``: the host looks as it did before.
+
+Command line (used by ``make dockerd`` / ``make dockerd-stop``)::
+
+    python -m libs.common.dockerd start|stop|status [--state-dir .state/docker]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import http.client
+import ipaddress
+import json
+import os
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+from urllib.parse import quote
+
+from libs.common.errors import InfrastructureError
+
+__all__ = ["DEFAULT_STATE_DIR", "DockerdConfig", "DockerdError", "PrivateDockerd"]
+
+DEFAULT_STATE_DIR: Final = Path(".state/docker")
+_ALLOWED_RANGE: Final = ipaddress.ip_network("198.18.0.0/15")
+_LOG_TAIL_BYTES: Final = 4000
+# sun_path holds 108 bytes; containerd's socket lives a few levels under exec-root.
+_MAX_STATE_DIR_LEN: Final = 70
+_BUILTIN_CHAINS: Final = {
+    "filter": ("INPUT", "FORWARD", "OUTPUT"),
+    "nat": ("PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"),
+    "mangle": ("PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"),
+    "raw": ("PREROUTING", "OUTPUT"),
+    "security": ("INPUT", "FORWARD", "OUTPUT"),
+}
+_DOCKER_BRIDGE_PREFIXES: Final = ("docker", "br-")
+_IP_FORWARD: Final = Path("/proc/sys/net/ipv4/ip_forward")
+
+
+class DockerdError(InfrastructureError):
+    """dockerd is missing, refused to start, or did not stop; carries its log tail."""
+
+    def __init__(self, message: str, *, log_tail: str = "") -> None:
+        text = f"dockerd: {message}"
+        if log_tail.strip():
+            text += f"\n--- dockerd log tail ---\n{log_tail.rstrip()}"
+        super().__init__(text)
+        self.log_tail = log_tail
+
+
+@dataclass(frozen=True)
+class DockerdConfig:
+    """Addresses and timeouts of the private engine; every subnet must lie in 198.18.0.0/15."""
+
+    bip: str = "198.18.200.1/24"
+    address_pools: tuple[str, ...] = ("198.19.0.0/16",)
+    pool_size: int = 24
+    published_ip: str = "127.0.0.1"
+    ready_timeout: float = 30.0
+    stop_timeout: float = 20.0
+    # Seconds dockerd gives running containers on shutdown (stop removes them first anyway).
+    shutdown_timeout: int = 5
+
+    def __post_init__(self) -> None:
+        subnets = [ipaddress.ip_interface(self.bip).network]
+        subnets += [ipaddress.ip_network(pool) for pool in self.address_pools]
+        for subnet in subnets:
+            if not subnet.subnet_of(_ALLOWED_RANGE):  # type: ignore[arg-type]
+                raise ValueError(f"{subnet} is outside {_ALLOWED_RANGE}")
+
+
+@dataclass
+class _Baseline:
+    """What the host looked like before the private engine touched it."""
+
+    links: list[str]
+    iptables: dict[str, list[str]]  # table -> lines of iptables-save ("-A ...", ":CHAIN POL")
+    ip_forward: str
+
+    @classmethod
+    def capture(cls) -> _Baseline:
+        return cls(_link_names(), _iptables_tables(), _read_ip_forward())
+
+
+@dataclass
+class PrivateDockerd:
+    """One dockerd per ``state_dir``; ``start`` attaches to it when it already runs."""
+
+    state_dir: Path = DEFAULT_STATE_DIR
+    config: DockerdConfig = field(default_factory=DockerdConfig)
+    dockerd_bin: str | None = None
+    # True when this object started the daemon (then the caller should stop it).
+    started: bool = field(default=False, init=False)
+    _proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.state_dir = Path(self.state_dir).absolute()
+
+    # -- paths -------------------------------------------------------------------------------
+
+    @property
+    def socket_path(self) -> Path:
+        return self.state_dir / "docker.sock"
+
+    @property
+    def docker_host(self) -> str:
+        """The ``DOCKER_HOST`` value of this engine."""
+        return f"unix://{self.socket_path}"
+
+    @property
+    def log_path(self) -> Path:
+        return self.state_dir / "dockerd.log"
+
+    @property
+    def _pidfile(self) -> Path:
+        return self.state_dir / "dockerd.pid"
+
+    @property
+    def _exec_root(self) -> Path:
+        return self.state_dir / "exec"
+
+    @property
+    def _baseline_path(self) -> Path:
+        return self.state_dir / "host-baseline.json"
+
+    def daemon_json(self) -> dict[str, Any]:
+        """The daemon configuration written to ``state_dir/daemon.json``."""
+        return {
+            "data-root": str(self.state_dir / "data"),
+            "exec-root": str(self._exec_root),
+            "pidfile": str(self._pidfile),
+            "hosts": [self.docker_host],
+            "bip": self.config.bip,
+            "default-address-pools": [
+                {"base": pool, "size": self.config.pool_size} for pool in self.config.address_pools
+            ],
+            "ip": self.config.published_ip,
+            "storage-driver": "overlay2",
+            "shutdown-timeout": self.config.shutdown_timeout,
+            "log-level": "warn",
+        }
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def pid(self) -> int | None:
+        """The pid of this state dir's running dockerd, or None."""
+        try:
+            pid = int(self._pidfile.read_text().strip())
+        except (OSError, ValueError):
+            return None
+        return pid if _process_named(pid, "dockerd") else None
+
+    def running(self) -> bool:
+        return self.pid() is not None and _ping(self.socket_path)
+
+    def start(self) -> str:
+        """Start dockerd unless it already runs; return its ``DOCKER_HOST`` once it answers.
+
+        Raises DockerdError (with the log tail) when dockerd is missing, not run as root, or
+        exits or stays silent for ``ready_timeout`` seconds; a failed start is cleaned up.
+        """
+        if self.running():
+            return self.docker_host
+        binary = self._binary()
+        if os.geteuid() != 0:
+            raise DockerdError("a private dockerd needs root (it creates bridges and iptables)")
+        if len(str(self.state_dir)) > _MAX_STATE_DIR_LEN:
+            raise DockerdError(
+                f"state dir {self.state_dir} is longer than {_MAX_STATE_DIR_LEN} characters; "
+                "unix socket paths under it would not fit"
+            )
+        self._check_bridge_is_free()
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        if not self._baseline_path.exists():
+            baseline = _Baseline.capture()
+            self._baseline_path.write_text(json.dumps(baseline.__dict__, indent=1))
+        config_path = self.state_dir / "daemon.json"
+        config_path.write_text(json.dumps(self.daemon_json(), indent=1))
+        self.socket_path.unlink(missing_ok=True)
+        with self.log_path.open("ab") as log:
+            try:
+                self._proc = subprocess.Popen(
+                    [binary, "--config-file", str(config_path)],
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            except OSError as exc:
+                raise DockerdError(f"cannot execute {binary}: {exc}") from exc
+        self.started = True
+        deadline = time.monotonic() + self.config.ready_timeout
+        while time.monotonic() < deadline:
+            if _ping(self.socket_path):
+                return self.docker_host
+            if self._proc.poll() is not None:
+                code = self._proc.returncode
+                self._cleanup_after_failed_start()
+                raise DockerdError(
+                    f"exited with status {code} while starting", log_tail=self._tail()
+                )
+            time.sleep(0.05)
+        self._cleanup_after_failed_start()
+        raise DockerdError(
+            f"not answering on {self.socket_path} after {self.config.ready_timeout:.0f} s",
+            log_tail=self._tail(),
+        )
+
+    def stop(self) -> None:
+        """Remove containers and networks, stop dockerd and containerd, restore the host.
+
+        Safe to call when nothing runs (it still removes leftovers of an unclean stop).
+        """
+        pid = self.pid()
+        if pid is not None and _ping(self.socket_path):
+            _EngineAPI(self.socket_path).remove_everything()
+        if pid is not None:
+            self._terminate(pid)
+        self._stop_containerd()
+        self._restore_host()
+        self.started = False
+
+    def _terminate(self, pid: int) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+        if not _wait_gone(pid, self.config.stop_timeout, self._proc):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            if not _wait_gone(pid, 5.0, self._proc):
+                raise DockerdError(f"pid {pid} survived SIGKILL", log_tail=self._tail())
+        self._proc = None
+
+    def _stop_containerd(self) -> None:
+        """dockerd normally stops the containerd it spawned; make sure after a SIGKILL."""
+        for pidfile in (self._exec_root / "containerd").glob("*.pid"):
+            try:
+                pid = int(pidfile.read_text().strip())
+            except (OSError, ValueError):
+                continue
+            if _process_named(pid, "containerd"):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGTERM)
+                if not _wait_gone(pid, 10.0, None):
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+
+    def _cleanup_after_failed_start(self) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            self._terminate(self._proc.pid)
+        self._proc = None
+        self._stop_containerd()
+        self._restore_host()
+        self.started = False
+
+    def _restore_host(self) -> None:
+        if not self._baseline_path.exists():
+            return
+        saved = json.loads(self._baseline_path.read_text())
+        baseline = _Baseline(saved["links"], saved["iptables"], saved["ip_forward"])
+        for name in _link_names():
+            if name not in baseline.links and name.startswith(_DOCKER_BRIDGE_PREFIXES):
+                _run(["ip", "link", "delete", name], check=False)
+        _restore_iptables(baseline.iptables)
+        if _read_ip_forward() != baseline.ip_forward:
+            _IP_FORWARD.write_text(baseline.ip_forward + "\n")
+        self._baseline_path.unlink()
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def _binary(self) -> str:
+        found = self.dockerd_bin or shutil.which("dockerd") or "/usr/sbin/dockerd"
+        if not os.access(found, os.X_OK):
+            raise DockerdError(
+                f"{found} not found; install the engine: apt-get install docker.io (Debian)"
+            )
+        return found
+
+    def _check_bridge_is_free(self) -> None:
+        """dockerd reuses docker0; refuse when another engine's docker0 is on another subnet."""
+        wanted = ipaddress.ip_interface(self.config.bip)
+        out = _run(["ip", "-j", "addr", "show", "dev", "docker0"], check=False)
+        if out.returncode != 0:
+            return  # no docker0
+        for link in json.loads(out.stdout or "[]"):
+            for info in link.get("addr_info", []):
+                if info.get("family") != "inet":
+                    continue
+                present = ipaddress.ip_interface(f"{info['local']}/{info['prefixlen']}")
+                if present != wanted:
+                    raise DockerdError(
+                        f"docker0 already exists with {present} (another docker engine?); "
+                        f"stop it or delete docker0 before starting a private engine on {wanted}"
+                    )
+
+    def _tail(self) -> str:
+        try:
+            with self.log_path.open("rb") as log:
+                log.seek(0, os.SEEK_END)
+                log.seek(max(0, log.tell() - _LOG_TAIL_BYTES))
+                return log.read().decode(errors="replace")
+        except OSError:
+            return ""
+
+
+class _UnixHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, socket_path: Path, timeout: float) -> None:
+        super().__init__("docker", timeout=timeout)
+        self._socket_path = socket_path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(str(self._socket_path))
+        except OSError:
+            sock.close()
+            raise
+        self.sock = sock
+
+
+class _EngineAPI:
+    """The few engine calls ``stop`` needs, over the unix socket (no SDK needed)."""
+
+    def __init__(self, socket_path: Path, timeout: float = 60.0) -> None:
+        self._socket_path = socket_path
+        self._timeout = timeout
+
+    def request(self, method: str, path: str) -> tuple[int, bytes]:
+        conn = _UnixHTTPConnection(self._socket_path, self._timeout)
+        try:
+            conn.request(method, path)
+            response = conn.getresponse()
+            return response.status, response.read()
+        finally:
+            conn.close()
+
+    def call(self, method: str, path: str) -> Any:
+        """JSON answer of a call; 404 counts as done (already gone), other errors raise."""
+        status, body = self.request(method, path)
+        if status >= 400 and status != 404:
+            raise DockerdError(f"{method} {path}: {status} {body[:300]!r}")
+        return json.loads(body) if body.strip() and status < 300 else None
+
+    def remove_everything(self) -> None:
+        for container in self.call("GET", "/containers/json?all=1") or []:
+            self.call("DELETE", f"/containers/{container['Id']}?force=1&v=1")
+        for network in self.call("GET", "/networks") or []:
+            if network["Name"] not in ("bridge", "host", "none"):
+                self.call("DELETE", f"/networks/{quote(network['Id'])}")
+
+
+def _ping(socket_path: Path) -> bool:
+    try:
+        status, _ = _EngineAPI(socket_path, timeout=2.0).request("GET", "/_ping")
+    except (OSError, http.client.HTTPException):
+        return False
+    return status == 200
+
+
+def _process_state(pid: int) -> tuple[str, str] | None:
+    """(command name, state letter) of ``pid``, or None when there is no such process."""
+    try:
+        comm = Path(f"/proc/{pid}/comm").read_text().strip()
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return comm, stat.rsplit(")", 1)[-1].split()[0]
+
+
+def _process_named(pid: int, name: str) -> bool:
+    """True when ``pid`` runs (not a zombie) and its command name is ``name``."""
+    found = _process_state(pid)
+    return found is not None and found[0] == name and found[1] != "Z"
+
+
+def _wait_gone(pid: int, timeout: float, proc: subprocess.Popen[bytes] | None) -> bool:
+    """Wait until ``pid`` has exited (reaping it when it is our child ``proc``)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc is not None and proc.pid == pid:
+            if proc.poll() is not None:
+                return True
+        else:
+            found = _process_state(pid)
+            if found is None or found[1] == "Z":
+                return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+
+
+def _run(argv: Sequence[str], *, check: bool = True) -> subprocess.CompletedProcess[str]:
+    try:
+        result = subprocess.run(list(argv), capture_output=True, text=True, check=False)
+    except FileNotFoundError as exc:
+        raise DockerdError(f"{argv[0]} is missing: {exc}") from exc
+    if check and result.returncode != 0:
+        raise DockerdError(f"{shlex.join(argv)} failed: {result.stderr.strip()}")
+    return result
+
+
+def _link_names() -> list[str]:
+    out = _run(["ip", "-j", "link", "show"])
+    return sorted(link["ifname"] for link in json.loads(out.stdout or "[]"))
+
+
+def _read_ip_forward() -> str:
+    try:
+        return _IP_FORWARD.read_text().strip()
+    except OSError:
+        return "0"
+
+
+def _iptables_tables() -> dict[str, list[str]]:
+    """``iptables-save`` as {table: [":CHAIN POLICY", "-A CHAIN ...", ...]} (counters dropped)."""
+    if shutil.which("iptables-save") is None:
+        return {}
+    tables: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    for line in _run(["iptables-save"]).stdout.splitlines():
+        if line.startswith("*"):
+            current = tables.setdefault(line[1:], [])
+        elif current is not None and line.startswith(":"):
+            name, policy = line[1:].split()[:2]
+            current.append(f":{name} {policy}")
+        elif current is not None and line.startswith("-A "):
+            current.append(line)
+    return tables
+
+
+def _restore_iptables(baseline: dict[str, list[str]]) -> None:
+    """Delete rules and chains added since ``baseline``; put built-in policies back."""
+    if shutil.which("iptables") is None:
+        return
+    for table, lines in _iptables_tables().items():
+        before = baseline.get(table, [])
+        chains_before = {line[1:].split()[0] for line in before if line.startswith(":")}
+        policies_before = {
+            line[1:].split()[0]: line.split()[1] for line in before if line.startswith(":")
+        }
+        added_chains = [
+            line[1:].split()[0]
+            for line in lines
+            if line.startswith(":") and line[1:].split()[0] not in chains_before
+        ]
+        remaining = Counter(line for line in before if line.startswith("-A "))
+        for line in reversed([ln for ln in lines if ln.startswith("-A ")]):
+            if remaining[line] > 0:
+                remaining[line] -= 1
+                continue
+            chain = line.split()[1]
+            if chain in added_chains:
+                continue  # flushed below
+            _run(["iptables", "-t", table, "-D", *shlex.split(line)[1:]], check=False)
+        for chain in added_chains:
+            _run(["iptables", "-t", table, "-F", chain], check=False)
+        for chain in added_chains:
+            _run(["iptables", "-t", table, "-X", chain], check=False)
+        for chain in _BUILTIN_CHAINS.get(table, ()):
+            current = next((ln.split()[1] for ln in lines if ln.startswith(f":{chain} ")), None)
+            wanted = policies_before.get(chain, "ACCEPT")
+            if current is not None and current != wanted:
+                _run(["iptables", "-t", table, "-P", chain, wanted], check=False)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m libs.common.dockerd", description=__doc__)
+    parser.add_argument("command", choices=("start", "stop", "status"))
+    parser.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR)
+    args = parser.parse_args(argv)
+    engine = PrivateDockerd(args.state_dir)
+    try:
+        if args.command == "start":
+            was_running = engine.running()
+            url = engine.start()
+            state = "already running" if was_running else "started"
+            print(f"dockerd {state} (pid {engine.pid()}); export DOCKER_HOST={url}")
+        elif args.command == "stop":
+            pid = engine.pid()
+            engine.stop()
+            print(f"dockerd stopped (pid {pid})" if pid else "dockerd was not running; cleaned up")
+        else:
+            if engine.running():
+                print(f"running (pid {engine.pid()}); export DOCKER_HOST={engine.docker_host}")
+            else:
+                print("not running")
+                return 3
+    except DockerdError as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
