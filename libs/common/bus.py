@@ -184,8 +184,8 @@ class ConsumerRunner:
                     )
                 try:
                     msgs = await sub.fetch(self._spec.batch, timeout=1.0)
-                except nats.errors.TimeoutError:
-                    continue
+                except (nats.errors.TimeoutError, TimeoutError):
+                    continue  # nothing to do for now
                 backoff = 0.2
                 await self._handle_batch(msgs)
             except asyncio.CancelledError:

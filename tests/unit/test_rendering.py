@@ -411,7 +411,7 @@ def example_limits() -> tuple[LoadBalancerState, RenderContext]:
         timeout_client_data=20000,
         timeout_member_connect=3000,
         timeout_member_data=40000,
-        allowed_cidrs=("192.0.2.0/24", "198.51.100.7/32", "2001:db8::/32", "10.1.2.3/8"),
+        allowed_cidrs=("192.0.2.0/24", "198.51.100.7/32", "2001:db8::/32", "198.18.7.1/15"),
     )
     pool = b.pool("HTTP", listener=limited)
     b.member(pool, "192.0.2.111", 80)
@@ -421,7 +421,7 @@ def example_limits() -> tuple[LoadBalancerState, RenderContext]:
     huge = b.listener("TCP", 82, connection_limit=1_000_000, allowed_cidrs=())
     pool3 = b.pool("TCP", listener=huge)
     b.member(pool3, "192.0.2.113", 80)
-    return b.build(), golden_ctx(maxconn_cap=20000)
+    return b.build(), golden_ctx()
 
 
 def example_admin_down() -> tuple[LoadBalancerState, RenderContext]:
@@ -699,8 +699,13 @@ def test_policies_follow_position_and_first_match_wins() -> None:
 def test_maxconn_is_capped_and_summed() -> None:
     state, ctx = example_limits()
     view = build_view_model(state, ctx)
-    assert [f["maxconn"] for f in view["frontends"]] == [1000, 20000, 20000]
-    assert view["global"]["maxconn"] == 20000
+    assert [f["maxconn"] for f in view["frontends"]] == [1000, 9500, 9500]
+    assert view["global"]["maxconn"] == 9500
+    b = StateBuilder()
+    b.listener("HTTP", 80, connection_limit=100)
+    b.listener("TCP", 81, connection_limit=200)
+    b.listener("TCP", 82, connection_limit=300, admin_state_up=False)
+    assert build_view_model(b.build(), ctx)["global"]["maxconn"] == 300
 
 
 def test_maxconn_cap_for_fd_limit() -> None:

@@ -14,7 +14,9 @@ import hashlib
 import logging
 import os
 import re
+import shutil
 import signal
+import tempfile
 import time
 from contextlib import suppress
 from dataclasses import dataclass
@@ -41,6 +43,18 @@ _NAME: Final = re.compile(NAME_PATTERN)
 _STATS_SOCKET_LINE: Final = re.compile(r"^\s*stats\s+socket\s+(?:unix@)?(\S+)(.*)$", re.MULTILINE)
 _FAILED_COUNTER: Final = re.compile(r"\[failed:\s*(\d+)\]")
 
+
+
+# HAProxy refuses unix socket paths longer than 97 bytes; deep state dirs get a short one.
+_MAX_SOCKET_DIR: Final = 80
+
+
+def _socket_dir(state_dir: Path) -> Path:
+    """Where the sockets live: the state dir itself, or /tmp/fulcrum-amp-<hash> if too long."""
+    if len(str(state_dir.resolve())) <= _MAX_SOCKET_DIR:
+        return state_dir
+    digest = hashlib.sha256(str(state_dir.resolve()).encode()).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / f"fulcrum-amp-{digest}"
 
 class ConfigRejected(ValidationFailed):
     """HAProxy refused a configuration (check or load); the previous one keeps serving."""
@@ -177,8 +191,9 @@ class HaproxyDataPlane:
         self.reload_timeout = reload_timeout
         self.drain_timeout = drain_timeout
         self.config_path = state_dir / "haproxy.cfg"
-        self.master_socket = state_dir / "master.sock"
-        self.stats_socket = state_dir / "stats.sock"
+        sockets = _socket_dir(state_dir)
+        self.master_socket = sockets / "master.sock"
+        self.stats_socket = sockets / "stats.sock"
         self.certs_dir = state_dir / "certs"
         self._pid_file = state_dir / "haproxy.pid"
         self._log_file = state_dir / "haproxy.log"
@@ -195,6 +210,7 @@ class HaproxyDataPlane:
         """Create the state dirs, read HAProxy's version, and adopt a master left running by a
         previous agent process (its pid file matches the master answering on master.sock)."""
         self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.stats_socket.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.certs_dir.mkdir(mode=0o700, exist_ok=True)
         output, status = await self._run(str(self.binary), "-v")
         if status != 0:
@@ -258,6 +274,8 @@ class HaproxyDataPlane:
         """Stop HAProxy (SIGTERM to the master, SIGKILL after 5 s); the config file stays."""
         async with self._lock:
             await self._stop_master()
+            if self.stats_socket.parent != self.state_dir:
+                shutil.rmtree(self.stats_socket.parent, ignore_errors=True)
 
     async def discard(self) -> None:
         """Stop HAProxy and remove its config; idempotent."""

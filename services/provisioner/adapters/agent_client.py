@@ -55,10 +55,17 @@ class AgentRejected(InfrastructureError):
     """The agent answered 4xx: `error` is its message, `details` e.g. HAProxy's output."""
 
     def __init__(self, status: int, error: str, details: str | None = None) -> None:
-        super().__init__(f"agent refused ({status}): {error}")
+        detail = f": {_alert_lines(details)}" if details else ""
+        super().__init__(f"agent refused ({status}): {error}{detail}")
         self.status = status
         self.error = error
         self.details = details
+
+
+def _alert_lines(details: str, limit: int = 600) -> str:
+    """HAProxy's [ALERT] lines (what a user needs to see), bounded in length."""
+    alerts = [line.strip() for line in details.splitlines() if "[ALERT]" in line]
+    return (" | ".join(alerts) or details.strip())[:limit]
 
 
 def client_ssl_context(

@@ -14,7 +14,7 @@ __all__ = ["haproxy_escape", "logformat_escape", "sample_arg"]
 
 # Characters that are never special to HAProxy's line parser; a word made only of these is
 # emitted as is, anything else is double-quoted.
-_BARE_WORD: Final = re.compile(r"[A-Za-z0-9_.:/@%+,=~-]+")
+_BARE_WORD: Final = re.compile(r"[A-Za-z0-9_.:/@%+,=~()\[\]-]+")
 # Inside double quotes HAProxy still interprets backslash escapes and expands `$NAME`;
 # `#` is escaped too so a stray quote can never turn the rest of a line into a comment.
 _QUOTED_ESCAPES: Final = {"\\": "\\\\", '"': '\\"', "$": "\\$", "#": "\\#"}
