@@ -15,7 +15,7 @@ from libs.common.events import Envelope, Metadata
 from libs.common.events import amphora as amp_ev
 from libs.common.eventstore import PostgresEventStore
 from libs.common.pki import DeploymentCA
-from libs.common.repository import LoadBalancerRepository
+from libs.common.repository import AmphoraRepository, LoadBalancerRepository
 from libs.common.service import (
     DB,
     JETSTREAM,
@@ -32,13 +32,15 @@ from services.provisioner.configurator import Configurator
 from services.provisioner.drivers import AmphoraDriver
 from services.provisioner.drivers.process import ProcessAmphoraDriver
 from services.provisioner.handlers.lifecycle import LifecycleHandler
+from services.provisioner.handlers.spares import SparePool
 from services.provisioner.settings import ProvisionerSettings
 
 log = logging.getLogger(__name__)
 
 LIFECYCLE = web.AppKey("lifecycle", LifecycleHandler)
-DRIVER = web.AppKey("driver", AmphoraDriver)  # type: ignore[type-abstract]
+DRIVER = web.AppKey("driver", AmphoraDriver)
 CONFIGURATOR = web.AppKey("configurator", Configurator)
+SPARES = web.AppKey("spares", SparePool)
 
 
 def build_driver(settings: ProvisionerSettings, ca: DeploymentCA) -> AmphoraDriver:
@@ -73,7 +75,9 @@ def create_app(settings: ProvisionerSettings) -> web.Application:
         configurator = Configurator(ca, settings.ca_dir)
         driver = build_driver(settings, ca)
         store = PostgresEventStore(app[DB])
-        lifecycle = LifecycleHandler(store, driver, configurator.push)
+        spares = SparePool(app[DB], AmphoraRepository(store), driver, settings.spare_pool_size)
+        lifecycle = LifecycleHandler(store, driver, configurator.push, spares)
+        app[SPARES] = spares
         app[CONFIGURATOR] = configurator
         app[DRIVER] = driver
         app[LIFECYCLE] = lifecycle
@@ -132,8 +136,10 @@ def create_app(settings: ProvisionerSettings) -> web.Application:
             settings.nats,
         )
         app[METRICS].inc("consumers_started", 2)
-        async with background(lifecycle.run(), "lb lifecycle"), background(
-            failures.run(), "amphora failures"
+        async with (
+            background(lifecycle.run(), "lb lifecycle"),
+            background(failures.run(), "amphora failures"),
+            background(app[SPARES].run(settings.spare_refill_interval), "spare pool"),
         ):
             yield
 

@@ -40,5 +40,8 @@ class ProvisionerSettings(BaseSettings):
     boot_timeout: float = 20.0
     # Consumer parallelism across load balancers (one LB's events are always in order).
     concurrency: int = 8
+    # Ready amphorae kept booted so that a new LB skips the boot (0 = none).
+    spare_pool_size: int = Field(default=0, ge=0)
+    spare_refill_interval: float = 1.0
     # Amphora server certificates' validity.
     cert_validity_days: int = 30

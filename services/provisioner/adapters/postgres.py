@@ -18,3 +18,20 @@ async def live_amphorae(pool: asyncpg.Pool) -> dict[str, str | None]:
     """Amphorae the store owns and has not deleted, with their LB ids."""
     rows = await pool.fetch("SELECT id, lb_id FROM amphora_view WHERE status <> 'DELETED'")
     return {r["id"]: r["lb_id"] for r in rows}
+
+
+async def ready_spare_ids(conn: asyncpg.Connection | asyncpg.Pool) -> list[str]:
+    """Spare amphorae (READY, serving no LB), oldest first."""
+    rows = await conn.fetch(
+        "SELECT id FROM amphora_view WHERE status = 'READY' ORDER BY created_at, id"
+    )
+    return [r["id"] for r in rows]
+
+
+async def lock_one_spare(conn: asyncpg.Connection) -> str | None:
+    """Lock one READY spare for this transaction; concurrent claimers skip it."""
+    amphora_id: str | None = await conn.fetchval(
+        "SELECT id FROM amphora_view WHERE status = 'READY' "
+        "ORDER BY created_at, id LIMIT 1 FOR UPDATE SKIP LOCKED"
+    )
+    return amphora_id

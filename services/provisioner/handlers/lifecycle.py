@@ -27,6 +27,7 @@ from libs.common.events import loadbalancer as lb_ev
 from libs.common.eventstore import PostgresEventStore
 from libs.common.repository import AmphoraRepository, LoadBalancerRepository, lb_stream
 from services.provisioner.drivers import AmphoraDriver, AmphoraHandle, AmphoraSpec
+from services.provisioner.handlers.spares import SparePool
 
 log = logging.getLogger(__name__)
 
@@ -80,8 +81,10 @@ class LifecycleHandler:
         store: PostgresEventStore,
         driver: AmphoraDriver,
         push_config: PushConfig,
+        spares: SparePool | None = None,
     ) -> None:
         self._store = store
+        self._spares = spares
         self._lbs = LoadBalancerRepository(store)
         self._amps = AmphoraRepository(store)
         self._driver = driver
@@ -171,9 +174,12 @@ class LifecycleHandler:
     ) -> None:
         lb = state.loadbalancer
         assert lb is not None
-        amphora_id = amphora_id_for(str(cause.event_id), "STANDALONE")
+        spare = await self._spares.claim(conn, lb.id) if self._spares else None
+        amphora_id = (
+            spare.amphora_id if spare else amphora_id_for(str(cause.event_id), "STANDALONE")
+        )
         try:
-            handle = await self._start_amphora(state, amphora_id, conn, metadata)
+            handle = spare or await self._start_amphora(state, amphora_id, conn, metadata)
             await self._push(state, handle)
         except FulcrumError:
             await self._driver.delete(amphora_id)  # nothing half-created remains
@@ -205,9 +211,7 @@ class LifecycleHandler:
         assert lb is not None
         assert isinstance(cause.payload, lb_ev.LoadBalancerFailoverRequested)
         requested = cause.payload.amphora_id
-        failed = [a for a in state.amphora_ids if requested in (None, a)] or list(
-            state.amphora_ids
-        )
+        failed = [a for a in state.amphora_ids if requested in (None, a)] or list(state.amphora_ids)
         kept = [a for a in state.amphora_ids if a not in failed]
         replacements: list[str] = []
         for old in failed or ["none"]:
@@ -217,9 +221,7 @@ class LifecycleHandler:
             replacements.append(new_id)
         for old in failed:
             await self._retire(old, cause.payload.reason or "failover", conn, metadata)
-        await self._lbs.execute(
-            lb.id, c.Activate(tuple(kept + replacements)), metadata, conn=conn
-        )
+        await self._lbs.execute(lb.id, c.Activate(tuple(kept + replacements)), metadata, conn=conn)
 
     async def _retire(
         self, amphora_id: str, reason: str, conn: asyncpg.Connection, metadata: Metadata

@@ -78,11 +78,18 @@ class RunningProvisioner:
 
 
 @pytest.fixture
+def spare_pool_size() -> int:
+    """Override in a test module (or parametrize) to run the provisioner with spares."""
+    return 0
+
+
+@pytest.fixture
 async def provisioner(
-    pg_dsn: str, nats_url: str, tmp_path: Path
+    pg_dsn: str, nats_url: str, tmp_path: Path, spare_pool_size: int
 ) -> AsyncIterator[RunningProvisioner]:
     """The provisioner app running in this process; its amphorae are deleted afterwards."""
     settings = provisioner_settings(pg_dsn, nats_url, tmp_path)
+    settings = settings.model_copy(update={"spare_pool_size": spare_pool_size})
     app = create_app(settings)
     runner = web.AppRunner(app)
     await runner.setup()

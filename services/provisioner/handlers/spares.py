@@ -1,0 +1,114 @@
+"""The spare-amphora pool: amphorae booted ahead of need, so a new LB skips the boot.
+
+Spares are ordinary amphorae in status READY (no LB): they heartbeat and fail over like any
+other. ``claim`` takes one inside the caller's transaction (FOR UPDATE SKIP LOCKED), so two
+provisioners never take the same spare and a rolled-back create gives it back. ``refill``
+keeps ``size`` of them; one replica at a time refills (advisory lock).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from typing import Final
+
+import asyncpg
+
+from libs.common.errors import FulcrumError
+from libs.common.events import Metadata
+from libs.common.events import amphora as amp_ev
+from libs.common.repository import AmphoraRepository
+from services.provisioner.adapters.postgres import lock_one_spare, ready_spare_ids
+from services.provisioner.drivers import AmphoraDriver, AmphoraHandle, AmphoraSpec
+
+log = logging.getLogger(__name__)
+
+REFILL_LOCK_KEY: Final = 0x46554C535041  # "FULSPA"
+META: Final = Metadata(actor="provisioner-spares")
+
+
+class SparePool:
+    def __init__(
+        self, pool: asyncpg.Pool, amps: AmphoraRepository, driver: AmphoraDriver, size: int
+    ) -> None:
+        self._pool = pool
+        self._amps = amps
+        self._driver = driver
+        self.size = size
+
+    async def claim(self, conn: asyncpg.Connection, lb_id: str) -> AmphoraHandle | None:
+        """A running spare, now allocated to ``lb_id`` (in ``conn``'s transaction), or None."""
+        if self.size <= 0:
+            return None
+        running = {h.amphora_id: h for h in await self._driver.list()}
+        for _ in range(3):
+            amphora_id = await lock_one_spare(conn)
+            if amphora_id is None:
+                return None
+            handle = running.get(amphora_id)
+            if handle is None:  # listed READY but gone: record it and try the next one
+                await self._amps.record(
+                    amphora_id,
+                    [amp_ev.AmphoraFailed(amphora_id=amphora_id, reason="spare not running")],
+                    META,
+                    conn=conn,
+                )
+                continue
+            await self._amps.record(
+                amphora_id,
+                [amp_ev.AmphoraAllocated(amphora_id=amphora_id, loadbalancer_id=lb_id)],
+                META,
+                conn=conn,
+            )
+            return handle
+        return None
+
+    async def refill(self) -> int:
+        """Boot spares one at a time until ``size`` are READY; returns how many it started.
+
+        Each spare is committed on its own, so it is claimable as soon as it runs.
+        """
+        started = 0
+        while await self._refill_one():
+            started += 1
+        return started
+
+    async def _refill_one(self) -> bool:
+        async with self._pool.acquire() as conn, conn.transaction():
+            if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", REFILL_LOCK_KEY):
+                return False
+            if len(await ready_spare_ids(conn)) >= self.size:
+                return False
+            amphora_id = str(uuid.uuid4())
+            handle = await self._driver.ensure(AmphoraSpec(amphora_id=amphora_id, lb_id=None))
+            try:
+                await self._amps.record(
+                    amphora_id,
+                    [
+                        amp_ev.AmphoraBooted(
+                            amphora_id=amphora_id,
+                            driver=handle.driver,
+                            compute_id=handle.compute_id,
+                            agent_url=handle.agent_url,
+                            lb_network_ip=handle.lb_network_ip,
+                            cert_expiration=handle.cert_expiration,
+                        )
+                    ],
+                    META,
+                    conn=conn,
+                )
+            except BaseException:
+                await self._driver.delete(amphora_id)
+                raise
+            return True
+
+    async def run(self, interval: float) -> None:
+        """Refill forever; failures are logged and retried at the next interval."""
+        while True:
+            try:
+                if self.size > 0:
+                    await self.refill()
+            except (FulcrumError, OSError, asyncpg.PostgresError):
+                log.exception("spare pool refill failed; retrying in %.1fs", interval)
+            await asyncio.sleep(interval)
