@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from libs.common.settings import (
@@ -13,6 +13,50 @@ from libs.common.settings import (
     RelaySettings,
     TelemetrySettings,
 )
+
+
+class DockerNetworkSettings(BaseModel):
+    """A docker network the docker driver attaches amphorae to (created when missing).
+
+    Every subnet must lie in 198.18.0.0/15 on the machines of this project. ``ip_range`` is
+    where docker picks dynamic addresses; keep the VIPs the API hands out outside it.
+    """
+
+    name: str
+    subnet: str
+    gateway: str | None = None
+    ip_range: str | None = None
+
+
+class DockerDriverSettings(BaseModel):
+    """The ``docker`` driver: amphorae are containers of ``image`` on one engine."""
+
+    # DOCKER_HOST of the engine; None: the environment's DOCKER_HOST or the default socket.
+    host: str | None = None
+    image: str = "fulcrum/amphora:latest"
+    # Label value separating deployments that share an engine (list() sees only its own).
+    deployment: str = "fulcrum"
+    agent_port: int = 9443
+    # The agent is reached on its address in this network: the provisioner must be attached
+    # to it (compose) or run on the engine's host (its bridges are routed there).
+    mgmt_network: DockerNetworkSettings = Field(
+        default_factory=lambda: DockerNetworkSettings(
+            name="fulcrum-lb-mgmt", subnet="198.18.65.0/24", gateway="198.18.65.1"
+        )
+    )
+    # VIP networks: a VIP belongs to the network whose subnet contains it.
+    vip_networks: list[DockerNetworkSettings] = Field(
+        default_factory=lambda: [
+            DockerNetworkSettings(
+                name="fulcrum-vip",
+                subnet="198.18.64.0/24",
+                gateway="198.18.64.1",
+                ip_range="198.18.64.128/25",
+            )
+        ]
+    )
+    # Bound on one engine API call (image pulls are never done).
+    api_timeout: float = 60.0
 
 
 class ProvisionerSettings(BaseSettings):
@@ -45,3 +89,5 @@ class ProvisionerSettings(BaseSettings):
     spare_refill_interval: float = 1.0
     # Amphora server certificates' validity.
     cert_validity_days: int = 30
+    # The docker driver's engine, image and networks (FULCRUM_PROVISIONER_DOCKER__*).
+    docker: DockerDriverSettings = Field(default_factory=DockerDriverSettings)

@@ -14,6 +14,7 @@ import io
 import resource
 import shutil
 import socket
+import ssl
 import tempfile
 import time
 from collections import Counter
@@ -27,12 +28,16 @@ import pytest
 from aiohttp import web
 
 from libs.common.domain.model import LoadBalancerState, SessionPersistence
+from libs.common.pki import DeploymentCA
 from services.provisioner.rendering import (
+    ListenerTlsFiles,
     RenderContext,
+    haproxy_escape,
     maxconn_cap_for_fd_limit,
     render_haproxy,
 )
-from tests.unit.test_rendering import StateBuilder
+from services.provisioner.rendering._escaping import logformat_escape, sample_arg
+from tests.unit.test_rendering import HOSTILE, StateBuilder
 
 HAPROXY: Final = Path("/usr/sbin/haproxy")
 VIP: Final = "127.0.10.1"
@@ -155,14 +160,14 @@ async def _stop(process: asyncio.subprocess.Process) -> None:
 
 
 @pytest.fixture
-async def haproxy() -> AsyncIterator[Callable[[LoadBalancerState], Awaitable[RunningHaproxy]]]:
-    """``await haproxy(state)`` renders ``state`` and runs it under HAProxy's master-worker
-    mode until the test ends. The VIP must be ``VIP``; listener ports must be free."""
+async def haproxy() -> AsyncIterator[Callable[..., Awaitable[RunningHaproxy]]]:
+    """``await haproxy(state, **ctx_fields)`` renders ``state`` and runs it under HAProxy's
+    master-worker mode until the test ends. The VIP must be ``VIP``; ports must be free."""
     running: list[RunningHaproxy] = []
     # Short: unix socket paths are limited to 107 bytes.
     directory = Path(tempfile.mkdtemp(prefix="fulcrum-dp-"))
 
-    async def start(state: LoadBalancerState) -> RunningHaproxy:
+    async def start(state: LoadBalancerState, **ctx_fields: Any) -> RunningHaproxy:
         workdir = directory / str(len(running))
         workdir.mkdir()
         (workdir / "servers-state").write_text("1\n")
@@ -171,6 +176,7 @@ async def haproxy() -> AsyncIterator[Callable[[LoadBalancerState], Awaitable[Run
             state_dir=str(workdir),
             maxconn_cap=maxconn_cap_for_fd_limit(resource.getrlimit(resource.RLIMIT_NOFILE)[1]),
             hard_stop_after_s=5,
+            **ctx_fields,
         )
         config = render_haproxy(state, ctx)
         (workdir / "haproxy.cfg").write_text(config)
@@ -386,9 +392,7 @@ async def test_l7_policies_route_redirect_and_reject(members: Any, haproxy: Any)
     to_static = b.policy(listener, "REDIRECT_TO_POOL", 4, redirect_pool_id=static_pool)
     b.rule(to_static, "HEADER", "EQUAL_TO", weird, key="X-Route")
     b.rule(to_static, "PATH", "STARTS_WITH", "/private", invert=True)
-    legacy = b.policy(
-        listener, "REDIRECT_PREFIX", 5, redirect_prefix="https://legacy.example.com"
-    )
+    legacy = b.policy(listener, "REDIRECT_PREFIX", 5, redirect_prefix="https://legacy.example.com")
     b.rule(legacy, "COOKIE", "EQUAL_TO", "1", key="legacy")
     executables = b.policy(listener, "REJECT", 6)
     b.rule(executables, "FILE_TYPE", "EQUAL_TO", "exe")
@@ -455,3 +459,90 @@ async def test_allowed_cidrs_reject_other_sources(members: Any, haproxy: Any) ->
         with pytest.raises(aiohttp.ClientConnectionError):
             await fetch(session, proxy.url(port))
     assert servers[0].hits == 1
+
+
+async def test_terminated_https_serves_the_crt_list_certificate(
+    members: Any, haproxy: Any, tmp_path: Path
+) -> None:
+    servers = await members(1)
+    ca = DeploymentCA.load_or_create(tmp_path / "ca")
+    cert, key = ca.issue_server_cert("vip", [VIP])
+    (tmp_path / "vip.pem").write_bytes(cert + key)
+    (tmp_path / "vip.crtlist").write_text(f"{tmp_path / 'vip.pem'}\n")
+    b = StateBuilder(VIP)
+    port = free_port(VIP)
+    listener = b.listener(
+        "TERMINATED_HTTPS",
+        port,
+        hsts_max_age=600,
+        insert_headers={"X-Forwarded-Proto": "true"},
+    )
+    http_pool(b, listener, "ROUND_ROBIN", servers)
+    proxy = await haproxy(
+        b.build(), listener_tls={listener: ListenerTlsFiles(crt_list=str(tmp_path / "vip.crtlist"))}
+    )
+    trust = ssl.create_default_context(cafile=str(ca.cert_path))
+    async with client() as session:
+        url = f"https://{VIP}:{port}/"
+        async with session.get(url, ssl=trust) as response:
+            assert (response.status, await response.text()) == (200, "m0")
+            assert response.headers["Strict-Transport-Security"] == "max-age=600;"
+        with pytest.raises(aiohttp.ClientConnectionError):
+            await fetch(session, proxy.url(port))  # plain HTTP is not served
+
+
+async def test_escaped_strings_reach_haproxy_unchanged(tmp_path: Path) -> None:
+    """Each escaping layer round-trips: HAProxy answers with exactly the original text."""
+    values = [HOSTILE, "plain", "100% \\\\ 'x' \"y\" ${A} $B #c", "-m str", "a,b)c("]
+    port = free_port(VIP)
+    lines = [
+        "defaults",
+        "    mode http",
+        "    timeout client 5s",
+        "    timeout server 5s",
+        "    timeout connect 5s",
+        "frontend echo",
+        f"    bind {VIP}:{port}",
+    ]
+    answer = "    http-request return status 200 content-type text/plain"
+    for index, value in enumerate(values):
+        word = f"str({sample_arg(value)})"
+        lines += [
+            f"{answer} string {haproxy_escape(value)} if {{ path /word/{index} }}",
+            f"    http-request set-var(txn.v{index}) {haproxy_escape(word)}",
+            # Log-format output would re-encode control characters: compare inside HAProxy.
+            f"{answer} string matched if {{ path /arg/{index} }}"
+            f" {{ var(txn.v{index}) -m str -- {haproxy_escape(value)} }}",
+            f"{answer} lf-string {haproxy_escape(logformat_escape(value))}"
+            f" if {{ path /lf/{index} }}",
+        ]
+    config = tmp_path / "echo.cfg"
+    config.write_text("\n".join(lines) + "\n")
+    log = tmp_path / "echo.log"
+    with open(log, "wb") as output:
+        process = await asyncio.create_subprocess_exec(
+            str(HAPROXY),
+            "-db",
+            "-f",
+            str(config),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=output,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+    try:
+        async with client() as session:
+            deadline = time.monotonic() + START_TIMEOUT
+            while True:
+                try:
+                    await fetch(session, f"http://{VIP}:{port}/word/0")
+                    break
+                except aiohttp.ClientConnectionError:
+                    assert process.returncode is None, log.read_text()
+                    assert time.monotonic() < deadline, "haproxy did not start"
+                    await asyncio.sleep(0.02)
+            for index, value in enumerate(values):
+                for layer, expected in (("word", value), ("arg", "matched"), ("lf", value)):
+                    url = f"http://{VIP}:{port}/{layer}/{index}"
+                    assert (await fetch(session, url))[:2] == (200, expected), (layer, value)
+    finally:
+        await _stop(process)

@@ -52,7 +52,7 @@ PROJECT: Final = "0a0a0a0a0a0a4a0a8a0a0a0a0a0a0a0a"
 T0: Final = datetime(2024, 1, 1, tzinfo=UTC)
 
 # Hostile text: every character HAProxy's config parser treats specially.
-HOSTILE: Final = 'a b\t"q" \'s\' $HOME #c \\x\nX-Injected: 1\r'
+HOSTILE: Final = "a b\t\"q\" 's' $HOME #c \\x\nX-Injected: 1\r"
 
 
 def _uid(kind: int, number: int) -> str:
@@ -171,9 +171,7 @@ class StateBuilder:
         self.policies[item.id] = item
         return item.id
 
-    def rule(
-        self, policy: str, type_: str, compare_type: str, value: str, **fields: Any
-    ) -> str:
+    def rule(self, policy: str, type_: str, compare_type: str, value: str, **fields: Any) -> str:
         item = L7Rule(
             **self._fields(7, "", fields),
             l7policy_id=policy,
@@ -253,7 +251,10 @@ def example_tcp_algorithms() -> tuple[LoadBalancerState, RenderContext]:
 
     sticky = b.listener("TCP", 5432)
     source = b.pool(
-        "TCP", "SOURCE_IP", listener=sticky, session_persistence=SessionPersistence(type="SOURCE_IP")
+        "TCP",
+        "SOURCE_IP",
+        listener=sticky,
+        session_persistence=SessionPersistence(type="SOURCE_IP"),
     )
     b.member(source, "192.0.2.31", 5432)
 
@@ -366,7 +367,7 @@ def example_l7() -> tuple[LoadBalancerState, RenderContext]:
     # Created out of position order: rendering must follow position.
     to_static = b.policy(listener, "REDIRECT_TO_POOL", 3, redirect_pool_id=static)
     b.rule(to_static, "FILE_TYPE", "EQUAL_TO", "png")
-    b.rule(to_static, "FILE_TYPE", "REGEX", r"\.(css|js)$", admin_state_up=False)
+    b.rule(to_static, "PATH", "EQUAL_TO", "/disabled-rule", admin_state_up=False)
 
     reject = b.policy(listener, "REJECT", 1)
     b.rule(reject, "HEADER", "CONTAINS", "sqlmap", key="User-Agent")
@@ -392,12 +393,14 @@ def example_l7() -> tuple[LoadBalancerState, RenderContext]:
     b.rule(prefixed, "SSL_VERIFY_RESULT", "EQUAL_TO", "0")
     b.rule(prefixed, "SSL_DN_FIELD", "STARTS_WITH", "ops-", key="CN")
 
-    disabled = b.policy(listener, "REJECT", 6, admin_state_up=False)
+    scripts = b.policy(listener, "REJECT", 6)
+    b.rule(scripts, "FILE_TYPE", "REGEX", r"\.(php|asp)$")
+
+    disabled = b.policy(listener, "REJECT", 9, admin_state_up=False)
     b.rule(disabled, "PATH", "EQUAL_TO", "/never")
-    ruleless = b.policy(listener, "REJECT", 7)
-    deleting = b.policy(listener, "REJECT", 8, provisioning_status="PENDING_DELETE")
+    b.policy(listener, "REJECT", 7)  # no rules: not rendered
+    deleting = b.policy(listener, "REJECT", 10, provisioning_status="PENDING_DELETE")
     b.rule(deleting, "PATH", "EQUAL_TO", "/gone")
-    del ruleless
     return b.build(), golden_ctx()
 
 
@@ -494,9 +497,7 @@ def example_terminated_https() -> tuple[LoadBalancerState, RenderContext]:
                 client_crl=LISTENER_CLIENT_CRL,
             )
         },
-        pool_tls={
-            reencrypt: PoolTlsFiles(client_cert=POOL_CLIENT_CERT, ca=POOL_CA, crl=POOL_CRL)
-        },
+        pool_tls={reencrypt: PoolTlsFiles(client_cert=POOL_CLIENT_CERT, ca=POOL_CA, crl=POOL_CRL)},
     )
     return state, ctx
 
@@ -506,7 +507,10 @@ def example_active_standby() -> tuple[LoadBalancerState, RenderContext]:
     b = StateBuilder(topology=Topology.ACTIVE_STANDBY)
     listener = b.listener("TCP", 22)
     pool = b.pool(
-        "TCP", "SOURCE_IP", listener=listener, session_persistence=SessionPersistence(type="SOURCE_IP")
+        "TCP",
+        "SOURCE_IP",
+        listener=listener,
+        session_persistence=SessionPersistence(type="SOURCE_IP"),
     )
     b.member(pool, "192.0.2.141", 22)
     web = b.listener("HTTP", 80)
@@ -540,12 +544,12 @@ def example_hostile_strings() -> tuple[LoadBalancerState, RenderContext]:
         pool,
         "HTTP",
         http_method="GET",
-        url_path="/he alth?x=\"1\"&y=$PATH#frag%41",
+        url_path='/he alth?x="1"&y=$PATH#frag%41',
         http_version=1.1,
         domain_name="h%ost #1",
     )
     b.member(pool, "192.0.2.151", 80)
-    policy = b.policy(listener, "REDIRECT_TO_URL", 1, redirect_url="https://x.example/%41 \"q\"#f")
+    policy = b.policy(listener, "REDIRECT_TO_URL", 1, redirect_url='https://x.example/%41 "q"#f')
     b.rule(policy, "HEADER", "EQUAL_TO", HOSTILE, key="X-We'ird")
     b.rule(policy, "COOKIE", "REGEX", r'^a\d+ "b"$', key="k)e,y")
     b.rule(policy, "PATH", "STARTS_WITH", "-m str")
@@ -689,10 +693,10 @@ def test_policies_follow_position_and_first_match_wins() -> None:
     state, ctx = example_l7()
     (frontend,) = build_view_model(state, ctx)["frontends"]
     kinds = [p["kind"] for p in frontend["policies"]]
-    assert kinds == ["deny", "use_backend", "use_backend", "location", "prefix"]
+    assert kinds == ["deny", "use_backend", "use_backend", "location", "prefix", "deny"]
     rendered = render_haproxy(state, ctx)
     selections = [line for line in rendered.splitlines() if "set-var(txn.fulcrum_l7policy)" in line]
-    assert len(selections) == 5
+    assert len(selections) == 6
     assert all("!{ var(txn.fulcrum_l7policy) -m found }" in line for line in selections)
 
 

@@ -94,7 +94,6 @@ class _Fetch:
     argument: str | None = None  # a fixed argument, e.g. the Host header's name
     keyed: bool = False  # the rule's `key` is the argument
     case_insensitive: bool = False
-    matched: bool = True  # takes `-m <matcher>` and a pattern
 
 
 RULE_FETCHES: Final[dict[L7RuleType, _Fetch]] = {
@@ -103,8 +102,8 @@ RULE_FETCHES: Final[dict[L7RuleType, _Fetch]] = {
     L7RuleType.FILE_TYPE: _Fetch("path"),
     L7RuleType.HEADER: _Fetch("req.hdr", keyed=True),
     L7RuleType.COOKIE: _Fetch("req.cook", keyed=True),
-    L7RuleType.SSL_CONN_HAS_CERT: _Fetch("ssl_c_used", matched=False),
-    L7RuleType.SSL_VERIFY_RESULT: _Fetch("ssl_c_verify", matched=False),
+    L7RuleType.SSL_CONN_HAS_CERT: _Fetch("ssl_c_used"),
+    L7RuleType.SSL_VERIFY_RESULT: _Fetch("ssl_c_verify"),
     L7RuleType.SSL_DN_FIELD: _Fetch("ssl_c_s_dn", keyed=True),
 }
 L7_ACTIONS: Final[dict[L7Action, str]] = {
@@ -214,11 +213,10 @@ def _status_regex(expected_codes: str | None) -> str:
     for part in (expected_codes or "200").split(","):
         low, _, high = part.strip().partition("-")
         high = high or low
-        if not (_STATUS_CODE.fullmatch(low) and _STATUS_CODE.fullmatch(high)):
+        valid = _STATUS_CODE.fullmatch(low) and _STATUS_CODE.fullmatch(high) and low <= high
+        if not valid:
             raise RenderError(f"expected_codes {expected_codes!r} is not NNN, NNN,NNN or NNN-NNN")
         codes.extend(str(code) for code in range(int(low), int(high) + 1))
-    if not codes:
-        raise RenderError(f"expected_codes {expected_codes!r} names no status")
     return "^(" + "|".join(dict.fromkeys(codes)) + ")$"
 
 
@@ -266,8 +264,8 @@ class _Builder:
         mode = LISTENER_MODES[listener.protocol]
         http = mode == "http"
         policies = self.policies(listener) if http else []
-        default_pool = self.pools.get(listener.default_pool_id or "")
         prometheus = listener.protocol is ListenerProtocol.PROMETHEUS
+        default_pool = None if prometheus else self.pools.get(listener.default_pool_id or "")
         return {
             "name": _name(listener.id),
             "description": listener.name,
@@ -289,14 +287,11 @@ class _Builder:
             "http_actions": [p for p in policies if p["kind"] != "use_backend"],
             "use_backends": [p for p in policies if p["kind"] == "use_backend"],
             "default_backend": (
-                backend_name(default_pool.id, listener.id)
-                if default_pool is not None and not prometheus
-                else None
+                backend_name(default_pool.id, listener.id) if default_pool is not None else None
             ),
-            "pool_ids": (
-                ([default_pool.id] if default_pool is not None and not prometheus else [])
-                + [p["pool_id"] for p in policies if p["kind"] == "use_backend"]
-            ),
+            # Pools this frontend sends traffic to: each gets a backend for this listener.
+            "pool_ids": ([default_pool.id] if default_pool is not None else [])
+            + [p["pool_id"] for p in policies if p["kind"] == "use_backend"],
         }
 
     def bind(self, listener: Listener) -> ViewModel:

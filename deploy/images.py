@@ -1,0 +1,396 @@
+"""Build Fulcrum's images: the base, the amphora image and the control-plane image.
+
+    python deploy/images.py [--docker-host URL] [--base-image REF] [--cache-dir DIR] [--force]
+
+Base image. Without ``--base-image`` the base is made locally, for machines that cannot pull
+from a registry: an ``mmdebstrap`` tarball of Debian bookworm (minbase plus python3,
+python3-venv, haproxy, keepalived, iproute2), cached as ``<cache>/base-bookworm-<hash>.tar.zst``
+and imported with ``docker import`` as ``fulcrum/base:bookworm``. With ``--base-image
+debian:bookworm-slim`` (any registry) the Dockerfiles install those packages themselves.
+
+Python packages never need the network inside a build: the wheels (for CPython 3.11,
+manylinux, the engine's architecture; versions pinned to this interpreter's environment) are
+downloaded on this machine into ``<cache>/wheels`` and copied into each build context. Each
+context holds ``app/`` (the source), ``bin/`` (entry points) and ``wheels/``; an image whose
+context hash (a label) is unchanged is not rebuilt. Prints the time of every step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import tomllib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import docker
+import docker.errors
+
+REPO: Final = Path(__file__).resolve().parent.parent
+DEPLOY: Final = REPO / "deploy"
+LOCAL_BASE: Final = "fulcrum/base:bookworm"
+AMPHORA_IMAGE: Final = "fulcrum/amphora"
+CONTROLPLANE_IMAGE: Final = "fulcrum/controlplane"
+HASH_LABEL: Final = "fulcrum.context-hash"
+BASE_HASH_LABEL: Final = "fulcrum.base-hash"
+BASE_PACKAGES: Final = ("python3", "python3-venv", "haproxy", "keepalived", "iproute2")
+DEBIAN_SOURCES: Final = (
+    "deb http://deb.debian.org/debian bookworm main",
+    "deb http://deb.debian.org/debian bookworm-updates main",
+    "deb http://deb.debian.org/debian-security bookworm-security main",
+)
+# What the amphora agent imports (libs.common.pki/errors and services.amphora).
+AMPHORA_DISTRIBUTIONS: Final = ("aiohttp", "pydantic", "pydantic-settings", "cryptography")
+# Debian bookworm's interpreter, whatever runs this script.
+TARGET_PYTHON: Final = "3.11"
+_CHUNK: Final = 1 << 20
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("FULCRUM_CACHE_DIR", "~/.cache/fulcrum")).expanduser() / "docker"
+
+
+def log(message: str) -> None:
+    print(f"images: {message}", flush=True)
+
+
+class BuildError(RuntimeError):
+    """A step failed; the message says which and carries the tool's output."""
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    name: str
+    dockerfile: str
+    sources: tuple[str, ...]  # paths under the repo copied into app/
+    scripts: tuple[str, ...]  # files of deploy/bin copied into bin/
+    distributions: tuple[str, ...] | None  # None: every dependency of pyproject.toml
+
+
+IMAGES: Final = (
+    ImageSpec(
+        AMPHORA_IMAGE,
+        "Dockerfile.amphora",
+        ("libs", "services/__init__.py", "services/amphora"),
+        ("amphora-entrypoint",),
+        AMPHORA_DISTRIBUTIONS,
+    ),
+    ImageSpec(
+        CONTROLPLANE_IMAGE,
+        "Dockerfile.controlplane",
+        ("libs", "services"),
+        ("fulcrum-entrypoint", "fulcrum"),
+        None,
+    ),
+)
+
+
+def run(argv: list[str], what: str) -> str:
+    result = subprocess.run(argv, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise BuildError(f"{what} failed ({result.returncode}):\n{result.stdout}{result.stderr}")
+    return result.stdout
+
+
+# -- base image -----------------------------------------------------------------------------
+
+
+def base_hash() -> str:
+    text = "\n".join(("bookworm", "minbase", *BASE_PACKAGES, *DEBIAN_SOURCES))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def ensure_base_tarball(cache_dir: Path) -> Path:
+    """The cached rootfs tarball; made with mmdebstrap (about a minute) when missing."""
+    tarball = cache_dir / f"base-bookworm-{base_hash()}.tar.zst"
+    if tarball.exists():
+        log(f"base tarball cached: {tarball} ({tarball.stat().st_size / 1e6:.0f} MB)")
+        return tarball
+    for tool in ("mmdebstrap", "zstd"):
+        if shutil.which(tool) is None:
+            raise BuildError(f"{tool} is missing: apt-get install mmdebstrap zstd")
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(dir=cache_dir, prefix=".base-") as tmp:
+        plain = Path(tmp) / "rootfs.tar"
+        run(
+            [
+                "mmdebstrap",
+                "--variant=minbase",
+                f"--include={','.join(BASE_PACKAGES)}",
+                "--dpkgopt=path-exclude=/usr/share/doc/*",
+                "--dpkgopt=path-include=/usr/share/doc/*/copyright",
+                "--dpkgopt=path-exclude=/usr/share/man/*",
+                "--dpkgopt=path-exclude=/usr/share/locale/*",
+                "--format=tar",
+                "bookworm",
+                str(plain),
+                *DEBIAN_SOURCES,
+            ],
+            "mmdebstrap",
+        )
+        built = time.monotonic()
+        packed = Path(tmp) / "rootfs.tar.zst"
+        run(["zstd", "-q", "-T0", "-10", str(plain), "-o", str(packed)], "zstd")
+        packed.replace(tarball)
+    log(
+        f"base tarball made in {built - started:.1f} s (mmdebstrap) + "
+        f"{time.monotonic() - built:.1f} s (zstd): {tarball.stat().st_size / 1e6:.0f} MB"
+    )
+    return tarball
+
+
+def _decompressed(tarball: Path) -> Iterator[bytes]:
+    with subprocess.Popen(["zstd", "-dc", str(tarball)], stdout=subprocess.PIPE) as proc:
+        assert proc.stdout is not None
+        while chunk := proc.stdout.read(_CHUNK):
+            yield chunk
+    if proc.returncode != 0:
+        raise BuildError(f"zstd -dc {tarball} failed ({proc.returncode})")
+
+
+def ensure_local_base(client: docker.DockerClient, cache_dir: Path, force: bool) -> str:
+    """Import the base tarball as ``fulcrum/base:bookworm`` unless the engine has it."""
+    wanted = base_hash()
+    if not force and _label(client, LOCAL_BASE, BASE_HASH_LABEL) == wanted:
+        log(f"{LOCAL_BASE} present")
+        return LOCAL_BASE
+    tarball = ensure_base_tarball(cache_dir)
+    started = time.monotonic()
+    repository, tag = LOCAL_BASE.split(":")
+    client.api.import_image(
+        src=_decompressed(tarball),
+        stream_src=True,
+        repository=repository,
+        tag=tag,
+        changes=[f"LABEL {BASE_HASH_LABEL}={wanted}", 'CMD ["/bin/bash"]'],
+    )
+    log(f"{LOCAL_BASE} imported in {time.monotonic() - started:.1f} s")
+    return LOCAL_BASE
+
+
+# -- wheels ---------------------------------------------------------------------------------
+
+
+def project_requirements() -> list[str]:
+    with (REPO / "pyproject.toml").open("rb") as handle:
+        dependencies: list[str] = tomllib.load(handle)["project"]["dependencies"]
+    return dependencies
+
+
+def requirements_for(spec: ImageSpec) -> list[str]:
+    every = project_requirements()
+    if spec.distributions is None:
+        return every
+    chosen = [r for r in every if _distribution(r) in spec.distributions]
+    missing = set(spec.distributions) - {_distribution(r) for r in chosen}
+    return chosen + sorted(missing)
+
+
+def _distribution(requirement: str) -> str:
+    name = requirement
+    for stop in "<>=!~[; ":
+        name = name.split(stop, 1)[0]
+    return name.strip().lower().replace("_", "-")
+
+
+def _constraints(directory: Path) -> Path:
+    """Pin every wheel to the version installed here, so images run what the tests ran."""
+    frozen = run(
+        [sys.executable, "-m", "pip", "freeze", "--exclude-editable"], "pip freeze"
+    ).splitlines()
+    path = directory / "constraints.txt"
+    path.write_text("\n".join(line for line in frozen if "==" in line) + "\n")
+    return path
+
+
+def _platform_args(machine: str) -> list[str]:
+    args = ["--only-binary=:all:", "--implementation", "cp", "--python-version", TARGET_PYTHON]
+    args += ["--abi", f"cp{TARGET_PYTHON.replace('.', '')}"]
+    # bookworm has glibc 2.36: every manylinux tag up to it fits.
+    for minor in range(36, 4, -1):
+        args += ["--platform", f"manylinux_2_{minor}_{machine}"]
+    return args + ["--platform", f"manylinux2014_{machine}"]
+
+
+def collect_wheels(
+    requirements: list[str], target: Path, cache: Path, machine: str, scratch: Path
+) -> None:
+    """Put the wheels of ``requirements`` (and their dependencies) into ``target``.
+
+    Copies from ``cache`` without the network when it has them all, else downloads into the
+    cache first (PyPI through pip, as configured on this machine).
+    """
+    target.mkdir(parents=True, exist_ok=True)
+    cache.mkdir(parents=True, exist_ok=True)
+    reqs = scratch / "requirements.txt"
+    reqs.write_text("\n".join(requirements) + "\n")
+    base = [sys.executable, "-m", "pip", "download", "-q", "--disable-pip-version-check"]
+    base += [*_platform_args(machine), "-c", str(_constraints(scratch)), "-r", str(reqs)]
+    offline = [*base, "--no-index", "--find-links", str(cache), "-d", str(target)]
+    if subprocess.run(offline, capture_output=True, check=False).returncode == 0:
+        return
+    started = time.monotonic()
+    run([*base, "-d", str(cache)], "pip download")
+    log(f"wheels downloaded into {cache} in {time.monotonic() - started:.1f} s")
+    run(offline, "pip download (from the cache)")
+
+
+# -- contexts and builds --------------------------------------------------------------------
+
+
+def prepare_context(spec: ImageSpec, root: Path, cache_dir: Path, machine: str) -> Path:
+    context = root / spec.name.replace("/", "-")
+    if context.exists():
+        shutil.rmtree(context)
+    (context / "app").mkdir(parents=True)
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.pyo")
+    for source in spec.sources:
+        src, dst = REPO / source, context / "app" / source
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if src.is_dir():
+            shutil.copytree(src, dst, ignore=ignore)
+        else:
+            shutil.copy2(src, dst)
+    (context / "bin").mkdir()
+    for script in spec.scripts:
+        shutil.copy2(DEPLOY / "bin" / script, context / "bin" / script)
+        (context / "bin" / script).chmod(0o755)
+    shutil.copy2(DEPLOY / spec.dockerfile, context / "Dockerfile")
+    requirements = requirements_for(spec)
+    collect_wheels(requirements, context / "wheels", cache_dir / "wheels", machine, root)
+    (context / "wheels" / "requirements.txt").write_text("\n".join(requirements) + "\n")
+    return context
+
+
+def context_hash(context: Path, extra: str) -> str:
+    digest = hashlib.sha256(extra.encode())
+    for path in sorted(p for p in context.rglob("*") if p.is_file()):
+        digest.update(str(path.relative_to(context)).encode() + b"\0")
+        digest.update(oct(path.stat().st_mode & 0o777).encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def build(
+    client: docker.DockerClient, spec: ImageSpec, context: Path, base: str, tag: str, force: bool
+) -> None:
+    reference = f"{spec.name}:{tag}"
+    base_id = client.images.get(base).id if _exists(client, base) else base
+    digest = context_hash(context, f"{base}@{base_id}")
+    if not force and _label(client, reference, HASH_LABEL) == digest:
+        log(f"{reference} up to date ({_size(client, reference)})")
+        return
+    previous = client.images.get(reference).id if _exists(client, reference) else None
+    started = time.monotonic()
+    output: list[str] = []
+    for chunk in client.api.build(
+        path=str(context),
+        tag=reference,
+        buildargs={"BASE_IMAGE": base},
+        labels={HASH_LABEL: digest},
+        rm=True,
+        forcerm=True,
+        decode=True,
+    ):
+        if "stream" in chunk:
+            output.append(chunk["stream"])
+        if "error" in chunk:
+            raise BuildError(f"docker build {reference}:\n{''.join(output)}{chunk['error']}")
+    log(f"{reference} built in {time.monotonic() - started:.1f} s ({_size(client, reference)})")
+    if previous is not None and previous != client.images.get(reference).id:
+        with contextlib.suppress(docker.errors.APIError):  # still used by a container: keep
+            client.images.remove(previous)
+
+
+def _exists(client: docker.DockerClient, reference: str) -> bool:
+    try:
+        client.images.get(reference)
+    except docker.errors.ImageNotFound:
+        return False
+    return True
+
+
+def _label(client: docker.DockerClient, reference: str, label: str) -> str | None:
+    try:
+        image = client.images.get(reference)
+    except docker.errors.ImageNotFound:
+        return None
+    labels: dict[str, Any] = image.labels or {}
+    value = labels.get(label)
+    return str(value) if value is not None else None
+
+
+def _size(client: docker.DockerClient, reference: str) -> str:
+    return f"{client.images.get(reference).attrs['Size'] / 1e6:.0f} MB"
+
+
+def _machine(client: docker.DockerClient) -> str:
+    arch = str(client.version().get("Arch") or platform.machine())
+    return {"amd64": "x86_64", "arm64": "aarch64"}.get(arch, arch)
+
+
+def build_images(
+    docker_host: str | None,
+    *,
+    base_image: str | None = None,
+    cache_dir: Path | None = None,
+    tag: str = "latest",
+    force: bool = False,
+) -> None:
+    """Make the base (unless given), then build the amphora and control-plane images."""
+    cache = cache_dir or default_cache_dir()
+    started = time.monotonic()
+    client = (
+        docker.DockerClient(base_url=docker_host, version="auto", timeout=900)
+        if docker_host
+        else docker.from_env(version="auto", timeout=900)
+    )
+    try:
+        base = base_image or ensure_local_base(client, cache, force)
+        machine = _machine(client)
+        with tempfile.TemporaryDirectory(prefix="fulcrum-images-") as tmp:
+            for spec in IMAGES:
+                context = prepare_context(spec, Path(tmp), cache, machine)
+                build(client, spec, context, base, tag, force)
+    finally:
+        client.close()
+    log(f"done in {time.monotonic() - started:.1f} s")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--docker-host", default=os.environ.get("DOCKER_HOST"))
+    parser.add_argument(
+        "--base-image", help="e.g. debian:bookworm-slim (default: make fulcrum/base locally)"
+    )
+    parser.add_argument("--cache-dir", type=Path, default=None)
+    parser.add_argument("--tag", default="latest")
+    parser.add_argument("--force", action="store_true", help="rebuild even when up to date")
+    args = parser.parse_args(argv)
+    try:
+        build_images(
+            args.docker_host,
+            base_image=args.base_image,
+            cache_dir=args.cache_dir,
+            tag=args.tag,
+            force=args.force,
+        )
+    except (BuildError, docker.errors.DockerException) as exc:
+        print(f"images: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,287 @@
+"""The Keystone v3 subset on the API's port: version, password/token auth, validation, projects.
+
+Answers with Keystone's shapes (``X-Subject-Token``, ``expires_at``, roles, catalog) so that
+keystoneauth, the ``openstack`` CLI and openstacksdk work unmodified. Errors use Keystone's
+body ``{"error": {"code", "title", "message"}}``. Passwords and tokens are never logged.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Final
+
+from aiohttp import web
+
+from services.api.auth.context import RequestContext
+from services.api.auth.identity import IdentityConfig, Project, User, verify_password
+from services.api.auth.tokens import InvalidToken, TokenClaims, TokenSigner
+
+UNAUTHORIZED_MESSAGE: Final = "The request you have made requires authentication."
+
+
+def keystone_error(status: int, title: str, message: str) -> web.Response:
+    return web.json_response(
+        {"error": {"code": status, "title": title, "message": message}}, status=status
+    )
+
+
+def unauthorized(message: str = UNAUTHORIZED_MESSAGE) -> web.Response:
+    response = keystone_error(401, "Unauthorized", message)
+    response.headers["WWW-Authenticate"] = 'Keystone uri="/v3"'
+    return response
+
+
+def _time(value: datetime) -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.000000Z")
+
+
+@dataclass(frozen=True)
+class CatalogSettings:
+    region: str = "RegionOne"
+    # Extra catalog entries (type -> path under the public URL), e.g. key-manager.
+    extra_services: tuple[tuple[str, str, str], ...] = ()
+
+
+class KeystoneApi:
+    """Handlers of ``/v3`` plus ``context_for_token`` used by the auth middleware."""
+
+    def __init__(
+        self,
+        identity: IdentityConfig,
+        signer: TokenSigner,
+        catalog: CatalogSettings,
+        public_url: str | None = None,
+    ) -> None:
+        self.identity = identity
+        self.signer = signer
+        self.catalog_settings = catalog
+        self.public_url = public_url
+
+    def routes(self) -> list[web.RouteDef]:
+        return [
+            web.get("/v3", self.version),
+            web.get("/v3/", self.version),
+            web.post("/v3/auth/tokens", self.issue_token),
+            web.get("/v3/auth/tokens", self.validate_token, allow_head=False),
+            web.head("/v3/auth/tokens", self.validate_token),
+            web.get("/v3/projects", self.list_projects),
+            web.get("/v3/projects/{project}", self.show_project),
+        ]
+
+    def _base(self, request: web.Request) -> str:
+        return (self.public_url or f"{request.scheme}://{request.host}").rstrip("/")
+
+    async def version(self, request: web.Request) -> web.Response:
+        base = self._base(request)
+        return web.json_response(
+            {
+                "version": {
+                    "id": "v3.14",
+                    "status": "stable",
+                    "updated": "2020-04-07T00:00:00Z",
+                    "links": [{"rel": "self", "href": f"{base}/v3/"}],
+                    "media-types": [
+                        {
+                            "base": "application/json",
+                            "type": "application/vnd.openstack.identity-v3+json",
+                        }
+                    ],
+                }
+            }
+        )
+
+    # --- tokens ---------------------------------------------------------------------------
+
+    async def issue_token(self, request: web.Request) -> web.Response:
+        try:
+            body = await request.json()
+            auth = body["auth"]
+            methods = auth["identity"]["methods"]
+        except (ValueError, KeyError, TypeError):
+            return keystone_error(400, "Bad Request", "Expecting to find auth.identity.methods")
+        if "password" in methods:
+            user = self._password_user(auth["identity"].get("password"))
+        elif "token" in methods:
+            user = self._token_user(auth["identity"].get("token"))
+        else:
+            return keystone_error(400, "Bad Request", "Only the password and token methods")
+        if user is None:
+            return unauthorized()
+        project, error = self._scope(auth.get("scope"), user)
+        if error is not None:
+            return error
+        roles = tuple(user.roles.get(project.id, ())) if project else ()
+        claims = self.signer.new_claims(
+            user_id=user.id,
+            user_name=user.name,
+            domain_id=user.domain_id,
+            project_id=project.id if project else None,
+            project_name=project.name if project else None,
+            roles=roles,
+        )
+        token = self.signer.issue(claims)
+        payload = self._token_body(request, claims, methods)
+        return web.json_response(payload, status=201, headers={"X-Subject-Token": token})
+
+    def _password_user(self, password: Any) -> User | None:
+        if not isinstance(password, dict) or not isinstance(password.get("user"), dict):
+            return None
+        spec = password["user"]
+        domain_id = self._domain_id(spec.get("domain"))
+        user = self.identity.user(id_=spec.get("id"), name=spec.get("name"), domain_id=domain_id)
+        secret = spec.get("password")
+        if user is None or not isinstance(secret, str):
+            return None
+        return user if verify_password(secret, user.password_hash) else None
+
+    def _token_user(self, token: Any) -> User | None:
+        if not isinstance(token, dict) or not isinstance(token.get("id"), str):
+            return None
+        try:
+            claims = self.signer.validate(token["id"])
+        except InvalidToken:
+            return None
+        return self.identity.user(id_=claims.user_id)
+
+    def _domain_id(self, spec: Any) -> str | None:
+        if not isinstance(spec, dict):
+            return None
+        domain = self.identity.domain(spec.get("id"), spec.get("name"))
+        return domain.id if domain else "\x00no-such-domain"
+
+    def _scope(self, scope: Any, user: User) -> tuple[Project | None, web.Response | None]:
+        if not scope:
+            return None, None
+        spec = scope.get("project") if isinstance(scope, dict) else None
+        if not isinstance(spec, dict):
+            return None, keystone_error(400, "Bad Request", "Only project scope is supported")
+        project = self.identity.project(
+            id_=spec.get("id"), name=spec.get("name"), domain_id=self._domain_id(spec.get("domain"))
+        )
+        if project is None or not user.roles.get(project.id):
+            return None, unauthorized(
+                "User has no access to project" if project else "Could not find project"
+            )
+        return project, None
+
+    def _token_body(
+        self, request: web.Request, claims: TokenClaims, methods: list[str]
+    ) -> dict[str, Any]:
+        domain = self.identity.domain(claims.domain_id)
+        domain_ref = {"id": claims.domain_id, "name": domain.name if domain else claims.domain_id}
+        token: dict[str, Any] = {
+            "methods": methods,
+            "user": {
+                "id": claims.user_id,
+                "name": claims.user_name,
+                "domain": domain_ref,
+                "password_expires_at": None,
+            },
+            "audit_ids": [secrets.token_urlsafe(16)],
+            "issued_at": _time(claims.issued_at),
+            "expires_at": _time(claims.expires_at),
+            "is_domain": False,
+        }
+        if claims.project_id is not None:
+            project = self.identity.project(id_=claims.project_id)
+            pdomain = self.identity.domain(project.domain_id) if project else None
+            token["project"] = {
+                "id": claims.project_id,
+                "name": claims.project_name,
+                "domain": {"id": pdomain.id, "name": pdomain.name} if pdomain else domain_ref,
+            }
+            token["roles"] = [{"id": role, "name": role} for role in claims.roles]
+            token["catalog"] = self._catalog(request)
+        return {"token": token}
+
+    def _catalog(self, request: web.Request) -> list[dict[str, Any]]:
+        base = self._base(request)
+        region = self.catalog_settings.region
+        services = [
+            ("load-balancer", "octavia", base),
+            ("network", "neutron", base),
+            ("identity", "keystone", f"{base}/v3"),
+            *((t, n, f"{base}{p}") for t, n, p in self.catalog_settings.extra_services),
+        ]
+        return [
+            {
+                "type": kind,
+                "name": name,
+                "id": name,
+                "endpoints": [
+                    {
+                        "id": f"{name}-{interface}",
+                        "interface": interface,
+                        "region": region,
+                        "region_id": region,
+                        "url": url,
+                    }
+                    for interface in ("public", "internal", "admin")
+                ],
+            }
+            for kind, name, url in services
+        ]
+
+    async def validate_token(self, request: web.Request) -> web.Response:
+        if self.context_for_token(request.headers.get("X-Auth-Token", "")) is None:
+            return unauthorized()
+        subject = request.headers.get("X-Subject-Token", "")
+        try:
+            claims = self.signer.validate(subject)
+        except InvalidToken as exc:
+            return keystone_error(404, "Not Found", f"Could not find token: {exc}")
+        if request.method == "HEAD":
+            return web.Response(status=200)
+        return web.json_response(self._token_body(request, claims, ["password"]))
+
+    def context_for_token(self, token: str) -> RequestContext | None:
+        """The caller behind a Keystone token, or None when it is not valid."""
+        try:
+            claims = self.signer.validate(token)
+        except InvalidToken:
+            return None
+        roles = frozenset(claims.roles)
+        return RequestContext(
+            project_id=claims.project_id,
+            user_id=claims.user_id,
+            roles=roles,
+            is_admin="admin" in roles,
+        )
+
+    # --- projects (for `quota show <project name>`) ----------------------------------------
+
+    def _visible_projects(self, request: web.Request) -> list[Project]:
+        ctx: RequestContext | None = request.get("context")
+        if ctx is None:
+            return []
+        return [p for p in self.identity.projects if ctx.is_admin or p.id == ctx.project_id]
+
+    @staticmethod
+    def _project_body(project: Project) -> dict[str, Any]:
+        return {
+            "id": project.id,
+            "name": project.name,
+            "domain_id": project.domain_id,
+            "description": project.description,
+            "enabled": True,
+            "is_domain": False,
+            "parent_id": project.domain_id,
+            "tags": [],
+            "links": {},
+        }
+
+    async def list_projects(self, request: web.Request) -> web.Response:
+        name = request.query.get("name")
+        projects = [p for p in self._visible_projects(request) if name in (None, p.name)]
+        return web.json_response(
+            {"projects": [self._project_body(p) for p in projects], "links": {}}
+        )
+
+    async def show_project(self, request: web.Request) -> web.Response:
+        wanted = request.match_info["project"]
+        for project in self._visible_projects(request):
+            if project.id == wanted:
+                return web.json_response({"project": self._project_body(project)})
+        return keystone_error(404, "Not Found", f"Could not find project: {wanted}.")

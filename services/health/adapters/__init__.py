@@ -1,0 +1,1 @@
+"""Adapters of the health service: its Postgres tables and queries."""

@@ -1,0 +1,226 @@
+"""The health service's SQL: last-seen and stats tables, and the queries its loops run.
+
+``amphora_health`` holds one row per amphora that ever sent a heartbeat (or was held by the
+breaker): ``last_seen`` on the database's clock, the highest ``seq`` accepted, and
+``failover_stopped`` while the circuit breaker holds the amphora. ``listener_stats`` holds
+counters per (listener, amphora); the API's stats endpoints sum them per listener, LB or
+amphora. Raw heartbeats are never events: these tables take batched upserts, one statement
+per flush, rows in key order so that concurrent replicas lock rows in the same order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Final
+
+import asyncpg
+
+from services.health.domain.breaker import SilentAmphora
+
+SCANNER_LOCK_KEY: Final = 0x46554C484C54  # "FULHLT": one active stale scanner per database
+
+DDL: Final = """
+CREATE TABLE IF NOT EXISTS amphora_health (
+    amphora_id text PRIMARY KEY,
+    last_seen timestamptz,
+    seq bigint NOT NULL DEFAULT 0,
+    failover_stopped boolean NOT NULL DEFAULT false,
+    stopped_at timestamptz
+);
+CREATE TABLE IF NOT EXISTS listener_stats (
+    listener_id text,
+    amphora_id text,
+    lb_id text,
+    bytes_in bigint,
+    bytes_out bigint,
+    active_connections bigint,
+    total_connections bigint,
+    request_errors bigint,
+    PRIMARY KEY (listener_id, amphora_id)
+);
+CREATE INDEX IF NOT EXISTS listener_stats_lb_idx ON listener_stats (lb_id);
+CREATE INDEX IF NOT EXISTS listener_stats_amphora_idx ON listener_stats (amphora_id);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class AmphoraRecord:
+    """What the receiver needs to know of an amphora that may send heartbeats."""
+
+    amphora_id: str
+    lb_id: str | None
+    status: str
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class LastSeen:
+    amphora_id: str
+    age: float  # seconds between receipt and the flush
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class StatsDelta:
+    listener_id: str
+    amphora_id: str
+    lb_id: str
+    bytes_in: int
+    bytes_out: int
+    active_connections: int
+    total_connections: int
+    request_errors: int
+
+
+async def live_amphorae(pool: asyncpg.Pool) -> list[AmphoraRecord]:
+    """Every amphora not DELETED, with the highest heartbeat seq accepted so far."""
+    rows = await pool.fetch(
+        "SELECT v.id, v.lb_id, v.status, coalesce(h.seq, 0) AS seq FROM amphora_view v "
+        "LEFT JOIN amphora_health h ON h.amphora_id = v.id WHERE v.status <> 'DELETED'"
+    )
+    return [AmphoraRecord(r["id"], r["lb_id"], r["status"], r["seq"]) for r in rows]
+
+
+async def stream_versions(pool: asyncpg.Pool, lb_ids: Sequence[str]) -> dict[str, int]:
+    """The current stream version of each load balancer (absent: no events)."""
+    rows = await pool.fetch(
+        "SELECT stream_id, max(stream_version) AS version FROM events "
+        "WHERE stream_id = ANY($1::text[]) GROUP BY stream_id",
+        [f"loadbalancer-{lb_id}" for lb_id in lb_ids],
+    )
+    return {r["stream_id"].removeprefix("loadbalancer-"): r["version"] for r in rows}
+
+
+_WRITE_LAST_SEEN: Final = """
+WITH input AS (
+    SELECT a AS amphora_id, clock_timestamp() - make_interval(secs => g) AS last_seen, s AS seq
+    FROM unnest($1::text[], $2::float8[], $3::bigint[]) AS u(a, g, s)
+), released AS (
+    SELECT h.amphora_id FROM amphora_health h JOIN input USING (amphora_id)
+    WHERE h.failover_stopped
+), upserted AS (
+    INSERT INTO amphora_health (amphora_id, last_seen, seq, failover_stopped)
+    SELECT amphora_id, last_seen, seq, false FROM input ORDER BY amphora_id
+    ON CONFLICT (amphora_id) DO UPDATE SET
+        last_seen = greatest(amphora_health.last_seen, EXCLUDED.last_seen),
+        seq = greatest(amphora_health.seq, EXCLUDED.seq),
+        failover_stopped = false,
+        stopped_at = NULL
+)
+SELECT amphora_id FROM released
+"""
+
+
+async def write_last_seen(pool: asyncpg.Pool, rows: Sequence[LastSeen]) -> list[str]:
+    """Upsert last-seen times (receipt time on the database's clock) and seqs in one statement;
+    releases amphorae the breaker held. Returns the released ids."""
+    if not rows:
+        return []
+    ordered = sorted(rows, key=lambda r: r.amphora_id)
+    released = await pool.fetch(
+        _WRITE_LAST_SEEN,
+        [r.amphora_id for r in ordered],
+        [r.age for r in ordered],
+        [r.seq for r in ordered],
+    )
+    return [r["amphora_id"] for r in released]
+
+
+_ADD_STATS: Final = """
+INSERT INTO listener_stats (listener_id, amphora_id, lb_id, bytes_in, bytes_out,
+                            active_connections, total_connections, request_errors)
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[],
+                     $6::bigint[], $7::bigint[], $8::bigint[])
+ORDER BY 1, 2
+ON CONFLICT (listener_id, amphora_id) DO UPDATE SET
+    lb_id = EXCLUDED.lb_id,
+    bytes_in = coalesce(listener_stats.bytes_in, 0) + EXCLUDED.bytes_in,
+    bytes_out = coalesce(listener_stats.bytes_out, 0) + EXCLUDED.bytes_out,
+    active_connections = EXCLUDED.active_connections,
+    total_connections = coalesce(listener_stats.total_connections, 0)
+                        + EXCLUDED.total_connections,
+    request_errors = coalesce(listener_stats.request_errors, 0) + EXCLUDED.request_errors
+"""
+
+
+async def add_stats(pool: asyncpg.Pool, rows: Sequence[StatsDelta]) -> None:
+    """Add deltas to each (listener, amphora) row and set its active connections; rows must
+    have distinct keys (one statement cannot update a row twice)."""
+    if not rows:
+        return
+    await pool.execute(
+        _ADD_STATS,
+        [r.listener_id for r in rows],
+        [r.amphora_id for r in rows],
+        [r.lb_id for r in rows],
+        [r.bytes_in for r in rows],
+        [r.bytes_out for r in rows],
+        [r.active_connections for r in rows],
+        [r.total_connections for r in rows],
+        [r.request_errors for r in rows],
+    )
+
+
+async def try_scanner_lock(conn: asyncpg.Connection) -> bool:
+    """Take the session lock of the one active scanner; held until ``conn`` closes."""
+    won: bool = await conn.fetchval("SELECT pg_try_advisory_lock($1)", SCANNER_LOCK_KEY)
+    return won
+
+
+_SILENT: Final = """
+SELECT v.id, v.lb_id,
+       extract(epoch FROM clock_timestamp() - h.last_seen)::float8 AS silent_for,
+       extract(epoch FROM clock_timestamp() - v.created_at)::float8 AS age,
+       coalesce(h.failover_stopped, false) AS stopped,
+       l.body->>'provisioning_status' AS lb_status
+FROM amphora_view v
+LEFT JOIN amphora_health h ON h.amphora_id = v.id
+LEFT JOIN loadbalancer_view l ON l.id = v.lb_id
+WHERE v.status = 'ALLOCATED'
+  AND CASE WHEN h.last_seen IS NULL
+           THEN v.created_at < clock_timestamp() - make_interval(secs => $2)
+           ELSE h.last_seen < clock_timestamp() - make_interval(secs => $1) END
+ORDER BY v.id
+"""
+
+
+async def silent_amphorae(
+    conn: asyncpg.Connection, silent_after: float, never_heard_after: float
+) -> list[SilentAmphora]:
+    """ALLOCATED amphorae silent past ``silent_after`` s, or never heard and booted more than
+    ``never_heard_after`` s ago."""
+    rows = await conn.fetch(_SILENT, silent_after, never_heard_after)
+    return [
+        SilentAmphora(
+            amphora_id=r["id"],
+            lb_id=r["lb_id"],
+            silent_for=r["silent_for"],
+            age=r["age"],
+            stopped=r["stopped"],
+            lb_status=r["lb_status"],
+        )
+        for r in rows
+    ]
+
+
+async def mark_stopped(conn: asyncpg.Connection, amphora_ids: Sequence[str]) -> int:
+    """Hold amphorae from failover (the breaker); returns how many were not held already."""
+    if not amphora_ids:
+        return 0
+    rows = await conn.fetch(
+        "INSERT INTO amphora_health (amphora_id, failover_stopped, stopped_at) "
+        "SELECT a, true, clock_timestamp() FROM unnest($1::text[]) AS u(a) ORDER BY a "
+        "ON CONFLICT (amphora_id) DO UPDATE SET failover_stopped = true, "
+        "stopped_at = coalesce(amphora_health.stopped_at, EXCLUDED.stopped_at) "
+        "WHERE NOT amphora_health.failover_stopped RETURNING amphora_id",
+        sorted(amphora_ids),
+    )
+    return len(rows)
+
+
+async def stopped_count(pool: asyncpg.Pool) -> int:
+    count: int = await pool.fetchval(
+        "SELECT count(*) FROM amphora_health WHERE failover_stopped"
+    )
+    return count

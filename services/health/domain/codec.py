@@ -1,0 +1,131 @@
+"""The heartbeat wire format, shared by the amphora's sender and the health service's receiver.
+
+A datagram is ``zlib.compress(json) || hex(HMAC-SHA256(heartbeat_key, compressed))``: the
+64 ASCII hex digits of the MAC close it. The JSON is Octavia's version 3 message::
+
+    {"id": amphora_id, "seq": n, "ver": 3,
+     "listeners": {listener_id: {"status": "OPEN"|"FULL",
+                                 "stats": {"rx", "tx", "conns", "totconns", "ereq"}}},
+     "pools": {"<pool_id>:<listener_id>": {"status": "UP"|"DOWN",
+                                           "members": {member_id: "UP"|"DOWN"|"DRAIN"|
+                                                                  "MAINT"|"no check"}}}}
+
+``rx``, ``tx``, ``totconns`` and ``ereq`` are deltas since the previous heartbeat, ``conns`` is
+the current count. ``seq`` grows strictly per amphora (the sender uses wall-clock milliseconds,
+so it keeps growing across agent restarts). Pure module: stdlib and pydantic only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import zlib
+from typing import Any, Final
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+MESSAGE_VERSION: Final = 3  # Octavia's v3 shape: pools keyed "<pool_id>:<listener_id>"
+MAC_LENGTH: Final = 64  # hex digits of an HMAC-SHA256
+MAX_DATAGRAM: Final = 64 * 1024
+# Bound on the decompressed JSON: a tiny datagram must not inflate into memory exhaustion.
+MAX_MESSAGE: Final = 1024 * 1024
+
+
+class HeartbeatRejected(Exception):
+    """A datagram that is not an authentic, well-formed heartbeat; ``reason`` names why."""
+
+    reason: str = "garbled"
+
+
+class BadSignature(HeartbeatRejected):
+    reason = "bad_hmac"
+
+
+class Oversized(HeartbeatRejected):
+    reason = "oversized"
+
+
+class Garbled(HeartbeatRejected):
+    reason = "garbled"
+
+
+class _Wire(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+
+class ListenerStats(_Wire):
+    rx: int = Field(default=0, ge=0)
+    tx: int = Field(default=0, ge=0)
+    conns: int = Field(default=0, ge=0)
+    totconns: int = Field(default=0, ge=0)
+    ereq: int = Field(default=0, ge=0)
+
+
+class ListenerReport(_Wire):
+    status: str
+    stats: ListenerStats = ListenerStats()
+
+
+class PoolReport(_Wire):
+    status: str
+    members: dict[str, str] = Field(default_factory=dict)
+
+
+class Heartbeat(_Wire):
+    """One decoded heartbeat. Status strings are kept as HAProxy spells them."""
+
+    id: str = Field(min_length=1, max_length=64)
+    seq: int = Field(ge=0)
+    ver: int
+    listeners: dict[str, ListenerReport] = Field(default_factory=dict)
+    pools: dict[str, PoolReport] = Field(default_factory=dict)
+
+
+def sign(body: bytes, key: bytes) -> bytes:
+    return hmac.new(key, body, hashlib.sha256).hexdigest().encode("ascii")
+
+
+def encode(message: dict[str, Any], key: bytes) -> bytes:
+    """The datagram for ``message`` (a v3 dict), signed with ``key``."""
+    body = zlib.compress(json.dumps(message, separators=(",", ":")).encode(), 9)
+    return body + sign(body, key)
+
+
+def decode(
+    datagram: bytes,
+    key: bytes,
+    *,
+    max_datagram: int = MAX_DATAGRAM,
+    max_message: int = MAX_MESSAGE,
+) -> Heartbeat:
+    """Verify and parse one datagram.
+
+    The MAC is checked (constant time) before anything is decompressed, so nothing from an
+    unauthenticated sender reaches zlib or the JSON parser. Raises Oversized (datagram or
+    inflated message past its bound), BadSignature, or Garbled (not zlib, not JSON, not a
+    version 3 heartbeat).
+    """
+    if len(datagram) > max_datagram:
+        raise Oversized(f"datagram of {len(datagram)} bytes exceeds {max_datagram}")
+    if len(datagram) <= MAC_LENGTH:
+        raise BadSignature("datagram too short to carry a MAC")
+    body, mac = datagram[:-MAC_LENGTH], datagram[-MAC_LENGTH:]
+    if not hmac.compare_digest(mac, sign(body, key)):
+        raise BadSignature("MAC does not match")
+    inflater = zlib.decompressobj()
+    try:
+        text = inflater.decompress(body, max_message)
+    except zlib.error as exc:
+        raise Garbled(f"not zlib: {exc}") from None
+    if inflater.unconsumed_tail:
+        raise Oversized(f"message inflates past {max_message} bytes")
+    if not inflater.eof:
+        raise Garbled("truncated zlib stream")
+    try:
+        heartbeat = Heartbeat.model_validate_json(text)
+    except ValidationError as exc:
+        raise Garbled(f"not a heartbeat: {exc.errors()[0]['msg']}") from None
+    if heartbeat.ver != MESSAGE_VERSION:
+        raise Garbled(f"unsupported message version {heartbeat.ver}")
+    return heartbeat

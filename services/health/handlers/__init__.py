@@ -1,0 +1,1 @@
+"""The health service's loops: UDP intake, batched writers, the stale-amphora scan."""
