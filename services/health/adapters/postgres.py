@@ -16,6 +16,7 @@ from typing import Final
 
 import asyncpg
 
+from libs.common.repository import lb_stream
 from services.health.domain.breaker import SilentAmphora
 
 SCANNER_LOCK_KEY: Final = 0x46554C484C54  # "FULHLT": one active stale scanner per database
@@ -87,9 +88,10 @@ async def stream_versions(pool: asyncpg.Pool, lb_ids: Sequence[str]) -> dict[str
     rows = await pool.fetch(
         "SELECT stream_id, max(stream_version) AS version FROM events "
         "WHERE stream_id = ANY($1::text[]) GROUP BY stream_id",
-        [f"loadbalancer-{lb_id}" for lb_id in lb_ids],
+        [lb_stream(lb_id) for lb_id in lb_ids],
     )
-    return {r["stream_id"].removeprefix("loadbalancer-"): r["version"] for r in rows}
+    by_stream = {r["stream_id"]: r["version"] for r in rows}
+    return {lb_id: by_stream[lb_stream(lb_id)] for lb_id in lb_ids if lb_stream(lb_id) in by_stream}
 
 
 _WRITE_LAST_SEEN: Final = """

@@ -1,0 +1,1 @@
+"""HTTP layer of the API: routes, schemas, error mapping."""

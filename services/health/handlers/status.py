@@ -1,0 +1,166 @@
+"""Operating status from heartbeats: events only on transitions.
+
+Each heartbeat is rolled up against a cached view of its LB (``domain.rollup``), in memory. Only
+when the result differs from the recorded statuses is the LB handed to a writer task, which
+runs ``RecordOperatingStatuses`` through the LoadBalancerRepository: it reloads the LB, rolls
+the latest heartbeat up against the fresh state and appends ``OperatingStatusChanged`` for what
+really changed. Cached views are checked against the event store's stream versions every
+``refresh_interval`` and reloaded when another writer moved the LB on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from typing import Final
+
+import asyncpg
+
+from libs.common.domain import commands as c
+from libs.common.domain.model import LoadBalancerState
+from libs.common.errors import FulcrumError
+from libs.common.events import Metadata
+from libs.common.repository import LoadBalancerRepository
+from libs.common.service import Metrics
+from libs.common.telemetry import current_traceparent, tracer
+from services.health.adapters import postgres
+from services.health.domain.codec import Heartbeat
+from services.health.domain.rollup import LbView, changes, roll_up
+
+log = logging.getLogger(__name__)
+
+# A cached LB no heartbeat asked about for this long is dropped.
+_EVICT_AFTER: Final = 120.0
+
+
+@dataclass(slots=True)
+class _Cached:
+    view: LbView | None  # None: the LB does not exist (or is DELETED)
+    version: int
+    used: float
+
+
+class StatusRecorder:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        repository: LoadBalancerRepository,
+        metrics: Metrics,
+        *,
+        writers: int,
+        refresh_interval: float,
+    ) -> None:
+        self._pool = pool
+        self._repo = repository
+        self._metrics = metrics
+        self._writers = writers
+        self._refresh_interval = refresh_interval
+        self._cache: dict[str, _Cached] = {}
+        # The latest heartbeat whose roll-up differed from the cache, per LB.
+        self._pending: dict[str, tuple[str, Heartbeat]] = {}
+        self._queue: asyncio.Queue[str] = asyncio.Queue()
+        self._queued: set[str] = set()
+        self._tracer = tracer(__name__)
+
+    def __len__(self) -> int:
+        return len(self._cache)
+
+    def observe(self, lb_id: str, heartbeat: Heartbeat, now: float) -> LbView | None:
+        """Roll ``heartbeat`` up against the cached LB; queue a write if a status changed.
+
+        Returns the cached view (None while the LB is not loaded yet, or gone). Synchronous
+        and free of I/O: it runs for every datagram.
+        """
+        cached = self._cache.get(lb_id)
+        if cached is None:
+            self._pending[lb_id] = (heartbeat.id, heartbeat)
+            self._enqueue(lb_id)
+            return None
+        cached.used = now
+        view = cached.view
+        if view is None or not view.recorded or heartbeat.id not in view.amphora_ids:
+            return view
+        if changes(view, roll_up(view, heartbeat)):
+            self._pending[lb_id] = (heartbeat.id, heartbeat)
+            self._enqueue(lb_id)
+        return view
+
+    def _enqueue(self, lb_id: str) -> None:
+        if lb_id not in self._queued:
+            self._queued.add(lb_id)
+            self._queue.put_nowait(lb_id)
+
+    async def run(self) -> None:
+        """The writer tasks and the cache refresher, until cancelled."""
+        async with asyncio.TaskGroup() as group:
+            for n in range(self._writers):
+                group.create_task(self._write_loop(), name=f"status writer {n}")
+            group.create_task(self._refresh_loop(), name="status cache refresh")
+
+    async def _write_loop(self) -> None:
+        while True:
+            lb_id = await self._queue.get()
+            try:
+                await self._record(lb_id)
+            except (FulcrumError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                # The next heartbeat that still differs queues the LB again.
+                self._metrics.inc("status_errors_total")
+                log.exception("health: recording operating statuses of lb %s failed", lb_id)
+                await asyncio.sleep(0.1)
+            finally:
+                # A heartbeat that arrived meanwhile left its report pending: go again.
+                self._queued.discard(lb_id)
+                if lb_id in self._pending:
+                    self._enqueue(lb_id)
+
+    async def _record(self, lb_id: str) -> None:
+        pending = self._pending.pop(lb_id, None)
+        if pending is None:
+            self._store(lb_id, await self._repo.load(lb_id))
+            return
+        amphora_id, heartbeat = pending
+
+        def command(state: LoadBalancerState) -> c.RecordOperatingStatuses:
+            view = LbView.of(state)
+            if view is None or not view.recorded or amphora_id not in view.amphora_ids:
+                return c.RecordOperatingStatuses({})
+            return c.RecordOperatingStatuses(changes(view, roll_up(view, heartbeat)))
+
+        with self._tracer.start_as_current_span("record operating statuses") as span:
+            span.set_attribute("fulcrum.lb_id", lb_id)
+            metadata = Metadata(actor="health", traceparent=current_traceparent())
+            outcome = await self._repo.execute(lb_id, command, metadata)
+        self._store(lb_id, outcome.state)
+        if outcome.envelopes:
+            self._metrics.inc("status_changes_total", len(outcome.envelopes))
+            log.info(
+                "lb %s: operating status from amphora %s: %s",
+                lb_id,
+                amphora_id,
+                getattr(outcome.envelopes[0].payload, "statuses", {}),
+            )
+
+    def _store(self, lb_id: str, state: LoadBalancerState) -> None:
+        self._cache[lb_id] = _Cached(LbView.of(state), state.version, time.monotonic())
+
+    async def _refresh_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._refresh_interval)
+            try:
+                await self.refresh()
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                log.exception("health: checking cached load balancers failed")
+
+    async def refresh(self) -> None:
+        """Drop LBs nobody asked about lately; reload those another writer changed."""
+        horizon = time.monotonic() - _EVICT_AFTER
+        for lb_id in [k for k, v in self._cache.items() if v.used < horizon]:
+            del self._cache[lb_id]
+        if not self._cache:
+            return
+        versions = await postgres.stream_versions(self._pool, list(self._cache))
+        for lb_id, cached in list(self._cache.items()):
+            if versions.get(lb_id, 0) != cached.version:
+                self._enqueue(lb_id)
