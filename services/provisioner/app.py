@@ -30,6 +30,7 @@ from libs.common.telemetry import setup_tracing
 from services.provisioner.adapters.postgres import pending_loadbalancer_ids
 from services.provisioner.configurator import Configurator
 from services.provisioner.drivers import AmphoraDriver
+from services.provisioner.drivers.docker import DockerAmphoraDriver
 from services.provisioner.drivers.process import ProcessAmphoraDriver
 from services.provisioner.handlers.lifecycle import LifecycleHandler
 from services.provisioner.handlers.spares import SparePool
@@ -55,6 +56,14 @@ def build_driver(settings: ProvisionerSettings, ca: DeploymentCA) -> AmphoraDriv
     if settings.driver == "process":
         return ProcessAmphoraDriver(
             settings.state_dir,
+            ca,
+            agent_env=agent_env,
+            boot_timeout=settings.boot_timeout,
+            cert_validity_days=settings.cert_validity_days,
+        )
+    if settings.driver == "docker":
+        return DockerAmphoraDriver(
+            settings.docker,
             ca,
             agent_env=agent_env,
             boot_timeout=settings.boot_timeout,

@@ -8,6 +8,7 @@ its state; the agent validates it and reloads HAProxy without dropping connectio
 from __future__ import annotations
 
 import resource
+from collections.abc import Sequence
 from pathlib import Path
 
 from libs.common.domain.model import LoadBalancerState
@@ -61,8 +62,16 @@ class Configurator:
         )
         return render_haproxy(state, context)
 
-    async def push(self, state: LoadBalancerState, handle: AmphoraHandle) -> None:
-        """Render and apply; raises the agent client's errors (InfrastructureError)."""
+    async def push(
+        self,
+        state: LoadBalancerState,
+        handle: AmphoraHandle,
+        pair: Sequence[AmphoraHandle] = (),
+    ) -> None:
+        """Render and apply on one amphora; raises the agent client's InfrastructureErrors.
+
+        ``pair`` is every amphora of the LB (for ACTIVE_STANDBY peers).
+        """
         info = await self.info(handle)
         await self.client(handle).apply_config(self.render(state, info))
 

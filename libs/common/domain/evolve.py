@@ -12,6 +12,7 @@ from typing import Any
 
 from libs.common.domain.model import (
     PENDING_STATUSES,
+    L7Policy,
     LoadBalancerState,
     Member,
     OperatingStatus,
@@ -22,6 +23,7 @@ from libs.common.events import Event
 from libs.common.events import loadbalancer as ev
 
 PS = ProvisioningStatus
+_GONE = frozenset({PS.PENDING_DELETE, PS.DELETED})
 _ChildUpdate = (
     ev.ListenerUpdated
     | ev.PoolUpdated
@@ -82,17 +84,25 @@ def _apply(state: LoadBalancerState, event: Event) -> LoadBalancerState:
         if isinstance(event, ev.PoolCreated) and event.listener_id in state.listeners:
             listener = state.listeners[event.listener_id]
             state = _put(state, "listeners", listener.updated({"default_pool_id": child.id}))
+        if isinstance(child, L7Policy):
+            state = _renumber_policies(state, child.listener_id, child.id)
         return _lb_pending_update(state)
     if kind in _UPDATED:
         assert isinstance(event, _ChildUpdate)
         collection, attr = _UPDATED[kind]
         target_id = getattr(event, attr)
         changes: dict[str, Any] = {**event.changes, "provisioning_status": PS.PENDING_UPDATE}
-        return _lb_pending_update(_change(state, collection, target_id, changes))
+        state = _change(state, collection, target_id, changes)
+        if isinstance(event, ev.L7PolicyUpdated) and target_id in state.l7policies:
+            moved = target_id if "position" in event.changes else None
+            state = _renumber_policies(state, state.l7policies[target_id].listener_id, moved)
+        return _lb_pending_update(state)
     if kind in _DELETED:
         collection, attr = _DELETED[kind]
         target_id = getattr(event, attr)
         state = _mark_deleting(state, collection, target_id)
+        if isinstance(event, ev.L7PolicyDeleted) and target_id in state.l7policies:
+            state = _renumber_policies(state, state.l7policies[target_id].listener_id, None)
         return _lb_pending_update(state)
     handler = _LB_HANDLERS.get(kind)
     return handler(state, event) if handler else state
@@ -111,6 +121,31 @@ def _change(
     if current is None:
         return state
     return _put(state, collection, current.updated(changes))
+
+
+def _renumber_policies(
+    state: LoadBalancerState, listener_id: str, moved_id: str | None
+) -> LoadBalancerState:
+    """Keep a listener's live L7 policies at positions 1..N (Octavia's ordering list).
+
+    ``moved_id`` was just placed at its requested position: it goes there (clamped to the end)
+    and the others shift; every other policy keeps its relative order.
+    """
+    live = [
+        p
+        for p in state.l7policies.values()
+        if p.listener_id == listener_id and p.provisioning_status not in _GONE
+    ]
+    ordered = sorted(
+        (p for p in live if p.id != moved_id), key=lambda p: (p.position, p.created_at, p.id)
+    )
+    moved = state.l7policies.get(moved_id or "")
+    if moved is not None and moved.provisioning_status not in _GONE:
+        ordered.insert(min(max(moved.position, 1), len(ordered) + 1) - 1, moved)
+    for position, policy in enumerate(ordered, start=1):
+        if policy.position != position:
+            state = _put(state, "l7policies", policy.updated({"position": position}))
+    return state
 
 
 def _lb_pending_update(state: LoadBalancerState) -> LoadBalancerState:

@@ -34,6 +34,7 @@ class AmphoraHandle:
     agent_url: str
     lb_network_ip: str
     cert_expiration: str | None = None
+    role: str = "STANDALONE"
 
 
 class AmphoraDriver(Protocol):

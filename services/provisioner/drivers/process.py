@@ -93,6 +93,7 @@ class ProcessAmphoraDriver:
             agent_url=f"https://127.0.0.1:{port}",
             lb_network_ip="127.0.0.1",
             cert_expiration=spec.get("cert_expiration"),
+            role=spec.get("role", "STANDALONE"),
         )
 
     async def ensure(self, spec: AmphoraSpec) -> AmphoraHandle:

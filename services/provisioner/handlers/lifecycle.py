@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -35,8 +35,14 @@ AMPHORA_NAMESPACE: Final = uuid.UUID("7c1e2f34-5a6b-4c8d-9e0f-a1b2c3d4e5f6")
 PS = ProvisioningStatus
 _SETTLING: Final = (lb_ev.LoadBalancerActivated, lb_ev.ChangesApplied, lb_ev.ProvisioningFailed)
 
-# Pushes the whole rendered config of ``state`` to one amphora (see configurator.py).
-PushConfig = Callable[[LoadBalancerState, AmphoraHandle], Awaitable[None]]
+# Pushes the whole rendered config of ``state`` to one amphora of the LB; the LB's other
+# amphorae are given for what pairs them (VRRP peers, stick-table peers). See configurator.py.
+PushConfig = Callable[[LoadBalancerState, AmphoraHandle, Sequence[AmphoraHandle]], Awaitable[None]]
+
+
+def roles_for(topology: str) -> tuple[str, ...]:
+    """The amphora roles a topology needs."""
+    return ("MASTER", "BACKUP") if topology == "ACTIVE_STANDBY" else ("STANDALONE",)
 
 
 def amphora_id_for(cause_event_id: str, slot: str) -> str:
@@ -165,6 +171,10 @@ class LifecycleHandler:
         running = {h.amphora_id: h for h in await self._driver.list()}
         return [running[a] for a in state.amphora_ids if a in running]
 
+    async def _push_all(self, state: LoadBalancerState, handles: list[AmphoraHandle]) -> None:
+        for handle in handles:
+            await self._push(state, handle, handles)
+
     async def _create(
         self,
         state: LoadBalancerState,
@@ -174,17 +184,25 @@ class LifecycleHandler:
     ) -> None:
         lb = state.loadbalancer
         assert lb is not None
-        spare = await self._spares.claim(conn, lb.id) if self._spares else None
-        amphora_id = (
-            spare.amphora_id if spare else amphora_id_for(str(cause.event_id), "STANDALONE")
-        )
+        roles = roles_for(lb.topology.value)
+        spare = None
+        if roles == ("STANDALONE",) and self._spares:
+            spare = await self._spares.claim(conn, lb.id)
+        handles: list[AmphoraHandle] = [spare] if spare else []
         try:
-            handle = spare or await self._start_amphora(state, amphora_id, conn, metadata)
-            await self._push(state, handle)
+            if spare is None:
+                for role in roles:
+                    amphora_id = amphora_id_for(str(cause.event_id), role)
+                    handles.append(
+                        await self._start_amphora(state, amphora_id, conn, metadata, role)
+                    )
+            await self._push_all(state, handles)
         except FulcrumError:
-            await self._driver.delete(amphora_id)  # nothing half-created remains
+            for handle in handles:  # nothing half-created remains
+                await self._driver.delete(handle.amphora_id)
             raise
-        await self._lbs.execute(lb.id, c.Activate((amphora_id,)), metadata, conn=conn)
+        amphora_ids = tuple(h.amphora_id for h in handles)
+        await self._lbs.execute(lb.id, c.Activate(amphora_ids), metadata, conn=conn)
 
     async def _apply(
         self, state: LoadBalancerState, conn: asyncpg.Connection, metadata: Metadata
@@ -195,8 +213,7 @@ class LifecycleHandler:
         if len(handles) != len(state.amphora_ids) or not handles:
             missing = set(state.amphora_ids) - {h.amphora_id for h in handles}
             raise _Missing(f"amphorae {sorted(missing) or 'none'} are not running")
-        for handle in handles:
-            await self._push(state, handle)
+        await self._push_all(state, handles)
         await self._lbs.execute(lb.id, c.ApplyChanges(), metadata, conn=conn)
 
     async def _failover(
@@ -206,22 +223,31 @@ class LifecycleHandler:
         conn: asyncpg.Connection,
         metadata: Metadata,
     ) -> None:
-        """Build the replacement first, serve from it, then delete the failed amphora."""
+        """Build the replacement first, serve from it, then delete the failed amphora.
+
+        A replacement takes its predecessor's role; an LB that lost every amphora (or never
+        had one) gets a full new set for its topology.
+        """
         lb = state.loadbalancer
         assert lb is not None
         assert isinstance(cause.payload, lb_ev.LoadBalancerFailoverRequested)
         requested = cause.payload.amphora_id
-        failed = [a for a in state.amphora_ids if requested in (None, a)] or list(state.amphora_ids)
-        kept = [a for a in state.amphora_ids if a not in failed]
-        replacements: list[str] = []
-        for old in failed or ["none"]:
-            new_id = amphora_id_for(str(cause.event_id), old)
-            handle = await self._start_amphora(state, new_id, conn, metadata)
-            await self._push(state, handle)
-            replacements.append(new_id)
+        running = {h.amphora_id: h for h in await self._handles(state)}
+        # Replace the requested amphora, and any other that no longer runs.
+        failed = [a for a in state.amphora_ids if requested in (None, a) or a not in running]
+        kept = [running[a] for a in state.amphora_ids if a not in failed]
+        taken_roles = {h.role for h in kept}
+        replacements: list[AmphoraHandle] = []
+        for role in roles_for(lb.topology.value):
+            if role in taken_roles:
+                continue
+            new_id = amphora_id_for(str(cause.event_id), role)
+            replacements.append(await self._start_amphora(state, new_id, conn, metadata, role))
+        await self._push_all(state, kept + replacements)
         for old in failed:
             await self._retire(old, cause.payload.reason or "failover", conn, metadata)
-        await self._lbs.execute(lb.id, c.Activate(tuple(kept + replacements)), metadata, conn=conn)
+        amphora_ids = tuple(h.amphora_id for h in kept + replacements)
+        await self._lbs.execute(lb.id, c.Activate(amphora_ids), metadata, conn=conn)
 
     async def _retire(
         self, amphora_id: str, reason: str, conn: asyncpg.Connection, metadata: Metadata

@@ -1,0 +1,182 @@
+"""The resource kinds the API serves: envelope names, labels and their queryable attributes.
+
+One descriptor per kind keeps naming in one place: the HTTP layer takes envelopes and query
+rules from it, the adapters take the view table and column mapping.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Final, Literal
+
+AttrType = Literal["str", "bool", "int", "float"]
+
+_COMMON: Final[dict[str, AttrType]] = {
+    "id": "str",
+    "project_id": "str",
+    "name": "str",
+    "description": "str",
+    "admin_state_up": "bool",
+    "provisioning_status": "str",
+    "operating_status": "str",
+    "created_at": "str",
+    "updated_at": "str",
+}
+
+
+@dataclass(frozen=True)
+class Kind:
+    """A resource kind. ``key`` is the read model's collection name."""
+
+    key: str
+    singular: str
+    plural: str
+    label: str
+    # Scalar attributes of the API body: the keys one may filter and sort on.
+    attributes: dict[str, AttrType]
+    # API attribute -> view column, where a column holds it (faster than the body).
+    columns: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def links_key(self) -> str:
+        return f"{self.plural}_links"
+
+
+def _attrs(**extra: AttrType) -> dict[str, AttrType]:
+    return {**_COMMON, **extra}
+
+
+_BASE_COLUMNS: Final = {"id": "id", "project_id": "project_id"}
+
+LOADBALANCER: Final = Kind(
+    key="loadbalancer",
+    singular="loadbalancer",
+    plural="loadbalancers",
+    label="Load Balancer",
+    attributes=_attrs(
+        vip_address="str",
+        vip_port_id="str",
+        vip_subnet_id="str",
+        vip_network_id="str",
+        vip_qos_policy_id="str",
+        vip_vnic_type="str",
+        provider="str",
+        flavor_id="str",
+        availability_zone="str",
+        provisioning_error="str",
+    ),
+    columns=_BASE_COLUMNS,
+)
+LISTENER: Final = Kind(
+    key="listeners",
+    singular="listener",
+    plural="listeners",
+    label="Listener",
+    attributes=_attrs(
+        loadbalancer_id="str",
+        protocol="str",
+        protocol_port="int",
+        connection_limit="int",
+        default_pool_id="str",
+        default_tls_container_ref="str",
+        timeout_client_data="int",
+        timeout_member_connect="int",
+        timeout_member_data="int",
+        timeout_tcp_inspect="int",
+        tls_ciphers="str",
+        client_ca_tls_container_ref="str",
+        client_authentication="str",
+        client_crl_container_ref="str",
+        hsts_max_age="int",
+        hsts_include_subdomains="bool",
+        hsts_preload="bool",
+    ),
+    columns={**_BASE_COLUMNS, "loadbalancer_id": "lb_id"},
+)
+POOL: Final = Kind(
+    key="pools",
+    singular="pool",
+    plural="pools",
+    label="Pool",
+    attributes=_attrs(
+        loadbalancer_id="str",
+        protocol="str",
+        lb_algorithm="str",
+        tls_enabled="bool",
+        tls_container_ref="str",
+        ca_tls_container_ref="str",
+        crl_container_ref="str",
+        tls_ciphers="str",
+        healthmonitor_id="str",
+    ),
+    columns={**_BASE_COLUMNS, "loadbalancer_id": "lb_id"},
+)
+MEMBER: Final = Kind(
+    key="members",
+    singular="member",
+    plural="members",
+    label="Member",
+    attributes=_attrs(
+        address="str",
+        protocol_port="int",
+        weight="int",
+        backup="bool",
+        subnet_id="str",
+        monitor_address="str",
+        monitor_port="int",
+        vnic_type="str",
+    ),
+    columns=_BASE_COLUMNS,
+)
+HEALTHMONITOR: Final = Kind(
+    key="healthmonitors",
+    singular="healthmonitor",
+    plural="healthmonitors",
+    label="Health Monitor",
+    attributes=_attrs(
+        pool_id="str",
+        type="str",
+        delay="int",
+        timeout="int",
+        max_retries="int",
+        max_retries_down="int",
+        http_method="str",
+        url_path="str",
+        expected_codes="str",
+        http_version="float",
+        domain_name="str",
+    ),
+    columns={**_BASE_COLUMNS, "pool_id": "parent_id"},
+)
+L7POLICY: Final = Kind(
+    key="l7policies",
+    singular="l7policy",
+    plural="l7policies",
+    label="L7 Policy",
+    attributes=_attrs(
+        listener_id="str",
+        action="str",
+        position="int",
+        redirect_pool_id="str",
+        redirect_url="str",
+        redirect_prefix="str",
+        redirect_http_code="int",
+    ),
+    columns={**_BASE_COLUMNS, "listener_id": "parent_id"},
+)
+L7RULE: Final = Kind(
+    key="l7rules",
+    singular="rule",
+    plural="rules",
+    label="L7 Rule",
+    attributes=_attrs(
+        type="str",
+        compare_type="str",
+        value="str",
+        key="str",
+        invert="bool",
+    ),
+    columns=_BASE_COLUMNS,
+)
+
+KINDS: Final = {k.key: k for k in (LOADBALANCER, LISTENER, POOL, MEMBER, HEALTHMONITOR, L7POLICY, L7RULE)}

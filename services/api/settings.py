@@ -1,0 +1,66 @@
+"""Settings of the API, read from ``FULCRUM_API_*`` environment variables.
+
+Nested models use ``__``: ``FULCRUM_API_POSTGRES__DSN``, ``FULCRUM_API_QUOTA__LOADBALANCER``.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from libs.common.domain.model import Topology
+from libs.common.settings import (
+    NatsSettings,
+    NetworkSettings,
+    PostgresSettings,
+    RelaySettings,
+    TelemetrySettings,
+)
+
+# The project that owns resources when no identity names one (noauth mode).
+DEFAULT_PROJECT_ID = "5f2a9c1e3b4d4e6f8a7b9c0d1e2f3a4b"
+
+_QUOTA_LIMIT = Field(default=-1, ge=-1, le=2_000_000_000)
+
+
+class QuotaDefaults(BaseModel):
+    """Per-project limits when a project has no stored quota; -1 means unlimited."""
+
+    loadbalancer: int = _QUOTA_LIMIT
+    listener: int = _QUOTA_LIMIT
+    pool: int = _QUOTA_LIMIT
+    member: int = _QUOTA_LIMIT
+    healthmonitor: int = _QUOTA_LIMIT
+    l7policy: int = _QUOTA_LIMIT
+    l7rule: int = _QUOTA_LIMIT
+
+
+class ApiSettings(BaseSettings):
+    """Built once in ``__main__`` and passed down."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="FULCRUM_API_", env_nested_delimiter="__", extra="ignore"
+    )
+
+    postgres: PostgresSettings = Field(default_factory=PostgresSettings)
+    nats: NatsSettings = Field(default_factory=NatsSettings)
+    relay: RelaySettings = Field(default_factory=RelaySettings)
+    telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
+    network: NetworkSettings = Field(default_factory=NetworkSettings)
+    host: str = "127.0.0.1"
+    port: int = 9876
+    # How a request's project and roles are found: "noauth" (X-Project-Id or the default
+    # project; always admin) or "testing" (X-Project-Id and X-Roles headers, policy enforced).
+    # The identity task registers "keystone" (see services/api/http/context.py).
+    auth_strategy: str = "noauth"
+    default_project_id: str = Field(default=DEFAULT_PROJECT_ID, pattern=r"^[0-9a-f]{32}$")
+    pagination_max_limit: int = Field(default=1000, ge=1)
+    quota: QuotaDefaults = Field(default_factory=QuotaDefaults)
+    # Base of the links this API writes (version document, pagination); empty = the request's.
+    public_url: str = ""
+    provider: str = "amphora"
+    loadbalancer_topology: Topology = Topology.SINGLE
+    # Member addresses no tenant may use (Octavia's [networking] reserved_ips).
+    reserved_ips: list[str] = Field(default_factory=lambda: ["169.254.169.254"])
+    # Access log lines per request (aiohttp's access logger at INFO).
+    access_log: bool = True

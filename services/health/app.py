@@ -1,0 +1,134 @@
+"""The health service's wiring: UDP intake, batched writers, status recorder, stale scan."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from libs.common.eventstore import PostgresEventStore
+from libs.common.repository import AmphoraRepository, LoadBalancerRepository
+from libs.common.service import (
+    DB,
+    METRICS,
+    background,
+    base_app,
+    nats_ctx,
+    postgres_ctx,
+    relay_ctx,
+)
+from libs.common.telemetry import setup_tracing
+from services.health.adapters import postgres
+from services.health.handlers.directory import AmphoraDirectory
+from services.health.handlers.receiver import HeartbeatIntake, HeartbeatProtocol, bind_udp
+from services.health.handlers.stale_scan import ScanPolicy, StaleScanner
+from services.health.handlers.status import StatusRecorder
+from services.health.handlers.writer import HealthWriter
+from services.health.settings import HealthSettings
+
+DIRECTORY = web.AppKey("directory", AmphoraDirectory)
+WRITER = web.AppKey("writer", HealthWriter)
+STATUS = web.AppKey("status", StatusRecorder)
+INTAKE = web.AppKey("intake", HeartbeatIntake)
+SCANNER = web.AppKey("scanner", StaleScanner)
+# Where heartbeats are received: (host, port) as bound (port 0 in settings: any free port).
+UDP_ADDRESS = web.AppKey("udp_address", tuple[str, int])
+
+
+class HealthMisconfigured(ValueError):
+    """Settings the health service cannot run with."""
+
+
+def check_settings(settings: HealthSettings) -> None:
+    """Raise HealthMisconfigured with the reason when the settings cannot work."""
+    if not settings.heartbeat_key.strip():
+        raise HealthMisconfigured(
+            "FULCRUM_HEALTH_HEARTBEAT_KEY is empty: heartbeats could not be authenticated"
+        )
+    if settings.health_check_interval >= settings.heartbeat_timeout:
+        raise HealthMisconfigured(
+            f"health_check_interval ({settings.health_check_interval} s) must be shorter than "
+            f"heartbeat_timeout ({settings.heartbeat_timeout} s)"
+        )
+
+
+def create_app(settings: HealthSettings) -> web.Application:
+    """The app; raises HealthMisconfigured before anything starts."""
+    check_settings(settings)
+    setup_tracing("health", settings.telemetry)
+    app = base_app("health")
+    app.cleanup_ctx.append(postgres_ctx(settings.postgres, [postgres.DDL]))
+    app.cleanup_ctx.append(nats_ctx(settings.nats))
+    app.cleanup_ctx.append(relay_ctx(settings.postgres, settings.nats, settings.relay))
+
+    async def machinery(app: web.Application) -> AsyncIterator[None]:
+        """Directory, writers and intake; their loops run for the app's lifetime."""
+        pool, metrics = app[DB], app[METRICS]
+        directory = AmphoraDirectory(pool, settings.refresh_interval)
+        await directory.reload()
+        writer = HealthWriter(pool, metrics, settings.flush_interval)
+        status = StatusRecorder(
+            pool,
+            LoadBalancerRepository(PostgresEventStore(pool)),
+            metrics,
+            writers=settings.status_writers,
+            refresh_interval=settings.refresh_interval,
+        )
+        intake = HeartbeatIntake(
+            settings.heartbeat_key,
+            directory,
+            writer,
+            status,
+            metrics,
+            max_datagram=settings.max_datagram,
+        )
+        metrics.gauge("amphora_directory_size", lambda: float(len(directory)))
+        metrics.gauge("lb_cache_size", lambda: float(len(status)))
+        app[DIRECTORY], app[WRITER], app[STATUS], app[INTAKE] = directory, writer, status, intake
+        async with (
+            background(directory.run(), "amphora directory"),
+            background(status.run(), "status recorder"),
+            background(writer.run(), "health writer"),
+        ):
+            yield
+
+    async def udp(app: web.Application) -> AsyncIterator[None]:
+        """Receive heartbeats; closed first at shutdown, before the last flush."""
+        sock = bind_udp(settings.udp_host, settings.udp_port, settings.udp_receive_buffer)
+        loop = __import__("asyncio").get_running_loop()
+        transport, _ = await loop.create_datagram_endpoint(
+            lambda: HeartbeatProtocol(app[INTAKE]), sock=sock
+        )
+        host, port = sock.getsockname()[:2]
+        app[UDP_ADDRESS] = (str(host), int(port))
+        app[INTAKE].receiving_since = loop.time()
+        try:
+            yield
+        finally:
+            transport.close()
+
+    async def scanner(app: web.Application) -> AsyncIterator[None]:
+        policy = ScanPolicy(
+            heartbeat_timeout=settings.heartbeat_timeout,
+            health_check_interval=settings.health_check_interval,
+            failover_threshold=settings.failover_threshold,
+            stale_grace=settings.stale_grace,
+        )
+        intake = app[INTAKE]
+        scan = StaleScanner(
+            settings.postgres.dsn,
+            AmphoraRepository(PostgresEventStore(app[DB])),
+            policy,
+            app[METRICS],
+            lambda: intake.receiving_since,
+        )
+        app[SCANNER] = scan
+        app[METRICS].gauge("scanner_active", lambda: float(scan.active))
+        app[METRICS].gauge("amphorae_failover_stopped", lambda: float(scan.stopped))
+        async with background(scan.run(), "stale scan"):
+            yield
+
+    app.cleanup_ctx.append(machinery)
+    app.cleanup_ctx.append(udp)
+    app.cleanup_ctx.append(scanner)
+    return app

@@ -1,0 +1,134 @@
+"""The UDP heartbeat receiver: verify, de-duplicate, and hand each heartbeat on, in memory.
+
+Per datagram, with no I/O: decode (MAC first; oversized, forged or garbled datagrams are dropped
+and counted), look the amphora up (unknown ids are counted and ignored), drop a seq not above
+the highest accepted for that amphora (replays), then note the sign of life and the stats for
+the batched writer and roll the statuses up against the cached LB. A heartbeat that shows an
+ACTIVE LB's amphora without all its listeners (HAProxy gone) is no sign of life.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import time
+from typing import Final
+
+from libs.common.service import Metrics
+from services.health.adapters.postgres import AmphoraRecord
+from services.health.domain import codec
+from services.health.domain.rollup import serving
+from services.health.handlers.directory import AmphoraDirectory
+from services.health.handlers.status import StatusRecorder
+from services.health.handlers.writer import HealthWriter
+
+log = logging.getLogger(__name__)
+
+# Rejected datagrams are logged at most once per reason per this many seconds (with a count).
+_WARN_EVERY: Final = 10.0
+
+
+class HeartbeatIntake:
+    """Everything done with one datagram; ``handle`` never raises."""
+
+    def __init__(
+        self,
+        key: str,
+        directory: AmphoraDirectory,
+        writer: HealthWriter,
+        status: StatusRecorder,
+        metrics: Metrics,
+        *,
+        max_datagram: int = codec.MAX_DATAGRAM,
+    ) -> None:
+        self._key = key.encode()
+        self._directory = directory
+        self._writer = writer
+        self._status = status
+        self._metrics = metrics
+        self._max_datagram = max_datagram
+        self._seqs: dict[str, int] = {}
+        self._warned: dict[str, tuple[float, int]] = {}
+        self.receiving_since = time.monotonic()
+        directory.on_reload(self._forget_gone)
+
+    def handle(self, datagram: bytes) -> None:
+        metrics = self._metrics
+        metrics.inc("heartbeats_received_total")
+        try:
+            self._accept(datagram)
+        except codec.HeartbeatRejected as exc:
+            metrics.inc(f"heartbeats_dropped_{exc.reason}_total")
+            self._warn(exc.reason, str(exc))
+        except Exception:
+            metrics.inc("heartbeats_failed_total")
+            log.exception("health: a heartbeat could not be processed")
+
+    def _accept(self, datagram: bytes) -> None:
+        heartbeat = codec.decode(datagram, self._key, max_datagram=self._max_datagram)
+        metrics = self._metrics
+        amphora_id = heartbeat.id
+        record = self._directory.get(amphora_id)
+        if record is None:
+            metrics.inc("heartbeats_unknown_amphora_total")
+            self._directory.missed()
+            return
+        last = max(self._seqs.get(amphora_id, 0), record.seq)
+        if heartbeat.seq <= last:
+            metrics.inc("heartbeats_dropped_replayed_total")
+            self._warn("replayed", f"amphora {amphora_id} seq {heartbeat.seq} <= {last}")
+            return
+        self._seqs[amphora_id] = heartbeat.seq
+        now = time.monotonic()
+        lb_id = record.lb_id
+        view = None
+        if lb_id is not None:
+            view = self._status.observe(lb_id, heartbeat, now)
+            if heartbeat.listeners:
+                self._writer.add_stats(lb_id, amphora_id, heartbeat)
+        if view is None or serving(view, amphora_id, heartbeat):
+            self._writer.seen(amphora_id, heartbeat.seq, now)
+        else:
+            metrics.inc("heartbeats_not_serving_total")
+        metrics.inc("heartbeats_accepted_total")
+
+    def _warn(self, reason: str, detail: str) -> None:
+        now = time.monotonic()
+        since, count = self._warned.get(reason, (0.0, 0))
+        if now - since < _WARN_EVERY:
+            self._warned[reason] = (since, count + 1)
+            return
+        self._warned[reason] = (now, 0)
+        suffix = f" ({count} more since the last report)" if count else ""
+        log.warning("health: heartbeat dropped (%s): %s%s", reason, detail, suffix)
+
+    def _forget_gone(self, records: dict[str, AmphoraRecord]) -> None:
+        for amphora_id in [a for a in self._seqs if a not in records]:
+            del self._seqs[amphora_id]
+
+
+class HeartbeatProtocol(asyncio.DatagramProtocol):
+    def __init__(self, intake: HeartbeatIntake) -> None:
+        self._intake = intake
+
+    def datagram_received(self, data: bytes, addr: tuple[str | object, ...]) -> None:
+        self._intake.handle(data)
+
+    def error_received(self, exc: Exception) -> None:
+        log.warning("health: UDP receive error: %s", exc)
+
+
+def bind_udp(host: str, port: int, receive_buffer: int) -> socket.socket:
+    """A non-blocking UDP socket bound to ``host:port`` with a larger kernel receive buffer."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        if receive_buffer:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+        sock.bind((host, port))
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock

@@ -1,0 +1,148 @@
+"""The stale scan: one active scanner per deployment appends ``AmphoraFailed`` for dead amphorae.
+
+Every replica runs a scanner; the active one holds a session advisory lock on a connection of
+its own, and does all its reads and writes on that connection, so a scanner whose connection
+(and with it the lock) is gone cannot write. Standbys try the lock every
+``health_check_interval``: when the holder dies, Postgres drops its session and a standby takes
+over within an interval. A scanner that becomes active first waits ``heartbeat_timeout`` from
+its own receiver's start, so amphorae are not judged by last-seen times nobody was refreshing.
+
+``AmphoraFailed`` moves the amphora to PENDING_DELETE, so it is never picked twice; the
+provisioner consumes the event and fails the LB over. With the circuit breaker tripped
+(``domain.breaker``) the stale amphorae are held in ``amphora_health.failover_stopped`` instead,
+and the next heartbeat from one releases it (``HealthWriter``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import asyncpg
+
+from libs.common.domain.amphora import AmphoraStatus
+from libs.common.errors import FulcrumError
+from libs.common.events import Metadata
+from libs.common.events.amphora import AmphoraFailed
+from libs.common.repository import AmphoraRepository
+from libs.common.service import Metrics
+from libs.common.telemetry import current_traceparent, tracer
+from services.health.adapters import postgres
+from services.health.domain.breaker import ScanDecision, decide_failovers, suspect_after
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ScanPolicy:
+    heartbeat_timeout: float
+    health_check_interval: float
+    failover_threshold: int
+    stale_grace: float
+
+
+class StaleScanner:
+    """``active`` tells whether this replica holds the scanner lock now."""
+
+    def __init__(
+        self,
+        dsn: str,
+        amphorae: AmphoraRepository,
+        policy: ScanPolicy,
+        metrics: Metrics,
+        receiving_since: Callable[[], float],
+    ) -> None:
+        self._dsn = dsn
+        self._amphorae = amphorae
+        self._policy = policy
+        self._metrics = metrics
+        self._receiving_since = receiving_since
+        self._tracer = tracer(__name__)
+        self.active = False
+        self.stopped = 0
+
+    async def run(self) -> None:
+        """Standby until the lock is won, then scan; reconnects after losing the database."""
+        interval = self._policy.health_check_interval
+        while True:
+            conn: asyncpg.Connection | None = None
+            try:
+                conn = await asyncpg.connect(self._dsn)
+                while not await postgres.try_scanner_lock(conn):
+                    await asyncio.sleep(interval)
+                self.active = True
+                log.info("stale scan: active (holding the scanner lock)")
+                await self._settle()
+                while True:
+                    await self.scan(conn)
+                    await asyncio.sleep(interval)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                log.exception("stale scan: database connection lost; reconnecting")
+                await asyncio.sleep(interval)
+            finally:
+                self.active = False
+                if conn is not None and not conn.is_closed():
+                    await conn.close()
+
+    async def _settle(self) -> None:
+        wait = self._receiving_since() + self._policy.heartbeat_timeout - time.monotonic()
+        if wait > 0:
+            await asyncio.sleep(wait)
+
+    async def scan(self, conn: asyncpg.Connection) -> ScanDecision:
+        """One pass on the lock holder's connection: fail the stale, or hold them all."""
+        policy = self._policy
+        late = suspect_after(policy.heartbeat_timeout)
+        silent = await postgres.silent_amphorae(conn, late, policy.stale_grace + late)
+        decision = decide_failovers(
+            silent,
+            heartbeat_timeout=policy.heartbeat_timeout,
+            stale_grace=policy.stale_grace,
+            threshold=policy.failover_threshold,
+        )
+        if decision.tripped:
+            held = await postgres.mark_stopped(conn, [a.amphora_id for a in decision.stop])
+            if held:
+                self._metrics.inc("breaker_trips_total")
+                log.error(
+                    "stale scan: %d amphorae silent at once (failover_threshold %d): "
+                    "failovers stopped; %d newly held until their heartbeats resume",
+                    decision.late,
+                    policy.failover_threshold,
+                    held,
+                )
+        failing = {a.amphora_id for a in decision.fail}
+        held_now = {a.amphora_id for a in silent if a.stopped} | {
+            a.amphora_id for a in decision.stop
+        }
+        self.stopped = len(held_now - failing)
+        for amp in decision.fail:
+            try:
+                await self._fail(conn, amp.amphora_id, amp.lb_id, amp.silent_for)
+            except FulcrumError:
+                log.exception("stale scan: recording amphora %s as failed failed", amp.amphora_id)
+        return decision
+
+    async def _fail(
+        self, conn: asyncpg.Connection, amphora_id: str, lb_id: str | None, silent: float | None
+    ) -> None:
+        record = await self._amphorae.load(amphora_id)
+        if record.status != AmphoraStatus.ALLOCATED or record.loadbalancer_id != lb_id:
+            return  # moved on since the scan read it
+        reason = (
+            f"no heartbeat for {silent:.1f} s" if silent is not None else "never sent a heartbeat"
+        )
+        with self._tracer.start_as_current_span("amphora failed") as span:
+            span.set_attribute("fulcrum.amphora_id", amphora_id)
+            metadata = Metadata(actor="health", traceparent=current_traceparent())
+            await self._amphorae.record(
+                amphora_id,
+                [AmphoraFailed(amphora_id=amphora_id, loadbalancer_id=lb_id, reason=reason)],
+                metadata,
+                conn=conn,
+            )
+        self._metrics.inc("amphorae_failed_total")
+        log.warning("stale scan: amphora %s of lb %s failed: %s", amphora_id, lb_id, reason)

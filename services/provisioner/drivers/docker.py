@@ -1,0 +1,433 @@
+"""The ``docker`` driver: an amphora is a container of the amphora image on one docker engine.
+
+Containers are named ``amphora-<amphora_id>`` and labelled with the deployment, amphora id, LB
+id, role, topology, VIP and certificate expiry, so ``list`` (and reconciliation: orphans,
+missing amphorae) reads everything from the engine; the driver keeps no local state.
+
+Networks (created when missing, with the configured subnets inside 198.18.0.0/15):
+
+- the management network (internal: no route out). The agent listens only on the amphora's
+  address there, port 9443, mutual TLS; ``agent_url`` is ``https://<that address>:9443``. The
+  provisioner dials it directly, from the engine's host (docker's bridges are routed there) or
+  from a container attached to the same network (compose attaches the provisioner). No port is
+  published, so nothing listens on the host's interfaces.
+- the VIP network whose subnet holds the VIP, which also carries the default route. In SINGLE
+  topology the container's address on it *is* the VIP; docker derives the MAC from the address,
+  so a replacement answers at once. An amphora of the same LB that still holds the VIP loses
+  it to the new one (failover builds the replacement first). In ACTIVE_STANDBY the containers
+  get dynamic addresses and keepalived (NET_ADMIN, ``ip_nonlocal_bind``) moves the VIP.
+
+The agent's server certificate (for the amphora id) and the CA are copied into the created
+container before it starts: no bind mount, so the provisioner may run in a container itself.
+Blocking SDK calls run in threads. Every engine failure becomes InfrastructureError, and a
+failed ``ensure`` removes the container it created.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import ipaddress
+import tarfile
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, Final, TypeVar
+
+import docker
+import docker.errors
+import docker.types
+import requests
+
+from libs.common.errors import FulcrumError, InfrastructureError
+from libs.common.pki import DeploymentCA, IssuedCertificate
+from services.provisioner.drivers import AmphoraHandle, AmphoraSpec
+from services.provisioner.settings import DockerDriverSettings, DockerNetworkSettings
+
+__all__ = ["DRIVER_NAME", "DockerAmphoraDriver", "container_name"]
+
+DRIVER_NAME: Final = "docker"
+CERT_DIR: Final = "/etc/fulcrum/amphora"
+LABEL_DEPLOYMENT: Final = "fulcrum.deployment"
+LABEL_AMPHORA: Final = "fulcrum.amphora_id"
+LABEL_LB: Final = "fulcrum.lb_id"
+LABEL_ROLE: Final = "fulcrum.role"
+LABEL_TOPOLOGY: Final = "fulcrum.topology"
+LABEL_VIP: Final = "fulcrum.vip_address"
+LABEL_CERT_EXPIRATION: Final = "fulcrum.cert_expiration"
+# Labels that make up an amphora's spec: an existing container must match them.
+_SPEC_LABELS: Final = (LABEL_LB, LABEL_ROLE, LABEL_TOPOLOGY, LABEL_VIP)
+_STATE_CHECK_INTERVAL: Final = 0.5
+_LOG_TAIL_LINES: Final = 40
+
+T = TypeVar("T")
+# (network name, static IPv4 address or None) in attachment order; the first is eth0.
+Attachments = list[tuple[str, str | None]]
+Handles = list[AmphoraHandle]
+
+
+def container_name(amphora_id: str) -> str:
+    return f"amphora-{amphora_id}"
+
+
+class DockerAmphoraDriver:
+    """Runs amphorae as containers; idempotent by container name."""
+
+    name = DRIVER_NAME
+
+    def __init__(
+        self,
+        settings: DockerDriverSettings,
+        ca: DeploymentCA,
+        agent_env: dict[str, str] | None = None,
+        boot_timeout: float = 20.0,
+        cert_validity_days: int = 30,
+    ) -> None:
+        self._settings = settings
+        self._ca = ca
+        self._agent_env = agent_env or {}
+        self._boot_timeout = boot_timeout
+        self._validity = cert_validity_days
+        self._client: Any = None
+        self._client_lock = threading.Lock()
+
+    # -- protocol ----------------------------------------------------------------------------
+
+    async def ensure(self, spec: AmphoraSpec) -> AmphoraHandle:
+        """Start the amphora's container unless it runs with the same spec; wait for its agent.
+
+        Raises InfrastructureError when the engine is unreachable, the image is missing, the
+        name is taken by a container with another spec, or the agent does not come up within
+        ``boot_timeout`` (the container is removed then).
+        """
+        name = container_name(spec.amphora_id)
+        labels = self._labels(spec)
+        existing = await self._call("inspect the container", self._inspect, name)
+        if existing is not None:
+            present = existing["Config"].get("Labels") or {}
+            differing = [k for k in _SPEC_LABELS if present.get(k, "") != labels[k]]
+            if differing:
+                wanted = {k: labels[k] for k in differing}
+                found = {k: present.get(k) for k in differing}
+                raise InfrastructureError(
+                    f"container {name} exists with another spec: {found}, wanted {wanted}"
+                )
+            handle = self._handle(existing["Id"], present, existing["NetworkSettings"])
+            if existing["State"].get("Running") and handle is not None:
+                await self._wait_for_agent(handle, name)
+                return handle
+            await self._call("remove the stopped container", self._remove, name)
+        mgmt = self._settings.mgmt_network
+        vip_network = self._vip_network(spec.vip_address)
+        await self._call(f"ensure network {mgmt.name}", self._ensure_network, mgmt, True)
+        if vip_network is not None:
+            await self._call(
+                f"ensure network {vip_network.name}", self._ensure_network, vip_network, False
+            )
+        static_vip = spec.vip_address if spec.topology == "SINGLE" and vip_network else None
+        if static_vip is not None and vip_network is not None:
+            await self._call("free the VIP", self._take_over_vip, vip_network.name, spec)
+        issued = self._ca.issue_server_cert(spec.amphora_id, [spec.amphora_id], self._validity)
+        labels[LABEL_CERT_EXPIRATION] = issued.not_after.isoformat()
+        attachments: Attachments = [(mgmt.name, None)]
+        if vip_network is not None:
+            attachments.insert(0, (vip_network.name, static_vip))
+        try:
+            await self._call(
+                "create the container",
+                self._create,
+                name,
+                labels,
+                self._environment(spec),
+                attachments,
+            )
+            archive = _certificate_archive(self._ca.cert_pem, issued)
+            await self._call("copy the certificates", self._put_archive, name, archive)
+            await self._call("start the container", self._start, name)
+            started = await self._call("inspect the container", self._inspect, name)
+            handle = (
+                self._handle(started["Id"], labels, started["NetworkSettings"])
+                if started is not None
+                else None
+            )
+            if handle is None:
+                raise InfrastructureError(f"{name} has no address on {mgmt.name}")
+            await self._wait_for_agent(handle, name)
+        except BaseException:
+            with contextlib.suppress(FulcrumError):
+                await asyncio.shield(self._call("remove the container", self._remove, name))
+            raise
+        return handle
+
+    async def delete(self, amphora_id: str) -> None:
+        """Remove the container (killing it); succeeds when it does not exist."""
+        await self._call("remove the container", self._remove, container_name(amphora_id))
+
+    async def list(self) -> list[AmphoraHandle]:
+        """Running amphora containers of this deployment, from their labels."""
+        return await self._call("list containers", self._running)
+
+    # -- engine calls (blocking, run in threads by _call) ------------------------------------
+
+    def _engine(self) -> Any:
+        with self._client_lock:
+            if self._client is None:
+                options: dict[str, Any] = {
+                    "version": "auto",
+                    "timeout": self._settings.api_timeout,
+                }
+                host = self._settings.host
+                self._client = (
+                    docker.DockerClient(base_url=host, **options)
+                    if host
+                    else docker.from_env(**options)
+                )
+            return self._client
+
+    def _forget_engine(self) -> None:
+        with self._client_lock:
+            client, self._client = self._client, None
+        if client is not None:
+            with contextlib.suppress(Exception):
+                client.close()
+
+    async def _call(self, what: str, function: Callable[..., T], *args: Any) -> T:
+        """Run a blocking engine call in a thread; the one place engine errors are mapped."""
+        try:
+            return await asyncio.to_thread(function, *args)
+        except FulcrumError:
+            raise
+        except docker.errors.ImageNotFound as exc:
+            raise InfrastructureError(
+                f"docker: cannot {what}: image {self._settings.image} is not on the engine "
+                "(build it: make images)"
+            ) from exc
+        except docker.errors.APIError as exc:
+            raise InfrastructureError(f"docker: cannot {what}: {exc.explanation or exc}") from exc
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+            self._forget_engine()
+            where = self._settings.host or "DOCKER_HOST/default socket"
+            raise InfrastructureError(
+                f"docker: cannot {what}: engine at {where} unreachable: {exc}"
+            ) from exc
+
+    def _inspect(self, name: str) -> dict[str, Any] | None:
+        try:
+            info: dict[str, Any] = self._engine().api.inspect_container(name)
+        except docker.errors.NotFound:
+            return None
+        return info
+
+    def _remove(self, name: str) -> None:
+        with contextlib.suppress(docker.errors.NotFound):
+            self._engine().api.remove_container(name, force=True, v=True)
+
+    def _ensure_network(self, network: DockerNetworkSettings, internal: bool) -> None:
+        client = self._engine()
+        for found in client.networks.list(names=[network.name]):
+            if found.name != network.name:
+                continue  # the engine filters by substring
+            subnets = [c.get("Subnet") for c in (found.attrs.get("IPAM") or {}).get("Config") or []]
+            if network.subnet not in subnets:
+                raise InfrastructureError(
+                    f"docker network {network.name} has subnets {subnets}, "
+                    f"configured: {network.subnet}"
+                )
+            return
+        pool = docker.types.IPAMPool(
+            subnet=network.subnet, gateway=network.gateway, iprange=network.ip_range
+        )
+        try:
+            client.networks.create(
+                network.name,
+                driver="bridge",
+                ipam=docker.types.IPAMConfig(pool_configs=[pool]),
+                internal=internal,
+                labels={LABEL_DEPLOYMENT: self._settings.deployment},
+                check_duplicate=True,
+            )
+        except docker.errors.APIError as exc:
+            if exc.status_code != 409:  # 409: another provisioner created it meanwhile
+                raise
+
+    def _take_over_vip(self, network_name: str, spec: AmphoraSpec) -> None:
+        """Disconnect an older amphora of the same LB holding the VIP; refuse anyone else."""
+        api = self._engine().api
+        attached = api.inspect_network(network_name).get("Containers") or {}
+        for container_id, endpoint in attached.items():
+            address = str(endpoint.get("IPv4Address", "")).split("/")[0]
+            if address != spec.vip_address:
+                continue
+            labels = api.inspect_container(container_id)["Config"].get("Labels") or {}
+            ours = labels.get(LABEL_DEPLOYMENT) == self._settings.deployment
+            if ours and labels.get(LABEL_AMPHORA) == spec.amphora_id:
+                continue
+            if not (ours and labels.get(LABEL_LB) == (spec.lb_id or "")):
+                raise InfrastructureError(
+                    f"VIP {spec.vip_address} is held by container {endpoint.get('Name')}"
+                )
+            api.disconnect_container_from_network(container_id, network_name, force=True)
+
+    def _create(
+        self,
+        name: str,
+        labels: dict[str, str],
+        environment: dict[str, str],
+        attachments: Attachments,
+    ) -> None:
+        api = self._engine().api
+        (first_network, first_address), *others = attachments
+        api.create_container(
+            self._settings.image,
+            name=name,
+            hostname=name[:63],
+            labels=labels,
+            environment=environment,
+            detach=True,
+            host_config=api.create_host_config(
+                cap_add=["NET_ADMIN"],
+                init=True,
+                # keepalived's backup binds the VIP before it holds it.
+                sysctls={"net.ipv4.ip_nonlocal_bind": "1"},
+            ),
+            networking_config=api.create_networking_config(
+                {first_network: api.create_endpoint_config(ipv4_address=first_address)}
+            ),
+        )
+        for network_name, address in others:
+            api.connect_container_to_network(name, network_name, ipv4_address=address)
+
+    def _put_archive(self, name: str, archive: bytes) -> None:
+        if not self._engine().api.put_archive(name, CERT_DIR, archive):
+            raise InfrastructureError(f"docker: copying certificates into {name} failed")
+
+    def _start(self, name: str) -> None:
+        self._engine().api.start(name)
+
+    def _state(self, name: str) -> tuple[bool, str]:
+        """(running, last log lines) of a container."""
+        api = self._engine().api
+        info = api.inspect_container(name)
+        if info["State"].get("Running"):
+            return True, ""
+        logs = api.logs(name, tail=_LOG_TAIL_LINES).decode(errors="replace")
+        return False, f"exit code {info['State'].get('ExitCode')}; log tail:\n{logs.strip()}"
+
+    def _running(self) -> Handles:
+        summaries = self._engine().api.containers(
+            filters={
+                "label": [f"{LABEL_DEPLOYMENT}={self._settings.deployment}", LABEL_AMPHORA],
+                "status": "running",
+            }
+        )
+        handles: Handles = []
+        for summary in summaries:
+            handle = self._handle(
+                summary["Id"], summary.get("Labels") or {}, summary.get("NetworkSettings") or {}
+            )
+            if handle is not None:
+                handles.append(handle)
+        return sorted(handles, key=lambda h: h.amphora_id)
+
+    # -- pure helpers ------------------------------------------------------------------------
+
+    def _labels(self, spec: AmphoraSpec) -> dict[str, str]:
+        return {
+            **spec.labels,
+            LABEL_DEPLOYMENT: self._settings.deployment,
+            LABEL_AMPHORA: spec.amphora_id,
+            LABEL_LB: spec.lb_id or "",
+            LABEL_ROLE: spec.role,
+            LABEL_TOPOLOGY: spec.topology,
+            LABEL_VIP: spec.vip_address or "",
+        }
+
+    def _environment(self, spec: AmphoraSpec) -> dict[str, str]:
+        return {
+            **self._agent_env,
+            "FULCRUM_AMPHORA_AMPHORA_ID": spec.amphora_id,
+            "FULCRUM_AMPHORA_LB_ID": spec.lb_id or "",
+            "FULCRUM_AMPHORA_BIND_PORT": str(self._settings.agent_port),
+            "FULCRUM_AMPHORA_MGMT_CIDR": self._settings.mgmt_network.subnet,
+            "FULCRUM_AMPHORA_VIP_ADDRESS": spec.vip_address or "",
+            "FULCRUM_AMPHORA_ROLE": spec.role,
+            "FULCRUM_AMPHORA_TOPOLOGY": spec.topology,
+        }
+
+    def _vip_network(self, vip_address: str | None) -> DockerNetworkSettings | None:
+        if vip_address is None:
+            return None
+        address = ipaddress.ip_address(vip_address)
+        for network in self._settings.vip_networks:
+            if address in ipaddress.ip_network(network.subnet):
+                return network
+        configured = ", ".join(f"{n.name} {n.subnet}" for n in self._settings.vip_networks)
+        raise InfrastructureError(
+            f"VIP {vip_address} is in no docker VIP network (configured: {configured or 'none'})"
+        )
+
+    def _handle(
+        self, container_id: str, labels: dict[str, str], network_settings: dict[str, Any]
+    ) -> AmphoraHandle | None:
+        networks = network_settings.get("Networks") or {}
+        address = (networks.get(self._settings.mgmt_network.name) or {}).get("IPAddress")
+        if not address:
+            return None
+        return AmphoraHandle(
+            amphora_id=labels[LABEL_AMPHORA],
+            lb_id=labels.get(LABEL_LB) or None,
+            driver=DRIVER_NAME,
+            compute_id=container_id,
+            agent_url=f"https://{address}:{self._settings.agent_port}",
+            lb_network_ip=address,
+            cert_expiration=labels.get(LABEL_CERT_EXPIRATION) or None,
+        )
+
+    async def _wait_for_agent(self, handle: AmphoraHandle, name: str) -> None:
+        """Until the agent accepts TCP connections; fails early when the container exits."""
+        deadline = time.monotonic() + self._boot_timeout
+        next_state_check = time.monotonic() + _STATE_CHECK_INTERVAL
+        while True:
+            try:
+                _, writer = await asyncio.wait_for(
+                    asyncio.open_connection(handle.lb_network_ip, self._settings.agent_port),
+                    timeout=1.0,
+                )
+            except (OSError, TimeoutError):
+                pass
+            else:
+                writer.close()
+                with contextlib.suppress(OSError):
+                    await writer.wait_closed()
+                return
+            now = time.monotonic()
+            if now >= next_state_check:
+                running, why = await self._call("inspect the container", self._state, name)
+                if not running:
+                    raise InfrastructureError(f"amphora {handle.amphora_id} stopped: {why}")
+                next_state_check = now + _STATE_CHECK_INTERVAL
+            if now >= deadline:
+                raise InfrastructureError(
+                    f"agent of amphora {handle.amphora_id} not listening on "
+                    f"{handle.lb_network_ip}:{self._settings.agent_port} "
+                    f"after {self._boot_timeout:.0f} s"
+                )
+            await asyncio.sleep(0.02)
+
+
+def _certificate_archive(ca_pem: bytes, issued: IssuedCertificate) -> bytes:
+    """A tar of ca.pem, server.pem and server.key (0600) for put_archive."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for name, data, mode in (
+            ("ca.pem", ca_pem, 0o644),
+            ("server.pem", issued.cert_pem, 0o644),
+            ("server.key", issued.key_pem, 0o600),
+        ):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            info.mode = mode
+            info.mtime = int(time.time())
+            tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
