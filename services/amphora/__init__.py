@@ -16,6 +16,8 @@ socket unreachable, 500 rollback failed).
                                            400 {"error", "details": haproxy's output} when it
                                            fails `haproxy -c` or cannot load (e.g. bind); the
                                            previous config keeps serving. Same text = no-op.
+                                           `?reload=false`: validate and store it for the next
+                                           reload only (runtime API changes already applied).
     GET    /v1/haproxy/config              200 text/plain (+ ETag "<sha256>"), 404 if none
     DELETE /v1/haproxy                     204; stops HAProxy and forgets its config
     GET    /v1/haproxy/stats               200 [ {pxname, svname, scur, status, ...}, ... ]

@@ -16,6 +16,7 @@ from services.amphora.adapters.haproxy import HaproxyDataPlane
 from services.amphora.adapters.tls import AgentTLS
 from services.amphora.handlers.api import AgentHandlers
 from services.amphora.handlers.errors import error_middleware
+from services.amphora.heartbeat import HeartbeatConfig, heartbeat_ctx
 from services.amphora.settings import AmphoraSettings
 
 logger = logging.getLogger(__name__)
@@ -44,6 +45,10 @@ def create_app(settings: AmphoraSettings, tls: AgentTLS) -> web.Application:
     app = web.Application(middlewares=[error_middleware], client_max_size=_MAX_BODY_BYTES)
     app[DATAPLANE] = dataplane
     app.cleanup_ctx.append(_haproxy_lifecycle)
+    # Heartbeats (services/amphora/heartbeat.py); misconfigured ones refuse the start.
+    heartbeat = HeartbeatConfig.from_settings(settings)
+    if heartbeat is not None:
+        app.cleanup_ctx.append(heartbeat_ctx(heartbeat, dataplane.show_stat, settings.state_dir))
     handlers = AgentHandlers(
         amphora_id=settings.amphora_id,
         lb_id=settings.lb_id,

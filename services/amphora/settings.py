@@ -38,6 +38,12 @@ class AmphoraSettings(BaseSettings):
     reload_timeout: float = Field(default=10.0, gt=0)
     # Bound on waiting for a disabled server's connections to end before `del server`.
     drain_timeout: float = Field(default=30.0, gt=0)
+    # Heartbeats to the health service (services/amphora/heartbeat.py): on when both the key
+    # and the endpoints ("host:port", a JSON list in the environment) are set; one without the
+    # other is refused at start.
+    heartbeat_key: str = ""
+    health_endpoints: list[str] = Field(default_factory=list)
+    heartbeat_interval: float = Field(default=1.0, gt=0)
 
     @property
     def effective_port_file(self) -> Path:

@@ -85,7 +85,7 @@ def create_app(settings: ProvisionerSettings) -> web.Application:
         driver = build_driver(settings, ca)
         store = PostgresEventStore(app[DB])
         spares = SparePool(app[DB], AmphoraRepository(store), driver, settings.spare_pool_size)
-        lifecycle = LifecycleHandler(store, driver, configurator.push, spares)
+        lifecycle = LifecycleHandler(store, driver, configurator.push, spares, configurator)
         app[SPARES] = spares
         app[CONFIGURATOR] = configurator
         app[DRIVER] = driver
@@ -94,6 +94,8 @@ def create_app(settings: ProvisionerSettings) -> web.Application:
             yield
         finally:
             await configurator.close()
+            if isinstance(driver, DockerAmphoraDriver):
+                await driver.close()
 
     async def reconcile_at_start(app: web.Application) -> AsyncIterator[None]:
         """Finish work a previous provisioner left half-done (it may have been killed)."""

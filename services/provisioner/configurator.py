@@ -13,11 +13,11 @@ from pathlib import Path
 
 from libs.common.domain.model import LoadBalancerState
 from libs.common.pki import DeploymentCA, write_private_file
-from services.amphora.contract import AgentInfo
+from services.amphora.contract import AgentInfo, NewServer, ServerState
 from services.provisioner.adapters.agent_client import AmphoraAgentClient
 from services.provisioner.drivers import AmphoraHandle
-from services.provisioner.rendering.context import RenderContext, maxconn_cap_for_fd_limit
-from services.provisioner.rendering.haproxy import render_haproxy
+from services.provisioner.handlers.runtime_changes import ServerOp
+from services.provisioner.rendering import RenderContext, maxconn_cap_for_fd_limit, render_haproxy
 
 
 class Configurator:
@@ -74,6 +74,34 @@ class Configurator:
         """
         info = await self.info(handle)
         await self.client(handle).apply_config(self.render(state, info))
+
+    async def rendered(self, state: LoadBalancerState, handle: AmphoraHandle) -> str:
+        return self.render(state, await self.info(handle))
+
+    async def apply_runtime(
+        self, handle: AmphoraHandle, ops: Sequence[ServerOp], rendered: str
+    ) -> None:
+        """Make ``ops`` through the runtime API, then store ``rendered`` for the next reload."""
+        client = self.client(handle)
+        for op in ops:
+            if op.delete:
+                await client.server_change(op.backend, op.server, delete=True)
+            elif op.add_address is not None and op.add_port is not None:
+                await client.server_change(
+                    op.backend,
+                    op.server,
+                    add=NewServer(
+                        address=op.add_address, port=op.add_port, options=list(op.add_options)
+                    ),
+                )
+            else:
+                await client.server_change(
+                    op.backend,
+                    op.server,
+                    weight=op.weight,
+                    state=ServerState(op.state) if op.state else None,
+                )
+        await client.apply_config(rendered, reload=False)
 
     async def forget(self, amphora_id: str) -> None:
         for key in [k for k in self._clients if k.startswith(f"{amphora_id}@")]:

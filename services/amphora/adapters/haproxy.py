@@ -44,7 +44,6 @@ _STATS_SOCKET_LINE: Final = re.compile(r"^\s*stats\s+socket\s+(?:unix@)?(\S+)(.*
 _FAILED_COUNTER: Final = re.compile(r"\[failed:\s*(\d+)\]")
 
 
-
 # HAProxy refuses unix socket paths longer than 97 bytes; deep state dirs get a short one.
 _MAX_SOCKET_DIR: Final = 80
 
@@ -55,6 +54,7 @@ def _socket_dir(state_dir: Path) -> Path:
         return state_dir
     digest = hashlib.sha256(str(state_dir.resolve()).encode()).hexdigest()[:16]
     return Path(tempfile.gettempdir()) / f"fulcrum-amp-{digest}"
+
 
 class ConfigRejected(ValidationFailed):
     """HAProxy refused a configuration (check or load); the previous one keeps serving."""
@@ -238,9 +238,12 @@ class HaproxyDataPlane:
         text = self.config_text()
         return None if text is None else hashlib.sha256(text.encode()).hexdigest()
 
-    async def apply(self, text: str) -> str:
+    async def apply(self, text: str, *, reload: bool = True) -> str:
         """Install `text` as the running config and return its sha256. Idempotent: the same
         text while running is a no-op.
+
+        With ``reload=False`` (HAProxy running) the validated text only becomes the file the
+        next reload loads: the caller has already made the same change through the runtime API.
 
         Raises ConfigRejected (with HAProxy's output) when `haproxy -c` fails, when the config
         lacks the stats socket contract, or when HAProxy cannot load it (bind errors). In every
@@ -260,6 +263,8 @@ class HaproxyDataPlane:
                 raise ConfigRejected("haproxy rejected the configuration", detail=output)
             previous, was_running = self.config_text(), self.is_running()
             os.replace(candidate, self.config_path)
+            if was_running and not reload:
+                return digest
             try:
                 await (self._reload() if was_running else self._start())
             except _LoadFailed as failure:

@@ -94,7 +94,8 @@ class AgentHandlers:
         text = await request.text()
         if not text.strip():
             raise ValidationFailed("empty configuration")
-        digest = await self.dataplane.apply(text)
+        reload = request.query.get("reload", "true").lower() != "false"
+        digest = await self.dataplane.apply(text, reload=reload)
         response = _json(ConfigApplied(sha256=digest), status=202)
         response.headers["ETag"] = f'"{digest}"'
         return response

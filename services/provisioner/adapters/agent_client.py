@@ -154,10 +154,12 @@ class AmphoraAgentClient:
     async def info(self) -> AgentInfo:
         return AgentInfo.model_validate_json(await self._request("GET", "/info"))
 
-    async def apply_config(self, text: str) -> str:
+    async def apply_config(self, text: str, *, reload: bool = True) -> str:
         """Install a complete haproxy.cfg; returns its sha256. Raises AgentRejected (400, with
-        HAProxy's output in `details`) when HAProxy refuses it; the old config keeps serving."""
-        body = await self._request("PUT", "/haproxy/config", data=text.encode())
+        HAProxy's output in `details`) when HAProxy refuses it; the old config keeps serving.
+        ``reload=False`` stores it for the next reload (runtime changes already made)."""
+        path = "/haproxy/config" if reload else "/haproxy/config?reload=false"
+        body = await self._request("PUT", path, data=text.encode())
         return ConfigApplied.model_validate_json(body).sha256
 
     async def get_config(self) -> str | None:

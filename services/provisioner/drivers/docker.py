@@ -29,6 +29,8 @@ import asyncio
 import contextlib
 import io
 import ipaddress
+import os
+import socket
 import tarfile
 import threading
 import time
@@ -59,6 +61,7 @@ LABEL_CERT_EXPIRATION: Final = "fulcrum.cert_expiration"
 # Labels that make up an amphora's spec: an existing container must match them.
 _SPEC_LABELS: Final = (LABEL_LB, LABEL_ROLE, LABEL_TOPOLOGY, LABEL_VIP)
 _STATE_CHECK_INTERVAL: Final = 0.5
+_DEFAULT_HOST: Final = "unix:///var/run/docker.sock"
 _LOG_TAIL_LINES: Final = 40
 
 T = TypeVar("T")
@@ -168,6 +171,10 @@ class DockerAmphoraDriver:
         """Running amphora containers of this deployment, from their labels."""
         return await self._call("list containers", self._running)
 
+    async def close(self) -> None:
+        """Close the engine connections (a later call opens new ones)."""
+        await asyncio.to_thread(self._forget_engine)
+
     # -- engine calls (blocking, run in threads by _call) ------------------------------------
 
     def _engine(self) -> Any:
@@ -178,6 +185,7 @@ class DockerAmphoraDriver:
                     "timeout": self._settings.api_timeout,
                 }
                 host = self._settings.host
+                _check_unix_socket(host or os.environ.get("DOCKER_HOST") or _DEFAULT_HOST)
                 self._client = (
                     docker.DockerClient(base_url=host, **options)
                     if host
@@ -382,6 +390,7 @@ class DockerAmphoraDriver:
             agent_url=f"https://{address}:{self._settings.agent_port}",
             lb_network_ip=address,
             cert_expiration=labels.get(LABEL_CERT_EXPIRATION) or None,
+            role=labels.get(LABEL_ROLE) or "STANDALONE",
         )
 
     async def _wait_for_agent(self, handle: AmphoraHandle, name: str) -> None:
@@ -431,3 +440,15 @@ def _certificate_archive(ca_pem: bytes, issued: IssuedCertificate) -> bytes:
             info.mtime = int(time.time())
             tar.addfile(info, io.BytesIO(data))
     return buffer.getvalue()
+
+
+def _check_unix_socket(host: str) -> None:
+    """Connect once to a unix-socket engine (the SDK leaks the socket of a failed connect)."""
+    if not host.startswith("unix://"):
+        return
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(5.0)
+        try:
+            probe.connect(host.removeprefix("unix://"))
+        except OSError as exc:
+            raise InfrastructureError(f"docker: engine at {host} unreachable: {exc}") from exc

@@ -13,7 +13,7 @@ import logging
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, Protocol
 
 import asyncpg
 
@@ -27,6 +27,7 @@ from libs.common.events import loadbalancer as lb_ev
 from libs.common.eventstore import PostgresEventStore
 from libs.common.repository import AmphoraRepository, LoadBalancerRepository, lb_stream
 from services.provisioner.drivers import AmphoraDriver, AmphoraHandle, AmphoraSpec
+from services.provisioner.handlers.runtime_changes import ServerOp, plan_member_changes
 from services.provisioner.handlers.spares import SparePool
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,16 @@ _SETTLING: Final = (lb_ev.LoadBalancerActivated, lb_ev.ChangesApplied, lb_ev.Pro
 # Pushes the whole rendered config of ``state`` to one amphora of the LB; the LB's other
 # amphorae are given for what pairs them (VRRP peers, stick-table peers). See configurator.py.
 PushConfig = Callable[[LoadBalancerState, AmphoraHandle, Sequence[AmphoraHandle]], Awaitable[None]]
+
+
+class RuntimeApplier(Protocol):
+    """Applies member changes without a reload (the configurator)."""
+
+    async def rendered(self, state: LoadBalancerState, handle: AmphoraHandle) -> str: ...
+
+    async def apply_runtime(
+        self, handle: AmphoraHandle, ops: Sequence[ServerOp], rendered: str
+    ) -> None: ...
 
 
 def roles_for(topology: str) -> tuple[str, ...]:
@@ -52,10 +63,12 @@ def amphora_id_for(cause_event_id: str, slot: str) -> str:
 
 @dataclass(frozen=True)
 class PendingWork:
-    """What the LB's stream says is left to do, and the event that asked for it."""
+    """What the LB's stream says is left to do, the event that asked for it, and (for
+    "apply") the events since the last settlement."""
 
     kind: str  # "create" | "apply" | "failover" | "delete" | "none"
     cause: Envelope | None = None
+    pending: tuple[Envelope, ...] = ()
 
 
 def pending_work(state: LoadBalancerState, envelopes: list[Envelope]) -> PendingWork:
@@ -71,12 +84,15 @@ def pending_work(state: LoadBalancerState, envelopes: list[Envelope]) -> Pending
         return PendingWork("delete")
     if lb.provisioning_status == PS.PENDING_CREATE:
         return PendingWork("create", envelopes[0])
+    pending: list[Envelope] = []
     for envelope in reversed(envelopes):
         if isinstance(envelope.payload, _SETTLING):
             break
         if isinstance(envelope.payload, lb_ev.LoadBalancerFailoverRequested):
             return PendingWork("failover", envelope)
-    return PendingWork("apply")
+        if not isinstance(envelope.payload, lb_ev.OperatingStatusChanged):
+            pending.append(envelope)
+    return PendingWork("apply", pending=tuple(reversed(pending)))
 
 
 class LifecycleHandler:
@@ -88,9 +104,11 @@ class LifecycleHandler:
         driver: AmphoraDriver,
         push_config: PushConfig,
         spares: SparePool | None = None,
+        runtime: RuntimeApplier | None = None,
     ) -> None:
         self._store = store
         self._spares = spares
+        self._runtime = runtime
         self._lbs = LoadBalancerRepository(store)
         self._amps = AmphoraRepository(store)
         self._driver = driver
@@ -116,7 +134,7 @@ class LifecycleHandler:
                 assert work.cause is not None
                 await self._create(state, work.cause, conn, metadata)
             elif work.kind == "apply":
-                await self._apply(state, conn, metadata)
+                await self._apply(state, work.pending, conn, metadata)
             elif work.kind == "failover":
                 assert work.cause is not None
                 await self._failover(state, work.cause, conn, metadata)
@@ -205,7 +223,11 @@ class LifecycleHandler:
         await self._lbs.execute(lb.id, c.Activate(amphora_ids), metadata, conn=conn)
 
     async def _apply(
-        self, state: LoadBalancerState, conn: asyncpg.Connection, metadata: Metadata
+        self,
+        state: LoadBalancerState,
+        pending: Sequence[Envelope],
+        conn: asyncpg.Connection,
+        metadata: Metadata,
     ) -> None:
         lb = state.loadbalancer
         assert lb is not None
@@ -213,8 +235,30 @@ class LifecycleHandler:
         if len(handles) != len(state.amphora_ids) or not handles:
             missing = set(state.amphora_ids) - {h.amphora_id for h in handles}
             raise _Missing(f"amphorae {sorted(missing) or 'none'} are not running")
-        await self._push_all(state, handles)
+        if not await self._apply_at_runtime(state, pending, handles):
+            await self._push_all(state, handles)
         await self._lbs.execute(lb.id, c.ApplyChanges(), metadata, conn=conn)
+
+    async def _apply_at_runtime(
+        self, state: LoadBalancerState, pending: Sequence[Envelope], handles: list[AmphoraHandle]
+    ) -> bool:
+        """Member-only changes through the runtime API; False when a reload is needed."""
+        if self._runtime is None:
+            return False
+        plans = []
+        for handle in handles:
+            rendered = await self._runtime.rendered(state, handle)
+            ops = plan_member_changes(state, pending, rendered)
+            if ops is None:
+                return False
+            plans.append((handle, ops, rendered))
+        for handle, ops, rendered in plans:
+            try:
+                await self._runtime.apply_runtime(handle, ops, rendered)
+            except FulcrumError:
+                log.warning("runtime change failed on %s; reloading instead", handle.amphora_id)
+                return False
+        return True
 
     async def _failover(
         self,

@@ -1,0 +1,278 @@
+"""Heartbeats: every ``heartbeat_interval`` the agent tells the health service it lives.
+
+Each beat reads HAProxy's ``show stat`` through the agent's data plane and sends one UDP
+datagram (``services.health.domain.codec``: Octavia's v3 message, zlib, hex HMAC-SHA256) to the
+next configured health endpoint, round-robin as Octavia's sender does. Frontends are listeners,
+backends ``<pool_id>:<listener_id>`` pools, servers members (the renderer's names). Listener
+counters go out as deltas against the previous beat (a counter that went down, after an HAProxy
+restart, is sent whole); the baseline is kept in ``<state_dir>/heartbeat-counters.json`` so a
+restarted agent does not count HAProxy's traffic twice. Without HAProxy running the beat still
+goes out, with no listeners: a fresh or spare amphora is seen alive.
+
+``seq`` is the wall clock in milliseconds, kept strictly increasing, so it keeps growing across
+agent restarts and the receiver can refuse replays by comparing it with the last one accepted.
+Heartbeats are enabled by configuring both ``heartbeat_key`` and ``health_endpoints``; one
+without the other is refused at start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+import logging
+import os
+import socket
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+from aiohttp import web
+
+from libs.common.errors import FulcrumError
+from libs.common.service import background
+from services.amphora.contract import StatsRow
+from services.amphora.settings import AmphoraSettings
+from services.health.domain import codec
+
+log = logging.getLogger(__name__)
+
+COUNTERS_FILE: Final = "heartbeat-counters.json"
+# `show stat` type column.
+_FRONTEND, _BACKEND, _SERVER = 0, 1, 2
+# Listener counters sent as deltas: message field -> `show stat` column.
+_DELTAS: Final = (("rx", "bin"), ("tx", "bout"), ("totconns", "stot"), ("ereq", "ereq"))
+
+ReadStats = Callable[[], Awaitable[list[StatsRow]]]
+# listener id -> the raw `show stat` counters of the previous beat, in _DELTAS order.
+Baseline = dict[str, list[int]]
+
+
+class HeartbeatMisconfigured(ValueError):
+    """The agent's heartbeat settings cannot work (the agent refuses to start)."""
+
+
+def parse_endpoint(text: str) -> tuple[str, int]:
+    """``host:port`` or ``[v6]:port`` -> (host, port); raises HeartbeatMisconfigured."""
+    host, sep, port = text.strip().rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise HeartbeatMisconfigured(f"health endpoint {text!r} is not host:port")
+    return host, int(port)
+
+
+@dataclass(frozen=True)
+class HeartbeatConfig:
+    amphora_id: str
+    key: bytes
+    endpoints: tuple[tuple[str, int], ...]
+    interval: float
+
+    @classmethod
+    def from_settings(cls, settings: AmphoraSettings) -> HeartbeatConfig | None:
+        """The sender's configuration; None when heartbeats are off (neither key nor endpoints
+        set). Raises HeartbeatMisconfigured when only one is set or a value is unusable."""
+        key, endpoints = settings.heartbeat_key, settings.health_endpoints
+        if not key and not endpoints:
+            return None
+        if not key.strip():
+            raise HeartbeatMisconfigured(
+                "FULCRUM_AMPHORA_HEALTH_ENDPOINTS is set but FULCRUM_AMPHORA_HEARTBEAT_KEY is "
+                "empty: heartbeats could not be authenticated"
+            )
+        if not endpoints:
+            raise HeartbeatMisconfigured(
+                "FULCRUM_AMPHORA_HEARTBEAT_KEY is set but FULCRUM_AMPHORA_HEALTH_ENDPOINTS is "
+                'empty: give a JSON list such as ["127.0.0.1:5555"]'
+            )
+        if settings.heartbeat_interval <= 0:
+            raise HeartbeatMisconfigured("FULCRUM_AMPHORA_HEARTBEAT_INTERVAL must be positive")
+        return cls(
+            amphora_id=settings.amphora_id,
+            key=key.encode(),
+            endpoints=tuple(parse_endpoint(e) for e in endpoints),
+            interval=settings.heartbeat_interval,
+        )
+
+
+def _count(row: StatsRow, column: str) -> int:
+    value = row.get(column)
+    return value if isinstance(value, int) and value > 0 else 0
+
+
+def _member_status(row: StatsRow) -> str:
+    """HAProxy's server status in the v3 vocabulary: UP, DOWN, DRAIN, MAINT or "no check"."""
+    status = str(row.get("status") or "")
+    if status.startswith("UP"):
+        return "DRAIN" if row.get("weight") == 0 else "UP"
+    if status.startswith("DOWN"):
+        return "DOWN"
+    if status in ("DRAIN", "NOLB"):
+        return "DRAIN"
+    if status.startswith("MAINT"):
+        return "MAINT"
+    return status  # "no check", or a state the receiver will ignore
+
+
+def build_message(
+    amphora_id: str, seq: int, rows: list[StatsRow], baseline: Baseline
+) -> tuple[dict[str, Any], Baseline]:
+    """The v3 message for ``rows`` and the baseline for the next beat. Pure."""
+    listeners: dict[str, Any] = {}
+    pools: dict[str, Any] = {}
+    current: Baseline = {}
+    for row in rows:
+        kind, proxy = row.get("type"), str(row.get("pxname") or "")
+        if kind == _FRONTEND:
+            if row.get("status") not in ("OPEN", "FULL"):
+                continue  # STOP: a disabled frontend serves nothing
+            raw = [_count(row, column) for _, column in _DELTAS]
+            before = baseline.get(proxy)
+            stats: dict[str, int] = {"conns": _count(row, "scur")}
+            for i, (field, _) in enumerate(_DELTAS):
+                previous = before[i] if before is not None and len(before) > i else 0
+                stats[field] = raw[i] - previous if raw[i] >= previous else raw[i]
+            current[proxy] = raw
+            listeners[proxy] = {"status": row["status"], "stats": stats}
+        elif kind == _BACKEND and ":" in proxy:
+            pool = pools.setdefault(proxy, {"status": "DOWN", "members": {}})
+            pool["status"] = "UP" if row.get("status") == "UP" else "DOWN"
+        elif kind == _SERVER and ":" in proxy:
+            pool = pools.setdefault(proxy, {"status": "DOWN", "members": {}})
+            pool["members"][str(row.get("svname"))] = _member_status(row)
+    message = {
+        "id": amphora_id,
+        "seq": seq,
+        "ver": codec.MESSAGE_VERSION,
+        "listeners": listeners,
+        "pools": pools,
+    }
+    return message, current
+
+
+class HeartbeatSender:
+    """Sends heartbeats until cancelled. ``sent`` counts datagrams handed to the kernel."""
+
+    def __init__(
+        self, config: HeartbeatConfig, read_stats: ReadStats, state_dir: Path | None = None
+    ) -> None:
+        self._config = config
+        self._read_stats = read_stats
+        self._counters_file = state_dir / COUNTERS_FILE if state_dir is not None else None
+        self._baseline = self._load_baseline()
+        self._seq = 0
+        self._next_endpoint = 0
+        self.sent = 0
+
+    def _load_baseline(self) -> Baseline:
+        if self._counters_file is None:
+            return {}
+        try:
+            data = json.loads(self._counters_file.read_text())
+        except (OSError, ValueError):
+            return {}
+        if not isinstance(data, dict):
+            return {}
+        return {
+            str(k): [int(x) for x in v]
+            for k, v in data.items()
+            if isinstance(v, list) and all(isinstance(x, int) for x in v)
+        }
+
+    def _save_baseline(self) -> None:
+        if self._counters_file is None:
+            return
+        temporary = self._counters_file.with_suffix(".tmp")
+        try:
+            temporary.write_text(json.dumps(self._baseline))
+            os.replace(temporary, self._counters_file)
+        except OSError as exc:
+            log.warning("heartbeat: cannot keep counters in %s: %s", self._counters_file, exc)
+
+    def next_seq(self) -> int:
+        self._seq = max(self._seq + 1, time.time_ns() // 1_000_000)
+        return self._seq
+
+    async def _rows(self) -> list[StatsRow]:
+        try:
+            return await self._read_stats()
+        except FulcrumError as exc:
+            # Not running (no config pushed yet, or it died): beat with no listeners.
+            log.debug("heartbeat without HAProxy stats: %s", exc)
+            return []
+
+    async def beat(self) -> bytes:
+        """Build the next datagram (reads HAProxy; moves the counters baseline on)."""
+        rows = await self._rows()
+        message, self._baseline = build_message(
+            self._config.amphora_id, self.next_seq(), rows, self._baseline
+        )
+        self._save_baseline()
+        return codec.encode(message, self._config.key)
+
+    async def run(self) -> None:
+        """Beat every interval on a fixed schedule until cancelled."""
+        loop = asyncio.get_running_loop()
+        addresses = [await _resolve(loop, host, port) for host, port in self._config.endpoints]
+        families = {family for family, _ in addresses}
+        sockets = {family: _udp_socket(family) for family in families}
+        log.info(
+            "heartbeats to %s every %.2f s",
+            ", ".join(f"{h}:{p}" for h, p in self._config.endpoints),
+            self._config.interval,
+        )
+        try:
+            next_at = loop.time()
+            while True:
+                try:
+                    datagram = await self.beat()
+                    family, address = addresses[self._next_endpoint % len(addresses)]
+                    self._next_endpoint += 1
+                    sockets[family].sendto(datagram, address)
+                    self.sent += 1
+                except (OSError, FulcrumError):
+                    log.exception("heartbeat: this beat was not sent")
+                next_at += self._config.interval
+                await asyncio.sleep(max(0.0, next_at - loop.time()))
+                if loop.time() - next_at > self._config.interval:
+                    next_at = loop.time()  # fell behind (suspended): do not burst
+        finally:
+            for sock in sockets.values():
+                sock.close()
+
+
+async def _resolve(
+    loop: asyncio.AbstractEventLoop, host: str, port: int
+) -> tuple[int, tuple[Any, ...]]:
+    """The first address of ``host:port`` (numeric addresses resolve without DNS)."""
+    try:
+        family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
+        return family, (host, port)
+    except ValueError:
+        pass
+    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+    if not infos:
+        raise HeartbeatMisconfigured(f"health endpoint {host}:{port} does not resolve")
+    family, _, _, _, address = infos[0]
+    return int(family), address
+
+
+def _udp_socket(family: int) -> socket.socket:
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    sock.setblocking(False)
+    return sock
+
+
+def heartbeat_ctx(
+    config: HeartbeatConfig, read_stats: ReadStats, state_dir: Path
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    """A ``cleanup_ctx`` that runs the sender for the agent's lifetime."""
+
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        sender = HeartbeatSender(config, read_stats, state_dir)
+        async with background(sender.run(), "heartbeats"):
+            yield
+
+    return ctx
