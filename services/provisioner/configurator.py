@@ -3,6 +3,12 @@
 Holds the provisioner's client certificate (issued by the deployment CA at start) and one agent
 client per amphora. The configuration is always the whole LB, rendered by a pure function of
 its state; the agent validates it and reloads HAProxy without dropping connections.
+
+On amphorae that own a VIP interface (the agent's GET /v1/vrrp names one; the netns driver's
+do) the VIP is plumbed after HAProxy runs: SINGLE amphorae plug it (with gratuitous ARP),
+ACTIVE_STANDBY pairs get a keepalived.conf each (rendering/keepalived.py: the amphora's own
+address as unicast source, the other amphorae as peers, priority by role) and keepalived moves
+it. Elsewhere (loopback VIPs of the process driver) there is nothing to plumb.
 """
 
 from __future__ import annotations
@@ -13,16 +19,21 @@ from pathlib import Path
 
 from libs.common.domain.model import LoadBalancerState
 from libs.common.pki import DeploymentCA, write_private_file
-from services.amphora.contract import AgentInfo, NewServer, ServerState
-from services.provisioner.adapters.agent_client import AmphoraAgentClient
+from services.amphora.contract import AgentInfo, NewServer, ServerState, VrrpState, VrrpStatus
+from services.provisioner.adapters.agent_client import AgentRejected, AmphoraAgentClient
 from services.provisioner.drivers import AmphoraHandle
 from services.provisioner.handlers.runtime_changes import ServerOp
 from services.provisioner.rendering import RenderContext, maxconn_cap_for_fd_limit, render_haproxy
+from services.provisioner.rendering.keepalived import KeepalivedContext, render_keepalived
+from services.provisioner.settings import VrrpSettings
 
 
 class Configurator:
-    def __init__(self, ca: DeploymentCA, directory: Path) -> None:
+    def __init__(
+        self, ca: DeploymentCA, directory: Path, vrrp: VrrpSettings | None = None
+    ) -> None:
         self._ca = ca
+        self._vrrp = vrrp or VrrpSettings()
         issued = ca.issue_client_cert("fulcrum-provisioner", validity_days=365)
         self._cert = directory / "provisioner-client.pem"
         self._key = directory / "provisioner-client.key"
@@ -30,6 +41,7 @@ class Configurator:
         write_private_file(self._key, issued.key_pem)
         self._clients: dict[str, AmphoraAgentClient] = {}
         self._infos: dict[str, AgentInfo] = {}
+        self._vip_plumbing: dict[str, VrrpStatus] = {}
 
     def client(self, handle: AmphoraHandle) -> AmphoraAgentClient:
         """The (cached) client of one amphora's agent; it checks the amphora id in the cert."""
@@ -74,6 +86,77 @@ class Configurator:
         """
         info = await self.info(handle)
         await self.client(handle).apply_config(self.render(state, info))
+        await self._plumb_vip(state, handle, pair)
+
+    async def vip_plumbing(self, handle: AmphoraHandle) -> VrrpStatus | None:
+        """The amphora's VIP interface and keepalived script paths (cached), or None when its
+        VIPs need no plumbing (no interface, or an agent without the VRRP endpoints)."""
+        key = f"{handle.amphora_id}@{handle.agent_url}"
+        status = self._vip_plumbing.get(key)
+        if status is None:
+            try:
+                status = await self.client(handle).vrrp_status()
+            except AgentRejected as exc:
+                if exc.status != 404:
+                    raise
+                status = VrrpStatus(
+                    interface=None,
+                    running=False,
+                    state=VrrpState.STOPPED,
+                    config_sha256=None,
+                    check_script=None,
+                    notify_script=None,
+                    addresses=[],
+                )
+            self._vip_plumbing[key] = status
+        return status if status.interface is not None else None
+
+    def render_vrrp(
+        self,
+        state: LoadBalancerState,
+        handle: AmphoraHandle,
+        pair: Sequence[AmphoraHandle],
+        plumbing: VrrpStatus,
+    ) -> str:
+        """keepalived.conf of ``handle`` in the ACTIVE_STANDBY pair ``pair``."""
+        lb = state.loadbalancer
+        assert lb is not None and lb.vip_address is not None
+        assert plumbing.interface and plumbing.check_script and plumbing.notify_script
+        options = self._vrrp
+        context = KeepalivedContext(
+            lb_id=lb.id,
+            amphora_id=handle.amphora_id,
+            role="MASTER" if handle.role == "MASTER" else "BACKUP",
+            interface=plumbing.interface,
+            unicast_src_ip=handle.lb_network_ip,
+            unicast_peers=tuple(
+                p.lb_network_ip for p in pair if p.amphora_id != handle.amphora_id
+            ),
+            virtual_addresses=(lb.vip_address,),
+            check_script=plumbing.check_script,
+            notify_script=plumbing.notify_script,
+            advert_int=options.advert_int,
+            check_interval=options.check_interval,
+            check_fall=options.check_fall,
+            check_rise=options.check_rise,
+        )
+        return render_keepalived(context)
+
+    async def _plumb_vip(
+        self, state: LoadBalancerState, handle: AmphoraHandle, pair: Sequence[AmphoraHandle]
+    ) -> None:
+        lb = state.loadbalancer
+        if lb is None or lb.vip_address is None:
+            return
+        plumbing = await self.vip_plumbing(handle)
+        if plumbing is None:
+            return
+        client = self.client(handle)
+        if lb.topology.value == "ACTIVE_STANDBY":
+            text = self.render_vrrp(state, handle, pair, plumbing)
+            await client.apply_vrrp(text, [lb.vip_address])
+        else:
+            await client.plug_vip(lb.vip_address)
 
     async def rendered(self, state: LoadBalancerState, handle: AmphoraHandle) -> str:
         return self.render(state, await self.info(handle))
@@ -107,6 +190,7 @@ class Configurator:
         for key in [k for k in self._clients if k.startswith(f"{amphora_id}@")]:
             await self._clients.pop(key).close()
             self._infos.pop(key, None)
+            self._vip_plumbing.pop(key, None)
 
     async def close(self) -> None:
         for client in self._clients.values():

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
+from typing import Final
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from libs.common.settings import (
@@ -41,7 +43,10 @@ class DockerDriverSettings(BaseModel):
     # to it (compose) or run on the engine's host (its bridges are routed there).
     mgmt_network: DockerNetworkSettings = Field(
         default_factory=lambda: DockerNetworkSettings(
-            name="fulcrum-lb-mgmt", subnet="198.18.65.0/24", gateway="198.18.65.1"
+            name="fulcrum-lb-mgmt",
+            subnet="198.18.65.0/24",
+            gateway="198.18.65.1",
+            ip_range="198.18.65.128/25",  # below: static control-plane addresses (compose)
         )
     )
     # VIP networks: a VIP belongs to the network whose subnet contains it.
@@ -57,6 +62,79 @@ class DockerDriverSettings(BaseModel):
     )
     # Bound on one engine API call (image pulls are never done).
     api_timeout: float = 60.0
+
+
+# --- netns driver and VRRP (issue 6 part B) -------------------------------------------------
+
+_NETNS_RANGE: Final = ipaddress.ip_network("198.18.0.0/15")
+
+
+class NetnsNetworkSettings(BaseModel):
+    """A VIP network of the ``netns`` driver: one bridge, in its own network namespace.
+
+    ``subnet`` carries both the amphorae' own addresses (taken from ``ip_range``) and the VIPs
+    (give the API the rest of the subnet as its VIP pool). ``gateway`` is the host's address
+    on the uplink veth into the bridge: the provisioner reaches the agents through it, and the
+    amphorae reach the host (health endpoints) through it. Everything lies in 198.18.0.0/15.
+    """
+
+    name: str = Field(pattern=r"^[a-z0-9]{1,10}$")
+    subnet: str
+    gateway: str
+    ip_range: str
+
+    @model_validator(mode="after")
+    def _inside_the_allowed_range(self) -> NetnsNetworkSettings:
+        subnet = ipaddress.ip_network(self.subnet)
+        ip_range = ipaddress.ip_network(self.ip_range)
+        gateway = ipaddress.ip_address(self.gateway)
+        if subnet.version != 4 or not subnet.subnet_of(_NETNS_RANGE):  # type: ignore[arg-type]
+            raise ValueError(f"netns subnet {subnet} must lie in {_NETNS_RANGE}")
+        if not ip_range.subnet_of(subnet):  # type: ignore[arg-type]
+            raise ValueError(f"ip_range {ip_range} must lie in subnet {subnet}")
+        if gateway not in subnet:
+            raise ValueError(f"gateway {gateway} must lie in subnet {subnet}")
+        return self
+
+
+def _default_netns_networks() -> list[NetnsNetworkSettings]:
+    return [
+        NetnsNetworkSettings(
+            name="fulcrum",
+            subnet="198.18.32.0/24",
+            gateway="198.18.32.1",
+            ip_range="198.18.32.0/25",
+        )
+    ]
+
+
+class NetnsDriverSettings(BaseModel):
+    """The ``netns`` driver: amphora namespaces ``<namespace_prefix><12 hex of its id>``,
+    network namespaces (and the host side of their uplinks) ``<network_prefix><name>``."""
+
+    namespace_prefix: str = Field(default="fa-", pattern=r"^[a-z0-9-]{1,12}$")
+    network_prefix: str = Field(default="fn-", pattern=r"^[a-z0-9-]{1,5}$")
+    agent_port: int = Field(default=9443, ge=1, le=65535)
+    # A VIP belongs to the network whose subnet contains it; spares go to the first one.
+    networks: list[NetnsNetworkSettings] = Field(
+        default_factory=_default_netns_networks, min_length=1
+    )
+    # Bound on one `ip` command and on the agent's clean stop at delete.
+    command_timeout: float = Field(default=10.0, gt=0)
+    stop_timeout: float = Field(default=10.0, gt=0)
+
+
+class VrrpSettings(BaseModel):
+    """keepalived for ACTIVE_STANDBY (unicast VRRPv3; see rendering/keepalived.py)."""
+
+    advert_int: float = Field(default=0.1, ge=0.01, le=40.0)
+    # keepalived 2.2.7 takes whole seconds only for its check scripts.
+    check_interval: int = Field(default=1, ge=1)
+    check_fall: int = Field(default=2, ge=1)
+    check_rise: int = Field(default=2, ge=1)
+
+
+# --- end of the netns driver and VRRP block ------------------------------------------------
 
 
 class ProvisionerSettings(BaseSettings):
@@ -91,3 +169,7 @@ class ProvisionerSettings(BaseSettings):
     cert_validity_days: int = 30
     # The docker driver's engine, image and networks (FULCRUM_PROVISIONER_DOCKER__*).
     docker: DockerDriverSettings = Field(default_factory=DockerDriverSettings)
+    # The netns driver's namespaces and networks (FULCRUM_PROVISIONER_NETNS__*), and keepalived
+    # for ACTIVE_STANDBY on amphorae that own a VIP interface (FULCRUM_PROVISIONER_VRRP__*).
+    netns: NetnsDriverSettings = Field(default_factory=NetnsDriverSettings)
+    vrrp: VrrpSettings = Field(default_factory=VrrpSettings)

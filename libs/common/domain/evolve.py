@@ -305,7 +305,11 @@ def _on_failed(state: LoadBalancerState, event: Event) -> LoadBalancerState:
     update["loadbalancer"] = lb.updated(
         {"provisioning_status": PS.ERROR, "provisioning_error": event.reason}
     )
-    return state.model_copy(update=update)
+    state = state.model_copy(update=update)
+    # A policy whose deletion failed is live again: give it back a place in the order.
+    for listener_id in state.listeners:
+        state = _renumber_policies(state, listener_id, None)
+    return state
 
 
 def _on_failover_requested(state: LoadBalancerState, event: Event) -> LoadBalancerState:

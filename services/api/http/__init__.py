@@ -1,1 +1,1 @@
-"""HTTP layer of the API: routes, schemas, error mapping."""
+"""The API's HTTP face: routing, input schemas, query parsing, auth seam, error mapping."""

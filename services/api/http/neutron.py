@@ -147,9 +147,7 @@ class NeutronApi:
     async def show_port(self, request: web.Request) -> web.Response:
         return self._show("ports", await self._ports(request), request)
 
-    def _show(
-        self, kind: str, bodies: list[dict[str, Any]], request: web.Request
-    ) -> web.Response:
+    def _show(self, kind: str, bodies: list[dict[str, Any]], request: web.Request) -> web.Response:
         wanted = request.match_info["id"]
         for body in bodies:
             if body["id"] == wanted:

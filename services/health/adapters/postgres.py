@@ -30,14 +30,14 @@ CREATE TABLE IF NOT EXISTS amphora_health (
     stopped_at timestamptz
 );
 CREATE TABLE IF NOT EXISTS listener_stats (
-    listener_id text,
-    amphora_id text,
-    lb_id text,
-    bytes_in bigint,
-    bytes_out bigint,
-    active_connections bigint,
-    total_connections bigint,
-    request_errors bigint,
+    listener_id text NOT NULL,
+    amphora_id text NOT NULL,
+    lb_id text NOT NULL,
+    bytes_in bigint NOT NULL DEFAULT 0,
+    bytes_out bigint NOT NULL DEFAULT 0,
+    active_connections bigint NOT NULL DEFAULT 0,
+    total_connections bigint NOT NULL DEFAULT 0,
+    request_errors bigint NOT NULL DEFAULT 0,
     PRIMARY KEY (listener_id, amphora_id)
 );
 CREATE INDEX IF NOT EXISTS listener_stats_lb_idx ON listener_stats (lb_id);
@@ -219,10 +219,3 @@ async def mark_stopped(conn: asyncpg.Connection, amphora_ids: Sequence[str]) -> 
         sorted(amphora_ids),
     )
     return len(rows)
-
-
-async def stopped_count(pool: asyncpg.Pool) -> int:
-    count: int = await pool.fetchval(
-        "SELECT count(*) FROM amphora_health WHERE failover_stopped"
-    )
-    return count

@@ -25,6 +25,9 @@ from services.health.handlers.writer import HealthWriter
 
 log = logging.getLogger(__name__)
 
+# Datagrams read per readiness callback before yielding to the event loop.
+_BATCH: Final = 512
+_MAX_UDP: Final = 65536
 # Rejected datagrams are logged at most once per reason per this many seconds (with a count).
 _WARN_EVERY: Final = 10.0
 
@@ -108,15 +111,43 @@ class HeartbeatIntake:
             del self._seqs[amphora_id]
 
 
-class HeartbeatProtocol(asyncio.DatagramProtocol):
-    def __init__(self, intake: HeartbeatIntake) -> None:
+class UdpReceiver:
+    """Reads datagrams off a bound non-blocking socket into ``intake.handle``.
+
+    Not an asyncio DatagramProtocol: its transport reads one datagram per event-loop turn,
+    which measured at 10-25k datagrams/s on this box even with an empty handler. Here each
+    readiness callback drains up to ``_BATCH`` datagrams (100k+/s), then yields to the loop so
+    the writers and the scanner keep running under a flood.
+    """
+
+    def __init__(self, sock: socket.socket, intake: HeartbeatIntake, max_datagram: int) -> None:
+        self._sock = sock
         self._intake = intake
+        # One byte more than allowed, so an oversized datagram is seen as such, not cut.
+        self._bufsize = min(max_datagram + 1, _MAX_UDP)
+        self._loop: asyncio.AbstractEventLoop | None = None
 
-    def datagram_received(self, data: bytes, addr: tuple[str | object, ...]) -> None:
-        self._intake.handle(data)
+    def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._loop.add_reader(self._sock.fileno(), self._drain)
 
-    def error_received(self, exc: Exception) -> None:
-        log.warning("health: UDP receive error: %s", exc)
+    def close(self) -> None:
+        if self._loop is not None:
+            self._loop.remove_reader(self._sock.fileno())
+            self._loop = None
+        self._sock.close()
+
+    def _drain(self) -> None:
+        recv, handle = self._sock.recv, self._intake.handle
+        for _ in range(_BATCH):
+            try:
+                datagram = recv(self._bufsize)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # e.g. ICMP errors reported on the socket
+                log.warning("health: UDP receive error: %s", exc)
+                return
+            handle(datagram)
 
 
 def bind_udp(host: str, port: int, receive_buffer: int) -> socket.socket:

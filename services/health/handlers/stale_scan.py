@@ -71,8 +71,7 @@ class StaleScanner:
             conn: asyncpg.Connection | None = None
             try:
                 conn = await asyncpg.connect(self._dsn)
-                while not await postgres.try_scanner_lock(conn):
-                    await asyncio.sleep(interval)
+                await self._standby_until_leader(conn)
                 self.active = True
                 log.info("stale scan: active (holding the scanner lock)")
                 await self._settle()
@@ -86,6 +85,12 @@ class StaleScanner:
                 self.active = False
                 if conn is not None and not conn.is_closed():
                     await conn.close()
+
+    async def _standby_until_leader(self, conn: asyncpg.Connection) -> None:
+        won = await postgres.try_scanner_lock(conn)
+        while not won:
+            await asyncio.sleep(self._policy.health_check_interval)
+            won = await postgres.try_scanner_lock(conn)
 
     async def _settle(self) -> None:
         wait = self._receiving_since() + self._policy.heartbeat_timeout - time.monotonic()

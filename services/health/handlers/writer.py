@@ -106,11 +106,12 @@ class HealthWriter:
                 new[4] += old[4]
 
     async def run(self) -> None:
-        """Flush every interval until cancelled, then once more."""
+        """Flush every interval until cancelled, then once more. A flush under way is shielded:
+        cancelling it midway could leave it unknown whether its deltas were added."""
         try:
             while True:
                 await asyncio.sleep(self._interval)
-                await self._flush_logged()
+                await asyncio.shield(self._flush_logged())
         finally:
             await self._flush_logged()
 

@@ -29,6 +29,9 @@ from services.amphora.contract import (
     ServerChanged,
     ServerState,
     StatsRow,
+    VipAddress,
+    VrrpConfig,
+    VrrpStatus,
 )
 
 __all__ = [
@@ -231,6 +234,42 @@ class AmphoraAgentClient:
             content_type="application/json",
         )
         return ServerCertificateRotated.model_validate_json(body)
+
+    # -- VIP and VRRP (amphorae with a VIP interface; see services/amphora/handlers/vrrp.py) --
+
+    async def vrrp_status(self) -> VrrpStatus:
+        """The VIP interface (None: VIPs need no plumbing), keepalived's state, held VIPs."""
+        return VrrpStatus.model_validate_json(await self._request("GET", "/vrrp"))
+
+    async def apply_vrrp(self, config: str, virtual_addresses: list[str]) -> VrrpStatus:
+        """Install keepalived.conf and run it (reload when running; otherwise clear the VIPs
+        and start). Raises AgentRejected: 400 with keepalived's output, 409 without a VIP
+        interface."""
+        payload = VrrpConfig(config=config, virtual_addresses=virtual_addresses)
+        body = await self._request(
+            "PUT",
+            "/vrrp/config",
+            data=payload.model_dump_json().encode(),
+            content_type="application/json",
+        )
+        return VrrpStatus.model_validate_json(body)
+
+    async def stop_vrrp(self) -> None:
+        """Stop keepalived and forget its config; idempotent."""
+        await self._request("DELETE", "/vrrp")
+
+    async def plug_vip(self, address: str) -> VrrpStatus:
+        """Hold ``address`` on the VIP interface (SINGLE), announced by gratuitous ARP."""
+        body = await self._request(
+            "PUT",
+            "/vip",
+            data=VipAddress(address=address).model_dump_json().encode(),
+            content_type="application/json",
+        )
+        return VrrpStatus.model_validate_json(body)
+
+    async def unplug_vip(self, address: str) -> None:
+        await self._request("DELETE", f"/vip/{address}")
 
     # -- transport ---------------------------------------------------------------------------
 

@@ -11,11 +11,13 @@ Networks (created when missing, with the configured subnets inside 198.18.0.0/15
   provisioner dials it directly, from the engine's host (docker's bridges are routed there) or
   from a container attached to the same network (compose attaches the provisioner). No port is
   published, so nothing listens on the host's interfaces.
-- the VIP network whose subnet holds the VIP, which also carries the default route. In SINGLE
-  topology the container's address on it *is* the VIP; docker derives the MAC from the address,
-  so a replacement answers at once. An amphora of the same LB that still holds the VIP loses
-  it to the new one (failover builds the replacement first). In ACTIVE_STANDBY the containers
-  get dynamic addresses and keepalived (NET_ADMIN, ``ip_nonlocal_bind``) moves the VIP.
+- the VIP network whose subnet holds the VIP, which also carries the default route. The
+  address of a STANDALONE or MASTER amphora on it *is* the VIP; docker derives the MAC from the
+  address, so a replacement answers at once. An amphora of the same LB that still holds the VIP
+  loses it to the new one (failover builds the replacement first). A BACKUP gets a dynamic
+  address (outside the VIP range) and may bind the VIP anyway (``ip_nonlocal_bind``); moving
+  the VIP between MASTER and BACKUP in the data plane is keepalived's job (NET_ADMIN), once the
+  agent runs it. Until then ACTIVE_STANDBY fails over through the control plane only.
 
 The agent's server certificate (for the amphora id) and the CA are copied into the created
 container before it starts: no bind mount, so the provisioner may run in a container itself.
@@ -60,6 +62,8 @@ LABEL_VIP: Final = "fulcrum.vip_address"
 LABEL_CERT_EXPIRATION: Final = "fulcrum.cert_expiration"
 # Labels that make up an amphora's spec: an existing container must match them.
 _SPEC_LABELS: Final = (LABEL_LB, LABEL_ROLE, LABEL_TOPOLOGY, LABEL_VIP)
+# Roles whose container address on the VIP network is the VIP itself.
+_VIP_HOLDERS: Final = ("STANDALONE", "MASTER")
 _STATE_CHECK_INTERVAL: Final = 0.5
 _DEFAULT_HOST: Final = "unix:///var/run/docker.sock"
 _LOG_TAIL_LINES: Final = 40
@@ -128,7 +132,8 @@ class DockerAmphoraDriver:
             await self._call(
                 f"ensure network {vip_network.name}", self._ensure_network, vip_network, False
             )
-        static_vip = spec.vip_address if spec.topology == "SINGLE" and vip_network else None
+        holds_vip = spec.role in _VIP_HOLDERS and vip_network is not None
+        static_vip = spec.vip_address if holds_vip else None
         if static_vip is not None and vip_network is not None:
             await self._call("free the VIP", self._take_over_vip, vip_network.name, spec)
         issued = self._ca.issue_server_cert(spec.amphora_id, [spec.amphora_id], self._validity)

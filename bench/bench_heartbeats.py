@@ -1,0 +1,384 @@
+"""Health service benchmark: heartbeats/s processed from simulated amphorae over loopback UDP.
+
+Starts its own Postgres and NATS (embedded, loopback), records 500 load balancers with one
+amphora each (listener, pool, two members) plus 1,500 spare amphorae through the repositories,
+then runs ``python -m services.health`` as its own process. A sender process (the other core)
+replays pre-encoded, validly signed v3 heartbeats of those 2,000 amphorae, paced at rising
+rates for a bounded time each, then flat out. A heartbeat counts as processed when the service
+accepted it (MAC, seq, known amphora) and it went through the roll-up and the batched writers;
+the last-seen and stats tables are checked to hold the result afterwards.
+Goal on this 2-core box: >= 10,000 heartbeats/s. Run: .venv/bin/python bench/bench_heartbeats.py
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import json
+import multiprocessing
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+import zlib
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from libs.common.database import create_pool, migrate
+from libs.common.domain import commands as c
+from libs.common.domain.model import HealthMonitor, Listener, LoadBalancer, Member, Pool
+from libs.common.embedded import EmbeddedNats, EmbeddedPostgres, create_database
+from libs.common.events import Metadata
+from libs.common.events.amphora import AmphoraBooted
+from libs.common.eventstore import PostgresEventStore
+from libs.common.repository import AmphoraRepository, LoadBalancerRepository
+from libs.common.settings import PostgresSettings
+from services.health.domain import codec
+
+KEY = "bench-heartbeat-key"
+LBS, SPARES = 500, 1500
+PHASE_SECONDS = 3.0
+FLAT_OUT_BUDGET = 40_000  # datagrams/s pre-encoded for the flat-out phase
+RATES = (5_000, 10_000, 15_000, 20_000, 25_000, 30_000)
+GOAL = 10_000
+META = Metadata(actor="bench")
+REPO = Path(__file__).resolve().parents[1]
+
+
+def free_port(kind: int) -> int:
+    with socket.socket(socket.AF_INET, kind) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+async def record_fleet(pool: asyncpg.Pool) -> list[dict[str, Any]]:
+    """LBs with one amphora each, and spares; returns the shape each amphora reports."""
+    store = PostgresEventStore(pool)
+    lbs, amps = LoadBalancerRepository(store), AmphoraRepository(store)
+    now = datetime.datetime.now(datetime.UTC)
+    fleet: list[dict[str, Any]] = []
+    common = {"project_id": "bench", "created_at": now}
+
+    async def one_lb(i: int) -> None:
+        lb = LoadBalancer(
+            id=str(uuid.uuid4()),
+            vip_address=f"127.78.{i // 250}.{i % 250 + 1}",
+            vip_port_id=str(uuid.uuid4()),
+            vip_subnet_id="bench-subnet",
+            vip_network_id="bench-network",
+            **common,
+        )
+        pool_ = Pool(
+            id=str(uuid.uuid4()),
+            loadbalancer_id=lb.id,
+            protocol="HTTP",
+            lb_algorithm="ROUND_ROBIN",
+            **common,
+        )
+        listener = Listener(
+            id=str(uuid.uuid4()),
+            loadbalancer_id=lb.id,
+            protocol="HTTP",
+            protocol_port=80,
+            default_pool_id=pool_.id,
+            **common,
+        )
+        members = tuple(
+            Member(
+                id=str(uuid.uuid4()),
+                pool_id=pool_.id,
+                address="127.0.0.1",
+                protocol_port=8000 + n,
+                **common,
+            )
+            for n in range(2)
+        )
+        monitor = HealthMonitor(
+            id=str(uuid.uuid4()),
+            pool_id=pool_.id,
+            type="TCP",
+            delay=1,
+            timeout=1,
+            max_retries=1,
+            **common,
+        )
+        await lbs.execute(
+            lb.id,
+            c.CreateLoadBalancer(
+                lb,
+                listeners=(listener,),
+                pools=(pool_,),
+                members=members,
+                healthmonitors=(monitor,),
+            ),
+            META,
+        )
+        amphora_id = str(uuid.uuid4())
+        await amps.record(amphora_id, [_booted(amphora_id, lb.id)], META)
+        await lbs.execute(lb.id, c.Activate((amphora_id,)), META)
+        fleet.append(
+            {
+                "id": amphora_id,
+                "listener": listener.id,
+                "pool": pool_.id,
+                "members": [m.id for m in members],
+            }
+        )
+
+    async def one_spare() -> None:
+        amphora_id = str(uuid.uuid4())
+        await amps.record(amphora_id, [_booted(amphora_id, None)], META)
+        fleet.append({"id": amphora_id})
+
+    sem = asyncio.Semaphore(16)
+
+    async def bounded(coro: Any) -> None:
+        async with sem:
+            await coro
+
+    await asyncio.gather(*(bounded(one_lb(i)) for i in range(LBS)))
+    await asyncio.gather(*(bounded(one_spare()) for _ in range(SPARES)))
+    return fleet
+
+
+def _booted(amphora_id: str, lb_id: str | None) -> AmphoraBooted:
+    return AmphoraBooted(
+        amphora_id=amphora_id,
+        driver="bench",
+        compute_id="0",
+        agent_url="https://127.0.0.1:1",
+        loadbalancer_id=lb_id,
+    )
+
+
+def message(amp: dict[str, Any], seq: int) -> dict[str, Any]:
+    if "listener" not in amp:
+        return {"id": amp["id"], "seq": seq, "ver": 3, "listeners": {}, "pools": {}}
+    stats = {"rx": 1200, "tx": 5400, "conns": seq % 7, "totconns": 3, "ereq": 0}
+    return {
+        "id": amp["id"],
+        "seq": seq,
+        "ver": 3,
+        "listeners": {amp["listener"]: {"status": "OPEN", "stats": stats}},
+        "pools": {
+            f"{amp['pool']}:{amp['listener']}": {
+                "status": "UP",
+                "members": {m: "UP" for m in amp["members"]},
+            }
+        },
+    }
+
+
+def encode_fast(body: dict[str, Any], key: bytes) -> bytes:
+    """The wire format with zlib level 1 (the sender's CPU is not what is measured)."""
+    compressed = zlib.compress(json.dumps(body, separators=(",", ":")).encode(), 1)
+    return compressed + codec.sign(compressed, key)
+
+
+def send(fleet: list[dict[str, Any]], port: int, rounds: int, conn: Connection) -> None:
+    """Sender process: pre-encodes ``rounds`` heartbeats per amphora (seq growing by one per
+    round), says "ready", then for each (rate, seconds) it is sent, sends round-robin at that
+    rate (0: as fast as the socket takes them) and answers with the count sent."""
+    key = KEY.encode()
+    datagrams = [encode_fast(message(a, seq), key) for seq in range(1, rounds + 1) for a in fleet]
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 * 1024 * 1024)
+    address = ("127.0.0.1", port)
+    i = 0
+    conn.send("ready")
+    while (order := conn.recv()) is not None:
+        rate, seconds = order
+        start = time.perf_counter()
+        end = start + seconds
+        sent = 0
+        while (now := time.perf_counter()) < end and i < len(datagrams):
+            due = int((now - start) * rate) if rate else sent + 256
+            while sent < due and i < len(datagrams):
+                try:
+                    sock.sendto(datagrams[i], address)
+                except BlockingIOError:
+                    break
+                i += 1
+                sent += 1
+            if rate:
+                time.sleep(0.0005)
+        conn.send(sent)
+    sock.close()
+
+
+async def measure(
+    sender: Sender, http_port: int, rate: int, seconds: float
+) -> tuple[int, float, float, float]:
+    """One phase: the processing rate is read off the service's own counter while the sender
+    runs (0.5 s in, to the end); losses are counted after the socket has drained."""
+    before = metrics(http_port)["heartbeats_accepted_total"]
+    task = asyncio.create_task(sender.phase(rate, seconds))
+    await asyncio.sleep(0.5)
+    t0, first = time.perf_counter(), metrics(http_port)["heartbeats_accepted_total"]
+    await asyncio.sleep(seconds - 0.7)
+    t1, last = time.perf_counter(), metrics(http_port)["heartbeats_accepted_total"]
+    sent = await task
+    await asyncio.sleep(1.0)  # drain
+    after = metrics(http_port)["heartbeats_accepted_total"]
+    return rate, (last - first) / (t1 - t0), float(sent), after - before
+
+
+def metrics(http_port: int) -> dict[str, float]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            out[name.removeprefix("fulcrum_health_")] = float(value)
+    return out
+
+
+async def wait_http(port: int, proc: subprocess.Popen[bytes]) -> None:
+    for _ in range(300):
+        if proc.poll() is not None:
+            raise RuntimeError(f"health exited with {proc.returncode}")
+        try:
+            metrics(port)
+            return
+        except OSError:
+            await asyncio.sleep(0.1)
+    raise RuntimeError("health did not answer")
+
+
+async def main() -> None:
+    with tempfile.TemporaryDirectory(prefix="fulcrum-bench-hb-") as tmp:
+        pg = EmbeddedPostgres(Path(tmp) / "pg")
+        nats_server = EmbeddedNats(Path(tmp) / "nats")
+        proc: subprocess.Popen[bytes] | None = None
+        try:
+            admin = pg.start()
+            url = nats_server.start()
+            dsn = await create_database(admin, "bench")
+            pool = await create_pool(PostgresSettings(dsn=dsn, max_pool=20))
+            await migrate(pool)
+            started = time.perf_counter()
+            fleet = await record_fleet(pool)
+            print(f"recorded {LBS} LBs + {SPARES} spares in {time.perf_counter() - started:.1f} s")
+            udp_port, http_port = free_port(socket.SOCK_DGRAM), free_port(socket.SOCK_STREAM)
+            env = {
+                **os.environ,
+                "FULCRUM_HEALTH_POSTGRES__DSN": dsn,
+                "FULCRUM_HEALTH_NATS__URL": url,
+                "FULCRUM_HEALTH_HEARTBEAT_KEY": KEY,
+                "FULCRUM_HEALTH_UDP_PORT": str(udp_port),
+                "FULCRUM_HEALTH_PORT": str(http_port),
+                # The bench measures intake; nothing should be failed over meanwhile.
+                "FULCRUM_HEALTH_HEARTBEAT_TIMEOUT": "300",
+                "FULCRUM_HEALTH_STALE_GRACE": "300",
+            }
+            log = open(Path(tmp) / "health.log", "wb")
+            proc = subprocess.Popen(  # noqa: ASYNC220 (started once, before measuring)
+                [sys.executable, "-m", "services.health"],
+                env=env,
+                cwd=REPO,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+            await wait_http(http_port, proc)
+            results: list[tuple[int, float, float, float]] = []
+
+            schedule = [(rate, PHASE_SECONDS) for rate in RATES] + [(0, PHASE_SECONDS)]
+            rounds = int(sum((r or FLAT_OUT_BUDGET) * t for r, t in schedule) / len(fleet)) + 2
+            sender = Sender(fleet, udp_port, rounds)
+            try:
+                await sender.ready()
+                # Warm-up: every amphora once: caches load and first statuses are recorded.
+                await sender.phase(2000, len(fleet) / 2000)
+                await asyncio.sleep(2.0)
+                base = metrics(http_port)
+                for rate, seconds in schedule:
+                    results.append(await measure(sender, http_port, rate, seconds))
+            finally:
+                sender.close()
+            await asyncio.sleep(1.0)
+            final = metrics(http_port)
+            heard = await pool.fetchval("SELECT count(*) FROM amphora_health")
+            stats_rows = await pool.fetchval("SELECT count(*) FROM listener_stats")
+            total_conns = await pool.fetchval("SELECT sum(total_connections) FROM listener_stats")
+            status_events = await pool.fetchval(
+                "SELECT count(*) FROM events WHERE event_type = 'OperatingStatusChanged'"
+            )
+            await pool.close()
+        finally:
+            if proc is not None and proc.poll() is None:
+                proc.terminate()
+                proc.wait(timeout=20)
+            nats_server.stop()
+            pg.stop()
+
+    print("Fulcrum health benchmark (2-core box; sender and health service in separate processes)")
+    print(f"  amphorae: {len(fleet)} ({LBS} serving an LB with 1 listener, 1 pool, 2 members)")
+    for rate, per_second, sent, accepted in results:
+        offered = f"{rate:6d}/s" if rate else "flat out"
+        lost = 1 - accepted / sent if sent else 0.0
+        print(
+            f"  offered {offered}: processed {per_second:8.0f} heartbeats/s "
+            f"({sent:.0f} sent, {accepted:.0f} accepted, {lost:.1%} lost in the kernel)"
+        )
+    best = max(r[1] for r in results)
+    lossless = max((r[1] for r in results if r[2] and r[3] / r[2] > 0.99), default=0.0)
+    print(f"  best processed rate             : {best:8.0f} heartbeats/s   goal >= {GOAL}")
+    print(f"  best with < 1% lost             : {lossless:8.0f} heartbeats/s")
+    print(f"  ratio best / goal               : {best / GOAL:5.2f}x")
+    flushes = final["flushes_total"] - base["flushes_total"]
+    print(
+        f"  writes: {final['last_seen_rows_total']:.0f} last-seen rows and "
+        f"{final['stats_rows_total']:.0f} stats rows in {final['flushes_total']:.0f} flushes "
+        f"({flushes:.0f} while measuring; one statement per table per flush)"
+    )
+    print(
+        f"  tables: {heard} amphora_health rows, {stats_rows} listener_stats rows "
+        f"(sum total_connections {total_conns}); {status_events} OperatingStatusChanged "
+        f"events (one per LB at warm-up, none per heartbeat)"
+    )
+    dropped = {k: v for k, v in final.items() if k.startswith("heartbeats_dropped") and v}
+    print(f"  dropped by the service: {dropped or 'none'}")
+
+
+class Sender:
+    """The sender process, driven phase by phase over a pipe."""
+
+    def __init__(self, fleet: list[dict[str, Any]], port: int, rounds: int) -> None:
+        context = multiprocessing.get_context("spawn")
+        self._conn, child = context.Pipe()
+        self._process = context.Process(target=send, args=(fleet, port, rounds, child))
+        self._process.start()
+
+    async def _recv(self) -> Any:
+        while not self._conn.poll():
+            if not self._process.is_alive():
+                raise RuntimeError("sender died")
+            await asyncio.sleep(0.02)
+        return self._conn.recv()
+
+    async def ready(self) -> None:
+        assert await self._recv() == "ready"
+
+    async def phase(self, rate: int, seconds: float) -> int:
+        self._conn.send((rate, seconds))
+        sent: int = await self._recv()
+        return sent
+
+    def close(self) -> None:
+        if self._process.is_alive():
+            self._conn.send(None)
+        self._process.join(timeout=10)
+        if self._process.is_alive():
+            self._process.kill()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,115 @@
+"""The amphora's VIP interface: host addresses (/32) added and removed with iproute2, and
+gratuitous ARP so that neighbours move to this amphora at once.
+
+VIPs are always plugged as host routes (``/32``): the interface's own address already gives
+the subnet route, and a /32 is never a secondary that the kernel would drop together with the
+primary. Runs inside the amphora's network namespace; needs CAP_NET_ADMIN and CAP_NET_RAW.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import json
+import shutil
+import socket
+import struct
+from pathlib import Path
+from typing import Final
+
+from libs.common.errors import InfrastructureError
+
+_ETH_P_ARP: Final = 0x0806
+_BROADCAST: Final = b"\xff" * 6
+_MIN_FRAME: Final = 60
+# Gratuitous ARP bursts: both a request and a reply per round (hosts differ in which they
+# honour), repeated after these pauses in case one is lost.
+_GARP_PAUSES: Final = (0.0, 0.05, 0.2)
+
+
+def _host_prefix(address: str) -> int:
+    return 32 if ipaddress.ip_address(address).version == 4 else 128
+
+
+def garp_frames(mac: bytes, address: str) -> list[bytes]:
+    """Ethernet frames announcing ``address`` at ``mac``: an ARP request and an ARP reply,
+    both with sender = target = the address (RFC 5227's announcement). Pure."""
+    ip = ipaddress.IPv4Address(address).packed
+    frames = []
+    for op, target_mac in ((1, b"\x00" * 6), (2, _BROADCAST)):
+        arp = struct.pack("!HHBBH6s4s6s4s", 1, 0x0800, 6, 4, op, mac, ip, target_mac, ip)
+        frame = _BROADCAST + mac + struct.pack("!H", _ETH_P_ARP) + arp
+        frames.append(frame.ljust(_MIN_FRAME, b"\x00"))
+    return frames
+
+
+class VipInterface:
+    """One network interface that carries VIPs (``eth0`` of a netns amphora)."""
+
+    def __init__(self, name: str, ip_binary: str | None = None) -> None:
+        self.name = name
+        self._ip = ip_binary or shutil.which("ip") or "/usr/sbin/ip"
+
+    async def _ip_command(self, *args: str) -> str:
+        process = await asyncio.create_subprocess_exec(
+            self._ip,
+            *args,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await process.communicate()
+        if process.returncode != 0:
+            raise InfrastructureError(
+                f"ip {' '.join(args)} failed: {err.decode(errors='replace').strip()}"
+            )
+        return out.decode()
+
+    async def host_addresses(self) -> list[str]:
+        """The /32 (and /128) addresses on the interface: the VIPs it holds now."""
+        text = await self._ip_command("-j", "addr", "show", "dev", self.name)
+        found: list[str] = []
+        for link in json.loads(text or "[]"):
+            for info in link.get("addr_info", []):
+                local = str(info.get("local", ""))
+                if local and info.get("prefixlen") == _host_prefix(local):
+                    found.append(local)
+        return found
+
+    async def plug(self, address: str) -> None:
+        """Hold ``address`` (idempotent) and announce it with gratuitous ARP."""
+        await self._ip_command(
+            "addr", "replace", f"{address}/{_host_prefix(address)}", "dev", self.name
+        )
+        await self.announce(address)
+
+    async def unplug(self, address: str) -> None:
+        """Drop ``address`` from the interface; absent is fine."""
+        if address in await self.host_addresses():
+            await self._ip_command(
+                "addr", "del", f"{address}/{_host_prefix(address)}", "dev", self.name
+            )
+
+    async def announce(self, address: str) -> None:
+        """Gratuitous ARP for an IPv4 ``address`` (IPv6 would need unsolicited NA: not done)."""
+        if ipaddress.ip_address(address).version != 4:
+            return
+        sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(_ETH_P_ARP))
+        try:
+            sock.bind((self.name, 0))
+            mac = sock.getsockname()[4]
+            frames = garp_frames(mac, address)
+            for pause in _GARP_PAUSES:
+                await asyncio.sleep(pause)
+                for frame in frames:
+                    with contextlib.suppress(OSError):  # a full queue must not fail the plug
+                        sock.send(frame)
+        except OSError as exc:
+            raise InfrastructureError(f"gratuitous ARP on {self.name} failed: {exc}") from exc
+        finally:
+            sock.close()
+
+
+def interface_exists(name: str) -> bool:
+    return Path("/sys/class/net", name).exists()

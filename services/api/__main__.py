@@ -1,0 +1,27 @@
+"""``python -m services.api``: build settings once and serve the API."""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+
+from services.api.app import create_app
+from services.api.settings import ApiSettings
+
+
+def main() -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    settings = ApiSettings()
+    web.run_app(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        print=None,
+        access_log=logging.getLogger("aiohttp.access") if settings.access_log else None,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,333 @@
+"""Cross-field rules on whole resources, checked on POST and on the merged result of a PUT.
+
+Pure. Field-level rules (types, ranges, formats) live in the HTTP schemas; rules that need
+the rest of the tree (duplicates, protocol compatibility, the PENDING lock) live in ``decide``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Collection
+from typing import Any, Final
+
+from libs.common.domain.model import (
+    HealthMonitor,
+    HealthMonitorType,
+    L7CompareType,
+    L7Rule,
+    L7RuleType,
+    Listener,
+    ListenerProtocol,
+    LoadBalancer,
+    Member,
+    Pool,
+    SessionPersistenceType,
+)
+from libs.common.errors import NotImplementedByProvider, ValidationFailed
+
+LP = ListenerProtocol
+# The amphora data plane is HAProxy: it serves neither UDP nor SCTP (Octavia uses LVS there).
+UNSUPPORTED_PROTOCOLS: Final = frozenset({"UDP", "SCTP"})
+HTTP_MONITORS: Final = frozenset({HealthMonitorType.HTTP, HealthMonitorType.HTTPS})
+HTTP_MONITOR_DEFAULTS: Final[dict[str, Any]] = {
+    "http_method": "GET",
+    "url_path": "/",
+    "expected_codes": "200",
+}
+DEFAULT_TLS_VERSIONS: Final = ("TLSv1.2", "TLSv1.3")
+DEFAULT_ALPN_PROTOCOLS: Final = ("h2", "http/1.1", "http/1.0")
+DEFAULT_TLS_CIPHERS: Final = (
+    "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
+    "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305:"
+    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256"
+)
+INSERT_HEADERS: Final = frozenset(
+    {
+        "X-Forwarded-For",
+        "X-Forwarded-Port",
+        "X-Forwarded-Proto",
+        "X-Forwarded-IP",
+        "X-Client-IP",
+        "X-Real-IP",
+    }
+)
+SSL_INSERT_HEADERS: Final = frozenset(
+    {
+        "X-SSL-Client-Verify",
+        "X-SSL-Client-Has-Cert",
+        "X-SSL-Client-DN",
+        "X-SSL-Client-CN",
+        "X-SSL-Issuer",
+        "X-SSL-Client-SHA1",
+        "X-SSL-Client-Not-Before",
+        "X-SSL-Client-Not-After",
+    }
+)
+_TLS_ONLY_FIELDS: Final = (
+    "default_tls_container_ref",
+    "sni_container_refs",
+    "client_ca_tls_container_ref",
+    "client_crl_container_ref",
+    "tls_ciphers",
+    "tls_versions",
+    "alpn_protocols",
+    "hsts_max_age",
+)
+_TOKEN: Final = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+_COOKIE_VALUE: Final = re.compile(r"^[\x21\x23-\x2b\x2d-\x3a\x3c-\x5b\x5d-\x7e]+$")
+_HEADER_VALUE: Final = re.compile(r"^[^\x00-\x1f\x7f]+$")
+_DN_FIELD: Final = re.compile(r"^[a-zA-Z][A-Za-z0-9-]*$")
+_NO_SPACE: Final = re.compile(r"^\S+$")
+
+
+def _invalid(message: str) -> ValidationFailed:
+    return ValidationFailed(f"Validation failure: {message}")
+
+
+def unsupported(option: str) -> NotImplementedByProvider:
+    """Octavia's ProviderUnsupportedOptionError (501) for the amphora provider."""
+    return NotImplementedByProvider(
+        f"Provider 'amphora' does not support a requested option: {option}"
+    )
+
+
+def check_protocol_supported(protocol: str) -> None:
+    if protocol in UNSUPPORTED_PROTOCOLS:
+        raise unsupported(f"{protocol} protocol is not supported by provider amphora.")
+
+
+def check_listener(listener: Listener, lb: LoadBalancer) -> None:
+    """Raise ValidationFailed/NotImplementedByProvider unless the listener is coherent."""
+    check_protocol_supported(listener.protocol.value)
+    tls = listener.protocol is LP.TERMINATED_HTTPS
+    if tls and not (listener.default_tls_container_ref or listener.sni_container_refs):
+        raise _invalid(
+            "An SNI or default certificate container reference must be provided for "
+            "TERMINATED_HTTPS listeners."
+        )
+    if not tls:
+        for name in _TLS_ONLY_FIELDS:
+            if getattr(listener, name):
+                raise _invalid(f"{name} is only valid for TERMINATED_HTTPS listeners.")
+        if listener.client_authentication != "NONE":
+            raise _invalid("client_authentication is only valid for TERMINATED_HTTPS listeners.")
+    if listener.client_crl_container_ref and not listener.client_ca_tls_container_ref:
+        raise _invalid(
+            "A client authentication CA reference is required to specify a client "
+            "authentication revocation list."
+        )
+    if listener.client_authentication != "NONE" and not listener.client_ca_tls_container_ref:
+        raise _invalid(
+            f"Client authentication setting {listener.client_authentication} requires a "
+            "client CA container reference."
+        )
+    if (listener.hsts_include_subdomains or listener.hsts_preload) and (
+        listener.hsts_max_age is None
+    ):
+        raise _invalid("HSTS options require hsts_max_age to be set.")
+    for name in ("tls_versions", "alpn_protocols"):
+        if getattr(listener, name) == ():
+            raise _invalid(f"{name} must not be an empty list.")
+    _check_insert_headers(listener)
+    if listener.protocol is LP.PROMETHEUS and listener.default_pool_id is not None:
+        raise _invalid("PROMETHEUS listeners cannot have a default pool.")
+    _check_allowed_cidrs(listener, lb)
+
+
+def _check_insert_headers(listener: Listener) -> None:
+    if not listener.insert_headers:
+        return
+    if listener.protocol not in (LP.HTTP, LP.TERMINATED_HTTPS):
+        raise _invalid(f"insert_headers are not supported on {listener.protocol.value} listeners.")
+    allowed = INSERT_HEADERS | (
+        SSL_INSERT_HEADERS if listener.protocol is LP.TERMINATED_HTTPS else set()
+    )
+    unknown = sorted(set(listener.insert_headers) - allowed)
+    if unknown:
+        raise ValidationFailed(
+            f"{', '.join(unknown)} is not a valid option for insert_headers of "
+            f"{listener.protocol.value} listeners"
+        )
+
+
+def _check_allowed_cidrs(listener: Listener, lb: LoadBalancer) -> None:
+    vip_version = ipaddress.ip_address(lb.vip_address).version
+    for cidr in listener.allowed_cidrs or ():
+        if ipaddress.ip_network(cidr, strict=False).version != vip_version:
+            raise _invalid(
+                f"CIDR {cidr} IP version incompatible with VIP {lb.vip_address} IP version."
+            )
+
+
+def check_pool(pool: Pool) -> None:
+    check_protocol_supported(pool.protocol.value)
+    persistence = pool.session_persistence
+    if persistence is not None:
+        app_cookie = persistence.type is SessionPersistenceType.APP_COOKIE
+        if app_cookie and not persistence.cookie_name:
+            raise _invalid(
+                "Field cookie_name must be specified when using the APP_COOKIE session "
+                "persistence type."
+            )
+        if not app_cookie and persistence.cookie_name:
+            raise _invalid(
+                "Field cookie_name can only be specified when using the APP_COOKIE session "
+                "persistence type."
+            )
+        if persistence.cookie_name and not _TOKEN.match(persistence.cookie_name):
+            raise _invalid(
+                "cookie_name must not contain whitespace, control characters or "
+                "separators such as ',', ';' or '\\'."
+            )
+        if (
+            persistence.persistence_timeout is not None
+            or persistence.persistence_granularity is not None
+        ):
+            raise _invalid(
+                "persistence_timeout and persistence_granularity are only valid for UDP "
+                "and SCTP pools."
+            )
+    if pool.crl_container_ref and not pool.ca_tls_container_ref:
+        raise _invalid(
+            "A CA certificate reference is required to specify a certificate revocation list."
+        )
+    for name in ("tls_versions", "alpn_protocols"):
+        if getattr(pool, name) == ():
+            raise _invalid(f"{name} must not be an empty list.")
+
+
+def check_member(
+    member: Member, reserved_ips: Collection[str], subnet_ids: Collection[str]
+) -> None:
+    for address in (member.address, member.monitor_address):
+        if address is not None and address in reserved_ips:
+            raise _invalid(f"The member address {address} is a reserved IP address.")
+    if member.subnet_id is not None and member.subnet_id not in subnet_ids:
+        raise _invalid(f"Subnet {member.subnet_id} not found.")
+
+
+def normalized_healthmonitor(hm: HealthMonitor) -> dict[str, Any]:
+    """Fields an HTTP(S) monitor gets by default when they are unset."""
+    if hm.type not in HTTP_MONITORS:
+        return {}
+    return {k: v for k, v in HTTP_MONITOR_DEFAULTS.items() if getattr(hm, k) is None}
+
+
+def check_healthmonitor(hm: HealthMonitor) -> None:
+    if hm.type not in HTTP_MONITORS:
+        for name in ("http_method", "url_path", "expected_codes", "http_version", "domain_name"):
+            if getattr(hm, name) is not None:
+                raise ValidationFailed(
+                    f"{name} is not a valid option for health monitors of type {hm.type.value}"
+                )
+    if hm.domain_name is not None and hm.http_version != 1.1:
+        raise _invalid("http_version 1.1 is required when domain_name is set.")
+
+
+def settle_l7policy(current: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
+    """Octavia's L7 policy sanitizing: the action decides which redirect fields survive.
+
+    ``current`` holds the policy's fields before the change ({} on create); returns the
+    complete change (``given`` plus the fields the action nulls or defaults).
+    """
+    changes = dict(given)
+    pool, url, prefix = (
+        given.get("redirect_pool_id"),
+        given.get("redirect_url"),
+        given.get("redirect_prefix"),
+    )
+    if sum(v is not None for v in (pool, url, prefix)) > 1:
+        raise _invalid(
+            "Only one of redirect_pool_id, redirect_url and redirect_prefix may be given."
+        )
+    action = given.get("action")
+    if action is None:
+        if pool is not None:
+            action = "REDIRECT_TO_POOL"
+        elif url is not None:
+            action = "REDIRECT_TO_URL"
+        elif prefix is not None:
+            action = "REDIRECT_PREFIX"
+        else:
+            action = current.get("action")
+    merged = {**current, **changes, "action": action}
+    changes["action"] = action
+    if action == "REJECT":
+        changes.update(
+            redirect_pool_id=None, redirect_url=None, redirect_prefix=None, redirect_http_code=None
+        )
+    elif action == "REDIRECT_TO_POOL":
+        if merged.get("redirect_pool_id") is None:
+            raise _invalid("A redirect_pool_id must be given for the REDIRECT_TO_POOL action.")
+        changes.update(redirect_url=None, redirect_prefix=None, redirect_http_code=None)
+    elif action == "REDIRECT_TO_URL":
+        if merged.get("redirect_url") is None:
+            raise _invalid("A redirect_url must be given for the REDIRECT_TO_URL action.")
+        changes.update(
+            redirect_pool_id=None,
+            redirect_prefix=None,
+            redirect_http_code=merged.get("redirect_http_code") or 302,
+        )
+    elif action == "REDIRECT_PREFIX":
+        if merged.get("redirect_prefix") is None:
+            raise _invalid("A redirect_prefix must be given for the REDIRECT_PREFIX action.")
+        changes.update(
+            redirect_pool_id=None,
+            redirect_url=None,
+            redirect_http_code=merged.get("redirect_http_code") or 302,
+        )
+    return changes
+
+
+def _invalid_rule(message: str) -> ValidationFailed:
+    return ValidationFailed(f"Invalid L7 Rule: {message}")
+
+
+def check_l7rule(rule: L7Rule) -> None:
+    value, key, kind, compare = rule.value, rule.key, rule.type, rule.compare_type
+    if any(c in value for c in "\r\n\x00"):
+        raise _invalid_rule("value must not contain line breaks or NUL characters.")
+    regex = compare is L7CompareType.REGEX
+    if regex:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValidationFailed(f"Unable to parse regular expression: {exc}.") from None
+    match kind:
+        case L7RuleType.HOST_NAME | L7RuleType.PATH | L7RuleType.FILE_TYPE:
+            if key is not None:
+                raise _invalid_rule(f"key is not valid for {kind.value} rules.")
+            if kind is L7RuleType.FILE_TYPE and compare not in (
+                L7CompareType.REGEX,
+                L7CompareType.EQUAL_TO,
+            ):
+                raise _invalid_rule("invalid comparison type for rule type FILE_TYPE.")
+            if not regex and not _NO_SPACE.match(value):
+                raise _invalid_rule("value must not contain whitespace.")
+        case L7RuleType.HEADER | L7RuleType.COOKIE:
+            if not key:
+                raise _invalid_rule(f"key not defined for {kind.value} rule.")
+            if not _TOKEN.match(key):
+                raise _invalid_rule(f"key '{key}' is not a valid {kind.value.lower()} name.")
+            pattern = _HEADER_VALUE if kind is L7RuleType.HEADER else _COOKIE_VALUE
+            if not regex and not pattern.match(value):
+                raise _invalid_rule(f"value contains characters not valid in a {kind.value}.")
+        case L7RuleType.SSL_CONN_HAS_CERT:
+            _ssl_rule(rule)
+            if value.lower() != "true":
+                raise _invalid_rule("SSL_CONN_HAS_CERT rules take the value 'true'.")
+        case L7RuleType.SSL_VERIFY_RESULT:
+            _ssl_rule(rule)
+            if not value.isdigit():
+                raise _invalid_rule("SSL_VERIFY_RESULT rules take a non-negative integer value.")
+        case L7RuleType.SSL_DN_FIELD:
+            if not key or not _DN_FIELD.match(key):
+                raise _invalid_rule("SSL_DN_FIELD rules need a distinguished name field as key.")
+
+
+def _ssl_rule(rule: L7Rule) -> None:
+    if rule.key is not None:
+        raise _invalid_rule(f"key is not valid for {rule.type.value} rules.")
+    if rule.compare_type is not L7CompareType.EQUAL_TO:
+        raise _invalid_rule(f"{rule.type.value} rules only support EQUAL_TO.")

@@ -1,0 +1,464 @@
+"""The write use cases: policy, quota and VIP decisions, then one command on the LB's stream.
+
+Each method locates the target through the read model (for its LB stream and project),
+enforces RBAC, builds the command (a factory when it depends on the LB's current state) and
+runs it through ``LoadBalancerRepository.execute``. The Outcome's state renders the answer.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Collection
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Final, cast
+
+from libs.common.domain import commands as c
+from libs.common.domain.model import (
+    HealthMonitor,
+    L7Policy,
+    L7Rule,
+    Listener,
+    LoadBalancerState,
+    Member,
+    Pool,
+    ProvisioningStatus,
+    Topology,
+)
+from libs.common.errors import Conflict, NotFound, ValidationFailed
+from libs.common.events import Metadata
+from libs.common.repository import LoadBalancerRepository, Outcome
+from libs.common.settings import NetworkSettings
+from services.api.domain import builders, rules
+from services.api.domain.graph import build_graph
+from services.api.domain.kinds import L7POLICY, LISTENER, LOADBALANCER, POOL, Kind
+from services.api.domain.policy import Action, RequestContext, enforce
+from services.api.domain.ports import Located, Views
+from services.api.domain.quotas import QuotaGuard
+from services.api.domain.vip import VipAllocator, VipRequest, resolve_subnet, vip_port_id
+
+VIP_ATTEMPTS: Final = 8
+PROVIDER_ALIASES: Final = frozenset({"amphora", "octavia"})
+
+
+@dataclass(frozen=True)
+class Config:
+    """The settings the use cases depend on."""
+
+    network: NetworkSettings
+    reserved_ips: frozenset[str]
+    provider: str
+    topology: Topology
+
+    @property
+    def subnet_ids(self) -> frozenset[str]:
+        return frozenset(s.id for s in self.network.subnets)
+
+
+@dataclass(frozen=True)
+class Created:
+    outcome: Outcome
+    resource_id: str
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _new_id() -> str:
+    return str(uuid.uuid4())
+
+
+class LoadBalancing:
+    """Every state-changing API operation on load balancers and their children."""
+
+    def __init__(
+        self, repo: LoadBalancerRepository, views: Views, quotas: QuotaGuard, config: Config
+    ) -> None:
+        self._repo = repo
+        self._views = views
+        self._quotas = quotas
+        self._vips = VipAllocator(views)
+        self._config = config
+
+    # -- lookups -------------------------------------------------------------------------------
+
+    async def locate(self, kind: Kind, resource_id: str) -> Located:
+        """The live resource or NotFound (404) in Octavia's words."""
+        row = await self._views.get(kind, resource_id)
+        if row is None:
+            raise NotFound.resource(kind.label, resource_id)
+        return row
+
+    async def _writable(self, ctx: RequestContext, kind: Kind, resource_id: str) -> Located:
+        row = await self.locate(kind, resource_id)
+        enforce(ctx, Action.WRITE, row.project_id)
+        return row
+
+    # -- load balancers ------------------------------------------------------------------------
+
+    async def create_loadbalancer(
+        self, ctx: RequestContext, fields: dict[str, Any], meta: Metadata
+    ) -> Created:
+        """Create an LB (with its tree for a single-call create); VIP from its subnet."""
+        project_id = fields.get("project_id") or ctx.project_id
+        if project_id is None:
+            raise ValidationFailed(
+                "Missing project ID in request where one is required. An administrator "
+                "should check the keystone settings in the Octavia configuration."
+            )
+        enforce(ctx, Action.WRITE, project_id)
+        self._check_provider_options(fields)
+        request = VipRequest(
+            subnet_id=fields.get("vip_subnet_id"),
+            network_id=fields.get("vip_network_id"),
+            port_id=fields.get("vip_port_id"),
+            address=fields.get("vip_address"),
+        )
+        subnet = resolve_subnet(self._config.network, request)
+        lb_id = _new_id()
+        now = _now()
+        explicit = request.address
+        candidates = await self._vips.candidates(subnet, explicit)
+        tried: set[str] = set()
+        for _ in range(VIP_ATTEMPTS):
+            address = next((a for a in candidates if a not in tried), None)
+            if address is None:
+                candidates = await self._vips.candidates(subnet, None)
+                address = next((a for a in candidates if a not in tried), None)
+                if address is None:
+                    break
+            tried.add(address)
+            vip = {
+                "vip_address": address,
+                "vip_subnet_id": subnet.id,
+                "vip_network_id": subnet.network_id,
+                "vip_port_id": vip_port_id(lb_id),
+            }
+            lb = builders.new_loadbalancer(
+                fields,
+                lb_id=lb_id,
+                project_id=project_id,
+                vip=vip,
+                provider=self._config.provider,
+                topology=self._config.topology.value,
+                now=now,
+            )
+            graph = build_graph(
+                lb,
+                fields,
+                reserved_ips=self._config.reserved_ips,
+                subnet_ids=self._config.subnet_ids,
+                now=now,
+            )
+            command = c.CreateLoadBalancer(
+                loadbalancer=lb,
+                listeners=tuple(graph.listeners),
+                pools=tuple(graph.pools),
+                members=tuple(graph.members),
+                healthmonitors=tuple(graph.healthmonitors),
+                l7policies=tuple(graph.l7policies),
+                l7rules=tuple(graph.l7rules),
+            )
+            wanted = {"loadbalancer": 1, **graph.quota_counts()}
+            try:
+                async with self._quotas.admit(project_id, wanted) as conn:
+                    outcome = await self._repo.execute(lb_id, command, meta, conn=conn)
+            except Conflict:
+                # Another LB took the address between our read and our append: try the next.
+                if explicit is not None or not await self._vips.is_taken(subnet, address):
+                    raise
+                continue
+            return Created(outcome, lb_id)
+        raise Conflict(f"No more IP addresses available on subnet {subnet.id}.")
+
+    def _check_provider_options(self, fields: dict[str, Any]) -> None:
+        provider = fields.get("provider")
+        if provider is not None and provider not in PROVIDER_ALIASES | {self._config.provider}:
+            raise ValidationFailed(f"Provider '{provider}' is not enabled.")
+        if fields.get("flavor_id") is not None:
+            raise ValidationFailed(f"Validation failure: Flavor {fields['flavor_id']} not found.")
+        if fields.get("availability_zone") is not None:
+            raise ValidationFailed(
+                f"Validation failure: Availability zone {fields['availability_zone']} not found."
+            )
+        if fields.get("additional_vips"):
+            raise rules.unsupported("additional_vips are not supported by provider amphora.")
+
+    async def update_loadbalancer(
+        self, ctx: RequestContext, lb_id: str, given: dict[str, Any], meta: Metadata
+    ) -> Outcome:
+        await self._writable(ctx, LOADBALANCER, lb_id)
+        command = c.UpdateLoadBalancer(changes=builders.update_changes(given), now=_now())
+        return await self._repo.execute(lb_id, command, meta)
+
+    async def delete_loadbalancer(
+        self, ctx: RequestContext, lb_id: str, cascade: bool, meta: Metadata
+    ) -> Outcome:
+        await self._writable(ctx, LOADBALANCER, lb_id)
+        return await self._repo.execute(lb_id, c.DeleteLoadBalancer(cascade=cascade), meta)
+
+    async def failover_loadbalancer(
+        self, ctx: RequestContext, lb_id: str, meta: Metadata
+    ) -> Outcome:
+        row = await self.locate(LOADBALANCER, lb_id)
+        enforce(ctx, Action.ADMIN, row.project_id)
+        return await self._repo.execute(lb_id, c.FailoverLoadBalancer(), meta)
+
+    # -- children ------------------------------------------------------------------------------
+
+    async def _create_child(
+        self,
+        ctx: RequestContext,
+        lb_id: str,
+        project_id: str,
+        quota: str,
+        build: Any,
+        meta: Metadata,
+        listener_id: str | None = None,
+    ) -> Created:
+        """Run ``CreateChild(build(state))`` under the quota of ``quota``."""
+        enforce(ctx, Action.WRITE, project_id)
+        child_id = _new_id()
+
+        def command(state: LoadBalancerState) -> c.Command:
+            lb = state.loadbalancer
+            if lb is None or lb.provisioning_status == ProvisioningStatus.DELETED:
+                raise NotFound.resource("Load Balancer", lb_id)
+            return c.CreateChild(child=build(state, child_id), listener_id=listener_id)
+
+        async with self._quotas.admit(project_id, {quota: 1}) as conn:
+            outcome = await self._repo.execute(lb_id, command, meta, conn=conn)
+        return Created(outcome, child_id)
+
+    async def create_listener(
+        self, ctx: RequestContext, fields: dict[str, Any], meta: Metadata
+    ) -> Created:
+        lb = await self.locate(LOADBALANCER, fields["loadbalancer_id"])
+
+        def build(state: LoadBalancerState, child_id: str) -> Listener:
+            listener = builders.new_listener(
+                fields, listener_id=child_id, lb_id=lb.id, project_id=lb.project_id, now=_now()
+            )
+            assert state.loadbalancer is not None
+            rules.check_listener(listener, state.loadbalancer)
+            return listener
+
+        return await self._create_child(ctx, lb.id, lb.project_id, "listener", build, meta)
+
+    async def create_pool(
+        self, ctx: RequestContext, fields: dict[str, Any], meta: Metadata
+    ) -> Created:
+        listener_id = fields.get("listener_id")
+        lb_id = fields.get("loadbalancer_id")
+        if listener_id is None and lb_id is None:
+            raise ValidationFailed(
+                "Validation failure: A pool must be associated with a listener or a load balancer."
+            )
+        if listener_id is not None:
+            listener = await self.locate(LISTENER, listener_id)
+            if lb_id is not None and lb_id != listener.lb_id:
+                raise ValidationFailed(
+                    f"Validation failure: Listener {listener_id} does not belong to load "
+                    f"balancer {lb_id}."
+                )
+            lb_id = listener.lb_id
+        assert lb_id is not None
+        lb = await self.locate(LOADBALANCER, lb_id)
+
+        def build(state: LoadBalancerState, child_id: str) -> Pool:
+            pool = builders.new_pool(
+                fields, pool_id=child_id, lb_id=lb.id, project_id=lb.project_id, now=_now()
+            )
+            rules.check_pool(pool)
+            return pool
+
+        return await self._create_child(
+            ctx, lb.id, lb.project_id, "pool", build, meta, listener_id=listener_id
+        )
+
+    async def create_member(
+        self, ctx: RequestContext, pool_id: str, fields: dict[str, Any], meta: Metadata
+    ) -> Created:
+        pool = await self.locate(POOL, pool_id)
+        if fields.get("request_sriov"):
+            raise ValidationFailed("Validation failure: SR-IOV member ports are not available.")
+
+        def build(state: LoadBalancerState, child_id: str) -> Member:
+            member = builders.new_member(
+                fields,
+                member_id=child_id,
+                pool_id=pool_id,
+                project_id=pool.project_id,
+                monitored=state.pool_healthmonitor(pool_id) is not None,
+                now=_now(),
+            )
+            rules.check_member(member, self._config.reserved_ips, self._config.subnet_ids)
+            return member
+
+        return await self._create_child(ctx, pool.lb_id, pool.project_id, "member", build, meta)
+
+    async def replace_members(
+        self,
+        ctx: RequestContext,
+        pool_id: str,
+        members: list[dict[str, Any]],
+        additive_only: bool,
+        meta: Metadata,
+    ) -> Outcome:
+        """Octavia's batch update: create, update and (unless additive) remove members."""
+        pool = await self._writable(ctx, POOL, pool_id)
+        if any(m.get("request_sriov") for m in members):
+            raise ValidationFailed("Validation failure: SR-IOV member ports are not available.")
+        now = _now()
+
+        def command(state: LoadBalancerState) -> c.Command:
+            monitored = state.pool_healthmonitor(pool_id) is not None
+            built = []
+            for fields in members:
+                member = builders.new_member(
+                    fields,
+                    member_id=_new_id(),
+                    pool_id=pool_id,
+                    project_id=pool.project_id,
+                    monitored=monitored,
+                    now=now,
+                )
+                rules.check_member(member, self._config.reserved_ips, self._config.subnet_ids)
+                built.append(member)
+            return c.ReplaceMembers(
+                pool_id=pool_id, members=tuple(built), additive_only=additive_only, now=now
+            )
+
+        existing = await self._views.count_pool_members(pool_id)
+        growth = len(members) - (0 if additive_only else existing)
+        async with self._quotas.admit(pool.project_id, {"member": growth}) as conn:
+            return await self._repo.execute(pool.lb_id, command, meta, conn=conn)
+
+    async def create_healthmonitor(
+        self, ctx: RequestContext, fields: dict[str, Any], meta: Metadata
+    ) -> Created:
+        pool = await self.locate(POOL, fields["pool_id"])
+
+        def build(state: LoadBalancerState, child_id: str) -> HealthMonitor:
+            hm = builders.new_healthmonitor(
+                fields, hm_id=child_id, pool_id=pool.id, project_id=pool.project_id, now=_now()
+            )
+            rules.check_healthmonitor(hm)
+            return hm
+
+        return await self._create_child(
+            ctx, pool.lb_id, pool.project_id, "healthmonitor", build, meta
+        )
+
+    async def create_l7policy(
+        self, ctx: RequestContext, fields: dict[str, Any], meta: Metadata
+    ) -> Created:
+        listener = await self.locate(LISTENER, fields["listener_id"])
+
+        def build(state: LoadBalancerState, child_id: str) -> L7Policy:
+            live = [
+                p
+                for p in state.listener_policies(listener.id)
+                if p.provisioning_status != "PENDING_DELETE"
+            ]
+            return builders.new_l7policy(
+                fields,
+                policy_id=child_id,
+                listener_id=listener.id,
+                project_id=listener.project_id,
+                position=fields.get("position") or len(live) + 1,
+                now=_now(),
+            )
+
+        return await self._create_child(
+            ctx, listener.lb_id, listener.project_id, "l7policy", build, meta
+        )
+
+    async def create_l7rule(
+        self, ctx: RequestContext, policy_id: str, fields: dict[str, Any], meta: Metadata
+    ) -> Created:
+        policy = await self.locate(L7POLICY, policy_id)
+
+        def build(state: LoadBalancerState, child_id: str) -> L7Rule:
+            rule = builders.new_l7rule(
+                fields,
+                rule_id=child_id,
+                policy_id=policy_id,
+                project_id=policy.project_id,
+                now=_now(),
+            )
+            rules.check_l7rule(rule)
+            return rule
+
+        return await self._create_child(ctx, policy.lb_id, policy.project_id, "l7rule", build, meta)
+
+    async def update_child(
+        self,
+        ctx: RequestContext,
+        kind: Kind,
+        resource_id: str,
+        given: dict[str, Any],
+        meta: Metadata,
+        parent_id: str | None = None,
+    ) -> Outcome:
+        """PUT on a child: the merged result must pass the kind's rules."""
+        row = await self._writable(ctx, kind, resource_id)
+        if parent_id is not None and row.parent_id != parent_id:
+            raise NotFound.resource(kind.label, resource_id)
+        changes = builders.update_changes(given)
+        reserved, subnets = self._config.reserved_ips, self._config.subnet_ids
+
+        def command(state: LoadBalancerState) -> c.Command:
+            current = getattr(state, kind.key).get(resource_id)
+            if current is None or state.loadbalancer is None:
+                raise NotFound.resource(kind.label, resource_id)
+            final = _checked_changes(current, changes, state, reserved, subnets)
+            return c.UpdateChild(
+                kind=cast(c.ChildKind, kind.key), child_id=resource_id, changes=final, now=_now()
+            )
+
+        return await self._repo.execute(row.lb_id, command, meta)
+
+    async def delete_child(
+        self,
+        ctx: RequestContext,
+        kind: Kind,
+        resource_id: str,
+        meta: Metadata,
+        parent_id: str | None = None,
+    ) -> Outcome:
+        row = await self._writable(ctx, kind, resource_id)
+        if parent_id is not None and row.parent_id != parent_id:
+            raise NotFound.resource(kind.label, resource_id)
+        command = c.DeleteChild(kind=cast(c.ChildKind, kind.key), child_id=resource_id)
+        return await self._repo.execute(row.lb_id, command, meta)
+
+
+def _checked_changes(
+    current: Any,
+    changes: dict[str, Any],
+    state: LoadBalancerState,
+    reserved: Collection[str],
+    subnets: Collection[str],
+) -> dict[str, Any]:
+    """``changes`` completed by the kind's normalization, after checking the merged result."""
+    assert state.loadbalancer is not None
+    match current:
+        case L7Policy():
+            changes = rules.settle_l7policy(current.model_dump(mode="json"), changes)
+    proposed = current.updated(changes)
+    match proposed:
+        case Listener():
+            rules.check_listener(proposed, state.loadbalancer)
+        case Pool():
+            rules.check_pool(proposed)
+        case Member():
+            rules.check_member(proposed, reserved, subnets)
+        case HealthMonitor():
+            defaults = rules.normalized_healthmonitor(proposed)
+            changes = {**changes, **defaults}
+            rules.check_healthmonitor(proposed.updated(defaults))
+        case L7Rule():
+            rules.check_l7rule(proposed)
+    return changes

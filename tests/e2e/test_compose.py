@@ -1,0 +1,253 @@
+"""The whole stack from deploy/compose.yaml on a real docker engine, driven as a user does.
+
+compose up (images built by deploy/images.py), create an LB with a listener, a pool and two
+members through the Octavia API, wait for ACTIVE, send HTTP from the host through the VIP to two
+backend containers, kill the amphora's container and see the health service and the provisioner
+replace it, delete the LB, compose down: nothing of the stack is left on the engine.
+
+The engine is the private dockerd of `.state/docker` (or FULCRUM_TEST_DOCKER_HOST); when none
+can be started the test fails and says why. The stack's networks have fixed names
+(fulcrum-vip, fulcrum-lb-mgmt), so a stack of `make compose-up` must not run at the same time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import docker
+import pytest
+
+from services.provisioner.drivers.docker import LABEL_DEPLOYMENT, LABEL_LB
+from tests.integration.docker import engine
+from tests.integration.docker.conftest import backend_containers, wait_http
+
+pytestmark = pytest.mark.docker
+
+docker_host = engine.docker_host
+docker_images = engine.docker_images
+docker_client = engine.docker_client
+
+REPO = Path(__file__).resolve().parents[2]
+COMPOSE_FILE = REPO / "deploy" / "compose.yaml"
+PROJECT = "fulcrum-e2e"
+STACK_NETWORKS = ("fulcrum-vip", "fulcrum-lb-mgmt")
+SUBNET_ID = "6a3b9c3e-5f2d-4c1a-9b7e-1f0d2c3b4a51"  # public-subnet in compose.yaml
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Stack:
+    api: str
+    compose: list[str]
+    env: dict[str, str]
+
+    def run(self, *args: str, timeout: float = 180) -> str:
+        result = subprocess.run(
+            [*self.compose, *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise AssertionError(f"compose {' '.join(args)} failed:\n{result.stderr}")
+        return result.stdout
+
+    def logs(self) -> str:
+        with contextlib.suppress(Exception):
+            return self.run("logs", "--no-color", "--tail=40", timeout=60)
+        return "(no logs)"
+
+    def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        request = urllib.request.Request(
+            f"{self.api}{path}",
+            method=method,
+            data=json.dumps(body).encode() if body is not None else None,
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            text = answer.read()
+        return json.loads(text) if text else None
+
+
+def compose_command() -> list[str]:
+    found = shutil.which("docker-compose")
+    if found is not None:
+        return [found]
+    docker_cli = shutil.which("docker")
+    if docker_cli is not None:
+        probe = subprocess.run([docker_cli, "compose", "version"], capture_output=True)
+        if probe.returncode == 0:
+            return [docker_cli, "compose"]
+    pytest.fail("neither docker-compose nor `docker compose` is installed", pytrace=False)
+
+
+def leftovers(client: docker.DockerClient) -> list[str]:
+    """What of the stack (its containers, amphorae, networks, volumes) is still on the engine."""
+    found = [
+        c.name
+        for label in (f"com.docker.compose.project={PROJECT}", f"{LABEL_DEPLOYMENT}=fulcrum")
+        for c in client.containers.list(all=True, filters={"label": label})
+    ]
+    networks = (*STACK_NETWORKS, f"{PROJECT}_control")
+    found += [n.name for n in client.networks.list() if n.name in networks]
+    found += [v.name for v in client.volumes.list() if v.name.startswith(f"{PROJECT}_")]
+    return found
+
+
+@pytest.fixture
+def stack(
+    docker_host: str, docker_images: list[str], docker_client: docker.DockerClient
+) -> Iterator[Stack]:
+    """`compose up` of deploy/compose.yaml; `compose down -v` and a leftover check after."""
+    busy = [n.name for n in docker_client.networks.list() if n.name in STACK_NETWORKS]
+    if busy:
+        pytest.fail(
+            f"networks {busy} exist: another Fulcrum stack runs on this engine (make compose-down)",
+            pytrace=False,
+        )
+    port = free_port()
+    env = {
+        **os.environ,
+        "DOCKER_HOST": docker_host,
+        "FULCRUM_API_PORT": str(port),
+        "COMPOSE_PROJECT_NAME": PROJECT,
+    }
+    if docker_host.startswith("unix://"):
+        env["FULCRUM_DOCKER_SOCKET"] = docker_host.removeprefix("unix://")
+    running = Stack(f"http://127.0.0.1:{port}", [*compose_command(), "-f", str(COMPOSE_FILE)], env)
+    try:
+        started = time.monotonic()
+        running.run("up", "-d")
+        try:
+            wait_http(f"{running.api}/healthz", 120)
+        except OSError as exc:
+            raise AssertionError(f"API not up: {exc}\n{running.logs()}") from exc
+        print(f"compose up until the API answers: {time.monotonic() - started:.1f} s")
+        yield running
+    finally:
+        # Amphorae are the provisioner's, not compose's: remove any the test left behind.
+        for container in docker_client.containers.list(
+            all=True, filters={"label": f"{LABEL_DEPLOYMENT}=fulcrum"}
+        ):
+            container.remove(force=True)
+        started = time.monotonic()
+        running.run("down", "-v", "--remove-orphans")
+        print(f"compose down: {time.monotonic() - started:.1f} s")
+    assert leftovers(docker_client) == []
+
+
+def wait_lb(stack: Stack, lb_id: str, wanted: str, timeout: float = 60) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        lb: dict[str, Any] = stack.call("GET", f"/v2/lbaas/loadbalancers/{lb_id}")["loadbalancer"]
+        if lb["provisioning_status"] == wanted:
+            return lb
+        if time.monotonic() > deadline:
+            raise AssertionError(f"LB {lb['provisioning_status']}, wanted {wanted}\n{stack.logs()}")
+        time.sleep(0.1)
+
+
+def names(url: str, count: int) -> Counter[str]:
+    return Counter(wait_http(url, 5) for _ in range(count))
+
+
+def amphora_containers(client: docker.DockerClient, lb_id: str) -> list[Any]:
+    return list(client.containers.list(filters={"label": f"{LABEL_LB}={lb_id}"}))
+
+
+def test_compose_stack_serves_and_replaces_a_killed_amphora(
+    stack: Stack, docker_client: docker.DockerClient
+) -> None:
+    with backend_containers(["web0", "web1"], "fulcrum-vip") as backends:
+        members = [{"address": b.address, "protocol_port": b.port} for b in backends]
+        started = time.monotonic()
+        created = stack.call(
+            "POST",
+            "/v2/lbaas/loadbalancers",
+            {
+                "loadbalancer": {
+                    "name": "e2e",
+                    "vip_subnet_id": SUBNET_ID,
+                    "listeners": [
+                        {
+                            "name": "http",
+                            "protocol": "HTTP",
+                            "protocol_port": 80,
+                            "default_pool": {
+                                "name": "web",
+                                "protocol": "HTTP",
+                                "lb_algorithm": "ROUND_ROBIN",
+                                "members": members,
+                            },
+                        }
+                    ],
+                }
+            },
+        )["loadbalancer"]
+        lb_id, vip = created["id"], created["vip_address"]
+        wait_lb(stack, lb_id, "ACTIVE")
+        print(f"POST -> ACTIVE: {time.monotonic() - started:.2f} s (VIP {vip})")
+        url = f"http://{vip}/"
+        assert names(url, 10) == Counter({"web0": 5, "web1": 5})
+
+        # Kill the amphora: health misses its heartbeats, the provisioner builds a new one.
+        (first,) = amphora_containers(docker_client, lb_id)
+        first.kill()
+        killed = time.monotonic()
+        deadline = killed + 90
+        while True:
+            current = amphora_containers(docker_client, lb_id)
+            if current and current[0].id != first.id:
+                with contextlib.suppress(OSError):
+                    if wait_http(url, 1) in ("web0", "web1"):
+                        break
+            assert time.monotonic() < deadline, f"no replacement\n{stack.logs()}"
+            time.sleep(0.2)
+        print(f"killed amphora replaced, serving again after {time.monotonic() - killed:.1f} s")
+        wait_lb(stack, lb_id, "ACTIVE")
+        assert names(url, 10) == Counter({"web0": 5, "web1": 5})
+
+        stack.call("DELETE", f"/v2/lbaas/loadbalancers/{lb_id}?cascade=true")
+        deadline = time.monotonic() + 60
+        while amphora_containers(docker_client, lb_id) or docker_client.containers.list(
+            all=True, filters={"label": f"{LABEL_LB}={lb_id}"}
+        ):
+            assert time.monotonic() < deadline, f"amphorae not deleted\n{stack.logs()}"
+            time.sleep(0.2)
+        assert lb_gone(stack, lb_id, 30)
+
+
+def lb_gone(stack: Stack, lb_id: str, timeout: float) -> bool:
+    """True once the API answers 404 (or DELETED) for the LB."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            lb = stack.call("GET", f"/v2/lbaas/loadbalancers/{lb_id}")["loadbalancer"]
+        except urllib.error.HTTPError as exc:
+            if exc.code == 404:
+                return True
+            raise
+        if lb["provisioning_status"] == "DELETED":
+            return True
+        time.sleep(0.1)
+    return False

@@ -1,0 +1,198 @@
+"""Fixtures of the docker-driver tests: a real engine, the amphora image, our own networks.
+
+Everything runs on the engine of `engine.py` under the deployment label `fulcrum-it` and on two
+networks of its own (VIP 198.18.66.0/24, management 198.18.67.0/24), so it never collides with
+a compose stack on the same engine. Containers and networks the tests made are removed after
+each test, also when it fails.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import urllib.request
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import docker
+import docker.errors
+import docker.types
+import pytest
+from testcontainers.core.container import DockerContainer
+
+from libs.common.pki import DeploymentCA, write_private_file
+from services.provisioner.adapters.agent_client import AmphoraAgentClient
+from services.provisioner.drivers import AmphoraHandle
+from services.provisioner.drivers.docker import LABEL_DEPLOYMENT, DockerAmphoraDriver
+from services.provisioner.settings import DockerDriverSettings, DockerNetworkSettings
+from tests.integration.docker import engine
+from tests.integration.docker.engine import AMPHORA_IMAGE
+
+# The session fixtures shared with tests/e2e.
+docker_host = engine.docker_host
+docker_images = engine.docker_images
+docker_client = engine.docker_client
+
+DEPLOYMENT = "fulcrum-it"
+VIP_NETWORK = DockerNetworkSettings(
+    name="fulcrum-it-vip",
+    subnet="198.18.66.0/24",
+    gateway="198.18.66.1",
+    ip_range="198.18.66.128/25",
+)
+MGMT_NETWORK = DockerNetworkSettings(
+    name="fulcrum-it-mgmt", subnet="198.18.67.0/24", gateway="198.18.67.1"
+)
+BACKEND_PORT = 8000
+
+
+def driver_settings(docker_host: str, **overrides: object) -> DockerDriverSettings:
+    fields: dict[str, object] = {
+        "host": docker_host,
+        "image": AMPHORA_IMAGE,
+        "deployment": DEPLOYMENT,
+        "mgmt_network": MGMT_NETWORK,
+        "vip_networks": [VIP_NETWORK],
+    }
+    return DockerDriverSettings.model_validate(fields | overrides)
+
+
+def remove_test_resources(client: docker.DockerClient) -> None:
+    """Remove every container of the test deployment, the backends, and the test networks."""
+    for container in client.containers.list(
+        all=True, filters={"label": f"{LABEL_DEPLOYMENT}={DEPLOYMENT}"}
+    ):
+        container.remove(force=True, v=True)
+    for network in (VIP_NETWORK, MGMT_NETWORK):
+        for found in client.networks.list(names=[network.name]):
+            if found.name == network.name:
+                found.reload()
+                for container_id in found.attrs.get("Containers") or {}:
+                    with contextlib.suppress(docker.errors.NotFound):
+                        client.containers.get(container_id).remove(force=True, v=True)
+                found.remove()
+
+
+def create_test_networks(client: docker.DockerClient) -> None:
+    """The test VIP and management networks, as the driver makes them (it finds them then)."""
+    for network, internal in ((VIP_NETWORK, False), (MGMT_NETWORK, True)):
+        pool = docker.types.IPAMPool(
+            subnet=network.subnet, gateway=network.gateway, iprange=network.ip_range
+        )
+        client.networks.create(
+            network.name,
+            driver="bridge",
+            internal=internal,
+            ipam=docker.types.IPAMConfig(pool_configs=[pool]),
+            labels={LABEL_DEPLOYMENT: DEPLOYMENT},
+        )
+
+
+@dataclass
+class Pki:
+    ca: DeploymentCA
+    client_cert: Path
+    client_key: Path
+
+    def agent(self, handle: AmphoraHandle) -> AmphoraAgentClient:
+        """A mutual-TLS client of the amphora's agent that checks the amphora id."""
+        return AmphoraAgentClient(
+            handle.agent_url,
+            self.ca.cert_path,
+            self.client_cert,
+            self.client_key,
+            server_name=handle.amphora_id,
+        )
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    directory = tmp_path_factory.mktemp("docker-pki")
+    ca = DeploymentCA.load_or_create(directory / "ca")
+    issued = ca.issue_client_cert("fulcrum-provisioner")
+    write_private_file(directory / "client.pem", issued.cert_pem, mode=0o644)
+    write_private_file(directory / "client.key", issued.key_pem)
+    return Pki(ca, directory / "client.pem", directory / "client.key")
+
+
+@pytest.fixture
+def clean_engine(
+    docker_client: docker.DockerClient, docker_images: list[str]
+) -> Iterator[docker.DockerClient]:
+    """The engine, with the images built, and without test leftovers before and after."""
+    remove_test_resources(docker_client)
+    try:
+        yield docker_client
+    finally:
+        remove_test_resources(docker_client)
+
+
+@pytest.fixture
+async def driver(
+    docker_host: str, clean_engine: docker.DockerClient, pki: Pki
+) -> AsyncIterator[DockerAmphoraDriver]:
+    running = DockerAmphoraDriver(driver_settings(docker_host), pki.ca, boot_timeout=20)
+    try:
+        yield running
+    finally:
+        await running.close()
+
+
+@dataclass
+class BackendContainer:
+    name: str
+    address: str
+    port: int = BACKEND_PORT
+
+
+def _backend_command(name: str) -> str:
+    return (
+        f"mkdir -p /srv && printf {name} > /srv/index.html && cd /srv && "
+        f"exec python3 -m http.server {BACKEND_PORT} --bind 0.0.0.0"
+    )
+
+
+@contextlib.contextmanager
+def backend_containers(names: list[str], network: str) -> Iterator[list[BackendContainer]]:
+    """HTTP servers answering their own name, one container each on `network` (testcontainers;
+    the engine comes from DOCKER_HOST, which the docker_host fixture sets)."""
+    started: list[DockerContainer] = []
+    try:
+        backends = []
+        for name in names:
+            container = (
+                DockerContainer(AMPHORA_IMAGE)
+                .with_kwargs(
+                    entrypoint=["sh", "-c"],
+                    network=network,
+                    labels={LABEL_DEPLOYMENT: DEPLOYMENT, "fulcrum.test": "backend"},
+                )
+                .with_command([_backend_command(name)])
+            )
+            container.start()
+            started.append(container)
+            wrapped = container.get_wrapped_container()
+            wrapped.reload()
+            address = wrapped.attrs["NetworkSettings"]["Networks"][network]["IPAddress"]
+            backends.append(BackendContainer(name, address))
+        for backend in backends:
+            wait_http(f"http://{backend.address}:{backend.port}/", 20)
+        yield backends
+    finally:
+        for container in started:
+            with contextlib.suppress(Exception):
+                container.stop()
+            container.get_docker_client().client.close()
+
+
+def wait_http(url: str, timeout: float) -> str:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as answer:
+                return str(answer.read().decode())
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)

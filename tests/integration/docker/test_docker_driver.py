@@ -1,0 +1,226 @@
+"""The docker driver against a real engine: containers, labels, networks, the agent over mTLS,
+and HTTP from the host through the VIP to backend containers."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections import Counter
+
+import docker
+import docker.errors
+import pytest
+
+from libs.common.errors import InfrastructureError
+from services.provisioner.drivers import AmphoraSpec
+from services.provisioner.drivers.docker import (
+    LABEL_AMPHORA,
+    LABEL_LB,
+    LABEL_ROLE,
+    DockerAmphoraDriver,
+    container_name,
+)
+from tests.integration.docker.conftest import (
+    MGMT_NETWORK,
+    VIP_NETWORK,
+    Pki,
+    backend_containers,
+    driver_settings,
+    wait_http,
+)
+
+pytestmark = pytest.mark.docker
+
+
+def spec(vip: str = "198.18.66.10", lb_id: str | None = None, **fields: str) -> AmphoraSpec:
+    return AmphoraSpec(
+        amphora_id=str(uuid.uuid4()),
+        lb_id=lb_id or str(uuid.uuid4()),
+        vip_address=vip,
+        **fields,
+    )
+
+
+def haproxy_config(stats_socket: str, vip: str, servers: list[tuple[str, int]]) -> str:
+    lines = [
+        "global",
+        f"    stats socket {stats_socket} mode 600 level admin",
+        "    maxconn 1000",
+        "defaults",
+        "    mode http",
+        "    timeout connect 2s",
+        "    timeout client 10s",
+        "    timeout server 10s",
+        "    option idle-close-on-response",
+        "frontend web",
+        f"    bind {vip}:80",
+        "    default_backend members",
+        "backend members",
+        "    balance roundrobin",
+    ]
+    lines += [f"    server m{i} {host}:{port}" for i, (host, port) in enumerate(servers)]
+    return "\n".join(lines) + "\n"
+
+
+async def test_ensure_list_delete(
+    driver: DockerAmphoraDriver, clean_engine: docker.DockerClient, pki: Pki
+) -> None:
+    wanted = spec()
+    handle = await driver.ensure(wanted)
+
+    container = clean_engine.containers.get(container_name(wanted.amphora_id))
+    assert container.status == "running"
+    assert container.labels[LABEL_AMPHORA] == wanted.amphora_id
+    assert container.labels[LABEL_LB] == wanted.lb_id
+    assert container.labels[LABEL_ROLE] == "STANDALONE"
+    assert "NET_ADMIN" in container.attrs["HostConfig"]["CapAdd"]
+    networks = container.attrs["NetworkSettings"]["Networks"]
+    assert networks[VIP_NETWORK.name]["IPAddress"] == "198.18.66.10"  # SINGLE: address = VIP
+    assert handle.lb_network_ip == networks[MGMT_NETWORK.name]["IPAddress"]
+    assert handle.agent_url == f"https://{handle.lb_network_ip}:9443"
+    assert handle.compute_id == container.id and handle.driver == "docker"
+    assert handle.cert_expiration is not None
+    assert await driver.list() == [handle]
+
+    async with pki.agent(handle) as agent:  # mutual TLS, amphora id checked
+        info = await agent.info()
+    assert info.amphora_id == wanted.amphora_id and info.lb_id == wanted.lb_id
+
+    await driver.delete(wanted.amphora_id)
+    assert await driver.list() == []
+    with pytest.raises(docker.errors.NotFound):
+        clean_engine.containers.get(container_name(wanted.amphora_id))
+    await driver.delete(wanted.amphora_id)  # already gone: fine
+
+
+async def test_ensure_twice_is_one_container(
+    driver: DockerAmphoraDriver, clean_engine: docker.DockerClient
+) -> None:
+    wanted = spec()
+    first = await driver.ensure(wanted)
+    second = await driver.ensure(wanted)
+    assert first == second
+    named = clean_engine.containers.list(
+        all=True, filters={"name": container_name(wanted.amphora_id)}
+    )
+    assert len(named) == 1
+
+
+async def test_same_name_with_another_spec_is_refused(driver: DockerAmphoraDriver) -> None:
+    wanted = spec()
+    await driver.ensure(wanted)
+    other = AmphoraSpec(wanted.amphora_id, "another-lb", vip_address="198.18.66.10")
+    with pytest.raises(InfrastructureError, match="another spec"):
+        await driver.ensure(other)
+
+
+async def test_a_stopped_container_is_replaced(
+    driver: DockerAmphoraDriver, clean_engine: docker.DockerClient
+) -> None:
+    wanted = spec()
+    first = await driver.ensure(wanted)
+    clean_engine.containers.get(first.compute_id).kill()
+    assert await driver.list() == []  # killed: not running
+    second = await driver.ensure(wanted)
+    assert second.compute_id != first.compute_id
+    assert await driver.list() == [second]
+
+
+async def test_unreachable_engine_is_an_infrastructure_error(pki: Pki) -> None:
+    settings = driver_settings("unix:///nonexistent/fulcrum/docker.sock")
+    unreachable = DockerAmphoraDriver(settings, pki.ca)
+    try:
+        with pytest.raises(InfrastructureError, match="unreachable"):
+            await unreachable.ensure(spec())
+        with pytest.raises(InfrastructureError, match="unreachable"):
+            await unreachable.list()
+        with pytest.raises(InfrastructureError, match="unreachable"):
+            await unreachable.delete(str(uuid.uuid4()))
+    finally:
+        await unreachable.close()
+
+
+async def test_missing_image_leaves_nothing_behind(
+    docker_host: str, clean_engine: docker.DockerClient, pki: Pki
+) -> None:
+    settings = driver_settings(docker_host, image="fulcrum/no-such-image:latest")
+    missing = DockerAmphoraDriver(settings, pki.ca)
+    wanted = spec()
+    try:
+        with pytest.raises(InfrastructureError, match="make images"):
+            await missing.ensure(wanted)
+    finally:
+        await missing.close()
+    assert clean_engine.containers.list(all=True, filters={"name": wanted.amphora_id}) == []
+
+
+async def test_an_agent_that_cannot_start_is_removed_with_its_log(
+    docker_host: str, clean_engine: docker.DockerClient, pki: Pki
+) -> None:
+    broken = DockerAmphoraDriver(
+        driver_settings(docker_host),
+        pki.ca,
+        agent_env={"FULCRUM_AMPHORA_RELOAD_TIMEOUT": "-1"},  # refused by the agent's settings
+        boot_timeout=20,
+    )
+    wanted = spec()
+    try:
+        with pytest.raises(InfrastructureError, match="stopped") as failure:
+            await broken.ensure(wanted)
+    finally:
+        await broken.close()
+    assert "reload_timeout" in str(failure.value)  # the agent's own log line
+    assert clean_engine.containers.list(all=True, filters={"name": wanted.amphora_id}) == []
+
+
+async def test_a_replacement_takes_the_vip_from_the_old_amphora_of_the_same_lb(
+    driver: DockerAmphoraDriver, clean_engine: docker.DockerClient
+) -> None:
+    old = spec(vip="198.18.66.11")
+    await driver.ensure(old)
+    new = spec(vip="198.18.66.11", lb_id=old.lb_id)
+    await driver.ensure(new)
+    new_networks = clean_engine.containers.get(container_name(new.amphora_id)).attrs[
+        "NetworkSettings"
+    ]["Networks"]
+    old_networks = clean_engine.containers.get(container_name(old.amphora_id)).attrs[
+        "NetworkSettings"
+    ]["Networks"]
+    assert new_networks[VIP_NETWORK.name]["IPAddress"] == "198.18.66.11"
+    assert VIP_NETWORK.name not in old_networks  # still running, but off the VIP
+
+    stranger = spec(vip="198.18.66.11")  # another LB: never takes a VIP
+    with pytest.raises(InfrastructureError, match="held by"):
+        await driver.ensure(stranger)
+    assert clean_engine.containers.list(all=True, filters={"name": stranger.amphora_id}) == []
+
+
+async def test_http_from_the_host_through_the_vip_to_backend_containers(
+    driver: DockerAmphoraDriver, pki: Pki
+) -> None:
+    wanted = spec(vip="198.18.66.12")
+    handle = await driver.ensure(wanted)
+    with backend_containers(["be0", "be1"], VIP_NETWORK.name) as backends:
+        async with pki.agent(handle) as agent:
+            info = await agent.info()
+            servers = [(b.address, b.port) for b in backends]
+            await agent.apply_config(haproxy_config(info.stats_socket, "198.18.66.12", servers))
+        await asyncio.to_thread(wait_http, "http://198.18.66.12/", 10)
+        seen = Counter(
+            [await asyncio.to_thread(wait_http, "http://198.18.66.12/", 5) for _ in range(10)]
+        )
+    assert seen == Counter({"be0": 5, "be1": 5})
+
+
+async def test_a_killed_amphora_frees_its_vip_for_a_replacement(
+    driver: DockerAmphoraDriver, clean_engine: docker.DockerClient, pki: Pki
+) -> None:
+    old = spec(vip="198.18.66.13")
+    first = await driver.ensure(old)
+    clean_engine.containers.get(first.compute_id).kill()
+    new = spec(vip="198.18.66.13", lb_id=old.lb_id)
+    handle = await driver.ensure(new)
+    async with pki.agent(handle) as agent:
+        assert (await agent.info()).amphora_id == new.amphora_id
+    await driver.delete(old.amphora_id)
+    assert [h.amphora_id for h in await driver.list()] == [new.amphora_id]

@@ -1,0 +1,201 @@
+"""The UDP receiver against real datagrams: what it drops and counts, and what reaches Postgres
+(last-seen, listener stats). Forged heartbeats change nothing."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import subprocess
+import sys
+import zlib
+from collections.abc import Callable
+
+import aiohttp
+import asyncpg
+
+from services.health.domain import codec
+from tests.integration.health.conftest import (
+    KEY,
+    Sender,
+    StartHealth,
+    count_events,
+    create_site,
+    eventually,
+    load,
+)
+
+
+def signed(body: bytes) -> bytes:
+    return body + hmac.new(KEY.encode(), body, hashlib.sha256).hexdigest().encode()
+
+
+async def test_bad_datagrams_are_dropped_counted_and_change_nothing(
+    db: asyncpg.Pool, start_health: StartHealth, senders: Callable[[tuple[str, int]], Sender]
+) -> None:
+    site = await create_site(db)
+    health = await start_health(max_datagram=2048)
+    good = senders(health.udp)
+    forger = Sender(health.udp, key="not-the-key")
+    try:
+        good.beat(site)  # seq 1001, all UP
+        await eventually(
+            lambda: _seq_is(db, site.amphora_id, 1001), what="the first heartbeat to be stored"
+        )
+        await eventually(lambda: _member_status_is(db, site, "ONLINE"), what="members ONLINE")
+        events_before = await count_events(db, "OperatingStatusChanged")
+
+        # Forged: right shape, wrong key, a member DOWN and a seq far ahead.
+        for seq in range(5000, 5010):
+            forger.raw(codec.encode(site.message(seq, members=("UP", "DOWN")), forger.key))
+        good.raw(b"garbage that is no heartbeat")  # too short for a MAC -> bad hmac too
+        good.raw(signed(b"signed, but not zlib"))
+        good.raw(signed(zlib.compress(b'{"id": "x", "ver": 3}')))  # no seq
+        good.raw(signed(zlib.compress(json.dumps(site.message(6000, ver=2)).encode())))
+        filler = {"padding": os.urandom(3000).hex()}
+        good.raw(codec.encode(site.message(6001, **filler), good.key))  # > 2048 bytes
+        replayed = good.beat(site, members=("DOWN", "DOWN"))  # seq 1002: accepted
+        good.raw(replayed)  # the same datagram again
+        good.raw(codec.encode(site.message(1000, members=("UP", "DOWN")), good.key))  # old seq
+        unknown = site.message(7000) | {"id": "00000000-0000-4000-8000-000000000000"}
+        good.raw(codec.encode(unknown, good.key))
+
+        await eventually(
+            lambda: _is(health.metric("heartbeats_received_total") == 20), what="all 20 read"
+        )
+        assert health.metric("heartbeats_dropped_bad_hmac_total") == 11
+        assert health.metric("heartbeats_dropped_garbled_total") == 3
+        assert health.metric("heartbeats_dropped_oversized_total") == 1
+        assert health.metric("heartbeats_dropped_replayed_total") == 2
+        assert health.metric("heartbeats_unknown_amphora_total") == 1
+        assert health.metric("heartbeats_accepted_total") == 2
+        assert health.metric("heartbeats_failed_total") == 0
+
+        # Only the authentic seq 1002 (both members DOWN) moved anything.
+        await eventually(lambda: _member_status_is(db, site, "ERROR"), what="members ERROR")
+        await eventually(lambda: _seq_is(db, site.amphora_id, 1002), what="seq 1002 stored")
+        assert await count_events(db, "OperatingStatusChanged") == events_before + 1
+
+        # The counters are on /metrics, and the service still takes good heartbeats.
+        port = health.runner.addresses[0][1]
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(f"http://127.0.0.1:{port}/metrics") as resp,
+        ):
+            text = await resp.text()
+        assert "fulcrum_health_heartbeats_dropped_bad_hmac_total 11.0" in text
+        assert "fulcrum_health_heartbeats_dropped_replayed_total 2.0" in text
+        good.beat(site)
+        await eventually(lambda: _seq_is(db, site.amphora_id, 1003), what="seq 1003 stored")
+    finally:
+        forger.close()
+
+
+async def test_stats_deltas_add_up_in_listener_stats(
+    db: asyncpg.Pool, start_health: StartHealth, senders: Callable[[tuple[str, int]], Sender]
+) -> None:
+    first, second = await create_site(db), await create_site(db)
+    health = await start_health()
+    sender = senders(health.udp)
+    for n in range(1, 6):
+        for site, factor in ((first, 1), (second, 10)):
+            stats = {
+                "rx": 100 * factor,
+                "tx": 250 * factor,
+                "conns": n * factor,
+                "totconns": 3 * factor,
+                "ereq": factor,
+            }
+            sender.beat(site, listeners={site.listener_id: {"status": "OPEN", "stats": stats}})
+
+    async def landed() -> bool:
+        rows = await db.fetch("SELECT * FROM listener_stats WHERE total_connections >= 15")
+        return len(rows) == 2
+
+    await eventually(landed, what="stats rows")
+    rows = {
+        r["amphora_id"]: dict(r)
+        for r in await db.fetch(
+            "SELECT listener_id, amphora_id, lb_id, bytes_in, bytes_out, active_connections, "
+            "total_connections, request_errors FROM listener_stats"
+        )
+    }
+    assert rows[first.amphora_id] == {
+        "listener_id": first.listener_id,
+        "amphora_id": first.amphora_id,
+        "lb_id": first.lb_id,
+        "bytes_in": 500,
+        "bytes_out": 1250,
+        "active_connections": 5,
+        "total_connections": 15,
+        "request_errors": 5,
+    }
+    assert rows[second.amphora_id]["bytes_in"] == 5000
+    assert rows[second.amphora_id]["active_connections"] == 50
+    assert rows[second.amphora_id]["lb_id"] == second.lb_id
+
+
+async def test_a_heartbeat_without_the_listeners_is_no_sign_of_life(
+    db: asyncpg.Pool, start_health: StartHealth, senders: Callable[[tuple[str, int]], Sender]
+) -> None:
+    site = await create_site(db)
+    health = await start_health()
+    sender = senders(health.udp)
+    sender.beat(site)
+    await eventually(lambda: _seq_is(db, site.amphora_id, 1001), what="first heartbeat stored")
+    seen = await db.fetchval(
+        "SELECT last_seen FROM amphora_health WHERE amphora_id = $1", site.amphora_id
+    )
+    sender.beat(site, listeners={}, pools={})  # HAProxy gone: the agent beats with nothing
+    await eventually(
+        lambda: _is(health.metric("heartbeats_not_serving_total") == 1), what="not serving"
+    )
+    state = await load(db, site.lb_id)
+    await eventually(
+        lambda: _listener_status_is(db, site, "ERROR"), what="the listener to be ERROR"
+    )
+    assert state.loadbalancer is not None
+    assert (
+        await db.fetchval(
+            "SELECT last_seen FROM amphora_health WHERE amphora_id = $1", site.amphora_id
+        )
+        == seen
+    )
+
+
+def test_the_service_refuses_to_start_without_a_heartbeat_key(pg_dsn: str) -> None:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("FULCRUM_HEALTH_")}
+    base["FULCRUM_HEALTH_POSTGRES__DSN"] = pg_dsn
+    for extra in ({}, {"FULCRUM_HEALTH_HEARTBEAT_KEY": "   "}):
+        done = subprocess.run(
+            [sys.executable, "-m", "services.health"],
+            env=base | extra,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert done.returncode == 2, done.stderr
+        assert "refusing to start" in done.stderr
+        assert "HEARTBEAT_KEY" in done.stderr
+
+
+async def _is(value: bool) -> bool:
+    return value
+
+
+async def _seq_is(db: asyncpg.Pool, amphora_id: str, seq: int) -> bool:
+    stored = await db.fetchval("SELECT seq FROM amphora_health WHERE amphora_id = $1", amphora_id)
+    return bool(stored == seq)
+
+
+async def _member_status_is(db: asyncpg.Pool, site: object, status: str) -> bool:
+    state = await load(db, site.lb_id)  # type: ignore[attr-defined]
+    members = [state.members[m] for m in site.member_ids]  # type: ignore[attr-defined]
+    return all(m.operating_status.value == status for m in members)
+
+
+async def _listener_status_is(db: asyncpg.Pool, site: object, status: str) -> bool:
+    state = await load(db, site.lb_id)  # type: ignore[attr-defined]
+    listener = state.listeners[site.listener_id]  # type: ignore[attr-defined]
+    return bool(listener.operating_status.value == status)

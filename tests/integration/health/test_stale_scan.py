@@ -1,0 +1,152 @@
+"""The stale scan across replicas: one active scanner, AmphoraFailed exactly once, takeover when
+the holder dies, and the circuit breaker holding a mass outage until heartbeats resume."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+import asyncpg
+
+from services.health.app import SCANNER
+from tests.integration.health.conftest import (
+    Beating,
+    Sender,
+    StartHealth,
+    count_events,
+    create_site,
+    eventually,
+)
+
+
+async def amphora_status(db: asyncpg.Pool, amphora_id: str) -> str:
+    status: str = await db.fetchval("SELECT status FROM amphora_view WHERE id = $1", amphora_id)
+    return status
+
+
+async def failed_events(db: asyncpg.Pool, amphora_id: str | None = None) -> int:
+    stream = f"amphora-{amphora_id}" if amphora_id else None
+    return await count_events(db, "AmphoraFailed", stream)
+
+
+async def test_a_silent_amphora_fails_exactly_once_with_two_scanners_and_a_takeover(
+    db: asyncpg.Pool, start_health: StartHealth, senders: Callable[[tuple[str, int]], Sender]
+) -> None:
+    silent, alive = await create_site(db), await create_site(db)
+    first = await start_health()
+    second = await start_health()
+    beating = Beating(senders(first.udp), [silent, alive]).start()
+    try:
+        await eventually(
+            lambda: _is(first.scanning != second.scanning), what="exactly one active scanner"
+        )
+        await asyncio.sleep(0.5)
+        assert await failed_events(db) == 0
+
+        beating.sites = [alive]
+        went_silent = time.monotonic()
+        await eventually(
+            lambda: _equals(amphora_status(db, silent.amphora_id), "PENDING_DELETE"),
+            what="the silent amphora to fail",
+        )
+        detected = time.monotonic() - went_silent
+        assert 1.0 <= detected < 5.0, detected  # timeout 1 s, scans every 0.2 s
+        await asyncio.sleep(1.5)  # many more scans by either replica
+        assert await failed_events(db, silent.amphora_id) == 1
+        assert await failed_events(db) == 1
+        assert await amphora_status(db, alive.amphora_id) == "ALLOCATED"
+        reason = await db.fetchval(
+            "SELECT data->>'reason' FROM events WHERE event_type = 'AmphoraFailed'"
+        )
+        assert reason.startswith("no heartbeat for")
+
+        # The active scanner's replica dies; the standby takes over within seconds.
+        active, standby = (first, second) if first.scanning else (second, first)
+        await active.stop()
+        if active is first:
+            await beating.stop()
+            beating = Beating(senders(second.udp), [alive]).start()
+        await eventually(lambda: _is(standby.scanning), timeout=5.0, what="the takeover")
+        beating.sites = []
+        await eventually(
+            lambda: _equals(amphora_status(db, alive.amphora_id), "PENDING_DELETE"),
+            what="the second amphora to fail after the takeover",
+        )
+        await asyncio.sleep(1.0)
+        assert await failed_events(db, alive.amphora_id) == 1
+    finally:
+        await beating.stop()
+
+
+async def test_an_amphora_that_never_beats_fails_after_the_boot_grace(
+    db: asyncpg.Pool, start_health: StartHealth
+) -> None:
+    site = await create_site(db)
+    booted = time.monotonic()
+    await start_health(stale_grace=1.5)
+    await eventually(
+        lambda: _equals(amphora_status(db, site.amphora_id), "PENDING_DELETE"),
+        what="the never-heard amphora to fail",
+    )
+    assert time.monotonic() - booted >= 2.5  # timeout 1 s + grace 1.5 s
+    reason = await db.fetchval(
+        "SELECT data->>'reason' FROM events WHERE event_type = 'AmphoraFailed'"
+    )
+    assert reason == "never sent a heartbeat"
+
+
+async def test_breaker_stops_a_mass_failover_and_releases_on_resume(
+    db: asyncpg.Pool, start_health: StartHealth, senders: Callable[[tuple[str, int]], Sender]
+) -> None:
+    sites = [await create_site(db) for _ in range(20)]
+    health = await start_health(failover_threshold=10)
+    beating = Beating(senders(health.udp), sites).start()
+    try:
+        await eventually(lambda: _stopped_is(db, 0, with_rows=20), what="all 20 heard")
+        await asyncio.sleep(1.3)  # past the scanner's start-up settle
+
+        beating.sites = []  # all 20 fall silent at once
+        await eventually(lambda: _stopped_is(db, 20), timeout=5.0, what="20 held by the breaker")
+        await asyncio.sleep(2.0)  # ten more scans
+        assert await failed_events(db) == 0
+        assert health.metric("amphorae_failed_total") == 0
+        assert health.metric("breaker_trips_total") >= 1
+        assert {await amphora_status(db, s.amphora_id) for s in sites} == {"ALLOCATED"}
+        assert health.app[SCANNER].stopped == 20
+
+        beating.sites = sites  # heartbeats resume
+        await eventually(lambda: _stopped_is(db, 0), what="all 20 released")
+        assert health.metric("amphorae_released_total") == 20
+        await asyncio.sleep(1.5)
+        assert await failed_events(db) == 0
+
+        # Below the threshold the breaker stays closed: three silent amphorae fail over.
+        beating.sites = sites[3:]
+        await eventually(
+            lambda: _failed_is(db, 3), timeout=5.0, what="three failovers below the threshold"
+        )
+        await asyncio.sleep(1.0)
+        assert await failed_events(db) == 3
+    finally:
+        await beating.stop()
+
+
+async def _is(value: bool) -> bool:
+    return value
+
+
+async def _equals(awaitable: object, wanted: str) -> bool:
+    return await awaitable == wanted  # type: ignore[misc]
+
+
+async def _stopped_is(db: asyncpg.Pool, count: int, with_rows: int | None = None) -> bool:
+    row = await db.fetchrow(
+        "SELECT count(*) FILTER (WHERE failover_stopped) AS stopped, "
+        "count(*) FILTER (WHERE last_seen IS NOT NULL) AS heard FROM amphora_health"
+    )
+    return bool(row["stopped"] == count and (with_rows is None or row["heard"] == with_rows))
+
+
+async def _failed_is(db: asyncpg.Pool, count: int) -> bool:
+    return await failed_events(db) == count

@@ -1,0 +1,297 @@
+"""The heartbeat wire format (round trip, tampering, bounds) and the sender's message builder."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import zlib
+from typing import Any
+
+import pytest
+
+from services.amphora.heartbeat import (
+    HeartbeatConfig,
+    HeartbeatMisconfigured,
+    build_message,
+    parse_endpoint,
+)
+from services.amphora.settings import AmphoraSettings
+from services.health.domain import codec
+
+KEY = b"s3cret-heartbeat-key"
+LISTENER = "6f1c1bde-2d5e-4b7a-9c41-0a3c5d9e7f10"
+POOL = "0b7e5c52-8f0e-4a4c-b6f3-5c7d2e9a1b22"
+MEMBER_A = "4c2a7d1e-3b5f-4e6a-8d9c-1f0e2d3c4b5a"
+MEMBER_B = "9e8d7c6b-5a4f-4e3d-2c1b-0a9f8e7d6c5b"
+
+
+def message(**overrides: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "id": "amp-1",
+        "seq": 7,
+        "ver": 3,
+        "listeners": {
+            LISTENER: {
+                "status": "OPEN",
+                "stats": {"rx": 10, "tx": 20, "conns": 3, "totconns": 4, "ereq": 1},
+            }
+        },
+        "pools": {f"{POOL}:{LISTENER}": {"status": "UP", "members": {MEMBER_A: "UP"}}},
+    }
+    return body | overrides
+
+
+def signed(body: bytes, key: bytes = KEY) -> bytes:
+    return body + hmac.new(key, body, hashlib.sha256).hexdigest().encode()
+
+
+def test_round_trip_keeps_every_field() -> None:
+    decoded = codec.decode(codec.encode(message(), KEY), KEY)
+    assert decoded.id == "amp-1" and decoded.seq == 7 and decoded.ver == 3
+    assert decoded.listeners[LISTENER].status == "OPEN"
+    assert decoded.listeners[LISTENER].stats.model_dump() == {
+        "rx": 10,
+        "tx": 20,
+        "conns": 3,
+        "totconns": 4,
+        "ereq": 1,
+    }
+    assert decoded.pools[f"{POOL}:{LISTENER}"].members == {MEMBER_A: "UP"}
+
+
+def test_wire_format_is_zlib_json_then_hex_hmac_of_the_compressed_bytes() -> None:
+    datagram = codec.encode(message(), KEY)
+    body, mac = datagram[:-64], datagram[-64:]
+    assert mac == hmac.new(KEY, body, hashlib.sha256).hexdigest().encode()
+    assert json.loads(zlib.decompress(body)) == message()
+
+
+def test_an_empty_heartbeat_is_valid() -> None:
+    decoded = codec.decode(codec.encode(message(listeners={}, pools={}), KEY), KEY)
+    assert decoded.listeners == {} and decoded.pools == {}
+
+
+@pytest.mark.parametrize("position", [0, 5, -70, -1])
+def test_any_flipped_byte_is_a_bad_signature(position: int) -> None:
+    datagram = bytearray(codec.encode(message(), KEY))
+    datagram[position] ^= 0x01
+    with pytest.raises(codec.BadSignature):
+        codec.decode(bytes(datagram), KEY)
+
+
+def test_another_key_is_a_bad_signature() -> None:
+    with pytest.raises(codec.BadSignature):
+        codec.decode(codec.encode(message(), b"other key"), KEY)
+
+
+def test_uppercase_hex_or_raw_digest_is_refused() -> None:
+    body = zlib.compress(json.dumps(message()).encode())
+    upper = body + hmac.new(KEY, body, hashlib.sha256).hexdigest().upper().encode()
+    raw = body + hmac.new(KEY, body, hashlib.sha256).digest()
+    for datagram in (upper, raw):
+        with pytest.raises(codec.BadSignature):
+            codec.decode(datagram, KEY)
+
+
+@pytest.mark.parametrize("datagram", [b"", b"x", b"0" * 64])
+def test_too_short_for_a_mac(datagram: bytes) -> None:
+    with pytest.raises(codec.BadSignature):
+        codec.decode(datagram, KEY)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"not zlib at all",
+        zlib.compress(b"{not json"),
+        zlib.compress(b"[1, 2, 3]"),
+        zlib.compress(json.dumps({"id": "a", "ver": 3}).encode()),  # no seq
+        zlib.compress(json.dumps(message(seq=-1)).encode()),
+        zlib.compress(json.dumps(message(ver=2)).encode()),
+        zlib.compress(json.dumps(message(listeners={"l": {"stats": {}}})).encode()),
+        zlib.compress(json.dumps(message()).encode())[:-3],  # truncated stream
+    ],
+    ids=["not-zlib", "not-json", "list", "no-seq", "negative-seq", "v2", "no-status", "cut"],
+)
+def test_signed_garbage_is_garbled(body: bytes) -> None:
+    with pytest.raises(codec.Garbled):
+        codec.decode(signed(body), KEY)
+
+
+def test_oversized_datagram_is_refused_before_the_mac() -> None:
+    datagram = codec.encode(message(), KEY)
+    with pytest.raises(codec.Oversized):
+        codec.decode(datagram, KEY, max_datagram=len(datagram) - 1)
+    with pytest.raises(codec.Oversized):
+        codec.decode(b"\0" * (codec.MAX_DATAGRAM + 1), KEY)
+
+
+def test_a_zip_bomb_is_oversized_not_inflated() -> None:
+    padding = " " * (4 * codec.MAX_MESSAGE)
+    body = zlib.compress(json.dumps(message()).encode()[:-1] + padding.encode() + b"}")
+    assert len(body) < 16 * 1024
+    with pytest.raises(codec.Oversized):
+        codec.decode(signed(body), KEY)
+
+
+def test_rejections_carry_the_metric_reason() -> None:
+    assert codec.BadSignature.reason == "bad_hmac"
+    assert codec.Garbled.reason == "garbled"
+    assert codec.Oversized.reason == "oversized"
+
+
+# -- the sender's message ----------------------------------------------------------------------
+
+
+def stat_rows(bin_: int, bout: int, stot: int, ereq: int, scur: int) -> list[dict[str, Any]]:
+    backend = f"{POOL}:{LISTENER}"
+    return [
+        {
+            "pxname": LISTENER,
+            "svname": "FRONTEND",
+            "type": 0,
+            "status": "OPEN",
+            "bin": bin_,
+            "bout": bout,
+            "stot": stot,
+            "ereq": ereq,
+            "scur": scur,
+        },
+        {"pxname": backend, "svname": MEMBER_A, "type": 2, "status": "UP 1/3", "weight": 1},
+        {"pxname": backend, "svname": MEMBER_B, "type": 2, "status": "DOWN", "weight": 1},
+        {"pxname": backend, "svname": "BACKEND", "type": 1, "status": "UP"},
+        {"pxname": "stats", "svname": "FRONTEND", "type": 0, "status": "STOP", "bin": 5},
+    ]
+
+
+def test_first_message_reports_counters_whole_then_deltas() -> None:
+    first, baseline = build_message("amp-1", 1, stat_rows(100, 200, 10, 1, 4), {})
+    assert first["listeners"] == {
+        LISTENER: {
+            "status": "OPEN",
+            "stats": {"conns": 4, "rx": 100, "tx": 200, "totconns": 10, "ereq": 1},
+        }
+    }
+    second, _ = build_message("amp-1", 2, stat_rows(150, 260, 13, 1, 2), baseline)
+    assert second["listeners"][LISTENER]["stats"] == {
+        "conns": 2,
+        "rx": 50,
+        "tx": 60,
+        "totconns": 3,
+        "ereq": 0,
+    }
+
+
+def test_a_counter_reset_is_sent_whole() -> None:
+    _, baseline = build_message("amp-1", 1, stat_rows(1000, 2000, 50, 5, 0), {})
+    after_restart, _ = build_message("amp-1", 2, stat_rows(30, 40, 2, 0, 1), baseline)
+    assert after_restart["listeners"][LISTENER]["stats"] == {
+        "conns": 1,
+        "rx": 30,
+        "tx": 40,
+        "totconns": 2,
+        "ereq": 0,
+    }
+
+
+def test_pools_and_members_use_the_v3_vocabulary() -> None:
+    built, _ = build_message("amp-1", 1, stat_rows(0, 0, 0, 0, 0), {})
+    assert built["pools"] == {
+        f"{POOL}:{LISTENER}": {"status": "UP", "members": {MEMBER_A: "UP", MEMBER_B: "DOWN"}}
+    }
+    assert set(built["listeners"]) == {LISTENER}  # a stopped frontend is no listener
+    assert built["ver"] == 3 and built["id"] == "amp-1" and built["seq"] == 1
+
+
+@pytest.mark.parametrize(
+    ("status", "weight", "expected"),
+    [
+        ("UP", 1, "UP"),
+        ("UP 2/3", 1, "UP"),
+        ("UP", 0, "DRAIN"),
+        ("DOWN 1/2", 1, "DOWN"),
+        ("DRAIN", 1, "DRAIN"),
+        ("NOLB", 1, "DRAIN"),
+        ("MAINT", 1, "MAINT"),
+        ("MAINT (resolution)", 1, "MAINT"),
+        ("no check", 1, "no check"),
+    ],
+)
+def test_server_status_mapping(status: str, weight: int, expected: str) -> None:
+    row = {
+        "pxname": f"{POOL}:{LISTENER}",
+        "svname": MEMBER_A,
+        "type": 2,
+        "status": status,
+        "weight": weight,
+    }
+    built, _ = build_message("amp-1", 1, [row], {})
+    assert built["pools"][f"{POOL}:{LISTENER}"]["members"][MEMBER_A] == expected
+
+
+def test_without_haproxy_the_message_is_empty_but_valid() -> None:
+    built, baseline = build_message("amp-1", 9, [], {LISTENER: [1, 2, 3, 4]})
+    assert built["listeners"] == {} and built["pools"] == {} and baseline == {}
+    assert codec.decode(codec.encode(built, KEY), KEY).seq == 9
+
+
+@pytest.mark.parametrize(
+    ("text", "parsed"),
+    [
+        ("127.0.0.1:5555", ("127.0.0.1", 5555)),
+        ("[::1]:5555", ("::1", 5555)),
+        ("health.local:9", ("health.local", 9)),
+    ],
+)
+def test_endpoints_parse(text: str, parsed: tuple[str, int]) -> None:
+    assert parse_endpoint(text) == parsed
+
+
+@pytest.mark.parametrize("text", ["127.0.0.1", ":5555", "host:0", "host:99999", "host:x"])
+def test_bad_endpoints_are_refused(text: str) -> None:
+    with pytest.raises(HeartbeatMisconfigured):
+        parse_endpoint(text)
+
+
+# -- the agent's heartbeat settings ------------------------------------------------------------
+
+
+def agent_settings(**values: Any) -> AmphoraSettings:
+    base: dict[str, Any] = {
+        "amphora_id": "amp-1",
+        "lb_id": "lb-1",
+        "state_dir": "/nonexistent",
+        "ca_cert": "/nonexistent/ca.pem",
+        "server_cert": "/nonexistent/server.pem",
+        "server_key": "/nonexistent/server.key",
+    }
+    return AmphoraSettings(**(base | values))
+
+
+def test_heartbeats_are_off_without_key_and_endpoints() -> None:
+    assert HeartbeatConfig.from_settings(agent_settings()) is None
+
+
+def test_heartbeat_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FULCRUM_AMPHORA_HEARTBEAT_KEY", "k")
+    monkeypatch.setenv("FULCRUM_AMPHORA_HEALTH_ENDPOINTS", '["127.0.0.1:5555", "[::1]:5556"]')
+    monkeypatch.setenv("FULCRUM_AMPHORA_HEARTBEAT_INTERVAL", "0.5")
+    config = HeartbeatConfig.from_settings(agent_settings())
+    assert config is not None
+    assert config.key == b"k" and config.interval == 0.5 and config.amphora_id == "amp-1"
+    assert config.endpoints == (("127.0.0.1", 5555), ("::1", 5556))
+
+
+@pytest.mark.parametrize(
+    ("values", "complaint"),
+    [
+        ({"heartbeat_key": "k"}, "HEALTH_ENDPOINTS"),
+        ({"health_endpoints": ["127.0.0.1:5555"]}, "HEARTBEAT_KEY"),
+        ({"heartbeat_key": "  ", "health_endpoints": ["127.0.0.1:5555"]}, "HEARTBEAT_KEY"),
+        ({"heartbeat_key": "k", "health_endpoints": ["nowhere"]}, "host:port"),
+    ],
+)
+def test_half_configured_heartbeats_are_refused(values: dict[str, Any], complaint: str) -> None:
+    with pytest.raises(HeartbeatMisconfigured, match=complaint):
+        HeartbeatConfig.from_settings(agent_settings(**values))
