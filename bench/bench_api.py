@@ -140,6 +140,43 @@ async def measure(base: str) -> dict[str, float | str]:
     return results
 
 
+def start_api(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    """The API as its own process, as ``fulcrum up`` runs it."""
+    with log_path.open("wb") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "services.api"], env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+
+
+def report(r: dict[str, float | str]) -> None:
+    def line(label: str, value: str, goal: str = "") -> None:
+        print(f"  {label:<30} : {value}{'   goal ' + goal if goal else ''}")
+
+    print("Fulcrum API benchmark (loopback; API in its own process, access log off)")
+    line(
+        "POST loadbalancer p50 / p95",
+        f"{r['post_p50']:6.2f} ms / {r['post_p95']:6.2f} ms",
+        "p50 <= 10 ms",
+    )
+    line(
+        "GET one LB p50 / p95 (c=1)",
+        f"{r['get_p50']:6.2f} ms / {r['get_p95']:6.2f} ms",
+        "p50 <= 2 ms",
+    )
+    line("GET one LB req/s, c=1", f"{r['get_rps_c1']:8.0f}")
+    line("GET one LB req/s, c=8", f"{r['get_rps_c8']:8.0f} ({r['c8_client']})", ">= 1500")
+    line(
+        f"GET list of {LB_COUNT} LBs p50 / p95",
+        f"{r['list_p50']:6.2f} ms / {r['list_p95']:6.2f} ms",
+        "p50 <= 10 ms",
+    )
+    line(
+        "ratios to goal (>1 is better)",
+        f"POST {10 / float(r['post_p50']):.2f}x, GET {2 / float(r['get_p50']):.2f}x, "
+        f"c=8 {float(r['get_rps_c8']) / 1500:.2f}x, list {10 / float(r['list_p50']):.2f}x",
+    )
+
+
 async def main() -> None:
     with tempfile.TemporaryDirectory(prefix="fulcrum-bench-api-") as tmp:
         pg = EmbeddedPostgres(Path(tmp) / "pg")
@@ -157,13 +194,7 @@ async def main() -> None:
                 "FULCRUM_API_PORT": str(port),
                 "FULCRUM_API_ACCESS_LOG": "false",
             }
-            log = open(Path(tmp) / "api.log", "wb")  # noqa: SIM115 (closed with the dir)
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "services.api"],
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
+            proc = start_api(env, Path(tmp) / "api.log")
             base = f"http://127.0.0.1:{port}"
             async with aiohttp.ClientSession() as session:
                 await wait_ready(session, base, proc)
@@ -177,25 +208,7 @@ async def main() -> None:
                     proc.kill()
             nats_server.stop()
             pg.stop()
-    print("Fulcrum API benchmark (loopback; API in its own process, access log off)")
-    print(
-        f"  POST loadbalancer p50 / p95    : {r['post_p50']:6.2f} ms / {r['post_p95']:6.2f} ms   goal p50 <= 10 ms"
-    )
-    print(
-        f"  GET one LB p50 / p95 (c=1)     : {r['get_p50']:6.2f} ms / {r['get_p95']:6.2f} ms   goal p50 <= 2 ms"
-    )
-    print(f"  GET one LB req/s, c=1          : {r['get_rps_c1']:8.0f}")
-    print(
-        f"  GET one LB req/s, c=8          : {r['get_rps_c8']:8.0f}   goal >= 1500 ({r['c8_client']})"
-    )
-    print(
-        f"  GET list of {LB_COUNT} LBs p50 / p95  : {r['list_p50']:6.2f} ms / {r['list_p95']:6.2f} ms   goal p50 <= 10 ms"
-    )
-    print(
-        "  ratios to goal (>1 is better)  : "
-        f"POST {10 / float(r['post_p50']):.2f}x, GET {2 / float(r['get_p50']):.2f}x, "
-        f"c=8 {float(r['get_rps_c8']) / 1500:.2f}x, list {10 / float(r['list_p50']):.2f}x"
-    )
+    report(r)
 
 
 if __name__ == "__main__":

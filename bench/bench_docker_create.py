@@ -62,8 +62,13 @@ def call(api: str, method: str, path: str, body: dict[str, Any] | None = None) -
         data=json.dumps(body).encode() if body is not None else None,
         headers={"Content-Type": "application/json"},
     )
-    with urllib.request.urlopen(request, timeout=10) as answer:
-        text = answer.read()
+    try:
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            text = answer.read()
+    except urllib.error.HTTPError as exc:
+        if exc.code != 404:
+            print(f"{method} {path}: {exc.code} {exc.read().decode(errors='replace')}")
+        raise
     return json.loads(text) if text else None
 
 
@@ -173,6 +178,7 @@ def create_rounds(api: str, members: list[str], rounds: int) -> list[float]:
                         "protocol": "HTTP",
                         "protocol_port": 80,
                         "default_pool": {
+                            "name": "web",
                             "protocol": "HTTP",
                             "lb_algorithm": "ROUND_ROBIN",
                             "members": [{"address": a, "protocol_port": 8000} for a in members],

@@ -215,18 +215,19 @@ async def _claim_vip(
     lb = after.loadbalancer
     assert lb is not None
     if before.loadbalancer is None:
-        try:
-            async with conn.transaction():
-                await conn.execute(
-                    "INSERT INTO vip_allocations (subnet_id, address, lb_id) VALUES ($1, $2, $3)",
-                    lb.vip_subnet_id,
-                    lb.vip_address,
-                    lb.id,
-                )
-        except asyncpg.UniqueViolationError as exc:
+        # ON CONFLICT instead of a savepoint around a failing insert: one round trip, and
+        # the Conflict raised here aborts the whole append all the same.
+        claimed = await conn.fetchval(
+            "INSERT INTO vip_allocations (subnet_id, address, lb_id) VALUES ($1, $2, $3) "
+            "ON CONFLICT DO NOTHING RETURNING lb_id",
+            lb.vip_subnet_id,
+            lb.vip_address,
+            lb.id,
+        )
+        if claimed is None:
             raise Conflict(
                 f"IP address {lb.vip_address} already allocated in subnet {lb.vip_subnet_id}."
-            ) from exc
+            )
     elif lb.provisioning_status == ProvisioningStatus.DELETED:
         await conn.execute("DELETE FROM vip_allocations WHERE lb_id = $1", lb.id)
 

@@ -29,9 +29,7 @@ from services.provisioner.settings import VrrpSettings
 
 
 class Configurator:
-    def __init__(
-        self, ca: DeploymentCA, directory: Path, vrrp: VrrpSettings | None = None
-    ) -> None:
+    def __init__(self, ca: DeploymentCA, directory: Path, vrrp: VrrpSettings | None = None) -> None:
         self._ca = ca
         self._vrrp = vrrp or VrrpSettings()
         issued = ca.issue_client_cert("fulcrum-provisioner", validity_days=365)
@@ -129,9 +127,7 @@ class Configurator:
             role="MASTER" if handle.role == "MASTER" else "BACKUP",
             interface=plumbing.interface,
             unicast_src_ip=handle.lb_network_ip,
-            unicast_peers=tuple(
-                p.lb_network_ip for p in pair if p.amphora_id != handle.amphora_id
-            ),
+            unicast_peers=tuple(p.lb_network_ip for p in pair if p.amphora_id != handle.amphora_id),
             virtual_addresses=(lb.vip_address,),
             check_script=plumbing.check_script,
             notify_script=plumbing.notify_script,

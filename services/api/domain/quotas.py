@@ -42,18 +42,26 @@ class QuotaGuard:
 
     @asynccontextmanager
     async def admit(
-        self, project_id: str, wanted: Mapping[str, int]
+        self,
+        project_id: str,
+        wanted: Mapping[str, int],
+        limits: Mapping[str, int] | None = None,
     ) -> AsyncIterator[asyncpg.Connection | None]:
         """Yield a connection whose transaction holds the project's quota lock (append on it),
-        or None when no finite limit governs ``wanted``; raises Forbidden when over quota."""
+        or None when no finite limit governs ``wanted``; raises Forbidden when over quota.
+
+        ``limits`` may be read beforehand (``limits(project_id)``) to overlap round trips.
+        """
         growing = {name: n for name, n in wanted.items() if n > 0}
-        limits = await self.limits(project_id) if growing else {}
-        governed = [name for name in growing if limits[name] != -1]
+        if limits is None and growing:
+            limits = await self.limits(project_id)
+        governed = [name for name in growing if limits is not None and limits[name] != -1]
         if not governed:
             yield None
             return
         async with self._store.locked_project(project_id) as conn:
             counts = await self._store.count_live(conn, project_id, governed)
+            assert limits is not None
             over = [n for n in governed if counts[n] + growing[n] > limits[n]]
             if over:
                 labels = ", ".join(QUOTA_LABELS[n] for n in over)

@@ -7,6 +7,7 @@ runs it through ``LoadBalancerRepository.execute``. The Outcome's state renders 
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Collection
 from dataclasses import dataclass
@@ -119,7 +120,9 @@ class LoadBalancing:
         lb_id = _new_id()
         now = _now()
         explicit = request.address
-        candidates = await self._vips.candidates(subnet, explicit)
+        candidates, limits = await asyncio.gather(
+            self._vips.candidates(subnet, explicit), self._quotas.limits(project_id)
+        )
         tried: set[str] = set()
         for _ in range(VIP_ATTEMPTS):
             address = next((a for a in candidates if a not in tried), None)
@@ -162,7 +165,7 @@ class LoadBalancing:
             )
             wanted = {"loadbalancer": 1, **graph.quota_counts()}
             try:
-                async with self._quotas.admit(project_id, wanted) as conn:
+                async with self._quotas.admit(project_id, wanted, limits) as conn:
                     outcome = await self._repo.execute(lb_id, command, meta, conn=conn)
             except Conflict:
                 # Another LB took the address between our read and our append: try the next.

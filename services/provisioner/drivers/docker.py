@@ -36,7 +36,7 @@ import socket
 import tarfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Final, TypeVar
 
 import docker
@@ -69,8 +69,6 @@ _DEFAULT_HOST: Final = "unix:///var/run/docker.sock"
 _LOG_TAIL_LINES: Final = 40
 
 T = TypeVar("T")
-# (network name, static IPv4 address or None) in attachment order; the first is eth0.
-Attachments = list[tuple[str, str | None]]
 Handles = list[AmphoraHandle]
 
 
@@ -110,23 +108,15 @@ class DockerAmphoraDriver:
         """
         name = container_name(spec.amphora_id)
         labels = self._labels(spec)
-        existing = await self._call("inspect the container", self._inspect, name)
-        if existing is not None:
-            present = existing["Config"].get("Labels") or {}
-            differing = [k for k in _SPEC_LABELS if present.get(k, "") != labels[k]]
-            if differing:
-                wanted = {k: labels[k] for k in differing}
-                found = {k: present.get(k) for k in differing}
-                raise InfrastructureError(
-                    f"container {name} exists with another spec: {found}, wanted {wanted}"
-                )
-            handle = self._handle(existing["Id"], present, existing["NetworkSettings"])
-            if existing["State"].get("Running") and handle is not None:
-                await self._wait_for_agent(handle, name)
-                return handle
-            await self._call("remove the stopped container", self._remove, name)
         mgmt = self._settings.mgmt_network
         vip_network = self._vip_network(spec.vip_address)
+        existing = await self._call("inspect the container", self._inspect, name)
+        if existing is not None:
+            handle = self._reusable(existing, labels, vip_network)
+            if handle is not None:
+                await self._wait_for_agent(handle, name)
+                return handle
+            await self._call("remove the broken container", self._remove, name)
         await self._call(f"ensure network {mgmt.name}", self._ensure_network, mgmt, True)
         if vip_network is not None:
             await self._call(
@@ -138,9 +128,6 @@ class DockerAmphoraDriver:
             await self._call("free the VIP", self._take_over_vip, vip_network.name, spec)
         issued = self._ca.issue_server_cert(spec.amphora_id, [spec.amphora_id], self._validity)
         labels[LABEL_CERT_EXPIRATION] = issued.not_after.isoformat()
-        attachments: Attachments = [(mgmt.name, None)]
-        if vip_network is not None:
-            attachments.insert(0, (vip_network.name, static_vip))
         try:
             await self._call(
                 "create the container",
@@ -148,7 +135,7 @@ class DockerAmphoraDriver:
                 name,
                 labels,
                 self._environment(spec),
-                attachments,
+                mgmt.name,
             )
             archive = _certificate_archive(self._ca.cert_pem, issued)
             await self._call("copy the certificates", self._put_archive, name, archive)
@@ -161,7 +148,22 @@ class DockerAmphoraDriver:
             )
             if handle is None:
                 raise InfrastructureError(f"{name} has no address on {mgmt.name}")
-            await self._wait_for_agent(handle, name)
+            # The VIP network is plugged while the agent boots (it binds the management
+            # address, there from the start; HAProxy binds the VIP only once configured).
+            steps: list[Awaitable[object]] = [self._wait_for_agent(handle, name)]
+            if vip_network is not None:
+                steps.append(
+                    self._call(
+                        f"attach {name} to {vip_network.name}",
+                        self._connect,
+                        name,
+                        vip_network.name,
+                        static_vip,
+                    )
+                )
+            for outcome in await asyncio.gather(*steps, return_exceptions=True):
+                if isinstance(outcome, BaseException):
+                    raise outcome
         except BaseException:
             with contextlib.suppress(FulcrumError):
                 await asyncio.shield(self._call("remove the container", self._remove, name))
@@ -283,14 +285,9 @@ class DockerAmphoraDriver:
             api.disconnect_container_from_network(container_id, network_name, force=True)
 
     def _create(
-        self,
-        name: str,
-        labels: dict[str, str],
-        environment: dict[str, str],
-        attachments: Attachments,
+        self, name: str, labels: dict[str, str], environment: dict[str, str], network: str
     ) -> None:
         api = self._engine().api
-        (first_network, first_address), *others = attachments
         api.create_container(
             self._settings.image,
             name=name,
@@ -304,12 +301,11 @@ class DockerAmphoraDriver:
                 # keepalived's backup binds the VIP before it holds it.
                 sysctls={"net.ipv4.ip_nonlocal_bind": "1"},
             ),
-            networking_config=api.create_networking_config(
-                {first_network: api.create_endpoint_config(ipv4_address=first_address)}
-            ),
+            networking_config=api.create_networking_config({network: api.create_endpoint_config()}),
         )
-        for network_name, address in others:
-            api.connect_container_to_network(name, network_name, ipv4_address=address)
+
+    def _connect(self, name: str, network: str, address: str | None) -> None:
+        self._engine().api.connect_container_to_network(name, network, ipv4_address=address)
 
     def _put_archive(self, name: str, archive: bytes) -> None:
         if not self._engine().api.put_archive(name, CERT_DIR, archive):
@@ -344,6 +340,30 @@ class DockerAmphoraDriver:
         return sorted(handles, key=lambda h: h.amphora_id)
 
     # -- pure helpers ------------------------------------------------------------------------
+
+    def _reusable(
+        self,
+        existing: dict[str, Any],
+        labels: dict[str, str],
+        vip_network: DockerNetworkSettings | None,
+    ) -> AmphoraHandle | None:
+        """The handle of an existing container of the same spec that runs and is plugged into
+        its networks; None when it must be replaced. Raises when the spec differs."""
+        present = existing["Config"].get("Labels") or {}
+        differing = [k for k in _SPEC_LABELS if present.get(k, "") != labels[k]]
+        if differing:
+            wanted = {k: labels[k] for k in differing}
+            found = {k: present.get(k) for k in differing}
+            raise InfrastructureError(
+                f"container {existing['Name'].lstrip('/')} exists with another spec: "
+                f"{found}, wanted {wanted}"
+            )
+        networks = existing["NetworkSettings"].get("Networks") or {}
+        if not existing["State"].get("Running"):
+            return None
+        if vip_network is not None and vip_network.name not in networks:
+            return None  # a previous ensure died before plugging the VIP network
+        return self._handle(existing["Id"], present, existing["NetworkSettings"])
 
     def _labels(self, spec: AmphoraSpec) -> dict[str, str]:
         return {

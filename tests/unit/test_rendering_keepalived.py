@@ -1,0 +1,108 @@
+"""The keepalived renderer: golden files for the MASTER and BACKUP of a pair, validation of its
+inputs, and (keepalived being installed with haproxy) ``keepalived -t`` on what it renders.
+
+``FULCRUM_UPDATE_GOLDEN=1`` rewrites the golden files instead of comparing.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any, Final
+
+import pytest
+from pydantic import ValidationError
+
+from services.provisioner.rendering.keepalived import (
+    KeepalivedContext,
+    render_keepalived,
+    virtual_router_id,
+)
+
+GOLDEN_DIR: Final = Path(__file__).parent / "golden" / "keepalived"
+LB_ID: Final = "11111111-1111-1111-1111-111111111111"
+
+
+def context(role: str = "MASTER", **fields: Any) -> KeepalivedContext:
+    own, peer = (
+        ("198.18.32.2", "198.18.32.3") if role == "MASTER" else ("198.18.32.3", "198.18.32.2")
+    )
+    values: dict[str, Any] = {
+        "lb_id": LB_ID,
+        "amphora_id": f"2222222{'2' if role == 'MASTER' else '3'}-2222-2222-2222-222222222222",
+        "role": role,
+        "interface": "eth0",
+        "unicast_src_ip": own,
+        "unicast_peers": (peer,),
+        "virtual_addresses": ("198.18.32.200",),
+        "check_script": "/var/lib/fulcrum/amphora/vrrp-check.sh",
+        "notify_script": "/var/lib/fulcrum/amphora/vrrp-notify.sh",
+    }
+    return KeepalivedContext(**(values | fields))
+
+
+@pytest.mark.parametrize("role", ["MASTER", "BACKUP"])
+def test_golden(role: str) -> None:
+    text = render_keepalived(context(role))
+    golden = GOLDEN_DIR / f"{role.lower()}.conf"
+    if os.environ.get("FULCRUM_UPDATE_GOLDEN"):
+        golden.write_text(text)
+    assert text == golden.read_text()
+
+
+def test_pair_differs_only_in_what_makes_each_amphora_itself() -> None:
+    master, backup = render_keepalived(context("MASTER")), render_keepalived(context("BACKUP"))
+    assert "priority 100" in master and "priority 90" in backup
+    assert "unicast_src_ip 198.18.32.2" in master and "unicast_src_ip 198.18.32.3" in backup
+    for text in (master, backup):
+        assert "vrrp_version 3" in text and "advert_int 0.1\n" in text
+        assert "state BACKUP" in text and "nopreempt" in text
+        assert "198.18.32.200/32 dev eth0" in text
+        assert f"virtual_router_id {virtual_router_id(LB_ID)}" in text
+
+
+def test_own_address_is_never_its_own_peer_and_a_lone_amphora_has_no_peer_block() -> None:
+    text = render_keepalived(context(unicast_peers=("198.18.32.2",)))
+    assert "unicast_peer" not in text
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"check_script": 'x" ; rm -rf /'},
+        {"notify_script": "/with space/notify.sh"},
+        {"interface": "eth0 dev lo"},
+        {"virtual_addresses": ("not-an-ip",)},
+        {"virtual_addresses": ()},
+        {"unicast_peers": ("198.18.32.3\n}",)},
+        {"advert_int": 0.001},
+        {"check_interval": 0},
+        {"role": "STANDALONE"},
+    ],
+)
+def test_hostile_or_impossible_inputs_are_refused(fields: dict[str, Any]) -> None:
+    with pytest.raises(ValidationError):
+        context(**fields)
+
+
+def test_vrid_is_stable_and_in_range() -> None:
+    ids = {virtual_router_id(f"lb-{i}") for i in range(1000)}
+    assert min(ids) >= 1 and max(ids) <= 255
+    assert virtual_router_id(LB_ID) == virtual_router_id(LB_ID)
+
+
+@pytest.mark.parametrize("role", ["MASTER", "BACKUP"])
+def test_keepalived_accepts_what_is_rendered(role: str, tmp_path: Path) -> None:
+    binary = shutil.which("keepalived")
+    assert binary, "keepalived is needed (apt install keepalived)"
+    check, notify = tmp_path / "check.sh", tmp_path / "notify.sh"
+    for script in (check, notify):
+        script.write_text("#!/bin/sh\nexit 0\n")
+        script.chmod(0o755)
+    text = render_keepalived(context(role, check_script=str(check), notify_script=str(notify)))
+    config = tmp_path / "keepalived.conf"
+    config.write_text(text)
+    result = subprocess.run([binary, "-t", "-f", str(config)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
