@@ -99,7 +99,7 @@ def engine() -> Iterator[str]:
     if external:
         yield external
         return
-    dockerd = PrivateDockerd(REPO / ".state" / "docker")
+    dockerd = PrivateDockerd(REPO / ".state" / "docker", die_with_parent=True)
     url = dockerd.start()
     try:
         yield url

@@ -1,16 +1,17 @@
 """A private docker engine for tests, make targets and benches.
 
 `PrivateDockerd(state_dir)` runs Debian's ``dockerd`` with its own socket, data-root, exec-root,
-pidfile and log under ``state_dir``. Its default bridge sits on ``bip`` and every network it
-allocates comes from ``address_pools``, both inside 198.18.0.0/15, never docker's 172.17/16 or
-10/8 defaults; ``"ip": "127.0.0.1"`` publishes ports on loopback only. Images stay in the
-data-root between runs, so builds and imports are cached.
+pidfile and log under ``state_dir``. Its default bridge is ``fulcrum0`` (made here, on
+``bip``; not docker0, so a system engine may run beside it) and every network it allocates comes
+from ``address_pools``, both inside 198.18.0.0/15, never docker's 172.17/16 or 10/8 defaults;
+``"ip": "127.0.0.1"`` publishes ports on loopback only. Images stay in the data-root between
+runs, so builds and imports are cached.
 
 Before the first start the host's links, iptables rules and chains and ``ip_forward`` are saved
 in ``host-baseline.json`` (kept across an unclean stop). ``stop`` removes every container and
-network through the engine, stops dockerd and its containerd by pid, then deletes the bridges,
-iptables rules and chains that are not in the baseline and restores chain policies and
-``ip_forward``: the host looks as it did before.
+network through the engine, stops dockerd and its containerd by pid, unmounts what they left
+under ``state_dir``, then deletes the bridges, iptables rules and chains that are not in the
+baseline and restores chain policies and ``ip_forward``: the host looks as it did before.
 
 Command line (used by ``make dockerd`` / ``make dockerd-stop``)::
 
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
 import http.client
 import ipaddress
 import json
@@ -57,6 +59,7 @@ _BUILTIN_CHAINS: Final = {
 }
 _DOCKER_BRIDGE_PREFIXES: Final = ("docker", "br-")
 _IP_FORWARD: Final = Path("/proc/sys/net/ipv4/ip_forward")
+_PR_SET_PDEATHSIG: Final = 1
 
 
 class DockerdError(InfrastructureError):
@@ -74,6 +77,7 @@ class DockerdError(InfrastructureError):
 class DockerdConfig:
     """Addresses and timeouts of the private engine; every subnet must lie in 198.18.0.0/15."""
 
+    bridge: str = "fulcrum0"
     bip: str = "198.18.200.1/24"
     address_pools: tuple[str, ...] = ("198.19.0.0/16",)
     pool_size: int = 24
@@ -111,6 +115,8 @@ class PrivateDockerd:
     state_dir: Path = DEFAULT_STATE_DIR
     config: DockerdConfig = field(default_factory=DockerdConfig)
     dockerd_bin: str | None = None
+    # SIGTERM dockerd when the starting process dies (tests); `make dockerd` keeps it running.
+    die_with_parent: bool = False
     # True when this object started the daemon (then the caller should stop it).
     started: bool = field(default=False, init=False)
     _proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
@@ -152,7 +158,7 @@ class PrivateDockerd:
             "exec-root": str(self._exec_root),
             "pidfile": str(self._pidfile),
             "hosts": [self.docker_host],
-            "bip": self.config.bip,
+            "bridge": self.config.bridge,
             "default-address-pools": [
                 {"base": pool, "size": self.config.pool_size} for pool in self.config.address_pools
             ],
@@ -191,11 +197,11 @@ class PrivateDockerd:
                 f"state dir {self.state_dir} is longer than {_MAX_STATE_DIR_LEN} characters; "
                 "unix socket paths under it would not fit"
             )
-        self._check_bridge_is_free()
         self.state_dir.mkdir(parents=True, exist_ok=True)
         if not self._baseline_path.exists():
             baseline = _Baseline.capture()
             self._baseline_path.write_text(json.dumps(baseline.__dict__, indent=1))
+        self._ensure_bridge()
         config_path = self.state_dir / "daemon.json"
         config_path.write_text(json.dumps(self.daemon_json(), indent=1))
         self.socket_path.unlink(missing_ok=True)
@@ -207,6 +213,7 @@ class PrivateDockerd:
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     start_new_session=True,
+                    preexec_fn=_term_with_parent if self.die_with_parent else None,
                 )
             except OSError as exc:
                 raise DockerdError(f"cannot execute {binary}: {exc}") from exc
@@ -239,6 +246,7 @@ class PrivateDockerd:
         if pid is not None:
             self._terminate(pid)
         self._stop_containerd()
+        self._unmount_leftovers()
         self._restore_host()
         self.started = False
 
@@ -271,6 +279,7 @@ class PrivateDockerd:
             self._terminate(self._proc.pid)
         self._proc = None
         self._stop_containerd()
+        self._unmount_leftovers()
         self._restore_host()
         self.started = False
 
@@ -280,7 +289,8 @@ class PrivateDockerd:
         saved = json.loads(self._baseline_path.read_text())
         baseline = _Baseline(saved["links"], saved["iptables"], saved["ip_forward"])
         for name in _link_names():
-            if name not in baseline.links and name.startswith(_DOCKER_BRIDGE_PREFIXES):
+            ours = name == self.config.bridge or name.startswith(_DOCKER_BRIDGE_PREFIXES)
+            if name not in baseline.links and ours:
                 _run(["ip", "link", "delete", name], check=False)
         _restore_iptables(baseline.iptables)
         if _read_ip_forward() != baseline.ip_forward:
@@ -297,22 +307,38 @@ class PrivateDockerd:
             )
         return found
 
-    def _check_bridge_is_free(self) -> None:
-        """dockerd reuses docker0; refuse when another engine's docker0 is on another subnet."""
-        wanted = ipaddress.ip_interface(self.config.bip)
-        out = _run(["ip", "-j", "addr", "show", "dev", "docker0"], check=False)
+    def _ensure_bridge(self) -> None:
+        """Create the default bridge on ``bip`` (dockerd only creates docker0 by itself)."""
+        name, wanted = self.config.bridge, ipaddress.ip_interface(self.config.bip)
+        out = _run(["ip", "-j", "addr", "show", "dev", name], check=False)
         if out.returncode != 0:
-            return  # no docker0
-        for link in json.loads(out.stdout or "[]"):
-            for info in link.get("addr_info", []):
-                if info.get("family") != "inet":
-                    continue
-                present = ipaddress.ip_interface(f"{info['local']}/{info['prefixlen']}")
-                if present != wanted:
-                    raise DockerdError(
-                        f"docker0 already exists with {present} (another docker engine?); "
-                        f"stop it or delete docker0 before starting a private engine on {wanted}"
-                    )
+            _run(["ip", "link", "add", "name", name, "type", "bridge"])
+            _run(["ip", "addr", "add", str(wanted), "dev", name])
+        else:
+            present = [
+                ipaddress.ip_interface(f"{info['local']}/{info['prefixlen']}")
+                for link in json.loads(out.stdout or "[]")
+                for info in link.get("addr_info", [])
+                if info.get("family") == "inet"
+            ]
+            if present and wanted not in present:
+                raise DockerdError(
+                    f"bridge {name} exists with {present}, not {wanted} (another engine?)"
+                )
+            if not present:
+                _run(["ip", "addr", "add", str(wanted), "dev", name])
+        _run(["ip", "link", "set", name, "up"])
+
+    def _unmount_leftovers(self) -> None:
+        """Mounts dockerd or containerd left under state_dir (e.g. after a crash)."""
+        try:
+            lines = Path("/proc/self/mounts").read_text().splitlines()
+        except OSError:
+            return
+        prefix = f"{self.state_dir}/"
+        points = [line.split()[1] for line in lines if len(line.split()) > 1]
+        for point in sorted((p for p in points if p.startswith(prefix)), reverse=True):
+            _run(["umount", "-l", point], check=False)
 
     def _tail(self) -> str:
         try:
@@ -377,6 +403,12 @@ def _ping(socket_path: Path) -> bool:
     except (OSError, http.client.HTTPException):
         return False
     return status == 200
+
+
+def _term_with_parent() -> None:
+    """In the child before exec: get SIGTERM when the parent dies (prctl PR_SET_PDEATHSIG)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def _process_state(pid: int) -> tuple[str, str] | None:

@@ -56,6 +56,13 @@ class Conflict(DomainError):
     http_status = 409
 
 
+class Unauthorized(DomainError):
+    """No valid credentials: a missing, forged or expired token, a wrong password (401)."""
+
+    code = "unauthorized"
+    http_status = 401
+
+
 class Forbidden(DomainError):
     """Policy or quota refuses the request (403)."""
 

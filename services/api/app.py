@@ -3,8 +3,11 @@ relay (the API process relays what it appends), and the use cases over the read 
 
 from __future__ import annotations
 
+import json
+import secrets
 from collections.abc import AsyncIterator
-from typing import Final
+from datetime import timedelta
+from typing import Any, Final
 
 from aiohttp import web
 
@@ -14,13 +17,20 @@ from libs.common.service import DB, base_app, nats_ctx, postgres_ctx, relay_ctx
 from libs.common.telemetry import setup_tracing
 from services.api.adapters import views as views_adapter
 from services.api.adapters.views import PostgresViews
+from services.api.auth.identity import IdentityConfig, load_or_bootstrap
+from services.api.auth.keystone import CatalogSettings, KeystoneApi
+from services.api.auth.tokens import TokenSigner
+from services.api.domain.kinds import KINDS
+from services.api.domain.queries import ListQuery
 from services.api.domain.quotas import QuotaGuard
 from services.api.domain.usecases import Config, LoadBalancing
-from services.api.http.context import RESOLVER, build_resolver
+from services.api.http.context import IDENTITY, RESOLVER, build_resolver, request_context
 from services.api.http.deps import SETTINGS, USECASES, VIEWS
 from services.api.http.errors import octavia_middleware
+from services.api.http.neutron import NeutronApi, vip_port_body
 from services.api.http.resources import (
     healthmonitors,
+    identity,
     l7policies,
     l7rules,
     listeners,
@@ -29,6 +39,7 @@ from services.api.http.resources import (
     pools,
     versions,
 )
+from services.api.http.resources.identity import NEUTRON
 from services.api.http.routing import ApiRouter, Registrar
 from services.api.settings import ApiSettings
 
@@ -43,8 +54,35 @@ ROUTE_MODULES: Final[tuple[Registrar, ...]] = (
     healthmonitors.register,
     l7policies.register,
     l7rules.register,
+    identity.register,
 )
 ROUTE_SPECS = web.AppKey("route_specs", ApiRouter)
+
+
+def build_identity(settings: ApiSettings) -> KeystoneApi:
+    """The Keystone subset; with ``keystone`` auth it needs a token key and an identity file
+    (bootstrapped with ``admin_password`` when missing). Raises ValueError otherwise."""
+    if settings.auth_strategy == "keystone":
+        if len(settings.token_key) < 16:
+            raise ValueError("auth_strategy keystone needs FULCRUM_API_TOKEN_KEY (>= 16 chars)")
+        if not settings.identity_file.exists() and not settings.admin_password:
+            raise ValueError(
+                f"{settings.identity_file} does not exist: set FULCRUM_API_ADMIN_PASSWORD to "
+                "bootstrap an admin, or write the identity file"
+            )
+        config = load_or_bootstrap(settings.identity_file, settings.admin_password)
+        key = settings.token_key.encode()
+    else:
+        config, key = IdentityConfig(), secrets.token_bytes(32)
+    admin_project = config.project(name="admin")
+    return KeystoneApi(
+        config,
+        TokenSigner(key, timedelta(hours=settings.token_lifetime_hours)),
+        CatalogSettings(region=settings.region),
+        public_url=settings.public_url or None,
+        admin_token=settings.admin_token or None,
+        admin_project_id=admin_project.id if admin_project else settings.default_project_id,
+    )
 
 
 def create_app(settings: ApiSettings) -> web.Application:
@@ -52,6 +90,7 @@ def create_app(settings: ApiSettings) -> web.Application:
     setup_tracing("api", settings.telemetry)
     app = base_app("api", middlewares=[octavia_middleware])
     app[SETTINGS] = settings
+    app[IDENTITY] = build_identity(settings)
     app[RESOLVER] = build_resolver(settings)
     api = ApiRouter(app.router)
     for register in ROUTE_MODULES:
@@ -64,6 +103,14 @@ def create_app(settings: ApiSettings) -> web.Application:
     async def use_cases(app: web.Application) -> AsyncIterator[None]:
         views = PostgresViews(app[DB])
         app[VIEWS] = views
+
+        async def vip_ports(request: web.Request) -> list[dict[str, Any]]:
+            ctx = await request_context(request)
+            query = ListQuery(kind=KINDS["loadbalancer"], limit=settings.pagination_max_limit)
+            page = await views.list_page(query.scoped(None if ctx.admin else ctx.project_id))
+            return [vip_port_body(json.loads(body)) for body in page.bodies]
+
+        app[NEUTRON] = NeutronApi(settings.network.subnets, vip_ports)
         app[USECASES] = LoadBalancing(
             LoadBalancerRepository(PostgresEventStore(app[DB])),
             views,

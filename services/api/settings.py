@@ -5,6 +5,8 @@ Nested models use ``__``: ``FULCRUM_API_POSTGRES__DSN``, ``FULCRUM_API_QUOTA__LO
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -49,10 +51,23 @@ class ApiSettings(BaseSettings):
     network: NetworkSettings = Field(default_factory=NetworkSettings)
     host: str = "127.0.0.1"
     port: int = 9876
-    # How a request's project and roles are found: "noauth" (X-Project-Id or the default
-    # project; always admin) or "testing" (X-Project-Id and X-Roles headers, policy enforced).
-    # The identity task registers "keystone" (see services/api/http/context.py).
-    auth_strategy: str = "noauth"
+    # How a request's project and roles are found (services/api/http/context.py): "keystone"
+    # (tokens from our Keystone subset, or admin_token), "admin_token" (only the static token),
+    # "noauth" (development: X-Project-Id or the default project; always admin) or "testing"
+    # (X-Project-Id and X-Roles headers, policy enforced).
+    auth_strategy: str = Field(
+        default="keystone", pattern="^(keystone|admin_token|noauth|testing)$"
+    )
+    # Identity (keystone): users, projects and role grants; created with a bootstrap admin
+    # (password admin_password) when missing. Tokens are HMAC-signed with token_key: every
+    # replica needs the same key.
+    identity_file: Path = Path(".state/identity.yaml")
+    admin_password: str = ""
+    token_key: str = ""
+    token_lifetime_hours: float = Field(default=12.0, gt=0)
+    # A static operator token (the CLI's --os-auth-type admin_token); empty = none.
+    admin_token: str = ""
+    region: str = "RegionOne"
     default_project_id: str = Field(default=DEFAULT_PROJECT_ID, pattern=r"^[0-9a-f]{32}$")
     pagination_max_limit: int = Field(default=1000, ge=1)
     quota: QuotaDefaults = Field(default_factory=QuotaDefaults)

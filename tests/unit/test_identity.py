@@ -6,10 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from libs.common.errors import Forbidden
-from services.api.auth.context import RequestContext
 from services.api.auth.identity import bootstrap_config, hash_password, verify_password
-from services.api.auth.policy import allowed, enforce
 from services.api.auth.tokens import InvalidToken, TokenSigner
 
 KEY = b"k" * 32
@@ -74,45 +71,3 @@ def test_bootstrap_admin_has_admin_on_its_project() -> None:
     admin = config.user(name="admin")
     assert admin is not None and verify_password("pw", admin.password_hash)
     assert "admin" in admin.roles[config.projects[0].id]
-
-
-READER = RequestContext(project_id="A", roles=frozenset({"reader"}))
-MEMBER = RequestContext(project_id="A", roles=frozenset({"member", "reader"}))
-ADMIN = RequestContext(project_id="Z", roles=frozenset({"admin"}), is_admin=True)
-NOBODY = RequestContext(project_id="A", roles=frozenset())
-LEGACY = RequestContext(project_id="A", roles=frozenset({"load-balancer_member"}))
-
-
-@pytest.mark.parametrize(
-    ("ctx", "resource", "action", "target", "expected"),
-    [
-        (READER, "loadbalancer", "get_one", "A", True),
-        (READER, "loadbalancer", "get_one", "B", False),
-        (READER, "loadbalancer", "post", "A", False),
-        (MEMBER, "loadbalancer", "post", "A", True),
-        (MEMBER, "member", "delete", "A", True),
-        (MEMBER, "loadbalancer", "put", "B", False),
-        (MEMBER, "loadbalancer", "put_failover", "A", False),
-        (ADMIN, "loadbalancer", "put_failover", "A", True),
-        (MEMBER, "loadbalancer", "get_all-global", None, False),
-        (ADMIN, "loadbalancer", "get_all-global", None, True),
-        (MEMBER, "quota", "put", "A", False),
-        (MEMBER, "quota", "get_one", "A", True),
-        (READER, "quota", "get_one", "B", False),
-        (MEMBER, "amphora", "get_all", None, False),
-        (ADMIN, "amphora", "get_all", None, True),
-        (MEMBER, "flavor", "get_all", None, True),
-        (MEMBER, "flavor", "post", None, False),
-        (MEMBER, "flavor-profile", "get_all", None, False),
-        (NOBODY, "loadbalancer", "get_one", "A", False),
-        (LEGACY, "listener", "post", "A", True),
-        (MEMBER, "provider", "get_all", None, True),
-    ],
-)
-def test_octavia_default_policy(ctx, resource, action, target, expected) -> None:  # type: ignore[no-untyped-def]
-    assert allowed(ctx, resource, action, target) is expected
-
-
-def test_enforce_raises_octavias_403() -> None:
-    with pytest.raises(Forbidden, match="Policy does not allow this request to be performed."):
-        enforce(READER, "loadbalancer", "post", "A")

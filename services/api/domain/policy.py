@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Final
 
-from libs.common.errors import Forbidden
+from libs.common.errors import DomainError, Forbidden
 
 FORBIDDEN_MESSAGE: Final = "Policy does not allow this request to be performed."
 
@@ -58,10 +58,24 @@ def allowed(ctx: RequestContext, action: Action, target_project: str | None) -> 
     return owner and bool(ctx.roles & wanted)
 
 
-def enforce(ctx: RequestContext, action: Action, target_project: str | None) -> None:
-    """Raise Forbidden (403) unless ``ctx`` may do ``action`` on ``target_project``."""
-    if not allowed(ctx, action, target_project):
-        raise Forbidden(FORBIDDEN_MESSAGE)
+def enforce(
+    ctx: RequestContext,
+    action: Action,
+    target_project: str | None,
+    *,
+    hidden: DomainError | None = None,
+) -> None:
+    """Raise Forbidden (403) unless ``ctx`` may do ``action`` on ``target_project``.
+
+    With ``hidden`` (a NotFound naming the object), another project's object is hidden: the
+    caller gets ``hidden`` (404), as if it did not exist, rather than learning it does.
+    """
+    if allowed(ctx, action, target_project):
+        return
+    foreign = ctx.project_id != target_project and not ctx.reads_globally
+    if hidden is not None and foreign and action is not Action.ADMIN:
+        raise hidden
+    raise Forbidden(FORBIDDEN_MESSAGE)
 
 
 def visible_project(ctx: RequestContext, requested: str | None) -> str | None:

@@ -93,7 +93,9 @@ class LoadBalancing:
 
     async def _writable(self, ctx: RequestContext, kind: Kind, resource_id: str) -> Located:
         row = await self.locate(kind, resource_id)
-        enforce(ctx, Action.WRITE, row.project_id)
+        enforce(
+            ctx, Action.WRITE, row.project_id, hidden=NotFound.resource(kind.label, resource_id)
+        )
         return row
 
     # -- load balancers ------------------------------------------------------------------------
@@ -221,7 +223,7 @@ class LoadBalancing:
         listener_id: str | None = None,
     ) -> Created:
         """Run ``CreateChild(build(state))`` under the quota of ``quota``."""
-        enforce(ctx, Action.WRITE, project_id)
+        enforce(ctx, Action.WRITE, project_id, hidden=NotFound.resource("Load Balancer", lb_id))
         child_id = _new_id()
 
         def command(state: LoadBalancerState) -> c.Command:

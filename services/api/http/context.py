@@ -2,17 +2,20 @@
 
 ``STRATEGIES`` maps ``ApiSettings.auth_strategy`` to a resolver factory. Handlers call
 ``request_context(request)``; nothing else reads identity headers. The identity task adds its
-Keystone strategy with one line here: ``STRATEGIES["keystone"] = KeystoneResolver`` (from
-``services/api/auth/``); a resolver raises a DomainError (e.g. 401) to refuse a request.
+strategies ``keystone`` (tokens of our Keystone subset, or the admin token) and ``admin_token``
+resolve through ``app[IDENTITY]``; a resolver raises Unauthorized (401) to refuse a request.
 """
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Callable
 from typing import Final, Protocol
 
 from aiohttp import web
 
+from libs.common.errors import Unauthorized
+from services.api.auth.keystone import KeystoneApi
 from services.api.domain.policy import RequestContext
 from services.api.settings import ApiSettings
 
@@ -66,7 +69,44 @@ class HeaderRoles:
         )
 
 
+IDENTITY = web.AppKey("identity", KeystoneApi)
+_UNAUTHORIZED: Final = "The request you have made requires authentication."
+
+
+class TokenAuth:
+    """``keystone``: a token issued by our Keystone subset (any replica with the signing key
+    validates it), or the operator's static admin token when one is configured."""
+
+    def __init__(self, settings: ApiSettings) -> None:
+        pass
+
+    async def __call__(self, request: web.Request) -> RequestContext:
+        token = request.headers.get("X-Auth-Token", "")
+        ctx = request.app[IDENTITY].context_for_token(token) if token else None
+        if ctx is None:
+            raise Unauthorized(_UNAUTHORIZED)
+        return ctx
+
+
+class AdminTokenAuth:
+    """``admin_token``: only the operator's static token (the CLI's ``--os-auth-type
+    admin_token``); it acts as an admin of the admin project."""
+
+    def __init__(self, settings: ApiSettings) -> None:
+        if not settings.admin_token:
+            raise ValueError("auth_strategy admin_token needs FULCRUM_API_ADMIN_TOKEN")
+        self._token = settings.admin_token.encode()
+
+    async def __call__(self, request: web.Request) -> RequestContext:
+        token = request.headers.get("X-Auth-Token", "").encode()
+        if not token or not hmac.compare_digest(token, self._token):
+            raise Unauthorized(_UNAUTHORIZED)
+        return request.app[IDENTITY].admin_context
+
+
 STRATEGIES: dict[str, Callable[[ApiSettings], ContextResolver]] = {
+    "keystone": TokenAuth,
+    "admin_token": AdminTokenAuth,
     "noauth": NoAuth,
     "testing": HeaderRoles,
 }

@@ -17,7 +17,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 from pydantic import ValidationError
 
-from libs.common.errors import DomainError
+from libs.common.errors import DomainError, Unauthorized
 from libs.common.service import METRICS
 from libs.common.telemetry import tracer
 from services.api.http.schemas import describe
@@ -47,6 +47,17 @@ def fault(status: int, message: str) -> web.Response:
     )
 
 
+def keystone_error(status: int, title: str, message: str) -> web.Response:
+    """Keystone's error body, for identity endpoints and every 401."""
+    body = {"error": {"code": status, "title": title, "message": message}}
+    response = web.Response(
+        status=status, body=json.dumps(body).encode(), content_type="application/json"
+    )
+    if status == 401:
+        response.headers["WWW-Authenticate"] = 'Keystone uri="/v3"'
+    return response
+
+
 def _not_acceptable(request_id: str, accept: str) -> web.Response:
     body = {
         "errors": [
@@ -72,6 +83,8 @@ async def _answer(request: web.Request, handler: Handler, request_id: str) -> we
             return await handler(request)
         with _tracer.start_as_current_span(f"api {request.method} {request.path}"):
             return await handler(request)
+    except Unauthorized as exc:
+        return keystone_error(401, "Unauthorized", exc.message)
     except DomainError as exc:
         if exc.http_status >= 500:
             log.warning("%s %s [%s]: %s", request.method, request.path, request_id, exc.detail)

@@ -40,7 +40,7 @@ def show(kind: Kind, id_param: str, parent_param: str | None = None) -> Handler:
             parent_param is not None and row.parent_id != path_id(request, parent_param)
         ):
             raise NotFound.resource(kind.label, resource_id)
-        enforce(ctx, Action.READ, row.project_id)
+        enforce(ctx, Action.READ, row.project_id, hidden=NotFound.resource(kind.label, resource_id))
         fields = fields_of(request.query) if request.query_string else ()
         return enveloped(kind.singular, select_fields(row.body, fields))
 
@@ -59,7 +59,8 @@ def listing(kind: Kind, parent: Kind | None = None, parent_param: str | None = N
             row = await views.get(parent, parent_id)
             if row is None:
                 raise NotFound.resource(parent.label, parent_id)
-            enforce(ctx, Action.READ, row.project_id)
+            hidden = NotFound.resource(parent.label, parent_id)
+            enforce(ctx, Action.READ, row.project_id, hidden=hidden)
             query = query.scoped(query.project_id, parent_id)
         else:
             query = query.scoped(visible_project(ctx, query.project_id))

@@ -115,6 +115,7 @@ class Api:
 
 
 def api_settings(pg_dsn: str, nats_url: str, **overrides: Any) -> ApiSettings:
+    overrides.setdefault("auth_strategy", "noauth")
     return ApiSettings(
         postgres=PostgresSettings(dsn=pg_dsn, max_pool=10),
         nats=NatsSettings(url=nats_url),

@@ -160,18 +160,19 @@ async def test_project_isolation_with_header_identities(make_api: MakeApi) -> No
     assert await visible(reader) == {lb_a["id"]}
     assert await visible(admin) == {lb_a["id"], lb_b["id"]}
     assert await visible(admin, f"?project_id={'b' * 32}") == {lb_b["id"]}
+    # Another project's LB is hidden (404); a reader of the owning project is refused (403).
     reply = await api.get(f"{LBS}/{lb_a['id']}", headers=bob)
-    assert reply.status == 403
-    assert reply.fault() == "Policy does not allow this request to be performed."
+    assert reply.status == 404
+    assert reply.fault() == f"Load Balancer {lb_a['id']} not found."
     await api.get(f"{LBS}/{lb_a['id']}", headers=reader, expect=200)
     await api.put(
         f"{LBS}/{lb_a['id']}", {"loadbalancer": {"name": "x"}}, headers=reader, expect=403
     )
-    await api.put(f"{LBS}/{lb_a['id']}", {"loadbalancer": {"name": "x"}}, headers=bob, expect=403)
+    await api.put(f"{LBS}/{lb_a['id']}", {"loadbalancer": {"name": "x"}}, headers=bob, expect=404)
     listener = {
         "listener": {"loadbalancer_id": lb_a["id"], "protocol": "HTTP", "protocol_port": 80}
     }
-    await api.post("/v2/lbaas/listeners", listener, headers=bob, expect=403)
+    await api.post("/v2/lbaas/listeners", listener, headers=bob, expect=404)
     await api.put(f"{LBS}/{lb_a['id']}/failover", None, headers=alice, expect=403)
     await api.put(f"{LBS}/{lb_a['id']}/failover", None, headers=admin, expect=202)
     stranger = {"loadbalancer": {"vip_subnet_id": SUBNET, "project_id": "b" * 32}}

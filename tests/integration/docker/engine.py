@@ -33,7 +33,7 @@ def docker_host() -> Iterator[str]:
     if external:
         url = external
     else:
-        engine = PrivateDockerd(REPO / ".state" / "docker")
+        engine = PrivateDockerd(REPO / ".state" / "docker", die_with_parent=True)
         try:
             url = engine.start()
         except DockerdError as exc:

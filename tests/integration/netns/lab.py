@@ -22,6 +22,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Final
 
 from libs.common.domain import commands as c
 from libs.common.domain.model import Topology
@@ -32,6 +33,8 @@ from tests.integration.netns.tools import Outage, Sample, outage
 
 PYTHON = sys.executable
 TOOLS = "tests.integration.netns.tools"
+# `python -m tests...` in the client namespace resolves from the repository's root.
+REPO: Final = Path(__file__).resolve().parents[3]
 
 
 def _used_subnets() -> list[ipaddress.IPv4Network]:
@@ -157,6 +160,7 @@ class NetnsLab:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            cwd=REPO,
         )
         self.processes.append(proc)
         return proc
@@ -181,6 +185,7 @@ class NetnsLab:
             capture_output=True,
             text=True,
             timeout=60,
+            cwd=REPO,
         )
         assert result.returncode == 0, result.stdout + result.stderr
         return {str(k): int(v) for k, v in json.loads(result.stdout).items()}

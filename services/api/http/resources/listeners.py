@@ -34,7 +34,7 @@ async def stats(request: web.Request) -> web.StreamResponse:
     row = await request.app[VIEWS].get(KIND, listener_id)
     if row is None:
         raise NotFound.resource(KIND.label, listener_id)
-    enforce(ctx, Action.READ, row.project_id)
+    enforce(ctx, Action.READ, row.project_id, hidden=NotFound.resource(KIND.label, listener_id))
     return encoded({"stats": await request.app[VIEWS].stats(listener_id=listener_id)})
 
 

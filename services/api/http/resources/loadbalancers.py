@@ -70,7 +70,7 @@ async def _readable_lb(request: web.Request) -> dict[str, Any]:
     row = await request.app[VIEWS].get(KIND, lb_id)
     if row is None:
         raise NotFound.resource(KIND.label, lb_id)
-    enforce(ctx, Action.READ, row.project_id)
+    enforce(ctx, Action.READ, row.project_id, hidden=NotFound.resource(KIND.label, lb_id))
     body: dict[str, Any] = json.loads(row.body)
     return body
 
