@@ -51,7 +51,16 @@ def service_environment(
         "NATS__URL": nats_url,
     }
     env: dict[str, dict[str, str]] = {
-        "api": {**common, "PORT": str(api_port), "PUBLIC_URL": api_url},
+        "api": {
+            **common,
+            "PORT": str(api_port),
+            "PUBLIC_URL": api_url,
+            "AUTH_STRATEGY": "keystone",
+            "IDENTITY_FILE": str(state / "identity.yaml"),
+            "ADMIN_PASSWORD": _secret(state, "admin.password"),
+            "TOKEN_KEY": _secret(state, "token.key"),
+            "ADMIN_TOKEN": _secret(state, "admin.token"),
+        },
         "provisioner": {
             **common,
             "PORT": str(SIDE_PORTS["provisioner"]),
@@ -59,6 +68,7 @@ def service_environment(
             "CA_DIR": str(state / "ca"),
             "HEARTBEAT_KEY": heartbeat_key,
             "HEALTH_ENDPOINTS": f'["127.0.0.1:{HEALTH_UDP_PORT}"]',
+            "SPARE_POOL_SIZE": "2",
         },
         "health": {
             **common,
@@ -75,18 +85,41 @@ def service_environment(
 
 
 def write_clouds_yaml(state: Path, api_url: str) -> Path:
-    """A clouds.yaml the real ``openstack`` CLI and openstacksdk can use at once."""
+    """A clouds.yaml the real ``openstack`` CLI and openstacksdk can use at once: cloud
+    ``fulcrum`` (Keystone password of the bootstrap admin) and ``fulcrum-admin-token``."""
     path = state / "clouds.yaml"
     path.write_text(
         "clouds:\n"
         "  fulcrum:\n"
+        "    auth_type: password\n"
+        "    auth:\n"
+        f"      auth_url: {api_url}/v3\n"
+        "      username: admin\n"
+        f"      password: {_secret(state, 'admin.password')}\n"
+        "      project_name: admin\n"
+        "      user_domain_name: Default\n"
+        "      project_domain_name: Default\n"
+        "    region_name: RegionOne\n"
+        "    interface: public\n"
+        "    identity_api_version: 3\n"
+        "  fulcrum-admin-token:\n"
         "    auth_type: admin_token\n"
         "    auth:\n"
-        "      token: fulcrum-dev\n"
+        f"      token: {_secret(state, 'admin.token')}\n"
         f"      endpoint: {api_url}\n"
         "    region_name: RegionOne\n"
     )
+    path.chmod(0o600)
     return path
+
+
+def stop_amphorae(state: Path) -> None:
+    """SIGTERM every amphora agent the process driver started under ``state`` (by pid)."""
+    for pid_file in (state / "amphorae").glob("*/agent.pid"):
+        try:
+            os.kill(int(pid_file.read_text()), signal.SIGTERM)
+        except (OSError, ValueError):
+            continue
 
 
 def _wait_http(url: str, timeout: float, procs: list[subprocess.Popen[bytes]]) -> None:
@@ -174,5 +207,6 @@ def run_up(state_dir: str, api_port: int) -> int:
                 proc.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 proc.kill()
+        stop_amphorae(state)
         nats_server.stop()
         pg.stop()

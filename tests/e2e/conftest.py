@@ -1,0 +1,159 @@
+"""The stack as a user runs it: ``fulcrum up`` in a subprocess, real clients against it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+
+VENV_BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Stack:
+    state: Path
+    api_url: str
+    clouds_yaml: Path
+    pg_dsn: str
+    nats_url: str
+
+    def secret(self, name: str) -> str:
+        return (self.state / name).read_text().strip()
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """``fulcrum up`` on a free port; SIGTERM at the end, and nothing of it may remain."""
+    state = tmp_path_factory.mktemp("stack")
+    port = free_port()
+    log = open(state / "up.log", "wb")  # noqa: SIM115 (closed in finally)
+    proc = subprocess.Popen(
+        [str(VENV_BIN / "fulcrum"), "up", "--state-dir", str(state), "--port", str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 90
+        while not (state / "ready").exists():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"fulcrum up failed:\n{(state / 'up.log').read_text()}")
+            time.sleep(0.2)
+        endpoint = (state / "endpoint.txt").read_text()
+        pg_dsn = re.search(r"Postgres: (\S+)", endpoint)
+        assert pg_dsn is not None
+        yield Stack(
+            state=state,
+            api_url=f"http://127.0.0.1:{port}",
+            clouds_yaml=state / "clouds.yaml",
+            pg_dsn=pg_dsn.group(1),
+            nats_url=(state / "nats.url").read_text().strip(),
+        )
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+        leftovers = subprocess.run(
+            ["pgrep", "-f", str(state)], capture_output=True, text=True, check=False
+        ).stdout.split()
+        for pid in leftovers:
+            os.kill(int(pid), signal.SIGKILL)
+        assert not leftovers, f"processes left behind by fulcrum up: {leftovers}"
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+    def json(self) -> object:
+        return json.loads(self.out)
+
+
+@dataclass
+class Cli:
+    """Runs the real ``openstack`` CLI with a given auth (environment variables only)."""
+
+    env: dict[str, str]
+    calls: list[list[str]] = field(default_factory=list)
+
+    async def __call__(self, *args: str, check: bool = True) -> Result:
+        self.calls.append(list(args))
+        proc = await asyncio.create_subprocess_exec(
+            str(VENV_BIN / "openstack"),
+            *args,
+            env={**os.environ, **self.env},
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            stdin=asyncio.subprocess.DEVNULL,
+        )
+        out, err = await asyncio.wait_for(proc.communicate(), 360)
+        result = Result(proc.returncode or 0, out.decode(), err.decode())
+        if check and result.code != 0:
+            raise AssertionError(f"openstack {' '.join(args)} exited {result.code}: {result.err}")
+        return result
+
+
+def cloud_cli(stack: Stack, cloud: str) -> Cli:
+    return Cli(
+        {
+            "OS_CLIENT_CONFIG_FILE": str(stack.clouds_yaml),
+            "OS_CLOUD": cloud,
+            "PYTHONWARNINGS": "ignore",
+        }
+    )
+
+
+@dataclass
+class Backend:
+    name: str
+    port: int
+    hits: int = 0
+
+
+@pytest.fixture
+async def backends() -> AsyncIterator[list[Backend]]:
+    """Two HTTP servers on 127.0.0.1 answering their name (the LB's members)."""
+    runners: list[web.AppRunner] = []
+    out: list[Backend] = []
+    for i in range(2):
+        backend = Backend(f"backend-{i}", free_port())
+
+        async def answer(request: web.Request, backend: Backend = backend) -> web.Response:
+            backend.hits += 1
+            return web.Response(text=backend.name)
+
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", answer)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", backend.port).start()
+        runners.append(runner)
+        out.append(backend)
+    try:
+        yield out
+    finally:
+        for runner in runners:
+            await runner.cleanup()
