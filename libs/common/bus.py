@@ -156,6 +156,9 @@ class ConsumerRunner:
         self._spec = spec
         self._settings = settings
         self._slots = asyncio.Semaphore(spec.concurrency)
+        # Messages fetched and not yet handled, at most (JetStream redelivers if we die).
+        self._room = asyncio.Semaphore(spec.batch * 2)
+        self._chains: dict[str, asyncio.Task[None]] = {}
 
     async def ensure_consumer(self) -> None:
         config = api.ConsumerConfig(
@@ -172,40 +175,61 @@ class ConsumerRunner:
         await self._js.add_consumer(self._settings.stream, config)
 
     async def run(self) -> None:
-        """Fetch and handle batches forever; reconnects and backs off on bus errors."""
+        """Fetch and dispatch forever; reconnects and backs off on bus errors.
+
+        Fetching never waits for handlers: each message joins the chain of its event stream
+        (handled in order), chains run concurrently up to ``concurrency``.
+        """
         backoff = 0.2
         sub: JetStreamContext.PullSubscription | None = None
-        while True:
-            try:
-                if sub is None:
-                    await self.ensure_consumer()
-                    sub = await self._js.pull_subscribe_bind(
-                        durable=self._spec.name, stream=self._settings.stream
-                    )
+        try:
+            while True:
                 try:
-                    msgs = await sub.fetch(self._spec.batch, timeout=1.0)
-                except (nats.errors.TimeoutError, TimeoutError):
-                    continue  # nothing to do for now
-                backoff = 0.2
-                await self._handle_batch(msgs)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("consumer %s: fetch loop failed; retrying", self._spec.name)
-                sub = None
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+                    if sub is None:
+                        await self.ensure_consumer()
+                        sub = await self._js.pull_subscribe_bind(
+                            durable=self._spec.name, stream=self._settings.stream
+                        )
+                    await self._room.acquire()  # bound what is fetched but not yet handled
+                    self._room.release()
+                    try:
+                        msgs = await sub.fetch(self._spec.batch, timeout=1.0)
+                    except (nats.errors.TimeoutError, TimeoutError):
+                        continue  # nothing to do for now
+                    backoff = 0.2
+                    for msg in msgs:
+                        await self._dispatch(msg)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("consumer %s: fetch loop failed; retrying", self._spec.name)
+                    sub = None
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, 5.0)
+        finally:
+            chains = list(self._chains.values())
+            for task in chains:
+                task.cancel()
+            await asyncio.gather(*chains, return_exceptions=True)
 
-    async def _handle_batch(self, msgs: list[Msg]) -> None:
-        by_stream: dict[str, list[Msg]] = {}
-        for msg in msgs:
-            by_stream.setdefault(_stream_key(msg), []).append(msg)
-        await asyncio.gather(*(self._handle_in_order(group) for group in by_stream.values()))
+    async def _dispatch(self, msg: Msg) -> None:
+        await self._room.acquire()
+        key = _stream_key(msg)
+        task = asyncio.create_task(self._after(self._chains.get(key), msg))
+        self._chains[key] = task
 
-    async def _handle_in_order(self, msgs: list[Msg]) -> None:
+        def done(finished: asyncio.Task[None], key: str = key) -> None:
+            self._room.release()
+            if self._chains.get(key) is finished:
+                del self._chains[key]
+
+        task.add_done_callback(done)
+
+    async def _after(self, previous: asyncio.Task[None] | None, msg: Msg) -> None:
+        if previous is not None:
+            await asyncio.gather(previous, return_exceptions=True)
         async with self._slots:
-            for msg in msgs:
-                await self._handle_one(msg)
+            await self._handle_one(msg)
 
     async def _handle_one(self, msg: Msg) -> None:
         name = self._spec.name
