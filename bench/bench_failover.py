@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import logging
 import os
 import statistics
 import subprocess
@@ -217,28 +218,32 @@ async def single_round(stack: Stack, index: int, command_at_once: bool) -> tuple
 
 @contextlib.asynccontextmanager
 async def stack_with(
-    dsn: str,
-    nats_url: str,
-    tmp: Path,
-    lab: NetnsLab,
-    ports: list[int],
-    health: dict[str, Any] | None,
+    admin_dsn: str, tmp: Path, lab: NetnsLab, ports: list[int], health: dict[str, Any] | None
 ) -> AsyncIterator[Stack]:
-    """Provisioner (netns driver) and, when ``health`` is given, the health service listening
-    on the lab network's gateway address, where the amphorae send their heartbeats."""
-    state_dir = tmp / f"state-{time.monotonic_ns()}"
+    """A fresh database and NATS, the provisioner (netns driver) and, when ``health`` is given,
+    the health service listening on the lab network's gateway address, where the amphorae
+    send their heartbeats. Fresh servers per stack: a stopped provisioner's unacked messages
+    would otherwise wait out their ack_wait before the next one sees them."""
+    name = f"bench{time.monotonic_ns()}"
+    state_dir = tmp / name
+    nats_server = EmbeddedNats(state_dir / "nats")
     runners: list[web.AppRunner] = []
-    settings = ProvisionerSettings(
-        postgres=PostgresSettings(dsn=dsn),
-        nats=NatsSettings(url=nats_url, ack_wait=10.0),
-        relay=RelaySettings(poll_interval=0.5),
-        port=0,
-        state_dir=state_dir / "amphorae",
-        ca_dir=state_dir / "ca",
-        driver="netns",
-        netns=lab.driver_settings,
-    )
+    pool: Any = None
     try:
+        nats_url = nats_server.start()
+        dsn = await create_database(admin_dsn, name)
+        pool = await create_pool(PostgresSettings(dsn=dsn, max_pool=10))
+        await migrate(pool)
+        settings = ProvisionerSettings(
+            postgres=PostgresSettings(dsn=dsn),
+            nats=NatsSettings(url=nats_url, ack_wait=10.0),
+            relay=RelaySettings(poll_interval=0.5),
+            port=0,
+            state_dir=state_dir / "amphorae",
+            ca_dir=state_dir / "ca",
+            driver="netns",
+            netns=lab.driver_settings,
+        )
         if health is not None:
             health_app = create_health(
                 HealthSettings(
@@ -273,8 +278,8 @@ async def stack_with(
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", 0).start()
         runners.append(runner)
-        store = PostgresEventStore(await _pool(dsn))
-        yield Stack(lab, app, LoadBalancerRepository(store), state_dir, ports)
+        repo = LoadBalancerRepository(PostgresEventStore(pool))
+        yield Stack(lab, app, repo, state_dir, ports)
     finally:
         for runner in reversed(runners):
             app_driver = runner.app.get(DRIVER)
@@ -282,28 +287,19 @@ async def stack_with(
                 for handle in await app_driver.list():
                     await app_driver.delete(handle.amphora_id)
             await runner.cleanup()
+        if pool is not None:
+            await pool.close()
+        nats_server.stop()
 
 
-_pools: dict[str, Any] = {}
-
-
-async def _pool(dsn: str) -> Any:
-    if dsn not in _pools:
-        _pools[dsn] = await create_pool(PostgresSettings(dsn=dsn, max_pool=10))
-    return _pools[dsn]
-
-
-async def run(rounds: int) -> list[Result]:
+async def run(rounds: int, only: str | None) -> list[Result]:
     results: list[Result] = []
     with tempfile.TemporaryDirectory(prefix="fulcrum-bench-failover-") as tmp_name:
         tmp = Path(tmp_name)
-        pg, nats_server = EmbeddedPostgres(tmp / "pg"), EmbeddedNats(tmp / "nats")
+        pg = EmbeddedPostgres(tmp / "pg")
         lab = NetnsLab.create()
         try:
             admin = pg.start()
-            nats_url = nats_server.start()
-            dsn = await create_database(admin, "bench")
-            await migrate(await _pool(dsn))
             # The lab network first: health listens on its gateway address.
             # Made by a driver of its own (kept, so no stack's driver removes it), shared by
             # every stack below.
@@ -333,8 +329,10 @@ async def run(rounds: int) -> list[Result]:
             ]
             index = 0
             for name, health, goal_key, scenario in scenarios:
+                if only and only.lower() not in name.lower():
+                    continue
                 result = Result(name, GOALS.get(goal_key))
-                async with stack_with(dsn, nats_url, tmp, lab, ports, health) as stack:
+                async with stack_with(admin, tmp, lab, ports, health) as stack:
                     for _ in range(rounds):
                         index += 1
                         gap, note = await asyncio.wait_for(scenario(stack, index), ROUND_TIMEOUT)
@@ -343,11 +341,7 @@ async def run(rounds: int) -> list[Result]:
                         print(f"  {name}: outage {gap:.3f} s ({note})", flush=True)
                 results.append(result)
         finally:
-            for pool in _pools.values():
-                await pool.close()
-            _pools.clear()
             lab.cleanup()
-            nats_server.stop()
             pg.stop()
             left = lab.leftovers()
             if left:
@@ -388,10 +382,14 @@ def report(results: list[Result]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--only", help="run the scenarios whose name contains this")
+    parser.add_argument("--verbose", action="store_true", help="log the services' INFO lines")
     args = parser.parse_args()
+    if args.verbose:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     if os.geteuid() != 0:
         sys.exit("bench_failover needs root (network namespaces)")
-    report(asyncio.run(run(max(1, min(args.rounds, 10)))))
+    report(asyncio.run(run(max(1, min(args.rounds, 10)), args.only)))
 
 
 if __name__ == "__main__":
