@@ -76,7 +76,13 @@ def service_environment(
             "HEARTBEAT_KEY": heartbeat_key,
             "UDP_PORT": str(HEALTH_UDP_PORT),
         },
-        "housekeeping": {**common, "PORT": str(SIDE_PORTS["housekeeping"])},
+        "housekeeping": {
+            **common,
+            "PORT": str(SIDE_PORTS["housekeeping"]),
+            # Two booted spares: a new LB takes one instead of waiting for a boot.
+            "SPARES__POOL_SIZE": "2",
+            "CERTIFICATES__CA_CERT": str(state / "ca" / "ca.pem"),
+        },
     }
     return {
         svc: {f"FULCRUM_{svc.upper()}_{k}": v for k, v in values.items()}
@@ -115,7 +121,10 @@ def write_clouds_yaml(state: Path, api_url: str) -> Path:
 
 def stop_amphorae(state: Path) -> None:
     """SIGTERM every amphora agent the process driver started under ``state`` (by pid)."""
-    for pid_file in (state / "amphorae").glob("*/agent.pid"):
+    for pid_file in [
+        *(state / "amphorae").glob("*/agent.pid"),
+        *(state / "amphorae").glob(".zygote/zygote.pid"),
+    ]:
         try:
             os.kill(int(pid_file.read_text()), signal.SIGTERM)
         except (OSError, ValueError):

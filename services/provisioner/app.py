@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 
@@ -26,6 +27,7 @@ from libs.common.service import (
     postgres_ctx,
     relay_ctx,
 )
+from libs.common.settings import PostgresSettings
 from libs.common.telemetry import setup_tracing
 from services.provisioner.adapters.postgres import pending_loadbalancer_ids
 from services.provisioner.configurator import Configurator
@@ -34,6 +36,7 @@ from services.provisioner.drivers.docker import DockerAmphoraDriver
 from services.provisioner.drivers.netns import NetnsAmphoraDriver
 from services.provisioner.drivers.process import ProcessAmphoraDriver
 from services.provisioner.handlers.lifecycle import LifecycleHandler
+from services.provisioner.handlers.maintenance import MaintenanceHandler
 from services.provisioner.handlers.spares import SparePool
 from services.provisioner.settings import ProvisionerSettings
 
@@ -43,6 +46,15 @@ LIFECYCLE = web.AppKey("lifecycle", LifecycleHandler)
 DRIVER = web.AppKey("driver", AmphoraDriver)
 CONFIGURATOR = web.AppKey("configurator", Configurator)
 SPARES = web.AppKey("spares", SparePool)
+MAINTENANCE = web.AppKey("maintenance", MaintenanceHandler)
+# The amphora events housekeeping's requests arrive as (beside the housekeeping-<run> streams).
+_MAINTENANCE_EVENTS = (
+    "SpareAmphoraRequested",
+    "SpareAmphoraRetirementRequested",
+    "AmphoraFailed",
+    "AmphoraCertificateRotationRequested",
+)
+_FAILURES_CONCURRENCY = 8
 
 
 def build_driver(settings: ProvisionerSettings, ca: DeploymentCA) -> AmphoraDriver:
@@ -82,10 +94,19 @@ def build_driver(settings: ProvisionerSettings, ca: DeploymentCA) -> AmphoraDriv
     raise ValueError(f"driver {settings.driver!r} is not available in this build")
 
 
+def _pool_settings(settings: ProvisionerSettings) -> PostgresSettings:
+    """Every in-flight consumer handler holds a connection and reads the store on another:
+    the pool must outnumber the handlers, or they could all wait for a second one."""
+    handlers = settings.concurrency + settings.maintenance_concurrency + _FAILURES_CONCURRENCY
+    return settings.postgres.model_copy(
+        update={"max_pool": max(settings.postgres.max_pool, handlers + 2)}
+    )
+
+
 def create_app(settings: ProvisionerSettings) -> web.Application:
     setup_tracing("provisioner", settings.telemetry)
     app = base_app("provisioner")
-    app.cleanup_ctx.append(postgres_ctx(settings.postgres))
+    app.cleanup_ctx.append(postgres_ctx(_pool_settings(settings)))
     app.cleanup_ctx.append(nats_ctx(settings.nats))
     app.cleanup_ctx.append(relay_ctx(settings.postgres, settings.nats, settings.relay))
 
@@ -94,16 +115,34 @@ def create_app(settings: ProvisionerSettings) -> web.Application:
         configurator = Configurator(ca, settings.ca_dir, vrrp=settings.vrrp)
         driver = build_driver(settings, ca)
         store = PostgresEventStore(app[DB])
-        spares = SparePool(app[DB], AmphoraRepository(store), driver, settings.spare_pool_size)
+        spares = SparePool(
+            app[DB],
+            AmphoraRepository(store),
+            driver,
+            settings.spare_pool_size,
+            claim=settings.claim_spares,
+        )
         lifecycle = LifecycleHandler(store, driver, configurator.push, spares, configurator)
+        app[MAINTENANCE] = MaintenanceHandler(
+            store,
+            driver,
+            configurator,
+            ca,
+            app[METRICS],
+            cert_validity_days=settings.cert_validity_days,
+        )
         app[SPARES] = spares
         app[CONFIGURATOR] = configurator
         app[DRIVER] = driver
+        if isinstance(driver, ProcessAmphoraDriver):
+            await driver.prepare()
         app[LIFECYCLE] = lifecycle
         try:
             yield
         finally:
             await configurator.close()
+            if isinstance(driver, ProcessAmphoraDriver):
+                await driver.close()  # its zygote; the amphorae keep running
             if isinstance(driver, DockerAmphoraDriver):
                 await driver.close()
 
@@ -154,15 +193,35 @@ def create_app(settings: ProvisionerSettings) -> web.Application:
                 "provisioner-amphora-failures",
                 [subjects.events_of_type("amphora", "AmphoraFailed")],
                 on_amphora_failed,
+                concurrency=_FAILURES_CONCURRENCY,
             ),
             settings.nats,
         )
-        app[METRICS].inc("consumers_started", 2)
+        maintenance = ConsumerRunner(
+            app[JETSTREAM],
+            app[DB],
+            ConsumerSpec(
+                "provisioner-maintenance",
+                [
+                    *(subjects.events_of_type("amphora", name) for name in _MAINTENANCE_EVENTS),
+                    subjects.category_events("housekeeping"),
+                ],
+                app[MAINTENANCE].handle,
+                concurrency=settings.maintenance_concurrency,
+            ),
+            settings.nats,
+        )
+        app[METRICS].inc("consumers_started", 3)
         async with (
             background(lifecycle.run(), "lb lifecycle"),
             background(failures.run(), "amphora failures"),
-            background(app[SPARES].run(settings.spare_refill_interval), "spare pool"),
+            background(maintenance.run(), "housekeeping requests"),
+            contextlib.AsyncExitStack() as optional,
         ):
+            if settings.spare_pool_size > 0:  # the standalone refill loop (see settings)
+                await optional.enter_async_context(
+                    background(app[SPARES].run(settings.spare_refill_interval), "spare pool")
+                )
             yield
 
     app.cleanup_ctx.append(machinery)

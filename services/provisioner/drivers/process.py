@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
+import logging
 import os
 import shutil
 import signal
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Final
@@ -56,6 +59,7 @@ class ProcessAmphoraDriver:
         agent_env: dict[str, str] | None = None,
         boot_timeout: float = 20.0,
         cert_validity_days: int = 30,
+        fast_spawn: bool = True,
     ) -> None:
         self._state_dir = state_dir.resolve()
         self._ca = ca
@@ -63,6 +67,7 @@ class ProcessAmphoraDriver:
         self._boot_timeout = boot_timeout
         self._validity = cert_validity_days
         self._state_dir.mkdir(parents=True, exist_ok=True)
+        self._zygote = Zygote(self._state_dir) if fast_spawn else None
 
     def _dir(self, amphora_id: str) -> Path:
         return self._state_dir / amphora_id
@@ -113,7 +118,6 @@ class ProcessAmphoraDriver:
         record = {"lb_id": spec.lb_id, "role": spec.role, "cert_expiration": expiration}
         (directory / _SPEC_FILE).write_text(json.dumps(record))
         env = {
-            **os.environ,
             **self._agent_env,
             "FULCRUM_AMPHORA_AMPHORA_ID": spec.amphora_id,
             "FULCRUM_AMPHORA_LB_ID": spec.lb_id or "",
@@ -124,29 +128,52 @@ class ProcessAmphoraDriver:
             "FULCRUM_AMPHORA_SERVER_CERT": str(directory / "server.pem"),
             "FULCRUM_AMPHORA_SERVER_KEY": str(directory / "server.key"),
         }
-        with open(directory / "agent.log", "ab") as log:  # noqa: ASYNC230 (local, instant)
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "services.amphora",
-                env=env,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=log,
-                stderr=asyncio.subprocess.STDOUT,
-                start_new_session=True,
-            )
-        (directory / _PID_FILE).write_text(str(proc.pid))
+        pid = await self._spawn(env, directory / "agent.log")
+        (directory / _PID_FILE).write_text(str(pid))
         deadline = time.monotonic() + self._boot_timeout
         while time.monotonic() < deadline:
             handle = self._handle(spec.amphora_id)
             if handle is not None:
                 return handle
-            if proc.returncode is not None:
+            if not _alive(pid):
                 break
-            await asyncio.sleep(0.01)
+            await asyncio.sleep(0.005)
         tail = (directory / "agent.log").read_text(errors="replace")[-2000:]
         await self.delete(spec.amphora_id)
         raise InfrastructureError(f"amphora {spec.amphora_id} did not start: {tail.strip()}")
+
+    async def _spawn(self, env: dict[str, str], log: Path) -> int:
+        """Start an agent with ``env``: forked by the zygote when it can, else a new Python."""
+        if self._zygote is not None:
+            try:
+                return await self._zygote.spawn(env, log)
+            except OSError as exc:
+                logging.getLogger(__name__).warning("zygote unavailable (%s); plain start", exc)
+        with open(log, "ab") as out:  # noqa: ASYNC230 (local, instant)
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "services.amphora",
+                env={**os.environ, **env},
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=out,
+                stderr=asyncio.subprocess.STDOUT,
+                start_new_session=True,
+            )
+        return proc.pid
+
+    async def prepare(self) -> None:
+        """Start the zygote now, so that the first amphora boots fast too."""
+        if self._zygote is not None:
+            try:
+                await self._zygote.ensure_running()
+            except OSError as exc:
+                logging.getLogger(__name__).warning("zygote unavailable (%s)", exc)
+
+    async def close(self) -> None:
+        """Stop the zygote (amphorae keep running)."""
+        if self._zygote is not None:
+            self._zygote.stop()
 
     async def delete(self, amphora_id: str) -> None:
         """SIGTERM the agent (it stops HAProxy), SIGKILL after 10 s; remove its directory."""
@@ -168,7 +195,9 @@ class ProcessAmphoraDriver:
     async def list(self) -> list[AmphoraHandle]:
         handles = []
         for directory in sorted(self._state_dir.iterdir()):
-            handle = self._handle(directory.name) if directory.is_dir() else None
+            if not directory.is_dir() or directory.name.startswith("."):
+                continue
+            handle = self._handle(directory.name)
             if handle is not None:
                 handles.append(handle)
         return handles
@@ -176,3 +205,79 @@ class ProcessAmphoraDriver:
 
 def _remove_tree(directory: Path) -> None:
     shutil.rmtree(directory, ignore_errors=True)
+
+
+class Zygote:
+    """The ``services.amphora.zygote`` process: started on first use, reused across restarts
+    of the provisioner (found by its socket), stopped by ``stop``."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self._dir = state_dir / ".zygote"
+        path = str(self._dir / "zygote.sock")
+        if len(path) > 90:  # AF_UNIX paths are short
+            digest = hashlib.sha256(path.encode()).hexdigest()[:16]
+            path = f"{tempfile.gettempdir()}/fulcrum-zygote-{digest}.sock"
+        self.socket_path = path
+        self._lock = asyncio.Lock()
+
+    async def spawn(self, env: dict[str, str], log: Path) -> int:
+        """Fork an agent; raises OSError when no zygote can be reached or started."""
+        request = (json.dumps({"env": env, "log": str(log)}) + "\n").encode()
+        try:
+            return await self._ask(request)
+        except OSError:
+            async with self._lock:
+                await self._start()
+            return await self._ask(request)
+
+    async def _ask(self, request: bytes) -> int:
+        reader, writer = await asyncio.open_unix_connection(self.socket_path)
+        try:
+            writer.write(request)
+            await writer.drain()
+            reply = json.loads(await asyncio.wait_for(reader.readline(), 10))
+        except (ValueError, TimeoutError) as exc:
+            raise OSError(f"zygote answered badly: {exc}") from exc
+        finally:
+            writer.close()
+        if "pid" not in reply:
+            raise OSError(f"zygote refused: {reply.get('error')}")
+        return int(reply["pid"])
+
+    async def ensure_running(self) -> None:
+        async with self._lock:
+            await self._start()
+
+    async def _start(self) -> None:
+        with contextlib.suppress(OSError):
+            reader, writer = await asyncio.open_unix_connection(self.socket_path)
+            writer.close()
+            return  # another task started it meanwhile
+        self._dir.mkdir(parents=True, exist_ok=True)
+        with open(self._dir / "zygote.log", "ab") as out:  # noqa: ASYNC230 (local, instant)
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "services.amphora.zygote",
+                self.socket_path,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=out,
+                stderr=asyncio.subprocess.STDOUT,
+                start_new_session=True,
+            )
+        (self._dir / "zygote.pid").write_text(str(proc.pid))
+        for _ in range(300):  # up to 15 s for its imports
+            await asyncio.sleep(0.05)
+            if proc.returncode is not None:
+                raise OSError(f"zygote exited with {proc.returncode}")
+            with contextlib.suppress(OSError):
+                _, writer = await asyncio.open_unix_connection(self.socket_path)
+                writer.close()
+                return
+        raise OSError("zygote did not start")
+
+    def stop(self) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            os.kill(int((self._dir / "zygote.pid").read_text()), signal.SIGTERM)
+        with contextlib.suppress(OSError):
+            os.unlink(self.socket_path)

@@ -1,0 +1,87 @@
+"""A pre-imported agent that forks new amphora agents: a boot in milliseconds, not 0.6 s.
+
+``python -m services.amphora.zygote SOCKET`` imports everything the agent needs, then serves
+spawn requests on a unix socket, one JSON line each: ``{"env": {...}, "log": path}``. It forks;
+the child starts a new session, takes the environment and runs the agent exactly as
+``python -m services.amphora`` would; the zygote answers ``{"pid": N}``. No event loop or
+thread runs in the zygote, so forking is safe. Children are reaped automatically
+(SIGCHLD ignored); they outlive the zygote and whoever started it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import sys
+
+import services.amphora.__main__ as agent_main  # the heavy imports happen here, once
+
+
+def _child(env: dict[str, str], log_path: str) -> None:
+    os.setsid()
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    os.environ.update(env)
+    code = 0
+    try:
+        agent_main.main()
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    except BaseException:  # noqa: BLE001 (report anything, then exit the child)
+        import traceback
+
+        traceback.print_exc()
+        code = 1
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    os._exit(code)
+
+
+def serve(path: str) -> None:
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel
+    if os.path.exists(path):
+        os.unlink(path)
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(path)
+    os.chmod(path, 0o600)
+    server.listen(64)
+    while True:
+        conn, _ = server.accept()
+        try:
+            _answer(server, conn)
+        except OSError:
+            pass  # the asker went away (or only probed that we listen)
+        finally:
+            conn.close()
+
+
+def _answer(server: socket.socket, conn: socket.socket) -> None:
+    with conn.makefile("rw") as stream:
+        line = stream.readline()
+        if not line:
+            return
+        try:
+            request = json.loads(line)
+            env, log_path = dict(request["env"]), str(request["log"])
+        except (ValueError, KeyError, TypeError) as exc:
+            stream.write(json.dumps({"error": f"bad request: {exc}"}) + "\n")
+            return
+        pid = os.fork()
+        if pid == 0:
+            server.close()
+            _child(env, log_path)
+        stream.write(json.dumps({"pid": pid}) + "\n")
+
+
+if __name__ == "__main__":
+    serve(sys.argv[1])
