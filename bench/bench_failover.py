@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -379,6 +380,17 @@ def report(results: list[Result]) -> None:
     print(">= 60 s detection plus a VM rebuild for SINGLE.")
 
 
+def _dump_tasks() -> None:
+    """SIGUSR1: print every asyncio task's stack (to see what a slow round waits for)."""
+    for task in asyncio.all_tasks():
+        task.print_stack(file=sys.stderr)
+
+
+async def _with_diagnostics(rounds: int, only: str | None) -> list[Result]:
+    asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, _dump_tasks)
+    return await run(rounds, only)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
@@ -389,7 +401,7 @@ def main() -> None:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     if os.geteuid() != 0:
         sys.exit("bench_failover needs root (network namespaces)")
-    report(asyncio.run(run(max(1, min(args.rounds, 10)), args.only)))
+    report(asyncio.run(_with_diagnostics(max(1, min(args.rounds, 10)), args.only)))
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ import http.client
 import ipaddress
 import json
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -57,7 +58,7 @@ _BUILTIN_CHAINS: Final = {
     "raw": ("PREROUTING", "OUTPUT"),
     "security": ("INPUT", "FORWARD", "OUTPUT"),
 }
-_DOCKER_BRIDGE_PREFIXES: Final = ("docker", "br-")
+_NETWORK_BRIDGE: Final = re.compile(r"br-[0-9a-f]{12}")
 _IP_FORWARD: Final = Path("/proc/sys/net/ipv4/ip_forward")
 _PR_SET_PDEATHSIG: Final = 1
 
@@ -241,14 +242,16 @@ class PrivateDockerd:
         Safe to call when nothing runs (it still removes leftovers of an unclean stop).
         """
         pid = self.pid()
-        if pid is not None and _ping(self.socket_path):
-            _EngineAPI(self.socket_path).remove_everything()
-        if pid is not None:
-            self._terminate(pid)
-        self._stop_containerd()
-        self._unmount_leftovers()
-        self._restore_host()
-        self.started = False
+        try:
+            if pid is not None and _ping(self.socket_path):
+                _EngineAPI(self.socket_path).remove_everything()
+        finally:  # an engine that refuses to remove something is stopped all the same
+            if pid is not None:
+                self._terminate(pid)
+            self._stop_containerd()
+            self._unmount_leftovers()
+            self._restore_host()
+            self.started = False
 
     def _terminate(self, pid: int) -> None:
         with contextlib.suppress(ProcessLookupError):
@@ -289,8 +292,7 @@ class PrivateDockerd:
         saved = json.loads(self._baseline_path.read_text())
         baseline = _Baseline(saved["links"], saved["iptables"], saved["ip_forward"])
         for name in _link_names():
-            ours = name == self.config.bridge or name.startswith(_DOCKER_BRIDGE_PREFIXES)
-            if name not in baseline.links and ours:
+            if name not in baseline.links and self._is_our_bridge(name):
                 _run(["ip", "link", "delete", name], check=False)
         _restore_iptables(baseline.iptables)
         if _read_ip_forward() != baseline.ip_forward:
@@ -298,6 +300,20 @@ class PrivateDockerd:
         self._baseline_path.unlink()
 
     # -- helpers -----------------------------------------------------------------------------
+
+    def _is_our_bridge(self, name: str) -> bool:
+        """Our default bridge, or a network bridge (br-<id>) on an address of our range."""
+        if name == self.config.bridge:
+            return True
+        if not _NETWORK_BRIDGE.fullmatch(name):
+            return False
+        out = _run(["ip", "-j", "-4", "addr", "show", "dev", name], check=False)
+        addresses = [
+            ipaddress.ip_address(info["local"])
+            for link in json.loads(out.stdout or "[]")
+            for info in link.get("addr_info", [])
+        ]
+        return all(address in _ALLOWED_RANGE for address in addresses)
 
     def _binary(self) -> str:
         found = self.dockerd_bin or shutil.which("dockerd") or "/usr/sbin/dockerd"

@@ -153,6 +153,10 @@ async def background(coro: Coroutine[Any, Any, None], name: str) -> AsyncIterato
     try:
         yield
     finally:
-        task.cancel()
+        # Cancel until it is done: on Python 3.11 a wait_for inside the task (asyncpg's,
+        # nats-py's, our own) can swallow a cancellation that lands as its awaitable completes.
+        while not task.done():
+            task.cancel()
+            await asyncio.wait({task}, timeout=1.0)
         with contextlib.suppress(asyncio.CancelledError):
             await task

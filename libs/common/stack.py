@@ -16,10 +16,12 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
 from libs.common.embedded import EmbeddedNats, EmbeddedPostgres
+from libs.common.secretstore import new_key
 
 SERVICE_ORDER = ("api", "provisioner", "health", "housekeeping")
 # Control-plane ports: the API on --port, the others' /healthz and /metrics beside it.
@@ -31,11 +33,11 @@ def _service_exists(name: str) -> bool:
     return importlib.util.find_spec(f"services.{name}.__main__") is not None
 
 
-def _secret(state: Path, name: str) -> str:
+def _secret(state: Path, name: str, make: Callable[[], str] | None = None) -> str:
     """A per-deployment secret kept in the state dir (created at first start)."""
     path = state / name
     if not path.exists():
-        path.write_text(secrets.token_hex(32))
+        path.write_text(make() if make is not None else secrets.token_hex(32))
         path.chmod(0o600)
     return path.read_text().strip()
 
@@ -45,6 +47,7 @@ def service_environment(
 ) -> dict[str, dict[str, str]]:
     """The FULCRUM_* environment of each service for this deployment."""
     heartbeat_key = _secret(state, "heartbeat.key")
+    secret_keys = _secret(state, "secret.keys", new_key)
     api_url = f"http://127.0.0.1:{api_port}"
     common = {
         "POSTGRES__DSN": pg_dsn,
@@ -60,6 +63,7 @@ def service_environment(
             "ADMIN_PASSWORD": _secret(state, "admin.password"),
             "TOKEN_KEY": _secret(state, "token.key"),
             "ADMIN_TOKEN": _secret(state, "admin.token"),
+            "SECRET_KEYS": secret_keys,
         },
         "provisioner": {
             **common,
@@ -68,7 +72,7 @@ def service_environment(
             "CA_DIR": str(state / "ca"),
             "HEARTBEAT_KEY": heartbeat_key,
             "HEALTH_ENDPOINTS": f'["127.0.0.1:{HEALTH_UDP_PORT}"]',
-            "SPARE_POOL_SIZE": "2",
+            "SECRET_KEYS": secret_keys,
         },
         "health": {
             **common,

@@ -34,6 +34,27 @@ socket unreachable, 500 rollback failed).
     PUT    /v1/server-certificate          body {cert_pem, key_pem}: CA-signed, matching key;
                                            200 {serial, not_after}; new connections use it
 
+  VIP and VRRP (amphorae started with a VIP interface; others answer GET with
+  `interface: null` and the rest with 409):
+    GET    /v1/vrrp                        200 VrrpStatus {interface, running, state:
+                                               MASTER|BACKUP|FAULT|INIT|STOPPED,
+                                               config_sha256, check_script, notify_script,
+                                               addresses: VIPs on the interface now}
+    PUT    /v1/vrrp/config                 body {config: keepalived.conf, virtual_addresses}
+                                           202 VrrpStatus once keepalived reported a state
+                                           (bounded wait); 400 with keepalived's output when
+                                           `keepalived -t` fails. Running: reload (SIGHUP),
+                                           the VIP stays; else the VIPs are removed from the
+                                           interface, then keepalived starts. Same text = no-op.
+    DELETE /v1/vrrp                        204; stops keepalived, removes its VIPs and config
+    PUT    /v1/vip                         body {address}: hold it (/32) and send gratuitous
+                                           ARP (SINGLE); 200 VrrpStatus; 409 while keepalived
+                                           runs
+    DELETE /v1/vip/{address}               204 (absent is fine)
+
+keepalived.conf contract (as for HAProxy's stats socket): its `vrrp_script` must run
+`check_script` and its instance's `notify` must be `notify_script` (paths from GET /v1/vrrp).
+
 Stats-socket contract: the agent never edits a pushed config. Instead, every config must declare
 `stats socket <stats_socket from /v1/info> mode 600 level admin` in `global` (a config without
 it is refused with 400), and should reference certificates by the `path` the upload returned

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ipaddress
 import logging
 import signal
 import socket
@@ -11,9 +13,11 @@ from collections.abc import AsyncIterator, Callable
 from aiohttp import web
 
 from libs.common.pki import write_private_file
+from libs.common.service import background
 from services.amphora.adapters.certificates import CertificateDirectory
 from services.amphora.adapters.haproxy import HaproxyDataPlane
 from services.amphora.adapters.keepalived import KeepalivedVrrp
+from services.amphora.adapters.netns import enter_network_namespace
 from services.amphora.adapters.tls import AgentTLS
 from services.amphora.adapters.vip import VipInterface
 from services.amphora.handlers.api import AgentHandlers
@@ -63,7 +67,7 @@ def create_app(settings: AmphoraSettings, tls: AgentTLS) -> web.Application:
     # --- VRRP (issue 6 part B): VIP plumbing and keepalived, on amphorae with a VIP interface.
     vrrp = _vrrp(settings)
     if vrrp is not None:
-        app.cleanup_ctx.append(_vrrp_lifecycle(vrrp))
+        app.cleanup_ctx.append(_vrrp_lifecycle(vrrp, settings.bind_host))
     app.add_routes(VrrpHandlers(vrrp).routes())
     # --- end VRRP ---
     return app
@@ -83,12 +87,23 @@ def _vrrp(settings: AmphoraSettings) -> KeepalivedVrrp | None:
     )
 
 
-def _vrrp_lifecycle(vrrp: KeepalivedVrrp) -> Callable[[web.Application], AsyncIterator[None]]:
-    """Adopt or prepare keepalived; stop it before HAProxy stops (it then drops the VIP)."""
+def _vrrp_lifecycle(
+    vrrp: KeepalivedVrrp, own_address: str
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    """Adopt or prepare keepalived; stop it before HAProxy stops (it then drops the VIP).
+
+    At start the amphora announces its own address (gratuitous ARP): a neighbour (a member, a
+    peer) that knew an earlier amphora at this address would otherwise keep its old MAC."""
+
+    async def announce() -> None:
+        with contextlib.suppress(ValueError):
+            if not ipaddress.ip_address(own_address).is_unspecified:
+                await vrrp.interface.announce(own_address)
 
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         await vrrp.prepare()
-        yield
+        async with background(announce(), "address announcement"):
+            yield
         await vrrp.shutdown()
 
     return ctx
@@ -116,6 +131,8 @@ async def serve(settings: AmphoraSettings) -> None:
 
     The bound port is written to `settings.effective_port_file` once connections are accepted.
     """
+    if settings.netns:  # VRRP block (issue 6 part B): first, while the process has one thread
+        enter_network_namespace(settings.netns)
     tls = AgentTLS(settings.ca_cert, settings.server_cert, settings.server_key)
     runner = web.AppRunner(create_app(settings, tls), handle_signals=False)
     stopping = asyncio.Event()

@@ -56,6 +56,9 @@ class AmphoraSettings(BaseSettings):
     keepalived_bin: Path = Field(default_factory=_default_keepalived_binary)
     # Bound on waiting for a started keepalived to report its first state.
     vrrp_settle_timeout: float = Field(default=5.0, ge=0)
+    # A network namespace (/run/netns/<name>) the agent enters before anything else (the netns
+    # driver's amphorae; services/amphora/adapters/netns.py). None: stay where started.
+    netns: str | None = None
     # --- end of the VRRP block ---
 
     @property

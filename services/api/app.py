@@ -11,6 +11,7 @@ from typing import Any, Final
 
 from aiohttp import web
 
+from libs.common import secretstore
 from libs.common.eventstore import PostgresEventStore
 from libs.common.repository import LoadBalancerRepository
 from libs.common.service import DB, base_app, nats_ctx, postgres_ctx, relay_ctx
@@ -29,6 +30,12 @@ from services.api.http.deps import SETTINGS, USECASES, VIEWS
 from services.api.http.errors import octavia_middleware
 from services.api.http.neutron import NeutronApi, vip_port_body
 from services.api.http.resources import (
+    amphorae,
+    availabilityzoneprofiles,
+    availabilityzones,
+    barbican,
+    flavorprofiles,
+    flavors,
     healthmonitors,
     identity,
     l7policies,
@@ -36,7 +43,10 @@ from services.api.http.resources import (
     listeners,
     loadbalancers,
     members,
+    openapi,
     pools,
+    providers,
+    quotas,
     versions,
 )
 from services.api.http.resources.identity import NEUTRON
@@ -54,7 +64,16 @@ ROUTE_MODULES: Final[tuple[Registrar, ...]] = (
     healthmonitors.register,
     l7policies.register,
     l7rules.register,
+    quotas.register,
+    flavors.register,
+    flavorprofiles.register,
+    availabilityzones.register,
+    availabilityzoneprofiles.register,
+    providers.register,
+    amphorae.register,
     identity.register,
+    barbican.register,
+    openapi.register,
 )
 ROUTE_SPECS = web.AppKey("route_specs", ApiRouter)
 
@@ -78,7 +97,7 @@ def build_identity(settings: ApiSettings) -> KeystoneApi:
     return KeystoneApi(
         config,
         TokenSigner(key, timedelta(hours=settings.token_lifetime_hours)),
-        CatalogSettings(region=settings.region),
+        CatalogSettings(region=settings.region, extra_services=barbican.catalog_entries(settings)),
         public_url=settings.public_url or None,
         admin_token=settings.admin_token or None,
         admin_project_id=admin_project.id if admin_project else settings.default_project_id,
@@ -96,7 +115,9 @@ def create_app(settings: ApiSettings) -> web.Application:
     for register in ROUTE_MODULES:
         register(api)
     app[ROUTE_SPECS] = api
-    app.cleanup_ctx.append(postgres_ctx(settings.postgres, extra_ddl=[views_adapter.DDL]))
+    app.cleanup_ctx.append(
+        postgres_ctx(settings.postgres, extra_ddl=[views_adapter.DDL, secretstore.DDL])
+    )
     app.cleanup_ctx.append(nats_ctx(settings.nats))
     app.cleanup_ctx.append(relay_ctx(settings.postgres, settings.nats, settings.relay))
 
@@ -121,6 +142,7 @@ def create_app(settings: ApiSettings) -> web.Application:
                 provider=settings.provider,
                 topology=settings.loadbalancer_topology,
             ),
+            tls=barbican.tls_references(app),
         )
         yield
 

@@ -79,3 +79,7 @@ class ApiSettings(BaseSettings):
     reserved_ips: list[str] = Field(default_factory=lambda: ["169.254.169.254"])
     # Access log lines per request (aiohttp's access logger at INFO).
     access_log: bool = True
+    # The key manager's (Barbican v1 subset) sealing keys: URL-safe base64 of 32 bytes each,
+    # comma-separated, newest first (older ones only decrypt; see libs/common/secretstore.py).
+    # Empty: no key manager (its routes answer 404) and TLS container references are refused.
+    secret_keys: str = ""

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from libs.common import subjects
+from libs.common import secretstore, subjects
 from libs.common.bus import ConsumerRunner, ConsumerSpec
 from libs.common.domain import commands as c
 from libs.common.errors import InvalidState, NotFound
@@ -17,6 +18,7 @@ from libs.common.events import amphora as amp_ev
 from libs.common.eventstore import PostgresEventStore
 from libs.common.pki import DeploymentCA
 from libs.common.repository import AmphoraRepository, LoadBalancerRepository
+from libs.common.secretstore import Keyring, PostgresSecretStore
 from libs.common.service import (
     DB,
     JETSTREAM,
@@ -106,13 +108,15 @@ def _pool_settings(settings: ProvisionerSettings) -> PostgresSettings:
 def create_app(settings: ProvisionerSettings) -> web.Application:
     setup_tracing("provisioner", settings.telemetry)
     app = base_app("provisioner")
-    app.cleanup_ctx.append(postgres_ctx(_pool_settings(settings)))
+    app.cleanup_ctx.append(postgres_ctx(_pool_settings(settings), extra_ddl=[secretstore.DDL]))
     app.cleanup_ctx.append(nats_ctx(settings.nats))
     app.cleanup_ctx.append(relay_ctx(settings.postgres, settings.nats, settings.relay))
 
     async def machinery(app: web.Application) -> AsyncIterator[None]:
         ca = DeploymentCA.load_or_create(settings.ca_dir)
-        configurator = Configurator(ca, settings.ca_dir, vrrp=settings.vrrp)
+        keys = settings.secret_keys.strip()
+        vault = PostgresSecretStore(app[DB], Keyring.from_setting(keys)) if keys else None
+        configurator = Configurator(ca, settings.ca_dir, vrrp=settings.vrrp, certificates=vault)
         driver = build_driver(settings, ca)
         store = PostgresEventStore(app[DB])
         spares = SparePool(
@@ -134,25 +138,38 @@ def create_app(settings: ProvisionerSettings) -> web.Application:
         app[SPARES] = spares
         app[CONFIGURATOR] = configurator
         app[DRIVER] = driver
-        if isinstance(driver, ProcessAmphoraDriver):
+        if isinstance(driver, ProcessAmphoraDriver | NetnsAmphoraDriver):
             await driver.prepare()
         app[LIFECYCLE] = lifecycle
         try:
             yield
         finally:
             await configurator.close()
-            if isinstance(driver, ProcessAmphoraDriver):
+            if isinstance(driver, ProcessAmphoraDriver | NetnsAmphoraDriver):
                 await driver.close()  # its zygote; the amphorae keep running
             if isinstance(driver, DockerAmphoraDriver):
                 await driver.close()
 
     async def reconcile_at_start(app: web.Application) -> AsyncIterator[None]:
-        """Finish work a previous provisioner left half-done (it may have been killed)."""
+        """Finish work a previous provisioner left half-done (it may have been killed), in the
+        background and in parallel, while the consumers already run (per-LB locks serialize)."""
         pool = app[DB]
-        for lb_id in await pending_loadbalancer_ids(pool):
-            async with pool.acquire() as conn, conn.transaction():
+        slots = asyncio.Semaphore(settings.concurrency)
+
+        async def one(lb_id: str) -> None:
+            async with slots, pool.acquire() as conn, conn.transaction():
                 await app[LIFECYCLE].reconcile(lb_id, conn, Metadata(actor="provisioner"))
-        yield
+
+        async def all_pending(app: web.Application) -> None:
+            results = await asyncio.gather(
+                *(one(lb_id) for lb_id in await pending_loadbalancer_ids(pool)),
+                return_exceptions=True,
+            )
+            for error in (r for r in results if isinstance(r, BaseException)):
+                log.error("start-up reconciliation failed", exc_info=error)
+
+        async with background(all_pending(app), "start-up reconciliation"):
+            yield
 
     async def consumers(app: web.Application) -> AsyncIterator[None]:
         store = PostgresEventStore(app[DB])

@@ -14,24 +14,59 @@ it. Elsewhere (loopback VIPs of the process driver) there is nothing to plumb.
 from __future__ import annotations
 
 import resource
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from libs.common.domain.model import LoadBalancerState
 from libs.common.pki import DeploymentCA, write_private_file
 from services.amphora.contract import AgentInfo, NewServer, ServerState, VrrpState, VrrpStatus
 from services.provisioner.adapters.agent_client import AgentRejected, AmphoraAgentClient
+from services.provisioner.certificates import (
+    CertificateSource,
+    TlsFile,
+    manifest_line,
+    manifest_of,
+    plan_tls,
+)
 from services.provisioner.drivers import AmphoraHandle
 from services.provisioner.handlers.runtime_changes import ServerOp
-from services.provisioner.rendering import RenderContext, maxconn_cap_for_fd_limit, render_haproxy
+from services.provisioner.rendering import (
+    ListenerTlsFiles,
+    PoolTlsFiles,
+    RenderContext,
+    maxconn_cap_for_fd_limit,
+    render_haproxy,
+)
 from services.provisioner.rendering.keepalived import KeepalivedContext, render_keepalived
 from services.provisioner.settings import VrrpSettings
 
 
+@dataclass(frozen=True)
+class TlsContext:
+    """Where the delivered TLS files are, for the render context, and their names."""
+
+    listener_tls: Mapping[str, ListenerTlsFiles]
+    pool_tls: Mapping[str, PoolTlsFiles]
+    files: frozenset[str]
+
+
 class Configurator:
-    def __init__(self, ca: DeploymentCA, directory: Path, vrrp: VrrpSettings | None = None) -> None:
+    def __init__(
+        self,
+        ca: DeploymentCA,
+        directory: Path,
+        vrrp: VrrpSettings | None = None,
+        certificates: CertificateSource | None = None,
+    ) -> None:
         self._ca = ca
         self._vrrp = vrrp or VrrpSettings()
+        # Resolves listeners' and pools' key manager references (None: no keys configured).
+        self._certificates = certificates
+        # Per amphora: TLS files known to be stored (name -> sha256), and those the installed
+        # configuration lists (None: not known yet, read from the installed config).
+        self._stored_files: dict[str, dict[str, str]] = {}
+        self._installed_files: dict[str, set[str]] = {}
         issued = ca.issue_client_cert("fulcrum-provisioner", validity_days=365)
         self._cert = directory / "provisioner-client.pem"
         self._key = directory / "provisioner-client.key"
@@ -64,13 +99,42 @@ class Configurator:
             self._infos[key] = info
         return info
 
-    def render(self, state: LoadBalancerState, info: AgentInfo) -> str:
+    def render(
+        self, state: LoadBalancerState, info: AgentInfo, tls: TlsContext | None = None
+    ) -> str:
         context = RenderContext(
             stats_socket=info.stats_socket,
             state_dir=str(Path(info.certs_dir).parent),
             maxconn_cap=maxconn_cap_for_fd_limit(resource.getrlimit(resource.RLIMIT_NOFILE)[1]),
+            listener_tls=tls.listener_tls if tls else {},
+            pool_tls=tls.pool_tls if tls else {},
         )
-        return render_haproxy(state, context)
+        text = render_haproxy(state, context)
+        return text + manifest_line(tls.files if tls else ())
+
+    async def _render_with_tls(
+        self, state: LoadBalancerState, handle: AmphoraHandle
+    ) -> tuple[str, set[str]]:
+        """The config and the TLS files it uses, which are on the amphora once this returns
+        (uploaded when missing or different; raises CertificateUnavailable, agent errors)."""
+        info = await self.info(handle)
+        plan = await plan_tls(state, self._certificates, info.certs_dir)
+        await self._deliver(handle, plan.files.values())
+        tls = TlsContext(plan.listener_tls, plan.pool_tls, frozenset(plan.files))
+        return self.render(state, info, tls), set(plan.files)
+
+    async def _deliver(self, handle: AmphoraHandle, files: Iterable[TlsFile]) -> None:
+        key = f"{handle.amphora_id}@{handle.agent_url}"
+        stored = self._stored_files.setdefault(key, {})
+        client = self.client(handle)
+        for item in files:
+            digest = item.sha256
+            if stored.get(item.name) == digest:
+                continue
+            present = await client.get_certificate(item.name)
+            if present is None or present.sha256 != digest:
+                await client.upload_certificate(item.name, item.content)
+            stored[item.name] = digest
 
     async def push(
         self,
@@ -78,12 +142,24 @@ class Configurator:
         handle: AmphoraHandle,
         pair: Sequence[AmphoraHandle] = (),
     ) -> None:
-        """Render and apply on one amphora; raises the agent client's InfrastructureErrors.
+        """Deliver TLS files, render and apply on one amphora, then remove the TLS files the
+        previous configuration used and this one does not; raises the agent client's
+        InfrastructureErrors and CertificateUnavailable.
 
         ``pair`` is every amphora of the LB (for ACTIVE_STANDBY peers).
         """
-        info = await self.info(handle)
-        await self.client(handle).apply_config(self.render(state, info))
+        key = f"{handle.amphora_id}@{handle.agent_url}"
+        client = self.client(handle)
+        previous = self._installed_files.get(key)
+        if previous is None:
+            previous = manifest_of(await client.get_config())
+        text, used = await self._render_with_tls(state, handle)
+        await client.apply_config(text)
+        self._installed_files[key] = used
+        stored = self._stored_files.setdefault(key, {})
+        for name in sorted(previous - used):
+            await client.delete_certificate(name)
+            stored.pop(name, None)
         await self._plumb_vip(state, handle, pair)
 
     async def vip_plumbing(self, handle: AmphoraHandle) -> VrrpStatus | None:
@@ -155,7 +231,9 @@ class Configurator:
             await client.plug_vip(lb.vip_address)
 
     async def rendered(self, state: LoadBalancerState, handle: AmphoraHandle) -> str:
-        return self.render(state, await self.info(handle))
+        """The config ``push`` would apply (its TLS files delivered), for runtime changes."""
+        text, _ = await self._render_with_tls(state, handle)
+        return text
 
     async def apply_runtime(
         self, handle: AmphoraHandle, ops: Sequence[ServerOp], rendered: str
@@ -187,6 +265,8 @@ class Configurator:
             await self._clients.pop(key).close()
             self._infos.pop(key, None)
             self._vip_plumbing.pop(key, None)
+            self._stored_files.pop(key, None)
+            self._installed_files.pop(key, None)
 
     async def close(self) -> None:
         for client in self._clients.values():

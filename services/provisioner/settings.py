@@ -162,9 +162,15 @@ class ProvisionerSettings(BaseSettings):
     boot_timeout: float = 20.0
     # Consumer parallelism across load balancers (one LB's events are always in order).
     concurrency: int = 8
-    # Ready amphorae kept booted so that a new LB skips the boot (0 = none).
+    # A new SINGLE LB takes a READY spare amphora when there is one (no boot to wait for).
+    # Housekeeping decides the pool (FULCRUM_HOUSEKEEPING_SPARES__POOL_SIZE) and asks for spares
+    # through events; spare_pool_size > 0 runs the provisioner's own refill loop instead
+    # (standalone use without housekeeping; 0, the default, leaves it off).
+    claim_spares: bool = True
     spare_pool_size: int = Field(default=0, ge=0)
     spare_refill_interval: float = 1.0
+    # Housekeeping's requests (spare boots, certificate rotations, reconciliations) in flight.
+    maintenance_concurrency: int = Field(default=2, ge=1)
     # Amphora server certificates' validity.
     cert_validity_days: int = 30
     # The docker driver's engine, image and networks (FULCRUM_PROVISIONER_DOCKER__*).
@@ -173,3 +179,7 @@ class ProvisionerSettings(BaseSettings):
     # for ACTIVE_STANDBY on amphorae that own a VIP interface (FULCRUM_PROVISIONER_VRRP__*).
     netns: NetnsDriverSettings = Field(default_factory=NetnsDriverSettings)
     vrrp: VrrpSettings = Field(default_factory=VrrpSettings)
+    # The key manager's sealing keys (the API's FULCRUM_API_SECRET_KEYS): certificates of
+    # TERMINATED_HTTPS listeners and re-encrypting pools are read with them. Empty: such
+    # listeners and pools end in ERROR.
+    secret_keys: str = ""

@@ -1,9 +1,10 @@
 """The whole stack from deploy/compose.yaml on a real docker engine, driven as a user does.
 
-compose up (images built by deploy/images.py), create an LB with a listener, a pool and two
-members through the Octavia API, wait for ACTIVE, send HTTP from the host through the VIP to two
-backend containers, kill the amphora's container and see the health service and the provisioner
-replace it, delete the LB, compose down: nothing of the stack is left on the engine.
+compose up (images built by deploy/images.py); create an LB, a listener, a pool and two members
+with the real `openstack` CLI (auth_type none: the stack's API runs noauth); wait for ACTIVE;
+send HTTP from the host through the VIP to two backend containers; kill the amphora's
+container and see the health service and the provisioner replace it; delete the LB; compose
+down: nothing of the stack is left on the engine.
 
 The engine is the private dockerd of `.state/docker` (or FULCRUM_TEST_DOCKER_HOST); when none
 can be started the test fails and says why. The stack's networks have fixed names
@@ -18,6 +19,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -44,7 +46,6 @@ REPO = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO / "deploy" / "compose.yaml"
 PROJECT = "fulcrum-e2e"
 STACK_NETWORKS = ("fulcrum-vip", "fulcrum-lb-mgmt")
-SUBNET_ID = "6a3b9c3e-5f2d-4c1a-9b7e-1f0d2c3b4a51"  # public-subnet in compose.yaml
 
 
 def free_port() -> int:
@@ -76,6 +77,30 @@ class Stack:
         with contextlib.suppress(Exception):
             return self.run("logs", "--no-color", "--tail=40", timeout=60)
         return "(no logs)"
+
+    def cli(self, *args: str, output: bool = True) -> dict[str, Any]:
+        """Run the real `openstack` CLI against the stack's API; its JSON output (if any)."""
+        openstack = Path(sys.executable).parent / "openstack"
+        if not openstack.exists():
+            pytest.fail(f"{openstack} is missing (pip install -e '.[test]')", pytrace=False)
+        env = {
+            **os.environ,
+            "OS_AUTH_TYPE": "none",
+            "OS_ENDPOINT": self.api,
+            "PYTHONWARNINGS": "ignore",
+        }
+        result = subprocess.run(
+            [str(openstack), *args, *(["-f", "json"] if output else [])],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise AssertionError(f"openstack {' '.join(args)}: {result.stderr}\n{self.logs()}")
+        parsed: dict[str, Any] = json.loads(result.stdout) if result.stdout.strip() else {}
+        return parsed
 
     def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
         request = urllib.request.Request(
@@ -179,34 +204,27 @@ def test_compose_stack_serves_and_replaces_a_killed_amphora(
     stack: Stack, docker_client: docker.DockerClient
 ) -> None:
     with backend_containers(["web0", "web1"], "fulcrum-vip") as backends:
-        members = [{"address": b.address, "protocol_port": b.port} for b in backends]
+        # The real `openstack` CLI, unmodified (auth_type none against the noauth API).
         started = time.monotonic()
-        created = stack.call(
-            "POST",
-            "/v2/lbaas/loadbalancers",
-            {
-                "loadbalancer": {
-                    "name": "e2e",
-                    "vip_subnet_id": SUBNET_ID,
-                    "listeners": [
-                        {
-                            "name": "http",
-                            "protocol": "HTTP",
-                            "protocol_port": 80,
-                            "default_pool": {
-                                "name": "web",
-                                "protocol": "HTTP",
-                                "lb_algorithm": "ROUND_ROBIN",
-                                "members": members,
-                            },
-                        }
-                    ],
-                }
-            },
-        )["loadbalancer"]
-        lb_id, vip = created["id"], created["vip_address"]
+        lb = stack.cli(
+            "loadbalancer", "create", "--name", "e2e", "--vip-subnet", "public-subnet", "--wait"
+        )
+        lb_id, vip = lb["id"], lb["vip_address"]
+        stack.cli(
+            "loadbalancer", "listener", "create", "--name", "http", "--protocol", "HTTP",
+            "--protocol-port", "80", "--wait", "e2e",
+        )  # fmt: skip
+        stack.cli(
+            "loadbalancer", "pool", "create", "--name", "web", "--listener", "http",
+            "--protocol", "HTTP", "--lb-algorithm", "ROUND_ROBIN", "--wait",
+        )  # fmt: skip
+        for backend in backends:
+            stack.cli(
+                "loadbalancer", "member", "create", "--address", backend.address,
+                "--protocol-port", str(backend.port), "--wait", "web",
+            )  # fmt: skip
         wait_lb(stack, lb_id, "ACTIVE")
-        print(f"POST -> ACTIVE: {time.monotonic() - started:.2f} s (VIP {vip})")
+        print(f"LB, listener, pool, 2 members with the CLI: {time.monotonic() - started:.1f} s")
         url = f"http://{vip}/"
         assert names(url, 10) == Counter({"web0": 5, "web1": 5})
 
@@ -227,7 +245,7 @@ def test_compose_stack_serves_and_replaces_a_killed_amphora(
         wait_lb(stack, lb_id, "ACTIVE")
         assert names(url, 10) == Counter({"web0": 5, "web1": 5})
 
-        stack.call("DELETE", f"/v2/lbaas/loadbalancers/{lb_id}?cascade=true")
+        stack.cli("loadbalancer", "delete", "--cascade", "--wait", lb_id, output=False)
         deadline = time.monotonic() + 60
         while amphora_containers(docker_client, lb_id) or docker_client.containers.list(
             all=True, filters={"label": f"{LABEL_LB}={lb_id}"}

@@ -63,9 +63,12 @@ def test_pair_differs_only_in_what_makes_each_amphora_itself() -> None:
         assert f"virtual_router_id {virtual_router_id(LB_ID)}" in text
 
 
-def test_own_address_is_never_its_own_peer_and_a_lone_amphora_has_no_peer_block() -> None:
+def test_own_address_is_never_its_own_peer_and_a_lone_amphora_has_no_unicast_block(
+    tmp_path: Path,
+) -> None:
     text = render_keepalived(context(unicast_peers=("198.18.32.2",)))
-    assert "unicast_peer" not in text
+    assert "unicast_peer" not in text and "unicast_src_ip" not in text
+    assert _keepalived_check(text, tmp_path) == ""  # accepted as it is
 
 
 @pytest.mark.parametrize(
@@ -93,16 +96,22 @@ def test_vrid_is_stable_and_in_range() -> None:
     assert virtual_router_id(LB_ID) == virtual_router_id(LB_ID)
 
 
-@pytest.mark.parametrize("role", ["MASTER", "BACKUP"])
-def test_keepalived_accepts_what_is_rendered(role: str, tmp_path: Path) -> None:
+def _keepalived_check(text: str, directory: Path) -> str:
+    """``keepalived -t`` on ``text`` with real scripts; its complaints, "" when accepted."""
     binary = shutil.which("keepalived")
     assert binary, "keepalived is needed (apt install keepalived)"
-    check, notify = tmp_path / "check.sh", tmp_path / "notify.sh"
-    for script in (check, notify):
+    for name in ("check.sh", "notify.sh"):
+        script = directory / name
         script.write_text("#!/bin/sh\nexit 0\n")
         script.chmod(0o755)
-    text = render_keepalived(context(role, check_script=str(check), notify_script=str(notify)))
-    config = tmp_path / "keepalived.conf"
+    text = text.replace("/var/lib/fulcrum/amphora/vrrp-check.sh", str(directory / "check.sh"))
+    text = text.replace("/var/lib/fulcrum/amphora/vrrp-notify.sh", str(directory / "notify.sh"))
+    config = directory / "keepalived.conf"
     config.write_text(text)
     result = subprocess.run([binary, "-t", "-f", str(config)], capture_output=True, text=True)
-    assert result.returncode == 0, result.stdout + result.stderr
+    return "" if result.returncode == 0 else result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("role", ["MASTER", "BACKUP"])
+def test_keepalived_accepts_what_is_rendered(role: str, tmp_path: Path) -> None:
+    assert _keepalived_check(render_keepalived(context(role)), tmp_path) == ""

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict
 
 from libs.common.events import Event
 from libs.common.events import amphora as ev
+from libs.common.events import housekeeping as hk
 
 
 class AmphoraStatus(StrEnum):
@@ -69,10 +70,16 @@ def evolve_amphora(state: Amphora, event: Event) -> Amphora:
             )
         case ev.AmphoraFailed():
             update.update(status=AmphoraStatus.PENDING_DELETE, failure_reason=event.reason)
+        case ev.AmphoraErrored():
+            update.update(status=AmphoraStatus.ERROR, failure_reason=event.reason)
         case ev.AmphoraDeleted():
             update.update(status=AmphoraStatus.DELETED)
         case ev.AmphoraCertificateRotated():
             update.update(cert_expiration=event.cert_expiration)
+        case hk.SpareAmphoraRequested():
+            update.update(id=event.amphora_id, status=AmphoraStatus.BOOTING)
+        case hk.SpareAmphoraRetirementRequested():
+            update.update(status=AmphoraStatus.PENDING_DELETE)
     return state.model_copy(update=update)
 
 

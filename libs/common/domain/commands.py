@@ -110,6 +110,17 @@ class CompleteDeletion:
 
 
 @dataclass(frozen=True)
+class RedriveProvisioning:
+    """Housekeeping: the pending work outlived its bound; have the provisioner act again.
+
+    Allowed only while the LB is PENDING_* (a no-op otherwise): it changes no status.
+    """
+
+    attempt: int
+    pending_seconds: float
+
+
+@dataclass(frozen=True)
 class RecordOperatingStatuses:
     statuses: dict[str, OperatingStatus] = field(default_factory=dict)
 
@@ -127,5 +138,6 @@ Command = (
     | ApplyChanges
     | FailProvisioning
     | CompleteDeletion
+    | RedriveProvisioning
     | RecordOperatingStatuses
 )

@@ -26,6 +26,7 @@ from libs.common.domain.model import (
 )
 from libs.common.errors import Conflict, InvalidState, NotFound, ValidationFailed
 from libs.common.events import Event
+from libs.common.events import housekeeping as hk
 from libs.common.events import loadbalancer as ev
 
 PS = ProvisioningStatus
@@ -128,6 +129,19 @@ def decide(command: c.Command, state: LoadBalancerState) -> list[Event]:
             if lb.provisioning_status == PS.DELETED:
                 return []
             return [ev.LoadBalancerDeleted()]
+        case c.RedriveProvisioning():
+            # The one command a PENDING_* LB accepts besides the provisioner's own: it only
+            # records the request, so the immutability of the tree is untouched.
+            lb = _require_lb(state)
+            if lb.provisioning_status not in PENDING_STATUSES:
+                return []  # settled since housekeeping looked
+            return [
+                hk.LoadBalancerRedriveRequested(
+                    attempt=command.attempt,
+                    pending_status=lb.provisioning_status.value,
+                    pending_seconds=command.pending_seconds,
+                )
+            ]
         case c.RecordOperatingStatuses():
             return _record_operating(command, state)
     raise TypeError(f"unknown command {command!r}")

@@ -5,7 +5,15 @@ Importing this package registers every payload, so decoding works in any process
 
 from __future__ import annotations
 
-from libs.common.events import amphora, loadbalancer
+from libs.common.events import (
+    amphora,
+    availability_zone,
+    flavor,
+    housekeeping,
+    loadbalancer,
+    quota,
+    secret,
+)
 from libs.common.events._envelope import Envelope, Metadata, new_envelope
 from libs.common.events._registry import (
     Event,
@@ -23,7 +31,12 @@ __all__ = [
     "UnknownEventType",
     "UnsupportedSchemaVersion",
     "amphora",
+    "availability_zone",
+    "flavor",
+    "housekeeping",
     "loadbalancer",
     "new_envelope",
+    "quota",
     "registry",
+    "secret",
 ]

@@ -43,6 +43,14 @@ class AmphoraFailed(AmphoraEvent, name="AmphoraFailed"):
     reason: str
 
 
+class AmphoraErrored(AmphoraEvent, name="AmphoraErrored"):
+    """The amphora is broken beyond automatic repair (say, a build or teardown that was given
+    up): status ERROR, which an administrator may delete (``DELETE /octavia/amphorae/{id}``)."""
+
+    amphora_id: str
+    reason: str = ""
+
+
 class AmphoraDeleted(AmphoraEvent, name="AmphoraDeleted"):
     amphora_id: str
 

@@ -3,7 +3,8 @@
 Bodies are returned as the stored JSON text so handlers can send them without re-encoding.
 Attribute names interpolated into SQL come only from the whitelists in ``domain/kinds.py``.
 Also owns the API's own tables: ``listener_stats`` (written by the health service) and
-``quota_view`` (written by the quota endpoints).
+``quota_view`` (written by adapters/quotas.py), and the ``amphora_list`` view (amphorae with
+their load balancer's project). The catalog tables' DDL comes from adapters/catalog.py.
 """
 
 from __future__ import annotations
@@ -18,10 +19,12 @@ import asyncpg
 
 from libs.common.errors import ValidationFailed
 from libs.common.readmodel import VIEW_TABLES
+from services.api.adapters import catalog
 from services.api.domain.kinds import KINDS, Kind
 from services.api.domain.queries import ListQuery, Page
 
-DDL: Final = """
+DDL: Final = (
+    """
 CREATE TABLE IF NOT EXISTS listener_stats (
     listener_id text NOT NULL,
     amphora_id text NOT NULL,
@@ -39,9 +42,21 @@ CREATE TABLE IF NOT EXISTS quota_view (
     version int NOT NULL DEFAULT 0,
     body jsonb NOT NULL
 );
+CREATE OR REPLACE VIEW amphora_list AS
+    SELECT a.id, a.lb_id, coalesce(lb.project_id, '') AS project_id, a.status, a.created_at,
+           a.body
+    FROM amphora_view a LEFT JOIN loadbalancer_view lb ON lb.id = a.lb_id
+    WHERE a.status <> 'DELETED';
 """
+    + catalog.DDL
+)
 
-TABLES: Final[dict[str, str]] = {"loadbalancer": "loadbalancer_view", **VIEW_TABLES}
+TABLES: Final[dict[str, str]] = {
+    "loadbalancer": "loadbalancer_view",
+    **VIEW_TABLES,
+    **catalog.CATALOG_TABLES,
+    "amphora": "amphora_list",
+}
 STATS_FIELDS: Final = (
     "bytes_in",
     "bytes_out",
@@ -65,6 +80,26 @@ _LIVE_LB: Final = "body->>'provisioning_status' <> 'DELETED'"
 _STATS_SQL: Final = "SELECT " + ", ".join(
     f"coalesce(sum({f}), 0)::bigint AS {f}" for f in STATS_FIELDS
 )
+
+
+@dataclass(frozen=True, slots=True)
+class OfferingRow:
+    """A flavor's or availability zone's state and its profile's provider and data."""
+
+    enabled: bool
+    provider_name: str
+    data: str
+
+
+@dataclass(frozen=True, slots=True)
+class AmphoraRow:
+    """One amphora's load balancer, that LB's project ("" for none) and its stored body."""
+
+    id: str
+    lb_id: str | None
+    project_id: str
+    status: str
+    body: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,10 +138,9 @@ class PostgresViews:
         where = _conditions(query, params)
         sort = list(query.sort)
         if query.marker is not None:
+            columns = ", ".join(sorted({"created_at", "body", *query.kind.columns.values()}))
             marker = await self._pool.fetchrow(
-                f"SELECT id, lb_id, parent_id, project_id, created_at, body "
-                f"FROM {TABLES[query.kind.key]} WHERE id = $1",
-                query.marker,
+                f"SELECT {columns} FROM {TABLES[query.kind.key]} WHERE id = $1", query.marker
             )
             if marker is None:
                 raise ValidationFailed(f"Invalid marker '{query.marker}': not found.")
@@ -157,6 +191,74 @@ class PostgresViews:
                 _STATS_SQL + " FROM listener_stats WHERE lb_id = $1", lb_id
             )
         return {f: int(row[f]) for f in STATS_FIELDS}
+
+    async def entry(self, kind: Kind, key: str) -> str | None:
+        """The body (JSON text) of a catalog entry (flavor, zone, profile), or None."""
+        body: str | None = await self._pool.fetchval(
+            f"SELECT body FROM {TABLES[kind.key]} WHERE id = $1", key
+        )
+        return body
+
+    async def flavor_offering(self, flavor_id: str) -> OfferingRow | None:
+        """The flavor's enabled flag with its profile's provider and ``flavor_data``."""
+        return await self._offering("flavor", "flavorprofile", "flavor_data", flavor_id)
+
+    async def availability_zone_offering(self, name: str) -> OfferingRow | None:
+        """The zone's enabled flag with its profile's provider and ``availability_zone_data``."""
+        return await self._offering(
+            "availabilityzone", "availabilityzoneprofile", "availability_zone_data", name
+        )
+
+    async def _offering(
+        self, entries: str, profiles: str, data_attr: str, key: str
+    ) -> OfferingRow | None:
+        row = await self._pool.fetchrow(
+            f"SELECT (e.body->>'enabled')::boolean AS enabled, "
+            f"p.body->>'provider_name' AS provider_name, p.body->>'{data_attr}' AS data "
+            f"FROM {TABLES[entries]} e JOIN {TABLES[profiles]} p ON p.id = e.profile_id "
+            "WHERE e.id = $1",
+            key,
+        )
+        return OfferingRow(*row) if row is not None else None
+
+    async def amphora(self, amphora_id: str) -> AmphoraRow | None:
+        """An amphora (DELETED ones too, until purged) with its load balancer's project."""
+        row = await self._pool.fetchrow(
+            "SELECT a.id, a.lb_id, coalesce(lb.project_id, '') AS project_id, a.status, a.body "
+            "FROM amphora_view a LEFT JOIN loadbalancer_view lb ON lb.id = a.lb_id "
+            "WHERE a.id = $1",
+            amphora_id,
+        )
+        return AmphoraRow(*row) if row is not None else None
+
+    async def amphora_stats(self, amphora_id: str) -> list[dict[str, Any]]:
+        """Octavia's ``amphora_stats``: one entry per listener the amphora reported on."""
+        rows = await self._pool.fetch(
+            "SELECT amphora_id AS id, listener_id, lb_id AS loadbalancer_id, "
+            + ", ".join(STATS_FIELDS)
+            + " FROM listener_stats WHERE amphora_id = $1 ORDER BY listener_id",
+            amphora_id,
+        )
+        return [dict(r) for r in rows]
+
+    async def quota_page(
+        self, project_id: str | None, marker: str | None, limit: int, reverse: bool
+    ) -> list[tuple[str, dict[str, int | None]]]:
+        """Stored quotas as (project id, stored body), ordered by project id, after
+        ``marker`` (a project id) in the page's direction."""
+        op, order = ("<", "DESC") if reverse else (">", "ASC")
+        rows = await self._pool.fetch(
+            "SELECT project_id, body FROM quota_view "
+            "WHERE ($1::text IS NULL OR project_id = $1) "
+            f"AND ($2::text IS NULL OR project_id {op} $2) "
+            f"ORDER BY project_id {order} LIMIT $3",
+            project_id,
+            marker,
+            limit,
+        )
+        if reverse:
+            rows = list(reversed(rows))
+        return [(r["project_id"], json.loads(r["body"])) for r in rows]
 
     async def quota_limits(self, project_id: str) -> dict[str, int | None]:
         """The project's stored quota (None values mean "the default"); {} when none stored."""

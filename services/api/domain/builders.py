@@ -97,7 +97,7 @@ def new_loadbalancer(
     now: datetime,
 ) -> LoadBalancer:
     data = _data(LoadBalancer, fields)
-    for name in ("vip_address", "vip_port_id", "vip_subnet_id", "vip_network_id"):
+    for name in ("vip_address", "vip_port_id", "vip_subnet_id", "vip_network_id", "project_id"):
         data.pop(name, None)
     return LoadBalancer(
         **data,

@@ -36,10 +36,12 @@ class Kind:
     attributes: dict[str, AttrType]
     # API attribute -> view column, where a column holds it (faster than the body).
     columns: dict[str, str] = field(default_factory=dict)
+    # The list's links key when Octavia does not spell it "<plural>_links".
+    links: str = ""
 
     @property
     def links_key(self) -> str:
-        return f"{self.plural}_links"
+        return self.links or f"{self.plural}_links"
 
 
 def _attrs(**extra: AttrType) -> dict[str, AttrType]:
@@ -181,4 +183,92 @@ L7RULE: Final = Kind(
 
 KINDS: Final = {
     k.key: k for k in (LOADBALANCER, LISTENER, POOL, MEMBER, HEALTHMONITOR, L7POLICY, L7RULE)
+}
+
+# Kinds outside the load balancer tree. Their views have other shapes (no lb_id or parent_id),
+# so they are not in KINDS; lists of them go through the same query machinery.
+FLAVOR: Final = Kind(
+    key="flavor",
+    singular="flavor",
+    plural="flavors",
+    label="Flavor",
+    attributes={
+        "id": "str",
+        "name": "str",
+        "description": "str",
+        "enabled": "bool",
+        "flavor_profile_id": "str",
+    },
+    columns={"id": "id"},
+)
+FLAVOR_PROFILE: Final = Kind(
+    key="flavorprofile",
+    singular="flavorprofile",
+    plural="flavorprofiles",
+    label="Flavor profile",
+    attributes={"id": "str", "name": "str", "provider_name": "str", "flavor_data": "str"},
+    columns={"id": "id"},
+    links="flavorprofile_links",
+)
+AVAILABILITY_ZONE: Final = Kind(
+    key="availabilityzone",
+    singular="availability_zone",
+    plural="availability_zones",
+    label="Availability zone",
+    attributes={
+        "name": "str",
+        "description": "str",
+        "enabled": "bool",
+        "availability_zone_profile_id": "str",
+    },
+    # Zones are keyed by name: the view's id column holds it.
+    columns={"name": "id", "id": "id"},
+)
+AVAILABILITY_ZONE_PROFILE: Final = Kind(
+    key="availabilityzoneprofile",
+    singular="availability_zone_profile",
+    plural="availability_zone_profiles",
+    label="Availability zone profile",
+    attributes={
+        "id": "str",
+        "name": "str",
+        "provider_name": "str",
+        "availability_zone_data": "str",
+    },
+    columns={"id": "id"},
+    links="availability_zone_profile_links",
+)
+AMPHORA: Final = Kind(
+    key="amphora",
+    singular="amphora",
+    plural="amphorae",
+    label="Amphora",
+    attributes={
+        "id": "str",
+        "loadbalancer_id": "str",
+        "compute_id": "str",
+        "lb_network_ip": "str",
+        "vrrp_ip": "str",
+        "ha_ip": "str",
+        "vrrp_port_id": "str",
+        "ha_port_id": "str",
+        "cert_expiration": "str",
+        "cert_busy": "bool",
+        "role": "str",
+        "status": "str",
+        "vrrp_interface": "str",
+        "vrrp_id": "int",
+        "vrrp_priority": "int",
+        "cached_zone": "str",
+        "image_id": "str",
+        "compute_flavor": "str",
+        "created_at": "str",
+        "updated_at": "str",
+        # Not in the body: the owning project of the amphora's load balancer.
+        "project_id": "str",
+    },
+    columns={"id": "id", "project_id": "project_id", "loadbalancer_id": "lb_id"},
+)
+CATALOG_KINDS: Final = {
+    k.key: k for k in (FLAVOR, FLAVOR_PROFILE, AVAILABILITY_ZONE, AVAILABILITY_ZONE_PROFILE)
 }

@@ -18,12 +18,17 @@ _ADMIN_ROLES: Final = frozenset({"admin", "load-balancer_admin"})
 _GLOBAL_READER_ROLES: Final = frozenset({"admin", "load-balancer_global_observer"})
 _MEMBER_ROLES: Final = frozenset({"member", "load-balancer_member"})
 _READER_ROLES: Final = frozenset({"reader", "load-balancer_observer", *_MEMBER_ROLES})
+# Octavia's quota-admin: role admin, or the deprecated load-balancer_quota_admin.
+_QUOTA_ADMIN_ROLES: Final = frozenset({"load-balancer_quota_admin"})
 
 
 class Action(StrEnum):
     READ = "read"
     WRITE = "write"
     ADMIN = "admin"
+    # Octavia's read-quota (readers of the project, and quota admins) and write-quota.
+    READ_QUOTA = "read-quota"
+    WRITE_QUOTA = "write-quota"
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +49,16 @@ class RequestContext:
     def admin(self) -> bool:
         return self.is_admin or bool(self.roles & _ADMIN_ROLES)
 
+    @property
+    def quota_admin(self) -> bool:
+        """May read and set every project's quota (Octavia's ``quota-admin``)."""
+        return self.admin or bool(self.roles & _QUOTA_ADMIN_ROLES)
+
+    @property
+    def reads_quota_globally(self) -> bool:
+        """May list every project's quota (Octavia's ``read-quota-global``)."""
+        return self.reads_globally or self.quota_admin
+
 
 def allowed(ctx: RequestContext, action: Action, target_project: str | None) -> bool:
     """Octavia's defaults: admin does anything; owners with member write, with reader read."""
@@ -51,6 +66,12 @@ def allowed(ctx: RequestContext, action: Action, target_project: str | None) -> 
         return True
     if action is Action.ADMIN:
         return False
+    if action in (Action.READ_QUOTA, Action.WRITE_QUOTA):
+        if ctx.quota_admin:
+            return True
+        if action is Action.WRITE_QUOTA:
+            return False
+        action = Action.READ
     if action is Action.READ and ctx.reads_globally:
         return True
     owner = ctx.project_id is not None and ctx.project_id == target_project
@@ -73,7 +94,7 @@ def enforce(
     if allowed(ctx, action, target_project):
         return
     foreign = ctx.project_id != target_project and not ctx.reads_globally
-    if hidden is not None and foreign and action is not Action.ADMIN:
+    if hidden is not None and foreign and action in (Action.READ, Action.WRITE):
         raise hidden
     raise Forbidden(FORBIDDEN_MESSAGE)
 

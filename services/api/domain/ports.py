@@ -47,7 +47,24 @@ class QuotaStore(Protocol):
     ) -> dict[str, int]: ...
 
 
-class Views(ResourceLocator, AddressBook, QuotaStore, Protocol):
+class Offering(Protocol):
+    """A flavor or availability zone as a load balancer create sees it."""
+
+    @property
+    def enabled(self) -> bool: ...
+    @property
+    def provider_name(self) -> str: ...
+    @property
+    def data(self) -> str: ...
+
+
+class Offerings(Protocol):
+    async def flavor_offering(self, flavor_id: str) -> Offering | None: ...
+
+    async def availability_zone_offering(self, name: str) -> Offering | None: ...
+
+
+class Views(ResourceLocator, AddressBook, QuotaStore, Offerings, Protocol):
     """Everything the write use cases read."""
 
     async def count_pool_members(self, pool_id: str) -> int: ...

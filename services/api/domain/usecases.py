@@ -30,12 +30,13 @@ from libs.common.errors import Conflict, NotFound, ValidationFailed
 from libs.common.events import Metadata
 from libs.common.repository import LoadBalancerRepository, Outcome
 from libs.common.settings import NetworkSettings
-from services.api.domain import builders, rules
+from services.api.domain import builders, providers, rules
 from services.api.domain.graph import build_graph
 from services.api.domain.kinds import L7POLICY, LISTENER, LOADBALANCER, POOL, Kind
 from services.api.domain.policy import Action, RequestContext, enforce
 from services.api.domain.ports import Located, Views
 from services.api.domain.quotas import QuotaGuard
+from services.api.domain.secrets import TlsReferences
 from services.api.domain.vip import VipAllocator, VipRequest, resolve_subnet, vip_port_id
 
 VIP_ATTEMPTS: Final = 8
@@ -57,6 +58,15 @@ class Config:
 
 
 @dataclass(frozen=True)
+class Placement:
+    """What a create's flavor and availability zone decide: the topology, and the networks a
+    VIP may use (None: every configured one)."""
+
+    topology: Topology
+    vip_networks: frozenset[str] | None = None
+
+
+@dataclass(frozen=True)
 class Created:
     outcome: Outcome
     resource_id: str
@@ -74,13 +84,20 @@ class LoadBalancing:
     """Every state-changing API operation on load balancers and their children."""
 
     def __init__(
-        self, repo: LoadBalancerRepository, views: Views, quotas: QuotaGuard, config: Config
+        self,
+        repo: LoadBalancerRepository,
+        views: Views,
+        quotas: QuotaGuard,
+        config: Config,
+        tls: TlsReferences | None = None,
     ) -> None:
         self._repo = repo
         self._views = views
         self._quotas = quotas
         self._vips = VipAllocator(views)
         self._config = config
+        # Key manager references and cipher strings, checked before anything is written.
+        self._tls = tls or TlsReferences(None)
 
     # -- lookups -------------------------------------------------------------------------------
 
@@ -112,6 +129,8 @@ class LoadBalancing:
             )
         enforce(ctx, Action.WRITE, project_id)
         self._check_provider_options(fields)
+        await self._tls.check(fields, project_id)
+        placement = await self._placement(fields)
         request = VipRequest(
             subnet_id=fields.get("vip_subnet_id"),
             network_id=fields.get("vip_network_id"),
@@ -119,6 +138,11 @@ class LoadBalancing:
             address=fields.get("vip_address"),
         )
         subnet = resolve_subnet(self._config.network, request)
+        if placement.vip_networks is not None and subnet.network_id not in placement.vip_networks:
+            raise ValidationFailed(
+                "Validation failure: Supplied VIP network_id is not allowed by the configuration "
+                "of this deployment."
+            )
         lb_id = _new_id()
         now = _now()
         explicit = request.address
@@ -146,7 +170,7 @@ class LoadBalancing:
                 project_id=project_id,
                 vip=vip,
                 provider=self._config.provider,
-                topology=self._config.topology.value,
+                topology=placement.topology.value,
                 now=now,
             )
             graph = build_graph(
@@ -181,14 +205,35 @@ class LoadBalancing:
         provider = fields.get("provider")
         if provider is not None and provider not in PROVIDER_ALIASES | {self._config.provider}:
             raise ValidationFailed(f"Provider '{provider}' is not enabled.")
-        if fields.get("flavor_id") is not None:
-            raise ValidationFailed(f"Validation failure: Flavor {fields['flavor_id']} not found.")
-        if fields.get("availability_zone") is not None:
-            raise ValidationFailed(
-                f"Validation failure: Availability zone {fields['availability_zone']} not found."
-            )
         if fields.get("additional_vips"):
             raise rules.unsupported("additional_vips are not supported by provider amphora.")
+
+    async def _placement(self, fields: dict[str, Any]) -> Placement:
+        """The flavor (must exist and be enabled) sets the topology; the availability zone
+        (likewise) may narrow the VIP networks. 400 in Octavia's words otherwise."""
+        topology = self._config.topology
+        flavor_id = fields.get("flavor_id")
+        if flavor_id is not None:
+            flavor = await self._views.flavor_offering(flavor_id)
+            if flavor is None:
+                raise ValidationFailed("Validation failure: Invalid flavor_id.")
+            if not flavor.enabled:
+                raise ValidationFailed(
+                    f"The selected flavor is not allowed in this deployment: {flavor_id}"
+                )
+            topology = providers.topology_of(flavor.data, topology)
+        vip_networks = None
+        zone_name = fields.get("availability_zone")
+        if zone_name is not None:
+            zone = await self._views.availability_zone_offering(zone_name)
+            if zone is None:
+                raise ValidationFailed("Validation failure: Invalid availability zone.")
+            if not zone.enabled:
+                raise ValidationFailed(
+                    f"The selected availability_zone is not allowed in this deployment: {zone_name}"
+                )
+            vip_networks = providers.valid_vip_networks(zone.data)
+        return Placement(topology, vip_networks)
 
     async def update_loadbalancer(
         self, ctx: RequestContext, lb_id: str, given: dict[str, Any], meta: Metadata
@@ -240,6 +285,8 @@ class LoadBalancing:
         self, ctx: RequestContext, fields: dict[str, Any], meta: Metadata
     ) -> Created:
         lb = await self.locate(LOADBALANCER, fields["loadbalancer_id"])
+        enforce(ctx, Action.WRITE, lb.project_id, hidden=NotFound.resource("Load Balancer", lb.id))
+        await self._tls.check(fields, lb.project_id)
 
         def build(state: LoadBalancerState, child_id: str) -> Listener:
             listener = builders.new_listener(
@@ -270,6 +317,8 @@ class LoadBalancing:
             lb_id = listener.lb_id
         assert lb_id is not None
         lb = await self.locate(LOADBALANCER, lb_id)
+        enforce(ctx, Action.WRITE, lb.project_id, hidden=NotFound.resource("Load Balancer", lb.id))
+        await self._tls.check(fields, lb.project_id)
 
         def build(state: LoadBalancerState, child_id: str) -> Pool:
             pool = builders.new_pool(
@@ -411,6 +460,8 @@ class LoadBalancing:
         row = await self._writable(ctx, kind, resource_id)
         if parent_id is not None and row.parent_id != parent_id:
             raise NotFound.resource(kind.label, resource_id)
+        if kind in (LISTENER, POOL):
+            await self._tls.check(given, row.project_id)
         changes = builders.update_changes(given)
         reserved, subnets = self._config.reserved_ips, self._config.subnet_ids
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import uuid
 from typing import Final
 
@@ -33,7 +34,22 @@ _HTTP_MESSAGES: Final = {
     405: "The method is not allowed for this resource.",
     413: "The request body is too large.",
 }
+_TITLES: Final = {
+    400: "Bad Request",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    409: "Conflict",
+    413: "Request Entity Too Large",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+}
+# The key manager's paths: Barbican's error body, and payload reads negotiate their own type.
+KEY_MANAGER_PREFIX: Final = "/v1"
 _tracer = tracer("fulcrum.api")
+# Postgres text cannot hold NUL, so a NUL anywhere in a request is refused before it gets there.
+NUL_REFUSED: Final = "Invalid input: NUL characters are not allowed."
+_JSON_NUL: Final = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
 
 
 def fault(status: int, message: str) -> web.Response:
@@ -45,6 +61,21 @@ def fault(status: int, message: str) -> web.Response:
     return web.Response(
         status=status, body=json.dumps(body).encode(), content_type="application/json"
     )
+
+
+def barbican_error(status: int, message: str) -> web.Response:
+    """Barbican's error body, for the key manager's ``/v1`` paths (its clients read
+    ``title`` and ``description``)."""
+    body = {"code": status, "title": _TITLES.get(status, "Error"), "description": message}
+    return web.Response(
+        status=status, body=json.dumps(body).encode(), content_type="application/json"
+    )
+
+
+def _fault_for(request: web.Request, status: int, message: str) -> web.Response:
+    if request.path == KEY_MANAGER_PREFIX or request.path.startswith(KEY_MANAGER_PREFIX + "/"):
+        return barbican_error(status, message)
+    return fault(status, message)
 
 
 def keystone_error(status: int, title: str, message: str) -> web.Response:
@@ -77,8 +108,19 @@ def acceptable(accept: str) -> bool:
     return any(part.split(";", 1)[0].strip().lower() in _ACCEPTABLE for part in accept.split(","))
 
 
+async def _carries_nul(request: web.Request) -> bool:
+    """A NUL in the path, the query or (escaped) in a JSON string of the body."""
+    if "\x00" in request.path or "\x00" in request.query_string:
+        return True
+    if not request.can_read_body or request.content_type == "application/octet-stream":
+        return False
+    return bool(_JSON_NUL.search(await request.read()))
+
+
 async def _answer(request: web.Request, handler: Handler, request_id: str) -> web.StreamResponse:
     try:
+        if await _carries_nul(request):
+            return _fault_for(request, 400, NUL_REFUSED)
         if request.method in ("GET", "HEAD"):
             return await handler(request)
         with _tracer.start_as_current_span(f"api {request.method} {request.path}"):
@@ -88,16 +130,16 @@ async def _answer(request: web.Request, handler: Handler, request_id: str) -> we
     except DomainError as exc:
         if exc.http_status >= 500:
             log.warning("%s %s [%s]: %s", request.method, request.path, request_id, exc.detail)
-        return fault(exc.http_status, exc.message)
+        return _fault_for(request, exc.http_status, exc.message)
     except ValidationError as exc:
-        return fault(400, describe(exc, exc.title))
+        return _fault_for(request, 400, describe(exc, exc.title))
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        return fault(exc.status, _HTTP_MESSAGES.get(exc.status, exc.reason))
+        return _fault_for(request, exc.status, _HTTP_MESSAGES.get(exc.status, exc.reason))
     except Exception:
         log.exception("%s %s [%s] failed", request.method, request.path, request_id)
-        return fault(500, INTERNAL_ERROR)
+        return _fault_for(request, 500, INTERNAL_ERROR)
 
 
 @web.middleware
@@ -105,7 +147,8 @@ async def octavia_middleware(request: web.Request, handler: Handler) -> web.Stre
     request_id = f"req-{uuid.uuid4()}"
     request[REQUEST_ID] = request_id
     accept = request.headers.get("Accept")
-    if accept is not None and not acceptable(accept):
+    key_manager = request.path.startswith(KEY_MANAGER_PREFIX + "/")
+    if accept is not None and not key_manager and not acceptable(accept):
         response: web.StreamResponse = _not_acceptable(request_id, accept)
     else:
         response = await _answer(request, handler, request_id)

@@ -64,12 +64,30 @@ def listing(kind: Kind, parent: Kind | None = None, parent_param: str | None = N
             query = query.scoped(query.project_id, parent_id)
         else:
             query = query.scoped(visible_project(ctx, query.project_id))
-        page = await views.list_page(query)
-        bodies = [select_fields(b, query.fields) for b in page.bodies]
-        links = json.dumps(page_links(request, query, page))
-        return raw_json(f'{{"{kind.plural}": [{", ".join(bodies)}], "{kind.links_key}": {links}}}')
+        return page_response(request, query, await views.list_page(query))
 
     return handler
+
+
+def unscoped_listing(kind: Kind, action: Action) -> Handler:
+    """GET a collection that belongs to no project (flavors, zones, profiles, amphorae), for
+    callers allowed ``action``; a ``project_id`` filter (amphorae) is an ordinary filter."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        ctx = await request_context(request)
+        enforce(ctx, action, ctx.project_id)
+        query = parse_list_query(kind, request.query, request.app[SETTINGS].pagination_max_limit)
+        return page_response(request, query, await request.app[VIEWS].list_page(query))
+
+    return handler
+
+
+def page_response(request: web.Request, query: ListQuery, page: Page) -> web.Response:
+    """``{"<plural>": [...], "<links key>": [...]}`` with the query's field selection."""
+    kind = query.kind
+    bodies = [select_fields(b, query.fields) for b in page.bodies]
+    links = json.dumps(page_links(request, query, page))
+    return raw_json(f'{{"{kind.plural}": [{", ".join(bodies)}], "{kind.links_key}": {links}}}')
 
 
 def page_links(request: web.Request, query: ListQuery, page: Page) -> list[dict[str, Any]]:

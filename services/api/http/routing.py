@@ -64,10 +64,20 @@ class ApiRouter:
                 self._add(method, prefix + path, handler)
 
     def octavia(
-        self, method: str, path: str, handler: Handler, *, summary: str, tag: str, status: int = 200
+        self,
+        method: str,
+        path: str,
+        handler: Handler,
+        *,
+        summary: str,
+        tag: str,
+        status: int = 200,
+        response_key: str | None = None,
     ) -> None:
         """``/v2/octavia/...`` and ``/v2.0/octavia/...`` (amphorae)."""
-        self.specs.append(RouteSpec(method, f"/v2/octavia{path}", summary, status, tag))
+        self.specs.append(
+            RouteSpec(method, f"/v2/octavia{path}", summary, status, tag, response_key=response_key)
+        )
         for version in VERSION_PREFIXES:
             self._add(method, f"{version}/octavia{path}", handler)
 

@@ -6,18 +6,21 @@ missing amphorae) reads everything from the engine; the driver keeps no local st
 
 Networks (created when missing, with the configured subnets inside 198.18.0.0/15):
 
-- the management network (internal: no route out). The agent listens only on the amphora's
-  address there, port 9443, mutual TLS; ``agent_url`` is ``https://<that address>:9443``. The
-  provisioner dials it directly, from the engine's host (docker's bridges are routed there) or
-  from a container attached to the same network (compose attaches the provisioner). No port is
+- the management network (internal: no route out), the container's ``eth0``. The agent
+  listens only on the amphora's address there, port 9443, mutual TLS; ``agent_url`` is
+  ``https://<that address>:9443``. The provisioner dials it directly, from the engine's host
+  (docker's bridges are routed there) or from a container attached to the same network (compose
+  attaches the provisioner, and the health service that receives the heartbeats). No port is
   published, so nothing listens on the host's interfaces.
-- the VIP network whose subnet holds the VIP, which also carries the default route. The
-  address of a STANDALONE or MASTER amphora on it *is* the VIP; docker derives the MAC from the
-  address, so a replacement answers at once. An amphora of the same LB that still holds the VIP
-  loses it to the new one (failover builds the replacement first). A BACKUP gets a dynamic
-  address (outside the VIP range) and may bind the VIP anyway (``ip_nonlocal_bind``); moving
-  the VIP between MASTER and BACKUP in the data plane is keepalived's job (NET_ADMIN), once the
-  agent runs it. Until then ACTIVE_STANDBY fails over through the control plane only.
+- the VIP network whose subnet holds the VIP, the container's ``eth1`` (plugged after start,
+  while the agent boots) and its default route. The amphora's own address there comes from the
+  network's ``ip_range`` and is the handle's ``lb_network_ip``: keepalived's unicast VRRP runs
+  between these addresses. The VIP itself is not a docker address (the API allocates VIPs
+  outside ``ip_range``): the agent holds it on ``eth1`` (``FULCRUM_AMPHORA_VIP_INTERFACE``)
+  when the configurator asks, as a /32 with gratuitous ARP (SINGLE) or through keepalived
+  (ACTIVE_STANDBY; NET_ADMIN, and ``ip_nonlocal_bind`` for the BACKUP's HAProxy). A spare
+  (no VIP yet) is put on the first VIP network, so it can serve any VIP of that network once
+  an LB claims it.
 
 The agent's server certificate (for the amphora id) and the CA are copied into the created
 container before it starts: no bind mount, so the provisioner may run in a container itself.
@@ -38,6 +41,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Final, TypeVar
+from urllib.parse import urlsplit
 
 import docker
 import docker.errors
@@ -59,11 +63,12 @@ LABEL_LB: Final = "fulcrum.lb_id"
 LABEL_ROLE: Final = "fulcrum.role"
 LABEL_TOPOLOGY: Final = "fulcrum.topology"
 LABEL_VIP: Final = "fulcrum.vip_address"
+LABEL_VIP_NETWORK: Final = "fulcrum.vip_network"
 LABEL_CERT_EXPIRATION: Final = "fulcrum.cert_expiration"
 # Labels that make up an amphora's spec: an existing container must match them.
 _SPEC_LABELS: Final = (LABEL_LB, LABEL_ROLE, LABEL_TOPOLOGY, LABEL_VIP)
-# Roles whose container address on the VIP network is the VIP itself.
-_VIP_HOLDERS: Final = ("STANDALONE", "MASTER")
+# The container's interfaces: the management network at create, the VIP network after start.
+VIP_INTERFACE: Final = "eth1"
 _STATE_CHECK_INTERVAL: Final = 0.5
 _DEFAULT_HOST: Final = "unix:///var/run/docker.sock"
 _LOG_TAIL_LINES: Final = 40
@@ -122,35 +127,32 @@ class DockerAmphoraDriver:
             await self._call(
                 f"ensure network {vip_network.name}", self._ensure_network, vip_network, False
             )
-        holds_vip = spec.role in _VIP_HOLDERS and vip_network is not None
-        static_vip = spec.vip_address if holds_vip else None
-        if static_vip is not None and vip_network is not None:
-            await self._call("free the VIP", self._take_over_vip, vip_network.name, spec)
         issued = self._ca.issue_server_cert(spec.amphora_id, [spec.amphora_id], self._validity)
         labels[LABEL_CERT_EXPIRATION] = issued.not_after.isoformat()
+        labels[LABEL_VIP_NETWORK] = vip_network.name if vip_network is not None else ""
         try:
             await self._call(
                 "create the container",
                 self._create,
                 name,
                 labels,
-                self._environment(spec),
+                self._environment(spec, vip_network),
                 mgmt.name,
             )
             archive = _certificate_archive(self._ca.cert_pem, issued)
             await self._call("copy the certificates", self._put_archive, name, archive)
             await self._call("start the container", self._start, name)
             started = await self._call("inspect the container", self._inspect, name)
-            handle = (
+            booting = (
                 self._handle(started["Id"], labels, started["NetworkSettings"])
                 if started is not None
                 else None
             )
-            if handle is None:
+            if booting is None:
                 raise InfrastructureError(f"{name} has no address on {mgmt.name}")
-            # The VIP network is plugged while the agent boots (it binds the management
-            # address, there from the start; HAProxy binds the VIP only once configured).
-            steps: list[Awaitable[object]] = [self._wait_for_agent(handle, name)]
+            # The VIP network is plugged while the agent boots: the agent binds the management
+            # address, there from the start, and HAProxy binds the VIP only once configured.
+            steps: list[Awaitable[object]] = [self._wait_for_agent(booting, name)]
             if vip_network is not None:
                 steps.append(
                     self._call(
@@ -158,12 +160,19 @@ class DockerAmphoraDriver:
                         self._connect,
                         name,
                         vip_network.name,
-                        static_vip,
                     )
                 )
             for outcome in await asyncio.gather(*steps, return_exceptions=True):
                 if isinstance(outcome, BaseException):
                     raise outcome
+            plugged = await self._call("inspect the container", self._inspect, name)
+            handle = (
+                self._handle(plugged["Id"], labels, plugged["NetworkSettings"])
+                if plugged is not None
+                else None
+            )
+            if handle is None:
+                raise InfrastructureError(f"{name} vanished while starting")
         except BaseException:
             with contextlib.suppress(FulcrumError):
                 await asyncio.shield(self._call("remove the container", self._remove, name))
@@ -266,24 +275,6 @@ class DockerAmphoraDriver:
             if exc.status_code != 409:  # 409: another provisioner created it meanwhile
                 raise
 
-    def _take_over_vip(self, network_name: str, spec: AmphoraSpec) -> None:
-        """Disconnect an older amphora of the same LB holding the VIP; refuse anyone else."""
-        api = self._engine().api
-        attached = api.inspect_network(network_name).get("Containers") or {}
-        for container_id, endpoint in attached.items():
-            address = str(endpoint.get("IPv4Address", "")).split("/")[0]
-            if address != spec.vip_address:
-                continue
-            labels = api.inspect_container(container_id)["Config"].get("Labels") or {}
-            ours = labels.get(LABEL_DEPLOYMENT) == self._settings.deployment
-            if ours and labels.get(LABEL_AMPHORA) == spec.amphora_id:
-                continue
-            if not (ours and labels.get(LABEL_LB) == (spec.lb_id or "")):
-                raise InfrastructureError(
-                    f"VIP {spec.vip_address} is held by container {endpoint.get('Name')}"
-                )
-            api.disconnect_container_from_network(container_id, network_name, force=True)
-
     def _create(
         self, name: str, labels: dict[str, str], environment: dict[str, str], network: str
     ) -> None:
@@ -304,8 +295,8 @@ class DockerAmphoraDriver:
             networking_config=api.create_networking_config({network: api.create_endpoint_config()}),
         )
 
-    def _connect(self, name: str, network: str, address: str | None) -> None:
-        self._engine().api.connect_container_to_network(name, network, ipv4_address=address)
+    def _connect(self, name: str, network: str) -> None:
+        self._engine().api.connect_container_to_network(name, network)
 
     def _put_archive(self, name: str, archive: bytes) -> None:
         if not self._engine().api.put_archive(name, CERT_DIR, archive):
@@ -376,21 +367,25 @@ class DockerAmphoraDriver:
             LABEL_VIP: spec.vip_address or "",
         }
 
-    def _environment(self, spec: AmphoraSpec) -> dict[str, str]:
-        return {
+    def _environment(
+        self, spec: AmphoraSpec, vip_network: DockerNetworkSettings | None
+    ) -> dict[str, str]:
+        environment = {
             **self._agent_env,
             "FULCRUM_AMPHORA_AMPHORA_ID": spec.amphora_id,
             "FULCRUM_AMPHORA_LB_ID": spec.lb_id or "",
             "FULCRUM_AMPHORA_BIND_PORT": str(self._settings.agent_port),
             "FULCRUM_AMPHORA_MGMT_CIDR": self._settings.mgmt_network.subnet,
-            "FULCRUM_AMPHORA_VIP_ADDRESS": spec.vip_address or "",
-            "FULCRUM_AMPHORA_ROLE": spec.role,
-            "FULCRUM_AMPHORA_TOPOLOGY": spec.topology,
         }
+        if vip_network is not None:
+            environment["FULCRUM_AMPHORA_VIP_INTERFACE"] = VIP_INTERFACE
+        return environment
 
     def _vip_network(self, vip_address: str | None) -> DockerNetworkSettings | None:
+        """The VIP network holding ``vip_address``; for a spare (no VIP) the first one, so a
+        claimed spare can serve VIPs of that network."""
         if vip_address is None:
-            return None
+            return self._settings.vip_networks[0] if self._settings.vip_networks else None
         address = ipaddress.ip_address(vip_address)
         for network in self._settings.vip_networks:
             if address in ipaddress.ip_network(network.subnet):
@@ -403,29 +398,34 @@ class DockerAmphoraDriver:
     def _handle(
         self, container_id: str, labels: dict[str, str], network_settings: dict[str, Any]
     ) -> AmphoraHandle | None:
+        """The handle of a container: the agent at its management address; ``lb_network_ip``
+        its own address on the VIP network (the management one while it has none)."""
         networks = network_settings.get("Networks") or {}
-        address = (networks.get(self._settings.mgmt_network.name) or {}).get("IPAddress")
-        if not address:
+        agent = (networks.get(self._settings.mgmt_network.name) or {}).get("IPAddress")
+        if not agent:
             return None
+        vip_network = labels.get(LABEL_VIP_NETWORK) or ""
+        own = (networks.get(vip_network) or {}).get("IPAddress") if vip_network else None
         return AmphoraHandle(
             amphora_id=labels[LABEL_AMPHORA],
             lb_id=labels.get(LABEL_LB) or None,
             driver=DRIVER_NAME,
             compute_id=container_id,
-            agent_url=f"https://{address}:{self._settings.agent_port}",
-            lb_network_ip=address,
+            agent_url=f"https://{agent}:{self._settings.agent_port}",
+            lb_network_ip=own or agent,
             cert_expiration=labels.get(LABEL_CERT_EXPIRATION) or None,
             role=labels.get(LABEL_ROLE) or "STANDALONE",
         )
 
     async def _wait_for_agent(self, handle: AmphoraHandle, name: str) -> None:
         """Until the agent accepts TCP connections; fails early when the container exits."""
+        address = urlsplit(handle.agent_url).hostname
         deadline = time.monotonic() + self._boot_timeout
         next_state_check = time.monotonic() + _STATE_CHECK_INTERVAL
         while True:
             try:
                 _, writer = await asyncio.wait_for(
-                    asyncio.open_connection(handle.lb_network_ip, self._settings.agent_port),
+                    asyncio.open_connection(address, self._settings.agent_port),
                     timeout=1.0,
                 )
             except (OSError, TimeoutError):
@@ -444,7 +444,7 @@ class DockerAmphoraDriver:
             if now >= deadline:
                 raise InfrastructureError(
                     f"agent of amphora {handle.amphora_id} not listening on "
-                    f"{handle.lb_network_ip}:{self._settings.agent_port} "
+                    f"{address}:{self._settings.agent_port} "
                     f"after {self._boot_timeout:.0f} s"
                 )
             await asyncio.sleep(0.02)

@@ -17,18 +17,24 @@ Topology, per VIP network ``N`` (``NetnsDriverSettings.networks``; subnets in 19
   amphora id and that address), and amphorae reach the host (their default route), e.g. a
   health service listening on the gateway address.
 - Each amphora gets its own namespace ``<namespace_prefix><first 12 hex of its id>`` with one
-  interface, ``eth0``, addressed from the network's ``ip_range``; ``ip_nonlocal_bind`` is on so
-  a BACKUP's HAProxy binds the VIP it does not hold. The agent runs there under
-  ``ip netns exec`` with ``FULCRUM_AMPHORA_VIP_INTERFACE=eth0``: HAProxy and keepalived are its
-  children. VIPs are plugged by the agent when the configurator asks (SINGLE: added with
-  gratuitous ARP; ACTIVE_STANDBY: moved by keepalived), not by this driver.
+  interface, ``eth0``, addressed from the network's ``ip_range`` (round robin, so an address
+  comes back only after the whole range; the host's ARP entry for it is dropped whenever an
+  amphora there is made or deleted, and the agent announces its address at start, so no
+  neighbour keeps a deleted amphora's MAC). ``ip_nonlocal_bind`` is on so a BACKUP's HAProxy
+  binds the VIP it does not hold. The agent is forked from the pre-imported zygote (the
+  process driver's, ~0.1 s instead of ~1 s for a new Python) or started as a new Python, and
+  moves itself into the namespace first thing (``FULCRUM_AMPHORA_NETNS``); HAProxy and
+  keepalived are its children. It runs with ``FULCRUM_AMPHORA_VIP_INTERFACE=eth0``: VIPs are
+  plugged by the agent when the configurator asks (SINGLE: added with gratuitous ARP;
+  ACTIVE_STANDBY: moved by keepalived), not by this driver.
 
 State: ``<state_dir>/<amphora_id>/amphora.json`` (LB, role, network, address, namespace, cert
 expiry) beside the agent's files; ``<state_dir>/.networks/<name>.json`` marks a network
-namespace this driver created (deleted with its last amphora) or was told to keep. ``list``
-reports amphorae whose state file, namespace and agent process all exist. Address allocation
-and network changes hold a lock (an flock on ``<state_dir>/.lock``), so several provisioners
-on one host share a state dir safely. Needs root (CAP_NET_ADMIN, CAP_SYS_ADMIN) and iproute2.
+namespace this driver created (deleted with its last amphora) or was told to keep, and
+``<name>.last`` the last address handed out. ``list`` reports amphorae whose state file,
+namespace and agent process all exist. Address allocation and network changes hold a lock (an
+flock on ``<state_dir>/.lock``), so several provisioners on one host share a state dir safely.
+Needs root (CAP_NET_ADMIN, CAP_SYS_ADMIN) and iproute2; keepalived for ACTIVE_STANDBY.
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ import fcntl
 import hashlib
 import ipaddress
 import json
+import logging
 import os
 import shutil
 import signal
@@ -52,9 +59,12 @@ from typing import Final
 from libs.common.errors import InfrastructureError
 from libs.common.pki import DeploymentCA, write_private_file
 from services.provisioner.drivers import AmphoraHandle, AmphoraSpec
+from services.provisioner.drivers.process import Zygote
 from services.provisioner.settings import NetnsDriverSettings, NetnsNetworkSettings
 
 __all__ = ["DRIVER_NAME", "VIP_INTERFACE", "NetnsAmphoraDriver"]
+
+log = logging.getLogger(__name__)
 
 DRIVER_NAME: Final = "netns"
 VIP_INTERFACE: Final = "eth0"
@@ -149,6 +159,7 @@ class NetnsAmphoraDriver:
         agent_env: dict[str, str] | None = None,
         boot_timeout: float = 20.0,
         cert_validity_days: int = 30,
+        fast_spawn: bool = True,
     ) -> None:
         self._settings = settings
         self._state_dir = state_dir.resolve()
@@ -157,6 +168,7 @@ class NetnsAmphoraDriver:
         self._boot_timeout = boot_timeout
         self._validity = cert_validity_days
         self._ip = _IpRoute(settings.command_timeout)
+        self._zygote = Zygote(self._state_dir) if fast_spawn else None
         self._lock = asyncio.Lock()
         self._state_dir.mkdir(parents=True, exist_ok=True)
         (self._state_dir / _NETWORKS_DIR).mkdir(exist_ok=True)
@@ -332,13 +344,34 @@ class NetnsAmphoraDriver:
     # -- amphorae ----------------------------------------------------------------------------
 
     def _allocate(self, network: NetnsNetworkSettings) -> str:
+        """The next free address of ``ip_range`` after the last one handed out (round robin):
+        an address comes back only after the whole range, long after neighbours forgot the
+        MAC of the amphora that had it before. Called under the lock."""
         subnet = ipaddress.ip_network(network.subnet)
         taken = {r.address for r in self._records()} | {network.gateway}
         reserved = {subnet.network_address, subnet.broadcast_address}
-        for host in ipaddress.ip_network(network.ip_range):
-            if host not in reserved and str(host) not in taken:
-                return str(host)
-        raise InfrastructureError(f"no free amphora address left in {network.ip_range}")
+        hosts = [
+            str(h)
+            for h in ipaddress.ip_network(network.ip_range)
+            if h not in reserved and str(h) not in taken
+        ]
+        if not hosts:
+            raise InfrastructureError(f"no free amphora address left in {network.ip_range}")
+        cursor = self._state_dir / _NETWORKS_DIR / f"{network.name}.last"
+        try:
+            last = ipaddress.IPv4Address(cursor.read_text().strip())
+        except (OSError, ValueError):
+            last = None
+        after = [h for h in hosts if last is None or ipaddress.IPv4Address(h) > last]
+        chosen = (after or hosts)[0]
+        cursor.write_text(chosen)
+        return chosen
+
+    async def _forget_neighbour(self, record: AmphoraRecord) -> None:
+        """Drop the host's ARP entry for the amphora's address: a new amphora there has
+        another MAC, and a stale entry would black-hole the provisioner's connections."""
+        uplink = self.network_namespace(record.network)
+        await self._ip.run("neigh", "del", record.address, "dev", uplink, check=False)
 
     async def _plumb(self, record: AmphoraRecord, network: NetnsNetworkSettings) -> None:
         """The amphora's namespace with eth0 on the bridge (recreated from scratch)."""
@@ -354,12 +387,13 @@ class NetnsAmphoraDriver:
         await self._ip.run("-n", bridge_ns, "link", "set", record.port_name, "master", _BRIDGE)
         await self._ip.run("-n", bridge_ns, "link", "set", record.port_name, "up")
         prefix = ipaddress.ip_network(network.subnet).prefixlen
+        # A BACKUP's HAProxy binds the VIP before keepalived gives it the address.
+        await self._ip.run("netns", "exec", ns, "sysctl", "-qw", "net.ipv4.ip_nonlocal_bind=1")
         await self._ip.run("-n", ns, "link", "set", "lo", "up")
         await self._ip.run("-n", ns, "addr", "add", f"{record.address}/{prefix}", "dev", "eth0")
         await self._ip.run("-n", ns, "link", "set", VIP_INTERFACE, "up")
         await self._ip.run("-n", ns, "route", "add", "default", "via", network.gateway)
-        # A BACKUP's HAProxy binds the VIP before keepalived gives it the address.
-        await self._ip.run("netns", "exec", ns, "sysctl", "-qw", "net.ipv4.ip_nonlocal_bind=1")
+        await self._forget_neighbour(record)
 
     async def ensure(self, spec: AmphoraSpec) -> AmphoraHandle:
         """Start the amphora unless it runs already; waits until its agent listens."""
@@ -368,6 +402,7 @@ class NetnsAmphoraDriver:
             return existing
         network = self.network_for(spec.vip_address)
         directory = self._dir(spec.amphora_id)
+        started = time.monotonic()
         try:
             async with self._locked():
                 await self._stop_and_unplug(self._record(spec.amphora_id))
@@ -396,11 +431,19 @@ class NetnsAmphoraDriver:
                 **(asdict(record) | {"cert_expiration": issued.not_after.isoformat()})
             )
             self._write_record(record)
-            return await self._boot(record)
+            handle = await self._boot(record)
         except BaseException:
             with contextlib.suppress(Exception):
                 await self.delete(spec.amphora_id)
             raise
+        log.info(
+            "amphora %s up in %s at %s (%.2f s)",
+            spec.amphora_id,
+            record.namespace,
+            record.address,
+            time.monotonic() - started,
+        )
+        return handle
 
     def _write_record(self, record: AmphoraRecord) -> None:
         path = self._dir(record.amphora_id) / _RECORD_FILE
@@ -411,7 +454,6 @@ class NetnsAmphoraDriver:
     async def _boot(self, record: AmphoraRecord) -> AmphoraHandle:
         directory = self._dir(record.amphora_id)
         env = {
-            **os.environ,
             **self._agent_env,
             "FULCRUM_AMPHORA_AMPHORA_ID": record.amphora_id,
             "FULCRUM_AMPHORA_LB_ID": record.lb_id or "",
@@ -422,28 +464,64 @@ class NetnsAmphoraDriver:
             "FULCRUM_AMPHORA_SERVER_CERT": str(directory / "server.pem"),
             "FULCRUM_AMPHORA_SERVER_KEY": str(directory / "server.key"),
             "FULCRUM_AMPHORA_VIP_INTERFACE": VIP_INTERFACE,
+            # The agent moves itself into its namespace first thing (adapters/netns.py).
+            "FULCRUM_AMPHORA_NETNS": record.namespace,
         }
-        ip = shutil.which("ip") or "/usr/sbin/ip"
-        with open(directory / "agent.log", "ab") as log:  # noqa: ASYNC230 (local, instant)
-            proc = await asyncio.create_subprocess_exec(
-                ip, "netns", "exec", record.namespace, sys.executable, "-m", "services.amphora",
-                env=env,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=log,
-                stderr=asyncio.subprocess.STDOUT,
-                start_new_session=True,
-            )  # fmt: skip
-        (directory / _PID_FILE).write_text(str(proc.pid))
+        pid = await self._spawn(env, directory / "agent.log")
+        (directory / _PID_FILE).write_text(str(pid))
         deadline = time.monotonic() + self._boot_timeout
         while time.monotonic() < deadline:
             handle = self._handle(record.amphora_id)
             if handle is not None:
                 return handle
-            if proc.returncode is not None:
+            if not _alive(pid):
                 break
             await asyncio.sleep(_POLL)
         tail = (directory / "agent.log").read_text(errors="replace")[-2000:]
         raise InfrastructureError(f"amphora {record.amphora_id} did not start: {tail.strip()}")
+
+    async def _spawn(self, env: dict[str, str], log_path: Path) -> int:
+        """Fork the agent from the pre-imported zygote (milliseconds), else start a Python."""
+        if self._zygote is not None:
+            try:
+                return await self._zygote.spawn(env, log_path)
+            except OSError as exc:
+                log.warning("zygote unavailable (%s); plain start", exc)
+        with open(log_path, "ab") as out:  # noqa: ASYNC230 (local, instant)
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "services.amphora",
+                env={**os.environ, **env},
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=out,
+                stderr=asyncio.subprocess.STDOUT,
+                start_new_session=True,
+            )
+        return proc.pid
+
+    async def prepare(self) -> None:
+        """Start the zygote now, so that the first amphora boots fast too."""
+        if self._zygote is not None:
+            try:
+                await self._zygote.ensure_running()
+            except OSError as exc:
+                log.warning("zygote unavailable (%s)", exc)
+
+    async def close(self) -> None:
+        """Stop the zygote (the amphorae keep running) and wait, bounded, until it is gone."""
+        if self._zygote is None:
+            return
+        try:
+            pid: int | None = int((self._state_dir / ".zygote" / "zygote.pid").read_text())
+        except (OSError, ValueError):
+            pid = None
+        self._zygote.stop()
+        for _ in range(100):
+            if pid is None or not _alive(pid):
+                break
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.05)  # lets the loop's child watcher record its exit
 
     async def _stop_and_unplug(self, record: AmphoraRecord | None) -> None:
         """Stop everything in the amphora's namespace and remove it; absent is fine."""
@@ -474,11 +552,13 @@ class NetnsAmphoraDriver:
             await self._ip.run("-n", bridge_ns, "link", "del", record.port_name, check=False)
         if namespace_exists(record.namespace):
             await self._ip.run("netns", "del", record.namespace, check=False)
+        await self._forget_neighbour(record)
 
     async def delete(self, amphora_id: str) -> None:
         """Stop the agent (SIGTERM, then SIGKILL for everything left in the namespace), remove
         the namespace, its veth and files; the network goes with its last amphora if this
         driver created it."""
+        started = time.monotonic()
         record = self._record(amphora_id)
         await self._stop_and_unplug(record)
         directory = self._dir(amphora_id)
@@ -487,6 +567,7 @@ class NetnsAmphoraDriver:
         if record is not None:
             async with self._locked():
                 await self._release_network_if_unused(record.network)
+            log.info("amphora %s deleted (%.2f s)", amphora_id, time.monotonic() - started)
 
     async def list(self) -> list[AmphoraHandle]:
         handles = []

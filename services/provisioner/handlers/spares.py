@@ -2,8 +2,10 @@
 
 Spares are ordinary amphorae in status READY (no LB): they heartbeat and fail over like any
 other. ``claim`` takes one inside the caller's transaction (FOR UPDATE SKIP LOCKED), so two
-provisioners never take the same spare and a rolled-back create gives it back. ``refill``
-keeps ``size`` of them; one replica at a time refills (advisory lock).
+provisioners never take the same spare and a rolled-back create gives it back. Housekeeping
+decides the pool's size and asks for spares through events (handlers/maintenance.py boots
+them); ``refill`` is the provisioner's own loop for standalone use, keeping ``size`` of them
+(0 = off, the default); one replica at a time refills (advisory lock).
 """
 
 from __future__ import annotations
@@ -30,22 +32,31 @@ META: Final = Metadata(actor="provisioner-spares")
 
 class SparePool:
     def __init__(
-        self, pool: asyncpg.Pool, amps: AmphoraRepository, driver: AmphoraDriver, size: int
+        self,
+        pool: asyncpg.Pool,
+        amps: AmphoraRepository,
+        driver: AmphoraDriver,
+        size: int,
+        *,
+        claim: bool = True,
     ) -> None:
         self._pool = pool
         self._amps = amps
         self._driver = driver
         self.size = size
+        self.claiming = claim
 
     async def claim(self, conn: asyncpg.Connection, lb_id: str) -> AmphoraHandle | None:
         """A running spare, now allocated to ``lb_id`` (in ``conn``'s transaction), or None."""
-        if self.size <= 0:
+        if not self.claiming:
             return None
-        running = {h.amphora_id: h for h in await self._driver.list()}
+        running: dict[str, AmphoraHandle] | None = None  # listed once, and only with a spare
         for _ in range(3):
             amphora_id = await lock_one_spare(conn)
             if amphora_id is None:
                 return None
+            if running is None:
+                running = {h.amphora_id: h for h in await self._driver.list()}
             handle = running.get(amphora_id)
             if handle is None:  # listed READY but gone: record it and try the next one
                 await self._amps.record(

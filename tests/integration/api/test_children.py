@@ -7,7 +7,24 @@ from typing import Any
 
 import pytest
 
-from tests.integration.api.conftest import Api
+from libs.common.secretstore import new_key
+from tests.integration.api.conftest import Api, MakeApi
+from tests.integration.tls.pki import CertAuthority
+
+
+async def certificate_container(api: Api) -> str:
+    """A certificate container in the key manager (Barbican v1 subset) of ``api``."""
+    issued = CertAuthority().issue("web.test", dns=["web.test"])
+    refs = {}
+    for name, pem in (("certificate", issued.cert_pem), ("private_key", issued.key_pem)):
+        body = {"payload": pem.decode(), "payload_content_type": "text/plain"}
+        refs[name] = (await api.post("/v1/secrets", body, expect=201)).body["secret_ref"]
+    body = {
+        "type": "certificate",
+        "secret_refs": [{"name": n, "secret_ref": r} for n, r in refs.items()],
+    }
+    return str((await api.post("/v1/containers", body, expect=201)).body["container_ref"])
+
 
 LISTENERS = "/v2/lbaas/listeners"
 POOLS = "/v2/lbaas/pools"
@@ -36,7 +53,8 @@ async def pool(api: Api, lb_id: str, protocol: str = "HTTP", **extra: Any) -> di
     return body
 
 
-async def test_listener_crud_and_validation(api: Api) -> None:
+async def test_listener_crud_and_validation(make_api: MakeApi) -> None:
+    api = await make_api(secret_keys=new_key())  # TERMINATED_HTTPS needs the key manager
     lb = await api.create_lb()
     li = await api.create(
         "listeners",
@@ -102,15 +120,15 @@ async def test_listener_crud_and_validation(api: Api) -> None:
         reply = await api.post(LISTENERS, {"listener": body})
         assert reply.status == status, (body, reply.body)
         assert fragment in reply.fault(), (body, reply.body)
+    terminated = {**base, "protocol": "TERMINATED_HTTPS", "protocol_port": 443}
+    reply = await api.post(
+        LISTENERS, {"listener": {**terminated, "default_tls_container_ref": "x"}}
+    )
+    assert reply.status == 400 and "default_tls_container_ref" in reply.fault()
     tls = await api.create(
         "listeners",
         "listener",
-        {
-            **base,
-            "protocol": "TERMINATED_HTTPS",
-            "protocol_port": 443,
-            "default_tls_container_ref": "cert-1",
-        },
+        {**terminated, "default_tls_container_ref": await certificate_container(api)},
     )
     assert tls["tls_versions"] == ["TLSv1.2", "TLSv1.3"]
     await api.settle(lb["id"])

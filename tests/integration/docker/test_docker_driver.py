@@ -6,13 +6,15 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections import Counter
+from ipaddress import ip_address, ip_network
+from typing import Any
 
 import docker
 import docker.errors
 import pytest
 
 from libs.common.errors import InfrastructureError
-from services.provisioner.drivers import AmphoraSpec
+from services.provisioner.drivers import AmphoraHandle, AmphoraSpec
 from services.provisioner.drivers.docker import (
     LABEL_AMPHORA,
     LABEL_LB,
@@ -32,12 +34,9 @@ from tests.integration.docker.conftest import (
 pytestmark = pytest.mark.docker
 
 
-def spec(vip: str = "198.18.66.10", lb_id: str | None = None, **fields: str) -> AmphoraSpec:
+def spec(vip: str = "198.18.66.10", lb_id: str | None = None) -> AmphoraSpec:
     return AmphoraSpec(
-        amphora_id=str(uuid.uuid4()),
-        lb_id=lb_id or str(uuid.uuid4()),
-        vip_address=vip,
-        **fields,
+        amphora_id=str(uuid.uuid4()), lb_id=lb_id or str(uuid.uuid4()), vip_address=vip
     )
 
 
@@ -75,9 +74,10 @@ async def test_ensure_list_delete(
     assert container.labels[LABEL_ROLE] == "STANDALONE"
     assert "NET_ADMIN" in container.attrs["HostConfig"]["CapAdd"]
     networks = container.attrs["NetworkSettings"]["Networks"]
-    assert networks[VIP_NETWORK.name]["IPAddress"] == "198.18.66.10"  # SINGLE: address = VIP
-    assert handle.lb_network_ip == networks[MGMT_NETWORK.name]["IPAddress"]
-    assert handle.agent_url == f"https://{handle.lb_network_ip}:9443"
+    own = networks[VIP_NETWORK.name]["IPAddress"]  # from docker's range, not the VIP
+    assert handle.lb_network_ip == own and ip_address(own) in ip_network(VIP_NETWORK.ip_range)
+    assert handle.agent_url == f"https://{networks[MGMT_NETWORK.name]['IPAddress']}:9443"
+    assert "FULCRUM_AMPHORA_VIP_INTERFACE=eth1" in container.attrs["Config"]["Env"]
     assert handle.compute_id == container.id and handle.driver == "docker"
     assert handle.cert_expiration is not None
     assert await driver.list() == [handle]
@@ -173,54 +173,35 @@ async def test_an_agent_that_cannot_start_is_removed_with_its_log(
     assert clean_engine.containers.list(all=True, filters={"name": wanted.amphora_id}) == []
 
 
-async def test_a_replacement_takes_the_vip_from_the_old_amphora_of_the_same_lb(
-    driver: DockerAmphoraDriver, clean_engine: docker.DockerClient
-) -> None:
-    old = spec(vip="198.18.66.11")
-    await driver.ensure(old)
-    new = spec(vip="198.18.66.11", lb_id=old.lb_id)
-    await driver.ensure(new)
-    new_networks = clean_engine.containers.get(container_name(new.amphora_id)).attrs[
-        "NetworkSettings"
-    ]["Networks"]
-    old_networks = clean_engine.containers.get(container_name(old.amphora_id)).attrs[
-        "NetworkSettings"
-    ]["Networks"]
-    assert new_networks[VIP_NETWORK.name]["IPAddress"] == "198.18.66.11"
-    assert VIP_NETWORK.name not in old_networks  # still running, but off the VIP
-
-    stranger = spec(vip="198.18.66.11")  # another LB: never takes a VIP
-    with pytest.raises(InfrastructureError, match="held by"):
-        await driver.ensure(stranger)
-    assert clean_engine.containers.list(all=True, filters={"name": stranger.amphora_id}) == []
+async def serve_vip(pki: Pki, handle: AmphoraHandle, vip: str, backends: list[Any]) -> None:
+    """What the configurator does for SINGLE: plug the VIP, then push the HAProxy config."""
+    async with pki.agent(handle) as agent:
+        info = await agent.info()
+        await agent.plug_vip(vip)
+        servers = [(b.address, b.port) for b in backends]
+        await agent.apply_config(haproxy_config(info.stats_socket, vip, servers))
 
 
-async def test_http_from_the_host_through_the_vip_to_backend_containers(
-    driver: DockerAmphoraDriver, pki: Pki
-) -> None:
-    wanted = spec(vip="198.18.66.12")
-    handle = await driver.ensure(wanted)
-    with backend_containers(["be0", "be1"], VIP_NETWORK.name) as backends:
-        async with pki.agent(handle) as agent:
-            info = await agent.info()
-            servers = [(b.address, b.port) for b in backends]
-            await agent.apply_config(haproxy_config(info.stats_socket, "198.18.66.12", servers))
-        await asyncio.to_thread(wait_http, "http://198.18.66.12/", 10)
-        seen = Counter(
-            [await asyncio.to_thread(wait_http, "http://198.18.66.12/", 5) for _ in range(10)]
-        )
-    assert seen == Counter({"be0": 5, "be1": 5})
+async def names_through(vip: str, count: int) -> Counter[str]:
+    await asyncio.to_thread(wait_http, f"http://{vip}/", 10)
+    return Counter([await asyncio.to_thread(wait_http, f"http://{vip}/", 5) for _ in range(count)])
 
 
-async def test_a_killed_amphora_frees_its_vip_for_a_replacement(
+async def test_http_through_the_vip_and_a_replacement_after_a_kill(
     driver: DockerAmphoraDriver, clean_engine: docker.DockerClient, pki: Pki
 ) -> None:
-    old = spec(vip="198.18.66.13")
+    vip = "198.18.66.12"
+    old = spec(vip=vip)
     first = await driver.ensure(old)
-    clean_engine.containers.get(first.compute_id).kill()
-    new = spec(vip="198.18.66.13", lb_id=old.lb_id)
-    handle = await driver.ensure(new)
-    async with pki.agent(handle) as agent:
-        assert (await agent.info()).amphora_id == new.amphora_id
+    with backend_containers(["be0", "be1"], VIP_NETWORK.name) as backends:
+        await serve_vip(pki, first, vip, backends)
+        assert await names_through(vip, 10) == Counter({"be0": 5, "be1": 5})
+
+        # The amphora dies; its replacement announces the VIP (gratuitous ARP) and serves.
+        clean_engine.containers.get(first.compute_id).kill()
+        new = spec(vip=vip, lb_id=old.lb_id)
+        second = await driver.ensure(new)
+        await serve_vip(pki, second, vip, backends)
+        assert await names_through(vip, 10) == Counter({"be0": 5, "be1": 5})
     await driver.delete(old.amphora_id)
     assert [h.amphora_id for h in await driver.list()] == [new.amphora_id]

@@ -3,16 +3,21 @@ idempotent ensure/delete/list, and an agent reachable from the host through the 
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
+import time
 import uuid
 from pathlib import Path
 
 import pytest
 
 from libs.common.pki import DeploymentCA
+from services.amphora.contract import VrrpState
+from services.provisioner.adapters.agent_client import AgentRejected
 from services.provisioner.configurator import Configurator
 from services.provisioner.drivers import AmphoraSpec
 from services.provisioner.drivers.netns import NetnsAmphoraDriver, namespace_exists
+from services.provisioner.rendering.keepalived import KeepalivedContext, render_keepalived
 from tests.integration.netns.lab import NetnsLab
 
 pytestmark = pytest.mark.netns
@@ -82,6 +87,7 @@ async def test_ensure_list_delete_and_the_network_lives_as_long_as_its_amphorae(
         await configurator.close()
         for spec in (first, second):
             await driver.delete(spec.amphora_id)
+        await driver.close()
 
 
 async def test_a_prepared_network_stays_and_a_vip_outside_every_subnet_is_refused(
@@ -106,4 +112,70 @@ async def test_a_prepared_network_stays_and_a_vip_outside_every_subnet_is_refuse
     finally:
         await driver.delete(spec.amphora_id)
         await driver.remove_network(lab.network.name)
+        await driver.close()
     assert not namespace_exists(bridge_ns) and not _link_exists(bridge_ns)
+
+
+async def test_the_agent_plugs_vips_and_runs_keepalived_inside_its_namespace(
+    lab: NetnsLab, tmp_path: Path
+) -> None:
+    """The VIP/VRRP endpoints on a real amphora: plug and unplug a VIP, refuse a config
+    keepalived rejects (its output in the error), run one (no HAProxy: the check fails, so
+    FAULT), refuse plugging while keepalived owns the VIPs, stop it and leave no VIP behind."""
+    ca = DeploymentCA.load_or_create(tmp_path / "ca")
+    driver = NetnsAmphoraDriver(lab.driver_settings, tmp_path / "amphorae", ca)
+    configurator = Configurator(ca, tmp_path / "ca")
+    spec = AmphoraSpec(str(uuid.uuid4()), "lb-4", vip_address=lab.vip(), role="MASTER")
+    vip = lab.vip()
+    try:
+        handle = await driver.ensure(spec)
+        client = configurator.client(handle)
+        status = await client.plug_vip(vip)
+        assert status.addresses == [vip] and not status.running
+        assert f"{vip}/32" in _addresses(handle.compute_id)
+        await client.plug_vip(vip)  # idempotent
+        await client.unplug_vip(vip)
+        assert (await client.vrrp_status()).addresses == []
+
+        with pytest.raises(AgentRejected) as rejected:
+            await client.apply_vrrp("vrrp_instance broken {\n  priority banana\n", [vip])
+        assert rejected.value.status == 400
+
+        await client.plug_vip(vip)  # left behind, as by a SIGKILLed keepalived
+        plumbing = await client.vrrp_status()
+        assert plumbing.check_script and plumbing.notify_script
+        text = render_keepalived(
+            KeepalivedContext(
+                lb_id="lb-4",
+                amphora_id=spec.amphora_id,
+                role="MASTER",
+                interface="eth0",
+                unicast_src_ip=handle.lb_network_ip,
+                unicast_peers=(lab.host(100),),  # nobody there: this one alone decides
+                virtual_addresses=(vip,),
+                check_script=plumbing.check_script,
+                notify_script=plumbing.notify_script,
+            )
+        )
+        status = await client.apply_vrrp(text, [vip])
+        assert status.running and status.state != VrrpState.INIT
+        # The stale VIP was removed before keepalived started; in FAULT it holds none.
+        deadline = time.monotonic() + 5
+        while (status := await client.vrrp_status()).state != VrrpState.FAULT:
+            assert time.monotonic() < deadline, status
+            await asyncio.sleep(0.05)
+        assert status.addresses == []
+        assert (await client.apply_vrrp(text, [vip])).config_sha256 == status.config_sha256
+        with pytest.raises(AgentRejected) as refused:
+            await client.plug_vip(vip)
+        assert refused.value.status == 409
+
+        await client.stop_vrrp()
+        status = await client.vrrp_status()
+        assert not status.running and status.state == VrrpState.STOPPED
+        assert status.addresses == [] and status.config_sha256 is None
+        await client.stop_vrrp()  # idempotent
+    finally:
+        await configurator.close()
+        await driver.delete(spec.amphora_id)
+        await driver.close()

@@ -7,6 +7,7 @@ API; the relay inside the provisioner carries the events to its own consumers.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -157,6 +158,10 @@ async def test_provisioner_killed_mid_create_ends_active_with_one_amphora(
     finally:
         if first.poll() is None:
             first.kill()
+    zygote_pid = settings.state_dir / ".zygote" / "zygote.pid"
+    if zygote_pid.exists():  # the killed provisioner's zygote, if its successor did not stop it
+        with contextlib.suppress(ProcessLookupError, ValueError):
+            os.kill(int(zygote_pid.read_text()), signal.SIGTERM)
     dirs = [d for d in settings.state_dir.iterdir() if (d / "agent.pid").exists()]
     assert len(dirs) == 1 and len(state.amphora_ids) == 1
     for d in dirs:  # the amphora outlives the control plane; the test removes it

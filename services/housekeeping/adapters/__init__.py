@@ -1,0 +1,1 @@
+"""Adapters of the housekeeping service: its Postgres queries."""

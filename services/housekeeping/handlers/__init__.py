@@ -1,0 +1,1 @@
+"""Housekeeping's periodic jobs and the runner that gives each its lock and interval."""

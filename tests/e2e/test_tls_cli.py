@@ -1,0 +1,179 @@
+"""TLS termination as a user drives it: the real ``openstack secret store`` / ``secret
+container create`` (python-barbicanclient through the Keystone catalog's ``key-manager``),
+then ``loadbalancer listener create --protocol TERMINATED_HTTPS``, and HTTPS through the VIP."""
+
+from __future__ import annotations
+
+import json
+import ssl
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from tests.e2e.conftest import Backend, Cli, Stack, cloud_cli, free_port
+from tests.integration.tls.pki import CertAuthority
+
+pytestmark = pytest.mark.timeout(600)
+
+
+async def as_json(cli: Cli, *args: str) -> Any:
+    return json.loads((await cli(*args, "-f", "json")).out)
+
+
+async def https_text(url: str, trust: ssl.SSLContext, host: str) -> str:
+    async with aiohttp.ClientSession() as session:
+        async with session.get(
+            url, ssl=trust, server_hostname=host, headers={"Connection": "close"}
+        ) as response:
+            assert response.status == 200
+            return await response.text()
+
+
+async def test_secret_store_container_and_terminated_https_listener(
+    stack: Stack, backends: list[Backend], tmp_path: Path
+) -> None:
+    cli = cloud_cli(stack, "fulcrum")
+    ca = CertAuthority("E2E CA")
+    issued = ca.issue("shop.test", dns=["shop.test"])
+    key_file = tmp_path / "shop.key"
+    key_file.write_bytes(issued.key_pem)
+
+    cert = await as_json(
+        cli,
+        "secret",
+        "store",
+        "--name",
+        "shop-cert",
+        "--payload-content-type",
+        "text/plain",
+        "--payload",
+        issued.cert_pem.decode(),
+    )
+    cert_ref = cert["Secret href"]
+    assert cert_ref.startswith(stack.api_url + "/v1/secrets/")
+    key = await as_json(cli, "secret", "store", "--name", "shop-key", "--file", str(key_file))
+    container = await as_json(
+        cli,
+        "secret",
+        "container",
+        "create",
+        "--name",
+        "shop-tls",
+        "--type",
+        "certificate",
+        "--secret",
+        f"certificate={cert_ref}",
+        "--secret",
+        f"private_key={key['Secret href']}",
+    )
+    container_ref = container["Container href"]
+    # (`-f json` of these two trips over the client's own datetimes: plain values instead.)
+    shown = await cli("secret", "container", "get", container_ref, "-f", "value", "-c", "Type")
+    assert shown.out.strip() == "certificate"
+    names = (await cli("secret", "list", "-f", "value", "-c", "Name")).out.split()
+    assert {"shop-cert", "shop-key"} <= set(names)
+    payload = await cli("secret", "get", "--payload", cert_ref, "-f", "value", "-c", "Payload")
+    assert payload.out.strip() == issued.cert_pem.decode().strip()
+
+    lb = await as_json(
+        cli, "loadbalancer", "create", "--name", "tls-lb", "--vip-subnet", "public-subnet", "--wait"
+    )
+    vip = lb["vip_address"]
+    port = free_port()
+    listener = await as_json(
+        cli,
+        "loadbalancer",
+        "listener",
+        "create",
+        "--name",
+        "shop",
+        "--protocol",
+        "TERMINATED_HTTPS",
+        "--protocol-port",
+        str(port),
+        "--default-tls-container-ref",
+        container_ref,
+        "tls-lb",
+        "--wait",
+    )
+    assert listener["default_tls_container_ref"] == container_ref
+    await cli(
+        "loadbalancer",
+        "pool",
+        "create",
+        "--name",
+        "shop-pool",
+        "--protocol",
+        "HTTP",
+        "--lb-algorithm",
+        "ROUND_ROBIN",
+        "--listener",
+        "shop",
+        "--wait",
+    )
+    await cli(
+        "loadbalancer",
+        "member",
+        "create",
+        "--subnet-id",
+        "public-subnet",
+        "--address",
+        "127.0.0.1",
+        "--protocol-port",
+        str(backends[0].port),
+        "shop-pool",
+        "--wait",
+    )
+    trust = ssl.create_default_context(cadata=ca.cert_pem.decode())
+    assert await https_text(f"https://{vip}:{port}/", trust, "shop.test") == "backend-0"
+
+    # A container in use cannot be deleted.
+    refused = await cli("secret", "container", "delete", container_ref, check=False)
+    assert refused.code != 0 and "in use" in (refused.err + refused.out)
+
+    # A PKCS12 bundle stored as a secret serves as a listener's certificate directly.
+    bundle = tmp_path / "shop.p12"
+    bundle.write_bytes(ca.issue("p12.test", dns=["p12.test"]).pkcs12())
+    p12 = await as_json(cli, "secret", "store", "--name", "shop-p12", "--file", str(bundle))
+    p12_port = free_port()
+    await cli(
+        "loadbalancer",
+        "listener",
+        "create",
+        "--name",
+        "shop-p12",
+        "--protocol",
+        "TERMINATED_HTTPS",
+        "--protocol-port",
+        str(p12_port),
+        "--default-tls-container-ref",
+        p12["Secret href"],
+        "--default-pool",
+        "shop-pool",
+        "tls-lb",
+        "--wait",
+    )
+    assert await https_text(f"https://{vip}:{p12_port}/", trust, "p12.test") == "backend-0"
+
+    # A bad reference is refused with the reason.
+    bad = await cli(
+        "loadbalancer",
+        "listener",
+        "create",
+        "--protocol",
+        "TERMINATED_HTTPS",
+        "--protocol-port",
+        str(free_port()),
+        "--default-tls-container-ref",
+        cert_ref,
+        "tls-lb",
+        check=False,
+    )
+    assert bad.code != 0 and "private_key" in bad.err, bad.err
+
+    await cli("loadbalancer", "delete", "--cascade", "--wait", "tls-lb")
+    await cli("secret", "container", "delete", container_ref)
+    for ref in (cert_ref, key["Secret href"], p12["Secret href"]):
+        await cli("secret", "delete", ref)

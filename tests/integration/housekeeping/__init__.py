@@ -1,0 +1,1 @@
+"""Integration tests of the housekeeping service with the provisioner."""

@@ -1,0 +1,76 @@
+"""Orphans: housekeeping asks, the provisioner compares its driver with the store. Amphorae
+nobody owns are deleted; an amphora an ACTIVE LB expects but the driver lacks is failed over."""
+
+from __future__ import annotations
+
+import os
+import signal
+import uuid
+from collections import Counter
+
+from libs.common.events import amphora as amp_ev
+from services.housekeeping.settings import OrphansJob
+from services.provisioner.drivers import AmphoraSpec
+from tests.integration.housekeeping.conftest import (
+    META,
+    Backend,
+    Plant,
+    eventually,
+    free_port,
+    http_lb,
+    wait_status,
+)
+from tests.integration.housekeeping.test_spares import get_names
+
+
+async def test_orphan_amphorae_are_reaped_and_a_lost_one_is_failed_over(
+    plant: Plant, backends: list[Backend]
+) -> None:
+    await plant.start_provisioner()
+    vip = "127.77.82.10"
+    port = free_port(vip)
+    command = http_lb(vip, port, backends[:2])
+    lb_id = command.loadbalancer.id
+    await plant.repo.execute(lb_id, command, META)
+    state = await wait_status(plant.repo, lb_id, "ACTIVE")
+    serving = state.amphora_ids[0]
+
+    driver = plant.driver()
+    stray = str(uuid.uuid4())  # a process nobody recorded (a half-done boot, a lost record)
+    await driver.ensure(AmphoraSpec(amphora_id=stray, lb_id=None))
+    gone = str(uuid.uuid4())  # recorded as deleted, yet still running
+    handle = await driver.ensure(AmphoraSpec(amphora_id=gone, lb_id=None))
+    booted = amp_ev.AmphoraBooted(
+        amphora_id=gone,
+        driver=handle.driver,
+        compute_id=handle.compute_id,
+        agent_url=handle.agent_url,
+    )
+    await plant.amphorae.record(gone, [booted, amp_ev.AmphoraDeleted(amphora_id=gone)], META)
+    await plant.start_housekeeping(orphans=OrphansJob(interval=0.3, grace=1.0))
+
+    async def reaped() -> bool:
+        running = {h.amphora_id for h in await driver.list()}
+        return running == {serving}
+
+    await eventually(reaped, what="both orphans deleted, the LB's amphora kept")
+    assert (await plant.repo.load(lb_id)).amphora_ids == (serving,)
+
+    # The LB's amphora vanishes (agent and HAProxy killed, nobody told): no health service
+    # runs here, so only the reconciliation can notice.
+    directory = plant.provisioner_settings.state_dir / serving
+    for name in ("haproxy.pid", "agent.pid"):
+        os.kill(int((directory / name).read_text()), signal.SIGKILL)
+
+    async def replaced() -> bool:
+        current = await plant.repo.load(lb_id)
+        lb = current.loadbalancer
+        return (
+            lb is not None
+            and lb.provisioning_status.value == "ACTIVE"
+            and current.amphora_ids not in ((), (serving,))
+        )
+
+    await eventually(replaced, timeout=30, what="the LB failed over to a new amphora")
+    assert await get_names(f"http://{vip}:{port}/", 4) == Counter({"b0": 2, "b1": 2})
+    assert (await plant.amphorae.load(serving)).status.value == "DELETED"

@@ -1,0 +1,1 @@
+"""TLS termination, certificates and the key manager, end to end on real servers."""
