@@ -193,6 +193,7 @@ async def main() -> None:
                 "FULCRUM_API_NATS__URL": url,
                 "FULCRUM_API_PORT": str(port),
                 "FULCRUM_API_ACCESS_LOG": "false",
+                "FULCRUM_API_AUTH_STRATEGY": "noauth",
             }
             proc = start_api(env, Path(tmp) / "api.log")
             base = f"http://127.0.0.1:{port}"
