@@ -89,14 +89,19 @@ class Stack:
             "OS_ENDPOINT": self.api,
             "PYTHONWARNINGS": "ignore",
         }
-        result = subprocess.run(
-            [str(openstack), *args, *(["-f", "json"] if output else [])],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-        )
+        for _ in range(5):
+            result = subprocess.run(
+                [str(openstack), *args, *(["-f", "json"] if output else [])],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=300,
+                check=False,
+            )
+            # 409 immutable: the LB is busy (e.g. a failover); as a user, wait and retry.
+            if result.returncode == 0 or "immutable" not in result.stderr:
+                break
+            time.sleep(2)
         if result.returncode != 0:
             raise AssertionError(f"openstack {' '.join(args)}: {result.stderr}\n{self.logs()}")
         parsed: dict[str, Any] = json.loads(result.stdout) if result.stdout.strip() else {}

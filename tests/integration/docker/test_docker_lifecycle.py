@@ -214,11 +214,10 @@ async def test_a_claimed_spare_serves_the_vip(
     repo = LoadBalancerRepository(PostgresEventStore(db))
     async with running_provisioner(
         pg_dsn, nats_url, tmp_path, docker_host, spare_pool_size=1, spare_refill_interval=0.2
-    ) as app:
-        driver = app[DRIVER]
+    ):
         deadline = time.monotonic() + 60
-        while not (spares := [h for h in await driver.list() if h.lb_id is None]):
-            assert time.monotonic() < deadline, "no spare booted"
+        while not (spares := await db.fetch("SELECT id FROM amphora_view WHERE status = 'READY'")):
+            assert time.monotonic() < deadline, "no spare became READY"
             await asyncio.sleep(0.1)
         with backend_containers(["be0", "be1"], VIP_NETWORK.name) as backends:
             command = http_lb(backends)
@@ -226,7 +225,7 @@ async def test_a_claimed_spare_serves_the_vip(
             await repo.execute(command.loadbalancer.id, command, META)
             state = await wait_status(repo, command.loadbalancer.id, "ACTIVE")
             print(f"POST -> ACTIVE from a spare: {time.monotonic() - started:.2f} s")
-            assert state.amphora_ids == (spares[0].amphora_id,)
+            assert state.amphora_ids == (str(spares[0]["id"]),)
             assert await names_through_vip(10) == Counter({"be0": 5, "be1": 5})
             await repo.execute(command.loadbalancer.id, c.DeleteLoadBalancer(cascade=True), META)
             await wait_status(repo, command.loadbalancer.id, "DELETED")
