@@ -1,0 +1,286 @@
+"""Octavia's default RBAC, table-driven: endpoint x role x own/other project.
+
+Identities come from the ``testing`` strategy (X-Project-Id, X-Roles), which runs the same
+policy code as Keystone tokens. Foreign objects are hidden (404); a known object the caller's
+role may not touch, and admin-only endpoints, answer 403.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.integration.api.conftest import SUBNET, MakeApi
+
+LBS = "/v2/lbaas/loadbalancers"
+OWN, OTHER = "a" * 32, "b" * 32
+ROLES = {
+    "reader": {"X-Project-Id": OWN, "X-Roles": "reader"},
+    "member": {"X-Project-Id": OWN, "X-Roles": "member"},
+    "no-role": {"X-Project-Id": OWN, "X-Roles": ""},
+    "other-member": {"X-Project-Id": OTHER, "X-Roles": "member"},
+    "other-reader": {"X-Project-Id": OTHER, "X-Roles": "reader"},
+    "admin": {"X-Project-Id": "c" * 32, "X-Roles": "admin"},
+}
+# (name, method, path template, body, writes) -> expected status per role.
+R, W = "read", "write"
+MATRIX: list[tuple[str, str, str, Any, dict[str, int]]] = [
+    (
+        "list lbs",
+        "GET",
+        LBS,
+        None,
+        {
+            "reader": 200,
+            "member": 200,
+            "no-role": 403,
+            "other-member": 200,
+            "other-reader": 200,
+            "admin": 200,
+        },
+    ),
+    (
+        "show lb",
+        "GET",
+        LBS + "/{lb}",
+        None,
+        {
+            "reader": 200,
+            "member": 200,
+            "no-role": 403,
+            "other-member": 404,
+            "other-reader": 404,
+            "admin": 200,
+        },
+    ),
+    (
+        "lb status",
+        "GET",
+        LBS + "/{lb}/status",
+        None,
+        {
+            "reader": 200,
+            "member": 200,
+            "no-role": 403,
+            "other-member": 404,
+            "other-reader": 404,
+            "admin": 200,
+        },
+    ),
+    (
+        "lb stats",
+        "GET",
+        LBS + "/{lb}/stats",
+        None,
+        {
+            "reader": 200,
+            "member": 200,
+            "no-role": 403,
+            "other-member": 404,
+            "other-reader": 404,
+            "admin": 200,
+        },
+    ),
+    (
+        "update lb",
+        "PUT",
+        LBS + "/{lb}",
+        {"loadbalancer": {"description": "x"}},
+        {
+            "reader": 403,
+            "member": 200,
+            "no-role": 403,
+            "other-member": 404,
+            "other-reader": 404,
+            "admin": 200,
+        },
+    ),
+    (
+        "failover lb",
+        "PUT",
+        LBS + "/{lb}/failover",
+        None,
+        {
+            "reader": 403,
+            "member": 403,
+            "no-role": 403,
+            "other-member": 403,
+            "other-reader": 403,
+            "admin": 202,
+        },
+    ),
+    (
+        "show listener",
+        "GET",
+        "/v2/lbaas/listeners/{listener}",
+        None,
+        {
+            "reader": 200,
+            "member": 200,
+            "no-role": 403,
+            "other-member": 404,
+            "other-reader": 404,
+            "admin": 200,
+        },
+    ),
+    (
+        "update listener",
+        "PUT",
+        "/v2/lbaas/listeners/{listener}",
+        {"listener": {"name": "n"}},
+        {
+            "reader": 403,
+            "member": 200,
+            "no-role": 403,
+            "other-member": 404,
+            "other-reader": 404,
+            "admin": 200,
+        },
+    ),
+    (
+        "create listener",
+        "POST",
+        "/v2/lbaas/listeners",
+        {"listener": {"loadbalancer_id": "{lb}", "protocol": "TCP", "protocol_port": "{port}"}},
+        {
+            "reader": 403,
+            "member": 201,
+            "no-role": 403,
+            "other-member": 404,
+            "other-reader": 404,
+            "admin": 201,
+        },
+    ),
+    (
+        "quota show own",
+        "GET",
+        "/v2/lbaas/quotas/" + OWN,
+        None,
+        {
+            "reader": 200,
+            "member": 200,
+            "no-role": 403,
+            "other-member": 403,
+            "other-reader": 403,
+            "admin": 200,
+        },
+    ),
+    (
+        "quota update",
+        "PUT",
+        "/v2/lbaas/quotas/" + OWN,
+        {"quota": {"loadbalancer": 50}},
+        {
+            "reader": 403,
+            "member": 403,
+            "no-role": 403,
+            "other-member": 403,
+            "other-reader": 403,
+            "admin": 202,
+        },
+    ),
+    (
+        "amphora list",
+        "GET",
+        "/v2/octavia/amphorae",
+        None,
+        {
+            "reader": 403,
+            "member": 403,
+            "no-role": 403,
+            "other-member": 403,
+            "other-reader": 403,
+            "admin": 200,
+        },
+    ),
+    (
+        "flavorprofile list",
+        "GET",
+        "/v2/lbaas/flavorprofiles",
+        None,
+        {
+            "reader": 403,
+            "member": 403,
+            "no-role": 403,
+            "other-member": 403,
+            "other-reader": 403,
+            "admin": 200,
+        },
+    ),
+    (
+        "flavor list",
+        "GET",
+        "/v2/lbaas/flavors",
+        None,
+        {
+            "reader": 200,
+            "member": 200,
+            "no-role": 403,
+            "other-member": 200,
+            "other-reader": 200,
+            "admin": 200,
+        },
+    ),
+    (
+        "providers",
+        "GET",
+        "/v2/lbaas/providers",
+        None,
+        {
+            "reader": 200,
+            "member": 200,
+            "no-role": 403,
+            "other-member": 200,
+            "other-reader": 200,
+            "admin": 200,
+        },
+    ),
+]
+
+
+def _fill(value: Any, ids: dict[str, Any]) -> Any:
+    if isinstance(value, dict):
+        return {k: _fill(v, ids) for k, v in value.items()}
+    if isinstance(value, str) and value.startswith("{") and value.endswith("}"):
+        return ids[value[1:-1]]
+    if isinstance(value, str):
+        return value.format(**ids)
+    return value
+
+
+async def test_every_endpoint_by_role_and_project(make_api: MakeApi) -> None:
+    api = await make_api(auth_strategy="testing")
+    member = ROLES["member"]
+    lb = (
+        await api.post(LBS, {"loadbalancer": {"vip_subnet_id": SUBNET}}, headers=member, expect=201)
+    ).body["loadbalancer"]
+    await api.activate(lb["id"])
+    listener = (
+        await api.post(
+            "/v2/lbaas/listeners",
+            {"listener": {"loadbalancer_id": lb["id"], "protocol": "HTTP", "protocol_port": 80}},
+            headers=member,
+            expect=201,
+        )
+    ).body["listener"]
+    await api.settle(lb["id"])
+    port = 1000
+    mismatches = []
+    for name, method, template, body, expected in MATRIX:
+        for role, headers in ROLES.items():
+            port += 1
+            ids = {"lb": lb["id"], "listener": listener["id"], "port": port}
+            path = template.format(**ids)
+            payload = _fill(body, ids) if body is not None else None
+            call = {"GET": api.get, "DELETE": api.delete}.get(method)
+            if call is not None:
+                reply = await call(path, headers=headers)
+            else:
+                sender = api.put if method == "PUT" else api.post
+                reply = await sender(path, payload, headers=headers)
+            if reply.status != expected[role]:
+                mismatches.append(f"{name} as {role}: {reply.status} != {expected[role]}")
+            if reply.status in (200, 201, 202) and method != "GET":
+                await api.settle(lb["id"])  # back to ACTIVE for the next write
+                if "failover" in name:
+                    await api.activate(lb["id"])
+    assert not mismatches, "\n".join(mismatches)
