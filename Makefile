@@ -17,7 +17,7 @@ export DEBIAN_FRONTEND := noninteractive
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 # command:debian-package pairs that `sysdeps` makes sure exist.
-SYSDEP_TOOLS := haproxy:haproxy keepalived:keepalived ip:iproute2 wrk:wrk
+SYSDEP_TOOLS := haproxy:haproxy keepalived:keepalived ip:iproute2 wrk:wrk ping:iputils-ping
 
 .PHONY: help venv sysdeps test test-unit test-integration test-e2e up down lint bench
 
@@ -52,12 +52,12 @@ sysdeps:
 
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml | sysdeps
+$(VENV)/.installed: pyproject.toml constraints.txt | sysdeps
 	@if [ ! -x "$(PY)" ]; then \
 	  [ -n "$(PYTHON)" ] || { echo "no python3.11 or python3 on PATH" >&2; exit 1; }; \
 	  echo "creating $(VENV) with $(PYTHON)"; "$(PYTHON)" -m venv $(VENV); \
 	fi
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e '.[test]' -c constraints.txt
 	@touch $@
 
 test: venv sysdeps

@@ -4,9 +4,10 @@
 
 Base image. Without ``--base-image`` the base is made locally, for machines that cannot pull
 from a registry: an ``mmdebstrap`` tarball of Debian bookworm (minbase plus python3,
-python3-venv, haproxy, keepalived, iproute2), cached as ``<cache>/base-bookworm-<hash>.tar.zst``
-and imported with ``docker import`` as ``fulcrum/base:bookworm``. With ``--base-image
-debian:bookworm-slim`` (any registry) the Dockerfiles install those packages themselves.
+python3-venv, haproxy, keepalived, iproute2, iputils-ping), cached as
+``<cache>/base-bookworm-<hash>.tar.zst`` and imported with ``docker import`` as
+``fulcrum/base:bookworm``. With ``--base-image debian:bookworm-slim`` (any registry) the
+Dockerfiles install those packages themselves.
 
 Python packages never need the network inside a build: the wheels (for CPython 3.11,
 manylinux, the engine's architecture; versions pinned to this interpreter's environment) are
@@ -43,7 +44,14 @@ AMPHORA_IMAGE: Final = "fulcrum/amphora"
 CONTROLPLANE_IMAGE: Final = "fulcrum/controlplane"
 HASH_LABEL: Final = "fulcrum.context-hash"
 BASE_HASH_LABEL: Final = "fulcrum.base-hash"
-BASE_PACKAGES: Final = ("python3", "python3-venv", "haproxy", "keepalived", "iproute2")
+BASE_PACKAGES: Final = (
+    "python3",
+    "python3-venv",
+    "haproxy",
+    "keepalived",
+    "iproute2",
+    "iputils-ping",
+)
 DEBIAN_SOURCES: Final = (
     "deb http://deb.debian.org/debian bookworm main",
     "deb http://deb.debian.org/debian bookworm-updates main",

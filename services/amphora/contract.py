@@ -116,7 +116,9 @@ class ServerChanged(_Output):
 
 
 class AgentInfo(_Output):
-    """GET /v1/info. `stats_socket` is the path every pushed config must declare."""
+    """GET /v1/info. `stats_socket` is the path every pushed config must declare;
+    `external_check_command` is the script PING health monitors run (None: this amphora
+    cannot ping, and a config with a PING monitor is refused before it is pushed)."""
 
     amphora_id: str
     lb_id: str
@@ -126,6 +128,7 @@ class AgentInfo(_Output):
     config_sha256: str | None
     stats_socket: str
     certs_dir: str
+    external_check_command: str | None = None
 
 
 class ConfigApplied(_Output):

@@ -108,6 +108,7 @@ class Configurator:
             maxconn_cap=maxconn_cap_for_fd_limit(resource.getrlimit(resource.RLIMIT_NOFILE)[1]),
             listener_tls=tls.listener_tls if tls else {},
             pool_tls=tls.pool_tls if tls else {},
+            external_check_command=info.external_check_command,
         )
         text = render_haproxy(state, context)
         return text + manifest_line(tls.files if tls else ())

@@ -406,6 +406,8 @@ async def test_client_with_ca_signed_certificate_gets_info(
     assert info.haproxy_version.startswith("2.6")
     assert info.stats_socket == str(agent.state_dir / "stats.sock")
     assert info.certs_dir == str(agent.state_dir / "certs")
+    ping_check = Path(str(info.external_check_command))
+    assert ping_check.parent == agent.state_dir and os.access(ping_check, os.X_OK)
 
 
 async def _refused_in_handshake(port: int, context: ssl.SSLContext) -> bool:

@@ -15,10 +15,11 @@ import resource
 import shutil
 import socket
 import ssl
+import subprocess
 import tempfile
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -29,6 +30,7 @@ from aiohttp import web
 
 from libs.common.domain.model import LoadBalancerState, SessionPersistence
 from libs.common.pki import DeploymentCA
+from services.amphora.adapters.haproxy import write_ping_check
 from services.provisioner.rendering import (
     ListenerTlsFiles,
     RenderContext,
@@ -42,6 +44,7 @@ from tests.unit.test_rendering import HOSTILE, StateBuilder
 HAPROXY: Final = Path("/usr/sbin/haproxy")
 VIP: Final = "127.0.10.1"
 OUTSIDER: Final = "127.0.0.2"  # a client source outside 127.0.0.1/32
+PING_HOST: Final = "198.18.77.77"  # a member host that the PING test makes vanish
 START_TIMEOUT: Final = 10.0
 REQUEST_TIMEOUT: Final = aiohttp.ClientTimeout(total=10)
 
@@ -65,6 +68,7 @@ class Member:
 
     name: str
     port: int = 0
+    host: str = "127.0.0.1"
     hits: int = 0
     holding: bool = False
     release: asyncio.Event = field(default_factory=asyncio.Event)
@@ -85,7 +89,7 @@ class Member:
         self.runner = web.AppRunner(app, access_log=None)
         await self.runner.setup()
         sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
+        sock.bind((self.host, 0))
         self.port = sock.getsockname()[1]
         await web.SockSite(self.runner, sock).start()
 
@@ -363,6 +367,68 @@ async def test_http_monitor_takes_a_killed_member_out(members: Any, haproxy: Any
             assert time.monotonic() < deadline, "the monitor never marked the member DOWN"
             await asyncio.sleep(0.1)
         assert await names(session, proxy.url(port), 10) == {"m0": 10}
+
+
+@pytest.fixture
+def vanishing_host() -> Iterator[Callable[[bool], None]]:
+    """A test-made address, ``PING_HOST``, on ``lo``; ``present(False)`` takes it away (a
+    blackhole route then fails every packet to it locally), ``present(True)`` brings it back.
+    The address and the route are removed after the test, also when it fails."""
+    host = f"{PING_HOST}/32"
+
+    def ip(*args: str, check: bool = True) -> None:
+        subprocess.run(["ip", *args], check=check, capture_output=True)
+
+    def present(yes: bool) -> None:
+        ip("addr", "add" if yes else "del", host, "dev", "lo")
+
+    ip("route", "add", "blackhole", host)
+    try:
+        present(True)
+        yield present
+    finally:
+        ip("addr", "del", host, "dev", "lo", check=False)
+        ip("route", "del", "blackhole", host, check=False)
+
+
+async def test_ping_monitor_takes_out_a_host_that_stops_answering(
+    members: Any, haproxy: Any, vanishing_host: Callable[[bool], None], tmp_path: Path
+) -> None:
+    """PING runs the agent's check script (as Octavia's ping wrapper); the server's host, not its
+    port, decides: a host that stops answering goes DOWN, and UP again when it answers."""
+    check = write_ping_check(tmp_path / "ping-check.sh")
+    assert check is not None, "ping is missing (make sysdeps installs iputils-ping)"
+    local = (await members(1))[0]
+    remote = Member("m1", host=PING_HOST)
+    await remote.start()
+    try:
+        b = StateBuilder(VIP)
+        port = free_port(VIP)
+        pool = b.pool("HTTP", "ROUND_ROBIN", listener=b.listener("HTTP", port))
+        b.member(pool, "127.0.0.1", local.port, name=local.name)
+        remote_id = b.member(pool, PING_HOST, remote.port, name=remote.name)
+        b.monitor(pool, "PING", delay=1, timeout=1, max_retries=1, max_retries_down=1)
+        state = b.build()
+        backend = f"{pool}:{next(iter(state.listeners))}"
+        proxy = await haproxy(state, external_check_command=str(check))
+
+        async def settle(expected: str) -> None:
+            deadline = time.monotonic() + 10
+            while (status := await proxy.server_status(backend, remote_id)) != expected:
+                assert time.monotonic() < deadline, f"{remote_id} stayed {status}\n{proxy.log()}"
+                await asyncio.sleep(0.1)
+
+        async with client() as session:
+            await settle("UP")
+            assert await names(session, proxy.url(port), 4) == {"m0": 2, "m1": 2}
+            vanishing_host(False)
+            await settle("DOWN")
+            assert await names(session, proxy.url(port), 6) == {"m0": 6}
+            vanishing_host(True)
+            await settle("UP")
+            assert await names(session, proxy.url(port), 4) == {"m0": 2, "m1": 2}
+    finally:
+        await remote.stop()
 
 
 async def test_l7_policies_route_redirect_and_reject(members: Any, haproxy: Any) -> None:

@@ -18,7 +18,6 @@ from libs.common.events.amphora import AmphoraDeleted
 from libs.common.eventstore import PostgresEventStore
 from libs.common.outbox import OutboxRelay
 from libs.common.settings import NatsSettings, RelaySettings
-
 from tests.integration.conftest import Jet
 
 META = Metadata(correlation_id="c", actor="test")

@@ -720,7 +720,7 @@ def test_maxconn_cap_for_fd_limit() -> None:
 
 def test_ping_monitor_needs_an_external_check_command() -> None:
     state, _ = example_proxy_protocol()
-    with pytest.raises(RenderError, match="external_check_command"):
+    with pytest.raises(RenderError, match="cannot ping"):
         render_haproxy(state, golden_ctx(external_check_command=None))
 
 

@@ -44,6 +44,28 @@ _STATS_SOCKET_LINE: Final = re.compile(r"^\s*stats\s+socket\s+(?:unix@)?(\S+)(.*
 _FAILED_COUNTER: Final = re.compile(r"\[failed:\s*(\d+)\]")
 
 
+# PING health monitors, as Octavia maps them: HAProxy's external check runs this script with
+# `<proxy address> <proxy port> <server address> <server port>`; one echo request answered
+# within a second keeps the server up. HAProxy gives the script an empty PATH.
+_PING_CHECK_SCRIPT: Final = """#!/bin/sh
+case "$3" in
+  *:*) exec {ping} -6 -q -n -w 1 -c 1 "$3" >/dev/null 2>&1 ;;
+  *) exec {ping} -4 -q -n -w 1 -c 1 "$3" >/dev/null 2>&1 ;;
+esac
+"""
+_PING_SEARCH_PATH: Final = "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin"
+
+
+def write_ping_check(path: Path) -> Path | None:
+    """Write the external check script of PING health monitors at ``path`` (mode 0755) and
+    return it; None (nothing written) when this amphora has no ``ping`` binary."""
+    ping = shutil.which("ping", path=_PING_SEARCH_PATH)
+    if ping is None:
+        return None
+    write_private_file(path, _PING_CHECK_SCRIPT.format(ping=ping).encode(), mode=0o755)
+    return path
+
+
 # HAProxy refuses unix socket paths longer than 97 bytes; deep state dirs get a short one.
 _MAX_SOCKET_DIR: Final = 80
 
@@ -195,6 +217,8 @@ class HaproxyDataPlane:
         self.master_socket = sockets / "master.sock"
         self.stats_socket = sockets / "stats.sock"
         self.certs_dir = state_dir / "certs"
+        # Set by `prepare`; None when PING health monitors cannot run here.
+        self.ping_check: Path | None = None
         self._pid_file = state_dir / "haproxy.pid"
         self._log_file = state_dir / "haproxy.log"
         self._lock = asyncio.Lock()
@@ -212,6 +236,7 @@ class HaproxyDataPlane:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.stats_socket.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.certs_dir.mkdir(mode=0o700, exist_ok=True)
+        self.ping_check = write_ping_check(self.state_dir / "ping-check.sh")
         output, status = await self._run(str(self.binary), "-v")
         if status != 0:
             raise HaproxyFailed(f"{self.binary} -v failed: {output}")

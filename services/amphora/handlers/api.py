@@ -87,6 +87,9 @@ class AgentHandlers:
                 config_sha256=dataplane.config_sha256(),
                 stats_socket=str(dataplane.stats_socket),
                 certs_dir=str(dataplane.certs_dir),
+                external_check_command=(
+                    str(dataplane.ping_check) if dataplane.ping_check is not None else None
+                ),
             )
         )
 

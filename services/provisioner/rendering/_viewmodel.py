@@ -519,8 +519,8 @@ class _Builder:
         elif hm.type is HealthMonitorType.PING:
             if self.ctx.external_check_command is None:
                 raise RenderError(
-                    f"pool {pool.id} has a PING health monitor but the amphora gave no "
-                    "external_check_command"
+                    f"pool {pool.id} has a PING health monitor but its amphora cannot ping "
+                    "(no external_check_command)"
                 )
             view["external_command"] = self.ctx.external_check_command
         return view

@@ -89,6 +89,14 @@ async def test_create_serves_through_the_vip_then_update_then_delete(
     seen = await get_names(f"http://127.77.0.10:{port}/", 30)
     assert seen == Counter({"b0": 10, "b1": 10, "b2": 10})
 
+    # A PING monitor runs the check script the agent reported; every member answers pings.
+    monitor = b.healthmonitor(state.pools[pool_id], "PING", delay=1, timeout=1)
+    await repo.execute(lb_id, c.CreateChild(monitor), META)
+    await wait_status(repo, lb_id, "ACTIVE")
+    await asyncio.sleep(2.5)  # two check intervals: a failing check would have taken them out
+    seen = await get_names(f"http://127.77.0.10:{port}/", 30)
+    assert seen == Counter({"b0": 10, "b1": 10, "b2": 10})
+
     await repo.execute(lb_id, c.DeleteLoadBalancer(cascade=True), META)
     await wait_status(repo, lb_id, "DELETED")
     assert await provisioner.driver.list() == []
