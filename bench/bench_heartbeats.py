@@ -31,6 +31,7 @@ from typing import Any
 
 import asyncpg
 
+from libs.common import heartbeat_codec as codec
 from libs.common.database import create_pool, migrate
 from libs.common.domain import commands as c
 from libs.common.domain.model import HealthMonitor, Listener, LoadBalancer, Member, Pool
@@ -40,7 +41,6 @@ from libs.common.events.amphora import AmphoraBooted
 from libs.common.eventstore import PostgresEventStore
 from libs.common.repository import AmphoraRepository, LoadBalancerRepository
 from libs.common.settings import PostgresSettings
-from services.health.domain import codec
 
 KEY = "bench-heartbeat-key"
 LBS, SPARES = 500, 1500

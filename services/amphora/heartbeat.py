@@ -1,7 +1,7 @@
 """Heartbeats: every ``heartbeat_interval`` the agent tells the health service it lives.
 
 Each beat reads HAProxy's ``show stat`` through the agent's data plane and sends one UDP
-datagram (``services.health.domain.codec``: Octavia's v3 message, zlib, hex HMAC-SHA256) to the
+datagram (``libs.common.heartbeat_codec``: Octavia's v3 message, zlib, hex HMAC-SHA256) to the
 next configured health endpoint, round-robin as Octavia's sender does. Frontends are listeners,
 backends ``<pool_id>:<listener_id>`` pools, servers members (the renderer's names). Listener
 counters go out as deltas against the previous beat (a counter that went down, after an HAProxy
@@ -31,11 +31,11 @@ from typing import Any, Final
 
 from aiohttp import web
 
+from libs.common import heartbeat_codec as codec
 from libs.common.errors import FulcrumError
 from libs.common.service import background
 from services.amphora.contract import StatsRow
 from services.amphora.settings import AmphoraSettings
-from services.health.domain import codec
 
 log = logging.getLogger(__name__)
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from libs.common.heartbeat_codec import MAX_DATAGRAM
 from libs.common.settings import (
     NatsSettings,
     PostgresSettings,
     RelaySettings,
     TelemetrySettings,
 )
-from services.health.domain.codec import MAX_DATAGRAM
 
 
 class HealthSettings(BaseSettings):

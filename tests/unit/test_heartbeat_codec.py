@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from libs.common import heartbeat_codec as codec
 from services.amphora.heartbeat import (
     HeartbeatConfig,
     HeartbeatMisconfigured,
@@ -17,7 +18,6 @@ from services.amphora.heartbeat import (
     parse_endpoint,
 )
 from services.amphora.settings import AmphoraSettings
-from services.health.domain import codec
 
 KEY = b"s3cret-heartbeat-key"
 LISTENER = "6f1c1bde-2d5e-4b7a-9c41-0a3c5d9e7f10"

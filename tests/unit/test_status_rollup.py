@@ -12,8 +12,8 @@ from libs.common.domain.evolve import fold
 from libs.common.domain.model import LoadBalancerState
 from libs.common.domain.model import OperatingStatus as OS
 from libs.common.events import loadbalancer as ev
+from libs.common.heartbeat_codec import Heartbeat
 from services.health.domain.breaker import SilentAmphora, decide_failovers, is_stale
-from services.health.domain.codec import Heartbeat
 from services.health.domain.rollup import LbView, changes, roll_up, serving
 from tests import builders as b
 

@@ -1,1 +1,2 @@
-"""The health service's pure core: the heartbeat wire codec, the status roll-up, the breaker."""
+"""The health service's pure core: the status roll-up and the failover breaker (the heartbeat
+wire codec is libs.common.heartbeat_codec, shared with the amphora's sender)."""

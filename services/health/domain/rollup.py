@@ -17,7 +17,7 @@ from libs.common.domain.model import (
     OperatingStatus,
     ProvisioningStatus,
 )
-from services.health.domain.codec import Heartbeat, PoolReport
+from libs.common.heartbeat_codec import Heartbeat, PoolReport
 
 OS = OperatingStatus
 PS = ProvisioningStatus

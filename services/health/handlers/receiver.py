@@ -15,9 +15,9 @@ import socket
 import time
 from typing import Final
 
+from libs.common import heartbeat_codec as codec
 from libs.common.service import Metrics
 from services.health.adapters.postgres import AmphoraRecord
-from services.health.domain import codec
 from services.health.domain.rollup import serving
 from services.health.handlers.directory import AmphoraDirectory
 from services.health.handlers.status import StatusRecorder

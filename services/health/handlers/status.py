@@ -22,11 +22,11 @@ from libs.common.domain import commands as c
 from libs.common.domain.model import LoadBalancerState
 from libs.common.errors import FulcrumError
 from libs.common.events import Metadata
+from libs.common.heartbeat_codec import Heartbeat
 from libs.common.repository import LoadBalancerRepository
 from libs.common.service import Metrics
 from libs.common.telemetry import current_traceparent, tracer
 from services.health.adapters import postgres
-from services.health.domain.codec import Heartbeat
 from services.health.domain.rollup import LbView, changes, roll_up
 
 log = logging.getLogger(__name__)

@@ -13,10 +13,10 @@ import time
 
 import asyncpg
 
+from libs.common.heartbeat_codec import Heartbeat
 from libs.common.service import Metrics
 from services.health.adapters import postgres
 from services.health.adapters.postgres import LastSeen, StatsDelta
-from services.health.domain.codec import Heartbeat
 
 log = logging.getLogger(__name__)
 

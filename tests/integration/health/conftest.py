@@ -17,6 +17,7 @@ import asyncpg
 import pytest
 from aiohttp import web
 
+from libs.common import heartbeat_codec as codec
 from libs.common.domain import commands as c
 from libs.common.domain.model import LoadBalancerState
 from libs.common.events import Metadata
@@ -26,7 +27,6 @@ from libs.common.repository import AmphoraRepository, LoadBalancerRepository
 from libs.common.service import METRICS
 from libs.common.settings import NatsSettings, PostgresSettings, RelaySettings
 from services.health.app import SCANNER, UDP_ADDRESS, create_app
-from services.health.domain import codec
 from services.health.settings import HealthSettings
 from tests import builders as b
 from tests.integration.provisioner.conftest import backends  # noqa: F401 (a fixture)

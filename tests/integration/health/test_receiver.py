@@ -15,7 +15,7 @@ from collections.abc import Callable
 import aiohttp
 import asyncpg
 
-from services.health.domain import codec
+from libs.common import heartbeat_codec as codec
 from tests.integration.health.conftest import (
     KEY,
     Sender,
