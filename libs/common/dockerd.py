@@ -1,17 +1,25 @@
 """A private docker engine for tests, make targets and benches.
 
 `PrivateDockerd(state_dir)` runs Debian's ``dockerd`` with its own socket, data-root, exec-root,
-pidfile and log under ``state_dir``. Its default bridge is ``fulcrum0`` (made here, on
-``bip``; not docker0, so a system engine may run beside it) and every network it allocates comes
-from ``address_pools``, both inside 198.18.0.0/15, never docker's 172.17/16 or 10/8 defaults;
-``"ip": "127.0.0.1"`` publishes ports on loopback only. Images stay in the data-root between
-runs, so builds and imports are cached.
+pidfile and log under ``state_dir``. Its default bridge (made here, on ``bip``; not docker0, so a
+system engine may run beside it) and every network it allocates from ``address_pools`` lie
+inside 198.18.0.0/15, never docker's 172.17/16 or 10/8 defaults; ``"ip": "127.0.0.1"`` publishes
+ports on loopback only. Images stay in the data-root between runs, so builds and imports are
+cached.
+
+Several private engines (other checkouts, a bench beside a test run) share one host: without
+an explicit config each takes a free *slot* n (bridge ``fulcrum<n>`` on 198.18.(200+n).1/24,
+pool 198.19.(32n).0/19), free meaning no such bridge and no host route overlapping those
+subnets. The choice is made under a host-wide lock, kept in ``state_dir/slot`` and marked on the
+bridge (its alias is the state dir), so a restart takes the same slot back.
 
 Before the first start the host's links, iptables rules and chains and ``ip_forward`` are saved
 in ``host-baseline.json`` (kept across an unclean stop). ``stop`` removes every container and
 network through the engine, stops dockerd and its containerd by pid, unmounts what they left
-under ``state_dir``, then deletes the bridges, iptables rules and chains that are not in the
-baseline and restores chain policies and ``ip_forward``: the host looks as it did before.
+under ``state_dir``, then deletes its own bridges. When no other engine's bridge remains it
+restores the host to the baseline (rules, chains, policies, ``ip_forward``); while another
+engine runs it removes only the rules naming its own bridges or subnets and leaves the shared
+chains, policies and ``ip_forward`` to that engine.
 
 Command line (used by ``make dockerd`` / ``make dockerd-stop``)::
 
@@ -23,6 +31,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ctypes
+import fcntl
 import http.client
 import ipaddress
 import json
@@ -36,7 +45,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -44,7 +53,15 @@ from urllib.parse import quote
 
 from libs.common.errors import InfrastructureError
 
-__all__ = ["DEFAULT_STATE_DIR", "DockerdConfig", "DockerdError", "PrivateDockerd"]
+__all__ = [
+    "DEFAULT_STATE_DIR",
+    "DockerdConfig",
+    "DockerdError",
+    "PrivateDockerd",
+    "host_lock",
+    "slot_config",
+    "unused_subnets",
+]
 
 DEFAULT_STATE_DIR: Final = Path(".state/docker")
 _ALLOWED_RANGE: Final = ipaddress.ip_network("198.18.0.0/15")
@@ -59,6 +76,10 @@ _BUILTIN_CHAINS: Final = {
     "security": ("INPUT", "FORWARD", "OUTPUT"),
 }
 _NETWORK_BRIDGE: Final = re.compile(r"br-[0-9a-f]{12}")
+# Default bridges of private engines (ours and other checkouts'), and a system engine's.
+_ENGINE_BRIDGE: Final = re.compile(r"fulcrum\d+|docker0")
+_SLOTS: Final = 8
+_HOST_LOCK: Final = Path("/run/lock/fulcrum-dockerd.lock")
 _IP_FORWARD: Final = Path("/proc/sys/net/ipv4/ip_forward")
 _PR_SET_PDEATHSIG: Final = 1
 
