@@ -47,6 +47,7 @@ class AmphoraSettings(BaseSettings):
     # other is refused at start.
     heartbeat_key: str = ""
     health_endpoints: list[str] = Field(default_factory=list)
+    # Seconds between beats (Octavia's default); the health service's default timeout is three.
     heartbeat_interval: float = Field(default=1.0, gt=0)
 
     # --- VIP interface and VRRP (services/amphora/adapters/{vip,keepalived}.py) ---

@@ -157,6 +157,7 @@ class ProvisionerSettings(BaseSettings):
     # Heartbeats: the amphorae send to these health endpoints with this key.
     heartbeat_key: str = ""
     health_endpoints: list[str] = Field(default_factory=list)
+    # Seconds between an amphora's beats (the health service's default timeout is three).
     heartbeat_interval: float = 1.0
     # How long a freshly started amphora may take before its agent answers.
     boot_timeout: float = 20.0
