@@ -18,14 +18,19 @@ from __future__ import annotations
 import asyncio
 import re
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-import aiohttp
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
 
-from bench._harness import SUBNET, Stack, free_port, pct, stack, wait_http
+import aiohttp  # noqa: E402
+
+from bench._harness import SUBNET, Stack, free_port, pct, stack, wait_http  # noqa: E402
 
 COLD_SAMPLES = 4
 WARM_SAMPLES = 6

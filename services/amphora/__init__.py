@@ -13,11 +13,13 @@ socket unreachable, 500 rollback failed).
                                                stats_socket, certs_dir}
     PUT    /v1/haproxy/config              body: the complete haproxy.cfg (text/plain)
                                            202 {"sha256"} (+ ETag) once a worker runs it;
-                                           400 {"error", "details": haproxy's output} when it
-                                           fails `haproxy -c` or cannot load (e.g. bind); the
-                                           previous config keeps serving. Same text = no-op.
-                                           `?reload=false`: validate and store it for the next
-                                           reload only (runtime API changes already applied).
+                                           400 {"error", "details": haproxy's output} when
+                                           HAProxy refuses it at start or reload (parse or
+                                           bind errors); the previous config keeps serving and
+                                           is put back. Same text = no-op.
+                                           `?reload=false`: validate (`haproxy -c`) and store
+                                           it for the next reload only (runtime API changes
+                                           already applied).
     GET    /v1/haproxy/config              200 text/plain (+ ETag "<sha256>"), 404 if none
     DELETE /v1/haproxy                     204; stops HAProxy and forgets its config
     GET    /v1/haproxy/stats               200 [ {pxname, svname, scur, status, ...}, ... ]

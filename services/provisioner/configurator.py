@@ -35,6 +35,7 @@ from services.provisioner.rendering import (
     ListenerTlsFiles,
     PoolTlsFiles,
     RenderContext,
+    compile_templates,
     maxconn_cap_for_fd_limit,
     render_haproxy,
 )
@@ -75,6 +76,7 @@ class Configurator:
         self._clients: dict[str, AmphoraAgentClient] = {}
         self._infos: dict[str, AgentInfo] = {}
         self._vip_plumbing: dict[str, VrrpStatus] = {}
+        compile_templates()  # here, not in the first push
 
     def client(self, handle: AmphoraHandle) -> AmphoraAgentClient:
         """The (cached) client of one amphora's agent; it checks the amphora id in the cert."""
@@ -153,7 +155,7 @@ class Configurator:
         client = self.client(handle)
         previous = self._installed_files.get(key)
         if previous is None:
-            previous = manifest_of(await client.get_config())
+            previous = await self._installed_manifest(handle)
         text, used = await self._render_with_tls(state, handle)
         await client.apply_config(text)
         self._installed_files[key] = used
@@ -162,6 +164,15 @@ class Configurator:
             await client.delete_certificate(name)
             stored.pop(name, None)
         await self._plumb_vip(state, handle, pair)
+
+    async def _installed_manifest(self, handle: AmphoraHandle) -> set[str]:
+        """The TLS files the amphora's installed config lists. On first contact the agent's
+        info (fetched now, then cached) tells whether it has a config at all: a fresh or spare
+        amphora is not asked for one."""
+        key = f"{handle.amphora_id}@{handle.agent_url}"
+        if key not in self._infos and (await self.info(handle)).config_sha256 is None:
+            return set()
+        return manifest_of(await self.client(handle).get_config())
 
     async def vip_plumbing(self, handle: AmphoraHandle) -> VrrpStatus | None:
         """The amphora's VIP interface and keepalived script paths (cached), or None when its

@@ -526,6 +526,23 @@ async def test_invalid_config_is_rejected_and_the_old_one_keeps_serving(
     assert set(await distribution(lb.port, 4)) == {"s1", "s2"}
 
 
+async def test_a_config_stored_without_reload_is_still_checked(
+    client: AmphoraAgentClient, lb: LoadBalancer
+) -> None:
+    """`?reload=false` loads nothing now, so the agent checks the file itself (`haproxy -c`):
+    a later reload must not be the first to find it broken."""
+    before = await client.get_config()
+    broken = lb.config().replace("balance roundrobin", "balance no-such-algorithm")
+
+    with pytest.raises(AgentRejected) as rejected:
+        await client.apply_config(broken, reload=False)
+
+    assert rejected.value.status == 400
+    assert "balance only supports" in (rejected.value.details or "")
+    assert await client.get_config() == before
+    assert set(await distribution(lb.port, 4)) == {"s1", "s2"}
+
+
 async def test_config_without_the_agents_stats_socket_is_rejected(
     client: AmphoraAgentClient, lb: LoadBalancer
 ) -> None:

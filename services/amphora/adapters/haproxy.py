@@ -38,6 +38,9 @@ logger = logging.getLogger(__name__)
 
 _LOG_TAIL_CHARS: Final = 8192
 _POLL_INTERVAL: Final = 0.02
+# How often `show proc` is asked while a start or reload is under way: each answer is cheap,
+# and the caller (a provisioning step) waits for exactly this.
+_LOAD_POLL_INTERVAL: Final = 0.005
 _STOP_TIMEOUT: Final = 5.0
 _NAME: Final = re.compile(NAME_PATTERN)
 _STATS_SOCKET_LINE: Final = re.compile(r"^\s*stats\s+socket\s+(?:unix@)?(\S+)(.*)$", re.MULTILINE)
@@ -267,13 +270,16 @@ class HaproxyDataPlane:
         """Install `text` as the running config and return its sha256. Idempotent: the same
         text while running is a no-op.
 
-        With ``reload=False`` (HAProxy running) the validated text only becomes the file the
-        next reload loads: the caller has already made the same change through the runtime API.
+        With ``reload=False`` (HAProxy running) the text, validated with `haproxy -c`, only
+        becomes the file the next reload loads: the caller has already made the same change
+        through the runtime API. Otherwise no separate `haproxy -c` runs: the master validates
+        the file when it starts or reloads, and a reload it refuses leaves the old worker
+        serving.
 
-        Raises ConfigRejected (with HAProxy's output) when `haproxy -c` fails, when the config
-        lacks the stats socket contract, or when HAProxy cannot load it (bind errors). In every
-        such case the previous config stays installed (and serving, if it was). Raises
-        HaproxyFailed when even the rollback does not load.
+        Raises ConfigRejected (with HAProxy's output) when the config lacks the stats socket
+        contract, or when HAProxy refuses it (parse errors, bind errors). In every such case
+        the previous config stays installed (and serving, if it was). Raises HaproxyFailed
+        when even the rollback does not load.
         """
         self._require_stats_socket(text)
         digest = hashlib.sha256(text.encode()).hexdigest()
@@ -282,14 +288,16 @@ class HaproxyDataPlane:
                 return digest
             candidate = self.config_path.with_name("haproxy.cfg.new")
             write_private_file(candidate, text.encode())
-            output, status = await self._run(str(self.binary), "-c", "-f", str(candidate))
-            if status != 0:
-                os.replace(candidate, self.config_path.with_name("haproxy.cfg.failed"))
-                raise ConfigRejected("haproxy rejected the configuration", detail=output)
             previous, was_running = self.config_text(), self.is_running()
-            os.replace(candidate, self.config_path)
             if was_running and not reload:
+                # Nothing loads this file now: check it, or a later reload would find it bad.
+                output, status = await self._run(str(self.binary), "-c", "-f", str(candidate))
+                if status != 0:
+                    os.replace(candidate, self.config_path.with_name("haproxy.cfg.failed"))
+                    raise ConfigRejected("haproxy rejected the configuration", detail=output)
+                os.replace(candidate, self.config_path)
                 return digest
+            os.replace(candidate, self.config_path)
             try:
                 await (self._reload() if was_running else self._start())
             except _LoadFailed as failure:
@@ -432,7 +440,7 @@ class HaproxyDataPlane:
                 if (await self._show_proc()).workers:
                     logger.info("haproxy master pid=%d started", self._master_pid)
                     return
-            await asyncio.sleep(_POLL_INTERVAL)
+            await asyncio.sleep(_LOAD_POLL_INTERVAL)
         await self._stop_master()
         raise _LoadFailed(f"no worker after {self.reload_timeout} s\n{self._log_since(offset)}")
 
@@ -457,7 +465,7 @@ class HaproxyDataPlane:
                     raise _LoadFailed("master CLI unreachable for reload") from None
                 await asyncio.sleep(_POLL_INTERVAL)
         while time.monotonic() < deadline:
-            await asyncio.sleep(_POLL_INTERVAL)
+            await asyncio.sleep(_LOAD_POLL_INTERVAL)
             if not self.is_running():
                 raise _LoadFailed(self._log_since(offset))
             try:

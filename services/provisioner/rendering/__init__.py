@@ -12,7 +12,7 @@ from services.provisioner.rendering.context import (
     RenderContext,
     maxconn_cap_for_fd_limit,
 )
-from services.provisioner.rendering.haproxy import render_haproxy
+from services.provisioner.rendering.haproxy import compile_templates, render_haproxy
 
 __all__ = [
     "DEFAULT_CONNECTION_LIMIT",
@@ -23,6 +23,7 @@ __all__ = [
     "RenderError",
     "backend_name",
     "build_view_model",
+    "compile_templates",
     "haproxy_escape",
     "maxconn_cap_for_fd_limit",
     "render_haproxy",

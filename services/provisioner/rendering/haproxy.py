@@ -17,10 +17,11 @@ from services.provisioner.rendering._escaping import haproxy_escape, logformat_e
 from services.provisioner.rendering._viewmodel import RenderError, build_view_model
 from services.provisioner.rendering.context import RenderContext
 
-__all__ = ["RenderError", "render_haproxy"]
+__all__ = ["RenderError", "compile_templates", "render_haproxy"]
 
 _TEMPLATES: Final = Path(__file__).parent / "templates"
 _ROOT_TEMPLATE: Final = "haproxy.cfg.j2"
+_TEMPLATE_NAMES: Final = (_ROOT_TEMPLATE, "macros.j2")
 
 
 @cache
@@ -49,3 +50,10 @@ def render_haproxy(state: LoadBalancerState, ctx: RenderContext) -> str:
     """
     view = build_view_model(state, ctx)
     return _environment().get_template(_ROOT_TEMPLATE).render(view)
+
+
+def compile_templates() -> None:
+    """Load and compile the templates now (tens of ms), not in the first ``render_haproxy``."""
+    environment = _environment()
+    for name in _TEMPLATE_NAMES:
+        environment.get_template(name)
