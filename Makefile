@@ -153,7 +153,7 @@ compose-up: images
 	$(PY) -c "$$probe" $$url/healthz 2>/dev/null \
 	  || { echo "the API did not answer; see: make compose-logs" >&2; exit 1; }; \
 	echo "Fulcrum (compose) is up: $$url"; \
-	echo "VIP subnet public-subnet (198.18.64.0/24); backends go on the docker network fulcrum-vip"
+	echo "VIP subnet public-subnet ($${FULCRUM_VIP_NET:-198.18.64}.0/24); backends go on the docker network fulcrum-vip"
 
 compose-logs:
 	$(COMPOSE) logs --tail=100

@@ -59,8 +59,8 @@ __all__ = [
     "DockerdError",
     "PrivateDockerd",
     "host_lock",
+    "reserved_subnets",
     "slot_config",
-    "unused_subnets",
 ]
 
 DEFAULT_STATE_DIR: Final = Path(".state/docker")
@@ -117,6 +117,69 @@ class DockerdConfig:
                 raise ValueError(f"{subnet} is outside {_ALLOWED_RANGE}")
 
 
+def slot_config(slot: int) -> DockerdConfig:
+    """The addresses of slot ``slot`` (0-7): bridge ``fulcrum<slot>``, its bip and its pool."""
+    if not 0 <= slot < _SLOTS:
+        raise ValueError(f"slot {slot} is not in 0..{_SLOTS - 1}")
+    return DockerdConfig(
+        bridge=f"fulcrum{slot}",
+        bip=f"198.18.{200 + slot}.1/24",
+        address_pools=(f"198.19.{32 * slot}.0/19",),
+    )
+
+
+def _lock_dir() -> Path:
+    return _HOST_LOCK.parent if _HOST_LOCK.parent.is_dir() else Path("/tmp")
+
+
+@contextlib.contextmanager
+def host_lock() -> Iterator[None]:
+    """Held while an engine picks its addresses or a caller reserves subnets."""
+    with (_lock_dir() / _HOST_LOCK.name).open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def reserved_subnets(candidates: Sequence[str], count: int) -> Iterator[list[str]]:
+    """Reserve ``count`` of ``candidates`` (inside 198.18.0.0/15) for fixed-subnet networks.
+
+    A candidate is taken when a host route overlaps it or another process holds its lock
+    file; the chosen ones stay locked until the block ends (or the process dies), so that
+    test runs in several checkouts never put two bridges on one subnet. Raises DockerdError
+    when fewer than ``count`` are free.
+    """
+    held: list[tuple[str, Any]] = []
+    try:
+        with host_lock():
+            used = _routed_networks()
+            for candidate in candidates:
+                network = ipaddress.ip_network(candidate)
+                if not network.subnet_of(_ALLOWED_RANGE):  # type: ignore[arg-type]
+                    raise ValueError(f"{network} is outside {_ALLOWED_RANGE}")
+                if any(network.overlaps(other) for other in used):
+                    continue
+                name = f"fulcrum-subnet-{network.network_address}-{network.prefixlen}.lock"
+                handle = (_lock_dir() / name).open("a")
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    handle.close()
+                    continue
+                held.append((candidate, handle))
+                if len(held) == count:
+                    break
+            else:
+                raise DockerdError(f"fewer than {count} of {list(candidates)} are free here")
+        yield [candidate for candidate, _ in held]
+    finally:
+        for _, handle in held:
+            handle.close()  # closing releases the lock
+
+
 @dataclass
 class _Baseline:
     """What the host looked like before the private engine touched it."""
@@ -127,6 +190,16 @@ class _Baseline:
 
     @classmethod
     def capture(cls) -> _Baseline:
+        """The host now; while another private engine runs, the baseline it saved before it
+        changed the host (its bridge's alias names its state dir), so that whichever engine
+        stops last restores the host as it was before the first one started."""
+        for name in _link_names():
+            alias = _link_alias(name) if _ENGINE_BRIDGE.fullmatch(name) else None
+            if not alias:
+                continue
+            with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+                saved = json.loads((Path(alias) / "host-baseline.json").read_text())
+                return cls(list(saved["links"]), dict(saved["iptables"]), str(saved["ip_forward"]))
         return cls(_link_names(), _iptables_tables(), _read_ip_forward())
 
 
@@ -135,7 +208,8 @@ class PrivateDockerd:
     """One dockerd per ``state_dir``; ``start`` attaches to it when it already runs."""
 
     state_dir: Path = DEFAULT_STATE_DIR
-    config: DockerdConfig = field(default_factory=DockerdConfig)
+    # None: take a free slot of the host (see the module docstring) at start.
+    config: DockerdConfig | None = None
     dockerd_bin: str | None = None
     # SIGTERM dockerd when the starting process dies (tests); `make dockerd` keeps it running.
     die_with_parent: bool = False
@@ -173,20 +247,62 @@ class PrivateDockerd:
     def _baseline_path(self) -> Path:
         return self.state_dir / "host-baseline.json"
 
+    @property
+    def _slot_path(self) -> Path:
+        return self.state_dir / "slot"
+
+    @property
+    def settings(self) -> DockerdConfig:
+        """The explicit config, else that of the slot this state dir has (or slot 0)."""
+        if self.config is not None:
+            return self.config
+        return slot_config(self._recorded_slot() or 0)
+
+    def _recorded_slot(self) -> int | None:
+        try:
+            slot = int(self._slot_path.read_text().strip())
+        except (OSError, ValueError):
+            return None
+        return slot if 0 <= slot < _SLOTS else None
+
+    def _claim_slot(self) -> None:
+        """Pick this engine's addresses (caller holds ``host_lock``): the recorded slot when it
+        is still ours or free, else the first free one."""
+        if self.config is not None:
+            return
+        recorded = self._recorded_slot()
+        order = ([recorded] if recorded is not None else []) + list(range(_SLOTS))
+        routes = _routed_networks()
+        for slot in order:
+            config = slot_config(slot)
+            alias = _link_alias(config.bridge)
+            if alias is not None:  # the bridge exists: ours (from an unclean stop) or taken
+                if alias == str(self.state_dir):
+                    break
+                continue
+            subnets = [ipaddress.ip_interface(config.bip).network]
+            subnets += [ipaddress.ip_network(pool) for pool in config.address_pools]
+            if not any(s.overlaps(r) for s in subnets for r in routes):
+                break
+        else:
+            raise DockerdError(f"all {_SLOTS} slots of private engines are in use on this host")
+        self._slot_path.write_text(f"{slot}\n")
+
     def daemon_json(self) -> dict[str, Any]:
         """The daemon configuration written to ``state_dir/daemon.json``."""
+        config = self.settings
         return {
             "data-root": str(self.state_dir / "data"),
             "exec-root": str(self._exec_root),
             "pidfile": str(self._pidfile),
             "hosts": [self.docker_host],
-            "bridge": self.config.bridge,
+            "bridge": config.bridge,
             "default-address-pools": [
-                {"base": pool, "size": self.config.pool_size} for pool in self.config.address_pools
+                {"base": pool, "size": config.pool_size} for pool in config.address_pools
             ],
-            "ip": self.config.published_ip,
+            "ip": config.published_ip,
             "storage-driver": "overlay2",
-            "shutdown-timeout": self.config.shutdown_timeout,
+            "shutdown-timeout": config.shutdown_timeout,
             "log-level": "warn",
         }
 
@@ -220,10 +336,12 @@ class PrivateDockerd:
                 "unix socket paths under it would not fit"
             )
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        if not self._baseline_path.exists():
-            baseline = _Baseline.capture()
-            self._baseline_path.write_text(json.dumps(baseline.__dict__, indent=1))
-        self._ensure_bridge()
+        with host_lock():
+            if not self._baseline_path.exists():
+                baseline = _Baseline.capture()
+                self._baseline_path.write_text(json.dumps(baseline.__dict__, indent=1))
+            self._claim_slot()
+            self._ensure_bridge()
         config_path = self.state_dir / "daemon.json"
         config_path.write_text(json.dumps(self.daemon_json(), indent=1))
         self.socket_path.unlink(missing_ok=True)
@@ -240,7 +358,7 @@ class PrivateDockerd:
             except OSError as exc:
                 raise DockerdError(f"cannot execute {binary}: {exc}") from exc
         self.started = True
-        deadline = time.monotonic() + self.config.ready_timeout
+        deadline = time.monotonic() + self.settings.ready_timeout
         while time.monotonic() < deadline:
             if _ping(self.socket_path):
                 return self.docker_host
@@ -253,7 +371,7 @@ class PrivateDockerd:
             time.sleep(0.05)
         self._cleanup_after_failed_start()
         raise DockerdError(
-            f"not answering on {self.socket_path} after {self.config.ready_timeout:.0f} s",
+            f"not answering on {self.socket_path} after {self.settings.ready_timeout:.0f} s",
             log_tail=self._tail(),
         )
 
@@ -277,7 +395,7 @@ class PrivateDockerd:
     def _terminate(self, pid: int) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
-        if not _wait_gone(pid, self.config.stop_timeout, self._proc):
+        if not _wait_gone(pid, self.settings.stop_timeout, self._proc):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
             if not _wait_gone(pid, 5.0, self._proc):
@@ -312,20 +430,35 @@ class PrivateDockerd:
             return
         saved = json.loads(self._baseline_path.read_text())
         baseline = _Baseline(saved["links"], saved["iptables"], saved["ip_forward"])
-        for name in _link_names():
-            if name not in baseline.links and self._is_our_bridge(name):
-                _run(["ip", "link", "delete", name], check=False)
-        _restore_iptables(baseline.iptables)
-        if _read_ip_forward() != baseline.ip_forward:
-            _IP_FORWARD.write_text(baseline.ip_forward + "\n")
+        own_links = [
+            name
+            for name in _link_names()
+            if name not in baseline.links and self._is_our_bridge(name)
+        ]
+        for name in own_links:
+            _run(["ip", "link", "delete", name], check=False)
+        # Any engine bridge left (another checkout's, a system docker0) is another engine.
+        others = [name for name in _link_names() if _ENGINE_BRIDGE.fullmatch(name)]
+        if others:
+            # Another engine runs: its rules, the shared DOCKER chains and ip_forward stay.
+            config = self.settings
+            subnets = [ipaddress.ip_interface(config.bip).network]
+            subnets += [ipaddress.ip_network(pool) for pool in config.address_pools]
+            _remove_rules_naming(baseline.iptables, set(own_links), subnets)
+        else:
+            _restore_iptables(baseline.iptables)
+            if _read_ip_forward() != baseline.ip_forward:
+                _IP_FORWARD.write_text(baseline.ip_forward + "\n")
         self._baseline_path.unlink()
 
     # -- helpers -----------------------------------------------------------------------------
 
     def _is_our_bridge(self, name: str) -> bool:
-        """Our default bridge, or a network bridge (br-<id>) on an address of our range."""
-        if name == self.config.bridge:
-            return True
+        """Our default bridge, or a network bridge (br-<id>) of this engine: on addresses of
+        our pools, or a network in our data-root's network store (fixed subnets)."""
+        config = self.settings
+        if name == config.bridge:
+            return _link_alias(name) in (str(self.state_dir), "")
         if not _NETWORK_BRIDGE.fullmatch(name):
             return False
         out = _run(["ip", "-j", "-4", "addr", "show", "dev", name], check=False)
@@ -334,7 +467,14 @@ class PrivateDockerd:
             for link in json.loads(out.stdout or "[]")
             for info in link.get("addr_info", [])
         ]
-        return all(address in _ALLOWED_RANGE for address in addresses)
+        pools = [ipaddress.ip_network(pool) for pool in config.address_pools]
+        if addresses and all(any(a in pool for pool in pools) for a in addresses):
+            return True
+        store = self.state_dir / "data" / "network" / "files" / "local-kv.db"
+        try:
+            return name.removeprefix("br-").encode() in store.read_bytes()
+        except OSError:
+            return False
 
     def _binary(self) -> str:
         found = self.dockerd_bin or shutil.which("dockerd") or "/usr/sbin/dockerd"
@@ -345,13 +485,19 @@ class PrivateDockerd:
         return found
 
     def _ensure_bridge(self) -> None:
-        """Create the default bridge on ``bip`` (dockerd only creates docker0 by itself)."""
-        name, wanted = self.config.bridge, ipaddress.ip_interface(self.config.bip)
+        """Create the default bridge on ``bip`` (dockerd only creates docker0 by itself),
+        its alias naming this state dir."""
+        config = self.settings
+        name, wanted = config.bridge, ipaddress.ip_interface(config.bip)
         out = _run(["ip", "-j", "addr", "show", "dev", name], check=False)
         if out.returncode != 0:
             _run(["ip", "link", "add", "name", name, "type", "bridge"])
+            _run(["ip", "link", "set", "dev", name, "alias", str(self.state_dir)])
             _run(["ip", "addr", "add", str(wanted), "dev", name])
         else:
+            alias = _link_alias(name)
+            if alias and alias != str(self.state_dir):
+                raise DockerdError(f"bridge {name} belongs to the engine of {alias}")
             present = [
                 ipaddress.ip_interface(f"{info['local']}/{info['prefixlen']}")
                 for link in json.loads(out.stdout or "[]")
@@ -495,6 +641,25 @@ def _link_names() -> list[str]:
     return sorted(link["ifname"] for link in json.loads(out.stdout or "[]"))
 
 
+def _link_alias(name: str) -> str | None:
+    """The alias of link ``name`` ("" when it has none), None when there is no such link."""
+    out = _run(["ip", "-d", "-j", "link", "show", "dev", name], check=False)
+    if out.returncode != 0:
+        return None
+    links = json.loads(out.stdout or "[]")
+    return str(links[0].get("ifalias") or "") if links else None
+
+
+def _routed_networks() -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    """The destinations of the host's IPv4 routes (main table; default excluded)."""
+    out = _run(["ip", "-4", "-j", "route", "show"], check=False)
+    return [
+        ipaddress.ip_network(route["dst"], strict=False)
+        for route in json.loads(out.stdout or "[]")
+        if route.get("dst") not in (None, "default")
+    ]
+
+
 def _read_ip_forward() -> str:
     try:
         return _IP_FORWARD.read_text().strip()
@@ -552,6 +717,34 @@ def _restore_iptables(baseline: dict[str, list[str]]) -> None:
             wanted = policies_before.get(chain, "ACCEPT")
             if current is not None and current != wanted:
                 _run(["iptables", "-t", table, "-P", chain, wanted], check=False)
+
+
+def _remove_rules_naming(
+    baseline: dict[str, list[str]],
+    links: set[str],
+    subnets: Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network],
+) -> None:
+    """Delete the rules added since ``baseline`` that name one of ``links`` (-i/-o) or a
+    source/destination inside ``subnets``; other rules, chains and policies stay."""
+    if shutil.which("iptables") is None:
+        return
+    for table, lines in _iptables_tables().items():
+        remaining = Counter(line for line in baseline.get(table, []) if line.startswith("-A "))
+        for line in reversed([ln for ln in lines if ln.startswith("-A ")]):
+            if remaining[line] > 0:
+                remaining[line] -= 1
+                continue
+            words = shlex.split(line)
+            named = False
+            for flag, value in zip(words, words[1:], strict=False):
+                if flag in ("-i", "-o") and value in links:
+                    named = True
+                elif flag in ("-s", "-d"):
+                    with contextlib.suppress(ValueError):
+                        target = ipaddress.ip_network(value, strict=False)
+                        named = named or any(target.subnet_of(s) for s in subnets)  # type: ignore[arg-type]
+            if named:
+                _run(["iptables", "-t", table, "-D", *words[1:]], check=False)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

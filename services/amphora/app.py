@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Callable
 from aiohttp import web
 
 from libs.common.pki import write_private_file
-from libs.common.service import background
+from libs.common.tasks import background
 from services.amphora.adapters.certificates import CertificateDirectory
 from services.amphora.adapters.haproxy import HaproxyDataPlane
 from services.amphora.adapters.keepalived import KeepalivedVrrp

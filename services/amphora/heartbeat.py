@@ -33,7 +33,7 @@ from aiohttp import web
 
 from libs.common import heartbeat_codec as codec
 from libs.common.errors import FulcrumError
-from libs.common.service import background
+from libs.common.tasks import background
 from services.amphora.contract import StatsRow
 from services.amphora.settings import AmphoraSettings
 

@@ -8,7 +8,9 @@ down: nothing of the stack is left on the engine.
 
 The engine is the private dockerd of `.state/docker` (or FULCRUM_TEST_DOCKER_HOST); when none
 can be started the test fails and says why. The stack's networks have fixed names
-(fulcrum-vip, fulcrum-lb-mgmt), so a stack of `make compose-up` must not run at the same time.
+(fulcrum-vip, fulcrum-lb-mgmt), so a stack of `make compose-up` must not run on the same
+engine at the same time. Their subnets are reserved on the host for the test (FULCRUM_VIP_NET,
+FULCRUM_MGMT_NET), so runs in other checkouts, on other engines, never share them.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from typing import Any
 import docker
 import pytest
 
+from libs.common.dockerd import reserved_subnets
 from services.provisioner.drivers.docker import LABEL_DEPLOYMENT, LABEL_LB
 from tests.integration.docker import engine
 from tests.integration.docker.conftest import backend_containers, wait_http
@@ -46,6 +49,8 @@ REPO = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO / "deploy" / "compose.yaml"
 PROJECT = "fulcrum-e2e"
 STACK_NETWORKS = ("fulcrum-vip", "fulcrum-lb-mgmt")
+# Where the stack's VIP and management /24s are taken from (not compose's defaults, .64/.65).
+SUBNET_CANDIDATES = [f"198.18.{n}.0/24" for n in range(128, 192)]
 
 
 def free_port() -> int:
@@ -155,16 +160,25 @@ def stack(
             f"networks {busy} exist: another Fulcrum stack runs on this engine (make compose-down)",
             pytrace=False,
         )
-    port = free_port()
-    env = {
-        **os.environ,
-        "DOCKER_HOST": docker_host,
-        "FULCRUM_API_PORT": str(port),
-        "COMPOSE_PROJECT_NAME": PROJECT,
-    }
-    if docker_host.startswith("unix://"):
-        env["FULCRUM_DOCKER_SOCKET"] = docker_host.removeprefix("unix://")
-    running = Stack(f"http://127.0.0.1:{port}", [*compose_command(), "-f", str(COMPOSE_FILE)], env)
+    with reserved_subnets(SUBNET_CANDIDATES, 2) as (vip_subnet, mgmt_subnet):
+        port = free_port()
+        env = {
+            **os.environ,
+            "DOCKER_HOST": docker_host,
+            "FULCRUM_API_PORT": str(port),
+            "COMPOSE_PROJECT_NAME": PROJECT,
+            "FULCRUM_VIP_NET": vip_subnet.rsplit(".", 1)[0],
+            "FULCRUM_MGMT_NET": mgmt_subnet.rsplit(".", 1)[0],
+        }
+        if docker_host.startswith("unix://"):
+            env["FULCRUM_DOCKER_SOCKET"] = docker_host.removeprefix("unix://")
+        compose = [*compose_command(), "-f", str(COMPOSE_FILE)]
+        yield from _stack_up_down(Stack(f"http://127.0.0.1:{port}", compose, env), docker_client)
+    assert leftovers(docker_client) == []
+
+
+def _stack_up_down(running: Stack, docker_client: docker.DockerClient) -> Iterator[Stack]:
+    """`compose up`, the stack, then (also after a failure) amphorae removed and `down -v`."""
     try:
         started = time.monotonic()
         running.run("up", "-d")
@@ -183,7 +197,6 @@ def stack(
         started = time.monotonic()
         running.run("down", "-v", "--remove-orphans")
         print(f"compose down: {time.monotonic() - started:.1f} s")
-    assert leftovers(docker_client) == []
 
 
 def wait_lb(stack: Stack, lb_id: str, wanted: str, timeout: float = 60) -> dict[str, Any]:

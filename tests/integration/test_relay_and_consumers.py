@@ -118,9 +118,9 @@ async def test_events_flow_from_append_to_consumer_once(harness: Harness) -> Non
 
 async def test_redelivery_produces_one_effect(harness: Harness, jet: Jet) -> None:
     await harness.consumer()
-    envelope = (
-        await harness.store.append("amphora-r", 0, [AmphoraDeleted(amphora_id="r")], META)
-    )[0]
+    envelope = (await harness.store.append("amphora-r", 0, [AmphoraDeleted(amphora_id="r")], META))[
+        0
+    ]
     body = json.dumps(envelope.to_wire()).encode()
     subject = subjects.event_subject(envelope.stream_id, envelope.event_type)
     # The same event published twice with different msg ids: the bus cannot dedupe it,

@@ -1,14 +1,16 @@
 """Fixtures of the docker-driver tests: a real engine, the amphora image, our own networks.
 
 Everything runs on the engine of `engine.py` under the deployment label `fulcrum-it` and on two
-networks of its own (VIP 198.18.66.0/24, management 198.18.67.0/24), so it never collides with
-a compose stack on the same engine. Containers and networks the tests made are removed after
-each test, also when it fails.
+networks of its own (a VIP and a management /24 reserved on the host for this test process, see
+`reserved_subnets`), so it never collides with a compose stack, nor with a test run of another
+checkout on another engine. Containers and networks the tests made are removed after each test,
+also when it fails.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import time
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
@@ -21,6 +23,7 @@ import docker.types
 import pytest
 from testcontainers.core.container import DockerContainer
 
+from libs.common.dockerd import reserved_subnets
 from libs.common.pki import DeploymentCA, write_private_file
 from services.provisioner.adapters.agent_client import AmphoraAgentClient
 from services.provisioner.drivers import AmphoraHandle
@@ -35,15 +38,25 @@ docker_images = engine.docker_images
 docker_client = engine.docker_client
 
 DEPLOYMENT = "fulcrum-it"
+# Reserved for the whole test process (the lock files are released when it exits).
+_RESERVATION = reserved_subnets([f"198.18.{n}.0/24" for n in range(128, 192)], 2)
+_VIP_SUBNET, _MGMT_SUBNET = (ipaddress.ip_network(s) for s in _RESERVATION.__enter__())
 VIP_NETWORK = DockerNetworkSettings(
     name="fulcrum-it-vip",
-    subnet="198.18.66.0/24",
-    gateway="198.18.66.1",
-    ip_range="198.18.66.128/25",
+    subnet=str(_VIP_SUBNET),
+    gateway=str(_VIP_SUBNET[1]),
+    ip_range=str(list(_VIP_SUBNET.subnets(new_prefix=25))[1]),
 )
 MGMT_NETWORK = DockerNetworkSettings(
-    name="fulcrum-it-mgmt", subnet="198.18.67.0/24", gateway="198.18.67.1"
+    name="fulcrum-it-mgmt", subnet=str(_MGMT_SUBNET), gateway=str(_MGMT_SUBNET[1])
 )
+
+
+def vip(host: int) -> str:
+    """Address ``host`` of the test VIP network (below 128: outside docker's ip_range)."""
+    return str(_VIP_SUBNET[host])
+
+
 BACKEND_PORT = 8000
 
 

@@ -28,15 +28,18 @@ from tests.integration.docker.conftest import (
     Pki,
     backend_containers,
     driver_settings,
+    vip,
     wait_http,
 )
 
 pytestmark = pytest.mark.docker
 
 
-def spec(vip: str = "198.18.66.10", lb_id: str | None = None) -> AmphoraSpec:
+def spec(vip_address: str | None = None, lb_id: str | None = None) -> AmphoraSpec:
     return AmphoraSpec(
-        amphora_id=str(uuid.uuid4()), lb_id=lb_id or str(uuid.uuid4()), vip_address=vip
+        amphora_id=str(uuid.uuid4()),
+        lb_id=lb_id or str(uuid.uuid4()),
+        vip_address=vip_address or vip(10),
     )
 
 
@@ -75,7 +78,7 @@ async def test_ensure_list_delete(
     assert "NET_ADMIN" in container.attrs["HostConfig"]["CapAdd"]
     networks = container.attrs["NetworkSettings"]["Networks"]
     own = networks[VIP_NETWORK.name]["IPAddress"]  # from docker's range, not the VIP
-    assert handle.lb_network_ip == own and ip_address(own) in ip_network(VIP_NETWORK.ip_range)
+    assert handle.lb_network_ip == own and ip_address(own) in ip_network(VIP_NETWORK.ip_range or "")
     assert handle.agent_url == f"https://{networks[MGMT_NETWORK.name]['IPAddress']}:9443"
     assert "FULCRUM_AMPHORA_VIP_INTERFACE=eth1" in container.attrs["Config"]["Env"]
     assert handle.compute_id == container.id and handle.driver == "docker"
@@ -109,7 +112,7 @@ async def test_ensure_twice_is_one_container(
 async def test_same_name_with_another_spec_is_refused(driver: DockerAmphoraDriver) -> None:
     wanted = spec()
     await driver.ensure(wanted)
-    other = AmphoraSpec(wanted.amphora_id, "another-lb", vip_address="198.18.66.10")
+    other = AmphoraSpec(wanted.amphora_id, "another-lb", vip_address=vip(10))
     with pytest.raises(InfrastructureError, match="another spec"):
         await driver.ensure(other)
 
@@ -190,18 +193,18 @@ async def names_through(vip: str, count: int) -> Counter[str]:
 async def test_http_through_the_vip_and_a_replacement_after_a_kill(
     driver: DockerAmphoraDriver, clean_engine: docker.DockerClient, pki: Pki
 ) -> None:
-    vip = "198.18.66.12"
-    old = spec(vip=vip)
+    address = vip(12)
+    old = spec(vip_address=address)
     first = await driver.ensure(old)
     with backend_containers(["be0", "be1"], VIP_NETWORK.name) as backends:
-        await serve_vip(pki, first, vip, backends)
-        assert await names_through(vip, 10) == Counter({"be0": 5, "be1": 5})
+        await serve_vip(pki, first, address, backends)
+        assert await names_through(address, 10) == Counter({"be0": 5, "be1": 5})
 
         # The amphora dies; its replacement announces the VIP (gratuitous ARP) and serves.
         clean_engine.containers.get(first.compute_id).kill()
-        new = spec(vip=vip, lb_id=old.lb_id)
+        new = spec(vip_address=address, lb_id=old.lb_id)
         second = await driver.ensure(new)
-        await serve_vip(pki, second, vip, backends)
-        assert await names_through(vip, 10) == Counter({"be0": 5, "be1": 5})
+        await serve_vip(pki, second, address, backends)
+        assert await names_through(address, 10) == Counter({"be0": 5, "be1": 5})
     await driver.delete(old.amphora_id)
     assert [h.amphora_id for h in await driver.list()] == [new.amphora_id]

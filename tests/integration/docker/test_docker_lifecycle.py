@@ -39,12 +39,13 @@ from tests.integration.docker.conftest import (
     backend_containers,
     create_test_networks,
     driver_settings,
+    vip,
     wait_http,
 )
 
 pytestmark = pytest.mark.docker
 META = Metadata(actor="test", project_id=b.PROJECT)
-VIP = "198.18.66.20"
+VIP = vip(20)
 
 
 @contextlib.asynccontextmanager
