@@ -2,16 +2,18 @@
 
 One relay is active per deployment: it holds a session advisory lock on its own connection;
 standbys retry the lock every ``poll_interval``. The active one wakes on LISTEN/NOTIFY (with a
-slow poll as a safety net), publishes rows in id order with ``Nats-Msg-Id = event_id``, and
-deletes each row only after its PubAck. A crash between publish and delete republishes the
-row, which JetStream absorbs (``PubAck.duplicate``) and consumers dedupe by event_id.
+slow poll as a safety net), publishes rows with ``Nats-Msg-Id = event_id`` (each event stream
+in id order; different streams concurrently), and deletes each row only after its PubAck. A
+crash between publish and delete republishes the row, which JetStream absorbs
+(``PubAck.duplicate``) and consumers dedupe by event_id.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Final, Protocol
+from collections.abc import Sequence
+from typing import Any, Final, Protocol, TypeGuard, TypeVar
 
 import asyncpg
 
@@ -93,17 +95,62 @@ class OutboxRelay:
         self._wake.set()
 
     async def _drain(self, conn: asyncpg.Connection) -> int:
-        """Publish one batch in id order; each row is deleted right after its PubAck."""
+        """Publish one batch in waves (see ``waves``): a wave's rows are published
+        concurrently, the PubAcked ones deleted in one statement, then the next wave goes.
+        A failed publish stops the batch after that delete, so no later row of its stream
+        is sent before it: each event stream reaches the bus in id order."""
         rows = await conn.fetch(
             "SELECT id, event_id, subject, body::text AS body, traceparent FROM outbox "
             "ORDER BY id LIMIT $1",
             self._settings.batch_size,
         )
-        for row in rows:
-            result = await self._publisher.publish(
-                row["subject"], row["body"].encode(), str(row["event_id"]), row["traceparent"]
+        for wave in waves(rows):
+            results = await asyncio.gather(
+                *(
+                    self._publisher.publish(
+                        row["subject"],
+                        row["body"].encode(),
+                        str(row["event_id"]),
+                        row["traceparent"],
+                    )
+                    for row in wave
+                ),
+                return_exceptions=True,
             )
-            self.published += 1
-            self.duplicates += int(result.duplicate)
-            await conn.execute("DELETE FROM outbox WHERE id = $1", row["id"])
+            acked = [row["id"] for row, r in zip(wave, results, strict=True) if _is_ack(r)]
+            for result in results:
+                if _is_ack(result):
+                    self.published += 1
+                    self.duplicates += int(result.duplicate)
+            if acked:
+                await conn.execute("DELETE FROM outbox WHERE id = ANY($1::bigint[])", acked)
+            for result in results:
+                if isinstance(result, BaseException):
+                    raise result
         return len(rows)
+
+
+def _is_ack(result: Published | BaseException) -> TypeGuard[Published]:
+    return not isinstance(result, BaseException)
+
+
+class _Row(Protocol):
+    def __getitem__(self, key: str) -> Any: ...
+
+
+RowT = TypeVar("RowT", bound=_Row)
+
+
+def waves(rows: Sequence[RowT]) -> list[list[RowT]]:
+    """Rows (in id order) split into waves: the first row of every event stream (its subject
+    without the event type), then the second, and so on; each wave keeps id order."""
+    seen: dict[str, int] = {}
+    result: list[list[RowT]] = []
+    for row in rows:
+        stream = row["subject"].rsplit(".", 1)[0]
+        index = seen.get(stream, 0)
+        seen[stream] = index + 1
+        if index == len(result):
+            result.append([])
+        result[index].append(row)
+    return result

@@ -133,7 +133,9 @@ async def serve(settings: AmphoraSettings) -> None:
     """
     if settings.netns:  # VRRP block (issue 6 part B): first, while the process has one thread
         enter_network_namespace(settings.netns)
-    tls = AgentTLS(settings.ca_cert, settings.server_cert, settings.server_key)
+    tls = await AgentTLS.delivered(
+        settings.ca_cert, settings.server_cert, settings.server_key, settings.cert_wait
+    )
     runner = web.AppRunner(create_app(settings, tls), handle_signals=False)
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()

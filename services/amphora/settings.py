@@ -9,7 +9,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
-def _default_haproxy_binary() -> Path:
+def default_haproxy_binary() -> Path:
     return Path(shutil.which("haproxy") or "/usr/sbin/haproxy")
 
 
@@ -34,10 +34,13 @@ class AmphoraSettings(BaseSettings):
     bind_port: int = Field(default=9443, ge=0, le=65535)
     port_file: Path | None = None
     state_dir: Path
-    haproxy_bin: Path = Field(default_factory=_default_haproxy_binary)
+    haproxy_bin: Path = Field(default_factory=default_haproxy_binary)
     ca_cert: Path
     server_cert: Path
     server_key: Path
+    # Seconds the agent waits at start for those files to load (the docker driver copies them
+    # into the container while the agent boots); 0: they must be there.
+    cert_wait: float = Field(default=0.0, ge=0)
     # Bound on starting HAProxy or waiting for a reloaded worker.
     reload_timeout: float = Field(default=10.0, gt=0)
     # Bound on waiting for a disabled server's connections to end before `del server`.

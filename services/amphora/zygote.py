@@ -1,6 +1,7 @@
 """A pre-imported agent that forks new amphora agents: a boot in milliseconds, not 0.6 s.
 
-``python -m services.amphora.zygote SOCKET`` imports everything the agent needs, then serves
+``python -m services.amphora.zygote SOCKET`` imports everything the agent needs and reads
+HAProxy's version (children skip their own ``haproxy -v``), then serves
 spawn requests on a unix socket, one JSON line each: ``{"env": {...}, "log": path}``. It forks;
 the child starts a new session, takes the environment and runs the agent exactly as
 ``python -m services.amphora`` would; the zygote answers ``{"pid": N}``. No event loop or
@@ -15,8 +16,11 @@ import os
 import signal
 import socket
 import sys
+from pathlib import Path
 
 import services.amphora.__main__ as agent_main  # the heavy imports happen here, once
+from services.amphora.adapters.haproxy import remember_version
+from services.amphora.settings import default_haproxy_binary
 
 
 def _child(env: dict[str, str], log_path: str) -> None:
@@ -47,7 +51,15 @@ def _child(env: dict[str, str], log_path: str) -> None:
     os._exit(code)
 
 
+def _prewarm() -> None:
+    """Work every agent would repeat, done once here: HAProxy's version (the binary the
+    zygote's environment or the default names; an agent given another one reads its own)."""
+    configured = os.environ.get("FULCRUM_AMPHORA_HAPROXY_BIN")
+    remember_version(Path(configured) if configured else default_haproxy_binary())
+
+
 def serve(path: str) -> None:
+    _prewarm()  # before SIGCHLD is ignored: subprocess.run waits for its child
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel
     if os.path.exists(path):
         os.unlink(path)

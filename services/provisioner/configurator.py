@@ -21,7 +21,11 @@ from pathlib import Path
 from libs.common.domain.model import LoadBalancerState
 from libs.common.pki import DeploymentCA, write_private_file
 from services.amphora.contract import AgentInfo, NewServer, ServerState, VrrpState, VrrpStatus
-from services.provisioner.adapters.agent_client import AgentRejected, AmphoraAgentClient
+from services.provisioner.adapters.agent_client import (
+    AgentRejected,
+    AmphoraAgentClient,
+    client_ssl_context,
+)
 from services.provisioner.certificates import (
     CertificateSource,
     TlsFile,
@@ -73,6 +77,8 @@ class Configurator:
         self._key = directory / "provisioner-client.key"
         write_private_file(self._cert, issued.cert_pem, mode=0o644)
         write_private_file(self._key, issued.key_pem)
+        # One context for every agent client (each names its amphora as the server name).
+        self._ssl = client_ssl_context(ca.cert_path, self._cert, self._key, check_hostname=True)
         self._clients: dict[str, AmphoraAgentClient] = {}
         self._infos: dict[str, AgentInfo] = {}
         self._vip_plumbing: dict[str, VrrpStatus] = {}
@@ -89,6 +95,7 @@ class Configurator:
                 self._cert,
                 self._key,
                 server_name=handle.amphora_id,
+                ssl_context=self._ssl,
             )
             self._clients[key] = client
         return client

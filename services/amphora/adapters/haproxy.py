@@ -16,6 +16,7 @@ import os
 import re
 import shutil
 import signal
+import subprocess
 import tempfile
 import time
 from contextlib import suppress
@@ -67,6 +68,40 @@ def write_ping_check(path: Path) -> Path | None:
         return None
     write_private_file(path, _PING_CHECK_SCRIPT.format(ping=ping).encode(), mode=0o755)
     return path
+
+
+# HAProxy's version by binary (path, mtime, size): agents forked by the zygote
+# (services/amphora/zygote.py) inherit what it read there and skip a `haproxy -v` each.
+_VERSIONS: dict[tuple[str, int, int], str] = {}
+
+
+def _binary_key(binary: Path) -> tuple[str, int, int] | None:
+    try:
+        stat = binary.stat()
+    except OSError:
+        return None
+    return (str(binary), stat.st_mtime_ns, stat.st_size)
+
+
+def _version_of(output: str) -> str:
+    first_line = output.splitlines()[0] if output else ""
+    return first_line.removeprefix("HAProxy version ").split(" ")[0]
+
+
+def remember_version(binary: Path) -> None:
+    """Run ``binary -v`` now (blocking) and remember its version for later ``prepare`` calls
+    in this process and its forks; a failure is left for ``prepare`` to report."""
+    key = _binary_key(binary)
+    if key is None:
+        return
+    try:
+        done = subprocess.run(  # noqa: S603 (our configured binary)
+            [str(binary), "-v"], capture_output=True, text=True, timeout=10, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return
+    if done.returncode == 0:
+        _VERSIONS[key] = _version_of(done.stdout.strip())
 
 
 # HAProxy refuses unix socket paths longer than 97 bytes; deep state dirs get a short one.
@@ -240,11 +275,16 @@ class HaproxyDataPlane:
         self.stats_socket.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.certs_dir.mkdir(mode=0o700, exist_ok=True)
         self.ping_check = write_ping_check(self.state_dir / "ping-check.sh")
-        output, status = await self._run(str(self.binary), "-v")
-        if status != 0:
-            raise HaproxyFailed(f"{self.binary} -v failed: {output}")
-        first_line = output.splitlines()[0] if output else ""
-        self._version = first_line.removeprefix("HAProxy version ").split(" ")[0]
+        key = _binary_key(self.binary)
+        version = _VERSIONS.get(key) if key is not None else None
+        if version is None:
+            output, status = await self._run(str(self.binary), "-v")
+            if status != 0:
+                raise HaproxyFailed(f"{self.binary} -v failed: {output}")
+            version = _version_of(output)
+            if key is not None:
+                _VERSIONS[key] = version
+        self._version = version
         with suppress(OSError, ValueError):
             pid = int(self._pid_file.read_text().strip())
             if _pid_alive(pid) and (await self._show_proc()).master_pid == pid:

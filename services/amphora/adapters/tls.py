@@ -6,15 +6,20 @@ complete the handshake; everyone else is refused by OpenSSL before any HTTP is r
 
 from __future__ import annotations
 
+import asyncio
 import ssl
+import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Final, Self
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from libs.common.errors import ValidationFailed
 from libs.common.pki import is_issued_by, write_private_file
+
+_DELIVERY_POLL: Final = 0.01
 
 
 def server_ssl_context(ca_cert: Path, cert: Path, key: Path) -> ssl.SSLContext:
@@ -39,6 +44,20 @@ class AgentTLS:
         self.cert_path = cert_path
         self.key_path = key_path
         self.context = server_ssl_context(ca_cert, cert_path, key_path)
+
+    @classmethod
+    async def delivered(cls, ca_cert: Path, cert_path: Path, key_path: Path, wait: float) -> Self:
+        """The TLS of certificate files that may still be on their way (a container driver
+        copies them in while the agent boots): retried every 10 ms until they load, for at
+        most ``wait`` seconds; then the last OSError (ssl.SSLError included) is raised."""
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                return cls(ca_cert, cert_path, key_path)
+            except OSError:
+                if time.monotonic() >= deadline:
+                    raise
+            await asyncio.sleep(_DELIVERY_POLL)
 
     def rotate(self, cert_pem: bytes, key_pem: bytes) -> x509.Certificate:
         """Validate, store (key 0600) and load a new server certificate; returns it.

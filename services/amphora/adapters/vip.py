@@ -4,6 +4,10 @@ gratuitous ARP so that neighbours move to this amphora at once.
 VIPs are always plugged as host routes (``/32``): the interface's own address already gives
 the subnet route, and a /32 is never a secondary that the kernel would drop together with the
 primary. Runs inside the amphora's network namespace; needs CAP_NET_ADMIN and CAP_NET_RAW.
+
+``plug`` returns once the address is held and the first gratuitous ARP burst is sent; the
+repeats follow in a background task (cancelled by ``unplug`` of that address), so a caller
+does not wait out their pauses.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import asyncio
 import contextlib
 import ipaddress
 import json
+import logging
 import shutil
 import socket
 import struct
@@ -19,6 +24,8 @@ from pathlib import Path
 from typing import Final
 
 from libs.common.errors import InfrastructureError
+
+logger = logging.getLogger(__name__)
 
 _ETH_P_ARP: Final = 0x0806
 _BROADCAST: Final = b"\xff" * 6
@@ -50,6 +57,8 @@ class VipInterface:
     def __init__(self, name: str, ip_binary: str | None = None) -> None:
         self.name = name
         self._ip = ip_binary or shutil.which("ip") or "/usr/sbin/ip"
+        # Per plugged address: its gratuitous ARP repeats, while they run.
+        self._repeats: dict[str, asyncio.Task[None]] = {}
 
     async def _ip_command(self, *args: str) -> str:
         process = await asyncio.create_subprocess_exec(
@@ -78,21 +87,42 @@ class VipInterface:
         return found
 
     async def plug(self, address: str) -> None:
-        """Hold ``address`` (idempotent) and announce it with gratuitous ARP."""
+        """Hold ``address`` (idempotent) and announce it with gratuitous ARP: the first burst
+        before returning, the repeats in the background."""
         await self._ip_command(
             "addr", "replace", f"{address}/{_host_prefix(address)}", "dev", self.name
         )
-        await self.announce(address)
+        self._cancel_repeats(address)
+        await self.announce(address, _GARP_PAUSES[:1])
+        repeats = asyncio.create_task(
+            self.announce(address, _GARP_PAUSES[1:]), name=f"gratuitous ARP {address}"
+        )
+        self._repeats[address] = repeats
+        repeats.add_done_callback(lambda done: self._repeated(address, done))
+
+    def _repeated(self, address: str, done: asyncio.Task[None]) -> None:
+        if self._repeats.get(address) is done:
+            del self._repeats[address]
+        if not done.cancelled() and done.exception() is not None:
+            logger.warning("gratuitous ARP repeats for %s failed: %s", address, done.exception())
+
+    def _cancel_repeats(self, address: str) -> None:
+        repeats = self._repeats.pop(address, None)
+        if repeats is not None:
+            repeats.cancel()
 
     async def unplug(self, address: str) -> None:
-        """Drop ``address`` from the interface; absent is fine."""
+        """Drop ``address`` from the interface (its pending announcements stop); absent is
+        fine."""
+        self._cancel_repeats(address)
         if address in await self.host_addresses():
             await self._ip_command(
                 "addr", "del", f"{address}/{_host_prefix(address)}", "dev", self.name
             )
 
-    async def announce(self, address: str) -> None:
-        """Gratuitous ARP for an IPv4 ``address`` (IPv6 would need unsolicited NA: not done)."""
+    async def announce(self, address: str, pauses: tuple[float, ...] = _GARP_PAUSES) -> None:
+        """Gratuitous ARP for an IPv4 ``address``, one burst after each of ``pauses`` (IPv6
+        would need unsolicited NA: not done)."""
         if ipaddress.ip_address(address).version != 4:
             return
         sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(_ETH_P_ARP))
@@ -100,7 +130,7 @@ class VipInterface:
             sock.bind((self.name, 0))
             mac = sock.getsockname()[4]
             frames = garp_frames(mac, address)
-            for pause in _GARP_PAUSES:
+            for pause in pauses:
                 await asyncio.sleep(pause)
                 for frame in frames:
                     with contextlib.suppress(OSError):  # a full queue must not fail the plug

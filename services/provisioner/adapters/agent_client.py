@@ -107,6 +107,9 @@ class AmphoraAgentClient:
     address is dialled; without it only the CA signature is checked. Use as an async context
     manager (or call `close`); the HTTP session is created on first use, inside the loop.
 
+    ``ssl_context`` (from ``client_ssl_context`` over the same files) lets many clients share
+    one context instead of loading the certificates again for each.
+
     Connection failures are retried `connect_attempts` times with doubling delays from
     `retry_delay` up to `max_retry_delay` (about 3 s with the defaults); nothing else is retried.
     """
@@ -124,10 +127,11 @@ class AmphoraAgentClient:
         connect_attempts: int = 6,
         retry_delay: float = 0.1,
         max_retry_delay: float = 2.0,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.server_name = server_name
-        self._ssl = client_ssl_context(
+        self._ssl = ssl_context or client_ssl_context(
             ca_cert, client_cert, client_key, check_hostname=server_name is not None
         )
         self._timeout = aiohttp.ClientTimeout(total=timeout, connect=connect_timeout)

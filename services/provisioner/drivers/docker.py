@@ -22,8 +22,9 @@ Networks (created when missing, with the configured subnets inside 198.18.0.0/15
   (no VIP yet) is put on the first VIP network, so it can serve any VIP of that network once
   an LB claims it.
 
-The agent's server certificate (for the amphora id) and the CA are copied into the created
-container before it starts: no bind mount, so the provisioner may run in a container itself.
+The agent's server certificate (for the amphora id) and the CA are copied into the container
+right after it starts, while the agent's Python imports run (the agent waits for them,
+``FULCRUM_AMPHORA_CERT_WAIT``): no bind mount, so the provisioner may run in a container itself.
 Blocking SDK calls run in threads. Every engine failure becomes InfrastructureError, and a
 failed ``ensure`` removes the container it created.
 """
@@ -139,20 +140,22 @@ class DockerAmphoraDriver:
                 self._environment(spec, vip_network),
                 mgmt.name,
             )
-            archive = _certificate_archive(self._ca.cert_pem, issued)
-            await self._call("copy the certificates", self._put_archive, name, archive)
             await self._call("start the container", self._start, name)
-            started = await self._call("inspect the container", self._inspect, name)
-            booting = (
-                self._handle(started["Id"], labels, started["NetworkSettings"])
-                if started is not None
-                else None
-            )
-            if booting is None:
-                raise InfrastructureError(f"{name} has no address on {mgmt.name}")
-            # The VIP network is plugged while the agent boots: the agent binds the management
-            # address, there from the start, and HAProxy binds the VIP only once configured.
-            steps: list[Awaitable[object]] = [self._wait_for_agent(booting, name)]
+
+            async def agent_listening() -> None:
+                booting = await self._current_handle(name, labels)
+                if booting is None:
+                    raise InfrastructureError(f"{name} has no address on {mgmt.name}")
+                await self._wait_for_agent(booting, name)
+
+            # While the agent boots, its certificates are copied in and the VIP network is
+            # plugged: the agent binds the management address, there from the start, and
+            # HAProxy binds the VIP only once configured.
+            archive = _certificate_archive(self._ca.cert_pem, issued)
+            steps: list[Awaitable[object]] = [
+                self._call("copy the certificates", self._put_archive, name, archive),
+                agent_listening(),
+            ]
             if vip_network is not None:
                 steps.append(
                     self._call(
@@ -165,12 +168,7 @@ class DockerAmphoraDriver:
             for outcome in await asyncio.gather(*steps, return_exceptions=True):
                 if isinstance(outcome, BaseException):
                     raise outcome
-            plugged = await self._call("inspect the container", self._inspect, name)
-            handle = (
-                self._handle(plugged["Id"], labels, plugged["NetworkSettings"])
-                if plugged is not None
-                else None
-            )
+            handle = await self._current_handle(name, labels)
             if handle is None:
                 raise InfrastructureError(f"{name} vanished while starting")
         except BaseException:
@@ -178,6 +176,14 @@ class DockerAmphoraDriver:
                 await asyncio.shield(self._call("remove the container", self._remove, name))
             raise
         return handle
+
+    async def _current_handle(self, name: str, labels: dict[str, str]) -> AmphoraHandle | None:
+        """The handle of container ``name`` as the engine shows it now; None when it is gone
+        or has no management address yet."""
+        found = await self._call("inspect the container", self._inspect, name)
+        if found is None:
+            return None
+        return self._handle(found["Id"], labels, found["NetworkSettings"])
 
     async def delete(self, amphora_id: str) -> None:
         """Remove the container (killing it); succeeds when it does not exist."""
@@ -376,6 +382,8 @@ class DockerAmphoraDriver:
             "FULCRUM_AMPHORA_LB_ID": spec.lb_id or "",
             "FULCRUM_AMPHORA_BIND_PORT": str(self._settings.agent_port),
             "FULCRUM_AMPHORA_MGMT_CIDR": self._settings.mgmt_network.subnet,
+            # The certificates arrive after the start (``ensure``).
+            "FULCRUM_AMPHORA_CERT_WAIT": str(self._boot_timeout),
         }
         if vip_network is not None:
             environment["FULCRUM_AMPHORA_VIP_INTERFACE"] = VIP_INTERFACE

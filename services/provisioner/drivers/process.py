@@ -107,16 +107,8 @@ class ProcessAmphoraDriver:
         if existing is not None:
             return existing
         directory = self._dir(spec.amphora_id)
-        directory.mkdir(parents=True, exist_ok=True)
-        (directory / _PORT_FILE).unlink(missing_ok=True)
-        issued = self._ca.issue_server_cert(
-            spec.amphora_id, [spec.amphora_id, "127.0.0.1"], self._validity
-        )
-        write_private_file(directory / "server.pem", issued.cert_pem, mode=0o644)
-        write_private_file(directory / "server.key", issued.key_pem)
-        expiration = issued.not_after.isoformat()
-        record = {"lb_id": spec.lb_id, "role": spec.role, "cert_expiration": expiration}
-        (directory / _SPEC_FILE).write_text(json.dumps(record))
+        # Key generation and synced writes, off the event loop other amphorae share.
+        await asyncio.to_thread(self._write_identity, spec, directory)
         env = {
             **self._agent_env,
             "FULCRUM_AMPHORA_AMPHORA_ID": spec.amphora_id,
@@ -141,6 +133,19 @@ class ProcessAmphoraDriver:
         tail = (directory / "agent.log").read_text(errors="replace")[-2000:]
         await self.delete(spec.amphora_id)
         raise InfrastructureError(f"amphora {spec.amphora_id} did not start: {tail.strip()}")
+
+    def _write_identity(self, spec: AmphoraSpec, directory: Path) -> None:
+        """The amphora's directory, server certificate and key, and spec record (blocking)."""
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / _PORT_FILE).unlink(missing_ok=True)
+        issued = self._ca.issue_server_cert(
+            spec.amphora_id, [spec.amphora_id, "127.0.0.1"], self._validity
+        )
+        write_private_file(directory / "server.pem", issued.cert_pem, mode=0o644)
+        write_private_file(directory / "server.key", issued.key_pem)
+        expiration = issued.not_after.isoformat()
+        record = {"lb_id": spec.lb_id, "role": spec.role, "cert_expiration": expiration}
+        (directory / _SPEC_FILE).write_text(json.dumps(record))
 
     async def _spawn(self, env: dict[str, str], log: Path) -> int:
         """Start an agent with ``env``: forked by the zygote when it can, else a new Python."""
