@@ -55,7 +55,9 @@ def create_app(settings: AmphoraSettings, tls: AgentTLS) -> web.Application:
     # Heartbeats (services/amphora/heartbeat.py); misconfigured ones refuse the start.
     heartbeat = HeartbeatConfig.from_settings(settings)
     if heartbeat is not None:
-        app.cleanup_ctx.append(heartbeat_ctx(heartbeat, dataplane.show_stat, settings.state_dir))
+        app.cleanup_ctx.append(
+            heartbeat_ctx(heartbeat, dataplane.show_stat, settings.state_dir, dataplane.on_load)
+        )
     handlers = AgentHandlers(
         amphora_id=settings.amphora_id,
         lb_id=settings.lb_id,

@@ -18,6 +18,7 @@ without the other is refused at start.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import json
 import logging
@@ -164,7 +165,13 @@ class HeartbeatSender:
         self._baseline = self._load_baseline()
         self._seq = 0
         self._next_endpoint = 0
+        self._early = asyncio.Event()
         self.sent = 0
+
+    def beat_now(self) -> None:
+        """Send the next beat at once (HAProxy just loaded a config: the health service should
+        see the new listeners now, not an interval later); the schedule restarts from it."""
+        self._early.set()
 
     def _load_baseline(self) -> Baseline:
         if self._counters_file is None:
@@ -235,8 +242,12 @@ class HeartbeatSender:
                 except (OSError, FulcrumError):
                     log.exception("heartbeat: this beat was not sent")
                 next_at += self._config.interval
-                await asyncio.sleep(max(0.0, next_at - loop.time()))
-                if loop.time() - next_at > self._config.interval:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._early.wait(), max(0.0, next_at - loop.time()))
+                if self._early.is_set():
+                    self._early.clear()
+                    next_at = loop.time()
+                elif loop.time() - next_at > self._config.interval:
                     next_at = loop.time()  # fell behind (suspended): do not burst
         finally:
             for sock in sockets.values():
@@ -266,12 +277,17 @@ def _udp_socket(family: int) -> socket.socket:
 
 
 def heartbeat_ctx(
-    config: HeartbeatConfig, read_stats: ReadStats, state_dir: Path
+    config: HeartbeatConfig,
+    read_stats: ReadStats,
+    state_dir: Path,
+    on_load: Callable[[Callable[[], None]], None],
 ) -> Callable[[web.Application], AsyncIterator[None]]:
-    """A ``cleanup_ctx`` that runs the sender for the agent's lifetime."""
+    """A ``cleanup_ctx`` that runs the sender for the agent's lifetime; ``on_load`` registers
+    the sender's ``beat_now`` for every config HAProxy loads."""
 
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         sender = HeartbeatSender(config, read_stats, state_dir)
+        on_load(sender.beat_now)
         async with background(sender.run(), "heartbeats"):
             yield
 

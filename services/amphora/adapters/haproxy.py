@@ -19,6 +19,7 @@ import signal
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -257,6 +258,7 @@ class HaproxyDataPlane:
         self.certs_dir = state_dir / "certs"
         # Set by `prepare`; None when PING health monitors cannot run here.
         self.ping_check: Path | None = None
+        self._on_load: list[Callable[[], None]] = []
         self._pid_file = state_dir / "haproxy.pid"
         self._log_file = state_dir / "haproxy.log"
         self._lock = asyncio.Lock()
@@ -346,7 +348,14 @@ class HaproxyDataPlane:
                 raise ConfigRejected(
                     "haproxy could not load the configuration", detail=failure.output
                 ) from None
-            return digest
+        for callback in self._on_load:
+            callback()
+        return digest
+
+    def on_load(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` (quick, synchronous) after every start or reload that put a new
+        config in service."""
+        self._on_load.append(callback)
 
     async def stop(self) -> None:
         """Stop HAProxy (SIGTERM to the master, SIGKILL after 5 s); the config file stays."""

@@ -1,9 +1,10 @@
 """The UDP heartbeat receiver: verify, de-duplicate, and hand each heartbeat on, in memory.
 
 Per datagram, with no I/O: decode (MAC first; oversized, forged or garbled datagrams are dropped
-and counted), look the amphora up (unknown ids are counted and ignored), drop a seq not above
-the highest accepted for that amphora (replays), then note the sign of life and the stats for
-the batched writer and roll the statuses up against the cached LB. A heartbeat that shows an
+and counted), look the amphora up (an unknown id asks the directory for a reload, and its latest
+heartbeat waits for it: an amphora booted a moment ago counts from its first beat), drop a seq
+not above the highest accepted for that amphora (replays), then note the sign of life and the
+stats for the batched writer and roll the statuses up against the cached LB. A heartbeat that shows an
 ACTIVE LB's amphora without all its listeners (HAProxy gone) is no sign of life.
 """
 
@@ -30,6 +31,8 @@ _BATCH: Final = 512
 _MAX_UDP: Final = 65536
 # Rejected datagrams are logged at most once per reason per this many seconds (with a count).
 _WARN_EVERY: Final = 10.0
+# Heartbeats of unknown amphorae kept for the directory's next reload (the latest per id).
+_MAX_WAITING: Final = 4096
 
 
 class HeartbeatIntake:
@@ -53,8 +56,10 @@ class HeartbeatIntake:
         self._max_datagram = max_datagram
         self._seqs: dict[str, int] = {}
         self._warned: dict[str, tuple[float, int]] = {}
+        self._waiting: dict[str, codec.Heartbeat] = {}
         self.receiving_since = time.monotonic()
         directory.on_reload(self._forget_gone)
+        directory.on_reload(self._retry_waiting)
 
     def handle(self, datagram: bytes) -> None:
         metrics = self._metrics
@@ -70,13 +75,31 @@ class HeartbeatIntake:
 
     def _accept(self, datagram: bytes) -> None:
         heartbeat = codec.decode(datagram, self._key, max_datagram=self._max_datagram)
-        metrics = self._metrics
-        amphora_id = heartbeat.id
-        record = self._directory.get(amphora_id)
+        record = self._directory.get(heartbeat.id)
         if record is None:
-            metrics.inc("heartbeats_unknown_amphora_total")
+            self._metrics.inc("heartbeats_unknown_amphora_total")
+            if heartbeat.id in self._waiting or len(self._waiting) < _MAX_WAITING:
+                self._waiting[heartbeat.id] = heartbeat
             self._directory.missed()
             return
+        self._take(heartbeat, record)
+
+    def _retry_waiting(self, records: dict[str, AmphoraRecord]) -> None:
+        """After a directory reload: take the waiting heartbeats of amphorae now known; the
+        others (stray senders) are dropped."""
+        waiting, self._waiting = self._waiting, {}
+        for amphora_id, heartbeat in waiting.items():
+            record = records.get(amphora_id)
+            if record is not None:
+                try:
+                    self._take(heartbeat, record)
+                except Exception:
+                    self._metrics.inc("heartbeats_failed_total")
+                    log.exception("health: a heartbeat could not be processed")
+
+    def _take(self, heartbeat: codec.Heartbeat, record: AmphoraRecord) -> None:
+        metrics = self._metrics
+        amphora_id = heartbeat.id
         last = max(self._seqs.get(amphora_id, 0), record.seq)
         if heartbeat.seq <= last:
             metrics.inc("heartbeats_dropped_replayed_total")

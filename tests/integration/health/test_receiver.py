@@ -92,6 +92,20 @@ async def test_bad_datagrams_are_dropped_counted_and_change_nothing(
         forger.close()
 
 
+async def test_the_first_heartbeat_of_an_amphora_the_service_does_not_know_yet_counts(
+    db: asyncpg.Pool, start_health: StartHealth, senders: Callable[[tuple[str, int]], Sender]
+) -> None:
+    """An amphora booted after the directory's last reload is known from its first beat: the
+    beat waits for the reload it asks for (the periodic one is far away here)."""
+    health = await start_health(refresh_interval=600)
+    site = await create_site(db)
+    sender = senders(health.udp)
+    sender.beat(site)  # seq 1001: unknown when it arrives
+    await eventually(lambda: _seq_is(db, site.amphora_id, 1001), what="the first beat stored")
+    assert health.metric("heartbeats_unknown_amphora_total") == 1
+    assert health.metric("heartbeats_accepted_total") == 1
+
+
 async def test_stats_deltas_add_up_in_listener_stats(
     db: asyncpg.Pool, start_health: StartHealth, senders: Callable[[tuple[str, int]], Sender]
 ) -> None:
