@@ -9,6 +9,11 @@ do) the VIP is plumbed after HAProxy runs: SINGLE amphorae plug it (with gratuit
 ACTIVE_STANDBY pairs get a keepalived.conf each (rendering/keepalived.py: the amphora's own
 address as unicast source, the other amphorae as peers, priority by role) and keepalived moves
 it. Elsewhere (loopback VIPs of the process driver) there is nothing to plumb.
+
+An ACTIVE_STANDBY amphora is only ever pushed with its peer: ``push`` refuses a pair without
+one (LoneAmphora) before it changes anything, so keepalived never runs a lone multicast
+instance, and a survivor whose peer died keeps the config naming it (harmless unicast adverts
+to a silent address) until the lifecycle pushes the pair with the replacement.
 """
 
 from __future__ import annotations
@@ -18,7 +23,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from libs.common.domain.model import LoadBalancerState
+from libs.common.domain.model import LoadBalancerState, Topology
+from libs.common.errors import FulcrumError
 from libs.common.pki import DeploymentCA, write_private_file
 from services.amphora.contract import AgentInfo, NewServer, ServerState, VrrpState, VrrpStatus
 from services.provisioner.adapters.agent_client import (
@@ -45,6 +51,30 @@ from services.provisioner.rendering import (
 )
 from services.provisioner.rendering.keepalived import KeepalivedContext, render_keepalived
 from services.provisioner.settings import VrrpSettings
+
+
+class LoneAmphora(FulcrumError):
+    """An ACTIVE_STANDBY push named no peer amphora; nothing was changed on the amphora."""
+
+
+def vrrp_peers(handle: AmphoraHandle, pair: Sequence[AmphoraHandle]) -> tuple[str, ...]:
+    """The addresses ``handle`` advertises to: the pair's other amphorae, sorted, each once."""
+    own = handle.lb_network_ip
+    return tuple(
+        sorted({p.lb_network_ip for p in pair if p.amphora_id != handle.amphora_id} - {own})
+    )
+
+
+def _check_pair(
+    state: LoadBalancerState, handle: AmphoraHandle, pair: Sequence[AmphoraHandle]
+) -> None:
+    """Raise LoneAmphora when ``handle`` is half of an ACTIVE_STANDBY pair without its peer."""
+    lb = state.loadbalancer
+    if lb is not None and lb.topology == Topology.ACTIVE_STANDBY and not vrrp_peers(handle, pair):
+        raise LoneAmphora(
+            f"amphora {handle.amphora_id} of ACTIVE_STANDBY load balancer {lb.id} was pushed "
+            "without its peer (keepalived would advertise by multicast)"
+        )
 
 
 @dataclass(frozen=True)
@@ -156,8 +186,10 @@ class Configurator:
         previous configuration used and this one does not; raises the agent client's
         InfrastructureErrors and CertificateUnavailable.
 
-        ``pair`` is every amphora of the LB (for ACTIVE_STANDBY peers).
+        ``pair`` is every amphora of the LB (for ACTIVE_STANDBY peers); an ACTIVE_STANDBY
+        amphora without a peer in it raises LoneAmphora before anything is changed.
         """
+        _check_pair(state, handle, pair)
         key = f"{handle.amphora_id}@{handle.agent_url}"
         client = self.client(handle)
         previous = self._installed_files.get(key)
@@ -211,7 +243,9 @@ class Configurator:
         pair: Sequence[AmphoraHandle],
         plumbing: VrrpStatus,
     ) -> str:
-        """keepalived.conf of ``handle`` in the ACTIVE_STANDBY pair ``pair``."""
+        """keepalived.conf of ``handle`` in the ACTIVE_STANDBY pair ``pair`` (unicast to the
+        other amphorae); raises LoneAmphora when ``pair`` has no other amphora."""
+        _check_pair(state, handle, pair)
         lb = state.loadbalancer
         assert lb is not None and lb.vip_address is not None
         assert plumbing.interface and plumbing.check_script and plumbing.notify_script
@@ -222,7 +256,7 @@ class Configurator:
             role="MASTER" if handle.role == "MASTER" else "BACKUP",
             interface=plumbing.interface,
             unicast_src_ip=handle.lb_network_ip,
-            unicast_peers=tuple(p.lb_network_ip for p in pair if p.amphora_id != handle.amphora_id),
+            unicast_peers=vrrp_peers(handle, pair),
             virtual_addresses=(lb.vip_address,),
             check_script=plumbing.check_script,
             notify_script=plumbing.notify_script,

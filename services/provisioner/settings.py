@@ -127,7 +127,10 @@ class NetnsDriverSettings(BaseModel):
 class VrrpSettings(BaseModel):
     """keepalived for ACTIVE_STANDBY (unicast VRRPv3; see rendering/keepalived.py)."""
 
-    advert_int: float = Field(default=0.1, ge=0.01, le=40.0)
+    # Seconds between adverts, in centiseconds (VRRPv3's unit): a dead MASTER's VIP moves
+    # after 3 adverts plus a skew, 0.4 s at 0.1 and 0.73 s at 0.2 (the bound is 1 s). Below
+    # 0.1 a busy host's scheduling delays would read as a dead MASTER and move the VIP.
+    advert_int: float = Field(default=0.1, ge=0.1, le=0.2, multiple_of=0.01)
     # keepalived 2.2.7 takes whole seconds only for its check scripts.
     check_interval: int = Field(default=1, ge=1)
     check_fall: int = Field(default=2, ge=1)

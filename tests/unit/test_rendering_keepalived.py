@@ -20,6 +20,7 @@ from services.provisioner.rendering.keepalived import (
     render_keepalived,
     virtual_router_id,
 )
+from services.provisioner.settings import VrrpSettings
 
 GOLDEN_DIR: Final = Path(__file__).parent / "golden" / "keepalived"
 LB_ID: Final = "11111111-1111-1111-1111-111111111111"
@@ -63,12 +64,35 @@ def test_pair_differs_only_in_what_makes_each_amphora_itself() -> None:
         assert f"virtual_router_id {virtual_router_id(LB_ID)}" in text
 
 
-def test_own_address_is_never_its_own_peer_and_a_lone_amphora_has_no_unicast_block(
-    tmp_path: Path,
+@pytest.mark.parametrize("peers", [(), ("198.18.32.2",), ("198.18.32.2", "198.18.32.2")])
+def test_a_lone_amphora_is_refused_instead_of_advertising_by_multicast(
+    peers: tuple[str, ...],
 ) -> None:
-    text = render_keepalived(context(unicast_peers=("198.18.32.2",)))
-    assert "unicast_peer" not in text and "unicast_src_ip" not in text
-    assert _keepalived_check(text, tmp_path) == ""  # accepted as it is
+    with pytest.raises(ValidationError, match="no multicast fallback"):
+        context(unicast_peers=peers)  # its own address is never its own peer
+
+
+def test_peers_are_rendered_once_each_sorted_without_the_own_address(tmp_path: Path) -> None:
+    peers = ("198.18.32.9", "198.18.32.2", "198.18.32.3", "198.18.32.9")
+    text = render_keepalived(context(unicast_peers=peers))
+    block = text.split("unicast_peer {\n", 1)[1].split("}", 1)[0].split()
+    assert block == ["198.18.32.3", "198.18.32.9"]
+    assert _keepalived_check(text, tmp_path) == ""
+
+
+@pytest.mark.parametrize("advert_int", [0.1, 0.15, 0.2])
+def test_the_advert_interval_settings_allow(advert_int: float, tmp_path: Path) -> None:
+    settings = VrrpSettings(advert_int=advert_int)
+    text = render_keepalived(context(advert_int=settings.advert_int))
+    assert f"advert_int {advert_int:g}\n" in text
+    assert _keepalived_check(text, tmp_path) == ""
+
+
+@pytest.mark.parametrize("advert_int", [0.05, 0.09, 0.125, 0.21, 1.0])
+def test_the_advert_interval_settings_refuse(advert_int: float) -> None:
+    """0.1-0.2 s in centiseconds: sub-second failover, no false ones on a busy host."""
+    with pytest.raises(ValidationError):
+        VrrpSettings(advert_int=advert_int)
 
 
 @pytest.mark.parametrize(
@@ -81,6 +105,7 @@ def test_own_address_is_never_its_own_peer_and_a_lone_amphora_has_no_unicast_blo
         {"virtual_addresses": ()},
         {"unicast_peers": ("198.18.32.3\n}",)},
         {"advert_int": 0.001},
+        {"advert_int": 0.125},
         {"check_interval": 0},
         {"role": "STANDALONE"},
     ],

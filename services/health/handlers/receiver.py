@@ -4,8 +4,8 @@ Per datagram, with no I/O: decode (MAC first; oversized, forged or garbled datag
 and counted), look the amphora up (an unknown id asks the directory for a reload, and its latest
 heartbeat waits for it: an amphora booted a moment ago counts from its first beat), drop a seq
 not above the highest accepted for that amphora (replays), then note the sign of life and the
-stats for the batched writer and roll the statuses up against the cached LB. A heartbeat that shows an
-ACTIVE LB's amphora without all its listeners (HAProxy gone) is no sign of life.
+stats for the batched writer and roll the statuses up against the cached LB. A heartbeat that
+shows an ACTIVE LB's amphora without all its listeners (HAProxy gone) is no sign of life.
 """
 
 from __future__ import annotations

@@ -271,6 +271,12 @@ class LifecycleHandler:
 
         A replacement takes its predecessor's role; an LB that lost every amphora (or never
         had one) gets a full new set for its topology.
+
+        ACTIVE_STANDBY: nothing is pushed until every replacement runs (its address known), so
+        no amphora is ever configured without its peer (the configurator refuses that); until
+        then the survivor keeps unicast adverts to its dead peer and the VIP. The survivor is
+        pushed first: the replacement's keepalived hears the survivor's adverts from its start
+        and, with nopreempt, stays BACKUP (no VIP flap despite its higher priority).
         """
         lb = state.loadbalancer
         assert lb is not None

@@ -9,6 +9,10 @@ MASTER 100, BACKUP 90. Both start as BACKUP with ``nopreempt``: the first electi
 the higher priority, and afterwards whoever holds the VIP keeps it, so a replacement joining
 the pair after a failover does not move the VIP a second time (that would cut the connections
 the survivor carries, since HAProxy keeps no connection state across amphorae).
+
+Unicast only: a context without a peer other than the amphora itself is refused (keepalived
+would advertise by multicast then). A lone survivor keeps the config naming its dead peer:
+adverts to a silent address are harmless, and it holds the VIP as MASTER meanwhile.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from pathlib import Path
 from typing import Final, Literal
 
 import jinja2
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 __all__ = ["PRIORITIES", "KeepalivedContext", "render_keepalived", "virtual_router_id"]
 
@@ -55,7 +59,8 @@ class KeepalivedContext(BaseModel):
     virtual_addresses: tuple[str, ...] = Field(min_length=1)
     check_script: str = Field(pattern=_PATH_PATTERN)
     notify_script: str = Field(pattern=_PATH_PATTERN)
-    advert_int: float = Field(default=0.1, ge=0.01, le=40.0)
+    # VRRPv3 carries the interval in centiseconds (keepalived would round anything finer).
+    advert_int: float = Field(default=0.1, ge=0.01, le=40.0, multiple_of=0.01)
     check_interval: int = Field(default=1, ge=1)
     check_fall: int = Field(default=2, ge=1)
     check_rise: int = Field(default=2, ge=1)
@@ -71,6 +76,16 @@ class KeepalivedContext(BaseModel):
     @classmethod
     def _addresses(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         return tuple(_address(item) for item in value)
+
+    @model_validator(mode="after")
+    def _has_peer(self) -> KeepalivedContext:
+        if not self.peers():
+            raise ValueError("unicast_peers must name the other amphora (no multicast fallback)")
+        return self
+
+    def peers(self) -> tuple[str, ...]:
+        """The unicast peers without the amphora's own address, sorted, each once."""
+        return tuple(sorted(set(self.unicast_peers) - {self.unicast_src_ip}))
 
 
 @cache
@@ -103,7 +118,7 @@ def render_keepalived(ctx: KeepalivedContext) -> str:
         "priority": PRIORITIES[ctx.role],
         "advert_int": format(ctx.advert_int, "g"),
         "unicast_src_ip": ctx.unicast_src_ip,
-        "unicast_peers": [p for p in ctx.unicast_peers if p != ctx.unicast_src_ip],
+        "unicast_peers": ctx.peers(),
         "virtual_addresses": [_host(a) for a in ctx.virtual_addresses],
         "check_script": ctx.check_script,
         "notify_script": ctx.notify_script,

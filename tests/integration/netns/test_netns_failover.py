@@ -5,7 +5,8 @@ backends in that namespace, and failures are real (SIGKILL of an amphora's proce
 SINGLE: the VIP sits on the amphora's eth0; a killed amphora is replaced by a control-plane
 failover. ACTIVE_STANDBY: keepalived (unicast VRRPv3, 0.1 s adverts) moves the VIP from a dead
 MASTER to the BACKUP within about 0.4 s, then a failover through the control plane replaces
-the dead amphora and the pair is whole again. LBs are created through the repository.
+the dead amphora and the pair is whole again; every keepalived config pushed on the way names
+a unicast peer (never a lone multicast instance). LBs are created through the repository.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from libs.common.domain.model import Topology
 from libs.common.eventstore import PostgresEventStore
 from libs.common.repository import LoadBalancerRepository
 from services.amphora.contract import VrrpState, VrrpStatus
+from services.provisioner.adapters.agent_client import AmphoraAgentClient
 from services.provisioner.app import CONFIGURATOR
 from services.provisioner.drivers import AmphoraHandle
 from services.provisioner.drivers.netns import namespace_exists
@@ -35,6 +37,35 @@ pytestmark = pytest.mark.netns
 
 # The brief's bound for the client-visible outage when the MASTER dies (goal: 0.5 s).
 AS_OUTAGE_BOUND = 1.0
+
+
+@pytest.fixture
+def vrrp_pushes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every keepalived.conf the provisioner pushes to an agent during the test, in order."""
+    pushes: list[str] = []
+    apply_vrrp = AmphoraAgentClient.apply_vrrp
+
+    async def recording(
+        self: AmphoraAgentClient, config: str, virtual_addresses: list[str]
+    ) -> VrrpStatus:
+        pushes.append(config)
+        return await apply_vrrp(self, config, virtual_addresses)
+
+    monkeypatch.setattr(AmphoraAgentClient, "apply_vrrp", recording)
+    return pushes
+
+
+def unicast(text: str) -> tuple[str, tuple[str, ...]]:
+    """A keepalived.conf's unicast source and peers ("", () when it has none)."""
+    source = next((line.split()[1] for line in text.splitlines() if "unicast_src_ip" in line), "")
+    if "unicast_peer {" not in text:
+        return source, ()
+    return source, tuple(text.split("unicast_peer {", 1)[1].split("}", 1)[0].split())
+
+
+def keepalived_conf(prov: NetnsProvisioner, handle: AmphoraHandle) -> str:
+    """The config the amphora's keepalived runs (the agent's state dir)."""
+    return (prov.state_dir / handle.amphora_id / "keepalived.conf").read_text()
 
 
 async def vrrp(prov: NetnsProvisioner, handle: AmphoraHandle) -> VrrpStatus:
@@ -101,7 +132,7 @@ async def test_single_serves_through_its_vip_and_a_killed_amphora_is_replaced(
 
 
 async def test_active_standby_backup_takes_the_vip_then_failover_makes_the_pair_whole(
-    netns_provisioner: NetnsProvisioner, lab: NetnsLab, db: asyncpg.Pool
+    netns_provisioner: NetnsProvisioner, lab: NetnsLab, db: asyncpg.Pool, vrrp_pushes: list[str]
 ) -> None:
     prov = netns_provisioner
     repo = LoadBalancerRepository(PostgresEventStore(db))
@@ -134,6 +165,8 @@ async def test_active_standby_backup_takes_the_vip_then_failover_makes_the_pair_
         await asyncio.sleep(0.02)
     taken_over = time.monotonic() - killed_at
     await asyncio.sleep(1.0)
+    # Until the replacement runs, the survivor keeps advertising by unicast to its dead peer.
+    assert unicast(keepalived_conf(prov, backup)) == (backup.lb_network_ip, (master.lb_network_ip,))
 
     # The control plane replaces the dead amphora; the survivor keeps the VIP (nopreempt).
     await repo.execute(lb_id, c.FailoverLoadBalancer(master.amphora_id, reason="test"), META)
@@ -156,6 +189,18 @@ async def test_active_standby_backup_takes_the_vip_then_failover_makes_the_pair_
     replacement = next(h for h in handles if h.amphora_id != backup.amphora_id)
     assert host_addresses(backup.compute_id) == [vip]
     assert host_addresses(replacement.compute_id) == []
+    # No config pushed on the way lacked a unicast peer: the pair at creation, then the
+    # survivor and its replacement naming each other (never a lone multicast instance).
+    assert {unicast(text) for text in vrrp_pushes} == {
+        (master.lb_network_ip, (backup.lb_network_ip,)),
+        (backup.lb_network_ip, (master.lb_network_ip,)),
+        (backup.lb_network_ip, (replacement.lb_network_ip,)),
+        (replacement.lb_network_ip, (backup.lb_network_ip,)),
+    }
+    assert unicast(keepalived_conf(prov, backup)) == (
+        backup.lb_network_ip,
+        (replacement.lb_network_ip,),
+    )
     seen_after = Counter(await asyncio.to_thread(lab.get, url, 10))
     assert seen_after == Counter({"b0": 5, "b1": 5})
 
