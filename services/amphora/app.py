@@ -64,6 +64,7 @@ def create_app(settings: AmphoraSettings, tls: AgentTLS) -> web.Application:
         dataplane=dataplane,
         certificates=CertificateDirectory(dataplane.certs_dir),
         tls=tls,
+        vip_interface=settings.vip_interface,
     )
     app.add_routes(handlers.routes())
     # --- VRRP (issue 6 part B): VIP plumbing and keepalived, on amphorae with a VIP interface.

@@ -118,7 +118,8 @@ class ServerChanged(_Output):
 class AgentInfo(_Output):
     """GET /v1/info. `stats_socket` is the path every pushed config must declare;
     `external_check_command` is the script PING health monitors run (None: this amphora
-    cannot ping, and a config with a PING monitor is refused before it is pushed)."""
+    cannot ping, and a config with a PING monitor is refused before it is pushed);
+    `has_vip_interface` False means /v1/vrrp has nothing to offer (None: ask it)."""
 
     amphora_id: str
     lb_id: str
@@ -129,6 +130,7 @@ class AgentInfo(_Output):
     stats_socket: str
     certs_dir: str
     external_check_command: str | None = None
+    has_vip_interface: bool | None = None
 
 
 class ConfigApplied(_Output):

@@ -218,6 +218,8 @@ class Configurator:
         VIPs need no plumbing (no interface, or an agent without the VRRP endpoints)."""
         key = f"{handle.amphora_id}@{handle.agent_url}"
         status = self._vip_plumbing.get(key)
+        if status is None and (await self.info(handle)).has_vip_interface is False:
+            return None  # its info says so: no /v1/vrrp round trip
         if status is None:
             try:
                 status = await self.client(handle).vrrp_status()

@@ -408,6 +408,7 @@ async def test_client_with_ca_signed_certificate_gets_info(
     assert info.certs_dir == str(agent.state_dir / "certs")
     ping_check = Path(str(info.external_check_command))
     assert ping_check.parent == agent.state_dir and os.access(ping_check, os.X_OK)
+    assert info.has_vip_interface is False  # loopback VIPs: nothing for /v1/vrrp to plumb
 
 
 async def _refused_in_handshake(port: int, context: ssl.SSLContext) -> bool:

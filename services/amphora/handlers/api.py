@@ -49,8 +49,10 @@ class AgentHandlers:
         dataplane: HaproxyDataPlane,
         certificates: CertificateDirectory,
         tls: AgentTLS,
+        vip_interface: str | None = None,
     ) -> None:
         self.amphora_id = amphora_id
+        self.vip_interface = vip_interface
         self.lb_id = lb_id
         self.dataplane = dataplane
         self.certificates = certificates
@@ -90,6 +92,7 @@ class AgentHandlers:
                 external_check_command=(
                     str(dataplane.ping_check) if dataplane.ping_check is not None else None
                 ),
+                has_vip_interface=self.vip_interface is not None,
             )
         )
 
