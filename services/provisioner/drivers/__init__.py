@@ -7,6 +7,7 @@ what really runs.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -50,4 +51,9 @@ class AmphoraDriver(Protocol):
 
     async def list(self) -> list[AmphoraHandle]:
         """Every amphora this driver runs now."""
+        ...
+
+    async def leftovers(self) -> Sequence[str]:
+        """Ids of amphorae that do not run but left something behind (a stopped container, a
+        state dir, a namespace); ``delete`` removes it."""
         ...

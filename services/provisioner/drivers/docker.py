@@ -40,7 +40,7 @@ import socket
 import tarfile
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Final, TypeVar
 from urllib.parse import urlsplit
 
@@ -193,6 +193,10 @@ class DockerAmphoraDriver:
         """Running amphora containers of this deployment, from their labels."""
         return await self._call("list containers", self._running)
 
+    async def leftovers(self) -> Sequence[str]:
+        """Amphora ids of this deployment's containers that do not run (exited, created)."""
+        return await self._call("list stopped containers", self._stopped)
+
     async def close(self) -> None:
         """Close the engine connections (a later call opens new ones)."""
         await asyncio.to_thread(self._forget_engine)
@@ -335,6 +339,17 @@ class DockerAmphoraDriver:
             if handle is not None:
                 handles.append(handle)
         return sorted(handles, key=lambda h: h.amphora_id)
+
+    def _stopped(self) -> Sequence[str]:
+        summaries = self._engine().api.containers(
+            all=True,
+            filters={"label": [f"{LABEL_DEPLOYMENT}={self._settings.deployment}", LABEL_AMPHORA]},
+        )
+        return sorted(
+            (summary.get("Labels") or {})[LABEL_AMPHORA]
+            for summary in summaries
+            if summary.get("State") != "running"
+        )
 
     # -- pure helpers ------------------------------------------------------------------------
 

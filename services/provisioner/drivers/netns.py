@@ -51,7 +51,7 @@ import shutil
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Final
@@ -576,3 +576,6 @@ class NetnsAmphoraDriver:
             if handle is not None:
                 handles.append(handle)
         return handles
+
+    async def leftovers(self) -> Sequence[str]:
+        return [r.amphora_id for r in self._records() if self._handle(r.amphora_id) is None]

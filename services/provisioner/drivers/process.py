@@ -19,6 +19,7 @@ import signal
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Final
 
@@ -206,6 +207,15 @@ class ProcessAmphoraDriver:
             if handle is not None:
                 handles.append(handle)
         return handles
+
+    async def leftovers(self) -> Sequence[str]:
+        return [
+            directory.name
+            for directory in sorted(self._state_dir.iterdir())
+            if directory.is_dir()
+            and not directory.name.startswith(".")
+            and self._handle(directory.name) is None
+        ]
 
 
 def _remove_tree(directory: Path) -> None:

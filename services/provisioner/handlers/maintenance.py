@@ -176,20 +176,23 @@ class MaintenanceHandler:
     async def reconcile_driver(
         self, grace: float, conn: asyncpg.Connection, metadata: Metadata
     ) -> None:
-        """Delete amphorae unowned for ``grace`` s; fail expected amphorae that do not run.
+        """Delete amphorae (running, or left over by the driver) unowned for ``grace`` s; fail
+        expected amphorae that do not run.
 
         The driver is listed before the store is read, so an amphora recorded in between is
         seen as owned. Each verdict is confirmed under the LB's work lock (or the spare's row
         lock) against a fresh look, so work in flight is never mistaken for a leak or a loss.
         """
         running = {h.amphora_id: h for h in await self._driver.list()}
+        leftovers = set(await self._driver.leftovers()) - running.keys()
         inventory = await amphora_inventory(conn)
         now = time.monotonic()
-        unowned = {a for a in running if _unowned(inventory.get(a))}
+        unowned = {a for a in running.keys() | leftovers if _unowned(inventory.get(a))}
         self._unowned_since = {a: self._unowned_since.get(a, now) for a in unowned}
         for amphora_id in sorted(unowned):
             if now - self._unowned_since[amphora_id] >= grace:
-                await self._reap(running[amphora_id], conn)
+                handle = running.get(amphora_id)
+                await self._reap(amphora_id, handle.lb_id if handle else None, conn)
         for row in inventory.values():
             if row.amphora_id in running:
                 continue
@@ -198,10 +201,11 @@ class MaintenanceHandler:
             elif row.status == AmphoraStatus.READY and row.lb_id is None:
                 await self._fail_missing_spare(row, conn, metadata)
 
-    async def _reap(self, handle: AmphoraHandle, conn: asyncpg.Connection) -> None:
-        amphora_id = handle.amphora_id
+    async def _reap(self, amphora_id: str, lb_id: str | None, conn: asyncpg.Connection) -> None:
+        """Delete what the driver has of ``amphora_id`` (running or left over) unless the store
+        owns it now; ``lb_id`` is the LB the driver says it serves."""
         async with conn.transaction():
-            if handle.lb_id is not None and not await try_lb_lock(conn, handle.lb_id):
+            if lb_id is not None and not await try_lb_lock(conn, lb_id):
                 return  # its LB is being worked on: look again next time
             if not _unowned(await inventory_row(conn, amphora_id)):
                 self._unowned_since.pop(amphora_id, None)

@@ -165,14 +165,19 @@ async def test_orphans_removed_a_removed_amphora_replaced_another_deployment_unt
             )
             gone = amp_ev.AmphoraDeleted(amphora_id=deleted)
             await amphorae.record(deleted, [booted, gone], META)
-            assert set(labelled(engine, DEPLOYMENT)) == {serving, unknown, deleted}
+            # And a stopped container nobody recorded: not running, yet left on the engine.
+            stopped = str(uuid.uuid4())
+            await stray.ensure(AmphoraSpec(amphora_id=stopped, lb_id=None))
+            await asyncio.to_thread(engine.containers.get(container_name(stopped)).kill)
+            assert set(labelled(engine, DEPLOYMENT)) == {serving, unknown, deleted, stopped}
+            assert await stray.leftovers() == [stopped]
 
             async with running_housekeeping(pg_dsn, nats_url):
 
                 async def reaped() -> bool:
                     return set(labelled(engine, DEPLOYMENT)) == {serving}
 
-                await eventually(reaped, 30, "both orphan containers removed")
+                await eventually(reaped, 30, "the three orphan containers removed")
                 assert labelled(engine, DEPLOYMENT) == {serving: "running"}
                 assert (await repo.load(lb_id)).amphora_ids == (serving,)
                 assert await names_through_vip(4) == Counter({"be0": 2, "be1": 2})

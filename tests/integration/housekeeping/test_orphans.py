@@ -7,6 +7,7 @@ import os
 import signal
 import uuid
 from collections import Counter
+from collections.abc import Awaitable, Sequence
 
 from libs.common.events import amphora as amp_ev
 from services.housekeeping.settings import OrphansJob
@@ -47,13 +48,22 @@ async def test_orphan_amphorae_are_reaped_and_a_lost_one_is_failed_over(
         agent_url=handle.agent_url,
     )
     await plant.amphorae.record(gone, [booted, amp_ev.AmphoraDeleted(amphora_id=gone)], META)
+    dead = str(uuid.uuid4())  # nobody recorded it and it died: only its state dir is left
+    await driver.ensure(AmphoraSpec(amphora_id=dead, lb_id=None))
+    os.kill(
+        int((plant.provisioner_settings.state_dir / dead / "agent.pid").read_text()), signal.SIGKILL
+    )
+    await eventually(
+        lambda: _is(driver.leftovers(), [dead]), what="the dead amphora to be a leftover"
+    )
     await plant.start_housekeeping(orphans=OrphansJob(interval=0.3, grace=1.0))
 
     async def reaped() -> bool:
         running = {h.amphora_id for h in await driver.list()}
-        return running == {serving}
+        return running == {serving} and not await driver.leftovers()
 
-    await eventually(reaped, what="both orphans deleted, the LB's amphora kept")
+    await eventually(reaped, what="the three orphans deleted, the LB's amphora kept")
+    assert not (plant.provisioner_settings.state_dir / dead).exists()
     assert (await plant.repo.load(lb_id)).amphora_ids == (serving,)
 
     # The LB's amphora vanishes (agent and HAProxy killed, nobody told): no health service
@@ -74,3 +84,7 @@ async def test_orphan_amphorae_are_reaped_and_a_lost_one_is_failed_over(
     await eventually(replaced, timeout=30, what="the LB failed over to a new amphora")
     assert await get_names(f"http://{vip}:{port}/", 4) == Counter({"b0": 2, "b1": 2})
     assert (await plant.amphorae.load(serving)).status.value == "DELETED"
+
+
+async def _is(leftovers: Awaitable[Sequence[str]], expected: list[str]) -> bool:
+    return list(await leftovers) == expected
