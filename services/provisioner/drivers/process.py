@@ -182,7 +182,8 @@ class ProcessAmphoraDriver:
             self._zygote.stop()
 
     async def delete(self, amphora_id: str) -> None:
-        """SIGTERM the agent (it stops HAProxy), SIGKILL after 10 s; remove its directory."""
+        """SIGTERM the agent (it stops HAProxy), SIGKILL after 10 s; kill an HAProxy that a
+        dead agent left running; remove its directory."""
         pid = self._running_pid(amphora_id)
         if pid is not None:
             with contextlib.suppress(ProcessLookupError):
@@ -195,6 +196,7 @@ class ProcessAmphoraDriver:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(pid, signal.SIGKILL)
         directory = self._dir(amphora_id)
+        _kill_orphaned_haproxy(directory)
         if directory.exists():
             await asyncio.to_thread(_remove_tree, directory)
 
@@ -216,6 +218,20 @@ class ProcessAmphoraDriver:
             and not directory.name.startswith(".")
             and self._handle(directory.name) is None
         ]
+
+
+def _kill_orphaned_haproxy(directory: Path) -> None:
+    """SIGKILL the HAProxy (master and workers: its own session) that an agent which died left
+    running, still bound to the VIP: its pid file is in ``directory`` and its command line
+    names the directory (a reused pid does not)."""
+    try:
+        pid = int((directory / "haproxy.pid").read_text())
+        command_line = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (OSError, ValueError):
+        return
+    if str(directory).encode() in command_line:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)
 
 
 def _remove_tree(directory: Path) -> None:

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -181,3 +182,38 @@ async def test_provisioner_killed_mid_create_ends_active_with_one_amphora(
             except ProcessLookupError:
                 break
             await asyncio.sleep(0.05)
+
+
+async def test_an_lb_whose_agent_died_is_deleted_with_its_haproxy(
+    provisioner: RunningProvisioner, db: asyncpg.Pool, backends: list[Backend]
+) -> None:
+    """HAProxy runs in its own session: an agent killed alone leaves it serving the VIP. The
+    driver's delete still stops it, so nothing answers on the VIP afterwards."""
+    repo = LoadBalancerRepository(PostgresEventStore(db))
+    vip = "127.77.0.12"
+    port = free_port(vip)
+    command = http_lb(vip, port, backends[:2])
+    lb_id = command.loadbalancer.id
+    await repo.execute(lb_id, command, META)
+    (amphora_id,) = (await wait_status(repo, lb_id, "ACTIVE")).amphora_ids
+    directory = provisioner.settings.state_dir / amphora_id
+    haproxy_pid = int((directory / "haproxy.pid").read_text())
+    os.kill(int((directory / "agent.pid").read_text()), signal.SIGKILL)
+    assert sum((await get_names(f"http://{vip}:{port}/", 4)).values()) == 4  # still serving
+
+    await repo.execute(lb_id, c.DeleteLoadBalancer(cascade=True), META)
+    await wait_status(repo, lb_id, "DELETED")
+    deadline = time.monotonic() + 10
+    while not _ended(haproxy_pid):
+        assert time.monotonic() < deadline, "the dead agent's HAProxy still runs"
+        await asyncio.sleep(0.05)
+    with contextlib.suppress(OSError), socket.create_connection((vip, port), timeout=1):
+        raise AssertionError("something still answers on the deleted LB's VIP")
+
+
+def _ended(pid: int) -> bool:
+    """The process is gone, or a zombie (its parent has not reaped it yet)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1].startswith("Z")
+    except (OSError, IndexError):
+        return True
