@@ -1,7 +1,9 @@
 """A pre-imported agent that forks new amphora agents: a boot in milliseconds, not 0.6 s.
 
-``python -m services.amphora.zygote SOCKET`` imports everything the agent needs and reads
-HAProxy's version (children skip their own ``haproxy -v``), then serves
+``python -m services.amphora.zygote SOCKET [PID_FILE]`` imports everything the agent needs and
+reads HAProxy's version (children skip their own ``haproxy -v``), then, unless another zygote
+already answers on SOCKET (it then exits: two started in a race never both stay), writes its
+pid to PID_FILE and serves
 spawn requests on a unix socket, one JSON line each: ``{"env": {...}, "log": path}``. It forks;
 the child starts a new session, takes the environment and runs the agent exactly as
 ``python -m services.amphora`` would; the zygote answers ``{"pid": N}``. No event loop or
@@ -58,8 +60,19 @@ def _prewarm() -> None:
     remember_version(Path(configured) if configured else default_haproxy_binary())
 
 
-def serve(path: str) -> None:
+def _answered(path: str) -> bool:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        try:
+            probe.connect(path)
+        except OSError:
+            return False
+    return True
+
+
+def serve(path: str, pid_file: str | None = None) -> None:
     _prewarm()  # before SIGCHLD is ignored: subprocess.run waits for its child
+    if _answered(path):
+        return  # another zygote serves this socket
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel
     if os.path.exists(path):
         os.unlink(path)
@@ -67,6 +80,8 @@ def serve(path: str) -> None:
     server.bind(path)
     os.chmod(path, 0o600)
     server.listen(64)
+    if pid_file is not None:
+        Path(pid_file).write_text(str(os.getpid()))
     while True:
         conn, _ = server.accept()
         try:
@@ -96,4 +111,4 @@ def _answer(server: socket.socket, conn: socket.socket) -> None:
 
 
 if __name__ == "__main__":
-    serve(sys.argv[1])
+    serve(sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else None)

@@ -240,7 +240,8 @@ def _remove_tree(directory: Path) -> None:
 
 class Zygote:
     """The ``services.amphora.zygote`` process: started on first use, reused across restarts
-    of the provisioner (found by its socket), stopped by ``stop``."""
+    of the provisioner (found by its socket), stopped by ``stop``. The zygote that serves the
+    socket writes ``zygote.pid`` itself, so a race of two starts leaves one, the one named."""
 
     def __init__(self, state_dir: Path) -> None:
         self._dir = state_dir / ".zygote"
@@ -291,12 +292,12 @@ class Zygote:
                 "-m",
                 "services.amphora.zygote",
                 self.socket_path,
+                str(self._dir / "zygote.pid"),
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=out,
                 stderr=asyncio.subprocess.STDOUT,
                 start_new_session=True,
             )
-        (self._dir / "zygote.pid").write_text(str(proc.pid))
         for _ in range(300):  # up to 15 s for its imports
             await asyncio.sleep(0.05)
             if proc.returncode is not None:

@@ -149,7 +149,9 @@ async def test_provisioner_killed_mid_create_ends_active_with_one_amphora(
         await repo.execute(lb_id, command, META)
         # Kill it as soon as it has started the amphora, before it could record it done.
         for _ in range(600):
-            if settings.state_dir.exists() and any(settings.state_dir.iterdir()):
+            if settings.state_dir.exists() and any(
+                not d.name.startswith(".") for d in settings.state_dir.iterdir()
+            ):
                 break
             await asyncio.sleep(0.01)
         first.send_signal(signal.SIGKILL)
@@ -167,10 +169,10 @@ async def test_provisioner_killed_mid_create_ends_active_with_one_amphora(
     finally:
         if first.poll() is None:
             first.kill()
-    zygote_pid = settings.state_dir / ".zygote" / "zygote.pid"
-    if zygote_pid.exists():  # the killed provisioner's zygote, if its successor did not stop it
-        with contextlib.suppress(ProcessLookupError, ValueError):
-            os.kill(int(zygote_pid.read_text()), signal.SIGTERM)
+    # The killed provisioner's zygote, if its successor did not stop it.
+    for pid in _zygotes_of(settings.state_dir):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
     dirs = [d for d in settings.state_dir.iterdir() if (d / "agent.pid").exists()]
     assert len(dirs) == 1 and len(state.amphora_ids) == 1
     for d in dirs:  # the amphora outlives the control plane; the test removes it
@@ -217,3 +219,15 @@ def _ended(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1].startswith("Z")
     except (OSError, IndexError):
         return True
+
+
+def _zygotes_of(state_dir: Path) -> list[int]:
+    """Pids of the zygote processes started for ``state_dir`` (their pid file names them)."""
+    pid_file = str(state_dir / ".zygote" / "zygote.pid").encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if pid_file in (entry / "cmdline").read_bytes():
+                    found.append(int(entry.name))
+    return found
