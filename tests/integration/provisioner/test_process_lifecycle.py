@@ -201,16 +201,21 @@ async def test_an_lb_whose_agent_died_is_deleted_with_its_haproxy(
     directory = provisioner.settings.state_dir / amphora_id
     haproxy_pid = int((directory / "haproxy.pid").read_text())
     os.kill(int((directory / "agent.pid").read_text()), signal.SIGKILL)
-    assert sum((await get_names(f"http://{vip}:{port}/", 4)).values()) == 4  # still serving
+    try:
+        assert sum((await get_names(f"http://{vip}:{port}/", 4)).values()) == 4  # still serves
 
-    await repo.execute(lb_id, c.DeleteLoadBalancer(cascade=True), META)
-    await wait_status(repo, lb_id, "DELETED")
-    deadline = time.monotonic() + 10
-    while not _ended(haproxy_pid):
-        assert time.monotonic() < deadline, "the dead agent's HAProxy still runs"
-        await asyncio.sleep(0.05)
-    with contextlib.suppress(OSError), socket.create_connection((vip, port), timeout=1):
-        raise AssertionError("something still answers on the deleted LB's VIP")
+        await repo.execute(lb_id, c.DeleteLoadBalancer(cascade=True), META)
+        await wait_status(repo, lb_id, "DELETED")
+        deadline = time.monotonic() + 10
+        while not _ended(haproxy_pid):
+            assert time.monotonic() < deadline, "the dead agent's HAProxy still runs"
+            await asyncio.sleep(0.05)
+        with contextlib.suppress(OSError), socket.create_connection((vip, port), timeout=1):
+            raise AssertionError("something still answers on the deleted LB's VIP")
+    finally:
+        if not _ended(haproxy_pid):  # the test failed: do not leave it serving
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(haproxy_pid, signal.SIGKILL)
 
 
 def _ended(pid: int) -> bool:
