@@ -110,11 +110,16 @@ class DockerdConfig:
     shutdown_timeout: int = 5
 
     def __post_init__(self) -> None:
-        subnets = [ipaddress.ip_interface(self.bip).network]
-        subnets += [ipaddress.ip_network(pool) for pool in self.address_pools]
-        for subnet in subnets:
+        for subnet in self.subnets():
             if not subnet.subnet_of(_ALLOWED_RANGE):  # type: ignore[arg-type]
                 raise ValueError(f"{subnet} is outside {_ALLOWED_RANGE}")
+
+    def subnets(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+        """The default bridge's subnet and the address pools."""
+        return [
+            ipaddress.ip_interface(self.bip).network,
+            *(ipaddress.ip_network(pool) for pool in self.address_pools),
+        ]
 
 
 def slot_config(slot: int) -> DockerdConfig:
@@ -280,9 +285,7 @@ class PrivateDockerd:
                 if alias == str(self.state_dir):
                     break
                 continue
-            subnets = [ipaddress.ip_interface(config.bip).network]
-            subnets += [ipaddress.ip_network(pool) for pool in config.address_pools]
-            if not any(s.overlaps(r) for s in subnets for r in routes):
+            if not any(s.overlaps(r) for s in config.subnets() for r in routes):
                 break
         else:
             raise DockerdError(f"all {_SLOTS} slots of private engines are in use on this host")
@@ -441,10 +444,7 @@ class PrivateDockerd:
         others = [name for name in _link_names() if _ENGINE_BRIDGE.fullmatch(name)]
         if others:
             # Another engine runs: its rules, the shared DOCKER chains and ip_forward stay.
-            config = self.settings
-            subnets = [ipaddress.ip_interface(config.bip).network]
-            subnets += [ipaddress.ip_network(pool) for pool in config.address_pools]
-            _remove_rules_naming(baseline.iptables, set(own_links), subnets)
+            _remove_rules_naming(baseline.iptables, set(own_links), self.settings.subnets())
         else:
             _restore_iptables(baseline.iptables)
             if _read_ip_forward() != baseline.ip_forward:

@@ -34,9 +34,10 @@ class HealthSettings(BaseSettings):
     udp_port: int = Field(default=5555, ge=0, le=65535)
     heartbeat_key: str = Field(min_length=1)
     # An ALLOCATED amphora silent this long (seconds) is failed over: three missed beats at the
-    # agents' default 1 s interval. A SINGLE LB's outage is this plus the scan period plus a
-    # rebuild (~0.5 s): about 3.7 s by default, 1.9 s with 0.5 s beats and a 1.5 s timeout
-    # (bench/bench_failover.py); lower both where the network and the agents allow.
+    # agents' default 1 s interval. A SINGLE LB's outage is this, less the time since the last
+    # beat, plus the scan period and a rebuild (~0.25 s): up to ~3.5 s by default, 1.7 s with
+    # 0.5 s beats and a 1.5 s timeout (bench/bench_failover.py); lower both where the network
+    # and the agents allow.
     heartbeat_timeout: float = Field(default=3.0, gt=0)
     # Period of the stale scan (bounds how late past the timeout a dead amphora is seen).
     health_check_interval: float = Field(default=0.25, gt=0)

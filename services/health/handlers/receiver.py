@@ -70,8 +70,12 @@ class HeartbeatIntake:
             metrics.inc(f"heartbeats_dropped_{exc.reason}_total")
             self._warn(exc.reason, str(exc))
         except Exception:
-            metrics.inc("heartbeats_failed_total")
-            log.exception("health: a heartbeat could not be processed")
+            self._failed()
+
+    def _failed(self) -> None:
+        """Count and log the exception being handled (a bug: the receiver never stops)."""
+        self._metrics.inc("heartbeats_failed_total")
+        log.exception("health: a heartbeat could not be processed")
 
     def _accept(self, datagram: bytes) -> None:
         heartbeat = codec.decode(datagram, self._key, max_datagram=self._max_datagram)
@@ -94,8 +98,7 @@ class HeartbeatIntake:
                 try:
                     self._take(heartbeat, record)
                 except Exception:
-                    self._metrics.inc("heartbeats_failed_total")
-                    log.exception("health: a heartbeat could not be processed")
+                    self._failed()
 
     def _take(self, heartbeat: codec.Heartbeat, record: AmphoraRecord) -> None:
         metrics = self._metrics

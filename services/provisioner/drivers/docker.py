@@ -324,12 +324,13 @@ class DockerAmphoraDriver:
         logs = api.logs(name, tail=_LOG_TAIL_LINES).decode(errors="replace")
         return False, f"exit code {info['State'].get('ExitCode')}; log tail:\n{logs.strip()}"
 
+    def _ours(self) -> Sequence[str]:
+        """The label filter of this deployment's amphora containers."""
+        return [f"{LABEL_DEPLOYMENT}={self._settings.deployment}", LABEL_AMPHORA]
+
     def _running(self) -> Handles:
         summaries = self._engine().api.containers(
-            filters={
-                "label": [f"{LABEL_DEPLOYMENT}={self._settings.deployment}", LABEL_AMPHORA],
-                "status": "running",
-            }
+            filters={"label": self._ours(), "status": "running"}
         )
         handles: Handles = []
         for summary in summaries:
@@ -341,10 +342,7 @@ class DockerAmphoraDriver:
         return sorted(handles, key=lambda h: h.amphora_id)
 
     def _stopped(self) -> Sequence[str]:
-        summaries = self._engine().api.containers(
-            all=True,
-            filters={"label": [f"{LABEL_DEPLOYMENT}={self._settings.deployment}", LABEL_AMPHORA]},
-        )
+        summaries = self._engine().api.containers(all=True, filters={"label": self._ours()})
         return sorted(
             (summary.get("Labels") or {})[LABEL_AMPHORA]
             for summary in summaries

@@ -200,24 +200,20 @@ class ProcessAmphoraDriver:
         if directory.exists():
             await asyncio.to_thread(_remove_tree, directory)
 
+    def _amphora_ids(self) -> list[str]:
+        """Every amphora with a directory here (dot dirs are the zygote's and such)."""
+        return [
+            d.name
+            for d in sorted(self._state_dir.iterdir())
+            if d.is_dir() and not d.name.startswith(".")
+        ]
+
     async def list(self) -> list[AmphoraHandle]:
-        handles = []
-        for directory in sorted(self._state_dir.iterdir()):
-            if not directory.is_dir() or directory.name.startswith("."):
-                continue
-            handle = self._handle(directory.name)
-            if handle is not None:
-                handles.append(handle)
-        return handles
+        handles = (self._handle(amphora_id) for amphora_id in self._amphora_ids())
+        return [handle for handle in handles if handle is not None]
 
     async def leftovers(self) -> Sequence[str]:
-        return [
-            directory.name
-            for directory in sorted(self._state_dir.iterdir())
-            if directory.is_dir()
-            and not directory.name.startswith(".")
-            and self._handle(directory.name) is None
-        ]
+        return [a for a in self._amphora_ids() if self._handle(a) is None]
 
 
 def _kill_orphaned_haproxy(directory: Path) -> None:

@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import asyncpg
@@ -51,7 +50,12 @@ from tests.integration.docker.test_docker_lifecycle import (
     running_provisioner,
     wait_status,
 )
-from tests.integration.housekeeping.conftest import housekeeping_settings
+from tests.integration.housekeeping.conftest import (
+    eventually,
+    housekeeping_settings,
+    serve_app,
+    wait_failed_over,
+)
 
 pytestmark = pytest.mark.docker
 OTHER_DEPLOYMENT = f"{DEPLOYMENT}-other"
@@ -80,9 +84,7 @@ def other_deployment(clean_engine: docker.DockerClient) -> Iterator[docker.Docke
 async def running_housekeeping(pg_dsn: str, nats_url: str) -> AsyncIterator[web.Application]:
     """The housekeeping service in this process, only its orphan job on."""
     app = create_housekeeping(housekeeping_settings(pg_dsn, nats_url, orphans=ORPHANS))
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    runner = await serve_app(app)
     try:
         yield app
     finally:
@@ -108,14 +110,6 @@ def labelled(client: docker.DockerClient, deployment: str) -> dict[str, str]:
         all=True, filters={"label": [f"{LABEL_DEPLOYMENT}={deployment}", LABEL_AMPHORA]}
     )
     return {x.labels[LABEL_AMPHORA]: x.status for x in found}
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not await check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(0.1)
 
 
 async def test_orphans_removed_a_removed_amphora_replaced_another_deployment_untouched(
@@ -187,17 +181,8 @@ async def test_orphans_removed_a_removed_amphora_replaced_another_deployment_unt
                 container = engine.containers.get(container_name(serving))
                 await asyncio.to_thread(container.remove, force=True)
 
-                async def replaced() -> bool:
-                    state = await repo.load(lb_id)
-                    lb = state.loadbalancer
-                    return (
-                        lb is not None
-                        and lb.provisioning_status.value == "ACTIVE"
-                        and state.amphora_ids not in ((), (serving,))
-                    )
-
-                await eventually(replaced, 60, "the LB failed over to a new container")
-                (replacement,) = (await repo.load(lb_id)).amphora_ids
+                failed_over = await wait_failed_over(repo, lb_id, serving, timeout=60)
+                (replacement,) = failed_over.amphora_ids
                 assert await names_through_vip(10) == Counter({"be0": 5, "be1": 5})
                 assert labelled(engine, DEPLOYMENT) == {replacement: "running"}
                 record = await amphorae.load(serving)
@@ -238,17 +223,8 @@ async def test_a_stopped_amphora_container_is_replaced_and_removed(
                 container = clean_engine.containers.get(container_name(serving))
                 await asyncio.to_thread(container.stop, timeout=1)
 
-                async def replaced() -> bool:
-                    state = await repo.load(lb_id)
-                    lb = state.loadbalancer
-                    return (
-                        lb is not None
-                        and lb.provisioning_status.value == "ACTIVE"
-                        and state.amphora_ids not in ((), (serving,))
-                    )
-
-                await eventually(replaced, 60, "the LB failed over to a new container")
-                (replacement,) = (await repo.load(lb_id)).amphora_ids
+                failed_over = await wait_failed_over(repo, lb_id, serving, timeout=60)
+                (replacement,) = failed_over.amphora_ids
                 assert await names_through_vip(10) == Counter({"be0": 5, "be1": 5})
                 assert labelled(clean_engine, DEPLOYMENT) == {replacement: "running"}
                 with pytest.raises(docker.errors.NotFound):

@@ -67,7 +67,8 @@ def housekeeping_settings(pg_dsn: str, nats_url: str, **jobs: Any) -> Housekeepi
     )
 
 
-async def _start(app: web.Application) -> web.AppRunner:
+async def serve_app(app: web.Application) -> web.AppRunner:
+    """Serve ``app`` on a free loopback port until its runner is cleaned up."""
     runner = web.AppRunner(app)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", 0).start()
@@ -108,7 +109,7 @@ class Plant:
     async def start_provisioner(self, **overrides: Any) -> web.Application:
         settings = self.provisioner_settings.model_copy(update=overrides)
         self.provisioner = create_provisioner(settings)
-        self._runners["provisioner"] = await _start(self.provisioner)
+        self._runners["provisioner"] = await serve_app(self.provisioner)
         return self.provisioner
 
     async def stop_provisioner(self) -> None:
@@ -121,7 +122,7 @@ class Plant:
     async def start_housekeeping(self, **jobs: Any) -> web.Application:
         settings = housekeeping_settings(self.pg_dsn, self.nats_url, **jobs)
         self.housekeeping = create_housekeeping(settings)
-        self._runners["housekeeping"] = await _start(self.housekeeping)
+        self._runners["housekeeping"] = await serve_app(self.housekeeping)
         return self.housekeeping
 
     async def stop(self) -> None:
@@ -175,6 +176,24 @@ async def eventually(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         await asyncio.sleep(0.05)
+
+
+async def wait_failed_over(
+    repo: LoadBalancerRepository, lb_id: str, old: str, timeout: float = 30.0
+) -> LoadBalancerState:
+    """The LB's state once it is ACTIVE again on amphorae other than ``old``."""
+
+    async def replaced() -> bool:
+        state = await repo.load(lb_id)
+        lb = state.loadbalancer
+        return (
+            lb is not None
+            and lb.provisioning_status.value == "ACTIVE"
+            and state.amphora_ids not in ((), (old,))
+        )
+
+    await eventually(replaced, timeout, f"LB {lb_id} to fail over from amphora {old}")
+    return await repo.load(lb_id)
 
 
 async def wait_status(

@@ -19,6 +19,7 @@ from tests.integration.housekeeping.conftest import (
     eventually,
     free_port,
     http_lb,
+    wait_failed_over,
     wait_status,
 )
 from tests.integration.housekeeping.test_spares import get_names
@@ -72,16 +73,7 @@ async def test_orphan_amphorae_are_reaped_and_a_lost_one_is_failed_over(
     for name in ("haproxy.pid", "agent.pid"):
         os.kill(int((directory / name).read_text()), signal.SIGKILL)
 
-    async def replaced() -> bool:
-        current = await plant.repo.load(lb_id)
-        lb = current.loadbalancer
-        return (
-            lb is not None
-            and lb.provisioning_status.value == "ACTIVE"
-            and current.amphora_ids not in ((), (serving,))
-        )
-
-    await eventually(replaced, timeout=30, what="the LB failed over to a new amphora")
+    await wait_failed_over(plant.repo, lb_id, serving)
     assert await get_names(f"http://{vip}:{port}/", 4) == Counter({"b0": 2, "b1": 2})
     assert (await plant.amphorae.load(serving)).status.value == "DELETED"
 
