@@ -32,12 +32,16 @@ async def worker_pids(
     return {row["pid"] for row in await client.stats() if row.get("pid")}
 
 
-async def steady_load(url: str, stop: asyncio.Event, results: Counter[str]) -> None:
-    """Requests back to back (half keep-alive, half new connections) until ``stop``; bounded."""
+async def steady_load(
+    url: str, stop: asyncio.Event, results: Counter[str], running: asyncio.Event
+) -> None:
+    """Requests back to back (half keep-alive, half new connections) until ``stop``, while
+    ``running`` is set; bounded."""
     deadline = time.monotonic() + 60
     async with aiohttp.ClientSession() as session:
         n = 0
         while not stop.is_set() and time.monotonic() < deadline:
+            await running.wait()
             headers = {"Connection": "close"} if n % 2 else {}
             try:
                 async with session.get(url, headers=headers) as resp:
@@ -61,8 +65,9 @@ async def test_member_add_weight_disable_remove_without_reload_or_drops(
     pids = await worker_pids(provisioner, repo, lb_id)
     url = f"http://{vip}:{port}/"
 
-    stop, results = asyncio.Event(), Counter[str]()
-    load = asyncio.ensure_future(steady_load(url, stop, results))
+    stop, running, results = asyncio.Event(), asyncio.Event(), Counter[str]()
+    running.set()
+    load = asyncio.ensure_future(steady_load(url, stop, results, running))
     try:
         added = b.member(pool, backends[1].port)
         started = time.perf_counter()
@@ -75,7 +80,11 @@ async def test_member_add_weight_disable_remove_without_reload_or_drops(
         now = b.member(pool, 1).created_at
         await repo.execute(lb_id, c.UpdateChild("members", added.id, {"weight": 3}, now), META)
         await wait_status(repo, lb_id, "ACTIVE")
+        # Paused: requests interleaved one for one with the load would sample every other
+        # slot of the weighted rotation, and could see 1:1 where it serves 3:1.
+        running.clear()
         seen = await get_names(url, 40)
+        running.set()
         assert seen["b1"] >= 2 * seen["b0"] > 0, seen
 
         first = next(iter(m for m in state.members.values()))
@@ -93,6 +102,7 @@ async def test_member_add_weight_disable_remove_without_reload_or_drops(
         assert set(await get_names(url, 4)) == {"b0"}
     finally:
         stop.set()
+        running.set()
         await load
     assert await worker_pids(provisioner, repo, lb_id) == pids  # never reloaded
     assert results["ok"] > 50 and set(results) == {"ok"}, results
