@@ -10,7 +10,7 @@ PY := $(VENV)/bin/python
 PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3 2>/dev/null)
 STATE ?= .state
 UP_ARGS ?= --state-dir $(STATE)
-UP_TIMEOUT ?= 60
+UP_TIMEOUT ?= 130
 PYTEST_ARGS ?=
 
 export DEBIAN_FRONTEND := noninteractive
@@ -19,11 +19,12 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 # command:debian-package pairs that `sysdeps` makes sure exist.
 SYSDEP_TOOLS := haproxy:haproxy keepalived:keepalived ip:iproute2 wrk:wrk ping:iputils-ping
 
-.PHONY: help venv sysdeps test test-unit test-integration test-e2e up down lint bench
+.PHONY: help venv sysdeps test test-unit test-integration test-e2e up down status lint bench
 
 help:
 	@echo "make up                start the whole stack in the background (state in $(STATE)/)"
-	@echo "make down              stop it"
+	@echo "make down              stop it (and its amphorae)"
+	@echo "make status            each part of it: pid, uptime, restarts, ready"
 	@echo "make test              run every test (creates $(VENV), installs system tools as root)"
 	@echo "make test-unit | test-integration | test-e2e"
 	@echo "make lint              ruff + mypy --strict"
@@ -93,19 +94,15 @@ up: venv sysdeps
 	echo "fulcrum is up (pid $$pid, log $(STATE)/fulcrum.log)"; \
 	if [ -f $(STATE)/endpoint.txt ]; then cat $(STATE)/endpoint.txt; fi
 
+# Stops `fulcrum up` (or, if it was killed, the supervisord it left), then the amphorae.
 down:
-	@if [ ! -f $(STATE)/fulcrum.pid ]; then echo "not running (no $(STATE)/fulcrum.pid)"; exit 0; fi; \
-	pid=$$(cat $(STATE)/fulcrum.pid); \
-	if kill -TERM $$pid 2>/dev/null; then \
-	  for _ in $$(seq 300); do kill -0 $$pid 2>/dev/null || break; sleep 0.1; done; \
-	  if kill -0 $$pid 2>/dev/null; then \
-	    echo "pid $$pid ignored SIGTERM for 30 s; sending SIGKILL" >&2; kill -KILL $$pid; \
-	  fi; \
-	  echo "stopped pid $$pid"; \
-	else \
-	  echo "pid $$pid was not running"; \
-	fi; \
-	rm -f $(STATE)/fulcrum.pid $(STATE)/ready
+	@if [ -x $(VENV)/bin/fulcrum ]; then $(VENV)/bin/fulcrum down --state-dir $(STATE); \
+	else echo "not running (no $(VENV))"; fi
+	@rm -f $(STATE)/fulcrum.pid $(STATE)/ready
+
+# Each part of the running stack (pid, uptime, restarts, ready); exit 0 only when all is ready.
+status: venv
+	@$(VENV)/bin/fulcrum status --state-dir $(STATE)
 
 lint: venv
 	$(VENV)/bin/ruff check libs services

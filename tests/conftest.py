@@ -16,7 +16,13 @@ from pathlib import Path
 
 import pytest
 
-from libs.common.embedded import EmbeddedNats, EmbeddedPostgres, create_database, drop_database
+from libs.common.embedded import (
+    UNSAFE_FAST_SETTINGS,
+    EmbeddedNats,
+    EmbeddedPostgres,
+    create_database,
+    drop_database,
+)
 
 PG_DSN_ENV = "FULCRUM_TEST_PG_DSN"
 NATS_URL_ENV = "FULCRUM_TEST_NATS_URL"
@@ -34,7 +40,8 @@ def pg_server_dsn() -> Iterator[str]:
         return
     # Not under pytest's basetemp: its retention would keep a 40 MB data dir per run.
     state_dir = Path(tempfile.mkdtemp(prefix="fulcrum-test-pg-"))
-    server = EmbeddedPostgres(state_dir)
+    # Throwaway data: durability traded for speed (the stack's Postgres keeps fsync on).
+    server = EmbeddedPostgres(state_dir, settings=UNSAFE_FAST_SETTINGS)
     try:
         yield server.start()
     finally:

@@ -4,7 +4,8 @@ A consumer handles each event at most once in effect: it inserts ``processed_mes
 same transaction as its effects, commits, then acks. Undecodable or unknown events and events
 that exhaust ``max_deliver`` go to ``dead_letters`` with a clear log line and are terminated,
 so they never block the stream. Events of one stream are handled in order; different streams
-run concurrently up to ``concurrency``.
+run concurrently up to ``concurrency``. A database outage is no failure of the message: it is
+waited out in place and costs no delivery (``ConsumerRunner._until_database_answers``).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Final
+from typing import Final, TypeVar
 
 import asyncpg
 import nats
@@ -28,12 +29,16 @@ from nats.js import JetStreamContext, api
 from opentelemetry import trace
 
 from libs.common import subjects
+from libs.common._postgres_outage import database_unavailable
 from libs.common.errors import InfrastructureError, TransientError
 from libs.common.events import Envelope, UnknownEventType, UnsupportedSchemaVersion
 from libs.common.settings import NatsSettings
 from libs.common.telemetry import context_from_traceparent, tracer
 
 log = logging.getLogger(__name__)
+
+# While the database is unavailable, a message's handling is retried at most this far apart.
+DATABASE_RETRY_CAP: Final = 2.0
 
 DDL: Final = """
 CREATE TABLE IF NOT EXISTS processed_messages (
@@ -126,6 +131,7 @@ class JetStreamPublisher:
 
 
 Handler = Callable[[Envelope, asyncpg.Connection], Awaitable[None]]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -159,6 +165,23 @@ class ConsumerRunner:
         # Messages fetched and not yet handled, at most (JetStream redelivers if we die).
         self._room = asyncio.Semaphore(spec.batch * 2)
         self._chains: dict[str, asyncio.Task[None]] = {}
+        self._attached = False
+        self._last_error: str | None = None
+
+    @property
+    def name(self) -> str:
+        return self._spec.name
+
+    @property
+    def attached(self) -> bool:
+        """True while the pull subscription is bound and no fetch loop iteration has failed
+        since (a fetch that finds nothing is no failure)."""
+        return self._attached
+
+    @property
+    def last_error(self) -> str | None:
+        """Why the fetch loop last failed; None until it does, and again once re-bound."""
+        return self._last_error
 
     async def ensure_consumer(self) -> None:
         config = api.ConsumerConfig(
@@ -190,6 +213,7 @@ class ConsumerRunner:
                         sub = await self._js.pull_subscribe_bind(
                             durable=self._spec.name, stream=self._settings.stream
                         )
+                        self._attached, self._last_error = True, None
                     await self._room.acquire()  # bound what is fetched but not yet handled
                     self._room.release()
                     try:
@@ -201,12 +225,15 @@ class ConsumerRunner:
                         await self._dispatch(msg)
                 except asyncio.CancelledError:
                     raise
-                except Exception:
+                except Exception as exc:
                     log.exception("consumer %s: fetch loop failed; retrying", self._spec.name)
                     sub = None
+                    self._attached = False
+                    self._last_error = f"{type(exc).__name__}: {exc}"
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, 5.0)
         finally:
+            self._attached = False
             chains = list(self._chains.values())
             for task in chains:
                 task.cancel()
@@ -232,6 +259,17 @@ class ConsumerRunner:
             await self._handle_one(msg)
 
     async def _handle_one(self, msg: Msg) -> None:
+        # In progress all along, through a database outage too: JetStream neither redelivers
+        # the message meanwhile nor counts a delivery.
+        keepalive = asyncio.create_task(self._keep_in_progress(msg))
+        try:
+            await self._decode_and_apply(msg)
+        finally:
+            keepalive.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keepalive
+
+    async def _decode_and_apply(self, msg: Msg) -> None:
         name = self._spec.name
         try:
             body = json.loads(msg.data)
@@ -241,12 +279,13 @@ class ConsumerRunner:
             return
         ctx = context_from_traceparent(envelope.metadata.traceparent)
         span_name = f"consume {envelope.event_type}"
-        keepalive = asyncio.create_task(self._keep_in_progress(msg))
         try:
             with tracer(__name__).start_as_current_span(span_name, context=ctx) as span:
                 span.set_attribute("fulcrum.consumer", name)
                 span.set_attribute("fulcrum.event_id", str(envelope.event_id))
-                handled = await self._apply(envelope)
+                handled = await self._until_database_answers(
+                    lambda: self._apply(envelope), f"event_id={envelope.event_id}"
+                )
             await msg.ack()
             if not handled:
                 log.debug("consumer %s: %s already processed", name, envelope.event_id)
@@ -254,10 +293,38 @@ class ConsumerRunner:
             raise
         except Exception as exc:
             await self._on_failure(msg, envelope, exc)
-        finally:
-            keepalive.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await keepalive
+
+    async def _until_database_answers(self, attempt: Callable[[], Awaitable[T]], what: str) -> T:
+        """``attempt()``, retried in place while the database is unavailable, backing off from
+        ``nak_delay`` to ``DATABASE_RETRY_CAP`` seconds; any other error is raised.
+
+        Waiting in place rather than naking: a nak spends one of ``max_deliver`` deliveries,
+        so an outage longer than the naks' delays would give up on (dead-letter, or strand at
+        ``max_deliver``) messages that were never at fault. Meanwhile ``_keep_in_progress``
+        holds off ``ack_wait``; if this process dies, JetStream redelivers as usual.
+        """
+        delay = self._spec.nak_delay
+        waited = False
+        while True:
+            try:
+                result = await attempt()
+            except Exception as exc:
+                if not database_unavailable(exc):
+                    raise
+                if not waited:
+                    log.warning(
+                        "consumer %s: database unavailable (%s: %r); waiting for it",
+                        self._spec.name,
+                        what,
+                        exc,
+                    )
+                waited = True
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, DATABASE_RETRY_CAP)
+                continue
+            if waited:
+                log.info("consumer %s: database back (%s)", self._spec.name, what)
+            return result
 
     async def _apply(self, envelope: Envelope) -> bool:
         async with self._pool.acquire() as conn, conn.transaction():
@@ -291,6 +358,11 @@ class ConsumerRunner:
             await msg.nak(delay=self._spec.nak_delay * delivered)
 
     async def _dead_letter(self, msg: Msg, event_id: str | None, reason: str) -> None:
+        """Record the message in ``dead_letters`` (waiting out a database outage), then term it.
+
+        Never raises but CancelledError: a row that cannot be written is logged with the
+        message's stream sequence, where the body stays until the stream's ``max_age``.
+        """
         log.error(
             "consumer %s: dead-lettered message on %s (event_id=%s): %s",
             self._spec.name,
@@ -298,15 +370,26 @@ class ConsumerRunner:
             event_id,
             reason,
         )
-        await self._pool.execute(
-            "INSERT INTO dead_letters (consumer, subject, event_id, reason, body) "
-            "VALUES ($1, $2, $3, $4, $5)",
-            self._spec.name,
-            msg.subject,
-            event_id,
-            reason,
-            msg.data.decode("utf-8", errors="replace"),
-        )
+        try:
+            await self._until_database_answers(
+                lambda: self._pool.execute(
+                    "INSERT INTO dead_letters (consumer, subject, event_id, reason, body) "
+                    "VALUES ($1, $2, $3, $4, $5)",
+                    self._spec.name,
+                    msg.subject,
+                    event_id,
+                    reason,
+                    msg.data.decode("utf-8", errors="replace"),
+                ),
+                f"dead letter of event_id={event_id}",
+            )
+        except Exception:
+            log.exception(
+                "consumer %s: dead letter row not written (subject %s, stream sequence %s)",
+                self._spec.name,
+                msg.subject,
+                msg.metadata.sequence.stream,
+            )
         with contextlib.suppress(nats.errors.Error):
             await msg.term()
 

@@ -1,8 +1,11 @@
-"""The ``fulcrum`` console script: one subcommand per service, ``up``, and ``events``.
+"""The ``fulcrum`` console script: one subcommand per service, ``up``/``status``/``down``,
+and ``events``.
 
 Service subcommands run ``services.<name>.__main__.main`` in this process; ``up`` runs the
-whole embedded stack (see ``stack.py``); ``events tail`` follows the event stream live and
-``events docs`` prints the reference of every event subject and payload.
+whole embedded stack under supervision (see ``stack.py``), ``status`` shows it and ``down``
+stops it; ``events tail`` follows the event stream live and ``events docs`` prints the
+reference of every event subject and payload. Client commands exit 2 with one line when
+their server does not answer.
 """
 
 from __future__ import annotations
@@ -23,7 +26,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         sub.add_parser(name, help=f"run the {name} service (settings from FULCRUM_* env)")
     up = sub.add_parser("up", help="run the whole stack on this machine (embedded default)")
     up.add_argument("--state-dir", default=".state")
-    up.add_argument("--port", type=int, default=9876, help="API port (0 = any free port)")
+    up.add_argument(
+        "--port",
+        type=int,
+        default=None,
+        help="API port (default: the last start's, else 9876 when free, else any free port)",
+    )
+    status = sub.add_parser("status", help="each part of the stack: pid, uptime, restarts, ready")
+    status.add_argument("--state-dir", default=".state")
+    status.add_argument("--json", action="store_true", help="machine-readable")
+    down = sub.add_parser("down", help="stop the stack started by `up` and its amphorae")
+    down.add_argument("--state-dir", default=".state")
     events = sub.add_parser("events", help="the event stream, for outside subscribers")
     events_sub = events.add_subparsers(dest="events_command", required=True)
     tail = events_sub.add_parser("tail", help="follow the stream live")
@@ -35,6 +48,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     start.add_argument("--last", type=int, help="start with the last N events")
     tail.add_argument("--count", type=int, default=None, help="stop after N events")
     tail.add_argument("--state-dir", default=".state")
+    tail.add_argument(
+        "--connect-timeout", type=float, default=3.0, help="seconds to wait for NATS (exit 2)"
+    )
+    tail.add_argument(
+        "--reconnect-window",
+        type=float,
+        default=10.0,
+        help="seconds a lost connection may stay down before the tail exits 2",
+    )
     events_sub.add_parser("docs", help="print docs/events.md (generated from the registry)")
     args = parser.parse_args(argv)
 
@@ -46,6 +68,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         from libs.common.stack import run_up
 
         return run_up(args.state_dir, args.port)
+    if args.command == "status":
+        from libs.common.stack import run_status
+
+        return run_status(args.state_dir, as_json=args.json)
+    if args.command == "down":
+        from libs.common.stack import run_down
+
+        return run_down(args.state_dir)
     if args.events_command == "docs":
         from libs.common.events.reference import render_reference
 
@@ -61,6 +91,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from_seq=args.from_seq,
         last=args.last,
         count=args.count,
+        connect_timeout=args.connect_timeout,
+        reconnect_window=args.reconnect_window,
     )
     return asyncio.run(tail_events(options))
 

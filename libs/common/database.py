@@ -1,7 +1,9 @@
-"""Postgres connection pools and the schema every service relies on.
+"""Postgres connection pools, the schema every service relies on, and what "unavailable" means.
 
 ``migrate`` is idempotent and serialized by an advisory lock, so any number of services may run
-it at start. Each table's DDL lives with the module that owns its SQL.
+it at start. Each table's DDL lives with the module that owns its SQL. ``database_unavailable``
+(from ``_postgres_outage``) tells "Postgres cannot be reached right now" apart from every other
+error: the API answers it with 503, consumers wait it out instead of spending deliveries.
 """
 
 from __future__ import annotations
@@ -12,8 +14,21 @@ from typing import Final
 import asyncpg
 
 from libs.common import bus, eventstore, readmodel
+from libs.common._postgres_outage import (
+    DATABASE_ERRORS,
+    connect_or_unavailable,
+    database_unavailable,
+)
 from libs.common.errors import InfrastructureError
 from libs.common.settings import PostgresSettings
+
+__all__ = [
+    "DATABASE_ERRORS",
+    "MIGRATION_LOCK_KEY",
+    "create_pool",
+    "database_unavailable",
+    "migrate",
+]
 
 MIGRATION_LOCK_KEY: Final = 0x46554C4D4947  # "FULMIG"
 _SCHEMA_PARTS: Final = (eventstore.DDL, bus.DDL, readmodel.DDL)
@@ -25,12 +40,18 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
 
 
 async def create_pool(settings: PostgresSettings) -> asyncpg.Pool:
-    """A pool (jsonb comes back as text: the API sends stored bodies as they are)."""
+    """A pool (jsonb comes back as text: the API sends stored bodies as they are).
+
+    Raises InfrastructureError when Postgres cannot be reached at creation. Later, connections
+    lost to an outage are re-established on the next acquire; until then acquiring raises an
+    error ``database_unavailable`` recognizes.
+    """
     try:
         pool = await asyncpg.create_pool(
             settings.dsn,
             min_size=settings.min_pool,
             max_size=settings.max_pool,
+            connect=connect_or_unavailable,
             reset=_keep_session,
         )
     except (OSError, asyncpg.PostgresError) as exc:

@@ -36,11 +36,14 @@ __all__ = [
     "EmbeddedNats",
     "EmbeddedPostgres",
     "EmbeddedServerError",
+    "UNSAFE_FAST_SETTINGS",
     "create_database",
     "database_dsn",
     "drop_database",
     "find_nats_server",
     "find_postgres_bin_dir",
+    "free_tcp_port",
+    "free_udp_port",
 ]
 
 LOOPBACK: Final = "127.0.0.1"
@@ -66,11 +69,13 @@ _INITDB_ARGS: Final = (
     "--no-sync",
     "--no-instructions",
 )
-_POSTGRES_SETTINGS: Final[Mapping[str, str]] = {
+_POSTGRES_SETTINGS: Final[Mapping[str, str]] = {"max_connections": "300"}
+# Durability off: an acknowledged commit can be lost by a crash. Only for throwaway servers
+# (the test suite's); the default, and `fulcrum up`, keep Postgres' durable defaults.
+UNSAFE_FAST_SETTINGS: Final[Mapping[str, str]] = {
     "fsync": "off",
     "synchronous_commit": "off",
     "full_page_writes": "off",
-    "max_connections": "300",
 }
 
 
@@ -226,21 +231,8 @@ class EmbeddedNats:
         """
         if self._child.running:
             return self.url
-        binary = self._binary if self._binary is not None else find_nats_server()
-        if not (binary.is_file() and os.access(binary, os.X_OK)):
-            raise EmbeddedServerError("nats-server", f"binary not found: {binary}")
-        self.store_dir.mkdir(parents=True, exist_ok=True)
         argv = [
-            str(binary),
-            "-js",
-            "-sd",
-            str(self.store_dir),
-            "-a",
-            LOOPBACK,
-            "-p",
-            str(self._port if self._port is not None else -1),
-            "-m",
-            "-1",
+            *self._argv(self._port if self._port is not None else -1, -1),
             "--ports_file_dir",
             str(self.state_dir),
         ]
@@ -255,6 +247,34 @@ class EmbeddedNats:
         _wait_for_tcp(self._child, client_port, deadline)
         self._port = client_port
         return self.url
+
+    def supervised_command(self, monitor_port: int) -> list[str]:
+        """The command line of this server for a process supervisor to run (not started here).
+
+        Binds the fixed port, or a free one chosen now and kept, so every restart serves the
+        same URL; the HTTP monitor (``/healthz``) listens on `monitor_port`.
+        """
+        if self._port is None:
+            self._port = free_tcp_port()
+        return self._argv(self._port, monitor_port)
+
+    def _argv(self, port: int, monitor_port: int) -> list[str]:
+        binary = self._binary if self._binary is not None else find_nats_server()
+        if not (binary.is_file() and os.access(binary, os.X_OK)):
+            raise EmbeddedServerError("nats-server", f"binary not found: {binary}")
+        self.store_dir.mkdir(parents=True, exist_ok=True)
+        return [
+            str(binary),
+            "-js",
+            "-sd",
+            str(self.store_dir),
+            "-a",
+            LOOPBACK,
+            "-p",
+            str(port),
+            "-m",
+            str(monitor_port),
+        ]
 
     def stop(self) -> None:
         """SIGTERM the server by pid, SIGKILL after `stop_timeout`; no-op when not running."""
@@ -296,8 +316,8 @@ class EmbeddedPostgres:
     initdb'd template (made once per binary set in `template_cache`; None disables the cache
     and runs initdb directly). As root, every binary runs in a user namespace as uid 65534,
     so the pid held here is postgres itself. The first start binds `port` (a free port when
-    None); restarts reuse it. Durability is traded for speed (fsync off): this is for
-    development and tests, never production.
+    None); restarts reuse it. Postgres' durable defaults hold (fsync and synchronous commit
+    on) unless `settings` says otherwise (`UNSAFE_FAST_SETTINGS`, for throwaway test servers).
     """
 
     def __init__(
@@ -384,7 +404,7 @@ class EmbeddedPostgres:
         deadline = time.monotonic() + self._start_timeout
         attempts = 1 if self._port_fixed else 3
         for attempt in range(1, attempts + 1):
-            port = self._port if self._port is not None else _free_port()
+            port = self._port if self._port is not None else free_tcp_port()
             log_offset = _file_size(self.log_path)
             self._child.spawn([*wrapper, str(bin_dir / "postgres"), *self._server_args(port)])
             try:
@@ -399,6 +419,25 @@ class EmbeddedPostgres:
             self._port_fixed = True  # a restart must serve the same DSN or fail
             return self.dsn
         raise AssertionError("unreachable: the last attempt returns or raises")
+
+    def supervised_command(self) -> list[str]:
+        """The command line of this server for a process supervisor to run (not started here).
+
+        Creates the cluster and the socket dir when needed and fixes the port (a free one chosen
+        now when none was given), so every restart serves the same DSN. Under root the command
+        starts with the user-namespace wrapper, which execs postgres: its pid is the postmaster.
+        """
+        bin_dir = self._bin_dir if self._bin_dir is not None else find_postgres_bin_dir()
+        if not _has_postgres_binaries(bin_dir):
+            raise EmbeddedServerError("postgres", f"no postgres/initdb binaries in {bin_dir}")
+        wrapper = _privilege_drop_wrapper()
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self._ensure_cluster(bin_dir, wrapper)
+        self._socket_dir = self._make_socket_dir()
+        if self._port is None:
+            self._port = free_tcp_port()
+        self._port_fixed = True
+        return [*wrapper, str(bin_dir / "postgres"), *self._server_args(self._port)]
 
     def stop(self) -> None:
         """SIGINT (fast shutdown) by pid, SIGKILL after `stop_timeout`; no-op when stopped."""
@@ -636,8 +675,18 @@ def _parent_death_signal(sig: signal.Signals) -> Callable[[], None] | None:
     return set_parent_death_signal
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+def free_tcp_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now (the kernel's pick)."""
+    return _free_port(socket.SOCK_STREAM)
+
+
+def free_udp_port() -> int:
+    """A UDP port on 127.0.0.1 that nothing is bound to now (the kernel's pick)."""
+    return _free_port(socket.SOCK_DGRAM)
+
+
+def _free_port(kind: socket.SocketKind) -> int:
+    with socket.socket(socket.AF_INET, kind) as sock:
         sock.bind((LOOPBACK, 0))
         port: int = sock.getsockname()[1]
         return port

@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Final, Protocol, TypeGuard, TypeVar
 
 import asyncpg
 
+from libs.common._postgres_outage import DATABASE_ERRORS
 from libs.common.bus import Published
 from libs.common.errors import TransientError
 from libs.common.eventstore import OUTBOX_CHANNEL
@@ -33,8 +36,30 @@ class Publisher(Protocol):
     ) -> Published: ...
 
 
+@dataclass(frozen=True)
+class Backlog:
+    """Rows waiting in the outbox, and for how many seconds the oldest has waited (None
+    when there is none)."""
+
+    rows: int
+    oldest_age: float | None
+
+
+async def backlog(db: asyncpg.Pool | asyncpg.Connection) -> Backlog:
+    """The outbox's backlog; the oldest row's age is its event's ``recorded_at`` (the append's
+    transaction time), read on the database clock."""
+    row = await db.fetchrow(
+        "SELECT (SELECT count(*) FROM outbox) AS rows, "
+        "(SELECT extract(epoch FROM now() - e.recorded_at)::float8 FROM outbox o "
+        " LEFT JOIN events e ON e.event_id = o.event_id ORDER BY o.id LIMIT 1) AS oldest_age"
+    )
+    assert row is not None
+    return Backlog(rows=row["rows"], oldest_age=row["oldest_age"])
+
+
 class OutboxRelay:
-    """Moves outbox rows to the bus. ``published`` and ``duplicates`` count for tests/metrics."""
+    """Moves outbox rows to the bus. ``published`` and ``duplicates`` count for tests/metrics;
+    ``progressed_at`` is the monotonic time rows were last published and deleted here."""
 
     def __init__(self, dsn: str, publisher: Publisher, settings: RelaySettings) -> None:
         self._dsn = dsn
@@ -44,6 +69,7 @@ class OutboxRelay:
         self.published = 0
         self.duplicates = 0
         self.active = False
+        self.progressed_at: float | None = None
 
     async def run(self) -> None:
         """Run until cancelled: standby until the lock is won, then relay; never gives up."""
@@ -55,8 +81,8 @@ class OutboxRelay:
                 await self._relay(conn)
             except asyncio.CancelledError:
                 raise
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                log.warning("outbox relay: database connection lost (%s); reconnecting", exc)
+            except DATABASE_ERRORS as exc:
+                log.warning("outbox relay: database connection lost (%r); reconnecting", exc)
                 await asyncio.sleep(self._settings.poll_interval)
             finally:
                 self.active = False
@@ -124,6 +150,7 @@ class OutboxRelay:
                     self.duplicates += int(result.duplicate)
             if acked:
                 await conn.execute("DELETE FROM outbox WHERE id = ANY($1::bigint[])", acked)
+                self.progressed_at = time.monotonic()
             for result in results:
                 if isinstance(result, BaseException):
                     raise result

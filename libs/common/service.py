@@ -1,13 +1,21 @@
-"""What every Fulcrum service app shares: ``/healthz``, ``/metrics`` and lifecycle contexts.
+"""What every Fulcrum service app shares: ``/healthz``, ``/readyz``, ``/metrics`` and lifecycle
+contexts.
 
 A service's ``app.py`` builds ``base_app(name)`` and appends the ``cleanup_ctx`` generators it
 needs (Postgres, NATS, the outbox relay, its own loops). Each context tears down only what it
 set up; background loops run as tasks that are cancelled on shutdown.
+
+``/healthz`` answers 200 while the process serves. ``/readyz`` (see ``libs.common.readiness``)
+answers 200 or 503 from the checks the contexts register as they start: ``postgres``
+(``SELECT 1`` on the pool), ``nats`` (connected, and JetStream answers stream info),
+``outbox`` (with the relay: no row older than ``RelaySettings.stuck_after`` unless this relay
+is draining them) and ``consumers`` (every runner given to ``watch_consumers`` is attached).
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from typing import Any
 
@@ -18,7 +26,8 @@ from nats.js import JetStreamContext
 
 from libs.common import bus
 from libs.common.database import create_pool, migrate
-from libs.common.outbox import OutboxRelay
+from libs.common.outbox import OutboxRelay, backlog
+from libs.common.readiness import Check, NotReady, Readiness
 from libs.common.settings import NatsSettings, PostgresSettings, RelaySettings
 from libs.common.tasks import background as background  # re-exported for the services
 
@@ -59,6 +68,8 @@ JETSTREAM = web.AppKey("jetstream", JetStreamContext)
 METRICS = web.AppKey("metrics", Metrics)
 RELAY = web.AppKey("relay", OutboxRelay)
 SERVICE_NAME = web.AppKey("service_name", str)
+READINESS = web.AppKey("readiness", Readiness)
+CONSUMERS = web.AppKey("consumers", list[bus.ConsumerRunner])
 
 
 async def _healthz(request: web.Request) -> web.Response:
@@ -70,11 +81,14 @@ async def _metrics(request: web.Request) -> web.Response:
 
 
 def base_app(name: str, *, middlewares: Sequence[Any] = ()) -> web.Application:
-    """An app serving ``/healthz`` and ``/metrics``; add routes and contexts to it."""
+    """An app serving ``/healthz``, ``/readyz`` and ``/metrics``; add routes and contexts."""
     app = web.Application(middlewares=list(middlewares))
     app[SERVICE_NAME] = name
     app[METRICS] = Metrics(f"fulcrum_{name}")
+    app[READINESS] = Readiness(name)
+    app[CONSUMERS] = []
     app.router.add_get("/healthz", _healthz)
+    app.router.add_get("/readyz", app[READINESS].respond)
     app.router.add_get("/metrics", _metrics)
     return app
 
@@ -87,6 +101,7 @@ def postgres_ctx(settings: PostgresSettings, extra_ddl: Sequence[str] = ()) -> C
         try:
             await migrate(pool, extra_ddl)
             app[DB] = pool
+            app[READINESS].add("postgres", _postgres_answers(pool))
             yield
         finally:
             await pool.close()
@@ -104,6 +119,7 @@ def nats_ctx(settings: NatsSettings) -> Ctx:
             await bus.ensure_stream(js, settings)
             app[NATS] = nc
             app[JETSTREAM] = js
+            app[READINESS].add("nats", _jetstream_answers(nc, js, settings.stream))
             yield
         finally:
             await nc.close()
@@ -123,6 +139,7 @@ def relay_ctx(pg: PostgresSettings, nats_settings: NatsSettings, settings: Relay
         app[RELAY] = relay
         app[METRICS].gauge("relay_published_total", lambda: float(relay.published))
         app[METRICS].gauge("relay_active", lambda: float(relay.active))
+        app[READINESS].add("outbox", _outbox_moving(app[DB], relay, settings.stuck_after))
         async with background(relay.run(), "outbox relay"):
             yield
 
@@ -137,3 +154,65 @@ def task_ctx(name: str, factory: Callable[[web.Application], Coroutine[Any, Any,
             yield
 
     return ctx
+
+
+def watch_consumers(app: web.Application, *runners: bus.ConsumerRunner) -> None:
+    """Make ``/readyz`` require ``runners`` attached (one ``consumers`` check for them all)."""
+    watched = app[CONSUMERS]
+    watched.extend(runners)
+    if "consumers" not in app[READINESS]:
+        app[READINESS].add("consumers", lambda: _consumers_attached(watched))
+
+
+# -- readiness checks (run by libs.common.readiness, which bounds each in time) ---------------
+
+
+def _postgres_answers(pool: asyncpg.Pool) -> Check:
+    async def check() -> str:
+        started = time.monotonic()
+        await pool.fetchval("SELECT 1")
+        return f"SELECT 1 answered in {(time.monotonic() - started) * 1000:.1f} ms"
+
+    return check
+
+
+def _jetstream_answers(nc: NatsClient, js: JetStreamContext, stream: str) -> Check:
+    async def check() -> str:
+        if not nc.is_connected:
+            state = "reconnecting" if nc.is_reconnecting else "closed" if nc.is_closed else "down"
+            raise NotReady(f"not connected to NATS ({state})")
+        info = await js.stream_info(stream)
+        server = nc.connected_url
+        where = f" to {server.hostname}:{server.port}" if server else ""
+        return f"connected{where}; stream {stream} holds {info.state.messages} messages"
+
+    return check
+
+
+def _outbox_moving(pool: asyncpg.Pool, relay: OutboxRelay, stuck_after: float) -> Check:
+    async def check() -> str:
+        waiting = await backlog(pool)
+        if waiting.rows == 0:
+            return "empty"
+        age = waiting.oldest_age or 0.0
+        rows = f"{waiting.rows} row" + ("s" if waiting.rows != 1 else "")
+        summary = f"{rows} waiting, the oldest for {age:.1f} s"
+        if age < stuck_after:
+            return summary
+        progressed = relay.progressed_at
+        if progressed is not None and time.monotonic() - progressed < stuck_after:
+            return f"{summary}; this process's relay is draining them"
+        role = "active" if relay.active else "standby (another process holds the relay lock)"
+        raise NotReady(f"stuck: {summary} (limit {stuck_after:g} s); the relay here is {role}")
+
+    return check
+
+
+async def _consumers_attached(runners: Sequence[bus.ConsumerRunner]) -> str:
+    detached = [runner for runner in runners if not runner.attached]
+    if detached:
+        raise NotReady(
+            "not attached: "
+            + "; ".join(f"{r.name} ({r.last_error or 'not bound yet'})" for r in detached)
+        )
+    return f"{len(runners)} attached: " + ", ".join(runner.name for runner in runners)

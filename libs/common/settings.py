@@ -36,6 +36,9 @@ class RelaySettings(BaseModel):
     # Safety net beside LISTEN/NOTIFY, and the standby's interval to try the lock.
     poll_interval: float = 2.0
     max_backoff: float = 2.0
+    # Seconds the oldest outbox row may wait before /readyz calls the outbox stuck (unless
+    # this process's relay published within as long: it is draining a backlog).
+    stuck_after: float = 30.0
 
 
 class SubnetConfig(BaseModel):

@@ -1,36 +1,124 @@
-"""``fulcrum up``: the whole stack on one machine, the embedded default.
+"""``fulcrum up``, ``status`` and ``down``: the whole stack on one machine, the embedded default.
 
-Starts Postgres and NATS JetStream as child processes (state under ``--state-dir``), then one
-process per service that exists (api, provisioner, health, housekeeping) with the process
-driver, writes ``endpoint.txt``, ``clouds.yaml`` and ``ready``, and stops everything it started
-(by pid) on SIGTERM or SIGINT.
+``up`` picks the ports (a configured API port, else 9876 when free, else any free port; every
+other port free-picked and kept in ``ports.json`` for the next start), prepares Postgres and
+NATS, and hands Postgres, NATS and the four services (api, provisioner, health, housekeeping)
+to supervisord (``supervision.py``), which restarts whatever crashes. It waits until every
+part is ready, writes ``endpoint.txt``, ``clouds.yaml`` and ``ready``, then watches and reports
+give-ups until SIGTERM/SIGINT, when it stops supervisord (services first, then NATS and
+Postgres) and the amphorae.
+
+Amphorae are nobody's children: the process driver starts them in sessions of their own, so
+a crash of any service, of supervisord or of ``up`` itself leaves every VIP serving.
 """
 
 from __future__ import annotations
 
-import importlib.util
+import asyncio
+import contextlib
+import hashlib
+import json
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import FrameType
+from typing import Any, Final
 
-from libs.common.embedded import EmbeddedNats, EmbeddedPostgres
+import asyncpg
+
+from libs.common.embedded import (
+    LOOPBACK,
+    EmbeddedNats,
+    EmbeddedPostgres,
+    free_tcp_port,
+    free_udp_port,
+)
 from libs.common.secretstore import new_key
+from libs.common.supervision import (
+    FATAL,
+    Program,
+    SupervisorClient,
+    SupervisorUnreachable,
+    read_restarts,
+    render_config,
+)
 
-SERVICE_ORDER = ("api", "provisioner", "health", "housekeeping")
-# Control-plane ports: the API on --port, the others' /healthz and /metrics beside it.
-SIDE_PORTS = {"provisioner": 9877, "health": 9878, "housekeeping": 9879}
-HEALTH_UDP_PORT = 5555
+SERVICES: Final = ("api", "provisioner", "health", "housekeeping")
+SERVERS: Final = ("postgres", "nats")
+DEFAULT_API_PORT: Final = 9876
+READY_TIMEOUT: Final = 120.0
+# How long a client command waits for an answer before it says the server is unreachable.
+CONNECT_TIMEOUT: Final = 3.0
 
 
-def _service_exists(name: str) -> bool:
-    return importlib.util.find_spec(f"services.{name}.__main__") is not None
+class StackError(Exception):
+    """The stack cannot start or be reached; the message is one line for the user."""
+
+
+@dataclass
+class StackPorts:
+    """Every port of one stack; all on 127.0.0.1 (``health_udp`` is UDP)."""
+
+    api: int
+    postgres: int
+    nats: int
+    nats_monitor: int
+    provisioner: int
+    health: int
+    housekeeping: int
+    health_udp: int
+
+    def service_port(self, name: str) -> int:
+        port: int = getattr(self, name)
+        return port
+
+
+@dataclass
+class StackPaths:
+    """Where one stack keeps its files (all under ``state``)."""
+
+    state: Path
+
+    @property
+    def ports(self) -> Path:
+        return self.state / "ports.json"
+
+    @property
+    def supervisor_conf(self) -> Path:
+        return self.state / "supervisord.conf"
+
+    @property
+    def supervisor_pid(self) -> Path:
+        return self.state / "supervisord.pid"
+
+    @property
+    def restarts(self) -> Path:
+        return self.state / "restarts.json"
+
+    @property
+    def supervisor_socket(self) -> str:
+        wanted = self.state / "supervisor.sock"
+        if len(str(wanted)) <= 100:  # AF_UNIX paths are short
+            return str(wanted)
+        digest = hashlib.sha256(str(wanted).encode()).hexdigest()[:16]
+        return f"{tempfile.gettempdir()}/fulcrum-supervisor-{digest}.sock"
+
+    def log(self, name: str) -> Path:
+        if name == "postgres":
+            return self.state / "postgres" / "postgres.log"
+        if name == "nats":
+            return self.state / "nats" / "nats-server.log"
+        return self.state / f"{name}.log"
 
 
 def _secret(state: Path, name: str, make: Callable[[], str] | None = None) -> str:
@@ -43,12 +131,12 @@ def _secret(state: Path, name: str, make: Callable[[], str] | None = None) -> st
 
 
 def service_environment(
-    state: Path, pg_dsn: str, nats_url: str, api_port: int
+    state: Path, pg_dsn: str, nats_url: str, ports: StackPorts
 ) -> dict[str, dict[str, str]]:
     """The FULCRUM_* environment of each service for this deployment."""
     heartbeat_key = _secret(state, "heartbeat.key")
     secret_keys = _secret(state, "secret.keys", new_key)
-    api_url = f"http://127.0.0.1:{api_port}"
+    api_url = f"http://{LOOPBACK}:{ports.api}"
     common = {
         "POSTGRES__DSN": pg_dsn,
         "NATS__URL": nats_url,
@@ -56,7 +144,7 @@ def service_environment(
     env: dict[str, dict[str, str]] = {
         "api": {
             **common,
-            "PORT": str(api_port),
+            "PORT": str(ports.api),
             "PUBLIC_URL": api_url,
             "AUTH_STRATEGY": "keystone",
             "IDENTITY_FILE": str(state / "identity.yaml"),
@@ -67,22 +155,22 @@ def service_environment(
         },
         "provisioner": {
             **common,
-            "PORT": str(SIDE_PORTS["provisioner"]),
+            "PORT": str(ports.provisioner),
             "STATE_DIR": str(state / "amphorae"),
             "CA_DIR": str(state / "ca"),
             "HEARTBEAT_KEY": heartbeat_key,
-            "HEALTH_ENDPOINTS": f'["127.0.0.1:{HEALTH_UDP_PORT}"]',
+            "HEALTH_ENDPOINTS": f'["{LOOPBACK}:{ports.health_udp}"]',
             "SECRET_KEYS": secret_keys,
         },
         "health": {
             **common,
-            "PORT": str(SIDE_PORTS["health"]),
+            "PORT": str(ports.health),
             "HEARTBEAT_KEY": heartbeat_key,
-            "UDP_PORT": str(HEALTH_UDP_PORT),
+            "UDP_PORT": str(ports.health_udp),
         },
         "housekeeping": {
             **common,
-            "PORT": str(SIDE_PORTS["housekeeping"]),
+            "PORT": str(ports.housekeeping),
             # Two booted spares: a new LB takes one instead of waiting for a boot.
             "SPARES__POOL_SIZE": "2",
             "CERTIFICATES__CA_CERT": str(state / "ca" / "ca.pem"),
@@ -123,41 +211,431 @@ def write_clouds_yaml(state: Path, api_url: str) -> Path:
     return path
 
 
-def stop_amphorae(state: Path) -> None:
-    """SIGTERM every amphora agent the process driver started under ``state`` (by pid)."""
+def stop_amphorae(state: Path, timeout: float = 15.0) -> None:
+    """Stop every amphora the process driver started under ``state``, and its zygote: SIGTERM
+    by pid (an agent stops its HAProxy), then SIGKILL of the session of any still running
+    after ``timeout`` seconds."""
+    pids = []
     for pid_file in [
         *(state / "amphorae").glob("*/agent.pid"),
         *(state / "amphorae").glob(".zygote/zygote.pid"),
     ]:
         try:
-            os.kill(int(pid_file.read_text()), signal.SIGTERM)
+            pid = int(pid_file.read_text())
+            os.kill(pid, signal.SIGTERM)
         except (OSError, ValueError):
             continue
-
-
-def _wait_http(url: str, timeout: float, procs: list[subprocess.Popen[bytes]]) -> None:
+        pids.append(pid)
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for proc in procs:
-            if proc.poll() is not None:
-                raise RuntimeError(f"{proc.args!r} exited with {proc.returncode} during start")
+    while pids and time.monotonic() < deadline:
+        pids = [pid for pid in pids if _running(pid)]
+        time.sleep(0.05)
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            os.killpg(pid, signal.SIGKILL)  # agents lead their own session, HAProxy with them
+
+
+def _running(pid: int) -> bool:
+    """Whether ``pid`` exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+# -- ports -------------------------------------------------------------------------------------
+
+
+def _tcp_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         try:
-            with urllib.request.urlopen(url, timeout=1) as resp:  # noqa: S310 (loopback)
-                if resp.status == 200:
-                    return
+            sock.bind((LOOPBACK, port))
         except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"{url} did not answer within {timeout:.0f} s")
+            return False
+    return True
 
 
-def run_up(state_dir: str, api_port: int) -> int:
-    """Run the stack in the foreground until SIGTERM/SIGINT; returns the exit code."""
-    state = Path(state_dir).resolve()
+def _udp_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        try:
+            sock.bind((LOOPBACK, port))
+        except OSError:
+            return False
+    return True
+
+
+def choose_ports(paths: StackPaths, api_port: int | None) -> StackPorts:
+    """This start's ports: ``api_port`` when given (it must be free), else the last start's
+    ports where still free, else 9876 for the API when free, else kernel-picked free ports."""
+    try:
+        saved: dict[str, int] = json.loads(paths.ports.read_text())
+    except (OSError, ValueError):
+        saved = {}
+    taken: set[int] = set()
+
+    def pick(name: str, free: Callable[[int], bool], fresh: Callable[[], int]) -> int:
+        for candidate in (saved.get(name), DEFAULT_API_PORT if name == "api" else None):
+            if candidate and candidate not in taken and free(candidate):
+                taken.add(candidate)
+                return candidate
+        port = fresh()
+        while port in taken:
+            port = fresh()
+        taken.add(port)
+        return port
+
+    if api_port:
+        if not _tcp_free(api_port):
+            raise StackError(f"port {api_port} on {LOOPBACK} is in use (--port 0: any free)")
+        taken.add(api_port)
+        api = api_port
+    else:
+        api = pick("api", _tcp_free, free_tcp_port)
+    ports = StackPorts(
+        api=api,
+        postgres=pick("postgres", _tcp_free, free_tcp_port),
+        nats=pick("nats", _tcp_free, free_tcp_port),
+        nats_monitor=pick("nats_monitor", _tcp_free, free_tcp_port),
+        provisioner=pick("provisioner", _tcp_free, free_tcp_port),
+        health=pick("health", _tcp_free, free_tcp_port),
+        housekeeping=pick("housekeeping", _tcp_free, free_tcp_port),
+        health_udp=pick("health_udp", _udp_free, free_udp_port),
+    )
+    paths.ports.write_text(json.dumps(asdict(ports), indent=1))
+    return ports
+
+
+def load_ports(paths: StackPaths) -> StackPorts:
+    """The ports of the stack under ``paths`` (StackError when it never started)."""
+    try:
+        return StackPorts(**json.loads(paths.ports.read_text()))
+    except (OSError, ValueError, TypeError) as exc:
+        raise StackError(f"no stack under {paths.state} ({paths.ports} unreadable)") from exc
+
+
+def _dsn(ports: StackPorts) -> str:
+    return f"postgresql://postgres@{LOOPBACK}:{ports.postgres}/postgres"
+
+
+def _nats_url(ports: StackPorts) -> str:
+    return f"nats://{LOOPBACK}:{ports.nats}"
+
+
+# -- status ------------------------------------------------------------------------------------
+
+
+@dataclass
+class PartStatus:
+    """One supervised part: a service, Postgres or NATS."""
+
+    name: str
+    state: str
+    pid: int | None
+    uptime: float
+    restarts: int
+    crashes: int
+    ready: bool
+    detail: str = ""
+
+
+@dataclass
+class StackStatus:
+    """Everything ``fulcrum status`` shows; ``ready`` only when every part is ready."""
+
+    state_dir: str
+    supervisor_pid: int | None
+    ports: dict[str, int]
+    parts: list[PartStatus] = field(default_factory=list)
+    outbox_backlog: int | None = None
+    outbox_oldest_seconds: float | None = None
+    amphorae: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def ready(self) -> bool:
+        return bool(self.parts) and all(part.ready for part in self.parts)
+
+    def as_json(self) -> dict[str, Any]:
+        return {**asdict(self), "ready": self.ready}
+
+
+def _http_ready(url: str, timeout: float) -> tuple[bool, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 (loopback)
+            return resp.status == 200, f"{url}: {resp.status}"
+    except urllib.error.HTTPError as exc:
+        body = exc.read().decode(errors="replace")[:300]
+        return False, f"{url}: {exc.code} {body}"
+    except OSError as exc:
+        return False, f"{url}: {exc}"
+
+
+async def _database_facts(
+    dsn: str, connect_timeout: float
+) -> tuple[int, float | None, dict[str, int]]:
+    conn = await asyncpg.connect(dsn, timeout=connect_timeout)
+    try:
+        backlog = await conn.fetchval("SELECT count(*) FROM outbox")
+        oldest = await conn.fetchval(
+            "SELECT extract(epoch FROM now() - min(e.recorded_at))::float8 "
+            "FROM outbox o JOIN events e ON e.event_id = o.event_id"
+        )
+        rows = await conn.fetch("SELECT status, count(*) AS n FROM amphora_view GROUP BY status")
+        return int(backlog), oldest, {row["status"]: int(row["n"]) for row in rows}
+    finally:
+        await conn.close()
+
+
+def collect_status(paths: StackPaths, timeout: float = CONNECT_TIMEOUT) -> StackStatus:
+    """Ask supervisord, every service's ``/readyz``, NATS' monitor and Postgres.
+
+    Raises StackError when no stack answers under ``paths``.
+    """
+    ports = load_ports(paths)
+    client = SupervisorClient(paths.supervisor_socket, timeout)
+    try:
+        processes = {info.name: info for info in client.processes()}
+        supervisor_pid: int | None = client.pid()
+    except SupervisorUnreachable as exc:
+        raise StackError(f"no stack running under {paths.state} ({exc})") from exc
+    counts = read_restarts(paths.restarts)
+    status = StackStatus(str(paths.state), supervisor_pid, asdict(ports))
+    database_error = ""
+    try:
+        backlog, oldest, amphorae = asyncio.run(_database_facts(_dsn(ports), timeout))
+        status.outbox_backlog, status.outbox_oldest_seconds, status.amphorae = (
+            backlog,
+            oldest,
+            amphorae,
+        )
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+        database_error = f"{_dsn(ports)}: {exc!r}"
+    probes = {
+        "postgres": (not database_error, database_error or _dsn(ports)),
+        "nats": _http_ready(
+            f"http://{LOOPBACK}:{ports.nats_monitor}/healthz?js-enabled-only=true", timeout
+        ),
+        **{
+            name: _http_ready(f"http://{LOOPBACK}:{ports.service_port(name)}/readyz", timeout)
+            for name in SERVICES
+        },
+    }
+    for name in (*SERVERS, *SERVICES):
+        info = processes.get(name)
+        ok, detail = probes[name]
+        running = info is not None and info.running
+        status.parts.append(
+            PartStatus(
+                name=name,
+                state=info.state if info else "MISSING",
+                pid=info.pid if info else None,
+                uptime=info.uptime if info else 0.0,
+                restarts=int(counts.get(name, {}).get("restarts", 0)),
+                crashes=int(counts.get(name, {}).get("crashes", 0)),
+                ready=running and ok,
+                detail=detail if not (running and ok) else "",
+            )
+        )
+    return status
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    if seconds >= 60:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds}s"
+
+
+def render_status(status: StackStatus) -> str:
+    """The human-readable table of ``fulcrum status``."""
+    lines = [
+        f"Fulcrum stack in {status.state_dir}: {'READY' if status.ready else 'NOT READY'}",
+        f"  supervisor pid {status.supervisor_pid}",
+        f"  {'part':<13}{'state':<10}{'pid':>8}  {'uptime':>8}  {'restarts':>8}  ready",
+    ]
+    for part in status.parts:
+        lines.append(
+            f"  {part.name:<13}{part.state:<10}{part.pid or '-':>8}  "
+            f"{_duration(part.uptime):>8}  {part.restarts:>8}  "
+            f"{'yes' if part.ready else 'NO  ' + part.detail}"
+        )
+    if status.outbox_backlog is None:
+        lines.append("  outbox: unknown (Postgres did not answer)")
+    else:
+        oldest = status.outbox_oldest_seconds
+        age = f", oldest {oldest:.1f} s" if oldest is not None else ""
+        lines.append(f"  outbox backlog: {status.outbox_backlog} events{age}")
+    amphorae = ", ".join(f"{k} {v}" for k, v in sorted(status.amphorae.items())) or "none"
+    lines.append(f"  amphorae: {amphorae}")
+    ports = status.ports
+    lines += [
+        f"  API: http://{LOOPBACK}:{ports['api']}   Postgres: {LOOPBACK}:{ports['postgres']}"
+        f"   NATS: {LOOPBACK}:{ports['nats']}   heartbeats: udp {LOOPBACK}:{ports['health_udp']}",
+        f"  /readyz: provisioner {ports['provisioner']}, health {ports['health']}, "
+        f"housekeeping {ports['housekeeping']}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def run_status(state_dir: str, as_json: bool = False) -> int:
+    """``fulcrum status``: 0 when every part is ready, 1 when not, 2 when no stack answers."""
+    paths = StackPaths(Path(state_dir).resolve())
+    try:
+        status = collect_status(paths)
+    except StackError as exc:
+        print(f"fulcrum status: {exc}", file=sys.stderr)
+        return 2
+    if as_json:
+        print(json.dumps(status.as_json(), indent=1))
+    else:
+        sys.stdout.write(render_status(status))
+    return 0 if status.ready else 1
+
+
+# -- up and down -------------------------------------------------------------------------------
+
+
+def _pid_alive(pid_file: Path) -> int | None:
+    """The pid in ``pid_file`` when that process still runs a Fulcrum or supervisord
+    command line (a reused pid does not count)."""
+    try:
+        pid = int(pid_file.read_text())
+        command_line = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (OSError, ValueError):
+        return None
+    if b"supervisor" not in command_line and b"fulcrum" not in command_line:
+        return None
+    return pid if _running(pid) else None
+
+
+def _programs(
+    paths: StackPaths, ports: StackPorts, pg: EmbeddedPostgres, nats_server: EmbeddedNats
+) -> list[Program]:
+    state = paths.state
+    envs = service_environment(state, pg.dsn, nats_server.url, ports)
+    programs = [
+        Program(
+            "postgres",
+            pg.supervised_command(),
+            paths.log("postgres"),
+            priority=10,
+            stop_signal="INT",  # fast shutdown: disconnect clients, checkpoint, exit
+            stop_wait=30,
+            environment={"LC_ALL": "C"},
+        ),
+        Program(
+            "nats",
+            nats_server.supervised_command(ports.nats_monitor),
+            paths.log("nats"),
+            priority=20,
+        ),
+    ]
+    for name in SERVICES:
+        programs.append(
+            Program(
+                name,
+                [sys.executable, "-m", f"services.{name}"],
+                paths.log(name),
+                environment=envs[name],
+                autostart=False,
+            )
+        )
+    return programs
+
+
+def _supervisor_environment() -> dict[str, str]:
+    # PG* variables (PGDATA, PGPORT, ...) would steer Postgres and the services' drivers.
+    return {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+
+
+def _wait(
+    what: str,
+    check: Callable[[], tuple[bool, str]],
+    supervisord: subprocess.Popen[bytes],
+    client: SupervisorClient,
+    deadline: float,
+    names: tuple[str, ...],
+) -> None:
+    detail = ""
+    while time.monotonic() < deadline:
+        if supervisord.poll() is not None:
+            raise StackError(f"supervisord exited with {supervisord.returncode}")
+        with contextlib.suppress(SupervisorUnreachable):
+            for info in client.processes():
+                if info.name in names and info.state == FATAL:
+                    raise StackError(f"{info.name} keeps crashing at start ({info.description})")
+        ok, detail = check()
+        if ok:
+            return
+        time.sleep(0.1)
+    raise StackError(f"{what} not ready after {READY_TIMEOUT:.0f} s: {detail}")
+
+
+def _servers_ready(ports: StackPorts) -> tuple[bool, str]:
+    nats_ok, nats_detail = _http_ready(
+        f"http://{LOOPBACK}:{ports.nats_monitor}/healthz?js-enabled-only=true", 1.0
+    )
+    try:
+        asyncio.run(_ping_database(_dsn(ports)))
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+        return False, f"Postgres: {exc!r}"
+    return nats_ok, nats_detail
+
+
+async def _ping_database(dsn: str) -> None:
+    conn = await asyncpg.connect(dsn, timeout=1.0)
+    await conn.close()
+
+
+def _services_ready(ports: StackPorts) -> tuple[bool, str]:
+    for name in SERVICES:
+        ok, detail = _http_ready(f"http://{LOOPBACK}:{ports.service_port(name)}/readyz", 2.0)
+        if not ok:
+            return False, detail
+    return True, ""
+
+
+def _log_tails(paths: StackPaths) -> str:
+    parts = []
+    for name in (*SERVERS, *SERVICES):
+        try:
+            tail = paths.log(name).read_text(errors="replace")[-1500:]
+        except OSError:
+            continue
+        parts.append(f"--- {paths.log(name)} ---\n{tail}")
+    return "\n".join(parts)
+
+
+def _endpoint_text(paths: StackPaths, ports: StackPorts, clouds: Path) -> str:
+    api_url = f"http://{LOOPBACK}:{ports.api}"
+    return (
+        f"Fulcrum is up.\n"
+        f"  API (Octavia v2, Neutron and Keystone subsets): {api_url}\n"
+        f"  Postgres: {_dsn(ports)}\n  NATS: {_nats_url(ports)}\n"
+        f"  Heartbeats: udp {LOOPBACK}:{ports.health_udp}   readiness: "
+        f"{api_url}/readyz, provisioner :{ports.provisioner}, health :{ports.health}, "
+        f"housekeeping :{ports.housekeeping}\n"
+        f"  clouds.yaml: {clouds}\n"
+        f"Use it:\n"
+        f"  export OS_CLIENT_CONFIG_FILE={clouds} OS_CLOUD=fulcrum\n"
+        f"  openstack loadbalancer create --name my-lb --vip-subnet public-subnet\n"
+        f"Status: fulcrum status --state-dir {paths.state}   Logs: {paths.state}/*.log   "
+        f"Stop: make down\n"
+    )
+
+
+def run_up(state_dir: str, api_port: int | None) -> int:
+    """Run the stack until SIGTERM/SIGINT; returns the exit code (1: it could not start)."""
+    paths = StackPaths(Path(state_dir).resolve())
+    state = paths.state
     state.mkdir(parents=True, exist_ok=True)
     (state / "ready").unlink(missing_ok=True)
-    pg = EmbeddedPostgres(state / "postgres")
-    nats_server = EmbeddedNats(state / "nats")
-    procs: list[subprocess.Popen[bytes]] = []
+    running = _pid_alive(paths.supervisor_pid)
+    if running is not None:
+        print(f"fulcrum up: a stack already runs under {state} (supervisord pid {running})")
+        return 1
     stopping = False
 
     def stop(signum: int, frame: FrameType | None) -> None:
@@ -166,60 +644,128 @@ def run_up(state_dir: str, api_port: int) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    supervisord: subprocess.Popen[bytes] | None = None
+    client = SupervisorClient(paths.supervisor_socket)
     try:
-        pg_dsn = pg.start()
-        nats_url = nats_server.start()
-        (state / "nats.url").write_text(nats_url)
-        envs = service_environment(state, pg_dsn, nats_url, api_port)
-        for name in SERVICE_ORDER:
-            if not _service_exists(name):
-                continue
-            log = open(state / f"{name}.log", "ab")  # noqa: SIM115 (owned by the child)
-            procs.append(
-                subprocess.Popen(
-                    [sys.executable, "-m", f"services.{name}"],
-                    env={**os.environ, **envs[name]},
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                )
+        ports = choose_ports(paths, api_port)
+        pg = EmbeddedPostgres(state / "postgres", port=ports.postgres)
+        nats_server = EmbeddedNats(state / "nats", port=ports.nats)
+        paths.supervisor_conf.write_text(
+            render_config(
+                socket_path=paths.supervisor_socket,
+                pid_file=paths.supervisor_pid,
+                log_file=state / "supervisord.log",
+                programs=_programs(paths, ports, pg, nats_server),
+                restarts_file=paths.restarts,
+                listener_log=state / "restarts.log",
             )
-            print(f"fulcrum up: started {name} (pid {procs[-1].pid})", flush=True)
-        api_url = f"http://127.0.0.1:{api_port}"
-        _wait_http(f"{api_url}/healthz", 60, procs)
-        clouds = write_clouds_yaml(state, api_url)
-        endpoint = (
-            f"Fulcrum is up.\n"
-            f"  API (Octavia v2, Neutron and Keystone subsets): {api_url}\n"
-            f"  Postgres: {pg_dsn}\n  NATS: {nats_url}\n"
-            f"  clouds.yaml: {clouds}\n"
-            f"Use it:\n"
-            f"  export OS_CLIENT_CONFIG_FILE={clouds} OS_CLOUD=fulcrum\n"
-            f"  openstack loadbalancer create --name my-lb --vip-subnet public-subnet\n"
-            f"Logs: {state}/*.log   Stop: make down\n"
         )
+        paths.restarts.unlink(missing_ok=True)
+        # Its own session: a terminal's Ctrl-C reaches `up` only, which stops things in order;
+        # and supervisord (with the services) outlives an `up` killed hard.
+        supervisord = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "supervisor.supervisord",
+                "-n",
+                "-c",
+                str(paths.supervisor_conf),
+            ],
+            env=_supervisor_environment(),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=open(state / "supervisord.err", "ab"),  # noqa: SIM115 (the child's)
+            start_new_session=True,
+        )
+        print(f"fulcrum up: supervisord pid {supervisord.pid}", flush=True)
+        deadline = time.monotonic() + READY_TIMEOUT
+        _wait(
+            "Postgres and NATS",
+            lambda: _servers_ready(ports),
+            supervisord,
+            client,
+            deadline,
+            SERVERS,
+        )
+        for name in SERVICES:
+            client.start(name)
+        _wait(
+            "the services", lambda: _services_ready(ports), supervisord, client, deadline, SERVICES
+        )
+        clouds = write_clouds_yaml(state, f"http://{LOOPBACK}:{ports.api}")
+        endpoint = _endpoint_text(paths, ports, clouds)
         (state / "endpoint.txt").write_text(endpoint)
+        (state / "nats.url").write_text(_nats_url(ports))
         print(endpoint, flush=True)
         (state / "ready").write_text(str(os.getpid()))
-        while not stopping:
-            for proc in procs:
-                if proc.poll() is not None:
-                    print(f"fulcrum up: {proc.args!r} exited with {proc.returncode}", flush=True)
-                    stopping = True
-            time.sleep(0.2)
+        _watch(supervisord, client, lambda: stopping)
         return 0
-    except Exception as exc:  # noqa: BLE001 (report any start failure plainly)
-        print(f"fulcrum up: failed: {exc}", file=sys.stderr, flush=True)
+    except (StackError, OSError, ValueError) as exc:
+        print(f"fulcrum up: failed: {exc}\n{_log_tails(paths)}", file=sys.stderr, flush=True)
         return 1
     finally:
         (state / "ready").unlink(missing_ok=True)
-        for proc in procs:
-            if proc.poll() is None:
-                proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        if supervisord is not None:
+            _stop_supervisor(supervisord, client)
         stop_amphorae(state)
-        nats_server.stop()
-        pg.stop()
+
+
+def _watch(
+    supervisord: subprocess.Popen[bytes], client: SupervisorClient, stopping: Callable[[], bool]
+) -> None:
+    """Until asked to stop: report every part supervisord gave up on, once, loudly."""
+    reported: set[str] = set()
+    while not stopping():
+        if supervisord.poll() is not None:
+            print(f"fulcrum up: supervisord exited ({supervisord.returncode})", flush=True)
+            return
+        with contextlib.suppress(SupervisorUnreachable):
+            for info in client.processes():
+                if info.state == FATAL and info.name not in reported:
+                    print(
+                        f"fulcrum up: GAVE UP on {info.name}: it crashed at start too often in "
+                        f"a row; the rest keeps running. Fix it, then: make down && make up",
+                        flush=True,
+                    )
+                    reported.add(info.name)
+                elif info.state != FATAL:
+                    reported.discard(info.name)
+        time.sleep(0.5)
+
+
+def _stop_supervisor(supervisord: subprocess.Popen[bytes], client: SupervisorClient) -> None:
+    if supervisord.poll() is None:
+        supervisord.send_signal(signal.SIGTERM)  # stops programs in reverse priority order
+        try:
+            supervisord.wait(timeout=90)
+        except subprocess.TimeoutExpired:
+            supervisord.kill()
+            supervisord.wait()
+
+
+def run_down(state_dir: str) -> int:
+    """``fulcrum down``: stop the stack under ``state_dir`` (``up`` first, or its supervisord
+    when ``up`` is gone) and the amphorae; 0 also when nothing was running."""
+    paths = StackPaths(Path(state_dir).resolve())
+    stopped = False
+    for pid_file in (paths.state / "fulcrum.pid", paths.supervisor_pid):
+        pid = _pid_alive(pid_file)
+        if pid is None:
+            continue
+        os.kill(pid, signal.SIGTERM)
+        for _ in range(1200):  # up to 120 s
+            if _pid_alive(pid_file) != pid:
+                break
+            time.sleep(0.1)
+        else:
+            print(f"fulcrum down: pid {pid} ignored SIGTERM for 120 s; SIGKILL", file=sys.stderr)
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        print(f"fulcrum down: stopped pid {pid} ({pid_file.name})")
+        stopped = True
+    stop_amphorae(paths.state)
+    (paths.state / "ready").unlink(missing_ok=True)
+    if not stopped:
+        print(f"fulcrum down: nothing running under {paths.state}")
+    return 0

@@ -7,7 +7,12 @@ unless stated. Every error is `{"error": str, "details": str | null}` with a 4xx
 (400 invalid input or config, 404 unknown, 409 refused by HAProxy's state, 503 HAProxy's
 socket unreachable, 500 rollback failed).
 
-    GET    /healthz                        200 {"status": "ok"}
+    GET    /healthz                        200 {"status": "ok"} while the agent serves
+    GET    /readyz                         200 ready / 503 not ready, {"status": "ready"|
+                                           "not ready", "service": "amphora", "checks":
+                                           {"haproxy": {"ok", "detail"}}}: the master runs
+                                           and answers on master.sock, or no config was
+                                           pushed yet (the agent waits for one)
     GET    /v1/info                        200 AgentInfo {amphora_id, lb_id, api_version,
                                                haproxy_version, haproxy_running, config_sha256,
                                                stats_socket, certs_dir}

@@ -26,7 +26,7 @@ class HealthSettings(BaseSettings):
     nats: NatsSettings = Field(default_factory=NatsSettings)
     relay: RelaySettings = Field(default_factory=RelaySettings)
     telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
-    # HTTP: /healthz and /metrics.
+    # HTTP: /healthz, /readyz and /metrics.
     host: str = "127.0.0.1"
     port: int = Field(default=9878, ge=0, le=65535)
     # Heartbeats arrive here (port 0: any free port, for tests).

@@ -95,7 +95,7 @@ class HousekeepingSettings(BaseSettings):
     nats: NatsSettings = Field(default_factory=NatsSettings)
     relay: RelaySettings = Field(default_factory=RelaySettings)
     telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
-    # HTTP: /healthz and /metrics.
+    # HTTP: /healthz, /readyz and /metrics.
     host: str = "127.0.0.1"
     port: int = Field(default=9879, ge=0, le=65535)
     spares: SparesJob = Field(default_factory=SparesJob)

@@ -28,6 +28,7 @@ from libs.common.service import (
     nats_ctx,
     postgres_ctx,
     relay_ctx,
+    watch_consumers,
 )
 from libs.common.settings import PostgresSettings
 from libs.common.telemetry import setup_tracing
@@ -229,6 +230,7 @@ def create_app(settings: ProvisionerSettings) -> web.Application:
             settings.nats,
         )
         app[METRICS].inc("consumers_started", 3)
+        watch_consumers(app, lifecycle, failures, maintenance)
         async with (
             background(lifecycle.run(), "lb lifecycle"),
             background(failures.run(), "amphora failures"),

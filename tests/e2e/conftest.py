@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -34,52 +35,84 @@ class Stack:
     clouds_yaml: Path
     pg_dsn: str
     nats_url: str
+    proc: subprocess.Popen[bytes]
 
     def secret(self, name: str) -> str:
         return (self.state / name).read_text().strip()
 
+    def ports(self) -> dict[str, int]:
+        ports: dict[str, int] = json.loads((self.state / "ports.json").read_text())
+        return ports
+
+
+def start_stack(state: Path, *args: str, timeout: float = 120) -> Stack:
+    """``fulcrum up --state-dir state *args`` until it writes ``ready``."""
+    log = open(state / "up.log", "ab")  # noqa: SIM115 (the child's)
+    proc = subprocess.Popen(
+        [str(VENV_BIN / "fulcrum"), "up", "--state-dir", str(state), *args],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+    )
+    log.close()
+    deadline = time.monotonic() + timeout
+    while not (state / "ready").exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            stop_stack(proc, state)
+            raise AssertionError(f"fulcrum up failed:\n{(state / 'up.log').read_text()}")
+        time.sleep(0.2)
+    endpoint = (state / "endpoint.txt").read_text()
+    pg_dsn = re.search(r"Postgres: (\S+)", endpoint)
+    api_url = re.search(r"API \(.*\): (\S+)", endpoint)
+    assert pg_dsn is not None and api_url is not None, endpoint
+    return Stack(
+        state=state,
+        api_url=api_url.group(1),
+        clouds_yaml=state / "clouds.yaml",
+        pg_dsn=pg_dsn.group(1),
+        nats_url=(state / "nats.url").read_text().strip(),
+        proc=proc,
+    )
+
+
+def stop_stack(proc: subprocess.Popen[bytes], state: Path) -> None:
+    """SIGTERM ``fulcrum up`` and wait; then nothing started under ``state`` may remain
+    (leftovers are killed, then reported)."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=120)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    subprocess.run(
+        [str(VENV_BIN / "fulcrum"), "down", "--state-dir", str(state)],
+        check=False,
+        capture_output=True,
+    )
+    leftovers = subprocess.run(
+        ["pgrep", "-f", str(state)], capture_output=True, text=True, check=False
+    ).stdout.split()
+    described = [
+        subprocess.run(
+            ["ps", "-o", "pid=,ppid=,stat=,args=", "-p", pid], capture_output=True, text=True
+        ).stdout.strip()
+        for pid in leftovers
+    ]
+    for pid in leftovers:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(int(pid), signal.SIGKILL)
+    assert not leftovers, f"processes left behind by fulcrum up: {described}"
+
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """``fulcrum up`` on a free port; SIGTERM at the end, and nothing of it may remain."""
+    """``fulcrum up`` on a free port; stopped at the end, and nothing of it may remain."""
     state = tmp_path_factory.mktemp("stack")
-    port = free_port()
-    log = open(state / "up.log", "wb")  # noqa: SIM115 (closed in finally)
-    proc = subprocess.Popen(
-        [str(VENV_BIN / "fulcrum"), "up", "--state-dir", str(state), "--port", str(port)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    running = start_stack(state, "--port", str(free_port()))
     try:
-        deadline = time.monotonic() + 90
-        while not (state / "ready").exists():
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"fulcrum up failed:\n{(state / 'up.log').read_text()}")
-            time.sleep(0.2)
-        endpoint = (state / "endpoint.txt").read_text()
-        pg_dsn = re.search(r"Postgres: (\S+)", endpoint)
-        assert pg_dsn is not None
-        yield Stack(
-            state=state,
-            api_url=f"http://127.0.0.1:{port}",
-            clouds_yaml=state / "clouds.yaml",
-            pg_dsn=pg_dsn.group(1),
-            nats_url=(state / "nats.url").read_text().strip(),
-        )
+        yield running
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
-        leftovers = subprocess.run(
-            ["pgrep", "-f", str(state)], capture_output=True, text=True, check=False
-        ).stdout.split()
-        for pid in leftovers:
-            os.kill(int(pid), signal.SIGKILL)
-        assert not leftovers, f"processes left behind by fulcrum up: {leftovers}"
+        stop_stack(running.proc, state)
 
 
 @dataclass

@@ -1,26 +1,45 @@
 """``fulcrum events tail``: follow the event stream live, from any position, as JSON lines.
 
 It uses an ephemeral ordered consumer, so it never disturbs the services' durable consumers.
+It fails fast: NATS unreachable, no stream, or a connection lost for longer than the
+reconnect window each print one line on stderr and exit with status 2, never a traceback.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import math
 import os
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Final
+from urllib.parse import urlsplit, urlunsplit
 
-import nats
 import nats.errors
-from nats.js import api
+import nats.js.errors
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext, api
 
 from libs.common import subjects
+
+log = logging.getLogger(__name__)
+
+PROG: Final = "fulcrum events tail"
+EXIT_UNAVAILABLE: Final = 2
+_POLL_INTERVAL: Final = 0.5  # how often the loop looks at the connection while idle
+_RECONNECT_WAIT: Final = 1  # seconds between reconnect attempts (nats-py types it int)
+_API_TIMEOUT: Final = 2.0  # per JetStream API request
 
 
 @dataclass(frozen=True)
 class TailOptions:
+    """What to follow, from where, and how long (seconds) to wait for NATS."""
+
     nats_url: str | None = None
     state_dir: str = ".state"
     subjects: list[str] = field(default_factory=list)
@@ -28,6 +47,12 @@ class TailOptions:
     from_seq: int | None = None
     last: int | None = None
     count: int | None = None
+    connect_timeout: float = 3.0
+    reconnect_window: float = 10.0
+
+
+class TailUnavailable(Exception):
+    """NATS or the stream is not there; the message says so in one line."""
 
 
 def _resolve_url(options: TailOptions) -> str:
@@ -41,6 +66,17 @@ def _resolve_url(options: TailOptions) -> str:
     return "nats://127.0.0.1:4222"
 
 
+def _shown(url: str) -> str:
+    """The URL without its password, for messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = f"{parts.username}:***@{parts.hostname}"
+    if parts.port is not None:
+        netloc += f":{parts.port}"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
 def _deliver(options: TailOptions, last_seq: int) -> tuple[api.DeliverPolicy, int | None]:
     if options.from_start:
         return api.DeliverPolicy.ALL, None
@@ -51,38 +87,197 @@ def _deliver(options: TailOptions, last_seq: int) -> tuple[api.DeliverPolicy, in
     return api.DeliverPolicy.NEW, None
 
 
+class _Link:
+    """The connection's state as nats-py reports it through its callbacks.
+
+    nats-py hands every failed (re)connect attempt to ``error_cb``, whose default logs a
+    traceback each time; here errors are only logged at DEBUG and the loop decides.
+    """
+
+    def __init__(self) -> None:
+        self.down_since: float | None = None
+        self.closed = False
+        self.reconnected = False  # the tail has not resubscribed since the reconnect yet
+
+    async def on_error(self, exc: Exception) -> None:
+        log.debug("nats: %r", exc)
+
+    async def on_disconnected(self) -> None:
+        if self.down_since is None:
+            self.down_since = time.monotonic()
+
+    async def on_reconnected(self) -> None:
+        self.reconnected = True
+
+    def recovered(self) -> None:
+        """The tail follows the stream again: the outage is over."""
+        self.reconnected = False
+        self.down_since = None
+
+    async def on_closed(self) -> None:
+        self.closed = True
+
+    def lost_for(self, window: float) -> bool:
+        """True once the client gave up or has been disconnected longer than ``window``."""
+        if self.closed:
+            return True
+        return self.down_since is not None and time.monotonic() - self.down_since > window
+
+
+async def _connect(url: str, options: TailOptions, link: _Link) -> NatsClient:
+    """Connect within ``connect_timeout`` (retrying inside it); raises TailUnavailable."""
+    nc = NatsClient()
+    try:
+        await asyncio.wait_for(
+            nc.connect(
+                url,
+                name="fulcrum-events-tail",
+                connect_timeout=max(1, math.ceil(options.connect_timeout)),
+                reconnect_time_wait=_RECONNECT_WAIT,
+                max_reconnect_attempts=_attempts_within(options.connect_timeout),
+                error_cb=link.on_error,
+                disconnected_cb=link.on_disconnected,
+                reconnected_cb=link.on_reconnected,
+                closed_cb=link.on_closed,
+            ),
+            timeout=options.connect_timeout,
+        )
+    except (TimeoutError, OSError, nats.errors.Error) as exc:
+        await _close_quietly(nc)
+        raise TailUnavailable(
+            f"cannot reach NATS at {_shown(url)} within {options.connect_timeout:g} s"
+        ) from exc
+    # From now on an outage may last reconnect_window; the tail loop enforces it.
+    nc.options["max_reconnect_attempts"] = _attempts_within(options.reconnect_window)
+    return nc
+
+
+def _attempts_within(seconds: float) -> int:
+    """A reconnect budget that runs out after about ``seconds``.
+
+    nats-py's retry loops must end on their own: a cancellation that lands just as an
+    attempt fails is swallowed in them (asyncio.wait_for, Python 3.11), so an endless loop
+    (-1) could outlive wait_for's timeout or close() and hang the exit. The exact time bounds
+    are wait_for's and the tail loop's; this one only caps the worst case.
+    """
+    return math.ceil(seconds / _RECONNECT_WAIT) + 1
+
+
+async def _close_quietly(nc: NatsClient) -> None:
+    try:
+        await nc.close()
+    except (OSError, nats.errors.Error) as exc:
+        log.debug("nats: close failed: %r", exc)
+
+
 async def tail_events(options: TailOptions) -> int:
-    """Print each event as one JSON line (with its stream sequence); returns an exit code."""
+    """Print each event as one JSON line (with its stream sequence); returns an exit code.
+
+    0 after ``count`` events or on Ctrl-C; 2 (one line on stderr) when NATS cannot be
+    reached within ``connect_timeout``, the stream is missing, or the connection is lost
+    for longer than ``reconnect_window``.
+    """
     url = _resolve_url(options)
     try:
-        nc = await nats.connect(url, connect_timeout=3, max_reconnect_attempts=-1)
-    except (OSError, nats.errors.Error) as exc:
-        print(f"fulcrum events tail: cannot reach NATS at {url}: {exc}", file=sys.stderr)
-        return 2
-    try:
-        js = nc.jetstream()
-        info = await js.stream_info(subjects.STREAM_NAME)
-        policy, start = _deliver(options, info.state.last_seq)
-        config = api.ConsumerConfig(
-            deliver_policy=policy,
-            opt_start_seq=start,
-            filter_subjects=options.subjects or [subjects.ALL_EVENTS],
-        )
-        sub = await js.subscribe(
-            "", stream=subjects.STREAM_NAME, ordered_consumer=True, config=config
-        )
-        seen = 0
-        while options.count is None or seen < options.count:
-            try:
-                msg = await sub.next_msg(timeout=3600)
-            except nats.errors.TimeoutError:
-                continue
-            body = json.loads(msg.data)
-            body["stream_sequence"] = msg.metadata.sequence.stream
-            print(json.dumps(body), flush=True)
-            seen += 1
-        return 0
+        return await _tail(url, options)
+    except TailUnavailable as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr, flush=True)
+        return EXIT_UNAVAILABLE
     except asyncio.CancelledError:
         return 0
+
+
+async def _tail(url: str, options: TailOptions) -> int:
+    link = _Link()
+    nc = await _connect(url, options, link)
+    shown = _shown(url)
+    lost = f"lost the connection to NATS at {shown}; not back within {options.reconnect_window:g} s"
+    try:
+        js = nc.jetstream(timeout=_API_TIMEOUT)
+        try:
+            info = await js.stream_info(subjects.STREAM_NAME)
+        except nats.js.errors.NotFoundError as exc:
+            raise TailUnavailable(
+                f"no stream {subjects.STREAM_NAME} on NATS at {shown} (is the stack up?)"
+            ) from exc
+        except (TimeoutError, nats.errors.Error) as exc:
+            raise TailUnavailable(
+                f"cannot read stream {subjects.STREAM_NAME} on NATS at {shown}: {exc}"
+            ) from exc
+        policy, start = _deliver(options, info.state.last_seq)
+        # The first stream sequence not printed yet: where a resubscription starts.
+        next_seq = start if start is not None else 1
+        if policy == api.DeliverPolicy.NEW:
+            next_seq = info.state.last_seq + 1
+        try:
+            sub = await _subscribe(js, options, policy, start)
+        except (TimeoutError, nats.errors.Error) as exc:
+            raise TailUnavailable(f"cannot subscribe on NATS at {shown}: {exc}") from exc
+        seen = 0
+        while options.count is None or seen < options.count:
+            if link.lost_for(options.reconnect_window):
+                raise TailUnavailable(lost)
+            if link.reconnected:
+                sub = await _resubscribe(js, sub, options, next_seq, link)
+            try:
+                msg = await sub.next_msg(timeout=_POLL_INTERVAL)
+            except nats.errors.TimeoutError:
+                continue
+            except nats.errors.ConnectionClosedError as exc:
+                raise TailUnavailable(lost) from exc
+            sequence = msg.metadata.sequence.stream
+            if sequence < next_seq:
+                continue  # printed already, before a resubscription
+            print(json.dumps(_as_line(msg, sequence)), flush=True)
+            next_seq = sequence + 1
+            seen += 1
+        return 0
     finally:
-        await nc.close()
+        await _close_quietly(nc)
+
+
+async def _subscribe(
+    js: JetStreamContext, options: TailOptions, policy: api.DeliverPolicy, start: int | None
+) -> JetStreamContext.PushSubscription:
+    config = api.ConsumerConfig(
+        deliver_policy=policy,
+        opt_start_seq=start,
+        filter_subjects=options.subjects or [subjects.ALL_EVENTS],
+    )
+    return await js.subscribe("", stream=subjects.STREAM_NAME, ordered_consumer=True, config=config)
+
+
+async def _resubscribe(
+    js: JetStreamContext,
+    old: JetStreamContext.PushSubscription,
+    options: TailOptions,
+    next_seq: int,
+    link: _Link,
+) -> JetStreamContext.PushSubscription:
+    """A new ordered consumer from ``next_seq`` after a reconnect, since a restarted server
+    may have dropped the ephemeral one (nats-py notices only after missed heartbeats). On
+    failure (JetStream still recovering) the old one is kept and the next poll retries."""
+    try:
+        sub = await _subscribe(js, options, api.DeliverPolicy.BY_START_SEQUENCE, next_seq)
+    except (TimeoutError, nats.errors.Error) as exc:
+        log.debug("resubscribe failed, retrying: %r", exc)
+        return old
+    try:
+        await old.unsubscribe()
+    except nats.errors.Error as exc:
+        log.debug("unsubscribe of the old consumer failed: %r", exc)
+    link.recovered()
+    return sub
+
+
+def _as_line(msg: Msg, sequence: int) -> dict[str, Any]:
+    """The event body plus its stream sequence; a body that is not a JSON object (a poison
+    message) is shown raw instead of stopping the tail."""
+    try:
+        body = json.loads(msg.data)
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        body = {"subject": msg.subject, "undecodable": msg.data.decode("utf-8", "replace")}
+    body["stream_sequence"] = sequence
+    return body

@@ -293,6 +293,21 @@ class HaproxyDataPlane:
                 self._master_pid = pid
                 logger.info("adopted running haproxy master pid=%d", pid)
 
+    async def process_table(self, patience: float) -> ProcessTable:
+        """The master CLI's `show proc`, asked again for up to ``patience`` seconds while the
+        master refuses connections (it does while a reload re-executes it); raises
+        HaproxyUnavailable when it never answered."""
+        deadline = time.monotonic() + patience
+        while True:
+            try:
+                return await self._show_proc()
+            except (OSError, ValueError) as exc:
+                if time.monotonic() >= deadline:
+                    raise HaproxyUnavailable(
+                        f"master CLI {self.master_socket} did not answer: {exc}"
+                    ) from exc
+            await asyncio.sleep(_POLL_INTERVAL)
+
     def is_running(self) -> bool:
         if self._child is not None:
             return self._child.returncode is None

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import TypeVar
+from typing import Final, TypeVar
 
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from libs.common.errors import ValidationFailed
+from libs.common.readiness import NotReady, Readiness
 from services.amphora.adapters.certificates import CertificateDirectory
 from services.amphora.adapters.haproxy import HaproxyDataPlane
 from services.amphora.adapters.tls import AgentTLS
@@ -23,6 +24,8 @@ from services.amphora.contract import (
 )
 
 _Model = TypeVar("_Model", bound=BaseModel)
+# How long /readyz retries a master CLI that refuses connections (a reload re-executes it).
+_MASTER_CLI_PATIENCE: Final = 0.5
 
 
 def _json(model: BaseModel, status: int = 200) -> web.Response:
@@ -57,11 +60,14 @@ class AgentHandlers:
         self.dataplane = dataplane
         self.certificates = certificates
         self.tls = tls
+        self.readiness = Readiness("amphora")
+        self.readiness.add("haproxy", self._haproxy_ready)
 
     def routes(self) -> list[web.RouteDef]:
         prefix = API_PREFIX
         return [
             web.get("/healthz", self.healthz),
+            web.get("/readyz", self.readiness.respond),
             web.get(f"{prefix}/info", self.info),
             web.put(f"{prefix}/haproxy/config", self.put_config),
             web.get(f"{prefix}/haproxy/config", self.get_config),
@@ -76,6 +82,23 @@ class AgentHandlers:
 
     async def healthz(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
+
+    async def _haproxy_ready(self) -> str:
+        """Ready: HAProxy's master runs and answers on its CLI, or no config was ever pushed
+        (the agent then waits for one). A config installed but not served is not ready."""
+        dataplane = self.dataplane
+        if not dataplane.is_running():
+            if dataplane.config_text() is None:
+                return "no configuration pushed yet; ready to accept one"
+            raise NotReady(
+                "haproxy is not running although a configuration is installed; "
+                "push the configuration again to start it"
+            )
+        table = await dataplane.process_table(_MASTER_CLI_PATIENCE)
+        return (
+            f"master pid {table.master_pid} answers on its CLI; "
+            f"{len(table.workers)} worker(s), {table.reloads} reload(s)"
+        )
 
     async def info(self, request: web.Request) -> web.Response:
         dataplane = self.dataplane

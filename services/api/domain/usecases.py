@@ -8,6 +8,7 @@ runs it through ``LoadBalancerRepository.execute``. The Outcome's state renders 
 from __future__ import annotations
 
 import asyncio
+import random
 import uuid
 from collections.abc import Collection
 from dataclasses import dataclass
@@ -39,7 +40,8 @@ from services.api.domain.quotas import QuotaGuard
 from services.api.domain.secrets import TlsReferences
 from services.api.domain.vip import VipAllocator, VipRequest, resolve_subnet, vip_port_id
 
-VIP_ATTEMPTS: Final = 8
+# Allocation attempts per create (each one lost to a concurrent create of another LB).
+VIP_ATTEMPTS: Final = 64
 PROVIDER_ALIASES: Final = frozenset({"amphora", "octavia"})
 
 
@@ -153,7 +155,10 @@ class LoadBalancing:
         for _ in range(VIP_ATTEMPTS):
             address = next((a for a in candidates if a not in tried), None)
             if address is None:
+                # Lost races for every candidate: others create at once. Spread out over the
+                # next free ones, so the racers stop colliding on the lowest address.
                 candidates = await self._vips.candidates(subnet, None)
+                random.shuffle(candidates)
                 address = next((a for a in candidates if a not in tried), None)
                 if address is None:
                     break

@@ -95,7 +95,7 @@ class VipAllocator:
             return [address]
         reserved = [subnet.gateway_ip] if subnet.gateway_ip else []
         free = await self._book.free_addresses(
-            subnet.id, subnet.allocation_start, subnet.allocation_end, reserved, 4
+            subnet.id, subnet.allocation_start, subnet.allocation_end, reserved, 16
         )
         if not free:
             raise Conflict(f"No more IP addresses available on subnet {subnet.id}.")

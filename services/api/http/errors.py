@@ -2,8 +2,10 @@
 
 ``{"faultcode": "Client"|"Server", "faultstring": ..., "debuginfo": null}`` for DomainErrors,
 validation errors, unknown routes and crashes (logged, shown as a generic 500); a 406 for an
-unacceptable ``Accept`` uses the API-WG shape, as Octavia's webob layer does. Every response
-carries ``x-openstack-request-id``; state-changing requests run in a tracing span.
+unacceptable ``Accept`` uses the API-WG shape, as Octavia's webob layer does. While Postgres
+cannot be reached, requests that need it answer 503 with ``Retry-After`` (never 500); the pool
+reconnects by itself once the database is back. Every response carries
+``x-openstack-request-id``; state-changing requests run in a tracing span.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 from pydantic import ValidationError
 
+from libs.common.database import database_unavailable
 from libs.common.errors import DomainError, Unauthorized
 from libs.common.service import METRICS
 from libs.common.telemetry import tracer
@@ -28,6 +31,10 @@ log = logging.getLogger(__name__)
 REQUEST_ID_HEADER: Final = "x-openstack-request-id"
 REQUEST_ID: Final = web.RequestKey("request_id", str)
 INTERNAL_ERROR: Final = "An unexpected error occurred; the request id identifies it in the logs."
+DATABASE_UNAVAILABLE: Final = (
+    "The service is temporarily unavailable: the database cannot be reached. Retry later."
+)
+RETRY_AFTER_SECONDS: Final = 2
 _ACCEPTABLE: Final = frozenset({"", "*/*", "application/*", "application/json"})
 _HTTP_MESSAGES: Final = {
     404: "The resource could not be found.",
@@ -46,6 +53,8 @@ _TITLES: Final = {
 }
 # The key manager's paths: Barbican's error body, and payload reads negotiate their own type.
 KEY_MANAGER_PREFIX: Final = "/v1"
+# The identity paths: Keystone's error body.
+IDENTITY_PREFIX: Final = "/v3"
 _tracer = tracer("fulcrum.api")
 # Postgres text cannot hold NUL, so a NUL anywhere in a request is refused before it gets there.
 NUL_REFUSED: Final = "Invalid input: NUL characters are not allowed."
@@ -72,8 +81,12 @@ def barbican_error(status: int, message: str) -> web.Response:
     )
 
 
+def _under(path: str, prefix: str) -> bool:
+    return path == prefix or path.startswith(prefix + "/")
+
+
 def _fault_for(request: web.Request, status: int, message: str) -> web.Response:
-    if request.path == KEY_MANAGER_PREFIX or request.path.startswith(KEY_MANAGER_PREFIX + "/"):
+    if _under(request.path, KEY_MANAGER_PREFIX):
         return barbican_error(status, message)
     return fault(status, message)
 
@@ -86,6 +99,16 @@ def keystone_error(status: int, title: str, message: str) -> web.Response:
     )
     if status == 401:
         response.headers["WWW-Authenticate"] = 'Keystone uri="/v3"'
+    return response
+
+
+def _unavailable(request: web.Request) -> web.Response:
+    """503 in the error shape of the path's API, telling the client when to retry."""
+    if _under(request.path, IDENTITY_PREFIX):
+        response = keystone_error(503, _TITLES[503], DATABASE_UNAVAILABLE)
+    else:
+        response = _fault_for(request, 503, DATABASE_UNAVAILABLE)
+    response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
     return response
 
 
@@ -137,7 +160,16 @@ async def _answer(request: web.Request, handler: Handler, request_id: str) -> we
         if exc.status < 400:
             raise
         return _fault_for(request, exc.status, _HTTP_MESSAGES.get(exc.status, exc.reason))
-    except Exception:
+    except Exception as exc:
+        if database_unavailable(exc):
+            log.warning(
+                "%s %s [%s]: database unavailable: %r",
+                request.method,
+                request.path,
+                request_id,
+                exc,
+            )
+            return _unavailable(request)
         log.exception("%s %s [%s] failed", request.method, request.path, request_id)
         return _fault_for(request, 500, INTERNAL_ERROR)
 

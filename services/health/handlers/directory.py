@@ -15,6 +15,7 @@ from typing import Final
 
 import asyncpg
 
+from libs.common.database import DATABASE_ERRORS
 from services.health.adapters import postgres
 from services.health.adapters.postgres import AmphoraRecord
 
@@ -59,7 +60,7 @@ class AmphoraDirectory:
             started = time.monotonic()
             try:
                 await self.reload()
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            except DATABASE_ERRORS:
                 log.exception("amphora directory: reload failed; keeping %d records", len(self))
             self._miss.clear()
             await asyncio.sleep(max(0.0, _MIN_RELOAD_GAP - (time.monotonic() - started)))

@@ -4,8 +4,14 @@ Every replica runs a scanner; the active one holds a session advisory lock on a 
 its own, and does all its reads and writes on that connection, so a scanner whose connection
 (and with it the lock) is gone cannot write. Standbys try the lock every
 ``health_check_interval``: when the holder dies, Postgres drops its session and a standby takes
-over within an interval. A scanner that becomes active first waits ``heartbeat_timeout`` from
-its own receiver's start, so amphorae are not judged by last-seen times nobody was refreshing.
+over within an interval.
+
+Invariant: amphorae are never judged by last-seen times nobody could refresh. A scanner that
+becomes active first waits until ``heartbeat_timeout`` has passed since the later of its
+receiver's start and its own connection's establishment. The second covers a database outage
+(a Postgres restart ends every session, the scanner's included): the writers could not flush
+meanwhile and keep the heartbeats they received (``HealthWriter``), and within that wait they
+flush them, with their receipt times, and fresh ones, so a live amphora is seen live again.
 
 ``AmphoraFailed`` moves the amphora to PENDING_DELETE, so it is never picked twice; the
 provisioner consumes the event and fails the LB over. With the circuit breaker tripped
@@ -23,6 +29,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from libs.common.database import DATABASE_ERRORS, database_unavailable
 from libs.common.domain.amphora import AmphoraStatus
 from libs.common.errors import FulcrumError
 from libs.common.events import Metadata
@@ -71,15 +78,20 @@ class StaleScanner:
             conn: asyncpg.Connection | None = None
             try:
                 conn = await asyncpg.connect(self._dsn)
+                connected_at = time.monotonic()
                 await self._standby_until_leader(conn)
                 self.active = True
                 log.info("stale scan: active (holding the scanner lock)")
-                await self._settle()
+                await self._settle(connected_at)
                 while True:
                     await self.scan(conn)
                     await asyncio.sleep(interval)
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
-                log.exception("stale scan: database connection lost; reconnecting")
+            except DATABASE_ERRORS as exc:
+                # Only database calls run in the try: an OSError is a failed connect.
+                if isinstance(exc, OSError) or database_unavailable(exc):
+                    log.warning("stale scan: database unavailable (%r); reconnecting", exc)
+                else:
+                    log.exception("stale scan: database error; reconnecting")
                 await asyncio.sleep(interval)
             finally:
                 self.active = False
@@ -92,8 +104,11 @@ class StaleScanner:
             await asyncio.sleep(self._policy.health_check_interval)
             won = await postgres.try_scanner_lock(conn)
 
-    async def _settle(self) -> None:
-        wait = self._receiving_since() + self._policy.heartbeat_timeout - time.monotonic()
+    async def _settle(self, connected_at: float) -> None:
+        """Wait until ``heartbeat_timeout`` has passed since the receiver's start and since
+        ``connected_at`` (see the module's invariant)."""
+        since = max(self._receiving_since(), connected_at)
+        wait = since + self._policy.heartbeat_timeout - time.monotonic()
         if wait > 0:
             await asyncio.sleep(wait)
 

@@ -18,6 +18,7 @@ from typing import Final
 
 import asyncpg
 
+from libs.common.database import DATABASE_ERRORS
 from libs.common.domain import commands as c
 from libs.common.domain.model import LoadBalancerState
 from libs.common.errors import FulcrumError
@@ -104,7 +105,7 @@ class StatusRecorder:
             lb_id = await self._queue.get()
             try:
                 await self._record(lb_id)
-            except (FulcrumError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            except (FulcrumError, *DATABASE_ERRORS):
                 # The next heartbeat that still differs queues the LB again.
                 self._metrics.inc("status_errors_total")
                 log.exception("health: recording operating statuses of lb %s failed", lb_id)
@@ -150,7 +151,7 @@ class StatusRecorder:
             await asyncio.sleep(self._refresh_interval)
             try:
                 await self.refresh()
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            except DATABASE_ERRORS:
                 log.exception("health: checking cached load balancers failed")
 
     async def refresh(self) -> None:

@@ -13,6 +13,7 @@ import time
 
 import asyncpg
 
+from libs.common.database import DATABASE_ERRORS
 from libs.common.heartbeat_codec import Heartbeat
 from libs.common.service import Metrics
 from services.health.adapters import postgres
@@ -118,6 +119,6 @@ class HealthWriter:
     async def _flush_logged(self) -> None:
         try:
             await self.flush()
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+        except DATABASE_ERRORS:
             self._metrics.inc("flush_errors_total")
             log.exception("health writer: flush failed; retrying with the next batch")
