@@ -8,6 +8,7 @@ error: the API answers it with 503, consumers wait it out instead of spending de
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from typing import Final
 
@@ -31,6 +32,14 @@ __all__ = [
 ]
 
 MIGRATION_LOCK_KEY: Final = 0x46554C4D4947  # "FULMIG"
+MIGRATION_LOCK_TIMEOUT: Final = "5s"
+# Which sets of DDL (a service's tables) were applied, by the fingerprint of their text.
+_APPLIED_DDL: Final = """
+CREATE TABLE IF NOT EXISTS schema_applied (
+    fingerprint text PRIMARY KEY,
+    applied_at timestamptz NOT NULL DEFAULT now()
+)
+"""
 _SCHEMA_PARTS: Final = (eventstore.DDL, bus.DDL, readmodel.DDL)
 
 
@@ -61,8 +70,28 @@ async def create_pool(settings: PostgresSettings) -> asyncpg.Pool:
 
 
 async def migrate(pool: asyncpg.Pool, extra_ddl: Sequence[str] = ()) -> None:
-    """Create or update every table, plus a service's own ``extra_ddl`` (concurrency-safe)."""
+    """Create or update every table, plus a service's own ``extra_ddl`` (concurrency-safe).
+
+    A set of DDL already applied (its fingerprint is in ``schema_applied``) is skipped: a
+    restarting service takes no table lock. Re-running the DDL would: its trigger statements
+    queue an exclusive lock on ``events`` behind the transactions of running services, which
+    may themselves wait on reads queued behind that lock (a deadlock Postgres cannot see, as
+    its last edge is in the client). A lock still not granted after ``MIGRATION_LOCK_TIMEOUT``
+    fails the start instead (the supervisor starts the service again), releasing the queue.
+    """
+    parts = (*_SCHEMA_PARTS, *extra_ddl)
+    fingerprint = hashlib.sha256("\0".join(parts).encode()).hexdigest()
     async with pool.acquire() as conn, conn.transaction():
+        await conn.execute(f"SET LOCAL lock_timeout = '{MIGRATION_LOCK_TIMEOUT}'")
         await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK_KEY)
-        for ddl in (*_SCHEMA_PARTS, *extra_ddl):
+        await conn.execute(_APPLIED_DDL)
+        if await conn.fetchval(
+            "SELECT true FROM schema_applied WHERE fingerprint = $1", fingerprint
+        ):
+            return
+        for ddl in parts:
             await conn.execute(ddl)
+        await conn.execute(
+            "INSERT INTO schema_applied (fingerprint) VALUES ($1) ON CONFLICT DO NOTHING",
+            fingerprint,
+        )

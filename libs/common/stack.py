@@ -44,6 +44,7 @@ from libs.common.embedded import (
     free_udp_port,
 )
 from libs.common.secretstore import new_key
+from libs.common.settings import default_subnets
 from libs.common.supervision import (
     FATAL,
     Program,
@@ -77,6 +78,8 @@ class StackPorts:
     health: int
     housekeeping: int
     health_udp: int
+    # VIPs of this stack come from 127.<vip_octet>.0.0/16: stacks side by side never share one.
+    vip_octet: int = 77
 
     def service_port(self, name: str) -> int:
         port: int = getattr(self, name)
@@ -152,6 +155,7 @@ def service_environment(
             "TOKEN_KEY": _secret(state, "token.key"),
             "ADMIN_TOKEN": _secret(state, "admin.token"),
             "SECRET_KEYS": secret_keys,
+            "NETWORK__SUBNETS": json.dumps(vip_subnets(ports.vip_octet)),
         },
         "provisioner": {
             **common,
@@ -301,9 +305,49 @@ def choose_ports(paths: StackPaths, api_port: int | None) -> StackPorts:
         health=pick("health", _tcp_free, free_tcp_port),
         housekeeping=pick("housekeeping", _tcp_free, free_tcp_port),
         health_udp=pick("health_udp", _udp_free, free_udp_port),
+        vip_octet=_vip_octet(saved.get("vip_octet")),
     )
     paths.ports.write_text(json.dumps(asdict(ports), indent=1))
     return ports
+
+
+def _loopback_listener_octets() -> set[int]:
+    """Second octets of the 127.x addresses something listens on (TCP) or is bound to (UDP)."""
+    octets = set()
+    for table in ("/proc/net/tcp", "/proc/net/udp"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            address = line.split()[1].split(":")[0]  # little-endian hex: 0100007F = 127.0.0.1
+            if address[6:8] == "7F":
+                octets.add(int(address[4:6], 16))
+    return octets
+
+
+def _vip_octet(saved: int | None) -> int:
+    """The last start's VIP range when nothing else serves in it, else the first free one of
+    127.77-127.126 (127.0 is the loopback everyone uses)."""
+    used = _loopback_listener_octets()
+    for octet in (saved, *range(77, 127)):
+        if octet and octet not in used:
+            return int(octet)
+    raise StackError("every VIP range 127.77-127.126.0.0/16 has listeners; stop a stack first")
+
+
+def vip_subnets(octet: int) -> list[dict[str, Any]]:
+    """The embedded default subnet (``public-subnet``) on 127.<octet>.0.0/16."""
+    (subnet,) = default_subnets()
+    return [
+        subnet.model_copy(
+            update={
+                "cidr": f"127.{octet}.0.0/16",
+                "allocation_start": f"127.{octet}.0.10",
+                "allocation_end": f"127.{octet}.255.250",
+            }
+        ).model_dump()
+    ]
 
 
 def load_ports(paths: StackPaths) -> StackPorts:
@@ -373,7 +417,7 @@ def _http_ready(url: str, timeout: float) -> tuple[bool, str]:
 async def _database_facts(
     dsn: str, connect_timeout: float
 ) -> tuple[int, float | None, dict[str, int]]:
-    conn = await asyncpg.connect(dsn, timeout=connect_timeout)
+    conn = await asyncpg.connect(dsn, timeout=connect_timeout, command_timeout=connect_timeout)
     try:
         backlog = await conn.fetchval("SELECT count(*) FROM outbox")
         oldest = await conn.fetchval(
@@ -472,7 +516,8 @@ def render_status(status: StackStatus) -> str:
     ports = status.ports
     lines += [
         f"  API: http://{LOOPBACK}:{ports['api']}   Postgres: {LOOPBACK}:{ports['postgres']}"
-        f"   NATS: {LOOPBACK}:{ports['nats']}   heartbeats: udp {LOOPBACK}:{ports['health_udp']}",
+        f"   NATS: {LOOPBACK}:{ports['nats']}   heartbeats: udp {LOOPBACK}:{ports['health_udp']}"
+        f"   VIPs: 127.{ports['vip_octet']}.0.0/16",
         f"  /readyz: provisioner {ports['provisioner']}, health {ports['health']}, "
         f"housekeeping {ports['housekeeping']}",
     ]
@@ -614,6 +659,7 @@ def _endpoint_text(paths: StackPaths, ports: StackPorts, clouds: Path) -> str:
         f"Fulcrum is up.\n"
         f"  API (Octavia v2, Neutron and Keystone subsets): {api_url}\n"
         f"  Postgres: {_dsn(ports)}\n  NATS: {_nats_url(ports)}\n"
+        f"  VIPs: 127.{ports.vip_octet}.0.0/16 (subnet public-subnet)\n"
         f"  Heartbeats: udp {LOOPBACK}:{ports.health_udp}   readiness: "
         f"{api_url}/readyz, provisioner :{ports.provisioner}, health :{ports.health}, "
         f"housekeeping :{ports.housekeeping}\n"

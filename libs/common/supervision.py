@@ -210,6 +210,12 @@ class SupervisorClient:
             raise SupervisorUnreachable(
                 f"supervisor at {self._socket_path} did not answer: {exc}"
             ) from exc
+        except xmlrpc.client.Fault as fault:
+            if "SHUTDOWN_STATE" in fault.faultString:
+                raise SupervisorUnreachable(
+                    f"supervisor at {self._socket_path} is stopping"
+                ) from fault
+            raise
 
     def processes(self) -> list[ProcessInfo]:
         """Every program (event listeners included), in supervisord's order."""

@@ -2,17 +2,18 @@
 
 ``python -m services.amphora.zygote SOCKET [PID_FILE]`` imports everything the agent needs and
 reads HAProxy's version (children skip their own ``haproxy -v``), then, unless another zygote
-already answers on SOCKET (it then exits: two started in a race never both stay), writes its
-pid to PID_FILE and serves
-spawn requests on a unix socket, one JSON line each: ``{"env": {...}, "log": path}``. It forks;
-the child starts a new session, takes the environment and runs the agent exactly as
-``python -m services.amphora`` would; the zygote answers ``{"pid": N}``. No event loop or
-thread runs in the zygote, so forking is safe. Children are reaped automatically
-(SIGCHLD ignored); they outlive the zygote and whoever started it.
+holds ``SOCKET.lock`` (it then exits: two started in a race never both stay), writes its pid to
+PID_FILE and serves spawn requests on a unix socket, one JSON line each:
+``{"env": {...}, "log": path}``. It forks; the child starts a new session, takes the
+environment and runs the agent exactly as ``python -m services.amphora`` would; the zygote
+answers ``{"pid": N}``. No event loop or thread runs in the zygote, so forking is safe.
+Children are reaped automatically (SIGCHLD ignored); they outlive the zygote and whoever
+started it.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import signal
@@ -23,6 +24,9 @@ from pathlib import Path
 import services.amphora.__main__ as agent_main  # the heavy imports happen here, once
 from services.amphora.adapters.haproxy import remember_version
 from services.amphora.settings import default_haproxy_binary
+
+# The serving lock's fd (see ``_serving_lock``); closed in every forked agent.
+_LOCK_FD: int | None = None
 
 
 def _child(env: dict[str, str], log_path: str) -> None:
@@ -60,19 +64,26 @@ def _prewarm() -> None:
     remember_version(Path(configured) if configured else default_haproxy_binary())
 
 
-def _answered(path: str) -> bool:
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
-        try:
-            probe.connect(path)
-        except OSError:
-            return False
-    return True
+def _serving_lock(path: str) -> int | None:
+    """An exclusive lock on ``<socket>.lock`` held for the zygote's life (the fd), or None
+    when another zygote holds it. Probing the socket instead would let two zygotes started
+    together both bind it, one of them then serving an unlinked socket forever."""
+    fd = os.open(path + ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
 
 
 def serve(path: str, pid_file: str | None = None) -> None:
     _prewarm()  # before SIGCHLD is ignored: subprocess.run waits for its child
-    if _answered(path):
+    lock = _serving_lock(path)
+    if lock is None:
         return  # another zygote serves this socket
+    global _LOCK_FD
+    _LOCK_FD = lock
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel
     if os.path.exists(path):
         os.unlink(path)
@@ -106,6 +117,8 @@ def _answer(server: socket.socket, conn: socket.socket) -> None:
         pid = os.fork()
         if pid == 0:
             server.close()
+            if _LOCK_FD is not None:
+                os.close(_LOCK_FD)  # the lock is the zygote's alone, not its agents'
             _child(env, log_path)
         stream.write(json.dumps({"pid": pid}) + "\n")
 

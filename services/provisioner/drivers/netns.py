@@ -468,14 +468,14 @@ class NetnsAmphoraDriver:
             "FULCRUM_AMPHORA_NETNS": record.namespace,
         }
         pid = await self._spawn(env, directory / "agent.log")
-        (directory / _PID_FILE).write_text(str(pid))
+        # The agent writes agent.pid itself, once it holds the amphora's agent lock.
         deadline = time.monotonic() + self._boot_timeout
         while time.monotonic() < deadline:
             handle = self._handle(record.amphora_id)
             if handle is not None:
                 return handle
-            if not _alive(pid):
-                break
+            if not _alive(pid) and self._agent_pid(record.amphora_id) is None:
+                break  # it died, and no earlier agent of this amphora runs either
             await asyncio.sleep(_POLL)
         tail = (directory / "agent.log").read_text(errors="replace")[-2000:]
         raise InfrastructureError(f"amphora {record.amphora_id} did not start: {tail.strip()}")

@@ -122,14 +122,14 @@ class ProcessAmphoraDriver:
             "FULCRUM_AMPHORA_SERVER_KEY": str(directory / "server.key"),
         }
         pid = await self._spawn(env, directory / "agent.log")
-        (directory / _PID_FILE).write_text(str(pid))
+        # The agent writes agent.pid itself, once it holds the amphora's agent lock.
         deadline = time.monotonic() + self._boot_timeout
         while time.monotonic() < deadline:
             handle = self._handle(spec.amphora_id)
             if handle is not None:
                 return handle
-            if not _alive(pid):
-                break
+            if not _alive(pid) and self._running_pid(spec.amphora_id) is None:
+                break  # it died, and no earlier agent of this amphora runs either
             await asyncio.sleep(0.005)
         tail = (directory / "agent.log").read_text(errors="replace")[-2000:]
         await self.delete(spec.amphora_id)
