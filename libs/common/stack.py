@@ -305,7 +305,7 @@ def choose_ports(paths: StackPaths, api_port: int | None) -> StackPorts:
         health=pick("health", _tcp_free, free_tcp_port),
         housekeeping=pick("housekeeping", _tcp_free, free_tcp_port),
         health_udp=pick("health_udp", _udp_free, free_udp_port),
-        vip_octet=_vip_octet(saved.get("vip_octet")),
+        vip_octet=_vip_octet(saved.get("vip_octet"), paths.state),
     )
     paths.ports.write_text(json.dumps(asdict(ports), indent=1))
     return ports
@@ -326,14 +326,32 @@ def _loopback_listener_octets() -> set[int]:
     return octets
 
 
-def _vip_octet(saved: int | None) -> int:
-    """The last start's VIP range when nothing else serves in it, else the first free one of
-    127.77-127.126 (127.0 is the loopback everyone uses)."""
+# Claims of VIP ranges by the stacks of this host: ``127.<N>`` holds the claimant's state dir.
+VIP_CLAIMS: Final = Path(tempfile.gettempdir()) / "fulcrum-vip-ranges"
+
+
+def _claimed_by_another(octet: int, state: Path) -> bool:
+    try:
+        claimant = Path((VIP_CLAIMS / f"127.{octet}").read_text().strip())
+    except OSError:
+        return False
+    return claimant != state and _pid_alive(claimant / "supervisord.pid") is not None
+
+
+def _vip_octet(saved: int | None, state: Path) -> int:
+    """This stack's VIP range 127.<N>.0.0/16: the last start's, else the first of 77-126 that
+    no running stack claims and nothing listens in (127.0 is everyone's loopback); claimed in
+    ``VIP_CLAIMS`` for this state dir."""
     used = _loopback_listener_octets()
+    VIP_CLAIMS.mkdir(exist_ok=True)
     for octet in (saved, *range(77, 127)):
-        if octet and octet not in used:
-            return int(octet)
-    raise StackError("every VIP range 127.77-127.126.0.0/16 has listeners; stop a stack first")
+        if not octet or _claimed_by_another(octet, state):
+            continue
+        if octet in used and octet != saved:
+            continue
+        (VIP_CLAIMS / f"127.{octet}").write_text(str(state))
+        return int(octet)
+    raise StackError("every VIP range 127.77-127.126.0.0/16 is taken; stop a stack first")
 
 
 def vip_subnets(octet: int) -> list[dict[str, Any]]:

@@ -245,6 +245,10 @@ class SupervisorClient:
             if "ALREADY_STARTED" not in fault.faultString:
                 raise
 
+    def stop(self, name: str) -> None:
+        """Stop program ``name`` (it stays stopped until ``start``), waiting for it to exit."""
+        self._call("stopProcess", name, True)
+
     def shutdown(self) -> None:
         """Stop every program (in reverse priority order), then supervisord itself."""
         self._call("shutdown")

@@ -47,6 +47,7 @@ class Stack:
 
 def start_stack(state: Path, *args: str, timeout: float = 120) -> Stack:
     """``fulcrum up --state-dir state *args`` until it writes ``ready``."""
+    state.mkdir(parents=True, exist_ok=True)
     log = open(state / "up.log", "ab")  # noqa: SIM115 (the child's)
     proc = subprocess.Popen(
         [str(VENV_BIN / "fulcrum"), "up", "--state-dir", str(state), *args],
