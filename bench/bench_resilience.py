@@ -57,7 +57,14 @@ from libs.common.embedded import (  # noqa: E402
     create_database,
 )
 from libs.common.settings import NatsSettings, PostgresSettings  # noqa: E402
-from tests.e2e.chaos import SERVICES, Tenant, VipProber, kill, wait_ready  # noqa: E402
+from tests.e2e.chaos import (  # noqa: E402
+    SERVICES,
+    BackgroundProbe,
+    Tenant,
+    VipProber,
+    kill,
+    wait_ready,
+)
 from tests.e2e.conftest import VENV_BIN, Stack, start_stack, stop_stack  # noqa: E402
 
 VICTIMS: dict[str, tuple[str, ...]] = {
@@ -84,7 +91,7 @@ FSYNCS = 200
 
 
 @dataclass
-class ApiProber:
+class ApiProber(BackgroundProbe):
     """GETs the LB list every ``interval`` s, one at a time; records (sent, done, ok) per
     probe, ok meaning an answer below 500. Bounded by ``max_seconds`` and ``max_probes``."""
 
@@ -94,16 +101,6 @@ class ApiProber:
     max_seconds: float = 300.0
     max_probes: int = 20_000
     probes: list[tuple[float, float, bool]] = field(default_factory=list)
-    _task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run())
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
 
     async def _run(self) -> None:
         deadline = time.monotonic() + self.max_seconds

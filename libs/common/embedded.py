@@ -394,13 +394,7 @@ class EmbeddedPostgres:
         """
         if self._child.running:
             return self.dsn
-        bin_dir = self._bin_dir if self._bin_dir is not None else find_postgres_bin_dir()
-        if not _has_postgres_binaries(bin_dir):
-            raise EmbeddedServerError("postgres", f"no postgres/initdb binaries in {bin_dir}")
-        wrapper = _privilege_drop_wrapper()
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        self._ensure_cluster(bin_dir, wrapper)
-        self._socket_dir = self._make_socket_dir()
+        bin_dir, wrapper = self._prepare()
         deadline = time.monotonic() + self._start_timeout
         attempts = 1 if self._port_fixed else 3
         for attempt in range(1, attempts + 1):
@@ -427,13 +421,7 @@ class EmbeddedPostgres:
         now when none was given), so every restart serves the same DSN. Under root the command
         starts with the user-namespace wrapper, which execs postgres: its pid is the postmaster.
         """
-        bin_dir = self._bin_dir if self._bin_dir is not None else find_postgres_bin_dir()
-        if not _has_postgres_binaries(bin_dir):
-            raise EmbeddedServerError("postgres", f"no postgres/initdb binaries in {bin_dir}")
-        wrapper = _privilege_drop_wrapper()
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        self._ensure_cluster(bin_dir, wrapper)
-        self._socket_dir = self._make_socket_dir()
+        bin_dir, wrapper = self._prepare()
         if self._port is None:
             self._port = free_tcp_port()
         self._port_fixed = True
@@ -455,6 +443,17 @@ class EmbeddedPostgres:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+    def _prepare(self) -> tuple[Path, list[str]]:
+        """Binaries, the privilege-drop wrapper, the cluster and the socket dir, ready."""
+        bin_dir = self._bin_dir if self._bin_dir is not None else find_postgres_bin_dir()
+        if not _has_postgres_binaries(bin_dir):
+            raise EmbeddedServerError("postgres", f"no postgres/initdb binaries in {bin_dir}")
+        wrapper = _privilege_drop_wrapper()
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self._ensure_cluster(bin_dir, wrapper)
+        self._socket_dir = self._make_socket_dir()
+        return bin_dir, wrapper
 
     def _server_args(self, port: int) -> list[str]:
         assert self._socket_dir is not None

@@ -251,22 +251,21 @@ def _running(pid: int) -> bool:
 # -- ports -------------------------------------------------------------------------------------
 
 
-def _tcp_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+def _port_free(kind: socket.SocketKind, port: int) -> bool:
+    with socket.socket(socket.AF_INET, kind) as sock:
         try:
             sock.bind((LOOPBACK, port))
         except OSError:
             return False
     return True
+
+
+def _tcp_free(port: int) -> bool:
+    return _port_free(socket.SOCK_STREAM, port)
 
 
 def _udp_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        try:
-            sock.bind((LOOPBACK, port))
-        except OSError:
-            return False
-    return True
+    return _port_free(socket.SOCK_DGRAM, port)
 
 
 def choose_ports(paths: StackPaths, api_port: int | None) -> StackPorts:

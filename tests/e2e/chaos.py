@@ -65,8 +65,26 @@ async def wait_ready(
     raise AssertionError(f"stack not ready after {timeout} s: {last}")
 
 
+class BackgroundProbe:
+    """A probe loop (``_run``) run as a task between ``start`` and ``stop``."""
+
+    _task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        raise NotImplementedError
+
+
 @dataclass
-class VipProber:
+class VipProber(BackgroundProbe):
     """Requests every VIP in turn, one at a time each, on a new connection every time.
 
     Bounded: stops after ``max_seconds`` or ``max_requests`` whatever happens.
@@ -78,16 +96,6 @@ class VipProber:
     vips: dict[str, str] = field(default_factory=dict)  # lb_id -> http://vip/
     sent: int = 0
     failures: list[tuple[float, str, str]] = field(default_factory=list)  # (time, lb_id, why)
-    _task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run())
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
 
     def failures_since(self, since: float, lb_ids: Iterable[str]) -> list[tuple[float, str, str]]:
         wanted = set(lb_ids)
