@@ -143,7 +143,7 @@ async def test_kill_every_part_under_load(chaos_stack: Stack, backends: list[Bac
         finally:
             await prober.stop()
         print("\n".join(report), f"\n{prober.sent} requests through the VIPs")
-        assert prober.sent > 1000 and not prober.failures, prober.failures[:5]
+        assert prober.sent > 500 and not prober.failures, prober.failures[:5]
 
         # Healthy amphorae were adopted, never replaced.
         assert {lb_id: await amphora_of(tenant, lb_id) for lb_id in serving} == amphorae_before
