@@ -67,8 +67,33 @@ class Header(StrEnum):
     EVENT_TYPE = "Fulcrum-Event-Type"
 
 
+class _ConnectionLog:
+    """nats-py's connection callbacks as a few log lines: one when the connection drops, one
+    when it is back, and a failed reconnect at most every ``quiet`` seconds (nats-py's default
+    logs a traceback for each attempt, twice a second)."""
+
+    def __init__(self, url: str, quiet: float = 10.0) -> None:
+        self._url = url
+        self._quiet = quiet
+        self._last_error = 0.0
+
+    async def error(self, exc: Exception) -> None:
+        now = asyncio.get_running_loop().time()
+        if now - self._last_error >= self._quiet:
+            self._last_error = now
+            log.warning("NATS at %s: %s (retrying every 0.5 s)", self._url, exc or repr(exc))
+
+    async def disconnected(self) -> None:
+        log.warning("NATS at %s: connection lost; reconnecting", self._url)
+
+    async def reconnected(self) -> None:
+        self._last_error = 0.0
+        log.info("NATS at %s: connection restored", self._url)
+
+
 async def connect(settings: NatsSettings, name: str) -> NatsClient:
     """Connect to NATS, reconnecting forever in the background once connected."""
+    callbacks = _ConnectionLog(settings.url)
     try:
         return await nats.connect(
             settings.url,
@@ -76,6 +101,9 @@ async def connect(settings: NatsSettings, name: str) -> NatsClient:
             max_reconnect_attempts=-1,
             reconnect_time_wait=0.5,
             connect_timeout=5,
+            error_cb=callbacks.error,
+            disconnected_cb=callbacks.disconnected,
+            reconnected_cb=callbacks.reconnected,
         )
     except (OSError, nats.errors.Error) as exc:
         raise InfrastructureError(f"cannot reach NATS at {settings.url}: {exc}") from exc

@@ -30,7 +30,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--port",
         type=int,
         default=None,
-        help="API port (default: the last start's, else 9876 when free, else any free port)",
+        help="API port; 0: any free (default: the last start's, else 9876 when free, else any)",
     )
     status = sub.add_parser("status", help="each part of the stack: pid, uptime, restarts, ready")
     status.add_argument("--state-dir", default=".state")

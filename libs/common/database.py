@@ -29,6 +29,7 @@ __all__ = [
     "create_pool",
     "database_unavailable",
     "migrate",
+    "ping",
 ]
 
 MIGRATION_LOCK_KEY: Final = 0x46554C4D4947  # "FULMIG"
@@ -67,6 +68,11 @@ async def create_pool(settings: PostgresSettings) -> asyncpg.Pool:
         raise InfrastructureError(f"cannot reach Postgres: {exc}") from exc
     assert pool is not None
     return pool
+
+
+async def ping(pool: asyncpg.Pool) -> None:
+    """One round trip on a pooled connection (raises what the pool or the server raises)."""
+    await pool.fetchval("SELECT 1")
 
 
 async def migrate(pool: asyncpg.Pool, extra_ddl: Sequence[str] = ()) -> None:

@@ -25,7 +25,7 @@ from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 
 from libs.common import bus
-from libs.common.database import create_pool, migrate
+from libs.common.database import create_pool, migrate, ping
 from libs.common.outbox import OutboxRelay, backlog
 from libs.common.readiness import Check, NotReady, Readiness
 from libs.common.settings import NatsSettings, PostgresSettings, RelaySettings
@@ -170,7 +170,7 @@ def watch_consumers(app: web.Application, *runners: bus.ConsumerRunner) -> None:
 def _postgres_answers(pool: asyncpg.Pool) -> Check:
     async def check() -> str:
         started = time.monotonic()
-        await pool.fetchval("SELECT 1")
+        await ping(pool)
         return f"SELECT 1 answered in {(time.monotonic() - started) * 1000:.1f} ms"
 
     return check

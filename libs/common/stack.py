@@ -269,8 +269,9 @@ def _udp_free(port: int) -> bool:
 
 
 def choose_ports(paths: StackPaths, api_port: int | None) -> StackPorts:
-    """This start's ports: ``api_port`` when given (it must be free), else the last start's
-    ports where still free, else 9876 for the API when free, else kernel-picked free ports."""
+    """This start's ports: ``api_port`` when given (it must be free; 0: any free port), else
+    the last start's ports where still free, else 9876 for the API when free, else
+    kernel-picked free ports."""
     try:
         saved: dict[str, int] = json.loads(paths.ports.read_text())
     except (OSError, ValueError):
@@ -288,13 +289,15 @@ def choose_ports(paths: StackPaths, api_port: int | None) -> StackPorts:
         taken.add(port)
         return port
 
-    if api_port:
+    if api_port is None:
+        api = pick("api", _tcp_free, free_tcp_port)
+    elif api_port == 0:
+        api = pick("any", _tcp_free, free_tcp_port)  # no saved port by that name: a fresh one
+    else:
         if not _tcp_free(api_port):
             raise StackError(f"port {api_port} on {LOOPBACK} is in use (--port 0: any free)")
         taken.add(api_port)
         api = api_port
-    else:
-        api = pick("api", _tcp_free, free_tcp_port)
     ports = StackPorts(
         api=api,
         postgres=pick("postgres", _tcp_free, free_tcp_port),

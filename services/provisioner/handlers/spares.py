@@ -17,6 +17,7 @@ from typing import Final
 
 import asyncpg
 
+from libs.common.database import DATABASE_ERRORS
 from libs.common.errors import FulcrumError
 from libs.common.events import Metadata
 from libs.common.events import amphora as amp_ev
@@ -120,6 +121,6 @@ class SparePool:
             try:
                 if self.size > 0:
                     await self.refill()
-            except (FulcrumError, OSError, asyncpg.PostgresError):
+            except (FulcrumError, *DATABASE_ERRORS):
                 log.exception("spare pool refill failed; retrying in %.1fs", interval)
             await asyncio.sleep(interval)
