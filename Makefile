@@ -27,7 +27,7 @@ help:
 	@echo "make status            each part of it: pid, uptime, restarts, ready"
 	@echo "make test              run every test (creates $(VENV), installs system tools as root)"
 	@echo "make test-unit | test-integration | test-e2e"
-	@echo "make lint              ruff + mypy --strict"
+	@echo "make lint              ruff + mypy --strict + lint-imports (import rules)"
 	@echo "make bench             run every bench/*.py"
 	@echo "make venv | sysdeps    only prepare the environment"
 
@@ -107,6 +107,7 @@ status: venv
 lint: venv
 	$(VENV)/bin/ruff check libs services
 	$(VENV)/bin/mypy libs services
+	$(VENV)/bin/lint-imports
 
 # Every bench/*.py except private helpers (_*.py); each prints its own ratios.
 bench: venv sysdeps

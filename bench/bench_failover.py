@@ -44,6 +44,7 @@ if str(REPO) not in sys.path:
 
 from aiohttp import web  # noqa: E402
 
+from libs.common.agent_contract import VrrpState  # noqa: E402
 from libs.common.database import create_pool, migrate  # noqa: E402
 from libs.common.domain import commands as c  # noqa: E402
 from libs.common.domain.model import LoadBalancerState, Topology  # noqa: E402
@@ -53,7 +54,6 @@ from libs.common.eventstore import PostgresEventStore  # noqa: E402
 from libs.common.pki import DeploymentCA  # noqa: E402
 from libs.common.repository import LoadBalancerRepository  # noqa: E402
 from libs.common.settings import NatsSettings, PostgresSettings, RelaySettings  # noqa: E402
-from services.amphora.contract import VrrpState  # noqa: E402
 from services.health.app import UDP_ADDRESS  # noqa: E402
 from services.health.app import create_app as create_health  # noqa: E402
 from services.health.settings import HealthSettings  # noqa: E402

@@ -43,6 +43,7 @@ from libs.common.embedded import (
     free_tcp_port,
     free_udp_port,
 )
+from libs.common.errors import FulcrumError
 from libs.common.secretstore import new_key
 from libs.common.settings import default_subnets
 from libs.common.supervision import (
@@ -729,21 +730,22 @@ def run_up(state_dir: str, api_port: int | None) -> int:
         paths.restarts.unlink(missing_ok=True)
         # Its own session: a terminal's Ctrl-C reaches `up` only, which stops things in order;
         # and supervisord (with the services) outlives an `up` killed hard.
-        supervisord = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "supervisor.supervisord",
-                "-n",
-                "-c",
-                str(paths.supervisor_conf),
-            ],
-            env=_supervisor_environment(),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=open(state / "supervisord.err", "ab"),  # noqa: SIM115 (the child's)
-            start_new_session=True,
-        )
+        with open(state / "supervisord.err", "ab") as errors:
+            supervisord = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "supervisor.supervisord",
+                    "-n",
+                    "-c",
+                    str(paths.supervisor_conf),
+                ],
+                env=_supervisor_environment(),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=errors,
+                start_new_session=True,
+            )
         print(f"fulcrum up: supervisord pid {supervisord.pid}", flush=True)
         deadline = time.monotonic() + READY_TIMEOUT
         _wait(
@@ -767,7 +769,7 @@ def run_up(state_dir: str, api_port: int | None) -> int:
         (state / "ready").write_text(str(os.getpid()))
         _watch(supervisord, client, lambda: stopping)
         return 0
-    except (StackError, OSError, ValueError) as exc:
+    except (StackError, FulcrumError, OSError, ValueError) as exc:
         print(f"fulcrum up: failed: {exc}\n{_log_tails(paths)}", file=sys.stderr, flush=True)
         return 1
     finally:

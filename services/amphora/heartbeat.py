@@ -33,9 +33,9 @@ from typing import Any, Final
 from aiohttp import web
 
 from libs.common import heartbeat_codec as codec
+from libs.common.agent_contract import StatsRow
 from libs.common.errors import FulcrumError
 from libs.common.tasks import background
-from services.amphora.contract import StatsRow
 from services.amphora.settings import AmphoraSettings
 
 log = logging.getLogger(__name__)

@@ -23,10 +23,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from libs.common.agent_contract import AgentInfo, NewServer, ServerState, VrrpState, VrrpStatus
 from libs.common.domain.model import LoadBalancerState, Topology
 from libs.common.errors import FulcrumError
 from libs.common.pki import DeploymentCA, write_private_file
-from services.amphora.contract import AgentInfo, NewServer, ServerState, VrrpState, VrrpStatus
 from services.provisioner.adapters.agent_client import (
     AgentRejected,
     AmphoraAgentClient,

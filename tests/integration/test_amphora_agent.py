@@ -27,8 +27,8 @@ import pytest_asyncio
 from cryptography import x509
 from pydantic import ValidationError
 
+from libs.common.agent_contract import NewServer, ServerState
 from libs.common.pki import DeploymentCA, write_private_file
-from services.amphora.contract import NewServer, ServerState
 from services.provisioner.adapters.agent_client import (
     AgentRejected,
     AgentUnavailable,

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from libs.common.agent_contract import VrrpState, VrrpStatus
 from libs.common.domain.model import LoadBalancerState, Topology
 from libs.common.pki import DeploymentCA
-from services.amphora.contract import VrrpState, VrrpStatus
 from services.provisioner.configurator import Configurator, LoneAmphora, vrrp_peers
 from services.provisioner.drivers import AmphoraHandle
 from tests.unit.test_rendering import StateBuilder

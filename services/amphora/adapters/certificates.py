@@ -8,9 +8,9 @@ from pathlib import Path
 
 from cryptography import x509
 
+from libs.common.agent_contract import CERT_NAME_PATTERN, CertificateStored
 from libs.common.errors import NotFound, ValidationFailed
 from libs.common.pki import write_private_file
-from services.amphora.contract import CERT_NAME_PATTERN, CertificateStored
 
 _CERT_NAME = re.compile(CERT_NAME_PATTERN)
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from libs.common.agent_contract import NAME_PATTERN, ServerChange, StatsRow
 from libs.common.errors import (
     Conflict,
     DomainError,
@@ -34,7 +35,6 @@ from libs.common.errors import (
     ValidationFailed,
 )
 from libs.common.pki import write_private_file
-from services.amphora.contract import NAME_PATTERN, ServerChange, StatsRow
 
 logger = logging.getLogger(__name__)
 

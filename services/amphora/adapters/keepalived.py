@@ -26,10 +26,10 @@ import time
 from pathlib import Path
 from typing import Final
 
+from libs.common.agent_contract import VrrpState, VrrpStatus
 from libs.common.errors import Conflict, InfrastructureError, ValidationFailed
 from libs.common.pki import write_private_file
 from services.amphora.adapters.vip import VipInterface
-from services.amphora.contract import VrrpState, VrrpStatus
 
 logger = logging.getLogger(__name__)
 

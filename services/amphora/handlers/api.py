@@ -7,12 +7,7 @@ from typing import Final, TypeVar
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
-from libs.common.errors import ValidationFailed
-from libs.common.readiness import NotReady, Readiness
-from services.amphora.adapters.certificates import CertificateDirectory
-from services.amphora.adapters.haproxy import HaproxyDataPlane
-from services.amphora.adapters.tls import AgentTLS
-from services.amphora.contract import (
+from libs.common.agent_contract import (
     API_PREFIX,
     API_VERSION,
     AgentInfo,
@@ -22,6 +17,11 @@ from services.amphora.contract import (
     ServerChange,
     ServerChanged,
 )
+from libs.common.errors import ValidationFailed
+from libs.common.readiness import NotReady, Readiness
+from services.amphora.adapters.certificates import CertificateDirectory
+from services.amphora.adapters.haproxy import HaproxyDataPlane
+from services.amphora.adapters.tls import AgentTLS
 
 _Model = TypeVar("_Model", bound=BaseModel)
 # How long /readyz retries a master CLI that refuses connections (a reload re-executes it).

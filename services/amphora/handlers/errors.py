@@ -7,8 +7,8 @@ import logging
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from libs.common.agent_contract import ErrorBody
 from libs.common.errors import DomainError, InfrastructureError, TransientError
-from services.amphora.contract import ErrorBody
 
 logger = logging.getLogger(__name__)
 

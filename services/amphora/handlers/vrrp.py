@@ -9,9 +9,9 @@ from __future__ import annotations
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
+from libs.common.agent_contract import API_PREFIX, VipAddress, VrrpConfig, VrrpState, VrrpStatus
 from libs.common.errors import Conflict, ValidationFailed
 from services.amphora.adapters.keepalived import KeepalivedVrrp
-from services.amphora.contract import API_PREFIX, VipAddress, VrrpConfig, VrrpState, VrrpStatus
 
 _NO_INTERFACE = VrrpStatus(
     interface=None,

@@ -15,8 +15,7 @@ from typing import Final, Self
 import aiohttp
 from pydantic import TypeAdapter, ValidationError
 
-from libs.common.errors import InfrastructureError, TransientError
-from services.amphora.contract import (
+from libs.common.agent_contract import (
     API_PREFIX,
     AgentInfo,
     CertificateStored,
@@ -33,6 +32,7 @@ from services.amphora.contract import (
     VrrpConfig,
     VrrpStatus,
 )
+from libs.common.errors import InfrastructureError, TransientError
 
 __all__ = [
     "AgentRejected",

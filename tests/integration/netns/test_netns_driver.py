@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from libs.common.agent_contract import VrrpState
 from libs.common.pki import DeploymentCA
-from services.amphora.contract import VrrpState
 from services.provisioner.adapters.agent_client import AgentRejected
 from services.provisioner.configurator import Configurator
 from services.provisioner.drivers import AmphoraSpec

@@ -20,11 +20,11 @@ from collections import Counter
 import asyncpg
 import pytest
 
+from libs.common.agent_contract import VrrpState, VrrpStatus
 from libs.common.domain import commands as c
 from libs.common.domain.model import Topology
 from libs.common.eventstore import PostgresEventStore
 from libs.common.repository import LoadBalancerRepository
-from services.amphora.contract import VrrpState, VrrpStatus
 from services.provisioner.adapters.agent_client import AmphoraAgentClient
 from services.provisioner.app import CONFIGURATOR
 from services.provisioner.drivers import AmphoraHandle

@@ -1,7 +1,7 @@
-"""Wire models of the amphora agent's HTTP API, shared by the agent and its client.
+"""Wire contract of the amphora agent's HTTPS API, shared by the agent and the provisioner.
 
-Pure module (stdlib and pydantic only). The paths and status codes are described in the
-`services.amphora` package docstring.
+Pure module (stdlib and pydantic only, no I/O): the agent imports it without pulling in any
+control-plane code. The paths and status codes are described in the agent's package docstring.
 """
 
 from __future__ import annotations
