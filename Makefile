@@ -30,6 +30,9 @@ help:
 	@echo "make lint              ruff + mypy --strict + lint-imports (import rules)"
 	@echo "make bench             run every bench/*.py"
 	@echo "make venv | sysdeps    only prepare the environment"
+	@echo "make dockerd | dockerd-stop   a private docker engine (networks in 198.18.0.0/15)"
+	@echo "make images            the amphora and control-plane images, built locally"
+	@echo "make compose-up | compose-down | compose-logs   deploy/compose.yaml on that engine"
 
 # Root: apt-get install what is missing (one `apt-get update` per run). Not root: only report.
 # python3-venv is needed too when the interpreter cannot create virtualenvs (bare Debian).

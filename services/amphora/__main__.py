@@ -14,6 +14,7 @@ import os
 import sys
 from pathlib import Path
 
+from libs.common.logsetup import configure_logging
 from services.amphora.app import serve
 from services.amphora.settings import AmphoraSettings
 
@@ -37,8 +38,8 @@ def hold_amphora_lock(state_dir: Path) -> int | None:
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     settings = AmphoraSettings()  # required fields come from FULCRUM_AMPHORA_* variables
+    configure_logging(settings.log_level, "amphora")
     if hold_amphora_lock(settings.state_dir) is None:
         log.error(
             "another agent already serves amphora %s from %s; exiting",

@@ -8,6 +8,8 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from libs.common.logsetup import LogLevel
+
 
 def default_haproxy_binary() -> Path:
     return Path(shutil.which("haproxy") or "/usr/sbin/haproxy")
@@ -29,6 +31,9 @@ class AmphoraSettings(BaseSettings):
     )
 
     amphora_id: str
+    # Threshold of every logger in the agent: DEBUG, INFO, WARNING, ERROR or CRITICAL
+    # (any case; libs/common/logsetup.py).
+    log_level: LogLevel = "INFO"
     lb_id: str
     bind_host: str = "127.0.0.1"
     bind_port: int = Field(default=9443, ge=0, le=65535)

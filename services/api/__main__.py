@@ -6,13 +6,14 @@ import logging
 
 from aiohttp import web
 
+from libs.common.logsetup import configure_logging
 from services.api.app import create_app
 from services.api.settings import ApiSettings
 
 
 def main() -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     settings = ApiSettings()
+    configure_logging(settings.log_level, "api")
     web.run_app(
         create_app(settings),
         host=settings.host,

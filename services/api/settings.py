@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from libs.common.domain.model import Topology
+from libs.common.logsetup import LogLevel
 from libs.common.settings import (
     NatsSettings,
     NetworkSettings,
@@ -51,6 +52,9 @@ class ApiSettings(BaseSettings):
     network: NetworkSettings = Field(default_factory=NetworkSettings)
     host: str = "127.0.0.1"
     port: int = 9876
+    # Threshold of every logger in this process: DEBUG, INFO, WARNING, ERROR or CRITICAL
+    # (any case; libs/common/logsetup.py). The access log is at INFO.
+    log_level: LogLevel = "INFO"
     # How a request's project and roles are found (services/api/http/context.py): "keystone"
     # (tokens from our Keystone subset, or admin_token), "admin_token" (only the static token),
     # "noauth" (development: X-Project-Id or the default project; always admin) or "testing"

@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-import logging
 import sys
 
 from aiohttp import web
 from pydantic import ValidationError
 
+from libs.common.logsetup import configure_logging
 from services.health.app import HealthMisconfigured, create_app
 from services.health.settings import HealthSettings
 
 
 def main() -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
         settings = HealthSettings()  # FULCRUM_HEALTH_* variables
+        configure_logging(settings.log_level, "health")
         app = create_app(settings)
     except ValidationError as exc:
         problems = "; ".join(

@@ -6,6 +6,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from libs.common.heartbeat_codec import MAX_DATAGRAM
+from libs.common.logsetup import LogLevel
 from libs.common.settings import (
     NatsSettings,
     PostgresSettings,
@@ -29,6 +30,9 @@ class HealthSettings(BaseSettings):
     # HTTP: /healthz, /readyz and /metrics.
     host: str = "127.0.0.1"
     port: int = Field(default=9878, ge=0, le=65535)
+    # Threshold of every logger in this process: DEBUG, INFO, WARNING, ERROR or CRITICAL
+    # (any case; libs/common/logsetup.py).
+    log_level: LogLevel = "INFO"
     # Heartbeats arrive here (port 0: any free port, for tests).
     udp_host: str = "127.0.0.1"
     udp_port: int = Field(default=5555, ge=0, le=65535)

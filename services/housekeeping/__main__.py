@@ -2,23 +2,23 @@
 
 from __future__ import annotations
 
-import logging
 import sys
 
 from aiohttp import web
 from pydantic import ValidationError
 
+from libs.common.logsetup import configure_logging
 from services.housekeeping.app import create_app
 from services.housekeeping.settings import HousekeepingSettings
 
 
 def main() -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
         settings = HousekeepingSettings()  # FULCRUM_HOUSEKEEPING_* variables
     except ValidationError as exc:
         print(f"housekeeping: refusing to start: {exc}", file=sys.stderr)
         return 2
+    configure_logging(settings.log_level, "housekeeping")
     web.run_app(create_app(settings), host=settings.host, port=settings.port, print=None)
     return 0
 

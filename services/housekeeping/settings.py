@@ -11,6 +11,7 @@ from pathlib import Path
 from pydantic import BaseModel, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from libs.common.logsetup import LogLevel
 from libs.common.settings import (
     NatsSettings,
     PostgresSettings,
@@ -98,6 +99,9 @@ class HousekeepingSettings(BaseSettings):
     # HTTP: /healthz, /readyz and /metrics.
     host: str = "127.0.0.1"
     port: int = Field(default=9879, ge=0, le=65535)
+    # Threshold of every logger in this process: DEBUG, INFO, WARNING, ERROR or CRITICAL
+    # (any case; libs/common/logsetup.py).
+    log_level: LogLevel = "INFO"
     spares: SparesJob = Field(default_factory=SparesJob)
     stranded: StrandedJob = Field(default_factory=StrandedJob)
     orphans: OrphansJob = Field(default_factory=OrphansJob)

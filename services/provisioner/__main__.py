@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import logging
-
 from aiohttp import web
 
+from libs.common.logsetup import configure_logging
 from services.provisioner.app import create_app
 from services.provisioner.settings import ProvisionerSettings
 
 
 def main() -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     settings = ProvisionerSettings()
+    configure_logging(settings.log_level, "provisioner")
     web.run_app(create_app(settings), host=settings.host, port=settings.port, print=None)
     return 0
 

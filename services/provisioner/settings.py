@@ -9,6 +9,7 @@ from typing import Final
 from pydantic import BaseModel, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from libs.common.logsetup import LogLevel
 from libs.common.settings import (
     NatsSettings,
     PostgresSettings,
@@ -153,6 +154,9 @@ class ProvisionerSettings(BaseSettings):
     telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
     host: str = "127.0.0.1"
     port: int = 9877
+    # Threshold of every logger in this process: DEBUG, INFO, WARNING, ERROR or CRITICAL
+    # (any case; libs/common/logsetup.py).
+    log_level: LogLevel = "INFO"
     driver: str = Field(default="process", pattern="^(process|netns|docker)$")
     # Where amphora processes keep their files (process driver) and where the CA lives.
     state_dir: Path = Path(".state/amphorae")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import aiohttp
@@ -90,6 +90,11 @@ async def amphora_of(tenant: Tenant, lb_id: str) -> str:
     return str(amphora["id"])
 
 
+def agent_pids(state: Path, amphora_ids: Iterable[str]) -> dict[str, int]:
+    """The agent pid of each amphora (the process driver's pid files)."""
+    return {a: int((state / "amphorae" / a / "agent.pid").read_text()) for a in amphora_ids}
+
+
 def running_agents(state: Path) -> set[str]:
     """Amphora ids whose agent process runs (the process driver's pid files)."""
     alive = set()
@@ -114,6 +119,7 @@ async def test_kill_every_part_under_load(chaos_stack: Stack, backends: list[Bac
             lb = await tenant.wait_active(lb_id)
             prober.vips[lb_id] = f"http://{lb['vip_address']}/"
         amphorae_before = {lb_id: await amphora_of(tenant, lb_id) for lb_id in serving}
+        agents_before = agent_pids(stack.state, amphorae_before.values())
         prober.start()
         report: list[str] = []
         try:
@@ -145,8 +151,9 @@ async def test_kill_every_part_under_load(chaos_stack: Stack, backends: list[Bac
         print("\n".join(report), f"\n{prober.sent} requests through the VIPs")
         assert prober.sent > 500 and not prober.failures, prober.failures[:5]
 
-        # Healthy amphorae were adopted, never replaced.
+        # Healthy amphorae were adopted, never replaced nor restarted.
         assert {lb_id: await amphora_of(tenant, lb_id) for lb_id in serving} == amphorae_before
+        assert agent_pids(stack.state, amphorae_before.values()) == agents_before
 
     # An agent booted by a provisioner killed before it recorded the boot is reaped by
     # housekeeping's reconciliation (orphan grace 30 s, every 10 s): wait that out.
