@@ -767,8 +767,18 @@ def run_up(state_dir: str, api_port: int | None) -> int:
         (state / "nats.url").write_text(_nats_url(ports))
         print(endpoint, flush=True)
         (state / "ready").write_text(str(os.getpid()))
-        _watch(supervisord, client, lambda: stopping)
-        return 0
+        if _watch(supervisord, client, lambda: stopping):
+            return 0
+        # supervisord itself died: what it ran may still run, and the amphorae serve on.
+        # Stopping them here would take every VIP down for a control-plane failure.
+        supervisord = None
+        print(
+            "fulcrum up: supervisord died; the amphorae keep serving and the parts it ran may "
+            f"still run. Stop them with: fulcrum down --state-dir {state}",
+            file=sys.stderr,
+            flush=True,
+        )
+        return 1
     except (StackError, FulcrumError, OSError, ValueError) as exc:
         print(f"fulcrum up: failed: {exc}\n{_log_tails(paths)}", file=sys.stderr, flush=True)
         return 1
@@ -776,18 +786,19 @@ def run_up(state_dir: str, api_port: int | None) -> int:
         (state / "ready").unlink(missing_ok=True)
         if supervisord is not None:
             _stop_supervisor(supervisord, client)
-        stop_amphorae(state)
+            stop_amphorae(state)
 
 
 def _watch(
     supervisord: subprocess.Popen[bytes], client: SupervisorClient, stopping: Callable[[], bool]
-) -> None:
-    """Until asked to stop: report every part supervisord gave up on, once, loudly."""
+) -> bool:
+    """Until asked to stop (True) or supervisord dies (False): report every part supervisord
+    gave up on, once, loudly."""
     reported: set[str] = set()
     while not stopping():
         if supervisord.poll() is not None:
             print(f"fulcrum up: supervisord exited ({supervisord.returncode})", flush=True)
-            return
+            return False
         with contextlib.suppress(SupervisorUnreachable):
             for info in client.processes():
                 if info.state == FATAL and info.name not in reported:
@@ -800,6 +811,7 @@ def _watch(
                 elif info.state != FATAL:
                     reported.discard(info.name)
         time.sleep(0.5)
+    return True
 
 
 def _stop_supervisor(supervisord: subprocess.Popen[bytes], client: SupervisorClient) -> None:
@@ -832,8 +844,44 @@ def run_down(state_dir: str) -> int:
                 os.kill(pid, signal.SIGKILL)
         print(f"fulcrum down: stopped pid {pid} ({pid_file.name})")
         stopped = True
+    stopped = _stop_orphaned_parts(paths) or stopped
     stop_amphorae(paths.state)
     (paths.state / "ready").unlink(missing_ok=True)
     if not stopped:
         print(f"fulcrum down: nothing running under {paths.state}")
     return 0
+
+
+# What each part's command line holds, to tell it from a process that reused its pid.
+_PART_COMMANDS: Final = {
+    "postgres": b"postgres",
+    "nats": b"nats-server",
+    **{name: f"services.{name}".encode() for name in SERVICES},
+}
+
+
+def _stop_orphaned_parts(paths: StackPaths) -> bool:
+    """Stop the parts a dead supervisord left running (their last pids, as its event listener
+    recorded them): services first, then NATS and Postgres. True when there were any."""
+    if _pid_alive(paths.supervisor_pid) is not None:
+        return False
+    found = False
+    for name in (*SERVICES, "nats", "postgres"):
+        pid = int(read_restarts(paths.restarts).get(name, {}).get("pid") or 0)
+        try:
+            command_line = Path(f"/proc/{pid}/cmdline").read_bytes() if pid else b""
+        except OSError:
+            continue
+        if _PART_COMMANDS[name] not in command_line or not _running(pid):
+            continue
+        found = True
+        os.kill(pid, signal.SIGINT if name == "postgres" else signal.SIGTERM)
+        for _ in range(300):  # up to 30 s
+            if not _running(pid):
+                break
+            time.sleep(0.1)
+        else:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        print(f"fulcrum down: stopped {name} (pid {pid}), left by a dead supervisord")
+    return found

@@ -255,8 +255,8 @@ class SupervisorClient:
 
 
 def read_restarts(path: Path) -> dict[str, dict[str, Any]]:
-    """The listener's counts: ``{program: {"restarts": n, "crashes": n, "fatal": bool, ...}}``
-    (empty before the first event)."""
+    """The listener's counts: ``{program: {"restarts": n, "crashes": n, "fatal": bool,
+    "pid": last pid seen running, ...}}`` (empty before the first event)."""
     try:
         data: dict[str, dict[str, Any]] = json.loads(path.read_text())
     except (OSError, ValueError):
@@ -290,6 +290,7 @@ def _record(counts: dict[str, dict[str, Any]], event: str, payload: dict[str, st
         return f"{now} GAVE UP on {name}: it crashed at start too often in a row (FATAL)"
     if event == "PROCESS_STATE_RUNNING":
         entry["fatal"] = False
+        entry["pid"] = int(payload.get("pid", "0")) or None  # for a stop without supervisord
     return None
 
 
