@@ -5,6 +5,7 @@ Not a benchmark itself (``make bench`` skips ``_*.py``).
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import socket
@@ -16,6 +17,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import aiohttp
 
 from libs.common.embedded import EmbeddedNats, EmbeddedPostgres
 
@@ -107,3 +110,21 @@ def stack(prefix: str) -> Iterator[Stack]:
     finally:
         s.close()
         shutil.rmtree(root, ignore_errors=True)
+
+
+async def serving(
+    session: aiohttp.ClientSession, url: str, want: str | None = None, timeout: float = 30
+) -> None:
+    """Until ``url`` answers 200 (with the body ``want``, when given), polling every 5 ms on
+    new connections; RuntimeError after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            async with session.get(url, headers={"Connection": "close"}) as resp:
+                if resp.status == 200 and (want is None or await resp.text() == want):
+                    return
+        except aiohttp.ClientError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{url} never served {want or ''}")
+        await asyncio.sleep(0.005)

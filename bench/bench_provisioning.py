@@ -32,7 +32,7 @@ if str(REPO) not in sys.path:
 
 import aiohttp  # noqa: E402
 
-from bench._harness import SUBNET, Stack, free_port, pct, stack, wait_http  # noqa: E402
+from bench._harness import SUBNET, Stack, free_port, pct, serving, stack, wait_http  # noqa: E402
 
 COLD_SAMPLES = 4
 WARM_SAMPLES = 6
@@ -103,20 +103,6 @@ class Api:
             if lb["provisioning_status"] == "ERROR" or time.monotonic() > deadline:
                 raise RuntimeError(f"LB {lb_id}: {lb['provisioning_status']}")
             await asyncio.sleep(0.005)
-
-
-async def serving(session: aiohttp.ClientSession, url: str, want: str | None = None) -> None:
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            async with session.get(url, headers={"Connection": "close"}) as resp:
-                if resp.status == 200 and (want is None or await resp.text() == want):
-                    return
-        except aiohttp.ClientError:
-            pass
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{url} never served {want or ''}")
-        await asyncio.sleep(0.005)
 
 
 def graph(vip: str, port: int, members: list[int]) -> dict[str, Any]:

@@ -49,7 +49,7 @@ if str(REPO) not in sys.path:
 import aiohttp  # noqa: E402
 from aiohttp import web  # noqa: E402
 
-from bench._harness import SUBNET, free_port, pct  # noqa: E402
+from bench._harness import SUBNET, free_port, pct, serving  # noqa: E402
 from libs.common.embedded import (  # noqa: E402
     UNSAFE_FAST_SETTINGS,
     EmbeddedNats,
@@ -181,20 +181,6 @@ async def member_servers(count: int) -> AsyncIterator[list[int]]:
     finally:
         for runner in runners:
             await runner.cleanup()
-
-
-async def serving(session: aiohttp.ClientSession, url: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            async with session.get(url, headers={"Connection": "close"}) as resp:
-                if resp.status == 200:
-                    return
-        except aiohttp.ClientError:
-            pass
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{url} never served")
-        await asyncio.sleep(0.02)
 
 
 def diagnostics(state: Path) -> str:

@@ -437,7 +437,9 @@ def _http_ready(url: str, timeout: float) -> tuple[bool, str]:
 
 async def _database_facts(
     dsn: str, connect_timeout: float
-) -> tuple[int, float | None, dict[str, int]]:
+) -> tuple[int, float | None, dict[str, int]] | None:
+    """Outbox backlog, age of its oldest row and amphorae by state; None before the services
+    created the tables. Raises what asyncpg raises when Postgres does not answer."""
     conn = await asyncpg.connect(dsn, timeout=connect_timeout, command_timeout=connect_timeout)
     try:
         backlog = await conn.fetchval("SELECT count(*) FROM outbox")
@@ -447,6 +449,8 @@ async def _database_facts(
         )
         rows = await conn.fetch("SELECT status, count(*) AS n FROM amphora_view GROUP BY status")
         return int(backlog), oldest, {row["status"]: int(row["n"]) for row in rows}
+    except asyncpg.UndefinedTableError:
+        return None
     finally:
         await conn.close()
 
@@ -465,18 +469,16 @@ def collect_status(paths: StackPaths, timeout: float = CONNECT_TIMEOUT) -> Stack
         raise StackError(f"no stack running under {paths.state} ({exc})") from exc
     counts = read_restarts(paths.restarts)
     status = StackStatus(str(paths.state), supervisor_pid, asdict(ports))
-    database_error = ""
+    database = (True, _dsn(ports))
     try:
-        backlog, oldest, amphorae = asyncio.run(_database_facts(_dsn(ports), timeout))
-        status.outbox_backlog, status.outbox_oldest_seconds, status.amphorae = (
-            backlog,
-            oldest,
-            amphorae,
-        )
+        facts = asyncio.run(_database_facts(_dsn(ports), timeout))
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
-        database_error = f"{_dsn(ports)}: {exc!r}"
+        database = (False, f"{_dsn(ports)}: {exc!r}")
+    else:
+        if facts is not None:
+            status.outbox_backlog, status.outbox_oldest_seconds, status.amphorae = facts
     probes = {
-        "postgres": (not database_error, database_error or _dsn(ports)),
+        "postgres": database,
         "nats": _http_ready(
             f"http://{LOOPBACK}:{ports.nats_monitor}/healthz?js-enabled-only=true", timeout
         ),
@@ -616,51 +618,28 @@ def _supervisor_environment() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("PG")}
 
 
-def _wait(
-    what: str,
-    check: Callable[[], tuple[bool, str]],
-    supervisord: subprocess.Popen[bytes],
-    client: SupervisorClient,
-    deadline: float,
-    names: tuple[str, ...],
+def _wait_ready(
+    paths: StackPaths, supervisord: subprocess.Popen[bytes], names: tuple[str, ...], deadline: float
 ) -> None:
+    """Until the parts ``names`` are ready as ``fulcrum status`` sees them; StackError when
+    supervisord exits, one of them keeps crashing at start, or ``deadline`` passes."""
     detail = ""
     while time.monotonic() < deadline:
         if supervisord.poll() is not None:
             raise StackError(f"supervisord exited with {supervisord.returncode}")
-        with contextlib.suppress(SupervisorUnreachable):
-            for info in client.processes():
-                if info.name in names and info.state == FATAL:
-                    raise StackError(f"{info.name} keeps crashing at start ({info.description})")
-        ok, detail = check()
-        if ok:
-            return
+        try:
+            parts = [p for p in collect_status(paths, 2.0).parts if p.name in names]
+        except StackError as exc:  # its socket is not there yet
+            detail = str(exc)
+        else:
+            for part in parts:
+                if part.state == FATAL:
+                    raise StackError(f"{part.name} keeps crashing at start")
+            if all(part.ready for part in parts):
+                return
+            detail = "; ".join(f"{p.name}: {p.state} {p.detail}" for p in parts if not p.ready)
         time.sleep(0.1)
-    raise StackError(f"{what} not ready after {READY_TIMEOUT:.0f} s: {detail}")
-
-
-def _servers_ready(ports: StackPorts) -> tuple[bool, str]:
-    nats_ok, nats_detail = _http_ready(
-        f"http://{LOOPBACK}:{ports.nats_monitor}/healthz?js-enabled-only=true", 1.0
-    )
-    try:
-        asyncio.run(_ping_database(_dsn(ports)))
-    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
-        return False, f"Postgres: {exc!r}"
-    return nats_ok, nats_detail
-
-
-async def _ping_database(dsn: str) -> None:
-    conn = await asyncpg.connect(dsn, timeout=1.0)
-    await conn.close()
-
-
-def _services_ready(ports: StackPorts) -> tuple[bool, str]:
-    for name in SERVICES:
-        ok, detail = _http_ready(f"http://{LOOPBACK}:{ports.service_port(name)}/readyz", 2.0)
-        if not ok:
-            return False, detail
-    return True, ""
+    raise StackError(f"{', '.join(names)} not ready after {READY_TIMEOUT:.0f} s: {detail}")
 
 
 def _log_tails(paths: StackPaths) -> str:
@@ -748,19 +727,10 @@ def run_up(state_dir: str, api_port: int | None) -> int:
             )
         print(f"fulcrum up: supervisord pid {supervisord.pid}", flush=True)
         deadline = time.monotonic() + READY_TIMEOUT
-        _wait(
-            "Postgres and NATS",
-            lambda: _servers_ready(ports),
-            supervisord,
-            client,
-            deadline,
-            SERVERS,
-        )
+        _wait_ready(paths, supervisord, SERVERS, deadline)
         for name in SERVICES:
             client.start(name)
-        _wait(
-            "the services", lambda: _services_ready(ports), supervisord, client, deadline, SERVICES
-        )
+        _wait_ready(paths, supervisord, SERVICES, deadline)
         clouds = write_clouds_yaml(state, f"http://{LOOPBACK}:{ports.api}")
         endpoint = _endpoint_text(paths, ports, clouds)
         (state / "endpoint.txt").write_text(endpoint)

@@ -10,7 +10,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,7 +20,7 @@ from pathlib import Path
 from nats.aio.client import Client as NatsClient
 
 from libs.common import bus, subjects
-from libs.common.embedded import EmbeddedNats
+from libs.common.embedded import EmbeddedNats, free_tcp_port
 from libs.common.events import Envelope, Metadata, new_envelope
 from libs.common.events.amphora import AmphoraDeleted
 from libs.common.events.tail import TailOptions
@@ -32,14 +31,6 @@ CONNECT_TIMEOUT = TailOptions().connect_timeout
 RECONNECT_WINDOW = TailOptions().reconnect_window
 STARTUP_SLACK = 4.0  # interpreter start and imports, on a busy machine
 META = Metadata(correlation_id="tail-test", actor="test")
-
-
-def free_port() -> int:
-    """A loopback port nobody listens on (bound, then released)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
 
 
 def run_tail(*args: str, timeout: float) -> tuple[subprocess.CompletedProcess[str], float]:
@@ -99,7 +90,7 @@ async def read_line(proc: asyncio.subprocess.Process, timeout: float) -> dict[st
 
 
 def test_unreachable_nats_fails_fast_with_one_line() -> None:
-    url = f"nats://127.0.0.1:{free_port()}"
+    url = f"nats://127.0.0.1:{free_tcp_port()}"
     result, elapsed = run_tail("--nats-url", url, timeout=CONNECT_TIMEOUT + 20)
     assert result.returncode == 2
     assert result.stderr.splitlines() == [
