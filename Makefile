@@ -108,8 +108,8 @@ status: venv
 	@$(VENV)/bin/fulcrum status --state-dir $(STATE)
 
 lint: venv
-	$(VENV)/bin/ruff check libs services
-	$(VENV)/bin/mypy libs services
+	$(VENV)/bin/ruff check libs services deploy
+	$(VENV)/bin/mypy libs services deploy
 	$(VENV)/bin/lint-imports
 
 # Every bench/*.py except private helpers (_*.py); each prints its own ratios.
@@ -137,10 +137,10 @@ SYSDEP_TOOLS += dockerd:docker.io docker-compose:docker-compose mmdebstrap:mmdeb
 .PHONY: dockerd dockerd-stop images compose-up compose-down compose-logs
 
 dockerd: venv sysdeps
-	$(PY) -m libs.common.dockerd start --state-dir $(DOCKER_STATE)
+	$(PY) -m deploy.local.dockerd start --state-dir $(DOCKER_STATE)
 
 dockerd-stop: venv
-	$(PY) -m libs.common.dockerd stop --state-dir $(DOCKER_STATE)
+	$(PY) -m deploy.local.dockerd stop --state-dir $(DOCKER_STATE)
 
 images: dockerd
 	DOCKER_HOST=unix://$(DOCKER_SOCKET) $(PY) deploy/images.py

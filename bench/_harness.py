@@ -20,7 +20,7 @@ from pathlib import Path
 
 import aiohttp
 
-from libs.common.embedded import EmbeddedNats, EmbeddedPostgres
+from deploy.local.embedded import EmbeddedNats, EmbeddedPostgres
 
 SUBNET = "6a3b9c3e-5f2d-4c1a-9b7e-1f0d2c3b4a51"
 

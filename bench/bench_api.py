@@ -25,7 +25,7 @@ from pathlib import Path
 
 import aiohttp
 
-from libs.common.embedded import EmbeddedNats, EmbeddedPostgres, create_database
+from deploy.local.embedded import EmbeddedNats, EmbeddedPostgres, create_database
 
 SUBNET = "6a3b9c3e-5f2d-4c1a-9b7e-1f0d2c3b4a51"
 LB_COUNT = 150

@@ -42,7 +42,7 @@ import docker
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from libs.common.dockerd import PrivateDockerd  # noqa: E402
+from deploy.local.dockerd import PrivateDockerd  # noqa: E402
 from libs.common.pki import DeploymentCA  # noqa: E402
 from services.provisioner.drivers import AmphoraSpec  # noqa: E402
 from services.provisioner.drivers.docker import DockerAmphoraDriver  # noqa: E402

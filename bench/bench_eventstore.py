@@ -17,9 +17,9 @@ from pathlib import Path
 
 import asyncpg
 
+from deploy.local.embedded import EmbeddedNats, EmbeddedPostgres, create_database
 from libs.common import bus, subjects
 from libs.common.database import create_pool, migrate
-from libs.common.embedded import EmbeddedNats, EmbeddedPostgres, create_database
 from libs.common.events import Envelope, Metadata
 from libs.common.events.amphora import AmphoraDeleted
 from libs.common.eventstore import PostgresEventStore

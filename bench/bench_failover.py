@@ -44,11 +44,11 @@ if str(REPO) not in sys.path:
 
 from aiohttp import web  # noqa: E402
 
+from deploy.local.embedded import EmbeddedNats, EmbeddedPostgres, create_database  # noqa: E402
 from libs.common.agent_contract import VrrpState  # noqa: E402
 from libs.common.database import create_pool, migrate  # noqa: E402
 from libs.common.domain import commands as c  # noqa: E402
 from libs.common.domain.model import LoadBalancerState, Topology  # noqa: E402
-from libs.common.embedded import EmbeddedNats, EmbeddedPostgres, create_database  # noqa: E402
 from libs.common.events import Metadata  # noqa: E402
 from libs.common.eventstore import PostgresEventStore  # noqa: E402
 from libs.common.pki import DeploymentCA  # noqa: E402

@@ -31,11 +31,11 @@ from typing import Any
 
 import asyncpg
 
+from deploy.local.embedded import EmbeddedNats, EmbeddedPostgres, create_database
 from libs.common import heartbeat_codec as codec
 from libs.common.database import create_pool, migrate
 from libs.common.domain import commands as c
 from libs.common.domain.model import HealthMonitor, Listener, LoadBalancer, Member, Pool
-from libs.common.embedded import EmbeddedNats, EmbeddedPostgres, create_database
 from libs.common.events import Metadata
 from libs.common.events.amphora import AmphoraBooted
 from libs.common.eventstore import PostgresEventStore

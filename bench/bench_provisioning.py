@@ -355,7 +355,7 @@ async def wait_spares(api: Api, s: Stack, count: int) -> None:
 async def main() -> None:
     with stack("fulcrum-bench-prov-") as s, tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        from libs.common.embedded import create_database
+        from deploy.local.embedded import create_database
 
         s.pg_dsn = await create_database(s.pg_dsn, "bench")
         api_port = free_port()

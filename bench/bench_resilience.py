@@ -50,7 +50,7 @@ import aiohttp  # noqa: E402
 from aiohttp import web  # noqa: E402
 
 from bench._harness import SUBNET, free_port, pct, serving  # noqa: E402
-from libs.common.embedded import (  # noqa: E402
+from deploy.local.embedded import (  # noqa: E402
     UNSAFE_FAST_SETTINGS,
     EmbeddedNats,
     EmbeddedPostgres,

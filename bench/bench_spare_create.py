@@ -40,10 +40,10 @@ import aiohttp  # noqa: E402
 import asyncpg  # noqa: E402
 from aiohttp import web  # noqa: E402
 
+from deploy.local.embedded import EmbeddedNats, EmbeddedPostgres, create_database  # noqa: E402
 from libs.common.database import create_pool  # noqa: E402
 from libs.common.domain import commands as c  # noqa: E402
 from libs.common.domain.model import Listener, LoadBalancer, Member, Pool  # noqa: E402
-from libs.common.embedded import EmbeddedNats, EmbeddedPostgres, create_database  # noqa: E402
 from libs.common.events import Metadata  # noqa: E402
 from libs.common.eventstore import PostgresEventStore  # noqa: E402
 from libs.common.repository import LoadBalancerRepository  # noqa: E402

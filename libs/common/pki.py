@@ -1,15 +1,15 @@
 """The deployment's private CA: one self-signed ECDSA P-256 root that signs every amphora agent's
 server certificate and the control plane's client certificates (mutual TLS to the agents).
 
-Keys are written 0600, atomically; certificates carry `not_after` so housekeeping can rotate them.
+Control plane only: the amphora checks certificates (``certificate_checks.py``) and never holds
+the CA key. Keys are written 0600, atomically; certificates carry `not_after` so housekeeping
+can rotate them.
 """
 
 from __future__ import annotations
 
 import fcntl
 import ipaddress
-import os
-import tempfile
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -17,19 +17,18 @@ from pathlib import Path
 from typing import Final, NamedTuple
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from libs.common.certificate_checks import certificate_not_after
+from libs.common.private_files import write_private_file
 
 __all__ = [
     "CA_CERT_FILE",
     "CA_KEY_FILE",
     "DeploymentCA",
     "IssuedCertificate",
-    "certificate_not_after",
-    "is_issued_by",
-    "write_private_file",
 ]
 
 CA_CERT_FILE: Final = "ca.pem"
@@ -49,41 +48,6 @@ class IssuedCertificate(NamedTuple):
     @property
     def not_after(self) -> datetime:
         return certificate_not_after(self.cert_pem)
-
-
-def write_private_file(path: Path, data: bytes, mode: int = 0o600) -> None:
-    """Write `data` atomically (temp file in the same directory, then rename) with `mode`.
-
-    Readers see the old content or the new one, never a partial file; the file never exists
-    with looser permissions than `mode`, not even briefly.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def certificate_not_after(cert_pem: bytes) -> datetime:
-    """Expiry (timezone-aware UTC) of the first certificate in `cert_pem`."""
-    return x509.load_pem_x509_certificate(cert_pem).not_valid_after_utc
-
-
-def is_issued_by(cert_pem: bytes, ca_cert_pem: bytes) -> bool:
-    """True when the first certificate in `cert_pem` carries a valid signature of the CA."""
-    try:
-        cert = x509.load_pem_x509_certificate(cert_pem)
-        cert.verify_directly_issued_by(x509.load_pem_x509_certificate(ca_cert_pem))
-    except (ValueError, TypeError, InvalidSignature):
-        return False
-    return True
 
 
 def _private_key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
-from libs.common.pki import write_private_file
+from libs.common.private_files import write_private_file
 from libs.common.tasks import background
 from services.amphora.adapters.certificates import CertificateDirectory
 from services.amphora.adapters.haproxy import HaproxyDataPlane

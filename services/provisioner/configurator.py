@@ -26,7 +26,8 @@ from pathlib import Path
 from libs.common.agent_contract import AgentInfo, NewServer, ServerState, VrrpState, VrrpStatus
 from libs.common.domain.model import LoadBalancerState, Topology
 from libs.common.errors import FulcrumError
-from libs.common.pki import DeploymentCA, write_private_file
+from libs.common.pki import DeploymentCA
+from libs.common.private_files import write_private_file
 from services.provisioner.adapters.agent_client import (
     AgentRejected,
     AmphoraAgentClient,

@@ -22,8 +22,9 @@ from typing import Any
 
 import aiohttp
 
-from libs.common.stack import StackError, StackPaths, StackStatus, collect_status
-from libs.common.supervision import SupervisorClient
+from deploy.local.state import StackError, StackPaths
+from deploy.local.status import StackStatus, collect_status
+from deploy.local.supervision import SupervisorClient
 
 DEFAULT_SUBNET = "6a3b9c3e-5f2d-4c1a-9b7e-1f0d2c3b4a51"
 SERVICES = ("api", "provisioner", "health", "housekeeping")

@@ -35,7 +35,7 @@ from typing import Any
 import docker
 import pytest
 
-from libs.common.dockerd import reserved_subnets
+from deploy.local.dockerd import reserved_subnets
 from services.provisioner.drivers.docker import LABEL_DEPLOYMENT, container_name
 from tests.integration.docker import engine
 from tests.integration.docker.conftest import backend_containers, wait_http

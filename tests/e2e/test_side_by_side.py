@@ -15,8 +15,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from libs.common.stack import StackPaths
-from libs.common.supervision import SupervisorClient
+from deploy.local.state import StackPaths
+from deploy.local.supervision import SupervisorClient
 from tests.e2e.chaos import Tenant
 from tests.e2e.conftest import VENV_BIN, Backend, cloud_cli, start_stack, stop_stack
 

@@ -28,7 +28,8 @@ from cryptography import x509
 from pydantic import ValidationError
 
 from libs.common.agent_contract import NewServer, ServerState
-from libs.common.pki import DeploymentCA, write_private_file
+from libs.common.pki import DeploymentCA
+from libs.common.private_files import write_private_file
 from services.provisioner.adapters.agent_client import (
     AgentRejected,
     AgentUnavailable,

@@ -11,7 +11,7 @@ import asyncpg
 import nats
 import pytest
 
-from libs.common.embedded import (
+from deploy.local.embedded import (
     EmbeddedNats,
     EmbeddedPostgres,
     EmbeddedServerError,

@@ -19,8 +19,9 @@ from pathlib import Path
 
 from nats.aio.client import Client as NatsClient
 
+from deploy.local.embedded import EmbeddedNats
+from deploy.local.ports import free_tcp_port
 from libs.common import bus, subjects
-from libs.common.embedded import EmbeddedNats, free_tcp_port
 from libs.common.events import Envelope, Metadata, new_envelope
 from libs.common.events.amphora import AmphoraDeleted
 from libs.common.events.tail import TailOptions

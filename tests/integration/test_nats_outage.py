@@ -19,8 +19,8 @@ import asyncpg
 import pytest
 from aiohttp import web
 
+from deploy.local.embedded import EmbeddedNats
 from libs.common import bus
-from libs.common.embedded import EmbeddedNats
 from libs.common.events import Envelope
 from libs.common.events.amphora import AmphoraDeleted
 from libs.common.eventstore import PostgresEventStore

@@ -25,9 +25,9 @@ import asyncpg
 import pytest
 from aiohttp import web
 
+from deploy.local.embedded import EmbeddedPostgres
 from libs.common import bus, subjects
 from libs.common.database import create_pool, migrate
-from libs.common.embedded import EmbeddedPostgres
 from libs.common.events import Envelope, Metadata
 from libs.common.events.amphora import AmphoraDeleted
 from libs.common.eventstore import PostgresEventStore

@@ -24,7 +24,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from libs.common.embedded import EmbeddedNats, EmbeddedPostgres
+from deploy.local.embedded import EmbeddedNats, EmbeddedPostgres
 from libs.common.events import Metadata
 from libs.common.events.amphora import AmphoraDeleted
 from libs.common.eventstore import PostgresEventStore

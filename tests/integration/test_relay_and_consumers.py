@@ -11,8 +11,8 @@ import asyncpg
 import pytest
 from nats.aio.client import Client as NatsClient
 
+from deploy.local.embedded import EmbeddedNats
 from libs.common import bus, subjects
-from libs.common.embedded import EmbeddedNats
 from libs.common.events import Envelope, Metadata
 from libs.common.events.amphora import AmphoraDeleted
 from libs.common.eventstore import PostgresEventStore

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from supervisor.datatypes import dict_of_key_value_pairs
 
-from libs.common.supervision import (
+from deploy.local.supervision import (
     Program,
     SupervisorClient,
     SupervisorUnreachable,

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from libs.common.pki import DeploymentCA, write_private_file
+from libs.common.pki import DeploymentCA
+from libs.common.private_files import write_private_file
 from services.amphora.adapters.tls import AgentTLS
 
 

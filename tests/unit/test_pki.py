@@ -15,12 +15,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from libs.common.pki import (
-    DeploymentCA,
-    certificate_not_after,
-    is_issued_by,
-    write_private_file,
-)
+from libs.common.certificate_checks import certificate_not_after, is_issued_by
+from libs.common.pki import DeploymentCA
+from libs.common.private_files import write_private_file
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from cryptography import x509
 
 from libs.common.agent_contract import CERT_NAME_PATTERN, CertificateStored
 from libs.common.errors import NotFound, ValidationFailed
-from libs.common.pki import write_private_file
+from libs.common.private_files import write_private_file
 
 _CERT_NAME = re.compile(CERT_NAME_PATTERN)
 

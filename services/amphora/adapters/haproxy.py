@@ -34,7 +34,7 @@ from libs.common.errors import (
     TransientError,
     ValidationFailed,
 )
-from libs.common.pki import write_private_file
+from libs.common.private_files import write_private_file
 
 logger = logging.getLogger(__name__)
 

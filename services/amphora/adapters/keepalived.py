@@ -28,7 +28,7 @@ from typing import Final
 
 from libs.common.agent_contract import VrrpState, VrrpStatus
 from libs.common.errors import Conflict, InfrastructureError, ValidationFailed
-from libs.common.pki import write_private_file
+from libs.common.private_files import write_private_file
 from services.amphora.adapters.vip import VipInterface
 
 logger = logging.getLogger(__name__)

@@ -16,8 +16,9 @@ from typing import Final, Self
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from libs.common.certificate_checks import is_issued_by
 from libs.common.errors import ValidationFailed
-from libs.common.pki import is_issued_by, write_private_file
+from libs.common.private_files import write_private_file
 
 _DELIVERY_POLL: Final = 0.01
 

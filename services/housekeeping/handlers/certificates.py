@@ -19,9 +19,9 @@ from typing import Final
 
 import asyncpg
 
+from libs.common.certificate_checks import certificate_not_after
 from libs.common.events import Metadata
 from libs.common.events import housekeeping as hk
-from libs.common.pki import certificate_not_after
 from libs.common.repository import AmphoraRepository
 from libs.common.service import Metrics
 from services.housekeeping.adapters import postgres

@@ -57,7 +57,8 @@ from pathlib import Path
 from typing import Final
 
 from libs.common.errors import InfrastructureError
-from libs.common.pki import DeploymentCA, write_private_file
+from libs.common.pki import DeploymentCA
+from libs.common.private_files import write_private_file
 from services.provisioner.drivers import AmphoraHandle, AmphoraSpec
 from services.provisioner.drivers.process import Zygote
 from services.provisioner.settings import NetnsDriverSettings, NetnsNetworkSettings

@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Final
 
 from libs.common.errors import InfrastructureError
-from libs.common.pki import DeploymentCA, write_private_file
+from libs.common.pki import DeploymentCA
+from libs.common.private_files import write_private_file
 from services.provisioner.drivers import AmphoraHandle, AmphoraSpec
 
 DRIVER_NAME: Final = "process"

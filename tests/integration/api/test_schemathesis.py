@@ -22,7 +22,7 @@ import pytest
 import schemathesis
 from aiohttp import web
 
-from libs.common.embedded import EmbeddedNats, create_database, drop_database
+from deploy.local.embedded import EmbeddedNats, create_database, drop_database
 from services.api.app import ROUTE_MODULES, create_app
 from services.api.http.resources.openapi import build_document
 from services.api.http.routing import ApiRouter

@@ -23,8 +23,9 @@ import docker.types
 import pytest
 from testcontainers.core.container import DockerContainer
 
-from libs.common.dockerd import reserved_subnets
-from libs.common.pki import DeploymentCA, write_private_file
+from deploy.local.dockerd import reserved_subnets
+from libs.common.pki import DeploymentCA
+from libs.common.private_files import write_private_file
 from services.provisioner.adapters.agent_client import AmphoraAgentClient
 from services.provisioner.drivers import AmphoraHandle
 from services.provisioner.drivers.docker import LABEL_DEPLOYMENT, DockerAmphoraDriver

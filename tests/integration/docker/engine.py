@@ -17,7 +17,7 @@ from pathlib import Path
 import docker
 import pytest
 
-from libs.common.dockerd import DockerdError, PrivateDockerd
+from deploy.local.dockerd import DockerdError, PrivateDockerd
 
 REPO = Path(__file__).resolve().parents[3]
 DOCKER_HOST_ENV = "FULCRUM_TEST_DOCKER_HOST"

@@ -1,28 +1,68 @@
-"""The ``fulcrum`` console script: one subcommand per service, ``up``/``status``/``down``,
-and ``events``.
+"""The ``fulcrum`` console script, and the one composition root that imports every service.
 
-Service subcommands run ``services.<name>.__main__.main`` in this process; ``up`` runs the
-whole embedded stack under supervision (see ``stack.py``), ``status`` shows it and ``down``
-stops it; ``events tail`` follows the event stream live and ``events docs`` prints the
-reference of every event subject and payload. Client commands exit 2 with one line when
-their server does not answer.
+``fulcrum <service>`` runs that service's ``__main__.main`` in this process (settings from the
+FULCRUM_* environment); ``up`` runs the whole embedded stack under supervision (``up.py``),
+``status`` shows it and ``down`` stops it; ``events tail`` follows the event stream live and
+``events docs`` prints the reference of every event subject and payload. Client commands exit
+2 with one line when their server does not answer.
+
+Nothing else may import more than one service (``make lint`` checks it). Each entry point
+imports its service only when run, so ``fulcrum status`` does not load five services.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Final
 
-SERVICES = ("api", "provisioner", "health", "housekeeping", "amphora")
+
+def _api() -> int:
+    from services.api.__main__ import main
+
+    return main()
+
+
+def _provisioner() -> int:
+    from services.provisioner.__main__ import main
+
+    return main()
+
+
+def _health() -> int:
+    from services.health.__main__ import main
+
+    return main()
+
+
+def _housekeeping() -> int:
+    from services.housekeeping.__main__ import main
+
+    return main()
+
+
+def _amphora() -> int:
+    from services.amphora.__main__ import main
+
+    main()
+    return 0
+
+
+SERVICE_ENTRY_POINTS: Final[dict[str, Callable[[], int]]] = {
+    "api": _api,
+    "provisioner": _provisioner,
+    "health": _health,
+    "housekeeping": _housekeeping,
+    "amphora": _amphora,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="fulcrum", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    for name in SERVICES:
+    for name in SERVICE_ENTRY_POINTS:
         sub.add_parser(name, help=f"run the {name} service (settings from FULCRUM_* env)")
     up = sub.add_parser("up", help="run the whole stack on this machine (embedded default)")
     up.add_argument("--state-dir", default=".state")
@@ -60,20 +100,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     events_sub.add_parser("docs", help="print docs/events.md (generated from the registry)")
     args = parser.parse_args(argv)
 
-    if args.command in SERVICES:
-        module = importlib.import_module(f"services.{args.command}.__main__")
-        result: int = module.main()
-        return result
+    if args.command in SERVICE_ENTRY_POINTS:
+        return SERVICE_ENTRY_POINTS[args.command]()
     if args.command == "up":
-        from libs.common.stack import run_up
+        from deploy.local.up import run_up
 
         return run_up(args.state_dir, args.port)
     if args.command == "status":
-        from libs.common.stack import run_status
+        from deploy.local.status import run_status
 
         return run_status(args.state_dir, as_json=args.json)
     if args.command == "down":
-        from libs.common.stack import run_down
+        from deploy.local.down import run_down
 
         return run_down(args.state_dir)
     if args.events_command == "docs":

@@ -23,7 +23,7 @@ chains, policies and ``ip_forward`` to that engine.
 
 Command line (used by ``make dockerd`` / ``make dockerd-stop``)::
 
-    python -m libs.common.dockerd start|stop|status [--state-dir .state/docker]
+    python -m deploy.local.dockerd start|stop|status [--state-dir .state/docker]
 """
 
 from __future__ import annotations
@@ -748,7 +748,7 @@ def _remove_rules_naming(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m libs.common.dockerd", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m deploy.local.dockerd", description=__doc__)
     parser.add_argument("command", choices=("start", "stop", "status"))
     parser.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR)
     args = parser.parse_args(argv)

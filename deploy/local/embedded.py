@@ -29,6 +29,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
+from deploy.local.ports import LOOPBACK, free_tcp_port
 from libs.common.errors import InfrastructureError
 
 __all__ = [
@@ -42,11 +43,8 @@ __all__ = [
     "drop_database",
     "find_nats_server",
     "find_postgres_bin_dir",
-    "free_tcp_port",
-    "free_udp_port",
 ]
 
-LOOPBACK: Final = "127.0.0.1"
 DEFAULT_TEMPLATE_CACHE: Final = Path("~/.cache/fulcrum/pg-templates")
 
 _LOG_TAIL_BYTES: Final = 3000
@@ -672,23 +670,6 @@ def _parent_death_signal(sig: signal.Signals) -> Callable[[], None] | None:
         prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
 
     return set_parent_death_signal
-
-
-def free_tcp_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on now (the kernel's pick)."""
-    return _free_port(socket.SOCK_STREAM)
-
-
-def free_udp_port() -> int:
-    """A UDP port on 127.0.0.1 that nothing is bound to now (the kernel's pick)."""
-    return _free_port(socket.SOCK_DGRAM)
-
-
-def _free_port(kind: socket.SocketKind) -> int:
-    with socket.socket(socket.AF_INET, kind) as sock:
-        sock.bind((LOOPBACK, 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _wait_for_tcp(child: _Child, port: int, deadline: float) -> None:

@@ -109,7 +109,7 @@ def render_config(
         "supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface",
         "",
         "[eventlistener:restart-counter]",
-        f"command={_quote_arg(sys.executable)} -m libs.common.supervision "
+        f"command={_quote_arg(sys.executable)} -m deploy.local.supervision "
         f"{_quote_arg(str(restarts_file))}",
         "events=PROCESS_STATE",
         "buffer_size=1000",

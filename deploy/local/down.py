@@ -1,0 +1,107 @@
+"""``fulcrum down``: stop a local stack and its amphorae.
+
+``down`` stops ``up`` (which stops supervisord, which stops the services before NATS and
+Postgres); when ``up`` is gone it stops supervisord; when supervisord is gone too it stops the
+parts it left, by the pids its event listener recorded. The amphorae go last, by the pids the
+process driver wrote.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Final
+
+from deploy.local.state import SERVICES, StackPaths, pid_alive, running
+from deploy.local.supervision import read_restarts
+
+
+def run_down(state_dir: str) -> int:
+    """``fulcrum down``: stop the stack under ``state_dir`` (``up`` first, or its supervisord
+    when ``up`` is gone) and the amphorae; 0 also when nothing was running."""
+    paths = StackPaths(Path(state_dir).resolve())
+    stopped = False
+    for pid_file in (paths.state / "fulcrum.pid", paths.supervisor_pid):
+        pid = pid_alive(pid_file)
+        if pid is None:
+            continue
+        os.kill(pid, signal.SIGTERM)
+        for _ in range(1200):  # up to 120 s
+            if pid_alive(pid_file) != pid:
+                break
+            time.sleep(0.1)
+        else:
+            print(f"fulcrum down: pid {pid} ignored SIGTERM for 120 s; SIGKILL", file=sys.stderr)
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        print(f"fulcrum down: stopped pid {pid} ({pid_file.name})")
+        stopped = True
+    stopped = _stop_orphaned_parts(paths) or stopped
+    stop_amphorae(paths.state)
+    (paths.state / "ready").unlink(missing_ok=True)
+    if not stopped:
+        print(f"fulcrum down: nothing running under {paths.state}")
+    return 0
+
+
+# What each part's command line holds, to tell it from a process that reused its pid.
+_PART_COMMANDS: Final = {
+    "postgres": b"postgres",
+    "nats": b"nats-server",
+    **{name: f"services.{name}".encode() for name in SERVICES},
+}
+
+
+def _stop_orphaned_parts(paths: StackPaths) -> bool:
+    """Stop the parts a dead supervisord left running (their last pids, as its event listener
+    recorded them): services first, then NATS and Postgres. True when there were any."""
+    if pid_alive(paths.supervisor_pid) is not None:
+        return False
+    found = False
+    for name in (*SERVICES, "nats", "postgres"):
+        pid = int(read_restarts(paths.restarts).get(name, {}).get("pid") or 0)
+        try:
+            command_line = Path(f"/proc/{pid}/cmdline").read_bytes() if pid else b""
+        except OSError:
+            continue
+        if _PART_COMMANDS[name] not in command_line or not running(pid):
+            continue
+        found = True
+        os.kill(pid, signal.SIGINT if name == "postgres" else signal.SIGTERM)
+        for _ in range(300):  # up to 30 s
+            if not running(pid):
+                break
+            time.sleep(0.1)
+        else:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        print(f"fulcrum down: stopped {name} (pid {pid}), left by a dead supervisord")
+    return found
+
+
+def stop_amphorae(state: Path, timeout: float = 15.0) -> None:
+    """Stop every amphora the process driver started under ``state``, and its zygote: SIGTERM
+    by pid (an agent stops its HAProxy), then SIGKILL of the session of any still running
+    after ``timeout`` seconds."""
+    pids = []
+    for pid_file in [
+        *(state / "amphorae").glob("*/agent.pid"),
+        *(state / "amphorae").glob(".zygote/zygote.pid"),
+    ]:
+        try:
+            pid = int(pid_file.read_text())
+            os.kill(pid, signal.SIGTERM)
+        except (OSError, ValueError):
+            continue
+        pids.append(pid)
+    deadline = time.monotonic() + timeout
+    while pids and time.monotonic() < deadline:
+        pids = [pid for pid in pids if running(pid)]
+        time.sleep(0.05)
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            os.killpg(pid, signal.SIGKILL)  # agents lead their own session, HAProxy with them

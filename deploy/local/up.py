@@ -1,0 +1,258 @@
+"""``fulcrum up``: the whole stack on one machine, the embedded default.
+
+``up`` picks the ports (``ports.py``), prepares Postgres and NATS (``embedded.py``), and hands
+Postgres, NATS and the four services (api, provisioner, health, housekeeping) to supervisord
+(``supervision.py``), which restarts whatever crashes. It waits until every part is ready as
+``fulcrum status`` sees it, writes ``endpoint.txt``, ``clouds.yaml`` and ``ready``, then
+watches and reports give-ups until SIGTERM/SIGINT, when it stops supervisord (services first,
+then NATS and Postgres) and the amphorae.
+
+Amphorae are nobody's children: the process driver starts them in sessions of their own, so
+a crash of any service, of supervisord or of ``up`` itself leaves every VIP serving.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import FrameType
+from typing import Final
+
+from deploy.local.down import stop_amphorae
+from deploy.local.embedded import EmbeddedNats, EmbeddedPostgres
+from deploy.local.environment import service_environment, write_clouds_yaml
+from deploy.local.ports import LOOPBACK, StackPorts, choose_ports
+from deploy.local.state import SERVERS, SERVICES, StackError, StackPaths, pid_alive
+from deploy.local.status import collect_status
+from deploy.local.supervision import (
+    FATAL,
+    Program,
+    SupervisorClient,
+    SupervisorUnreachable,
+    render_config,
+)
+from libs.common.errors import FulcrumError
+
+READY_TIMEOUT: Final = 120.0
+
+
+def _programs(
+    paths: StackPaths, ports: StackPorts, pg: EmbeddedPostgres, nats_server: EmbeddedNats
+) -> list[Program]:
+    state = paths.state
+    envs = service_environment(state, pg.dsn, nats_server.url, ports)
+    programs = [
+        Program(
+            "postgres",
+            pg.supervised_command(),
+            paths.log("postgres"),
+            priority=10,
+            stop_signal="INT",  # fast shutdown: disconnect clients, checkpoint, exit
+            stop_wait=30,
+            environment={"LC_ALL": "C"},
+        ),
+        Program(
+            "nats",
+            nats_server.supervised_command(ports.nats_monitor),
+            paths.log("nats"),
+            priority=20,
+        ),
+    ]
+    for name in SERVICES:
+        programs.append(
+            Program(
+                name,
+                [sys.executable, "-m", f"services.{name}"],
+                paths.log(name),
+                environment=envs[name],
+                autostart=False,
+            )
+        )
+    return programs
+
+
+def _supervisor_environment() -> dict[str, str]:
+    # PG* variables (PGDATA, PGPORT, ...) would steer Postgres and the services' drivers.
+    return {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+
+
+def _wait_ready(
+    paths: StackPaths, supervisord: subprocess.Popen[bytes], names: tuple[str, ...], deadline: float
+) -> None:
+    """Until the parts ``names`` are ready as ``fulcrum status`` sees them; StackError when
+    supervisord exits, one of them keeps crashing at start, or ``deadline`` passes."""
+    detail = ""
+    while time.monotonic() < deadline:
+        if supervisord.poll() is not None:
+            raise StackError(f"supervisord exited with {supervisord.returncode}")
+        try:
+            parts = [p for p in collect_status(paths, 2.0).parts if p.name in names]
+        except StackError as exc:  # its socket is not there yet
+            detail = str(exc)
+        else:
+            for part in parts:
+                if part.state == FATAL:
+                    raise StackError(f"{part.name} keeps crashing at start")
+            if all(part.ready for part in parts):
+                return
+            detail = "; ".join(f"{p.name}: {p.state} {p.detail}" for p in parts if not p.ready)
+        time.sleep(0.1)
+    raise StackError(f"{', '.join(names)} not ready after {READY_TIMEOUT:.0f} s: {detail}")
+
+
+def _log_tails(paths: StackPaths) -> str:
+    parts = []
+    for name in (*SERVERS, *SERVICES):
+        try:
+            tail = paths.log(name).read_text(errors="replace")[-1500:]
+        except OSError:
+            continue
+        parts.append(f"--- {paths.log(name)} ---\n{tail}")
+    return "\n".join(parts)
+
+
+def _endpoint_text(paths: StackPaths, ports: StackPorts, clouds: Path) -> str:
+    api_url = ports.api_url
+    return (
+        f"Fulcrum is up.\n"
+        f"  API (Octavia v2, Neutron and Keystone subsets): {api_url}\n"
+        f"  Postgres: {ports.postgres_dsn}\n  NATS: {ports.nats_url}\n"
+        f"  VIPs: 127.{ports.vip_octet}.0.0/16 (subnet public-subnet)\n"
+        f"  Heartbeats: udp {LOOPBACK}:{ports.health_udp}   readiness: "
+        f"{api_url}/readyz, provisioner :{ports.provisioner}, health :{ports.health}, "
+        f"housekeeping :{ports.housekeeping}\n"
+        f"  clouds.yaml: {clouds}\n"
+        f"Use it:\n"
+        f"  export OS_CLIENT_CONFIG_FILE={clouds} OS_CLOUD=fulcrum\n"
+        f"  openstack loadbalancer create --name my-lb --vip-subnet public-subnet\n"
+        f"Status: fulcrum status --state-dir {paths.state}   Logs: {paths.state}/*.log   "
+        f"Stop: make down\n"
+    )
+
+
+def run_up(state_dir: str, api_port: int | None) -> int:
+    """Run the stack until SIGTERM/SIGINT; returns the exit code (1: it could not start)."""
+    paths = StackPaths(Path(state_dir).resolve())
+    state = paths.state
+    state.mkdir(parents=True, exist_ok=True)
+    (state / "ready").unlink(missing_ok=True)
+    running = pid_alive(paths.supervisor_pid)
+    if running is not None:
+        print(f"fulcrum up: a stack already runs under {state} (supervisord pid {running})")
+        return 1
+    stopping = False
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    supervisord: subprocess.Popen[bytes] | None = None
+    client = SupervisorClient(paths.supervisor_socket)
+    try:
+        ports = choose_ports(paths, api_port)
+        pg = EmbeddedPostgres(state / "postgres", port=ports.postgres)
+        nats_server = EmbeddedNats(state / "nats", port=ports.nats)
+        paths.supervisor_conf.write_text(
+            render_config(
+                socket_path=paths.supervisor_socket,
+                pid_file=paths.supervisor_pid,
+                log_file=state / "supervisord.log",
+                programs=_programs(paths, ports, pg, nats_server),
+                restarts_file=paths.restarts,
+                listener_log=state / "restarts.log",
+            )
+        )
+        paths.restarts.unlink(missing_ok=True)
+        # Its own session: a terminal's Ctrl-C reaches `up` only, which stops things in order;
+        # and supervisord (with the services) outlives an `up` killed hard.
+        with open(state / "supervisord.err", "ab") as errors:
+            supervisord = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "supervisor.supervisord",
+                    "-n",
+                    "-c",
+                    str(paths.supervisor_conf),
+                ],
+                env=_supervisor_environment(),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=errors,
+                start_new_session=True,
+            )
+        print(f"fulcrum up: supervisord pid {supervisord.pid}", flush=True)
+        deadline = time.monotonic() + READY_TIMEOUT
+        _wait_ready(paths, supervisord, SERVERS, deadline)
+        for name in SERVICES:
+            client.start(name)
+        _wait_ready(paths, supervisord, SERVICES, deadline)
+        clouds = write_clouds_yaml(state, ports.api_url)
+        endpoint = _endpoint_text(paths, ports, clouds)
+        (state / "endpoint.txt").write_text(endpoint)
+        (state / "nats.url").write_text(ports.nats_url)
+        print(endpoint, flush=True)
+        (state / "ready").write_text(str(os.getpid()))
+        if _watch(supervisord, client, lambda: stopping):
+            return 0
+        # supervisord itself died: what it ran may still run, and the amphorae serve on.
+        # Stopping them here would take every VIP down for a control-plane failure.
+        supervisord = None
+        print(
+            "fulcrum up: supervisord died; the amphorae keep serving and the parts it ran may "
+            f"still run. Stop them with: fulcrum down --state-dir {state}",
+            file=sys.stderr,
+            flush=True,
+        )
+        return 1
+    except (FulcrumError, OSError, ValueError) as exc:
+        print(f"fulcrum up: failed: {exc}\n{_log_tails(paths)}", file=sys.stderr, flush=True)
+        return 1
+    finally:
+        (state / "ready").unlink(missing_ok=True)
+        if supervisord is not None:
+            _stop_supervisor(supervisord, client)
+            stop_amphorae(state)
+
+
+def _watch(
+    supervisord: subprocess.Popen[bytes], client: SupervisorClient, stopping: Callable[[], bool]
+) -> bool:
+    """Until asked to stop (True) or supervisord dies (False): report every part supervisord
+    gave up on, once, loudly."""
+    reported: set[str] = set()
+    while not stopping():
+        if supervisord.poll() is not None:
+            print(f"fulcrum up: supervisord exited ({supervisord.returncode})", flush=True)
+            return False
+        with contextlib.suppress(SupervisorUnreachable):
+            for info in client.processes():
+                if info.state == FATAL and info.name not in reported:
+                    print(
+                        f"fulcrum up: GAVE UP on {info.name}: it crashed at start too often in "
+                        f"a row; the rest keeps running. Fix it, then: make down && make up",
+                        flush=True,
+                    )
+                    reported.add(info.name)
+                elif info.state != FATAL:
+                    reported.discard(info.name)
+        time.sleep(0.5)
+    return True
+
+
+def _stop_supervisor(supervisord: subprocess.Popen[bytes], client: SupervisorClient) -> None:
+    if supervisord.poll() is None:
+        supervisord.send_signal(signal.SIGTERM)  # stops programs in reverse priority order
+        try:
+            supervisord.wait(timeout=90)
+        except subprocess.TimeoutExpired:
+            supervisord.kill()
+            supervisord.wait()

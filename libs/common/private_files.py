@@ -1,0 +1,30 @@
+"""Files that hold secrets or that a reader must never see half-written: written atomically,
+never with looser permissions than asked for."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+__all__ = ["write_private_file"]
+
+
+def write_private_file(path: Path, data: bytes, mode: int = 0o600) -> None:
+    """Write `data` atomically (temp file in the same directory, then rename) with `mode`.
+
+    Readers see the old content or the new one, never a partial file; the file never exists
+    with looser permissions than `mode`, not even briefly.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
