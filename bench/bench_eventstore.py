@@ -19,11 +19,12 @@ import asyncpg
 
 from deploy.local.embedded import EmbeddedNats, EmbeddedPostgres, create_database
 from libs.common import bus, subjects
-from libs.common.database import create_pool, migrate
+from libs.common.database import create_pool
 from libs.common.events import Envelope, Metadata
 from libs.common.events.amphora import AmphoraDeleted
 from libs.common.eventstore import PostgresEventStore
 from libs.common.outbox import OutboxRelay
+from libs.common.schema import upgrade
 from libs.common.settings import NatsSettings, PostgresSettings, RelaySettings
 
 META = Metadata(actor="bench")
@@ -98,7 +99,7 @@ async def main() -> None:
             url = nats_server.start()
             dsn = await create_database(admin, "bench")
             pool = await create_pool(PostgresSettings(dsn=dsn, max_pool=20))
-            await migrate(pool)
+            await upgrade(pool)
             store = PostgresEventStore(pool)
             await append_throughput(store, 10, 500)  # warm-up
             single = await append_throughput(store, 1, 2000)

@@ -46,13 +46,14 @@ from aiohttp import web  # noqa: E402
 
 from deploy.local.embedded import EmbeddedNats, EmbeddedPostgres, create_database  # noqa: E402
 from libs.common.agent_contract import VrrpState  # noqa: E402
-from libs.common.database import create_pool, migrate  # noqa: E402
+from libs.common.database import create_pool  # noqa: E402
 from libs.common.domain import commands as c  # noqa: E402
 from libs.common.domain.model import LoadBalancerState, Topology  # noqa: E402
 from libs.common.events import Metadata  # noqa: E402
 from libs.common.eventstore import PostgresEventStore  # noqa: E402
 from libs.common.pki import DeploymentCA  # noqa: E402
 from libs.common.repository import LoadBalancerRepository  # noqa: E402
+from libs.common.schema import upgrade  # noqa: E402
 from libs.common.settings import NatsSettings, PostgresSettings, RelaySettings  # noqa: E402
 from services.health.app import UDP_ADDRESS  # noqa: E402
 from services.health.app import create_app as create_health  # noqa: E402
@@ -237,7 +238,7 @@ async def stack_with(
         nats_url = nats_server.start()
         dsn = await create_database(admin_dsn, name)
         pool = await create_pool(PostgresSettings(dsn=dsn, max_pool=10))
-        await migrate(pool)
+        await upgrade(pool)
         settings = ProvisionerSettings(
             postgres=PostgresSettings(dsn=dsn),
             nats=NatsSettings(url=nats_url, ack_wait=10.0),

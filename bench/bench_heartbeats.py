@@ -33,13 +33,14 @@ import asyncpg
 
 from deploy.local.embedded import EmbeddedNats, EmbeddedPostgres, create_database
 from libs.common import heartbeat_codec as codec
-from libs.common.database import create_pool, migrate
+from libs.common.database import create_pool
 from libs.common.domain import commands as c
 from libs.common.domain.model import HealthMonitor, Listener, LoadBalancer, Member, Pool
 from libs.common.events import Metadata
 from libs.common.events.amphora import AmphoraBooted
 from libs.common.eventstore import PostgresEventStore
 from libs.common.repository import AmphoraRepository, LoadBalancerRepository
+from libs.common.schema import upgrade
 from libs.common.settings import PostgresSettings
 
 KEY = "bench-heartbeat-key"
@@ -263,7 +264,7 @@ async def main() -> None:
             url = nats_server.start()
             dsn = await create_database(admin, "bench")
             pool = await create_pool(PostgresSettings(dsn=dsn, max_pool=20))
-            await migrate(pool)
+            await upgrade(pool)
             started = time.perf_counter()
             fleet = await record_fleet(pool)
             print(f"recorded {LBS} LBs + {SPARES} spares in {time.perf_counter() - started:.1f} s")

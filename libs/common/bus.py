@@ -40,24 +40,6 @@ log = logging.getLogger(__name__)
 # While the database is unavailable, a message's handling is retried at most this far apart.
 DATABASE_RETRY_CAP: Final = 2.0
 
-DDL: Final = """
-CREATE TABLE IF NOT EXISTS processed_messages (
-    consumer text NOT NULL,
-    event_id uuid NOT NULL,
-    processed_at timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (consumer, event_id)
-);
-CREATE TABLE IF NOT EXISTS dead_letters (
-    id bigserial PRIMARY KEY,
-    consumer text NOT NULL,
-    subject text NOT NULL,
-    event_id text,
-    reason text NOT NULL,
-    body text NOT NULL,
-    recorded_at timestamptz NOT NULL DEFAULT now()
-);
-"""
-
 
 class Header(StrEnum):
     """NATS headers Fulcrum sets: the only place their names are spelled."""
@@ -437,7 +419,6 @@ def _stream_key(msg: Msg) -> str:
 
 
 __all__ = [
-    "DDL",
     "ConsumerRunner",
     "ConsumerSpec",
     "Handler",

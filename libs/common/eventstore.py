@@ -20,35 +20,6 @@ from libs.common.events import Envelope, Event, Metadata, new_envelope, registry
 
 OUTBOX_CHANNEL: Final = "fulcrum_outbox"
 
-DDL: Final = """
-CREATE TABLE IF NOT EXISTS events (
-    global_position bigserial UNIQUE,
-    stream_id text NOT NULL,
-    stream_version int NOT NULL CHECK (stream_version > 0),
-    event_id uuid NOT NULL UNIQUE,
-    event_type text NOT NULL,
-    schema_version int NOT NULL,
-    data jsonb NOT NULL,
-    metadata jsonb NOT NULL,
-    occurred_at timestamptz NOT NULL,
-    recorded_at timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (stream_id, stream_version)
-);
-
-CREATE OR REPLACE FUNCTION events_insert_only() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN RAISE EXCEPTION 'events are insert-only'; END $$;
-DROP TRIGGER IF EXISTS events_insert_only ON events;
-CREATE TRIGGER events_insert_only BEFORE UPDATE OR DELETE ON events
-    FOR EACH ROW EXECUTE FUNCTION events_insert_only();
-CREATE TABLE IF NOT EXISTS outbox (
-    id bigserial PRIMARY KEY,
-    event_id uuid NOT NULL,
-    subject text NOT NULL,
-    body jsonb NOT NULL,
-    traceparent text
-);
-"""
-
 # One statement appends the events, writes their outbox rows and wakes the relay: without a
 # caller hook an append is a single round trip (a statement is atomic on its own).
 _APPEND_SQL: Final = f"""
@@ -277,7 +248,6 @@ def new_id() -> str:
 
 
 __all__ = [
-    "DDL",
     "OUTBOX_CHANNEL",
     "EventStore",
     "InMemoryEventStore",

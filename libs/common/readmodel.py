@@ -37,44 +37,6 @@ _PARENT_FIELD: Final[dict[str, str]] = {
     "l7rules": "l7policy_id",
 }
 
-DDL: Final = (
-    "\n".join(
-        f"""
-CREATE TABLE IF NOT EXISTS {table} (
-    id text PRIMARY KEY,
-    lb_id text NOT NULL,
-    parent_id text NOT NULL,
-    project_id text NOT NULL,
-    version int NOT NULL,
-    created_at timestamptz NOT NULL,
-    body jsonb NOT NULL
-);
-CREATE INDEX IF NOT EXISTS {table}_lb_idx ON {table} (lb_id);
-CREATE INDEX IF NOT EXISTS {table}_parent_idx ON {table} (parent_id);
-CREATE INDEX IF NOT EXISTS {table}_project_idx ON {table} (project_id, created_at, id);
-"""
-        for table in ["loadbalancer_view", *VIEW_TABLES.values()]
-    )
-    + """
-CREATE TABLE IF NOT EXISTS vip_allocations (
-    subnet_id text NOT NULL,
-    address text NOT NULL,
-    lb_id text NOT NULL,
-    PRIMARY KEY (subnet_id, address)
-);
-CREATE TABLE IF NOT EXISTS amphora_view (
-    id text PRIMARY KEY,
-    lb_id text,
-    status text NOT NULL,
-    agent_url text NOT NULL,
-    version int NOT NULL,
-    created_at timestamptz NOT NULL,
-    body jsonb NOT NULL
-);
-CREATE INDEX IF NOT EXISTS amphora_view_lb_idx ON amphora_view (lb_id);
-"""
-)
-
 
 def api_time(value: datetime | None) -> str | None:
     """Octavia's timestamp format: ISO 8601 to the second, no zone."""

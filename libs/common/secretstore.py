@@ -46,7 +46,6 @@ from libs.common.tls import (
 )
 
 __all__ = [
-    "DDL",
     "ContainerRecord",
     "Keyring",
     "PostgresSecretStore",
@@ -58,44 +57,6 @@ __all__ = [
     "new_key",
     "parse_ref",
 ]
-
-DDL: Final = """
-CREATE TABLE IF NOT EXISTS secrets (
-    id uuid PRIMARY KEY,
-    project_id text NOT NULL,
-    creator_id text,
-    name text,
-    secret_type text NOT NULL,
-    algorithm text,
-    bit_length int,
-    mode text,
-    content_type text NOT NULL,
-    expiration timestamptz,
-    key_id text NOT NULL,
-    sealed bytea NOT NULL,
-    created_at timestamptz NOT NULL,
-    updated_at timestamptz NOT NULL
-);
-CREATE INDEX IF NOT EXISTS secrets_project_idx ON secrets (project_id, created_at, id);
-CREATE TABLE IF NOT EXISTS secret_containers (
-    id uuid PRIMARY KEY,
-    project_id text NOT NULL,
-    creator_id text,
-    name text,
-    type text NOT NULL,
-    created_at timestamptz NOT NULL,
-    updated_at timestamptz NOT NULL
-);
-CREATE INDEX IF NOT EXISTS secret_containers_project_idx
-    ON secret_containers (project_id, created_at, id);
-CREATE TABLE IF NOT EXISTS secret_container_refs (
-    container_id uuid NOT NULL REFERENCES secret_containers (id) ON DELETE CASCADE,
-    name text NOT NULL,
-    secret_id uuid NOT NULL REFERENCES secrets (id),
-    PRIMARY KEY (container_id, name)
-);
-CREATE INDEX IF NOT EXISTS secret_container_refs_secret_idx ON secret_container_refs (secret_id);
-"""
 
 KEY_BYTES: Final = 32
 _NONCE_BYTES: Final = 12

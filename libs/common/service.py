@@ -25,9 +25,10 @@ from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 
 from libs.common import bus
-from libs.common.database import create_pool, migrate, ping
+from libs.common.database import create_pool, ping
 from libs.common.outbox import OutboxRelay, backlog
 from libs.common.readiness import Check, NotReady, Readiness
+from libs.common.schema import upgrade
 from libs.common.settings import NatsSettings, PostgresSettings, RelaySettings
 from libs.common.tasks import background as background  # re-exported for the services
 
@@ -93,13 +94,14 @@ def base_app(name: str, *, middlewares: Sequence[Any] = ()) -> web.Application:
     return app
 
 
-def postgres_ctx(settings: PostgresSettings, extra_ddl: Sequence[str] = ()) -> Ctx:
-    """Open the pool and migrate the schema; close the pool at shutdown."""
+def postgres_ctx(settings: PostgresSettings) -> Ctx:
+    """Open the pool and upgrade the schema (``libs.common.schema``); close the pool at
+    shutdown."""
 
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         pool = await create_pool(settings)
         try:
-            await migrate(pool, extra_ddl)
+            await upgrade(pool)
             app[DB] = pool
             app[READINESS].add("postgres", _postgres_answers(pool))
             yield

@@ -11,12 +11,10 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from libs.common import secretstore
 from libs.common.eventstore import PostgresEventStore
 from libs.common.repository import LoadBalancerRepository
 from libs.common.service import DB, base_app, nats_ctx, postgres_ctx, relay_ctx
 from libs.common.telemetry import setup_tracing
-from services.api.adapters import views as views_adapter
 from services.api.adapters.views import PostgresViews
 from services.api.auth.identity import IdentityConfig, load_or_bootstrap
 from services.api.auth.keystone import CatalogSettings, KeystoneApi
@@ -105,7 +103,8 @@ def build_identity(settings: ApiSettings) -> KeystoneApi:
 
 
 def create_app(settings: ApiSettings) -> web.Application:
-    """The API app; its cleanup contexts open Postgres (and migrate), NATS and the relay."""
+    """The API app; its cleanup contexts open Postgres (and upgrade its schema), NATS and the
+    relay."""
     setup_tracing("api", settings.telemetry)
     app = base_app("api", middlewares=[octavia_middleware])
     app[SETTINGS] = settings
@@ -115,9 +114,7 @@ def create_app(settings: ApiSettings) -> web.Application:
     for register in ROUTE_MODULES:
         register(api)
     app[ROUTE_SPECS] = api
-    app.cleanup_ctx.append(
-        postgres_ctx(settings.postgres, extra_ddl=[views_adapter.DDL, secretstore.DDL])
-    )
+    app.cleanup_ctx.append(postgres_ctx(settings.postgres))
     app.cleanup_ctx.append(nats_ctx(settings.nats))
     app.cleanup_ctx.append(relay_ctx(settings.postgres, settings.nats, settings.relay))
 

@@ -19,7 +19,6 @@ from libs.common.service import (
     relay_ctx,
 )
 from libs.common.telemetry import setup_tracing
-from services.health.adapters import postgres
 from services.health.handlers.directory import AmphoraDirectory
 from services.health.handlers.receiver import HeartbeatIntake, UdpReceiver, bind_udp
 from services.health.handlers.stale_scan import ScanPolicy, StaleScanner
@@ -58,7 +57,7 @@ def create_app(settings: HealthSettings) -> web.Application:
     check_settings(settings)
     setup_tracing("health", settings.telemetry)
     app = base_app("health")
-    app.cleanup_ctx.append(postgres_ctx(settings.postgres, [postgres.DDL]))
+    app.cleanup_ctx.append(postgres_ctx(settings.postgres))
     app.cleanup_ctx.append(nats_ctx(settings.nats))
     app.cleanup_ctx.append(relay_ctx(settings.postgres, settings.nats, settings.relay))
 

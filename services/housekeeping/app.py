@@ -12,7 +12,6 @@ from libs.common.eventstore import PostgresEventStore
 from libs.common.repository import AmphoraRepository
 from libs.common.service import DB, METRICS, background, base_app, nats_ctx, postgres_ctx, relay_ctx
 from libs.common.telemetry import setup_tracing
-from services.housekeeping.adapters import postgres
 from services.housekeeping.handlers.certificates import CertificateRotationJob
 from services.housekeeping.handlers.orphans import OrphanReconciliationJob
 from services.housekeeping.handlers.purge import RetentionPurgeJob
@@ -41,7 +40,7 @@ JOBS = web.AppKey("jobs", Jobs)
 def create_app(settings: HousekeepingSettings) -> web.Application:
     setup_tracing("housekeeping", settings.telemetry)
     app = base_app("housekeeping")
-    app.cleanup_ctx.append(postgres_ctx(settings.postgres, [postgres.DDL]))
+    app.cleanup_ctx.append(postgres_ctx(settings.postgres))
     app.cleanup_ctx.append(nats_ctx(settings.nats))
     app.cleanup_ctx.append(relay_ctx(settings.postgres, settings.nats, settings.relay))
 

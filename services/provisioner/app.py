@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from libs.common import secretstore, subjects
+from libs.common import subjects
 from libs.common.bus import ConsumerRunner, ConsumerSpec
 from libs.common.domain import commands as c
 from libs.common.errors import InvalidState, NotFound
@@ -109,7 +109,7 @@ def _pool_settings(settings: ProvisionerSettings) -> PostgresSettings:
 def create_app(settings: ProvisionerSettings) -> web.Application:
     setup_tracing("provisioner", settings.telemetry)
     app = base_app("provisioner")
-    app.cleanup_ctx.append(postgres_ctx(_pool_settings(settings), extra_ddl=[secretstore.DDL]))
+    app.cleanup_ctx.append(postgres_ctx(_pool_settings(settings)))
     app.cleanup_ctx.append(nats_ctx(settings.nats))
     app.cleanup_ctx.append(relay_ctx(settings.postgres, settings.nats, settings.relay))
 

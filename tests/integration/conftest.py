@@ -1,4 +1,4 @@
-"""Integration fixtures built on the real servers of tests/conftest.py: a migrated database
+"""Integration fixtures built on the real servers of tests/conftest.py: an upgraded database
 pool and a JetStream with the FULCRUM_EVENTS stream."""
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 
 from libs.common import bus
-from libs.common.database import create_pool, migrate
+from libs.common.database import create_pool
+from libs.common.schema import upgrade
 from libs.common.settings import NatsSettings, PostgresSettings
 
 
@@ -20,7 +21,7 @@ from libs.common.settings import NatsSettings, PostgresSettings
 async def db(pg_dsn: str) -> AsyncIterator[asyncpg.Pool]:
     """A pool on a fresh, migrated database."""
     pool = await create_pool(PostgresSettings(dsn=pg_dsn, max_pool=20))
-    await migrate(pool)
+    await upgrade(pool)
     try:
         yield pool
     finally:

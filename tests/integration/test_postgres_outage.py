@@ -27,15 +27,15 @@ from aiohttp import web
 
 from deploy.local.embedded import EmbeddedPostgres
 from libs.common import bus, subjects
-from libs.common.database import create_pool, migrate
+from libs.common.database import create_pool
 from libs.common.events import Envelope, Metadata
 from libs.common.events.amphora import AmphoraDeleted
 from libs.common.eventstore import PostgresEventStore
+from libs.common.schema import upgrade
 from libs.common.secretstore import new_key
 from libs.common.settings import NatsSettings, PostgresSettings
 from services.api.app import create_app as create_api
 from services.api.http.errors import DATABASE_UNAVAILABLE, RETRY_AFTER_SECONDS
-from services.health.adapters import postgres as health_tables
 from services.health.app import SCANNER, UDP_ADDRESS
 from services.health.app import create_app as create_health
 from tests.integration.api.conftest import SUBNET, Api, Reply, api_settings
@@ -232,7 +232,8 @@ async def test_a_consumer_waits_out_an_outage_and_handles_each_message_once(
     nc = await bus.connect(settings, "outage-test")
     runner: asyncio.Task[None] | None = None
     try:
-        await migrate(pool, [EFFECTS_DDL])
+        await upgrade(pool)
+        await pool.execute(EFFECTS_DDL)
         js = nc.jetstream()
         await bus.ensure_stream(js, settings)
         store = PostgresEventStore(pool)  # appended here, published by the test (no relay)
@@ -311,7 +312,7 @@ async def test_stale_scan_fails_nothing_over_after_a_postgres_restart(
     sender: Sender | None = None
     beating: Beating | None = None
     try:
-        await migrate(pool, [health_tables.DDL])
+        await upgrade(pool)
         sites = [await create_site(pool), await create_site(pool)]
         app = create_health(settings)
         runner = web.AppRunner(app)

@@ -33,23 +33,6 @@ from services.api.domain.catalog import (
 )
 
 CATALOG_TABLES: Final[dict[str, str]] = {s.category: f"{s.category}_view" for s in SECTIONS}
-# ``id`` is the entry's key (an availability zone's name); ``profile_id`` the profile it uses.
-DDL: Final = (
-    "\n".join(
-        f"""
-CREATE TABLE IF NOT EXISTS {table} (
-    id text PRIMARY KEY,
-    profile_id text,
-    version int NOT NULL,
-    created_at timestamptz NOT NULL,
-    body jsonb NOT NULL
-);
-CREATE INDEX IF NOT EXISTS {table}_profile_idx ON {table} (profile_id);
-"""
-        for table in CATALOG_TABLES.values()
-    )
-    + "CREATE UNIQUE INDEX IF NOT EXISTS flavor_view_name_idx ON flavor_view ((body->>'name'));\n"
-)
 
 
 class PostgresCatalog:

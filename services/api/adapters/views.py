@@ -2,9 +2,9 @@
 
 Bodies are returned as the stored JSON text so handlers can send them without re-encoding.
 Attribute names interpolated into SQL come only from the whitelists in ``domain/kinds.py``.
-Also owns the API's own tables: ``listener_stats`` (written by the health service) and
-``quota_view`` (written by adapters/quotas.py), and the ``amphora_list`` view (amphorae with
-their load balancer's project). The catalog tables' DDL comes from adapters/catalog.py.
+Also reads ``listener_stats`` (written by the health service), ``quota_view`` (written by
+adapters/quotas.py) and the ``amphora_list`` view (amphorae with their load balancer's
+project). Every table is defined in ``libs.common.schema``.
 """
 
 from __future__ import annotations
@@ -22,34 +22,6 @@ from libs.common.readmodel import VIEW_TABLES
 from services.api.adapters import catalog
 from services.api.domain.kinds import KINDS, Kind
 from services.api.domain.queries import ListQuery, Page
-
-DDL: Final = (
-    """
-CREATE TABLE IF NOT EXISTS listener_stats (
-    listener_id text NOT NULL,
-    amphora_id text NOT NULL,
-    lb_id text NOT NULL,
-    bytes_in bigint NOT NULL DEFAULT 0,
-    bytes_out bigint NOT NULL DEFAULT 0,
-    active_connections bigint NOT NULL DEFAULT 0,
-    total_connections bigint NOT NULL DEFAULT 0,
-    request_errors bigint NOT NULL DEFAULT 0,
-    PRIMARY KEY (listener_id, amphora_id)
-);
-CREATE INDEX IF NOT EXISTS listener_stats_lb_idx ON listener_stats (lb_id);
-CREATE TABLE IF NOT EXISTS quota_view (
-    project_id text PRIMARY KEY,
-    version int NOT NULL DEFAULT 0,
-    body jsonb NOT NULL
-);
-CREATE OR REPLACE VIEW amphora_list AS
-    SELECT a.id, a.lb_id, coalesce(lb.project_id, '') AS project_id, a.status, a.created_at,
-           a.body
-    FROM amphora_view a LEFT JOIN loadbalancer_view lb ON lb.id = a.lb_id
-    WHERE a.status <> 'DELETED';
-"""
-    + catalog.DDL
-)
 
 TABLES: Final[dict[str, str]] = {
     "loadbalancer": "loadbalancer_view",

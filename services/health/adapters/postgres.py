@@ -21,29 +21,6 @@ from services.health.domain.breaker import SilentAmphora
 
 SCANNER_LOCK_KEY: Final = 0x46554C484C54  # "FULHLT": one active stale scanner per database
 
-DDL: Final = """
-CREATE TABLE IF NOT EXISTS amphora_health (
-    amphora_id text PRIMARY KEY,
-    last_seen timestamptz,
-    seq bigint NOT NULL DEFAULT 0,
-    failover_stopped boolean NOT NULL DEFAULT false,
-    stopped_at timestamptz
-);
-CREATE TABLE IF NOT EXISTS listener_stats (
-    listener_id text NOT NULL,
-    amphora_id text NOT NULL,
-    lb_id text NOT NULL,
-    bytes_in bigint NOT NULL DEFAULT 0,
-    bytes_out bigint NOT NULL DEFAULT 0,
-    active_connections bigint NOT NULL DEFAULT 0,
-    total_connections bigint NOT NULL DEFAULT 0,
-    request_errors bigint NOT NULL DEFAULT 0,
-    PRIMARY KEY (listener_id, amphora_id)
-);
-CREATE INDEX IF NOT EXISTS listener_stats_lb_idx ON listener_stats (lb_id);
-CREATE INDEX IF NOT EXISTS listener_stats_amphora_idx ON listener_stats (amphora_id);
-"""
-
 
 @dataclass(frozen=True, slots=True)
 class AmphoraRecord:

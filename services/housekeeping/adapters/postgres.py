@@ -1,9 +1,8 @@
 """The housekeeping service's SQL: job locks and schedule, the queries its jobs run, the purges.
 
 Every job runs under a transaction-scoped advisory lock and records when it last ran in
-``housekeeping_runs``, so any number of replicas run each job once per interval. Tables owned
-by other services (``amphora_health``, ``listener_stats``) may not exist yet; queries on them
-check first. Deleted rows go in bounded batches so that no purge holds long locks.
+``housekeeping_runs``, so any number of replicas run each job once per interval. Deleted rows
+go in bounded batches so that no purge holds long locks.
 """
 
 from __future__ import annotations
@@ -14,13 +13,6 @@ from datetime import datetime
 from typing import Final
 
 import asyncpg
-
-DDL: Final = """
-CREATE TABLE IF NOT EXISTS housekeeping_runs (
-    job text PRIMARY KEY,
-    last_run timestamptz NOT NULL
-);
-"""
 
 PURGE_BATCH: Final = 5000
 # Statuses of a spare that counts towards the pool (no LB).
@@ -56,10 +48,6 @@ async def mark_run(conn: asyncpg.Connection, job: str) -> None:
     )
 
 
-async def _table_exists(conn: asyncpg.Connection | asyncpg.Pool, table: str) -> bool:
-    return bool(await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", table))
-
-
 # --- spares ---------------------------------------------------------------------------------
 
 
@@ -80,7 +68,7 @@ async def spare_amphorae(pool: asyncpg.Pool) -> list[SpareRow]:
         list(SPARE_STATUSES),
     )
     silent: dict[str, float] = {}
-    if rows and await _table_exists(pool, "amphora_health"):
+    if rows:
         heard = await pool.fetch(
             "SELECT amphora_id, extract(epoch FROM clock_timestamp() - last_seen)::float8 AS s "
             "FROM amphora_health WHERE amphora_id = ANY($1::text[]) AND last_seen IS NOT NULL",
@@ -187,7 +175,7 @@ async def purge_deleted_loadbalancers(pool: asyncpg.Pool, older_than: float) -> 
 
 async def purge_listener_stats(pool: asyncpg.Pool, lb_ids: Sequence[str]) -> int:
     """Stats rows of purged load balancers."""
-    if not lb_ids or not await _table_exists(pool, "listener_stats"):
+    if not lb_ids:
         return 0
     rows = await pool.fetch(
         "DELETE FROM listener_stats WHERE lb_id = ANY($1::text[]) RETURNING 1", list(lb_ids)
@@ -213,8 +201,6 @@ async def purge_deleted_amphorae(pool: asyncpg.Pool, older_than: float) -> int:
 async def purge_amphora_health(pool: asyncpg.Pool) -> int:
     """Last-seen rows of amphorae that are deleted (or whose record is purged): heartbeats are
     accepted only from live amphorae, so these rows serve nobody."""
-    if not await _table_exists(pool, "amphora_health"):
-        return 0
     return await _delete_in_batches(
         pool,
         "DELETE FROM amphora_health WHERE amphora_id IN ("

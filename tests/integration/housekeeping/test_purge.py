@@ -10,7 +10,6 @@ from datetime import UTC, datetime, timedelta
 from libs.common.domain import commands as c
 from libs.common.events import amphora as amp_ev
 from libs.common.service import Metrics
-from services.health.adapters.postgres import DDL as HEALTH_DDL
 from services.housekeeping.handlers.runner import JobRunner
 from services.housekeeping.settings import PurgeJob
 from tests import builders as b
@@ -56,7 +55,6 @@ async def _amphora(plant: Plant, lb_id: str, *, deleted: bool) -> str:
 
 
 async def test_rows_past_their_retention_are_purged_and_events_stay(plant: Plant) -> None:
-    await plant.db.execute(HEALTH_DDL)  # the health service's tables, as in a deployment
     # The job's loop stays off: the test runs its passes itself.
     await plant.start_housekeeping(
         purge=PurgeJob(enabled=False, loadbalancer_retention=RETENTION, amphora_retention=RETENTION)

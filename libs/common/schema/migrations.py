@@ -1,0 +1,20 @@
+"""The ordered table of migrations: version ``n`` is the ``n``-th entry, numbered from 1."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+from libs.common.schema import v001_baseline
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    """One step of the schema: ``sql`` runs in one transaction, recorded as ``version``."""
+
+    version: int
+    name: str
+    sql: str
+
+
+MIGRATIONS: Final[tuple[Migration, ...]] = (Migration(1, "baseline", v001_baseline.SQL),)
