@@ -30,106 +30,97 @@ class ChildKind:
     """One child kind. ``key`` is its collection in LoadBalancerState and in the API's kinds."""
 
     key: str
+    # The singular name: the quota resource (as Octavia's quota API spells it), the created
+    # event's snapshot attribute, "<name>_id" in the other events and "<name>_view".
+    name: str
     model: type[Resource]
     # How messages name it ("Listener 123 already exists.").
     label: str
     # The model field that holds the parent's id (the view's parent_id column).
     parent_field: str
-    view_table: str
-    # The quota resource, as Octavia's quota API spells it.
-    quota: str
     created: type[Event]
     updated: type[Event]
     deleted: type[Event]
-    # The created event's snapshot attribute and the update/delete events' id attribute.
-    snapshot_attr: str
-    id_attr: str
-    # Whether health observes its operating status (else the control plane sets it on settling).
-    observed: bool
+    # Whether health reports its operating status.
+    observed: bool = True
+
+    @property
+    def quota(self) -> str:
+        return self.name
+
+    @property
+    def snapshot_attr(self) -> str:
+        return self.name
+
+    @property
+    def id_attr(self) -> str:
+        return f"{self.name}_id"
+
+    @property
+    def view_table(self) -> str:
+        return f"{self.name}_view"
 
 
 LISTENER: Final = ChildKind(
     key="listeners",
+    name="listener",
     model=Listener,
     label="Listener",
     parent_field="loadbalancer_id",
-    view_table="listener_view",
-    quota="listener",
     created=ev.ListenerCreated,
     updated=ev.ListenerUpdated,
     deleted=ev.ListenerDeleted,
-    snapshot_attr="listener",
-    id_attr="listener_id",
-    observed=True,
 )
 POOL: Final = ChildKind(
     key="pools",
+    name="pool",
     model=Pool,
     label="Pool",
     parent_field="loadbalancer_id",
-    view_table="pool_view",
-    quota="pool",
     created=ev.PoolCreated,
     updated=ev.PoolUpdated,
     deleted=ev.PoolDeleted,
-    snapshot_attr="pool",
-    id_attr="pool_id",
-    observed=True,
 )
 MEMBER: Final = ChildKind(
     key="members",
+    name="member",
     model=Member,
     label="Member",
     parent_field="pool_id",
-    view_table="member_view",
-    quota="member",
     created=ev.MemberAdded,
     updated=ev.MemberUpdated,
     deleted=ev.MemberRemoved,
-    snapshot_attr="member",
-    id_attr="member_id",
-    observed=True,
 )
 HEALTHMONITOR: Final = ChildKind(
     key="healthmonitors",
+    name="healthmonitor",
     model=HealthMonitor,
     label="Health Monitor",
     parent_field="pool_id",
-    view_table="healthmonitor_view",
-    quota="healthmonitor",
     created=ev.HealthMonitorCreated,
     updated=ev.HealthMonitorUpdated,
     deleted=ev.HealthMonitorDeleted,
-    snapshot_attr="healthmonitor",
-    id_attr="healthmonitor_id",
-    observed=True,
 )
 L7POLICY: Final = ChildKind(
     key="l7policies",
+    name="l7policy",
     model=L7Policy,
     label="L7 Policy",
     parent_field="listener_id",
-    view_table="l7policy_view",
-    quota="l7policy",
     created=ev.L7PolicyCreated,
     updated=ev.L7PolicyUpdated,
     deleted=ev.L7PolicyDeleted,
-    snapshot_attr="l7policy",
-    id_attr="l7policy_id",
     observed=False,
 )
 L7RULE: Final = ChildKind(
     key="l7rules",
+    name="l7rule",
     model=L7Rule,
     label="L7 Rule",
     parent_field="l7policy_id",
-    view_table="l7rule_view",
-    quota="l7rule",
     created=ev.L7RuleCreated,
     updated=ev.L7RuleUpdated,
     deleted=ev.L7RuleDeleted,
-    snapshot_attr="l7rule",
-    id_attr="l7rule_id",
     observed=False,
 )
 
