@@ -25,6 +25,7 @@ from libs.common.domain.model import (
     Pool,
     ProvisioningStatus,
 )
+from libs.common.domain.stored import changes, snapshot
 from libs.common.errors import Conflict, InvalidState, NotFound, ValidationFailed
 from libs.common.events import Event
 from libs.common.events import housekeeping as hk
@@ -51,7 +52,8 @@ def decide(command: c.Command, state: LoadBalancerState) -> list[Event]:
         case c.UpdateLoadBalancer():
             lb = _require_lb(state)
             _require_status(lb, {PS.ACTIVE, PS.ERROR})
-            return [ev.LoadBalancerUpdated(changes={**command.changes, "updated_at": command.now})]
+            stored = changes(LoadBalancer, command.changes)
+            return [ev.LoadBalancerUpdated(changes=stored, updated_at=command.now)]
         case c.DeleteLoadBalancer():
             return _delete_loadbalancer(command, state)
         case c.FailoverLoadBalancer():
@@ -154,8 +156,8 @@ def _create_loadbalancer(cmd: c.CreateLoadBalancer, state: LoadBalancerState) ->
         tree = _with(tree, kind_of(child).key, child)
     return [
         ev.LoadBalancerCreated(
-            loadbalancer=cmd.loadbalancer,
-            **{kind.key: getattr(cmd, kind.key) for kind in CHILD_KINDS},
+            loadbalancer=snapshot(cmd.loadbalancer),
+            **{k.key: tuple(snapshot(x) for x in getattr(cmd, k.key)) for k in CHILD_KINDS},
         )
     ]
 
@@ -190,7 +192,7 @@ def _create_child(cmd: c.CreateChild, state: LoadBalancerState) -> list[Event]:
     if child.id in getattr(state, kind.key):
         raise Conflict(f"{kind.label} {child.id} already exists.")
     _check_child(child, state, cmd.listener_id)
-    fields: dict[str, Any] = {kind.snapshot_attr: child}
+    fields: dict[str, Any] = {kind.snapshot_attr: snapshot(child)}
     if kind is POOL:
         fields["listener_id"] = cmd.listener_id
     return [kind.created.model_validate(fields)]
@@ -302,8 +304,9 @@ def _update_child(cmd: c.UpdateChild, state: LoadBalancerState) -> list[Event]:
         case L7Policy():
             _check_l7policy(proposed, state)
     kind = BY_KEY[cmd.kind]
-    changes = {**cmd.changes, "updated_at": cmd.now}
-    return [kind.updated.model_validate({kind.id_attr: cmd.child_id, "changes": changes})]
+    stored = changes(kind.model, cmd.changes)
+    fields = {kind.id_attr: cmd.child_id, "changes": stored, "updated_at": cmd.now}
+    return [kind.updated.model_validate(fields)]
 
 
 def _check_delete(cmd: c.DeleteChild, state: LoadBalancerState) -> None:
@@ -329,13 +332,12 @@ def _replace_members(cmd: c.ReplaceMembers, state: LoadBalancerState) -> list[Ev
     for key, member in wanted.items():
         old = existing.get(key)
         if old is None:
-            events.append(ev.MemberAdded(member=member))
+            events.append(ev.MemberAdded(member=snapshot(member)))
             continue
-        changes = _member_changes(old, member)
-        if changes:
-            events.append(
-                ev.MemberUpdated(member_id=old.id, changes={**changes, "updated_at": cmd.now})
-            )
+        changed = _member_changes(old, member)
+        if changed:
+            stored = changes(Member, changed)
+            events.append(ev.MemberUpdated(member_id=old.id, changes=stored, updated_at=cmd.now))
     if not cmd.additive_only:
         events += [ev.MemberRemoved(member_id=m.id) for k, m in existing.items() if k not in wanted]
     return events

@@ -14,12 +14,14 @@ from libs.common.domain.kinds import BY_CREATED, BY_DELETED, BY_UPDATED, CHILD_K
 from libs.common.domain.model import (
     PENDING_STATUSES,
     L7Policy,
+    LoadBalancer,
     LoadBalancerState,
     Member,
     OperatingStatus,
     ProvisioningStatus,
     Resource,
 )
+from libs.common.domain.stored import applied, restored
 from libs.common.events import Event
 from libs.common.events import loadbalancer as ev
 
@@ -45,7 +47,7 @@ def evolve(state: LoadBalancerState, event: Event) -> LoadBalancerState:
 def _apply(state: LoadBalancerState, event: Event) -> LoadBalancerState:
     kind = BY_CREATED.get(type(event))
     if kind is not None:
-        child: Resource = getattr(event, kind.snapshot_attr)
+        child = restored(kind.model, getattr(event, kind.snapshot_attr))
         state = _put(state, kind.key, child)
         if isinstance(event, ev.PoolCreated) and event.listener_id in state.listeners:
             listener = state.listeners[event.listener_id]
@@ -55,9 +57,14 @@ def _apply(state: LoadBalancerState, event: Event) -> LoadBalancerState:
         return _lb_pending_update(state)
     kind = BY_UPDATED.get(type(event))
     if kind is not None:
+        assert isinstance(event, ev.ChildUpdated)
         target_id = getattr(event, kind.id_attr)
-        given: dict[str, Any] = event.model_dump()["changes"]
-        changes = {**given, "provisioning_status": PS.PENDING_UPDATE}
+        given = applied(kind.model, event.changes)
+        changes = {
+            **given,
+            "updated_at": event.updated_at,
+            "provisioning_status": PS.PENDING_UPDATE,
+        }
         state = _change(state, kind.key, target_id, changes)
         if isinstance(event, ev.L7PolicyUpdated) and target_id in state.l7policies:
             moved = target_id if "position" in given else None
@@ -198,8 +205,12 @@ def _settled_statuses(state: LoadBalancerState, collection: str, child: Resource
 
 def _on_created(state: LoadBalancerState, event: Event) -> LoadBalancerState:
     assert isinstance(event, ev.LoadBalancerCreated)
-    update: dict[str, Any] = {c: {x.id: x for x in getattr(event, c)} for c in _CHILD_KINDS}
-    return state.model_copy(update={**update, "loadbalancer": event.loadbalancer})
+    update: dict[str, Any] = {
+        kind.key: {x.id: restored(kind.model, x) for x in getattr(event, kind.key)}
+        for kind in CHILD_KINDS
+    }
+    lb = restored(LoadBalancer, event.loadbalancer)
+    return state.model_copy(update={**update, "loadbalancer": lb})
 
 
 def _on_updated(state: LoadBalancerState, event: Event) -> LoadBalancerState:
@@ -207,7 +218,11 @@ def _on_updated(state: LoadBalancerState, event: Event) -> LoadBalancerState:
     lb = state.loadbalancer
     if lb is None:
         return state
-    changes: dict[str, Any] = {**event.changes, "provisioning_status": PS.PENDING_UPDATE}
+    changes = {
+        **applied(LoadBalancer, event.changes),
+        "updated_at": event.updated_at,
+        "provisioning_status": PS.PENDING_UPDATE,
+    }
     return state.model_copy(update={"loadbalancer": lb.updated(changes)})
 
 
