@@ -18,7 +18,8 @@ from libs.common.events import Event, registry
 from libs.common.events import availability_zone as az_ev
 from libs.common.events import flavor as flavor_ev
 from libs.common.events import loadbalancer as ev
-from services.api.domain import catalog
+from libs.common.events import quota as quota_ev
+from services.api.domain import catalog, quota_limits
 from tests import builders
 
 V1 = json.loads((Path(__file__).parent / "fixtures" / "events_v1.json").read_text())
@@ -112,3 +113,9 @@ def test_catalog_changes_types_cover_what_may_change() -> None:
         changes_type = section.updated.model_fields["changes"].annotation
         assert isinstance(changes_type, type)
         assert set(changes_type.model_fields) == section.mutable, section.label
+
+
+def test_quota_limits_name_every_quota_resource() -> None:
+    assert set(quota_ev.QuotaLimits.model_fields) == set(quota_limits.QUOTA_RESOURCES)
+    event = quota_ev.QuotaUpdated(project_id="p", limits={"pool": None, "member": 3})
+    assert event.model_dump(mode="json")["limits"] == {"pool": None, "member": 3}
