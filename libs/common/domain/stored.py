@@ -14,16 +14,8 @@ from typing import Any, Final, TypeVar
 
 from pydantic import BaseModel
 
-from libs.common.domain.model import (
-    HealthMonitor,
-    L7Policy,
-    L7Rule,
-    Listener,
-    LoadBalancer,
-    Member,
-    Pool,
-    Resource,
-)
+from libs.common.domain import model as m
+from libs.common.domain.model import Resource
 from libs.common.events import Changes
 from libs.common.events import loadbalancer as ev
 
@@ -97,13 +89,13 @@ UNCHANGEABLE: Final = frozenset({"id", "project_id", "created_at", "updated_at"}
 
 # domain model -> (field map, snapshot type, changes type)
 TABLES: Final[dict[type[Resource], tuple[FieldMap, type[BaseModel], type[Changes]]]] = {
-    LoadBalancer: (LOADBALANCER, ev.LoadBalancerSnapshot, ev.LoadBalancerChanges),
-    Listener: (LISTENER, ev.ListenerSnapshot, ev.ListenerChanges),
-    Pool: (POOL, ev.PoolSnapshot, ev.PoolChanges),
-    Member: (MEMBER, ev.MemberSnapshot, ev.MemberChanges),
-    HealthMonitor: (HEALTHMONITOR, ev.HealthMonitorSnapshot, ev.HealthMonitorChanges),
-    L7Policy: (L7POLICY, ev.L7PolicySnapshot, ev.L7PolicyChanges),
-    L7Rule: (L7RULE, ev.L7RuleSnapshot, ev.L7RuleChanges),
+    m.LoadBalancer: (LOADBALANCER, ev.LoadBalancerSnapshot, ev.LoadBalancerChanges),
+    m.Listener: (LISTENER, ev.ListenerSnapshot, ev.ListenerChanges),
+    m.Pool: (POOL, ev.PoolSnapshot, ev.PoolChanges),
+    m.Member: (MEMBER, ev.MemberSnapshot, ev.MemberChanges),
+    m.HealthMonitor: (HEALTHMONITOR, ev.HealthMonitorSnapshot, ev.HealthMonitorChanges),
+    m.L7Policy: (L7POLICY, ev.L7PolicySnapshot, ev.L7PolicyChanges),
+    m.L7Rule: (L7RULE, ev.L7RuleSnapshot, ev.L7RuleChanges),
 }
 
 
@@ -115,7 +107,8 @@ def _out(name: str, value: Any) -> Any:
         fields = _NESTED[name]
         return {stored: _out(attr, getattr(value, attr)) for attr, stored in fields.items()}
     if isinstance(value, dict) and name in _NESTED:
-        return {_NESTED[name][k]: _out(k, v) for k, v in value.items()}
+        fields = _NESTED[name]
+        return {fields[k]: _out(k, v) for k, v in value.items() if k in fields}
     return value
 
 

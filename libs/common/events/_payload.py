@@ -31,4 +31,5 @@ class Changes(Stored):
         return self.model_dump(exclude_unset=True)
 
     def __contains__(self, name: object) -> bool:
+        """Whether the update set the field ``name`` (stored name)."""
         return name in self.model_fields_set

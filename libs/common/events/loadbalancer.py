@@ -144,7 +144,7 @@ class HealthMonitorSnapshot(ResourceSnapshot):
 
 
 class L7PolicySnapshot(ResourceSnapshot):
-    """A L7 policy as stored in the events that create it."""
+    """An L7 policy as stored in the events that create it."""
 
     listener_id: str
     action: str
@@ -156,7 +156,7 @@ class L7PolicySnapshot(ResourceSnapshot):
 
 
 class L7RuleSnapshot(ResourceSnapshot):
-    """A L7 rule as stored in the events that create it."""
+    """An L7 rule as stored in the events that create it."""
 
     l7policy_id: str
     type: str
@@ -256,7 +256,7 @@ class HealthMonitorChanges(ResourceChanges):
 
 
 class L7PolicyChanges(ResourceChanges):
-    """The fields of a L7 policy an update set (only those are stored)."""
+    """The fields of an L7 policy an update set (only those are stored)."""
 
     listener_id: str | None = None
     action: str | None = None
@@ -268,7 +268,7 @@ class L7PolicyChanges(ResourceChanges):
 
 
 class L7RuleChanges(ResourceChanges):
-    """The fields of a L7 rule an update set (only those are stored)."""
+    """The fields of an L7 rule an update set (only those are stored)."""
 
     l7policy_id: str | None = None
     type: str | None = None
@@ -294,6 +294,7 @@ class LoadBalancerCreated(LoadBalancerEvent, name="LoadBalancerCreated"):
     l7rules: tuple[L7RuleSnapshot, ...] = ()
 
 
+# v2: updated_at beside typed changes (v1: inside an untyped dict); upcast_updated_v1_v2.
 class LoadBalancerUpdated(LoadBalancerEvent, name="LoadBalancerUpdated", version=2):
     """Some attributes of the LB changed (it goes PENDING_UPDATE)."""
 
@@ -340,6 +341,7 @@ class OperatingStatusChanged(LoadBalancerEvent, name="OperatingStatusChanged"):
     statuses: dict[str, str]
 
 
+# v2: updated_at beside typed changes (v1: inside an untyped dict); upcast_updated_v1_v2.
 class ChildUpdated(LoadBalancerEvent):
     """Base of the child kinds' update events: ``changes`` of one child at ``updated_at``."""
 
@@ -426,7 +428,7 @@ class L7RuleDeleted(LoadBalancerEvent, name="L7RuleDeleted"):
     l7rule_id: str
 
 
-def _updated_at_beside_changes(data: dict[str, Any]) -> dict[str, Any]:
+def upcast_updated_v1_v2(data: dict[str, Any]) -> dict[str, Any]:
     """v1 -> v2 of every ``*Updated`` event: ``changes.updated_at`` moves to ``updated_at``."""
     changes = dict(data["changes"])
     return {**data, "changes": changes, "updated_at": changes.pop("updated_at")}
@@ -441,4 +443,4 @@ for _updated in (
     L7PolicyUpdated,
     L7RuleUpdated,
 ):
-    registry().register_upcaster(_updated.event_type, 1, _updated_at_beside_changes)
+    registry().register_upcaster(_updated.event_type, 1, upcast_updated_v1_v2)
