@@ -16,26 +16,11 @@ from typing import Any, Final
 import asyncpg
 
 from libs.common.domain.amphora import Amphora
+from libs.common.domain.kinds import BY_KEY, CHILD_KINDS
 from libs.common.domain.model import LoadBalancerState, ProvisioningStatus, Resource
 from libs.common.errors import Conflict
 
-VIEW_TABLES: Final[dict[str, str]] = {
-    "listeners": "listener_view",
-    "pools": "pool_view",
-    "members": "member_view",
-    "healthmonitors": "healthmonitor_view",
-    "l7policies": "l7policy_view",
-    "l7rules": "l7rule_view",
-}
-# The column that names each child's parent (for nested list endpoints).
-_PARENT_FIELD: Final[dict[str, str]] = {
-    "listeners": "loadbalancer_id",
-    "pools": "loadbalancer_id",
-    "members": "pool_id",
-    "healthmonitors": "pool_id",
-    "l7policies": "listener_id",
-    "l7rules": "l7policy_id",
-}
+VIEW_TABLES: Final[dict[str, str]] = {kind.key: kind.view_table for kind in CHILD_KINDS}
 
 
 def api_time(value: datetime | None) -> str | None:
@@ -118,7 +103,7 @@ def resource_bodies(state: LoadBalancerState) -> dict[str, dict[str, dict[str, A
 
 def _parent_id(state: LoadBalancerState, kind: str, resource_id: str) -> str:
     child = getattr(state, kind)[resource_id]
-    return str(getattr(child, _PARENT_FIELD[kind]))
+    return str(getattr(child, BY_KEY[kind].parent_field))
 
 
 async def project_loadbalancer(

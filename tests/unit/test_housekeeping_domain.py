@@ -11,6 +11,7 @@ import pytest
 from libs.common.domain import commands as c
 from libs.common.domain.decide import decide
 from libs.common.domain.evolve import fold
+from libs.common.domain.stored import snapshot
 from libs.common.errors import InvalidState
 from libs.common.events import Envelope, Event, Metadata
 from libs.common.events import housekeeping as hk
@@ -69,10 +70,10 @@ def test_the_pending_period_starts_after_the_last_settlement() -> None:
     lb = b.loadbalancer("127.77.0.1")
     member = b.member(b.pool(lb), 80)
     history = envelopes(
-        (0, ev.LoadBalancerCreated(loadbalancer=lb)),
+        (0, ev.LoadBalancerCreated(loadbalancer=snapshot(lb))),
         (1, ev.LoadBalancerActivated(amphora_ids=("a",))),
         (2, ev.OperatingStatusChanged(statuses={})),
-        (5, ev.MemberAdded(member=member)),
+        (5, ev.MemberAdded(member=snapshot(member))),
         (9, hk.LoadBalancerRedriveRequested(attempt=1, pending_status="x", pending_seconds=4)),
     )
     state = fold(e.payload for e in history)
@@ -100,7 +101,7 @@ def test_each_attempt_gets_its_bound_then_the_lb_fails_with_the_reason() -> None
 
 def test_a_redrive_is_accepted_only_while_pending_and_changes_no_status() -> None:
     lb = b.loadbalancer("127.77.0.1")
-    pending = fold([ev.LoadBalancerCreated(loadbalancer=lb)])
+    pending = fold([ev.LoadBalancerCreated(loadbalancer=snapshot(lb))])
     events = decide(c.RedriveProvisioning(attempt=1, pending_seconds=61.0), pending)
     assert events == [
         hk.LoadBalancerRedriveRequested(

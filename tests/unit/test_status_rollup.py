@@ -11,6 +11,7 @@ import pytest
 from libs.common.domain.evolve import fold
 from libs.common.domain.model import LoadBalancerState
 from libs.common.domain.model import OperatingStatus as OS
+from libs.common.domain.stored import snapshot
 from libs.common.events import loadbalancer as ev
 from libs.common.heartbeat_codec import Heartbeat
 from services.health.domain.breaker import SilentAmphora, decide_failovers, is_stale
@@ -64,11 +65,11 @@ def tree(
     monitors = (b.healthmonitor(pool),) if with_monitor else ()
     events: list[Any] = [
         ev.LoadBalancerCreated(
-            loadbalancer=lb,
-            listeners=tuple(listeners),
-            pools=(pool, spare),
-            members=(m1, m2, n),
-            healthmonitors=monitors,
+            loadbalancer=snapshot(lb),
+            listeners=tuple(snapshot(x) for x in listeners),
+            pools=(snapshot(pool), snapshot(spare)),
+            members=(snapshot(m1), snapshot(m2), snapshot(n)),
+            healthmonitors=tuple(snapshot(x) for x in monitors),
         )
     ]
     if activated:

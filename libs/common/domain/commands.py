@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
 from libs.common.domain.model import (
     HealthMonitor,
@@ -21,7 +21,6 @@ from libs.common.domain.model import (
     Pool,
 )
 
-ChildKind = Literal["listeners", "pools", "members", "healthmonitors", "l7policies", "l7rules"]
 Child = Listener | Pool | Member | HealthMonitor | L7Policy | L7Rule
 
 
@@ -66,7 +65,8 @@ class CreateChild:
 
 @dataclass(frozen=True)
 class UpdateChild:
-    kind: ChildKind
+    # The kind's key in libs.common.domain.kinds (its state collection: "listeners", ...).
+    kind: str
     child_id: str
     changes: dict[str, Any]
     now: datetime
@@ -74,7 +74,7 @@ class UpdateChild:
 
 @dataclass(frozen=True)
 class DeleteChild:
-    kind: ChildKind
+    kind: str
     child_id: str
 
 

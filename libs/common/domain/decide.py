@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any, Final
 
 from libs.common.domain import commands as c
+from libs.common.domain.kinds import BY_KEY, CHILD_KINDS, POOL, kind_of
 from libs.common.domain.model import (
     LISTENER_POOL_PROTOCOLS,
     PENDING_STATUSES,
@@ -24,6 +25,7 @@ from libs.common.domain.model import (
     Pool,
     ProvisioningStatus,
 )
+from libs.common.domain.stored import changes, snapshot
 from libs.common.errors import Conflict, InvalidState, NotFound, ValidationFailed
 from libs.common.events import Event
 from libs.common.events import housekeeping as hk
@@ -32,39 +34,6 @@ from libs.common.events import loadbalancer as ev
 PS = ProvisioningStatus
 MAX_RULES_PER_POLICY: Final = 50
 
-KIND_LABELS: Final[dict[str, str]] = {
-    "loadbalancer": "Load Balancer",
-    "listeners": "Listener",
-    "pools": "Pool",
-    "members": "Member",
-    "healthmonitors": "Health Monitor",
-    "l7policies": "L7 Policy",
-    "l7rules": "L7 Rule",
-}
-_KIND_OF: Final[dict[type, c.ChildKind]] = {
-    Listener: "listeners",
-    Pool: "pools",
-    Member: "members",
-    HealthMonitor: "healthmonitors",
-    L7Policy: "l7policies",
-    L7Rule: "l7rules",
-}
-_UPDATED_EVENT: Final[dict[str, tuple[type[Event], str]]] = {
-    "listeners": (ev.ListenerUpdated, "listener_id"),
-    "pools": (ev.PoolUpdated, "pool_id"),
-    "members": (ev.MemberUpdated, "member_id"),
-    "healthmonitors": (ev.HealthMonitorUpdated, "healthmonitor_id"),
-    "l7policies": (ev.L7PolicyUpdated, "l7policy_id"),
-    "l7rules": (ev.L7RuleUpdated, "l7rule_id"),
-}
-_DELETED_EVENT: Final[dict[str, tuple[type[Event], str]]] = {
-    "listeners": (ev.ListenerDeleted, "listener_id"),
-    "pools": (ev.PoolDeleted, "pool_id"),
-    "members": (ev.MemberRemoved, "member_id"),
-    "healthmonitors": (ev.HealthMonitorDeleted, "healthmonitor_id"),
-    "l7policies": (ev.L7PolicyDeleted, "l7policy_id"),
-    "l7rules": (ev.L7RuleDeleted, "l7rule_id"),
-}
 # The TCP family shares one port space per LB; UDP and SCTP each have their own.
 _PORT_FAMILY: Final[dict[str, str]] = {"UDP": "UDP", "SCTP": "SCTP"}
 _HM_TYPES_BY_POOL: Final[dict[str, frozenset[str]]] = {
@@ -83,7 +52,8 @@ def decide(command: c.Command, state: LoadBalancerState) -> list[Event]:
         case c.UpdateLoadBalancer():
             lb = _require_lb(state)
             _require_status(lb, {PS.ACTIVE, PS.ERROR})
-            return [ev.LoadBalancerUpdated(changes={**command.changes, "updated_at": command.now})]
+            stored = changes(LoadBalancer, command.changes)
+            return [ev.LoadBalancerUpdated(changes=stored, updated_at=command.now)]
         case c.DeleteLoadBalancer():
             return _delete_loadbalancer(command, state)
         case c.FailoverLoadBalancer():
@@ -106,8 +76,8 @@ def decide(command: c.Command, state: LoadBalancerState) -> list[Event]:
             _require_mutable(state)
             _require_child(state, command.kind, command.child_id)
             _check_delete(command, state)
-            event_cls, attr = _DELETED_EVENT[command.kind]
-            return [event_cls(**{attr: command.child_id})]
+            kind = BY_KEY[command.kind]
+            return [kind.deleted.model_validate({kind.id_attr: command.child_id})]
         case c.ReplaceMembers():
             _require_mutable(state)
             return _replace_members(command, state)
@@ -183,16 +153,11 @@ def _create_loadbalancer(cmd: c.CreateLoadBalancer, state: LoadBalancerState) ->
         tree = _with(tree, "listeners", listener)
     for child in (*cmd.members, *cmd.healthmonitors, *cmd.l7policies, *cmd.l7rules):
         _check_child(child, tree)
-        tree = _with(tree, _KIND_OF[type(child)], child)
+        tree = _with(tree, kind_of(child).key, child)
     return [
         ev.LoadBalancerCreated(
-            loadbalancer=cmd.loadbalancer,
-            listeners=cmd.listeners,
-            pools=cmd.pools,
-            members=cmd.members,
-            healthmonitors=cmd.healthmonitors,
-            l7policies=cmd.l7policies,
-            l7rules=cmd.l7rules,
+            loadbalancer=snapshot(cmd.loadbalancer),
+            **{k.key: tuple(snapshot(x) for x in getattr(cmd, k.key)) for k in CHILD_KINDS},
         )
     ]
 
@@ -217,30 +182,20 @@ def _delete_loadbalancer(cmd: c.DeleteLoadBalancer, state: LoadBalancerState) ->
 def _require_child(state: LoadBalancerState, kind: str, child_id: str) -> Any:
     child = getattr(state, kind).get(child_id)
     if child is None or child.provisioning_status == PS.DELETED:
-        raise NotFound.resource(KIND_LABELS[kind], child_id)
+        raise NotFound.resource(BY_KEY[kind].label, child_id)
     return child
 
 
 def _create_child(cmd: c.CreateChild, state: LoadBalancerState) -> list[Event]:
     child = cmd.child
-    kind = _KIND_OF[type(child)]
-    if child.id in getattr(state, kind):
-        raise Conflict(f"{KIND_LABELS[kind]} {child.id} already exists.")
+    kind = kind_of(child)
+    if child.id in getattr(state, kind.key):
+        raise Conflict(f"{kind.label} {child.id} already exists.")
     _check_child(child, state, cmd.listener_id)
-    match child:
-        case Listener():
-            return [ev.ListenerCreated(listener=child)]
-        case Pool():
-            return [ev.PoolCreated(pool=child, listener_id=cmd.listener_id)]
-        case Member():
-            return [ev.MemberAdded(member=child)]
-        case HealthMonitor():
-            return [ev.HealthMonitorCreated(healthmonitor=child)]
-        case L7Policy():
-            return [ev.L7PolicyCreated(l7policy=child)]
-        case L7Rule():
-            return [ev.L7RuleCreated(l7rule=child)]
-    raise TypeError(f"unknown child {child!r}")
+    fields: dict[str, Any] = {kind.snapshot_attr: snapshot(child)}
+    if kind is POOL:
+        fields["listener_id"] = cmd.listener_id
+    return [kind.created.model_validate(fields)]
 
 
 def _check_child(child: Any, state: LoadBalancerState, listener_id: str | None = None) -> None:
@@ -348,8 +303,10 @@ def _update_child(cmd: c.UpdateChild, state: LoadBalancerState) -> list[Event]:
             _check_member(proposed, state, current.id)
         case L7Policy():
             _check_l7policy(proposed, state)
-    event_cls, attr = _UPDATED_EVENT[cmd.kind]
-    return [event_cls(**{attr: cmd.child_id, "changes": {**cmd.changes, "updated_at": cmd.now}})]
+    kind = BY_KEY[cmd.kind]
+    stored = changes(kind.model, cmd.changes)
+    fields = {kind.id_attr: cmd.child_id, "changes": stored, "updated_at": cmd.now}
+    return [kind.updated.model_validate(fields)]
 
 
 def _check_delete(cmd: c.DeleteChild, state: LoadBalancerState) -> None:
@@ -375,13 +332,12 @@ def _replace_members(cmd: c.ReplaceMembers, state: LoadBalancerState) -> list[Ev
     for key, member in wanted.items():
         old = existing.get(key)
         if old is None:
-            events.append(ev.MemberAdded(member=member))
+            events.append(ev.MemberAdded(member=snapshot(member)))
             continue
-        changes = _member_changes(old, member)
-        if changes:
-            events.append(
-                ev.MemberUpdated(member_id=old.id, changes={**changes, "updated_at": cmd.now})
-            )
+        changed = _member_changes(old, member)
+        if changed:
+            stored = changes(Member, changed)
+            events.append(ev.MemberUpdated(member_id=old.id, changes=stored, updated_at=cmd.now))
     if not cmd.additive_only:
         events += [ev.MemberRemoved(member_id=m.id) for k, m in existing.items() if k not in wanted]
     return events
@@ -410,8 +366,9 @@ def _record_operating(cmd: c.RecordOperatingStatuses, state: LoadBalancerState) 
     if state.loadbalancer is None or state.loadbalancer.provisioning_status == PS.DELETED:
         return []
     known: dict[str, Any] = {state.loadbalancer.id: state.loadbalancer}
-    for kind in ("listeners", "pools", "members", "healthmonitors"):
-        known.update(getattr(state, kind))
+    for kind in CHILD_KINDS:
+        if kind.observed:
+            known.update(getattr(state, kind.key))
     changed = {
         rid: status
         for rid, status in cmd.statuses.items()

@@ -8,57 +8,26 @@ provisioner's ChangesApplied/LoadBalancerActivated settle them; ProvisioningFail
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Final
 
+from libs.common.domain.kinds import BY_CREATED, BY_DELETED, BY_UPDATED, CHILD_KINDS
 from libs.common.domain.model import (
     PENDING_STATUSES,
     L7Policy,
+    LoadBalancer,
     LoadBalancerState,
     Member,
     OperatingStatus,
     ProvisioningStatus,
     Resource,
 )
+from libs.common.domain.stored import applied, restored
 from libs.common.events import Event
 from libs.common.events import loadbalancer as ev
 
 PS = ProvisioningStatus
 _GONE = frozenset({PS.PENDING_DELETE, PS.DELETED})
-_ChildUpdate = (
-    ev.ListenerUpdated
-    | ev.PoolUpdated
-    | ev.MemberUpdated
-    | ev.HealthMonitorUpdated
-    | ev.L7PolicyUpdated
-    | ev.L7RuleUpdated
-)
-_CHILD_KINDS = ("listeners", "pools", "members", "healthmonitors", "l7policies", "l7rules")
-
-# Child event class -> (state collection, attribute naming the target id / snapshot).
-_CREATED: dict[type[Event], tuple[str, str]] = {
-    ev.ListenerCreated: ("listeners", "listener"),
-    ev.PoolCreated: ("pools", "pool"),
-    ev.MemberAdded: ("members", "member"),
-    ev.HealthMonitorCreated: ("healthmonitors", "healthmonitor"),
-    ev.L7PolicyCreated: ("l7policies", "l7policy"),
-    ev.L7RuleCreated: ("l7rules", "l7rule"),
-}
-_UPDATED: dict[type[Event], tuple[str, str]] = {
-    ev.ListenerUpdated: ("listeners", "listener_id"),
-    ev.PoolUpdated: ("pools", "pool_id"),
-    ev.MemberUpdated: ("members", "member_id"),
-    ev.HealthMonitorUpdated: ("healthmonitors", "healthmonitor_id"),
-    ev.L7PolicyUpdated: ("l7policies", "l7policy_id"),
-    ev.L7RuleUpdated: ("l7rules", "l7rule_id"),
-}
-_DELETED: dict[type[Event], tuple[str, str]] = {
-    ev.ListenerDeleted: ("listeners", "listener_id"),
-    ev.PoolDeleted: ("pools", "pool_id"),
-    ev.MemberRemoved: ("members", "member_id"),
-    ev.HealthMonitorDeleted: ("healthmonitors", "healthmonitor_id"),
-    ev.L7PolicyDeleted: ("l7policies", "l7policy_id"),
-    ev.L7RuleDeleted: ("l7rules", "l7rule_id"),
-}
+_CHILD_KINDS: Final = tuple(kind.key for kind in CHILD_KINDS)
 
 
 def fold(events: Iterable[Event], state: LoadBalancerState | None = None) -> LoadBalancerState:
@@ -76,35 +45,39 @@ def evolve(state: LoadBalancerState, event: Event) -> LoadBalancerState:
 
 
 def _apply(state: LoadBalancerState, event: Event) -> LoadBalancerState:
-    kind = type(event)
-    if kind in _CREATED:
-        collection, attr = _CREATED[kind]
-        child: Resource = getattr(event, attr)
-        state = _put(state, collection, child)
+    kind = BY_CREATED.get(type(event))
+    if kind is not None:
+        child = restored(kind.model, getattr(event, kind.snapshot_attr))
+        state = _put(state, kind.key, child)
         if isinstance(event, ev.PoolCreated) and event.listener_id in state.listeners:
             listener = state.listeners[event.listener_id]
             state = _put(state, "listeners", listener.updated({"default_pool_id": child.id}))
         if isinstance(child, L7Policy):
             state = _renumber_policies(state, child.listener_id, child.id)
         return _lb_pending_update(state)
-    if kind in _UPDATED:
-        assert isinstance(event, _ChildUpdate)
-        collection, attr = _UPDATED[kind]
-        target_id = getattr(event, attr)
-        changes: dict[str, Any] = {**event.changes, "provisioning_status": PS.PENDING_UPDATE}
-        state = _change(state, collection, target_id, changes)
+    kind = BY_UPDATED.get(type(event))
+    if kind is not None:
+        assert isinstance(event, ev.ChildUpdated)
+        target_id = getattr(event, kind.id_attr)
+        given = applied(kind.model, event.changes)
+        changes = {
+            **given,
+            "updated_at": event.updated_at,
+            "provisioning_status": PS.PENDING_UPDATE,
+        }
+        state = _change(state, kind.key, target_id, changes)
         if isinstance(event, ev.L7PolicyUpdated) and target_id in state.l7policies:
-            moved = target_id if "position" in event.changes else None
+            moved = target_id if "position" in given else None
             state = _renumber_policies(state, state.l7policies[target_id].listener_id, moved)
         return _lb_pending_update(state)
-    if kind in _DELETED:
-        collection, attr = _DELETED[kind]
-        target_id = getattr(event, attr)
-        state = _mark_deleting(state, collection, target_id)
+    kind = BY_DELETED.get(type(event))
+    if kind is not None:
+        target_id = getattr(event, kind.id_attr)
+        state = _mark_deleting(state, kind.key, target_id)
         if isinstance(event, ev.L7PolicyDeleted) and target_id in state.l7policies:
             state = _renumber_policies(state, state.l7policies[target_id].listener_id, None)
         return _lb_pending_update(state)
-    handler = _LB_HANDLERS.get(kind)
+    handler = _LB_HANDLERS.get(type(event))
     return handler(state, event) if handler else state
 
 
@@ -232,17 +205,12 @@ def _settled_statuses(state: LoadBalancerState, collection: str, child: Resource
 
 def _on_created(state: LoadBalancerState, event: Event) -> LoadBalancerState:
     assert isinstance(event, ev.LoadBalancerCreated)
-    return state.model_copy(
-        update={
-            "loadbalancer": event.loadbalancer,
-            "listeners": {x.id: x for x in event.listeners},
-            "pools": {x.id: x for x in event.pools},
-            "members": {x.id: x for x in event.members},
-            "healthmonitors": {x.id: x for x in event.healthmonitors},
-            "l7policies": {x.id: x for x in event.l7policies},
-            "l7rules": {x.id: x for x in event.l7rules},
-        }
-    )
+    update: dict[str, Any] = {
+        kind.key: {x.id: restored(kind.model, x) for x in getattr(event, kind.key)}
+        for kind in CHILD_KINDS
+    }
+    lb = restored(LoadBalancer, event.loadbalancer)
+    return state.model_copy(update={**update, "loadbalancer": lb})
 
 
 def _on_updated(state: LoadBalancerState, event: Event) -> LoadBalancerState:
@@ -250,7 +218,11 @@ def _on_updated(state: LoadBalancerState, event: Event) -> LoadBalancerState:
     lb = state.loadbalancer
     if lb is None:
         return state
-    changes: dict[str, Any] = {**event.changes, "provisioning_status": PS.PENDING_UPDATE}
+    changes = {
+        **applied(LoadBalancer, event.changes),
+        "updated_at": event.updated_at,
+        "provisioning_status": PS.PENDING_UPDATE,
+    }
     return state.model_copy(update={"loadbalancer": lb.updated(changes)})
 
 

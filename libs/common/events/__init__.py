@@ -15,6 +15,7 @@ from libs.common.events import (
     secret,
 )
 from libs.common.events._envelope import Envelope, Metadata, new_envelope
+from libs.common.events._payload import Changes, Stored
 from libs.common.events._registry import (
     Event,
     EventRegistry,
@@ -24,6 +25,7 @@ from libs.common.events._registry import (
 )
 
 __all__ = [
+    "Changes",
     "Envelope",
     "Event",
     "EventRegistry",
@@ -39,4 +41,5 @@ __all__ = [
     "quota",
     "registry",
     "secret",
+    "Stored",
 ]

@@ -7,9 +7,25 @@ Creation carries every attribute; an update carries only the changed ones.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
+from libs.common.events._payload import Changes
 from libs.common.events._registry import Event
+
+
+class AvailabilityZoneChanges(Changes):
+    """Some of description and enabled of an availability zone."""
+
+    description: str | None = None
+    enabled: bool | None = None
+
+
+class AvailabilityZoneProfileChanges(Changes):
+    """Some of name, provider_name and availability_zone_data of a zone profile."""
+
+    name: str | None = None
+    provider_name: str | None = None
+    availability_zone_data: str | None = None
 
 
 class AvailabilityZoneEvent(Event):
@@ -29,7 +45,7 @@ class AvailabilityZoneUpdated(AvailabilityZoneEvent, name="AvailabilityZoneUpdat
     """Some of description and enabled changed."""
 
     name: str
-    changes: dict[str, Any]
+    changes: AvailabilityZoneChanges
 
 
 class AvailabilityZoneDeleted(AvailabilityZoneEvent, name="AvailabilityZoneDeleted"):
@@ -58,7 +74,7 @@ class AvailabilityZoneProfileUpdated(
     while no zone uses the profile)."""
 
     id: str
-    changes: dict[str, Any]
+    changes: AvailabilityZoneProfileChanges
 
 
 class AvailabilityZoneProfileDeleted(

@@ -7,9 +7,26 @@ Creation carries every attribute; an update carries only the changed ones.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
+from libs.common.events._payload import Changes
 from libs.common.events._registry import Event
+
+
+class FlavorChanges(Changes):
+    """Some of name, description and enabled of a flavor."""
+
+    name: str | None = None
+    description: str | None = None
+    enabled: bool | None = None
+
+
+class FlavorProfileChanges(Changes):
+    """Some of name, provider_name and flavor_data of a flavor profile."""
+
+    name: str | None = None
+    provider_name: str | None = None
+    flavor_data: str | None = None
 
 
 class FlavorEvent(Event):
@@ -30,7 +47,7 @@ class FlavorUpdated(FlavorEvent, name="FlavorUpdated"):
     """Some of name, description and enabled changed."""
 
     id: str
-    changes: dict[str, Any]
+    changes: FlavorChanges
 
 
 class FlavorDeleted(FlavorEvent, name="FlavorDeleted"):
@@ -55,7 +72,7 @@ class FlavorProfileUpdated(FlavorProfileEvent, name="FlavorProfileUpdated"):
     flavor uses the profile)."""
 
     id: str
-    changes: dict[str, Any]
+    changes: FlavorProfileChanges
 
 
 class FlavorProfileDeleted(FlavorProfileEvent, name="FlavorProfileDeleted"):

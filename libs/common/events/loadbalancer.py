@@ -1,24 +1,281 @@
 """Events of the ``loadbalancer-<id>`` stream: the LB and every child it owns.
 
-Children events carry a full resource snapshot on creation and a dict of changed fields on
-update, so evolve treats every kind alike. Statuses change only through these events.
+The payloads own their stored shape: creation events carry a ``*Snapshot`` of each resource,
+updates a ``*Changes`` whose set fields alone are stored, both defined here and mapped field by
+field to the domain model (libs/common/domain/stored.py), so the domain can change without
+changing what is stored. Statuses change only through these events.
+
+Schema history: v2 of every ``*Updated`` event (LoadBalancerUpdated and the six child kinds')
+carries the update time in ``updated_at`` beside typed ``changes``; v1 kept it inside
+``changes``, an untyped dict (upcast below).
 """
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, ClassVar
 
-from libs.common.domain.model import (
-    HealthMonitor,
-    L7Policy,
-    L7Rule,
-    Listener,
-    LoadBalancer,
-    Member,
-    OperatingStatus,
-    Pool,
-)
-from libs.common.events._registry import Event
+from libs.common.events._payload import Changes, Stored
+from libs.common.events._registry import Event, registry
+
+
+class SessionPersistenceSnapshot(Stored):
+    """A pool's session persistence."""
+
+    type: str
+    cookie_name: str | None = None
+    persistence_timeout: int | None = None
+    persistence_granularity: str | None = None
+
+
+class ResourceSnapshot(Stored):
+    """Fields every resource of the tree has."""
+
+    id: str
+    project_id: str
+    name: str
+    description: str
+    admin_state_up: bool
+    provisioning_status: str
+    operating_status: str
+    tags: tuple[str, ...]
+    created_at: datetime
+    updated_at: datetime | None
+
+
+class ResourceChanges(Changes):
+    """Fields every resource of the tree has that an update may change."""
+
+    name: str | None = None
+    description: str | None = None
+    admin_state_up: bool | None = None
+    provisioning_status: str | None = None
+    operating_status: str | None = None
+    tags: tuple[str, ...] | None = None
+
+
+class LoadBalancerSnapshot(ResourceSnapshot):
+    """A load balancer as stored in the events that create it."""
+
+    vip_address: str
+    vip_port_id: str
+    vip_subnet_id: str
+    vip_network_id: str
+    vip_qos_policy_id: str | None
+    vip_sg_ids: tuple[str, ...] | None
+    provider: str
+    flavor_id: str | None
+    availability_zone: str | None
+    topology: str
+    provisioning_error: str
+
+
+class ListenerSnapshot(ResourceSnapshot):
+    """A listener as stored in the events that create it."""
+
+    loadbalancer_id: str
+    protocol: str
+    protocol_port: int
+    connection_limit: int
+    default_pool_id: str | None
+    default_tls_container_ref: str | None
+    sni_container_refs: tuple[str, ...]
+    insert_headers: dict[str, str]
+    timeout_client_data: int
+    timeout_member_connect: int
+    timeout_member_data: int
+    timeout_tcp_inspect: int
+    allowed_cidrs: tuple[str, ...] | None
+    tls_ciphers: str | None
+    tls_versions: tuple[str, ...] | None
+    alpn_protocols: tuple[str, ...] | None
+    client_ca_tls_container_ref: str | None
+    client_authentication: str
+    client_crl_container_ref: str | None
+    hsts_max_age: int | None
+    hsts_include_subdomains: bool
+    hsts_preload: bool
+
+
+class PoolSnapshot(ResourceSnapshot):
+    """A pool as stored in the events that create it."""
+
+    loadbalancer_id: str
+    protocol: str
+    lb_algorithm: str
+    session_persistence: SessionPersistenceSnapshot | None
+    tls_enabled: bool
+    tls_container_ref: str | None
+    ca_tls_container_ref: str | None
+    crl_container_ref: str | None
+    tls_ciphers: str | None
+    tls_versions: tuple[str, ...] | None
+    alpn_protocols: tuple[str, ...] | None
+
+
+class MemberSnapshot(ResourceSnapshot):
+    """A member as stored in the events that create it."""
+
+    pool_id: str
+    address: str
+    protocol_port: int
+    weight: int
+    backup: bool
+    subnet_id: str | None
+    monitor_address: str | None
+    monitor_port: int | None
+    vnic_type: str
+
+
+class HealthMonitorSnapshot(ResourceSnapshot):
+    """A health monitor as stored in the events that create it."""
+
+    pool_id: str
+    type: str
+    delay: int
+    timeout: int
+    max_retries: int
+    max_retries_down: int
+    http_method: str | None
+    url_path: str | None
+    expected_codes: str | None
+    http_version: float | None
+    domain_name: str | None
+
+
+class L7PolicySnapshot(ResourceSnapshot):
+    """An L7 policy as stored in the events that create it."""
+
+    listener_id: str
+    action: str
+    position: int
+    redirect_pool_id: str | None
+    redirect_url: str | None
+    redirect_prefix: str | None
+    redirect_http_code: int | None
+
+
+class L7RuleSnapshot(ResourceSnapshot):
+    """An L7 rule as stored in the events that create it."""
+
+    l7policy_id: str
+    type: str
+    compare_type: str
+    value: str
+    key: str | None
+    invert: bool
+
+
+class LoadBalancerChanges(ResourceChanges):
+    """The fields of a load balancer an update set (only those are stored)."""
+
+    vip_address: str | None = None
+    vip_port_id: str | None = None
+    vip_subnet_id: str | None = None
+    vip_network_id: str | None = None
+    vip_qos_policy_id: str | None = None
+    vip_sg_ids: tuple[str, ...] | None = None
+    provider: str | None = None
+    flavor_id: str | None = None
+    availability_zone: str | None = None
+    topology: str | None = None
+    provisioning_error: str | None = None
+
+
+class ListenerChanges(ResourceChanges):
+    """The fields of a listener an update set (only those are stored)."""
+
+    loadbalancer_id: str | None = None
+    protocol: str | None = None
+    protocol_port: int | None = None
+    connection_limit: int | None = None
+    default_pool_id: str | None = None
+    default_tls_container_ref: str | None = None
+    sni_container_refs: tuple[str, ...] | None = None
+    insert_headers: dict[str, str] | None = None
+    timeout_client_data: int | None = None
+    timeout_member_connect: int | None = None
+    timeout_member_data: int | None = None
+    timeout_tcp_inspect: int | None = None
+    allowed_cidrs: tuple[str, ...] | None = None
+    tls_ciphers: str | None = None
+    tls_versions: tuple[str, ...] | None = None
+    alpn_protocols: tuple[str, ...] | None = None
+    client_ca_tls_container_ref: str | None = None
+    client_authentication: str | None = None
+    client_crl_container_ref: str | None = None
+    hsts_max_age: int | None = None
+    hsts_include_subdomains: bool | None = None
+    hsts_preload: bool | None = None
+
+
+class PoolChanges(ResourceChanges):
+    """The fields of a pool an update set (only those are stored)."""
+
+    loadbalancer_id: str | None = None
+    protocol: str | None = None
+    lb_algorithm: str | None = None
+    session_persistence: SessionPersistenceSnapshot | None = None
+    tls_enabled: bool | None = None
+    tls_container_ref: str | None = None
+    ca_tls_container_ref: str | None = None
+    crl_container_ref: str | None = None
+    tls_ciphers: str | None = None
+    tls_versions: tuple[str, ...] | None = None
+    alpn_protocols: tuple[str, ...] | None = None
+
+
+class MemberChanges(ResourceChanges):
+    """The fields of a member an update set (only those are stored)."""
+
+    pool_id: str | None = None
+    address: str | None = None
+    protocol_port: int | None = None
+    weight: int | None = None
+    backup: bool | None = None
+    subnet_id: str | None = None
+    monitor_address: str | None = None
+    monitor_port: int | None = None
+    vnic_type: str | None = None
+
+
+class HealthMonitorChanges(ResourceChanges):
+    """The fields of a health monitor an update set (only those are stored)."""
+
+    pool_id: str | None = None
+    type: str | None = None
+    delay: int | None = None
+    timeout: int | None = None
+    max_retries: int | None = None
+    max_retries_down: int | None = None
+    http_method: str | None = None
+    url_path: str | None = None
+    expected_codes: str | None = None
+    http_version: float | None = None
+    domain_name: str | None = None
+
+
+class L7PolicyChanges(ResourceChanges):
+    """The fields of an L7 policy an update set (only those are stored)."""
+
+    listener_id: str | None = None
+    action: str | None = None
+    position: int | None = None
+    redirect_pool_id: str | None = None
+    redirect_url: str | None = None
+    redirect_prefix: str | None = None
+    redirect_http_code: int | None = None
+
+
+class L7RuleChanges(ResourceChanges):
+    """The fields of an L7 rule an update set (only those are stored)."""
+
+    l7policy_id: str | None = None
+    type: str | None = None
+    compare_type: str | None = None
+    value: str | None = None
+    key: str | None = None
+    invert: bool | None = None
 
 
 class LoadBalancerEvent(Event):
@@ -28,17 +285,21 @@ class LoadBalancerEvent(Event):
 class LoadBalancerCreated(LoadBalancerEvent, name="LoadBalancerCreated"):
     """A load balancer (and, for a graph create, its whole tree) was accepted."""
 
-    loadbalancer: LoadBalancer
-    listeners: tuple[Listener, ...] = ()
-    pools: tuple[Pool, ...] = ()
-    members: tuple[Member, ...] = ()
-    healthmonitors: tuple[HealthMonitor, ...] = ()
-    l7policies: tuple[L7Policy, ...] = ()
-    l7rules: tuple[L7Rule, ...] = ()
+    loadbalancer: LoadBalancerSnapshot
+    listeners: tuple[ListenerSnapshot, ...] = ()
+    pools: tuple[PoolSnapshot, ...] = ()
+    members: tuple[MemberSnapshot, ...] = ()
+    healthmonitors: tuple[HealthMonitorSnapshot, ...] = ()
+    l7policies: tuple[L7PolicySnapshot, ...] = ()
+    l7rules: tuple[L7RuleSnapshot, ...] = ()
 
 
-class LoadBalancerUpdated(LoadBalancerEvent, name="LoadBalancerUpdated"):
-    changes: dict[str, Any]
+# v2: updated_at beside typed changes (v1: inside an untyped dict); upcast_updated_v1_v2.
+class LoadBalancerUpdated(LoadBalancerEvent, name="LoadBalancerUpdated", version=2):
+    """Some attributes of the LB changed (it goes PENDING_UPDATE)."""
+
+    changes: LoadBalancerChanges
+    updated_at: datetime
 
 
 class LoadBalancerDeletionRequested(LoadBalancerEvent, name="LoadBalancerDeletionRequested"):
@@ -77,16 +338,24 @@ class LoadBalancerFailoverRequested(LoadBalancerEvent, name="LoadBalancerFailove
 class OperatingStatusChanged(LoadBalancerEvent, name="OperatingStatusChanged"):
     """Observed operating statuses that changed, by resource id (from health)."""
 
-    statuses: dict[str, OperatingStatus]
+    statuses: dict[str, str]
+
+
+# v2: updated_at beside typed changes (v1: inside an untyped dict); upcast_updated_v1_v2.
+class ChildUpdated(LoadBalancerEvent):
+    """Base of the child kinds' update events: ``changes`` of one child at ``updated_at``."""
+
+    changes: Changes
+    updated_at: datetime
 
 
 class ListenerCreated(LoadBalancerEvent, name="ListenerCreated"):
-    listener: Listener
+    listener: ListenerSnapshot
 
 
-class ListenerUpdated(LoadBalancerEvent, name="ListenerUpdated"):
+class ListenerUpdated(ChildUpdated, name="ListenerUpdated", version=2):
     listener_id: str
-    changes: dict[str, Any]
+    changes: ListenerChanges
 
 
 class ListenerDeleted(LoadBalancerEvent, name="ListenerDeleted"):
@@ -94,13 +363,13 @@ class ListenerDeleted(LoadBalancerEvent, name="ListenerDeleted"):
 
 
 class PoolCreated(LoadBalancerEvent, name="PoolCreated"):
-    pool: Pool
+    pool: PoolSnapshot
     listener_id: str | None = None
 
 
-class PoolUpdated(LoadBalancerEvent, name="PoolUpdated"):
+class PoolUpdated(ChildUpdated, name="PoolUpdated", version=2):
     pool_id: str
-    changes: dict[str, Any]
+    changes: PoolChanges
 
 
 class PoolDeleted(LoadBalancerEvent, name="PoolDeleted"):
@@ -108,12 +377,12 @@ class PoolDeleted(LoadBalancerEvent, name="PoolDeleted"):
 
 
 class MemberAdded(LoadBalancerEvent, name="MemberAdded"):
-    member: Member
+    member: MemberSnapshot
 
 
-class MemberUpdated(LoadBalancerEvent, name="MemberUpdated"):
+class MemberUpdated(ChildUpdated, name="MemberUpdated", version=2):
     member_id: str
-    changes: dict[str, Any]
+    changes: MemberChanges
 
 
 class MemberRemoved(LoadBalancerEvent, name="MemberRemoved"):
@@ -121,12 +390,12 @@ class MemberRemoved(LoadBalancerEvent, name="MemberRemoved"):
 
 
 class HealthMonitorCreated(LoadBalancerEvent, name="HealthMonitorCreated"):
-    healthmonitor: HealthMonitor
+    healthmonitor: HealthMonitorSnapshot
 
 
-class HealthMonitorUpdated(LoadBalancerEvent, name="HealthMonitorUpdated"):
+class HealthMonitorUpdated(ChildUpdated, name="HealthMonitorUpdated", version=2):
     healthmonitor_id: str
-    changes: dict[str, Any]
+    changes: HealthMonitorChanges
 
 
 class HealthMonitorDeleted(LoadBalancerEvent, name="HealthMonitorDeleted"):
@@ -134,12 +403,12 @@ class HealthMonitorDeleted(LoadBalancerEvent, name="HealthMonitorDeleted"):
 
 
 class L7PolicyCreated(LoadBalancerEvent, name="L7PolicyCreated"):
-    l7policy: L7Policy
+    l7policy: L7PolicySnapshot
 
 
-class L7PolicyUpdated(LoadBalancerEvent, name="L7PolicyUpdated"):
+class L7PolicyUpdated(ChildUpdated, name="L7PolicyUpdated", version=2):
     l7policy_id: str
-    changes: dict[str, Any]
+    changes: L7PolicyChanges
 
 
 class L7PolicyDeleted(LoadBalancerEvent, name="L7PolicyDeleted"):
@@ -147,13 +416,31 @@ class L7PolicyDeleted(LoadBalancerEvent, name="L7PolicyDeleted"):
 
 
 class L7RuleCreated(LoadBalancerEvent, name="L7RuleCreated"):
-    l7rule: L7Rule
+    l7rule: L7RuleSnapshot
 
 
-class L7RuleUpdated(LoadBalancerEvent, name="L7RuleUpdated"):
+class L7RuleUpdated(ChildUpdated, name="L7RuleUpdated", version=2):
     l7rule_id: str
-    changes: dict[str, Any]
+    changes: L7RuleChanges
 
 
 class L7RuleDeleted(LoadBalancerEvent, name="L7RuleDeleted"):
     l7rule_id: str
+
+
+def upcast_updated_v1_v2(data: dict[str, Any]) -> dict[str, Any]:
+    """v1 -> v2 of every ``*Updated`` event: ``changes.updated_at`` moves to ``updated_at``."""
+    changes = dict(data["changes"])
+    return {**data, "changes": changes, "updated_at": changes.pop("updated_at")}
+
+
+for _updated in (
+    LoadBalancerUpdated,
+    ListenerUpdated,
+    PoolUpdated,
+    MemberUpdated,
+    HealthMonitorUpdated,
+    L7PolicyUpdated,
+    L7RuleUpdated,
+):
+    registry().register_upcaster(_updated.event_type, 1, upcast_updated_v1_v2)

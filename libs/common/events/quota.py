@@ -7,7 +7,21 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from libs.common.events._payload import Changes
 from libs.common.events._registry import Event
+
+
+class QuotaLimits(Changes):
+    """Limits by Octavia's canonical resource name; only the limits set are stored, null
+    meaning "back to the configured default"."""
+
+    loadbalancer: int | None = None
+    listener: int | None = None
+    pool: int | None = None
+    member: int | None = None
+    healthmonitor: int | None = None
+    l7policy: int | None = None
+    l7rule: int | None = None
 
 
 class QuotaEvent(Event):
@@ -15,14 +29,10 @@ class QuotaEvent(Event):
 
 
 class QuotaUpdated(QuotaEvent, name="QuotaUpdated"):
-    """The limits named in ``limits`` were set (null: back to the default); others unchanged.
-
-    Keys are Octavia's canonical resource names: loadbalancer, listener, pool, member,
-    healthmonitor, l7policy, l7rule.
-    """
+    """The limits set in ``limits`` were set (null: back to the default); others unchanged."""
 
     project_id: str
-    limits: dict[str, int | None]
+    limits: QuotaLimits
 
 
 class QuotaReset(QuotaEvent, name="QuotaReset"):

@@ -12,16 +12,16 @@ from libs.common import subjects
 from libs.common.events._registry import registry
 
 
-def _field_type(schema: dict[str, Any], defs: dict[str, Any]) -> str:
+def _field_type(schema: dict[str, Any]) -> str:
     if "$ref" in schema:
         return str(schema["$ref"]).rsplit("/", 1)[-1]
     if "anyOf" in schema:
-        return " or ".join(_field_type(s, defs) for s in schema["anyOf"])
+        return " or ".join(_field_type(s) for s in schema["anyOf"])
     kind = schema.get("type", "any")
     if kind == "array":
-        return f"array of {_field_type(schema.get('items', {}), defs)}"
+        return f"array of {_field_type(schema.get('items', {}))}"
     if kind == "object" and isinstance(schema.get("additionalProperties"), dict):
-        return f"map of {_field_type(schema['additionalProperties'], defs)}"
+        return f"map of {_field_type(schema['additionalProperties'])}"
     if "enum" in schema:
         return " or ".join(json.dumps(v) for v in schema["enum"])
     return str(kind)
@@ -45,9 +45,10 @@ def render_reference() -> str:
         "`fulcrum events tail [--subject ...] [--from-start | --from-seq N | --last N]`.",
         "",
     ]
+    nested: dict[str, dict[str, Any]] = {}
     for name, cls in sorted(registry().types().items(), key=lambda kv: (kv[1].category, kv[0])):
         schema = cls.model_json_schema()
-        defs = schema.get("$defs", {})
+        nested.update(schema.get("$defs", {}))
         summary = (cls.__doc__ or "").strip().split("\n\n")[0].replace("\n", " ")
         subject = f"{subjects.PREFIX}.{cls.category}.<id>.{name}"
         lines += [
@@ -55,15 +56,31 @@ def render_reference() -> str:
             "",
             f"Subject `{subject}`, schema_version {cls.schema_version}. {summary}".rstrip(),
             "",
+            *_fields(schema),
+            "",
         ]
-        props = schema.get("properties", {})
-        if props:
-            lines += ["| field | type | required |", "|---|---|---|"]
-            required = set(schema.get("required", []))
-            for field, spec in props.items():
-                needed = "yes" if field in required else "no"
-                lines.append(f"| `{field}` | {_field_type(spec, defs)} | {needed} |")
-        else:
-            lines.append("No fields.")
-        lines.append("")
+    lines += [
+        "# Payload types",
+        "",
+        "The types nested in the payloads above. In a `*Changes` type every field is optional",
+        "and only the fields an update set are stored: a field absent from `changes` did not",
+        "change, a field present with null was reset.",
+        "",
+    ]
+    for name, schema in sorted(nested.items()):
+        summary = str(schema.get("description", "")).split("\n\n")[0].replace("\n", " ")
+        lines += [f"## {name}", "", summary, "", *_fields(schema), ""]
     return "\n".join(lines)
+
+
+def _fields(schema: dict[str, Any]) -> list[str]:
+    """The Markdown table of a schema's properties."""
+    props = schema.get("properties", {})
+    if not props:
+        return ["No fields."]
+    lines = ["| field | type | required |", "|---|---|---|"]
+    required = set(schema.get("required", []))
+    for field, spec in props.items():
+        needed = "yes" if field in required else "no"
+        lines.append(f"| `{field}` | {_field_type(spec)} | {needed} |")
+    return lines

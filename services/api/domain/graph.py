@@ -15,37 +15,31 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from libs.common.domain.model import (
-    HealthMonitor,
-    L7Policy,
-    L7Rule,
-    Listener,
-    LoadBalancer,
-    Member,
-    Pool,
-)
+from libs.common.domain import commands as c
+from libs.common.domain.kinds import CHILD_KINDS, kind_of
+from libs.common.domain.model import L7Policy, LoadBalancer, Pool, Resource
 from libs.common.errors import ValidationFailed
 from services.api.domain import builders, rules
 
 
 @dataclass
 class Graph:
-    listeners: list[Listener] = field(default_factory=list)
-    pools: list[Pool] = field(default_factory=list)
-    members: list[Member] = field(default_factory=list)
-    healthmonitors: list[HealthMonitor] = field(default_factory=list)
-    l7policies: list[L7Policy] = field(default_factory=list)
-    l7rules: list[L7Rule] = field(default_factory=list)
+    """The children of a single-call create, by kind key, in the order they were built."""
+
+    children: dict[str, list[Resource]] = field(
+        default_factory=lambda: {kind.key: [] for kind in CHILD_KINDS}
+    )
+
+    def add(self, child: Resource) -> None:
+        self.children[kind_of(child).key].append(child)
+
+    def command(self, lb: LoadBalancer) -> c.CreateLoadBalancer:
+        """The CreateLoadBalancer of ``lb`` with this tree."""
+        trees: dict[str, Any] = {key: tuple(items) for key, items in self.children.items()}
+        return c.CreateLoadBalancer(loadbalancer=lb, **trees)
 
     def quota_counts(self) -> dict[str, int]:
-        return {
-            "listener": len(self.listeners),
-            "pool": len(self.pools),
-            "member": len(self.members),
-            "healthmonitor": len(self.healthmonitors),
-            "l7policy": len(self.l7policies),
-            "l7rule": len(self.l7rules),
-        }
+        return {kind.quota: len(self.children[kind.key]) for kind in CHILD_KINDS}
 
 
 def _invalid(message: str) -> ValidationFailed:
@@ -107,7 +101,7 @@ def build_graph(
         )
         rules.check_pool(pool)
         pool_ids[definition["name"]] = pool.id
-        graph.pools.append(pool)
+        graph.add(pool)
         _pool_children(graph, pool, definition, reserved_ips, subnet_ids, now)
     for listener_fields in fields.get("listeners") or ():
         _listener(graph, lb, listener_fields, pool_ids, now)
@@ -128,7 +122,7 @@ def _pool_children(
             hm_fields, hm_id=_new_id(), pool_id=pool.id, project_id=pool.project_id, now=now
         )
         rules.check_healthmonitor(hm)
-        graph.healthmonitors.append(hm)
+        graph.add(hm)
     for member_fields in definition.get("members") or ():
         if member_fields.get("request_sriov"):
             raise _invalid("SR-IOV member ports are not available.")
@@ -141,7 +135,7 @@ def _pool_children(
             now=now,
         )
         rules.check_member(member, reserved_ips, subnet_ids)
-        graph.members.append(member)
+        graph.add(member)
 
 
 def _listener(
@@ -159,7 +153,7 @@ def _listener(
         data, listener_id=_new_id(), lb_id=lb.id, project_id=lb.project_id, now=now
     )
     rules.check_listener(listener, lb)
-    graph.listeners.append(listener)
+    graph.add(listener)
     ordered: list[tuple[dict[str, Any], L7Policy]] = []
     for policy_fields in fields.get("l7policies") or ():
         data = dict(policy_fields)
@@ -178,7 +172,7 @@ def _listener(
         ordered.insert(min(requested, len(ordered) + 1) - 1, (policy_fields, policy))
     for position, (policy_fields, policy) in enumerate(ordered, start=1):
         placed = policy.updated({"position": position})
-        graph.l7policies.append(placed)
+        graph.add(placed)
         for rule_fields in policy_fields.get("rules") or ():
             rule = builders.new_l7rule(
                 rule_fields,
@@ -188,7 +182,7 @@ def _listener(
                 now=now,
             )
             rules.check_l7rule(rule)
-            graph.l7rules.append(rule)
+            graph.add(rule)
 
 
 def _new_id() -> str:

@@ -1,13 +1,17 @@
 """The resource kinds the API serves: envelope names, labels and their queryable attributes.
 
 One descriptor per kind keeps naming in one place: the HTTP layer takes envelopes and query
-rules from it, the adapters take the view table and column mapping.
+rules from it, the adapters take the view table and column mapping. A child kind of the load
+balancer tree wraps its domain descriptor (libs.common.domain.kinds), which gives its key,
+label and quota resource.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Final, Literal
+
+from libs.common.domain import kinds as domain
 
 AttrType = Literal["str", "bool", "int", "float"]
 
@@ -38,6 +42,8 @@ class Kind:
     columns: dict[str, str] = field(default_factory=dict)
     # The list's links key when Octavia does not spell it "<plural>_links".
     links: str = ""
+    # The domain descriptor of a child kind of the load balancer tree.
+    child: domain.ChildKind | None = None
 
     @property
     def links_key(self) -> str:
@@ -46,6 +52,16 @@ class Kind:
 
 def _attrs(**extra: AttrType) -> dict[str, AttrType]:
     return {**_COMMON, **extra}
+
+
+def _child(
+    child: domain.ChildKind,
+    singular: str,
+    plural: str,
+    attributes: dict[str, AttrType],
+    columns: dict[str, str],
+) -> Kind:
+    return Kind(child.key, singular, plural, child.label, attributes, columns, child=child)
 
 
 _BASE_COLUMNS: Final = {"id": "id", "project_id": "project_id"}
@@ -69,11 +85,10 @@ LOADBALANCER: Final = Kind(
     ),
     columns=_BASE_COLUMNS,
 )
-LISTENER: Final = Kind(
-    key="listeners",
+LISTENER: Final = _child(
+    domain.LISTENER,
     singular="listener",
     plural="listeners",
-    label="Listener",
     attributes=_attrs(
         loadbalancer_id="str",
         protocol="str",
@@ -95,11 +110,10 @@ LISTENER: Final = Kind(
     ),
     columns={**_BASE_COLUMNS, "loadbalancer_id": "lb_id"},
 )
-POOL: Final = Kind(
-    key="pools",
+POOL: Final = _child(
+    domain.POOL,
     singular="pool",
     plural="pools",
-    label="Pool",
     attributes=_attrs(
         loadbalancer_id="str",
         protocol="str",
@@ -113,11 +127,10 @@ POOL: Final = Kind(
     ),
     columns={**_BASE_COLUMNS, "loadbalancer_id": "lb_id"},
 )
-MEMBER: Final = Kind(
-    key="members",
+MEMBER: Final = _child(
+    domain.MEMBER,
     singular="member",
     plural="members",
-    label="Member",
     attributes=_attrs(
         address="str",
         protocol_port="int",
@@ -130,11 +143,10 @@ MEMBER: Final = Kind(
     ),
     columns=_BASE_COLUMNS,
 )
-HEALTHMONITOR: Final = Kind(
-    key="healthmonitors",
+HEALTHMONITOR: Final = _child(
+    domain.HEALTHMONITOR,
     singular="healthmonitor",
     plural="healthmonitors",
-    label="Health Monitor",
     attributes=_attrs(
         pool_id="str",
         type="str",
@@ -150,11 +162,10 @@ HEALTHMONITOR: Final = Kind(
     ),
     columns={**_BASE_COLUMNS, "pool_id": "parent_id"},
 )
-L7POLICY: Final = Kind(
-    key="l7policies",
+L7POLICY: Final = _child(
+    domain.L7POLICY,
     singular="l7policy",
     plural="l7policies",
-    label="L7 Policy",
     attributes=_attrs(
         listener_id="str",
         action="str",
@@ -166,11 +177,10 @@ L7POLICY: Final = Kind(
     ),
     columns={**_BASE_COLUMNS, "listener_id": "parent_id"},
 )
-L7RULE: Final = Kind(
-    key="l7rules",
+L7RULE: Final = _child(
+    domain.L7RULE,
     singular="rule",
     plural="rules",
-    label="L7 Rule",
     attributes=_attrs(
         type="str",
         compare_type="str",

@@ -87,7 +87,7 @@ def evolve(state: QuotaState, event: Event) -> QuotaState:
     version = state.version + 1
     match event:
         case ev.QuotaUpdated():
-            return QuotaState(version=version, limits={**state.limits, **event.limits})
+            return QuotaState(version=version, limits={**state.limits, **event.limits.given()})
         case ev.QuotaReset():
             return QuotaState(version=version)
     return state.model_copy(update={"version": version})

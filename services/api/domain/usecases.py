@@ -13,9 +13,11 @@ import uuid
 from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Final, cast
+from typing import Any, Final
 
 from libs.common.domain import commands as c
+from libs.common.domain import kinds as child_kinds
+from libs.common.domain.kinds import ChildKind
 from libs.common.domain.model import (
     HealthMonitor,
     L7Policy,
@@ -185,15 +187,7 @@ class LoadBalancing:
                 subnet_ids=self._config.subnet_ids,
                 now=now,
             )
-            command = c.CreateLoadBalancer(
-                loadbalancer=lb,
-                listeners=tuple(graph.listeners),
-                pools=tuple(graph.pools),
-                members=tuple(graph.members),
-                healthmonitors=tuple(graph.healthmonitors),
-                l7policies=tuple(graph.l7policies),
-                l7rules=tuple(graph.l7rules),
-            )
+            command = graph.command(lb)
             wanted = {"loadbalancer": 1, **graph.quota_counts()}
             try:
                 async with self._quotas.admit(project_id, wanted, limits) as conn:
@@ -267,12 +261,12 @@ class LoadBalancing:
         ctx: RequestContext,
         lb_id: str,
         project_id: str,
-        quota: str,
+        kind: ChildKind,
         build: Any,
         meta: Metadata,
         listener_id: str | None = None,
     ) -> Created:
-        """Run ``CreateChild(build(state))`` under the quota of ``quota``."""
+        """Run ``CreateChild(build(state))`` under the quota of ``kind``."""
         enforce(ctx, Action.WRITE, project_id, hidden=NotFound.resource("Load Balancer", lb_id))
         child_id = _new_id()
 
@@ -282,7 +276,7 @@ class LoadBalancing:
                 raise NotFound.resource("Load Balancer", lb_id)
             return c.CreateChild(child=build(state, child_id), listener_id=listener_id)
 
-        async with self._quotas.admit(project_id, {quota: 1}) as conn:
+        async with self._quotas.admit(project_id, {kind.quota: 1}) as conn:
             outcome = await self._repo.execute(lb_id, command, meta, conn=conn)
         return Created(outcome, child_id)
 
@@ -301,7 +295,9 @@ class LoadBalancing:
             rules.check_listener(listener, state.loadbalancer)
             return listener
 
-        return await self._create_child(ctx, lb.id, lb.project_id, "listener", build, meta)
+        return await self._create_child(
+            ctx, lb.id, lb.project_id, child_kinds.LISTENER, build, meta
+        )
 
     async def create_pool(
         self, ctx: RequestContext, fields: dict[str, Any], meta: Metadata
@@ -333,7 +329,7 @@ class LoadBalancing:
             return pool
 
         return await self._create_child(
-            ctx, lb.id, lb.project_id, "pool", build, meta, listener_id=listener_id
+            ctx, lb.id, lb.project_id, child_kinds.POOL, build, meta, listener_id=listener_id
         )
 
     async def create_member(
@@ -355,7 +351,9 @@ class LoadBalancing:
             rules.check_member(member, self._config.reserved_ips, self._config.subnet_ids)
             return member
 
-        return await self._create_child(ctx, pool.lb_id, pool.project_id, "member", build, meta)
+        return await self._create_child(
+            ctx, pool.lb_id, pool.project_id, child_kinds.MEMBER, build, meta
+        )
 
     async def replace_members(
         self,
@@ -391,7 +389,7 @@ class LoadBalancing:
 
         existing = await self._views.count_pool_members(pool_id)
         growth = len(members) - (0 if additive_only else existing)
-        async with self._quotas.admit(pool.project_id, {"member": growth}) as conn:
+        async with self._quotas.admit(pool.project_id, {child_kinds.MEMBER.quota: growth}) as conn:
             return await self._repo.execute(pool.lb_id, command, meta, conn=conn)
 
     async def create_healthmonitor(
@@ -407,7 +405,7 @@ class LoadBalancing:
             return hm
 
         return await self._create_child(
-            ctx, pool.lb_id, pool.project_id, "healthmonitor", build, meta
+            ctx, pool.lb_id, pool.project_id, child_kinds.HEALTHMONITOR, build, meta
         )
 
     async def create_l7policy(
@@ -431,7 +429,7 @@ class LoadBalancing:
             )
 
         return await self._create_child(
-            ctx, listener.lb_id, listener.project_id, "l7policy", build, meta
+            ctx, listener.lb_id, listener.project_id, child_kinds.L7POLICY, build, meta
         )
 
     async def create_l7rule(
@@ -450,7 +448,9 @@ class LoadBalancing:
             rules.check_l7rule(rule)
             return rule
 
-        return await self._create_child(ctx, policy.lb_id, policy.project_id, "l7rule", build, meta)
+        return await self._create_child(
+            ctx, policy.lb_id, policy.project_id, child_kinds.L7RULE, build, meta
+        )
 
     async def update_child(
         self,
@@ -475,9 +475,7 @@ class LoadBalancing:
             if current is None or state.loadbalancer is None:
                 raise NotFound.resource(kind.label, resource_id)
             final = _checked_changes(current, changes, state, reserved, subnets)
-            return c.UpdateChild(
-                kind=cast(c.ChildKind, kind.key), child_id=resource_id, changes=final, now=_now()
-            )
+            return c.UpdateChild(kind=kind.key, child_id=resource_id, changes=final, now=_now())
 
         return await self._repo.execute(row.lb_id, command, meta)
 
@@ -492,7 +490,7 @@ class LoadBalancing:
         row = await self._writable(ctx, kind, resource_id)
         if parent_id is not None and row.parent_id != parent_id:
             raise NotFound.resource(kind.label, resource_id)
-        command = c.DeleteChild(kind=cast(c.ChildKind, kind.key), child_id=resource_id)
+        command = c.DeleteChild(kind=kind.key, child_id=resource_id)
         return await self._repo.execute(row.lb_id, command, meta)
 
 

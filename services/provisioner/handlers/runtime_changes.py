@@ -82,7 +82,7 @@ def plan_member_changes(
                         )
                     )
             case ev.MemberUpdated():
-                if not set(payload.changes) <= _RUNTIME_FIELDS:
+                if not set(payload.changes.given()) <= _RUNTIME_FIELDS:
                     return None
                 member = state.members.get(payload.member_id)
                 if member is None:
