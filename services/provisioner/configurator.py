@@ -40,7 +40,7 @@ from services.provisioner.certificates import (
     plan_tls,
 )
 from services.provisioner.drivers import AmphoraHandle
-from services.provisioner.handlers.runtime_changes import ServerOp
+from services.provisioner.domain.runtime_changes import ServerOp
 from services.provisioner.rendering import (
     ListenerTlsFiles,
     PoolTlsFiles,

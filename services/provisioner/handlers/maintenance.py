@@ -28,13 +28,14 @@ from libs.common.repository import AmphoraRepository
 from libs.common.service import Metrics
 from services.provisioner.adapters.agent_client import AgentRejected
 from services.provisioner.adapters.inventory import (
-    InventoryRow,
     amphora_inventory,
     inventory_row,
     lock_amphora,
     try_lb_lock,
 )
 from services.provisioner.configurator import Configurator
+from services.provisioner.domain.amphora_records import booted
+from services.provisioner.domain.reconciliation import InventoryRow, judge_driver, unowned
 from services.provisioner.drivers import AmphoraDriver, AmphoraHandle, AmphoraSpec
 
 log = logging.getLogger(__name__)
@@ -112,7 +113,7 @@ class MaintenanceHandler:
             # now as well, in case that request was handled by another replica already.
             await self._driver.delete(amphora_id)
             return
-        await self._amps.record(amphora_id, [_booted(handle)], metadata, conn=conn)
+        await self._amps.record(amphora_id, [booted(handle)], metadata, conn=conn)
         self._metrics.inc("spares_booted_total")
         log.info("spare %s: READY", amphora_id)
 
@@ -184,22 +185,19 @@ class MaintenanceHandler:
         lock) against a fresh look, so work in flight is never mistaken for a leak or a loss.
         """
         running = {h.amphora_id: h for h in await self._driver.list()}
-        leftovers = set(await self._driver.leftovers()) - running.keys()
+        leftovers = await self._driver.leftovers()
         inventory = await amphora_inventory(conn)
-        now = time.monotonic()
-        unowned = {a for a in running.keys() | leftovers if _unowned(inventory.get(a))}
-        self._unowned_since = {a: self._unowned_since.get(a, now) for a in unowned}
-        for amphora_id in sorted(unowned):
-            if now - self._unowned_since[amphora_id] >= grace:
-                handle = running.get(amphora_id)
-                await self._reap(amphora_id, handle.lb_id if handle else None, conn)
-        for row in inventory.values():
-            if row.amphora_id in running:
-                continue
-            if row.status == AmphoraStatus.ALLOCATED and row.lb_status == "ACTIVE":
-                await self._fail_missing(row, conn, metadata)
-            elif row.status == AmphoraStatus.READY and row.lb_id is None:
-                await self._fail_missing_spare(row, conn, metadata)
+        verdicts = judge_driver(
+            running.keys(), leftovers, inventory, self._unowned_since, time.monotonic(), grace
+        )
+        self._unowned_since = verdicts.unowned_since
+        for amphora_id in verdicts.reap:
+            handle = running.get(amphora_id)
+            await self._reap(amphora_id, handle.lb_id if handle else None, conn)
+        for row in verdicts.missing:
+            await self._fail_missing(row, conn, metadata)
+        for row in verdicts.missing_spares:
+            await self._fail_missing_spare(row, conn, metadata)
 
     async def _reap(self, amphora_id: str, lb_id: str | None, conn: asyncpg.Connection) -> None:
         """Delete what the driver has of ``amphora_id`` (running or left over) unless the store
@@ -207,7 +205,7 @@ class MaintenanceHandler:
         async with conn.transaction():
             if lb_id is not None and not await try_lb_lock(conn, lb_id):
                 return  # its LB is being worked on: look again next time
-            if not _unowned(await inventory_row(conn, amphora_id)):
+            if not unowned(await inventory_row(conn, amphora_id)):
                 self._unowned_since.pop(amphora_id, None)
                 return
             await self._driver.delete(amphora_id)
@@ -259,22 +257,6 @@ class MaintenanceHandler:
 
     async def _running(self, amphora_id: str) -> AmphoraHandle | None:
         return next((h for h in await self._driver.list() if h.amphora_id == amphora_id), None)
-
-
-def _unowned(row: InventoryRow | None) -> bool:
-    """Nobody owns a running amphora the store never recorded or recorded as deleted."""
-    return row is None or row.status == AmphoraStatus.DELETED
-
-
-def _booted(handle: AmphoraHandle) -> amp_ev.AmphoraBooted:
-    return amp_ev.AmphoraBooted(
-        amphora_id=handle.amphora_id,
-        driver=handle.driver,
-        compute_id=handle.compute_id,
-        agent_url=handle.agent_url,
-        lb_network_ip=handle.lb_network_ip,
-        cert_expiration=handle.cert_expiration,
-    )
 
 
 __all__ = ["ACTOR", "MaintenanceHandler"]

@@ -23,6 +23,7 @@ from libs.common.events import Metadata
 from libs.common.events import amphora as amp_ev
 from libs.common.repository import AmphoraRepository
 from services.provisioner.adapters.postgres import lock_one_spare, ready_spare_ids
+from services.provisioner.domain.amphora_records import booted
 from services.provisioner.drivers import AmphoraDriver, AmphoraHandle, AmphoraSpec
 
 log = logging.getLogger(__name__)
@@ -95,21 +96,7 @@ class SparePool:
             amphora_id = str(uuid.uuid4())
             handle = await self._driver.ensure(AmphoraSpec(amphora_id=amphora_id, lb_id=None))
             try:
-                await self._amps.record(
-                    amphora_id,
-                    [
-                        amp_ev.AmphoraBooted(
-                            amphora_id=amphora_id,
-                            driver=handle.driver,
-                            compute_id=handle.compute_id,
-                            agent_url=handle.agent_url,
-                            lb_network_ip=handle.lb_network_ip,
-                            cert_expiration=handle.cert_expiration,
-                        )
-                    ],
-                    META,
-                    conn=conn,
-                )
+                await self._amps.record(amphora_id, [booted(handle)], META, conn=conn)
             except BaseException:
                 await self._driver.delete(amphora_id)
                 raise
