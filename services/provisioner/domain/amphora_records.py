@@ -1,4 +1,4 @@
-"""What the amphora store records when an amphora boots, is torn down, or is given up.
+"""What the amphora store records when an amphora boots, is claimed, torn down or given up.
 
 Pure: the events follow from the driver's handle or the amphora's record. An amphora the store
 never recorded (its boot failed before it was) gets no teardown event: nothing names it.
@@ -6,7 +6,9 @@ never recorded (its boot failed before it was) gets no teardown event: nothing n
 
 from __future__ import annotations
 
-from libs.common.domain.amphora import Amphora, AmphoraStatus
+from collections.abc import Sequence
+
+from libs.common.domain.amphora import Amphora, AmphoraStatus, evolve_amphora
 from libs.common.events import Event
 from libs.common.events import amphora as amp_ev
 from services.provisioner.drivers import AmphoraHandle
@@ -34,12 +36,23 @@ def booted(
     )
 
 
-def given_up(record: Amphora, amphora_id: str, reason: str) -> list[Event]:
+def allocated(amphora_id: str, loadbalancer_id: str) -> amp_ev.AmphoraAllocated:
+    """A spare is the LB's amphora now."""
+    return amp_ev.AmphoraAllocated(amphora_id=amphora_id, loadbalancer_id=loadbalancer_id)
+
+
+def given_up(
+    record: Amphora, amphora_id: str, reason: str, unrecorded: Sequence[Event] = ()
+) -> list[Event]:
     """Events for an amphora whose build or teardown is given up: ERROR with the reason, for
-    an administrator to delete."""
-    if record.version == 0 or record.status in _FINAL:
-        return []
-    return [amp_ev.AmphoraErrored(amphora_id=amphora_id, reason=reason)]
+    an administrator to delete. ``unrecorded``: what the build did to it that the store does
+    not know yet (its boot, its allocation), recorded first."""
+    after = record
+    for event in unrecorded:
+        after = evolve_amphora(after, event)
+    if after.version == 0 or after.status in _FINAL:
+        return list(unrecorded)
+    return [*unrecorded, amp_ev.AmphoraErrored(amphora_id=amphora_id, reason=reason)]
 
 
 def torn_down(record: Amphora, amphora_id: str) -> list[Event]:

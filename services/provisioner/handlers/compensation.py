@@ -9,11 +9,11 @@ stream gets DELETED, or ERROR (``AmphoraErrored``) when its build or teardown is
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 import asyncpg
 
-from libs.common.events import Metadata
+from libs.common.events import Event, Metadata
 from libs.common.repository import AmphoraRepository
 from services.provisioner.domain.amphora_records import given_up, torn_down
 from services.provisioner.drivers import AmphoraDriver
@@ -39,20 +39,21 @@ class Compensation:
 
     async def give_up(
         self,
-        amphora_ids: Iterable[str],
+        amphorae: Mapping[str, Sequence[Event]],
         reason: str,
         conn: asyncpg.Connection,
         metadata: Metadata,
     ) -> None:
-        """Undo half-built amphorae: stop and release each (a failure to is logged: the
-        driver reconciliation removes what is left), then record those the store knows as
-        ERROR with ``reason``."""
-        for amphora_id in amphora_ids:
+        """Undo half-built amphorae (id -> what the build did to it that is not recorded
+        yet): stop and release each (a failure to is logged: the driver reconciliation
+        removes what is left), then record those that booted or were claimed as ERROR with
+        ``reason``."""
+        for amphora_id, unrecorded in amphorae.items():
             try:
                 await self._release(amphora_id)
             except Exception:
                 log.exception("amphora %s: not removed after its build was given up", amphora_id)
-            await self._record_given_up(amphora_id, reason, conn, metadata)
+            await self._record_given_up(amphora_id, reason, conn, metadata, unrecorded)
 
     async def retire(self, amphora_id: str, conn: asyncpg.Connection, metadata: Metadata) -> None:
         """Tear down an amphora that is no longer needed and record it DELETED. When the
@@ -73,9 +74,15 @@ class Compensation:
         await self._forget(amphora_id)
 
     async def _record_given_up(
-        self, amphora_id: str, reason: str, conn: asyncpg.Connection, metadata: Metadata
+        self,
+        amphora_id: str,
+        reason: str,
+        conn: asyncpg.Connection,
+        metadata: Metadata,
+        unrecorded: Sequence[Event] = (),
     ) -> None:
-        events = given_up(await self._amps.load(amphora_id), amphora_id, reason)
+        record = await self._amps.load(amphora_id)
+        events = given_up(record, amphora_id, reason, unrecorded)
         if events:
-            log.warning("amphora %s: ERROR (%s)", amphora_id, reason)
+            log.warning("amphora %s: given up (%s)", amphora_id, reason)
             await self._amps.record(amphora_id, events, metadata, conn=conn)

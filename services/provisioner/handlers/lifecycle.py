@@ -21,11 +21,11 @@ from libs.common.domain import commands as c
 from libs.common.domain.evolve import fold
 from libs.common.domain.model import LoadBalancerState
 from libs.common.errors import FulcrumError
-from libs.common.events import Envelope, Metadata
+from libs.common.events import Envelope, Event, Metadata
 from libs.common.events import loadbalancer as lb_ev
 from libs.common.eventstore import PostgresEventStore
 from libs.common.repository import AmphoraRepository, LoadBalancerRepository, lb_stream
-from services.provisioner.domain.amphora_records import booted
+from services.provisioner.domain.amphora_records import allocated, booted
 from services.provisioner.domain.lifecycle import (
     AmphoraToBuild,
     WorkKind,
@@ -122,12 +122,9 @@ class LifecycleHandler:
             await self._lbs.execute(lb_id, c.FailProvisioning(reason), metadata, conn=conn)
 
     async def _start_amphora(
-        self,
-        state: LoadBalancerState,
-        build: AmphoraToBuild,
-        conn: asyncpg.Connection,
-        metadata: Metadata,
-    ) -> AmphoraHandle:
+        self, state: LoadBalancerState, build: AmphoraToBuild
+    ) -> tuple[AmphoraHandle, list[Event]]:
+        """Start one amphora of the LB; with the handle, its boot unless already recorded."""
         lb = state.loadbalancer
         assert lb is not None
         spec = AmphoraSpec(
@@ -138,11 +135,9 @@ class LifecycleHandler:
             topology=lb.topology.value,
         )
         handle = await self._driver.ensure(spec)
-        record = await self._amps.load(build.amphora_id)
-        if record.version == 0:
-            event = booted(handle, lb.id, build.role, lb.topology.value)
-            await self._amps.record(build.amphora_id, [event], metadata, conn=conn)
-        return handle
+        if (await self._amps.load(build.amphora_id)).version:
+            return handle, []
+        return handle, [booted(handle, lb.id, build.role, lb.topology.value)]
 
     async def _build(
         self,
@@ -152,24 +147,35 @@ class LifecycleHandler:
         metadata: Metadata,
         *,
         kept: Sequence[AmphoraHandle] = (),
-        claimed: Sequence[AmphoraHandle] = (),
+        spare: AmphoraHandle | None = None,
     ) -> list[AmphoraHandle]:
-        """Start ``builds``, then push the LB to ``kept``, ``claimed`` (spares) and them; the
-        LB's amphorae in that order. On a failure the amphorae claimed or started here are
-        given up (compensation) and the error is raised."""
-        new_ids = [h.amphora_id for h in claimed]
-        new = list(claimed)
+        """Start ``builds``, push the LB to ``kept``, ``spare`` (claimed for it) and them (the
+        LB's amphorae, in that order), then record the new amphorae's boot or allocation. On
+        a failure the amphorae claimed or started here are given up (compensation) and the
+        error is raised."""
+        lb = state.loadbalancer
+        assert lb is not None
+        new: list[AmphoraHandle] = []
+        unrecorded: dict[str, list[Event]] = {}
+        if spare is not None:
+            new.append(spare)
+            unrecorded[spare.amphora_id] = [allocated(spare.amphora_id, lb.id)]
         try:
             for build in builds:
-                new_ids.append(build.amphora_id)
-                new.append(await self._start_amphora(state, build, conn, metadata))
+                unrecorded[build.amphora_id] = []
+                handle, events = await self._start_amphora(state, build)
+                new.append(handle)
+                unrecorded[build.amphora_id] = events
             handles = [*kept, *new]
             await self._push_all(state, handles)
         except Exception as exc:
             if provisioning_gives_up(exc):
                 reason = f"build given up: {describe(exc)}"
-                await self._undo.give_up(new_ids, reason, conn, metadata)
+                await self._undo.give_up(unrecorded, reason, conn, metadata)
             raise
+        for amphora_id, events in unrecorded.items():
+            if events:
+                await self._amps.record(amphora_id, events, metadata, conn=conn)
         return handles
 
     async def _handles(self, state: LoadBalancerState) -> list[AmphoraHandle]:
@@ -191,12 +197,12 @@ class LifecycleHandler:
         assert lb is not None
         spare = None
         if self._spares and may_use_spare(lb.topology.value):
-            spare = await self._spares.claim(conn, lb.id)
+            spare = await self._spares.claim(conn)
         if spare is None:
             builds = amphorae_to_build(lb.topology.value, str(cause.event_id))
             handles = await self._build(state, builds, conn, metadata)
         else:
-            handles = await self._build(state, [], conn, metadata, claimed=[spare])
+            handles = await self._build(state, [], conn, metadata, spare=spare)
         amphora_ids = tuple(h.amphora_id for h in handles)
         await self._lbs.execute(lb.id, c.Activate(amphora_ids), metadata, conn=conn)
 

@@ -48,8 +48,9 @@ class SparePool:
         self.size = size
         self.claiming = claim
 
-    async def claim(self, conn: asyncpg.Connection, lb_id: str) -> AmphoraHandle | None:
-        """A running spare, now allocated to ``lb_id`` (in ``conn``'s transaction), or None."""
+    async def claim(self, conn: asyncpg.Connection) -> AmphoraHandle | None:
+        """A running spare, locked for the caller's LB until ``conn``'s transaction ends, or None.
+        The caller records its allocation (AmphoraAllocated) in that transaction."""
         if not self.claiming:
             return None
         running: dict[str, AmphoraHandle] | None = None  # listed once, and only with a spare
@@ -68,12 +69,6 @@ class SparePool:
                     conn=conn,
                 )
                 continue
-            await self._amps.record(
-                amphora_id,
-                [amp_ev.AmphoraAllocated(amphora_id=amphora_id, loadbalancer_id=lb_id)],
-                META,
-                conn=conn,
-            )
             return handle
         return None
 
