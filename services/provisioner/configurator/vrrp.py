@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from libs.common.agent_contract import VrrpState, VrrpStatus
+from libs.common.agent_contract import VrrpStatus
 from libs.common.domain.model import LoadBalancerState, Topology
 from libs.common.errors import FulcrumError
 from services.provisioner.adapters.agent_client import AgentRejected
@@ -24,16 +24,6 @@ from services.provisioner.configurator.agents import AgentConnections, amphora_k
 from services.provisioner.drivers import AmphoraHandle
 from services.provisioner.rendering.keepalived import KeepalivedContext, render_keepalived
 from services.provisioner.settings import VrrpSettings
-
-_NO_VRRP = VrrpStatus(
-    interface=None,
-    running=False,
-    state=VrrpState.STOPPED,
-    config_sha256=None,
-    check_script=None,
-    notify_script=None,
-    addresses=[],
-)
 
 
 class LoneAmphora(FulcrumError):
@@ -113,7 +103,7 @@ class VipPlumbing:
             except AgentRejected as exc:
                 if exc.status != 404:
                     raise
-                status = _NO_VRRP
+                status = VrrpStatus.without_interface()
             self._status[key] = status
         return status if status.interface is not None else None
 

@@ -232,7 +232,7 @@ class NetnsAmphoraDriver:
                 self._settings.agent_port,
             ),
             "FULCRUM_AMPHORA_VIP_INTERFACE": VIP_INTERFACE,
-            # The agent moves itself into its namespace first thing (adapters/netns.py).
+            # The agent enters its namespace first thing (services/amphora/adapters/netns.py).
             "FULCRUM_AMPHORA_NETNS": record.namespace,
         }
         return await self._launcher.launch(
