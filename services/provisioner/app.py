@@ -66,7 +66,7 @@ _FAILURES_CONCURRENCY = 8
 
 @dataclass(frozen=True)
 class Provisioner:
-    """The parts of a running provisioner (tests reach them through the app keys)."""
+    """The parts of a running provisioner (``app[PROVISIONER]``)."""
 
     driver: AmphoraDriver
     configurator: Configurator
@@ -77,11 +77,9 @@ class Provisioner:
 
 
 PROVISIONER = web.AppKey("provisioner", Provisioner)
-LIFECYCLE = web.AppKey("lifecycle", LifecycleHandler)
+# The two parts tests and benches reach most (also in PROVISIONER).
 DRIVER = web.AppKey("driver", AmphoraDriver)
 CONFIGURATOR = web.AppKey("configurator", Configurator)
-SPARES = web.AppKey("spares", SparePool)
-MAINTENANCE = web.AppKey("maintenance", MaintenanceHandler)
 
 
 def build_driver(settings: ProvisionerSettings, ca: DeploymentCA) -> AmphoraDriver:
@@ -207,11 +205,8 @@ async def _parts(settings: ProvisionerSettings, app: web.Application) -> AsyncIt
     running)."""
     parts = wire(settings, app[DB], app[METRICS])
     app[PROVISIONER] = parts
-    app[LIFECYCLE] = parts.lifecycle
     app[DRIVER] = parts.driver
     app[CONFIGURATOR] = parts.configurator
-    app[SPARES] = parts.spares
-    app[MAINTENANCE] = parts.maintenance
     await parts.driver.prepare()
     try:
         yield
@@ -224,7 +219,7 @@ async def _reconcile_at_start(
     settings: ProvisionerSettings, app: web.Application
 ) -> AsyncIterator[None]:
     """Finish half-done work in the background while the consumers already run."""
-    pending = reconcile_pending(app[DB], app[LIFECYCLE], settings.concurrency)
+    pending = reconcile_pending(app[DB], app[PROVISIONER].lifecycle, settings.concurrency)
     async with background(pending, "start-up reconciliation"):
         yield
 
@@ -240,6 +235,6 @@ async def _consumers(settings: ProvisionerSettings, app: web.Application) -> Asy
         for runner in runners:
             await running.enter_async_context(background(runner.run(), runner.name))
         if settings.spare_pool_size > 0:  # the standalone refill loop (see settings)
-            loop = app[SPARES].run(settings.spare_refill_interval)
+            loop = app[PROVISIONER].spares.run(settings.spare_refill_interval)
             await running.enter_async_context(background(loop, "spare pool"))
         yield

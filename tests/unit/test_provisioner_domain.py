@@ -4,9 +4,12 @@ or a given-up build."""
 
 from __future__ import annotations
 
+import asyncpg
+
 from libs.common.domain.amphora import Amphora, AmphoraStatus, fold_amphora
 from libs.common.domain.evolve import fold
 from libs.common.domain.model import LoadBalancerState
+from libs.common.errors import ConcurrencyError
 from libs.common.events import Envelope, Event, Metadata, new_envelope
 from libs.common.events import amphora as amp_ev
 from libs.common.events import loadbalancer as lb_ev
@@ -21,6 +24,7 @@ from services.provisioner.domain.lifecycle import (
 )
 from services.provisioner.domain.reconciliation import InventoryRow, judge_driver
 from services.provisioner.drivers import AmphoraHandle
+from services.provisioner.handlers.lifecycle import provisioning_gives_up
 from tests import builders as b
 
 META = Metadata(actor="test")
@@ -162,3 +166,11 @@ def test_a_teardown_records_deleted_once() -> None:
     deleted = fold_amphora([booted(HANDLE, "lb"), amp_ev.AmphoraDeleted(amphora_id="amp")])
     assert torn_down(deleted, "amp") == []
     assert given_up(deleted, "amp", "teardown failed") == []
+
+
+def test_only_a_lost_store_connection_is_retried_rather_than_failing_the_lb() -> None:
+    assert provisioning_gives_up(OSError(28, "No space left on device"))
+    assert provisioning_gives_up(RuntimeError("bug"))
+    assert provisioning_gives_up(ConcurrencyError("loadbalancer-x", 3))
+    assert not provisioning_gives_up(asyncpg.PostgresConnectionError("connection lost"))
+    assert not provisioning_gives_up(asyncpg.InterfaceError("connection is closed"))

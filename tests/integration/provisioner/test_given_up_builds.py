@@ -1,6 +1,7 @@
 """Builds the provisioner gives up: the LB goes ERROR at once, whatever the error, and every
 amphora started for it is stopped, released and recorded ERROR (``AmphoraErrored``); a
-failover's replacement is undone the same way.
+failover's replacement is undone the same way; a teardown the driver cannot do leaves the
+amphora ERROR too.
 
 The lifecycle handler runs here directly (as the consumer and the start-up reconciliation run
 it) against a real database, real agents and HAProxy where an amphora is started.
@@ -186,3 +187,59 @@ async def test_a_failed_failover_undoes_its_replacement_and_keeps_the_old_amphor
     assert replacement is not None
     assert (await amphorae.load(replacement)).status == AmphoraStatus.ERROR
     assert (await amphorae.load(original)).status == AmphoraStatus.ALLOCATED
+
+
+class UndeletableDriver:
+    """A driver that starts nothing (``ensure`` hands out a handle) and cannot delete:
+    ``delete`` raises a plain PermissionError."""
+
+    name = "process"
+
+    def __init__(self) -> None:
+        self.running: dict[str, AmphoraHandle] = {}
+
+    async def prepare(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def ensure(self, spec: AmphoraSpec) -> AmphoraHandle:
+        handle = AmphoraHandle(spec.amphora_id, spec.lb_id, self.name, "0", "https://x:1", "")
+        self.running[spec.amphora_id] = handle
+        return handle
+
+    async def delete(self, amphora_id: str) -> None:
+        raise PermissionError(1, "Operation not permitted")
+
+    async def list(self) -> list[AmphoraHandle]:
+        return list(self.running.values())
+
+    async def leftovers(self) -> Sequence[str]:
+        return []
+
+
+async def test_a_given_up_teardown_leaves_the_amphora_in_error(
+    db: asyncpg.Pool, configurator: Configurator
+) -> None:
+    driver = UndeletableDriver()
+
+    async def nothing_to_push(
+        state: LoadBalancerState, handle: AmphoraHandle, pair: Sequence[AmphoraHandle]
+    ) -> None:
+        return None
+
+    lifecycle = lifecycle_for(db, driver, configurator, nothing_to_push)
+    lbs = LoadBalancerRepository(PostgresEventStore(db))
+    lb_id = await create_lb(db, "127.77.0.33")
+    await reconcile(db, lifecycle, lb_id)
+    (amphora_id,) = (await lbs.load(lb_id)).amphora_ids
+
+    await lbs.execute(lb_id, c.DeleteLoadBalancer(cascade=True), META)
+    await reconcile(db, lifecycle, lb_id)
+
+    state = await lbs.load(lb_id)
+    assert state.loadbalancer is not None
+    assert state.loadbalancer.provisioning_status.value == "ERROR"
+    assert "delete failed" in state.loadbalancer.provisioning_error
+    amphora = await AmphoraRepository(PostgresEventStore(db)).load(amphora_id)
+    assert amphora.status == AmphoraStatus.ERROR
+    assert amphora.failure_reason.startswith("teardown failed: ")
