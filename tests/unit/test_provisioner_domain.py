@@ -24,7 +24,7 @@ from services.provisioner.domain.lifecycle import (
 )
 from services.provisioner.domain.reconciliation import InventoryRow, judge_driver
 from services.provisioner.drivers import AmphoraHandle
-from services.provisioner.handlers.lifecycle import provisioning_gives_up
+from services.provisioner.handlers.compensation import gives_up
 from tests import builders as b
 
 META = Metadata(actor="test")
@@ -169,8 +169,8 @@ def test_a_teardown_records_deleted_once() -> None:
 
 
 def test_only_a_lost_store_connection_is_retried_rather_than_failing_the_lb() -> None:
-    assert provisioning_gives_up(OSError(28, "No space left on device"))
-    assert provisioning_gives_up(RuntimeError("bug"))
-    assert provisioning_gives_up(ConcurrencyError("loadbalancer-x", 3))
-    assert not provisioning_gives_up(asyncpg.PostgresConnectionError("connection lost"))
-    assert not provisioning_gives_up(asyncpg.InterfaceError("connection is closed"))
+    assert gives_up(OSError(28, "No space left on device"))
+    assert gives_up(RuntimeError("bug"))
+    assert gives_up(ConcurrencyError("loadbalancer-x", 3))
+    assert not gives_up(asyncpg.PostgresConnectionError("connection lost"))
+    assert not gives_up(asyncpg.InterfaceError("connection is closed"))

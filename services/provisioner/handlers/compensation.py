@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 import asyncpg
 
+from libs.common.errors import FulcrumError
 from libs.common.events import Event, Metadata
 from libs.common.repository import AmphoraRepository
 from services.provisioner.domain.amphora_records import given_up, torn_down
@@ -25,6 +26,17 @@ log = logging.getLogger(__name__)
 STORE_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError)
 
 ForgetAmphora = Callable[[str], Awaitable[None]]
+
+
+def gives_up(exc: Exception) -> bool:
+    """Whether a failed build or step is given up (undone, and the LB or amphora marked):
+    every error but one of the event store's connection, whose step the consumer retries."""
+    return isinstance(exc, FulcrumError) or not isinstance(exc, STORE_ERRORS)
+
+
+def describe(exc: Exception) -> str:
+    """The error's message, or its type when it has none."""
+    return str(exc) or type(exc).__name__
 
 
 class Compensation:

@@ -36,7 +36,7 @@ from services.provisioner.domain.lifecycle import (
 )
 from services.provisioner.domain.runtime_changes import ServerOp, plan_member_changes
 from services.provisioner.drivers import AmphoraDriver, AmphoraHandle, AmphoraSpec
-from services.provisioner.handlers.compensation import STORE_ERRORS, Compensation
+from services.provisioner.handlers.compensation import Compensation, describe, gives_up
 from services.provisioner.handlers.spares import SparePool
 
 log = logging.getLogger(__name__)
@@ -54,17 +54,6 @@ class RuntimeApplier(Protocol):
     async def apply_runtime(
         self, handle: AmphoraHandle, ops: Sequence[ServerOp], rendered: str
     ) -> None: ...
-
-
-def provisioning_gives_up(exc: Exception) -> bool:
-    """Whether a failed step ends in ProvisioningFailed: every error but one of the event
-    store's connection (the transaction is lost; the consumer retries the step)."""
-    return isinstance(exc, FulcrumError) or not isinstance(exc, STORE_ERRORS)
-
-
-def describe(exc: Exception) -> str:
-    """The error's message, or its type when it has none."""
-    return str(exc) or type(exc).__name__
 
 
 class LifecycleHandler:
@@ -115,7 +104,7 @@ class LifecycleHandler:
             else:
                 await self._delete(state, conn, metadata)
         except Exception as exc:
-            if not provisioning_gives_up(exc):
+            if not gives_up(exc):
                 raise
             reason = f"{work.kind} failed: {describe(exc)}"
             log.warning("lb %s: %s", lb_id, reason)
@@ -169,7 +158,7 @@ class LifecycleHandler:
             handles = [*kept, *new]
             await self._push_all(state, handles)
         except Exception as exc:
-            if provisioning_gives_up(exc):
+            if gives_up(exc):
                 reason = f"build given up: {describe(exc)}"
                 await self._undo.give_up(unrecorded, reason, conn, metadata)
             raise

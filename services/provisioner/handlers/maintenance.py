@@ -18,7 +18,6 @@ from typing import Final
 import asyncpg
 
 from libs.common.domain.amphora import AmphoraStatus
-from libs.common.errors import FulcrumError
 from libs.common.events import Envelope, Metadata
 from libs.common.events import amphora as amp_ev
 from libs.common.events import housekeeping as hk
@@ -37,6 +36,7 @@ from services.provisioner.configurator import Configurator
 from services.provisioner.domain.amphora_records import booted
 from services.provisioner.domain.reconciliation import InventoryRow, judge_driver, unowned
 from services.provisioner.drivers import AmphoraDriver, AmphoraHandle, AmphoraSpec
+from services.provisioner.handlers.compensation import describe, gives_up
 
 log = logging.getLogger(__name__)
 
@@ -93,8 +93,10 @@ class MaintenanceHandler:
             return  # booted already, or retired before its boot
         try:
             handle = await self._driver.ensure(AmphoraSpec(amphora_id=amphora_id, lb_id=None))
-        except FulcrumError as exc:
-            log.warning("spare %s: boot failed: %s", amphora_id, exc)
+        except Exception as exc:
+            if not gives_up(exc):
+                raise
+            log.warning("spare %s: boot failed: %s", amphora_id, describe(exc))
             await self._driver.delete(amphora_id)
             if await lock_amphora(conn, amphora_id, _SPARE_STATUSES, skip_locked=False):
                 await self._amps.record(
