@@ -1,6 +1,7 @@
-"""What the amphora store records when an amphora boots, is claimed, torn down or given up.
+"""What the amphora store records of the provisioner's work: every amphora event it writes.
 
-Pure: the events follow from the driver's handle or the amphora's record. An amphora the store
+An amphora boots, is claimed, fails, gets a new certificate, is torn down or given up. Pure:
+the events follow from the driver's handle or the amphora's record. An amphora the store
 never recorded (its boot failed before it was) gets no teardown event: nothing names it.
 """
 
@@ -41,6 +42,25 @@ def allocated(amphora_id: str, loadbalancer_id: str) -> amp_ev.AmphoraAllocated:
     return amp_ev.AmphoraAllocated(amphora_id=amphora_id, loadbalancer_id=loadbalancer_id)
 
 
+def failed(
+    amphora_id: str, reason: str, loadbalancer_id: str | None = None
+) -> amp_ev.AmphoraFailed:
+    """The amphora is broken: an LB's fails over, a spare is replaced."""
+    return amp_ev.AmphoraFailed(
+        amphora_id=amphora_id, loadbalancer_id=loadbalancer_id, reason=reason
+    )
+
+
+def deleted(amphora_id: str) -> amp_ev.AmphoraDeleted:
+    """The amphora is gone."""
+    return amp_ev.AmphoraDeleted(amphora_id=amphora_id)
+
+
+def certificate_rotated(amphora_id: str, expiration: str) -> amp_ev.AmphoraCertificateRotated:
+    """The agent serves a new certificate, valid until ``expiration`` (ISO 8601)."""
+    return amp_ev.AmphoraCertificateRotated(amphora_id=amphora_id, cert_expiration=expiration)
+
+
 def given_up(
     record: Amphora, amphora_id: str, reason: str, unrecorded: Sequence[Event] = ()
 ) -> list[Event]:
@@ -59,4 +79,4 @@ def torn_down(record: Amphora, amphora_id: str) -> list[Event]:
     """Events for an amphora its driver has removed."""
     if record.version == 0 or record.status == AmphoraStatus.DELETED:
         return []
-    return [amp_ev.AmphoraDeleted(amphora_id=amphora_id)]
+    return [deleted(amphora_id)]

@@ -33,7 +33,12 @@ from services.provisioner.adapters.inventory import (
     try_lb_lock,
 )
 from services.provisioner.configurator import Configurator
-from services.provisioner.domain.amphora_records import booted
+from services.provisioner.domain.amphora_records import (
+    booted,
+    certificate_rotated,
+    deleted,
+    failed,
+)
 from services.provisioner.domain.reconciliation import InventoryRow, judge_driver, unowned
 from services.provisioner.drivers import AmphoraDriver, AmphoraHandle, AmphoraSpec
 from services.provisioner.handlers.compensation import describe, gives_up
@@ -102,8 +107,8 @@ class MaintenanceHandler:
                 await self._amps.record(
                     amphora_id,
                     [
-                        amp_ev.AmphoraFailed(amphora_id=amphora_id, reason=f"boot failed: {exc}"),
-                        amp_ev.AmphoraDeleted(amphora_id=amphora_id),
+                        failed(amphora_id, f"boot failed: {exc}"),
+                        deleted(amphora_id),
                     ],
                     metadata,
                     conn=conn,
@@ -127,9 +132,7 @@ class MaintenanceHandler:
         if record.loadbalancer_id is not None or record.status != AmphoraStatus.PENDING_DELETE:
             return  # an LB's amphora (its LB's failover retires it), or already deleted
         await self._driver.delete(amphora_id)
-        await self._amps.record(
-            amphora_id, [amp_ev.AmphoraDeleted(amphora_id=amphora_id)], metadata, conn=conn
-        )
+        await self._amps.record(amphora_id, [deleted(amphora_id)], metadata, conn=conn)
         self._metrics.inc("spares_deleted_total")
         log.info("spare %s: deleted (%s)", amphora_id, record.failure_reason or "retired")
 
@@ -167,7 +170,7 @@ class MaintenanceHandler:
         expiration = issued.not_after.isoformat()
         await self._amps.record(
             record.id,
-            [amp_ev.AmphoraCertificateRotated(amphora_id=record.id, cert_expiration=expiration)],
+            [certificate_rotated(record.id, expiration)],
             metadata,
             conn=conn,
         )
@@ -228,10 +231,10 @@ class MaintenanceHandler:
             await self._amps.record(
                 row.amphora_id,
                 [
-                    amp_ev.AmphoraFailed(
-                        amphora_id=row.amphora_id,
+                    failed(
+                        row.amphora_id,
+                        "not running: the driver does not list it",
                         loadbalancer_id=row.lb_id,
-                        reason="not running: the driver does not list it",
                     )
                 ],
                 metadata,
@@ -251,7 +254,7 @@ class MaintenanceHandler:
                 return
             await self._amps.record(
                 row.amphora_id,
-                [amp_ev.AmphoraFailed(amphora_id=row.amphora_id, reason="spare not running")],
+                [failed(row.amphora_id, "spare not running")],
                 metadata,
                 conn=conn,
             )

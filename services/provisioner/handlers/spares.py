@@ -20,10 +20,9 @@ import asyncpg
 from libs.common.database import DATABASE_ERRORS
 from libs.common.errors import FulcrumError
 from libs.common.events import Metadata
-from libs.common.events import amphora as amp_ev
 from libs.common.repository import AmphoraRepository
 from services.provisioner.adapters.postgres import lock_one_spare, ready_spare_ids
-from services.provisioner.domain.amphora_records import booted
+from services.provisioner.domain.amphora_records import booted, failed
 from services.provisioner.drivers import AmphoraDriver, AmphoraHandle, AmphoraSpec
 
 log = logging.getLogger(__name__)
@@ -64,7 +63,7 @@ class SparePool:
             if handle is None:  # listed READY but gone: record it and try the next one
                 await self._amps.record(
                     amphora_id,
-                    [amp_ev.AmphoraFailed(amphora_id=amphora_id, reason="spare not running")],
+                    [failed(amphora_id, "spare not running")],
                     META,
                     conn=conn,
                 )
