@@ -199,6 +199,19 @@ class VrrpStatus(_Output):
     # VIPs present on the interface now (held as MASTER, or plugged for SINGLE).
     addresses: list[str]
 
+    @classmethod
+    def without_interface(cls) -> Self:
+        """The status of an amphora whose VIPs need no plumbing."""
+        return cls(
+            interface=None,
+            running=False,
+            state=VrrpState.STOPPED,
+            config_sha256=None,
+            check_script=None,
+            notify_script=None,
+            addresses=[],
+        )
+
 
 class VrrpConfig(_Input):
     """PUT /v1/vrrp/config: the complete keepalived.conf and the VIPs it moves (which the

@@ -1,20 +1,28 @@
-"""The provisioner's wiring: consumers of LB and amphora events, driver, agent clients."""
+"""The provisioner's composition root: what is built from the settings, and what runs.
+
+``wire`` builds the parts (driver, configurator, spare pool, handlers); ``create_app`` runs
+them: the driver prepared, the start-up reconciliation, and three consumers:
+
+- ``provisioner-lb-lifecycle``: every LB event -> handlers/lifecycle.py (create, apply,
+  failover, delete);
+- ``provisioner-amphora-failures``: ``AmphoraFailed`` -> handlers/failures.py (LB failover);
+- ``provisioner-maintenance``: housekeeping's requests -> handlers/maintenance.py;
+
+and, with ``spare_pool_size`` > 0, the standalone spare refill loop (handlers/spares.py).
+"""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import logging
+import functools
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
+import asyncpg
 from aiohttp import web
 
 from libs.common import subjects
 from libs.common.bus import ConsumerRunner, ConsumerSpec
-from libs.common.domain import commands as c
-from libs.common.errors import InvalidState, NotFound
-from libs.common.events import Envelope, Metadata
-from libs.common.events import amphora as amp_ev
 from libs.common.eventstore import PostgresEventStore
 from libs.common.pki import DeploymentCA
 from libs.common.repository import AmphoraRepository, LoadBalancerRepository
@@ -23,6 +31,7 @@ from libs.common.service import (
     DB,
     JETSTREAM,
     METRICS,
+    Metrics,
     background,
     base_app,
     nats_ctx,
@@ -32,24 +41,19 @@ from libs.common.service import (
 )
 from libs.common.settings import PostgresSettings
 from libs.common.telemetry import setup_tracing
-from services.provisioner.adapters.postgres import pending_loadbalancer_ids
 from services.provisioner.configurator import Configurator
 from services.provisioner.drivers import AmphoraDriver
 from services.provisioner.drivers.docker import DockerAmphoraDriver
 from services.provisioner.drivers.netns import NetnsAmphoraDriver
 from services.provisioner.drivers.process import ProcessAmphoraDriver
+from services.provisioner.handlers.compensation import Compensation
+from services.provisioner.handlers.failures import FailoverRequests
 from services.provisioner.handlers.lifecycle import LifecycleHandler
 from services.provisioner.handlers.maintenance import MaintenanceHandler
 from services.provisioner.handlers.spares import SparePool
+from services.provisioner.handlers.startup import reconcile_pending
 from services.provisioner.settings import ProvisionerSettings
 
-log = logging.getLogger(__name__)
-
-LIFECYCLE = web.AppKey("lifecycle", LifecycleHandler)
-DRIVER = web.AppKey("driver", AmphoraDriver)
-CONFIGURATOR = web.AppKey("configurator", Configurator)
-SPARES = web.AppKey("spares", SparePool)
-MAINTENANCE = web.AppKey("maintenance", MaintenanceHandler)
 # The amphora events housekeeping's requests arrive as (beside the housekeeping-<run> streams).
 _MAINTENANCE_EVENTS = (
     "SpareAmphoraRequested",
@@ -60,7 +64,26 @@ _MAINTENANCE_EVENTS = (
 _FAILURES_CONCURRENCY = 8
 
 
+@dataclass(frozen=True)
+class Provisioner:
+    """The parts of a running provisioner (``app[PROVISIONER]``)."""
+
+    driver: AmphoraDriver
+    configurator: Configurator
+    spares: SparePool
+    lifecycle: LifecycleHandler
+    failures: FailoverRequests
+    maintenance: MaintenanceHandler
+
+
+PROVISIONER = web.AppKey("provisioner", Provisioner)
+# The two parts tests and benches reach most (also in PROVISIONER).
+DRIVER = web.AppKey("driver", AmphoraDriver)
+CONFIGURATOR = web.AppKey("configurator", Configurator)
+
+
 def build_driver(settings: ProvisionerSettings, ca: DeploymentCA) -> AmphoraDriver:
+    """The driver ``settings.driver`` names; raises ValueError for an unknown one."""
     agent_env = {}
     if settings.heartbeat_key:
         agent_env["FULCRUM_AMPHORA_HEARTBEAT_KEY"] = settings.heartbeat_key
@@ -106,144 +129,112 @@ def _pool_settings(settings: ProvisionerSettings) -> PostgresSettings:
     )
 
 
+def wire(settings: ProvisionerSettings, pool: asyncpg.Pool, metrics: Metrics) -> Provisioner:
+    """Build every part from the settings; nothing runs yet."""
+    ca = DeploymentCA.load_or_create(settings.ca_dir)
+    keys = settings.secret_keys.strip()
+    vault = PostgresSecretStore(pool, Keyring.from_setting(keys)) if keys else None
+    configurator = Configurator(ca, settings.ca_dir, vrrp=settings.vrrp, certificates=vault)
+    driver = build_driver(settings, ca)
+    store = PostgresEventStore(pool)
+    amphorae = AmphoraRepository(store)
+    spares = SparePool(
+        pool, amphorae, driver, settings.spare_pool_size, claim=settings.claim_spares
+    )
+    compensation = Compensation(driver, amphorae, configurator.forget)
+    return Provisioner(
+        driver=driver,
+        configurator=configurator,
+        spares=spares,
+        lifecycle=LifecycleHandler(
+            store, driver, configurator.push, compensation, spares, configurator
+        ),
+        failures=FailoverRequests(LoadBalancerRepository(store)),
+        maintenance=MaintenanceHandler(
+            store,
+            driver,
+            configurator,
+            ca,
+            metrics,
+            cert_validity_days=settings.cert_validity_days,
+        ),
+    )
+
+
+def consumer_specs(settings: ProvisionerSettings, parts: Provisioner) -> list[ConsumerSpec]:
+    """The three consumers and the events each takes."""
+    return [
+        ConsumerSpec(
+            "provisioner-lb-lifecycle",
+            [subjects.category_events("loadbalancer")],
+            parts.lifecycle.handle,
+            concurrency=settings.concurrency,
+        ),
+        ConsumerSpec(
+            "provisioner-amphora-failures",
+            [subjects.events_of_type("amphora", "AmphoraFailed")],
+            parts.failures.handle,
+            concurrency=_FAILURES_CONCURRENCY,
+        ),
+        ConsumerSpec(
+            "provisioner-maintenance",
+            [
+                *(subjects.events_of_type("amphora", name) for name in _MAINTENANCE_EVENTS),
+                subjects.category_events("housekeeping"),
+            ],
+            parts.maintenance.handle,
+            concurrency=settings.maintenance_concurrency,
+        ),
+    ]
+
+
 def create_app(settings: ProvisionerSettings) -> web.Application:
     setup_tracing("provisioner", settings.telemetry)
     app = base_app("provisioner")
     app.cleanup_ctx.append(postgres_ctx(_pool_settings(settings)))
     app.cleanup_ctx.append(nats_ctx(settings.nats))
     app.cleanup_ctx.append(relay_ctx(settings.postgres, settings.nats, settings.relay))
-
-    async def machinery(app: web.Application) -> AsyncIterator[None]:
-        ca = DeploymentCA.load_or_create(settings.ca_dir)
-        keys = settings.secret_keys.strip()
-        vault = PostgresSecretStore(app[DB], Keyring.from_setting(keys)) if keys else None
-        configurator = Configurator(ca, settings.ca_dir, vrrp=settings.vrrp, certificates=vault)
-        driver = build_driver(settings, ca)
-        store = PostgresEventStore(app[DB])
-        spares = SparePool(
-            app[DB],
-            AmphoraRepository(store),
-            driver,
-            settings.spare_pool_size,
-            claim=settings.claim_spares,
-        )
-        lifecycle = LifecycleHandler(store, driver, configurator.push, spares, configurator)
-        app[MAINTENANCE] = MaintenanceHandler(
-            store,
-            driver,
-            configurator,
-            ca,
-            app[METRICS],
-            cert_validity_days=settings.cert_validity_days,
-        )
-        app[SPARES] = spares
-        app[CONFIGURATOR] = configurator
-        app[DRIVER] = driver
-        if isinstance(driver, ProcessAmphoraDriver | NetnsAmphoraDriver):
-            await driver.prepare()
-        app[LIFECYCLE] = lifecycle
-        try:
-            yield
-        finally:
-            await configurator.close()
-            if isinstance(driver, ProcessAmphoraDriver | NetnsAmphoraDriver):
-                await driver.close()  # its zygote; the amphorae keep running
-            if isinstance(driver, DockerAmphoraDriver):
-                await driver.close()
-
-    async def reconcile_at_start(app: web.Application) -> AsyncIterator[None]:
-        """Finish work a previous provisioner left half-done (it may have been killed), in the
-        background and in parallel, while the consumers already run (per-LB locks serialize)."""
-        pool = app[DB]
-        slots = asyncio.Semaphore(settings.concurrency)
-
-        async def one(lb_id: str) -> None:
-            async with slots, pool.acquire() as conn, conn.transaction():
-                await app[LIFECYCLE].reconcile(lb_id, conn, Metadata(actor="provisioner"))
-
-        async def all_pending(app: web.Application) -> None:
-            results = await asyncio.gather(
-                *(one(lb_id) for lb_id in await pending_loadbalancer_ids(pool)),
-                return_exceptions=True,
-            )
-            for error in (r for r in results if isinstance(r, BaseException)):
-                log.error("start-up reconciliation failed", exc_info=error)
-
-        async with background(all_pending(app), "start-up reconciliation"):
-            yield
-
-    async def consumers(app: web.Application) -> AsyncIterator[None]:
-        store = PostgresEventStore(app[DB])
-        lbs = LoadBalancerRepository(store)
-
-        async def on_amphora_failed(envelope: Envelope, conn: object) -> None:
-            payload = envelope.payload
-            assert isinstance(payload, amp_ev.AmphoraFailed)
-            if payload.loadbalancer_id is None:
-                return
-            command = c.FailoverLoadBalancer(payload.amphora_id, reason=payload.reason)
-            try:
-                await lbs.execute(
-                    payload.loadbalancer_id,
-                    command,
-                    envelope.metadata.caused_by(envelope),
-                    conn=conn,
-                )
-            except (InvalidState, NotFound) as exc:
-                # The LB is being deleted or changed: its own flow replaces what is missing.
-                log.warning("amphora %s failed but no failover: %s", payload.amphora_id, exc)
-
-        lifecycle = ConsumerRunner(
-            app[JETSTREAM],
-            app[DB],
-            ConsumerSpec(
-                "provisioner-lb-lifecycle",
-                [subjects.category_events("loadbalancer")],
-                app[LIFECYCLE].handle,
-                concurrency=settings.concurrency,
-            ),
-            settings.nats,
-        )
-        failures = ConsumerRunner(
-            app[JETSTREAM],
-            app[DB],
-            ConsumerSpec(
-                "provisioner-amphora-failures",
-                [subjects.events_of_type("amphora", "AmphoraFailed")],
-                on_amphora_failed,
-                concurrency=_FAILURES_CONCURRENCY,
-            ),
-            settings.nats,
-        )
-        maintenance = ConsumerRunner(
-            app[JETSTREAM],
-            app[DB],
-            ConsumerSpec(
-                "provisioner-maintenance",
-                [
-                    *(subjects.events_of_type("amphora", name) for name in _MAINTENANCE_EVENTS),
-                    subjects.category_events("housekeeping"),
-                ],
-                app[MAINTENANCE].handle,
-                concurrency=settings.maintenance_concurrency,
-            ),
-            settings.nats,
-        )
-        app[METRICS].inc("consumers_started", 3)
-        watch_consumers(app, lifecycle, failures, maintenance)
-        async with (
-            background(lifecycle.run(), "lb lifecycle"),
-            background(failures.run(), "amphora failures"),
-            background(maintenance.run(), "housekeeping requests"),
-            contextlib.AsyncExitStack() as optional,
-        ):
-            if settings.spare_pool_size > 0:  # the standalone refill loop (see settings)
-                await optional.enter_async_context(
-                    background(app[SPARES].run(settings.spare_refill_interval), "spare pool")
-                )
-            yield
-
-    app.cleanup_ctx.append(machinery)
-    app.cleanup_ctx.append(reconcile_at_start)
-    app.cleanup_ctx.append(consumers)
+    app.cleanup_ctx.append(functools.partial(_parts, settings))
+    app.cleanup_ctx.append(functools.partial(_reconcile_at_start, settings))
+    app.cleanup_ctx.append(functools.partial(_consumers, settings))
     return app
+
+
+async def _parts(settings: ProvisionerSettings, app: web.Application) -> AsyncIterator[None]:
+    """Wire the parts and prepare the driver; close both at shutdown (amphorae keep
+    running)."""
+    parts = wire(settings, app[DB], app[METRICS])
+    app[PROVISIONER] = parts
+    app[DRIVER] = parts.driver
+    app[CONFIGURATOR] = parts.configurator
+    await parts.driver.prepare()
+    try:
+        yield
+    finally:
+        await parts.configurator.close()
+        await parts.driver.close()
+
+
+async def _reconcile_at_start(
+    settings: ProvisionerSettings, app: web.Application
+) -> AsyncIterator[None]:
+    """Finish half-done work in the background while the consumers already run."""
+    pending = reconcile_pending(app[DB], app[PROVISIONER].lifecycle, settings.concurrency)
+    async with background(pending, "start-up reconciliation"):
+        yield
+
+
+async def _consumers(settings: ProvisionerSettings, app: web.Application) -> AsyncIterator[None]:
+    runners = [
+        ConsumerRunner(app[JETSTREAM], app[DB], spec, settings.nats)
+        for spec in consumer_specs(settings, app[PROVISIONER])
+    ]
+    app[METRICS].inc("consumers_started", len(runners))
+    watch_consumers(app, *runners)
+    async with contextlib.AsyncExitStack() as running:
+        for runner in runners:
+            await running.enter_async_context(background(runner.run(), runner.name))
+        if settings.spare_pool_size > 0:  # the standalone refill loop (see settings)
+            loop = app[PROVISIONER].spares.run(settings.spare_refill_interval)
+            await running.enter_async_context(background(loop, "spare pool"))
+        yield

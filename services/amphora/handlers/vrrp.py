@@ -9,19 +9,11 @@ from __future__ import annotations
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
-from libs.common.agent_contract import API_PREFIX, VipAddress, VrrpConfig, VrrpState, VrrpStatus
+from libs.common.agent_contract import API_PREFIX, VipAddress, VrrpConfig, VrrpStatus
 from libs.common.errors import Conflict, ValidationFailed
 from services.amphora.adapters.keepalived import KeepalivedVrrp
 
-_NO_INTERFACE = VrrpStatus(
-    interface=None,
-    running=False,
-    state=VrrpState.STOPPED,
-    config_sha256=None,
-    check_script=None,
-    notify_script=None,
-    addresses=[],
-)
+_NO_INTERFACE = VrrpStatus.without_interface()
 
 
 def _json(model: BaseModel, status: int = 200) -> web.Response:

@@ -1,1 +1,1 @@
-"""Adapters of the provisioner: clients of the outside world (amphora agents, drivers)."""
+"""Adapters of the provisioner: agent clients, the netns network plumbing, its SQL."""

@@ -7,25 +7,16 @@ Spare transitions (claim, boot completion, retirement, failure) lock the spare's
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Final
 
 import asyncpg
+
+from services.provisioner.domain.reconciliation import InventoryRow
 
 _INVENTORY: Final = (
     "SELECT a.id, a.status, a.lb_id, l.body->>'provisioning_status' AS lb_status "
     "FROM amphora_view a LEFT JOIN loadbalancer_view l ON l.id = a.lb_id"
 )
-
-
-@dataclass(frozen=True, slots=True)
-class InventoryRow:
-    """One amphora as the store knows it, with its LB's provisioning status (if any)."""
-
-    amphora_id: str
-    status: str
-    lb_id: str | None
-    lb_status: str | None
 
 
 def _row(record: asyncpg.Record) -> InventoryRow:

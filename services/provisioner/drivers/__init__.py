@@ -39,7 +39,19 @@ class AmphoraHandle:
 
 
 class AmphoraDriver(Protocol):
+    """Runs amphorae. ``prepare`` is awaited once before the first call, ``close`` once
+    after the last; amphorae keep running across ``close`` (a restarted provisioner finds
+    them through ``list``)."""
+
     name: str
+
+    async def prepare(self) -> None:
+        """Start what makes the first boot fast (a zygote, say); failures are logged."""
+        ...
+
+    async def close(self) -> None:
+        """Release the driver's own resources (connections, helper processes)."""
+        ...
 
     async def ensure(self, spec: AmphoraSpec) -> AmphoraHandle:
         """Start the amphora unless it runs already; raises InfrastructureError."""

@@ -197,6 +197,9 @@ class DockerAmphoraDriver:
         """Amphora ids of this deployment's containers that do not run (exited, created)."""
         return await self._call("list stopped containers", self._stopped)
 
+    async def prepare(self) -> None:
+        """Nothing to start ahead: the engine is reached on first use."""
+
     async def close(self) -> None:
         """Close the engine connections (a later call opens new ones)."""
         await asyncio.to_thread(self._forget_engine)

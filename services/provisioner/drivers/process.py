@@ -10,15 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import json
-import logging
 import os
 import shutil
 import signal
-import sys
-import tempfile
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Final
@@ -27,26 +22,21 @@ from libs.common.errors import InfrastructureError
 from libs.common.pki import DeploymentCA
 from libs.common.private_files import write_private_file
 from services.provisioner.drivers import AmphoraHandle, AmphoraSpec
+from services.provisioner.drivers.agent_launcher import (
+    PORT_FILE,
+    AgentLauncher,
+    Zygote,
+    agent_environment,
+    agent_pid,
+    agent_port,
+    stop_agent,
+)
+
+__all__ = ["DRIVER_NAME", "ProcessAmphoraDriver", "Zygote"]
 
 DRIVER_NAME: Final = "process"
 _SPEC_FILE: Final = "amphora.json"
-_PID_FILE: Final = "agent.pid"
-_PORT_FILE: Final = "agent.port"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # Our own children are reaped by asyncio's child watcher; a zombie reads as dead here.
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
+_STOP_TIMEOUT: Final = 10.0
 
 
 class ProcessAmphoraDriver:
@@ -65,31 +55,26 @@ class ProcessAmphoraDriver:
     ) -> None:
         self._state_dir = state_dir.resolve()
         self._ca = ca
-        self._agent_env = agent_env or {}
-        self._boot_timeout = boot_timeout
         self._validity = cert_validity_days
         self._state_dir.mkdir(parents=True, exist_ok=True)
-        self._zygote = Zygote(self._state_dir) if fast_spawn else None
+        self._launcher = AgentLauncher(
+            self._state_dir,
+            boot_timeout=boot_timeout,
+            agent_env=agent_env,
+            fast_spawn=fast_spawn,
+        )
 
     def _dir(self, amphora_id: str) -> Path:
         return self._state_dir / amphora_id
 
-    def _running_pid(self, amphora_id: str) -> int | None:
-        pid_file = self._dir(amphora_id) / _PID_FILE
-        try:
-            pid = int(pid_file.read_text())
-        except (OSError, ValueError):
-            return None
-        return pid if _alive(pid) else None
-
     def _handle(self, amphora_id: str) -> AmphoraHandle | None:
         directory = self._dir(amphora_id)
-        pid = self._running_pid(amphora_id)
-        if pid is None:
+        pid = agent_pid(directory)
+        port = agent_port(directory)
+        if pid is None or port is None:
             return None
         try:
             spec = json.loads((directory / _SPEC_FILE).read_text())
-            port = int((directory / _PORT_FILE).read_text())
         except (OSError, ValueError):
             return None
         return AmphoraHandle(
@@ -111,35 +96,21 @@ class ProcessAmphoraDriver:
         directory = self._dir(spec.amphora_id)
         # Key generation and synced writes, off the event loop other amphorae share.
         await asyncio.to_thread(self._write_identity, spec, directory)
-        env = {
-            **self._agent_env,
-            "FULCRUM_AMPHORA_AMPHORA_ID": spec.amphora_id,
-            "FULCRUM_AMPHORA_LB_ID": spec.lb_id or "",
-            "FULCRUM_AMPHORA_BIND_HOST": "127.0.0.1",
-            "FULCRUM_AMPHORA_BIND_PORT": "0",
-            "FULCRUM_AMPHORA_STATE_DIR": str(directory),
-            "FULCRUM_AMPHORA_CA_CERT": str(self._ca.cert_path),
-            "FULCRUM_AMPHORA_SERVER_CERT": str(directory / "server.pem"),
-            "FULCRUM_AMPHORA_SERVER_KEY": str(directory / "server.key"),
-        }
-        pid = await self._spawn(env, directory / "agent.log")
-        # The agent writes agent.pid itself, once it holds the amphora's agent lock.
-        deadline = time.monotonic() + self._boot_timeout
-        while time.monotonic() < deadline:
-            handle = self._handle(spec.amphora_id)
-            if handle is not None:
-                return handle
-            if not _alive(pid) and self._running_pid(spec.amphora_id) is None:
-                break  # it died, and no earlier agent of this amphora runs either
-            await asyncio.sleep(0.005)
-        tail = (directory / "agent.log").read_text(errors="replace")[-2000:]
-        await self.delete(spec.amphora_id)
-        raise InfrastructureError(f"amphora {spec.amphora_id} did not start: {tail.strip()}")
+        env = agent_environment(
+            spec.amphora_id, spec.lb_id, directory, self._ca.cert_path, "127.0.0.1", 0
+        )
+        try:
+            return await self._launcher.launch(
+                spec.amphora_id, directory, env, lambda: self._handle(spec.amphora_id)
+            )
+        except InfrastructureError:
+            await self.delete(spec.amphora_id)
+            raise
 
     def _write_identity(self, spec: AmphoraSpec, directory: Path) -> None:
         """The amphora's directory, server certificate and key, and spec record (blocking)."""
         directory.mkdir(parents=True, exist_ok=True)
-        (directory / _PORT_FILE).unlink(missing_ok=True)
+        (directory / PORT_FILE).unlink(missing_ok=True)
         issued = self._ca.issue_server_cert(
             spec.amphora_id, [spec.amphora_id, "127.0.0.1"], self._validity
         )
@@ -149,53 +120,21 @@ class ProcessAmphoraDriver:
         record = {"lb_id": spec.lb_id, "role": spec.role, "cert_expiration": expiration}
         (directory / _SPEC_FILE).write_text(json.dumps(record))
 
-    async def _spawn(self, env: dict[str, str], log: Path) -> int:
-        """Start an agent with ``env``: forked by the zygote when it can, else a new Python."""
-        if self._zygote is not None:
-            try:
-                return await self._zygote.spawn(env, log)
-            except OSError as exc:
-                logging.getLogger(__name__).warning("zygote unavailable (%s); plain start", exc)
-        with open(log, "ab") as out:  # noqa: ASYNC230 (local, instant)
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "services.amphora",
-                env={**os.environ, **env},
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=out,
-                stderr=asyncio.subprocess.STDOUT,
-                start_new_session=True,
-            )
-        return proc.pid
-
     async def prepare(self) -> None:
         """Start the zygote now, so that the first amphora boots fast too."""
-        if self._zygote is not None:
-            try:
-                await self._zygote.ensure_running()
-            except OSError as exc:
-                logging.getLogger(__name__).warning("zygote unavailable (%s)", exc)
+        await self._launcher.prepare()
 
     async def close(self) -> None:
         """Stop the zygote (amphorae keep running)."""
-        if self._zygote is not None:
-            self._zygote.stop()
+        await self._launcher.close()
 
     async def delete(self, amphora_id: str) -> None:
         """SIGTERM the agent (it stops HAProxy), SIGKILL after 10 s; kill an HAProxy that a
         dead agent left running; remove its directory."""
-        pid = self._running_pid(amphora_id)
-        if pid is not None:
+        pid = agent_pid(self._dir(amphora_id))
+        if pid is not None and not await stop_agent(pid, _STOP_TIMEOUT):
             with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
-            for _ in range(500):  # up to 10 s
-                if not _alive(pid):
-                    break
-                await asyncio.sleep(0.02)
-            else:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(pid, signal.SIGKILL)
+                os.killpg(pid, signal.SIGKILL)
         directory = self._dir(amphora_id)
         _kill_orphaned_haproxy(directory)
         if directory.exists():
@@ -233,80 +172,3 @@ def _kill_orphaned_haproxy(directory: Path) -> None:
 
 def _remove_tree(directory: Path) -> None:
     shutil.rmtree(directory, ignore_errors=True)
-
-
-class Zygote:
-    """The ``services.amphora.zygote`` process: started on first use, reused across restarts
-    of the provisioner (found by its socket), stopped by ``stop``. The zygote that serves the
-    socket writes ``zygote.pid`` itself, so a race of two starts leaves one, the one named."""
-
-    def __init__(self, state_dir: Path) -> None:
-        self._dir = state_dir / ".zygote"
-        path = str(self._dir / "zygote.sock")
-        if len(path) > 90:  # AF_UNIX paths are short
-            digest = hashlib.sha256(path.encode()).hexdigest()[:16]
-            path = f"{tempfile.gettempdir()}/fulcrum-zygote-{digest}.sock"
-        self.socket_path = path
-        self._lock = asyncio.Lock()
-
-    async def spawn(self, env: dict[str, str], log: Path) -> int:
-        """Fork an agent; raises OSError when no zygote can be reached or started."""
-        request = (json.dumps({"env": env, "log": str(log)}) + "\n").encode()
-        try:
-            return await self._ask(request)
-        except OSError:
-            async with self._lock:
-                await self._start()
-            return await self._ask(request)
-
-    async def _ask(self, request: bytes) -> int:
-        reader, writer = await asyncio.open_unix_connection(self.socket_path)
-        try:
-            writer.write(request)
-            await writer.drain()
-            reply = json.loads(await asyncio.wait_for(reader.readline(), 10))
-        except (ValueError, TimeoutError) as exc:
-            raise OSError(f"zygote answered badly: {exc}") from exc
-        finally:
-            writer.close()
-        if "pid" not in reply:
-            raise OSError(f"zygote refused: {reply.get('error')}")
-        return int(reply["pid"])
-
-    async def ensure_running(self) -> None:
-        async with self._lock:
-            await self._start()
-
-    async def _start(self) -> None:
-        with contextlib.suppress(OSError):
-            reader, writer = await asyncio.open_unix_connection(self.socket_path)
-            writer.close()
-            return  # another task started it meanwhile
-        self._dir.mkdir(parents=True, exist_ok=True)
-        with open(self._dir / "zygote.log", "ab") as out:  # noqa: ASYNC230 (local, instant)
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "services.amphora.zygote",
-                self.socket_path,
-                str(self._dir / "zygote.pid"),
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=out,
-                stderr=asyncio.subprocess.STDOUT,
-                start_new_session=True,
-            )
-        for _ in range(300):  # up to 15 s for its imports
-            await asyncio.sleep(0.05)
-            if proc.returncode is not None:
-                raise OSError(f"zygote exited with {proc.returncode}")
-            with contextlib.suppress(OSError):
-                _, writer = await asyncio.open_unix_connection(self.socket_path)
-                writer.close()
-                return
-        raise OSError("zygote did not start")
-
-    def stop(self) -> None:
-        with contextlib.suppress(OSError, ValueError):
-            os.kill(int((self._dir / "zygote.pid").read_text()), signal.SIGTERM)
-        with contextlib.suppress(OSError):
-            os.unlink(self.socket_path)

@@ -1,43 +1,48 @@
 """Load-balancer lifecycle: turns the LB's pending state into running amphorae.
 
 Level-triggered: any event of an LB makes the provisioner look at the LB's *current* state and
-finish whatever is pending (create, apply changes, failover, delete). Effects are idempotent by
-natural key: an amphora's id derives from the event that asked for it, so a redelivered event or
-a restarted provisioner finds the amphora it already started instead of starting a second one.
-Every failure ends in ProvisioningFailed with the reason (the LB goes ERROR): never a stall.
+finish whatever is pending (create, apply changes, failover, delete; decided in
+domain/lifecycle.py). Effects are idempotent by natural key: an amphora's id derives from the
+event that asked for it, so a redelivered event or a restarted provisioner finds the amphora
+it already started instead of starting a second one. Every failure but a lost database
+connection ends in ProvisioningFailed with the reason (the LB goes ERROR): never a stall.
+Amphorae a failed create or failover started are undone (handlers/compensation.py).
 """
 
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
-from typing import Final, Protocol
+from typing import Protocol
 
 import asyncpg
 
 from libs.common.domain import commands as c
 from libs.common.domain.evolve import fold
-from libs.common.domain.model import LoadBalancerState, ProvisioningStatus
+from libs.common.domain.model import LoadBalancerState
 from libs.common.errors import FulcrumError
-from libs.common.events import Envelope, Metadata
-from libs.common.events import amphora as amp_ev
+from libs.common.events import Envelope, Event, Metadata
 from libs.common.events import loadbalancer as lb_ev
 from libs.common.eventstore import PostgresEventStore
 from libs.common.repository import AmphoraRepository, LoadBalancerRepository, lb_stream
+from services.provisioner.domain.amphora_records import allocated, booted
+from services.provisioner.domain.lifecycle import (
+    AmphoraToBuild,
+    WorkKind,
+    amphorae_to_build,
+    may_use_spare,
+    pending_work,
+    plan_failover,
+)
+from services.provisioner.domain.runtime_changes import ServerOp, plan_member_changes
 from services.provisioner.drivers import AmphoraDriver, AmphoraHandle, AmphoraSpec
-from services.provisioner.handlers.runtime_changes import ServerOp, plan_member_changes
+from services.provisioner.handlers.compensation import Compensation, describe, gives_up
 from services.provisioner.handlers.spares import SparePool
 
 log = logging.getLogger(__name__)
 
-AMPHORA_NAMESPACE: Final = uuid.UUID("7c1e2f34-5a6b-4c8d-9e0f-a1b2c3d4e5f6")
-PS = ProvisioningStatus
-_SETTLING: Final = (lb_ev.LoadBalancerActivated, lb_ev.ChangesApplied, lb_ev.ProvisioningFailed)
-
 # Pushes the whole rendered config of ``state`` to one amphora of the LB; the LB's other
-# amphorae are given for what pairs them (VRRP peers, stick-table peers). See configurator.py.
+# amphorae are given for what pairs them (VRRP peers, stick-table peers). See configurator/.
 PushConfig = Callable[[LoadBalancerState, AmphoraHandle, Sequence[AmphoraHandle]], Awaitable[None]]
 
 
@@ -51,50 +56,6 @@ class RuntimeApplier(Protocol):
     ) -> None: ...
 
 
-def roles_for(topology: str) -> tuple[str, ...]:
-    """The amphora roles a topology needs."""
-    return ("MASTER", "BACKUP") if topology == "ACTIVE_STANDBY" else ("STANDALONE",)
-
-
-def amphora_id_for(cause_event_id: str, slot: str) -> str:
-    """The amphora an event asks for: the same event always names the same amphora."""
-    return str(uuid.uuid5(AMPHORA_NAMESPACE, f"{cause_event_id}:{slot}"))
-
-
-@dataclass(frozen=True)
-class PendingWork:
-    """What the LB's stream says is left to do, the event that asked for it, and (for
-    "apply") the events since the last settlement."""
-
-    kind: str  # "create" | "apply" | "failover" | "delete" | "none"
-    cause: Envelope | None = None
-    pending: tuple[Envelope, ...] = ()
-
-
-def pending_work(state: LoadBalancerState, envelopes: list[Envelope]) -> PendingWork:
-    """Pure: read the pending step off the state and the events since the last settlement."""
-    lb = state.loadbalancer
-    if lb is None or lb.provisioning_status not in (
-        PS.PENDING_CREATE,
-        PS.PENDING_UPDATE,
-        PS.PENDING_DELETE,
-    ):
-        return PendingWork("none")
-    if lb.provisioning_status == PS.PENDING_DELETE:
-        return PendingWork("delete")
-    if lb.provisioning_status == PS.PENDING_CREATE:
-        return PendingWork("create", envelopes[0])
-    pending: list[Envelope] = []
-    for envelope in reversed(envelopes):
-        if isinstance(envelope.payload, _SETTLING):
-            break
-        if isinstance(envelope.payload, lb_ev.LoadBalancerFailoverRequested):
-            return PendingWork("failover", envelope)
-        if not isinstance(envelope.payload, lb_ev.OperatingStatusChanged):
-            pending.append(envelope)
-    return PendingWork("apply", pending=tuple(reversed(pending)))
-
-
 class LifecycleHandler:
     """Finishes pending LB work; used by the consumer and by the start-up reconciliation."""
 
@@ -103,6 +64,7 @@ class LifecycleHandler:
         store: PostgresEventStore,
         driver: AmphoraDriver,
         push_config: PushConfig,
+        compensation: Compensation,
         spares: SparePool | None = None,
         runtime: RuntimeApplier | None = None,
     ) -> None:
@@ -113,6 +75,7 @@ class LifecycleHandler:
         self._amps = AmphoraRepository(store)
         self._driver = driver
         self._push = push_config
+        self._undo = compensation
 
     async def handle(self, envelope: Envelope, conn: asyncpg.Connection) -> None:
         """Consumer entry point: serialize on the LB across replicas, then reconcile it."""
@@ -126,64 +89,83 @@ class LifecycleHandler:
         envelopes = await self._store.read_stream(lb_stream(lb_id))
         state = fold(e.payload for e in envelopes)
         work = pending_work(state, envelopes)
-        if work.kind == "none":
+        if work.kind == WorkKind.NONE:
             return
         log.info("lb %s: %s", lb_id, work.kind)
         try:
-            if work.kind == "create":
+            if work.kind == WorkKind.CREATE:
                 assert work.cause is not None
                 await self._create(state, work.cause, conn, metadata)
-            elif work.kind == "apply":
+            elif work.kind == WorkKind.APPLY:
                 await self._apply(state, work.pending, conn, metadata)
-            elif work.kind == "failover":
+            elif work.kind == WorkKind.FAILOVER:
                 assert work.cause is not None
                 await self._failover(state, work.cause, conn, metadata)
             else:
                 await self._delete(state, conn, metadata)
-        except FulcrumError as exc:
-            reason = f"{work.kind} failed: {exc}"
+        except Exception as exc:
+            if not gives_up(exc):
+                raise
+            reason = f"{work.kind} failed: {describe(exc)}"
             log.warning("lb %s: %s", lb_id, reason)
             await self._lbs.execute(lb_id, c.FailProvisioning(reason), metadata, conn=conn)
 
     async def _start_amphora(
-        self,
-        state: LoadBalancerState,
-        amphora_id: str,
-        conn: asyncpg.Connection,
-        metadata: Metadata,
-        role: str = "STANDALONE",
-    ) -> AmphoraHandle:
+        self, state: LoadBalancerState, build: AmphoraToBuild
+    ) -> tuple[AmphoraHandle, list[Event]]:
+        """Start one amphora of the LB; with the handle, its boot unless already recorded."""
         lb = state.loadbalancer
         assert lb is not None
         spec = AmphoraSpec(
-            amphora_id=amphora_id,
+            amphora_id=build.amphora_id,
             lb_id=lb.id,
             vip_address=lb.vip_address,
-            role=role,
+            role=build.role,
             topology=lb.topology.value,
         )
         handle = await self._driver.ensure(spec)
-        record = await self._amps.load(amphora_id)
-        if record.version == 0:
-            await self._amps.record(
-                amphora_id,
-                [
-                    amp_ev.AmphoraBooted(
-                        amphora_id=amphora_id,
-                        driver=handle.driver,
-                        compute_id=handle.compute_id,
-                        agent_url=handle.agent_url,
-                        lb_network_ip=handle.lb_network_ip,
-                        loadbalancer_id=lb.id,
-                        role=role,
-                        cert_expiration=handle.cert_expiration,
-                        topology=lb.topology.value,
-                    )
-                ],
-                metadata,
-                conn=conn,
-            )
-        return handle
+        if (await self._amps.load(build.amphora_id)).version:
+            return handle, []
+        return handle, [booted(handle, lb.id, build.role, lb.topology.value)]
+
+    async def _build(
+        self,
+        state: LoadBalancerState,
+        builds: Sequence[AmphoraToBuild],
+        conn: asyncpg.Connection,
+        metadata: Metadata,
+        *,
+        kept: Sequence[AmphoraHandle] = (),
+        spare: AmphoraHandle | None = None,
+    ) -> list[AmphoraHandle]:
+        """Start ``builds``, push the LB to ``kept``, ``spare`` (claimed for it) and them (the
+        LB's amphorae, in that order), then record the new amphorae's boot or allocation. On
+        a failure the amphorae claimed or started here are given up (compensation) and the
+        error is raised."""
+        lb = state.loadbalancer
+        assert lb is not None
+        new: list[AmphoraHandle] = []
+        unrecorded: dict[str, list[Event]] = {}
+        if spare is not None:
+            new.append(spare)
+            unrecorded[spare.amphora_id] = [allocated(spare.amphora_id, lb.id)]
+        try:
+            for build in builds:
+                unrecorded[build.amphora_id] = []
+                handle, events = await self._start_amphora(state, build)
+                new.append(handle)
+                unrecorded[build.amphora_id] = events
+            handles = [*kept, *new]
+            await self._push_all(state, handles)
+        except Exception as exc:
+            if gives_up(exc):
+                reason = f"build given up: {describe(exc)}"
+                await self._undo.give_up(unrecorded, reason, conn, metadata)
+            raise
+        for amphora_id, events in unrecorded.items():
+            if events:
+                await self._amps.record(amphora_id, events, metadata, conn=conn)
+        return handles
 
     async def _handles(self, state: LoadBalancerState) -> list[AmphoraHandle]:
         running = {h.amphora_id: h for h in await self._driver.list()}
@@ -202,23 +184,14 @@ class LifecycleHandler:
     ) -> None:
         lb = state.loadbalancer
         assert lb is not None
-        roles = roles_for(lb.topology.value)
         spare = None
-        if roles == ("STANDALONE",) and self._spares:
-            spare = await self._spares.claim(conn, lb.id)
-        handles: list[AmphoraHandle] = [spare] if spare else []
-        try:
-            if spare is None:
-                for role in roles:
-                    amphora_id = amphora_id_for(str(cause.event_id), role)
-                    handles.append(
-                        await self._start_amphora(state, amphora_id, conn, metadata, role)
-                    )
-            await self._push_all(state, handles)
-        except FulcrumError:
-            for handle in handles:  # nothing half-created remains
-                await self._driver.delete(handle.amphora_id)
-            raise
+        if self._spares and may_use_spare(lb.topology.value):
+            spare = await self._spares.claim(conn)
+        if spare is None:
+            builds = amphorae_to_build(lb.topology.value, str(cause.event_id))
+            handles = await self._build(state, builds, conn, metadata)
+        else:
+            handles = await self._build(state, [], conn, metadata, spare=spare)
         amphora_ids = tuple(h.amphora_id for h in handles)
         await self._lbs.execute(lb.id, c.Activate(amphora_ids), metadata, conn=conn)
 
@@ -281,33 +254,19 @@ class LifecycleHandler:
         lb = state.loadbalancer
         assert lb is not None
         assert isinstance(cause.payload, lb_ev.LoadBalancerFailoverRequested)
-        requested = cause.payload.amphora_id
         running = {h.amphora_id: h for h in await self._handles(state)}
-        # Replace the requested amphora, and any other that no longer runs.
-        failed = [a for a in state.amphora_ids if requested in (None, a) or a not in running]
-        kept = [running[a] for a in state.amphora_ids if a not in failed]
-        taken_roles = {h.role for h in kept}
-        replacements: list[AmphoraHandle] = []
-        for role in roles_for(lb.topology.value):
-            if role in taken_roles:
-                continue
-            new_id = amphora_id_for(str(cause.event_id), role)
-            replacements.append(await self._start_amphora(state, new_id, conn, metadata, role))
-        await self._push_all(state, kept + replacements)
-        for old in failed:
-            await self._retire(old, cause.payload.reason or "failover", conn, metadata)
-        amphora_ids = tuple(h.amphora_id for h in kept + replacements)
+        plan = plan_failover(
+            state,
+            cause.payload.amphora_id,
+            str(cause.event_id),
+            {a: h.role for a, h in running.items()},
+        )
+        kept = [running[a] for a in plan.kept]
+        handles = await self._build(state, plan.build, conn, metadata, kept=kept)
+        for old in plan.failed:
+            await self._undo.retire(old, conn, metadata)
+        amphora_ids = tuple(h.amphora_id for h in handles)
         await self._lbs.execute(lb.id, c.Activate(amphora_ids), metadata, conn=conn)
-
-    async def _retire(
-        self, amphora_id: str, reason: str, conn: asyncpg.Connection, metadata: Metadata
-    ) -> None:
-        await self._driver.delete(amphora_id)
-        record = await self._amps.load(amphora_id)
-        if record.version and record.status.value != "DELETED":
-            await self._amps.record(
-                amphora_id, [amp_ev.AmphoraDeleted(amphora_id=amphora_id)], metadata, conn=conn
-            )
 
     async def _delete(
         self, state: LoadBalancerState, conn: asyncpg.Connection, metadata: Metadata
@@ -315,7 +274,7 @@ class LifecycleHandler:
         lb = state.loadbalancer
         assert lb is not None
         for amphora_id in state.amphora_ids:
-            await self._retire(amphora_id, "load balancer deleted", conn, metadata)
+            await self._undo.retire(amphora_id, conn, metadata)
         await self._lbs.execute(lb.id, c.CompleteDeletion(), metadata, conn=conn)
 
 

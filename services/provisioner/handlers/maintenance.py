@@ -18,7 +18,6 @@ from typing import Final
 import asyncpg
 
 from libs.common.domain.amphora import AmphoraStatus
-from libs.common.errors import FulcrumError
 from libs.common.events import Envelope, Metadata
 from libs.common.events import amphora as amp_ev
 from libs.common.events import housekeeping as hk
@@ -28,14 +27,21 @@ from libs.common.repository import AmphoraRepository
 from libs.common.service import Metrics
 from services.provisioner.adapters.agent_client import AgentRejected
 from services.provisioner.adapters.inventory import (
-    InventoryRow,
     amphora_inventory,
     inventory_row,
     lock_amphora,
     try_lb_lock,
 )
 from services.provisioner.configurator import Configurator
+from services.provisioner.domain.amphora_records import (
+    booted,
+    certificate_rotated,
+    deleted,
+    failed,
+)
+from services.provisioner.domain.reconciliation import InventoryRow, judge_driver, unowned
 from services.provisioner.drivers import AmphoraDriver, AmphoraHandle, AmphoraSpec
+from services.provisioner.handlers.compensation import describe, gives_up
 
 log = logging.getLogger(__name__)
 
@@ -92,15 +98,17 @@ class MaintenanceHandler:
             return  # booted already, or retired before its boot
         try:
             handle = await self._driver.ensure(AmphoraSpec(amphora_id=amphora_id, lb_id=None))
-        except FulcrumError as exc:
-            log.warning("spare %s: boot failed: %s", amphora_id, exc)
+        except Exception as exc:
+            if not gives_up(exc):
+                raise
+            log.warning("spare %s: boot failed: %s", amphora_id, describe(exc))
             await self._driver.delete(amphora_id)
             if await lock_amphora(conn, amphora_id, _SPARE_STATUSES, skip_locked=False):
                 await self._amps.record(
                     amphora_id,
                     [
-                        amp_ev.AmphoraFailed(amphora_id=amphora_id, reason=f"boot failed: {exc}"),
-                        amp_ev.AmphoraDeleted(amphora_id=amphora_id),
+                        failed(amphora_id, f"boot failed: {exc}"),
+                        deleted(amphora_id),
                     ],
                     metadata,
                     conn=conn,
@@ -112,7 +120,7 @@ class MaintenanceHandler:
             # now as well, in case that request was handled by another replica already.
             await self._driver.delete(amphora_id)
             return
-        await self._amps.record(amphora_id, [_booted(handle)], metadata, conn=conn)
+        await self._amps.record(amphora_id, [booted(handle)], metadata, conn=conn)
         self._metrics.inc("spares_booted_total")
         log.info("spare %s: READY", amphora_id)
 
@@ -124,9 +132,7 @@ class MaintenanceHandler:
         if record.loadbalancer_id is not None or record.status != AmphoraStatus.PENDING_DELETE:
             return  # an LB's amphora (its LB's failover retires it), or already deleted
         await self._driver.delete(amphora_id)
-        await self._amps.record(
-            amphora_id, [amp_ev.AmphoraDeleted(amphora_id=amphora_id)], metadata, conn=conn
-        )
+        await self._amps.record(amphora_id, [deleted(amphora_id)], metadata, conn=conn)
         self._metrics.inc("spares_deleted_total")
         log.info("spare %s: deleted (%s)", amphora_id, record.failure_reason or "retired")
 
@@ -164,7 +170,7 @@ class MaintenanceHandler:
         expiration = issued.not_after.isoformat()
         await self._amps.record(
             record.id,
-            [amp_ev.AmphoraCertificateRotated(amphora_id=record.id, cert_expiration=expiration)],
+            [certificate_rotated(record.id, expiration)],
             metadata,
             conn=conn,
         )
@@ -184,22 +190,19 @@ class MaintenanceHandler:
         lock) against a fresh look, so work in flight is never mistaken for a leak or a loss.
         """
         running = {h.amphora_id: h for h in await self._driver.list()}
-        leftovers = set(await self._driver.leftovers()) - running.keys()
+        leftovers = await self._driver.leftovers()
         inventory = await amphora_inventory(conn)
-        now = time.monotonic()
-        unowned = {a for a in running.keys() | leftovers if _unowned(inventory.get(a))}
-        self._unowned_since = {a: self._unowned_since.get(a, now) for a in unowned}
-        for amphora_id in sorted(unowned):
-            if now - self._unowned_since[amphora_id] >= grace:
-                handle = running.get(amphora_id)
-                await self._reap(amphora_id, handle.lb_id if handle else None, conn)
-        for row in inventory.values():
-            if row.amphora_id in running:
-                continue
-            if row.status == AmphoraStatus.ALLOCATED and row.lb_status == "ACTIVE":
-                await self._fail_missing(row, conn, metadata)
-            elif row.status == AmphoraStatus.READY and row.lb_id is None:
-                await self._fail_missing_spare(row, conn, metadata)
+        verdicts = judge_driver(
+            running.keys(), leftovers, inventory, self._unowned_since, time.monotonic(), grace
+        )
+        self._unowned_since = verdicts.unowned_since
+        for amphora_id in verdicts.reap:
+            handle = running.get(amphora_id)
+            await self._reap(amphora_id, handle.lb_id if handle else None, conn)
+        for row in verdicts.missing:
+            await self._fail_missing(row, conn, metadata)
+        for row in verdicts.missing_spares:
+            await self._fail_missing_spare(row, conn, metadata)
 
     async def _reap(self, amphora_id: str, lb_id: str | None, conn: asyncpg.Connection) -> None:
         """Delete what the driver has of ``amphora_id`` (running or left over) unless the store
@@ -207,7 +210,7 @@ class MaintenanceHandler:
         async with conn.transaction():
             if lb_id is not None and not await try_lb_lock(conn, lb_id):
                 return  # its LB is being worked on: look again next time
-            if not _unowned(await inventory_row(conn, amphora_id)):
+            if not unowned(await inventory_row(conn, amphora_id)):
                 self._unowned_since.pop(amphora_id, None)
                 return
             await self._driver.delete(amphora_id)
@@ -228,10 +231,10 @@ class MaintenanceHandler:
             await self._amps.record(
                 row.amphora_id,
                 [
-                    amp_ev.AmphoraFailed(
-                        amphora_id=row.amphora_id,
+                    failed(
+                        row.amphora_id,
+                        "not running: the driver does not list it",
                         loadbalancer_id=row.lb_id,
-                        reason="not running: the driver does not list it",
                     )
                 ],
                 metadata,
@@ -251,7 +254,7 @@ class MaintenanceHandler:
                 return
             await self._amps.record(
                 row.amphora_id,
-                [amp_ev.AmphoraFailed(amphora_id=row.amphora_id, reason="spare not running")],
+                [failed(row.amphora_id, "spare not running")],
                 metadata,
                 conn=conn,
             )
@@ -259,22 +262,6 @@ class MaintenanceHandler:
 
     async def _running(self, amphora_id: str) -> AmphoraHandle | None:
         return next((h for h in await self._driver.list() if h.amphora_id == amphora_id), None)
-
-
-def _unowned(row: InventoryRow | None) -> bool:
-    """Nobody owns a running amphora the store never recorded or recorded as deleted."""
-    return row is None or row.status == AmphoraStatus.DELETED
-
-
-def _booted(handle: AmphoraHandle) -> amp_ev.AmphoraBooted:
-    return amp_ev.AmphoraBooted(
-        amphora_id=handle.amphora_id,
-        driver=handle.driver,
-        compute_id=handle.compute_id,
-        agent_url=handle.agent_url,
-        lb_network_ip=handle.lb_network_ip,
-        cert_expiration=handle.cert_expiration,
-    )
 
 
 __all__ = ["ACTOR", "MaintenanceHandler"]

@@ -20,9 +20,9 @@ import asyncpg
 from libs.common.database import DATABASE_ERRORS
 from libs.common.errors import FulcrumError
 from libs.common.events import Metadata
-from libs.common.events import amphora as amp_ev
 from libs.common.repository import AmphoraRepository
 from services.provisioner.adapters.postgres import lock_one_spare, ready_spare_ids
+from services.provisioner.domain.amphora_records import booted, failed
 from services.provisioner.drivers import AmphoraDriver, AmphoraHandle, AmphoraSpec
 
 log = logging.getLogger(__name__)
@@ -47,8 +47,9 @@ class SparePool:
         self.size = size
         self.claiming = claim
 
-    async def claim(self, conn: asyncpg.Connection, lb_id: str) -> AmphoraHandle | None:
-        """A running spare, now allocated to ``lb_id`` (in ``conn``'s transaction), or None."""
+    async def claim(self, conn: asyncpg.Connection) -> AmphoraHandle | None:
+        """A running spare, locked for the caller's LB until ``conn``'s transaction ends, or None.
+        The caller records its allocation (AmphoraAllocated) in that transaction."""
         if not self.claiming:
             return None
         running: dict[str, AmphoraHandle] | None = None  # listed once, and only with a spare
@@ -62,17 +63,11 @@ class SparePool:
             if handle is None:  # listed READY but gone: record it and try the next one
                 await self._amps.record(
                     amphora_id,
-                    [amp_ev.AmphoraFailed(amphora_id=amphora_id, reason="spare not running")],
+                    [failed(amphora_id, "spare not running")],
                     META,
                     conn=conn,
                 )
                 continue
-            await self._amps.record(
-                amphora_id,
-                [amp_ev.AmphoraAllocated(amphora_id=amphora_id, loadbalancer_id=lb_id)],
-                META,
-                conn=conn,
-            )
             return handle
         return None
 
@@ -95,21 +90,7 @@ class SparePool:
             amphora_id = str(uuid.uuid4())
             handle = await self._driver.ensure(AmphoraSpec(amphora_id=amphora_id, lb_id=None))
             try:
-                await self._amps.record(
-                    amphora_id,
-                    [
-                        amp_ev.AmphoraBooted(
-                            amphora_id=amphora_id,
-                            driver=handle.driver,
-                            compute_id=handle.compute_id,
-                            agent_url=handle.agent_url,
-                            lb_network_ip=handle.lb_network_ip,
-                            cert_expiration=handle.cert_expiration,
-                        )
-                    ],
-                    META,
-                    conn=conn,
-                )
+                await self._amps.record(amphora_id, [booted(handle)], META, conn=conn)
             except BaseException:
                 await self._driver.delete(amphora_id)
                 raise

@@ -1,0 +1,86 @@
+"""The provisioner's connections to amphora agents: its client certificate, one cached client
+and the agent's info per amphora.
+
+The client certificate is issued by the deployment CA when the provisioner starts; every
+client shares one TLS context and names its amphora as the server name (the agent's
+certificate carries the amphora id).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from libs.common.agent_contract import AgentInfo
+from libs.common.pki import DeploymentCA
+from libs.common.private_files import write_private_file
+from services.provisioner.adapters.agent_client import AmphoraAgentClient, client_ssl_context
+from services.provisioner.drivers import AmphoraHandle
+
+
+def amphora_key(handle: AmphoraHandle) -> str:
+    """What per-amphora caches are keyed by: a new agent address is a new amphora to them."""
+    return f"{handle.amphora_id}@{handle.agent_url}"
+
+
+class AgentConnections:
+    """Cached agent clients and agent infos; ``forget`` drops an amphora's (and tells the
+    other per-amphora caches through ``on_forget``)."""
+
+    def __init__(self, ca: DeploymentCA, directory: Path) -> None:
+        self._ca = ca
+        issued = ca.issue_client_cert("fulcrum-provisioner", validity_days=365)
+        self._cert = directory / "provisioner-client.pem"
+        self._key = directory / "provisioner-client.key"
+        write_private_file(self._cert, issued.cert_pem, mode=0o644)
+        write_private_file(self._key, issued.key_pem)
+        self._ssl = client_ssl_context(ca.cert_path, self._cert, self._key, check_hostname=True)
+        self._clients: dict[str, AmphoraAgentClient] = {}
+        self._infos: dict[str, AgentInfo] = {}
+        self._forget_hooks: list[Callable[[str], None]] = []
+
+    def on_forget(self, hook: Callable[[str], None]) -> None:
+        """Call ``hook(amphora_key)`` for every amphora forgotten."""
+        self._forget_hooks.append(hook)
+
+    def client(self, handle: AmphoraHandle) -> AmphoraAgentClient:
+        """The (cached) client of one amphora's agent; it checks the amphora id in the cert."""
+        key = amphora_key(handle)
+        client = self._clients.get(key)
+        if client is None:
+            client = AmphoraAgentClient(
+                handle.agent_url,
+                self._ca.cert_path,
+                self._cert,
+                self._key,
+                server_name=handle.amphora_id,
+                ssl_context=self._ssl,
+            )
+            self._clients[key] = client
+        return client
+
+    def knows(self, handle: AmphoraHandle) -> bool:
+        """Whether the agent's info was fetched already (the agent was contacted)."""
+        return amphora_key(handle) in self._infos
+
+    async def info(self, handle: AmphoraHandle) -> AgentInfo:
+        """The agent's info, fetched on first use and then cached."""
+        key = amphora_key(handle)
+        info = self._infos.get(key)
+        if info is None:
+            info = await self.client(handle).info()
+            self._infos[key] = info
+        return info
+
+    async def forget(self, amphora_id: str) -> None:
+        """Close and drop everything cached of the amphora (it is gone)."""
+        for key in [k for k in self._clients if k.startswith(f"{amphora_id}@")]:
+            await self._clients.pop(key).close()
+            self._infos.pop(key, None)
+            for hook in self._forget_hooks:
+                hook(key)
+
+    async def close(self) -> None:
+        for client in self._clients.values():
+            await client.close()
+        self._clients.clear()

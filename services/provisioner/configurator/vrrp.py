@@ -1,0 +1,128 @@
+"""VIPs on amphorae that own a VIP interface (the agent's GET /v1/vrrp names one; the netns
+driver's do), plumbed after HAProxy runs.
+
+SINGLE amphorae plug the VIP (with gratuitous ARP); ACTIVE_STANDBY pairs get a keepalived.conf
+each (rendering/keepalived.py: the amphora's own address as unicast source, the other amphorae
+as peers, priority by role) and keepalived moves it. Elsewhere (loopback VIPs of the process
+driver) there is nothing to plumb.
+
+An ACTIVE_STANDBY amphora is only ever configured with its peer: ``check_pair`` refuses a
+pair without one (LoneAmphora) before anything changes, so keepalived never runs a lone
+multicast instance, and a survivor whose peer died keeps the config naming it (harmless
+unicast adverts to a silent address) until the lifecycle pushes the pair with the replacement.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from libs.common.agent_contract import VrrpStatus
+from libs.common.domain.model import LoadBalancerState, Topology
+from libs.common.errors import FulcrumError
+from services.provisioner.adapters.agent_client import AgentRejected
+from services.provisioner.configurator.agents import AgentConnections, amphora_key
+from services.provisioner.drivers import AmphoraHandle
+from services.provisioner.rendering.keepalived import KeepalivedContext, render_keepalived
+from services.provisioner.settings import VrrpSettings
+
+
+class LoneAmphora(FulcrumError):
+    """An ACTIVE_STANDBY push named no peer amphora; nothing was changed on the amphora."""
+
+
+def vrrp_peers(handle: AmphoraHandle, pair: Sequence[AmphoraHandle]) -> tuple[str, ...]:
+    """The addresses ``handle`` advertises to: the pair's other amphorae, sorted, each once."""
+    own = handle.lb_network_ip
+    return tuple(
+        sorted({p.lb_network_ip for p in pair if p.amphora_id != handle.amphora_id} - {own})
+    )
+
+
+def check_pair(
+    state: LoadBalancerState, handle: AmphoraHandle, pair: Sequence[AmphoraHandle]
+) -> None:
+    """Raise LoneAmphora when ``handle`` is half of an ACTIVE_STANDBY pair without its peer."""
+    lb = state.loadbalancer
+    if lb is not None and lb.topology == Topology.ACTIVE_STANDBY and not vrrp_peers(handle, pair):
+        raise LoneAmphora(
+            f"amphora {handle.amphora_id} of ACTIVE_STANDBY load balancer {lb.id} was pushed "
+            "without its peer (keepalived would advertise by multicast)"
+        )
+
+
+def render_vrrp(
+    state: LoadBalancerState,
+    handle: AmphoraHandle,
+    pair: Sequence[AmphoraHandle],
+    plumbing: VrrpStatus,
+    options: VrrpSettings,
+) -> str:
+    """keepalived.conf of ``handle`` in the ACTIVE_STANDBY pair ``pair`` (unicast to the other
+    amphorae); raises LoneAmphora when ``pair`` has no other amphora."""
+    check_pair(state, handle, pair)
+    lb = state.loadbalancer
+    assert lb is not None and lb.vip_address is not None
+    assert plumbing.interface and plumbing.check_script and plumbing.notify_script
+    context = KeepalivedContext(
+        lb_id=lb.id,
+        amphora_id=handle.amphora_id,
+        role="MASTER" if handle.role == "MASTER" else "BACKUP",
+        interface=plumbing.interface,
+        unicast_src_ip=handle.lb_network_ip,
+        unicast_peers=vrrp_peers(handle, pair),
+        virtual_addresses=(lb.vip_address,),
+        check_script=plumbing.check_script,
+        notify_script=plumbing.notify_script,
+        advert_int=options.advert_int,
+        check_interval=options.check_interval,
+        check_fall=options.check_fall,
+        check_rise=options.check_rise,
+    )
+    return render_keepalived(context)
+
+
+class VipPlumbing:
+    """Plugs VIPs, or configures keepalived, on the amphorae that have a VIP interface."""
+
+    def __init__(self, agents: AgentConnections, options: VrrpSettings) -> None:
+        self._agents = agents
+        self.options = options
+        self._status: dict[str, VrrpStatus] = {}
+        agents.on_forget(self._forget)
+
+    async def status(self, handle: AmphoraHandle) -> VrrpStatus | None:
+        """The amphora's VIP interface and keepalived script paths (cached), or None when its
+        VIPs need no plumbing (no interface, or an agent without the VRRP endpoints)."""
+        key = amphora_key(handle)
+        status = self._status.get(key)
+        if status is None and (await self._agents.info(handle)).has_vip_interface is False:
+            return None  # its info says so: no /v1/vrrp round trip
+        if status is None:
+            try:
+                status = await self._agents.client(handle).vrrp_status()
+            except AgentRejected as exc:
+                if exc.status != 404:
+                    raise
+                status = VrrpStatus.without_interface()
+            self._status[key] = status
+        return status if status.interface is not None else None
+
+    def _forget(self, key: str) -> None:
+        self._status.pop(key, None)
+
+    async def plumb(
+        self, state: LoadBalancerState, handle: AmphoraHandle, pair: Sequence[AmphoraHandle]
+    ) -> None:
+        """Give the LB's VIP to the amphora (SINGLE) or to keepalived (ACTIVE_STANDBY)."""
+        lb = state.loadbalancer
+        if lb is None or lb.vip_address is None:
+            return
+        plumbing = await self.status(handle)
+        if plumbing is None:
+            return
+        client = self._agents.client(handle)
+        if lb.topology == Topology.ACTIVE_STANDBY:
+            text = render_vrrp(state, handle, pair, plumbing, self.options)
+            await client.apply_vrrp(text, [lb.vip_address])
+        else:
+            await client.plug_vip(lb.vip_address)
