@@ -29,7 +29,7 @@ import asyncpg
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from libs.common.errors import Conflict, InfrastructureError, NotFound
+from libs.common.errors import Conflict, FulcrumError, InfrastructureError, NotFound
 from libs.common.events import Metadata
 from libs.common.events import secret as ev
 from libs.common.eventstore import PostgresEventStore
@@ -219,7 +219,7 @@ def parse_ref(ref: str) -> SecretRef | None:
     return SecretRef(match.group(1), str(uuid.UUID(match.group(2))))
 
 
-class UnusableReference(ValueError):
+class UnusableReference(FulcrumError, ValueError):
     """A reference that cannot serve: unknown, another project's, or unfit material."""
 
 

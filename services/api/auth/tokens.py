@@ -13,8 +13,10 @@ import json
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from libs.common.errors import FulcrumError
 
-class InvalidToken(ValueError):
+
+class InvalidToken(FulcrumError, ValueError):
     """The token is malformed, forged, or expired (the message says which)."""
 
 
