@@ -19,6 +19,7 @@ from libs.common.service import (
     postgres_ctx,
     relay_ctx,
 )
+from libs.common.settings import HEARTBEAT_KEY_ENV
 from libs.common.telemetry import setup_tracing
 from services.health.adapters import postgres
 from services.health.handlers.directory import AmphoraDirectory
@@ -41,7 +42,7 @@ def check_settings(settings: HealthSettings) -> None:
     """Raise ConfigurationError with the reason when the settings cannot work."""
     if not settings.heartbeat_key.strip():
         raise ConfigurationError(
-            "FULCRUM_HEALTH_HEARTBEAT_KEY is empty: heartbeats could not be authenticated"
+            f"{HEARTBEAT_KEY_ENV} is empty: heartbeats could not be authenticated"
         )
     if settings.health_check_interval >= settings.heartbeat_timeout:
         raise ConfigurationError(
