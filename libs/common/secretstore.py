@@ -33,6 +33,7 @@ from libs.common.errors import Conflict, FulcrumError, InfrastructureError, NotF
 from libs.common.events import Metadata
 from libs.common.events import secret as ev
 from libs.common.eventstore import PostgresEventStore
+from libs.common.streams import StreamId
 from libs.common.tls import (
     CaBundle,
     KeyPair,
@@ -247,10 +248,6 @@ def _container(row: asyncpg.Record) -> ContainerRecord:
     return ContainerRecord(**data, secret_ids=refs)
 
 
-def _stream(resource_id: str) -> str:
-    return f"secret-{resource_id}"
-
-
 class PostgresSecretStore:
     """Secrets and containers in Postgres; payloads sealed by ``keyring``."""
 
@@ -293,7 +290,7 @@ class PostgresSecretStore:
                 content_type=record.content_type,
                 key_id=key_id,
             )
-            await self._events.append(_stream(record.id), 0, [event], meta, conn=conn)
+            await self._events.append(StreamId.secret(record.id), 0, [event], meta, conn=conn)
 
     async def secret(self, secret_id: str) -> SecretRecord | None:
         row = await self._pool.fetchrow(
@@ -388,7 +385,7 @@ class PostgresSecretStore:
                 raise Conflict(f"Secret {record.id} is in use by {reason}.")
             await conn.execute("DELETE FROM secrets WHERE id = $1::uuid", record.id)
             event = ev.SecretDeleted(secret_id=record.id, project_id=record.project_id)
-            await self._events.append(_stream(record.id), 1, [event], meta, conn=conn)
+            await self._events.append(StreamId.secret(record.id), 1, [event], meta, conn=conn)
 
     # -- containers ----------------------------------------------------------------------------
 
@@ -427,7 +424,7 @@ class PostgresSecretStore:
                 type=record.type,
                 secret_ids=record.secret_ids,
             )
-            await self._events.append(_stream(record.id), 0, [event], meta, conn=conn)
+            await self._events.append(StreamId.secret(record.id), 0, [event], meta, conn=conn)
 
     async def container(self, container_id: str) -> ContainerRecord | None:
         row = await self._pool.fetchrow(
@@ -469,7 +466,7 @@ class PostgresSecretStore:
                 raise Conflict(f"Container {record.id} is in use by {reason}.")
             await conn.execute("DELETE FROM secret_containers WHERE id = $1::uuid", record.id)
             event = ev.SecretContainerDeleted(container_id=record.id, project_id=record.project_id)
-            await self._events.append(_stream(record.id), 1, [event], meta, conn=conn)
+            await self._events.append(StreamId.secret(record.id), 1, [event], meta, conn=conn)
 
     # -- TLS material --------------------------------------------------------------------------
 
