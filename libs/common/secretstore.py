@@ -7,8 +7,8 @@ AES-256-GCM (the secret's id as associated data, so a sealed payload cannot be m
 another row), under the newest of the operator's keys; a DELETE removes the row for real.
 Each change also appends a references-only audit event (libs/common/events/secret.py) in the
 same transaction. Keys rotate: encryption uses the first key given, decryption finds a
-payload's key by ``key_id``, and reads re-seal payloads found under an older key
-(``reseal_all`` does the rest), after which the old key can be dropped.
+payload's key by ``key_id``, and a read re-seals a payload found under an older key; an old
+key can be dropped once no row is sealed under it.
 """
 
 from __future__ import annotations
@@ -317,21 +317,6 @@ class PostgresSecretStore:
                 row["key_id"],
             )
         return plaintext
-
-    async def reseal_all(self, batch: int = 100) -> int:
-        """Re-seal every payload still under an older key; returns how many were."""
-        done = 0
-        while True:
-            ids = await self._pool.fetch(
-                "SELECT id::text AS id FROM secrets WHERE key_id <> $1 LIMIT $2",
-                self._keyring.newest_id,
-                batch,
-            )
-            if not ids:
-                return done
-            for row in ids:
-                await self.payload(row["id"])
-            done += len(ids)
 
     async def list_secrets(
         self, project_id: str, limit: int, offset: int, name: str | None = None
