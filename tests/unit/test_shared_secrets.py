@@ -28,41 +28,28 @@ def no_secrets_set(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(own, raising=False)
 
 
+# (which of the two names are set, the value read): the deployment-wide name wins.
+SETTINGS_OF_A_DEPLOYMENT: list[tuple[frozenset[str], str]] = [
+    (frozenset({"shared"}), "shared-value"),
+    (frozenset({"own"}), "own-value"),
+    (frozenset({"shared", "own"}), "shared-value"),
+]
+
+
 @pytest.mark.parametrize(("build", "field", "shared", "own"), READERS, ids=IDS)
-def test_the_deployment_wide_name_sets_it(
+@pytest.mark.parametrize(("names_set", "expected"), SETTINGS_OF_A_DEPLOYMENT)
+def test_either_name_sets_it_and_the_shared_one_wins(
     monkeypatch: pytest.MonkeyPatch,
     build: type[BaseSettings],
     field: str,
     shared: str,
     own: str,
+    names_set: frozenset[str],
+    expected: str,
 ) -> None:
-    monkeypatch.setenv(shared, "shared-value")
-    assert getattr(build(), field) == "shared-value"
-
-
-@pytest.mark.parametrize(("build", "field", "shared", "own"), READERS, ids=IDS)
-def test_the_services_own_name_still_sets_it(
-    monkeypatch: pytest.MonkeyPatch,
-    build: type[BaseSettings],
-    field: str,
-    shared: str,
-    own: str,
-) -> None:
-    monkeypatch.setenv(own, "own-value")
-    assert getattr(build(), field) == "own-value"
-
-
-@pytest.mark.parametrize(("build", "field", "shared", "own"), READERS, ids=IDS)
-def test_the_deployment_wide_name_wins(
-    monkeypatch: pytest.MonkeyPatch,
-    build: type[BaseSettings],
-    field: str,
-    shared: str,
-    own: str,
-) -> None:
-    monkeypatch.setenv(own, "own-value")
-    monkeypatch.setenv(shared, "shared-value")
-    assert getattr(build(), field) == "shared-value"
+    for name in names_set:
+        monkeypatch.setenv(shared if name == "shared" else own, f"{name}-value")
+    assert getattr(build(), field) == expected
 
 
 def test_code_passes_them_by_field_name() -> None:
