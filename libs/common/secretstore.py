@@ -29,7 +29,13 @@ import asyncpg
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from libs.common.errors import Conflict, FulcrumError, InfrastructureError, NotFound
+from libs.common.errors import (
+    ConfigurationError,
+    Conflict,
+    FulcrumError,
+    InfrastructureError,
+    NotFound,
+)
 from libs.common.events import Metadata
 from libs.common.events import secret as ev
 from libs.common.eventstore import PostgresEventStore
@@ -121,10 +127,10 @@ class Keyring:
 
     def __init__(self, keys: Sequence[bytes]) -> None:
         if not keys:
-            raise ValueError("the key manager needs at least one key")
+            raise ConfigurationError("the key manager needs at least one key")
         for key in keys:
             if len(key) != KEY_BYTES:
-                raise ValueError(f"secret keys must be {KEY_BYTES} bytes")
+                raise ConfigurationError(f"secret keys must be {KEY_BYTES} bytes")
         self._keys = {self.key_id(k): AESGCM(k) for k in keys}
         self.newest_id = self.key_id(keys[0])
 
@@ -136,7 +142,7 @@ class Keyring:
     def from_setting(cls, text: str) -> Keyring:
         """Comma- or whitespace-separated URL-safe base64 keys, newest first.
 
-        Raises ValueError (naming the position, never the value) for a malformed key."""
+        Raises ConfigurationError (naming the position, never the value) for a malformed key."""
         keys = []
         for index, item in enumerate(re.split(r"[,\s]+", text.strip())):
             if not item:
@@ -145,7 +151,7 @@ class Keyring:
                 padded = item + "=" * (-len(item) % 4)
                 keys.append(base64.b64decode(padded, altchars=b"-_", validate=True))
             except (binascii.Error, ValueError):
-                raise ValueError(f"secret key #{index + 1} is not base64") from None
+                raise ConfigurationError(f"secret key #{index + 1} is not base64") from None
         return cls(keys)
 
     def seal(self, secret_id: str, plaintext: bytes) -> tuple[str, bytes]:
