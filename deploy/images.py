@@ -43,6 +43,8 @@ from typing import Any, Final
 import docker
 import docker.errors
 
+from libs.common.errors import InfrastructureError
+
 REPO: Final = Path(__file__).resolve().parent.parent
 DEPLOY: Final = REPO / "deploy"
 LOCAL_BASE: Final = "fulcrum/base:bookworm"
@@ -79,7 +81,7 @@ def log(message: str) -> None:
     print(f"images: {message}", flush=True)
 
 
-class BuildError(RuntimeError):
+class BuildError(InfrastructureError, RuntimeError):
     """A step failed; the message says which and carries the tool's output."""
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from deploy.local.ports import LOOPBACK, StackPorts
 from libs.common.secretstore import new_key
-from libs.common.settings import default_subnets
+from libs.common.settings import HEARTBEAT_KEY_ENV, SECRET_KEYS_ENV, default_subnets
 
 
 def _secret(state: Path, name: str, make: Callable[[], str] | None = None) -> str:
@@ -47,7 +47,6 @@ def service_environment(
             "ADMIN_PASSWORD": _secret(state, "admin.password"),
             "TOKEN_KEY": _secret(state, "token.key"),
             "ADMIN_TOKEN": _secret(state, "admin.token"),
-            "SECRET_KEYS": secret_keys,
             "NETWORK__SUBNETS": json.dumps(vip_subnets(ports.vip_octet)),
         },
         "provisioner": {
@@ -55,14 +54,11 @@ def service_environment(
             "PORT": str(ports.provisioner),
             "STATE_DIR": str(state / "amphorae"),
             "CA_DIR": str(state / "ca"),
-            "HEARTBEAT_KEY": heartbeat_key,
             "HEALTH_ENDPOINTS": f'["{LOOPBACK}:{ports.health_udp}"]',
-            "SECRET_KEYS": secret_keys,
         },
         "health": {
             **common,
             "PORT": str(ports.health),
-            "HEARTBEAT_KEY": heartbeat_key,
             "UDP_PORT": str(ports.health_udp),
         },
         "housekeeping": {
@@ -73,8 +69,9 @@ def service_environment(
             "CERTIFICATES__CA_CERT": str(state / "ca" / "ca.pem"),
         },
     }
+    shared = {HEARTBEAT_KEY_ENV: heartbeat_key, SECRET_KEYS_ENV: secret_keys}
     return {
-        svc: {f"FULCRUM_{svc.upper()}_{k}": v for k, v in values.items()}
+        svc: shared | {f"FULCRUM_{svc.upper()}_{k}": v for k, v in values.items()}
         for svc, values in env.items()
     }
 

@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Final
 
+from libs.common.errors import InfrastructureError
+
 __all__ = [
     "Program",
     "ProcessInfo",
@@ -39,7 +41,7 @@ RUNNING: Final = "RUNNING"
 _RESTART_FROM: Final = frozenset({"EXITED", "BACKOFF"})
 
 
-class SupervisorUnreachable(OSError):
+class SupervisorUnreachable(InfrastructureError, OSError):
     """supervisord does not answer on its socket (not running, or another state dir)."""
 
 

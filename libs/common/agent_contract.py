@@ -10,13 +10,12 @@ import ipaddress
 import re
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Final, Self
+from typing import Final, Self
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    StringConstraints,
     field_validator,
     model_validator,
 )
@@ -31,8 +30,6 @@ CERT_NAME_PATTERN: Final = r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}$"
 # One token of a `server` line ("check", "inter", "2s", "weight", "10", "cookie", "s1"...).
 _OPTION_TOKEN: Final = re.compile(r"^[A-Za-z0-9_.:/%@=+,-]{1,255}$")
 _HOSTNAME: Final = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,252})$")
-
-ProxyName = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
 
 
 class ServerState(StrEnum):

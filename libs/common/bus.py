@@ -46,7 +46,6 @@ class Header(StrEnum):
 
     MSG_ID = "Nats-Msg-Id"
     TRACEPARENT = "traceparent"
-    EVENT_TYPE = "Fulcrum-Event-Type"
 
 
 class _ConnectionLog:

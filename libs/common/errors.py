@@ -86,6 +86,10 @@ class ConcurrencyError(FulcrumError):
         self.expected_version = expected_version
 
 
+class ConfigurationError(FulcrumError, ValueError):
+    """Settings a service or agent cannot run with; it refuses to start and says why."""
+
+
 class InfrastructureError(FulcrumError):
     """A server or process Fulcrum depends on failed; raised only in adapters."""
 

@@ -25,6 +25,8 @@ from typing import Any, Final
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from libs.common.errors import FulcrumError
+
 MESSAGE_VERSION: Final = 3  # Octavia's v3 shape: pools keyed "<pool_id>:<listener_id>"
 MAC_LENGTH: Final = 64  # hex digits of an HMAC-SHA256
 MAX_DATAGRAM: Final = 64 * 1024
@@ -32,7 +34,7 @@ MAX_DATAGRAM: Final = 64 * 1024
 MAX_MESSAGE: Final = 1024 * 1024
 
 
-class HeartbeatRejected(Exception):
+class HeartbeatRejected(FulcrumError):
     """A datagram that is not an authentic, well-formed heartbeat; ``reason`` names why."""
 
     reason: str = "garbled"

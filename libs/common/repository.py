@@ -22,14 +22,7 @@ from libs.common.errors import ConcurrencyError, Conflict
 from libs.common.events import Envelope, Event, Metadata
 from libs.common.eventstore import PostgresEventStore
 from libs.common.readmodel import project_amphora, project_loadbalancer
-
-
-def lb_stream(lb_id: str) -> str:
-    return f"loadbalancer-{lb_id}"
-
-
-def amphora_stream(amphora_id: str) -> str:
-    return f"amphora-{amphora_id}"
+from libs.common.streams import StreamId
 
 
 @dataclass(frozen=True)
@@ -49,7 +42,7 @@ class LoadBalancerRepository:
 
     async def load(self, lb_id: str) -> LoadBalancerState:
         """Fold the stream; an unknown id gives the empty state (``loadbalancer is None``)."""
-        envelopes = await self._store.read_stream(lb_stream(lb_id))
+        envelopes = await self._store.read_stream(StreamId.loadbalancer(lb_id))
         return fold(e.payload for e in envelopes)
 
     async def execute(
@@ -83,7 +76,7 @@ class LoadBalancerRepository:
 
             try:
                 envelopes = await self._store.append(
-                    lb_stream(lb_id),
+                    StreamId.loadbalancer(lb_id),
                     state.version,
                     payloads,
                     metadata,
@@ -107,7 +100,7 @@ class AmphoraRepository:
         self._store = store
 
     async def load(self, amphora_id: str) -> Amphora:
-        envelopes = await self._store.read_stream(amphora_stream(amphora_id))
+        envelopes = await self._store.read_stream(StreamId.amphora(amphora_id))
         return fold_amphora(e.payload for e in envelopes)
 
     async def record(
@@ -132,7 +125,7 @@ class AmphoraRepository:
 
             try:
                 await self._store.append(
-                    amphora_stream(amphora_id),
+                    StreamId.amphora(amphora_id),
                     before.version,
                     payloads,
                     metadata,

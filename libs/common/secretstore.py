@@ -7,8 +7,8 @@ AES-256-GCM (the secret's id as associated data, so a sealed payload cannot be m
 another row), under the newest of the operator's keys; a DELETE removes the row for real.
 Each change also appends a references-only audit event (libs/common/events/secret.py) in the
 same transaction. Keys rotate: encryption uses the first key given, decryption finds a
-payload's key by ``key_id``, and reads re-seal payloads found under an older key
-(``reseal_all`` does the rest), after which the old key can be dropped.
+payload's key by ``key_id``, and a read re-seals a payload found under an older key; an old
+key can be dropped once no row is sealed under it.
 """
 
 from __future__ import annotations
@@ -29,10 +29,17 @@ import asyncpg
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from libs.common.errors import Conflict, InfrastructureError, NotFound
+from libs.common.errors import (
+    ConfigurationError,
+    Conflict,
+    FulcrumError,
+    InfrastructureError,
+    NotFound,
+)
 from libs.common.events import Metadata
 from libs.common.events import secret as ev
 from libs.common.eventstore import PostgresEventStore
+from libs.common.streams import StreamId
 from libs.common.tls import (
     CaBundle,
     KeyPair,
@@ -81,10 +88,10 @@ class Keyring:
 
     def __init__(self, keys: Sequence[bytes]) -> None:
         if not keys:
-            raise ValueError("the key manager needs at least one key")
+            raise ConfigurationError("the key manager needs at least one key")
         for key in keys:
             if len(key) != KEY_BYTES:
-                raise ValueError(f"secret keys must be {KEY_BYTES} bytes")
+                raise ConfigurationError(f"secret keys must be {KEY_BYTES} bytes")
         self._keys = {self.key_id(k): AESGCM(k) for k in keys}
         self.newest_id = self.key_id(keys[0])
 
@@ -96,7 +103,7 @@ class Keyring:
     def from_setting(cls, text: str) -> Keyring:
         """Comma- or whitespace-separated URL-safe base64 keys, newest first.
 
-        Raises ValueError (naming the position, never the value) for a malformed key."""
+        Raises ConfigurationError (naming the position, never the value) for a malformed key."""
         keys = []
         for index, item in enumerate(re.split(r"[,\s]+", text.strip())):
             if not item:
@@ -105,7 +112,7 @@ class Keyring:
                 padded = item + "=" * (-len(item) % 4)
                 keys.append(base64.b64decode(padded, altchars=b"-_", validate=True))
             except (binascii.Error, ValueError):
-                raise ValueError(f"secret key #{index + 1} is not base64") from None
+                raise ConfigurationError(f"secret key #{index + 1} is not base64") from None
         return cls(keys)
 
     def seal(self, secret_id: str, plaintext: bytes) -> tuple[str, bytes]:
@@ -180,7 +187,7 @@ def parse_ref(ref: str) -> SecretRef | None:
     return SecretRef(match.group(1), str(uuid.UUID(match.group(2))))
 
 
-class UnusableReference(ValueError):
+class UnusableReference(FulcrumError, ValueError):
     """A reference that cannot serve: unknown, another project's, or unfit material."""
 
 
@@ -206,10 +213,6 @@ def _container(row: asyncpg.Record) -> ContainerRecord:
     data = dict(row)
     refs = json.loads(data.pop("refs"))
     return ContainerRecord(**data, secret_ids=refs)
-
-
-def _stream(resource_id: str) -> str:
-    return f"secret-{resource_id}"
 
 
 class PostgresSecretStore:
@@ -254,7 +257,7 @@ class PostgresSecretStore:
                 content_type=record.content_type,
                 key_id=key_id,
             )
-            await self._events.append(_stream(record.id), 0, [event], meta, conn=conn)
+            await self._events.append(StreamId.secret(record.id), 0, [event], meta, conn=conn)
 
     async def secret(self, secret_id: str) -> SecretRecord | None:
         row = await self._pool.fetchrow(
@@ -281,21 +284,6 @@ class PostgresSecretStore:
                 row["key_id"],
             )
         return plaintext
-
-    async def reseal_all(self, batch: int = 100) -> int:
-        """Re-seal every payload still under an older key; returns how many were."""
-        done = 0
-        while True:
-            ids = await self._pool.fetch(
-                "SELECT id::text AS id FROM secrets WHERE key_id <> $1 LIMIT $2",
-                self._keyring.newest_id,
-                batch,
-            )
-            if not ids:
-                return done
-            for row in ids:
-                await self.payload(row["id"])
-            done += len(ids)
 
     async def list_secrets(
         self, project_id: str, limit: int, offset: int, name: str | None = None
@@ -349,7 +337,7 @@ class PostgresSecretStore:
                 raise Conflict(f"Secret {record.id} is in use by {reason}.")
             await conn.execute("DELETE FROM secrets WHERE id = $1::uuid", record.id)
             event = ev.SecretDeleted(secret_id=record.id, project_id=record.project_id)
-            await self._events.append(_stream(record.id), 1, [event], meta, conn=conn)
+            await self._events.append(StreamId.secret(record.id), 1, [event], meta, conn=conn)
 
     # -- containers ----------------------------------------------------------------------------
 
@@ -388,7 +376,7 @@ class PostgresSecretStore:
                 type=record.type,
                 secret_ids=record.secret_ids,
             )
-            await self._events.append(_stream(record.id), 0, [event], meta, conn=conn)
+            await self._events.append(StreamId.secret(record.id), 0, [event], meta, conn=conn)
 
     async def container(self, container_id: str) -> ContainerRecord | None:
         row = await self._pool.fetchrow(
@@ -430,7 +418,7 @@ class PostgresSecretStore:
                 raise Conflict(f"Container {record.id} is in use by {reason}.")
             await conn.execute("DELETE FROM secret_containers WHERE id = $1::uuid", record.id)
             event = ev.SecretContainerDeleted(container_id=record.id, project_id=record.project_id)
-            await self._events.append(_stream(record.id), 1, [event], meta, conn=conn)
+            await self._events.append(StreamId.secret(record.id), 1, [event], meta, conn=conn)
 
     # -- TLS material --------------------------------------------------------------------------
 

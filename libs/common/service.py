@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import asyncpg
@@ -143,16 +143,6 @@ def relay_ctx(pg: PostgresSettings, nats_settings: NatsSettings, settings: Relay
         app[METRICS].gauge("relay_active", lambda: float(relay.active))
         app[READINESS].add("outbox", _outbox_moving(app[DB], relay, settings.stuck_after))
         async with background(relay.run(), "outbox relay"):
-            yield
-
-    return ctx
-
-
-def task_ctx(name: str, factory: Callable[[web.Application], Coroutine[Any, Any, None]]) -> Ctx:
-    """Run ``factory(app)`` as a background task for the app's lifetime."""
-
-    async def ctx(app: web.Application) -> AsyncIterator[None]:
-        async with background(factory(app), name):
             yield
 
     return ctx

@@ -1,11 +1,49 @@
 """Shared settings models; each service composes them into its own ``BaseSettings``.
 
 Build settings once in ``__main__`` and pass them down: no globals, no stray ``os.environ``.
+Secrets every service of a deployment shares are set once, under one deployment-wide name
+(``HeartbeatKeySetting``, ``SecretKeysSetting``).
 """
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from typing import Final
+
+from pydantic import BaseModel, ConfigDict, Field
+
+HEARTBEAT_KEY_ENV: Final = "FULCRUM_HEARTBEAT_KEY"
+SECRET_KEYS_ENV: Final = "FULCRUM_SECRET_KEYS"
+
+
+class HeartbeatKeySetting(BaseModel):
+    """Mixin of the settings of services that need the heartbeat key (health, provisioner).
+
+    Read from ``FULCRUM_HEARTBEAT_KEY``; when that is unset, from the service's own
+    ``FULCRUM_<SVC>_HEARTBEAT_KEY`` (``validate_by_name`` makes the prefixed field name a
+    fallback), so deployments that set the per-service names keep working.
+    """
+
+    model_config = ConfigDict(validate_by_name=True)
+
+    # HMAC key of the heartbeats: the provisioner hands it to its amphorae, health checks it.
+    heartbeat_key: str = Field(default="", validation_alias=HEARTBEAT_KEY_ENV)
+
+
+class SecretKeysSetting(BaseModel):
+    """Mixin of the settings of services that need the key manager's sealing keys (api,
+    provisioner).
+
+    Read from ``FULCRUM_SECRET_KEYS``; when that is unset, from the service's own
+    ``FULCRUM_<SVC>_SECRET_KEYS`` (as for ``HeartbeatKeySetting``).
+    """
+
+    model_config = ConfigDict(validate_by_name=True)
+
+    # URL-safe base64 of 32 bytes each, comma-separated, newest first (older ones only
+    # decrypt; see libs/common/secretstore.py). Empty: no key manager; the API's key manager
+    # routes answer 404 and TLS container references are refused, and the provisioner's
+    # TERMINATED_HTTPS listeners and re-encrypting pools end in ERROR.
+    secret_keys: str = Field(default="", validation_alias=SECRET_KEYS_ENV)
 
 
 class PostgresSettings(BaseModel):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from typing import Final
 
+from libs.common.streams import StreamId
+
 STREAM_NAME: Final = "FULCRUM_EVENTS"
 PREFIX: Final = "fulcrum.events"
 ALL_EVENTS: Final = f"{PREFIX}.>"
@@ -26,8 +28,8 @@ def subject_token(value: str) -> str:
 
 def event_subject(stream_id: str, event_type: str) -> str:
     """``fulcrum.events.<category>.<id>.<EventType>`` for an event of ``stream_id``."""
-    category, aggregate_id = stream_id.split("-", 1)
-    return f"{PREFIX}.{category}.{subject_token(aggregate_id)}.{event_type}"
+    stream = StreamId.parse(stream_id)
+    return f"{PREFIX}.{stream.category}.{subject_token(stream.aggregate_id)}.{event_type}"
 
 
 def category_events(category: str) -> str:

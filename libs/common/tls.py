@@ -20,6 +20,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
 
+from libs.common.errors import FulcrumError
+
 __all__ = [
     "CaBundle",
     "KeyPair",
@@ -47,7 +49,7 @@ PrivateKey = (
 )
 
 
-class TlsMaterialError(ValueError):
+class TlsMaterialError(FulcrumError, ValueError):
     """The material cannot be used; ``str(exc)`` tells the tenant why."""
 
 

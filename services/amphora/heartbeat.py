@@ -34,7 +34,7 @@ from aiohttp import web
 
 from libs.common import heartbeat_codec as codec
 from libs.common.agent_contract import StatsRow
-from libs.common.errors import FulcrumError
+from libs.common.errors import ConfigurationError, FulcrumError
 from libs.common.tasks import background
 from services.amphora.settings import AmphoraSettings
 
@@ -51,16 +51,12 @@ ReadStats = Callable[[], Awaitable[list[StatsRow]]]
 Baseline = dict[str, list[int]]
 
 
-class HeartbeatMisconfigured(ValueError):
-    """The agent's heartbeat settings cannot work (the agent refuses to start)."""
-
-
 def parse_endpoint(text: str) -> tuple[str, int]:
-    """``host:port`` or ``[v6]:port`` -> (host, port); raises HeartbeatMisconfigured."""
+    """``host:port`` or ``[v6]:port`` -> (host, port); raises ConfigurationError."""
     host, sep, port = text.strip().rpartition(":")
     host = host.removeprefix("[").removesuffix("]")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise HeartbeatMisconfigured(f"health endpoint {text!r} is not host:port")
+        raise ConfigurationError(f"health endpoint {text!r} is not host:port")
     return host, int(port)
 
 
@@ -74,22 +70,22 @@ class HeartbeatConfig:
     @classmethod
     def from_settings(cls, settings: AmphoraSettings) -> HeartbeatConfig | None:
         """The sender's configuration; None when heartbeats are off (neither key nor endpoints
-        set). Raises HeartbeatMisconfigured when only one is set or a value is unusable."""
+        set). Raises ConfigurationError when only one is set or a value is unusable."""
         key, endpoints = settings.heartbeat_key, settings.health_endpoints
         if not key and not endpoints:
             return None
         if not key.strip():
-            raise HeartbeatMisconfigured(
+            raise ConfigurationError(
                 "FULCRUM_AMPHORA_HEALTH_ENDPOINTS is set but FULCRUM_AMPHORA_HEARTBEAT_KEY is "
                 "empty: heartbeats could not be authenticated"
             )
         if not endpoints:
-            raise HeartbeatMisconfigured(
+            raise ConfigurationError(
                 "FULCRUM_AMPHORA_HEARTBEAT_KEY is set but FULCRUM_AMPHORA_HEALTH_ENDPOINTS is "
                 'empty: give a JSON list such as ["127.0.0.1:5555"]'
             )
         if settings.heartbeat_interval <= 0:
-            raise HeartbeatMisconfigured("FULCRUM_AMPHORA_HEARTBEAT_INTERVAL must be positive")
+            raise ConfigurationError("FULCRUM_AMPHORA_HEARTBEAT_INTERVAL must be positive")
         return cls(
             amphora_id=settings.amphora_id,
             key=key.encode(),
@@ -265,7 +261,7 @@ async def _resolve(
         pass
     infos = await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
     if not infos:
-        raise HeartbeatMisconfigured(f"health endpoint {host}:{port} does not resolve")
+        raise ConfigurationError(f"health endpoint {host}:{port} does not resolve")
     family, _, _, _, address = infos[0]
     return int(family), address
 

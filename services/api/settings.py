@@ -17,6 +17,7 @@ from libs.common.settings import (
     NetworkSettings,
     PostgresSettings,
     RelaySettings,
+    SecretKeysSetting,
     TelemetrySettings,
 )
 
@@ -38,7 +39,7 @@ class QuotaDefaults(BaseModel):
     l7rule: int = _QUOTA_LIMIT
 
 
-class ApiSettings(BaseSettings):
+class ApiSettings(SecretKeysSetting, BaseSettings):
     """Built once in ``__main__`` and passed down."""
 
     model_config = SettingsConfigDict(
@@ -83,7 +84,3 @@ class ApiSettings(BaseSettings):
     reserved_ips: list[str] = Field(default_factory=lambda: ["169.254.169.254"])
     # Access log lines per request (aiohttp's access logger at INFO).
     access_log: bool = True
-    # The key manager's (Barbican v1 subset) sealing keys: URL-safe base64 of 32 bytes each,
-    # comma-separated, newest first (older ones only decrypt; see libs/common/secretstore.py).
-    # Empty: no key manager (its routes answer 404) and TLS container references are refused.
-    secret_keys: str = ""

@@ -7,8 +7,9 @@ import sys
 from aiohttp import web
 from pydantic import ValidationError
 
+from libs.common.errors import ConfigurationError
 from libs.common.logsetup import configure_logging
-from services.health.app import HealthMisconfigured, create_app
+from services.health.app import create_app
 from services.health.settings import HealthSettings
 
 
@@ -24,7 +25,7 @@ def main() -> int:
         )
         print(f"health: refusing to start: {problems}", file=sys.stderr)
         return 2
-    except HealthMisconfigured as exc:
+    except ConfigurationError as exc:
         print(f"health: refusing to start: {exc}", file=sys.stderr)
         return 2
     web.run_app(app, host=settings.host, port=settings.port, print=None)

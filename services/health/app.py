@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from libs.common.errors import ConfigurationError
 from libs.common.eventstore import PostgresEventStore
 from libs.common.repository import AmphoraRepository, LoadBalancerRepository
 from libs.common.service import (
@@ -18,6 +19,7 @@ from libs.common.service import (
     postgres_ctx,
     relay_ctx,
 )
+from libs.common.settings import HEARTBEAT_KEY_ENV
 from libs.common.telemetry import setup_tracing
 from services.health.handlers.directory import AmphoraDirectory
 from services.health.handlers.receiver import HeartbeatIntake, UdpReceiver, bind_udp
@@ -35,25 +37,21 @@ SCANNER = web.AppKey("scanner", StaleScanner)
 UDP_ADDRESS = web.AppKey("udp_address", tuple[str, int])
 
 
-class HealthMisconfigured(ValueError):
-    """Settings the health service cannot run with."""
-
-
 def check_settings(settings: HealthSettings) -> None:
-    """Raise HealthMisconfigured with the reason when the settings cannot work."""
+    """Raise ConfigurationError with the reason when the settings cannot work."""
     if not settings.heartbeat_key.strip():
-        raise HealthMisconfigured(
-            "FULCRUM_HEALTH_HEARTBEAT_KEY is empty: heartbeats could not be authenticated"
+        raise ConfigurationError(
+            f"{HEARTBEAT_KEY_ENV} is empty: heartbeats could not be authenticated"
         )
     if settings.health_check_interval >= settings.heartbeat_timeout:
-        raise HealthMisconfigured(
+        raise ConfigurationError(
             f"health_check_interval ({settings.health_check_interval} s) must be shorter than "
             f"heartbeat_timeout ({settings.heartbeat_timeout} s)"
         )
 
 
 def create_app(settings: HealthSettings) -> web.Application:
-    """The app; raises HealthMisconfigured before anything starts."""
+    """The app; raises ConfigurationError before anything starts."""
     check_settings(settings)
     setup_tracing("health", settings.telemetry)
     app = base_app("health")

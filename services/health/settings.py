@@ -8,6 +8,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from libs.common.heartbeat_codec import MAX_DATAGRAM
 from libs.common.logsetup import LogLevel
 from libs.common.settings import (
+    HeartbeatKeySetting,
     NatsSettings,
     PostgresSettings,
     RelaySettings,
@@ -15,9 +16,10 @@ from libs.common.settings import (
 )
 
 
-class HealthSettings(BaseSettings):
-    """Built once in ``__main__`` and passed down. ``heartbeat_key`` has no default: a health
-    service that cannot authenticate heartbeats refuses to start."""
+class HealthSettings(HeartbeatKeySetting, BaseSettings):
+    """Built once in ``__main__`` and passed down. ``heartbeat_key`` (FULCRUM_HEARTBEAT_KEY)
+    must be set: a health service that cannot authenticate heartbeats refuses to start
+    (``app.check_settings``)."""
 
     model_config = SettingsConfigDict(
         env_prefix="FULCRUM_HEALTH_", env_nested_delimiter="__", extra="ignore"
@@ -36,7 +38,6 @@ class HealthSettings(BaseSettings):
     # Heartbeats arrive here (port 0: any free port, for tests).
     udp_host: str = "127.0.0.1"
     udp_port: int = Field(default=5555, ge=0, le=65535)
-    heartbeat_key: str = Field(min_length=1)
     # An ALLOCATED amphora silent this long (seconds) is failed over: three missed beats at the
     # agents' default 1 s interval. A SINGLE LB's outage is this, less the time since the last
     # beat, plus the scan period and a rebuild (~0.25 s): up to ~3.5 s by default, 1.7 s with

@@ -195,7 +195,7 @@ async def plan_tls(
         return TlsPlan()
     if source is None:
         raise CertificateUnavailable(
-            "TLS references need the key manager's keys (FULCRUM_PROVISIONER_SECRET_KEYS)"
+            "TLS references need the key manager's keys (FULCRUM_SECRET_KEYS)"
         )
     planner = _Planner(source, lb.project_id, certs_dir)
     for listener in sorted(listeners, key=lambda li: li.id):

@@ -11,9 +11,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from libs.common.logsetup import LogLevel
 from libs.common.settings import (
+    HeartbeatKeySetting,
     NatsSettings,
     PostgresSettings,
     RelaySettings,
+    SecretKeysSetting,
     TelemetrySettings,
 )
 
@@ -141,7 +143,7 @@ class VrrpSettings(BaseModel):
 # --- end of the netns driver and VRRP block ------------------------------------------------
 
 
-class ProvisionerSettings(BaseSettings):
+class ProvisionerSettings(HeartbeatKeySetting, SecretKeysSetting, BaseSettings):
     """Built once in ``__main__`` and passed down."""
 
     model_config = SettingsConfigDict(
@@ -161,8 +163,7 @@ class ProvisionerSettings(BaseSettings):
     # Where amphora processes keep their files (process driver) and where the CA lives.
     state_dir: Path = Path(".state/amphorae")
     ca_dir: Path = Path(".state/ca")
-    # Heartbeats: the amphorae send to these health endpoints with this key.
-    heartbeat_key: str = ""
+    # Heartbeats: the amphorae send to these health endpoints with the heartbeat key.
     health_endpoints: list[str] = Field(default_factory=list)
     # Seconds between an amphora's beats (the health service's default timeout is three).
     heartbeat_interval: float = 1.0
@@ -187,7 +188,3 @@ class ProvisionerSettings(BaseSettings):
     # for ACTIVE_STANDBY on amphorae that own a VIP interface (FULCRUM_PROVISIONER_VRRP__*).
     netns: NetnsDriverSettings = Field(default_factory=NetnsDriverSettings)
     vrrp: VrrpSettings = Field(default_factory=VrrpSettings)
-    # The key manager's sealing keys (the API's FULCRUM_API_SECRET_KEYS): certificates of
-    # TERMINATED_HTTPS listeners and re-encrypting pools are read with them. Empty: such
-    # listeners and pools end in ERROR.
-    secret_keys: str = ""

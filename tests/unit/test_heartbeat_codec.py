@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 
 from libs.common import heartbeat_codec as codec
+from libs.common.errors import ConfigurationError
 from services.amphora.heartbeat import (
     HeartbeatConfig,
-    HeartbeatMisconfigured,
     build_message,
     parse_endpoint,
 )
@@ -250,7 +250,7 @@ def test_endpoints_parse(text: str, parsed: tuple[str, int]) -> None:
 
 @pytest.mark.parametrize("text", ["127.0.0.1", ":5555", "host:0", "host:99999", "host:x"])
 def test_bad_endpoints_are_refused(text: str) -> None:
-    with pytest.raises(HeartbeatMisconfigured):
+    with pytest.raises(ConfigurationError):
         parse_endpoint(text)
 
 
@@ -293,5 +293,5 @@ def test_heartbeat_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch
     ],
 )
 def test_half_configured_heartbeats_are_refused(values: dict[str, Any], complaint: str) -> None:
-    with pytest.raises(HeartbeatMisconfigured, match=complaint):
+    with pytest.raises(ConfigurationError, match=complaint):
         HeartbeatConfig.from_settings(agent_settings(**values))

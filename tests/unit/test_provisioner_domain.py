@@ -9,6 +9,7 @@ import asyncpg
 from libs.common.domain.amphora import Amphora, AmphoraStatus, fold_amphora
 from libs.common.domain.evolve import fold
 from libs.common.domain.model import LoadBalancerState
+from libs.common.domain.stored import snapshot
 from libs.common.errors import ConcurrencyError
 from libs.common.events import Envelope, Event, Metadata, new_envelope
 from libs.common.events import amphora as amp_ev
@@ -36,7 +37,9 @@ def stream(*payloads: Event) -> tuple[LoadBalancerState, list[Envelope]]:
 
 
 def created(topology: str = "SINGLE") -> lb_ev.LoadBalancerCreated:
-    return lb_ev.LoadBalancerCreated(loadbalancer=b.loadbalancer("198.18.0.10", topology=topology))
+    return lb_ev.LoadBalancerCreated(
+        loadbalancer=snapshot(b.loadbalancer("198.18.0.10", topology=topology))
+    )
 
 
 def test_a_new_lb_is_created_for_its_first_event() -> None:

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from libs.common.events._registry import Event, registry
+from libs.common.streams import StreamId
 
 _METADATA_KEYS = ("correlation_id", "causation_id", "actor", "project_id", "traceparent")
 
@@ -62,11 +63,11 @@ class Envelope:
 
     @property
     def category(self) -> str:
-        return self.stream_id.split("-", 1)[0]
+        return StreamId.parse(self.stream_id).category
 
     @property
     def aggregate_id(self) -> str:
-        return self.stream_id.split("-", 1)[1]
+        return StreamId.parse(self.stream_id).aggregate_id
 
     def to_wire(self) -> dict[str, Any]:
         """The JSON body sent on the bus (and shown by ``fulcrum events tail``)."""

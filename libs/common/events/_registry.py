@@ -12,14 +12,16 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
+from libs.common.errors import FulcrumError
+
 Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
 
 
-class UnknownEventType(LookupError):
+class UnknownEventType(FulcrumError, LookupError):
     """No payload class is registered under a stored event_type."""
 
 
-class UnsupportedSchemaVersion(LookupError):
+class UnsupportedSchemaVersion(FulcrumError, LookupError):
     """A stored event is newer than this code, or an upcaster is missing."""
 
 

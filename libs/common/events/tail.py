@@ -26,6 +26,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext, api
 
 from libs.common import subjects
+from libs.common.errors import InfrastructureError
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,7 @@ class TailOptions:
     reconnect_window: float = 10.0
 
 
-class TailUnavailable(Exception):
+class TailUnavailable(InfrastructureError):
     """NATS or the stream is not there; the message says so in one line."""
 
 

@@ -131,7 +131,7 @@ class HaproxyFailed(InfrastructureError):
     """HAProxy could not be brought back to the last good configuration."""
 
 
-class _LoadFailed(Exception):
+class _LoadFailed(InfrastructureError):
     def __init__(self, output: str) -> None:
         super().__init__(output)
         self.output = output

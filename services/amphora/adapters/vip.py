@@ -20,7 +20,6 @@ import logging
 import shutil
 import socket
 import struct
-from pathlib import Path
 from typing import Final
 
 from libs.common.errors import InfrastructureError
@@ -139,7 +138,3 @@ class VipInterface:
             raise InfrastructureError(f"gratuitous ARP on {self.name} failed: {exc}") from exc
         finally:
             sock.close()
-
-
-def interface_exists(name: str) -> bool:
-    return Path("/sys/class/net", name).exists()

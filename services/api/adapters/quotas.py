@@ -14,13 +14,13 @@ import asyncpg
 from libs.common.errors import ConcurrencyError, Conflict
 from libs.common.events import Envelope, Metadata
 from libs.common.eventstore import PostgresEventStore
+from libs.common.streams import StreamId
 from services.api.domain.quota_limits import (
     QuotaCommand,
     QuotaState,
     decide,
     evolve,
     fold,
-    quota_stream,
     stored_row,
 )
 
@@ -32,7 +32,7 @@ class PostgresQuotaLimits:
         self._store = store
 
     async def load(self, project_id: str) -> QuotaState:
-        envelopes = await self._store.read_stream(quota_stream(project_id))
+        envelopes = await self._store.read_stream(StreamId.quota(project_id))
         return fold([e.payload for e in envelopes])
 
     async def execute(
@@ -55,7 +55,7 @@ class PostgresQuotaLimits:
 
             try:
                 await self._store.append(
-                    quota_stream(project_id),
+                    StreamId.quota(project_id),
                     state.version,
                     payloads,
                     metadata,

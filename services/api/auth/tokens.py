@@ -13,8 +13,10 @@ import json
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from libs.common.errors import ConfigurationError, FulcrumError
 
-class InvalidToken(ValueError):
+
+class InvalidToken(FulcrumError, ValueError):
     """The token is malformed, forged, or expired (the message says which)."""
 
 
@@ -41,7 +43,7 @@ class TokenClaims:
 class TokenSigner:
     def __init__(self, key: bytes, lifetime: timedelta = timedelta(hours=12)) -> None:
         if len(key) < 16:
-            raise ValueError("the token signing key must be at least 16 bytes")
+            raise ConfigurationError("the token signing key must be at least 16 bytes")
         self._key = key
         self.lifetime = lifetime
 

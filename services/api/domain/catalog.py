@@ -19,6 +19,7 @@ from libs.common.errors import Conflict, NotFound
 from libs.common.events import Event
 from libs.common.events import availability_zone as az_ev
 from libs.common.events import flavor as flavor_ev
+from libs.common.streams import StreamId
 
 
 @dataclass(frozen=True)
@@ -39,8 +40,8 @@ class Section:
     # The load balancer attribute that refers to the entry (it cannot go while referred to).
     lb_attr: str | None = None
 
-    def stream(self, key: str) -> str:
-        return f"{self.category}-{key}"
+    def stream(self, key: str) -> StreamId:
+        return StreamId(self.category, key)
 
 
 FLAVORS: Final = Section(

@@ -35,10 +35,6 @@ MAX_QUOTA: Final = 2_000_000_000
 Limits = Mapping[str, int | None]
 
 
-def quota_stream(project_id: str) -> str:
-    return f"quota-{project_id}"
-
-
 class QuotaState(BaseModel):
     """Stored limits by canonical name (absent or None = default)."""
 

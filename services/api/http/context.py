@@ -14,7 +14,7 @@ from typing import Final, Protocol
 
 from aiohttp import web
 
-from libs.common.errors import Unauthorized
+from libs.common.errors import ConfigurationError, Unauthorized
 from services.api.auth.keystone import KeystoneApi
 from services.api.domain.policy import RequestContext
 from services.api.settings import ApiSettings
@@ -94,7 +94,7 @@ class AdminTokenAuth:
 
     def __init__(self, settings: ApiSettings) -> None:
         if not settings.admin_token:
-            raise ValueError("auth_strategy admin_token needs FULCRUM_API_ADMIN_TOKEN")
+            raise ConfigurationError("auth_strategy admin_token needs FULCRUM_API_ADMIN_TOKEN")
         self._token = settings.admin_token.encode()
 
     async def __call__(self, request: web.Request) -> RequestContext:

@@ -9,15 +9,12 @@ need. ``GET /v2.0/{kind}/{id}`` answers Neutron's 404 body for unknown ids.
 from __future__ import annotations
 
 import ipaddress
-import uuid
 from collections.abc import Callable, Sequence
-from typing import Any, Final
+from typing import Any
 
 from aiohttp import web
 
 from libs.common.settings import SubnetConfig
-
-PORT_NAMESPACE: Final = uuid.UUID("2f1d0c3b-4a5e-4f60-8b7a-9c8d7e6f5a41")
 
 # Returns the VIP ports (Neutron bodies) visible to the request's caller.
 PortSource = Callable[[web.Request], "Any"]

@@ -16,7 +16,7 @@ from typing import Final
 
 import asyncpg
 
-from libs.common.repository import lb_stream
+from libs.common.streams import StreamId
 from services.health.domain.breaker import SilentAmphora
 
 SCANNER_LOCK_KEY: Final = 0x46554C484C54  # "FULHLT": one active stale scanner per database
@@ -65,10 +65,11 @@ async def stream_versions(pool: asyncpg.Pool, lb_ids: Sequence[str]) -> dict[str
     rows = await pool.fetch(
         "SELECT stream_id, max(stream_version) AS version FROM events "
         "WHERE stream_id = ANY($1::text[]) GROUP BY stream_id",
-        [lb_stream(lb_id) for lb_id in lb_ids],
+        [StreamId.loadbalancer(lb_id) for lb_id in lb_ids],
     )
     by_stream = {r["stream_id"]: r["version"] for r in rows}
-    return {lb_id: by_stream[lb_stream(lb_id)] for lb_id in lb_ids if lb_stream(lb_id) in by_stream}
+    streams = {lb_id: StreamId.loadbalancer(lb_id) for lb_id in lb_ids}
+    return {lb_id: by_stream[stream] for lb_id, stream in streams.items() if stream in by_stream}
 
 
 _WRITE_LAST_SEEN: Final = """

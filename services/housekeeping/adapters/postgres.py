@@ -14,6 +14,8 @@ from typing import Final
 
 import asyncpg
 
+from libs.common.streams import StreamCategory
+
 PURGE_BATCH: Final = 5000
 # Statuses of a spare that counts towards the pool (no LB).
 SPARE_STATUSES: Final = ("BOOTING", "READY")
@@ -160,12 +162,13 @@ async def purge_deleted_loadbalancers(pool: asyncpg.Pool, older_than: float) -> 
         rows = await pool.fetch(
             "DELETE FROM loadbalancer_view WHERE id IN ("
             "  SELECT v.id FROM loadbalancer_view v JOIN events e"
-            "    ON e.stream_id = 'loadbalancer-' || v.id AND e.event_type = 'LoadBalancerDeleted'"
+            "    ON e.stream_id = $2::text || v.id AND e.event_type = 'LoadBalancerDeleted'"
             "  WHERE v.body->>'provisioning_status' = 'DELETED'"
             "    AND e.recorded_at < clock_timestamp() - make_interval(secs => $1)"
-            "  LIMIT $2"
+            "  LIMIT $3"
             ") RETURNING id",
             older_than,
+            StreamCategory.LOADBALANCER.prefix,
             PURGE_BATCH,
         )
         purged += [r["id"] for r in rows]
@@ -189,12 +192,13 @@ async def purge_deleted_amphorae(pool: asyncpg.Pool, older_than: float) -> int:
         pool,
         "DELETE FROM amphora_view WHERE id IN ("
         "  SELECT a.id FROM amphora_view a JOIN events e"
-        "    ON e.stream_id = 'amphora-' || a.id AND e.event_type = 'AmphoraDeleted'"
+        "    ON e.stream_id = $2::text || a.id AND e.event_type = 'AmphoraDeleted'"
         "  WHERE a.status = 'DELETED'"
         "    AND e.recorded_at < clock_timestamp() - make_interval(secs => $1)"
-        "  LIMIT $2"
+        "  LIMIT $3"
         ") RETURNING 1",
         older_than,
+        StreamCategory.AMPHORA.prefix,
     )
 
 

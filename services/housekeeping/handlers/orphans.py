@@ -16,15 +16,12 @@ from libs.common.events import Metadata
 from libs.common.events import housekeeping as hk
 from libs.common.eventstore import PostgresEventStore
 from libs.common.service import Metrics
+from libs.common.streams import StreamId
 from services.housekeeping.settings import OrphansJob
 
 log = logging.getLogger(__name__)
 
 META: Final = Metadata(actor="housekeeping")
-
-
-def run_stream(run_id: str) -> str:
-    return f"housekeeping-{run_id}"
 
 
 class OrphanReconciliationJob:
@@ -35,6 +32,6 @@ class OrphanReconciliationJob:
 
     async def run_pass(self) -> None:
         request = hk.AmphoraReconciliationRequested(grace_seconds=self._settings.grace)
-        await self._store.append(run_stream(str(uuid.uuid4())), 0, [request], META)
+        await self._store.append(StreamId.housekeeping(str(uuid.uuid4())), 0, [request], META)
         self._metrics.inc("reconciliations_requested_total")
         log.debug("asked the provisioner to reconcile its driver")

@@ -22,8 +22,9 @@ from libs.common.domain.model import LoadBalancerState
 from libs.common.errors import Conflict, FulcrumError
 from libs.common.events import Metadata
 from libs.common.eventstore import PostgresEventStore
-from libs.common.repository import LoadBalancerRepository, lb_stream
+from libs.common.repository import LoadBalancerRepository
 from libs.common.service import Metrics
+from libs.common.streams import StreamId
 from services.housekeeping.adapters import postgres
 from services.housekeeping.domain.stranded import Verdict, judge, pending_period
 from services.housekeeping.settings import StrandedJob
@@ -60,7 +61,7 @@ class StrandedWorkJob:
 
     async def review(self, lb_id: str) -> Verdict | None:
         """Judge one LB and act on the verdict; None when it is not pending."""
-        envelopes = await self._store.read_stream(lb_stream(lb_id))
+        envelopes = await self._store.read_stream(StreamId.loadbalancer(lb_id))
         state = fold(e.payload for e in envelopes)
         period = pending_period(state, envelopes)
         if period is None:

@@ -24,7 +24,8 @@ from libs.common.errors import FulcrumError
 from libs.common.events import Envelope, Event, Metadata
 from libs.common.events import loadbalancer as lb_ev
 from libs.common.eventstore import PostgresEventStore
-from libs.common.repository import AmphoraRepository, LoadBalancerRepository, lb_stream
+from libs.common.repository import AmphoraRepository, LoadBalancerRepository
+from libs.common.streams import StreamId
 from services.provisioner.domain.amphora_records import allocated, booted
 from services.provisioner.domain.lifecycle import (
     AmphoraToBuild,
@@ -86,7 +87,7 @@ class LifecycleHandler:
     async def reconcile(self, lb_id: str, conn: asyncpg.Connection, metadata: Metadata) -> None:
         # One provisioner works on one LB at a time, whichever replica got the event.
         await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", lb_id)
-        envelopes = await self._store.read_stream(lb_stream(lb_id))
+        envelopes = await self._store.read_stream(StreamId.loadbalancer(lb_id))
         state = fold(e.payload for e in envelopes)
         work = pending_work(state, envelopes)
         if work.kind == WorkKind.NONE:

@@ -16,6 +16,7 @@ import aiohttp
 import asyncpg
 
 from libs.common import heartbeat_codec as codec
+from libs.common.settings import HEARTBEAT_KEY_ENV
 from tests.integration.health.conftest import (
     KEY,
     Sender,
@@ -179,9 +180,13 @@ async def test_a_heartbeat_without_the_listeners_is_no_sign_of_life(
 
 
 def test_the_service_refuses_to_start_without_a_heartbeat_key(pg_dsn: str) -> None:
-    base = {k: v for k, v in os.environ.items() if not k.startswith("FULCRUM_HEALTH_")}
+    base = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("FULCRUM_HEALTH_") and k != HEARTBEAT_KEY_ENV
+    }
     base["FULCRUM_HEALTH_POSTGRES__DSN"] = pg_dsn
-    for extra in ({}, {"FULCRUM_HEALTH_HEARTBEAT_KEY": "   "}):
+    for extra in ({}, {"FULCRUM_HEALTH_HEARTBEAT_KEY": "   "}, {HEARTBEAT_KEY_ENV: "   "}):
         done = subprocess.run(
             [sys.executable, "-m", "services.health"],
             env=base | extra,

@@ -7,7 +7,7 @@ from collections import Counter
 from datetime import UTC, datetime
 
 from libs.common.domain import commands as c
-from libs.common.repository import lb_stream
+from libs.common.streams import StreamId
 from services.housekeeping.settings import StrandedJob
 from tests import builders as b
 from tests.integration.housekeeping.conftest import (
@@ -42,7 +42,10 @@ async def test_a_create_whose_event_was_lost_is_redriven_to_active(
             [e.event_id for e in outcome.envelopes],
         )
     state = await wait_status(plant.repo, lb_id, "ACTIVE", timeout=20)
-    assert await count_events(plant.db, "LoadBalancerRedriveRequested", lb_stream(lb_id)) == 1
+    assert (
+        await count_events(plant.db, "LoadBalancerRedriveRequested", StreamId.loadbalancer(lb_id))
+        == 1
+    )
     assert len(state.amphora_ids) == 1
     assert await get_names(f"http://{vip}:{port}/", 2) == Counter({"b0": 2})
 
@@ -74,7 +77,12 @@ async def test_stranded_lbs_go_error_with_the_reason_then_update_and_failover_re
     assert error_a.loadbalancer.provisioning_error.endswith(" s after 2 attempts")
     assert error_b.loadbalancer.provisioning_error.startswith("stranded in PENDING_CREATE for ")
     for lb_id in (lb_a, lb_b):
-        assert await count_events(plant.db, "LoadBalancerRedriveRequested", lb_stream(lb_id)) == 2
+        assert (
+            await count_events(
+                plant.db, "LoadBalancerRedriveRequested", StreamId.loadbalancer(lb_id)
+            )
+            == 2
+        )
 
     await plant.start_provisioner()  # back: the queued re-drives find nothing pending
     # A user update repairs A: PENDING_UPDATE, and the provisioner applies the whole config.

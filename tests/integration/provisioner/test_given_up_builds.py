@@ -23,7 +23,8 @@ from libs.common.events import Metadata
 from libs.common.events import amphora as amp_ev
 from libs.common.eventstore import PostgresEventStore
 from libs.common.pki import DeploymentCA
-from libs.common.repository import AmphoraRepository, LoadBalancerRepository, amphora_stream
+from libs.common.repository import AmphoraRepository, LoadBalancerRepository
+from libs.common.streams import StreamId
 from services.provisioner.configurator import Configurator
 from services.provisioner.drivers import AmphoraDriver, AmphoraHandle, AmphoraSpec
 from services.provisioner.drivers.process import ProcessAmphoraDriver
@@ -149,7 +150,7 @@ async def test_a_given_up_build_leaves_its_amphora_stopped_and_in_error(
     amphora = await AmphoraRepository(PostgresEventStore(db)).load(booted[0])
     assert amphora.status == AmphoraStatus.ERROR
     assert "build given up: agent went away" in amphora.failure_reason
-    events = await PostgresEventStore(db).read_stream(amphora_stream(booted[0]))
+    events = await PostgresEventStore(db).read_stream(StreamId.amphora(booted[0]))
     assert [type(e.payload) for e in events] == [amp_ev.AmphoraBooted, amp_ev.AmphoraErrored]
     assert await process_driver.list() == []
     assert await process_driver.leftovers() == []

@@ -41,7 +41,7 @@ _TAG: Final = "key-manager"
 
 
 class KeyManagerDisabled(NotFound):
-    """No secret key is configured (FULCRUM_API_SECRET_KEYS): the deployment offers no key
+    """No secret key is configured (FULCRUM_SECRET_KEYS): the deployment offers no key
     manager, so its resources do not exist (404; the catalog does not list it either)."""
 
 
