@@ -179,12 +179,6 @@ async def _claim_vip(
         await conn.execute("DELETE FROM vip_allocations WHERE lb_id = $1", lb.id)
 
 
-async def allocated_vips(conn: asyncpg.Connection | asyncpg.Pool, subnet_id: str) -> set[str]:
-    """Addresses of a subnet that load balancers hold now."""
-    rows = await conn.fetch("SELECT address FROM vip_allocations WHERE subnet_id = $1", subnet_id)
-    return {r["address"] for r in rows}
-
-
 def amphora_body(amp: Amphora, created_at: datetime, updated_at: datetime | None) -> dict[str, Any]:
     """Octavia's amphora representation (``agent_url`` stays internal)."""
     return {
