@@ -35,6 +35,7 @@ from libs.common.errors import (
     ValidationFailed,
 )
 from libs.common.private_files import write_private_file
+from services.amphora.adapters.daemon_process import DaemonLog, pid_alive, run_tool
 
 logger = logging.getLogger(__name__)
 
@@ -216,14 +217,6 @@ async def _unix_exchange(path: Path, command: str) -> str:
             await writer.wait_closed()
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
-
-
 def _check_name(name: str) -> str:
     if not _NAME.fullmatch(name):
         raise ValidationFailed(f"invalid proxy or server name {name!r}")
@@ -260,7 +253,7 @@ class HaproxyDataPlane:
         self.ping_check: Path | None = None
         self._on_load: list[Callable[[], None]] = []
         self._pid_file = state_dir / "haproxy.pid"
-        self._log_file = state_dir / "haproxy.log"
+        self._log = DaemonLog(state_dir / "haproxy.log", _LOG_TAIL_CHARS)
         self._lock = asyncio.Lock()
         self._child: asyncio.subprocess.Process | None = None
         self._master_pid: int | None = None
@@ -280,7 +273,7 @@ class HaproxyDataPlane:
         key = _binary_key(self.binary)
         version = _VERSIONS.get(key) if key is not None else None
         if version is None:
-            output, status = await self._run(str(self.binary), "-v")
+            output, status = await run_tool(self.state_dir, str(self.binary), "-v")
             if status != 0:
                 raise HaproxyFailed(f"{self.binary} -v failed: {output}")
             version = _version_of(output)
@@ -289,7 +282,7 @@ class HaproxyDataPlane:
         self._version = version
         with suppress(OSError, ValueError):
             pid = int(self._pid_file.read_text().strip())
-            if _pid_alive(pid) and (await self._show_proc()).master_pid == pid:
+            if pid_alive(pid) and (await self._show_proc()).master_pid == pid:
                 self._master_pid = pid
                 logger.info("adopted running haproxy master pid=%d", pid)
 
@@ -311,7 +304,7 @@ class HaproxyDataPlane:
     def is_running(self) -> bool:
         if self._child is not None:
             return self._child.returncode is None
-        return self._master_pid is not None and _pid_alive(self._master_pid)
+        return self._master_pid is not None and pid_alive(self._master_pid)
 
     def config_text(self) -> str | None:
         try:
@@ -348,7 +341,9 @@ class HaproxyDataPlane:
             previous, was_running = self.config_text(), self.is_running()
             if was_running and not reload:
                 # Nothing loads this file now: check it, or a later reload would find it bad.
-                output, status = await self._run(str(self.binary), "-c", "-f", str(candidate))
+                output, status = await run_tool(
+                    self.state_dir, str(self.binary), "-c", "-f", str(candidate)
+                )
                 if status != 0:
                     os.replace(candidate, self.config_path.with_name("haproxy.cfg.failed"))
                     raise ConfigRejected("haproxy rejected the configuration", detail=output)
@@ -443,70 +438,35 @@ class HaproxyDataPlane:
             detail=f"expected in `global`: stats socket {self.stats_socket} mode 600 level admin",
         )
 
-    async def _run(self, *argv: str) -> tuple[str, int]:
-        process = await asyncio.create_subprocess_exec(
-            *argv,
-            cwd=self.state_dir,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-        )
-        output, _ = await process.communicate()
-        return output.decode(errors="replace").strip(), process.returncode or 0
-
-    def _log_offset(self) -> int:
-        try:
-            return self._log_file.stat().st_size
-        except FileNotFoundError:
-            return 0
-
-    def _log_since(self, offset: int) -> str:
-        try:
-            with open(self._log_file, "rb") as log:
-                log.seek(offset)
-                text = log.read().decode(errors="replace")
-        except FileNotFoundError:
-            return ""
-        return text[-_LOG_TAIL_CHARS:].strip()
-
     async def _show_proc(self) -> ProcessTable:
         return parse_show_proc(await _unix_exchange(self.master_socket, "show proc"))
 
     async def _start(self) -> None:
-        offset = self._log_offset()
-        log = os.open(self._log_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        try:
-            self._child = await asyncio.create_subprocess_exec(
-                str(self.binary),
-                "-W",
-                "-db",
-                "-S",
-                f"{self.master_socket},mode,600",
-                "-f",
-                str(self.config_path),
-                "-p",
-                str(self._pid_file),
-                cwd=self.state_dir,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=log,
-                stderr=asyncio.subprocess.STDOUT,
-                # Its own session: signals meant for the agent's process group never reach it.
-                start_new_session=True,
-            )
-        finally:
-            os.close(log)
+        offset = self._log.offset()
+        self._child = await self._log.spawn(
+            self.state_dir,
+            str(self.binary),
+            "-W",
+            "-db",
+            "-S",
+            f"{self.master_socket},mode,600",
+            "-f",
+            str(self.config_path),
+            "-p",
+            str(self._pid_file),
+        )
         self._master_pid = self._child.pid
         deadline = time.monotonic() + self.reload_timeout
         while time.monotonic() < deadline:
             if not self.is_running():
-                raise _LoadFailed(self._log_since(offset))
+                raise _LoadFailed(self._log.since(offset))
             with suppress(OSError, ValueError):
                 if (await self._show_proc()).workers:
                     logger.info("haproxy master pid=%d started", self._master_pid)
                     return
             await asyncio.sleep(_LOAD_POLL_INTERVAL)
         await self._stop_master()
-        raise _LoadFailed(f"no worker after {self.reload_timeout} s\n{self._log_since(offset)}")
+        raise _LoadFailed(f"no worker after {self.reload_timeout} s\n{self._log.since(offset)}")
 
     async def _reload(self) -> None:
         """Reload through the master CLI and wait until a new worker runs.
@@ -517,7 +477,7 @@ class HaproxyDataPlane:
         """
         deadline = time.monotonic() + self.reload_timeout
         before = await self._poll_show_proc(deadline)
-        offset = self._log_offset()
+        offset = self._log.offset()
         while True:
             try:
                 await _unix_exchange(self.master_socket, "reload")
@@ -531,7 +491,7 @@ class HaproxyDataPlane:
         while time.monotonic() < deadline:
             await asyncio.sleep(_LOAD_POLL_INTERVAL)
             if not self.is_running():
-                raise _LoadFailed(self._log_since(offset))
+                raise _LoadFailed(self._log.since(offset))
             try:
                 after = await self._show_proc()
             except (OSError, ValueError):
@@ -539,10 +499,10 @@ class HaproxyDataPlane:
             if after.reloads <= before.reloads:
                 continue
             if after.failed_reloads > 0:
-                raise _LoadFailed(self._log_since(offset))
+                raise _LoadFailed(self._log.since(offset))
             if after.fresh_workers - before.workers:
                 return
-        raise _LoadFailed(f"no new worker after {self.reload_timeout} s\n{self._log_since(offset)}")
+        raise _LoadFailed(f"no new worker after {self.reload_timeout} s\n{self._log.since(offset)}")
 
     async def _poll_show_proc(self, deadline: float) -> ProcessTable:
         while True:
@@ -585,14 +545,14 @@ class HaproxyDataPlane:
                 with suppress(ProcessLookupError):
                     child.kill()
                 await child.wait()
-        elif _pid_alive(pid):
+        elif pid_alive(pid):
             with suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
             for _ in range(int(_STOP_TIMEOUT / _POLL_INTERVAL)):
-                if not _pid_alive(pid):
+                if not pid_alive(pid):
                     break
                 await asyncio.sleep(_POLL_INTERVAL)
-            if _pid_alive(pid):
+            if pid_alive(pid):
                 with suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
         self._pid_file.unlink(missing_ok=True)

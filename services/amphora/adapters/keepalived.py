@@ -29,6 +29,7 @@ from typing import Final
 from libs.common.agent_contract import VrrpState, VrrpStatus
 from libs.common.errors import Conflict, InfrastructureError, ValidationFailed
 from libs.common.private_files import write_private_file
+from services.amphora.adapters.daemon_process import DaemonLog, pid_alive, run_tool
 from services.amphora.adapters.vip import VipInterface
 
 logger = logging.getLogger(__name__)
@@ -56,14 +57,6 @@ class VrrpConfigRejected(ValidationFailed):
     """keepalived refused a configuration (``keepalived -t``); the previous one stays."""
 
     code = "config_rejected"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
 
 
 def _read_pid(path: Path) -> int | None:
@@ -98,7 +91,7 @@ class KeepalivedVrrp:
         self._pid_file = state_dir / "keepalived.pid"
         self._vrrp_pid_file = state_dir / "keepalived-vrrp.pid"
         self._checkers_pid_file = state_dir / "keepalived-checkers.pid"
-        self._log_file = state_dir / "keepalived.log"
+        self._log = DaemonLog(state_dir / "keepalived.log", _LOG_TAIL)
         self._lock = asyncio.Lock()
         self._child: asyncio.subprocess.Process | None = None
         self._pid: int | None = None
@@ -111,7 +104,7 @@ class KeepalivedVrrp:
         write_private_file(self.check_script, check.encode(), mode=0o755)
         write_private_file(self.notify_script, notify.encode(), mode=0o755)
         pid = _read_pid(self._pid_file)
-        if pid is not None and _alive(pid) and self._is_ours(pid):
+        if pid is not None and pid_alive(pid) and self._is_ours(pid):
             self._pid = pid
             logger.info("adopted running keepalived pid=%d", pid)
 
@@ -125,7 +118,7 @@ class KeepalivedVrrp:
     def is_running(self) -> bool:
         if self._child is not None:
             return self._child.returncode is None
-        return self._pid is not None and _alive(self._pid)
+        return self._pid is not None and pid_alive(self._pid)
 
     def config_text(self) -> str | None:
         try:
@@ -185,7 +178,9 @@ class KeepalivedVrrp:
                 return
             candidate = self.config_path.with_suffix(".conf.new")
             candidate.write_text(text)
-            output, status = await self._run(str(self.binary), "-t", "-f", str(candidate))
+            output, status = await run_tool(
+                self.state_dir, str(self.binary), "-t", "-f", str(candidate)
+            )
             if status != 0:
                 os.replace(candidate, self.config_path.with_suffix(".conf.failed"))
                 raise VrrpConfigRejected("keepalived rejected the configuration", detail=output)
@@ -200,62 +195,34 @@ class KeepalivedVrrp:
                 await self.interface.unplug(address)
             await self._start()
 
-    async def _run(self, *argv: str) -> tuple[str, int]:
-        process = await asyncio.create_subprocess_exec(
-            *argv,
-            cwd=self.state_dir,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-        )
-        output, _ = await process.communicate()
-        return output.decode(errors="replace").strip(), process.returncode or 0
-
-    def _log_since(self, offset: int) -> str:
-        try:
-            with open(self._log_file, "rb") as log:
-                log.seek(offset)
-                return log.read().decode(errors="replace")[-_LOG_TAIL:].strip()
-        except FileNotFoundError:
-            return ""
-
     async def _start(self) -> None:
         self._state_file.unlink(missing_ok=True)
         for stale in (self._pid_file, self._vrrp_pid_file, self._checkers_pid_file):
             stale.unlink(missing_ok=True)
-        offset = self._log_file.stat().st_size if self._log_file.exists() else 0
-        log = os.open(self._log_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        try:
-            self._child = await asyncio.create_subprocess_exec(
-                str(self.binary),
-                "--vrrp",
-                "--dont-fork",
-                "--log-console",
-                "--log-detail",
-                "--no-syslog",
-                "--use-file",
-                str(self.config_path),
-                "--pid",
-                str(self._pid_file),
-                "--vrrp_pid",
-                str(self._vrrp_pid_file),
-                "--checkers_pid",
-                str(self._checkers_pid_file),
-                cwd=self.state_dir,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=log,
-                stderr=asyncio.subprocess.STDOUT,
-                # Its own session: signals meant for the agent's group never reach it.
-                start_new_session=True,
-            )
-        finally:
-            os.close(log)
+        offset = self._log.offset()
+        self._child = await self._log.spawn(
+            self.state_dir,
+            str(self.binary),
+            "--vrrp",
+            "--dont-fork",
+            "--log-console",
+            "--log-detail",
+            "--no-syslog",
+            "--use-file",
+            str(self.config_path),
+            "--pid",
+            str(self._pid_file),
+            "--vrrp_pid",
+            str(self._vrrp_pid_file),
+            "--checkers_pid",
+            str(self._checkers_pid_file),
+        )
         self._pid = self._child.pid
         deadline = time.monotonic() + self.settle_timeout
         while time.monotonic() < deadline:
             if not self.is_running():
                 raise InfrastructureError(
-                    f"keepalived exited at start: {self._log_since(offset) or 'no output'}"
+                    f"keepalived exited at start: {self._log.since(offset) or 'no output'}"
                 )
             if self.state() not in (VrrpState.INIT, VrrpState.STOPPED):
                 break
@@ -265,7 +232,7 @@ class KeepalivedVrrp:
     def _signal(self, signum: int) -> None:
         if self._child is not None and self._child.returncode is None:
             self._child.send_signal(signum)
-        elif self._pid is not None and _alive(self._pid):
+        elif self._pid is not None and pid_alive(self._pid):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self._pid, signum)
 
