@@ -46,7 +46,7 @@ def test_a_pair_spreads_over_hosts_when_placed_one_after_the_other() -> None:
         loads[first.host] += 1
         second = place(hosts(*((n, True, c) for n, c in loads.items())), {first.host}, "hard")
         assert second.host not in (None, first.host)
-        loads[second.host] += 1  # type: ignore[index]
+        loads[second.host] += 1
     assert loads == {"h1": 4, "h2": 4, "h3": 4}
 
 
