@@ -8,7 +8,9 @@ shared agent launcher (drivers/agent_launcher.py: forked by the zygote, or a new
 moves itself into the namespace first thing (``FULCRUM_AMPHORA_NETNS``); HAProxy and
 keepalived are its children. It runs with ``FULCRUM_AMPHORA_VIP_INTERFACE=eth0``: VIPs are
 plugged by the agent when the configurator asks (SINGLE: added with gratuitous ARP;
-ACTIVE_STANDBY: moved by keepalived), not by this driver.
+ACTIVE_STANDBY: moved by keepalived), not by this driver. On an amphora host (``host``, one
+driver per host behind drivers/hosts.py) the amphorae plug into the host's own bridge, joined
+to the network's switch by the host's uplink; ``reachable`` says whether that uplink is up.
 
 State: ``<state_dir>/<amphora_id>/amphora.json`` (LB, role, network, address, namespace, cert
 expiry) beside the agent's files. ``list`` reports amphorae whose state file, namespace and
@@ -34,6 +36,7 @@ from libs.common.private_files import write_private_file
 from services.provisioner.adapters.netns_network import (
     VIP_INTERFACE,
     Attachment,
+    HostPlacement,
     NetnsNetwork,
     namespace_exists,
 )
@@ -89,13 +92,14 @@ class NetnsAmphoraDriver:
         boot_timeout: float = 20.0,
         cert_validity_days: int = 30,
         fast_spawn: bool = True,
+        host: HostPlacement | None = None,
     ) -> None:
         self._settings = settings
         self._state_dir = state_dir.resolve()
         self._ca = ca
         self._validity = cert_validity_days
         self._state_dir.mkdir(parents=True, exist_ok=True)
-        self.network = NetnsNetwork(settings, self._state_dir)
+        self.network = NetnsNetwork(settings, self._state_dir, host)
         self._launcher = AgentLauncher(
             self._state_dir,
             boot_timeout=boot_timeout,
@@ -110,6 +114,13 @@ class NetnsAmphoraDriver:
 
     def network_namespace(self, network: str) -> str:
         return self.network.network_namespace(network)
+
+    def bridge_namespace(self, network: str) -> str:
+        return self.network.bridge_namespace(network)
+
+    async def reachable(self) -> bool:
+        """Whether its amphorae can be reached (an amphora host's uplinks are up)."""
+        return await self.network.reachable()
 
     async def prepare_network(self, name: str) -> None:
         await self.network.prepare_network(name)
