@@ -340,16 +340,7 @@ class LoadBalancing:
             raise ValidationFailed("Validation failure: SR-IOV member ports are not available.")
 
         def build(state: LoadBalancerState, child_id: str) -> Member:
-            member = builders.new_member(
-                fields,
-                member_id=child_id,
-                pool_id=pool_id,
-                project_id=pool.project_id,
-                monitored=state.pool_healthmonitor(pool_id) is not None,
-                now=_now(),
-            )
-            rules.check_member(member, self._config.reserved_ips, self._config.subnet_ids)
-            return member
+            return self._member(state, pool, fields, child_id, _now())
 
         return await self._create_child(
             ctx, pool.lb_id, pool.project_id, child_kinds.MEMBER, build, meta
@@ -370,19 +361,7 @@ class LoadBalancing:
         now = _now()
 
         def command(state: LoadBalancerState) -> c.Command:
-            monitored = state.pool_healthmonitor(pool_id) is not None
-            built = []
-            for fields in members:
-                member = builders.new_member(
-                    fields,
-                    member_id=_new_id(),
-                    pool_id=pool_id,
-                    project_id=pool.project_id,
-                    monitored=monitored,
-                    now=now,
-                )
-                rules.check_member(member, self._config.reserved_ips, self._config.subnet_ids)
-                built.append(member)
+            built = [self._member(state, pool, fields, _new_id(), now) for fields in members]
             return c.ReplaceMembers(
                 pool_id=pool_id, members=tuple(built), additive_only=additive_only, now=now
             )
@@ -391,6 +370,26 @@ class LoadBalancing:
         growth = len(members) - (0 if additive_only else existing)
         async with self._quotas.admit(pool.project_id, {child_kinds.MEMBER.quota: growth}) as conn:
             return await self._repo.execute(pool.lb_id, command, meta, conn=conn)
+
+    def _member(
+        self,
+        state: LoadBalancerState,
+        pool: Located,
+        fields: dict[str, Any],
+        member_id: str,
+        now: datetime,
+    ) -> Member:
+        """A new member of ``pool`` from the request's fields, checked against the rules."""
+        member = builders.new_member(
+            fields,
+            member_id=member_id,
+            pool_id=pool.id,
+            project_id=pool.project_id,
+            monitored=state.pool_healthmonitor(pool.id) is not None,
+            now=now,
+        )
+        rules.check_member(member, self._config.reserved_ips, self._config.subnet_ids)
+        return member
 
     async def create_healthmonitor(
         self, ctx: RequestContext, fields: dict[str, Any], meta: Metadata
