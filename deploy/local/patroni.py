@@ -491,10 +491,13 @@ class PatroniCluster:
                     log_tail=self.log_tails(),
                 )
             time.sleep(_POLL)
-        _run_async(self._ensure_database(max(deadline - time.monotonic(), 5.0)))
+        _run_async(self._ensure_database(max(deadline, time.monotonic() + 5.0)))
 
-    async def _ensure_database(self, connect_timeout: float) -> None:
-        conn = await asyncpg.connect(self.admin_dsn, timeout=connect_timeout)
+    async def _ensure_database(self, deadline: float) -> None:
+        """Create the database on the primary, then wait until every member serves it: asyncpg
+        stops at the first host of a multi-host DSN that refuses the database (a standby yet
+        to replay its creation) instead of trying the next one."""
+        conn = await asyncpg.connect(self.admin_dsn, timeout=_HTTP_TIMEOUT)
         try:
             exists = await conn.fetchval(
                 "SELECT 1 FROM pg_database WHERE datname = $1", self.database
@@ -503,6 +506,19 @@ class PatroniCluster:
                 await conn.execute(f'CREATE DATABASE "{self.database}"')
         finally:
             await conn.close()
+        for name in self.member_names:
+            while True:
+                try:
+                    conn = await asyncpg.connect(self.member_dsn(name), timeout=_HTTP_TIMEOUT)
+                except (OSError, asyncpg.PostgresError) as exc:
+                    if time.monotonic() > deadline:
+                        raise EmbeddedServerError(
+                            "patroni", f"{name} does not serve {self.database}: {exc!r}"
+                        ) from exc
+                    await asyncio.sleep(0.05)
+                    continue
+                await conn.close()
+                break
 
     def log_tails(self, size: int = 2000) -> str:
         """The end of every log of this cluster (for failure messages)."""

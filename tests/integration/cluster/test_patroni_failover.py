@@ -12,7 +12,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +20,7 @@ import aiohttp
 import asyncpg
 import nats
 import pytest
+from aiohttp import web
 
 from deploy.local.embedded import EmbeddedNats
 from deploy.local.patroni import PatroniCluster
@@ -31,7 +32,11 @@ from libs.common.outbox import RELAY_LOCK_KEY
 from libs.common.settings import PostgresSettings
 from libs.common.subjects import ALL_EVENTS
 from services.api.http.errors import DATABASE_UNAVAILABLE, RETRY_AFTER_SECONDS
+from services.health.adapters.postgres import SCANNER_LOCK_KEY
+from services.health.app import SCANNER
+from services.health.app import create_app as create_health
 from tests.integration.api.conftest import SUBNET
+from tests.integration.health.conftest import health_settings
 
 REPO = Path(__file__).resolve().parents[3]
 API_START_TIMEOUT = 30.0
@@ -153,17 +158,32 @@ async def write_until_stopped(
         await asyncio.sleep(0.01)
 
 
-async def relay_lock_holders(dsn: str) -> int:
+async def lock_holders(dsn: str, key: int) -> int:
+    """Sessions holding the advisory lock ``key`` on the server ``dsn`` reaches."""
     conn = await asyncpg.connect(dsn)
     try:
         count: int = await conn.fetchval(
             "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted "
             "AND ((classid::bigint << 32) | objid::bigint) = $1",
-            RELAY_LOCK_KEY,
+            key,
         )
         return count
     finally:
         await conn.close()
+
+
+def promoted_other_than(cluster: PatroniCluster, killed: str) -> bool:
+    primary = cluster.primary()
+    return primary is not None and primary.name != killed
+
+
+async def eventually(
+    check: Callable[[], Awaitable[bool]], what: str, timeout: float = PROMOTION_TIMEOUT
+) -> None:
+    deadline = time.monotonic() + timeout
+    while not await check():
+        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
+        await asyncio.sleep(0.1)
 
 
 async def test_killing_the_primary_loses_no_acknowledged_write(
@@ -240,7 +260,7 @@ async def test_killing_the_primary_loses_no_acknowledged_write(
         while not any(last in subject for subject in published):
             assert time.monotonic() < deadline, api_process.log.read_text()[-3000:]
             await asyncio.sleep(0.1)
-        assert await relay_lock_holders(cluster.dsn) == 1
+        assert await lock_holders(cluster.dsn, RELAY_LOCK_KEY) == 1
     finally:
         await nc.close()
 
@@ -258,3 +278,35 @@ async def test_no_primary_among_the_hosts_is_an_outage(patroni_cluster: PatroniC
     assert database_unavailable(refused.value)
     with pytest.raises(InfrastructureError):
         await create_pool(PostgresSettings(dsn=only_standby))
+
+
+async def test_health_singletons_take_their_locks_again_on_the_new_primary(
+    patroni_cluster: PatroniCluster, cluster_nats: EmbeddedNats
+) -> None:
+    """The stale scan and the relay of a health replica (sessions holding advisory locks on
+    the old primary) notice the failover, reconnect to the new primary and lock again."""
+    cluster = patroni_cluster
+    app = create_health(health_settings(cluster.dsn, cluster_nats.url))
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, LOOPBACK, 0).start()
+        scanner = app[SCANNER]
+
+        async def both_locked() -> bool:
+            try:
+                held = [
+                    await lock_holders(cluster.dsn, k) for k in (SCANNER_LOCK_KEY, RELAY_LOCK_KEY)
+                ]
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                return False
+            return scanner.active and held == [1, 1]
+
+        await eventually(both_locked, "the scanner and the relay to lock")
+        killed = await asyncio.to_thread(cluster.kill_primary_postgres)
+        await eventually(
+            lambda: asyncio.to_thread(promoted_other_than, cluster, killed), "promotion"
+        )
+        await eventually(both_locked, "the scanner and the relay to lock on the new primary")
+    finally:
+        await runner.cleanup()
