@@ -11,6 +11,7 @@ Interface for the launchers:
 
 - ``programs()``: supervisord ``Program``s for etcd and every Patroni member;
 - ``start()`` / ``stop()`` (or ``with cluster:``): the same processes as children, for tests;
+- ``kill_orphaned_postgres()``: after the Patroni processes are gone, any Postgres left behind;
 - ``wait_ready(timeout)``: a primary and a streaming synchronous standby, and the database made;
 - ``dsn``: the multi-host DSN services use (``target_session_attrs=read-write``);
 - ``members()`` / ``primary()``: the cluster as Patroni's REST API reports it;
@@ -31,7 +32,6 @@ import os
 import signal
 import sys
 import time
-import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
@@ -398,12 +398,21 @@ class PatroniCluster:
                 os.kill(child.pid, signal.SIGTERM)
         for child in members:
             child.stop()
+        self.kill_orphaned_postgres()
+        for child in children:
+            child.stop()
+
+    def kill_orphaned_postgres(self) -> list[int]:
+        """SIGKILL every member's postmaster still running (by ``postmaster.pid``); for after
+        the Patroni processes are gone (a Patroni killed hard leaves its Postgres running).
+        Returns the pids killed."""
+        killed = []
         for name in self.member_names:
             pid = self.postmaster_pid(name)
             if pid is not None:
                 _kill(pid)
-        for child in children:
-            child.stop()
+                killed.append(pid)
+        return killed
 
     def __enter__(self) -> Self:
         self.start()
