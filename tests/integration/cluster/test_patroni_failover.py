@@ -12,7 +12,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,6 +36,7 @@ from services.health.adapters.postgres import SCANNER_LOCK_KEY
 from services.health.app import SCANNER
 from services.health.app import create_app as create_health
 from tests.integration.api.conftest import SUBNET
+from tests.integration.cluster.conftest import advisory_lock_holders, eventually
 from tests.integration.health.conftest import health_settings
 
 REPO = Path(__file__).resolve().parents[3]
@@ -158,32 +159,9 @@ async def write_until_stopped(
         await asyncio.sleep(0.01)
 
 
-async def lock_holders(dsn: str, key: int) -> int:
-    """Sessions holding the advisory lock ``key`` on the server ``dsn`` reaches."""
-    conn = await asyncpg.connect(dsn)
-    try:
-        count: int = await conn.fetchval(
-            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted "
-            "AND ((classid::bigint << 32) | objid::bigint) = $1",
-            key,
-        )
-        return count
-    finally:
-        await conn.close()
-
-
 def promoted_other_than(cluster: PatroniCluster, killed: str) -> bool:
     primary = cluster.primary()
     return primary is not None and primary.name != killed
-
-
-async def eventually(
-    check: Callable[[], Awaitable[bool]], what: str, timeout: float = PROMOTION_TIMEOUT
-) -> None:
-    deadline = time.monotonic() + timeout
-    while not await check():
-        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
-        await asyncio.sleep(0.1)
 
 
 async def test_killing_the_primary_loses_no_acknowledged_write(
@@ -260,7 +238,7 @@ async def test_killing_the_primary_loses_no_acknowledged_write(
         while not any(last in subject for subject in published):
             assert time.monotonic() < deadline, api_process.log.read_text()[-3000:]
             await asyncio.sleep(0.1)
-        assert await lock_holders(cluster.dsn, RELAY_LOCK_KEY) == 1
+        assert len(await advisory_lock_holders(cluster.dsn, RELAY_LOCK_KEY)) == 1
     finally:
         await nc.close()
 
@@ -296,7 +274,8 @@ async def test_health_singletons_take_their_locks_again_on_the_new_primary(
         async def both_locked() -> bool:
             try:
                 held = [
-                    await lock_holders(cluster.dsn, k) for k in (SCANNER_LOCK_KEY, RELAY_LOCK_KEY)
+                    len(await advisory_lock_holders(cluster.dsn, k))
+                    for k in (SCANNER_LOCK_KEY, RELAY_LOCK_KEY)
                 ]
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
                 return False

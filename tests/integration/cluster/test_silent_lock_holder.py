@@ -11,7 +11,6 @@ import asyncio
 import os
 import signal
 import time
-from collections.abc import Awaitable, Callable
 
 import asyncpg
 
@@ -25,31 +24,10 @@ from libs.common.service import Metrics
 from libs.common.settings import RelaySettings
 from services.health.adapters.postgres import SCANNER_LOCK_KEY
 from services.health.handlers.stale_scan import ScanPolicy, StaleScanner
+from tests.integration.cluster.conftest import advisory_lock_holders, eventually
 from tests.integration.conftest import Jet
 
 STATEMENT_TIMEOUT = 1.0
-WAIT = 15.0
-
-
-async def eventually(check: Callable[[], Awaitable[bool] | bool], what: str) -> None:
-    deadline = time.monotonic() + WAIT
-    while True:
-        result = check()
-        if isinstance(result, Awaitable):
-            result = await result
-        if result:
-            return
-        assert time.monotonic() < deadline, f"timed out after {WAIT} s waiting for {what}"
-        await asyncio.sleep(0.05)
-
-
-async def lock_holder_pid(db: asyncpg.Pool, key: int) -> int | None:
-    pid: int | None = await db.fetchval(
-        "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted "
-        "AND ((classid::bigint << 32) | objid::bigint) = $1",
-        key,
-    )
-    return pid
 
 
 async def test_relay_gives_up_a_silent_server_and_takes_the_lock_again(
@@ -65,8 +43,7 @@ async def test_relay_gives_up_a_silent_server_and_takes_the_lock_again(
     frozen: int | None = None
     try:
         await eventually(lambda: relay.active, "the relay to lock")
-        frozen = await lock_holder_pid(db, RELAY_LOCK_KEY)
-        assert frozen is not None
+        (frozen,) = await advisory_lock_holders(db, RELAY_LOCK_KEY)
         os.kill(frozen, signal.SIGSTOP)
 
         started = time.monotonic()
@@ -106,16 +83,14 @@ async def test_stale_scan_gives_up_a_silent_server_and_takes_the_lock_again(
     frozen: int | None = None
     try:
         await eventually(lambda: scanner.active, "the scanner to lock")
-        frozen = await lock_holder_pid(db, SCANNER_LOCK_KEY)
-        assert frozen is not None
+        (frozen,) = await advisory_lock_holders(db, SCANNER_LOCK_KEY)
         os.kill(frozen, signal.SIGSTOP)
 
         await eventually(lambda: not scanner.active, "the scanner to give the silent server up")
         os.kill(frozen, signal.SIGCONT)
         frozen = None
         await eventually(lambda: scanner.active, "the scanner to lock again")
-        holder = await lock_holder_pid(db, SCANNER_LOCK_KEY)
-        assert holder is not None
+        assert len(await advisory_lock_holders(db, SCANNER_LOCK_KEY)) == 1
     finally:
         if frozen is not None:
             os.kill(frozen, signal.SIGCONT)
