@@ -164,6 +164,19 @@ def promoted_other_than(cluster: PatroniCluster, killed: str) -> bool:
     return primary is not None and primary.name != killed
 
 
+async def assert_standbys_alone_are_an_outage(cluster: PatroniCluster) -> None:
+    """A multi-host DSN whose hosts are all standbys (as during a failover): the pool's connect
+    fails as Postgres being unreachable (503 in the API), not as an unexpected error."""
+    standby = next(m for m in cluster.members() if not m.is_primary)
+    only_standby = cluster.member_dsn(standby.name, "postgres") + "?target_session_attrs=read-write"
+
+    with pytest.raises(asyncpg.ClientCannotConnectError) as refused:
+        await connect_or_unavailable(only_standby)
+    assert database_unavailable(refused.value)
+    with pytest.raises(InfrastructureError):
+        await create_pool(PostgresSettings(dsn=only_standby))
+
+
 async def test_killing_the_primary_loses_no_acknowledged_write(
     patroni_cluster: PatroniCluster,
     cluster_nats: EmbeddedNats,
@@ -243,27 +256,14 @@ async def test_killing_the_primary_loses_no_acknowledged_write(
         await nc.close()
 
 
-async def test_no_primary_among_the_hosts_is_an_outage(patroni_cluster: PatroniCluster) -> None:
-    """A multi-host DSN whose hosts are all standbys (as during a failover): the pool's connect
-    fails as Postgres being unreachable (503 in the API), not as an unexpected error."""
-    standby = next(m for m in patroni_cluster.members() if not m.is_primary)
-    only_standby = (
-        patroni_cluster.member_dsn(standby.name, "postgres") + "?target_session_attrs=read-write"
-    )
-
-    with pytest.raises(asyncpg.ClientCannotConnectError) as refused:
-        await connect_or_unavailable(only_standby)
-    assert database_unavailable(refused.value)
-    with pytest.raises(InfrastructureError):
-        await create_pool(PostgresSettings(dsn=only_standby))
-
-
 async def test_health_singletons_take_their_locks_again_on_the_new_primary(
     patroni_cluster: PatroniCluster, cluster_nats: EmbeddedNats
 ) -> None:
     """The stale scan and the relay of a health replica (sessions holding advisory locks on
-    the old primary) notice the failover, reconnect to the new primary and lock again."""
+    the old primary) notice the failover, reconnect to the new primary and lock again. (And,
+    on the same cluster, standbys alone are an outage to a pool.)"""
     cluster = patroni_cluster
+    await assert_standbys_alone_are_an_outage(cluster)
     app = create_health(health_settings(cluster.dsn, cluster_nats.url))
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
