@@ -1,12 +1,14 @@
 """A real 3-node JetStream cluster: the event stream at R3 loses nothing and applies nothing
 twice when its leader is killed mid-burst, the killed node rejoins, and only the right
-credentials get in."""
+credentials get in; and one node serving TLS with client certificates."""
 
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import asyncpg
 import nats
@@ -15,12 +17,14 @@ import pytest
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 
-from deploy.local.nats_cluster import EVENTS_READER, RunningNatsCluster
+from deploy.local.nats_cluster import EVENTS_READER, NatsCluster, NatsTls, RunningNatsCluster
 from libs.common import bus, subjects
 from libs.common.domain import commands as c
 from libs.common.events import Metadata
 from libs.common.events.tail import TailOptions, tail_events
 from libs.common.eventstore import PostgresEventStore
+from libs.common.pki import DeploymentCA
+from libs.common.private_files import write_private_file
 from libs.common.repository import LoadBalancerRepository
 from libs.common.settings import NatsSettings
 from tests import builders as b
@@ -212,3 +216,42 @@ async def test_wrong_credentials_are_refused_and_the_reader_only_reads(
         assert info.state.messages == 1
     finally:
         await nc.close()
+
+
+async def test_tls_with_client_certificates_on_one_node(tmp_path: Path) -> None:
+    ca = DeploymentCA.load_or_create(tmp_path / "ca")
+    files = {}
+    for name, issued in (
+        ("server", ca.issue_server_cert("nats", ["127.0.0.1"])),
+        ("client", ca.issue_client_cert("api")),
+    ):
+        for part, pem in (("pem", issued.cert_pem), ("key", issued.key_pem)):
+            path = tmp_path / f"{name}.{part}"
+            write_private_file(path, pem)
+            files[f"{name}.{part}"] = path
+    tls = NatsTls(files["server.pem"], files["server.key"], ca.cert_path, verify=True)
+    cluster = NatsCluster(tmp_path / "nats", size=1, tls=tls)
+    assert cluster.urls[0].startswith("tls://")
+    with cluster.run(start_timeout=20.0):
+        settings = cluster.settings_for(
+            "api", tls_cert_file=str(files["client.pem"]), tls_key_file=str(files["client.key"])
+        )
+        assert settings.replicas == 1 and settings.tls
+        nc = await bus.connect(settings, "tls-client")
+        try:
+            await bus.ensure_stream(nc.jetstream(), settings)
+            assert nc.connected_url is not None and nc.connected_url.scheme == "tls"
+        finally:
+            await nc.close()
+
+        without_certificate = cluster.settings_for("api")
+        refused = NatsClient()
+        try:
+            with pytest.raises((OSError, ssl.SSLError, nats.errors.Error)):
+                await refused.connect(
+                    **bus.connect_options(without_certificate),
+                    allow_reconnect=False,
+                    connect_timeout=2,
+                )
+        finally:
+            await refused.close()
