@@ -20,6 +20,7 @@ from nats.js import JetStreamContext
 from deploy.local.nats_cluster import EVENTS_READER, NatsCluster, NatsTls, RunningNatsCluster
 from libs.common import bus, subjects
 from libs.common.domain import commands as c
+from libs.common.errors import InfrastructureError
 from libs.common.events import Metadata
 from libs.common.events.tail import TailOptions, tail_events
 from libs.common.eventstore import PostgresEventStore
@@ -181,6 +182,10 @@ async def test_wrong_credentials_are_refused_and_the_reader_only_reads(
                 )
         finally:
             await refused.close()
+
+    wrong = cluster.settings_for("health", password="wrong")
+    with pytest.raises(InfrastructureError, match="refused user 'health'"):
+        await asyncio.wait_for(bus.connect(wrong, "wrong"), 5.0)  # at once, no retries
 
     settings = cluster.settings_for("health")
     nc = await bus.connect(settings, "writer")
