@@ -46,11 +46,13 @@ async def harness(
     nats_cluster: RunningNatsCluster,  # noqa: F811
 ) -> AsyncIterator[Harness]:
     """Relay and a durable consumer (recording effects) against the cluster, as the api
-    service's NATS user."""
+    service's NATS user; the stream at R3."""
     await db.execute(EFFECTS_DDL)
     settings = nats_cluster.cluster.settings_for("api", ack_wait=5.0, max_deliver=5)
     nc = await bus.connect(settings, "setup")
     try:
+        # Made at R1 first, as a one-node deployment left it: ensure_stream scales it up.
+        await bus.ensure_stream(nc.jetstream(), settings.model_copy(update={"replicas": 1}))
         await bus.ensure_stream(nc.jetstream(), settings)
     finally:
         await nc.close()
