@@ -61,7 +61,7 @@ class _ConnectionLog:
         self._last_error = 0.0
 
     async def error(self, exc: Exception) -> None:
-        if self.client is None and _refused(exc):
+        if self.client is None and credentials_refused(exc):
             raise exc  # wrong credentials: no retry can help, so the first connect fails
         now = asyncio.get_running_loop().time()
         if now - self._last_error >= self._quiet:
@@ -78,7 +78,7 @@ class _ConnectionLog:
         log.info("NATS at %s: connection restored", self._url)
 
 
-def _refused(exc: Exception) -> bool:
+def credentials_refused(exc: Exception) -> bool:
     """The server refused the credentials (nats-py reports it as a plain ``Error`` too)."""
     return isinstance(exc, nats.errors.AuthorizationError) or (
         isinstance(exc, nats.errors.Error) and "authorization violation" in str(exc).lower()
@@ -137,7 +137,7 @@ async def connect(settings: NatsSettings, name: str) -> NatsClient:
     except (OSError, nats.errors.Error) as exc:
         with contextlib.suppress(OSError, nats.errors.Error):
             await nc.close()
-        if _refused(exc):
+        if credentials_refused(exc):
             who = f"user {settings.user!r}" if settings.user else "these credentials"
             raise InfrastructureError(f"NATS at {settings.url} refused {who}: {exc}") from exc
         raise InfrastructureError(f"cannot reach NATS at {settings.url}: {exc}") from exc
@@ -481,6 +481,7 @@ __all__ = [
     "Published",
     "connect",
     "connect_options",
+    "credentials_refused",
     "ensure_stream",
     "tls_context",
 ]

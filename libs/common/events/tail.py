@@ -26,7 +26,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext, api
 
 from libs.common import subjects
-from libs.common.bus import connect_options
+from libs.common.bus import connect_options, credentials_refused
 from libs.common.errors import ConfigurationError, InfrastructureError
 from libs.common.settings import DEFAULT_NATS_URL, NatsSettings
 
@@ -137,9 +137,11 @@ class _Link:
         self.down_since: float | None = None
         self.closed = False
         self.reconnected = False  # the tail has not resubscribed since the reconnect yet
+        self.refused = False  # a server refused the credentials
 
     async def on_error(self, exc: Exception) -> None:
         log.debug("nats: %r", exc)
+        self.refused = self.refused or credentials_refused(exc)
 
     async def on_disconnected(self) -> None:
         if self.down_since is None:
@@ -187,8 +189,11 @@ async def _connect(settings: NatsSettings, options: TailOptions, link: _Link) ->
         )
     except (TimeoutError, OSError, nats.errors.Error) as exc:
         await _close_quietly(nc)
+        servers = _shown(settings.servers)
+        if link.refused:
+            raise TailUnavailable(f"NATS at {servers} refused the credentials") from exc
         raise TailUnavailable(
-            f"cannot reach NATS at {_shown(settings.servers)} within {options.connect_timeout:g} s"
+            f"cannot reach NATS at {servers} within {options.connect_timeout:g} s"
         ) from exc
     # From now on an outage may last reconnect_window; the tail loop enforces it.
     nc.options["max_reconnect_attempts"] = _attempts_within(options.reconnect_window)

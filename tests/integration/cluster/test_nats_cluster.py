@@ -212,6 +212,7 @@ async def test_wrong_credentials_are_refused_and_the_reader_only_reads(
         nats_url=",".join(cluster.urls), user=reader.user, password="wrong", connect_timeout=2.0
     )
     assert await tail_events(wrong) == 2
+    assert "refused the credentials" in capsys.readouterr().err
 
     reading = NatsSettings(servers=cluster.urls, user=reader.user, password=reader.password)
     nc = await bus.connect(reading, "reader")
