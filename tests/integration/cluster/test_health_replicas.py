@@ -1,7 +1,7 @@
 """Two real health service processes on one database: amphorae send each heartbeat to the next
-health endpoint in turn (as Octavia's and Fulcrum's agents do), and the recorded result is the
-one a single replica gives: the same operating status changes, once each, and one failover per
-silent amphora. With one replica killed the other carries on alone."""
+health endpoint in turn (as Octavia's and Fulcrum's agents do), or to every endpoint, and the
+recorded result is the one a single replica gives: the same operating status changes, once
+each, and one failover per silent amphora. With one replica killed the other carries on."""
 
 from __future__ import annotations
 
@@ -34,13 +34,14 @@ class Amphorae:
     its endpoints; ``members`` is what every beat reports."""
 
     sock: socket.socket = field(default_factory=lambda: socket.socket(type=socket.SOCK_DGRAM))
-    routes: dict[str, tuple[Site, list[Endpoint]]] = field(default_factory=dict)
+    routes: dict[str, tuple[Site, list[Endpoint], bool]] = field(default_factory=dict)
     members: tuple[str, str] = ("UP", "UP")
     _seq: int = 1000
     _turn: int = 0
 
-    def beat_to(self, site: Site, endpoints: Sequence[Endpoint]) -> None:
-        self.routes[site.amphora_id] = (site, list(endpoints))
+    def beat_to(self, site: Site, endpoints: Sequence[Endpoint], *, every: bool = False) -> None:
+        """Beats of ``site`` go to the next of ``endpoints`` in turn (``every``: to all)."""
+        self.routes[site.amphora_id] = (site, list(endpoints), every)
 
     def silence(self, site: Site) -> None:
         self.routes.pop(site.amphora_id, None)
@@ -48,11 +49,11 @@ class Amphorae:
     async def run(self) -> None:
         while True:
             self._turn += 1
-            for site, endpoints in list(self.routes.values()):
+            for site, endpoints, every in list(self.routes.values()):
                 self._seq += 1
-                message = site.message(self._seq, members=self.members)
-                endpoint = endpoints[self._turn % len(endpoints)]
-                self.sock.sendto(codec.encode(message, KEY.encode()), endpoint)
+                datagram = codec.encode(site.message(self._seq, members=self.members), KEY.encode())
+                for endpoint in endpoints if every else [endpoints[self._turn % len(endpoints)]]:
+                    self.sock.sendto(datagram, endpoint)
             await asyncio.sleep(BEAT)
 
 
@@ -91,11 +92,11 @@ async def failovers(db: asyncpg.Pool, site: Site) -> int:
 
 
 async def statuses(db: asyncpg.Pool, site: Site) -> tuple[str, ...]:
-    """The LB's operating status and its members'."""
+    """The LB's operating status and its members' (m1, m2)."""
     state = await load(db, site.lb_id)
     assert state.loadbalancer is not None
-    members = sorted((m.id, m.operating_status.value) for m in state.members.values())
-    return (state.loadbalancer.operating_status.value, *(status for _, status in members))
+    members = [state.members[member_id].operating_status.value for member_id in site.member_ids]
+    return (state.loadbalancer.operating_status.value, *members)
 
 
 async def test_two_health_replicas_record_what_one_would(
@@ -115,10 +116,12 @@ async def test_two_health_replicas_record_what_one_would(
     for replica in replicas:
         await replica.wait_ready()
 
-    # control: one replica hears it all; shared: both hear every other beat.
-    control, shared, doomed = [await create_site(db) for _ in range(3)]
+    # control: one replica hears it all; shared: each replica every other beat; both: each
+    # replica every beat, the same datagrams at once.
+    control, shared, both, doomed = [await create_site(db) for _ in range(4)]
     amphorae.beat_to(control, endpoints[:1])
     amphorae.beat_to(shared, endpoints)
+    amphorae.beat_to(both, endpoints, every=True)
     amphorae.beat_to(doomed, endpoints)
     beating = asyncio.create_task(amphorae.run())
     try:
@@ -126,10 +129,12 @@ async def test_two_health_replicas_record_what_one_would(
         amphorae.members = ("UP", "DOWN")
         amphorae.silence(doomed)
         await asyncio.sleep(3.0)
-        assert await statuses(db, shared) == await statuses(db, control)
-        assert await status_changes(db, shared) == await status_changes(db, control) >= 2
+        for site in (shared, both):
+            assert await statuses(db, site) == await statuses(db, control)
+            assert await status_changes(db, site) == await status_changes(db, control) >= 2
         assert await failovers(db, doomed) == 1, "the silent amphora failed over once"
-        assert await failovers(db, shared) == await failovers(db, control) == 0
+        assert await failovers(db, shared) == await failovers(db, both) == 0
+        assert await failovers(db, control) == 0
         active = [await r.metric("scanner_active") for r in replicas]
         assert sorted(active) == [0.0, 1.0], f"one active stale scanner, not {active}"
 
