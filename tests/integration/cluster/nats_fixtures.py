@@ -1,5 +1,7 @@
 """Fixtures of the cluster tests: a real 3-node JetStream cluster (child processes, killed
-and restarted by the tests) and services run as real processes (``python -m services.<x>``)."""
+and restarted by the tests), services run as real processes (``python -m services.<x>``), and
+what provisioner processes need (their environment, a shared amphora directory cleaned up at
+the end, LB creates)."""
 
 from __future__ import annotations
 
@@ -15,10 +17,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
+import asyncpg
 import pytest
 
 from deploy.local.embedded import _parent_death_signal
 from deploy.local.nats_cluster import NatsCluster, RunningNatsCluster
+from deploy.local.ports import free_tcp_port
+from libs.common.domain import commands as c
+from tests import builders as b
+from tests.integration.housekeeping.conftest import kill_amphorae
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -126,3 +133,47 @@ def service_processes(tmp_path: Path) -> Iterator[Callable[..., ServiceProcess]]
     finally:
         for process in started:
             process.kill(signal.SIGTERM)
+
+
+@pytest.fixture
+def amphora_dir(tmp_path: Path) -> Iterator[Path]:
+    """The replicas' shared amphora state directory; every agent, HAProxy and zygote started
+    under it is killed at the end."""
+    directory = tmp_path / "amphorae"
+    try:
+        yield directory
+    finally:
+        kill_amphorae(directory)
+
+
+def provisioner_environment(
+    pg_dsn: str, nats_url: str, port: int, state: Path, amphorae: Path
+) -> dict[str, str]:
+    settings = {
+        "POSTGRES__DSN": pg_dsn,
+        "NATS__URL": nats_url,
+        # A message the killed replica held is redelivered after this long.
+        "NATS__ACK_WAIT": "4",
+        "RELAY__POLL_INTERVAL": "0.5",
+        "PORT": str(port),
+        "STATE_DIR": str(amphorae),
+        "CA_DIR": str(state / "ca"),
+    }
+    return {f"FULCRUM_PROVISIONER_{k}": v for k, v in settings.items()}
+
+
+def lb_create(index: int) -> c.CreateLoadBalancer:
+    lb = b.loadbalancer(f"127.77.90.{10 + index}")
+    pool = b.pool(lb)
+    listener = b.listener(lb, free_tcp_port(), default_pool_id=pool.id)
+    members = (b.member(pool, free_tcp_port()),)
+    return c.CreateLoadBalancer(lb, listeners=(listener,), pools=(pool,), members=members)
+
+
+async def active_count(db: asyncpg.Pool, lb_ids: list[str]) -> int:
+    count: int = await db.fetchval(
+        "SELECT count(*) FROM loadbalancer_view WHERE id = ANY($1::text[]) "
+        "AND body->>'provisioning_status' = 'ACTIVE'",
+        lb_ids,
+    )
+    return count

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import asyncpg
@@ -18,6 +18,7 @@ from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 
 from deploy.local.nats_cluster import EVENTS_READER, NatsCluster, NatsTls, RunningNatsCluster
+from deploy.local.ports import free_tcp_port
 from libs.common import bus, subjects
 from libs.common.domain import commands as c
 from libs.common.errors import InfrastructureError
@@ -29,7 +30,15 @@ from libs.common.private_files import write_private_file
 from libs.common.repository import LoadBalancerRepository
 from libs.common.settings import NatsSettings
 from tests import builders as b
-from tests.integration.cluster.nats_fixtures import nats_cluster  # noqa: F401 (fixture)
+from tests.integration.cluster.nats_fixtures import (  # noqa: F401 (fixtures)
+    ServiceProcess,
+    active_count,
+    amphora_dir,
+    lb_create,
+    nats_cluster,
+    provisioner_environment,
+    service_processes,
+)
 from tests.integration.housekeeping.conftest import eventually
 from tests.integration.test_relay_and_consumers import EFFECTS_DDL, Harness
 
@@ -37,6 +46,7 @@ META = Metadata(correlation_id="cluster", actor="test")
 CREATES = 50
 KILL_AFTER = 20
 CONSUMER = "cluster-effects"
+PROVISIONED = 8
 
 
 @pytest.fixture
@@ -208,10 +218,10 @@ async def test_wrong_credentials_are_refused_and_the_reader_only_reads(
     )
     assert await tail_events(options) == 0
     assert '"stream_sequence": 1' in capsys.readouterr().out
-    wrong = TailOptions(
+    refused_tail = TailOptions(
         nats_url=",".join(cluster.urls), user=reader.user, password="wrong", connect_timeout=2.0
     )
-    assert await tail_events(wrong) == 2
+    assert await tail_events(refused_tail) == 2
     assert "refused the credentials" in capsys.readouterr().err
 
     reading = NatsSettings(servers=cluster.urls, user=reader.user, password=reader.password)
@@ -263,3 +273,58 @@ async def test_tls_with_client_certificates_on_one_node(tmp_path: Path) -> None:
                 )
         finally:
             await refused.close()
+
+
+async def test_a_provisioner_on_the_cluster_rides_out_the_stream_leader_kill(
+    pg_dsn: str,
+    db: asyncpg.Pool,
+    tmp_path: Path,
+    amphora_dir: Path,  # noqa: F811
+    nats_cluster: RunningNatsCluster,  # noqa: F811
+    service_processes: Callable[..., ServiceProcess],  # noqa: F811
+) -> None:
+    """A real provisioner given the three URLs and its own credentials (``environment_for``):
+    the stream leader killed mid-burst of LB creates, every LB still ends ACTIVE, once."""
+    cluster = nats_cluster.cluster
+    port = free_tcp_port()
+    env = provisioner_environment(pg_dsn, ",".join(cluster.urls), port, tmp_path, amphora_dir)
+    env |= {
+        f"FULCRUM_PROVISIONER_{k}": v for k, v in cluster.environment_for("provisioner").items()
+    }
+    provisioner = service_processes("provisioner", env, port)
+    await provisioner.wait_ready()
+
+    reader = cluster.settings_for(EVENTS_READER)
+    nc = await bus.connect(reader, "observer")
+    try:
+        js = nc.jetstream(timeout=2.0)
+        stream = await js.stream_info(subjects.STREAM_NAME)
+        assert stream.config.num_replicas == 3, "the provisioner made the stream at R3"
+        repo = LoadBalancerRepository(PostgresEventStore(db))
+        lb_ids = []
+        leader = ""
+        for index in range(PROVISIONED):
+            command = lb_create(index)
+            await repo.execute(command.loadbalancer.id, command, META)
+            lb_ids.append(command.loadbalancer.id)
+            if index == PROVISIONED // 2:
+                stream = await js.stream_info(subjects.STREAM_NAME)
+                assert stream.cluster is not None and stream.cluster.leader
+                leader = stream.cluster.leader
+                nats_cluster.kill(leader)
+            await asyncio.sleep(0.1)
+
+        async def all_active() -> bool:
+            return await active_count(db, lb_ids) == len(lb_ids)
+
+        await eventually(all_active, 60.0, f"{len(lb_ids)} LBs ACTIVE")
+        owners = await db.fetch(
+            "SELECT lb_id, count(*) AS n FROM amphora_view WHERE status <> 'DELETED' "
+            "AND lb_id = ANY($1::text[]) GROUP BY lb_id",
+            lb_ids,
+        )
+        assert {r["lb_id"]: r["n"] for r in owners} == dict.fromkeys(lb_ids, 1)
+        nats_cluster.restart(leader)
+        await eventually(lambda: replicas_current(js, 2), 30.0, f"{leader} current again")
+    finally:
+        await nc.close()

@@ -9,63 +9,30 @@ import contextlib
 import os
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import asyncpg
-import pytest
 
 from deploy.local.ports import free_tcp_port
-from libs.common.domain import commands as c
 from libs.common.events import Metadata
 from libs.common.events.housekeeping import AmphoraReconciliationRequested
 from libs.common.eventstore import PostgresEventStore
 from libs.common.repository import LoadBalancerRepository
 from libs.common.streams import StreamId
 from tests import builders as b
-from tests.integration.cluster.nats_fixtures import (  # noqa: F401 (fixture)
+from tests.integration.cluster.nats_fixtures import (  # noqa: F401 (fixtures)
     ServiceProcess,
+    active_count,
+    amphora_dir,
+    lb_create,
+    provisioner_environment,
     service_processes,
 )
-from tests.integration.housekeeping.conftest import eventually, kill_amphorae
+from tests.integration.housekeeping.conftest import eventually
 
 META = Metadata(actor="test", project_id=b.PROJECT)
 LBS = 10
-
-
-@pytest.fixture
-def amphora_dir(tmp_path: Path) -> Iterator[Path]:
-    """The replicas' shared amphora state directory; every agent, HAProxy and zygote started
-    under it is killed at the end."""
-    directory = tmp_path / "amphorae"
-    try:
-        yield directory
-    finally:
-        kill_amphorae(directory)
-
-
-def provisioner_environment(
-    pg_dsn: str, nats_url: str, port: int, state: Path, amphorae: Path
-) -> dict[str, str]:
-    settings = {
-        "POSTGRES__DSN": pg_dsn,
-        "NATS__URL": nats_url,
-        # A message the killed replica held is redelivered after this long.
-        "NATS__ACK_WAIT": "4",
-        "RELAY__POLL_INTERVAL": "0.5",
-        "PORT": str(port),
-        "STATE_DIR": str(amphorae),
-        "CA_DIR": str(state / "ca"),
-    }
-    return {f"FULCRUM_PROVISIONER_{k}": v for k, v in settings.items()}
-
-
-def create_command(index: int) -> c.CreateLoadBalancer:
-    lb = b.loadbalancer(f"127.77.90.{10 + index}")
-    pool = b.pool(lb)
-    listener = b.listener(lb, free_tcp_port(), default_pool_id=pool.id)
-    members = (b.member(pool, free_tcp_port()),)
-    return c.CreateLoadBalancer(lb, listeners=(listener,), pools=(pool,), members=members)
 
 
 def running_agents(amphorae: Path) -> set[str]:
@@ -83,7 +50,7 @@ async def test_a_provisioner_killed_mid_create_leaves_no_lb_behind(
     nats_url: str,
     db: asyncpg.Pool,
     tmp_path: Path,
-    amphora_dir: Path,
+    amphora_dir: Path,  # noqa: F811
     service_processes: Callable[..., ServiceProcess],  # noqa: F811
 ) -> None:
     replicas = []
@@ -98,7 +65,7 @@ async def test_a_provisioner_killed_mid_create_leaves_no_lb_behind(
     repo = LoadBalancerRepository(store)
     lb_ids = []
     for index in range(LBS):
-        command = create_command(index)
+        command = lb_create(index)
         await repo.execute(command.loadbalancer.id, command, META)
         lb_ids.append(command.loadbalancer.id)
 
@@ -109,11 +76,11 @@ async def test_a_provisioner_killed_mid_create_leaves_no_lb_behind(
     await eventually(one_creating, 30.0, "a replica creating an LB")
     victim = next(replica for replica in replicas if ": create" in replica.log_tail())
     victim.kill(signal.SIGKILL)
-    active_at_kill = await _active(db, lb_ids)
+    active_at_kill = await active_count(db, lb_ids)
     assert active_at_kill < LBS, "the kill came after the work was done"
 
     async def all_active() -> bool:
-        return await _active(db, lb_ids) == LBS
+        return await active_count(db, lb_ids) == LBS
 
     started = time.monotonic()
     await eventually(all_active, 60.0, f"{LBS} LBs ACTIVE after a provisioner's death")
@@ -144,12 +111,3 @@ async def test_a_provisioner_killed_mid_create_leaves_no_lb_behind(
     await eventually(no_orphans, 20.0, f"agents running = the {len(owned)} owned amphorae")
     assert len(owned) == LBS
     print(f"{active_at_kill}/{LBS} ACTIVE at the kill; the rest {recovered:.1f} s later")
-
-
-async def _active(db: asyncpg.Pool, lb_ids: list[str]) -> int:
-    count: int = await db.fetchval(
-        "SELECT count(*) FROM loadbalancer_view WHERE id = ANY($1::text[]) "
-        "AND body->>'provisioning_status' = 'ACTIVE'",
-        lb_ids,
-    )
-    return count
