@@ -14,10 +14,11 @@ import asyncio
 import contextlib
 import json
 import logging
+import ssl
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Final, TypeVar
+from typing import Any, Final, TypeVar
 
 import asyncpg
 import nats
@@ -30,7 +31,7 @@ from opentelemetry import trace
 
 from libs.common import subjects
 from libs.common._postgres_outage import database_unavailable
-from libs.common.errors import InfrastructureError, TransientError
+from libs.common.errors import ConfigurationError, InfrastructureError, TransientError
 from libs.common.events import Envelope, UnknownEventType, UnsupportedSchemaVersion
 from libs.common.settings import NatsSettings
 from libs.common.telemetry import context_from_traceparent, tracer
@@ -55,16 +56,21 @@ class _ConnectionLog:
 
     def __init__(self, url: str, quiet: float = 10.0) -> None:
         self._url = url
+        self.client: NatsClient | None = None  # set once connected
         self._quiet = quiet
         self._last_error = 0.0
 
     async def error(self, exc: Exception) -> None:
+        if self.client is None and credentials_refused(exc):
+            raise exc  # wrong credentials: no retry can help, so the first connect fails
         now = asyncio.get_running_loop().time()
         if now - self._last_error >= self._quiet:
             self._last_error = now
             log.warning("NATS at %s: %s (retrying every 0.5 s)", self._url, exc or repr(exc))
 
     async def disconnected(self) -> None:
+        if self.client is not None and self.client.is_closed:
+            return  # closed on purpose
         log.warning("NATS at %s: connection lost; reconnecting", self._url)
 
     async def reconnected(self) -> None:
@@ -72,22 +78,71 @@ class _ConnectionLog:
         log.info("NATS at %s: connection restored", self._url)
 
 
-async def connect(settings: NatsSettings, name: str) -> NatsClient:
-    """Connect to NATS, reconnecting forever in the background once connected."""
-    callbacks = _ConnectionLog(settings.url)
+def credentials_refused(exc: Exception) -> bool:
+    """The server refused the credentials (nats-py reports it as a plain ``Error`` too)."""
+    return isinstance(exc, nats.errors.AuthorizationError) or (
+        isinstance(exc, nats.errors.Error) and "authorization violation" in str(exc).lower()
+    )
+
+
+def tls_context(settings: NatsSettings) -> ssl.SSLContext | None:
+    """The client's TLS context (None: plain TCP): the servers verified against
+    ``tls_ca_file`` (the system's CAs without it), ``tls_cert_file``/``tls_key_file`` presented
+    when given. Raises ConfigurationError when a file cannot be loaded."""
+    if not settings.tls:
+        return None
     try:
-        return await nats.connect(
-            settings.url,
+        context = ssl.create_default_context(cafile=settings.tls_ca_file or None)
+        if settings.tls_cert_file:
+            context.load_cert_chain(settings.tls_cert_file, settings.tls_key_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigurationError(f"NATS TLS files unusable: {exc}") from exc
+    return context
+
+
+def connect_options(settings: NatsSettings) -> dict[str, Any]:
+    """``nats.connect`` keyword arguments for the servers, credentials and TLS of
+    ``settings`` (the caller adds name, callbacks and reconnect policy)."""
+    options: dict[str, Any] = {"servers": list(settings.servers)}
+    if settings.user:
+        options["user"], options["password"] = settings.user, settings.password
+    if settings.token:
+        options["token"] = settings.token
+    if settings.creds_file:
+        options["user_credentials"] = settings.creds_file
+    context = tls_context(settings)
+    if context is not None:
+        options["tls"] = context
+    return options
+
+
+async def connect(settings: NatsSettings, name: str) -> NatsClient:
+    """Connect to any of ``settings.servers``, reconnecting forever (to any of them, and to
+    cluster members the servers announce) in the background once connected. Until the
+    first connection, unreachable servers are retried; refused credentials raise
+    InfrastructureError at once."""
+    callbacks = _ConnectionLog(settings.url)
+    nc = NatsClient()
+    try:
+        await nc.connect(
+            **connect_options(settings),
             name=name,
             max_reconnect_attempts=-1,
-            reconnect_time_wait=0.5,
+            reconnect_time_wait=0.5,  # type: ignore[arg-type]  # typed int, slept as given
             connect_timeout=5,
             error_cb=callbacks.error,
             disconnected_cb=callbacks.disconnected,
             reconnected_cb=callbacks.reconnected,
         )
     except (OSError, nats.errors.Error) as exc:
+        with contextlib.suppress(OSError, nats.errors.Error):
+            await nc.close()
+        if credentials_refused(exc):
+            who = f"user {settings.user!r}" if settings.user else "these credentials"
+            raise InfrastructureError(f"NATS at {settings.url} refused {who}: {exc}") from exc
         raise InfrastructureError(f"cannot reach NATS at {settings.url}: {exc}") from exc
+    callbacks.client = nc
+    return nc
 
 
 async def ensure_stream(js: JetStreamContext, settings: NatsSettings) -> None:
@@ -425,5 +480,8 @@ __all__ = [
     "JetStreamPublisher",
     "Published",
     "connect",
+    "connect_options",
+    "credentials_refused",
     "ensure_stream",
+    "tls_context",
 ]
