@@ -670,7 +670,7 @@ def test_hostile_strings_never_break_a_line() -> None:
 def test_pending_delete_and_admin_down() -> None:
     state, ctx = example_admin_down()
     view = build_view_model(state, ctx)
-    ports = [f["bind"]["port"] for f in view["frontends"]]
+    ports = [f["binds"][0]["port"] for f in view["frontends"]]
     assert ports == [81, 83]  # admin-down 80, deleting 82 and UDP 53 are not rendered
     orphan = view["frontends"][1]
     assert orphan["default_backend"] is None  # its pool is being deleted

@@ -1,9 +1,10 @@
 """VIPs on amphorae that own a VIP interface (the agent's GET /v1/vrrp names one; the netns
 driver's do), plumbed after HAProxy runs.
 
-SINGLE amphorae plug the VIP (with gratuitous ARP); ACTIVE_STANDBY pairs get a keepalived.conf
-each (rendering/keepalived.py: the amphora's own address as unicast source, the other amphorae
-as peers, priority by role) and keepalived moves it. Elsewhere (loopback VIPs of the process
+SINGLE amphorae plug every VIP of the LB (with gratuitous ARP, or unsolicited neighbour
+advertisements for IPv6); ACTIVE_STANDBY pairs get a keepalived.conf each
+(rendering/keepalived.py: the amphora's own address as unicast source, the other amphorae as
+peers, priority by role) and keepalived moves them. Elsewhere (loopback VIPs of the process
 driver) there is nothing to plumb.
 
 An ACTIVE_STANDBY amphora is only ever configured with its peer: ``check_pair`` refuses a
@@ -70,7 +71,7 @@ def render_vrrp(
         interface=plumbing.interface,
         unicast_src_ip=handle.lb_network_ip,
         unicast_peers=vrrp_peers(handle, pair),
-        virtual_addresses=(lb.vip_address,),
+        virtual_addresses=lb.all_vips(),
         check_script=plumbing.check_script,
         notify_script=plumbing.notify_script,
         advert_int=options.advert_int,
@@ -113,7 +114,8 @@ class VipPlumbing:
     async def plumb(
         self, state: LoadBalancerState, handle: AmphoraHandle, pair: Sequence[AmphoraHandle]
     ) -> None:
-        """Give the LB's VIP to the amphora (SINGLE) or to keepalived (ACTIVE_STANDBY)."""
+        """Give the LB's VIPs (the additional ones too) to the amphora (SINGLE) or to
+        keepalived (ACTIVE_STANDBY)."""
         lb = state.loadbalancer
         if lb is None or lb.vip_address is None:
             return
@@ -123,6 +125,7 @@ class VipPlumbing:
         client = self._agents.client(handle)
         if lb.topology == Topology.ACTIVE_STANDBY:
             text = render_vrrp(state, handle, pair, plumbing, self.options)
-            await client.apply_vrrp(text, [lb.vip_address])
+            await client.apply_vrrp(text, list(lb.all_vips()))
         else:
-            await client.plug_vip(lb.vip_address)
+            for address in lb.all_vips():
+                await client.plug_vip(address)
