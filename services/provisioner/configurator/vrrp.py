@@ -4,8 +4,9 @@ driver's do), plumbed after HAProxy runs.
 SINGLE amphorae plug every VIP of the LB (with gratuitous ARP, or unsolicited neighbour
 advertisements for IPv6); ACTIVE_STANDBY pairs get a keepalived.conf each
 (rendering/keepalived.py: the amphora's own address as unicast source, the other amphorae as
-peers, priority by role) and keepalived moves them. Elsewhere (loopback VIPs of the process
-driver) there is nothing to plumb.
+peers, priority by role) and keepalived moves them. VRRP runs over the primary VIP's address
+family: over the amphorae's IPv6 addresses when that VIP is IPv6 (a dual-stack netns network).
+Elsewhere (loopback VIPs of the process driver) there is nothing to plumb.
 
 An ACTIVE_STANDBY amphora is only ever configured with its peer: ``check_pair`` refuses a
 pair without one (LoneAmphora) before anything changes, so keepalived never runs a lone
@@ -15,6 +16,7 @@ unicast adverts to a silent address) until the lifecycle pushes the pair with th
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Sequence
 
 from libs.common.agent_contract import VrrpStatus
@@ -31,12 +33,28 @@ class LoneAmphora(FulcrumError):
     """An ACTIVE_STANDBY push named no peer amphora; nothing was changed on the amphora."""
 
 
-def vrrp_peers(handle: AmphoraHandle, pair: Sequence[AmphoraHandle]) -> tuple[str, ...]:
-    """The addresses ``handle`` advertises to: the pair's other amphorae, sorted, each once."""
-    own = handle.lb_network_ip
-    return tuple(
-        sorted({p.lb_network_ip for p in pair if p.amphora_id != handle.amphora_id} - {own})
+def _over_ipv6(state: LoadBalancerState, amphorae: Sequence[AmphoraHandle]) -> bool:
+    """VRRP speaks the primary VIP's family (as Octavia's vrrp_ip on the VIP subnet): IPv6
+    when that VIP is IPv6 and every amphora has an IPv6 address beside its own."""
+    lb = state.loadbalancer
+    return (
+        lb is not None
+        and ipaddress.ip_address(lb.vip_address).version == 6
+        and all(a.lb_network_ip6 is not None for a in amphorae)
     )
+
+
+def _vrrp_address(handle: AmphoraHandle, ipv6: bool) -> str:
+    return handle.lb_network_ip6 if ipv6 and handle.lb_network_ip6 else handle.lb_network_ip
+
+
+def vrrp_peers(
+    handle: AmphoraHandle, pair: Sequence[AmphoraHandle], ipv6: bool = False
+) -> tuple[str, ...]:
+    """The addresses ``handle`` advertises to: the pair's other amphorae, sorted, each once."""
+    own = _vrrp_address(handle, ipv6)
+    others = {_vrrp_address(p, ipv6) for p in pair if p.amphora_id != handle.amphora_id}
+    return tuple(sorted(others - {own}))
 
 
 def check_pair(
@@ -64,13 +82,14 @@ def render_vrrp(
     lb = state.loadbalancer
     assert lb is not None and lb.vip_address is not None
     assert plumbing.interface and plumbing.check_script and plumbing.notify_script
+    ipv6 = _over_ipv6(state, [handle, *pair])
     context = KeepalivedContext(
         lb_id=lb.id,
         amphora_id=handle.amphora_id,
         role="MASTER" if handle.role == "MASTER" else "BACKUP",
         interface=plumbing.interface,
-        unicast_src_ip=handle.lb_network_ip,
-        unicast_peers=vrrp_peers(handle, pair),
+        unicast_src_ip=_vrrp_address(handle, ipv6),
+        unicast_peers=vrrp_peers(handle, pair, ipv6),
         virtual_addresses=lb.all_vips(),
         check_script=plumbing.check_script,
         notify_script=plumbing.notify_script,
