@@ -67,7 +67,8 @@ def resolve_subnet(network: NetworkSettings, request: VipRequest) -> SubnetConfi
                 f"Validation failure: VIP address {request.address} is not in any subnet of "
                 f"network {request.network_id}."
             )
-        return subnets[0]
+        # As Octavia: the first subnet, preferring IPv4.
+        return next((s for s in subnets if s.ip_version == 4), subnets[0])
     raise ValidationFailed(
         "Validation failure: VIP must contain one of: vip_port_id, vip_network_id, vip_subnet_id."
     )

@@ -210,3 +210,17 @@ async def test_allowed_cidrs_must_match_the_family_of_some_vip(vapi: Api) -> Non
         },
     )
     assert accepted.status == 201, accepted.body
+
+
+async def test_a_network_only_request_prefers_the_ipv4_subnet(make_api: MakeApi) -> None:
+    v4_last = network_settings()
+    v4_last.subnets.sort(key=lambda s: s.ip_version, reverse=True)  # the IPv6 subnet first
+    api = await make_api(network=v4_last)
+    reply = await api.post(LBS, {"loadbalancer": {"vip_network_id": NETWORK}})
+    assert reply.status == 201, reply.body
+    assert reply.body["loadbalancer"]["vip_subnet_id"] == SUBNET
+    v6 = await api.post(
+        LBS, {"loadbalancer": {"vip_network_id": NETWORK, "vip_address": "fd5e:ab01:7f00::99"}}
+    )
+    assert v6.status == 201, v6.body
+    assert v6.body["loadbalancer"]["vip_subnet_id"] == SUBNET_V6
