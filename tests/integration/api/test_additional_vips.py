@@ -4,6 +4,7 @@ that a deletion frees, and IPv6 VIPs and members."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -224,3 +225,13 @@ async def test_a_network_only_request_prefers_the_ipv4_subnet(make_api: MakeApi)
     )
     assert v6.status == 201, v6.body
     assert v6.body["loadbalancer"]["vip_subnet_id"] == SUBNET_V6
+
+
+async def test_concurrent_creates_get_distinct_additional_addresses(vapi: Api) -> None:
+    replies = await asyncio.gather(
+        *(create(vapi, additional_vips=[{"subnet_id": SUBNET_V6}]) for _ in range(6))
+    )
+    assert [r.status for r in replies] == [201] * 6, [r.body for r in replies]
+    extra = {r.body["loadbalancer"]["additional_vips"][0]["ip_address"] for r in replies}
+    primary = {r.body["loadbalancer"]["vip_address"] for r in replies}
+    assert len(extra) == 6 and len(primary) == 6
