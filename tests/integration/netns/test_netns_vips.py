@@ -5,7 +5,8 @@ the client namespace, and load balancers whose VIPs are of both families.
 SINGLE: every VIP is plugged on the amphora and every one serves (from the client namespace,
 and over IPv6 from the root namespace through the uplink); a replacement amphora announces
 its IPv6 VIP with an unsolicited neighbour advertisement, so the client's neighbour entry
-moves to the new MAC before the client sends anything. ACTIVE_STANDBY with an IPv6 primary
+moves to the new MAC before the client sends anything; an IPv6 member added later and an
+HTTP health monitor over IPv6 keep every member serving. ACTIVE_STANDBY with an IPv6 primary
 VIP: VRRP runs over the amphorae's IPv6 addresses, the IPv4 VIP rides in
 ``virtual_ipaddress_excluded``, and a killed MASTER's VIPs move to the BACKUP within the
 failover bound, IPv6 clients included (keepalived's unsolicited NA).
@@ -160,6 +161,22 @@ async def test_single_serves_on_every_vip_and_announces_its_ipv6_vip_after_failo
     for address in (primary, extra6, extra4):
         seen = await asyncio.to_thread(lab.get, url(address), 4)
         assert seen == {"b4": 2, "b6": 2}, (address, seen)
+
+    # A second IPv6 member joins at runtime, then an HTTP monitor checks all three: HAProxy
+    # checks IPv6 members from the amphora's own IPv6 address, and none is taken out.
+    state = await repo.load(lb_id)
+    (pool,) = state.pools.values()
+    assert lab.client_ip6 is not None
+    (port,) = await asyncio.to_thread(lab.start_backends, ["b6x"], 8083, lab.client_ip6)
+    await repo.execute(lb_id, c.CreateChild(b.member(pool, port, address=lab.client_ip6)), META)
+    await wait_status(repo, lb_id, "ACTIVE")
+    monitor = b.healthmonitor(pool, "HTTP", delay=1, timeout=1)
+    await repo.execute(lb_id, c.CreateChild(monitor), META)
+    await wait_status(repo, lb_id, "ACTIVE")
+    await asyncio.sleep(2.5)  # two check intervals: a failing check would have taken one out
+    for address in (extra6, primary):
+        seen = await asyncio.to_thread(lab.get, url(address), 6)
+        assert seen == {"b4": 2, "b6": 2, "b6x": 2}, (address, seen)
 
     await repo.execute(lb_id, c.DeleteLoadBalancer(cascade=True), META)
     await wait_status(repo, lb_id, "DELETED")
