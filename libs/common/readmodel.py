@@ -2,8 +2,8 @@
 
 The projector runs inside the append transaction (read-your-writes). It diffs the bodies of the
 state before and after the append and writes only rows that changed, each guarded by the LB
-stream version. VIP addresses are claimed in ``vip_allocations`` in the same transaction, so
-the store itself refuses an address twice.
+stream version. VIP addresses (the primary and the additional ones) are claimed in
+``vip_allocations`` in the same transaction, so the store itself refuses an address twice.
 """
 
 from __future__ import annotations
@@ -55,7 +55,9 @@ def resource_bodies(state: LoadBalancerState) -> dict[str, dict[str, dict[str, A
     body.pop("topology")
     body.update(
         vip_vnic_type="normal",
-        additional_vips=[],
+        additional_vips=[
+            {"subnet_id": vip.subnet_id, "ip_address": vip.ip_address} for vip in lb.additional_vips
+        ],
         vip_sg_ids=list(lb.vip_sg_ids) if lb.vip_sg_ids is not None else None,
         listeners=_ids(state.listeners.values()),
         pools=_ids(state.pools.values()),
@@ -162,19 +164,20 @@ async def _claim_vip(
     lb = after.loadbalancer
     assert lb is not None
     if before.loadbalancer is None:
-        # ON CONFLICT instead of a savepoint around a failing insert: one round trip, and
-        # the Conflict raised here aborts the whole append all the same.
-        claimed = await conn.fetchval(
-            "INSERT INTO vip_allocations (subnet_id, address, lb_id) VALUES ($1, $2, $3) "
-            "ON CONFLICT DO NOTHING RETURNING lb_id",
-            lb.vip_subnet_id,
-            lb.vip_address,
-            lb.id,
-        )
-        if claimed is None:
-            raise Conflict(
-                f"IP address {lb.vip_address} already allocated in subnet {lb.vip_subnet_id}."
+        # ON CONFLICT instead of a savepoint around a failing insert: one round trip per VIP,
+        # and the Conflict raised here aborts the whole append all the same.
+        claims = [(lb.vip_subnet_id, lb.vip_address)]
+        claims += [(vip.subnet_id, vip.ip_address) for vip in lb.additional_vips]
+        for subnet_id, address in claims:
+            claimed = await conn.fetchval(
+                "INSERT INTO vip_allocations (subnet_id, address, lb_id) VALUES ($1, $2, $3) "
+                "ON CONFLICT DO NOTHING RETURNING lb_id",
+                subnet_id,
+                address,
+                lb.id,
             )
+            if claimed is None:
+                raise Conflict(f"IP address {address} already allocated in subnet {subnet_id}.")
     elif lb.provisioning_status == ProvisioningStatus.DELETED:
         await conn.execute("DELETE FROM vip_allocations WHERE lb_id = $1", lb.id)
 

@@ -7,6 +7,7 @@ Secrets every service of a deployment shares are set once, under one deployment-
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from typing import Annotated, Any, Final, Self
 
@@ -158,7 +159,12 @@ class RelaySettings(BaseModel):
 
 
 class SubnetConfig(BaseModel):
-    """An operator-defined subnet whose allocation pool hands out VIP addresses."""
+    """An operator-defined subnet whose allocation pool hands out VIP addresses.
+
+    IPv4 or IPv6 (e.g. a /64 of the ULA range fd00::/8): the gateway and both ends of the
+    allocation pool lie in ``cidr``. Subnets of one network (``network_id``) are the ones a
+    load balancer's ``additional_vips`` may combine, typically one of each family.
+    """
 
     id: str
     name: str
@@ -169,6 +175,26 @@ class SubnetConfig(BaseModel):
     allocation_start: str
     allocation_end: str
     project_id: str = ""
+
+    @model_validator(mode="after")
+    def _addresses_in_the_subnet(self) -> SubnetConfig:
+        network = ipaddress.ip_network(self.cidr, strict=False)
+        start = ipaddress.ip_address(self.allocation_start)
+        end = ipaddress.ip_address(self.allocation_end)
+        for address in (start, end):
+            if address.version != network.version or address not in network:
+                raise ValueError(f"allocation pool address {address} is not in {network}")
+        if int(start) > int(end):
+            raise ValueError(f"allocation pool {start}-{end} is empty")
+        if self.gateway_ip is not None:
+            gateway = ipaddress.ip_address(self.gateway_ip)
+            if gateway.version != network.version or gateway not in network:
+                raise ValueError(f"gateway {gateway} is not in {network}")
+        return self
+
+    @property
+    def ip_version(self) -> int:
+        return ipaddress.ip_network(self.cidr, strict=False).version
 
 
 def default_subnets() -> list[SubnetConfig]:

@@ -71,6 +71,7 @@ class DockerDriverSettings(BaseModel):
 # --- netns driver and VRRP (issue 6 part B) -------------------------------------------------
 
 _NETNS_RANGE: Final = ipaddress.ip_network("198.18.0.0/15")
+_NETNS_RANGE6: Final = ipaddress.ip_network("fd00::/8")
 
 
 class NetnsNetworkSettings(BaseModel):
@@ -80,12 +81,19 @@ class NetnsNetworkSettings(BaseModel):
     (give the API the rest of the subnet as its VIP pool). ``gateway`` is the host's address
     on the uplink veth into the bridge: the provisioner reaches the agents through it, and the
     amphorae reach the host (health endpoints) through it. Everything lies in 198.18.0.0/15.
+
+    ``subnet6``/``gateway6`` (optional, a /64 of the ULA range fd00::/8) make the network dual
+    stack: the uplink holds ``gateway6``, and each amphora's eth0 the address of ``subnet6``
+    at its IPv4 address's offset in ``subnet`` (so ``ip_range``'s offsets are the amphorae's
+    in ``subnet6`` too: IPv6 VIPs come from the other offsets).
     """
 
     name: str = Field(pattern=r"^[a-z0-9]{1,10}$")
     subnet: str
     gateway: str
     ip_range: str
+    subnet6: str | None = None
+    gateway6: str | None = None
 
     @model_validator(mode="after")
     def _inside_the_allowed_range(self) -> NetnsNetworkSettings:
@@ -98,7 +106,25 @@ class NetnsNetworkSettings(BaseModel):
             raise ValueError(f"ip_range {ip_range} must lie in subnet {subnet}")
         if gateway not in subnet:
             raise ValueError(f"gateway {gateway} must lie in subnet {subnet}")
+        if (self.subnet6 is None) != (self.gateway6 is None):
+            raise ValueError("subnet6 and gateway6 go together")
+        if self.subnet6 is not None and self.gateway6 is not None:
+            subnet6 = ipaddress.ip_network(self.subnet6)
+            ula = subnet6.version == 6 and subnet6.subnet_of(_NETNS_RANGE6)  # type: ignore[arg-type]
+            if not ula or subnet6.prefixlen != 64:
+                raise ValueError(f"netns subnet6 {subnet6} must be a /64 in {_NETNS_RANGE6}")
+            if ipaddress.ip_address(self.gateway6) not in subnet6:
+                raise ValueError(f"gateway6 {self.gateway6} must lie in subnet6 {subnet6}")
         return self
+
+    def address6_of(self, address: str) -> str | None:
+        """The IPv6 address at IPv4 ``address``'s offset in ``subnet`` (None: IPv4 only)."""
+        if self.subnet6 is None:
+            return None
+        offset = int(ipaddress.IPv4Address(address)) - int(
+            ipaddress.IPv4Network(self.subnet).network_address
+        )
+        return str(ipaddress.IPv6Network(self.subnet6).network_address + offset)
 
 
 def _default_netns_networks() -> list[NetnsNetworkSettings]:

@@ -14,7 +14,13 @@ import pytest
 from libs.common.domain import stored
 from libs.common.domain.amphora import fold_amphora
 from libs.common.domain.evolve import fold
-from libs.common.domain.model import Listener, Pool, SessionPersistence
+from libs.common.domain.model import (
+    AdditionalVip,
+    Listener,
+    LoadBalancer,
+    Pool,
+    SessionPersistence,
+)
 from libs.common.events import Event, registry
 from libs.common.events import availability_zone as az_ev
 from libs.common.events import flavor as flavor_ev
@@ -139,3 +145,34 @@ def test_a_v1_amphora_boot_without_a_host_decodes_and_folds_to_no_host() -> None
     event = registry().decode("AmphoraBooted", 1, data)
     assert fold_amphora([event]).host == ""
     assert event.model_dump(mode="json") == {**data, "host": ""}
+
+
+def test_a_v1_load_balancer_decodes_without_additional_vips_and_stores_as_v1_did() -> None:
+    (created,) = [s for s in V1["loadbalancer_stream"] if s["event_type"] == "LoadBalancerCreated"]
+    assert "additional_vips" not in created["data"]["loadbalancer"]
+    event = registry().decode("LoadBalancerCreated", 1, created["data"])
+    assert isinstance(event, ev.LoadBalancerCreated)
+    assert event.loadbalancer.additional_vips == ()
+    lb = stored.restored(LoadBalancer, event.loadbalancer)
+    assert lb.additional_vips == () and lb.all_vips() == (lb.vip_address,)
+    assert "additional_vips" not in event.model_dump(mode="json")["loadbalancer"]
+
+
+def test_additional_vips_survive_their_snapshot_and_are_stored_by_stored_name() -> None:
+    extra = (
+        AdditionalVip(subnet_id="s-6", ip_address="fd12::c8"),
+        AdditionalVip(subnet_id="s-4", ip_address="198.18.32.201"),
+    )
+    lb = builders.loadbalancer("198.18.32.200", additional_vips=extra)
+    snapshot = stored.snapshot(lb)
+    assert snapshot.model_dump(mode="json")["additional_vips"] == [
+        {"subnet_id": "s-6", "ip_address": "fd12::c8"},
+        {"subnet_id": "s-4", "ip_address": "198.18.32.201"},
+    ]
+    assert stored.restored(LoadBalancer, snapshot) == lb
+    assert lb.all_vips() == ("198.18.32.200", "fd12::c8", "198.18.32.201")
+
+
+def test_the_nested_additional_vip_map_covers_both_sides() -> None:
+    assert set(stored.ADDITIONAL_VIP) == set(AdditionalVip.model_fields)
+    assert set(stored.ADDITIONAL_VIP.values()) == set(ev.AdditionalVipSnapshot.model_fields)

@@ -18,6 +18,7 @@ import pytest
 from pydantic import ValidationError
 
 from libs.common.domain.model import (
+    AdditionalVip,
     HealthMonitor,
     L7Policy,
     L7Rule,
@@ -571,6 +572,23 @@ def example_empty() -> tuple[LoadBalancerState, RenderContext]:
     return StateBuilder().build(), golden_ctx()
 
 
+def example_additional_vips() -> tuple[LoadBalancerState, RenderContext]:
+    """A dual-stack LB: IPv6 primary VIP, IPv4 and IPv6 additional VIPs, members of both
+    families; every listener binds every VIP."""
+    extra = (
+        AdditionalVip(subnet_id=_uid(9, 4), ip_address="203.0.113.11"),
+        AdditionalVip(subnet_id=_uid(9, 5), ip_address="2001:db8:1::11"),
+    )
+    b = StateBuilder("2001:db8::10", additional_vips=extra)
+    web = b.listener("HTTP", 80)
+    pool = b.pool("HTTP", listener=web)
+    b.member(pool, "2001:db8::21", 8080)
+    b.member(pool, "192.0.2.22", 8080)
+    tcp = b.listener("TCP", 5432)
+    b.member(b.pool("TCP", listener=tcp), "2001:db8::23", 5432)
+    return b.build(), golden_ctx()
+
+
 EXAMPLES: Final[dict[str, Callable[[], tuple[LoadBalancerState, RenderContext]]]] = {
     "http_basic": example_http_basic,
     "tcp_algorithms": example_tcp_algorithms,
@@ -586,6 +604,7 @@ EXAMPLES: Final[dict[str, Callable[[], tuple[LoadBalancerState, RenderContext]]]
     "hostile_strings": example_hostile_strings,
     "prometheus": example_prometheus,
     "empty": example_empty,
+    "additional_vips": example_additional_vips,
 }
 
 
@@ -670,7 +689,7 @@ def test_hostile_strings_never_break_a_line() -> None:
 def test_pending_delete_and_admin_down() -> None:
     state, ctx = example_admin_down()
     view = build_view_model(state, ctx)
-    ports = [f["bind"]["port"] for f in view["frontends"]]
+    ports = [f["binds"][0]["port"] for f in view["frontends"]]
     assert ports == [81, 83]  # admin-down 80, deleting 82 and UDP 53 are not rendered
     orphan = view["frontends"][1]
     assert orphan["default_backend"] is None  # its pool is being deleted

@@ -140,3 +140,33 @@ def _keepalived_check(text: str, directory: Path) -> str:
 @pytest.mark.parametrize("role", ["MASTER", "BACKUP"])
 def test_keepalived_accepts_what_is_rendered(role: str, tmp_path: Path) -> None:
     assert _keepalived_check(render_keepalived(context(role)), tmp_path) == ""
+
+
+def test_vips_of_the_other_family_are_moved_but_not_advertised(tmp_path: Path) -> None:
+    text = render_keepalived(
+        context(virtual_addresses=("198.18.32.200", "fd12:3456:789a:1::c8", "198.18.32.201"))
+    )
+    advertised = text.split("virtual_ipaddress {", 1)[1].split("}", 1)[0].split()
+    excluded = text.split("virtual_ipaddress_excluded {", 1)[1].split("}", 1)[0].split()
+    assert advertised == ["198.18.32.200/32", "dev", "eth0", "198.18.32.201/32", "dev", "eth0"]
+    assert excluded == ["fd12:3456:789a:1::c8/128", "dev", "eth0"]
+    assert _keepalived_check(text, tmp_path) == ""
+
+
+def test_vrrp_over_ipv6_advertises_the_ipv6_vips(tmp_path: Path) -> None:
+    text = render_keepalived(
+        context(
+            unicast_src_ip="fd12:3456:789a:1::2",
+            unicast_peers=("fd12:3456:789a:1::3",),
+            virtual_addresses=("fd12:3456:789a:1::c8", "198.18.32.200"),
+        )
+    )
+    advertised = text.split("virtual_ipaddress {", 1)[1].split("}", 1)[0].split()
+    excluded = text.split("virtual_ipaddress_excluded {", 1)[1].split("}", 1)[0].split()
+    assert advertised == ["fd12:3456:789a:1::c8/128", "dev", "eth0"]
+    assert excluded == ["198.18.32.200/32", "dev", "eth0"]
+    assert _keepalived_check(text, tmp_path) == ""
+
+
+def test_a_single_family_lb_has_no_excluded_block() -> None:
+    assert "virtual_ipaddress_excluded" not in render_keepalived(context())

@@ -161,6 +161,15 @@ class SessionPersistence(BaseModel):
     persistence_granularity: str | None = None
 
 
+class AdditionalVip(BaseModel):
+    """A VIP beyond the primary one (API v2.26+): another subnet of the same network."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    subnet_id: str
+    ip_address: str
+
+
 class LoadBalancer(Resource):
     vip_address: str
     vip_port_id: str
@@ -168,12 +177,18 @@ class LoadBalancer(Resource):
     vip_network_id: str
     vip_qos_policy_id: str | None = None
     vip_sg_ids: tuple[str, ...] | None = None
+    # Left out of dumps while empty: states of LBs without any dump as before the field.
+    additional_vips: tuple[AdditionalVip, ...] = Field(default=(), exclude_if=lambda v: not v)
     provider: str = "amphora"
     flavor_id: str | None = None
     availability_zone: str | None = None
     topology: Topology = Topology.SINGLE
     # Why the last provisioning step failed (Fulcrum's addition; empty when none).
     provisioning_error: str = ""
+
+    def all_vips(self) -> tuple[str, ...]:
+        """Every address the LB serves on: the primary VIP first, then the additional ones."""
+        return (self.vip_address, *(vip.ip_address for vip in self.additional_vips))
 
 
 class Listener(Resource):

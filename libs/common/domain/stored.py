@@ -33,11 +33,12 @@ _RESOURCE: Final = _same(
     "created_at updated_at"
 )
 SESSION_PERSISTENCE: Final = _same("type cookie_name persistence_timeout persistence_granularity")
+ADDITIONAL_VIP: Final = _same("subnet_id ip_address")
 LOADBALANCER: Final = {
     **_RESOURCE,
     **_same(
         "vip_address vip_port_id vip_subnet_id vip_network_id vip_qos_policy_id vip_sg_ids "
-        "provider flavor_id availability_zone topology provisioning_error"
+        "additional_vips provider flavor_id availability_zone topology provisioning_error"
     ),
 }
 LISTENER: Final = {
@@ -81,8 +82,12 @@ L7POLICY: Final = {
     ),
 }
 L7RULE: Final = {**_RESOURCE, **_same("l7policy_id type compare_type value key invert")}
-# Nested types (SessionPersistence: ev.SessionPersistenceSnapshot), by the field holding one.
-_NESTED: Final[dict[str, FieldMap]] = {"session_persistence": SESSION_PERSISTENCE}
+# Nested types (SessionPersistence: ev.SessionPersistenceSnapshot; AdditionalVip:
+# ev.AdditionalVipSnapshot), by the field holding one or a tuple of them.
+_NESTED: Final[dict[str, FieldMap]] = {
+    "session_persistence": SESSION_PERSISTENCE,
+    "additional_vips": ADDITIONAL_VIP,
+}
 # Fields an update never carries: identity and creation, and the update time (stored beside).
 UNCHANGEABLE: Final = frozenset({"id", "project_id", "created_at", "updated_at"})
 
@@ -109,6 +114,8 @@ def _out(name: str, value: Any) -> Any:
     if isinstance(value, dict) and name in _NESTED:
         fields = _NESTED[name]
         return {fields[k]: _out(k, v) for k, v in value.items() if k in fields}
+    if isinstance(value, tuple | list) and name in _NESTED:
+        return tuple(_out(name, item) for item in value)
     return value
 
 
@@ -118,6 +125,8 @@ def _in(name: str, value: Any) -> Any:
         value = value.model_dump()
     if isinstance(value, dict) and name in _NESTED:
         return {attr: value[stored] for attr, stored in _NESTED[name].items() if stored in value}
+    if isinstance(value, tuple | list) and name in _NESTED:
+        return tuple(_in(name, item) for item in value)
     return value
 
 

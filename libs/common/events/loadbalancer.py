@@ -15,6 +15,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, ClassVar
 
+from pydantic import Field
+
 from libs.common.events._payload import Changes, Stored
 from libs.common.events._registry import Event, registry
 
@@ -54,6 +56,13 @@ class ResourceChanges(Changes):
     tags: tuple[str, ...] | None = None
 
 
+class AdditionalVipSnapshot(Stored):
+    """A load balancer's VIP beyond the primary one."""
+
+    subnet_id: str
+    ip_address: str
+
+
 class LoadBalancerSnapshot(ResourceSnapshot):
     """A load balancer as stored in the events that create it."""
 
@@ -63,6 +72,10 @@ class LoadBalancerSnapshot(ResourceSnapshot):
     vip_network_id: str
     vip_qos_policy_id: str | None
     vip_sg_ids: tuple[str, ...] | None
+    # Optional, left out while empty: LBs without any store exactly what v1 stored.
+    additional_vips: tuple[AdditionalVipSnapshot, ...] = Field(
+        default=(), exclude_if=lambda v: not v
+    )
     provider: str
     flavor_id: str | None
     availability_zone: str | None
@@ -175,6 +188,7 @@ class LoadBalancerChanges(ResourceChanges):
     vip_network_id: str | None = None
     vip_qos_policy_id: str | None = None
     vip_sg_ids: tuple[str, ...] | None = None
+    additional_vips: tuple[AdditionalVipSnapshot, ...] | None = None
     provider: str | None = None
     flavor_id: str | None = None
     availability_zone: str | None = None

@@ -91,13 +91,20 @@ def new_loadbalancer(
     *,
     lb_id: str,
     project_id: str,
-    vip: dict[str, str],
+    vip: dict[str, Any],
     provider: str,
     topology: str,
     now: datetime,
 ) -> LoadBalancer:
     data = _data(LoadBalancer, fields)
-    for name in ("vip_address", "vip_port_id", "vip_subnet_id", "vip_network_id", "project_id"):
+    for name in (
+        "vip_address",
+        "vip_port_id",
+        "vip_subnet_id",
+        "vip_network_id",
+        "additional_vips",
+        "project_id",
+    ):
         data.pop(name, None)
     return LoadBalancer(
         **data,

@@ -152,9 +152,10 @@ def _check_insert_headers(listener: Listener) -> None:
 
 
 def _check_allowed_cidrs(listener: Listener, lb: LoadBalancer) -> None:
-    vip_version = ipaddress.ip_address(lb.vip_address).version
+    """Each CIDR must be of the address family of some VIP of the LB."""
+    vip_versions = {ipaddress.ip_address(vip).version for vip in lb.all_vips()}
     for cidr in listener.allowed_cidrs or ():
-        if ipaddress.ip_network(cidr, strict=False).version != vip_version:
+        if ipaddress.ip_network(cidr, strict=False).version not in vip_versions:
             raise _invalid(
                 f"CIDR {cidr} IP version incompatible with VIP {lb.vip_address} IP version."
             )

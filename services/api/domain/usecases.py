@@ -19,6 +19,7 @@ from libs.common.domain import commands as c
 from libs.common.domain import kinds as child_kinds
 from libs.common.domain.kinds import ChildKind
 from libs.common.domain.model import (
+    AdditionalVip,
     HealthMonitor,
     L7Policy,
     L7Rule,
@@ -40,7 +41,14 @@ from services.api.domain.policy import Action, RequestContext, enforce
 from services.api.domain.ports import Located, Views
 from services.api.domain.quotas import QuotaGuard
 from services.api.domain.secrets import TlsReferences
-from services.api.domain.vip import VipAllocator, VipRequest, resolve_subnet, vip_port_id
+from services.api.domain.vip import (
+    AdditionalVipRequest,
+    VipAllocator,
+    VipRequest,
+    resolve_additional_subnets,
+    resolve_subnet,
+    vip_port_id,
+)
 
 # Allocation attempts per create (each one lost to a concurrent create of another LB).
 VIP_ATTEMPTS: Final = 64
@@ -147,29 +155,51 @@ class LoadBalancing:
                 "Validation failure: Supplied VIP network_id is not allowed by the configuration "
                 "of this deployment."
             )
+        extra = [
+            AdditionalVipRequest(
+                subnet_id=item["subnet_id"],
+                address=item.get("ip_address"),
+                port_id=item.get("port_id"),
+            )
+            for item in fields.get("additional_vips") or ()
+        ]
+        extra_subnets = resolve_additional_subnets(self._config.network, subnet, extra)
+        # Every VIP to allocate, the primary first: (subnet, the address asked for or None).
+        wanted = [(subnet, request.address)]
+        wanted += [(s, e.address) for s, e in zip(extra_subnets, extra, strict=True)]
         lb_id = _new_id()
         now = _now()
-        explicit = request.address
         candidates, limits = await asyncio.gather(
-            self._vips.candidates(subnet, explicit), self._quotas.limits(project_id)
+            asyncio.gather(*(self._vips.candidates(s, address) for s, address in wanted)),
+            self._quotas.limits(project_id),
         )
-        tried: set[str] = set()
+        tried: set[tuple[str, str]] = set()
         for _ in range(VIP_ATTEMPTS):
-            address = next((a for a in candidates if a not in tried), None)
-            if address is None:
-                # Lost races for every candidate: others create at once. Spread out over the
-                # next free ones, so the racers stop colliding on the lowest address.
-                candidates = await self._vips.candidates(subnet, None)
-                random.shuffle(candidates)
-                address = next((a for a in candidates if a not in tried), None)
+            picks: list[str] = []
+            for index, (vip_subnet, explicit) in enumerate(wanted):
+                address = next(
+                    (a for a in candidates[index] if (vip_subnet.id, a) not in tried), None
+                )
+                if address is None and explicit is None:
+                    # Lost races for every candidate: others create at once. Spread out over
+                    # the next free ones, so the racers stop colliding on the lowest address.
+                    candidates[index] = await self._vips.candidates(vip_subnet, None)
+                    random.shuffle(candidates[index])
+                    address = next(
+                        (a for a in candidates[index] if (vip_subnet.id, a) not in tried), None
+                    )
                 if address is None:
-                    break
-            tried.add(address)
+                    raise Conflict(f"No more IP addresses available on subnet {vip_subnet.id}.")
+                picks.append(address)
             vip = {
-                "vip_address": address,
+                "vip_address": picks[0],
                 "vip_subnet_id": subnet.id,
                 "vip_network_id": subnet.network_id,
                 "vip_port_id": vip_port_id(lb_id),
+                "additional_vips": tuple(
+                    AdditionalVip(subnet_id=s.id, ip_address=a)
+                    for (s, _), a in zip(wanted[1:], picks[1:], strict=True)
+                ),
             }
             lb = builders.new_loadbalancer(
                 fields,
@@ -188,14 +218,21 @@ class LoadBalancing:
                 now=now,
             )
             command = graph.command(lb)
-            wanted = {"loadbalancer": 1, **graph.quota_counts()}
+            want = {"loadbalancer": 1, **graph.quota_counts()}
             try:
-                async with self._quotas.admit(project_id, wanted, limits) as conn:
+                async with self._quotas.admit(project_id, want, limits) as conn:
                     outcome = await self._repo.execute(lb_id, command, meta, conn=conn)
             except Conflict:
-                # Another LB took the address between our read and our append: try the next.
-                if explicit is not None or not await self._vips.is_taken(subnet, address):
+                # Another LB took an address between our read and our append: try the next
+                # for each address lost that way (an address asked for is not retried).
+                lost = [
+                    (s.id, a)
+                    for (s, explicit), a in zip(wanted, picks, strict=True)
+                    if explicit is None and await self._vips.is_taken(s, a)
+                ]
+                if not lost:
                     raise
+                tried.update(lost)
                 continue
             return Created(outcome, lb_id)
         raise Conflict(f"No more IP addresses available on subnet {subnet.id}.")
@@ -204,8 +241,6 @@ class LoadBalancing:
         provider = fields.get("provider")
         if provider is not None and provider not in PROVIDER_ALIASES | {self._config.provider}:
             raise ValidationFailed(f"Provider '{provider}' is not enabled.")
-        if fields.get("additional_vips"):
-            raise rules.unsupported("additional_vips are not supported by provider amphora.")
 
     async def _placement(self, fields: dict[str, Any]) -> Placement:
         """The flavor (must exist and be enabled) sets the topology; the availability zone

@@ -67,10 +67,45 @@ def resolve_subnet(network: NetworkSettings, request: VipRequest) -> SubnetConfi
                 f"Validation failure: VIP address {request.address} is not in any subnet of "
                 f"network {request.network_id}."
             )
-        return subnets[0]
+        # As Octavia: the first subnet, preferring IPv4.
+        return next((s for s in subnets if s.ip_version == 4), subnets[0])
     raise ValidationFailed(
         "Validation failure: VIP must contain one of: vip_port_id, vip_network_id, vip_subnet_id."
     )
+
+
+@dataclass(frozen=True)
+class AdditionalVipRequest:
+    """One entry of ``additional_vips``: a subnet, and the address asked for, if any."""
+
+    subnet_id: str
+    address: str | None = None
+    port_id: str | None = None
+
+
+def resolve_additional_subnets(
+    network: NetworkSettings, primary: SubnetConfig, requests: list[AdditionalVipRequest]
+) -> list[SubnetConfig]:
+    """The subnets of ``additional_vips``, in order; raises ValidationFailed (400) when one is
+    unknown, lies on another network than the primary VIP, or when a subnet is named twice
+    (the primary's included): one address per subnet, all on one network, as Octavia."""
+    subnets: list[SubnetConfig] = []
+    for request in requests:
+        subnet = resolve_subnet(
+            network, VipRequest(subnet_id=request.subnet_id, port_id=request.port_id)
+        )
+        if subnet.network_id != primary.network_id:
+            raise ValidationFailed(
+                "Validation failure: All VIP subnets must belong to the same network."
+            )
+        subnets.append(subnet)
+    ids = [primary.id, *(s.id for s in subnets)]
+    if len(set(ids)) != len(ids):
+        raise ValidationFailed(
+            "Validation failure: Duplicate VIP subnet(s) specified. Only one IP can be bound "
+            "per subnet."
+        )
+    return subnets
 
 
 class VipAllocator:

@@ -1,6 +1,7 @@
 """Network plumbing of the netns driver: per-network bridges, amphora namespaces and veths.
 
-Topology, per VIP network ``N`` (``NetnsDriverSettings.networks``; subnets in 198.18.0.0/15)::
+Topology, per VIP network ``N`` (``NetnsDriverSettings.networks``; subnets in 198.18.0.0/15,
+and for a dual-stack network a /64 of fd00::/8 beside, each address below with its IPv6 twin)::
 
     root namespace                 network namespace fn-N             amphora namespace fa-<id>
     fn-N (veth, <gateway>/24) ---- up0 --+
@@ -18,7 +19,9 @@ Topology, per VIP network ``N`` (``NetnsDriverSettings.networks``; subnets in 19
   interface, ``eth0``, addressed from the network's ``ip_range`` (round robin, so an address
   comes back only after the whole range; the host's ARP entry for it is dropped whenever an
   amphora there is plugged or unplugged, so no neighbour keeps a deleted amphora's MAC).
-  ``ip_nonlocal_bind`` is on so a BACKUP's HAProxy binds the VIP it does not hold.
+  ``ip_nonlocal_bind`` (IPv4 and IPv6) is on so a BACKUP's HAProxy binds the VIPs it does not
+  hold. In a dual-stack network eth0 also holds the address of ``subnet6`` at the same offset
+  (``NetnsNetworkSettings.address6_of``), and the default IPv6 route goes via ``gateway6``.
 
 On an amphora host (``HostPlacement``, the provisioner's ``hosts`` setting) the network
 namespace above is the network's *switch*, shared by every host, and each host has a bridge of
@@ -185,15 +188,20 @@ class NetnsNetwork:
         return f"h-{self._host.name}"
 
     def network_for(self, vip_address: str | None) -> NetnsNetworkSettings:
-        """The network whose subnet holds ``vip_address`` (the first network for none)."""
+        """The network whose subnet (or subnet6) holds ``vip_address`` (the first network for
+        none)."""
         networks = self._settings.networks
         if vip_address is None:
             return networks[0]
         address = ipaddress.ip_address(vip_address)
         for network in networks:
-            if address in ipaddress.ip_network(network.subnet):
+            if any(
+                address in ipaddress.ip_network(subnet)
+                for subnet in (network.subnet, network.subnet6)
+                if subnet is not None
+            ):
                 return network
-        subnets = ", ".join(n.subnet for n in networks)
+        subnets = ", ".join(s for n in networks for s in (n.subnet, n.subnet6) if s)
         raise InfrastructureError(f"VIP {vip_address} is in none of the netns subnets {subnets}")
 
     def network(self, name: str) -> NetnsNetworkSettings:
@@ -300,6 +308,8 @@ class NetnsNetwork:
         await self._ip.run("-n", ns, "link", "set", _UPLINK_INSIDE, "master", _BRIDGE, "up")
         prefix = ipaddress.ip_network(network.subnet).prefixlen
         await self._ip.run("addr", "replace", f"{network.gateway}/{prefix}", "dev", ns)
+        if network.gateway6 is not None:
+            await self._ip.run("addr", "replace", f"{network.gateway6}/64", "dev", ns, "nodad")
         await self._ip.run("link", "set", ns, "up")
 
     async def remove_network(self, name: str) -> None:
@@ -334,10 +344,13 @@ class NetnsNetwork:
             return
         await self._remove_network(name)
 
-    async def attach(self, network: str, namespace: str, address: str) -> str:
+    async def attach(
+        self, network: str, namespace: str, address: str, address6: str | None = None
+    ) -> str:
         """Plug an existing namespace (a client, a member) into ``network`` as ``eth0`` with
-        ``address``; returns the bridge port's name. For tests and operators: the address must
-        lie outside the network's ``ip_range``. Deleting the namespace unplugs it."""
+        ``address`` (and ``address6`` in a dual-stack network's subnet6); returns the bridge
+        port's name. For tests and operators: the address must lie outside the network's
+        ``ip_range``. Deleting the namespace unplugs it."""
         settings = self.network(network)
         ns = self.bridge_namespace(network)
         port = "p" + hashlib.sha256(namespace.encode()).hexdigest()[:12]
@@ -348,6 +361,10 @@ class NetnsNetwork:
         )  # fmt: skip
         await self._ip.run("-n", ns, "link", "set", port, "master", _BRIDGE, "up")
         await self._ip.run("-n", namespace, "addr", "add", f"{address}/{prefix}", "dev", "eth0")
+        if address6 is not None:
+            await self._ip.run(
+                "-n", namespace, "addr", "add", f"{address6}/64", "dev", "eth0", "nodad"
+            )
         await self._ip.run("-n", namespace, "link", "set", "eth0", "up")
         await self._ip.run("-n", namespace, "link", "set", "lo", "up")
         return port
@@ -382,10 +399,14 @@ class NetnsNetwork:
         return chosen
 
     async def _forget_neighbour(self, attachment: Attachment) -> None:
-        """Drop the host's ARP entry for the amphora's address: a new amphora there has
-        another MAC, and a stale entry would black-hole the provisioner's connections."""
+        """Drop the host's ARP (and IPv6 neighbour) entry for the amphora's address: a new
+        amphora there has another MAC, and a stale entry would black-hole the provisioner's
+        connections."""
         uplink = self.network_namespace(attachment.network)
         await self._ip.run("neigh", "del", attachment.address, "dev", uplink, check=False)
+        address6 = self.network(attachment.network).address6_of(attachment.address)
+        if address6 is not None:
+            await self._ip.run("neigh", "del", address6, "dev", uplink, check=False)
 
     async def plug(self, attachment: Attachment) -> None:
         """The amphora's namespace with eth0 on the bridge (recreated from scratch)."""
@@ -403,13 +424,24 @@ class NetnsNetwork:
         await self._ip.run("-n", bridge_ns, "link", "set", port, "master", _BRIDGE)
         await self._ip.run("-n", bridge_ns, "link", "set", port, "up")
         prefix = ipaddress.ip_network(network.subnet).prefixlen
-        # A BACKUP's HAProxy binds the VIP before keepalived gives it the address.
-        await self._ip.run("netns", "exec", ns, "sysctl", "-qw", "net.ipv4.ip_nonlocal_bind=1")
+        # A BACKUP's HAProxy binds the VIPs before keepalived gives it the addresses.
+        await self._ip.run(
+            "netns", "exec", ns, "sysctl", "-qw",
+            "net.ipv4.ip_nonlocal_bind=1", "net.ipv6.ip_nonlocal_bind=1",
+        )  # fmt: skip
         await self._ip.run("-n", ns, "link", "set", "lo", "up")
         address = f"{attachment.address}/{prefix}"
         await self._ip.run("-n", ns, "addr", "add", address, "dev", VIP_INTERFACE)
+        address6 = network.address6_of(attachment.address)
+        if address6 is not None:
+            # No duplicate address detection: the address is the amphora's by construction.
+            await self._ip.run(
+                "-n", ns, "addr", "add", f"{address6}/64", "dev", VIP_INTERFACE, "nodad"
+            )
         await self._ip.run("-n", ns, "link", "set", VIP_INTERFACE, "up")
         await self._ip.run("-n", ns, "route", "add", "default", "via", network.gateway)
+        if network.gateway6 is not None:
+            await self._ip.run("-n", ns, "-6", "route", "add", "default", "via", network.gateway6)
         await self._forget_neighbour(attachment)
 
     async def unplug(self, attachment: Attachment) -> None:

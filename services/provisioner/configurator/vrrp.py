@@ -1,10 +1,12 @@
 """VIPs on amphorae that own a VIP interface (the agent's GET /v1/vrrp names one; the netns
 driver's do), plumbed after HAProxy runs.
 
-SINGLE amphorae plug the VIP (with gratuitous ARP); ACTIVE_STANDBY pairs get a keepalived.conf
-each (rendering/keepalived.py: the amphora's own address as unicast source, the other amphorae
-as peers, priority by role) and keepalived moves it. Elsewhere (loopback VIPs of the process
-driver) there is nothing to plumb.
+SINGLE amphorae plug every VIP of the LB (with gratuitous ARP, or unsolicited neighbour
+advertisements for IPv6); ACTIVE_STANDBY pairs get a keepalived.conf each
+(rendering/keepalived.py: the amphora's own address as unicast source, the other amphorae as
+peers, priority by role) and keepalived moves them. VRRP runs over the primary VIP's address
+family: over the amphorae's IPv6 addresses when that VIP is IPv6 (a dual-stack netns network).
+Elsewhere (loopback VIPs of the process driver) there is nothing to plumb.
 
 An ACTIVE_STANDBY amphora is only ever configured with its peer: ``check_pair`` refuses a
 pair without one (LoneAmphora) before anything changes, so keepalived never runs a lone
@@ -14,6 +16,7 @@ unicast adverts to a silent address) until the lifecycle pushes the pair with th
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Sequence
 
 from libs.common.agent_contract import VrrpStatus
@@ -30,12 +33,28 @@ class LoneAmphora(FulcrumError):
     """An ACTIVE_STANDBY push named no peer amphora; nothing was changed on the amphora."""
 
 
-def vrrp_peers(handle: AmphoraHandle, pair: Sequence[AmphoraHandle]) -> tuple[str, ...]:
-    """The addresses ``handle`` advertises to: the pair's other amphorae, sorted, each once."""
-    own = handle.lb_network_ip
-    return tuple(
-        sorted({p.lb_network_ip for p in pair if p.amphora_id != handle.amphora_id} - {own})
+def _over_ipv6(state: LoadBalancerState, amphorae: Sequence[AmphoraHandle]) -> bool:
+    """VRRP speaks the primary VIP's family (as Octavia's vrrp_ip on the VIP subnet): IPv6
+    when that VIP is IPv6 and every amphora has an IPv6 address beside its own."""
+    lb = state.loadbalancer
+    return (
+        lb is not None
+        and ipaddress.ip_address(lb.vip_address).version == 6
+        and all(a.lb_network_ip6 is not None for a in amphorae)
     )
+
+
+def _vrrp_address(handle: AmphoraHandle, ipv6: bool) -> str:
+    return handle.lb_network_ip6 if ipv6 and handle.lb_network_ip6 else handle.lb_network_ip
+
+
+def vrrp_peers(
+    handle: AmphoraHandle, pair: Sequence[AmphoraHandle], ipv6: bool = False
+) -> tuple[str, ...]:
+    """The addresses ``handle`` advertises to: the pair's other amphorae, sorted, each once."""
+    own = _vrrp_address(handle, ipv6)
+    others = {_vrrp_address(p, ipv6) for p in pair if p.amphora_id != handle.amphora_id}
+    return tuple(sorted(others - {own}))
 
 
 def check_pair(
@@ -63,14 +82,15 @@ def render_vrrp(
     lb = state.loadbalancer
     assert lb is not None and lb.vip_address is not None
     assert plumbing.interface and plumbing.check_script and plumbing.notify_script
+    ipv6 = _over_ipv6(state, [handle, *pair])
     context = KeepalivedContext(
         lb_id=lb.id,
         amphora_id=handle.amphora_id,
         role="MASTER" if handle.role == "MASTER" else "BACKUP",
         interface=plumbing.interface,
-        unicast_src_ip=handle.lb_network_ip,
-        unicast_peers=vrrp_peers(handle, pair),
-        virtual_addresses=(lb.vip_address,),
+        unicast_src_ip=_vrrp_address(handle, ipv6),
+        unicast_peers=vrrp_peers(handle, pair, ipv6),
+        virtual_addresses=lb.all_vips(),
         check_script=plumbing.check_script,
         notify_script=plumbing.notify_script,
         advert_int=options.advert_int,
@@ -113,7 +133,8 @@ class VipPlumbing:
     async def plumb(
         self, state: LoadBalancerState, handle: AmphoraHandle, pair: Sequence[AmphoraHandle]
     ) -> None:
-        """Give the LB's VIP to the amphora (SINGLE) or to keepalived (ACTIVE_STANDBY)."""
+        """Give the LB's VIPs (the additional ones too) to the amphora (SINGLE) or to
+        keepalived (ACTIVE_STANDBY)."""
         lb = state.loadbalancer
         if lb is None or lb.vip_address is None:
             return
@@ -123,6 +144,7 @@ class VipPlumbing:
         client = self._agents.client(handle)
         if lb.topology == Topology.ACTIVE_STANDBY:
             text = render_vrrp(state, handle, pair, plumbing, self.options)
-            await client.apply_vrrp(text, [lb.vip_address])
+            await client.apply_vrrp(text, list(lb.all_vips()))
         else:
-            await client.plug_vip(lb.vip_address)
+            for address in lb.all_vips():
+                await client.plug_vip(address)

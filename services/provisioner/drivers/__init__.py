@@ -38,6 +38,8 @@ class AmphoraHandle:
     lb_network_ip: str
     cert_expiration: str | None = None
     role: str = "STANDALONE"
+    # Its IPv6 address on a dual-stack VIP network (VRRP of IPv6 primary VIPs), else None.
+    lb_network_ip6: str | None = None
     # The amphora host it runs on (drivers/hosts.py); "" for a driver used alone.
     host: str = ""
 

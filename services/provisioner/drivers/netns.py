@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Final
 
+from libs.common.errors import InfrastructureError
 from libs.common.pki import DeploymentCA
 from libs.common.private_files import write_private_file
 from services.provisioner.adapters.netns_network import (
@@ -128,8 +129,10 @@ class NetnsAmphoraDriver:
     async def remove_network(self, name: str) -> None:
         await self.network.remove_network(name)
 
-    async def attach(self, network: str, namespace: str, address: str) -> str:
-        return await self.network.attach(network, namespace, address)
+    async def attach(
+        self, network: str, namespace: str, address: str, address6: str | None = None
+    ) -> str:
+        return await self.network.attach(network, namespace, address, address6)
 
     # -- state -------------------------------------------------------------------------------
 
@@ -169,7 +172,14 @@ class NetnsAmphoraDriver:
             lb_network_ip=record.address,
             cert_expiration=record.cert_expiration,
             role=record.role,
+            lb_network_ip6=self._network6_address(record),
         )
+
+    def _network6_address(self, record: AmphoraRecord) -> str | None:
+        try:
+            return self.network.network(record.network).address6_of(record.address)
+        except InfrastructureError:  # a network no longer configured
+            return None
 
     async def ensure(self, spec: AmphoraSpec) -> AmphoraHandle:
         """Start the amphora unless it runs already; waits until its agent listens."""

@@ -270,7 +270,7 @@ class _Builder:
             "name": _name(listener.id),
             "description": listener.name,
             "mode": mode,
-            "bind": self.bind(listener),
+            "binds": self.binds(listener),
             "maxconn": self.maxconn(listener),
             "timeout_client": listener.timeout_client_data,
             "inspect_delay": listener.timeout_tcp_inspect or None,
@@ -294,8 +294,9 @@ class _Builder:
             + [p["pool_id"] for p in policies if p["kind"] == "use_backend"],
         }
 
-    def bind(self, listener: Listener) -> ViewModel:
-        address = self.ctx.bind_address or self.lb.vip_address
+    def binds(self, listener: Listener) -> list[ViewModel]:
+        """One `bind` per VIP of the LB (the primary first), each with the listener's options."""
+        addresses = (self.ctx.bind_address,) if self.ctx.bind_address else self.lb.all_vips()
         files = self.ctx.listener_tls.get(listener.id)
         options: list[tuple[str, object | None]] = []
         if listener.protocol is ListenerProtocol.TERMINATED_HTTPS and files is not None:
@@ -310,11 +311,14 @@ class _Builder:
             options += [(flag, None) for flag in _disabled_tls_versions(listener.tls_versions)]
             if listener.alpn_protocols:
                 options.append(("alpn", ",".join(listener.alpn_protocols)))
-        return {
-            "address": _host(address, "VIP address"),
-            "port": listener.protocol_port,
-            "options": options,
-        }
+        return [
+            {
+                "address": _host(address, "VIP address"),
+                "port": listener.protocol_port,
+                "options": options,
+            }
+            for address in addresses
+        ]
 
     @staticmethod
     def header_on(listener: Listener, header: str) -> bool:

@@ -72,7 +72,7 @@ class RenderContext(_Frozen):
 
     ``stats_socket`` becomes the worker's `level admin` runtime socket, ``state_dir`` holds
     the server-state file (``<state_dir>/servers-state``, which the agent refreshes with
-    `show servers state` before each reload). ``bind_address`` replaces the VIP (tests).
+    `show servers state` before each reload). ``bind_address`` replaces the VIPs (tests).
     ``peers``/``local_peer`` enable stick-table sync; ``external_check_command`` is run by
     PING health monitors. ``listener_tls``/``pool_tls`` are keyed by listener / pool id.
     """

@@ -3,12 +3,19 @@
 One VRRP instance per load balancer, unicast VRRPv3 between the pair (``unicast_src_ip`` is the
 amphora's own address, ``unicast_peer`` the other's), sub-second adverts (keepalived moves the
 VIP of a dead master in about 3 adverts plus a skew: 0.4 s at ``advert_int 0.1``), the VIPs as
-``/32`` host addresses on the VIP interface, and HAProxy tracked by the agent's check script
-(whole-second interval: keepalived 2.2.7 refuses fractions there). Priorities follow Octavia:
-MASTER 100, BACKUP 90. Both start as BACKUP with ``nopreempt``: the first election goes to
-the higher priority, and afterwards whoever holds the VIP keeps it, so a replacement joining
-the pair after a failover does not move the VIP a second time (that would cut the connections
-the survivor carries, since HAProxy keeps no connection state across amphorae).
+``/32`` (IPv4) or ``/128`` (IPv6) host addresses on the VIP interface, and HAProxy tracked by
+the agent's check script (whole-second interval: keepalived 2.2.7 refuses fractions there).
+Priorities follow Octavia: MASTER 100, BACKUP 90. Both start as BACKUP with ``nopreempt``: the
+first election goes to the higher priority, and afterwards whoever holds the VIP keeps it, so a
+replacement joining the pair after a failover does not move the VIP a second time (that would
+cut the connections the survivor carries, since HAProxy keeps no connection state across
+amphorae).
+
+VRRP advertises one address family, the unicast source's: VIPs of that family go in
+``virtual_ipaddress``, the others (a dual-stack LB's) in ``virtual_ipaddress_excluded``, which
+keepalived moves alike without advertising them (as Octavia does). On takeover keepalived
+announces every VIP: gratuitous ARP for IPv4, unsolicited neighbour advertisements for IPv6
+(``vrrp_garp_master_*`` governs both).
 
 Unicast only: a context without a peer other than the amphora itself is refused (keepalived
 would advertise by multicast then). A lone survivor keeps the config naming its dead peer:
@@ -56,6 +63,7 @@ class KeepalivedContext(BaseModel):
     interface: str = Field(pattern=r"^[A-Za-z0-9_.@-]{1,15}$")
     unicast_src_ip: str
     unicast_peers: tuple[str, ...]
+    # Every VIP of the LB (the primary first); IPv4 and IPv6 may mix.
     virtual_addresses: tuple[str, ...] = Field(min_length=1)
     check_script: str = Field(pattern=_PATH_PATTERN)
     notify_script: str = Field(pattern=_PATH_PATTERN)
@@ -107,6 +115,11 @@ def _host(address: str) -> str:
 def render_keepalived(ctx: KeepalivedContext) -> str:
     """The complete keepalived.conf for one amphora of an ACTIVE_STANDBY pair. Pure."""
     compact = ctx.lb_id.replace("-", "")
+    family = ipaddress.ip_address(ctx.unicast_src_ip).version
+
+    def same_family(address: str) -> bool:
+        return ipaddress.ip_address(address).version == family
+
     view = {
         "lb_id": ctx.lb_id,
         "amphora_id": ctx.amphora_id,
@@ -119,7 +132,8 @@ def render_keepalived(ctx: KeepalivedContext) -> str:
         "advert_int": format(ctx.advert_int, "g"),
         "unicast_src_ip": ctx.unicast_src_ip,
         "unicast_peers": ctx.peers(),
-        "virtual_addresses": [_host(a) for a in ctx.virtual_addresses],
+        "virtual_addresses": [_host(a) for a in ctx.virtual_addresses if same_family(a)],
+        "excluded_addresses": [_host(a) for a in ctx.virtual_addresses if not same_family(a)],
         "check_script": ctx.check_script,
         "notify_script": ctx.notify_script,
         "check_interval": ctx.check_interval,

@@ -59,6 +59,22 @@ def pick_subnet() -> ipaddress.IPv4Network:
     return random.choice(candidates)
 
 
+def pick_subnet6() -> ipaddress.IPv6Network:
+    """A random /64 of the ULA range fd00::/8 that overlaps no IPv6 route of the host."""
+    text = subprocess.run(["ip", "-6", "route"], capture_output=True, text=True).stdout
+    used = []
+    for line in text.splitlines():
+        with contextlib.suppress(ValueError):
+            network = ipaddress.IPv6Network(line.split()[0], strict=False)
+            if network.prefixlen > 0:
+                used.append(network)
+    while True:
+        prefix = (0xFD << 56 | secrets.randbits(56)) << 64
+        candidate = ipaddress.IPv6Network((prefix, 64))
+        if not any(candidate.overlaps(u) for u in used):
+            return candidate
+
+
 def namespaces() -> list[str]:
     text = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     return [line.split()[0] for line in text.splitlines() if line.strip()]
@@ -81,14 +97,15 @@ def kill_everything_in(namespace: str) -> int:
     raise AssertionError(f"processes survive in {namespace}")
 
 
-def host_addresses(namespace: str) -> list[str]:
-    """The /32 addresses (VIPs) on the amphora's eth0."""
+def host_addresses(namespace: str, family: str = "-4") -> list[str]:
+    """The /32 addresses (VIPs) on the amphora's eth0; ``family="-6"``: the /128 ones."""
     out = subprocess.run(
-        ["ip", "-n", namespace, "-4", "-o", "addr", "show", "dev", "eth0"],
+        ["ip", "-n", namespace, family, "-o", "addr", "show", "dev", "eth0"],
         capture_output=True,
         text=True,
     ).stdout
-    return [f.split("/")[0] for f in out.split() if f.endswith("/32")]
+    host = "/32" if family == "-4" else "/128"
+    return [f.split("/")[0] for f in out.split() if f.endswith(host)]
 
 
 @dataclass
@@ -122,14 +139,18 @@ class NetnsLab:
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     @classmethod
-    def create(cls) -> NetnsLab:
+    def create(cls, *, dual_stack: bool = False) -> NetnsLab:
+        """A lab on a fresh /24; ``dual_stack`` adds a /64 of fd00::/8 to its network."""
         tag = secrets.token_hex(2)
         subnet = pick_subnet()
+        subnet6 = pick_subnet6() if dual_stack else None
         network = NetnsNetworkSettings(
             name=f"t{tag}",
             subnet=str(subnet),
             gateway=str(subnet.network_address + 1),
             ip_range=f"{subnet.network_address}/25",
+            subnet6=str(subnet6) if subnet6 else None,
+            gateway6=str(subnet6.network_address + 1) if subnet6 else None,
         )
         settings = NetnsDriverSettings(
             namespace_prefix=f"ft{tag}-", network_prefix="fn-", networks=[network]
@@ -143,15 +164,26 @@ class NetnsLab:
     def client_ip(self) -> str:
         return self.host(250)
 
+    @property
+    def client_ip6(self) -> str | None:
+        """The client's IPv6 address (dual stack only): the twin of ``client_ip``."""
+        return self.network.address6_of(self.client_ip)
+
     def vip(self, index: int = 0) -> str:
         """VIPs from .200 up: outside the amphora range (.0/25) and the client (.250)."""
         return self.host(200 + index)
+
+    def vip6(self, index: int = 0) -> str:
+        """IPv6 VIPs (dual stack only) at the offsets of ``vip``: outside the amphorae's."""
+        address = self.network.address6_of(self.vip(index))
+        assert address is not None, "not a dual-stack lab"
+        return address
 
     async def attach_client(self, driver: NetnsAmphoraDriver) -> None:
         """Create the network (kept until ``cleanup``) and the client namespace on it."""
         await driver.prepare_network(self.network.name)
         await asyncio.to_thread(subprocess.run, ["ip", "netns", "add", self.client_ns], check=True)
-        await driver.attach(self.network.name, self.client_ns, self.client_ip)
+        await driver.attach(self.network.name, self.client_ns, self.client_ip, self.client_ip6)
 
     def spawn(self, *argv: str) -> subprocess.Popen[bytes]:
         """A process in the client namespace, killed at ``cleanup``."""
@@ -165,10 +197,13 @@ class NetnsLab:
         self.processes.append(proc)
         return proc
 
-    def start_backends(self, names: list[str], first_port: int = 8081) -> list[int]:
-        """HTTP backends in the client namespace answering their names; returns their ports."""
+    def start_backends(
+        self, names: list[str], first_port: int = 8081, address: str | None = None
+    ) -> list[int]:
+        """HTTP backends in the client namespace (on ``address``, by default the client's
+        IPv4 address) answering their names; returns their ports."""
         ports = [first_port + i for i in range(len(names))]
-        argv = [PYTHON, "-m", TOOLS, "serve", "--address", self.client_ip]
+        argv = [PYTHON, "-m", TOOLS, "serve", "--address", address or self.client_ip]
         for port, name in zip(ports, names, strict=True):
             argv += ["--port", str(port), "--name", name]
         proc = self.spawn(*argv)
