@@ -126,9 +126,10 @@ def ruleset(config: UdpConfig) -> str:
 def assign_slots(previous: Sequence[str], weights: Mapping[str, int]) -> SlotTable:
     """Slots shared by the members in service (id -> weight > 0) in proportion to weight.
 
-    A member keeps the slots it had in ``previous`` up to its share; the slots of members gone
-    (or above their share) go to those below theirs, so only the clients of a member that left
-    move. Deterministic: ties go to the member first in ``weights``' order."""
+    A member keeps the slots it had in ``previous`` up to its share (an evenly spread subset
+    when it had more); the slots of members gone (or above their share) go round those below
+    theirs, so only the clients of a member that left move and consecutive slots keep
+    alternating between members. Deterministic: ties go to the first member in ``weights``."""
     members = [m for m, w in weights.items() if w > 0]
     if not members:
         return []
@@ -139,10 +140,16 @@ def assign_slots(previous: Sequence[str], weights: Mapping[str, int]) -> SlotTab
     table: SlotTable = [""] * SLOTS
     held = dict.fromkeys(members, 0)
     if len(previous) == SLOTS:
+        owned: dict[str, list[int]] = {m: [] for m in members}
         for slot, member in enumerate(previous):
-            if member in held and held[member] < share[member]:
-                table[slot] = member
-                held[member] += 1
+            if member in owned:
+                owned[member].append(slot)
+        for member, slots in owned.items():
+            # Above its share: keep slots spread evenly, so consecutive flows still alternate.
+            keep = min(len(slots), share[member])
+            for i in range(keep):
+                table[slots[i * len(slots) // keep]] = member
+            held[member] = keep
     # Free slots go round the members still short of their share, interleaved.
     short = [m for m in members if held[m] < share[m]]
     turn = 0
