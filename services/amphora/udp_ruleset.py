@@ -150,18 +150,14 @@ def assign_slots(previous: Sequence[str], weights: Mapping[str, int]) -> SlotTab
             for i in range(keep):
                 table[slots[i * len(slots) // keep]] = member
             held[member] = keep
-    # Free slots go round the members still short of their share, interleaved.
+    # Each free slot goes to the member furthest from its share (smooth weighted order).
     short = [m for m in members if held[m] < share[m]]
-    turn = 0
     for slot in range(SLOTS):
         if table[slot]:
             continue
-        while held[short[turn % len(short)]] >= share[short[turn % len(short)]]:
-            turn += 1
-        member = short[turn % len(short)]
+        member = max(short, key=lambda m: (share[m] - held[m]) / share[m])
         table[slot] = member
         held[member] += 1
-        turn += 1
     return table
 
 
