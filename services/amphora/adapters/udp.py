@@ -127,8 +127,8 @@ class UdpDataPlane:
         if config.listeners and not self.own_namespace:
             raise Conflict("this amphora has no network namespace of its own: it cannot serve UDP")
         async with self._lock:
-            if digest == self._sha256:
-                return digest
+            if digest == self._sha256 or (not config.listeners and self._structure is None):
+                return digest  # the same, or nothing to remove: nft is not even needed
             before = self._in_service()
             structure = ruleset(config)
             self._config = config
@@ -219,7 +219,11 @@ class UdpDataPlane:
         address = member.monitor_address or member.address
         port = member.monitor_port or member.port
         while True:
-            passed = await probe(monitor, address, port)
+            try:
+                passed = await probe(monitor, address, port)
+            except Exception:
+                log.exception("udp: check of member %s failed to run", member.id)
+                passed = False
             health = self._health.get(key)
             if health is not None and health.record(passed):
                 log.info(
