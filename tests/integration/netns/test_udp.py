@@ -5,37 +5,49 @@ their name, and DNS responders that answer A queries with an address of their ow
 
 Proven: ROUND_ROBIN spreads new flows evenly; SOURCE_IP persistence keeps each client address on
 one backend; a killed backend is taken out by the UDP-CONNECT monitor (ICMP port unreachable)
-and its clients go to the other; members added and removed live. LBs are created through the
-repository (the monitors use a 1 s delay, below the API's 3 s minimum, to keep the test short).
+and its clients go to the other, and the amphora's heartbeats (received on the lab's gateway,
+rolled up as the health service does) show it ERROR; members added and removed live. LBs are
+created through the repository (the monitor's 1 s delay is below the API's 3 s minimum: a short
+test).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import time
 from collections import Counter
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 
 import asyncpg
 import pytest
+from aiohttp import web
 
 from libs.common.agent_contract import UdpMemberState
 from libs.common.domain import commands as c
-from libs.common.domain.model import Topology
+from libs.common.domain.model import OperatingStatus, Topology
 from libs.common.eventstore import PostgresEventStore
+from libs.common.heartbeat_codec import Heartbeat, decode
 from libs.common.repository import LoadBalancerRepository
-from services.provisioner.app import CONFIGURATOR
+from services.health.domain.rollup import LbView, roll_up
+from services.provisioner.app import CONFIGURATOR, create_app
 from tests import builders as b
 from tests.integration.netns.conftest import NetnsProvisioner
 from tests.integration.netns.lab import PYTHON, REPO, NetnsLab
+from tests.integration.provisioner.conftest import provisioner_settings
 from tests.integration.provisioner.test_process_lifecycle import META, wait_status
 
 pytestmark = pytest.mark.netns
 UDP_TOOLS = "tests.integration.netns.udp_tools"
+KEY = "udp-test-heartbeat-key"
 
 
 def serve(lab: NetnsLab, *argv: str) -> subprocess.Popen[bytes]:
@@ -87,10 +99,88 @@ async def change(repo: LoadBalancerRepository, lb_id: str, command: c.Command) -
     await wait_status(repo, lb_id, "ACTIVE")
 
 
-async def test_udp_balancing_persistence_failover_and_live_members(
-    netns_provisioner: NetnsProvisioner, lab: NetnsLab, db: asyncpg.Pool
+@dataclass
+class Heartbeats:
+    """Heartbeats of the test's amphorae, received on the lab's gateway address."""
+
+    sock: socket.socket
+
+    def latest(self, amphora_id: str) -> Heartbeat | None:
+        """The newest heartbeat of ``amphora_id`` among those waiting (the rest dropped)."""
+        found = None
+        while True:
+            try:
+                datagram = self.sock.recv(65536)
+            except BlockingIOError:
+                return found
+            beat = decode(datagram, KEY.encode())
+            if beat.id == amphora_id:
+                found = beat
+
+
+@pytest.fixture
+async def udp_provisioner(
+    pg_dsn: str, nats_url: str, tmp_path: Path, lab: NetnsLab
+) -> AsyncIterator[tuple[NetnsProvisioner, Heartbeats]]:
+    """The netns provisioner whose amphorae beat every 0.2 s to a socket of this test."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    settings = provisioner_settings(pg_dsn, nats_url, tmp_path).model_copy(
+        update={
+            "driver": "netns",
+            "netns": lab.driver_settings,
+            "heartbeat_key": KEY,
+            "health_endpoints": [f"{lab.network.gateway}:{port}"],
+            "heartbeat_interval": 0.2,
+        }
+    )
+    app = create_app(settings)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    running = NetnsProvisioner(app, settings.state_dir)
+    receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        await lab.attach_client(running.driver)
+        receiver.bind((lab.network.gateway, port))
+        receiver.setblocking(False)
+        yield running, Heartbeats(receiver)
+    finally:
+        receiver.close()
+        driver = running.driver
+        for handle in await driver.list():
+            await driver.delete(handle.amphora_id)
+        await runner.cleanup()
+        with contextlib.suppress(Exception):
+            await driver.remove_network(lab.network.name)
+
+
+async def reported(
+    heartbeats: Heartbeats,
+    repo: LoadBalancerRepository,
+    lb_id: str,
+    amphora_id: str,
+    wanted: dict[str, OperatingStatus],
 ) -> None:
-    prov = netns_provisioner
+    """Until the amphora's heartbeat rolls up to ``wanted`` statuses (bounded)."""
+    deadline = time.monotonic() + 10
+    while True:
+        view = LbView.of(await repo.load(lb_id))
+        beat = heartbeats.latest(amphora_id)
+        if view is not None and beat is not None:
+            statuses = roll_up(view, beat)
+            if all(statuses.get(k) == v for k, v in wanted.items()):
+                return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"heartbeats never showed {wanted}: last {beat}")
+        await asyncio.sleep(0.2)
+
+
+async def test_udp_balancing_persistence_failover_and_live_members(
+    udp_provisioner: tuple[NetnsProvisioner, Heartbeats], lab: NetnsLab, db: asyncpg.Pool
+) -> None:
+    prov, heartbeats = udp_provisioner
     repo = LoadBalancerRepository(PostgresEventStore(db))
     client = lab.client_ip
     echo = {name: serve(lab, "echo", "--address", client, "--port", str(port), "--name", name)
@@ -118,6 +208,14 @@ async def test_udp_balancing_persistence_failover_and_live_members(
     await repo.execute(lb.id, command, META)
     state = await wait_status(repo, lb.id, "ACTIVE", timeout=45)
     (handle,) = [h for h in await prov.driver.list() if h.lb_id == lb.id]
+    # The heartbeat reports the UDP listeners and members: ONLINE and NO_MONITOR roll up.
+    await reported(heartbeats, repo, lb.id, handle.amphora_id, {
+        echo_listener.id: OperatingStatus.ONLINE,
+        dns_listener.id: OperatingStatus.ONLINE,
+        echo_members[0].id: OperatingStatus.ONLINE,
+        dns_members[0].id: OperatingStatus.NO_MONITOR,
+        lb.id: OperatingStatus.ONLINE,
+    })  # fmt: skip
 
     # ROUND_ROBIN: new flows alternate between the two backends.
     seen = await until(lab, vip, 7, lambda s: sum(s.values()) == 10 and len(s) == 2, "echo")
@@ -159,6 +257,12 @@ async def test_udp_balancing_persistence_failover_and_live_members(
         assert await asyncio.to_thread(ask, lab, vip, 7, 3, source=address) == Counter({"u1": 3})
     print(f"UDP failover: killed backend out of the map after {took:.2f} s")
     assert took < 10
+    await reported(heartbeats, repo, lb.id, handle.amphora_id, {
+        echo_members[0].id: OperatingStatus.ERROR,
+        echo_members[1].id: OperatingStatus.ONLINE,
+        echo_pool.id: OperatingStatus.DEGRADED,
+        lb.id: OperatingStatus.DEGRADED,
+    })  # fmt: skip
 
     # Live members: u2 added takes its share, u1 removed leaves it to u2 alone.
     serve(lab, "echo", "--address", client, "--port", "9003", "--name", "u2")
