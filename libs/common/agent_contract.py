@@ -243,8 +243,8 @@ class VipAddress(_Input):
 
 
 class UdpAlgorithm(StrEnum):
-    """How a new flow picks its member. LEAST_CONNECTIONS is served as ROUND_ROBIN (nftables
-    keeps no per-member flow counts; documented in the README)."""
+    """How a new flow picks its member (LEAST_CONNECTIONS: from the agent's counts of each
+    member's flows in conntrack, refreshed twice a second)."""
 
     ROUND_ROBIN = "ROUND_ROBIN"
     LEAST_CONNECTIONS = "LEAST_CONNECTIONS"

@@ -4,7 +4,8 @@ One table, ``inet fulcrum_udp``. Each listener has a map ``slots_<n>`` of ``SLOT
 slot -> member address . port, and DNAT rules in the ``prerouting`` nat chain that give each new
 flow (conntrack's first packet) a slot in the packet mark and translate it through the map:
 
-- ROUND_ROBIN (and LEAST_CONNECTIONS, served alike): ``numgen inc mod SLOTS``;
+- ROUND_ROBIN: ``numgen inc mod SLOTS``; LEAST_CONNECTIONS alike, over the members the agent
+  found with the fewest flows;
 - SOURCE_IP: ``jhash`` of the source address; SOURCE_IP_PORT: of address and port;
 - SOURCE_IP persistence (``persistence_timeout``): a dynamic map ``persist_<n>`` remembers the
   slot given to each client (address masked by ``persistence_granularity``) for that many

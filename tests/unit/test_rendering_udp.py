@@ -18,6 +18,7 @@ import pytest
 
 from libs.common.agent_contract import UdpConfig
 from libs.common.domain.model import LoadBalancerState
+from services.amphora.adapters.udp import flow_replies
 from services.amphora.udp_health import MemberHealth, expected
 from services.amphora.udp_ruleset import SLOTS, assign_slots, elements, endpoint, ruleset
 from services.provisioner.rendering.udp import render_udp
@@ -165,3 +166,14 @@ def test_expected_codes() -> None:
     assert expected("200", 200) and not expected("200", 201)
     assert expected("200-204", 204) and not expected("200-204", 205)
     assert expected("200,202", 202) and not expected("200,202", 201)
+
+
+def test_flow_replies_read_the_reply_direction_of_conntrack_lines() -> None:
+    listing = (
+        "udp      17 27 src=198.18.0.250 dst=198.18.0.200 sport=40000 dport=7 [UNREPLIED] "
+        "src=198.18.0.250 dst=198.18.0.2 sport=9001 dport=40000 mark=5 use=1\n"
+        "udp      17 29 src=198.18.0.251 dst=198.18.0.200 sport=40001 dport=7 "
+        "src=198.18.0.9 dst=198.18.0.2 sport=9002 dport=40001 [ASSURED] mark=0 use=1\n"
+        "conntrack v1.4.7 (conntrack-tools): 2 flow entries have been shown.\n"
+    )
+    assert flow_replies(listing) == [("198.18.0.250", 9001), ("198.18.0.9", 9002)]

@@ -7,6 +7,8 @@ monitor task per monitored member runs its checks; a member that goes down leave
 maps at once and its flows are removed from conntrack (``conntrack -D``), so its clients move
 to another member with their next datagram; one that comes back takes its share again. UDP is
 served only by an amphora with a network namespace of its own (it turns on forwarding there).
+LEAST_CONNECTIONS listeners get their flows counted per member from conntrack every
+``LC_INTERVAL``; their slots all go to the members with the fewest flows (ties share them).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from libs.common.agent_contract import (
+    UdpAlgorithm,
     UdpConfig,
     UdpListener,
     UdpListenerStatus,
@@ -41,6 +44,8 @@ _FORWARDING: Final = (
 )
 _IN_SERVICE: Final = frozenset({UdpMemberState.UP, UdpMemberState.NO_CHECK})
 _NO_TRAFFIC: Final = {"conns": 0, "rx": 0, "tx": 0, "totconns": 0, "ereq": 0}
+# Seconds between two counts of a LEAST_CONNECTIONS listener's flows.
+LC_INTERVAL: Final = 0.5
 
 # (listener id, member id)
 MemberKey = tuple[str, str]
@@ -64,6 +69,9 @@ class UdpDataPlane:
     _slots: dict[str, SlotTable] = field(default_factory=dict)
     _health: dict[MemberKey, MemberHealth] = field(default_factory=dict)
     _monitors: dict[MemberKey, asyncio.Task[None]] = field(default_factory=dict)
+    # LEAST_CONNECTIONS: listener id -> the members (ids) with the fewest flows now.
+    _least: dict[str, frozenset[str]] = field(default_factory=dict)
+    _balancer: asyncio.Task[None] | None = None
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @property
@@ -115,6 +123,9 @@ class UdpDataPlane:
         endpoints: dict[str, str] = {}
         for li in self._config.listeners:
             weights = {m.id: m.weight for m in li.members if self._state(li, m) in _IN_SERVICE}
+            least = self._least.get(li.id, frozenset()) & weights.keys()
+            if li.algorithm is UdpAlgorithm.LEAST_CONNECTIONS and least:
+                weights = {m: 1 for m in weights if m in least}
             tables[li.id] = assign_slots(self._slots.get(li.id, []), weights)
             endpoints.update({m.id: endpoint(m.address, m.port) for m in li.members})
         self._slots = tables
@@ -143,6 +154,7 @@ class UdpDataPlane:
                 _enable_forwarding()
             await self._forget_flows(before - self._in_service())
         self._restart_monitors()
+        self._restart_balancer()
         return digest
 
     async def discard(self) -> None:
@@ -151,12 +163,16 @@ class UdpDataPlane:
         await self.close()
 
     async def close(self) -> None:
-        for task in self._monitors.values():
+        tasks = list(self._monitors.values())
+        if self._balancer is not None:
+            tasks.append(self._balancer)
+        for task in tasks:
             task.cancel()
-        for task in self._monitors.values():
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._monitors.clear()
+        self._balancer = None
 
     def _keep_health(self) -> None:
         """Keep the health of members whose check is unchanged; forget the rest."""
@@ -236,6 +252,62 @@ class UdpDataPlane:
                     log.exception("udp: the slot maps could not follow member %s", member.id)
             await asyncio.sleep(monitor.delay)
 
+    # -- LEAST_CONNECTIONS ---------------------------------------------------------------
+
+    def _restart_balancer(self) -> None:
+        if self._balancer is not None:
+            self._balancer.cancel()
+            self._balancer = None
+        least_connections = any(
+            li.algorithm is UdpAlgorithm.LEAST_CONNECTIONS for li in self._config.listeners
+        )
+        if least_connections and self.conntrack is not None:
+            self._balancer = asyncio.create_task(self._balance(), name="udp least connections")
+
+    async def _balance(self) -> None:
+        """Every LC_INTERVAL: count each LEAST_CONNECTIONS listener's flows per member
+        (conntrack) and give the slots to the members with the fewest."""
+        while True:
+            try:
+                least = {
+                    li.id: await self._fewest_flows(li)
+                    for li in self._config.listeners
+                    if li.algorithm is UdpAlgorithm.LEAST_CONNECTIONS
+                }
+                if least != self._least:
+                    self._least = least
+                    await self._refresh()
+            except Exception:
+                log.exception("udp: least-connections balancing failed this round")
+            await asyncio.sleep(LC_INTERVAL)
+
+    async def _fewest_flows(self, listener: UdpListener) -> frozenset[str]:
+        """The listener's members in service with the fewest flows in conntrack."""
+        members = {
+            (m.address, m.port): m.id
+            for m in listener.members
+            if self._state(listener, m) in _IN_SERVICE
+        }
+        counts = dict.fromkeys(members.values(), 0)
+        assert self.conntrack is not None
+        for vip in listener.addresses:
+            process = await asyncio.create_subprocess_exec(
+                str(self.conntrack), "-L", "-p", "udp", "--orig-dst", vip,
+                "--dport", str(listener.port),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.DEVNULL,
+            )  # fmt: skip
+            out, _ = await process.communicate()
+            for reply in flow_replies(out.decode(errors="replace")):
+                member = members.get(reply)
+                if member is not None:
+                    counts[member] += 1
+        if not counts:
+            return frozenset()
+        fewest = min(counts.values())
+        return frozenset(m for m, n in counts.items() if n == fewest)
+
     async def _refresh(self) -> None:
         """Slot maps rewritten after a health change (nothing else is touched)."""
         async with self._lock:
@@ -253,6 +325,18 @@ class UdpDataPlane:
             if self._state(li, m) not in _IN_SERVICE
             for vip in li.addresses
         }
+
+
+def flow_replies(listing: str) -> list[tuple[str, int]]:
+    """(address, port) each flow of a ``conntrack -L`` listing is answered from: the reply
+    direction's source, the second ``src=``/``sport=`` of a line."""
+    replies = []
+    for line in listing.splitlines():
+        sources = [t[4:] for t in line.split() if t.startswith("src=")]
+        ports = [t[6:] for t in line.split() if t.startswith("sport=")]
+        if len(sources) >= 2 and len(ports) >= 2 and ports[1].isdigit():
+            replies.append((sources[1], int(ports[1])))
+    return replies
 
 
 def _enable_forwarding() -> None:

@@ -3,7 +3,8 @@ runs an amphora in a namespace, the agent serves UDP listeners with nftables DNA
 namespace on the bridge talks to a VIP with two backends of each kind: echo servers that answer
 their name, and DNS responders that answer A queries with an address of their own.
 
-Proven: ROUND_ROBIN spreads new flows evenly; SOURCE_IP persistence keeps each client address on
+Proven: ROUND_ROBIN spreads new flows evenly; LEAST_CONNECTIONS sends new flows to the member
+with the fewest; SOURCE_IP persistence keeps each client address on
 one backend; a killed backend is taken out by the UDP-CONNECT monitor (ICMP port unreachable)
 and its clients go to the other, and the amphora's heartbeats (received on the lab's gateway,
 rolled up as the health service does) show it ERROR; members added and removed live. LBs are
@@ -198,11 +199,13 @@ async def test_udp_balancing_persistence_failover_and_live_members(
     echo_members = (b.member(echo_pool, 9001, client), b.member(echo_pool, 9002, client))
     dns_members = (b.member(dns_pool, 5301, client), b.member(dns_pool, 5302, client))
     monitor = b.healthmonitor(echo_pool, "UDP-CONNECT", delay=1, timeout=1)
+    least_pool = b.pool(lb, "UDP", "LEAST_CONNECTIONS")
+    least_listener = b.listener(lb, 8, "UDP", default_pool_id=least_pool.id)
     command = c.CreateLoadBalancer(
         lb,
-        listeners=(echo_listener, dns_listener),
-        pools=(echo_pool, dns_pool),
-        members=echo_members + dns_members,
+        listeners=(echo_listener, dns_listener, least_listener),
+        pools=(echo_pool, dns_pool, least_pool),
+        members=(*echo_members, *dns_members, b.member(least_pool, 9001, client)),
         healthmonitors=(monitor,),
     )
     await repo.execute(lb.id, command, META)
@@ -242,6 +245,15 @@ async def test_udp_balancing_persistence_failover_and_live_members(
         placed[address] = next(iter(seen))
     print(f"UDP echo SOURCE_IP persistence, 8 flows per client: {placed}")
     assert set(placed.values()) == {"u0", "u1"}  # 7 clients, new ones round-robin
+
+    # LEAST_CONNECTIONS: 6 flows on u0 (conntrack keeps them 30 s), then u1 joins: the next
+    # new flows all go to u1, the member with the fewest.
+    assert await asyncio.to_thread(ask, lab, vip, 8, 6) == Counter({"u0": 6})
+    await change(repo, lb.id, c.CreateChild(child=b.member(least_pool, 9002, client)))
+    await asyncio.sleep(1.0)  # one count of the flows (every 0.5 s)
+    least = await asyncio.to_thread(ask, lab, vip, 8, 4)
+    print(f"UDP LEAST_CONNECTIONS after 6 flows on u0, 4 new flows: {dict(least)}")
+    assert least == Counter({"u1": 4})
 
     # Failover: u0 dies; the monitor takes it out, every client now gets u1.
     echo["u0"].send_signal(signal.SIGKILL)
