@@ -122,6 +122,13 @@ async def test_every_udp_rule_in_octavia_words(make_api: MakeApi) -> None:
         400,
         "insert-headers is not a valid option for a SCTP protocol listener.",
     )
+    await _expect(
+        api,
+        LISTENERS,
+        {"listener": {**base, "default_tls_container_ref": "https://kms/containers/x"}},
+        400,
+        "Validation failure: UDP protocol listener does not support TLS.",
+    )
     udp = (await api.post(LISTENERS, {"listener": base}, expect=201)).body["listener"]
     await api.settle(lb["id"])
     http = (
@@ -249,7 +256,7 @@ async def test_every_udp_rule_in_octavia_words(make_api: MakeApi) -> None:
             expect=201,
         )
     ).body["pool"]
-    await api.settle(lb["id"])
+    # Checked before the lock: a 400 while the LB is PENDING_UPDATE.
     for kind in ("UDP-CONNECT", "SCTP"):
         await _expect(
             api,
