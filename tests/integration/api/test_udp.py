@@ -349,3 +349,27 @@ async def test_sctp_and_driverless_udp_refused_after_every_400(make_api: MakeApi
             },
         )
         assert reply.status == 501 and reply.fault() == refusal
+        # ... whose monitor rules are those of the separate calls.
+        reply = await api.post(
+            "/v2/lbaas/loadbalancers",
+            {
+                "loadbalancer": {
+                    "vip_subnet_id": lb["vip_subnet_id"],
+                    "pools": [
+                        {
+                            "name": "p",
+                            "protocol": protocol,
+                            "lb_algorithm": "ROUND_ROBIN",
+                            "healthmonitor": {
+                                "type": "PING", "delay": 3, "timeout": 2, "max_retries": 2,
+                            },
+                        }
+                    ],
+                }
+            },
+        )  # fmt: skip
+        assert reply.status == 400
+        assert reply.fault() == (
+            f"Validation failure: The associated pool protocol is {protocol}, so only a "
+            "UDP-CONNECT/SCTP/TCP/HTTP health monitor is supported."
+        )
