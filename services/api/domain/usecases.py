@@ -30,7 +30,7 @@ from libs.common.domain.model import (
     ProvisioningStatus,
     Topology,
 )
-from libs.common.errors import Conflict, NotFound, ValidationFailed
+from libs.common.errors import Conflict, NotFound, NotImplementedByProvider, ValidationFailed
 from libs.common.events import Metadata
 from libs.common.repository import LoadBalancerRepository, Outcome
 from libs.common.settings import NetworkSettings
@@ -287,22 +287,38 @@ class LoadBalancing:
         return Created(outcome, child_id)
 
     def _check_servable(self, command: c.Command, state: LoadBalancerState) -> None:
-        """The provider's 501 for a protocol it cannot serve, after every other check (the
-        aggregate's rules run first, as Octavia calls its provider last)."""
-        if isinstance(command, c.CreateLoadBalancer):
-            children: list[Any] = [*command.listeners, *command.pools, *command.healthmonitors]
-        elif isinstance(command, c.CreateChild):
-            children = [command.child]
-        else:
-            return
-        protocols = [
-            getattr(child, "protocol", None) or getattr(child, "type", None) for child in children
-        ]
-        wanted = [p.value for p in protocols if p is not None and p.value in rules.KERNEL_PROTOCOLS]
-        if wanted:
+        """The provider's 501s (a protocol it cannot serve; UDP members of another IP family
+        than the VIP) after every other check: the aggregate's rules run first, as Octavia
+        calls its provider last."""
+        children: list[Any]
+        match command:
+            case c.CreateLoadBalancer():
+                children = [*command.listeners, *command.pools, *command.healthmonitors]
+            case c.CreateChild():
+                children = [command.child]
+            case c.ReplaceMembers():
+                children = list(command.members)
+            case _:
+                return
+        refusals: list[NotImplementedByProvider] = []
+        for child in children:
+            try:
+                self._servable(child, state)
+            except NotImplementedByProvider as refusal:
+                refusals.append(refusal)
+        if refusals:
             decide(command, state)
-            for protocol in wanted:
-                rules.check_servable(protocol, self._config.udp_dataplane)
+            raise refusals[0]
+
+    def _servable(self, child: Any, state: LoadBalancerState) -> None:
+        if isinstance(child, Member):
+            pool, lb = state.pools.get(child.pool_id), state.loadbalancer
+            if pool is not None and lb is not None:
+                rules.check_member_family(child, pool, lb, bool(state.pool_listeners(pool.id)))
+            return
+        kind = getattr(child, "protocol", None) or getattr(child, "type", None)
+        if kind is not None and kind.value in rules.KERNEL_PROTOCOLS:
+            rules.check_servable(kind.value, self._config.udp_dataplane)
 
     async def create_listener(
         self, ctx: RequestContext, fields: dict[str, Any], meta: Metadata
@@ -386,9 +402,11 @@ class LoadBalancing:
 
         def command(state: LoadBalancerState) -> c.Command:
             built = [self._member(state, pool, fields, _new_id(), now) for fields in members]
-            return c.ReplaceMembers(
+            replace = c.ReplaceMembers(
                 pool_id=pool_id, members=tuple(built), additive_only=additive_only, now=now
             )
+            self._check_servable(replace, state)
+            return replace
 
         existing = await self._views.count_pool_members(pool_id)
         growth = len(members) - (0 if additive_only else existing)
@@ -413,9 +431,6 @@ class LoadBalancing:
             now=now,
         )
         rules.check_member(member, self._config.reserved_ips, self._config.subnet_ids)
-        parent, lb = state.pools.get(pool.id), state.loadbalancer
-        if parent is not None and lb is not None:
-            rules.check_member_family(member, parent, lb, bool(state.pool_listeners(pool.id)))
         return member
 
     async def create_healthmonitor(

@@ -226,7 +226,19 @@ async def test_every_udp_rule_in_octavia_words(make_api: MakeApi) -> None:
         "Validation failure: The request delay value 2 should be larger than 3 for "
         "UDP-CONNECT health monitor type."
     )
-    # Members of another IP family than the VIP (the pool has a listener): the provider's 501.
+    # Members of another IP family than the VIP (the pool has a listener): the provider's 501,
+    # after the aggregate's rules (the lock of a PENDING LB is a 409 first), also in a batch.
+    v6 = {"address": "2001:db8::5", "protocol_port": 53}
+    member = await api.create(
+        "pools/" + pool["id"] + "/members", "member", {**v6, "address": "198.18.0.5"}
+    )
+    reply = await api.post(MEMBERS.format(pool["id"]), {"member": v6})
+    assert reply.status == 409 and "immutable" in reply.fault(), reply.body
+    await api.settle(lb["id"])
+    reply = await api.put(MEMBERS.format(pool["id"]), {"members": [v6]})
+    assert reply.status == 501 and "mixing IPv4 and IPv6" in reply.fault(), reply.body
+    listed = await api.get(MEMBERS.format(pool["id"]), expect=200)
+    assert [m["id"] for m in listed.body["members"]] == [member["id"]]
     await _expect(
         api,
         MEMBERS.format(pool["id"]),
