@@ -5,7 +5,8 @@ with the members' health (``services.amphora.udp_health``).
 only the slot maps are rewritten (live, one transaction; persistence state and flows stay). One
 monitor task per monitored member runs its checks; a member that goes down leaves the slot
 maps at once and its flows are removed from conntrack (``conntrack -D``), so its clients move
-to another member with their next datagram; one that comes back takes its share again. UDP is
+to another member with their next datagram; one that comes back takes its share again. A
+member drained (weight 0) takes no new flows but keeps its own; a disabled one loses them. UDP is
 served only by an amphora with a network namespace of its own (it turns on forwarding there).
 LEAST_CONNECTIONS listeners get their flows counted per member from conntrack every
 ``LC_INTERVAL``; their slots all go to the members with the fewest flows (ties share them).
@@ -43,6 +44,7 @@ _FORWARDING: Final = (
     Path("/proc/sys/net/ipv6/conf/all/forwarding"),
 )
 _IN_SERVICE: Final = frozenset({UdpMemberState.UP, UdpMemberState.NO_CHECK})
+_FLOWING: Final = _IN_SERVICE | {UdpMemberState.DRAIN}
 _NO_TRAFFIC: Final = {"conns": 0, "rx": 0, "tx": 0, "totconns": 0, "ereq": 0}
 # Seconds between two counts of a LEAST_CONNECTIONS listener's flows.
 LC_INTERVAL: Final = 0.5
@@ -140,7 +142,7 @@ class UdpDataPlane:
         async with self._lock:
             if digest == self._sha256 or (not config.listeners and self._structure is None):
                 return digest  # the same, or nothing to remove: nft is not even needed
-            before = self._in_service()
+            before = self._flowing()
             structure = ruleset(config)
             self._config = config
             self._keep_health()
@@ -152,7 +154,7 @@ class UdpDataPlane:
             self._structure, self._sha256 = structure, (digest if config.listeners else None)
             if config.listeners:
                 _enable_forwarding()
-            await self._forget_flows(before - self._in_service())
+            await self._forget_flows(before - self._flowing())
         self._restart_monitors()
         self._restart_balancer()
         return digest
@@ -189,13 +191,14 @@ class UdpDataPlane:
             if monitor is not None and key not in self._health:
                 self._health[key] = MemberHealth(rise=monitor.rise, fall=monitor.fall)
 
-    def _in_service(self) -> set[tuple[str, int, str, int]]:
-        """(VIP, port, member address, member port) of every member in a slot map now."""
+    def _flowing(self) -> set[tuple[str, int, str, int]]:
+        """(VIP, port, member address, member port) of every member whose flows may go on:
+        those in a slot map, and those draining (weight 0: no new flows, old ones finish)."""
         return {
             (vip, li.port, m.address, m.port)
             for li in self._config.listeners
             for m in li.members
-            if self._state(li, m) in _IN_SERVICE
+            if self._state(li, m) in _FLOWING
             for vip in li.addresses
         }
 
@@ -315,14 +318,15 @@ class UdpDataPlane:
                 return
             script = self._elements()
             await self.nft.apply(script)
-            await self._forget_flows(self._down_endpoints())
+            await self._forget_flows(self._stopped())
 
-    def _down_endpoints(self) -> set[tuple[str, int, str, int]]:
+    def _stopped(self) -> set[tuple[str, int, str, int]]:
+        """Like ``_flowing``, for the members whose flows must end (down, or disabled)."""
         return {
             (vip, li.port, m.address, m.port)
             for li in self._config.listeners
             for m in li.members
-            if self._state(li, m) not in _IN_SERVICE
+            if self._state(li, m) not in _FLOWING
             for vip in li.addresses
         }
 
