@@ -4,12 +4,12 @@ namespace on the bridge talks to a VIP with two backends of each kind: echo serv
 their name, and DNS responders that answer A queries with an address of their own.
 
 Proven: ROUND_ROBIN spreads new flows evenly; LEAST_CONNECTIONS sends new flows to the member
-with the fewest; SOURCE_IP persistence keeps each client address on
-one backend; a killed backend is taken out by the UDP-CONNECT monitor (ICMP port unreachable)
-and its clients go to the other, and the amphora's heartbeats (received on the lab's gateway,
-rolled up as the health service does) show it ERROR; members added and removed live. LBs are
-created through the repository (the monitor's 1 s delay is below the API's 3 s minimum: a short
-test).
+with the fewest; SOURCE_IP persistence keeps each client address on one backend; a killed
+backend is taken out by the UDP-CONNECT monitor (ICMP port unreachable) and its clients go to
+the other (an HTTP monitor on members' monitor ports likewise), and the amphora's heartbeats
+(received on the lab's gateway, rolled up as the health service does) show it ERROR; members
+added and removed live. LBs are created through the repository (the monitors' 1 s delay is
+below the API's 3 s minimum: a short test).
 """
 
 from __future__ import annotations
@@ -286,6 +286,21 @@ async def test_udp_balancing_persistence_failover_and_live_members(
     await until(lab, vip, 7, lambda s: s == Counter({"u2": 10}), "u1 removed")
     state = await repo.load(lb.id)
     assert {m.id for m in state.pool_members(echo_pool.id)} == {echo_members[0].id, u2.id}
+
+    # An HTTP monitor on the DNS pool, through each member's monitor port: d0's answers 200
+    # (an HTTP backend), d1's is closed, so d1 goes down and every query goes to d0.
+    (http_port,) = await asyncio.to_thread(lab.start_backends, ["h0"], 8181)
+    await change(repo, lb.id, _update("members", dns_members[0].id, monitor_port=http_port))
+    await change(repo, lb.id, _update("members", dns_members[1].id, monitor_port=8189))
+    http_monitor = b.healthmonitor(dns_pool, "HTTP", delay=1, timeout=1)
+    await change(repo, lb.id, c.CreateChild(child=http_monitor))
+    await until(
+        lab, vip, 53, lambda s: s == Counter({answers["d0"]: 10}), "HTTP monitor", dns="a.test"
+    )
+    status = await prov.app[CONFIGURATOR].client(handle).udp_status()
+    states = {m: s for li in status.listeners for m, s in li.members.items()}
+    assert states[dns_members[0].id] is UdpMemberState.UP
+    assert states[dns_members[1].id] is UdpMemberState.DOWN
 
     # Deleting the LB removes the amphora and with it the table.
     await repo.execute(lb.id, c.DeleteLoadBalancer(cascade=True), META)
