@@ -128,6 +128,7 @@ def create_app(settings: ApiSettings) -> web.Application:
                 reserved_ips=frozenset(settings.reserved_ips),
                 provider=settings.provider,
                 topology=settings.loadbalancer_topology,
+                udp_dataplane=settings.udp_dataplane,
             ),
             tls=barbican.tls_references(app),
         )

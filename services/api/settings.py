@@ -79,6 +79,10 @@ class ApiSettings(SecretKeysSetting, BaseSettings):
     # Base of the links this API writes (version document, pagination); empty = the request's.
     public_url: str = ""
     provider: str = "amphora"
+    # Whether the provisioner's amphora driver serves UDP listeners (nftables in the amphora's
+    # own network namespace: the netns and docker drivers, run as root). False (the process
+    # driver): UDP listeners and pools are refused with 501 after every other check.
+    udp_dataplane: bool = False
     loadbalancer_topology: Topology = Topology.SINGLE
     # Member addresses no tenant may use (Octavia's [networking] reserved_ips).
     reserved_ips: list[str] = Field(default_factory=lambda: ["169.254.169.254"])

@@ -74,6 +74,18 @@ async def test_seed_article_flow_with_keystone(stack: Stack, backends: list[Back
         ).out
     )
     assert listener["protocol_port"] == "80" and listener["provisioning_status"] == "ACTIVE"
+    # UDP and SCTP pass the API's validation, then the provider refuses them (501): `make up`
+    # runs the process driver (no namespace of its own) and this kernel has no SCTP.
+    for protocol, reason in (
+        ("UDP", "the configured amphora driver cannot serve UDP"),
+        ("SCTP", "SCTP is not supported by this kernel"),
+    ):
+        refused = await cli(
+            "loadbalancer", "listener", "create", "--protocol", protocol,
+            "--protocol-port", "53", "my-lb", check=False,
+        )  # fmt: skip
+        assert refused.code != 0 and reason in refused.err, refused.err
+        assert "(HTTP 501)" in refused.err, refused.err
     pool = row(
         (
             await cli(

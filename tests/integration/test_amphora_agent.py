@@ -27,7 +27,7 @@ import pytest_asyncio
 from cryptography import x509
 from pydantic import ValidationError
 
-from libs.common.agent_contract import NewServer, ServerState
+from libs.common.agent_contract import NewServer, ServerState, UdpConfig, UdpListener
 from libs.common.pki import DeploymentCA
 from libs.common.private_files import write_private_file
 from services.provisioner.adapters.agent_client import (
@@ -804,3 +804,18 @@ async def test_agent_lifecycle_boot_retry_delete_adopt_and_sigterm(
             shut_down(first)
             if second is not None:
                 shut_down(second)
+
+
+async def test_an_agent_without_a_namespace_of_its_own_refuses_udp(
+    client: AmphoraAgentClient,
+) -> None:
+    """The process driver's amphorae share the host's namespace: no nftables there."""
+    config = UdpConfig(listeners=[UdpListener(id="l1", addresses=["127.0.0.2"], port=53)])
+    with pytest.raises(AgentRejected) as rejected:
+        await client.apply_udp(config)
+    assert rejected.value.status == 409
+    assert "cannot serve UDP" in rejected.value.error
+    status = await client.udp_status()
+    assert status.config_sha256 is None and status.listeners == []
+    await client.apply_udp(UdpConfig())  # nothing to remove: accepted without nft
+    assert (await client.info()).udp_config_sha256 is None

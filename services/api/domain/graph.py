@@ -121,6 +121,7 @@ def _pool_children(
         hm = builders.new_healthmonitor(
             hm_fields, hm_id=_new_id(), pool_id=pool.id, project_id=pool.project_id, now=now
         )
+        rules.check_healthmonitor_type(hm, pool)
         rules.check_healthmonitor(hm)
         graph.add(hm)
     for member_fields in definition.get("members") or ():

@@ -17,6 +17,7 @@ from typing import Any, Final
 
 from libs.common.domain import commands as c
 from libs.common.domain import kinds as child_kinds
+from libs.common.domain.decide import decide
 from libs.common.domain.kinds import ChildKind
 from libs.common.domain.model import (
     AdditionalVip,
@@ -30,7 +31,7 @@ from libs.common.domain.model import (
     ProvisioningStatus,
     Topology,
 )
-from libs.common.errors import Conflict, NotFound, ValidationFailed
+from libs.common.errors import Conflict, NotFound, NotImplementedByProvider, ValidationFailed
 from libs.common.events import Metadata
 from libs.common.repository import LoadBalancerRepository, Outcome
 from libs.common.settings import NetworkSettings
@@ -63,6 +64,8 @@ class Config:
     reserved_ips: frozenset[str]
     provider: str
     topology: Topology
+    # Whether the amphora driver serves UDP (nftables in the amphora's network namespace).
+    udp_dataplane: bool = False
 
     @property
     def subnet_ids(self) -> frozenset[str]:
@@ -218,6 +221,7 @@ class LoadBalancing:
                 now=now,
             )
             command = graph.command(lb)
+            self._check_servable(command, LoadBalancerState())
             want = {"loadbalancer": 1, **graph.quota_counts()}
             try:
                 async with self._quotas.admit(project_id, want, limits) as conn:
@@ -309,11 +313,47 @@ class LoadBalancing:
             lb = state.loadbalancer
             if lb is None or lb.provisioning_status == ProvisioningStatus.DELETED:
                 raise NotFound.resource("Load Balancer", lb_id)
-            return c.CreateChild(child=build(state, child_id), listener_id=listener_id)
+            created = c.CreateChild(child=build(state, child_id), listener_id=listener_id)
+            self._check_servable(created, state)
+            return created
 
         async with self._quotas.admit(project_id, {kind.quota: 1}) as conn:
             outcome = await self._repo.execute(lb_id, command, meta, conn=conn)
         return Created(outcome, child_id)
+
+    def _check_servable(self, command: c.Command, state: LoadBalancerState) -> None:
+        """The provider's 501s (a protocol it cannot serve; UDP members of another IP family
+        than the VIP) after every other check: the aggregate's rules run first, as Octavia
+        calls its provider last."""
+        children: list[Any]
+        match command:
+            case c.CreateLoadBalancer():
+                children = [*command.listeners, *command.pools, *command.healthmonitors]
+            case c.CreateChild():
+                children = [command.child]
+            case c.ReplaceMembers():
+                children = list(command.members)
+            case _:
+                return
+        refusals: list[NotImplementedByProvider] = []
+        for child in children:
+            try:
+                self._servable(child, state)
+            except NotImplementedByProvider as refusal:
+                refusals.append(refusal)
+        if refusals:
+            decide(command, state)
+            raise refusals[0]
+
+    def _servable(self, child: Any, state: LoadBalancerState) -> None:
+        if isinstance(child, Member):
+            pool, lb = state.pools.get(child.pool_id), state.loadbalancer
+            if pool is not None and lb is not None:
+                rules.check_member_family(child, pool, lb, bool(state.pool_listeners(pool.id)))
+            return
+        kind = getattr(child, "protocol", None) or getattr(child, "type", None)
+        if kind is not None and kind.value in rules.KERNEL_PROTOCOLS:
+            rules.check_servable(kind.value, self._config.udp_dataplane)
 
     async def create_listener(
         self, ctx: RequestContext, fields: dict[str, Any], meta: Metadata
@@ -397,9 +437,11 @@ class LoadBalancing:
 
         def command(state: LoadBalancerState) -> c.Command:
             built = [self._member(state, pool, fields, _new_id(), now) for fields in members]
-            return c.ReplaceMembers(
+            replace = c.ReplaceMembers(
                 pool_id=pool_id, members=tuple(built), additive_only=additive_only, now=now
             )
+            self._check_servable(replace, state)
+            return replace
 
         existing = await self._views.count_pool_members(pool_id)
         growth = len(members) - (0 if additive_only else existing)
@@ -435,6 +477,9 @@ class LoadBalancing:
             hm = builders.new_healthmonitor(
                 fields, hm_id=child_id, pool_id=pool.id, project_id=pool.project_id, now=_now()
             )
+            parent = state.pools.get(pool.id)
+            if parent is not None:
+                rules.check_healthmonitor_type(hm, parent)
             rules.check_healthmonitor(hm)
             return hm
 
@@ -551,6 +596,9 @@ def _checked_changes(
         case HealthMonitor():
             defaults = rules.normalized_healthmonitor(proposed)
             changes = {**changes, **defaults}
+            parent = state.pools.get(proposed.pool_id)
+            if parent is not None:
+                rules.check_healthmonitor_type(proposed, parent)
             rules.check_healthmonitor(proposed.updated(defaults))
         case L7Rule():
             rules.check_l7rule(proposed)
