@@ -65,7 +65,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name in SERVICE_ENTRY_POINTS:
         sub.add_parser(name, help=f"run the {name} service (settings from FULCRUM_* env)")
     up = sub.add_parser("up", help="run the whole stack on this machine (embedded default)")
-    up.add_argument("--state-dir", default=".state")
+    up.add_argument("--state-dir", default=None, help="default: .state (.state-cluster)")
+    up.add_argument(
+        "--cluster",
+        action="store_true",
+        help="the cluster stack: 3 NATS nodes, replicated Postgres, 2 replicas of each "
+        "service behind an HAProxy front (docs/deployment.md)",
+    )
     up.add_argument(
         "--port",
         type=int,
@@ -105,7 +111,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "up":
         from deploy.local.up import run_up
 
-        return run_up(args.state_dir, args.port)
+        state_dir = args.state_dir or (".state-cluster" if args.cluster else ".state")
+        return run_up(state_dir, args.port, cluster=args.cluster)
     if args.command == "status":
         from deploy.local.status import run_status
 

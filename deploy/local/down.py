@@ -14,9 +14,8 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Final
 
-from deploy.local.state import SERVICES, StackPaths, pid_alive, running
+from deploy.local.state import StackError, StackLayout, StackPaths, pid_alive, running
 from deploy.local.supervision import read_restarts
 
 
@@ -48,30 +47,28 @@ def run_down(state_dir: str) -> int:
     return 0
 
 
-# What each part's command line holds, to tell it from a process that reused its pid.
-_PART_COMMANDS: Final = {
-    "postgres": b"postgres",
-    "nats": b"nats-server",
-    **{name: f"services.{name}".encode() for name in SERVICES},
-}
-
-
 def _stop_orphaned_parts(paths: StackPaths) -> bool:
     """Stop the parts a dead supervisord left running (their last pids, as its event listener
-    recorded them): services first, then NATS and Postgres. True when there were any."""
+    recorded them, checked against each part's command line): services first, then the
+    servers, each in reverse start order. True when there were any."""
     if pid_alive(paths.supervisor_pid) is not None:
         return False
+    try:
+        layout = StackLayout.load(paths.layout)
+    except StackError:
+        return False
     found = False
-    for name in (*SERVICES, "nats", "postgres"):
-        pid = int(read_restarts(paths.restarts).get(name, {}).get("pid") or 0)
+    counts = read_restarts(paths.restarts)
+    for part in reversed(layout.parts):  # the servers come first in the layout
+        pid = int(counts.get(part.name, {}).get("pid") or 0)
         try:
             command_line = Path(f"/proc/{pid}/cmdline").read_bytes() if pid else b""
         except OSError:
             continue
-        if _PART_COMMANDS[name] not in command_line or not running(pid):
+        if part.marker.encode() not in command_line or not running(pid):
             continue
         found = True
-        os.kill(pid, signal.SIGINT if name == "postgres" else signal.SIGTERM)
+        os.kill(pid, signal.Signals[f"SIG{part.stop_signal}"])
         for _ in range(300):  # up to 30 s
             if not running(pid):
                 break
@@ -79,7 +76,7 @@ def _stop_orphaned_parts(paths: StackPaths) -> bool:
         else:
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)
-        print(f"fulcrum down: stopped {name} (pid {pid}), left by a dead supervisord")
+        print(f"fulcrum down: stopped {part.name} (pid {pid}), left by a dead supervisord")
     return found
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import secrets
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +28,41 @@ def _secret(state: Path, name: str, make: Callable[[], str] | None = None) -> st
     return path.read_text().strip()
 
 
+@dataclass(frozen=True)
+class ServiceAddresses:
+    """Where one replica of each service listens, and what it tells its clients: the API's
+    public URL (the front of a cluster), the heartbeat endpoints amphorae send to."""
+
+    api: int
+    provisioner: int
+    health: int
+    housekeeping: int
+    health_udp: int
+    public_url: str
+    health_endpoints: tuple[str, ...]
+    vip_octet: int
+
+    @classmethod
+    def of(cls, ports: StackPorts) -> ServiceAddresses:
+        """The one replica of each service of the embedded default."""
+        return cls(
+            api=ports.api,
+            provisioner=ports.provisioner,
+            health=ports.health,
+            housekeeping=ports.housekeeping,
+            health_udp=ports.health_udp,
+            public_url=ports.api_url,
+            health_endpoints=(f"{LOOPBACK}:{ports.health_udp}",),
+            vip_octet=ports.vip_octet,
+        )
+
+
 def service_environment(
-    state: Path, pg_dsn: str, nats_url: str, ports: StackPorts
+    state: Path, pg_dsn: str, nats_url: str, addresses: ServiceAddresses
 ) -> dict[str, dict[str, str]]:
-    """The FULCRUM_* environment of each service for this deployment."""
+    """The FULCRUM_* environment of each service for this deployment. Replicas of a service
+    differ only in ``addresses``; all share the state dir's secrets, CA, identity file and
+    amphora state."""
     heartbeat_key = _secret(state, "heartbeat.key")
     secret_keys = _secret(state, "secret.keys", new_key)
     common = {
@@ -40,30 +72,30 @@ def service_environment(
     env: dict[str, dict[str, str]] = {
         "api": {
             **common,
-            "PORT": str(ports.api),
-            "PUBLIC_URL": ports.api_url,
+            "PORT": str(addresses.api),
+            "PUBLIC_URL": addresses.public_url,
             "AUTH_STRATEGY": "keystone",
             "IDENTITY_FILE": str(state / "identity.yaml"),
             "ADMIN_PASSWORD": _secret(state, "admin.password"),
             "TOKEN_KEY": _secret(state, "token.key"),
             "ADMIN_TOKEN": _secret(state, "admin.token"),
-            "NETWORK__SUBNETS": json.dumps(vip_subnets(ports.vip_octet)),
+            "NETWORK__SUBNETS": json.dumps(vip_subnets(addresses.vip_octet)),
         },
         "provisioner": {
             **common,
-            "PORT": str(ports.provisioner),
+            "PORT": str(addresses.provisioner),
             "STATE_DIR": str(state / "amphorae"),
             "CA_DIR": str(state / "ca"),
-            "HEALTH_ENDPOINTS": f'["{LOOPBACK}:{ports.health_udp}"]',
+            "HEALTH_ENDPOINTS": json.dumps(list(addresses.health_endpoints)),
         },
         "health": {
             **common,
-            "PORT": str(ports.health),
-            "UDP_PORT": str(ports.health_udp),
+            "PORT": str(addresses.health),
+            "UDP_PORT": str(addresses.health_udp),
         },
         "housekeeping": {
             **common,
-            "PORT": str(ports.housekeeping),
+            "PORT": str(addresses.housekeeping),
             # Two booted spares: a new LB takes one instead of waiting for a boot.
             "SPARES__POOL_SIZE": "2",
             "CERTIFICATES__CA_CERT": str(state / "ca" / "ca.pem"),
