@@ -14,10 +14,11 @@ import asyncio
 import contextlib
 import json
 import logging
+import ssl
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Final, TypeVar
+from typing import Any, Final, TypeVar
 
 import asyncpg
 import nats
@@ -30,7 +31,7 @@ from opentelemetry import trace
 
 from libs.common import subjects
 from libs.common._postgres_outage import database_unavailable
-from libs.common.errors import InfrastructureError, TransientError
+from libs.common.errors import ConfigurationError, InfrastructureError, TransientError
 from libs.common.events import Envelope, UnknownEventType, UnsupportedSchemaVersion
 from libs.common.settings import NatsSettings
 from libs.common.telemetry import context_from_traceparent, tracer
@@ -72,12 +73,44 @@ class _ConnectionLog:
         log.info("NATS at %s: connection restored", self._url)
 
 
+def tls_context(settings: NatsSettings) -> ssl.SSLContext | None:
+    """The client's TLS context (None: plain TCP): the servers verified against
+    ``tls_ca_file`` (the system's CAs without it), ``tls_cert_file``/``tls_key_file`` presented
+    when given. Raises ConfigurationError when a file cannot be loaded."""
+    if not settings.tls:
+        return None
+    try:
+        context = ssl.create_default_context(cafile=settings.tls_ca_file or None)
+        if settings.tls_cert_file:
+            context.load_cert_chain(settings.tls_cert_file, settings.tls_key_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigurationError(f"NATS TLS files unusable: {exc}") from exc
+    return context
+
+
+def connect_options(settings: NatsSettings) -> dict[str, Any]:
+    """``nats.connect`` keyword arguments for the servers, credentials and TLS of
+    ``settings`` (the caller adds name, callbacks and reconnect policy)."""
+    options: dict[str, Any] = {"servers": list(settings.servers)}
+    if settings.user:
+        options["user"], options["password"] = settings.user, settings.password
+    if settings.token:
+        options["token"] = settings.token
+    if settings.creds_file:
+        options["user_credentials"] = settings.creds_file
+    context = tls_context(settings)
+    if context is not None:
+        options["tls"] = context
+    return options
+
+
 async def connect(settings: NatsSettings, name: str) -> NatsClient:
-    """Connect to NATS, reconnecting forever in the background once connected."""
+    """Connect to any of ``settings.servers``, reconnecting forever (to any of them, and to
+    cluster members the servers announce) in the background once connected."""
     callbacks = _ConnectionLog(settings.url)
     try:
         return await nats.connect(
-            settings.url,
+            **connect_options(settings),
             name=name,
             max_reconnect_attempts=-1,
             reconnect_time_wait=0.5,
@@ -425,5 +458,7 @@ __all__ = [
     "JetStreamPublisher",
     "Published",
     "connect",
+    "connect_options",
     "ensure_stream",
+    "tls_context",
 ]

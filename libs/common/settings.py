@@ -7,12 +7,15 @@ Secrets every service of a deployment shares are set once, under one deployment-
 
 from __future__ import annotations
 
-from typing import Final
+import json
+from typing import Annotated, Any, Final, Self
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_settings import NoDecode
 
 HEARTBEAT_KEY_ENV: Final = "FULCRUM_HEARTBEAT_KEY"
 SECRET_KEYS_ENV: Final = "FULCRUM_SECRET_KEYS"
+DEFAULT_NATS_URL: Final = "nats://127.0.0.1:4222"
 
 
 class HeartbeatKeySetting(BaseModel):
@@ -53,14 +56,87 @@ class PostgresSettings(BaseModel):
 
 
 class NatsSettings(BaseModel):
-    url: str = "nats://127.0.0.1:4222"
+    """Where NATS is and how to log in.
+
+    ``servers``: every node's URL (``nats://`` or ``tls://``); from the environment as a JSON
+    list or one comma-separated string. ``url`` (one URL, or comma-separated ones) is still
+    accepted in its place. Credentials, at most one kind: ``user`` + ``password``, ``token``,
+    or ``creds_file`` (a ``.creds`` file holding a user JWT and its nkey seed). TLS: a
+    ``tls://`` URL or any ``tls_*`` file turns it on; ``tls_ca_file`` verifies the servers
+    (system CAs without it), ``tls_cert_file`` + ``tls_key_file`` present a client certificate.
+    """
+
+    model_config = ConfigDict(hide_input_in_errors=True)
+
+    # NoDecode: the environment's comma-separated string reaches _split_servers as it is.
+    servers: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: [DEFAULT_NATS_URL], min_length=1
+    )
+    user: str = ""
+    password: str = Field(default="", repr=False)
+    token: str = Field(default="", repr=False)
+    creds_file: str = ""
+    tls_ca_file: str = ""
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
     stream: str = "FULCRUM_EVENTS"
     # Seconds within which a republished Nats-Msg-Id is absorbed by the server.
     duplicate_window: float = 120.0
     max_deliver: int = 10
     ack_wait: float = 30.0
     max_age_days: float = 7.0
-    replicas: int = 1
+    # Copies of the event stream (and, inherited, of every durable consumer): 3 on a
+    # 3-node cluster, so losing one node loses nothing.
+    replicas: int = Field(default=1, ge=1, le=5)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _url_is_servers(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "url" in data:
+            data = dict(data)
+            url = data.pop("url")
+            data.setdefault("servers", url)
+        return data
+
+    @field_validator("servers", mode="before")
+    @classmethod
+    def _split_servers(cls, value: Any) -> Any:
+        if isinstance(value, str) and value.lstrip().startswith("["):
+            return json.loads(value)
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @model_validator(mode="after")
+    def _one_kind_of_credentials(self) -> Self:
+        kinds = [
+            k
+            for k, given in (
+                ("user/password", bool(self.user or self.password)),
+                ("token", bool(self.token)),
+                ("creds_file", bool(self.creds_file)),
+            )
+            if given
+        ]
+        if len(kinds) > 1:
+            raise ValueError(f"NATS credentials: give one of {', '.join(kinds)}, not several")
+        if bool(self.user) != bool(self.password):
+            raise ValueError("NATS credentials: user and password go together")
+        if bool(self.tls_cert_file) != bool(self.tls_key_file):
+            raise ValueError("NATS TLS: tls_cert_file and tls_key_file go together")
+        return self
+
+    @property
+    def url(self) -> str:
+        """The servers as one comma-separated string (for messages and CLIs)."""
+        return ",".join(self.servers)
+
+    @property
+    def tls(self) -> bool:
+        """True when the connection must use TLS."""
+        return bool(self.tls_ca_file or self.tls_cert_file) or any(
+            s.startswith("tls://") for s in self.servers
+        )
 
 
 class TelemetrySettings(BaseModel):
