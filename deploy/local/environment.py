@@ -1,5 +1,6 @@
-"""What a local stack hands its services and its users: each service's FULCRUM_* settings, the
-per-deployment secrets behind them, and a ``clouds.yaml`` for the ``openstack`` CLI.
+"""What a local stack hands its services and its users: each service's FULCRUM_* settings and
+supervised program, the per-deployment secrets behind them, a ``clouds.yaml`` for the
+``openstack`` CLI and the lines telling how to use the stack.
 
 Secrets are made at the first start and kept (0600) in the state dir, so a restart keeps its
 tokens, keys and the admin password.
@@ -9,12 +10,15 @@ from __future__ import annotations
 
 import json
 import secrets
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from deploy.local.ports import LOOPBACK, StackPorts
+from deploy.local.state import StackPaths
+from deploy.local.supervision import Program
 from libs.common.secretstore import new_key
 from libs.common.settings import HEARTBEAT_KEY_ENV, SECRET_KEYS_ENV, default_subnets
 
@@ -58,17 +62,18 @@ class ServiceAddresses:
 
 
 def service_environment(
-    state: Path, pg_dsn: str, nats_url: str, addresses: ServiceAddresses
+    state: Path,
+    pg_dsn: str,
+    nats: Callable[[str], dict[str, str]],
+    addresses: ServiceAddresses,
 ) -> dict[str, dict[str, str]]:
-    """The FULCRUM_* environment of each service for this deployment. Replicas of a service
-    differ only in ``addresses``; all share the state dir's secrets, CA, identity file and
-    amphora state."""
+    """The FULCRUM_* environment of each service for this deployment; ``nats(service)``: that
+    service's ``NATS__*`` settings (URLs, credentials, replicas). Replicas of a service differ
+    only in ``addresses``; all share the state dir's secrets, CA, identity file and amphora
+    state."""
     heartbeat_key = _secret(state, "heartbeat.key")
     secret_keys = _secret(state, "secret.keys", new_key)
-    common = {
-        "POSTGRES__DSN": pg_dsn,
-        "NATS__URL": nats_url,
-    }
+    common = {"POSTGRES__DSN": pg_dsn}
     env: dict[str, dict[str, str]] = {
         "api": {
             **common,
@@ -103,9 +108,31 @@ def service_environment(
     }
     shared = {HEARTBEAT_KEY_ENV: heartbeat_key, SECRET_KEYS_ENV: secret_keys}
     return {
-        svc: shared | {f"FULCRUM_{svc.upper()}_{k}": v for k, v in values.items()}
+        svc: shared | {f"FULCRUM_{svc.upper()}_{k}": v for k, v in (values | nats(svc)).items()}
         for svc, values in env.items()
     }
+
+
+def service_program(name: str, service: str, paths: StackPaths, env: dict[str, str]) -> Program:
+    """A replica ``name`` of ``service``, started once the servers are ready."""
+    return Program(
+        name,
+        [sys.executable, "-m", f"services.{service}"],
+        paths.log(name),
+        environment=env,
+        autostart=False,
+    )
+
+
+def usage_text(paths: StackPaths, clouds: Path, stop: str) -> str:
+    """The closing lines of ``endpoint.txt``: how to use, watch and stop the stack."""
+    return (
+        f"Use it:\n"
+        f"  export OS_CLIENT_CONFIG_FILE={clouds} OS_CLOUD=fulcrum\n"
+        f"  openstack loadbalancer create --name my-lb --vip-subnet public-subnet\n"
+        f"Status: fulcrum status --state-dir {paths.state}   Logs: {paths.state}/*.log   "
+        f"Stop: {stop}\n"
+    )
 
 
 def write_clouds_yaml(state: Path, api_url: str) -> Path:

@@ -153,6 +153,11 @@ class PortPicker:
         self.picked["vip_octet"] = octet
         return octet
 
+    def record(self, name: str, port: int) -> None:
+        """Save a port picked elsewhere (e.g. by a server's own configuration) with the rest."""
+        self.taken.add(port)
+        self.picked[name] = port
+
     def save(self) -> dict[str, int]:
         self._paths.ports.write_text(json.dumps(self.picked, indent=1))
         return dict(self.picked)

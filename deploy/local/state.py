@@ -63,6 +63,9 @@ class StackLayout:
         return tuple(part.name for part in self.parts if not part.server)
 
     def save(self, path: Path) -> None:
+        """Write it (0600: a probe may hold a password)."""
+        path.touch(mode=0o600)
+        path.chmod(0o600)
         path.write_text(json.dumps(asdict(self), indent=1))
 
     @classmethod

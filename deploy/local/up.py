@@ -26,7 +26,13 @@ from typing import Final
 
 from deploy.local.down import stop_amphorae
 from deploy.local.embedded import EmbeddedNats, EmbeddedPostgres
-from deploy.local.environment import ServiceAddresses, service_environment, write_clouds_yaml
+from deploy.local.environment import (
+    ServiceAddresses,
+    service_environment,
+    service_program,
+    usage_text,
+    write_clouds_yaml,
+)
 from deploy.local.ports import LOOPBACK, StackPorts, choose_ports
 from deploy.local.state import (
     SERVICES,
@@ -50,24 +56,15 @@ from libs.common.errors import FulcrumError
 READY_TIMEOUT: Final = 120.0
 
 
-def service_program(name: str, service: str, paths: StackPaths, env: dict[str, str]) -> Program:
-    """A replica ``name`` of ``service``, started once the servers are ready."""
-    return Program(
-        name,
-        [sys.executable, "-m", f"services.{service}"],
-        paths.log(name),
-        environment=env,
-        autostart=False,
-    )
-
-
 def _single_plan(paths: StackPaths, api_port: int | None) -> StackPlan:
     """The embedded default: one Postgres, one NATS, one of each service."""
     state = paths.state
     ports = choose_ports(paths, api_port)
     pg = EmbeddedPostgres(state / "postgres", port=ports.postgres)
     nats_server = EmbeddedNats(state / "nats", port=ports.nats)
-    envs = service_environment(state, pg.dsn, nats_server.url, ServiceAddresses.of(ports))
+    envs = service_environment(
+        state, pg.dsn, lambda service: {"NATS__URL": nats_server.url}, ServiceAddresses.of(ports)
+    )
     programs = [
         Program(
             "postgres",
@@ -167,17 +164,6 @@ def _endpoint_text(paths: StackPaths, ports: StackPorts, clouds: Path) -> str:
         f"housekeeping :{ports.housekeeping}\n"
         f"  clouds.yaml: {clouds}\n"
         f"{usage_text(paths, clouds, 'make down')}"
-    )
-
-
-def usage_text(paths: StackPaths, clouds: Path, stop: str) -> str:
-    """The closing lines of ``endpoint.txt``: how to use, watch and stop the stack."""
-    return (
-        f"Use it:\n"
-        f"  export OS_CLIENT_CONFIG_FILE={clouds} OS_CLOUD=fulcrum\n"
-        f"  openstack loadbalancer create --name my-lb --vip-subnet public-subnet\n"
-        f"Status: fulcrum status --state-dir {paths.state}   Logs: {paths.state}/*.log   "
-        f"Stop: {stop}\n"
     )
 
 

@@ -1,0 +1,194 @@
+"""``fulcrum up --cluster`` (``make up-cluster``): the cluster stack on one machine.
+
+Every part runs more than once, as a real deployment spreads it over machines:
+
+- 3 ``nats-server`` nodes with cluster routes (``nats_cluster.py``); the event stream at R3;
+  every service gets the three URLs and credentials of its own;
+- Postgres managed by Patroni with etcd (``patroni.py``): services use the multi-host DSN with
+  ``target_session_attrs=read-write``;
+- ``REPLICAS`` replicas of api, provisioner, health and housekeeping (supervisord programs
+  ``api-1``, ``api-2``, ...), each on ports of its own; the API replicas share the token key
+  and the identity file, behind an HAProxy front (``front``) that checks ``/readyz``;
+  amphorae send heartbeats to every health replica.
+
+All of it under its own state dir (``.state-cluster`` by default), every port free-picked and
+kept in ``ports.json``. ``cluster_plan`` builds what ``up.py`` runs; ``status`` and ``down``
+read the layout it saves like the embedded default's.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Final
+from urllib.parse import urlsplit
+
+from deploy.local.environment import (
+    ServiceAddresses,
+    service_environment,
+    service_program,
+    usage_text,
+)
+from deploy.local.nats_cluster import EVENTS_READER, NatsCluster, NatsCredentials
+from deploy.local.patroni_standin import PatroniCluster, PatroniPorts
+from deploy.local.ports import LOOPBACK, PortPicker
+from deploy.local.state import SERVICES, Part, StackLayout, StackPaths, StackPlan
+from deploy.local.supervision import Program
+
+REPLICAS: Final = 2
+NATS_NODES: Final = 3
+FRONT: Final = "front"
+HAPROXY: Final = "/usr/sbin/haproxy"
+
+
+def replica_names(service: str) -> list[str]:
+    """The supervisord program names of ``service``'s replicas: ``api-1``, ``api-2``..."""
+    return [f"{service}-{index}" for index in range(1, REPLICAS + 1)]
+
+
+def render_front(port: int, api_ports: list[int]) -> str:
+    """The HAProxy configuration of the API front (pure): round robin over the API replicas,
+    each checked on ``/readyz`` every 0.5 s (out after 2 failures, back after 2 successes).
+
+    A request whose connection to a replica fails is sent to the other one; only GET and HEAD
+    are retried after a replica died mid-request (a create is never sent twice).
+    """
+    servers = [
+        f"    server api-{index} {LOOPBACK}:{api} check"
+        for index, api in enumerate(api_ports, start=1)
+    ]
+    return "\n".join(
+        [
+            "global",
+            "    maxconn 4096",
+            "defaults",
+            "    mode http",
+            "    timeout connect 2s",
+            "    timeout client 120s",
+            "    timeout server 120s",
+            "    retries 3",
+            "    option redispatch 1",
+            "    retry-on conn-failure empty-response response-timeout",
+            "frontend api",
+            f"    bind {LOOPBACK}:{port}",
+            "    default_backend api",
+            "backend api",
+            "    balance roundrobin",
+            "    option httpchk GET /readyz",
+            "    http-check expect status 200",
+            "    http-request disable-l7-retry unless METH_GET || METH_HEAD",
+            "    default-server inter 500ms fall 2 rise 2",
+            *servers,
+            "",
+        ]
+    )
+
+
+def cluster_plan(paths: StackPaths, api_port: int | None) -> StackPlan:
+    """The cluster stack under ``paths`` (see the module doc); ``api_port``: the front's."""
+    state = paths.state
+    picker = PortPicker(paths)
+    front = picker.api(FRONT, api_port)
+    service_ports = {
+        name: picker.tcp(name) for service in SERVICES for name in replica_names(service)
+    }
+    udp = [picker.udp(f"{name}-udp") for name in replica_names("health")]
+    vip_octet = picker.vip_octet()
+    nats = NatsCluster(state / "nats", size=NATS_NODES)
+    patroni = PatroniCluster(state / "patroni", PatroniPorts.pick())
+    for node in nats.nodes:
+        picker.record(node.name, node.ports.client)
+        picker.record(f"{node.name}-monitor", node.ports.monitor)
+    for index, port in enumerate(patroni.ports.postgres):
+        picker.record(f"pg{index}", port)
+    picker.save()
+    front_url = f"http://{LOOPBACK}:{front}"
+    endpoints = tuple(f"{LOOPBACK}:{port}" for port in udp)
+
+    programs: list[Program] = [*patroni.programs(), *nats.programs(log_dir=state)]
+    parts: list[Part] = []
+    for program in programs:
+        if program.name.startswith("nats-"):
+            node = nats.node(program.name)
+            probe = f"{node.monitor_url}/healthz?js-enabled-only=true"
+        elif program.name.endswith("etcd"):
+            probe = f"{patroni.etcd_url}/health"
+        else:
+            probe = patroni.member_dsn(program.name)
+        parts.append(Part(program.name, _marker(program, state), probe, True, program.stop_signal))
+    for index in range(REPLICAS):
+        names = {service: replica_names(service)[index] for service in SERVICES}
+        addresses = ServiceAddresses(
+            api=service_ports[names["api"]],
+            provisioner=service_ports[names["provisioner"]],
+            health=service_ports[names["health"]],
+            housekeeping=service_ports[names["housekeeping"]],
+            health_udp=udp[index],
+            public_url=front_url,
+            health_endpoints=endpoints,
+            vip_octet=vip_octet,
+        )
+        envs = service_environment(state, patroni.dsn, nats.environment_for, addresses)
+        for service in SERVICES:
+            name = names[service]
+            programs.append(service_program(name, service, paths, envs[service]))
+            parts.append(
+                Part(name, f"services.{service}", f"http://{LOOPBACK}:{service_ports[name]}/readyz")
+            )
+    dsn_file = state / "postgres.dsn"
+    dsn_file.write_text(patroni.dsn)
+    dsn_file.chmod(0o600)
+    front_config = state / "front.cfg"
+    api_ports = [service_ports[name] for name in replica_names("api")]
+    front_config.write_text(render_front(front, api_ports))
+    programs.append(
+        Program(FRONT, [HAPROXY, "-db", "-f", str(front_config)], paths.log(FRONT), autostart=False)
+    )
+    parts.append(Part(FRONT, str(front_config), f"{front_url}/readyz"))
+    addresses_text = [
+        f"API front: {front_url} (HAProxy over api {', '.join(map(str, api_ports))})",
+        f"NATS: {', '.join(nats.urls)} (stream at R{nats.replicas})",
+        f"Postgres: {_without_password(patroni.dsn)}",
+        f"heartbeats: udp {', '.join(endpoints)}   VIPs: 127.{vip_octet}.0.0/16",
+    ]
+    return StackPlan(
+        programs=programs,
+        layout=StackLayout("cluster", parts, patroni.dsn, addresses_text),
+        api_url=front_url,
+        nats_urls=[_with_user(url, nats.credentials_for(EVENTS_READER)) for url in nats.urls],
+        endpoint=lambda clouds: _endpoint_text(paths, addresses_text, clouds),
+        servers_ready=lambda deadline: patroni.wait_ready(max(deadline - _now(), 1.0)),
+    )
+
+
+def _now() -> float:
+    return time.monotonic()
+
+
+def _marker(program: Program, state: Path) -> str:
+    """The argument that tells ``program``'s process apart: the first naming a file of the
+    state dir (its config), else the executable."""
+    return next((arg for arg in program.command if str(state) in arg), program.command[0])
+
+
+def _without_password(dsn: str) -> str:
+    parts = urlsplit(dsn)
+    if parts.password is None:
+        return dsn
+    return dsn.replace(f":{parts.password}@", ":***@", 1)
+
+
+def _with_user(url: str, credentials: NatsCredentials) -> str:
+    """``url`` carrying ``credentials`` (for ``fulcrum events tail``)."""
+    scheme, rest = url.split("://", 1)
+    return f"{scheme}://{credentials.user}:{credentials.password}@{rest}"
+
+
+def _endpoint_text(paths: StackPaths, addresses: list[str], clouds: Path) -> str:
+    lines = "".join(f"  {line}\n" for line in addresses)
+    return (
+        f"Fulcrum cluster is up.\n{lines}"
+        f"  clouds.yaml: {clouds}\n"
+        f"  Postgres DSN, with its password: {paths.state / 'postgres.dsn'}\n"
+        f"{usage_text(paths, clouds, 'make down-cluster')}"
+    )
