@@ -30,13 +30,14 @@ from deploy.local.environment import (
     usage_text,
 )
 from deploy.local.nats_cluster import EVENTS_READER, NatsCluster, NatsCredentials
-from deploy.local.patroni_standin import PatroniCluster, PatroniPorts
+from deploy.local.patroni import PatroniCluster, PatroniPorts
 from deploy.local.ports import LOOPBACK, PortPicker
 from deploy.local.state import SERVICES, Part, StackLayout, StackPaths, StackPlan
 from deploy.local.supervision import Program
 
 REPLICAS: Final = 2
 NATS_NODES: Final = 3
+POSTGRES_MEMBERS: Final = 2
 FRONT: Final = "front"
 HAPROXY: Final = "/usr/sbin/haproxy"
 
@@ -88,19 +89,25 @@ def cluster_plan(paths: StackPaths, api_port: int | None) -> StackPlan:
     """The cluster stack under ``paths`` (see the module doc); ``api_port``: the front's."""
     state = paths.state
     picker = PortPicker(paths)
+    nats = NatsCluster(state / "nats", size=NATS_NODES)  # picks and keeps its own ports
+    for node in nats.nodes:
+        picker.record(node.name, node.ports.client)
+        picker.record(f"{node.name}-routes", node.ports.cluster)
+        picker.record(f"{node.name}-monitor", node.ports.monitor)
     front = picker.api(FRONT, api_port)
     service_ports = {
         name: picker.tcp(name) for service in SERVICES for name in replica_names(service)
     }
     udp = [picker.udp(f"{name}-udp") for name in replica_names("health")]
     vip_octet = picker.vip_octet()
-    nats = NatsCluster(state / "nats", size=NATS_NODES)
-    patroni = PatroniCluster(state / "patroni", PatroniPorts.pick())
-    for node in nats.nodes:
-        picker.record(node.name, node.ports.client)
-        picker.record(f"{node.name}-monitor", node.ports.monitor)
-    for index, port in enumerate(patroni.ports.postgres):
-        picker.record(f"pg{index}", port)
+    members = [f"pg{index}" for index in range(POSTGRES_MEMBERS)]
+    patroni_ports = PatroniPorts(
+        etcd_client=picker.tcp("etcd"),
+        etcd_peer=picker.tcp("etcd-peer"),
+        postgres=tuple(picker.tcp(name) for name in members),
+        restapi=tuple(picker.tcp(f"{name}-rest") for name in members),
+    )
+    patroni = PatroniCluster(state / "patroni", patroni_ports)
     picker.save()
     front_url = f"http://{LOOPBACK}:{front}"
     endpoints = tuple(f"{LOOPBACK}:{port}" for port in udp)
@@ -114,7 +121,7 @@ def cluster_plan(paths: StackPaths, api_port: int | None) -> StackPlan:
         elif program.name.endswith("etcd"):
             probe = f"{patroni.etcd_url}/health"
         else:
-            probe = patroni.member_dsn(program.name)
+            probe = patroni.member_dsn(program.name, "postgres")
         parts.append(Part(program.name, _marker(program, state), probe, True, program.stop_signal))
     for index in range(REPLICAS):
         names = {service: replica_names(service)[index] for service in SERVICES}
