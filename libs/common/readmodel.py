@@ -203,7 +203,7 @@ def amphora_body(amp: Amphora, created_at: datetime, updated_at: datetime | None
         "vrrp_interface": None,
         "vrrp_id": 1 if amp.topology == "ACTIVE_STANDBY" else None,
         "vrrp_priority": {"MASTER": 100, "BACKUP": 90}.get(amp.role),
-        "cached_zone": None,
+        "cached_zone": amp.host or None,  # the amphora host it was placed on
         "image_id": None,
         "compute_flavor": amp.driver,
         "created_at": api_time(created_at),

@@ -41,9 +41,12 @@ from libs.common.service import (
 )
 from libs.common.settings import PostgresSettings
 from libs.common.telemetry import setup_tracing
+from services.provisioner.adapters.netns_network import HostPlacement
 from services.provisioner.configurator import Configurator
+from services.provisioner.domain.placement import address_share
 from services.provisioner.drivers import AmphoraDriver
 from services.provisioner.drivers.docker import DockerAmphoraDriver
+from services.provisioner.drivers.hosts import HostsDriver
 from services.provisioner.drivers.netns import NetnsAmphoraDriver
 from services.provisioner.drivers.process import ProcessAmphoraDriver
 from services.provisioner.handlers.compensation import Compensation
@@ -83,7 +86,47 @@ CONFIGURATOR = web.AppKey("configurator", Configurator)
 
 
 def build_driver(settings: ProvisionerSettings, ca: DeploymentCA) -> AmphoraDriver:
-    """The driver ``settings.driver`` names; raises ValueError for an unknown one."""
+    """The driver ``settings.driver`` names, or with ``settings.hosts`` one per host behind
+    the hosts driver; raises ValueError for an unknown one."""
+    agent_env = _agent_env(settings)
+    if settings.hosts:
+        return _hosts_driver(settings, ca, agent_env)
+    return _single_driver(settings, ca, agent_env)
+
+
+def _hosts_driver(
+    settings: ProvisionerSettings, ca: DeploymentCA, agent_env: dict[str, str]
+) -> HostsDriver:
+    """A driver per host: netns hosts share the netns networks' switches and split each
+    network's ``ip_range`` (unless given their own), docker hosts are engines of their own."""
+    netns_hosts = [h.name for h in settings.hosts if h.driver == "netns"]
+    drivers: dict[str, AmphoraDriver] = {}
+    for host in settings.hosts:
+        if host.driver == "docker":
+            docker = settings.docker.model_copy(update={"host": host.docker_host})
+            drivers[host.name] = _single_driver(
+                settings.model_copy(update={"driver": "docker", "docker": docker}), ca, agent_env
+            )
+            continue
+        index = netns_hosts.index(host.name)
+        shares = {
+            n.name: host.ip_ranges.get(n.name) or address_share(n.ip_range, len(netns_hosts), index)
+            for n in settings.netns.networks
+        }
+        placement = HostPlacement(host.name, shares, settings.state_dir / ".switch.lock")
+        drivers[host.name] = NetnsAmphoraDriver(
+            settings.netns,
+            settings.state_dir / "hosts" / host.name,
+            ca,
+            agent_env=agent_env,
+            boot_timeout=settings.boot_timeout,
+            cert_validity_days=settings.cert_validity_days,
+            host=placement,
+        )
+    return HostsDriver(drivers, settings.anti_affinity)
+
+
+def _agent_env(settings: ProvisionerSettings) -> dict[str, str]:
     agent_env = {}
     if settings.heartbeat_key:
         agent_env["FULCRUM_AMPHORA_HEARTBEAT_KEY"] = settings.heartbeat_key
@@ -92,6 +135,12 @@ def build_driver(settings: ProvisionerSettings, ca: DeploymentCA) -> AmphoraDriv
             "'", '"'
         )
         agent_env["FULCRUM_AMPHORA_HEARTBEAT_INTERVAL"] = str(settings.heartbeat_interval)
+    return agent_env
+
+
+def _single_driver(
+    settings: ProvisionerSettings, ca: DeploymentCA, agent_env: dict[str, str]
+) -> AmphoraDriver:
     if settings.driver == "process":
         return ProcessAmphoraDriver(
             settings.state_dir,

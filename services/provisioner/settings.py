@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
-from typing import Final
+from typing import Final, Literal
 
 from pydantic import BaseModel, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -143,6 +143,31 @@ class VrrpSettings(BaseModel):
 # --- end of the netns driver and VRRP block ------------------------------------------------
 
 
+class AmphoraHostSettings(BaseModel):
+    """One host amphorae run on (``ProvisionerSettings.hosts``).
+
+    ``netns``: a bridge of its own per VIP network (namespace ``<network_prefix><network>-<name>``)
+    joined by its uplink to that network's switch (the network namespace the ``netns`` settings
+    describe, whose uplink into this machine holds the gateway); its amphorae take addresses
+    from its own slice of each network's ``ip_range``: ``ip_ranges`` (network name -> CIDR), or
+    by default an equal share of the range, in the order of the hosts. Cutting its uplink
+    (``h-<name>`` in the switch's namespace) is losing the host.
+    ``docker``: a private engine at ``docker_host`` (DOCKER_HOST syntax), with the ``docker``
+    settings' image and networks.
+    """
+
+    name: str = Field(pattern=r"^[a-z0-9]{1,8}$")
+    driver: Literal["netns", "docker"] = "netns"
+    ip_ranges: dict[str, str] = Field(default_factory=dict)
+    docker_host: str | None = None
+
+
+# Octavia's anti-affinity policies (nova server groups): "hard" refuses to place the two
+# amphorae of an ACTIVE_STANDBY LB on one host; "soft" prefers distinct hosts and, with one
+# live host left, places them together (degraded, logged, counted) rather than fail.
+AntiAffinity = Literal["soft", "hard"]
+
+
 class ProvisionerSettings(HeartbeatKeySetting, SecretKeysSetting, BaseSettings):
     """Built once in ``__main__`` and passed down."""
 
@@ -188,3 +213,26 @@ class ProvisionerSettings(HeartbeatKeySetting, SecretKeysSetting, BaseSettings):
     # for ACTIVE_STANDBY on amphorae that own a VIP interface (FULCRUM_PROVISIONER_VRRP__*).
     netns: NetnsDriverSettings = Field(default_factory=NetnsDriverSettings)
     vrrp: VrrpSettings = Field(default_factory=VrrpSettings)
+    # The hosts amphorae run on (FULCRUM_PROVISIONER_HOSTS, JSON): none, the default, runs
+    # ``driver`` on this host alone. With hosts, each new amphora goes to the least-loaded live
+    # host, and the two of an ACTIVE_STANDBY LB to distinct hosts (``anti_affinity``):
+    #   FULCRUM_PROVISIONER_HOSTS='[{"name":"h1"},{"name":"h2"}]'
+    #   FULCRUM_PROVISIONER_HOSTS='[{"name":"h1","ip_ranges":{"fulcrum":"198.18.32.0/26"}},
+    #                               {"name":"d2","driver":"docker","docker_host":"unix:///run/d2.sock"}]'
+    hosts: list[AmphoraHostSettings] = Field(default_factory=list)
+    anti_affinity: AntiAffinity = "soft"
+
+    @model_validator(mode="after")
+    def _hosts_are_distinct(self) -> ProvisionerSettings:
+        names = [h.name for h in self.hosts]
+        if len(set(names)) != len(names):
+            raise ValueError(f"amphora host names must be distinct: {names}")
+        networks = {n.name: n for n in self.netns.networks}
+        for host in self.hosts:
+            for network, cidr in host.ip_ranges.items():
+                if network not in networks:
+                    raise ValueError(f"host {host.name}: no netns network {network!r}")
+                inside = ipaddress.ip_network(networks[network].ip_range)
+                if not ipaddress.ip_network(cidr).subnet_of(inside):  # type: ignore[arg-type]
+                    raise ValueError(f"host {host.name}: {cidr} is outside {inside}")
+        return self

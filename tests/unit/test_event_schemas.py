@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from libs.common.domain import stored
+from libs.common.domain.amphora import fold_amphora
 from libs.common.domain.evolve import fold
 from libs.common.domain.model import Listener, Pool, SessionPersistence
 from libs.common.events import Event, registry
@@ -119,3 +120,22 @@ def test_quota_limits_name_every_quota_resource() -> None:
     assert set(quota_ev.QuotaLimits.model_fields) == set(quota_limits.QUOTA_RESOURCES)
     event = quota_ev.QuotaUpdated(project_id="p", limits={"pool": None, "member": 3})
     assert event.model_dump(mode="json")["limits"] == {"pool": None, "member": 3}
+
+
+def test_a_v1_amphora_boot_without_a_host_decodes_and_folds_to_no_host() -> None:
+    data = {
+        "amphora_id": "a-1",
+        "driver": "netns",
+        "compute_id": "fa-a1",
+        "agent_url": "https://198.18.32.2:9443",
+        "lb_network_ip": "198.18.32.2",
+        "loadbalancer_id": "lb-1",
+        "role": "MASTER",
+        "vrrp_ip": None,
+        "ha_ip": None,
+        "cert_expiration": None,
+        "topology": "ACTIVE_STANDBY",
+    }
+    event = registry().decode("AmphoraBooted", 1, data)
+    assert fold_amphora([event]).host == ""
+    assert event.model_dump(mode="json") == {**data, "host": ""}

@@ -41,6 +41,7 @@ class Amphora(BaseModel):
     cert_expiration: str | None = None
     topology: str = "SINGLE"
     failure_reason: str = ""
+    host: str = ""
 
 
 def evolve_amphora(state: Amphora, event: Event) -> Amphora:
@@ -60,6 +61,7 @@ def evolve_amphora(state: Amphora, event: Event) -> Amphora:
                 ha_ip=event.ha_ip,
                 cert_expiration=event.cert_expiration,
                 topology=event.topology,
+                host=event.host,
                 status=AmphoraStatus.ALLOCATED if event.loadbalancer_id else AmphoraStatus.READY,
             )
         case ev.AmphoraAllocated():

@@ -25,6 +25,8 @@ class AmphoraBooted(AmphoraEvent, name="AmphoraBooted"):
     ha_ip: str | None = None
     cert_expiration: str | None = None
     topology: str = "SINGLE"
+    # The amphora host it runs on (provisioner setting ``hosts``); "" with a single driver.
+    host: str = ""
 
 
 class AmphoraAllocated(AmphoraEvent, name="AmphoraAllocated"):

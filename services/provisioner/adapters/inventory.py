@@ -14,13 +14,16 @@ import asyncpg
 from services.provisioner.domain.reconciliation import InventoryRow
 
 _INVENTORY: Final = (
-    "SELECT a.id, a.status, a.lb_id, l.body->>'provisioning_status' AS lb_status "
+    "SELECT a.id, a.status, a.lb_id, l.body->>'provisioning_status' AS lb_status, "
+    "coalesce(a.body->>'cached_zone', '') AS host "
     "FROM amphora_view a LEFT JOIN loadbalancer_view l ON l.id = a.lb_id"
 )
 
 
 def _row(record: asyncpg.Record) -> InventoryRow:
-    return InventoryRow(record["id"], record["status"], record["lb_id"], record["lb_status"])
+    return InventoryRow(
+        record["id"], record["status"], record["lb_id"], record["lb_status"], record["host"]
+    )
 
 
 async def amphora_inventory(conn: asyncpg.Connection) -> dict[str, InventoryRow]:

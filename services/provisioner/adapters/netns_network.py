@@ -20,6 +20,14 @@ Topology, per VIP network ``N`` (``NetnsDriverSettings.networks``; subnets in 19
   amphora there is plugged or unplugged, so no neighbour keeps a deleted amphora's MAC).
   ``ip_nonlocal_bind`` is on so a BACKUP's HAProxy binds the VIP it does not hold.
 
+On an amphora host (``HostPlacement``, the provisioner's ``hosts`` setting) the network
+namespace above is the network's *switch*, shared by every host, and each host has a bridge of
+its own, ``<network_prefix><name>-<host>``, whose ``up0`` is joined to the switch's bridge by
+the host's uplink (``h-<host>`` in the switch's namespace); its amphorae plug into the host's
+bridge and take addresses from the host's share of ``ip_range``. A host's bridge is kept
+after its last amphora (like the switch): setting its uplink or its bridge down (a lost host)
+stays visible to ``reachable`` until an operator repairs it (``prepare_network``).
+
 ``<state_dir>/.networks/<name>.json`` marks a network namespace made here (removed with its
 last amphora unless it is to be kept), ``<name>.last`` the last address handed out. Address
 allocation and network changes hold ``locked()`` (also an flock on ``<state_dir>/.lock``, so
@@ -38,7 +46,7 @@ import os
 import shutil
 import signal
 import time
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncIterator, Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -46,7 +54,14 @@ from typing import Final
 from libs.common.errors import InfrastructureError
 from services.provisioner.settings import NetnsDriverSettings, NetnsNetworkSettings
 
-__all__ = ["VIP_INTERFACE", "Attachment", "IpRoute", "NetnsNetwork", "namespace_exists"]
+__all__ = [
+    "VIP_INTERFACE",
+    "Attachment",
+    "HostPlacement",
+    "IpRoute",
+    "NetnsNetwork",
+    "namespace_exists",
+]
 
 VIP_INTERFACE: Final = "eth0"
 _BRIDGE: Final = "br0"
@@ -73,6 +88,20 @@ class Attachment:
     port_name: str
     network: str
     address: str
+
+
+@dataclass(frozen=True)
+class HostPlacement:
+    """The amphora host a ``NetnsNetwork`` plumbs: its name, its share of each network's
+    ``ip_range`` (network name -> CIDR; the whole range when absent) and the lock file every
+    host's provisioner takes to make the shared switch."""
+
+    name: str
+    ip_ranges: Mapping[str, str]
+    switch_lock: Path
+
+
+_SWITCH_LOCK: Final = asyncio.Lock()
 
 
 class IpRoute:
@@ -118,9 +147,12 @@ class IpRoute:
 class NetnsNetwork:
     """The networks of ``settings`` and the amphora namespaces plugged into them."""
 
-    def __init__(self, settings: NetnsDriverSettings, state_dir: Path) -> None:
+    def __init__(
+        self, settings: NetnsDriverSettings, state_dir: Path, host: HostPlacement | None = None
+    ) -> None:
         self._settings = settings
         self._state_dir = state_dir
+        self._host = host
         self._ip = IpRoute(settings.command_timeout)
         self._lock = asyncio.Lock()
         (self._state_dir / _NETWORKS_DIR).mkdir(parents=True, exist_ok=True)
@@ -139,6 +171,18 @@ class NetnsNetwork:
         """The namespace holding the network's bridge; the host end of its uplink has the
         same name."""
         return f"{self._settings.network_prefix}{network}"
+
+    def bridge_namespace(self, network: str) -> str:
+        """The namespace holding the bridge amphorae plug into: the network's own, or on an
+        amphora host the host's."""
+        if self._host is None:
+            return self.network_namespace(network)
+        return f"{self.network_namespace(network)}-{self._host.name}"
+
+    def host_uplink(self) -> str:
+        """On an amphora host: the switch's end of the host's uplink."""
+        assert self._host is not None
+        return f"h-{self._host.name}"
 
     def network_for(self, vip_address: str | None) -> NetnsNetworkSettings:
         """The network whose subnet holds ``vip_address`` (the first network for none)."""
@@ -181,7 +225,60 @@ class NetnsNetwork:
             await self.ensure_network(self.network(name), keep=True)
 
     async def ensure_network(self, network: NetnsNetworkSettings, *, keep: bool) -> None:
-        """Idempotent: every piece is checked and made when missing. Called under the lock."""
+        """Idempotent: every piece is checked and made when missing. Called under the lock.
+        On an amphora host: the shared switch, then the host's bridge (both kept)."""
+        if self._host is None:
+            await self._ensure_switch(network, keep=keep)
+            return
+        async with _SWITCH_LOCK:
+            fd = os.open(self._host.switch_lock, os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                await asyncio.to_thread(fcntl.flock, fd, fcntl.LOCK_EX)
+                await self._ensure_switch(network, keep=True)
+            finally:
+                os.close(fd)
+        await self._ensure_host_bridge(network)
+
+    async def _ensure_host_bridge(self, network: NetnsNetworkSettings) -> None:
+        switch = self.network_namespace(network.name)
+        ns = self.bridge_namespace(network.name)
+        uplink = self.host_uplink()
+        if not namespace_exists(ns):
+            await self._ip.run("netns", "add", ns)
+            self._network_marker(network.name).write_text(json.dumps({"keep": True}))
+        await self._ip.run("-n", ns, "link", "set", "lo", "up")
+        if not await self._ip.link_exists(_BRIDGE, ns):
+            await self._ip.run("-n", ns, "link", "add", _BRIDGE, "type", "bridge")
+        await self._ip.run("-n", ns, "link", "set", _BRIDGE, "up")
+        if not await self._ip.link_exists(_UPLINK_INSIDE, ns):
+            await self._ip.run("-n", switch, "link", "del", uplink, check=False)
+            await self._ip.run(
+                "-n", switch, "link", "add", uplink, "type", "veth",
+                "peer", "name", _UPLINK_INSIDE, "netns", ns,
+            )  # fmt: skip
+        await self._ip.run("-n", switch, "link", "set", uplink, "master", _BRIDGE, "up")
+        await self._ip.run("-n", ns, "link", "set", _UPLINK_INSIDE, "master", _BRIDGE, "up")
+
+    async def reachable(self) -> bool:
+        """Whether this host's amphorae can be reached: every bridge it has is up and joined
+        to its switch by an uplink that is up (a host not plumbed yet is reachable)."""
+        if self._host is None:
+            return True
+        for network in self._settings.networks:
+            ns = self.bridge_namespace(network.name)
+            if not namespace_exists(ns):
+                continue
+            status, text = await self._ip.run("-n", ns, "-br", "link", "show", check=False)
+            states = {
+                fields[0].split("@")[0]: fields[1]
+                for fields in (line.split() for line in text.splitlines())
+                if len(fields) > 1
+            }
+            if status != 0 or states.get(_BRIDGE) != "UP" or states.get(_UPLINK_INSIDE) != "UP":
+                return False
+        return True
+
+    async def _ensure_switch(self, network: NetnsNetworkSettings, *, keep: bool) -> None:
         ns = self.network_namespace(network.name)
         marker = self._network_marker(network.name)
         if not namespace_exists(ns):
@@ -211,6 +308,14 @@ class NetnsNetwork:
             await self._remove_network(name)
 
     async def _remove_network(self, name: str) -> None:
+        """The network's namespace, or on an amphora host the host's bridge (its uplink goes
+        with it; the shared switch stays)."""
+        if self._host is not None:
+            ns = self.bridge_namespace(name)
+            if namespace_exists(ns):
+                await self._ip.run("netns", "del", ns, check=False)
+            self._network_marker(name).unlink(missing_ok=True)
+            return
         ns = self.network_namespace(name)
         if await self._ip.link_exists(ns):
             await self._ip.run("link", "del", ns, check=False)
@@ -234,7 +339,7 @@ class NetnsNetwork:
         ``address``; returns the bridge port's name. For tests and operators: the address must
         lie outside the network's ``ip_range``. Deleting the namespace unplugs it."""
         settings = self.network(network)
-        ns = self.network_namespace(network)
+        ns = self.bridge_namespace(network)
         port = "p" + hashlib.sha256(namespace.encode()).hexdigest()[:12]
         prefix = ipaddress.ip_network(settings.subnet).prefixlen
         await self._ip.run(
@@ -256,13 +361,16 @@ class NetnsNetwork:
         subnet = ipaddress.ip_network(network.subnet)
         unavailable = {*taken, network.gateway}
         reserved = {subnet.network_address, subnet.broadcast_address}
+        ip_range = network.ip_range
+        if self._host is not None:
+            ip_range = self._host.ip_ranges.get(network.name, ip_range)
         hosts = [
             str(h)
-            for h in ipaddress.ip_network(network.ip_range)
+            for h in ipaddress.ip_network(ip_range)
             if h not in reserved and str(h) not in unavailable
         ]
         if not hosts:
-            raise InfrastructureError(f"no free amphora address left in {network.ip_range}")
+            raise InfrastructureError(f"no free amphora address left in {ip_range}")
         cursor = self._state_dir / _NETWORKS_DIR / f"{network.name}.last"
         try:
             last = ipaddress.IPv4Address(cursor.read_text().strip())
@@ -282,7 +390,7 @@ class NetnsNetwork:
     async def plug(self, attachment: Attachment) -> None:
         """The amphora's namespace with eth0 on the bridge (recreated from scratch)."""
         network = self.network(attachment.network)
-        ns, bridge_ns = attachment.namespace, self.network_namespace(network.name)
+        ns, bridge_ns = attachment.namespace, self.bridge_namespace(network.name)
         port = attachment.port_name
         await self._ip.run("-n", bridge_ns, "link", "del", port, check=False)
         if namespace_exists(ns):
@@ -317,7 +425,7 @@ class NetnsNetwork:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(target, signal.SIGKILL)
             await asyncio.sleep(_POLL)
-        bridge_ns = self.network_namespace(attachment.network)
+        bridge_ns = self.bridge_namespace(attachment.network)
         if namespace_exists(bridge_ns):
             await self._ip.run("-n", bridge_ns, "link", "del", attachment.port_name, check=False)
         if namespace_exists(attachment.namespace):

@@ -34,6 +34,7 @@ def booted(
         role=role,
         cert_expiration=handle.cert_expiration,
         topology=topology,
+        host=handle.host,
     )
 
 

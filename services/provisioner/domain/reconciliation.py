@@ -1,7 +1,10 @@
 """Verdicts of the driver reconciliation: what runs unowned, what the store expects but is gone.
 
-Pure: a function of what the driver lists, what the store holds and when each unowned amphora
-was first seen unowned. The handler confirms each verdict under a lock before acting on it.
+Pure: a function of what the driver lists, what the store holds, which amphora hosts the
+driver can see now and when each unowned amphora was first seen unowned. An amphora on a host
+the driver cannot see is never judged: an unreachable host is not a missing amphora (its
+amphorae stop beating, and the health service fails them over). The handler confirms each
+verdict under a lock before acting on it.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ class InventoryRow:
     status: str
     lb_id: str | None
     lb_status: str | None
+    host: str = ""
 
 
 def unowned(row: InventoryRow | None) -> bool:
@@ -46,18 +50,25 @@ def judge_driver(
     unowned_since: Mapping[str, float],
     now: float,
     grace: float,
+    visible_hosts: Collection[str] | None = None,
 ) -> DriverVerdicts:
-    """Compare the driver (``running`` amphorae and ``leftovers`` of others) with the store."""
+    """Compare the driver (``running`` amphorae and ``leftovers`` of others) with the store;
+    ``visible_hosts``: the amphora hosts it sees now (None: a single driver, sees all)."""
     present = set(running) | set(leftovers)
     since = {a: unowned_since.get(a, now) for a in present if unowned(inventory.get(a))}
     reap = tuple(a for a in sorted(since) if now - since[a] >= grace)
     missing = []
     missing_spares = []
     for row in inventory.values():
-        if row.amphora_id in running:
+        if row.amphora_id in running or not sees(visible_hosts, row.host):
             continue
         if row.status == AmphoraStatus.ALLOCATED and row.lb_status == "ACTIVE":
             missing.append(row)
         elif row.status == AmphoraStatus.READY and row.lb_id is None:
             missing_spares.append(row)
     return DriverVerdicts(since, reap, tuple(missing), tuple(missing_spares))
+
+
+def sees(visible_hosts: Collection[str] | None, host: str) -> bool:
+    """Whether an amphora on ``host`` can be judged (None: a single driver sees everything)."""
+    return visible_hosts is None or host in visible_hosts

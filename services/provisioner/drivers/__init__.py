@@ -22,6 +22,8 @@ class AmphoraSpec:
     role: str = "STANDALONE"
     topology: str = "SINGLE"
     labels: dict[str, str] = field(default_factory=dict)
+    # Hosts of the LB's other amphorae (anti-affinity; see domain/placement.py).
+    peer_hosts: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,8 @@ class AmphoraHandle:
     lb_network_ip: str
     cert_expiration: str | None = None
     role: str = "STANDALONE"
+    # The amphora host it runs on (drivers/hosts.py); "" for a driver used alone.
+    host: str = ""
 
 
 class AmphoraDriver(Protocol):

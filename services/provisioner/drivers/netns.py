@@ -34,6 +34,7 @@ from libs.common.private_files import write_private_file
 from services.provisioner.adapters.netns_network import (
     VIP_INTERFACE,
     Attachment,
+    HostPlacement,
     NetnsNetwork,
     namespace_exists,
 )
@@ -89,13 +90,14 @@ class NetnsAmphoraDriver:
         boot_timeout: float = 20.0,
         cert_validity_days: int = 30,
         fast_spawn: bool = True,
+        host: HostPlacement | None = None,
     ) -> None:
         self._settings = settings
         self._state_dir = state_dir.resolve()
         self._ca = ca
         self._validity = cert_validity_days
         self._state_dir.mkdir(parents=True, exist_ok=True)
-        self.network = NetnsNetwork(settings, self._state_dir)
+        self.network = NetnsNetwork(settings, self._state_dir, host)
         self._launcher = AgentLauncher(
             self._state_dir,
             boot_timeout=boot_timeout,
@@ -110,6 +112,13 @@ class NetnsAmphoraDriver:
 
     def network_namespace(self, network: str) -> str:
         return self.network.network_namespace(network)
+
+    def bridge_namespace(self, network: str) -> str:
+        return self.network.bridge_namespace(network)
+
+    async def reachable(self) -> bool:
+        """Whether its amphorae can be reached (an amphora host's uplinks are up)."""
+        return await self.network.reachable()
 
     async def prepare_network(self, name: str) -> None:
         await self.network.prepare_network(name)

@@ -112,9 +112,10 @@ class LifecycleHandler:
             await self._lbs.execute(lb_id, c.FailProvisioning(reason), metadata, conn=conn)
 
     async def _start_amphora(
-        self, state: LoadBalancerState, build: AmphoraToBuild
+        self, state: LoadBalancerState, build: AmphoraToBuild, peers: Sequence[AmphoraHandle]
     ) -> tuple[AmphoraHandle, list[Event]]:
-        """Start one amphora of the LB; with the handle, its boot unless already recorded."""
+        """Start one amphora of the LB away from the hosts of its ``peers`` (the LB's other
+        amphorae: anti-affinity); with the handle, its boot unless already recorded."""
         lb = state.loadbalancer
         assert lb is not None
         spec = AmphoraSpec(
@@ -123,6 +124,7 @@ class LifecycleHandler:
             vip_address=lb.vip_address,
             role=build.role,
             topology=lb.topology.value,
+            peer_hosts=frozenset(p.host for p in peers if p.host),
         )
         handle = await self._driver.ensure(spec)
         if (await self._amps.load(build.amphora_id)).version:
@@ -153,7 +155,7 @@ class LifecycleHandler:
         try:
             for build in builds:
                 unrecorded[build.amphora_id] = []
-                handle, events = await self._start_amphora(state, build)
+                handle, events = await self._start_amphora(state, build, [*kept, *new])
                 new.append(handle)
                 unrecorded[build.amphora_id] = events
             handles = [*kept, *new]

@@ -39,8 +39,14 @@ from services.provisioner.domain.amphora_records import (
     deleted,
     failed,
 )
-from services.provisioner.domain.reconciliation import InventoryRow, judge_driver, unowned
+from services.provisioner.domain.reconciliation import (
+    InventoryRow,
+    judge_driver,
+    sees,
+    unowned,
+)
 from services.provisioner.drivers import AmphoraDriver, AmphoraHandle, AmphoraSpec
+from services.provisioner.drivers.hosts import reachable_hosts
 from services.provisioner.handlers.compensation import describe, gives_up
 
 log = logging.getLogger(__name__)
@@ -188,12 +194,23 @@ class MaintenanceHandler:
         The driver is listed before the store is read, so an amphora recorded in between is
         seen as owned. Each verdict is confirmed under the LB's work lock (or the spare's row
         lock) against a fresh look, so work in flight is never mistaken for a leak or a loss.
+        With several amphora hosts, only the hosts reachable both before and after the listing
+        are judged: an amphora on a host out of sight is not missing.
         """
+        before = await reachable_hosts(self._driver)
         running = {h.amphora_id: h for h in await self._driver.list()}
         leftovers = await self._driver.leftovers()
+        after = await reachable_hosts(self._driver)
+        visible = None if before is None or after is None else before & after
         inventory = await amphora_inventory(conn)
         verdicts = judge_driver(
-            running.keys(), leftovers, inventory, self._unowned_since, time.monotonic(), grace
+            running.keys(),
+            leftovers,
+            inventory,
+            self._unowned_since,
+            time.monotonic(),
+            grace,
+            visible,
         )
         self._unowned_since = verdicts.unowned_since
         for amphora_id in verdicts.reap:
@@ -226,7 +243,7 @@ class MaintenanceHandler:
             if not await try_lb_lock(conn, row.lb_id):
                 return
             fresh = await inventory_row(conn, row.amphora_id)
-            if fresh is None or fresh != row or await self._running(row.amphora_id):
+            if fresh is None or fresh != row or await self._may_still_run(row):
                 return
             await self._amps.record(
                 row.amphora_id,
@@ -250,7 +267,7 @@ class MaintenanceHandler:
             ready = [AmphoraStatus.READY.value]
             if not await lock_amphora(conn, row.amphora_id, ready, skip_locked=True):
                 return  # being claimed, or changed since
-            if await self._running(row.amphora_id):
+            if await self._may_still_run(row):
                 return
             await self._amps.record(
                 row.amphora_id,
@@ -259,6 +276,13 @@ class MaintenanceHandler:
                 conn=conn,
             )
         log.warning("spare %s: not running; it will be replaced", row.amphora_id)
+
+    async def _may_still_run(self, row: InventoryRow) -> bool:
+        """False only when the amphora's host is in sight and does not run it: the fresh look
+        a verdict of loss is confirmed with."""
+        if not sees(await reachable_hosts(self._driver), row.host):
+            return True
+        return await self._running(row.amphora_id) is not None
 
     async def _running(self, amphora_id: str) -> AmphoraHandle | None:
         return next((h for h in await self._driver.list() if h.amphora_id == amphora_id), None)
