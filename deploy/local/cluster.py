@@ -18,6 +18,7 @@ read the layout it saves like the embedded default's.
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Final
@@ -47,15 +48,23 @@ def replica_names(service: str) -> list[str]:
     return [f"{service}-{index}" for index in range(1, REPLICAS + 1)]
 
 
-def render_front(port: int, api_ports: list[int]) -> str:
+def render_front(port: int, api_ports: list[int], unavailable_file: Path) -> str:
     """The HAProxy configuration of the API front (pure): round robin over the API replicas,
     each checked on ``/readyz`` every 0.5 s (out after 2 failures, back after 2 successes).
 
-    A request whose connection to a replica fails is sent to the other one; only GET and HEAD
-    are retried after a replica died mid-request (a create is never sent twice).
+    A request whose connection to a replica fails is sent to another one; only GET and HEAD
+    are retried after a replica died mid-request (a create is never sent twice). When every
+    replica fails its check at once (a dependency of all of them is briefly away, e.g. the
+    event stream electing a leader), the same replicas serve as unchecked backups rather than
+    the front refusing everything; with none reachable, clients get ``unavailable_file``'s
+    JSON 503.
     """
     servers = [
         f"    server api-{index} {LOOPBACK}:{api} check"
+        for index, api in enumerate(api_ports, start=1)
+    ]
+    backups = [
+        f"    server api-{index}-fallback {LOOPBACK}:{api} backup"
         for index, api in enumerate(api_ports, start=1)
     ]
     return "\n".join(
@@ -67,21 +76,40 @@ def render_front(port: int, api_ports: list[int]) -> str:
             "    timeout connect 2s",
             "    timeout client 120s",
             "    timeout server 120s",
+            "    timeout check 2s",
             "    retries 3",
             "    option redispatch 1",
             "    retry-on conn-failure empty-response response-timeout",
+            f"    errorfile 503 {unavailable_file}",
             "frontend api",
             f"    bind {LOOPBACK}:{port}",
             "    default_backend api",
             "backend api",
             "    balance roundrobin",
+            "    option allbackups",
             "    option httpchk GET /readyz",
             "    http-check expect status 200",
             "    http-request disable-l7-retry unless METH_GET || METH_HEAD",
             "    default-server inter 500ms fall 2 rise 2",
             *servers,
+            *backups,
             "",
         ]
+    )
+
+
+def unavailable_response() -> str:
+    """The front's raw HTTP answer when no API replica answers: JSON, as the API's errors."""
+    body = json.dumps(
+        {"faultcode": "Server", "faultstring": "No API replica answers; retry.", "debuginfo": None}
+    )
+    return (
+        "HTTP/1.1 503 Service Unavailable\r\n"
+        "Content-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n"
+        "Cache-Control: no-cache\r\n"
+        "Connection: close\r\n"
+        f"\r\n{body}"
     )
 
 
@@ -147,13 +175,16 @@ def cluster_plan(paths: StackPaths, api_port: int | None) -> StackPlan:
     dsn_file.chmod(0o600)
     front_config = state / "front.cfg"
     api_ports = [service_ports[name] for name in replica_names("api")]
-    front_config.write_text(render_front(front, api_ports))
+    unavailable = state / "front-503.http"
+    unavailable.write_text(unavailable_response())
+    front_config.write_text(render_front(front, api_ports, unavailable))
     programs.append(
         Program(FRONT, [HAPROXY, "-db", "-f", str(front_config)], paths.log(FRONT), autostart=False)
     )
     parts.append(Part(FRONT, str(front_config), f"{front_url}/readyz"))
     addresses_text = [
-        f"API front: {front_url} (HAProxy over api {', '.join(map(str, api_ports))})",
+        f"API (Octavia v2, Neutron and Keystone subsets; HAProxy front over ports "
+        f"{', '.join(map(str, api_ports))}): {front_url}",
         f"NATS: {', '.join(nats.urls)} (stream at R{nats.replicas})",
         f"Postgres: {_without_password(patroni.dsn)}",
         f"heartbeats: udp {', '.join(endpoints)}   VIPs: 127.{vip_octet}.0.0/16",
