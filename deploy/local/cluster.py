@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Final
 from urllib.parse import urlsplit
@@ -128,14 +129,7 @@ def cluster_plan(paths: StackPaths, api_port: int | None) -> StackPlan:
     }
     udp = [picker.udp(f"{name}-udp") for name in replica_names("health")]
     vip_octet = picker.vip_octet()
-    members = [f"pg{index}" for index in range(POSTGRES_MEMBERS)]
-    patroni_ports = PatroniPorts(
-        etcd_client=picker.tcp("etcd"),
-        etcd_peer=picker.tcp("etcd-peer"),
-        postgres=tuple(picker.tcp(name) for name in members),
-        restapi=tuple(picker.tcp(f"{name}-rest") for name in members),
-    )
-    patroni = PatroniCluster(state / "patroni", patroni_ports)
+    patroni = _patroni(paths, picker.tcp)
     picker.save()
     front_url = f"http://{LOOPBACK}:{front}"
     endpoints = tuple(f"{LOOPBACK}:{port}" for port in udp)
@@ -197,6 +191,25 @@ def cluster_plan(paths: StackPaths, api_port: int | None) -> StackPlan:
         endpoint=lambda clouds: _endpoint_text(paths, addresses_text, clouds),
         servers_ready=lambda deadline: patroni.wait_ready(max(deadline - _now(), 1.0)),
     )
+
+
+def _patroni(paths: StackPaths, port: Callable[[str], int]) -> PatroniCluster:
+    """The Patroni cluster of the stack under ``paths``, its ports named in ``ports.json``."""
+    members = [f"pg{index}" for index in range(POSTGRES_MEMBERS)]
+    ports = PatroniPorts(
+        etcd_client=port("etcd"),
+        etcd_peer=port("etcd-peer"),
+        postgres=tuple(port(name) for name in members),
+        restapi=tuple(port(f"{name}-rest") for name in members),
+    )
+    return PatroniCluster(paths.state / "patroni", ports)
+
+
+def running_patroni(paths: StackPaths) -> PatroniCluster:
+    """The Patroni cluster of the running stack under ``paths`` (its saved ports), for tools
+    that measure or break it."""
+    saved: dict[str, int] = json.loads(paths.ports.read_text())
+    return _patroni(paths, saved.__getitem__)
 
 
 def _now() -> float:
