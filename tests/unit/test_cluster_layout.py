@@ -51,11 +51,10 @@ def test_the_compose_profile_has_the_cluster_topology() -> None:
     assert front_needs == wanted - {"front", "nats-1", "nats-2", "nats-3"}
     compose_cli = shutil.which("docker-compose")  # Makefile sysdeps installs it
     assert compose_cli is not None, "docker-compose is missing (make sysdeps)"
-    if compose_cli:
-        checked = subprocess.run(
-            [compose_cli, "-f", str(REPO / "deploy" / "compose.yaml"), "--profile", "cluster",
-             "config", "-q"],
-            capture_output=True,
-            text=True,
-        )  # fmt: skip
-        assert checked.returncode == 0, checked.stderr
+    checked = subprocess.run(
+        [compose_cli, "-f", str(REPO / "deploy" / "compose.yaml"), "--profile", "cluster",
+         "config", "-q"],
+        capture_output=True,
+        text=True,
+    )  # fmt: skip
+    assert checked.returncode == 0, checked.stderr
