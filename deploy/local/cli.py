@@ -73,6 +73,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "service behind an HAProxy front (docs/deployment.md)",
     )
     up.add_argument(
+        "--amphora-hosts",
+        type=int,
+        default=0,
+        help="with --cluster: amphorae on this many netns hosts (root; 198.19.N.0/24) "
+        "instead of the process driver on loopback",
+    )
+    up.add_argument(
         "--port",
         type=int,
         default=None,
@@ -112,7 +119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from deploy.local.up import run_up
 
         state_dir = args.state_dir or (".state-cluster" if args.cluster else ".state")
-        return run_up(state_dir, args.port, cluster=args.cluster)
+        return run_up(state_dir, args.port, args.cluster, args.amphora_hosts)
     if args.command == "status":
         from deploy.local.status import run_status
 

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Final
 from urllib.parse import urlsplit
 
+from deploy.local.cluster_hosts import AmphoraHosts
 from deploy.local.environment import (
     ServiceAddresses,
     service_environment,
@@ -114,8 +115,10 @@ def unavailable_response() -> str:
     )
 
 
-def cluster_plan(paths: StackPaths, api_port: int | None) -> StackPlan:
-    """The cluster stack under ``paths`` (see the module doc); ``api_port``: the front's."""
+def cluster_plan(paths: StackPaths, api_port: int | None, amphora_hosts: int = 0) -> StackPlan:
+    """The cluster stack under ``paths`` (see the module doc); ``api_port``: the front's;
+    ``amphora_hosts``: netns hosts for the amphorae (``cluster_hosts.py``), 0: the process
+    driver on loopback."""
     state = paths.state
     picker = PortPicker(paths)
     nats = NatsCluster(state / "nats", size=NATS_NODES)  # picks and keeps its own ports
@@ -132,7 +135,9 @@ def cluster_plan(paths: StackPaths, api_port: int | None) -> StackPlan:
     patroni = _patroni(paths, picker.tcp)
     picker.save()
     front_url = f"http://{LOOPBACK}:{front}"
-    endpoints = tuple(f"{LOOPBACK}:{port}" for port in udp)
+    hosts = AmphoraHosts(vip_octet, amphora_hosts) if amphora_hosts else None
+    heartbeat_host = hosts.gateway if hosts is not None else LOOPBACK
+    endpoints = tuple(f"{heartbeat_host}:{port}" for port in udp)
 
     programs: list[Program] = [*patroni.programs(), *nats.programs(log_dir=state)]
     parts: list[Part] = []
@@ -158,6 +163,10 @@ def cluster_plan(paths: StackPaths, api_port: int | None) -> StackPlan:
             vip_octet=vip_octet,
         )
         envs = service_environment(state, patroni.dsn, nats.environment_for, addresses)
+        if hosts is not None:
+            envs["provisioner"] |= _prefixed("provisioner", hosts.provisioner_environment())
+            envs["health"] |= _prefixed("health", {"UDP_HOST": hosts.gateway})
+            envs["api"] |= _prefixed("api", {"NETWORK__SUBNETS": json.dumps(hosts.vip_subnets())})
         for service in SERVICES:
             name = names[service]
             programs.append(service_program(name, service, paths, envs[service]))
@@ -176,20 +185,29 @@ def cluster_plan(paths: StackPaths, api_port: int | None) -> StackPlan:
         Program(FRONT, [HAPROXY, "-db", "-f", str(front_config)], paths.log(FRONT), autostart=False)
     )
     parts.append(Part(FRONT, str(front_config), f"{front_url}/readyz"))
+    vips = f"127.{vip_octet}.0.0/16"
+    if hosts is not None:
+        vips = f"{hosts.vip_subnets()[0]['cidr']} on {amphora_hosts} netns hosts"
     addresses_text = [
         f"API (Octavia v2, Neutron and Keystone subsets; HAProxy front over ports "
         f"{', '.join(map(str, api_ports))}): {front_url}",
         f"NATS: {', '.join(nats.urls)} (stream at R{nats.replicas})",
         f"Postgres: {_without_password(patroni.dsn)}",
-        f"heartbeats: udp {', '.join(endpoints)}   VIPs: 127.{vip_octet}.0.0/16",
+        f"heartbeats: udp {', '.join(endpoints)}   VIPs: {vips}",
     ]
     return StackPlan(
         programs=programs,
-        layout=StackLayout("cluster", parts, patroni.dsn, addresses_text),
+        layout=StackLayout(
+            "cluster",
+            parts,
+            patroni.dsn,
+            addresses_text,
+            hosts.prefixes if hosts is not None else [],
+        ),
         api_url=front_url,
         nats_urls=[_with_user(url, nats.credentials_for(EVENTS_READER)) for url in nats.urls],
         endpoint=lambda clouds: _endpoint_text(paths, addresses_text, clouds),
-        servers_ready=lambda deadline: patroni.wait_ready(max(deadline - _now(), 1.0)),
+        servers_ready=lambda deadline: _servers_ready(patroni, hosts, state, deadline),
     )
 
 
@@ -212,8 +230,17 @@ def running_patroni(paths: StackPaths) -> PatroniCluster:
     return _patroni(paths, saved.__getitem__)
 
 
-def _now() -> float:
-    return time.monotonic()
+def _servers_ready(
+    patroni: PatroniCluster, hosts: AmphoraHosts | None, state: Path, deadline: float
+) -> None:
+    """Before the services start: a primary with its sync standby, the hosts' switch."""
+    patroni.wait_ready(max(deadline - time.monotonic(), 1.0))
+    if hosts is not None:
+        hosts.prepare(state)
+
+
+def _prefixed(service: str, values: dict[str, str]) -> dict[str, str]:
+    return {f"FULCRUM_{service.upper()}_{key}": value for key, value in values.items()}
 
 
 def _marker(program: Program, state: Path) -> str:

@@ -3,7 +3,7 @@
 ``down`` stops ``up`` (which stops supervisord, which stops the services before NATS and
 Postgres); when ``up`` is gone it stops supervisord; when supervisord is gone too it stops the
 parts it left, by the pids its event listener recorded. The amphorae go last, by the pids the
-process driver wrote.
+process driver wrote, and with them the network namespaces of the cluster's amphora hosts.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def run_down(state_dir: str) -> int:
         print(f"fulcrum down: stopped pid {pid} ({pid_file.name})")
         stopped = True
     stopped = _stop_orphaned_parts(paths) or stopped
-    stop_amphorae(paths.state)
+    release_amphorae(paths)
     (paths.state / "ready").unlink(missing_ok=True)
     if not stopped:
         print(f"fulcrum down: nothing running under {paths.state}")
@@ -78,6 +78,21 @@ def _stop_orphaned_parts(paths: StackPaths) -> bool:
                 os.kill(pid, signal.SIGKILL)
         print(f"fulcrum down: stopped {part.name} (pid {pid}), left by a dead supervisord")
     return found
+
+
+def release_amphorae(paths: StackPaths) -> None:
+    """Stop the stack's amphorae, and delete its amphora hosts' network namespaces."""
+    stop_amphorae(paths.state)
+    try:
+        prefixes = StackLayout.load(paths.layout).netns_prefixes
+    except StackError:
+        return
+    if prefixes:
+        from deploy.local.cluster_hosts import remove_namespaces
+
+        removed = remove_namespaces(prefixes)
+        if removed:
+            print(f"fulcrum down: deleted network namespaces {', '.join(removed)}")
 
 
 def stop_amphorae(state: Path, timeout: float = 15.0) -> None:

@@ -166,13 +166,14 @@ def write_clouds_yaml(state: Path, api_url: str) -> Path:
 
 def vip_subnets(octet: int) -> list[dict[str, Any]]:
     """The embedded default subnet (``public-subnet``) on 127.<octet>.0.0/16."""
+    return vip_subnet(f"127.{octet}.0.0/16", f"127.{octet}.0.10", f"127.{octet}.255.250")
+
+
+def vip_subnet(cidr: str, start: str, end: str, gateway: str | None = None) -> list[dict[str, Any]]:
+    """The embedded default subnet (``public-subnet``) moved to ``cidr``, handing out VIPs
+    from ``start`` to ``end``."""
     (subnet,) = default_subnets()
-    return [
-        subnet.model_copy(
-            update={
-                "cidr": f"127.{octet}.0.0/16",
-                "allocation_start": f"127.{octet}.0.10",
-                "allocation_end": f"127.{octet}.255.250",
-            }
-        ).model_dump()
-    ]
+    update: dict[str, Any] = {"cidr": cidr, "allocation_start": start, "allocation_end": end}
+    if gateway is not None:
+        update["gateway_ip"] = gateway
+    return [subnet.model_copy(update=update).model_dump()]

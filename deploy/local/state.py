@@ -53,6 +53,8 @@ class StackLayout:
     parts: list[Part]
     database_dsn: str
     addresses: list[str] = field(default_factory=list)
+    # Network namespaces of amphora hosts are named with these (``down`` deletes them).
+    netns_prefixes: list[str] = field(default_factory=list)
 
     @property
     def servers(self) -> tuple[str, ...]:

@@ -24,7 +24,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Final
 
-from deploy.local.down import stop_amphorae
+from deploy.local.down import release_amphorae
 from deploy.local.embedded import EmbeddedNats, EmbeddedPostgres
 from deploy.local.environment import (
     ServiceAddresses,
@@ -167,9 +167,12 @@ def _endpoint_text(paths: StackPaths, ports: StackPorts, clouds: Path) -> str:
     )
 
 
-def run_up(state_dir: str, api_port: int | None, cluster: bool = False) -> int:
-    """Run the stack (``cluster``: the cluster stack of ``cluster.py``) until SIGTERM/SIGINT;
-    returns the exit code (1: it could not start)."""
+def run_up(
+    state_dir: str, api_port: int | None, cluster: bool = False, amphora_hosts: int = 0
+) -> int:
+    """Run the stack (``cluster``: the cluster stack of ``cluster.py``, its amphorae on
+    ``amphora_hosts`` netns hosts when not 0) until SIGTERM/SIGINT; returns the exit code (1:
+    it could not start)."""
     paths = StackPaths(Path(state_dir).resolve())
     state = paths.state
     state.mkdir(parents=True, exist_ok=True)
@@ -193,7 +196,7 @@ def run_up(state_dir: str, api_port: int | None, cluster: bool = False) -> int:
         if cluster:
             from deploy.local.cluster import cluster_plan
 
-            plan = cluster_plan(paths, api_port)
+            plan = cluster_plan(paths, api_port, amphora_hosts)
         else:
             plan = _single_plan(paths, api_port)
         programs = plan.programs
@@ -259,7 +262,7 @@ def run_up(state_dir: str, api_port: int | None, cluster: bool = False) -> int:
         (state / "ready").unlink(missing_ok=True)
         if supervisord is not None:
             _stop_supervisor(supervisord, client)
-            stop_amphorae(state)
+            release_amphorae(paths)
 
 
 def _watch(
