@@ -1,7 +1,7 @@
 """Cluster benchmark: what replicas buy on this machine, what R3 costs, how long failovers take.
 
-Part 1, on one ``fulcrum up --cluster --port 0`` in a temp state dir (3 NATS nodes, Patroni,
-2 replicas of each service, the HAProxy front):
+Part 1, on one ``fulcrum up --cluster --amphora-hosts 2 --port 0`` in a temp state dir (3 NATS
+nodes, Patroni, 2 replicas of each service, the HAProxy front, amphorae on 2 netns hosts):
 - API requests/s through the front (GET /v2/lbaas/loadbalancers with the admin token,
   concurrency ``API_CONCURRENCY``, ``API_SECONDS`` s) with 2 api replicas, then with api-2
   stopped (supervisord) and out of the front's rotation; ratio 2/1;
@@ -98,7 +98,9 @@ async def stack_figures(creates: int) -> dict[str, float]:
     figures: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="fulcrum-bench-cluster-") as tmp:
         state = Path(tmp)
-        stack = await asyncio.to_thread(start_stack, state, "--cluster", "--port", "0", timeout=180)
+        stack = await asyncio.to_thread(
+            start_stack, state, "--cluster", "--amphora-hosts", "2", "--port", "0", timeout=180
+        )
         client = SupervisorClient(StackPaths(state).supervisor_socket, timeout=60)
         try:
             connector = aiohttp.TCPConnector(limit=API_CONCURRENCY)
@@ -196,7 +198,8 @@ async def nats_figures(events: int) -> dict[str, float]:
 
 
 def report(f: dict[str, float], creates: int, events: int) -> None:
-    print("\nFulcrum cluster stack (3 NATS nodes, Patroni 2 members, 2 replicas per service)")
+    print("\nFulcrum cluster stack (3 NATS nodes, Patroni 2 members, 2 replicas per service, "
+          "2 netns amphora hosts)")  # fmt: skip
     print(f"  API requests/s through the front, concurrency {API_CONCURRENCY}:")
     print(f"    2 api replicas: {f['api_rps_2']:8.1f}   1 api replica: {f['api_rps_1']:8.1f}   "
           f"ratio 2/1: {f['api_rps_2'] / f['api_rps_1']:.2f}")  # fmt: skip

@@ -187,7 +187,10 @@ def cluster_plan(paths: StackPaths, api_port: int | None, amphora_hosts: int = 0
     parts.append(Part(FRONT, str(front_config), f"{front_url}/readyz"))
     vips = f"127.{vip_octet}.0.0/16"
     if hosts is not None:
-        vips = f"{hosts.vip_subnets()[0]['cidr']} on {amphora_hosts} netns hosts"
+        vips = (
+            f"{hosts.vip_subnets()[0]['cidr']} on {amphora_hosts} netns hosts (members: "
+            f"listen on {hosts.gateway}, their gateway)"
+        )
     addresses_text = [
         f"API (Octavia v2, Neutron and Keystone subsets; HAProxy front over ports "
         f"{', '.join(map(str, api_ports))}): {front_url}",
