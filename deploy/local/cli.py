@@ -93,7 +93,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     events = sub.add_parser("events", help="the event stream, for outside subscribers")
     events_sub = events.add_subparsers(dest="events_command", required=True)
     tail = events_sub.add_parser("tail", help="follow the stream live")
-    tail.add_argument("--nats-url", default=None, help="default: FULCRUM_NATS_URL or .state")
+    tail.add_argument(
+        "--nats-url",
+        default=None,
+        help="one or comma-separated; default: FULCRUM_NATS_URL or .state",
+    )
+    tail.add_argument("--nats-user", default=None, help="password: FULCRUM_NATS_PASSWORD")
+    tail.add_argument("--nats-creds", default=None, help="a .creds file (JWT and nkey seed)")
+    tail.add_argument("--nats-tls-ca", default=None, help="CA file verifying the servers")
+    tail.add_argument("--nats-tls-cert", default=None, help="client certificate (PEM)")
+    tail.add_argument("--nats-tls-key", default=None, help="its private key (PEM)")
     tail.add_argument("--subject", action="append", help="filter, e.g. fulcrum.events.amphora.>")
     start = tail.add_mutually_exclusive_group()
     start.add_argument("--from-start", action="store_true", help="replay everything first")
@@ -137,6 +146,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     options = TailOptions(
         nats_url=args.nats_url,
+        user=args.nats_user,
+        creds_file=args.nats_creds,
+        tls_ca_file=args.nats_tls_ca,
+        tls_cert_file=args.nats_tls_cert,
+        tls_key_file=args.nats_tls_key,
         state_dir=args.state_dir,
         subjects=args.subject or [],
         from_start=args.from_start,

@@ -56,21 +56,33 @@ class _ConnectionLog:
 
     def __init__(self, url: str, quiet: float = 10.0) -> None:
         self._url = url
+        self.client: NatsClient | None = None  # set once connected
         self._quiet = quiet
         self._last_error = 0.0
 
     async def error(self, exc: Exception) -> None:
+        if self.client is None and credentials_refused(exc):
+            raise exc  # wrong credentials: no retry can help, so the first connect fails
         now = asyncio.get_running_loop().time()
         if now - self._last_error >= self._quiet:
             self._last_error = now
             log.warning("NATS at %s: %s (retrying every 0.5 s)", self._url, exc or repr(exc))
 
     async def disconnected(self) -> None:
+        if self.client is not None and self.client.is_closed:
+            return  # closed on purpose
         log.warning("NATS at %s: connection lost; reconnecting", self._url)
 
     async def reconnected(self) -> None:
         self._last_error = 0.0
         log.info("NATS at %s: connection restored", self._url)
+
+
+def credentials_refused(exc: Exception) -> bool:
+    """The server refused the credentials (nats-py reports it as a plain ``Error`` too)."""
+    return isinstance(exc, nats.errors.AuthorizationError) or (
+        isinstance(exc, nats.errors.Error) and "authorization violation" in str(exc).lower()
+    )
 
 
 def tls_context(settings: NatsSettings) -> ssl.SSLContext | None:
@@ -106,21 +118,31 @@ def connect_options(settings: NatsSettings) -> dict[str, Any]:
 
 async def connect(settings: NatsSettings, name: str) -> NatsClient:
     """Connect to any of ``settings.servers``, reconnecting forever (to any of them, and to
-    cluster members the servers announce) in the background once connected."""
+    cluster members the servers announce) in the background once connected. Until the
+    first connection, unreachable servers are retried; refused credentials raise
+    InfrastructureError at once."""
     callbacks = _ConnectionLog(settings.url)
+    nc = NatsClient()
     try:
-        return await nats.connect(
+        await nc.connect(
             **connect_options(settings),
             name=name,
             max_reconnect_attempts=-1,
-            reconnect_time_wait=0.5,
+            reconnect_time_wait=0.5,  # type: ignore[arg-type]  # typed int, slept as given
             connect_timeout=5,
             error_cb=callbacks.error,
             disconnected_cb=callbacks.disconnected,
             reconnected_cb=callbacks.reconnected,
         )
     except (OSError, nats.errors.Error) as exc:
+        with contextlib.suppress(OSError, nats.errors.Error):
+            await nc.close()
+        if credentials_refused(exc):
+            who = f"user {settings.user!r}" if settings.user else "these credentials"
+            raise InfrastructureError(f"NATS at {settings.url} refused {who}: {exc}") from exc
         raise InfrastructureError(f"cannot reach NATS at {settings.url}: {exc}") from exc
+    callbacks.client = nc
+    return nc
 
 
 async def ensure_stream(js: JetStreamContext, settings: NatsSettings) -> None:
@@ -459,6 +481,7 @@ __all__ = [
     "Published",
     "connect",
     "connect_options",
+    "credentials_refused",
     "ensure_stream",
     "tls_context",
 ]

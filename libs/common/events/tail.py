@@ -26,7 +26,9 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext, api
 
 from libs.common import subjects
-from libs.common.errors import InfrastructureError
+from libs.common.bus import connect_options, credentials_refused
+from libs.common.errors import ConfigurationError, InfrastructureError
+from libs.common.settings import DEFAULT_NATS_URL, NatsSettings
 
 log = logging.getLogger(__name__)
 
@@ -39,9 +41,21 @@ _API_TIMEOUT: Final = 2.0  # per JetStream API request
 
 @dataclass(frozen=True)
 class TailOptions:
-    """What to follow, from where, and how long (seconds) to wait for NATS."""
+    """What to follow, from where, and how long (seconds) to wait for NATS.
+
+    ``nats_url`` may name several servers (comma-separated). Unset connection fields come
+    from ``FULCRUM_NATS_<FIELD>`` (``FULCRUM_NATS_URL``, ``FULCRUM_NATS_PASSWORD`` ...), then
+    from the state dir's ``nats.url``, ``nats.user`` and ``nats.password`` files.
+    """
 
     nats_url: str | None = None
+    user: str | None = None
+    password: str | None = field(default=None, repr=False)
+    token: str | None = field(default=None, repr=False)
+    creds_file: str | None = None
+    tls_ca_file: str | None = None
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
     state_dir: str = ".state"
     subjects: list[str] = field(default_factory=list)
     from_start: bool = False
@@ -56,26 +70,50 @@ class TailUnavailable(InfrastructureError):
     """NATS or the stream is not there; the message says so in one line."""
 
 
-def _resolve_url(options: TailOptions) -> str:
-    if options.nats_url:
-        return options.nats_url
-    if os.environ.get("FULCRUM_NATS_URL"):
-        return os.environ["FULCRUM_NATS_URL"]
-    url_file = Path(options.state_dir) / "nats.url"
-    if url_file.exists():
-        return url_file.read_text().strip()
-    return "nats://127.0.0.1:4222"
+def _resolve_settings(options: TailOptions) -> NatsSettings:
+    """The connection settings: each from the option, else ``FULCRUM_NATS_<FIELD>``, else
+    (URL and user/password only) the state dir's file; raises TailUnavailable when they
+    contradict each other (two kinds of credentials, a user without password ...)."""
+    state = Path(options.state_dir)
+
+    def pick(name: str, given: str | None, state_file: str | None = None) -> str:
+        if given:
+            return given
+        from_env = os.environ.get(f"FULCRUM_NATS_{name.upper()}")
+        if from_env:
+            return from_env
+        if state_file is not None and (state / state_file).exists():
+            return (state / state_file).read_text().strip()
+        return ""
+
+    url = pick("url", options.nats_url, "nats.url") or DEFAULT_NATS_URL
+    values = {
+        "user": pick("user", options.user, "nats.user"),
+        "password": pick("password", options.password, "nats.password"),
+        "token": pick("token", options.token),
+        "creds_file": pick("creds_file", options.creds_file),
+        "tls_ca_file": pick("tls_ca_file", options.tls_ca_file),
+        "tls_cert_file": pick("tls_cert_file", options.tls_cert_file),
+        "tls_key_file": pick("tls_key_file", options.tls_key_file),
+    }
+    try:
+        return NatsSettings(url=url, **values)
+    except ValueError as exc:
+        raise TailUnavailable(f"unusable NATS settings: {exc}") from exc
 
 
-def _shown(url: str) -> str:
-    """The URL without its password, for messages."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = f"{parts.username}:***@{parts.hostname}"
-    if parts.port is not None:
-        netloc += f":{parts.port}"
-    return urlunsplit(parts._replace(netloc=netloc))
+def _shown(servers: list[str]) -> str:
+    """The server URLs without their passwords, for messages."""
+    shown = []
+    for url in servers:
+        parts = urlsplit(url)
+        if parts.password is not None:
+            netloc = f"{parts.username}:***@{parts.hostname}"
+            if parts.port is not None:
+                netloc += f":{parts.port}"
+            url = urlunsplit(parts._replace(netloc=netloc))
+        shown.append(url)
+    return ",".join(shown)
 
 
 def _deliver(options: TailOptions, last_seq: int) -> tuple[api.DeliverPolicy, int | None]:
@@ -99,9 +137,11 @@ class _Link:
         self.down_since: float | None = None
         self.closed = False
         self.reconnected = False  # the tail has not resubscribed since the reconnect yet
+        self.refused = False  # a server refused the credentials
 
     async def on_error(self, exc: Exception) -> None:
         log.debug("nats: %r", exc)
+        self.refused = self.refused or credentials_refused(exc)
 
     async def on_disconnected(self) -> None:
         if self.down_since is None:
@@ -125,13 +165,17 @@ class _Link:
         return self.down_since is not None and time.monotonic() - self.down_since > window
 
 
-async def _connect(url: str, options: TailOptions, link: _Link) -> NatsClient:
+async def _connect(settings: NatsSettings, options: TailOptions, link: _Link) -> NatsClient:
     """Connect within ``connect_timeout`` (retrying inside it); raises TailUnavailable."""
     nc = NatsClient()
     try:
+        connection = connect_options(settings)
+    except ConfigurationError as exc:
+        raise TailUnavailable(str(exc)) from exc
+    try:
         await asyncio.wait_for(
             nc.connect(
-                url,
+                **connection,
                 name="fulcrum-events-tail",
                 connect_timeout=max(1, math.ceil(options.connect_timeout)),
                 reconnect_time_wait=_RECONNECT_WAIT,
@@ -145,8 +189,11 @@ async def _connect(url: str, options: TailOptions, link: _Link) -> NatsClient:
         )
     except (TimeoutError, OSError, nats.errors.Error) as exc:
         await _close_quietly(nc)
+        servers = _shown(settings.servers)
+        if link.refused:
+            raise TailUnavailable(f"NATS at {servers} refused the credentials") from exc
         raise TailUnavailable(
-            f"cannot reach NATS at {_shown(url)} within {options.connect_timeout:g} s"
+            f"cannot reach NATS at {servers} within {options.connect_timeout:g} s"
         ) from exc
     # From now on an outage may last reconnect_window; the tail loop enforces it.
     nc.options["max_reconnect_attempts"] = _attempts_within(options.reconnect_window)
@@ -178,9 +225,8 @@ async def tail_events(options: TailOptions) -> int:
     reached within ``connect_timeout``, the stream is missing, or the connection is lost
     for longer than ``reconnect_window``.
     """
-    url = _resolve_url(options)
     try:
-        return await _tail(url, options)
+        return await _tail(_resolve_settings(options), options)
     except TailUnavailable as exc:
         print(f"{PROG}: {exc}", file=sys.stderr, flush=True)
         return EXIT_UNAVAILABLE
@@ -188,10 +234,10 @@ async def tail_events(options: TailOptions) -> int:
         return 0
 
 
-async def _tail(url: str, options: TailOptions) -> int:
+async def _tail(settings: NatsSettings, options: TailOptions) -> int:
     link = _Link()
-    nc = await _connect(url, options, link)
-    shown = _shown(url)
+    nc = await _connect(settings, options, link)
+    shown = _shown(settings.servers)
     lost = f"lost the connection to NATS at {shown}; not back within {options.reconnect_window:g} s"
     try:
         js = nc.jetstream(timeout=_API_TIMEOUT)
