@@ -11,6 +11,7 @@ Interface for the launchers:
 
 - ``programs()``: supervisord ``Program``s for etcd and every Patroni member;
 - ``start()`` / ``stop()`` (or ``with cluster:``): the same processes as children, for tests;
+- ``kill_orphaned_postgres()``: after the Patroni processes are gone, any Postgres left behind;
 - ``wait_ready(timeout)``: a primary and a streaming synchronous standby, and the database made;
 - ``dsn``: the multi-host DSN services use (``target_session_attrs=read-write``);
 - ``members()`` / ``primary()``: the cluster as Patroni's REST API reports it;
@@ -31,7 +32,6 @@ import os
 import signal
 import sys
 import time
-import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
@@ -398,12 +398,21 @@ class PatroniCluster:
                 os.kill(child.pid, signal.SIGTERM)
         for child in members:
             child.stop()
+        self.kill_orphaned_postgres()
+        for child in children:
+            child.stop()
+
+    def kill_orphaned_postgres(self) -> list[int]:
+        """SIGKILL every member's postmaster still running (by ``postmaster.pid``); for after
+        the Patroni processes are gone (a Patroni killed hard leaves its Postgres running).
+        Returns the pids killed."""
+        killed = []
         for name in self.member_names:
             pid = self.postmaster_pid(name)
             if pid is not None:
                 _kill(pid)
-        for child in children:
-            child.stop()
+                killed.append(pid)
+        return killed
 
     def __enter__(self) -> Self:
         self.start()
@@ -491,10 +500,13 @@ class PatroniCluster:
                     log_tail=self.log_tails(),
                 )
             time.sleep(_POLL)
-        _run_async(self._ensure_database(max(deadline - time.monotonic(), 5.0)))
+        _run_async(self._ensure_database(max(deadline, time.monotonic() + 5.0)))
 
-    async def _ensure_database(self, connect_timeout: float) -> None:
-        conn = await asyncpg.connect(self.admin_dsn, timeout=connect_timeout)
+    async def _ensure_database(self, deadline: float) -> None:
+        """Create the database on the primary, then wait until every member serves it: asyncpg
+        stops at the first host of a multi-host DSN that refuses the database (a standby yet
+        to replay its creation) instead of trying the next one."""
+        conn = await asyncpg.connect(self.admin_dsn, timeout=_HTTP_TIMEOUT)
         try:
             exists = await conn.fetchval(
                 "SELECT 1 FROM pg_database WHERE datname = $1", self.database
@@ -503,6 +515,19 @@ class PatroniCluster:
                 await conn.execute(f'CREATE DATABASE "{self.database}"')
         finally:
             await conn.close()
+        for name in self.member_names:
+            while True:
+                try:
+                    conn = await asyncpg.connect(self.member_dsn(name), timeout=_HTTP_TIMEOUT)
+                except (OSError, asyncpg.PostgresError) as exc:
+                    if time.monotonic() > deadline:
+                        raise EmbeddedServerError(
+                            "patroni", f"{name} does not serve {self.database}: {exc!r}"
+                        ) from exc
+                    await asyncio.sleep(0.05)
+                    continue
+                await conn.close()
+                break
 
     def log_tails(self, size: int = 2000) -> str:
         """The end of every log of this cluster (for failure messages)."""

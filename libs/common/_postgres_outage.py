@@ -24,12 +24,15 @@ DATABASE_ERRORS: Final = (
 
 # Postgres ended or refused the session: shut down (57P01), crashed (57P02), starting up or
 # shutting down (57P03), or any connection exception (class 08: closed in the middle of an
-# operation, or not reached at all by ``connect_or_unavailable``).
+# operation, or not reached at all by ``connect_or_unavailable``). With a multi-host DSN
+# (``target_session_attrs=read-write``), every host reached but none a primary (a failover
+# under way, or Patroni holding its members read-only without its consensus store) is one too.
 _SESSION_LOST: Final = (
     asyncpg.PostgresConnectionError,
     asyncpg.AdminShutdownError,
     asyncpg.CrashShutdownError,
     asyncpg.CannotConnectNowError,
+    asyncpg.TargetServerAttributeNotMatched,
 )
 # asyncpg's words for a statement on, or a transaction end over, a connection seen closed.
 _CLOSED_CONNECTION: Final = "connection is closed"
@@ -74,5 +77,9 @@ async def connect_or_unavailable(*args: Any, **kwargs: Any) -> asyncpg.Connectio
     knows it."""
     try:
         return await asyncpg.connect(*args, **kwargs)
-    except (OSError, asyncpg.TooManyConnectionsError) as exc:  # OSError covers TimeoutError
+    except (
+        OSError,  # covers TimeoutError
+        asyncpg.TooManyConnectionsError,
+        asyncpg.TargetServerAttributeNotMatched,  # no host of a multi-host DSN is a primary
+    ) as exc:
         raise asyncpg.ClientCannotConnectError(f"cannot reach Postgres: {exc}") from exc

@@ -6,6 +6,11 @@ slow poll as a safety net), publishes rows with ``Nats-Msg-Id = event_id`` (each
 in id order; different streams concurrently), and deletes each row only after its PubAck. A
 crash between publish and delete republishes the row, which JetStream absorbs
 (``PubAck.duplicate``) and consumers dedupe by event_id.
+
+After a failover (a multi-host DSN with ``target_session_attrs=read-write``) the lock holder's
+connection is gone with the old primary: the relay reconnects, to the new primary, and competes
+for the lock again. A server that stops answering without closing the connection (its host
+lost) is given up after ``statement_timeout`` s on a statement, then likewise.
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ from libs.common.settings import RelaySettings
 log = logging.getLogger(__name__)
 
 RELAY_LOCK_KEY: Final = 0x46554C435255  # "FULCRU": one active relay per database
+# Seconds a statement of the relay may take before its server counts as gone.
+STATEMENT_TIMEOUT: Final = 30.0
 
 
 class Publisher(Protocol):
@@ -61,8 +68,16 @@ class OutboxRelay:
     """Moves outbox rows to the bus. ``published`` and ``duplicates`` count for tests/metrics;
     ``progressed_at`` is the monotonic time rows were last published and deleted here."""
 
-    def __init__(self, dsn: str, publisher: Publisher, settings: RelaySettings) -> None:
+    def __init__(
+        self,
+        dsn: str,
+        publisher: Publisher,
+        settings: RelaySettings,
+        *,
+        statement_timeout: float = STATEMENT_TIMEOUT,
+    ) -> None:
         self._dsn = dsn
+        self._statement_timeout = statement_timeout
         self._publisher = publisher
         self._settings = settings
         self._wake = asyncio.Event()
@@ -76,7 +91,7 @@ class OutboxRelay:
         while True:
             conn: asyncpg.Connection | None = None
             try:
-                conn = await asyncpg.connect(self._dsn)
+                conn = await asyncpg.connect(self._dsn, command_timeout=self._statement_timeout)
                 await self._standby_until_leader(conn)
                 await self._relay(conn)
             except asyncio.CancelledError:
@@ -86,8 +101,8 @@ class OutboxRelay:
                 await asyncio.sleep(self._settings.poll_interval)
             finally:
                 self.active = False
-                if conn is not None and not conn.is_closed():
-                    await conn.close()
+                if conn is not None:
+                    conn.terminate()  # at once: a graceful close waits on a server gone silent
 
     async def _standby_until_leader(self, conn: asyncpg.Connection) -> None:
         won = await conn.fetchval("SELECT pg_try_advisory_lock($1)", RELAY_LOCK_KEY)

@@ -50,6 +50,8 @@ class SecretKeysSetting(BaseModel):
 
 
 class PostgresSettings(BaseModel):
+    # asyncpg's DSN; for a replicated Postgres (Patroni) list every member and ask for the
+    # primary: postgresql://u:p@h1:5432,h2:5432/fulcrum?target_session_attrs=read-write
     dsn: str = "postgresql://postgres@127.0.0.1:5432/postgres"
     min_pool: int = 1
     max_pool: int = 10

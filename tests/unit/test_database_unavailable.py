@@ -36,6 +36,8 @@ def _raised_while_handling(
     [
         asyncpg.ClientCannotConnectError("cannot reach Postgres: refused"),
         asyncpg.CannotConnectNowError("the database system is starting up"),
+        # Every host of a multi-host DSN reached, none of them read-write (a failover).
+        asyncpg.TargetServerAttributeNotMatched("None of the hosts match ... 'read-write'"),
         asyncpg.AdminShutdownError("terminating connection due to administrator command"),
         asyncpg.CrashShutdownError("terminating connection because of crash"),
         asyncpg.ConnectionDoesNotExistError("connection was closed in the middle of operation"),

@@ -13,6 +13,11 @@ receiver's start and its own connection's establishment. The second covers a dat
 meanwhile and keep the heartbeats they received (``HealthWriter``), and within that wait they
 flush them, with their receipt times, and fresh ones, so a live amphora is seen live again.
 
+After a failover (a multi-host DSN with ``target_session_attrs=read-write``) the holder's
+connection is gone with the old primary: the scanner reconnects, to the new primary, and
+competes for the lock again. A server that stops answering without closing the connection (its
+host lost) is given up after ``statement_timeout`` s on a statement, then likewise.
+
 ``AmphoraFailed`` moves the amphora to PENDING_DELETE, so it is never picked twice; the
 provisioner consumes the event and fails the LB over. With the circuit breaker tripped
 (``domain.breaker``) the stale amphorae are held in ``amphora_health.failover_stopped`` instead,
@@ -26,6 +31,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Final
 
 import asyncpg
 
@@ -41,6 +47,9 @@ from services.health.adapters import postgres
 from services.health.domain.breaker import ScanDecision, decide_failovers, suspect_after
 
 log = logging.getLogger(__name__)
+
+# Seconds a statement of the scanner may take before its server counts as gone.
+STATEMENT_TIMEOUT: Final = 30.0
 
 
 @dataclass(frozen=True)
@@ -61,8 +70,11 @@ class StaleScanner:
         policy: ScanPolicy,
         metrics: Metrics,
         receiving_since: Callable[[], float],
+        *,
+        statement_timeout: float = STATEMENT_TIMEOUT,
     ) -> None:
         self._dsn = dsn
+        self._statement_timeout = statement_timeout
         self._amphorae = amphorae
         self._policy = policy
         self._metrics = metrics
@@ -77,7 +89,7 @@ class StaleScanner:
         while True:
             conn: asyncpg.Connection | None = None
             try:
-                conn = await asyncpg.connect(self._dsn)
+                conn = await asyncpg.connect(self._dsn, command_timeout=self._statement_timeout)
                 connected_at = time.monotonic()
                 await self._standby_until_leader(conn)
                 self.active = True
@@ -87,7 +99,8 @@ class StaleScanner:
                     await self.scan(conn)
                     await asyncio.sleep(interval)
             except DATABASE_ERRORS as exc:
-                # Only database calls run in the try: an OSError is a failed connect.
+                # Only database calls run in the try: an OSError is a failed connect or a
+                # statement past its timeout.
                 if isinstance(exc, OSError) or database_unavailable(exc):
                     log.warning("stale scan: database unavailable (%r); reconnecting", exc)
                 else:
@@ -95,8 +108,8 @@ class StaleScanner:
                 await asyncio.sleep(interval)
             finally:
                 self.active = False
-                if conn is not None and not conn.is_closed():
-                    await conn.close()
+                if conn is not None:
+                    conn.terminate()  # at once: a graceful close waits on a server gone silent
 
     async def _standby_until_leader(self, conn: asyncpg.Connection) -> None:
         won = await postgres.try_scanner_lock(conn)
