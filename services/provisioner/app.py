@@ -43,7 +43,6 @@ from libs.common.settings import PostgresSettings
 from libs.common.telemetry import setup_tracing
 from services.provisioner.adapters.netns_network import HostPlacement
 from services.provisioner.configurator import Configurator
-from services.provisioner.domain.placement import address_share
 from services.provisioner.drivers import AmphoraDriver
 from services.provisioner.drivers.docker import DockerAmphoraDriver
 from services.provisioner.drivers.hosts import HostsDriver
@@ -99,7 +98,6 @@ def _hosts_driver(
 ) -> HostsDriver:
     """A driver per host: netns hosts share the netns networks' switches and split each
     network's ``ip_range`` (unless given their own), docker hosts are engines of their own."""
-    netns_hosts = [h.name for h in settings.hosts if h.driver == "netns"]
     drivers: dict[str, AmphoraDriver] = {}
     for host in settings.hosts:
         if host.driver == "docker":
@@ -108,12 +106,9 @@ def _hosts_driver(
                 settings.model_copy(update={"driver": "docker", "docker": docker}), ca, agent_env
             )
             continue
-        index = netns_hosts.index(host.name)
-        shares = {
-            n.name: host.ip_ranges.get(n.name) or address_share(n.ip_range, len(netns_hosts), index)
-            for n in settings.netns.networks
-        }
-        placement = HostPlacement(host.name, shares, settings.state_dir / ".switch.lock")
+        placement = HostPlacement(
+            host.name, settings.address_ranges(host), settings.state_dir / ".switch.lock"
+        )
         drivers[host.name] = NetnsAmphoraDriver(
             settings.netns,
             settings.state_dir / "hosts" / host.name,

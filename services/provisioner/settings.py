@@ -18,6 +18,7 @@ from libs.common.settings import (
     SecretKeysSetting,
     TelemetrySettings,
 )
+from services.provisioner.domain.placement import address_share
 
 
 class DockerNetworkSettings(BaseModel):
@@ -235,4 +236,26 @@ class ProvisionerSettings(HeartbeatKeySetting, SecretKeysSetting, BaseSettings):
                 inside = ipaddress.ip_network(networks[network].ip_range)
                 if not ipaddress.ip_network(cidr).subnet_of(inside):  # type: ignore[arg-type]
                     raise ValueError(f"host {host.name}: {cidr} is outside {inside}")
+        shares = [(h.name, self.address_ranges(h)) for h in self.hosts if h.driver == "netns"]
+        for network in networks:
+            taken: list[tuple[str, ipaddress.IPv4Network | ipaddress.IPv6Network]] = []
+            for name, ranges in shares:
+                mine = ipaddress.ip_network(ranges[network])
+                for other, theirs in taken:
+                    if mine.overlaps(theirs):
+                        raise ValueError(
+                            f"hosts {other} and {name} share addresses of {network}: "
+                            f"{theirs} and {mine}"
+                        )
+                taken.append((name, mine))
         return self
+
+    def address_ranges(self, host: AmphoraHostSettings) -> dict[str, str]:
+        """A netns host's share of each netns network's ``ip_range`` (network name -> CIDR):
+        its ``ip_ranges``, else an equal split among the netns hosts, in their order."""
+        netns_hosts = [h.name for h in self.hosts if h.driver == "netns"]
+        index = netns_hosts.index(host.name)
+        return {
+            n.name: host.ip_ranges.get(n.name) or address_share(n.ip_range, len(netns_hosts), index)
+            for n in self.netns.networks
+        }

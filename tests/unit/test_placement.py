@@ -1,6 +1,6 @@
 """The amphora scheduler (services/provisioner/domain/placement.py): least-loaded live host,
 anti-affinity of an ACTIVE_STANDBY pair, soft versus hard with one live host, address shares;
-and the per-host driver reconciliation (domain/reconciliation.py)."""
+the per-host driver reconciliation (domain/reconciliation.py) and the hosts setting."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import pytest
 
 from services.provisioner.domain.placement import HostLoad, Placement, address_share, place
 from services.provisioner.domain.reconciliation import InventoryRow, judge_driver
+from services.provisioner.settings import ProvisionerSettings
 
 
 def hosts(*spec: tuple[str, bool, int]) -> list[HostLoad]:
@@ -82,3 +83,19 @@ def test_reconciliation_never_judges_an_amphora_on_a_host_out_of_sight() -> None
     assert [r.amphora_id for r in both.missing_spares] == ["s2"]
     single = judge_driver((), (), inventory, {}, 0.0, 60.0)
     assert len(single.missing) == 2  # a single driver sees every amphora it runs
+
+
+def test_the_hosts_setting_splits_addresses_and_refuses_overlaps() -> None:
+    settings = ProvisionerSettings(hosts=[{"name": "h1"}, {"name": "h2"}])
+    assert [settings.address_ranges(h) for h in settings.hosts] == [
+        {"fulcrum": "198.18.32.0/26"},
+        {"fulcrum": "198.18.32.64/26"},
+    ]
+    for hosts, why in [
+        ([{"name": "h1"}, {"name": "h1"}], "distinct"),
+        ([{"name": "h1", "ip_ranges": {"fulcrum": "198.18.32.64/27"}}, {"name": "h2"}], "share"),
+        ([{"name": "h1", "ip_ranges": {"fulcrum": "198.18.40.0/26"}}], "outside"),
+        ([{"name": "h1", "ip_ranges": {"other": "198.18.32.0/26"}}], "no netns network"),
+    ]:
+        with pytest.raises(ValueError, match=why):
+            ProvisionerSettings(hosts=hosts)

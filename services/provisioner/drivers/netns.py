@@ -8,7 +8,9 @@ shared agent launcher (drivers/agent_launcher.py: forked by the zygote, or a new
 moves itself into the namespace first thing (``FULCRUM_AMPHORA_NETNS``); HAProxy and
 keepalived are its children. It runs with ``FULCRUM_AMPHORA_VIP_INTERFACE=eth0``: VIPs are
 plugged by the agent when the configurator asks (SINGLE: added with gratuitous ARP;
-ACTIVE_STANDBY: moved by keepalived), not by this driver.
+ACTIVE_STANDBY: moved by keepalived), not by this driver. On an amphora host (``host``, one
+driver per host behind drivers/hosts.py) the amphorae plug into the host's own bridge, joined
+to the network's switch by the host's uplink; ``reachable`` says whether that uplink is up.
 
 State: ``<state_dir>/<amphora_id>/amphora.json`` (LB, role, network, address, namespace, cert
 expiry) beside the agent's files. ``list`` reports amphorae whose state file, namespace and

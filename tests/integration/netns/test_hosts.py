@@ -7,7 +7,8 @@ health service run in this process, heartbeats go over UDP to the switch's gatew
 and a client in the root namespace polls each VIP every 20 ms. Losing a host is setting its
 uplink down at the switch: its amphorae fall silent, the health service fails them over, and
 the provisioner rebuilds them on the other host (soft anti-affinity: an ACTIVE_STANDBY pair
-then shares the survivor). Past the breaker's threshold nothing is failed over.
+then shares the survivor). Past the breaker's threshold nothing is failed over, and the
+provisioner's driver reconciliation does not take the lost host's amphorae for missing.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from aiohttp import web
 from libs.common.agent_contract import VrrpState
 from libs.common.domain import commands as c
 from libs.common.domain.model import Topology
+from libs.common.events import Metadata
 from libs.common.eventstore import PostgresEventStore
 from libs.common.pki import DeploymentCA
 from libs.common.repository import LoadBalancerRepository
@@ -34,7 +36,7 @@ from libs.common.settings import NatsSettings, PostgresSettings, RelaySettings
 from services.health.app import UDP_ADDRESS
 from services.health.app import create_app as create_health
 from services.health.settings import HealthSettings
-from services.provisioner.app import CONFIGURATOR, DRIVER
+from services.provisioner.app import CONFIGURATOR, DRIVER, PROVISIONER
 from services.provisioner.app import create_app as create_provisioner
 from services.provisioner.drivers import AmphoraHandle
 from services.provisioner.drivers.hosts import HostsDriver
@@ -310,6 +312,10 @@ async def test_past_the_breaker_threshold_a_lost_host_is_not_failed_over(
                 break
             assert time.monotonic() < deadline, f"breaker did not hold: {held}"
             await asyncio.sleep(0.1)
+        # The driver reconciliation cannot see the lost host: its amphorae are not "missing".
+        maintenance = stack.app[PROVISIONER].maintenance
+        async with stack.db.acquire() as conn:
+            await maintenance.reconcile_driver(0.0, conn, Metadata(actor="test"))
         await asyncio.sleep(1.5)  # well past the timeout: still nothing failed over
         for lb_id, amphora_ids in before.items():
             state = await stack.repo.load(lb_id)
