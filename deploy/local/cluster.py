@@ -32,7 +32,7 @@ from deploy.local.environment import (
     service_program,
     usage_text,
 )
-from deploy.local.nats_cluster import EVENTS_READER, NatsCluster, NatsCredentials
+from deploy.local.nats_cluster import EVENTS_READER, NatsCluster
 from deploy.local.patroni import PatroniCluster, PatroniPorts
 from deploy.local.ports import LOOPBACK, PortPicker
 from deploy.local.state import SERVICES, Part, StackLayout, StackPaths, StackPlan
@@ -173,9 +173,14 @@ def cluster_plan(paths: StackPaths, api_port: int | None, amphora_hosts: int = 0
             parts.append(
                 Part(name, f"services.{service}", f"http://{LOOPBACK}:{service_ports[name]}/readyz")
             )
-    dsn_file = state / "postgres.dsn"
-    dsn_file.write_text(patroni.dsn)
-    dsn_file.chmod(0o600)
+    reader = nats.credentials_for(EVENTS_READER)  # for `fulcrum events tail`
+    for name, secret in (
+        ("postgres.dsn", patroni.dsn),
+        ("nats.user", reader.user),
+        ("nats.password", reader.password),
+    ):
+        (state / name).touch(mode=0o600)
+        (state / name).write_text(secret)
     front_config = state / "front.cfg"
     api_ports = [service_ports[name] for name in replica_names("api")]
     unavailable = state / "front-503.http"
@@ -208,7 +213,7 @@ def cluster_plan(paths: StackPaths, api_port: int | None, amphora_hosts: int = 0
             hosts.prefixes if hosts is not None else [],
         ),
         api_url=front_url,
-        nats_urls=[_with_user(url, nats.credentials_for(EVENTS_READER)) for url in nats.urls],
+        nats_urls=nats.urls,
         endpoint=lambda clouds: _endpoint_text(paths, addresses_text, clouds),
         servers_ready=lambda deadline: _servers_ready(patroni, hosts, state, deadline),
     )
@@ -257,12 +262,6 @@ def _without_password(dsn: str) -> str:
     if parts.password is None:
         return dsn
     return dsn.replace(f":{parts.password}@", ":***@", 1)
-
-
-def _with_user(url: str, credentials: NatsCredentials) -> str:
-    """``url`` carrying ``credentials`` (for ``fulcrum events tail``)."""
-    scheme, rest = url.split("://", 1)
-    return f"{scheme}://{credentials.user}:{credentials.password}@{rest}"
 
 
 def _endpoint_text(paths: StackPaths, addresses: list[str], clouds: Path) -> str:

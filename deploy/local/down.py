@@ -40,6 +40,7 @@ def run_down(state_dir: str) -> int:
         print(f"fulcrum down: stopped pid {pid} ({pid_file.name})")
         stopped = True
     stopped = _stop_orphaned_parts(paths) or stopped
+    stopped = _stop_orphaned_postgres(paths) or stopped
     release_amphorae(paths)
     (paths.state / "ready").unlink(missing_ok=True)
     if not stopped:
@@ -78,6 +79,34 @@ def _stop_orphaned_parts(paths: StackPaths) -> bool:
                 os.kill(pid, signal.SIGKILL)
         print(f"fulcrum down: stopped {part.name} (pid {pid}), left by a dead supervisord")
     return found
+
+
+def _stop_orphaned_postgres(paths: StackPaths) -> bool:
+    """A cluster's Postgres members still running once their Patroni is gone (a Patroni killed
+    hard leaves its Postgres running): killed. True when there were any."""
+    try:
+        cluster = StackLayout.load(paths.layout).kind == "cluster"
+    except StackError:
+        return False
+    if not cluster or pid_alive(paths.supervisor_pid) is not None:
+        return False
+    from deploy.local.cluster import running_patroni
+
+    patroni = running_patroni(paths)
+    killed = False
+    for name in patroni.member_names:
+        pid = patroni.postmaster_pid(name)
+        try:  # its own command line names its data dir: not a process that reused the pid
+            command_line = Path(f"/proc/{pid}/cmdline").read_bytes() if pid else b""
+        except OSError:
+            continue
+        if pid is None or str(patroni.data_dir(name)).encode() not in command_line:
+            continue
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+        killed = True
+        print(f"fulcrum down: stopped Postgres {name} (pid {pid}), left by a dead Patroni")
+    return killed
 
 
 def release_amphorae(paths: StackPaths) -> None:
