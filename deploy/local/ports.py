@@ -44,7 +44,12 @@ def _free_port(kind: socket.SocketKind) -> int:
 
 
 def _port_free(kind: socket.SocketKind, port: int) -> bool:
+    """Whether nothing listens on (TCP) or is bound to (UDP) ``port``; a TCP port whose only
+    sockets are closed connections waiting out TIME_WAIT counts as free, as it does for the
+    servers (which all bind with SO_REUSEADDR)."""
     with socket.socket(socket.AF_INET, kind) as sock:
+        if kind == socket.SOCK_STREAM:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((LOOPBACK, port))
         except OSError:

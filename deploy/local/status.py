@@ -23,6 +23,16 @@ import asyncpg
 from deploy.local.state import Part, StackError, StackLayout, StackPaths
 from deploy.local.supervision import SupervisorClient, SupervisorUnreachable, read_restarts
 
+# What asyncpg raises when Postgres does not answer, or (a multi-host DSN) no host is the
+# primary yet.
+_UNREACHABLE: Final = (
+    OSError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    TimeoutError,
+)
+
 # How long a client command waits for an answer before it says the server is unreachable.
 CONNECT_TIMEOUT: Final = 3.0
 
@@ -97,7 +107,7 @@ async def _database_facts(
 async def _postgres_ready(dsn: str, connect_timeout: float) -> tuple[bool, str]:
     try:
         conn = await asyncpg.connect(dsn, timeout=connect_timeout, command_timeout=connect_timeout)
-    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+    except _UNREACHABLE as exc:
         return False, f"{dsn}: {exc!r}"
     await conn.close()
     return True, dsn
@@ -131,7 +141,7 @@ def collect_status(paths: StackPaths, timeout: float = CONNECT_TIMEOUT) -> Stack
     )
     try:
         facts = asyncio.run(_database_facts(layout.database_dsn, timeout))
-    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
+    except _UNREACHABLE:
         pass
     else:
         if facts is not None:
