@@ -9,6 +9,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3 2>/dev/null)
 STATE ?= .state
+CLUSTER_STATE ?= .state-cluster
+# Amphora hosts of the cluster stack: netns hosts need root; 0 runs the process driver.
+CLUSTER_HOSTS ?= $(shell [ "$$(id -u)" -eq 0 ] && echo 2 || echo 0)
 UP_ARGS ?= --state-dir $(STATE)
 UP_TIMEOUT ?= 130
 PYTEST_ARGS ?=
@@ -19,12 +22,17 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 # command:debian-package pairs that `sysdeps` makes sure exist.
 SYSDEP_TOOLS := haproxy:haproxy keepalived:keepalived ip:iproute2 wrk:wrk ping:iputils-ping etcd:etcd-server nft:nftables conntrack:conntrack
 
-.PHONY: help venv sysdeps test test-unit test-integration test-e2e up down status lint bench
+.PHONY: help venv sysdeps test test-unit test-integration test-e2e up down status lint bench \
+	up-cluster down-cluster status-cluster
 
 help:
 	@echo "make up                start the whole stack in the background (state in $(STATE)/)"
 	@echo "make down              stop it (and its amphorae)"
 	@echo "make status            each part of it: pid, uptime, restarts, ready"
+	@echo "make up-cluster | down-cluster | status-cluster   the cluster stack (state in"
+	@echo "                       $(CLUSTER_STATE)/): 3 NATS nodes, Patroni Postgres, 2 replicas"
+	@echo "                       of each service behind an HAProxy front, amphorae on"
+	@echo "                       CLUSTER_HOSTS=$(CLUSTER_HOSTS) netns hosts (docs/deployment.md)"
 	@echo "make test              run every test (creates $(VENV), installs system tools as root)"
 	@echo "make test-unit | test-integration | test-e2e"
 	@echo "make lint              ruff + mypy --strict + lint-imports (import rules)"
@@ -96,6 +104,12 @@ up: venv sysdeps
 	fi; \
 	echo "fulcrum is up (pid $$pid, log $(STATE)/fulcrum.log)"; \
 	if [ -f $(STATE)/endpoint.txt ]; then cat $(STATE)/endpoint.txt; fi
+
+# The same three for the cluster stack (fulcrum up --cluster), under its own state dir.
+up-cluster down-cluster status-cluster: %-cluster:
+	@$(MAKE) --no-print-directory $* STATE=$(CLUSTER_STATE) \
+	  UP_ARGS="--cluster --amphora-hosts $(CLUSTER_HOSTS) --state-dir $(CLUSTER_STATE)" \
+	  UP_TIMEOUT=240
 
 # Stops `fulcrum up` (or, if it was killed, the supervisord it left), then the amphorae.
 down:

@@ -68,6 +68,9 @@ DEBIAN_SOURCES: Final = (
 # The dependencies of pyproject.toml the agent imports (tests/unit/test_images.py checks that
 # they cover every module it loads); the control plane gets them all.
 AMPHORA_DEPENDENCIES: Final = ("aiohttp", "cryptography", "pydantic", "pydantic-settings")
+# Dependencies of pyproject.toml no image gets: Patroni runs only under `make up-cluster`, and
+# some of its own dependencies (ydiff, python-etcd) ship no wheels.
+LOCAL_ONLY_DEPENDENCIES: Final = ("patroni",)
 # Debian bookworm's interpreter, whatever runs this script.
 TARGET_PYTHON: Final = "3.11"
 _CHUNK: Final = 1 << 20
@@ -252,7 +255,12 @@ def project_requirements() -> list[str]:
 
 def requirements_for(spec: ImageSpec) -> list[str]:
     wanted = spec.dependencies
-    return [r for r in project_requirements() if wanted is None or _distribution(r) in wanted]
+    return [
+        r
+        for r in project_requirements()
+        if (wanted is None or _distribution(r) in wanted)
+        and _distribution(r) not in LOCAL_ONLY_DEPENDENCIES
+    ]
 
 
 def _distribution(requirement: str) -> str:

@@ -65,7 +65,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name in SERVICE_ENTRY_POINTS:
         sub.add_parser(name, help=f"run the {name} service (settings from FULCRUM_* env)")
     up = sub.add_parser("up", help="run the whole stack on this machine (embedded default)")
-    up.add_argument("--state-dir", default=".state")
+    up.add_argument("--state-dir", default=None, help="default: .state (.state-cluster)")
+    up.add_argument(
+        "--cluster",
+        action="store_true",
+        help="the cluster stack: 3 NATS nodes, replicated Postgres, 2 replicas of each "
+        "service behind an HAProxy front (docs/deployment.md)",
+    )
+    up.add_argument(
+        "--amphora-hosts",
+        type=int,
+        default=0,
+        help="with --cluster: amphorae on this many netns hosts (root; 198.19.N.0/24) "
+        "instead of the process driver on loopback",
+    )
     up.add_argument(
         "--port",
         type=int,
@@ -114,7 +127,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "up":
         from deploy.local.up import run_up
 
-        return run_up(args.state_dir, args.port)
+        state_dir = args.state_dir or (".state-cluster" if args.cluster else ".state")
+        return run_up(state_dir, args.port, args.cluster, args.amphora_hosts)
     if args.command == "status":
         from deploy.local.status import run_status
 

@@ -3,7 +3,7 @@
 ``down`` stops ``up`` (which stops supervisord, which stops the services before NATS and
 Postgres); when ``up`` is gone it stops supervisord; when supervisord is gone too it stops the
 parts it left, by the pids its event listener recorded. The amphorae go last, by the pids the
-process driver wrote.
+process driver wrote, and with them the network namespaces of the cluster's amphora hosts.
 """
 
 from __future__ import annotations
@@ -14,9 +14,8 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Final
 
-from deploy.local.state import SERVICES, StackPaths, pid_alive, running
+from deploy.local.state import StackError, StackLayout, StackPaths, pid_alive, running
 from deploy.local.supervision import read_restarts
 
 
@@ -41,37 +40,36 @@ def run_down(state_dir: str) -> int:
         print(f"fulcrum down: stopped pid {pid} ({pid_file.name})")
         stopped = True
     stopped = _stop_orphaned_parts(paths) or stopped
-    stop_amphorae(paths.state)
+    stopped = _stop_orphaned_postgres(paths) or stopped
+    release_amphorae(paths)
     (paths.state / "ready").unlink(missing_ok=True)
     if not stopped:
         print(f"fulcrum down: nothing running under {paths.state}")
     return 0
 
 
-# What each part's command line holds, to tell it from a process that reused its pid.
-_PART_COMMANDS: Final = {
-    "postgres": b"postgres",
-    "nats": b"nats-server",
-    **{name: f"services.{name}".encode() for name in SERVICES},
-}
-
-
 def _stop_orphaned_parts(paths: StackPaths) -> bool:
     """Stop the parts a dead supervisord left running (their last pids, as its event listener
-    recorded them): services first, then NATS and Postgres. True when there were any."""
+    recorded them, checked against each part's command line): services first, then the
+    servers, each in reverse start order. True when there were any."""
     if pid_alive(paths.supervisor_pid) is not None:
         return False
+    try:
+        layout = StackLayout.load(paths.layout)
+    except StackError:
+        return False
     found = False
-    for name in (*SERVICES, "nats", "postgres"):
-        pid = int(read_restarts(paths.restarts).get(name, {}).get("pid") or 0)
+    counts = read_restarts(paths.restarts)
+    for part in reversed(layout.parts):  # the servers come first in the layout
+        pid = int(counts.get(part.name, {}).get("pid") or 0)
         try:
             command_line = Path(f"/proc/{pid}/cmdline").read_bytes() if pid else b""
         except OSError:
             continue
-        if _PART_COMMANDS[name] not in command_line or not running(pid):
+        if part.marker.encode() not in command_line or not running(pid):
             continue
         found = True
-        os.kill(pid, signal.SIGINT if name == "postgres" else signal.SIGTERM)
+        os.kill(pid, signal.Signals[f"SIG{part.stop_signal}"])
         for _ in range(300):  # up to 30 s
             if not running(pid):
                 break
@@ -79,8 +77,51 @@ def _stop_orphaned_parts(paths: StackPaths) -> bool:
         else:
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)
-        print(f"fulcrum down: stopped {name} (pid {pid}), left by a dead supervisord")
+        print(f"fulcrum down: stopped {part.name} (pid {pid}), left by a dead supervisord")
     return found
+
+
+def _stop_orphaned_postgres(paths: StackPaths) -> bool:
+    """A cluster's Postgres members still running once their Patroni is gone (a Patroni killed
+    hard leaves its Postgres running): killed. True when there were any."""
+    try:
+        cluster = StackLayout.load(paths.layout).kind == "cluster"
+    except StackError:
+        return False
+    if not cluster or pid_alive(paths.supervisor_pid) is not None:
+        return False
+    from deploy.local.cluster import running_patroni
+
+    patroni = running_patroni(paths)
+    killed = False
+    for name in patroni.member_names:
+        pid = patroni.postmaster_pid(name)
+        try:  # its own command line names its data dir: not a process that reused the pid
+            command_line = Path(f"/proc/{pid}/cmdline").read_bytes() if pid else b""
+        except OSError:
+            continue
+        if pid is None or str(patroni.data_dir(name)).encode() not in command_line:
+            continue
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+        killed = True
+        print(f"fulcrum down: stopped Postgres {name} (pid {pid}), left by a dead Patroni")
+    return killed
+
+
+def release_amphorae(paths: StackPaths) -> None:
+    """Stop the stack's amphorae, and delete its amphora hosts' network namespaces."""
+    stop_amphorae(paths.state)
+    try:
+        prefixes = StackLayout.load(paths.layout).netns_prefixes
+    except StackError:
+        return
+    if prefixes:
+        from deploy.local.cluster_hosts import remove_namespaces
+
+        removed = remove_namespaces(prefixes)
+        if removed:
+            print(f"fulcrum down: deleted network namespaces {', '.join(removed)}")
 
 
 def stop_amphorae(state: Path, timeout: float = 15.0) -> None:

@@ -1,5 +1,6 @@
-"""What a local stack hands its services and its users: each service's FULCRUM_* settings, the
-per-deployment secrets behind them, and a ``clouds.yaml`` for the ``openstack`` CLI.
+"""What a local stack hands its services and its users: each service's FULCRUM_* settings and
+supervised program, the per-deployment secrets behind them, a ``clouds.yaml`` for the
+``openstack`` CLI and the lines telling how to use the stack.
 
 Secrets are made at the first start and kept (0600) in the state dir, so a restart keeps its
 tokens, keys and the admin password.
@@ -9,11 +10,15 @@ from __future__ import annotations
 
 import json
 import secrets
+import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from deploy.local.ports import LOOPBACK, StackPorts
+from deploy.local.state import StackPaths
+from deploy.local.supervision import Program
 from libs.common.secretstore import new_key
 from libs.common.settings import HEARTBEAT_KEY_ENV, SECRET_KEYS_ENV, default_subnets
 
@@ -27,43 +32,75 @@ def _secret(state: Path, name: str, make: Callable[[], str] | None = None) -> st
     return path.read_text().strip()
 
 
+@dataclass(frozen=True)
+class ServiceAddresses:
+    """Where one replica of each service listens, and what it tells its clients: the API's
+    public URL (the front of a cluster), the heartbeat endpoints amphorae send to."""
+
+    api: int
+    provisioner: int
+    health: int
+    housekeeping: int
+    health_udp: int
+    public_url: str
+    health_endpoints: tuple[str, ...]
+    vip_octet: int
+
+    @classmethod
+    def of(cls, ports: StackPorts) -> ServiceAddresses:
+        """The one replica of each service of the embedded default."""
+        return cls(
+            api=ports.api,
+            provisioner=ports.provisioner,
+            health=ports.health,
+            housekeeping=ports.housekeeping,
+            health_udp=ports.health_udp,
+            public_url=ports.api_url,
+            health_endpoints=(f"{LOOPBACK}:{ports.health_udp}",),
+            vip_octet=ports.vip_octet,
+        )
+
+
 def service_environment(
-    state: Path, pg_dsn: str, nats_url: str, ports: StackPorts
+    state: Path,
+    pg_dsn: str,
+    nats: Callable[[str], dict[str, str]],
+    addresses: ServiceAddresses,
 ) -> dict[str, dict[str, str]]:
-    """The FULCRUM_* environment of each service for this deployment."""
+    """The FULCRUM_* environment of each service for this deployment; ``nats(service)``: that
+    service's ``NATS__*`` settings (URLs, credentials, replicas). Replicas of a service differ
+    only in ``addresses``; all share the state dir's secrets, CA, identity file and amphora
+    state."""
     heartbeat_key = _secret(state, "heartbeat.key")
     secret_keys = _secret(state, "secret.keys", new_key)
-    common = {
-        "POSTGRES__DSN": pg_dsn,
-        "NATS__URL": nats_url,
-    }
+    common = {"POSTGRES__DSN": pg_dsn}
     env: dict[str, dict[str, str]] = {
         "api": {
             **common,
-            "PORT": str(ports.api),
-            "PUBLIC_URL": ports.api_url,
+            "PORT": str(addresses.api),
+            "PUBLIC_URL": addresses.public_url,
             "AUTH_STRATEGY": "keystone",
             "IDENTITY_FILE": str(state / "identity.yaml"),
             "ADMIN_PASSWORD": _secret(state, "admin.password"),
             "TOKEN_KEY": _secret(state, "token.key"),
             "ADMIN_TOKEN": _secret(state, "admin.token"),
-            "NETWORK__SUBNETS": json.dumps(vip_subnets(ports.vip_octet)),
+            "NETWORK__SUBNETS": json.dumps(vip_subnets(addresses.vip_octet)),
         },
         "provisioner": {
             **common,
-            "PORT": str(ports.provisioner),
+            "PORT": str(addresses.provisioner),
             "STATE_DIR": str(state / "amphorae"),
             "CA_DIR": str(state / "ca"),
-            "HEALTH_ENDPOINTS": f'["{LOOPBACK}:{ports.health_udp}"]',
+            "HEALTH_ENDPOINTS": json.dumps(list(addresses.health_endpoints)),
         },
         "health": {
             **common,
-            "PORT": str(ports.health),
-            "UDP_PORT": str(ports.health_udp),
+            "PORT": str(addresses.health),
+            "UDP_PORT": str(addresses.health_udp),
         },
         "housekeeping": {
             **common,
-            "PORT": str(ports.housekeeping),
+            "PORT": str(addresses.housekeeping),
             # Two booted spares: a new LB takes one instead of waiting for a boot.
             "SPARES__POOL_SIZE": "2",
             "CERTIFICATES__CA_CERT": str(state / "ca" / "ca.pem"),
@@ -71,9 +108,31 @@ def service_environment(
     }
     shared = {HEARTBEAT_KEY_ENV: heartbeat_key, SECRET_KEYS_ENV: secret_keys}
     return {
-        svc: shared | {f"FULCRUM_{svc.upper()}_{k}": v for k, v in values.items()}
+        svc: shared | {f"FULCRUM_{svc.upper()}_{k}": v for k, v in (values | nats(svc)).items()}
         for svc, values in env.items()
     }
+
+
+def service_program(name: str, service: str, paths: StackPaths, env: dict[str, str]) -> Program:
+    """A replica ``name`` of ``service``, started once the servers are ready."""
+    return Program(
+        name,
+        [sys.executable, "-m", f"services.{service}"],
+        paths.log(name),
+        environment=env,
+        autostart=False,
+    )
+
+
+def usage_text(paths: StackPaths, clouds: Path, stop: str) -> str:
+    """The closing lines of ``endpoint.txt``: how to use, watch and stop the stack."""
+    return (
+        f"Use it:\n"
+        f"  export OS_CLIENT_CONFIG_FILE={clouds} OS_CLOUD=fulcrum\n"
+        f"  openstack loadbalancer create --name my-lb --vip-subnet public-subnet\n"
+        f"Status: fulcrum status --state-dir {paths.state}   Logs: {paths.state}/*.log   "
+        f"Stop: {stop}\n"
+    )
 
 
 def write_clouds_yaml(state: Path, api_url: str) -> Path:
@@ -107,13 +166,14 @@ def write_clouds_yaml(state: Path, api_url: str) -> Path:
 
 def vip_subnets(octet: int) -> list[dict[str, Any]]:
     """The embedded default subnet (``public-subnet``) on 127.<octet>.0.0/16."""
+    return vip_subnet(f"127.{octet}.0.0/16", f"127.{octet}.0.10", f"127.{octet}.255.250")
+
+
+def vip_subnet(cidr: str, start: str, end: str, gateway: str | None = None) -> list[dict[str, Any]]:
+    """The embedded default subnet (``public-subnet``) moved to ``cidr``, handing out VIPs
+    from ``start`` to ``end``."""
     (subnet,) = default_subnets()
-    return [
-        subnet.model_copy(
-            update={
-                "cidr": f"127.{octet}.0.0/16",
-                "allocation_start": f"127.{octet}.0.10",
-                "allocation_end": f"127.{octet}.255.250",
-            }
-        ).model_dump()
-    ]
+    update: dict[str, Any] = {"cidr": cidr, "allocation_start": start, "allocation_end": end}
+    if gateway is not None:
+        update["gateway_ip"] = gateway
+    return [subnet.model_copy(update=update).model_dump()]

@@ -1,5 +1,8 @@
 """The addresses of one local stack: its ports on 127.0.0.1 and its VIP range in 127.0.0.0/8.
 
+``PortPicker`` picks (and saves) the ports of any stack, ``choose_ports`` those of the
+embedded default (``StackPorts``); the cluster stack names its own (``cluster.py``).
+
 A start keeps the ports of the last start where they are still free (``ports.json`` in the
 state dir), so clients configured once keep working; the API takes 9876 when free. Each stack
 claims a VIP range 127.<N>.0.0/16 of its own, so stacks side by side never share a VIP.
@@ -11,7 +14,7 @@ import json
 import socket
 import tempfile
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
@@ -41,7 +44,12 @@ def _free_port(kind: socket.SocketKind) -> int:
 
 
 def _port_free(kind: socket.SocketKind, port: int) -> bool:
+    """Whether nothing listens on (TCP) or is bound to (UDP) ``port``; a TCP port whose only
+    sockets are closed connections waiting out TIME_WAIT counts as free, as it does for the
+    servers (which all bind with SO_REUSEADDR)."""
     with socket.socket(socket.AF_INET, kind) as sock:
+        if kind == socket.SOCK_STREAM:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((LOOPBACK, port))
         except OSError:
@@ -89,48 +97,94 @@ class StackPorts:
         return f"nats://{LOOPBACK}:{self.nats}"
 
 
-def choose_ports(paths: StackPaths, api_port: int | None) -> StackPorts:
-    """This start's ports: ``api_port`` when given (it must be free; 0: any free port), else
-    the last start's ports where still free, else 9876 for the API when free, else
-    kernel-picked free ports."""
-    try:
-        saved: dict[str, int] = json.loads(paths.ports.read_text())
-    except (OSError, ValueError):
-        saved = {}
-    taken: set[int] = set()
+class PortPicker:
+    """Picks the ports of one start: a name's port of the last start (``ports.json``) where it
+    is still free, else a preferred one when free, else a kernel-picked free port; never one
+    port twice. ``save`` writes what was picked (plus anything else given) to ``ports.json``."""
 
-    def pick(name: str, free: Callable[[int], bool], fresh: Callable[[], int]) -> int:
-        for candidate in (saved.get(name), DEFAULT_API_PORT if name == "api" else None):
-            if candidate and candidate not in taken and free(candidate):
-                taken.add(candidate)
-                return candidate
-        port = fresh()
-        while port in taken:
+    def __init__(self, paths: StackPaths) -> None:
+        self._paths = paths
+        try:
+            self.saved: dict[str, int] = json.loads(paths.ports.read_text())
+        except (OSError, ValueError):
+            self.saved = {}
+        self.taken: set[int] = set()
+        self.picked: dict[str, int] = {}
+
+    def _pick(
+        self,
+        name: str,
+        free: Callable[[int], bool],
+        fresh: Callable[[], int],
+        preferred: int | None,
+    ) -> int:
+        for candidate in (self.saved.get(name), preferred):
+            if candidate and candidate not in self.taken and free(candidate):
+                port = candidate
+                break
+        else:
             port = fresh()
-        taken.add(port)
+            while port in self.taken:
+                port = fresh()
+        self.taken.add(port)
+        self.picked[name] = port
         return port
 
-    if api_port is None:
-        api = pick("api", _tcp_free, free_tcp_port)
-    elif api_port == 0:
-        api = pick("any", _tcp_free, free_tcp_port)  # no saved port by that name: a fresh one
-    else:
-        if not _tcp_free(api_port):
-            raise StackError(f"port {api_port} on {LOOPBACK} is in use (--port 0: any free)")
-        taken.add(api_port)
-        api = api_port
+    def tcp(self, name: str, preferred: int | None = None) -> int:
+        return self._pick(name, _tcp_free, free_tcp_port, preferred)
+
+    def udp(self, name: str) -> int:
+        return self._pick(name, _udp_free, free_udp_port, None)
+
+    def api(self, name: str, api_port: int | None) -> int:
+        """The API's (or its front's) port: ``api_port`` when given (it must be free; 0: any
+        free port), else the last start's where still free, else 9876 when free."""
+        if api_port is None:
+            return self.tcp(name, DEFAULT_API_PORT)
+        if api_port == 0:
+            port = self._pick("", _tcp_free, free_tcp_port, None)  # never the saved one
+        else:
+            if not _tcp_free(api_port):
+                raise StackError(f"port {api_port} on {LOOPBACK} is in use (--port 0: any free)")
+            port = api_port
+        self.taken.add(port)
+        self.picked.pop("", None)
+        self.picked[name] = port
+        return port
+
+    def vip_octet(self) -> int:
+        """This stack's VIP range 127.<N>.0.0/16 (see ``_vip_octet``)."""
+        octet = _vip_octet(self.saved.get("vip_octet"), self._paths.state)
+        self.picked["vip_octet"] = octet
+        return octet
+
+    def record(self, name: str, port: int) -> None:
+        """Save a port picked elsewhere (e.g. by a server's own configuration) with the rest."""
+        self.taken.add(port)
+        self.picked[name] = port
+
+    def save(self) -> dict[str, int]:
+        self._paths.ports.write_text(json.dumps(self.picked, indent=1))
+        return dict(self.picked)
+
+
+def choose_ports(paths: StackPaths, api_port: int | None) -> StackPorts:
+    """This start's ports (``PortPicker``): ``api_port`` when given (it must be free; 0: any
+    free port), else the last start's ports where still free, else 9876 for the API when
+    free, else kernel-picked free ports."""
+    picker = PortPicker(paths)
     ports = StackPorts(
-        api=api,
-        postgres=pick("postgres", _tcp_free, free_tcp_port),
-        nats=pick("nats", _tcp_free, free_tcp_port),
-        nats_monitor=pick("nats_monitor", _tcp_free, free_tcp_port),
-        provisioner=pick("provisioner", _tcp_free, free_tcp_port),
-        health=pick("health", _tcp_free, free_tcp_port),
-        housekeeping=pick("housekeeping", _tcp_free, free_tcp_port),
-        health_udp=pick("health_udp", _udp_free, free_udp_port),
-        vip_octet=_vip_octet(saved.get("vip_octet"), paths.state),
+        api=picker.api("api", api_port),
+        postgres=picker.tcp("postgres"),
+        nats=picker.tcp("nats"),
+        nats_monitor=picker.tcp("nats_monitor"),
+        provisioner=picker.tcp("provisioner"),
+        health=picker.tcp("health"),
+        housekeeping=picker.tcp("housekeeping"),
+        health_udp=picker.udp("health_udp"),
+        vip_octet=picker.vip_octet(),
     )
-    paths.ports.write_text(json.dumps(asdict(ports), indent=1))
+    picker.save()
     return ports
 
 

@@ -1,27 +1,98 @@
 """Where one local stack keeps its files, which parts it runs, and whether its processes run.
 
-Every file of a stack lives under its state dir (``.state`` by default): the chosen ports, the
-supervisord configuration, pid file and socket, the restart counts of its event listener, the
-per-deployment secrets and one log per part.
+Every file of a stack lives under its state dir (``.state`` by default, ``.state-cluster`` for
+the cluster stack): the chosen ports, the layout (``layout.json``: every supervised part, how
+to probe it and how to recognise its process), the supervisord configuration, pid file and
+socket, the restart counts of its event listener, the per-deployment secrets and one log per
+part. ``fulcrum status`` and ``fulcrum down`` read the layout, so they serve either stack.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import tempfile
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Final
 
+from deploy.local.supervision import Program
 from libs.common.errors import FulcrumError
 
-# The supervised parts: the servers start first, the services once the servers are ready.
+# The services of every stack (a cluster runs replicas of each).
 SERVICES: Final = ("api", "provisioner", "health", "housekeeping")
-SERVERS: Final = ("postgres", "nats")
 
 
 class StackError(FulcrumError):
     """The stack cannot start or be reached; the message is one line for the user."""
+
+
+@dataclass(frozen=True)
+class Part:
+    """One supervised process of a stack as ``up``, ``status`` and ``down`` see it.
+
+    ``probe``: its readiness, an ``http://`` URL answering 200 or a ``postgresql://`` DSN
+    accepting a connection; ``marker``: a substring of its command line (tells it from a
+    process that reused its pid); servers start before the services and stop after them.
+    """
+
+    name: str
+    marker: str
+    probe: str
+    server: bool = False
+    stop_signal: str = "TERM"
+
+
+@dataclass
+class StackLayout:
+    """What one stack runs: its parts in start order, the DSN ``status`` reads facts from, and
+    the address lines ``status`` prints."""
+
+    kind: str
+    parts: list[Part]
+    database_dsn: str
+    addresses: list[str] = field(default_factory=list)
+    # Network namespaces of amphora hosts are named with these (``down`` deletes them).
+    netns_prefixes: list[str] = field(default_factory=list)
+
+    @property
+    def servers(self) -> tuple[str, ...]:
+        return tuple(part.name for part in self.parts if part.server)
+
+    @property
+    def services(self) -> tuple[str, ...]:
+        return tuple(part.name for part in self.parts if not part.server)
+
+    def save(self, path: Path) -> None:
+        """Write it (0600: a probe may hold a password)."""
+        path.touch(mode=0o600)
+        path.chmod(0o600)
+        path.write_text(json.dumps(asdict(self), indent=1))
+
+    @classmethod
+    def load(cls, path: Path) -> StackLayout:
+        """The layout ``up`` saved (StackError when there is none)."""
+        try:
+            data = json.loads(path.read_text())
+            data["parts"] = [Part(**part) for part in data["parts"]]
+            return cls(**data)
+        except (OSError, ValueError, TypeError, KeyError) as exc:
+            raise StackError(f"no stack layout at {path}") from exc
+
+
+@dataclass
+class StackPlan:
+    """One start of a stack, as ``up`` runs it: what supervisord runs, the layout ``status``
+    and ``down`` read, where users reach it (``endpoint`` gets the clouds.yaml path)."""
+
+    programs: list[Program]
+    layout: StackLayout
+    api_url: str
+    nats_urls: list[str]
+    endpoint: Callable[[Path], str]
+    # Once the servers are ready, before the services start (e.g. wait for a primary).
+    servers_ready: Callable[[float], None] = lambda deadline: None
 
 
 @dataclass
@@ -33,6 +104,10 @@ class StackPaths:
     @property
     def ports(self) -> Path:
         return self.state / "ports.json"
+
+    @property
+    def layout(self) -> Path:
+        return self.state / "layout.json"
 
     @property
     def supervisor_conf(self) -> Path:

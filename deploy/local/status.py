@@ -1,9 +1,10 @@
-"""``fulcrum status``: each part of a local stack as supervisord, the parts' readiness probes
-and Postgres see it.
+"""``fulcrum status``: each part of a local stack (the embedded default or the cluster) as
+supervisord, the parts' readiness probes and Postgres see it.
 
-A part is ready when supervisord runs it and its probe answers: ``/readyz`` of each service,
-NATS' monitor with JetStream enabled, a Postgres connection. ``fulcrum up`` waits on the same
-probes (``collect_status``) before it says the stack is up.
+A part is ready when supervisord runs it and its probe (from the stack's ``layout.json``)
+answers: ``/readyz`` of each service replica, the HAProxy front, each NATS node's monitor with
+JetStream enabled, a Postgres connection. ``fulcrum up`` waits on the same probes
+(``collect_status``) before it says the stack is up.
 """
 
 from __future__ import annotations
@@ -19,9 +20,18 @@ from typing import Any, Final
 
 import asyncpg
 
-from deploy.local.ports import LOOPBACK, load_ports
-from deploy.local.state import SERVERS, SERVICES, StackError, StackPaths
+from deploy.local.state import Part, StackError, StackLayout, StackPaths
 from deploy.local.supervision import SupervisorClient, SupervisorUnreachable, read_restarts
+
+# What asyncpg raises when Postgres does not answer, or (a multi-host DSN) no host is the
+# primary yet.
+_UNREACHABLE: Final = (
+    OSError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    TimeoutError,
+)
 
 # How long a client command waits for an answer before it says the server is unreachable.
 CONNECT_TIMEOUT: Final = 3.0
@@ -48,6 +58,8 @@ class StackStatus:
     state_dir: str
     supervisor_pid: int | None
     ports: dict[str, int]
+    kind: str = "single"
+    addresses: list[str] = field(default_factory=list)
     parts: list[PartStatus] = field(default_factory=list)
     outbox_backlog: int | None = None
     outbox_oldest_seconds: float | None = None
@@ -92,12 +104,31 @@ async def _database_facts(
         await conn.close()
 
 
+async def _postgres_ready(dsn: str, connect_timeout: float) -> tuple[bool, str]:
+    try:
+        conn = await asyncpg.connect(dsn, timeout=connect_timeout, command_timeout=connect_timeout)
+    except _UNREACHABLE as exc:
+        return False, f"{dsn}: {exc!r}"
+    await conn.close()
+    return True, dsn
+
+
+def _probe(part: Part, timeout: float) -> tuple[bool, str]:
+    if part.probe.startswith("postgresql://"):
+        return asyncio.run(_postgres_ready(part.probe, timeout))
+    return _http_ready(part.probe, timeout)
+
+
 def collect_status(paths: StackPaths, timeout: float = CONNECT_TIMEOUT) -> StackStatus:
-    """Ask supervisord, every service's ``/readyz``, NATS' monitor and Postgres.
+    """Ask supervisord, every part's probe and Postgres.
 
     Raises StackError when no stack answers under ``paths``.
     """
-    ports = load_ports(paths)
+    layout = StackLayout.load(paths.layout)
+    try:
+        ports = json.loads(paths.ports.read_text())
+    except (OSError, ValueError) as exc:
+        raise StackError(f"no stack under {paths.state} ({paths.ports} unreadable)") from exc
     client = SupervisorClient(paths.supervisor_socket, timeout)
     try:
         processes = {info.name: info for info in client.processes()}
@@ -105,37 +136,29 @@ def collect_status(paths: StackPaths, timeout: float = CONNECT_TIMEOUT) -> Stack
     except SupervisorUnreachable as exc:
         raise StackError(f"no stack running under {paths.state} ({exc})") from exc
     counts = read_restarts(paths.restarts)
-    status = StackStatus(str(paths.state), supervisor_pid, asdict(ports))
-    database = (True, ports.postgres_dsn)
+    status = StackStatus(
+        str(paths.state), supervisor_pid, ports, layout.kind, list(layout.addresses)
+    )
     try:
-        facts = asyncio.run(_database_facts(ports.postgres_dsn, timeout))
-    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
-        database = (False, f"{ports.postgres_dsn}: {exc!r}")
+        facts = asyncio.run(_database_facts(layout.database_dsn, timeout))
+    except _UNREACHABLE:
+        pass
     else:
         if facts is not None:
             status.outbox_backlog, status.outbox_oldest_seconds, status.amphorae = facts
-    probes = {
-        "postgres": database,
-        "nats": _http_ready(
-            f"http://{LOOPBACK}:{ports.nats_monitor}/healthz?js-enabled-only=true", timeout
-        ),
-        **{
-            name: _http_ready(f"http://{LOOPBACK}:{ports.service_port(name)}/readyz", timeout)
-            for name in SERVICES
-        },
-    }
-    for name in (*SERVERS, *SERVICES):
-        info = processes.get(name)
-        ok, detail = probes[name]
+    for part in layout.parts:
+        info = processes.get(part.name)
         running = info is not None and info.running
+        ok, detail = _probe(part, timeout) if running else (False, "not running")
+        count = counts.get(part.name, {})
         status.parts.append(
             PartStatus(
-                name=name,
+                name=part.name,
                 state=info.state if info else "MISSING",
                 pid=info.pid if info else None,
                 uptime=info.uptime if info else 0.0,
-                restarts=int(counts.get(name, {}).get("restarts", 0)),
-                crashes=int(counts.get(name, {}).get("crashes", 0)),
+                restarts=int(count.get("restarts", 0)),
+                crashes=int(count.get("crashes", 0)),
                 ready=running and ok,
                 detail=detail if not (running and ok) else "",
             )
@@ -155,13 +178,14 @@ def _duration(seconds: float) -> str:
 def render_status(status: StackStatus) -> str:
     """The human-readable table of ``fulcrum status``."""
     lines = [
-        f"Fulcrum stack in {status.state_dir}: {'READY' if status.ready else 'NOT READY'}",
+        f"Fulcrum {'cluster ' if status.kind == 'cluster' else ''}stack in "
+        f"{status.state_dir}: {'READY' if status.ready else 'NOT READY'}",
         f"  supervisor pid {status.supervisor_pid}",
-        f"  {'part':<13}{'state':<10}{'pid':>8}  {'uptime':>8}  {'restarts':>8}  ready",
+        f"  {'part':<16}{'state':<10}{'pid':>8}  {'uptime':>8}  {'restarts':>8}  ready",
     ]
     for part in status.parts:
         lines.append(
-            f"  {part.name:<13}{part.state:<10}{part.pid or '-':>8}  "
+            f"  {part.name:<16}{part.state:<10}{part.pid or '-':>8}  "
             f"{_duration(part.uptime):>8}  {part.restarts:>8}  "
             f"{'yes' if part.ready else 'NO  ' + part.detail}"
         )
@@ -173,14 +197,7 @@ def render_status(status: StackStatus) -> str:
         lines.append(f"  outbox backlog: {status.outbox_backlog} events{age}")
     amphorae = ", ".join(f"{k} {v}" for k, v in sorted(status.amphorae.items())) or "none"
     lines.append(f"  amphorae: {amphorae}")
-    ports = status.ports
-    lines += [
-        f"  API: http://{LOOPBACK}:{ports['api']}   Postgres: {LOOPBACK}:{ports['postgres']}"
-        f"   NATS: {LOOPBACK}:{ports['nats']}   heartbeats: udp {LOOPBACK}:{ports['health_udp']}"
-        f"   VIPs: 127.{ports['vip_octet']}.0.0/16",
-        f"  /readyz: provisioner {ports['provisioner']}, health {ports['health']}, "
-        f"housekeeping {ports['housekeeping']}",
-    ]
+    lines += [f"  {line}" for line in status.addresses]
     return "\n".join(lines) + "\n"
 
 

@@ -24,11 +24,25 @@ from pathlib import Path
 from types import FrameType
 from typing import Final
 
-from deploy.local.down import stop_amphorae
+from deploy.local.down import release_amphorae
 from deploy.local.embedded import EmbeddedNats, EmbeddedPostgres
-from deploy.local.environment import service_environment, write_clouds_yaml
+from deploy.local.environment import (
+    ServiceAddresses,
+    service_environment,
+    service_program,
+    usage_text,
+    write_clouds_yaml,
+)
 from deploy.local.ports import LOOPBACK, StackPorts, choose_ports
-from deploy.local.state import SERVERS, SERVICES, StackError, StackPaths, pid_alive
+from deploy.local.state import (
+    SERVICES,
+    Part,
+    StackError,
+    StackLayout,
+    StackPaths,
+    StackPlan,
+    pid_alive,
+)
 from deploy.local.status import collect_status
 from deploy.local.supervision import (
     FATAL,
@@ -42,11 +56,15 @@ from libs.common.errors import FulcrumError
 READY_TIMEOUT: Final = 120.0
 
 
-def _programs(
-    paths: StackPaths, ports: StackPorts, pg: EmbeddedPostgres, nats_server: EmbeddedNats
-) -> list[Program]:
+def _single_plan(paths: StackPaths, api_port: int | None) -> StackPlan:
+    """The embedded default: one Postgres, one NATS, one of each service."""
     state = paths.state
-    envs = service_environment(state, pg.dsn, nats_server.url, ports)
+    ports = choose_ports(paths, api_port)
+    pg = EmbeddedPostgres(state / "postgres", port=ports.postgres)
+    nats_server = EmbeddedNats(state / "nats", port=ports.nats)
+    envs = service_environment(
+        state, pg.dsn, lambda service: {"NATS__URL": nats_server.url}, ServiceAddresses.of(ports)
+    )
     programs = [
         Program(
             "postgres",
@@ -63,18 +81,35 @@ def _programs(
             paths.log("nats"),
             priority=20,
         ),
+        *(service_program(name, name, paths, envs[name]) for name in SERVICES),
     ]
-    for name in SERVICES:
-        programs.append(
-            Program(
-                name,
-                [sys.executable, "-m", f"services.{name}"],
-                paths.log(name),
-                environment=envs[name],
-                autostart=False,
-            )
-        )
-    return programs
+    parts = [
+        Part("postgres", "postgres", ports.postgres_dsn, server=True, stop_signal="INT"),
+        Part(
+            "nats",
+            "nats-server",
+            f"http://{LOOPBACK}:{ports.nats_monitor}/healthz?js-enabled-only=true",
+            server=True,
+        ),
+        *(
+            Part(name, f"services.{name}", f"http://{LOOPBACK}:{ports.service_port(name)}/readyz")
+            for name in SERVICES
+        ),
+    ]
+    addresses = [
+        f"API: {ports.api_url}   Postgres: {LOOPBACK}:{ports.postgres}   NATS: "
+        f"{LOOPBACK}:{ports.nats}   heartbeats: udp {LOOPBACK}:{ports.health_udp}   VIPs: "
+        f"127.{ports.vip_octet}.0.0/16",
+        f"/readyz: provisioner {ports.provisioner}, health {ports.health}, "
+        f"housekeeping {ports.housekeeping}",
+    ]
+    return StackPlan(
+        programs=programs,
+        layout=StackLayout("single", parts, ports.postgres_dsn, addresses),
+        api_url=ports.api_url,
+        nats_urls=[ports.nats_url],
+        endpoint=lambda clouds: _endpoint_text(paths, ports, clouds),
+    )
 
 
 def _supervisor_environment() -> dict[str, str]:
@@ -106,14 +141,14 @@ def _wait_ready(
     raise StackError(f"{', '.join(names)} not ready after {READY_TIMEOUT:.0f} s: {detail}")
 
 
-def _log_tails(paths: StackPaths) -> str:
+def _log_tails(programs: list[Program]) -> str:
     parts = []
-    for name in (*SERVERS, *SERVICES):
+    for program in programs:
         try:
-            tail = paths.log(name).read_text(errors="replace")[-1500:]
+            tail = program.log_file.read_text(errors="replace")[-1500:]
         except OSError:
             continue
-        parts.append(f"--- {paths.log(name)} ---\n{tail}")
+        parts.append(f"--- {program.log_file} ---\n{tail}")
     return "\n".join(parts)
 
 
@@ -128,16 +163,16 @@ def _endpoint_text(paths: StackPaths, ports: StackPorts, clouds: Path) -> str:
         f"{api_url}/readyz, provisioner :{ports.provisioner}, health :{ports.health}, "
         f"housekeeping :{ports.housekeeping}\n"
         f"  clouds.yaml: {clouds}\n"
-        f"Use it:\n"
-        f"  export OS_CLIENT_CONFIG_FILE={clouds} OS_CLOUD=fulcrum\n"
-        f"  openstack loadbalancer create --name my-lb --vip-subnet public-subnet\n"
-        f"Status: fulcrum status --state-dir {paths.state}   Logs: {paths.state}/*.log   "
-        f"Stop: make down\n"
+        f"{usage_text(paths, clouds, 'make down')}"
     )
 
 
-def run_up(state_dir: str, api_port: int | None) -> int:
-    """Run the stack until SIGTERM/SIGINT; returns the exit code (1: it could not start)."""
+def run_up(
+    state_dir: str, api_port: int | None, cluster: bool = False, amphora_hosts: int = 0
+) -> int:
+    """Run the stack (``cluster``: the cluster stack of ``cluster.py``, its amphorae on
+    ``amphora_hosts`` netns hosts when not 0) until SIGTERM/SIGINT; returns the exit code (1:
+    it could not start)."""
     paths = StackPaths(Path(state_dir).resolve())
     state = paths.state
     state.mkdir(parents=True, exist_ok=True)
@@ -156,16 +191,22 @@ def run_up(state_dir: str, api_port: int | None) -> int:
     signal.signal(signal.SIGINT, stop)
     supervisord: subprocess.Popen[bytes] | None = None
     client = SupervisorClient(paths.supervisor_socket)
+    programs: list[Program] = []
     try:
-        ports = choose_ports(paths, api_port)
-        pg = EmbeddedPostgres(state / "postgres", port=ports.postgres)
-        nats_server = EmbeddedNats(state / "nats", port=ports.nats)
+        if cluster:
+            from deploy.local.cluster import cluster_plan
+
+            plan = cluster_plan(paths, api_port, amphora_hosts)
+        else:
+            plan = _single_plan(paths, api_port)
+        programs = plan.programs
+        plan.layout.save(paths.layout)
         paths.supervisor_conf.write_text(
             render_config(
                 socket_path=paths.supervisor_socket,
                 pid_file=paths.supervisor_pid,
                 log_file=state / "supervisord.log",
-                programs=_programs(paths, ports, pg, nats_server),
+                programs=programs,
                 restarts_file=paths.restarts,
                 listener_log=state / "restarts.log",
             )
@@ -191,14 +232,15 @@ def run_up(state_dir: str, api_port: int | None) -> int:
             )
         print(f"fulcrum up: supervisord pid {supervisord.pid}", flush=True)
         deadline = time.monotonic() + READY_TIMEOUT
-        _wait_ready(paths, supervisord, SERVERS, deadline)
-        for name in SERVICES:
+        _wait_ready(paths, supervisord, plan.layout.servers, deadline)
+        plan.servers_ready(deadline)
+        for name in plan.layout.services:
             client.start(name)
-        _wait_ready(paths, supervisord, SERVICES, deadline)
-        clouds = write_clouds_yaml(state, ports.api_url)
-        endpoint = _endpoint_text(paths, ports, clouds)
+        _wait_ready(paths, supervisord, plan.layout.services, deadline)
+        clouds = write_clouds_yaml(state, plan.api_url)
+        endpoint = plan.endpoint(clouds)
         (state / "endpoint.txt").write_text(endpoint)
-        (state / "nats.url").write_text(ports.nats_url)
+        (state / "nats.url").write_text(",".join(plan.nats_urls))
         print(endpoint, flush=True)
         (state / "ready").write_text(str(os.getpid()))
         if _watch(supervisord, client, lambda: stopping):
@@ -214,13 +256,13 @@ def run_up(state_dir: str, api_port: int | None) -> int:
         )
         return 1
     except (FulcrumError, OSError, ValueError) as exc:
-        print(f"fulcrum up: failed: {exc}\n{_log_tails(paths)}", file=sys.stderr, flush=True)
+        print(f"fulcrum up: failed: {exc}\n{_log_tails(programs)}", file=sys.stderr, flush=True)
         return 1
     finally:
         (state / "ready").unlink(missing_ok=True)
         if supervisord is not None:
             _stop_supervisor(supervisord, client)
-            stop_amphorae(state)
+            release_amphorae(paths)
 
 
 def _watch(

@@ -1,11 +1,13 @@
 """Operator-configured identity: domains, projects, users (hashed passwords) and role grants.
 
 Loaded from a YAML file (``identity.yaml``); a bootstrap admin is created from settings when
-the file does not exist yet. Passwords are stored only as scrypt hashes.
+the file does not exist yet, under an exclusive file lock, so API replicas starting at once
+over one file all read the same admin project. Passwords are stored only as scrypt hashes.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import hmac
 import secrets
@@ -118,12 +120,20 @@ def bootstrap_config(admin_password: str, project_name: str = "admin") -> Identi
 
 
 def load_or_bootstrap(path: Path, admin_password: str) -> IdentityConfig:
-    """Read ``path``; when missing, write a bootstrap config there first (mode 0600)."""
-    if not path.exists():
-        config = bootstrap_config(admin_password)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(yaml.safe_dump(config.model_dump(), sort_keys=False))
-        path.chmod(0o600)
-        return config
-    data: Any = yaml.safe_load(path.read_text()) or {}
+    """Read ``path``; when missing, write a bootstrap config there first (mode 0600).
+
+    Safe against concurrent first starts: the check and the write run under an exclusive lock
+    on ``<path>.lock``, so every process reads the config the first one wrote.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not path.exists():
+            config = bootstrap_config(admin_password)
+            scratch = path.with_name(path.name + ".tmp")
+            scratch.write_text(yaml.safe_dump(config.model_dump(), sort_keys=False))
+            scratch.chmod(0o600)
+            scratch.replace(path)
+            return config
+        data: Any = yaml.safe_load(path.read_text()) or {}
     return IdentityConfig.model_validate(data)
