@@ -44,6 +44,7 @@ from services.api.http.resources import (
 )
 from services.api.http.resources.identity import NEUTRON
 from services.api.http.routing import ApiRouter, Registrar
+from services.api.http.security_groups import register as register_security_groups
 from services.api.settings import ApiSettings
 
 # Every resource module; adding one (quotas, flavors, amphorae, the Neutron subset...) is one
@@ -62,6 +63,7 @@ ROUTE_MODULES: Final[tuple[Registrar, ...]] = (
     identity.register,
     barbican.register,
     openapi.register,
+    register_security_groups,
 )
 ROUTE_SPECS = web.AppKey("route_specs", ApiRouter)
 
