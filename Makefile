@@ -17,7 +17,7 @@ export DEBIAN_FRONTEND := noninteractive
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 # command:debian-package pairs that `sysdeps` makes sure exist.
-SYSDEP_TOOLS := haproxy:haproxy keepalived:keepalived ip:iproute2 wrk:wrk ping:iputils-ping
+SYSDEP_TOOLS := haproxy:haproxy keepalived:keepalived ip:iproute2 wrk:wrk ping:iputils-ping nft:nftables conntrack:conntrack
 
 .PHONY: help venv sysdeps test test-unit test-integration test-e2e up down status lint bench
 
