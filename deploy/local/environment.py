@@ -8,6 +8,7 @@ tokens, keys and the admin password.
 from __future__ import annotations
 
 import json
+import os
 import secrets
 from collections.abc import Callable
 from pathlib import Path
@@ -48,6 +49,7 @@ def service_environment(
             "TOKEN_KEY": _secret(state, "token.key"),
             "ADMIN_TOKEN": _secret(state, "admin.token"),
             "NETWORK__SUBNETS": json.dumps(vip_subnets(ports.vip_octet)),
+            "AMPHORA_DRIVER": os.environ.get("FULCRUM_PROVISIONER_DRIVER", "process"),
         },
         "provisioner": {
             **common,

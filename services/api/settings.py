@@ -79,6 +79,10 @@ class ApiSettings(SecretKeysSetting, BaseSettings):
     # Base of the links this API writes (version document, pagination); empty = the request's.
     public_url: str = ""
     provider: str = "amphora"
+    # The provisioner's amphora driver (process, netns or docker): what it cannot honour (the
+    # process driver: ACTIVE_STANDBY, VIP security groups) is refused here, before anything
+    # is written. Empty: not told; everything is accepted.
+    amphora_driver: str = Field(default="", pattern="^(|process|netns|docker)$")
     loadbalancer_topology: Topology = Topology.SINGLE
     # Member addresses no tenant may use (Octavia's [networking] reserved_ips).
     reserved_ips: list[str] = Field(default_factory=lambda: ["169.254.169.254"])

@@ -5,12 +5,49 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Final
 
 from pydantic import BaseModel, ConfigDict
 
 from libs.common.events import Event
 from libs.common.events import security_group as ev
 from libs.common.events.security_group import SecurityGroupRule
+
+# Neutron's protocol names (neutron-lib IP_PROTOCOL_MAP) and their numbers.
+PROTOCOL_NUMBERS: Final[dict[str, int]] = {
+    "ah": 51,
+    "dccp": 33,
+    "egp": 8,
+    "esp": 50,
+    "gre": 47,
+    "hopopt": 0,
+    "icmp": 1,
+    "igmp": 2,
+    "ip": 0,
+    "ipip": 4,
+    "ipv6-encap": 41,
+    "ipv6-frag": 44,
+    "ipv6-icmp": 58,
+    "icmpv6": 58,
+    "ipv6-nonxt": 59,
+    "ipv6-opts": 60,
+    "ipv6-route": 43,
+    "ospf": 89,
+    "pgm": 113,
+    "rsvp": 46,
+    "sctp": 132,
+    "tcp": 6,
+    "udp": 17,
+    "udplite": 136,
+    "vrrp": 112,
+}
+
+
+def protocol_number(protocol: str | None) -> int | None:
+    """The IP protocol number of a stored rule's protocol (None: any)."""
+    if protocol is None:
+        return None
+    return int(protocol) if protocol.isdigit() else PROTOCOL_NUMBERS[protocol]
 
 
 class SecurityGroup(BaseModel):

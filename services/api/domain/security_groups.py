@@ -15,41 +15,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final, Protocol
 
-from libs.common.domain.security_group import SecurityGroup
+from libs.common.domain.security_group import PROTOCOL_NUMBERS, SecurityGroup, protocol_number
 from libs.common.errors import DomainError
 from libs.common.events import Event, Metadata
 from libs.common.events import security_group as ev
 from libs.common.events.security_group import SecurityGroupRule
 from services.api.domain.policy import Action, RequestContext, allowed
 
-# Neutron's protocol names (neutron-lib IP_PROTOCOL_MAP) and their numbers.
-PROTOCOL_NUMBERS: Final[dict[str, int]] = {
-    "ah": 51,
-    "dccp": 33,
-    "egp": 8,
-    "esp": 50,
-    "gre": 47,
-    "hopopt": 0,
-    "icmp": 1,
-    "igmp": 2,
-    "ip": 0,
-    "ipip": 4,
-    "ipv6-encap": 41,
-    "ipv6-frag": 44,
-    "ipv6-icmp": 58,
-    "icmpv6": 58,
-    "ipv6-nonxt": 59,
-    "ipv6-opts": 60,
-    "ipv6-route": 43,
-    "ospf": 89,
-    "pgm": 113,
-    "rsvp": 46,
-    "sctp": 132,
-    "tcp": 6,
-    "udp": 17,
-    "udplite": 136,
-    "vrrp": 112,
-}
 _SUPPORTED_PROTOCOLS: Final = (None, "any", *PROTOCOL_NUMBERS)
 # Protocols with ports (Neutron's SG_PORT_PROTO_NAMES), by number.
 PORT_PROTOCOLS: Final = frozenset({33, 132, 6, 17})
@@ -166,13 +138,6 @@ def _port(value: Any) -> int | None:
     if not 0 <= number <= 65535 or (isinstance(value, float) and value != number):
         raise refusal
     return number
-
-
-def protocol_number(protocol: str | None) -> int | None:
-    """The IP protocol number of a stored rule's protocol (None: any)."""
-    if protocol is None:
-        return None
-    return int(protocol) if protocol.isdigit() else PROTOCOL_NUMBERS[protocol]
 
 
 def _check_ports(protocol: str | None, low: int | None, high: int | None) -> None:

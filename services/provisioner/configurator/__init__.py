@@ -7,7 +7,8 @@ validates it and reloads HAProxy without dropping connections. The jobs, each in
 - haproxy_config.py: the HAProxy configuration of an LB for one amphora;
 - tls_delivery.py: the TLS files a configuration needs, uploaded before and pruned after;
 - vrrp.py: the VIP plugged, or keepalived configured for an ACTIVE_STANDBY pair;
-- runtime.py: member changes through HAProxy's runtime API, without a reload.
+- runtime.py: member changes through HAProxy's runtime API, without a reload;
+- security_groups.py: the VIP security groups as the amphora's nft filter.
 
 ``Configurator`` puts them together in the order a push needs them.
 """
@@ -25,6 +26,7 @@ from services.provisioner.certificates import CertificateSource
 from services.provisioner.configurator.agents import AgentConnections
 from services.provisioner.configurator.haproxy_config import render_config
 from services.provisioner.configurator.runtime import apply_server_ops
+from services.provisioner.configurator.security_groups import RuleSource, SecurityGroupPush
 from services.provisioner.configurator.tls_delivery import TlsDelivery
 from services.provisioner.configurator.vrrp import (
     LoneAmphora,
@@ -51,8 +53,10 @@ class Configurator:
         directory: Path,
         vrrp: VrrpSettings | None = None,
         certificates: CertificateSource | None = None,
+        security_groups: RuleSource | None = None,
     ) -> None:
         self._agents = AgentConnections(ca, directory)
+        self._groups = SecurityGroupPush(self._agents, security_groups)
         self._tls = TlsDelivery(self._agents, certificates)
         self._vips = VipPlumbing(self._agents, vrrp or VrrpSettings())
         compile_templates()  # here, not in the first push
@@ -85,8 +89,9 @@ class Configurator:
         pair: Sequence[AmphoraHandle] = (),
     ) -> None:
         """Deliver TLS files, render and apply on one amphora, remove the TLS files the
-        previous configuration used and this one does not, then plumb the VIP; raises the
-        agent client's InfrastructureErrors and CertificateUnavailable.
+        previous configuration used and this one does not, filter the VIPs by the LB's
+        security groups, then plumb the VIP; raises the agent client's InfrastructureErrors,
+        CertificateUnavailable and SecurityGroupsUnenforceable.
 
         ``pair`` is every amphora of the LB (for ACTIVE_STANDBY peers); an ACTIVE_STANDBY
         amphora without a peer in it raises LoneAmphora before anything is changed.
@@ -96,7 +101,12 @@ class Configurator:
         text, used = await self._render(state, handle)
         await self._agents.client(handle).apply_config(text)
         await self._tls.installed(handle, used, previous)
+        await self._groups.push(state, handle)
         await self._vips.plumb(state, handle, pair)
+
+    async def push_security_groups(self, state: LoadBalancerState, handle: AmphoraHandle) -> None:
+        """Apply only the LB's VIP security groups on one amphora (a group's rules changed)."""
+        await self._groups.push(state, handle)
 
     async def _render(
         self, state: LoadBalancerState, handle: AmphoraHandle

@@ -229,8 +229,6 @@ async def test_groups_are_project_scoped(make_api: MakeApi) -> None:
     listed = (await api.call("GET", RULES, headers=theirs, expect=200)).body
     assert sg["id"] not in [r["security_group_id"] for r in listed["security_group_rules"]]
     body = {"security_group_id": sg["id"], "direction": "ingress"}
-    reply = await api.call(
-        "POST", RULES, {"security_group_rule": body}, headers=theirs, expect=404
-    )
+    reply = await api.call("POST", RULES, {"security_group_rule": body}, headers=theirs, expect=404)
     await api.call("DELETE", f"{GROUPS}/{sg['id']}", headers=theirs, expect=404)
     await api.call("DELETE", f"{GROUPS}/{sg['id']}", headers=mine, expect=204)
