@@ -152,6 +152,8 @@ def _check_insert_headers(listener: Listener) -> None:
 
 
 def _check_allowed_cidrs(listener: Listener, lb: LoadBalancer) -> None:
+    if listener.allowed_cidrs and lb.vip_sg_ids:
+        raise _invalid("Allowed CIDRs are not allowed when using custom VIP Security Groups.")
     vip_version = ipaddress.ip_address(lb.vip_address).version
     for cidr in listener.allowed_cidrs or ():
         if ipaddress.ip_network(cidr, strict=False).version != vip_version:

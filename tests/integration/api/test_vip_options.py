@@ -56,6 +56,16 @@ async def test_vip_security_groups_must_exist_and_stay_while_used(api: Api) -> N
     group = await _group(api)
     lb = await api.create_lb(vip_sg_ids=[group])
     assert lb["vip_sg_ids"] == [group]
+    listener = {
+        "loadbalancer_id": lb["id"],
+        "protocol": "TCP",
+        "protocol_port": 22,
+        "allowed_cidrs": ["198.18.0.0/24"],
+    }
+    reply = await api.post("/v2/lbaas/listeners", {"listener": listener}, expect=400)
+    assert reply.fault() == (
+        "Validation failure: Allowed CIDRs are not allowed when using custom VIP Security Groups."
+    )
     reply = await api.delete(f"{GROUPS}/{group}", expect=409)
     assert reply.body == {
         "NeutronError": {
