@@ -128,6 +128,8 @@ class AgentInfo(_Output):
     certs_dir: str
     external_check_command: str | None = None
     has_vip_interface: bool | None = None
+    # The UDP configuration in force (PUT /v1/udp/config), None: none pushed.
+    udp_config_sha256: str | None = None
 
 
 class ConfigApplied(_Output):
@@ -235,3 +237,130 @@ class VipAddress(_Input):
 
 
 # --- end of the VRRP block -------------------------------------------------------------------
+
+
+# --- UDP load balancing (the kernel's nftables; services/amphora/adapters/udp.py) ------------
+
+
+class UdpAlgorithm(StrEnum):
+    """How a new flow picks its member. LEAST_CONNECTIONS is served as ROUND_ROBIN (nftables
+    keeps no per-member flow counts; documented in the README)."""
+
+    ROUND_ROBIN = "ROUND_ROBIN"
+    LEAST_CONNECTIONS = "LEAST_CONNECTIONS"
+    SOURCE_IP = "SOURCE_IP"
+    SOURCE_IP_PORT = "SOURCE_IP_PORT"
+
+
+class UdpMonitorType(StrEnum):
+    """The checks the agent runs on UDP members (an SCTP check needs kernel SCTP)."""
+
+    UDP_CONNECT = "UDP-CONNECT"
+    TCP = "TCP"
+    HTTP = "HTTP"
+    PING = "PING"
+
+
+class UdpMonitor(_Input):
+    """One check every ``delay`` s, answered within ``timeout`` s; ``rise`` successes in a row
+    bring a member up, ``fall`` failures in a row take it down."""
+
+    type: UdpMonitorType
+    delay: float = Field(gt=0)
+    timeout: float = Field(gt=0)
+    rise: int = Field(ge=1, le=10)
+    fall: int = Field(ge=1, le=10)
+    http_method: str = Field(default="GET", pattern=r"^[A-Z]{1,16}$")
+    url_path: str = Field(default="/", pattern=r"^/[\x21-\x7e]*$")
+    expected_codes: str = Field(default="200", pattern=r"^\d{3}([-,]\d{3})*$")
+    http_version: float = 1.0
+    domain_name: str | None = Field(default=None, pattern=_HOSTNAME.pattern)
+
+
+class UdpMember(_Input):
+    """A member as the kernel sees it: weight 0 or ``enabled`` False take no new flows."""
+
+    id: str = Field(pattern=NAME_PATTERN)
+    address: str
+    port: int = Field(ge=1, le=65535)
+    weight: int = Field(default=1, ge=0, le=256)
+    enabled: bool = True
+    monitor_address: str | None = None
+    monitor_port: int | None = Field(default=None, ge=1, le=65535)
+
+    @field_validator("address", "monitor_address")
+    @classmethod
+    def _address(cls, value: str | None) -> str | None:
+        return None if value is None else _ip_address(value)
+
+
+class UdpListener(_Input):
+    """One UDP listener: its VIPs and port, the pool behind it (``members`` empty without one).
+
+    ``persistence_timeout`` (s) set: SOURCE_IP session persistence, a client (its address
+    masked with ``persistence_granularity``) keeps its member until that long without a new
+    flow."""
+
+    id: str = Field(pattern=NAME_PATTERN)
+    pool_id: str | None = Field(default=None, pattern=NAME_PATTERN)
+    addresses: list[str] = Field(min_length=1)
+    port: int = Field(ge=1, le=65535)
+    algorithm: UdpAlgorithm = UdpAlgorithm.ROUND_ROBIN
+    persistence_timeout: int | None = Field(default=None, ge=1, le=31_536_000)
+    persistence_granularity: str | None = None
+    members: list[UdpMember] = Field(default_factory=list)
+    monitor: UdpMonitor | None = None
+
+    @field_validator("addresses")
+    @classmethod
+    def _addresses(cls, value: list[str]) -> list[str]:
+        addresses = [_ip_address(item) for item in value]
+        if len({ipaddress.ip_address(a).version for a in addresses}) != 1:
+            raise ValueError("a listener's addresses are of one IP family")
+        return addresses
+
+    @field_validator("persistence_granularity")
+    @classmethod
+    def _granularity(cls, value: str | None) -> str | None:
+        return None if value is None else _ip_address(value)
+
+    @model_validator(mode="after")
+    def _one_family(self) -> Self:
+        version = ipaddress.ip_address(self.addresses[0]).version
+        for member in self.members:
+            if ipaddress.ip_address(member.address).version != version:
+                raise ValueError(f"member {member.id} is not of the listener's IP family")
+        return self
+
+
+class UdpConfig(_Input):
+    """PUT /v1/udp/config: every UDP listener of the amphora (empty: none)."""
+
+    listeners: list[UdpListener] = Field(default_factory=list)
+
+
+class UdpMemberState(StrEnum):
+    """A member as the heartbeat reports it (Octavia's v3 vocabulary)."""
+
+    UP = "UP"
+    DOWN = "DOWN"
+    DRAIN = "DRAIN"
+    MAINT = "MAINT"
+    NO_CHECK = "no check"
+
+
+class UdpListenerStatus(_Output):
+    id: str
+    pool_id: str | None
+    # member id -> its state; members in the kernel's map are those UP or "no check".
+    members: dict[str, UdpMemberState]
+
+
+class UdpStatus(_Output):
+    """GET /v1/udp: the configuration in force and each member's state."""
+
+    config_sha256: str | None
+    listeners: list[UdpListenerStatus]
+
+
+# --- end of the UDP block --------------------------------------------------------------------

@@ -59,6 +59,19 @@ socket unreachable, 500 rollback failed).
                                            runs
     DELETE /v1/vip/{address}               204 (absent is fine)
 
+  UDP listeners (nftables table `inet fulcrum_udp` in the amphora's namespace; amphorae
+  without a namespace of their own refuse a config with listeners with 409):
+    PUT    /v1/udp/config                  body UdpConfig {listeners: [{id, pool_id, addresses,
+                                               port, algorithm, persistence_timeout,
+                                               persistence_granularity, members, monitor}]}
+                                           202 {"sha256"}; 400 with nft's output if refused.
+                                           Members' maps are updated live; the agent runs the
+                                           monitors (UDP-CONNECT, TCP, HTTP, PING). Same = no-op.
+    GET    /v1/udp                         200 UdpStatus {config_sha256, listeners: [{id,
+                                               pool_id, members: {id: UP|DOWN|DRAIN|MAINT|
+                                               "no check"}}]}
+    DELETE /v1/udp                         204; removes the table, stops the monitors
+
 keepalived.conf contract (as for HAProxy's stats socket): its `vrrp_script` must run
 `check_script` and its instance's `notify` must be `notify_script` (paths from GET /v1/vrrp).
 

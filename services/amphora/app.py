@@ -18,9 +18,10 @@ from services.amphora.adapters.certificates import CertificateDirectory
 from services.amphora.adapters.haproxy import HaproxyDataPlane
 from services.amphora.adapters.keepalived import KeepalivedVrrp
 from services.amphora.adapters.netns import enter_network_namespace
-from services.amphora.adapters.nftables import Nftables, default_nft_binary
+from services.amphora.adapters.nftables import Nftables
 from services.amphora.adapters.security_groups import VipSecurityGroups
 from services.amphora.adapters.tls import AgentTLS
+from services.amphora.adapters.udp import UdpDataPlane
 from services.amphora.adapters.vip import VipInterface
 from services.amphora.handlers.api import AgentHandlers
 from services.amphora.handlers.errors import error_middleware
@@ -32,6 +33,7 @@ from services.amphora.settings import AmphoraSettings
 logger = logging.getLogger(__name__)
 
 DATAPLANE = web.AppKey("dataplane", HaproxyDataPlane)
+UDP = web.AppKey("udp", UdpDataPlane)
 # Full HAProxy configs of large load balancers are pushed in one body.
 _MAX_BODY_BYTES = 16 * 1024 * 1024
 
@@ -42,6 +44,15 @@ async def _haproxy_lifecycle(app: web.Application) -> AsyncIterator[None]:
     await dataplane.prepare()
     yield
     await dataplane.stop()
+
+
+async def _udp_lifecycle(app: web.Application) -> AsyncIterator[None]:
+    """UDP listeners stop with the agent, as HAProxy's do."""
+    yield
+    udp = app[UDP]
+    if udp.config_sha256 is not None:
+        await udp.discard()
+    await udp.close()
 
 
 def create_app(settings: AmphoraSettings, tls: AgentTLS) -> web.Application:
@@ -55,11 +66,24 @@ def create_app(settings: AmphoraSettings, tls: AgentTLS) -> web.Application:
     app = web.Application(middlewares=[error_middleware], client_max_size=_MAX_BODY_BYTES)
     app[DATAPLANE] = dataplane
     app.cleanup_ctx.append(_haproxy_lifecycle)
+    # UDP in the kernel (nftables), only where the amphora has a namespace of its own.
+    udp = UdpDataPlane(
+        Nftables(settings.nft_bin),
+        own_namespace=settings.netns is not None or settings.vip_interface is not None,
+    )
+    app[UDP] = udp
+    app.cleanup_ctx.append(_udp_lifecycle)
     # Heartbeats (services/amphora/heartbeat.py); misconfigured ones refuse the start.
     heartbeat = HeartbeatConfig.from_settings(settings)
     if heartbeat is not None:
         app.cleanup_ctx.append(
-            heartbeat_ctx(heartbeat, dataplane.show_stat, settings.state_dir, dataplane.on_load)
+            heartbeat_ctx(
+                heartbeat,
+                dataplane.show_stat,
+                settings.state_dir,
+                dataplane.on_load,
+                udp.heartbeat_part,
+            )
         )
     handlers = AgentHandlers(
         amphora_id=settings.amphora_id,
@@ -67,6 +91,7 @@ def create_app(settings: AmphoraSettings, tls: AgentTLS) -> web.Application:
         dataplane=dataplane,
         certificates=CertificateDirectory(dataplane.certs_dir),
         tls=tls,
+        udp=udp,
         vip_interface=settings.vip_interface,
     )
     app.add_routes(handlers.routes())
@@ -76,7 +101,7 @@ def create_app(settings: AmphoraSettings, tls: AgentTLS) -> web.Application:
         app.cleanup_ctx.append(_vrrp_lifecycle(vrrp, settings.bind_host))
     app.add_routes(VrrpHandlers(vrrp).routes())
     # --- end VRRP ---
-    groups = VipSecurityGroups(Nftables(default_nft_binary())) if settings.vip_interface else None
+    groups = VipSecurityGroups(Nftables(settings.nft_bin)) if settings.vip_interface else None
     app.add_routes(SecurityGroupHandlers(groups).routes())
     return app
 

@@ -7,7 +7,8 @@ backends ``<pool_id>:<listener_id>`` pools, servers members (the renderer's name
 counters go out as deltas against the previous beat (a counter that went down, after an HAProxy
 restart, is sent whole); the baseline is kept in ``<state_dir>/heartbeat-counters.json`` so a
 restarted agent does not count HAProxy's traffic twice. Without HAProxy running the beat still
-goes out, with no listeners: a fresh or spare amphora is seen alive.
+goes out, with no listeners: a fresh or spare amphora is seen alive. UDP listeners (served in the
+kernel, not by HAProxy) are added with their members' states from the agent's monitors.
 
 ``seq`` is the wall clock in milliseconds, kept strictly increasing, so it keeps growing across
 agent restarts and the receiver can refuse replays by comparing it with the last one accepted.
@@ -47,6 +48,8 @@ _FRONTEND, _BACKEND, _SERVER = 0, 1, 2
 _DELTAS: Final = (("rx", "bin"), ("tx", "bout"), ("totconns", "stot"), ("ereq", "ereq"))
 
 ReadStats = Callable[[], Awaitable[list[StatsRow]]]
+# The listeners and pools HAProxy does not serve (UDP, in the kernel), in the message's form.
+ExtraReport = Callable[[], tuple[dict[str, Any], dict[str, Any]]]
 # listener id -> the raw `show stat` counters of the previous beat, in _DELTAS order.
 Baseline = dict[str, list[int]]
 
@@ -153,10 +156,15 @@ class HeartbeatSender:
     """Sends heartbeats until cancelled. ``sent`` counts datagrams handed to the kernel."""
 
     def __init__(
-        self, config: HeartbeatConfig, read_stats: ReadStats, state_dir: Path | None = None
+        self,
+        config: HeartbeatConfig,
+        read_stats: ReadStats,
+        state_dir: Path | None = None,
+        extra: ExtraReport | None = None,
     ) -> None:
         self._config = config
         self._read_stats = read_stats
+        self._extra = extra
         self._counters_file = state_dir / COUNTERS_FILE if state_dir is not None else None
         self._baseline = self._load_baseline()
         self._seq = 0
@@ -212,6 +220,10 @@ class HeartbeatSender:
         message, self._baseline = build_message(
             self._config.amphora_id, self.next_seq(), rows, self._baseline
         )
+        if self._extra is not None:
+            listeners, pools = self._extra()
+            message["listeners"].update(listeners)
+            message["pools"].update(pools)
         self._save_baseline()
         return codec.encode(message, self._config.key)
 
@@ -277,12 +289,13 @@ def heartbeat_ctx(
     read_stats: ReadStats,
     state_dir: Path,
     on_load: Callable[[Callable[[], None]], None],
+    extra: ExtraReport | None = None,
 ) -> Callable[[web.Application], AsyncIterator[None]]:
     """A ``cleanup_ctx`` that runs the sender for the agent's lifetime; ``on_load`` registers
     the sender's ``beat_now`` for every config HAProxy loads."""
 
     async def ctx(app: web.Application) -> AsyncIterator[None]:
-        sender = HeartbeatSender(config, read_stats, state_dir)
+        sender = HeartbeatSender(config, read_stats, state_dir, extra)
         on_load(sender.beat_now)
         async with background(sender.run(), "heartbeats"):
             yield

@@ -9,6 +9,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from libs.common.logsetup import LogLevel
+from services.amphora.adapters.nftables import default_nft_binary
 
 
 def default_haproxy_binary() -> Path:
@@ -40,6 +41,8 @@ class AmphoraSettings(BaseSettings):
     port_file: Path | None = None
     state_dir: Path
     haproxy_bin: Path = Field(default_factory=default_haproxy_binary)
+    # nftables' CLI, for UDP listeners (services/amphora/adapters/nftables.py).
+    nft_bin: Path = Field(default_factory=default_nft_binary)
     ca_cert: Path
     server_cert: Path
     server_key: Path

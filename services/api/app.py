@@ -133,6 +133,7 @@ def create_app(settings: ApiSettings) -> web.Application:
                 provider=settings.provider,
                 topology=settings.loadbalancer_topology,
                 abilities=DriverAbilities.of(settings.amphora_driver),
+                udp_dataplane=settings.udp_dataplane,
             ),
             tls=barbican.tls_references(app),
             security_groups=PostgresSecurityGroups(app[DB]),

@@ -83,6 +83,10 @@ class ApiSettings(SecretKeysSetting, BaseSettings):
     # process driver: ACTIVE_STANDBY, VIP security groups) is refused here, before anything
     # is written. Empty: not told; everything is accepted.
     amphora_driver: str = Field(default="", pattern="^(|process|netns|docker)$")
+    # Whether the provisioner's amphora driver serves UDP listeners (nftables in the amphora's
+    # own network namespace: the netns and docker drivers, run as root). False (the process
+    # driver): UDP listeners and pools are refused with 501 after every other check.
+    udp_dataplane: bool = False
     loadbalancer_topology: Topology = Topology.SINGLE
     # Member addresses no tenant may use (Octavia's [networking] reserved_ips).
     reserved_ips: list[str] = Field(default_factory=lambda: ["169.254.169.254"])

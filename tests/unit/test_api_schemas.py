@@ -272,8 +272,14 @@ def test_cross_field_rules() -> None:
         rules.check_listener(tls, lb)
     rules.check_listener(tls.updated({"default_tls_container_ref": "c"}), lb)
     udp = builders.listener(lb, 53, "UDP")
-    with pytest.raises(NotImplementedByProvider):
-        rules.check_listener(udp, lb)
+    rules.check_listener(udp, lb)  # coherent; whether it is served is the provider's call
+    with pytest.raises(NotImplementedByProvider, match="SCTP is not supported by this kernel"):
+        rules.check_servable("SCTP", udp_dataplane=True)
+    with pytest.raises(NotImplementedByProvider, match="cannot serve UDP"):
+        rules.check_servable("UDP", udp_dataplane=False)
+    rules.check_servable("UDP", udp_dataplane=True)
+    with pytest.raises(ValidationFailed, match="insert-headers is not a valid option for a UDP"):
+        rules.check_listener(udp.updated({"insert_headers": {"X-Forwarded-For": "true"}}), lb)
     http = builders.listener(lb, 80, "HTTP", insert_headers={"X-SSL-Client-DN": "true"})
     with pytest.raises(ValidationFailed, match="X-SSL-Client-DN"):
         rules.check_listener(http, lb)

@@ -16,12 +16,14 @@ from libs.common.agent_contract import (
     ServerCertificateRotated,
     ServerChange,
     ServerChanged,
+    UdpConfig,
 )
 from libs.common.errors import ValidationFailed
 from libs.common.readiness import NotReady, Readiness
 from services.amphora.adapters.certificates import CertificateDirectory
 from services.amphora.adapters.haproxy import HaproxyDataPlane
 from services.amphora.adapters.tls import AgentTLS
+from services.amphora.adapters.udp import UdpDataPlane
 
 _Model = TypeVar("_Model", bound=BaseModel)
 # How long /readyz retries a master CLI that refuses connections (a reload re-executes it).
@@ -52,6 +54,7 @@ class AgentHandlers:
         dataplane: HaproxyDataPlane,
         certificates: CertificateDirectory,
         tls: AgentTLS,
+        udp: UdpDataPlane,
         vip_interface: str | None = None,
     ) -> None:
         self.amphora_id = amphora_id
@@ -60,6 +63,7 @@ class AgentHandlers:
         self.dataplane = dataplane
         self.certificates = certificates
         self.tls = tls
+        self.udp = udp
         self.readiness = Readiness("amphora")
         self.readiness.add("haproxy", self._haproxy_ready)
 
@@ -78,6 +82,9 @@ class AgentHandlers:
             web.get(f"{prefix}/certificates/{{name}}.pem", self.get_certificate),
             web.delete(f"{prefix}/certificates/{{name}}.pem", self.delete_certificate),
             web.put(f"{prefix}/server-certificate", self.rotate_server_certificate),
+            web.put(f"{prefix}/udp/config", self.put_udp_config),
+            web.get(f"{prefix}/udp", self.udp_status),
+            web.delete(f"{prefix}/udp", self.delete_udp),
         ]
 
     async def healthz(self, request: web.Request) -> web.Response:
@@ -116,6 +123,7 @@ class AgentHandlers:
                     str(dataplane.ping_check) if dataplane.ping_check is not None else None
                 ),
                 has_vip_interface=self.vip_interface is not None,
+                udp_config_sha256=self.udp.config_sha256,
             )
         )
 
@@ -168,3 +176,14 @@ class AgentHandlers:
                 serial=f"{cert.serial_number:x}", not_after=cert.not_valid_after_utc
             )
         )
+
+    async def put_udp_config(self, request: web.Request) -> web.Response:
+        digest = await self.udp.apply(await _parse(request, UdpConfig))
+        return _json(ConfigApplied(sha256=digest), status=202)
+
+    async def udp_status(self, request: web.Request) -> web.Response:
+        return _json(self.udp.status())
+
+    async def delete_udp(self, request: web.Request) -> web.Response:
+        await self.udp.discard()
+        return web.Response(status=204)

@@ -27,8 +27,14 @@ from libs.common.domain.model import (
 from libs.common.errors import NotImplementedByProvider, ValidationFailed
 
 LP = ListenerProtocol
-# The amphora data plane is HAProxy: it serves neither UDP nor SCTP (Octavia uses LVS there).
-UNSUPPORTED_PROTOCOLS: Final = frozenset({"UDP", "SCTP"})
+# Layer-4 protocols the kernel data plane serves (nftables), not HAProxy.
+KERNEL_PROTOCOLS: Final = frozenset({"UDP", "SCTP"})
+# Octavia's [api_settings] udp_connect_min_interval_health_monitor.
+UDP_CONNECT_MIN_DELAY: Final = 3
+# Health monitor types a pool takes, by pool protocol (Octavia's amphora rules).
+_KERNEL_POOL_MONITORS: Final = frozenset({"UDP-CONNECT", "SCTP", "TCP", "HTTP"})
+_KERNEL_ONLY_MONITORS: Final = frozenset({"UDP-CONNECT", "SCTP"})
+_UDP_PERSISTENCE_FIELDS: Final = ("type", "persistence_timeout", "persistence_granularity")
 HTTP_MONITORS: Final = frozenset({HealthMonitorType.HTTP, HealthMonitorType.HTTPS})
 HTTP_MONITOR_DEFAULTS: Final[dict[str, Any]] = {
     "http_method": "GET",
@@ -92,14 +98,34 @@ def unsupported(option: str) -> NotImplementedByProvider:
     )
 
 
-def check_protocol_supported(protocol: str) -> None:
-    if protocol in UNSUPPORTED_PROTOCOLS:
-        raise unsupported(f"{protocol} protocol is not supported by provider amphora.")
+def check_servable(protocol: str, udp_dataplane: bool) -> None:
+    """The provider's refusal (501) of a protocol this deployment cannot serve; called after
+    every other check, as Octavia calls its provider last. SCTP: the kernel has no SCTP.
+    UDP: served by nftables in the amphora's own network namespace (netns, docker drivers)."""
+    if protocol == "SCTP":
+        raise unsupported("SCTP is not supported by this kernel")
+    if protocol == "UDP" and not udp_dataplane:
+        raise unsupported(
+            "UDP needs amphorae with a network namespace of their own (the netns or docker "
+            "driver); the configured amphora driver cannot serve UDP"
+        )
+
+
+def _check_kernel_listener(listener: Listener) -> None:
+    """Octavia's UDP/SCTP listener rules: no insert-headers, no TLS."""
+    protocol = listener.protocol.value
+    if listener.insert_headers:
+        raise ValidationFailed(
+            f"insert-headers is not a valid option for a {protocol} protocol listener."
+        )
+    if listener.default_tls_container_ref or listener.sni_container_refs:
+        raise _invalid(f"{protocol} protocol listener does not support TLS.")
 
 
 def check_listener(listener: Listener, lb: LoadBalancer) -> None:
-    """Raise ValidationFailed/NotImplementedByProvider unless the listener is coherent."""
-    check_protocol_supported(listener.protocol.value)
+    """Raise ValidationFailed unless the listener is coherent."""
+    if listener.protocol.value in KERNEL_PROTOCOLS:
+        _check_kernel_listener(listener)
     tls = listener.protocol is LP.TERMINATED_HTTPS
     if tls and not (listener.default_tls_container_ref or listener.sni_container_refs):
         raise _invalid(
@@ -162,9 +188,42 @@ def _check_allowed_cidrs(listener: Listener, lb: LoadBalancer) -> None:
             )
 
 
-def check_pool(pool: Pool) -> None:
-    check_protocol_supported(pool.protocol.value)
+def _check_kernel_pool(pool: Pool) -> None:
+    """Octavia's session persistence rules for UDP/SCTP pools."""
     persistence = pool.session_persistence
+    if persistence is None:
+        return
+    kind = persistence.type
+    if kind is SessionPersistenceType.SOURCE_IP:
+        if persistence.cookie_name is not None:
+            raise _invalid(
+                "session_persistence SOURCE_IP type for UDP and SCTP protocols only accepts: "
+                f"{', '.join(_UDP_PERSISTENCE_FIELDS)}."
+            )
+    elif persistence.cookie_name:
+        raise _invalid("Cookie names are not supported for UDP/SCTP pools.")
+    else:
+        raise _invalid(
+            f"Session persistence of type {kind.value} is not supported for UDP/SCTP "
+            "protocol pools."
+        )
+    granularity = persistence.persistence_granularity
+    if granularity is not None:
+        try:
+            ipaddress.ip_address(granularity)
+        except ValueError:
+            raise ValidationFailed(
+                "Invalid input for field/attribute persistence_granularity. Value: "
+                f"'{granularity}'. Value should be IPv4 or IPv6 format"
+            ) from None
+
+
+def check_pool(pool: Pool) -> None:
+    """Raise ValidationFailed unless the pool is coherent."""
+    persistence = pool.session_persistence
+    if pool.protocol.value in KERNEL_PROTOCOLS:
+        _check_kernel_pool(pool)
+        persistence = None
     if persistence is not None:
         app_cookie = persistence.type is SessionPersistenceType.APP_COOKIE
         if app_cookie and not persistence.cookie_name:
@@ -187,8 +246,8 @@ def check_pool(pool: Pool) -> None:
             or persistence.persistence_granularity is not None
         ):
             raise _invalid(
-                "persistence_timeout and persistence_granularity are only valid for UDP "
-                "and SCTP pools."
+                "persistence_timeout and persistence_granularity is only for UDP and SCTP "
+                "protocol pools."
             )
     if pool.crl_container_ref and not pool.ca_tls_container_ref:
         raise _invalid(
@@ -197,6 +256,19 @@ def check_pool(pool: Pool) -> None:
     for name in ("tls_versions", "alpn_protocols"):
         if getattr(pool, name) == ():
             raise _invalid(f"{name} must not be an empty list.")
+
+
+def check_member_family(member: Member, pool: Pool, lb: LoadBalancer, listened: bool) -> None:
+    """Octavia's amphora refuses (501) UDP/SCTP members of another IP family than the VIP, on a
+    pool that has listeners (``listened``)."""
+    if pool.protocol.value not in KERNEL_PROTOCOLS or not listened:
+        return
+    vip_version = ipaddress.ip_address(lb.vip_address).version
+    if ipaddress.ip_address(member.address).version != vip_version:
+        raise unsupported(
+            "This provider doesn't support mixing IPv4 and IPv6 addresses for its VIP and "
+            "members in UDP load balancers."
+        )
 
 
 def check_member(
@@ -214,6 +286,24 @@ def normalized_healthmonitor(hm: HealthMonitor) -> dict[str, Any]:
     if hm.type not in HTTP_MONITORS:
         return {}
     return {k: v for k, v in HTTP_MONITOR_DEFAULTS.items() if getattr(hm, k) is None}
+
+
+def check_healthmonitor_type(hm: HealthMonitor, pool: Pool) -> None:
+    """Octavia's health monitor types by pool protocol, and the UDP-CONNECT minimum delay."""
+    kind, protocol = hm.type.value, pool.protocol.value
+    if protocol in KERNEL_PROTOCOLS:
+        if kind not in _KERNEL_POOL_MONITORS:
+            raise _invalid(
+                f"The associated pool protocol is {protocol}, so only a "
+                "UDP-CONNECT/SCTP/TCP/HTTP health monitor is supported."
+            )
+    elif kind in _KERNEL_ONLY_MONITORS:
+        raise _invalid(f"The {kind} type is only supported for pools of type UDP/SCTP.")
+    if hm.type is HealthMonitorType.UDP_CONNECT and hm.delay < UDP_CONNECT_MIN_DELAY:
+        raise _invalid(
+            f"The request delay value {hm.delay} should be larger than "
+            f"{UDP_CONNECT_MIN_DELAY} for UDP-CONNECT health monitor type."
+        )
 
 
 def check_healthmonitor(hm: HealthMonitor) -> None:

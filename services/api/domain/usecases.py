@@ -17,6 +17,7 @@ from typing import Any, Final, Protocol
 
 from libs.common.domain import commands as c
 from libs.common.domain import kinds as child_kinds
+from libs.common.domain.decide import decide
 from libs.common.domain.kinds import ChildKind
 from libs.common.domain.model import (
     HealthMonitor,
@@ -57,6 +58,8 @@ class Config:
     topology: Topology
     # What the deployment's amphora driver can honour (refused here otherwise).
     abilities: providers.DriverAbilities = providers.ALL_ABILITIES
+    # Whether the amphora driver serves UDP (nftables in the amphora's network namespace).
+    udp_dataplane: bool = False
 
     @property
     def subnet_ids(self) -> frozenset[str]:
@@ -203,6 +206,7 @@ class LoadBalancing:
                 now=now,
             )
             command = graph.command(lb)
+            self._check_servable(command, LoadBalancerState())
             wanted = {"loadbalancer": 1, **graph.quota_counts()}
             try:
                 async with self._quotas.admit(project_id, wanted, limits) as conn:
@@ -328,11 +332,31 @@ class LoadBalancing:
             lb = state.loadbalancer
             if lb is None or lb.provisioning_status == ProvisioningStatus.DELETED:
                 raise NotFound.resource("Load Balancer", lb_id)
-            return c.CreateChild(child=build(state, child_id), listener_id=listener_id)
+            created = c.CreateChild(child=build(state, child_id), listener_id=listener_id)
+            self._check_servable(created, state)
+            return created
 
         async with self._quotas.admit(project_id, {kind.quota: 1}) as conn:
             outcome = await self._repo.execute(lb_id, command, meta, conn=conn)
         return Created(outcome, child_id)
+
+    def _check_servable(self, command: c.Command, state: LoadBalancerState) -> None:
+        """The provider's 501 for a protocol it cannot serve, after every other check (the
+        aggregate's rules run first, as Octavia calls its provider last)."""
+        if isinstance(command, c.CreateLoadBalancer):
+            children: list[Any] = [*command.listeners, *command.pools, *command.healthmonitors]
+        elif isinstance(command, c.CreateChild):
+            children = [command.child]
+        else:
+            return
+        protocols = [
+            getattr(child, "protocol", None) or getattr(child, "type", None) for child in children
+        ]
+        wanted = [p.value for p in protocols if p is not None and p.value in rules.KERNEL_PROTOCOLS]
+        if wanted:
+            decide(command, state)
+            for protocol in wanted:
+                rules.check_servable(protocol, self._config.udp_dataplane)
 
     async def create_listener(
         self, ctx: RequestContext, fields: dict[str, Any], meta: Metadata
@@ -443,6 +467,9 @@ class LoadBalancing:
             now=now,
         )
         rules.check_member(member, self._config.reserved_ips, self._config.subnet_ids)
+        parent, lb = state.pools.get(pool.id), state.loadbalancer
+        if parent is not None and lb is not None:
+            rules.check_member_family(member, parent, lb, bool(state.pool_listeners(pool.id)))
         return member
 
     async def create_healthmonitor(
@@ -454,6 +481,9 @@ class LoadBalancing:
             hm = builders.new_healthmonitor(
                 fields, hm_id=child_id, pool_id=pool.id, project_id=pool.project_id, now=_now()
             )
+            parent = state.pools.get(pool.id)
+            if parent is not None:
+                rules.check_healthmonitor_type(hm, parent)
             rules.check_healthmonitor(hm)
             return hm
 
@@ -570,6 +600,9 @@ def _checked_changes(
         case HealthMonitor():
             defaults = rules.normalized_healthmonitor(proposed)
             changes = {**changes, **defaults}
+            parent = state.pools.get(proposed.pool_id)
+            if parent is not None:
+                rules.check_healthmonitor_type(proposed, parent)
             rules.check_healthmonitor(proposed.updated(defaults))
         case L7Rule():
             rules.check_l7rule(proposed)

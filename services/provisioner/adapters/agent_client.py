@@ -28,6 +28,8 @@ from libs.common.agent_contract import (
     ServerChanged,
     ServerState,
     StatsRow,
+    UdpConfig,
+    UdpStatus,
     VipAddress,
     VrrpConfig,
     VrrpStatus,
@@ -238,6 +240,23 @@ class AmphoraAgentClient:
             content_type="application/json",
         )
         return ServerCertificateRotated.model_validate_json(body)
+
+    # -- UDP listeners (nftables in the amphora; services/amphora/adapters/udp.py) ----------
+
+    async def apply_udp(self, config: UdpConfig) -> str:
+        """Serve ``config``'s UDP listeners (an empty one: none); returns its sha256. Raises
+        AgentRejected: 400 with nft's output, 409 on an amphora that cannot serve UDP."""
+        body = await self._request(
+            "PUT",
+            "/udp/config",
+            data=config.model_dump_json().encode(),
+            content_type="application/json",
+        )
+        return ConfigApplied.model_validate_json(body).sha256
+
+    async def udp_status(self) -> UdpStatus:
+        """The UDP configuration in force and each member's state."""
+        return UdpStatus.model_validate_json(await self._request("GET", "/udp"))
 
     # -- VIP and VRRP (amphorae with a VIP interface; see services/amphora/handlers/vrrp.py) --
 

@@ -8,6 +8,7 @@ validates it and reloads HAProxy without dropping connections. The jobs, each in
 - tls_delivery.py: the TLS files a configuration needs, uploaded before and pruned after;
 - vrrp.py: the VIP plugged, or keepalived configured for an ACTIVE_STANDBY pair;
 - runtime.py: member changes through HAProxy's runtime API, without a reload;
+- udp_config.py: the UDP listeners, served by the amphora's kernel (nftables);
 - security_groups.py: the VIP security groups as the amphora's nft filter.
 
 ``Configurator`` puts them together in the order a push needs them.
@@ -28,6 +29,7 @@ from services.provisioner.configurator.haproxy_config import render_config
 from services.provisioner.configurator.runtime import apply_server_ops
 from services.provisioner.configurator.security_groups import RuleSource, SecurityGroupPush
 from services.provisioner.configurator.tls_delivery import TlsDelivery
+from services.provisioner.configurator.udp_config import UdpPush
 from services.provisioner.configurator.vrrp import (
     LoneAmphora,
     VipPlumbing,
@@ -59,6 +61,7 @@ class Configurator:
         self._groups = SecurityGroupPush(self._agents, security_groups)
         self._tls = TlsDelivery(self._agents, certificates)
         self._vips = VipPlumbing(self._agents, vrrp or VrrpSettings())
+        self._udp = UdpPush()
         compile_templates()  # here, not in the first push
 
     def client(self, handle: AmphoraHandle) -> AmphoraAgentClient:
@@ -100,6 +103,7 @@ class Configurator:
         previous = await self._tls.in_use(handle)
         text, used = await self._render(state, handle)
         await self._agents.client(handle).apply_config(text)
+        await self._udp.push(state, self._agents.client(handle), await self._agents.info(handle))
         await self._tls.installed(handle, used, previous)
         await self._groups.push(state, handle)
         await self._vips.plumb(state, handle, pair)

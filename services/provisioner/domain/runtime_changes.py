@@ -21,6 +21,8 @@ from services.provisioner.rendering import backend_name
 PS = ProvisioningStatus
 # Member fields the runtime API can change (or that do not reach HAProxy at all).
 _RUNTIME_FIELDS: Final = frozenset({"weight", "admin_state_up", "name", "tags", "updated_at"})
+# Listener protocols the amphora's kernel serves (no HAProxy backend to change at runtime).
+_KERNEL_PROTOCOLS: Final = frozenset({"UDP", "SCTP"})
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,8 @@ def plan_member_changes(
     ops: list[ServerOp] = []
     for envelope in pending:
         payload = envelope.payload
+        if _kernel_served(state, payload):
+            return None  # a UDP pool: its members are in the kernel's maps, pushed whole
         match payload:
             case ev.MemberAdded():
                 member = state.members.get(payload.member.id)
@@ -109,6 +113,21 @@ def plan_member_changes(
             case _:
                 return None
     return ops
+
+
+def _kernel_served(state: LoadBalancerState, payload: object) -> bool:
+    """Whether the event is about a member of a pool that a UDP listener uses."""
+    match payload:
+        case ev.MemberAdded():
+            member_id = payload.member.id
+        case ev.MemberUpdated() | ev.MemberRemoved():
+            member_id = payload.member_id
+        case _:
+            return False
+    member = state.members.get(member_id)
+    return member is not None and any(
+        li.protocol.value in _KERNEL_PROTOCOLS for li in state.pool_listeners(member.pool_id)
+    )
 
 
 def _backends(state: LoadBalancerState, pool_id: str) -> list[str]:

@@ -65,3 +65,18 @@ def test_apply_list_refuse_delete(tmp_path: Path, in_namespace: str) -> None:
         assert await nft.list_table("inet", "fulcrum_test") is None
 
     asyncio.run(scenario())
+
+
+def test_every_udp_golden_script_passes_nft_check(tmp_path: Path, in_namespace: str) -> None:
+    """The agent's scripts for the golden UDP examples are accepted by the kernel's nft."""
+    nft = _runner(tmp_path, in_namespace)
+    scripts = sorted((Path(__file__).parents[2] / "unit" / "golden" / "udp").glob("*.nft"))
+    assert len(scripts) >= 4
+
+    async def scenario() -> None:
+        for script in scripts:
+            await nft.check(script.read_text())
+            await nft.apply(script.read_text())  # really applied too, then removed
+        await nft.delete_table("inet", "fulcrum_udp")
+
+    asyncio.run(scenario())
