@@ -28,9 +28,13 @@ class SecurityGroupsUnenforceable(FulcrumError):
 
 
 def vip_addresses(state: LoadBalancerState) -> list[str]:
-    """Every VIP of the LB (the filter covers each)."""
+    """Every VIP of the LB, additional VIPs included where the model has them (the filter
+    covers each)."""
     lb = state.loadbalancer
-    return [lb.vip_address] if lb is not None and lb.vip_address else []
+    if lb is None or not lb.vip_address:
+        return []
+    every = getattr(lb, "all_vips", None)
+    return list(every()) if every is not None else [lb.vip_address]
 
 
 class SecurityGroupPush:
