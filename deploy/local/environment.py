@@ -28,6 +28,14 @@ def _secret(state: Path, name: str, make: Callable[[], str] | None = None) -> st
     return path.read_text().strip()
 
 
+def _amphora_driver() -> str:
+    """The provisioner's amphora driver, for the API to refuse what it cannot honour: amphora
+    hosts (``FULCRUM_PROVISIONER_HOSTS``) are netns or docker hosts, both fully able."""
+    if os.environ.get("FULCRUM_PROVISIONER_HOSTS", "").strip() not in ("", "[]"):
+        return "netns"
+    return os.environ.get("FULCRUM_PROVISIONER_DRIVER", "process")
+
+
 def service_environment(
     state: Path, pg_dsn: str, nats_url: str, ports: StackPorts
 ) -> dict[str, dict[str, str]]:
@@ -49,7 +57,7 @@ def service_environment(
             "TOKEN_KEY": _secret(state, "token.key"),
             "ADMIN_TOKEN": _secret(state, "admin.token"),
             "NETWORK__SUBNETS": json.dumps(vip_subnets(ports.vip_octet)),
-            "AMPHORA_DRIVER": os.environ.get("FULCRUM_PROVISIONER_DRIVER", "process"),
+            "AMPHORA_DRIVER": _amphora_driver(),
         },
         "provisioner": {
             **common,
