@@ -3,6 +3,7 @@ agent's confinement of rulesets to its table, the group fold and Neutron's rule 
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -44,24 +45,29 @@ def test_rules_render_to_accept_statements() -> None:
                 remote_ip_prefix="198.18.1.0/24",
             )
         )
-        == "meta nfproto ipv4 ip saddr 198.18.1.0/24 meta l4proto tcp tcp dport 80-81 accept"
+        == "meta nfproto ipv4 ip saddr 198.18.1.0/24 meta l4proto 6 tcp dport 80-81 accept"
     )
     assert (
         render_rule(rule(protocol="udp", port_range_min=53, port_range_max=53))
-        == "meta nfproto ipv4 meta l4proto udp udp dport 53 accept"
+        == "meta nfproto ipv4 meta l4proto 17 udp dport 53 accept"
     )
     assert (
         render_rule(rule(protocol="icmp", port_range_min=8, port_range_max=0))
-        == "meta nfproto ipv4 meta l4proto icmp icmp type 8 icmp code 0 accept"
+        == "meta nfproto ipv4 meta l4proto 1 icmp type 8 icmp code 0 accept"
     )
     assert (
         render_rule(rule(ethertype="IPv6", protocol="ipv6-icmp", remote_ip_prefix="fd00::/64"))
-        == "meta nfproto ipv6 ip6 saddr fd00::/64 meta l4proto ipv6-icmp accept"
+        == "meta nfproto ipv6 ip6 saddr fd00::/64 meta l4proto 58 accept"
     )
     assert render_rule(rule(protocol="47")) == "meta nfproto ipv4 meta l4proto 47 accept"
     # A host-bit prefix is matched by its network; an any-address prefix matches every source.
     assert "ip saddr 198.18.1.0/24" in (render_rule(rule(remote_ip_prefix="198.18.1.9/24")) or "")
     assert render_rule(rule(remote_ip_prefix="0.0.0.0/0")) == "meta nfproto ipv4 accept"
+    # Numbers only: a minimal image may lack /etc/protocols, which names need.
+    for protocol in ("tcp", "udp", "sctp", "dccp", "icmp", "gre", "vrrp", "ipv6-icmp"):
+        ethertype = "IPv6" if protocol == "ipv6-icmp" else "IPv4"
+        text = render_rule(rule(protocol=protocol, ethertype=ethertype)) or ""
+        assert all(p.isdigit() for p in re.findall(r"l4proto (\S+)", text)), text
     assert render_rule(rule(direction="egress")) is None
     assert render_rule(rule(remote_group_id="other")) is None
 
@@ -79,7 +85,7 @@ def test_the_ruleset_replaces_the_table_and_drops_the_rest_to_every_vip() -> Non
     assert "    type filter hook prerouting priority -150; policy accept;" in lines
     assert "    ip daddr { 198.18.9.200 } jump vip_ingress" in lines
     assert "    ip6 daddr { fd00::5 } jump vip_ingress" in lines
-    accept = "    meta nfproto ipv4 meta l4proto tcp tcp dport 80 accept"
+    accept = "    meta nfproto ipv4 meta l4proto 6 tcp dport 80 accept"
     assert lines.index("    ct state established,related accept") < lines.index(accept)
     assert lines.index(accept) < lines.index("    drop")
     # Deterministic, rules deduplicated; no groups at all: the table goes.

@@ -17,6 +17,9 @@ Rules with a ``remote_group_id`` match sources that are ports of that group; Ful
 ports but the VIPs, so such rules accept nothing. Egress rules are not enforced (the VIP port
 answers only what it accepted). ``rules`` None renders the removal of the table: no groups, no
 filter.
+
+Protocols are matched by number: nft resolves names through ``/etc/protocols``, which a
+minimal amphora image may lack.
 """
 
 from __future__ import annotations
@@ -54,13 +57,13 @@ def render_rule(rule: SecurityGroupRule) -> str | None:
     low, high = rule.port_range_min, rule.port_range_max
     if number in _PORT_PROTOCOLS:
         name = _PORT_PROTOCOLS[number]
-        parts.append(f"meta l4proto {name}")
+        parts.append(f"meta l4proto {number}")
         if low is not None:
             ports = str(low) if high is None or high == low else f"{low}-{high}"
             parts.append(f"{name} dport {ports}")
     elif number in (1, 58):
         icmp = "icmpv6" if rule.ethertype == "IPv6" else "icmp"
-        parts.append(f"meta l4proto {'ipv6-icmp' if icmp == 'icmpv6' else 'icmp'}")
+        parts.append(f"meta l4proto {number}")
         if low is not None:
             parts.append(f"{icmp} type {low}")
             if high is not None:
@@ -87,7 +90,7 @@ def render_sg_ruleset(vips: Sequence[str], rules: Sequence[SecurityGroupRule] | 
     lines.append("  chain vip_ingress {")
     lines.append("    ct state established,related accept")
     lines.append(
-        "    meta nfproto ipv6 meta l4proto ipv6-icmp icmpv6 type "
+        "    meta nfproto ipv6 meta l4proto 58 icmpv6 type "
         "{ nd-neighbor-solicit, nd-neighbor-advert } accept"
     )
     lines.extend(f"    {text}" for text in accepts)

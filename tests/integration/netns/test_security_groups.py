@@ -12,7 +12,9 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import time
+import uuid
 from datetime import UTC, datetime
+from pathlib import Path
 
 import asyncpg
 import pytest
@@ -20,11 +22,13 @@ import pytest
 from libs.common.domain import commands as c
 from libs.common.domain.model import Topology
 from libs.common.events import Metadata
+from libs.common.events.security_group import SecurityGroupRule
 from libs.common.eventstore import PostgresEventStore
 from libs.common.repository import LoadBalancerRepository
 from services.api.adapters.security_groups import PostgresSecurityGroups
 from services.api.domain.policy import RequestContext
 from services.api.domain.security_groups import SecurityGroupAdministration
+from services.provisioner.rendering.security_groups import render_sg_ruleset
 from tests import builders as b
 from tests.integration.netns.conftest import NetnsProvisioner
 from tests.integration.netns.lab import PYTHON, REPO, NetnsLab
@@ -131,3 +135,67 @@ async def test_groups_filter_the_vip_and_a_rule_added_live_opens_it(
 
     await repo.execute(lb.id, c.DeleteLoadBalancer(cascade=True), META)
     await wait_status(repo, lb.id, "DELETED")
+
+
+async def test_every_kind_of_rule_is_accepted_by_nft_in_a_namespace(tmp_path: Path) -> None:
+    """The agent's adapter applies a ruleset with every rule shape (ports, ICMP type and
+    code, other protocols, IPv6) atomically in a fresh namespace, then replaces it."""
+    namespace = f"fsg{uuid.uuid4().hex[:8]}"
+    subprocess.run(["ip", "netns", "add", namespace], check=True)
+    try:
+        rules = [
+            SecurityGroupRule(
+                id=str(i), security_group_id="g", project_id="p", created_at="t", **fields
+            )
+            for i, fields in enumerate(
+                [
+                    {"direction": "ingress", "ethertype": "IPv4"},
+                    {"direction": "ingress", "ethertype": "IPv4", "protocol": "tcp",
+                     "port_range_min": 80, "port_range_max": 90,
+                     "remote_ip_prefix": "198.18.0.0/24"},
+                    {"direction": "ingress", "ethertype": "IPv4", "protocol": "udp",
+                     "port_range_min": 53, "port_range_max": 53},
+                    {"direction": "ingress", "ethertype": "IPv4", "protocol": "sctp",
+                     "port_range_min": 9, "port_range_max": 9},
+                    {"direction": "ingress", "ethertype": "IPv4", "protocol": "icmp",
+                     "port_range_min": 8, "port_range_max": 0},
+                    {"direction": "ingress", "ethertype": "IPv4", "protocol": "gre"},
+                    {"direction": "ingress", "ethertype": "IPv6", "protocol": "ipv6-icmp",
+                     "port_range_min": 128, "remote_ip_prefix": "fd00::/64"},
+                    {"direction": "ingress", "ethertype": "IPv6", "protocol": "112"},
+                ]
+            )
+        ]  # fmt: skip
+        script = tmp_path / "apply.py"
+        script.write_text(
+            "import asyncio, sys\n"
+            "from services.amphora.adapters.nftables import Nftables, default_nft_binary\n"
+            "from services.amphora.adapters.security_groups import VipSecurityGroups\n"
+            "groups = VipSecurityGroups(Nftables(default_nft_binary()))\n"
+            "asyncio.run(groups.apply(sys.stdin.read()))\n"
+        )
+
+        def apply(text: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                ["ip", "netns", "exec", namespace, PYTHON, str(script)],
+                input=text, capture_output=True, text=True, timeout=30, cwd=REPO,
+            )  # fmt: skip
+
+        def table() -> str:
+            return subprocess.run(
+                ["ip", "netns", "exec", namespace, "nft", "list", "table", "inet", "fulcrum_sg"],
+                capture_output=True, text=True, timeout=30,
+            ).stdout  # fmt: skip
+
+        done = apply(render_sg_ruleset(["198.18.9.200", "fd00::5"], rules))
+        assert done.returncode == 0, done.stderr
+        listed = table()
+        assert "tcp dport 80-90" in listed and "icmp type echo-request" in listed
+        assert listed.count("accept") >= len(rules) and "drop" in listed
+        done = apply(render_sg_ruleset(["198.18.9.200"], rules[:1]))
+        assert done.returncode == 0, done.stderr
+        assert "dport" not in table()
+        assert apply(render_sg_ruleset(["198.18.9.200"], None)).returncode == 0
+        assert table() == ""
+    finally:
+        subprocess.run(["ip", "netns", "del", namespace], capture_output=True)
