@@ -1,6 +1,7 @@
 """The Neutron security-group subset: ``/v2.0/security-groups`` and
-``/v2.0/security-group-rules`` (create, list, show, update a group, delete), project-scoped,
-in Neutron's bodies and error format ``{"NeutronError": {"type", "message", "detail"}}``.
+``/v2.0/security-group-rules``, also under ``/v2`` (create, list, show, update a group,
+delete), project-scoped, in Neutron's bodies and error format
+``{"NeutronError": {"type", "message", "detail"}}``.
 
 Lists honour equality filters on any top-level attribute (repeated: any of the values) and
 ``fields``; other projects' groups are absent for non-admins.
@@ -30,8 +31,11 @@ from services.api.http.context import request_context
 from services.api.http.routing import ApiRouter, path_id
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-GROUPS: Final = "/v2.0/security-groups"
-RULES: Final = "/v2.0/security-group-rules"
+GROUPS: Final = "/security-groups"
+RULES: Final = "/security-group-rules"
+# Neutron's prefix, and /v2 too, as the other Neutron collections (Octavia's version document
+# links there).
+PREFIXES: Final = ("/v2.0", "/v2")
 # Query parameters that are not attribute filters.
 _NOT_FILTERS: Final = frozenset(
     {"fields", "limit", "marker", "sort_key", "sort_dir", "page_reverse", "verbose"}
@@ -190,5 +194,13 @@ def register(api: ApiRouter) -> None:
         ("GET", f"{RULES}/{{id}}", show_rule, "Show a security group rule", 200),
         ("DELETE", f"{RULES}/{{id}}", delete_rule, "Delete a security group rule", 204),
     ]
-    for method, path, handler, summary, status in routes:
-        api.exact(method, path, _neutron(handler), summary=summary, tag="network", status=status)
+    for prefix in PREFIXES:
+        for method, path, handler, summary, status in routes:
+            api.exact(
+                method,
+                prefix + path,
+                _neutron(handler),
+                summary=summary,
+                tag="network",
+                status=status,
+            )

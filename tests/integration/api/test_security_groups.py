@@ -64,6 +64,9 @@ async def test_group_crud_with_neutron_bodies_and_default_egress_rules(api: Api)
     }
     listed = (await api.get(f"{GROUPS}?name=web&id={created['id']}", expect=200)).body
     assert listed == {"security_groups": [created]}
+    # Under /v2 too, as Neutron's other collections.
+    listed = (await api.get(f"/v2/security-groups?id={created['id']}", expect=200)).body
+    assert listed == {"security_groups": [created]}
     assert (await api.get(f"{GROUPS}?name=nothing-like-it", expect=200)).body == {
         "security_groups": []
     }
