@@ -4,7 +4,7 @@
 
 Base image. Without ``--base-image`` the base is made locally, for machines that cannot pull
 from a registry: an ``mmdebstrap`` tarball of Debian bookworm (minbase plus python3,
-python3-venv, haproxy, keepalived, iproute2, iputils-ping), cached as
+python3-venv, haproxy, keepalived, iproute2, iputils-ping, nftables), cached as
 ``<cache>/base-bookworm-<hash>.tar.zst`` and imported with ``docker import`` as
 ``fulcrum/base:bookworm``. With ``--base-image debian:bookworm-slim`` (any registry) the
 Dockerfiles install those packages themselves.
@@ -59,6 +59,7 @@ BASE_PACKAGES: Final = (
     "keepalived",
     "iproute2",
     "iputils-ping",
+    "nftables",
 )
 DEBIAN_SOURCES: Final = (
     "deb http://deb.debian.org/debian bookworm main",

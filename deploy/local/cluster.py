@@ -166,7 +166,10 @@ def cluster_plan(paths: StackPaths, api_port: int | None, amphora_hosts: int = 0
         if hosts is not None:
             envs["provisioner"] |= _prefixed("provisioner", hosts.provisioner_environment())
             envs["health"] |= _prefixed("health", {"UDP_HOST": hosts.gateway})
-            envs["api"] |= _prefixed("api", {"NETWORK__SUBNETS": json.dumps(hosts.vip_subnets())})
+            envs["api"] |= _prefixed(
+                "api",
+                {"NETWORK__SUBNETS": json.dumps(hosts.vip_subnets()), "AMPHORA_DRIVER": "netns"},
+            )
         for service in SERVICES:
             name = names[service]
             programs.append(service_program(name, service, paths, envs[service]))

@@ -9,6 +9,7 @@ tokens, keys and the admin password.
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import sys
 from collections.abc import Callable
@@ -61,6 +62,14 @@ class ServiceAddresses:
         )
 
 
+def _amphora_driver() -> str:
+    """The provisioner's amphora driver, for the API to refuse what it cannot honour: amphora
+    hosts (``FULCRUM_PROVISIONER_HOSTS``) are netns or docker hosts, both fully able."""
+    if os.environ.get("FULCRUM_PROVISIONER_HOSTS", "").strip() not in ("", "[]"):
+        return "netns"
+    return os.environ.get("FULCRUM_PROVISIONER_DRIVER", "process")
+
+
 def service_environment(
     state: Path,
     pg_dsn: str,
@@ -85,6 +94,7 @@ def service_environment(
             "TOKEN_KEY": _secret(state, "token.key"),
             "ADMIN_TOKEN": _secret(state, "admin.token"),
             "NETWORK__SUBNETS": json.dumps(vip_subnets(addresses.vip_octet)),
+            "AMPHORA_DRIVER": _amphora_driver(),
         },
         "provisioner": {
             **common,

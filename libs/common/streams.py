@@ -24,6 +24,7 @@ class StreamCategory(StrEnum):
     FLAVOR_PROFILE = "flavorprofile"
     AVAILABILITY_ZONE = "availabilityzone"
     AVAILABILITY_ZONE_PROFILE = "availabilityzoneprofile"
+    SECURITY_GROUP = "securitygroup"
 
     @property
     def prefix(self) -> str:
@@ -88,3 +89,8 @@ class StreamId(str):
     def housekeeping(cls, run_id: str) -> StreamId:
         """One housekeeping run's requests."""
         return cls(StreamCategory.HOUSEKEEPING, run_id)
+
+    @classmethod
+    def security_group(cls, group_id: str) -> StreamId:
+        """A Neutron security group with its rules."""
+        return cls(StreamCategory.SECURITY_GROUP, group_id)

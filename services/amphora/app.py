@@ -19,11 +19,13 @@ from services.amphora.adapters.haproxy import HaproxyDataPlane
 from services.amphora.adapters.keepalived import KeepalivedVrrp
 from services.amphora.adapters.netns import enter_network_namespace
 from services.amphora.adapters.nftables import Nftables
+from services.amphora.adapters.security_groups import VipSecurityGroups
 from services.amphora.adapters.tls import AgentTLS
 from services.amphora.adapters.udp import UdpDataPlane
 from services.amphora.adapters.vip import VipInterface
 from services.amphora.handlers.api import AgentHandlers
 from services.amphora.handlers.errors import error_middleware
+from services.amphora.handlers.security_groups import SecurityGroupHandlers
 from services.amphora.handlers.vrrp import VrrpHandlers
 from services.amphora.heartbeat import HeartbeatConfig, heartbeat_ctx
 from services.amphora.settings import AmphoraSettings
@@ -99,6 +101,8 @@ def create_app(settings: AmphoraSettings, tls: AgentTLS) -> web.Application:
         app.cleanup_ctx.append(_vrrp_lifecycle(vrrp, settings.bind_host))
     app.add_routes(VrrpHandlers(vrrp).routes())
     # --- end VRRP ---
+    groups = VipSecurityGroups(Nftables(settings.nft_bin)) if settings.vip_interface else None
+    app.add_routes(SecurityGroupHandlers(groups).routes())
     return app
 
 

@@ -15,11 +15,13 @@ from libs.common.eventstore import PostgresEventStore
 from libs.common.repository import LoadBalancerRepository
 from libs.common.service import DB, base_app, nats_ctx, postgres_ctx, relay_ctx
 from libs.common.telemetry import setup_tracing
+from services.api.adapters.security_groups import PostgresSecurityGroups
 from services.api.adapters.views import PostgresViews
 from services.api.auth.identity import IdentityConfig, load_or_bootstrap
 from services.api.auth.keystone import CatalogSettings, KeystoneApi
 from services.api.auth.tokens import TokenSigner
 from services.api.domain.kinds import KINDS
+from services.api.domain.providers import DriverAbilities
 from services.api.domain.queries import ListQuery
 from services.api.domain.quotas import QuotaGuard
 from services.api.domain.usecases import Config, LoadBalancing
@@ -44,6 +46,7 @@ from services.api.http.resources import (
 )
 from services.api.http.resources.identity import NEUTRON
 from services.api.http.routing import ApiRouter, Registrar
+from services.api.http.security_groups import register as register_security_groups
 from services.api.settings import ApiSettings
 
 # Every resource module; adding one (quotas, flavors, amphorae, the Neutron subset...) is one
@@ -62,6 +65,7 @@ ROUTE_MODULES: Final[tuple[Registrar, ...]] = (
     identity.register,
     barbican.register,
     openapi.register,
+    register_security_groups,
 )
 ROUTE_SPECS = web.AppKey("route_specs", ApiRouter)
 
@@ -128,9 +132,11 @@ def create_app(settings: ApiSettings) -> web.Application:
                 reserved_ips=frozenset(settings.reserved_ips),
                 provider=settings.provider,
                 topology=settings.loadbalancer_topology,
+                abilities=DriverAbilities.of(settings.amphora_driver),
                 udp_dataplane=settings.udp_dataplane,
             ),
             tls=barbican.tls_references(app),
+            security_groups=PostgresSecurityGroups(app[DB]),
         )
         yield
 

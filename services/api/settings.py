@@ -79,6 +79,10 @@ class ApiSettings(SecretKeysSetting, BaseSettings):
     # Base of the links this API writes (version document, pagination); empty = the request's.
     public_url: str = ""
     provider: str = "amphora"
+    # The provisioner's amphora driver (process, netns or docker): what it cannot honour (the
+    # process driver: ACTIVE_STANDBY, VIP security groups) is refused here, before anything
+    # is written. Empty: not told; everything is accepted.
+    amphora_driver: str = Field(default="", pattern="^(|process|netns|docker)$")
     # Whether the provisioner's amphora driver serves UDP listeners (nftables in the amphora's
     # own network namespace: the netns and docker drivers, run as root). False (the process
     # driver): UDP listeners and pools are refused with 501 after every other check.

@@ -1,12 +1,14 @@
 """The provisioner's composition root: what is built from the settings, and what runs.
 
 ``wire`` builds the parts (driver, configurator, spare pool, handlers); ``create_app`` runs
-them: the driver prepared, the start-up reconciliation, and three consumers:
+them: the driver prepared, the start-up reconciliation, and four consumers:
 
 - ``provisioner-lb-lifecycle``: every LB event -> handlers/lifecycle.py (create, apply,
   failover, delete);
 - ``provisioner-amphora-failures``: ``AmphoraFailed`` -> handlers/failures.py (LB failover);
 - ``provisioner-maintenance``: housekeeping's requests -> handlers/maintenance.py;
+- ``provisioner-security-groups``: security group events -> handlers/security_groups.py (the
+  VIP filters of the LBs naming the group pushed again);
 
 and, with ``spare_pool_size`` > 0, the standalone spare refill loop (handlers/spares.py).
 """
@@ -42,6 +44,7 @@ from libs.common.service import (
 from libs.common.settings import PostgresSettings
 from libs.common.telemetry import setup_tracing
 from services.provisioner.adapters.netns_network import HostPlacement
+from services.provisioner.adapters.security_groups import StoredSecurityGroups
 from services.provisioner.configurator import Configurator
 from services.provisioner.drivers import AmphoraDriver
 from services.provisioner.drivers.docker import DockerAmphoraDriver
@@ -52,6 +55,7 @@ from services.provisioner.handlers.compensation import Compensation
 from services.provisioner.handlers.failures import FailoverRequests
 from services.provisioner.handlers.lifecycle import LifecycleHandler
 from services.provisioner.handlers.maintenance import MaintenanceHandler
+from services.provisioner.handlers.security_groups import SecurityGroupChanges
 from services.provisioner.handlers.spares import SparePool
 from services.provisioner.handlers.startup import reconcile_pending
 from services.provisioner.settings import ProvisionerSettings
@@ -64,6 +68,7 @@ _MAINTENANCE_EVENTS = (
     "AmphoraCertificateRotationRequested",
 )
 _FAILURES_CONCURRENCY = 8
+_SECURITY_GROUPS_CONCURRENCY = 2
 
 
 @dataclass(frozen=True)
@@ -76,6 +81,7 @@ class Provisioner:
     lifecycle: LifecycleHandler
     failures: FailoverRequests
     maintenance: MaintenanceHandler
+    security_groups: SecurityGroupChanges
 
 
 PROVISIONER = web.AppKey("provisioner", Provisioner)
@@ -167,7 +173,12 @@ def _single_driver(
 def _pool_settings(settings: ProvisionerSettings) -> PostgresSettings:
     """Every in-flight consumer handler holds a connection and reads the store on another:
     the pool must outnumber the handlers, or they could all wait for a second one."""
-    handlers = settings.concurrency + settings.maintenance_concurrency + _FAILURES_CONCURRENCY
+    handlers = (
+        settings.concurrency
+        + settings.maintenance_concurrency
+        + _FAILURES_CONCURRENCY
+        + _SECURITY_GROUPS_CONCURRENCY
+    )
     return settings.postgres.model_copy(
         update={"max_pool": max(settings.postgres.max_pool, handlers + 2)}
     )
@@ -178,7 +189,14 @@ def wire(settings: ProvisionerSettings, pool: asyncpg.Pool, metrics: Metrics) ->
     ca = DeploymentCA.load_or_create(settings.ca_dir)
     keys = settings.secret_keys.strip()
     vault = PostgresSecretStore(pool, Keyring.from_setting(keys)) if keys else None
-    configurator = Configurator(ca, settings.ca_dir, vrrp=settings.vrrp, certificates=vault)
+    groups = StoredSecurityGroups(pool)
+    configurator = Configurator(
+        ca,
+        settings.ca_dir,
+        vrrp=settings.vrrp,
+        certificates=vault,
+        security_groups=groups.rules,
+    )
     driver = build_driver(settings, ca)
     store = PostgresEventStore(pool)
     amphorae = AmphoraRepository(store)
@@ -202,11 +220,14 @@ def wire(settings: ProvisionerSettings, pool: asyncpg.Pool, metrics: Metrics) ->
             metrics,
             cert_validity_days=settings.cert_validity_days,
         ),
+        security_groups=SecurityGroupChanges(
+            store, groups, driver, configurator.push_security_groups
+        ),
     )
 
 
 def consumer_specs(settings: ProvisionerSettings, parts: Provisioner) -> list[ConsumerSpec]:
-    """The three consumers and the events each takes."""
+    """The consumers and the events each takes."""
     return [
         ConsumerSpec(
             "provisioner-lb-lifecycle",
@@ -228,6 +249,12 @@ def consumer_specs(settings: ProvisionerSettings, parts: Provisioner) -> list[Co
             ],
             parts.maintenance.handle,
             concurrency=settings.maintenance_concurrency,
+        ),
+        ConsumerSpec(
+            "provisioner-security-groups",
+            [subjects.category_events("securitygroup")],
+            parts.security_groups.handle,
+            concurrency=_SECURITY_GROUPS_CONCURRENCY,
         ),
     ]
 

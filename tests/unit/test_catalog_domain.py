@@ -100,23 +100,30 @@ def test_quota_bodies_and_aliases() -> None:
 
 
 def test_flavor_data_validation() -> None:
-    data = '{"loadbalancer_topology": "ACTIVE_STANDBY", "sriov_vip": false}'
-    assert providers.flavor_settings("amphora", data)["sriov_vip"] is False
+    data = '{"loadbalancer_topology": "ACTIVE_STANDBY"}'
+    assert providers.flavor_settings("amphora", data) == {"loadbalancer_topology": "ACTIVE_STANDBY"}
     assert providers.topology_of(data, Topology.SINGLE) is Topology.ACTIVE_STANDBY
     assert providers.topology_of("{}", Topology.SINGLE) is Topology.SINGLE
     with pytest.raises(ValidationFailed, match="is not a valid option for flavor_data"):
         providers.flavor_settings("amphora", "{")
     for bad in (
         '{"loadbalancer_topology": "RING"}',
-        '{"sriov_vip": 1}',
-        '{"compute_flavor": true}',
+        '{"loadbalancer_topology": 1}',
+        '{"sriov_vip": false}',
+        '{"compute_flavor": "m1"}',
         '{"other": "x"}',
         '"text"',
     ):
         with pytest.raises(NotImplementedByProvider):
             providers.flavor_settings("amphora", bad)
-    zone = '{"valid_vip_networks": ["n1", "n2"], "compute_zone": "z"}'
-    assert providers.availability_zone_settings("amphora", zone)["compute_zone"] == "z"
+    zone = '{"valid_vip_networks": ["n1", "n2"]}'
+    assert providers.availability_zone_settings("amphora", zone)["valid_vip_networks"]
+    with pytest.raises(NotImplementedByProvider, match="'compute_zone' was unexpected"):
+        providers.availability_zone_settings("amphora", '{"compute_zone": "z"}')
+    process = providers.DriverAbilities.of("process")
+    with pytest.raises(NotImplementedByProvider, match="does not support the ACTIVE_STANDBY"):
+        providers.flavor_settings("amphora", data, process)
+    assert providers.flavor_settings("amphora", '{"loadbalancer_topology": "SINGLE"}', process)
     assert providers.valid_vip_networks(zone) == frozenset({"n1", "n2"})
     assert providers.valid_vip_networks("{}") is None
     with pytest.raises(NotImplementedByProvider):

@@ -13,6 +13,7 @@ from libs.common.events import (
     loadbalancer,
     quota,
     secret,
+    security_group,
 )
 from libs.common.events._envelope import Envelope, Metadata, new_envelope
 from libs.common.events._payload import Changes, Stored
@@ -41,5 +42,6 @@ __all__ = [
     "quota",
     "registry",
     "secret",
+    "security_group",
     "Stored",
 ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
-from libs.common.schema import v001_baseline
+from libs.common.schema import v001_baseline, v002_security_groups
 
 
 @dataclass(frozen=True, slots=True)
@@ -17,4 +17,7 @@ class Migration:
     sql: str
 
 
-MIGRATIONS: Final[tuple[Migration, ...]] = (Migration(1, "baseline", v001_baseline.SQL),)
+MIGRATIONS: Final[tuple[Migration, ...]] = (
+    Migration(1, "baseline", v001_baseline.SQL),
+    Migration(2, "security_groups", v002_security_groups.SQL),
+)

@@ -28,7 +28,9 @@ from services.api.domain.catalog import (
 from services.api.domain.policy import Action, RequestContext, enforce
 
 # Profile section -> (its data attribute, the provider's validation of that data).
-_PROFILE_DATA: Final[dict[str, tuple[str, Callable[[str, str], dict[str, Any]]]]] = {
+_PROFILE_DATA: Final[
+    dict[str, tuple[str, Callable[[str, str, providers.DriverAbilities], dict[str, Any]]]]
+] = {
     FLAVOR_PROFILES.category: ("flavor_data", providers.flavor_settings),
     AVAILABILITY_ZONE_PROFILES.category: (
         "availability_zone_data",
@@ -48,15 +50,20 @@ class CatalogRepository(Protocol):
 class CatalogAdministration:
     """Every state-changing catalog operation; each requires the admin role."""
 
-    def __init__(self, repo: CatalogRepository) -> None:
+    def __init__(
+        self,
+        repo: CatalogRepository,
+        abilities: providers.DriverAbilities = providers.ALL_ABILITIES,
+    ) -> None:
         self._repo = repo
+        self._abilities = abilities
 
     async def create(
         self, ctx: RequestContext, section: Section, fields: dict[str, Any], meta: Metadata
     ) -> dict[str, Any]:
         """``fields`` are a validated POST body (JSON values, unset ones absent)."""
         enforce(ctx, Action.ADMIN, ctx.project_id)
-        body = _new_body(section, fields)
+        body = _new_body(section, fields, self._abilities)
         entry = await self._repo.execute(section, body[section.key], CreateEntry(body), meta)
         assert entry.body is not None
         return entry.body
@@ -82,7 +89,7 @@ class CatalogAdministration:
                 if provider is None:
                     current = await self._repo.load(section, key)
                     provider = (current.body or {}).get("provider_name", providers.AMPHORA)
-                validate(provider, changes[attr])
+                validate(provider, changes[attr], self._abilities)
         entry = await self._repo.execute(section, key, UpdateEntry(changes), meta)
         assert entry.body is not None
         return entry.body
@@ -93,7 +100,9 @@ class CatalogAdministration:
         await self._repo.execute(section, key, DeleteEntry(), meta)
 
 
-def _new_body(section: Section, fields: dict[str, Any]) -> dict[str, Any]:
+def _new_body(
+    section: Section, fields: dict[str, Any], abilities: providers.DriverAbilities
+) -> dict[str, Any]:
     """The API body of a new entry, Octavia's defaults filled in."""
     if section is FLAVORS:
         return {
@@ -112,7 +121,7 @@ def _new_body(section: Section, fields: dict[str, Any]) -> dict[str, Any]:
         }
     attr, validate = _PROFILE_DATA[section.category]
     provider = providers.require_enabled(fields["provider_name"])
-    validate(provider, fields[attr])
+    validate(provider, fields[attr], abilities)
     return {
         "id": str(uuid.uuid4()),
         "name": fields["name"],

@@ -1,14 +1,18 @@
-"""The one provider, ``amphora`` (alias ``octavia``): its capabilities and how it reads flavor
-and availability zone profiles.
+"""The one provider, ``amphora`` (alias ``octavia``): its capabilities, what the deployment's
+amphora driver can honour, and how it reads flavor and availability zone profiles.
 
 Pure. Profile data is JSON text; Octavia answers undecodable text with 400 ("... is not a valid
 option for flavor_data") and data the provider does not support with 501 (the provider refuses
-an option), and so do we.
+an option), and so do we. Only settings that change behaviour are capabilities: a flavor's
+``loadbalancer_topology`` and a zone's ``valid_vip_networks``. Octavia's others (compute flavor,
+image tag, SR-IOV, compute and volume zones, management network) mean nothing here, so they
+are refused like any unknown key rather than accepted and ignored.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any, Final
 
 from libs.common.domain.model import Topology
@@ -28,18 +32,8 @@ _FLAVOR_SCHEMA: Final[dict[str, tuple[type, str]]] = {
         "The load balancer topology. One of: SINGLE - One amphora per load balancer. "
         "ACTIVE_STANDBY - Two amphora per load balancer.",
     ),
-    "compute_flavor": (str, "The compute driver flavor ID."),
-    "amp_image_tag": (str, "The amphora image tag."),
-    "sriov_vip": (bool, "When true, the VIP port will be created using an SR-IOV VF port."),
-    "allow_member_sriov": (
-        bool,
-        "When true, users can request a member port be SR-IOV enabled at member creation time.",
-    ),
 }
 _AVAILABILITY_ZONE_SCHEMA: Final[dict[str, tuple[type, str]]] = {
-    "compute_zone": (str, "The compute availability zone."),
-    "volume_zone": (str, "The volume availability zone."),
-    "management_network": (str, "The management network ID for the amphora."),
     "valid_vip_networks": (
         list,
         "List of network IDs that are allowed for VIP use. This overrides/replaces the list "
@@ -51,6 +45,38 @@ AVAILABILITY_ZONE_CAPABILITIES: Final = {
     name: doc for name, (_, doc) in _AVAILABILITY_ZONE_SCHEMA.items()
 }
 _JSON_TYPES: Final = {str: "string", bool: "boolean", list: "array"}
+
+
+@dataclass(frozen=True)
+class DriverAbilities:
+    """What the deployment's amphora driver can honour (the API refuses the rest before
+    anything is written). ``driver`` names it in refusals; "" is a driver the API was not told
+    about: everything is accepted (the provisioner still refuses what it cannot do)."""
+
+    driver: str = ""
+    topologies: frozenset[Topology] = frozenset(Topology)
+    vip_security_groups: bool = True
+
+    @classmethod
+    def of(cls, driver: str) -> DriverAbilities:
+        """The abilities of a provisioner driver by name (``process``, ``netns``, ``docker``):
+        the process driver's amphorae share the host's network namespace (loopback VIPs), so
+        they can neither move a VIP between two amphorae nor filter it."""
+        if driver == "process":
+            return cls(driver, frozenset({Topology.SINGLE}), vip_security_groups=False)
+        return cls(driver)
+
+    def refuse_topology(self, topology: Topology) -> str | None:
+        """Why ``topology`` cannot be honoured, or None when it can."""
+        if topology in self.topologies:
+            return None
+        return (
+            f"The {self.driver} amphora driver of this deployment does not support the "
+            f"{topology.value} topology."
+        )
+
+
+ALL_ABILITIES: Final = DriverAbilities()
 
 
 def require_enabled(provider: str) -> str:
@@ -91,12 +117,24 @@ def _validated(provider: str, data: Any, schema: dict[str, tuple[type, str]]) ->
     return data
 
 
-def flavor_settings(provider: str, text: str) -> dict[str, Any]:
-    """Validated ``flavor_data``: 400 when not JSON, 501 when the amphora cannot honour it."""
-    return _validated(provider, _decoded(text, "flavor_data"), _FLAVOR_SCHEMA)
+def flavor_settings(
+    provider: str, text: str, abilities: DriverAbilities = ALL_ABILITIES
+) -> dict[str, Any]:
+    """Validated ``flavor_data``: 400 when not JSON, 501 when the amphora (or the
+    deployment's driver: a topology it cannot run) cannot honour it."""
+    data = _validated(provider, _decoded(text, "flavor_data"), _FLAVOR_SCHEMA)
+    topology = data.get("loadbalancer_topology")
+    refusal = abilities.refuse_topology(Topology(topology)) if topology else None
+    if refusal is not None:
+        raise NotImplementedByProvider(
+            f"Provider '{provider}' does not support a requested option: {refusal}"
+        )
+    return data
 
 
-def availability_zone_settings(provider: str, text: str) -> dict[str, Any]:
+def availability_zone_settings(
+    provider: str, text: str, abilities: DriverAbilities = ALL_ABILITIES
+) -> dict[str, Any]:
     """Validated ``availability_zone_data`` (400 when not JSON, 501 when unsupported)."""
     return _validated(provider, _decoded(text, "availability_zone_data"), _AVAILABILITY_ZONE_SCHEMA)
 

@@ -179,6 +179,8 @@ def _check_insert_headers(listener: Listener) -> None:
 
 def _check_allowed_cidrs(listener: Listener, lb: LoadBalancer) -> None:
     """Each CIDR must be of the address family of some VIP of the LB."""
+    if listener.allowed_cidrs and lb.vip_sg_ids:
+        raise _invalid("Allowed CIDRs are not allowed when using custom VIP Security Groups.")
     vip_versions = {ipaddress.ip_address(vip).version for vip in lb.all_vips()}
     for cidr in listener.allowed_cidrs or ():
         if ipaddress.ip_network(cidr, strict=False).version not in vip_versions:
@@ -258,12 +260,12 @@ def check_pool(pool: Pool) -> None:
 
 
 def check_member_family(member: Member, pool: Pool, lb: LoadBalancer, listened: bool) -> None:
-    """Octavia's amphora refuses (501) UDP/SCTP members of another IP family than the VIP, on a
-    pool that has listeners (``listened``)."""
+    """Octavia's amphora refuses (501) UDP/SCTP members of an IP family no VIP of the LB has,
+    on a pool that has listeners (``listened``)."""
     if pool.protocol.value not in KERNEL_PROTOCOLS or not listened:
         return
-    vip_version = ipaddress.ip_address(lb.vip_address).version
-    if ipaddress.ip_address(member.address).version != vip_version:
+    vip_versions = {ipaddress.ip_address(vip).version for vip in lb.all_vips()}
+    if ipaddress.ip_address(member.address).version not in vip_versions:
         raise unsupported(
             "This provider doesn't support mixing IPv4 and IPv6 addresses for its VIP and "
             "members in UDP load balancers."

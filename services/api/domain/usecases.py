@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from libs.common.domain import commands as c
 from libs.common.domain import kinds as child_kinds
@@ -64,12 +64,20 @@ class Config:
     reserved_ips: frozenset[str]
     provider: str
     topology: Topology
+    # What the deployment's amphora driver can honour (refused here otherwise).
+    abilities: providers.DriverAbilities = providers.ALL_ABILITIES
     # Whether the amphora driver serves UDP (nftables in the amphora's network namespace).
     udp_dataplane: bool = False
 
     @property
     def subnet_ids(self) -> frozenset[str]:
         return frozenset(s.id for s in self.network.subnets)
+
+
+class SecurityGroupLookup(Protocol):
+    async def existing(self, group_ids: Collection[str], project_id: str | None) -> set[str]:
+        """Those of ``group_ids`` that exist (in ``project_id`` when given)."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -105,8 +113,10 @@ class LoadBalancing:
         quotas: QuotaGuard,
         config: Config,
         tls: TlsReferences | None = None,
+        security_groups: SecurityGroupLookup | None = None,
     ) -> None:
         self._repo = repo
+        self._security_groups = security_groups
         self._views = views
         self._quotas = quotas
         self._vips = VipAllocator(views)
@@ -144,8 +154,13 @@ class LoadBalancing:
             )
         enforce(ctx, Action.WRITE, project_id)
         self._check_provider_options(fields)
+        await self._check_vip_options(ctx, fields, project_id)
         await self._tls.check(fields, project_id)
         placement = await self._placement(fields)
+        refusal = self._config.abilities.refuse_topology(placement.topology)
+        if refusal is not None:
+            raise ValidationFailed(f"Validation failure: {refusal}")
+        self._check_driver_options(fields)
         request = VipRequest(
             subnet_id=fields.get("vip_subnet_id"),
             network_id=fields.get("vip_network_id"),
@@ -246,6 +261,40 @@ class LoadBalancing:
         if provider is not None and provider not in PROVIDER_ALIASES | {self._config.provider}:
             raise ValidationFailed(f"Provider '{provider}' is not enabled.")
 
+    async def _check_vip_options(
+        self,
+        ctx: RequestContext,
+        fields: dict[str, Any],
+        project_id: str,
+    ) -> None:
+        """Octavia's VIP checks: a QoS policy must exist (there is no QoS API here, so none
+        does), and so must every security group, in the caller's view (400)."""
+        qos = fields.get("vip_qos_policy_id")
+        if qos is not None:
+            raise ValidationFailed(f"qos_policy {qos} not found.")
+        wanted = fields.get("vip_sg_ids") or []
+        if not wanted:
+            return
+        scope = None if ctx.admin else project_id
+        found = (
+            await self._security_groups.existing(wanted, scope)
+            if self._security_groups is not None
+            else set()
+        )
+        for group_id in wanted:
+            if group_id not in found:
+                raise ValidationFailed(f"Security Group {group_id} not found.")
+
+    def _check_driver_options(self, fields: dict[str, Any]) -> None:
+        """The provider's refusals (501, after every 400): security groups on a driver whose
+        amphorae cannot filter their VIPs."""
+        abilities = self._config.abilities
+        if fields.get("vip_sg_ids") and not abilities.vip_security_groups:
+            raise rules.unsupported(
+                f"VIP security groups cannot be enforced by the {abilities.driver} amphora "
+                "driver of this deployment (its amphorae share the host's network namespace)."
+            )
+
     async def _placement(self, fields: dict[str, Any]) -> Placement:
         """The flavor (must exist and be enabled) sets the topology; the availability zone
         (likewise) may narrow the VIP networks. 400 in Octavia's words otherwise."""
@@ -276,8 +325,13 @@ class LoadBalancing:
     async def update_loadbalancer(
         self, ctx: RequestContext, lb_id: str, given: dict[str, Any], meta: Metadata
     ) -> Outcome:
-        await self._writable(ctx, LOADBALANCER, lb_id)
-        command = c.UpdateLoadBalancer(changes=builders.update_changes(given), now=_now())
+        row = await self._writable(ctx, LOADBALANCER, lb_id)
+        await self._check_vip_options(ctx, given, row.project_id)
+        self._check_driver_options(given)
+        changes = builders.update_changes(given)
+        if "vip_sg_ids" in given and given["vip_sg_ids"] is None:
+            changes["vip_sg_ids"] = []
+        command = c.UpdateLoadBalancer(changes=changes, now=_now())
         return await self._repo.execute(lb_id, command, meta)
 
     async def delete_loadbalancer(

@@ -294,6 +294,11 @@ class AmphoraAgentClient:
     async def unplug_vip(self, address: str) -> None:
         await self._request("DELETE", f"/vip/{address}")
 
+    async def apply_security_groups(self, ruleset: str) -> None:
+        """Replace the amphora's VIP filter (nft table ``inet fulcrum_sg``) by ``ruleset``;
+        AgentRejected (409) on an amphora without a VIP interface, (400) when nft refuses."""
+        await self._request("PUT", "/security-groups", data=ruleset.encode())
+
     # -- transport ---------------------------------------------------------------------------
 
     async def _request(

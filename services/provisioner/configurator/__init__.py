@@ -8,7 +8,8 @@ validates it and reloads HAProxy without dropping connections. The jobs, each in
 - tls_delivery.py: the TLS files a configuration needs, uploaded before and pruned after;
 - vrrp.py: the VIP plugged, or keepalived configured for an ACTIVE_STANDBY pair;
 - runtime.py: member changes through HAProxy's runtime API, without a reload;
-- udp_config.py: the UDP listeners, served by the amphora's kernel (nftables).
+- udp_config.py: the UDP listeners, served by the amphora's kernel (nftables);
+- security_groups.py: the VIP security groups as the amphora's nft filter.
 
 ``Configurator`` puts them together in the order a push needs them.
 """
@@ -26,6 +27,7 @@ from services.provisioner.certificates import CertificateSource
 from services.provisioner.configurator.agents import AgentConnections
 from services.provisioner.configurator.haproxy_config import render_config
 from services.provisioner.configurator.runtime import apply_server_ops
+from services.provisioner.configurator.security_groups import RuleSource, SecurityGroupPush
 from services.provisioner.configurator.tls_delivery import TlsDelivery
 from services.provisioner.configurator.udp_config import UdpPush
 from services.provisioner.configurator.vrrp import (
@@ -53,8 +55,10 @@ class Configurator:
         directory: Path,
         vrrp: VrrpSettings | None = None,
         certificates: CertificateSource | None = None,
+        security_groups: RuleSource | None = None,
     ) -> None:
         self._agents = AgentConnections(ca, directory)
+        self._groups = SecurityGroupPush(self._agents, security_groups)
         self._tls = TlsDelivery(self._agents, certificates)
         self._vips = VipPlumbing(self._agents, vrrp or VrrpSettings())
         self._udp = UdpPush()
@@ -88,8 +92,9 @@ class Configurator:
         pair: Sequence[AmphoraHandle] = (),
     ) -> None:
         """Deliver TLS files, render and apply on one amphora, remove the TLS files the
-        previous configuration used and this one does not, then plumb the VIP; raises the
-        agent client's InfrastructureErrors and CertificateUnavailable.
+        previous configuration used and this one does not, filter the VIPs by the LB's
+        security groups, then plumb the VIP; raises the agent client's InfrastructureErrors,
+        CertificateUnavailable and SecurityGroupsUnenforceable.
 
         ``pair`` is every amphora of the LB (for ACTIVE_STANDBY peers); an ACTIVE_STANDBY
         amphora without a peer in it raises LoneAmphora before anything is changed.
@@ -100,7 +105,12 @@ class Configurator:
         await self._agents.client(handle).apply_config(text)
         await self._udp.push(state, self._agents.client(handle), await self._agents.info(handle))
         await self._tls.installed(handle, used, previous)
+        await self._groups.push(state, handle)
         await self._vips.plumb(state, handle, pair)
+
+    async def push_security_groups(self, state: LoadBalancerState, handle: AmphoraHandle) -> None:
+        """Apply only the LB's VIP security groups on one amphora (a group's rules changed)."""
+        await self._groups.push(state, handle)
 
     async def _render(
         self, state: LoadBalancerState, handle: AmphoraHandle

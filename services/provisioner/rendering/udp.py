@@ -10,6 +10,7 @@ take it down). A disabled or deleting pool leaves the listener without members.
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Final
 
 from libs.common.agent_contract import (
@@ -55,7 +56,10 @@ def render_udp(state: LoadBalancerState) -> UdpConfig:
         ),
         key=lambda li: (li.protocol_port, li.id),
     )
-    return UdpConfig(listeners=[_listener(state, li, [lb.vip_address]) for li in listeners])
+    # DNAT keeps the family: a listener serves every VIP of the primary VIP's family.
+    family = ipaddress.ip_address(lb.vip_address).version
+    vips = [vip for vip in lb.all_vips() if ipaddress.ip_address(vip).version == family]
+    return UdpConfig(listeners=[_listener(state, li, vips) for li in listeners])
 
 
 def _listener(state: LoadBalancerState, listener: Listener, addresses: list[str]) -> UdpListener:

@@ -35,7 +35,7 @@ async def zone(api: Api, profile_id: str, name: str = "az1", **extra: Any) -> di
 
 
 async def test_profile_crud_and_validation(api: Api) -> None:
-    data = {"compute_zone": "nova", "valid_vip_networks": [NETWORK]}
+    data = {"valid_vip_networks": [NETWORK]}
     created = await profile(api, data)
     assert set(created) == {"id", "name", "provider_name", "availability_zone_data"}
     one = f"{PROFILES}/{created['id']}"
@@ -54,7 +54,7 @@ async def test_profile_crud_and_validation(api: Api) -> None:
 
     reply = await api.post(PROFILES, body("]"), expect=400)
     assert reply.fault() == "] is not a valid option for availability_zone_data"
-    for data in ('{"compute_zone": 1}', '{"valid_vip_networks": "net"}', '{"region": "x"}'):
+    for data in ('{"compute_zone": "nova"}', '{"valid_vip_networks": "net"}', '{"region": "x"}'):
         await api.post(PROFILES, body(data), expect=501)
     await api.put(one, {"availability_zone_profile": {"availability_zone_data": "{"}}, expect=400)
     await api.delete(one, expect=204)
@@ -83,7 +83,7 @@ async def test_zone_crud_by_name_and_in_use_rules(api: Api) -> None:
     )
     assert reply.status == 409 and reply.fault() == "A availability zone of az1 already exists."
     prof_path = f"{PROFILES}/{prof['id']}"
-    body = {"availability_zone_profile": {"availability_zone_data": '{"compute_zone": "x"}'}}
+    body = {"availability_zone_profile": {"availability_zone_data": '{"valid_vip_networks": []}'}}
     reply = await api.put(prof_path, body, expect=409)
     assert reply.fault() == (
         f"Availability zone profile {prof['id']} is in use and cannot be modified."
@@ -153,7 +153,7 @@ async def test_rbac(make_api: MakeApi) -> None:
 
 
 async def test_loadbalancer_create_in_a_zone(api: Api) -> None:
-    open_zone = await profile(api, {"compute_zone": "nova"})
+    open_zone = await profile(api, {})
     narrow = await profile(api, {"valid_vip_networks": [str(uuid.uuid4())]})
     await zone(api, open_zone["id"], name="az-open")
     await zone(api, narrow["id"], name="az-narrow")

@@ -35,7 +35,7 @@ async def flavor(api: Api, profile_id: str, name: str = "gold", **extra: Any) ->
 
 
 async def test_flavor_profile_crud(api: Api) -> None:
-    data = {"loadbalancer_topology": "ACTIVE_STANDBY", "compute_flavor": "m1", "sriov_vip": False}
+    data = {"loadbalancer_topology": "ACTIVE_STANDBY"}
     created = await profile(api, data)
     assert set(created) == {"id", "name", "provider_name", "flavor_data"}
     assert created["provider_name"] == "amphora" and json.loads(created["flavor_data"]) == data
@@ -74,8 +74,10 @@ async def test_flavor_data_validation(api: Api) -> None:
     # The provider refuses what it cannot honour: Octavia's 501.
     unsupported = {
         '{"loadbalancer_topology": "TRIPLE"}': "loadbalancer_topology",
-        '{"sriov_vip": "yes"}': "sriov_vip",
-        '{"compute_flavor": 3}': "compute_flavor",
+        '{"loadbalancer_topology": 3}': "loadbalancer_topology",
+        # Octavia's settings that change nothing here are not capabilities: refused.
+        '{"compute_flavor": "m1"}': "Additional properties are not allowed ('compute_flavor'",
+        '{"sriov_vip": false}': "Additional properties are not allowed ('sriov_vip'",
         '{"disk": "big"}': "Additional properties are not allowed",
         "[1, 2]": "is not of type 'object'",
     }
@@ -194,7 +196,7 @@ async def test_rbac(make_api: MakeApi) -> None:
 
 async def test_loadbalancer_create_takes_the_flavor_topology(api: Api) -> None:
     ha = await profile(api, {"loadbalancer_topology": "ACTIVE_STANDBY"})
-    plain = await profile(api, {"compute_flavor": "small"})
+    plain = await profile(api, {"loadbalancer_topology": "SINGLE"})
     gold = await flavor(api, ha["id"], name="gold")
     bronze = await flavor(api, plain["id"], name="bronze")
     lb = await api.create_lb(active=False, flavor_id=gold["id"])

@@ -48,7 +48,13 @@ TABLES = {
     "listener_stats",
     "housekeeping_runs",
     "schema_migrations",
+    "securitygroup_view",
+    "securitygroup_rule_view",
 }
+# This release's last version and the ledger a database migrated by it holds.
+LATEST = len(MIGRATIONS)
+LEDGER = [(m.version, m.name) for m in MIGRATIONS]
+LATER = LATEST + 1
 
 # What "the same schema" means: columns, indexes, constraints, triggers, views and functions
 # of the public schema, each as Postgres describes it.
@@ -110,9 +116,9 @@ async def test_a_fresh_database_gets_every_table_and_a_second_upgrade_is_one_que
     pg_dsn: str, pool: asyncpg.Pool
 ) -> None:
     assert await current_version(pool) == 0
-    assert await upgrade(pool) == len(MIGRATIONS) == 1
+    assert await upgrade(pool) == LATEST
     assert await tables_of(pool) == TABLES
-    assert await ledger(pool) == [(1, "baseline")]
+    assert await ledger(pool) == LEDGER
     await add_event(pool)
     with pytest.raises(asyncpg.RaiseError, match="insert-only"):
         await pool.execute("DELETE FROM events")
@@ -133,7 +139,7 @@ async def test_a_fresh_database_gets_every_table_and_a_second_upgrade_is_one_que
             async with asyncpg.create_pool(
                 pg_dsn, min_size=1, max_size=1, init=init, reset=no_reset
             ) as counted:
-                assert await asyncio.wait_for(upgrade(counted), 2.0) == 1
+                assert await asyncio.wait_for(upgrade(counted), 2.0) == LATEST
         finally:
             await holder.execute("SELECT pg_advisory_unlock($1)", LOCK_KEY)
     assert queries == ["SELECT coalesce(max(version), 0) FROM schema_migrations"]
@@ -162,11 +168,11 @@ async def test_a_release_0_1_0_database_upgrades_to_the_fresh_schema(
             "INSERT INTO vip_allocations VALUES ('subnet-1', '198.18.64.10', 'lb-1')"
         )
 
-    assert await upgrade(pool) == 1
+    assert await upgrade(pool) == LATEST
     async with pool.acquire() as conn:
         assert await schema_of(conn) == fresh
         assert await tables_of(conn) == TABLES  # schema_applied is gone
-        assert await ledger(conn) == [(1, "baseline")]
+        assert await ledger(conn) == LEDGER
         assert await conn.fetchval("SELECT count(*) FROM events") == 1
         assert await conn.fetchval("SELECT lb_id FROM vip_allocations") == "lb-1"
         with pytest.raises(asyncpg.RaiseError, match="insert-only"):
@@ -177,8 +183,8 @@ async def test_concurrent_upgrades_all_succeed_and_apply_each_step_once(pg_dsn: 
     pools = [await asyncpg.create_pool(pg_dsn, min_size=1, max_size=1) for _ in range(4)]
     try:
         versions = await asyncio.gather(*(upgrade(p) for p in pools))
-        assert versions == [1, 1, 1, 1]
-        assert await ledger(pools[0]) == [(1, "baseline")]
+        assert versions == [LATEST] * 4
+        assert await ledger(pools[0]) == LEDGER
         assert await tables_of(pools[0]) == TABLES
     finally:
         await asyncio.gather(*(p.close() for p in pools))
@@ -188,9 +194,11 @@ async def test_a_database_newer_than_the_code_fails_the_start_with_a_clear_error
     pg_dsn: str, pool: asyncpg.Pool
 ) -> None:
     await upgrade(pool)
-    await pool.execute("INSERT INTO schema_migrations (version, name) VALUES (2, 'from later')")
+    await pool.execute(
+        "INSERT INTO schema_migrations (version, name) VALUES ($1, 'from later')", LATER
+    )
 
-    with pytest.raises(SchemaTooNew, match="at version 2, newer than this release knows"):
+    with pytest.raises(SchemaTooNew, match=f"at version {LATER}, newer than this release knows"):
         await upgrade(pool)
 
     app = base_app("schema-test")
@@ -201,7 +209,7 @@ async def test_a_database_newer_than_the_code_fails_the_start_with_a_clear_error
             await runner.setup()
     finally:
         await runner.cleanup()
-    assert await ledger(pool) == [(1, "baseline"), (2, "from later")]
+    assert await ledger(pool) == [*LEDGER, (LATER, "from later")]
 
 
 async def run_cli(*args: str) -> tuple[int, str]:
@@ -226,13 +234,15 @@ async def test_the_command_upgrades_alone_and_refuses_a_newer_database(
         0,
         f"schema at version 0 (this release knows up to {len(MIGRATIONS)})\n",
     )
-    assert await run_cli("upgrade", "--dsn", pg_dsn) == (0, "schema at version 1\n")
+    assert await run_cli("upgrade", "--dsn", pg_dsn) == (0, f"schema at version {LATEST}\n")
     assert await tables_of(pool) == TABLES
 
-    await pool.execute("INSERT INTO schema_migrations (version, name) VALUES (2, 'from later')")
+    await pool.execute(
+        "INSERT INTO schema_migrations (version, name) VALUES ($1, 'from later')", LATER
+    )
     code, out = await run_cli("upgrade", "--dsn", pg_dsn)
     assert code == 1
-    assert "schema upgrade failed: the database schema is at version 2" in out
+    assert f"schema upgrade failed: the database schema is at version {LATER}" in out
 
 
 def with_step(sql: str) -> list[Migration]:
@@ -245,9 +255,9 @@ async def test_a_further_step_runs_once_on_an_older_database(pool: asyncpg.Pool)
         "CREATE TABLE probe (id int PRIMARY KEY); "
         "ALTER TABLE housekeeping_runs ADD COLUMN note text"
     )
-    assert await upgrade(pool, later) == 2
-    assert await upgrade(pool, later) == 2
-    assert await ledger(pool) == [(1, "baseline"), (2, "probe")]
+    assert await upgrade(pool, later) == LATER
+    assert await upgrade(pool, later) == LATER
+    assert await ledger(pool) == [*LEDGER, (LATER, "probe")]
     assert "probe" in await tables_of(pool)
     # This release's code, on the database the later one migrated, refuses to start.
     with pytest.raises(SchemaTooNew):
@@ -256,8 +266,8 @@ async def test_a_further_step_runs_once_on_an_older_database(pool: asyncpg.Pool)
 
 async def test_a_fresh_database_runs_every_step_in_order(pool: asyncpg.Pool) -> None:
     later = with_step("ALTER TABLE housekeeping_runs ADD COLUMN note text")
-    assert await upgrade(pool, later) == 2
-    assert await ledger(pool) == [(1, "baseline"), (2, "probe")]
+    assert await upgrade(pool, later) == LATER
+    assert await ledger(pool) == [*LEDGER, (LATER, "probe")]
 
 
 async def test_a_failing_step_leaves_nothing_of_itself(pool: asyncpg.Pool) -> None:
@@ -265,7 +275,7 @@ async def test_a_failing_step_leaves_nothing_of_itself(pool: asyncpg.Pool) -> No
     broken = with_step("CREATE TABLE half_done (id int); SELECT 1 / 0")
     with pytest.raises(asyncpg.DivisionByZeroError):
         await upgrade(pool, broken)
-    assert await current_version(pool) == 1
+    assert await current_version(pool) == LATEST
     assert "half_done" not in await tables_of(pool)
 
 
