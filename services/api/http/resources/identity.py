@@ -12,7 +12,7 @@ from typing import Final
 from aiohttp import web
 
 from services.api.http.context import IDENTITY
-from services.api.http.neutron import NeutronApi
+from services.api.http.neutron import RESOURCES, NeutronApi, NeutronResource
 from services.api.http.routing import ApiRouter
 
 NEUTRON: Final = web.AppKey("neutron", NeutronApi)
@@ -27,12 +27,31 @@ def _keystone(name: str) -> Handler:
     return handle
 
 
-def _neutron(name: str) -> Handler:
+def _neutron_list(resource: NeutronResource) -> Handler:
     async def handle(request: web.Request) -> web.StreamResponse:
-        method: Handler = getattr(request.app[NEUTRON], name)
-        return await method(request)
+        return await request.app[NEUTRON].list_collection(resource, request)
 
     return handle
+
+
+def _neutron_show(resource: NeutronResource) -> Handler:
+    async def handle(request: web.Request) -> web.StreamResponse:
+        return await request.app[NEUTRON].show_member(resource, request)
+
+    return handle
+
+
+def register_neutron(api: ApiRouter, resource: NeutronResource) -> None:
+    """``GET /v2.0/{path}`` and ``GET /v2.0/{path}/{id}`` of one Neutron collection."""
+    path = f"/v2.0/{resource.path}"
+    api.exact("GET", path, _neutron_list(resource), summary=f"List {resource.path}", tag="network")
+    api.exact(
+        "GET",
+        f"{path}/{{id}}",
+        _neutron_show(resource),
+        summary=f"Show one of {resource.path}",
+        tag="network",
+    )
 
 
 def register(api: ApiRouter) -> None:
@@ -48,14 +67,5 @@ def register(api: ApiRouter) -> None:
     for method, path, name, summary in keystone:
         status = 201 if method == "POST" else 200
         api.exact(method, path, _keystone(name), summary=summary, tag="identity", status=status)
-    for kind in ("networks", "subnets", "ports"):
-        api.exact(
-            "GET", f"/v2.0/{kind}", _neutron(f"list_{kind}"), summary=f"List {kind}", tag="network"
-        )
-        api.exact(
-            "GET",
-            f"/v2.0/{kind}/{{id}}",
-            _neutron(f"show_{kind[:-1]}"),
-            summary=f"Show one of {kind}",
-            tag="network",
-        )
+    for resource in RESOURCES:
+        register_neutron(api, resource)
