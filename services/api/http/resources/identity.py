@@ -11,6 +11,7 @@ from typing import Final
 
 from aiohttp import web
 
+from services.api.auth import directory
 from services.api.http.context import IDENTITY
 from services.api.http.neutron import RESOURCES, NeutronApi, NeutronResource
 from services.api.http.routing import ApiRouter
@@ -23,6 +24,14 @@ def _keystone(name: str) -> Handler:
     async def handle(request: web.Request) -> web.StreamResponse:
         method: Handler = getattr(request.app[IDENTITY], name)
         return await method(request)
+
+    return handle
+
+
+def _directory(handler: directory.Handler) -> Handler:
+    async def handle(request: web.Request) -> web.StreamResponse:
+        response: web.StreamResponse = await handler(request.app[IDENTITY], request)
+        return response
 
     return handle
 
@@ -61,11 +70,11 @@ def register(api: ApiRouter) -> None:
         ("POST", "/v3/auth/tokens", "issue_token", "Issue a token (password or token method)"),
         ("GET", "/v3/auth/tokens", "validate_token", "Validate X-Subject-Token"),
         ("HEAD", "/v3/auth/tokens", "validate_token", "Check X-Subject-Token"),
-        ("GET", "/v3/projects", "list_projects", "Projects visible to the caller"),
-        ("GET", "/v3/projects/{project}", "show_project", "One project"),
     ]
     for method, path, name, summary in keystone:
         status = 201 if method == "POST" else 200
         api.exact(method, path, _keystone(name), summary=summary, tag="identity", status=status)
+    for path, handler, summary in directory.ROUTES:
+        api.exact("GET", path, _directory(handler), summary=summary, tag="identity")
     for resource in RESOURCES:
         register_neutron(api, resource)

@@ -1,0 +1,276 @@
+"""Keystone v3's read API over the identity file: users, projects, roles, domains, and the
+caller's own projects and catalog (``/v3/auth/projects``, ``/v3/auth/catalog``).
+
+Bodies and texts are Keystone's (``links.self``, ``"Could not find user: <id>."``, 403
+``"You are not authorized to perform the requested action: identity:<action>."``). RBAC is
+Keystone's default policy for project-scoped tokens: an admin reads everything; anyone else
+reads itself, its own projects (``/v3/users/<self>/projects``, ``/v3/auth/projects``), the
+project and the domain its token is scoped to, and nothing else. Roles are names (a role's id
+is its name, as in the tokens). Every handler answers 401 without a valid token.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, Final
+
+from aiohttp import web
+
+from services.api.auth.identity import Domain, IdentityConfig, Project, User
+from services.api.auth.keystone import KeystoneApi, unauthorized
+from services.api.domain.policy import RequestContext
+from services.api.http.errors import keystone_error
+
+Body = dict[str, Any]
+# Roles every deployment knows (Keystone's bootstrap roles), beside those granted in the file.
+DEFAULT_ROLES: Final = ("admin", "member", "reader")
+
+
+def _forbidden(action: str) -> web.Response:
+    message = f"You are not authorized to perform the requested action: identity:{action}."
+    return keystone_error(403, "Forbidden", message)
+
+
+def _not_found(kind: str, wanted: str) -> web.Response:
+    return keystone_error(404, "Not Found", f"Could not find {kind}: {wanted}.")
+
+
+def _caller(keystone: KeystoneApi, request: web.Request) -> RequestContext | None:
+    return keystone.context_for_token(request.headers.get("X-Auth-Token", ""))
+
+
+def _collection(
+    keystone: KeystoneApi, request: web.Request, key: str, bodies: Iterable[Body]
+) -> web.Response:
+    self_url = f"{keystone.base_url(request)}{request.path}"
+    links = {"self": self_url, "previous": None, "next": None}
+    return web.json_response({key: list(bodies), "links": links})
+
+
+def _filtered(items: Iterable[Any], request: web.Request, *names: str) -> list[Any]:
+    """Items whose attributes equal every given query filter among ``names``."""
+    wanted = {n: request.query[n] for n in names if n in request.query}
+    return [i for i in items if all(str(getattr(i, n)) == v for n, v in wanted.items())]
+
+
+def _user_body(keystone: KeystoneApi, request: web.Request, user: User) -> Body:
+    return {
+        "id": user.id,
+        "name": user.name,
+        "domain_id": user.domain_id,
+        "enabled": True,
+        "password_expires_at": None,
+        "options": {},
+        "links": {"self": f"{keystone.base_url(request)}/v3/users/{user.id}"},
+    }
+
+
+def project_body(keystone: KeystoneApi, request: web.Request, project: Project) -> Body:
+    return {
+        "id": project.id,
+        "name": project.name,
+        "domain_id": project.domain_id,
+        "description": project.description,
+        "enabled": True,
+        "is_domain": False,
+        "parent_id": project.domain_id,
+        "tags": [],
+        "options": {},
+        "links": {"self": f"{keystone.base_url(request)}/v3/projects/{project.id}"},
+    }
+
+
+def _role_body(keystone: KeystoneApi, request: web.Request, role: str) -> Body:
+    return {
+        "id": role,
+        "name": role,
+        "domain_id": None,
+        "description": None,
+        "options": {},
+        "links": {"self": f"{keystone.base_url(request)}/v3/roles/{role}"},
+    }
+
+
+def _domain_body(keystone: KeystoneApi, request: web.Request, domain: Domain) -> Body:
+    return {
+        "id": domain.id,
+        "name": domain.name,
+        "description": "",
+        "enabled": True,
+        "tags": [],
+        "options": {},
+        "links": {"self": f"{keystone.base_url(request)}/v3/domains/{domain.id}"},
+    }
+
+
+def known_roles(identity: IdentityConfig) -> list[str]:
+    """The default roles, then every other role granted in ``identity``, without repeats."""
+    granted = (r for u in identity.users for roles in u.roles.values() for r in roles)
+    return list(dict.fromkeys((*DEFAULT_ROLES, *granted)))
+
+
+def _projects_of(identity: IdentityConfig, user: User) -> list[Project]:
+    return [p for p in identity.projects if user.roles.get(p.id)]
+
+
+Handler = Callable[[KeystoneApi, web.Request], Awaitable[web.Response]]
+
+
+async def list_users(keystone: KeystoneApi, request: web.Request) -> web.Response:
+    ctx = _caller(keystone, request)
+    if ctx is None:
+        return unauthorized()
+    if not ctx.is_admin:
+        return _forbidden("list_users")
+    users = _filtered(keystone.identity.users, request, "name", "domain_id")
+    return _collection(
+        keystone, request, "users", (_user_body(keystone, request, u) for u in users)
+    )
+
+
+async def show_user(keystone: KeystoneApi, request: web.Request) -> web.Response:
+    ctx = _caller(keystone, request)
+    if ctx is None:
+        return unauthorized()
+    wanted = request.match_info["user"]
+    if not ctx.is_admin and ctx.user_id != wanted:
+        return _forbidden("get_user")
+    user = keystone.identity.user(id_=wanted)
+    if user is None:
+        return _not_found("user", wanted)
+    return web.json_response({"user": _user_body(keystone, request, user)})
+
+
+async def list_user_projects(keystone: KeystoneApi, request: web.Request) -> web.Response:
+    ctx = _caller(keystone, request)
+    if ctx is None:
+        return unauthorized()
+    wanted = request.match_info["user"]
+    if not ctx.is_admin and ctx.user_id != wanted:
+        return _forbidden("list_user_projects")
+    user = keystone.identity.user(id_=wanted)
+    if user is None:
+        return _not_found("user", wanted)
+    projects = _projects_of(keystone.identity, user)
+    bodies = (project_body(keystone, request, p) for p in projects)
+    return _collection(keystone, request, "projects", bodies)
+
+
+async def list_projects(keystone: KeystoneApi, request: web.Request) -> web.Response:
+    ctx = _caller(keystone, request)
+    if ctx is None:
+        return unauthorized()
+    if not ctx.is_admin:
+        return _forbidden("list_projects")
+    projects = _filtered(keystone.identity.projects, request, "name", "domain_id")
+    bodies = (project_body(keystone, request, p) for p in projects)
+    return _collection(keystone, request, "projects", bodies)
+
+
+async def show_project(keystone: KeystoneApi, request: web.Request) -> web.Response:
+    ctx = _caller(keystone, request)
+    if ctx is None:
+        return unauthorized()
+    wanted = request.match_info["project"]
+    if not ctx.is_admin and ctx.project_id != wanted:
+        return _forbidden("get_project")
+    project = keystone.identity.project(id_=wanted)
+    if project is None:
+        return _not_found("project", wanted)
+    return web.json_response({"project": project_body(keystone, request, project)})
+
+
+async def list_roles(keystone: KeystoneApi, request: web.Request) -> web.Response:
+    ctx = _caller(keystone, request)
+    if ctx is None:
+        return unauthorized()
+    if not ctx.is_admin:
+        return _forbidden("list_roles")
+    name = request.query.get("name")
+    roles = [r for r in known_roles(keystone.identity) if name in (None, r)]
+    return _collection(
+        keystone, request, "roles", (_role_body(keystone, request, r) for r in roles)
+    )
+
+
+async def show_role(keystone: KeystoneApi, request: web.Request) -> web.Response:
+    ctx = _caller(keystone, request)
+    if ctx is None:
+        return unauthorized()
+    if not ctx.is_admin:
+        return _forbidden("get_role")
+    wanted = request.match_info["role"]
+    if wanted not in known_roles(keystone.identity):
+        return _not_found("role", wanted)
+    return web.json_response({"role": _role_body(keystone, request, wanted)})
+
+
+async def list_domains(keystone: KeystoneApi, request: web.Request) -> web.Response:
+    ctx = _caller(keystone, request)
+    if ctx is None:
+        return unauthorized()
+    if not ctx.is_admin:
+        return _forbidden("list_domains")
+    domains = _filtered(keystone.identity.domains, request, "name")
+    bodies = (_domain_body(keystone, request, d) for d in domains)
+    return _collection(keystone, request, "domains", bodies)
+
+
+async def show_domain(keystone: KeystoneApi, request: web.Request) -> web.Response:
+    ctx = _caller(keystone, request)
+    if ctx is None:
+        return unauthorized()
+    wanted = request.match_info["domain"]
+    project = keystone.identity.project(id_=ctx.project_id) if ctx.project_id else None
+    if not ctx.is_admin and (project is None or project.domain_id != wanted):
+        return _forbidden("get_domain")
+    domain = keystone.identity.domain(wanted)
+    if domain is None:
+        return _not_found("domain", wanted)
+    return web.json_response({"domain": _domain_body(keystone, request, domain)})
+
+
+async def auth_projects(keystone: KeystoneApi, request: web.Request) -> web.Response:
+    """The projects the token's user has a role on (any valid token, scoped or not)."""
+    ctx = _caller(keystone, request)
+    if ctx is None:
+        return unauthorized()
+    user = keystone.identity.user(id_=ctx.user_id) if ctx.user_id else None
+    projects = _projects_of(keystone.identity, user) if user else []
+    bodies = (project_body(keystone, request, p) for p in projects)
+    return _collection(keystone, request, "projects", bodies)
+
+
+async def auth_domains(keystone: KeystoneApi, request: web.Request) -> web.Response:
+    """Domains the user has a role on: none (grants are on projects only)."""
+    if _caller(keystone, request) is None:
+        return unauthorized()
+    return _collection(keystone, request, "domains", [])
+
+
+async def auth_catalog(keystone: KeystoneApi, request: web.Request) -> web.Response:
+    ctx = _caller(keystone, request)
+    if ctx is None:
+        return unauthorized()
+    if ctx.project_id is None:
+        message = "A project-scoped token is required to produce a service catalog."
+        return keystone_error(403, "Forbidden", message)
+    self_url = f"{keystone.base_url(request)}{request.path}"
+    return web.json_response({"catalog": keystone.catalog(request), "links": {"self": self_url}})
+
+
+# (path, handler, summary): every read route of the directory, for the router.
+ROUTES: Final[tuple[tuple[str, Handler, str], ...]] = (
+    ("/v3/auth/projects", auth_projects, "Projects the token's user may scope to"),
+    ("/v3/auth/domains", auth_domains, "Domains the token's user may scope to"),
+    ("/v3/auth/catalog", auth_catalog, "The service catalog of the token"),
+    ("/v3/users", list_users, "Users (admin)"),
+    ("/v3/users/{user}", show_user, "One user (admin, or the user itself)"),
+    ("/v3/users/{user}/projects", list_user_projects, "A user's projects"),
+    ("/v3/projects", list_projects, "Projects (admin)"),
+    ("/v3/projects/{project}", show_project, "One project (admin, or its members)"),
+    ("/v3/roles", list_roles, "Roles (admin)"),
+    ("/v3/roles/{role}", show_role, "One role (admin)"),
+    ("/v3/domains", list_domains, "Domains (admin)"),
+    ("/v3/domains/{domain}", show_domain, "One domain (admin, or its projects' members)"),
+)
