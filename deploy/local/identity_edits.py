@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import uuid
 
+from libs.common.errors import FulcrumError
 from services.api.auth.identity import IdentityConfig, Project, User, hash_password
 
 
-class IdentityCommandError(Exception):
+class IdentityCommandError(FulcrumError):
     """A command that cannot apply; its message is the one line printed."""
 
 

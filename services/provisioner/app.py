@@ -178,7 +178,9 @@ def wire(settings: ProvisionerSettings, pool: asyncpg.Pool, metrics: Metrics) ->
     ca = DeploymentCA.load_or_create(settings.ca_dir)
     keys = settings.secret_keys.strip()
     vault = PostgresSecretStore(pool, Keyring.from_setting(keys)) if keys else None
-    configurator = Configurator(ca, settings.ca_dir, vrrp=settings.vrrp, certificates=vault)
+    configurator = Configurator(
+        ca, settings.ca_dir, vrrp=settings.vrrp, certificates=vault, logs=settings.log_offload
+    )
     driver = build_driver(settings, ca)
     store = PostgresEventStore(pool)
     amphorae = AmphoraRepository(store)

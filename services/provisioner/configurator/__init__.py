@@ -35,7 +35,7 @@ from services.provisioner.configurator.vrrp import (
 )
 from services.provisioner.domain.runtime_changes import ServerOp
 from services.provisioner.drivers import AmphoraHandle
-from services.provisioner.rendering import compile_templates
+from services.provisioner.rendering import LogOffload, compile_templates
 from services.provisioner.settings import VrrpSettings
 
 __all__ = ["Configurator", "LoneAmphora", "vrrp_peers"]
@@ -43,7 +43,8 @@ __all__ = ["Configurator", "LoneAmphora", "vrrp_peers"]
 
 class Configurator:
     """Pushes LB configurations to amphorae (``directory`` holds the provisioner's client
-    certificate; ``certificates`` resolves TLS references, None: no keys configured)."""
+    certificate; ``certificates`` resolves TLS references, None: no keys configured;
+    ``logs``: where the amphorae's HAProxy logs go)."""
 
     def __init__(
         self,
@@ -51,7 +52,9 @@ class Configurator:
         directory: Path,
         vrrp: VrrpSettings | None = None,
         certificates: CertificateSource | None = None,
+        logs: LogOffload | None = None,
     ) -> None:
+        self._logs = logs or LogOffload()
         self._agents = AgentConnections(ca, directory)
         self._tls = TlsDelivery(self._agents, certificates)
         self._vips = VipPlumbing(self._agents, vrrp or VrrpSettings())
@@ -103,7 +106,8 @@ class Configurator:
     ) -> tuple[str, frozenset[str]]:
         """The config and the TLS files it uses, which are on the amphora once this returns."""
         tls = await self._tls.deliver(state, handle)
-        return render_config(state, await self._agents.info(handle), tls), tls.files
+        info = await self._agents.info(handle)
+        return render_config(state, info, tls, self._logs), tls.files
 
     async def rendered(self, state: LoadBalancerState, handle: AmphoraHandle) -> str:
         """The config ``push`` would apply (its TLS files delivered), for runtime changes."""
