@@ -3,9 +3,12 @@
 The playbook (``ansible/loadbalancer.yml``) builds a load balancer, listener, pool, two members
 and a health monitor; traffic then flows through the VIP. A second identical run changes
 nothing, a run with other values updates in place, and ``state: absent`` deletes the whole
-tree (the module's cascade delete). Ansible runs from its own venv (``ansible/requirements.txt``,
-pinned; made by ``make ansible-venv``, or here when missing): its ansible-core and openstack.cloud
-versions differ from what the project's venv needs.
+tree (the module's cascade delete). The load balancer module looks the VIP's floating IPs up
+(``GET /v2.0/floatingips?...``) on every run: the Neutron subset answers it.
+
+Ansible runs from its own venv (``ansible/requirements.txt``, pinned; made by ``make
+ansible-venv``, or here when missing): ansible 12.3.0 (ansible-core 2.19, openstack.cloud
+2.5.0) with openstacksdk 4.14.0, which that collection needs (see the requirements file).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -164,6 +168,14 @@ async def test_openstack_cloud_playbook_idempotent_update_and_cascade_delete(
     assert await fetch(f"http://{lb['vip_address']}:{LISTENER_PORT}/") in ("backend-0", "backend-1")
 
     assert await playbook_runner(**{**updated, "lb_state": "absent"}) == ["Load balancer"]
+    floating_lookups = re.findall(
+        r'"GET /v2\.0/floatingips\?(\S+) HTTP/1\.1" (\d+)', (stack.state / "api.log").read_text()
+    )
+    assert floating_lookups and {status for _, status in floating_lookups} == {"200"}
+    assert any(
+        f"fixed_ip_address={lb['vip_address']}" in q and f"port_id={lb['vip_port_id']}" in q
+        for q, _ in floating_lookups
+    ), floating_lookups
     assert json.loads((await cli("loadbalancer", "list", "-f", "json")).out) == []
     for kind in ("listener", "pool", "healthmonitor"):
         assert json.loads((await cli("loadbalancer", kind, "list", "-f", "json")).out) == []
