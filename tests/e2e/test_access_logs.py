@@ -15,17 +15,10 @@ import aiohttp
 import pytest
 
 from tests.e2e.conftest import Backend, Stack, free_port, start_stack, stop_stack
+from tests.integration.test_access_logs import Receiver
 
 pytestmark = pytest.mark.timeout(300)
 WAIT_S = 60.0
-
-
-class Receiver(asyncio.DatagramProtocol):
-    def __init__(self) -> None:
-        self.messages: list[str] = []
-
-    def datagram_received(self, data: bytes, addr: Any) -> None:
-        self.messages.append(data.decode(errors="replace"))
 
 
 @pytest.fixture

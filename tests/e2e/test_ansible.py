@@ -26,6 +26,7 @@ import aiohttp
 import pytest
 
 from tests.e2e.conftest import Backend, Stack, cloud_cli
+from tests.e2e.test_openstack_cli import fetch
 
 pytestmark = pytest.mark.timeout(420)
 
@@ -105,13 +106,6 @@ def playbook_runner(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> A
         ]
 
     return run
-
-
-async def fetch(url: str) -> str:
-    async with aiohttp.ClientSession() as session:
-        async with session.get(url, headers={"Connection": "close"}) as resp:
-            assert resp.status == 200
-            return await resp.text()
 
 
 async def test_openstack_cloud_playbook_idempotent_update_and_cascade_delete(

@@ -114,120 +114,124 @@ def _projects_of(identity: IdentityConfig, user: User) -> list[Project]:
 
 
 Handler = Callable[[KeystoneApi, web.Request], Awaitable[web.Response]]
+# What an admin-only list shows: the identity's items (filtered by the query) -> bodies.
+Lister = Callable[[KeystoneApi, web.Request], list[Body]]
+# One item's body (or a collection below it), or None: not found. ``wanted``: the path's id.
+Finder = Callable[[KeystoneApi, web.Request, str], Body | list[Body] | None]
+# Whether a non-admin caller may read ``wanted`` (Keystone's "or it is yours" rules).
+Owner = Callable[[KeystoneApi, RequestContext, str], bool]
 
 
-async def list_users(keystone: KeystoneApi, request: web.Request) -> web.Response:
-    ctx = _caller(keystone, request)
-    if ctx is None:
-        return unauthorized()
-    if not ctx.is_admin:
-        return _forbidden("list_users")
+def _admin_list(action: str, key: str, lister: Lister) -> Handler:
+    """``GET /v3/<key>``: 401 without a token, 403 unless admin, else the collection."""
+
+    async def handle(keystone: KeystoneApi, request: web.Request) -> web.Response:
+        ctx = _caller(keystone, request)
+        if ctx is None:
+            return unauthorized()
+        if not ctx.is_admin:
+            return _forbidden(action)
+        return _collection(keystone, request, key, lister(keystone, request))
+
+    return handle
+
+
+def _member(action: str, kind: str, path_key: str, finder: Finder, owner: Owner) -> Handler:
+    """``GET /v3/<kind>s/{id}`` (or a collection below it): 401 without a token, 403 unless
+    admin or ``owner`` allows, 404 when ``finder`` finds nothing, else ``{kind: body}`` (or
+    the collection under ``kind``)."""
+
+    async def handle(keystone: KeystoneApi, request: web.Request) -> web.Response:
+        ctx = _caller(keystone, request)
+        if ctx is None:
+            return unauthorized()
+        wanted = request.match_info[path_key]
+        if not ctx.is_admin and not owner(keystone, ctx, wanted):
+            return _forbidden(action)
+        body = finder(keystone, request, wanted)
+        if body is None:
+            return _not_found(path_key, wanted)
+        if isinstance(body, list):
+            return _collection(keystone, request, kind, body)
+        return web.json_response({kind: body})
+
+    return handle
+
+
+def _nobody(keystone: KeystoneApi, ctx: RequestContext, wanted: str) -> bool:
+    return False
+
+
+def _is_self(keystone: KeystoneApi, ctx: RequestContext, wanted: str) -> bool:
+    return ctx.user_id == wanted
+
+
+def _is_scope(keystone: KeystoneApi, ctx: RequestContext, wanted: str) -> bool:
+    return ctx.project_id == wanted
+
+
+def _is_scope_domain(keystone: KeystoneApi, ctx: RequestContext, wanted: str) -> bool:
+    project = keystone.identity.project(id_=ctx.project_id) if ctx.project_id else None
+    return project is not None and project.domain_id == wanted
+
+
+def _users(keystone: KeystoneApi, request: web.Request) -> list[Body]:
     users = _filtered(keystone.identity.users, request, "name", "domain_id")
-    return _collection(
-        keystone, request, "users", (_user_body(keystone, request, u) for u in users)
-    )
+    return [_user_body(keystone, request, u) for u in users]
 
 
-async def show_user(keystone: KeystoneApi, request: web.Request) -> web.Response:
-    ctx = _caller(keystone, request)
-    if ctx is None:
-        return unauthorized()
-    wanted = request.match_info["user"]
-    if not ctx.is_admin and ctx.user_id != wanted:
-        return _forbidden("get_user")
-    user = keystone.identity.user(id_=wanted)
-    if user is None:
-        return _not_found("user", wanted)
-    return web.json_response({"user": _user_body(keystone, request, user)})
-
-
-async def list_user_projects(keystone: KeystoneApi, request: web.Request) -> web.Response:
-    ctx = _caller(keystone, request)
-    if ctx is None:
-        return unauthorized()
-    wanted = request.match_info["user"]
-    if not ctx.is_admin and ctx.user_id != wanted:
-        return _forbidden("list_user_projects")
-    user = keystone.identity.user(id_=wanted)
-    if user is None:
-        return _not_found("user", wanted)
-    projects = _projects_of(keystone.identity, user)
-    bodies = (project_body(keystone, request, p) for p in projects)
-    return _collection(keystone, request, "projects", bodies)
-
-
-async def list_projects(keystone: KeystoneApi, request: web.Request) -> web.Response:
-    ctx = _caller(keystone, request)
-    if ctx is None:
-        return unauthorized()
-    if not ctx.is_admin:
-        return _forbidden("list_projects")
+def _projects(keystone: KeystoneApi, request: web.Request) -> list[Body]:
     projects = _filtered(keystone.identity.projects, request, "name", "domain_id")
-    bodies = (project_body(keystone, request, p) for p in projects)
-    return _collection(keystone, request, "projects", bodies)
+    return [project_body(keystone, request, p) for p in projects]
 
 
-async def show_project(keystone: KeystoneApi, request: web.Request) -> web.Response:
-    ctx = _caller(keystone, request)
-    if ctx is None:
-        return unauthorized()
-    wanted = request.match_info["project"]
-    if not ctx.is_admin and ctx.project_id != wanted:
-        return _forbidden("get_project")
-    project = keystone.identity.project(id_=wanted)
-    if project is None:
-        return _not_found("project", wanted)
-    return web.json_response({"project": project_body(keystone, request, project)})
-
-
-async def list_roles(keystone: KeystoneApi, request: web.Request) -> web.Response:
-    ctx = _caller(keystone, request)
-    if ctx is None:
-        return unauthorized()
-    if not ctx.is_admin:
-        return _forbidden("list_roles")
+def _roles(keystone: KeystoneApi, request: web.Request) -> list[Body]:
     name = request.query.get("name")
     roles = [r for r in known_roles(keystone.identity) if name in (None, r)]
-    return _collection(
-        keystone, request, "roles", (_role_body(keystone, request, r) for r in roles)
-    )
+    return [_role_body(keystone, request, r) for r in roles]
 
 
-async def show_role(keystone: KeystoneApi, request: web.Request) -> web.Response:
-    ctx = _caller(keystone, request)
-    if ctx is None:
-        return unauthorized()
-    if not ctx.is_admin:
-        return _forbidden("get_role")
-    wanted = request.match_info["role"]
-    if wanted not in known_roles(keystone.identity):
-        return _not_found("role", wanted)
-    return web.json_response({"role": _role_body(keystone, request, wanted)})
-
-
-async def list_domains(keystone: KeystoneApi, request: web.Request) -> web.Response:
-    ctx = _caller(keystone, request)
-    if ctx is None:
-        return unauthorized()
-    if not ctx.is_admin:
-        return _forbidden("list_domains")
+def _domains(keystone: KeystoneApi, request: web.Request) -> list[Body]:
     domains = _filtered(keystone.identity.domains, request, "name")
-    bodies = (_domain_body(keystone, request, d) for d in domains)
-    return _collection(keystone, request, "domains", bodies)
+    return [_domain_body(keystone, request, d) for d in domains]
 
 
-async def show_domain(keystone: KeystoneApi, request: web.Request) -> web.Response:
-    ctx = _caller(keystone, request)
-    if ctx is None:
-        return unauthorized()
-    wanted = request.match_info["domain"]
-    project = keystone.identity.project(id_=ctx.project_id) if ctx.project_id else None
-    if not ctx.is_admin and (project is None or project.domain_id != wanted):
-        return _forbidden("get_domain")
+def _user(keystone: KeystoneApi, request: web.Request, wanted: str) -> Body | None:
+    user = keystone.identity.user(id_=wanted)
+    return _user_body(keystone, request, user) if user else None
+
+
+def _user_projects(keystone: KeystoneApi, request: web.Request, wanted: str) -> list[Body] | None:
+    user = keystone.identity.user(id_=wanted)
+    if user is None:
+        return None
+    return [project_body(keystone, request, p) for p in _projects_of(keystone.identity, user)]
+
+
+def _project(keystone: KeystoneApi, request: web.Request, wanted: str) -> Body | None:
+    project = keystone.identity.project(id_=wanted)
+    return project_body(keystone, request, project) if project else None
+
+
+def _role(keystone: KeystoneApi, request: web.Request, wanted: str) -> Body | None:
+    known = wanted in known_roles(keystone.identity)
+    return _role_body(keystone, request, wanted) if known else None
+
+
+def _domain(keystone: KeystoneApi, request: web.Request, wanted: str) -> Body | None:
     domain = keystone.identity.domain(wanted)
-    if domain is None:
-        return _not_found("domain", wanted)
-    return web.json_response({"domain": _domain_body(keystone, request, domain)})
+    return _domain_body(keystone, request, domain) if domain else None
+
+
+list_users = _admin_list("list_users", "users", _users)
+show_user = _member("get_user", "user", "user", _user, _is_self)
+list_user_projects = _member("list_user_projects", "projects", "user", _user_projects, _is_self)
+list_projects = _admin_list("list_projects", "projects", _projects)
+show_project = _member("get_project", "project", "project", _project, _is_scope)
+list_roles = _admin_list("list_roles", "roles", _roles)
+show_role = _member("get_role", "role", "role", _role, _nobody)
+list_domains = _admin_list("list_domains", "domains", _domains)
+show_domain = _member("get_domain", "domain", "domain", _domain, _is_scope_domain)
 
 
 async def auth_projects(keystone: KeystoneApi, request: web.Request) -> web.Response:
