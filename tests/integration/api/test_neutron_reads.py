@@ -24,6 +24,8 @@ async def test_floatingips_are_an_empty_list_with_the_filters_clients_send(api: 
     ):
         assert (await api.get(f"/v2.0/floatingips?{extra}", expect=200)).body == {"floatingips": []}
     assert (await api.get("/v2.0/floatingips.json", expect=200)).body == {"floatingips": []}
+    assert (await api.get("/v2/floatingips", expect=200)).body == {"floatingips": []}
+    assert (await api.get("/v2/qos/policies", expect=200)).body == {"policies": []}
 
 
 async def test_an_unknown_filter_is_neutrons_400(api: Api) -> None:

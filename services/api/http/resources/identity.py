@@ -50,17 +50,19 @@ def _neutron_show(resource: NeutronResource) -> Handler:
     return handle
 
 
+# Neutron's prefix, and /v2 too: Octavia's version document links there (clients with
+# auth_type none follow that link to the network API).
+NEUTRON_PREFIXES: Final = ("/v2.0", "/v2")
+
+
 def register_neutron(api: ApiRouter, resource: NeutronResource) -> None:
-    """``GET /v2.0/{path}`` and ``GET /v2.0/{path}/{id}`` of one Neutron collection."""
-    path = f"/v2.0/{resource.path}"
-    api.exact("GET", path, _neutron_list(resource), summary=f"List {resource.path}", tag="network")
-    api.exact(
-        "GET",
-        f"{path}/{{id}}",
-        _neutron_show(resource),
-        summary=f"Show one of {resource.path}",
-        tag="network",
-    )
+    """``GET {prefix}/{path}`` and ``GET {prefix}/{path}/{id}`` of one Neutron collection."""
+    for prefix in NEUTRON_PREFIXES:
+        path = f"{prefix}/{resource.path}"
+        list_handler, show_handler = _neutron_list(resource), _neutron_show(resource)
+        api.exact("GET", path, list_handler, summary=f"List {resource.path}", tag="network")
+        summary = f"Show one of {resource.path}"
+        api.exact("GET", f"{path}/{{id}}", show_handler, summary=summary, tag="network")
 
 
 def register(api: ApiRouter) -> None:
