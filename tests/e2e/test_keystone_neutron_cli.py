@@ -1,6 +1,9 @@
-"""``fulcrum identity`` against a running ``fulcrum up``, then the real ``openstack`` CLI:
-the new user logs in at once (no restart) and sees its project; the admin lists users,
-projects, roles and domains; the member is refused the admin-only lists (Keystone's 403)."""
+"""The Keystone and Neutron read subsets with the real ``openstack`` CLI against ``fulcrum up``.
+
+``fulcrum identity`` adds a project and a user, who logs in at once (no restart) and sees its
+project; the admin lists users, projects, roles and domains; the member is refused the
+admin-only lists (Keystone's 403). The network commands list the VIP port of a load balancer
+(by device id and fixed IP), no floating IPs, no QoS policies, the network and the subnet."""
 
 from __future__ import annotations
 
@@ -70,3 +73,52 @@ async def test_identity_command_and_keystone_reads_with_the_real_cli(stack: Stac
     refused = await alice("user", "list", check=False)
     assert refused.code != 0 and "identity:list_users" in refused.err
     assert json.loads((await alice("loadbalancer", "list", "-f", "json")).out) == []
+
+
+async def test_network_reads_with_the_real_cli(stack: Stack) -> None:
+    cli = cloud_cli(stack, "fulcrum")
+    created = await cli(
+        "loadbalancer",
+        "create",
+        "--name",
+        "net-lb",
+        "--vip-subnet",
+        "public-subnet",
+        "--wait",
+        "-f",
+        "json",
+    )
+    lb = json.loads(created.out)
+    try:
+        ports = json.loads(
+            (await cli("port", "list", "--device-id", f"lb-{lb['id']}", "-f", "json")).out
+        )
+        assert [p["ID"] for p in ports] == [lb["vip_port_id"]]
+        assert ports[0]["Fixed IP Addresses"][0]["ip_address"] == lb["vip_address"]
+        by_ip = await cli(
+            "port", "list", "--fixed-ip", f"ip-address={lb['vip_address']}", "-f", "json"
+        )
+        assert [p["ID"] for p in json.loads(by_ip.out)] == [lb["vip_port_id"]]
+        port = json.loads((await cli("port", "show", lb["vip_port_id"], "-f", "json")).out)
+        assert (port["device_owner"], port["name"]) == ("Octavia", f"octavia-lb-{lb['id']}")
+        assert json.loads((await cli("floating", "ip", "list", "-f", "json")).out) == []
+        listed = await cli(
+            "floating",
+            "ip",
+            "list",
+            "--port",
+            lb["vip_port_id"],
+            "--fixed-ip-address",
+            lb["vip_address"],
+            "-f",
+            "json",
+        )
+        assert json.loads(listed.out) == []
+        qos = await cli("network", "qos", "policy", "list", "-f", "json")
+        assert json.loads(qos.out) == []
+        networks = json.loads((await cli("network", "list", "-f", "json")).out)
+        assert [n["Name"] for n in networks] == ["public"]
+        subnets = json.loads((await cli("subnet", "list", "-f", "json")).out)
+        assert [s["Name"] for s in subnets] == ["public-subnet"]
+    finally:
+        await cli("loadbalancer", "delete", "--cascade", "--wait", lb["id"])
