@@ -6,7 +6,8 @@ operator configuration (``NetworkSettings``), ports are the VIP ports of the loa
 the caller can see, floating IPs and QoS policies are empty collections (Fulcrum allocates
 none). A new collection is one ``NeutronResource`` row plus its source.
 
-Lists follow Neutron: a filter on any attribute of the resource (repeated values OR-ed,
+Every request needs a valid token (as Neutron behind keystonemiddleware). Lists follow
+Neutron: a filter on any attribute of the resource (repeated values OR-ed,
 ``fixed_ips=ip_address=X`` / ``subnet_id=Y`` on ports), ``fields``, ``sort_key``/``sort_dir``,
 ``limit``/``marker`` with ``<collection>_links``; a filter on anything else is refused with
 Neutron's 400 ``HTTPBadRequest``. ``GET /v2.0/{collection}/{id}`` answers Neutron's 404 body
@@ -23,6 +24,7 @@ from typing import Any, Final
 from aiohttp import web
 
 from libs.common.settings import SubnetConfig
+from services.api.http.context import request_context
 from services.api.http.routing import path_id
 
 Body = dict[str, Any]
@@ -351,6 +353,7 @@ class NeutronApi:
     async def list_collection(
         self, resource: NeutronResource, request: web.Request
     ) -> web.Response:
+        await request_context(request)  # authenticates: 401 without a valid token
         query = request.query
         filters = {k: query.getall(k) for k in query if k not in _CONTROL_PARAMS}
         invalid = sorted(
@@ -368,6 +371,7 @@ class NeutronApi:
         return web.json_response(payload)
 
     async def show_member(self, resource: NeutronResource, request: web.Request) -> web.Response:
+        await request_context(request)
         wanted = path_id(request, "id")
         for body in await self._sources[resource.path](request):
             if body["id"] == wanted:

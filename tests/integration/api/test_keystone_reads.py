@@ -151,7 +151,15 @@ async def test_unscoped_and_missing_tokens(keystone: tuple[Api, Path]) -> None:
     assert reply.body["error"]["message"] == (
         "A project-scoped token is required to produce a service catalog."
     )
-    for path in ("/v3/users", "/v3/auth/projects", "/v3/roles", "/v3/domains/default"):
+    for path in (
+        "/v3/users",
+        "/v3/auth/projects",
+        "/v3/roles",
+        "/v3/domains/default",
+        "/v2.0/floatingips",
+        "/v2.0/networks",
+        "/v2.0/ports/x",
+    ):
         reply = await api.get(path, headers={"X-Auth-Token": "forged"}, expect=401)
         assert reply.body["error"]["title"] == "Unauthorized"
 
