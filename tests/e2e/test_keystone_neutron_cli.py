@@ -50,6 +50,10 @@ async def test_identity_command_and_keystone_reads_with_the_real_cli(stack: Stac
     assert [d["Name"] for d in domains] == ["Default"]
     shown = json.loads((await admin("user", "show", "alice", "-f", "json")).out)
     assert shown["name"] == "alice" and shown["domain_id"] == "default"
+    granted = await admin("role", "assignment", "list", "--user", "alice", "--names", "-f", "json")
+    assert [(a["Role"], a["Project"]) for a in json.loads(granted.out)] == [
+        ("member", "team-a@Default")
+    ]
 
     alice = Cli(
         {

@@ -1,5 +1,6 @@
-"""Keystone v3's read API over the identity file: users, projects, roles, domains, and the
-caller's own projects and catalog (``/v3/auth/projects``, ``/v3/auth/catalog``).
+"""Keystone v3's read API over the identity file: users, projects, roles, domains, role
+assignments, and the caller's own projects and catalog (``/v3/auth/projects``,
+``/v3/auth/catalog``).
 
 Bodies and texts are Keystone's (``links.self``, ``"Could not find user: <id>."``, 403
 ``"You are not authorized to perform the requested action: identity:<action>."``). RBAC is
@@ -196,6 +197,49 @@ def _domains(keystone: KeystoneApi, request: web.Request) -> list[Body]:
     return [_domain_body(keystone, request, d) for d in domains]
 
 
+def _assignments(keystone: KeystoneApi, request: web.Request) -> list[Body]:
+    """Every (user, project, role) grant, filtered by ``user.id``, ``scope.project.id`` and
+    ``role.id``; ``include_names`` adds the names (as ``openstack role assignment list
+    --names`` asks)."""
+    identity = keystone.identity
+    base = keystone.base_url(request)
+    query = request.query
+    names = query.get("include_names", "false").lower() in ("1", "true", "")
+    found: list[Body] = []
+    for user in identity.users:
+        for project_id, roles in user.roles.items():
+            project = identity.project(id_=project_id)
+            for role in roles:
+                wanted = {"user.id": user.id, "scope.project.id": project_id, "role.id": role}
+                if any(query.get(k, v) != v for k, v in wanted.items()):
+                    continue
+                body: Body = {
+                    "role": {"id": role},
+                    "user": {"id": user.id},
+                    "scope": {"project": {"id": project_id}},
+                    "links": {
+                        "assignment": f"{base}/v3/projects/{project_id}/users/{user.id}"
+                        f"/roles/{role}"
+                    },
+                }
+                if names:
+                    body["role"]["name"] = role
+                    body["user"].update(
+                        name=user.name, domain=_domain_ref(identity, user.domain_id)
+                    )
+                    if project is not None:
+                        body["scope"]["project"].update(
+                            name=project.name, domain=_domain_ref(identity, project.domain_id)
+                        )
+                found.append(body)
+    return found
+
+
+def _domain_ref(identity: IdentityConfig, domain_id: str) -> Body:
+    domain = identity.domain(domain_id)
+    return {"id": domain_id, "name": domain.name if domain else domain_id}
+
+
 def _user(keystone: KeystoneApi, request: web.Request, wanted: str) -> Body | None:
     user = keystone.identity.user(id_=wanted)
     return _user_body(keystone, request, user) if user else None
@@ -224,6 +268,7 @@ def _domain(keystone: KeystoneApi, request: web.Request, wanted: str) -> Body | 
 
 
 list_users = _admin_list("list_users", "users", _users)
+list_role_assignments = _admin_list("list_role_assignments", "role_assignments", _assignments)
 show_user = _member("get_user", "user", "user", _user, _is_self)
 list_user_projects = _member("list_user_projects", "projects", "user", _user_projects, _is_self)
 list_projects = _admin_list("list_projects", "projects", _projects)
@@ -276,5 +321,6 @@ ROUTES: Final[tuple[tuple[str, Handler, str], ...]] = (
     ("/v3/roles", list_roles, "Roles (admin)"),
     ("/v3/roles/{role}", show_role, "One role (admin)"),
     ("/v3/domains", list_domains, "Domains (admin)"),
+    ("/v3/role_assignments", list_role_assignments, "Role assignments (admin)"),
     ("/v3/domains/{domain}", show_domain, "One domain (admin, or its projects' members)"),
 )

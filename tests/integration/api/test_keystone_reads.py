@@ -107,6 +107,24 @@ async def test_admin_reads_everything_with_keystones_shapes(keystone: tuple[Api,
     domains = (await api.get("/v3/domains", headers=headers, expect=200)).body["domains"]
     assert [(d["id"], d["name"], d["enabled"]) for d in domains] == [("default", "Default", True)]
     await api.get("/v3/domains/default", headers=headers, expect=200)
+    assignments = await api.get(f"/v3/role_assignments?user.id={'a1' * 16}", headers=headers)
+    assert assignments.body["role_assignments"] == [
+        {
+            "role": {"id": role},
+            "user": {"id": "a1" * 16},
+            "scope": {"project": {"id": DEMO.id}},
+            "links": {
+                "assignment": f"{api.base}/v3/projects/{DEMO.id}/users/{'a1' * 16}/roles/{role}"
+            },
+        }
+        for role in ("member", "reader")
+    ]
+    named = await api.get(
+        f"/v3/role_assignments?scope.project.id={OTHER.id}&include_names=True", headers=headers
+    )
+    (bob,) = named.body["role_assignments"]
+    assert bob["user"]["name"] == "bob" and bob["role"] == {"id": "reader", "name": "reader"}
+    assert bob["scope"]["project"]["name"] == "other"
     missing = await api.get("/v3/projects/nope", headers=headers, expect=404)
     assert missing.body["error"]["message"] == "Could not find project: nope."
 
@@ -121,6 +139,7 @@ async def test_a_member_reads_itself_its_project_and_domain_only(
         ("/v3/projects", "list_projects"),
         ("/v3/roles", "list_roles"),
         ("/v3/domains", "list_domains"),
+        ("/v3/role_assignments", "list_role_assignments"),
         (f"/v3/users/{'b1' * 16}", "get_user"),
         (f"/v3/projects/{OTHER.id}", "get_project"),
         ("/v3/roles/admin", "get_role"),
