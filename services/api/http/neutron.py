@@ -4,7 +4,8 @@
 Neutron's not-found text); ``NeutronApi`` answers each from a source: networks and subnets are
 operator configuration (``NetworkSettings``), ports are the VIP ports of the load balancers
 the caller can see, floating IPs and QoS policies are empty collections (Fulcrum allocates
-none). A new collection is one ``NeutronResource`` row plus its source.
+none). A new collection is one ``NeutronResource`` row in ``RESOURCES`` plus its source in
+``NeutronApi``.
 
 Every request needs a valid token (as Neutron behind keystonemiddleware). Lists follow
 Neutron: a filter on any attribute of the resource (repeated values OR-ed,
@@ -345,10 +346,6 @@ class NeutronApi:
             FLOATING_IPS.path: _constant([]),
             QOS_POLICIES.path: _constant([]),
         }
-
-    def add_source(self, resource: NeutronResource, source: Source) -> None:
-        """Serve ``resource`` (a row beyond ``RESOURCES``) from ``source``."""
-        self._sources[resource.path] = source
 
     async def list_collection(
         self, resource: NeutronResource, request: web.Request
