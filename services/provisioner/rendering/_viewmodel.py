@@ -273,7 +273,7 @@ class _Builder:
             "bind": self.bind(listener),
             "maxconn": self.maxconn(listener),
             "timeout_client": listener.timeout_client_data,
-            "log_format": self.log_format(listener, http),
+            "log_format": _log_format(self.ctx, self.lb, http),
             "inspect_delay": listener.timeout_tcp_inspect or None,
             "allowed_cidrs": [_cidr(c) for c in listener.allowed_cidrs or ()],
             "http": http,
@@ -294,19 +294,6 @@ class _Builder:
             "pool_ids": ([default_pool.id] if default_pool is not None else [])
             + [p["pool_id"] for p in policies if p["kind"] == "use_backend"],
         }
-
-    def log_format(self, listener: Listener, http: bool) -> str | None:
-        """Octavia's access-log line of ``listener``, or None: nothing logged (no target,
-        or ``connection_logging`` off). HTTP-only fields become `-` on TCP listeners."""
-        logs = self.ctx.logs
-        if not (logs.enabled and logs.connection_logging):
-            return None
-        text = logs.user_log_format.replace("{{ project_id }}", _log_literal(self.lb.project_id))
-        text = text.replace("{{ lb_id }}", _log_literal(self.lb.id))
-        if not http:
-            for field in ("%{+Q}r", "%r", "%{+Q}ST", "%ST"):
-                text = text.replace(field, "-")
-        return text
 
     def bind(self, listener: Listener) -> ViewModel:
         address = self.ctx.bind_address or self.lb.vip_address
@@ -621,6 +608,20 @@ class _Builder:
 def _log_literal(value: str) -> str:
     """``value`` as literal text of a log-format (no `%` variables)."""
     return value.replace("%", "%%")
+
+
+def _log_format(ctx: RenderContext, lb: LoadBalancer, http: bool) -> str | None:
+    """Octavia's access-log line of a listener of ``lb``, or None: nothing logged (no
+    target, or ``connection_logging`` off). HTTP-only fields become `-` on TCP listeners."""
+    logs = ctx.logs
+    if not (logs.enabled and logs.connection_logging):
+        return None
+    text = logs.user_log_format.replace("{{ project_id }}", _log_literal(lb.project_id))
+    text = text.replace("{{ lb_id }}", _log_literal(lb.id))
+    if not http:
+        for field in ("%{+Q}r", "%r", "%{+Q}ST", "%ST"):
+            text = text.replace(field, "-")
+    return text
 
 
 def _log_view(ctx: RenderContext) -> ViewModel:
