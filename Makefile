@@ -32,7 +32,7 @@ help:
 	@echo "make test-unit | test-integration | test-e2e"
 	@echo "make lint              ruff + mypy --strict + lint-imports (import rules)"
 	@echo "make bench             run every bench/*.py"
-	@echo "make venv | sysdeps    only prepare the environment"
+	@echo "make venv | ansible-venv | sysdeps   only prepare the environment"
 	@echo "make dockerd | dockerd-stop   a private docker engine (networks in 198.18.0.0/15)"
 	@echo "make images            the amphora and control-plane images, built locally"
 	@echo "make compose-up | compose-down | compose-logs   deploy/compose.yaml on that engine"
