@@ -17,7 +17,7 @@ from libs.common.service import DB, base_app, nats_ctx, postgres_ctx, relay_ctx
 from libs.common.telemetry import setup_tracing
 from services.api.adapters.security_groups import PostgresSecurityGroups
 from services.api.adapters.views import PostgresViews
-from services.api.auth.identity import IdentityConfig, load_or_bootstrap
+from services.api.auth.identity import IdentityConfig, IdentityFile, load_or_bootstrap
 from services.api.auth.keystone import CatalogSettings, KeystoneApi
 from services.api.auth.tokens import TokenSigner
 from services.api.domain.kinds import KINDS
@@ -83,11 +83,13 @@ def build_identity(settings: ApiSettings) -> KeystoneApi:
             )
         config = load_or_bootstrap(settings.identity_file, settings.admin_password)
         key = settings.token_key.encode()
+        source: IdentityConfig | IdentityFile = IdentityFile(settings.identity_file, config)
     else:
         config, key = IdentityConfig(), secrets.token_bytes(32)
+        source = config
     admin_project = config.project(name="admin")
     return KeystoneApi(
-        config,
+        source,
         TokenSigner(key, timedelta(hours=settings.token_lifetime_hours)),
         CatalogSettings(region=settings.region, extra_services=barbican.catalog_entries(settings)),
         public_url=settings.public_url or None,
