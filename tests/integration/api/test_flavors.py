@@ -156,7 +156,7 @@ async def test_flavor_validation(api: Api) -> None:
         "no profile": {"name": "x"},
         "bad uuid": {"name": "x", "flavor_profile_id": "not-a-uuid"},
         "long name": {"name": "n" * 256, "flavor_profile_id": prof["id"]},
-        "enabled string": {"name": "x", "flavor_profile_id": prof["id"], "enabled": "yes"},
+        "enabled string": {"name": "x", "flavor_profile_id": prof["id"], "enabled": "maybe"},
     }
     for label, fields in bad.items():
         reply = await api.post(FLAVORS, {"flavor": fields})

@@ -110,9 +110,9 @@ async def test_invalid_bodies_are_400(api: Api) -> None:
     cases = {
         "below": ({"quota": {"pool": -2}}, "pool"),
         "above": ({"quota": {"member": 2_000_000_001}}, "member"),
-        "string": ({"quota": {"listener": "5"}}, "listener"),
+        "string": ({"quota": {"listener": "five"}}, "quotas"),
         "unknown": ({"quota": {"amphora": 1}}, "amphora"),
-        "envelope": ({"quotas": {"pool": 1}}, "quota"),
+        "envelope": ({"quotas": {"pool": 1}}, "Unknown attribute for argument quotas: quotas"),
     }
     for label, (body, named) in cases.items():
         reply = await api.put(path, body, expect=400)

@@ -21,12 +21,12 @@ from services.api.domain.queries import Page
 from services.api.domain.quota_limits import quota_body
 from services.api.domain.quota_usecases import QuotaAdministration
 from services.api.http import reading, writing
+from services.api.http.bodies import read_input
 from services.api.http.context import request_context
 from services.api.http.deps import SETTINGS, VIEWS
 from services.api.http.query import parse_list_query
 from services.api.http.responses import empty, encoded
 from services.api.http.routing import ApiRouter, path_id
-from services.api.http.schemas import parse_body
 from services.api.http.schemas.quota import QuotaUpdate
 
 # Only for list parsing and links: quotas filter on project_id alone.
@@ -99,7 +99,7 @@ async def show_defaults(request: web.Request) -> web.StreamResponse:
 async def update_quota(request: web.Request) -> web.StreamResponse:
     ctx = await request_context(request)
     project_id = _project(request)
-    body = parse_body(QuotaUpdate, "quota", await request.read())
+    body = await read_input(request, QuotaUpdate, "quota")
     quota = await administration(request).set_limits(
         ctx, project_id, body.given(), writing.metadata(request, ctx)
     )
