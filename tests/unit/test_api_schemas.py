@@ -296,17 +296,16 @@ def test_cross_field_rules() -> None:
     with pytest.raises(ValidationFailed, match="cookie_name"):
         rules.check_pool(pool)
     member = builders.member(builders.pool(lb), 80, address="169.254.169.254")
-    with pytest.raises(ValidationFailed, match="reserved"):
+    with pytest.raises(ValidationFailed, match="is not a valid option for member address"):
         rules.check_member(member, {"169.254.169.254"}, set())
 
 
 def test_l7policy_action_settling() -> None:
+    # REJECT nulls url and pool only (Octavia's sanitizing).
     assert rules.settle_l7policy({}, {"action": "REJECT", "redirect_url": None}) == {
         "action": "REJECT",
         "redirect_url": None,
         "redirect_pool_id": None,
-        "redirect_prefix": None,
-        "redirect_http_code": None,
     }
     changes = rules.settle_l7policy({"action": "REJECT"}, {"redirect_url": "http://x.example"})
     assert changes["action"] == "REDIRECT_TO_URL" and changes["redirect_http_code"] == 302

@@ -306,7 +306,7 @@ class LoadBalancing:
         lb_id = fields.get("loadbalancer_id")
         if listener_id is None and lb_id is None:
             raise ValidationFailed(
-                "Validation failure: A pool must be associated with a listener or a load balancer."
+                "Validation failure: Must provide at least one of: loadbalancer_id, listener_id"
             )
         if listener_id is not None:
             listener = await self.locate(LISTENER, listener_id)
@@ -508,7 +508,7 @@ def _checked_changes(
     proposed = current.updated(changes)
     match proposed:
         case Listener():
-            rules.check_listener(proposed, state.loadbalancer)
+            rules.check_listener(proposed, state.loadbalancer, creating=False)
         case Pool():
             rules.check_pool(proposed)
         case Member():
