@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from typing import Any, Final
 
 from libs.common.domain.model import (
@@ -97,6 +97,17 @@ def check_protocol_supported(protocol: str) -> None:
         raise unsupported(f"{protocol} protocol is not supported by provider amphora.")
 
 
+def check_certificate_refs(protocol: str, fields: Mapping[str, Any]) -> None:
+    """Certificate refs only on listeners that terminate TLS; checked before the refs are
+    looked up (``protocol`` is the stored one on PUT)."""
+    if protocol != LP.TERMINATED_HTTPS.value and (
+        fields.get("default_tls_container_ref") or fields.get("sni_container_refs")
+    ):
+        raise _invalid(
+            f"Certificate container references are not allowed on {protocol} protocol listeners."
+        )
+
+
 def check_listener(listener: Listener, lb: LoadBalancer, creating: bool = True) -> None:
     """Raise ValidationFailed/NotImplementedByProvider unless the listener is coherent."""
     check_protocol_supported(listener.protocol.value)
@@ -107,11 +118,7 @@ def check_listener(listener: Listener, lb: LoadBalancer, creating: bool = True) 
             "TERMINATED_HTTPS protocol listeners."
         )
     if not tls:
-        if listener.default_tls_container_ref or listener.sni_container_refs:
-            raise _invalid(
-                "Certificate container references are not allowed on "
-                f"{listener.protocol.value} protocol listeners."
-            )
+        check_certificate_refs(listener.protocol.value, listener.model_dump())
         for name in _TLS_ONLY_FIELDS:
             if getattr(listener, name):
                 raise _invalid(f"{name} is only valid for TERMINATED_HTTPS listeners.")

@@ -285,6 +285,7 @@ class LoadBalancing:
     ) -> Created:
         lb = await self.locate(LOADBALANCER, fields["loadbalancer_id"])
         enforce(ctx, Action.WRITE, lb.project_id, hidden=NotFound.resource("Load Balancer", lb.id))
+        rules.check_certificate_refs(fields["protocol"], fields)
         await self._tls.check(fields, lb.project_id)
 
         def build(state: LoadBalancerState, child_id: str) -> Listener:
@@ -464,6 +465,12 @@ class LoadBalancing:
         row = await self._writable(ctx, kind, resource_id)
         if parent_id is not None and row.parent_id != parent_id:
             raise NotFound.resource(kind.label, resource_id)
+        if kind is LISTENER and (
+            "default_tls_container_ref" in given or "sni_container_refs" in given
+        ):
+            stored = (await self._repo.load(row.lb_id)).listeners.get(resource_id)
+            if stored is not None:
+                rules.check_certificate_refs(stored.protocol.value, given)
         if kind in (LISTENER, POOL):
             await self._tls.check(given, row.project_id)
         changes = builders.update_changes(given)

@@ -53,7 +53,7 @@ async def test_flavor_profile_crud(api: Api) -> None:
     await api.get(one, expect=404)
     await api.delete(one, expect=404)
     reply = await api.put(one, {"flavorprofile": {"name": "x"}}, expect=404)
-    assert reply.fault() == f"Flavor profile {created['id']} not found."
+    assert reply.fault() == f"Flavor Profile {created['id']} not found."
     events = await PostgresEventStore(api.app[DB]).read_stream(f"flavorprofile-{created['id']}")
     assert [e.event_type for e in events] == [
         "FlavorProfileCreated",
