@@ -187,7 +187,8 @@ async def test_l7_rule_errors(api: Api) -> None:
         ),
         (
             {"type": "SSL_VERIFY_RESULT", "compare_type": "CONTAINS", "value": "1"},
-            "Invalid L7 Rule: L7rule type SSL_VERIFY_RESULT only supports the EQUAL_TO compare type.",
+            "Invalid L7 Rule: L7rule type SSL_VERIFY_RESULT only supports the EQUAL_TO "
+            "compare type.",
         ),
         (
             {"type": "SSL_VERIFY_RESULT", "compare_type": "EQUAL_TO", "value": "-1"},
