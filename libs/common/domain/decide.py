@@ -89,17 +89,17 @@ def decide(command: c.Command, state: LoadBalancerState) -> list[Event]:
             return _replace_members(command, state)
         case c.Activate():
             _require_lb(state)
-            return [ev.LoadBalancerActivated(amphora_ids=command.amphora_ids)]
+            return [ev.LoadBalancerActivated(amphora_ids=command.amphora_ids, at=command.now)]
         case c.ApplyChanges():
             lb = _require_lb(state)
             if lb.provisioning_status not in PENDING_STATUSES:
                 return []  # nothing pending: a redelivered or stale request
-            return [ev.ChangesApplied()]
+            return [ev.ChangesApplied(at=command.now)]
         case c.FailProvisioning():
             lb = _require_lb(state)
             if lb.provisioning_status == PS.DELETED:
                 return []
-            return [ev.ProvisioningFailed(reason=command.reason)]
+            return [ev.ProvisioningFailed(reason=command.reason, at=command.now)]
         case c.CompleteDeletion():
             lb = _require_lb(state)
             if lb.provisioning_status == PS.DELETED:

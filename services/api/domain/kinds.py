@@ -81,7 +81,6 @@ LOADBALANCER: Final = Kind(
         provider="str",
         flavor_id="str",
         availability_zone="str",
-        provisioning_error="str",
     ),
     columns=_BASE_COLUMNS,
 )

@@ -88,8 +88,7 @@ async def status_tree(request: web.Request) -> web.StreamResponse:
     def pool_status(pool: dict[str, Any]) -> dict[str, Any]:
         out = _statuses(pool)
         hm = monitor_of.get(pool["id"])
-        if hm is not None:
-            out["health_monitor"] = {**_statuses(hm), "type": hm["type"]}
+        out["health_monitor"] = {**_statuses(hm), "type": hm["type"]} if hm is not None else None
         out["members"] = [
             {**_statuses(m), "address": m["address"], "protocol_port": m["protocol_port"]}
             for m in members_of.get(pool["id"], [])
@@ -98,7 +97,11 @@ async def status_tree(request: web.Request) -> web.StreamResponse:
 
     listeners = []
     for _, listener in tree["listeners"]:
-        used = [p for p in pools if any(li["id"] == listener["id"] for li in p["listeners"])]
+        # The default pool first, then the pools its rule-bearing enabled policies redirect to.
+        used = sorted(
+            (p for p in pools if any(li["id"] == listener["id"] for li in p["listeners"])),
+            key=lambda p: p["id"] != listener.get("default_pool_id"),
+        )
         listeners.append({**_statuses(listener), "pools": [pool_status(p) for p in used]})
     return encoded({"statuses": {"loadbalancer": {**_statuses(lb), "listeners": listeners}}})
 
