@@ -48,14 +48,20 @@ def register(api: ApiRouter) -> None:
     for method, path, name, summary in keystone:
         status = 201 if method == "POST" else 200
         api.exact(method, path, _keystone(name), summary=summary, tag="identity", status=status)
-    for kind in ("networks", "subnets", "ports"):
-        api.exact(
-            "GET", f"/v2.0/{kind}", _neutron(f"list_{kind}"), summary=f"List {kind}", tag="network"
-        )
-        api.exact(
-            "GET",
-            f"/v2.0/{kind}/{{id}}",
-            _neutron(f"show_{kind[:-1]}"),
-            summary=f"Show one of {kind}",
-            tag="network",
-        )
+    # Under /v2 too: the version document links there (clients in auth_type none follow it).
+    for prefix in ("/v2.0", "/v2"):
+        for kind in ("networks", "subnets", "ports"):
+            api.exact(
+                "GET",
+                f"{prefix}/{kind}",
+                _neutron(f"list_{kind}"),
+                summary=f"List {kind}",
+                tag="network",
+            )
+            api.exact(
+                "GET",
+                f"{prefix}/{kind}/{{id}}",
+                _neutron(f"show_{kind[:-1]}"),
+                summary=f"Show one of {kind}",
+                tag="network",
+            )
