@@ -84,13 +84,30 @@ def pecan_error(status: int, title: str, description: str | None) -> web.Respons
     return response
 
 
-def _routing_error(request: web.Request, exc: web.HTTPException) -> web.Response:
+async def _controller_methods(request: web.Request) -> set[str]:
+    """What pecan's Allow names: every method of the resource's controller, i.e. of the
+    collection and of its items (``/loadbalancers`` and ``/loadbalancers/{id}``)."""
+    path = request.path.rstrip("/")
+    methods: set[str] = set()
+    for candidate in (path, path.rsplit("/", 1)[0], f"{path}/0"):
+        probe = request.clone(method="PATCH", rel_url=candidate)
+        match = await request.app.router.resolve(probe)
+        failure = getattr(match, "http_exception", None)
+        if isinstance(failure, web.HTTPMethodNotAllowed):
+            methods |= set(failure.allowed_methods)
+    return methods
+
+
+async def _routing_error(request: web.Request, exc: web.HTTPException) -> web.Response:
     """Unrouted paths and unsupported methods: pecan's body on the load-balancing API."""
     if _under(request.path, KEY_MANAGER_PREFIX) or exc.status not in (404, 405):
         return _fault_for(request, exc.status, _HTTP_MESSAGES.get(exc.status, exc.reason))
     response = pecan_error(exc.status, _TITLES[exc.status], "")
     if isinstance(exc, web.HTTPMethodNotAllowed):
-        response.headers["Allow"] = ", ".join(sorted(exc.allowed_methods))
+        allowed = set(exc.allowed_methods)
+        if not _under(request.path, IDENTITY_PREFIX):
+            allowed |= await _controller_methods(request)
+        response.headers["Allow"] = ", ".join(sorted(allowed))
     return response
 
 
@@ -194,7 +211,7 @@ async def _answer(request: web.Request, handler: Handler, request_id: str) -> we
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        return _routing_error(request, exc)
+        return await _routing_error(request, exc)
     except Exception as exc:
         if database_unavailable(exc):
             log.warning(

@@ -36,7 +36,7 @@ async def test_unknown_route_and_method_use_the_pecan_body(api: Api) -> None:
     assert reply.body == {"code": 404, "title": "Not Found", "description": ""}
     reply = await api.call("PATCH", LBS, expect=405)
     assert reply.body == {"code": 405, "title": "Method Not Allowed", "description": ""}
-    assert reply.headers["Allow"] == "GET, POST"
+    assert reply.headers["Allow"] == "DELETE, GET, POST, PUT"
 
 
 async def test_every_prefix_and_json_suffix_serve_the_collection(api: Api) -> None:
