@@ -92,6 +92,15 @@ async def test_l7_policy_arguments_and_sanitising(api: Api) -> None:
         ),
     ):
         fault(await api.post(POLICIES, {"l7policy": {**base, **body}}), 400, prefix + text)
+    reply = await api.post(
+        POLICIES, {"l7policy": {**base, "action": "REDIRECT_TO_URL", "redirect_url": "ftp:x"}}
+    )
+    fault(
+        reply,
+        400,
+        "Invalid input for field/attribute redirect_url. Value: 'ftp:x'. "
+        "Value must be a valid URL string",
+    )
     reply = await api.post(POLICIES, {"l7policy": base}, expect=400)
     fault(
         reply,

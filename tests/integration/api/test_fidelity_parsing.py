@@ -276,3 +276,46 @@ async def test_missing_parent_collections(api: Api) -> None:
     wsme(reply, f"Member {MISSING} not found.")
     reply = await api.get(f"{LBS}?marker={MISSING}", expect=400)
     wsme(reply, f"Supplied pagination marker '{MISSING}' is not valid.")
+
+
+async def test_missing_argument_names_of_nested_resources(api: Api) -> None:
+    lb_id = (await api.create_lb())["id"]
+    listener = await api.create(
+        "listeners", "listener", {"loadbalancer_id": lb_id, "protocol": "HTTP", "protocol_port": 80}
+    )
+    await api.settle(lb_id)
+    pool = await api.create(
+        "pools",
+        "pool",
+        {"loadbalancer_id": lb_id, "protocol": "HTTP", "lb_algorithm": "ROUND_ROBIN"},
+    )
+    await api.settle(lb_id)
+    member = await api.create(
+        f"pools/{pool['id']}/members", "member", {"address": "127.0.0.1", "protocol_port": 80}
+    )
+    await api.settle(lb_id)
+    policy = await api.create(
+        "l7policies", "l7policy", {"listener_id": listener["id"], "action": "REJECT"}
+    )
+    await api.settle(lb_id)
+    rule = await api.create(
+        f"l7policies/{policy['id']}/rules",
+        "rule",
+        {"type": "PATH", "compare_type": "EQUAL_TO", "value": "/a"},
+    )
+    await api.settle(lb_id)
+    members = f"{POOLS}/{pool['id']}/members"
+    rules = f"/v2/lbaas/l7policies/{policy['id']}/rules"
+    for method, path, arg in (
+        ("POST", members, "member_"),
+        ("PUT", f"{members}/{member['id']}", "member_"),
+        ("POST", rules, "rule_"),
+        ("PUT", f"{rules}/{rule['id']}", "l7rule_"),
+        ("PUT", f"/v2/lbaas/listeners/{listener['id']}", "listener_"),
+        ("PUT", f"{POOLS}/{pool['id']}", "pool_"),
+        ("PUT", f"/v2/lbaas/l7policies/{policy['id']}", "l7policy_"),
+    ):
+        reply = await api.call(method, path, raw=b"", expect=400)
+        wsme(reply, f'Missing argument: "{arg}"')
+    reply = await api.put(f"{rules}/{rule['id']}", {"rule": {"bogus": 1}}, expect=400)
+    wsme(reply, "Unknown attribute for argument l7rule_.rule: bogus")
