@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from tests.integration.api.conftest import Api, MakeApi
+from tests.integration.api.conftest import SUBNET, Api, MakeApi
 
 QUOTAS = "/v2/lbaas/quotas"
 PROJECT = "0123456789abcdef0123456789abcdef"
@@ -61,3 +61,21 @@ async def test_delete_is_202_empty_keeps_the_record_and_404s_without_one(api: Ap
         ("loadbalancer", "listener", "member", "pool", "healthmonitor", "l7policy", "l7rule")
     )
     assert listed == [body(PROJECT, **nulls)]
+
+
+async def test_enforcement_records_a_quota_on_first_create(make_api: MakeApi) -> None:
+    api = await make_api(auth_strategy="testing")
+    admin = {"X-Project-Id": PROJECT, "X-Roles": "admin"}
+    member = {"X-Project-Id": PROJECT, "X-Roles": "member"}
+    missing = await api.delete(f"{QUOTAS}/{PROJECT}", headers=admin, expect=404)
+    assert missing.fault() == f"Quotas {PROJECT} not found."
+    body = {"loadbalancer": {"vip_subnet_id": SUBNET}}
+    await api.post("/v2/lbaas/loadbalancers", body, headers=member, expect=201)
+    listed = (await api.get(QUOTAS, headers=admin, expect=200)).body["quotas"]
+    assert [q["project_id"] for q in listed] == [PROJECT]
+    await api.delete(f"{QUOTAS}/{PROJECT}", headers=admin, expect=202)
+
+
+async def test_noauth_creates_no_quota_record(api: Api) -> None:
+    await api.create_lb(project_id=PROJECT)
+    assert (await api.get(QUOTAS, expect=200)).body["quotas"] == []
