@@ -14,11 +14,15 @@ from typing import Any, Final
 from libs.common.domain.kinds import BY_CREATED, BY_DELETED, BY_UPDATED, CHILD_KINDS
 from libs.common.domain.model import (
     PENDING_STATUSES,
+    HealthMonitor,
     L7Policy,
+    L7Rule,
+    Listener,
     LoadBalancer,
     LoadBalancerState,
     Member,
     OperatingStatus,
+    Pool,
     ProvisioningStatus,
     Resource,
 )
@@ -168,8 +172,31 @@ def _touched(resource: Resource, at: datetime | None) -> dict[str, Any]:
     return {"updated_at": max(at, created) if created is not None else at}
 
 
+def _listeners_of(state: LoadBalancerState, child: Resource) -> set[str]:
+    """The listeners a change of ``child`` touches (Octavia's worker marks them ACTIVE)."""
+    match child:
+        case Listener():
+            return {child.id}
+        case Pool():
+            return {li.id for li in state.pool_listeners(child.id)}
+        case Member() | HealthMonitor():
+            return {li.id for li in state.pool_listeners(child.pool_id)}
+        case L7Policy():
+            return {child.listener_id}
+        case L7Rule():
+            policy = state.l7policies.get(child.l7policy_id)
+            return {policy.listener_id} if policy is not None else set()
+    return set()
+
+
 def _settle(state: LoadBalancerState, at: datetime | None) -> LoadBalancerState:
-    """Pending children become ACTIVE (or vanish when PENDING_DELETE); the LB goes ACTIVE."""
+    """Pending children become ACTIVE (or vanish when PENDING_DELETE); the LB goes ACTIVE.
+    Settled children, and the listeners their changes touch, get ``updated_at`` = ``at``."""
+    touched: set[str] = set()
+    for collection in _CHILD_KINDS:
+        for child in getattr(state, collection).values():
+            if child.provisioning_status in PENDING_STATUSES:
+                touched |= _listeners_of(state, child)
     update: dict[str, Any] = {}
     for collection in _CHILD_KINDS:
         items: dict[str, Resource] = {}
@@ -180,6 +207,8 @@ def _settle(state: LoadBalancerState, at: datetime | None) -> LoadBalancerState:
             if status in PENDING_STATUSES:
                 settled = _settled_statuses(state, collection, child)
                 child = child.updated({**settled, **_touched(child, at)})
+            elif collection == "listeners" and child_id in touched:
+                child = child.updated(_touched(child, at))
             items[child_id] = child
         update[collection] = items
     lb = state.loadbalancer

@@ -4,6 +4,7 @@ changes, the status tree's ``health_monitor`` key, ``vip_sg_ids`` and no ``provi
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from tests.integration.api.conftest import SUBNET, Api
@@ -162,3 +163,25 @@ async def test_status_tree_sg_ids_and_pool_listeners(api: Api) -> None:
     await api.settle(lb_id)
     shown = (await api.get(f"{POOLS}/{target['id']}", expect=200)).body["pool"]
     assert shown["listeners"] == []
+
+
+async def test_a_child_change_touches_its_listeners(api: Api) -> None:
+    lb = await api.create_lb()
+    listener = await api.create(
+        "listeners",
+        "listener",
+        {"loadbalancer_id": lb["id"], "protocol": "HTTP", "protocol_port": 80},
+    )
+    await api.settle(lb["id"])
+    path = f"/v2/lbaas/listeners/{listener['id']}"
+    before = (await api.get(path, expect=200)).body["listener"]["updated_at"]
+    assert before is not None
+    await asyncio.sleep(1.1)  # updated_at has whole seconds
+    await api.create(
+        "pools",
+        "pool",
+        {"listener_id": listener["id"], "protocol": "HTTP", "lb_algorithm": "ROUND_ROBIN"},
+    )
+    await api.settle(lb["id"])
+    after = (await api.get(path, expect=200)).body["listener"]["updated_at"]
+    assert after > before
