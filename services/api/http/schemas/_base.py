@@ -326,7 +326,7 @@ def wsme_int(value: Any) -> Any:
         return value
     try:
         return int(value)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, OverflowError) as exc:
         raise _conversion_error(str(exc)) from None
 
 
