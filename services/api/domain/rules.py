@@ -99,8 +99,9 @@ def check_protocol_supported(protocol: str) -> None:
 
 def check_certificate_refs(protocol: str, fields: Mapping[str, Any]) -> None:
     """Certificate refs only on listeners that terminate TLS; checked before the refs are
-    looked up (``protocol`` is the stored one on PUT)."""
-    if protocol != LP.TERMINATED_HTTPS.value and (
+    looked up (``protocol`` is the stored one on PUT). UDP and SCTP listeners have their own
+    wording ("... listener does not support TLS."), so they are left to their rules."""
+    if protocol not in (LP.TERMINATED_HTTPS.value, "UDP", "SCTP") and (
         fields.get("default_tls_container_ref") or fields.get("sni_container_refs")
     ):
         raise _invalid(
