@@ -6,6 +6,9 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 VENV ?= .venv
+# The Ansible tool venv of tests/e2e/test_ansible.py (its own pins, see its requirements.txt).
+ANSIBLE_VENV ?= .venv-ansible
+ANSIBLE_REQUIREMENTS := tests/e2e/ansible/requirements.txt
 PY := $(VENV)/bin/python
 PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3 2>/dev/null)
 STATE ?= .state
@@ -22,8 +25,8 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 # command:debian-package pairs that `sysdeps` makes sure exist.
 SYSDEP_TOOLS := haproxy:haproxy keepalived:keepalived ip:iproute2 wrk:wrk ping:iputils-ping etcd:etcd-server nft:nftables conntrack:conntrack
 
-.PHONY: help venv sysdeps test test-unit test-integration test-e2e up down status lint bench \
-	up-cluster down-cluster status-cluster
+.PHONY: help venv ansible-venv sysdeps test test-unit test-integration test-e2e up down status lint \
+	bench up-cluster down-cluster status-cluster
 
 help:
 	@echo "make up                start the whole stack in the background (state in $(STATE)/)"
@@ -37,7 +40,7 @@ help:
 	@echo "make test-unit | test-integration | test-e2e"
 	@echo "make lint              ruff + mypy --strict + lint-imports (import rules)"
 	@echo "make bench             run every bench/*.py"
-	@echo "make venv | sysdeps    only prepare the environment"
+	@echo "make venv | ansible-venv | sysdeps   only prepare the environment"
 	@echo "make dockerd | dockerd-stop   a private docker engine (networks in 198.18.0.0/15)"
 	@echo "make images            the amphora and control-plane images, built locally"
 	@echo "make compose-up | compose-down | compose-logs   deploy/compose.yaml on that engine"
@@ -72,12 +75,21 @@ $(VENV)/.installed: pyproject.toml constraints.txt | sysdeps
 	$(PY) -m pip install -q -e '.[test]' -c constraints.txt
 	@touch $@
 
-test: venv sysdeps
-	$(VENV)/bin/pytest -q -x --timeout=300 $(PYTEST_ARGS) tests
+ansible-venv: $(ANSIBLE_VENV)/.installed
+
+$(ANSIBLE_VENV)/.installed: $(ANSIBLE_REQUIREMENTS) | sysdeps
+	@if [ ! -x "$(ANSIBLE_VENV)/bin/python" ]; then "$(PYTHON)" -m venv $(ANSIBLE_VENV); fi
+	$(ANSIBLE_VENV)/bin/python -m pip install -q -r $(ANSIBLE_REQUIREMENTS)
+	@touch $@
+
+test: venv ansible-venv sysdeps
+	FULCRUM_ANSIBLE_VENV=$(abspath $(ANSIBLE_VENV)) $(VENV)/bin/pytest -q -x --timeout=300 $(PYTEST_ARGS) tests
 
 # Exit status 5 means "no tests collected": an empty folder is not a failure.
+test-e2e: ansible-venv
 test-unit test-integration test-e2e: test-%: venv sysdeps
-	$(VENV)/bin/pytest -q --timeout=300 $(PYTEST_ARGS) tests/$* || [ $$? -eq 5 ]
+	FULCRUM_ANSIBLE_VENV=$(abspath $(ANSIBLE_VENV)) \
+	  $(VENV)/bin/pytest -q --timeout=300 $(PYTEST_ARGS) tests/$* || [ $$? -eq 5 ]
 
 # `fulcrum up` writes $(STATE)/ready once serving and may write $(STATE)/endpoint.txt.
 up: venv sysdeps

@@ -2,7 +2,8 @@
 
 ``fulcrum <service>`` runs that service's ``__main__.main`` in this process (settings from the
 FULCRUM_* environment); ``up`` runs the whole embedded stack under supervision (``up.py``),
-``status`` shows it and ``down`` stops it; ``events tail`` follows the event stream live and
+``status`` shows it and ``down`` stops it; ``identity`` adds users, projects and role grants
+to the identity file (``identity_cli.py``); ``events tail`` follows the event stream live and
 ``events docs`` prints the reference of every event subject and payload. Client commands exit
 2 with one line when their server does not answer.
 
@@ -90,6 +91,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     status.add_argument("--json", action="store_true", help="machine-readable")
     down = sub.add_parser("down", help="stop the stack started by `up` and its amphorae")
     down.add_argument("--state-dir", default=".state")
+    identity = sub.add_parser("identity", help="users, projects and role grants (identity.yaml)")
+    from deploy.local.identity_cli import add_arguments as add_identity_arguments
+
+    add_identity_arguments(identity)
     events = sub.add_parser("events", help="the event stream, for outside subscribers")
     events_sub = events.add_subparsers(dest="events_command", required=True)
     tail = events_sub.add_parser("tail", help="follow the stream live")
@@ -137,6 +142,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from deploy.local.down import run_down
 
         return run_down(args.state_dir)
+    if args.command == "identity":
+        from deploy.local.identity_cli import run_identity
+
+        return run_identity(args)
     if args.events_command == "docs":
         from libs.common.events.reference import render_reference
 

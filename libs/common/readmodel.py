@@ -29,10 +29,12 @@ def api_time(value: datetime | None) -> str | None:
 
 
 def _common(resource: Resource) -> dict[str, Any]:
+    """The fields every body shares; ``tenant_id`` repeats ``project_id``, as Octavia's do."""
     body = resource.model_dump(mode="json")
     body["created_at"] = api_time(resource.created_at)
     body["updated_at"] = api_time(resource.updated_at)
     body["tags"] = list(resource.tags)
+    body["tenant_id"] = body["project_id"]
     return body
 
 
@@ -53,12 +55,13 @@ def resource_bodies(state: LoadBalancerState) -> dict[str, dict[str, dict[str, A
     out: dict[str, dict[str, dict[str, Any]]] = {kind: {} for kind in VIEW_TABLES}
     body = _common(lb)
     body.pop("topology")
+    body.pop("provisioning_error")
     body.update(
         vip_vnic_type="normal",
         additional_vips=[
             {"subnet_id": vip.subnet_id, "ip_address": vip.ip_address} for vip in lb.additional_vips
         ],
-        vip_sg_ids=list(lb.vip_sg_ids) if lb.vip_sg_ids is not None else None,
+        vip_sg_ids=list(lb.vip_sg_ids or ()),
         listeners=_ids(state.listeners.values()),
         pools=_ids(state.pools.values()),
     )
@@ -78,7 +81,7 @@ def resource_bodies(state: LoadBalancerState) -> dict[str, dict[str, dict[str, A
         hm = state.pool_healthmonitor(pool.id)
         body.update(
             loadbalancers=lb_ref,
-            listeners=_ids(state.pool_listeners(pool.id)),
+            listeners=_ids(state.shown_pool_listeners(pool.id)),
             members=_ids(state.pool_members(pool.id)),
             healthmonitor_id=hm.id if hm else None,
         )

@@ -11,18 +11,21 @@ from typing import Any, Final
 
 from aiohttp import web
 
+from libs.common.events import Metadata
 from libs.common.eventstore import PostgresEventStore
 from libs.common.repository import LoadBalancerRepository
 from libs.common.service import DB, base_app, nats_ctx, postgres_ctx, relay_ctx
 from libs.common.telemetry import setup_tracing
+from services.api.adapters.quotas import PostgresQuotaLimits
 from services.api.adapters.security_groups import PostgresSecurityGroups
 from services.api.adapters.views import PostgresViews
-from services.api.auth.identity import IdentityConfig, load_or_bootstrap
+from services.api.auth.identity import IdentityConfig, IdentityFile, load_or_bootstrap
 from services.api.auth.keystone import CatalogSettings, KeystoneApi
 from services.api.auth.tokens import TokenSigner
 from services.api.domain.kinds import KINDS
 from services.api.domain.providers import DriverAbilities
 from services.api.domain.queries import ListQuery
+from services.api.domain.quota_limits import SetQuota
 from services.api.domain.quotas import QuotaGuard
 from services.api.domain.usecases import Config, LoadBalancing
 from services.api.http.context import IDENTITY, RESOLVER, build_resolver, request_context
@@ -83,11 +86,13 @@ def build_identity(settings: ApiSettings) -> KeystoneApi:
             )
         config = load_or_bootstrap(settings.identity_file, settings.admin_password)
         key = settings.token_key.encode()
+        source: IdentityConfig | IdentityFile = IdentityFile(settings.identity_file, config)
     else:
         config, key = IdentityConfig(), secrets.token_bytes(32)
+        source = config
     admin_project = config.project(name="admin")
     return KeystoneApi(
-        config,
+        source,
         TokenSigner(key, timedelta(hours=settings.token_lifetime_hours)),
         CatalogSettings(region=settings.region, extra_services=barbican.catalog_entries(settings)),
         public_url=settings.public_url or None,
@@ -123,10 +128,16 @@ def create_app(settings: ApiSettings) -> web.Application:
             return [vip_port_body(json.loads(body)) for body in page.bodies]
 
         app[NEUTRON] = NeutronApi(settings.network.subnets, vip_ports)
+
+        async def first_quota_record(project_id: str) -> None:
+            quotas = PostgresQuotaLimits(PostgresEventStore(app[DB]))
+            await quotas.execute(project_id, SetQuota({}), Metadata(actor="api:quota"))
+
+        record_quota = first_quota_record if settings.auth_strategy != "noauth" else None
         app[USECASES] = LoadBalancing(
             LoadBalancerRepository(PostgresEventStore(app[DB])),
             views,
-            QuotaGuard(views, settings.quota.model_dump()),
+            QuotaGuard(views, settings.quota.model_dump(), record_quota),
             Config(
                 network=settings.network,
                 reserved_ips=frozenset(settings.reserved_ips),

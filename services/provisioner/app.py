@@ -196,6 +196,7 @@ def wire(settings: ProvisionerSettings, pool: asyncpg.Pool, metrics: Metrics) ->
         vrrp=settings.vrrp,
         certificates=vault,
         security_groups=groups.rules,
+        logs=settings.log_offload,
     )
     driver = build_driver(settings, ca)
     store = PostgresEventStore(pool)

@@ -19,6 +19,7 @@ from libs.common.settings import (
     TelemetrySettings,
 )
 from services.provisioner.domain.placement import address_share
+from services.provisioner.rendering.context import DEFAULT_USER_LOG_FORMAT, LogOffload, LogTarget
 
 
 class DockerNetworkSettings(BaseModel):
@@ -248,6 +249,21 @@ class ProvisionerSettings(HeartbeatKeySetting, SecretKeysSetting, BaseSettings):
     #                               {"name":"d2","driver":"docker","docker_host":"unix:///run/d2.sock"}]'
     hosts: list[AmphoraHostSettings] = Field(default_factory=list)
     anti_affinity: AntiAffinity = "soft"
+    # Log offloading, as Octavia's options of the same names: HAProxy on every amphora sends
+    # its logs by syslog over UDP to these "host:port" targets (JSON lists, e.g.
+    # FULCRUM_PROVISIONER_TENANT_LOG_TARGETS='["127.0.0.1:5140"]'). Tenant targets get the
+    # access log (one line per connection in user_log_format) and HAProxy's notices on
+    # local0, admin targets notices and worse on local1. connection_logging false: no
+    # access log (Octavia's `[haproxy_amphora] connection_logging`).
+    tenant_log_targets: list[str] = Field(default_factory=list)
+    admin_log_targets: list[str] = Field(default_factory=list)
+    connection_logging: bool = True
+    user_log_format: str = Field(default=DEFAULT_USER_LOG_FORMAT, min_length=1)
+
+    @model_validator(mode="after")
+    def _log_targets_parse(self) -> ProvisionerSettings:
+        self.log_offload  # noqa: B018 (raises ValueError on a malformed target)
+        return self
 
     @model_validator(mode="after")
     def _hosts_are_distinct(self) -> ProvisionerSettings:
@@ -275,6 +291,16 @@ class ProvisionerSettings(HeartbeatKeySetting, SecretKeysSetting, BaseSettings):
                         )
                 taken.append((name, mine))
         return self
+
+    @property
+    def log_offload(self) -> LogOffload:
+        """Where the amphorae's HAProxy logs go (the targets are checked at start)."""
+        return LogOffload(
+            tenant_targets=tuple(LogTarget.parse(t) for t in self.tenant_log_targets),
+            admin_targets=tuple(LogTarget.parse(t) for t in self.admin_log_targets),
+            connection_logging=self.connection_logging,
+            user_log_format=self.user_log_format,
+        )
 
     def address_ranges(self, host: AmphoraHostSettings) -> dict[str, str]:
         """A netns host's share of each netns network's ``ip_range`` (network name -> CIDR):

@@ -73,7 +73,12 @@ def test_evolve_ignores_other_sections() -> None:
 
 def test_quota_aggregate() -> None:
     state = quota_limits.QuotaState()
-    assert quota_limits.decide("p", quota_limits.ResetQuota(), state) == []
+    with pytest.raises(NotFound, match="^Quotas p not found.$"):
+        quota_limits.decide("p", quota_limits.ResetQuota(), state)
+    # The first PUT creates the record even when it sets nothing.
+    assert quota_limits.decide("p", quota_limits.SetQuota({}), state) == [
+        quota_ev.QuotaUpdated(project_id="p", limits={})
+    ]
     events = quota_limits.decide("p", quota_limits.SetQuota({"pool": 3, "member": None}), state)
     assert events == [quota_ev.QuotaUpdated(project_id="p", limits={"pool": 3})]
     state = quota_limits.fold(events)
@@ -84,7 +89,10 @@ def test_quota_aggregate() -> None:
     state = quota_limits.evolve(state, quota_ev.QuotaUpdated(project_id="p", limits={"l7rule": -1}))
     events = quota_limits.decide("p", quota_limits.ResetQuota(), state)
     assert events == [quota_ev.QuotaReset(project_id="p")]
-    assert quota_limits.evolve(state, events[0]) == quota_limits.QuotaState(version=4)
+    state = quota_limits.evolve(state, events[0])
+    assert state == quota_limits.QuotaState(version=4) and state.exists
+    # A reset of a record already at the defaults appends nothing and is no error.
+    assert quota_limits.decide("p", quota_limits.ResetQuota(), state) == []
     with pytest.raises(TypeError):
         quota_limits.decide("p", quota_limits.SetQuota({"amphora": 1}), state)
 
@@ -93,9 +101,10 @@ def test_quota_bodies_and_aliases() -> None:
     given = {"load_balancer": 1, "loadbalancer": 2, "health_monitor": 5, "pool": None}
     assert quota_limits.canonical(given) == {"loadbalancer": 2, "healthmonitor": 5, "pool": None}
     defaults = dict.fromkeys(quota_limits.QUOTA_RESOURCES, -1)
-    body = quota_limits.quota_body({"loadbalancer": 2}, defaults)
+    body = quota_limits.quota_body("p", {"loadbalancer": 2}, defaults)
     assert body["loadbalancer"] == body["load_balancer"] == 2 and body["pool"] == -1
-    assert quota_limits.quota_body({"pool": 1})["listener"] is None
+    assert body["project_id"] == body["tenant_id"] == "p"
+    assert quota_limits.quota_body("p", {"pool": 1})["listener"] is None
     assert list(quota_limits.stored_row({"pool": 1})) == list(quota_limits.QUOTA_RESOURCES)
 
 

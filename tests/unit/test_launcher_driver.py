@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from deploy.local.environment import service_environment
+from deploy.local.environment import ServiceAddresses, service_environment
 from deploy.local.ports import StackPorts
 
 
@@ -22,7 +22,9 @@ def _api_driver(tmp_path: Path) -> str:
         housekeeping=6,
         health_udp=7,
     )
-    env = service_environment(tmp_path, "postgresql://x", "nats://x", ports)
+    env = service_environment(
+        tmp_path, "postgresql://x", lambda _service: {}, ServiceAddresses.of(ports)
+    )
     return env["api"]["FULCRUM_API_AMPHORA_DRIVER"]
 
 

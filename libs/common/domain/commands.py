@@ -7,7 +7,7 @@ Commands carry fully built resources (ids, defaults and timestamps chosen by the
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from libs.common.domain.model import (
@@ -89,19 +89,25 @@ class ReplaceMembers:
 
 
 # Commands of the provisioner and the health service.
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
 @dataclass(frozen=True)
 class Activate:
     amphora_ids: tuple[str, ...]
+    now: datetime = field(default_factory=_utcnow)
 
 
 @dataclass(frozen=True)
 class ApplyChanges:
-    pass
+    now: datetime = field(default_factory=_utcnow)
 
 
 @dataclass(frozen=True)
 class FailProvisioning:
     reason: str
+    now: datetime = field(default_factory=_utcnow)
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,13 @@ from libs.common.domain.model import (
     ProvisioningStatus,
 )
 from libs.common.domain.stored import changes, snapshot
-from libs.common.errors import Conflict, InvalidState, NotFound, ValidationFailed
+from libs.common.errors import (
+    Conflict,
+    InvalidState,
+    NotFound,
+    NotImplementedByProvider,
+    ValidationFailed,
+)
 from libs.common.events import Event
 from libs.common.events import housekeeping as hk
 from libs.common.events import loadbalancer as ev
@@ -83,17 +89,17 @@ def decide(command: c.Command, state: LoadBalancerState) -> list[Event]:
             return _replace_members(command, state)
         case c.Activate():
             _require_lb(state)
-            return [ev.LoadBalancerActivated(amphora_ids=command.amphora_ids)]
+            return [ev.LoadBalancerActivated(amphora_ids=command.amphora_ids, at=command.now)]
         case c.ApplyChanges():
             lb = _require_lb(state)
             if lb.provisioning_status not in PENDING_STATUSES:
                 return []  # nothing pending: a redelivered or stale request
-            return [ev.ChangesApplied()]
+            return [ev.ChangesApplied(at=command.now)]
         case c.FailProvisioning():
             lb = _require_lb(state)
             if lb.provisioning_status == PS.DELETED:
                 return []
-            return [ev.ProvisioningFailed(reason=command.reason)]
+            return [ev.ProvisioningFailed(reason=command.reason, at=command.now)]
         case c.CompleteDeletion():
             lb = _require_lb(state)
             if lb.provisioning_status == PS.DELETED:
@@ -255,10 +261,14 @@ def _check_member(member: Member, state: LoadBalancerState, current_id: str | No
         if other.provisioning_status == PS.PENDING_DELETE:
             continue
         if other.address == member.address and other.protocol_port == member.protocol_port:
-            raise Conflict(
-                "Another member on this pool is already using ip address "
-                f"{member.address} on protocol_port {member.protocol_port}"
-            )
+            raise _duplicate_member(member)
+
+
+def _duplicate_member(member: Member) -> Conflict:
+    return Conflict(
+        "Another member on this pool is already using ip "
+        f"{member.address} on protocol_port {member.protocol_port}"
+    )
 
 
 def _check_healthmonitor(hm: HealthMonitor, state: LoadBalancerState) -> None:
@@ -276,10 +286,14 @@ def _check_healthmonitor(hm: HealthMonitor, state: LoadBalancerState) -> None:
 
 def _check_l7policy(policy: L7Policy, state: LoadBalancerState) -> None:
     listener = _require_child(state, "listeners", policy.listener_id)
-    if listener.protocol.value not in _L7_LISTENER_PROTOCOLS:
-        raise ValidationFailed(
-            "Validation failure: L7 policies are only supported on HTTP and "
-            f"TERMINATED_HTTPS listeners, not {listener.protocol.value}."
+    protocol = listener.protocol.value
+    if protocol == "PROMETHEUS":
+        raise ValidationFailed("Protocol PROMETHEUS listeners cannot have child objects.")
+    if protocol not in _L7_LISTENER_PROTOCOLS:
+        provider = state.loadbalancer.provider if state.loadbalancer else "amphora"
+        raise NotImplementedByProvider(
+            f"Provider '{provider}' does not support a requested option: "
+            f"{protocol} protocol listeners do not support L7 policies"
         )
     if policy.redirect_pool_id is not None:
         pool = _require_child(state, "pools", policy.redirect_pool_id)
@@ -322,11 +336,13 @@ def _replace_members(cmd: c.ReplaceMembers, state: LoadBalancerState) -> list[Ev
     wanted: dict[tuple[str, int], Member] = {}
     for member in cmd.members:
         key = (member.address, member.protocol_port)
-        if key in wanted:
+        if key in wanted and key in existing:
             raise ValidationFailed(
-                "Validation failure: Member address/port pairs must be unique in the batch: "
-                f"{member.address}:{member.protocol_port}"
+                "Validation failure: Member must be updated only once in the same request."
             )
+        if key in wanted:
+            # Octavia inserts both; the second one hits the uniqueness check.
+            raise _duplicate_member(member)
         wanted[key] = member
     events: list[Event] = []
     for key, member in wanted.items():

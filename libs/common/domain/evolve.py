@@ -8,16 +8,21 @@ provisioner's ChangesApplied/LoadBalancerActivated settle them; ProvisioningFail
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import datetime
 from typing import Any, Final
 
 from libs.common.domain.kinds import BY_CREATED, BY_DELETED, BY_UPDATED, CHILD_KINDS
 from libs.common.domain.model import (
     PENDING_STATUSES,
+    HealthMonitor,
     L7Policy,
+    L7Rule,
+    Listener,
     LoadBalancer,
     LoadBalancerState,
     Member,
     OperatingStatus,
+    Pool,
     ProvisioningStatus,
     Resource,
 )
@@ -159,8 +164,39 @@ def _mark_deleting(state: LoadBalancerState, collection: str, target_id: str) ->
     return state
 
 
-def _settle(state: LoadBalancerState) -> LoadBalancerState:
-    """Pending children become ACTIVE (or vanish when PENDING_DELETE); the LB goes ACTIVE."""
+def _touched(resource: Resource, at: datetime | None) -> dict[str, Any]:
+    """``updated_at`` of a status change by the worker (never before ``created_at``)."""
+    if at is None:
+        return {}
+    created = resource.created_at
+    return {"updated_at": max(at, created) if created is not None else at}
+
+
+def _listeners_of(state: LoadBalancerState, child: Resource) -> set[str]:
+    """The listeners a change of ``child`` touches (Octavia's worker marks them ACTIVE)."""
+    match child:
+        case Listener():
+            return {child.id}
+        case Pool():
+            return {li.id for li in state.pool_listeners(child.id)}
+        case Member() | HealthMonitor():
+            return {li.id for li in state.pool_listeners(child.pool_id)}
+        case L7Policy():
+            return {child.listener_id}
+        case L7Rule():
+            policy = state.l7policies.get(child.l7policy_id)
+            return {policy.listener_id} if policy is not None else set()
+    return set()
+
+
+def _settle(state: LoadBalancerState, at: datetime | None) -> LoadBalancerState:
+    """Pending children become ACTIVE (or vanish when PENDING_DELETE); the LB goes ACTIVE.
+    Settled children, and the listeners their changes touch, get ``updated_at`` = ``at``."""
+    touched: set[str] = set()
+    for collection in _CHILD_KINDS:
+        for child in getattr(state, collection).values():
+            if child.provisioning_status in PENDING_STATUSES:
+                touched |= _listeners_of(state, child)
     update: dict[str, Any] = {}
     for collection in _CHILD_KINDS:
         items: dict[str, Resource] = {}
@@ -169,7 +205,10 @@ def _settle(state: LoadBalancerState) -> LoadBalancerState:
             if status == PS.PENDING_DELETE:
                 continue
             if status in PENDING_STATUSES:
-                child = child.updated(_settled_statuses(state, collection, child))
+                settled = _settled_statuses(state, collection, child)
+                child = child.updated({**settled, **_touched(child, at)})
+            elif collection == "listeners" and child_id in touched:
+                child = child.updated(_touched(child, at))
             items[child_id] = child
         update[collection] = items
     lb = state.loadbalancer
@@ -181,6 +220,7 @@ def _settle(state: LoadBalancerState) -> LoadBalancerState:
                 "operating_status": lb.operating_status
                 if lb.operating_status != OperatingStatus.OFFLINE or not lb.admin_state_up
                 else OperatingStatus.ONLINE,
+                **(_touched(lb, at) if lb.provisioning_status in PENDING_STATUSES else {}),
             }
         )
     return state.model_copy(update=update)
@@ -254,11 +294,12 @@ def _on_deleted(state: LoadBalancerState, event: Event) -> LoadBalancerState:
 
 def _on_activated(state: LoadBalancerState, event: Event) -> LoadBalancerState:
     assert isinstance(event, ev.LoadBalancerActivated)
-    return _settle(state.model_copy(update={"amphora_ids": event.amphora_ids}))
+    return _settle(state.model_copy(update={"amphora_ids": event.amphora_ids}), event.at)
 
 
 def _on_changes_applied(state: LoadBalancerState, event: Event) -> LoadBalancerState:
-    return _settle(state)
+    assert isinstance(event, ev.ChangesApplied)
+    return _settle(state, event.at)
 
 
 def _on_failed(state: LoadBalancerState, event: Event) -> LoadBalancerState:
@@ -269,13 +310,17 @@ def _on_failed(state: LoadBalancerState, event: Event) -> LoadBalancerState:
     update: dict[str, Any] = {}
     for collection in _CHILD_KINDS:
         update[collection] = {
-            child_id: child.updated({"provisioning_status": PS.ERROR})
+            child_id: child.updated({"provisioning_status": PS.ERROR, **_touched(child, event.at)})
             if child.provisioning_status in PENDING_STATUSES
             else child
             for child_id, child in getattr(state, collection).items()
         }
     update["loadbalancer"] = lb.updated(
-        {"provisioning_status": PS.ERROR, "provisioning_error": event.reason}
+        {
+            "provisioning_status": PS.ERROR,
+            "provisioning_error": event.reason,
+            **_touched(lb, event.at),
+        }
     )
     state = state.model_copy(update=update)
     # A policy whose deletion failed is live again: give it back a place in the order.

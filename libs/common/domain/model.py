@@ -308,6 +308,21 @@ class LoadBalancerState(BaseModel):
             if li.default_pool_id == pool_id or li.id in via_policy
         ]
 
+    def shown_pool_listeners(self, pool_id: str) -> list[Listener]:
+        """The listeners Octavia shows for a pool: those using it as default pool, and those
+        with an enabled policy that has at least one rule and redirects to it."""
+        ruled = {r.l7policy_id for r in self.l7rules.values()}
+        via_policy = {
+            p.listener_id
+            for p in self.l7policies.values()
+            if p.redirect_pool_id == pool_id and p.admin_state_up and p.id in ruled
+        }
+        return [
+            li
+            for li in self.listeners.values()
+            if li.default_pool_id == pool_id or li.id in via_policy
+        ]
+
     def listener_policies(self, listener_id: str) -> list[L7Policy]:
         return sorted(
             (p for p in self.l7policies.values() if p.listener_id == listener_id),

@@ -326,20 +326,30 @@ class LoadBalancerDeleted(LoadBalancerEvent, name="LoadBalancerDeleted"):
     """The amphorae are gone; the LB is DELETED and its VIP free."""
 
 
-class LoadBalancerActivated(LoadBalancerEvent, name="LoadBalancerActivated"):
-    """The LB serves on its VIP from these amphorae; every pending child is settled."""
+# v2: ``at`` (v1 had no time of the settling); upcast_settled_v1_v2.
+class LoadBalancerActivated(LoadBalancerEvent, name="LoadBalancerActivated", version=2):
+    """The LB serves on its VIP from these amphorae; every pending child is settled (its
+    ``updated_at`` becomes ``at``; absent in events written before it was recorded)."""
 
     amphora_ids: tuple[str, ...]
+    at: datetime | None = None
 
 
-class ChangesApplied(LoadBalancerEvent, name="ChangesApplied"):
-    """The config of every pending change runs on the amphorae; pending children settle."""
+# v2: ``at``; upcast_settled_v1_v2.
+class ChangesApplied(LoadBalancerEvent, name="ChangesApplied", version=2):
+    """The config of every pending change runs on the amphorae; pending children settle
+    (``updated_at`` becomes ``at``)."""
+
+    at: datetime | None = None
 
 
-class ProvisioningFailed(LoadBalancerEvent, name="ProvisioningFailed"):
-    """A step failed: the LB and every pending child go ERROR with ``reason``."""
+# v2: ``at``; upcast_settled_v1_v2.
+class ProvisioningFailed(LoadBalancerEvent, name="ProvisioningFailed", version=2):
+    """A step failed: the LB and every pending child go ERROR with ``reason`` (``updated_at``
+    becomes ``at``)."""
 
     reason: str
+    at: datetime | None = None
 
 
 class LoadBalancerFailoverRequested(LoadBalancerEvent, name="LoadBalancerFailoverRequested"):
@@ -458,3 +468,12 @@ for _updated in (
     L7RuleUpdated,
 ):
     registry().register_upcaster(_updated.event_type, 1, upcast_updated_v1_v2)
+
+
+def upcast_settled_v1_v2(data: dict[str, Any]) -> dict[str, Any]:
+    """v1 -> v2 of the provisioner's status events: no time was recorded (``at`` null)."""
+    return {**data, "at": None}
+
+
+for _settled in (LoadBalancerActivated, ChangesApplied, ProvisioningFailed):
+    registry().register_upcaster(_settled.event_type, 1, upcast_settled_v1_v2)

@@ -2,7 +2,7 @@
 updated in the append transaction.
 
 ``quota_view.body`` holds every canonical resource name with an int or null (the default),
-which is what ``QuotaGuard`` reads; a project back at all defaults has no row.
+which is what ``QuotaGuard`` reads; a project has a row from its first write on.
 """
 
 from __future__ import annotations
@@ -73,9 +73,6 @@ class PostgresQuotaLimits:
 
 
 async def _write_view(conn: asyncpg.Connection, project_id: str, after: QuotaState) -> None:
-    if not after.stored:
-        await conn.execute("DELETE FROM quota_view WHERE project_id = $1", project_id)
-        return
     await conn.execute(
         "INSERT INTO quota_view (project_id, version, body) VALUES ($1, $2, $3::jsonb) "
         "ON CONFLICT (project_id) DO UPDATE SET version = $2, body = $3::jsonb "

@@ -115,7 +115,7 @@ class PostgresViews:
                 f"SELECT {columns} FROM {TABLES[query.kind.key]} WHERE id = $1", query.marker
             )
             if marker is None:
-                raise ValidationFailed(f"Invalid marker '{query.marker}': not found.")
+                raise ValidationFailed(f"Supplied pagination marker '{query.marker}' is not valid.")
             where.append(_after_marker(query, marker, params))
         order = ", ".join(
             f"{_sort_expr(query.kind, attr)} {'DESC' if desc != query.page_reverse else 'ASC'}"

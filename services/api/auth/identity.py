@@ -3,6 +3,8 @@
 Loaded from a YAML file (``identity.yaml``); a bootstrap admin is created from settings when
 the file does not exist yet, under an exclusive file lock, so API replicas starting at once
 over one file all read the same admin project. Passwords are stored only as scrypt hashes.
+``IdentityFile`` re-reads the file when it changes on disk (``fulcrum identity`` edits it with
+``save``), so a running API sees new users, projects and grants without a restart.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import hmac
+import logging
+import os
 import secrets
 import uuid
 from pathlib import Path
@@ -18,6 +22,7 @@ from typing import Any, Final
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
+_log = logging.getLogger(__name__)
 _SCRYPT: Final = {"n": 2**14, "r": 8, "p": 1}
 DEFAULT_DOMAIN_ID: Final = "default"
 
@@ -130,10 +135,48 @@ def load_or_bootstrap(path: Path, admin_password: str) -> IdentityConfig:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not path.exists():
             config = bootstrap_config(admin_password)
-            scratch = path.with_name(path.name + ".tmp")
-            scratch.write_text(yaml.safe_dump(config.model_dump(), sort_keys=False))
-            scratch.chmod(0o600)
-            scratch.replace(path)
+            save(path, config)
             return config
-        data: Any = yaml.safe_load(path.read_text()) or {}
+        return load(path)
+
+
+def load(path: Path) -> IdentityConfig:
+    """The identity file at ``path`` (ValueError when it is not a valid one)."""
+    data: Any = yaml.safe_load(path.read_text()) or {}
     return IdentityConfig.model_validate(data)
+
+
+def save(path: Path, config: IdentityConfig) -> None:
+    """Write ``config`` to ``path`` atomically (a readers sees the old or the new file), 0600."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
+    temporary.write_text(yaml.safe_dump(config.model_dump(), sort_keys=False))
+    temporary.chmod(0o600)
+    os.replace(temporary, path)
+
+
+class IdentityFile:
+    """The identity file as last read; ``current()`` re-reads it when its size or mtime
+    changed. An unreadable or invalid new version is logged and the previous one kept."""
+
+    def __init__(self, path: Path, config: IdentityConfig) -> None:
+        self._path = path
+        self._config = config
+        self._seen = self._signature()
+
+    def _signature(self) -> tuple[int, int] | None:
+        try:
+            stat = self._path.stat()
+        except OSError:
+            return None
+        return stat.st_mtime_ns, stat.st_size
+
+    def current(self) -> IdentityConfig:
+        signature = self._signature()
+        if signature is not None and signature != self._seen:
+            self._seen = signature
+            try:
+                self._config = load(self._path)
+            except (OSError, ValueError, yaml.YAMLError) as exc:
+                _log.error("identity file %s not reloaded: %s", self._path, exc)
+        return self._config

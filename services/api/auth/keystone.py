@@ -1,4 +1,4 @@
-"""The Keystone v3 subset on the API's port: version, password/token auth, validation, projects.
+"""The Keystone v3 subset on the API's port: version, password/token auth and validation.
 
 Answers with Keystone's shapes (``X-Subject-Token``, ``expires_at``, roles, catalog) so that
 keystoneauth, the ``openstack`` CLI and openstacksdk work unmodified. Errors use Keystone's
@@ -15,7 +15,13 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from services.api.auth.identity import IdentityConfig, Project, User, verify_password
+from services.api.auth.identity import (
+    IdentityConfig,
+    IdentityFile,
+    Project,
+    User,
+    verify_password,
+)
 from services.api.auth.tokens import InvalidToken, TokenClaims, TokenSigner
 from services.api.domain.policy import RequestContext
 from services.api.http.errors import keystone_error
@@ -39,18 +45,19 @@ class CatalogSettings:
 
 
 class KeystoneApi:
-    """Handlers of ``/v3`` plus ``context_for_token`` used by the auth middleware."""
+    """Handlers of ``/v3`` plus ``context_for_token`` used by the auth middleware; the read
+    API (users, projects, roles, domains) is in ``directory``."""
 
     def __init__(
         self,
-        identity: IdentityConfig,
+        identity: IdentityConfig | IdentityFile,
         signer: TokenSigner,
         catalog: CatalogSettings,
         public_url: str | None = None,
         admin_token: str | None = None,
         admin_project_id: str | None = None,
     ) -> None:
-        self.identity = identity
+        self._identity = identity
         self.signer = signer
         self.catalog_settings = catalog
         self.public_url = public_url
@@ -61,22 +68,18 @@ class KeystoneApi:
             is_admin=True,
         )
 
-    def routes(self) -> list[web.RouteDef]:
-        return [
-            web.get("/v3", self.version),
-            web.get("/v3/", self.version),
-            web.post("/v3/auth/tokens", self.issue_token),
-            web.get("/v3/auth/tokens", self.validate_token, allow_head=False),
-            web.head("/v3/auth/tokens", self.validate_token),
-            web.get("/v3/projects", self.list_projects),
-            web.get("/v3/projects/{project}", self.show_project),
-        ]
+    @property
+    def identity(self) -> IdentityConfig:
+        """The identity configuration now (the file's latest valid version)."""
+        if isinstance(self._identity, IdentityFile):
+            return self._identity.current()
+        return self._identity
 
-    def _base(self, request: web.Request) -> str:
+    def base_url(self, request: web.Request) -> str:
         return (self.public_url or f"{request.scheme}://{request.host}").rstrip("/")
 
     async def version(self, request: web.Request) -> web.Response:
-        base = self._base(request)
+        base = self.base_url(request)
         return web.json_response(
             {
                 "version": {
@@ -195,11 +198,11 @@ class KeystoneApi:
                 "domain": {"id": pdomain.id, "name": pdomain.name} if pdomain else domain_ref,
             }
             token["roles"] = [{"id": role, "name": role} for role in claims.roles]
-            token["catalog"] = self._catalog(request)
+            token["catalog"] = self.catalog(request)
         return {"token": token}
 
-    def _catalog(self, request: web.Request) -> list[dict[str, Any]]:
-        base = self._base(request)
+    def catalog(self, request: web.Request) -> list[dict[str, Any]]:
+        base = self.base_url(request)
         region = self.catalog_settings.region
         services = [
             ("load-balancer", "octavia", base),
@@ -253,43 +256,3 @@ class KeystoneApi:
             roles=roles,
             is_admin="admin" in roles,
         )
-
-    # --- projects (for `quota show <project name>`) ----------------------------------------
-
-    def _visible_projects(self, request: web.Request) -> list[Project]:
-        ctx = self.context_for_token(request.headers.get("X-Auth-Token", ""))
-        if ctx is None:
-            return []
-        return [p for p in self.identity.projects if ctx.is_admin or p.id == ctx.project_id]
-
-    @staticmethod
-    def _project_body(project: Project) -> dict[str, Any]:
-        return {
-            "id": project.id,
-            "name": project.name,
-            "domain_id": project.domain_id,
-            "description": project.description,
-            "enabled": True,
-            "is_domain": False,
-            "parent_id": project.domain_id,
-            "tags": [],
-            "links": {},
-        }
-
-    async def list_projects(self, request: web.Request) -> web.Response:
-        if self.context_for_token(request.headers.get("X-Auth-Token", "")) is None:
-            return unauthorized()
-        name = request.query.get("name")
-        projects = [p for p in self._visible_projects(request) if name in (None, p.name)]
-        return web.json_response(
-            {"projects": [self._project_body(p) for p in projects], "links": {}}
-        )
-
-    async def show_project(self, request: web.Request) -> web.Response:
-        if self.context_for_token(request.headers.get("X-Auth-Token", "")) is None:
-            return unauthorized()
-        wanted = request.match_info["project"]
-        for project in self._visible_projects(request):
-            if project.id == wanted:
-                return web.json_response({"project": self._project_body(project)})
-        return keystone_error(404, "Not Found", f"Could not find project: {wanted}.")

@@ -39,6 +39,12 @@ class Section:
     profile_attr: str | None = None
     # The load balancer attribute that refers to the entry (it cannot go while referred to).
     lb_attr: str | None = None
+    # How a GET or PUT of a missing entry names it, where Octavia spells it differently.
+    lookup_label: str = ""
+
+    @property
+    def missing_label(self) -> str:
+        return self.lookup_label or self.label
 
     def stream(self, key: str) -> StreamId:
         return StreamId(self.category, key)
@@ -58,6 +64,7 @@ FLAVORS: Final = Section(
 FLAVOR_PROFILES: Final = Section(
     category="flavorprofile",
     label="Flavor profile",
+    lookup_label="Flavor Profile",
     key="id",
     created=flavor_ev.FlavorProfileCreated,
     updated=flavor_ev.FlavorProfileUpdated,
@@ -66,7 +73,7 @@ FLAVOR_PROFILES: Final = Section(
 )
 AVAILABILITY_ZONES: Final = Section(
     category="availabilityzone",
-    label="Availability zone",
+    label="Availability Zone",
     key="name",
     created=az_ev.AvailabilityZoneCreated,
     updated=az_ev.AvailabilityZoneUpdated,
@@ -77,7 +84,7 @@ AVAILABILITY_ZONES: Final = Section(
 )
 AVAILABILITY_ZONE_PROFILES: Final = Section(
     category="availabilityzoneprofile",
-    label="Availability zone profile",
+    label="Availability Zone Profile",
     key="id",
     created=az_ev.AvailabilityZoneProfileCreated,
     updated=az_ev.AvailabilityZoneProfileUpdated,
@@ -140,7 +147,7 @@ def decide(section: Section, key: str, command: EntryCommand, state: Entry) -> l
             return [section.created.model_validate(command.body)]
         case UpdateEntry():
             if state.body is None:
-                raise NotFound.resource(section.label, key)
+                raise NotFound.resource(section.missing_label, key)
             unknown = set(command.changes) - section.mutable
             if unknown:
                 raise TypeError(f"{section.label} attributes {sorted(unknown)} are immutable")

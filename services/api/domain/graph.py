@@ -85,17 +85,21 @@ def build_graph(
     definitions, references = _pool_definitions(fields)
     names = [str(p.get("name") or "") for p in definitions]
     if any(not name for name in names):
-        raise _invalid("Pools in a single-call create must have a name.")
-    duplicated = sorted(n for n, c in Counter(names).items() if c > 1)
-    if duplicated:
-        raise _invalid(f"Pool names must be unique: {', '.join(map(str, duplicated))}.")
-    missing = sorted(set(references) - set(names))
+        raise _invalid("Pools must be named when creating a fully populated loadbalancer.")
+    if any(count > 1 for count in Counter(names).values()):
+        raise _invalid("Pool names must be unique when creating a fully populated loadbalancer.")
+    missing = [name for name in references if name not in names]
     if missing:
-        raise _invalid(f"Pools referenced but not defined: {', '.join(missing)}.")
+        raise _invalid(f"Pool '{missing[0]}' was referenced but no full definition was found.")
+    for definition in definitions:
+        for attribute in ("protocol", "lb_algorithm"):
+            if definition.get(attribute) is None:
+                raise _invalid(
+                    f"Pool definition for '{definition['name']}' missing required attribute: "
+                    f"{attribute}"
+                )
     pool_ids: dict[str, str] = {}
     for definition in definitions:
-        if definition.get("protocol") is None or definition.get("lb_algorithm") is None:
-            raise _invalid(f"Pool {definition['name']} needs a protocol and an lb_algorithm.")
         pool = builders.new_pool(
             definition, pool_id=_new_id(), lb_id=lb.id, project_id=lb.project_id, now=now
         )

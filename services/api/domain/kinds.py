@@ -81,7 +81,6 @@ LOADBALANCER: Final = Kind(
         provider="str",
         flavor_id="str",
         availability_zone="str",
-        provisioning_error="str",
     ),
     columns=_BASE_COLUMNS,
 )
@@ -215,7 +214,7 @@ FLAVOR_PROFILE: Final = Kind(
     key="flavorprofile",
     singular="flavorprofile",
     plural="flavorprofiles",
-    label="Flavor profile",
+    label="Flavor Profile",
     attributes={"id": "str", "name": "str", "provider_name": "str", "flavor_data": "str"},
     columns={"id": "id"},
     links="flavorprofile_links",
@@ -224,7 +223,7 @@ AVAILABILITY_ZONE: Final = Kind(
     key="availabilityzone",
     singular="availability_zone",
     plural="availability_zones",
-    label="Availability zone",
+    label="Availability Zone",
     attributes={
         "name": "str",
         "description": "str",
@@ -238,7 +237,7 @@ AVAILABILITY_ZONE_PROFILE: Final = Kind(
     key="availabilityzoneprofile",
     singular="availability_zone_profile",
     plural="availability_zone_profiles",
-    label="Availability zone profile",
+    label="Availability Zone Profile",
     attributes={
         "id": "str",
         "name": "str",

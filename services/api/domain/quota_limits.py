@@ -1,9 +1,10 @@
 """A project's stored quota: the ``quota-<project_id>`` aggregate and Octavia's quota bodies.
 
 Pure. A stored limit is an int (-1 unlimited ... 2 000 000 000) or None ("the configured
-default"); a project whose limits are all None has no stored quota at all (Octavia lists only
-stored quotas). Bodies carry the canonical names plus the deprecated ``load_balancer`` and
-``health_monitor`` aliases, as Octavia answers.
+default"). A project has a quota record from its first PUT on; a reset sets every limit back
+to None but keeps the record (Octavia lists it with nulls, and a reset of a project without a
+record is a 404). Bodies carry ``project_id``, the canonical names, the deprecated
+``load_balancer`` and ``health_monitor`` aliases and ``tenant_id``, as Octavia answers.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Final
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from libs.common.errors import NotFound
 from libs.common.events import Event
 from libs.common.events import quota as ev
 
@@ -29,6 +31,7 @@ QUOTA_RESOURCES: Final = (
 )
 # Deprecated spelling -> canonical name (Octavia still accepts and returns both).
 DEPRECATED_ALIASES: Final = {"load_balancer": "loadbalancer", "health_monitor": "healthmonitor"}
+_ALIAS_OF: Final = {name: alias for alias, name in DEPRECATED_ALIASES.items()}
 MIN_QUOTA: Final = -1
 MAX_QUOTA: Final = 2_000_000_000
 
@@ -44,8 +47,13 @@ class QuotaState(BaseModel):
     limits: dict[str, int | None] = Field(default_factory=dict)
 
     @property
+    def exists(self) -> bool:
+        """Whether the project has a quota record (set once, kept through resets)."""
+        return self.version > 0
+
+    @property
     def stored(self) -> bool:
-        """Whether any limit differs from "the default" (the project has a stored quota)."""
+        """Whether any limit differs from "the default"."""
         return any(v is not None for v in self.limits.values())
 
 
@@ -65,15 +73,21 @@ QuotaCommand = SetQuota | ResetQuota
 
 
 def decide(project_id: str, command: QuotaCommand, state: QuotaState) -> list[Event]:
-    """Events for ``command``; a change to nothing appends nothing (the answer is the same)."""
+    """Events for ``command``; a change to nothing appends nothing once the record exists.
+
+    Raises NotFound for a reset of a project that has no quota record."""
     match command:
         case SetQuota():
             unknown = set(command.limits) - set(QUOTA_RESOURCES)
             if unknown:
                 raise TypeError(f"unknown quota resources {sorted(unknown)}")
             changed = {k: v for k, v in command.limits.items() if state.limits.get(k) != v}
-            return [ev.QuotaUpdated(project_id=project_id, limits=changed)] if changed else []
+            if not changed and state.exists:
+                return []
+            return [ev.QuotaUpdated(project_id=project_id, limits=changed)]
         case ResetQuota():
+            if not state.exists:
+                raise NotFound(f"Quotas {project_id} not found.")
             return [ev.QuotaReset(project_id=project_id)] if state.stored else []
     raise TypeError(f"unknown command {command!r}")
 
@@ -111,15 +125,22 @@ def stored_row(limits: Limits) -> dict[str, int | None]:
     return {name: limits.get(name) for name in QUOTA_RESOURCES}
 
 
-def quota_body(limits: Limits, defaults: Mapping[str, int] | None = None) -> dict[str, int | None]:
-    """Octavia's quota body; with ``defaults``, None values become the effective default."""
+def quota_body(
+    project_id: str, limits: Limits, defaults: Mapping[str, int] | None = None
+) -> dict[str, str | int | None]:
+    """Octavia's quota body of ``project_id``; with ``defaults``, None values become the
+    effective default."""
     values = {
         name: (
             value if (value := limits.get(name)) is not None or defaults is None else defaults[name]
         )
         for name in QUOTA_RESOURCES
     }
-    body = dict(values)
-    for alias, name in DEPRECATED_ALIASES.items():
-        body[alias] = values[name]
+    body: dict[str, str | int | None] = {"project_id": project_id}
+    for name in QUOTA_RESOURCES:
+        body[name] = values[name]
+        alias = _ALIAS_OF.get(name)
+        if alias is not None:
+            body[alias] = values[name]
+    body["tenant_id"] = project_id
     return body

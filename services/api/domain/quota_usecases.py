@@ -37,16 +37,13 @@ class QuotaAdministration:
         project_id: str,
         given: Mapping[str, int | None],
         meta: Metadata,
-    ) -> dict[str, int | None]:
+    ) -> dict[str, str | int | None]:
         """Set the limits a PUT sent (aliases allowed); the answer is the effective quota."""
         enforce(ctx, Action.WRITE_QUOTA, project_id)
         state = await self._repo.execute(project_id, SetQuota(canonical(given)), meta)
-        return quota_body(state.limits, self._defaults)
+        return quota_body(project_id, state.limits, self._defaults)
 
-    async def reset(
-        self, ctx: RequestContext, project_id: str, meta: Metadata
-    ) -> dict[str, int | None]:
-        """Back to the defaults (a project without a stored quota is left as it is)."""
+    async def reset(self, ctx: RequestContext, project_id: str, meta: Metadata) -> None:
+        """Every limit back to the default, keeping the record (NotFound without one)."""
         enforce(ctx, Action.WRITE_QUOTA, project_id)
-        state = await self._repo.execute(project_id, ResetQuota(), meta)
-        return quota_body(state.limits, self._defaults)
+        await self._repo.execute(project_id, ResetQuota(), meta)

@@ -7,7 +7,7 @@ so two concurrent creates cannot both take the last unit; unlimited creates take
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Final
 
@@ -28,9 +28,18 @@ QUOTA_LABELS: Final = {
 
 
 class QuotaGuard:
-    def __init__(self, store: QuotaStore, defaults: Mapping[str, int]) -> None:
+    """``record`` (with quota enforcement on, i.e. any auth strategy but noauth) gives a
+    project a quota record the first time it creates something, as Octavia does."""
+
+    def __init__(
+        self,
+        store: QuotaStore,
+        defaults: Mapping[str, int],
+        record: Callable[[str], Awaitable[None]] | None = None,
+    ) -> None:
         self._store = store
         self._defaults = dict(defaults)
+        self._record = record
 
     async def limits(self, project_id: str) -> dict[str, int]:
         """Effective limits of a project (stored values, else defaults)."""
@@ -58,12 +67,14 @@ class QuotaGuard:
         governed = [name for name in growing if limits is not None and limits[name] != -1]
         if not governed:
             yield None
-            return
-        async with self._store.locked_project(project_id) as conn:
-            counts = await self._store.count_live(conn, project_id, governed)
-            assert limits is not None
-            over = [n for n in governed if counts[n] + growing[n] > limits[n]]
-            if over:
-                labels = ", ".join(QUOTA_LABELS[n] for n in over)
-                raise Forbidden(f"Quota has been met for resources: {labels}")
-            yield conn
+        else:
+            async with self._store.locked_project(project_id) as conn:
+                counts = await self._store.count_live(conn, project_id, governed)
+                assert limits is not None
+                over = [n for n in governed if counts[n] + growing[n] > limits[n]]
+                if over:
+                    labels = ", ".join(QUOTA_LABELS[n] for n in over)
+                    raise Forbidden(f"Quota has been met for resources: {labels}")
+                yield conn
+        if self._record is not None and growing and not await self._store.quota_limits(project_id):
+            await self._record(project_id)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from typing import Any, Final
 
 from libs.common.domain.model import (
@@ -122,7 +122,19 @@ def _check_kernel_listener(listener: Listener) -> None:
         raise _invalid(f"{protocol} protocol listener does not support TLS.")
 
 
-def check_listener(listener: Listener, lb: LoadBalancer) -> None:
+def check_certificate_refs(protocol: str, fields: Mapping[str, Any]) -> None:
+    """Certificate refs only on listeners that terminate TLS; checked before the refs are
+    looked up (``protocol`` is the stored one on PUT). UDP and SCTP listeners have their own
+    wording ("... listener does not support TLS."), so they are left to their rules."""
+    if protocol not in (LP.TERMINATED_HTTPS.value, "UDP", "SCTP") and (
+        fields.get("default_tls_container_ref") or fields.get("sni_container_refs")
+    ):
+        raise _invalid(
+            f"Certificate container references are not allowed on {protocol} protocol listeners."
+        )
+
+
+def check_listener(listener: Listener, lb: LoadBalancer, creating: bool = True) -> None:
     """Raise ValidationFailed unless the listener is coherent."""
     if listener.protocol.value in KERNEL_PROTOCOLS:
         _check_kernel_listener(listener)
@@ -130,9 +142,10 @@ def check_listener(listener: Listener, lb: LoadBalancer) -> None:
     if tls and not (listener.default_tls_container_ref or listener.sni_container_refs):
         raise _invalid(
             "An SNI or default certificate container reference must be provided for "
-            "TERMINATED_HTTPS listeners."
+            "TERMINATED_HTTPS protocol listeners."
         )
     if not tls:
+        check_certificate_refs(listener.protocol.value, listener.model_dump())
         for name in _TLS_ONLY_FIELDS:
             if getattr(listener, name):
                 raise _invalid(f"{name} is only valid for TERMINATED_HTTPS listeners.")
@@ -155,26 +168,29 @@ def check_listener(listener: Listener, lb: LoadBalancer) -> None:
     for name in ("tls_versions", "alpn_protocols"):
         if getattr(listener, name) == ():
             raise _invalid(f"{name} must not be an empty list.")
-    _check_insert_headers(listener)
+    _check_insert_headers(listener, creating)
     if listener.protocol is LP.PROMETHEUS and listener.default_pool_id is not None:
         raise _invalid("PROMETHEUS listeners cannot have a default pool.")
     _check_allowed_cidrs(listener, lb)
 
 
-def _check_insert_headers(listener: Listener) -> None:
+def _check_insert_headers(listener: Listener, creating: bool) -> None:
     if not listener.insert_headers:
         return
+    protocol = listener.protocol.value
     if listener.protocol not in (LP.HTTP, LP.TERMINATED_HTTPS):
-        raise _invalid(f"insert_headers are not supported on {listener.protocol.value} listeners.")
-    allowed = INSERT_HEADERS | (
-        SSL_INSERT_HEADERS if listener.protocol is LP.TERMINATED_HTTPS else set()
-    )
-    unknown = sorted(set(listener.insert_headers) - allowed)
-    if unknown:
         raise ValidationFailed(
-            f"{', '.join(unknown)} is not a valid option for insert_headers of "
-            f"{listener.protocol.value} listeners"
+            f"insert-headers is not a valid option for a {protocol} protocol listener."
         )
+    names = list(listener.insert_headers)
+    unknown = [h for h in names if h not in INSERT_HEADERS | SSL_INSERT_HEADERS]
+    if unknown:
+        # Octavia prints the Python repr: dict_keys([...]) of the whole dict on POST.
+        shown = f"dict_keys({names!r})" if creating else repr(names)
+        raise ValidationFailed(f"{shown} is not a valid option for insert_headers")
+    ssl = [h for h in names if h in SSL_INSERT_HEADERS]
+    if ssl and listener.protocol is not LP.TERMINATED_HTTPS:
+        raise ValidationFailed(f"{ssl!r} is not a valid option for {protocol} protocol listener.")
 
 
 def _check_allowed_cidrs(listener: Listener, lb: LoadBalancer) -> None:
@@ -277,7 +293,8 @@ def check_member(
 ) -> None:
     for address in (member.address, member.monitor_address):
         if address is not None and address in reserved_ips:
-            raise _invalid(f"The member address {address} is a reserved IP address.")
+            shown = ipaddress.ip_address(address).exploded.upper()
+            raise ValidationFailed(f"{shown} is not a valid option for member address")
     if member.subnet_id is not None and member.subnet_id not in subnet_ids:
         raise _invalid(f"Subnet {member.subnet_id} not found.")
 
@@ -318,109 +335,140 @@ def check_healthmonitor(hm: HealthMonitor) -> None:
         raise _invalid("http_version 1.1 is required when domain_name is set.")
 
 
-def settle_l7policy(current: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
-    """Octavia's L7 policy sanitizing: the action decides which redirect fields survive.
+def _invalid_policy(message: str) -> ValidationFailed:
+    return ValidationFailed(f"Invalid L7 Policy arguments: {message}")
 
-    ``current`` holds the policy's fields before the change ({} on create); returns the
-    complete change (``given`` plus the fields the action nulls or defaults).
-    """
+
+def settle_l7policy(current: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
+    """Octavia's L7 policy sanitizing of the fields a request gives (POST, or a PUT's fields;
+    ``current`` is unused: Octavia looks at the request alone).
+
+    1. A given action requires its target and nulls what it excludes (REJECT: url and pool;
+       REDIRECT_TO_URL: pool; REDIRECT_TO_POOL: url). 2. A pool together with a url or a
+       prefix is refused. 3-5. Whichever of pool, url, prefix is set (in that order) decides
+       the action and nulls the others; url and prefix default ``redirect_http_code`` to 302.
+    Returns the complete change."""
+    del current
     changes = dict(given)
-    pool, url, prefix = (
-        given.get("redirect_pool_id"),
-        given.get("redirect_url"),
-        given.get("redirect_prefix"),
-    )
-    if sum(v is not None for v in (pool, url, prefix)) > 1:
-        raise _invalid(
-            "Only one of redirect_pool_id, redirect_url and redirect_prefix may be given."
+    if "action" in changes:
+        action = changes["action"]
+        if action == "REJECT":
+            changes.update(redirect_url=None, redirect_pool_id=None)
+        elif action == "REDIRECT_TO_URL":
+            if not changes.get("redirect_url"):
+                raise _invalid_policy("redirect_url must not be None")
+            changes["redirect_pool_id"] = None
+        elif action == "REDIRECT_TO_POOL":
+            if not changes.get("redirect_pool_id"):
+                raise _invalid_policy("redirect_pool_id or redirect_pool must not be None")
+            changes["redirect_url"] = None
+        elif action == "REDIRECT_PREFIX" and not changes.get("redirect_prefix"):
+            raise _invalid_policy("redirect_prefix must not be None")
+    if changes.get("redirect_pool_id") and (
+        changes.get("redirect_url") or changes.get("redirect_prefix")
+    ):
+        raise _invalid_policy(
+            "Cannot specify redirect_pool_id and redirect_url or redirect_prefix at the same time"
         )
-    action = given.get("action")
-    if action is None:
-        if pool is not None:
-            action = "REDIRECT_TO_POOL"
-        elif url is not None:
-            action = "REDIRECT_TO_URL"
-        elif prefix is not None:
-            action = "REDIRECT_PREFIX"
-        else:
-            action = current.get("action")
-    merged = {**current, **changes, "action": action}
-    changes["action"] = action
-    if action == "REJECT":
+    if changes.get("redirect_pool_id"):
         changes.update(
-            redirect_pool_id=None, redirect_url=None, redirect_prefix=None, redirect_http_code=None
-        )
-    elif action == "REDIRECT_TO_POOL":
-        if merged.get("redirect_pool_id") is None:
-            raise _invalid("A redirect_pool_id must be given for the REDIRECT_TO_POOL action.")
-        changes.update(redirect_url=None, redirect_prefix=None, redirect_http_code=None)
-    elif action == "REDIRECT_TO_URL":
-        if merged.get("redirect_url") is None:
-            raise _invalid("A redirect_url must be given for the REDIRECT_TO_URL action.")
-        changes.update(
-            redirect_pool_id=None,
-            redirect_prefix=None,
-            redirect_http_code=merged.get("redirect_http_code") or 302,
-        )
-    elif action == "REDIRECT_PREFIX":
-        if merged.get("redirect_prefix") is None:
-            raise _invalid("A redirect_prefix must be given for the REDIRECT_PREFIX action.")
-        changes.update(
-            redirect_pool_id=None,
+            action="REDIRECT_TO_POOL",
             redirect_url=None,
-            redirect_http_code=merged.get("redirect_http_code") or 302,
+            redirect_prefix=None,
+            redirect_http_code=None,
         )
+    if changes.get("redirect_url"):
+        changes.update(action="REDIRECT_TO_URL", redirect_pool_id=None, redirect_prefix=None)
+        changes["redirect_http_code"] = changes.get("redirect_http_code") or 302
+    if changes.get("redirect_prefix"):
+        changes.update(action="REDIRECT_PREFIX", redirect_pool_id=None, redirect_url=None)
+        changes["redirect_http_code"] = changes.get("redirect_http_code") or 302
     return changes
 
 
+def _rule_error(message: str) -> ValidationFailed:
+    """Octavia wraps every L7 rule error in L7RuleValidation."""
+    return ValidationFailed(f"Error parsing L7Rule: {message}")
+
+
 def _invalid_rule(message: str) -> ValidationFailed:
-    return ValidationFailed(f"Invalid L7 Rule: {message}")
+    return _rule_error(f"Invalid L7 Rule: {message}")
+
+
+def _check_regex(value: str) -> None:
+    try:
+        re.compile(value)
+    except re.error as exc:
+        raise _rule_error(f"Unable to parse regular expression: {exc}") from None
+
+
+def _check_chars(value: str, pattern: re.Pattern[str], what: str) -> None:
+    if not pattern.match(value):
+        raise _rule_error(f"Invalid characters in {what}")
+
+
+_VALUE_COMPARES: Final = frozenset(
+    {
+        L7CompareType.STARTS_WITH,
+        L7CompareType.ENDS_WITH,
+        L7CompareType.CONTAINS,
+        L7CompareType.EQUAL_TO,
+    }
+)
 
 
 def check_l7rule(rule: L7Rule) -> None:
+    """Octavia's l7rule_data checks, in its order; the first failure wins."""
     value, key, kind, compare = rule.value, rule.key, rule.type, rule.compare_type
-    if any(c in value for c in "\r\n\x00"):
-        raise _invalid_rule("value must not contain line breaks or NUL characters.")
+    if not value:
+        raise _invalid_rule("L7 rule type requires a value")
     regex = compare is L7CompareType.REGEX
-    if regex:
-        try:
-            re.compile(value)
-        except re.error as exc:
-            raise ValidationFailed(f"Unable to parse regular expression: {exc}.") from None
     match kind:
+        case L7RuleType.HEADER | L7RuleType.COOKIE:
+            if not key:
+                raise _invalid_rule("L7 rule type requires a key")
+            _check_chars(key, _TOKEN, "key")
+            if regex:
+                _check_regex(value)
+            elif kind is L7RuleType.HEADER:
+                _check_chars(value, _HEADER_VALUE, "header value")
+            else:
+                _check_chars(value, _COOKIE_VALUE, "cookie value")
         case L7RuleType.HOST_NAME | L7RuleType.PATH | L7RuleType.FILE_TYPE:
-            if key is not None:
-                raise _invalid_rule(f"key is not valid for {kind.value} rules.")
             if kind is L7RuleType.FILE_TYPE and compare not in (
                 L7CompareType.REGEX,
                 L7CompareType.EQUAL_TO,
             ):
-                raise _invalid_rule("invalid comparison type for rule type FILE_TYPE.")
-            if not regex and not _NO_SPACE.match(value):
-                raise _invalid_rule("value must not contain whitespace.")
-        case L7RuleType.HEADER | L7RuleType.COOKIE:
-            if not key:
-                raise _invalid_rule(f"key not defined for {kind.value} rule.")
-            if not _TOKEN.match(key):
-                raise _invalid_rule(f"key '{key}' is not a valid {kind.value.lower()} name.")
-            pattern = _HEADER_VALUE if kind is L7RuleType.HEADER else _COOKIE_VALUE
-            if not regex and not pattern.match(value):
-                raise _invalid_rule(f"value contains characters not valid in a {kind.value}.")
+                raise _invalid_rule("invalid comparison type for rule type")
+            if regex:
+                _check_regex(value)
+            elif compare in _VALUE_COMPARES:
+                _check_chars(value, _NO_SPACE, "comparison value")
         case L7RuleType.SSL_CONN_HAS_CERT:
-            _ssl_rule(rule)
+            if key:
+                raise _invalid_rule(f'L7rule type {kind.value} does not use the "key" field.')
             if value.lower() != "true":
-                raise _invalid_rule("SSL_CONN_HAS_CERT rules take the value 'true'.")
+                raise _invalid_rule(f"L7rule value {value} is not a boolean True string.")
+            _equal_to_only(rule)
         case L7RuleType.SSL_VERIFY_RESULT:
-            _ssl_rule(rule)
+            if key:
+                raise _invalid_rule(f'L7rule type {kind.value} does not use the "key" field.')
+            _equal_to_only(rule)
             if not value.isdigit():
-                raise _invalid_rule("SSL_VERIFY_RESULT rules take a non-negative integer value.")
+                raise _invalid_rule(f"L7rule type {kind.value} needs a int value, which is >= 0")
         case L7RuleType.SSL_DN_FIELD:
-            if not key or not _DN_FIELD.match(key):
-                raise _invalid_rule("SSL_DN_FIELD rules need a distinguished name field as key.")
+            if regex:
+                _check_regex(value)
+            if not key or not value:
+                raise _invalid_rule(f"L7rule type {kind.value} needs to specify a key and a value.")
+            if not _DN_FIELD.match(key):
+                raise _invalid_rule("Invalid L7rule distinguished name field.")
+    if any(c in value for c in "\r\n\x00"):
+        raise _rule_error("Invalid characters in comparison value")
 
 
-def _ssl_rule(rule: L7Rule) -> None:
-    if rule.key is not None:
-        raise _invalid_rule(f"key is not valid for {rule.type.value} rules.")
+def _equal_to_only(rule: L7Rule) -> None:
     if rule.compare_type is not L7CompareType.EQUAL_TO:
-        raise _invalid_rule(f"{rule.type.value} rules only support EQUAL_TO.")
+        raise _invalid_rule(
+            f"L7rule type {rule.type.value} only supports the EQUAL_TO compare type."
+        )

@@ -414,6 +414,7 @@ class LoadBalancing:
     ) -> Created:
         lb = await self.locate(LOADBALANCER, fields["loadbalancer_id"])
         enforce(ctx, Action.WRITE, lb.project_id, hidden=NotFound.resource("Load Balancer", lb.id))
+        rules.check_certificate_refs(fields["protocol"], fields)
         await self._tls.check(fields, lb.project_id)
 
         def build(state: LoadBalancerState, child_id: str) -> Listener:
@@ -435,7 +436,7 @@ class LoadBalancing:
         lb_id = fields.get("loadbalancer_id")
         if listener_id is None and lb_id is None:
             raise ValidationFailed(
-                "Validation failure: A pool must be associated with a listener or a load balancer."
+                "Validation failure: Must provide at least one of: loadbalancer_id, listener_id"
             )
         if listener_id is not None:
             listener = await self.locate(LISTENER, listener_id)
@@ -598,6 +599,12 @@ class LoadBalancing:
         row = await self._writable(ctx, kind, resource_id)
         if parent_id is not None and row.parent_id != parent_id:
             raise NotFound.resource(kind.label, resource_id)
+        if kind is LISTENER and (
+            "default_tls_container_ref" in given or "sni_container_refs" in given
+        ):
+            stored = (await self._repo.load(row.lb_id)).listeners.get(resource_id)
+            if stored is not None:
+                rules.check_certificate_refs(stored.protocol.value, given)
         if kind in (LISTENER, POOL):
             await self._tls.check(given, row.project_id)
         changes = builders.update_changes(given)
@@ -642,7 +649,7 @@ def _checked_changes(
     proposed = current.updated(changes)
     match proposed:
         case Listener():
-            rules.check_listener(proposed, state.loadbalancer)
+            rules.check_listener(proposed, state.loadbalancer, creating=False)
         case Pool():
             rules.check_pool(proposed)
         case Member():

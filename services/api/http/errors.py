@@ -1,8 +1,10 @@
-"""The one HTTP mapping: request ids, content negotiation, and every error as Octavia's fault.
+"""The one HTTP mapping: request ids, content negotiation, and every error in Octavia's shape.
 
-``{"faultcode": "Client"|"Server", "faultstring": ..., "debuginfo": null}`` for DomainErrors,
-validation errors, unknown routes and crashes (logged, shown as a generic 500); a 406 for an
-unacceptable ``Accept`` uses the API-WG shape, as Octavia's webob layer does. While Postgres
+``{"faultcode": "Client"|"Server", "faultstring": ..., "debuginfo": null}`` (WSME's fault) for
+DomainErrors, validation errors and crashes (logged, shown as a generic 500); pecan's
+``{"code", "title", "description"}`` for what the framework answers itself (unrouted paths,
+unsupported methods with ``Allow``, FrameworkErrors); a 406 for an unacceptable ``Accept``
+uses the API-WG shape, as Octavia's webob layer does. While Postgres
 cannot be reached, requests that need it answer 503 with ``Retry-After`` (never 500); the pool
 reconnects by itself once the database is back. Every response carries
 ``x-openstack-request-id``; state-changing requests run in a tracing span.
@@ -21,7 +23,7 @@ from aiohttp.typedefs import Handler
 from pydantic import ValidationError
 
 from libs.common.database import database_unavailable
-from libs.common.errors import DomainError, Unauthorized
+from libs.common.errors import DomainError, FulcrumError, Unauthorized
 from libs.common.service import METRICS
 from libs.common.telemetry import tracer
 from services.api.http.schemas import describe
@@ -59,6 +61,54 @@ _tracer = tracer("fulcrum.api")
 # Postgres text cannot hold NUL, so a NUL anywhere in a request is refused before it gets there.
 NUL_REFUSED: Final = "Invalid input: NUL characters are not allowed."
 _JSON_NUL: Final = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
+
+
+class FrameworkError(FulcrumError):
+    """An error pecan answers itself, in its body ``{"code", "title", "description"}``
+    (bad paging arguments, a body that is not UTF-8, a missing parent collection)."""
+
+    def __init__(self, status: int, title: str, description: str | None) -> None:
+        super().__init__(description or title)
+        self.status = status
+        self.title = title
+        self.description = description
+
+
+def pecan_error(status: int, title: str, description: str | None) -> web.Response:
+    body = {"code": status, "title": title, "description": description}
+    response = web.Response(
+        status=status, body=json.dumps(body).encode(), content_type="application/json"
+    )
+    # The reason phrase follows the title ("404 Bad Request" for a missing parent).
+    response.set_status(status, title)
+    return response
+
+
+async def _controller_methods(request: web.Request) -> set[str]:
+    """What pecan's Allow names: every method of the resource's controller, i.e. of the
+    collection and of its items (``/loadbalancers`` and ``/loadbalancers/{id}``)."""
+    path = request.path.rstrip("/")
+    methods: set[str] = set()
+    for candidate in (path, path.rsplit("/", 1)[0], f"{path}/0"):
+        probe = request.clone(method="PATCH", rel_url=candidate)
+        match = await request.app.router.resolve(probe)
+        failure = getattr(match, "http_exception", None)
+        if isinstance(failure, web.HTTPMethodNotAllowed):
+            methods |= set(failure.allowed_methods)
+    return methods
+
+
+async def _routing_error(request: web.Request, exc: web.HTTPException) -> web.Response:
+    """Unrouted paths and unsupported methods: pecan's body on the load-balancing API."""
+    if _under(request.path, KEY_MANAGER_PREFIX) or exc.status not in (404, 405):
+        return _fault_for(request, exc.status, _HTTP_MESSAGES.get(exc.status, exc.reason))
+    response = pecan_error(exc.status, _TITLES[exc.status], "")
+    if isinstance(exc, web.HTTPMethodNotAllowed):
+        allowed = set(exc.allowed_methods)
+        if not _under(request.path, IDENTITY_PREFIX):
+            allowed |= await _controller_methods(request)
+        response.headers["Allow"] = ", ".join(sorted(allowed))
+    return response
 
 
 def fault(status: int, message: str) -> web.Response:
@@ -156,10 +206,12 @@ async def _answer(request: web.Request, handler: Handler, request_id: str) -> we
         return _fault_for(request, exc.http_status, exc.message)
     except ValidationError as exc:
         return _fault_for(request, 400, describe(exc, exc.title))
+    except FrameworkError as exc:
+        return pecan_error(exc.status, exc.title, exc.description)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        return _fault_for(request, exc.status, _HTTP_MESSAGES.get(exc.status, exc.reason))
+        return await _routing_error(request, exc)
     except Exception as exc:
         if database_unavailable(exc):
             log.warning(

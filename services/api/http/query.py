@@ -13,6 +13,7 @@ from multidict import MultiMapping
 from libs.common.errors import ValidationFailed
 from services.api.domain.kinds import Kind
 from services.api.domain.queries import DEFAULT_SORT, ListQuery
+from services.api.http.errors import FrameworkError
 
 INVALID_ARGUMENTS: Final = "One or more arguments are either duplicate or invalid"
 _PAGING: Final = frozenset({"limit", "marker", "page_reverse"})
@@ -87,20 +88,23 @@ def _sort_keys(kind: Kind, query: MultiMapping[str]) -> tuple[tuple[str, bool], 
 def _direction(value: str) -> bool:
     lowered = value.lower()
     if lowered not in ("asc", "desc"):
-        raise ValidationFailed(f"Supplied sort direction '{value}' is not valid.")
+        raise FrameworkError(
+            400, "Bad Request", f"Supplied sort direction '{lowered}' is not valid."
+        )
     return lowered == "desc"
 
 
 def _limit(raw: str | None, max_limit: int) -> int:
+    """An integer (below 1: unlimited) or ``infinite``; else pecan's 400."""
     if raw is None or raw.lower() == "infinite":
         return max_limit
     try:
         value = int(raw)
     except ValueError:
-        raise ValidationFailed(f"Invalid limit '{raw}': it must be an integer.") from None
-    if value < 0:
-        raise ValidationFailed(f"Invalid limit '{raw}': it must not be negative.")
-    return max_limit if value == 0 else min(value, max_limit)
+        raise FrameworkError(
+            400, "Bad Request", f"Supplied pagination limit '{raw}' is not valid."
+        ) from None
+    return max_limit if value < 1 else min(value, max_limit)
 
 
 def parse_list_query(kind: Kind, query: MultiMapping[str], max_limit: int) -> ListQuery:

@@ -91,16 +91,28 @@ def page_response(request: web.Request, query: ListQuery, page: Page) -> web.Res
 
 
 def page_links(request: web.Request, query: ListQuery, page: Page) -> list[dict[str, Any]]:
-    """Octavia's ``<plural>_links``: "previous" after a marker, "next" when the page is full."""
+    """Octavia's ``<plural>_links``: "previous" after a marker, "next" when the page is full.
+
+    The href is Octavia's: ``limit``, then ``sort`` and ``sort_key`` as given, then ``marker``
+    (and ``page_reverse=True`` on "previous"), written raw. Fulcrum then also carries the
+    filters, ``sort_dir`` and ``fields`` (percent-encoded), so that following a link keeps
+    the list the caller asked for (Octavia drops them)."""
     if not page.ids:
         return []
     url = base_url(request) + request.path
-    common = [*query.link_params, ("limit", str(query.limit))]
+    given = dict(query.link_params)
+    leading = [("limit", str(query.limit))]
+    leading += [(name, given[name]) for name in ("sort", "sort_key") if name in given]
+    carried = [(k, v) for k, v in query.link_params if k not in ("sort", "sort_key")]
+    tail = f"&{urlencode(carried)}" if carried else ""
+
+    def href(*params: tuple[str, str]) -> str:
+        return f"{url}?{'&'.join(f'{k}={v}' for k, v in (*leading, *params))}{tail}"
+
     links: list[dict[str, Any]] = []
     if query.marker is not None:
-        params = [*common, ("marker", page.ids[0]), ("page_reverse", "True")]
-        links.append({"rel": "previous", "href": f"{url}?{urlencode(params)}"})
+        previous = href(("marker", page.ids[0]), ("page_reverse", "True"))
+        links.append({"rel": "previous", "href": previous})
     if len(page.ids) >= query.limit:
-        params = [*common, ("marker", page.ids[-1])]
-        links.append({"rel": "next", "href": f"{url}?{urlencode(params)}"})
+        links.append({"rel": "next", "href": href(("marker", page.ids[-1]))})
     return links

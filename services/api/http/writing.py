@@ -15,12 +15,13 @@ from libs.common.repository import Outcome
 from libs.common.telemetry import current_traceparent
 from services.api.domain.kinds import Kind
 from services.api.domain.policy import RequestContext
+from services.api.http.bodies import read_input
 from services.api.http.context import request_context
 from services.api.http.deps import USECASES
 from services.api.http.errors import REQUEST_ID
 from services.api.http.responses import empty, enveloped
 from services.api.http.routing import path_id
-from services.api.http.schemas import Input, parse_body
+from services.api.http.schemas import Input
 
 
 def metadata(request: web.Request, ctx: RequestContext) -> Metadata:
@@ -78,7 +79,7 @@ def updater(
     async def handler(request: web.Request) -> web.StreamResponse:
         ctx = await request_context(request)
         resource_id = path_id(request, id_param)
-        body = parse_body(schema, kind.singular, await request.read())
+        body = await read_input(request, schema, kind.singular)
         parent_id = path_id(request, parent_param) if parent_param else None
         outcome = await request.app[USECASES].update_child(
             ctx, kind, resource_id, body.given(), metadata(request, ctx), parent_id

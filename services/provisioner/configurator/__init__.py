@@ -39,7 +39,7 @@ from services.provisioner.configurator.vrrp import (
 )
 from services.provisioner.domain.runtime_changes import ServerOp
 from services.provisioner.drivers import AmphoraHandle
-from services.provisioner.rendering import compile_templates
+from services.provisioner.rendering import LogOffload, compile_templates
 from services.provisioner.settings import VrrpSettings
 
 __all__ = ["Configurator", "LoneAmphora", "vrrp_peers"]
@@ -47,7 +47,8 @@ __all__ = ["Configurator", "LoneAmphora", "vrrp_peers"]
 
 class Configurator:
     """Pushes LB configurations to amphorae (``directory`` holds the provisioner's client
-    certificate; ``certificates`` resolves TLS references, None: no keys configured)."""
+    certificate; ``certificates`` resolves TLS references, None: no keys configured;
+    ``logs``: where the amphorae's HAProxy logs go)."""
 
     def __init__(
         self,
@@ -56,7 +57,9 @@ class Configurator:
         vrrp: VrrpSettings | None = None,
         certificates: CertificateSource | None = None,
         security_groups: RuleSource | None = None,
+        logs: LogOffload | None = None,
     ) -> None:
+        self._logs = logs or LogOffload()
         self._agents = AgentConnections(ca, directory)
         self._groups = SecurityGroupPush(self._agents, security_groups)
         self._tls = TlsDelivery(self._agents, certificates)
@@ -117,7 +120,8 @@ class Configurator:
     ) -> tuple[str, frozenset[str]]:
         """The config and the TLS files it uses, which are on the amphora once this returns."""
         tls = await self._tls.deliver(state, handle)
-        return render_config(state, await self._agents.info(handle), tls), tls.files
+        info = await self._agents.info(handle)
+        return render_config(state, info, tls, self._logs), tls.files
 
     async def rendered(self, state: LoadBalancerState, handle: AmphoraHandle) -> str:
         """The config ``push`` would apply (its TLS files delivered), for runtime changes."""

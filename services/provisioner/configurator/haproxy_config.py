@@ -13,6 +13,7 @@ from libs.common.domain.model import LoadBalancerState
 from services.provisioner.certificates import manifest_line
 from services.provisioner.rendering import (
     ListenerTlsFiles,
+    LogOffload,
     PoolTlsFiles,
     RenderContext,
     maxconn_cap_for_fd_limit,
@@ -29,8 +30,14 @@ class TlsContext:
     files: frozenset[str]
 
 
-def render_config(state: LoadBalancerState, info: AgentInfo, tls: TlsContext | None = None) -> str:
-    """The whole configuration, its TLS files listed in a trailing comment (the manifest)."""
+def render_config(
+    state: LoadBalancerState,
+    info: AgentInfo,
+    tls: TlsContext | None = None,
+    logs: LogOffload | None = None,
+) -> str:
+    """The whole configuration, its TLS files listed in a trailing comment (the manifest);
+    ``logs``: where HAProxy sends its logs (none when None)."""
     context = RenderContext(
         stats_socket=info.stats_socket,
         state_dir=str(Path(info.certs_dir).parent),
@@ -38,5 +45,6 @@ def render_config(state: LoadBalancerState, info: AgentInfo, tls: TlsContext | N
         listener_tls=tls.listener_tls if tls else {},
         pool_tls=tls.pool_tls if tls else {},
         external_check_command=info.external_check_command,
+        logs=logs or LogOffload(),
     )
     return render_haproxy(state, context) + manifest_line(tls.files if tls else ())

@@ -7,6 +7,8 @@ from services.provisioner.rendering._viewmodel import RenderError, backend_name,
 from services.provisioner.rendering.context import (
     DEFAULT_CONNECTION_LIMIT,
     ListenerTlsFiles,
+    LogOffload,
+    LogTarget,
     Peer,
     PoolTlsFiles,
     RenderContext,
@@ -17,6 +19,8 @@ from services.provisioner.rendering.haproxy import compile_templates, render_hap
 __all__ = [
     "DEFAULT_CONNECTION_LIMIT",
     "ListenerTlsFiles",
+    "LogOffload",
+    "LogTarget",
     "Peer",
     "PoolTlsFiles",
     "RenderContext",

@@ -273,6 +273,7 @@ class _Builder:
             "binds": self.binds(listener),
             "maxconn": self.maxconn(listener),
             "timeout_client": listener.timeout_client_data,
+            "log_format": _log_format(self.ctx, self.lb, http),
             "inspect_delay": listener.timeout_tcp_inspect or None,
             "allowed_cidrs": [_cidr(c) for c in listener.allowed_cidrs or ()],
             "http": http,
@@ -608,6 +609,40 @@ class _Builder:
         }
 
 
+def _log_literal(value: str) -> str:
+    """``value`` as literal text of a log-format (no `%` variables)."""
+    return value.replace("%", "%%")
+
+
+def _log_format(ctx: RenderContext, lb: LoadBalancer, http: bool) -> str | None:
+    """Octavia's access-log line of a listener of ``lb``, or None: nothing logged (no
+    target, or ``connection_logging`` off). HTTP-only fields become `-` on TCP listeners."""
+    logs = ctx.logs
+    if not (logs.enabled and logs.connection_logging):
+        return None
+    text = logs.user_log_format.replace("{{ project_id }}", _log_literal(lb.project_id))
+    text = text.replace("{{ lb_id }}", _log_literal(lb.id))
+    if not http:
+        for field in ("%{+Q}r", "%r", "%{+Q}ST", "%ST"):
+            text = text.replace(field, "-")
+    return text
+
+
+def _log_view(ctx: RenderContext) -> ViewModel:
+    """The `log` lines of `global` and the `log` directive of `defaults` (None: none)."""
+    logs = ctx.logs
+    targets = [
+        {"address": t.address, "facility": "local0", "level": None} for t in logs.tenant_targets
+    ]
+    targets += [
+        {"address": t.address, "facility": "local1", "level": "notice"} for t in logs.admin_targets
+    ]
+    directive = None
+    if logs.enabled:
+        directive = "log global" if logs.connection_logging else "no log"
+    return {"targets": targets, "defaults": directive}
+
+
 def build_view_model(state: LoadBalancerState, ctx: RenderContext) -> ViewModel:
     """The whole view model of ``state``; raises RenderError (see there)."""
     builder = _Builder(state, ctx)
@@ -628,6 +663,7 @@ def build_view_model(state: LoadBalancerState, ctx: RenderContext) -> ViewModel:
             "external_check": ping,
             "local_peer": ctx.local_peer,
         },
+        "logs": _log_view(ctx),
         "peers": builder.peers(),
         "frontends": frontend_views,
         "backends": backends,

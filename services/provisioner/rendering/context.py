@@ -10,7 +10,10 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 __all__ = [
     "DEFAULT_CONNECTION_LIMIT",
+    "DEFAULT_USER_LOG_FORMAT",
     "ListenerTlsFiles",
+    "LogOffload",
+    "LogTarget",
     "Peer",
     "PoolTlsFiles",
     "RenderContext",
@@ -23,6 +26,11 @@ DEFAULT_CONNECTION_LIMIT: Final = 50000
 # the stats and master sockets, resolvers, log targets.
 _FD_RESERVE_MAX: Final = 1000
 PEER_NAME_PATTERN: Final = r"^[A-Za-z0-9_.-]{1,64}$"
+# Octavia's `[haproxy_amphora] user_log_format`: the tenant's access log line.
+DEFAULT_USER_LOG_FORMAT: Final = (
+    "{{ project_id }} {{ lb_id }} %f %ci %cp %t %{+Q}r %ST %B %U %[ssl_c_verify] "
+    "%{+Q}[ssl_c_s_dn] %b %s %Tt %tsc"
+)
 
 
 def maxconn_cap_for_fd_limit(fd_limit: int) -> int:
@@ -67,6 +75,47 @@ class PoolTlsFiles(_Frozen):
     crl: str | None = None
 
 
+class LogTarget(_Frozen):
+    """A syslog receiver HAProxy sends to over UDP."""
+
+    host: str = Field(pattern=r"^[A-Za-z0-9_.:-]{1,253}$")
+    port: int = Field(ge=1, le=65535)
+
+    @classmethod
+    def parse(cls, text: str) -> LogTarget:
+        """``host:port`` or ``[v6 address]:port``; ValueError otherwise."""
+        host, sep, port = text.strip().rpartition(":")
+        if not sep or not port.isdigit() or not host:
+            raise ValueError(f"log target {text!r} is not host:port")
+        return cls(host=host.removeprefix("[").removesuffix("]"), port=int(port))
+
+    @property
+    def address(self) -> str:
+        """The target as HAProxy's `log` directive takes it."""
+        return f"udp6@[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+class LogOffload(_Frozen):
+    """Octavia's log offloading: HAProxy's logs sent from the amphora by syslog (UDP).
+
+    ``tenant_targets`` receive everything on facility local0 (Octavia's user_log_facility):
+    one access-log line per connection in ``user_log_format`` (``{{ project_id }}`` and
+    ``{{ lb_id }}`` filled in, HTTP-only fields `-` on TCP listeners) and HAProxy's notices.
+    ``admin_targets`` receive notices and worse (servers up/down, reloads) on local1.
+    ``connection_logging`` false renders `no log`: no access log, as Octavia's option.
+    Without any target nothing about logs is rendered.
+    """
+
+    tenant_targets: tuple[LogTarget, ...] = ()
+    admin_targets: tuple[LogTarget, ...] = ()
+    connection_logging: bool = True
+    user_log_format: str = Field(default=DEFAULT_USER_LOG_FORMAT, min_length=1)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.tenant_targets or self.admin_targets)
+
+
 class RenderContext(_Frozen):
     """Amphora-side inputs of ``render_haproxy``; the LB state supplies everything else.
 
@@ -75,6 +124,7 @@ class RenderContext(_Frozen):
     `show servers state` before each reload). ``bind_address`` replaces the VIPs (tests).
     ``peers``/``local_peer`` enable stick-table sync; ``external_check_command`` is run by
     PING health monitors. ``listener_tls``/``pool_tls`` are keyed by listener / pool id.
+    ``logs``: where HAProxy's logs go (none by default).
     """
 
     stats_socket: str
@@ -89,6 +139,7 @@ class RenderContext(_Frozen):
     stick_table_size: str = Field(default="10k", pattern=r"^[0-9]+[kmg]?$")
     listener_tls: Mapping[str, ListenerTlsFiles] = Field(default_factory=dict)
     pool_tls: Mapping[str, PoolTlsFiles] = Field(default_factory=dict)
+    logs: LogOffload = Field(default_factory=LogOffload)
 
     @model_validator(mode="after")
     def _local_peer_is_a_peer(self) -> RenderContext:

@@ -86,7 +86,7 @@ async def test_zone_crud_by_name_and_in_use_rules(api: Api) -> None:
     body = {"availability_zone_profile": {"availability_zone_data": '{"valid_vip_networks": []}'}}
     reply = await api.put(prof_path, body, expect=409)
     assert reply.fault() == (
-        f"Availability zone profile {prof['id']} is in use and cannot be modified."
+        f"Availability Zone Profile {prof['id']} is in use and cannot be modified."
     )
     await api.delete(prof_path, expect=409)
     listed = (await api.get(f"{ZONES}?enabled=false", expect=200)).body["availability_zones"]
@@ -173,6 +173,6 @@ async def test_loadbalancer_create_in_a_zone(api: Api) -> None:
     reply = await api.post(LBS, body("az-narrow"), expect=400)
     assert "VIP network_id is not allowed" in reply.fault()
     reply = await api.delete(f"{ZONES}/az-open", expect=409)
-    assert reply.fault() == "Availability zone az-open is in use and cannot be modified."
+    assert reply.fault() == "Availability Zone az-open is in use and cannot be modified."
     listed = (await api.get(f"{LBS}?availability_zone=az-open", expect=200)).body
     assert [x["id"] for x in listed["loadbalancers"]] == [lb["id"]]

@@ -103,11 +103,11 @@ async def test_listener_crud_and_validation(make_api: MakeApi) -> None:
         ({**base, "protocol": "TCP", "protocol_port": 80}, 409, "80"),
         ({**base, "protocol": "UDP"}, 501, "UDP"),
         ({**base, "protocol": "TERMINATED_HTTPS"}, 400, "certificate"),
-        ({**base, "default_tls_container_ref": "ref"}, 400, "TERMINATED_HTTPS"),
+        ({**base, "default_tls_container_ref": "ref"}, 400, "not allowed on HTTP protocol"),
         (
             {**base, "protocol": "TCP", "insert_headers": {"X-Forwarded-For": "true"}},
             400,
-            "insert_headers",
+            "insert-headers is not a valid option for a TCP protocol listener.",
         ),
         ({**base, "insert_headers": {"X-Evil": "1"}}, 400, "X-Evil"),
         ({**base, "allowed_cidrs": ["::/0"]}, 400, "IP version"),
@@ -282,8 +282,18 @@ async def test_batch_member_update(api: Api, additive: bool) -> None:
         {"127.0.0.1", "127.0.0.2", "127.0.0.3"} if additive else {"127.0.0.1", "127.0.0.3"}
     )
     assert drop["id"]
+    # Two identical new entries: the second insert is the duplicate (409); an existing
+    # member matched twice is a 400.
     dup = {"members": [{"address": "127.0.0.9", "protocol_port": 80}] * 2}
-    assert (await api.put(members, dup)).status == 400
+    reply = await api.put(members, dup, expect=409)
+    assert reply.fault() == (
+        "Another member on this pool is already using ip 127.0.0.9 on protocol_port 80"
+    )
+    dup = {"members": [{"address": "127.0.0.1", "protocol_port": 80}] * 2}
+    reply = await api.put(members, dup, expect=400)
+    assert reply.fault() == (
+        "Validation failure: Member must be updated only once in the same request."
+    )
     assert (
         await api.put(members, {"members": [{"address": "x", "protocol_port": 80}]})
     ).status == 400
@@ -397,7 +407,7 @@ async def test_l7_policies_positions_and_actions(api: Api) -> None:
                 **base,
                 "action": "REDIRECT_TO_POOL",
                 "redirect_pool_id": target["id"],
-                "redirect_url": "http://x.example",
+                "redirect_prefix": "http://x.example",
             },
             400,
         ),
@@ -419,7 +429,7 @@ async def test_l7_policies_positions_and_actions(api: Api) -> None:
     tcp = await listener(api, lb["id"], port=22, protocol="TCP")
     assert (
         await api.post(POLICIES, {"l7policy": {"listener_id": tcp["id"], "action": "REJECT"}})
-    ).status == 400
+    ).status == 501
     reply = await api.delete(f"{POOLS}/{target['id']}")
     assert reply.status == 204  # the policy that used it was deleted
     await api.settle(lb["id"])

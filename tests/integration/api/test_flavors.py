@@ -53,7 +53,7 @@ async def test_flavor_profile_crud(api: Api) -> None:
     await api.get(one, expect=404)
     await api.delete(one, expect=404)
     reply = await api.put(one, {"flavorprofile": {"name": "x"}}, expect=404)
-    assert reply.fault() == f"Flavor profile {created['id']} not found."
+    assert reply.fault() == f"Flavor Profile {created['id']} not found."
     events = await PostgresEventStore(api.app[DB]).read_stream(f"flavorprofile-{created['id']}")
     assert [e.event_type for e in events] == [
         "FlavorProfileCreated",
@@ -158,7 +158,7 @@ async def test_flavor_validation(api: Api) -> None:
         "no profile": {"name": "x"},
         "bad uuid": {"name": "x", "flavor_profile_id": "not-a-uuid"},
         "long name": {"name": "n" * 256, "flavor_profile_id": prof["id"]},
-        "enabled string": {"name": "x", "flavor_profile_id": prof["id"], "enabled": "yes"},
+        "enabled string": {"name": "x", "flavor_profile_id": prof["id"], "enabled": "maybe"},
     }
     for label, fields in bad.items():
         reply = await api.post(FLAVORS, {"flavor": fields})

@@ -13,18 +13,23 @@ OTHER = "fedcba9876543210fedcba9876543210"
 NAMES = ("loadbalancer", "listener", "member", "pool", "healthmonitor", "l7policy", "l7rule")
 
 
-def unlimited() -> dict[str, int]:
-    return {name: -1 for name in NAMES} | {"load_balancer": -1, "health_monitor": -1}
+def unlimited(project_id: str = PROJECT) -> dict[str, int | str]:
+    limits: dict[str, int | str] = {name: -1 for name in NAMES}
+    aliases = {"load_balancer": -1, "health_monitor": -1}
+    return limits | aliases | {"project_id": project_id, "tenant_id": project_id}
 
 
 async def test_defaults_and_an_unset_project_show_the_configured_limits(
     make_api: MakeApi,
 ) -> None:
     api = await make_api(quota={"listener": 7})
-    expected = unlimited() | {"listener": 7}
-    for path in (f"{QUOTAS}/defaults", f"{QUOTAS}/{PROJECT}/default", f"{QUOTAS}/{PROJECT}"):
+    for path, project in (
+        (f"{QUOTAS}/defaults", "defaults"),
+        (f"{QUOTAS}/{PROJECT}/default", PROJECT),
+        (f"{QUOTAS}/{PROJECT}", PROJECT),
+    ):
         reply = await api.get(path, expect=200)
-        assert reply.body == {"quota": expected}, path
+        assert reply.body == {"quota": unlimited(project) | {"listener": 7}}, path
     reply = await api.get("/v2.0/quotas/defaults.json", expect=200)
     assert reply.body["quota"]["listener"] == 7
     assert (await api.get(QUOTAS, expect=200)).body == {"quotas": [], "quotas_links": []}
@@ -63,14 +68,16 @@ async def test_set_show_list_and_reset(api: Api) -> None:
     assert [q["project_id"] for q in follow["quotas"]] == [max(PROJECT, OTHER)]
 
     reset = await api.delete(f"{QUOTAS}/{PROJECT}", expect=202)
-    assert reset.body == {"quota": unlimited()}
+    assert reset.body is None
     assert (await api.get(f"{QUOTAS}/{PROJECT}", expect=200)).body == {"quota": unlimited()}
+    # The record stays (all limits null), as Octavia keeps it.
     listed = (await api.get(QUOTAS, expect=200)).body["quotas"]
-    assert [q["project_id"] for q in listed] == [OTHER]
-    # Setting every limit back to null leaves no stored quota either.
+    assert [q["project_id"] for q in listed] == sorted([PROJECT, OTHER])
+    mine = next(q for q in listed if q["project_id"] == PROJECT)
+    assert all(mine[name] is None for name in NAMES)
     await api.put(f"{QUOTAS}/{OTHER}", {"quota": {"member": None}}, expect=202)
-    assert (await api.get(QUOTAS, expect=200)).body["quotas"] == []
-    # Resetting a project without a stored quota is a no-op with the same answer.
+    assert len((await api.get(QUOTAS, expect=200)).body["quotas"]) == 2
+    # Resetting again is 202 (the record exists).
     await api.delete(f"{QUOTAS}/{PROJECT}", expect=202)
 
 
@@ -103,9 +110,9 @@ async def test_invalid_bodies_are_400(api: Api) -> None:
     cases = {
         "below": ({"quota": {"pool": -2}}, "pool"),
         "above": ({"quota": {"member": 2_000_000_001}}, "member"),
-        "string": ({"quota": {"listener": "5"}}, "listener"),
+        "string": ({"quota": {"listener": "five"}}, "quotas"),
         "unknown": ({"quota": {"amphora": 1}}, "amphora"),
-        "envelope": ({"quotas": {"pool": 1}}, "quota"),
+        "envelope": ({"quotas": {"pool": 1}}, "Unknown attribute for argument quotas: quotas"),
     }
     for label, (body, named) in cases.items():
         reply = await api.put(path, body, expect=400)

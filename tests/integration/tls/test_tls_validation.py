@@ -159,7 +159,9 @@ async def test_client_authentication_versions_ciphers_alpn(
     await _refused(km, _listener(lb_id, **base, tls_ciphers="AES128 SHA"), "tls_ciphers")
     http = {"listener": {"loadbalancer_id": lb_id, "protocol": "HTTP", "protocol_port": 80}}
     http["listener"]["default_tls_container_ref"] = cert
-    await _refused(km, http, "only valid for TERMINATED_HTTPS")
+    await _refused(
+        km, http, "Certificate container references are not allowed on HTTP protocol listeners."
+    )
     listener = (
         await km.a.call(
             "POST",

@@ -20,12 +20,13 @@ from services.api.domain.kinds import Kind
 from services.api.domain.policy import Action, enforce
 from services.api.domain.providers import DriverAbilities
 from services.api.http import reading, writing
+from services.api.http.bodies import read_input
 from services.api.http.context import request_context
 from services.api.http.deps import SETTINGS, VIEWS
 from services.api.http.query import fields_of
 from services.api.http.responses import empty, encoded, enveloped, select_fields
 from services.api.http.routing import ApiRouter, path_id
-from services.api.http.schemas import Input, parse_body
+from services.api.http.schemas import Input
 
 
 def administration(request: web.Request) -> CatalogAdministration:
@@ -50,7 +51,7 @@ def _show(kind: Kind, read: Action, param: str) -> Handler:
 def _create(kind: Kind, section: Section, schema: type[Input]) -> Handler:
     async def handler(request: web.Request) -> web.StreamResponse:
         ctx = await request_context(request)
-        body = parse_body(schema, kind.singular, await request.read())
+        body = await read_input(request, schema, kind.singular)
         created = await administration(request).create(
             ctx,
             section,
@@ -66,7 +67,7 @@ def _update(kind: Kind, section: Section, schema: type[Input], param: str) -> Ha
     async def handler(request: web.Request) -> web.StreamResponse:
         ctx = await request_context(request)
         key = path_id(request, param)
-        body = parse_body(schema, kind.singular, await request.read())
+        body = await read_input(request, schema, kind.singular)
         updated = await administration(request).update(
             ctx, section, key, body.given(), writing.metadata(request, ctx)
         )

@@ -20,12 +20,14 @@ from services.api.domain.kinds import HEALTHMONITOR, L7POLICY, L7RULE, LISTENER,
 from services.api.domain.policy import Action, RequestContext, enforce
 from services.api.domain.usecases import Created, LoadBalancing
 from services.api.http import reading, writing
+from services.api.http.bodies import read_document, read_input
 from services.api.http.context import request_context
 from services.api.http.deps import USECASES, VIEWS
+from services.api.http.errors import FrameworkError
 from services.api.http.query import parse_bool
 from services.api.http.responses import empty, encoded
 from services.api.http.routing import ApiRouter, path_id
-from services.api.http.schemas import Input, parse_body, parse_document
+from services.api.http.schemas import Input
 from services.api.http.schemas.healthmonitor import HealthMonitorCreate, HealthMonitorUpdate
 from services.api.http.schemas.l7 import L7PolicyCreate, L7PolicyUpdate, L7RuleCreate, L7RuleUpdate
 from services.api.http.schemas.listener import ListenerCreate, ListenerUpdate
@@ -89,7 +91,7 @@ async def listener_stats(request: web.Request) -> web.StreamResponse:
 async def replace_members(request: web.Request) -> web.StreamResponse:
     """Batch update: members matched by (address, protocol_port); 202 without a body."""
     ctx = await request_context(request)
-    batch = parse_document(MembersBatch, "members", await request.read())
+    batch = await read_document(request, MembersBatch, "members")
     raw = request.query.get("additive_only")
     additive = parse_bool(raw, "additive_only") if raw is not None else False
     await request.app[USECASES].replace_members(
@@ -117,7 +119,7 @@ def _member_extras(api: ApiRouter) -> None:
     api.lbaas(
         "PUT",
         "/pools/{pool_id}/members",
-        replace_members,
+        parent_first(POOL, "pool_id", replace_members),
         summary="Batch update members (?additive_only=true)",
         tag="members",
         status=202,
@@ -236,7 +238,7 @@ def creator(routes: ChildRoutes) -> Handler:
 
     async def handler(request: web.Request) -> web.StreamResponse:
         ctx = await request_context(request)
-        body = parse_body(routes.create_schema, kind.singular, await request.read())
+        body = await read_input(request, routes.create_schema, kind.singular)
         parent_id = path_id(request, routes.parent_param) if routes.parent_param else None
         created = await routes.create(
             request.app[USECASES],
@@ -250,14 +252,40 @@ def creator(routes: ChildRoutes) -> Handler:
     return handler
 
 
+# How pecan names a missing parent of a nested collection.
+_PARENT_LABELS: Final = {"pools": "Pool", "l7policies": "L7Policy"}
+
+
+def parent_first(parent: Kind, parent_param: str, handler: Handler) -> Handler:
+    """Octavia looks the parent up while routing, before anything else: a missing one is
+    pecan's 404 titled "Bad Request"."""
+
+    async def checked(request: web.Request) -> web.StreamResponse:
+        await request_context(request)
+        parent_id = path_id(request, parent_param)
+        if await request.app[VIEWS].get(parent, parent_id) is None:
+            label = _PARENT_LABELS[parent.key]
+            raise FrameworkError(404, "Bad Request", f"{label} {parent_id} not found.")
+        return await handler(request)
+
+    return checked
+
+
 def register_child(api: ApiRouter, routes: ChildRoutes) -> None:
     """The five generic operations of one child kind."""
     kind, tag, say = routes.kind, routes.kind.key, routes.summaries
     ids = (routes.id_param, routes.parent_param)
+    parent, parent_param = routes.parent, routes.parent_param
+
+    def nested(handler: Handler) -> Handler:
+        if parent is None or parent_param is None:
+            return handler
+        return parent_first(parent, parent_param, handler)
+
     api.lbaas(
         "GET",
         routes.collection,
-        reading.listing(kind, routes.parent, routes.parent_param),
+        nested(reading.listing(kind, routes.parent, routes.parent_param)),
         summary=say.list,
         tag=tag,
         response_key=kind.plural,
@@ -265,7 +293,7 @@ def register_child(api: ApiRouter, routes: ChildRoutes) -> None:
     api.lbaas(
         "POST",
         routes.collection,
-        creator(routes),
+        nested(creator(routes)),
         summary=say.create,
         tag=tag,
         status=201,
@@ -276,7 +304,7 @@ def register_child(api: ApiRouter, routes: ChildRoutes) -> None:
     api.lbaas(
         "GET",
         routes.one,
-        reading.show(kind, *ids),
+        nested(reading.show(kind, *ids)),
         summary=say.show,
         tag=tag,
         response_key=kind.singular,
@@ -284,7 +312,7 @@ def register_child(api: ApiRouter, routes: ChildRoutes) -> None:
     api.lbaas(
         "PUT",
         routes.one,
-        writing.updater(kind, routes.update_schema, *ids),
+        nested(writing.updater(kind, routes.update_schema, *ids)),
         summary=say.update,
         tag=tag,
         request=routes.update_schema,
@@ -294,7 +322,7 @@ def register_child(api: ApiRouter, routes: ChildRoutes) -> None:
     api.lbaas(
         "DELETE",
         routes.one,
-        writing.deleter(kind, *ids),
+        nested(writing.deleter(kind, *ids)),
         summary=say.delete,
         tag=tag,
         status=204,

@@ -11,8 +11,9 @@ from typing import Final
 
 from aiohttp import web
 
+from services.api.auth import directory
 from services.api.http.context import IDENTITY
-from services.api.http.neutron import NeutronApi
+from services.api.http.neutron import RESOURCES, NeutronApi, NeutronResource
 from services.api.http.routing import ApiRouter
 
 NEUTRON: Final = web.AppKey("neutron", NeutronApi)
@@ -27,12 +28,41 @@ def _keystone(name: str) -> Handler:
     return handle
 
 
-def _neutron(name: str) -> Handler:
+def _directory(handler: directory.Handler) -> Handler:
     async def handle(request: web.Request) -> web.StreamResponse:
-        method: Handler = getattr(request.app[NEUTRON], name)
-        return await method(request)
+        response: web.StreamResponse = await handler(request.app[IDENTITY], request)
+        return response
 
     return handle
+
+
+def _neutron_list(resource: NeutronResource) -> Handler:
+    async def handle(request: web.Request) -> web.StreamResponse:
+        return await request.app[NEUTRON].list_collection(resource, request)
+
+    return handle
+
+
+def _neutron_show(resource: NeutronResource) -> Handler:
+    async def handle(request: web.Request) -> web.StreamResponse:
+        return await request.app[NEUTRON].show_member(resource, request)
+
+    return handle
+
+
+# Neutron's prefix, and /v2 too: Octavia's version document links there (clients with
+# auth_type none follow that link to the network API).
+NEUTRON_PREFIXES: Final = ("/v2.0", "/v2")
+
+
+def register_neutron(api: ApiRouter, resource: NeutronResource) -> None:
+    """``GET {prefix}/{path}`` and ``GET {prefix}/{path}/{id}`` of one Neutron collection."""
+    for prefix in NEUTRON_PREFIXES:
+        path = f"{prefix}/{resource.path}"
+        list_handler, show_handler = _neutron_list(resource), _neutron_show(resource)
+        api.exact("GET", path, list_handler, summary=f"List {resource.path}", tag="network")
+        summary = f"Show one of {resource.path}"
+        api.exact("GET", f"{path}/{{id}}", show_handler, summary=summary, tag="network")
 
 
 def register(api: ApiRouter) -> None:
@@ -42,20 +72,11 @@ def register(api: ApiRouter) -> None:
         ("POST", "/v3/auth/tokens", "issue_token", "Issue a token (password or token method)"),
         ("GET", "/v3/auth/tokens", "validate_token", "Validate X-Subject-Token"),
         ("HEAD", "/v3/auth/tokens", "validate_token", "Check X-Subject-Token"),
-        ("GET", "/v3/projects", "list_projects", "Projects visible to the caller"),
-        ("GET", "/v3/projects/{project}", "show_project", "One project"),
     ]
     for method, path, name, summary in keystone:
         status = 201 if method == "POST" else 200
         api.exact(method, path, _keystone(name), summary=summary, tag="identity", status=status)
-    for kind in ("networks", "subnets", "ports"):
-        api.exact(
-            "GET", f"/v2.0/{kind}", _neutron(f"list_{kind}"), summary=f"List {kind}", tag="network"
-        )
-        api.exact(
-            "GET",
-            f"/v2.0/{kind}/{{id}}",
-            _neutron(f"show_{kind[:-1]}"),
-            summary=f"Show one of {kind}",
-            tag="network",
-        )
+    for path, handler, summary in directory.ROUTES:
+        api.exact("GET", path, _directory(handler), summary=summary, tag="identity")
+    for resource in RESOURCES:
+        register_neutron(api, resource)

@@ -12,12 +12,12 @@ from libs.common.errors import NotFound
 from services.api.domain.kinds import LOADBALANCER
 from services.api.domain.policy import Action, enforce
 from services.api.http import reading, writing
+from services.api.http.bodies import read_input
 from services.api.http.context import request_context
 from services.api.http.deps import USECASES, VIEWS
 from services.api.http.query import parse_bool
 from services.api.http.responses import empty, encoded
 from services.api.http.routing import ApiRouter, path_id
-from services.api.http.schemas import parse_body
 from services.api.http.schemas.loadbalancer import LoadBalancerCreate, LoadBalancerUpdate
 
 KIND = LOADBALANCER
@@ -26,7 +26,7 @@ ID = "loadbalancer_id"
 
 async def create(request: web.Request) -> web.StreamResponse:
     ctx = await request_context(request)
-    body = parse_body(LoadBalancerCreate, KIND.singular, await request.read())
+    body = await read_input(request, LoadBalancerCreate, KIND.singular)
     fields = body.model_dump(mode="json", exclude_unset=True)
     created = await request.app[USECASES].create_loadbalancer(
         ctx, fields, writing.metadata(request, ctx)
@@ -39,7 +39,7 @@ async def create(request: web.Request) -> web.StreamResponse:
 async def update(request: web.Request) -> web.StreamResponse:
     ctx = await request_context(request)
     lb_id = path_id(request, ID)
-    body = parse_body(LoadBalancerUpdate, KIND.singular, await request.read())
+    body = await read_input(request, LoadBalancerUpdate, KIND.singular)
     outcome = await request.app[USECASES].update_loadbalancer(
         ctx, lb_id, body.given(), writing.metadata(request, ctx)
     )
@@ -88,8 +88,7 @@ async def status_tree(request: web.Request) -> web.StreamResponse:
     def pool_status(pool: dict[str, Any]) -> dict[str, Any]:
         out = _statuses(pool)
         hm = monitor_of.get(pool["id"])
-        if hm is not None:
-            out["health_monitor"] = {**_statuses(hm), "type": hm["type"]}
+        out["health_monitor"] = {**_statuses(hm), "type": hm["type"]} if hm is not None else None
         out["members"] = [
             {**_statuses(m), "address": m["address"], "protocol_port": m["protocol_port"]}
             for m in members_of.get(pool["id"], [])
@@ -98,7 +97,11 @@ async def status_tree(request: web.Request) -> web.StreamResponse:
 
     listeners = []
     for _, listener in tree["listeners"]:
-        used = [p for p in pools if any(li["id"] == listener["id"] for li in p["listeners"])]
+        # The default pool first, then the pools its rule-bearing enabled policies redirect to.
+        used = sorted(
+            (p for p in pools if any(li["id"] == listener["id"] for li in p["listeners"])),
+            key=lambda p: p["id"] != listener.get("default_pool_id"),
+        )
         listeners.append({**_statuses(listener), "pools": [pool_status(p) for p in used]})
     return encoded({"statuses": {"loadbalancer": {**_statuses(lb), "listeners": listeners}}})
 

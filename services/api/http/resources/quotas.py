@@ -21,12 +21,12 @@ from services.api.domain.queries import Page
 from services.api.domain.quota_limits import quota_body
 from services.api.domain.quota_usecases import QuotaAdministration
 from services.api.http import reading, writing
+from services.api.http.bodies import read_input
 from services.api.http.context import request_context
 from services.api.http.deps import SETTINGS, VIEWS
 from services.api.http.query import parse_list_query
-from services.api.http.responses import encoded
+from services.api.http.responses import empty, encoded
 from services.api.http.routing import ApiRouter, path_id
-from services.api.http.schemas import parse_body
 from services.api.http.schemas.quota import QuotaUpdate
 
 # Only for list parsing and links: quotas filter on project_id alone.
@@ -34,6 +34,7 @@ QUOTA: Final = Kind(
     key="quota", singular="quota", plural="quotas", label="Quota", attributes={"project_id": "str"}
 )
 ID = "project_id"
+DEFAULTS_PROJECT: Final = "defaults"
 _PROJECT_ID: Final = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
@@ -65,7 +66,7 @@ async def list_quotas(request: web.Request) -> web.StreamResponse:
     rows = await request.app[VIEWS].quota_page(
         project_id, query.marker, query.limit, query.page_reverse
     )
-    quotas: list[dict[str, Any]] = [{"project_id": p, **quota_body(body)} for p, body in rows]
+    quotas: list[dict[str, Any]] = [quota_body(p, body) for p, body in rows]
     page = Page(bodies=[], ids=[p for p, _ in rows])
     links = reading.page_links(request, query, page)
     return encoded({"quotas": quotas, "quotas_links": links})
@@ -77,25 +78,28 @@ async def show_quota(request: web.Request) -> web.StreamResponse:
     project_id = _project(request)
     enforce(ctx, Action.READ_QUOTA, project_id)
     limits = await request.app[VIEWS].quota_limits(project_id)
-    return encoded({"quota": quota_body(limits, _defaults(request))})
+    return encoded({"quota": quota_body(project_id, limits, _defaults(request))})
 
 
 async def show_project_defaults(request: web.Request) -> web.StreamResponse:
     ctx = await request_context(request)
-    enforce(ctx, Action.READ_QUOTA, _project(request))
-    return encoded({"quota": quota_body(_defaults(request))})
+    project_id = _project(request)
+    enforce(ctx, Action.READ_QUOTA, project_id)
+    return encoded({"quota": quota_body(project_id, {}, _defaults(request))})
 
 
 async def show_defaults(request: web.Request) -> web.StreamResponse:
+    """Octavia reads this as the quota of a project named "defaults"."""
     ctx = await request_context(request)
     enforce(ctx, Action.READ_QUOTA, ctx.project_id)
-    return encoded({"quota": quota_body(_defaults(request))})
+    limits = await request.app[VIEWS].quota_limits(DEFAULTS_PROJECT)
+    return encoded({"quota": quota_body(DEFAULTS_PROJECT, limits, _defaults(request))})
 
 
 async def update_quota(request: web.Request) -> web.StreamResponse:
     ctx = await request_context(request)
     project_id = _project(request)
-    body = parse_body(QuotaUpdate, "quota", await request.read())
+    body = await read_input(request, QuotaUpdate, "quota")
     quota = await administration(request).set_limits(
         ctx, project_id, body.given(), writing.metadata(request, ctx)
     )
@@ -104,10 +108,8 @@ async def update_quota(request: web.Request) -> web.StreamResponse:
 
 async def reset_quota(request: web.Request) -> web.StreamResponse:
     ctx = await request_context(request)
-    quota = await administration(request).reset(
-        ctx, _project(request), writing.metadata(request, ctx)
-    )
-    return encoded({"quota": quota}, 202)
+    await administration(request).reset(ctx, _project(request), writing.metadata(request, ctx))
+    return empty(202)
 
 
 def register(api: ApiRouter) -> None:
@@ -154,5 +156,4 @@ def register(api: ApiRouter) -> None:
         summary="Reset a project's quota to the defaults",
         tag=tag,
         status=202,
-        response_key="quota",
     )

@@ -18,7 +18,7 @@ MAX_POSITION: Final = 2_147_483_647
 def _url(value: str) -> str:
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.netloc or any(c.isspace() for c in value):
-        raise ValueError("Value should be an http or https URL")
+        raise ValueError("Value must be a valid URL string")
     return value
 
 

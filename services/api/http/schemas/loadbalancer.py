@@ -33,7 +33,7 @@ class LoadBalancerCreate(Input):
     vip_address: IpAddress | None = None
     vip_port_id: Uuid | None = None
     vip_subnet_id: SubnetRef | None = None
-    vip_network_id: Text255 | None = None
+    vip_network_id: Uuid | None = None
     vip_qos_policy_id: Uuid | None = None
     vip_sg_ids: list[Uuid] | None = None
     additional_vips: list[AdditionalVip] | None = None
