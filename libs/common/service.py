@@ -25,6 +25,7 @@ from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 
 from libs.common import bus
+from libs.common.consumer_metrics import count_fetches, scrape_consumers
 from libs.common.database import create_pool, ping
 from libs.common.metrics import Metrics as Metrics  # re-exported for the services
 from libs.common.metrics import request_middleware
@@ -131,11 +132,15 @@ def relay_ctx(pg: PostgresSettings, nats_settings: NatsSettings, settings: Relay
 
 
 def watch_consumers(app: web.Application, *runners: bus.ConsumerRunner) -> None:
-    """Make ``/readyz`` require ``runners`` attached (one ``consumers`` check for them all)."""
+    """Make ``/readyz`` require ``runners`` attached (one ``consumers`` check for them all);
+    ``/metrics`` shows their lag, redeliveries and pending messages."""
     watched = app[CONSUMERS]
     watched.extend(runners)
+    for runner in runners:
+        count_fetches(app[METRICS], runner)
     if "consumers" not in app[READINESS]:
         app[READINESS].add("consumers", lambda: _consumers_attached(watched))
+        scrape_consumers(app[METRICS], watched)
 
 
 # -- readiness checks (run by libs.common.readiness, which bounds each in time) ---------------
