@@ -231,6 +231,8 @@ class ConsumerRunner:
         self._chains: dict[str, asyncio.Task[None]] = {}
         self._attached = False
         self._last_error: str | None = None
+        # Called with every fetched message before dispatch (libs/common/consumer_metrics.py).
+        self.on_fetched: Callable[[Msg], None] | None = None
 
     @property
     def name(self) -> str:
@@ -246,6 +248,13 @@ class ConsumerRunner:
     def last_error(self) -> str | None:
         """Why the fetch loop last failed; None until it does, and again once re-bound."""
         return self._last_error
+
+    async def info(self) -> api.ConsumerInfo:
+        """JetStream's view of this durable consumer (pending, redelivered, ack pending)."""
+        info: api.ConsumerInfo = await self._js.consumer_info(
+            self._settings.stream, self._spec.name
+        )
+        return info
 
     async def ensure_consumer(self) -> None:
         config = api.ConsumerConfig(
@@ -304,6 +313,8 @@ class ConsumerRunner:
             await asyncio.gather(*chains, return_exceptions=True)
 
     async def _dispatch(self, msg: Msg) -> None:
+        if self.on_fetched is not None:
+            self.on_fetched(msg)
         await self._room.acquire()
         key = _stream_key(msg)
         task = asyncio.create_task(self._after(self._chains.get(key), msg))

@@ -25,7 +25,10 @@ from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 
 from libs.common import bus
+from libs.common.consumer_metrics import count_fetches, scrape_consumers
 from libs.common.database import create_pool, ping
+from libs.common.metrics import Metrics as Metrics  # re-exported for the services
+from libs.common.metrics import request_middleware
 from libs.common.outbox import OutboxRelay, backlog
 from libs.common.readiness import Check, NotReady, Readiness
 from libs.common.schema import upgrade
@@ -35,32 +38,6 @@ from libs.common.tasks import background as background  # re-exported for the se
 log = logging.getLogger(__name__)
 
 Ctx = Callable[[web.Application], AsyncIterator[None]]
-
-
-class Metrics:
-    """Counters and gauges rendered in the Prometheus text format."""
-
-    def __init__(self, prefix: str) -> None:
-        self._prefix = prefix
-        self._values: dict[str, float] = {}
-        self._gauges: dict[str, Callable[[], float]] = {}
-
-    def inc(self, name: str, amount: float = 1.0) -> None:
-        self._values[name] = self._values.get(name, 0.0) + amount
-
-    def gauge(self, name: str, read: Callable[[], float]) -> None:
-        self._gauges[name] = read
-
-    def value(self, name: str) -> float:
-        return self._values.get(name, 0.0)
-
-    def render(self) -> str:
-        lines = []
-        for name, value in sorted(self._values.items()):
-            lines += [f"# TYPE {self._prefix}_{name} counter", f"{self._prefix}_{name} {value}"]
-        for name, read in sorted(self._gauges.items()):
-            lines += [f"# TYPE {self._prefix}_{name} gauge", f"{self._prefix}_{name} {read()}"]
-        return "\n".join(lines) + "\n"
 
 
 DB = web.AppKey("db", asyncpg.Pool)
@@ -77,20 +54,17 @@ async def _healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok", "service": request.app[SERVICE_NAME]})
 
 
-async def _metrics(request: web.Request) -> web.Response:
-    return web.Response(text=request.app[METRICS].render(), content_type="text/plain")
-
-
 def base_app(name: str, *, middlewares: Sequence[Any] = ()) -> web.Application:
     """An app serving ``/healthz``, ``/readyz`` and ``/metrics``; add routes and contexts."""
-    app = web.Application(middlewares=list(middlewares))
+    metrics = Metrics(f"fulcrum_{name}")
+    app = web.Application(middlewares=[request_middleware(metrics), *middlewares])
     app[SERVICE_NAME] = name
-    app[METRICS] = Metrics(f"fulcrum_{name}")
+    app[METRICS] = metrics
     app[READINESS] = Readiness(name)
     app[CONSUMERS] = []
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", app[READINESS].respond)
-    app.router.add_get("/metrics", _metrics)
+    app.router.add_get("/metrics", app[METRICS].respond)
     return app
 
 
@@ -139,8 +113,17 @@ def relay_ctx(pg: PostgresSettings, nats_settings: NatsSettings, settings: Relay
         publisher = bus.JetStreamPublisher(app[JETSTREAM], nats_settings)
         relay = OutboxRelay(pg.dsn, publisher, settings)
         app[RELAY] = relay
-        app[METRICS].gauge("relay_published_total", lambda: float(relay.published))
-        app[METRICS].gauge("relay_active", lambda: float(relay.active))
+        metrics = app[METRICS]
+        metrics.counter_reading(
+            "relay_published_total",
+            lambda: float(relay.published),
+            "Outbox rows this process's relay published to the bus.",
+        )
+        metrics.gauge(
+            "relay_active",
+            lambda: float(relay.active),
+            "1 while this process holds the relay lock.",
+        )
         app[READINESS].add("outbox", _outbox_moving(app[DB], relay, settings.stuck_after))
         async with background(relay.run(), "outbox relay"):
             yield
@@ -149,11 +132,15 @@ def relay_ctx(pg: PostgresSettings, nats_settings: NatsSettings, settings: Relay
 
 
 def watch_consumers(app: web.Application, *runners: bus.ConsumerRunner) -> None:
-    """Make ``/readyz`` require ``runners`` attached (one ``consumers`` check for them all)."""
+    """Make ``/readyz`` require ``runners`` attached (one ``consumers`` check for them all);
+    ``/metrics`` shows their lag, redeliveries and pending messages."""
     watched = app[CONSUMERS]
     watched.extend(runners)
+    for runner in runners:
+        count_fetches(app[METRICS], runner)
     if "consumers" not in app[READINESS]:
         app[READINESS].add("consumers", lambda: _consumers_attached(watched))
+        scrape_consumers(app[METRICS], watched)
 
 
 # -- readiness checks (run by libs.common.readiness, which bounds each in time) ---------------

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
+from libs.common.metrics import Metrics
 from libs.common.private_files import write_private_file
 from libs.common.tasks import background
 from services.amphora.adapters.certificates import CertificateDirectory
@@ -65,6 +66,7 @@ def create_app(settings: AmphoraSettings, tls: AgentTLS) -> web.Application:
     )
     app = web.Application(middlewares=[error_middleware], client_max_size=_MAX_BODY_BYTES)
     app[DATAPLANE] = dataplane
+    metrics = Metrics("fulcrum_agent")
     app.cleanup_ctx.append(_haproxy_lifecycle)
     # UDP in the kernel (nftables), only where the amphora has a namespace of its own.
     udp = UdpDataPlane(
@@ -83,6 +85,7 @@ def create_app(settings: AmphoraSettings, tls: AgentTLS) -> web.Application:
                 settings.state_dir,
                 dataplane.on_load,
                 udp.heartbeat_part,
+                metrics,
             )
         )
     handlers = AgentHandlers(
@@ -92,6 +95,7 @@ def create_app(settings: AmphoraSettings, tls: AgentTLS) -> web.Application:
         certificates=CertificateDirectory(dataplane.certs_dir),
         tls=tls,
         udp=udp,
+        metrics=metrics,
         vip_interface=settings.vip_interface,
     )
     app.add_routes(handlers.routes())

@@ -36,6 +36,7 @@ from aiohttp import web
 from libs.common import heartbeat_codec as codec
 from libs.common.agent_contract import StatsRow
 from libs.common.errors import ConfigurationError, FulcrumError
+from libs.common.metrics import Metrics
 from libs.common.tasks import background
 from services.amphora.settings import AmphoraSettings
 
@@ -161,6 +162,7 @@ class HeartbeatSender:
         read_stats: ReadStats,
         state_dir: Path | None = None,
         extra: ExtraReport | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self._config = config
         self._read_stats = read_stats
@@ -171,6 +173,18 @@ class HeartbeatSender:
         self._next_endpoint = 0
         self._early = asyncio.Event()
         self.sent = 0
+        self.unsent = 0
+        if metrics is not None:
+            metrics.counter_reading(
+                "heartbeats_sent_total",
+                lambda: float(self.sent),
+                "Heartbeat datagrams handed to the kernel.",
+            )
+            metrics.counter_reading(
+                "heartbeats_unsent_total",
+                lambda: float(self.unsent),
+                "Heartbeats that could not be built or sent.",
+            )
 
     def beat_now(self) -> None:
         """Send the next beat at once (HAProxy just loaded a config: the health service should
@@ -248,6 +262,7 @@ class HeartbeatSender:
                     sockets[family].sendto(datagram, address)
                     self.sent += 1
                 except (OSError, FulcrumError):
+                    self.unsent += 1
                     log.exception("heartbeat: this beat was not sent")
                 next_at += self._config.interval
                 with contextlib.suppress(TimeoutError):
@@ -290,12 +305,13 @@ def heartbeat_ctx(
     state_dir: Path,
     on_load: Callable[[Callable[[], None]], None],
     extra: ExtraReport | None = None,
+    metrics: Metrics | None = None,
 ) -> Callable[[web.Application], AsyncIterator[None]]:
     """A ``cleanup_ctx`` that runs the sender for the agent's lifetime; ``on_load`` registers
     the sender's ``beat_now`` for every config HAProxy loads."""
 
     async def ctx(app: web.Application) -> AsyncIterator[None]:
-        sender = HeartbeatSender(config, read_stats, state_dir, extra)
+        sender = HeartbeatSender(config, read_stats, state_dir, extra, metrics)
         on_load(sender.beat_now)
         async with background(sender.run(), "heartbeats"):
             yield

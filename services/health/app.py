@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
+from typing import Final
 
 from aiohttp import web
+from prometheus_client.core import CounterMetricFamily, Metric
 
 from libs.common.errors import ConfigurationError
 from libs.common.eventstore import PostgresEventStore
@@ -13,6 +15,7 @@ from libs.common.repository import AmphoraRepository, LoadBalancerRepository
 from libs.common.service import (
     DB,
     METRICS,
+    Metrics,
     background,
     base_app,
     nats_ctx,
@@ -21,6 +24,7 @@ from libs.common.service import (
 )
 from libs.common.settings import HEARTBEAT_KEY_ENV
 from libs.common.telemetry import setup_tracing
+from services.health.adapters.traffic_metrics import traffic_families
 from services.health.handlers.directory import AmphoraDirectory
 from services.health.handlers.receiver import HeartbeatIntake, UdpReceiver, bind_udp
 from services.health.handlers.stale_scan import ScanPolicy, StaleScanner
@@ -35,6 +39,30 @@ INTAKE = web.AppKey("intake", HeartbeatIntake)
 SCANNER = web.AppKey("scanner", StaleScanner)
 # Where heartbeats are received: (host, port) as bound (port 0 in settings: any free port).
 UDP_ADDRESS = web.AppKey("udp_address", tuple[str, int])
+
+
+# outcome label -> the receiver's counter (services/health/handlers/receiver.py).
+HEARTBEAT_OUTCOMES: Final = {
+    "accepted": "heartbeats_accepted_total",
+    "rejected_hmac": "heartbeats_dropped_bad_hmac_total",
+    "garbled": "heartbeats_dropped_garbled_total",
+    "oversized": "heartbeats_dropped_oversized_total",
+    "stale": "heartbeats_dropped_replayed_total",
+    "unknown_amphora": "heartbeats_unknown_amphora_total",
+    "failed": "heartbeats_failed_total",
+}
+
+
+async def heartbeat_outcomes(metrics: Metrics) -> Iterable[Metric]:
+    """``heartbeats_total{outcome}``: every received heartbeat under exactly one outcome."""
+    family = CounterMetricFamily(
+        f"{metrics.namespace}_heartbeats",
+        "Heartbeats received, by outcome (stale: a sequence number already seen).",
+        labels=["outcome"],
+    )
+    for outcome, counter in HEARTBEAT_OUTCOMES.items():
+        family.add_metric([outcome], metrics.value(counter))
+    return [family]
 
 
 def check_settings(settings: HealthSettings) -> None:
@@ -82,6 +110,8 @@ def create_app(settings: HealthSettings) -> web.Application:
         )
         metrics.gauge("amphora_directory_size", lambda: float(len(directory)))
         metrics.gauge("lb_cache_size", lambda: float(len(status)))
+        metrics.scraped(lambda: heartbeat_outcomes(metrics))
+        metrics.scraped(lambda: traffic_families(pool, metrics.namespace))
         app[DIRECTORY], app[WRITER], app[STATUS], app[INTAKE] = directory, writer, status, intake
         async with (
             background(directory.run(), "amphora directory"),

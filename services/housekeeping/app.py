@@ -12,6 +12,7 @@ from libs.common.eventstore import PostgresEventStore
 from libs.common.repository import AmphoraRepository
 from libs.common.service import DB, METRICS, background, base_app, nats_ctx, postgres_ctx, relay_ctx
 from libs.common.telemetry import setup_tracing
+from services.housekeeping.adapters.fleet_metrics import fleet_families
 from services.housekeeping.handlers.certificates import CertificateRotationJob
 from services.housekeeping.handlers.orphans import OrphanReconciliationJob
 from services.housekeeping.handlers.purge import RetentionPurgeJob
@@ -67,6 +68,7 @@ def create_app(settings: HousekeepingSettings) -> web.Application:
             if config.enabled:
                 jobs.runners[name] = JobRunner(pool, name, config.interval, run_pass, metrics)
         metrics.gauge("spares_ready", lambda: float(jobs.spares.ready))
+        metrics.scraped(lambda: fleet_families(pool, metrics.namespace))
         app[JOBS] = jobs
         async with contextlib.AsyncExitStack() as stack:
             for name, runner in jobs.runners.items():

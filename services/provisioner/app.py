@@ -212,7 +212,7 @@ def wire(settings: ProvisionerSettings, pool: asyncpg.Pool, metrics: Metrics) ->
         lifecycle=LifecycleHandler(
             store, driver, configurator.push, compensation, spares, configurator
         ),
-        failures=FailoverRequests(LoadBalancerRepository(store)),
+        failures=FailoverRequests(LoadBalancerRepository(store), metrics),
         maintenance=MaintenanceHandler(
             store,
             driver,

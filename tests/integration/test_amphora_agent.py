@@ -505,6 +505,27 @@ async def test_pushed_config_serves_http_through_both_backends(
     assert await distribution(lb.port, 20) == {"s1": 10, "s2": 10}
 
 
+async def test_metrics_count_config_pushes_and_time_reloads(
+    pki: Pki, agent: Agent, lb: LoadBalancer
+) -> None:
+    reader, writer = await asyncio.open_connection(
+        "127.0.0.1", agent.port, ssl=_client_context(pki, "client")
+    )
+    try:
+        writer.write(b"GET /metrics HTTP/1.1\r\nHost: agent\r\nConnection: close\r\n\r\n")
+        status, _, body = await _read_response(reader)
+    finally:
+        await _close(writer)
+    text = body.decode()
+
+    assert status == 200
+    assert "# TYPE fulcrum_agent_config_pushes_total counter" in text
+    assert 'fulcrum_agent_config_pushes_total{result="applied"}' in text
+    assert "# TYPE fulcrum_agent_haproxy_reload_duration_seconds histogram" in text
+    assert "fulcrum_agent_haproxy_reload_duration_seconds_count" in text
+    assert "process_resident_memory_bytes" in text
+
+
 async def test_same_config_twice_is_a_no_op(client: AmphoraAgentClient, lb: LoadBalancer) -> None:
     text = await client.get_config()
     assert text is not None

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from libs.common import heartbeat_codec as codec
+from libs.common.metrics import Metrics
 from services.amphora.heartbeat import HeartbeatConfig, HeartbeatSender
 
 KEY = b"schedule-key"
@@ -45,7 +46,8 @@ async def test_a_loaded_config_is_reported_at_once_not_an_interval_later(
         endpoints=(receiver.getsockname(),),
         interval=30.0,
     )
-    sender = HeartbeatSender(config, no_stats)
+    metrics = Metrics("fulcrum_agent")
+    sender = HeartbeatSender(config, no_stats, metrics=metrics)
     task = asyncio.create_task(sender.run())
     try:
         assert await next_datagram(receiver, 5) < 5  # the first beat goes at start
@@ -54,6 +56,8 @@ async def test_a_loaded_config_is_reported_at_once_not_an_interval_later(
         with pytest.raises(TimeoutError):
             await next_datagram(receiver, 0.5)  # and then the schedule resumes, no burst
         assert sender.sent == 2
+        assert metrics.value("heartbeats_sent_total") == 2
+        assert metrics.value("heartbeats_unsent_total") == 0
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Final, TypeVar
 
 from aiohttp import web
@@ -19,6 +20,7 @@ from libs.common.agent_contract import (
     UdpConfig,
 )
 from libs.common.errors import ValidationFailed
+from libs.common.metrics import Metrics
 from libs.common.readiness import NotReady, Readiness
 from services.amphora.adapters.certificates import CertificateDirectory
 from services.amphora.adapters.haproxy import HaproxyDataPlane
@@ -55,6 +57,7 @@ class AgentHandlers:
         certificates: CertificateDirectory,
         tls: AgentTLS,
         udp: UdpDataPlane,
+        metrics: Metrics,
         vip_interface: str | None = None,
     ) -> None:
         self.amphora_id = amphora_id
@@ -65,6 +68,16 @@ class AgentHandlers:
         self.tls = tls
         self.udp = udp
         self.readiness = Readiness("amphora")
+        self.metrics = metrics
+        self._pushes = metrics.counter(
+            "config_pushes_total",
+            "HAProxy configurations pushed to this agent, by result (applied or refused).",
+            ["result"],
+        )
+        self._reloads = metrics.histogram(
+            "haproxy_reload_duration_seconds",
+            "Seconds from a pushed configuration to HAProxy serving it (write, check, reload).",
+        )
         self.readiness.add("haproxy", self._haproxy_ready)
 
     def routes(self) -> list[web.RouteDef]:
@@ -72,6 +85,7 @@ class AgentHandlers:
         return [
             web.get("/healthz", self.healthz),
             web.get("/readyz", self.readiness.respond),
+            web.get("/metrics", self.metrics.respond),
             web.get(f"{prefix}/info", self.info),
             web.put(f"{prefix}/haproxy/config", self.put_config),
             web.get(f"{prefix}/haproxy/config", self.get_config),
@@ -132,7 +146,15 @@ class AgentHandlers:
         if not text.strip():
             raise ValidationFailed("empty configuration")
         reload = request.query.get("reload", "true").lower() != "false"
-        digest = await self.dataplane.apply(text, reload=reload)
+        started = time.monotonic()
+        try:
+            digest = await self.dataplane.apply(text, reload=reload)
+        except Exception:
+            self._pushes.labels(result="refused").inc()
+            raise
+        self._pushes.labels(result="applied").inc()
+        if reload:
+            self._reloads.observe(time.monotonic() - started)
         response = _json(ConfigApplied(sha256=digest), status=202)
         response.headers["ETag"] = f'"{digest}"'
         return response
