@@ -47,7 +47,7 @@ CommandFactory = Callable[[LoadBalancerState], Command]
 # The shape of a stored LoadBalancerState: bump it whenever the model's JSON changes.
 SNAPSHOT_SCHEMA_VERSION: Final = 1
 # Events folded on top of a snapshot before an append writes a new one.
-SNAPSHOT_EVERY: Final = 100
+SNAPSHOT_EVERY: Final = 32
 
 
 def snapshot_of(stream_id: str, state: LoadBalancerState) -> StoredSnapshot:
