@@ -1,5 +1,8 @@
 """The event store: Postgres ``events`` table (insert-only) plus the transactional outbox.
 
+Beside the events, ``snapshots`` caches one folded state per stream (written by the repository
+inside an append's transaction); it never changes what ``read_stream`` returns.
+
 ``append`` writes events, their outbox rows and an optional caller hook (read-model projection)
 in one transaction, and wakes the relay with NOTIFY at commit. An append at a stale
 ``expected_version`` raises ConcurrencyError and writes nothing.
@@ -10,6 +13,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Final, Protocol
 
 import asyncpg
@@ -181,11 +185,46 @@ class PostgresEventStore:
         )
         return [_decode_row(r) for r in rows]
 
+    async def read_snapshot(self, stream_id: str) -> StoredSnapshot | None:
+        """The stream's latest snapshot, whatever its shape (the reader checks it)."""
+        row = await self._pool.fetchrow(
+            "SELECT stream_version, schema_version, state FROM snapshots WHERE stream_id = $1",
+            stream_id,
+        )
+        if row is None:
+            return None
+        return StoredSnapshot(stream_id, row["stream_version"], row["schema_version"], row["state"])
+
     async def stream_version(self, stream_id: str) -> int:
         version: int = await self._pool.fetchval(
             "SELECT coalesce(max(stream_version), 0) FROM events WHERE stream_id = $1", stream_id
         )
         return version
+
+
+@dataclass(frozen=True)
+class StoredSnapshot:
+    """A stream's state folded up to ``stream_version``, as JSON in shape ``schema_version``."""
+
+    stream_id: str
+    stream_version: int
+    schema_version: int
+    state: str
+
+
+async def write_snapshot(conn: asyncpg.Connection, snapshot: StoredSnapshot) -> None:
+    """Store ``snapshot`` on ``conn`` (an append's transaction); keeps a newer one in place."""
+    await conn.execute(
+        "INSERT INTO snapshots (stream_id, stream_version, schema_version, state) "
+        "VALUES ($1, $2, $3, $4) ON CONFLICT (stream_id) DO UPDATE SET "
+        "stream_version = EXCLUDED.stream_version, schema_version = EXCLUDED.schema_version, "
+        "state = EXCLUDED.state, taken_at = now() "
+        "WHERE snapshots.stream_version <= EXCLUDED.stream_version",
+        snapshot.stream_id,
+        snapshot.stream_version,
+        snapshot.schema_version,
+        snapshot.state,
+    )
 
 
 def _with_position(envelope: Envelope, position: int) -> Envelope:
@@ -252,5 +291,7 @@ __all__ = [
     "EventStore",
     "InMemoryEventStore",
     "PostgresEventStore",
+    "StoredSnapshot",
     "new_id",
+    "write_snapshot",
 ]

@@ -1,5 +1,12 @@
 """The LoadBalancer repository: load by folding the stream, save by append + projection.
 
+Loading starts from the stream's snapshot (the state folded up to some version, kept in
+``snapshots``) and folds only the events after it, so a write costs the same on a stream of ten
+events and on one of a hundred thousand. An append that leaves ``snapshot_every`` or more events
+after the snapshot writes a new one in its transaction. A snapshot of another shape
+(``SNAPSHOT_SCHEMA_VERSION``) is ignored: the state is rebuilt from the events and the next
+append replaces it.
+
 Every writer (api, provisioner, health, housekeeping) changes a load balancer only through
 ``execute``: load, ``decide``, append at the loaded version with the read model updated in the
 same transaction. A concurrent writer's win makes it reload and retry once; a second loss is
@@ -10,8 +17,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Final
 
 import asyncpg
+from pydantic import ValidationError
 
 from libs.common.domain.amphora import Amphora, evolve_amphora, fold_amphora
 from libs.common.domain.commands import Command
@@ -20,7 +29,7 @@ from libs.common.domain.evolve import fold
 from libs.common.domain.model import LoadBalancerState
 from libs.common.errors import ConcurrencyError, Conflict
 from libs.common.events import Envelope, Event, Metadata
-from libs.common.eventstore import PostgresEventStore
+from libs.common.eventstore import PostgresEventStore, StoredSnapshot, write_snapshot
 from libs.common.readmodel import project_amphora, project_loadbalancer
 from libs.common.streams import StreamId
 
@@ -35,15 +44,46 @@ class Outcome:
 
 CommandFactory = Callable[[LoadBalancerState], Command]
 
+# The shape of a stored LoadBalancerState: bump it whenever the model's JSON changes.
+SNAPSHOT_SCHEMA_VERSION: Final = 1
+# Events folded on top of a snapshot before an append writes a new one.
+SNAPSHOT_EVERY: Final = 32
+
+
+def snapshot_of(stream_id: str, state: LoadBalancerState) -> StoredSnapshot:
+    """``state`` as a snapshot of ``stream_id`` at ``state.version``."""
+    return StoredSnapshot(
+        stream_id, state.version, SNAPSHOT_SCHEMA_VERSION, state.model_dump_json()
+    )
+
+
+def state_of(snapshot: StoredSnapshot | None) -> LoadBalancerState | None:
+    """The state a snapshot holds, or None when there is none or its shape is not this one."""
+    if snapshot is None or snapshot.schema_version != SNAPSHOT_SCHEMA_VERSION:
+        return None
+    try:
+        state = LoadBalancerState.model_validate_json(snapshot.state)
+    except ValidationError:
+        return None
+    return state if state.version == snapshot.stream_version else None
+
 
 class LoadBalancerRepository:
-    def __init__(self, store: PostgresEventStore) -> None:
+    def __init__(self, store: PostgresEventStore, snapshot_every: int = SNAPSHOT_EVERY) -> None:
         self._store = store
+        self._snapshot_every = snapshot_every
 
     async def load(self, lb_id: str) -> LoadBalancerState:
-        """Fold the stream; an unknown id gives the empty state (``loadbalancer is None``)."""
-        envelopes = await self._store.read_stream(StreamId.loadbalancer(lb_id))
-        return fold(e.payload for e in envelopes)
+        """The folded stream; an unknown id gives the empty state (``loadbalancer is None``)."""
+        state, _ = await self._load(lb_id)
+        return state
+
+    async def _load(self, lb_id: str) -> tuple[LoadBalancerState, int]:
+        """The state and how many events were folded on top of the snapshot."""
+        stream_id = StreamId.loadbalancer(lb_id)
+        base = state_of(await self._store.read_snapshot(stream_id)) or LoadBalancerState()
+        tail = await self._store.read_stream(stream_id, after_version=base.version)
+        return fold((e.payload for e in tail), base), len(tail)
 
     async def execute(
         self,
@@ -59,20 +99,28 @@ class LoadBalancerRepository:
         ``command`` may be a factory of the loaded state, for commands that depend on it.
         """
         for attempt in range(attempts):
-            state = await self.load(lb_id)
+            state, unsnapshotted = await self._load(lb_id)
             cmd = command(state) if callable(command) else command
             payloads = decide(cmd, state)
             if not payloads:
                 return Outcome(state, [])
             after = fold(payloads, state)
+            snapshot = (
+                snapshot_of(StreamId.loadbalancer(lb_id), after)
+                if unsnapshotted + len(payloads) >= self._snapshot_every
+                else None
+            )
 
             async def project(
                 tx: asyncpg.Connection,
                 _: list[Envelope],
                 before: LoadBalancerState = state,
                 after: LoadBalancerState = after,
+                snapshot: StoredSnapshot | None = snapshot,
             ) -> None:
                 await project_loadbalancer(tx, before, after)
+                if snapshot is not None:
+                    await write_snapshot(tx, snapshot)
 
             try:
                 envelopes = await self._store.append(

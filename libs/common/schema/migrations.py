@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
-from libs.common.schema import v001_baseline, v002_security_groups
+from libs.common.schema import v001_baseline, v002_security_groups, v003_snapshots
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,4 +20,5 @@ class Migration:
 MIGRATIONS: Final[tuple[Migration, ...]] = (
     Migration(1, "baseline", v001_baseline.SQL),
     Migration(2, "security_groups", v002_security_groups.SQL),
+    Migration(3, "snapshots", v003_snapshots.SQL),
 )

@@ -8,7 +8,6 @@ runs it through ``LoadBalancerRepository.execute``. The Outcome's state renders 
 from __future__ import annotations
 
 import asyncio
-import random
 import uuid
 from collections.abc import Collection
 from dataclasses import dataclass
@@ -46,13 +45,12 @@ from services.api.domain.vip import (
     AdditionalVipRequest,
     VipAllocator,
     VipRequest,
+    pool_size,
     resolve_additional_subnets,
     resolve_subnet,
     vip_port_id,
 )
 
-# Allocation attempts per create (each one lost to a concurrent create of another LB).
-VIP_ATTEMPTS: Final = 64
 PROVIDER_ALIASES: Final = frozenset({"amphora", "octavia"})
 
 
@@ -187,28 +185,18 @@ class LoadBalancing:
         wanted += [(s, e.address) for s, e in zip(extra_subnets, extra, strict=True)]
         lb_id = _new_id()
         now = _now()
-        candidates, limits = await asyncio.gather(
-            asyncio.gather(*(self._vips.candidates(s, address) for s, address in wanted)),
+        for vip_subnet, explicit in wanted:
+            if explicit is not None:
+                await self._vips.check_requested(vip_subnet, explicit)
+        offered, limits = await asyncio.gather(
+            asyncio.gather(*(self._vips.offer(s) for s, explicit in wanted if explicit is None)),
             self._quotas.limits(project_id),
         )
-        tried: set[tuple[str, str]] = set()
-        for _ in range(VIP_ATTEMPTS):
-            picks: list[str] = []
-            for index, (vip_subnet, explicit) in enumerate(wanted):
-                address = next(
-                    (a for a in candidates[index] if (vip_subnet.id, a) not in tried), None
-                )
-                if address is None and explicit is None:
-                    # Lost races for every candidate: others create at once. Spread out over
-                    # the next free ones, so the racers stop colliding on the lowest address.
-                    candidates[index] = await self._vips.candidates(vip_subnet, None)
-                    random.shuffle(candidates[index])
-                    address = next(
-                        (a for a in candidates[index] if (vip_subnet.id, a) not in tried), None
-                    )
-                if address is None:
-                    raise Conflict(f"No more IP addresses available on subnet {vip_subnet.id}.")
-                picks.append(address)
+        each_offer = iter(offered)
+        picks = [explicit or next(each_offer) for _, explicit in wanted]
+        # Each lost race is a pool address taken by another create: the loop ends.
+        losses_left = sum(pool_size(s) for s, explicit in wanted if explicit is None)
+        while True:
             vip = {
                 "vip_address": picks[0],
                 "vip_subnet_id": subnet.id,
@@ -241,20 +229,26 @@ class LoadBalancing:
             try:
                 async with self._quotas.admit(project_id, want, limits) as conn:
                     outcome = await self._repo.execute(lb_id, command, meta, conn=conn)
-            except Conflict:
-                # Another LB took an address between our read and our append: try the next
+            except Conflict as lost_race:
+                # Another create took an address between our read and our append: draw again
                 # for each address lost that way (an address asked for is not retried).
                 lost = [
-                    (s.id, a)
-                    for (s, explicit), a in zip(wanted, picks, strict=True)
-                    if explicit is None and await self._vips.is_taken(s, a)
+                    index
+                    for index, ((s, explicit), a) in enumerate(zip(wanted, picks, strict=True))
+                    if await self._vips.is_taken(s, a)
                 ]
-                if not lost:
+                if not lost or any(wanted[i][1] is not None for i in lost):
                     raise
-                tried.update(lost)
+                if losses_left <= 0:
+                    exhausted = wanted[lost[0]][0].id
+                    raise Conflict(
+                        f"No more IP addresses available on subnet {exhausted}."
+                    ) from lost_race
+                losses_left -= len(lost)
+                for index in lost:
+                    picks[index] = await self._vips.offer(wanted[index][0], contended=True)
                 continue
             return Created(outcome, lb_id)
-        raise Conflict(f"No more IP addresses available on subnet {subnet.id}.")
 
     def _check_provider_options(self, fields: dict[str, Any]) -> None:
         provider = fields.get("provider")

@@ -2,12 +2,14 @@
 
 Subnets are configuration (``NetworkSettings``). The address is the one asked for (it must lie
 in the subnet and be free) or the lowest free one of the allocation pool. The projector's
-unique ``vip_allocations`` row is the real guard against two LBs racing for one address.
+unique ``vip_allocations`` row is the real guard against two LBs racing for one address; a
+create that loses a race retries with a random address among the lowest free ones.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import random
 import uuid
 from dataclasses import dataclass
 from typing import Final
@@ -18,6 +20,8 @@ from services.api.domain.ports import AddressBook
 
 # Fulcrum models no Neutron ports: a VIP's port id is derived from its LB id, stably.
 VIP_PORT_NAMESPACE: Final = uuid.UUID("3f6c1d2e-8b4a-4e5f-9a7b-0c1d2e3f4a5b")
+# After a lost race, the next address is drawn from this many lowest free ones.
+CONTENDED_WINDOW: Final = 64
 
 
 def vip_port_id(lb_id: str) -> str:
@@ -109,32 +113,49 @@ def resolve_additional_subnets(
 
 
 class VipAllocator:
-    """Chooses addresses; ``candidates`` are tried in order by the create use case."""
+    """Chooses addresses for the create use case, which retries on a lost race.
+
+    The projector's unique ``vip_allocations`` row decides races: a create that loses one
+    asks again with ``contended=True`` and is offered a random address among the lowest free
+    ones, so concurrent creates spread out instead of colliding again. A create is refused
+    only when a fresh read of the pool finds no free address.
+    """
 
     def __init__(self, book: AddressBook) -> None:
         self._book = book
 
-    async def candidates(self, subnet: SubnetConfig, address: str | None) -> list[str]:
-        """The address to try (or a few, lowest first, when none was asked for).
+    async def check_requested(self, subnet: SubnetConfig, address: str) -> None:
+        """Raises ValidationFailed when ``address`` is outside the subnet, Conflict when it is
+        the gateway or already allocated."""
+        if not _in_subnet(address, subnet):
+            raise ValidationFailed(
+                f"Validation failure: VIP address {address} is not in subnet {subnet.id}."
+            )
+        if address == subnet.gateway_ip or await self._book.address_taken(subnet.id, address):
+            raise Conflict(f"IP address {address} already allocated in subnet {subnet.id}.")
 
-        Raises ValidationFailed when ``address`` is outside the subnet, Conflict when it is
-        taken or when the pool is exhausted.
-        """
-        if address is not None:
-            if not _in_subnet(address, subnet):
-                raise ValidationFailed(
-                    f"Validation failure: VIP address {address} is not in subnet {subnet.id}."
-                )
-            if address == subnet.gateway_ip or await self._book.address_taken(subnet.id, address):
-                raise Conflict(f"IP address {address} already allocated in subnet {subnet.id}.")
-            return [address]
+    async def offer(self, subnet: SubnetConfig, *, contended: bool = False) -> str:
+        """The lowest free address of the pool, or (``contended``) one drawn at random from
+        the lowest ``CONTENDED_WINDOW`` free ones; Conflict (409) when none is free."""
         reserved = [subnet.gateway_ip] if subnet.gateway_ip else []
         free = await self._book.free_addresses(
-            subnet.id, subnet.allocation_start, subnet.allocation_end, reserved, 16
+            subnet.id,
+            subnet.allocation_start,
+            subnet.allocation_end,
+            reserved,
+            CONTENDED_WINDOW if contended else 1,
         )
         if not free:
             raise Conflict(f"No more IP addresses available on subnet {subnet.id}.")
-        return free
+        return random.choice(free) if contended else free[0]
 
     async def is_taken(self, subnet: SubnetConfig, address: str) -> bool:
         return await self._book.address_taken(subnet.id, address)
+
+
+def pool_size(subnet: SubnetConfig) -> int:
+    """How many addresses the allocation pool spans (the bound on races a create can lose:
+    each lost race is an address of the pool taken by another create)."""
+    first = ipaddress.ip_address(subnet.allocation_start)
+    last = ipaddress.ip_address(subnet.allocation_end)
+    return int(last) - int(first) + 1

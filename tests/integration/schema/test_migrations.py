@@ -50,6 +50,7 @@ TABLES = {
     "schema_migrations",
     "securitygroup_view",
     "securitygroup_rule_view",
+    "snapshots",
 }
 # This release's last version and the ledger a database migrated by it holds.
 LATEST = len(MIGRATIONS)

@@ -1,0 +1,128 @@
+"""Snapshots on a real Postgres: written in the append's transaction every N events, used by
+``load`` (the events after them folded on top), ignored when of another shape; ``read_stream``
+and the events table are untouched by them."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import asyncpg
+import pytest
+
+from libs.common.domain import commands as c
+from libs.common.domain.evolve import fold
+from libs.common.domain.model import LoadBalancerState
+from libs.common.events import Metadata
+from libs.common.eventstore import PostgresEventStore
+from libs.common.repository import (
+    SNAPSHOT_SCHEMA_VERSION,
+    LoadBalancerRepository,
+    snapshot_of,
+)
+from libs.common.streams import StreamId
+from tests import builders
+
+META = Metadata(actor="test")
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+EVERY = 5
+
+
+async def grow(repo: LoadBalancerRepository, renames: int) -> str:
+    """An ACTIVE LB, renamed ``renames`` times (two events each: update, settle)."""
+    lb = builders.loadbalancer("127.77.0.10")
+    await repo.execute(lb.id, c.CreateLoadBalancer(loadbalancer=lb), META)
+    await repo.execute(lb.id, c.Activate(amphora_ids=("amp-1",)), META)
+    for n in range(renames):
+        await repo.execute(lb.id, c.UpdateLoadBalancer(changes={"name": f"n{n}"}, now=NOW), META)
+        await repo.execute(lb.id, c.ApplyChanges(), META)
+    return lb.id
+
+
+async def whole_fold(store: PostgresEventStore, lb_id: str) -> LoadBalancerState:
+    return fold(e.payload for e in await store.read_stream(StreamId.loadbalancer(lb_id)))
+
+
+async def snapshot_row(db: asyncpg.Pool, lb_id: str) -> asyncpg.Record | None:
+    return await db.fetchrow(
+        "SELECT stream_version, schema_version FROM snapshots WHERE stream_id = $1",
+        StreamId.loadbalancer(lb_id),
+    )
+
+
+@pytest.fixture
+def store(db: asyncpg.Pool) -> PostgresEventStore:
+    return PostgresEventStore(db)
+
+
+async def test_snapshots_are_written_every_n_events_and_load_equals_the_whole_fold(
+    db: asyncpg.Pool, store: PostgresEventStore
+) -> None:
+    repo = LoadBalancerRepository(store, snapshot_every=EVERY)
+    lb_id = await grow(repo, 11)  # 2 + 22 events
+    events = await store.read_stream(StreamId.loadbalancer(lb_id))
+    assert [e.stream_version for e in events] == list(range(1, 25))
+    row = await snapshot_row(db, lb_id)
+    assert row is not None and row["schema_version"] == SNAPSHOT_SCHEMA_VERSION
+    assert 24 - EVERY < row["stream_version"] <= 24
+    loaded = await repo.load(lb_id)
+    assert loaded.model_dump_json() == (await whole_fold(store, lb_id)).model_dump_json()
+    assert loaded.version == 24
+    # read_stream is what it was: every event, from the first.
+    again = await store.read_stream(StreamId.loadbalancer(lb_id))
+    assert [e.event_id for e in again] == [e.event_id for e in events]
+    assert (
+        await db.fetchval("SELECT count(*) FROM events WHERE stream_id = $1", events[0].stream_id)
+        == 24
+    )
+
+
+async def test_load_starts_from_the_snapshot(db: asyncpg.Pool, store: PostgresEventStore) -> None:
+    repo = LoadBalancerRepository(store, snapshot_every=EVERY)
+    lb_id = await grow(repo, 3)
+    row = await snapshot_row(db, lb_id)
+    assert row is not None
+    # A snapshot saying something the events do not: load shows it, so load started from it.
+    state = await whole_fold(store, lb_id)
+    assert state.loadbalancer is not None
+    marked = state.model_copy(
+        update={"loadbalancer": state.loadbalancer.model_copy(update={"description": "marked"})}
+    )
+    snap = snapshot_of(StreamId.loadbalancer(lb_id), marked)
+    await db.execute(
+        "UPDATE snapshots SET stream_version = $2, state = $3 WHERE stream_id = $1",
+        snap.stream_id,
+        snap.stream_version,
+        snap.state,
+    )
+    loaded = await repo.load(lb_id)
+    assert loaded.loadbalancer is not None and loaded.loadbalancer.description == "marked"
+
+
+async def test_a_snapshot_of_another_shape_is_ignored_and_replaced(
+    db: asyncpg.Pool, store: PostgresEventStore
+) -> None:
+    repo = LoadBalancerRepository(store, snapshot_every=EVERY)
+    lb_id = await grow(repo, 3)
+    stream_id = StreamId.loadbalancer(lb_id)
+    await db.execute(
+        'UPDATE snapshots SET schema_version = $2, state = \'{"shape": "old"}\' '
+        "WHERE stream_id = $1",
+        stream_id,
+        SNAPSHOT_SCHEMA_VERSION + 7,
+    )
+    loaded = await repo.load(lb_id)
+    assert loaded.model_dump_json() == (await whole_fold(store, lb_id)).model_dump_json()
+    # The next append folded all 8 events itself: it writes a snapshot of this shape.
+    await repo.execute(lb_id, c.UpdateLoadBalancer(changes={"name": "x"}, now=NOW), META)
+    row = await snapshot_row(db, lb_id)
+    assert row is not None
+    assert (row["stream_version"], row["schema_version"]) == (9, SNAPSHOT_SCHEMA_VERSION)
+    loaded = await repo.load(lb_id)
+    assert loaded.model_dump_json() == (await whole_fold(store, lb_id)).model_dump_json()
+
+
+async def test_events_stay_insert_only(db: asyncpg.Pool, store: PostgresEventStore) -> None:
+    repo = LoadBalancerRepository(store, snapshot_every=EVERY)
+    lb_id = await grow(repo, 3)
+    with pytest.raises(asyncpg.RaiseError, match="insert-only"):
+        await db.execute("DELETE FROM events WHERE stream_id = $1", StreamId.loadbalancer(lb_id))
