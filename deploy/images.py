@@ -68,7 +68,15 @@ DEBIAN_SOURCES: Final = (
 )
 # The dependencies of pyproject.toml the agent imports (tests/unit/test_images.py checks that
 # they cover every module it loads); the control plane gets them all.
-AMPHORA_DEPENDENCIES: Final = ("aiohttp", "cryptography", "pydantic", "pydantic-settings")
+AMPHORA_DEPENDENCIES: Final = (
+    "aiohttp",
+    "cryptography",
+    "pydantic",
+    "pydantic-settings",
+    "opentelemetry-api",
+    "opentelemetry-sdk",
+    "opentelemetry-exporter-otlp-proto-http",
+)
 # Dependencies of pyproject.toml no image gets: Patroni runs only under `make up-cluster`, and
 # some of its own dependencies (ydiff, python-etcd) ship no wheels.
 LOCAL_ONLY_DEPENDENCIES: Final = ("patroni",)

@@ -20,6 +20,7 @@ from libs.common.agent_contract import (
 )
 from libs.common.errors import ValidationFailed
 from libs.common.readiness import NotReady, Readiness
+from libs.common.telemetry import tracer
 from services.amphora.adapters.certificates import CertificateDirectory
 from services.amphora.adapters.haproxy import HaproxyDataPlane
 from services.amphora.adapters.tls import AgentTLS
@@ -132,7 +133,10 @@ class AgentHandlers:
         if not text.strip():
             raise ValidationFailed("empty configuration")
         reload = request.query.get("reload", "true").lower() != "false"
-        digest = await self.dataplane.apply(text, reload=reload)
+        with tracer("fulcrum.amphora").start_as_current_span(
+            "haproxy reload" if reload else "haproxy validate"
+        ):
+            digest = await self.dataplane.apply(text, reload=reload)
         response = _json(ConfigApplied(sha256=digest), status=202)
         response.headers["ETag"] = f'"{digest}"'
         return response
