@@ -23,6 +23,9 @@ from tests.e2e.test_access_logs import Client
 
 pytestmark = pytest.mark.timeout(300)
 WAIT_S = 30.0
+# The caller's own trace, which the API continues (W3C trace context).
+CALLER_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
+CALLER = f"00-{CALLER_TRACE}-00f067aa0ba902b7-01"
 
 
 @dataclass(frozen=True)
@@ -137,20 +140,17 @@ async def test_one_lb_create_is_one_trace_from_the_api_to_the_haproxy_reload(
     async with aiohttp.ClientSession() as session:
         api = Client(traced_stack, session)
         subnet = (await api.call("GET", "/v2.0/subnets?name=public-subnet"))["subnets"][0]["id"]
-        lb = (
-            await api.call(
-                "POST",
-                "/v2/lbaas/loadbalancers",
-                {"loadbalancer": {"name": "traced", "vip_subnet_id": subnet}},
-            )
-        )["loadbalancer"]
+        async with session.post(
+            f"{api.base}/v2/lbaas/loadbalancers",
+            json={"loadbalancer": {"name": "traced", "vip_subnet_id": subnet}},
+            headers={**api.headers, "traceparent": CALLER},
+        ) as response:
+            assert response.status == 201, await response.text()
+            lb = (await response.json())["loadbalancer"]
         await api.active(lb["id"])
 
     def create_trace() -> list[Span]:
-        roots = [s for s in otlp.spans if s.name == "POST /v2/lbaas/loadbalancers"]
-        if not roots:
-            return []
-        return [s for s in otlp.spans if s.trace_id == roots[0].trace_id]
+        return [s for s in otlp.spans if s.trace_id == CALLER_TRACE]
 
     wanted = {
         "POST /v2/lbaas/loadbalancers",
@@ -174,9 +174,10 @@ async def test_one_lb_create_is_one_trace_from_the_api_to_the_haproxy_reload(
     names = {s.name for s in spans}
     assert wanted <= names, (sorted(wanted - names), tree)
     assert not any(lb["id"] in s.name for s in otlp.spans), "span names carry no ids"
+    assert "GET /v2/lbaas/loadbalancers/{loadbalancer_id}" in {s.name for s in otlp.spans}
     reload = next(s for s in spans if s.name == "haproxy reload")
     chain = path_to_root(reload, spans)
-    assert chain[0] == "POST /v2/lbaas/loadbalancers", chain
+    assert chain[0] == "POST /v2/lbaas/loadbalancers", chain  # child of the caller's span
     assert any(n.startswith("consume ") for n in chain), chain
     assert chain.index("provision create") < chain.index("agent call PUT /haproxy/config"), chain
     assert chain[-2:] == ["agent PUT /v1/haproxy/config", "haproxy reload"], chain

@@ -23,6 +23,7 @@ from pydantic import ValidationError
 
 from libs.common.database import database_unavailable
 from libs.common.errors import DomainError, Unauthorized
+from libs.common.logsetup import set_log_context
 from libs.common.service import METRICS
 from libs.common.telemetry import context_from_traceparent, tracer
 from services.api.http.schemas import describe
@@ -189,6 +190,7 @@ async def _answer(request: web.Request, handler: Handler, request_id: str) -> we
 async def octavia_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     request_id = f"req-{uuid.uuid4()}"
     request[REQUEST_ID] = request_id
+    set_log_context(request_id=request_id)  # the access log line is written in this task too
     accept = request.headers.get("Accept")
     key_manager = request.path.startswith(KEY_MANAGER_PREFIX + "/")
     if accept is not None and not key_manager and not acceptable(accept):

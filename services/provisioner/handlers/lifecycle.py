@@ -24,6 +24,7 @@ from libs.common.errors import FulcrumError
 from libs.common.events import Envelope, Event, Metadata
 from libs.common.events import loadbalancer as lb_ev
 from libs.common.eventstore import PostgresEventStore
+from libs.common.logsetup import log_context
 from libs.common.repository import AmphoraRepository, LoadBalancerRepository
 from libs.common.streams import StreamId
 from libs.common.telemetry import tracer
@@ -97,7 +98,10 @@ class LifecycleHandler:
             return
         log.info("lb %s: %s", lb_id, work.kind)
         try:
-            with _tracer.start_as_current_span(f"provision {work.kind}") as span:
+            with (
+                log_context(lb_id=lb_id),
+                _tracer.start_as_current_span(f"provision {work.kind}") as span,
+            ):
                 span.set_attribute("fulcrum.lb_id", lb_id)
                 await self._do(work, state, conn, metadata)
         except Exception as exc:
@@ -140,7 +144,10 @@ class LifecycleHandler:
             topology=lb.topology.value,
             peer_hosts=frozenset(p.host for p in peers if p.host),
         )
-        with _tracer.start_as_current_span("boot amphora") as span:
+        with (
+            log_context(amphora_id=build.amphora_id),
+            _tracer.start_as_current_span("boot amphora") as span,
+        ):
             span.set_attribute("fulcrum.amphora_id", build.amphora_id)
             handle = await self._driver.ensure(spec)
         if (await self._amps.load(build.amphora_id)).version:
@@ -192,7 +199,10 @@ class LifecycleHandler:
 
     async def _push_all(self, state: LoadBalancerState, handles: list[AmphoraHandle]) -> None:
         for handle in handles:
-            with _tracer.start_as_current_span("push") as span:
+            with (
+                log_context(amphora_id=handle.amphora_id),
+                _tracer.start_as_current_span("push") as span,
+            ):
                 span.set_attribute("fulcrum.amphora_id", handle.amphora_id)
                 await self._push(state, handle, handles)
 
