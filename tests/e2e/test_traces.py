@@ -6,9 +6,11 @@ HAProxy reload."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
 import pytest
@@ -98,6 +100,7 @@ def traced_stack(
     monkeypatch.setenv("OTEL_TRACES_EXPORTER", "otlp")
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{receiver[1]}")
     monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "200")
+    monkeypatch.setenv("FULCRUM_LOG_FORMAT", "json")
     state = tmp_path_factory.mktemp("traced-stack")
     running = start_stack(state, "--port", str(free_port()))
     try:
@@ -146,6 +149,7 @@ async def test_one_lb_create_is_one_trace_from_the_api_to_the_haproxy_reload(
             headers={**api.headers, "traceparent": CALLER},
         ) as response:
             assert response.status == 201, await response.text()
+            request_id = response.headers["X-Openstack-Request-Id"]
             lb = (await response.json())["loadbalancer"]
         await api.active(lb["id"])
 
@@ -182,3 +186,28 @@ async def test_one_lb_create_is_one_trace_from_the_api_to_the_haproxy_reload(
     assert chain.index("provision create") < chain.index("agent call PUT /haproxy/config"), chain
     assert chain[-2:] == ["agent PUT /v1/haproxy/config", "haproxy reload"], chain
     assert {s.service for s in spans} >= {"api", "provisioner", "amphora"}, tree
+
+    # The same create in the JSON logs: the access line carries the request id, the
+    # provisioner's lines the LB id and the correlation id.
+    api_lines = json_lines(traced_stack, "api")
+    access = [line for line in api_lines if line["logger"] == "aiohttp.access"]
+    assert any(
+        line.get("request_id") == request_id and "POST /v2/lbaas/loadbalancers" in line["message"]
+        for line in access
+    ), access[-5:]
+    provisioner_lines = [
+        line for line in json_lines(traced_stack, "provisioner") if line.get("lb_id") == lb["id"]
+    ]
+    assert provisioner_lines, "no provisioner line names the LB"
+    assert all(line.get("correlation_id") for line in provisioner_lines), provisioner_lines
+    print("\n".join(json.dumps(line) for line in provisioner_lines[:3]))
+
+
+def json_lines(stack: Stack, service: str) -> list[dict[str, Any]]:
+    """The JSON log lines of every replica of ``service`` (other lines skipped)."""
+    lines: list[dict[str, Any]] = []
+    for path in sorted(stack.state.glob(f"{service}*.log")):
+        for text in path.read_text().splitlines():
+            if text.startswith("{"):
+                lines.append(json.loads(text))
+    return lines
