@@ -29,7 +29,6 @@ __all__ = [
     "current_traceparent",
     "inject_traceparent",
     "setup_tracing",
-    "shutdown_tracing",
     "traced_exporter",
     "tracer",
 ]
@@ -75,14 +74,8 @@ def setup_tracing(service_name: str, exporter: str = "none") -> None:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
         provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
-    trace.set_tracer_provider(provider)
+    trace.set_tracer_provider(provider)  # the SDK flushes its spans at exit
     _provider = provider
-
-
-def shutdown_tracing() -> None:
-    """Export the spans still buffered (bounded by the exporter's timeout)."""
-    if _provider is not None:
-        _provider.force_flush(timeout_millis=5000)
 
 
 def tracer(name: str) -> trace.Tracer:
