@@ -71,6 +71,9 @@ DEBIAN_SOURCES: Final = (
 AMPHORA_DEPENDENCIES: Final = (
     "aiohttp",
     "cryptography",
+    "opentelemetry-api",
+    "opentelemetry-exporter-otlp-proto-http",
+    "opentelemetry-sdk",
     "prometheus-client",
     "pydantic",
     "pydantic-settings",

@@ -33,6 +33,7 @@ from libs.common import subjects
 from libs.common._postgres_outage import database_unavailable
 from libs.common.errors import ConfigurationError, InfrastructureError, TransientError
 from libs.common.events import Envelope, UnknownEventType, UnsupportedSchemaVersion
+from libs.common.logsetup import log_context
 from libs.common.settings import NatsSettings
 from libs.common.telemetry import context_from_traceparent, tracer
 
@@ -354,8 +355,16 @@ class ConsumerRunner:
             return
         ctx = context_from_traceparent(envelope.metadata.traceparent)
         span_name = f"consume {envelope.event_type}"
+        ids = {"correlation_id": envelope.metadata.correlation_id or str(envelope.event_id)}
+        if envelope.category in ("loadbalancer", "amphora"):
+            ids["lb_id" if envelope.category == "loadbalancer" else "amphora_id"] = (
+                envelope.aggregate_id
+            )
         try:
-            with tracer(__name__).start_as_current_span(span_name, context=ctx) as span:
+            with (
+                log_context(**ids),
+                tracer(__name__).start_as_current_span(span_name, context=ctx) as span,
+            ):
                 span.set_attribute("fulcrum.consumer", name)
                 span.set_attribute("fulcrum.event_id", str(envelope.event_id))
                 handled = await self._until_database_answers(

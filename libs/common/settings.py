@@ -143,8 +143,9 @@ class NatsSettings(BaseModel):
 
 
 class TelemetrySettings(BaseModel):
-    # "none" records spans without exporting; "console" prints them (debugging only).
-    exporter: str = Field(default="none", pattern="^(none|console)$")
+    # "none" records spans without exporting; "console" prints them (debugging only); "otlp"
+    # sends them to OTEL_EXPORTER_OTLP_ENDPOINT. OTEL_TRACES_EXPORTER, when set, wins.
+    exporter: str = Field(default="none", pattern="^(none|console|otlp)$")
 
 
 class RelaySettings(BaseModel):

@@ -1,29 +1,81 @@
-"""OpenTelemetry tracing, set up once per process; ``traceparent`` travels in NATS headers."""
+"""OpenTelemetry tracing, set up once per process; ``traceparent`` travels in NATS headers,
+in the outbox and in the agent's HTTP requests.
+
+The exporter is chosen by ``OTEL_TRACES_EXPORTER`` (``otlp``, ``console`` or ``none``) when
+set, else by the service's telemetry setting (``FULCRUM_<SVC>_TELEMETRY__EXPORTER``). ``otlp``
+sends OTLP over HTTP/protobuf; the SDK reads the standard variables itself:
+``OTEL_EXPORTER_OTLP_ENDPOINT`` (or ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``),
+``OTEL_EXPORTER_OTLP_HEADERS``, ``OTEL_TRACES_SAMPLER`` / ``OTEL_TRACES_SAMPLER_ARG``,
+``OTEL_BSP_*`` and ``OTEL_RESOURCE_ATTRIBUTES``. ``OTEL_SERVICE_NAME`` replaces the
+service's own name. Spans are recorded (and propagated) whatever the exporter.
+
+The amphora agent uses this module too: opentelemetry only, no control-plane import.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import os
+from collections.abc import Mapping, MutableMapping
+from typing import TYPE_CHECKING, Final
 
 from opentelemetry import context, propagate, trace
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SimpleSpanProcessor
 
-from libs.common.settings import TelemetrySettings
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
 
-_configured = False
+__all__ = [
+    "EXPORTERS",
+    "context_from_traceparent",
+    "current_traceparent",
+    "inject_traceparent",
+    "setup_tracing",
+    "traced_exporter",
+    "tracer",
+]
+
+EXPORTERS: Final = ("none", "console", "otlp")
+
+_provider: TracerProvider | None = None
 
 
-def setup_tracing(service_name: str, settings: TelemetrySettings) -> None:
-    """Install the tracer provider; later calls are no-ops (one provider per process)."""
-    global _configured
-    if _configured:
+def traced_exporter(configured: str = "none") -> str:
+    """The exporter in force: ``OTEL_TRACES_EXPORTER`` if set, else ``configured``.
+    A ValueError names the accepted values."""
+    chosen = (os.environ.get("OTEL_TRACES_EXPORTER") or configured).strip().lower()
+    if chosen not in EXPORTERS:
+        raise ValueError(
+            f"OTEL_TRACES_EXPORTER must be one of {', '.join(EXPORTERS)}, not {chosen!r}"
+        )
+    return chosen
+
+
+def setup_tracing(service_name: str, exporter: str = "none") -> None:
+    """Install the tracer provider (``exporter``: the service's setting, see the module
+    docstring); later calls are no-ops (one provider per process)."""
+    global _provider
+    if _provider is not None:
         return
-    provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
-    if settings.exporter == "console":
+    # The SDK is imported here: importing this module (the agent does) stays light, and the
+    # SDK's optional imports (psutil) are looked for only where tracing is set up.
+    from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import (
+        BatchSpanProcessor,
+        ConsoleSpanExporter,
+        SimpleSpanProcessor,
+    )
+
+    chosen = traced_exporter(exporter)
+    name = os.environ.get("OTEL_SERVICE_NAME") or service_name
+    provider = TracerProvider(resource=Resource.create({SERVICE_NAME: name}))
+    if chosen == "console":
         provider.add_span_processor(SimpleSpanProcessor(ConsoleSpanExporter()))
-    trace.set_tracer_provider(provider)
-    _configured = True
+    elif chosen == "otlp":
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    trace.set_tracer_provider(provider)  # the SDK flushes its spans at exit
+    _provider = provider
 
 
 def tracer(name: str) -> trace.Tracer:
@@ -35,6 +87,13 @@ def current_traceparent() -> str | None:
     carrier: dict[str, str] = {}
     propagate.inject(carrier)
     return carrier.get("traceparent")
+
+
+def inject_traceparent(headers: MutableMapping[str, str]) -> None:
+    """Add the current span's ``traceparent`` to ``headers`` (nothing outside a span)."""
+    traceparent = current_traceparent()
+    if traceparent:
+        headers["traceparent"] = traceparent
 
 
 def context_from_traceparent(traceparent: str | None) -> context.Context:

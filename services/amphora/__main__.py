@@ -14,7 +14,8 @@ import os
 import sys
 from pathlib import Path
 
-from libs.common.logsetup import configure_logging
+from libs.common.logsetup import configure_logging, set_log_context
+from libs.common.telemetry import setup_tracing
 from services.amphora.app import serve
 from services.amphora.settings import AmphoraSettings
 
@@ -40,6 +41,8 @@ def hold_amphora_lock(state_dir: Path) -> int | None:
 def main() -> None:
     settings = AmphoraSettings()  # required fields come from FULCRUM_AMPHORA_* variables
     configure_logging(settings.log_level, "amphora")
+    set_log_context(amphora_id=settings.amphora_id)  # every line of this agent concerns it
+    setup_tracing("amphora")  # the exporter from OTEL_TRACES_EXPORTER (default none)
     if hold_amphora_lock(settings.state_dir) is None:
         log.error(
             "another agent already serves amphora %s from %s; exiting",

@@ -104,7 +104,7 @@ def build_identity(settings: ApiSettings) -> KeystoneApi:
 def create_app(settings: ApiSettings) -> web.Application:
     """The API app; its cleanup contexts open Postgres (and upgrade its schema), NATS and the
     relay."""
-    setup_tracing("api", settings.telemetry)
+    setup_tracing("api", settings.telemetry.exporter)
     app = base_app("api", middlewares=[octavia_middleware])
     app[SETTINGS] = settings
     app[IDENTITY] = build_identity(settings)

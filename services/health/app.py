@@ -81,7 +81,7 @@ def check_settings(settings: HealthSettings) -> None:
 def create_app(settings: HealthSettings) -> web.Application:
     """The app; raises ConfigurationError before anything starts."""
     check_settings(settings)
-    setup_tracing("health", settings.telemetry)
+    setup_tracing("health", settings.telemetry.exporter)
     app = base_app("health")
     app.cleanup_ctx.append(postgres_ctx(settings.postgres))
     app.cleanup_ctx.append(nats_ctx(settings.nats))

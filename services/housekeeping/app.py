@@ -39,7 +39,7 @@ JOBS = web.AppKey("jobs", Jobs)
 
 
 def create_app(settings: HousekeepingSettings) -> web.Application:
-    setup_tracing("housekeeping", settings.telemetry)
+    setup_tracing("housekeeping", settings.telemetry.exporter)
     app = base_app("housekeeping")
     app.cleanup_ctx.append(postgres_ctx(settings.postgres))
     app.cleanup_ctx.append(nats_ctx(settings.nats))

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -51,6 +52,7 @@ from services.provisioner.drivers.docker import DockerAmphoraDriver
 from services.provisioner.drivers.hosts import HostsDriver
 from services.provisioner.drivers.netns import NetnsAmphoraDriver
 from services.provisioner.drivers.process import ProcessAmphoraDriver
+from services.provisioner.drivers.traced import TracedDriver
 from services.provisioner.handlers.compensation import Compensation
 from services.provisioner.handlers.failures import FailoverRequests
 from services.provisioner.handlers.lifecycle import LifecycleHandler
@@ -136,6 +138,10 @@ def _agent_env(settings: ProvisionerSettings) -> dict[str, str]:
             "'", '"'
         )
         agent_env["FULCRUM_AMPHORA_HEARTBEAT_INTERVAL"] = str(settings.heartbeat_interval)
+    # The agents export their spans where the provisioner does (under their own name).
+    agent_env |= {
+        k: v for k, v in os.environ.items() if k.startswith("OTEL_") and k != "OTEL_SERVICE_NAME"
+    }
     return agent_env
 
 
@@ -198,7 +204,7 @@ def wire(settings: ProvisionerSettings, pool: asyncpg.Pool, metrics: Metrics) ->
         security_groups=groups.rules,
         logs=settings.log_offload,
     )
-    driver = build_driver(settings, ca)
+    driver = TracedDriver(build_driver(settings, ca))
     store = PostgresEventStore(pool)
     amphorae = AmphoraRepository(store)
     spares = SparePool(
@@ -261,7 +267,7 @@ def consumer_specs(settings: ProvisionerSettings, parts: Provisioner) -> list[Co
 
 
 def create_app(settings: ProvisionerSettings) -> web.Application:
-    setup_tracing("provisioner", settings.telemetry)
+    setup_tracing("provisioner", settings.telemetry.exporter)
     app = base_app("provisioner")
     app.cleanup_ctx.append(postgres_ctx(_pool_settings(settings)))
     app.cleanup_ctx.append(nats_ctx(settings.nats))

@@ -3,15 +3,27 @@
 from __future__ import annotations
 
 import io
+import json
 import logging
 from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Protocol
 
 import pytest
 from pydantic import BaseModel, ValidationError
 
-from libs.common.logsetup import LOG_LEVELS, LogLevel, configure_logging, parse_log_level
+from libs.common.logsetup import (
+    CONTEXT_FIELDS,
+    LOG_FORMATS,
+    LOG_LEVELS,
+    LogLevel,
+    configure_logging,
+    log_context,
+    parse_log_format,
+    parse_log_level,
+    set_log_context,
+)
 from services.amphora.settings import AmphoraSettings
 from services.api.settings import ApiSettings
 from services.health.settings import HealthSettings
@@ -145,3 +157,76 @@ def test_every_service_reads_its_log_level(
     monkeypatch.setenv(prefix + "LOG_LEVEL", "noisy")
     with pytest.raises(ValidationError, match="log_level must be one of"):
         build()
+
+
+def test_json_lines_are_one_object_each_with_the_context_fields(
+    root_logger: logging.Logger,
+) -> None:
+    out = io.StringIO()
+    configure_logging("INFO", "provisioner", stream=out, log_format="json")
+    log = logging.getLogger("services.provisioner.handlers.lifecycle")
+    with log_context(correlation_id="c-1", lb_id="lb-1"):
+        with log_context(amphora_id="amp-1"):
+            log.info("pushed %s", "config")
+        log.warning("lb only")
+    log.info("no context")
+    try:
+        raise RuntimeError("boom")
+    except RuntimeError:
+        log.exception("failed")
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert len(lines) == 4
+    first = lines[0]
+    assert set(first) == {
+        "timestamp",
+        "level",
+        "service",
+        "logger",
+        "message",
+        "correlation_id",
+        "lb_id",
+        "amphora_id",
+    }
+    assert first["level"] == "INFO" and first["service"] == "provisioner"
+    assert first["logger"] == "services.provisioner.handlers.lifecycle"
+    assert first["message"] == "pushed config"
+    assert (first["correlation_id"], first["lb_id"], first["amphora_id"]) == (
+        "c-1",
+        "lb-1",
+        "amp-1",
+    )
+    assert datetime.fromisoformat(first["timestamp"]).utcoffset() == timedelta(0)
+    assert lines[1]["lb_id"] == "lb-1" and "amphora_id" not in lines[1]
+    assert not set(CONTEXT_FIELDS) & set(lines[2])
+    assert lines[3]["level"] == "ERROR" and "RuntimeError: boom" in lines[3]["exception"]
+
+
+def test_text_lines_end_with_their_context_fields(root_logger: logging.Logger) -> None:
+    out = io.StringIO()
+    configure_logging("INFO", "api", stream=out, log_format="text")
+    log = logging.getLogger("aiohttp.access")
+    set_log_context(request_id="req-1")
+    try:
+        log.info("GET /v2/lbaas/loadbalancers 200")
+    finally:
+        set_log_context(request_id=None)
+    log.info("plain")
+    tagged, plain = out.getvalue().splitlines()
+    assert tagged.endswith(
+        "INFO api aiohttp.access GET /v2/lbaas/loadbalancers 200 [request_id=req-1]"
+    )
+    assert plain.endswith("INFO api aiohttp.access plain")
+
+
+def test_the_format_comes_from_fulcrum_log_format(
+    root_logger: logging.Logger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = io.StringIO()
+    monkeypatch.setenv("FULCRUM_LOG_FORMAT", "JSON")
+    configure_logging("INFO", "health", stream=out)
+    logging.getLogger("services.health.app").info("hello")
+    assert json.loads(out.getvalue())["message"] == "hello"
+    monkeypatch.setenv("FULCRUM_LOG_FORMAT", "yaml")
+    with pytest.raises(ValueError, match="FULCRUM_LOG_FORMAT must be one of text, json"):
+        configure_logging("INFO", "health", stream=out)
+    assert parse_log_format(" Text ") == "text" and LOG_FORMATS == ("text", "json")

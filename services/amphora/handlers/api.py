@@ -22,6 +22,7 @@ from libs.common.agent_contract import (
 from libs.common.errors import ValidationFailed
 from libs.common.metrics import Metrics
 from libs.common.readiness import NotReady, Readiness
+from libs.common.telemetry import tracer
 from services.amphora.adapters.certificates import CertificateDirectory
 from services.amphora.adapters.haproxy import HaproxyDataPlane
 from services.amphora.adapters.tls import AgentTLS
@@ -147,11 +148,14 @@ class AgentHandlers:
             raise ValidationFailed("empty configuration")
         reload = request.query.get("reload", "true").lower() != "false"
         started = time.monotonic()
-        try:
-            digest = await self.dataplane.apply(text, reload=reload)
-        except Exception:
-            self._pushes.labels(result="refused").inc()
-            raise
+        with tracer("fulcrum.amphora").start_as_current_span(
+            "haproxy reload" if reload else "haproxy validate"
+        ):
+            try:
+                digest = await self.dataplane.apply(text, reload=reload)
+            except Exception:
+                self._pushes.labels(result="refused").inc()
+                raise
         self._pushes.labels(result="applied").inc()
         if reload:
             self._reloads.observe(time.monotonic() - started)

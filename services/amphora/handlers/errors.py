@@ -6,9 +6,11 @@ import logging
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
+from opentelemetry.trace import SpanKind
 
 from libs.common.agent_contract import ErrorBody
 from libs.common.errors import DomainError, InfrastructureError, TransientError
+from libs.common.telemetry import context_from_traceparent, tracer
 
 logger = logging.getLogger(__name__)
 
@@ -22,9 +24,18 @@ def _problem(status: int, error: str, details: str | None = None) -> web.Respons
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """DomainError -> its http_status with message and detail (the agent's callers are the
     control plane and operators, so HAProxy's output is shown); TransientError -> 503;
-    other InfrastructureError -> 500; aiohttp's own HTTP errors keep their status."""
+    other InfrastructureError -> 500; aiohttp's own HTTP errors keep their status.
+
+    Each request is a span named by its route template, child of the caller's
+    ``traceparent``."""
+    resource = request.match_info.route.resource
+    name = f"agent {request.method} {resource.canonical if resource else 'unmatched'}"
+    parent = context_from_traceparent(request.headers.get("traceparent"))
     try:
-        response: web.StreamResponse = await handler(request)
+        with tracer("fulcrum.amphora").start_as_current_span(
+            name, context=parent, kind=SpanKind.SERVER
+        ):
+            response: web.StreamResponse = await handler(request)
         return response
     except DomainError as exc:
         return _problem(exc.http_status, exc.message, exc.detail)

@@ -20,12 +20,14 @@ from typing import Final
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
+from opentelemetry import trace
 from pydantic import ValidationError
 
 from libs.common.database import database_unavailable
 from libs.common.errors import DomainError, FulcrumError, Unauthorized
+from libs.common.logsetup import set_log_context
 from libs.common.service import METRICS
-from libs.common.telemetry import tracer
+from libs.common.telemetry import context_from_traceparent, tracer
 from services.api.http.schemas import describe
 
 log = logging.getLogger(__name__)
@@ -190,13 +192,23 @@ async def _carries_nul(request: web.Request) -> bool:
     return bool(_JSON_NUL.search(await request.read()))
 
 
+def _span_name(request: web.Request) -> str:
+    """``<METHOD> <route template>``, e.g. ``GET /v2/lbaas/loadbalancers/{loadbalancer_id}``:
+    no ids in span names (``<METHOD> unmatched`` for paths no route serves)."""
+    resource = request.match_info.route.resource
+    return f"{request.method} {resource.canonical if resource is not None else 'unmatched'}"
+
+
 async def _answer(request: web.Request, handler: Handler, request_id: str) -> web.StreamResponse:
     try:
         if await _carries_nul(request):
             return _fault_for(request, 400, NUL_REFUSED)
-        if request.method in ("GET", "HEAD"):
-            return await handler(request)
-        with _tracer.start_as_current_span(f"api {request.method} {request.path}"):
+        with _tracer.start_as_current_span(
+            _span_name(request),
+            context=context_from_traceparent(request.headers.get("traceparent")),
+            kind=trace.SpanKind.SERVER,
+        ) as span:
+            span.set_attribute("fulcrum.request_id", request_id)
             return await handler(request)
     except Unauthorized as exc:
         return keystone_error(401, "Unauthorized", exc.message)
@@ -230,6 +242,7 @@ async def _answer(request: web.Request, handler: Handler, request_id: str) -> we
 async def octavia_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     request_id = f"req-{uuid.uuid4()}"
     request[REQUEST_ID] = request_id
+    set_log_context(request_id=request_id)  # the access log line is written in this task too
     accept = request.headers.get("Accept")
     key_manager = request.path.startswith(KEY_MANAGER_PREFIX + "/")
     if accept is not None and not key_manager and not acceptable(accept):

@@ -13,6 +13,7 @@ from types import TracebackType
 from typing import Final, Self
 
 import aiohttp
+from opentelemetry.trace import SpanKind
 from pydantic import TypeAdapter, ValidationError
 
 from libs.common.agent_contract import (
@@ -35,6 +36,7 @@ from libs.common.agent_contract import (
     VrrpStatus,
 )
 from libs.common.errors import InfrastructureError, TransientError
+from libs.common.telemetry import inject_traceparent, tracer
 
 __all__ = [
     "AgentRejected",
@@ -305,11 +307,21 @@ class AmphoraAgentClient:
         self, method: str, path: str, *, data: bytes | None = None, content_type: str = "text/plain"
     ) -> bytes:
         """Send one request and return the body of a 2xx answer; raises AgentUnavailable or
-        AgentRejected, never an aiohttp exception."""
+        AgentRejected, never an aiohttp exception. A client span (``agent <METHOD> <route>``)
+        covers it and its ``traceparent`` goes with the request."""
+        name = f"agent call {method} {_route_of(path)}"
+        with tracer(__name__).start_as_current_span(name, kind=SpanKind.CLIENT) as span:
+            span.set_attribute("fulcrum.agent", self.base_url)
+            return await self._send(method, path, data=data, content_type=content_type)
+
+    async def _send(
+        self, method: str, path: str, *, data: bytes | None, content_type: str
+    ) -> bytes:
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=self._timeout)
         url = f"{self.base_url}{API_PREFIX}{path}"
-        headers = {"Content-Type": content_type} if data is not None else None
+        headers = {"Content-Type": content_type} if data is not None else {}
+        inject_traceparent(headers)
         delay = self._retry_delay
         for attempt in range(1, self._connect_attempts + 1):
             try:
@@ -336,6 +348,24 @@ class AmphoraAgentClient:
         if status >= 500:
             raise AgentUnavailable(f"agent error ({status}): {error.error}", status=status)
         raise AgentRejected(status, error.error, error.details)
+
+
+def _route_of(path: str) -> str:
+    """``path`` without its query, names of certificates, VIPs and servers as placeholders."""
+    parts = path.split("?", 1)[0].split("/")
+    if (
+        len(parts) > 2
+        and parts[1] in ("certificates", "vip", "haproxy")
+        and parts[2]
+        not in (
+            "config",
+            "stats",
+        )
+    ):
+        if parts[1] == "haproxy":
+            return "/haproxy/servers/{backend}/{server}"
+        return f"/{parts[1]}/{{name}}"
+    return "/".join(parts)
 
 
 def _error_body(body: bytes) -> ErrorBody:

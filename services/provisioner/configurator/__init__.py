@@ -22,6 +22,7 @@ from pathlib import Path
 from libs.common.agent_contract import AgentInfo, VrrpStatus
 from libs.common.domain.model import LoadBalancerState
 from libs.common.pki import DeploymentCA
+from libs.common.telemetry import tracer
 from services.provisioner.adapters.agent_client import AmphoraAgentClient
 from services.provisioner.certificates import CertificateSource
 from services.provisioner.configurator.agents import AgentConnections
@@ -104,8 +105,10 @@ class Configurator:
         """
         check_pair(state, handle, pair)
         previous = await self._tls.in_use(handle)
-        text, used = await self._render(state, handle)
-        await self._agents.client(handle).apply_config(text)
+        with tracer(__name__).start_as_current_span("render"):
+            text, used = await self._render(state, handle)
+        with tracer(__name__).start_as_current_span("apply"):
+            await self._agents.client(handle).apply_config(text)
         await self._udp.push(state, self._agents.client(handle), await self._agents.info(handle))
         await self._tls.installed(handle, used, previous)
         await self._groups.push(state, handle)

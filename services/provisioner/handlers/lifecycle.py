@@ -24,11 +24,14 @@ from libs.common.errors import FulcrumError
 from libs.common.events import Envelope, Event, Metadata
 from libs.common.events import loadbalancer as lb_ev
 from libs.common.eventstore import PostgresEventStore
+from libs.common.logsetup import log_context
 from libs.common.repository import AmphoraRepository, LoadBalancerRepository
 from libs.common.streams import StreamId
+from libs.common.telemetry import tracer
 from services.provisioner.domain.amphora_records import allocated, booted
 from services.provisioner.domain.lifecycle import (
     AmphoraToBuild,
+    PendingWork,
     WorkKind,
     amphorae_to_build,
     may_use_spare,
@@ -41,6 +44,7 @@ from services.provisioner.handlers.compensation import Compensation, describe, g
 from services.provisioner.handlers.spares import SparePool
 
 log = logging.getLogger(__name__)
+_tracer = tracer(__name__)
 
 # Pushes the whole rendered config of ``state`` to one amphora of the LB; the LB's other
 # amphorae are given for what pairs them (VRRP peers, stick-table peers). See configurator/.
@@ -94,22 +98,36 @@ class LifecycleHandler:
             return
         log.info("lb %s: %s", lb_id, work.kind)
         try:
-            if work.kind == WorkKind.CREATE:
-                assert work.cause is not None
-                await self._create(state, work.cause, conn, metadata)
-            elif work.kind == WorkKind.APPLY:
-                await self._apply(state, work.pending, conn, metadata)
-            elif work.kind == WorkKind.FAILOVER:
-                assert work.cause is not None
-                await self._failover(state, work.cause, conn, metadata)
-            else:
-                await self._delete(state, conn, metadata)
+            with (
+                log_context(lb_id=lb_id),
+                _tracer.start_as_current_span(f"provision {work.kind}") as span,
+            ):
+                span.set_attribute("fulcrum.lb_id", lb_id)
+                await self._do(work, state, conn, metadata)
         except Exception as exc:
             if not gives_up(exc):
                 raise
             reason = f"{work.kind} failed: {describe(exc)}"
             log.warning("lb %s: %s", lb_id, reason)
             await self._lbs.execute(lb_id, c.FailProvisioning(reason), metadata, conn=conn)
+
+    async def _do(
+        self,
+        work: PendingWork,
+        state: LoadBalancerState,
+        conn: asyncpg.Connection,
+        metadata: Metadata,
+    ) -> None:
+        if work.kind == WorkKind.CREATE:
+            assert work.cause is not None
+            await self._create(state, work.cause, conn, metadata)
+        elif work.kind == WorkKind.APPLY:
+            await self._apply(state, work.pending, conn, metadata)
+        elif work.kind == WorkKind.FAILOVER:
+            assert work.cause is not None
+            await self._failover(state, work.cause, conn, metadata)
+        else:
+            await self._delete(state, conn, metadata)
 
     async def _start_amphora(
         self, state: LoadBalancerState, build: AmphoraToBuild, peers: Sequence[AmphoraHandle]
@@ -126,7 +144,12 @@ class LifecycleHandler:
             topology=lb.topology.value,
             peer_hosts=frozenset(p.host for p in peers if p.host),
         )
-        handle = await self._driver.ensure(spec)
+        with (
+            log_context(amphora_id=build.amphora_id),
+            _tracer.start_as_current_span("boot amphora") as span,
+        ):
+            span.set_attribute("fulcrum.amphora_id", build.amphora_id)
+            handle = await self._driver.ensure(spec)
         if (await self._amps.load(build.amphora_id)).version:
             return handle, []
         return handle, [booted(handle, lb.id, build.role, lb.topology.value)]
@@ -176,7 +199,12 @@ class LifecycleHandler:
 
     async def _push_all(self, state: LoadBalancerState, handles: list[AmphoraHandle]) -> None:
         for handle in handles:
-            await self._push(state, handle, handles)
+            with (
+                log_context(amphora_id=handle.amphora_id),
+                _tracer.start_as_current_span("push") as span,
+            ):
+                span.set_attribute("fulcrum.amphora_id", handle.amphora_id)
+                await self._push(state, handle, handles)
 
     async def _create(
         self,
@@ -189,14 +217,16 @@ class LifecycleHandler:
         assert lb is not None
         spare = None
         if self._spares and may_use_spare(lb.topology.value):
-            spare = await self._spares.claim(conn)
+            with _tracer.start_as_current_span("claim spare"):
+                spare = await self._spares.claim(conn)
         if spare is None:
             builds = amphorae_to_build(lb.topology.value, str(cause.event_id))
             handles = await self._build(state, builds, conn, metadata)
         else:
             handles = await self._build(state, [], conn, metadata, spare=spare)
         amphora_ids = tuple(h.amphora_id for h in handles)
-        await self._lbs.execute(lb.id, c.Activate(amphora_ids), metadata, conn=conn)
+        with _tracer.start_as_current_span("activate"):
+            await self._lbs.execute(lb.id, c.Activate(amphora_ids), metadata, conn=conn)
 
     async def _apply(
         self,

@@ -1,0 +1,50 @@
+"""A driver wrapper giving each driver call a span (``driver <call>``, with the driver's name
+and the amphora id): whichever driver runs, its calls appear in the trace of the work."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from libs.common.telemetry import tracer
+from services.provisioner.drivers import AmphoraDriver, AmphoraHandle, AmphoraSpec
+
+__all__ = ["TracedDriver"]
+
+_tracer = tracer(__name__)
+
+
+class TracedDriver:
+    """``inner`` with a span around ``ensure``, ``delete``, ``list`` and ``leftovers``."""
+
+    def __init__(self, inner: AmphoraDriver) -> None:
+        self.inner = inner
+        self.name = inner.name
+
+    async def prepare(self) -> None:
+        await self.inner.prepare()
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+    async def ensure(self, spec: AmphoraSpec) -> AmphoraHandle:
+        with _tracer.start_as_current_span("driver ensure") as span:
+            span.set_attribute("fulcrum.driver", self.name)
+            span.set_attribute("fulcrum.amphora_id", spec.amphora_id)
+            span.set_attribute("fulcrum.lb_id", spec.lb_id or "")
+            return await self.inner.ensure(spec)
+
+    async def delete(self, amphora_id: str) -> None:
+        with _tracer.start_as_current_span("driver delete") as span:
+            span.set_attribute("fulcrum.driver", self.name)
+            span.set_attribute("fulcrum.amphora_id", amphora_id)
+            await self.inner.delete(amphora_id)
+
+    async def list(self) -> list[AmphoraHandle]:
+        with _tracer.start_as_current_span("driver list") as span:
+            span.set_attribute("fulcrum.driver", self.name)
+            return await self.inner.list()
+
+    async def leftovers(self) -> Sequence[str]:
+        with _tracer.start_as_current_span("driver leftovers") as span:
+            span.set_attribute("fulcrum.driver", self.name)
+            return await self.inner.leftovers()

@@ -1,0 +1,49 @@
+"""The tracing setup's choice of exporter (OTEL_TRACES_EXPORTER over the service setting) and
+the traceparent helpers."""
+
+from __future__ import annotations
+
+import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+
+from libs.common.settings import TelemetrySettings
+from libs.common.telemetry import (
+    context_from_traceparent,
+    current_traceparent,
+    inject_traceparent,
+    traced_exporter,
+)
+
+CALLER = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
+
+def test_otel_traces_exporter_wins_over_the_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OTEL_TRACES_EXPORTER", raising=False)
+    assert traced_exporter("console") == "console"
+    assert traced_exporter() == "none"
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "OTLP")
+    assert traced_exporter("console") == "otlp"
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "jaeger")
+    with pytest.raises(ValueError, match="OTEL_TRACES_EXPORTER must be one of none, console, otlp"):
+        traced_exporter()
+
+
+def test_the_setting_accepts_otlp() -> None:
+    assert TelemetrySettings(exporter="otlp").exporter == "otlp"
+
+
+def test_a_span_continues_the_callers_trace_and_passes_it_on() -> None:
+    tracer = TracerProvider().get_tracer(__name__)
+    headers: dict[str, str] = {}
+    inject_traceparent(headers)
+    assert headers == {}  # no span, nothing to pass on
+    with tracer.start_as_current_span("child", context=context_from_traceparent(CALLER)) as span:
+        context = span.get_span_context()
+        assert trace.format_trace_id(context.trace_id) == CALLER.split("-")[1]
+        inject_traceparent(headers)
+        assert headers["traceparent"] == current_traceparent()
+        assert headers["traceparent"].split("-")[1:3] == [
+            CALLER.split("-")[1],
+            trace.format_span_id(context.span_id),
+        ]
