@@ -244,12 +244,13 @@ class HostLoss:
 
     def summary(self) -> str:
         s = self.scene
+        back = "never" if self.single_back is None else f"{self.single_back:.3f} s"
         return (
             f"host {self.lost} lost: every amphora rebuilt on {self.survivor} after "
             f"{self.rebuilt_after:.2f} s; "
             f"ACTIVE_STANDBY longest gaps {self.seen[s.vip_a].longest_gap:.3f} s and "
-            f"{self.seen[s.vip_b].longest_gap:.3f} s; SINGLE back after "
-            f"{self.single_back} s (gap {self.seen[s.vip_s].longest_gap:.3f} s)"
+            f"{self.seen[s.vip_b].longest_gap:.3f} s; SINGLE back after {back} "
+            f"(gap {self.seen[s.vip_s].longest_gap:.3f} s)"
         )
 
 
