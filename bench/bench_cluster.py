@@ -16,12 +16,14 @@ Part 2, on a 3-node ``NatsCluster`` of its own: events/s (JetStream publishes ac
 concurrency ``PUBLISH_CONCURRENCY``) and append-to-consumer latency (publish to delivery on a
 push consumer, p50/p99) to a stream at R1 and one at R3; ratio R3/R1.
 
-The host-loss failover figures are measured by tests/integration/netns/test_hosts.py (the
-placement lane exposes no function for them); this bench does not repeat them.
+Part 3, bench/bench_host_loss.py (the measurement of tests/integration/netns/test_hosts.py,
+``--host-loss-runs`` runs on a stack of its own each): one of two netns amphora hosts lost;
+the longest ACTIVE_STANDBY outage, the time until a SINGLE LB serves again and the time until
+every amphora of the lost host is rebuilt on the other, median and max next to the goals.
 
 Bounded: every loop has a count and a time limit; traffic goes only to 127.0.0.0/8.
-Everything started is stopped, also on failure. About 2 minutes on 2 cores.
-Run: .venv/bin/python bench/bench_cluster.py [--creates N] [--events N]
+Everything started is stopped, also on failure. About 4 minutes on 2 cores.
+Run: sudo .venv/bin/python bench/bench_cluster.py [--creates N] [--events N] [--host-loss-runs N]
 """
 
 from __future__ import annotations
@@ -42,6 +44,9 @@ from nats.aio.msg import Msg  # noqa: E402
 from nats.js.api import StreamConfig  # noqa: E402
 
 from bench._harness import pct  # noqa: E402
+from bench.bench_host_loss import RUNS as HOST_LOSS_RUNS  # noqa: E402
+from bench.bench_host_loss import host_loss_figures  # noqa: E402
+from bench.bench_host_loss import report as report_host_loss  # noqa: E402
 from bench.bench_resilience import ApiProber, member_servers  # noqa: E402
 from deploy.local.cluster import running_patroni  # noqa: E402
 from deploy.local.nats_cluster import NatsCluster  # noqa: E402
@@ -221,10 +226,12 @@ def report(f: dict[str, float], creates: int, events: int) -> None:
           f"p50 latency {f['p50_r3'] / f['p50_r1']:.2f}")  # fmt: skip
 
 
-async def main(creates: int, events: int) -> int:
+async def main(creates: int, events: int, host_loss_runs: int) -> int:
     figures = await nats_figures(events)
     figures |= await stack_figures(creates)
+    host_loss = await host_loss_figures(host_loss_runs)
     report(figures, creates, events)
+    report_host_loss(host_loss)
     return 0
 
 
@@ -232,5 +239,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--creates", type=int, default=CREATES)
     parser.add_argument("--events", type=int, default=EVENTS)
+    parser.add_argument("--host-loss-runs", type=int, default=HOST_LOSS_RUNS)
     args = parser.parse_args()
-    raise SystemExit(asyncio.run(main(args.creates, args.events)))
+    raise SystemExit(asyncio.run(main(args.creates, args.events, args.host_loss_runs)))
