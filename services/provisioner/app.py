@@ -77,7 +77,7 @@ _SECURITY_GROUPS_CONCURRENCY = 2
 class Provisioner:
     """The parts of a running provisioner (``app[PROVISIONER]``)."""
 
-    driver: AmphoraDriver
+    driver: TracedDriver
     configurator: Configurator
     spares: SparePool
     lifecycle: LifecycleHandler
@@ -283,7 +283,7 @@ async def _parts(settings: ProvisionerSettings, app: web.Application) -> AsyncIt
     running)."""
     parts = wire(settings, app[DB], app[METRICS])
     app[PROVISIONER] = parts
-    app[DRIVER] = parts.driver
+    app[DRIVER] = parts.driver.inner  # the configured driver, without the tracing wrapper
     app[CONFIGURATOR] = parts.configurator
     await parts.driver.prepare()
     try:

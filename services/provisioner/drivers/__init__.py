@@ -75,3 +75,8 @@ class AmphoraDriver(Protocol):
         """Ids of amphorae that do not run but left something behind (a stopped container, a
         state dir, a namespace); ``delete`` removes it."""
         ...
+
+    async def reachable_hosts(self) -> set[str] | None:
+        """The amphora hosts it can see now; None for a driver of one host (it sees all it
+        runs). Reconciliation judges only amphorae on hosts it sees."""
+        ...

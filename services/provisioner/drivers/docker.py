@@ -197,6 +197,10 @@ class DockerAmphoraDriver:
         """Amphora ids of this deployment's containers that do not run (exited, created)."""
         return await self._call("list stopped containers", self._stopped)
 
+    async def reachable_hosts(self) -> None:
+        """One host: it sees every amphora it runs."""
+        return None
+
     async def prepare(self) -> None:
         """Nothing to start ahead: the engine is reached on first use."""
 

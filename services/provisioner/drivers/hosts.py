@@ -120,9 +120,3 @@ class HostsDriver:
     async def close(self) -> None:
         for driver in self.hosts.values():
             await driver.close()
-
-
-async def reachable_hosts(driver: AmphoraDriver) -> set[str] | None:
-    """The hosts ``driver`` can see now; None when it is a single driver (it sees everything
-    it runs)."""
-    return await driver.reachable_hosts() if isinstance(driver, HostsDriver) else None

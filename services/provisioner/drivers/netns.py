@@ -306,3 +306,7 @@ class NetnsAmphoraDriver:
 
     async def leftovers(self) -> Sequence[str]:
         return [r.amphora_id for r in self._records() if self._handle(r.amphora_id) is None]
+
+    async def reachable_hosts(self) -> None:
+        """One host: it sees every amphora it runs."""
+        return None

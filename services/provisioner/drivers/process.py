@@ -155,6 +155,10 @@ class ProcessAmphoraDriver:
     async def leftovers(self) -> Sequence[str]:
         return [a for a in self._amphora_ids() if self._handle(a) is None]
 
+    async def reachable_hosts(self) -> None:
+        """One host: it sees every amphora it runs."""
+        return None
+
 
 def _kill_orphaned_haproxy(directory: Path) -> None:
     """SIGKILL the HAProxy (master and workers: its own session) that an agent which died left

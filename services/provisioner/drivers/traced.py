@@ -48,3 +48,6 @@ class TracedDriver:
         with _tracer.start_as_current_span("driver leftovers") as span:
             span.set_attribute("fulcrum.driver", self.name)
             return await self.inner.leftovers()
+
+    async def reachable_hosts(self) -> set[str] | None:
+        return await self.inner.reachable_hosts()

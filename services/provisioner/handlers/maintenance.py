@@ -46,7 +46,6 @@ from services.provisioner.domain.reconciliation import (
     unowned,
 )
 from services.provisioner.drivers import AmphoraDriver, AmphoraHandle, AmphoraSpec
-from services.provisioner.drivers.hosts import reachable_hosts
 from services.provisioner.handlers.compensation import describe, gives_up
 
 log = logging.getLogger(__name__)
@@ -197,10 +196,10 @@ class MaintenanceHandler:
         With several amphora hosts, only the hosts reachable both before and after the listing
         are judged: an amphora on a host out of sight is not missing.
         """
-        before = await reachable_hosts(self._driver)
+        before = await self._driver.reachable_hosts()
         running = {h.amphora_id: h for h in await self._driver.list()}
         leftovers = await self._driver.leftovers()
-        after = await reachable_hosts(self._driver)
+        after = await self._driver.reachable_hosts()
         visible = None if before is None or after is None else before & after
         inventory = await amphora_inventory(conn)
         verdicts = judge_driver(
@@ -280,7 +279,7 @@ class MaintenanceHandler:
     async def _may_still_run(self, row: InventoryRow) -> bool:
         """False only when the amphora's host is in sight and does not run it: the fresh look
         a verdict of loss is confirmed with."""
-        if not sees(await reachable_hosts(self._driver), row.host):
+        if not sees(await self._driver.reachable_hosts(), row.host):
             return True
         return await self._running(row.amphora_id) is not None
 

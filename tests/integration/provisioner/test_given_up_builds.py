@@ -60,6 +60,9 @@ class DiskFullDriver:
     async def leftovers(self) -> Sequence[str]:
         return []
 
+    async def reachable_hosts(self) -> None:
+        return None
+
 
 @pytest.fixture
 async def configurator(tmp_path: Path) -> AsyncIterator[Configurator]:
@@ -216,6 +219,9 @@ class UndeletableDriver:
 
     async def leftovers(self) -> Sequence[str]:
         return []
+
+    async def reachable_hosts(self) -> None:
+        return None
 
 
 async def test_a_given_up_teardown_leaves_the_amphora_in_error(
