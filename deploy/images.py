@@ -6,8 +6,10 @@ Base image. Without ``--base-image`` the base is made locally, for machines that
 from a registry: an ``mmdebstrap`` tarball of Debian bookworm (minbase plus python3,
 python3-venv, haproxy, keepalived, iproute2, iputils-ping, nftables), cached as
 ``<cache>/base-bookworm-<hash>.tar.zst`` and imported with ``docker import`` as
-``fulcrum/base:bookworm``. With ``--base-image debian:bookworm-slim`` (any registry) the
-Dockerfiles install those packages themselves.
+``fulcrum/base:bookworm``. An image with Debian packages of its own (``ImageSpec.packages``:
+the control plane's Patroni and etcd) gets its own base with them added, tagged
+``fulcrum/base:bookworm-<hash>``, so the amphora image never carries them. With ``--base-image
+debian:bookworm-slim`` (any registry) the Dockerfiles install those packages themselves.
 
 Python packages never need the network inside a build: the wheels (for CPython 3.11,
 manylinux, the engine's architecture; versions pinned to this interpreter's environment) are
@@ -78,8 +80,12 @@ AMPHORA_DEPENDENCIES: Final = (
     "pydantic",
     "pydantic-settings",
 )
-# Dependencies of pyproject.toml no image gets: Patroni runs only under `make up-cluster`, and
-# some of its own dependencies (ydiff, python-etcd) ship no wheels.
+# Debian packages of the control-plane image only: Patroni and etcd of the compose profile
+# `cluster` (Debian's patroni brings its dependencies as Debian packages; Postgres is the
+# pgserver wheel's, as everywhere).
+CONTROLPLANE_PACKAGES: Final = ("patroni", "etcd-server")
+# Dependencies of pyproject.toml no image gets as a wheel: some of Patroni's own dependencies
+# (ydiff, python-etcd) ship no wheels; the control-plane image has Debian's patroni instead.
 LOCAL_ONLY_DEPENDENCIES: Final = ("patroni",)
 # Debian bookworm's interpreter, whatever runs this script.
 TARGET_PYTHON: Final = "3.11"
@@ -105,6 +111,7 @@ class ImageSpec:
     sources: tuple[str, ...]  # paths under the repo copied into app/
     scripts: tuple[str, ...]  # files of deploy/bin copied into bin/
     dependencies: tuple[str, ...] | None  # of pyproject.toml; None: every one
+    packages: tuple[str, ...] = ()  # Debian packages beyond BASE_PACKAGES
 
 
 def _module_file(module: str) -> Path | None:
@@ -166,6 +173,7 @@ IMAGES: Final = (
         ("libs", "services", "deploy/__init__.py", "deploy/local"),
         ("fulcrum-entrypoint", "fulcrum"),
         None,
+        CONTROLPLANE_PACKAGES,
     ),
 )
 
@@ -180,14 +188,20 @@ def run(argv: list[str], what: str) -> str:
 # -- base image -----------------------------------------------------------------------------
 
 
-def base_hash() -> str:
-    text = "\n".join(("bookworm", "minbase", *BASE_PACKAGES, *DEBIAN_SOURCES))
+def base_hash(packages: tuple[str, ...] = ()) -> str:
+    text = "\n".join(("bookworm", "minbase", *BASE_PACKAGES, *packages, *DEBIAN_SOURCES))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def ensure_base_tarball(cache_dir: Path) -> Path:
-    """The cached rootfs tarball; made with mmdebstrap (about a minute) when missing."""
-    tarball = cache_dir / f"base-bookworm-{base_hash()}.tar.zst"
+def local_base_reference(packages: tuple[str, ...] = ()) -> str:
+    """``fulcrum/base:bookworm``, or for a base with ``packages`` added its own tag."""
+    return f"{LOCAL_BASE}-{base_hash(packages)[:8]}" if packages else LOCAL_BASE
+
+
+def ensure_base_tarball(cache_dir: Path, packages: tuple[str, ...] = ()) -> Path:
+    """The cached rootfs tarball (BASE_PACKAGES plus ``packages``); made with mmdebstrap
+    (about a minute) when missing."""
+    tarball = cache_dir / f"base-bookworm-{base_hash(packages)}.tar.zst"
     if tarball.exists():
         log(f"base tarball cached: {tarball} ({tarball.stat().st_size / 1e6:.0f} MB)")
         return tarball
@@ -202,7 +216,7 @@ def ensure_base_tarball(cache_dir: Path) -> Path:
             [
                 "mmdebstrap",
                 "--variant=minbase",
-                f"--include={','.join(BASE_PACKAGES)}",
+                f"--include={','.join((*BASE_PACKAGES, *packages))}",
                 "--dpkgopt=path-exclude=/usr/share/doc/*",
                 "--dpkgopt=path-include=/usr/share/doc/*/copyright",
                 "--dpkgopt=path-exclude=/usr/share/man/*",
@@ -234,15 +248,19 @@ def _decompressed(tarball: Path) -> Iterator[bytes]:
         raise BuildError(f"zstd -dc {tarball} failed ({proc.returncode})")
 
 
-def ensure_local_base(client: docker.DockerClient, cache_dir: Path, force: bool) -> str:
-    """Import the base tarball as ``fulcrum/base:bookworm`` unless the engine has it."""
-    wanted = base_hash()
-    if not force and _label(client, LOCAL_BASE, BASE_HASH_LABEL) == wanted:
-        log(f"{LOCAL_BASE} present")
-        return LOCAL_BASE
-    tarball = ensure_base_tarball(cache_dir)
+def ensure_local_base(
+    client: docker.DockerClient, cache_dir: Path, force: bool, packages: tuple[str, ...] = ()
+) -> str:
+    """Import the base tarball as ``local_base_reference(packages)`` unless the engine has it;
+    return that reference."""
+    wanted = base_hash(packages)
+    reference = local_base_reference(packages)
+    if not force and _label(client, reference, BASE_HASH_LABEL) == wanted:
+        log(f"{reference} present")
+        return reference
+    tarball = ensure_base_tarball(cache_dir, packages)
     started = time.monotonic()
-    repository, tag = LOCAL_BASE.split(":")
+    repository, tag = reference.split(":")
     client.api.import_image(
         src=_decompressed(tarball),
         stream_src=True,
@@ -250,8 +268,8 @@ def ensure_local_base(client: docker.DockerClient, cache_dir: Path, force: bool)
         tag=tag,
         changes=[f"LABEL {BASE_HASH_LABEL}={wanted}", 'CMD ["/bin/bash"]'],
     )
-    log(f"{LOCAL_BASE} imported in {time.monotonic() - started:.1f} s")
-    return LOCAL_BASE
+    log(f"{reference} imported in {time.monotonic() - started:.1f} s")
+    return reference
 
 
 # -- wheels ---------------------------------------------------------------------------------
@@ -429,7 +447,7 @@ def build_images(
     tag: str = "latest",
     force: bool = False,
 ) -> None:
-    """Make the base (unless given), then build the amphora and control-plane images."""
+    """Make the bases (unless given), then build the amphora and control-plane images."""
     cache = cache_dir or default_cache_dir()
     started = time.monotonic()
     client = (
@@ -438,10 +456,10 @@ def build_images(
         else docker.from_env(version="auto", timeout=900)
     )
     try:
-        base = base_image or ensure_local_base(client, cache, force)
         machine = _machine(client)
         with tempfile.TemporaryDirectory(prefix="fulcrum-images-") as tmp:
             for spec in IMAGES:
+                base = base_image or ensure_local_base(client, cache, force, spec.packages)
                 context = prepare_context(spec, Path(tmp), cache, machine)
                 build(client, spec, context, base, tag, force)
     finally:

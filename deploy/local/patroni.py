@@ -7,6 +7,9 @@ only once it is on two servers. Postgres is the ``pgserver`` wheel's (``pg_baseb
 ``pg_rewind`` included); etcd is Debian's ``etcd-server``. A crashed primary is failed over at
 once (``primary_start_timeout: 0``) and rejoins as a standby (``pg_rewind``).
 
+``render_for_compose(state_dir, role)`` renders the same configuration for the compose profile
+``cluster`` (deploy/compose.yaml), where etcd and every member run in their own container.
+
 Interface for the launchers:
 
 - ``programs()``: supervisord ``Program``s for etcd and every Patroni member;
@@ -59,6 +62,7 @@ __all__ = [
     "PatroniCluster",
     "PatroniPorts",
     "find_etcd",
+    "render_for_compose",
 ]
 
 DATABASE: Final = "fulcrum"
@@ -581,6 +585,59 @@ class PatroniCluster:
             window=window,
             healed=time.monotonic() - started,
         )
+
+
+# The compose profile `cluster`: etcd and every member in its own container, on the default
+# ports, each addressed by its service name (etcd, pg0, pg1...) on the compose network.
+COMPOSE_ETCD: Final = "etcd"
+COMPOSE_POSTGRES_PORT: Final = 5432
+COMPOSE_RESTAPI_PORT: Final = 8008
+_COMPOSE_ETCD_PORTS: Final = (2379, 2380)
+_ANY: Final = "0.0.0.0"
+
+
+def render_for_compose(state_dir: Path, role: str, members: int = 2) -> Path:
+    """Write the configuration of ``role`` (``etcd`` or a member ``pg<i>``) of the compose
+    profile under ``state_dir`` and return its path; the same settings as ``PatroniCluster``
+    but for addresses: every server listens on all interfaces and is advertised by service
+    name; logins (password-authenticated) come from any address of the compose network.
+    Passwords are the files of ``state_dir`` (the deployment's secrets copied there)."""
+    cluster = PatroniCluster(
+        state_dir,
+        PatroniPorts(
+            *_COMPOSE_ETCD_PORTS,
+            postgres=(COMPOSE_POSTGRES_PORT,) * members,
+            restapi=(COMPOSE_RESTAPI_PORT,) * members,
+        ),
+    )
+    cluster.state_dir.mkdir(parents=True, exist_ok=True)
+    if role == COMPOSE_ETCD:
+        client_port, peer_port = _COMPOSE_ETCD_PORTS
+        peer = f"http://{COMPOSE_ETCD}:{peer_port}"
+        config = cluster.etcd_config() | {
+            "listen-client-urls": f"http://{_ANY}:{client_port}",
+            "advertise-client-urls": f"http://{COMPOSE_ETCD}:{client_port}",
+            "listen-peer-urls": f"http://{_ANY}:{peer_port}",
+            "initial-advertise-peer-urls": peer,
+            "initial-cluster": f"etcd0={peer}",
+        }
+        path = cluster.state_dir / "etcd.yaml"
+    else:
+        config = cluster.patroni_config(role)
+        config["restapi"] |= {
+            "listen": f"{_ANY}:{COMPOSE_RESTAPI_PORT}",
+            "connect_address": f"{role}:{COMPOSE_RESTAPI_PORT}",
+        }
+        config["etcd3"]["hosts"] = [f"{COMPOSE_ETCD}:{_COMPOSE_ETCD_PORTS[0]}"]
+        config["postgresql"] |= {
+            "listen": f"{_ANY}:{COMPOSE_POSTGRES_PORT}",
+            "connect_address": f"{role}:{COMPOSE_POSTGRES_PORT}",
+            "pg_hba": [rule.replace(f"{LOOPBACK}/32", f"{_ANY}/0") for rule in _PG_HBA],
+        }
+        cluster.member_dir(role).mkdir(mode=0o700, exist_ok=True)
+        path = cluster._patroni_file(role)
+    _write_private(path, yaml.safe_dump(config))
+    return path
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,9 @@ with the real `openstack` CLI (auth_type none: the stack's API runs noauth); wai
 (compose's default spare pool: the LB claims a booted spare);
 send HTTP from the host through the VIP to two backend containers; kill the amphora's
 container and see the health service and the provisioner replace it; delete the LB; compose
-down: nothing of the stack is left on the engine.
+down: nothing of the stack is left on the engine. The profile `cluster` (`up -d front`): Patroni
+has a leader and a streaming synchronous standby, an LB goes ACTIVE through the front, and after a
+`docker kill` of the leader's container the standby is promoted and the API accepts writes again.
 
 The engine is the private dockerd of `.state/docker` (or FULCRUM_TEST_DOCKER_HOST); when none
 can be started the test fails and says why. The stack's networks have fixed names
@@ -27,7 +29,7 @@ import time
 import urllib.error
 import urllib.request
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -155,6 +157,20 @@ def stack(
     docker_host: str, docker_images: list[str], docker_client: docker.DockerClient
 ) -> Iterator[Stack]:
     """`compose up` of deploy/compose.yaml; `compose down -v` and a leftover check after."""
+    yield from _compose_stack(docker_host, docker_client)
+
+
+@pytest.fixture
+def cluster_stack(
+    docker_host: str, docker_images: list[str], docker_client: docker.DockerClient
+) -> Iterator[Stack]:
+    """The profile `cluster` started by naming its front, as docs/deployment.md does."""
+    yield from _compose_stack(docker_host, docker_client, "--profile", "cluster", up=("front",))
+
+
+def _compose_stack(
+    docker_host: str, docker_client: docker.DockerClient, *options: str, up: tuple[str, ...] = ()
+) -> Iterator[Stack]:
     busy = [n.name for n in docker_client.networks.list() if n.name in STACK_NETWORKS]
     if busy:
         pytest.fail(
@@ -173,16 +189,20 @@ def stack(
         }
         if docker_host.startswith("unix://"):
             env["FULCRUM_DOCKER_SOCKET"] = docker_host.removeprefix("unix://")
-        compose = [*compose_command(), "-f", str(COMPOSE_FILE)]
-        yield from _stack_up_down(Stack(f"http://127.0.0.1:{port}", compose, env), docker_client)
+        compose = [*compose_command(), "-f", str(COMPOSE_FILE), *options]
+        running = Stack(f"http://127.0.0.1:{port}", compose, env)
+        yield from _stack_up_down(running, docker_client, up)
     assert leftovers(docker_client) == []
 
 
-def _stack_up_down(running: Stack, docker_client: docker.DockerClient) -> Iterator[Stack]:
-    """`compose up`, the stack, then (also after a failure) amphorae removed and `down -v`."""
+def _stack_up_down(
+    running: Stack, docker_client: docker.DockerClient, services: tuple[str, ...] = ()
+) -> Iterator[Stack]:
+    """`compose up` (of ``services``, default all), the stack, then (also after a failure)
+    amphorae removed and `down -v`."""
     try:
         started = time.monotonic()
-        running.run("up", "-d")
+        running.run("up", "-d", *services)
         try:
             wait_http(f"{running.api}/healthz", 120)
         except OSError as exc:
@@ -190,6 +210,9 @@ def _stack_up_down(running: Stack, docker_client: docker.DockerClient) -> Iterat
         print(f"compose up until the API answers: {time.monotonic() - started:.1f} s")
         yield running
     finally:
+        # Stopped first, the services boot no more amphorae (spares) while the rest goes.
+        with contextlib.suppress(AssertionError, subprocess.TimeoutExpired):
+            running.run("stop", "-t", "10")
         # Amphorae are the provisioner's, not compose's: remove any the test left behind.
         for container in docker_client.containers.list(
             all=True, filters={"label": f"{LABEL_DEPLOYMENT}=fulcrum"}
@@ -297,3 +320,102 @@ def lb_gone(stack: Stack, lb_id: str, timeout: float) -> bool:
             return True
         time.sleep(0.1)
     return False
+
+
+def service_container(client: docker.DockerClient, service: str) -> Any:
+    (found,) = client.containers.list(
+        all=True,
+        filters={"label": [f"com.docker.compose.project={PROJECT}",
+                           f"com.docker.compose.service={service}"]},
+    )  # fmt: skip
+    return found
+
+
+def in_container(container: Any, script: str) -> str:
+    """Output of the Python ``script`` run in ``container`` (the control-plane image's)."""
+    code, output = container.exec_run(["python3", "-c", script])
+    text: str = output.decode()
+    assert code == 0, text
+    return text.strip()
+
+
+_PATRONI_MEMBERS = """
+import json, urllib.request
+with urllib.request.urlopen("http://127.0.0.1:8008/cluster", timeout=3) as answer:
+    print(json.dumps({m["name"]: m["role"] for m in json.load(answer)["members"]}))
+"""
+# On the primary: its standbys as pg_stat_replication lists them (name, state, sync_state).
+_REPLICATION = """
+import subprocess
+from pathlib import Path
+from deploy.local.embedded import find_postgres_bin_dir
+password = Path("/var/lib/fulcrum/secrets/postgres.password").read_text().strip()
+query = "SELECT application_name, state, sync_state FROM pg_stat_replication"
+print(subprocess.run(
+    [str(find_postgres_bin_dir() / "psql"), "-h", "127.0.0.1", "-U", "postgres", "-Atc", query],
+    env={"PGPASSWORD": password}, capture_output=True, text=True, check=True).stdout)
+"""
+
+
+def patroni_roles(
+    client: docker.DockerClient, done: Callable[[dict[str, str]], bool], timeout: float
+) -> dict[str, str]:
+    """Each member's role as Patroni (asked on a running member) reports it, once ``done``
+    holds for them."""
+    deadline = time.monotonic() + timeout
+    roles: dict[str, str] = {}
+    while not done(roles):
+        assert time.monotonic() < deadline, f"Patroni roles {roles}"
+        time.sleep(0.5)
+        for member in ("pg0", "pg1"):
+            container = service_container(client, member)
+            if container.status == "running":
+                with contextlib.suppress(AssertionError, ValueError):
+                    roles = json.loads(in_container(container, _PATRONI_MEMBERS))
+                    break
+    return roles
+
+
+def create_lb(stack: Stack, name: str) -> tuple[int | str, str | None]:
+    """POST an LB through the front: the HTTP status (or the error's name) and its id."""
+    body = {"loadbalancer": {"name": name, "vip_subnet_id": "6a3b9c3e-5f2d-4c1a-9b7e-1f0d2c3b4a51"}}
+    try:
+        created = stack.call("POST", "/v2/lbaas/loadbalancers", body)
+    except urllib.error.HTTPError as exc:
+        return exc.code, None
+    except OSError as exc:
+        return type(exc).__name__, None
+    return 201, created["loadbalancer"]["id"]
+
+
+def test_compose_cluster_profile_fails_over_its_patroni_primary(
+    cluster_stack: Stack, docker_client: docker.DockerClient
+) -> None:
+    stack = cluster_stack
+    # Patroni bootstraps pg0 or pg1, whichever takes the leader key first.
+    roles = patroni_roles(
+        docker_client, lambda r: sorted(r.values()) == ["leader", "sync_standby"], 60
+    )
+    old = next(name for name, role in roles.items() if role == "leader")
+    new = next(name for name in roles if name != old)
+    standbys = in_container(service_container(docker_client, old), _REPLICATION)
+    assert standbys == f"{new}|streaming|sync"
+
+    status, lb_id = create_lb(stack, "before")
+    assert status == 201 and lb_id is not None
+    wait_lb(stack, lb_id, "ACTIVE")
+
+    service_container(docker_client, old).kill()
+    killed = time.monotonic()
+    answers: Counter[int | str] = Counter()
+    while True:
+        status, lb_id = create_lb(stack, "after")
+        answers[status] += 1
+        if lb_id is not None:
+            break
+        assert time.monotonic() - killed < 90, f"no write accepted: {answers}\n{stack.logs()}"
+        time.sleep(0.5)
+    print(f"{old} killed: writes accepted again after {time.monotonic() - killed:.1f} s {answers}")
+    assert set(answers) <= {503, 201}
+    patroni_roles(docker_client, lambda r: r.get(new) == "leader" and r.get(old) != "leader", 30)
+    wait_lb(stack, lb_id, "ACTIVE")

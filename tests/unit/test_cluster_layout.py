@@ -1,5 +1,5 @@
-"""The cluster stack's pure pieces: the API front's HAProxy configuration and the compose
-profile of the same topology."""
+"""The cluster stack's pure pieces: the API front's HAProxy configuration, the compose
+profile of the same topology and its Patroni/etcd configurations."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pathlib import Path
 import yaml
 
 from deploy.local.cluster import HAPROXY, render_front, replica_names, unavailable_response
+from deploy.local.patroni import PatroniCluster, PatroniPorts, render_for_compose
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -39,16 +40,29 @@ def test_the_compose_profile_has_the_cluster_topology() -> None:
     compose = yaml.safe_load((REPO / "deploy" / "compose.yaml").read_text())
     services = compose["services"]
     cluster = {name for name, svc in services.items() if "cluster" in svc.get("profiles", [])}
-    wanted = {"nats-1", "nats-2", "nats-3", "front"}
+    infrastructure = {"nats-1", "nats-2", "nats-3", "etcd", "pg0", "pg1"}
+    replicas: set[str] = set()
     for service in ("api", "provisioner", "health", "housekeeping"):
-        wanted |= set(replica_names(service))
-    assert cluster == wanted
-    for name in wanted - {"front", "nats-1", "nats-2", "nats-3"}:
+        replicas |= set(replica_names(service))
+    assert cluster == infrastructure | replicas | {"front"}
+    for name in replicas:
         env = services[name]["environment"]
         servers = next(v for k, v in env.items() if k.endswith("NATS__SERVERS"))
         assert servers.count("nats://nats-") == 3
+        dsn = next(v for k, v in env.items() if k.endswith("POSTGRES__DSN"))
+        assert dsn.startswith("postgresql://postgres@pg0:5432,pg1:5432/")
+        assert dsn.endswith("?target_session_attrs=read-write")
+        needs = services[name]["depends_on"]
+        assert "postgres" not in needs
+        assert all(needs[m] == {"condition": "service_healthy"} for m in ("pg0", "pg1"))
+    for member in ("pg0", "pg1"):
+        svc = services[member]
+        assert svc["command"] == ["patroni", member]
+        assert svc["depends_on"]["etcd"] == {"condition": "service_healthy"}
+        assert svc["healthcheck"]["test"][-1] == "http://127.0.0.1:8008/health"
+    assert services["etcd"]["command"] == ["etcd"]
     front_needs = set(services["front"]["depends_on"])
-    assert front_needs == wanted - {"front", "nats-1", "nats-2", "nats-3"}
+    assert front_needs == replicas
     compose_cli = shutil.which("docker-compose")  # Makefile sysdeps installs it
     assert compose_cli is not None, "docker-compose is missing (make sysdeps)"
     checked = subprocess.run(
@@ -58,3 +72,24 @@ def test_the_compose_profile_has_the_cluster_topology() -> None:
         text=True,
     )  # fmt: skip
     assert checked.returncode == 0, checked.stderr
+
+
+def test_the_compose_patroni_configs_are_the_local_ones_but_for_addresses(tmp_path: Path) -> None:
+    for secret in ("postgres.password", "replication.password", "patroni-api.password"):
+        (tmp_path / secret).write_text(f"{secret}-value\n")
+    local = PatroniCluster(tmp_path, PatroniPorts(1, 2, (3, 4), (5, 6))).patroni_config("pg1")
+    member = yaml.safe_load(render_for_compose(tmp_path, "pg1").read_text())
+    assert member["bootstrap"] == local["bootstrap"]
+    assert member["postgresql"]["authentication"] == local["postgresql"]["authentication"]
+    assert member["postgresql"]["authentication"]["superuser"]["password"] == (
+        "postgres.password-value"
+    )
+    assert member["postgresql"]["listen"] == "0.0.0.0:5432"
+    assert member["postgresql"]["connect_address"] == "pg1:5432"
+    assert member["restapi"]["connect_address"] == "pg1:8008"
+    assert member["etcd3"]["hosts"] == ["etcd:2379"]
+    assert all("0.0.0.0/0 scram-sha-256" in rule for rule in member["postgresql"]["pg_hba"])
+    etcd = yaml.safe_load(render_for_compose(tmp_path, "etcd").read_text())
+    assert etcd["advertise-client-urls"] == "http://etcd:2379"
+    assert etcd["initial-cluster"] == "etcd0=http://etcd:2380"
+    assert etcd["listen-client-urls"] == "http://0.0.0.0:2379"
