@@ -6,6 +6,7 @@ Not a benchmark itself (``make bench`` skips ``_*.py``).
 from __future__ import annotations
 
 import asyncio
+import datetime
 import os
 import shutil
 import socket
@@ -13,6 +14,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -21,8 +23,58 @@ from pathlib import Path
 import aiohttp
 
 from deploy.local.embedded import EmbeddedNats, EmbeddedPostgres
+from libs.common.domain.model import Listener, LoadBalancer, Member, Pool
 
 SUBNET = "6a3b9c3e-5f2d-4c1a-9b7e-1f0d2c3b4a51"
+
+
+@dataclass(frozen=True)
+class LbTree:
+    """An HTTP load balancer with a listener, its default pool and two members (not stored)."""
+
+    loadbalancer: LoadBalancer
+    listener: Listener
+    pool: Pool
+    members: tuple[Member, ...]
+
+
+def lb_tree(vip_address: str, now: datetime.datetime) -> LbTree:
+    """A fresh ``LbTree`` of project "bench" on ``vip_address``; members on 127.0.0.1:8000-1."""
+    common = {"project_id": "bench", "created_at": now}
+    lb = LoadBalancer(
+        id=str(uuid.uuid4()),
+        vip_address=vip_address,
+        vip_port_id=str(uuid.uuid4()),
+        vip_subnet_id="bench-subnet",
+        vip_network_id="bench-network",
+        **common,
+    )
+    pool = Pool(
+        id=str(uuid.uuid4()),
+        loadbalancer_id=lb.id,
+        protocol="HTTP",
+        lb_algorithm="ROUND_ROBIN",
+        **common,
+    )
+    listener = Listener(
+        id=str(uuid.uuid4()),
+        loadbalancer_id=lb.id,
+        protocol="HTTP",
+        protocol_port=80,
+        default_pool_id=pool.id,
+        **common,
+    )
+    members = tuple(
+        Member(
+            id=str(uuid.uuid4()),
+            pool_id=pool.id,
+            address="127.0.0.1",
+            protocol_port=8000 + n,
+            **common,
+        )
+        for n in range(2)
+    )
+    return LbTree(lb, listener, pool, members)
 
 
 def free_port(host: str = "127.0.0.1") -> int:

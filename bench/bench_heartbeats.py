@@ -29,19 +29,24 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-import asyncpg
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
 
-from deploy.local.embedded import EmbeddedNats, EmbeddedPostgres, create_database
-from libs.common import heartbeat_codec as codec
-from libs.common.database import create_pool
-from libs.common.domain import commands as c
-from libs.common.domain.model import HealthMonitor, Listener, LoadBalancer, Member, Pool
-from libs.common.events import Metadata
-from libs.common.events.amphora import AmphoraBooted
-from libs.common.eventstore import PostgresEventStore
-from libs.common.repository import AmphoraRepository, LoadBalancerRepository
-from libs.common.schema import upgrade
-from libs.common.settings import PostgresSettings
+import asyncpg  # noqa: E402
+
+from bench._harness import lb_tree  # noqa: E402
+from deploy.local.embedded import EmbeddedNats, EmbeddedPostgres, create_database  # noqa: E402
+from libs.common import heartbeat_codec as codec  # noqa: E402
+from libs.common.database import create_pool  # noqa: E402
+from libs.common.domain import commands as c  # noqa: E402
+from libs.common.domain.model import HealthMonitor  # noqa: E402
+from libs.common.events import Metadata  # noqa: E402
+from libs.common.events.amphora import AmphoraBooted  # noqa: E402
+from libs.common.eventstore import PostgresEventStore  # noqa: E402
+from libs.common.repository import AmphoraRepository, LoadBalancerRepository  # noqa: E402
+from libs.common.schema import upgrade  # noqa: E402
+from libs.common.settings import PostgresSettings  # noqa: E402
 
 KEY = "bench-heartbeat-key"
 LBS, SPARES = 500, 1500
@@ -68,39 +73,8 @@ async def record_fleet(pool: asyncpg.Pool) -> list[dict[str, Any]]:
     common = {"project_id": "bench", "created_at": now}
 
     async def one_lb(i: int) -> None:
-        lb = LoadBalancer(
-            id=str(uuid.uuid4()),
-            vip_address=f"127.78.{i // 250}.{i % 250 + 1}",
-            vip_port_id=str(uuid.uuid4()),
-            vip_subnet_id="bench-subnet",
-            vip_network_id="bench-network",
-            **common,
-        )
-        pool_ = Pool(
-            id=str(uuid.uuid4()),
-            loadbalancer_id=lb.id,
-            protocol="HTTP",
-            lb_algorithm="ROUND_ROBIN",
-            **common,
-        )
-        listener = Listener(
-            id=str(uuid.uuid4()),
-            loadbalancer_id=lb.id,
-            protocol="HTTP",
-            protocol_port=80,
-            default_pool_id=pool_.id,
-            **common,
-        )
-        members = tuple(
-            Member(
-                id=str(uuid.uuid4()),
-                pool_id=pool_.id,
-                address="127.0.0.1",
-                protocol_port=8000 + n,
-                **common,
-            )
-            for n in range(2)
-        )
+        tree = lb_tree(f"127.78.{i // 250}.{i % 250 + 1}", now)
+        lb, listener, pool_, members = tree.loadbalancer, tree.listener, tree.pool, tree.members
         monitor = HealthMonitor(
             id=str(uuid.uuid4()),
             pool_id=pool_.id,

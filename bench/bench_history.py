@@ -16,22 +16,27 @@ from __future__ import annotations
 import asyncio
 import datetime
 import itertools
+import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
-from deploy.local.embedded import EmbeddedPostgres, create_database
-from libs.common.database import create_pool
-from libs.common.domain import commands as c
-from libs.common.domain.model import Listener, LoadBalancer, Member, OperatingStatus, Pool
-from libs.common.events import Metadata
-from libs.common.events.loadbalancer import OperatingStatusChanged
-from libs.common.eventstore import PostgresEventStore
-from libs.common.repository import SNAPSHOT_EVERY, LoadBalancerRepository
-from libs.common.schema import upgrade
-from libs.common.settings import PostgresSettings
-from libs.common.streams import StreamId
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from bench._harness import lb_tree  # noqa: E402
+from deploy.local.embedded import EmbeddedPostgres, create_database  # noqa: E402
+from libs.common.database import create_pool  # noqa: E402
+from libs.common.domain import commands as c  # noqa: E402
+from libs.common.domain.model import OperatingStatus  # noqa: E402
+from libs.common.events import Metadata  # noqa: E402
+from libs.common.events.loadbalancer import OperatingStatusChanged  # noqa: E402
+from libs.common.eventstore import PostgresEventStore  # noqa: E402
+from libs.common.repository import SNAPSHOT_EVERY, LoadBalancerRepository  # noqa: E402
+from libs.common.schema import upgrade  # noqa: E402
+from libs.common.settings import PostgresSettings  # noqa: E402
+from libs.common.streams import StreamId  # noqa: E402
 
 SIZES = (10, 1_000, 100_000)
 UNSNAPSHOTTED_SIZES = (10, 1_000)
@@ -45,41 +50,8 @@ VIP_HOSTS = itertools.count(1)
 
 async def new_lb(repo: LoadBalancerRepository) -> tuple[str, str]:
     """An ACTIVE LB with a listener, a pool and two members; returns (lb id, a member id)."""
-    now = datetime.datetime.now(datetime.UTC)
-    common = {"project_id": "bench", "created_at": now}
-    lb = LoadBalancer(
-        id=str(uuid.uuid4()),
-        vip_address=f"127.78.0.{next(VIP_HOSTS)}",
-        vip_port_id=str(uuid.uuid4()),
-        vip_subnet_id="bench-subnet",
-        vip_network_id="bench-network",
-        **common,
-    )
-    pool = Pool(
-        id=str(uuid.uuid4()),
-        loadbalancer_id=lb.id,
-        protocol="HTTP",
-        lb_algorithm="ROUND_ROBIN",
-        **common,
-    )
-    listener = Listener(
-        id=str(uuid.uuid4()),
-        loadbalancer_id=lb.id,
-        protocol="HTTP",
-        protocol_port=80,
-        default_pool_id=pool.id,
-        **common,
-    )
-    members = tuple(
-        Member(
-            id=str(uuid.uuid4()),
-            pool_id=pool.id,
-            address="127.0.0.1",
-            protocol_port=8000 + i,
-            **common,
-        )
-        for i in range(2)
-    )
+    tree = lb_tree(f"127.78.0.{next(VIP_HOSTS)}", datetime.datetime.now(datetime.UTC))
+    lb, listener, pool, members = tree.loadbalancer, tree.listener, tree.pool, tree.members
     create = c.CreateLoadBalancer(lb, listeners=(listener,), pools=(pool,), members=members)
     await repo.execute(lb.id, create, META)
     await repo.execute(lb.id, c.Activate(amphora_ids=("amp-bench",)), META)
