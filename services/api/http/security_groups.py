@@ -28,6 +28,7 @@ from services.api.domain.security_groups import (
 )
 from services.api.http import writing
 from services.api.http.context import request_context
+from services.api.http.neutron import neutron_error
 from services.api.http.routing import ApiRouter, path_id
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -48,11 +49,6 @@ _GENERIC_TYPES: Final = {
     409: "HTTPConflict",
     503: "HTTPServiceUnavailable",
 }
-
-
-def neutron_error(status: int, kind: str, message: str) -> web.Response:
-    body = {"NeutronError": {"type": kind, "message": message, "detail": ""}}
-    return web.json_response(body, status=status)
 
 
 def _neutron(handler: Handler) -> Handler:
