@@ -18,6 +18,8 @@ CLUSTER_HOSTS ?= $(shell [ "$$(id -u)" -eq 0 ] && echo 2 || echo 0)
 UP_ARGS ?= --state-dir $(STATE)
 UP_TIMEOUT ?= 130
 PYTEST_ARGS ?=
+# `make test` runs on this many pytest-xdist workers (tests/conftest.py groups what must share one).
+TEST_WORKERS ?= 2
 
 export DEBIAN_FRONTEND := noninteractive
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
@@ -83,7 +85,8 @@ $(ANSIBLE_VENV)/.installed: $(ANSIBLE_REQUIREMENTS) | sysdeps
 	@touch $@
 
 test: venv ansible-venv sysdeps
-	FULCRUM_ANSIBLE_VENV=$(abspath $(ANSIBLE_VENV)) $(VENV)/bin/pytest -q -x --timeout=300 $(PYTEST_ARGS) tests
+	FULCRUM_ANSIBLE_VENV=$(abspath $(ANSIBLE_VENV)) $(VENV)/bin/pytest -q -x --timeout=300 \
+	  -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS) tests
 
 # Exit status 5 means "no tests collected": an empty folder is not a failure.
 test-e2e: ansible-venv

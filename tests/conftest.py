@@ -101,3 +101,18 @@ def nats_factory(tmp_path: Path) -> Iterator[EmbeddedNats]:
         yield server
     finally:
         server.stop()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Groups for pytest-xdist (`make test` runs ``-n 2 --dist loadgroup``): every test of a
+    module runs on one worker, so module fixtures (a whole ``fulcrum up``) start once; the
+    docker tests share one worker (they share the checkout's private engine), and so do the
+    netns tests (their labs pick free /24s without a lock)."""
+    for item in items:
+        if item.get_closest_marker("docker"):
+            group = "docker"
+        elif item.get_closest_marker("netns"):
+            group = "netns"
+        else:
+            group = item.nodeid.split("::", 1)[0]
+        item.add_marker(pytest.mark.xdist_group(group))
