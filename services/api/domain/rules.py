@@ -125,7 +125,21 @@ def _check_kernel_listener(listener: Listener) -> None:
 def check_certificate_refs(protocol: str, fields: Mapping[str, Any]) -> None:
     """Certificate refs only on listeners that terminate TLS; checked before the refs are
     looked up (``protocol`` is the stored one on PUT). UDP and SCTP listeners have their own
-    wording ("... listener does not support TLS."), so they are left to their rules."""
+    wording ("... listener does not support TLS."), so they are left to their rules. A
+    PROMETHEUS listener that asks for TLS (any TLS option) without a default certificate
+    gets Octavia's "PROMETHEUS with TLS" wording."""
+    if (
+        protocol == LP.PROMETHEUS.value
+        and not fields.get("default_tls_container_ref")
+        and (
+            any(fields.get(name) for name in _TLS_ONLY_FIELDS)
+            or fields.get("client_authentication") not in (None, "NONE")
+        )
+    ):
+        raise _invalid(
+            "An SNI or default certificate container reference must be provided for "
+            "PROMETHEUS with TLS protocol listeners."
+        )
     if protocol not in (LP.TERMINATED_HTTPS.value, "UDP", "SCTP") and (
         fields.get("default_tls_container_ref") or fields.get("sni_container_refs")
     ):
