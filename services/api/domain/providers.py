@@ -56,15 +56,20 @@ class DriverAbilities:
     driver: str = ""
     topologies: frozenset[Topology] = frozenset(Topology)
     vip_security_groups: bool = True
+    udp: bool = False
+    ipv6_vips: bool = True
 
     @classmethod
     def of(cls, driver: str) -> DriverAbilities:
         """The abilities of a provisioner driver by name (``process``, ``netns``, ``docker``):
         the process driver's amphorae share the host's network namespace (loopback VIPs), so
-        they can neither move a VIP between two amphorae nor filter it."""
+        they can neither move a VIP between two amphorae nor filter it nor serve UDP; netns and
+        docker amphorae serve UDP with nftables in their own namespace. A driver the API was
+        not told about serves UDP only when ``udp_dataplane`` says so. Docker amphorae hold
+        IPv4 VIPs only (the driver makes IPv4 networks)."""
         if driver == "process":
             return cls(driver, frozenset({Topology.SINGLE}), vip_security_groups=False)
-        return cls(driver)
+        return cls(driver, udp=driver in ("netns", "docker"), ipv6_vips=driver != "docker")
 
     def refuse_topology(self, topology: Topology) -> str | None:
         """Why ``topology`` cannot be honoured, or None when it can."""

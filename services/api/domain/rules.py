@@ -111,6 +111,19 @@ def check_servable(protocol: str, udp_dataplane: bool) -> None:
         )
 
 
+SCTP_MONITOR_REFUSAL: Final = (
+    "SCTP health monitors are not supported: SCTP is not supported by this kernel, so no "
+    "member could answer the monitor's SCTP INIT"
+)
+
+
+def check_monitor_servable(monitor_type: str) -> None:
+    """The provider's refusal (501, after every other check) of an SCTP monitor (Octavia's
+    accepts one on a UDP or SCTP pool: its amphora probes members with an SCTP INIT)."""
+    if monitor_type == "SCTP":
+        raise unsupported(SCTP_MONITOR_REFUSAL)
+
+
 def _check_kernel_listener(listener: Listener) -> None:
     """Octavia's UDP/SCTP listener rules: no insert-headers, no TLS."""
     protocol = listener.protocol.value

@@ -18,7 +18,9 @@ Networks (created when missing, with the configured subnets inside 198.18.0.0/15
   between these addresses. The VIP itself is not a docker address (the API allocates VIPs
   outside ``ip_range``): the agent holds it on ``eth1`` (``FULCRUM_AMPHORA_VIP_INTERFACE``)
   when the configurator asks, as a /32 with gratuitous ARP (SINGLE) or through keepalived
-  (ACTIVE_STANDBY; NET_ADMIN, and ``ip_nonlocal_bind`` for the BACKUP's HAProxy). A spare
+  (ACTIVE_STANDBY; NET_ADMIN, and ``ip_nonlocal_bind`` for the BACKUP's HAProxy). UDP
+  listeners are served by the agent's nftables DNAT in the container (NET_ADMIN, and
+  ``ip_forward`` set at create: the container cannot write /proc/sys). A spare
   (no VIP yet) is put on the first VIP network, so it can serve any VIP of that network once
   an LB claims it.
 
@@ -306,8 +308,10 @@ class DockerAmphoraDriver:
             host_config=api.create_host_config(
                 cap_add=["NET_ADMIN"],
                 init=True,
-                # keepalived's backup binds the VIP before it holds it.
-                sysctls={"net.ipv4.ip_nonlocal_bind": "1"},
+                # keepalived's backup binds the VIP before it holds it; UDP listeners are
+                # DNATed to the members by nftables in the container, which forwards them
+                # (/proc/sys is read-only inside the container, so the agent cannot).
+                sysctls={"net.ipv4.ip_nonlocal_bind": "1", "net.ipv4.ip_forward": "1"},
             ),
             networking_config=api.create_networking_config({network: api.create_endpoint_config()}),
         )
