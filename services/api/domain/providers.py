@@ -65,11 +65,13 @@ class DriverAbilities:
         the process driver's amphorae share the host's network namespace (loopback VIPs), so
         they can neither move a VIP between two amphorae nor filter it nor serve UDP; netns and
         docker amphorae serve UDP with nftables in their own namespace. A driver the API was
-        not told about serves UDP only when ``udp_dataplane`` says so. Docker amphorae hold
-        IPv4 VIPs only (the driver makes IPv4 networks)."""
+        not told about serves UDP only when ``udp_dataplane`` says so. Process amphorae hold
+        loopback VIPs, which are IPv4 (IPv6 has one loopback address)."""
         if driver == "process":
-            return cls(driver, frozenset({Topology.SINGLE}), vip_security_groups=False)
-        return cls(driver, udp=driver in ("netns", "docker"), ipv6_vips=driver != "docker")
+            return cls(
+                driver, frozenset({Topology.SINGLE}), vip_security_groups=False, ipv6_vips=False
+            )
+        return cls(driver, udp=driver in ("netns", "docker"))
 
     def refuse_topology(self, topology: Topology) -> str | None:
         """Why ``topology`` cannot be honoured, or None when it can."""

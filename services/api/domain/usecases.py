@@ -304,7 +304,7 @@ class LoadBalancing:
         if not abilities.ipv6_vips and any(s.ip_version == 6 for s in subnets):
             raise rules.unsupported(
                 f"IPv6 VIPs cannot be served by the {abilities.driver} amphora driver of this "
-                "deployment (its amphorae hold IPv4 VIPs only)."
+                "deployment (its amphorae hold loopback VIPs, which are IPv4)."
             )
 
     async def _placement(self, fields: dict[str, Any]) -> Placement:

@@ -237,15 +237,17 @@ async def test_concurrent_creates_get_distinct_additional_addresses(vapi: Api) -
     assert len(extra) == 6 and len(primary) == 6
 
 
-async def test_ipv6_vips_on_the_docker_driver_are_the_providers_501_after_every_400(
+async def test_ipv6_vips_on_the_process_driver_are_the_providers_501_after_every_400(
     make_api: MakeApi,
 ) -> None:
-    """Docker amphorae hold IPv4 VIPs only: an IPv6 VIP (primary or additional) passes
-    every validation and is then refused with the provider's 501; nothing is written."""
-    api = await make_api(network=network_settings(), amphora_driver="docker")
+    """Process amphorae hold loopback VIPs, which are IPv4: an IPv6 VIP (primary or
+    additional) passes every validation and is then refused with the provider's 501; nothing
+    is written. Docker and netns amphorae take it."""
+    api = await make_api(network=network_settings(), amphora_driver="process")
     refusal = (
         "Provider 'amphora' does not support a requested option: IPv6 VIPs cannot be served "
-        "by the docker amphora driver of this deployment (its amphorae hold IPv4 VIPs only)."
+        "by the process amphora driver of this deployment (its amphorae hold loopback VIPs, "
+        "which are IPv4)."
     )
     outside = await create(api, additional_vips=[{"subnet_id": SUBNET_V6, "ip_address": "fd00::5"}])
     assert outside.status == 400, outside.body
@@ -259,3 +261,6 @@ async def test_ipv6_vips_on_the_docker_driver_are_the_providers_501_after_every_
     assert (await api.get(LBS, expect=200)).body["loadbalancers"] == []
     ipv4 = await create(api, additional_vips=[{"subnet_id": SUBNET_B}])
     assert ipv4.status == 201, ipv4.body
+    for driver in ("docker", "netns"):
+        other = await make_api(network=network_settings(), amphora_driver=driver)
+        assert (await create(other, vip_subnet_id=SUBNET_V6)).status == 201, driver
