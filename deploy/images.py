@@ -166,6 +166,7 @@ IMAGES: Final = (
         sources_of("services.amphora"),
         ("amphora-entrypoint",),
         AMPHORA_DEPENDENCIES,
+        ("conntrack",),
     ),
     ImageSpec(
         CONTROLPLANE_IMAGE,

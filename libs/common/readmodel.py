@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Final
 
 import asyncpg
@@ -26,6 +26,17 @@ VIEW_TABLES: Final[dict[str, str]] = {kind.key: kind.view_table for kind in CHIL
 def api_time(value: datetime | None) -> str | None:
     """Octavia's timestamp format: ISO 8601 to the second, no zone."""
     return value.strftime("%Y-%m-%dT%H:%M:%S") if value else None
+
+
+def cert_time(recorded: str | None) -> str | None:
+    """An amphora's ``cert_expiration`` as recorded (ISO 8601, any offset) in Octavia's
+    format: naive UTC to the second. Recorded values compare equal when their renders do."""
+    if recorded is None:
+        return None
+    moment = datetime.fromisoformat(recorded)
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(UTC).replace(tzinfo=None)
+    return api_time(moment)
 
 
 def _common(resource: Resource) -> dict[str, Any]:
@@ -196,7 +207,7 @@ def amphora_body(amp: Amphora, created_at: datetime, updated_at: datetime | None
         "ha_ip": amp.ha_ip,
         "vrrp_port_id": None,
         "ha_port_id": None,
-        "cert_expiration": amp.cert_expiration,
+        "cert_expiration": cert_time(amp.cert_expiration),
         "cert_busy": False,
         "role": amp.role,
         "status": amp.status.value,

@@ -134,6 +134,7 @@ def create_app(settings: ApiSettings) -> web.Application:
             await quotas.execute(project_id, SetQuota({}), Metadata(actor="api:quota"))
 
         record_quota = first_quota_record if settings.auth_strategy != "noauth" else None
+        abilities = DriverAbilities.of(settings.amphora_driver)
         app[USECASES] = LoadBalancing(
             LoadBalancerRepository(PostgresEventStore(app[DB])),
             views,
@@ -143,8 +144,8 @@ def create_app(settings: ApiSettings) -> web.Application:
                 reserved_ips=frozenset(settings.reserved_ips),
                 provider=settings.provider,
                 topology=settings.loadbalancer_topology,
-                abilities=DriverAbilities.of(settings.amphora_driver),
-                udp_dataplane=settings.udp_dataplane,
+                abilities=abilities,
+                udp_dataplane=settings.udp_dataplane or abilities.udp,
             ),
             tls=barbican.tls_references(app),
             security_groups=PostgresSecurityGroups(app[DB]),

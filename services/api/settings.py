@@ -84,8 +84,9 @@ class ApiSettings(SecretKeysSetting, BaseSettings):
     # is written. Empty: not told; everything is accepted.
     amphora_driver: str = Field(default="", pattern="^(|process|netns|docker)$")
     # Whether the provisioner's amphora driver serves UDP listeners (nftables in the amphora's
-    # own network namespace: the netns and docker drivers, run as root). False (the process
-    # driver): UDP listeners and pools are refused with 501 after every other check.
+    # own network namespace or container). Implied by ``amphora_driver`` netns or docker;
+    # False with the process driver: UDP listeners and pools are refused with 501
+    # after every other check.
     udp_dataplane: bool = False
     loadbalancer_topology: Topology = Topology.SINGLE
     # Member addresses no tenant may use (Octavia's [networking] reserved_ips).

@@ -21,18 +21,40 @@ from libs.common.settings import (
 from services.provisioner.domain.placement import address_share
 from services.provisioner.rendering.context import DEFAULT_USER_LOG_FORMAT, LogOffload, LogTarget
 
+_ULA: Final = ipaddress.ip_network("fd00::/8")
+
 
 class DockerNetworkSettings(BaseModel):
     """A docker network the docker driver attaches amphorae to (created when missing).
 
     Every subnet must lie in 198.18.0.0/15 on the machines of this project. ``ip_range`` is
     where docker picks dynamic addresses; keep the VIPs the API hands out outside it.
+    ``subnet6`` (a /64 of the ULA range fd00::/8, with ``gateway6`` and ``ip_range6`` likewise)
+    makes a VIP network dual stack: its IPv6 VIPs are held by the amphorae as /128s.
     """
 
     name: str
     subnet: str
     gateway: str | None = None
     ip_range: str | None = None
+    subnet6: str | None = None
+    gateway6: str | None = None
+    ip_range6: str | None = None
+
+    @model_validator(mode="after")
+    def _ula(self) -> DockerNetworkSettings:
+        if self.subnet6 is None:
+            if self.gateway6 is not None or self.ip_range6 is not None:
+                raise ValueError("gateway6 and ip_range6 need subnet6")
+            return self
+        subnet6 = ipaddress.ip_network(self.subnet6)
+        if not (subnet6.version == 6 and subnet6.subnet_of(_ULA) and subnet6.prefixlen == 64):  # type: ignore[arg-type]
+            raise ValueError(f"docker subnet6 {subnet6} must be a /64 in {_ULA}")
+        for name in ("gateway6", "ip_range6"):
+            value = getattr(self, name)
+            if value is not None and not ipaddress.ip_network(value).subnet_of(subnet6):  # type: ignore[arg-type]
+                raise ValueError(f"{name} {value} must lie in subnet6 {subnet6}")
+        return self
 
 
 class DockerDriverSettings(BaseModel):
@@ -72,7 +94,7 @@ class DockerDriverSettings(BaseModel):
 # --- netns driver and VRRP (issue 6 part B) -------------------------------------------------
 
 _NETNS_RANGE: Final = ipaddress.ip_network("198.18.0.0/15")
-_NETNS_RANGE6: Final = ipaddress.ip_network("fd00::/8")
+_NETNS_RANGE6: Final = _ULA
 
 
 class NetnsNetworkSettings(BaseModel):

@@ -248,9 +248,9 @@ def _check_pool(pool: Pool, state: LoadBalancerState, listener_id: str | None) -
     if listener_id is None:
         return
     listener = _require_child(state, "listeners", listener_id)
+    _check_protocols(listener, pool)
     if listener.default_pool_id is not None and listener.default_pool_id in state.pools:
         raise Conflict("This listener already has a default pool")
-    _check_protocols(listener, pool)
 
 
 def _check_member(member: Member, state: LoadBalancerState, current_id: str | None) -> None:

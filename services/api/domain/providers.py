@@ -56,15 +56,22 @@ class DriverAbilities:
     driver: str = ""
     topologies: frozenset[Topology] = frozenset(Topology)
     vip_security_groups: bool = True
+    udp: bool = False
+    ipv6_vips: bool = True
 
     @classmethod
     def of(cls, driver: str) -> DriverAbilities:
         """The abilities of a provisioner driver by name (``process``, ``netns``, ``docker``):
         the process driver's amphorae share the host's network namespace (loopback VIPs), so
-        they can neither move a VIP between two amphorae nor filter it."""
+        they can neither move a VIP between two amphorae nor filter it nor serve UDP; netns and
+        docker amphorae serve UDP with nftables in their own namespace. A driver the API was
+        not told about serves UDP only when ``udp_dataplane`` says so. Process amphorae hold
+        loopback VIPs, which are IPv4 (IPv6 has one loopback address)."""
         if driver == "process":
-            return cls(driver, frozenset({Topology.SINGLE}), vip_security_groups=False)
-        return cls(driver)
+            return cls(
+                driver, frozenset({Topology.SINGLE}), vip_security_groups=False, ipv6_vips=False
+            )
+        return cls(driver, udp=driver in ("netns", "docker"))
 
     def refuse_topology(self, topology: Topology) -> str | None:
         """Why ``topology`` cannot be honoured, or None when it can."""

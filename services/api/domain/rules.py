@@ -111,6 +111,19 @@ def check_servable(protocol: str, udp_dataplane: bool) -> None:
         )
 
 
+SCTP_MONITOR_REFUSAL: Final = (
+    "SCTP health monitors are not supported: SCTP is not supported by this kernel, so no "
+    "member could answer the monitor's SCTP INIT"
+)
+
+
+def check_monitor_servable(monitor_type: str) -> None:
+    """The provider's refusal (501, after every other check) of an SCTP monitor (Octavia's
+    accepts one on a UDP or SCTP pool: its amphora probes members with an SCTP INIT)."""
+    if monitor_type == "SCTP":
+        raise unsupported(SCTP_MONITOR_REFUSAL)
+
+
 def _check_kernel_listener(listener: Listener) -> None:
     """Octavia's UDP/SCTP listener rules: no insert-headers, no TLS."""
     protocol = listener.protocol.value
@@ -125,7 +138,21 @@ def _check_kernel_listener(listener: Listener) -> None:
 def check_certificate_refs(protocol: str, fields: Mapping[str, Any]) -> None:
     """Certificate refs only on listeners that terminate TLS; checked before the refs are
     looked up (``protocol`` is the stored one on PUT). UDP and SCTP listeners have their own
-    wording ("... listener does not support TLS."), so they are left to their rules."""
+    wording ("... listener does not support TLS."), so they are left to their rules. A
+    PROMETHEUS listener that asks for TLS (any TLS option) without a default certificate
+    gets Octavia's "PROMETHEUS with TLS" wording."""
+    if (
+        protocol == LP.PROMETHEUS.value
+        and not fields.get("default_tls_container_ref")
+        and (
+            any(fields.get(name) for name in _TLS_ONLY_FIELDS)
+            or fields.get("client_authentication") not in (None, "NONE")
+        )
+    ):
+        raise _invalid(
+            "An SNI or default certificate container reference must be provided for "
+            "PROMETHEUS with TLS protocol listeners."
+        )
     if protocol not in (LP.TERMINATED_HTTPS.value, "UDP", "SCTP") and (
         fields.get("default_tls_container_ref") or fields.get("sni_container_refs")
     ):

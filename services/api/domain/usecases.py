@@ -30,10 +30,16 @@ from libs.common.domain.model import (
     ProvisioningStatus,
     Topology,
 )
-from libs.common.errors import Conflict, NotFound, NotImplementedByProvider, ValidationFailed
+from libs.common.errors import (
+    Conflict,
+    InvalidState,
+    NotFound,
+    NotImplementedByProvider,
+    ValidationFailed,
+)
 from libs.common.events import Metadata
-from libs.common.repository import LoadBalancerRepository, Outcome
-from libs.common.settings import NetworkSettings
+from libs.common.repository import CommandFactory, LoadBalancerRepository, Outcome
+from libs.common.settings import NetworkSettings, SubnetConfig
 from services.api.domain import builders, providers, rules
 from services.api.domain.graph import build_graph
 from services.api.domain.kinds import L7POLICY, LISTENER, LOADBALANCER, POOL, Kind
@@ -158,7 +164,6 @@ class LoadBalancing:
         refusal = self._config.abilities.refuse_topology(placement.topology)
         if refusal is not None:
             raise ValidationFailed(f"Validation failure: {refusal}")
-        self._check_driver_options(fields)
         request = VipRequest(
             subnet_id=fields.get("vip_subnet_id"),
             network_id=fields.get("vip_network_id"),
@@ -224,10 +229,13 @@ class LoadBalancing:
                 now=now,
             )
             command = graph.command(lb)
-            self._check_servable(command, LoadBalancerState())
+            _check_fields_first(command, LoadBalancerState())
             want = {"loadbalancer": 1, **graph.quota_counts()}
             try:
                 async with self._quotas.admit(project_id, want, limits) as conn:
+                    self._check_driver_options(fields)
+                    self._check_vip_families([s for s, _ in wanted])
+                    self._check_servable(command, LoadBalancerState())
                     outcome = await self._repo.execute(lb_id, command, meta, conn=conn)
             except Conflict as lost_race:
                 # Another create took an address between our read and our append: draw again
@@ -287,6 +295,16 @@ class LoadBalancing:
             raise rules.unsupported(
                 f"VIP security groups cannot be enforced by the {abilities.driver} amphora "
                 "driver of this deployment (its amphorae share the host's network namespace)."
+            )
+
+    def _check_vip_families(self, subnets: list[SubnetConfig]) -> None:
+        """The provider's refusal (501, last) of an IPv6 VIP on a driver whose amphorae hold
+        IPv4 VIPs only."""
+        abilities = self._config.abilities
+        if not abilities.ipv6_vips and any(s.ip_version == 6 for s in subnets):
+            raise rules.unsupported(
+                f"IPv6 VIPs cannot be served by the {abilities.driver} amphora driver of this "
+                "deployment (its amphorae hold loopback VIPs, which are IPv4)."
             )
 
     async def _placement(self, fields: dict[str, Any]) -> Placement:
@@ -365,6 +383,7 @@ class LoadBalancing:
             self._check_servable(created, state)
             return created
 
+        _check_fields_first(command, await self._repo.load(lb_id))
         async with self._quotas.admit(project_id, {kind.quota: 1}) as conn:
             outcome = await self._repo.execute(lb_id, command, meta, conn=conn)
         return Created(outcome, child_id)
@@ -399,7 +418,10 @@ class LoadBalancing:
             if pool is not None and lb is not None:
                 rules.check_member_family(child, pool, lb, bool(state.pool_listeners(pool.id)))
             return
-        kind = getattr(child, "protocol", None) or getattr(child, "type", None)
+        if isinstance(child, HealthMonitor):
+            rules.check_monitor_servable(child.type.value)
+            return
+        kind = getattr(child, "protocol", None)
         if kind is not None and kind.value in rules.KERNEL_PROTOCOLS:
             rules.check_servable(kind.value, self._config.udp_dataplane)
 
@@ -494,6 +516,7 @@ class LoadBalancing:
 
         existing = await self._views.count_pool_members(pool_id)
         growth = len(members) - (0 if additive_only else existing)
+        _check_fields_first(command, await self._repo.load(pool.lb_id))
         async with self._quotas.admit(pool.project_id, {child_kinds.MEMBER.quota: growth}) as conn:
             return await self._repo.execute(pool.lb_id, command, meta, conn=conn)
 
@@ -658,3 +681,21 @@ def _checked_changes(
         case L7Rule():
             rules.check_l7rule(proposed)
     return changes
+
+
+def _check_fields_first(command: c.Command | CommandFactory, state: LoadBalancerState) -> None:
+    """Octavia's order on create: every 400 (and 404) before the quota (403), the conflicts
+    and the LB lock (409) and the provider (501). Runs the command's checks on ``state`` as
+    if the LB were unlocked and lets only those errors through; the command runs them all
+    again, in that order, when it is executed under the quota."""
+    lb = state.loadbalancer
+    if lb is not None and lb.provisioning_status not in (
+        ProvisioningStatus.ACTIVE,
+        ProvisioningStatus.DELETED,
+    ):
+        unlocked = lb.model_copy(update={"provisioning_status": ProvisioningStatus.ACTIVE})
+        state = state.model_copy(update={"loadbalancer": unlocked})
+    try:
+        decide(command(state) if callable(command) else command, state)
+    except (Conflict, InvalidState, NotImplementedByProvider):
+        return

@@ -116,12 +116,14 @@ class ExpiringCertificate:
 
 async def expiring_certificates(pool: asyncpg.Pool, within: float) -> list[ExpiringCertificate]:
     """Working amphorae (READY or ALLOCATED) whose server certificate expires within
-    ``within`` seconds, soonest first."""
+    ``within`` seconds, soonest first; ``cert_expiration`` as the view renders it (naive UTC)."""
     rows = await pool.fetch(
-        "SELECT id, cert, cert::timestamptz AS expires_at FROM ("
-        "  SELECT id, body->>'cert_expiration' AS cert FROM amphora_view"
+        "SELECT id, cert, expires_at FROM ("
+        "  SELECT id, body->>'cert_expiration' AS cert,"
+        "    (body->>'cert_expiration')::timestamp AT TIME ZONE 'UTC' AS expires_at"
+        "  FROM amphora_view"
         "  WHERE status IN ('READY', 'ALLOCATED') AND body->>'cert_expiration' IS NOT NULL"
-        ") AS a WHERE cert::timestamptz < clock_timestamp() + make_interval(secs => $1) "
+        ") AS a WHERE expires_at < clock_timestamp() + make_interval(secs => $1) "
         "ORDER BY 3, 1",
         within,
     )

@@ -18,7 +18,11 @@ Networks (created when missing, with the configured subnets inside 198.18.0.0/15
   between these addresses. The VIP itself is not a docker address (the API allocates VIPs
   outside ``ip_range``): the agent holds it on ``eth1`` (``FULCRUM_AMPHORA_VIP_INTERFACE``)
   when the configurator asks, as a /32 with gratuitous ARP (SINGLE) or through keepalived
-  (ACTIVE_STANDBY; NET_ADMIN, and ``ip_nonlocal_bind`` for the BACKUP's HAProxy). A spare
+  (ACTIVE_STANDBY; NET_ADMIN, and ``ip_nonlocal_bind`` for the BACKUP's HAProxy). UDP
+  listeners are served by the agent's nftables DNAT in the container (NET_ADMIN, and
+  forwarding set at create: the container cannot write /proc/sys). A VIP network with
+  ``subnet6`` is dual stack: an IPv6 VIP is held as a /128 on ``eth1`` with unsolicited
+  neighbour advertisements. A spare
   (no VIP yet) is put on the first VIP network, so it can serve any VIP of that network once
   an LB claims it.
 
@@ -139,6 +143,7 @@ class DockerAmphoraDriver:
                 labels,
                 self._environment(spec, vip_network),
                 mgmt.name,
+                vip_network is not None and vip_network.subnet6 is not None,
             )
             await self._call("start the container", self._start, name)
 
@@ -276,14 +281,23 @@ class DockerAmphoraDriver:
                     f"configured: {network.subnet}"
                 )
             return
-        pool = docker.types.IPAMPool(
-            subnet=network.subnet, gateway=network.gateway, iprange=network.ip_range
-        )
+        pools = [
+            docker.types.IPAMPool(
+                subnet=network.subnet, gateway=network.gateway, iprange=network.ip_range
+            )
+        ]
+        if network.subnet6 is not None:
+            pools.append(
+                docker.types.IPAMPool(
+                    subnet=network.subnet6, gateway=network.gateway6, iprange=network.ip_range6
+                )
+            )
         try:
             client.networks.create(
                 network.name,
                 driver="bridge",
-                ipam=docker.types.IPAMConfig(pool_configs=[pool]),
+                ipam=docker.types.IPAMConfig(pool_configs=pools),
+                enable_ipv6=network.subnet6 is not None,
                 internal=internal,
                 labels={LABEL_DEPLOYMENT: self._settings.deployment},
                 check_duplicate=True,
@@ -293,9 +307,24 @@ class DockerAmphoraDriver:
                 raise
 
     def _create(
-        self, name: str, labels: dict[str, str], environment: dict[str, str], network: str
+        self,
+        name: str,
+        labels: dict[str, str],
+        environment: dict[str, str],
+        network: str,
+        dual_stack: bool,
     ) -> None:
         api = self._engine().api
+        # keepalived's backup binds the VIP before it holds it; UDP listeners are DNATed to
+        # the members by nftables in the container, which forwards them (/proc/sys is
+        # read-only inside the container, so the agent cannot).
+        sysctls = {"net.ipv4.ip_nonlocal_bind": "1", "net.ipv4.ip_forward": "1"}
+        if dual_stack:
+            sysctls |= {
+                "net.ipv6.conf.all.disable_ipv6": "0",
+                "net.ipv6.conf.all.forwarding": "1",
+                "net.ipv6.ip_nonlocal_bind": "1",
+            }
         api.create_container(
             self._settings.image,
             name=name,
@@ -306,8 +335,7 @@ class DockerAmphoraDriver:
             host_config=api.create_host_config(
                 cap_add=["NET_ADMIN"],
                 init=True,
-                # keepalived's backup binds the VIP before it holds it.
-                sysctls={"net.ipv4.ip_nonlocal_bind": "1"},
+                sysctls=sysctls,
             ),
             networking_config=api.create_networking_config({network: api.create_endpoint_config()}),
         )
@@ -416,7 +444,8 @@ class DockerAmphoraDriver:
             return self._settings.vip_networks[0] if self._settings.vip_networks else None
         address = ipaddress.ip_address(vip_address)
         for network in self._settings.vip_networks:
-            if address in ipaddress.ip_network(network.subnet):
+            subnets = (network.subnet, network.subnet6) if network.subnet6 else (network.subnet,)
+            if any(address in ipaddress.ip_network(subnet) for subnet in subnets):
                 return network
         configured = ", ".join(f"{n.name} {n.subnet}" for n in self._settings.vip_networks)
         raise InfrastructureError(

@@ -23,6 +23,7 @@ from libs.common.events import amphora as amp_ev
 from libs.common.events import housekeeping as hk
 from libs.common.eventstore import PostgresEventStore
 from libs.common.pki import DeploymentCA
+from libs.common.readmodel import cert_time
 from libs.common.repository import AmphoraRepository
 from libs.common.service import Metrics
 from services.provisioner.adapters.agent_client import AgentRejected
@@ -156,8 +157,10 @@ class MaintenanceHandler:
         unreachable; a refusal is logged and left to housekeeping's next request.
         """
         record = await self._amps.load(request.amphora_id)
-        if record.status not in _ROTATABLE or record.cert_expiration != request.cert_expiration:
-            return  # gone, or rotated since the request
+        if record.status not in _ROTATABLE or cert_time(record.cert_expiration) != cert_time(
+            request.cert_expiration
+        ):
+            return  # gone, or rotated since the request (the request quotes the rendered time)
         handle = await self._running(request.amphora_id)
         if handle is None:
             log.warning("certificate of %s not rotated: not running", request.amphora_id)

@@ -235,3 +235,32 @@ async def test_concurrent_creates_get_distinct_additional_addresses(vapi: Api) -
     extra = {r.body["loadbalancer"]["additional_vips"][0]["ip_address"] for r in replies}
     primary = {r.body["loadbalancer"]["vip_address"] for r in replies}
     assert len(extra) == 6 and len(primary) == 6
+
+
+async def test_ipv6_vips_on_the_process_driver_are_the_providers_501_after_every_400(
+    make_api: MakeApi,
+) -> None:
+    """Process amphorae hold loopback VIPs, which are IPv4: an IPv6 VIP (primary or
+    additional) passes every validation and is then refused with the provider's 501; nothing
+    is written. Docker and netns amphorae take it."""
+    api = await make_api(network=network_settings(), amphora_driver="process")
+    refusal = (
+        "Provider 'amphora' does not support a requested option: IPv6 VIPs cannot be served "
+        "by the process amphora driver of this deployment (its amphorae hold loopback VIPs, "
+        "which are IPv4)."
+    )
+    outside = await create(api, additional_vips=[{"subnet_id": SUBNET_V6, "ip_address": "fd00::5"}])
+    assert outside.status == 400, outside.body
+    for fields in (
+        {"vip_subnet_id": SUBNET_V6},
+        {"additional_vips": [{"subnet_id": SUBNET_V6}]},
+    ):
+        reply = await create(api, **fields)
+        assert reply.status == 501 and reply.fault() == refusal, reply.body
+        assert reply.body["faultcode"] == "Server"
+    assert (await api.get(LBS, expect=200)).body["loadbalancers"] == []
+    ipv4 = await create(api, additional_vips=[{"subnet_id": SUBNET_B}])
+    assert ipv4.status == 201, ipv4.body
+    for driver in ("docker", "netns"):
+        other = await make_api(network=network_settings(), amphora_driver=driver)
+        assert (await create(other, vip_subnet_id=SUBNET_V6)).status == 201, driver

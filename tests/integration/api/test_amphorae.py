@@ -190,3 +190,19 @@ async def test_rbac(make_api: MakeApi) -> None:
         assert reply.fault() == "Policy does not allow this request to be performed."
     await api.get(AMPHORAE, headers=admin, expect=200)
     await api.put(f"{AMPHORAE}/{amp}/failover", None, headers=admin, expect=202)
+
+
+async def test_cert_expiration_is_naive_utc_to_the_second(api: Api) -> None:
+    """octavia-fidelity 2.G.4: whatever offset the record carries, the API renders
+    ``cert_expiration`` like every other timestamp; a filter takes the rendered value."""
+    amphora_id = await boot(api, None)
+    rotated = amp_ev.AmphoraCertificateRotated(
+        amphora_id=amphora_id, cert_expiration="2027-01-05T05:25:35.250000+02:00"
+    )
+    await AmphoraRepository(PostgresEventStore(api.app[DB])).record(
+        amphora_id, [rotated], PROVISIONER
+    )
+    shown = (await api.get(f"{AMPHORAE}/{amphora_id}", expect=200)).body["amphora"]
+    assert shown["cert_expiration"] == "2027-01-05T03:25:35"
+    listed = await api.get(f"{AMPHORAE}?cert_expiration=2027-01-05T03:25:35", expect=200)
+    assert [a["id"] for a in listed.body["amphorae"]] == [amphora_id]

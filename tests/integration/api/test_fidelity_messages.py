@@ -234,6 +234,16 @@ async def test_listener_texts(api: Api) -> None:
             "provided for TERMINATED_HTTPS protocol listeners.",
         ),
         (
+            {"protocol": "PROMETHEUS", "sni_container_refs": ["ref"]},
+            "Validation failure: An SNI or default certificate container reference must be "
+            "provided for PROMETHEUS with TLS protocol listeners.",
+        ),
+        (
+            {"protocol": "PROMETHEUS", "tls_versions": ["TLSv1.2"]},
+            "Validation failure: An SNI or default certificate container reference must be "
+            "provided for PROMETHEUS with TLS protocol listeners.",
+        ),
+        (
             {"protocol": "HTTPS", "default_tls_container_ref": "ref"},
             "Validation failure: Certificate container references are not allowed on HTTPS "
             "protocol listeners.",

@@ -59,6 +59,39 @@ async def test_media_type_json_and_missing_argument(api: Api) -> None:
     wsme(reply, 'Missing argument: "quotas"')
 
 
+async def test_text_xml_is_read_as_wsme_reads_it(api: Api) -> None:
+    """octavia-fidelity 2.C.1: ``text/xml`` goes to WSME's XML reader, so a well-formed body
+    creates; one that is not well-formed is WSME's server-side 500 with the parser's text."""
+    xml = {"Content-Type": "text/xml"}
+    body = (
+        f"<request><loadbalancer><vip_subnet_id>{SUBNET}</vip_subnet_id><name>x</name>"
+        '<admin_state_up>false</admin_state_up><description nil="true"/>'
+        "<tags><item>a</item><item>b</item></tags></loadbalancer></request>"
+    ).encode()
+    created = await api.call("POST", LBS, raw=body, headers=xml, expect=201)
+    lb = created.body["loadbalancer"]
+    assert (lb["name"], lb["admin_state_up"], lb["tags"]) == ("x", False, ["a", "b"])
+    assert lb["description"] == "" and lb["vip_subnet_id"] == SUBNET
+    assert created.headers["Content-Type"].startswith("application/json")
+    json_body = b'{"loadbalancer": {"vip_subnet_id": "%s"}}' % SUBNET.encode()
+    reply = await api.call("POST", LBS, raw=json_body, headers=xml)
+    assert reply.status == 500
+    assert reply.body == {
+        "faultcode": "Server",
+        "faultstring": "not well-formed (invalid token): line 1, column 0",
+        "debuginfo": None,
+    }
+    reply = await api.call("POST", LBS, raw=b"<request><loadbalancer>", headers=xml)
+    assert reply.status == 500 and reply.body["faultstring"].startswith("no element found")
+    bogus = b"<r><loadbalancer><vip_subnet_id>%s</vip_subnet_id><bogus>1</bogus></loadbalancer></r>"
+    reply = await api.call("POST", LBS, raw=bogus % SUBNET.encode(), headers=xml, expect=400)
+    wsme(reply, "Unknown attribute for argument load_balancer.loadbalancer: bogus")
+    reply = await api.call(
+        "POST", LBS, raw=body, headers={"Content-Type": "application/xml"}, expect=415
+    )
+    wsme(reply, "Unknown mimetype: application/xml")
+
+
 async def test_unknown_attributes_name_the_argument_path(api: Api) -> None:
     sub = {"vip_subnet_id": SUBNET}
     cases = [

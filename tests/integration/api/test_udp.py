@@ -4,6 +4,7 @@ the kernel has none; UDP: a driver without a network namespace of its own)."""
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from tests.integration.api.conftest import Api, MakeApi
@@ -14,6 +15,11 @@ HMS = "/v2/lbaas/healthmonitors"
 MEMBERS = "/v2/lbaas/pools/{}/members"
 SCTP_501 = (
     "Provider 'amphora' does not support a requested option: SCTP is not supported by this kernel"
+)
+SCTP_MONITOR_501 = (
+    "Provider 'amphora' does not support a requested option: SCTP health monitors are not "
+    "supported: SCTP is not supported by this kernel, so no member could answer the monitor's "
+    "SCTP INIT"
 )
 UDP_501 = (
     "Provider 'amphora' does not support a requested option: UDP needs amphorae with a network "
@@ -253,7 +259,7 @@ async def test_every_udp_rule_in_octavia_words(make_api: MakeApi) -> None:
     assert reply.status == 409 and reply.fault() == "This pool already has a health monitor"
     await api.delete(f"{HMS}/{created['id']}", expect=204)
     await api.settle(lb["id"])
-    await _expect(api, HMS, {"healthmonitor": {**hm, "type": "SCTP"}}, 501, SCTP_501)
+    await _expect(api, HMS, {"healthmonitor": {**hm, "type": "SCTP"}}, 501, SCTP_MONITOR_501)
     # On an HTTP pool, UDP-CONNECT and SCTP monitors are refused by type.
     http_pool = (
         await api.post(
@@ -385,3 +391,74 @@ async def test_sctp_and_driverless_udp_refused_after_every_400(make_api: MakeApi
             f"Validation failure: The associated pool protocol is {protocol}, so only a "
             "UDP-CONNECT/SCTP/TCP/HTTP health monitor is supported."
         )
+
+
+async def test_quota_comes_after_every_400_and_before_the_lock_and_the_provider(
+    make_api: MakeApi,
+) -> None:
+    """octavia-fidelity 2.A.4: 400s, then the quota (403), then the lock (409), then the
+    provider (501); here on a driver that cannot serve UDP, with listener and pool quotas
+    that are used up."""
+    api = await make_api(quota={"listener": 1, "pool": 0})
+    lb = await api.create_lb(project_id=uuid.uuid4().hex)
+    base = {"loadbalancer_id": lb["id"], "protocol": "UDP", "protocol_port": 53}
+    tcp = await api.create("listeners", "listener", {**base, "protocol": "TCP"})
+    await api.settle(lb["id"])
+    quota = "Quota has been met for resources: {}"
+    pool = {"loadbalancer_id": lb["id"], "protocol": "UDP", "lb_algorithm": "ROUND_ROBIN"}
+    mismatch = {"listener_id": tcp["id"], "protocol": "UDP", "lb_algorithm": "ROUND_ROBIN"}
+    for pending in (False, True):
+        if pending:  # the lock (409) comes after the 400s and the quota too
+            await api.put(f"/v2/lbaas/loadbalancers/{lb['id']}", {"loadbalancer": {"name": "busy"}})
+            shown = await api.get(f"/v2/lbaas/loadbalancers/{lb['id']}", expect=200)
+            assert shown.body["loadbalancer"]["provisioning_status"] == "PENDING_UPDATE"
+        await _expect(
+            api,
+            LISTENERS,
+            {"listener": {**base, "insert_headers": {"X-Forwarded-For": "true"}}},
+            400,
+            "insert-headers is not a valid option for a UDP protocol listener.",
+        )
+        await _expect(api, LISTENERS, {"listener": base}, 403, quota.format("Listener"))
+        await _expect(
+            api,
+            POOLS,
+            {"pool": mismatch},
+            400,
+            "Validation failure: The pool protocol 'UDP' is invalid while the listener "
+            "protocol is 'TCP'.",
+        )
+        await _expect(
+            api,
+            POOLS,
+            {"pool": {**pool, "session_persistence": {"type": "HTTP_COOKIE"}}},
+            400,
+            "Validation failure: Session persistence of type HTTP_COOKIE is not supported for "
+            "UDP/SCTP protocol pools.",
+        )
+        await _expect(api, POOLS, {"pool": pool}, 403, quota.format("Pool"))
+    # The single-call create: its quota (the listener) before the provider's refusal.
+    reply = await api.post(
+        "/v2/lbaas/loadbalancers",
+        {
+            "loadbalancer": {
+                "vip_subnet_id": lb["vip_subnet_id"],
+                "project_id": lb["project_id"],
+                "listeners": [{"protocol": "UDP", "protocol_port": 53}],
+            }
+        },
+    )
+    assert reply.status == 403 and reply.fault() == quota.format("Listener"), reply.body
+
+
+async def test_the_amphora_driver_decides_whether_udp_is_served(make_api: MakeApi) -> None:
+    """netns and docker amphorae serve UDP (nftables in their own namespace): the API accepts
+    UDP for them without ``udp_dataplane``; the process driver's are refused with the 501."""
+    for driver, status in (("docker", 201), ("netns", 201), ("process", 501)):
+        api = await make_api(amphora_driver=driver)
+        lb = await api.create_lb()
+        body = {"loadbalancer_id": lb["id"], "protocol": "UDP", "protocol_port": 53}
+        reply = await api.post(LISTENERS, {"listener": body})
+        assert reply.status == status, (driver, reply.body)
+        if status == 501:
+            assert reply.fault() == UDP_501
