@@ -128,8 +128,10 @@ async def _follow(
         if time.monotonic() - last_write >= settings.keepalive_seconds:
             await response.write(KEEPALIVE)
             last_write = time.monotonic()
-        if len(page.rows) < settings.page_size:
-            wait = min(settings.poll_interval, settings.keepalive_seconds)
+        if len(page.rows) < settings.page_size or cursor.at_hole:
+            # At a hole the next read may already pass it: look again soon.
+            poll = settings.poll_interval / 5 if cursor.at_hole else settings.poll_interval
+            wait = min(poll, settings.keepalive_seconds)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(feeds.closing.wait(), wait)
 
