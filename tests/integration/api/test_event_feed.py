@@ -5,6 +5,7 @@ input, keepalives, the per-project limit and cleanup after a disconnect."""
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 from libs.common.events import Metadata
@@ -14,9 +15,12 @@ from libs.common.events.loadbalancer import LoadBalancerFailoverRequested
 from libs.common.eventstore import PostgresEventStore
 from libs.common.service import DB
 from libs.common.streams import StreamId
+from services.api.auth.identity import save
 from services.api.http.resources.events import OPEN_FEEDS
 from tests.integration.api.conftest import SUBNET, Api, MakeApi
 from tests.integration.api.sse import FEED, open_feed
+from tests.integration.api.test_keystone_reads import DEMO, _identity, _token
+from tests.integration.api.test_keystone_reads import OTHER as OTHER_PROJECT
 
 LBS = "/v2/lbaas/loadbalancers"
 OWN, OTHER, ADMIN = "a" * 32, "b" * 32, "c" * 32
@@ -245,3 +249,21 @@ async def test_no_event_is_skipped_or_repeated_around_an_open_transaction(
     committed = await hold_open(commit=True)
     assert committed == sorted(committed, key=int)
     await hold_open(commit=False)
+
+
+async def test_keystone_tokens_authenticate_the_feed(make_api: MakeApi, tmp_path: Path) -> None:
+    path = tmp_path / "identity.yaml"
+    save(path, _identity())
+    api = await make_api(auth_strategy="keystone", token_key="k" * 32, identity_file=path)
+    alice = {"X-Auth-Token": await _token(api, "alice", "alice-pw", DEMO.name)}
+    bob = {"X-Auth-Token": await _token(api, "bob", "bob-pw", OTHER_PROJECT.name)}
+    lb = await _create_lb(api, alice)
+    async with open_feed(api.session, f"{api.base}{FEED}?after=0", alice) as feed:
+        (created,) = [e for e in await feed.until_silent(0.7) if e.event != "QuotaUpdated"]
+    assert created.data["data"]["loadbalancer"]["id"] == lb["id"]
+    assert created.data["metadata"]["project_id"] == DEMO.id
+    async with open_feed(api.session, f"{api.base}{FEED}?after=0", bob) as feed:
+        assert await feed.silent_for(0.7)
+    for headers in ({}, {"X-Auth-Token": "forged"}):
+        reply = await api.get(FEED, headers=headers, expect=401)
+        assert reply.body["error"]["code"] == 401
