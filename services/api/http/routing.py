@@ -18,6 +18,9 @@ from pydantic import BaseModel
 
 VERSION_PREFIXES: Final = ("/v2", "/v2.0")
 JSON_SUFFIX: Final = ".json"
+# The live event feed (resources/events.py) and the media type it answers in.
+EVENT_FEED_PATH: Final = "/v2/fulcrum/events"
+EVENT_STREAM: Final = "text/event-stream"
 
 
 @dataclass(frozen=True)

@@ -181,6 +181,15 @@ async def test_bad_positions_and_arguments_are_400_faults(make_api: MakeApi) -> 
     assert "after" in reply.fault() and "'x'" in reply.fault()
     no_role = {"X-Project-Id": OWN, "X-Roles": ""}
     assert (await api.get(FEED, headers=no_role, expect=403)).fault()
+    refused = await api.get(FEED, headers={**MEMBER, "Accept": "text/html"}, expect=406)
+    assert "text/event-stream" in refused.body["errors"][0]["detail"]
+
+
+async def test_event_source_accept_headers_are_served(make_api: MakeApi) -> None:
+    api = await make_api(auth_strategy="testing")
+    for accept in ("text/event-stream", "text/event-stream;q=1, */*;q=0.1", "*/*"):
+        async with open_feed(api.session, api.base + FEED, {**MEMBER, "Accept": accept}):
+            pass
 
 
 async def test_keepalive_comments_fill_silences(make_api: MakeApi) -> None:

@@ -35,13 +35,11 @@ from services.api.domain.event_feed import (
 from services.api.http.context import request_context
 from services.api.http.deps import SETTINGS
 from services.api.http.errors import REQUEST_ID, REQUEST_ID_HEADER
-from services.api.http.routing import ApiRouter
+from services.api.http.routing import EVENT_FEED_PATH, EVENT_STREAM, ApiRouter
 from services.api.settings import EventFeedSettings
 
 log = logging.getLogger(__name__)
 
-PATH: Final = "/v2/fulcrum/events"
-CONTENT_TYPE: Final = "text/event-stream"
 KEEPALIVE: Final = b": keepalive\n\n"
 _ARGUMENTS: Final = frozenset({"after", "project_id"})
 
@@ -90,7 +88,7 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
         cursor = FeedCursor(start if start is not None else await reader.newest())
         response = web.StreamResponse(
             headers={
-                "Content-Type": CONTENT_TYPE,
+                "Content-Type": EVENT_STREAM,
                 "Cache-Control": "no-cache",
                 "X-Accel-Buffering": "no",
                 REQUEST_ID_HEADER: request[REQUEST_ID],
@@ -149,7 +147,7 @@ async def end_feeds(app: web.Application) -> None:
 def register(api: ApiRouter) -> None:
     api.exact(
         "GET",
-        PATH,
+        EVENT_FEED_PATH,
         stream_events,
         summary="Follow the event stream (Server-Sent Events)",
         tag="events",
