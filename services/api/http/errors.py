@@ -25,10 +25,11 @@ from pydantic import ValidationError
 
 from libs.common.database import database_unavailable
 from libs.common.errors import DomainError, FulcrumError, Unauthorized
+from libs.common.events.visibility import FEED_PATH
 from libs.common.logsetup import set_log_context
 from libs.common.service import METRICS
 from libs.common.telemetry import context_from_traceparent, tracer
-from services.api.http.routing import EVENT_FEED_PATH, EVENT_STREAM
+from services.api.http.routing import EVENT_STREAM
 from services.api.http.schemas import describe
 
 log = logging.getLogger(__name__)
@@ -250,7 +251,7 @@ async def octavia_middleware(request: web.Request, handler: Handler) -> web.Stre
     set_log_context(request_id=request_id)  # the access log line is written in this task too
     accept = request.headers.get("Accept")
     key_manager = request.path.startswith(KEY_MANAGER_PREFIX + "/")
-    feed = _under(request.path, EVENT_FEED_PATH)
+    feed = _under(request.path, FEED_PATH)
     if accept is not None and not key_manager and not acceptable(accept, event_stream=feed):
         offered = f"application/json or {EVENT_STREAM}" if feed else "application/json"
         response: web.StreamResponse = _not_acceptable(request_id, accept, offered)

@@ -18,8 +18,7 @@ from pydantic import BaseModel
 
 VERSION_PREFIXES: Final = ("/v2", "/v2.0")
 JSON_SUFFIX: Final = ".json"
-# The live event feed (resources/events.py) and the media type it answers in.
-EVENT_FEED_PATH: Final = "/v2/fulcrum/events"
+# The media type of the live event feed (resources/events.py).
 EVENT_STREAM: Final = "text/event-stream"
 
 

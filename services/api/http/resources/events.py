@@ -22,7 +22,7 @@ from typing import Final
 from aiohttp import web
 
 from libs.common.errors import ValidationFailed
-from libs.common.events.visibility import tenant_event_types
+from libs.common.events.visibility import FEED_PATH, tenant_event_types
 from libs.common.service import DB
 from services.api.adapters.event_feed import PostgresFeedReader
 from services.api.domain.event_feed import (
@@ -35,7 +35,7 @@ from services.api.domain.event_feed import (
 from services.api.http.context import request_context
 from services.api.http.deps import SETTINGS
 from services.api.http.errors import REQUEST_ID, REQUEST_ID_HEADER
-from services.api.http.routing import EVENT_FEED_PATH, EVENT_STREAM, ApiRouter
+from services.api.http.routing import EVENT_STREAM, ApiRouter
 from services.api.settings import EventFeedSettings
 
 log = logging.getLogger(__name__)
@@ -147,7 +147,7 @@ async def end_feeds(app: web.Application) -> None:
 def register(api: ApiRouter) -> None:
     api.exact(
         "GET",
-        EVENT_FEED_PATH,
+        FEED_PATH,
         stream_events,
         summary="Follow the event stream (Server-Sent Events)",
         tag="events",
