@@ -22,6 +22,7 @@ from services.api.adapters.views import PostgresViews
 from services.api.auth.identity import IdentityConfig, IdentityFile, load_or_bootstrap
 from services.api.auth.keystone import CatalogSettings, KeystoneApi
 from services.api.auth.tokens import TokenSigner
+from services.api.domain.event_feed import FeedSlots
 from services.api.domain.kinds import KINDS
 from services.api.domain.providers import DriverAbilities
 from services.api.domain.queries import ListQuery
@@ -38,6 +39,7 @@ from services.api.http.resources import (
     availabilityzones,
     barbican,
     children,
+    events,
     flavorprofiles,
     flavors,
     identity,
@@ -68,6 +70,7 @@ ROUTE_MODULES: Final[tuple[Registrar, ...]] = (
     identity.register,
     barbican.register,
     openapi.register,
+    events.register,
     register_security_groups,
 )
 ROUTE_SPECS = web.AppKey("route_specs", ApiRouter)
@@ -109,6 +112,8 @@ def create_app(settings: ApiSettings) -> web.Application:
     app[SETTINGS] = settings
     app[IDENTITY] = build_identity(settings)
     app[RESOLVER] = build_resolver(settings)
+    app[events.OPEN_FEEDS] = events.OpenFeeds(FeedSlots(settings.feed.max_per_project))
+    app.on_shutdown.append(events.end_feeds)
     api = ApiRouter(app.router)
     for register in ROUTE_MODULES:
         register(api)
