@@ -26,9 +26,20 @@ async def _to_index(request: web.Request) -> web.StreamResponse:
     raise web.HTTPPermanentRedirect(f"{PREFIX}/")
 
 
+async def _static(request: web.Request) -> web.FileResponse:
+    """One file of ``static/`` by its plain name; anything else (subpaths, ``..``) is 404."""
+    name = request.match_info["name"]
+    if name not in _FILES:
+        raise web.HTTPNotFound()
+    return web.FileResponse(STATIC_DIR / name, headers={"Cache-Control": "no-cache"})
+
+
+_FILES: Final = frozenset(path.name for path in STATIC_DIR.iterdir() if path.is_file())
+
+
 def register(router: web.UrlDispatcher) -> None:
     """``/dashboard/`` (the page), ``/dashboard`` (redirect there) and
     ``/dashboard/static/<file>`` (its modules and style sheet)."""
     router.add_get(PREFIX, _to_index)
     router.add_get(f"{PREFIX}/", _index)
-    router.add_static(f"{PREFIX}/static", STATIC_DIR, append_version=False)
+    router.add_get(PREFIX + "/static/{name}", _static)
