@@ -23,6 +23,7 @@ from services.api.auth.identity import IdentityConfig, IdentityFile, load_or_boo
 from services.api.auth.keystone import CatalogSettings, KeystoneApi
 from services.api.auth.tokens import TokenSigner
 from services.api.dashboard import register as register_dashboard
+from services.api.domain.event_feed import FeedSlots
 from services.api.domain.kinds import KINDS
 from services.api.domain.providers import DriverAbilities
 from services.api.domain.queries import ListQuery
@@ -39,6 +40,7 @@ from services.api.http.resources import (
     availabilityzones,
     barbican,
     children,
+    events,
     flavorprofiles,
     flavors,
     identity,
@@ -69,6 +71,7 @@ ROUTE_MODULES: Final[tuple[Registrar, ...]] = (
     identity.register,
     barbican.register,
     openapi.register,
+    events.register,
     register_security_groups,
 )
 ROUTE_SPECS = web.AppKey("route_specs", ApiRouter)
@@ -110,6 +113,8 @@ def create_app(settings: ApiSettings) -> web.Application:
     app[SETTINGS] = settings
     app[IDENTITY] = build_identity(settings)
     app[RESOLVER] = build_resolver(settings)
+    app[events.OPEN_FEEDS] = events.OpenFeeds(FeedSlots(settings.feed.max_per_project))
+    app.on_shutdown.append(events.end_feeds)
     api = ApiRouter(app.router)
     for register in ROUTE_MODULES:
         register(api)

@@ -39,6 +39,17 @@ class QuotaDefaults(BaseModel):
     l7rule: int = _QUOTA_LIMIT
 
 
+class EventFeedSettings(BaseModel):
+    """The live event feed (``GET /v2/fulcrum/events``): how often an open feed reads the
+    event store, how many events a read takes at most, the longest silence before a
+    ``: keepalive`` comment, and how many feeds one project may hold open at once."""
+
+    poll_interval: float = Field(default=0.5, gt=0, le=10)
+    page_size: int = Field(default=200, ge=1, le=10_000)
+    keepalive_seconds: float = Field(default=15.0, gt=0, le=15)
+    max_per_project: int = Field(default=5, ge=1)
+
+
 class ApiSettings(SecretKeysSetting, BaseSettings):
     """Built once in ``__main__`` and passed down."""
 
@@ -76,6 +87,7 @@ class ApiSettings(SecretKeysSetting, BaseSettings):
     default_project_id: str = Field(default=DEFAULT_PROJECT_ID, pattern=r"^[0-9a-f]{32}$")
     pagination_max_limit: int = Field(default=1000, ge=1)
     quota: QuotaDefaults = Field(default_factory=QuotaDefaults)
+    feed: EventFeedSettings = Field(default_factory=EventFeedSettings)
     # Base of the links this API writes (version document, pagination); empty = the request's.
     public_url: str = ""
     provider: str = "amphora"
