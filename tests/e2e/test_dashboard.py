@@ -89,7 +89,7 @@ async def test_dashboard_create_watch_traffic_delete(
 
     # A wrong password is Keystone's 401, shown to the user.
     await submit(page, "login-form", {"username": "admin", "password": "wrong", "project": "admin"})
-    await expect(page.locator("#error")).to_contain_text("authenticate", timeout=WAIT_MS)
+    await expect(page.locator("#error")).to_contain_text("requires authentication", timeout=WAIT_MS)
     password = stack.secret("admin.password")
     await submit(
         page, "login-form", {"username": "admin", "password": password, "project": "admin"}
