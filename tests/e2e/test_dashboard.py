@@ -2,12 +2,15 @@
 ``fulcrum up``: Keystone login, a load balancer created through the page turning ACTIVE
 without a reload (driven by the event feed), a listener, a pool and members with real
 backends, traffic through the VIP moving the page's counters, an API error shown to the user,
-the admin's amphorae, and the cascade delete."""
+a dropped feed resumed with Last-Event-ID, the admin's amphora failover, and the cascade
+delete."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
+import subprocess
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -16,7 +19,8 @@ import aiohttp
 import pytest
 from playwright.async_api import Browser, Page, async_playwright, expect
 
-from tests.e2e.conftest import Backend, Stack
+from tests.e2e.chaos import kill, wait_ready
+from tests.e2e.conftest import VENV_BIN, Backend, Stack
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -57,6 +61,28 @@ async def api_active_at(api_url: str, token: str, lb_id: str) -> float:
     raise AssertionError(f"{lb_id} not ACTIVE in the API after 60 s")
 
 
+def identity(stack: Stack, *args: str) -> None:
+    """``fulcrum identity ... --state-dir <the stack's>``."""
+    subprocess.run(
+        [str(VENV_BIN / "fulcrum"), "identity", "--state-dir", str(stack.state), *args],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+
+
+async def served(url: str) -> bool:
+    """Whether ``url`` answers 200 within 10 tries, half a second apart."""
+    async with aiohttp.ClientSession() as http:
+        for _ in range(10):
+            with contextlib.suppress(aiohttp.ClientError):
+                async with http.get(url, headers={"Connection": "close"}) as resp:
+                    if resp.status == 200:
+                        return True
+            await asyncio.sleep(0.5)
+    return False
+
+
 async def submit(page: Page, form: str, fields: dict[str, str]) -> None:
     for name, value in fields.items():
         field = page.locator(f"#{form} [name={name}]")
@@ -85,6 +111,15 @@ async def test_dashboard_create_watch_traffic_delete(
     page = await browser.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
+    feed_requests: list[str | None] = []
+    page.on(
+        "request",
+        lambda request: (
+            feed_requests.append(request.headers.get("last-event-id"))
+            if "/v2/fulcrum/events" in request.url
+            else None
+        ),
+    )
     await page.goto(url)
 
     # A wrong password is Keystone's 401, shown to the user.
@@ -112,6 +147,16 @@ async def test_dashboard_create_watch_traffic_delete(
     shown_ms = float(await row.get_attribute("data-provisioning-since") or 0)
     print(f"\ndashboard showed ACTIVE {shown_ms - api_ms:.0f} ms after the API answered ACTIVE")
     vip = await row.locator('[data-field="vip_address"]').inner_text()
+
+    # A dropped feed (the API killed; supervisord restarts it) resumes with Last-Event-ID.
+    badge = page.locator("#feed-state")
+    killed = kill(stack.state, ["api"])
+    await expect(badge).not_to_have_attribute("data-state", "live", timeout=WAIT_MS)
+    last_seen = await badge.get_attribute("data-last-event-id")
+    assert last_seen
+    await wait_ready(stack.state, after=killed)
+    await expect(badge).to_have_attribute("data-state", "live", timeout=WAIT_MS)
+    assert feed_requests[0] is None and feed_requests[-1] == last_seen, feed_requests
 
     # The status tree, built through the forms.
     await row.locator("button.open").click()
@@ -146,9 +191,32 @@ async def test_dashboard_create_watch_traffic_delete(
     )
     await expect(total).to_have_text(re.compile(r"^([2-9]\d|\d{3,})$"), timeout=WAIT_MS)  # >= 20
 
-    # The admin sees the LB's amphora.
+    # The admin sees the LB's amphora and fails it over; a new one serves the VIP.
     amphora = page.locator("#amphora-rows tr", has_text=lb_id)
     await expect(amphora).to_have_count(1, timeout=WAIT_MS)
+    first = await amphora.get_attribute("data-amphora-id")
+    await amphora.locator("button.failover").click()
+    replaced = page.locator(f'#amphora-rows tr[data-amphora-id="{first}"]')
+    await expect(replaced).to_have_count(0, timeout=WAIT_MS)
+    await expect(amphora).to_have_count(1, timeout=WAIT_MS)
+    assert await served(f"http://{vip}/")
+
+    # A member of another project: its own (empty) list, no amphorae, the feed live.
+    await asyncio.to_thread(identity, stack, "project", "add", "team-dash")
+    member = ["dash-user", "--password", "dash-pass", "--project", "team-dash", "--role", "member"]
+    await asyncio.to_thread(identity, stack, "user", "add", *member)
+    member_page = await browser.new_page()
+    await member_page.goto(url)
+    await submit(
+        member_page,
+        "login-form",
+        {"username": "dash-user", "password": "dash-pass", "project": "team-dash"},
+    )
+    member_badge = member_page.locator("#feed-state")
+    await expect(member_badge).to_have_attribute("data-state", "live", timeout=WAIT_MS)
+    await expect(member_page.locator("#amphorae")).to_be_hidden()
+    await expect(member_page.locator("#lb-rows tr")).to_have_count(0)
+    await member_page.close()
 
     # Cascade delete: the row goes away, still without a reload.
     await row.locator("button.delete").click()

@@ -325,6 +325,7 @@ function onEvent(envelope) {
     `${envelope.occurred_at || ""} ${envelope.event_type} ${envelope.stream_id}`,
   );
   $("events").prepend(item);
+  $("feed-state").dataset.lastEventId = String(envelope.global_position);
   while ($("events").children.length > EVENTS_SHOWN) $("events").lastElementChild.remove();
   const [category, ...rest] = (envelope.stream_id || "").split("-");
   const id = rest.join("-");
