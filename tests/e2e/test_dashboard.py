@@ -216,6 +216,15 @@ async def test_dashboard_create_watch_traffic_delete(
     await expect(member_badge).to_have_attribute("data-state", "live", timeout=WAIT_MS)
     await expect(member_page.locator("#amphorae")).to_be_hidden()
     await expect(member_page.locator("#lb-rows tr")).to_have_count(0)
+    # A token the API refuses ends the session: back to the login form, told why.
+    await member_page.evaluate(
+        "sessionStorage.setItem('fulcrum.session', JSON.stringify("
+        "{...JSON.parse(sessionStorage.getItem('fulcrum.session')), token: 'forged'}))"
+    )
+    await submit(member_page, "lb-form", {"name": "refused"})
+    await expect(member_page.locator("#login-view")).to_be_visible(timeout=WAIT_MS)
+    await expect(member_page.locator("#error")).to_contain_text("log in again")
+    await expect(member_badge).to_have_attribute("data-state", "off")
     await member_page.close()
 
     # Cascade delete: the row goes away, still without a reload.

@@ -44,13 +44,19 @@ function clearError() {
   $("error").textContent = "";
 }
 
-// Runs an action of the user; its failure goes to the banner.
+// Runs an action of the user; its failure goes to the banner. A token the API no longer
+// accepts (401) ends the session.
 async function attempt(action) {
   clearError();
   try {
     await action();
   } catch (error) {
-    showError(error);
+    if (error.status === 401 && session()) {
+      signOut();
+      showError("The session has expired: log in again.");
+    } else {
+      showError(error);
+    }
   }
 }
 
@@ -341,8 +347,8 @@ function onFeedState(state) {
   badge.dataset.state = state;
   badge.textContent = `feed: ${state}`;
   if (state === "unauthorized") {
-    showError("The session has expired: log in again.");
     signOut();
+    showError("The session has expired: log in again.");
   }
 }
 
@@ -405,6 +411,8 @@ function bindForms() {
 function signOut() {
   feed?.stop();
   feed = null;
+  $("feed-state").dataset.state = "off";
+  $("feed-state").textContent = "feed: off";
   select(null);
   logout();
   lbs.clear();
