@@ -44,10 +44,10 @@ function clearError() {
   $("error").textContent = "";
 }
 
-// Runs an action of the user; its failure goes to the banner. A token the API no longer
-// accepts (401) ends the session.
-async function attempt(action) {
-  clearError();
+// Runs an action; its failure goes to the banner (a user's action first clears the last
+// one, background work does not). A token the API no longer accepts (401) ends the session.
+async function attempt(action, { background = false } = {}) {
+  if (!background) clearError();
   try {
     await action();
   } catch (error) {
@@ -355,9 +355,9 @@ function onFeedState(state) {
 // Loads everything shown; runs at login and on each (re)connection of the feed, so that what
 // it missed while down is caught up.
 async function reload() {
-  await attempt(loadLbs);
-  if (selectedId) await attempt(refreshTree);
-  if (isAdmin()) await attempt(refreshAmphorae);
+  await attempt(loadLbs, { background: true });
+  if (selectedId) await attempt(refreshTree, { background: true });
+  if (isAdmin()) await attempt(refreshAmphorae, { background: true });
 }
 
 // --- forms -------------------------------------------------------------------------------
