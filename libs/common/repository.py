@@ -127,7 +127,9 @@ class LoadBalancerRepository:
                     StreamId.loadbalancer(lb_id),
                     state.version,
                     payloads,
-                    metadata,
+                    metadata.owned_by(
+                        after.loadbalancer.project_id if after.loadbalancer else None
+                    ),
                     in_transaction=project,
                     conn=conn,
                 )

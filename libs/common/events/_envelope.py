@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -29,6 +29,14 @@ class Metadata:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Metadata:
         return cls(**{k: data.get(k) for k in _METADATA_KEYS})
+
+    def owned_by(self, project_id: str | None) -> Metadata:
+        """This metadata with ``project_id`` set to the project that owns the stream's
+        resource (kept as is when that is unknown): the project whose live event feed
+        shows the events."""
+        if project_id is None or project_id == self.project_id:
+            return self
+        return replace(self, project_id=project_id)
 
     def caused_by(self, envelope: Envelope) -> Metadata:
         """Metadata for events caused by ``envelope``: same correlation, causation = its id."""

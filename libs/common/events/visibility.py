@@ -15,6 +15,8 @@ from typing import Final
 
 from libs.common.events._registry import Event, registry
 
+# Where the API serves the live event feed.
+FEED_PATH: Final = "/v2/fulcrum/events"
 # Categories whose streams hold one project's own resources.
 TENANT_CATEGORIES: Final = frozenset({"loadbalancer", "securitygroup"})
 # Types of those categories that only the control plane's machinery needs.

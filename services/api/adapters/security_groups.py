@@ -66,7 +66,7 @@ class PostgresSecurityGroups:
                     StreamId.security_group(group_id),
                     state.version,
                     payloads,
-                    metadata,
+                    metadata.owned_by(after.project_id or state.project_id or None),
                     in_transaction=project,
                 )
             except ConcurrencyError:

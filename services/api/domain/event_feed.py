@@ -149,6 +149,11 @@ class FeedCursor:
     _settled_below: int = 0
     _hole: _Hole | None = None
 
+    @property
+    def at_hole(self) -> bool:
+        """Whether the cursor waits at a hole (the next page may already settle it)."""
+        return self._hole is not None
+
     def advance(self, page: StorePage) -> list[StoredRow]:
         """The rows of ``page`` (read after ``position``) that may be sent now; the cursor
         moves past them."""

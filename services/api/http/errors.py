@@ -25,10 +25,12 @@ from pydantic import ValidationError
 
 from libs.common.database import database_unavailable
 from libs.common.errors import DomainError, FulcrumError, Unauthorized
+from libs.common.events.visibility import FEED_PATH
 from libs.common.logsetup import set_log_context
 from libs.common.service import METRICS
 from libs.common.telemetry import context_from_traceparent, tracer
 from services.api.dashboard import PREFIX as DASHBOARD_PREFIX
+from services.api.http.routing import EVENT_STREAM
 from services.api.http.schemas import describe
 
 log = logging.getLogger(__name__)
@@ -41,6 +43,8 @@ DATABASE_UNAVAILABLE: Final = (
 )
 RETRY_AFTER_SECONDS: Final = 2
 _ACCEPTABLE: Final = frozenset({"", "*/*", "application/*", "application/json"})
+# The live event feed also answers ``Accept: text/event-stream`` (what EventSource sends).
+_ACCEPTABLE_FEED: Final = _ACCEPTABLE | {"text/*", EVENT_STREAM}
 _HTTP_MESSAGES: Final = {
     404: "The resource could not be found.",
     405: "The method is not allowed for this resource.",
@@ -165,13 +169,13 @@ def _unavailable(request: web.Request) -> web.Response:
     return response
 
 
-def _not_acceptable(request_id: str, accept: str) -> web.Response:
+def _not_acceptable(request_id: str, accept: str, offered: str) -> web.Response:
     body = {
         "errors": [
             {
                 "status": 406,
                 "title": "Not Acceptable",
-                "detail": f"Only application/json is available, not {accept}.",
+                "detail": f"Only {offered} is available, not {accept}.",
                 "request_id": request_id,
             }
         ]
@@ -179,9 +183,11 @@ def _not_acceptable(request_id: str, accept: str) -> web.Response:
     return web.Response(status=406, body=json.dumps(body).encode(), content_type="application/json")
 
 
-def acceptable(accept: str) -> bool:
-    """Whether an ``Accept`` header admits application/json."""
-    return any(part.split(";", 1)[0].strip().lower() in _ACCEPTABLE for part in accept.split(","))
+def acceptable(accept: str, *, event_stream: bool = False) -> bool:
+    """Whether an ``Accept`` header admits application/json (or, with ``event_stream``,
+    text/event-stream)."""
+    admitted = _ACCEPTABLE_FEED if event_stream else _ACCEPTABLE
+    return any(part.split(";", 1)[0].strip().lower() in admitted for part in accept.split(","))
 
 
 async def _carries_nul(request: web.Request) -> bool:
@@ -247,8 +253,10 @@ async def octavia_middleware(request: web.Request, handler: Handler) -> web.Stre
     accept = request.headers.get("Accept")
     # Barbican's API and the dashboard's files answer their own content types.
     own_types = request.path.startswith((KEY_MANAGER_PREFIX + "/", DASHBOARD_PREFIX))
-    if accept is not None and not own_types and not acceptable(accept):
-        response: web.StreamResponse = _not_acceptable(request_id, accept)
+    feed = _under(request.path, FEED_PATH)
+    if accept is not None and not own_types and not acceptable(accept, event_stream=feed):
+        offered = f"application/json or {EVENT_STREAM}" if feed else "application/json"
+        response: web.StreamResponse = _not_acceptable(request_id, accept, offered)
     else:
         response = await _answer(request, handler, request_id)
     response.headers[REQUEST_ID_HEADER] = request_id

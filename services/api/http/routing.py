@@ -18,6 +18,8 @@ from pydantic import BaseModel
 
 VERSION_PREFIXES: Final = ("/v2", "/v2.0")
 JSON_SUFFIX: Final = ".json"
+# The media type of the live event feed (resources/events.py).
+EVENT_STREAM: Final = "text/event-stream"
 
 
 @dataclass(frozen=True)

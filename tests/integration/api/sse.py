@@ -53,6 +53,16 @@ class Feed:
     async def events(self, count: int, timeout: float = 10.0) -> list[SseEvent]:
         return [await self.next_event(timeout) for _ in range(count)]
 
+    async def until_silent(self, seconds: float, at_most: int = 1000) -> list[SseEvent]:
+        """Every event until none arrives for ``seconds``."""
+        seen: list[SseEvent] = []
+        while len(seen) < at_most:
+            try:
+                seen.append(await self.next_event(seconds))
+            except TimeoutError:
+                return seen
+        raise AssertionError(f"more than {at_most} events")
+
     async def silent_for(self, seconds: float) -> bool:
         """True when no event arrives within ``seconds`` (comments are fine)."""
         try:

@@ -2,7 +2,8 @@
 
 Identities come from the ``testing`` strategy (X-Project-Id, X-Roles), which runs the same
 policy code as Keystone tokens. Foreign objects are hidden (404); a known object the caller's
-role may not touch, and admin-only endpoints, answer 403.
+role may not touch, and admin-only endpoints, answer 403. The live event feed shows a caller
+its own project's events only (an admin every project's).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from tests.integration.api.conftest import SUBNET, MakeApi
+from tests.integration.api.sse import FEED, open_feed
 
 LBS = "/v2/lbaas/loadbalancers"
 OWN, OTHER = "a" * 32, "b" * 32
@@ -283,4 +285,50 @@ async def test_every_endpoint_by_role_and_project(make_api: MakeApi) -> None:
                 await api.settle(lb["id"])  # back to ACTIVE for the next write
                 if "failover" in name:
                     await api.activate(lb["id"])
+    assert not mismatches, "\n".join(mismatches)
+
+
+# The live event feed per role: the status, and whether the own project's events arrive.
+FEED_MATRIX: dict[str, tuple[int, bool]] = {
+    "reader": (200, True),
+    "member": (200, True),
+    "no-role": (403, False),
+    "other-member": (200, False),
+    "other-reader": (200, False),
+    "admin": (200, True),
+}
+
+
+async def test_event_feed_by_role_and_project(make_api: MakeApi) -> None:
+    """Another project's token sees none of this project's events, only its own."""
+    api = await make_api(auth_strategy="testing")
+    lb = (
+        await api.post(
+            LBS, {"loadbalancer": {"vip_subnet_id": SUBNET}}, headers=ROLES["member"], expect=201
+        )
+    ).body["loadbalancer"]
+    await api.activate(lb["id"])
+    other_lb = (
+        await api.post(
+            LBS,
+            {"loadbalancer": {"vip_subnet_id": SUBNET}},
+            headers=ROLES["other-member"],
+            expect=201,
+        )
+    ).body["loadbalancer"]
+    own_stream, other_stream = f"loadbalancer-{lb['id']}", f"loadbalancer-{other_lb['id']}"
+    mismatches = []
+    for role, headers in ROLES.items():
+        status, sees_own = FEED_MATRIX[role]
+        if status != 200:
+            reply = await api.get(FEED + "?after=0", headers=headers)
+            if reply.status != status:
+                mismatches.append(f"feed as {role}: {reply.status} != {status}")
+            continue
+        async with open_feed(api.session, f"{api.base}{FEED}?after=0", headers) as feed:
+            streams = {e.data["stream_id"] for e in await feed.until_silent(0.7)}
+        if (own_stream in streams) != sees_own:
+            mismatches.append(f"feed as {role}: own project's events seen: {not sees_own}")
+        if role.startswith("other") and streams != {other_stream}:
+            mismatches.append(f"feed as {role}: streams {streams}")
     assert not mismatches, "\n".join(mismatches)

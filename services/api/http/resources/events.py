@@ -22,7 +22,7 @@ from typing import Final
 from aiohttp import web
 
 from libs.common.errors import ValidationFailed
-from libs.common.events.visibility import tenant_event_types
+from libs.common.events.visibility import FEED_PATH, tenant_event_types
 from libs.common.service import DB
 from services.api.adapters.event_feed import PostgresFeedReader
 from services.api.domain.event_feed import (
@@ -35,13 +35,11 @@ from services.api.domain.event_feed import (
 from services.api.http.context import request_context
 from services.api.http.deps import SETTINGS
 from services.api.http.errors import REQUEST_ID, REQUEST_ID_HEADER
-from services.api.http.routing import ApiRouter
+from services.api.http.routing import EVENT_STREAM, ApiRouter
 from services.api.settings import EventFeedSettings
 
 log = logging.getLogger(__name__)
 
-PATH: Final = "/v2/fulcrum/events"
-CONTENT_TYPE: Final = "text/event-stream"
 KEEPALIVE: Final = b": keepalive\n\n"
 _ARGUMENTS: Final = frozenset({"after", "project_id"})
 
@@ -90,7 +88,7 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
         cursor = FeedCursor(start if start is not None else await reader.newest())
         response = web.StreamResponse(
             headers={
-                "Content-Type": CONTENT_TYPE,
+                "Content-Type": EVENT_STREAM,
                 "Cache-Control": "no-cache",
                 "X-Accel-Buffering": "no",
                 REQUEST_ID_HEADER: request[REQUEST_ID],
@@ -128,8 +126,10 @@ async def _follow(
         if time.monotonic() - last_write >= settings.keepalive_seconds:
             await response.write(KEEPALIVE)
             last_write = time.monotonic()
-        if len(page.rows) < settings.page_size:
-            wait = min(settings.poll_interval, settings.keepalive_seconds)
+        if len(page.rows) < settings.page_size or cursor.at_hole:
+            # At a hole the next read may already pass it: look again soon.
+            poll = settings.poll_interval / 5 if cursor.at_hole else settings.poll_interval
+            wait = min(poll, settings.keepalive_seconds)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(feeds.closing.wait(), wait)
 
@@ -147,7 +147,7 @@ async def end_feeds(app: web.Application) -> None:
 def register(api: ApiRouter) -> None:
     api.exact(
         "GET",
-        PATH,
+        FEED_PATH,
         stream_events,
         summary="Follow the event stream (Server-Sent Events)",
         tag="events",
