@@ -13,30 +13,24 @@ import re
 import subprocess
 import time
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import aiohttp
 import pytest
-from playwright.async_api import Browser, Page, async_playwright, expect
+from playwright.async_api import Browser, Page, expect
 
+from tests.browser import chromium
 from tests.e2e.chaos import kill, wait_ready
 from tests.e2e.conftest import VENV_BIN, Backend, Stack
 
 pytestmark = pytest.mark.timeout(300)
 
-CHROMIUM = Path("/usr/bin/chromium")
 WAIT_MS = 30_000
 
 
 @pytest.fixture
 async def browser() -> AsyncIterator[Browser]:
-    """Debian's chromium, headless, through Playwright (no browser download)."""
-    async with async_playwright() as playwright:
-        launched = await playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True)
-        try:
-            yield launched
-        finally:
-            await launched.close()
+    async with chromium() as launched:
+        yield launched
 
 
 def dashboard_url(stack: Stack) -> str:

@@ -11,7 +11,7 @@ const RETRY_MAX_MS = 10000;
 // Calls onMessage({id, event, data}) for each complete message in `buffer` (state carries a
 // message split across chunks); returns the unterminated rest. Comments (": keepalive") are
 // skipped.
-function parseMessages(buffer, state, onMessage) {
+export function parseMessages(buffer, state, onMessage) {
   const lines = buffer.split("\n");
   const rest = lines.pop();
   for (const raw of lines) {
