@@ -25,7 +25,7 @@ export DEBIAN_FRONTEND := noninteractive
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 # command:debian-package pairs that `sysdeps` makes sure exist.
-SYSDEP_TOOLS := haproxy:haproxy keepalived:keepalived ip:iproute2 wrk:wrk ping:iputils-ping etcd:etcd-server nft:nftables conntrack:conntrack prometheus:prometheus
+SYSDEP_TOOLS := haproxy:haproxy keepalived:keepalived ip:iproute2 wrk:wrk ping:iputils-ping etcd:etcd-server nft:nftables conntrack:conntrack prometheus:prometheus chromium:chromium
 
 .PHONY: help venv ansible-venv sysdeps test test-unit test-integration test-e2e up down status lint \
 	bench up-cluster down-cluster status-cluster

@@ -202,6 +202,7 @@ def cluster_plan(paths: StackPaths, api_port: int | None, amphora_hosts: int = 0
     addresses_text = [
         f"API (Octavia v2, Neutron and Keystone subsets; HAProxy front over ports "
         f"{', '.join(map(str, api_ports))}): {front_url}",
+        f"Dashboard: {front_url}/dashboard/",
         f"NATS: {', '.join(nats.urls)} (stream at R{nats.replicas})",
         f"Postgres: {_without_password(patroni.dsn)}",
         f"heartbeats: udp {', '.join(endpoints)}   VIPs: {vips}",

@@ -157,6 +157,7 @@ def _endpoint_text(paths: StackPaths, ports: StackPorts, clouds: Path) -> str:
     return (
         f"Fulcrum is up.\n"
         f"  API (Octavia v2, Neutron and Keystone subsets): {api_url}\n"
+        f"  Dashboard: {api_url}/dashboard/ (log in as in clouds.yaml)\n"
         f"  Postgres: {ports.postgres_dsn}\n  NATS: {ports.nats_url}\n"
         f"  VIPs: 127.{ports.vip_octet}.0.0/16 (subnet public-subnet)\n"
         f"  Heartbeats: udp {LOOPBACK}:{ports.health_udp}   readiness: "

@@ -22,6 +22,7 @@ from services.api.adapters.views import PostgresViews
 from services.api.auth.identity import IdentityConfig, IdentityFile, load_or_bootstrap
 from services.api.auth.keystone import CatalogSettings, KeystoneApi
 from services.api.auth.tokens import TokenSigner
+from services.api.dashboard import register as register_dashboard
 from services.api.domain.event_feed import FeedSlots
 from services.api.domain.kinds import KINDS
 from services.api.domain.providers import DriverAbilities
@@ -118,6 +119,7 @@ def create_app(settings: ApiSettings) -> web.Application:
     for register in ROUTE_MODULES:
         register(api)
     app[ROUTE_SPECS] = api
+    register_dashboard(app.router)
     app.cleanup_ctx.append(postgres_ctx(settings.postgres))
     app.cleanup_ctx.append(nats_ctx(settings.nats))
     app.cleanup_ctx.append(relay_ctx(settings.postgres, settings.nats, settings.relay))

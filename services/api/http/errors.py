@@ -29,6 +29,7 @@ from libs.common.events.visibility import FEED_PATH
 from libs.common.logsetup import set_log_context
 from libs.common.service import METRICS
 from libs.common.telemetry import context_from_traceparent, tracer
+from services.api.dashboard import PREFIX as DASHBOARD_PREFIX
 from services.api.http.routing import EVENT_STREAM
 from services.api.http.schemas import describe
 
@@ -250,9 +251,10 @@ async def octavia_middleware(request: web.Request, handler: Handler) -> web.Stre
     request[REQUEST_ID] = request_id
     set_log_context(request_id=request_id)  # the access log line is written in this task too
     accept = request.headers.get("Accept")
-    key_manager = request.path.startswith(KEY_MANAGER_PREFIX + "/")
+    # Barbican's API and the dashboard's files answer their own content types.
+    own_types = request.path.startswith((KEY_MANAGER_PREFIX + "/", DASHBOARD_PREFIX))
     feed = _under(request.path, FEED_PATH)
-    if accept is not None and not key_manager and not acceptable(accept, event_stream=feed):
+    if accept is not None and not own_types and not acceptable(accept, event_stream=feed):
         offered = f"application/json or {EVENT_STREAM}" if feed else "application/json"
         response: web.StreamResponse = _not_acceptable(request_id, accept, offered)
     else:
