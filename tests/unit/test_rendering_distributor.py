@@ -47,3 +47,4 @@ def test_layout_cuts_links_into_slots() -> None:
     assert layout.link_addresses(1) == ("198.19.254.1", "198.19.254.2")
     assert layout.link_addresses(3) == ("198.19.254.9", "198.19.254.10")
     assert DistributorLayout("d", "n", "198.18.0.200", links="198.19.0.0/16").capacity == 100
+    assert DistributorLayout("d", "n", "198.18.0.200", links="198.19.0.0/31").capacity == 0

@@ -88,7 +88,7 @@ class DistributorLayout:
     def capacity(self) -> int:
         """How many slots ``links`` holds (at most ``_MAX_SLOTS``)."""
         prefix = ipaddress.IPv4Network(self.links).prefixlen
-        return min(_MAX_SLOTS, 2 ** max(0, 30 - prefix))
+        return 0 if prefix > 30 else min(_MAX_SLOTS, 1 << (30 - prefix))
 
 
 @dataclass(frozen=True)
