@@ -147,6 +147,9 @@ class NetnsDistributor:
             "net.ipv4.conf.all.rp_filter=0",
             "net.ipv4.conf.default.rp_filter=0",
             "net.ipv4.conf.all.accept_local=1",
+            # Every flow of a removed amphora gets its port unreachable at once (the global
+            # net.ipv4.icmp_msgs_per_sec bound stays).
+            "net.ipv4.icmp_ratelimit=0",
         )
         await self._network.attach(layout.network, ns, layout.vip)
         gateway = self._network.network(layout.network).gateway

@@ -2,14 +2,15 @@
 
     python -m tests.integration.netns.distributor_tools serve --address A --port P --name N
     python -m tests.integration.netns.distributor_tools spread --host H --port P --count N [--udp]
-    python -m tests.integration.netns.distributor_tools hold --host H --port P --count N
+    python -m tests.integration.netns.distributor_tools hold --host H --port P --count N [--udp]
 
 ``serve`` answers HTTP/1.1 with keep-alive on TCP and every UDP datagram on the same port with
 its name; it prints ``ready`` once both are bound. ``spread`` opens ``count`` new connections
 (UDP: a new socket, so a new source port, per datagram), one request each, and prints JSON
 {answer or "error:<why>": n}. ``hold`` opens ``count`` keep-alive connections and, for every
 line on stdin, sends one request on each and prints a JSON list of the answers (or
-"error:<why>"), in connection order; the first list is printed at once.
+"error:<why>"), in connection order; the first list is printed at once. ``hold --udp`` does
+the same with ``count`` connected UDP sockets (flows), one datagram each per line.
 """
 
 from __future__ import annotations
@@ -118,16 +119,37 @@ def _spread_udp(host: str, port: int, count: int) -> Counter[str]:
     return seen
 
 
-def _hold(host: str, port: int, count: int) -> None:
-    connections = [_connect(host, port) for _ in range(count)]
+def _ask_udp(sock: socket.socket) -> str:
+    """One datagram on a connected UDP socket (one flow); the answer, or "error:<why>"."""
+    try:
+        sock.send(b"who")
+        return sock.recv(2048).decode()
+    except OSError as exc:
+        return f"error:{type(exc).__name__}"
 
-    def round_of_requests() -> None:
-        answers = [c if isinstance(c, str) else _request(c, host) for c in connections]
-        print(json.dumps(answers), flush=True)
 
-    round_of_requests()
+def _connect_udp(host: str, port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.settimeout(_TIMEOUT)
+    sock.connect((host, port))
+    return sock
+
+
+def _hold(host: str, port: int, count: int, udp: bool) -> None:
+    if udp:
+        flows = [_connect_udp(host, port) for _ in range(count)]
+
+        def answers() -> list[str]:
+            return [_ask_udp(f) for f in flows]
+    else:
+        connections = [_connect(host, port) for _ in range(count)]
+
+        def answers() -> list[str]:
+            return [c if isinstance(c, str) else _request(c, host) for c in connections]
+
+    print(json.dumps(answers()), flush=True)
     for _ in sys.stdin:
-        round_of_requests()
+        print(json.dumps(answers()), flush=True)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -142,13 +164,12 @@ def main(argv: list[str] | None = None) -> None:
         client.add_argument("--host", required=True)
         client.add_argument("--port", type=int, required=True)
         client.add_argument("--count", type=int, required=True)
-        if name == "spread":
-            client.add_argument("--udp", action="store_true")
+        client.add_argument("--udp", action="store_true")
     args = parser.parse_args(argv)
     if args.command == "serve":
         asyncio.run(_serve(args.address, args.port, args.name))
     elif args.command == "hold":
-        _hold(args.host, args.port, args.count)
+        _hold(args.host, args.port, args.count, args.udp)
     else:
         spread = _spread_udp if args.udp else _spread_tcp
         json.dump(dict(spread(args.host, args.port, args.count)), sys.stdout)

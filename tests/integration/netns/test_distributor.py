@@ -27,12 +27,14 @@ pytestmark = pytest.mark.netns
 
 
 class Held:
-    """Keep-alive connections held by a client process; ``round`` asks on every one."""
+    """Keep-alive connections (or UDP flows) held by a client process; ``round`` asks on
+    every one."""
 
-    def __init__(self, lab: NetnsLab, count: int) -> None:
+    def __init__(self, lab: NetnsLab, count: int, *, udp: bool = False) -> None:
         self.proc = subprocess.Popen(
             ["ip", "netns", "exec", lab.client_ns, PYTHON, "-m", TOOLS, "hold",
-             "--host", lab.vip(), "--port", str(PORT), "--count", str(count)],
+             "--host", lab.vip(), "--port", str(PORT), "--count", str(count),
+             *(["--udp"] if udp else [])],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, start_new_session=True, cwd=REPO,
         )  # fmt: skip
         lab.processes.append(self.proc)
@@ -109,28 +111,38 @@ async def test_spread_drain_remove_add(rig: DistributorRig) -> None:
     assert mac in neighbours, neighbours
 
     held = Held(rig.lab, 24)
+    flows = Held(rig.lab, 24, udp=True)
     try:
-        await _drain_remove_add(rig, held, namespaces)
+        await _drain_remove_add(rig, held, flows, namespaces)
     finally:
         held.close()
+        flows.close()
 
 
-async def _drain_remove_add(rig: DistributorRig, held: Held, namespaces: dict[str, str]) -> None:
-    before = held.first
-    assert set(before) == set(namespaces), before  # 24 connections: every amphora holds some
+async def _drain_remove_add(
+    rig: DistributorRig, held: Held, flows: Held, namespaces: dict[str, str]
+) -> None:
+    before, flows_before = held.first, flows.first
+    # 24 connections (flows): every amphora holds some.
+    assert set(before) == set(flows_before) == set(namespaces), (before, flows_before)
 
     await rig.distributor.drain(namespaces["a1"])
-    assert held.round() == before  # a1's connections keep working, every one on its amphora
+    # a1's connections and flows keep working, every one on its amphora.
+    assert held.round() == before
+    assert flows.round() == flows_before
     drained = rig.spread(60)
     assert set(drained) == {"a2", "a3"}, drained
 
     await rig.distributor.remove(namespaces["a2"])
-    after_remove = held.round()
-    for was, now in zip(before, after_remove, strict=True):
+    after_remove, flows_after_remove = held.round(), flows.round()
+    for was, now in [
+        *zip(before, after_remove, strict=True),
+        *zip(flows_before, flows_after_remove, strict=True),
+    ]:
         if was == "a2":
-            assert now.startswith("error:"), after_remove
+            assert now.startswith("error:"), (after_remove, flows_after_remove)
         else:
-            assert now == was, after_remove
+            assert now == was, (after_remove, flows_after_remove)
     assert rig.spread(20) == Counter({"a3": 20})
 
     await rig.start_amphora("a4", 4)
@@ -140,6 +152,7 @@ async def _drain_remove_add(rig: DistributorRig, held: Held, namespaces: dict[st
     _in_band(rig.spread(60), ["a3", "a4"], 60)
     # Old connections stay put.
     assert _failed_alike(held.round()) == _failed_alike(after_remove)
+    assert _failed_alike(flows.round()) == _failed_alike(flows_after_remove)
     # The removed amphora lost its link and the VIP.
     links = subprocess.run(
         ["ip", "-n", namespaces["a2"], "-br", "link"], capture_output=True, text=True
