@@ -177,7 +177,11 @@ class NetnsDistributor:
             if amphora_namespace in self._backends:
                 raise InfrastructureError(f"{amphora_namespace} is already behind the distributor")
             backend = Backend(amphora_namespace, self._next_slot(), serving=False)
-            await self._wire(backend)
+            try:
+                await self._wire(backend)
+            except InfrastructureError:
+                await self._unwire(backend)
+                raise
             self._backends[amphora_namespace] = backend
             return backend
 
@@ -196,13 +200,7 @@ class NetnsDistributor:
             backend = self._known(amphora_namespace)
             del self._backends[amphora_namespace]
             await self._apply()
-            ns = self._layout.namespace
-            await self._ip.run(
-                "-n", ns, "rule", "del", "pref", str(ROUTE_TABLE_BASE + backend.slot), check=False
-            )
-            await self._ip.run("-n", ns, "link", "del", backend.link, check=False)
-            if namespace_exists(amphora_namespace):
-                await self._unwire_amphora(amphora_namespace)
+            await self._unwire(backend)
 
     # -- internals ---------------------------------------------------------------------------
 
@@ -276,8 +274,17 @@ class NetnsDistributor:
             "lookup", str(AMPHORA_TABLE),
         )  # fmt: skip
 
-    async def _unwire_amphora(self, amphora: str) -> None:
-        vip = self._layout.vip
+    async def _unwire(self, backend: Backend) -> None:
+        """Undo ``_wire`` (what exists of it): the slot's rule and link, and in the amphora's
+        namespace, when it still exists, the VIP, the reply rule and route."""
+        ns = self._layout.namespace
+        await self._ip.run(
+            "-n", ns, "rule", "del", "pref", str(ROUTE_TABLE_BASE + backend.slot), check=False
+        )
+        await self._ip.run("-n", ns, "link", "del", backend.link, check=False)
+        if not namespace_exists(backend.namespace):
+            return
+        amphora, vip = backend.namespace, self._layout.vip
         await self._ip.run("-n", amphora, "addr", "del", f"{vip}/32", "dev", "lo", check=False)
         await self._ip.run("-n", amphora, "rule", "del", "pref", str(_REPLY_RULE_PREF), check=False)
         await self._ip.run(

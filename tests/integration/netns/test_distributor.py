@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from libs.common.errors import InfrastructureError
 from services.provisioner.adapters.netns_distributor import DISTRIBUTOR_INTERFACE
 from tests.integration.netns.distributor_lab import (
     PORT,
@@ -164,7 +165,32 @@ async def _drain_remove_add(
             ["ip", "-n", namespaces["a2"], "addr", "show", "lo"], capture_output=True, text=True
         ).stdout
     )
-    assert [b.namespace for b in rig.distributor.backends if b.serving] == [
-        namespaces["a3"],
-        a4,
+    # Slots come back round robin: a4 takes slot 4, not the removed a2's slot 2.
+    assert [(b.namespace, b.slot, b.serving) for b in rig.distributor.backends] == [
+        (namespaces["a1"], 1, False),
+        (namespaces["a3"], 3, True),
+        (a4, 4, True),
     ]
+
+
+async def test_refusals_leave_nothing_behind(rig: DistributorRig) -> None:
+    """An amphora namespace that does not exist, one wired twice, one never wired: refused,
+    and the distributor keeps no half-made link."""
+    distributor = rig.distributor
+    with pytest.raises(InfrastructureError):
+        await distributor.add(rig.amphora_ns("missing"))
+    with pytest.raises(InfrastructureError):
+        await distributor.serve(rig.amphora_ns("missing"))
+    await rig.start_amphora("a1", 1)
+    with pytest.raises(InfrastructureError):
+        await distributor.add(rig.amphora_ns("a1"))
+    links = subprocess.run(
+        ["ip", "-n", distributor.layout.namespace, "-br", "link"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    assert sorted(line.split("@")[0].split()[0] for line in links.splitlines()) == [
+        "d2",
+        "eth0",
+        "lo",
+    ]
+    assert [(b.slot, b.serving) for b in distributor.backends] == [(2, False)]
