@@ -1,0 +1,309 @@
+"""The distributor of the netns driver: one namespace that owns a load balancer's VIP and
+spreads its connections over several amphorae, in the kernel (nftables + policy routing).
+
+Topology (``DistributorLayout``; slot ``s`` takes the ``s``-th /30 of ``links``: the
+distributor's end ``.1``, the amphora's ``.2``)::
+
+    network bridge br0 (fn-N)         distributor namespace             amphora namespace
+    client ... --- port --------- eth0 <VIP>/24                   +-- dl0 <link .2>/30
+                                       d1 <link .1>/30 -----------+    lo <VIP>/32 (no ARP)
+                                       d2 ... (one veth per slot)      eth0 (its own address,
+                                                                        on the bridge as ever)
+
+- The distributor answers ARP for the VIP and is the only one to: an amphora holds the VIP on
+  ``lo`` with ``arp_ignore=1`` / ``arp_announce=2``, and routes everything it sends *from* the
+  VIP back through ``dl0`` (rule ``from <VIP> lookup AMPHORA_TABLE``): replies cross the
+  distributor, whose conntrack sees both directions. Its other traffic (agent, members) keeps
+  using its ``eth0``.
+- New TCP/UDP connections to the VIP get a conntrack mark = a serving amphora's slot (jhash of
+  the 5-tuple, ``rendering.distributor``); every later packet of the connection gets the
+  firewall mark from the conntrack mark, and rule ``fwmark s lookup ROUTE_TABLE_BASE + s``
+  sends it down slot ``s``'s link. The rule that delivers local addresses moves after these
+  rules (pref 32765), so a marked packet to the VIP is forwarded rather than taken locally.
+- ``add`` wires an amphora but does not let it serve; ``serve`` adds it to the hash map;
+  ``drain`` takes it out of the map (its established connections keep their mark and their
+  route); ``remove`` also deletes its rule and link: its connections' packets then fall
+  through to the local table and the distributor answers them with a reset (TCP) or port
+  unreachable (UDP), while every other connection is untouched. Each change of the serving set
+  is one atomic ``nft -f`` transaction.
+
+IPv4 VIPs only. The set of amphorae is kept by this object (the caller's state), slots are
+handed out round robin so a slot comes back only after all others (no stale conntrack entry
+of a removed amphora meets its successor). Needs root, iproute2 and nft.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, replace
+from typing import Final
+
+from libs.common.errors import InfrastructureError
+from services.provisioner.adapters.netns_network import (
+    VIP_INTERFACE,
+    IpRoute,
+    NetnsNetwork,
+    namespace_exists,
+)
+from services.provisioner.rendering.distributor import ROUTE_TABLE_BASE, distribution_ruleset
+
+__all__ = [
+    "AMPHORA_TABLE",
+    "DISTRIBUTOR_INTERFACE",
+    "Backend",
+    "DistributorLayout",
+    "NetnsDistributor",
+]
+
+DISTRIBUTOR_INTERFACE: Final = "dl0"
+AMPHORA_TABLE: Final = 200
+_REPLY_RULE_PREF: Final = 100
+_LOCAL_RULE_PREF: Final = 32765
+_MAX_SLOTS: Final = 100
+
+
+@dataclass(frozen=True)
+class DistributorLayout:
+    """Where a distributor lives: its namespace, the netns network of the VIP, the VIP (IPv4,
+    outside the network's ``ip_range``), the IPv4 block its point-to-point links are cut from
+    (one /30 per slot) and the jhash seed."""
+
+    namespace: str
+    network: str
+    vip: str
+    links: str
+    seed: int = 0
+
+    def link_addresses(self, slot: int) -> tuple[str, str]:
+        """(distributor end, amphora end) of slot ``slot``'s link."""
+        block = list(ipaddress.IPv4Network(self.links).subnets(new_prefix=30))[slot - 1]
+        return str(block.network_address + 1), str(block.network_address + 2)
+
+    @property
+    def capacity(self) -> int:
+        """How many slots ``links`` holds (at most ``_MAX_SLOTS``)."""
+        prefix = ipaddress.IPv4Network(self.links).prefixlen
+        return 0 if prefix > 30 else min(_MAX_SLOTS, 1 << (30 - prefix))
+
+
+@dataclass(frozen=True)
+class Backend:
+    """An amphora behind the distributor: its namespace, its slot, whether it takes new
+    connections."""
+
+    namespace: str
+    slot: int
+    serving: bool
+
+    @property
+    def link(self) -> str:
+        """The distributor's end of its link."""
+        return f"d{self.slot}"
+
+
+class NetnsDistributor:
+    """One load balancer's distributor (see the module docstring)."""
+
+    def __init__(
+        self, network: NetnsNetwork, layout: DistributorLayout, command_timeout: float = 10.0
+    ) -> None:
+        if layout.capacity < 1:
+            raise InfrastructureError(f"links block {layout.links} holds no /30")
+        self._network = network
+        self._layout = layout
+        self._ip = IpRoute(command_timeout)
+        self._nft = shutil.which("nft") or "/usr/sbin/nft"
+        self._backends: dict[str, Backend] = {}
+        self._last_slot = 0
+        self._lock = asyncio.Lock()
+
+    @property
+    def layout(self) -> DistributorLayout:
+        return self._layout
+
+    @property
+    def backends(self) -> tuple[Backend, ...]:
+        """The amphorae wired to the distributor, by slot."""
+        return tuple(sorted(self._backends.values(), key=lambda b: b.slot))
+
+    # -- the distributor itself --------------------------------------------------------------
+
+    async def create(self) -> None:
+        """The distributor namespace, recreated from scratch, holding the VIP on the network,
+        forwarding, and the ruleset with no amphora (connections to the VIP are refused)."""
+        layout = self._layout
+        ns = layout.namespace
+        if namespace_exists(ns):
+            await self._ip.run("netns", "del", ns, check=False)
+        await self._ip.run("netns", "add", ns)
+        await self._sysctl(
+            ns,
+            "net.ipv4.ip_forward=1",
+            "net.ipv4.conf.all.rp_filter=0",
+            "net.ipv4.conf.default.rp_filter=0",
+            "net.ipv4.conf.all.accept_local=1",
+            # Every flow of a removed amphora gets its port unreachable at once (the global
+            # net.ipv4.icmp_msgs_per_sec bound stays).
+            "net.ipv4.icmp_ratelimit=0",
+        )
+        await self._network.attach(layout.network, ns, layout.vip)
+        gateway = self._network.network(layout.network).gateway
+        await self._ip.run("-n", ns, "route", "replace", "default", "via", gateway)
+        await self._ip.run(
+            "-n", ns, "rule", "add", "pref", str(_LOCAL_RULE_PREF), "lookup", "local"
+        )
+        await self._ip.run("-n", ns, "rule", "del", "pref", "0", "lookup", "local")
+        self._backends.clear()
+        await self._apply()
+
+    async def delete(self) -> None:
+        """The distributor namespace (its port on the bridge and its links go with it); every
+        amphora keeps its own namespace. Absent is fine."""
+        if namespace_exists(self._layout.namespace):
+            await self._ip.run("netns", "del", self._layout.namespace, check=False)
+        self._backends.clear()
+
+    # -- amphorae ----------------------------------------------------------------------------
+
+    async def add(self, amphora_namespace: str) -> Backend:
+        """Wire the amphora (link, VIP on its ``lo``, reply route, the slot's table and rule);
+        it takes no connection until ``serve``."""
+        async with self._lock:
+            if amphora_namespace in self._backends:
+                raise InfrastructureError(f"{amphora_namespace} is already behind the distributor")
+            backend = Backend(amphora_namespace, self._next_slot(), serving=False)
+            try:
+                await self._wire(backend)
+            except InfrastructureError:
+                await self._unwire(backend)
+                raise
+            self._backends[amphora_namespace] = backend
+            return backend
+
+    async def serve(self, amphora_namespace: str) -> None:
+        """The amphora joins the map: new connections may go to it."""
+        await self._set_serving(amphora_namespace, serving=True)
+
+    async def drain(self, amphora_namespace: str) -> None:
+        """The amphora leaves the map: no new connection goes to it, established ones stay."""
+        await self._set_serving(amphora_namespace, serving=False)
+
+    async def remove(self, amphora_namespace: str) -> None:
+        """The amphora leaves the map and loses its route and link: only the connections it
+        held fail. Its namespace (when it still exists) loses the VIP and the reply rule."""
+        async with self._lock:
+            backend = self._known(amphora_namespace)
+            del self._backends[amphora_namespace]
+            await self._apply()
+            await self._unwire(backend)
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _known(self, amphora_namespace: str) -> Backend:
+        try:
+            return self._backends[amphora_namespace]
+        except KeyError:
+            raise InfrastructureError(
+                f"{amphora_namespace} is not behind the distributor {self._layout.namespace}"
+            ) from None
+
+    def _next_slot(self) -> int:
+        taken = {b.slot for b in self._backends.values()}
+        capacity = self._layout.capacity
+        for step in range(1, capacity + 1):
+            slot = (self._last_slot + step - 1) % capacity + 1
+            if slot not in taken:
+                self._last_slot = slot
+                return slot
+        raise InfrastructureError(f"the distributor has no free slot left ({capacity} in use)")
+
+    async def _set_serving(self, amphora_namespace: str, *, serving: bool) -> None:
+        async with self._lock:
+            before = self._known(amphora_namespace)
+            self._backends[amphora_namespace] = replace(before, serving=serving)
+            try:
+                await self._apply()
+            except InfrastructureError:
+                self._backends[amphora_namespace] = before
+                raise
+
+    async def _wire(self, backend: Backend) -> None:
+        ns, amphora = self._layout.namespace, backend.namespace
+        vip = self._layout.vip
+        near, far = self._layout.link_addresses(backend.slot)
+        table = str(ROUTE_TABLE_BASE + backend.slot)
+        await self._ip.run("-n", ns, "link", "del", backend.link, check=False)
+        await self._ip.run(
+            "-n", ns, "link", "add", backend.link, "type", "veth",
+            "peer", "name", DISTRIBUTOR_INTERFACE, "netns", amphora,
+        )  # fmt: skip
+        await self._ip.run("-n", ns, "addr", "add", f"{near}/30", "dev", backend.link)
+        await self._sysctl(ns, f"net.ipv4.conf.{backend.link}.rp_filter=0")
+        await self._ip.run("-n", ns, "link", "set", backend.link, "up")
+        await self._ip.run(
+            "-n", ns, "route", "replace", "default", "via", far, "dev", backend.link,
+            "table", table,
+        )  # fmt: skip
+        await self._ip.run("-n", ns, "rule", "del", "pref", table, check=False)
+        await self._ip.run(
+            "-n", ns, "rule", "add", "pref", table, "fwmark", str(backend.slot), "lookup", table
+        )
+        await self._sysctl(
+            amphora,
+            "net.ipv4.conf.all.arp_ignore=1",
+            "net.ipv4.conf.all.arp_announce=2",
+            "net.ipv4.conf.all.rp_filter=0",
+            f"net.ipv4.conf.{DISTRIBUTOR_INTERFACE}.rp_filter=0",
+        )
+        await self._ip.run("-n", amphora, "addr", "add", f"{far}/30", "dev", DISTRIBUTOR_INTERFACE)
+        await self._ip.run("-n", amphora, "link", "set", DISTRIBUTOR_INTERFACE, "up")
+        await self._ip.run("-n", amphora, "link", "set", "lo", "up")
+        await self._ip.run("-n", amphora, "addr", "replace", f"{vip}/32", "dev", "lo")
+        await self._ip.run(
+            "-n", amphora, "route", "replace", "default", "via", near,
+            "dev", DISTRIBUTOR_INTERFACE, "table", str(AMPHORA_TABLE),
+        )  # fmt: skip
+        await self._ip.run("-n", amphora, "rule", "del", "pref", str(_REPLY_RULE_PREF), check=False)
+        await self._ip.run(
+            "-n", amphora, "rule", "add", "pref", str(_REPLY_RULE_PREF), "from", vip,
+            "lookup", str(AMPHORA_TABLE),
+        )  # fmt: skip
+
+    async def _unwire(self, backend: Backend) -> None:
+        """Undo ``_wire`` (what exists of it): the slot's rule and link, and in the amphora's
+        namespace, when it still exists, the VIP, the reply rule and route."""
+        ns = self._layout.namespace
+        await self._ip.run(
+            "-n", ns, "rule", "del", "pref", str(ROUTE_TABLE_BASE + backend.slot), check=False
+        )
+        await self._ip.run("-n", ns, "link", "del", backend.link, check=False)
+        if not namespace_exists(backend.namespace):
+            return
+        amphora, vip = backend.namespace, self._layout.vip
+        await self._ip.run("-n", amphora, "addr", "del", f"{vip}/32", "dev", "lo", check=False)
+        await self._ip.run("-n", amphora, "rule", "del", "pref", str(_REPLY_RULE_PREF), check=False)
+        await self._ip.run(
+            "-n", amphora, "route", "flush", "table", str(AMPHORA_TABLE), check=False
+        )
+        await self._ip.run("-n", amphora, "link", "del", DISTRIBUTOR_INTERFACE, check=False)
+
+    async def _apply(self) -> None:
+        """The ruleset for the current serving set, in one nft transaction."""
+        serving = [b.slot for b in self.backends if b.serving]
+        script = distribution_ruleset(self._layout.vip, VIP_INTERFACE, serving, self._layout.seed)
+        fd, path = tempfile.mkstemp(prefix="distributor-", suffix=".nft")
+        try:
+            with os.fdopen(fd, "w") as handle:
+                handle.write(script)
+            await self._ip.run("netns", "exec", self._layout.namespace, self._nft, "-f", path)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+
+    async def _sysctl(self, namespace: str, *settings: str) -> None:
+        await self._ip.run("netns", "exec", namespace, "sysctl", "-qw", *settings)
