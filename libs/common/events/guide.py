@@ -90,8 +90,9 @@ and a comment line `: keepalive` comes whenever nothing else was sent for 15 s (
 
 - **Where it starts**: after `Last-Event-ID: <position>` (the header an SSE client sends
   when it reconnects) or `?after=<position>`; the header wins when both are given. Without
-  either the feed starts with the events committed from now on. `after=0` starts at the
-  first event.
+  either the feed starts after the newest event committed when it opens. `after=0` starts
+  at the first event. To show live state, open the feed first, then read the resources
+  through the API, and apply each event whose `stream_version` is newer than what you show.
 - **Who sees what**: an admin sees every event, and may narrow to one project with
   `?project_id=<id>`. A global observer (`load-balancer_global_observer`) sees the tenant
   events of every project (or of `project_id`). Any other caller with a reader or member role

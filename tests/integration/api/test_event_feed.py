@@ -8,6 +8,8 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from libs.common.events import Metadata
 from libs.common.events.amphora import AmphoraFailed
 from libs.common.events.housekeeping import LoadBalancerRedriveRequested
@@ -276,3 +278,13 @@ async def test_keystone_tokens_authenticate_the_feed(make_api: MakeApi, tmp_path
     for headers in ({}, {"X-Auth-Token": "forged"}):
         reply = await api.get(FEED, headers=headers, expect=401)
         assert reply.body["error"]["code"] == 401
+
+
+async def test_open_feeds_end_when_the_api_shuts_down(make_api: MakeApi) -> None:
+    api = await make_api(auth_strategy="testing")
+    async with open_feed(api.session, api.base + FEED, MEMBER) as feed:
+        await _wait_held(api, OWN, 1)
+        await api.app.shutdown()  # what the runner's cleanup runs first
+        with pytest.raises(EOFError):
+            await feed.next_event(timeout=5.0)
+    await _wait_held(api, OWN, 0)

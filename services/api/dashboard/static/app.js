@@ -292,6 +292,12 @@ function select(id) {
 
 // --- amphorae (admins) -------------------------------------------------------------------
 
+// "name (id)" of a load balancer the page lists, else its id ("" for none).
+function lbLabel(id) {
+  const name = id && lbs.get(id)?.name;
+  return name ? `${name} (${id})` : id || "";
+}
+
 async function refreshAmphorae() {
   const body = await call("GET", "/v2/octavia/amphorae");
   $("amphora-rows").replaceChildren(
@@ -300,7 +306,7 @@ async function refreshAmphorae() {
         "tr",
         { "data-amphora-id": amphora.id },
         el("td", {}, amphora.id),
-        el("td", {}, amphora.loadbalancer_id || ""),
+        el("td", {}, lbLabel(amphora.loadbalancer_id)),
         el("td", {}, amphora.role || ""),
         statusCell("status", amphora.status),
         el(
