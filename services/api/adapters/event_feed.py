@@ -13,7 +13,7 @@ from typing import Final
 
 import asyncpg
 
-from libs.common.events import Envelope, Metadata, registry
+from libs.common.eventstore import decode_row
 from services.api.domain.event_feed import FeedScope, StoredRow, StorePage
 
 _PAGE_SQL: Final = """
@@ -40,17 +40,7 @@ ORDER BY e.global_position
 
 def _line(row: asyncpg.Record) -> str:
     """The envelope as the bus carries it (docs/events.md), on one line."""
-    payload = registry().decode(row["event_type"], row["schema_version"], json.loads(row["data"]))
-    envelope = Envelope(
-        event_id=row["event_id"],
-        stream_id=row["stream_id"],
-        stream_version=row["stream_version"],
-        payload=payload,
-        occurred_at=row["occurred_at"],
-        metadata=Metadata.from_dict(json.loads(row["metadata"])),
-        global_position=row["global_position"],
-    )
-    return json.dumps(envelope.to_wire(), separators=(",", ":"))
+    return json.dumps(decode_row(row).to_wire(), separators=(",", ":"))
 
 
 class PostgresFeedReader:
