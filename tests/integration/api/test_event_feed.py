@@ -5,6 +5,7 @@ input, keepalives, the per-project limit and cleanup after a disconnect."""
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 from typing import Any
 
@@ -288,3 +289,24 @@ async def test_open_feeds_end_when_the_api_shuts_down(make_api: MakeApi) -> None
         with pytest.raises(EOFError):
             await feed.next_event(timeout=5.0)
     await _wait_held(api, OWN, 0)
+
+
+async def test_an_event_of_a_newer_writer_is_sent_as_stored(make_api: MakeApi) -> None:
+    """A type this API does not know (written by a newer release) neither ends the admin's
+    feed nor reaches a tenant."""
+    api = await make_api(auth_strategy="testing")
+    await api.app[DB].execute(
+        "INSERT INTO events (stream_id, stream_version, event_id, event_type, schema_version, "
+        "data, metadata, occurred_at) VALUES ('loadbalancer-x', 1, gen_random_uuid(), "
+        "'FutureThing', 3, '{\"a\": 1}', $1::jsonb, now())",
+        json.dumps({"project_id": OWN}),
+    )
+    lb = await _create_lb(api, MEMBER)
+    async with open_feed(api.session, f"{api.base}{FEED}?after=0", ADMIN_ROLE) as feed:
+        seen = await feed.until_silent(0.7)
+    future = next(e for e in seen if e.event == "FutureThing")
+    assert set(future.data) == ENVELOPE_KEYS
+    assert (future.data["schema_version"], future.data["data"]) == (3, {"a": 1})
+    assert any(e.data["stream_id"] == f"loadbalancer-{lb['id']}" for e in seen)
+    async with open_feed(api.session, f"{api.base}{FEED}?after=0", MEMBER) as feed:
+        assert "FutureThing" not in {e.event for e in await feed.until_silent(0.7)}
