@@ -310,3 +310,23 @@ async def test_an_event_of_a_newer_writer_is_sent_as_stored(make_api: MakeApi) -
     assert any(e.data["stream_id"] == f"loadbalancer-{lb['id']}" for e in seen)
     async with open_feed(api.session, f"{api.base}{FEED}?after=0", MEMBER) as feed:
         assert "FutureThing" not in {e.event for e in await feed.until_silent(0.7)}
+
+
+async def test_catch_up_runs_into_live_without_a_gap_or_a_repeat(make_api: MakeApi) -> None:
+    """Small pages, appends racing the feed from its first page on: the feed sends exactly
+    the project's events of the store, each once, in position order."""
+    api = await make_api(auth_strategy="testing", feed={"page_size": 3, "poll_interval": 0.05})
+    for _ in range(4):
+        await _create_lb(api, MEMBER)
+    async with open_feed(api.session, f"{api.base}{FEED}?after=0", MEMBER) as feed:
+        for _ in range(4):
+            await asyncio.gather(*(_create_lb(api, MEMBER) for _ in range(4)))
+        sent = await feed.until_silent(1.0)
+    stored = [
+        e
+        for e in await PostgresEventStore(api.app[DB]).read_all(0, 1000)
+        if e.metadata.project_id == OWN
+    ]
+    assert len(stored) == 20
+    assert [int(e.id) for e in sent] == [e.global_position for e in stored]
+    assert [e.data["event_id"] for e in sent] == [str(e.event_id) for e in stored]
