@@ -74,7 +74,9 @@ class EventStore(Protocol):
     async def read_all(self, after_position: int = 0, limit: int = 1000) -> list[Envelope]: ...
 
 
-def _decode_row(row: asyncpg.Record) -> Envelope:
+def decode_row(row: asyncpg.Record) -> Envelope:
+    """The envelope of an ``events`` row (``data`` and ``metadata`` as JSON text), its payload
+    upcast to the current schema."""
     payload = registry().decode(row["event_type"], row["schema_version"], json.loads(row["data"]))
     return Envelope(
         event_id=row["event_id"],
@@ -174,7 +176,7 @@ class PostgresEventStore:
             stream_id,
             after_version,
         )
-        return [_decode_row(r) for r in rows]
+        return [decode_row(r) for r in rows]
 
     async def read_all(self, after_position: int = 0, limit: int = 1000) -> list[Envelope]:
         """Committed events in global order (for rebuilds; live followers use JetStream)."""
@@ -183,7 +185,7 @@ class PostgresEventStore:
             after_position,
             limit,
         )
-        return [_decode_row(r) for r in rows]
+        return [decode_row(r) for r in rows]
 
     async def read_snapshot(self, stream_id: str) -> StoredSnapshot | None:
         """The stream's latest snapshot, whatever its shape (the reader checks it)."""
@@ -292,6 +294,7 @@ __all__ = [
     "InMemoryEventStore",
     "PostgresEventStore",
     "StoredSnapshot",
+    "decode_row",
     "new_id",
     "write_snapshot",
 ]

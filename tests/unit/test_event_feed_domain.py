@@ -34,6 +34,8 @@ def test_resume_position_header_wins_and_bad_values_are_refused() -> None:
             resume_position(bad, None)
     with pytest.raises(ValidationFailed, match="Last-Event-ID"):
         resume_position("1", "x")
+    with pytest.raises(ValidationFailed, match="after"):
+        resume_position("x", "1")  # the header wins, but a bad argument is still refused
 
 
 def test_scope_by_role() -> None:

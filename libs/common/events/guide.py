@@ -68,10 +68,12 @@ per stream the highest `stream_version` you applied), and make handlers idempote
 `event_type` never changes meaning; `schema_version` counts incompatible changes of one
 type's `data` (the versions below are the current ones). Fields may be added to a type
 without a new version, so **ignore fields you do not know**. Stored events are never
-rewritten: the services upcast older versions when they read them. The live feed sends every
-event upcast to the current version documented here; JetStream carries each event in the
-version it was published with, so a JetStream consumer handles every version up to the
-documented one (or skips types and versions it does not know, and logs them).
+rewritten: the services upcast older versions when they read them. The live feed sends
+every event upcast to the current version documented here (during an upgrade, an event of a
+type or version newer than the API replica serving the feed is sent as stored); JetStream
+carries each event in the version it was published with, so a JetStream consumer handles
+every version up to the documented one (or skips types and versions it does not know, and
+logs them).
 
 ## The live event feed (Server-Sent Events)
 

@@ -9,12 +9,16 @@ Only the rows the scope wants carry their body; the others carry their position 
 from __future__ import annotations
 
 import json
+import logging
 from typing import Final
 
 import asyncpg
 
-from libs.common.events import Envelope, Metadata, registry
+from libs.common.events import UnknownEventType, UnsupportedSchemaVersion
+from libs.common.eventstore import decode_row
 from services.api.domain.event_feed import FeedScope, StoredRow, StorePage
+
+log = logging.getLogger(__name__)
 
 _PAGE_SQL: Final = """
 SELECT e.global_position, e.wanted, e.stream_id, e.stream_version, e.event_id, e.event_type,
@@ -39,18 +43,24 @@ ORDER BY e.global_position
 
 
 def _line(row: asyncpg.Record) -> str:
-    """The envelope as the bus carries it (docs/events.md), on one line."""
-    payload = registry().decode(row["event_type"], row["schema_version"], json.loads(row["data"]))
-    envelope = Envelope(
-        event_id=row["event_id"],
-        stream_id=row["stream_id"],
-        stream_version=row["stream_version"],
-        payload=payload,
-        occurred_at=row["occurred_at"],
-        metadata=Metadata.from_dict(json.loads(row["metadata"])),
-        global_position=row["global_position"],
-    )
-    return json.dumps(envelope.to_wire(), separators=(",", ":"))
+    """The envelope as the bus carries it (docs/events.md), on one line. An event this code
+    cannot decode (a type or schema version a newer writer added) is sent as stored."""
+    try:
+        wire = decode_row(row).to_wire()
+    except (UnknownEventType, UnsupportedSchemaVersion):
+        log.warning("event feed: %s v%s sent as stored", row["event_type"], row["schema_version"])
+        wire = {
+            "event_id": str(row["event_id"]),
+            "event_type": row["event_type"],
+            "schema_version": row["schema_version"],
+            "stream_id": row["stream_id"],
+            "stream_version": row["stream_version"],
+            "occurred_at": row["occurred_at"].isoformat(),
+            "metadata": json.loads(row["metadata"]),
+            "global_position": row["global_position"],
+            "data": json.loads(row["data"]),
+        }
+    return json.dumps(wire, separators=(",", ":"))
 
 
 class PostgresFeedReader:

@@ -69,12 +69,11 @@ def parse_position(value: str, name: str) -> int:
 
 def resume_position(after: str | None, last_event_id: str | None) -> int | None:
     """Where a feed resumes: ``Last-Event-ID`` wins over ``after``; None (neither given)
-    means live, from the newest event on."""
+    means live, from the newest event on. Both are checked when both are given."""
+    from_query = parse_position(after, "after") if after is not None else None
     if last_event_id is not None:
         return parse_position(last_event_id.strip(), "Last-Event-ID")
-    if after is not None:
-        return parse_position(after, "after")
-    return None
+    return from_query
 
 
 @dataclass

@@ -21,6 +21,7 @@ from typing import Final
 
 from aiohttp import web
 
+from libs.common.database import database_unavailable
 from libs.common.errors import ValidationFailed
 from libs.common.events.visibility import FEED_PATH, tenant_event_types
 from libs.common.service import DB
@@ -116,8 +117,11 @@ async def _follow(
     while not feeds.closing.is_set() and not _gone(request):
         try:
             page = await reader.page(cursor.position, settings.page_size)
-        except Exception:
-            log.warning("event feed: reading the store failed; ending the feed", exc_info=True)
+        except Exception as exc:
+            if not database_unavailable(exc):
+                log.exception("event feed: reading the store failed; ending the feed")
+            else:
+                log.warning("event feed: the database is unavailable; ending the feed: %r", exc)
             return
         for row in cursor.advance(page):
             if row.line is not None:
