@@ -6,14 +6,16 @@ comes from this server."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import jsonschema_rs
 
 from services.api.app import ROUTE_SPECS
+from services.api.auth.identity import bootstrap_config, save
 from services.api.http.resources.openapi import DOCS_ASSETS
-from tests.integration.api.conftest import SUBNET, Api
+from tests.integration.api.conftest import SUBNET, Api, MakeApi
 from tests.integration.api.test_amphorae import boot
 
 PROJECT = "0123456789abcdef0123456789abcdef"
@@ -338,3 +340,55 @@ async def test_real_answers_conform_to_the_document(api: Api) -> None:
     )
     for name in kinds:
         assert any(name in template for _, template in seen), name
+
+
+async def test_keystone_and_neutron_answers_conform(make_api: MakeApi, tmp_path: Path) -> None:
+    """With real tokens: the identity reads, token checks, the Neutron reads and security
+    groups answer under the envelope keys the document names, and a 401 is Keystone's body."""
+    identity = tmp_path / "identity.yaml"
+    save(identity, bootstrap_config("admin-pw"))
+    api = await make_api(auth_strategy="keystone", token_key="k" * 32, identity_file=identity)
+    doc = (await api.get("/openapi.json", expect=200)).body
+    denied = await api.get("/v2/lbaas/loadbalancers", expect=401)
+    conform(doc, "/v2/lbaas/loadbalancers", "get", 401, denied.body)
+    scope = {"project": {"name": "admin", "domain": {"name": "Default"}}}
+    user = {"name": "admin", "domain": {"name": "Default"}, "password": "admin-pw"}
+    auth = {"identity": {"methods": ["password"], "password": {"user": user}}, "scope": scope}
+    issued = await api.post("/v3/auth/tokens", {"auth": auth}, expect=201)
+    conform(doc, "/v3/auth/tokens", "post", 201, issued.body)
+    token = issued.headers["X-Subject-Token"]
+    headers = {"X-Auth-Token": token}
+    checked = await api.get("/v3/auth/tokens", headers={**headers, "X-Subject-Token": token})
+    conform(doc, "/v3/auth/tokens", "get", checked.status, checked.body)
+    admin_id = issued.body["token"]["user"]["id"]
+    reads = {
+        "/v3": "/v3",
+        "/v3/auth/projects": "/v3/auth/projects",
+        "/v3/auth/catalog": "/v3/auth/catalog",
+        "/v3/users": "/v3/users",
+        "/v3/users/{user}": f"/v3/users/{admin_id}",
+        "/v3/users/{user}/projects": f"/v3/users/{admin_id}/projects",
+        "/v3/projects": "/v3/projects",
+        "/v3/roles": "/v3/roles",
+        "/v3/domains": "/v3/domains",
+        "/v3/domains/{domain}": "/v3/domains/default",
+        "/v3/role_assignments": "/v3/role_assignments",
+        "/v2.0/networks": "/v2.0/networks",
+        "/v2.0/subnets/{id}": f"/v2.0/subnets/{SUBNET}",
+        "/v2/subnets": "/v2/subnets",
+        "/v2.0/ports": "/v2.0/ports",
+        "/v2.0/qos/policies": "/v2.0/qos/policies",
+        "/v2.0/security-groups": "/v2.0/security-groups",
+    }
+    for template, path in reads.items():
+        reply = await api.get(path, headers=headers, expect=200)
+        conform(doc, template, "get", 200, reply.body)
+    group = {"security_group": {"name": "web"}}
+    created = await api.post("/v2.0/security-groups", group, headers=headers, expect=201)
+    conform(doc, "/v2.0/security-groups", "post", 201, created.body)
+    shown = await api.get(
+        f"/v2.0/security-groups/{created.body['security_group']['id']}", headers=headers
+    )
+    conform(doc, "/v2.0/security-groups/{id}", "get", shown.status, shown.body)
+    missing = await api.get("/v2.0/networks/nothing", headers=headers, expect=404)
+    conform(doc, "/v2.0/networks/{id}", "get", 404, missing.body)

@@ -25,6 +25,7 @@ from pydantic.json_schema import models_json_schema
 
 from libs.common.errors import NotFound
 from services.api.domain.kinds import AMPHORA, CATALOG_KINDS, KINDS
+from services.api.http.neutron import RESOURCES as NEUTRON_RESOURCES
 from services.api.http.reading import base_url
 from services.api.http.responses import encoded
 from services.api.http.routing import ApiRouter, RouteSpec
@@ -186,7 +187,7 @@ def _success(spec: RouteSpec, body_refs: dict[str, dict[str, Any]]) -> dict[str,
         if spec.tag == "versions":
             schema = body_refs["versions"] if spec.path == "/" else {"const": "v2"}
         else:
-            schema = {"type": "object"}
+            schema = _envelope(spec)
         if spec.status != 202:
             answer["content"] = {"application/json": {"schema": schema}}
         return answer
@@ -210,6 +211,56 @@ def _success(spec: RouteSpec, body_refs: dict[str, dict[str, Any]]) -> dict[str,
         }
     }
     return answer
+
+
+def _envelope(spec: RouteSpec) -> dict[str, Any]:
+    """The Neutron and Keystone answers: their envelope key (a list or one object; other keys,
+    such as links, allowed); any JSON object for the key manager's."""
+    path = spec.path if spec.path.startswith("/v3") else re.sub(r"^/v2(\.0)?", "", spec.path)
+    if spec.method == "POST" and path in _NEUTRON_ENVELOPES:
+        path += "/{id}"  # a create answers the one object under the singular key
+    found = _KEYSTONE_ENVELOPES.get(path) or _NEUTRON_ENVELOPES.get(path)
+    if found is None:
+        return {"type": "object"}
+    key, many = found
+    value = {"type": "array", "items": {"type": "object"}} if many else {"type": "object"}
+    return {"type": "object", "properties": {key: value}, "required": [key]}
+
+
+def _neutron_envelopes() -> dict[str, tuple[str, bool]]:
+    """Path below the version -> (envelope key, is a list) of the Neutron collections."""
+    found: dict[str, tuple[str, bool]] = {}
+    for resource in NEUTRON_RESOURCES:
+        found[f"/{resource.path}"] = (resource.collection, True)
+        found[f"/{resource.path}/{{id}}"] = (resource.member, False)
+    for plural, singular in (
+        ("security-groups", "security_group"),
+        ("security-group-rules", "security_group_rule"),
+    ):
+        found[f"/{plural}"] = (plural.replace("-", "_"), True)
+        found[f"/{plural}/{{id}}"] = (singular, False)
+    return found
+
+
+_NEUTRON_ENVELOPES: Final = _neutron_envelopes()
+_KEYSTONE_ENVELOPES: Final = {
+    "/v3": ("version", False),
+    "/v3/": ("version", False),
+    "/v3/auth/tokens": ("token", False),
+    "/v3/auth/projects": ("projects", True),
+    "/v3/auth/domains": ("domains", True),
+    "/v3/auth/catalog": ("catalog", True),
+    "/v3/users": ("users", True),
+    "/v3/users/{user}": ("user", False),
+    "/v3/users/{user}/projects": ("projects", True),
+    "/v3/projects": ("projects", True),
+    "/v3/projects/{project}": ("project", False),
+    "/v3/roles": ("roles", True),
+    "/v3/roles/{role}": ("role", False),
+    "/v3/domains": ("domains", True),
+    "/v3/domains/{domain}": ("domain", False),
+    "/v3/role_assignments": ("role_assignments", True),
+}
 
 
 def _errors(path: str) -> dict[str, Any]:
