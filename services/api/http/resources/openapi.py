@@ -25,6 +25,7 @@ from pydantic.json_schema import models_json_schema
 
 from libs.common.errors import NotFound
 from services.api.domain.kinds import AMPHORA, CATALOG_KINDS, KINDS
+from services.api.http.errors import KEY_MANAGER_PREFIX
 from services.api.http.neutron import RESOURCES as NEUTRON_RESOURCES
 from services.api.http.reading import base_url
 from services.api.http.responses import encoded
@@ -177,18 +178,18 @@ def _operation_id(method: str, path: str, taken: set[str]) -> str:
 
 def _success(spec: RouteSpec, body_refs: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """The success answer: ``{"<response_key>": <body or list of bodies>[, "<links>": ...]}``
-    with the body's schema from ``RESPONSE_BODIES``; any JSON object where no model names it."""
+    with the body's schema from ``RESPONSE_BODIES``; without a response key, the content fixed
+    by the path, the version documents, or ``_envelope``'s (no content where none is known)."""
     answer: dict[str, Any] = {"description": spec.summary}
-    if spec.path in _NON_JSON:
-        return {**answer, "content": _NON_JSON[spec.path]}
+    if spec.path in _CONTENT_BY_PATH:
+        return {**answer, "content": _CONTENT_BY_PATH[spec.path]}
     if spec.status == 204 or spec.method == "HEAD":
         return {"description": "No content."} if spec.status == 204 else answer
     if spec.response_key is None:
+        schema: dict[str, Any] | None = _envelope(spec)
         if spec.tag == "versions":
             schema = body_refs["versions"] if spec.path == "/" else {"const": "v2"}
-        else:
-            schema = _envelope(spec)
-        if spec.status != 202:
+        if schema is not None and spec.status != 202:
             answer["content"] = {"application/json": {"schema": schema}}
         return answer
     links = LIST_LINKS.get(spec.response_key)
@@ -213,15 +214,16 @@ def _success(spec: RouteSpec, body_refs: dict[str, dict[str, Any]]) -> dict[str,
     return answer
 
 
-def _envelope(spec: RouteSpec) -> dict[str, Any]:
+def _envelope(spec: RouteSpec) -> dict[str, Any] | None:
     """The Neutron and Keystone answers: their envelope key (a list or one object; other keys,
-    such as links, allowed); any JSON object for the key manager's."""
+    such as links, allowed); any JSON object for the key manager's; None (no content claimed)
+    for a route none of these tables knows."""
     path = spec.path if spec.path.startswith("/v3") else re.sub(r"^/v2(\.0)?", "", spec.path)
     if spec.method == "POST" and path in _NEUTRON_ENVELOPES:
         path += "/{id}"  # a create answers the one object under the singular key
     found = _KEYSTONE_ENVELOPES.get(path) or _NEUTRON_ENVELOPES.get(path)
     if found is None:
-        return {"type": "object"}
+        return {"type": "object"} if _under(spec.path, KEY_MANAGER_PREFIX) else None
     key, many = found
     value = {"type": "array", "items": {"type": "object"}} if many else {"type": "object"}
     return {"type": "object", "properties": {key: value}, "required": [key]}
@@ -396,7 +398,13 @@ window.onload = function () {{
 }};
 </script></body></html>
 """
-_NON_JSON: Final[dict[str, dict[str, Any]]] = {
+# Answers whose content is fixed by the path (the docs, a secret's payload).
+_CONTENT_BY_PATH: Final[dict[str, dict[str, Any]]] = {
+    "/openapi.json": {
+        "application/json": {
+            "schema": {"type": "object", "required": ["openapi", "info", "paths", "components"]}
+        }
+    },
     "/docs": {"text/html": {}},
     "/docs/{asset}": {content_type: {} for content_type in sorted(set(DOCS_ASSETS.values()))},
     "/v1/secrets/{secret_id}/payload": {"*/*": {}},
