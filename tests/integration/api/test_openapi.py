@@ -14,7 +14,7 @@ import jsonschema_rs
 
 from services.api.app import ROUTE_SPECS
 from services.api.auth.identity import bootstrap_config, save
-from services.api.http.resources.openapi import DOCS_ASSETS
+from services.api.http.resources.openapi import DOCS_ASSETS, DOCS_SCRIPT
 from tests.integration.api.conftest import SUBNET, Api, MakeApi
 from tests.integration.api.test_amphorae import boot
 
@@ -90,7 +90,7 @@ async def test_docs_serve_swagger_ui_from_here(api: Api) -> None:
             assert resp.content_type == "text/html"
             page = await resp.text()
         assert page.startswith("<!DOCTYPE html>")
-        assert 'url: "/openapi.json"' in page and "SwaggerUIBundle(" in page
+        assert "<script>" not in page  # no inline script: CSP 'self' friendly
         # Every file the page loads is on this server (no CDN), and each one is served.
         assets = re.findall(r'(?:href|src)="([^"]*)"', page)
         assert {"/docs/swagger-ui-bundle.js", "/docs/swagger-ui.css"} <= set(assets)
@@ -100,6 +100,9 @@ async def test_docs_serve_swagger_ui_from_here(api: Api) -> None:
                 assert resp.status == 200, asset
                 assert resp.content_type == DOCS_ASSETS[asset.removeprefix("/docs/")], asset
                 assert len(await resp.read()) == resp.content_length > 0
+        async with session.get(f"{api.base}/docs/{DOCS_SCRIPT}") as resp:
+            script = await resp.text()
+        assert 'url: "/openapi.json"' in script and "SwaggerUIBundle(" in script
         async with session.get(f"{api.base}/docs/swagger-ui-bundle.js") as resp:
             # Swagger UI 5 (OpenAPI 3.1 support), not 4's "3.0." only check.
             assert b"isOAS31" in await resp.read()

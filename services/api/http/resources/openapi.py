@@ -367,7 +367,21 @@ def build_document(specs: Sequence[RouteSpec], server: str) -> dict[str, Any]:
 
 # Swagger UI's files, from the pinned swagger-ui-py wheel (only its static assets are used).
 SWAGGER_UI_DIR: Final = Path(str(importlib.resources.files("swagger_ui") / "static"))
-# The assets /docs loads, by name -> content type (nothing else of the wheel is served).
+# Swagger UI's configuration: the document it shows is this server's /openapi.json. A file of
+# its own (no inline script), so that /docs works under a Content-Security-Policy of 'self'.
+DOCS_SCRIPT: Final = "fulcrum-docs.js"
+_DOCS_SCRIPT_TEXT: Final = """window.onload = function () {
+  window.ui = SwaggerUIBundle({
+    url: "/openapi.json",
+    dom_id: "#swagger-ui",
+    deepLinking: true,
+    validatorUrl: null,
+    presets: [SwaggerUIBundle.presets.apis, SwaggerUIStandalonePreset],
+    layout: "StandaloneLayout"
+  });
+};
+"""
+# The files /docs loads, by name -> content type (nothing else of the wheel is served).
 DOCS_ASSETS: Final = {
     "swagger-ui.css": "text/css",
     "index.css": "text/css",
@@ -375,9 +389,10 @@ DOCS_ASSETS: Final = {
     "swagger-ui-standalone-preset.js": "text/javascript",
     "favicon-32x32.png": "image/png",
     "favicon-16x16.png": "image/png",
+    DOCS_SCRIPT: "text/javascript",
 }
-DOCS_PAGE: Final = """<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>{title}</title>
+DOCS_PAGE: Final = f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{html.escape(TITLE)}</title>
 <link rel="stylesheet" type="text/css" href="/docs/swagger-ui.css">
 <link rel="stylesheet" type="text/css" href="/docs/index.css">
 <link rel="icon" type="image/png" href="/docs/favicon-32x32.png" sizes="32x32">
@@ -385,18 +400,8 @@ DOCS_PAGE: Final = """<!DOCTYPE html>
 </head><body><div id="swagger-ui"></div>
 <script src="/docs/swagger-ui-bundle.js" charset="utf-8"></script>
 <script src="/docs/swagger-ui-standalone-preset.js" charset="utf-8"></script>
-<script>
-window.onload = function () {{
-  window.ui = SwaggerUIBundle({{
-    url: "/openapi.json",
-    dom_id: "#swagger-ui",
-    deepLinking: true,
-    validatorUrl: null,
-    presets: [SwaggerUIBundle.presets.apis, SwaggerUIStandalonePreset],
-    layout: "StandaloneLayout"
-  }});
-}};
-</script></body></html>
+<script src="/docs/{DOCS_SCRIPT}" charset="utf-8"></script>
+</body></html>
 """
 # Answers whose content is fixed by the path (the docs, a secret's payload).
 _CONTENT_BY_PATH: Final[dict[str, dict[str, Any]]] = {
@@ -426,14 +431,15 @@ def register(api: ApiRouter) -> None:
         return encoded(document(request))
 
     async def docs(request: web.Request) -> web.StreamResponse:
-        page = DOCS_PAGE.format(title=html.escape(TITLE))
-        return web.Response(text=page, content_type="text/html")
+        return web.Response(text=DOCS_PAGE, content_type="text/html")
 
     async def docs_asset(request: web.Request) -> web.StreamResponse:
         name = request.match_info["asset"]
         content_type = DOCS_ASSETS.get(name)
         if content_type is None:
             raise NotFound(f"Document {name} not found.")
+        if name == DOCS_SCRIPT:
+            return web.Response(text=_DOCS_SCRIPT_TEXT, content_type=content_type)
         return web.FileResponse(SWAGGER_UI_DIR / name, headers={"Content-Type": content_type})
 
     api.exact("GET", "/openapi.json", openapi_json, summary="This OpenAPI document", tag="docs")
