@@ -5,6 +5,7 @@ comes from this server."""
 
 from __future__ import annotations
 
+import base64
 import re
 from pathlib import Path
 from typing import Any
@@ -395,3 +396,31 @@ async def test_keystone_and_neutron_answers_conform(make_api: MakeApi, tmp_path:
     conform(doc, "/v2.0/security-groups/{id}", "get", shown.status, shown.body)
     missing = await api.get("/v2.0/networks/nothing", headers=headers, expect=404)
     conform(doc, "/v2.0/networks/{id}", "get", 404, missing.body)
+
+
+async def test_key_manager_answers_conform(make_api: MakeApi) -> None:
+    """The key manager's version document, stores, pages and metadata match the document."""
+    key = base64.urlsafe_b64encode(bytes(range(32))).decode()
+    api = await make_api(secret_keys=key)
+    doc = (await api.get("/openapi.json", expect=200)).body
+
+    async def check(method: str, template: str, path: str, body: Any = None) -> Any:
+        op = doc["paths"][template][method.lower()]
+        status = int(next(code for code in op["responses"] if code != "default"))
+        reply = await api.call(method, path, body, expect=status)
+        conform(doc, template, method.lower(), status, reply.body)
+        return reply.body
+
+    await check("GET", "/v1", "/v1")
+    secret = {"name": "s", "payload": "hello", "payload_content_type": "text/plain"}
+    ref = (await check("POST", "/v1/secrets", "/v1/secrets", secret))["secret_ref"]
+    secret_id = ref.rsplit("/", 1)[-1]
+    await check("GET", "/v1/secrets", "/v1/secrets")
+    await check("GET", "/v1/secrets/{secret_id}", f"/v1/secrets/{secret_id}")
+    container = {"name": "c", "type": "generic", "secret_refs": [{"name": "a", "secret_ref": ref}]}
+    made = await check("POST", "/v1/containers", "/v1/containers", container)
+    await check("GET", "/v1/containers/", "/v1/containers/")
+    container_id = made["container_ref"].rsplit("/", 1)[-1]
+    await check("GET", "/v1/containers/{container_id}", f"/v1/containers/{container_id}")
+    missing = await api.get("/v1/secrets/nothing", expect=404)
+    conform(doc, "/v1/secrets/{secret_id}", "get", 404, missing.body)

@@ -216,17 +216,39 @@ def _success(spec: RouteSpec, body_refs: dict[str, dict[str, Any]]) -> dict[str,
 
 def _envelope(spec: RouteSpec) -> dict[str, Any] | None:
     """The Neutron and Keystone answers: their envelope key (a list or one object; other keys,
-    such as links, allowed); any JSON object for the key manager's; None (no content claimed)
-    for a route none of these tables knows."""
+    such as links, allowed); the key manager's bodies; None (no content claimed) for a route
+    none of these knows."""
     path = spec.path if spec.path.startswith("/v3") else re.sub(r"^/v2(\.0)?", "", spec.path)
     if spec.method == "POST" and path in _NEUTRON_ENVELOPES:
         path += "/{id}"  # a create answers the one object under the singular key
+    if _under(spec.path, KEY_MANAGER_PREFIX):
+        return _key_manager_body(spec)
     found = _KEYSTONE_ENVELOPES.get(path) or _NEUTRON_ENVELOPES.get(path)
     if found is None:
-        return {"type": "object"} if _under(spec.path, KEY_MANAGER_PREFIX) else None
+        return None
     key, many = found
     value = {"type": "array", "items": {"type": "object"}} if many else {"type": "object"}
     return {"type": "object", "properties": {key: value}, "required": [key]}
+
+
+def _key_manager_body(spec: RouteSpec) -> dict[str, Any]:
+    """Barbican's answers: the version document, a reference to what a POST stored, a page
+    (items and total), or one secret's or container's metadata with its reference."""
+    path = spec.path.rstrip("/")
+    kind = path.split("/")[2] if path.count("/") >= 2 else ""
+    singular = kind.removesuffix("s")
+    if path == KEY_MANAGER_PREFIX:
+        required: dict[str, Any] = {"version": {"type": "object"}}
+    elif spec.method == "POST":
+        required = {f"{singular}_ref": {"type": "string"}}
+    elif path.count("/") == 2:
+        required = {kind: {"type": "array", "items": {"type": "object"}}, "total": _INTEGER}
+    else:
+        required = {f"{singular}_ref": {"type": "string"}}
+    return {"type": "object", "properties": required, "required": list(required)}
+
+
+_INTEGER: Final = {"type": "integer"}
 
 
 def _neutron_envelopes() -> dict[str, tuple[str, bool]]:
