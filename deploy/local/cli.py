@@ -4,7 +4,8 @@
 FULCRUM_* environment); ``up`` runs the whole embedded stack under supervision (``up.py``),
 ``status`` shows it and ``down`` stops it; ``identity`` adds users, projects and role grants
 to the identity file (``identity_cli.py``); ``events tail`` follows the event stream live and
-``events docs`` prints the reference of every event subject and payload. Client commands exit
+``events docs`` prints the reference of every event subject and payload, ``config docs`` that
+of every setting (``fulcrum <service> --help`` lists the service's). Client commands exit
 2 with one line when their server does not answer.
 
 Nothing else may import more than one service (``make lint`` checks it). Each entry point
@@ -63,8 +64,16 @@ SERVICE_ENTRY_POINTS: Final[dict[str, Callable[[], int]]] = {
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="fulcrum", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
+    from deploy.local.configuration import SettingsHelp
+
     for name in SERVICE_ENTRY_POINTS:
-        sub.add_parser(name, help=f"run the {name} service (settings from FULCRUM_* env)")
+        service = sub.add_parser(
+            name,
+            help=f"run the {name} service (settings from FULCRUM_* env; --help lists them)",
+            description=f"Run the {name} service; its settings come from the environment.",
+            add_help=False,
+        )
+        service.add_argument("-h", "--help", action=SettingsHelp)
     up = sub.add_parser("up", help="run the whole stack on this machine (embedded default)")
     up.add_argument("--state-dir", default=None, help="default: .state (.state-cluster)")
     up.add_argument(
@@ -125,6 +134,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="seconds a lost connection may stay down before the tail exits 2",
     )
     events_sub.add_parser("docs", help="print docs/events.md (generated from the registry)")
+    config = sub.add_parser("config", help="the services' settings")
+    config_sub = config.add_subparsers(dest="config_command", required=True)
+    config_sub.add_parser(
+        "docs", help="print docs/configuration.md (generated from the settings classes)"
+    )
     args = parser.parse_args(argv)
 
     if args.command in SERVICE_ENTRY_POINTS:
@@ -146,6 +160,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         from deploy.local.identity_cli import run_identity
 
         return run_identity(args)
+    if args.command == "config":
+        from deploy.local.configuration import render_configuration
+
+        sys.stdout.write(render_configuration())
+        return 0
     if args.events_command == "docs":
         from libs.common.events.reference import render_reference
 

@@ -17,6 +17,8 @@ from pydantic_settings import NoDecode
 HEARTBEAT_KEY_ENV: Final = "FULCRUM_HEARTBEAT_KEY"
 SECRET_KEYS_ENV: Final = "FULCRUM_SECRET_KEYS"
 DEFAULT_NATS_URL: Final = "nats://127.0.0.1:4222"
+# Settings models: each field's docstring is its description (docs/configuration.md).
+DOCUMENTED: Final = ConfigDict(use_attribute_docstrings=True)
 
 
 class HeartbeatKeySetting(BaseModel):
@@ -27,10 +29,12 @@ class HeartbeatKeySetting(BaseModel):
     fallback), so deployments that set the per-service names keep working.
     """
 
-    model_config = ConfigDict(validate_by_name=True)
+    model_config = ConfigDict(validate_by_name=True, use_attribute_docstrings=True)
 
-    # HMAC key of the heartbeats: the provisioner hands it to its amphorae, health checks it.
     heartbeat_key: str = Field(default="", validation_alias=HEARTBEAT_KEY_ENV)
+    """HMAC key of the amphorae's heartbeats: the provisioner hands it to its amphorae, the health
+    service checks it. Empty: none (the health service refuses to start).
+    """
 
 
 class SecretKeysSetting(BaseModel):
@@ -41,21 +45,28 @@ class SecretKeysSetting(BaseModel):
     ``FULCRUM_<SVC>_SECRET_KEYS`` (as for ``HeartbeatKeySetting``).
     """
 
-    model_config = ConfigDict(validate_by_name=True)
+    model_config = ConfigDict(validate_by_name=True, use_attribute_docstrings=True)
 
-    # URL-safe base64 of 32 bytes each, comma-separated, newest first (older ones only
-    # decrypt; see libs/common/secretstore.py). Empty: no key manager; the API's key manager
-    # routes answer 404 and TLS container references are refused, and the provisioner's
-    # TERMINATED_HTTPS listeners and re-encrypting pools end in ERROR.
     secret_keys: str = Field(default="", validation_alias=SECRET_KEYS_ENV)
+    """Sealing keys of the key manager: URL-safe base64 of 32 bytes each, comma-separated, newest
+    first (older ones only decrypt). Empty: no key manager; the API's key manager routes answer
+    404 and TLS container references are refused, the provisioner's TERMINATED_HTTPS listeners
+    and re-encrypting pools end in ERROR.
+    """
 
 
 class PostgresSettings(BaseModel):
-    # asyncpg's DSN; for a replicated Postgres (Patroni) list every member and ask for the
-    # primary: postgresql://u:p@h1:5432,h2:5432/fulcrum?target_session_attrs=read-write
+    model_config = DOCUMENTED
+
     dsn: str = "postgresql://postgres@127.0.0.1:5432/postgres"
+    """asyncpg DSN of the event store. For a replicated Postgres (Patroni) list every member and
+    ask for the primary:
+    postgresql://u:p@h1:5432,h2:5432/fulcrum?target_session_attrs=read-write
+    """
     min_pool: int = 1
+    """Connections the pool keeps open."""
     max_pool: int = 10
+    """Connections the pool opens at most."""
 
 
 class NatsSettings(BaseModel):
@@ -69,28 +80,44 @@ class NatsSettings(BaseModel):
     (system CAs without it), ``tls_cert_file`` + ``tls_key_file`` present a client certificate.
     """
 
-    model_config = ConfigDict(hide_input_in_errors=True)
+    model_config = ConfigDict(hide_input_in_errors=True, use_attribute_docstrings=True)
 
-    # NoDecode: the environment's comma-separated string reaches _split_servers as it is.
     servers: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: [DEFAULT_NATS_URL], min_length=1
     )
+    """Every NATS node's URL (nats:// or tls://), as a JSON list or comma-separated;
+    FULCRUM_<SVC>_NATS__URL is accepted in its place.
+    """
     user: str = ""
+    """NATS user (with password); at most one kind of credentials: user and password, token, or
+    creds_file.
+    """
     password: str = Field(default="", repr=False)
+    """The NATS user's password."""
     token: str = Field(default="", repr=False)
+    """NATS authentication token."""
     creds_file: str = ""
+    """A NATS .creds file (user JWT and nkey seed)."""
     tls_ca_file: str = ""
+    """CA file verifying the NATS servers (turns TLS on; system CAs without it)."""
     tls_cert_file: str = ""
+    """Client certificate presented to NATS (PEM; with tls_key_file)."""
     tls_key_file: str = ""
+    """Private key of tls_cert_file (PEM)."""
     stream: str = "FULCRUM_EVENTS"
-    # Seconds within which a republished Nats-Msg-Id is absorbed by the server.
+    """Name of the JetStream stream holding the events."""
     duplicate_window: float = 120.0
+    """Seconds within which JetStream drops a republished message with the same Nats-Msg-Id."""
     max_deliver: int = 10
+    """Deliveries of one message to a consumer before it is dead-lettered."""
     ack_wait: float = 30.0
+    """Seconds a consumer has to acknowledge a message before it is redelivered."""
     max_age_days: float = 7.0
-    # Copies of the event stream (and, inherited, of every durable consumer): 3 on a
-    # 3-node cluster, so losing one node loses nothing.
+    """Days the stream keeps messages."""
     replicas: int = Field(default=1, ge=1, le=5)
+    """Copies of the event stream and of every durable consumer: 3 on a 3-node cluster, so losing
+    one node loses nothing.
+    """
 
     @model_validator(mode="before")
     @classmethod
@@ -143,20 +170,33 @@ class NatsSettings(BaseModel):
 
 
 class TelemetrySettings(BaseModel):
-    # "none" records spans without exporting; "console" prints them (debugging only); "otlp"
-    # sends them to OTEL_EXPORTER_OTLP_ENDPOINT. OTEL_TRACES_EXPORTER, when set, wins.
+    model_config = DOCUMENTED
+
     exporter: str = Field(default="none", pattern="^(none|console|otlp)$")
+    """Where spans go: none (recorded, not exported), console (printed; debugging only) or otlp (to
+    OTEL_EXPORTER_OTLP_ENDPOINT). OTEL_TRACES_EXPORTER, when set, wins.
+    """
 
 
 class RelaySettings(BaseModel):
+    model_config = DOCUMENTED
+
     enabled: bool = True
+    """Whether this process runs the outbox relay (publishes appended events to NATS; one relay
+    holds the lock at a time).
+    """
     batch_size: int = 500
-    # Safety net beside LISTEN/NOTIFY, and the standby's interval to try the lock.
+    """Outbox rows published per round."""
     poll_interval: float = 2.0
+    """Seconds between outbox polls (a safety net beside LISTEN/NOTIFY), and between a standby
+    relay's tries of the lock.
+    """
     max_backoff: float = 2.0
-    # Seconds the oldest outbox row may wait before /readyz calls the outbox stuck (unless
-    # this process's relay published within as long: it is draining a backlog).
+    """Longest wait in seconds between retries after a failed publish."""
     stuck_after: float = 30.0
+    """Seconds the oldest outbox row may wait before /readyz reports the outbox stuck (unless this
+    process's relay published within as long: it is draining a backlog).
+    """
 
 
 class SubnetConfig(BaseModel):
@@ -215,4 +255,9 @@ def default_subnets() -> list[SubnetConfig]:
 
 
 class NetworkSettings(BaseModel):
+    model_config = DOCUMENTED
+
     subnets: list[SubnetConfig] = Field(default_factory=default_subnets)
+    """The subnets VIPs are allocated from (JSON list of objects: id, name, network_id,
+    network_name, cidr, gateway_ip, allocation_start, allocation_end, project_id).
+    """

@@ -13,10 +13,12 @@ from services.amphora.adapters.nftables import default_nft_binary
 
 
 def default_haproxy_binary() -> Path:
+    """haproxy on PATH, else /usr/sbin/haproxy."""
     return Path(shutil.which("haproxy") or "/usr/sbin/haproxy")
 
 
 def _default_keepalived_binary() -> Path:
+    """keepalived on PATH, else /usr/sbin/keepalived."""
     return Path(shutil.which("keepalived") or "/usr/sbin/keepalived")
 
 
@@ -28,49 +30,67 @@ class AmphoraSettings(BaseSettings):
     """
 
     model_config = SettingsConfigDict(
-        env_prefix="FULCRUM_AMPHORA_", env_nested_delimiter="__", extra="ignore"
+        env_prefix="FULCRUM_AMPHORA_",
+        env_nested_delimiter="__",
+        extra="ignore",
+        use_attribute_docstrings=True,
     )
 
     amphora_id: str
-    # Threshold of every logger in the agent: DEBUG, INFO, WARNING, ERROR or CRITICAL
-    # (any case; libs/common/logsetup.py).
+    """The amphora this agent serves."""
     log_level: LogLevel = "INFO"
+    """Threshold of every logger in the agent: DEBUG, INFO, WARNING, ERROR or CRITICAL, in any
+    case.
+    """
     lb_id: str
+    """The load balancer the amphora serves."""
     bind_host: str = "127.0.0.1"
+    """Address of the agent's HTTPS API."""
     bind_port: int = Field(default=9443, ge=0, le=65535)
+    """Port of the agent's HTTPS API (0: any free port, written to port_file)."""
     port_file: Path | None = None
+    """Where the agent writes its port once it accepts (null: <state_dir>/agent.port)."""
     state_dir: Path
+    """The amphora's files: HAProxy configuration, sockets, pid and lock."""
     haproxy_bin: Path = Field(default_factory=default_haproxy_binary)
-    # nftables' CLI, for UDP listeners (services/amphora/adapters/nftables.py).
+    """The HAProxy binary."""
     nft_bin: Path = Field(default_factory=default_nft_binary)
+    """nftables' CLI, for UDP listeners and security groups."""
     ca_cert: Path
+    """CA certificate that verifies the provisioner's client certificate."""
     server_cert: Path
+    """The agent's server certificate (PEM)."""
     server_key: Path
-    # Seconds the agent waits at start for those files to load (the docker driver copies them
-    # into the container while the agent boots); 0: they must be there.
+    """Its private key (PEM)."""
     cert_wait: float = Field(default=0.0, ge=0)
-    # Bound on starting HAProxy or waiting for a reloaded worker.
+    """Seconds the agent waits at start for its certificate files to appear (the docker driver
+    copies them in while the agent boots); 0: they must be there.
+    """
     reload_timeout: float = Field(default=10.0, gt=0)
-    # Bound on waiting for a disabled server's connections to end before `del server`.
+    """Seconds starting HAProxy or waiting for a reloaded worker may take."""
     drain_timeout: float = Field(default=30.0, gt=0)
-    # Heartbeats to the health service (services/amphora/heartbeat.py): on when both the key
-    # and the endpoints ("host:port", a JSON list in the environment) are set; one without the
-    # other is refused at start.
+    """Seconds a disabled server's connections may take to end before it is removed."""
     heartbeat_key: str = ""
+    """HMAC key of the heartbeats; with health_endpoints it turns heartbeats on (one without the
+    other refuses the start).
+    """
     health_endpoints: list[str] = Field(default_factory=list)
-    # Seconds between beats (Octavia's default); the health service's default timeout is three.
+    """Health service addresses (host:port, JSON list) heartbeats go to."""
     heartbeat_interval: float = Field(default=1.0, gt=0)
+    """Seconds between heartbeats (the health service's default timeout is three)."""
 
-    # --- VIP interface and VRRP (services/amphora/adapters/{vip,keepalived}.py) ---
-    # The interface that carries the VIPs (set by drivers whose amphorae own one, e.g. netns's
-    # "eth0"); None: VIPs need no plumbing here, and the VRRP/VIP endpoints answer 409.
     vip_interface: str | None = None
+    """The interface that carries the VIPs (netns: eth0); null: VIPs need no plumbing here and the
+    VRRP/VIP endpoints answer 409.
+    """
     keepalived_bin: Path = Field(default_factory=_default_keepalived_binary)
-    # Bound on waiting for a started keepalived to report its first state.
+    """The keepalived binary (ACTIVE_STANDBY)."""
     vrrp_settle_timeout: float = Field(default=5.0, ge=0)
-    # A network namespace (/run/netns/<name>) the agent enters before anything else (the netns
-    # driver's amphorae; services/amphora/adapters/netns.py). None: stay where started.
+    """Seconds a started keepalived may take to report its first state."""
     netns: str | None = None
+    """A network namespace (/run/netns/<name>) the agent enters before anything else; null: stay
+    where started.
+    """
     # --- end of the VRRP block ---
 
     @property

@@ -13,6 +13,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from libs.common.domain.model import Topology
 from libs.common.logsetup import LogLevel
 from libs.common.settings import (
+    DOCUMENTED,
     NatsSettings,
     NetworkSettings,
     PostgresSettings,
@@ -30,13 +31,22 @@ _QUOTA_LIMIT = Field(default=-1, ge=-1, le=2_000_000_000)
 class QuotaDefaults(BaseModel):
     """Per-project limits when a project has no stored quota; -1 means unlimited."""
 
+    model_config = DOCUMENTED
+
     loadbalancer: int = _QUOTA_LIMIT
+    """Load balancers a project may have when it has no stored quota (-1: unlimited)."""
     listener: int = _QUOTA_LIMIT
+    """Listeners a project may have when it has no stored quota (-1: unlimited)."""
     pool: int = _QUOTA_LIMIT
+    """Pools a project may have when it has no stored quota (-1: unlimited)."""
     member: int = _QUOTA_LIMIT
+    """Members a project may have when it has no stored quota (-1: unlimited)."""
     healthmonitor: int = _QUOTA_LIMIT
+    """Health monitors a project may have when it has no stored quota (-1: unlimited)."""
     l7policy: int = _QUOTA_LIMIT
+    """L7 policies a project may have when it has no stored quota (-1: unlimited)."""
     l7rule: int = _QUOTA_LIMIT
+    """L7 rules a project may have when it has no stored quota (-1: unlimited)."""
 
 
 class EventFeedSettings(BaseModel):
@@ -44,17 +54,26 @@ class EventFeedSettings(BaseModel):
     event store, how many events a read takes at most, the longest silence before a
     ``: keepalive`` comment, and how many feeds one project may hold open at once."""
 
+    model_config = DOCUMENTED
+
     poll_interval: float = Field(default=0.5, gt=0, le=10)
+    """Seconds between an open feed's reads of the event store."""
     page_size: int = Field(default=200, ge=1, le=10_000)
+    """Most events one read of the event store takes."""
     keepalive_seconds: float = Field(default=15.0, gt=0, le=15)
+    """Longest silence before a ``: keepalive`` comment."""
     max_per_project: int = Field(default=5, ge=1)
+    """Feeds one project may hold open at once (more: 429)."""
 
 
 class ApiSettings(SecretKeysSetting, BaseSettings):
     """Built once in ``__main__`` and passed down."""
 
     model_config = SettingsConfigDict(
-        env_prefix="FULCRUM_API_", env_nested_delimiter="__", extra="ignore"
+        env_prefix="FULCRUM_API_",
+        env_nested_delimiter="__",
+        extra="ignore",
+        use_attribute_docstrings=True,
     )
 
     postgres: PostgresSettings = Field(default_factory=PostgresSettings)
@@ -63,45 +82,65 @@ class ApiSettings(SecretKeysSetting, BaseSettings):
     telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
     network: NetworkSettings = Field(default_factory=NetworkSettings)
     host: str = "127.0.0.1"
+    """Address the API listens on."""
     port: int = 9876
-    # Threshold of every logger in this process: DEBUG, INFO, WARNING, ERROR or CRITICAL
-    # (any case; libs/common/logsetup.py). The access log is at INFO.
+    """Port the API listens on."""
     log_level: LogLevel = "INFO"
-    # How a request's project and roles are found (services/api/http/context.py): "keystone"
-    # (tokens from our Keystone subset, or admin_token), "admin_token" (only the static token),
-    # "noauth" (development: X-Project-Id or the default project; always admin) or "testing"
-    # (X-Project-Id and X-Roles headers, policy enforced).
+    """Threshold of every logger in this process (the access log is at INFO): DEBUG, INFO, WARNING,
+    ERROR or CRITICAL, in any case.
+    """
     auth_strategy: str = Field(
         default="keystone", pattern="^(keystone|admin_token|noauth|testing)$"
     )
-    # Identity (keystone): users, projects and role grants; created with a bootstrap admin
-    # (password admin_password) when missing. Tokens are HMAC-signed with token_key: every
-    # replica needs the same key.
+    """How a request's project and roles are found: keystone (tokens of the Keystone subset, or
+    admin_token), admin_token (only the static token), noauth (development: X-Project-Id or the
+    default project; always admin) or testing (X-Project-Id and X-Roles headers, policy
+    enforced).
+    """
     identity_file: Path = Path(".state/identity.yaml")
+    """The Keystone subset's users, projects and role grants (YAML); created with a bootstrap admin
+    when missing.
+    """
     admin_password: str = ""
+    """Password of the bootstrap admin of a new identity_file (keystone: required while the
+    file does not exist).
+    """
     token_key: str = ""
+    """Key that signs Keystone tokens (HMAC, at least 16 characters with keystone): every API
+    replica needs the same key.
+    """
     token_lifetime_hours: float = Field(default=12.0, gt=0)
-    # A static operator token (the CLI's --os-auth-type admin_token); empty = none.
+    """Hours a Keystone token is valid."""
     admin_token: str = ""
+    """A static operator token (the CLI's --os-auth-type admin_token); empty: none."""
     region: str = "RegionOne"
+    """Region named in the Keystone catalog."""
     default_project_id: str = Field(default=DEFAULT_PROJECT_ID, pattern=r"^[0-9a-f]{32}$")
+    """The project that owns resources when no identity names one (noauth)."""
     pagination_max_limit: int = Field(default=1000, ge=1)
+    """Most items one list page returns."""
     quota: QuotaDefaults = Field(default_factory=QuotaDefaults)
+    """Per-project limits when a project has no stored quota."""
     feed: EventFeedSettings = Field(default_factory=EventFeedSettings)
-    # Base of the links this API writes (version document, pagination); empty = the request's.
+    """The live event feed."""
     public_url: str = ""
+    """Base URL of the links this API writes (version document, pagination); empty: the request's.
+    """
     provider: str = "amphora"
-    # The provisioner's amphora driver (process, netns or docker): what it cannot honour (the
-    # process driver: ACTIVE_STANDBY, VIP security groups) is refused here, before anything
-    # is written. Empty: not told; everything is accepted.
+    """The load balancer provider (Octavia's amphora provider)."""
     amphora_driver: str = Field(default="", pattern="^(|process|netns|docker)$")
-    # Whether the provisioner's amphora driver serves UDP listeners (nftables in the amphora's
-    # own network namespace or container). Implied by ``amphora_driver`` netns or docker;
-    # False with the process driver: UDP listeners and pools are refused with 501
-    # after every other check.
+    """The provisioner's amphora driver (process, netns or docker): what it cannot honour (the
+    process driver: ACTIVE_STANDBY, VIP security groups) is refused here, before anything is
+    written. Empty: not told; everything is accepted.
+    """
     udp_dataplane: bool = False
+    """Whether the amphora driver serves UDP listeners (nftables in the amphora's own network
+    namespace: netns and docker drivers, as root). False: UDP listeners and pools are refused
+    with 501 after every other check.
+    """
     loadbalancer_topology: Topology = Topology.SINGLE
-    # Member addresses no tenant may use (Octavia's [networking] reserved_ips).
+    """Topology of load balancers whose flavor does not set one."""
     reserved_ips: list[str] = Field(default_factory=lambda: ["169.254.169.254"])
-    # Access log lines per request (aiohttp's access logger at INFO).
+    """Member addresses no tenant may use (Octavia's [networking] reserved_ips)."""
     access_log: bool = True
+    """Whether every request writes an access log line (at INFO)."""

@@ -13,6 +13,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from libs.common.logsetup import LogLevel
 from libs.common.settings import (
+    DOCUMENTED,
     NatsSettings,
     PostgresSettings,
     RelaySettings,
@@ -25,36 +26,47 @@ DAY = 86400.0
 class JobSettings(BaseModel):
     """What every job has: its switch and its period (seconds)."""
 
+    model_config = DOCUMENTED
+
     enabled: bool = True
+    """Whether the job runs."""
     interval: float = Field(default=60.0, gt=0)
+    """Seconds between runs of the job."""
 
 
 class SparesJob(JobSettings):
     """Keep ``pool_size`` spare amphorae (SINGLE LBs claim them at create)."""
 
     interval: float = Field(default=5.0, gt=0)
+    """Seconds between runs of the job."""
     pool_size: int = Field(default=0, ge=0)
-    # A spare requested this long ago and still not booted is retired and replaced.
+    """READY spare amphorae to keep (0: none)."""
     boot_timeout: float = Field(default=120.0, gt=0)
-    # A READY spare heard from once and silent this long is failed and replaced (0: never;
-    # the health service fails over silent amphorae that serve an LB, not spares).
+    """Seconds a requested spare may take to boot before it is retired and replaced."""
     heartbeat_timeout: float = Field(default=30.0, ge=0)
+    """Seconds a READY spare heard from once may stay silent before it is failed and replaced (0:
+    never).
+    """
 
 
 class StrandedJob(JobSettings):
     """Re-drive LBs whose PENDING_* outlived ``after`` s; ERROR after ``redrives`` re-drives."""
 
     interval: float = Field(default=10.0, gt=0)
+    """Seconds between runs of the job."""
     after: float = Field(default=60.0, gt=0)
+    """Seconds a load balancer may stay PENDING_* before it is driven again."""
     redrives: int = Field(default=3, ge=0)
+    """Re-drives before a stranded load balancer is set to ERROR."""
 
 
 class OrphansJob(JobSettings):
     """Ask the provisioner to reconcile its driver with the store."""
 
-    # A running amphora nobody owns is deleted once unowned this long (work in flight is
-    # protected by locks as well; this also covers an amphora booted but not yet recorded).
     grace: float = Field(default=30.0, ge=0)
+    """Seconds a running amphora nobody owns is left before it is deleted (covers an amphora booted
+    but not yet recorded).
+    """
 
 
 class PurgeJob(JobSettings):
@@ -64,44 +76,58 @@ class PurgeJob(JobSettings):
     """
 
     interval: float = Field(default=3600.0, gt=0)
+    """Seconds between runs of the job."""
     loadbalancer_retention: float = Field(default=7 * DAY, ge=0)
+    """Seconds a deleted load balancer's read-model rows are kept."""
     amphora_retention: float = Field(default=7 * DAY, ge=0)
+    """Seconds a deleted amphora's read-model rows are kept."""
     dead_letter_retention: float = Field(default=14 * DAY, ge=0)
-    # Consumers dedupe redeliveries and replays with these rows: keep them longer than the
-    # stream keeps messages (NatsSettings.max_age_days), far beyond the duplicate window.
+    """Seconds dead-lettered messages are kept."""
     processed_message_retention: float = Field(default=8 * DAY, gt=0)
+    """Seconds the rows consumers dedupe redeliveries with are kept: longer than the stream keeps
+    messages (nats.max_age_days), or a replayed event could be acted on twice.
+    """
 
 
 class CertificatesJob(JobSettings):
     """Rotate amphora server certificates expiring within ``expiry_buffer`` s."""
 
     interval: float = Field(default=3600.0, gt=0)
+    """Seconds between runs of the job."""
     expiry_buffer: float = Field(default=14 * DAY, gt=0)
-    # An unanswered request is repeated after this long.
+    """Amphora certificates expiring within this many seconds are rotated."""
     retry_after: float = Field(default=600.0, gt=0)
-    # The deployment CA's certificate (the provisioner's ca_dir/ca.pem), whose expiry is
-    # reported (/metrics ca_expires_in_seconds, and a warning within ca_warning s).
+    """Seconds after which an unanswered rotation request is repeated."""
     ca_cert: Path | None = Path(".state/ca/ca.pem")
+    """The deployment CA's certificate (the provisioner's ca_dir/ca.pem), whose expiry is reported
+    (/metrics ca_expires_in_seconds); null: not watched.
+    """
     ca_warning: float = Field(default=180 * DAY, ge=0)
+    """Seconds before the CA's expiry from which a warning is logged."""
 
 
 class HousekeepingSettings(BaseSettings):
     """Built once in ``__main__`` and passed down."""
 
     model_config = SettingsConfigDict(
-        env_prefix="FULCRUM_HOUSEKEEPING_", env_nested_delimiter="__", extra="ignore"
+        env_prefix="FULCRUM_HOUSEKEEPING_",
+        env_nested_delimiter="__",
+        extra="ignore",
+        use_attribute_docstrings=True,
     )
 
     postgres: PostgresSettings = Field(default_factory=PostgresSettings)
     nats: NatsSettings = Field(default_factory=NatsSettings)
     relay: RelaySettings = Field(default_factory=RelaySettings)
     telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
-    # HTTP: /healthz, /readyz and /metrics.
     host: str = "127.0.0.1"
+    """Address of the probe endpoints (/healthz, /readyz, /metrics)."""
     port: int = Field(default=9879, ge=0, le=65535)
-    # Threshold of every logger in this process: DEBUG, INFO, WARNING, ERROR or CRITICAL
-    # (any case; libs/common/logsetup.py).
+    """Port of the probe endpoints."""
     log_level: LogLevel = "INFO"
+    """Threshold of every logger in this process: DEBUG, INFO, WARNING, ERROR or CRITICAL, in any
+    case.
+    """
     spares: SparesJob = Field(default_factory=SparesJob)
     stranded: StrandedJob = Field(default_factory=StrandedJob)
     orphans: OrphansJob = Field(default_factory=OrphansJob)

@@ -11,6 +11,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from libs.common.logsetup import LogLevel
 from libs.common.settings import (
+    DOCUMENTED,
     HeartbeatKeySetting,
     NatsSettings,
     PostgresSettings,
@@ -33,13 +34,22 @@ class DockerNetworkSettings(BaseModel):
     makes a VIP network dual stack: its IPv6 VIPs are held by the amphorae as /128s.
     """
 
+    model_config = DOCUMENTED
+
     name: str
+    """Docker network name."""
     subnet: str
+    """Its subnet (CIDR)."""
     gateway: str | None = None
+    """Its gateway address (null: docker's choice)."""
     ip_range: str | None = None
+    """Where docker picks dynamic addresses (null: the whole subnet)."""
     subnet6: str | None = None
+    """A /64 of fd00::/8 that makes the network dual stack (null: IPv4 only)."""
     gateway6: str | None = None
+    """Its IPv6 gateway (null: docker's choice)."""
     ip_range6: str | None = None
+    """Where docker picks dynamic IPv6 addresses (null: the whole subnet6)."""
 
     @model_validator(mode="after")
     def _ula(self) -> DockerNetworkSettings:
@@ -60,14 +70,17 @@ class DockerNetworkSettings(BaseModel):
 class DockerDriverSettings(BaseModel):
     """The ``docker`` driver: amphorae are containers of ``image`` on one engine."""
 
-    # DOCKER_HOST of the engine; None: the environment's DOCKER_HOST or the default socket.
+    model_config = DOCUMENTED
+
     host: str | None = None
+    """DOCKER_HOST of the engine; null: the environment's DOCKER_HOST or the default socket."""
     image: str = "fulcrum/amphora:latest"
-    # Label value separating deployments that share an engine (list() sees only its own).
+    """Amphora image (never pulled: it must be on the engine)."""
     deployment: str = "fulcrum"
+    """Label value separating deployments that share an engine (each sees only its own containers).
+    """
     agent_port: int = 9443
-    # The agent is reached on its address in this network: the provisioner must be attached
-    # to it (compose) or run on the engine's host (its bridges are routed there).
+    """Port of the amphora agent in each container."""
     mgmt_network: DockerNetworkSettings = Field(
         default_factory=lambda: DockerNetworkSettings(
             name="fulcrum-lb-mgmt",
@@ -76,7 +89,9 @@ class DockerDriverSettings(BaseModel):
             ip_range="198.18.65.128/25",  # below: static control-plane addresses (compose)
         )
     )
-    # VIP networks: a VIP belongs to the network whose subnet contains it.
+    """The network the agents are reached on: the provisioner must be attached to it (compose) or
+    run on the engine's host.
+    """
     vip_networks: list[DockerNetworkSettings] = Field(
         default_factory=lambda: [
             DockerNetworkSettings(
@@ -87,8 +102,11 @@ class DockerDriverSettings(BaseModel):
             )
         ]
     )
-    # Bound on one engine API call (image pulls are never done).
+    """VIP networks (JSON list of name, subnet, gateway, ip_range): a VIP belongs to the network
+    whose subnet contains it.
+    """
     api_timeout: float = 60.0
+    """Seconds one engine API call may take."""
 
 
 # --- netns driver and VRRP (issue 6 part B) -------------------------------------------------
@@ -165,29 +183,44 @@ class NetnsDriverSettings(BaseModel):
     """The ``netns`` driver: amphora namespaces ``<namespace_prefix><12 hex of its id>``,
     network namespaces (and the host side of their uplinks) ``<network_prefix><name>``."""
 
+    model_config = DOCUMENTED
+
     namespace_prefix: str = Field(default="fa-", pattern=r"^[a-z0-9-]{1,12}$")
+    """Prefix of amphora network namespaces (<prefix><12 hex of the amphora id>)."""
     network_prefix: str = Field(default="fn-", pattern=r"^[a-z0-9-]{1,5}$")
+    """Prefix of VIP network namespaces and of the host side of their uplinks."""
     agent_port: int = Field(default=9443, ge=1, le=65535)
-    # A VIP belongs to the network whose subnet contains it; spares go to the first one.
+    """Port of the amphora agent in each namespace."""
     networks: list[NetnsNetworkSettings] = Field(
         default_factory=_default_netns_networks, min_length=1
     )
-    # Bound on one `ip` command and on the agent's clean stop at delete.
+    """VIP networks (JSON list of name, subnet, gateway, ip_range, subnet6, gateway6; all in
+    198.18.0.0/15, IPv6 in fd00::/8): a VIP belongs to the network whose subnet contains it;
+    spares go to the first.
+    """
     command_timeout: float = Field(default=10.0, gt=0)
+    """Seconds one `ip` command may take."""
     stop_timeout: float = Field(default=10.0, gt=0)
+    """Seconds an agent gets to stop cleanly when its amphora is deleted."""
 
 
 class VrrpSettings(BaseModel):
     """keepalived for ACTIVE_STANDBY (unicast VRRPv3; see rendering/keepalived.py)."""
 
-    # Seconds between adverts, in centiseconds (VRRPv3's unit): a dead MASTER's VIP moves
-    # after 3 adverts plus a skew, 0.4 s at 0.1 and 0.73 s at 0.2 (the bound is 1 s). Below
-    # 0.1 a busy host's scheduling delays would read as a dead MASTER and move the VIP.
+    model_config = DOCUMENTED
+
+    # VRRPv3 counts in centiseconds; below 0.1 a busy host's scheduling delays would read as
+    # a dead MASTER and move the VIP (the bound on a move is 1 s).
     advert_int: float = Field(default=0.1, ge=0.1, le=0.2, multiple_of=0.01)
-    # keepalived 2.2.7 takes whole seconds only for its check scripts.
-    check_interval: int = Field(default=1, ge=1)
+    """Seconds between VRRP adverts (0.1 to 0.2, in steps of 0.01): a dead MASTER's VIP moves after
+    3 adverts plus a skew, 0.4 s at 0.1 and 0.73 s at 0.2.
+    """
+    check_interval: int = Field(default=1, ge=1)  # keepalived 2.2.7: whole seconds only
+    """Seconds between keepalived's HAProxy checks (whole seconds)."""
     check_fall: int = Field(default=2, ge=1)
+    """Failed checks before an amphora gives up MASTER."""
     check_rise: int = Field(default=2, ge=1)
+    """Passed checks before an amphora may be MASTER again."""
 
 
 # --- end of the netns driver and VRRP block ------------------------------------------------
@@ -222,7 +255,10 @@ class ProvisionerSettings(HeartbeatKeySetting, SecretKeysSetting, BaseSettings):
     """Built once in ``__main__`` and passed down."""
 
     model_config = SettingsConfigDict(
-        env_prefix="FULCRUM_PROVISIONER_", env_nested_delimiter="__", extra="ignore"
+        env_prefix="FULCRUM_PROVISIONER_",
+        env_nested_delimiter="__",
+        extra="ignore",
+        use_attribute_docstrings=True,
     )
 
     postgres: PostgresSettings = Field(default_factory=PostgresSettings)
@@ -230,57 +266,73 @@ class ProvisionerSettings(HeartbeatKeySetting, SecretKeysSetting, BaseSettings):
     relay: RelaySettings = Field(default_factory=RelaySettings)
     telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
     host: str = "127.0.0.1"
+    """Address of the probe endpoints (/healthz, /readyz, /metrics)."""
     port: int = 9877
-    # Threshold of every logger in this process: DEBUG, INFO, WARNING, ERROR or CRITICAL
-    # (any case; libs/common/logsetup.py).
+    """Port of the probe endpoints."""
     log_level: LogLevel = "INFO"
+    """Threshold of every logger in this process: DEBUG, INFO, WARNING, ERROR or CRITICAL, in any
+    case.
+    """
     driver: str = Field(default="process", pattern="^(process|netns|docker)$")
-    # Where amphora processes keep their files (process driver) and where the CA lives.
+    """How amphorae run: process (HAProxy processes on this host, loopback VIPs), netns (network
+    namespaces; root) or docker (containers).
+    """
     state_dir: Path = Path(".state/amphorae")
+    """Where amphorae keep their files (process and netns drivers)."""
     ca_dir: Path = Path(".state/ca")
-    # Heartbeats: the amphorae send to these health endpoints with the heartbeat key.
+    """The deployment CA that signs amphora certificates (created when missing)."""
     health_endpoints: list[str] = Field(default_factory=list)
-    # Seconds between an amphora's beats (the health service's default timeout is three).
+    """Health service addresses (host:port, JSON list) the amphorae send heartbeats to."""
     heartbeat_interval: float = 1.0
-    # How long a freshly started amphora may take before its agent answers.
+    """Seconds between an amphora's heartbeats (the health service's default timeout is three)."""
     boot_timeout: float = 20.0
-    # Consumer parallelism across load balancers (one LB's events are always in order).
+    """Seconds a new amphora may take before its agent answers."""
     concurrency: int = 8
-    # A new SINGLE LB takes a READY spare amphora when there is one (no boot to wait for).
-    # Housekeeping decides the pool (FULCRUM_HOUSEKEEPING_SPARES__POOL_SIZE) and asks for spares
-    # through events; spare_pool_size > 0 runs the provisioner's own refill loop instead
-    # (standalone use without housekeeping; 0, the default, leaves it off).
+    """Load balancers handled at once (one load balancer's events are always in order)."""
     claim_spares: bool = True
+    """Whether a new SINGLE load balancer takes a READY spare amphora when there is one (no boot to
+    wait for). Housekeeping keeps the spare pool (FULCRUM_HOUSEKEEPING_SPARES__POOL_SIZE).
+    """
     spare_pool_size: int = Field(default=0, ge=0)
+    """Spares the provisioner's own refill loop keeps, for use without housekeeping (0: the loop is
+    off).
+    """
     spare_refill_interval: float = 1.0
-    # Housekeeping's requests (spare boots, certificate rotations, reconciliations) in flight.
+    """Seconds between rounds of that refill loop."""
     maintenance_concurrency: int = Field(default=2, ge=1)
-    # Amphora server certificates' validity.
+    """Housekeeping's requests (spare boots, certificate rotations, reconciliations) handled at
+    once.
+    """
     cert_validity_days: int = 30
-    # The docker driver's engine, image and networks (FULCRUM_PROVISIONER_DOCKER__*).
+    """Days an amphora server certificate is valid."""
     docker: DockerDriverSettings = Field(default_factory=DockerDriverSettings)
-    # The netns driver's namespaces and networks (FULCRUM_PROVISIONER_NETNS__*), and keepalived
-    # for ACTIVE_STANDBY on amphorae that own a VIP interface (FULCRUM_PROVISIONER_VRRP__*).
+    """The docker driver's engine, image and networks."""
     netns: NetnsDriverSettings = Field(default_factory=NetnsDriverSettings)
+    """The netns driver's namespaces and networks."""
     vrrp: VrrpSettings = Field(default_factory=VrrpSettings)
-    # The hosts amphorae run on (FULCRUM_PROVISIONER_HOSTS, JSON): none, the default, runs
-    # ``driver`` on this host alone. With hosts, each new amphora goes to the least-loaded live
-    # host, and the two of an ACTIVE_STANDBY LB to distinct hosts (``anti_affinity``):
-    #   FULCRUM_PROVISIONER_HOSTS='[{"name":"h1"},{"name":"h2"}]'
-    #   FULCRUM_PROVISIONER_HOSTS='[{"name":"h1","ip_ranges":{"fulcrum":"198.18.32.0/26"}},
-    #                               {"name":"d2","driver":"docker","docker_host":"unix:///run/d2.sock"}]'
+    """keepalived for ACTIVE_STANDBY on amphorae that own a VIP interface."""
     hosts: list[AmphoraHostSettings] = Field(default_factory=list)
+    """The hosts amphorae run on (JSON list of name, driver netns|docker, ip_ranges, docker_host),
+    e.g. [{"name":"h1"},{"name":"h2"}]. Empty: the driver on this host alone. With hosts, each
+    new amphora goes to the least-loaded live host, the two of an ACTIVE_STANDBY load balancer
+    to distinct hosts.
+    """
     anti_affinity: AntiAffinity = "soft"
-    # Log offloading, as Octavia's options of the same names: HAProxy on every amphora sends
-    # its logs by syslog over UDP to these "host:port" targets (JSON lists, e.g.
-    # FULCRUM_PROVISIONER_TENANT_LOG_TARGETS='["127.0.0.1:5140"]'). Tenant targets get the
-    # access log (one line per connection in user_log_format) and HAProxy's notices on
-    # local0, admin targets notices and worse on local1. connection_logging false: no
-    # access log (Octavia's `[haproxy_amphora] connection_logging`).
+    """hard: never place the two amphorae of an ACTIVE_STANDBY load balancer on one host; soft:
+    prefer distinct hosts, and with one live host left place them together (logged, counted).
+    """
     tenant_log_targets: list[str] = Field(default_factory=list)
+    """Syslog targets (host:port, JSON list) that get every amphora's HAProxy access log
+    (user_log_format, local0) and notices over UDP.
+    """
     admin_log_targets: list[str] = Field(default_factory=list)
+    """Syslog targets (host:port, JSON list) that get HAProxy's notices and worse (local1)."""
     connection_logging: bool = True
+    """Whether listeners write an access log (Octavia's [haproxy_amphora] connection_logging)."""
     user_log_format: str = Field(default=DEFAULT_USER_LOG_FORMAT, min_length=1)
+    """Format of access log lines (Octavia's user_log_format; {{ project_id }} and {{ lb_id }} are
+    filled in).
+    """
 
     @model_validator(mode="after")
     def _log_targets_parse(self) -> ProvisionerSettings:

@@ -32,6 +32,7 @@ class NftablesUnavailable(InfrastructureError):
 
 
 def default_nft_binary() -> Path:
+    """nft on PATH, else /usr/sbin/nft."""
     return Path(shutil.which("nft") or "/usr/sbin/nft")
 
 

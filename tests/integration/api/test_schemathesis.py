@@ -1,6 +1,7 @@
 """Schema fuzzing: schemathesis drives every operation of the OpenAPI document the API serves
 against the real API (real Postgres and NATS, noauth, on 127.0.0.1); no answer may be a 5xx,
-except Octavia's 501 by which the provider refuses an option it does not support.
+except Octavia's 501 by which the provider refuses an option it does not support, and every
+answer (errors included) must match the document's schema and content type.
 
 Bounded and deterministic: a fixed seed, derandomized Hypothesis, few examples per operation,
 no example database. The API runs in a thread with its own event loop, since schemathesis
@@ -29,6 +30,11 @@ from services.api.http.resources.openapi import build_document
 from services.api.http.routing import ApiRouter
 from tests.integration.api.conftest import api_settings
 
+# Every answer's body matches its documented schema (the error shapes too) and content type.
+CONFORMANCE = [
+    schemathesis.checks.response_schema_conformance,
+    schemathesis.checks.content_type_conformance,
+]
 SEED = 20261123
 MAX_EXAMPLES = 30
 CONFIG = schemathesis.Config.from_dict(
@@ -141,3 +147,5 @@ def test_no_operation_answers_5xx(case: schemathesis.Case, served_api: str) -> N
         assert response.json()["faultstring"].startswith("Provider 'amphora'"), where
         return
     assert response.status_code < 500, where
+    if "fields" not in (case.query or {}):  # a field selection answers part of a body
+        case.validate_response(response, checks=CONFORMANCE)

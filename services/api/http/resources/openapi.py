@@ -1,27 +1,42 @@
-"""``GET /openapi.json`` (OpenAPI 3.1 of every registered route) and ``GET /docs`` (the same,
-as a self-contained HTML page rendered here: no script, no external asset).
+"""``GET /openapi.json`` (OpenAPI 3.1 of every registered route) and ``GET /docs`` (Swagger UI
+on that document, its files served from here: nothing is loaded from outside).
 
 The document is built from ``ApiRouter.specs`` when first asked for, so it covers every module
 registered in ``app.ROUTE_MODULES`` (Octavia, Keystone, Neutron) whatever their order. Request
-bodies are the pydantic schemas the handlers validate with; a GET answering a kind's plural
-envelope is a list and takes Octavia's paging, sorting and field parameters.
+bodies are the pydantic schemas the handlers validate with; answers are the models of
+``schemas.views`` under their envelope key (a list, with its links, for a kind's plural); any
+other status is an error in the shape of the path's API (Octavia's fault, pecan's, Keystone's,
+Neutron's). A GET answering a kind's plural envelope takes Octavia's paging, sorting and field
+parameters. Every operation but the version documents, token issue and these docs requires
+the ``X-Auth-Token`` header (an apiKey security scheme).
 """
 
 from __future__ import annotations
 
 import html
-import json
+import importlib.resources
 import re
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Final
 
 from aiohttp import web
 from pydantic.json_schema import models_json_schema
 
+from libs.common.errors import NotFound
+from libs.common.events.visibility import FEED_PATH
 from services.api.domain.kinds import AMPHORA, CATALOG_KINDS, KINDS
+from services.api.http.errors import KEY_MANAGER_PREFIX
+from services.api.http.neutron import RESOURCES as NEUTRON_RESOURCES
 from services.api.http.reading import base_url
 from services.api.http.responses import encoded
 from services.api.http.routing import ApiRouter, RouteSpec
+from services.api.http.schemas.views import (
+    LIST_BODIES,
+    LOADBALANCER_GRAPH,
+    RESPONSE_BODIES,
+    VERSIONS,
+)
 
 TITLE: Final = "Fulcrum load balancing API"
 VERSION: Final = "2.30"
@@ -32,16 +47,89 @@ LIST_LINKS: Final = {
     **{k.plural: k.links_key for k in (*KINDS.values(), *CATALOG_KINDS.values(), AMPHORA)},
     "quotas": "quotas_links",
 }
-_FAULT: Final = {
-    "type": "object",
-    "description": "Octavia's fault body.",
-    "properties": {
-        "faultcode": {"type": "string", "enum": ["Client", "Server"]},
-        "faultstring": {"type": "string"},
-        "debuginfo": {"type": ["string", "null"]},
+_ERRORS: Final[dict[str, dict[str, Any]]] = {
+    "Fault": {
+        "type": "object",
+        "description": "Octavia's fault body (WSME): bad input, conflicts, missing resources.",
+        "properties": {
+            "faultcode": {"type": "string", "enum": ["Client", "Server"]},
+            "faultstring": {"type": "string"},
+            "debuginfo": {"type": ["string", "null"]},
+        },
+        "required": ["faultcode", "faultstring", "debuginfo"],
+        "additionalProperties": False,
     },
-    "required": ["faultcode", "faultstring", "debuginfo"],
+    "PecanError": {
+        "type": "object",
+        "description": "The framework's body: unrouted paths, methods not allowed, bad paging "
+        "arguments; the key manager's errors have the same shape.",
+        "properties": {
+            "code": {"type": "integer"},
+            "title": {"type": "string"},
+            "description": {"type": ["string", "null"]},
+        },
+        "required": ["code", "title", "description"],
+        "additionalProperties": False,
+    },
+    "KeystoneError": {
+        "type": "object",
+        "description": "Keystone's body: every 401, and the identity API's errors.",
+        "properties": {
+            "error": {
+                "type": "object",
+                "properties": {
+                    "code": {"type": "integer"},
+                    "title": {"type": "string"},
+                    "message": {"type": "string"},
+                },
+                "required": ["code", "title", "message"],
+            }
+        },
+        "required": ["error"],
+        "additionalProperties": False,
+    },
+    "NeutronError": {
+        "type": "object",
+        "description": "Neutron's body, for the networking subset.",
+        "properties": {
+            "NeutronError": {
+                "type": "object",
+                "properties": {
+                    "type": {"type": "string"},
+                    "message": {"type": "string"},
+                    "detail": {"type": "string"},
+                },
+                "required": ["type", "message", "detail"],
+            }
+        },
+        "required": ["NeutronError"],
+        "additionalProperties": False,
+    },
+    "NotAcceptable": {
+        "type": "object",
+        "description": "The 406 for an Accept that excludes application/json (API-WG errors).",
+        "properties": {"errors": {"type": "array", "items": {"type": "object"}}},
+        "required": ["errors"],
+        "additionalProperties": False,
+    },
 }
+_OCTAVIA_ERRORS: Final = ("Fault", "PecanError", "KeystoneError", "NotAcceptable")
+# The error bodies each part of the API answers with, by path prefix (first match wins).
+_ERROR_SHAPES: Final = (
+    ("/v3", ("KeystoneError", "PecanError", "Fault", "NotAcceptable")),
+    ("/v1", ("PecanError", "KeystoneError")),
+    ("/v2/lbaas", _OCTAVIA_ERRORS),
+    ("/v2/octavia", _OCTAVIA_ERRORS),
+    ("/v2", ("NeutronError", *_OCTAVIA_ERRORS)),
+    ("/v2.0", ("NeutronError", *_OCTAVIA_ERRORS)),
+    ("", _OCTAVIA_ERRORS),
+)
+SECURITY_SCHEME: Final = "X-Auth-Token"
+# Operations served without a token: version documents, token issue, this document.
+_PUBLIC: Final = frozenset({"versions", "docs"})
+_PUBLIC_OPERATIONS: Final = frozenset(
+    {("GET", "/v3"), ("GET", "/v3/"), ("POST", "/v3/auth/tokens"), ("GET", "/v1"), ("GET", "/v1/")}
+)
 _LINKS: Final = {
     "type": "array",
     "items": {
@@ -89,36 +177,149 @@ def _operation_id(method: str, path: str, taken: set[str]) -> str:
     return candidate
 
 
-def _success(spec: RouteSpec) -> dict[str, Any]:
-    if spec.status == 204:
-        return {"description": "No content."}
+def _success(spec: RouteSpec, body_refs: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The success answer: ``{"<response_key>": <body or list of bodies>[, "<links>": ...]}``
+    with the body's schema from ``RESPONSE_BODIES``; without a response key, the content fixed
+    by the path, the version documents, or ``_envelope``'s (no content where none is known)."""
     answer: dict[str, Any] = {"description": spec.summary}
-    if spec.response_key is not None:
-        links = LIST_LINKS.get(spec.response_key)
-        if links is not None:
-            body: dict[str, Any] = {"type": "array", "items": {"type": "object"}}
-        else:
-            body = {"type": ["object", "array"]}
-        properties = {spec.response_key: body}
-        if links is not None:
-            properties[links] = _LINKS
-        answer["content"] = {
-            "application/json": {
-                "schema": {
-                    "type": "object",
-                    "properties": properties,
-                    "required": [spec.response_key],
-                }
+    if spec.path in _CONTENT_BY_PATH:
+        return {**answer, "content": _CONTENT_BY_PATH[spec.path]}
+    if spec.status == 204 or spec.method == "HEAD":
+        return {"description": "No content."} if spec.status == 204 else answer
+    if spec.response_key is None:
+        schema: dict[str, Any] | None = _envelope(spec)
+        if spec.tag == "versions":
+            schema = body_refs["versions"] if spec.path == "/" else {"const": "v2"}
+        if schema is not None and spec.status != 202:
+            answer["content"] = {"application/json": {"schema": schema}}
+        return answer
+    links = LIST_LINKS.get(spec.response_key)
+    item: dict[str, Any] = body_refs.get(spec.response_key, {"type": "object"})
+    if spec.response_key == "loadbalancer" and spec.method == "POST":
+        item = {"anyOf": [item, body_refs["loadbalancer_graph"]]}
+    if links is not None or spec.response_key in LIST_BODIES:
+        item = {"type": "array", "items": item}
+    properties: dict[str, Any] = {spec.response_key: item}
+    if links is not None:
+        properties[links] = _LINKS
+    answer["content"] = {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "properties": properties,
+                "required": [spec.response_key],
+                "additionalProperties": False,
             }
         }
+    }
     return answer
+
+
+def _envelope(spec: RouteSpec) -> dict[str, Any] | None:
+    """The Neutron and Keystone answers: their envelope key (a list or one object; other keys,
+    such as links, allowed); the key manager's bodies; None (no content claimed) for a route
+    none of these knows."""
+    path = spec.path if spec.path.startswith("/v3") else re.sub(r"^/v2(\.0)?", "", spec.path)
+    if spec.method == "POST" and path in _NEUTRON_ENVELOPES:
+        path += "/{id}"  # a create answers the one object under the singular key
+    if _under(spec.path, KEY_MANAGER_PREFIX):
+        return _key_manager_body(spec)
+    found = _KEYSTONE_ENVELOPES.get(path) or _NEUTRON_ENVELOPES.get(path)
+    if found is None:
+        return None
+    key, many = found
+    value = {"type": "array", "items": {"type": "object"}} if many else {"type": "object"}
+    return {"type": "object", "properties": {key: value}, "required": [key]}
+
+
+def _key_manager_body(spec: RouteSpec) -> dict[str, Any]:
+    """Barbican's answers: the version document, a reference to what a POST stored, a page
+    (items and total), or one secret's or container's metadata with its reference."""
+    path = spec.path.rstrip("/")
+    kind = path.split("/")[2] if path.count("/") >= 2 else ""
+    singular = kind.removesuffix("s")
+    if path == KEY_MANAGER_PREFIX:
+        required: dict[str, Any] = {"version": {"type": "object"}}
+    elif spec.method == "POST":
+        required = {f"{singular}_ref": {"type": "string"}}
+    elif path.count("/") == 2:
+        required = {kind: {"type": "array", "items": {"type": "object"}}, "total": _INTEGER}
+    else:
+        required = {f"{singular}_ref": {"type": "string"}}
+    return {"type": "object", "properties": required, "required": list(required)}
+
+
+_INTEGER: Final = {"type": "integer"}
+
+
+def _neutron_envelopes() -> dict[str, tuple[str, bool]]:
+    """Path below the version -> (envelope key, is a list) of the Neutron collections."""
+    found: dict[str, tuple[str, bool]] = {}
+    for resource in NEUTRON_RESOURCES:
+        found[f"/{resource.path}"] = (resource.collection, True)
+        found[f"/{resource.path}/{{id}}"] = (resource.member, False)
+    for plural, singular in (
+        ("security-groups", "security_group"),
+        ("security-group-rules", "security_group_rule"),
+    ):
+        found[f"/{plural}"] = (plural.replace("-", "_"), True)
+        found[f"/{plural}/{{id}}"] = (singular, False)
+    return found
+
+
+_NEUTRON_ENVELOPES: Final = _neutron_envelopes()
+_KEYSTONE_ENVELOPES: Final = {
+    "/v3": ("version", False),
+    "/v3/": ("version", False),
+    "/v3/auth/tokens": ("token", False),
+    "/v3/auth/projects": ("projects", True),
+    "/v3/auth/domains": ("domains", True),
+    "/v3/auth/catalog": ("catalog", True),
+    "/v3/users": ("users", True),
+    "/v3/users/{user}": ("user", False),
+    "/v3/users/{user}/projects": ("projects", True),
+    "/v3/projects": ("projects", True),
+    "/v3/projects/{project}": ("project", False),
+    "/v3/roles": ("roles", True),
+    "/v3/roles/{role}": ("role", False),
+    "/v3/domains": ("domains", True),
+    "/v3/domains/{domain}": ("domain", False),
+    "/v3/role_assignments": ("role_assignments", True),
+}
+
+
+def _errors(path: str) -> dict[str, Any]:
+    """Any status not listed: the error bodies served under ``path``."""
+    names = next(shapes for prefix, shapes in _ERROR_SHAPES if _under(path, prefix))
+    return {
+        "description": "An error; its body in the shape of the API the path belongs to.",
+        "content": {
+            "application/json": {
+                "schema": {"anyOf": [{"$ref": _REF.format(model=name)} for name in names]}
+            }
+        },
+    }
+
+
+def _under(path: str, prefix: str) -> bool:
+    return not prefix or path == prefix or path.startswith(prefix + "/")
+
+
+def _authenticated(spec: RouteSpec) -> bool:
+    return spec.tag not in _PUBLIC and (spec.method, spec.path) not in _PUBLIC_OPERATIONS
 
 
 def build_document(specs: Sequence[RouteSpec], server: str) -> dict[str, Any]:
     """The OpenAPI 3.1 document of ``specs``, served from ``server``."""
-    models = sorted({s.request for s in specs if s.request is not None}, key=lambda m: m.__name__)
-    refs, top = models_json_schema([(m, "validation") for m in models], ref_template=_REF)
-    schemas: dict[str, Any] = {**top.get("$defs", {}), "Fault": _FAULT}
+    requests = sorted({s.request for s in specs if s.request is not None}, key=lambda m: m.__name__)
+    bodies = {**RESPONSE_BODIES, "loadbalancer_graph": LOADBALANCER_GRAPH, "versions": VERSIONS}
+    responses = sorted(set(bodies.values()), key=lambda m: m.__name__)
+    refs, top = models_json_schema(
+        [(m, "validation") for m in requests] + [(m, "serialization") for m in responses],
+        ref_template=_REF,
+    )
+    body_refs = {key: refs[(model, "serialization")] for key, model in bodies.items()}
+    schemas: dict[str, Any] = {**top.get("$defs", {}), **_ERRORS}
     paths: dict[str, dict[str, Any]] = {}
     taken: set[str] = set()
     for spec in specs:
@@ -127,15 +328,12 @@ def build_document(specs: Sequence[RouteSpec], server: str) -> dict[str, Any]:
             "summary": spec.summary,
             "tags": [spec.tag],
             "responses": {
-                str(spec.status): _success(spec),
-                "default": {
-                    "description": "An error (Octavia's fault body; Keystone's for identity).",
-                    "content": {
-                        "application/json": {"schema": {"$ref": _REF.format(model="Fault")}}
-                    },
-                },
+                str(spec.status): _success(spec, body_refs),
+                "default": _errors(spec.path),
             },
         }
+        if _authenticated(spec):
+            operation["security"] = [{SECURITY_SCHEME: []}]
         parameters = [
             {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
             for name in _PARAM.findall(spec.path)
@@ -173,92 +371,78 @@ def build_document(specs: Sequence[RouteSpec], server: str) -> dict[str, Any]:
         },
         "servers": [{"url": server}],
         "paths": paths,
-        "components": {"schemas": schemas},
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {
+                SECURITY_SCHEME: {
+                    "type": "apiKey",
+                    "in": "header",
+                    "name": "X-Auth-Token",
+                    "description": "A Keystone token (POST /v3/auth/tokens) or the operator's "
+                    "admin token.",
+                }
+            },
+        },
     }
 
 
-# --- the browsable page -----------------------------------------------------------------------
+# --- the interactive viewer -------------------------------------------------------------------
 
-_STYLE: Final = """
-body{font-family:system-ui,sans-serif;margin:2em;color:#222}
-table{border-collapse:collapse;margin:0 0 2em 0}
-td,th{border:1px solid #ccc;padding:.25em .6em;text-align:left;vertical-align:top}
-th{background:#f0f0f0} code{font-size:.95em}
-.get{color:#0a6} .post{color:#06c} .put{color:#a60} .delete{color:#c03} .head{color:#666}
+# Swagger UI's files, from the pinned swagger-ui-py wheel (only its static assets are used).
+SWAGGER_UI_DIR: Final = Path(str(importlib.resources.files("swagger_ui") / "static"))
+# Swagger UI's configuration: the document it shows is this server's /openapi.json. A file of
+# its own (no inline script), so that /docs works under a Content-Security-Policy of 'self'.
+DOCS_SCRIPT: Final = "fulcrum-docs.js"
+_DOCS_SCRIPT_TEXT: Final = """window.onload = function () {
+  window.ui = SwaggerUIBundle({
+    url: "/openapi.json",
+    dom_id: "#swagger-ui",
+    deepLinking: true,
+    validatorUrl: null,
+    presets: [SwaggerUIBundle.presets.apis, SwaggerUIStandalonePreset],
+    layout: "StandaloneLayout"
+  });
+};
 """
-
-
-def _type_of(schema: dict[str, Any]) -> str:
-    if "$ref" in schema:
-        name = str(schema["$ref"]).rsplit("/", 1)[-1]
-        return f'<a href="#schema-{html.escape(name)}">{html.escape(name)}</a>'
-    if "anyOf" in schema:
-        return " | ".join(_type_of(s) for s in schema["anyOf"])
-    kind = schema.get("type", "any")
-    if kind == "array":
-        return f"array of {_type_of(schema.get('items', {}))}"
-    if "enum" in schema:
-        return " | ".join(html.escape(json.dumps(v)) for v in schema["enum"])
-    return html.escape(str(kind))
-
-
-_RULES: Final = ("minimum", "maximum", "minLength", "maxLength", "pattern", "default")
-
-
-def _rules(schema: dict[str, Any]) -> str:
-    found = {k: schema[k] for k in _RULES if k in schema}
-    for option in schema.get("anyOf", []):
-        found.update({k: option[k] for k in _RULES if k in option})
-    return ", ".join(f"{k} {html.escape(json.dumps(v))}" for k, v in found.items())
-
-
-def render_page(document: dict[str, Any]) -> str:
-    """The document as one HTML page: the operations, then every request schema."""
-    rows = []
-    for path, operations in document["paths"].items():
-        for method, op in operations.items():
-            body = op.get("requestBody", {}).get("content", {}).get("application/json", {})
-            request = _type_of(body["schema"]) if body else ""
-            if body and "properties" in body["schema"]:
-                ((envelope, inner),) = body["schema"]["properties"].items()
-                request = f"<code>{{&quot;{html.escape(envelope)}&quot;: </code>"
-                request += f"{_type_of(inner)}<code>}}</code>"
-            codes = ", ".join(c for c in op["responses"] if c != "default")
-            rows.append(
-                f'<tr><td class="{method}"><b>{method.upper()}</b></td>'
-                f"<td><code>{html.escape(path)}</code></td><td>{html.escape(op['summary'])}</td>"
-                f"<td>{html.escape(', '.join(op['tags']))}</td><td>{request}</td>"
-                f"<td>{codes}</td></tr>"
-            )
-    sections = []
-    for name, schema in document["components"]["schemas"].items():
-        required = set(schema.get("required", []))
-        props = "".join(
-            f"<tr><td><code>{html.escape(prop)}</code></td><td>{_type_of(sub)}</td>"
-            f"<td>{'yes' if prop in required else ''}</td><td>{_rules(sub)}</td></tr>"
-            for prop, sub in schema.get("properties", {}).items()
-        )
-        doc = html.escape(schema.get("description", ""))
-        sections.append(
-            f'<h3 id="schema-{html.escape(name)}">{html.escape(name)}</h3><p>{doc}</p>'
-            "<table><tr><th>attribute</th><th>type</th><th>required</th><th>rules</th></tr>"
-            f"{props}</table>"
-        )
-    info = document["info"]
-    return (
-        '<!DOCTYPE html><html><head><meta charset="utf-8">'
-        f"<title>{html.escape(info['title'])}</title><style>{_STYLE}</style></head><body>"
-        f"<h1>{html.escape(info['title'])} {html.escape(info['version'])}</h1>"
-        f"<p>{html.escape(info['description'])}</p>"
-        '<p>Machine-readable: <a href="/openapi.json">/openapi.json</a> (OpenAPI 3.1).</p>'
-        "<h2>Operations</h2><table><tr><th>method</th><th>path</th><th>summary</th><th>tag</th>"
-        f"<th>request body</th><th>success</th></tr>{''.join(rows)}</table>"
-        f"<h2>Request schemas</h2>{''.join(sections)}</body></html>"
-    )
+# The files /docs loads, by name -> content type (nothing else of the wheel is served).
+DOCS_ASSETS: Final = {
+    "swagger-ui.css": "text/css",
+    "index.css": "text/css",
+    "swagger-ui-bundle.js": "text/javascript",
+    "swagger-ui-standalone-preset.js": "text/javascript",
+    "favicon-32x32.png": "image/png",
+    "favicon-16x16.png": "image/png",
+    DOCS_SCRIPT: "text/javascript",
+}
+DOCS_PAGE: Final = f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{html.escape(TITLE)}</title>
+<link rel="stylesheet" type="text/css" href="/docs/swagger-ui.css">
+<link rel="stylesheet" type="text/css" href="/docs/index.css">
+<link rel="icon" type="image/png" href="/docs/favicon-32x32.png" sizes="32x32">
+<link rel="icon" type="image/png" href="/docs/favicon-16x16.png" sizes="16x16">
+</head><body><div id="swagger-ui"></div>
+<script src="/docs/swagger-ui-bundle.js" charset="utf-8"></script>
+<script src="/docs/swagger-ui-standalone-preset.js" charset="utf-8"></script>
+<script src="/docs/{DOCS_SCRIPT}" charset="utf-8"></script>
+</body></html>
+"""
+# Answers whose content is fixed by the path (the docs, a secret's payload).
+_CONTENT_BY_PATH: Final[dict[str, dict[str, Any]]] = {
+    "/openapi.json": {
+        "application/json": {
+            "schema": {"type": "object", "required": ["openapi", "info", "paths", "components"]}
+        }
+    },
+    "/docs": {"text/html": {}},
+    "/docs/{asset}": {content_type: {} for content_type in sorted(set(DOCS_ASSETS.values()))},
+    "/v1/secrets/{secret_id}/payload": {"*/*": {}},
+    FEED_PATH: {"text/event-stream": {}},
+}
 
 
 def register(api: ApiRouter) -> None:
-    """Serves the specs ``api`` holds when asked (so modules registered later are included)."""
+    """Serves the specs ``api`` holds when asked (so modules registered later are included),
+    and Swagger UI on ``/docs`` pointed at them."""
 
     built: list[dict[str, Any]] = []  # the document, built on first use (server left out)
 
@@ -271,7 +455,17 @@ def register(api: ApiRouter) -> None:
         return encoded(document(request))
 
     async def docs(request: web.Request) -> web.StreamResponse:
-        return web.Response(text=render_page(document(request)), content_type="text/html")
+        return web.Response(text=DOCS_PAGE, content_type="text/html")
+
+    async def docs_asset(request: web.Request) -> web.StreamResponse:
+        name = request.match_info["asset"]
+        content_type = DOCS_ASSETS.get(name)
+        if content_type is None:
+            raise NotFound(f"Document {name} not found.")
+        if name == DOCS_SCRIPT:
+            return web.Response(text=_DOCS_SCRIPT_TEXT, content_type=content_type)
+        return web.FileResponse(SWAGGER_UI_DIR / name, headers={"Content-Type": content_type})
 
     api.exact("GET", "/openapi.json", openapi_json, summary="This OpenAPI document", tag="docs")
-    api.exact("GET", "/docs", docs, summary="This API as an HTML page", tag="docs")
+    api.exact("GET", "/docs", docs, summary="This API in Swagger UI", tag="docs")
+    api.exact("GET", "/docs/{asset}", docs_asset, summary="Swagger UI's files", tag="docs")
