@@ -686,8 +686,8 @@ def _checked_changes(
 def _check_fields_first(command: c.Command | CommandFactory, state: LoadBalancerState) -> None:
     """Octavia's order on create: every 400 (and 404) before the quota (403), the conflicts
     and the LB lock (409) and the provider (501). Runs the command's checks on ``state`` as
-    if the LB were unlocked and lets only those errors through; the command runs them all
-    again, in that order, when it is executed under the quota."""
+    if the LB were unlocked and lets only those errors through; the command runs every check
+    again when it is executed under the quota."""
     lb = state.loadbalancer
     if lb is not None and lb.provisioning_status not in (
         ProvisioningStatus.ACTIVE,
