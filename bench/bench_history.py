@@ -31,7 +31,7 @@ from libs.common.database import create_pool  # noqa: E402
 from libs.common.domain import commands as c  # noqa: E402
 from libs.common.domain.model import OperatingStatus  # noqa: E402
 from libs.common.events import Metadata  # noqa: E402
-from libs.common.events.loadbalancer import OperatingStatusChanged  # noqa: E402
+from libs.common.events.loadbalancer_status import OperatingStatusChanged  # noqa: E402
 from libs.common.eventstore import PostgresEventStore  # noqa: E402
 from libs.common.repository import SNAPSHOT_EVERY, LoadBalancerRepository  # noqa: E402
 from libs.common.schema import upgrade  # noqa: E402

@@ -202,6 +202,23 @@ class PostgresEventStore:
         return version
 
 
+async def guard_stream(
+    conn: asyncpg.Connection, lock_key: str, stream_id: str, expected_version: int
+) -> None:
+    """Inside an append's transaction: wait for every other transaction holding ``lock_key``,
+    then raise ConcurrencyError unless ``stream_id`` is still at ``expected_version``.
+
+    Two streams of one aggregate whose appends each guard the other under one key are written
+    one at a time, as if they were one stream.
+    """
+    await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", lock_key)
+    current = await conn.fetchval(
+        "SELECT coalesce(max(stream_version), 0) FROM events WHERE stream_id = $1", stream_id
+    )
+    if current != expected_version:
+        raise ConcurrencyError(stream_id, expected_version)
+
+
 @dataclass(frozen=True)
 class StoredSnapshot:
     """A stream's state folded up to ``stream_version``, as JSON in shape ``schema_version``."""

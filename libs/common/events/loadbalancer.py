@@ -3,7 +3,8 @@
 The payloads own their stored shape: creation events carry a ``*Snapshot`` of each resource,
 updates a ``*Changes`` whose set fields alone are stored, both defined here and mapped field by
 field to the domain model (libs/common/domain/stored.py), so the domain can change without
-changing what is stored. Statuses change only through these events.
+changing what is stored. Statuses change only through these events and, for the operating
+statuses health observes, through those of ``loadbalancer_status``.
 
 Schema history: v2 of every ``*Updated`` event (LoadBalancerUpdated and the six child kinds')
 carries the update time in ``updated_at`` beside typed ``changes``; v1 kept it inside
@@ -357,12 +358,6 @@ class LoadBalancerFailoverRequested(LoadBalancerEvent, name="LoadBalancerFailove
 
     amphora_id: str | None = None
     reason: str = ""
-
-
-class OperatingStatusChanged(LoadBalancerEvent, name="OperatingStatusChanged"):
-    """Observed operating statuses that changed, by resource id (from health)."""
-
-    statuses: dict[str, str]
 
 
 # v2: updated_at beside typed changes (v1: inside an untyped dict); upcast_updated_v1_v2.

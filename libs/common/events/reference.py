@@ -49,7 +49,7 @@ def render_reference() -> str:
     for name, cls in sorted(registry().types().items(), key=lambda kv: (kv[1].category, kv[0])):
         schema = cls.model_json_schema()
         nested.update(schema.get("$defs", {}))
-        summary = (cls.__doc__ or "").strip().split("\n\n")[0].replace("\n", " ")
+        summary = " ".join((cls.__doc__ or "").strip().split("\n\n")[0].split())
         subject = f"{subjects.PREFIX}.{cls.category}.<id>.{name}"
         lines += [
             f"## {name}",

@@ -17,9 +17,10 @@ from libs.common.domain.model import PENDING_STATUSES, LoadBalancerState
 from libs.common.events import Envelope
 from libs.common.events import housekeeping as hk
 from libs.common.events import loadbalancer as ev
+from libs.common.events import loadbalancer_status as status_ev
 
 _SETTLING: Final = (ev.LoadBalancerActivated, ev.ChangesApplied, ev.ProvisioningFailed)
-_NOT_A_CHANGE: Final = (ev.OperatingStatusChanged, hk.LoadBalancerRedriveRequested)
+_NOT_A_CHANGE: Final = (status_ev.OperatingStatusChanged, hk.LoadBalancerRedriveRequested)
 
 
 @dataclass(frozen=True)

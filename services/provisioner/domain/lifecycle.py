@@ -16,6 +16,7 @@ from typing import Final
 from libs.common.domain.model import LoadBalancerState, ProvisioningStatus
 from libs.common.events import Envelope
 from libs.common.events import loadbalancer as lb_ev
+from libs.common.events import loadbalancer_status as status_ev
 
 AMPHORA_NAMESPACE: Final = uuid.UUID("7c1e2f34-5a6b-4c8d-9e0f-a1b2c3d4e5f6")
 PS = ProvisioningStatus
@@ -58,7 +59,7 @@ def pending_work(state: LoadBalancerState, envelopes: Sequence[Envelope]) -> Pen
             break
         if isinstance(envelope.payload, lb_ev.LoadBalancerFailoverRequested):
             return PendingWork(WorkKind.FAILOVER, envelope)
-        if not isinstance(envelope.payload, lb_ev.OperatingStatusChanged):
+        if not isinstance(envelope.payload, status_ev.OperatingStatusChanged):
             pending.append(envelope)
     return PendingWork(WorkKind.APPLY, pending=tuple(reversed(pending)))
 
