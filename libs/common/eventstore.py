@@ -195,6 +195,17 @@ class PostgresEventStore:
             return None
         return StoredSnapshot(stream_id, row["stream_version"], row["schema_version"], row["state"])
 
+    async def last_version_of(self, stream_id: str, event_types: Sequence[str]) -> int:
+        """The stream version of the latest event of one of ``event_types`` (0: none). Walks
+        the stream backwards from its end, so it costs what lies after that event."""
+        version: int | None = await self._pool.fetchval(
+            "SELECT stream_version FROM events WHERE stream_id = $1 AND event_type = ANY($2) "
+            "ORDER BY stream_version DESC LIMIT 1",
+            stream_id,
+            list(event_types),
+        )
+        return version or 0
+
     async def stream_version(self, stream_id: str) -> int:
         version: int = await self._pool.fetchval(
             "SELECT coalesce(max(stream_version), 0) FROM events WHERE stream_id = $1", stream_id

@@ -34,9 +34,10 @@ from libs.common.domain.amphora import Amphora, evolve_amphora, fold_amphora
 from libs.common.domain.commands import Command
 from libs.common.domain.decide import decide
 from libs.common.domain.evolve import evolve, observe
-from libs.common.domain.model import LoadBalancerState
+from libs.common.domain.model import PENDING_STATUSES, LoadBalancerState
 from libs.common.errors import ConcurrencyError, Conflict
 from libs.common.events import Envelope, Event, Metadata
+from libs.common.events.loadbalancer import SETTLING
 from libs.common.events.loadbalancer_status import LoadBalancerStatusEvent
 from libs.common.eventstore import (
     PostgresEventStore,
@@ -91,6 +92,20 @@ class LoadBalancerRepository:
         """The folded stream; an unknown id gives the empty state (``loadbalancer is None``)."""
         state, _ = await self._load(lb_id)
         return state
+
+    async def load_pending(self, lb_id: str) -> tuple[LoadBalancerState, list[Envelope]]:
+        """The state and, while the LB is PENDING_*, the ``loadbalancer`` events of its pending
+        period (after it last settled, or from its creation), up to the state's version; empty
+        otherwise. Costs what the snapshot's tail and the pending period hold, not the history.
+        """
+        state = await self.load(lb_id)
+        lb = state.loadbalancer
+        if lb is None or lb.provisioning_status not in PENDING_STATUSES:
+            return state, []
+        stream_id = StreamId.loadbalancer(lb_id)
+        settled = await self._store.last_version_of(stream_id, [e.event_type for e in SETTLING])
+        period = await self._store.read_stream(stream_id, after_version=settled)
+        return state, [e for e in period if e.stream_version <= state.version]
 
     async def _load(self, lb_id: str) -> tuple[LoadBalancerState, int]:
         """The state and how many events were folded on top of the snapshot."""

@@ -14,7 +14,7 @@ carries the update time in ``updated_at`` beside typed ``changes``; v1 kept it i
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Final
 
 from pydantic import Field
 
@@ -472,3 +472,7 @@ def upcast_settled_v1_v2(data: dict[str, Any]) -> dict[str, Any]:
 
 for _settled in (LoadBalancerActivated, ChangesApplied, ProvisioningFailed):
     registry().register_upcaster(_settled.event_type, 1, upcast_settled_v1_v2)
+
+
+# The events that end a PENDING_* period: the LB is ACTIVE (or ERROR) again after each.
+SETTLING: Final = (LoadBalancerActivated, ChangesApplied, ProvisioningFailed)
