@@ -14,6 +14,7 @@ started it.
 from __future__ import annotations
 
 import fcntl
+import gc
 import json
 import os
 import signal
@@ -79,6 +80,10 @@ def _serving_lock(path: str) -> int | None:
 
 def serve(path: str, pid_file: str | None = None) -> None:
     _prewarm()  # before SIGCHLD is ignored: subprocess.run waits for its child
+    # Every object imported so far leaves the collector's generations: a child's collections
+    # never write to them, so their pages stay shared with the zygote instead of being copied.
+    gc.collect()
+    gc.freeze()
     lock = _serving_lock(path)
     if lock is None:
         return  # another zygote serves this socket
