@@ -13,7 +13,8 @@ them with one list request every 100 ms. It measures:
 - API show and list latencies (p50) with 10 load balancers and with the whole fleet.
 Goals (issue 20, 2 cores): 1,000 LBs created in <= 60 s; <= 12 MB per amphora; idle control
 plane <= 0.1 core; show and list latencies unchanged at size (printed as the ratio).
-Every amphora costs ~19 MB: pick ``--count`` to fit the machine's free memory.
+Every amphora costs ~22 MB: a count that does not fit in half of the available memory is
+lowered to one that does (and says so).
 Run: .venv/bin/python bench/bench_fleet.py [--count N] [--idle SECONDS]
 """
 
@@ -60,6 +61,8 @@ GOAL_PSS_MB = 12.0
 GOAL_IDLE_CORES = 0.1
 GOAL_LATENCY_RATIO = 1.2
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+# What one LB costs the box with the process driver (amphora, its share of the control plane).
+MB_PER_LB = 25
 
 
 @dataclass(frozen=True)
@@ -291,6 +294,22 @@ def report(
         )
 
 
+def affordable(count: int) -> int:
+    """``count``, or fewer: as many amphorae as fit in half of MemAvailable at ``MB_PER_LB``
+    each (the box is shared; 1,000 amphorae take ~22 GB)."""
+    meminfo = Path("/proc/meminfo").read_text()
+    available_kb = next(
+        int(line.split()[1]) for line in meminfo.splitlines() if line.startswith("MemAvailable:")
+    )
+    fits = int(available_kb / 1024 / 2 / MB_PER_LB)
+    if fits < count:
+        print(
+            f"--count {count} needs ~{count * MB_PER_LB / 1024:.1f} GB; half of MemAvailable "
+            f"({available_kb / 1024**2:.1f} GB) fits {fits}: running {fits}"
+        )
+    return max(1, min(count, fits))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0] if __doc__ else None)
     parser.add_argument("--count", type=int, default=1000, help="load balancers (default 1000)")
@@ -300,7 +319,7 @@ def main() -> None:
         parser.error("--count must be between 1 and 1000")
     if not 5 <= args.idle <= 300:
         parser.error("--idle must be between 5 and 300 seconds")
-    asyncio.run(run(args.count, args.idle))
+    asyncio.run(run(affordable(args.count), args.idle))
 
 
 if __name__ == "__main__":
