@@ -23,6 +23,7 @@ import sys
 from pathlib import Path
 
 import services.amphora.__main__ as agent_main  # the heavy imports happen here, once
+from libs.common.telemetry import import_sdk
 from services.amphora.adapters.haproxy import remember_version
 from services.amphora.settings import default_haproxy_binary
 
@@ -60,9 +61,11 @@ def _child(env: dict[str, str], log_path: str) -> None:
 
 def _prewarm() -> None:
     """Work every agent would repeat, done once here: HAProxy's version (the binary the
-    zygote's environment or the default names; an agent given another one reads its own)."""
+    zygote's environment or the default names; an agent given another one reads its own) and
+    the tracing SDK's imports."""
     configured = os.environ.get("FULCRUM_AMPHORA_HAPROXY_BIN")
     remember_version(Path(configured) if configured else default_haproxy_binary())
+    import_sdk()
 
 
 def _serving_lock(path: str) -> int | None:
