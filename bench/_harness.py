@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
@@ -119,6 +120,10 @@ class Stack:
         self.pg_dsn = pg.start()
         self.nats_url = nats.start()
 
+    def server_pids(self) -> list[int | None]:
+        """The pids of Postgres (the postmaster) and NATS."""
+        return [server.pid for server in self._servers]
+
     def service(self, name: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
         prefix = f"FULCRUM_{name.upper()}_"
         full = {
@@ -180,3 +185,118 @@ async def serving(
         if time.monotonic() > deadline:
             raise RuntimeError(f"{url} never served {want or ''}")
         await asyncio.sleep(0.005)
+
+
+BACKEND_CFG = """global
+    maxconn 4000
+defaults
+    mode http
+    timeout client 10s
+    timeout server 10s
+    timeout connect 2s
+frontend one
+    bind 127.0.0.1:{p1}
+    http-request return status 200 content-type text/plain string one
+frontend two
+    bind 127.0.0.1:{p2}
+    http-request return status 200 content-type text/plain string two
+frontend three
+    bind 127.0.0.1:{p3}
+    http-request return status 200 content-type text/plain string three
+"""
+
+
+class Api:
+    """The Octavia API of a bench stack (noauth), with the few calls the benchmarks make."""
+
+    def __init__(self, session: aiohttp.ClientSession, base: str) -> None:
+        self.s = session
+        self.base = base
+
+    async def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        async with self.s.post(f"{self.base}{path}", json=body) as resp:
+            data: dict[str, Any] = await resp.json()
+            assert resp.status in (201, 202), data
+            return data
+
+    async def wait_active(self, lb_id: str, timeout: float = 60) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            async with self.s.get(f"{self.base}/v2/lbaas/loadbalancers/{lb_id}") as resp:
+                lb: dict[str, Any] = (await resp.json())["loadbalancer"]
+            if lb["provisioning_status"] == "ACTIVE":
+                return lb
+            if lb["provisioning_status"] == "ERROR" or time.monotonic() > deadline:
+                raise RuntimeError(f"LB {lb_id}: {lb['provisioning_status']}")
+            await asyncio.sleep(0.005)
+
+
+def graph(vip: str, port: int, members: list[int]) -> dict[str, Any]:
+    """A single-call create body: LB on ``vip``, HTTP listener on ``port``, its default pool
+    with a member on 127.0.0.1 at each of ``members``."""
+    return {
+        "loadbalancer": {
+            "vip_subnet_id": SUBNET,
+            "vip_address": vip,
+            "listeners": [
+                {
+                    "protocol": "HTTP",
+                    "protocol_port": port,
+                    "default_pool": {
+                        "name": "p",
+                        "protocol": "HTTP",
+                        "lb_algorithm": "ROUND_ROBIN",
+                        "members": [{"address": "127.0.0.1", "protocol_port": m} for m in members],
+                    },
+                }
+            ],
+        }
+    }
+
+
+class Vips:
+    """Fresh loopback VIPs, 127.77.x.y, one per call of ``next``."""
+
+    def __init__(self) -> None:
+        self.n = 10
+
+    def next(self) -> str:
+        self.n += 1
+        return f"127.77.{self.n // 250}.{self.n % 250 + 2}"
+
+
+class StatusWatch:
+    """Watches many LBs with one list request every ``poll`` seconds.
+
+    ``wait_active`` returns once the LB is seen ACTIVE (raises on ERROR or after ``timeout``).
+    """
+
+    def __init__(self, api: Api, poll: float) -> None:
+        self._api = api
+        self._poll = poll
+        self._waiting: dict[str, asyncio.Future[None]] = {}
+
+    async def wait_active(self, lb_id: str, timeout: float = 120) -> None:
+        future = self._waiting.setdefault(lb_id, asyncio.get_running_loop().create_future())
+        try:
+            await asyncio.wait_for(future, timeout)
+        finally:
+            del self._waiting[lb_id]
+
+    async def run(self) -> None:
+        """Poll until cancelled."""
+        url = f"{self._api.base}/v2/lbaas/loadbalancers?fields=id,provisioning_status"
+        while True:
+            await asyncio.sleep(self._poll)
+            if not self._waiting:
+                continue
+            async with self._api.s.get(url) as resp:
+                lbs: list[dict[str, Any]] = (await resp.json())["loadbalancers"]
+            for lb in lbs:
+                future = self._waiting.get(lb["id"])
+                if future is None or future.done():
+                    continue
+                if lb["provisioning_status"] == "ACTIVE":
+                    future.set_result(None)
+                elif lb["provisioning_status"] == "ERROR":
+                    future.set_exception(RuntimeError(f"LB {lb['id']}: ERROR"))

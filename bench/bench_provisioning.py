@@ -7,7 +7,13 @@ Measures, through the real API (noauth) and provisioner, with bounded counts:
 - 50 LBs at concurrency 8 -> all ACTIVE (seen by one list request every 25 ms for all of
   them: per-LB polling every 5 ms loaded the 2 cores it measures; single-LB figures keep it),
 - member add -> serving (runtime API, no reload),
-- requests/s through the LB vs the same HAProxy config written by hand vs direct (wrk).
+- requests/s through the LB vs the same HAProxy config written by hand vs direct (wrk),
+- where the milliseconds of one warm graph create go: the services export their trace spans
+  (OTLP/HTTP) to a receiver in this process, and each create's trace is cut into API commit,
+  relay publish, consumer pick-up, spare claim, config render, agent push, HAProxy reload,
+  status event (the activation's append) and the client seeing ACTIVE; beside it, HAProxy's own
+  reload through the agent's data-plane adapter (master CLI reload until the new worker runs),
+  the floor of any config change.
 Goals (2 cores): ACTIVE+serving p50 <= 150 ms; step by step <= 500 ms; graph <= 300 ms;
 50 LBs <= 3 s; member live <= 100 ms; throughput >= 0.9x hand-written.
 Octavia 19 with no-op drivers on this kind of box: 536 ms, 1746 ms, 1351 ms, 18 s, 365 ms.
@@ -17,12 +23,16 @@ Run: .venv/bin/python bench/bench_provisioning.py
 from __future__ import annotations
 
 import asyncio
+import os
 import re
+import secrets
+import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +41,25 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 import aiohttp  # noqa: E402
+from aiohttp import web  # noqa: E402
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (  # noqa: E402
+    ExportTraceServiceRequest,
+)
 
-from bench._harness import SUBNET, Stack, free_port, pct, serving, stack, wait_http  # noqa: E402
+from bench._harness import (  # noqa: E402
+    BACKEND_CFG,
+    SUBNET,
+    Api,
+    Stack,
+    StatusWatch,
+    Vips,
+    free_port,
+    graph,
+    pct,
+    serving,
+    stack,
+    wait_http,
+)
 
 COLD_SAMPLES = 4
 WARM_SAMPLES = 6
@@ -42,26 +69,10 @@ FLEET = 50
 # each of the 8 LBs in flight every 5 ms took as much CPU as the API's real work.
 FLEET_POLL = 0.025
 MEMBER_SAMPLES = 5
+BREAKDOWN_SAMPLES = 5
+RELOAD_SAMPLES = 20
 WRK_SECONDS = 3
 WRK_ROUNDS = 5
-
-BACKEND_CFG = """global
-    maxconn 4000
-defaults
-    mode http
-    timeout client 10s
-    timeout server 10s
-    timeout connect 2s
-frontend one
-    bind 127.0.0.1:{p1}
-    http-request return status 200 content-type text/plain string one
-frontend two
-    bind 127.0.0.1:{p2}
-    http-request return status 200 content-type text/plain string two
-frontend three
-    bind 127.0.0.1:{p3}
-    http-request return status 200 content-type text/plain string three
-"""
 
 HAND_CFG = """global
     maxconn 4000
@@ -80,59 +91,6 @@ backend pool
     server m1 127.0.0.1:{p1} weight 1
     server m2 127.0.0.1:{p2} weight 1
 """
-
-
-class Api:
-    def __init__(self, session: aiohttp.ClientSession, base: str) -> None:
-        self.s = session
-        self.base = base
-
-    async def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        async with self.s.post(f"{self.base}{path}", json=body) as resp:
-            data: dict[str, Any] = await resp.json()
-            assert resp.status in (201, 202), data
-            return data
-
-    async def wait_active(self, lb_id: str, timeout: float = 60) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while True:
-            async with self.s.get(f"{self.base}/v2/lbaas/loadbalancers/{lb_id}") as resp:
-                lb: dict[str, Any] = (await resp.json())["loadbalancer"]
-            if lb["provisioning_status"] == "ACTIVE":
-                return lb
-            if lb["provisioning_status"] == "ERROR" or time.monotonic() > deadline:
-                raise RuntimeError(f"LB {lb_id}: {lb['provisioning_status']}")
-            await asyncio.sleep(0.005)
-
-
-def graph(vip: str, port: int, members: list[int]) -> dict[str, Any]:
-    return {
-        "loadbalancer": {
-            "vip_subnet_id": SUBNET,
-            "vip_address": vip,
-            "listeners": [
-                {
-                    "protocol": "HTTP",
-                    "protocol_port": port,
-                    "default_pool": {
-                        "name": "p",
-                        "protocol": "HTTP",
-                        "lb_algorithm": "ROUND_ROBIN",
-                        "members": [{"address": "127.0.0.1", "protocol_port": m} for m in members],
-                    },
-                }
-            ],
-        }
-    }
-
-
-class Vips:
-    def __init__(self) -> None:
-        self.n = 10
-
-    def next(self) -> str:
-        self.n += 1
-        return f"127.77.{self.n // 250}.{self.n % 250 + 2}"
 
 
 async def graph_create(api: Api, vips: Vips, members: list[int]) -> tuple[float, str]:
@@ -199,49 +157,13 @@ async def step_by_step(api: Api, vips: Vips, members: list[int]) -> float:
     return time.perf_counter() - started
 
 
-class StatusWatch:
-    """Watches many LBs with one list request every ``FLEET_POLL`` seconds.
-
-    ``wait_active`` returns once the LB is seen ACTIVE (raises on ERROR or after ``timeout``).
-    """
-
-    def __init__(self, api: Api) -> None:
-        self._api = api
-        self._waiting: dict[str, asyncio.Future[None]] = {}
-
-    async def wait_active(self, lb_id: str, timeout: float = 120) -> None:
-        future = self._waiting.setdefault(lb_id, asyncio.get_running_loop().create_future())
-        try:
-            await asyncio.wait_for(future, timeout)
-        finally:
-            del self._waiting[lb_id]
-
-    async def run(self) -> None:
-        """Poll until cancelled."""
-        url = f"{self._api.base}/v2/lbaas/loadbalancers?fields=id,provisioning_status"
-        while True:
-            await asyncio.sleep(FLEET_POLL)
-            if not self._waiting:
-                continue
-            async with self._api.s.get(url) as resp:
-                lbs: list[dict[str, Any]] = (await resp.json())["loadbalancers"]
-            for lb in lbs:
-                future = self._waiting.get(lb["id"])
-                if future is None or future.done():
-                    continue
-                if lb["provisioning_status"] == "ACTIVE":
-                    future.set_result(None)
-                elif lb["provisioning_status"] == "ERROR":
-                    future.set_exception(RuntimeError(f"LB {lb['id']}: ERROR"))
-
-
 async def fleet(api: Api, vips: Vips, members: list[int]) -> float:
     sem = asyncio.Semaphore(8)
     bodies = []
     for _ in range(FLEET):
         vip = vips.next()
         bodies.append(graph(vip, free_port(vip), members))
-    watch = StatusWatch(api)
+    watch = StatusWatch(api, FLEET_POLL)
 
     async def one(body: dict[str, Any]) -> None:
         async with sem:
@@ -325,6 +247,150 @@ async def throughput(
     return statistics.median(through_lb), statistics.median(by_hand), direct
 
 
+@dataclass(frozen=True)
+class Span:
+    trace_id: str
+    name: str
+    start: int  # ns since the epoch
+    end: int
+
+
+class SpanSink:
+    """An OTLP/HTTP trace receiver on loopback: the services export their spans here."""
+
+    def __init__(self) -> None:
+        self.spans: list[Span] = []
+        self._runner: web.AppRunner | None = None
+
+    async def start(self) -> str:
+        """Serve; returns the traces endpoint for ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``."""
+        app = web.Application()
+        app.router.add_post("/v1/traces", self._receive)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        port = free_port()
+        await web.TCPSite(self._runner, "127.0.0.1", port).start()
+        return f"http://127.0.0.1:{port}/v1/traces"
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def _receive(self, request: web.Request) -> web.Response:
+        message = ExportTraceServiceRequest()
+        message.ParseFromString(await request.read())
+        for resource in message.resource_spans:
+            for scope in resource.scope_spans:
+                self.spans += [
+                    Span(sp.trace_id.hex(), sp.name, sp.start_time_unix_nano, sp.end_time_unix_nano)
+                    for sp in scope.spans
+                ]
+        return web.Response(content_type="application/x-protobuf", body=b"")
+
+    def of(self, trace_id: str) -> list[Span]:
+        return sorted((sp for sp in self.spans if sp.trace_id == trace_id), key=lambda x: x.start)
+
+
+STEPS = (
+    "API commit",
+    "relay publish",
+    "consumer pick-up",
+    "spare claim",
+    "config render",
+    "agent push",
+    "HAProxy reload",
+    "status event",
+    "provisioner, rest",
+    "client sees ACTIVE",
+)
+
+
+def breakdown(spans: list[Span], posted: int, seen: int) -> dict[str, float]:
+    """Milliseconds per step of one create's trace (``posted``/``seen``: the client's clock
+    when it sent the POST and when it saw ACTIVE; same host, same clock)."""
+
+    def first(name: str, after: int = 0) -> Span:
+        return next(sp for sp in spans if sp.name == name and sp.start >= after)
+
+    api = next(sp for sp in spans if sp.name.startswith("POST"))
+    publish = first("publish", api.start)
+    consume = first("consume LoadBalancerCreated", publish.start)
+    claim = first("claim spare", consume.start)
+    render = first("render", consume.start)
+    apply = first("apply", render.start)
+    reload = next((sp for sp in spans if sp.name == "haproxy reload"), None)
+    reload_ns = reload.end - reload.start if reload else 0
+    activate = first("activate", apply.start)
+    ns = {
+        "API commit": api.end - posted,
+        # From the commit until the relay hands the event to NATS, then until a consumer has it.
+        "relay publish": publish.start - api.end,
+        "consumer pick-up": consume.start - publish.start,
+        "spare claim": claim.end - claim.start,
+        "config render": render.end - render.start,
+        "agent push": apply.end - apply.start - reload_ns,
+        "HAProxy reload": reload_ns,
+        "status event": activate.end - activate.start,
+        "client sees ACTIVE": seen - activate.end,
+    }
+    timed = sum(ns[k] for k in ("spare claim", "config render", "agent push", "HAProxy reload"))
+    ns["provisioner, rest"] = activate.start - consume.start - timed
+    return {step: value / 1e6 for step, value in ns.items()}
+
+
+async def traced_create(
+    api: Api, sink: SpanSink, vips: Vips, members: list[int]
+) -> tuple[dict[str, float], float]:
+    """One warm graph create sent with a fresh trace; its steps and its total, in ms."""
+    trace_id = secrets.token_hex(16)
+    vip = vips.next()
+    headers = {"traceparent": f"00-{trace_id}-{secrets.token_hex(8)}-01"}
+    posted = time.time_ns()
+    url = f"{api.base}/v2/lbaas/loadbalancers"
+    async with api.s.post(url, json=graph(vip, free_port(vip), members), headers=headers) as resp:
+        lb = (await resp.json())["loadbalancer"]
+    await api.wait_active(lb["id"])
+    seen = time.time_ns()
+    deadline = time.monotonic() + 10
+    while True:  # the batch span processors export within OTEL_BSP_SCHEDULE_DELAY
+        await asyncio.sleep(0.2)
+        spans = sink.of(trace_id)
+        try:
+            return breakdown(spans, posted, seen), (seen - posted) / 1e6
+        except StopIteration:
+            if time.monotonic() > deadline:
+                names = [x.name for x in spans]
+                raise RuntimeError(f"trace {trace_id} incomplete: {names}") from None
+
+
+async def haproxy_reloads(tmp: Path, port: int) -> list[float]:
+    """Seconds per reload of a running HAProxy through the agent's data-plane adapter."""
+    from services.amphora.adapters.haproxy import HaproxyDataPlane
+
+    state = tmp / "reload-floor"
+    state.mkdir()
+    binary = Path(shutil.which("haproxy") or "/usr/sbin/haproxy")
+    plane = HaproxyDataPlane(binary, state, reload_timeout=10, drain_timeout=1)
+    await plane.prepare()
+    config = (
+        f"global\n    stats socket {plane.stats_socket} mode 600 level admin\n"
+        "defaults\n    mode http\n    timeout client 5s\n    timeout server 5s\n"
+        f"    timeout connect 1s\nfrontend f\n    bind 127.0.0.1:{port}\n"
+        "    http-request return status 200 content-type text/plain string ok\n"
+        "# generation {n}\n"
+    )
+    times: list[float] = []
+    try:
+        await plane.apply(config.format(n=0))
+        for n in range(1, RELOAD_SAMPLES + 1):
+            started = time.perf_counter()
+            await plane.apply(config.format(n=n))
+            times.append(time.perf_counter() - started)
+    finally:
+        await plane.stop()
+    return times
+
+
 def start_provisioner(s: Stack, spares: int) -> subprocess.Popen[bytes]:
     return s.service(
         "provisioner",
@@ -352,7 +418,13 @@ async def wait_spares(api: Api, s: Stack, count: int) -> None:
         await conn.close()
 
 
-async def main() -> None:
+async def main(only_breakdown: bool) -> None:
+    sink = SpanSink()
+    os.environ |= {
+        "OTEL_TRACES_EXPORTER": "otlp",
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": await sink.start(),
+        "OTEL_BSP_SCHEDULE_DELAY": "200",
+    }
     with stack("fulcrum-bench-prov-") as s, tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         from deploy.local.embedded import create_database
@@ -369,28 +441,51 @@ async def main() -> None:
         try:
             async with aiohttp.ClientSession() as session:
                 api = Api(session, base)
-                cold_prov = start_provisioner(s, 0)
-                await asyncio.sleep(1.5)
-                cold = [(await graph_create(api, vips, [p1]))[0] for _ in range(COLD_SAMPLES)]
-                fleet_seconds = await fleet(api, vips, [p1])
-                cold_prov.terminate()
-                try:
-                    cold_prov.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    print((s.root / "provisioner.log").read_text()[-3000:])
-                    raise
-                s.procs.remove(cold_prov)
+                if not only_breakdown:
+                    cold_prov = start_provisioner(s, 0)
+                    await asyncio.sleep(1.5)
+                    cold = [(await graph_create(api, vips, [p1]))[0] for _ in range(COLD_SAMPLES)]
+                    fleet_seconds = await fleet(api, vips, [p1])
+                    cold_prov.terminate()
+                    try:
+                        cold_prov.wait(timeout=30)
+                    except subprocess.TimeoutExpired:
+                        print((s.root / "provisioner.log").read_text()[-3000:])
+                        raise
+                    s.procs.remove(cold_prov)
                 start_provisioner(s, WARM_SAMPLES + 2)
-                await wait_spares(api, s, WARM_SAMPLES + 2)
-                warm = [(await graph_create(api, vips, [p1]))[0] for _ in range(WARM_SAMPLES)]
-                await wait_spares(api, s, STEP_SAMPLES)
-                steps = [await step_by_step(api, vips, [p1, p2]) for _ in range(STEP_SAMPLES)]
-                live = await member_live(api, vips, p1, p3)
-                through_lb, by_hand, direct = await throughput(api, vips, p1, p2, tmp)
+                if not only_breakdown:
+                    await wait_spares(api, s, WARM_SAMPLES + 2)
+                    warm = [(await graph_create(api, vips, [p1]))[0] for _ in range(WARM_SAMPLES)]
+                    await wait_spares(api, s, STEP_SAMPLES)
+                    steps = [await step_by_step(api, vips, [p1, p2]) for _ in range(STEP_SAMPLES)]
+                    live = await member_live(api, vips, p1, p3)
+                    through_lb, by_hand, direct = await throughput(api, vips, p1, p2, tmp)
+                traced: list[tuple[dict[str, float], float]] = []
+                for _ in range(BREAKDOWN_SAMPLES):
+                    await wait_spares(api, s, 1)
+                    traced.append(await traced_create(api, sink, vips, [p1]))
+                reloads = await haproxy_reloads(tmp, free_port())
         finally:
             backends.terminate()
             backends.wait()
+            await sink.stop()
     print("Fulcrum provisioning benchmark (process driver, 2-core box, loopback)")
+    if not only_breakdown:
+        print_figures(cold, warm, steps, fleet_seconds, live, through_lb, by_hand, direct)
+    print_breakdown(traced, reloads)
+
+
+def print_figures(
+    cold: list[float],
+    warm: list[float],
+    steps: list[float],
+    fleet_seconds: float,
+    live: list[float],
+    through_lb: float,
+    by_hand: float,
+    direct: float,
+) -> None:
     print(
         f"  graph create -> ACTIVE+serving, cold boot  p50 {pct(cold, 0.5):7.0f} ms  p95 {pct(cold, 0.95):7.0f} ms"
     )
@@ -417,5 +512,29 @@ async def main() -> None:
     )
 
 
+def print_breakdown(traced: list[tuple[dict[str, float], float]], reloads: list[float]) -> None:
+    totals = [total for _, total in traced]
+    print(f"  load average while measured: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    print(
+        f"  one warm graph create (POST -> client sees ACTIVE), p50 of {len(traced)} traced: "
+        f"{statistics.median(totals):6.1f} ms   goal <= 100 (issue 20)"
+    )
+    for step in STEPS:
+        print(f"    {step:<20} p50 {statistics.median(t[step] for t, _ in traced):6.1f} ms")
+    floor = pct(reloads, 0.5)
+    print(
+        f"  HAProxy reload through the agent's adapter (the floor): p50 {floor:5.1f} ms "
+        f"p95 {pct(reloads, 0.95):5.1f} ms; the create is {statistics.median(totals) / floor:4.1f}x it"
+    )
+
+
 if __name__ == "__main__":
-    asyncio.run(main())
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Fulcrum provisioning benchmark")
+    parser.add_argument(
+        "--only-breakdown",
+        action="store_true",
+        help="only the traced per-step breakdown of warm creates and HAProxy's reload floor",
+    )
+    asyncio.run(main(parser.parse_args().only_breakdown))

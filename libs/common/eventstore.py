@@ -197,11 +197,39 @@ class PostgresEventStore:
             return None
         return StoredSnapshot(stream_id, row["stream_version"], row["schema_version"], row["state"])
 
+    async def last_version_of(self, stream_id: str, event_types: Sequence[str]) -> int:
+        """The stream version of the latest event of one of ``event_types`` (0: none). Walks
+        the stream backwards from its end, so it costs what lies after that event."""
+        version: int | None = await self._pool.fetchval(
+            "SELECT stream_version FROM events WHERE stream_id = $1 AND event_type = ANY($2) "
+            "ORDER BY stream_version DESC LIMIT 1",
+            stream_id,
+            list(event_types),
+        )
+        return version or 0
+
     async def stream_version(self, stream_id: str) -> int:
         version: int = await self._pool.fetchval(
             "SELECT coalesce(max(stream_version), 0) FROM events WHERE stream_id = $1", stream_id
         )
         return version
+
+
+async def guard_stream(
+    conn: asyncpg.Connection, lock_key: str, stream_id: str, expected_version: int
+) -> None:
+    """Inside an append's transaction: wait for every other transaction holding ``lock_key``,
+    then raise ConcurrencyError unless ``stream_id`` is still at ``expected_version``.
+
+    Two streams of one aggregate whose appends each guard the other under one key are written
+    one at a time, as if they were one stream.
+    """
+    await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", lock_key)
+    current = await conn.fetchval(
+        "SELECT coalesce(max(stream_version), 0) FROM events WHERE stream_id = $1", stream_id
+    )
+    if current != expected_version:
+        raise ConcurrencyError(stream_id, expected_version)
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,10 @@
 """Read models: Octavia-shaped bodies of every resource, kept in ``*_view`` tables.
 
 The projector runs inside the append transaction (read-your-writes). It diffs the bodies of the
-state before and after the append and writes only rows that changed, each guarded by the LB
-stream version. VIP addresses (the primary and the additional ones) are claimed in
-``vip_allocations`` in the same transaction, so the store itself refuses an address twice.
+state before and after the append and writes only rows that changed, each guarded by the LB's
+revision (``LoadBalancerState.revision``). VIP addresses (the primary and the additional ones)
+are claimed in ``vip_allocations`` in the same transaction, so the store itself refuses an
+address twice.
 """
 
 from __future__ import annotations
@@ -139,7 +140,7 @@ async def project_loadbalancer(
             "WHERE loadbalancer_view.version < $3",
             lb.id,
             lb.project_id,
-            after.version,
+            after.revision,
             lb.created_at,
             json.dumps(new["loadbalancer"][lb.id]),
         )
@@ -163,7 +164,7 @@ async def project_loadbalancer(
                     lb.id,
                     _parent_id(after, kind, rid),
                     lb.project_id,
-                    after.version,
+                    after.revision,
                     children[rid].created_at,
                     json.dumps(new_bodies[rid]),
                 )

@@ -7,6 +7,13 @@ after the snapshot writes a new one in its transaction. A snapshot of another sh
 (``SNAPSHOT_SCHEMA_VERSION``) is ignored: the state is rebuilt from the events and the next
 append replaces it.
 
+A load balancer has two streams: ``loadbalancer-<id>`` (intent and provisioning) and
+``lbstatus-<id>`` (the operating statuses health observes, which may change every few seconds for
+years). Loading folds both after the snapshot in commit order (``global_position``); ``execute``
+appends what ``decide`` returns to the stream it belongs to, and each append checks, under one
+lock per load balancer, that the other stream has not moved: the two are written one at a time,
+as one stream was. The read model's rows carry ``revision`` (both versions summed).
+
 Every writer (api, provisioner, health, housekeeping) changes a load balancer only through
 ``execute``: load, ``decide``, append at the loaded version with the read model updated in the
 same transaction. A concurrent writer's win makes it reload and retry once; a second loss is
@@ -15,7 +22,7 @@ a Conflict (409).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -25,11 +32,18 @@ from pydantic import ValidationError
 from libs.common.domain.amphora import Amphora, evolve_amphora, fold_amphora
 from libs.common.domain.commands import Command
 from libs.common.domain.decide import decide
-from libs.common.domain.evolve import fold
-from libs.common.domain.model import LoadBalancerState
+from libs.common.domain.evolve import evolve, observe
+from libs.common.domain.model import PENDING_STATUSES, LoadBalancerState
 from libs.common.errors import ConcurrencyError, Conflict
 from libs.common.events import Envelope, Event, Metadata
-from libs.common.eventstore import PostgresEventStore, StoredSnapshot, write_snapshot
+from libs.common.events.loadbalancer import SETTLING
+from libs.common.events.loadbalancer_status import LoadBalancerStatusEvent
+from libs.common.eventstore import (
+    PostgresEventStore,
+    StoredSnapshot,
+    guard_stream,
+    write_snapshot,
+)
 from libs.common.readmodel import project_amphora, project_loadbalancer
 from libs.common.streams import StreamId
 
@@ -78,12 +92,29 @@ class LoadBalancerRepository:
         state, _ = await self._load(lb_id)
         return state
 
+    async def load_pending(self, lb_id: str) -> tuple[LoadBalancerState, list[Envelope]]:
+        """The state and, while the LB is PENDING_*, the ``loadbalancer`` events of its pending
+        period (after it last settled, or from its creation), up to the state's version; empty
+        otherwise. Costs what the snapshot's tail and the pending period hold, not the history.
+        """
+        state = await self.load(lb_id)
+        lb = state.loadbalancer
+        if lb is None or lb.provisioning_status not in PENDING_STATUSES:
+            return state, []
+        stream_id = StreamId.loadbalancer(lb_id)
+        settled = await self._store.last_version_of(stream_id, [e.event_type for e in SETTLING])
+        period = await self._store.read_stream(stream_id, after_version=settled)
+        return state, [e for e in period if e.stream_version <= state.version]
+
     async def _load(self, lb_id: str) -> tuple[LoadBalancerState, int]:
         """The state and how many events were folded on top of the snapshot."""
         stream_id = StreamId.loadbalancer(lb_id)
         base = state_of(await self._store.read_snapshot(stream_id)) or LoadBalancerState()
-        tail = await self._store.read_stream(stream_id, after_version=base.version)
-        return fold((e.payload for e in tail), base), len(tail)
+        intent = await self._store.read_stream(stream_id, after_version=base.version)
+        observed = await self._store.read_stream(
+            StreamId.loadbalancer_status(lb_id), after_version=base.status_version
+        )
+        return fold_streams(base, intent, observed), len(intent) + len(observed)
 
     async def execute(
         self,
@@ -104,7 +135,10 @@ class LoadBalancerRepository:
             payloads = decide(cmd, state)
             if not payloads:
                 return Outcome(state, [])
-            after = fold(payloads, state)
+            target = _Target.of(lb_id, state, payloads, metadata)
+            after = state
+            for payload in payloads:
+                after = target.step(after, payload)
             snapshot = (
                 snapshot_of(StreamId.loadbalancer(lb_id), after)
                 if unsnapshotted + len(payloads) >= self._snapshot_every
@@ -117,17 +151,21 @@ class LoadBalancerRepository:
                 before: LoadBalancerState = state,
                 after: LoadBalancerState = after,
                 snapshot: StoredSnapshot | None = snapshot,
+                target: _Target = target,
             ) -> None:
+                await guard_stream(
+                    tx, StreamId.loadbalancer(lb_id), target.other_stream, target.other_version
+                )
                 await project_loadbalancer(tx, before, after)
                 if snapshot is not None:
                     await write_snapshot(tx, snapshot)
 
             try:
                 envelopes = await self._store.append(
-                    StreamId.loadbalancer(lb_id),
-                    state.version,
+                    target.stream,
+                    target.version,
                     payloads,
-                    metadata.owned_by(
+                    target.metadata.owned_by(
                         after.loadbalancer.project_id if after.loadbalancer else None
                     ),
                     in_transaction=project,
@@ -141,6 +179,43 @@ class LoadBalancerRepository:
                 ) from None
             return Outcome(after, envelopes)
         raise AssertionError("unreachable")
+
+
+def fold_streams(
+    base: LoadBalancerState, intent: Sequence[Envelope], observed: Sequence[Envelope]
+) -> LoadBalancerState:
+    """``base`` with the ``loadbalancer`` events ``intent`` and the ``lbstatus`` events
+    ``observed`` applied in commit order (both read back from the store, so positioned)."""
+    steps = [(e.global_position or 0, evolve, e.payload) for e in intent]
+    steps += [(e.global_position or 0, observe, e.payload) for e in observed]
+    state = base
+    for _, step, payload in sorted(steps, key=lambda s: s[0]):
+        state = step(state, payload)
+    return state
+
+
+@dataclass(frozen=True)
+class _Target:
+    """Where one append of ``execute`` goes, and the other stream it must find unmoved."""
+
+    stream: StreamId
+    version: int
+    step: Callable[[LoadBalancerState, Event], LoadBalancerState]
+    other_stream: StreamId
+    other_version: int
+    metadata: Metadata
+
+    @classmethod
+    def of(
+        cls, lb_id: str, state: LoadBalancerState, payloads: list[Event], metadata: Metadata
+    ) -> _Target:
+        """The ``lbstatus`` stream for observed statuses, else the ``loadbalancer`` stream; one
+        append never mixes them (the caller stamps both with the owner's project)."""
+        intent, observed = StreamId.loadbalancer(lb_id), StreamId.loadbalancer_status(lb_id)
+        if not all(isinstance(p, LoadBalancerStatusEvent) for p in payloads):
+            assert not any(isinstance(p, LoadBalancerStatusEvent) for p in payloads)
+            return cls(intent, state.version, evolve, observed, state.status_version, metadata)
+        return cls(observed, state.status_version, observe, intent, state.version, metadata)
 
 
 class AmphoraRepository:

@@ -16,6 +16,7 @@ class StreamCategory(StrEnum):
     """The kinds of streams: lowercase, singular, without the separator."""
 
     LOADBALANCER = "loadbalancer"
+    LOADBALANCER_STATUS = "lbstatus"
     AMPHORA = "amphora"
     SECRET = "secret"
     QUOTA = "quota"
@@ -70,6 +71,12 @@ class StreamId(str):
     def loadbalancer(cls, lb_id: str) -> StreamId:
         """A load balancer with its listeners, pools and members (the consistency boundary)."""
         return cls(StreamCategory.LOADBALANCER, lb_id)
+
+    @classmethod
+    def loadbalancer_status(cls, lb_id: str) -> StreamId:
+        """A load balancer's observed operating statuses (health's writes), apart from its intent
+        and provisioning so that status flaps never lengthen the ``loadbalancer`` stream."""
+        return cls(StreamCategory.LOADBALANCER_STATUS, lb_id)
 
     @classmethod
     def amphora(cls, amphora_id: str) -> StreamId:

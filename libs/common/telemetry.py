@@ -27,6 +27,7 @@ __all__ = [
     "EXPORTERS",
     "context_from_traceparent",
     "current_traceparent",
+    "import_sdk",
     "inject_traceparent",
     "setup_tracing",
     "traced_exporter",
@@ -76,6 +77,13 @@ def setup_tracing(service_name: str, exporter: str = "none") -> None:
         provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
     trace.set_tracer_provider(provider)  # the SDK flushes its spans at exit
     _provider = provider
+
+
+def import_sdk() -> None:
+    """Import what ``setup_tracing`` imports, installing nothing: done once in a process that
+    forks agents (the zygote), the modules are shared instead of imported again by each."""
+    import opentelemetry.sdk.resources
+    import opentelemetry.sdk.trace.export  # noqa: F401
 
 
 def tracer(name: str) -> trace.Tracer:

@@ -14,6 +14,7 @@ started it.
 from __future__ import annotations
 
 import fcntl
+import gc
 import json
 import os
 import signal
@@ -22,6 +23,7 @@ import sys
 from pathlib import Path
 
 import services.amphora.__main__ as agent_main  # the heavy imports happen here, once
+from libs.common.telemetry import import_sdk
 from services.amphora.adapters.haproxy import remember_version
 from services.amphora.settings import default_haproxy_binary
 
@@ -59,9 +61,11 @@ def _child(env: dict[str, str], log_path: str) -> None:
 
 def _prewarm() -> None:
     """Work every agent would repeat, done once here: HAProxy's version (the binary the
-    zygote's environment or the default names; an agent given another one reads its own)."""
+    zygote's environment or the default names; an agent given another one reads its own) and
+    the tracing SDK's imports."""
     configured = os.environ.get("FULCRUM_AMPHORA_HAPROXY_BIN")
     remember_version(Path(configured) if configured else default_haproxy_binary())
+    import_sdk()
 
 
 def _serving_lock(path: str) -> int | None:
@@ -79,6 +83,10 @@ def _serving_lock(path: str) -> int | None:
 
 def serve(path: str, pid_file: str | None = None) -> None:
     _prewarm()  # before SIGCHLD is ignored: subprocess.run waits for its child
+    # Every object imported so far leaves the collector's generations: a child's collections
+    # never write to them, so their pages stay shared with the zygote instead of being copied.
+    gc.collect()
+    gc.freeze()
     lock = _serving_lock(path)
     if lock is None:
         return  # another zygote serves this socket

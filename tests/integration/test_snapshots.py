@@ -126,3 +126,22 @@ async def test_events_stay_insert_only(db: asyncpg.Pool, store: PostgresEventSto
     lb_id = await grow(repo, 3)
     with pytest.raises(asyncpg.RaiseError, match="insert-only"):
         await db.execute("DELETE FROM events WHERE stream_id = $1", StreamId.loadbalancer(lb_id))
+
+
+async def test_load_pending_reads_only_the_pending_period(
+    db: asyncpg.Pool, store: PostgresEventStore
+) -> None:
+    repo = LoadBalancerRepository(store, snapshot_every=EVERY)
+    created = builders.loadbalancer("127.77.0.11")
+    await repo.execute(created.id, c.CreateLoadBalancer(loadbalancer=created), META)
+    state, pending = await repo.load_pending(created.id)
+    assert [e.event_type for e in pending] == ["LoadBalancerCreated"]
+
+    lb_id = await grow(repo, 6)
+    state, pending = await repo.load_pending(lb_id)
+    assert pending == [] and state.version == 14
+    await repo.execute(lb_id, c.UpdateLoadBalancer(changes={"name": "last"}, now=NOW), META)
+    state, pending = await repo.load_pending(lb_id)
+    assert [(e.stream_version, e.event_type) for e in pending] == [(15, "LoadBalancerUpdated")]
+    whole = await store.read_stream(StreamId.loadbalancer(lb_id))
+    assert state.model_dump_json() == fold(e.payload for e in whole).model_dump_json()

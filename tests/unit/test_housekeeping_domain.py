@@ -16,6 +16,7 @@ from libs.common.errors import InvalidState
 from libs.common.events import Envelope, Event, Metadata
 from libs.common.events import housekeeping as hk
 from libs.common.events import loadbalancer as ev
+from libs.common.events import loadbalancer_status as status_ev
 from services.housekeeping.domain.spares import Spare, plan_spares
 from services.housekeeping.domain.stranded import PendingPeriod, judge, pending_period
 from tests import builders as b
@@ -72,7 +73,7 @@ def test_the_pending_period_starts_after_the_last_settlement() -> None:
     history = envelopes(
         (0, ev.LoadBalancerCreated(loadbalancer=snapshot(lb))),
         (1, ev.LoadBalancerActivated(amphora_ids=("a",))),
-        (2, ev.OperatingStatusChanged(statuses={})),
+        (2, status_ev.OperatingStatusChanged(statuses={})),
         (5, ev.MemberAdded(member=snapshot(member))),
         (9, hk.LoadBalancerRedriveRequested(attempt=1, pending_status="x", pending_seconds=4)),
     )

@@ -47,3 +47,21 @@ def test_a_span_continues_the_callers_trace_and_passes_it_on() -> None:
             CALLER.split("-")[1],
             trace.format_span_id(context.span_id),
         ]
+
+
+def test_import_sdk_imports_what_setup_tracing_needs_and_installs_nothing() -> None:
+    """In a fresh interpreter, as the zygote calls it before forking agents."""
+    import subprocess
+    import sys
+
+    check = (
+        "import sys\n"
+        "from opentelemetry import trace\n"
+        "from libs.common.telemetry import import_sdk\n"
+        "assert 'opentelemetry.sdk.trace.export' not in sys.modules\n"
+        "import_sdk()\n"
+        "assert 'opentelemetry.sdk.trace.export' in sys.modules\n"
+        "assert 'opentelemetry.sdk.resources' in sys.modules\n"
+        "assert type(trace.get_tracer_provider()).__name__ == 'ProxyTracerProvider'\n"
+    )
+    subprocess.run([sys.executable, "-c", check], check=True, timeout=60)

@@ -36,6 +36,7 @@ from libs.common.errors import (
 from libs.common.events import Event
 from libs.common.events import housekeeping as hk
 from libs.common.events import loadbalancer as ev
+from libs.common.events import loadbalancer_status as status_ev
 
 PS = ProvisioningStatus
 MAX_RULES_PER_POLICY: Final = 50
@@ -390,4 +391,4 @@ def _record_operating(cmd: c.RecordOperatingStatuses, state: LoadBalancerState) 
         for rid, status in cmd.statuses.items()
         if rid in known and known[rid].operating_status != status
     }
-    return [ev.OperatingStatusChanged(statuses=changed)] if changed else []
+    return [status_ev.OperatingStatusChanged(statuses=changed)] if changed else []

@@ -29,6 +29,7 @@ from libs.common.domain.model import (
 from libs.common.domain.stored import applied, restored
 from libs.common.events import Event
 from libs.common.events import loadbalancer as ev
+from libs.common.events import loadbalancer_status as status_ev
 
 PS = ProvisioningStatus
 _GONE = frozenset({PS.PENDING_DELETE, PS.DELETED})
@@ -44,9 +45,15 @@ def fold(events: Iterable[Event], state: LoadBalancerState | None = None) -> Loa
 
 
 def evolve(state: LoadBalancerState, event: Event) -> LoadBalancerState:
-    """Apply one event; bumps ``version`` by one."""
+    """Apply one event of the ``loadbalancer`` stream; bumps ``version`` by one."""
     state = _apply(state, event)
     return state.model_copy(update={"version": state.version + 1})
+
+
+def observe(state: LoadBalancerState, event: Event) -> LoadBalancerState:
+    """Apply one event of the ``lbstatus`` stream; bumps ``status_version`` by one."""
+    state = _apply(state, event)
+    return state.model_copy(update={"status_version": state.status_version + 1})
 
 
 def _apply(state: LoadBalancerState, event: Event) -> LoadBalancerState:
@@ -334,7 +341,7 @@ def _on_failover_requested(state: LoadBalancerState, event: Event) -> LoadBalanc
 
 
 def _on_operating_status(state: LoadBalancerState, event: Event) -> LoadBalancerState:
-    assert isinstance(event, ev.OperatingStatusChanged)
+    assert isinstance(event, status_ev.OperatingStatusChanged)
     for resource_id, status in event.statuses.items():
         lb = state.loadbalancer
         if lb is not None and lb.id == resource_id:
@@ -358,5 +365,5 @@ _LB_HANDLERS = {
     ev.ChangesApplied: _on_changes_applied,
     ev.ProvisioningFailed: _on_failed,
     ev.LoadBalancerFailoverRequested: _on_failover_requested,
-    ev.OperatingStatusChanged: _on_operating_status,
+    status_ev.OperatingStatusChanged: _on_operating_status,
 }

@@ -276,11 +276,14 @@ class L7Rule(Resource):
 
 
 class LoadBalancerState(BaseModel):
-    """The whole aggregate. ``version`` is the stream version it was folded up to."""
+    """The whole aggregate. ``version`` is the ``loadbalancer`` stream version it was folded up
+    to, ``status_version`` the ``lbstatus`` stream version (health's observed statuses)."""
 
     model_config = ConfigDict(frozen=True)
 
     version: int = 0
+    # Left out while 0: a state without observed statuses stores what it stored before.
+    status_version: int = Field(default=0, exclude_if=lambda v: not v)
     loadbalancer: LoadBalancer | None = None
     listeners: dict[str, Listener] = Field(default_factory=dict)
     pools: dict[str, Pool] = Field(default_factory=dict)
@@ -289,6 +292,11 @@ class LoadBalancerState(BaseModel):
     l7policies: dict[str, L7Policy] = Field(default_factory=dict)
     l7rules: dict[str, L7Rule] = Field(default_factory=dict)
     amphora_ids: tuple[str, ...] = ()
+
+    @property
+    def revision(self) -> int:
+        """Grows by one with every event of either stream: the read model's row version."""
+        return self.version + self.status_version
 
     # Derived relations (pure, computed on demand).
     def pool_members(self, pool_id: str) -> list[Member]:

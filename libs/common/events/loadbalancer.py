@@ -3,7 +3,8 @@
 The payloads own their stored shape: creation events carry a ``*Snapshot`` of each resource,
 updates a ``*Changes`` whose set fields alone are stored, both defined here and mapped field by
 field to the domain model (libs/common/domain/stored.py), so the domain can change without
-changing what is stored. Statuses change only through these events.
+changing what is stored. Statuses change only through these events and, for the operating
+statuses health observes, through those of ``loadbalancer_status``.
 
 Schema history: v2 of every ``*Updated`` event (LoadBalancerUpdated and the six child kinds')
 carries the update time in ``updated_at`` beside typed ``changes``; v1 kept it inside
@@ -13,7 +14,7 @@ carries the update time in ``updated_at`` beside typed ``changes``; v1 kept it i
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Final
 
 from pydantic import Field
 
@@ -359,12 +360,6 @@ class LoadBalancerFailoverRequested(LoadBalancerEvent, name="LoadBalancerFailove
     reason: str = ""
 
 
-class OperatingStatusChanged(LoadBalancerEvent, name="OperatingStatusChanged"):
-    """Observed operating statuses that changed, by resource id (from health)."""
-
-    statuses: dict[str, str]
-
-
 # v2: updated_at beside typed changes (v1: inside an untyped dict); upcast_updated_v1_v2.
 class ChildUpdated(LoadBalancerEvent):
     """Base of the child kinds' update events: ``changes`` of one child at ``updated_at``."""
@@ -477,3 +472,7 @@ def upcast_settled_v1_v2(data: dict[str, Any]) -> dict[str, Any]:
 
 for _settled in (LoadBalancerActivated, ChangesApplied, ProvisioningFailed):
     registry().register_upcaster(_settled.event_type, 1, upcast_settled_v1_v2)
+
+
+# The events that end a PENDING_* period: the LB is ACTIVE (or ERROR) again after each.
+SETTLING: Final = (LoadBalancerActivated, ChangesApplied, ProvisioningFailed)

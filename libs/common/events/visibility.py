@@ -3,7 +3,8 @@
 
 A tenant (a caller that is not an admin) sees an event only when its ``metadata.project_id``
 is the caller's project and its type is a *tenant event*: a type of a category that holds a
-project's own resources (load balancers with their children, security groups), except the
+project's own resources (load balancers with their children, their operating statuses,
+security groups), except the
 internal ones in ``INTERNAL_TYPES``. Amphorae, flavors, availability zones, quotas,
 housekeeping and secrets (their sealed material) never reach a tenant. An admin sees every
 event.
@@ -18,7 +19,7 @@ from libs.common.events._registry import Event, registry
 # Where the API serves the live event feed.
 FEED_PATH: Final = "/v2/fulcrum/events"
 # Categories whose streams hold one project's own resources.
-TENANT_CATEGORIES: Final = frozenset({"loadbalancer", "securitygroup"})
+TENANT_CATEGORIES: Final = frozenset({"loadbalancer", "lbstatus", "securitygroup"})
 # Types of those categories that only the control plane's machinery needs.
 INTERNAL_TYPES: Final = frozenset({"LoadBalancerRedriveRequested"})
 

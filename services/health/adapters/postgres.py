@@ -60,16 +60,21 @@ async def live_amphorae(pool: asyncpg.Pool) -> list[AmphoraRecord]:
     return [AmphoraRecord(r["id"], r["lb_id"], r["status"], r["seq"]) for r in rows]
 
 
-async def stream_versions(pool: asyncpg.Pool, lb_ids: Sequence[str]) -> dict[str, int]:
-    """The current stream version of each load balancer (absent: no events)."""
+async def revisions(pool: asyncpg.Pool, lb_ids: Sequence[str]) -> dict[str, int]:
+    """Each load balancer's ``revision``: its ``loadbalancer`` and ``lbstatus`` stream versions
+    summed (absent: no events)."""
+    streams = {StreamId.loadbalancer(i): i for i in lb_ids}
+    streams |= {StreamId.loadbalancer_status(i): i for i in lb_ids}
     rows = await pool.fetch(
         "SELECT stream_id, max(stream_version) AS version FROM events "
         "WHERE stream_id = ANY($1::text[]) GROUP BY stream_id",
-        [StreamId.loadbalancer(lb_id) for lb_id in lb_ids],
+        list(streams),
     )
-    by_stream = {r["stream_id"]: r["version"] for r in rows}
-    streams = {lb_id: StreamId.loadbalancer(lb_id) for lb_id in lb_ids}
-    return {lb_id: by_stream[stream] for lb_id, stream in streams.items() if stream in by_stream}
+    out: dict[str, int] = {}
+    for row in rows:
+        lb_id = streams[row["stream_id"]]
+        out[lb_id] = out.get(lb_id, 0) + row["version"]
+    return out
 
 
 _WRITE_LAST_SEEN: Final = """

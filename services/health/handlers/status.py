@@ -4,8 +4,9 @@ Each heartbeat is rolled up against a cached view of its LB (``domain.rollup``),
 when the result differs from the recorded statuses is the LB handed to a writer task, which
 runs ``RecordOperatingStatuses`` through the LoadBalancerRepository: it reloads the LB, rolls
 the latest heartbeat up against the fresh state and appends ``OperatingStatusChanged`` for what
-really changed. Cached views are checked against the event store's stream versions every
-``refresh_interval`` and reloaded when another writer moved the LB on.
+really changed, to the LB's ``lbstatus`` stream. Cached views are checked against the event
+store's revisions (both streams' versions) every ``refresh_interval`` and reloaded when another
+writer moved the LB on.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ _EVICT_AFTER: Final = 120.0
 @dataclass(slots=True)
 class _Cached:
     view: LbView | None  # None: the LB does not exist (or is DELETED)
-    version: int
+    revision: int
     used: float
 
 
@@ -144,7 +145,7 @@ class StatusRecorder:
             )
 
     def _store(self, lb_id: str, state: LoadBalancerState) -> None:
-        self._cache[lb_id] = _Cached(LbView.of(state), state.version, time.monotonic())
+        self._cache[lb_id] = _Cached(LbView.of(state), state.revision, time.monotonic())
 
     async def _refresh_loop(self) -> None:
         while True:
@@ -161,7 +162,7 @@ class StatusRecorder:
             del self._cache[lb_id]
         if not self._cache:
             return
-        versions = await postgres.stream_versions(self._pool, list(self._cache))
+        revisions = await postgres.revisions(self._pool, list(self._cache))
         for lb_id, cached in list(self._cache.items()):
-            if versions.get(lb_id, 0) != cached.version:
+            if revisions.get(lb_id, 0) != cached.revision:
                 self._enqueue(lb_id)

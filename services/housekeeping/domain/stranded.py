@@ -17,9 +17,9 @@ from libs.common.domain.model import PENDING_STATUSES, LoadBalancerState
 from libs.common.events import Envelope
 from libs.common.events import housekeeping as hk
 from libs.common.events import loadbalancer as ev
+from libs.common.events import loadbalancer_status as status_ev
 
-_SETTLING: Final = (ev.LoadBalancerActivated, ev.ChangesApplied, ev.ProvisioningFailed)
-_NOT_A_CHANGE: Final = (ev.OperatingStatusChanged, hk.LoadBalancerRedriveRequested)
+_NOT_A_CHANGE: Final = (status_ev.OperatingStatusChanged, hk.LoadBalancerRedriveRequested)
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,7 @@ def pending_period(state: LoadBalancerState, envelopes: Sequence[Envelope]) -> P
         return None
     start = 0
     for index in range(len(envelopes) - 1, -1, -1):
-        if isinstance(envelopes[index].payload, _SETTLING):
+        if isinstance(envelopes[index].payload, ev.SETTLING):
             start = index + 1
             break
     period = envelopes[start:]

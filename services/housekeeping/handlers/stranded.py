@@ -17,14 +17,12 @@ from typing import Final
 import asyncpg
 
 from libs.common.domain import commands as c
-from libs.common.domain.evolve import fold
 from libs.common.domain.model import LoadBalancerState
 from libs.common.errors import Conflict, FulcrumError
 from libs.common.events import Metadata
 from libs.common.eventstore import PostgresEventStore
 from libs.common.repository import LoadBalancerRepository
 from libs.common.service import Metrics
-from libs.common.streams import StreamId
 from services.housekeeping.adapters import postgres
 from services.housekeeping.domain.stranded import Verdict, judge, pending_period
 from services.housekeeping.settings import StrandedJob
@@ -47,7 +45,6 @@ class StrandedWorkJob:
         metrics: Metrics,
     ) -> None:
         self._pool = pool
-        self._store = store
         self._lbs = LoadBalancerRepository(store)
         self._settings = settings
         self._metrics = metrics
@@ -61,9 +58,8 @@ class StrandedWorkJob:
 
     async def review(self, lb_id: str) -> Verdict | None:
         """Judge one LB and act on the verdict; None when it is not pending."""
-        envelopes = await self._store.read_stream(StreamId.loadbalancer(lb_id))
-        state = fold(e.payload for e in envelopes)
-        period = pending_period(state, envelopes)
+        state, pending = await self._lbs.load_pending(lb_id)
+        period = pending_period(state, pending)
         if period is None:
             return None
         verdict = judge(

@@ -16,10 +16,10 @@ from typing import Final
 from libs.common.domain.model import LoadBalancerState, ProvisioningStatus
 from libs.common.events import Envelope
 from libs.common.events import loadbalancer as lb_ev
+from libs.common.events import loadbalancer_status as status_ev
 
 AMPHORA_NAMESPACE: Final = uuid.UUID("7c1e2f34-5a6b-4c8d-9e0f-a1b2c3d4e5f6")
 PS = ProvisioningStatus
-_SETTLING: Final = (lb_ev.LoadBalancerActivated, lb_ev.ChangesApplied, lb_ev.ProvisioningFailed)
 _PENDING: Final = (PS.PENDING_CREATE, PS.PENDING_UPDATE, PS.PENDING_DELETE)
 
 
@@ -54,11 +54,11 @@ def pending_work(state: LoadBalancerState, envelopes: Sequence[Envelope]) -> Pen
         return PendingWork(WorkKind.CREATE, envelopes[0])
     pending: list[Envelope] = []
     for envelope in reversed(envelopes):
-        if isinstance(envelope.payload, _SETTLING):
+        if isinstance(envelope.payload, lb_ev.SETTLING):
             break
         if isinstance(envelope.payload, lb_ev.LoadBalancerFailoverRequested):
             return PendingWork(WorkKind.FAILOVER, envelope)
-        if not isinstance(envelope.payload, lb_ev.OperatingStatusChanged):
+        if not isinstance(envelope.payload, status_ev.OperatingStatusChanged):
             pending.append(envelope)
     return PendingWork(WorkKind.APPLY, pending=tuple(reversed(pending)))
 

@@ -18,7 +18,6 @@ from typing import Protocol
 import asyncpg
 
 from libs.common.domain import commands as c
-from libs.common.domain.evolve import fold
 from libs.common.domain.model import LoadBalancerState
 from libs.common.errors import FulcrumError
 from libs.common.events import Envelope, Event, Metadata
@@ -26,7 +25,6 @@ from libs.common.events import loadbalancer as lb_ev
 from libs.common.eventstore import PostgresEventStore
 from libs.common.logsetup import log_context
 from libs.common.repository import AmphoraRepository, LoadBalancerRepository
-from libs.common.streams import StreamId
 from libs.common.telemetry import tracer
 from services.provisioner.domain.amphora_records import allocated, booted
 from services.provisioner.domain.lifecycle import (
@@ -73,7 +71,6 @@ class LifecycleHandler:
         spares: SparePool | None = None,
         runtime: RuntimeApplier | None = None,
     ) -> None:
-        self._store = store
         self._spares = spares
         self._runtime = runtime
         self._lbs = LoadBalancerRepository(store)
@@ -91,9 +88,8 @@ class LifecycleHandler:
     async def reconcile(self, lb_id: str, conn: asyncpg.Connection, metadata: Metadata) -> None:
         # One provisioner works on one LB at a time, whichever replica got the event.
         await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", lb_id)
-        envelopes = await self._store.read_stream(StreamId.loadbalancer(lb_id))
-        state = fold(e.payload for e in envelopes)
-        work = pending_work(state, envelopes)
+        state, pending = await self._lbs.load_pending(lb_id)
+        work = pending_work(state, pending)
         if work.kind == WorkKind.NONE:
             return
         log.info("lb %s: %s", lb_id, work.kind)

@@ -15,13 +15,12 @@ from collections.abc import Awaitable, Callable
 
 import asyncpg
 
-from libs.common.domain.evolve import fold
 from libs.common.domain.model import LoadBalancerState
 from libs.common.errors import FulcrumError
 from libs.common.events import Envelope
 from libs.common.events import security_group as sg_ev
 from libs.common.eventstore import PostgresEventStore
-from libs.common.streams import StreamId
+from libs.common.repository import LoadBalancerRepository
 from services.provisioner.adapters.security_groups import StoredSecurityGroups
 from services.provisioner.drivers import AmphoraDriver, AmphoraHandle
 
@@ -46,7 +45,7 @@ class SecurityGroupChanges:
         driver: AmphoraDriver,
         push: PushGroups,
     ) -> None:
-        self._store = store
+        self._lbs = LoadBalancerRepository(store)
         self._groups = groups
         self._driver = driver
         self._push = push
@@ -60,8 +59,7 @@ class SecurityGroupChanges:
         running = {h.amphora_id: h for h in await self._driver.list()}
         for lb_id in lb_ids:
             await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", lb_id)
-            envelopes = await self._store.read_stream(StreamId.loadbalancer(lb_id))
-            state = fold(e.payload for e in envelopes)
+            state = await self._lbs.load(lb_id)
             for amphora_id in state.amphora_ids:
                 handle = running.get(amphora_id)
                 if handle is None:

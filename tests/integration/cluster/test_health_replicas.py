@@ -84,7 +84,9 @@ def health_environment(pg_dsn: str, nats_url: str, port: int, udp_port: int) -> 
 
 
 async def status_changes(db: asyncpg.Pool, site: Site) -> int:
-    return await count_events(db, "OperatingStatusChanged", StreamId.loadbalancer(site.lb_id))
+    return await count_events(
+        db, "OperatingStatusChanged", StreamId.loadbalancer_status(site.lb_id)
+    )
 
 
 async def failovers(db: asyncpg.Pool, site: Site) -> int:

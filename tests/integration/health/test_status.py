@@ -11,6 +11,7 @@ import asyncpg
 from libs.common.domain import commands as c
 from libs.common.eventstore import PostgresEventStore
 from libs.common.repository import LoadBalancerRepository
+from libs.common.streams import StreamId
 from tests import builders as b
 from tests.integration.health.conftest import (
     META,
@@ -41,7 +42,7 @@ async def test_member_down_is_member_error_pool_and_lb_degraded_then_online_agai
     site = await create_site(db)
     m1, m2 = site.member_ids
     ids = (site.lb_id, site.listener_id, site.pool_id, m1, m2)
-    stream = f"loadbalancer-{site.lb_id}"
+    stream = StreamId.loadbalancer_status(site.lb_id)
     health = await start_health()
     beating = Beating(senders(health.udp), [site]).start()
     try:
@@ -66,6 +67,7 @@ async def test_member_down_is_member_error_pool_and_lb_degraded_then_online_agai
         await beating.stop()
 
     # The read model the API serves shows it too.
+    state = await load(db, site.lb_id)
     body = json.loads(await db.fetchval("SELECT body FROM member_view WHERE id = $1", m2))
     assert body["operating_status"] == "ONLINE"
     changes = [
@@ -79,6 +81,12 @@ async def test_member_down_is_member_error_pool_and_lb_degraded_then_online_agai
     assert changes[1] == {site.lb_id: "DEGRADED", site.pool_id: "DEGRADED", m2: "ERROR"}
     assert changes[2] == {site.lb_id: "ONLINE", site.pool_id: "ONLINE", m2: "ONLINE"}
     assert health.metric("status_changes_total") == 3
+    # Flaps never lengthen the LB's own stream; each carries the LB's project for tenant feeds.
+    assert await count_events(db, "OperatingStatusChanged", StreamId.loadbalancer(site.lb_id)) == 0
+    projects = await db.fetch(
+        "SELECT DISTINCT metadata->>'project_id' AS p FROM events WHERE stream_id = $1", stream
+    )
+    assert [r["p"] for r in projects] == [state.loadbalancer.project_id]  # type: ignore[union-attr]
 
 
 async def test_a_change_by_another_writer_is_picked_up(

@@ -1,0 +1,98 @@
+"""Observed operating statuses on their own ``lbstatus-<id>`` stream, on a real Postgres: they
+never lengthen the ``loadbalancer-<id>`` stream, carry the LB's project, fold into ``load`` and
+the read model in commit order, and a status write racing an LB write makes the loser retry."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import asyncpg
+import pytest
+
+from libs.common.domain import commands as c
+from libs.common.domain.model import LoadBalancerState, OperatingStatus
+from libs.common.events import Metadata
+from libs.common.eventstore import PostgresEventStore
+from libs.common.repository import LoadBalancerRepository
+from libs.common.streams import StreamId
+from tests import builders
+
+META = Metadata(actor="test")
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+OS = OperatingStatus
+
+
+@pytest.fixture
+def repo(db: asyncpg.Pool) -> LoadBalancerRepository:
+    return LoadBalancerRepository(PostgresEventStore(db), snapshot_every=5)
+
+
+async def active_lb(repo: LoadBalancerRepository, vip: str) -> str:
+    lb = builders.loadbalancer(vip)
+    await repo.execute(lb.id, c.CreateLoadBalancer(loadbalancer=lb), META)
+    await repo.execute(lb.id, c.Activate(amphora_ids=("amp-1",)), META)
+    return lb.id
+
+
+async def lb_body(db: asyncpg.Pool, lb_id: str) -> dict[str, str]:
+    body: dict[str, str] = json.loads(
+        await db.fetchval("SELECT body FROM loadbalancer_view WHERE id = $1", lb_id)
+    )
+    return body
+
+
+async def test_flaps_go_to_the_status_stream_with_the_project_and_fold_into_load(
+    db: asyncpg.Pool, repo: LoadBalancerRepository
+) -> None:
+    lb_id = await active_lb(repo, "127.77.1.10")
+    store = PostgresEventStore(db)
+    for n in range(12):  # past snapshot_every: snapshots are taken on status appends too
+        status = (OS.ERROR, OS.ONLINE)[n % 2]
+        await repo.execute(lb_id, c.RecordOperatingStatuses({lb_id: status}), META)
+    assert [e.event_type for e in await store.read_stream(StreamId.loadbalancer(lb_id))] == [
+        "LoadBalancerCreated",
+        "LoadBalancerActivated",
+    ]
+    observed = await store.read_stream(StreamId.loadbalancer_status(lb_id))
+    assert [e.event_type for e in observed] == ["OperatingStatusChanged"] * 12
+    assert {e.metadata.project_id for e in observed} == {builders.PROJECT}
+    state = await repo.load(lb_id)
+    assert (state.version, state.status_version, state.revision) == (2, 12, 14)
+    assert state.loadbalancer is not None and state.loadbalancer.operating_status == OS.ONLINE
+    # An intent write keeps the observed status in the view it projects.
+    await repo.execute(lb_id, c.UpdateLoadBalancer(changes={"name": "renamed"}, now=NOW), META)
+    body = await lb_body(db, lb_id)
+    assert (body["name"], body["operating_status"]) == ("renamed", "ONLINE")
+    row = await db.fetchrow("SELECT version FROM loadbalancer_view WHERE id = $1", lb_id)
+    assert row is not None and row["version"] == 15
+
+
+async def test_a_status_write_racing_an_intent_write_makes_the_intent_write_retry(
+    db: asyncpg.Pool, repo: LoadBalancerRepository
+) -> None:
+    lb_id = await active_lb(repo, "127.77.1.11")
+    health = LoadBalancerRepository(PostgresEventStore(db))
+    calls = 0
+
+    def rename(state: LoadBalancerState) -> c.Command:
+        nonlocal calls
+        calls += 1
+        return c.UpdateLoadBalancer(changes={"name": f"take{calls}"}, now=NOW)
+
+    # Health's write lands between this writer's first load and its append.
+    load = repo._load
+
+    async def load_then_race(lb: str) -> tuple[LoadBalancerState, int]:
+        loaded = await load(lb)
+        if calls == 0:
+            await health.execute(lb, c.RecordOperatingStatuses({lb: OS.ERROR}), META)
+        return loaded
+
+    repo._load = load_then_race  # type: ignore[method-assign]
+    outcome = await repo.execute(lb_id, rename, META)
+    assert calls == 2
+    assert outcome.state.loadbalancer is not None
+    assert outcome.state.loadbalancer.operating_status == OS.ERROR
+    body = await lb_body(db, lb_id)
+    assert (body["name"], body["operating_status"]) == ("take2", "ERROR")
