@@ -1,8 +1,8 @@
 """Traffic and member status as ``/metrics`` shows them, read at scrape time: the heartbeat
 counters of ``listener_stats`` summed over a listener's amphorae (and over an LB's listeners),
-those of ``member_stats`` summed over a member's amphorae, and the operating status of pools and
-members from the read model, labelled with ids and project. Pools have no traffic counters of
-their own here (their members' counters add up to them)."""
+those of ``member_stats`` summed over a member's amphorae (members the read model knows), and
+the operating status of pools and members from the read model, labelled with ids and project.
+Pools have no traffic counters of their own here (their members' counters add up to them)."""
 
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ async def traffic_families(pool: asyncpg.Pool, namespace: str) -> Iterable[Metri
         member_traffic = await conn.fetch(
             "SELECT s.lb_id, s.pool_id, s.member_id, coalesce(v.project_id, '') AS project_id, "
             + _SUMS
-            + " FROM member_stats s LEFT JOIN member_view v ON v.id = s.member_id "
+            + " FROM member_stats s JOIN member_view v ON v.id = s.member_id "
             "GROUP BY s.lb_id, s.pool_id, s.member_id, v.project_id"
         )
         members = await conn.fetch(
