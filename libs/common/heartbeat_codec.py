@@ -8,10 +8,16 @@ A datagram is ``zlib.compress(json) || hex(HMAC-SHA256(heartbeat_key, compressed
                                  "stats": {"rx", "tx", "conns", "totconns", "ereq"}}},
      "pools": {"<pool_id>:<listener_id>": {"status": "UP"|"DOWN",
                                            "members": {member_id: "UP"|"DOWN"|"DRAIN"|
-                                                                  "MAINT"|"no check"}}}}
+                                                                  "MAINT"|"no check"},
+                                           "member_stats": {member_id: {"rx", "tx", "conns",
+                                                                        "totconns", "ereq"}}}}}
 
 ``rx``, ``tx``, ``totconns`` and ``ereq`` are deltas since the previous heartbeat, ``conns`` is
-the current count. ``seq`` grows strictly per amphora (the sender uses wall-clock milliseconds,
+the current count. ``member_stats`` is Fulcrum's addition to the v3 message (Octavia's receiver
+ignores it, and a message without it decodes with no member counters): a member's traffic
+through that pool's backend, ``ereq`` counting its failed responses (HAProxy's ``eresp``).
+
+``seq`` grows strictly per amphora (the sender uses wall-clock milliseconds,
 so it keeps growing across agent restarts). Pure module: stdlib and pydantic only.
 """
 
@@ -57,6 +63,8 @@ class _Wire(BaseModel):
 
 
 class ListenerStats(_Wire):
+    """The counters of a listener, or of a member within one pool."""
+
     rx: int = Field(default=0, ge=0)
     tx: int = Field(default=0, ge=0)
     conns: int = Field(default=0, ge=0)
@@ -72,6 +80,7 @@ class ListenerReport(_Wire):
 class PoolReport(_Wire):
     status: str
     members: dict[str, str] = Field(default_factory=dict)
+    member_stats: dict[str, ListenerStats] = Field(default_factory=dict)
 
 
 class Heartbeat(_Wire):

@@ -4,11 +4,14 @@ Each beat reads HAProxy's ``show stat`` through the agent's data plane and sends
 datagram (``libs.common.heartbeat_codec``: Octavia's v3 message, zlib, hex HMAC-SHA256) to the
 next configured health endpoint, round-robin as Octavia's sender does. Frontends are listeners,
 backends ``<pool_id>:<listener_id>`` pools, servers members (the renderer's names). Listener
-counters go out as deltas against the previous beat (a counter that went down, after an HAProxy
-restart, is sent whole); the baseline is kept in ``<state_dir>/heartbeat-counters.json`` so a
-restarted agent does not count HAProxy's traffic twice. Without HAProxy running the beat still
-goes out, with no listeners: a fresh or spare amphora is seen alive. UDP listeners (served in the
-kernel, not by HAProxy) are added with their members' states from the agent's monitors.
+and member counters go out as deltas against the previous beat (a counter that went down, after
+an HAProxy restart, is sent whole); the baseline is kept in ``<state_dir>/heartbeat-counters.json``
+so a restarted agent does not count HAProxy's traffic twice. A message that would not fit one
+datagram (``codec.MAX_DATAGRAM``) goes out without its member counters, whose baseline then stays
+where it was: the next beat that fits carries what this one left out.
+Without HAProxy running the beat still goes out, with no listeners: a fresh or spare
+amphora is seen alive. UDP listeners (served in the kernel, not by HAProxy) are added with
+their members' states from the agent's monitors.
 
 ``seq`` is the wall clock in milliseconds, kept strictly increasing, so it keeps growing across
 agent restarts and the receiver can refuse replays by comparing it with the last one accepted.
@@ -45,13 +48,18 @@ log = logging.getLogger(__name__)
 COUNTERS_FILE: Final = "heartbeat-counters.json"
 # `show stat` type column.
 _FRONTEND, _BACKEND, _SERVER = 0, 1, 2
-# Listener counters sent as deltas: message field -> `show stat` column.
+# Counters sent as deltas: message field -> `show stat` column, for frontends and for servers
+# (a server has no request errors; its failed responses stand in for them).
 _DELTAS: Final = (("rx", "bin"), ("tx", "bout"), ("totconns", "stot"), ("ereq", "ereq"))
+_SERVER_DELTAS: Final = (("rx", "bin"), ("tx", "bout"), ("totconns", "stot"), ("ereq", "eresp"))
+# Baseline keys of members: "<backend>/<member_id>" (listener keys never hold a "/").
+_MEMBER_KEY_MARK: Final = "/"
 
 ReadStats = Callable[[], Awaitable[list[StatsRow]]]
 # The listeners and pools HAProxy does not serve (UDP, in the kernel), in the message's form.
 ExtraReport = Callable[[], tuple[dict[str, Any], dict[str, Any]]]
-# listener id -> the raw `show stat` counters of the previous beat, in _DELTAS order.
+# listener id, or "<backend>/<member_id>" -> the raw `show stat` counters of the previous beat,
+# in _DELTAS (_SERVER_DELTAS) order.
 Baseline = dict[str, list[int]]
 
 
@@ -117,6 +125,19 @@ def _member_status(row: StatsRow) -> str:
     return status  # "no check", or a state the receiver will ignore
 
 
+def _counters(
+    row: StatsRow, columns: tuple[tuple[str, str], ...], before: list[int] | None
+) -> tuple[dict[str, int], list[int]]:
+    """The message's counters of one row (deltas against ``before``, ``conns`` current) and the
+    raw counters to keep as the next baseline."""
+    raw = [_count(row, column) for _, column in columns]
+    stats: dict[str, int] = {"conns": _count(row, "scur")}
+    for i, (field, _) in enumerate(columns):
+        previous = before[i] if before is not None and len(before) > i else 0
+        stats[field] = raw[i] - previous if raw[i] >= previous else raw[i]
+    return stats, raw
+
+
 def build_message(
     amphora_id: str, seq: int, rows: list[StatsRow], baseline: Baseline
 ) -> tuple[dict[str, Any], Baseline]:
@@ -129,20 +150,18 @@ def build_message(
         if kind == _FRONTEND:
             if row.get("status") not in ("OPEN", "FULL"):
                 continue  # STOP: a disabled frontend serves nothing
-            raw = [_count(row, column) for _, column in _DELTAS]
-            before = baseline.get(proxy)
-            stats: dict[str, int] = {"conns": _count(row, "scur")}
-            for i, (field, _) in enumerate(_DELTAS):
-                previous = before[i] if before is not None and len(before) > i else 0
-                stats[field] = raw[i] - previous if raw[i] >= previous else raw[i]
-            current[proxy] = raw
+            stats, current[proxy] = _counters(row, _DELTAS, baseline.get(proxy))
             listeners[proxy] = {"status": row["status"], "stats": stats}
         elif kind == _BACKEND and ":" in proxy:
-            pool = pools.setdefault(proxy, {"status": "DOWN", "members": {}})
+            pool = _pool(pools, proxy)
             pool["status"] = "UP" if row.get("status") == "UP" else "DOWN"
         elif kind == _SERVER and ":" in proxy:
-            pool = pools.setdefault(proxy, {"status": "DOWN", "members": {}})
-            pool["members"][str(row.get("svname"))] = _member_status(row)
+            pool = _pool(pools, proxy)
+            member = str(row.get("svname"))
+            pool["members"][member] = _member_status(row)
+            key = f"{proxy}{_MEMBER_KEY_MARK}{member}"
+            stats, current[key] = _counters(row, _SERVER_DELTAS, baseline.get(key))
+            pool["member_stats"][member] = stats
     message = {
         "id": amphora_id,
         "seq": seq,
@@ -151,6 +170,27 @@ def build_message(
         "pools": pools,
     }
     return message, current
+
+
+def _pool(pools: dict[str, Any], proxy: str) -> dict[str, Any]:
+    pool: dict[str, Any] = pools.setdefault(
+        proxy, {"status": "DOWN", "members": {}, "member_stats": {}}
+    )
+    return pool
+
+
+def without_member_stats(
+    message: dict[str, Any], baseline: Baseline, previous: Baseline
+) -> tuple[dict[str, Any], Baseline]:
+    """``message`` with no member counters, and the baseline that keeps the members' previous
+    counters (so the next beat reports what this one leaves out). Pure."""
+    pools = {
+        key: {k: v for k, v in pool.items() if k != "member_stats"}
+        for key, pool in message["pools"].items()
+    }
+    kept = {k: v for k, v in baseline.items() if _MEMBER_KEY_MARK not in k}
+    kept.update((k, v) for k, v in previous.items() if _MEMBER_KEY_MARK in k)
+    return message | {"pools": pools}, kept
 
 
 class HeartbeatSender:
@@ -231,15 +271,24 @@ class HeartbeatSender:
     async def beat(self) -> bytes:
         """Build the next datagram (reads HAProxy; moves the counters baseline on)."""
         rows = await self._rows()
-        message, self._baseline = build_message(
-            self._config.amphora_id, self.next_seq(), rows, self._baseline
-        )
+        previous = self._baseline
+        message, baseline = build_message(self._config.amphora_id, self.next_seq(), rows, previous)
         if self._extra is not None:
             listeners, pools = self._extra()
             message["listeners"].update(listeners)
             message["pools"].update(pools)
+        datagram = codec.encode(message, self._config.key)
+        if len(datagram) > codec.MAX_DATAGRAM:
+            log.warning(
+                "heartbeat of %d bytes exceeds %d: sent without member counters",
+                len(datagram),
+                codec.MAX_DATAGRAM,
+            )
+            message, baseline = without_member_stats(message, baseline, previous)
+            datagram = codec.encode(message, self._config.key)
+        self._baseline = baseline
         self._save_baseline()
-        return codec.encode(message, self._config.key)
+        return datagram
 
     async def run(self) -> None:
         """Beat every interval on a fixed schedule until cancelled."""

@@ -1,9 +1,9 @@
 """The web dashboard in a real browser (Playwright driving Debian's chromium) against
 ``fulcrum up``: Keystone login, a load balancer created through the page turning ACTIVE
 without a reload (driven by the event feed), a listener, a pool and members with real
-backends, traffic through the VIP moving the page's counters, an API error shown to the user,
-a dropped feed resumed with Last-Event-ID, the admin's amphora failover, and the cascade
-delete."""
+backends, traffic through the VIP moving the page's counters (the LB's and each member's), a
+health monitor added to the pool, an API error shown to the user, a dropped feed resumed with
+Last-Event-ID, the admin's amphora failover, and the cascade delete, confirmed first."""
 
 from __future__ import annotations
 
@@ -114,6 +114,20 @@ async def test_dashboard_create_watch_traffic_delete(
             else None
         ),
     )
+    dialogs: list[str] = []
+    # Every delete asks first; the first question is declined, the next ones accepted.
+    page.on(
+        "dialog",
+        lambda dialog: (
+            dialogs.append(dialog.message),
+            asyncio.ensure_future(dialog.accept() if len(dialogs) > 1 else dialog.dismiss()),
+        ),
+    )
+    deletes: list[str] = []
+    page.on(
+        "request",
+        lambda request: deletes.append(request.url) if request.method == "DELETE" else None,
+    )
     await page.goto(url)
 
     # A wrong password is Keystone's 401, shown to the user.
@@ -184,6 +198,23 @@ async def test_dashboard_create_watch_traffic_delete(
         '#traffic-rows tr[data-stats="loadbalancer"] [data-field="total_connections"]'
     )
     await expect(total).to_have_text(re.compile(r"^([2-9]\d|\d{3,})$"), timeout=WAIT_MS)  # >= 20
+    member_totals = page.locator(
+        '#traffic-rows tr[data-stats^="member-"] [data-field="total_connections"]'
+    )
+    await expect(member_totals).to_have_count(len(backends))
+    for n in range(len(backends)):  # each backend was hit: each member's row moved
+        await expect(member_totals.nth(n)).not_to_have_text("0", timeout=WAIT_MS)
+    member_bytes = page.locator('#traffic-rows tr[data-stats^="member-"] [data-field="bytes_out"]')
+    for n in range(len(backends)):
+        await expect(member_bytes.nth(n)).not_to_have_text("0", timeout=WAIT_MS)
+
+    # A health monitor for the pool, from its form.
+    await submit(
+        page,
+        "healthmonitor-form",
+        {"type": "TCP", "delay": "2", "timeout": "1", "max_retries": "2"},
+    )
+    await wait_active(page, "healthmonitor")
 
     # The admin sees the LB's amphora and fails it over; a new one serves the VIP.
     amphora = page.locator("#amphora-rows tr", has_text=lb_id)
@@ -221,7 +252,15 @@ async def test_dashboard_create_watch_traffic_delete(
     await expect(member_badge).to_have_attribute("data-state", "off")
     await member_page.close()
 
-    # Cascade delete: the row goes away, still without a reload.
+    # Cascade delete, confirmed: declined once (nothing happens), then accepted; the row goes
+    # away, still without a reload.
+    await row.locator("button.delete").click()
+    for _ in range(200):
+        if dialogs:
+            break
+        await asyncio.sleep(0.05)
+    assert dialogs == ["Delete load balancer dash-lb and everything in it?"]
+    assert deletes == []
     await row.locator("button.delete").click()
     await expect(page.locator(f'#lb-rows tr[data-lb-id="{lb_id}"]')).to_have_count(
         0, timeout=WAIT_MS

@@ -1,6 +1,6 @@
 """The scrape-time families read from Postgres: the fleet (housekeeping: LBs by status,
 amphorae by status, outbox backlog) and traffic (health: listener and LB counters from the
-heartbeat stats, pool and member status), on a real database."""
+heartbeat stats, member traffic, pool and member status), on a real database."""
 
 from __future__ import annotations
 
@@ -57,7 +57,7 @@ async def test_fleet_counts_lbs_and_amphorae_by_status_and_the_outbox(db: asyncp
     assert found[("fulcrum_housekeeping_outbox_oldest_age_seconds", frozenset())] == 0
 
 
-async def test_traffic_per_listener_and_lb_and_member_status(db: asyncpg.Pool) -> None:
+async def test_traffic_per_listener_lb_and_member_and_member_status(db: asyncpg.Pool) -> None:
     await _view(db, "loadbalancer_view", "lb1", "lb1", "p1", {})
     await _view(db, "pool_view", "pool1", "lb1", "lb1", {"operating_status": "DEGRADED"})
     await _view(db, "member_view", "m1", "lb1", "pool1", {"operating_status": "ONLINE"})
@@ -70,6 +70,16 @@ async def test_traffic_per_listener_and_lb_and_member_status(db: asyncpg.Pool) -
             listener,
             amphora,
             bytes_in,
+        )
+
+    for member, amphora, bytes_out in (("m1", "a1", 1000), ("m1", "a2", 500), ("m2", "a1", 9)):
+        await db.execute(
+            "INSERT INTO member_stats (member_id, amphora_id, pool_id, lb_id, bytes_in, "
+            "bytes_out, active_connections, total_connections, request_errors) "
+            "VALUES ($1, $2, 'pool1', 'lb1', 4, $3, 1, 6, 1)",
+            member,
+            amphora,
+            bytes_out,
         )
 
     found = samples(await traffic_families(db, "fulcrum_health"))
@@ -95,5 +105,13 @@ async def test_traffic_per_listener_and_lb_and_member_status(db: asyncpg.Pool) -
         ]
         == 1
     )
+    m1 = frozenset({**member, "member_id": "m1"}.items())
+    m2 = frozenset({**member, "member_id": "m2"}.items())
+    assert found[("fulcrum_health_member_bytes_out", m1)] == 1500
+    assert found[("fulcrum_health_member_bytes_out", m2)] == 9
+    assert found[("fulcrum_health_member_bytes_in", m1)] == 8
+    assert found[("fulcrum_health_member_active_connections", m1)] == 2
+    assert found[("fulcrum_health_member_connections", m1)] == 12
+    assert found[("fulcrum_health_member_request_errors", m2)] == 1
     pool = {"loadbalancer_id": "lb1", "pool_id": "pool1", "project_id": "p1", "status": "DEGRADED"}
     assert found[("fulcrum_health_pool_status", frozenset(pool.items()))] == 1

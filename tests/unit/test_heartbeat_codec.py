@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import uuid
 import zlib
 from typing import Any
 
@@ -14,6 +15,7 @@ from libs.common import heartbeat_codec as codec
 from libs.common.errors import ConfigurationError
 from services.amphora.heartbeat import (
     HeartbeatConfig,
+    HeartbeatSender,
     build_message,
     parse_endpoint,
 )
@@ -197,11 +199,123 @@ def test_a_counter_reset_is_sent_whole() -> None:
 
 def test_pools_and_members_use_the_v3_vocabulary() -> None:
     built, _ = build_message("amp-1", 1, stat_rows(0, 0, 0, 0, 0), {})
+    idle = {"conns": 0, "rx": 0, "tx": 0, "totconns": 0, "ereq": 0}
     assert built["pools"] == {
-        f"{POOL}:{LISTENER}": {"status": "UP", "members": {MEMBER_A: "UP", MEMBER_B: "DOWN"}}
+        f"{POOL}:{LISTENER}": {
+            "status": "UP",
+            "members": {MEMBER_A: "UP", MEMBER_B: "DOWN"},
+            "member_stats": {MEMBER_A: idle, MEMBER_B: idle},
+        }
     }
     assert set(built["listeners"]) == {LISTENER}  # a stopped frontend is no listener
     assert built["ver"] == 3 and built["id"] == "amp-1" and built["seq"] == 1
+
+
+def server_row(
+    member: str, bin_: int, bout: int, stot: int, eresp: int, scur: int
+) -> dict[str, Any]:
+    return {
+        "pxname": f"{POOL}:{LISTENER}",
+        "svname": member,
+        "type": 2,
+        "status": "UP",
+        "weight": 1,
+        "bin": bin_,
+        "bout": bout,
+        "stot": stot,
+        "eresp": eresp,
+        "ereq": None,
+        "scur": scur,
+    }
+
+
+def test_member_counters_go_out_whole_then_as_deltas() -> None:
+    first, baseline = build_message("amp-1", 1, [server_row(MEMBER_A, 100, 900, 5, 1, 2)], {})
+    assert first["pools"][f"{POOL}:{LISTENER}"]["member_stats"] == {
+        MEMBER_A: {"conns": 2, "rx": 100, "tx": 900, "totconns": 5, "ereq": 1}
+    }
+    second, baseline = build_message(
+        "amp-1", 2, [server_row(MEMBER_A, 160, 1000, 8, 1, 0)], baseline
+    )
+    assert second["pools"][f"{POOL}:{LISTENER}"]["member_stats"] == {
+        MEMBER_A: {"conns": 0, "rx": 60, "tx": 100, "totconns": 3, "ereq": 0}
+    }
+    restarted, _ = build_message("amp-1", 3, [server_row(MEMBER_A, 7, 8, 1, 0, 1)], baseline)
+    assert restarted["pools"][f"{POOL}:{LISTENER}"]["member_stats"][MEMBER_A] == {
+        "conns": 1,
+        "rx": 7,
+        "tx": 8,
+        "totconns": 1,
+        "ereq": 0,
+    }
+
+
+def test_member_counters_round_trip_and_old_messages_decode_without_them() -> None:
+    built, _ = build_message("amp-1", 1, [server_row(MEMBER_A, 1, 2, 3, 4, 5)], {})
+    pool = codec.decode(codec.encode(built, KEY), KEY).pools[f"{POOL}:{LISTENER}"]
+    assert pool.member_stats[MEMBER_A].model_dump() == {
+        "rx": 1,
+        "tx": 2,
+        "conns": 5,
+        "totconns": 3,
+        "ereq": 4,
+    }
+    old = codec.decode(codec.encode(message(), KEY), KEY).pools[f"{POOL}:{LISTENER}"]
+    assert old.members == {MEMBER_A: "UP"} and old.member_stats == {}
+
+
+def test_negative_member_counters_are_garbled() -> None:
+    bad = message(
+        pools={f"{POOL}:{LISTENER}": {"status": "UP", "member_stats": {MEMBER_A: {"rx": -1}}}}
+    )
+    with pytest.raises(codec.Garbled):
+        codec.decode(codec.encode(bad, KEY), KEY)
+
+
+def _members(count: int, counter: int) -> list[dict[str, Any]]:
+    return [
+        server_row(
+            str(uuid.UUID(int=(n * 0x9E3779B97F4A7C15) % 2**128)), counter * n, counter, n, 0, 1
+        )
+        for n in range(count)
+    ]
+
+
+async def test_many_members_fit_one_datagram() -> None:
+    rows = _members(1000, 123_456_789)
+    sender = HeartbeatSender(
+        HeartbeatConfig("amp-1", KEY, (("127.0.0.1", 9),), 1.0), lambda: _rows(rows)
+    )
+    datagram = await sender.beat()
+    assert len(datagram) <= codec.MAX_DATAGRAM
+    pool = codec.decode(datagram, KEY).pools[f"{POOL}:{LISTENER}"]
+    assert len(pool.member_stats) == 1000
+
+
+async def test_a_message_too_big_for_one_datagram_goes_out_without_member_counters() -> None:
+    rows = _members(2000, 1)
+    grown = [dict(r, bin=r["bin"] + 5, stot=r["stot"] + 1) for r in rows]
+    batches = iter([rows, grown, rows[:10]])
+    sender = HeartbeatSender(
+        HeartbeatConfig("amp-1", KEY, (("127.0.0.1", 9),), 1.0), lambda: _rows(next(batches))
+    )
+    too_big = codec.encode(build_message("amp-1", 1, rows, {})[0], KEY)
+    assert len(too_big) > codec.MAX_DATAGRAM  # the case under test
+    for _ in range(2):
+        datagram = await sender.beat()
+        assert len(datagram) <= codec.MAX_DATAGRAM
+        pool = codec.decode(datagram, KEY).pools[f"{POOL}:{LISTENER}"]
+        assert len(pool.members) == 2000 and pool.member_stats == {}
+    # Once it fits again, the counters not sent are in the delta (measured from zero).
+    pool = codec.decode(await sender.beat(), KEY).pools[f"{POOL}:{LISTENER}"]
+    first = str(uuid.UUID(int=0))
+    assert pool.member_stats[first].totconns == 0 and len(pool.member_stats) == 10
+    tenth = rows[9]["svname"]
+    assert pool.member_stats[tenth].totconns == 9
+
+
+async def _rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return rows
 
 
 @pytest.mark.parametrize(

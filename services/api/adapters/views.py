@@ -2,9 +2,9 @@
 
 Bodies are returned as the stored JSON text so handlers can send them without re-encoding.
 Attribute names interpolated into SQL come only from the whitelists in ``domain/kinds.py``.
-Also reads ``listener_stats`` (written by the health service), ``quota_view`` (written by
-adapters/quotas.py) and the ``amphora_list`` view (amphorae with their load balancer's
-project). Every table is defined in ``libs.common.schema``.
+Also reads ``listener_stats`` and ``member_stats`` (written by the health service),
+``quota_view`` (written by adapters/quotas.py) and the ``amphora_list`` view (amphorae with
+their load balancer's project). Every table is defined in ``libs.common.schema``.
 """
 
 from __future__ import annotations
@@ -151,10 +151,18 @@ class PostgresViews:
         return out
 
     async def stats(
-        self, *, lb_id: str | None = None, listener_id: str | None = None
+        self,
+        *,
+        lb_id: str | None = None,
+        listener_id: str | None = None,
+        member_id: str | None = None,
     ) -> dict[str, int]:
         """The five counters summed over amphorae (and listeners, for an LB)."""
-        if listener_id is not None:
+        if member_id is not None:
+            row = await self._pool.fetchrow(
+                _STATS_SQL + " FROM member_stats WHERE member_id = $1", member_id
+            )
+        elif listener_id is not None:
             row = await self._pool.fetchrow(
                 _STATS_SQL + " FROM listener_stats WHERE listener_id = $1", listener_id
             )

@@ -3,9 +3,10 @@
 ``amphora_health`` holds one row per amphora that ever sent a heartbeat (or was held by the
 breaker): ``last_seen`` on the database's clock, the highest ``seq`` accepted, and
 ``failover_stopped`` while the circuit breaker holds the amphora. ``listener_stats`` holds
-counters per (listener, amphora); the API's stats endpoints sum them per listener, LB or
-amphora. Raw heartbeats are never events: these tables take batched upserts, one statement
-per flush, rows in key order so that concurrent replicas lock rows in the same order.
+counters per (listener, amphora), ``member_stats`` per (member, amphora); the API's stats
+endpoints sum them per listener, LB, member or amphora. Raw heartbeats are never events: these
+tables take batched upserts, one statement per flush, rows in key order so that concurrent
+replicas lock rows in the same order.
 """
 
 from __future__ import annotations
@@ -43,6 +44,19 @@ class LastSeen:
 class StatsDelta:
     listener_id: str
     amphora_id: str
+    lb_id: str
+    bytes_in: int
+    bytes_out: int
+    active_connections: int
+    total_connections: int
+    request_errors: int
+
+
+@dataclass(frozen=True, slots=True)
+class MemberStatsDelta:
+    member_id: str
+    amphora_id: str
+    pool_id: str
     lb_id: str
     bytes_in: int
     bytes_out: int
@@ -138,6 +152,42 @@ async def add_stats(pool: asyncpg.Pool, rows: Sequence[StatsDelta]) -> None:
         _ADD_STATS,
         [r.listener_id for r in rows],
         [r.amphora_id for r in rows],
+        [r.lb_id for r in rows],
+        [r.bytes_in for r in rows],
+        [r.bytes_out for r in rows],
+        [r.active_connections for r in rows],
+        [r.total_connections for r in rows],
+        [r.request_errors for r in rows],
+    )
+
+
+_ADD_MEMBER_STATS: Final = """
+INSERT INTO member_stats (member_id, amphora_id, pool_id, lb_id, bytes_in, bytes_out,
+                          active_connections, total_connections, request_errors)
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::bigint[],
+                     $7::bigint[], $8::bigint[], $9::bigint[])
+ORDER BY 1, 2
+ON CONFLICT (member_id, amphora_id) DO UPDATE SET
+    pool_id = EXCLUDED.pool_id,
+    lb_id = EXCLUDED.lb_id,
+    bytes_in = member_stats.bytes_in + EXCLUDED.bytes_in,
+    bytes_out = member_stats.bytes_out + EXCLUDED.bytes_out,
+    active_connections = EXCLUDED.active_connections,
+    total_connections = member_stats.total_connections + EXCLUDED.total_connections,
+    request_errors = member_stats.request_errors + EXCLUDED.request_errors
+"""
+
+
+async def add_member_stats(pool: asyncpg.Pool, rows: Sequence[MemberStatsDelta]) -> None:
+    """Add deltas to each (member, amphora) row and set its active connections; rows must
+    have distinct keys."""
+    if not rows:
+        return
+    await pool.execute(
+        _ADD_MEMBER_STATS,
+        [r.member_id for r in rows],
+        [r.amphora_id for r in rows],
+        [r.pool_id for r in rows],
         [r.lb_id for r in rows],
         [r.bytes_in for r in rows],
         [r.bytes_out for r in rows],

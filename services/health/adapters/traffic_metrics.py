@@ -1,8 +1,8 @@
 """Traffic and member status as ``/metrics`` shows them, read at scrape time: the heartbeat
 counters of ``listener_stats`` summed over a listener's amphorae (and over an LB's listeners),
-and the operating status of pools and members from the read model, labelled with ids and
-project. Pools have no traffic counters of their own here (heartbeats carry listener counters
-and member statuses)."""
+those of ``member_stats`` summed over a member's amphorae (members the read model knows), and
+the operating status of pools and members from the read model, labelled with ids and project.
+Pools have no traffic counters of their own here (their members' counters add up to them)."""
 
 from __future__ import annotations
 
@@ -23,21 +23,27 @@ _COUNTERS: Final = (
 _LISTENER_LABELS: Final = ["loadbalancer_id", "listener_id", "project_id"]
 _LB_LABELS: Final = ["loadbalancer_id", "project_id"]
 _MEMBER_LABELS: Final = ["loadbalancer_id", "pool_id", "member_id", "project_id", "status"]
+_MEMBER_TRAFFIC_LABELS: Final = ["loadbalancer_id", "pool_id", "member_id", "project_id"]
+_SUMS: Final = ", ".join(f"sum(s.{column})::float8 AS {column}" for column, _, _ in _COUNTERS)
 _POOL_LABELS: Final = ["loadbalancer_id", "pool_id", "project_id", "status"]
 
 
 async def traffic_families(pool: asyncpg.Pool, namespace: str) -> Iterable[Metric]:
-    """``<namespace>_listener_*`` and ``_loadbalancer_*`` traffic gauges (the heartbeat
-    counters), ``_member_status`` and ``_pool_status`` (1 for the current operating status)."""
+    """``<namespace>_listener_*``, ``_loadbalancer_*`` and ``_member_*`` traffic gauges (the
+    heartbeat counters), ``_member_status`` and ``_pool_status`` (1 for the current operating
+    status)."""
     async with pool.acquire() as conn:
         listeners = await conn.fetch(
             "SELECT s.lb_id, s.listener_id, coalesce(v.project_id, '') AS project_id, "
-            "sum(s.active_connections)::float8 AS active_connections, "
-            "sum(s.total_connections)::float8 AS total_connections, "
-            "sum(s.bytes_in)::float8 AS bytes_in, sum(s.bytes_out)::float8 AS bytes_out, "
-            "sum(s.request_errors)::float8 AS request_errors "
-            "FROM listener_stats s LEFT JOIN loadbalancer_view v ON v.id = s.lb_id "
+            + _SUMS
+            + " FROM listener_stats s LEFT JOIN loadbalancer_view v ON v.id = s.lb_id "
             "GROUP BY s.lb_id, s.listener_id, v.project_id"
+        )
+        member_traffic = await conn.fetch(
+            "SELECT s.lb_id, s.pool_id, s.member_id, coalesce(v.project_id, '') AS project_id, "
+            + _SUMS
+            + " FROM member_stats s JOIN member_view v ON v.id = s.member_id "
+            "GROUP BY s.lb_id, s.pool_id, s.member_id, v.project_id"
         )
         members = await conn.fetch(
             "SELECT lb_id, parent_id, id, project_id, body->>'operating_status' AS status "
@@ -67,6 +73,16 @@ async def traffic_families(pool: asyncpg.Pool, namespace: str) -> Iterable[Metri
         )
         for (lb_id, project_id), totals in per_lb.items():
             family.add_metric([lb_id, project_id], totals.get(column, 0.0))
+        families.append(family)
+    for column, suffix, help in _COUNTERS:
+        family = GaugeMetricFamily(
+            f"{namespace}_member_{suffix}",
+            f"{help} through a member, summed over its amphorae (heartbeat stats).",
+            labels=_MEMBER_TRAFFIC_LABELS,
+        )
+        for row in member_traffic:
+            labels = [row["lb_id"], row["pool_id"], row["member_id"], row["project_id"]]
+            family.add_metric(labels, row[column])
         families.append(family)
     member_status = GaugeMetricFamily(
         f"{namespace}_member_status",

@@ -114,7 +114,7 @@ class HeartbeatIntake:
         view = None
         if lb_id is not None:
             view = self._status.observe(lb_id, heartbeat, now)
-            if heartbeat.listeners:
+            if heartbeat.listeners or heartbeat.pools:
                 self._writer.add_stats(lb_id, amphora_id, heartbeat)
         if view is None or serving(view, amphora_id, heartbeat):
             self._writer.seen(amphora_id, heartbeat.seq, now)

@@ -1,4 +1,4 @@
-"""Batched writes of last-seen times and listener stats: the receiver only touches dicts.
+"""Batched writes of last-seen times, listener and member stats: the receiver only touches dicts.
 
 Every ``flush_interval`` the batches are swapped out and written with one statement each
 (``adapters.postgres``). A batch whose write fails is merged back into the next one: last-seen
@@ -10,16 +10,57 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import Final
 
 import asyncpg
 
 from libs.common.database import DATABASE_ERRORS
-from libs.common.heartbeat_codec import Heartbeat
+from libs.common.heartbeat_codec import Heartbeat, ListenerStats
 from libs.common.service import Metrics
 from services.health.adapters import postgres
-from services.health.adapters.postgres import LastSeen, StatsDelta
+from services.health.adapters.postgres import LastSeen, MemberStatsDelta, StatsDelta
 
 log = logging.getLogger(__name__)
+
+
+Key = tuple[str, str]  # (listener or member id, amphora id)
+
+
+class Deltas:
+    """Counters per key: ``[rx, tx, conns, totconns, ereq]`` where every counter but ``conns``
+    (the latest count) adds up, with the ids each key is written with."""
+
+    def __init__(self) -> None:
+        self.counters: dict[Key, list[int]] = {}
+        self.owners: dict[Key, tuple[str, ...]] = {}
+
+    def add(self, key: Key, owners: tuple[str, ...], counters: list[int]) -> None:
+        entry = self.counters.get(key)
+        if entry is None:
+            self.counters[key] = list(counters)
+            self.owners[key] = owners
+        else:
+            for i, value in enumerate(counters):
+                entry[i] = value if i == _CONNS else entry[i] + value
+
+    def merge_older(self, older: Deltas) -> None:
+        """Fold in a batch taken before this one (its ``conns`` are older: ours win)."""
+        for key, counters in older.counters.items():
+            entry = self.counters.get(key)
+            if entry is None:
+                self.counters[key] = counters
+                self.owners[key] = older.owners[key]
+            else:
+                for i, value in enumerate(counters):
+                    if i != _CONNS:
+                        entry[i] += value
+
+
+_CONNS: Final = 2
+
+
+def _counters(s: ListenerStats) -> list[int]:
+    return [s.rx, s.tx, s.conns, s.totconns, s.ereq]
 
 
 class HealthWriter:
@@ -28,36 +69,38 @@ class HealthWriter:
         self._metrics = metrics
         self._interval = flush_interval
         self._seen: dict[str, tuple[float, int]] = {}
-        # (listener_id, amphora_id) -> [rx, tx, conns, totconns, ereq], and -> lb_id
-        self._stats: dict[tuple[str, str], list[int]] = {}
-        self._stats_lb: dict[tuple[str, str], str] = {}
+        # (listener_id, amphora_id), owned by (lb_id,); (member_id, amphora_id) by (pool_id, lb_id)
+        self._stats = Deltas()
+        self._member_stats = Deltas()
 
     def seen(self, amphora_id: str, seq: int, received_at: float) -> None:
         """Record a sign of life (``received_at`` on the monotonic clock)."""
         self._seen[amphora_id] = (received_at, seq)
 
     def add_stats(self, lb_id: str, amphora_id: str, heartbeat: Heartbeat) -> None:
-        """Accumulate the heartbeat's listener deltas; active connections keep the latest."""
-        stats = self._stats
+        """Accumulate the heartbeat's listener and member deltas; active connections keep the
+        latest. A member served by several backends (its pool behind several listeners) counts
+        the sum of them."""
         for listener_id, report in heartbeat.listeners.items():
-            s = report.stats
-            key = (listener_id, amphora_id)
-            entry = stats.get(key)
-            if entry is None:
-                stats[key] = [s.rx, s.tx, s.conns, s.totconns, s.ereq]
-                self._stats_lb[key] = lb_id
-            else:
-                entry[0] += s.rx
-                entry[1] += s.tx
-                entry[2] = s.conns
-                entry[3] += s.totconns
-                entry[4] += s.ereq
+            self._stats.add((listener_id, amphora_id), (lb_id,), _counters(report.stats))
+        members = Deltas()
+        for pool_key, pool in heartbeat.pools.items():
+            pool_id = pool_key.partition(":")[0]
+            for member_id, stats in pool.member_stats.items():
+                key = (member_id, amphora_id)
+                counters = _counters(stats)
+                before = members.counters.get(key)
+                if before is not None:
+                    counters[_CONNS] += before[_CONNS]
+                members.add(key, (pool_id, lb_id), counters)
+        for key, counters in members.counters.items():
+            self._member_stats.add(key, members.owners[key], counters)
 
     async def flush(self) -> None:
         """Write what has accumulated; on failure keep it for the next flush and re-raise."""
         seen, self._seen = self._seen, {}
-        stats, self._stats = self._stats, {}
-        stats_lb, self._stats_lb = self._stats_lb, {}
+        stats, self._stats = self._stats, Deltas()
+        member_stats, self._member_stats = self._member_stats, Deltas()
         now = time.monotonic()
         try:
             released = await postgres.write_last_seen(
@@ -65,7 +108,7 @@ class HealthWriter:
                 [LastSeen(a, max(0.0, now - at), seq) for a, (at, seq) in seen.items()],
             )
         except BaseException:
-            self._restore(seen, stats, stats_lb)
+            self._restore(seen, stats, member_stats)
             raise
         self._metrics.inc("last_seen_rows_total", len(seen))
         if released:
@@ -75,36 +118,38 @@ class HealthWriter:
             await postgres.add_stats(
                 self._pool,
                 [
-                    StatsDelta(lid, aid, stats_lb[(lid, aid)], rx, tx, conns, tot, ereq)
-                    for (lid, aid), (rx, tx, conns, tot, ereq) in stats.items()
+                    StatsDelta(lid, aid, stats.owners[(lid, aid)][0], *counters)
+                    for (lid, aid), counters in stats.counters.items()
                 ],
             )
         except BaseException:
-            self._restore({}, stats, stats_lb)
+            self._restore({}, stats, member_stats)
             raise
-        self._metrics.inc("stats_rows_total", len(stats))
+        self._metrics.inc("stats_rows_total", len(stats.counters))
+        try:
+            await postgres.add_member_stats(
+                self._pool,
+                [
+                    MemberStatsDelta(mid, aid, owners[0], owners[1], *counters)
+                    for (mid, aid), counters in member_stats.counters.items()
+                    for owners in (member_stats.owners[(mid, aid)],)
+                ],
+            )
+        except BaseException:
+            self._restore({}, Deltas(), member_stats)
+            raise
+        self._metrics.inc("member_stats_rows_total", len(member_stats.counters))
         self._metrics.inc("flushes_total")
 
     def _restore(
-        self,
-        seen: dict[str, tuple[float, int]],
-        stats: dict[tuple[str, str], list[int]],
-        stats_lb: dict[tuple[str, str], str],
+        self, seen: dict[str, tuple[float, int]], stats: Deltas, member_stats: Deltas
     ) -> None:
         for amphora_id, value in seen.items():
             newer = self._seen.get(amphora_id)
             if newer is None or newer[0] < value[0]:
                 self._seen[amphora_id] = value
-        for key, old in stats.items():
-            new = self._stats.get(key)
-            if new is None:
-                self._stats[key] = old
-                self._stats_lb[key] = stats_lb[key]
-            else:
-                new[0] += old[0]
-                new[1] += old[1]
-                new[3] += old[3]
-                new[4] += old[4]
+        self._stats.merge_older(stats)
+        self._member_stats.merge_older(member_stats)
 
     async def run(self) -> None:
         """Flush every interval until cancelled, then once more. A flush under way is shielded:

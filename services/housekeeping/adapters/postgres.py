@@ -139,6 +139,7 @@ class Purged:
 
     loadbalancers: int = 0
     listener_stats: int = 0
+    member_stats: int = 0
     amphorae: int = 0
     amphora_health: int = 0
     dead_letters: int = 0
@@ -179,11 +180,20 @@ async def purge_deleted_loadbalancers(pool: asyncpg.Pool, older_than: float) -> 
 
 
 async def purge_listener_stats(pool: asyncpg.Pool, lb_ids: Sequence[str]) -> int:
-    """Stats rows of purged load balancers."""
+    """Listener stats rows of purged load balancers."""
+    return await _purge_stats(pool, "listener_stats", lb_ids)
+
+
+async def purge_member_stats(pool: asyncpg.Pool, lb_ids: Sequence[str]) -> int:
+    """Member stats rows of purged load balancers."""
+    return await _purge_stats(pool, "member_stats", lb_ids)
+
+
+async def _purge_stats(pool: asyncpg.Pool, table: str, lb_ids: Sequence[str]) -> int:
     if not lb_ids:
         return 0
     rows = await pool.fetch(
-        "DELETE FROM listener_stats WHERE lb_id = ANY($1::text[]) RETURNING 1", list(lb_ids)
+        f"DELETE FROM {table} WHERE lb_id = ANY($1::text[]) RETURNING 1", list(lb_ids)
     )
     return len(rows)
 

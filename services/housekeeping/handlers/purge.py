@@ -1,7 +1,8 @@
 """The purge job: removes rows whose retention is over; the events table is never touched.
 
 - ``loadbalancer_view`` rows of LBs DELETED longer than ``loadbalancer_retention`` (lists
-  already hide them; GET by id then answers 404), with their ``listener_stats`` rows;
+  already hide them; GET by id then answers 404), with their ``listener_stats`` and
+  ``member_stats`` rows;
 - ``amphora_view`` rows of amphorae DELETED longer than ``amphora_retention``;
 - ``amphora_health`` rows of deleted amphorae (heartbeats are accepted from live ones only);
 - ``dead_letters`` older than ``dead_letter_retention``;
@@ -40,6 +41,7 @@ class RetentionPurgeJob:
         purged = postgres.Purged(
             loadbalancers=len(lb_ids),
             listener_stats=await postgres.purge_listener_stats(pool, lb_ids),
+            member_stats=await postgres.purge_member_stats(pool, lb_ids),
             amphorae=await postgres.purge_deleted_amphorae(pool, settings.amphora_retention),
             amphora_health=await postgres.purge_amphora_health(pool),
             dead_letters=await postgres.purge_dead_letters(pool, settings.dead_letter_retention),

@@ -1,5 +1,5 @@
 """The UDP receiver against real datagrams: what it drops and counts, and what reaches Postgres
-(last-seen, listener stats). Forged heartbeats change nothing."""
+(last-seen, listener and member stats). Forged heartbeats change nothing."""
 
 from __future__ import annotations
 
@@ -149,6 +149,74 @@ async def test_stats_deltas_add_up_in_listener_stats(
     assert rows[second.amphora_id]["bytes_in"] == 5000
     assert rows[second.amphora_id]["active_connections"] == 50
     assert rows[second.amphora_id]["lb_id"] == second.lb_id
+
+
+async def test_member_deltas_add_up_in_member_stats_across_backends(
+    db: asyncpg.Pool, start_health: StartHealth, senders: Callable[[tuple[str, int]], Sender]
+) -> None:
+    """A member's counters add up over beats; in one beat, the backends of its pool (one per
+    listener using the pool) add up too, active connections included."""
+    site = await create_site(db)
+    health = await start_health()
+    sender = senders(health.udp)
+    m1, m2 = site.member_ids
+    other_listener = "11111111-2222-4333-8444-555555555555"
+
+    def counters(n: int) -> dict[str, int]:
+        return {"rx": 10 * n, "tx": 100 * n, "conns": n, "totconns": 2 * n, "ereq": n % 2}
+
+    for beat in range(1, 4):
+        pools = {
+            f"{site.pool_id}:{site.listener_id}": {
+                "status": "UP",
+                "members": {m1: "UP", m2: "UP"},
+                "member_stats": {m1: counters(1), m2: counters(3)},
+            },
+            f"{site.pool_id}:{other_listener}": {
+                "status": "UP",
+                "members": {m1: "UP"},
+                "member_stats": {m1: counters(beat)},
+            },
+        }
+        sender.beat(site, pools=pools)
+
+    async def landed() -> bool:
+        rows = await db.fetch(
+            "SELECT 1 FROM member_stats WHERE member_id = $1 AND total_connections = 18", m2
+        )
+        return len(rows) == 1
+
+    await eventually(landed, what="member stats rows")
+    await eventually(
+        lambda: _total_connections_is(db, m1, 3 * 2 + (1 + 2 + 3) * 2), what="m1's connections"
+    )
+    rows = {
+        r["member_id"]: dict(r)
+        for r in await db.fetch(
+            "SELECT member_id, amphora_id, pool_id, lb_id, bytes_in, bytes_out, "
+            "active_connections, total_connections, request_errors FROM member_stats"
+        )
+    }
+    assert rows[m1] == {
+        "member_id": m1,
+        "amphora_id": site.amphora_id,
+        "pool_id": site.pool_id,
+        "lb_id": site.lb_id,
+        "bytes_in": 3 * 10 + 60,
+        "bytes_out": 3 * 100 + 600,
+        "active_connections": 1 + 3,
+        "total_connections": 18,
+        "request_errors": 3 + 2,
+    }
+    assert rows[m2]["bytes_out"] == 900 and rows[m2]["active_connections"] == 3
+    assert health.metric("member_stats_rows_total") >= 2
+
+
+async def _total_connections_is(db: asyncpg.Pool, member_id: str, total: int) -> bool:
+    found = await db.fetchval(
+        "SELECT total_connections FROM member_stats WHERE member_id = $1", member_id
+    )
+    return bool(found == total)
 
 
 async def test_a_heartbeat_without_the_listeners_is_no_sign_of_life(

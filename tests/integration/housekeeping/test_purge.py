@@ -51,6 +51,12 @@ async def _amphora(plant: Plant, lb_id: str, *, deleted: bool) -> str:
         amphora_id,
         lb_id,
     )
+    await plant.db.execute(
+        "INSERT INTO member_stats (member_id, amphora_id, pool_id, lb_id) VALUES ($1, $2, 'p', $3)",
+        str(uuid.uuid4()),
+        amphora_id,
+        lb_id,
+    )
     return amphora_id
 
 
@@ -84,6 +90,7 @@ async def test_rows_past_their_retention_are_purged_and_events_stay(plant: Plant
     await asyncio.sleep(RETENTION + 0.2)
     second = await plant.jobs.purge.purge()
     assert (second.loadbalancers, second.amphorae, second.listener_stats) == (1, 1, 1)
+    assert second.member_stats == 1
 
     views = {r["id"] for r in await plant.db.fetch("SELECT id FROM loadbalancer_view")}
     assert views == {live_lb}
@@ -93,6 +100,8 @@ async def test_rows_past_their_retention_are_purged_and_events_stay(plant: Plant
     assert health == {live_amp} and dead_amp not in health
     stats = {r["lb_id"] for r in await plant.db.fetch("SELECT lb_id FROM listener_stats")}
     assert stats == {live_lb}
+    member_stats = {r["lb_id"] for r in await plant.db.fetch("SELECT lb_id FROM member_stats")}
+    assert member_stats == {live_lb}
     reasons = [r["reason"] for r in await plant.db.fetch("SELECT reason FROM dead_letters")]
     assert reasons == ["new"]
     assert await plant.db.fetchval("SELECT count(*) FROM processed_messages") == 1

@@ -46,6 +46,7 @@ TABLES = {
     "secret_container_refs",
     "amphora_health",
     "listener_stats",
+    "member_stats",
     "housekeeping_runs",
     "schema_migrations",
     "securitygroup_view",

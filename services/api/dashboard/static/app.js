@@ -1,6 +1,7 @@
 // The dashboard page: login, the project's load balancers kept live by the event feed, one
-// load balancer's status tree and traffic, the create and delete forms, and (for admins) the
-// amphorae with failover. Every API error is shown in the #error banner.
+// load balancer's status tree and traffic (the LB, each listener and each member), the create
+// and delete forms (a delete asks for confirmation first), a pool's health monitor form, and
+// (for admins) the amphorae with failover. Every API error is shown in the #error banner.
 
 import { call, isAdmin, login, logout, session } from "./api.js";
 import { followEvents } from "./feed.js";
@@ -16,8 +17,10 @@ const pending = new Map();
 let selectedId = null;
 let feed = null;
 let statsTimer = null;
-// The selected load balancer's listeners as [id, name], from its last status tree.
+// The selected load balancer's listeners as [id, name] and members as [pool id, id, name],
+// from its last status tree.
 let listenerIds = [];
+let memberIds = [];
 
 function el(tag, attributes = {}, ...children) {
   const node = document.createElement(tag);
@@ -60,6 +63,21 @@ async function attempt(action, { background = false } = {}) {
   }
 }
 
+// A Delete button: asks "Delete <what>?" and sends ``DELETE path`` only when confirmed.
+function deleteButton(what, path) {
+  return el(
+    "button",
+    {
+      type: "button",
+      class: "delete",
+      onclick: () => {
+        if (window.confirm(`Delete ${what}?`)) attempt(() => call("DELETE", path));
+      },
+    },
+    "Delete",
+  );
+}
+
 // --- load balancers ----------------------------------------------------------------------
 
 function renderLb(lb) {
@@ -84,15 +102,9 @@ function renderLb(lb) {
       "td",
       {},
       el("button", { type: "button", class: "open", onclick: () => select(lb.id) }, "Open"),
-      el(
-        "button",
-        {
-          type: "button",
-          class: "delete",
-          onclick: () =>
-            attempt(() => call("DELETE", `${LBAAS}/loadbalancers/${lb.id}?cascade=true`)),
-        },
-        "Delete",
+      deleteButton(
+        `load balancer ${lb.name || lb.id} and everything in it`,
+        `${LBAAS}/loadbalancers/${lb.id}?cascade=true`,
       ),
     ),
   );
@@ -152,20 +164,9 @@ function treeItem(kind, node, children = []) {
     " ",
     el("span", { class: `status status-${node.operating_status}`, "data-field": "operating_status" }, node.operating_status),
   );
-  const remove = { listener: "listeners", pool: "pools" }[kind];
+  const remove = { listener: "listeners", pool: "pools", healthmonitor: "healthmonitors" }[kind];
   if (remove) {
-    item.append(
-      " ",
-      el(
-        "button",
-        {
-          type: "button",
-          class: "delete",
-          onclick: () => attempt(() => call("DELETE", `${LBAAS}/${remove}/${node.id}`)),
-        },
-        "Delete",
-      ),
-    );
+    item.append(" ", deleteButton(label, `${LBAAS}/${remove}/${node.id}`));
   }
   if (children.length) item.append(el("ul", {}, ...children));
   return item;
@@ -188,15 +189,9 @@ function memberRow(pool, member) {
     el(
       "td",
       {},
-      el(
-        "button",
-        {
-          type: "button",
-          class: "delete",
-          onclick: () =>
-            attempt(() => call("DELETE", `${LBAAS}/pools/${pool.id}/members/${member.id}`)),
-        },
-        "Delete",
+      deleteButton(
+        `member ${member.name || member.id}`,
+        `${LBAAS}/pools/${pool.id}/members/${member.id}`,
       ),
     ),
   );
@@ -225,16 +220,20 @@ async function refreshTree() {
     $("pool-form").elements.listener_id,
     (root.listeners || []).map((l) => [l.id, `${l.name || l.id}`]),
   );
-  options(
-    $("member-form").elements.pool_id,
-    [...pools.values()].map((p) => [p.id, `${p.name || p.id}`]),
-  );
+  const poolChoices = [...pools.values()].map((p) => [p.id, `${p.name || p.id}`]);
+  options($("member-form").elements.pool_id, poolChoices);
+  options($("healthmonitor-form").elements.pool_id, poolChoices);
   const members = [];
+  const ids = [];
   for (const pool of pools.values()) {
-    for (const member of pool.members || []) members.push(memberRow(pool, member));
+    for (const member of pool.members || []) {
+      members.push(memberRow(pool, member));
+      ids.push([pool.id, member.id, member.name || member.address || member.id]);
+    }
   }
   $("member-rows").replaceChildren(...members);
   listenerIds = (root.listeners || []).map((l) => [l.id, l.name || l.id]);
+  memberIds = ids;
 }
 
 function trafficRow(key, label, stats) {
@@ -259,6 +258,10 @@ async function refreshStats() {
     const listener = await call("GET", `${LBAAS}/listeners/${listenerId}/stats`);
     rows.push(trafficRow(`listener-${listenerId}`, `listener ${name}`, listener.stats));
   }
+  for (const [poolId, memberId, name] of memberIds) {
+    const member = await call("GET", `${LBAAS}/pools/${poolId}/members/${memberId}/stats`);
+    rows.push(trafficRow(`member-${memberId}`, `member ${name}`, member.stats));
+  }
   if (id === selectedId) $("traffic-rows").replaceChildren(...rows);
 }
 
@@ -278,6 +281,7 @@ function startStats() {
 function select(id) {
   selectedId = id;
   listenerIds = [];
+  memberIds = [];
   $("detail").hidden = id === null;
   for (const row of document.querySelectorAll("tr[data-lb-id]")) {
     row.classList.toggle("selected", row.dataset.lbId === id);
@@ -408,6 +412,11 @@ function bindForms() {
     const { pool_id: poolId, ...fields } = values(form);
     fields.protocol_port = Number(fields.protocol_port);
     await call("POST", `${LBAAS}/pools/${poolId}/members`, { member: fields });
+  });
+  onSubmit("healthmonitor-form", async (form) => {
+    const fields = values(form);
+    for (const name of ["delay", "timeout", "max_retries"]) fields[name] = Number(fields[name]);
+    await call("POST", `${LBAAS}/healthmonitors`, { healthmonitor: fields });
   });
   $("logout").addEventListener("click", signOut);
 }

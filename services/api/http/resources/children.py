@@ -1,8 +1,9 @@
 """The child resources of a load balancer: one table of routes, one generic registration.
 
 Every child kind gets list, create, show, update and delete from its row in ``ROUTES``; the
-endpoints only one kind has (listener statistics, the members batch replace) are registered
-beside it. Adding a kind is one row (plus its schemas and its use case).
+endpoints only one kind has (listener statistics, member statistics, the members batch
+replace) are registered beside it. Member statistics are Fulcrum's own: Octavia has none.
+Adding a kind is one row (plus its schemas and its use case).
 """
 
 from __future__ import annotations
@@ -88,6 +89,19 @@ async def listener_stats(request: web.Request) -> web.StreamResponse:
     return encoded({"stats": await request.app[VIEWS].stats(listener_id=listener_id)})
 
 
+async def member_stats(request: web.Request) -> web.StreamResponse:
+    """A member's traffic through its pool, summed over the amphorae, in the listener stats'
+    shape; 404 as for showing the member."""
+    ctx = await request_context(request)
+    member_id = path_id(request, "member_id")
+    row = await request.app[VIEWS].get(MEMBER, member_id)
+    hidden = NotFound.resource(MEMBER.label, member_id)
+    if row is None or row.parent_id != path_id(request, "pool_id"):
+        raise hidden
+    enforce(ctx, Action.READ, row.project_id, hidden=hidden)
+    return encoded({"stats": await request.app[VIEWS].stats(member_id=member_id)})
+
+
 async def replace_members(request: web.Request) -> web.StreamResponse:
     """Batch update: members matched by (address, protocol_port); 202 without a body."""
     ctx = await request_context(request)
@@ -124,6 +138,14 @@ def _member_extras(api: ApiRouter) -> None:
         tag="members",
         status=202,
         request=MembersBatch,
+    )
+    api.lbaas(
+        "GET",
+        "/pools/{pool_id}/members/{member_id}/stats",
+        parent_first(POOL, "pool_id", member_stats),
+        summary="Member statistics (a Fulcrum extension: Octavia has none)",
+        tag="members",
+        response_key="stats",
     )
 
 
