@@ -9,7 +9,7 @@ from libs.common.schema import (
     v001_baseline,
     v002_security_groups,
     v003_snapshots,
-    v005_member_stats,
+    v004_member_stats,
 )
 
 
@@ -26,5 +26,5 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
     Migration(1, "baseline", v001_baseline.SQL),
     Migration(2, "security_groups", v002_security_groups.SQL),
     Migration(3, "snapshots", v003_snapshots.SQL),
-    Migration(5, "member_stats", v005_member_stats.SQL),
+    Migration(4, "member_stats", v004_member_stats.SQL),
 )
