@@ -1,4 +1,4 @@
-"""Migration 5: traffic counters per member, written only by the health service.
+"""Migration 4: traffic counters per member, written only by the health service.
 
 One row per (member, amphora), as ``listener_stats`` holds per (listener, amphora): the byte,
 connection and error counters the heartbeats report for the member (summed over the backends
