@@ -91,7 +91,7 @@ def service_environment(
             "AUTH_STRATEGY": "keystone",
             "IDENTITY_FILE": str(state / "identity.yaml"),
             "ADMIN_PASSWORD": _secret(state, "admin.password"),
-            "TOKEN_KEY": _secret(state, "token.key"),
+            "TOKEN_KEYS": _secret(state, "token.keys", new_key),
             "ADMIN_TOKEN": _secret(state, "admin.token"),
             "NETWORK__SUBNETS": json.dumps(vip_subnets(addresses.vip_octet)),
             "AMPHORA_DRIVER": _amphora_driver(),

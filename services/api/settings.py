@@ -53,6 +53,10 @@ class ApiSettings(SecretKeysSetting, BaseSettings):
     network: NetworkSettings = Field(default_factory=NetworkSettings)
     host: str = "127.0.0.1"
     port: int = 9876
+    # HTTPS on the tenant-facing port: the operator's certificate chain and key (PEM files).
+    # Both empty: plain HTTP.
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
     # Threshold of every logger in this process: DEBUG, INFO, WARNING, ERROR or CRITICAL
     # (any case; libs/common/logsetup.py). The access log is at INFO.
     log_level: LogLevel = "INFO"
@@ -64,12 +68,20 @@ class ApiSettings(SecretKeysSetting, BaseSettings):
         default="keystone", pattern="^(keystone|admin_token|noauth|testing)$"
     )
     # Identity (keystone): users, projects and role grants; created with a bootstrap admin
-    # (password admin_password) when missing. Tokens are HMAC-signed with token_key: every
-    # replica needs the same key.
+    # (password admin_password) when missing.
     identity_file: Path = Path(".state/identity.yaml")
-    admin_password: str = ""
-    token_key: str = ""
+    admin_password: str = Field(default="", repr=False)
+    # Fernet keys of the tokens (services/api/auth/tokens.py), comma-separated, newest first:
+    # the first encrypts, all decrypt. Rotate by putting a new key in front (tokens under the
+    # old one stay valid until they expire); a key removed from the list invalidates its
+    # tokens. Every replica needs the same list.
+    token_keys: str = Field(default="", repr=False)
     token_lifetime_hours: float = Field(default=12.0, gt=0)
+    # Brute-force guard of password authentication: failures allowed per user and per source
+    # address within login_failure_window seconds, then 429 with Retry-After.
+    login_failures_per_user: int = Field(default=5, ge=1)
+    login_failures_per_address: int = Field(default=20, ge=1)
+    login_failure_window: float = Field(default=300.0, gt=0)
     # A static operator token (the CLI's --os-auth-type admin_token); empty = none.
     admin_token: str = ""
     region: str = "RegionOne"
