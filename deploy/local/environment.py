@@ -46,6 +46,8 @@ class ServiceAddresses:
     public_url: str
     health_endpoints: tuple[str, ...]
     vip_octet: int
+    # The API's operator listener (/healthz, /readyz, /metrics); 0: on the API's port.
+    api_operator: int = 0
 
     @classmethod
     def of(cls, ports: StackPorts) -> ServiceAddresses:
@@ -59,6 +61,7 @@ class ServiceAddresses:
             public_url=ports.api_url,
             health_endpoints=(f"{LOOPBACK}:{ports.health_udp}",),
             vip_octet=ports.vip_octet,
+            api_operator=ports.api_operator,
         )
 
 
@@ -87,6 +90,7 @@ def service_environment(
         "api": {
             **common,
             "PORT": str(addresses.api),
+            "OPERATOR_PORT": str(addresses.api_operator),
             "PUBLIC_URL": addresses.public_url,
             "AUTH_STRATEGY": "keystone",
             "IDENTITY_FILE": str(state / "identity.yaml"),

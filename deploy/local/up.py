@@ -92,7 +92,7 @@ def _single_plan(paths: StackPaths, api_port: int | None) -> StackPlan:
             server=True,
         ),
         *(
-            Part(name, f"services.{name}", f"http://{LOOPBACK}:{ports.service_port(name)}/readyz")
+            Part(name, f"services.{name}", f"http://{LOOPBACK}:{ports.operator_port(name)}/readyz")
             for name in SERVICES
         ),
     ]
@@ -100,8 +100,8 @@ def _single_plan(paths: StackPaths, api_port: int | None) -> StackPlan:
         f"API: {ports.api_url}   Postgres: {LOOPBACK}:{ports.postgres}   NATS: "
         f"{LOOPBACK}:{ports.nats}   heartbeats: udp {LOOPBACK}:{ports.health_udp}   VIPs: "
         f"127.{ports.vip_octet}.0.0/16",
-        f"/readyz: provisioner {ports.provisioner}, health {ports.health}, "
-        f"housekeeping {ports.housekeeping}",
+        f"/readyz: api {ports.operator_port('api')}, provisioner {ports.provisioner}, "
+        f"health {ports.health}, housekeeping {ports.housekeeping}",
     ]
     return StackPlan(
         programs=programs,
@@ -159,9 +159,9 @@ def _endpoint_text(paths: StackPaths, ports: StackPorts, clouds: Path) -> str:
         f"  API (Octavia v2, Neutron and Keystone subsets): {api_url}\n"
         f"  Postgres: {ports.postgres_dsn}\n  NATS: {ports.nats_url}\n"
         f"  VIPs: 127.{ports.vip_octet}.0.0/16 (subnet public-subnet)\n"
-        f"  Heartbeats: udp {LOOPBACK}:{ports.health_udp}   readiness: "
-        f"{api_url}/readyz, provisioner :{ports.provisioner}, health :{ports.health}, "
-        f"housekeeping :{ports.housekeeping}\n"
+        f"  Heartbeats: udp {LOOPBACK}:{ports.health_udp}   readiness and metrics: "
+        f"api :{ports.operator_port('api')}, provisioner :{ports.provisioner}, "
+        f"health :{ports.health}, housekeeping :{ports.housekeeping}\n"
         f"  clouds.yaml: {clouds}\n"
         f"{usage_text(paths, clouds, 'make down')}"
     )

@@ -1,8 +1,12 @@
-"""``python -m services.api``: build settings once and serve the API."""
+"""``python -m services.api``: build settings once and serve the API: the tenant-facing
+port (HTTPS with the operator's certificate when configured) and, when configured, the
+operator port."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import signal
 import ssl
 
 from aiohttp import web
@@ -12,19 +16,7 @@ from libs.common.logsetup import configure_logging
 from services.api.app import create_app
 from services.api.settings import ApiSettings
 
-
-def main() -> int:
-    settings = ApiSettings()
-    configure_logging(settings.log_level, "api")
-    web.run_app(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        ssl_context=server_tls(settings),
-        print=None,
-        access_log=logging.getLogger("aiohttp.access") if settings.access_log else None,
-    )
-    return 0
+log = logging.getLogger(__name__)
 
 
 def server_tls(settings: ApiSettings) -> ssl.SSLContext | None:
@@ -38,6 +30,45 @@ def server_tls(settings: ApiSettings) -> ssl.SSLContext | None:
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.load_cert_chain(settings.tls_cert_file, settings.tls_key_file)
     return context
+
+
+async def start_sites(runner: web.AppRunner, settings: ApiSettings) -> None:
+    """The tenant-facing site and, with ``operator_port``, the operator site, on a set-up
+    ``runner``."""
+    tls = server_tls(settings)
+    await web.TCPSite(runner, settings.host, settings.port, ssl_context=tls).start()
+    if settings.operator_port:
+        await web.TCPSite(runner, settings.operator_host, settings.operator_port).start()
+    if settings.auth_strategy == "noauth":
+        log.warning(
+            "AUTHENTICATION IS OFF (FULCRUM_API_AUTH_STRATEGY=noauth): every caller on "
+            "%s:%s is an admin of any project. Use keystone outside development.",
+            settings.host,
+            settings.port,
+        )
+
+
+async def serve(settings: ApiSettings) -> None:
+    """Serve until SIGTERM or SIGINT, then close the sites and the app's contexts."""
+    access = logging.getLogger("aiohttp.access") if settings.access_log else None
+    runner = web.AppRunner(create_app(settings), access_log=access)
+    await runner.setup()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await start_sites(runner, settings)
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+
+
+def main() -> int:
+    settings = ApiSettings()
+    configure_logging(settings.log_level, "api")
+    asyncio.run(serve(settings))
+    return 0
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ from services.api.http.context import IDENTITY, RESOLVER, build_resolver, reques
 from services.api.http.deps import SETTINGS, USECASES, VIEWS
 from services.api.http.errors import octavia_middleware
 from services.api.http.neutron import NeutronApi, vip_port_body
+from services.api.http.operator import operator_split
 from services.api.http.resources import (
     amphorae,
     availabilityzoneprofiles,
@@ -121,7 +122,8 @@ def create_app(settings: ApiSettings) -> web.Application:
     """The API app; its cleanup contexts open Postgres (and upgrade its schema), NATS and the
     relay."""
     setup_tracing("api", settings.telemetry.exporter)
-    app = base_app("api", middlewares=[octavia_middleware])
+    split = [operator_split(settings.operator_port)] if settings.operator_port else []
+    app = base_app("api", middlewares=[octavia_middleware, *split])
     app.on_response_prepare.append(_no_version_banner)
     app[SETTINGS] = settings
     app[IDENTITY] = build_identity(settings)

@@ -57,6 +57,11 @@ class ApiSettings(SecretKeysSetting, BaseSettings):
     # Both empty: plain HTTP.
     tls_cert_file: str = ""
     tls_key_file: str = ""
+    # Operator endpoints (/healthz, /readyz, /metrics) on a listener of their own, plain HTTP
+    # at operator_host:operator_port, and not on the tenant-facing port
+    # (services/api/http/operator.py). 0: on the tenant-facing port too.
+    operator_host: str = "127.0.0.1"
+    operator_port: int = Field(default=0, ge=0, le=65535)
     # Threshold of every logger in this process: DEBUG, INFO, WARNING, ERROR or CRITICAL
     # (any case; libs/common/logsetup.py). The access log is at INFO.
     log_level: LogLevel = "INFO"
