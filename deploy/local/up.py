@@ -28,6 +28,7 @@ from deploy.local.down import release_amphorae
 from deploy.local.embedded import EmbeddedNats, EmbeddedPostgres
 from deploy.local.environment import (
     ServiceAddresses,
+    api_https_environment,
     service_environment,
     service_program,
     usage_text,
@@ -52,12 +53,14 @@ from deploy.local.supervision import (
     render_config,
 )
 from libs.common.errors import FulcrumError
+from libs.common.pki import CA_CERT_FILE
 
 READY_TIMEOUT: Final = 120.0
 
 
-def _single_plan(paths: StackPaths, api_port: int | None) -> StackPlan:
-    """The embedded default: one Postgres, one NATS, one of each service."""
+def _single_plan(paths: StackPaths, api_port: int | None, https: bool = False) -> StackPlan:
+    """The embedded default: one Postgres, one NATS, one of each service (``https``: the API
+    on HTTPS with a certificate of the deployment CA)."""
     state = paths.state
     ports = choose_ports(paths, api_port)
     pg = EmbeddedPostgres(state / "postgres", port=ports.postgres)
@@ -65,6 +68,10 @@ def _single_plan(paths: StackPaths, api_port: int | None) -> StackPlan:
     envs = service_environment(
         state, pg.dsn, lambda service: {"NATS__URL": nats_server.url}, ServiceAddresses.of(ports)
     )
+    api_url = ports.api_url
+    if https:
+        api_url = api_url.replace("http://", "https://", 1)
+        envs["api"] |= api_https_environment(state, api_url)
     programs = [
         Program(
             "postgres",
@@ -97,7 +104,7 @@ def _single_plan(paths: StackPaths, api_port: int | None) -> StackPlan:
         ),
     ]
     addresses = [
-        f"API: {ports.api_url}   Postgres: {LOOPBACK}:{ports.postgres}   NATS: "
+        f"API: {api_url}   Postgres: {LOOPBACK}:{ports.postgres}   NATS: "
         f"{LOOPBACK}:{ports.nats}   heartbeats: udp {LOOPBACK}:{ports.health_udp}   VIPs: "
         f"127.{ports.vip_octet}.0.0/16",
         f"/readyz: api {ports.operator_port('api')}, provisioner {ports.provisioner}, "
@@ -106,9 +113,10 @@ def _single_plan(paths: StackPaths, api_port: int | None) -> StackPlan:
     return StackPlan(
         programs=programs,
         layout=StackLayout("single", parts, ports.postgres_dsn, addresses),
-        api_url=ports.api_url,
+        api_url=api_url,
         nats_urls=[ports.nats_url],
-        endpoint=lambda clouds: _endpoint_text(paths, ports, clouds),
+        endpoint=lambda clouds: _endpoint_text(paths, ports, api_url, clouds),
+        cacert=state / "ca" / CA_CERT_FILE if https else None,
     )
 
 
@@ -152,8 +160,7 @@ def _log_tails(programs: list[Program]) -> str:
     return "\n".join(parts)
 
 
-def _endpoint_text(paths: StackPaths, ports: StackPorts, clouds: Path) -> str:
-    api_url = ports.api_url
+def _endpoint_text(paths: StackPaths, ports: StackPorts, api_url: str, clouds: Path) -> str:
     return (
         f"Fulcrum is up.\n"
         f"  API (Octavia v2, Neutron and Keystone subsets): {api_url}\n"
@@ -168,11 +175,15 @@ def _endpoint_text(paths: StackPaths, ports: StackPorts, clouds: Path) -> str:
 
 
 def run_up(
-    state_dir: str, api_port: int | None, cluster: bool = False, amphora_hosts: int = 0
+    state_dir: str,
+    api_port: int | None,
+    cluster: bool = False,
+    amphora_hosts: int = 0,
+    https: bool = False,
 ) -> int:
     """Run the stack (``cluster``: the cluster stack of ``cluster.py``, its amphorae on
-    ``amphora_hosts`` netns hosts when not 0) until SIGTERM/SIGINT; returns the exit code (1:
-    it could not start)."""
+    ``amphora_hosts`` netns hosts when not 0; ``https``: the single stack's API on HTTPS)
+    until SIGTERM/SIGINT; returns the exit code (1: it could not start)."""
     paths = StackPaths(Path(state_dir).resolve())
     state = paths.state
     state.mkdir(parents=True, exist_ok=True)
@@ -198,7 +209,7 @@ def run_up(
 
             plan = cluster_plan(paths, api_port, amphora_hosts)
         else:
-            plan = _single_plan(paths, api_port)
+            plan = _single_plan(paths, api_port, https)
         programs = plan.programs
         plan.layout.save(paths.layout)
         paths.supervisor_conf.write_text(
@@ -237,7 +248,7 @@ def run_up(
         for name in plan.layout.services:
             client.start(name)
         _wait_ready(paths, supervisord, plan.layout.services, deadline)
-        clouds = write_clouds_yaml(state, plan.api_url)
+        clouds = write_clouds_yaml(state, plan.api_url, plan.cacert)
         endpoint = plan.endpoint(clouds)
         (state / "endpoint.txt").write_text(endpoint)
         (state / "nats.url").write_text(",".join(plan.nats_urls))
