@@ -123,6 +123,8 @@ def compose_stack(docker_host: str, spares: int | None) -> Iterator[str]:
         "DOCKER_HOST": docker_host,
         "FULCRUM_API_PORT": str(port),
         "COMPOSE_PROJECT_NAME": PROJECT,
+        # The bench measures provisioning, not identity: authentication off, by choice.
+        "FULCRUM_API_AUTH_STRATEGY": "noauth",
     }
     env.pop("FULCRUM_SPARE_POOL_SIZE", None)
     if spares is not None:

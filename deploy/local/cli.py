@@ -95,6 +95,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=None,
         help="API port; 0: any free (default: the last start's, else 9876 when free, else any)",
     )
+    up.add_argument(
+        "--https",
+        action="store_true",
+        help="the API on HTTPS with a certificate of the deployment CA (clouds.yaml trusts it)",
+    )
     status = sub.add_parser("status", help="each part of the stack: pid, uptime, restarts, ready")
     status.add_argument("--state-dir", default=".state")
     status.add_argument("--json", action="store_true", help="machine-readable")
@@ -147,7 +152,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         from deploy.local.up import run_up
 
         state_dir = args.state_dir or (".state-cluster" if args.cluster else ".state")
-        return run_up(state_dir, args.port, args.cluster, args.amphora_hosts)
+        if args.https and args.cluster:
+            parser.error("--https is for the single stack (not yet with --cluster)")
+        return run_up(state_dir, args.port, args.cluster, args.amphora_hosts, args.https)
     if args.command == "status":
         from deploy.local.status import run_status
 

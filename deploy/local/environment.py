@@ -20,6 +20,8 @@ from typing import Any
 from deploy.local.ports import LOOPBACK, StackPorts
 from deploy.local.state import StackPaths
 from deploy.local.supervision import Program
+from libs.common.pki import DeploymentCA
+from libs.common.private_files import write_private_file
 from libs.common.secretstore import new_key
 from libs.common.settings import HEARTBEAT_KEY_ENV, SECRET_KEYS_ENV, default_subnets
 
@@ -46,6 +48,8 @@ class ServiceAddresses:
     public_url: str
     health_endpoints: tuple[str, ...]
     vip_octet: int
+    # The API's operator listener (/healthz, /readyz, /metrics); 0: on the API's port.
+    api_operator: int = 0
 
     @classmethod
     def of(cls, ports: StackPorts) -> ServiceAddresses:
@@ -59,6 +63,7 @@ class ServiceAddresses:
             public_url=ports.api_url,
             health_endpoints=(f"{LOOPBACK}:{ports.health_udp}",),
             vip_octet=ports.vip_octet,
+            api_operator=ports.api_operator,
         )
 
 
@@ -87,11 +92,12 @@ def service_environment(
         "api": {
             **common,
             "PORT": str(addresses.api),
+            "OPERATOR_PORT": str(addresses.api_operator),
             "PUBLIC_URL": addresses.public_url,
             "AUTH_STRATEGY": "keystone",
             "IDENTITY_FILE": str(state / "identity.yaml"),
             "ADMIN_PASSWORD": _secret(state, "admin.password"),
-            "TOKEN_KEY": _secret(state, "token.key"),
+            "TOKEN_KEYS": _secret(state, "token.keys", new_key),
             "ADMIN_TOKEN": _secret(state, "admin.token"),
             "NETWORK__SUBNETS": json.dumps(vip_subnets(addresses.vip_octet)),
             "AMPHORA_DRIVER": _amphora_driver(),
@@ -145,9 +151,27 @@ def usage_text(paths: StackPaths, clouds: Path, stop: str) -> str:
     )
 
 
-def write_clouds_yaml(state: Path, api_url: str) -> Path:
+def api_https_environment(state: Path, api_url: str) -> dict[str, str]:
+    """The API's HTTPS settings: a server certificate for 127.0.0.1 and localhost issued by
+    the deployment CA (``state/ca``, made at the first start), renewed at every start."""
+    ca = DeploymentCA.load_or_create(state / "ca")
+    cert, key = ca.issue_server_cert("fulcrum-api", [LOOPBACK, "localhost"], validity_days=365)
+    directory = state / "api-tls"
+    directory.mkdir(exist_ok=True)
+    write_private_file(directory / "api.pem", cert, mode=0o644)
+    write_private_file(directory / "api.key", key)
+    return {
+        "FULCRUM_API_TLS_CERT_FILE": str(directory / "api.pem"),
+        "FULCRUM_API_TLS_KEY_FILE": str(directory / "api.key"),
+        "FULCRUM_API_PUBLIC_URL": api_url,
+    }
+
+
+def write_clouds_yaml(state: Path, api_url: str, cacert: Path | None = None) -> Path:
     """A clouds.yaml the real ``openstack`` CLI and openstacksdk can use at once: cloud
-    ``fulcrum`` (Keystone password of the bootstrap admin) and ``fulcrum-admin-token``."""
+    ``fulcrum`` (Keystone password of the bootstrap admin) and ``fulcrum-admin-token``; with
+    ``cacert`` (an HTTPS API) both trust that CA."""
+    trust = f"    cacert: {cacert}\n" if cacert is not None else ""
     path = state / "clouds.yaml"
     path.write_text(
         "clouds:\n"
@@ -163,12 +187,14 @@ def write_clouds_yaml(state: Path, api_url: str) -> Path:
         "    region_name: RegionOne\n"
         "    interface: public\n"
         "    identity_api_version: 3\n"
+        f"{trust}"
         "  fulcrum-admin-token:\n"
         "    auth_type: admin_token\n"
         "    auth:\n"
         f"      token: {_secret(state, 'admin.token')}\n"
         f"      endpoint: {api_url}\n"
         "    region_name: RegionOne\n"
+        f"{trust}"
     )
     path.chmod(0o600)
     return path

@@ -79,10 +79,18 @@ class StackPorts:
     health_udp: int
     # VIPs of this stack come from 127.<vip_octet>.0.0/16: stacks side by side never share one.
     vip_octet: int = 77
+    # The API's operator listener (/healthz, /readyz, /metrics); 0: on the API's port.
+    api_operator: int = 0
 
     def service_port(self, name: str) -> int:
         port: int = getattr(self, name)
         return port
+
+    def operator_port(self, name: str) -> int:
+        """Where ``name`` answers /readyz and /metrics (the API: its operator listener)."""
+        if name == "api" and self.api_operator:
+            return self.api_operator
+        return self.service_port(name)
 
     @property
     def api_url(self) -> str:
@@ -183,6 +191,7 @@ def choose_ports(paths: StackPaths, api_port: int | None) -> StackPorts:
         housekeeping=picker.tcp("housekeeping"),
         health_udp=picker.udp("health_udp"),
         vip_octet=picker.vip_octet(),
+        api_operator=picker.tcp("api_operator"),
     )
     picker.save()
     return ports

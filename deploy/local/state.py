@@ -93,6 +93,8 @@ class StackPlan:
     endpoint: Callable[[Path], str]
     # Once the servers are ready, before the services start (e.g. wait for a primary).
     servers_ready: Callable[[float], None] = lambda deadline: None
+    # The CA clients must trust to reach an HTTPS API (written into clouds.yaml); None: HTTP.
+    cacert: Path | None = None
 
 
 @dataclass

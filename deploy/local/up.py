@@ -28,6 +28,7 @@ from deploy.local.down import release_amphorae
 from deploy.local.embedded import EmbeddedNats, EmbeddedPostgres
 from deploy.local.environment import (
     ServiceAddresses,
+    api_https_environment,
     service_environment,
     service_program,
     usage_text,
@@ -52,12 +53,14 @@ from deploy.local.supervision import (
     render_config,
 )
 from libs.common.errors import FulcrumError
+from libs.common.pki import CA_CERT_FILE
 
 READY_TIMEOUT: Final = 120.0
 
 
-def _single_plan(paths: StackPaths, api_port: int | None) -> StackPlan:
-    """The embedded default: one Postgres, one NATS, one of each service."""
+def _single_plan(paths: StackPaths, api_port: int | None, https: bool = False) -> StackPlan:
+    """The embedded default: one Postgres, one NATS, one of each service (``https``: the API
+    on HTTPS with a certificate of the deployment CA)."""
     state = paths.state
     ports = choose_ports(paths, api_port)
     pg = EmbeddedPostgres(state / "postgres", port=ports.postgres)
@@ -65,6 +68,10 @@ def _single_plan(paths: StackPaths, api_port: int | None) -> StackPlan:
     envs = service_environment(
         state, pg.dsn, lambda service: {"NATS__URL": nats_server.url}, ServiceAddresses.of(ports)
     )
+    api_url = ports.api_url
+    if https:
+        api_url = api_url.replace("http://", "https://", 1)
+        envs["api"] |= api_https_environment(state, api_url)
     programs = [
         Program(
             "postgres",
@@ -92,23 +99,24 @@ def _single_plan(paths: StackPaths, api_port: int | None) -> StackPlan:
             server=True,
         ),
         *(
-            Part(name, f"services.{name}", f"http://{LOOPBACK}:{ports.service_port(name)}/readyz")
+            Part(name, f"services.{name}", f"http://{LOOPBACK}:{ports.operator_port(name)}/readyz")
             for name in SERVICES
         ),
     ]
     addresses = [
-        f"API: {ports.api_url}   Postgres: {LOOPBACK}:{ports.postgres}   NATS: "
+        f"API: {api_url}   Postgres: {LOOPBACK}:{ports.postgres}   NATS: "
         f"{LOOPBACK}:{ports.nats}   heartbeats: udp {LOOPBACK}:{ports.health_udp}   VIPs: "
         f"127.{ports.vip_octet}.0.0/16",
-        f"/readyz: provisioner {ports.provisioner}, health {ports.health}, "
-        f"housekeeping {ports.housekeeping}",
+        f"/readyz: api {ports.operator_port('api')}, provisioner {ports.provisioner}, "
+        f"health {ports.health}, housekeeping {ports.housekeeping}",
     ]
     return StackPlan(
         programs=programs,
         layout=StackLayout("single", parts, ports.postgres_dsn, addresses),
-        api_url=ports.api_url,
+        api_url=api_url,
         nats_urls=[ports.nats_url],
-        endpoint=lambda clouds: _endpoint_text(paths, ports, clouds),
+        endpoint=lambda clouds: _endpoint_text(paths, ports, api_url, clouds),
+        cacert=state / "ca" / CA_CERT_FILE if https else None,
     )
 
 
@@ -152,28 +160,31 @@ def _log_tails(programs: list[Program]) -> str:
     return "\n".join(parts)
 
 
-def _endpoint_text(paths: StackPaths, ports: StackPorts, clouds: Path) -> str:
-    api_url = ports.api_url
+def _endpoint_text(paths: StackPaths, ports: StackPorts, api_url: str, clouds: Path) -> str:
     return (
         f"Fulcrum is up.\n"
         f"  API (Octavia v2, Neutron and Keystone subsets): {api_url}\n"
         f"  Dashboard: {api_url}/dashboard/ (log in as in clouds.yaml)\n"
         f"  Postgres: {ports.postgres_dsn}\n  NATS: {ports.nats_url}\n"
         f"  VIPs: 127.{ports.vip_octet}.0.0/16 (subnet public-subnet)\n"
-        f"  Heartbeats: udp {LOOPBACK}:{ports.health_udp}   readiness: "
-        f"{api_url}/readyz, provisioner :{ports.provisioner}, health :{ports.health}, "
-        f"housekeeping :{ports.housekeeping}\n"
+        f"  Heartbeats: udp {LOOPBACK}:{ports.health_udp}   readiness and metrics: "
+        f"api :{ports.operator_port('api')}, provisioner :{ports.provisioner}, "
+        f"health :{ports.health}, housekeeping :{ports.housekeeping}\n"
         f"  clouds.yaml: {clouds}\n"
         f"{usage_text(paths, clouds, 'make down')}"
     )
 
 
 def run_up(
-    state_dir: str, api_port: int | None, cluster: bool = False, amphora_hosts: int = 0
+    state_dir: str,
+    api_port: int | None,
+    cluster: bool = False,
+    amphora_hosts: int = 0,
+    https: bool = False,
 ) -> int:
     """Run the stack (``cluster``: the cluster stack of ``cluster.py``, its amphorae on
-    ``amphora_hosts`` netns hosts when not 0) until SIGTERM/SIGINT; returns the exit code (1:
-    it could not start)."""
+    ``amphora_hosts`` netns hosts when not 0; ``https``: the single stack's API on HTTPS)
+    until SIGTERM/SIGINT; returns the exit code (1: it could not start)."""
     paths = StackPaths(Path(state_dir).resolve())
     state = paths.state
     state.mkdir(parents=True, exist_ok=True)
@@ -199,7 +210,7 @@ def run_up(
 
             plan = cluster_plan(paths, api_port, amphora_hosts)
         else:
-            plan = _single_plan(paths, api_port)
+            plan = _single_plan(paths, api_port, https)
         programs = plan.programs
         plan.layout.save(paths.layout)
         paths.supervisor_conf.write_text(
@@ -238,7 +249,7 @@ def run_up(
         for name in plan.layout.services:
             client.start(name)
         _wait_ready(paths, supervisord, plan.layout.services, deadline)
-        clouds = write_clouds_yaml(state, plan.api_url)
+        clouds = write_clouds_yaml(state, plan.api_url, plan.cacert)
         endpoint = plan.endpoint(clouds)
         (state / "endpoint.txt").write_text(endpoint)
         (state / "nats.url").write_text(",".join(plan.nats_urls))

@@ -4,7 +4,6 @@ relay (the API process relays what it appends), and the use cases over the read 
 from __future__ import annotations
 
 import json
-import secrets
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any, Final
@@ -17,11 +16,13 @@ from libs.common.repository import LoadBalancerRepository
 from libs.common.service import DB, base_app, nats_ctx, postgres_ctx, relay_ctx
 from libs.common.telemetry import setup_tracing
 from services.api.adapters.quotas import PostgresQuotaLimits
+from services.api.adapters.revocations import PostgresRevocations
 from services.api.adapters.security_groups import PostgresSecurityGroups
 from services.api.adapters.views import PostgresViews
 from services.api.auth.identity import IdentityConfig, IdentityFile, load_or_bootstrap
 from services.api.auth.keystone import CatalogSettings, KeystoneApi
-from services.api.auth.tokens import TokenSigner
+from services.api.auth.throttle import LoginThrottle, ThrottleLimits
+from services.api.auth.tokens import TokenSigner, new_token_key, parse_token_keys
 from services.api.dashboard import register as register_dashboard
 from services.api.domain.event_feed import FeedSlots
 from services.api.domain.kinds import KINDS
@@ -34,6 +35,7 @@ from services.api.http.context import IDENTITY, RESOLVER, build_resolver, reques
 from services.api.http.deps import SETTINGS, USECASES, VIEWS
 from services.api.http.errors import octavia_middleware
 from services.api.http.neutron import NeutronApi, vip_port_body
+from services.api.http.operator import operator_split
 from services.api.http.resources import (
     amphorae,
     availabilityzoneprofiles,
@@ -75,33 +77,48 @@ ROUTE_MODULES: Final[tuple[Registrar, ...]] = (
     register_security_groups,
 )
 ROUTE_SPECS = web.AppKey("route_specs", ApiRouter)
+# What every response says of its server: no product version (aiohttp's default names
+# Python's and its own).
+SERVER_HEADER: Final = "fulcrum"
+
+
+async def _no_version_banner(request: web.Request, response: web.StreamResponse) -> None:
+    response.headers["Server"] = SERVER_HEADER
 
 
 def build_identity(settings: ApiSettings) -> KeystoneApi:
     """The Keystone subset; with ``keystone`` auth it needs a token key and an identity file
     (bootstrapped with ``admin_password`` when missing). Raises ValueError otherwise."""
     if settings.auth_strategy == "keystone":
-        if len(settings.token_key) < 16:
-            raise ValueError("auth_strategy keystone needs FULCRUM_API_TOKEN_KEY (>= 16 chars)")
+        if not settings.token_keys.strip():
+            raise ValueError(
+                "auth_strategy keystone needs FULCRUM_API_TOKEN_KEYS (Fernet keys, newest first)"
+            )
+        keys = parse_token_keys(settings.token_keys)
         if not settings.identity_file.exists() and not settings.admin_password:
             raise ValueError(
                 f"{settings.identity_file} does not exist: set FULCRUM_API_ADMIN_PASSWORD to "
                 "bootstrap an admin, or write the identity file"
             )
         config = load_or_bootstrap(settings.identity_file, settings.admin_password)
-        key = settings.token_key.encode()
         source: IdentityConfig | IdentityFile = IdentityFile(settings.identity_file, config)
     else:
-        config, key = IdentityConfig(), secrets.token_bytes(32)
+        config, keys = IdentityConfig(), (new_token_key(),)
         source = config
     admin_project = config.project(name="admin")
+    limits = ThrottleLimits(
+        per_user=settings.login_failures_per_user,
+        per_address=settings.login_failures_per_address,
+        window=settings.login_failure_window,
+    )
     return KeystoneApi(
         source,
-        TokenSigner(key, timedelta(hours=settings.token_lifetime_hours)),
+        TokenSigner(keys, timedelta(hours=settings.token_lifetime_hours)),
         CatalogSettings(region=settings.region, extra_services=barbican.catalog_entries(settings)),
         public_url=settings.public_url or None,
         admin_token=settings.admin_token or None,
         admin_project_id=admin_project.id if admin_project else settings.default_project_id,
+        throttle=LoginThrottle(limits),
     )
 
 
@@ -109,7 +126,9 @@ def create_app(settings: ApiSettings) -> web.Application:
     """The API app; its cleanup contexts open Postgres (and upgrade its schema), NATS and the
     relay."""
     setup_tracing("api", settings.telemetry.exporter)
-    app = base_app("api", middlewares=[octavia_middleware])
+    split = [operator_split(settings.operator_port)] if settings.operator_port else []
+    app = base_app("api", middlewares=[octavia_middleware, *split])
+    app.on_response_prepare.append(_no_version_banner)
     app[SETTINGS] = settings
     app[IDENTITY] = build_identity(settings)
     app[RESOLVER] = build_resolver(settings)
@@ -127,6 +146,7 @@ def create_app(settings: ApiSettings) -> web.Application:
     async def use_cases(app: web.Application) -> AsyncIterator[None]:
         views = PostgresViews(app[DB])
         app[VIEWS] = views
+        app[IDENTITY].revocations = PostgresRevocations(app[DB])
 
         async def vip_ports(request: web.Request) -> list[dict[str, Any]]:
             ctx = await request_context(request)

@@ -85,6 +85,16 @@ class ApiSettings(SecretKeysSetting, BaseSettings):
     """Address the API listens on."""
     port: int = 9876
     """Port the API listens on."""
+    tls_cert_file: str = ""
+    """HTTPS on the tenant-facing port: the operator's certificate chain (PEM file); empty, with
+    tls_key_file empty: plain HTTP."""
+    tls_key_file: str = ""
+    """The private key of tls_cert_file (PEM file)."""
+    operator_host: str = "127.0.0.1"
+    """Address of the operator listener (/healthz, /readyz, /metrics; plain HTTP)."""
+    operator_port: int = Field(default=0, ge=0, le=65535)
+    """Port of the operator listener; the operator endpoints are then not on the tenant-facing
+    port. 0: no operator listener, they are on the tenant-facing port."""
     log_level: LogLevel = "INFO"
     """Threshold of every logger in this process (the access log is at INFO): DEBUG, INFO, WARNING,
     ERROR or CRITICAL, in any case.
@@ -101,16 +111,23 @@ class ApiSettings(SecretKeysSetting, BaseSettings):
     """The Keystone subset's users, projects and role grants (YAML); created with a bootstrap admin
     when missing.
     """
-    admin_password: str = ""
+    admin_password: str = Field(default="", repr=False)
     """Password of the bootstrap admin of a new identity_file (keystone: required while the
     file does not exist).
     """
-    token_key: str = ""
-    """Key that signs Keystone tokens (HMAC, at least 16 characters with keystone): every API
-    replica needs the same key.
+    token_keys: str = Field(default="", repr=False)
+    """Fernet keys of the tokens, comma-separated, newest first: the first encrypts, all decrypt.
+    Rotate by putting a new key in front (tokens under the old one stay valid until they expire);
+    a key removed from the list invalidates its tokens. Every replica needs the same list.
     """
     token_lifetime_hours: float = Field(default=12.0, gt=0)
     """Hours a Keystone token is valid."""
+    login_failures_per_user: int = Field(default=5, ge=1)
+    """Failed password logins allowed per user within login_failure_window, then 429."""
+    login_failures_per_address: int = Field(default=20, ge=1)
+    """Failed password logins allowed per source address within login_failure_window, then 429."""
+    login_failure_window: float = Field(default=300.0, gt=0)
+    """Seconds over which failed password logins are counted."""
     admin_token: str = ""
     """A static operator token (the CLI's --os-auth-type admin_token); empty: none."""
     region: str = "RegionOne"

@@ -1,7 +1,8 @@
 """The whole stack from deploy/compose.yaml on a real docker engine, driven as a user does.
 
 compose up (images built by deploy/images.py); create an LB, a listener, a pool and two members
-with the real `openstack` CLI (auth_type none: the stack's API runs noauth); wait for ACTIVE
+with the real `openstack` CLI (Keystone password auth as the bootstrap admin, whose password
+`init` made in the secrets volume: compose's API runs Keystone auth by default); wait for ACTIVE
 (compose's default spare pool: the LB claims a booted spare);
 send HTTP from the host through the VIP to two backend containers; kill the amphora's
 container and see the health service and the provisioner replace it; delete the LB; compose
@@ -30,7 +31,7 @@ import urllib.error
 import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +68,34 @@ class Stack:
     api: str
     compose: list[str]
     env: dict[str, str]
+    # A service holding the secrets volume, to read the bootstrap admin's password from.
+    api_service: str = "api"
+    _token: str = field(default="", repr=False)
+
+    def admin_password(self) -> str:
+        path = "/var/lib/fulcrum/secrets/admin.password"
+        return self.run("exec", "-T", self.api_service, "cat", path).strip()
+
+    def token(self) -> str:
+        """A Keystone token of the bootstrap admin (issued once)."""
+        if not self._token:
+            password = self.admin_password()
+            user = {"name": "admin", "domain": {"name": "Default"}, "password": password}
+            body = {
+                "auth": {
+                    "identity": {"methods": ["password"], "password": {"user": user}},
+                    "scope": {"project": {"name": "admin", "domain": {"name": "Default"}}},
+                }
+            }
+            request = urllib.request.Request(
+                f"{self.api}/v3/auth/tokens",
+                method="POST",
+                data=json.dumps(body).encode(),
+                headers={"Content-Type": "application/json"},
+            )
+            with urllib.request.urlopen(request, timeout=10) as answer:
+                self._token = answer.headers["X-Subject-Token"]
+        return self._token
 
     def run(self, *args: str, timeout: float = 180) -> str:
         result = subprocess.run(
@@ -93,8 +122,16 @@ class Stack:
             pytest.fail(f"{openstack} is missing (pip install -e '.[test]')", pytrace=False)
         env = {
             **os.environ,
-            "OS_AUTH_TYPE": "none",
-            "OS_ENDPOINT": self.api,
+            "OS_AUTH_TYPE": "password",
+            "OS_AUTH_URL": f"{self.api}/v3",
+            "OS_USERNAME": "admin",
+            "OS_PASSWORD": self.admin_password(),
+            "OS_PROJECT_NAME": "admin",
+            "OS_USER_DOMAIN_NAME": "Default",
+            "OS_PROJECT_DOMAIN_NAME": "Default",
+            "OS_IDENTITY_API_VERSION": "3",
+            "OS_REGION_NAME": "RegionOne",
+            "OS_INTERFACE": "public",
             "PYTHONWARNINGS": "ignore",
         }
         for _ in range(5):
@@ -120,7 +157,7 @@ class Stack:
             f"{self.api}{path}",
             method=method,
             data=json.dumps(body).encode() if body is not None else None,
-            headers={"Content-Type": "application/json"},
+            headers={"Content-Type": "application/json", "X-Auth-Token": self.token()},
         )
         with urllib.request.urlopen(request, timeout=10) as answer:
             text = answer.read()
@@ -190,7 +227,7 @@ def _compose_stack(
         if docker_host.startswith("unix://"):
             env["FULCRUM_DOCKER_SOCKET"] = docker_host.removeprefix("unix://")
         compose = [*compose_command(), "-f", str(COMPOSE_FILE), *options]
-        running = Stack(f"http://127.0.0.1:{port}", compose, env)
+        running = Stack(f"http://127.0.0.1:{port}", compose, env, "api-1" if up else "api")
         yield from _stack_up_down(running, docker_client, up)
     assert leftovers(docker_client) == []
 
@@ -256,7 +293,7 @@ def test_compose_stack_serves_and_replaces_a_killed_amphora(
     stack: Stack, docker_client: docker.DockerClient
 ) -> None:
     with backend_containers(["web0", "web1"], "fulcrum-vip") as backends:
-        # The real `openstack` CLI, unmodified (auth_type none against the noauth API).
+        # The real `openstack` CLI, unmodified (Keystone password auth).
         started = time.monotonic()
         lb = stack.cli(
             "loadbalancer", "create", "--name", "e2e", "--vip-subnet", "public-subnet", "--wait"

@@ -48,6 +48,11 @@ def test_the_rules_pass_promtool() -> None:
     assert tested.returncode == 0, tested.stdout + tested.stderr
 
 
+def _metrics_port(ports: dict[str, int], service: str) -> int:
+    """The API's operator listener when it has one, else the service's port."""
+    return ports.get(f"{service}_operator") or ports[service]
+
+
 def scrape_config(ports: dict[str, int]) -> dict[str, Any]:
     """A prometheus.yml for the stack: one job ``fulcrum-<service>`` per service."""
     return {
@@ -56,7 +61,7 @@ def scrape_config(ports: dict[str, int]) -> dict[str, Any]:
         "scrape_configs": [
             {
                 "job_name": f"fulcrum-{service}",
-                "static_configs": [{"targets": [f"127.0.0.1:{ports[service]}"]}],
+                "static_configs": [{"targets": [f"127.0.0.1:{_metrics_port(ports, service)}"]}],
             }
             for service in SERVICES
         ],

@@ -10,6 +10,7 @@ from libs.common.schema import (
     v002_security_groups,
     v003_snapshots,
     v004_member_stats,
+    v005_token_revocations,
 )
 
 
@@ -27,4 +28,5 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
     Migration(2, "security_groups", v002_security_groups.SQL),
     Migration(3, "snapshots", v003_snapshots.SQL),
     Migration(4, "member_stats", v004_member_stats.SQL),
+    Migration(5, "token_revocations", v005_token_revocations.SQL),
 )

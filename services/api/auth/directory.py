@@ -36,8 +36,8 @@ def _not_found(kind: str, wanted: str) -> web.Response:
     return keystone_error(404, "Not Found", f"Could not find {kind}: {wanted}.")
 
 
-def _caller(keystone: KeystoneApi, request: web.Request) -> RequestContext | None:
-    return keystone.context_for_token(request.headers.get("X-Auth-Token", ""))
+async def _caller(keystone: KeystoneApi, request: web.Request) -> RequestContext | None:
+    return await keystone.context_for_token(request.headers.get("X-Auth-Token", ""))
 
 
 def _collection(
@@ -127,7 +127,7 @@ def _admin_list(action: str, key: str, lister: Lister) -> Handler:
     """``GET /v3/<key>``: 401 without a token, 403 unless admin, else the collection."""
 
     async def handle(keystone: KeystoneApi, request: web.Request) -> web.Response:
-        ctx = _caller(keystone, request)
+        ctx = await _caller(keystone, request)
         if ctx is None:
             return unauthorized()
         if not ctx.is_admin:
@@ -143,7 +143,7 @@ def _member(action: str, kind: str, path_key: str, finder: Finder, owner: Owner)
     the collection under ``kind``)."""
 
     async def handle(keystone: KeystoneApi, request: web.Request) -> web.Response:
-        ctx = _caller(keystone, request)
+        ctx = await _caller(keystone, request)
         if ctx is None:
             return unauthorized()
         wanted = request.match_info[path_key]
@@ -281,7 +281,7 @@ show_domain = _member("get_domain", "domain", "domain", _domain, _is_scope_domai
 
 async def auth_projects(keystone: KeystoneApi, request: web.Request) -> web.Response:
     """The projects the token's user has a role on (any valid token, scoped or not)."""
-    ctx = _caller(keystone, request)
+    ctx = await _caller(keystone, request)
     if ctx is None:
         return unauthorized()
     user = keystone.identity.user(id_=ctx.user_id) if ctx.user_id else None
@@ -292,13 +292,13 @@ async def auth_projects(keystone: KeystoneApi, request: web.Request) -> web.Resp
 
 async def auth_domains(keystone: KeystoneApi, request: web.Request) -> web.Response:
     """Domains the user has a role on: none (grants are on projects only)."""
-    if _caller(keystone, request) is None:
+    if await _caller(keystone, request) is None:
         return unauthorized()
     return _collection(keystone, request, "domains", [])
 
 
 async def auth_catalog(keystone: KeystoneApi, request: web.Request) -> web.Response:
-    ctx = _caller(keystone, request)
+    ctx = await _caller(keystone, request)
     if ctx is None:
         return unauthorized()
     if ctx.project_id is None:

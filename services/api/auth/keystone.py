@@ -3,18 +3,22 @@
 Answers with Keystone's shapes (``X-Subject-Token``, ``expires_at``, roles, catalog) so that
 keystoneauth, the ``openstack`` CLI and openstacksdk work unmodified. Errors use Keystone's
 body ``{"error": {"code", "title", "message"}}``. Passwords and tokens are never logged.
+
+Tokens are Fernet tokens (``tokens``); ``DELETE /v3/auth/tokens`` revokes one in the shared
+revocation list, which every validation consults. Password attempts go through the
+``LoginThrottle`` (429 with ``Retry-After`` once a user or an address failed too often).
 """
 
 from __future__ import annotations
 
 import hmac
-import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
 
 from aiohttp import web
 
+from libs.common.errors import ConfigurationError
 from services.api.auth.identity import (
     IdentityConfig,
     IdentityFile,
@@ -22,7 +26,8 @@ from services.api.auth.identity import (
     User,
     verify_password,
 )
-from services.api.auth.tokens import InvalidToken, TokenClaims, TokenSigner
+from services.api.auth.throttle import LoginThrottle, ThrottleLimits
+from services.api.auth.tokens import InvalidToken, RevocationList, TokenClaims, TokenSigner
 from services.api.domain.policy import RequestContext
 from services.api.http.errors import keystone_error
 
@@ -31,6 +36,18 @@ UNAUTHORIZED_MESSAGE: Final = "The request you have made requires authentication
 
 def unauthorized(message: str = UNAUTHORIZED_MESSAGE) -> web.Response:
     return keystone_error(401, "Unauthorized", message)
+
+
+def too_many_attempts(retry_after: int) -> web.Response:
+    """Keystone's error body with 429 and ``Retry-After`` (seconds)."""
+    response = keystone_error(
+        429,
+        "Too Many Requests",
+        "Too many failed authentication attempts for this user or from this address; "
+        f"retry in {retry_after} seconds.",
+    )
+    response.headers["Retry-After"] = str(retry_after)
+    return response
 
 
 def _time(value: datetime) -> str:
@@ -56,9 +73,13 @@ class KeystoneApi:
         public_url: str | None = None,
         admin_token: str | None = None,
         admin_project_id: str | None = None,
+        throttle: LoginThrottle | None = None,
     ) -> None:
         self._identity = identity
         self.signer = signer
+        self.throttle = throttle or LoginThrottle(ThrottleLimits())
+        # Set by the app once Postgres is open (every replica shares it).
+        self.revocations: RevocationList | None = None
         self.catalog_settings = catalog
         self.public_url = public_url
         self.admin_token = admin_token
@@ -106,10 +127,17 @@ class KeystoneApi:
             methods = auth["identity"]["methods"]
         except (ValueError, KeyError, TypeError):
             return keystone_error(400, "Bad Request", "Expecting to find auth.identity.methods")
+        parent_audit_id: str | None = None
         if "password" in methods:
-            user = self._password_user(auth["identity"].get("password"))
+            user, refusal = self._password_user(
+                auth["identity"].get("password"), request.remote or ""
+            )
+            if refusal is not None:
+                return refusal
         elif "token" in methods:
-            user = self._token_user(auth["identity"].get("token"))
+            parent = await self._token_claims(auth["identity"].get("token"))
+            user = self.identity.user(id_=parent.user_id) if parent else None
+            parent_audit_id = parent.audit_ids[0] if parent and parent.audit_ids else None
         else:
             return keystone_error(400, "Bad Request", "Only the password and token methods")
         if user is None:
@@ -125,30 +153,52 @@ class KeystoneApi:
             project_id=project.id if project else None,
             project_name=project.name if project else None,
             roles=roles,
+            parent_audit_id=parent_audit_id,
         )
         token = self.signer.issue(claims)
         payload = self._token_body(request, claims, methods)
         return web.json_response(payload, status=201, headers={"X-Subject-Token": token})
 
-    def _password_user(self, password: Any) -> User | None:
+    def _password_user(
+        self, password: Any, address: str
+    ) -> tuple[User | None, web.Response | None]:
+        """The user the password method names, if the password matches; or the 429 of a
+        throttled user or address."""
         if not isinstance(password, dict) or not isinstance(password.get("user"), dict):
-            return None
+            return None, None
         spec = password["user"]
         domain_id = self._domain_id(spec.get("domain"))
+        attempt = f"id:{spec.get('id')}" if spec.get("id") else f"{domain_id}/{spec.get('name')}"
+        wait = self.throttle.retry_after(attempt, address)
+        if wait:
+            return None, too_many_attempts(wait)
         user = self.identity.user(id_=spec.get("id"), name=spec.get("name"), domain_id=domain_id)
         secret = spec.get("password")
         if user is None or not isinstance(secret, str):
-            return None
-        return user if verify_password(secret, user.password_hash) else None
+            self.throttle.failed(attempt, address)
+            return None, None
+        if not verify_password(secret, user.password_hash):
+            self.throttle.failed(attempt, address)
+            return None, None
+        self.throttle.succeeded(attempt)
+        return user, None
 
-    def _token_user(self, token: Any) -> User | None:
+    async def _token_claims(self, token: Any) -> TokenClaims | None:
         if not isinstance(token, dict) or not isinstance(token.get("id"), str):
             return None
         try:
-            claims = self.signer.validate(token["id"])
+            return await self.claims_of(token["id"])
         except InvalidToken:
             return None
-        return self.identity.user(id_=claims.user_id)
+
+    async def claims_of(self, token: str) -> TokenClaims:
+        """The claims of a valid, unexpired, unrevoked token; raises InvalidToken."""
+        claims = self.signer.validate(token)
+        if self.revocations is None:
+            raise ConfigurationError("the token revocation list is not open yet")
+        if await self.revocations.any_revoked(claims.audit_ids):
+            raise InvalidToken("token revoked")
+        return claims
 
     def _domain_id(self, spec: Any) -> str | None:
         if not isinstance(spec, dict):
@@ -184,7 +234,7 @@ class KeystoneApi:
                 "domain": domain_ref,
                 "password_expires_at": None,
             },
-            "audit_ids": [secrets.token_urlsafe(16)],
+            "audit_ids": list(claims.audit_ids),
             "issued_at": _time(claims.issued_at),
             "expires_at": _time(claims.expires_at),
             "is_domain": False,
@@ -230,23 +280,43 @@ class KeystoneApi:
         ]
 
     async def validate_token(self, request: web.Request) -> web.Response:
-        if self.context_for_token(request.headers.get("X-Auth-Token", "")) is None:
+        if await self.context_for_token(request.headers.get("X-Auth-Token", "")) is None:
             return unauthorized()
         subject = request.headers.get("X-Subject-Token", "")
         try:
-            claims = self.signer.validate(subject)
+            claims = await self.claims_of(subject)
         except InvalidToken as exc:
             return keystone_error(404, "Not Found", f"Could not find token: {exc}")
         if request.method == "HEAD":
             return web.Response(status=200)
         return web.json_response(self._token_body(request, claims, ["password"]))
 
-    def context_for_token(self, token: str) -> RequestContext | None:
+    async def revoke_token(self, request: web.Request) -> web.Response:
+        """Keystone's ``DELETE /v3/auth/tokens``: the caller revokes its own token (an admin,
+        any); 204, and from then on every replica refuses it and the tokens made from it."""
+        caller = await self.context_for_token(request.headers.get("X-Auth-Token", ""))
+        if caller is None:
+            return unauthorized()
+        try:
+            claims = await self.claims_of(request.headers.get("X-Subject-Token", ""))
+        except InvalidToken as exc:
+            return keystone_error(404, "Not Found", f"Could not find token: {exc}")
+        if not caller.is_admin and caller.user_id != claims.user_id:
+            message = (
+                "You are not authorized to perform the requested action: identity:revoke_token."
+            )
+            return keystone_error(403, "Forbidden", message)
+        if self.revocations is None or not claims.audit_ids:
+            raise ConfigurationError("the token revocation list is not open yet")
+        await self.revocations.revoke(claims.audit_ids[0], claims.expires_at)
+        return web.Response(status=204)
+
+    async def context_for_token(self, token: str) -> RequestContext | None:
         """The caller behind a Keystone token (or the operator's admin token), else None."""
         if self.admin_token and hmac.compare_digest(token.encode(), self.admin_token.encode()):
             return self.admin_context
         try:
-            claims = self.signer.validate(token)
+            claims = await self.claims_of(token)
         except InvalidToken:
             return None
         roles = frozenset(claims.roles)

@@ -82,7 +82,7 @@ class TokenAuth:
 
     async def __call__(self, request: web.Request) -> RequestContext:
         token = request.headers.get("X-Auth-Token", "")
-        ctx = request.app[IDENTITY].context_for_token(token) if token else None
+        ctx = await request.app[IDENTITY].context_for_token(token) if token else None
         if ctx is None:
             raise Unauthorized(_UNAUTHORIZED)
         return ctx

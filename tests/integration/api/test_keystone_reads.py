@@ -17,6 +17,7 @@ from services.api.auth.identity import (
     hash_password,
     save,
 )
+from services.api.auth.tokens import new_token_key
 from tests.integration.api.conftest import Api, MakeApi
 
 DEMO = Project(id="d" * 32, name="demo")
@@ -46,7 +47,7 @@ def _identity() -> IdentityConfig:
 async def keystone(make_api: MakeApi, tmp_path: Path) -> tuple[Api, Path]:
     path = tmp_path / "identity.yaml"
     save(path, _identity())
-    api = await make_api(auth_strategy="keystone", token_key="k" * 32, identity_file=path)
+    api = await make_api(auth_strategy="keystone", token_keys=new_token_key(), identity_file=path)
     return api, path
 
 

@@ -1,4 +1,5 @@
-"""Octavia's default RBAC, table-driven: endpoint x role x own/other project.
+"""Octavia's (and, for secrets and containers, Barbican's) default RBAC, table-driven:
+endpoint x role x own/other project.
 
 Identities come from the ``testing`` strategy (X-Project-Id, X-Roles), which runs the same
 policy code as Keystone tokens. Foreign objects are hidden (404); a known object the caller's
@@ -10,10 +11,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from libs.common.secretstore import new_key
 from tests.integration.api.conftest import SUBNET, MakeApi
 from tests.integration.api.sse import FEED, open_feed
 
 LBS = "/v2/lbaas/loadbalancers"
+SECRETS, CONTAINERS = "/v1/secrets", "/v1/containers"
 OWN, OTHER = "a" * 32, "b" * 32
 ROLES = {
     "reader": {"X-Project-Id": OWN, "X-Roles": "reader"},
@@ -181,6 +184,160 @@ MATRIX: list[tuple[str, str, str, Any, dict[str, int]]] = [
         },
     ),
     (
+        "quota list",
+        "GET",
+        "/v2/lbaas/quotas",
+        None,
+        {
+            "reader": 200,
+            "member": 200,
+            "no-role": 403,
+            "other-member": 200,
+            "other-reader": 200,
+            "admin": 200,
+        },
+    ),
+    (
+        "quota show other",
+        "GET",
+        "/v2/lbaas/quotas/" + OTHER,
+        None,
+        {
+            "reader": 403,
+            "member": 403,
+            "no-role": 403,
+            "other-member": 200,
+            "other-reader": 200,
+            "admin": 200,
+        },
+    ),
+    (
+        "quota defaults",
+        "GET",
+        "/v2/lbaas/quotas/defaults",
+        None,
+        {
+            "reader": 200,
+            "member": 200,
+            "no-role": 403,
+            "other-member": 200,
+            "other-reader": 200,
+            "admin": 200,
+        },
+    ),
+    (
+        "quota reset",
+        "DELETE",
+        "/v2/lbaas/quotas/" + OWN,
+        None,
+        {
+            "reader": 403,
+            "member": 403,
+            "no-role": 403,
+            "other-member": 403,
+            "other-reader": 403,
+            "admin": 202,
+        },
+    ),
+    (
+        "secret list",
+        "GET",
+        SECRETS,
+        None,
+        {
+            "reader": 200,
+            "member": 200,
+            "no-role": 403,
+            "other-member": 200,
+            "other-reader": 200,
+            "admin": 200,
+        },
+    ),
+    (
+        "secret show",
+        "GET",
+        SECRETS + "/{secret}",
+        None,
+        {
+            "reader": 200,
+            "member": 200,
+            "no-role": 403,
+            "other-member": 404,
+            "other-reader": 404,
+            "admin": 200,
+        },
+    ),
+    (
+        "secret payload",
+        "GET",
+        SECRETS + "/{secret}/payload",
+        None,
+        {
+            "reader": 403,
+            "member": 200,
+            "no-role": 403,
+            "other-member": 404,
+            "other-reader": 404,
+            "admin": 200,
+        },
+    ),
+    (
+        "secret create",
+        "POST",
+        SECRETS,
+        {"payload": "p", "payload_content_type": "text/plain"},
+        {
+            "reader": 403,
+            "member": 201,
+            "no-role": 403,
+            "other-member": 201,
+            "other-reader": 403,
+            "admin": 201,
+        },
+    ),
+    (
+        "container list",
+        "GET",
+        CONTAINERS,
+        None,
+        {
+            "reader": 200,
+            "member": 200,
+            "no-role": 403,
+            "other-member": 200,
+            "other-reader": 200,
+            "admin": 200,
+        },
+    ),
+    (
+        "container show",
+        "GET",
+        CONTAINERS + "/{container}",
+        None,
+        {
+            "reader": 200,
+            "member": 200,
+            "no-role": 403,
+            "other-member": 404,
+            "other-reader": 404,
+            "admin": 200,
+        },
+    ),
+    (
+        "container create",
+        "POST",
+        CONTAINERS,
+        {"type": "generic", "secret_refs": [{"name": "s", "secret_ref": "{secret_ref}"}]},
+        {
+            "reader": 403,
+            "member": 201,
+            "no-role": 403,
+            "other-member": 404,
+            "other-reader": 403,
+            "admin": 404,
+        },
+    ),
+    (
         "amphora list",
         "GET",
         "/v2/octavia/amphorae",
@@ -242,6 +399,8 @@ MATRIX: list[tuple[str, str, str, Any, dict[str, int]]] = [
 def _fill(value: Any, ids: dict[str, Any]) -> Any:
     if isinstance(value, dict):
         return {k: _fill(v, ids) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_fill(v, ids) for v in value]
     if isinstance(value, str) and value.startswith("{") and value.endswith("}"):
         return ids[value[1:-1]]
     if isinstance(value, str):
@@ -250,7 +409,7 @@ def _fill(value: Any, ids: dict[str, Any]) -> Any:
 
 
 async def test_every_endpoint_by_role_and_project(make_api: MakeApi) -> None:
-    api = await make_api(auth_strategy="testing")
+    api = await make_api(auth_strategy="testing", secret_keys=new_key())
     member = ROLES["member"]
     lb = (
         await api.post(LBS, {"loadbalancer": {"vip_subnet_id": SUBNET}}, headers=member, expect=201)
@@ -265,12 +424,28 @@ async def test_every_endpoint_by_role_and_project(make_api: MakeApi) -> None:
         )
     ).body["listener"]
     await api.settle(lb["id"])
+    # A payload the client's JSON parsing reads (the payload route answers it as text/plain).
+    secret_body = {"payload": "1", "payload_content_type": "text/plain"}
+    secret_ref = (await api.post(SECRETS, secret_body, headers=member, expect=201)).body[
+        "secret_ref"
+    ]
+    container_body = {"type": "generic", "secret_refs": [{"name": "s", "secret_ref": secret_ref}]}
+    container_ref = (await api.post(CONTAINERS, container_body, headers=member, expect=201)).body[
+        "container_ref"
+    ]
     port = 1000
     mismatches = []
     for name, method, template, body, expected in MATRIX:
         for role, headers in ROLES.items():
             port += 1
-            ids = {"lb": lb["id"], "listener": listener["id"], "port": port}
+            ids = {
+                "lb": lb["id"],
+                "listener": listener["id"],
+                "port": port,
+                "secret": secret_ref.rsplit("/", 1)[1],
+                "secret_ref": secret_ref,
+                "container": container_ref.rsplit("/", 1)[1],
+            }
             path = template.format(**ids)
             payload = _fill(body, ids) if body is not None else None
             call = {"GET": api.get, "DELETE": api.delete}.get(method)

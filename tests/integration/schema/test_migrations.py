@@ -52,6 +52,7 @@ TABLES = {
     "securitygroup_view",
     "securitygroup_rule_view",
     "snapshots",
+    "revoked_tokens",
 }
 # This release's last version and the ledger a database migrated by it holds.
 LATEST = len(MIGRATIONS)

@@ -72,9 +72,11 @@ def register(api: ApiRouter) -> None:
         ("POST", "/v3/auth/tokens", "issue_token", "Issue a token (password or token method)"),
         ("GET", "/v3/auth/tokens", "validate_token", "Validate X-Subject-Token"),
         ("HEAD", "/v3/auth/tokens", "validate_token", "Check X-Subject-Token"),
+        ("DELETE", "/v3/auth/tokens", "revoke_token", "Revoke X-Subject-Token"),
     ]
+    statuses = {"POST": 201, "DELETE": 204}
     for method, path, name, summary in keystone:
-        status = 201 if method == "POST" else 200
+        status = statuses.get(method, 200)
         api.exact(method, path, _keystone(name), summary=summary, tag="identity", status=status)
     for path, handler, summary in directory.ROUTES:
         api.exact("GET", path, _directory(handler), summary=summary, tag="identity")
