@@ -76,7 +76,11 @@ def test_rotation_keeps_old_tokens_until_their_key_is_removed() -> None:
         before.validate(new_token)
 
 
-@pytest.mark.parametrize("keys", ["", " , ", "short", "k" * 32, f"{KEY},nope"])
+@pytest.mark.parametrize(
+    "keys",
+    ["", " , ", "short", "k" * 32, f"{KEY},nope"],
+    ids=["empty", "blank", "short", "not-base64", "one-bad"],
+)
 def test_token_keys_must_be_fernet_keys(keys: str) -> None:
     with pytest.raises(ConfigurationError):
         parse_token_keys(keys)
