@@ -19,6 +19,7 @@ from libs.common.eventstore import PostgresEventStore
 from libs.common.service import DB
 from libs.common.streams import StreamId
 from services.api.auth.identity import save
+from services.api.auth.tokens import new_token_key
 from services.api.http.resources.events import OPEN_FEEDS
 from tests.integration.api.conftest import SUBNET, Api, MakeApi
 from tests.integration.api.sse import FEED, open_feed
@@ -267,7 +268,7 @@ async def test_no_event_is_skipped_or_repeated_around_an_open_transaction(
 async def test_keystone_tokens_authenticate_the_feed(make_api: MakeApi, tmp_path: Path) -> None:
     path = tmp_path / "identity.yaml"
     save(path, _identity())
-    api = await make_api(auth_strategy="keystone", token_key="k" * 32, identity_file=path)
+    api = await make_api(auth_strategy="keystone", token_keys=new_token_key(), identity_file=path)
     alice = {"X-Auth-Token": await _token(api, "alice", "alice-pw", DEMO.name)}
     bob = {"X-Auth-Token": await _token(api, "bob", "bob-pw", OTHER_PROJECT.name)}
     lb = await _create_lb(api, alice)

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from services.api.auth.identity import save
+from services.api.auth.tokens import new_token_key
 from tests.integration.api.conftest import SUBNET, Api, MakeApi
 from tests.integration.api.test_keystone_reads import DEMO, _identity, _token
 
@@ -42,7 +43,7 @@ async def test_the_example_prints_a_projects_events_and_follows_live(
     save(path, _identity())
     api = await make_api(
         auth_strategy="keystone",
-        token_key="k" * 32,
+        token_keys=new_token_key(),
         identity_file=path,
         feed={"keepalive_seconds": 0.5, "poll_interval": 0.1},
     )
@@ -67,7 +68,7 @@ async def test_the_example_prints_a_projects_events_and_follows_live(
 async def test_the_example_stops_on_a_refused_token(make_api: MakeApi, tmp_path: Path) -> None:
     path = tmp_path / "identity.yaml"
     save(path, _identity())
-    api = await make_api(auth_strategy="keystone", token_key="k" * 32, identity_file=path)
+    api = await make_api(auth_strategy="keystone", token_keys=new_token_key(), identity_file=path)
     code, out, err = await _run(api, "--token", "forged")
     assert (code, out) == (1, "")
     assert "feed refused: 401" in err

@@ -15,6 +15,7 @@ import jsonschema_rs
 
 from services.api.app import ROUTE_SPECS
 from services.api.auth.identity import bootstrap_config, save
+from services.api.auth.tokens import new_token_key
 from services.api.http.resources.openapi import DOCS_ASSETS, DOCS_SCRIPT
 from tests.integration.api.conftest import SUBNET, Api, MakeApi
 from tests.integration.api.test_amphorae import boot
@@ -351,7 +352,7 @@ async def test_keystone_and_neutron_answers_conform(make_api: MakeApi, tmp_path:
     groups answer under the envelope keys the document names, and a 401 is Keystone's body."""
     identity = tmp_path / "identity.yaml"
     save(identity, bootstrap_config("admin-pw"))
-    api = await make_api(auth_strategy="keystone", token_key="k" * 32, identity_file=identity)
+    api = await make_api(auth_strategy="keystone", token_keys=new_token_key(), identity_file=identity)
     doc = (await api.get("/openapi.json", expect=200)).body
     denied = await api.get("/v2/lbaas/loadbalancers", expect=401)
     conform(doc, "/v2/lbaas/loadbalancers", "get", 401, denied.body)
