@@ -352,7 +352,9 @@ async def test_keystone_and_neutron_answers_conform(make_api: MakeApi, tmp_path:
     groups answer under the envelope keys the document names, and a 401 is Keystone's body."""
     identity = tmp_path / "identity.yaml"
     save(identity, bootstrap_config("admin-pw"))
-    api = await make_api(auth_strategy="keystone", token_keys=new_token_key(), identity_file=identity)
+    api = await make_api(
+        auth_strategy="keystone", token_keys=new_token_key(), identity_file=identity
+    )
     doc = (await api.get("/openapi.json", expect=200)).body
     denied = await api.get("/v2/lbaas/loadbalancers", expect=401)
     conform(doc, "/v2/lbaas/loadbalancers", "get", 401, denied.body)
