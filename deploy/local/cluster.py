@@ -32,7 +32,8 @@ from deploy.local.environment import (
     service_program,
     usage_text,
 )
-from deploy.local.nats_cluster import EVENTS_READER, NatsCluster
+from deploy.local.nats_auth import EVENTS_READER, NatsTls, write_reader_files
+from deploy.local.nats_cluster import NatsCluster
 from deploy.local.patroni import PatroniCluster, PatroniPorts
 from deploy.local.ports import LOOPBACK, PortPicker
 from deploy.local.state import SERVICES, Part, StackLayout, StackPaths, StackPlan
@@ -121,7 +122,8 @@ def cluster_plan(paths: StackPaths, api_port: int | None, amphora_hosts: int = 0
     driver on loopback."""
     state = paths.state
     picker = PortPicker(paths)
-    nats = NatsCluster(state / "nats", size=NATS_NODES)  # picks and keeps its own ports
+    tls = NatsTls.from_deployment_ca(state / "ca", state / "nats" / "tls", LOOPBACK)
+    nats = NatsCluster(state / "nats", size=NATS_NODES, tls=tls)  # picks, keeps its ports
     for node in nats.nodes:
         picker.record(node.name, node.ports.client)
         picker.record(f"{node.name}-routes", node.ports.cluster)
@@ -176,14 +178,9 @@ def cluster_plan(paths: StackPaths, api_port: int | None, amphora_hosts: int = 0
             parts.append(
                 Part(name, f"services.{service}", f"http://{LOOPBACK}:{service_ports[name]}/readyz")
             )
-    reader = nats.credentials_for(EVENTS_READER)  # for `fulcrum events tail`
-    for name, secret in (
-        ("postgres.dsn", patroni.dsn),
-        ("nats.user", reader.user),
-        ("nats.password", reader.password),
-    ):
-        (state / name).touch(mode=0o600)
-        (state / name).write_text(secret)
+    write_reader_files(state, nats.credentials_for(EVENTS_READER), tls)
+    (state / "postgres.dsn").touch(mode=0o600)
+    (state / "postgres.dsn").write_text(patroni.dsn)
     front_config = state / "front.cfg"
     api_ports = [service_ports[name] for name in replica_names("api")]
     unavailable = state / "front-503.http"

@@ -31,6 +31,7 @@ import asyncpg
 
 from deploy.local.ports import LOOPBACK, free_tcp_port
 from libs.common.errors import InfrastructureError
+from libs.common.private_files import write_private_file
 
 __all__ = [
     "DEFAULT_TEMPLATE_CACHE",
@@ -172,6 +173,9 @@ class EmbeddedNats:
 
     The first start binds `port` (a random free port when None); later starts reuse the port
     actually bound, so `stop()` then `start()` serves the same URL and the same JetStream store.
+    `config`: nats-server configuration text (users, permissions, TLS: ``nats_auth.py``),
+    written to `nats.conf` (0600) in `state_dir`; without it anyone reaching the port may do
+    anything (the tests' throwaway servers). `scheme`: ``tls`` when `config` turns TLS on.
     """
 
     def __init__(
@@ -179,6 +183,8 @@ class EmbeddedNats:
         state_dir: Path,
         *,
         port: int | None = None,
+        config: str = "",
+        scheme: str = "nats",
         binary: Path | None = None,
         start_timeout: float = 10.0,
         stop_timeout: float = 10.0,
@@ -188,6 +194,8 @@ class EmbeddedNats:
         self.store_dir = self.state_dir / "js"
         self.log_path = self.state_dir / "nats-server.log"
         self._port = port
+        self._config = config
+        self._scheme = scheme
         self._binary = binary
         self._start_timeout = start_timeout
         self._monitor_url: str | None = None
@@ -211,10 +219,11 @@ class EmbeddedNats:
 
     @property
     def url(self) -> str:
-        """`nats://127.0.0.1:PORT`; raises EmbeddedServerError before the port is known."""
+        """`nats://127.0.0.1:PORT` (`tls://` with TLS); raises EmbeddedServerError before the
+        port is known."""
         if self._port is None:
             raise EmbeddedServerError("nats-server", "url asked before the first start()")
-        return f"nats://{LOOPBACK}:{self._port}"
+        return f"{self._scheme}://{LOOPBACK}:{self._port}"
 
     @property
     def monitor_url(self) -> str | None:
@@ -261,8 +270,14 @@ class EmbeddedNats:
         if not (binary.is_file() and os.access(binary, os.X_OK)):
             raise EmbeddedServerError("nats-server", f"binary not found: {binary}")
         self.store_dir.mkdir(parents=True, exist_ok=True)
+        config: list[str] = []
+        if self._config:
+            path = self.state_dir / "nats.conf"
+            write_private_file(path, self._config.encode())
+            config = ["-c", str(path)]
         return [
             str(binary),
+            *config,
             "-js",
             "-sd",
             str(self.store_dir),

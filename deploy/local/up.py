@@ -33,6 +33,13 @@ from deploy.local.environment import (
     usage_text,
     write_clouds_yaml,
 )
+from deploy.local.nats_auth import (
+    EVENTS_READER,
+    NatsTls,
+    NatsUsers,
+    client_environment,
+    write_reader_files,
+)
 from deploy.local.ports import LOOPBACK, StackPorts, choose_ports
 from deploy.local.state import (
     SERVICES,
@@ -61,9 +68,20 @@ def _single_plan(paths: StackPaths, api_port: int | None) -> StackPlan:
     state = paths.state
     ports = choose_ports(paths, api_port)
     pg = EmbeddedPostgres(state / "postgres", port=ports.postgres)
-    nats_server = EmbeddedNats(state / "nats", port=ports.nats)
+    users = NatsUsers(state / "nats" / "credentials")
+    tls = NatsTls.from_deployment_ca(state / "ca", state / "nats" / "tls", LOOPBACK)
+    nats_server = EmbeddedNats(
+        state / "nats",
+        port=ports.nats,
+        config="\n".join(tls.server_block()) + "\n" + users.authorization(),
+        scheme="tls",
+    )
+    write_reader_files(state, users.credentials_for(EVENTS_READER), tls)
     envs = service_environment(
-        state, pg.dsn, lambda service: {"NATS__URL": nats_server.url}, ServiceAddresses.of(ports)
+        state,
+        pg.dsn,
+        lambda service: client_environment([nats_server.url], users.credentials_for(service), tls),
+        ServiceAddresses.of(ports),
     )
     programs = [
         Program(
@@ -98,7 +116,7 @@ def _single_plan(paths: StackPaths, api_port: int | None) -> StackPlan:
     ]
     addresses = [
         f"API: {ports.api_url}   Postgres: {LOOPBACK}:{ports.postgres}   NATS: "
-        f"{LOOPBACK}:{ports.nats}   heartbeats: udp {LOOPBACK}:{ports.health_udp}   VIPs: "
+        f"{nats_server.url}   heartbeats: udp {LOOPBACK}:{ports.health_udp}   VIPs: "
         f"127.{ports.vip_octet}.0.0/16",
         f"/readyz: provisioner {ports.provisioner}, health {ports.health}, "
         f"housekeeping {ports.housekeeping}",
@@ -107,8 +125,8 @@ def _single_plan(paths: StackPaths, api_port: int | None) -> StackPlan:
         programs=programs,
         layout=StackLayout("single", parts, ports.postgres_dsn, addresses),
         api_url=ports.api_url,
-        nats_urls=[ports.nats_url],
-        endpoint=lambda clouds: _endpoint_text(paths, ports, clouds),
+        nats_urls=[nats_server.url],
+        endpoint=lambda clouds: _endpoint_text(paths, ports, nats_server.url, clouds),
     )
 
 
@@ -152,12 +170,12 @@ def _log_tails(programs: list[Program]) -> str:
     return "\n".join(parts)
 
 
-def _endpoint_text(paths: StackPaths, ports: StackPorts, clouds: Path) -> str:
+def _endpoint_text(paths: StackPaths, ports: StackPorts, nats_url: str, clouds: Path) -> str:
     api_url = ports.api_url
     return (
         f"Fulcrum is up.\n"
         f"  API (Octavia v2, Neutron and Keystone subsets): {api_url}\n"
-        f"  Postgres: {ports.postgres_dsn}\n  NATS: {ports.nats_url}\n"
+        f"  Postgres: {ports.postgres_dsn}\n  NATS: {nats_url} (users and TLS: docs/security.md)\n"
         f"  VIPs: 127.{ports.vip_octet}.0.0/16 (subnet public-subnet)\n"
         f"  Heartbeats: udp {LOOPBACK}:{ports.health_udp}   readiness: "
         f"{api_url}/readyz, provisioner :{ports.provisioner}, health :{ports.health}, "

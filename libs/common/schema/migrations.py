@@ -5,7 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
-from libs.common.schema import v001_baseline, v002_security_groups, v003_snapshots
+from libs.common.schema import (
+    v001_baseline,
+    v002_security_groups,
+    v003_snapshots,
+    v004_service_roles,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,4 +26,5 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
     Migration(1, "baseline", v001_baseline.SQL),
     Migration(2, "security_groups", v002_security_groups.SQL),
     Migration(3, "snapshots", v003_snapshots.SQL),
+    Migration(4, "service_roles", v004_service_roles.SQL),
 )
