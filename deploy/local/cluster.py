@@ -36,6 +36,7 @@ from deploy.local.nats_auth import EVENTS_READER, NatsTls, write_reader_files
 from deploy.local.nats_cluster import NatsCluster
 from deploy.local.patroni import PatroniCluster, PatroniPorts
 from deploy.local.ports import LOOPBACK, PortPicker
+from deploy.local.postgres_roles import PostgresLogins, provision_roles
 from deploy.local.state import SERVICES, Part, StackLayout, StackPaths, StackPlan
 from deploy.local.supervision import Program
 
@@ -135,6 +136,7 @@ def cluster_plan(paths: StackPaths, api_port: int | None, amphora_hosts: int = 0
     udp = [picker.udp(f"{name}-udp") for name in replica_names("health")]
     vip_octet = picker.vip_octet()
     patroni = _patroni(paths, picker.tcp)
+    logins = PostgresLogins(state / "postgres-logins", patroni.dsn)
     picker.save()
     front_url = f"http://{LOOPBACK}:{front}"
     hosts = AmphoraHosts(vip_octet, amphora_hosts) if amphora_hosts else None
@@ -164,7 +166,7 @@ def cluster_plan(paths: StackPaths, api_port: int | None, amphora_hosts: int = 0
             health_endpoints=endpoints,
             vip_octet=vip_octet,
         )
-        envs = service_environment(state, patroni.dsn, nats.environment_for, addresses)
+        envs = service_environment(state, logins.dsn_for, nats.environment_for, addresses)
         if hosts is not None:
             envs["provisioner"] |= _prefixed("provisioner", hosts.provisioner_environment())
             envs["health"] |= _prefixed("health", {"UDP_HOST": hosts.gateway})
@@ -215,7 +217,7 @@ def cluster_plan(paths: StackPaths, api_port: int | None, amphora_hosts: int = 0
         api_url=front_url,
         nats_urls=nats.urls,
         endpoint=lambda clouds: _endpoint_text(paths, addresses_text, clouds),
-        servers_ready=lambda deadline: _servers_ready(patroni, hosts, state, deadline),
+        servers_ready=lambda deadline: _servers_ready(patroni, logins, hosts, state, deadline),
     )
 
 
@@ -239,10 +241,16 @@ def running_patroni(paths: StackPaths) -> PatroniCluster:
 
 
 def _servers_ready(
-    patroni: PatroniCluster, hosts: AmphoraHosts | None, state: Path, deadline: float
+    patroni: PatroniCluster,
+    logins: PostgresLogins,
+    hosts: AmphoraHosts | None,
+    state: Path,
+    deadline: float,
 ) -> None:
-    """Before the services start: a primary with its sync standby, the hosts' switch."""
+    """Before the services start: a primary with its sync standby, the owner's and services'
+    roles and the schema, the hosts' switch."""
     patroni.wait_ready(max(deadline - time.monotonic(), 1.0))
+    provision_roles(patroni.dsn, logins)
     if hosts is not None:
         hosts.prepare(state)
 

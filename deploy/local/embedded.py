@@ -331,6 +331,8 @@ class EmbeddedPostgres:
     so the pid held here is postgres itself. The first start binds `port` (a free port when
     None); restarts reuse it. Postgres' durable defaults hold (fsync and synchronous commit
     on) unless `settings` says otherwise (`UNSAFE_FAST_SETTINGS`, for throwaway test servers).
+    `hba`: the `pg_hba.conf` to serve with (written before every start); without it the
+    initdb default trusts every connection from 127.0.0.1 (the tests' throwaway servers).
     """
 
     def __init__(
@@ -338,6 +340,7 @@ class EmbeddedPostgres:
         state_dir: Path,
         *,
         port: int | None = None,
+        hba: str = "",
         bin_dir: Path | None = None,
         template_cache: Path | None = DEFAULT_TEMPLATE_CACHE,
         settings: Mapping[str, str] | None = None,
@@ -350,6 +353,7 @@ class EmbeddedPostgres:
         self.log_path = self.state_dir / "postgres.log"
         self._port = port
         self._port_fixed = port is not None
+        self._hba = hba
         self._bin_dir = bin_dir
         self._template_cache = template_cache.expanduser() if template_cache else None
         self._settings = {**_POSTGRES_SETTINGS, **(settings or {})}
@@ -380,6 +384,14 @@ class EmbeddedPostgres:
         if self._port is None:
             raise EmbeddedServerError("postgres", "dsn asked before the first start()")
         return f"postgresql://postgres@{LOOPBACK}:{self._port}/postgres"
+
+    @property
+    def local_dsn(self) -> str:
+        """The superuser's DSN through the unix socket (trusted by ``deploy.local.
+        postgres_roles.HBA_RULES``); raises before the port and socket dir are known."""
+        if self._port is None or self._socket_dir is None:
+            raise EmbeddedServerError("postgres", "local_dsn asked before supervised_command()")
+        return f"postgresql://postgres@/postgres?host={self._socket_dir}&port={self._port}"
 
     @property
     def socket_dir(self) -> Path | None:
@@ -465,6 +477,8 @@ class EmbeddedPostgres:
         wrapper = _privilege_drop_wrapper()
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self._ensure_cluster(bin_dir, wrapper)
+        if self._hba:
+            write_private_file(self.data_dir / "pg_hba.conf", self._hba.encode())
         self._socket_dir = self._make_socket_dir()
         return bin_dir, wrapper
 
@@ -516,6 +530,8 @@ class EmbeddedPostgres:
                 self._child.fail(f"not ready after {self._start_timeout} s")
             time.sleep(_POLL_INTERVAL)
         dsn = f"postgresql://postgres@{LOOPBACK}:{port}/postgres"
+        if self._hba:  # TCP asks a password the superuser does not have: its socket, then
+            dsn = f"postgresql://postgres@/postgres?host={self._socket_dir}&port={port}"
         remaining = max(deadline - time.monotonic(), 1.0)
         try:
             _probe_in_thread(dsn, remaining)

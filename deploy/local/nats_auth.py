@@ -24,8 +24,6 @@ control-plane image's ``nats`` command (``deploy/bin/fulcrum-entrypoint``).
 
 from __future__ import annotations
 
-import os
-import secrets
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,7 +34,7 @@ from cryptography.exceptions import InvalidSignature
 
 from libs.common import subjects
 from libs.common.pki import CA_CERT_FILE, DeploymentCA
-from libs.common.private_files import write_private_file
+from libs.common.private_files import kept_secret, write_private_file
 
 __all__ = [
     "EVENTS_READER",
@@ -125,14 +123,7 @@ class NatsUsers:
         """``user``'s credentials; KeyError for a user this deployment does not have."""
         if user not in self._known:
             raise KeyError(f"no NATS user {user!r}")
-        self.directory.mkdir(parents=True, exist_ok=True)
-        path = self.directory / f"{user}.password"
-        if not path.exists():
-            scratch = path.with_suffix(".tmp")
-            scratch.write_text(secrets.token_urlsafe(24))
-            scratch.chmod(0o600)
-            os.replace(scratch, path)
-        return NatsCredentials(user, path.read_text().strip())
+        return NatsCredentials(user, kept_secret(self.directory / f"{user}.password"))
 
     def authorization(self) -> str:
         """The ``authorization`` block of nats-server's configuration for ``USERS``."""

@@ -41,6 +41,7 @@ from deploy.local.nats_auth import (
     write_reader_files,
 )
 from deploy.local.ports import LOOPBACK, StackPorts, choose_ports
+from deploy.local.postgres_roles import HBA_RULES, PostgresLogins, provision_roles
 from deploy.local.state import (
     SERVICES,
     Part,
@@ -67,7 +68,9 @@ def _single_plan(paths: StackPaths, api_port: int | None) -> StackPlan:
     """The embedded default: one Postgres, one NATS, one of each service."""
     state = paths.state
     ports = choose_ports(paths, api_port)
-    pg = EmbeddedPostgres(state / "postgres", port=ports.postgres)
+    pg = EmbeddedPostgres(state / "postgres", port=ports.postgres, hba=HBA_RULES)
+    pg_command = pg.supervised_command()
+    logins = PostgresLogins(state / "postgres" / "logins", pg.dsn)
     users = NatsUsers(state / "nats" / "credentials")
     tls = NatsTls.from_deployment_ca(state / "ca", state / "nats" / "tls", LOOPBACK)
     nats_server = EmbeddedNats(
@@ -79,14 +82,14 @@ def _single_plan(paths: StackPaths, api_port: int | None) -> StackPlan:
     write_reader_files(state, users.credentials_for(EVENTS_READER), tls)
     envs = service_environment(
         state,
-        pg.dsn,
+        logins.dsn_for,
         lambda service: client_environment([nats_server.url], users.credentials_for(service), tls),
         ServiceAddresses.of(ports),
     )
     programs = [
         Program(
             "postgres",
-            pg.supervised_command(),
+            pg_command,
             paths.log("postgres"),
             priority=10,
             stop_signal="INT",  # fast shutdown: disconnect clients, checkpoint, exit
@@ -102,7 +105,7 @@ def _single_plan(paths: StackPaths, api_port: int | None) -> StackPlan:
         *(service_program(name, name, paths, envs[name]) for name in SERVICES),
     ]
     parts = [
-        Part("postgres", "postgres", ports.postgres_dsn, server=True, stop_signal="INT"),
+        Part("postgres", "postgres", pg.local_dsn, server=True, stop_signal="INT"),
         Part(
             "nats",
             "nats-server",
@@ -123,10 +126,11 @@ def _single_plan(paths: StackPaths, api_port: int | None) -> StackPlan:
     ]
     return StackPlan(
         programs=programs,
-        layout=StackLayout("single", parts, ports.postgres_dsn, addresses),
+        layout=StackLayout("single", parts, pg.local_dsn, addresses),
         api_url=ports.api_url,
         nats_urls=[nats_server.url],
-        endpoint=lambda clouds: _endpoint_text(paths, ports, nats_server.url, clouds),
+        endpoint=lambda clouds: _endpoint_text(paths, ports, pg.local_dsn, nats_server.url, clouds),
+        servers_ready=lambda deadline: provision_roles(pg.local_dsn, logins),
     )
 
 
@@ -170,12 +174,16 @@ def _log_tails(programs: list[Program]) -> str:
     return "\n".join(parts)
 
 
-def _endpoint_text(paths: StackPaths, ports: StackPorts, nats_url: str, clouds: Path) -> str:
+def _endpoint_text(
+    paths: StackPaths, ports: StackPorts, pg_dsn: str, nats_url: str, clouds: Path
+) -> str:
     api_url = ports.api_url
     return (
         f"Fulcrum is up.\n"
         f"  API (Octavia v2, Neutron and Keystone subsets): {api_url}\n"
-        f"  Postgres: {ports.postgres_dsn}\n  NATS: {nats_url} (users and TLS: docs/security.md)\n"
+        f"  Postgres: {pg_dsn} (superuser, its socket; services: {LOOPBACK}:{ports.postgres} "
+        f"with their own roles)\n"
+        f"  NATS: {nats_url} (users and TLS: docs/security.md)\n"
         f"  VIPs: 127.{ports.vip_octet}.0.0/16 (subnet public-subnet)\n"
         f"  Heartbeats: udp {LOOPBACK}:{ports.health_udp}   readiness: "
         f"{api_url}/readyz, provisioner :{ports.provisioner}, health :{ports.health}, "
