@@ -143,14 +143,14 @@ class NatsTls:
     verify: bool = False
 
     @classmethod
-    def from_deployment_ca(cls, ca_dir: Path, directory: Path, host: str) -> NatsTls:
-        """The servers' certificate for ``host``, issued by the CA in ``ca_dir`` (created
-        there when missing) into ``directory`` (``server.pem``, ``server.key`` 0600) at the
-        first call and kept while that CA signed it."""
-        ca = DeploymentCA.load_or_create(ca_dir)
+    def from_deployment_ca(cls, ca_dir: Path, directory: Path, *hosts: str) -> NatsTls:
+        """The servers' certificate naming ``hosts`` (and ``localhost``), issued by the CA in
+        ``ca_dir`` (created there when missing) into ``directory`` (``server.pem``,
+        ``server.key`` 0600) at the first call and kept while that CA signed it."""
         cert, key = directory / "server.pem", directory / "server.key"
         if not (cert.exists() and key.exists() and _signed_by(cert, ca_dir / CA_CERT_FILE)):
-            issued = ca.issue_peer_cert("nats", [host, "localhost"])
+            ca = DeploymentCA.load_or_create(ca_dir)
+            issued = ca.issue_peer_cert("nats", [*hosts, "localhost"])
             write_private_file(key, issued.key_pem)
             write_private_file(cert, issued.cert_pem, mode=0o644)
         return cls(cert, key, ca_dir / CA_CERT_FILE)
@@ -232,14 +232,28 @@ def render_authorization(users: list[NatsCredentials]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def compose_config(secrets_dir: Path, cluster: bool) -> str:
+    """The nats-server configuration of the control-plane image's ``nats`` command: TLS with
+    the certificate ``init`` issued (``nats-tls/``), on the routes too when ``cluster``, and
+    the users whose passwords ``init`` made (``nats/``)."""
+    tls = NatsTls.from_deployment_ca(secrets_dir / "ca", secrets_dir / "nats-tls", *COMPOSE_HOSTS)
+    lines = tls.server_block()
+    if cluster:
+        lines += ["cluster {", *tls.route_block(), "}"]
+    return "\n".join(lines) + "\n" + NatsUsers(secrets_dir / "nats").authorization()
+
+
+# The names NATS servers answer to in deploy/compose.yaml.
+COMPOSE_HOSTS: Final = ("nats", "nats-1", "nats-2", "nats-3")
+
+
 def main(argv: list[str]) -> int:
-    """``python -m deploy.local.nats_auth DIRECTORY``: print the authorization block of the
-    users whose passwords are (or are made) in DIRECTORY (the control-plane image's
-    ``nats`` command)."""
-    if len(argv) != 1:
-        print("usage: python -m deploy.local.nats_auth PASSWORD_DIRECTORY", file=sys.stderr)
+    """``python -m deploy.local.nats_auth SECRETS_DIR [cluster]``: print ``compose_config``
+    (``init`` runs it first, making the passwords and the certificate)."""
+    if len(argv) not in (1, 2) or argv[1:] not in ([], ["cluster"]):
+        print("usage: python -m deploy.local.nats_auth SECRETS_DIR [cluster]", file=sys.stderr)
         return 2
-    sys.stdout.write(NatsUsers(Path(argv[0])).authorization())
+    sys.stdout.write(compose_config(Path(argv[0]), cluster=argv[1:] == ["cluster"]))
     return 0
 
 
