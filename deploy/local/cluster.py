@@ -2,10 +2,12 @@
 
 Every part runs more than once, as a real deployment spreads it over machines:
 
-- 3 ``nats-server`` nodes with cluster routes (``nats_cluster.py``); the event stream at R3;
-  every service gets the three URLs and credentials of its own;
+- 3 ``nats-server`` nodes with TLS cluster routes (``nats_cluster.py``); the event stream at
+  R3; every service gets the three URLs (TLS, the deployment CA) and a user of its own with
+  only its permissions (``nats_auth.py``);
 - Postgres managed by Patroni with etcd (``patroni.py``): services use the multi-host DSN with
-  ``target_session_attrs=read-write``;
+  ``target_session_attrs=read-write``, each as its own role (``postgres_roles.py``,
+  provisioned once the primary and its standby are ready);
 - ``REPLICAS`` replicas of api, provisioner, health and housekeeping (supervisord programs
   ``api-1``, ``api-2``, ...), each on ports of its own; the API replicas share the token key
   and the identity file, behind an HAProxy front (``front``) that checks ``/readyz``;
