@@ -32,6 +32,7 @@ from typing import Final
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 
+from deploy.local.state import SERVICES
 from libs.common import subjects
 from libs.common.pki import CA_CERT_FILE, DeploymentCA
 from libs.common.private_files import kept_secret, write_private_file
@@ -46,12 +47,13 @@ __all__ = [
     "NatsUsers",
     "Permissions",
     "client_environment",
+    "compose_config",
     "permissions_of",
     "render_authorization",
     "write_reader_files",
 ]
 
-SERVICE_USERS: Final = ("api", "provisioner", "health", "housekeeping")
+SERVICE_USERS: Final = SERVICES  # one NATS user per service, named as the service
 EVENTS_READER: Final = "events"
 OUTSIDE_SUBSCRIBER: Final = "subscriber"
 USERS: Final = (*SERVICE_USERS, EVENTS_READER, OUTSIDE_SUBSCRIBER)
