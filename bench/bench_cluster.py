@@ -14,7 +14,8 @@ nodes, Patroni, 2 replicas of each service, the HAProxy front, amphorae on 2 net
   (first failed probe to first success; a GET every 20 ms through the front).
 Part 2, on a 3-node ``NatsCluster`` of its own: events/s (JetStream publishes acknowledged,
 concurrency ``PUBLISH_CONCURRENCY``) and append-to-consumer latency (publish to delivery on a
-push consumer, p50/p99) to a stream at R1 and one at R3; ratio R3/R1.
+durable pull consumer, p50/p99) on the event stream at R1, then scaled to R3; ratio R3/R1;
+as the provisioner's NATS user, within its permissions (``deploy/local/nats_auth.py``).
 
 Part 3, bench/bench_host_loss.py (the measurement of tests/integration/netns/test_hosts.py,
 ``--host-loss-runs`` runs on a stack of its own each): one of two netns amphora hosts lost;
@@ -40,8 +41,9 @@ if str(REPO) not in __import__("sys").path:
 
 import aiohttp  # noqa: E402
 import nats  # noqa: E402
-from nats.aio.msg import Msg  # noqa: E402
-from nats.js.api import StreamConfig  # noqa: E402
+import nats.errors  # noqa: E402
+import nats.js.errors  # noqa: E402
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy  # noqa: E402
 
 from bench._harness import pct  # noqa: E402
 from bench.bench_host_loss import RUNS as HOST_LOSS_RUNS  # noqa: E402
@@ -52,6 +54,9 @@ from deploy.local.cluster import running_patroni  # noqa: E402
 from deploy.local.nats_cluster import NatsCluster  # noqa: E402
 from deploy.local.state import StackPaths  # noqa: E402
 from deploy.local.supervision import SupervisorClient  # noqa: E402
+from libs.common import subjects  # noqa: E402
+from libs.common.bus import connect_options, ensure_stream  # noqa: E402
+from libs.common.settings import NatsSettings  # noqa: E402
 from tests.e2e.chaos import Tenant, wait_ready  # noqa: E402
 from tests.e2e.conftest import Stack, start_stack, stop_stack  # noqa: E402
 
@@ -145,32 +150,52 @@ async def stack_figures(creates: int) -> dict[str, float]:
 
 
 async def stream_figures(
-    urls: list[str], user: str, password: str, replicas: int, count: int
+    settings: NatsSettings, replicas: int, count: int
 ) -> tuple[float, float, float]:
-    """(events/s acknowledged, p50 ms, p99 ms publish-to-delivery) on a fresh stream."""
-    nc = await nats.connect(servers=urls, user=user, password=password, connect_timeout=5)
+    """(events/s acknowledged, p50 ms, p99 ms publish-to-delivery) on the event stream at
+    ``replicas``, as the provisioner's NATS user does it: relay-style publishes with
+    ``Nats-Msg-Id``, a durable pull consumer of its own taking only this run's events."""
+    settings = settings.model_copy(update={"replicas": replicas})
+    nc = await nats.connect(**connect_options(settings), connect_timeout=5)
     try:
         js = nc.jetstream(timeout=10)
-        name = f"BENCH_R{replicas}"
-        subject = f"bench.r{replicas}"
-        await js.add_stream(
-            StreamConfig(name=name, subjects=[f"{subject}.>"], num_replicas=replicas)
+        await ensure_stream(js, settings)
+        category = f"bench{replicas}"
+        durable = f"provisioner-bench-r{replicas}"
+        config = ConsumerConfig(
+            durable_name=durable,
+            filter_subjects=[subjects.category_events(category)],
+            ack_policy=AckPolicy.EXPLICIT,
+            deliver_policy=DeliverPolicy.NEW,
         )
+        for attempt in range(40):  # a stream just created or scaled places consumers late
+            try:
+                await js.add_consumer(subjects.STREAM_NAME, config)
+                break
+            except nats.js.errors.ServiceUnavailableError:
+                if attempt == 39:
+                    raise
+                await asyncio.sleep(0.5)
+        sub = await js.pull_subscribe_bind(durable=durable, stream=subjects.STREAM_NAME)
         sent: dict[str, float] = {}
         latencies: list[float] = []
-        got_all = asyncio.Event()
 
-        async def on_message(msg: Msg) -> None:
-            latencies.append(time.monotonic() - sent[msg.subject])
-            await msg.ack()
-            if len(latencies) >= count:
-                got_all.set()
+        async def consume() -> None:
+            deadline = time.monotonic() + 120
+            while len(latencies) < count and time.monotonic() < deadline:
+                try:
+                    msgs = await sub.fetch(256, timeout=1.0)
+                except (TimeoutError, nats.errors.TimeoutError):
+                    continue
+                for msg in msgs:
+                    latencies.append(time.monotonic() - sent[msg.subject])
+                    await msg.ack()
 
-        sub = await js.subscribe(f"{subject}.>", cb=on_message, stream=name, manual_ack=True)
+        consumer = asyncio.create_task(consume())
         gate = asyncio.Semaphore(PUBLISH_CONCURRENCY)
 
         async def publish(index: int) -> None:
-            key = f"{subject}.{index}"
+            key = f"{subjects.PREFIX}.{category}.e{index}.BenchEvent"
             async with gate:
                 sent[key] = time.monotonic()
                 await js.publish(key, b"x" * 400, headers={"Nats-Msg-Id": key})
@@ -178,9 +203,7 @@ async def stream_figures(
         start = time.monotonic()
         await asyncio.gather(*(publish(i) for i in range(count)))
         rate = count / (time.monotonic() - start)
-        await asyncio.wait_for(got_all.wait(), 60)
-        await sub.unsubscribe()
-        await js.delete_stream(name)
+        await asyncio.wait_for(consumer, 130)
         return rate, pct(latencies, 0.5), pct(latencies, 0.99)
     finally:
         await nc.close()
@@ -190,11 +213,10 @@ async def nats_figures(events: int) -> dict[str, float]:
     figures: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="fulcrum-bench-nats-") as tmp:
         cluster = NatsCluster(Path(tmp), size=3)
-        credentials = cluster.credentials_for("api")
-        with cluster.run() as running:
+        with cluster.run():
             for replicas in (1, 3):
                 rate, p50, p99 = await stream_figures(
-                    running.urls, credentials.user, credentials.password, replicas, events
+                    cluster.settings_for("provisioner"), replicas, events
                 )
                 figures[f"events_r{replicas}"] = rate
                 figures[f"p50_r{replicas}"] = p50

@@ -2,10 +2,12 @@
 
 Every part runs more than once, as a real deployment spreads it over machines:
 
-- 3 ``nats-server`` nodes with cluster routes (``nats_cluster.py``); the event stream at R3;
-  every service gets the three URLs and credentials of its own;
+- 3 ``nats-server`` nodes with TLS cluster routes (``nats_cluster.py``); the event stream at
+  R3; every service gets the three URLs (TLS, the deployment CA) and a user of its own with
+  only its permissions (``nats_auth.py``);
 - Postgres managed by Patroni with etcd (``patroni.py``): services use the multi-host DSN with
-  ``target_session_attrs=read-write``;
+  ``target_session_attrs=read-write``, each as its own role (``postgres_roles.py``,
+  provisioned once the primary and its standby are ready);
 - ``REPLICAS`` replicas of api, provisioner, health and housekeeping (supervisord programs
   ``api-1``, ``api-2``, ...), each on ports of its own; the API replicas share the token key
   and the identity file, behind an HAProxy front (``front``) that checks ``/readyz``;
@@ -32,9 +34,11 @@ from deploy.local.environment import (
     service_program,
     usage_text,
 )
-from deploy.local.nats_cluster import EVENTS_READER, NatsCluster
+from deploy.local.nats_auth import EVENTS_READER, NatsTls, write_reader_files
+from deploy.local.nats_cluster import NatsCluster
 from deploy.local.patroni import PatroniCluster, PatroniPorts
 from deploy.local.ports import LOOPBACK, PortPicker
+from deploy.local.postgres_roles import PostgresLogins, provision_roles
 from deploy.local.state import SERVICES, Part, StackLayout, StackPaths, StackPlan
 from deploy.local.supervision import Program
 
@@ -121,7 +125,8 @@ def cluster_plan(paths: StackPaths, api_port: int | None, amphora_hosts: int = 0
     driver on loopback."""
     state = paths.state
     picker = PortPicker(paths)
-    nats = NatsCluster(state / "nats", size=NATS_NODES)  # picks and keeps its own ports
+    tls = NatsTls.from_deployment_ca(state / "ca", state / "nats" / "tls", LOOPBACK)
+    nats = NatsCluster(state / "nats", size=NATS_NODES, tls=tls)  # picks, keeps its ports
     for node in nats.nodes:
         picker.record(node.name, node.ports.client)
         picker.record(f"{node.name}-routes", node.ports.cluster)
@@ -133,6 +138,7 @@ def cluster_plan(paths: StackPaths, api_port: int | None, amphora_hosts: int = 0
     udp = [picker.udp(f"{name}-udp") for name in replica_names("health")]
     vip_octet = picker.vip_octet()
     patroni = _patroni(paths, picker.tcp)
+    logins = PostgresLogins(state / "postgres-logins", patroni.dsn)
     picker.save()
     front_url = f"http://{LOOPBACK}:{front}"
     hosts = AmphoraHosts(vip_octet, amphora_hosts) if amphora_hosts else None
@@ -162,7 +168,7 @@ def cluster_plan(paths: StackPaths, api_port: int | None, amphora_hosts: int = 0
             health_endpoints=endpoints,
             vip_octet=vip_octet,
         )
-        envs = service_environment(state, patroni.dsn, nats.environment_for, addresses)
+        envs = service_environment(state, logins.dsn_for, nats.environment_for, addresses)
         if hosts is not None:
             envs["provisioner"] |= _prefixed("provisioner", hosts.provisioner_environment())
             envs["health"] |= _prefixed("health", {"UDP_HOST": hosts.gateway})
@@ -176,14 +182,9 @@ def cluster_plan(paths: StackPaths, api_port: int | None, amphora_hosts: int = 0
             parts.append(
                 Part(name, f"services.{service}", f"http://{LOOPBACK}:{service_ports[name]}/readyz")
             )
-    reader = nats.credentials_for(EVENTS_READER)  # for `fulcrum events tail`
-    for name, secret in (
-        ("postgres.dsn", patroni.dsn),
-        ("nats.user", reader.user),
-        ("nats.password", reader.password),
-    ):
-        (state / name).touch(mode=0o600)
-        (state / name).write_text(secret)
+    write_reader_files(state, nats.credentials_for(EVENTS_READER), tls)
+    (state / "postgres.dsn").touch(mode=0o600)
+    (state / "postgres.dsn").write_text(patroni.dsn)
     front_config = state / "front.cfg"
     api_ports = [service_ports[name] for name in replica_names("api")]
     unavailable = state / "front-503.http"
@@ -219,7 +220,7 @@ def cluster_plan(paths: StackPaths, api_port: int | None, amphora_hosts: int = 0
         api_url=front_url,
         nats_urls=nats.urls,
         endpoint=lambda clouds: _endpoint_text(paths, addresses_text, clouds),
-        servers_ready=lambda deadline: _servers_ready(patroni, hosts, state, deadline),
+        servers_ready=lambda deadline: _servers_ready(patroni, logins, hosts, state, deadline),
     )
 
 
@@ -243,10 +244,16 @@ def running_patroni(paths: StackPaths) -> PatroniCluster:
 
 
 def _servers_ready(
-    patroni: PatroniCluster, hosts: AmphoraHosts | None, state: Path, deadline: float
+    patroni: PatroniCluster,
+    logins: PostgresLogins,
+    hosts: AmphoraHosts | None,
+    state: Path,
+    deadline: float,
 ) -> None:
-    """Before the services start: a primary with its sync standby, the hosts' switch."""
+    """Before the services start: a primary with its sync standby, the owner's and services'
+    roles and the schema, the hosts' switch."""
     patroni.wait_ready(max(deadline - time.monotonic(), 1.0))
+    provision_roles(patroni.dsn, logins)
     if hosts is not None:
         hosts.prepare(state)
 

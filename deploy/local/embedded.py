@@ -31,6 +31,7 @@ import asyncpg
 
 from deploy.local.ports import LOOPBACK, free_tcp_port
 from libs.common.errors import InfrastructureError
+from libs.common.private_files import write_private_file
 
 __all__ = [
     "DEFAULT_TEMPLATE_CACHE",
@@ -172,6 +173,9 @@ class EmbeddedNats:
 
     The first start binds `port` (a random free port when None); later starts reuse the port
     actually bound, so `stop()` then `start()` serves the same URL and the same JetStream store.
+    `config`: nats-server configuration text (users, permissions, TLS: ``nats_auth.py``),
+    written to `nats.conf` (0600) in `state_dir`; without it anyone reaching the port may do
+    anything (the tests' throwaway servers). `scheme`: ``tls`` when `config` turns TLS on.
     """
 
     def __init__(
@@ -179,6 +183,8 @@ class EmbeddedNats:
         state_dir: Path,
         *,
         port: int | None = None,
+        config: str = "",
+        scheme: str = "nats",
         binary: Path | None = None,
         start_timeout: float = 10.0,
         stop_timeout: float = 10.0,
@@ -188,6 +194,8 @@ class EmbeddedNats:
         self.store_dir = self.state_dir / "js"
         self.log_path = self.state_dir / "nats-server.log"
         self._port = port
+        self._config = config
+        self._scheme = scheme
         self._binary = binary
         self._start_timeout = start_timeout
         self._monitor_url: str | None = None
@@ -211,10 +219,11 @@ class EmbeddedNats:
 
     @property
     def url(self) -> str:
-        """`nats://127.0.0.1:PORT`; raises EmbeddedServerError before the port is known."""
+        """`nats://127.0.0.1:PORT` (`tls://` with TLS); raises EmbeddedServerError before the
+        port is known."""
         if self._port is None:
             raise EmbeddedServerError("nats-server", "url asked before the first start()")
-        return f"nats://{LOOPBACK}:{self._port}"
+        return f"{self._scheme}://{LOOPBACK}:{self._port}"
 
     @property
     def monitor_url(self) -> str | None:
@@ -261,8 +270,14 @@ class EmbeddedNats:
         if not (binary.is_file() and os.access(binary, os.X_OK)):
             raise EmbeddedServerError("nats-server", f"binary not found: {binary}")
         self.store_dir.mkdir(parents=True, exist_ok=True)
+        config: list[str] = []
+        if self._config:
+            path = self.state_dir / "nats.conf"
+            write_private_file(path, self._config.encode())
+            config = ["-c", str(path)]
         return [
             str(binary),
+            *config,
             "-js",
             "-sd",
             str(self.store_dir),
@@ -316,6 +331,8 @@ class EmbeddedPostgres:
     so the pid held here is postgres itself. The first start binds `port` (a free port when
     None); restarts reuse it. Postgres' durable defaults hold (fsync and synchronous commit
     on) unless `settings` says otherwise (`UNSAFE_FAST_SETTINGS`, for throwaway test servers).
+    `hba`: the `pg_hba.conf` to serve with (written before every start); without it the
+    initdb default trusts every connection from 127.0.0.1 (the tests' throwaway servers).
     """
 
     def __init__(
@@ -323,6 +340,7 @@ class EmbeddedPostgres:
         state_dir: Path,
         *,
         port: int | None = None,
+        hba: str = "",
         bin_dir: Path | None = None,
         template_cache: Path | None = DEFAULT_TEMPLATE_CACHE,
         settings: Mapping[str, str] | None = None,
@@ -335,6 +353,7 @@ class EmbeddedPostgres:
         self.log_path = self.state_dir / "postgres.log"
         self._port = port
         self._port_fixed = port is not None
+        self._hba = hba
         self._bin_dir = bin_dir
         self._template_cache = template_cache.expanduser() if template_cache else None
         self._settings = {**_POSTGRES_SETTINGS, **(settings or {})}
@@ -365,6 +384,14 @@ class EmbeddedPostgres:
         if self._port is None:
             raise EmbeddedServerError("postgres", "dsn asked before the first start()")
         return f"postgresql://postgres@{LOOPBACK}:{self._port}/postgres"
+
+    @property
+    def local_dsn(self) -> str:
+        """The superuser's DSN through the unix socket (trusted by ``deploy.local.
+        postgres_roles.HBA_RULES``); raises before the port and socket dir are known."""
+        if self._port is None or self._socket_dir is None:
+            raise EmbeddedServerError("postgres", "local_dsn asked before supervised_command()")
+        return f"postgresql://postgres@/postgres?host={self._socket_dir}&port={self._port}"
 
     @property
     def socket_dir(self) -> Path | None:
@@ -450,6 +477,8 @@ class EmbeddedPostgres:
         wrapper = _privilege_drop_wrapper()
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self._ensure_cluster(bin_dir, wrapper)
+        if self._hba:
+            write_private_file(self.data_dir / "pg_hba.conf", self._hba.encode())
         self._socket_dir = self._make_socket_dir()
         return bin_dir, wrapper
 
@@ -501,6 +530,8 @@ class EmbeddedPostgres:
                 self._child.fail(f"not ready after {self._start_timeout} s")
             time.sleep(_POLL_INTERVAL)
         dsn = f"postgresql://postgres@{LOOPBACK}:{port}/postgres"
+        if self._hba:  # TCP asks a password the superuser does not have: its socket, then
+            dsn = f"postgresql://postgres@/postgres?host={self._socket_dir}&port={port}"
         remaining = max(deadline - time.monotonic(), 1.0)
         try:
             _probe_in_thread(dsn, remaining)

@@ -77,20 +77,19 @@ def _amphora_driver() -> str:
 
 def service_environment(
     state: Path,
-    pg_dsn: str,
+    pg_dsn: Callable[[str], str],
     nats: Callable[[str], dict[str, str]],
     addresses: ServiceAddresses,
 ) -> dict[str, dict[str, str]]:
-    """The FULCRUM_* environment of each service for this deployment; ``nats(service)``: that
-    service's ``NATS__*`` settings (URLs, credentials, replicas). Replicas of a service differ
+    """The FULCRUM_* environment of each service for this deployment; ``pg_dsn(service)``:
+    the DSN of that service's own Postgres role; ``nats(service)``: that service's
+    ``NATS__*`` settings (URLs, credentials, replicas). Replicas of a service differ
     only in ``addresses``; all share the state dir's secrets, CA, identity file and amphora
     state."""
     heartbeat_key = _secret(state, "heartbeat.key")
     secret_keys = _secret(state, "secret.keys", new_key)
-    common = {"POSTGRES__DSN": pg_dsn}
     env: dict[str, dict[str, str]] = {
         "api": {
-            **common,
             "PORT": str(addresses.api),
             "OPERATOR_PORT": str(addresses.api_operator),
             "PUBLIC_URL": addresses.public_url,
@@ -103,19 +102,16 @@ def service_environment(
             "AMPHORA_DRIVER": _amphora_driver(),
         },
         "provisioner": {
-            **common,
             "PORT": str(addresses.provisioner),
             "STATE_DIR": str(state / "amphorae"),
             "CA_DIR": str(state / "ca"),
             "HEALTH_ENDPOINTS": json.dumps(list(addresses.health_endpoints)),
         },
         "health": {
-            **common,
             "PORT": str(addresses.health),
             "UDP_PORT": str(addresses.health_udp),
         },
         "housekeeping": {
-            **common,
             "PORT": str(addresses.housekeeping),
             # Two booted spares: a new LB takes one instead of waiting for a boot.
             "SPARES__POOL_SIZE": "2",
@@ -124,7 +120,11 @@ def service_environment(
     }
     shared = {HEARTBEAT_KEY_ENV: heartbeat_key, SECRET_KEYS_ENV: secret_keys}
     return {
-        svc: shared | {f"FULCRUM_{svc.upper()}_{k}": v for k, v in (values | nats(svc)).items()}
+        svc: shared
+        | {
+            f"FULCRUM_{svc.upper()}_{k}": v
+            for k, v in (values | {"POSTGRES__DSN": pg_dsn(svc)} | nats(svc)).items()
+        }
         for svc, values in env.items()
     }
 

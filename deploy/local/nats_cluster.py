@@ -7,10 +7,12 @@ and, for tests, the nodes as child processes that can be killed and restarted.
 (``nats.conf``, 0600: it names the passwords), its JetStream store (``js/``) and its log.
 
 Every node has a client port, a cluster port with routes to all the others (authenticated by
-a route user), a monitoring port (``/healthz``, ``/jsz``, ``/routez``) and an ``authorization``
-block with one user per service (``SERVICE_USERS``) plus ``events``, a reader for
-``fulcrum events tail`` that may not publish events nor change the stream. Services are given
-every node's URL (``urls``) and their own credentials (``settings_for``, ``environment_for``).
+a route user), a monitoring port (``/healthz``, ``/jsz``, ``/routez``) and the
+``authorization`` block of ``nats_auth.py``: one user per service with only the permissions
+its code needs, ``events`` (the reader of ``fulcrum events tail``) and ``subscriber`` (outside
+subscribers: the public subjects only). With ``tls`` the client port and the routes between
+nodes speak TLS. Services are given every node's URL (``urls``) and their own credentials
+(``settings_for``, ``environment_for``).
 """
 
 from __future__ import annotations
@@ -18,20 +20,26 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import secrets
 import signal
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
 from deploy.local.embedded import _Child, find_nats_server
+from deploy.local.nats_auth import (
+    EVENTS_READER,
+    SERVICE_USERS,
+    NatsCredentials,
+    NatsTls,
+    NatsUsers,
+    client_environment,
+)
 from deploy.local.ports import LOOPBACK, _tcp_free, free_tcp_port
 from deploy.local.supervision import Program
-from libs.common import subjects
 from libs.common.settings import NatsSettings
 
 __all__ = [
@@ -47,18 +55,7 @@ __all__ = [
 ]
 
 CLUSTER_NAME: Final = "fulcrum"
-SERVICE_USERS: Final = ("api", "provisioner", "health", "housekeeping")
-EVENTS_READER: Final = "events"
 _ROUTE_USER: Final = "route"
-# Stream changes the events reader may not ask for (it still creates its own consumers).
-_READER_DENIED: Final = (
-    subjects.ALL_EVENTS,
-    "$JS.API.STREAM.CREATE.>",
-    "$JS.API.STREAM.UPDATE.>",
-    "$JS.API.STREAM.DELETE.>",
-    "$JS.API.STREAM.PURGE.>",
-    "$JS.API.STREAM.MSG.DELETE.>",
-)
 _POLL: Final = 0.1
 
 
@@ -67,25 +64,6 @@ class NodePorts:
     client: int
     cluster: int
     monitor: int
-
-
-@dataclass(frozen=True)
-class NatsCredentials:
-    """A user of the cluster and its password."""
-
-    user: str
-    password: str = field(repr=False)
-
-
-@dataclass(frozen=True)
-class NatsTls:
-    """Server TLS of the client port: the nodes present ``cert_file``/``key_file``; with
-    ``verify`` clients must present a certificate signed by ``ca_file``."""
-
-    cert_file: Path
-    key_file: Path
-    ca_file: Path
-    verify: bool = False
 
 
 @dataclass(frozen=True)
@@ -139,6 +117,7 @@ class NatsCluster:
         self.size = size
         self.tls = tls
         self._binary = binary
+        self._users = NatsUsers(self.state_dir / "credentials", extra=(_ROUTE_USER,))
         ports = self._ports()
         scheme = "tls" if tls is not None else "nats"
         self.nodes: tuple[NatsNode, ...] = tuple(
@@ -165,19 +144,9 @@ class NatsCluster:
         raise KeyError(which)
 
     def credentials_for(self, user: str) -> NatsCredentials:
-        """The credentials of ``user`` (a ``SERVICE_USERS`` name or ``EVENTS_READER``); made at
-        the first call and kept (0600) under ``credentials/``."""
-        if user not in (*SERVICE_USERS, EVENTS_READER, _ROUTE_USER):
-            raise KeyError(f"no NATS user {user!r}")
-        directory = self.state_dir / "credentials"
-        directory.mkdir(parents=True, exist_ok=True)
-        path = directory / f"{user}.password"
-        if not path.exists():
-            scratch = path.with_suffix(".tmp")
-            scratch.write_text(secrets.token_urlsafe(24))
-            scratch.chmod(0o600)
-            os.replace(scratch, path)
-        return NatsCredentials(user, path.read_text().strip())
+        """The credentials of ``user`` (a ``nats_auth.USERS`` name); made at the first call
+        and kept (0600) under ``credentials/``."""
+        return self._users.credentials_for(user)
 
     def settings_for(self, user: str, **fields: Any) -> NatsSettings:
         """``NatsSettings`` of ``user``: every URL, its credentials, the cluster's replicas
@@ -195,16 +164,8 @@ class NatsCluster:
 
     def environment_for(self, user: str) -> dict[str, str]:
         """The ``NATS__*`` settings of ``user``, to prefix with ``FULCRUM_<SVC>_``."""
-        settings = self.settings_for(user)
-        env = {
-            "NATS__SERVERS": ",".join(settings.servers),
-            "NATS__USER": settings.user,
-            "NATS__PASSWORD": settings.password,
-            "NATS__REPLICAS": str(settings.replicas),
-        }
-        if settings.tls_ca_file:
-            env["NATS__TLS_CA_FILE"] = settings.tls_ca_file
-        return env
+        env = client_environment(self.urls, self.credentials_for(user), self.tls)
+        return env | {"NATS__REPLICAS": str(self.replicas)}
 
     def render_config(self, node: NatsNode) -> str:
         """The nats-server configuration of ``node`` (pure but for the passwords' files)."""
@@ -214,7 +175,6 @@ class NatsCluster:
             for other in self.nodes
             if other is not node
         ]
-        users = [self._user_entry(name) for name in (*SERVICE_USERS, EVENTS_READER)]
         lines = [
             f'server_name: "{node.name}"',
             f'listen: "{LOOPBACK}:{node.ports.client}"',
@@ -231,22 +191,15 @@ class NatsCluster:
                 f'  name: "{CLUSTER_NAME}"',
                 f'  listen: "{LOOPBACK}:{node.ports.cluster}"',
                 f'  authorization {{ user: "{route.user}", password: "{route.password}" }}',
+                *self._route_tls(),
                 "  routes: [",
                 *routes,
                 "  ]",
                 "}",
             ]
         if self.tls is not None:
-            lines += [
-                "tls {",
-                f'  cert_file: "{self.tls.cert_file}"',
-                f'  key_file: "{self.tls.key_file}"',
-                f'  ca_file: "{self.tls.ca_file}"',
-                f"  verify: {'true' if self.tls.verify else 'false'}",
-                "}",
-            ]
-        lines += ["authorization {", "  users: [", *users, "  ]", "}"]
-        return "\n".join(lines) + "\n"
+            lines += self.tls.server_block()
+        return "\n".join(lines) + "\n" + self._users.authorization()
 
     def write_configs(self) -> None:
         """Write every node's config (0600) and make its store directory."""
@@ -291,13 +244,8 @@ class NatsCluster:
         finally:
             running.stop_all()
 
-    def _user_entry(self, user: str) -> str:
-        credentials = self.credentials_for(user)
-        entry = f'    {{ user: "{credentials.user}", password: "{credentials.password}"'
-        if user == EVENTS_READER:
-            denied = ", ".join(f'"{subject}"' for subject in _READER_DENIED)
-            entry += f", permissions: {{ publish: {{ deny: [{denied}] }} }}"
-        return entry + " }"
+    def _route_tls(self) -> list[str]:
+        return self.tls.route_block() if self.tls is not None else []
 
     def _names(self) -> list[str]:
         return [f"nats-{index + 1}" for index in range(self.size)]

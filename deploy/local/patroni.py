@@ -600,7 +600,8 @@ def render_for_compose(state_dir: Path, role: str, members: int = 2) -> Path:
     """Write the configuration of ``role`` (``etcd`` or a member ``pg<i>``) of the compose
     profile under ``state_dir`` and return its path; the same settings as ``PatroniCluster``
     but for addresses: every server listens on all interfaces and is advertised by service
-    name; logins (password-authenticated) come from any address of the compose network.
+    name; logins (password-authenticated) come from the compose network only (``samenet``:
+    the subnets the member's container is attached to).
     Passwords are the files of ``state_dir`` (the deployment's secrets copied there)."""
     cluster = PatroniCluster(
         state_dir,
@@ -632,7 +633,7 @@ def render_for_compose(state_dir: Path, role: str, members: int = 2) -> Path:
         config["postgresql"] |= {
             "listen": f"{_ANY}:{COMPOSE_POSTGRES_PORT}",
             "connect_address": f"{role}:{COMPOSE_POSTGRES_PORT}",
-            "pg_hba": [rule.replace(f"{LOOPBACK}/32", f"{_ANY}/0") for rule in _PG_HBA],
+            "pg_hba": [rule.replace(f"{LOOPBACK}/32", "samenet") for rule in _PG_HBA],
         }
         cluster.member_dir(role).mkdir(mode=0o700, exist_ok=True)
         path = cluster._patroni_file(role)

@@ -34,7 +34,15 @@ from deploy.local.environment import (
     usage_text,
     write_clouds_yaml,
 )
+from deploy.local.nats_auth import (
+    EVENTS_READER,
+    NatsTls,
+    NatsUsers,
+    client_environment,
+    write_reader_files,
+)
 from deploy.local.ports import LOOPBACK, StackPorts, choose_ports
+from deploy.local.postgres_roles import HBA_RULES, PostgresLogins, provision_roles
 from deploy.local.state import (
     SERVICES,
     Part,
@@ -63,10 +71,23 @@ def _single_plan(paths: StackPaths, api_port: int | None, https: bool = False) -
     on HTTPS with a certificate of the deployment CA)."""
     state = paths.state
     ports = choose_ports(paths, api_port)
-    pg = EmbeddedPostgres(state / "postgres", port=ports.postgres)
-    nats_server = EmbeddedNats(state / "nats", port=ports.nats)
+    pg = EmbeddedPostgres(state / "postgres", port=ports.postgres, hba=HBA_RULES)
+    pg_command = pg.supervised_command()
+    logins = PostgresLogins(state / "postgres" / "logins", pg.dsn)
+    users = NatsUsers(state / "nats" / "credentials")
+    tls = NatsTls.from_deployment_ca(state / "ca", state / "nats" / "tls", LOOPBACK)
+    nats_server = EmbeddedNats(
+        state / "nats",
+        port=ports.nats,
+        config="\n".join(tls.server_block()) + "\n" + users.authorization(),
+        scheme="tls",
+    )
+    write_reader_files(state, users.credentials_for(EVENTS_READER), tls)
     envs = service_environment(
-        state, pg.dsn, lambda service: {"NATS__URL": nats_server.url}, ServiceAddresses.of(ports)
+        state,
+        logins.dsn_for,
+        lambda service: client_environment([nats_server.url], users.credentials_for(service), tls),
+        ServiceAddresses.of(ports),
     )
     api_url = ports.api_url
     if https:
@@ -75,7 +96,7 @@ def _single_plan(paths: StackPaths, api_port: int | None, https: bool = False) -
     programs = [
         Program(
             "postgres",
-            pg.supervised_command(),
+            pg_command,
             paths.log("postgres"),
             priority=10,
             stop_signal="INT",  # fast shutdown: disconnect clients, checkpoint, exit
@@ -91,7 +112,7 @@ def _single_plan(paths: StackPaths, api_port: int | None, https: bool = False) -
         *(service_program(name, name, paths, envs[name]) for name in SERVICES),
     ]
     parts = [
-        Part("postgres", "postgres", ports.postgres_dsn, server=True, stop_signal="INT"),
+        Part("postgres", "postgres", pg.local_dsn, server=True, stop_signal="INT"),
         Part(
             "nats",
             "nats-server",
@@ -105,18 +126,21 @@ def _single_plan(paths: StackPaths, api_port: int | None, https: bool = False) -
     ]
     addresses = [
         f"API: {api_url}   Postgres: {LOOPBACK}:{ports.postgres}   NATS: "
-        f"{LOOPBACK}:{ports.nats}   heartbeats: udp {LOOPBACK}:{ports.health_udp}   VIPs: "
+        f"{nats_server.url}   heartbeats: udp {LOOPBACK}:{ports.health_udp}   VIPs: "
         f"127.{ports.vip_octet}.0.0/16",
         f"/readyz: api {ports.operator_port('api')}, provisioner {ports.provisioner}, "
         f"health {ports.health}, housekeeping {ports.housekeeping}",
     ]
     return StackPlan(
         programs=programs,
-        layout=StackLayout("single", parts, ports.postgres_dsn, addresses),
+        layout=StackLayout("single", parts, pg.local_dsn, addresses),
         api_url=api_url,
-        nats_urls=[ports.nats_url],
-        endpoint=lambda clouds: _endpoint_text(paths, ports, api_url, clouds),
+        nats_urls=[nats_server.url],
+        endpoint=lambda clouds: _endpoint_text(
+            paths, ports, api_url, pg.local_dsn, nats_server.url, clouds
+        ),
         cacert=state / "ca" / CA_CERT_FILE if https else None,
+        servers_ready=lambda deadline: provision_roles(pg.local_dsn, logins),
     )
 
 
@@ -160,12 +184,16 @@ def _log_tails(programs: list[Program]) -> str:
     return "\n".join(parts)
 
 
-def _endpoint_text(paths: StackPaths, ports: StackPorts, api_url: str, clouds: Path) -> str:
+def _endpoint_text(
+    paths: StackPaths, ports: StackPorts, api_url: str, pg_dsn: str, nats_url: str, clouds: Path
+) -> str:
     return (
         f"Fulcrum is up.\n"
         f"  API (Octavia v2, Neutron and Keystone subsets): {api_url}\n"
         f"  Dashboard: {api_url}/dashboard/ (log in as in clouds.yaml)\n"
-        f"  Postgres: {ports.postgres_dsn}\n  NATS: {ports.nats_url}\n"
+        f"  Postgres: {pg_dsn} (superuser, its socket; services: {LOOPBACK}:{ports.postgres} "
+        f"with their own roles)\n"
+        f"  NATS: {nats_url} (users and TLS: docs/security.md)\n"
         f"  VIPs: 127.{ports.vip_octet}.0.0/16 (subnet public-subnet)\n"
         f"  Heartbeats: udp {LOOPBACK}:{ports.health_udp}   readiness and metrics: "
         f"api :{ports.operator_port('api')}, provisioner :{ports.provisioner}, "

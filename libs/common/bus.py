@@ -64,6 +64,9 @@ class _ConnectionLog:
     async def error(self, exc: Exception) -> None:
         if self.client is None and credentials_refused(exc):
             raise exc  # wrong credentials: no retry can help, so the first connect fails
+        if permission_refused(exc):
+            log.error("NATS at %s refused this user: %s", self._url, exc)
+            return
         now = asyncio.get_running_loop().time()
         if now - self._last_error >= self._quiet:
             self._last_error = now
@@ -84,6 +87,12 @@ def credentials_refused(exc: Exception) -> bool:
     return isinstance(exc, nats.errors.AuthorizationError) or (
         isinstance(exc, nats.errors.Error) and "authorization violation" in str(exc).lower()
     )
+
+
+def permission_refused(exc: Exception) -> bool:
+    """The server refused a publish or subscription this user has no permission for (the
+    publish itself gets no answer: its request times out)."""
+    return isinstance(exc, nats.errors.Error) and "permissions violation" in str(exc).lower()
 
 
 def tls_context(settings: NatsSettings) -> ssl.SSLContext | None:
@@ -503,5 +512,6 @@ __all__ = [
     "connect_options",
     "credentials_refused",
     "ensure_stream",
+    "permission_refused",
     "tls_context",
 ]

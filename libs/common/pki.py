@@ -119,7 +119,19 @@ class DeploymentCA:
         return self._issue(
             common_name,
             validity_days,
-            ExtendedKeyUsageOID.SERVER_AUTH,
+            [ExtendedKeyUsageOID.SERVER_AUTH],
+            _subject_alt_names(sans),
+        )
+
+    def issue_peer_cert(
+        self, common_name: str, sans: list[str], validity_days: int = 365
+    ) -> IssuedCertificate:
+        """A certificate for both ends of TLS (serverAuth and clientAuth): a NATS node's,
+        which serves clients and dials the other nodes' routes with it."""
+        return self._issue(
+            common_name,
+            validity_days,
+            [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH],
             _subject_alt_names(sans),
         )
 
@@ -130,7 +142,7 @@ class DeploymentCA:
         return self._issue(
             common_name,
             validity_days,
-            ExtendedKeyUsageOID.CLIENT_AUTH,
+            [ExtendedKeyUsageOID.CLIENT_AUTH],
             _subject_alt_names(sans or []),
         )
 
@@ -138,7 +150,7 @@ class DeploymentCA:
         self,
         common_name: str,
         validity_days: int,
-        usage: x509.ObjectIdentifier,
+        usages: list[x509.ObjectIdentifier],
         alt_names: list[x509.GeneralName],
     ) -> IssuedCertificate:
         key = ec.generate_private_key(ec.SECP256R1())
@@ -166,7 +178,7 @@ class DeploymentCA:
                 ),
                 critical=True,
             )
-            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+            .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
             .add_extension(
                 x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()),

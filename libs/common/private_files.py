@@ -4,10 +4,11 @@ never with looser permissions than asked for."""
 from __future__ import annotations
 
 import os
+import secrets
 import tempfile
 from pathlib import Path
 
-__all__ = ["write_private_file"]
+__all__ = ["kept_secret", "write_private_file"]
 
 
 def write_private_file(path: Path, data: bytes, mode: int = 0o600) -> None:
@@ -28,3 +29,10 @@ def write_private_file(path: Path, data: bytes, mode: int = 0o600) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def kept_secret(path: Path) -> str:
+    """The random token kept in ``path`` (0600): made at the first call, then read back."""
+    if not path.exists():
+        write_private_file(path, secrets.token_urlsafe(24).encode())
+    return path.read_text().strip()

@@ -11,6 +11,13 @@ STREAM_NAME: Final = "FULCRUM_EVENTS"
 PREFIX: Final = "fulcrum.events"
 ALL_EVENTS: Final = f"{PREFIX}.>"
 _TOKEN_SAFE: Final = re.compile(r"[A-Za-z0-9_-]+")
+# Categories whose events outside subscribers may read (docs/security.md): the resources a
+# tenant sees through the API. amphora, housekeeping, securitygroup, secret, quota and the
+# operators' flavor and availability zone profiles stay internal.
+PUBLIC_CATEGORIES: Final = ("loadbalancer", "lbstatus", "flavor", "availabilityzone")
+# Replies to requests (JetStream API answers, PubAcks) arrive on inboxes.
+INBOXES: Final = "_INBOX.>"
+JS_API: Final = "$JS.API"
 
 
 def subject_token(value: str) -> str:
@@ -40,3 +47,23 @@ def category_events(category: str) -> str:
 def events_of_type(category: str, event_type: str) -> str:
     """One event type across every stream of a category."""
     return f"{PREFIX}.{category}.*.{event_type}"
+
+
+def public_events() -> list[str]:
+    """The subjects outside subscribers may read: every event of ``PUBLIC_CATEGORIES``."""
+    return [category_events(category) for category in PUBLIC_CATEGORIES]
+
+
+def jetstream_api(*tokens: str) -> str:
+    """A JetStream API subject: ``$JS.API.<tokens...>`` (``STREAM.INFO.<stream>`` ...)."""
+    return ".".join((JS_API, *tokens))
+
+
+def jetstream_acks(stream: str) -> str:
+    """Every ack reply subject of the consumers of ``stream`` (ack, nak, in progress, term)."""
+    return f"$JS.ACK.{stream}.>"
+
+
+def jetstream_flow_control(stream: str) -> str:
+    """The flow-control replies of push consumers of ``stream`` (ordered consumers)."""
+    return f"$JS.FC.{stream}.>"

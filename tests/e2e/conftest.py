@@ -19,6 +19,8 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
+from libs.common.settings import NatsSettings
+
 VENV_BIN = Path(sys.executable).parent
 
 
@@ -43,6 +45,26 @@ class Stack:
     def ports(self) -> dict[str, int]:
         ports: dict[str, int] = json.loads((self.state / "ports.json").read_text())
         return ports
+
+    def nats_settings(self, user: str) -> NatsSettings:
+        """How ``user`` (a service, or ``events``) logs in to the stack's NATS."""
+        return NatsSettings(
+            url=self.nats_url,
+            user=user,
+            password=self.secret(f"nats/credentials/{user}.password"),
+            tls_ca_file=str(self.state / "ca" / "ca.pem"),
+        )
+
+    def nats_environment(self, service: str) -> dict[str, str]:
+        """``FULCRUM_<SERVICE>_NATS__*`` of one more replica of ``service`` on this stack."""
+        settings = self.nats_settings(service)
+        prefix = f"FULCRUM_{service.upper()}_NATS__"
+        return {
+            f"{prefix}URL": settings.url,
+            f"{prefix}USER": settings.user,
+            f"{prefix}PASSWORD": settings.password,
+            f"{prefix}TLS_CA_FILE": settings.tls_ca_file,
+        }
 
 
 def start_stack(state: Path, *args: str, timeout: float = 120) -> Stack:

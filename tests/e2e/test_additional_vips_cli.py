@@ -52,7 +52,7 @@ def replica(stack: Stack) -> Iterator[str]:
     env = {
         **os.environ,
         "FULCRUM_API_POSTGRES__DSN": stack.pg_dsn,
-        "FULCRUM_API_NATS__URL": stack.nats_url,
+        **stack.nats_environment("api"),
         "FULCRUM_API_PORT": str(port),
         "FULCRUM_API_AUTH_STRATEGY": "noauth",
         "FULCRUM_API_RELAY__ENABLED": "false",

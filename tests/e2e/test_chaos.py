@@ -21,6 +21,8 @@ import nats
 import pytest
 
 from libs.common import subjects
+from libs.common.bus import connect_options
+from libs.common.settings import NatsSettings
 from tests.e2e.chaos import SERVICES, Tenant, VipProber, kill, wait_ready
 from tests.e2e.conftest import Backend, Stack, start_stack, stop_stack
 
@@ -44,9 +46,9 @@ def chaos_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         stop_stack(running.proc, state)
 
 
-async def bus_event_ids(nats_url: str, expected: int, timeout: float = 30) -> list[str]:
+async def bus_event_ids(reader: NatsSettings, expected: int, timeout: float = 30) -> list[str]:
     """Every event id on the stream, read from the start with an ordered consumer."""
-    nc = await nats.connect(nats_url, connect_timeout=3)
+    nc = await nats.connect(**connect_options(reader), connect_timeout=3)
     try:
         js = nc.jetstream()
         deadline = time.monotonic() + timeout
@@ -55,7 +57,9 @@ async def bus_event_ids(nats_url: str, expected: int, timeout: float = 30) -> li
             if info.state.messages >= expected or time.monotonic() > deadline:
                 break
             await asyncio.sleep(0.2)
-        sub = await js.subscribe(subjects.ALL_EVENTS, ordered_consumer=True)
+        sub = await js.subscribe(
+            subjects.ALL_EVENTS, stream=subjects.STREAM_NAME, ordered_consumer=True
+        )
         seen: list[str] = []
         for _ in range(info.state.messages):
             msg = await sub.next_msg(timeout=5)
@@ -174,7 +178,7 @@ async def test_kill_every_part_under_load(chaos_stack: Stack, backends: list[Bac
         )
         await conn.close()
         raise AssertionError(f"agents {agents - live} vs amphorae {live - agents}: {rows}")
-    on_bus = set(await bus_event_ids(stack.nats_url, len(ids)))
+    on_bus = set(await bus_event_ids(stack.nats_settings("events"), len(ids)))
     assert ids <= on_bus, f"{len(ids - on_bus)} stored events never reached the bus"
     # Housekeeping keeps appending (its job runs every few seconds): what reached the bus
     # since the store was read must be stored too, never published without being stored.

@@ -341,6 +341,32 @@ def test_compose_stack_serves_and_replaces_a_killed_amphora(
             assert time.monotonic() < deadline, f"amphorae not deleted\n{stack.logs()}"
             time.sleep(0.2)
         assert lb_gone(stack, lb_id, 30)
+    assert_least_privilege(docker_client)
+
+
+# PID 1 of a container (the service, exec'd by the entrypoint): its uid, its groups, and
+# whether the engine socket is there.
+_PRIVILEGES = """
+import json, os
+status = dict(line.split(":", 1) for line in open("/proc/1/status").read().splitlines())
+print(json.dumps({"uid": status["Uid"].split()[0], "groups": status["Groups"].split(),
+                  "socket": os.path.exists("/var/run/docker.sock")}))
+"""
+
+
+def assert_least_privilege(client: docker.DockerClient) -> None:
+    """Every service and NATS run as uid 10001, not root; only the provisioner has the engine
+    socket (and its group); Postgres runs as 65534."""
+    seen = {}
+    for service in ("api", "provisioner", "health", "housekeeping", "nats", "postgres"):
+        seen[service] = json.loads(in_container(service_container(client, service), _PRIVILEGES))
+    for service in ("api", "provisioner", "health", "housekeeping", "nats"):
+        assert seen[service]["uid"] == "10001", seen
+        assert seen[service]["socket"] == (service == "provisioner"), seen
+    assert seen["provisioner"]["groups"], "the engine socket's group"
+    for service in ("api", "health", "housekeeping", "nats"):
+        assert seen[service]["groups"] == [], seen
+    assert seen["postgres"]["uid"] == "65534", seen
 
 
 def lb_gone(stack: Stack, lb_id: str, timeout: float) -> bool:

@@ -23,7 +23,7 @@ def _api_driver(tmp_path: Path) -> str:
         health_udp=7,
     )
     env = service_environment(
-        tmp_path, "postgresql://x", lambda _service: {}, ServiceAddresses.of(ports)
+        tmp_path, lambda _service: "postgresql://x", lambda _service: {}, ServiceAddresses.of(ports)
     )
     return env["api"]["FULCRUM_API_AMPHORA_DRIVER"]
 

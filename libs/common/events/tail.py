@@ -45,7 +45,8 @@ class TailOptions:
 
     ``nats_url`` may name several servers (comma-separated). Unset connection fields come
     from ``FULCRUM_NATS_<FIELD>`` (``FULCRUM_NATS_URL``, ``FULCRUM_NATS_PASSWORD`` ...), then
-    from the state dir's ``nats.url``, ``nats.user`` and ``nats.password`` files.
+    from the state dir's ``nats.url``, ``nats.user``, ``nats.password`` and ``nats.ca`` (the
+    path of the CA verifying the servers) files.
     """
 
     nats_url: str | None = None
@@ -72,7 +73,7 @@ class TailUnavailable(InfrastructureError):
 
 def _resolve_settings(options: TailOptions) -> NatsSettings:
     """The connection settings: each from the option, else ``FULCRUM_NATS_<FIELD>``, else
-    (URL and user/password only) the state dir's file; raises TailUnavailable when they
+    (URL, user/password and CA only) the state dir's file; raises TailUnavailable when they
     contradict each other (two kinds of credentials, a user without password ...)."""
     state = Path(options.state_dir)
 
@@ -92,7 +93,7 @@ def _resolve_settings(options: TailOptions) -> NatsSettings:
         "password": pick("password", options.password, "nats.password"),
         "token": pick("token", options.token),
         "creds_file": pick("creds_file", options.creds_file),
-        "tls_ca_file": pick("tls_ca_file", options.tls_ca_file),
+        "tls_ca_file": pick("tls_ca_file", options.tls_ca_file, "nats.ca"),
         "tls_cert_file": pick("tls_cert_file", options.tls_cert_file),
         "tls_key_file": pick("tls_key_file", options.tls_key_file),
     }

@@ -21,6 +21,7 @@ import asyncpg
 import pytest
 
 from deploy.local.embedded import _parent_death_signal
+from deploy.local.nats_auth import NatsTls
 from deploy.local.nats_cluster import NatsCluster, RunningNatsCluster
 from deploy.local.ports import free_tcp_port
 from libs.common.domain import commands as c
@@ -32,9 +33,11 @@ REPO = Path(__file__).resolve().parents[3]
 
 @pytest.fixture
 def nats_cluster(tmp_path: Path) -> Iterator[RunningNatsCluster]:
-    """Three ``nats-server`` nodes with routes and per-service users, healthy; stopped (by pid)
-    at the end, also on failure."""
-    with NatsCluster(tmp_path / "nats-cluster", size=3).run(start_timeout=30.0) as running:
+    """Three ``nats-server`` nodes with TLS routes, TLS clients and per-service users with
+    their permissions, healthy; stopped (by pid) at the end, also on failure."""
+    tls = NatsTls.from_deployment_ca(tmp_path / "ca", tmp_path / "nats-tls", "127.0.0.1")
+    cluster = NatsCluster(tmp_path / "nats-cluster", size=3, tls=tls)
+    with cluster.run(start_timeout=30.0) as running:
         yield running
 
 

@@ -28,7 +28,6 @@ from libs.common.eventstore import PostgresEventStore
 from libs.common.pki import DeploymentCA
 from libs.common.private_files import write_private_file
 from libs.common.repository import LoadBalancerRepository
-from libs.common.settings import NatsSettings
 from tests import builders as b
 from tests.integration.cluster.nats_fixtures import (  # noqa: F401 (fixtures)
     ServiceProcess,
@@ -55,10 +54,10 @@ async def harness(
     pg_dsn: str,
     nats_cluster: RunningNatsCluster,  # noqa: F811
 ) -> AsyncIterator[Harness]:
-    """Relay and a durable consumer (recording effects) against the cluster, as the api
-    service's NATS user; the stream at R3."""
+    """Relay and a durable consumer (recording effects) against the cluster, as the
+    provisioner's NATS user (the service with consumers); the stream at R3."""
     await db.execute(EFFECTS_DDL)
-    settings = nats_cluster.cluster.settings_for("api", ack_wait=5.0, max_deliver=5)
+    settings = nats_cluster.cluster.settings_for("provisioner", ack_wait=5.0, max_deliver=5)
     nc = await bus.connect(settings, "setup")
     try:
         # Made at R1 first, as a one-node deployment left it: ensure_stream scales it up.
@@ -180,7 +179,9 @@ async def test_wrong_credentials_are_refused_and_the_reader_only_reads(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     cluster = nats_cluster.cluster
+    assert cluster.tls is not None
     good = cluster.credentials_for("health")
+    verified = ssl.create_default_context(cafile=str(cluster.tls.ca_file))
     for user, password in ((good.user, "wrong"), ("intruder", good.password), (None, None)):
         refused = NatsClient()
         try:
@@ -189,6 +190,7 @@ async def test_wrong_credentials_are_refused_and_the_reader_only_reads(
                     cluster.urls,
                     user=user,
                     password=password,
+                    tls=verified,
                     allow_reconnect=False,
                     connect_timeout=2,
                 )
@@ -209,22 +211,28 @@ async def test_wrong_credentials_are_refused_and_the_reader_only_reads(
         await nc.close()
 
     reader = cluster.credentials_for(EVENTS_READER)
+    ca_file = str(cluster.tls.ca_file)
     options = TailOptions(
         nats_url=",".join(cluster.urls),
         user=reader.user,
         password=reader.password,
+        tls_ca_file=ca_file,
         from_start=True,
         count=1,
     )
     assert await tail_events(options) == 0
     assert '"stream_sequence": 1' in capsys.readouterr().out
     refused_tail = TailOptions(
-        nats_url=",".join(cluster.urls), user=reader.user, password="wrong", connect_timeout=2.0
+        nats_url=",".join(cluster.urls),
+        user=reader.user,
+        password="wrong",
+        tls_ca_file=ca_file,
+        connect_timeout=2.0,
     )
     assert await tail_events(refused_tail) == 2
     assert "refused the credentials" in capsys.readouterr().err
 
-    reading = NatsSettings(servers=cluster.urls, user=reader.user, password=reader.password)
+    reading = cluster.settings_for(EVENTS_READER)
     nc = await bus.connect(reading, "reader")
     try:
         js = nc.jetstream(timeout=2.0)
