@@ -36,6 +36,11 @@ def test_the_unavailable_answer_is_a_json_503() -> None:
     assert yaml.safe_load(body)["faultcode"] == "Server"
 
 
+def service_of(replica: str) -> str:
+    """``api`` of ``api-1``."""
+    return replica.rsplit("-", 1)[0]
+
+
 def test_the_compose_profile_has_the_cluster_topology() -> None:
     compose = yaml.safe_load((REPO / "deploy" / "compose.yaml").read_text())
     services = compose["services"]
@@ -44,17 +49,19 @@ def test_the_compose_profile_has_the_cluster_topology() -> None:
     replicas: set[str] = set()
     for service in ("api", "provisioner", "health", "housekeeping"):
         replicas |= set(replica_names(service))
-    assert cluster == infrastructure | replicas | {"front"}
+    assert cluster == infrastructure | replicas | {"front", "migrate-cluster"}
     for name in replicas:
         env = services[name]["environment"]
         servers = next(v for k, v in env.items() if k.endswith("NATS__SERVERS"))
-        assert servers.count("nats://nats-") == 3
+        assert servers.count("tls://nats-") == 3
         dsn = next(v for k, v in env.items() if k.endswith("POSTGRES__DSN"))
-        assert dsn.startswith("postgresql://postgres@pg0:5432,pg1:5432/")
+        assert dsn.startswith(f"postgresql://fulcrum_{service_of(name)}@pg0:5432,pg1:5432/")
         assert dsn.endswith("?target_session_attrs=read-write")
         needs = services[name]["depends_on"]
         assert "postgres" not in needs
-        assert all(needs[m] == {"condition": "service_healthy"} for m in ("pg0", "pg1"))
+        assert needs["migrate-cluster"] == {"condition": "service_completed_successfully"}
+    migrate_needs = services["migrate-cluster"]["depends_on"]
+    assert all(migrate_needs[m] == {"condition": "service_healthy"} for m in ("pg0", "pg1"))
     for member in ("pg0", "pg1"):
         svc = services[member]
         assert svc["command"] == ["patroni", member]
@@ -88,7 +95,7 @@ def test_the_compose_patroni_configs_are_the_local_ones_but_for_addresses(tmp_pa
     assert member["postgresql"]["connect_address"] == "pg1:5432"
     assert member["restapi"]["connect_address"] == "pg1:8008"
     assert member["etcd3"]["hosts"] == ["etcd:2379"]
-    assert all("0.0.0.0/0 scram-sha-256" in rule for rule in member["postgresql"]["pg_hba"])
+    assert all(rule.endswith(" samenet scram-sha-256") for rule in member["postgresql"]["pg_hba"])
     etcd = yaml.safe_load(render_for_compose(tmp_path, "etcd").read_text())
     assert etcd["advertise-client-urls"] == "http://etcd:2379"
     assert etcd["initial-cluster"] == "etcd0=http://etcd:2380"
