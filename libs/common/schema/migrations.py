@@ -11,6 +11,7 @@ from libs.common.schema import (
     v003_snapshots,
     v004_member_stats,
     v005_token_revocations,
+    v006_list_order,
 )
 
 
@@ -29,4 +30,5 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
     Migration(3, "snapshots", v003_snapshots.SQL),
     Migration(4, "member_stats", v004_member_stats.SQL),
     Migration(5, "token_revocations", v005_token_revocations.SQL),
+    Migration(6, "list_order", v006_list_order.SQL),
 )

@@ -353,22 +353,32 @@ def _conditions(query: ListQuery, params: list[Any]) -> list[str]:
 
 
 def _after_marker(query: ListQuery, marker: asyncpg.Record, params: list[Any]) -> str:
-    """Keyset condition: rows strictly after the marker row in the (possibly reversed) order."""
+    """Keyset condition: rows strictly after the marker row in the (possibly reversed) order.
+
+    When every key runs one way, a row comparison ``(k1, k2, ...) > (v1, v2, ...)``, which an
+    index in that order answers by seeking; else the equivalent expansion
+    ``k1 > v1 OR (k1 = v1 AND k2 > v2) OR ...``."""
     body = json.loads(marker["body"])
-    terms: list[str] = []
-    equal: list[str] = []
+    exprs: list[str] = []
+    values: list[str] = []
+    ops: list[str] = []
     for attr, desc in query.sort:
-        expr = _sort_expr(query.kind, attr)
+        exprs.append(_sort_expr(query.kind, attr))
         if attr == "created_at":
             params.append(marker["created_at"])
-            value = f"${len(params)}"
+            values.append(f"${len(params)}")
         elif attr in query.kind.columns:
             params.append(marker[query.kind.columns[attr]])
-            value = f"${len(params)}"
+            values.append(f"${len(params)}")
         else:
             params.append(json.dumps(body.get(attr)))
-            value = f"${len(params)}::jsonb"
-        op = "<" if desc != query.page_reverse else ">"
+            values.append(f"${len(params)}::jsonb")
+        ops.append("<" if desc != query.page_reverse else ">")
+    if len(set(ops)) == 1:
+        return f"({', '.join(exprs)}) {ops[0]} ({', '.join(values)})"
+    terms: list[str] = []
+    equal: list[str] = []
+    for expr, value, op in zip(exprs, values, ops, strict=True):
         terms.append("(" + " AND ".join([*equal, f"{expr} {op} {value}"]) + ")")
         equal.append(f"{expr} = {value}")
     return "(" + " OR ".join(terms) + ")"
