@@ -12,6 +12,7 @@ from libs.common.schema import (
     v004_member_stats,
     v005_token_revocations,
     v006_service_roles,
+    v007_list_order,
 )
 
 
@@ -31,4 +32,5 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
     Migration(4, "member_stats", v004_member_stats.SQL),
     Migration(5, "token_revocations", v005_token_revocations.SQL),
     Migration(6, "service_roles", v006_service_roles.SQL),
+    Migration(7, "list_order", v007_list_order.SQL),
 )
