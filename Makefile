@@ -86,7 +86,7 @@ $(ANSIBLE_VENV)/.installed: $(ANSIBLE_REQUIREMENTS) | sysdeps
 
 test: venv ansible-venv sysdeps
 	FULCRUM_ANSIBLE_VENV=$(abspath $(ANSIBLE_VENV)) $(VENV)/bin/pytest -q -x --timeout=300 \
-	  -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS) tests
+	  -n $(TEST_WORKERS) --dist loadscope $(PYTEST_ARGS) tests
 
 # Exit status 5 means "no tests collected": an empty folder is not a failure.
 test-e2e: ansible-venv

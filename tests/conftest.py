@@ -13,6 +13,7 @@ import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any, Final
 
 import pytest
 
@@ -103,16 +104,45 @@ def nats_factory(tmp_path: Path) -> Iterator[EmbeddedNats]:
         server.stop()
 
 
+# Tests that share one thing of the machine and must not run at once: the checkout's private
+# docker engine (with its fixed network names), and the netns labs (they pick free /24s without
+# a lock). Every test marked `docker` or `netns` must live under one of these paths.
+_SHARED_RESOURCES: Final = {
+    "docker": ("tests/integration/docker/", "tests/e2e/test_compose.py"),
+    "netns": ("tests/integration/netns/",),
+}
+
+
+def shared_resource(nodeid: str) -> str | None:
+    """The shared resource the test ``nodeid`` uses (a key of ``_SHARED_RESOURCES``), if any."""
+    for resource, paths in _SHARED_RESOURCES.items():
+        if nodeid.startswith(paths):
+            return resource
+    return None
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Groups for pytest-xdist (`make test` runs ``-n 2 --dist loadgroup``): every test of a
-    module runs on one worker, so module fixtures (a whole ``fulcrum up``) start once; the
-    docker tests share one worker (they share the checkout's private engine), and so do the
-    netns tests (their labs pick free /24s without a lock)."""
+    """A test marked ``docker`` or ``netns`` outside its resource's paths is an error: it would
+    run beside the others on another xdist worker."""
     for item in items:
-        if item.get_closest_marker("docker"):
-            group = "docker"
-        elif item.get_closest_marker("netns"):
-            group = "netns"
-        else:
-            group = item.nodeid.split("::", 1)[0]
-        item.add_marker(pytest.mark.xdist_group(group))
+        for resource in _SHARED_RESOURCES:
+            if item.get_closest_marker(resource) and shared_resource(item.nodeid) != resource:
+                paths = _SHARED_RESOURCES[resource]
+                raise pytest.UsageError(
+                    f"{item.nodeid} is marked {resource}: move it under {paths} (tests/conftest.py)"
+                )
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """With ``--dist loadscope`` (`make test`: ``-n 2 --dist loadscope``), a scope is a test
+    module, so its module fixtures (a whole ``fulcrum up``) start once, except that every test
+    of one shared resource (``_SHARED_RESOURCES``) is one scope, run on one worker."""
+    if config.getvalue("dist") != "loadscope":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class SharedResourceScheduling(LoadScopeScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            return shared_resource(nodeid) or nodeid.split("::", 1)[0]
+
+    return SharedResourceScheduling(config, log)

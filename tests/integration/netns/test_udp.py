@@ -250,10 +250,13 @@ async def test_udp_balancing_persistence_failover_and_live_members(
     # new flows all go to u1, the member with the fewest.
     assert await asyncio.to_thread(ask, lab, vip, 8, 6) == Counter({"u0": 6})
     await change(repo, lb.id, c.CreateChild(child=b.member(least_pool, 9002, client)))
-    await asyncio.sleep(1.0)  # one count of the flows (every 0.5 s)
-    least = await asyncio.to_thread(ask, lab, vip, 8, 4)
+    # Once the agent has u1 in the map (the change applied, then a count of the flows every
+    # 0.5 s), u1 has the fewest; until then new flows still land on u0 and only widen the gap.
+    deadline = time.monotonic() + 20
+    while (least := await asyncio.to_thread(ask, lab, vip, 8, 4)) != Counter({"u1": 4}):
+        assert time.monotonic() < deadline, f"u1 never took the new flows: {dict(least)}"
+        await asyncio.sleep(0.5)
     print(f"UDP LEAST_CONNECTIONS after 6 flows on u0, 4 new flows: {dict(least)}")
-    assert least == Counter({"u1": 4})
 
     # Failover: u0 dies; the monitor takes it out, every client now gets u1.
     echo["u0"].send_signal(signal.SIGKILL)
