@@ -59,6 +59,7 @@ __all__ = [
     "DockerdError",
     "PrivateDockerd",
     "host_lock",
+    "networks_in_use",
     "reserved_subnets",
     "slot_config",
 ]
@@ -160,7 +161,7 @@ def reserved_subnets(candidates: Sequence[str], count: int) -> Iterator[list[str
     held: list[tuple[str, Any]] = []
     try:
         with host_lock():
-            used = _routed_networks()
+            used = networks_in_use()
             for candidate in candidates:
                 network = ipaddress.ip_network(candidate)
                 if not network.subnet_of(_ALLOWED_RANGE):  # type: ignore[arg-type]
@@ -277,7 +278,7 @@ class PrivateDockerd:
             return
         recorded = self._recorded_slot()
         order = ([recorded] if recorded is not None else []) + list(range(_SLOTS))
-        routes = _routed_networks()
+        routes = networks_in_use()
         for slot in order:
             config = slot_config(slot)
             alias = _link_alias(config.bridge)
@@ -650,14 +651,30 @@ def _link_alias(name: str) -> str | None:
     return str(links[0].get("ifalias") or "") if links else None
 
 
-def _routed_networks() -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
-    """The destinations of the host's IPv4 routes (main table; default excluded)."""
-    out = _run(["ip", "-4", "-j", "route", "show"], check=False)
-    return [
-        ipaddress.ip_network(route["dst"], strict=False)
-        for route in json.loads(out.stdout or "[]")
-        if route.get("dst") not in (None, "default")
-    ]
+def networks_in_use() -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    """The IPv4 networks a new bridge must not take: the destinations of the host's routes
+    (main table; default excluded), the networks of every link's addresses (a bridge left DOWN
+    by a killed engine has no route but keeps its address), and the sources of NAT rules (a
+    killed engine's ``-s <subnet> ! -o <its bridge> -j MASQUERADE`` would rewrite, and so
+    break, the traffic of a new bridge on that subnet, VRRP among others)."""
+    used: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
+    routes = _run(["ip", "-4", "-j", "route", "show"], check=False)
+    for route in json.loads(routes.stdout or "[]"):
+        if route.get("dst") not in (None, "default"):
+            used.append(ipaddress.ip_network(route["dst"], strict=False))
+    links = _run(["ip", "-4", "-j", "addr", "show"], check=False)
+    for link in json.loads(links.stdout or "[]"):
+        for address in link.get("addr_info", []):
+            network = ipaddress.ip_network(f"{address['local']}/{address['prefixlen']}", False)
+            if not network.is_loopback:
+                used.append(network)
+    for line in _iptables_tables().get("nat", []):
+        words = line.split()
+        for flag, value in zip(words, words[1:], strict=False):
+            if flag == "-s":
+                with contextlib.suppress(ValueError):
+                    used.append(ipaddress.ip_network(value, strict=False))
+    return used
 
 
 def _read_ip_forward() -> str:
