@@ -13,6 +13,7 @@ from pathlib import Path
 import asyncpg
 import nats
 import nats.errors
+import nats.js.errors
 import pytest
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
@@ -206,7 +207,16 @@ async def test_wrong_credentials_are_refused_and_the_reader_only_reads(
     try:
         js = nc.jetstream(timeout=2.0)
         await bus.ensure_stream(js, settings)
-        await js.publish(f"{subjects.PREFIX}.amphora.a1.AmphoraDeleted", b"{}")
+
+        async def published() -> bool:
+            """The R3 stream answers once its replicas have elected a leader."""
+            try:
+                await js.publish(f"{subjects.PREFIX}.amphora.a1.AmphoraDeleted", b"{}")
+            except nats.js.errors.NoStreamResponseError:
+                return False
+            return True
+
+        await eventually(published, timeout=15.0, what="the new stream to take a publish")
     finally:
         await nc.close()
 
