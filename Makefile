@@ -18,8 +18,10 @@ CLUSTER_HOSTS ?= $(shell [ "$$(id -u)" -eq 0 ] && echo 2 || echo 0)
 UP_ARGS ?= --state-dir $(STATE)
 UP_TIMEOUT ?= 130
 PYTEST_ARGS ?=
-# `make test` runs on this many pytest-xdist workers (tests/conftest.py groups what must share one).
+# `make test` runs on this many pytest-xdist workers (tests/conftest.py groups what must share one),
+# then SERIAL_TESTS on one: schemathesis' generated tests are not run by xdist workers.
 TEST_WORKERS ?= 2
+SERIAL_TESTS := tests/integration/api/test_schemathesis.py
 
 export DEBIAN_FRONTEND := noninteractive
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
@@ -86,7 +88,8 @@ $(ANSIBLE_VENV)/.installed: $(ANSIBLE_REQUIREMENTS) | sysdeps
 
 test: venv ansible-venv sysdeps
 	FULCRUM_ANSIBLE_VENV=$(abspath $(ANSIBLE_VENV)) $(VENV)/bin/pytest -q -x --timeout=300 \
-	  -n $(TEST_WORKERS) --dist loadscope $(PYTEST_ARGS) tests
+	  -n $(TEST_WORKERS) --dist loadscope --ignore=$(SERIAL_TESTS) $(PYTEST_ARGS) tests
+	$(VENV)/bin/pytest -q -x --timeout=300 $(PYTEST_ARGS) $(SERIAL_TESTS)
 
 # Exit status 5 means "no tests collected": an empty folder is not a failure.
 test-e2e: ansible-venv
