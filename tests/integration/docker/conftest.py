@@ -88,19 +88,26 @@ def remove_test_resources(client: docker.DockerClient) -> None:
                 found.remove()
 
 
+def create_test_network(
+    client: docker.DockerClient, network: DockerNetworkSettings, internal: bool
+) -> None:
+    """One test network (IPv4), labelled for the test deployment, as the driver makes it."""
+    pool = docker.types.IPAMPool(
+        subnet=network.subnet, gateway=network.gateway, iprange=network.ip_range
+    )
+    client.networks.create(
+        network.name,
+        driver="bridge",
+        internal=internal,
+        ipam=docker.types.IPAMConfig(pool_configs=[pool]),
+        labels={LABEL_DEPLOYMENT: DEPLOYMENT},
+    )
+
+
 def create_test_networks(client: docker.DockerClient) -> None:
     """The test VIP and management networks, as the driver makes them (it finds them then)."""
-    for network, internal in ((VIP_NETWORK, False), (MGMT_NETWORK, True)):
-        pool = docker.types.IPAMPool(
-            subnet=network.subnet, gateway=network.gateway, iprange=network.ip_range
-        )
-        client.networks.create(
-            network.name,
-            driver="bridge",
-            internal=internal,
-            ipam=docker.types.IPAMConfig(pool_configs=[pool]),
-            labels={LABEL_DEPLOYMENT: DEPLOYMENT},
-        )
+    create_test_network(client, VIP_NETWORK, internal=False)
+    create_test_network(client, MGMT_NETWORK, internal=True)
 
 
 @dataclass

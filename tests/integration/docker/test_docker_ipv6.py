@@ -18,14 +18,13 @@ from aiohttp import web
 from libs.common.domain import commands as c
 from libs.common.eventstore import PostgresEventStore
 from libs.common.repository import LoadBalancerRepository
-from services.provisioner.drivers.docker import LABEL_DEPLOYMENT
 from services.provisioner.settings import DockerNetworkSettings
 from tests import builders as b
 from tests.integration.docker.conftest import (
-    DEPLOYMENT,
     MGMT_NETWORK,
     VIP_NETWORK,
     backend_containers,
+    create_test_network,
     driver_settings,
     wait_http,
 )
@@ -63,16 +62,7 @@ async def dual_stack_provisioner(
 ) -> AsyncIterator[web.Application]:
     """The provisioner on the docker driver with the test VIP network made dual stack (the
     driver creates it; ``clean_engine`` removes it afterwards)."""
-    pool = docker.types.IPAMPool(
-        subnet=MGMT_NETWORK.subnet, gateway=MGMT_NETWORK.gateway, iprange=MGMT_NETWORK.ip_range
-    )
-    clean_engine.networks.create(
-        MGMT_NETWORK.name,
-        driver="bridge",
-        internal=True,
-        ipam=docker.types.IPAMConfig(pool_configs=[pool]),
-        labels={LABEL_DEPLOYMENT: DEPLOYMENT},
-    )
+    create_test_network(clean_engine, MGMT_NETWORK, internal=True)
     settings = driver_settings(docker_host, vip_networks=[DUAL_STACK])
     async with running_provisioner(pg_dsn, nats_url, tmp_path, docker_host, docker=settings) as app:
         yield app
