@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Final
@@ -26,6 +27,7 @@ import asyncpg
 
 from deploy.local.ports import LOOPBACK
 from deploy.local.state import SERVICES
+from libs.common.database import DATABASE_ERRORS, connect_or_unavailable, database_unavailable
 from libs.common.private_files import kept_secret
 from libs.common.schema import upgrade
 
@@ -40,6 +42,10 @@ __all__ = [
 ]
 
 OWNER: Final = "fulcrum_owner"
+# The image's ``migrate`` command waits this long for a primary (compose starts it once the
+# servers answer their health checks, which a Patroni member does before it is writable).
+_MIGRATE_WAIT: Final = 120.0
+_RETRY_INTERVAL: Final = 1.0
 HBA_RULES: Final = f"local all all trust\nhost all all {LOOPBACK}/32 scram-sha-256\n"
 
 
@@ -138,17 +144,34 @@ $$;
 """
 
 
-def provision_roles(admin_dsn: str, logins: PostgresLogins) -> None:
-    """``provision`` for every service, connecting to ``admin_dsn`` (blocking)."""
+def provision_roles(admin_dsn: str, logins: PostgresLogins, wait: float = 0.0) -> None:
+    """``provision`` for every service, connecting to ``admin_dsn`` (blocking). For up to
+    ``wait`` seconds a server that cannot be reached, is starting, or has no primary yet (a
+    Patroni cluster electing one) is waited for and the whole provisioning, which is
+    idempotent, run again; any other error, or an outage past ``wait``, raises."""
 
     async def run() -> None:
-        admin = await asyncpg.connect(admin_dsn)
+        admin = await connect_or_unavailable(admin_dsn)
         try:
             await provision(admin, logins, SERVICES)
         finally:
             await admin.close()
 
-    asyncio.run(run())
+    async def run_when_available() -> None:
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                await run()
+                return
+            except DATABASE_ERRORS as exc:
+                if not database_unavailable(exc) or time.monotonic() >= deadline:
+                    raise
+                print(
+                    f"postgres_roles: Postgres not available yet ({exc}); retrying", file=sys.stderr
+                )
+                await asyncio.sleep(_RETRY_INTERVAL)
+
+    asyncio.run(run_when_available())
 
 
 def main(argv: list[str]) -> int:
@@ -160,7 +183,7 @@ def main(argv: list[str]) -> int:
             file=sys.stderr,
         )
         return 2
-    provision_roles(argv[0], PostgresLogins(Path(argv[2]), argv[1]))
+    provision_roles(argv[0], PostgresLogins(Path(argv[2]), argv[1]), wait=_MIGRATE_WAIT)
     return 0
 
 

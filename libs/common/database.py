@@ -19,6 +19,7 @@ from libs.common.settings import PostgresSettings
 
 __all__ = [
     "DATABASE_ERRORS",
+    "connect_or_unavailable",
     "create_pool",
     "database_unavailable",
     "ping",

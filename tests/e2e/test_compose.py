@@ -239,7 +239,10 @@ def _stack_up_down(
     amphorae removed and `down -v`."""
     try:
         started = time.monotonic()
-        running.run("up", "-d", *services)
+        try:
+            running.run("up", "-d", *services)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{running.logs()}") from exc
         try:
             wait_http(f"{running.api}/healthz", 120)
         except OSError as exc:

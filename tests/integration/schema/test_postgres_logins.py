@@ -92,3 +92,39 @@ async def test_services_log_in_as_their_roles_and_only_the_socket_trusts_the_sup
                 await conn.fetch("SELECT sealed FROM secrets")
         finally:
             await conn.close()
+
+
+async def test_provisioning_waits_for_a_server_that_is_not_up_yet(tmp_path: Path) -> None:
+    """The image's ``migrate`` may start before its server takes connections (a Patroni
+    member reports healthy before it is a writable primary): it waits, then provisions."""
+    pg = EmbeddedPostgres(tmp_path / "pg", settings=UNSAFE_FAST_SETTINGS)  # trusts 127.0.0.1
+    pg.start()
+    pg.stop()
+    logins = PostgresLogins(tmp_path / "logins", pg.dsn)
+    provisioning = asyncio.create_task(
+        asyncio.to_thread(provision_roles, pg.dsn, logins, wait=60)
+    )
+    try:
+        await asyncio.sleep(1.5)
+        assert not provisioning.done(), provisioning  # refused so far, still waiting
+        pg.start()
+        await asyncio.wait_for(provisioning, 60)
+        owner = await asyncpg.connect(logins.owner_dsn)
+        try:
+            assert await current_version(owner) == len(MIGRATIONS)
+        finally:
+            await owner.close()
+    finally:
+        pg.stop()
+
+
+async def test_provisioning_does_not_wait_out_a_refused_login(
+    server: EmbeddedPostgres, tmp_path: Path
+) -> None:
+    """A server that answers and refuses the login is a configuration error: no waiting."""
+    logins = PostgresLogins(tmp_path / "logins", server.dsn)
+    refused = asyncio.create_task(
+        asyncio.to_thread(provision_roles, server.dsn, logins, wait=600)  # no password: refused
+    )
+    with pytest.raises(asyncpg.InvalidAuthorizationSpecificationError):
+        await asyncio.wait_for(refused, 30)
