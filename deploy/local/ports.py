@@ -10,7 +10,9 @@ claims a VIP range 127.<N>.0.0/16 of its own, so stacks side by side never share
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import socket
 import tempfile
 from collections.abc import Callable
@@ -18,11 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from deploy.local.state import StackError, StackPaths, pid_alive
+from deploy.local.state import StackError, StackPaths, fulcrum_process_alive, pid_alive
 
 LOOPBACK: Final = "127.0.0.1"
 DEFAULT_API_PORT: Final = 9876
-# Claims of VIP ranges by the stacks of this host: ``127.<N>`` holds the claimant's state dir.
+# Claims of VIP ranges by the stacks of this host: ``127.<N>`` holds the claimant's state dir
+# and the pid of the process that claimed it.
 VIP_CLAIMS: Final = Path(tempfile.gettempdir()) / "fulcrum-vip-ranges"
 
 
@@ -221,24 +224,34 @@ def _loopback_listener_octets() -> set[int]:
 
 
 def _claimed_by_another(octet: int, state: Path) -> bool:
+    """Whether another stack holds ``127.<octet>``: its claim names another state dir and
+    that stack's supervisor runs, or the process that claimed it (a start still under way,
+    before its supervisor is up) does."""
     try:
-        claimant = Path((VIP_CLAIMS / f"127.{octet}").read_text().strip())
+        claimant, _, claimer = (VIP_CLAIMS / f"127.{octet}").read_text().partition("\n")
     except OSError:
         return False
-    return claimant != state and pid_alive(StackPaths(claimant).supervisor_pid) is not None
+    if Path(claimant.strip()) == state:
+        return False
+    if pid_alive(StackPaths(Path(claimant.strip())).supervisor_pid) is not None:
+        return True
+    return claimer.strip().isdigit() and fulcrum_process_alive(int(claimer))
 
 
 def _vip_octet(saved: int | None, state: Path) -> int:
     """This stack's VIP range 127.<N>.0.0/16: the last start's, else the first of 77-126 that
-    no running stack claims and nothing listens in (127.0 is everyone's loopback); claimed in
-    ``VIP_CLAIMS`` for this state dir."""
-    used = _loopback_listener_octets()
+    no running or starting stack claims and nothing listens in (127.0 is everyone's
+    loopback); claimed in ``VIP_CLAIMS`` for this state dir and this process, under a lock so
+    that stacks starting at the same moment never take the same range."""
     VIP_CLAIMS.mkdir(exist_ok=True)
-    for octet in (saved, *range(77, 127)):
-        if not octet or _claimed_by_another(octet, state):
-            continue
-        if octet in used and octet != saved:
-            continue
-        (VIP_CLAIMS / f"127.{octet}").write_text(str(state))
-        return int(octet)
+    with (VIP_CLAIMS / ".lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        used = _loopback_listener_octets()
+        for octet in (saved, *range(77, 127)):
+            if not octet or _claimed_by_another(octet, state):
+                continue
+            if octet in used and octet != saved:
+                continue
+            (VIP_CLAIMS / f"127.{octet}").write_text(f"{state}\n{os.getpid()}\n")
+            return int(octet)
     raise StackError("every VIP range 127.77-127.126.0.0/16 is taken; stop a stack first")

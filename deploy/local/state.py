@@ -153,9 +153,17 @@ def pid_alive(pid_file: Path) -> int | None:
     command line (a reused pid does not count)."""
     try:
         pid = int(pid_file.read_text())
-        command_line = Path(f"/proc/{pid}/cmdline").read_bytes()
     except (OSError, ValueError):
         return None
+    return pid if fulcrum_process_alive(pid) else None
+
+
+def fulcrum_process_alive(pid: int) -> bool:
+    """Whether ``pid`` runs a Fulcrum or supervisord command line (a reused pid does not)."""
+    try:
+        command_line = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
     if b"supervisor" not in command_line and b"fulcrum" not in command_line:
-        return None
-    return pid if running(pid) else None
+        return False
+    return running(pid)
