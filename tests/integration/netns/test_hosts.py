@@ -25,9 +25,8 @@ from libs.common.domain.model import Topology
 from libs.common.events import Metadata
 from services.provisioner.app import PROVISIONER
 from tests.integration.netns.host_loss import (
-    AS_OUTAGE_GOAL,
     HOSTS,
-    SINGLE_BACK_GOAL,
+    SINGLE_BACK_BOUND,
     answers_from_root,
     create_scene,
     hosts_of,
@@ -35,6 +34,7 @@ from tests.integration.netns.host_loss import (
     two_hosts,
 )
 from tests.integration.netns.lab import NetnsLab
+from tests.integration.netns.tools import AS_OUTAGE_BOUND
 from tests.integration.provisioner.test_process_lifecycle import META, wait_status
 
 pytestmark = pytest.mark.netns
@@ -75,10 +75,10 @@ async def test_pairs_span_both_hosts_and_a_lost_host_is_rebuilt_on_the_other(
         # The lost host's amphorae are gone from it too (its namespaces deleted).
         assert await stack.host(lost).list() == []
         # The survivors kept serving: each pair's BACKUP (or untouched MASTER) took the VIP.
-        assert seen[vip_a].longest_gap <= AS_OUTAGE_GOAL, seen[vip_a]
-        assert seen[vip_b].longest_gap <= AS_OUTAGE_GOAL, seen[vip_b]
+        assert seen[vip_a].longest_gap <= AS_OUTAGE_BOUND, seen[vip_a]
+        assert seen[vip_b].longest_gap <= AS_OUTAGE_BOUND, seen[vip_b]
         back = seen[vip_s].recovered_after
-        assert back is not None and back <= SINGLE_BACK_GOAL, seen[vip_s]
+        assert back is not None and back <= SINGLE_BACK_BOUND, seen[vip_s]
         # Soft anti-affinity: with one live host left, each pair is whole on it (degraded).
         for lb_id in (pair_a, pair_b):
             await stack.wait_pair(lb_id)

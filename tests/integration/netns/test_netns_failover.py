@@ -31,12 +31,10 @@ from services.provisioner.drivers import AmphoraHandle
 from services.provisioner.drivers.netns import namespace_exists
 from tests.integration.netns.conftest import NetnsProvisioner
 from tests.integration.netns.lab import NetnsLab, host_addresses, kill_everything_in
+from tests.integration.netns.tools import AS_OUTAGE_BOUND
 from tests.integration.provisioner.test_process_lifecycle import META, wait_status
 
 pytestmark = pytest.mark.netns
-
-# The brief's bound for the client-visible outage when the MASTER dies (goal: 0.5 s).
-AS_OUTAGE_BOUND = 1.0
 
 
 @pytest.fixture

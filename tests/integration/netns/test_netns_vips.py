@@ -33,13 +33,13 @@ from tests import builders as b
 from tests.integration.netns.conftest import NetnsProvisioner
 from tests.integration.netns.lab import NetnsLab, host_addresses, kill_everything_in
 from tests.integration.netns.test_netns_failover import (
-    AS_OUTAGE_BOUND,
     keepalived_conf,
     lb_handles,
     unicast,
     vrrp,
     wait_vrrp_states,
 )
+from tests.integration.netns.tools import AS_OUTAGE_BOUND
 from tests.integration.provisioner.test_process_lifecycle import META, wait_status
 
 pytestmark = pytest.mark.netns
