@@ -48,6 +48,8 @@ _FLOWING: Final = _IN_SERVICE | {UdpMemberState.DRAIN}
 _NO_TRAFFIC: Final = {"conns": 0, "rx": 0, "tx": 0, "totconns": 0, "ereq": 0}
 # Seconds between two counts of a LEAST_CONNECTIONS listener's flows.
 LC_INTERVAL: Final = 0.5
+# Seconds a conntrack listing or deletion may take before it is killed (and counts as failed).
+CONNTRACK_TIMEOUT: Final = 5.0
 
 # (listener id, member id)
 MemberKey = tuple[str, str]
@@ -215,7 +217,7 @@ class UdpDataPlane:
                 stdout=asyncio.subprocess.DEVNULL,
                 stderr=asyncio.subprocess.DEVNULL,
             )  # fmt: skip
-            await process.wait()
+            await _finished(process)
 
     # -- monitors ------------------------------------------------------------------------
 
@@ -278,8 +280,12 @@ class UdpDataPlane:
                     if li.algorithm is UdpAlgorithm.LEAST_CONNECTIONS
                 }
                 if least != self._least:
-                    self._least = least
-                    await self._refresh()
+                    counted, self._least = self._least, least
+                    try:
+                        await self._refresh()
+                    except BaseException:
+                        self._least = counted  # not in the maps: the next round tries again
+                        raise
             except Exception:
                 log.exception("udp: least-connections balancing failed this round")
             await asyncio.sleep(LC_INTERVAL)
@@ -301,7 +307,7 @@ class UdpDataPlane:
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.DEVNULL,
             )  # fmt: skip
-            out, _ = await process.communicate()
+            out = await _finished(process)
             for reply in flow_replies(out.decode(errors="replace")):
                 member = members.get(reply)
                 if member is not None:
@@ -348,3 +354,15 @@ def _enable_forwarding() -> None:
     for path in _FORWARDING:
         with contextlib.suppress(OSError):
             path.write_text("1\n")
+
+
+async def _finished(process: asyncio.subprocess.Process) -> bytes:
+    """``process``'s standard output once it exits; killed after ``CONNTRACK_TIMEOUT`` (a
+    hung conntrack must not stall the balancing or a config change): TimeoutError then."""
+    try:
+        out, _ = await asyncio.wait_for(process.communicate(), CONNTRACK_TIMEOUT)
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+        raise
+    return out or b""

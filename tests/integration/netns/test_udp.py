@@ -254,7 +254,9 @@ async def test_udp_balancing_persistence_failover_and_live_members(
     # 0.5 s), u1 has the fewest; until then new flows still land on u0 and only widen the gap.
     deadline = time.monotonic() + 20
     while (least := await asyncio.to_thread(ask, lab, vip, 8, 4)) != Counter({"u1": 4}):
-        assert time.monotonic() < deadline, f"u1 never took the new flows: {dict(least)}"
+        if time.monotonic() > deadline:
+            status = await prov.app[CONFIGURATOR].client(handle).udp_status()
+            raise AssertionError(f"u1 never took the new flows: {dict(least)}; agent: {status}")
         await asyncio.sleep(0.5)
     print(f"UDP LEAST_CONNECTIONS after 6 flows on u0, 4 new flows: {dict(least)}")
 
