@@ -136,10 +136,17 @@ async def answers_from_root(vip: str, timeout: float = 15.0) -> None:
 
 @contextlib.asynccontextmanager
 async def two_hosts(
-    pg_dsn: str, nats_url: str, tmp_path: Path, lab: NetnsLab, db: asyncpg.Pool, threshold: int
+    pg_dsn: str,
+    nats_url: str,
+    tmp_path: Path,
+    lab: NetnsLab,
+    db: asyncpg.Pool,
+    threshold: int,
+    heartbeat_timeout: float = 1.0,
 ) -> AsyncIterator[TwoHosts]:
     """The lab network as the switch (client namespace and backends on it), health listening
-    on its gateway (0.2 s beats, 1 s timeout, ``threshold``), the provisioner on two hosts."""
+    on its gateway (0.2 s beats, ``heartbeat_timeout``, ``threshold``), the provisioner on two
+    hosts."""
     ca = DeploymentCA.load_or_create(tmp_path / "prep-ca")
     prep = NetnsAmphoraDriver(lab.driver_settings, tmp_path / "prep", ca)
     await lab.attach_client(prep)
@@ -153,7 +160,7 @@ async def two_hosts(
             udp_host=lab.network.gateway,
             udp_port=0,
             heartbeat_key=KEY,
-            heartbeat_timeout=1.0,
+            heartbeat_timeout=heartbeat_timeout,
             health_check_interval=0.2,
             failover_threshold=threshold,
             stale_grace=5.0,
