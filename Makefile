@@ -182,8 +182,8 @@ compose-up: images
 	$(COMPOSE) up -d
 	@url=http://127.0.0.1:$${FULCRUM_API_PORT:-9876}; \
 	probe="import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=2)"; \
-	for _ in $$(seq 240); do $(PY) -c "$$probe" $$url/healthz 2>/dev/null && break; sleep 0.5; done; \
-	$(PY) -c "$$probe" $$url/healthz 2>/dev/null \
+	for _ in $$(seq 240); do $(PY) -c "$$probe" $$url/ 2>/dev/null && break; sleep 0.5; done; \
+	$(PY) -c "$$probe" $$url/ 2>/dev/null \
 	  || { echo "the API did not answer; see: make compose-logs" >&2; exit 1; }; \
 	echo "Fulcrum (compose) is up: $$url"; \
 	echo "VIP subnet public-subnet ($${FULCRUM_VIP_NET:-198.18.64}.0/24); backends go on the docker network fulcrum-vip"

@@ -135,7 +135,7 @@ def compose_stack(docker_host: str, spares: int | None) -> Iterator[str]:
     subprocess.run([*compose, "up", "-d"], cwd=REPO, env=env, check=True, capture_output=True)
     api = f"http://127.0.0.1:{port}"
     try:
-        wait_http(f"{api}/healthz", 120)
+        wait_http(f"{api}/", 120)
         yield api
     finally:
         client = docker.DockerClient(base_url=docker_host, version="auto")

@@ -9,6 +9,8 @@ container and see the health service and the provisioner replace it; delete the 
 down: nothing of the stack is left on the engine. The profile `cluster` (`up -d front`): Patroni
 has a leader and a streaming synchronous standby, an LB goes ACTIVE through the front, and after a
 `docker kill` of the leader's container the standby is promoted and the API accepts writes again.
+In both, `/healthz`, `/readyz` and `/metrics` answer 404 on the published port (the API's
+operator port, inside the control network, serves them).
 
 The engine is the private dockerd of `.state/docker` (or FULCRUM_TEST_DOCKER_HOST); when none
 can be started the test fails and says why. The stack's networks have fixed names
@@ -244,7 +246,7 @@ def _stack_up_down(
         except AssertionError as exc:
             raise AssertionError(f"{exc}\n{running.logs()}") from exc
         try:
-            wait_http(f"{running.api}/healthz", 120)
+            wait_http(f"{running.api}/", 120)
         except OSError as exc:
             raise AssertionError(f"API not up: {exc}\n{running.logs()}") from exc
         print(f"compose up until the API answers: {time.monotonic() - started:.1f} s")
@@ -345,6 +347,7 @@ def test_compose_stack_serves_and_replaces_a_killed_amphora(
             time.sleep(0.2)
         assert lb_gone(stack, lb_id, 30)
     assert_least_privilege(docker_client)
+    assert_operator_endpoints_off_the_tenant_port(stack, docker_client)
 
 
 # PID 1 of a container (the service, exec'd by the entrypoint): its uid, its groups, and
@@ -370,6 +373,35 @@ def assert_least_privilege(client: docker.DockerClient) -> None:
     for service in ("api", "health", "housekeeping", "nats"):
         assert seen[service]["groups"] == [], seen
     assert seen["postgres"]["uid"] == "65534", seen
+
+
+# The API's operator listener, asked from inside its container (the port is not published).
+_OPERATOR_ENDPOINTS = """
+import json, urllib.request
+answers = {}
+for path in ("/healthz", "/readyz", "/metrics"):
+    with urllib.request.urlopen("http://127.0.0.1:9880" + path, timeout=5) as answer:
+        answers[path] = answer.status
+        if path == "/metrics":
+            answers["api metrics"] = "fulcrum_api_" in answer.read().decode()
+print(json.dumps(answers))
+"""
+
+
+def assert_operator_endpoints_off_the_tenant_port(
+    stack: Stack, client: docker.DockerClient
+) -> None:
+    """``/healthz``, ``/readyz`` and ``/metrics`` answer 404 on the published port (the API's,
+    or the cluster front's) and 200 on the API's operator port inside its container."""
+    for path in ("/healthz", "/readyz", "/metrics"):
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(f"{stack.api}{path}", timeout=10)
+        refused.value.close()
+        assert refused.value.code == 404, path
+    inside = json.loads(
+        in_container(service_container(client, stack.api_service), _OPERATOR_ENDPOINTS)
+    )
+    assert inside == {"/healthz": 200, "/readyz": 200, "/metrics": 200, "api metrics": True}
 
 
 def lb_gone(stack: Stack, lb_id: str, timeout: float) -> bool:
@@ -485,3 +517,4 @@ def test_compose_cluster_profile_fails_over_its_patroni_primary(
     assert set(answers) <= {503, 201}
     patroni_roles(docker_client, lambda r: r.get(new) == "leader" and r.get(old) != "leader", 30)
     wait_lb(stack, lb_id, "ACTIVE")
+    assert_operator_endpoints_off_the_tenant_port(stack, docker_client)
