@@ -415,19 +415,56 @@ print(json.dumps({"uid": status["Uid"].split()[0], "groups": status["Groups"].sp
 """
 
 
+# Each service's uid (deploy/bin/fulcrum-entrypoint, service_uid).
+SERVICE_UIDS = {
+    "api": "10011",
+    "provisioner": "10012",
+    "health": "10013",
+    "housekeeping": "10014",
+    "nats": "10015",
+}
+# The files of the secrets volume a process of the container's uid can read.
+_READABLE_SECRETS = """
+import json, os
+root = "/var/lib/fulcrum/secrets"
+print(json.dumps(sorted(
+    os.path.relpath(os.path.join(folder, name), root)
+    for folder, _, names in os.walk(root) for name in names
+    if os.access(os.path.join(folder, name), os.R_OK))))
+"""
+# Secrets no service process may read (the entrypoint, as root, hands each service its own
+# through its environment): passwords, token and sealing keys, the heartbeat key.
+ROOT_ONLY = (".password", "token.keys", "secret.keys", "heartbeat.key")
+
+
 def assert_least_privilege(client: docker.DockerClient) -> None:
-    """Every service and NATS run as uid 10001, not root; only the provisioner has the engine
-    socket (and its group); Postgres runs as 65534."""
+    """Every service and NATS run as a uid of their own, not root; only the provisioner has the
+    engine socket (and its group); Postgres runs as 65534. In the secrets volume each reads
+    only the certificates and what its own process opens: the CA key the provisioner only
+    (it issues the amphorae's certificates), the API's key the API only, NATS' key NATS only,
+    no password or key of another."""
     seen = {}
     for service in ("api", "provisioner", "health", "housekeeping", "nats", "postgres"):
         seen[service] = json.loads(in_container(service_container(client, service), _PRIVILEGES))
-    for service in ("api", "provisioner", "health", "housekeeping", "nats"):
-        assert seen[service]["uid"] == "10001", seen
+    for service, uid in SERVICE_UIDS.items():
+        assert seen[service]["uid"] == uid, seen
         assert seen[service]["socket"] == (service == "provisioner"), seen
     assert seen["provisioner"]["groups"], "the engine socket's group"
     for service in ("api", "health", "housekeeping", "nats"):
         assert seen[service]["groups"] == [], seen
     assert seen["postgres"]["uid"] == "65534", seen
+    readable = {
+        service: set(
+            json.loads(in_container(service_container(client, service), _READABLE_SECRETS, uid))
+        )
+        for service, uid in SERVICE_UIDS.items()
+    }
+    for service, files in readable.items():
+        assert "ca/ca.pem" in files, (service, files)
+        assert ("ca/ca.key" in files) == (service == "provisioner"), (service, files)
+        assert ("api/api.key" in files) == (service == "api"), (service, files)
+        assert ("nats-tls/server.key" in files) == (service == "nats"), (service, files)
+        assert not [f for f in files if f.endswith(ROOT_ONLY)], (service, files)
 
 
 # The API's operator listener, asked from inside its container (the port is not published).
@@ -484,9 +521,11 @@ def service_container(client: docker.DockerClient, service: str) -> Any:
     return found
 
 
-def in_container(container: Any, script: str) -> str:
-    """Output of the Python ``script`` run in ``container`` (the control-plane image's)."""
-    code, output = container.exec_run(["python3", "-c", script])
+def in_container(container: Any, script: str, uid: str = "") -> str:
+    """Output of the Python ``script`` run in ``container`` (the control-plane image's), as
+    ``uid`` when given (else root)."""
+    user = f"{uid}:{uid}" if uid else ""
+    code, output = container.exec_run(["python3", "-c", script], user=user)
     text: str = output.decode()
     assert code == 0, text
     return text.strip()
