@@ -4,7 +4,9 @@ endpoint x role x own/other project.
 Identities come from the ``testing`` strategy (X-Project-Id, X-Roles), which runs the same
 policy code as Keystone tokens. Foreign objects are hidden (404); a known object the caller's
 role may not touch, and admin-only endpoints, answer 403. The live event feed shows a caller
-its own project's events only (an admin every project's).
+its own project's events only (an admin every project's). The dashboard is static files that
+read these endpoints with the user's token: its reads (the LB list, status tree and stats,
+listener and member stats, the feed) are rows here.
 """
 
 from __future__ import annotations
@@ -153,6 +155,63 @@ MATRIX: list[tuple[str, str, str, Any, dict[str, int]]] = [
             "other-member": 404,
             "other-reader": 404,
             "admin": 201,
+        },
+    ),
+    # What the dashboard reads besides the LB rows above: its traffic tree.
+    (
+        "pool show",
+        "GET",
+        "/v2/lbaas/pools/{pool}",
+        None,
+        {
+            "reader": 200,
+            "member": 200,
+            "no-role": 403,
+            "other-member": 404,
+            "other-reader": 404,
+            "admin": 200,
+        },
+    ),
+    (
+        "member show",
+        "GET",
+        "/v2/lbaas/pools/{pool}/members/{member}",
+        None,
+        {
+            "reader": 200,
+            "member": 200,
+            "no-role": 403,
+            "other-member": 404,
+            "other-reader": 404,
+            "admin": 200,
+        },
+    ),
+    (
+        "listener stats (dashboard)",
+        "GET",
+        "/v2/lbaas/listeners/{listener}/stats",
+        None,
+        {
+            "reader": 200,
+            "member": 200,
+            "no-role": 403,
+            "other-member": 404,
+            "other-reader": 404,
+            "admin": 200,
+        },
+    ),
+    (
+        "member stats (dashboard)",
+        "GET",
+        "/v2/lbaas/pools/{pool}/members/{member}/stats",
+        None,
+        {
+            "reader": 200,
+            "member": 200,
+            "no-role": 403,
+            "other-member": 404,
+            "other-reader": 404,
+            "admin": 200,
         },
     ),
     (
@@ -424,6 +483,30 @@ async def test_every_endpoint_by_role_and_project(make_api: MakeApi) -> None:
         )
     ).body["listener"]
     await api.settle(lb["id"])
+    pool = (
+        await api.post(
+            "/v2/lbaas/pools",
+            {
+                "pool": {
+                    "listener_id": listener["id"],
+                    "protocol": "HTTP",
+                    "lb_algorithm": "ROUND_ROBIN",
+                }
+            },
+            headers=member,
+            expect=201,
+        )
+    ).body["pool"]
+    await api.settle(lb["id"])
+    pool_member = (
+        await api.post(
+            f"/v2/lbaas/pools/{pool['id']}/members",
+            {"member": {"address": "198.18.0.10", "protocol_port": 80}},
+            headers=member,
+            expect=201,
+        )
+    ).body["member"]
+    await api.settle(lb["id"])
     # A payload the client's JSON parsing reads (the payload route answers it as text/plain).
     secret_body = {"payload": "1", "payload_content_type": "text/plain"}
     secret_ref = (await api.post(SECRETS, secret_body, headers=member, expect=201)).body[
@@ -441,6 +524,8 @@ async def test_every_endpoint_by_role_and_project(make_api: MakeApi) -> None:
             ids = {
                 "lb": lb["id"],
                 "listener": listener["id"],
+                "pool": pool["id"],
+                "member": pool_member["id"],
                 "port": port,
                 "secret": secret_ref.rsplit("/", 1)[1],
                 "secret_ref": secret_ref,
