@@ -28,6 +28,15 @@ ROLES = {
     "other-reader": {"X-Project-Id": OTHER, "X-Roles": "reader"},
     "admin": {"X-Project-Id": "c" * 32, "X-Roles": "admin"},
 }
+# A read of one object: its project's readers, members and admins; hidden from other projects.
+READ_OWN_PROJECT: dict[str, int] = {
+    "reader": 200,
+    "member": 200,
+    "no-role": 403,
+    "other-member": 404,
+    "other-reader": 404,
+    "admin": 200,
+}
 # (name, method, path template, body, writes) -> expected status per role.
 R, W = "read", "write"
 MATRIX: list[tuple[str, str, str, Any, dict[str, int]]] = [
@@ -50,42 +59,21 @@ MATRIX: list[tuple[str, str, str, Any, dict[str, int]]] = [
         "GET",
         LBS + "/{lb}",
         None,
-        {
-            "reader": 200,
-            "member": 200,
-            "no-role": 403,
-            "other-member": 404,
-            "other-reader": 404,
-            "admin": 200,
-        },
+        READ_OWN_PROJECT,
     ),
     (
         "lb status",
         "GET",
         LBS + "/{lb}/status",
         None,
-        {
-            "reader": 200,
-            "member": 200,
-            "no-role": 403,
-            "other-member": 404,
-            "other-reader": 404,
-            "admin": 200,
-        },
+        READ_OWN_PROJECT,
     ),
     (
         "lb stats",
         "GET",
         LBS + "/{lb}/stats",
         None,
-        {
-            "reader": 200,
-            "member": 200,
-            "no-role": 403,
-            "other-member": 404,
-            "other-reader": 404,
-            "admin": 200,
-        },
+        READ_OWN_PROJECT,
     ),
     (
         "update lb",
@@ -120,14 +108,7 @@ MATRIX: list[tuple[str, str, str, Any, dict[str, int]]] = [
         "GET",
         "/v2/lbaas/listeners/{listener}",
         None,
-        {
-            "reader": 200,
-            "member": 200,
-            "no-role": 403,
-            "other-member": 404,
-            "other-reader": 404,
-            "admin": 200,
-        },
+        READ_OWN_PROJECT,
     ),
     (
         "update listener",
@@ -158,61 +139,14 @@ MATRIX: list[tuple[str, str, str, Any, dict[str, int]]] = [
         },
     ),
     # What the dashboard reads besides the LB rows above: its traffic tree.
-    (
-        "pool show",
-        "GET",
-        "/v2/lbaas/pools/{pool}",
-        None,
-        {
-            "reader": 200,
-            "member": 200,
-            "no-role": 403,
-            "other-member": 404,
-            "other-reader": 404,
-            "admin": 200,
-        },
-    ),
-    (
-        "member show",
-        "GET",
-        "/v2/lbaas/pools/{pool}/members/{member}",
-        None,
-        {
-            "reader": 200,
-            "member": 200,
-            "no-role": 403,
-            "other-member": 404,
-            "other-reader": 404,
-            "admin": 200,
-        },
-    ),
-    (
-        "listener stats (dashboard)",
-        "GET",
-        "/v2/lbaas/listeners/{listener}/stats",
-        None,
-        {
-            "reader": 200,
-            "member": 200,
-            "no-role": 403,
-            "other-member": 404,
-            "other-reader": 404,
-            "admin": 200,
-        },
-    ),
-    (
-        "member stats (dashboard)",
-        "GET",
-        "/v2/lbaas/pools/{pool}/members/{member}/stats",
-        None,
-        {
-            "reader": 200,
-            "member": 200,
-            "no-role": 403,
-            "other-member": 404,
-            "other-reader": 404,
-            "admin": 200,
-        },
+    *(
+        (name, "GET", path, None, READ_OWN_PROJECT)
+        for name, path in (
+            ("pool show", "/v2/lbaas/pools/{pool}"),
+            ("member show", "/v2/lbaas/pools/{pool}/members/{member}"),
+            ("listener stats (dashboard)", "/v2/lbaas/listeners/{listener}/stats"),
+            ("member stats (dashboard)", "/v2/lbaas/pools/{pool}/members/{member}/stats"),
+        )
     ),
     (
         "quota show own",
@@ -317,14 +251,7 @@ MATRIX: list[tuple[str, str, str, Any, dict[str, int]]] = [
         "GET",
         SECRETS + "/{secret}",
         None,
-        {
-            "reader": 200,
-            "member": 200,
-            "no-role": 403,
-            "other-member": 404,
-            "other-reader": 404,
-            "admin": 200,
-        },
+        READ_OWN_PROJECT,
     ),
     (
         "secret payload",
@@ -373,14 +300,7 @@ MATRIX: list[tuple[str, str, str, Any, dict[str, int]]] = [
         "GET",
         CONTAINERS + "/{container}",
         None,
-        {
-            "reader": 200,
-            "member": 200,
-            "no-role": 403,
-            "other-member": 404,
-            "other-reader": 404,
-            "admin": 200,
-        },
+        READ_OWN_PROJECT,
     ),
     (
         "container create",
