@@ -15,7 +15,9 @@ STATE ?= .state
 CLUSTER_STATE ?= .state-cluster
 # Amphora hosts of the cluster stack: netns hosts need root; 0 runs the process driver.
 CLUSTER_HOSTS ?= $(shell [ "$$(id -u)" -eq 0 ] && echo 2 || echo 0)
-UP_ARGS ?= --state-dir $(STATE)
+# `make up` serves the API over HTTPS (a certificate of the deployment CA; the clouds.yaml it
+# writes trusts that CA); UP_ARGS="--state-dir $(STATE)" serves plain HTTP.
+UP_ARGS ?= --https --state-dir $(STATE)
 UP_TIMEOUT ?= 130
 PYTEST_ARGS ?=
 # `make test` runs on this many pytest-xdist workers (tests/conftest.py groups what must share one),
@@ -177,15 +179,19 @@ dockerd-stop: venv
 images: dockerd
 	DOCKER_HOST=unix://$(DOCKER_SOCKET) $(PY) deploy/images.py
 
-# The stack of deploy/compose.yaml on the private engine; the API on 127.0.0.1:9876.
+# The stack of deploy/compose.yaml on the private engine; the API on https://127.0.0.1:9876,
+# its deployment CA copied to $(STATE)/compose-ca.pem.
 compose-up: images
 	$(COMPOSE) up -d
-	@url=http://127.0.0.1:$${FULCRUM_API_PORT:-9876}; \
-	probe="import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=2)"; \
-	for _ in $$(seq 240); do $(PY) -c "$$probe" $$url/healthz 2>/dev/null && break; sleep 0.5; done; \
-	$(PY) -c "$$probe" $$url/healthz 2>/dev/null \
+	@url=https://127.0.0.1:$${FULCRUM_API_PORT:-9876}; ca=$(STATE)/compose-ca.pem; \
+	mkdir -p $(STATE); \
+	$(COMPOSE) exec -T api cat /var/lib/fulcrum/secrets/ca/ca.pem > $$ca \
+	  || { echo "no deployment CA in the secrets volume; see: make compose-logs" >&2; exit 1; }; \
+	probe="import ssl, sys, urllib.request as u; u.urlopen(sys.argv[1], timeout=2, context=ssl.create_default_context(cafile=sys.argv[2]))"; \
+	for _ in $$(seq 240); do $(PY) -c "$$probe" $$url/ $$ca 2>/dev/null && break; sleep 0.5; done; \
+	$(PY) -c "$$probe" $$url/ $$ca 2>/dev/null \
 	  || { echo "the API did not answer; see: make compose-logs" >&2; exit 1; }; \
-	echo "Fulcrum (compose) is up: $$url"; \
+	echo "Fulcrum (compose) is up: $$url (trust $$ca: OS_CACERT, curl --cacert)"; \
 	echo "VIP subnet public-subnet ($${FULCRUM_VIP_NET:-198.18.64}.0/24); backends go on the docker network fulcrum-vip"
 
 compose-logs:

@@ -25,6 +25,7 @@ import json
 import os
 import shutil
 import socket
+import ssl
 import statistics
 import subprocess
 import sys
@@ -133,9 +134,18 @@ def compose_stack(docker_host: str, spares: int | None) -> Iterator[str]:
         env["FULCRUM_DOCKER_SOCKET"] = docker_host.removeprefix("unix://")
     compose = [shutil.which("docker-compose") or "docker-compose", "-f", "deploy/compose.yaml"]
     subprocess.run([*compose, "up", "-d"], cwd=REPO, env=env, check=True, capture_output=True)
-    api = f"http://127.0.0.1:{port}"
+    api = f"https://127.0.0.1:{port}"
     try:
-        wait_http(f"{api}/healthz", 120)
+        # The API speaks HTTPS with a certificate of the deployment CA in the secrets volume.
+        ca = subprocess.run(
+            [*compose, "exec", "-T", "api", "cat", "/var/lib/fulcrum/secrets/ca/ca.pem"],
+            cwd=REPO, env=env, check=True, capture_output=True, text=True,
+        ).stdout  # fmt: skip
+        trust = ssl.create_default_context(cadata=ca)
+        urllib.request.install_opener(
+            urllib.request.build_opener(urllib.request.HTTPSHandler(context=trust))
+        )
+        wait_http(f"{api}/", 120)
         yield api
     finally:
         client = docker.DockerClient(base_url=docker_host, version="auto")

@@ -10,8 +10,10 @@ Every part runs more than once, as a real deployment spreads it over machines:
   provisioned once the primary and its standby are ready);
 - ``REPLICAS`` replicas of api, provisioner, health and housekeeping (supervisord programs
   ``api-1``, ``api-2``, ...), each on ports of its own; the API replicas share the token key
-  and the identity file, behind an HAProxy front (``front``) that checks ``/readyz``;
-  amphorae send heartbeats to every health replica.
+  and the identity file, behind an HAProxy front (``front``) that checks each replica's
+  ``/readyz`` on its operator port (``/healthz``, ``/readyz`` and ``/metrics`` are not on the
+  API's tenant-facing ports, nor on the front's); amphorae send heartbeats to every health
+  replica.
 
 All of it under its own state dir (``.state-cluster`` by default), every port free-picked and
 kept in ``ports.json``. ``cluster_plan`` builds what ``up.py`` runs; ``status`` and ``down``
@@ -54,25 +56,36 @@ def replica_names(service: str) -> list[str]:
     return [f"{service}-{index}" for index in range(1, REPLICAS + 1)]
 
 
-def render_front(port: int, api_ports: list[int], unavailable_file: Path) -> str:
-    """The HAProxy configuration of the API front (pure): round robin over the API replicas,
-    each checked on ``/readyz`` every 0.5 s (out after 2 failures, back after 2 successes).
+def render_front(
+    port: int,
+    monitor_port: int,
+    api_ports: list[int],
+    operator_ports: list[int],
+    unavailable_file: Path,
+) -> str:
+    """The HAProxy configuration of the API front (pure): round robin over the API replicas
+    (``api_ports``), each checked on ``/readyz`` of its operator listener (``operator_ports``,
+    in the same order) every 0.5 s (out after 2 failures, back after 2 successes).
 
     A request whose connection to a replica fails is sent to another one; only GET and HEAD
     are retried after a replica died mid-request (a create is never sent twice). When every
     replica fails its check at once (a dependency of all of them is briefly away, e.g. the
     event stream electing a leader), the same replicas serve as unchecked backups rather than
     the front refusing everything; with none reachable, clients get ``unavailable_file``'s
-    JSON 503.
+    JSON 503. The front's own readiness is ``/readyz`` on ``monitor_port`` (loopback): 200
+    while a replica passes its check, else 503.
     """
     servers = [
-        f"    server api-{index} {LOOPBACK}:{api} check"
-        for index, api in enumerate(api_ports, start=1)
+        f"    server api-{index} {LOOPBACK}:{api} check port {operator}"
+        for index, (api, operator) in enumerate(zip(api_ports, operator_ports, strict=True), 1)
     ]
     backups = [
         f"    server api-{index}-fallback {LOOPBACK}:{api} backup"
         for index, api in enumerate(api_ports, start=1)
     ]
+    checked_up = " || ".join(
+        f"{{ srv_is_up(api/api-{index}) }}" for index in range(1, len(api_ports) + 1)
+    )
     return "\n".join(
         [
             "global",
@@ -90,6 +103,10 @@ def render_front(port: int, api_ports: list[int], unavailable_file: Path) -> str
             "frontend api",
             f"    bind {LOOPBACK}:{port}",
             "    default_backend api",
+            "frontend monitor",
+            f"    bind {LOOPBACK}:{monitor_port}",
+            "    monitor-uri /readyz",
+            f"    monitor fail unless {checked_up}",
             "backend api",
             "    balance roundrobin",
             "    option allbackups",
@@ -132,9 +149,11 @@ def cluster_plan(paths: StackPaths, api_port: int | None, amphora_hosts: int = 0
         picker.record(f"{node.name}-routes", node.ports.cluster)
         picker.record(f"{node.name}-monitor", node.ports.monitor)
     front = picker.api(FRONT, api_port)
+    front_monitor = picker.tcp(f"{FRONT}-monitor")
     service_ports = {
         name: picker.tcp(name) for service in SERVICES for name in replica_names(service)
     }
+    operator_ports = {name: picker.tcp(f"{name}-operator") for name in replica_names("api")}
     udp = [picker.udp(f"{name}-udp") for name in replica_names("health")]
     vip_octet = picker.vip_octet()
     patroni = _patroni(paths, picker.tcp)
@@ -167,6 +186,7 @@ def cluster_plan(paths: StackPaths, api_port: int | None, amphora_hosts: int = 0
             public_url=front_url,
             health_endpoints=endpoints,
             vip_octet=vip_octet,
+            api_operator=operator_ports[names["api"]],
         )
         envs = service_environment(state, logins.dsn_for, nats.environment_for, addresses)
         if hosts is not None:
@@ -179,9 +199,8 @@ def cluster_plan(paths: StackPaths, api_port: int | None, amphora_hosts: int = 0
         for service in SERVICES:
             name = names[service]
             programs.append(service_program(name, service, paths, envs[service]))
-            parts.append(
-                Part(name, f"services.{service}", f"http://{LOOPBACK}:{service_ports[name]}/readyz")
-            )
+            readiness = operator_ports.get(name, service_ports[name])
+            parts.append(Part(name, f"services.{service}", f"http://{LOOPBACK}:{readiness}/readyz"))
     write_reader_files(state, nats.credentials_for(EVENTS_READER), tls)
     (state / "postgres.dsn").touch(mode=0o600)
     (state / "postgres.dsn").write_text(patroni.dsn)
@@ -189,11 +208,13 @@ def cluster_plan(paths: StackPaths, api_port: int | None, amphora_hosts: int = 0
     api_ports = [service_ports[name] for name in replica_names("api")]
     unavailable = state / "front-503.http"
     unavailable.write_text(unavailable_response())
-    front_config.write_text(render_front(front, api_ports, unavailable))
+    front_config.write_text(
+        render_front(front, front_monitor, api_ports, list(operator_ports.values()), unavailable)
+    )
     programs.append(
         Program(FRONT, [HAPROXY, "-db", "-f", str(front_config)], paths.log(FRONT), autostart=False)
     )
-    parts.append(Part(FRONT, str(front_config), f"{front_url}/readyz"))
+    parts.append(Part(FRONT, str(front_config), f"http://{LOOPBACK}:{front_monitor}/readyz"))
     vips = f"127.{vip_octet}.0.0/16"
     if hosts is not None:
         vips = (
@@ -203,6 +224,8 @@ def cluster_plan(paths: StackPaths, api_port: int | None, amphora_hosts: int = 0
     addresses_text = [
         f"API (Octavia v2, Neutron and Keystone subsets; HAProxy front over ports "
         f"{', '.join(map(str, api_ports))}): {front_url}",
+        f"API operator endpoints (/readyz, /metrics): ports "
+        f"{', '.join(map(str, operator_ports.values()))}; the front's /readyz: {front_monitor}",
         f"Dashboard: {front_url}/dashboard/",
         f"NATS: {', '.join(nats.urls)} (stream at R{nats.replicas})",
         f"Postgres: {_without_password(patroni.dsn)}",

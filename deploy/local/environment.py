@@ -151,18 +151,25 @@ def usage_text(paths: StackPaths, clouds: Path, stop: str) -> str:
     )
 
 
+def issue_api_certificate(ca_dir: Path, directory: Path, names: list[str]) -> tuple[Path, Path]:
+    """The API's server certificate issued by the deployment CA in ``ca_dir`` (made when
+    missing) for ``names`` (addresses and host names), written to ``directory`` as
+    ``api.pem`` (0644) and ``api.key`` (0600); a new one at every call. Returns both paths."""
+    ca = DeploymentCA.load_or_create(ca_dir)
+    cert, key = ca.issue_server_cert("fulcrum-api", names, validity_days=365)
+    directory.mkdir(parents=True, exist_ok=True)
+    write_private_file(directory / "api.pem", cert, mode=0o644)
+    write_private_file(directory / "api.key", key)
+    return directory / "api.pem", directory / "api.key"
+
+
 def api_https_environment(state: Path, api_url: str) -> dict[str, str]:
     """The API's HTTPS settings: a server certificate for 127.0.0.1 and localhost issued by
     the deployment CA (``state/ca``, made at the first start), renewed at every start."""
-    ca = DeploymentCA.load_or_create(state / "ca")
-    cert, key = ca.issue_server_cert("fulcrum-api", [LOOPBACK, "localhost"], validity_days=365)
-    directory = state / "api-tls"
-    directory.mkdir(exist_ok=True)
-    write_private_file(directory / "api.pem", cert, mode=0o644)
-    write_private_file(directory / "api.key", key)
+    cert, key = issue_api_certificate(state / "ca", state / "api-tls", [LOOPBACK, "localhost"])
     return {
-        "FULCRUM_API_TLS_CERT_FILE": str(directory / "api.pem"),
-        "FULCRUM_API_TLS_KEY_FILE": str(directory / "api.key"),
+        "FULCRUM_API_TLS_CERT_FILE": str(cert),
+        "FULCRUM_API_TLS_KEY_FILE": str(key),
         "FULCRUM_API_PUBLIC_URL": api_url,
     }
 

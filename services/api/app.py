@@ -15,6 +15,7 @@ from libs.common.eventstore import PostgresEventStore
 from libs.common.repository import LoadBalancerRepository
 from libs.common.service import DB, base_app, nats_ctx, postgres_ctx, relay_ctx
 from libs.common.telemetry import setup_tracing
+from services.api.adapters.login_failures import PostgresLoginFailures
 from services.api.adapters.quotas import PostgresQuotaLimits
 from services.api.adapters.revocations import PostgresRevocations
 from services.api.adapters.security_groups import PostgresSecurityGroups
@@ -106,11 +107,6 @@ def build_identity(settings: ApiSettings) -> KeystoneApi:
         config, keys = IdentityConfig(), (new_token_key(),)
         source = config
     admin_project = config.project(name="admin")
-    limits = ThrottleLimits(
-        per_user=settings.login_failures_per_user,
-        per_address=settings.login_failures_per_address,
-        window=settings.login_failure_window,
-    )
     return KeystoneApi(
         source,
         TokenSigner(keys, timedelta(hours=settings.token_lifetime_hours)),
@@ -118,7 +114,15 @@ def build_identity(settings: ApiSettings) -> KeystoneApi:
         public_url=settings.public_url or None,
         admin_token=settings.admin_token or None,
         admin_project_id=admin_project.id if admin_project else settings.default_project_id,
-        throttle=LoginThrottle(limits),
+    )
+
+
+def throttle_limits(settings: ApiSettings) -> ThrottleLimits:
+    """The brute-force limits the settings give (every replica must be given the same)."""
+    return ThrottleLimits(
+        per_user=settings.login_failures_per_user,
+        per_address=settings.login_failures_per_address,
+        window=settings.login_failure_window,
     )
 
 
@@ -147,6 +151,9 @@ def create_app(settings: ApiSettings) -> web.Application:
         views = PostgresViews(app[DB])
         app[VIEWS] = views
         app[IDENTITY].revocations = PostgresRevocations(app[DB])
+        app[IDENTITY].throttle = LoginThrottle(
+            throttle_limits(settings), PostgresLoginFailures(app[DB])
+        )
 
         async def vip_ports(request: web.Request) -> list[dict[str, Any]]:
             ctx = await request_context(request)

@@ -127,7 +127,9 @@ class ApiSettings(SecretKeysSetting, BaseSettings):
     login_failures_per_address: int = Field(default=20, ge=1)
     """Failed password logins allowed per source address within login_failure_window, then 429."""
     login_failure_window: float = Field(default=300.0, gt=0)
-    """Seconds over which failed password logins are counted."""
+    """Seconds over which failed password logins are counted (in Postgres, by every replica
+    together).
+    """
     admin_token: str = ""
     """A static operator token (the CLI's --os-auth-type admin_token); empty: none."""
     region: str = "RegionOne"

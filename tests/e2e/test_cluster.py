@@ -18,6 +18,7 @@ import json
 import signal
 import subprocess
 import time
+import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -152,6 +153,12 @@ def test_status_lists_every_part_ready(cluster: Stack) -> None:
     assert status["ready"] and status["kind"] == "cluster", status
     assert {part["name"] for part in status["parts"]} == PARTS
     assert all(part["ready"] and part["pid"] for part in status["parts"]), status["parts"]
+    # The API replicas' operator endpoints (their probes above) are not served through the front.
+    for path in ("/healthz", "/readyz", "/metrics"):
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(f"{cluster.api_url}{path}", timeout=10)
+        refused.value.close()
+        assert refused.value.code == 404, path
 
 
 async def test_openstack_cli_through_the_front(cluster: Stack, members: list[Backend]) -> None:

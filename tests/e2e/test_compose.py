@@ -9,6 +9,10 @@ container and see the health service and the provisioner replace it; delete the 
 down: nothing of the stack is left on the engine. The profile `cluster` (`up -d front`): Patroni
 has a leader and a streaming synchronous standby, an LB goes ACTIVE through the front, and after a
 `docker kill` of the leader's container the standby is promoted and the API accepts writes again.
+In both, the published port speaks HTTPS only, with the certificate `init` issued from the
+deployment CA (the CLI and every request trust that CA, copied from the secrets volume; the
+cluster front re-encrypts to the replicas), and `/healthz`, `/readyz` and `/metrics` answer
+404 there (the API's operator port, inside the control network, serves them).
 
 The engine is the private dockerd of `.state/docker` (or FULCRUM_TEST_DOCKER_HOST); when none
 can be started the test fails and says why. The stack's networks have fixed names
@@ -20,10 +24,12 @@ FULCRUM_MGMT_NET), so runs in other checkouts, on other engines, never share the
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
 import os
 import shutil
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -68,9 +74,20 @@ class Stack:
     api: str
     compose: list[str]
     env: dict[str, str]
+    # Where the deployment CA (from the secrets volume) is copied to, to trust the API's HTTPS.
+    ca_file: Path
     # A service holding the secrets volume, to read the bootstrap admin's password from.
     api_service: str = "api"
     _token: str = field(default="", repr=False)
+
+    def copy_ca(self) -> None:
+        """The deployment CA of the secrets volume into ``ca_file`` (once ``init`` ran)."""
+        path = "/var/lib/fulcrum/secrets/ca/ca.pem"
+        self.ca_file.write_text(self.run("exec", "-T", self.api_service, "cat", path))
+
+    def trust(self) -> ssl.SSLContext:
+        """A client context trusting the deployment CA only."""
+        return ssl.create_default_context(cafile=str(self.ca_file))
 
     def admin_password(self) -> str:
         path = "/var/lib/fulcrum/secrets/admin.password"
@@ -93,7 +110,7 @@ class Stack:
                 data=json.dumps(body).encode(),
                 headers={"Content-Type": "application/json"},
             )
-            with urllib.request.urlopen(request, timeout=10) as answer:
+            with urllib.request.urlopen(request, timeout=10, context=self.trust()) as answer:
                 self._token = answer.headers["X-Subject-Token"]
         return self._token
 
@@ -124,6 +141,7 @@ class Stack:
             **os.environ,
             "OS_AUTH_TYPE": "password",
             "OS_AUTH_URL": f"{self.api}/v3",
+            "OS_CACERT": str(self.ca_file),
             "OS_USERNAME": "admin",
             "OS_PASSWORD": self.admin_password(),
             "OS_PROJECT_NAME": "admin",
@@ -159,7 +177,7 @@ class Stack:
             data=json.dumps(body).encode() if body is not None else None,
             headers={"Content-Type": "application/json", "X-Auth-Token": self.token()},
         )
-        with urllib.request.urlopen(request, timeout=10) as answer:
+        with urllib.request.urlopen(request, timeout=10, context=self.trust()) as answer:
             text = answer.read()
         return json.loads(text) if text else None
 
@@ -191,22 +209,34 @@ def leftovers(client: docker.DockerClient) -> list[str]:
 
 @pytest.fixture
 def stack(
-    docker_host: str, docker_images: list[str], docker_client: docker.DockerClient
+    docker_host: str,
+    docker_images: list[str],
+    docker_client: docker.DockerClient,
+    tmp_path: Path,
 ) -> Iterator[Stack]:
     """`compose up` of deploy/compose.yaml; `compose down -v` and a leftover check after."""
-    yield from _compose_stack(docker_host, docker_client)
+    yield from _compose_stack(docker_host, docker_client, tmp_path)
 
 
 @pytest.fixture
 def cluster_stack(
-    docker_host: str, docker_images: list[str], docker_client: docker.DockerClient
+    docker_host: str,
+    docker_images: list[str],
+    docker_client: docker.DockerClient,
+    tmp_path: Path,
 ) -> Iterator[Stack]:
     """The profile `cluster` started by naming its front, as docs/deployment.md does."""
-    yield from _compose_stack(docker_host, docker_client, "--profile", "cluster", up=("front",))
+    yield from _compose_stack(
+        docker_host, docker_client, tmp_path, "--profile", "cluster", up=("front",)
+    )
 
 
 def _compose_stack(
-    docker_host: str, docker_client: docker.DockerClient, *options: str, up: tuple[str, ...] = ()
+    docker_host: str,
+    docker_client: docker.DockerClient,
+    tmp_path: Path,
+    *options: str,
+    up: tuple[str, ...] = (),
 ) -> Iterator[Stack]:
     busy = [n.name for n in docker_client.networks.list() if n.name in STACK_NETWORKS]
     if busy:
@@ -227,7 +257,9 @@ def _compose_stack(
         if docker_host.startswith("unix://"):
             env["FULCRUM_DOCKER_SOCKET"] = docker_host.removeprefix("unix://")
         compose = [*compose_command(), "-f", str(COMPOSE_FILE), *options]
-        running = Stack(f"http://127.0.0.1:{port}", compose, env, "api-1" if up else "api")
+        running = Stack(
+            f"https://127.0.0.1:{port}", compose, env, tmp_path / "ca.pem", "api-1" if up else "api"
+        )
         yield from _stack_up_down(running, docker_client, up)
     assert leftovers(docker_client) == []
 
@@ -244,8 +276,9 @@ def _stack_up_down(
         except AssertionError as exc:
             raise AssertionError(f"{exc}\n{running.logs()}") from exc
         try:
-            wait_http(f"{running.api}/healthz", 120)
-        except OSError as exc:
+            running.copy_ca()
+            wait_https(f"{running.api}/", running.trust(), 120)
+        except (OSError, AssertionError) as exc:
             raise AssertionError(f"API not up: {exc}\n{running.logs()}") from exc
         print(f"compose up until the API answers: {time.monotonic() - started:.1f} s")
         yield running
@@ -261,6 +294,29 @@ def _stack_up_down(
         started = time.monotonic()
         running.run("down", "-v", "--remove-orphans")
         print(f"compose down: {time.monotonic() - started:.1f} s")
+
+
+def wait_https(url: str, trust: ssl.SSLContext, timeout: float) -> None:
+    """Until ``url`` answers over HTTPS with a certificate ``trust`` verifies."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2, context=trust):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+def assert_https_only(stack: Stack) -> None:
+    """The published port speaks HTTPS only, with a certificate of the deployment CA: a client
+    that does not trust that CA is refused, plain HTTP gets no answer."""
+    with pytest.raises(urllib.error.URLError, match="CERTIFICATE_VERIFY_FAILED"):
+        urllib.request.urlopen(f"{stack.api}/", timeout=10)
+    plain = stack.api.replace("https://", "http://", 1)
+    with pytest.raises((urllib.error.URLError, ConnectionError, http.client.HTTPException)):
+        urllib.request.urlopen(f"{plain}/", timeout=10)
 
 
 def wait_lb(stack: Stack, lb_id: str, wanted: str, timeout: float = 60) -> dict[str, Any]:
@@ -345,6 +401,8 @@ def test_compose_stack_serves_and_replaces_a_killed_amphora(
             time.sleep(0.2)
         assert lb_gone(stack, lb_id, 30)
     assert_least_privilege(docker_client)
+    assert_operator_endpoints_off_the_tenant_port(stack, docker_client)
+    assert_https_only(stack)
 
 
 # PID 1 of a container (the service, exec'd by the entrypoint): its uid, its groups, and
@@ -357,19 +415,85 @@ print(json.dumps({"uid": status["Uid"].split()[0], "groups": status["Groups"].sp
 """
 
 
+# Each service's uid (deploy/bin/fulcrum-entrypoint, service_uid).
+SERVICE_UIDS = {
+    "api": "10011",
+    "provisioner": "10012",
+    "health": "10013",
+    "housekeeping": "10014",
+    "nats": "10015",
+}
+# The files of the secrets volume a process of the container's uid can read.
+_READABLE_SECRETS = """
+import json, os
+root = "/var/lib/fulcrum/secrets"
+print(json.dumps(sorted(
+    os.path.relpath(os.path.join(folder, name), root)
+    for folder, _, names in os.walk(root) for name in names
+    if os.access(os.path.join(folder, name), os.R_OK))))
+"""
+# Secrets no service process may read (the entrypoint, as root, hands each service its own
+# through its environment): passwords, token and sealing keys, the heartbeat key.
+ROOT_ONLY = (".password", "token.keys", "secret.keys", "heartbeat.key")
+
+
 def assert_least_privilege(client: docker.DockerClient) -> None:
-    """Every service and NATS run as uid 10001, not root; only the provisioner has the engine
-    socket (and its group); Postgres runs as 65534."""
+    """Every service and NATS run as a uid of their own, not root; only the provisioner has the
+    engine socket (and its group); Postgres runs as 65534. In the secrets volume each reads
+    only the certificates and what its own process opens: the CA key the provisioner only
+    (it issues the amphorae's certificates), the API's key the API only, NATS' key NATS only,
+    no password or key of another."""
     seen = {}
     for service in ("api", "provisioner", "health", "housekeeping", "nats", "postgres"):
         seen[service] = json.loads(in_container(service_container(client, service), _PRIVILEGES))
-    for service in ("api", "provisioner", "health", "housekeeping", "nats"):
-        assert seen[service]["uid"] == "10001", seen
+    for service, uid in SERVICE_UIDS.items():
+        assert seen[service]["uid"] == uid, seen
         assert seen[service]["socket"] == (service == "provisioner"), seen
     assert seen["provisioner"]["groups"], "the engine socket's group"
     for service in ("api", "health", "housekeeping", "nats"):
         assert seen[service]["groups"] == [], seen
     assert seen["postgres"]["uid"] == "65534", seen
+    readable = {
+        service: set(
+            json.loads(in_container(service_container(client, service), _READABLE_SECRETS, uid))
+        )
+        for service, uid in SERVICE_UIDS.items()
+    }
+    for service, files in readable.items():
+        assert "ca/ca.pem" in files, (service, files)
+        assert ("ca/ca.key" in files) == (service == "provisioner"), (service, files)
+        assert ("api/api.key" in files) == (service == "api"), (service, files)
+        assert ("nats-tls/server.key" in files) == (service == "nats"), (service, files)
+        assert not [f for f in files if f.endswith(ROOT_ONLY)], (service, files)
+
+
+# The API's operator listener, asked from inside its container (the port is not published).
+_OPERATOR_ENDPOINTS = """
+import json, urllib.request
+answers = {}
+for path in ("/healthz", "/readyz", "/metrics"):
+    with urllib.request.urlopen("http://127.0.0.1:9880" + path, timeout=5) as answer:
+        answers[path] = answer.status
+        if path == "/metrics":
+            answers["api metrics"] = "fulcrum_api_" in answer.read().decode()
+print(json.dumps(answers))
+"""
+
+
+def assert_operator_endpoints_off_the_tenant_port(
+    stack: Stack, client: docker.DockerClient
+) -> None:
+    """``/healthz``, ``/readyz`` and ``/metrics`` answer 404 on the published port (the API's,
+    or the cluster front's) and 200 on the API's operator port inside its container."""
+    for path in ("/healthz", "/readyz", "/metrics"):
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(f"{stack.api}{path}", timeout=10, context=stack.trust())
+        refused.value.close()
+        assert refused.value.code == 404, path
+    inside = json.loads(
+        in_container(service_container(client, stack.api_service), _OPERATOR_ENDPOINTS)
+    )
+    assert inside == {"/healthz": 200, "/readyz": 200, "/metrics": 200, "api metrics": True}
 
 
 def lb_gone(stack: Stack, lb_id: str, timeout: float) -> bool:
@@ -397,9 +521,11 @@ def service_container(client: docker.DockerClient, service: str) -> Any:
     return found
 
 
-def in_container(container: Any, script: str) -> str:
-    """Output of the Python ``script`` run in ``container`` (the control-plane image's)."""
-    code, output = container.exec_run(["python3", "-c", script])
+def in_container(container: Any, script: str, uid: str = "") -> str:
+    """Output of the Python ``script`` run in ``container`` (the control-plane image's), as
+    ``uid`` when given (else root)."""
+    user = f"{uid}:{uid}" if uid else ""
+    code, output = container.exec_run(["python3", "-c", script], user=user)
     text: str = output.decode()
     assert code == 0, text
     return text.strip()
@@ -485,3 +611,5 @@ def test_compose_cluster_profile_fails_over_its_patroni_primary(
     assert set(answers) <= {503, 201}
     patroni_roles(docker_client, lambda r: r.get(new) == "leader" and r.get(old) != "leader", 30)
     wait_lb(stack, lb_id, "ACTIVE")
+    assert_operator_endpoints_off_the_tenant_port(stack, docker_client)
+    assert_https_only(stack)

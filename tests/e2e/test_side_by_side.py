@@ -1,14 +1,16 @@
 """``make test`` beside ``make up``: two stacks on one machine never share a port or a VIP.
 
-Stack A is started exactly as a developer does (``make up STATE=...``, default port choice);
-stack B as the end-to-end fixtures start theirs. Both serve LBs at once; ``fulcrum status``
-answers for each (0 ready, 1 a part not ready, 2 no stack); ``make down`` leaves nothing.
+Stack A is started exactly as a developer does (``make up STATE=...``, default port choice,
+HTTPS with the deployment CA's certificate); stack B as the end-to-end fixtures start theirs.
+Both serve LBs at once; ``fulcrum status`` answers for each (0 ready, 1 a part not ready, 2 no
+stack); ``make down`` leaves nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 import subprocess
 from pathlib import Path
 
@@ -40,8 +42,10 @@ def make(target: str, state: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-async def serve_one(stack_url: str, token: str, name: str, port: int) -> str:
-    async with aiohttp.ClientSession() as session:
+async def serve_one(
+    stack_url: str, token: str, name: str, port: int, trust: ssl.SSLContext | bool = True
+) -> str:
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=trust)) as session:
         tenant = Tenant(session, stack_url, token)
         lb = await tenant.wait_active(await tenant.create_lb(name, port))
         vip = f"http://{lb['vip_address']}/"
@@ -69,9 +73,11 @@ async def test_two_stacks_side_by_side(tmp_path: Path, backends: list[Backend]) 
                 assert answer.returncode == 0, answer.stdout + answer.stderr
                 assert json.loads(answer.stdout)["ready"] is True
 
-            url_a = f"http://127.0.0.1:{ports_a['api']}"
+            url_a = f"https://127.0.0.1:{ports_a['api']}"
+            trust_a = ssl.create_default_context(cafile=str(a / "ca" / "ca.pem"))
+            token_a = (a / "admin.token").read_text().strip()
             vips = await asyncio.gather(
-                serve_one(url_a, (a / "admin.token").read_text().strip(), "lb-a", backends[0].port),
+                serve_one(url_a, token_a, "lb-a", backends[0].port, trust_a),
                 serve_one(second.api_url, second.secret("admin.token"), "lb-b", backends[1].port),
             )
             assert vips[0].startswith(f"127.{ports_a['vip_octet']}.")

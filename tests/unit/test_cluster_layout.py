@@ -19,12 +19,13 @@ def test_the_front_checks_every_api_replica_and_haproxy_accepts_it(tmp_path: Pat
     unavailable = tmp_path / "503.http"
     unavailable.write_text(unavailable_response())
     config = tmp_path / "front.cfg"
-    config.write_text(render_front(9999, [1001, 1002], unavailable))
+    config.write_text(render_front(9999, 9998, [1001, 1002], [2001, 2002], unavailable))
     text = config.read_text()
     assert "bind 127.0.0.1:9999" in text and "option httpchk GET /readyz" in text
-    assert "server api-1 127.0.0.1:1001 check" in text
-    assert "server api-2 127.0.0.1:1002 check" in text
+    assert "server api-1 127.0.0.1:1001 check port 2001" in text  # the operator listener
+    assert "server api-2 127.0.0.1:1002 check port 2002" in text
     assert "server api-2-fallback 127.0.0.1:1002 backup" in text
+    assert "bind 127.0.0.1:9998\n    monitor-uri /readyz" in text
     checked = subprocess.run([HAPROXY, "-c", "-f", str(config)], capture_output=True, text=True)
     assert checked.returncode == 0, checked.stderr
 

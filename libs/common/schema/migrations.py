@@ -13,6 +13,7 @@ from libs.common.schema import (
     v005_token_revocations,
     v006_service_roles,
     v007_list_order,
+    v008_login_failures,
 )
 
 
@@ -33,4 +34,5 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
     Migration(5, "token_revocations", v005_token_revocations.SQL),
     Migration(6, "service_roles", v006_service_roles.SQL),
     Migration(7, "list_order", v007_list_order.SQL),
+    Migration(8, "login_failures", v008_login_failures.SQL),
 )

@@ -6,7 +6,8 @@ body ``{"error": {"code", "title", "message"}}``. Passwords and tokens are never
 
 Tokens are Fernet tokens (``tokens``); ``DELETE /v3/auth/tokens`` revokes one in the shared
 revocation list, which every validation consults. Password attempts go through the
-``LoginThrottle`` (429 with ``Retry-After`` once a user or an address failed too often).
+``LoginThrottle`` (429 with ``Retry-After`` once a user or an address failed too often, counted
+across every replica).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from services.api.auth.identity import (
     User,
     verify_password,
 )
-from services.api.auth.throttle import LoginThrottle, ThrottleLimits
+from services.api.auth.throttle import LoginThrottle
 from services.api.auth.tokens import InvalidToken, RevocationList, TokenClaims, TokenSigner
 from services.api.domain.policy import RequestContext
 from services.api.http.errors import keystone_error
@@ -73,13 +74,12 @@ class KeystoneApi:
         public_url: str | None = None,
         admin_token: str | None = None,
         admin_project_id: str | None = None,
-        throttle: LoginThrottle | None = None,
     ) -> None:
         self._identity = identity
         self.signer = signer
-        self.throttle = throttle or LoginThrottle(ThrottleLimits())
-        # Set by the app once Postgres is open (every replica shares it).
+        # Set by the app once Postgres is open (every replica shares them).
         self.revocations: RevocationList | None = None
+        self.throttle: LoginThrottle | None = None
         self.catalog_settings = catalog
         self.public_url = public_url
         self.admin_token = admin_token
@@ -129,7 +129,7 @@ class KeystoneApi:
             return keystone_error(400, "Bad Request", "Expecting to find auth.identity.methods")
         parent_audit_id: str | None = None
         if "password" in methods:
-            user, refusal = self._password_user(
+            user, refusal = await self._password_user(
                 auth["identity"].get("password"), request.remote or ""
             )
             if refusal is not None:
@@ -159,28 +159,30 @@ class KeystoneApi:
         payload = self._token_body(request, claims, methods)
         return web.json_response(payload, status=201, headers={"X-Subject-Token": token})
 
-    def _password_user(
+    async def _password_user(
         self, password: Any, address: str
     ) -> tuple[User | None, web.Response | None]:
         """The user the password method names, if the password matches; or the 429 of a
         throttled user or address."""
         if not isinstance(password, dict) or not isinstance(password.get("user"), dict):
             return None, None
+        if self.throttle is None:
+            raise ConfigurationError("the login failure counts are not open yet")
         spec = password["user"]
         domain_id = self._domain_id(spec.get("domain"))
         attempt = f"id:{spec.get('id')}" if spec.get("id") else f"{domain_id}/{spec.get('name')}"
-        wait = self.throttle.retry_after(attempt, address)
+        wait = await self.throttle.retry_after(attempt, address)
         if wait:
             return None, too_many_attempts(wait)
         user = self.identity.user(id_=spec.get("id"), name=spec.get("name"), domain_id=domain_id)
         secret = spec.get("password")
         if user is None or not isinstance(secret, str):
-            self.throttle.failed(attempt, address)
+            await self.throttle.failed(attempt, address)
             return None, None
         if not verify_password(secret, user.password_hash):
-            self.throttle.failed(attempt, address)
+            await self.throttle.failed(attempt, address)
             return None, None
-        self.throttle.succeeded(attempt)
+        await self.throttle.succeeded(attempt)
         return user, None
 
     async def _token_claims(self, token: Any) -> TokenClaims | None:

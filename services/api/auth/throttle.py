@@ -1,20 +1,22 @@
 """Brute-force guard of password authentication: failed attempts counted per user and per
-source address in a sliding window.
+source address in a sliding window shared by every API replica.
 
 Once a user (or an address) has ``limit`` failures within ``window`` seconds, further password
 attempts for it are refused (429 with ``Retry-After``) before the password is even checked,
-until the oldest failure leaves the window. A successful login clears its user's failures (not
-its address's). Counts live in this process: each API replica guards its own share of the
-traffic, and the memory is bounded (``max_keys``).
+until the oldest of those failures leaves the window. A successful login clears its user's
+failures (not its address's). The failures live in a ``FailureLog`` every replica shares
+(``services/api/adapters/login_failures.py``: Postgres), so N replicas allow the attempts of
+one; the log keeps one-way digests of the scopes, never the names typed (a mistyped user name
+is often a password).
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
-import time
-from collections import deque
-from collections.abc import Callable
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 
 @dataclass(frozen=True)
@@ -24,74 +26,63 @@ class ThrottleLimits:
     window: float = 300.0
 
 
-class FailureWindow:
-    """Failure times per key within ``window`` seconds."""
+class FailureLog(Protocol):
+    """Failed password attempts by scope (a digest), timed by one clock for every replica."""
 
-    def __init__(
-        self,
-        limit: int,
-        window: float,
-        clock: Callable[[], float] = time.monotonic,
-        max_keys: int = 100_000,
-    ) -> None:
-        self._limit = limit
-        self._window = window
-        self._clock = clock
-        self._max_keys = max_keys
-        self._failures: dict[str, deque[float]] = {}
+    async def recent(
+        self, scopes: Sequence[bytes], window: float, most: int
+    ) -> Mapping[bytes, Sequence[float]]:
+        """The ages in seconds, newest first, of at most ``most`` failures per scope within
+        the last ``window`` seconds; a scope without any is absent."""
+        ...
 
-    def _recent(self, key: str, now: float) -> deque[float] | None:
-        times = self._failures.get(key)
-        if times is None:
-            return None
-        while times and times[0] <= now - self._window:
-            times.popleft()
-        if not times:
-            del self._failures[key]
-            return None
-        return times
+    async def record(self, scopes: Sequence[bytes], window: float) -> None:
+        """One failure now for each of ``scopes``; failures older than ``window`` may go."""
+        ...
 
-    def retry_after(self, key: str) -> int:
-        """Seconds until ``key`` may try again; 0 when it may now."""
-        now = self._clock()
-        times = self._recent(key, now)
-        if times is None or len(times) < self._limit:
-            return 0
-        return max(1, math.ceil(times[-self._limit] + self._window - now))
+    async def clear(self, scope: bytes) -> None:
+        """Forget every failure of ``scope``."""
+        ...
 
-    def fail(self, key: str) -> None:
-        now = self._clock()
-        if key not in self._failures and len(self._failures) >= self._max_keys:
-            self._prune(now)
-        times = self._recent(key, now) or self._failures.setdefault(key, deque())
-        times.append(now)
-        while len(times) > self._limit:
-            times.popleft()
 
-    def clear(self, key: str) -> None:
-        self._failures.pop(key, None)
+def seconds_to_wait(ages: Sequence[float], limit: int, window: float) -> int:
+    """Whole seconds until one more attempt is allowed, given the ages (newest first) of the
+    failures within ``window``; 0 while fewer than ``limit``."""
+    if len(ages) < limit:
+        return 0
+    return max(1, math.ceil(window - ages[limit - 1]))
 
-    def _prune(self, now: float) -> None:
-        for key in list(self._failures):
-            self._recent(key, now)
-        while len(self._failures) >= self._max_keys:  # all recent: forget the oldest keys
-            del self._failures[next(iter(self._failures))]
+
+def user_scope(user: str) -> bytes:
+    return hashlib.sha256(b"user\x00" + user.encode("utf-8", "surrogatepass")).digest()
+
+
+def address_scope(address: str) -> bytes:
+    return hashlib.sha256(b"address\x00" + address.encode("utf-8", "surrogatepass")).digest()
 
 
 class LoginThrottle:
-    """Per-user and per-address failure windows of password authentication."""
+    """Per-user and per-address failure windows of password authentication over a shared
+    ``FailureLog``."""
 
-    def __init__(self, limits: ThrottleLimits, clock: Callable[[], float] = time.monotonic):
-        self._users = FailureWindow(limits.per_user, limits.window, clock)
-        self._addresses = FailureWindow(limits.per_address, limits.window, clock)
+    def __init__(self, limits: ThrottleLimits, log: FailureLog) -> None:
+        self._limits = limits
+        self._log = log
 
-    def retry_after(self, user: str, address: str) -> int:
+    async def retry_after(self, user: str, address: str) -> int:
         """Seconds the caller must wait before trying ``user`` from ``address``; 0: go on."""
-        return max(self._users.retry_after(user), self._addresses.retry_after(address))
+        limits = self._limits
+        by_user, by_address = user_scope(user), address_scope(address)
+        ages = await self._log.recent(
+            (by_user, by_address), limits.window, max(limits.per_user, limits.per_address)
+        )
+        return max(
+            seconds_to_wait(ages.get(by_user, ()), limits.per_user, limits.window),
+            seconds_to_wait(ages.get(by_address, ()), limits.per_address, limits.window),
+        )
 
-    def failed(self, user: str, address: str) -> None:
-        self._users.fail(user)
-        self._addresses.fail(address)
+    async def failed(self, user: str, address: str) -> None:
+        await self._log.record((user_scope(user), address_scope(address)), self._limits.window)
 
-    def succeeded(self, user: str) -> None:
-        self._users.clear(user)
+    async def succeeded(self, user: str) -> None:
+        await self._log.clear(user_scope(user))

@@ -4,7 +4,9 @@ endpoint x role x own/other project.
 Identities come from the ``testing`` strategy (X-Project-Id, X-Roles), which runs the same
 policy code as Keystone tokens. Foreign objects are hidden (404); a known object the caller's
 role may not touch, and admin-only endpoints, answer 403. The live event feed shows a caller
-its own project's events only (an admin every project's).
+its own project's events only (an admin every project's). The dashboard is static files that
+read these endpoints with the user's token: its reads (the LB list, status tree and stats,
+listener and member stats, the feed) are rows here.
 """
 
 from __future__ import annotations
@@ -25,6 +27,15 @@ ROLES = {
     "other-member": {"X-Project-Id": OTHER, "X-Roles": "member"},
     "other-reader": {"X-Project-Id": OTHER, "X-Roles": "reader"},
     "admin": {"X-Project-Id": "c" * 32, "X-Roles": "admin"},
+}
+# A read of one object: its project's readers, members and admins; hidden from other projects.
+READ_OWN_PROJECT: dict[str, int] = {
+    "reader": 200,
+    "member": 200,
+    "no-role": 403,
+    "other-member": 404,
+    "other-reader": 404,
+    "admin": 200,
 }
 # (name, method, path template, body, writes) -> expected status per role.
 R, W = "read", "write"
@@ -48,42 +59,21 @@ MATRIX: list[tuple[str, str, str, Any, dict[str, int]]] = [
         "GET",
         LBS + "/{lb}",
         None,
-        {
-            "reader": 200,
-            "member": 200,
-            "no-role": 403,
-            "other-member": 404,
-            "other-reader": 404,
-            "admin": 200,
-        },
+        READ_OWN_PROJECT,
     ),
     (
         "lb status",
         "GET",
         LBS + "/{lb}/status",
         None,
-        {
-            "reader": 200,
-            "member": 200,
-            "no-role": 403,
-            "other-member": 404,
-            "other-reader": 404,
-            "admin": 200,
-        },
+        READ_OWN_PROJECT,
     ),
     (
         "lb stats",
         "GET",
         LBS + "/{lb}/stats",
         None,
-        {
-            "reader": 200,
-            "member": 200,
-            "no-role": 403,
-            "other-member": 404,
-            "other-reader": 404,
-            "admin": 200,
-        },
+        READ_OWN_PROJECT,
     ),
     (
         "update lb",
@@ -118,14 +108,7 @@ MATRIX: list[tuple[str, str, str, Any, dict[str, int]]] = [
         "GET",
         "/v2/lbaas/listeners/{listener}",
         None,
-        {
-            "reader": 200,
-            "member": 200,
-            "no-role": 403,
-            "other-member": 404,
-            "other-reader": 404,
-            "admin": 200,
-        },
+        READ_OWN_PROJECT,
     ),
     (
         "update listener",
@@ -154,6 +137,16 @@ MATRIX: list[tuple[str, str, str, Any, dict[str, int]]] = [
             "other-reader": 404,
             "admin": 201,
         },
+    ),
+    # What the dashboard reads besides the LB rows above: its traffic tree.
+    *(
+        (name, "GET", path, None, READ_OWN_PROJECT)
+        for name, path in (
+            ("pool show", "/v2/lbaas/pools/{pool}"),
+            ("member show", "/v2/lbaas/pools/{pool}/members/{member}"),
+            ("listener stats (dashboard)", "/v2/lbaas/listeners/{listener}/stats"),
+            ("member stats (dashboard)", "/v2/lbaas/pools/{pool}/members/{member}/stats"),
+        )
     ),
     (
         "quota show own",
@@ -258,14 +251,7 @@ MATRIX: list[tuple[str, str, str, Any, dict[str, int]]] = [
         "GET",
         SECRETS + "/{secret}",
         None,
-        {
-            "reader": 200,
-            "member": 200,
-            "no-role": 403,
-            "other-member": 404,
-            "other-reader": 404,
-            "admin": 200,
-        },
+        READ_OWN_PROJECT,
     ),
     (
         "secret payload",
@@ -314,14 +300,7 @@ MATRIX: list[tuple[str, str, str, Any, dict[str, int]]] = [
         "GET",
         CONTAINERS + "/{container}",
         None,
-        {
-            "reader": 200,
-            "member": 200,
-            "no-role": 403,
-            "other-member": 404,
-            "other-reader": 404,
-            "admin": 200,
-        },
+        READ_OWN_PROJECT,
     ),
     (
         "container create",
@@ -424,6 +403,30 @@ async def test_every_endpoint_by_role_and_project(make_api: MakeApi) -> None:
         )
     ).body["listener"]
     await api.settle(lb["id"])
+    pool = (
+        await api.post(
+            "/v2/lbaas/pools",
+            {
+                "pool": {
+                    "listener_id": listener["id"],
+                    "protocol": "HTTP",
+                    "lb_algorithm": "ROUND_ROBIN",
+                }
+            },
+            headers=member,
+            expect=201,
+        )
+    ).body["pool"]
+    await api.settle(lb["id"])
+    pool_member = (
+        await api.post(
+            f"/v2/lbaas/pools/{pool['id']}/members",
+            {"member": {"address": "198.18.0.10", "protocol_port": 80}},
+            headers=member,
+            expect=201,
+        )
+    ).body["member"]
+    await api.settle(lb["id"])
     # A payload the client's JSON parsing reads (the payload route answers it as text/plain).
     secret_body = {"payload": "1", "payload_content_type": "text/plain"}
     secret_ref = (await api.post(SECRETS, secret_body, headers=member, expect=201)).body[
@@ -441,6 +444,8 @@ async def test_every_endpoint_by_role_and_project(make_api: MakeApi) -> None:
             ids = {
                 "lb": lb["id"],
                 "listener": listener["id"],
+                "pool": pool["id"],
+                "member": pool_member["id"],
                 "port": port,
                 "secret": secret_ref.rsplit("/", 1)[1],
                 "secret_ref": secret_ref,

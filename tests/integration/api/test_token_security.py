@@ -1,6 +1,7 @@
 """Keystone tokens against real API replicas on one Postgres: key rotation without logging
 anyone out, a removed key's tokens refused, revocation seen by every replica, forged and
-expired tokens refused, password brute force answered 429, and no version banner."""
+expired tokens refused, password brute force answered 429 by every replica (the failures
+counted in Postgres), and no version banner."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 
 from services.api.auth.identity import User, bootstrap_config, hash_password, save
@@ -151,28 +153,78 @@ async def test_revocation_is_refused_by_every_replica(
     await two.get(LBS, headers={"X-Auth-Token": other_session}, expect=401)
 
 
-async def test_password_brute_force_gets_429_with_retry_after(
-    make_api: MakeApi, identity_file: Path
+async def test_password_brute_force_gets_429_with_retry_after_from_every_replica(
+    make_api: MakeApi, identity_file: Path, pg_dsn: str
 ) -> None:
-    api = await make_api(
-        auth_strategy="keystone",
-        token_keys=NEW,
-        identity_file=identity_file,
-        login_failures_per_user=3,
-        login_failures_per_address=5,
-        login_failure_window=120,
-    )
-    for _ in range(3):
-        await api.post("/v3/auth/tokens", _password("alice", "guess"), expect=401)
-    throttled = await api.post("/v3/auth/tokens", _password("alice", "alice-pw"), expect=429)
-    assert throttled.body["error"]["code"] == 429
-    assert throttled.body["error"]["title"] == "Too Many Requests"
-    assert 0 < int(throttled.headers["Retry-After"]) <= 120
-    await _login(api, "admin", "admin-pw")  # another user from the same address still may
-    for _ in range(2):  # the address's own limit: 5 failures whichever user
-        await api.post("/v3/auth/tokens", _password("nobody", "guess"), expect=401)
-    by_address = await api.post("/v3/auth/tokens", _password("admin", "admin-pw"), expect=429)
-    assert int(by_address.headers["Retry-After"]) > 0
+    settings = {
+        "auth_strategy": "keystone",
+        "token_keys": NEW,
+        "identity_file": identity_file,
+        "login_failures_per_user": 3,
+        "login_failures_per_address": 5,
+        "login_failure_window": 120,
+    }
+    replicas = [await make_api(**settings) for _ in range(3)]
+    for replica in replicas:  # one guess on each replica: the three count together
+        await replica.post("/v3/auth/tokens", _password("alice", "guess"), expect=401)
+    for replica in replicas:  # refused before the (right) password is checked
+        throttled = await replica.post(
+            "/v3/auth/tokens", _password("alice", "alice-pw"), expect=429
+        )
+        assert throttled.body["error"]["code"] == 429
+        assert throttled.body["error"]["title"] == "Too Many Requests"
+        assert 118 <= int(throttled.headers["Retry-After"]) <= 120
+    await _login(replicas[0], "admin", "admin-pw")  # another user from the same address still may
+    for replica in replicas[1:]:  # the address's own limit: 5 failures whichever user
+        await replica.post("/v3/auth/tokens", _password("nobody", "guess"), expect=401)
+    for replica in replicas:
+        by_address = await replica.post(
+            "/v3/auth/tokens", _password("admin", "admin-pw"), expect=429
+        )
+        assert int(by_address.headers["Retry-After"]) > 0
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        # The window slides: 100 s later alice's oldest failure has 20 s left in it...
+        await conn.execute("UPDATE login_failures SET failed_at = failed_at - interval '100 s'")
+        throttled = await replicas[2].post(
+            "/v3/auth/tokens", _password("alice", "alice-pw"), expect=429
+        )
+        assert 18 <= int(throttled.headers["Retry-After"]) <= 20
+        # ... and 30 s after that every failure has left it: alice logs in on any replica.
+        await conn.execute("UPDATE login_failures SET failed_at = failed_at - interval '30 s'")
+        await _login(replicas[1])
+        # A new failure prunes the rows that left the window: only its own two remain.
+        await replicas[0].post("/v3/auth/tokens", _password("nobody", "guess"), expect=401)
+        assert await conn.fetchval("SELECT count(*) FROM login_failures") == 2
+        # Scopes are digests: no user name typed is kept.
+        assert await conn.fetchval("SELECT bool_and(length(scope) = 32) FROM login_failures")
+    finally:
+        await conn.close()
+
+
+async def _as(conn: asyncpg.Connection, role: str, sql: str) -> None:
+    """``sql`` run as ``role`` in a transaction that is rolled back."""
+    tx = conn.transaction()
+    await tx.start()
+    try:
+        await conn.execute(f"SET LOCAL ROLE {role}")
+        await conn.execute(sql)
+    finally:
+        await tx.rollback()
+
+
+async def test_only_the_api_role_touches_the_login_failures(pg_dsn: str, api: Api) -> None:
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        for role in ("fulcrum_provisioner", "fulcrum_health", "fulcrum_housekeeping"):
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await _as(conn, role, "SELECT * FROM login_failures")
+        await _as(conn, "fulcrum_api", "INSERT INTO login_failures (scope) VALUES ('\\x00')")
+        await _as(conn, "fulcrum_api", "DELETE FROM login_failures")
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await _as(conn, "fulcrum_api", "UPDATE login_failures SET failed_at = now()")
+    finally:
+        await conn.close()
 
 
 async def test_no_version_banner_on_any_response(api: Api) -> None:

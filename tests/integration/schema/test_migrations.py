@@ -53,6 +53,7 @@ TABLES = {
     "securitygroup_rule_view",
     "snapshots",
     "revoked_tokens",
+    "login_failures",
 }
 # This release's last version and the ledger a database migrated by it holds.
 LATEST = len(MIGRATIONS)
