@@ -62,6 +62,15 @@ def with_login(dsn: str, user: str, password: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{login}@{hosts}"))
 
 
+def _on_host(dsn: str, host: str, port: int) -> str:
+    """``dsn`` (single or multi-host URL) with its hosts replaced by ``host``:``port``."""
+    parts = urlsplit(dsn)
+    login, _, _ = parts.netloc.rpartition("@")
+    address = f"[{host}]" if ":" in host else host
+    netloc = f"{login}@{address}:{port}" if login else f"{address}:{port}"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
 class PostgresLogins:
     """The owner's and each service's password (``<role>.password`` under ``directory``) and
     the DSNs built from ``server_dsn`` (any DSN of the server and database: its login is
@@ -105,7 +114,13 @@ async def provision(
     await admin.execute(f'ALTER DATABASE "{database}" OWNER TO {OWNER}')
     await admin.execute(f"ALTER SCHEMA public OWNER TO {OWNER}")
     await admin.execute(_ADOPT_PUBLIC_OBJECTS)
-    owner = await asyncpg.create_pool(logins.owner_dsn, min_size=1, max_size=1)
+    # The owner migrates on the server ``admin`` reached: with a multi-host DSN another host,
+    # a standby yet to replay the login just made, would refuse its password.
+    reached = await admin.fetchrow("SELECT host(inet_server_addr()), inet_server_port()")
+    owner_dsn = logins.owner_dsn
+    if reached is not None and reached[0] is not None:
+        owner_dsn = _on_host(owner_dsn, reached[0], reached[1])
+    owner = await asyncpg.create_pool(owner_dsn, min_size=1, max_size=1)
     try:
         await upgrade(owner)
     finally:

@@ -8,6 +8,7 @@ from pathlib import Path
 import yaml
 
 from deploy.local.patroni import PatroniCluster, PatroniPorts
+from deploy.local.postgres_roles import _on_host
 from deploy.local.supervision import Program
 
 PORTS = PatroniPorts(etcd_client=2379, etcd_peer=2380, postgres=(5433, 5434), restapi=(8008, 8009))
@@ -90,3 +91,13 @@ def test_programs_supervise_etcd_before_the_members(tmp_path: Path) -> None:
     assert all(etcd.priority < m.priority for m in members)
     assert etcd.command[-2:] == ["--config-file", str(tmp_path / "pg" / "etcd.yaml")]
     assert members[0].command[-1] == str(tmp_path / "pg" / "pg0" / "patroni.yaml")
+
+
+def test_the_owner_migrates_on_the_host_the_superuser_reached() -> None:
+    """A multi-host DSN pinned to the primary that provisioning reached (a standby that has
+    not replayed the new login yet would refuse the owner's password)."""
+    multi = "postgresql://o:pw@pg0:5432,pg1:5432/postgres?target_session_attrs=read-write"
+    assert _on_host(multi, "198.18.3.7", 5432) == (
+        "postgresql://o:pw@198.18.3.7:5432/postgres?target_session_attrs=read-write"
+    )
+    assert _on_host("postgresql://pg0/db", "fd00::5", 6432) == "postgresql://[fd00::5]:6432/db"
