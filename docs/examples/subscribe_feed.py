@@ -6,7 +6,11 @@ JSON line, remembers the last ``id:`` it saw and, when the connection drops, rec
 ``Last-Event-ID`` so it misses nothing; it drops an event it has already handled (by
 ``event_id``), as every at-least-once consumer should.
 
-    python docs/examples/subscribe_feed.py --url http://127.0.0.1:9876 --token "$OS_TOKEN"
+    python docs/examples/subscribe_feed.py --url https://127.0.0.1:9876 --token "$OS_TOKEN" \
+        --cacert .state/ca/ca.pem
+
+``--cacert`` (or ``OS_CACERT``) is the CA that signed the API's certificate (``make up``'s is
+``.state/ca/ca.pem``); without it the system's trust store is used.
 
 ``--after N`` starts after global position N (0: from the first event); without it the feed
 starts with the events committed from now on. ``--count N`` exits after N events;
@@ -18,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import ssl
 import sys
 import time
 import urllib.error
@@ -56,13 +61,13 @@ def parse_stream(lines: Iterator[bytes]) -> Iterator[Event | None]:
             fields[name] = value.removeprefix(" ")
 
 
-def open_feed(url: str, token: str, last_id: int | None) -> Any:
+def open_feed(url: str, token: str, last_id: int | None, tls: ssl.SSLContext) -> Any:
     """The HTTP response of one connection to the feed; raises HTTPError on 4xx/5xx."""
     headers = {"Accept": "text/event-stream", "X-Auth-Token": token}
     if last_id is not None:
         headers["Last-Event-ID"] = str(last_id)
     request = urllib.request.Request(url + FEED_PATH, headers=headers)
-    return urllib.request.urlopen(request, timeout=READ_TIMEOUT)
+    return urllib.request.urlopen(request, timeout=READ_TIMEOUT, context=tls)
 
 
 def follow(args: argparse.Namespace) -> int:
@@ -70,9 +75,10 @@ def follow(args: argparse.Namespace) -> int:
     seen: OrderedDict[str, None] = OrderedDict()
     printed = 0
     quiet_since = time.monotonic()
+    tls = ssl.create_default_context(cafile=args.cacert or None)
     while True:
         try:
-            with open_feed(args.url, args.token, last_id) as response:
+            with open_feed(args.url, args.token, last_id, tls) as response:
                 for event in parse_stream(response):
                     if args.idle_exit and time.monotonic() - quiet_since > args.idle_exit:
                         return 0
@@ -104,8 +110,11 @@ def follow(args: argparse.Namespace) -> int:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--url", default=os.environ.get("FULCRUM_API_URL", "http://127.0.0.1:9876"))
+    parser.add_argument(
+        "--url", default=os.environ.get("FULCRUM_API_URL", "https://127.0.0.1:9876")
+    )
     parser.add_argument("--token", default=os.environ.get("OS_TOKEN", ""))
+    parser.add_argument("--cacert", default=os.environ.get("OS_CACERT", ""))
     parser.add_argument("--after", type=int, default=None)
     parser.add_argument("--count", type=int, default=0)
     parser.add_argument("--idle-exit", type=float, default=0.0)

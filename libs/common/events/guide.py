@@ -116,7 +116,8 @@ and a comment line `: keepalive` comes whenever nothing else was sent for 15 s (
   `EventSource` cannot send `X-Auth-Token`, so browsers read the feed with `fetch()` and a
   stream reader.
 
-`curl -N -H "X-Auth-Token: $OS_TOKEN" "http://127.0.0.1:9876{FEED_PATH}?after=0"` shows it;
+`curl -N --cacert .state/ca/ca.pem -H "X-Auth-Token: $OS_TOKEN" "https://127.0.0.1:9876{FEED_PATH}?after=0"`
+shows it (`make up` serves HTTPS with a certificate of its deployment CA, `.state/ca/ca.pem`);
 `{EXAMPLE}` is a complete subscriber (standard library only) that resumes with
 `Last-Event-ID` and drops duplicates by `event_id`; a test runs it against a real API.
 
