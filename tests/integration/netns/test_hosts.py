@@ -107,10 +107,21 @@ async def test_past_the_breaker_threshold_a_lost_host_is_not_failed_over(
         assert master.host == lost  # least loaded first: the MASTER's host took the SINGLE
         before = {lb_id: (await stack.repo.load(lb_id)).amphora_ids for lb_id in (pair, single)}
 
+        # Both heartbeat before the cut (a busy box may take a moment for a new amphora's
+        # first beat; one never heard from is judged on its own, not as silent with the other).
+        wanted = {master.amphora_id, single_amphora.amphora_id}
+        deadline = time.monotonic() + 15
+        while True:
+            heard = await stack.db.fetch(
+                "SELECT amphora_id FROM amphora_health WHERE last_seen IS NOT NULL"
+            )
+            if wanted <= {r["amphora_id"] for r in heard}:
+                break
+            assert time.monotonic() < deadline, f"no heartbeat from {wanted}: {heard}"
+            await asyncio.sleep(0.1)
         await asyncio.to_thread(stack.cut, lost)
         # Two amphorae silent at once >= threshold 2: the breaker holds both (amphora_health).
         deadline = time.monotonic() + 15
-        wanted = {master.amphora_id, single_amphora.amphora_id}
         while True:
             held = await stack.db.fetch(
                 "SELECT amphora_id FROM amphora_health WHERE failover_stopped"
