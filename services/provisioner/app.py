@@ -208,7 +208,12 @@ def wire(settings: ProvisionerSettings, pool: asyncpg.Pool, metrics: Metrics) ->
     store = PostgresEventStore(pool)
     amphorae = AmphoraRepository(store)
     spares = SparePool(
-        pool, amphorae, driver, settings.spare_pool_size, claim=settings.claim_spares
+        pool,
+        amphorae,
+        driver,
+        settings.spare_pool_size,
+        claim=settings.claim_spares,
+        contact=configurator,
     )
     compensation = Compensation(driver, amphorae, configurator.forget)
     return Provisioner(

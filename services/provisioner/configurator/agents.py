@@ -8,14 +8,18 @@ certificate carries the amphora id).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from pathlib import Path
 
 from libs.common.agent_contract import AgentInfo
+from libs.common.errors import InfrastructureError
 from libs.common.pki import DeploymentCA
 from libs.common.private_files import write_private_file
 from services.provisioner.adapters.agent_client import AmphoraAgentClient, client_ssl_context
 from services.provisioner.drivers import AmphoraHandle
+
+log = logging.getLogger(__name__)
 
 
 def amphora_key(handle: AmphoraHandle) -> str:
@@ -25,7 +29,13 @@ def amphora_key(handle: AmphoraHandle) -> str:
 
 class AgentConnections:
     """Cached agent clients and agent infos; ``forget`` drops an amphora's (and tells the
-    other per-amphora caches through ``on_forget``)."""
+    other per-amphora caches through ``on_forget``).
+
+    A spare is contacted once it boots (``warm``) and its info adopted by the process that
+    claims it (``adopt``), so that the create's push starts on an open connection with the
+    agent's info in hand. Another process's claim leaves the warmed info unused: an info is
+    only trusted as fresh by the process that knows nothing was pushed since it was fetched.
+    """
 
     def __init__(self, ca: DeploymentCA, directory: Path) -> None:
         self._ca = ca
@@ -37,6 +47,8 @@ class AgentConnections:
         self._ssl = client_ssl_context(ca.cert_path, self._cert, self._key, check_hostname=True)
         self._clients: dict[str, AmphoraAgentClient] = {}
         self._infos: dict[str, AgentInfo] = {}
+        self._warmed: dict[str, AgentInfo] = {}  # spares contacted ahead, not claimed here
+        self._adopted: set[str] = set()
         self._forget_hooks: list[Callable[[str], None]] = []
 
     def on_forget(self, hook: Callable[[str], None]) -> None:
@@ -59,10 +71,6 @@ class AgentConnections:
             self._clients[key] = client
         return client
 
-    def knows(self, handle: AmphoraHandle) -> bool:
-        """Whether the agent's info was fetched already (the agent was contacted)."""
-        return amphora_key(handle) in self._infos
-
     async def info(self, handle: AmphoraHandle) -> AgentInfo:
         """The agent's info, fetched on first use and then cached."""
         key = amphora_key(handle)
@@ -72,11 +80,40 @@ class AgentConnections:
             self._infos[key] = info
         return info
 
+    async def warm(self, handle: AmphoraHandle) -> None:
+        """Contact a spare's agent ahead of its claim: its connection opens (and stays open
+        for the client's keep-alive) and its info is kept for ``adopt``. A failure is only
+        logged: the first push contacts the agent again and reports what fails."""
+        try:
+            self._warmed[amphora_key(handle)] = await self.client(handle).info()
+        except InfrastructureError as exc:
+            log.warning("amphora %s: agent not contacted ahead: %s", handle.amphora_id, exc)
+
+    def adopt(self, handle: AmphoraHandle) -> None:
+        """This process claimed the spare (nothing was pushed to it since its boot): the info
+        ``warm`` fetched becomes its info, as fresh as a first contact."""
+        key = amphora_key(handle)
+        info = self._warmed.pop(key, None)
+        if info is not None and key not in self._infos:
+            self._infos[key] = info
+            self._adopted.add(key)
+
+    def first_contact(self, handle: AmphoraHandle) -> bool:
+        """Whether nothing this process knows of the amphora predates its cached info's
+        fetch: never contacted, or just adopted (asked once: the answer is then False)."""
+        key = amphora_key(handle)
+        if key in self._adopted:
+            self._adopted.discard(key)
+            return True
+        return key not in self._infos
+
     async def forget(self, amphora_id: str) -> None:
         """Close and drop everything cached of the amphora (it is gone)."""
         for key in [k for k in self._clients if k.startswith(f"{amphora_id}@")]:
             await self._clients.pop(key).close()
             self._infos.pop(key, None)
+            self._warmed.pop(key, None)
+            self._adopted.discard(key)
             for hook in self._forget_hooks:
                 hook(key)
 

@@ -1,0 +1,95 @@
+"""Spares are contacted once they boot: the push that follows their claim in the same process
+starts on an open connection with the agent's info in hand (one request: the config), while a
+process that did not claim the spare trusts nothing it fetched ahead.
+
+Real agents and HAProxy (process driver); the agent client's requests are recorded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from libs.common.domain import commands as c
+from libs.common.domain.decide import decide
+from libs.common.domain.evolve import evolve
+from libs.common.domain.model import LoadBalancerState
+from libs.common.pki import DeploymentCA
+from services.provisioner.adapters.agent_client import AmphoraAgentClient
+from services.provisioner.configurator import Configurator
+from services.provisioner.drivers import AmphoraHandle, AmphoraSpec
+from services.provisioner.drivers.process import ProcessAmphoraDriver
+from tests import builders as b
+from tests.integration.provisioner.conftest import free_port
+
+
+@pytest.fixture
+async def spare(tmp_path: Path) -> AsyncIterator[tuple[DeploymentCA, AmphoraHandle]]:
+    ca = DeploymentCA.load_or_create(tmp_path / "ca")
+    driver = ProcessAmphoraDriver(tmp_path / "amphorae", ca)
+    try:
+        yield ca, await driver.ensure(AmphoraSpec(amphora_id="spare-1", lb_id=None))
+    finally:
+        for handle in await driver.list():
+            await driver.delete(handle.amphora_id)
+        await driver.close()
+
+
+@pytest.fixture
+def requests(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every request an agent client sends, as ``METHOD path``."""
+    sent: list[str] = []
+    send = AmphoraAgentClient._request
+
+    async def recorded(self: AmphoraAgentClient, method: str, path: str, **kwargs: object) -> bytes:
+        sent.append(f"{method} {path}")
+        return await send(self, method, path, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(AmphoraAgentClient, "_request", recorded)
+    return sent
+
+
+def created(vip: str) -> LoadBalancerState:
+    lb = b.loadbalancer(vip)
+    state = LoadBalancerState()
+    for event in decide(
+        c.CreateLoadBalancer(lb, listeners=(b.listener(lb, free_port(vip)),)), state
+    ):
+        state = evolve(state, event)
+    return state
+
+
+async def test_a_spare_claimed_here_is_pushed_with_one_request(
+    spare: tuple[DeploymentCA, AmphoraHandle], tmp_path: Path, requests: list[str]
+) -> None:
+    ca, handle = spare
+    configurator = Configurator(ca, tmp_path / "ca")
+    try:
+        await configurator.warm(handle)
+        assert requests == ["GET /info"]
+        configurator.adopt(handle)
+        requests.clear()
+        await configurator.push(created("127.77.2.10"), handle)
+        assert requests == ["PUT /haproxy/config"]
+    finally:
+        await configurator.close()
+
+
+async def test_a_spare_claimed_elsewhere_is_contacted_afresh(
+    spare: tuple[DeploymentCA, AmphoraHandle], tmp_path: Path, requests: list[str]
+) -> None:
+    ca, handle = spare
+    booted_it, claimed_it = Configurator(ca, tmp_path / "ca"), Configurator(ca, tmp_path / "ca")
+    try:
+        await booted_it.warm(handle)
+        claimed_it.adopt(handle)  # nothing warmed in this process: nothing to adopt
+        await claimed_it.push(created("127.77.2.11"), handle)
+        requests.clear()
+        # The process that warmed it did not claim it: a config was pushed since, so it asks.
+        await booted_it.push(created("127.77.2.12"), handle)
+        assert requests == ["GET /info", "GET /haproxy/config", "PUT /haproxy/config"]
+    finally:
+        await booted_it.close()
+        await claimed_it.close()
