@@ -238,8 +238,8 @@ class LifecycleHandler:
         return recording
 
     async def _handles(self, state: LoadBalancerState) -> list[AmphoraHandle]:
-        running = {h.amphora_id: h for h in await self._driver.list()}
-        return [running[a] for a in state.amphora_ids if a in running]
+        found = [await self._driver.get(a) for a in state.amphora_ids]
+        return [h for h in found if h is not None]
 
     async def _push_all(self, state: LoadBalancerState, handles: list[AmphoraHandle]) -> None:
         for handle in handles:

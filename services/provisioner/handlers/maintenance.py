@@ -289,7 +289,7 @@ class MaintenanceHandler:
         return await self._running(row.amphora_id) is not None
 
     async def _running(self, amphora_id: str) -> AmphoraHandle | None:
-        return next((h for h in await self._driver.list() if h.amphora_id == amphora_id), None)
+        return await self._driver.get(amphora_id)
 
 
 __all__ = ["ACTOR", "MaintenanceHandler"]

@@ -64,14 +64,11 @@ class SparePool:
         The caller records its allocation (AmphoraAllocated) in that transaction."""
         if not self.claiming:
             return None
-        running: dict[str, AmphoraHandle] | None = None  # listed once, and only with a spare
         for _ in range(3):
             amphora_id = await lock_one_spare(conn)
             if amphora_id is None:
                 return None
-            if running is None:
-                running = {h.amphora_id: h for h in await self._driver.list()}
-            handle = running.get(amphora_id)
+            handle = await self._driver.get(amphora_id)
             if handle is None:  # listed READY but gone: record it and try the next one
                 await self._amps.record(
                     amphora_id,

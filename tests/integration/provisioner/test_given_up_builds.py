@@ -61,6 +61,9 @@ class DiskFullDriver:
     async def list(self) -> list[AmphoraHandle]:
         return []
 
+    async def get(self, amphora_id: str) -> AmphoraHandle | None:
+        return None
+
     async def leftovers(self) -> Sequence[str]:
         return []
 
@@ -300,6 +303,9 @@ class UndeletableDriver:
 
     async def list(self) -> list[AmphoraHandle]:
         return list(self.running.values())
+
+    async def get(self, amphora_id: str) -> AmphoraHandle | None:
+        return self.running.get(amphora_id)
 
     async def leftovers(self) -> Sequence[str]:
         return []

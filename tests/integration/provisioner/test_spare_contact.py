@@ -1,6 +1,7 @@
-"""Spares are contacted once they boot: the push that follows their claim in the same process
-starts on an open connection with the agent's info in hand (one request: the config), while a
-process that did not claim the spare trusts nothing it fetched ahead.
+"""Spares are found by id (the driver's ``get``) and contacted once they boot: the push that
+follows their claim in the same process starts on an open connection with the agent's info in
+hand (one request: the config), while a process that did not claim the spare trusts nothing it
+fetched ahead.
 
 Real agents and HAProxy (process driver); the agent client's requests are recorded.
 """
@@ -49,6 +50,19 @@ def requests(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
     monkeypatch.setattr(AmphoraAgentClient, "_request", recorded)
     return sent
+
+
+async def test_the_process_driver_finds_one_amphora_by_id(
+    spare: tuple[DeploymentCA, AmphoraHandle], tmp_path: Path
+) -> None:
+    _, handle = spare
+    driver = ProcessAmphoraDriver(
+        tmp_path / "amphorae", DeploymentCA.load_or_create(tmp_path / "ca")
+    )
+    assert await driver.get(handle.amphora_id) == handle == (await driver.list())[0]
+    assert await driver.get("not-here") is None
+    assert await driver.get("../amphorae/" + handle.amphora_id) is None  # ids name no paths
+    assert await driver.get(".zygote") is None
 
 
 def created(vip: str) -> LoadBalancerState:
