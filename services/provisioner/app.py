@@ -292,7 +292,8 @@ async def _parts(settings: ProvisionerSettings, app: web.Application) -> AsyncIt
     app[CONFIGURATOR] = parts.configurator
     await parts.driver.prepare()
     try:
-        yield
+        async with background(parts.configurator.keep_warm(), "spare connections"):
+            yield
     finally:
         await parts.configurator.close()
         await parts.driver.close()

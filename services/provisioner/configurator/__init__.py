@@ -79,6 +79,10 @@ class Configurator:
         """Contact a spare that just booted, ahead of its claim (AgentConnections.warm)."""
         await self._agents.warm(handle)
 
+    async def keep_warm(self) -> None:
+        """Forever: keep the spares warmed here connected until claimed (AgentConnections)."""
+        await self._agents.keep_warm()
+
     def adopt(self, handle: AmphoraHandle) -> None:
         """This process claimed the spare: its first push uses what ``warm`` fetched."""
         self._agents.adopt(handle)

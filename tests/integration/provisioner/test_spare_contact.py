@@ -1,13 +1,15 @@
 """Spares are found by id (the driver's ``get``) and contacted once they boot: the push that
 follows their claim in the same process starts on an open connection with the agent's info in
 hand (one request: the config), while a process that did not claim the spare trusts nothing it
-fetched ahead.
+fetched ahead. Until claimed, a warm spare is asked again so that its connection stays open.
 
 Real agents and HAProxy (process driver); the agent client's requests are recorded.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -20,6 +22,7 @@ from libs.common.domain.model import LoadBalancerState
 from libs.common.pki import DeploymentCA
 from services.provisioner.adapters.agent_client import AmphoraAgentClient
 from services.provisioner.configurator import Configurator
+from services.provisioner.configurator.agents import AgentConnections
 from services.provisioner.drivers import AmphoraHandle, AmphoraSpec
 from services.provisioner.drivers.process import ProcessAmphoraDriver
 from tests import builders as b
@@ -107,3 +110,28 @@ async def test_a_spare_claimed_elsewhere_is_contacted_afresh(
     finally:
         await booted_it.close()
         await claimed_it.close()
+
+
+async def test_a_warm_spare_is_asked_again_until_claimed(
+    spare: tuple[DeploymentCA, AmphoraHandle], tmp_path: Path, requests: list[str]
+) -> None:
+    ca, handle = spare
+    agents = AgentConnections(ca, tmp_path / "ca")
+    keeping = asyncio.create_task(agents.keep_warm(interval=0.05))
+    try:
+        await agents.warm(handle)
+        for _ in range(100):
+            if len(requests) >= 3:
+                break
+            await asyncio.sleep(0.05)
+        assert requests[:3] == ["GET /info"] * 3  # its connection is kept in use
+        agents.adopt(handle)
+        await asyncio.sleep(0.2)  # a round in flight when claimed may still finish
+        asked = len(requests)
+        await asyncio.sleep(0.3)
+        assert len(requests) == asked  # claimed: no longer kept warm
+    finally:
+        keeping.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await keeping
+        await agents.close()
