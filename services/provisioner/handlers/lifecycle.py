@@ -212,9 +212,11 @@ class LifecycleHandler:
         and ``activation`` in a savepoint of ``conn``'s transaction, kept only when both
         succeed. Raises the push's error; returns the recording's outcome (a done future)."""
         savepoint = conn.transaction()
-        await savepoint.start()
+        started: list[bool] = []
 
         async def record() -> None:
+            await savepoint.start()  # here: its round trip overlaps the push too
+            started.append(True)
             for amphora_id, events in records.items():
                 if events:
                     await self._amps.record(amphora_id, list(events), metadata, conn=conn)
@@ -228,12 +230,13 @@ class LifecycleHandler:
             await self._push_all(state, handles)
         except BaseException:
             await asyncio.gather(recording, return_exceptions=True)
-            await savepoint.rollback()
+            if started:
+                await savepoint.rollback()
             raise
         await asyncio.gather(recording, return_exceptions=True)
         if recording.exception() is None:
             await savepoint.commit()
-        else:
+        elif started:
             await savepoint.rollback()
         return recording
 
