@@ -11,7 +11,8 @@ Measures, through the real API (noauth) and provisioner, with bounded counts:
 - where the milliseconds of one warm graph create go: the services export their trace spans
   (OTLP/HTTP) to a receiver in this process, and each create's trace is cut into API commit,
   relay publish, consumer pick-up, spare claim, config render, agent push, HAProxy reload,
-  status event (the activation's commit) and the client seeing ACTIVE; beside it, HAProxy's own
+  status event (the activation's commit) and the client seeing ACTIVE, each create sent once
+  the spare pool is full again (no spare boots beside it); beside it, HAProxy's own
   start (a spare's first config) and reload (master CLI reload until the new worker runs)
   through the agent's data-plane adapter, with the global section the provisioner renders:
   the floor of a create and of any config change.
@@ -474,7 +475,8 @@ async def main(only_breakdown: bool, timeline: bool, samples: int) -> None:
                         print((s.root / "provisioner.log").read_text()[-3000:])
                         raise
                     s.procs.remove(cold_prov)
-                start_provisioner(s, max(WARM_SAMPLES, samples) + 2)
+                pool_size = max(WARM_SAMPLES, samples) + 2
+                start_provisioner(s, pool_size)
                 if not only_breakdown:
                     await wait_spares(api, s, WARM_SAMPLES + 2)
                     warm = [(await graph_create(api, vips, [p1]))[0] for _ in range(WARM_SAMPLES)]
@@ -484,7 +486,8 @@ async def main(only_breakdown: bool, timeline: bool, samples: int) -> None:
                     through_lb, by_hand, direct = await throughput(api, vips, p1, p2, tmp)
                 traced: list[Traced] = []
                 for _ in range(samples):
-                    await wait_spares(api, s, 1)
+                    # A full pool: no spare boots beside the create that is measured.
+                    await wait_spares(api, s, pool_size)
                     traced.append(await traced_create(api, sink, vips, [p1]))
                 floor = await haproxy_floor(tmp, free_port())
         finally:
