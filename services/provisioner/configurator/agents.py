@@ -111,8 +111,8 @@ class AgentConnections:
         handle = entry[0]
         try:
             info = await self.client(handle).info()
-        except InfrastructureError as exc:
-            log.info("amphora %s: not kept warm: %s", handle.amphora_id, exc)
+        except Exception as exc:  # best effort (its client may be closed under it): never dies
+            log.info("amphora %s: not kept warm: %r", handle.amphora_id, exc)
             self._warmed.pop(key, None)
             return
         if key in self._warmed:  # not claimed meanwhile

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from libs.common.agent_contract import AgentInfo
 from libs.common.domain import commands as c
 from libs.common.domain.decide import decide
 from libs.common.domain.evolve import evolve
@@ -27,6 +28,18 @@ from services.provisioner.drivers import AmphoraHandle, AmphoraSpec
 from services.provisioner.drivers.process import ProcessAmphoraDriver
 from tests import builders as b
 from tests.integration.provisioner.conftest import free_port
+
+
+@pytest.fixture
+async def driver(tmp_path: Path) -> AsyncIterator[ProcessAmphoraDriver]:
+    ca = DeploymentCA.load_or_create(tmp_path / "ca")
+    driver = ProcessAmphoraDriver(tmp_path / "amphorae", ca)
+    try:
+        yield driver
+    finally:
+        for handle in await driver.list():
+            await driver.delete(handle.amphora_id)
+        await driver.close()
 
 
 @pytest.fixture
@@ -130,6 +143,39 @@ async def test_a_warm_spare_is_asked_again_until_claimed(
         asked = len(requests)
         await asyncio.sleep(0.3)
         assert len(requests) == asked  # claimed: no longer kept warm
+    finally:
+        keeping.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await keeping
+        await agents.close()
+
+
+async def test_a_spare_gone_is_no_longer_kept_warm_and_the_others_still_are(
+    driver: ProcessAmphoraDriver, tmp_path: Path, requests: list[str]
+) -> None:
+    ca = DeploymentCA.load_or_create(tmp_path / "ca")
+    gone = await driver.ensure(AmphoraSpec(amphora_id="spare-gone", lb_id=None))
+    kept = await driver.ensure(AmphoraSpec(amphora_id="spare-kept", lb_id=None))
+    agents = AgentConnections(ca, tmp_path / "ca")
+    asked: list[str] = []
+    info = AmphoraAgentClient.info
+
+    async def who(self: AmphoraAgentClient) -> AgentInfo:
+        asked.append(self.server_name or "")
+        return await info(self)
+
+    keeping = asyncio.create_task(agents.keep_warm(interval=0.05))
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(AmphoraAgentClient, "info", who)
+            await agents.warm(gone)
+            await agents.warm(kept)
+            await driver.delete(gone.amphora_id)
+            await asyncio.sleep(4.0)  # the gone one's connection retries (~3 s) run out
+            asked.clear()
+            await asyncio.sleep(0.3)
+        assert not keeping.done()
+        assert set(asked) == {kept.amphora_id}
     finally:
         keeping.cancel()
         with contextlib.suppress(asyncio.CancelledError):
