@@ -124,13 +124,19 @@ class LoadBalancerRepository:
         *,
         conn: asyncpg.Connection | None = None,
         attempts: int = 2,
+        fresh: bool = False,
     ) -> Outcome:
         """Decide and append; raises DomainError from decide, Conflict after lost races.
 
         ``command`` may be a factory of the loaded state, for commands that depend on it.
+        ``fresh``: ``lb_id`` was just made by the caller, so no one else can have written
+        either stream: nothing is loaded or guarded (the append still refuses a stream that
+        exists, as a Conflict).
         """
+        if fresh:
+            attempts = 1
         for attempt in range(attempts):
-            state, unsnapshotted = await self._load(lb_id)
+            state, unsnapshotted = (LoadBalancerState(), 0) if fresh else await self._load(lb_id)
             cmd = command(state) if callable(command) else command
             payloads = decide(cmd, state)
             if not payloads:
@@ -153,9 +159,10 @@ class LoadBalancerRepository:
                 snapshot: StoredSnapshot | None = snapshot,
                 target: _Target = target,
             ) -> None:
-                await guard_stream(
-                    tx, StreamId.loadbalancer(lb_id), target.other_stream, target.other_version
-                )
+                if not fresh:
+                    await guard_stream(
+                        tx, StreamId.loadbalancer(lb_id), target.other_stream, target.other_version
+                    )
                 await project_loadbalancer(tx, before, after)
                 if snapshot is not None:
                     await write_snapshot(tx, snapshot)

@@ -208,7 +208,12 @@ def wire(settings: ProvisionerSettings, pool: asyncpg.Pool, metrics: Metrics) ->
     store = PostgresEventStore(pool)
     amphorae = AmphoraRepository(store)
     spares = SparePool(
-        pool, amphorae, driver, settings.spare_pool_size, claim=settings.claim_spares
+        pool,
+        amphorae,
+        driver,
+        settings.spare_pool_size,
+        claim=settings.claim_spares,
+        contact=configurator,
     )
     compensation = Compensation(driver, amphorae, configurator.forget)
     return Provisioner(
@@ -287,7 +292,8 @@ async def _parts(settings: ProvisionerSettings, app: web.Application) -> AsyncIt
     app[CONFIGURATOR] = parts.configurator
     await parts.driver.prepare()
     try:
-        yield
+        async with background(parts.configurator.keep_warm(), "spare connections"):
+            yield
     finally:
         await parts.configurator.close()
         await parts.driver.close()

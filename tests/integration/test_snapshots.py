@@ -11,7 +11,7 @@ import pytest
 
 from libs.common.domain import commands as c
 from libs.common.domain.evolve import fold
-from libs.common.domain.model import LoadBalancerState
+from libs.common.domain.model import LoadBalancerState, OperatingStatus
 from libs.common.events import Metadata
 from libs.common.eventstore import PostgresEventStore
 from libs.common.repository import (
@@ -145,3 +145,25 @@ async def test_load_pending_reads_only_the_pending_period(
     assert [(e.stream_version, e.event_type) for e in pending] == [(15, "LoadBalancerUpdated")]
     whole = await store.read_stream(StreamId.loadbalancer(lb_id))
     assert state.model_dump_json() == fold(e.payload for e in whole).model_dump_json()
+
+
+async def test_load_pending_reads_a_period_that_began_before_the_snapshot(
+    db: asyncpg.Pool, store: PostgresEventStore
+) -> None:
+    repo = LoadBalancerRepository(store, snapshot_every=2)
+    lb = builders.loadbalancer("127.77.0.12")
+    await repo.execute(lb.id, c.CreateLoadBalancer(loadbalancer=lb), META)
+    # Observed statuses while it is still PENDING_CREATE: a snapshot is taken after the
+    # LoadBalancerCreated that opened the pending period.
+    for status in (OperatingStatus.ERROR, OperatingStatus.ONLINE):
+        await repo.execute(lb.id, c.RecordOperatingStatuses({lb.id: status}), META)
+    assert (
+        await db.fetchval(
+            "SELECT stream_version FROM snapshots WHERE stream_id = $1",
+            StreamId.loadbalancer(lb.id),
+        )
+        == 1
+    )
+    state, pending = await repo.load_pending(lb.id)
+    assert [e.event_type for e in pending] == ["LoadBalancerCreated"]
+    assert (state.version, state.status_version) == (1, 2)

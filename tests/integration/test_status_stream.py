@@ -12,6 +12,7 @@ import pytest
 
 from libs.common.domain import commands as c
 from libs.common.domain.model import LoadBalancerState, OperatingStatus
+from libs.common.errors import Conflict
 from libs.common.events import Metadata
 from libs.common.eventstore import PostgresEventStore
 from libs.common.repository import LoadBalancerRepository
@@ -96,3 +97,20 @@ async def test_a_status_write_racing_an_intent_write_makes_the_intent_write_retr
     assert outcome.state.loadbalancer.operating_status == OS.ERROR
     body = await lb_body(db, lb_id)
     assert (body["name"], body["operating_status"]) == ("take2", "ERROR")
+
+
+async def test_a_fresh_create_loads_nothing_and_refuses_an_id_in_use(
+    db: asyncpg.Pool, repo: LoadBalancerRepository
+) -> None:
+    lb = builders.loadbalancer("127.77.1.12")
+    outcome = await repo.execute(lb.id, c.CreateLoadBalancer(loadbalancer=lb), META, fresh=True)
+    assert [e.event_type for e in outcome.envelopes] == ["LoadBalancerCreated"]
+    assert (await lb_body(db, lb.id))["provisioning_status"] == "PENDING_CREATE"
+    assert await repo.load(lb.id) == outcome.state
+    # An id whose stream exists is no fresh id: the append refuses it and writes nothing.
+    again = builders.loadbalancer("127.77.1.13").model_copy(update={"id": lb.id})
+    with pytest.raises(Conflict):
+        await repo.execute(lb.id, c.CreateLoadBalancer(loadbalancer=again), META, fresh=True)
+    events = await PostgresEventStore(db).read_stream(StreamId.loadbalancer(lb.id))
+    assert [e.event_type for e in events] == ["LoadBalancerCreated"]
+    assert (await lb_body(db, lb.id))["vip_address"] == "127.77.1.12"

@@ -44,6 +44,9 @@ class MemoryHost:
     async def list(self) -> list[AmphoraHandle]:
         return list(self.running.values())
 
+    async def get(self, amphora_id: str) -> AmphoraHandle | None:
+        return self.running.get(amphora_id)
+
     async def leftovers(self) -> Sequence[str]:
         return []
 
@@ -71,6 +74,8 @@ async def test_a_pair_is_placed_apart_and_handles_name_their_host() -> None:
     single = await driver.ensure(AmphoraSpec("s", "lb2"))
     assert single.host == "h1"  # 1 and 1: the first host
     assert set(h1.running) == {"m", "s"} and set(h2.running) == {"b"}
+    assert await driver.get("b") == backup  # found on its host, named
+    assert await driver.get("gone") is None
 
 
 async def test_an_unreachable_host_is_out_of_sight_and_takes_nothing_new() -> None:

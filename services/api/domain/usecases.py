@@ -236,7 +236,7 @@ class LoadBalancing:
                     self._check_driver_options(fields)
                     self._check_vip_families([s for s, _ in wanted])
                     self._check_servable(command, LoadBalancerState())
-                    outcome = await self._repo.execute(lb_id, command, meta, conn=conn)
+                    outcome = await self._repo.execute(lb_id, command, meta, conn=conn, fresh=True)
             except Conflict as lost_race:
                 # Another create took an address between our read and our append: draw again
                 # for each address lost that way (an address asked for is not retried).

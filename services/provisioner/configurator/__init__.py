@@ -75,6 +75,18 @@ class Configurator:
     async def info(self, handle: AmphoraHandle) -> AgentInfo:
         return await self._agents.info(handle)
 
+    async def warm(self, handle: AmphoraHandle) -> None:
+        """Contact a spare that just booted, ahead of its claim (AgentConnections.warm)."""
+        await self._agents.warm(handle)
+
+    async def keep_warm(self) -> None:
+        """Forever: keep the spares warmed here connected until claimed (AgentConnections)."""
+        await self._agents.keep_warm()
+
+    def adopt(self, handle: AmphoraHandle) -> None:
+        """This process claimed the spare: its first push uses what ``warm`` fetched."""
+        self._agents.adopt(handle)
+
     async def vip_plumbing(self, handle: AmphoraHandle) -> VrrpStatus | None:
         """The amphora's VIP interface and keepalived scripts, or None: nothing to plumb."""
         return await self._vips.status(handle)

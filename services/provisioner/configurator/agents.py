@@ -8,14 +8,23 @@ certificate carries the amphora id).
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Callable
 from pathlib import Path
+from typing import Final
 
 from libs.common.agent_contract import AgentInfo
+from libs.common.errors import InfrastructureError
 from libs.common.pki import DeploymentCA
 from libs.common.private_files import write_private_file
 from services.provisioner.adapters.agent_client import AmphoraAgentClient, client_ssl_context
 from services.provisioner.drivers import AmphoraHandle
+
+log = logging.getLogger(__name__)
+
+# Below the 15 s an idle client connection is kept open (aiohttp's keep-alive).
+KEEP_WARM_INTERVAL: Final = 10.0
 
 
 def amphora_key(handle: AmphoraHandle) -> str:
@@ -25,7 +34,14 @@ def amphora_key(handle: AmphoraHandle) -> str:
 
 class AgentConnections:
     """Cached agent clients and agent infos; ``forget`` drops an amphora's (and tells the
-    other per-amphora caches through ``on_forget``)."""
+    other per-amphora caches through ``on_forget``).
+
+    A spare is contacted once it boots (``warm``), asked again while it waits so that its
+    connection stays open (``keep_warm``), and its info adopted by the process that claims it
+    (``adopt``): the create's push starts on an open connection with the agent's info in
+    hand. Another process's claim leaves the warmed info unused: an info is only trusted as
+    fresh by the process that knows nothing was pushed since it was fetched.
+    """
 
     def __init__(self, ca: DeploymentCA, directory: Path) -> None:
         self._ca = ca
@@ -37,6 +53,9 @@ class AgentConnections:
         self._ssl = client_ssl_context(ca.cert_path, self._cert, self._key, check_hostname=True)
         self._clients: dict[str, AmphoraAgentClient] = {}
         self._infos: dict[str, AgentInfo] = {}
+        # Spares contacted ahead and not claimed here, with what they last answered.
+        self._warmed: dict[str, tuple[AmphoraHandle, AgentInfo]] = {}
+        self._adopted: set[str] = set()
         self._forget_hooks: list[Callable[[str], None]] = []
 
     def on_forget(self, hook: Callable[[str], None]) -> None:
@@ -59,10 +78,6 @@ class AgentConnections:
             self._clients[key] = client
         return client
 
-    def knows(self, handle: AmphoraHandle) -> bool:
-        """Whether the agent's info was fetched already (the agent was contacted)."""
-        return amphora_key(handle) in self._infos
-
     async def info(self, handle: AmphoraHandle) -> AgentInfo:
         """The agent's info, fetched on first use and then cached."""
         key = amphora_key(handle)
@@ -72,11 +87,62 @@ class AgentConnections:
             self._infos[key] = info
         return info
 
+    async def warm(self, handle: AmphoraHandle) -> None:
+        """Contact a spare's agent ahead of its claim: its connection opens (and stays open
+        for the client's keep-alive) and its info is kept for ``adopt``. A failure is only
+        logged: the first push contacts the agent again and reports what fails."""
+        try:
+            self._warmed[amphora_key(handle)] = (handle, await self.client(handle).info())
+        except InfrastructureError as exc:
+            log.warning("amphora %s: agent not contacted ahead: %s", handle.amphora_id, exc)
+
+    async def keep_warm(self, interval: float = KEEP_WARM_INTERVAL) -> None:
+        """Forever: every ``interval`` seconds, ask each spare warmed here and not claimed
+        yet for its info again, keeping its connection open until its claim. A spare that
+        does not answer is no longer kept warm (its claim contacts it afresh)."""
+        while True:
+            await asyncio.sleep(interval)
+            await asyncio.gather(*(self._rewarm(key) for key in list(self._warmed)))
+
+    async def _rewarm(self, key: str) -> None:
+        entry = self._warmed.get(key)
+        if entry is None:
+            return
+        handle = entry[0]
+        try:
+            info = await self.client(handle).info()
+        except Exception as exc:  # best effort (its client may be closed under it): never dies
+            log.info("amphora %s: not kept warm: %r", handle.amphora_id, exc)
+            self._warmed.pop(key, None)
+            return
+        if key in self._warmed:  # not claimed meanwhile
+            self._warmed[key] = (handle, info)
+
+    def adopt(self, handle: AmphoraHandle) -> None:
+        """This process claimed the spare (nothing was pushed to it since its boot): the info
+        ``warm`` fetched becomes its info, as fresh as a first contact."""
+        key = amphora_key(handle)
+        warmed = self._warmed.pop(key, None)
+        if warmed is not None and key not in self._infos:
+            self._infos[key] = warmed[1]
+            self._adopted.add(key)
+
+    def first_contact(self, handle: AmphoraHandle) -> bool:
+        """Whether nothing this process knows of the amphora predates its cached info's
+        fetch: never contacted, or just adopted (asked once: the answer is then False)."""
+        key = amphora_key(handle)
+        if key in self._adopted:
+            self._adopted.discard(key)
+            return True
+        return key not in self._infos
+
     async def forget(self, amphora_id: str) -> None:
         """Close and drop everything cached of the amphora (it is gone)."""
         for key in [k for k in self._clients if k.startswith(f"{amphora_id}@")]:
             await self._clients.pop(key).close()
             self._infos.pop(key, None)
+            self._warmed.pop(key, None)
+            self._adopted.discard(key)
             for hook in self._forget_hooks:
                 hook(key)
 

@@ -49,12 +49,12 @@ class TlsDelivery:
 
     async def in_use(self, handle: AmphoraHandle) -> set[str]:
         """The TLS files the amphora's installed config lists. On first contact the agent's
-        info (fetched now, then cached) tells whether it has a config at all: a fresh or spare
-        amphora is not asked for one."""
+        info (fetched now or adopted with a claimed spare, then cached) tells whether it has a
+        config at all: a fresh or spare amphora is not asked for one."""
         installed = self._installed.get(amphora_key(handle))
         if installed is not None:
             return installed
-        if not self._agents.knows(handle):
+        if self._agents.first_contact(handle):
             first_contact = await self._agents.info(handle)
             if first_contact.config_sha256 is None:
                 return set()

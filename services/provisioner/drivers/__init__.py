@@ -71,6 +71,11 @@ class AmphoraDriver(Protocol):
         """Every amphora this driver runs now."""
         ...
 
+    async def get(self, amphora_id: str) -> AmphoraHandle | None:
+        """The amphora if this driver runs it now (as ``list`` would show it), else None; at
+        most the cost of ``list``, much less where the driver can look one up."""
+        ...
+
     async def leftovers(self) -> Sequence[str]:
         """Ids of amphorae that do not run but left something behind (a stopped container, a
         state dir, a namespace); ``delete`` removes it."""

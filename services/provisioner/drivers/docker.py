@@ -198,6 +198,9 @@ class DockerAmphoraDriver:
         """Running amphora containers of this deployment, from their labels."""
         return await self._call("list containers", self._running)
 
+    async def get(self, amphora_id: str) -> AmphoraHandle | None:
+        return next((h for h in await self.list() if h.amphora_id == amphora_id), None)
+
     async def leftovers(self) -> Sequence[str]:
         """Amphora ids of this deployment's containers that do not run (exited, created)."""
         return await self._call("list stopped containers", self._stopped)

@@ -106,6 +106,9 @@ class HostsDriver:
     async def list(self) -> list[AmphoraHandle]:
         return [h for handles in (await self.survey()).values() for h in handles or ()]
 
+    async def get(self, amphora_id: str) -> AmphoraHandle | None:
+        return next((h for h in await self.list() if h.amphora_id == amphora_id), None)
+
     async def leftovers(self) -> Sequence[str]:
         reachable = await self.reachable_hosts()
         found: list[str] = []

@@ -304,6 +304,9 @@ class NetnsAmphoraDriver:
                 handles.append(handle)
         return handles
 
+    async def get(self, amphora_id: str) -> AmphoraHandle | None:
+        return next((h for h in await self.list() if h.amphora_id == amphora_id), None)
+
     async def leftovers(self) -> Sequence[str]:
         return [r.amphora_id for r in self._records() if self._handle(r.amphora_id) is None]
 

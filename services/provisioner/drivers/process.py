@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 from collections.abc import Sequence
@@ -35,6 +36,8 @@ from services.provisioner.drivers.agent_launcher import (
 __all__ = ["DRIVER_NAME", "ProcessAmphoraDriver", "Zygote"]
 
 DRIVER_NAME: Final = "process"
+# An amphora id names a directory of the state dir: never a path elsewhere.
+_SAFE_ID: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _SPEC_FILE: Final = "amphora.json"
 _STOP_TIMEOUT: Final = 10.0
 
@@ -151,6 +154,10 @@ class ProcessAmphoraDriver:
     async def list(self) -> list[AmphoraHandle]:
         handles = (self._handle(amphora_id) for amphora_id in self._amphora_ids())
         return [handle for handle in handles if handle is not None]
+
+    async def get(self, amphora_id: str) -> AmphoraHandle | None:
+        """Its own files only: no walk over every amphora."""
+        return self._handle(amphora_id) if _SAFE_ID.fullmatch(amphora_id) else None
 
     async def leftovers(self) -> Sequence[str]:
         return [a for a in self._amphora_ids() if self._handle(a) is None]

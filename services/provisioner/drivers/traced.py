@@ -44,6 +44,12 @@ class TracedDriver:
             span.set_attribute("fulcrum.driver", self.name)
             return await self.inner.list()
 
+    async def get(self, amphora_id: str) -> AmphoraHandle | None:
+        with _tracer.start_as_current_span("driver get") as span:
+            span.set_attribute("fulcrum.driver", self.name)
+            span.set_attribute("fulcrum.amphora_id", amphora_id)
+            return await self.inner.get(amphora_id)
+
     async def leftovers(self) -> Sequence[str]:
         with _tracer.start_as_current_span("driver leftovers") as span:
             span.set_attribute("fulcrum.driver", self.name)

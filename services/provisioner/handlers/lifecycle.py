@@ -7,12 +7,19 @@ event that asked for it, so a redelivered event or a restarted provisioner finds
 it already started instead of starting a second one. Every failure but a lost database
 connection ends in ProvisioningFailed with the reason (the LB goes ERROR): never a stall.
 Amphorae a failed create or failover started are undone (handlers/compensation.py).
+
+What a build records (the amphorae's boot or allocation, and a create's activation) is written
+while the configuration is pushed, in a savepoint of the consumer's transaction: it commits
+with that transaction, after the push succeeded, and is rolled back when the push fails. The
+database round trips then cost nothing on a create's critical path, and no one ever reads an
+ACTIVE that the amphorae do not serve yet.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Protocol
 
 import asyncpg
@@ -159,11 +166,13 @@ class LifecycleHandler:
         *,
         kept: Sequence[AmphoraHandle] = (),
         spare: AmphoraHandle | None = None,
+        activate: bool = False,
     ) -> list[AmphoraHandle]:
         """Start ``builds``, push the LB to ``kept``, ``spare`` (claimed for it) and them (the
-        LB's amphorae, in that order), then record the new amphorae's boot or allocation. On
-        a failure the amphorae claimed or started here are given up (compensation) and the
-        error is raised."""
+        LB's amphorae, in that order) while recording the new amphorae's boot or allocation
+        and (``activate``) the LB's activation with these amphorae. On a failure to start or
+        push, nothing of that is recorded, the amphorae claimed or started here are given up
+        (compensation) and the error is raised."""
         lb = state.loadbalancer
         assert lb is not None
         new: list[AmphoraHandle] = []
@@ -178,20 +187,62 @@ class LifecycleHandler:
                 new.append(handle)
                 unrecorded[build.amphora_id] = events
             handles = [*kept, *new]
-            await self._push_all(state, handles)
+            activation = c.Activate(tuple(h.amphora_id for h in handles)) if activate else None
+            recorded = await self._push_while_recording(
+                state, handles, unrecorded, activation, conn, metadata
+            )
         except Exception as exc:
             if gives_up(exc):
                 reason = f"build given up: {describe(exc)}"
                 await self._undo.give_up(unrecorded, reason, conn, metadata)
             raise
-        for amphora_id, events in unrecorded.items():
-            if events:
-                await self._amps.record(amphora_id, events, metadata, conn=conn)
+        recorded.result()  # the push succeeded: a failure to record is no failed build
         return handles
 
+    async def _push_while_recording(
+        self,
+        state: LoadBalancerState,
+        handles: list[AmphoraHandle],
+        records: Mapping[str, Sequence[Event]],
+        activation: c.Activate | None,
+        conn: asyncpg.Connection,
+        metadata: Metadata,
+    ) -> asyncio.Future[None]:
+        """Push the LB to ``handles`` and meanwhile append ``records`` (amphora id -> events)
+        and ``activation`` in a savepoint of ``conn``'s transaction, kept only when both
+        succeed. Raises the push's error; returns the recording's outcome (a done future)."""
+        savepoint = conn.transaction()
+        started: list[bool] = []
+
+        async def record() -> None:
+            await savepoint.start()  # here: its round trip overlaps the push too
+            started.append(True)
+            for amphora_id, events in records.items():
+                if events:
+                    await self._amps.record(amphora_id, list(events), metadata, conn=conn)
+            if activation is not None:
+                assert state.loadbalancer is not None
+                with _tracer.start_as_current_span("activate"):
+                    await self._lbs.execute(state.loadbalancer.id, activation, metadata, conn=conn)
+
+        recording = asyncio.ensure_future(record())
+        try:
+            await self._push_all(state, handles)
+        except BaseException:
+            await asyncio.gather(recording, return_exceptions=True)
+            if started:
+                await savepoint.rollback()
+            raise
+        await asyncio.gather(recording, return_exceptions=True)
+        if recording.exception() is None:
+            await savepoint.commit()
+        elif started:
+            await savepoint.rollback()
+        return recording
+
     async def _handles(self, state: LoadBalancerState) -> list[AmphoraHandle]:
-        running = {h.amphora_id: h for h in await self._driver.list()}
-        return [running[a] for a in state.amphora_ids if a in running]
+        found = [await self._driver.get(a) for a in state.amphora_ids]
+        return [h for h in found if h is not None]
 
     async def _push_all(self, state: LoadBalancerState, handles: list[AmphoraHandle]) -> None:
         for handle in handles:
@@ -217,12 +268,9 @@ class LifecycleHandler:
                 spare = await self._spares.claim(conn)
         if spare is None:
             builds = amphorae_to_build(lb.topology.value, str(cause.event_id))
-            handles = await self._build(state, builds, conn, metadata)
+            await self._build(state, builds, conn, metadata, activate=True)
         else:
-            handles = await self._build(state, [], conn, metadata, spare=spare)
-        amphora_ids = tuple(h.amphora_id for h in handles)
-        with _tracer.start_as_current_span("activate"):
-            await self._lbs.execute(lb.id, c.Activate(amphora_ids), metadata, conn=conn)
+            await self._build(state, [], conn, metadata, spare=spare, activate=True)
 
     async def _apply(
         self,

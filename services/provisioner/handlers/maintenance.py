@@ -126,6 +126,7 @@ class MaintenanceHandler:
             # now as well, in case that request was handled by another replica already.
             await self._driver.delete(amphora_id)
             return
+        await self._configurator.warm(handle)  # its claim's push skips the first contact
         await self._amps.record(amphora_id, [booted(handle)], metadata, conn=conn)
         self._metrics.inc("spares_booted_total")
         log.info("spare %s: READY", amphora_id)
@@ -138,6 +139,7 @@ class MaintenanceHandler:
         if record.loadbalancer_id is not None or record.status != AmphoraStatus.PENDING_DELETE:
             return  # an LB's amphora (its LB's failover retires it), or already deleted
         await self._driver.delete(amphora_id)
+        await self._configurator.forget(amphora_id)
         await self._amps.record(amphora_id, [deleted(amphora_id)], metadata, conn=conn)
         self._metrics.inc("spares_deleted_total")
         log.info("spare %s: deleted (%s)", amphora_id, record.failure_reason or "retired")
@@ -287,7 +289,7 @@ class MaintenanceHandler:
         return await self._running(row.amphora_id) is not None
 
     async def _running(self, amphora_id: str) -> AmphoraHandle | None:
-        return next((h for h in await self._driver.list() if h.amphora_id == amphora_id), None)
+        return await self._driver.get(amphora_id)
 
 
 __all__ = ["ACTOR", "MaintenanceHandler"]

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from typing import Final
+from typing import Final, Protocol
 
 import asyncpg
 
@@ -31,6 +31,14 @@ REFILL_LOCK_KEY: Final = 0x46554C535041  # "FULSPA"
 META: Final = Metadata(actor="provisioner-spares")
 
 
+class SpareContact(Protocol):
+    """Contacts spares ahead of their first push (the configurator)."""
+
+    async def warm(self, handle: AmphoraHandle) -> None: ...
+
+    def adopt(self, handle: AmphoraHandle) -> None: ...
+
+
 class SparePool:
     def __init__(
         self,
@@ -40,8 +48,12 @@ class SparePool:
         size: int,
         *,
         claim: bool = True,
+        contact: SpareContact | None = None,
     ) -> None:
+        """``contact`` reaches spares once they run and when claimed (the configurator), so
+        that a claim's push does not pay for the first contact."""
         self._pool = pool
+        self._contact = contact
         self._amps = amps
         self._driver = driver
         self.size = size
@@ -52,14 +64,11 @@ class SparePool:
         The caller records its allocation (AmphoraAllocated) in that transaction."""
         if not self.claiming:
             return None
-        running: dict[str, AmphoraHandle] | None = None  # listed once, and only with a spare
         for _ in range(3):
             amphora_id = await lock_one_spare(conn)
             if amphora_id is None:
                 return None
-            if running is None:
-                running = {h.amphora_id: h for h in await self._driver.list()}
-            handle = running.get(amphora_id)
+            handle = await self._driver.get(amphora_id)
             if handle is None:  # listed READY but gone: record it and try the next one
                 await self._amps.record(
                     amphora_id,
@@ -68,6 +77,8 @@ class SparePool:
                     conn=conn,
                 )
                 continue
+            if self._contact is not None:
+                self._contact.adopt(handle)
             return handle
         return None
 
@@ -90,6 +101,8 @@ class SparePool:
             amphora_id = str(uuid.uuid4())
             handle = await self._driver.ensure(AmphoraSpec(amphora_id=amphora_id, lb_id=None))
             try:
+                if self._contact is not None:
+                    await self._contact.warm(handle)
                 await self._amps.record(amphora_id, [booted(handle)], META, conn=conn)
             except BaseException:
                 await self._driver.delete(amphora_id)

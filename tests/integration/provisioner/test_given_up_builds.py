@@ -3,6 +3,9 @@ amphora started for it is stopped, released and recorded ERROR (``AmphoraErrored
 failover's replacement is undone the same way; a teardown the driver cannot do leaves the
 amphora ERROR too.
 
+What a build records (boot, activation) is written in the consumer's transaction while the push
+runs: nobody sees it before the push succeeded, and a push that fails leaves none of it.
+
 The lifecycle handler runs here directly (as the consumer and the start-up reconciliation run
 it) against a real database, real agents and HAProxy where an amphora is started.
 """
@@ -10,6 +13,7 @@ it) against a real database, real agents and HAProxy where an amphora is started
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
@@ -56,6 +60,9 @@ class DiskFullDriver:
 
     async def list(self) -> list[AmphoraHandle]:
         return []
+
+    async def get(self, amphora_id: str) -> AmphoraHandle | None:
+        return None
 
     async def leftovers(self) -> Sequence[str]:
         return []
@@ -193,6 +200,86 @@ async def test_a_failed_failover_undoes_its_replacement_and_keeps_the_old_amphor
     assert (await amphorae.load(original)).status == AmphoraStatus.ALLOCATED
 
 
+async def activated_events(db: asyncpg.Pool, lb_id: str) -> int:
+    count: int = await db.fetchval(
+        "SELECT count(*) FROM events WHERE stream_id = $1 AND event_type = 'LoadBalancerActivated'",
+        str(StreamId.loadbalancer(lb_id)),
+    )
+    return count
+
+
+async def wait_view_row_written(db: asyncpg.Pool, lb_id: str) -> None:
+    """Wait (up to 10 s) until an open transaction has written the LB's view row: another
+    connection then cannot lock it."""
+    for _ in range(200):
+        async with db.acquire() as conn, conn.transaction():
+            try:
+                await conn.execute(
+                    "SELECT 1 FROM loadbalancer_view WHERE id = $1 FOR UPDATE NOWAIT", lb_id
+                )
+            except asyncpg.LockNotAvailableError:
+                return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"nothing wrote the view row of {lb_id}")
+
+
+async def test_the_activation_is_recorded_during_the_push_and_seen_only_after_it(
+    db: asyncpg.Pool, configurator: Configurator, process_driver: ProcessAmphoraDriver
+) -> None:
+    lb_id = await create_lb(db, "127.77.0.33")
+    seen_during_push: list[tuple[int, str]] = []
+
+    async def slow_push(
+        state: LoadBalancerState, handle: AmphoraHandle, pair: Sequence[AmphoraHandle]
+    ) -> None:
+        await wait_view_row_written(db, lb_id)  # the activation's projection, uncommitted
+        body = await db.fetchval("SELECT body FROM loadbalancer_view WHERE id = $1", lb_id)
+        seen = (await activated_events(db, lb_id), json.loads(body)["provisioning_status"])
+        seen_during_push.append(seen)
+        await configurator.push(state, handle, pair)
+
+    await reconcile(db, lifecycle_for(db, process_driver, configurator, slow_push), lb_id)
+    # The activation was appended while the push ran; nobody saw it, nor an ACTIVE load
+    # balancer, before the push was done.
+    assert seen_during_push == [(0, "PENDING_CREATE")]
+    assert await activated_events(db, lb_id) == 1
+    state = await LoadBalancerRepository(PostgresEventStore(db)).load(lb_id)
+    assert state.loadbalancer is not None
+    assert state.loadbalancer.provisioning_status.value == "ACTIVE"
+    (amphora_id,) = state.amphora_ids
+    events = await PostgresEventStore(db).read_stream(StreamId.amphora(amphora_id))
+    assert [type(e.payload) for e in events] == [amp_ev.AmphoraBooted]
+
+
+async def test_a_push_failing_after_the_activation_was_recorded_leaves_none_of_it(
+    db: asyncpg.Pool, configurator: Configurator, process_driver: ProcessAmphoraDriver
+) -> None:
+    lb_id = await create_lb(db, "127.77.0.34")
+    booted: list[str] = []
+
+    async def fails_late(
+        state: LoadBalancerState, handle: AmphoraHandle, pair: Sequence[AmphoraHandle]
+    ) -> None:
+        booted.append(handle.amphora_id)
+        await wait_view_row_written(db, lb_id)
+        raise ConnectionResetError("agent went away late")
+
+    await reconcile(db, lifecycle_for(db, process_driver, configurator, fails_late), lb_id)
+
+    state = await LoadBalancerRepository(PostgresEventStore(db)).load(lb_id)
+    assert state.loadbalancer is not None
+    assert state.loadbalancer.provisioning_status.value == "ERROR"
+    assert "agent went away late" in state.loadbalancer.provisioning_error
+    assert await activated_events(db, lb_id) == 0
+    assert not await db.fetchval(
+        "SELECT count(*) FROM outbox WHERE subject LIKE '%.LoadBalancerActivated'"
+    )
+    (amphora_id,) = booted
+    events = await PostgresEventStore(db).read_stream(StreamId.amphora(amphora_id))
+    assert [type(e.payload) for e in events] == [amp_ev.AmphoraBooted, amp_ev.AmphoraErrored]
+    assert await process_driver.list() == []
+
+
 class UndeletableDriver:
     """A driver that starts nothing (``ensure`` hands out a handle) and cannot delete:
     ``delete`` raises a plain PermissionError."""
@@ -216,6 +303,9 @@ class UndeletableDriver:
 
     async def list(self) -> list[AmphoraHandle]:
         return list(self.running.values())
+
+    async def get(self, amphora_id: str) -> AmphoraHandle | None:
+        return self.running.get(amphora_id)
 
     async def leftovers(self) -> Sequence[str]:
         return []
