@@ -65,7 +65,9 @@ def render_front(
 ) -> str:
     """The HAProxy configuration of the API front (pure): round robin over the API replicas
     (``api_ports``), each checked on ``/readyz`` of its operator listener (``operator_ports``,
-    in the same order) every 0.5 s (out after 2 failures, back after 2 successes).
+    in the same order) every 0.5 s (out after 2 failures, back after 2 successes). It adds
+    the client's address to ``X-Forwarded-For``; the replicas trust it from the front's address
+    (``FULCRUM_API_TRUSTED_PROXIES``), so the login throttle counts each client apart.
 
     A request whose connection to a replica fails is sent to another one; only GET and HEAD
     are retried after a replica died mid-request (a create is never sent twice). When every
@@ -102,6 +104,7 @@ def render_front(
             f"    errorfile 503 {unavailable_file}",
             "frontend api",
             f"    bind {LOOPBACK}:{port}",
+            "    option forwardfor",
             "    default_backend api",
             "frontend monitor",
             f"    bind {LOOPBACK}:{monitor_port}",
@@ -189,6 +192,7 @@ def cluster_plan(paths: StackPaths, api_port: int | None, amphora_hosts: int = 0
             api_operator=operator_ports[names["api"]],
         )
         envs = service_environment(state, logins.dsn_for, nats.environment_for, addresses)
+        envs["api"]["FULCRUM_API_TRUSTED_PROXIES"] = json.dumps([f"{LOOPBACK}/32"])
         if hosts is not None:
             envs["provisioner"] |= _prefixed("provisioner", hosts.provisioner_environment())
             envs["health"] |= _prefixed("health", {"UDP_HOST": hosts.gateway})
