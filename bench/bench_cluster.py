@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ssl
 import tempfile
 import time
 from pathlib import Path
@@ -113,7 +114,8 @@ async def stack_figures(creates: int) -> dict[str, float]:
         )
         client = SupervisorClient(StackPaths(state).supervisor_socket, timeout=60)
         try:
-            connector = aiohttp.TCPConnector(limit=API_CONCURRENCY)
+            trust = ssl.create_default_context(cafile=str(state / "ca" / "ca.pem"))
+            connector = aiohttp.TCPConnector(limit=API_CONCURRENCY, ssl=trust)
             async with (
                 member_servers(1) as members,
                 aiohttp.ClientSession(connector=connector) as session,
@@ -130,7 +132,9 @@ async def stack_figures(creates: int) -> dict[str, float]:
                 figures["creates_1"] = await create_rate(tenant, "one", creates, members[0])
                 await asyncio.to_thread(client.start, "provisioner-2")
                 await wait_ready(state, timeout=60)
-                prober = ApiProber(stack.api_url, stack.secret("admin.token"), max_seconds=120)
+                prober = ApiProber(
+                    stack.api_url, stack.secret("admin.token"), max_seconds=120, trust=trust
+                )
                 prober.start()
                 try:
                     await asyncio.sleep(1.0)

@@ -33,6 +33,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import ssl
 import statistics
 import subprocess
 import sys
@@ -101,12 +102,16 @@ class ApiProber(BackgroundProbe):
     max_seconds: float = 300.0
     max_probes: int = 20_000
     probes: list[tuple[float, float, bool]] = field(default_factory=list)
+    trust: ssl.SSLContext | bool = True  # an HTTPS API's CA (True: the system's)
 
     async def _run(self) -> None:
         deadline = time.monotonic() + self.max_seconds
         timeout = aiohttp.ClientTimeout(total=API_PROBE_TIMEOUT)
         headers = {"X-Auth-Token": self.token}
-        async with aiohttp.ClientSession(timeout=timeout, headers=headers) as session:
+        connector = aiohttp.TCPConnector(ssl=self.trust)
+        async with aiohttp.ClientSession(
+            connector=connector, timeout=timeout, headers=headers
+        ) as session:
             while time.monotonic() < deadline and len(self.probes) < self.max_probes:
                 sent = time.monotonic()
                 try:

@@ -98,7 +98,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     up.add_argument(
         "--https",
         action="store_true",
-        help="the API on HTTPS with a certificate of the deployment CA (clouds.yaml trusts it)",
+        help="the single stack's API on HTTPS with a certificate of the deployment CA (clouds.yaml "
+        "trusts it); the cluster's front always is",
     )
     status = sub.add_parser("status", help="each part of the stack: pid, uptime, restarts, ready")
     status.add_argument("--state-dir", default=".state")
@@ -153,7 +154,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         state_dir = args.state_dir or (".state-cluster" if args.cluster else ".state")
         if args.https and args.cluster:
-            parser.error("--https is for the single stack (not yet with --cluster)")
+            parser.error("--https is for the single stack (the cluster's front is always HTTPS)")
         return run_up(state_dir, args.port, args.cluster, args.amphora_hosts, args.https)
     if args.command == "status":
         from deploy.local.status import run_status

@@ -10,7 +10,8 @@ Every part runs more than once, as a real deployment spreads it over machines:
   provisioned once the primary and its standby are ready);
 - ``REPLICAS`` replicas of api, provisioner, health and housekeeping (supervisord programs
   ``api-1``, ``api-2``, ...), each on ports of its own; the API replicas share the token key
-  and the identity file, behind an HAProxy front (``front``) that checks each replica's
+  and the identity file, behind an HAProxy front (``front``, HTTPS with a certificate of the
+  deployment CA, which the clouds.yaml written trusts) that checks each replica's
   ``/readyz`` on its operator port (``/healthz``, ``/readyz`` and ``/metrics`` are not on the
   API's tenant-facing ports, nor on the front's); amphorae send heartbeats to every health
   replica.
@@ -32,6 +33,7 @@ from urllib.parse import urlsplit
 from deploy.local.cluster_hosts import AmphoraHosts
 from deploy.local.environment import (
     ServiceAddresses,
+    issue_api_certificate,
     service_environment,
     service_program,
     usage_text,
@@ -43,6 +45,8 @@ from deploy.local.ports import LOOPBACK, PortPicker
 from deploy.local.postgres_roles import PostgresLogins, provision_roles
 from deploy.local.state import SERVICES, Part, StackLayout, StackPaths, StackPlan
 from deploy.local.supervision import Program
+from libs.common.pki import CA_CERT_FILE
+from libs.common.private_files import write_private_file
 
 REPLICAS: Final = 2
 NATS_NODES: Final = 3
@@ -62,10 +66,16 @@ def render_front(
     api_ports: list[int],
     operator_ports: list[int],
     unavailable_file: Path,
+    certificate: Path,
 ) -> str:
     """The HAProxy configuration of the API front (pure): round robin over the API replicas
     (``api_ports``), each checked on ``/readyz`` of its operator listener (``operator_ports``,
-    in the same order) every 0.5 s (out after 2 failures, back after 2 successes).
+    in the same order) every 0.5 s (out after 2 failures, back after 2 successes). It adds
+    the client's address to ``X-Forwarded-For``; the replicas trust it from the front's address
+    (``FULCRUM_API_TRUSTED_PROXIES``), so the login throttle counts each client apart.
+
+    The front serves HTTPS only, with ``certificate`` (a PEM of the certificate chain and its
+    key); it forwards plain HTTP to the replicas on loopback.
 
     A request whose connection to a replica fails is sent to another one; only GET and HEAD
     are retried after a replica died mid-request (a create is never sent twice). When every
@@ -101,7 +111,8 @@ def render_front(
             "    retry-on conn-failure empty-response response-timeout",
             f"    errorfile 503 {unavailable_file}",
             "frontend api",
-            f"    bind {LOOPBACK}:{port}",
+            f"    bind {LOOPBACK}:{port} ssl crt {certificate}",
+            "    option forwardfor",
             "    default_backend api",
             "frontend monitor",
             f"    bind {LOOPBACK}:{monitor_port}",
@@ -159,7 +170,7 @@ def cluster_plan(paths: StackPaths, api_port: int | None, amphora_hosts: int = 0
     patroni = _patroni(paths, picker.tcp)
     logins = PostgresLogins(state / "postgres-logins", patroni.dsn)
     picker.save()
-    front_url = f"http://{LOOPBACK}:{front}"
+    front_url = f"https://{LOOPBACK}:{front}"
     hosts = AmphoraHosts(vip_octet, amphora_hosts) if amphora_hosts else None
     heartbeat_host = hosts.gateway if hosts is not None else LOOPBACK
     endpoints = tuple(f"{heartbeat_host}:{port}" for port in udp)
@@ -189,6 +200,7 @@ def cluster_plan(paths: StackPaths, api_port: int | None, amphora_hosts: int = 0
             api_operator=operator_ports[names["api"]],
         )
         envs = service_environment(state, logins.dsn_for, nats.environment_for, addresses)
+        envs["api"]["FULCRUM_API_TRUSTED_PROXIES"] = json.dumps([f"{LOOPBACK}/32"])
         if hosts is not None:
             envs["provisioner"] |= _prefixed("provisioner", hosts.provisioner_environment())
             envs["health"] |= _prefixed("health", {"UDP_HOST": hosts.gateway})
@@ -208,8 +220,11 @@ def cluster_plan(paths: StackPaths, api_port: int | None, amphora_hosts: int = 0
     api_ports = [service_ports[name] for name in replica_names("api")]
     unavailable = state / "front-503.http"
     unavailable.write_text(unavailable_response())
+    certificate = front_certificate(state)
     front_config.write_text(
-        render_front(front, front_monitor, api_ports, list(operator_ports.values()), unavailable)
+        render_front(
+            front, front_monitor, api_ports, list(operator_ports.values()), unavailable, certificate
+        )
     )
     programs.append(
         Program(FRONT, [HAPROXY, "-db", "-f", str(front_config)], paths.log(FRONT), autostart=False)
@@ -243,8 +258,20 @@ def cluster_plan(paths: StackPaths, api_port: int | None, amphora_hosts: int = 0
         api_url=front_url,
         nats_urls=nats.urls,
         endpoint=lambda clouds: _endpoint_text(paths, addresses_text, clouds),
+        cacert=state / "ca" / CA_CERT_FILE,
         servers_ready=lambda deadline: _servers_ready(patroni, logins, hosts, state, deadline),
     )
+
+
+def front_certificate(state: Path) -> Path:
+    """The front's HTTPS certificate (127.0.0.1 and localhost) issued by the deployment CA
+    (``state/ca``), renewed at every start: ``front-tls/front.pem``, the chain followed by
+    its key (0600), as HAProxy's ``crt`` reads it."""
+    directory = state / "front-tls"
+    cert, key = issue_api_certificate(state / "ca", directory, [LOOPBACK, "localhost"])
+    bundle = directory / "front.pem"
+    write_private_file(bundle, cert.read_bytes() + key.read_bytes())
+    return bundle
 
 
 def _patroni(paths: StackPaths, port: Callable[[str], int]) -> PatroniCluster:

@@ -32,6 +32,7 @@ from services.api.domain.queries import ListQuery
 from services.api.domain.quota_limits import SetQuota
 from services.api.domain.quotas import QuotaGuard
 from services.api.domain.usecases import Config, LoadBalancing
+from services.api.http.client_address import client_address_middleware
 from services.api.http.context import IDENTITY, RESOLVER, build_resolver, request_context
 from services.api.http.deps import SETTINGS, USECASES, VIEWS
 from services.api.http.errors import octavia_middleware
@@ -131,7 +132,8 @@ def create_app(settings: ApiSettings) -> web.Application:
     relay."""
     setup_tracing("api", settings.telemetry.exporter)
     split = [operator_split(settings.operator_port)] if settings.operator_port else []
-    app = base_app("api", middlewares=[octavia_middleware, *split])
+    client = client_address_middleware(settings.trusted_proxies)
+    app = base_app("api", middlewares=[client, octavia_middleware, *split])
     app.on_response_prepare.append(_no_version_banner)
     app[SETTINGS] = settings
     app[IDENTITY] = build_identity(settings)

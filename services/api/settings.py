@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, IPvAnyNetwork
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from libs.common.domain.model import Topology
@@ -129,6 +129,12 @@ class ApiSettings(SecretKeysSetting, BaseSettings):
     login_failure_window: float = Field(default=300.0, gt=0)
     """Seconds over which failed password logins are counted (in Postgres, by every replica
     together).
+    """
+    trusted_proxies: list[IPvAnyNetwork] = Field(default=[])
+    """Networks of the reverse proxies in front of the API (JSON list of CIDRs, e.g.
+    ["127.0.0.1/32"]): a request from one of them comes from the right-most X-Forwarded-For
+    entry not in them (the login throttle counts it, the access log writes it); from any other
+    peer X-Forwarded-For is ignored. Empty: every request comes from its peer.
     """
     admin_token: str = ""
     """A static operator token (the CLI's --os-auth-type admin_token); empty: none."""

@@ -2,7 +2,8 @@
 user runs it, and the loss of one replica of each replicated part while it works.
 
 One stack for the module: 3 NATS nodes, Patroni (etcd + 2 Postgres members), 2 replicas of
-each service, the HAProxy front, amphorae on 2 netns hosts. The real ``openstack`` CLI creates
+each service, the HAProxy front (HTTPS only, a certificate of the deployment CA that the
+clouds.yaml trusts), amphorae on 2 netns hosts. The real ``openstack`` CLI creates
 an LB through the front (its members listen on the hosts' gateway) and two ACTIVE_STANDBY LBs
 whose MASTER and BACKUP sit on different hosts; then one API replica, one provisioner replica
 (mid-create) and the event stream's leader node (during a burst of 50 creates) are killed with
@@ -14,8 +15,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import http.client
 import json
 import signal
+import ssl
 import subprocess
 import time
 import urllib.error
@@ -62,6 +65,16 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     finally:
         if running.proc.poll() is None:
             stop_and_check(running.proc, running.state)
+
+
+def trust(stack: Stack) -> ssl.SSLContext:
+    """Trusts the stack's deployment CA (the front's certificate)."""
+    return ssl.create_default_context(cafile=str(stack.state / "ca" / "ca.pem"))
+
+
+def front_session(stack: Stack) -> aiohttp.ClientSession:
+    """A client of the front (HTTPS, trusting the deployment CA)."""
+    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=trust(stack)))
 
 
 def status_json(state: Path) -> dict[str, Any]:
@@ -156,9 +169,23 @@ def test_status_lists_every_part_ready(cluster: Stack) -> None:
     # The API replicas' operator endpoints (their probes above) are not served through the front.
     for path in ("/healthz", "/readyz", "/metrics"):
         with pytest.raises(urllib.error.HTTPError) as refused:
-            urllib.request.urlopen(f"{cluster.api_url}{path}", timeout=10)
+            urllib.request.urlopen(f"{cluster.api_url}{path}", timeout=10, context=trust(cluster))
         refused.value.close()
         assert refused.value.code == 404, path
+
+
+def test_the_front_serves_https_only_with_a_certificate_of_the_deployment_ca(
+    cluster: Stack,
+) -> None:
+    assert cluster.api_url.startswith("https://127.0.0.1:")
+    assert f"cacert: {cluster.state / 'ca' / 'ca.pem'}" in cluster.clouds_yaml.read_text()
+    with urllib.request.urlopen(cluster.api_url + "/", timeout=10, context=trust(cluster)) as ok:
+        assert ok.status == 200
+    with pytest.raises(urllib.error.URLError):  # the system CAs do not know this one
+        urllib.request.urlopen(cluster.api_url + "/", timeout=10)
+    plain = cluster.api_url.replace("https://", "http://", 1)
+    with pytest.raises((urllib.error.URLError, ConnectionError, http.client.HTTPException)):
+        urllib.request.urlopen(plain + "/", timeout=10)
 
 
 async def test_openstack_cli_through_the_front(cluster: Stack, members: list[Backend]) -> None:
@@ -194,7 +221,7 @@ async def test_openstack_cli_through_the_front(cluster: Stack, members: list[Bac
 
 
 async def test_active_standby_pairs_span_both_hosts(cluster: Stack) -> None:
-    async with aiohttp.ClientSession() as session:
+    async with front_session(cluster) as session:
         tenant = Tenant(session, cluster.api_url, cluster.secret("admin.token"))
         status, profile = await tenant.call(
             "POST",
@@ -242,7 +269,7 @@ async def test_a_killed_api_replica_is_invisible_through_the_front(cluster: Stac
     url = f"{cluster.api_url}/v2/lbaas/loadbalancers"
     failures: list[str] = []
     sent = 0
-    async with aiohttp.ClientSession() as session:
+    async with front_session(cluster) as session:
         deadline = time.monotonic() + 6.0
         killed: dict[str, int] = {}
         while time.monotonic() < deadline and sent < 5000:
@@ -264,7 +291,7 @@ async def test_a_killed_api_replica_is_invisible_through_the_front(cluster: Stac
 async def test_a_provisioner_replica_killed_mid_create(
     cluster: Stack, backends: list[Backend]
 ) -> None:
-    async with aiohttp.ClientSession() as session:
+    async with front_session(cluster) as session:
         tenant = Tenant(session, cluster.api_url, cluster.secret("admin.token"))
         names = [f"prov-kill-{i}" for i in range(4)]
         ids = await create_all(tenant, names, backends[0].port, parallel=4)
@@ -294,7 +321,7 @@ async def test_the_stream_leader_killed_during_a_burst_of_creates(
     cluster: Stack, backends: list[Backend]
 ) -> None:
     leader = stream_leader(cluster.state)
-    async with aiohttp.ClientSession() as session:
+    async with front_session(cluster) as session:
         tenant = Tenant(session, cluster.api_url, cluster.secret("admin.token"))
         names = [f"burst-{i}" for i in range(BURST)]
         creating = asyncio.create_task(create_all(tenant, names, backends[0].port, parallel=8))

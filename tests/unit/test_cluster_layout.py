@@ -9,7 +9,13 @@ from pathlib import Path
 
 import yaml
 
-from deploy.local.cluster import HAPROXY, render_front, replica_names, unavailable_response
+from deploy.local.cluster import (
+    HAPROXY,
+    front_certificate,
+    render_front,
+    replica_names,
+    unavailable_response,
+)
 from deploy.local.patroni import PatroniCluster, PatroniPorts, render_for_compose
 
 REPO = Path(__file__).resolve().parents[2]
@@ -19,9 +25,13 @@ def test_the_front_checks_every_api_replica_and_haproxy_accepts_it(tmp_path: Pat
     unavailable = tmp_path / "503.http"
     unavailable.write_text(unavailable_response())
     config = tmp_path / "front.cfg"
-    config.write_text(render_front(9999, 9998, [1001, 1002], [2001, 2002], unavailable))
+    certificate = front_certificate(tmp_path)
+    config.write_text(
+        render_front(9999, 9998, [1001, 1002], [2001, 2002], unavailable, certificate)
+    )
     text = config.read_text()
-    assert "bind 127.0.0.1:9999" in text and "option httpchk GET /readyz" in text
+    assert f"bind 127.0.0.1:9999 ssl crt {certificate}\n    option forwardfor" in text
+    assert "option httpchk GET /readyz" in text
     assert "server api-1 127.0.0.1:1001 check port 2001" in text  # the operator listener
     assert "server api-2 127.0.0.1:1002 check port 2002" in text
     assert "server api-2-fallback 127.0.0.1:1002 backup" in text
