@@ -8,7 +8,7 @@ import asyncpg
 
 from libs.common.domain.amphora import Amphora, AmphoraStatus, fold_amphora
 from libs.common.domain.evolve import fold
-from libs.common.domain.model import LoadBalancerState
+from libs.common.domain.model import AmphoraBounds, LoadBalancerState
 from libs.common.domain.stored import snapshot
 from libs.common.errors import ConcurrencyError
 from libs.common.events import Envelope, Event, Metadata, new_envelope
@@ -17,6 +17,7 @@ from libs.common.events import loadbalancer as lb_ev
 from services.provisioner.domain.amphora_records import allocated, booted, given_up, torn_down
 from services.provisioner.domain.lifecycle import (
     WorkKind,
+    amphora_count,
     amphora_id_for,
     amphorae_to_build,
     may_use_spare,
@@ -112,6 +113,26 @@ def test_a_failover_of_every_amphora_builds_a_full_set() -> None:
     state, _ = stream(created(), lb_ev.LoadBalancerActivated(amphora_ids=("a",)))
     plan = plan_failover(state, None, "cause", {"a": "STANDALONE"})
     assert plan.failed == ("a",) and [x.role for x in plan.build] == ["STANDALONE"]
+
+
+def test_active_active_builds_amphora_min_and_a_failover_keeps_the_count() -> None:
+    bounds = AmphoraBounds(amphora_min=2, amphora_max=4)
+    lb = b.loadbalancer("198.18.0.10", topology="ACTIVE_ACTIVE", amphora_bounds=bounds)
+    assert amphora_count(lb) == 2 and amphora_count(lb, 3) == 3 and amphora_count(lb, 9) == 4
+    builds = amphorae_to_build("ACTIVE_ACTIVE", "cause", count=2)
+    assert [x.role for x in builds] == ["STANDALONE", "STANDALONE"]
+    assert len({x.amphora_id for x in builds}) == 2
+    assert amphorae_to_build("ACTIVE_ACTIVE", "cause", count=2) == builds
+    assert not may_use_spare("ACTIVE_ACTIVE")
+    # An LB scaled to three amphorae gets three back after losing one.
+    state, _ = stream(
+        lb_ev.LoadBalancerCreated(loadbalancer=snapshot(lb)),
+        lb_ev.LoadBalancerActivated(amphora_ids=("a", "b", "c")),
+    )
+    running = dict.fromkeys("abc", "STANDALONE")
+    plan = plan_failover(state, "b", "cause", running)
+    assert plan.failed == ("b",) and plan.kept == ("a", "c") and len(plan.build) == 1
+    assert state.loadbalancer is not None and state.loadbalancer.amphora_bounds == bounds
 
 
 def row(

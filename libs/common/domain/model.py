@@ -112,6 +112,17 @@ class L7CompareType(StrEnum):
 class Topology(StrEnum):
     SINGLE = "SINGLE"
     ACTIVE_STANDBY = "ACTIVE_STANDBY"
+    ACTIVE_ACTIVE = "ACTIVE_ACTIVE"
+
+
+class AmphoraBounds(BaseModel):
+    """How many amphorae an ACTIVE_ACTIVE load balancer runs: never fewer than
+    ``amphora_min`` (what it is built with), never more than ``amphora_max``."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    amphora_min: int = Field(ge=1)
+    amphora_max: int = Field(ge=1)
 
 
 # Octavia's VALID_LISTENER_POOL_PROTOCOL_MAP.
@@ -183,6 +194,8 @@ class LoadBalancer(Resource):
     flavor_id: str | None = None
     availability_zone: str | None = None
     topology: Topology = Topology.SINGLE
+    # ACTIVE_ACTIVE only (left out of dumps otherwise).
+    amphora_bounds: AmphoraBounds | None = Field(default=None, exclude_if=lambda v: v is None)
     # Why the last provisioning step failed (Fulcrum's addition; empty when none).
     provisioning_error: str = ""
 

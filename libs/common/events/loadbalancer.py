@@ -64,6 +64,14 @@ class AdditionalVipSnapshot(Stored):
     ip_address: str
 
 
+class AmphoraBoundsSnapshot(Stored):
+    """How many amphorae an ACTIVE_ACTIVE load balancer runs: at least ``amphora_min``, at
+    most ``amphora_max``."""
+
+    amphora_min: int
+    amphora_max: int
+
+
 class LoadBalancerSnapshot(ResourceSnapshot):
     """A load balancer as stored in the events that create it."""
 
@@ -81,6 +89,10 @@ class LoadBalancerSnapshot(ResourceSnapshot):
     flavor_id: str | None
     availability_zone: str | None
     topology: str
+    # ACTIVE_ACTIVE only, left out otherwise.
+    amphora_bounds: AmphoraBoundsSnapshot | None = Field(
+        default=None, exclude_if=lambda v: v is None
+    )
     provisioning_error: str
 
 
@@ -194,6 +206,7 @@ class LoadBalancerChanges(ResourceChanges):
     flavor_id: str | None = None
     availability_zone: str | None = None
     topology: str | None = None
+    amphora_bounds: AmphoraBoundsSnapshot | None = None
     provisioning_error: str | None = None
 
 

@@ -20,6 +20,7 @@ from libs.common.domain.decide import decide
 from libs.common.domain.kinds import ChildKind
 from libs.common.domain.model import (
     AdditionalVip,
+    AmphoraBounds,
     HealthMonitor,
     L7Policy,
     L7Rule,
@@ -91,6 +92,7 @@ class Placement:
 
     topology: Topology
     vip_networks: frozenset[str] | None = None
+    amphora_bounds: AmphoraBounds | None = None
 
 
 @dataclass(frozen=True)
@@ -219,6 +221,7 @@ class LoadBalancing:
                 vip=vip,
                 provider=self._config.provider,
                 topology=placement.topology.value,
+                amphora_bounds=placement.amphora_bounds,
                 now=now,
             )
             graph = build_graph(
@@ -311,6 +314,7 @@ class LoadBalancing:
         """The flavor (must exist and be enabled) sets the topology; the availability zone
         (likewise) may narrow the VIP networks. 400 in Octavia's words otherwise."""
         topology = self._config.topology
+        flavor_data = None
         flavor_id = fields.get("flavor_id")
         if flavor_id is not None:
             flavor = await self._views.flavor_offering(flavor_id)
@@ -321,6 +325,7 @@ class LoadBalancing:
                     f"The selected flavor is not allowed in this deployment: {flavor_id}"
                 )
             topology = providers.topology_of(flavor.data, topology)
+            flavor_data = flavor.data
         vip_networks = None
         zone_name = fields.get("availability_zone")
         if zone_name is not None:
@@ -332,7 +337,9 @@ class LoadBalancing:
                     f"The selected availability_zone is not allowed in this deployment: {zone_name}"
                 )
             vip_networks = providers.valid_vip_networks(zone.data)
-        return Placement(topology, vip_networks)
+        ceiling = self._config.abilities.amphora_ceiling
+        bounds = providers.amphora_bounds(flavor_data, topology, ceiling)
+        return Placement(topology, vip_networks, bounds)
 
     async def update_loadbalancer(
         self, ctx: RequestContext, lb_id: str, given: dict[str, Any], meta: Metadata

@@ -30,6 +30,11 @@ distributor's end ``.1``, the amphora's ``.2``)::
 IPv4 VIPs only. The set of amphorae is kept by this object (the caller's state), slots are
 handed out round robin so a slot comes back only after all others (no stale conntrack entry
 of a removed amphora meets its successor). Needs root, iproute2 and nft.
+
+``NetnsDistributors`` is the netns driver's ``Distribution``: one distributor per load
+balancer (namespace ``<namespace_prefix>d<12 hex of the LB id>``), made when its first amphora
+is added. What it knows lives in this process: after a restart the first ``add`` makes the
+distributor again from scratch (the lifecycle adds every amphora of the LB again).
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ import asyncio
 import contextlib
 import ipaddress
 import os
+import secrets
 import shutil
 import tempfile
 from dataclasses import dataclass, replace
@@ -49,6 +55,7 @@ from services.provisioner.adapters.netns_network import (
     IpRoute,
     NetnsNetwork,
     namespace_exists,
+    short_id,
 )
 from services.provisioner.rendering.distributor import ROUTE_TABLE_BASE, distribution_ruleset
 
@@ -58,6 +65,7 @@ __all__ = [
     "Backend",
     "DistributorLayout",
     "NetnsDistributor",
+    "NetnsDistributors",
 ]
 
 DISTRIBUTOR_INTERFACE: Final = "dl0"
@@ -307,3 +315,91 @@ class NetnsDistributor:
 
     async def _sysctl(self, namespace: str, *settings: str) -> None:
         await self._ip.run("netns", "exec", namespace, "sysctl", "-qw", *settings)
+
+
+class NetnsDistributors:
+    """The distributors of the netns driver's ACTIVE_ACTIVE load balancers, by LB id."""
+
+    def __init__(
+        self, network: NetnsNetwork, prefix: str, links: str, command_timeout: float = 10.0
+    ) -> None:
+        self._network = network
+        self._prefix = prefix
+        self._links = links
+        self._timeout = command_timeout
+        self._by_lb: dict[str, NetnsDistributor] = {}
+        # LB id -> amphora namespace -> amphora id, of the amphorae added.
+        self._amphorae: dict[str, dict[str, str]] = {}
+        self._lock = asyncio.Lock()
+
+    def namespace_for(self, lb_id: str) -> str:
+        """The namespace of the LB's distributor."""
+        return f"{self._prefix}d{short_id(lb_id)}"
+
+    def distributor(self, lb_id: str) -> NetnsDistributor | None:
+        """The LB's distributor, when this process made it."""
+        return self._by_lb.get(lb_id)
+
+    async def _made(self, lb_id: str, vip: str) -> NetnsDistributor:
+        async with self._lock:
+            distributor = self._by_lb.get(lb_id)
+            if distributor is not None:
+                return distributor
+            network = self._network.network_for(vip).name
+            layout = DistributorLayout(
+                self.namespace_for(lb_id), network, vip, self._links, secrets.randbits(32)
+            )
+            distributor = NetnsDistributor(self._network, layout, self._timeout)
+            try:
+                await distributor.create()
+            except InfrastructureError:
+                await distributor.delete()
+                raise
+            self._by_lb[lb_id] = distributor
+            self._amphorae[lb_id] = {}
+            return distributor
+
+    async def add(self, lb_id: str, vip: str, amphora_id: str) -> None:
+        distributor = await self._made(lb_id, vip)
+        namespace = self._network.namespace_for(amphora_id)
+        if all(b.namespace != namespace for b in distributor.backends):
+            await distributor.add(namespace)
+        self._amphorae[lb_id][namespace] = amphora_id
+
+    async def serve(self, lb_id: str, vip: str, amphora_id: str) -> None:
+        await self._set(lb_id, vip, amphora_id, serving=True)
+
+    async def drain(self, lb_id: str, vip: str, amphora_id: str) -> None:
+        await self._set(lb_id, vip, amphora_id, serving=False)
+
+    async def _set(self, lb_id: str, vip: str, amphora_id: str, *, serving: bool) -> None:
+        await self.add(lb_id, vip, amphora_id)
+        distributor = self._by_lb[lb_id]
+        namespace = self._network.namespace_for(amphora_id)
+        if any(b.namespace == namespace and b.serving != serving for b in distributor.backends):
+            if serving:
+                await distributor.serve(namespace)
+            else:
+                await distributor.drain(namespace)
+
+    async def remove(self, lb_id: str, amphora_id: str) -> None:
+        distributor = self._by_lb.get(lb_id)
+        namespace = self._network.namespace_for(amphora_id)
+        if distributor is not None and any(b.namespace == namespace for b in distributor.backends):
+            await distributor.remove(namespace)
+        self._amphorae.get(lb_id, {}).pop(namespace, None)
+
+    async def delete(self, lb_id: str) -> None:
+        distributor = self._by_lb.pop(lb_id, None)
+        self._amphorae.pop(lb_id, None)
+        if distributor is not None:
+            await distributor.delete()
+        elif namespace_exists(self.namespace_for(lb_id)):
+            await IpRoute(self._timeout).run("netns", "del", self.namespace_for(lb_id), check=False)
+
+    def serving(self, lb_id: str) -> tuple[str, ...]:
+        distributor = self._by_lb.get(lb_id)
+        if distributor is None:
+            return ()
+        names = self._amphorae[lb_id]
+        return tuple(names[b.namespace] for b in distributor.backends if b.serving)

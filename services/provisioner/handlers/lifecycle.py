@@ -7,6 +7,12 @@ event that asked for it, so a redelivered event or a restarted provisioner finds
 it already started instead of starting a second one. Every failure but a lost database
 connection ends in ProvisioningFailed with the reason (the LB goes ERROR): never a stall.
 Amphorae a failed create or failover started are undone (handlers/compensation.py).
+
+ACTIVE_ACTIVE load balancers run ``amphora_min`` amphorae (or as many as they have) behind
+the driver's distributor (``Distribution``), which owns the VIP: each amphora is added
+(wired, the VIP on it) before its config is pushed and served once the push succeeded (its
+HAProxy runs); a failover first takes the failed amphorae out of the distribution; a delete
+removes the distributor first.
 """
 
 from __future__ import annotations
@@ -18,8 +24,8 @@ from typing import Protocol
 import asyncpg
 
 from libs.common.domain import commands as c
-from libs.common.domain.model import LoadBalancerState
-from libs.common.errors import FulcrumError
+from libs.common.domain.model import LoadBalancerState, Topology
+from libs.common.errors import FulcrumError, NotImplementedByProvider
 from libs.common.events import Envelope, Event, Metadata
 from libs.common.events import loadbalancer as lb_ev
 from libs.common.eventstore import PostgresEventStore
@@ -31,13 +37,14 @@ from services.provisioner.domain.lifecycle import (
     AmphoraToBuild,
     PendingWork,
     WorkKind,
+    amphora_count,
     amphorae_to_build,
     may_use_spare,
     pending_work,
     plan_failover,
 )
 from services.provisioner.domain.runtime_changes import ServerOp, plan_member_changes
-from services.provisioner.drivers import AmphoraDriver, AmphoraHandle, AmphoraSpec
+from services.provisioner.drivers import AmphoraDriver, AmphoraHandle, AmphoraSpec, Distribution
 from services.provisioner.handlers.compensation import Compensation, describe, gives_up
 from services.provisioner.handlers.spares import SparePool
 
@@ -70,7 +77,9 @@ class LifecycleHandler:
         compensation: Compensation,
         spares: SparePool | None = None,
         runtime: RuntimeApplier | None = None,
+        distribution: Distribution | None = None,
     ) -> None:
+        self._distribution = distribution
         self._spares = spares
         self._runtime = runtime
         self._lbs = LoadBalancerRepository(store)
@@ -178,16 +187,65 @@ class LifecycleHandler:
                 new.append(handle)
                 unrecorded[build.amphora_id] = events
             handles = [*kept, *new]
+            await self._distribute(state, handles, serve=False)
             await self._push_all(state, handles)
+            await self._distribute(state, handles, serve=True)
         except Exception as exc:
             if gives_up(exc):
                 reason = f"build given up: {describe(exc)}"
+                await self._undistribute(state, [h.amphora_id for h in new], last=not kept)
                 await self._undo.give_up(unrecorded, reason, conn, metadata)
             raise
         for amphora_id, events in unrecorded.items():
             if events:
                 await self._amps.record(amphora_id, events, metadata, conn=conn)
         return handles
+
+    def _distribution_of(self, state: LoadBalancerState) -> Distribution | None:
+        """The distribution of an ACTIVE_ACTIVE LB (None for the other topologies); raises
+        NotImplementedByProvider when the driver has none."""
+        lb = state.loadbalancer
+        if lb is None or lb.topology != Topology.ACTIVE_ACTIVE:
+            return None
+        if self._distribution is None:
+            raise NotImplementedByProvider(
+                f"the {self._driver.name} amphora driver cannot run the ACTIVE_ACTIVE topology"
+            )
+        return self._distribution
+
+    async def _distribute(
+        self, state: LoadBalancerState, handles: Sequence[AmphoraHandle], *, serve: bool
+    ) -> None:
+        """ACTIVE_ACTIVE: every amphora of ``handles`` behind the distributor (``serve``:
+        taking new connections; otherwise only wired, before its config is pushed)."""
+        distribution = self._distribution_of(state)
+        lb = state.loadbalancer
+        if distribution is None or lb is None:
+            return
+        for handle in handles:
+            if serve:
+                await distribution.serve(lb.id, lb.vip_address, handle.amphora_id)
+            else:
+                await distribution.add(lb.id, lb.vip_address, handle.amphora_id)
+
+    async def _undistribute(
+        self, state: LoadBalancerState, amphora_ids: Sequence[str], *, last: bool = False
+    ) -> None:
+        """ACTIVE_ACTIVE: take the amphorae out of the distribution (their connections fail),
+        and with ``last`` (no other amphora left) remove the distributor; a failure is logged
+        (an amphora's link goes with its namespace anyway)."""
+        lb = state.loadbalancer
+        if lb is None or lb.topology != Topology.ACTIVE_ACTIVE or self._distribution is None:
+            return
+        try:
+            if last:
+                await self._distribution.delete(lb.id)
+            for amphora_id in amphora_ids:
+                await self._distribution.remove(lb.id, amphora_id)
+        except FulcrumError:
+            log.exception(
+                "lb %s: amphorae %s not taken out of the distribution", lb.id, amphora_ids
+            )
 
     async def _handles(self, state: LoadBalancerState) -> list[AmphoraHandle]:
         running = {h.amphora_id: h for h in await self._driver.list()}
@@ -216,7 +274,8 @@ class LifecycleHandler:
             with _tracer.start_as_current_span("claim spare"):
                 spare = await self._spares.claim(conn)
         if spare is None:
-            builds = amphorae_to_build(lb.topology.value, str(cause.event_id))
+            count = amphora_count(lb)
+            builds = amphorae_to_build(lb.topology.value, str(cause.event_id), count=count)
             handles = await self._build(state, builds, conn, metadata)
         else:
             handles = await self._build(state, [], conn, metadata, spare=spare)
@@ -291,6 +350,7 @@ class LifecycleHandler:
             {a: h.role for a, h in running.items()},
         )
         kept = [running[a] for a in plan.kept]
+        await self._undistribute(state, plan.failed)
         handles = await self._build(state, plan.build, conn, metadata, kept=kept)
         for old in plan.failed:
             await self._undo.retire(old, conn, metadata)
@@ -302,6 +362,8 @@ class LifecycleHandler:
     ) -> None:
         lb = state.loadbalancer
         assert lb is not None
+        if lb.topology == Topology.ACTIVE_ACTIVE and self._distribution is not None:
+            await self._distribution.delete(lb.id)
         for amphora_id in state.amphora_ids:
             await self._undo.retire(amphora_id, conn, metadata)
         await self._lbs.execute(lb.id, c.CompleteDeletion(), metadata, conn=conn)

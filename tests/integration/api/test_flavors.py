@@ -230,3 +230,25 @@ async def test_loadbalancer_create_refuses_missing_or_disabled_flavors(api: Api)
     assert reply.fault() == f"The selected flavor is not allowed in this deployment: {off['id']}"
     await api.post(LBS, {"loadbalancer": {"vip_subnet_id": SUBNET, "flavor_id": "x"}}, expect=400)
     assert (await api.get(LBS, expect=200)).body["loadbalancers"] == []
+
+
+async def test_active_active_flavors_carry_amphora_bounds(api: Api) -> None:
+    """ACTIVE_ACTIVE bounds: advertised, 400 in Octavia's fault format when bad, and stored
+    on the load balancers created with the flavor."""
+    capabilities = (await api.get("/v2/lbaas/providers/amphora/flavor_capabilities")).body
+    names = {c["name"] for c in capabilities["flavor_capabilities"]}
+    assert {"loadbalancer_topology", "amphora_min", "amphora_max"} <= names
+    bad = {"loadbalancer_topology": "ACTIVE_ACTIVE", "amphora_min": 3, "amphora_max": 2}
+    body = {"name": "aa", "provider_name": "amphora", "flavor_data": json.dumps(bad)}
+    reply = await api.post(PROFILES, {"flavorprofile": body}, expect=400)
+    assert reply.fault() == "Validation failure: amphora_min 3 is greater than amphora_max 2."
+    body["flavor_data"] = json.dumps({"amphora_min": 2})
+    reply = await api.post(PROFILES, {"flavorprofile": body}, expect=400)
+    assert "only apply to the ACTIVE_ACTIVE" in reply.fault()
+    aa = await profile(api, {"loadbalancer_topology": "ACTIVE_ACTIVE", "amphora_min": 2})
+    lb = await api.create_lb(active=False, flavor_id=(await flavor(api, aa["id"]))["id"])
+    assert "amphora_bounds" not in lb and "topology" not in lb
+    state = await LoadBalancerRepository(PostgresEventStore(api.app[DB])).load(lb["id"])
+    assert state.loadbalancer is not None and state.loadbalancer.topology == "ACTIVE_ACTIVE"
+    bounds = state.loadbalancer.amphora_bounds
+    assert bounds is not None and (bounds.amphora_min, bounds.amphora_max) == (2, 8)

@@ -1,0 +1,143 @@
+"""ACTIVE_ACTIVE load balancers on the netns driver, end to end: the provisioner (in this
+process) builds ``amphora_min`` amphorae behind one distributor namespace that owns the VIP,
+HTTP from the lab's client namespace reaches the backends through every amphora (the
+distributor's conntrack marks say which amphora took each connection), a config change
+reaches every amphora, killing one amphora fails only the connections it held, the failover
+takes it out of the distribution and builds a replacement, and a delete leaves nothing
+behind (namespaces, links, nft tables)."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+from collections import Counter
+
+import asyncpg
+import pytest
+
+from libs.common.domain import commands as c
+from libs.common.domain.model import AmphoraBounds, Topology
+from libs.common.eventstore import PostgresEventStore
+from libs.common.repository import LoadBalancerRepository
+from services.provisioner.adapters.netns_distributor import NetnsDistributors
+from services.provisioner.drivers.netns import namespace_exists
+from tests import builders as b
+from tests.integration.netns.conftest import NetnsProvisioner
+from tests.integration.netns.lab import NetnsLab, kill_everything_in, namespaces
+from tests.integration.netns.test_distributor import Held, _failed_alike
+from tests.integration.netns.test_netns_failover import lb_handles
+from tests.integration.provisioner.test_process_lifecycle import META, wait_status
+
+pytestmark = pytest.mark.netns
+
+
+def _distribution(prov: NetnsProvisioner) -> NetnsDistributors:
+    distribution = prov.driver.distribution
+    assert distribution is not None
+    return distribution
+
+
+def _marks(prov: NetnsProvisioner, lb_id: str, vip: str, state: str = "") -> Counter[int]:
+    """Connections to the VIP the distributor tracks, by conntrack mark (the amphora's slot);
+    ``state``: only those in that TCP state."""
+    out = subprocess.run(
+        ["ip", "netns", "exec", _distribution(prov).namespace_for(lb_id),
+         "conntrack", "-L", "-p", "tcp", "-d", vip],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    marks: Counter[int] = Counter()
+    for line in out.splitlines():
+        if state and f" {state} " not in line:
+            continue
+        mark = next((f.split("=")[1] for f in line.split() if f.startswith("mark=")), "0")
+        marks[int(mark)] += 1
+    return marks
+
+
+def _flush_conntrack(prov: NetnsProvisioner, lb_id: str) -> None:
+    subprocess.run(
+        ["ip", "netns", "exec", _distribution(prov).namespace_for(lb_id), "conntrack", "-F"],
+        capture_output=True, check=True,
+    )  # fmt: skip
+
+
+def _slots(prov: NetnsProvisioner, lb_id: str) -> dict[str, int]:
+    """Amphora namespace -> slot, of the amphorae serving."""
+    distributor = _distribution(prov).distributor(lb_id)
+    assert distributor is not None
+    return {b.namespace: b.slot for b in distributor.backends if b.serving}
+
+
+async def test_active_active_spreads_survives_a_dead_amphora_and_deletes_cleanly(
+    netns_provisioner: NetnsProvisioner, lab: NetnsLab, db: asyncpg.Pool
+) -> None:
+    prov = netns_provisioner
+    repo = LoadBalancerRepository(PostgresEventStore(db))
+    ports = await asyncio.to_thread(lab.start_backends, ["b0", "b1"])
+    vip = lab.vip(0)
+    lb = b.loadbalancer(
+        vip,
+        topology=Topology.ACTIVE_ACTIVE,
+        amphora_bounds=AmphoraBounds(amphora_min=3, amphora_max=4),
+    )
+    pool = b.pool(lb)
+    listener = b.listener(lb, 80, default_pool_id=pool.id)
+    members = tuple(b.member(pool, port, address=lab.client_ip) for port in ports)
+    command = c.CreateLoadBalancer(lb, listeners=(listener,), pools=(pool,), members=members)
+    await repo.execute(lb.id, command, META)
+    state = await wait_status(repo, lb.id, "ACTIVE", timeout=60)
+    handles = await lb_handles(prov, lb.id)
+    assert len(handles) == 3 and sorted(state.amphora_ids) == sorted(h.amphora_id for h in handles)
+    assert sorted(_distribution(prov).serving(lb.id)) == sorted(state.amphora_ids)
+    slots = _slots(prov, lb.id)
+    assert sorted(slots) == sorted(h.compute_id for h in handles)
+
+    # Every amphora serves through the one VIP; new connections spread over all three.
+    url = f"http://{vip}/"
+    answers = await asyncio.to_thread(lab.get, url, 60)
+    # (each amphora's HAProxy takes its members round robin on its own)
+    assert set(answers) == {"b0", "b1"} and sum(answers.values()) == 60, answers
+    spread = _marks(prov, lb.id, vip)
+    assert set(spread) == set(slots.values()) and min(spread.values()) >= 5, spread
+
+    # A member change reaches every amphora: each serves only b0 now.
+    (second,) = [m for m in members if m.protocol_port == ports[1]]
+    await repo.execute(lb.id, c.DeleteChild("members", second.id), META)
+    await wait_status(repo, lb.id, "ACTIVE")
+    _flush_conntrack(prov, lb.id)
+    assert await asyncio.to_thread(lab.get, url, 30) == {"b0": 30}
+    assert set(_marks(prov, lb.id, vip)) == set(slots.values())
+
+    # Kill one amphora: only the keep-alive connections it held fail.
+    _flush_conntrack(prov, lb.id)
+    held = Held(lab, 24)
+    try:
+        assert set(held.first) == {"b0"}, held.first
+        victim = handles[0]
+        holding = _marks(prov, lb.id, vip, "ESTABLISHED")
+        assert sum(holding.values()) == 24 and len(holding) == 3, holding
+        kill_everything_in(victim.compute_id)
+        await asyncio.sleep(0.2)
+        after = held.round()
+        assert after.count("b0") == 24 - holding[slots[victim.compute_id]], (after, holding)
+
+        # The failover drops it from the distribution and builds a replacement.
+        await repo.execute(lb.id, c.FailoverLoadBalancer(victim.amphora_id, reason="test"), META)
+        state = await wait_status(repo, lb.id, "ACTIVE", timeout=60)
+        assert victim.amphora_id not in state.amphora_ids and len(state.amphora_ids) == 3
+        assert not namespace_exists(victim.compute_id)
+        assert sorted(_distribution(prov).serving(lb.id)) == sorted(state.amphora_ids)
+        # The survivors' connections are untouched.
+        assert _failed_alike(held.round()) == _failed_alike(after)
+    finally:
+        held.close()
+    _flush_conntrack(prov, lb.id)
+    assert await asyncio.to_thread(lab.get, url, 45) == {"b0": 45}
+    assert len(_marks(prov, lb.id, vip)) == 3
+
+    distributor_ns = _distribution(prov).namespace_for(lb.id)
+    await repo.execute(lb.id, c.DeleteLoadBalancer(cascade=True), META)
+    await wait_status(repo, lb.id, "DELETED")
+    assert await prov.driver.list() == []
+    assert not namespace_exists(distributor_ns)
+    assert [n for n in namespaces() if n.startswith(f"ft{lab.tag}-")] == []
