@@ -218,7 +218,14 @@ def wire(settings: ProvisionerSettings, pool: asyncpg.Pool, metrics: Metrics) ->
         configurator=configurator,
         spares=spares,
         lifecycle=LifecycleHandler(
-            store, driver, configurator.push, compensation, spares, configurator, distribution
+            store,
+            driver,
+            configurator.push,
+            compensation,
+            spares,
+            configurator,
+            distribution,
+            drain_timeout=settings.drain_timeout,
         ),
         failures=FailoverRequests(LoadBalancerRepository(store), metrics),
         maintenance=MaintenanceHandler(

@@ -308,6 +308,9 @@ class ProvisionerSettings(HeartbeatKeySetting, SecretKeysSetting, BaseSettings):
     """Seconds a new amphora may take before its agent answers."""
     concurrency: int = 8
     """Load balancers handled at once (one load balancer's events are always in order)."""
+    drain_timeout: float = Field(default=30.0, ge=0)
+    """Seconds a scale-in waits for the established connections of a drained ACTIVE_ACTIVE
+    amphora to finish before removing it (those still open then fail)."""
     claim_spares: bool = True
     """Whether a new SINGLE load balancer takes a READY spare amphora when there is one (no boot to
     wait for). Housekeeping keeps the spare pool (FULCRUM_HOUSEKEEPING_SPARES__POOL_SIZE).

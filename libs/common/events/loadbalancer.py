@@ -322,6 +322,27 @@ class LoadBalancerCreated(LoadBalancerEvent, name="LoadBalancerCreated"):
     l7rules: tuple[L7RuleSnapshot, ...] = ()
 
 
+class LoadBalancerScaled(LoadBalancerEvent):
+    """Base of the scaling events of an ACTIVE_ACTIVE LB: from ``amphorae_before`` to
+    ``amphorae`` amphorae (PENDING_UPDATE until the provisioner made it so), because of
+    ``measurements`` (what the autoscaler measured per amphora: name -> value) and ``reason``
+    (the rule that fired)."""
+
+    amphorae_before: int
+    amphorae: int
+    measurements: dict[str, float] = Field(default_factory=dict)
+    reason: str = ""
+
+
+class LoadBalancerScaledOut(LoadBalancerScaled, name="LoadBalancerScaledOut"):
+    """More amphorae: each is booted, configured and served once its HAProxy runs."""
+
+
+class LoadBalancerScaledIn(LoadBalancerScaled, name="LoadBalancerScaledIn"):
+    """Fewer amphorae: each one going is drained (no new connections; its established ones
+    finish or the drain timeout passes), then removed."""
+
+
 # v2: updated_at beside typed changes (v1: inside an untyped dict); upcast_updated_v1_v2.
 class LoadBalancerUpdated(LoadBalancerEvent, name="LoadBalancerUpdated", version=2):
     """Some attributes of the LB changed (it goes PENDING_UPDATE)."""

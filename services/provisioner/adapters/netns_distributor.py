@@ -43,6 +43,7 @@ import asyncio
 import contextlib
 import ipaddress
 import os
+import re
 import secrets
 import shutil
 import tempfile
@@ -73,6 +74,8 @@ AMPHORA_TABLE: Final = 200
 _REPLY_RULE_PREF: Final = 100
 _LOCAL_RULE_PREF: Final = 32765
 _MAX_SLOTS: Final = 100
+# conntrack -L's summary (on stderr): "... N flow entries have been shown."
+_SHOWN: Final = re.compile(r"(\d+) flow entr(?:y|ies) ha(?:s|ve) been shown")
 
 
 @dataclass(frozen=True)
@@ -126,6 +129,7 @@ class NetnsDistributor:
         self._layout = layout
         self._ip = IpRoute(command_timeout)
         self._nft = shutil.which("nft") or "/usr/sbin/nft"
+        self._conntrack = shutil.which("conntrack") or "/usr/sbin/conntrack"
         self._backends: dict[str, Backend] = {}
         self._last_slot = 0
         self._lock = asyncio.Lock()
@@ -209,6 +213,21 @@ class NetnsDistributor:
             del self._backends[amphora_namespace]
             await self._apply()
             await self._unwire(backend)
+
+    async def connections(self, amphora_namespace: str) -> int:
+        """The established TCP connections the distributor tracks to the amphora (0 when it
+        is not behind the distributor)."""
+        backend = self._backends.get(amphora_namespace)
+        if backend is None:
+            return 0
+        _, text = await self._ip.run(
+            "netns", "exec", self._layout.namespace, self._conntrack, "-L", "-p", "tcp",
+            "--state", "ESTABLISHED", "--mark", str(backend.slot), "-d", self._layout.vip,
+        )  # fmt: skip
+        match = _SHOWN.search(text)
+        if match is None:
+            raise InfrastructureError(f"conntrack gave no count: {text[-200:]}")
+        return int(match.group(1))
 
     # -- internals ---------------------------------------------------------------------------
 
@@ -396,6 +415,12 @@ class NetnsDistributors:
             await distributor.delete()
         elif namespace_exists(self.namespace_for(lb_id)):
             await IpRoute(self._timeout).run("netns", "del", self.namespace_for(lb_id), check=False)
+
+    async def connections(self, lb_id: str, amphora_id: str) -> int:
+        distributor = self._by_lb.get(lb_id)
+        if distributor is None:
+            return 0
+        return await distributor.connections(self._network.namespace_for(amphora_id))
 
     def serving(self, lb_id: str) -> tuple[str, ...]:
         distributor = self._by_lb.get(lb_id)

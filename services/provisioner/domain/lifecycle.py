@@ -30,13 +30,14 @@ class WorkKind(StrEnum):
     CREATE = "create"
     APPLY = "apply"
     FAILOVER = "failover"
+    SCALE = "scale"
     DELETE = "delete"
 
 
 @dataclass(frozen=True)
 class PendingWork:
     """What the LB's stream says is left to do, the event that asked for it (create,
-    failover), and for "apply" the events since the last settlement."""
+    failover, scale), and for "apply" the events since the last settlement."""
 
     kind: WorkKind
     cause: Envelope | None = None
@@ -58,6 +59,8 @@ def pending_work(state: LoadBalancerState, envelopes: Sequence[Envelope]) -> Pen
             break
         if isinstance(envelope.payload, lb_ev.LoadBalancerFailoverRequested):
             return PendingWork(WorkKind.FAILOVER, envelope)
+        if isinstance(envelope.payload, lb_ev.LoadBalancerScaled):
+            return PendingWork(WorkKind.SCALE, envelope)
         if not isinstance(envelope.payload, status_ev.OperatingStatusChanged):
             pending.append(envelope)
     return PendingWork(WorkKind.APPLY, pending=tuple(reversed(pending)))
@@ -141,3 +144,24 @@ def plan_failover(
     count = amphora_count(lb, len(state.amphora_ids))
     build = amphorae_to_build(lb.topology.value, cause_event_id, taken, count)
     return FailoverPlan(failed, kept, tuple(build))
+
+
+@dataclass(frozen=True)
+class ScalePlan:
+    """What a scaling does: the amphorae built (scale-out) or drained and removed (scale-in),
+    and those that stay."""
+
+    kept: tuple[str, ...]
+    build: tuple[AmphoraToBuild, ...]
+    removed: tuple[str, ...]
+
+
+def plan_scale(running: Sequence[str], target: int, cause_event_id: str) -> ScalePlan:
+    """From the LB's ``running`` amphorae (in the LB's order) to ``target``: new STANDALONE
+    amphorae named by the scaling event, or the last ones (the newest) removed."""
+    if target >= len(running):
+        build = amphorae_to_build(
+            Topology.ACTIVE_ACTIVE.value, cause_event_id, ["STANDALONE"] * len(running), target
+        )
+        return ScalePlan(tuple(running), tuple(build), ())
+    return ScalePlan(tuple(running[:target]), (), tuple(running[target:]))

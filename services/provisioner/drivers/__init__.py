@@ -108,6 +108,11 @@ class Distribution(Protocol):
         """Remove the LB's distributor (the VIP stops answering); absent is fine."""
         ...
 
+    async def connections(self, lb_id: str, amphora_id: str) -> int:
+        """The established connections the distributor holds to the amphora (0: none, or
+        not behind it)."""
+        ...
+
     def serving(self, lb_id: str) -> tuple[str, ...]:
         """The amphorae new connections go to (as far as this process knows)."""
         ...

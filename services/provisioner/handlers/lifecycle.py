@@ -12,12 +12,17 @@ ACTIVE_ACTIVE load balancers run ``amphora_min`` amphorae (or as many as they ha
 the driver's distributor (``Distribution``), which owns the VIP: each amphora is added
 (wired, the VIP on it) before its config is pushed and served once the push succeeded (its
 HAProxy runs); a failover first takes the failed amphorae out of the distribution; a delete
-removes the distributor first.
+removes the distributor first. A scaling (``LoadBalancerScaledOut`` / ``ScaledIn``) builds
+the new amphorae that way, or drains the ones going (no new connections; the established
+ones finish or ``drain_timeout`` passes), removes them from the distribution and retires
+them; then the LB is activated with the amphorae it has.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
@@ -42,6 +47,7 @@ from services.provisioner.domain.lifecycle import (
     may_use_spare,
     pending_work,
     plan_failover,
+    plan_scale,
 )
 from services.provisioner.domain.runtime_changes import ServerOp, plan_member_changes
 from services.provisioner.drivers import AmphoraDriver, AmphoraHandle, AmphoraSpec, Distribution
@@ -78,8 +84,10 @@ class LifecycleHandler:
         spares: SparePool | None = None,
         runtime: RuntimeApplier | None = None,
         distribution: Distribution | None = None,
+        drain_timeout: float = 30.0,
     ) -> None:
         self._distribution = distribution
+        self._drain_timeout = drain_timeout
         self._spares = spares
         self._runtime = runtime
         self._lbs = LoadBalancerRepository(store)
@@ -131,6 +139,9 @@ class LifecycleHandler:
         elif work.kind == WorkKind.FAILOVER:
             assert work.cause is not None
             await self._failover(state, work.cause, conn, metadata)
+        elif work.kind == WorkKind.SCALE:
+            assert work.cause is not None
+            await self._scale(state, work.cause, conn, metadata)
         else:
             await self._delete(state, conn, metadata)
 
@@ -188,7 +199,9 @@ class LifecycleHandler:
                 unrecorded[build.amphora_id] = events
             handles = [*kept, *new]
             await self._distribute(state, handles, serve=False)
-            await self._push_all(state, handles)
+            # An ACTIVE_ACTIVE amphora's config names no other amphora: the kept ones have it.
+            active_active = self._distribution_of(state) is not None
+            await self._push_all(state, new if active_active else handles)
             await self._distribute(state, handles, serve=True)
         except Exception as exc:
             if gives_up(exc):
@@ -356,6 +369,48 @@ class LifecycleHandler:
             await self._undo.retire(old, conn, metadata)
         amphora_ids = tuple(h.amphora_id for h in handles)
         await self._lbs.execute(lb.id, c.Activate(amphora_ids), metadata, conn=conn)
+
+    async def _scale(
+        self,
+        state: LoadBalancerState,
+        cause: Envelope,
+        conn: asyncpg.Connection,
+        metadata: Metadata,
+    ) -> None:
+        """Scale out (build, push, serve the new amphorae) or in (drain, remove, retire the
+        newest ones), then activate the LB with the amphorae it has."""
+        lb = state.loadbalancer
+        assert lb is not None
+        assert isinstance(cause.payload, lb_ev.LoadBalancerScaled)
+        distribution = self._distribution_of(state)
+        assert distribution is not None
+        running = {h.amphora_id: h for h in await self._handles(state)}
+        ordered = [a for a in state.amphora_ids if a in running]
+        plan = plan_scale(ordered, cause.payload.amphorae, str(cause.event_id))
+        kept = [running[a] for a in plan.kept]
+        handles = await self._build(state, plan.build, conn, metadata, kept=kept)
+        for amphora_id in plan.removed:
+            await distribution.drain(lb.id, lb.vip_address, amphora_id)
+        await self._drained(lb.id, distribution, plan.removed)
+        for amphora_id in plan.removed:
+            await distribution.remove(lb.id, amphora_id)
+            await self._undo.retire(amphora_id, conn, metadata)
+        amphora_ids = tuple(h.amphora_id for h in handles)
+        await self._lbs.execute(lb.id, c.Activate(amphora_ids), metadata, conn=conn)
+
+    async def _drained(
+        self, lb_id: str, distribution: Distribution, amphora_ids: Sequence[str]
+    ) -> None:
+        """Until the drained amphorae hold no established connection, or ``drain_timeout``."""
+        deadline = time.monotonic() + self._drain_timeout
+        while amphora_ids:
+            held = [await distribution.connections(lb_id, a) for a in amphora_ids]
+            if not any(held):
+                return
+            if time.monotonic() >= deadline:
+                log.info("lb %s: drain timeout with %d connections left", lb_id, sum(held))
+                return
+            await asyncio.sleep(0.2)
 
     async def _delete(
         self, state: LoadBalancerState, conn: asyncpg.Connection, metadata: Metadata

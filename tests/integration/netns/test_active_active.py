@@ -17,6 +17,8 @@ import pytest
 
 from libs.common.domain import commands as c
 from libs.common.domain.model import AmphoraBounds, Topology
+from libs.common.errors import ValidationFailed
+from libs.common.events import loadbalancer as lb_ev
 from libs.common.eventstore import PostgresEventStore
 from libs.common.repository import LoadBalancerRepository
 from services.provisioner.adapters.netns_distributor import NetnsDistributors
@@ -141,3 +143,81 @@ async def test_active_active_spreads_survives_a_dead_amphora_and_deletes_cleanly
     assert await prov.driver.list() == []
     assert not namespace_exists(distributor_ns)
     assert [n for n in namespaces() if n.startswith(f"ft{lab.tag}-")] == []
+
+
+async def test_scale_out_serves_new_amphorae_and_scale_in_drains_before_removing(
+    netns_provisioner: NetnsProvisioner, lab: NetnsLab, db: asyncpg.Pool
+) -> None:
+    """``LoadBalancerScaledOut`` adds an amphora that takes new connections once configured;
+    ``LoadBalancerScaledIn`` drains the newest: its keep-alive connections keep working and
+    it takes no new ones until they end, then it is removed and the LB is ACTIVE again."""
+    prov = netns_provisioner
+    repo = LoadBalancerRepository(PostgresEventStore(db))
+    (port,) = await asyncio.to_thread(lab.start_backends, ["b0"])
+    vip = lab.vip()  # where Held connects
+    lb = b.loadbalancer(
+        vip,
+        topology=Topology.ACTIVE_ACTIVE,
+        amphora_bounds=AmphoraBounds(amphora_min=1, amphora_max=2),
+    )
+    pool = b.pool(lb)
+    listener = b.listener(lb, 80, default_pool_id=pool.id)
+    member = b.member(pool, port, address=lab.client_ip)
+    command = c.CreateLoadBalancer(lb, listeners=(listener,), pools=(pool,), members=(member,))
+    await repo.execute(lb.id, command, META)
+    state = await wait_status(repo, lb.id, "ACTIVE", timeout=60)
+    (first,) = state.amphora_ids
+    url = f"http://{vip}/"
+
+    with pytest.raises(ValidationFailed, match="outside the bounds"):
+        await repo.execute(lb.id, c.ScaleLoadBalancer(3), META)
+    measured = {"connection_rate": 812.5, "cpu": 0.93}
+    await repo.execute(lb.id, c.ScaleLoadBalancer(2, measured, "cpu above 0.8"), META)
+    state = await wait_status(repo, lb.id, "ACTIVE", timeout=60)
+    assert len(state.amphora_ids) == 2 and state.amphora_ids[0] == first
+    second = state.amphora_ids[1]
+    assert sorted(_distribution(prov).serving(lb.id)) == sorted(state.amphora_ids)
+    _flush_conntrack(prov, lb.id)
+    assert await asyncio.to_thread(lab.get, url, 40) == {"b0": 40}
+    assert len(_marks(prov, lb.id, vip)) == 2
+    events = await PostgresEventStore(db).read_stream(f"loadbalancer-{lb.id}")
+    (out,) = [e.payload for e in events if isinstance(e.payload, lb_ev.LoadBalancerScaledOut)]
+    assert (out.amphorae_before, out.amphorae, out.measurements) == (1, 2, measured)
+
+    # Scale in while connections are held: the newest amphora drains.
+    _flush_conntrack(prov, lb.id)
+    held = Held(lab, 16)
+    try:
+        slots = _slots(prov, lb.id)
+        draining = slots[prov.driver.namespace_for(second)]
+        on_second = _marks(prov, lb.id, vip, "ESTABLISHED")[draining]
+        assert on_second > 0, _marks(prov, lb.id, vip)
+        await repo.execute(lb.id, c.ScaleLoadBalancer(1, {"cpu": 0.1}, "cpu below 0.3"), META)
+        deadline = asyncio.get_running_loop().time() + 20
+        while _distribution(prov).serving(lb.id) != (first,):
+            assert asyncio.get_running_loop().time() < deadline, "never drained"
+            await asyncio.sleep(0.05)
+        pending = (await repo.load(lb.id)).loadbalancer
+        assert pending is not None and pending.provisioning_status == "PENDING_UPDATE"
+        # Every held connection still answers; new ones go to the first amphora only.
+        assert held.round() == ["b0"] * 16
+        before = _marks(prov, lb.id, vip)
+        assert await asyncio.to_thread(lab.get, url, 20) == {"b0": 20}
+        after = _marks(prov, lb.id, vip)
+        grown = {slot for slot, count in after.items() if count > before[slot]}
+        assert grown == {slots[prov.driver.namespace_for(first)]}, (before, after)
+    finally:
+        held.close()
+    state = await wait_status(repo, lb.id, "ACTIVE", timeout=20)
+    assert state.amphora_ids == (first,)
+    assert not namespace_exists(prov.driver.namespace_for(second))
+    assert [h.amphora_id for h in await lb_handles(prov, lb.id)] == [first]
+    events = await PostgresEventStore(db).read_stream(f"loadbalancer-{lb.id}")
+    assert [e.event_type for e in events if "Scaled" in e.event_type] == [
+        "LoadBalancerScaledOut",
+        "LoadBalancerScaledIn",
+    ]
+
+    await repo.execute(lb.id, c.DeleteLoadBalancer(cascade=True), META)
+    await wait_status(repo, lb.id, "DELETED")
+    assert not namespace_exists(_distribution(prov).namespace_for(lb.id))
