@@ -1,0 +1,86 @@
+"""Autoscaling end to end with real traffic: an ACTIVE_ACTIVE load balancer (netns driver)
+whose amphorae's HAProxy are capped by a CPU cgroup each, the provisioner and the health
+service in this process, the amphorae's heartbeats feeding the autoscaler. A bounded wrk load
+(keep-alive connections, and a new connection per request) above the policy's connection rate
+scales the LB out to ``amphora_max``; once the load stops it scales back in to
+``amphora_min``; no request fails on the way."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from libs.common.domain.model import AmphoraBounds
+from libs.common.events import loadbalancer as lb_ev
+from libs.common.eventstore import PostgresEventStore
+from libs.common.service import DB
+from services.health.domain.autoscale import ScalingPolicy
+from tests.integration.netns.autoscale_lab import AutoscaleRig, autoscale_rig
+from tests.integration.netns.lab import NetnsLab
+
+pytestmark = pytest.mark.netns
+
+# 2 ms of CPU per 100 ms: one amphora's HAProxy carries a few hundred requests/s at most.
+QUOTA = 2_000
+POLICY = ScalingPolicy(
+    connection_rate_out=30,
+    connection_rate_in=5,
+    active_connections_out=0,
+    cpu_out=0,
+    sustain=0.5,
+    cooldown=2.0,
+    interval=0.1,
+)
+
+
+@pytest.fixture
+async def rig(
+    pg_dsn: str, nats_url: str, tmp_path: Path, lab: NetnsLab
+) -> AsyncIterator[AutoscaleRig]:
+    async with autoscale_rig(pg_dsn, nats_url, tmp_path, lab, POLICY, quota=QUOTA) as rig:
+        yield rig
+
+
+async def _scalings(rig: AutoscaleRig, lb_id: str) -> list[lb_ev.LoadBalancerScaled]:
+    events = await PostgresEventStore(rig.provisioner[DB]).read_stream(f"loadbalancer-{lb_id}")
+    return [e.payload for e in events if isinstance(e.payload, lb_ev.LoadBalancerScaled)]
+
+
+async def test_load_scales_out_then_back_in_without_a_failed_request(rig: AutoscaleRig) -> None:
+    lb_id = await rig.create_lb(AmphoraBounds(amphora_min=1, amphora_max=2))
+    capping = asyncio.create_task(rig.keep_capping(lb_id))
+    try:
+        await asyncio.sleep(0.3)
+        assert await rig.cap_amphorae(lb_id) >= 1
+        url = f"http://{rig.lab.vip()}/"
+        keep, close = await asyncio.gather(rig.wrk(url, 8, 4), rig.wrk(url, 8, 8, close=True))
+        print(f"keep-alive: {keep.rate:.0f}/s, new connections: {close.rate:.0f}/s")
+        scalings = await _scalings(rig, lb_id)
+        assert scalings and isinstance(scalings[0], lb_ev.LoadBalancerScaledOut), scalings
+        assert scalings[0].amphorae == 2
+        assert scalings[0].measurements["connection_rate"] > POLICY.connection_rate_out
+        assert keep.failed == 0, keep.output
+        assert close.failed == 0, close.output
+        assert keep.requests > 0 and close.requests > 0
+
+        # The load stopped: back to amphora_min, the drained amphora removed.
+        deadline = time.monotonic() + 20
+        while True:
+            state = await rig.repo.load(lb_id)
+            lb = state.loadbalancer
+            assert lb is not None
+            if lb.provisioning_status == "ACTIVE" and len(state.amphora_ids) == 1:
+                break
+            assert time.monotonic() < deadline, (lb.provisioning_status, state.amphora_ids)
+            await asyncio.sleep(0.1)
+        scalings = await _scalings(rig, lb_id)
+        assert isinstance(scalings[-1], lb_ev.LoadBalancerScaledIn), scalings
+        assert [h.amphora_id for h in await rig.driver.list()] == list(state.amphora_ids)
+        after = await rig.wrk(url, 1, 2)
+        assert after.failed == 0 and after.requests > 0, after.output
+    finally:
+        capping.cancel()
