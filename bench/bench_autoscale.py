@@ -33,6 +33,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from bench._harness import print_ratios  # noqa: E402
 from deploy.local.embedded import EmbeddedNats, EmbeddedPostgres, create_database  # noqa: E402
 from libs.common.database import create_pool  # noqa: E402
 from libs.common.domain import commands as c  # noqa: E402
@@ -135,17 +136,7 @@ async def scale_out(tmp: Path, admin: str, args: argparse.Namespace) -> dict[str
                 await asyncio.sleep(0.02)
             done = await load
             stopped = time.time()
-            deadline = time.monotonic() + 30
-            while True:
-                state = await rig.repo.load(lb_id)
-                lb = state.loadbalancer
-                assert lb is not None
-                if lb.provisioning_status == "ACTIVE" and len(state.amphora_ids) == 1:
-                    break
-                if time.monotonic() > deadline:
-                    raise RuntimeError("never scaled back in")
-                await asyncio.sleep(0.05)
-            back_in = time.time()
+            back_in = await rig.wait_amphorae(lb_id, 1, timeout=30)
             after = await rig.wrk(url, 1, 2)
         finally:
             capping.cancel()
@@ -172,16 +163,11 @@ async def scale_out(tmp: Path, admin: str, args: argparse.Namespace) -> dict[str
 def report(
     rates: dict[int, tuple[float, int]], timing: dict[str, float], args: argparse.Namespace
 ) -> None:
-    one = rates[1][0]
     print(
         f"\nHAProxy capped at {args.quota / args.period:.2f} CPU each; wrk {args.connections} "
         f"connections, {args.seconds} s per point"
     )
-    print(f"{'amphorae':>8} {'requests/s':>11} {'ratio to N x one':>17} {'failed':>7}")
-    for count, (rate, failed) in sorted(rates.items()):
-        ratio = rate / (count * one) if one else 0.0
-        verdict = "" if count == 1 else ("  ok" if ratio >= GOAL_RATIO else f"  below {GOAL_RATIO}")
-        print(f"{count:>8} {rate:>11.0f} {ratio:>17.2f} {failed:>7}{verdict}")
+    print_ratios(rates, GOAL_RATIO)
     print(
         f"\nscale-out (threshold {args.threshold:g} new connections/s per amphora, sustain "
         f"{args.sustain:g} s, heartbeats every 0.2 s):"

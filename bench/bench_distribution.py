@@ -38,6 +38,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from bench._harness import print_ratios  # noqa: E402
 from tests.integration.netns.cgroups import (  # noqa: E402
     CpuCap,
     NoCpuCgroup,
@@ -144,17 +145,12 @@ async def _measure(args: argparse.Namespace) -> dict[int, tuple[float, int]]:
 
 
 def report(results: dict[int, tuple[float, int]], args: argparse.Namespace) -> None:
-    one = results[1][0]
     cap = args.quota / args.period
     print(
         f"\nHAProxy capped at {cap:.2f} CPU each; wrk {args.connections} connections, "
         f"{args.seconds} s x {args.rounds} per point"
     )
-    print(f"{'amphorae':>8} {'requests/s':>11} {'ratio to N x one':>17} {'failed':>7}")
-    for count, (rate, failed) in sorted(results.items()):
-        ratio = rate / (count * one) if one else 0.0
-        verdict = "" if count == 1 else ("  ok" if ratio >= GOAL else f"  below {GOAL}")
-        print(f"{count:>8} {rate:>11.0f} {ratio:>17.2f} {failed:>7}{verdict}")
+    print_ratios(results, GOAL)
 
 
 def main() -> None:

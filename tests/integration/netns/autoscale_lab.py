@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import re
 import socket
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -22,7 +23,6 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from libs.common.domain import commands as c
 from libs.common.domain.model import AmphoraBounds, Topology
 from libs.common.eventstore import PostgresEventStore
 from libs.common.repository import LoadBalancerRepository
@@ -33,7 +33,6 @@ from services.health.domain.autoscale import ScalingPolicy
 from services.provisioner.app import DRIVER
 from services.provisioner.app import create_app as create_provisioner
 from services.provisioner.drivers.netns import NetnsAmphoraDriver
-from tests import builders as b
 from tests.integration.health.conftest import KEY, health_settings
 from tests.integration.netns.cgroups import CpuCap, cap_haproxy, cpu_cgroup, remove_cgroup
 from tests.integration.netns.lab import REPO, NetnsLab
@@ -110,16 +109,28 @@ class AutoscaleRig:
         ports = backends
         if ports is None:
             ports = await asyncio.to_thread(self.lab.start_backends, ["b0"])
-        lb = b.loadbalancer(
-            self.lab.vip(vip_index), topology=Topology.ACTIVE_ACTIVE, amphora_bounds=bounds
-        )
-        pool = b.pool(lb)
-        listener = b.listener(lb, 80, default_pool_id=pool.id)
-        members = tuple(b.member(pool, port, address=self.lab.client_ip) for port in ports)
-        command = c.CreateLoadBalancer(lb, listeners=(listener,), pools=(pool,), members=members)
+        vip = self.lab.vip(vip_index)
+        command = self.lab.http_lb(vip, ports, Topology.ACTIVE_ACTIVE, amphora_bounds=bounds)
+        lb = command.loadbalancer
         await self.repo.execute(lb.id, command, META)
         await wait_status(self.repo, lb.id, "ACTIVE", timeout=60)
         return lb.id
+
+    async def wait_amphorae(self, lb_id: str, count: int, timeout: float = 20.0) -> float:
+        """Until the LB is ACTIVE with ``count`` amphorae (bounded); the time.time() then."""
+        deadline = time.monotonic() + timeout
+        while True:
+            state = await self.repo.load(lb_id)
+            lb = state.loadbalancer
+            assert lb is not None
+            if lb.provisioning_status == "ACTIVE" and len(state.amphora_ids) == count:
+                return time.time()
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"LB {lb.provisioning_status} with {len(state.amphora_ids)} amphorae, "
+                    f"wanted ACTIVE with {count}"
+                )
+            await asyncio.sleep(0.05)
 
     async def wrk(self, url: str, seconds: int, connections: int, *, close: bool = False) -> Load:
         """One bounded wrk run from the client namespace (``close``: a new connection per

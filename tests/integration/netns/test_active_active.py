@@ -23,7 +23,6 @@ from libs.common.eventstore import PostgresEventStore
 from libs.common.repository import LoadBalancerRepository
 from services.provisioner.adapters.netns_distributor import NetnsDistributors
 from services.provisioner.drivers.netns import namespace_exists
-from tests import builders as b
 from tests.integration.netns.conftest import NetnsProvisioner
 from tests.integration.netns.lab import NetnsLab, kill_everything_in, namespaces
 from tests.integration.netns.test_distributor import Held, _failed_alike
@@ -77,15 +76,9 @@ async def test_active_active_spreads_survives_a_dead_amphora_and_deletes_cleanly
     repo = LoadBalancerRepository(PostgresEventStore(db))
     ports = await asyncio.to_thread(lab.start_backends, ["b0", "b1"])
     vip = lab.vip(0)
-    lb = b.loadbalancer(
-        vip,
-        topology=Topology.ACTIVE_ACTIVE,
-        amphora_bounds=AmphoraBounds(amphora_min=3, amphora_max=4),
-    )
-    pool = b.pool(lb)
-    listener = b.listener(lb, 80, default_pool_id=pool.id)
-    members = tuple(b.member(pool, port, address=lab.client_ip) for port in ports)
-    command = c.CreateLoadBalancer(lb, listeners=(listener,), pools=(pool,), members=members)
+    bounds = AmphoraBounds(amphora_min=3, amphora_max=4)
+    command = lab.http_lb(vip, ports, Topology.ACTIVE_ACTIVE, amphora_bounds=bounds)
+    lb, members = command.loadbalancer, command.members
     await repo.execute(lb.id, command, META)
     state = await wait_status(repo, lb.id, "ACTIVE", timeout=60)
     handles = await lb_handles(prov, lb.id)
@@ -153,17 +146,11 @@ async def test_scale_out_serves_new_amphorae_and_scale_in_drains_before_removing
     it takes no new ones until they end, then it is removed and the LB is ACTIVE again."""
     prov = netns_provisioner
     repo = LoadBalancerRepository(PostgresEventStore(db))
-    (port,) = await asyncio.to_thread(lab.start_backends, ["b0"])
+    ports = await asyncio.to_thread(lab.start_backends, ["b0"])
     vip = lab.vip()  # where Held connects
-    lb = b.loadbalancer(
-        vip,
-        topology=Topology.ACTIVE_ACTIVE,
-        amphora_bounds=AmphoraBounds(amphora_min=1, amphora_max=2),
-    )
-    pool = b.pool(lb)
-    listener = b.listener(lb, 80, default_pool_id=pool.id)
-    member = b.member(pool, port, address=lab.client_ip)
-    command = c.CreateLoadBalancer(lb, listeners=(listener,), pools=(pool,), members=(member,))
+    bounds = AmphoraBounds(amphora_min=1, amphora_max=2)
+    command = lab.http_lb(vip, ports, Topology.ACTIVE_ACTIVE, amphora_bounds=bounds)
+    lb = command.loadbalancer
     await repo.execute(lb.id, command, META)
     state = await wait_status(repo, lb.id, "ACTIVE", timeout=60)
     (first,) = state.amphora_ids

@@ -8,7 +8,6 @@ scales the LB out to ``amphora_max``; once the load stops it scales back in to
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -68,15 +67,8 @@ async def test_load_scales_out_then_back_in_without_a_failed_request(rig: Autosc
         assert keep.requests > 0 and close.requests > 0
 
         # The load stopped: back to amphora_min, the drained amphora removed.
-        deadline = time.monotonic() + 20
-        while True:
-            state = await rig.repo.load(lb_id)
-            lb = state.loadbalancer
-            assert lb is not None
-            if lb.provisioning_status == "ACTIVE" and len(state.amphora_ids) == 1:
-                break
-            assert time.monotonic() < deadline, (lb.provisioning_status, state.amphora_ids)
-            await asyncio.sleep(0.1)
+        await rig.wait_amphorae(lb_id, 1)
+        state = await rig.repo.load(lb_id)
         scalings = await _scalings(rig, lb_id)
         assert isinstance(scalings[-1], lb_ev.LoadBalancerScaledIn), scalings
         assert [h.amphora_id for h in await rig.driver.list()] == list(state.amphora_ids)
