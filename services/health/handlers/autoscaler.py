@@ -2,8 +2,8 @@
 
 ``observe`` runs for every accepted heartbeat (no I/O): it keeps each amphora's latest load:
 its open connections (``conns`` summed over its listeners), its new connections per second
-(its ``totconns``, counted since its previous heartbeat, over the time between the two). The
-agents report no CPU yet, so the CPU rules never fire. Every
+(its ``totconns``, counted since its previous heartbeat, over the time between the two) and
+the cores of CPU its HAProxy used since then (``cpu``, when the agent reports it). Every
 ``interval`` a round judges each ACTIVE ACTIVE_ACTIVE LB with the pure rules of
 ``domain.autoscale`` over its amphorae that reported within ``_FRESH`` seconds (all of them,
 else no decision), and a decision becomes ``ScaleLoadBalancer`` through the LB's repository:
@@ -66,7 +66,7 @@ class Autoscaler:
         if previous is not None and now > previous.at:
             # ``totconns`` counts the connections since the amphora's previous heartbeat.
             rate = sum(s.totconns for s in stats) / (now - previous.at)
-        load = AmphoraLoad(rate, float(sum(s.conns for s in stats)))
+        load = AmphoraLoad(rate, float(sum(s.conns for s in stats)), heartbeat.cpu)
         self._samples[heartbeat.id] = _Sample(now, load)
 
     async def run(self) -> None:
