@@ -68,6 +68,7 @@ def resource_bodies(state: LoadBalancerState) -> dict[str, dict[str, dict[str, A
     body = _common(lb)
     body.pop("topology")
     body.pop("amphora_bounds", None)
+    body.pop("autoscale", None)
     body.pop("provisioning_error")
     body.update(
         vip_vnic_type="normal",

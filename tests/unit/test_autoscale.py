@@ -7,13 +7,14 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from libs.common.domain.model import AmphoraBounds
+from libs.common.domain.model import AUTOSCALE_OVERRIDES, AmphoraBounds
 from services.health.domain.autoscale import (
     AmphoraLoad,
     ScalingPolicy,
     Tracking,
     decide,
     measure,
+    policy_with,
 )
 
 POLICY = ScalingPolicy(
@@ -99,3 +100,15 @@ def test_a_policy_needs_every_in_threshold_below_its_out_threshold() -> None:
     off = ScalingPolicy(connection_rate_out=0, active_connections_out=0, cpu_out=0)
     assert decide(off, loads(1e6, 2), BOUNDS, Tracking(out_since=0.0), now=9.0)[0] is None
     assert decide(off, loads(0, 2), BOUNDS, Tracking(in_since=0.0), now=9.0)[0] is None
+
+
+def test_a_flavor_overrides_the_deployment_policy_unless_the_two_clash() -> None:
+    assert AUTOSCALE_OVERRIDES <= set(ScalingPolicy.model_fields)
+    assert policy_with(POLICY, {}) is POLICY
+    flavored = policy_with(POLICY, {"connection_rate_out": 400.0, "cooldown": 0.0})
+    assert (flavored.connection_rate_out, flavored.cooldown) == (400.0, 0.0)
+    assert flavored.cpu_out == POLICY.cpu_out
+    # 250/s scales the deployment's LBs out, not the flavor's.
+    assert decide(flavored, loads(250, 1), BOUNDS, Tracking(out_since=0.0), now=2.0)[0] is None
+    # A flavor's "in" above the deployment's "out": the deployment's policy stands.
+    assert policy_with(POLICY, {"cpu_in": 0.5}) is POLICY

@@ -176,6 +176,30 @@ def test_active_active_amphora_bounds() -> None:
     assert "amphora_max" in providers.FLAVOR_CAPABILITIES
 
 
+def test_a_flavor_may_set_the_autoscaler_of_its_active_active_load_balancers() -> None:
+    aa = '{"loadbalancer_topology": "ACTIVE_ACTIVE", "autoscale": '
+    given = aa + '{"cpu_out": 0.5, "cpu_in": 0.1, "cooldown": 30}}'
+    assert providers.flavor_settings("amphora", given)["autoscale"]["cpu_out"] == 0.5
+    assert providers.autoscale_overrides(given, Topology.ACTIVE_ACTIVE) == {
+        "cpu_out": 0.5,
+        "cpu_in": 0.1,
+        "cooldown": 30.0,
+    }
+    assert providers.autoscale_overrides(given, Topology.SINGLE) == {}
+    assert providers.autoscale_overrides(None, Topology.ACTIVE_ACTIVE) == {}
+    for bad, why in (
+        (aa + '"fast"}', 'autoscale "fast" is not an object'),
+        (aa + '{"speed": 1}}', "autoscale has no setting speed"),
+        (aa + '{"sustain": -1}}', "autoscale sustain -1 is not a number >= 0"),
+        (aa + '{"sustain": "1"}}', 'autoscale sustain "1" is not a number'),
+        (aa + '{"cooldown": true}}', "autoscale cooldown true is not a number"),
+        (aa + '{"cpu_in": 0.5, "cpu_out": 0.4}}', "cpu_in 0.5 is not below cpu_out 0.4"),
+        ('{"autoscale": {"cpu_out": 1}}', "only apply to the ACTIVE_ACTIVE"),
+    ):
+        with pytest.raises(ValidationFailed, match=why):
+            providers.flavor_settings("amphora", bad)
+
+
 def test_subject_tokens() -> None:
     uuid = "6a3b9c3e-5f2d-4c1a-9b7e-1f0d2c3b4a51"
     assert subjects.subject_token(uuid) == uuid

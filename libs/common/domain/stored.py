@@ -40,7 +40,7 @@ LOADBALANCER: Final = {
     **_same(
         "vip_address vip_port_id vip_subnet_id vip_network_id vip_qos_policy_id vip_sg_ids "
         "additional_vips provider flavor_id availability_zone topology amphora_bounds "
-        "provisioning_error"
+        "autoscale provisioning_error"
     ),
 }
 LISTENER: Final = {

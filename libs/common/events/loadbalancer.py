@@ -93,6 +93,8 @@ class LoadBalancerSnapshot(ResourceSnapshot):
     amphora_bounds: AmphoraBoundsSnapshot | None = Field(
         default=None, exclude_if=lambda v: v is None
     )
+    # ACTIVE_ACTIVE only: the flavor's autoscaler settings, left out when none.
+    autoscale: dict[str, float] = Field(default_factory=dict, exclude_if=lambda v: not v)
     provisioning_error: str
 
 
@@ -207,6 +209,7 @@ class LoadBalancerChanges(ResourceChanges):
     availability_zone: str | None = None
     topology: str | None = None
     amphora_bounds: AmphoraBoundsSnapshot | None = None
+    autoscale: dict[str, float] | None = None
     provisioning_error: str | None = None
 
 

@@ -97,10 +97,12 @@ def new_loadbalancer(
     topology: str,
     now: datetime,
     amphora_bounds: AmphoraBounds | None = None,
+    autoscale: dict[str, float] | None = None,
 ) -> LoadBalancer:
     data = _data(LoadBalancer, fields)
     for name in (
         "amphora_bounds",
+        "autoscale",
         "vip_address",
         "vip_port_id",
         "vip_subnet_id",
@@ -117,6 +119,7 @@ def new_loadbalancer(
         provider=provider,
         topology=topology,
         amphora_bounds=amphora_bounds,
+        autoscale=autoscale or {},
         created_at=now,
     )
 

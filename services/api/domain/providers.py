@@ -5,7 +5,8 @@ Pure. Profile data is JSON text; Octavia answers undecodable text with 400 ("...
 option for flavor_data") and data the provider does not support with 501 (the provider refuses
 an option), and so do we. Only settings that change behaviour are capabilities: a flavor's
 ``loadbalancer_topology`` (with ``amphora_min``/``amphora_max`` for ACTIVE_ACTIVE: integers,
-1 <= min <= max <= the deployment's ceiling, 400 otherwise) and a zone's
+1 <= min <= max <= the deployment's ceiling, and ``autoscale``, the autoscaler's settings;
+400 otherwise) and a zone's
 ``valid_vip_networks``. Octavia's others (compute flavor,
 image tag, SR-IOV, compute and volume zones, management network) mean nothing here, so they
 are refused like any unknown key rather than accepted and ignored.
@@ -17,7 +18,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Final
 
-from libs.common.domain.model import AmphoraBounds, Topology
+from libs.common.domain.model import AUTOSCALE_OVERRIDES, AmphoraBounds, Topology
 from libs.common.errors import NotImplementedByProvider, ValidationFailed
 
 AMPHORA: Final = "amphora"
@@ -45,8 +46,15 @@ _FLAVOR_SCHEMA: Final[dict[str, tuple[type, str]]] = {
         "ACTIVE_ACTIVE only: the number of amphorae a load balancer never goes above (an "
         "integer from amphora_min to the deployment's ceiling; default the ceiling).",
     ),
+    "autoscale": (
+        dict,
+        "ACTIVE_ACTIVE only: the autoscaler's settings for these load balancers instead of "
+        "the deployment's, an object of numbers >= 0 (per amphora: connection_rate_out/_in "
+        "new connections per second, active_connections_out/_in, cpu_out/_in cores; "
+        "sustain and cooldown seconds), each _in below its _out.",
+    ),
 }
-_BOUNDS: Final = ("amphora_min", "amphora_max")
+_ACTIVE_ACTIVE_ONLY: Final = ("amphora_min", "amphora_max", "autoscale")
 _AVAILABILITY_ZONE_SCHEMA: Final[dict[str, tuple[type, str]]] = {
     "valid_vip_networks": (
         list,
@@ -58,7 +66,13 @@ FLAVOR_CAPABILITIES: Final = {name: doc for name, (_, doc) in _FLAVOR_SCHEMA.ite
 AVAILABILITY_ZONE_CAPABILITIES: Final = {
     name: doc for name, (_, doc) in _AVAILABILITY_ZONE_SCHEMA.items()
 }
-_JSON_TYPES: Final = {str: "string", bool: "boolean", list: "array", int: "integer"}
+_JSON_TYPES: Final = {
+    str: "string",
+    bool: "boolean",
+    list: "array",
+    int: "integer",
+    dict: "object",
+}
 DEFAULT_AMPHORA_CEILING: Final = 8
 
 
@@ -174,8 +188,9 @@ def flavor_settings(
 
 def _check_bounds(data: dict[str, Any], ceiling: int) -> None:
     """400 unless ``amphora_min``/``amphora_max`` are absent, or integers with
-    1 <= min <= max <= ``ceiling`` on an ACTIVE_ACTIVE flavor."""
-    given = {name: data[name] for name in _BOUNDS if name in data}
+    1 <= min <= max <= ``ceiling`` on an ACTIVE_ACTIVE flavor; likewise ``autoscale``
+    (``_check_autoscale``)."""
+    given = {name: data[name] for name in _ACTIVE_ACTIVE_ONLY if name in data}
     if not given:
         return
     if data.get("loadbalancer_topology") != Topology.ACTIVE_ACTIVE.value:
@@ -183,6 +198,8 @@ def _check_bounds(data: dict[str, Any], ceiling: int) -> None:
         raise ValidationFailed(
             f"Validation failure: {names} only apply to the ACTIVE_ACTIVE loadbalancer_topology."
         )
+    if "autoscale" in given:
+        _check_autoscale(given.pop("autoscale"))
     for name, value in given.items():
         if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= ceiling:
             raise ValidationFailed(
@@ -195,6 +212,42 @@ def _check_bounds(data: dict[str, Any], ceiling: int) -> None:
             f"Validation failure: amphora_min {bounds.amphora_min} is greater than amphora_max "
             f"{bounds.amphora_max}."
         )
+
+
+def _check_autoscale(value: Any) -> None:
+    """400 unless ``value`` is an object of known autoscaler settings, numbers >= 0, each
+    ``*_in`` below its ``*_out`` when both are given."""
+    if not isinstance(value, dict):
+        raise ValidationFailed(
+            f"Validation failure: autoscale {json.dumps(value)} is not an object."
+        )
+    unknown = sorted(set(value) - AUTOSCALE_OVERRIDES)
+    if unknown:
+        raise ValidationFailed(
+            f"Validation failure: autoscale has no setting {', '.join(unknown)} (known: "
+            f"{', '.join(sorted(AUTOSCALE_OVERRIDES))})."
+        )
+    for name, number in value.items():
+        if not isinstance(number, int | float) or isinstance(number, bool) or number < 0:
+            raise ValidationFailed(
+                f"Validation failure: autoscale {name} {json.dumps(number)} is not a number >= 0."
+            )
+    for name in sorted(value):
+        if name.endswith("_in") and f"{name[:-3]}_out" in value:
+            low, high = value[name], value[f"{name[:-3]}_out"]
+            if high and low >= high:
+                raise ValidationFailed(
+                    f"Validation failure: autoscale {name} {low} is not below "
+                    f"{name[:-3]}_out {high}."
+                )
+
+
+def autoscale_overrides(flavor_data: str | None, topology: Topology) -> dict[str, float]:
+    """The autoscaler settings a stored (validated) ACTIVE_ACTIVE flavor sets; {} otherwise."""
+    if topology != Topology.ACTIVE_ACTIVE or flavor_data is None:
+        return {}
+    given = json.loads(flavor_data).get("autoscale") or {}
+    return {str(name): float(number) for name, number in given.items()}
 
 
 def _bounds(data: dict[str, Any], ceiling: int) -> AmphoraBounds:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final, Protocol
 
@@ -93,6 +93,7 @@ class Placement:
     topology: Topology
     vip_networks: frozenset[str] | None = None
     amphora_bounds: AmphoraBounds | None = None
+    autoscale: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -222,6 +223,7 @@ class LoadBalancing:
                 provider=self._config.provider,
                 topology=placement.topology.value,
                 amphora_bounds=placement.amphora_bounds,
+                autoscale=placement.autoscale,
                 now=now,
             )
             graph = build_graph(
@@ -339,7 +341,8 @@ class LoadBalancing:
             vip_networks = providers.valid_vip_networks(zone.data)
         ceiling = self._config.abilities.amphora_ceiling
         bounds = providers.amphora_bounds(flavor_data, topology, ceiling)
-        return Placement(topology, vip_networks, bounds)
+        autoscale = providers.autoscale_overrides(flavor_data, topology)
+        return Placement(topology, vip_networks, bounds, autoscale)
 
     async def update_loadbalancer(
         self, ctx: RequestContext, lb_id: str, given: dict[str, Any], meta: Metadata

@@ -15,6 +15,8 @@ HAProxy used, in cores (``cpu``; only when every amphora reports it). Rules:
   never below ``amphora_min``.
 - **Cool-down**: no decision within ``cooldown`` seconds of the previous one.
 
+A flavor may set its own thresholds and times (``policy_with``; ``LoadBalancer.autoscale``).
+
 ``Tracking`` is what the caller keeps per LB between rounds (since when a rule holds, when
 the last decision was made); ``decide`` returns the new one with its decision.
 """
@@ -22,16 +24,24 @@ the last decision was made); ``decide`` returns the new one with its decision.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
-from libs.common.domain.model import AmphoraBounds
+from libs.common.domain.model import AUTOSCALE_OVERRIDES, AmphoraBounds
 from libs.common.settings import DOCUMENTED
 
-__all__ = ["AmphoraLoad", "Decision", "ScalingPolicy", "Tracking", "decide", "measure"]
+__all__ = [
+    "AmphoraLoad",
+    "Decision",
+    "ScalingPolicy",
+    "Tracking",
+    "decide",
+    "measure",
+    "policy_with",
+]
 
 MEASUREMENTS: Final = ("connection_rate", "active_connections", "cpu")
 
@@ -74,6 +84,23 @@ class ScalingPolicy(BaseModel):
     def threshold(self, name: str, side: str) -> float:
         value: float = getattr(self, f"{name}_{side}")
         return value
+
+
+def policy_with(policy: ScalingPolicy, overrides: Mapping[str, float]) -> ScalingPolicy:
+    """``policy`` with a flavor's settings (``AUTOSCALE_OVERRIDES``, validated by the API);
+    ``policy`` itself when the two together break a rule (an ``*_in`` of the flavor above the
+    deployment's ``*_out``, say)."""
+    if not overrides:
+        return policy
+    try:
+        return ScalingPolicy.model_validate(
+            {
+                **policy.model_dump(),
+                **{k: v for k, v in overrides.items() if k in AUTOSCALE_OVERRIDES},
+            }
+        )
+    except ValidationError:
+        return policy
 
 
 @dataclass(frozen=True)

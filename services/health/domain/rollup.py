@@ -64,6 +64,8 @@ class LbView:
     expected_listeners: frozenset[str]
     # ACTIVE_ACTIVE only: how many amphorae the autoscaler may give it.
     amphora_bounds: AmphoraBounds | None = None
+    # Its flavor's autoscaler settings (ACTIVE_ACTIVE only).
+    autoscale: tuple[tuple[str, float], ...] = ()
 
     @property
     def recorded(self) -> bool:
@@ -117,6 +119,7 @@ class LbView:
             current=current,
             expected_listeners=expected,
             amphora_bounds=lb.amphora_bounds,
+            autoscale=tuple(sorted(lb.autoscale.items())),
         )
 
 

@@ -5,11 +5,11 @@ its open connections (``conns`` summed over its listeners), its new connections 
 (its ``totconns``, counted since its previous heartbeat, over the time between the two) and
 the cores of CPU its HAProxy used since then (``cpu``, when the agent reports it). Every
 ``interval`` a round judges each ACTIVE ACTIVE_ACTIVE LB with the pure rules of
-``domain.autoscale`` over its amphorae that reported within ``_FRESH`` seconds (all of them,
-else no decision), and a decision becomes ``ScaleLoadBalancer`` through the LB's repository:
-``LoadBalancerScaledOut`` / ``LoadBalancerScaledIn`` on its stream, which the provisioner
-carries out. The project's quota has no amphora resource, so the room left is the LB's
-``amphora_max``.
+``domain.autoscale`` (the deployment's policy with its flavor's settings) over its amphorae
+that reported within ``_FRESH`` seconds (all of them, else no decision), and a decision
+becomes ``ScaleLoadBalancer`` through the LB's repository: ``LoadBalancerScaledOut`` /
+``LoadBalancerScaledIn`` on its stream, which the provisioner carries out. The project's
+quota has no amphora resource, so the room left is the LB's ``amphora_max``.
 """
 
 from __future__ import annotations
@@ -27,7 +27,13 @@ from libs.common.events import Metadata
 from libs.common.heartbeat_codec import Heartbeat
 from libs.common.repository import LoadBalancerRepository
 from libs.common.service import Metrics
-from services.health.domain.autoscale import AmphoraLoad, ScalingPolicy, Tracking, decide
+from services.health.domain.autoscale import (
+    AmphoraLoad,
+    ScalingPolicy,
+    Tracking,
+    decide,
+    policy_with,
+)
 from services.health.domain.rollup import LbView
 
 log = logging.getLogger(__name__)
@@ -94,8 +100,9 @@ class Autoscaler:
             assert view.amphora_bounds is not None
             tracking = self._tracking.get(lb_id, Tracking())
             loads = [s.load for s in fresh.values()]
+            policy = policy_with(self._policy, dict(view.autoscale))
             decision, self._tracking[lb_id] = decide(
-                self._policy, loads, view.amphora_bounds, tracking, now
+                policy, loads, view.amphora_bounds, tracking, now
             )
             if decision is None:
                 continue

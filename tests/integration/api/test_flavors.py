@@ -245,10 +245,19 @@ async def test_active_active_flavors_carry_amphora_bounds(api: Api) -> None:
     body["flavor_data"] = json.dumps({"amphora_min": 2})
     reply = await api.post(PROFILES, {"flavorprofile": body}, expect=400)
     assert "only apply to the ACTIVE_ACTIVE" in reply.fault()
-    aa = await profile(api, {"loadbalancer_topology": "ACTIVE_ACTIVE", "amphora_min": 2})
+    aa_data = {
+        "loadbalancer_topology": "ACTIVE_ACTIVE",
+        "amphora_min": 2,
+        "autoscale": {"sustain": 3},
+    }
+    aa = await profile(api, aa_data)
     lb = await api.create_lb(active=False, flavor_id=(await flavor(api, aa["id"]))["id"])
     assert "amphora_bounds" not in lb and "topology" not in lb
     state = await LoadBalancerRepository(PostgresEventStore(api.app[DB])).load(lb["id"])
     assert state.loadbalancer is not None and state.loadbalancer.topology == "ACTIVE_ACTIVE"
     bounds = state.loadbalancer.amphora_bounds
     assert bounds is not None and (bounds.amphora_min, bounds.amphora_max) == (2, 8)
+    assert state.loadbalancer.autoscale == {"sustain": 3.0} and "autoscale" not in lb
+    body["flavor_data"] = json.dumps({**aa_data, "autoscale": {"sustain": -1}})
+    reply = await api.post(PROFILES, {"flavorprofile": body}, expect=400)
+    assert reply.fault() == "Validation failure: autoscale sustain -1 is not a number >= 0."

@@ -2,7 +2,8 @@
 balancer whose amphora reports more new connections per second than the policy allows gets
 ``LoadBalancerScaledOut`` (with the measurements) after the sustain time; once the provisioner
 activated it with two amphorae and they report little, ``LoadBalancerScaledIn`` after the
-cool-down. A SINGLE load balancer under the same load is never scaled."""
+cool-down. A SINGLE load balancer, and one whose flavor sets a higher threshold, under the
+same load are never scaled."""
 
 from __future__ import annotations
 
@@ -89,6 +90,17 @@ async def test_heartbeats_scale_an_active_active_lb_out_and_back_in(
     await lbs.execute(lb.id, c.CreateLoadBalancer(lb, listeners=(listener,)), META)
     first = await _booted(amps, lb.id)
     await lbs.execute(lb.id, c.Activate((first,)), META)
+    # Its flavor asks for more: 150/s is not enough to scale it.
+    calm = b.loadbalancer(
+        "127.77.250.10",
+        topology=Topology.ACTIVE_ACTIVE,
+        amphora_bounds=AmphoraBounds(amphora_min=1, amphora_max=3),
+        autoscale={"connection_rate_out": 400.0},
+    )
+    calm_listener = b.listener(calm, 80)
+    await lbs.execute(calm.id, c.CreateLoadBalancer(calm, listeners=(calm_listener,)), META)
+    calm_amphora = await _booted(amps, calm.id)
+    await lbs.execute(calm.id, c.Activate((calm_amphora,)), META)
     single = await create_site(db)
     health = await start_health(autoscale=POLICY)
     sender = Sender(health.udp)
@@ -97,6 +109,7 @@ async def test_heartbeats_scale_an_active_active_lb_out_and_back_in(
         for _ in range(60):
             _beat(sender, first, listener.id, 15)
             _beat(sender, single.amphora_id, single.listener_id, 15)
+            _beat(sender, calm_amphora, calm_listener.id, 15)
             await asyncio.sleep(0.1)
             if health.metric("autoscale_scaled_out_total"):
                 break
@@ -128,5 +141,6 @@ async def test_heartbeats_scale_an_active_active_lb_out_and_back_in(
         assert (events[1].occurred_at - events[0].occurred_at).total_seconds() >= 1.0
     finally:
         sender.close()
-    untouched = await store.read_stream(f"loadbalancer-{single.lb_id}")
-    assert not [e for e in untouched if isinstance(e.payload, lb_ev.LoadBalancerScaled)]
+    for lb_id in (single.lb_id, calm.id):
+        untouched = await store.read_stream(f"loadbalancer-{lb_id}")
+        assert not [e for e in untouched if isinstance(e.payload, lb_ev.LoadBalancerScaled)]
