@@ -33,8 +33,8 @@ of a removed amphora meets its successor). Needs root, iproute2 and nft.
 
 ``NetnsDistributors`` is the netns driver's ``Distribution``: one distributor per load
 balancer (namespace ``<namespace_prefix>d<12 hex of the LB id>``), made when its first amphora
-is added. What it knows lives in this process: after a restart the first ``add`` makes the
-distributor again from scratch (the lifecycle adds every amphora of the LB again).
+is added. What it knows lives in this process and in the kernel: after a restart the first
+call for an LB adopts the distributor its namespace holds (``adopt``), connections untouched.
 """
 
 from __future__ import annotations
@@ -58,7 +58,11 @@ from services.provisioner.adapters.netns_network import (
     namespace_exists,
     short_id,
 )
-from services.provisioner.rendering.distributor import ROUTE_TABLE_BASE, distribution_ruleset
+from services.provisioner.rendering.distributor import (
+    NFT_TABLE,
+    ROUTE_TABLE_BASE,
+    distribution_ruleset,
+)
 
 __all__ = [
     "AMPHORA_TABLE",
@@ -74,6 +78,10 @@ AMPHORA_TABLE: Final = 200
 _REPLY_RULE_PREF: Final = 100
 _LOCAL_RULE_PREF: Final = 32765
 _MAX_SLOTS: Final = 100
+# ``ip -o link`` of a slot's link: "7: d3@if2: <...> ... link-netns <amphora namespace>".
+_SLOT_LINK: Final = re.compile(r"^\d+: d(\d+)@\S+ .* link-netns (\S+)")
+# The ruleset as nft lists it, "... map { 0x00000000 : 0x00000001, ... }": index -> slot.
+_SERVING_MAP: Final = re.compile(r"map \{ ([^}]*) \}")
 # conntrack -L's summary (on stderr): "... N flow entries have been shown."
 _SHOWN: Final = re.compile(r"(\d+) flow entr(?:y|ies) ha(?:s|ve) been shown")
 
@@ -172,6 +180,33 @@ class NetnsDistributor:
         await self._ip.run("-n", ns, "rule", "del", "pref", "0", "lookup", "local")
         self._backends.clear()
         await self._apply()
+
+    async def adopt(self) -> bool:
+        """Take over the distributor the layout's namespace already holds (one made by a
+        provisioner that restarted since): its amphorae and slots from its links, the serving
+        ones from its ruleset; nothing in the kernel changes, so established connections
+        keep going. False when the namespace does not exist."""
+        ns = self._layout.namespace
+        if not namespace_exists(ns):
+            return False
+        _, links = await self._ip.run("-n", ns, "-o", "link", "show")
+        _, script = await self._ip.run(
+            "netns", "exec", ns, self._nft, "list", "chain", "ip", NFT_TABLE, "prerouting",
+            check=False,
+        )  # fmt: skip
+        found = _SERVING_MAP.search(script)
+        serving = set()
+        if found is not None:
+            serving = {int(pair.split(":")[1], 0) for pair in found.group(1).split(",")}
+        backends: dict[str, Backend] = {}
+        for line in links.splitlines():
+            link = _SLOT_LINK.search(line)
+            if link is not None:
+                slot = int(link.group(1))
+                backends[link.group(2)] = Backend(link.group(2), slot, slot in serving)
+        self._backends = backends
+        self._last_slot = max((b.slot for b in backends.values()), default=0)
+        return True
 
     async def delete(self) -> None:
         """The distributor namespace (its port on the bridge and its links go with it); every
@@ -370,7 +405,8 @@ class NetnsDistributors:
             )
             distributor = NetnsDistributor(self._network, layout, self._timeout)
             try:
-                await distributor.create()
+                if not await distributor.adopt():
+                    await distributor.create()
             except InfrastructureError:
                 await distributor.delete()
                 raise
@@ -426,5 +462,8 @@ class NetnsDistributors:
         distributor = self._by_lb.get(lb_id)
         if distributor is None:
             return ()
+        # Amphorae of an adopted distributor are named once the lifecycle adds them again.
         names = self._amphorae[lb_id]
-        return tuple(names[b.namespace] for b in distributor.backends if b.serving)
+        return tuple(
+            names[b.namespace] for b in distributor.backends if b.serving and b.namespace in names
+        )
