@@ -127,7 +127,9 @@ def test_active_active_builds_amphora_min_and_a_failover_keeps_the_count() -> No
     assert [x.role for x in builds] == ["STANDALONE", "STANDALONE"]
     assert len({x.amphora_id for x in builds}) == 2
     assert amphorae_to_build("ACTIVE_ACTIVE", "cause", count=2) == builds
-    assert not may_use_spare("ACTIVE_ACTIVE")
+    assert may_use_spare("ACTIVE_ACTIVE")
+    # A spare claimed for it stands for one of them.
+    assert len(amphorae_to_build("ACTIVE_ACTIVE", "cause", ["STANDALONE"], count=2)) == 1
     # An LB scaled to three amphorae gets three back after losing one.
     state, _ = stream(
         lb_ev.LoadBalancerCreated(loadbalancer=snapshot(lb)),

@@ -96,8 +96,9 @@ class AmphoraToBuild:
 
 
 def may_use_spare(topology: str) -> bool:
-    """Spares are booted without a role, so only a single STANDALONE amphora can be one."""
-    return topology == Topology.SINGLE.value
+    """Spares are booted without a role, so only a STANDALONE amphora can be one: SINGLE's,
+    or any of ACTIVE_ACTIVE's."""
+    return topology in (Topology.SINGLE.value, Topology.ACTIVE_ACTIVE.value)
 
 
 def amphorae_to_build(

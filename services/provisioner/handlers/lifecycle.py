@@ -282,19 +282,26 @@ class LifecycleHandler:
     ) -> None:
         lb = state.loadbalancer
         assert lb is not None
-        spare = None
-        if self._spares and may_use_spare(lb.topology.value):
-            with _tracer.start_as_current_span("claim spare"):
-                spare = await self._spares.claim(conn)
-        if spare is None:
-            count = amphora_count(lb)
-            builds = amphorae_to_build(lb.topology.value, str(cause.event_id), count=count)
-            handles = await self._build(state, builds, conn, metadata)
-        else:
-            handles = await self._build(state, [], conn, metadata, spare=spare)
+        spare = await self._claim_spare(state, conn)
+        # A spare stands for one STANDALONE amphora.
+        taken = ["STANDALONE"] if spare is not None else []
+        builds = amphorae_to_build(
+            lb.topology.value, str(cause.event_id), taken, count=amphora_count(lb)
+        )
+        handles = await self._build(state, builds, conn, metadata, spare=spare)
         amphora_ids = tuple(h.amphora_id for h in handles)
         with _tracer.start_as_current_span("activate"):
             await self._lbs.execute(lb.id, c.Activate(amphora_ids), metadata, conn=conn)
+
+    async def _claim_spare(
+        self, state: LoadBalancerState, conn: asyncpg.Connection
+    ) -> AmphoraHandle | None:
+        """A READY spare for the LB (SINGLE and ACTIVE_ACTIVE: STANDALONE amphorae), or None."""
+        lb = state.loadbalancer
+        if self._spares is None or lb is None or not may_use_spare(lb.topology.value):
+            return None
+        with _tracer.start_as_current_span("claim spare"):
+            return await self._spares.claim(conn)
 
     async def _apply(
         self,
@@ -377,8 +384,8 @@ class LifecycleHandler:
         conn: asyncpg.Connection,
         metadata: Metadata,
     ) -> None:
-        """Scale out (build, push, serve the new amphorae) or in (drain, remove, retire the
-        newest ones), then activate the LB with the amphorae it has."""
+        """Scale out (claim a spare or build, push, serve the new amphorae) or in (drain,
+        remove, retire the newest ones), then activate the LB with the amphorae it has."""
         lb = state.loadbalancer
         assert lb is not None
         assert isinstance(cause.payload, lb_ev.LoadBalancerScaled)
@@ -388,7 +395,11 @@ class LifecycleHandler:
         ordered = [a for a in state.amphora_ids if a in running]
         plan = plan_scale(ordered, cause.payload.amphorae, str(cause.event_id))
         kept = [running[a] for a in plan.kept]
-        handles = await self._build(state, plan.build, conn, metadata, kept=kept)
+        builds = list(plan.build)
+        spare = await self._claim_spare(state, conn) if builds else None
+        if spare is not None:
+            builds.pop()
+        handles = await self._build(state, builds, conn, metadata, kept=kept, spare=spare)
         for amphora_id in plan.removed:
             await distribution.drain(lb.id, lb.vip_address, amphora_id)
         await self._drained(lb.id, distribution, plan.removed)

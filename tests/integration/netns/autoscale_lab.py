@@ -84,9 +84,10 @@ class AutoscaleRig:
         """Every HAProxy of the LB's amphorae in its amphora's cgroup (made on first sight);
         how many HAProxy processes are capped."""
         capped = 0
+        mine = set((await self.repo.load(lb_id)).amphora_ids)
         for handle in await self.driver.list():
-            if handle.lb_id != lb_id:
-                continue
+            if handle.amphora_id not in mine and handle.lb_id != lb_id:
+                continue  # neither the LB's (a spare taken counts once activated) nor booted for it
             cap = self.caps.get(handle.compute_id)
             if cap is None:
                 name = f"fulcrum-test-{self.lab.tag}-{len(self.caps)}"

@@ -208,3 +208,44 @@ async def test_scale_out_serves_new_amphorae_and_scale_in_drains_before_removing
     await repo.execute(lb.id, c.DeleteLoadBalancer(cascade=True), META)
     await wait_status(repo, lb.id, "DELETED")
     assert not namespace_exists(_distribution(prov).namespace_for(lb.id))
+
+
+async def _spares(db: asyncpg.Pool, prov: NetnsProvisioner, count: int) -> list[str]:
+    """Until ``count`` spares run (bounded); their ids."""
+    deadline = asyncio.get_running_loop().time() + 30
+    while True:
+        spares = [h.amphora_id for h in await prov.driver.list() if h.lb_id is None]
+        allocated = []
+        for amphora_id in spares:
+            stream = await PostgresEventStore(db).read_stream(f"amphora-{amphora_id}")
+            if any(e.event_type == "AmphoraAllocated" for e in stream):
+                allocated.append(amphora_id)
+        ready = [a for a in spares if a not in allocated]
+        if len(ready) >= count:
+            return ready
+        assert asyncio.get_running_loop().time() < deadline, f"spares: {ready}"
+        await asyncio.sleep(0.1)
+
+
+@pytest.mark.parametrize("netns_spare_pool_size", [1])
+async def test_active_active_takes_ready_spares_to_build_and_to_scale_out(
+    netns_provisioner: NetnsProvisioner, lab: NetnsLab, db: asyncpg.Pool
+) -> None:
+    prov = netns_provisioner
+    repo = LoadBalancerRepository(PostgresEventStore(db))
+    ports = await asyncio.to_thread(lab.start_backends, ["b0"])
+    (first_spare,) = await _spares(db, prov, 1)
+    bounds = AmphoraBounds(amphora_min=2, amphora_max=3)
+    command = lab.http_lb(lab.vip(), ports, Topology.ACTIVE_ACTIVE, amphora_bounds=bounds)
+    lb = command.loadbalancer
+    await repo.execute(lb.id, command, META)
+    state = await wait_status(repo, lb.id, "ACTIVE", timeout=60)
+    assert len(state.amphora_ids) == 2 and first_spare in state.amphora_ids
+    (second_spare,) = await _spares(db, prov, 1)  # the pool refilled
+    await repo.execute(lb.id, c.ScaleLoadBalancer(3, reason="test"), META)
+    state = await wait_status(repo, lb.id, "ACTIVE", timeout=60)
+    assert state.amphora_ids[-1] == second_spare
+    assert sorted(_distribution(prov).serving(lb.id)) == sorted(state.amphora_ids)
+    _flush_conntrack(prov, lb.id)
+    assert await asyncio.to_thread(lab.get, f"http://{lab.vip()}/", 45) == {"b0": 45}
+    assert len(_marks(prov, lb.id, lab.vip())) == 3
