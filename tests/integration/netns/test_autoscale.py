@@ -3,11 +3,13 @@ whose amphorae's HAProxy are capped by a CPU cgroup each, the provisioner and th
 service in this process, the amphorae's heartbeats feeding the autoscaler. A bounded wrk load
 (keep-alive connections, and a new connection per request) above the policy's connection rate
 scales the LB out to ``amphora_max``; once the load stops it scales back in to
-``amphora_min``; no request fails on the way."""
+``amphora_min``; no request fails on the way. A dead amphora is dropped from the
+distribution and replaced through the heartbeats."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -19,7 +21,7 @@ from libs.common.eventstore import PostgresEventStore
 from libs.common.service import DB
 from services.health.domain.autoscale import ScalingPolicy
 from tests.integration.netns.autoscale_lab import AutoscaleRig, autoscale_rig
-from tests.integration.netns.lab import NetnsLab
+from tests.integration.netns.lab import NetnsLab, kill_everything_in
 
 pytestmark = pytest.mark.netns
 
@@ -78,3 +80,29 @@ async def test_load_scales_out_then_back_in_without_a_failed_request(rig: Autosc
         assert after.failed == 0 and after.requests > 0, after.output
     finally:
         capping.cancel()
+
+
+async def test_a_dead_amphora_is_dropped_and_replaced_through_the_heartbeats(
+    rig: AutoscaleRig,
+) -> None:
+    """Kill every process of one of three amphorae: the health service misses its heartbeats
+    and fails it over; the failover takes it out of the distribution first, then builds a
+    replacement; new connections never reach it after that."""
+    lb_id = await rig.create_lb(AmphoraBounds(amphora_min=3, amphora_max=3))
+    state = await rig.repo.load(lb_id)
+    victim = state.amphora_ids[1]
+    namespace = rig.driver.namespace_for(victim)
+    distribution = rig.driver.distribution
+    assert distribution is not None
+    kill_everything_in(namespace)
+    killed = time.monotonic()
+    while victim in distribution.serving(lb_id):
+        assert time.monotonic() - killed < 20, "never dropped"
+        await asyncio.sleep(0.05)
+    dropped = time.monotonic() - killed
+    await rig.wait_amphorae(lb_id, 3, timeout=30)
+    state = await rig.repo.load(lb_id)
+    assert victim not in state.amphora_ids
+    print(f"dead amphora out of the distribution after {dropped:.2f} s")
+    load = await rig.wrk(f"http://{rig.lab.vip()}/", 1, 4, close=True)
+    assert load.failed == 0 and load.requests > 0, load.output
