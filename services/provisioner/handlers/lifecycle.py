@@ -131,6 +131,8 @@ class LifecycleHandler:
         conn: asyncpg.Connection,
         metadata: Metadata,
     ) -> None:
+        if work.kind != WorkKind.DELETE:
+            self._distribution_of(state)  # ACTIVE_ACTIVE on a driver without: refused first
         if work.kind == WorkKind.CREATE:
             assert work.cause is not None
             await self._create(state, work.cause, conn, metadata)
