@@ -42,7 +42,9 @@ POLICY = ScalingPolicy(
 async def rig(
     pg_dsn: str, nats_url: str, tmp_path: Path, lab: NetnsLab
 ) -> AsyncIterator[AutoscaleRig]:
-    async with autoscale_rig(pg_dsn, nats_url, tmp_path, lab, POLICY, quota=QUOTA) as rig:
+    async with autoscale_rig(
+        pg_dsn, nats_url, tmp_path, lab, POLICY, quota=QUOTA, drain_timeout=15
+    ) as rig:
         yield rig
 
 
@@ -70,11 +72,24 @@ async def test_load_scales_out_then_back_in_without_a_failed_request(rig: Autosc
         assert close.failed == 0, close.output
         assert keep.requests > 0 and close.requests > 0
 
-        # The load stopped: back to amphora_min, the drained amphora removed.
+        # The heavy load stopped; a light one goes on (two keep-alive connections, a new
+        # connection every 0.3 s): back to amphora_min, the drained amphora removed once its
+        # keep-alive connections ended, and no request failed meanwhile.
+        light = asyncio.create_task(rig.wrk(url, 6, 2))
+        fresh: list[dict[str, int]] = []
+        while not light.done():
+            fresh.append(await asyncio.to_thread(rig.lab.get, url, 1, 2.0))
+            await asyncio.sleep(0.3)
+        kept_alive = await light
+        light_ended = time.time()
         await rig.wait_amphorae(lb_id, 1)
         state = await rig.repo.load(lb_id)
-        scalings = await _scalings(rig, lb_id)
-        assert isinstance(scalings[-1], lb_ev.LoadBalancerScaledIn), scalings
+        assert kept_alive.failed == 0 and kept_alive.requests > 0, kept_alive.output
+        assert fresh and all(set(answer) == {"b0"} for answer in fresh), fresh
+        events = await PostgresEventStore(rig.provisioner[DB]).read_stream(f"loadbalancer-{lb_id}")
+        (scaled_in,) = [e for e in events if isinstance(e.payload, lb_ev.LoadBalancerScaledIn)]
+        # It was decided (and the drain began) while the light load ran.
+        assert scaled_in.occurred_at.timestamp() < light_ended
         assert [h.amphora_id for h in await rig.driver.list()] == list(state.amphora_ids)
         after = await rig.wrk(url, 1, 2)
         assert after.failed == 0 and after.requests > 0, after.output
