@@ -199,6 +199,9 @@ async def test_scale_out_serves_new_amphorae_and_scale_in_drains_before_removing
     assert state.amphora_ids == (first,)
     assert not namespace_exists(prov.driver.namespace_for(second))
     assert [h.amphora_id for h in await lb_handles(prov, lb.id)] == [first]
+    # What the amphora API lists (its read model): the scaled-in amphora DELETED.
+    rows = await db.fetch("SELECT id, status FROM amphora_view WHERE lb_id = $1", lb.id)
+    assert {r["id"]: r["status"] for r in rows} == {first: "ALLOCATED", second: "DELETED"}
     events = await PostgresEventStore(db).read_stream(f"loadbalancer-{lb.id}")
     assert [e.event_type for e in events if "Scaled" in e.event_type] == [
         "LoadBalancerScaledOut",
