@@ -240,6 +240,7 @@ class LoadBalancing:
                 async with self._quotas.admit(project_id, want, limits) as conn:
                     self._check_driver_options(fields)
                     self._check_vip_families([s for s, _ in wanted])
+                    self._check_active_active(placement.topology, [s for s, _ in wanted])
                     self._check_servable(command, LoadBalancerState())
                     outcome = await self._repo.execute(lb_id, command, meta, conn=conn)
             except Conflict as lost_race:
@@ -300,6 +301,18 @@ class LoadBalancing:
             raise rules.unsupported(
                 f"VIP security groups cannot be enforced by the {abilities.driver} amphora "
                 "driver of this deployment (its amphorae share the host's network namespace)."
+            )
+
+    @staticmethod
+    def _check_active_active(topology: Topology, subnets: list[SubnetConfig]) -> None:
+        """The provider's refusal (501, last) of what the ACTIVE_ACTIVE distributor cannot
+        spread: an IPv6 VIP, or more than one VIP."""
+        if topology != Topology.ACTIVE_ACTIVE:
+            return
+        if len(subnets) > 1 or subnets[0].ip_version == 6:
+            raise rules.unsupported(
+                "the ACTIVE_ACTIVE topology spreads one IPv4 VIP (no IPv6 VIP, no "
+                "additional_vips)."
             )
 
     def _check_vip_families(self, subnets: list[SubnetConfig]) -> None:

@@ -11,6 +11,7 @@ from libs.common.eventstore import PostgresEventStore
 from libs.common.repository import LoadBalancerRepository
 from libs.common.service import DB
 from tests.integration.api.conftest import SUBNET, Api, MakeApi
+from tests.integration.api.test_additional_vips import SUBNET_B, SUBNET_V6, network_settings
 
 FLAVORS = "/v2/lbaas/flavors"
 PROFILES = "/v2/lbaas/flavorprofiles"
@@ -261,3 +262,22 @@ async def test_active_active_flavors_carry_amphora_bounds(api: Api) -> None:
     body["flavor_data"] = json.dumps({**aa_data, "autoscale": {"sustain": -1}})
     reply = await api.post(PROFILES, {"flavorprofile": body}, expect=400)
     assert reply.fault() == "Validation failure: autoscale sustain -1 is not a number >= 0."
+
+
+async def test_active_active_spreads_one_ipv4_vip(make_api: MakeApi) -> None:
+    """The distributor spreads one IPv4 VIP: an IPv6 VIP or additional_vips are refused
+    with 501, after the 400 checks and before anything is written."""
+    api = await make_api(network=network_settings())
+    aa = await profile(api, {"loadbalancer_topology": "ACTIVE_ACTIVE"})
+    flavor_id = (await flavor(api, aa["id"]))["id"]
+    refusals = [
+        {"vip_subnet_id": SUBNET_V6},
+        {"vip_subnet_id": SUBNET, "additional_vips": [{"subnet_id": SUBNET_B}]},
+    ]
+    for fields in refusals:
+        body = {"loadbalancer": {"flavor_id": flavor_id, **fields}}
+        reply = await api.post(LBS, body, expect=501)
+        assert "spreads one IPv4 VIP" in reply.fault()
+    assert (await api.get(LBS, expect=200)).body["loadbalancers"] == []
+    body = {"loadbalancer": {"flavor_id": flavor_id, "vip_subnet_id": SUBNET}}
+    await api.post(LBS, body, expect=201)
