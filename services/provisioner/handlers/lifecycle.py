@@ -387,7 +387,8 @@ class LifecycleHandler:
         metadata: Metadata,
     ) -> None:
         """Scale out (claim a spare or build, push, serve the new amphorae) or in (drain,
-        remove, retire the newest ones), then activate the LB with the amphorae it has."""
+        remove, retire the newest ones) to the event's count of running amphorae (one that
+        stopped running is built over and retired), then activate the LB with them."""
         lb = state.loadbalancer
         assert lb is not None
         assert isinstance(cause.payload, lb_ev.LoadBalancerScaled)
@@ -407,6 +408,11 @@ class LifecycleHandler:
         await self._drained(lb.id, distribution, plan.removed)
         for amphora_id in plan.removed:
             await distribution.remove(lb.id, amphora_id)
+            await self._undo.retire(amphora_id, conn, metadata)
+        # Amphorae of the LB that do not run any more: built over (in the count), retired.
+        gone = [a for a in state.amphora_ids if a not in running]
+        await self._undistribute(state, gone)
+        for amphora_id in gone:
             await self._undo.retire(amphora_id, conn, metadata)
         amphora_ids = tuple(h.amphora_id for h in handles)
         await self._lbs.execute(lb.id, c.Activate(amphora_ids), metadata, conn=conn)
