@@ -311,8 +311,7 @@ class LoadBalancing:
             return
         if len(subnets) > 1 or subnets[0].ip_version == 6:
             raise rules.unsupported(
-                "the ACTIVE_ACTIVE topology spreads one IPv4 VIP (no IPv6 VIP, no "
-                "additional_vips)."
+                "the ACTIVE_ACTIVE topology spreads one IPv4 VIP (no IPv6 VIP, no additional_vips)."
             )
 
     def _check_vip_families(self, subnets: list[SubnetConfig]) -> None:
