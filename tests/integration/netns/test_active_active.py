@@ -23,10 +23,12 @@ from libs.common.eventstore import PostgresEventStore
 from libs.common.repository import LoadBalancerRepository
 from services.provisioner.adapters.netns_distributor import NetnsDistributors
 from services.provisioner.drivers.netns import namespace_exists
+from tests import builders as b
 from tests.integration.netns.conftest import NetnsProvisioner
 from tests.integration.netns.lab import NetnsLab, kill_everything_in, namespaces
 from tests.integration.netns.test_distributor import Held, _failed_alike
 from tests.integration.netns.test_netns_failover import lb_handles
+from tests.integration.netns.test_udp import ask, serve, until
 from tests.integration.provisioner.test_process_lifecycle import META, wait_status
 
 pytestmark = pytest.mark.netns
@@ -252,3 +254,37 @@ async def test_active_active_takes_ready_spares_to_build_and_to_scale_out(
     _flush_conntrack(prov, lb.id)
     assert await asyncio.to_thread(lab.get, f"http://{lab.vip()}/", 45) == {"b0": 45}
     assert len(_marks(prov, lb.id, lab.vip())) == 3
+
+
+async def test_active_active_serves_udp_through_every_amphora(
+    netns_provisioner: NetnsProvisioner, lab: NetnsLab, db: asyncpg.Pool
+) -> None:
+    """A UDP listener on an ACTIVE_ACTIVE LB: each amphora's nftables DNAT serves the flows
+    the distributor gives it, replies go back through the distributor."""
+    prov = netns_provisioner
+    repo = LoadBalancerRepository(PostgresEventStore(db))
+    client = lab.client_ip
+    for name, port in (("u0", 9001), ("u1", 9002)):
+        serve(lab, "echo", "--address", client, "--port", str(port), "--name", name)
+    vip = lab.vip()
+    lb = b.loadbalancer(
+        vip,
+        topology=Topology.ACTIVE_ACTIVE,
+        amphora_bounds=AmphoraBounds(amphora_min=2, amphora_max=2),
+    )
+    pool = b.pool(lb, "UDP")
+    listener = b.listener(lb, 7, "UDP", default_pool_id=pool.id)
+    members = (b.member(pool, 9001, client), b.member(pool, 9002, client))
+    command = c.CreateLoadBalancer(lb, listeners=(listener,), pools=(pool,), members=members)
+    await repo.execute(lb.id, command, META)
+    await wait_status(repo, lb.id, "ACTIVE", timeout=45)
+    await until(lab, vip, 7, lambda s: sum(s.values()) == 10, "echo through the VIP")
+    answers = await asyncio.to_thread(ask, lab, vip, 7, 40)
+    assert set(answers) == {"u0", "u1"} and sum(answers.values()) == 40, answers
+    tracked = subprocess.run(
+        ["ip", "netns", "exec", _distribution(prov).namespace_for(lb.id),
+         "conntrack", "-L", "-p", "udp", "-d", vip],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    marks = {f for line in tracked.splitlines() for f in line.split() if f.startswith("mark=")}
+    assert marks == {f"mark={s}" for s in _slots(prov, lb.id).values()}, tracked
