@@ -300,3 +300,14 @@ class StatusWatch:
                     future.set_result(None)
                 elif lb["provisioning_status"] == "ERROR":
                     future.set_exception(RuntimeError(f"LB {lb['id']}: ERROR"))
+
+
+def print_ratios(results: dict[int, tuple[float, int]], goal: float) -> None:
+    """A table of requests/s by amphora count, each as a ratio to N times one amphora against
+    ``goal``, with the failed requests (``results``: count -> (requests/s, failed))."""
+    one = results[1][0]
+    print(f"{'amphorae':>8} {'requests/s':>11} {'ratio to N x one':>17} {'failed':>7}")
+    for count, (rate, failed) in sorted(results.items()):
+        ratio = rate / (count * one) if one else 0.0
+        verdict = "" if count == 1 else ("  ok" if ratio >= goal else f"  below {goal}")
+        print(f"{count:>8} {rate:>11.0f} {ratio:>17.2f} {failed:>7}{verdict}")

@@ -30,9 +30,7 @@ import shutil
 import statistics
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 # The lab and the distributor rig are shared with tests/integration/netns.
@@ -40,10 +38,16 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from bench._harness import print_ratios  # noqa: E402
+from tests.integration.netns.cgroups import (  # noqa: E402
+    CpuCap,
+    NoCpuCgroup,
+    cpu_cgroup,
+    remove_cgroup,
+)
 from tests.integration.netns.distributor_lab import PORT, DistributorRig, distributor_rig  # noqa: E402
 from tests.integration.netns.lab import NetnsLab  # noqa: E402
 
-CGROUP_ROOT = Path("/sys/fs/cgroup")
 AMPHORAE = 3
 GOAL = 0.8
 
@@ -62,48 +66,16 @@ frontend vip
 """
 
 
-@dataclass(frozen=True)
-class CpuCap:
-    """A CPU cgroup: processes written to ``procs`` get ``quota`` us of CPU per ``period``."""
-
-    directory: Path
-    procs: Path
-
-
 def _cpu_cgroup(name: str, quota: int, period: int) -> CpuCap:
-    """A fresh cgroup limited to quota/period of one CPU (v2 ``cpu.max``, else v1 CFS)."""
-    controllers = CGROUP_ROOT / "cgroup.controllers"
-    if controllers.exists() and "cpu" in controllers.read_text().split():
-        (CGROUP_ROOT / "cgroup.subtree_control").write_text("+cpu")
-        directory = CGROUP_ROOT / name
-        directory.mkdir()
-        (directory / "cpu.max").write_text(f"{quota} {period}")
-        return CpuCap(directory, directory / "cgroup.procs")
-    v1 = CGROUP_ROOT / "cpu"
-    if not (v1 / "cpu.cfs_quota_us").exists():
-        sys.exit(
-            "bench_distribution needs a CPU cgroup: neither cgroup v2 with the cpu controller "
-            f"at {CGROUP_ROOT} nor the cgroup v1 cpu hierarchy at {v1} is mounted"
-        )
-    directory = v1 / name
-    directory.mkdir()
-    (directory / "cpu.cfs_period_us").write_text(str(period))
-    (directory / "cpu.cfs_quota_us").write_text(str(quota))
-    return CpuCap(directory, directory / "cgroup.procs")
+    try:
+        return cpu_cgroup(name, quota, period)
+    except NoCpuCgroup as exc:
+        sys.exit(f"bench_distribution needs a CPU cgroup: {exc}")
 
 
 def _remove_cgroup(cap: CpuCap) -> None:
-    """rmdir once its processes are gone (bounded)."""
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            cap.directory.rmdir()
-            return
-        except FileNotFoundError:
-            return
-        except OSError:
-            time.sleep(0.1)
-    print(f"warning: cgroup {cap.directory} is still busy", file=sys.stderr)
+    if not remove_cgroup(cap):
+        print(f"warning: cgroup {cap.directory} is still busy", file=sys.stderr)
 
 
 @contextlib.contextmanager
@@ -173,17 +145,12 @@ async def _measure(args: argparse.Namespace) -> dict[int, tuple[float, int]]:
 
 
 def report(results: dict[int, tuple[float, int]], args: argparse.Namespace) -> None:
-    one = results[1][0]
     cap = args.quota / args.period
     print(
         f"\nHAProxy capped at {cap:.2f} CPU each; wrk {args.connections} connections, "
         f"{args.seconds} s x {args.rounds} per point"
     )
-    print(f"{'amphorae':>8} {'requests/s':>11} {'ratio to N x one':>17} {'failed':>7}")
-    for count, (rate, failed) in sorted(results.items()):
-        ratio = rate / (count * one) if one else 0.0
-        verdict = "" if count == 1 else ("  ok" if ratio >= GOAL else f"  below {GOAL}")
-        print(f"{count:>8} {rate:>11.0f} {ratio:>17.2f} {failed:>7}{verdict}")
+    print_ratios(results, GOAL)
 
 
 def main() -> None:

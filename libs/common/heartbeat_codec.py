@@ -16,6 +16,8 @@ A datagram is ``zlib.compress(json) || hex(HMAC-SHA256(heartbeat_key, compressed
 the current count. ``member_stats`` is Fulcrum's addition to the v3 message (Octavia's receiver
 ignores it, and a message without it decodes with no member counters): a member's traffic
 through that pool's backend, ``ereq`` counting its failed responses (HAProxy's ``eresp``).
+``cpu`` (also Fulcrum's, absent when unknown) is the cores of CPU the amphora's HAProxy used
+since the previous heartbeat (CPU seconds over elapsed seconds; the autoscaler's CPU rules).
 
 ``seq`` grows strictly per amphora (the sender uses wall-clock milliseconds,
 so it keeps growing across agent restarts). Pure module: stdlib and pydantic only.
@@ -91,6 +93,8 @@ class Heartbeat(_Wire):
     ver: int
     listeners: dict[str, ListenerReport] = Field(default_factory=dict)
     pools: dict[str, PoolReport] = Field(default_factory=dict)
+    # Fulcrum's addition: cores of CPU HAProxy used since the previous heartbeat.
+    cpu: float | None = Field(default=None, ge=0)
 
 
 def sign(body: bytes, key: bytes) -> bytes:

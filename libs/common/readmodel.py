@@ -67,6 +67,8 @@ def resource_bodies(state: LoadBalancerState) -> dict[str, dict[str, dict[str, A
     out: dict[str, dict[str, dict[str, Any]]] = {kind: {} for kind in VIEW_TABLES}
     body = _common(lb)
     body.pop("topology")
+    body.pop("amphora_bounds", None)
+    body.pop("autoscale", None)
     body.pop("provisioning_error")
     body.update(
         vip_vnic_type="normal",

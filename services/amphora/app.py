@@ -86,6 +86,7 @@ def create_app(settings: AmphoraSettings, tls: AgentTLS) -> web.Application:
                 dataplane.on_load,
                 udp.heartbeat_part,
                 metrics,
+                dataplane.cpu_seconds,
             )
         )
     handlers = AgentHandlers(

@@ -203,7 +203,11 @@ class HeartbeatSender:
         state_dir: Path | None = None,
         extra: ExtraReport | None = None,
         metrics: Metrics | None = None,
+        cpu_seconds: Callable[[], float | None] | None = None,
     ) -> None:
+        self._cpu_seconds = cpu_seconds
+        # (monotonic time, HAProxy's CPU seconds) at the previous beat.
+        self._cpu_before: tuple[float, float] | None = None
         self._config = config
         self._read_stats = read_stats
         self._extra = extra
@@ -277,6 +281,9 @@ class HeartbeatSender:
             listeners, pools = self._extra()
             message["listeners"].update(listeners)
             message["pools"].update(pools)
+        cores = self._cores()
+        if cores is not None:
+            message["cpu"] = cores
         datagram = codec.encode(message, self._config.key)
         if len(datagram) > codec.MAX_DATAGRAM:
             log.warning(
@@ -289,6 +296,16 @@ class HeartbeatSender:
         self._baseline = baseline
         self._save_baseline()
         return datagram
+
+    def _cores(self) -> float | None:
+        """Cores of CPU HAProxy used since the previous beat (None: unknown)."""
+        if self._cpu_seconds is None:
+            return None
+        used, now = self._cpu_seconds(), time.monotonic()
+        before, self._cpu_before = self._cpu_before, None if used is None else (now, used)
+        if used is None or before is None or now <= before[0] or used < before[1]:
+            return None  # not running, a first reading, or a worker gone with its time
+        return round((used - before[1]) / (now - before[0]), 4)
 
     async def run(self) -> None:
         """Beat every interval on a fixed schedule until cancelled."""
@@ -355,12 +372,13 @@ def heartbeat_ctx(
     on_load: Callable[[Callable[[], None]], None],
     extra: ExtraReport | None = None,
     metrics: Metrics | None = None,
+    cpu_seconds: Callable[[], float | None] | None = None,
 ) -> Callable[[web.Application], AsyncIterator[None]]:
     """A ``cleanup_ctx`` that runs the sender for the agent's lifetime; ``on_load`` registers
     the sender's ``beat_now`` for every config HAProxy loads."""
 
     async def ctx(app: web.Application) -> AsyncIterator[None]:
-        sender = HeartbeatSender(config, read_stats, state_dir, extra, metrics)
+        sender = HeartbeatSender(config, read_stats, state_dir, extra, metrics, cpu_seconds)
         on_load(sender.beat_now)
         async with background(sender.run(), "heartbeats"):
             yield

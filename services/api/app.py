@@ -170,7 +170,7 @@ def create_app(settings: ApiSettings) -> web.Application:
             await quotas.execute(project_id, SetQuota({}), Metadata(actor="api:quota"))
 
         record_quota = first_quota_record if settings.auth_strategy != "noauth" else None
-        abilities = DriverAbilities.of(settings.amphora_driver)
+        abilities = DriverAbilities.of(settings.amphora_driver, settings.amphora_ceiling)
         app[USECASES] = LoadBalancing(
             LoadBalancerRepository(PostgresEventStore(app[DB])),
             views,

@@ -165,6 +165,9 @@ class ApiSettings(SecretKeysSetting, BaseSettings):
     """
     loadbalancer_topology: Topology = Topology.SINGLE
     """Topology of load balancers whose flavor does not set one."""
+    amphora_ceiling: int = Field(default=8, ge=1, le=64)
+    """The most amphorae an ACTIVE_ACTIVE load balancer may have: flavors' ``amphora_max``
+    (and ``amphora_min``) above it are refused with 400; the default ``amphora_max``."""
     reserved_ips: list[str] = Field(default_factory=lambda: ["169.254.169.254"])
     """Member addresses no tenant may use (Octavia's [networking] reserved_ips)."""
     access_log: bool = True

@@ -1,4 +1,5 @@
-"""The health service's wiring: UDP intake, batched writers, status recorder, stale scan."""
+"""The health service's wiring: UDP intake, batched writers, status recorder, stale scan,
+autoscaler."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from libs.common.service import (
 from libs.common.settings import HEARTBEAT_KEY_ENV
 from libs.common.telemetry import setup_tracing
 from services.health.adapters.traffic_metrics import traffic_families
+from services.health.handlers.autoscaler import Autoscaler
 from services.health.handlers.directory import AmphoraDirectory
 from services.health.handlers.receiver import HeartbeatIntake, UdpReceiver, bind_udp
 from services.health.handlers.stale_scan import ScanPolicy, StaleScanner
@@ -37,6 +39,7 @@ WRITER = web.AppKey("writer", HealthWriter)
 STATUS = web.AppKey("status", StatusRecorder)
 INTAKE = web.AppKey("intake", HeartbeatIntake)
 SCANNER = web.AppKey("scanner", StaleScanner)
+AUTOSCALER = web.AppKey("autoscaler", Autoscaler)
 # Where heartbeats are received: (host, port) as bound (port 0 in settings: any free port).
 UDP_ADDRESS = web.AppKey("udp_address", tuple[str, int])
 
@@ -100,6 +103,9 @@ def create_app(settings: HealthSettings) -> web.Application:
             writers=settings.status_writers,
             refresh_interval=settings.refresh_interval,
         )
+        autoscaler = Autoscaler(
+            LoadBalancerRepository(PostgresEventStore(pool)), settings.autoscale, metrics
+        )
         intake = HeartbeatIntake(
             settings.heartbeat_key,
             directory,
@@ -107,16 +113,19 @@ def create_app(settings: HealthSettings) -> web.Application:
             status,
             metrics,
             max_datagram=settings.max_datagram,
+            autoscaler=autoscaler if settings.autoscale.enabled else None,
         )
         metrics.gauge("amphora_directory_size", lambda: float(len(directory)))
         metrics.gauge("lb_cache_size", lambda: float(len(status)))
         metrics.scraped(lambda: heartbeat_outcomes(metrics))
         metrics.scraped(lambda: traffic_families(pool, metrics.namespace))
         app[DIRECTORY], app[WRITER], app[STATUS], app[INTAKE] = directory, writer, status, intake
+        app[AUTOSCALER] = autoscaler
         async with (
             background(directory.run(), "amphora directory"),
             background(status.run(), "status recorder"),
             background(writer.run(), "health writer"),
+            background(autoscaler.run(), "autoscaler"),
         ):
             yield
 

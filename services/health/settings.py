@@ -14,6 +14,7 @@ from libs.common.settings import (
     RelaySettings,
     TelemetrySettings,
 )
+from services.health.domain.autoscale import ScalingPolicy
 
 
 class HealthSettings(HeartbeatKeySetting, BaseSettings):
@@ -68,3 +69,5 @@ class HealthSettings(HeartbeatKeySetting, BaseSettings):
     """Kernel receive buffer of the UDP socket (bytes): absorbs bursts between loop turns."""
     status_writers: int = Field(default=4, ge=1)
     """Load balancers whose operating statuses are recorded concurrently."""
+    autoscale: ScalingPolicy = Field(default_factory=ScalingPolicy)
+    """When ACTIVE_ACTIVE load balancers scale out and in (thresholds per amphora)."""

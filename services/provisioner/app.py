@@ -204,7 +204,9 @@ def wire(settings: ProvisionerSettings, pool: asyncpg.Pool, metrics: Metrics) ->
         security_groups=groups.rules,
         logs=settings.log_offload,
     )
-    driver = TracedDriver(build_driver(settings, ca))
+    inner = build_driver(settings, ca)
+    driver = TracedDriver(inner)
+    distribution = inner.distribution if isinstance(inner, NetnsAmphoraDriver) else None
     store = PostgresEventStore(pool)
     amphorae = AmphoraRepository(store)
     spares = SparePool(
@@ -221,7 +223,14 @@ def wire(settings: ProvisionerSettings, pool: asyncpg.Pool, metrics: Metrics) ->
         configurator=configurator,
         spares=spares,
         lifecycle=LifecycleHandler(
-            store, driver, configurator.push, compensation, spares, configurator
+            store,
+            driver,
+            configurator.push,
+            compensation,
+            spares,
+            configurator,
+            distribution,
+            drain_timeout=settings.drain_timeout,
         ),
         failures=FailoverRequests(LoadBalancerRepository(store), metrics),
         maintenance=MaintenanceHandler(

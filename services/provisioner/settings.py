@@ -202,6 +202,25 @@ class NetnsDriverSettings(BaseModel):
     """Seconds one `ip` command may take."""
     stop_timeout: float = Field(default=10.0, gt=0)
     """Seconds an agent gets to stop cleanly when its amphora is deleted."""
+    distributor_links: str = Field(default="198.19.254.0/24")
+    """IPv4 block the point-to-point links between an ACTIVE_ACTIVE distributor and its
+    amphorae are cut from (one /30 per amphora; they live only inside those namespaces, so
+    every LB reuses it; it must not overlap a VIP network).
+    """
+
+    @model_validator(mode="after")
+    def _links_apart_from_the_networks(self) -> NetnsDriverSettings:
+        links = ipaddress.ip_network(self.distributor_links)
+        inside = links.version == 4 and links.subnet_of(_NETNS_RANGE)  # type: ignore[arg-type]
+        if not inside or links.prefixlen > 30:
+            raise ValueError(
+                f"distributor_links {links} must be an IPv4 block of at least a /30 in "
+                f"{_NETNS_RANGE}"
+            )
+        for network in self.networks:
+            if links.overlaps(ipaddress.ip_network(network.subnet)):
+                raise ValueError(f"distributor_links {links} overlaps network {network.name}")
+        return self
 
 
 class VrrpSettings(BaseModel):
@@ -289,6 +308,9 @@ class ProvisionerSettings(HeartbeatKeySetting, SecretKeysSetting, BaseSettings):
     """Seconds a new amphora may take before its agent answers."""
     concurrency: int = 8
     """Load balancers handled at once (one load balancer's events are always in order)."""
+    drain_timeout: float = Field(default=30.0, ge=0)
+    """Seconds a scale-in waits for the established connections of a drained ACTIVE_ACTIVE
+    amphora to finish before removing it (those still open then fail)."""
     claim_spares: bool = True
     """Whether a new SINGLE load balancer takes a READY spare amphora when there is one (no boot to
     wait for). Housekeeping keeps the spare pool (FULCRUM_HOUSEKEEPING_SPARES__POOL_SIZE).

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from libs.common import subjects
-from libs.common.domain.model import Topology
+from libs.common.domain.model import AmphoraBounds, Topology
 from libs.common.errors import Conflict, NotFound, NotImplementedByProvider, ValidationFailed
 from libs.common.events import availability_zone as az_ev
 from libs.common.events import flavor as flavor_ev
@@ -139,6 +139,65 @@ def test_flavor_data_validation() -> None:
         providers.availability_zone_settings("amphora", '{"valid_vip_networks": "n1"}')
     with pytest.raises(ValidationFailed, match="Provider 'x' is not enabled."):
         providers.require_enabled("x")
+
+
+def test_active_active_amphora_bounds() -> None:
+    """Bounds are integers with 1 <= min <= max <= the ceiling, on ACTIVE_ACTIVE only (400
+    otherwise); a driver without a distributor refuses the topology (501) after them."""
+    abilities = providers.DriverAbilities.of("netns", amphora_ceiling=6)
+    aa = '{"loadbalancer_topology": "ACTIVE_ACTIVE", '
+    ok = providers.flavor_settings("amphora", aa + '"amphora_min": 2, "amphora_max": 4}', abilities)
+    assert ok["amphora_min"] == 2
+    bounds = providers.amphora_bounds(aa + '"amphora_min": 2}', Topology.ACTIVE_ACTIVE, 6)
+    assert bounds == AmphoraBounds(amphora_min=2, amphora_max=6)
+    assert providers.amphora_bounds(None, Topology.ACTIVE_ACTIVE, 6) == AmphoraBounds(
+        amphora_min=1, amphora_max=6
+    )
+    assert providers.amphora_bounds(None, Topology.SINGLE, 6) is None
+    for bad, why in (
+        (aa + '"amphora_min": 0}', "amphora_min 0 is not an integer from 1 to 6"),
+        (aa + '"amphora_max": 7}', "amphora_max 7 is not an integer from 1 to 6"),
+        (aa + '"amphora_min": "2"}', 'amphora_min "2" is not an integer'),
+        (aa + '"amphora_min": true}', "amphora_min true is not an integer"),
+        (aa + '"amphora_min": 2.5}', "amphora_min 2.5 is not an integer"),
+        (aa + '"amphora_min": 4, "amphora_max": 3}', "amphora_min 4 is greater than amphora_max 3"),
+        ('{"amphora_min": 2}', "only apply to the ACTIVE_ACTIVE"),
+        ('{"loadbalancer_topology": "SINGLE", "amphora_max": 2}', "only apply to the ACTIVE_"),
+    ):
+        with pytest.raises(ValidationFailed, match=why):
+            providers.flavor_settings("amphora", bad, abilities)
+    for driver in ("process", "docker"):
+        refusing = providers.DriverAbilities.of(driver)
+        with pytest.raises(NotImplementedByProvider, match="does not support the ACTIVE_ACTIVE"):
+            providers.flavor_settings("amphora", aa + '"amphora_min": 2}', refusing)
+        # The 400s come first.
+        with pytest.raises(ValidationFailed):
+            providers.flavor_settings("amphora", aa + '"amphora_min": 0}', refusing)
+    assert "amphora_max" in providers.FLAVOR_CAPABILITIES
+
+
+def test_a_flavor_may_set_the_autoscaler_of_its_active_active_load_balancers() -> None:
+    aa = '{"loadbalancer_topology": "ACTIVE_ACTIVE", "autoscale": '
+    given = aa + '{"cpu_out": 0.5, "cpu_in": 0.1, "cooldown": 30}}'
+    assert providers.flavor_settings("amphora", given)["autoscale"]["cpu_out"] == 0.5
+    assert providers.autoscale_overrides(given, Topology.ACTIVE_ACTIVE) == {
+        "cpu_out": 0.5,
+        "cpu_in": 0.1,
+        "cooldown": 30.0,
+    }
+    assert providers.autoscale_overrides(given, Topology.SINGLE) == {}
+    assert providers.autoscale_overrides(None, Topology.ACTIVE_ACTIVE) == {}
+    for bad, why in (
+        (aa + '"fast"}', 'autoscale "fast" is not an object'),
+        (aa + '{"speed": 1}}', "autoscale has no setting speed"),
+        (aa + '{"sustain": -1}}', "autoscale sustain -1 is not a number >= 0"),
+        (aa + '{"sustain": "1"}}', 'autoscale sustain "1" is not a number'),
+        (aa + '{"cooldown": true}}', "autoscale cooldown true is not a number"),
+        (aa + '{"cpu_in": 0.5, "cpu_out": 0.4}}', "cpu_in 0.5 is not below cpu_out 0.4"),
+        ('{"autoscale": {"cpu_out": 1}}', "only apply to the ACTIVE_ACTIVE"),
+    ):
+        with pytest.raises(ValidationFailed, match=why):
+            providers.flavor_settings("amphora", bad)
 
 
 def test_subject_tokens() -> None:

@@ -34,7 +34,10 @@ def test_nested_shared_and_required_settings_are_named_as_read() -> None:
     assert api["FULCRUM_API_QUOTA__LOADBALANCER"].default == "-1"
     assert api["FULCRUM_API_RESERVED_IPS"].default == '["169.254.169.254"]'
     assert api["FULCRUM_SECRET_KEYS (or FULCRUM_API_SECRET_KEYS)"].default == '""'
-    assert api["FULCRUM_API_LOADBALANCER_TOPOLOGY"].type == "one of SINGLE, ACTIVE_STANDBY"
+    assert (
+        api["FULCRUM_API_LOADBALANCER_TOPOLOGY"].type
+        == "one of SINGLE, ACTIVE_STANDBY, ACTIVE_ACTIVE"
+    )
     provisioner = {d.env: d for d in setting_docs(settings_class("provisioner"))}
     # A nested model's fields default to the values of the model's default instance.
     assert provisioner["FULCRUM_PROVISIONER_DOCKER__MGMT_NETWORK__NAME"].default == (

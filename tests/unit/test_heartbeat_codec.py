@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import os
+import time
 import uuid
 import zlib
 from typing import Any
@@ -13,6 +15,7 @@ import pytest
 
 from libs.common import heartbeat_codec as codec
 from libs.common.errors import ConfigurationError
+from services.amphora.adapters.haproxy import process_cpu_seconds
 from services.amphora.heartbeat import (
     HeartbeatConfig,
     HeartbeatSender,
@@ -409,3 +412,28 @@ def test_heartbeat_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch
 def test_half_configured_heartbeats_are_refused(values: dict[str, Any], complaint: str) -> None:
     with pytest.raises(ConfigurationError, match=complaint):
         HeartbeatConfig.from_settings(agent_settings(**values))
+
+
+async def test_heartbeats_carry_the_cores_haproxy_used_since_the_previous_beat() -> None:
+    """No ``cpu`` on the first beat (no previous reading) nor while HAProxy does not run;
+    then CPU seconds over elapsed seconds. A process's CPU comes from /proc."""
+    readings = iter([1.0, 1.5, None, 2.0, 2.2])
+    sender = HeartbeatSender(
+        HeartbeatConfig("amp-1", KEY, (("127.0.0.1", 9),), 1.0),
+        lambda: _rows([]),
+        cpu_seconds=lambda: next(readings),
+    )
+    assert codec.decode(await sender.beat(), KEY).cpu is None
+    second = codec.decode(await sender.beat(), KEY).cpu
+    assert second is not None and second > 0
+    assert codec.decode(await sender.beat(), KEY).cpu is None  # not running
+    assert codec.decode(await sender.beat(), KEY).cpu is None  # running again: a new start
+    assert (codec.decode(await sender.beat(), KEY).cpu or 0) > 0
+    with pytest.raises(codec.Garbled):
+        codec.decode(codec.encode({"id": "a", "seq": 1, "ver": 3, "cpu": -1}, KEY), KEY)
+    busy = time.process_time()
+    while time.process_time() - busy < 0.05:
+        pass
+    used = process_cpu_seconds(os.getpid())
+    assert used is not None and used >= 0.05
+    assert process_cpu_seconds(2**22 + 7) is None

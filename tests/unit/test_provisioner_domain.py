@@ -5,23 +5,28 @@ or a given-up build."""
 from __future__ import annotations
 
 import asyncpg
+import pytest
 
+from libs.common.domain import commands as c
 from libs.common.domain.amphora import Amphora, AmphoraStatus, fold_amphora
+from libs.common.domain.decide import decide
 from libs.common.domain.evolve import fold
-from libs.common.domain.model import LoadBalancerState
+from libs.common.domain.model import AmphoraBounds, LoadBalancerState
 from libs.common.domain.stored import snapshot
-from libs.common.errors import ConcurrencyError
+from libs.common.errors import ConcurrencyError, InvalidState, ValidationFailed
 from libs.common.events import Envelope, Event, Metadata, new_envelope
 from libs.common.events import amphora as amp_ev
 from libs.common.events import loadbalancer as lb_ev
 from services.provisioner.domain.amphora_records import allocated, booted, given_up, torn_down
 from services.provisioner.domain.lifecycle import (
     WorkKind,
+    amphora_count,
     amphora_id_for,
     amphorae_to_build,
     may_use_spare,
     pending_work,
     plan_failover,
+    plan_scale,
 )
 from services.provisioner.domain.reconciliation import InventoryRow, judge_driver
 from services.provisioner.drivers import AmphoraHandle
@@ -112,6 +117,57 @@ def test_a_failover_of_every_amphora_builds_a_full_set() -> None:
     state, _ = stream(created(), lb_ev.LoadBalancerActivated(amphora_ids=("a",)))
     plan = plan_failover(state, None, "cause", {"a": "STANDALONE"})
     assert plan.failed == ("a",) and [x.role for x in plan.build] == ["STANDALONE"]
+
+
+def test_active_active_builds_amphora_min_and_a_failover_keeps_the_count() -> None:
+    bounds = AmphoraBounds(amphora_min=2, amphora_max=4)
+    lb = b.loadbalancer("198.18.0.10", topology="ACTIVE_ACTIVE", amphora_bounds=bounds)
+    assert amphora_count(lb) == 2 and amphora_count(lb, 3) == 3 and amphora_count(lb, 9) == 4
+    builds = amphorae_to_build("ACTIVE_ACTIVE", "cause", count=2)
+    assert [x.role for x in builds] == ["STANDALONE", "STANDALONE"]
+    assert len({x.amphora_id for x in builds}) == 2
+    assert amphorae_to_build("ACTIVE_ACTIVE", "cause", count=2) == builds
+    assert may_use_spare("ACTIVE_ACTIVE")
+    # A spare claimed for it stands for one of them.
+    assert len(amphorae_to_build("ACTIVE_ACTIVE", "cause", ["STANDALONE"], count=2)) == 1
+    # An LB scaled to three amphorae gets three back after losing one.
+    state, _ = stream(
+        lb_ev.LoadBalancerCreated(loadbalancer=snapshot(lb)),
+        lb_ev.LoadBalancerActivated(amphora_ids=("a", "b", "c")),
+    )
+    running = dict.fromkeys("abc", "STANDALONE")
+    plan = plan_failover(state, "b", "cause", running)
+    assert plan.failed == ("b",) and plan.kept == ("a", "c") and len(plan.build) == 1
+    assert state.loadbalancer is not None and state.loadbalancer.amphora_bounds == bounds
+
+
+def test_scaling_is_an_event_within_the_bounds_and_a_pending_scale_step() -> None:
+    bounds = AmphoraBounds(amphora_min=1, amphora_max=3)
+    lb = b.loadbalancer("198.18.0.10", topology="ACTIVE_ACTIVE", amphora_bounds=bounds)
+    created_aa = lb_ev.LoadBalancerCreated(loadbalancer=snapshot(lb))
+    state, _ = stream(created_aa, lb_ev.LoadBalancerActivated(amphora_ids=("a",)))
+    (out,) = decide(c.ScaleLoadBalancer(2, {"cpu": 0.9}, "cpu above 0.8"), state)
+    assert isinstance(out, lb_ev.LoadBalancerScaledOut)
+    assert (out.amphorae_before, out.amphorae, out.measurements) == (1, 2, {"cpu": 0.9})
+    assert decide(c.ScaleLoadBalancer(1), state) == []  # already there
+    for outside in (0, 4):
+        with pytest.raises(ValidationFailed, match="outside the bounds"):
+            decide(c.ScaleLoadBalancer(outside), state)
+    single, _ = stream(created(), lb_ev.LoadBalancerActivated(amphora_ids=("a",)))
+    with pytest.raises(ValidationFailed, match="not ACTIVE_ACTIVE"):
+        decide(c.ScaleLoadBalancer(2), single)
+    state, envelopes = stream(created_aa, lb_ev.LoadBalancerActivated(amphora_ids=("a",)), out)
+    assert state.loadbalancer is not None
+    assert state.loadbalancer.provisioning_status == "PENDING_UPDATE"
+    work = pending_work(state, envelopes)
+    assert work.kind == WorkKind.SCALE and work.cause is envelopes[-1]
+    with pytest.raises(InvalidState):  # one scaling at a time
+        decide(c.ScaleLoadBalancer(3), state)
+    grow = plan_scale(["a"], 3, "cause")
+    assert grow.kept == ("a",) and len(grow.build) == 2 and grow.removed == ()
+    assert plan_scale(["a"], 3, "cause") == grow  # the same event, the same amphorae
+    shrink = plan_scale(["a", "b", "c"], 1, "cause")
+    assert shrink.kept == ("a",) and shrink.build == () and shrink.removed == ("b", "c")
 
 
 def row(

@@ -55,6 +55,16 @@ class FailoverLoadBalancer:
 
 
 @dataclass(frozen=True)
+class ScaleLoadBalancer:
+    """Grow or shrink an ACTIVE ACTIVE_ACTIVE LB to ``amphorae`` (within its bounds), because
+    of ``measurements`` (per amphora: name -> value) and ``reason``."""
+
+    amphorae: int
+    measurements: dict[str, float] = field(default_factory=dict)
+    reason: str = ""
+
+
+@dataclass(frozen=True)
 class CreateChild:
     """Create one listener, pool, member, health monitor, L7 policy or L7 rule."""
 
@@ -136,6 +146,7 @@ Command = (
     | UpdateLoadBalancer
     | DeleteLoadBalancer
     | FailoverLoadBalancer
+    | ScaleLoadBalancer
     | CreateChild
     | UpdateChild
     | DeleteChild

@@ -24,6 +24,7 @@ from libs.common.domain.model import (
     Member,
     Pool,
     ProvisioningStatus,
+    Topology,
 )
 from libs.common.domain.stored import changes, snapshot
 from libs.common.errors import (
@@ -73,6 +74,8 @@ def decide(command: c.Command, state: LoadBalancerState) -> list[Event]:
                     amphora_id=command.amphora_id, reason=command.reason
                 )
             ]
+        case c.ScaleLoadBalancer():
+            return _scale_loadbalancer(command, state)
         case c.CreateChild():
             _require_mutable(state)
             return _create_child(command, state)
@@ -181,6 +184,35 @@ def _delete_loadbalancer(cmd: c.DeleteLoadBalancer, state: LoadBalancerState) ->
             f"Validation failure: Cannot delete Load Balancer {lb.id} - it has children"
         )
     return [ev.LoadBalancerDeletionRequested(cascade=cmd.cascade)]
+
+
+def _scale_loadbalancer(cmd: c.ScaleLoadBalancer, state: LoadBalancerState) -> list[Event]:
+    """ACTIVE ACTIVE_ACTIVE LBs only, to a count within their bounds; the count they have
+    already: nothing."""
+    lb = _require_lb(state)
+    _require_status(lb, {PS.ACTIVE})
+    bounds = lb.amphora_bounds
+    if lb.topology != Topology.ACTIVE_ACTIVE or bounds is None:
+        raise ValidationFailed(
+            f"Validation failure: Load Balancer {lb.id} is not ACTIVE_ACTIVE: it cannot scale."
+        )
+    if not bounds.amphora_min <= cmd.amphorae <= bounds.amphora_max:
+        raise ValidationFailed(
+            f"Validation failure: {cmd.amphorae} amphorae is outside the bounds of Load "
+            f"Balancer {lb.id} ({bounds.amphora_min} to {bounds.amphora_max})."
+        )
+    before = len(state.amphora_ids)
+    if cmd.amphorae == before:
+        return []
+    scaled = ev.LoadBalancerScaledOut if cmd.amphorae > before else ev.LoadBalancerScaledIn
+    return [
+        scaled(
+            amphorae_before=before,
+            amphorae=cmd.amphorae,
+            measurements=dict(cmd.measurements),
+            reason=cmd.reason,
+        )
+    ]
 
 
 # --- children -------------------------------------------------------------------------------

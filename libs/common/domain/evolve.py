@@ -336,7 +336,8 @@ def _on_failed(state: LoadBalancerState, event: Event) -> LoadBalancerState:
     return state
 
 
-def _on_failover_requested(state: LoadBalancerState, event: Event) -> LoadBalancerState:
+def _on_pending_update(state: LoadBalancerState, event: Event) -> LoadBalancerState:
+    """A failover or a scaling: the LB waits for the provisioner."""
     return _lb_pending_update(state)
 
 
@@ -364,6 +365,8 @@ _LB_HANDLERS = {
     ev.LoadBalancerActivated: _on_activated,
     ev.ChangesApplied: _on_changes_applied,
     ev.ProvisioningFailed: _on_failed,
-    ev.LoadBalancerFailoverRequested: _on_failover_requested,
+    ev.LoadBalancerFailoverRequested: _on_pending_update,
+    ev.LoadBalancerScaledOut: _on_pending_update,
+    ev.LoadBalancerScaledIn: _on_pending_update,
     status_ev.OperatingStatusChanged: _on_operating_status,
 }

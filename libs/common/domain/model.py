@@ -112,6 +112,33 @@ class L7CompareType(StrEnum):
 class Topology(StrEnum):
     SINGLE = "SINGLE"
     ACTIVE_STANDBY = "ACTIVE_STANDBY"
+    ACTIVE_ACTIVE = "ACTIVE_ACTIVE"
+
+
+# The autoscaler settings a flavor may set for its ACTIVE_ACTIVE load balancers (names of
+# services/health/domain/autoscale.py's ScalingPolicy fields; numbers >= 0).
+AUTOSCALE_OVERRIDES: Final = frozenset(
+    {
+        "connection_rate_out",
+        "connection_rate_in",
+        "active_connections_out",
+        "active_connections_in",
+        "cpu_out",
+        "cpu_in",
+        "sustain",
+        "cooldown",
+    }
+)
+
+
+class AmphoraBounds(BaseModel):
+    """How many amphorae an ACTIVE_ACTIVE load balancer runs: never fewer than
+    ``amphora_min`` (what it is built with), never more than ``amphora_max``."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    amphora_min: int = Field(ge=1)
+    amphora_max: int = Field(ge=1)
 
 
 # Octavia's VALID_LISTENER_POOL_PROTOCOL_MAP.
@@ -183,6 +210,11 @@ class LoadBalancer(Resource):
     flavor_id: str | None = None
     availability_zone: str | None = None
     topology: Topology = Topology.SINGLE
+    # ACTIVE_ACTIVE only (left out of dumps otherwise).
+    amphora_bounds: AmphoraBounds | None = Field(default=None, exclude_if=lambda v: v is None)
+    # ACTIVE_ACTIVE only: the flavor's autoscaler settings (AUTOSCALE_OVERRIDES; left out of
+    # dumps when empty).
+    autoscale: dict[str, float] = Field(default_factory=dict, exclude_if=lambda v: not v)
     # Why the last provisioning step failed (Fulcrum's addition; empty when none).
     provisioning_error: str = ""
 

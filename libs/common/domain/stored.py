@@ -34,11 +34,13 @@ _RESOURCE: Final = _same(
 )
 SESSION_PERSISTENCE: Final = _same("type cookie_name persistence_timeout persistence_granularity")
 ADDITIONAL_VIP: Final = _same("subnet_id ip_address")
+AMPHORA_BOUNDS: Final = _same("amphora_min amphora_max")
 LOADBALANCER: Final = {
     **_RESOURCE,
     **_same(
         "vip_address vip_port_id vip_subnet_id vip_network_id vip_qos_policy_id vip_sg_ids "
-        "additional_vips provider flavor_id availability_zone topology provisioning_error"
+        "additional_vips provider flavor_id availability_zone topology amphora_bounds "
+        "autoscale provisioning_error"
     ),
 }
 LISTENER: Final = {
@@ -83,10 +85,12 @@ L7POLICY: Final = {
 }
 L7RULE: Final = {**_RESOURCE, **_same("l7policy_id type compare_type value key invert")}
 # Nested types (SessionPersistence: ev.SessionPersistenceSnapshot; AdditionalVip:
-# ev.AdditionalVipSnapshot), by the field holding one or a tuple of them.
+# ev.AdditionalVipSnapshot; AmphoraBounds: ev.AmphoraBoundsSnapshot), by the field holding
+# one or a tuple of them.
 _NESTED: Final[dict[str, FieldMap]] = {
     "session_persistence": SESSION_PERSISTENCE,
     "additional_vips": ADDITIONAL_VIP,
+    "amphora_bounds": AMPHORA_BOUNDS,
 }
 # Fields an update never carries: identity and creation, and the update time (stored beside).
 UNCHANGEABLE: Final = frozenset({"id", "project_id", "created_at", "updated_at"})

@@ -64,6 +64,14 @@ class AdditionalVipSnapshot(Stored):
     ip_address: str
 
 
+class AmphoraBoundsSnapshot(Stored):
+    """How many amphorae an ACTIVE_ACTIVE load balancer runs: at least ``amphora_min``, at
+    most ``amphora_max``."""
+
+    amphora_min: int
+    amphora_max: int
+
+
 class LoadBalancerSnapshot(ResourceSnapshot):
     """A load balancer as stored in the events that create it."""
 
@@ -81,6 +89,12 @@ class LoadBalancerSnapshot(ResourceSnapshot):
     flavor_id: str | None
     availability_zone: str | None
     topology: str
+    # ACTIVE_ACTIVE only, left out otherwise.
+    amphora_bounds: AmphoraBoundsSnapshot | None = Field(
+        default=None, exclude_if=lambda v: v is None
+    )
+    # ACTIVE_ACTIVE only: the flavor's autoscaler settings, left out when none.
+    autoscale: dict[str, float] = Field(default_factory=dict, exclude_if=lambda v: not v)
     provisioning_error: str
 
 
@@ -194,6 +208,8 @@ class LoadBalancerChanges(ResourceChanges):
     flavor_id: str | None = None
     availability_zone: str | None = None
     topology: str | None = None
+    amphora_bounds: AmphoraBoundsSnapshot | None = None
+    autoscale: dict[str, float] | None = None
     provisioning_error: str | None = None
 
 
@@ -307,6 +323,27 @@ class LoadBalancerCreated(LoadBalancerEvent, name="LoadBalancerCreated"):
     healthmonitors: tuple[HealthMonitorSnapshot, ...] = ()
     l7policies: tuple[L7PolicySnapshot, ...] = ()
     l7rules: tuple[L7RuleSnapshot, ...] = ()
+
+
+class LoadBalancerScaled(LoadBalancerEvent):
+    """Base of the scaling events of an ACTIVE_ACTIVE LB: from ``amphorae_before`` to
+    ``amphorae`` amphorae (PENDING_UPDATE until the provisioner made it so), because of
+    ``measurements`` (what the autoscaler measured per amphora: name -> value) and ``reason``
+    (the rule that fired)."""
+
+    amphorae_before: int
+    amphorae: int
+    measurements: dict[str, float] = Field(default_factory=dict)
+    reason: str = ""
+
+
+class LoadBalancerScaledOut(LoadBalancerScaled, name="LoadBalancerScaledOut"):
+    """More amphorae: each is booted, configured and served once its HAProxy runs."""
+
+
+class LoadBalancerScaledIn(LoadBalancerScaled, name="LoadBalancerScaledIn"):
+    """Fewer amphorae: each one going is drained (no new connections; its established ones
+    finish or the drain timeout passes), then removed."""
 
 
 # v2: updated_at beside typed changes (v1: inside an untyped dict); upcast_updated_v1_v2.

@@ -138,6 +138,35 @@ class _LoadFailed(InfrastructureError):
         self.output = output
 
 
+def process_cpu_seconds(pid: int) -> float | None:
+    """CPU seconds process ``pid`` and its live children have run, every thread counted
+    (``/proc/<pid>/task/*/schedstat``: nanoseconds, where ``stat``'s clock ticks are too coarse
+    for a capped process between two heartbeats); None when it is gone. A child that exited
+    takes its time with it: the sum can go down."""
+
+    def tasks(process: int | str) -> list[Path]:
+        try:
+            return list(Path(f"/proc/{process}/task").iterdir())
+        except OSError:
+            return []
+
+    def run_ns(task: Path) -> int:
+        try:
+            return int((task / "schedstat").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return 0
+
+    own = tasks(pid)
+    if not own:
+        return None
+    children: set[str] = set()
+    for task in own:
+        with suppress(OSError):
+            children.update((task / "children").read_text().split())
+    every = own + [t for child in children for t in tasks(child)]
+    return sum(run_ns(t) for t in every) / 1e9
+
+
 @dataclass(frozen=True)
 class ProcessTable:
     """The master CLI's `show proc`: reload counters and the current workers' pids."""
@@ -379,6 +408,13 @@ class HaproxyDataPlane:
         async with self._lock:
             await self._stop_master()
             self.config_path.unlink(missing_ok=True)
+
+    def cpu_seconds(self) -> float | None:
+        """CPU seconds HAProxy's master and live workers have run (``process_cpu_seconds``);
+        None when it does not run."""
+        if self._master_pid is None or not pid_alive(self._master_pid):
+            return None
+        return process_cpu_seconds(self._master_pid)
 
     async def show_stat(self) -> list[StatsRow]:
         """All rows of `show stat` (frontends, backends, servers)."""

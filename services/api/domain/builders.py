@@ -14,6 +14,7 @@ from libs.common.domain.model import (
     DEFAULT_TIMEOUT_MEMBER_CONNECT,
     DEFAULT_TIMEOUT_MEMBER_DATA,
     DEFAULT_TIMEOUT_TCP_INSPECT,
+    AmphoraBounds,
     HealthMonitor,
     L7Policy,
     L7Rule,
@@ -95,9 +96,13 @@ def new_loadbalancer(
     provider: str,
     topology: str,
     now: datetime,
+    amphora_bounds: AmphoraBounds | None = None,
+    autoscale: dict[str, float] | None = None,
 ) -> LoadBalancer:
     data = _data(LoadBalancer, fields)
     for name in (
+        "amphora_bounds",
+        "autoscale",
         "vip_address",
         "vip_port_id",
         "vip_subnet_id",
@@ -113,6 +118,8 @@ def new_loadbalancer(
         project_id=project_id,
         provider=provider,
         topology=topology,
+        amphora_bounds=amphora_bounds,
+        autoscale=autoscale or {},
         created_at=now,
     )
 

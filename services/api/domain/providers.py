@@ -4,7 +4,10 @@ amphora driver can honour, and how it reads flavor and availability zone profile
 Pure. Profile data is JSON text; Octavia answers undecodable text with 400 ("... is not a valid
 option for flavor_data") and data the provider does not support with 501 (the provider refuses
 an option), and so do we. Only settings that change behaviour are capabilities: a flavor's
-``loadbalancer_topology`` and a zone's ``valid_vip_networks``. Octavia's others (compute flavor,
+``loadbalancer_topology`` (with ``amphora_min``/``amphora_max`` for ACTIVE_ACTIVE: integers,
+1 <= min <= max <= the deployment's ceiling, and ``autoscale``, the autoscaler's settings;
+400 otherwise) and a zone's
+``valid_vip_networks``. Octavia's others (compute flavor,
 image tag, SR-IOV, compute and volume zones, management network) mean nothing here, so they
 are refused like any unknown key rather than accepted and ignored.
 """
@@ -15,7 +18,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Final
 
-from libs.common.domain.model import Topology
+from libs.common.domain.model import AUTOSCALE_OVERRIDES, AmphoraBounds, Topology
 from libs.common.errors import NotImplementedByProvider, ValidationFailed
 
 AMPHORA: Final = "amphora"
@@ -30,9 +33,28 @@ _FLAVOR_SCHEMA: Final[dict[str, tuple[type, str]]] = {
     "loadbalancer_topology": (
         str,
         "The load balancer topology. One of: SINGLE - One amphora per load balancer. "
-        "ACTIVE_STANDBY - Two amphora per load balancer.",
+        "ACTIVE_STANDBY - Two amphora per load balancer. ACTIVE_ACTIVE - Several amphorae "
+        "behind one VIP, between amphora_min and amphora_max.",
+    ),
+    "amphora_min": (
+        int,
+        "ACTIVE_ACTIVE only: the number of amphorae a load balancer is built with and never "
+        "goes below (an integer, at least 1; default 1).",
+    ),
+    "amphora_max": (
+        int,
+        "ACTIVE_ACTIVE only: the number of amphorae a load balancer never goes above (an "
+        "integer from amphora_min to the deployment's ceiling; default the ceiling).",
+    ),
+    "autoscale": (
+        dict,
+        "ACTIVE_ACTIVE only: the autoscaler's settings for these load balancers instead of "
+        "the deployment's, an object of numbers >= 0 (per amphora: connection_rate_out/_in "
+        "new connections per second, active_connections_out/_in, cpu_out/_in cores; "
+        "sustain and cooldown seconds), each _in below its _out.",
     ),
 }
+_ACTIVE_ACTIVE_ONLY: Final = ("amphora_min", "amphora_max", "autoscale")
 _AVAILABILITY_ZONE_SCHEMA: Final[dict[str, tuple[type, str]]] = {
     "valid_vip_networks": (
         list,
@@ -44,7 +66,14 @@ FLAVOR_CAPABILITIES: Final = {name: doc for name, (_, doc) in _FLAVOR_SCHEMA.ite
 AVAILABILITY_ZONE_CAPABILITIES: Final = {
     name: doc for name, (_, doc) in _AVAILABILITY_ZONE_SCHEMA.items()
 }
-_JSON_TYPES: Final = {str: "string", bool: "boolean", list: "array"}
+_JSON_TYPES: Final = {
+    str: "string",
+    bool: "boolean",
+    list: "array",
+    int: "integer",
+    dict: "object",
+}
+DEFAULT_AMPHORA_CEILING: Final = 8
 
 
 @dataclass(frozen=True)
@@ -58,20 +87,34 @@ class DriverAbilities:
     vip_security_groups: bool = True
     udp: bool = False
     ipv6_vips: bool = True
+    # The most amphorae an ACTIVE_ACTIVE load balancer may have (amphora_max's ceiling).
+    amphora_ceiling: int = DEFAULT_AMPHORA_CEILING
 
     @classmethod
-    def of(cls, driver: str) -> DriverAbilities:
+    def of(cls, driver: str, amphora_ceiling: int = DEFAULT_AMPHORA_CEILING) -> DriverAbilities:
         """The abilities of a provisioner driver by name (``process``, ``netns``, ``docker``):
         the process driver's amphorae share the host's network namespace (loopback VIPs), so
         they can neither move a VIP between two amphorae nor filter it nor serve UDP; netns and
         docker amphorae serve UDP with nftables in their own namespace. A driver the API was
         not told about serves UDP only when ``udp_dataplane`` says so. Process amphorae hold
-        loopback VIPs, which are IPv4 (IPv6 has one loopback address)."""
+        loopback VIPs, which are IPv4 (IPv6 has one loopback address). ACTIVE_ACTIVE needs the
+        netns driver's distributor (one namespace owning the VIP)."""
         if driver == "process":
             return cls(
-                driver, frozenset({Topology.SINGLE}), vip_security_groups=False, ipv6_vips=False
+                driver,
+                frozenset({Topology.SINGLE}),
+                vip_security_groups=False,
+                ipv6_vips=False,
+                amphora_ceiling=amphora_ceiling,
             )
-        return cls(driver, udp=driver in ("netns", "docker"))
+        if driver == "docker":
+            return cls(
+                driver,
+                frozenset({Topology.SINGLE, Topology.ACTIVE_STANDBY}),
+                udp=True,
+                amphora_ceiling=amphora_ceiling,
+            )
+        return cls(driver, udp=driver == "netns", amphora_ceiling=amphora_ceiling)
 
     def refuse_topology(self, topology: Topology) -> str | None:
         """Why ``topology`` cannot be honoured, or None when it can."""
@@ -127,9 +170,13 @@ def _validated(provider: str, data: Any, schema: dict[str, tuple[type, str]]) ->
 def flavor_settings(
     provider: str, text: str, abilities: DriverAbilities = ALL_ABILITIES
 ) -> dict[str, Any]:
-    """Validated ``flavor_data``: 400 when not JSON, 501 when the amphora (or the
-    deployment's driver: a topology it cannot run) cannot honour it."""
-    data = _validated(provider, _decoded(text, "flavor_data"), _FLAVOR_SCHEMA)
+    """Validated ``flavor_data``: 400 when not JSON or when its amphora bounds are bad, then
+    501 when the amphora (or the deployment's driver: a topology it cannot run) cannot honour
+    it."""
+    decoded = _decoded(text, "flavor_data")
+    if isinstance(decoded, dict):
+        _check_bounds(decoded, abilities.amphora_ceiling)
+    data = _validated(provider, decoded, _FLAVOR_SCHEMA)
     topology = data.get("loadbalancer_topology")
     refusal = abilities.refuse_topology(Topology(topology)) if topology else None
     if refusal is not None:
@@ -137,6 +184,86 @@ def flavor_settings(
             f"Provider '{provider}' does not support a requested option: {refusal}"
         )
     return data
+
+
+def _check_bounds(data: dict[str, Any], ceiling: int) -> None:
+    """400 unless ``amphora_min``/``amphora_max`` are absent, or integers with
+    1 <= min <= max <= ``ceiling`` on an ACTIVE_ACTIVE flavor; likewise ``autoscale``
+    (``_check_autoscale``)."""
+    given = {name: data[name] for name in _ACTIVE_ACTIVE_ONLY if name in data}
+    if not given:
+        return
+    if data.get("loadbalancer_topology") != Topology.ACTIVE_ACTIVE.value:
+        names = " and ".join(given)
+        raise ValidationFailed(
+            f"Validation failure: {names} only apply to the ACTIVE_ACTIVE loadbalancer_topology."
+        )
+    if "autoscale" in given:
+        _check_autoscale(given.pop("autoscale"))
+    for name, value in given.items():
+        if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= ceiling:
+            raise ValidationFailed(
+                f"Validation failure: {name} {json.dumps(value)} is not an integer from 1 to "
+                f"{ceiling}."
+            )
+    bounds = _bounds(data, ceiling)
+    if bounds.amphora_min > bounds.amphora_max:
+        raise ValidationFailed(
+            f"Validation failure: amphora_min {bounds.amphora_min} is greater than amphora_max "
+            f"{bounds.amphora_max}."
+        )
+
+
+def _check_autoscale(value: Any) -> None:
+    """400 unless ``value`` is an object of known autoscaler settings, numbers >= 0, each
+    ``*_in`` below its ``*_out`` when both are given."""
+    if not isinstance(value, dict):
+        raise ValidationFailed(
+            f"Validation failure: autoscale {json.dumps(value)} is not an object."
+        )
+    unknown = sorted(set(value) - AUTOSCALE_OVERRIDES)
+    if unknown:
+        raise ValidationFailed(
+            f"Validation failure: autoscale has no setting {', '.join(unknown)} (known: "
+            f"{', '.join(sorted(AUTOSCALE_OVERRIDES))})."
+        )
+    for name, number in value.items():
+        if not isinstance(number, int | float) or isinstance(number, bool) or number < 0:
+            raise ValidationFailed(
+                f"Validation failure: autoscale {name} {json.dumps(number)} is not a number >= 0."
+            )
+    for name in sorted(value):
+        if name.endswith("_in") and f"{name[:-3]}_out" in value:
+            low, high = value[name], value[f"{name[:-3]}_out"]
+            if high and low >= high:
+                raise ValidationFailed(
+                    f"Validation failure: autoscale {name} {low} is not below "
+                    f"{name[:-3]}_out {high}."
+                )
+
+
+def autoscale_overrides(flavor_data: str | None, topology: Topology) -> dict[str, float]:
+    """The autoscaler settings a stored (validated) ACTIVE_ACTIVE flavor sets; {} otherwise."""
+    if topology != Topology.ACTIVE_ACTIVE or flavor_data is None:
+        return {}
+    given = json.loads(flavor_data).get("autoscale") or {}
+    return {str(name): float(number) for name, number in given.items()}
+
+
+def _bounds(data: dict[str, Any], ceiling: int) -> AmphoraBounds:
+    minimum = int(data.get("amphora_min", 1))
+    return AmphoraBounds(amphora_min=minimum, amphora_max=int(data.get("amphora_max", ceiling)))
+
+
+def amphora_bounds(
+    flavor_data: str | None, topology: Topology, ceiling: int
+) -> AmphoraBounds | None:
+    """The amphora bounds of an ACTIVE_ACTIVE load balancer (from its stored, validated
+    flavor profile, else the defaults: 1 to ``ceiling``); None for the other topologies."""
+    if topology != Topology.ACTIVE_ACTIVE:
+        return None
+    data = json.loads(flavor_data) if flavor_data is not None else {}
+    return _bounds(data, ceiling)
 
 
 def availability_zone_settings(

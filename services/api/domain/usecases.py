@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final, Protocol
 
@@ -20,6 +20,7 @@ from libs.common.domain.decide import decide
 from libs.common.domain.kinds import ChildKind
 from libs.common.domain.model import (
     AdditionalVip,
+    AmphoraBounds,
     HealthMonitor,
     L7Policy,
     L7Rule,
@@ -91,6 +92,8 @@ class Placement:
 
     topology: Topology
     vip_networks: frozenset[str] | None = None
+    amphora_bounds: AmphoraBounds | None = None
+    autoscale: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -219,6 +222,8 @@ class LoadBalancing:
                 vip=vip,
                 provider=self._config.provider,
                 topology=placement.topology.value,
+                amphora_bounds=placement.amphora_bounds,
+                autoscale=placement.autoscale,
                 now=now,
             )
             graph = build_graph(
@@ -235,6 +240,7 @@ class LoadBalancing:
                 async with self._quotas.admit(project_id, want, limits) as conn:
                     self._check_driver_options(fields)
                     self._check_vip_families([s for s, _ in wanted])
+                    self._check_active_active(placement.topology, [s for s, _ in wanted])
                     self._check_servable(command, LoadBalancerState())
                     outcome = await self._repo.execute(lb_id, command, meta, conn=conn, fresh=True)
             except Conflict as lost_race:
@@ -297,6 +303,17 @@ class LoadBalancing:
                 "driver of this deployment (its amphorae share the host's network namespace)."
             )
 
+    @staticmethod
+    def _check_active_active(topology: Topology, subnets: list[SubnetConfig]) -> None:
+        """The provider's refusal (501, last) of what the ACTIVE_ACTIVE distributor cannot
+        spread: an IPv6 VIP, or more than one VIP."""
+        if topology != Topology.ACTIVE_ACTIVE:
+            return
+        if len(subnets) > 1 or subnets[0].ip_version == 6:
+            raise rules.unsupported(
+                "the ACTIVE_ACTIVE topology spreads one IPv4 VIP (no IPv6 VIP, no additional_vips)."
+            )
+
     def _check_vip_families(self, subnets: list[SubnetConfig]) -> None:
         """The provider's refusal (501, last) of an IPv6 VIP on a driver whose amphorae hold
         IPv4 VIPs only."""
@@ -311,6 +328,7 @@ class LoadBalancing:
         """The flavor (must exist and be enabled) sets the topology; the availability zone
         (likewise) may narrow the VIP networks. 400 in Octavia's words otherwise."""
         topology = self._config.topology
+        flavor_data = None
         flavor_id = fields.get("flavor_id")
         if flavor_id is not None:
             flavor = await self._views.flavor_offering(flavor_id)
@@ -321,6 +339,7 @@ class LoadBalancing:
                     f"The selected flavor is not allowed in this deployment: {flavor_id}"
                 )
             topology = providers.topology_of(flavor.data, topology)
+            flavor_data = flavor.data
         vip_networks = None
         zone_name = fields.get("availability_zone")
         if zone_name is not None:
@@ -332,7 +351,10 @@ class LoadBalancing:
                     f"The selected availability_zone is not allowed in this deployment: {zone_name}"
                 )
             vip_networks = providers.valid_vip_networks(zone.data)
-        return Placement(topology, vip_networks)
+        ceiling = self._config.abilities.amphora_ceiling
+        bounds = providers.amphora_bounds(flavor_data, topology, ceiling)
+        autoscale = providers.autoscale_overrides(flavor_data, topology)
+        return Placement(topology, vip_networks, bounds, autoscale)
 
     async def update_loadbalancer(
         self, ctx: RequestContext, lb_id: str, given: dict[str, Any], meta: Metadata

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from libs.common.domain.model import (
+    AmphoraBounds,
     LoadBalancerState,
     OperatingStatus,
     ProvisioningStatus,
@@ -61,6 +62,10 @@ class LbView:
     current: dict[str, OperatingStatus]
     # Listeners every serving amphora of an ACTIVE, enabled LB must report.
     expected_listeners: frozenset[str]
+    # ACTIVE_ACTIVE only: how many amphorae the autoscaler may give it.
+    amphora_bounds: AmphoraBounds | None = None
+    # Its flavor's autoscaler settings (ACTIVE_ACTIVE only).
+    autoscale: tuple[tuple[str, float], ...] = ()
 
     @property
     def recorded(self) -> bool:
@@ -113,6 +118,8 @@ class LbView:
             amphora_ids=frozenset(state.amphora_ids),
             current=current,
             expected_listeners=expected,
+            amphora_bounds=lb.amphora_bounds,
+            autoscale=tuple(sorted(lb.autoscale.items())),
         )
 
 

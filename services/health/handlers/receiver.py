@@ -4,7 +4,8 @@ Per datagram, with no I/O: decode (MAC first; oversized, forged or garbled datag
 and counted), look the amphora up (an unknown id asks the directory for a reload, and its latest
 heartbeat waits for it: an amphora booted a moment ago counts from its first beat), drop a seq
 not above the highest accepted for that amphora (replays), then note the sign of life and the
-stats for the batched writer and roll the statuses up against the cached LB. A heartbeat that
+stats for the batched writer, roll the statuses up against the cached LB and give the load of
+ACTIVE_ACTIVE amphorae to the autoscaler. A heartbeat that
 shows an ACTIVE LB's amphora without all its listeners (HAProxy gone) is no sign of life.
 """
 
@@ -20,6 +21,7 @@ from libs.common import heartbeat_codec as codec
 from libs.common.service import Metrics
 from services.health.adapters.postgres import AmphoraRecord
 from services.health.domain.rollup import serving
+from services.health.handlers.autoscaler import Autoscaler
 from services.health.handlers.directory import AmphoraDirectory
 from services.health.handlers.status import StatusRecorder
 from services.health.handlers.writer import HealthWriter
@@ -47,7 +49,9 @@ class HeartbeatIntake:
         metrics: Metrics,
         *,
         max_datagram: int = codec.MAX_DATAGRAM,
+        autoscaler: Autoscaler | None = None,
     ) -> None:
+        self._autoscaler = autoscaler
         self._key = key.encode()
         self._directory = directory
         self._writer = writer
@@ -114,6 +118,8 @@ class HeartbeatIntake:
         view = None
         if lb_id is not None:
             view = self._status.observe(lb_id, heartbeat, now)
+            if self._autoscaler is not None:
+                self._autoscaler.observe(view, heartbeat, now)
             if heartbeat.listeners or heartbeat.pools:
                 self._writer.add_stats(lb_id, amphora_id, heartbeat)
         if view is None or serving(view, amphora_id, heartbeat):

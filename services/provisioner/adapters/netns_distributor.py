@@ -30,6 +30,11 @@ distributor's end ``.1``, the amphora's ``.2``)::
 IPv4 VIPs only. The set of amphorae is kept by this object (the caller's state), slots are
 handed out round robin so a slot comes back only after all others (no stale conntrack entry
 of a removed amphora meets its successor). Needs root, iproute2 and nft.
+
+``NetnsDistributors`` is the netns driver's ``Distribution``: one distributor per load
+balancer (namespace ``<namespace_prefix>d<12 hex of the LB id>``), made when its first amphora
+is added. What it knows lives in this process and in the kernel: after a restart the first
+call for an LB adopts the distributor its namespace holds (``adopt``), connections untouched.
 """
 
 from __future__ import annotations
@@ -38,6 +43,8 @@ import asyncio
 import contextlib
 import ipaddress
 import os
+import re
+import secrets
 import shutil
 import tempfile
 from dataclasses import dataclass, replace
@@ -49,8 +56,13 @@ from services.provisioner.adapters.netns_network import (
     IpRoute,
     NetnsNetwork,
     namespace_exists,
+    short_id,
 )
-from services.provisioner.rendering.distributor import ROUTE_TABLE_BASE, distribution_ruleset
+from services.provisioner.rendering.distributor import (
+    NFT_TABLE,
+    ROUTE_TABLE_BASE,
+    distribution_ruleset,
+)
 
 __all__ = [
     "AMPHORA_TABLE",
@@ -58,6 +70,7 @@ __all__ = [
     "Backend",
     "DistributorLayout",
     "NetnsDistributor",
+    "NetnsDistributors",
 ]
 
 DISTRIBUTOR_INTERFACE: Final = "dl0"
@@ -65,6 +78,12 @@ AMPHORA_TABLE: Final = 200
 _REPLY_RULE_PREF: Final = 100
 _LOCAL_RULE_PREF: Final = 32765
 _MAX_SLOTS: Final = 100
+# ``ip -o link`` of a slot's link: "7: d3@if2: <...> ... link-netns <amphora namespace>".
+_SLOT_LINK: Final = re.compile(r"^\d+: d(\d+)@\S+ .* link-netns (\S+)")
+# The ruleset as nft lists it, "... map { 0x00000000 : 0x00000001, ... }": index -> slot.
+_SERVING_MAP: Final = re.compile(r"map \{ ([^}]*) \}")
+# conntrack -L's summary (on stderr): "... N flow entries have been shown."
+_SHOWN: Final = re.compile(r"(\d+) flow entr(?:y|ies) ha(?:s|ve) been shown")
 
 
 @dataclass(frozen=True)
@@ -118,6 +137,7 @@ class NetnsDistributor:
         self._layout = layout
         self._ip = IpRoute(command_timeout)
         self._nft = shutil.which("nft") or "/usr/sbin/nft"
+        self._conntrack = shutil.which("conntrack") or "/usr/sbin/conntrack"
         self._backends: dict[str, Backend] = {}
         self._last_slot = 0
         self._lock = asyncio.Lock()
@@ -161,6 +181,33 @@ class NetnsDistributor:
         self._backends.clear()
         await self._apply()
 
+    async def adopt(self) -> bool:
+        """Take over the distributor the layout's namespace already holds (one made by a
+        provisioner that restarted since): its amphorae and slots from its links, the serving
+        ones from its ruleset; nothing in the kernel changes, so established connections
+        keep going. False when the namespace does not exist."""
+        ns = self._layout.namespace
+        if not namespace_exists(ns):
+            return False
+        _, links = await self._ip.run("-n", ns, "-o", "link", "show")
+        _, script = await self._ip.run(
+            "netns", "exec", ns, self._nft, "list", "chain", "ip", NFT_TABLE, "prerouting",
+            check=False,
+        )  # fmt: skip
+        found = _SERVING_MAP.search(script)
+        serving = set()
+        if found is not None:
+            serving = {int(pair.split(":")[1], 0) for pair in found.group(1).split(",")}
+        backends: dict[str, Backend] = {}
+        for line in links.splitlines():
+            link = _SLOT_LINK.search(line)
+            if link is not None:
+                slot = int(link.group(1))
+                backends[link.group(2)] = Backend(link.group(2), slot, slot in serving)
+        self._backends = backends
+        self._last_slot = max((b.slot for b in backends.values()), default=0)
+        return True
+
     async def delete(self) -> None:
         """The distributor namespace (its port on the bridge and its links go with it); every
         amphora keeps its own namespace. Absent is fine."""
@@ -201,6 +248,21 @@ class NetnsDistributor:
             del self._backends[amphora_namespace]
             await self._apply()
             await self._unwire(backend)
+
+    async def connections(self, amphora_namespace: str) -> int:
+        """The established TCP connections the distributor tracks to the amphora (0 when it
+        is not behind the distributor)."""
+        backend = self._backends.get(amphora_namespace)
+        if backend is None:
+            return 0
+        _, text = await self._ip.run(
+            "netns", "exec", self._layout.namespace, self._conntrack, "-L", "-p", "tcp",
+            "--state", "ESTABLISHED", "--mark", str(backend.slot), "-d", self._layout.vip,
+        )  # fmt: skip
+        match = _SHOWN.search(text)
+        if match is None:
+            raise InfrastructureError(f"conntrack gave no count: {text[-200:]}")
+        return int(match.group(1))
 
     # -- internals ---------------------------------------------------------------------------
 
@@ -307,3 +369,101 @@ class NetnsDistributor:
 
     async def _sysctl(self, namespace: str, *settings: str) -> None:
         await self._ip.run("netns", "exec", namespace, "sysctl", "-qw", *settings)
+
+
+class NetnsDistributors:
+    """The distributors of the netns driver's ACTIVE_ACTIVE load balancers, by LB id."""
+
+    def __init__(
+        self, network: NetnsNetwork, prefix: str, links: str, command_timeout: float = 10.0
+    ) -> None:
+        self._network = network
+        self._prefix = prefix
+        self._links = links
+        self._timeout = command_timeout
+        self._by_lb: dict[str, NetnsDistributor] = {}
+        # LB id -> amphora namespace -> amphora id, of the amphorae added.
+        self._amphorae: dict[str, dict[str, str]] = {}
+        self._lock = asyncio.Lock()
+
+    def namespace_for(self, lb_id: str) -> str:
+        """The namespace of the LB's distributor."""
+        return f"{self._prefix}d{short_id(lb_id)}"
+
+    def distributor(self, lb_id: str) -> NetnsDistributor | None:
+        """The LB's distributor, when this process made it."""
+        return self._by_lb.get(lb_id)
+
+    async def _made(self, lb_id: str, vip: str) -> NetnsDistributor:
+        async with self._lock:
+            distributor = self._by_lb.get(lb_id)
+            if distributor is not None:
+                return distributor
+            network = self._network.network_for(vip).name
+            layout = DistributorLayout(
+                self.namespace_for(lb_id), network, vip, self._links, secrets.randbits(32)
+            )
+            distributor = NetnsDistributor(self._network, layout, self._timeout)
+            try:
+                if not await distributor.adopt():
+                    await distributor.create()
+            except InfrastructureError:
+                await distributor.delete()
+                raise
+            self._by_lb[lb_id] = distributor
+            self._amphorae[lb_id] = {}
+            return distributor
+
+    async def add(self, lb_id: str, vip: str, amphora_id: str) -> None:
+        distributor = await self._made(lb_id, vip)
+        namespace = self._network.namespace_for(amphora_id)
+        if all(b.namespace != namespace for b in distributor.backends):
+            await distributor.add(namespace)
+        self._amphorae[lb_id][namespace] = amphora_id
+
+    async def serve(self, lb_id: str, vip: str, amphora_id: str) -> None:
+        await self._set(lb_id, vip, amphora_id, serving=True)
+
+    async def drain(self, lb_id: str, vip: str, amphora_id: str) -> None:
+        await self._set(lb_id, vip, amphora_id, serving=False)
+
+    async def _set(self, lb_id: str, vip: str, amphora_id: str, *, serving: bool) -> None:
+        await self.add(lb_id, vip, amphora_id)
+        distributor = self._by_lb[lb_id]
+        namespace = self._network.namespace_for(amphora_id)
+        if any(b.namespace == namespace and b.serving != serving for b in distributor.backends):
+            if serving:
+                await distributor.serve(namespace)
+            else:
+                await distributor.drain(namespace)
+
+    async def remove(self, lb_id: str, amphora_id: str) -> None:
+        distributor = self._by_lb.get(lb_id)
+        namespace = self._network.namespace_for(amphora_id)
+        if distributor is not None and any(b.namespace == namespace for b in distributor.backends):
+            await distributor.remove(namespace)
+        self._amphorae.get(lb_id, {}).pop(namespace, None)
+
+    async def delete(self, lb_id: str) -> None:
+        distributor = self._by_lb.pop(lb_id, None)
+        self._amphorae.pop(lb_id, None)
+        if distributor is not None:
+            await distributor.delete()
+        elif namespace_exists(self.namespace_for(lb_id)):
+            await IpRoute(self._timeout).run("netns", "del", self.namespace_for(lb_id), check=False)
+
+    async def connections(self, lb_id: str, amphora_id: str) -> int:
+        distributor = self._by_lb.get(lb_id)
+        if distributor is None:
+            return 0
+        return await distributor.connections(self._network.namespace_for(amphora_id))
+
+    def serving(self, lb_id: str) -> tuple[str, ...]:
+        distributor = self._by_lb.get(lb_id)
+        if distributor is None:
+            return ()
+        # Amphorae of an adopted distributor are named once the lifecycle adds them again.
+        names = self._amphorae[lb_id]
+        return tuple(
+            names[b.namespace] for b in distributor.backends if b.serving and b.namespace in names
+        )

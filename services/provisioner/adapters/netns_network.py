@@ -75,7 +75,7 @@ _NETNS_DIR: Final = Path("/run/netns")
 _POLL: Final = 0.02
 
 
-def _short(amphora_id: str) -> str:
+def short_id(amphora_id: str) -> str:
     return amphora_id.replace("-", "").lower()[:12]
 
 
@@ -163,12 +163,12 @@ class NetnsNetwork:
     # -- names -------------------------------------------------------------------------------
 
     def namespace_for(self, amphora_id: str) -> str:
-        return f"{self._settings.namespace_prefix}{_short(amphora_id)}"
+        return f"{self._settings.namespace_prefix}{short_id(amphora_id)}"
 
     @staticmethod
     def port_for(amphora_id: str) -> str:
         """The bridge end of the amphora's veth."""
-        return f"v{_short(amphora_id)}"
+        return f"v{short_id(amphora_id)}"
 
     def network_namespace(self, network: str) -> str:
         """The namespace holding the network's bridge; the host end of its uplink has the

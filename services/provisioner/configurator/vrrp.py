@@ -6,7 +6,8 @@ advertisements for IPv6); ACTIVE_STANDBY pairs get a keepalived.conf each
 (rendering/keepalived.py: the amphora's own address as unicast source, the other amphorae as
 peers, priority by role) and keepalived moves them. VRRP runs over the primary VIP's address
 family: over the amphorae's IPv6 addresses when that VIP is IPv6 (a dual-stack netns network).
-Elsewhere (loopback VIPs of the process driver) there is nothing to plumb.
+Elsewhere (loopback VIPs of the process driver) there is nothing to plumb, and neither on
+ACTIVE_ACTIVE amphorae: the driver's distributor owns the VIP (and puts it on their ``lo``).
 
 An ACTIVE_STANDBY amphora is only ever configured with its peer: ``check_pair`` refuses a
 pair without one (LoneAmphora) before anything changes, so keepalived never runs a lone
@@ -136,7 +137,7 @@ class VipPlumbing:
         """Give the LB's VIPs (the additional ones too) to the amphora (SINGLE) or to
         keepalived (ACTIVE_STANDBY)."""
         lb = state.loadbalancer
-        if lb is None or lb.vip_address is None:
+        if lb is None or lb.vip_address is None or lb.topology == Topology.ACTIVE_ACTIVE:
             return
         plumbing = await self.status(handle)
         if plumbing is None:

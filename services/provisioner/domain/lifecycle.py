@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Final
 
-from libs.common.domain.model import LoadBalancerState, ProvisioningStatus
+from libs.common.domain.model import LoadBalancer, LoadBalancerState, ProvisioningStatus, Topology
 from libs.common.events import Envelope
 from libs.common.events import loadbalancer as lb_ev
 from libs.common.events import loadbalancer_status as status_ev
@@ -30,13 +30,14 @@ class WorkKind(StrEnum):
     CREATE = "create"
     APPLY = "apply"
     FAILOVER = "failover"
+    SCALE = "scale"
     DELETE = "delete"
 
 
 @dataclass(frozen=True)
 class PendingWork:
     """What the LB's stream says is left to do, the event that asked for it (create,
-    failover), and for "apply" the events since the last settlement."""
+    failover, scale), and for "apply" the events since the last settlement."""
 
     kind: WorkKind
     cause: Envelope | None = None
@@ -58,14 +59,27 @@ def pending_work(state: LoadBalancerState, envelopes: Sequence[Envelope]) -> Pen
             break
         if isinstance(envelope.payload, lb_ev.LoadBalancerFailoverRequested):
             return PendingWork(WorkKind.FAILOVER, envelope)
+        if isinstance(envelope.payload, lb_ev.LoadBalancerScaled):
+            return PendingWork(WorkKind.SCALE, envelope)
         if not isinstance(envelope.payload, status_ev.OperatingStatusChanged):
             pending.append(envelope)
     return PendingWork(WorkKind.APPLY, pending=tuple(reversed(pending)))
 
 
 def roles_for(topology: str) -> tuple[str, ...]:
-    """The amphora roles a topology needs."""
+    """The amphora roles a topology needs (ACTIVE_ACTIVE: any number of STANDALONE ones)."""
     return ("MASTER", "BACKUP") if topology == "ACTIVE_STANDBY" else ("STANDALONE",)
+
+
+def amphora_count(lb: LoadBalancer, current: int = 0) -> int:
+    """How many amphorae the LB needs: its topology's roles; for ACTIVE_ACTIVE as many as it
+    has now (``current``), within its bounds (at least ``amphora_min``)."""
+    if lb.topology != Topology.ACTIVE_ACTIVE:
+        return len(roles_for(lb.topology.value))
+    bounds = lb.amphora_bounds
+    minimum = bounds.amphora_min if bounds is not None else 1
+    maximum = bounds.amphora_max if bounds is not None else minimum
+    return min(max(minimum, current), max(minimum, maximum))
 
 
 def amphora_id_for(cause_event_id: str, slot: str) -> str:
@@ -82,14 +96,21 @@ class AmphoraToBuild:
 
 
 def may_use_spare(topology: str) -> bool:
-    """Spares are booted without a role, so only a single STANDALONE amphora can be one."""
-    return roles_for(topology) == ("STANDALONE",)
+    """Spares are booted without a role, so only a STANDALONE amphora can be one: SINGLE's,
+    or any of ACTIVE_ACTIVE's."""
+    return topology in (Topology.SINGLE.value, Topology.ACTIVE_ACTIVE.value)
 
 
 def amphorae_to_build(
-    topology: str, cause_event_id: str, taken_roles: Collection[str] = ()
+    topology: str, cause_event_id: str, taken_roles: Collection[str] = (), count: int = 1
 ) -> list[AmphoraToBuild]:
-    """The amphorae the LB's topology needs besides those already in ``taken_roles``."""
+    """The amphorae the LB's topology needs besides those already in ``taken_roles`` (one
+    role per amphora kept); ACTIVE_ACTIVE: STANDALONE ones up to ``count`` in all."""
+    if topology == Topology.ACTIVE_ACTIVE.value:
+        return [
+            AmphoraToBuild(amphora_id_for(cause_event_id, f"ACTIVE_ACTIVE-{index}"), "STANDALONE")
+            for index in range(len(taken_roles), count)
+        ]
     return [
         AmphoraToBuild(amphora_id_for(cause_event_id, role), role)
         for role in roles_for(topology)
@@ -114,11 +135,34 @@ def plan_failover(
 ) -> FailoverPlan:
     """Replace ``requested`` (None: every amphora) and any amphora of the LB that does not run
     (``running_roles``: amphora id -> role of those running). A replacement takes its
-    predecessor's role; an LB that lost every amphora (or never had one) gets a full new set."""
+    predecessor's role; an LB that lost every amphora (or never had one) gets a full new set;
+    an ACTIVE_ACTIVE LB gets back to as many as it had (at least ``amphora_min``)."""
     lb = state.loadbalancer
     assert lb is not None
     failed = tuple(a for a in state.amphora_ids if requested in (None, a) or a not in running_roles)
     kept = tuple(a for a in state.amphora_ids if a not in failed)
-    taken = {running_roles[a] for a in kept}
-    build = amphorae_to_build(lb.topology.value, cause_event_id, taken)
+    taken = [running_roles[a] for a in kept]
+    count = amphora_count(lb, len(state.amphora_ids))
+    build = amphorae_to_build(lb.topology.value, cause_event_id, taken, count)
     return FailoverPlan(failed, kept, tuple(build))
+
+
+@dataclass(frozen=True)
+class ScalePlan:
+    """What a scaling does: the amphorae built (scale-out) or drained and removed (scale-in),
+    and those that stay."""
+
+    kept: tuple[str, ...]
+    build: tuple[AmphoraToBuild, ...]
+    removed: tuple[str, ...]
+
+
+def plan_scale(running: Sequence[str], target: int, cause_event_id: str) -> ScalePlan:
+    """From the LB's ``running`` amphorae (in the LB's order) to ``target``: new STANDALONE
+    amphorae named by the scaling event, or the last ones (the newest) removed."""
+    if target >= len(running):
+        build = amphorae_to_build(
+            Topology.ACTIVE_ACTIVE.value, cause_event_id, ["STANDALONE"] * len(running), target
+        )
+        return ScalePlan(tuple(running), tuple(build), ())
+    return ScalePlan(tuple(running[:target]), (), tuple(running[target:]))

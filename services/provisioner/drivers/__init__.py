@@ -85,3 +85,39 @@ class AmphoraDriver(Protocol):
         """The amphora hosts it can see now; None for a driver of one host (it sees all it
         runs). Reconciliation judges only amphorae on hosts it sees."""
         ...
+
+
+class Distribution(Protocol):
+    """Spreads the VIP of ACTIVE_ACTIVE load balancers over their amphorae (a driver's
+    distributor, one per LB, made with its first amphora). Amphorae are named by id; every
+    method is idempotent: adding one already added, or removing one not there, does nothing.
+    Established connections stay on their amphora whatever the set becomes."""
+
+    async def add(self, lb_id: str, vip: str, amphora_id: str) -> None:
+        """Wire the running amphora behind the LB's distributor (the VIP on it, no traffic)."""
+        ...
+
+    async def serve(self, lb_id: str, vip: str, amphora_id: str) -> None:
+        """New connections may go to the (added) amphora."""
+        ...
+
+    async def drain(self, lb_id: str, vip: str, amphora_id: str) -> None:
+        """No new connection goes to the amphora; its established ones stay."""
+        ...
+
+    async def remove(self, lb_id: str, amphora_id: str) -> None:
+        """Unwire the amphora: only the connections it held fail."""
+        ...
+
+    async def delete(self, lb_id: str) -> None:
+        """Remove the LB's distributor (the VIP stops answering); absent is fine."""
+        ...
+
+    async def connections(self, lb_id: str, amphora_id: str) -> int:
+        """The established connections the distributor holds to the amphora (0: none, or
+        not behind it)."""
+        ...
+
+    def serving(self, lb_id: str) -> tuple[str, ...]:
+        """The amphorae new connections go to (as far as this process knows)."""
+        ...

@@ -11,6 +11,8 @@ plugged by the agent when the configurator asks (SINGLE: added with gratuitous A
 ACTIVE_STANDBY: moved by keepalived), not by this driver. On an amphora host (``host``, one
 driver per host behind drivers/hosts.py) the amphorae plug into the host's own bridge, joined
 to the network's switch by the host's uplink; ``reachable`` says whether that uplink is up.
+ACTIVE_ACTIVE load balancers (a single host only) get a distributor namespace owning their
+VIP (``distribution``: adapters/netns_distributor.py); their amphorae hold the VIP on ``lo``.
 
 State: ``<state_dir>/<amphora_id>/amphora.json`` (LB, role, network, address, namespace, cert
 expiry) beside the agent's files. ``list`` reports amphorae whose state file, namespace and
@@ -34,6 +36,7 @@ from typing import Final
 from libs.common.errors import InfrastructureError
 from libs.common.pki import DeploymentCA
 from libs.common.private_files import write_private_file
+from services.provisioner.adapters.netns_distributor import NetnsDistributors
 from services.provisioner.adapters.netns_network import (
     VIP_INTERFACE,
     Attachment,
@@ -101,6 +104,17 @@ class NetnsAmphoraDriver:
         self._validity = cert_validity_days
         self._state_dir.mkdir(parents=True, exist_ok=True)
         self.network = NetnsNetwork(settings, self._state_dir, host)
+        # ACTIVE_ACTIVE load balancers' distributors (on a single host only).
+        self.distribution = (
+            NetnsDistributors(
+                self.network,
+                settings.namespace_prefix,
+                settings.distributor_links,
+                settings.command_timeout,
+            )
+            if host is None
+            else None
+        )
         self._launcher = AgentLauncher(
             self._state_dir,
             boot_timeout=boot_timeout,

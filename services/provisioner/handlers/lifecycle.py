@@ -13,20 +13,30 @@ while the configuration is pushed, in a savepoint of the consumer's transaction:
 with that transaction, after the push succeeded, and is rolled back when the push fails. The
 database round trips then cost nothing on a create's critical path, and no one ever reads an
 ACTIVE that the amphorae do not serve yet.
+
+ACTIVE_ACTIVE load balancers run ``amphora_min`` amphorae (or as many as they have) behind
+the driver's distributor (``Distribution``), which owns the VIP: each amphora is added
+(wired, the VIP on it) before its config is pushed and served once the push succeeded (its
+HAProxy runs); a failover first takes the failed amphorae out of the distribution; a delete
+removes the distributor first. A scaling (``LoadBalancerScaledOut`` / ``ScaledIn``) builds
+the new amphorae that way, or drains the ones going (no new connections; the established
+ones finish or ``drain_timeout`` passes), removes them from the distribution and retires
+them; then the LB is activated with the amphorae it has.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Protocol
 
 import asyncpg
 
 from libs.common.domain import commands as c
-from libs.common.domain.model import LoadBalancerState
-from libs.common.errors import FulcrumError
+from libs.common.domain.model import LoadBalancerState, Topology
+from libs.common.errors import FulcrumError, NotImplementedByProvider
 from libs.common.events import Envelope, Event, Metadata
 from libs.common.events import loadbalancer as lb_ev
 from libs.common.eventstore import PostgresEventStore
@@ -38,13 +48,15 @@ from services.provisioner.domain.lifecycle import (
     AmphoraToBuild,
     PendingWork,
     WorkKind,
+    amphora_count,
     amphorae_to_build,
     may_use_spare,
     pending_work,
     plan_failover,
+    plan_scale,
 )
 from services.provisioner.domain.runtime_changes import ServerOp, plan_member_changes
-from services.provisioner.drivers import AmphoraDriver, AmphoraHandle, AmphoraSpec
+from services.provisioner.drivers import AmphoraDriver, AmphoraHandle, AmphoraSpec, Distribution
 from services.provisioner.handlers.compensation import Compensation, describe, gives_up
 from services.provisioner.handlers.spares import SparePool
 
@@ -77,7 +89,11 @@ class LifecycleHandler:
         compensation: Compensation,
         spares: SparePool | None = None,
         runtime: RuntimeApplier | None = None,
+        distribution: Distribution | None = None,
+        drain_timeout: float = 30.0,
     ) -> None:
+        self._distribution = distribution
+        self._drain_timeout = drain_timeout
         self._spares = spares
         self._runtime = runtime
         self._lbs = LoadBalancerRepository(store)
@@ -121,6 +137,8 @@ class LifecycleHandler:
         conn: asyncpg.Connection,
         metadata: Metadata,
     ) -> None:
+        if work.kind != WorkKind.DELETE:
+            self._distribution_of(state)  # ACTIVE_ACTIVE on a driver without: refused first
         if work.kind == WorkKind.CREATE:
             assert work.cause is not None
             await self._create(state, work.cause, conn, metadata)
@@ -129,6 +147,9 @@ class LifecycleHandler:
         elif work.kind == WorkKind.FAILOVER:
             assert work.cause is not None
             await self._failover(state, work.cause, conn, metadata)
+        elif work.kind == WorkKind.SCALE:
+            assert work.cause is not None
+            await self._scale(state, work.cause, conn, metadata)
         else:
             await self._delete(state, conn, metadata)
 
@@ -188,12 +209,17 @@ class LifecycleHandler:
                 unrecorded[build.amphora_id] = events
             handles = [*kept, *new]
             activation = c.Activate(tuple(h.amphora_id for h in handles)) if activate else None
+            await self._distribute(state, handles, serve=False)
+            # An ACTIVE_ACTIVE amphora's config names no other amphora: the kept ones have it.
+            active_active = self._distribution_of(state) is not None
             recorded = await self._push_while_recording(
-                state, handles, unrecorded, activation, conn, metadata
+                state, new if active_active else handles, unrecorded, activation, conn, metadata
             )
+            await self._distribute(state, handles, serve=True)
         except Exception as exc:
             if gives_up(exc):
                 reason = f"build given up: {describe(exc)}"
+                await self._undistribute(state, [h.amphora_id for h in new], last=not kept)
                 await self._undo.give_up(unrecorded, reason, conn, metadata)
             raise
         recorded.result()  # the push succeeded: a failure to record is no failed build
@@ -240,6 +266,52 @@ class LifecycleHandler:
             await savepoint.rollback()
         return recording
 
+    def _distribution_of(self, state: LoadBalancerState) -> Distribution | None:
+        """The distribution of an ACTIVE_ACTIVE LB (None for the other topologies); raises
+        NotImplementedByProvider when the driver has none."""
+        lb = state.loadbalancer
+        if lb is None or lb.topology != Topology.ACTIVE_ACTIVE:
+            return None
+        if self._distribution is None:
+            raise NotImplementedByProvider(
+                f"the {self._driver.name} amphora driver cannot run the ACTIVE_ACTIVE topology"
+            )
+        return self._distribution
+
+    async def _distribute(
+        self, state: LoadBalancerState, handles: Sequence[AmphoraHandle], *, serve: bool
+    ) -> None:
+        """ACTIVE_ACTIVE: every amphora of ``handles`` behind the distributor (``serve``:
+        taking new connections; otherwise only wired, before its config is pushed)."""
+        distribution = self._distribution_of(state)
+        lb = state.loadbalancer
+        if distribution is None or lb is None:
+            return
+        for handle in handles:
+            if serve:
+                await distribution.serve(lb.id, lb.vip_address, handle.amphora_id)
+            else:
+                await distribution.add(lb.id, lb.vip_address, handle.amphora_id)
+
+    async def _undistribute(
+        self, state: LoadBalancerState, amphora_ids: Sequence[str], *, last: bool = False
+    ) -> None:
+        """ACTIVE_ACTIVE: take the amphorae out of the distribution (their connections fail),
+        and with ``last`` (no other amphora left) remove the distributor; a failure is logged
+        (an amphora's link goes with its namespace anyway)."""
+        lb = state.loadbalancer
+        if lb is None or lb.topology != Topology.ACTIVE_ACTIVE or self._distribution is None:
+            return
+        try:
+            if last:
+                await self._distribution.delete(lb.id)
+            for amphora_id in amphora_ids:
+                await self._distribution.remove(lb.id, amphora_id)
+        except FulcrumError:
+            log.exception(
+                "lb %s: amphorae %s not taken out of the distribution", lb.id, amphora_ids
+            )
+
     async def _handles(self, state: LoadBalancerState) -> list[AmphoraHandle]:
         found = [await self._driver.get(a) for a in state.amphora_ids]
         return [h for h in found if h is not None]
@@ -262,15 +334,23 @@ class LifecycleHandler:
     ) -> None:
         lb = state.loadbalancer
         assert lb is not None
-        spare = None
-        if self._spares and may_use_spare(lb.topology.value):
-            with _tracer.start_as_current_span("claim spare"):
-                spare = await self._spares.claim(conn)
-        if spare is None:
-            builds = amphorae_to_build(lb.topology.value, str(cause.event_id))
-            await self._build(state, builds, conn, metadata, activate=True)
-        else:
-            await self._build(state, [], conn, metadata, spare=spare, activate=True)
+        spare = await self._claim_spare(state, conn)
+        # A spare stands for one STANDALONE amphora.
+        taken = ["STANDALONE"] if spare is not None else []
+        builds = amphorae_to_build(
+            lb.topology.value, str(cause.event_id), taken, count=amphora_count(lb)
+        )
+        await self._build(state, builds, conn, metadata, spare=spare, activate=True)
+
+    async def _claim_spare(
+        self, state: LoadBalancerState, conn: asyncpg.Connection
+    ) -> AmphoraHandle | None:
+        """A READY spare for the LB (SINGLE and ACTIVE_ACTIVE: STANDALONE amphorae), or None."""
+        lb = state.loadbalancer
+        if self._spares is None or lb is None or not may_use_spare(lb.topology.value):
+            return None
+        with _tracer.start_as_current_span("claim spare"):
+            return await self._spares.claim(conn)
 
     async def _apply(
         self,
@@ -339,17 +419,72 @@ class LifecycleHandler:
             {a: h.role for a, h in running.items()},
         )
         kept = [running[a] for a in plan.kept]
+        await self._undistribute(state, plan.failed)
         handles = await self._build(state, plan.build, conn, metadata, kept=kept)
         for old in plan.failed:
             await self._undo.retire(old, conn, metadata)
         amphora_ids = tuple(h.amphora_id for h in handles)
         await self._lbs.execute(lb.id, c.Activate(amphora_ids), metadata, conn=conn)
 
+    async def _scale(
+        self,
+        state: LoadBalancerState,
+        cause: Envelope,
+        conn: asyncpg.Connection,
+        metadata: Metadata,
+    ) -> None:
+        """Scale out (claim a spare or build, push, serve the new amphorae) or in (drain,
+        remove, retire the newest ones) to the event's count of running amphorae (one that
+        stopped running is built over and retired), then activate the LB with them."""
+        lb = state.loadbalancer
+        assert lb is not None
+        assert isinstance(cause.payload, lb_ev.LoadBalancerScaled)
+        distribution = self._distribution_of(state)
+        assert distribution is not None
+        running = {h.amphora_id: h for h in await self._handles(state)}
+        ordered = [a for a in state.amphora_ids if a in running]
+        plan = plan_scale(ordered, cause.payload.amphorae, str(cause.event_id))
+        kept = [running[a] for a in plan.kept]
+        builds = list(plan.build)
+        spare = await self._claim_spare(state, conn) if builds else None
+        if spare is not None:
+            builds.pop()
+        handles = await self._build(state, builds, conn, metadata, kept=kept, spare=spare)
+        for amphora_id in plan.removed:
+            await distribution.drain(lb.id, lb.vip_address, amphora_id)
+        await self._drained(lb.id, distribution, plan.removed)
+        for amphora_id in plan.removed:
+            await distribution.remove(lb.id, amphora_id)
+            await self._undo.retire(amphora_id, conn, metadata)
+        # Amphorae of the LB that do not run any more: built over (in the count), retired.
+        gone = [a for a in state.amphora_ids if a not in running]
+        await self._undistribute(state, gone)
+        for amphora_id in gone:
+            await self._undo.retire(amphora_id, conn, metadata)
+        amphora_ids = tuple(h.amphora_id for h in handles)
+        await self._lbs.execute(lb.id, c.Activate(amphora_ids), metadata, conn=conn)
+
+    async def _drained(
+        self, lb_id: str, distribution: Distribution, amphora_ids: Sequence[str]
+    ) -> None:
+        """Until the drained amphorae hold no established connection, or ``drain_timeout``."""
+        deadline = time.monotonic() + self._drain_timeout
+        while amphora_ids:
+            held = [await distribution.connections(lb_id, a) for a in amphora_ids]
+            if not any(held):
+                return
+            if time.monotonic() >= deadline:
+                log.info("lb %s: drain timeout with %d connections left", lb_id, sum(held))
+                return
+            await asyncio.sleep(0.2)
+
     async def _delete(
         self, state: LoadBalancerState, conn: asyncpg.Connection, metadata: Metadata
     ) -> None:
         lb = state.loadbalancer
         assert lb is not None
+        if lb.topology == Topology.ACTIVE_ACTIVE and self._distribution is not None:
+            await self._distribution.delete(lb.id)
         for amphora_id in state.amphora_ids:
             await self._undo.retire(amphora_id, conn, metadata)
         await self._lbs.execute(lb.id, c.CompleteDeletion(), metadata, conn=conn)

@@ -11,6 +11,7 @@ from libs.common.eventstore import PostgresEventStore
 from libs.common.repository import LoadBalancerRepository
 from libs.common.service import DB
 from tests.integration.api.conftest import SUBNET, Api, MakeApi
+from tests.integration.api.test_additional_vips import SUBNET_B, SUBNET_V6, network_settings
 
 FLAVORS = "/v2/lbaas/flavors"
 PROFILES = "/v2/lbaas/flavorprofiles"
@@ -230,3 +231,53 @@ async def test_loadbalancer_create_refuses_missing_or_disabled_flavors(api: Api)
     assert reply.fault() == f"The selected flavor is not allowed in this deployment: {off['id']}"
     await api.post(LBS, {"loadbalancer": {"vip_subnet_id": SUBNET, "flavor_id": "x"}}, expect=400)
     assert (await api.get(LBS, expect=200)).body["loadbalancers"] == []
+
+
+async def test_active_active_flavors_carry_amphora_bounds(api: Api) -> None:
+    """ACTIVE_ACTIVE bounds: advertised, 400 in Octavia's fault format when bad, and stored
+    on the load balancers created with the flavor."""
+    capabilities = (await api.get("/v2/lbaas/providers/amphora/flavor_capabilities")).body
+    names = {c["name"] for c in capabilities["flavor_capabilities"]}
+    assert {"loadbalancer_topology", "amphora_min", "amphora_max"} <= names
+    bad = {"loadbalancer_topology": "ACTIVE_ACTIVE", "amphora_min": 3, "amphora_max": 2}
+    body = {"name": "aa", "provider_name": "amphora", "flavor_data": json.dumps(bad)}
+    reply = await api.post(PROFILES, {"flavorprofile": body}, expect=400)
+    assert reply.fault() == "Validation failure: amphora_min 3 is greater than amphora_max 2."
+    body["flavor_data"] = json.dumps({"amphora_min": 2})
+    reply = await api.post(PROFILES, {"flavorprofile": body}, expect=400)
+    assert "only apply to the ACTIVE_ACTIVE" in reply.fault()
+    aa_data = {
+        "loadbalancer_topology": "ACTIVE_ACTIVE",
+        "amphora_min": 2,
+        "autoscale": {"sustain": 3},
+    }
+    aa = await profile(api, aa_data)
+    lb = await api.create_lb(active=False, flavor_id=(await flavor(api, aa["id"]))["id"])
+    assert "amphora_bounds" not in lb and "topology" not in lb
+    state = await LoadBalancerRepository(PostgresEventStore(api.app[DB])).load(lb["id"])
+    assert state.loadbalancer is not None and state.loadbalancer.topology == "ACTIVE_ACTIVE"
+    bounds = state.loadbalancer.amphora_bounds
+    assert bounds is not None and (bounds.amphora_min, bounds.amphora_max) == (2, 8)
+    assert state.loadbalancer.autoscale == {"sustain": 3.0} and "autoscale" not in lb
+    body["flavor_data"] = json.dumps({**aa_data, "autoscale": {"sustain": -1}})
+    reply = await api.post(PROFILES, {"flavorprofile": body}, expect=400)
+    assert reply.fault() == "Validation failure: autoscale sustain -1 is not a number >= 0."
+
+
+async def test_active_active_spreads_one_ipv4_vip(make_api: MakeApi) -> None:
+    """The distributor spreads one IPv4 VIP: an IPv6 VIP or additional_vips are refused
+    with 501, after the 400 checks and before anything is written."""
+    api = await make_api(network=network_settings())
+    aa = await profile(api, {"loadbalancer_topology": "ACTIVE_ACTIVE"})
+    flavor_id = (await flavor(api, aa["id"]))["id"]
+    refusals = [
+        {"vip_subnet_id": SUBNET_V6},
+        {"vip_subnet_id": SUBNET, "additional_vips": [{"subnet_id": SUBNET_B}]},
+    ]
+    for fields in refusals:
+        body = {"loadbalancer": {"flavor_id": flavor_id, **fields}}
+        reply = await api.post(LBS, body, expect=501)
+        assert "spreads one IPv4 VIP" in reply.fault()
+    assert (await api.get(LBS, expect=200)).body["loadbalancers"] == []
+    body = {"loadbalancer": {"flavor_id": flavor_id, "vip_subnet_id": SUBNET}}
+    await api.post(LBS, body, expect=201)

@@ -23,8 +23,9 @@ async def test_capabilities(api: Api) -> None:
     reply = await api.get(f"{PROVIDERS}/amphora/flavor_capabilities", expect=200)
     names = [c["name"] for c in reply.body["flavor_capabilities"]]
     # Only what changes behaviour here (Octavia's compute_flavor, amp_image_tag, sriov_vip,
-    # allow_member_sriov, compute_zone, volume_zone, management_network would be ignored).
-    assert names == ["loadbalancer_topology"]
+    # allow_member_sriov, compute_zone, volume_zone, management_network would be ignored);
+    # ACTIVE_ACTIVE's bounds and autoscaler settings.
+    assert names == ["loadbalancer_topology", "amphora_min", "amphora_max", "autoscale"]
     assert all(c["description"] for c in reply.body["flavor_capabilities"])
     reply = await api.get(
         f"{PROVIDERS}/octavia/flavor_capabilities?name=loadbalancer_topology&fields=name",

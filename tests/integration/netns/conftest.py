@@ -41,13 +41,24 @@ class NetnsProvisioner:
 
 
 @pytest.fixture
+def netns_spare_pool_size() -> int:
+    """The spares ``netns_provisioner`` keeps (parametrize a test to change it)."""
+    return 0
+
+
+@pytest.fixture
 async def netns_provisioner(
-    pg_dsn: str, nats_url: str, tmp_path: Path, lab: NetnsLab
+    pg_dsn: str, nats_url: str, tmp_path: Path, lab: NetnsLab, netns_spare_pool_size: int
 ) -> AsyncIterator[NetnsProvisioner]:
     """The provisioner (netns driver, the lab's network) in this process, with the client
     namespace attached; its amphorae are deleted afterwards."""
     settings = provisioner_settings(pg_dsn, nats_url, tmp_path).model_copy(
-        update={"driver": "netns", "netns": lab.driver_settings}
+        update={
+            "driver": "netns",
+            "netns": lab.driver_settings,
+            "spare_pool_size": netns_spare_pool_size,
+            "spare_refill_interval": 0.2,
+        }
     )
     app = create_app(settings)
     runner = web.AppRunner(app)

@@ -22,7 +22,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from libs.common.domain import commands as c
 from libs.common.domain.model import Topology
@@ -246,9 +246,12 @@ class NetnsLab:
         )  # fmt: skip
         return Prober(proc, stop, out)
 
-    def http_lb(self, vip: str, ports: list[int], topology: Topology) -> c.CreateLoadBalancer:
-        """An HTTP LB on ``vip``:80 whose members are the client namespace's backends."""
-        lb = b.loadbalancer(vip, topology=topology)
+    def http_lb(
+        self, vip: str, ports: list[int], topology: Topology, **lb_fields: Any
+    ) -> c.CreateLoadBalancer:
+        """An HTTP LB on ``vip``:80 whose members are the client namespace's backends
+        (``lb_fields``: more fields of the LB, say ``amphora_bounds``)."""
+        lb = b.loadbalancer(vip, topology=topology, **lb_fields)
         pool = b.pool(lb)
         listener = b.listener(lb, 80, default_pool_id=pool.id)
         members = tuple(b.member(pool, port, address=self.client_ip) for port in ports)

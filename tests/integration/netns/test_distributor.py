@@ -15,7 +15,10 @@ from pathlib import Path
 import pytest
 
 from libs.common.errors import InfrastructureError
-from services.provisioner.adapters.netns_distributor import DISTRIBUTOR_INTERFACE
+from services.provisioner.adapters.netns_distributor import (
+    DISTRIBUTOR_INTERFACE,
+    NetnsDistributor,
+)
 from tests.integration.netns.distributor_lab import (
     PORT,
     TOOLS,
@@ -171,6 +174,15 @@ async def _drain_remove_add(
         (namespaces["a3"], 3, True),
         (a4, 4, True),
     ]
+
+    # A restarted provisioner adopts the distributor from the kernel: the same amphorae,
+    # slots and serving set, established connections untouched; it carries on from there.
+    adopted = NetnsDistributor(rig.network, rig.distributor.layout)
+    assert await adopted.adopt()
+    assert adopted.backends == rig.distributor.backends
+    assert _failed_alike(held.round()) == _failed_alike(after_remove)
+    await adopted.serve(namespaces["a1"])
+    _in_band(rig.spread(90), ["a1", "a3", "a4"], 90)
 
 
 async def test_refusals_leave_nothing_behind(rig: DistributorRig) -> None:

@@ -124,6 +124,26 @@ async def test_a_config_haproxy_refuses_ends_in_error_with_the_reason(
     assert await provisioner.driver.list() == []  # nothing half-created remains
 
 
+async def test_active_active_on_the_process_driver_ends_in_error_before_any_boot(
+    provisioner: RunningProvisioner, db: asyncpg.Pool, backends: list[Backend]
+) -> None:
+    """An API not told the driver accepts the topology; the provisioner refuses it."""
+    repo = LoadBalancerRepository(PostgresEventStore(db))
+    command = http_lb("127.77.0.12", free_port("127.77.0.12"), backends[:1])
+    lb = command.loadbalancer.updated(
+        {"topology": "ACTIVE_ACTIVE", "amphora_bounds": {"amphora_min": 2, "amphora_max": 2}}
+    )
+    command = c.CreateLoadBalancer(
+        lb, listeners=command.listeners, pools=command.pools, members=command.members
+    )
+    await repo.execute(lb.id, command, META)
+    state = await wait_status(repo, lb.id, "ERROR")
+    assert state.loadbalancer is not None
+    assert "cannot run the ACTIVE_ACTIVE topology" in state.loadbalancer.provisioning_error
+    assert await provisioner.driver.list() == []
+    assert state.amphora_ids == ()
+
+
 async def test_provisioner_killed_mid_create_ends_active_with_one_amphora(
     pg_dsn: str, nats_url: str, tmp_path: Path, db: asyncpg.Pool, backends: list[Backend]
 ) -> None:

@@ -30,7 +30,9 @@ from services.api.http.schemas import Input
 
 
 def administration(request: web.Request) -> CatalogAdministration:
-    abilities = DriverAbilities.of(request.app[SETTINGS].amphora_driver)
+    abilities = DriverAbilities.of(
+        request.app[SETTINGS].amphora_driver, request.app[SETTINGS].amphora_ceiling
+    )
     return CatalogAdministration(PostgresCatalog(PostgresEventStore(request.app[DB])), abilities)
 
 

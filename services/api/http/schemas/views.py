@@ -80,7 +80,7 @@ def _tree_body(
 
 LOADBALANCER: Final = _tree_body(
     domain.LoadBalancer,
-    ("topology", "provisioning_error"),
+    ("topology", "amphora_bounds", "autoscale", "provisioning_error"),
     vip_vnic_type=str,
     additional_vips=list[domain.AdditionalVip],
     vip_sg_ids=list[str],
