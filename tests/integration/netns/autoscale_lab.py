@@ -35,8 +35,8 @@ from services.provisioner.app import create_app as create_provisioner
 from services.provisioner.drivers.netns import NetnsAmphoraDriver
 from tests.integration.health.conftest import KEY, health_settings
 from tests.integration.netns.cgroups import CpuCap, cap_haproxy, cpu_cgroup, remove_cgroup
+from tests.integration.netns.conftest import beating_settings
 from tests.integration.netns.lab import REPO, NetnsLab
-from tests.integration.provisioner.conftest import provisioner_settings
 from tests.integration.provisioner.test_process_lifecycle import META, wait_status
 
 _SOCKET_ERRORS: Final = re.compile(
@@ -176,15 +176,8 @@ async def autoscale_rig(
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    settings = provisioner_settings(pg_dsn, nats_url, state).model_copy(
-        update={
-            "driver": "netns",
-            "netns": lab.driver_settings,
-            "heartbeat_key": KEY,
-            "health_endpoints": [f"{lab.network.gateway}:{port}"],
-            "heartbeat_interval": 0.2,
-            "drain_timeout": drain_timeout,
-        }
+    settings = beating_settings(
+        pg_dsn, nats_url, state, lab, KEY, port, drain_timeout=drain_timeout
     )
     provisioner = create_provisioner(settings)
     runners: list[web.AppRunner] = [await _serve(provisioner)]

@@ -8,12 +8,14 @@ import contextlib
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp import web
 
 from services.provisioner.app import DRIVER, create_app
 from services.provisioner.drivers.netns import NetnsAmphoraDriver
+from services.provisioner.settings import ProvisionerSettings
 from tests.integration.netns.lab import NetnsLab
 from tests.integration.provisioner.conftest import provisioner_settings
 
@@ -26,6 +28,23 @@ def lab() -> Iterator[NetnsLab]:
     finally:
         lab.cleanup()
     assert not lab.leftovers(), f"left behind: {lab.leftovers()}"
+
+
+def beating_settings(
+    pg_dsn: str, nats_url: str, state: Path, lab: NetnsLab, key: str, health_port: int, **more: Any
+) -> ProvisionerSettings:
+    """Provisioner settings of the netns driver on the lab's network whose amphorae beat
+    (``key``) every 0.2 s to ``health_port`` on the lab's gateway; ``more`` overrides."""
+    return provisioner_settings(pg_dsn, nats_url, state).model_copy(
+        update={
+            "driver": "netns",
+            "netns": lab.driver_settings,
+            "heartbeat_key": key,
+            "health_endpoints": [f"{lab.network.gateway}:{health_port}"],
+            "heartbeat_interval": 0.2,
+            **more,
+        }
+    )
 
 
 @dataclass

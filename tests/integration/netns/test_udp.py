@@ -41,9 +41,8 @@ from libs.common.repository import LoadBalancerRepository
 from services.health.domain.rollup import LbView, roll_up
 from services.provisioner.app import CONFIGURATOR, create_app
 from tests import builders as b
-from tests.integration.netns.conftest import NetnsProvisioner
+from tests.integration.netns.conftest import NetnsProvisioner, beating_settings
 from tests.integration.netns.lab import PYTHON, REPO, NetnsLab
-from tests.integration.provisioner.conftest import provisioner_settings
 from tests.integration.provisioner.test_process_lifecycle import META, wait_status
 
 pytestmark = pytest.mark.netns
@@ -127,15 +126,7 @@ async def udp_provisioner(
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    settings = provisioner_settings(pg_dsn, nats_url, tmp_path).model_copy(
-        update={
-            "driver": "netns",
-            "netns": lab.driver_settings,
-            "heartbeat_key": KEY,
-            "health_endpoints": [f"{lab.network.gateway}:{port}"],
-            "heartbeat_interval": 0.2,
-        }
-    )
+    settings = beating_settings(pg_dsn, nats_url, tmp_path, lab, KEY, port)
     app = create_app(settings)
     runner = web.AppRunner(app)
     await runner.setup()
