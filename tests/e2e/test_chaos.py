@@ -10,6 +10,7 @@ every stored event reaches the bus once (after dedup by event id) and nothing is
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import Iterable, Iterator
@@ -92,6 +93,19 @@ async def amphora_of(tenant: Tenant, lb_id: str) -> str:
     assert status == 200, body
     (amphora,) = [a for a in body["amphorae"] if a["status"] == "ALLOCATED"]
     return str(amphora["id"])
+
+
+def reconciliation_lines(state: Path, amphora_ids: Iterable[str]) -> str:
+    """The services' log lines on orphan reconciliation and on ``amphora_ids`` (a failure's
+    evidence: the stack's state dir does not outlive the next test runs)."""
+    wanted = ("orphan", "reconcil", "unowned", "Traceback", *amphora_ids)
+    lines = []
+    for name in ("provisioner.log", "housekeeping.log"):
+        with contextlib.suppress(OSError):
+            for line in (state / name).read_text(errors="replace").splitlines():
+                if any(word in line for word in wanted):
+                    lines.append(f"{name}: {line}")
+    return "\n".join(lines[-60:])
 
 
 def agent_pids(state: Path, amphora_ids: Iterable[str]) -> dict[str, int]:
@@ -177,7 +191,10 @@ async def test_kill_every_part_under_load(chaos_stack: Stack, backends: list[Bac
             list(agents ^ live),
         )
         await conn.close()
-        raise AssertionError(f"agents {agents - live} vs amphorae {live - agents}: {rows}")
+        raise AssertionError(
+            f"agents {agents - live} vs amphorae {live - agents}: {rows}\n"
+            + reconciliation_lines(stack.state, agents ^ live)
+        )
     on_bus = set(await bus_event_ids(stack.nats_settings("events"), len(ids)))
     assert ids <= on_bus, f"{len(ids - on_bus)} stored events never reached the bus"
     # Housekeeping keeps appending (its job runs every few seconds): what reached the bus
