@@ -33,7 +33,9 @@ its own) and that network's gateway as its default route; each amphora container
 namespace is named ``fdk-<12 hex of the amphora id>`` (``ip netns attach``, when it is added
 to the distributor; ``delete`` removes the name) and gets the VIP on ``lo`` and its link to
 the distributor. The agent plugs no VIP on ``eth1`` then (the configurator asks none).
-Needs root and iproute2, nft and conntrack on the engine's host, where the provisioner runs.
+Needs the provisioner as root on the engine's host, with iproute2, nft and conntrack; a
+provisioner that is not root (compose runs it as an unprivileged user) has no distribution, and
+its ACTIVE_ACTIVE load balancers fail with the reason before any container starts.
 
 The agent's server certificate (for the amphora id) and the CA are copied into the container
 right after it starts, while the agent's Python imports run (the agent waits for them,
@@ -134,12 +136,17 @@ class DockerAmphoraDriver:
         self._client: Any = None
         self._client_lock = threading.Lock()
         self._ip = IpRoute(_IP_COMMAND_TIMEOUT)
-        # ACTIVE_ACTIVE load balancers' distributors.
-        self.distribution = NetnsDistributors(
-            DockerDistributorNetwork(self),
-            NAMESPACE_PREFIX,
-            settings.distributor_links,
-            _IP_COMMAND_TIMEOUT,
+        # ACTIVE_ACTIVE load balancers' distributors: only a root provisioner on the engine's
+        # host can name the containers' namespaces (the others refuse the topology).
+        self.distribution = (
+            NetnsDistributors(
+                DockerDistributorNetwork(self),
+                NAMESPACE_PREFIX,
+                settings.distributor_links,
+                _IP_COMMAND_TIMEOUT,
+            )
+            if os.geteuid() == 0
+            else None
         )
 
     # -- protocol ----------------------------------------------------------------------------

@@ -107,6 +107,8 @@ async def test_active_active_spreads_over_containers_fails_over_and_deletes_clea
     ):
         async with running_provisioner(pg_dsn, nats_url, tmp_path, docker_host) as app:
             driver = _docker_driver(app[DRIVER])
+            distribution = driver.distribution
+            assert distribution is not None  # the test runs as root
             lb = b.loadbalancer(
                 VIP,
                 topology=Topology.ACTIVE_ACTIVE,
@@ -118,16 +120,16 @@ async def test_active_active_spreads_over_containers_fails_over_and_deletes_clea
             command = c.CreateLoadBalancer(
                 lb, listeners=(listener,), pools=(pool,), members=(member,)
             )
-            distributor_ns = driver.distribution.namespace_for(lb.id)
+            distributor_ns = distribution.namespace_for(lb.id)
             made.add(distributor_ns)
             await repo.execute(lb.id, command, META)
             state = await wait_status(repo, lb.id, "ACTIVE", timeout=60)
             amphorae = state.amphora_ids
             made.update(namespace_name(a) for a in amphorae)
             assert len(amphorae) == 2
-            assert sorted(driver.distribution.serving(lb.id)) == sorted(amphorae)
+            assert sorted(distribution.serving(lb.id)) == sorted(amphorae)
             assert all(namespace_exists(namespace_name(a)) for a in amphorae)
-            distributor = driver.distribution.distributor(lb.id)
+            distributor = distribution.distributor(lb.id)
             assert distributor is not None
             slots = {b.namespace: b.slot for b in distributor.backends if b.serving}
             assert sorted(slots) == sorted(namespace_name(a) for a in amphorae)
@@ -155,7 +157,7 @@ async def test_active_active_spreads_over_containers_fails_over_and_deletes_clea
             made.update(namespace_name(a) for a in state.amphora_ids)
             assert len(state.amphora_ids) == 2
             assert not namespace_exists(namespace_name(victim))
-            assert sorted(driver.distribution.serving(lb.id)) == sorted(state.amphora_ids)
+            assert sorted(distribution.serving(lb.id)) == sorted(state.amphora_ids)
             _flush(distributor_ns)
             assert await _answers(20) == Counter({"be0": 20})
             assert len(_marks(distributor_ns)) == 2
