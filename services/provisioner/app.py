@@ -206,7 +206,9 @@ def wire(settings: ProvisionerSettings, pool: asyncpg.Pool, metrics: Metrics) ->
     )
     inner = build_driver(settings, ca)
     driver = TracedDriver(inner)
-    distribution = inner.distribution if isinstance(inner, NetnsAmphoraDriver) else None
+    distribution = (
+        inner.distribution if isinstance(inner, NetnsAmphoraDriver | DockerAmphoraDriver) else None
+    )
     store = PostgresEventStore(pool)
     amphorae = AmphoraRepository(store)
     spares = SparePool(

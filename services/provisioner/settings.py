@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Final, Literal
+from typing import Final, Literal, Protocol
 
 from pydantic import BaseModel, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -107,6 +108,16 @@ class DockerDriverSettings(BaseModel):
     """
     api_timeout: float = 60.0
     """Seconds one engine API call may take."""
+    distributor_links: str = Field(default="198.19.254.0/24")
+    """IPv4 block the point-to-point links between an ACTIVE_ACTIVE distributor and its
+    amphora containers are cut from (one /30 per amphora; they live only inside those
+    namespaces, so every LB reuses it; it must not overlap the management or a VIP network).
+    """
+
+    @model_validator(mode="after")
+    def _links_apart_from_the_networks(self) -> DockerDriverSettings:
+        check_distributor_links(self.distributor_links, [self.mgmt_network, *self.vip_networks])
+        return self
 
 
 # --- netns driver and VRRP (issue 6 part B) -------------------------------------------------
@@ -210,17 +221,27 @@ class NetnsDriverSettings(BaseModel):
 
     @model_validator(mode="after")
     def _links_apart_from_the_networks(self) -> NetnsDriverSettings:
-        links = ipaddress.ip_network(self.distributor_links)
-        inside = links.version == 4 and links.subnet_of(_NETNS_RANGE)  # type: ignore[arg-type]
-        if not inside or links.prefixlen > 30:
-            raise ValueError(
-                f"distributor_links {links} must be an IPv4 block of at least a /30 in "
-                f"{_NETNS_RANGE}"
-            )
-        for network in self.networks:
-            if links.overlaps(ipaddress.ip_network(network.subnet)):
-                raise ValueError(f"distributor_links {links} overlaps network {network.name}")
+        check_distributor_links(self.distributor_links, self.networks)
         return self
+
+
+class _Subnet(Protocol):
+    name: str
+    subnet: str
+
+
+def check_distributor_links(block: str, networks: Sequence[_Subnet]) -> None:
+    """Raises ValueError unless ``block`` is an IPv4 block of at least a /30 in
+    198.18.0.0/15 that overlaps none of ``networks``' subnets."""
+    links = ipaddress.ip_network(block)
+    inside = links.version == 4 and links.subnet_of(_NETNS_RANGE)  # type: ignore[arg-type]
+    if not inside or links.prefixlen > 30:
+        raise ValueError(
+            f"distributor_links {links} must be an IPv4 block of at least a /30 in {_NETNS_RANGE}"
+        )
+    for network in networks:
+        if links.overlaps(ipaddress.ip_network(network.subnet)):
+            raise ValueError(f"distributor_links {links} overlaps network {network.name}")
 
 
 class VrrpSettings(BaseModel):

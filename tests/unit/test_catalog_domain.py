@@ -166,13 +166,16 @@ def test_active_active_amphora_bounds() -> None:
     ):
         with pytest.raises(ValidationFailed, match=why):
             providers.flavor_settings("amphora", bad, abilities)
-    for driver in ("process", "docker"):
-        refusing = providers.DriverAbilities.of(driver)
-        with pytest.raises(NotImplementedByProvider, match="does not support the ACTIVE_ACTIVE"):
-            providers.flavor_settings("amphora", aa + '"amphora_min": 2}', refusing)
-        # The 400s come first.
-        with pytest.raises(ValidationFailed):
-            providers.flavor_settings("amphora", aa + '"amphora_min": 0}', refusing)
+    refusing = providers.DriverAbilities.of("process")
+    with pytest.raises(NotImplementedByProvider, match="does not support the ACTIVE_ACTIVE"):
+        providers.flavor_settings("amphora", aa + '"amphora_min": 2}', refusing)
+    # The 400s come first.
+    with pytest.raises(ValidationFailed):
+        providers.flavor_settings("amphora", aa + '"amphora_min": 0}', refusing)
+    for driver in ("netns", "docker"):  # the drivers with a distributor
+        accepting = providers.DriverAbilities.of(driver)
+        given = providers.flavor_settings("amphora", aa + '"amphora_min": 2}', accepting)
+        assert given["amphora_min"] == 2, driver
     assert "amphora_max" in providers.FLAVOR_CAPABILITIES
 
 

@@ -97,8 +97,8 @@ class DriverAbilities:
         they can neither move a VIP between two amphorae nor filter it nor serve UDP; netns and
         docker amphorae serve UDP with nftables in their own namespace. A driver the API was
         not told about serves UDP only when ``udp_dataplane`` says so. Process amphorae hold
-        loopback VIPs, which are IPv4 (IPv6 has one loopback address). ACTIVE_ACTIVE needs the
-        netns driver's distributor (one namespace owning the VIP)."""
+        loopback VIPs, which are IPv4 (IPv6 has one loopback address). ACTIVE_ACTIVE needs a
+        distributor (one namespace owning the VIP): the netns and docker drivers have one."""
         if driver == "process":
             return cls(
                 driver,
@@ -107,14 +107,7 @@ class DriverAbilities:
                 ipv6_vips=False,
                 amphora_ceiling=amphora_ceiling,
             )
-        if driver == "docker":
-            return cls(
-                driver,
-                frozenset({Topology.SINGLE, Topology.ACTIVE_STANDBY}),
-                udp=True,
-                amphora_ceiling=amphora_ceiling,
-            )
-        return cls(driver, udp=driver == "netns", amphora_ceiling=amphora_ceiling)
+        return cls(driver, udp=driver in ("netns", "docker"), amphora_ceiling=amphora_ceiling)
 
     def refuse_topology(self, topology: Topology) -> str | None:
         """Why ``topology`` cannot be honoured, or None when it can."""

@@ -31,9 +31,13 @@ IPv4 VIPs only. The set of amphorae is kept by this object (the caller's state),
 handed out round robin so a slot comes back only after all others (no stale conntrack entry
 of a removed amphora meets its successor). Needs root, iproute2 and nft.
 
-``NetnsDistributors`` is the netns driver's ``Distribution``: one distributor per load
-balancer (namespace ``<namespace_prefix>d<12 hex of the LB id>``), made when its first amphora
-is added. What it knows lives in this process and in the kernel: after a restart the first
+What a distributor needs of the VIP network is ``DistributorNetwork``: ``NetnsNetwork`` (the
+netns driver's bridges) is one, the docker driver's VIP networks (a docker bridge, the
+containers' namespaces named by ``ip netns attach``) another.
+
+``NetnsDistributors`` is the netns and docker drivers' ``Distribution``: one distributor per
+load balancer (namespace ``<prefix>d<12 hex of the LB id>``), made when its first amphora is
+added. What it knows lives in this process and in the kernel: after a restart the first
 call for an LB adopts the distributor its namespace holds (``adopt``), connections untouched.
 """
 
@@ -48,13 +52,12 @@ import secrets
 import shutil
 import tempfile
 from dataclasses import dataclass, replace
-from typing import Final
+from typing import Final, Protocol
 
 from libs.common.errors import InfrastructureError
 from services.provisioner.adapters.netns_network import (
     VIP_INTERFACE,
     IpRoute,
-    NetnsNetwork,
     namespace_exists,
     short_id,
 )
@@ -69,6 +72,7 @@ __all__ = [
     "DISTRIBUTOR_INTERFACE",
     "Backend",
     "DistributorLayout",
+    "DistributorNetwork",
     "NetnsDistributor",
     "NetnsDistributors",
 ]
@@ -86,9 +90,44 @@ _SERVING_MAP: Final = re.compile(r"map \{ ([^}]*) \}")
 _SHOWN: Final = re.compile(r"(\d+) flow entr(?:y|ies) ha(?:s|ve) been shown")
 
 
+class NamedNetwork(Protocol):
+    """A VIP network, by name."""
+
+    @property
+    def name(self) -> str: ...
+
+
+class DistributorNetwork(Protocol):
+    """The VIP networks a distributor plugs into and the amphorae it reaches (module doc)."""
+
+    def namespace_for(self, amphora_id: str) -> str:
+        """The name of the amphora's network namespace."""
+        ...
+
+    async def name_namespace(self, amphora_id: str) -> str:
+        """The amphora's namespace, named (``namespace_for``) if it was not; raises
+        InfrastructureError when the amphora does not run."""
+        ...
+
+    def network_for(self, vip_address: str | None) -> NamedNetwork:
+        """The network whose subnet holds the VIP."""
+        ...
+
+    async def gateway(self, network: str) -> str:
+        """The network's IPv4 gateway."""
+        ...
+
+    async def attach(
+        self, network: str, namespace: str, address: str, address6: str | None = None
+    ) -> str:
+        """Plug the namespace into the network as ``eth0`` with ``address``; returns the
+        bridge port's name. Deleting the namespace unplugs it."""
+        ...
+
+
 @dataclass(frozen=True)
 class DistributorLayout:
-    """Where a distributor lives: its namespace, the netns network of the VIP, the VIP (IPv4,
+    """Where a distributor lives: its namespace, the VIP network, the VIP (IPv4,
     outside the network's ``ip_range``), the IPv4 block its point-to-point links are cut from
     (one /30 per slot) and the jhash seed."""
 
@@ -129,7 +168,7 @@ class NetnsDistributor:
     """One load balancer's distributor (see the module docstring)."""
 
     def __init__(
-        self, network: NetnsNetwork, layout: DistributorLayout, command_timeout: float = 10.0
+        self, network: DistributorNetwork, layout: DistributorLayout, command_timeout: float = 10.0
     ) -> None:
         if layout.capacity < 1:
             raise InfrastructureError(f"links block {layout.links} holds no /30")
@@ -172,7 +211,7 @@ class NetnsDistributor:
             "net.ipv4.icmp_ratelimit=0",
         )
         await self._network.attach(layout.network, ns, layout.vip)
-        gateway = self._network.network(layout.network).gateway
+        gateway = await self._network.gateway(layout.network)
         await self._ip.run("-n", ns, "route", "replace", "default", "via", gateway)
         await self._ip.run(
             "-n", ns, "rule", "add", "pref", str(_LOCAL_RULE_PREF), "lookup", "local"
@@ -372,10 +411,10 @@ class NetnsDistributor:
 
 
 class NetnsDistributors:
-    """The distributors of the netns driver's ACTIVE_ACTIVE load balancers, by LB id."""
+    """The distributors of a driver's ACTIVE_ACTIVE load balancers, by LB id."""
 
     def __init__(
-        self, network: NetnsNetwork, prefix: str, links: str, command_timeout: float = 10.0
+        self, network: DistributorNetwork, prefix: str, links: str, command_timeout: float = 10.0
     ) -> None:
         self._network = network
         self._prefix = prefix
@@ -416,7 +455,7 @@ class NetnsDistributors:
 
     async def add(self, lb_id: str, vip: str, amphora_id: str) -> None:
         distributor = await self._made(lb_id, vip)
-        namespace = self._network.namespace_for(amphora_id)
+        namespace = await self._network.name_namespace(amphora_id)
         if all(b.namespace != namespace for b in distributor.backends):
             await distributor.add(namespace)
         self._amphorae[lb_id][namespace] = amphora_id

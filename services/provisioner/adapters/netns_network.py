@@ -210,6 +210,13 @@ class NetnsNetwork:
                 return network
         raise InfrastructureError(f"netns network {name!r} is not configured")
 
+    async def gateway(self, network: str) -> str:
+        return self.network(network).gateway
+
+    async def name_namespace(self, amphora_id: str) -> str:
+        """The amphora's namespace (named when it was made)."""
+        return self.namespace_for(amphora_id)
+
     @contextlib.asynccontextmanager
     async def locked(self) -> AsyncIterator[None]:
         """Serializes address allocation and network changes, across processes too."""

@@ -26,6 +26,17 @@ Networks (created when missing, with the configured subnets inside 198.18.0.0/15
   (no VIP yet) is put on the first VIP network, so it can serve any VIP of that network once
   an LB claims it.
 
+ACTIVE_ACTIVE load balancers (``distribution``) get the netns driver's distributor
+(adapters/netns_distributor.py) over ``DockerDistributorNetwork``: the distributor namespace
+``fdk-d<12 hex of the LB id>`` holds the VIP on the VIP network's Linux bridge (a veth port of
+its own) and that network's gateway as its default route; each amphora container's network
+namespace is named ``fdk-<12 hex of the amphora id>`` (``ip netns attach``, when it is added
+to the distributor; ``delete`` removes the name) and gets the VIP on ``lo`` and its link to
+the distributor. The agent plugs no VIP on ``eth1`` then (the configurator asks none).
+Needs the provisioner as root on the engine's host, with iproute2, nft and conntrack; a
+provisioner that is not root (compose runs it as an unprivileged user) has no distribution, and
+its ACTIVE_ACTIVE load balancers fail with the reason before any container starts.
+
 The agent's server certificate (for the amphora id) and the CA are copied into the container
 right after it starts, while the agent's Python imports run (the agent waits for them,
 ``FULCRUM_AMPHORA_CERT_WAIT``): no bind mount, so the provisioner may run in a container itself.
@@ -37,6 +48,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import io
 import ipaddress
 import os
@@ -55,10 +67,18 @@ import requests
 
 from libs.common.errors import FulcrumError, InfrastructureError
 from libs.common.pki import DeploymentCA, IssuedCertificate
+from services.provisioner.adapters.netns_distributor import NetnsDistributors
+from services.provisioner.adapters.netns_network import IpRoute, namespace_exists, short_id
 from services.provisioner.drivers import AmphoraHandle, AmphoraSpec
 from services.provisioner.settings import DockerDriverSettings, DockerNetworkSettings
 
-__all__ = ["DRIVER_NAME", "DockerAmphoraDriver", "container_name"]
+__all__ = [
+    "DRIVER_NAME",
+    "DockerAmphoraDriver",
+    "DockerDistributorNetwork",
+    "container_name",
+    "namespace_name",
+]
 
 DRIVER_NAME: Final = "docker"
 CERT_DIR: Final = "/etc/fulcrum/amphora"
@@ -77,6 +97,10 @@ VIP_INTERFACE: Final = "eth1"
 _STATE_CHECK_INTERVAL: Final = 0.5
 _DEFAULT_HOST: Final = "unix:///var/run/docker.sock"
 _LOG_TAIL_LINES: Final = 40
+# Names of the network namespaces of ACTIVE_ACTIVE amphorae and distributors on the host.
+NAMESPACE_PREFIX: Final = "fdk-"
+_BRIDGE_NAME_OPTION: Final = "com.docker.network.bridge.name"
+_IP_COMMAND_TIMEOUT: Final = 10.0
 
 T = TypeVar("T")
 Handles = list[AmphoraHandle]
@@ -84,6 +108,11 @@ Handles = list[AmphoraHandle]
 
 def container_name(amphora_id: str) -> str:
     return f"amphora-{amphora_id}"
+
+
+def namespace_name(amphora_id: str) -> str:
+    """The name the amphora container's network namespace gets on the host (ACTIVE_ACTIVE)."""
+    return f"{NAMESPACE_PREFIX}{short_id(amphora_id)}"
 
 
 class DockerAmphoraDriver:
@@ -106,6 +135,19 @@ class DockerAmphoraDriver:
         self._validity = cert_validity_days
         self._client: Any = None
         self._client_lock = threading.Lock()
+        self._ip = IpRoute(_IP_COMMAND_TIMEOUT)
+        # ACTIVE_ACTIVE load balancers' distributors: only a root provisioner on the engine's
+        # host can name the containers' namespaces (the others refuse the topology).
+        self.distribution = (
+            NetnsDistributors(
+                DockerDistributorNetwork(self),
+                NAMESPACE_PREFIX,
+                settings.distributor_links,
+                _IP_COMMAND_TIMEOUT,
+            )
+            if os.geteuid() == 0
+            else None
+        )
 
     # -- protocol ----------------------------------------------------------------------------
 
@@ -191,8 +233,33 @@ class DockerAmphoraDriver:
         return self._handle(found["Id"], labels, found["NetworkSettings"])
 
     async def delete(self, amphora_id: str) -> None:
-        """Remove the container (killing it); succeeds when it does not exist."""
+        """Remove the container (killing it) and the name of its network namespace; succeeds
+        when they do not exist."""
         await self._call("remove the container", self._remove, container_name(amphora_id))
+        namespace = namespace_name(amphora_id)
+        if namespace_exists(namespace):
+            await self._ip.run("netns", "delete", namespace)
+
+    async def container_pid(self, amphora_id: str) -> int | None:
+        """The pid of the amphora container's first process; None when it does not run."""
+        return await self._call("inspect the container", self._pid, container_name(amphora_id))
+
+    async def bridge(self, network: str) -> str:
+        """The Linux bridge of docker network ``network`` on the engine's host."""
+        return await self._call(f"inspect network {network}", self._bridge, network)
+
+    def vip_network(self, name: str) -> DockerNetworkSettings:
+        """The configured VIP network ``name``."""
+        for network in self._settings.vip_networks:
+            if network.name == name:
+                return network
+        raise InfrastructureError(f"docker VIP network {name!r} is not configured")
+
+    def vip_network_for(self, vip_address: str) -> DockerNetworkSettings:
+        """The VIP network whose subnet holds ``vip_address``."""
+        network = self._vip_network(vip_address)
+        assert network is not None  # a VIP always has one (or raised)
+        return network
 
     async def list(self) -> list[AmphoraHandle]:
         """Running amphora containers of this deployment, from their labels."""
@@ -342,6 +409,17 @@ class DockerAmphoraDriver:
             ),
             networking_config=api.create_networking_config({network: api.create_endpoint_config()}),
         )
+
+    def _pid(self, name: str) -> int | None:
+        info = self._inspect(name)
+        if info is None or not info["State"].get("Running"):
+            return None
+        return int(info["State"].get("Pid") or 0) or None
+
+    def _bridge(self, network: str) -> str:
+        found = self._engine().api.inspect_network(network)
+        name = (found.get("Options") or {}).get(_BRIDGE_NAME_OPTION)
+        return str(name) if name else f"br-{found['Id'][:12]}"
 
     def _connect(self, name: str, network: str) -> None:
         self._engine().api.connect_container_to_network(name, network)
@@ -508,6 +586,72 @@ class DockerAmphoraDriver:
                     f"after {self._boot_timeout:.0f} s"
                 )
             await asyncio.sleep(0.02)
+
+
+class DockerDistributorNetwork:
+    """The docker driver's VIP networks as a distributor needs them (``DistributorNetwork``
+    of adapters/netns_distributor.py): namespaces plug into a network's Linux bridge with a
+    veth; an amphora's namespace is its container's, named with ``ip netns attach``."""
+
+    def __init__(self, driver: DockerAmphoraDriver) -> None:
+        self._driver = driver
+        self._ip = IpRoute(_IP_COMMAND_TIMEOUT)
+
+    def namespace_for(self, amphora_id: str) -> str:
+        return namespace_name(amphora_id)
+
+    async def name_namespace(self, amphora_id: str) -> str:
+        """Names the running container's namespace (again, when the name is stale)."""
+        name = namespace_name(amphora_id)
+        pid = await self._driver.container_pid(amphora_id)
+        if pid is None:
+            raise InfrastructureError(f"amphora {amphora_id} has no running container")
+        if namespace_exists(name):
+            if _same_namespace(name, pid):
+                return name
+            await self._ip.run("netns", "delete", name)
+        await self._ip.run("netns", "attach", name, str(pid))
+        return name
+
+    def network_for(self, vip_address: str | None) -> DockerNetworkSettings:
+        if vip_address is None:
+            raise InfrastructureError("a distributor needs a VIP")
+        return self._driver.vip_network_for(vip_address)
+
+    async def gateway(self, network: str) -> str:
+        """The configured gateway, else docker's choice (the subnet's first address)."""
+        settings = self._driver.vip_network(network)
+        return settings.gateway or str(ipaddress.ip_network(settings.subnet)[1])
+
+    async def attach(
+        self, network: str, namespace: str, address: str, address6: str | None = None
+    ) -> str:
+        """Plug ``namespace`` into the network's bridge as ``eth0`` with ``address`` (IPv4:
+        ``address6`` is refused); returns the bridge port's name."""
+        if address6 is not None:
+            raise InfrastructureError("docker distributor namespaces take IPv4 addresses only")
+        prefix = ipaddress.ip_network(self._driver.vip_network(network).subnet).prefixlen
+        bridge = await self._driver.bridge(network)
+        port = "q" + hashlib.sha256(namespace.encode()).hexdigest()[:12]
+        await self._ip.run("link", "del", port, check=False)
+        await self._ip.run(
+            "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", namespace
+        )
+        await self._ip.run("link", "set", port, "master", bridge, "up")
+        await self._ip.run("-n", namespace, "addr", "add", f"{address}/{prefix}", "dev", "eth0")
+        await self._ip.run("-n", namespace, "link", "set", "eth0", "up")
+        await self._ip.run("-n", namespace, "link", "set", "lo", "up")
+        return port
+
+
+def _same_namespace(name: str, pid: int) -> bool:
+    """Whether the named namespace is the one process ``pid`` runs in."""
+    try:
+        named = os.stat(f"/run/netns/{name}")
+        running = os.stat(f"/proc/{pid}/ns/net")
+    except OSError:
+        return False
+    return (named.st_dev, named.st_ino) == (running.st_dev, running.st_ino)
 
 
 def _certificate_archive(ca_pem: bytes, issued: IssuedCertificate) -> bytes:

@@ -281,3 +281,19 @@ async def test_active_active_spreads_one_ipv4_vip(make_api: MakeApi) -> None:
     assert (await api.get(LBS, expect=200)).body["loadbalancers"] == []
     body = {"loadbalancer": {"flavor_id": flavor_id, "vip_subnet_id": SUBNET}}
     await api.post(LBS, body, expect=201)
+
+
+async def test_active_active_needs_a_driver_with_a_distributor(make_api: MakeApi) -> None:
+    """The netns and docker drivers spread an ACTIVE_ACTIVE VIP; the process driver's
+    amphorae cannot: its refusal is Octavia's 501, and nothing is written."""
+    data = {"loadbalancer_topology": "ACTIVE_ACTIVE", "amphora_min": 2}
+    body = {"flavorprofile": {"name": "aa", "provider_name": "amphora"}}
+    body["flavorprofile"]["flavor_data"] = json.dumps(data)
+    for driver in ("netns", "docker"):
+        api = await make_api(amphora_driver=driver)
+        await api.post(PROFILES, body, expect=201)
+    api = await make_api(amphora_driver="process")
+    before = (await api.get(PROFILES, expect=200)).body["flavorprofiles"]
+    reply = await api.post(PROFILES, body, expect=501)
+    assert "does not support the ACTIVE_ACTIVE topology" in reply.fault(), reply.fault()
+    assert (await api.get(PROFILES, expect=200)).body["flavorprofiles"] == before
