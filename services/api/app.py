@@ -34,7 +34,7 @@ from services.api.domain.quotas import QuotaGuard
 from services.api.domain.usecases import Config, LoadBalancing
 from services.api.http.client_address import client_address_middleware
 from services.api.http.context import IDENTITY, RESOLVER, build_resolver, request_context
-from services.api.http.deps import SETTINGS, USECASES, VIEWS
+from services.api.http.deps import ABILITIES, SETTINGS, USECASES, VIEWS
 from services.api.http.errors import octavia_middleware
 from services.api.http.neutron import NeutronApi, vip_port_body
 from services.api.http.operator import operator_split
@@ -136,6 +136,9 @@ def create_app(settings: ApiSettings) -> web.Application:
     app = base_app("api", middlewares=[client, octavia_middleware, *split])
     app.on_response_prepare.append(_no_version_banner)
     app[SETTINGS] = settings
+    app[ABILITIES] = DriverAbilities.of(
+        settings.amphora_driver, settings.amphora_ceiling, settings.distributor
+    )
     app[IDENTITY] = build_identity(settings)
     app[RESOLVER] = build_resolver(settings)
     app[events.OPEN_FEEDS] = events.OpenFeeds(FeedSlots(settings.feed.max_per_project))
@@ -170,7 +173,7 @@ def create_app(settings: ApiSettings) -> web.Application:
             await quotas.execute(project_id, SetQuota({}), Metadata(actor="api:quota"))
 
         record_quota = first_quota_record if settings.auth_strategy != "noauth" else None
-        abilities = DriverAbilities.of(settings.amphora_driver, settings.amphora_ceiling)
+        abilities = app[ABILITIES]
         app[USECASES] = LoadBalancing(
             LoadBalancerRepository(PostgresEventStore(app[DB])),
             views,

@@ -163,6 +163,12 @@ class ApiSettings(SecretKeysSetting, BaseSettings):
     namespace: netns and docker drivers, as root). False: UDP listeners and pools are refused
     with 501 after every other check.
     """
+    distributor: bool | None = None
+    """Whether the amphora driver can spread an ACTIVE_ACTIVE load balancer's VIP over its
+    amphorae (a distributor namespace: the netns driver, and the docker driver when its
+    provisioner runs as root). False: ACTIVE_ACTIVE flavors are refused with 501 after every
+    other check. Unset: as ``amphora_driver`` says.
+    """
     loadbalancer_topology: Topology = Topology.SINGLE
     """Topology of load balancers whose flavor does not set one."""
     amphora_ceiling: int = Field(default=8, ge=1, le=64)

@@ -91,14 +91,21 @@ class DriverAbilities:
     amphora_ceiling: int = DEFAULT_AMPHORA_CEILING
 
     @classmethod
-    def of(cls, driver: str, amphora_ceiling: int = DEFAULT_AMPHORA_CEILING) -> DriverAbilities:
+    def of(
+        cls,
+        driver: str,
+        amphora_ceiling: int = DEFAULT_AMPHORA_CEILING,
+        distributor: bool | None = None,
+    ) -> DriverAbilities:
         """The abilities of a provisioner driver by name (``process``, ``netns``, ``docker``):
         the process driver's amphorae share the host's network namespace (loopback VIPs), so
         they can neither move a VIP between two amphorae nor filter it nor serve UDP; netns and
         docker amphorae serve UDP with nftables in their own namespace. A driver the API was
         not told about serves UDP only when ``udp_dataplane`` says so. Process amphorae hold
         loopback VIPs, which are IPv4 (IPv6 has one loopback address). ACTIVE_ACTIVE needs a
-        distributor (one namespace owning the VIP): the netns and docker drivers have one."""
+        distributor (one namespace owning the VIP): the netns and docker drivers have one, but
+        ``distributor`` (when set) says whether this deployment's does (a docker provisioner
+        that is not root has none)."""
         if driver == "process":
             return cls(
                 driver,
@@ -107,14 +114,23 @@ class DriverAbilities:
                 ipv6_vips=False,
                 amphora_ceiling=amphora_ceiling,
             )
-        return cls(driver, udp=driver in ("netns", "docker"), amphora_ceiling=amphora_ceiling)
+        topologies = frozenset(Topology)
+        if distributor is False:
+            topologies -= {Topology.ACTIVE_ACTIVE}
+        return cls(
+            driver,
+            topologies,
+            udp=driver in ("netns", "docker"),
+            amphora_ceiling=amphora_ceiling,
+        )
 
     def refuse_topology(self, topology: Topology) -> str | None:
         """Why ``topology`` cannot be honoured, or None when it can."""
         if topology in self.topologies:
             return None
+        named = f"{self.driver} " if self.driver else ""
         return (
-            f"The {self.driver} amphora driver of this deployment does not support the "
+            f"The {named}amphora driver of this deployment does not support the "
             f"{topology.value} topology."
         )
 

@@ -292,8 +292,15 @@ async def test_active_active_needs_a_driver_with_a_distributor(make_api: MakeApi
     for driver in ("netns", "docker"):
         api = await make_api(amphora_driver=driver)
         await api.post(PROFILES, body, expect=201)
-    api = await make_api(amphora_driver="process")
-    before = (await api.get(PROFILES, expect=200)).body["flavorprofiles"]
-    reply = await api.post(PROFILES, body, expect=501)
-    assert "does not support the ACTIVE_ACTIVE topology" in reply.fault(), reply.fault()
-    assert (await api.get(PROFILES, expect=200)).body["flavorprofiles"] == before
+    # The process driver, and a deployment whose provisioner has no distributor (compose's
+    # docker provisioner does not run as root; compose names no driver) refuse it.
+    for refusing in (
+        {"amphora_driver": "process"},
+        {"amphora_driver": "docker", "distributor": False},
+        {"distributor": False},
+    ):
+        api = await make_api(**refusing)
+        before = (await api.get(PROFILES, expect=200)).body["flavorprofiles"]
+        reply = await api.post(PROFILES, body, expect=501)
+        assert "does not support the ACTIVE_ACTIVE topology" in reply.fault(), reply.fault()
+        assert (await api.get(PROFILES, expect=200)).body["flavorprofiles"] == before

@@ -18,11 +18,10 @@ from services.api.domain.catalog import Section
 from services.api.domain.catalog_usecases import CatalogAdministration
 from services.api.domain.kinds import Kind
 from services.api.domain.policy import Action, enforce
-from services.api.domain.providers import DriverAbilities
 from services.api.http import reading, writing
 from services.api.http.bodies import read_input
 from services.api.http.context import request_context
-from services.api.http.deps import SETTINGS, VIEWS
+from services.api.http.deps import ABILITIES, VIEWS
 from services.api.http.query import fields_of
 from services.api.http.responses import empty, encoded, enveloped, select_fields
 from services.api.http.routing import ApiRouter, path_id
@@ -30,10 +29,9 @@ from services.api.http.schemas import Input
 
 
 def administration(request: web.Request) -> CatalogAdministration:
-    abilities = DriverAbilities.of(
-        request.app[SETTINGS].amphora_driver, request.app[SETTINGS].amphora_ceiling
+    return CatalogAdministration(
+        PostgresCatalog(PostgresEventStore(request.app[DB])), request.app[ABILITIES]
     )
-    return CatalogAdministration(PostgresCatalog(PostgresEventStore(request.app[DB])), abilities)
 
 
 def _show(kind: Kind, read: Action, param: str) -> Handler:
