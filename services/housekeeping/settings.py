@@ -63,6 +63,9 @@ class StrandedJob(JobSettings):
 class OrphansJob(JobSettings):
     """Ask the provisioner to reconcile its driver with the store."""
 
+    interval: float = Field(default=10.0, gt=0)
+    """Seconds between runs of the job (a pass lists the driver's amphorae and reads the
+    store's; an orphan goes one pass after ``grace``)."""
     grace: float = Field(default=30.0, ge=0)
     """Seconds a running amphora nobody owns is left before it is deleted (covers an amphora booted
     but not yet recorded).
