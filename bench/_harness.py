@@ -19,7 +19,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import aiohttp
 
@@ -78,6 +79,14 @@ def lb_tree(vip_address: str, now: datetime.datetime) -> LbTree:
     return LbTree(lb, listener, pool, members)
 
 
+def with_application_name(dsn: str, name: str) -> str:
+    """``dsn`` whose sessions show as ``name`` in ``pg_stat_activity`` (the benchmarks charge
+    each Postgres backend's CPU to the service it serves)."""
+    parts = urlsplit(dsn)
+    query = [(k, v) for k, v in parse_qsl(parts.query) if k != "application_name"]
+    return urlunsplit(parts._replace(query=urlencode([*query, ("application_name", name)])))
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
         s.bind((host, 0))
@@ -111,6 +120,7 @@ class Stack:
     pg_dsn: str = ""
     nats_url: str = ""
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    names: dict[int, str] = field(default_factory=dict)  # service pid -> service name
     _servers: list[EmbeddedPostgres | EmbeddedNats] = field(default_factory=list)
 
     def start_infra(self) -> None:
@@ -128,7 +138,7 @@ class Stack:
         prefix = f"FULCRUM_{name.upper()}_"
         full = {
             **os.environ,
-            f"{prefix}POSTGRES__DSN": self.pg_dsn,
+            f"{prefix}POSTGRES__DSN": with_application_name(self.pg_dsn, name),
             f"{prefix}NATS__URL": self.nats_url,
             **{prefix + k: v for k, v in env.items()},
         }
@@ -137,6 +147,7 @@ class Stack:
             [sys.executable, "-m", f"services.{name}"], env=full, stdout=log, stderr=log
         )
         self.procs.append(proc)
+        self.names[proc.pid] = name
         return proc
 
     def close(self) -> None:
@@ -266,15 +277,22 @@ class Vips:
 
 
 class StatusWatch:
-    """Watches many LBs with one list request every ``poll`` seconds.
+    """Watches many LBs: every ``poll`` seconds one list of the LBs still PENDING_CREATE.
 
-    ``wait_active`` returns once the LB is seen ACTIVE (raises on ERROR or after ``timeout``).
+    The list is filtered (``provisioning_status=PENDING_CREATE&fields=id``), so a poll costs
+    the API and Postgres what is in flight, not the whole fleet. A watched LB missing from it
+    is confirmed with a show of that LB alone: ``wait_active`` returns once it is ACTIVE
+    (raises on ERROR or after ``timeout``); any other state (not projected yet, or moved on
+    since) keeps it watched.
     """
+
+    PENDING: Final = "PENDING_CREATE"
 
     def __init__(self, api: Api, poll: float) -> None:
         self._api = api
         self._poll = poll
         self._waiting: dict[str, asyncio.Future[None]] = {}
+        self.requests = 0
 
     async def wait_active(self, lb_id: str, timeout: float = 120) -> None:
         future = self._waiting.setdefault(lb_id, asyncio.get_running_loop().create_future())
@@ -285,21 +303,37 @@ class StatusWatch:
 
     async def run(self) -> None:
         """Poll until cancelled."""
-        url = f"{self._api.base}/v2/lbaas/loadbalancers?fields=id,provisioning_status"
+        url = (
+            f"{self._api.base}/v2/lbaas/loadbalancers?provisioning_status={self.PENDING}&fields=id"
+        )
         while True:
             await asyncio.sleep(self._poll)
             if not self._waiting:
                 continue
             async with self._api.s.get(url) as resp:
-                lbs: list[dict[str, Any]] = (await resp.json())["loadbalancers"]
-            for lb in lbs:
-                future = self._waiting.get(lb["id"])
+                self.requests += 1
+                pending = {lb["id"] for lb in (await resp.json())["loadbalancers"]}
+            left = [i for i, f in self._waiting.items() if i not in pending and not f.done()]
+            for lb_id, status in zip(
+                left, await asyncio.gather(*(self._status(i) for i in left)), strict=True
+            ):
+                future = self._waiting.get(lb_id)
                 if future is None or future.done():
                     continue
-                if lb["provisioning_status"] == "ACTIVE":
+                if status == "ACTIVE":
                     future.set_result(None)
-                elif lb["provisioning_status"] == "ERROR":
-                    future.set_exception(RuntimeError(f"LB {lb['id']}: ERROR"))
+                elif status == "ERROR":
+                    future.set_exception(RuntimeError(f"LB {lb_id}: ERROR"))
+
+    async def _status(self, lb_id: str) -> str | None:
+        """The LB's provisioning status (None: not found)."""
+        url = f"{self._api.base}/v2/lbaas/loadbalancers/{lb_id}?fields=provisioning_status"
+        async with self._api.s.get(url) as resp:
+            self.requests += 1
+            if resp.status == 404:
+                return None
+            body: dict[str, Any] = await resp.json()
+        return str(body["loadbalancer"]["provisioning_status"])
 
 
 def print_ratios(results: dict[int, tuple[float, int]], goal: float) -> None:

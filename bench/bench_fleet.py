@@ -27,14 +27,17 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 import aiohttp  # noqa: E402
+import asyncpg  # noqa: E402
 
 from bench._harness import (  # noqa: E402
     BACKEND_CFG,
@@ -54,13 +57,19 @@ from libs.common.settings import HEARTBEAT_KEY_ENV  # noqa: E402
 CONCURRENCY = 16
 SMALL = 10
 POLL = 0.1
-SHOW_SAMPLES = 50
-LIST_SAMPLES = 20
+WARM_UP = 30
+LATENCY_ROUNDS = 300
+LIST_EVERY = 5
+SETTLE = 5.0
 GOAL_SECONDS_PER_1000 = 60.0
 GOAL_PSS_MB = 12.0
 GOAL_IDLE_CORES = 0.1
 GOAL_LATENCY_RATIO = 1.2
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+SERVICES = ("api", "provisioner", "health", "housekeeping")
+AGENTS = "amphorae: agents"
+HAPROXIES = "amphorae: haproxy"
+T = TypeVar("T")
 # What one LB costs the box with the process driver (amphora, its share of the control plane).
 MB_PER_LB = 25
 
@@ -87,11 +96,17 @@ class Memory:
         return self.agent + self.haproxy
 
 
-async def create_fleet(api: Api, vips: Vips, members: list[int], count: int) -> list[str]:
-    """``count`` single-call creates at ``CONCURRENCY``; returns once every one is ACTIVE."""
+async def create_fleet(
+    api: Api, vips: Vips, members: list[int], count: int
+) -> tuple[list[str], list[float], int]:
+    """``count`` single-call creates at ``CONCURRENCY``; returns once every one is ACTIVE, with
+    the ids, when each was seen ACTIVE (seconds since the start, in order) and the status
+    requests the watch made."""
     sem = asyncio.Semaphore(CONCURRENCY)
     watch = StatusWatch(api, POLL)
     ids: list[str] = []
+    done: list[float] = []
+    started = time.perf_counter()
 
     async def one() -> None:
         vip = vips.next()
@@ -100,16 +115,21 @@ async def create_fleet(api: Api, vips: Vips, members: list[int], count: int) -> 
             lb = (await api.post("/v2/lbaas/loadbalancers", body))["loadbalancer"]
             ids.append(lb["id"])
             await watch.wait_active(lb["id"], timeout=300)
+            done.append(time.perf_counter() - started)
 
     poller = asyncio.create_task(watch.run())
     try:
         await asyncio.gather(*(one() for _ in range(count)))
     finally:
         poller.cancel()
-    return ids
+    return ids, done, watch.requests
 
 
 async def latencies(api: Api, lb_ids: list[str]) -> Latencies:
+    """p50s of show, first page and whole list, after ``WARM_UP`` rounds, interleaved (one of
+    each kind per round, the whole list every ``LIST_EVERY``-th round) so that the box's load
+    falls on every kind alike."""
+
     async def timed(url: str) -> float:
         started = time.perf_counter()
         async with api.s.get(url) as resp:
@@ -118,9 +138,21 @@ async def latencies(api: Api, lb_ids: list[str]) -> Latencies:
         return time.perf_counter() - started
 
     base = f"{api.base}/v2/lbaas/loadbalancers"
-    show = [await timed(f"{base}/{lb_ids[n % len(lb_ids)]}") for n in range(SHOW_SAMPLES)]
-    whole = [await timed(base) for _ in range(LIST_SAMPLES)]
-    page = [await timed(f"{base}?limit=10") for _ in range(LIST_SAMPLES)]
+    show: list[float] = []
+    page: list[float] = []
+    whole: list[float] = []
+    for n in range(WARM_UP + LATENCY_ROUNDS):
+        samples = (
+            await timed(f"{base}/{lb_ids[n % len(lb_ids)]}"),
+            await timed(f"{base}?limit=10"),
+            await timed(base) if n % LIST_EVERY == 0 else None,
+        )
+        if n < WARM_UP:
+            continue
+        show.append(samples[0])
+        page.append(samples[1])
+        if samples[2] is not None:
+            whole.append(samples[2])
     return Latencies(pct(show, 0.5), pct(whole, 0.5), pct(page, 0.5))
 
 
@@ -161,38 +193,97 @@ def amphora_memory(state_dir: Path) -> Memory:
     return Memory(count, sum(agents) / count / 1024, sum(haproxies) / count / 1024)
 
 
-def cpu_ticks(pids: list[int]) -> int:
-    """utime + stime of ``pids`` (processes gone count 0)."""
-    total = 0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])
-    return total
+def cpu_ticks(pid: int) -> int | None:
+    """utime + stime of ``pid`` (None when it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return int(fields[11]) + int(fields[12])
 
 
-def with_children(pid: int) -> list[int]:
-    """``pid`` and its children (Postgres: the postmaster and its backends)."""
-    return [pid, *children(pid)]
+# pid -> (group, CPU ticks so far)
+Snapshot = dict[int, tuple[str, int]]
 
 
-async def idle_cpu(s: Stack, seconds: float) -> tuple[float, float]:
-    """Cores used over ``seconds`` by the services, and by them plus Postgres and NATS."""
-    services = [p.pid for p in s.procs]
-    servers = [pid for pid in s.server_pids() if pid is not None]
-    infra_start = [p for pid in servers for p in with_children(pid)]
-    before_services, before_infra = cpu_ticks(services), cpu_ticks(infra_start)
-    started = time.monotonic()
-    await asyncio.sleep(seconds)
+async def postgres_roles(dsn: str) -> dict[int, str]:
+    """Each Postgres backend's pid -> the service it serves (its application_name), or its
+    kind (autovacuum, walwriter ...)."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = await conn.fetch(
+            "SELECT pid, coalesce(nullif(application_name, ''), backend_type) AS name "
+            "FROM pg_stat_activity WHERE pid <> pg_backend_pid()"
+        )
+    finally:
+        await conn.close()
+    return {int(r["pid"]): str(r["name"]) for r in rows}
+
+
+async def snapshot(s: Stack) -> Snapshot:
+    """CPU ticks of every process of the stack and its fleet, by group: each service, Postgres
+    by the service each backend serves, NATS, the amphorae's agents and their HAProxies."""
+    groups: dict[int, str] = dict(s.names)
+    postmaster, nats = s.server_pids()
+    if postmaster is not None:
+        roles = await postgres_roles(s.pg_dsn)
+        groups[postmaster] = "postgres: postmaster"
+        for pid in children(postmaster):
+            groups[pid] = f"postgres: {roles.get(pid, 'other')}"
+    if nats is not None:
+        groups[nats] = "nats"
+    for directory in (s.root / "amphorae").glob("*"):
+        for name, group in (("agent.pid", AGENTS), ("haproxy.pid", HAPROXIES)):
+            try:
+                pid = int((directory / name).read_text())
+            except (OSError, ValueError):
+                continue
+            groups.setdefault(pid, group)
+            if group == HAPROXIES:
+                for worker in children(pid):
+                    groups.setdefault(worker, group)
+    out: Snapshot = {}
+    for pid, group in groups.items():
+        ticks = cpu_ticks(pid)
+        if ticks is not None:
+            out[pid] = (group, ticks)
+    return out
+
+
+def cores_by_group(before: Snapshot, after: Snapshot, seconds: float) -> dict[str, float]:
+    """Cores each group used between two snapshots (a process born in between counts all
+    its time; one gone in between is lost: Postgres backends of short sessions)."""
+    ticks: dict[str, int] = {}
+    for pid, (group, now) in after.items():
+        then = before.get(pid, (group, 0))[1]
+        ticks[group] = ticks.get(group, 0) + max(0, now - then)
+    return {group: t / CLOCK_TICKS / seconds for group, t in sorted(ticks.items())}
+
+
+@dataclass(frozen=True)
+class CpuUse:
+    """Cores by process group over a window; the control plane is every group but the
+    amphorae's."""
+
+    seconds: float
+    cores: dict[str, float]
+
+    @property
+    def services(self) -> float:
+        return sum(v for k, v in self.cores.items() if k in SERVICES)
+
+    @property
+    def control_plane(self) -> float:
+        return sum(v for k, v in self.cores.items() if k not in (AGENTS, HAPROXIES))
+
+
+async def measure_cpu(s: Stack, work: Awaitable[T]) -> tuple[T, CpuUse]:
+    """``work``'s result and the cores every group used while it ran."""
+    before, started = await snapshot(s), time.monotonic()
+    result = await work
+    after = await snapshot(s)
     elapsed = time.monotonic() - started
-    infra_end = [p for pid in servers for p in with_children(pid)]
-    services_cores = (cpu_ticks(services) - before_services) / CLOCK_TICKS / elapsed
-    # Postgres backends come and go: count those alive at either end, once each.
-    infra_pids = sorted(set(infra_start) | set(infra_end))
-    infra_cores = (cpu_ticks(infra_pids) - before_infra) / CLOCK_TICKS / elapsed
-    return services_cores, services_cores + max(infra_cores, 0.0)
+    return result, CpuUse(elapsed, cores_by_group(before, after, elapsed))
 
 
 def start_services(s: Stack, api_port: int) -> None:
@@ -218,6 +309,18 @@ def start_services(s: Stack, api_port: int) -> None:
     )
 
 
+@dataclass(frozen=True)
+class Creation:
+    """The fleet's creation: seconds in all, when each LB was seen ACTIVE (seconds since its
+    batch started, the first ``SMALL`` then the rest), the watch's status requests and the
+    CPU used while the rest was created."""
+
+    seconds: float
+    done: list[float]
+    status_requests: int
+    cpu: CpuUse
+
+
 async def run(count: int, idle: float) -> None:
     os.environ.setdefault(HEARTBEAT_KEY_ENV, "bench-fleet-heartbeat-key")
     with stack("fulcrum-bench-fleet-") as s:
@@ -234,57 +337,68 @@ async def run(count: int, idle: float) -> None:
                 api = Api(session, base)
                 vips = Vips()
                 started = time.perf_counter()
-                first = await create_fleet(api, vips, [p1, p2], min(SMALL, count))
+                first, done, asked = await create_fleet(api, vips, [p1, p2], min(SMALL, count))
                 seconds = time.perf_counter() - started
+                await asyncio.sleep(SETTLE)
                 small = await latencies(api, first)
-                started = time.perf_counter()
-                rest = await create_fleet(api, vips, [p1, p2], count - len(first))
-                seconds += time.perf_counter() - started
-                await asyncio.sleep(5)  # the last amphorae settle into heartbeating
+                (rest, more, asked_more), cpu = await measure_cpu(
+                    s, create_fleet(api, vips, [p1, p2], count - len(first))
+                )
+                seconds += cpu.seconds
+                creation = Creation(seconds, done + more, asked + asked_more, cpu)
+                await asyncio.sleep(SETTLE)  # the last amphorae settle into heartbeating
                 memory = amphora_memory(s.root / "amphorae")
-                services_cores, with_servers = await idle_cpu(s, idle)
+                _, idle_use = await measure_cpu(s, asyncio.sleep(idle))
                 large = await latencies(api, first + rest)
         finally:
             backends.terminate()
             backends.wait()
-    report(count, seconds, memory, services_cores, with_servers, idle, small, large)
+    report(count, creation, memory, idle_use, small, large)
 
 
 def report(
     count: int,
-    seconds: float,
+    creation: Creation,
     memory: Memory,
-    services_cores: float,
-    with_servers: float,
-    idle: float,
+    idle: CpuUse,
     small: Latencies,
     large: Latencies,
 ) -> None:
     goal_seconds = GOAL_SECONDS_PER_1000 * count / 1000
+    seconds = creation.seconds
 
     def verdict(ok: bool) -> str:
         return "ok" if ok else "MISSED"
 
-    print("Fulcrum fleet benchmark (process driver, 2-core box, loopback)")
+    print(f"Fulcrum fleet benchmark (process driver, 2-core box, loopback; load {load()})")
     print(
         f"  {count} LBs (listener, pool, 2 members) at concurrency {CONCURRENCY}, all ACTIVE: "
         f"{seconds:6.1f} s ({count / seconds:5.1f} LBs/s)   goal <= {goal_seconds:.0f} s "
         f"(60 s per 1,000): {verdict(seconds <= goal_seconds)}"
     )
+    print(f"    LBs/s by tenth of the fleet: {rates_by_tenth(creation.done)}")
+    print(
+        f"    status polls and shows while creating: {creation.status_requests}; CPU while "
+        f"creating the last {count - SMALL}, cores:"
+    )
+    print(f"      {breakdown(creation.cpu)}")
     print(
         f"  memory per amphora (PSS, mean of {memory.amphorae}): {memory.total:5.1f} MB "
         f"(agent {memory.agent:4.1f}, HAProxy {memory.haproxy:4.1f})   goal <= {GOAL_PSS_MB:.0f}"
         f" MB: {verdict(memory.total <= GOAL_PSS_MB)}"
     )
+    per_amphora = idle.control_plane / memory.amphorae
     print(
-        f"  idle control plane over {idle:.0f} s while {memory.amphorae} amphorae heartbeat: "
-        f"services {services_cores:5.3f} cores, with Postgres and NATS {with_servers:5.3f}   "
-        f"goal <= {GOAL_IDLE_CORES}: {verdict(with_servers <= GOAL_IDLE_CORES)}"
+        f"  idle control plane over {idle.seconds:.0f} s while {memory.amphorae} amphorae "
+        f"heartbeat: services {idle.services:5.3f} cores, with Postgres and NATS "
+        f"{idle.control_plane:5.3f}; {per_amphora * 1000:.3f} cores at 1,000 amphorae if all "
+        f"of it grew with the fleet   goal <= "
+        f"{GOAL_IDLE_CORES} at 1,000: {verdict(idle.control_plane <= GOAL_IDLE_CORES)}"
     )
+    print(f"    by process, cores: {breakdown(idle)}")
     for name, at_small, at_size in (
         ("show one LB", small.show, large.show),
         ("list, first page of 10", small.list_page, large.list_page),
-        ("list, all", small.list_all, large.list_all),
     ):
         ratio = at_size / at_small
         print(
@@ -292,6 +406,42 @@ def report(
             f"{ratio:5.2f}x   goal <= {GOAL_LATENCY_RATIO:.1f}x: "
             f"{verdict(ratio <= GOAL_LATENCY_RATIO)}"
         )
+    print(
+        f"  {'list, all (one page)':<24} p50 at {SMALL} LBs {small.list_all:6.2f} ms, at {count} "
+        f"{large.list_all:7.2f} ms: O(n) by nature (every LB's body is read and sent; a list "
+        f"without limit is capped at pagination_max_limit, 1,000, as Octavia's): a figure, "
+        f"no goal"
+    )
+    print(
+        f"  (latencies: p50 of {LATENCY_ROUNDS} shows and first pages and "
+        f"{LATENCY_ROUNDS // LIST_EVERY} whole lists, interleaved, after {WARM_UP} warm-up "
+        f"rounds)"
+    )
+
+
+def rates_by_tenth(done: list[float]) -> str:
+    """LBs/s within each tenth of the completions (in the order they were seen ACTIVE)."""
+    ordered = sorted(done)
+    tenth = max(1, len(ordered) // 10)
+    rates: list[str] = []
+    previous = 0.0
+    for start in range(0, len(ordered) - tenth + 1, tenth):
+        chunk = ordered[start : start + tenth]
+        end = chunk[-1]
+        rates.append(f"{len(chunk) / max(end - previous, 1e-6):.1f}")
+        previous = end
+    return " ".join(rates)
+
+
+def breakdown(cpu: CpuUse) -> str:
+    """``group cores`` for every group that used at least a millicore, largest first."""
+    shown = sorted(((v, k) for k, v in cpu.cores.items() if v >= 0.001), reverse=True)
+    return ", ".join(f"{k} {v:.3f}" for v, k in shown)
+
+
+def load() -> str:
+    """The 1, 5 and 15 minute load averages."""
+    return "load average " + ", ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def affordable(count: int) -> int:

@@ -74,6 +74,12 @@ def check_settings(settings: HealthSettings) -> None:
         raise ConfigurationError(
             f"{HEARTBEAT_KEY_ENV} is empty: heartbeats could not be authenticated"
         )
+    if settings.receive_gather >= settings.health_check_interval:
+        raise ConfigurationError(
+            f"receive_gather ({settings.receive_gather} s) must be shorter than "
+            f"health_check_interval ({settings.health_check_interval} s): heartbeats would "
+            "wait longer to be read than a scan period"
+        )
     if settings.health_check_interval >= settings.heartbeat_timeout:
         raise ConfigurationError(
             f"health_check_interval ({settings.health_check_interval} s) must be shorter than "
@@ -96,6 +102,7 @@ def create_app(settings: HealthSettings) -> web.Application:
         directory = AmphoraDirectory(pool, settings.refresh_interval)
         await directory.reload()
         writer = HealthWriter(pool, metrics, settings.flush_interval)
+        directory.on_reload(writer.forget_gone)
         status = StatusRecorder(
             pool,
             LoadBalancerRepository(PostgresEventStore(pool)),
@@ -132,7 +139,9 @@ def create_app(settings: HealthSettings) -> web.Application:
     async def udp(app: web.Application) -> AsyncIterator[None]:
         """Receive heartbeats; closed first at shutdown, before the last flush."""
         sock = bind_udp(settings.udp_host, settings.udp_port, settings.udp_receive_buffer)
-        receiver = UdpReceiver(sock, app[INTAKE], settings.max_datagram)
+        receiver = UdpReceiver(
+            sock, app[INTAKE], settings.max_datagram, gather=settings.receive_gather
+        )
         host, port = sock.getsockname()[:2]
         app[UDP_ADDRESS] = (str(host), int(port))
         app[INTAKE].receiving_since = time.monotonic()

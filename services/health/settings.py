@@ -67,6 +67,13 @@ class HealthSettings(HeartbeatKeySetting, BaseSettings):
     """Largest heartbeat datagram accepted (bytes)."""
     udp_receive_buffer: int = Field(default=4 * 1024 * 1024, ge=0)
     """Kernel receive buffer of the UDP socket (bytes): absorbs bursts between loop turns."""
+    receive_gather: float = Field(default=0.05, ge=0)
+    """Seconds heartbeats gather in the UDP socket's buffer once one is ready, before they are
+    read in one batch (0: each as soon as it is ready). The service then wakes once per batch
+    instead of once per datagram, whatever the fleet's size; a heartbeat is handled up to this
+    late. Must be shorter than health_check_interval, and the receive buffer must hold what
+    arrives meanwhile.
+    """
     status_writers: int = Field(default=4, ge=1)
     """Load balancers whose operating statuses are recorded concurrently."""
     autoscale: ScalingPolicy = Field(default_factory=ScalingPolicy)

@@ -144,42 +144,81 @@ class HeartbeatIntake:
 
 
 class UdpReceiver:
-    """Reads datagrams off a bound non-blocking socket into ``intake.handle``.
+    """Reads datagrams off a bound non-blocking socket into ``intake.handle``, in batches.
 
     Not an asyncio DatagramProtocol: its transport reads one datagram per event-loop turn,
-    which measured at 10-25k datagrams/s on this box even with an empty handler. Here each
-    readiness callback drains up to ``_BATCH`` datagrams (100k+/s), then yields to the loop so
-    the writers and the scanner keep running under a flood.
+    which measured at 10-25k datagrams/s on this box even with an empty handler. Here, once a
+    datagram is ready, the receiver lets more gather in the socket's buffer for ``gather``
+    seconds, then drains them in one callback (up to ``_BATCH``, then it yields to the loop so
+    the writers and the scanner keep running under a flood, and goes on at once). A fleet's
+    heartbeats arrive spread over each interval: reading each as it comes woke the process
+    once per datagram, which cost more CPU than handling it (~65 of ~90 us per datagram,
+    measured); with ``gather`` the process wakes at most once per ``gather`` seconds whatever
+    the fleet's size, and a heartbeat is handled at most ``gather`` seconds late. ``gather``
+    0 reads each datagram as soon as it is ready.
     """
 
-    def __init__(self, sock: socket.socket, intake: HeartbeatIntake, max_datagram: int) -> None:
+    def __init__(
+        self, sock: socket.socket, intake: HeartbeatIntake, max_datagram: int, gather: float = 0.0
+    ) -> None:
         self._sock = sock
         self._intake = intake
         # One byte more than allowed, so an oversized datagram is seen as such, not cut.
         self._bufsize = min(max_datagram + 1, _MAX_UDP)
+        self._gather = gather
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._timer: asyncio.Handle | None = None
+        self.wakeups = 0  # drains run (batches read)
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self._loop.add_reader(self._sock.fileno(), self._drain)
+        self._loop.add_reader(self._sock.fileno(), self._ready)
 
     def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         if self._loop is not None:
             self._loop.remove_reader(self._sock.fileno())
             self._loop = None
         self._sock.close()
 
-    def _drain(self) -> None:
+    def _ready(self) -> None:
+        """A datagram is ready: read now, or stop watching and read after ``gather``."""
+        loop = self._loop
+        if loop is None:
+            return
+        if self._gather <= 0:
+            self._drain()
+            return
+        loop.remove_reader(self._sock.fileno())
+        self._timer = loop.call_later(self._gather, self._drain_gathered)
+
+    def _drain_gathered(self) -> None:
+        """Read what gathered; watch the socket again, or go on at once if a batch was full."""
+        self._timer = None
+        loop = self._loop
+        if loop is None:
+            return
+        if self._drain():
+            self._timer = loop.call_soon(self._drain_gathered)
+        else:
+            loop.add_reader(self._sock.fileno(), self._ready)
+
+    def _drain(self) -> bool:
+        """Read up to ``_BATCH`` datagrams; True when the batch was full (more may wait)."""
+        self.wakeups += 1
         recv, handle = self._sock.recv, self._intake.handle
         for _ in range(_BATCH):
             try:
                 datagram = recv(self._bufsize)
             except (BlockingIOError, InterruptedError):
-                return
+                return False
             except OSError as exc:  # e.g. ICMP errors reported on the socket
                 log.warning("health: UDP receive error: %s", exc)
-                return
+                return False
             handle(datagram)
+        return True
 
 
 def bind_udp(host: str, port: int, receive_buffer: int) -> socket.socket:

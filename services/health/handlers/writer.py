@@ -3,6 +3,10 @@
 Every ``flush_interval`` the batches are swapped out and written with one statement each
 (``adapters.postgres``). A batch whose write fails is merged back into the next one: last-seen
 keeps the newest receipt, stats deltas add up, so a database hiccup loses no counter.
+A stats row that would not change (no traffic since the last write, the same active
+connections as last written by this writer) is not written: an idle fleet costs one last-seen
+row per heartbeat, not one more per listener and member. Each key is written at least once
+per process, so a row another process left behind is brought up to date.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Mapping
 from typing import Final
 
 import asyncpg
@@ -43,6 +48,16 @@ class Deltas:
             for i, value in enumerate(counters):
                 entry[i] = value if i == _CONNS else entry[i] + value
 
+    def changing(self, written: dict[Key, int]) -> Deltas:
+        """The entries that change their row: any traffic, or active connections other than
+        ``written`` (key -> the connections last written; a key absent was never written)."""
+        out = Deltas()
+        for key, counters in self.counters.items():
+            if key not in written or counters[_CONNS] != written[key] or _traffic(counters):
+                out.counters[key] = counters
+                out.owners[key] = self.owners[key]
+        return out
+
     def merge_older(self, older: Deltas) -> None:
         """Fold in a batch taken before this one (its ``conns`` are older: ours win)."""
         for key, counters in older.counters.items():
@@ -59,6 +74,16 @@ class Deltas:
 _CONNS: Final = 2
 
 
+def _traffic(counters: list[int]) -> bool:
+    """Whether any counter that adds up is non-zero."""
+    return any(value for i, value in enumerate(counters) if i != _CONNS)
+
+
+def _note_written(written: dict[Key, int], batch: Deltas) -> None:
+    for key, counters in batch.counters.items():
+        written[key] = counters[_CONNS]
+
+
 def _counters(s: ListenerStats) -> list[int]:
     return [s.rx, s.tx, s.conns, s.totconns, s.ereq]
 
@@ -72,6 +97,15 @@ class HealthWriter:
         # (listener_id, amphora_id), owned by (lb_id,); (member_id, amphora_id) by (pool_id, lb_id)
         self._stats = Deltas()
         self._member_stats = Deltas()
+        # key -> active connections last written, for listener and for member rows.
+        self._written: dict[Key, int] = {}
+        self._member_written: dict[Key, int] = {}
+
+    def forget_gone(self, live: Mapping[str, object]) -> None:
+        """Drop what is remembered of amphorae not in ``live`` (by amphora id)."""
+        for written in (self._written, self._member_written):
+            for key in [k for k in written if k[1] not in live]:
+                del written[key]
 
     def seen(self, amphora_id: str, seq: int, received_at: float) -> None:
         """Record a sign of life (``received_at`` on the monotonic clock)."""
@@ -114,31 +148,35 @@ class HealthWriter:
         if released:
             self._metrics.inc("amphorae_released_total", len(released))
             log.info("heartbeats resumed: %d amphorae released from the breaker", len(released))
+        changed = stats.changing(self._written)
         try:
             await postgres.add_stats(
                 self._pool,
                 [
-                    StatsDelta(lid, aid, stats.owners[(lid, aid)][0], *counters)
-                    for (lid, aid), counters in stats.counters.items()
+                    StatsDelta(lid, aid, changed.owners[(lid, aid)][0], *counters)
+                    for (lid, aid), counters in changed.counters.items()
                 ],
             )
         except BaseException:
             self._restore({}, stats, member_stats)
             raise
-        self._metrics.inc("stats_rows_total", len(stats.counters))
+        _note_written(self._written, changed)
+        self._metrics.inc("stats_rows_total", len(changed.counters))
+        changed = member_stats.changing(self._member_written)
         try:
             await postgres.add_member_stats(
                 self._pool,
                 [
                     MemberStatsDelta(mid, aid, owners[0], owners[1], *counters)
-                    for (mid, aid), counters in member_stats.counters.items()
-                    for owners in (member_stats.owners[(mid, aid)],)
+                    for (mid, aid), counters in changed.counters.items()
+                    for owners in (changed.owners[(mid, aid)],)
                 ],
             )
         except BaseException:
             self._restore({}, Deltas(), member_stats)
             raise
-        self._metrics.inc("member_stats_rows_total", len(member_stats.counters))
+        _note_written(self._member_written, changed)
+        self._metrics.inc("member_stats_rows_total", len(changed.counters))
         self._metrics.inc("flushes_total")
 
     def _restore(

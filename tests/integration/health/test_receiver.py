@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -149,6 +150,53 @@ async def test_stats_deltas_add_up_in_listener_stats(
     assert rows[second.amphora_id]["bytes_in"] == 5000
     assert rows[second.amphora_id]["active_connections"] == 50
     assert rows[second.amphora_id]["lb_id"] == second.lb_id
+
+
+async def test_an_idle_listener_row_is_written_once_then_only_when_it_changes(
+    db: asyncpg.Pool, start_health: StartHealth, senders: Callable[[tuple[str, int]], Sender]
+) -> None:
+    """Heartbeats with no traffic and the same active connections leave the stats row as it
+    is (its xmin stays: no new row version); traffic moves it again."""
+    site = await create_site(db)
+    health = await start_health()
+    sender = senders(health.udp)
+
+    def beat(rx: int = 0) -> int:
+        stats = {"rx": rx, "tx": 0, "conns": 1, "totconns": 0, "ereq": 0}
+        sent = sender.beat(site, listeners={site.listener_id: {"status": "OPEN", "stats": stats}})
+        return codec.decode(sent, KEY.encode()).seq
+
+    async def row() -> asyncpg.Record | None:
+        return await db.fetchrow(
+            "SELECT xmin::text AS xmin, bytes_in, active_connections FROM listener_stats "
+            "WHERE listener_id = $1",
+            site.listener_id,
+        )
+
+    async def written() -> bool:
+        return await row() is not None
+
+    beat()
+    await eventually(written, what="the listener's row")
+    first = await row()
+    assert first is not None and first["active_connections"] == 1
+    for _ in range(3):  # each in a flush of its own (flush_interval 0.1 s)
+        seq = beat()
+        await eventually(
+            lambda seq=seq: _seq_is(db, site.amphora_id, seq), what=f"seq {seq} stored"
+        )
+        await asyncio.sleep(0.15)
+    assert await row() == first
+    assert health.metric("stats_rows_total") == 1
+
+    beat(rx=100)
+
+    async def moved() -> bool:
+        now = await row()
+        return now is not None and now["bytes_in"] == 100
+
+    await eventually(moved, what="the traffic's row")
+    assert health.metric("stats_rows_total") == 2
 
 
 async def test_member_deltas_add_up_in_member_stats_across_backends(
