@@ -17,7 +17,7 @@ from typing import Final
 
 import asyncpg
 
-from libs.common.streams import StreamId
+from libs.common.streams import StreamCategory, StreamId
 from services.health.domain.breaker import SilentAmphora
 
 SCANNER_LOCK_KEY: Final = 0x46554C484C54  # "FULHLT": one active stale scanner per database
@@ -89,6 +89,27 @@ async def revisions(pool: asyncpg.Pool, lb_ids: Sequence[str]) -> dict[str, int]
         lb_id = streams[row["stream_id"]]
         out[lb_id] = out.get(lb_id, 0) + row["version"]
     return out
+
+
+async def last_position(pool: asyncpg.Pool) -> int:
+    """The highest ``global_position`` in the store (0: none)."""
+    position: int | None = await pool.fetchval("SELECT max(global_position) FROM events")
+    return position or 0
+
+
+_CHANGED_SINCE: Final = f"""
+SELECT DISTINCT stream_id FROM events
+WHERE global_position > $1
+  AND (stream_id LIKE '{StreamCategory.LOADBALANCER.prefix}%'
+       OR stream_id LIKE '{StreamCategory.LOADBALANCER_STATUS.prefix}%')
+"""
+
+
+async def changed_loadbalancers(pool: asyncpg.Pool, since: int) -> set[str]:
+    """The load balancers with events (in either of their streams) past position ``since``;
+    reads only those events (the position's index)."""
+    rows = await pool.fetch(_CHANGED_SINCE, since)
+    return {StreamId.parse(r["stream_id"]).aggregate_id for r in rows}
 
 
 _WRITE_LAST_SEEN: Final = """

@@ -6,14 +6,20 @@ runs ``RecordOperatingStatuses`` through the LoadBalancerRepository: it reloads 
 the latest heartbeat up against the fresh state and appends ``OperatingStatusChanged`` for what
 really changed, to the LB's ``lbstatus`` stream. Cached views are checked against the event
 store's revisions (both streams' versions) every ``refresh_interval`` and reloaded when another
-writer moved the LB on.
+writer moved the LB on. That check costs what changed, not the fleet: it looks only at the LBs
+with events past the store's position of ``_WINDOW`` refreshes ago (positions are taken when an
+append runs, not when it commits, so the window lets appends that take up to that long commit
+behind a later one); every ``_FULL_EVERY`` seconds, and until the window has filled, it checks
+every cached LB.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
+from collections import deque
 from dataclasses import dataclass
 from typing import Final
 
@@ -35,6 +41,9 @@ log = logging.getLogger(__name__)
 
 # A cached LB no heartbeat asked about for this long is dropped.
 _EVICT_AFTER: Final = 120.0
+# Refreshes whose positions an incremental check looks back over; seconds between full checks.
+_WINDOW: Final = 5
+_FULL_EVERY: Final = 60.0
 
 
 @dataclass(slots=True)
@@ -65,6 +74,9 @@ class StatusRecorder:
         self._queue: asyncio.Queue[str] = asyncio.Queue()
         self._queued: set[str] = set()
         self._tracer = tracer(__name__)
+        # The store's position at the start of each of the last _WINDOW refreshes.
+        self._positions: deque[int] = deque(maxlen=_WINDOW)
+        self._full_at = -math.inf
 
     def __len__(self) -> int:
         return len(self._cache)
@@ -160,9 +172,24 @@ class StatusRecorder:
         horizon = time.monotonic() - _EVICT_AFTER
         for lb_id in [k for k, v in self._cache.items() if v.used < horizon]:
             del self._cache[lb_id]
+        position = await postgres.last_position(self._pool)
+        since = self._positions[0] if len(self._positions) == _WINDOW else None
+        self._positions.append(position)
         if not self._cache:
             return
-        revisions = await postgres.revisions(self._pool, list(self._cache))
-        for lb_id, cached in list(self._cache.items()):
-            if revisions.get(lb_id, 0) != cached.revision:
+        now = time.monotonic()
+        if since is None or now - self._full_at >= _FULL_EVERY:
+            self._full_at = now
+            candidates = list(self._cache)
+            self._metrics.inc("status_refreshes_full_total")
+        else:
+            changed = await postgres.changed_loadbalancers(self._pool, since)
+            candidates = [lb_id for lb_id in changed if lb_id in self._cache]
+            self._metrics.inc("status_refreshes_incremental_total")
+        if not candidates:
+            return
+        revisions = await postgres.revisions(self._pool, candidates)
+        for lb_id in candidates:
+            cached = self._cache.get(lb_id)
+            if cached is not None and revisions.get(lb_id, 0) != cached.revision:
                 self._enqueue(lb_id)

@@ -92,7 +92,9 @@ async def test_member_down_is_member_error_pool_and_lb_degraded_then_online_agai
 async def test_a_change_by_another_writer_is_picked_up(
     db: asyncpg.Pool, start_health: StartHealth, senders: Callable[[tuple[str, int]], Sender]
 ) -> None:
-    """A member added through the API (and applied) gets its status from the next heartbeats."""
+    """A member added through the API (and applied) gets its status from the next heartbeats:
+    the cache's incremental check (the LBs with events since a few refreshes ago) finds the
+    change, with no full check of every cached LB in between."""
     site = await create_site(db)
     health = await start_health()
     sender = senders(health.udp)
@@ -100,6 +102,11 @@ async def test_a_change_by_another_writer_is_picked_up(
     repo = LoadBalancerRepository(PostgresEventStore(db))
     try:
         await eventually(lambda: _member_is(db, site.lb_id, site.member_ids[0], "ONLINE"))
+        await eventually(
+            lambda: _true(health.metric("status_refreshes_incremental_total") >= 1),
+            what="an incremental check of the cache",
+        )
+        full_checks = health.metric("status_refreshes_full_total")
         state = await load(db, site.lb_id)
         added = b.member(state.pools[site.pool_id], 8003)
         await repo.execute(site.lb_id, c.CreateChild(added), META)
@@ -111,6 +118,7 @@ async def test_a_change_by_another_writer_is_picked_up(
         beating.options = {"pools": pools}
         await eventually(lambda: _member_is(db, site.lb_id, added.id, "ERROR"))
         assert (await load(db, site.lb_id)).loadbalancer.operating_status.value == "DEGRADED"  # type: ignore[union-attr]
+        assert health.metric("status_refreshes_full_total") == full_checks
     finally:
         await beating.stop()
 
@@ -118,3 +126,7 @@ async def test_a_change_by_another_writer_is_picked_up(
 async def _member_is(db: asyncpg.Pool, lb_id: str, member_id: str, status: str) -> bool:
     state = await load(db, lb_id)
     return bool(state.members[member_id].operating_status.value == status)
+
+
+async def _true(value: bool) -> bool:
+    return value
