@@ -125,8 +125,12 @@ class Metrics:
         return self._histograms[name]
 
     def inc(self, name: str, amount: float = 1.0) -> None:
-        """Add ``amount`` to the unlabelled counter ``name`` (created on first use)."""
-        self.counter(name, _help_from(name)).inc(amount)
+        """Add ``amount`` to the unlabelled counter ``name`` (created on first use). Called per
+        datagram by the health service: an existing counter is found with one lookup."""
+        counter = self._counters.get(name)
+        if counter is None:
+            counter = self.counter(name, _help_from(name))
+        counter.inc(amount)
 
     def gauge(self, name: str, read: Callable[[], float], help: str = "") -> None:
         """A gauge whose value ``read()`` gives at scrape time."""
