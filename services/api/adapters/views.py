@@ -210,10 +210,10 @@ class PostgresViews:
         return [dict(r) for r in rows]
 
     async def quota_page(
-        self, project_id: str | None, marker: str | None, limit: int, reverse: bool
+        self, project_id: str | None, marker: str | None, limit: int | None, reverse: bool
     ) -> list[tuple[str, dict[str, int | None]]]:
         """Stored quotas as (project id, stored body), ordered by project id, after
-        ``marker`` (a project id) in the page's direction."""
+        ``marker`` (a project id) in the page's direction; ``limit`` None: all of them."""
         op, order = ("<", "DESC") if reverse else (">", "ASC")
         rows = await self._pool.fetch(
             "SELECT project_id, body FROM quota_view "

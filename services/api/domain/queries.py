@@ -24,7 +24,8 @@ class ListQuery:
     not_tags_all: tuple[str, ...] = ()
     not_tags_any: tuple[str, ...] = ()
     sort: tuple[tuple[str, bool], ...] = DEFAULT_SORT
-    limit: int = 1000
+    limit: int | None = 1000
+    """Rows of the page at most; None: every row (Octavia's ``limit=infinite`` or below 1)."""
     marker: str | None = None
     page_reverse: bool = False
     fields: tuple[str, ...] = ()

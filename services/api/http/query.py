@@ -94,17 +94,21 @@ def _direction(value: str) -> bool:
     return lowered == "desc"
 
 
-def _limit(raw: str | None, max_limit: int) -> int:
-    """An integer (below 1: unlimited) or ``infinite``; else pecan's 400."""
-    if raw is None or raw.lower() == "infinite":
+def _limit(raw: str | None, max_limit: int) -> int | None:
+    """The page size: ``max_limit`` when absent, at most ``max_limit`` when given, None
+    (unlimited, as Octavia's pagination) for ``infinite`` or an integer below 1; anything
+    else is pecan's 400."""
+    if raw is None:
         return max_limit
+    if raw.lower() == "infinite":
+        return None
     try:
         value = int(raw)
     except ValueError:
         raise FrameworkError(
             400, "Bad Request", f"Supplied pagination limit '{raw}' is not valid."
         ) from None
-    return max_limit if value < 1 else min(value, max_limit)
+    return None if value < 1 else min(value, max_limit)
 
 
 def parse_list_query(kind: Kind, query: MultiMapping[str], max_limit: int) -> ListQuery:

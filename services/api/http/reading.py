@@ -101,7 +101,7 @@ def page_links(request: web.Request, query: ListQuery, page: Page) -> list[dict[
         return []
     url = base_url(request) + request.path
     given = dict(query.link_params)
-    leading = [("limit", str(query.limit))]
+    leading = [("limit", str(query.limit))] if query.limit is not None else []
     leading += [(name, given[name]) for name in ("sort", "sort_key") if name in given]
     carried = [(k, v) for k, v in query.link_params if k not in ("sort", "sort_key")]
     tail = f"&{urlencode(carried)}" if carried else ""
@@ -113,6 +113,6 @@ def page_links(request: web.Request, query: ListQuery, page: Page) -> list[dict[
     if query.marker is not None:
         previous = href(("marker", page.ids[0]), ("page_reverse", "True"))
         links.append({"rel": "previous", "href": previous})
-    if len(page.ids) >= query.limit:
+    if query.limit is not None and len(page.ids) >= query.limit:
         links.append({"rel": "next", "href": href(("marker", page.ids[-1]))})
     return links

@@ -4,7 +4,7 @@ conversions) and pecan's body for what the framework answers itself."""
 
 from __future__ import annotations
 
-from tests.integration.api.conftest import SUBNET, Api
+from tests.integration.api.conftest import SUBNET, Api, MakeApi
 
 LBS = "/v2/lbaas/loadbalancers"
 POOLS = "/v2/lbaas/pools"
@@ -352,3 +352,19 @@ async def test_missing_argument_names_of_nested_resources(api: Api) -> None:
         wsme(reply, f'Missing argument: "{arg}"')
     reply = await api.put(f"{rules}/{rule['id']}", {"rule": {"bogus": 1}}, expect=400)
     wsme(reply, "Unknown attribute for argument l7rule_.rule: bogus")
+
+
+async def test_an_infinite_or_non_positive_limit_lists_past_the_page_cap(make_api: MakeApi) -> None:
+    """Octavia's pagination: no ``limit`` is ``pagination_max_limit``; ``infinite`` or a limit
+    below 1 is every row (and no "next" link), a larger one is capped."""
+    api = await make_api(pagination_max_limit=2)
+    for _ in range(3):
+        await api.create_lb()
+    capped = (await api.get(f"{LBS}?limit=50", expect=200)).body
+    assert len(capped["loadbalancers"]) == 2
+    assert [link["rel"] for link in capped["loadbalancers_links"]] == ["next"]
+    assert len((await api.get(LBS, expect=200)).body["loadbalancers"]) == 2
+    for limit in ("infinite", "0", "-1"):
+        whole = (await api.get(f"{LBS}?limit={limit}", expect=200)).body
+        assert len(whole["loadbalancers"]) == 3, limit
+        assert whole["loadbalancers_links"] == [], limit
