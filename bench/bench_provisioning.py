@@ -177,8 +177,40 @@ async def step_by_step(api: Api, vips: Vips, members: list[int]) -> float:
     return time.perf_counter() - started
 
 
-async def fleet(api: Api, vips: Vips) -> float:
-    """Seconds until FLEET bare LBs, created FLEET_CONCURRENCY at a time, are all ACTIVE."""
+def stack_cpu_seconds(s: Stack) -> float:
+    """CPU seconds the stack's processes have used (services, Postgres, NATS, agents, HAProxy,
+    with their children; the reaped ones' time counted by their parents): the processes
+    started by the bench and every one whose command line names the stack's directory."""
+    root = str(s.root).encode()
+    seeds = {p.pid for p in s.procs}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if root in (entry / "cmdline").read_bytes():
+                    seeds.add(int(entry.name))
+            except OSError:
+                continue
+    seen: set[int] = set()
+    ticks = 0
+    todo = list(seeds)
+    while todo:
+        pid = todo.pop()
+        if pid in seen:
+            continue
+        seen.add(pid)
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            ticks += sum(int(x) for x in fields[11:15])  # utime stime cutime cstime
+            for task in Path(f"/proc/{pid}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+        except (OSError, IndexError, ValueError):
+            continue
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+async def fleet(api: Api, vips: Vips, s: Stack) -> tuple[float, float]:
+    """Seconds until FLEET bare LBs, created FLEET_CONCURRENCY at a time, are all ACTIVE, and
+    the stack's CPU seconds per LB meanwhile."""
     sem = asyncio.Semaphore(FLEET_CONCURRENCY)
     bodies = [bare(vips.next()) for _ in range(FLEET)]
     watch = StatusWatch(api, FLEET_POLL)
@@ -190,9 +222,11 @@ async def fleet(api: Api, vips: Vips) -> float:
 
     poller = asyncio.create_task(watch.run())
     try:
+        cpu = stack_cpu_seconds(s)
         started = time.perf_counter()
         await asyncio.gather(*(one(b) for b in bodies))
-        return time.perf_counter() - started
+        seconds = time.perf_counter() - started
+        return seconds, (stack_cpu_seconds(s) - cpu) / FLEET
     finally:
         poller.cancel()
 
@@ -461,10 +495,13 @@ class Figures:
 
     cold: list[float]
     cold_fleet: float
+    cold_cpu: float  # stack CPU seconds per LB of the cold burst
+    spares: int  # the spare pool of the warm figures
     bare: list[float]
     warm: list[float]
     steps: list[float]
     fleet: float
+    fleet_cpu: float
     live: list[float]
     through_lb: float
     by_hand: float
@@ -483,7 +520,7 @@ def stop_provisioner(s: Stack, provisioner: subprocess.Popen[bytes]) -> None:
 
 
 async def figures(
-    api: Api, s: Stack, vips: Vips, ports: tuple[int, int, int], tmp: Path
+    api: Api, s: Stack, vips: Vips, ports: tuple[int, int, int], tmp: Path, spares: int
 ) -> Figures:
     """Every figure but the breakdown: cold ones with no spare pool, then the rest with the
     deployment's default pool (``fulcrum up``), full before each warm sample and the burst."""
@@ -491,12 +528,12 @@ async def figures(
     cold_prov = start_provisioner(s, 0)
     await asyncio.sleep(1.5)
     cold = [(await graph_create(api, vips, [p1]))[0] for _ in range(COLD_SAMPLES)]
-    cold_fleet = await fleet(api, vips)
+    cold_fleet, cold_cpu = await fleet(api, vips, s)
     stop_provisioner(s, cold_prov)
-    warm_prov = start_provisioner(s, SPARE_POOL_SIZE)
+    warm_prov = start_provisioner(s, spares)
 
     async def warm_sample(measure: Callable[[], Awaitable[float]]) -> float:
-        await wait_spares(s, SPARE_POOL_SIZE)
+        await wait_spares(s, spares)
         return await measure()
 
     bare_seconds = [await warm_sample(lambda: bare_create(api, vips)) for _ in range(BARE_SAMPLES)]
@@ -506,19 +543,22 @@ async def figures(
     steps = [
         await warm_sample(lambda: step_by_step(api, vips, [p1, p2])) for _ in range(STEP_SAMPLES)
     ]
-    await wait_spares(s, SPARE_POOL_SIZE)
-    fleet_seconds = await fleet(api, vips)
-    await wait_spares(s, SPARE_POOL_SIZE)
+    await wait_spares(s, spares)
+    fleet_seconds, fleet_cpu = await fleet(api, vips, s)
+    await wait_spares(s, spares)
     live = await member_live(api, vips, p1, p3)
     through_lb, by_hand, direct = await throughput(api, vips, p1, p2, tmp)
     stop_provisioner(s, warm_prov)
     return Figures(
         cold,
         cold_fleet,
+        cold_cpu,
+        spares,
         bare_seconds,
         warm,
         steps,
         fleet_seconds,
+        fleet_cpu,
         live,
         through_lb,
         by_hand,
@@ -531,7 +571,7 @@ async def first(create: Awaitable[tuple[float, str]]) -> float:
     return (await create)[0]
 
 
-async def main(only_breakdown: bool, timeline: bool, samples: int) -> None:
+async def main(only_breakdown: bool, timeline: bool, samples: int, spares: int) -> None:
     sink = SpanSink()
     os.environ |= {
         "OTEL_TRACES_EXPORTER": "otlp",
@@ -556,7 +596,7 @@ async def main(only_breakdown: bool, timeline: bool, samples: int) -> None:
             async with aiohttp.ClientSession() as session:
                 api = Api(session, base)
                 if not only_breakdown:
-                    measured = await figures(api, s, vips, (p1, p2, p3), tmp)
+                    measured = await figures(api, s, vips, (p1, p2, p3), tmp, spares)
                 pool_size = samples + 2
                 start_provisioner(s, pool_size)
                 traced: list[Traced] = []
@@ -588,8 +628,8 @@ def print_figures(f: Figures) -> None:
         ("member add -> serving", pct(f.live, 0.5), "ms", 100, 360),
     ]
     print(
-        f"  load average {f.load:.1f} on {os.cpu_count()} cores; spare pool {SPARE_POOL_SIZE} "
-        "(the deployment default), full before each warm sample and the burst"
+        f"  load average {f.load:.1f} on {os.cpu_count()} cores; spare pool {f.spares} "
+        f"(the deployment's: {SPARE_POOL_SIZE}), full before each warm sample and the burst"
     )
     print(f"  {'figure (p50)':<50} {'Fulcrum':>9} {'goal':>7} {'Octavia':>8} {'ratio':>6}")
     for name, value, unit, goal, octavia in rows:
@@ -603,6 +643,10 @@ def print_figures(f: Figures) -> None:
         f"p95 {pct(f.cold, 0.95):.0f} ms; the graph create with a spare p95 "
         f"{pct(f.warm, 0.95):.0f} ms; POST bare LB p95 {pct(f.bare, 0.95):.0f} ms; "
         f"{FLEET} bare LBs with no spares (cold boots) {f.cold_fleet:.2f} s"
+    )
+    print(
+        f"  the stack's CPU per bare LB in the burst: {f.fleet_cpu * 1000:.0f} ms with the spare "
+        f"pool, {f.cold_cpu * 1000:.0f} ms with cold boots (Octavia no-op: 470 ms per LB create)"
     )
     print(
         f"  requests/s: through LB {f.through_lb:8.0f}  hand-written {f.by_hand:8.0f}  "
@@ -663,5 +707,13 @@ if __name__ == "__main__":
         default=BREAKDOWN_SAMPLES,
         help=f"traced creates in the breakdown (default {BREAKDOWN_SAMPLES})",
     )
+    parser.add_argument(
+        "--spares",
+        type=int,
+        default=SPARE_POOL_SIZE,
+        help=f"the spare pool of the warm figures (default {SPARE_POOL_SIZE}: the deployment's)",
+    )
     args = parser.parse_args()
-    asyncio.run(main(args.only_breakdown, args.timeline, max(1, args.samples)))
+    if args.spares < 1:
+        parser.error("--spares must be at least 1")
+    asyncio.run(main(args.only_breakdown, args.timeline, max(1, args.samples), args.spares))
