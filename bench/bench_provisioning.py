@@ -530,7 +530,7 @@ async def figures(
     cold = [(await graph_create(api, vips, [p1]))[0] for _ in range(COLD_SAMPLES)]
     cold_fleet, cold_cpu = await fleet(api, vips, s)
     stop_provisioner(s, cold_prov)
-    warm_prov = start_provisioner(s, spares)
+    start_provisioner(s, spares)  # it stays for the breakdown
 
     async def warm_sample(measure: Callable[[], Awaitable[float]]) -> float:
         await wait_spares(s, spares)
@@ -548,7 +548,6 @@ async def figures(
     await wait_spares(s, spares)
     live = await member_live(api, vips, p1, p3)
     through_lb, by_hand, direct = await throughput(api, vips, p1, p2, tmp)
-    stop_provisioner(s, warm_prov)
     return Figures(
         cold,
         cold_fleet,
@@ -597,12 +596,12 @@ async def main(only_breakdown: bool, timeline: bool, samples: int, spares: int) 
                 api = Api(session, base)
                 if not only_breakdown:
                     measured = await figures(api, s, vips, (p1, p2, p3), tmp, spares)
-                pool_size = samples + 2
-                start_provisioner(s, pool_size)
+                else:
+                    start_provisioner(s, spares)
                 traced: list[Traced] = []
                 for _ in range(samples):
                     # A full pool: no spare boots beside the create that is measured.
-                    await wait_spares(s, pool_size)
+                    await wait_spares(s, spares)
                     traced.append(await traced_create(api, sink, vips, [p1]))
                 floor = await haproxy_floor(tmp, free_port())
         finally:
