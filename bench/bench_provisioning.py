@@ -177,9 +177,20 @@ async def step_by_step(api: Api, vips: Vips, members: list[int]) -> float:
     return time.perf_counter() - started
 
 
-def stack_cpu_seconds(s: Stack) -> float:
-    """CPU seconds the stack's processes have used (services, Postgres, NATS, agents, HAProxy,
-    with their children; the reaped ones' time counted by their parents): the processes
+# What a process of the stack is, by its command line (the first match).
+PROCESS_KINDS = (
+    ("haproxy", b"haproxy"),
+    ("agents", b"services.amphora"),
+    ("api", b"services.api"),
+    ("provisioner", b"services.provisioner"),
+    ("postgres", b"postgres"),
+    ("nats", b"nats"),
+)
+
+
+def stack_cpu_seconds(s: Stack) -> dict[str, float]:
+    """CPU seconds the stack's processes have used by kind (``PROCESS_KINDS``, else "other"),
+    children included (the reaped ones' time counted by their parents): the processes
     started by the bench and every one whose command line names the stack's directory."""
     root = str(s.root).encode()
     seeds = {p.pid for p in s.procs}
@@ -191,7 +202,7 @@ def stack_cpu_seconds(s: Stack) -> float:
             except OSError:
                 continue
     seen: set[int] = set()
-    ticks = 0
+    ticks: dict[str, int] = {}
     todo = list(seeds)
     while todo:
         pid = todo.pop()
@@ -199,16 +210,24 @@ def stack_cpu_seconds(s: Stack) -> float:
             continue
         seen.add(pid)
         try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            ticks += sum(int(x) for x in fields[11:15])  # utime stime cutime cstime
+            kind = next((k for k, mark in PROCESS_KINDS if mark in cmdline), "other")
+            # utime stime cutime cstime
+            ticks[kind] = ticks.get(kind, 0) + sum(int(x) for x in fields[11:15])
             for task in Path(f"/proc/{pid}/task").iterdir():
                 todo += [int(c) for c in (task / "children").read_text().split()]
         except (OSError, IndexError, ValueError):
             continue
-    return ticks / os.sysconf("SC_CLK_TCK")
+    return {kind: n / os.sysconf("SC_CLK_TCK") for kind, n in ticks.items()}
 
 
-async def fleet(api: Api, vips: Vips, s: Stack) -> tuple[float, float]:
+def cpu_per_lb(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """Seconds of CPU per LB of a burst of FLEET, by kind, between two readings."""
+    return {k: (v - before.get(k, 0.0)) / FLEET for k, v in after.items()}
+
+
+async def fleet(api: Api, vips: Vips, s: Stack) -> tuple[float, dict[str, float]]:
     """Seconds until FLEET bare LBs, created FLEET_CONCURRENCY at a time, are all ACTIVE, and
     the stack's CPU seconds per LB meanwhile."""
     sem = asyncio.Semaphore(FLEET_CONCURRENCY)
@@ -226,7 +245,7 @@ async def fleet(api: Api, vips: Vips, s: Stack) -> tuple[float, float]:
         started = time.perf_counter()
         await asyncio.gather(*(one(b) for b in bodies))
         seconds = time.perf_counter() - started
-        return seconds, (stack_cpu_seconds(s) - cpu) / FLEET
+        return seconds, cpu_per_lb(cpu, stack_cpu_seconds(s))
     finally:
         poller.cancel()
 
@@ -495,13 +514,13 @@ class Figures:
 
     cold: list[float]
     cold_fleet: float
-    cold_cpu: float  # stack CPU seconds per LB of the cold burst
+    cold_cpu: dict[str, float]  # stack CPU seconds per LB of the cold burst, by kind
     spares: int  # the spare pool of the warm figures
     bare: list[float]
     warm: list[float]
     steps: list[float]
     fleet: float
-    fleet_cpu: float
+    fleet_cpu: dict[str, float]
     live: list[float]
     through_lb: float
     by_hand: float
@@ -643,10 +662,14 @@ def print_figures(f: Figures) -> None:
         f"{pct(f.warm, 0.95):.0f} ms; POST bare LB p95 {pct(f.bare, 0.95):.0f} ms; "
         f"{FLEET} bare LBs with no spares (cold boots) {f.cold_fleet:.2f} s"
     )
-    print(
-        f"  the stack's CPU per bare LB in the burst: {f.fleet_cpu * 1000:.0f} ms with the spare "
-        f"pool, {f.cold_cpu * 1000:.0f} ms with cold boots (Octavia no-op: 470 ms per LB create)"
-    )
+    for name, cpu in (("with the spare pool", f.fleet_cpu), ("with cold boots", f.cold_cpu)):
+        kinds = ", ".join(
+            f"{k} {v * 1000:.0f}" for k, v in sorted(cpu.items(), key=lambda x: -x[1])
+        )
+        print(
+            f"  the stack's CPU per bare LB of the burst {name}: "
+            f"{sum(cpu.values()) * 1000:.0f} ms ({kinds}; Octavia no-op: 470 ms per create)"
+        )
     print(
         f"  requests/s: through LB {f.through_lb:8.0f}  hand-written {f.by_hand:8.0f}  "
         f"direct {f.direct:8.0f}"
