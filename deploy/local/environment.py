@@ -25,8 +25,12 @@ from libs.common.private_files import write_private_file
 from libs.common.secretstore import new_key
 from libs.common.settings import HEARTBEAT_KEY_ENV, SECRET_KEYS_ENV, default_subnets
 
-# Booted spares housekeeping keeps: a new LB takes one instead of waiting for a boot.
-SPARE_POOL_SIZE: Final = 2
+# Booted spares housekeeping keeps: a new LB takes one instead of waiting for a boot. As many as
+# the provisioner works on at once (its default concurrency), so that a whole wave of concurrent
+# creates (Terraform runs 10 at a time) starts without a boot: each boot costs about as much
+# CPU as a create and more than doubles a burst's cost; an idle spare (an agent, no HAProxy)
+# costs ~13 MB. A deployment expecting larger bursts keeps a pool the size of its bursts.
+SPARE_POOL_SIZE: Final = 8
 
 
 def _secret(state: Path, name: str, make: Callable[[], str] | None = None) -> str:
