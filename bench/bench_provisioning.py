@@ -42,7 +42,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
@@ -69,6 +69,8 @@ from bench._harness import (  # noqa: E402
     wait_http,
 )
 from deploy.local.environment import SPARE_POOL_SIZE  # noqa: E402
+
+Sample = TypeVar("Sample")
 
 COLD_SAMPLES = 4
 WARM_SAMPLES = 6
@@ -128,53 +130,37 @@ async def bare_create(api: Api, vips: Vips) -> float:
     return time.perf_counter() - started
 
 
-async def step_by_step(api: Api, vips: Vips, members: list[int]) -> float:
+STEP_NAMES = ("LB", "listener", "pool", "member 1", "member 2", "health monitor", "serving")
+
+
+async def step_by_step(api: Api, vips: Vips, members: list[int]) -> list[float]:
+    """Seconds of each step (``STEP_NAMES``): POST, then until the LB is ACTIVE (the last:
+    until the VIP serves)."""
     vip = vips.next()
     port = free_port(vip)
-    started = time.perf_counter()
-    lb = (await api.post("/v2/lbaas/loadbalancers", bare(vip)))["loadbalancer"]
-    await api.wait_active(lb["id"])
-    listener = (
-        await api.post(
-            "/v2/lbaas/listeners",
-            {"listener": {"loadbalancer_id": lb["id"], "protocol": "HTTP", "protocol_port": port}},
-        )
-    )["listener"]
-    await api.wait_active(lb["id"])
-    pool = (
-        await api.post(
-            "/v2/lbaas/pools",
-            {
-                "pool": {
-                    "listener_id": listener["id"],
-                    "protocol": "HTTP",
-                    "lb_algorithm": "ROUND_ROBIN",
-                }
-            },
-        )
-    )["pool"]
-    await api.wait_active(lb["id"])
+    marks = [time.perf_counter()]
+
+    async def step(path: str, body: dict[str, Any], lb_id: str | None = None) -> dict[str, Any]:
+        created = await api.post(path, body)
+        await api.wait_active(lb_id or created["loadbalancer"]["id"])
+        marks.append(time.perf_counter())
+        return created
+
+    lb_id = (await step("/v2/lbaas/loadbalancers", bare(vip)))["loadbalancer"]["id"]
+    listener = {"loadbalancer_id": lb_id, "protocol": "HTTP", "protocol_port": port}
+    listener_id = (await step("/v2/lbaas/listeners", {"listener": listener}, lb_id))["listener"][
+        "id"
+    ]
+    pool = {"listener_id": listener_id, "protocol": "HTTP", "lb_algorithm": "ROUND_ROBIN"}
+    pool_id = (await step("/v2/lbaas/pools", {"pool": pool}, lb_id))["pool"]["id"]
     for m in members:
-        await api.post(
-            f"/v2/lbaas/pools/{pool['id']}/members",
-            {"member": {"address": "127.0.0.1", "protocol_port": m}},
-        )
-        await api.wait_active(lb["id"])
-    await api.post(
-        "/v2/lbaas/healthmonitors",
-        {
-            "healthmonitor": {
-                "pool_id": pool["id"],
-                "type": "HTTP",
-                "delay": 2,
-                "timeout": 1,
-                "max_retries": 2,
-            }
-        },
-    )
-    await api.wait_active(lb["id"])
+        member = {"address": "127.0.0.1", "protocol_port": m}
+        await step(f"/v2/lbaas/pools/{pool_id}/members", {"member": member}, lb_id)
+    monitor = {"pool_id": pool_id, "type": "HTTP", "delay": 2, "timeout": 1, "max_retries": 2}
+    await step("/v2/lbaas/healthmonitors", {"healthmonitor": monitor}, lb_id)
     await serving(api.s, f"http://{vip}:{port}/")
-    return time.perf_counter() - started
+    marks.append(time.perf_counter())
+    return [b - a for a, b in zip(marks, marks[1:], strict=False)]
 
 
 # What a process of the stack is, by its command line (the first match).
@@ -519,6 +505,7 @@ class Figures:
     bare: list[float]
     warm: list[float]
     steps: list[float]
+    each_step: list[list[float]]  # seconds per step (STEP_NAMES) of each sample
     fleet: float
     fleet_cpu: dict[str, float]
     live: list[float]
@@ -551,7 +538,7 @@ async def figures(
     stop_provisioner(s, cold_prov)
     start_provisioner(s, spares)  # it stays for the breakdown
 
-    async def warm_sample(measure: Callable[[], Awaitable[float]]) -> float:
+    async def warm_sample(measure: Callable[[], Awaitable[Sample]]) -> Sample:
         await wait_spares(s, spares)
         return await measure()
 
@@ -559,9 +546,10 @@ async def figures(
     warm = [
         await warm_sample(lambda: first(graph_create(api, vips, [p1]))) for _ in range(WARM_SAMPLES)
     ]
-    steps = [
+    each_step = [
         await warm_sample(lambda: step_by_step(api, vips, [p1, p2])) for _ in range(STEP_SAMPLES)
     ]
+    steps = [sum(one) for one in each_step]
     await wait_spares(s, spares)
     fleet_seconds, fleet_cpu = await fleet(api, vips, s)
     await wait_spares(s, spares)
@@ -575,6 +563,7 @@ async def figures(
         bare_seconds,
         warm,
         steps,
+        each_step,
         fleet_seconds,
         fleet_cpu,
         live,
@@ -670,6 +659,11 @@ def print_figures(f: Figures) -> None:
             f"  the stack's CPU per bare LB of the burst {name}: "
             f"{sum(cpu.values()) * 1000:.0f} ms ({kinds}; Octavia no-op: 470 ms per create)"
         )
+    per_step = ", ".join(
+        f"{name} {statistics.median(one[i] for one in f.each_step) * 1000:.0f}"
+        for i, name in enumerate(STEP_NAMES)
+    )
+    print(f"  step by step, p50 of each step (ms): {per_step}")
     print(
         f"  requests/s: through LB {f.through_lb:8.0f}  hand-written {f.by_hand:8.0f}  "
         f"direct {f.direct:8.0f}"
