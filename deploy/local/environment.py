@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from deploy.local.ports import LOOPBACK, StackPorts
 from deploy.local.state import StackPaths
@@ -24,6 +24,13 @@ from libs.common.pki import DeploymentCA
 from libs.common.private_files import write_private_file
 from libs.common.secretstore import new_key
 from libs.common.settings import HEARTBEAT_KEY_ENV, SECRET_KEYS_ENV, default_subnets
+
+# Booted spares housekeeping keeps: a new LB takes one instead of waiting for a boot. As many as
+# the provisioner works on at once (its default concurrency), so that a whole wave of concurrent
+# creates (Terraform runs 10 at a time) starts without a boot: each boot costs about as much
+# CPU as a create and more than doubles a burst's cost; an idle spare (an agent, no HAProxy)
+# costs ~13 MB. A deployment expecting larger bursts keeps a pool the size of its bursts.
+SPARE_POOL_SIZE: Final = 8
 
 
 def _secret(state: Path, name: str, make: Callable[[], str] | None = None) -> str:
@@ -113,8 +120,7 @@ def service_environment(
         },
         "housekeeping": {
             "PORT": str(addresses.housekeeping),
-            # Two booted spares: a new LB takes one instead of waiting for a boot.
-            "SPARES__POOL_SIZE": "2",
+            "SPARES__POOL_SIZE": str(SPARE_POOL_SIZE),
             "CERTIFICATES__CA_CERT": str(state / "ca" / "ca.pem"),
         },
     }

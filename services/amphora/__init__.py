@@ -12,7 +12,8 @@ socket unreachable, 500 rollback failed).
                                            "not ready", "service": "amphora", "checks":
                                            {"haproxy": {"ok", "detail"}}}: the master runs
                                            and answers on master.sock, or no config was
-                                           pushed yet (the agent waits for one)
+                                           pushed yet (the agent waits for one), or the one
+                                           installed takes no connections
     GET    /v1/info                        200 AgentInfo {amphora_id, lb_id, api_version,
                                                haproxy_version, haproxy_running, config_sha256,
                                                stats_socket, certs_dir}
@@ -21,14 +22,18 @@ socket unreachable, 500 rollback failed).
                                            400 {"error", "details": haproxy's output} when
                                            HAProxy refuses it at start or reload (parse or
                                            bind errors); the previous config keeps serving and
-                                           is put back. Same text = no-op.
+                                           is put back. Same text = no-op. A config with no
+                                           `frontend` or `listen` section is checked
+                                           (`haproxy -c`) and installed, HAProxy stopped:
+                                           none runs until a config takes connections.
                                            `?reload=false`: validate (`haproxy -c`) and store
                                            it for the next reload only (runtime API changes
                                            already applied).
     GET    /v1/haproxy/config              200 text/plain (+ ETag "<sha256>"), 404 if none
     DELETE /v1/haproxy                     204; stops HAProxy and forgets its config
     GET    /v1/haproxy/stats               200 [ {pxname, svname, scur, status, ...}, ... ]
-                                           (`show stat`; integers as numbers, empty as null)
+                                           (`show stat`; integers as numbers, empty as null;
+                                           [] while the installed config runs no HAProxy)
     POST   /v1/haproxy/servers/{backend}/{server}
                                            body ServerChange {weight?: 0..256,
                                                state?: "ready"|"drain"|"maint",

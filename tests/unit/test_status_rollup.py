@@ -334,3 +334,25 @@ def test_below_the_threshold_held_amphorae_still_stale_are_failed() -> None:
         silent(3, stopped=True), heartbeat_timeout=3.0, stale_grace=10.0, threshold=10
     )
     assert not decision.tripped and len(decision.fail) == 3
+
+
+def test_an_lb_without_listeners_is_online_and_served_by_a_beat_without_listeners() -> None:
+    """Its amphora runs no HAProxy and beats with no listeners or pools: the LB is ONLINE (as
+    Octavia's health manager sets an enabled LB it hears from), its listener-less pool OFFLINE
+    (its member untouched), and the amphora counts as serving (no listener is expected)."""
+    lb = b.loadbalancer("127.77.0.11")
+    pool = b.pool(lb)
+    member = b.member(pool, 8001)
+    state = fold(
+        [
+            ev.LoadBalancerCreated(
+                loadbalancer=snapshot(lb), pools=(snapshot(pool),), members=(snapshot(member),)
+            ),
+            ev.LoadBalancerActivated(amphora_ids=(AMP,)),
+        ]
+    )
+    view = LbView.of(state)
+    assert view is not None
+    beat = Heartbeat.model_validate({"id": AMP, "seq": 1, "ver": 3, "listeners": {}, "pools": {}})
+    assert roll_up(view, beat) == {lb.id: OS.ONLINE, pool.id: OS.OFFLINE}
+    assert serving(view, AMP, beat)

@@ -1,9 +1,16 @@
 """HAProxy in master-worker mode, owned by the agent: validated config installs with hitless
 reloads and rollback, plus the runtime API (weights, drain, add/del server, `show stat`).
 
-Files under the state dir: `haproxy.cfg` (always the last config HAProxy loaded), `.new` and
-`.failed` copies, `master.sock` (master CLI), `stats.sock` (worker runtime API; every pushed
-config must declare it), `haproxy.pid` (the master's pid) and `haproxy.log` (its stderr).
+A configuration without a proxy that takes connections (no `frontend` or `listen` section: a
+load balancer without listeners, or with only UDP or disabled ones) is validated and installed
+but runs no HAProxy, as Octavia's amphora runs none until a listener exists: installing one
+stops HAProxy, and the next configuration with a proxy starts it.
+
+Files under the state dir: `haproxy.cfg` (always the last config installed: the one HAProxy
+loaded, or one that needs no HAProxy), `.new` and `.failed` copies, `master.sock` (master CLI),
+`stats.sock` (worker runtime API; every pushed config must declare it), `haproxy.pid` (the
+master's pid, present exactly while the agent means HAProxy to run: the agent removes it when
+it stops HAProxy, HAProxy never does) and `haproxy.log` (its stderr).
 """
 
 from __future__ import annotations
@@ -48,6 +55,13 @@ _STOP_TIMEOUT: Final = 5.0
 _NAME: Final = re.compile(NAME_PATTERN)
 _STATS_SOCKET_LINE: Final = re.compile(r"^\s*stats\s+socket\s+(?:unix@)?(\S+)(.*)$", re.MULTILINE)
 _FAILED_COUNTER: Final = re.compile(r"\[failed:\s*(\d+)\]")
+_PROXY_SECTION: Final = re.compile(r"^[ \t]*(?:frontend|listen)[ \t]", re.MULTILINE)
+
+
+def takes_connections(config: str) -> bool:
+    """Whether ``config`` declares a proxy that takes connections (a `frontend` or `listen`
+    section); HAProxy runs only for such a configuration."""
+    return _PROXY_SECTION.search(config) is not None
 
 
 # PING health monitors, as Octavia maps them: HAProxy's external check runs this script with
@@ -345,15 +359,22 @@ class HaproxyDataPlane:
         text = self.config_text()
         return None if text is None else hashlib.sha256(text.encode()).hexdigest()
 
+    def needs_running(self) -> bool:
+        """Whether the installed configuration has a proxy to serve (``takes_connections``):
+        False with none installed or one that runs no HAProxy."""
+        text = self.config_text()
+        return text is not None and takes_connections(text)
+
     async def apply(self, text: str, *, reload: bool = True) -> str:
         """Install `text` as the running config and return its sha256. Idempotent: the same
-        text while running is a no-op.
+        text while running (or installed, for one that runs no HAProxy) is a no-op.
 
         With ``reload=False`` (HAProxy running) the text, validated with `haproxy -c`, only
         becomes the file the next reload loads: the caller has already made the same change
-        through the runtime API. Otherwise no separate `haproxy -c` runs: the master validates
-        the file when it starts or reloads, and a reload it refuses leaves the old worker
-        serving.
+        through the runtime API. A text that takes no connections (``takes_connections``) is
+        validated with `haproxy -c`, then HAProxy is stopped and the text installed. Otherwise
+        no separate `haproxy -c` runs: the master validates the file when it starts or
+        reloads, and a reload it refuses leaves the old worker serving.
 
         Raises ConfigRejected (with HAProxy's output) when the config lacks the stats socket
         contract, or when HAProxy refuses it (parse errors, bind errors). In every such case
@@ -362,38 +383,55 @@ class HaproxyDataPlane:
         """
         self._require_stats_socket(text)
         digest = hashlib.sha256(text.encode()).hexdigest()
+        serves = takes_connections(text)
         async with self._lock:
-            if self.is_running() and self.config_sha256() == digest:
+            if self.is_running() == serves and self.config_sha256() == digest:
                 return digest
             candidate = self.config_path.with_name("haproxy.cfg.new")
             write_private_file(candidate, text.encode())
             previous, was_running = self.config_text(), self.is_running()
-            if was_running and not reload:
+            if not serves:
+                await self._check(candidate)
+                await self._stop_master()
+                os.replace(candidate, self.config_path)
+            elif was_running and not reload:
                 # Nothing loads this file now: check it, or a later reload would find it bad.
-                output, status = await run_tool(
-                    self.state_dir, str(self.binary), "-c", "-f", str(candidate)
-                )
-                if status != 0:
-                    os.replace(candidate, self.config_path.with_name("haproxy.cfg.failed"))
-                    raise ConfigRejected("haproxy rejected the configuration", detail=output)
+                await self._check(candidate)
                 os.replace(candidate, self.config_path)
                 return digest
-            os.replace(candidate, self.config_path)
-            try:
-                await (self._reload() if was_running else self._start())
-            except _LoadFailed as failure:
-                write_private_file(self.config_path.with_name("haproxy.cfg.failed"), text.encode())
-                await self._restore(previous, serve_it=was_running)
-                raise ConfigRejected(
-                    "haproxy could not load the configuration", detail=failure.output
-                ) from None
+            else:
+                await self._load(candidate, text, previous, was_running)
         for callback in self._on_load:
             callback()
         return digest
 
+    async def _check(self, candidate: Path) -> None:
+        """`haproxy -c` on ``candidate``; raises ConfigRejected (the file kept as `.failed`)."""
+        output, status = await run_tool(
+            self.state_dir, str(self.binary), "-c", "-f", str(candidate)
+        )
+        if status != 0:
+            os.replace(candidate, self.config_path.with_name("haproxy.cfg.failed"))
+            raise ConfigRejected("haproxy rejected the configuration", detail=output)
+
+    async def _load(
+        self, candidate: Path, text: str, previous: str | None, was_running: bool
+    ) -> None:
+        """Install ``candidate`` and start or reload HAProxy on it; on a refusal put
+        ``previous`` back (serving it again if it was) and raise ConfigRejected."""
+        os.replace(candidate, self.config_path)
+        try:
+            await (self._reload() if was_running else self._start())
+        except _LoadFailed as failure:
+            write_private_file(self.config_path.with_name("haproxy.cfg.failed"), text.encode())
+            await self._restore(previous, serve_it=was_running)
+            raise ConfigRejected(
+                "haproxy could not load the configuration", detail=failure.output
+            ) from None
+
     def on_load(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` (quick, synchronous) after every start or reload that put a new
-        config in service."""
+        config in service, and after a config that runs no HAProxy was installed."""
         self._on_load.append(callback)
 
     async def stop(self) -> None:
@@ -417,7 +455,11 @@ class HaproxyDataPlane:
         return process_cpu_seconds(self._master_pid)
 
     async def show_stat(self) -> list[StatsRow]:
-        """All rows of `show stat` (frontends, backends, servers)."""
+        """All rows of `show stat` (frontends, backends, servers); none while the installed
+        config runs no HAProxy (raises Conflict while none is installed or HAProxy died)."""
+        text = self.config_text()
+        if text is not None and not takes_connections(text) and not self.is_running():
+            return []
         answer = await self._runtime("show stat")
         try:
             return parse_show_stat(answer)

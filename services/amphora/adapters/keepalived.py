@@ -5,7 +5,8 @@ Files under the state dir: ``keepalived.conf`` (the last config keepalived loade
 ``.new`` / ``.failed`` copies), ``keepalived.vips`` (the VIPs that config moves),
 ``keepalived.pid`` and ``keepalived-vrrp.pid`` (explicit pid files, so several keepalived
 instances, one per amphora namespace, coexist on one host), ``keepalived.log`` (its console),
-``vrrp-check.sh`` (exits 0 while HAProxy's master lives: the ``track_script``),
+``vrrp-check.sh`` (exits 0 while HAProxy's master lives, or while there is no HAProxy pid
+file: the ``track_script``),
 ``vrrp-notify.sh`` (keepalived's ``notify``) and ``vrrp.state`` (the state it last reported).
 
 A SIGKILLed keepalived cannot drop its VIP (measured: the VIP stays on the dead master), so
@@ -39,8 +40,9 @@ _STOP_TIMEOUT: Final = 5.0
 _LOG_TAIL: Final = 4000
 
 _CHECK_SCRIPT: Final = """#!/bin/sh
-# keepalived's track_script: succeeds while HAProxy's master process lives (not a zombie).
-pid=$(cat '{pid_file}' 2>/dev/null) || exit 1
+# keepalived's track_script: succeeds while HAProxy's master process lives (not a zombie), and
+# while no pid file says one should (the config takes no connections: HAProxy is not run).
+pid=$(cat '{pid_file}' 2>/dev/null) || exit 0
 [ -n "$pid" ] && [ -r "/proc/$pid/stat" ] || exit 1
 set -- $(cat "/proc/$pid/stat" 2>/dev/null)
 [ -n "$3" ] && [ "$3" != Z ]

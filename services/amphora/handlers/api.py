@@ -107,11 +107,14 @@ class AgentHandlers:
 
     async def _haproxy_ready(self) -> str:
         """Ready: HAProxy's master runs and answers on its CLI, or no config was ever pushed
-        (the agent then waits for one). A config installed but not served is not ready."""
+        (the agent then waits for one), or the one installed takes no connections (it runs no
+        HAProxy). A config with a proxy installed but not served is not ready."""
         dataplane = self.dataplane
         if not dataplane.is_running():
             if dataplane.config_text() is None:
                 return "no configuration pushed yet; ready to accept one"
+            if not dataplane.needs_running():
+                return "the configuration has no proxy taking connections; HAProxy not needed"
             raise NotReady(
                 "haproxy is not running although a configuration is installed; "
                 "push the configuration again to start it"
