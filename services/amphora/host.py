@@ -7,7 +7,8 @@ agent process has: its state dir, its agent lock (``agent.pid`` names the host's
 identity and listener, its port file, its HAProxy and its heartbeats. The host also writes
 ``agent.host`` (its control socket's path) into the directory of each amphora it serves.
 
-The host is started with ``FULCRUM_AGENT_HOST_DIRECTORY`` (its ``host.pid`` and ``host.lock``),
+The host is started with ``FULCRUM_AGENT_HOST_DIRECTORY`` (its ``host.pid`` and ``host.lock``,
+removed when it exits),
 ``FULCRUM_AGENT_HOST_SOCKET`` and ``FULCRUM_AGENT_HOST_CAPACITY`` set (``python -m
 services.amphora`` then runs a host, not an agent) and takes requests on its unix socket, one
 JSON line each, answered with one JSON line:
@@ -33,6 +34,7 @@ import fcntl
 import json
 import logging
 import os
+import shutil
 import signal
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -136,9 +138,9 @@ class AgentHost:
         await self._stop_amphorae()
         if self._connections:  # answers still being written
             await asyncio.wait(self._connections, timeout=_CLOSE_GRACE)
-        (settings.directory / "host.pid").unlink(missing_ok=True)
-        os.close(lock)
         log.info("agent host %s exits", os.getpid())
+        shutil.rmtree(settings.directory, ignore_errors=True)  # its log too: nothing went wrong
+        os.close(lock)
 
     def _stop_all(self) -> None:
         self._closing = True

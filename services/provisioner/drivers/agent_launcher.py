@@ -11,19 +11,18 @@ With ``amphorae_per_process`` K > 1, agents run K to a process instead: agent ho
 A new amphora goes to the newest live host with room, else to a new host; ``agent.pid`` then
 names the host, and ``agent.host`` its control socket, through which one amphora is stopped
 (``stop_amphora_agent``) while the others keep serving. A restarted provisioner finds the live
-hosts in that directory.
+hosts in that directory. A host removes its directory when it exits; one that crashed leaves
+it, with its log.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import hashlib
 import json
 import logging
 import os
-import shutil
 import signal
 import sys
 import tempfile
@@ -46,6 +45,7 @@ _POLL: Final = 0.005
 _STOP_POLL: Final = 0.02
 HOST_DIRECTORY_ENV: Final = "FULCRUM_AGENT_HOST_DIRECTORY"
 _NO_ROOM: Final = "no agent host has room"
+_PLACE_ATTEMPTS: Final = 3
 
 
 def alive(pid: int) -> bool:
@@ -106,7 +106,10 @@ async def ask_unix(path: str, request: Mapping[str, object], within: float) -> d
             try:
                 writer.write((json.dumps(request) + "\n").encode())
                 await writer.drain()
-                reply = json.loads(await reader.readline())
+                line = await reader.readline()
+                if not line:
+                    raise ConnectionResetError(f"{path} closed without answering")
+                reply = json.loads(line)
             finally:
                 writer.close()
     except (ValueError, TimeoutError) as exc:
@@ -290,16 +293,16 @@ class AgentHosts:
     async def place(self, env: Mapping[str, str]) -> str | None:
         """Start the amphora ``env`` describes in a live host with room, else in a new one;
         None once it listens, else why it did not start."""
-        refused = await self._try_hosts(env)
-        if refused != _NO_ROOM:
-            return refused
-        async with self._lock:  # one new host at a time: concurrent boots fill it together
+        for _ in range(_PLACE_ATTEMPTS):  # a new host may be filled by concurrent boots
             refused = await self._try_hosts(env)
             if refused != _NO_ROOM:
                 return refused
-            socket_path = await self._start_host()
-        reply = await self._start_in(socket_path, env)
-        return None if reply.get("ok") else str(reply.get("error"))
+            async with self._lock:  # one new host at a time: concurrent boots fill it together
+                refused = await self._try_hosts(env)
+                if refused != _NO_ROOM:
+                    return refused
+                await self._start_host()
+        return _NO_ROOM
 
     async def _try_hosts(self, env: Mapping[str, str]) -> str | None:
         """Start it in the first live host with room (the newest first: the older ones
@@ -307,8 +310,10 @@ class AgentHosts:
         for socket_path in self.live_sockets():
             try:
                 reply = await self._start_in(socket_path, env)
-            except OSError:
+            except (ConnectionError, FileNotFoundError):
                 continue  # gone or going
+            except OSError as exc:
+                return str(exc)  # it took the amphora and did not answer in time
             if reply.get("ok"):
                 return None
             if not reply.get("full"):
@@ -319,25 +324,18 @@ class AgentHosts:
         return await ask_unix(socket_path, {"start": dict(env)}, self._boot_timeout)
 
     def live_sockets(self) -> list[str]:
-        """The control sockets of the live hosts, newest first; the directories of hosts that
-        exited (their lock is free and they removed their pid file) are removed."""
+        """The control sockets of the live hosts, newest first."""
         sockets: list[str] = []
         with contextlib.suppress(FileNotFoundError):
             for host in sorted(self._dir.iterdir(), reverse=True):
-                pid_file = host / "host.pid"
-                try:
-                    pid = int(pid_file.read_text())
-                except (OSError, ValueError):
-                    if not pid_file.exists() and _lock_is_free(host / "host.lock"):
-                        shutil.rmtree(host, ignore_errors=True)
-                    continue
-                if alive(pid):
-                    sockets.append(unix_socket_path(host / "host.sock", "fulcrum-host"))
+                with contextlib.suppress(OSError, ValueError):
+                    if alive(int((host / "host.pid").read_text())):
+                        sockets.append(unix_socket_path(host / "host.sock", "fulcrum-host"))
         return sockets
 
-    async def _start_host(self) -> str:
-        """A new host, once it answers; its socket path. InfrastructureError with its log's
-        tail when it dies first or the boot timeout passes."""
+    async def _start_host(self) -> None:
+        """A new host, once it serves; InfrastructureError with its log's tail when it dies
+        first or the boot timeout passes."""
         host = self._dir / f"{time.time_ns():x}"  # names sort by age
         host.mkdir(parents=True)
         socket_path = unix_socket_path(host / "host.sock", "fulcrum-host")
@@ -351,7 +349,7 @@ class AgentHosts:
         while time.monotonic() < deadline and alive(pid):
             with contextlib.suppress(OSError, ValueError):
                 if int((host / "host.pid").read_text()) == pid:
-                    return socket_path
+                    return
             await asyncio.sleep(_POLL)
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
@@ -360,21 +358,6 @@ class AgentHosts:
         except OSError:
             tail = ""
         raise InfrastructureError(f"agent host did not start: {tail.strip()}")
-
-
-def _lock_is_free(path: Path) -> bool:
-    """Whether nobody holds the flock on ``path`` (taken and released at once to tell)."""
-    try:
-        fd = os.open(path, os.O_RDWR)
-    except OSError:
-        return True
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        return False
-    finally:
-        os.close(fd)
-    return True
 
 
 class Zygote:

@@ -9,6 +9,7 @@ import asyncio
 import os
 import signal
 import ssl
+from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -159,6 +160,17 @@ async def test_amphorae_share_a_host_serve_on_their_own_and_are_deleted_alone(
         await driver.ensure(AmphoraSpec(amphora_id=f"amp-{n}", lb_id=None)) for n in (4, 5)
     ]
     assert (fourth.compute_id, fifth.compute_id) == (third.compute_id, second.compute_id)
+
+
+async def test_concurrent_boots_fill_hosts_up_to_their_capacity(
+    driver: ProcessAmphoraDriver,
+) -> None:
+    handles = await asyncio.gather(
+        *(driver.ensure(AmphoraSpec(amphora_id=f"amp-{n}", lb_id=None)) for n in range(5))
+    )
+    per_host = Counter(h.compute_id for h in handles)
+    assert sorted(per_host.values()) == [1, 2, 2]
+    assert sorted(h.amphora_id for h in await driver.list()) == [f"amp-{n}" for n in range(5)]
 
 
 async def test_a_killed_host_leaves_its_amphorae_gone_and_their_haproxies_serving(
