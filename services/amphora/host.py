@@ -43,6 +43,7 @@ from typing import Any, Final
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from libs.common.errors import InfrastructureError
 from libs.common.logsetup import LogLevel, configure_logging, set_log_context
 from libs.common.telemetry import setup_tracing
 from services.amphora.agent_lock import HOSTED_BY_FILE, PID_FILE, hold_amphora_lock
@@ -73,7 +74,7 @@ class AgentHostSettings(BaseSettings):
     """The agents' log level (every amphora of the host shares it)."""
 
 
-class Refused(Exception):
+class Refused(InfrastructureError):
     """A start the host does not take; ``full``: another host may."""
 
     def __init__(self, reason: str, *, full: bool = False) -> None:
