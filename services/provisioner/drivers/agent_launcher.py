@@ -250,8 +250,8 @@ async def stop_agent(pid: int, grace: float) -> bool:
 async def stop_amphora_agent(directory: Path, amphora_id: str, grace: float) -> None:
     """Stop whatever serves the amphora of ``directory`` (it stops its HAProxy): its agent
     process (SIGTERM, SIGKILL to its group after ``grace`` s) or, in an agent host, that
-    amphora alone. A host that does not stop it within ``grace`` s is SIGKILLed: its event
-    loop is stuck, so none of its amphorae answers or heartbeats anyway."""
+    amphora alone. A host that does not confirm within ``grace`` s is left running: killing it
+    would take its other amphorae down with it (the caller kills the HAProxy)."""
     pid = agent_pid(directory)
     if pid is None:
         return
@@ -265,13 +265,8 @@ async def stop_amphora_agent(directory: Path, amphora_id: str, grace: float) -> 
         reply = await ask_unix(socket_path, {"stop": amphora_id}, grace)
     except OSError as exc:
         reply = {"error": str(exc)}
-    if reply.get("ok") or not alive(pid):
-        return
-    log.error(
-        "agent host %d did not stop amphora %s (%s): killing the host", pid, amphora_id, reply
-    )
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
+    if not reply.get("ok") and alive(pid):
+        log.warning("agent host %d did not stop amphora %s: %s", pid, amphora_id, reply)
 
 
 class AgentHosts:

@@ -141,8 +141,8 @@ class ProcessAmphoraDriver:
         await self._launcher.close()
 
     async def delete(self, amphora_id: str) -> None:
-        """Stop the agent (it stops HAProxy; SIGKILL after 10 s, see ``stop_amphora_agent``);
-        kill an HAProxy that a dead agent left running; remove its directory."""
+        """Stop the agent (it stops HAProxy; see ``stop_amphora_agent``: SIGKILL after 10 s);
+        kill an HAProxy that a dead or stuck agent left running; remove its directory."""
         directory = self._dir(amphora_id)
         await stop_amphora_agent(directory, amphora_id, _STOP_TIMEOUT)
         _kill_orphaned_haproxy(directory)

@@ -202,6 +202,31 @@ async def test_a_killed_host_leaves_its_amphorae_gone_and_their_haproxies_servin
     assert await driver.leftovers() == []
 
 
+async def test_a_stuck_host_is_not_killed_for_one_delete(
+    driver: ProcessAmphoraDriver,
+    configurator: Configurator,
+    backends: list[Backend],
+    tmp_path: Path,
+) -> None:
+    """Its other amphorae would go with it: the deleted one's HAProxy is killed instead."""
+    handles = [await driver.ensure(AmphoraSpec(amphora_id=f"amp-{n}", lb_id=None)) for n in (1, 2)]
+    lbs = [("127.77.3.14", free_port("127.77.3.14")), ("127.77.3.15", free_port("127.77.3.15"))]
+    for (vip, port), handle, backend in zip(lbs, handles, backends[:2], strict=True):
+        await configurator.push(serving(vip, port, backend), handle)
+    first_haproxy = haproxy_pid(tmp_path / "amphorae", "amp-1")
+    host = int(handles[0].compute_id)
+    os.kill(host, signal.SIGSTOP)
+    try:
+        await driver.delete("amp-1")  # waits out the stop timeout
+    finally:
+        os.kill(host, signal.SIGCONT)
+    assert await gone(first_haproxy)
+    assert not (tmp_path / "amphorae" / "amp-1").exists()
+    assert alive(host)
+    assert await answer(*lbs[1]) == "b1"
+    assert await driver.list() == [handles[1]]
+
+
 async def test_a_restarted_driver_finds_the_live_host_and_fills_it(
     driver: ProcessAmphoraDriver, ca: DeploymentCA, tmp_path: Path
 ) -> None:
