@@ -10,7 +10,8 @@ left it). It measures:
   each process group used meanwhile (each service; Postgres by the service each backend
   serves; NATS; the amphorae's agents and HAProxies),
 - memory per amphora: proportional set size (``/proc/<pid>/smaps_rollup``) of its agent plus
-  its HAProxy master and workers,
+  its HAProxy master and workers; with ``--per-process K`` (agent hosts of K amphorae,
+  FULCRUM_PROVISIONER_AMPHORAE_PER_AGENT_PROCESS) the agent part is its share of its host,
 - idle control-plane CPU (the four services, Postgres and NATS) over ``--idle`` seconds with
   the first 10 LBs and with the whole fleet, projected to 1,000 amphorae along the line
   through both, with the same breakdown,
@@ -19,9 +20,9 @@ left it). It measures:
   whole unpaginated list (O(n) by nature: a figure, not a goal).
 Goals (issue 20, 2 cores): 1,000 LBs created in <= 60 s; <= 12 MB per amphora; idle control
 plane <= 0.1 core at 1,000; show and first page unchanged at size (<= 1.2x).
-Every amphora costs ~22 MB: a count that does not fit in half of the available memory is
+Every amphora costs ~22 MB (~8 MB in agent hosts): a count that does not fit in half of the available memory is
 lowered to one that does (and says so).
-Run: .venv/bin/python bench/bench_fleet.py [--count N] [--idle SECONDS]
+Run: .venv/bin/python bench/bench_fleet.py [--count N] [--idle SECONDS] [--per-process K]
 """
 
 from __future__ import annotations
@@ -80,6 +81,7 @@ HAPROXIES = "amphorae: haproxy"
 T = TypeVar("T")
 # What one LB costs the box with the process driver (amphora, its share of the control plane).
 MB_PER_LB = 25
+MB_PER_HOSTED_LB = 10
 
 
 @dataclass(frozen=True)
@@ -95,11 +97,13 @@ class Latencies:
 
 @dataclass(frozen=True)
 class Memory:
-    """Mean proportional set size per amphora, MB."""
+    """Mean proportional set size per amphora, MB (``agent``: of its agent process, or its
+    share of the agent host's)."""
 
     amphorae: int
     agent: float
     haproxy: float
+    agent_processes: int
 
     @property
     def total(self) -> float:
@@ -189,8 +193,9 @@ def children(pid: int) -> list[int]:
 
 
 def amphora_memory(state_dir: Path) -> Memory:
-    """Mean PSS of each amphora's agent and HAProxy (master and its workers)."""
-    agents: list[int] = []
+    """Mean PSS of each amphora's agent (an agent host's counted once, shared by its
+    amphorae) and HAProxy (master and its workers)."""
+    agents: set[int] = set()
     haproxies: list[int] = []
     for directory in sorted(p for p in state_dir.iterdir() if not p.name.startswith(".")):
         try:
@@ -198,12 +203,13 @@ def amphora_memory(state_dir: Path) -> Memory:
             master = int((directory / "haproxy.pid").read_text())
         except (OSError, ValueError):
             continue
-        agents.append(pss_kb(agent))
+        agents.add(agent)
         haproxies.append(pss_kb(master) + sum(pss_kb(w) for w in children(master)))
-    count = len(agents)
+    count = len(haproxies)
     if not count:
         raise RuntimeError(f"no running amphora under {state_dir}")
-    return Memory(count, sum(agents) / count / 1024, sum(haproxies) / count / 1024)
+    agent_kb = sum(pss_kb(pid) for pid in agents)
+    return Memory(count, agent_kb / count / 1024, sum(haproxies) / count / 1024, len(agents))
 
 
 def cpu_ticks(pid: int) -> int | None:
@@ -299,7 +305,7 @@ async def measure_cpu(s: Stack, work: Awaitable[T]) -> tuple[T, CpuUse]:
     return result, CpuUse(elapsed, cores_by_group(before, after, elapsed))
 
 
-def start_services(s: Stack, api_port: int) -> None:
+def start_services(s: Stack, api_port: int, per_process: int) -> None:
     udp = free_port()
     s.service("api", {"PORT": str(api_port), "AUTH_STRATEGY": "noauth", "ACCESS_LOG": "false"})
     s.service(
@@ -309,6 +315,7 @@ def start_services(s: Stack, api_port: int) -> None:
             "STATE_DIR": str(s.root / "amphorae"),
             "CA_DIR": str(s.root / "ca"),
             "HEALTH_ENDPOINTS": json.dumps([f"127.0.0.1:{udp}"]),
+            "AMPHORAE_PER_AGENT_PROCESS": str(per_process),
         },
     )
     s.service("health", {"PORT": str(free_port()), "UDP_PORT": str(udp)})
@@ -334,12 +341,12 @@ class Creation:
     cpu: CpuUse
 
 
-async def run(count: int, idle: float) -> None:
+async def run(count: int, idle: float, per_process: int) -> None:
     os.environ.setdefault(HEARTBEAT_KEY_ENV, "bench-fleet-heartbeat-key")
     with stack("fulcrum-bench-fleet-") as s:
         s.pg_dsn = await create_database(s.pg_dsn, "bench")
         api_port = free_port()
-        start_services(s, api_port)
+        start_services(s, api_port, per_process)
         p1, p2, p3 = free_port(), free_port(), free_port()
         (s.root / "backends.cfg").write_text(BACKEND_CFG.format(p1=p1, p2=p2, p3=p3))
         backends = subprocess.Popen(["haproxy", "-db", "-f", str(s.root / "backends.cfg")])
@@ -373,7 +380,7 @@ async def run(count: int, idle: float) -> None:
             backends.terminate()
             backends.wait()
     idles = Idle(min(SMALL, count), idle_small, idle_use)
-    report(count, creation, memory, idles, small, Sized(large, alone))
+    report(count, per_process, creation, memory, idles, small, Sized(large, alone))
 
 
 @contextmanager
@@ -427,6 +434,7 @@ class Idle:
 
 def report(
     count: int,
+    per_process: int,
     creation: Creation,
     memory: Memory,
     idles: Idle,
@@ -439,7 +447,11 @@ def report(
     def verdict(ok: bool) -> str:
         return "ok" if ok else "MISSED"
 
-    print(f"Fulcrum fleet benchmark (process driver, 2-core box, loopback; load {load()})")
+    agents = "an agent process each" if per_process == 1 else f"agent hosts of {per_process}"
+    print(
+        f"Fulcrum fleet benchmark (process driver, amphorae in {agents}, 2-core box, loopback; "
+        f"{load()})"
+    )
     print(
         f"  {count} LBs (listener, pool, 2 members) at concurrency {CONCURRENCY}, all ACTIVE: "
         f"{seconds:6.1f} s ({count / seconds:5.1f} LBs/s)   goal <= {goal_seconds:.0f} s "
@@ -453,8 +465,8 @@ def report(
     print(f"      {breakdown(creation.cpu)}")
     print(
         f"  memory per amphora (PSS, mean of {memory.amphorae}): {memory.total:5.1f} MB "
-        f"(agent {memory.agent:4.1f}, HAProxy {memory.haproxy:4.1f})   goal <= {GOAL_PSS_MB:.0f}"
-        f" MB: {verdict(memory.total <= GOAL_PSS_MB)}"
+        f"(agent {memory.agent:4.1f} in {memory.agent_processes} processes, HAProxy "
+        f"{memory.haproxy:4.1f})   goal <= {GOAL_PSS_MB:.0f} MB: {verdict(memory.total <= GOAL_PSS_MB)}"
     )
     idle = idles.at_size
     # The fleet's amphorae and the spares (two) heartbeat; the small stage had its LBs' and
@@ -531,17 +543,19 @@ def load() -> str:
     return "load average " + ", ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
-def affordable(count: int) -> int:
+def affordable(count: int, per_process: int) -> int:
     """``count``, or fewer: as many amphorae as fit in half of MemAvailable at ``MB_PER_LB``
-    each (the box is shared; 1,000 amphorae take ~22 GB)."""
+    each, ``MB_PER_HOSTED_LB`` in agent hosts (the box is shared; 1,000 amphorae with an agent
+    process each take ~22 GB)."""
+    mb_per_lb = MB_PER_LB if per_process == 1 else MB_PER_HOSTED_LB
     meminfo = Path("/proc/meminfo").read_text()
     available_kb = next(
         int(line.split()[1]) for line in meminfo.splitlines() if line.startswith("MemAvailable:")
     )
-    fits = int(available_kb / 1024 / 2 / MB_PER_LB)
+    fits = int(available_kb / 1024 / 2 / mb_per_lb)
     if fits < count:
         print(
-            f"--count {count} needs ~{count * MB_PER_LB / 1024:.1f} GB; half of MemAvailable "
+            f"--count {count} needs ~{count * mb_per_lb / 1024:.1f} GB; half of MemAvailable "
             f"({available_kb / 1024**2:.1f} GB) fits {fits}: running {fits}"
         )
     return max(1, min(count, fits))
@@ -551,12 +565,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0] if __doc__ else None)
     parser.add_argument("--count", type=int, default=1000, help="load balancers (default 1000)")
     parser.add_argument("--idle", type=float, default=30.0, help="idle CPU window, seconds")
+    parser.add_argument(
+        "--per-process",
+        type=int,
+        default=1,
+        help="amphora agents per process (FULCRUM_PROVISIONER_AMPHORAE_PER_AGENT_PROCESS; "
+        "default 1: an agent process each)",
+    )
     args = parser.parse_args()
     if not 1 <= args.count <= 1000:
         parser.error("--count must be between 1 and 1000")
     if not 5 <= args.idle <= 300:
         parser.error("--idle must be between 5 and 300 seconds")
-    asyncio.run(run(affordable(args.count), args.idle))
+    if not 1 <= args.per_process <= 1000:
+        parser.error("--per-process must be between 1 and 1000")
+    asyncio.run(run(affordable(args.count, args.per_process), args.idle, args.per_process))
 
 
 if __name__ == "__main__":

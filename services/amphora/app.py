@@ -164,10 +164,16 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-async def serve(settings: AmphoraSettings) -> None:
-    """Serve until SIGTERM or SIGINT, then stop HAProxy and return.
+async def serve(
+    settings: AmphoraSettings,
+    stopping: asyncio.Event | None = None,
+    listening: Callable[[int], None] | None = None,
+) -> None:
+    """Serve until SIGTERM or SIGINT (or, when given, until ``stopping`` is set: the caller
+    then owns the signals), then stop HAProxy and return.
 
-    The bound port is written to `settings.effective_port_file` once connections are accepted.
+    The bound port is written to `settings.effective_port_file` once connections are accepted,
+    then passed to ``listening``.
     """
     if settings.netns:  # VRRP block (issue 6 part B): first, while the process has one thread
         enter_network_namespace(settings.netns)
@@ -175,10 +181,11 @@ async def serve(settings: AmphoraSettings) -> None:
         settings.ca_cert, settings.server_cert, settings.server_key, settings.cert_wait
     )
     runner = web.AppRunner(create_app(settings, tls), handle_signals=False)
-    stopping = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stopping.set)
+    if stopping is None:
+        stopping = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stopping.set)
     await runner.setup()
     try:
         sock = _bind(settings.bind_host, settings.bind_port)
@@ -189,6 +196,8 @@ async def serve(settings: AmphoraSettings) -> None:
         logger.info(
             "amphora agent %s listening on %s:%d", settings.amphora_id, settings.bind_host, port
         )
+        if listening is not None:
+            listening(port)
         await stopping.wait()
         logger.info("amphora agent %s stopping", settings.amphora_id)
     finally:

@@ -213,6 +213,7 @@ class HeartbeatSender:
         self._extra = extra
         self._counters_file = state_dir / COUNTERS_FILE if state_dir is not None else None
         self._baseline = self._load_baseline()
+        self._saved = self._baseline  # what the counters file holds
         self._seq = 0
         self._next_endpoint = 0
         self._early = asyncio.Event()
@@ -251,12 +252,15 @@ class HeartbeatSender:
         }
 
     def _save_baseline(self) -> None:
-        if self._counters_file is None:
+        """Keep the counters baseline in the state dir when it moved (an idle amphora's does
+        not: no write, and no rename, which ext4 makes flush, on every beat)."""
+        if self._counters_file is None or self._baseline == self._saved:
             return
         temporary = self._counters_file.with_suffix(".tmp")
         try:
             temporary.write_text(json.dumps(self._baseline))
             os.replace(temporary, self._counters_file)
+            self._saved = self._baseline
         except OSError as exc:
             log.warning("heartbeat: cannot keep counters in %s: %s", self._counters_file, exc)
 

@@ -155,6 +155,7 @@ def _single_driver(
             agent_env=agent_env,
             boot_timeout=settings.boot_timeout,
             cert_validity_days=settings.cert_validity_days,
+            amphorae_per_process=settings.amphorae_per_agent_process,
         )
     if settings.driver == "docker":
         return DockerAmphoraDriver(

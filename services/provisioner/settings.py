@@ -348,6 +348,12 @@ class ProvisionerSettings(HeartbeatKeySetting, SecretKeysSetting, BaseSettings):
     """
     cert_validity_days: int = 30
     """Days an amphora server certificate is valid."""
+    amphorae_per_agent_process: int = Field(default=1, ge=1)
+    """Process driver: amphora agents per Python process. 1: a process per amphora (~14 MB
+    each). K > 1: agent hosts of up to K amphorae each (a few hundred kB each, plus one
+    interpreter per host), and a host that dies takes K agents at once (their HAProxies keep
+    serving; health fails them over). Only with the process driver and no hosts.
+    """
     docker: DockerDriverSettings = Field(default_factory=DockerDriverSettings)
     """The docker driver's engine, image and networks."""
     netns: NetnsDriverSettings = Field(default_factory=NetnsDriverSettings)
@@ -380,6 +386,16 @@ class ProvisionerSettings(HeartbeatKeySetting, SecretKeysSetting, BaseSettings):
     @model_validator(mode="after")
     def _log_targets_parse(self) -> ProvisionerSettings:
         self.log_offload  # noqa: B018 (raises ValueError on a malformed target)
+        return self
+
+    @model_validator(mode="after")
+    def _agent_hosts_need_the_process_driver(self) -> ProvisionerSettings:
+        if self.amphorae_per_agent_process > 1 and (self.driver != "process" or self.hosts):
+            raise ValueError(
+                "amphorae_per_agent_process > 1 needs the process driver on this host alone "
+                f"(driver {self.driver!r}, {len(self.hosts)} hosts): a network namespace "
+                "or a container holds one agent"
+            )
         return self
 
     @model_validator(mode="after")

@@ -9,6 +9,7 @@ import os
 import time
 import uuid
 import zlib
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -437,3 +438,22 @@ async def test_heartbeats_carry_the_cores_haproxy_used_since_the_previous_beat()
     used = process_cpu_seconds(os.getpid())
     assert used is not None and used >= 0.05
     assert process_cpu_seconds(2**22 + 7) is None
+
+
+async def test_the_counters_baseline_is_written_when_it_moves_and_survives_a_restart(
+    tmp_path: Path,
+) -> None:
+    rows = _members(2, 100)
+    batches = iter([rows, rows, [dict(r, bin=r["bin"] + 5) for r in rows]])
+    config = HeartbeatConfig("amp-1", KEY, (("127.0.0.1", 9),), 1.0)
+    sender = HeartbeatSender(config, lambda: _rows(next(batches)), tmp_path)
+    await sender.beat()
+    (saved,) = tmp_path.iterdir()
+    written = saved.stat().st_ino
+    await sender.beat()  # idle: the same counters, no write (each costs a rename)
+    assert saved.stat().st_ino == written
+    await sender.beat()
+    assert saved.stat().st_ino != written
+    # A restarted agent starts from the saved counters: its first beat sends deltas.
+    restarted = HeartbeatSender(config, lambda: _rows(rows), tmp_path)
+    assert restarted._baseline == sender._baseline

@@ -5,6 +5,14 @@ agent instead of ~1 s) when it can be reached or started, else started as a new 
 amphora has a directory the agent runs in: the launcher writes nothing there but the agent's
 log; the agent writes ``agent.pid`` (once it holds the amphora's agent lock) and
 ``agent.port`` (once it listens). Agents run in their own session and outlive the provisioner.
+
+With ``amphorae_per_process`` K > 1, agents run K to a process instead: agent hosts
+(``services.amphora.host``, forked from the zygote too), each in ``<state_dir>/.hosts/<name>/``.
+A new amphora goes to the newest live host with room, else to a new host; ``agent.pid`` then
+names the host, and ``agent.host`` its control socket, through which one amphora is stopped
+(``stop_amphora_agent``) while the others keep serving. A restarted provisioner finds the live
+hosts in that directory. A host removes its directory when it exits; one that crashed leaves
+it, with its log.
 """
 
 from __future__ import annotations
@@ -19,9 +27,9 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from libs.common.errors import InfrastructureError
 from services.provisioner.drivers import AmphoraHandle
@@ -31,8 +39,13 @@ log = logging.getLogger(__name__)
 PID_FILE: Final = "agent.pid"
 PORT_FILE: Final = "agent.port"
 LOG_FILE: Final = "agent.log"
+HOSTED_BY_FILE: Final = "agent.host"
+HOSTS_DIR: Final = ".hosts"
 _POLL: Final = 0.005
 _STOP_POLL: Final = 0.02
+HOST_DIRECTORY_ENV: Final = "FULCRUM_AGENT_HOST_DIRECTORY"
+_NO_ROOM: Final = "no agent host has room"
+_PLACE_ATTEMPTS: Final = 3
 
 
 def alive(pid: int) -> bool:
@@ -67,6 +80,45 @@ def agent_port(directory: Path) -> int | None:
         return None
 
 
+def hosted_by(directory: Path) -> str | None:
+    """The control socket of the agent host serving the amphora of ``directory``, or None
+    (an agent process of its own, or none)."""
+    try:
+        return (directory / HOSTED_BY_FILE).read_text() or None
+    except OSError:
+        return None
+
+
+def unix_socket_path(path: Path, prefix: str) -> str:
+    """``path``, or one in the temp dir named after it when too long for AF_UNIX."""
+    if len(str(path)) <= 90:
+        return str(path)
+    digest = hashlib.sha256(str(path).encode()).hexdigest()[:16]
+    return f"{tempfile.gettempdir()}/{prefix}-{digest}.sock"
+
+
+async def ask_unix(path: str, request: Mapping[str, object], within: float) -> dict[str, Any]:
+    """One JSON line to the unix socket ``path`` and its one-line JSON answer; OSError when
+    it cannot be reached or does not answer well within ``within`` s."""
+    try:
+        async with asyncio.timeout(within):
+            reader, writer = await asyncio.open_unix_connection(path)
+            try:
+                writer.write((json.dumps(request) + "\n").encode())
+                await writer.drain()
+                line = await reader.readline()
+                if not line:
+                    raise ConnectionResetError(f"{path} closed without answering")
+                reply = json.loads(line)
+            finally:
+                writer.close()
+    except (ValueError, TimeoutError) as exc:
+        raise OSError(f"{path} answered badly: {exc!r}") from exc
+    if not isinstance(reply, dict):
+        raise OSError(f"{path} answered badly: {reply!r}")
+    return reply
+
+
 def agent_environment(
     amphora_id: str,
     lb_id: str | None,
@@ -90,8 +142,9 @@ def agent_environment(
 
 
 class AgentLauncher:
-    """Starts agents (through the zygote of ``state_dir`` unless ``fast_spawn`` is off) and
-    waits, up to ``boot_timeout`` s, until each runs."""
+    """Starts agents (through the zygote of ``state_dir`` unless ``fast_spawn`` is off), each
+    in a process of its own or ``amphorae_per_process`` to an agent host, and waits, up to
+    ``boot_timeout`` s, until each runs."""
 
     def __init__(
         self,
@@ -100,10 +153,18 @@ class AgentLauncher:
         boot_timeout: float = 20.0,
         agent_env: Mapping[str, str] | None = None,
         fast_spawn: bool = True,
+        amphorae_per_process: int = 1,
     ) -> None:
+        if amphorae_per_process < 1:
+            raise ValueError(f"amphorae_per_process must be >= 1, not {amphorae_per_process}")
         self._zygote = Zygote(state_dir) if fast_spawn else None
         self._boot_timeout = boot_timeout
         self._agent_env = dict(agent_env or {})
+        self._hosts = (
+            AgentHosts(state_dir / HOSTS_DIR, amphorae_per_process, self._spawn_host, boot_timeout)
+            if amphorae_per_process > 1
+            else None
+        )
 
     async def launch(
         self,
@@ -115,6 +176,12 @@ class AgentLauncher:
         """Start the agent of ``directory`` with ``env`` and return ``running()`` once it is
         not None; raises InfrastructureError (with the agent log's tail) when the agent dies
         first or the boot timeout passes. The caller removes what the amphora left."""
+        if self._hosts is not None:
+            refused = await self._hosts.place(env)
+            handle = running()  # also the one an earlier start left serving
+            if handle is not None:
+                return handle
+            raise InfrastructureError(f"amphora {amphora_id} did not start: {refused}")
         pid = await self._spawn({**self._agent_env, **env}, directory / LOG_FILE)
         deadline = time.monotonic() + self._boot_timeout
         while time.monotonic() < deadline:
@@ -150,6 +217,9 @@ class AgentLauncher:
             )
         return proc.pid
 
+    async def _spawn_host(self, env: dict[str, str], log_path: Path) -> int:
+        return await self._spawn({**self._agent_env, **env}, log_path)
+
     async def prepare(self) -> None:
         """Start the zygote now, so that the first amphora boots fast too."""
         if self._zygote is not None:
@@ -177,6 +247,114 @@ async def stop_agent(pid: int, grace: float) -> bool:
     return not alive(pid)
 
 
+async def stop_amphora_agent(directory: Path, amphora_id: str, grace: float) -> None:
+    """Stop whatever serves the amphora of ``directory`` (it stops its HAProxy): its agent
+    process (SIGTERM, SIGKILL to its group after ``grace`` s) or, in an agent host, that
+    amphora alone. A host that does not confirm within ``grace`` s is left running: killing it
+    would take its other amphorae down with it (the caller kills the HAProxy)."""
+    pid = agent_pid(directory)
+    if pid is None:
+        return
+    socket_path = hosted_by(directory)
+    if socket_path is None:
+        if not await stop_agent(pid, grace):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+        return
+    try:
+        reply = await ask_unix(socket_path, {"stop": amphora_id}, grace)
+    except OSError as exc:
+        reply = {"error": str(exc)}
+    if not reply.get("ok") and alive(pid):
+        log.warning("agent host %d did not stop amphora %s: %s", pid, amphora_id, reply)
+
+
+class AgentHosts:
+    """The agent hosts of ``directory``, ``capacity`` amphorae each at most."""
+
+    def __init__(
+        self,
+        directory: Path,
+        capacity: int,
+        spawn: Callable[[dict[str, str], Path], Awaitable[int]],
+        boot_timeout: float,
+    ) -> None:
+        self._dir = directory
+        self._capacity = capacity
+        self._spawn = spawn
+        self._boot_timeout = boot_timeout
+        self._lock = asyncio.Lock()
+
+    async def place(self, env: Mapping[str, str]) -> str | None:
+        """Start the amphora ``env`` describes in a live host with room, else in a new one;
+        None once it listens, else why it did not start."""
+        for _ in range(_PLACE_ATTEMPTS):  # a new host may be filled by concurrent boots
+            refused = await self._try_hosts(env)
+            if refused != _NO_ROOM:
+                return refused
+            async with self._lock:  # one new host at a time: concurrent boots fill it together
+                refused = await self._try_hosts(env)
+                if refused != _NO_ROOM:
+                    return refused
+                await self._start_host()
+        return _NO_ROOM
+
+    async def _try_hosts(self, env: Mapping[str, str]) -> str | None:
+        """Start it in the first live host with room (the newest first: the older ones
+        filled up before it started); ``_NO_ROOM`` when none has."""
+        for socket_path in self.live_sockets():
+            try:
+                reply = await self._start_in(socket_path, env)
+            except (ConnectionError, FileNotFoundError):
+                continue  # gone or going
+            except OSError as exc:
+                return str(exc)  # it took the amphora and did not answer in time
+            if reply.get("ok"):
+                return None
+            if not reply.get("full"):
+                return str(reply.get("error"))
+        return _NO_ROOM
+
+    async def _start_in(self, socket_path: str, env: Mapping[str, str]) -> dict[str, Any]:
+        return await ask_unix(socket_path, {"start": dict(env)}, self._boot_timeout)
+
+    def live_sockets(self) -> list[str]:
+        """The control sockets of the live hosts, newest first."""
+        sockets: list[str] = []
+        with contextlib.suppress(FileNotFoundError):
+            for host in sorted(self._dir.iterdir(), reverse=True):
+                with contextlib.suppress(OSError, ValueError):
+                    if alive(int((host / "host.pid").read_text())):
+                        sockets.append(unix_socket_path(host / "host.sock", "fulcrum-host"))
+        return sockets
+
+    async def _start_host(self) -> None:
+        """A new host, once it serves; InfrastructureError with its log's tail when it dies
+        first or the boot timeout passes."""
+        host = self._dir / f"{time.time_ns():x}"  # names sort by age
+        host.mkdir(parents=True)
+        socket_path = unix_socket_path(host / "host.sock", "fulcrum-host")
+        env = {
+            HOST_DIRECTORY_ENV: str(host),
+            "FULCRUM_AGENT_HOST_SOCKET": socket_path,
+            "FULCRUM_AGENT_HOST_CAPACITY": str(self._capacity),
+        }
+        pid = await self._spawn(env, host / "host.log")
+        deadline = time.monotonic() + self._boot_timeout
+        while time.monotonic() < deadline and alive(pid):
+            with contextlib.suppress(OSError, ValueError):
+                if int((host / "host.pid").read_text()) == pid:
+                    return
+            await asyncio.sleep(_POLL)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        try:
+            tail = (host / "host.log").read_text(errors="replace")[-2000:]
+        except OSError:
+            tail = ""
+        raise InfrastructureError(f"agent host did not start: {tail.strip()}")
+
+
 class Zygote:
     """The ``services.amphora.zygote`` process: started on first use, reused across restarts
     of the provisioner (found by its socket), stopped by ``stop``. The zygote that serves the
@@ -184,16 +362,12 @@ class Zygote:
 
     def __init__(self, state_dir: Path) -> None:
         self._dir = state_dir / ".zygote"
-        path = str(self._dir / "zygote.sock")
-        if len(path) > 90:  # AF_UNIX paths are short
-            digest = hashlib.sha256(path.encode()).hexdigest()[:16]
-            path = f"{tempfile.gettempdir()}/fulcrum-zygote-{digest}.sock"
-        self.socket_path = path
+        self.socket_path = unix_socket_path(self._dir / "zygote.sock", "fulcrum-zygote")
         self._lock = asyncio.Lock()
 
     async def spawn(self, env: dict[str, str], log_path: Path) -> int:
         """Fork an agent; raises OSError when no zygote can be reached or started."""
-        request = (json.dumps({"env": env, "log": str(log_path)}) + "\n").encode()
+        request = {"env": env, "log": str(log_path)}
         try:
             return await self._ask(request)
         except OSError:
@@ -201,16 +375,8 @@ class Zygote:
                 await self._start()
             return await self._ask(request)
 
-    async def _ask(self, request: bytes) -> int:
-        reader, writer = await asyncio.open_unix_connection(self.socket_path)
-        try:
-            writer.write(request)
-            await writer.drain()
-            reply = json.loads(await asyncio.wait_for(reader.readline(), 10))
-        except (ValueError, TimeoutError) as exc:
-            raise OSError(f"zygote answered badly: {exc}") from exc
-        finally:
-            writer.close()
+    async def _ask(self, request: Mapping[str, object]) -> int:
+        reply = await ask_unix(self.socket_path, request, 10)
         if "pid" not in reply:
             raise OSError(f"zygote refused: {reply.get('error')}")
         return int(reply["pid"])

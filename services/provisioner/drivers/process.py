@@ -4,6 +4,12 @@ VIPs are loopback addresses (the embedded default subnet is in 127.0.0.0/8), so 
 configured on the host. Each amphora owns ``<state_dir>/<amphora_id>/`` holding its spec, its
 certificates, the agent's pid and port files and HAProxy's files. Amphora processes run in
 their own session: a restarted provisioner finds them again through ``list``.
+
+With ``amphorae_per_process`` K > 1, agents run K to an agent host process (see
+``agent_launcher``): an amphora's ``compute_id`` is then its host's pid, which it shares with
+up to K - 1 others; ``delete`` stops that amphora alone. A host that dies takes its amphorae's
+agents with it: they are no longer listed (``leftovers`` names them, health fails them over
+for their missing heartbeats) while their HAProxies keep serving until deleted.
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ from services.provisioner.drivers.agent_launcher import (
     agent_environment,
     agent_pid,
     agent_port,
-    stop_agent,
+    stop_amphora_agent,
 )
 
 __all__ = ["DRIVER_NAME", "ProcessAmphoraDriver", "Zygote"]
@@ -43,7 +49,8 @@ _STOP_TIMEOUT: Final = 10.0
 
 
 class ProcessAmphoraDriver:
-    """Runs ``python -m services.amphora`` per amphora, bound to 127.0.0.1 on a free port."""
+    """Runs an agent per amphora (``python -m services.amphora``, or ``amphorae_per_process``
+    to an agent host), bound to 127.0.0.1 on a free port."""
 
     name = DRIVER_NAME
 
@@ -55,6 +62,7 @@ class ProcessAmphoraDriver:
         boot_timeout: float = 20.0,
         cert_validity_days: int = 30,
         fast_spawn: bool = True,
+        amphorae_per_process: int = 1,
     ) -> None:
         self._state_dir = state_dir.resolve()
         self._ca = ca
@@ -65,6 +73,7 @@ class ProcessAmphoraDriver:
             boot_timeout=boot_timeout,
             agent_env=agent_env,
             fast_spawn=fast_spawn,
+            amphorae_per_process=amphorae_per_process,
         )
 
     def _dir(self, amphora_id: str) -> Path:
@@ -132,13 +141,10 @@ class ProcessAmphoraDriver:
         await self._launcher.close()
 
     async def delete(self, amphora_id: str) -> None:
-        """SIGTERM the agent (it stops HAProxy), SIGKILL after 10 s; kill an HAProxy that a
-        dead agent left running; remove its directory."""
-        pid = agent_pid(self._dir(amphora_id))
-        if pid is not None and not await stop_agent(pid, _STOP_TIMEOUT):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pid, signal.SIGKILL)
+        """Stop the agent (it stops HAProxy; see ``stop_amphora_agent``: SIGKILL after 10 s);
+        kill an HAProxy that a dead or stuck agent left running; remove its directory."""
         directory = self._dir(amphora_id)
+        await stop_amphora_agent(directory, amphora_id, _STOP_TIMEOUT)
         _kill_orphaned_haproxy(directory)
         if directory.exists():
             await asyncio.to_thread(_remove_tree, directory)
