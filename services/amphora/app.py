@@ -28,7 +28,7 @@ from services.amphora.handlers.api import AgentHandlers
 from services.amphora.handlers.errors import error_middleware
 from services.amphora.handlers.security_groups import SecurityGroupHandlers
 from services.amphora.handlers.vrrp import VrrpHandlers
-from services.amphora.heartbeat import HeartbeatConfig, heartbeat_ctx
+from services.amphora.heartbeat import STAT_COLUMNS, HeartbeatConfig, heartbeat_ctx
 from services.amphora.settings import AmphoraSettings
 
 logger = logging.getLogger(__name__)
@@ -81,7 +81,7 @@ def create_app(settings: AmphoraSettings, tls: AgentTLS) -> web.Application:
         app.cleanup_ctx.append(
             heartbeat_ctx(
                 heartbeat,
-                dataplane.show_stat,
+                lambda: dataplane.show_stat(STAT_COLUMNS),
                 settings.state_dir,
                 dataplane.on_load,
                 udp.heartbeat_part,

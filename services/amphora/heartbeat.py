@@ -54,6 +54,11 @@ _DELTAS: Final = (("rx", "bin"), ("tx", "bout"), ("totconns", "stot"), ("ereq", 
 _SERVER_DELTAS: Final = (("rx", "bin"), ("tx", "bout"), ("totconns", "stot"), ("ereq", "eresp"))
 # Baseline keys of members: "<backend>/<member_id>" (listener keys never hold a "/").
 _MEMBER_KEY_MARK: Final = "/"
+# Every `show stat` column `build_message` reads: a beat asks the data plane for these only.
+STAT_COLUMNS: Final = frozenset(
+    {"type", "pxname", "svname", "status", "weight", "scur"}
+    | {column for _, column in _DELTAS + _SERVER_DELTAS}
+)
 
 ReadStats = Callable[[], Awaitable[list[StatsRow]]]
 # The listeners and pools HAProxy does not serve (UDP, in the kernel), in the message's form.

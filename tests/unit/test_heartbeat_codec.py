@@ -16,8 +16,9 @@ import pytest
 
 from libs.common import heartbeat_codec as codec
 from libs.common.errors import ConfigurationError
-from services.amphora.adapters.haproxy import process_cpu_seconds
+from services.amphora.adapters.haproxy import parse_show_stat, process_cpu_seconds
 from services.amphora.heartbeat import (
+    STAT_COLUMNS,
     HeartbeatConfig,
     HeartbeatSender,
     build_message,
@@ -457,3 +458,82 @@ async def test_the_counters_baseline_is_written_when_it_moves_and_survives_a_res
     # A restarted agent starts from the saved counters: its first beat sends deltas.
     restarted = HeartbeatSender(config, lambda: _rows(rows), tmp_path)
     assert restarted._baseline == sender._baseline
+
+
+# The header of `show stat` as HAProxy 2.6 sends it (every column a beat reads, among others).
+_SHOW_STAT_HEADER = "# " + (
+    "pxname,svname,qcur,qmax,scur,smax,slim,stot,bin,bout,dreq,dresp,ereq,econ,eresp,wretr,wred"
+    "is,status,weight,act,bck,chkfail,chkdown,lastchg,downtime,qlimit,pid,iid,sid,throttle,lbto"
+    "t,tracked,type,rate,rate_lim,rate_max,check_status,check_code,check_duration,hrsp_1xx,hrsp"
+    "_2xx,hrsp_3xx,hrsp_4xx,hrsp_5xx,hrsp_other,hanafail,req_rate,req_rate_max,req_tot,cli_abrt"
+    ",srv_abrt,comp_in,comp_out,comp_byp,comp_rsp,lastsess,last_chk,last_agt,qtime,ctime,rtime,"
+    "ttime,agent_status,agent_code,agent_duration,check_desc,agent_desc,check_rise,check_fall,c"
+    "heck_health,agent_rise,agent_fall,agent_health,addr,cookie,mode,algo,conn_rate,conn_rate_m"
+    "ax,conn_tot,intercepted,dcon,dses,wrew,connect,reuse,cache_lookups,cache_hits,srv_icur,src"
+    "_ilim,qtime_max,ctime_max,rtime_max,ttime_max,eint,idle_conn_cur,safe_conn_cur,used_conn_c"
+    "ur,need_conn_est,uweight,agg_server_status,agg_server_check_status,agg_check_status,-,ssl_"
+    "sess,ssl_reused_sess,ssl_failed_handshake,h2_headers_rcvd,h2_data_rcvd,h2_settings_rcvd,h2"
+    "_rst_stream_rcvd,h2_goaway_rcvd,h2_detected_conn_protocol_errors,h2_detected_strm_protocol"
+    "_errors,h2_rst_stream_resp,h2_goaway_resp,h2_open_connections,h2_backend_open_streams,h2_t"
+    "otal_connections,h2_backend_total_streams,h1_open_connections,h1_open_streams,h1_total_con"
+    "nections,h1_total_streams,h1_bytes_in,h1_bytes_out,h1_spliced_bytes_in,h1_spliced_bytes_ou"
+    "t,"
+)
+
+
+def _show_stat(rows: list[dict[str, object]]) -> str:
+    header = _SHOW_STAT_HEADER[2:].split(",")
+    lines = [_SHOW_STAT_HEADER]
+    for row in rows:
+        lines.append(",".join(str(row.get(column, "")) for column in header))
+    return "\n".join(lines) + "\n"
+
+
+def test_a_beat_reads_only_its_columns_and_builds_the_same_message() -> None:
+    text = _show_stat(
+        [
+            {
+                "pxname": "l1",
+                "svname": "FRONTEND",
+                "type": 0,
+                "status": "OPEN",
+                "scur": 3,
+                "stot": 40,
+                "bin": 500,
+                "bout": 900,
+                "ereq": 1,
+                "rate": 7,
+                "hrsp_2xx": 38,
+            },
+            {"pxname": "p1:l1", "svname": "BACKEND", "type": 1, "status": "UP", "stot": 40},
+            {
+                "pxname": "p1:l1",
+                "svname": "m1",
+                "type": 2,
+                "status": "UP",
+                "weight": 1,
+                "scur": 1,
+                "stot": 20,
+                "bin": 250,
+                "bout": 450,
+                "eresp": 2,
+                "check_status": "L4OK",
+            },
+            {
+                "pxname": "p1:l1",
+                "svname": "m2",
+                "type": 2,
+                "status": "UP",
+                "weight": 0,
+                "stot": 20,
+                "bin": 250,
+                "bout": 450,
+            },
+        ]
+    )
+    every = parse_show_stat(text)
+    few = parse_show_stat(text, STAT_COLUMNS)
+    assert all(set(row) == STAT_COLUMNS for row in few)
+    assert all(len(row) > 100 for row in every)
+    baseline = {"l1": [100, 100, 10, 0]}
+    assert build_message("amp", 7, few, baseline) == build_message("amp", 7, every, baseline)
