@@ -1,4 +1,4 @@
-"""Fleet benchmark: many load balancers on one machine (process driver, loopback only).
+"""Fleet benchmark: many load balancers on one machine (process driver by default).
 
 Starts a ``fulcrum up``-style stack in a temp dir (embedded Postgres and NATS; api with noauth,
 provisioner with the process driver, health, housekeeping; amphorae heartbeat to health at the
@@ -15,7 +15,11 @@ Goals (issue 20, 2 cores): 1,000 LBs created in <= 60 s; <= 12 MB per amphora; i
 plane <= 0.1 core; show and list latencies unchanged at size (printed as the ratio).
 Every amphora costs ~22 MB: a count that does not fit in half of the available memory is
 lowered to one that does (and says so).
-Run: .venv/bin/python bench/bench_fleet.py [--count N] [--idle SECONDS]
+``--driver netns`` (root) or ``docker`` (the private engine of ``.state/docker``) runs the same
+fleet, at most 100 LBs, on that driver instead, its VIPs in 198.18.0.0/15
+(bench/_fleet_drivers.py); for docker the memory figure is the PSS of the container's
+processes, its cgroup's memory.current and its containerd shim printed beside.
+Run: .venv/bin/python bench/bench_fleet.py [--count N] [--idle SECONDS] [--driver D]
 """
 
 from __future__ import annotations
@@ -36,6 +40,14 @@ if str(REPO) not in sys.path:
 
 import aiohttp  # noqa: E402
 
+from bench._fleet_drivers import (  # noqa: E402
+    DRIVERS,
+    MAX_NETWORK_FLEET,
+    FleetDriver,
+    docker_memory,
+    fleet_driver,
+    listener_port,
+)
 from bench._harness import (  # noqa: E402
     BACKEND_CFG,
     Api,
@@ -96,7 +108,7 @@ async def create_fleet(api: Api, vips: Vips, members: list[int], count: int) -> 
     async def one() -> None:
         vip = vips.next()
         async with sem:
-            body = graph(vip, free_port(vip), members)
+            body = graph(vip, listener_port(vip), members)
             lb = (await api.post("/v2/lbaas/loadbalancers", body))["loadbalancer"]
             ids.append(lb["id"])
             await watch.wait_active(lb["id"], timeout=300)
@@ -195,9 +207,12 @@ async def idle_cpu(s: Stack, seconds: float) -> tuple[float, float]:
     return services_cores, services_cores + max(infra_cores, 0.0)
 
 
-def start_services(s: Stack, api_port: int) -> None:
+def start_services(s: Stack, api_port: int, driver_env: dict[str, dict[str, str]]) -> None:
+    """The four services; ``driver_env``: the driver's settings per service (api,
+    provisioner, health), over these."""
     udp = free_port()
-    s.service("api", {"PORT": str(api_port), "AUTH_STRATEGY": "noauth", "ACCESS_LOG": "false"})
+    api = {"PORT": str(api_port), "AUTH_STRATEGY": "noauth", "ACCESS_LOG": "false"}
+    s.service("api", api | driver_env.get("api", {}))
     s.service(
         "provisioner",
         {
@@ -205,9 +220,11 @@ def start_services(s: Stack, api_port: int) -> None:
             "STATE_DIR": str(s.root / "amphorae"),
             "CA_DIR": str(s.root / "ca"),
             "HEALTH_ENDPOINTS": json.dumps([f"127.0.0.1:{udp}"]),
-        },
+        }
+        | driver_env.get("provisioner", {}),
     )
-    s.service("health", {"PORT": str(free_port()), "UDP_PORT": str(udp)})
+    health = {"PORT": str(free_port()), "UDP_PORT": str(udp)}
+    s.service("health", health | driver_env.get("health", {}))
     s.service(
         "housekeeping",
         {
@@ -218,12 +235,31 @@ def start_services(s: Stack, api_port: int) -> None:
     )
 
 
-async def run(count: int, idle: float) -> None:
+async def run(count: int, idle: float, driver_name: str) -> None:
+    async with fleet_driver(driver_name) as driver:
+        await run_on(driver, count, idle)
+
+
+def fleet_memory(driver: FleetDriver, state_dir: Path) -> Memory:
+    """Memory per amphora: its processes' PSS (for docker, its container's; the container's
+    cgroup and its shim printed beside, outside the figure)."""
+    if driver.docker_host is None:
+        return amphora_memory(state_dir)
+    containers = docker_memory(driver.docker_host, pss_kb)
+    print(
+        f"  docker, per amphora container (mean of {containers.containers}): processes' PSS "
+        f"{containers.agent + containers.haproxy:.1f} MB (the figure below), cgroup "
+        f"memory.current {containers.cgroup:.1f} MB, containerd shim PSS {containers.shim:.1f} MB"
+    )
+    return Memory(containers.containers, containers.agent, containers.haproxy)
+
+
+async def run_on(driver: FleetDriver, count: int, idle: float) -> None:
     os.environ.setdefault(HEARTBEAT_KEY_ENV, "bench-fleet-heartbeat-key")
     with stack("fulcrum-bench-fleet-") as s:
         s.pg_dsn = await create_database(s.pg_dsn, "bench")
         api_port = free_port()
-        start_services(s, api_port)
+        start_services(s, api_port, driver.env)
         p1, p2, p3 = free_port(), free_port(), free_port()
         (s.root / "backends.cfg").write_text(BACKEND_CFG.format(p1=p1, p2=p2, p3=p3))
         backends = subprocess.Popen(["haproxy", "-db", "-f", str(s.root / "backends.cfg")])
@@ -232,7 +268,7 @@ async def run(count: int, idle: float) -> None:
         try:
             async with aiohttp.ClientSession() as session:
                 api = Api(session, base)
-                vips = Vips()
+                vips = driver.vips
                 started = time.perf_counter()
                 first = await create_fleet(api, vips, [p1, p2], min(SMALL, count))
                 seconds = time.perf_counter() - started
@@ -241,12 +277,13 @@ async def run(count: int, idle: float) -> None:
                 rest = await create_fleet(api, vips, [p1, p2], count - len(first))
                 seconds += time.perf_counter() - started
                 await asyncio.sleep(5)  # the last amphorae settle into heartbeating
-                memory = amphora_memory(s.root / "amphorae")
+                memory = fleet_memory(driver, s.root / "amphorae")
                 services_cores, with_servers = await idle_cpu(s, idle)
                 large = await latencies(api, first + rest)
         finally:
             backends.terminate()
             backends.wait()
+    print(f"Driver: {driver.name}")
     report(count, seconds, memory, services_cores, with_servers, idle, small, large)
 
 
@@ -265,7 +302,7 @@ def report(
     def verdict(ok: bool) -> str:
         return "ok" if ok else "MISSED"
 
-    print("Fulcrum fleet benchmark (process driver, 2-core box, loopback)")
+    print("Fulcrum fleet benchmark (2-core box)")
     print(
         f"  {count} LBs (listener, pool, 2 members) at concurrency {CONCURRENCY}, all ACTIVE: "
         f"{seconds:6.1f} s ({count / seconds:5.1f} LBs/s)   goal <= {goal_seconds:.0f} s "
@@ -314,12 +351,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0] if __doc__ else None)
     parser.add_argument("--count", type=int, default=1000, help="load balancers (default 1000)")
     parser.add_argument("--idle", type=float, default=30.0, help="idle CPU window, seconds")
+    parser.add_argument(
+        "--driver", choices=DRIVERS, default="process", help="amphora driver (default process)"
+    )
     args = parser.parse_args()
     if not 1 <= args.count <= 1000:
         parser.error("--count must be between 1 and 1000")
+    if args.driver != "process" and args.count > MAX_NETWORK_FLEET:
+        parser.error(f"--count must be at most {MAX_NETWORK_FLEET} with --driver {args.driver}")
     if not 5 <= args.idle <= 300:
         parser.error("--idle must be between 5 and 300 seconds")
-    asyncio.run(run(affordable(args.count), args.idle))
+    asyncio.run(run(affordable(args.count), args.idle, args.driver))
 
 
 if __name__ == "__main__":
