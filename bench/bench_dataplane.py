@@ -349,7 +349,8 @@ class Figure:
         return Spread([b.cpu_us / a.cpu_us for a, b in zip(self.ours, self.theirs, strict=True)])
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line (``argv``, default sys.argv); exits 2 with the reason on bad input."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0] if __doc__ else None)
     parser.add_argument("--rounds", type=int, default=ROUNDS, help=f"default {ROUNDS}")
     parser.add_argument("--seconds", type=int, default=SECONDS, help="per wrk run, default 1")
@@ -365,7 +366,7 @@ def parse_args() -> argparse.Namespace:
         action="store_true",
         help="the two runs of a pair one after the other (order alternating), not at once",
     )
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if not 4 <= args.rounds <= 200:
         parser.error("--rounds must be between 4 and 200")
     if not 1 <= args.seconds <= 10:

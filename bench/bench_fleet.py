@@ -347,20 +347,26 @@ def affordable(count: int) -> int:
     return max(1, min(count, fits))
 
 
-def main() -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line (``argv``, default sys.argv); exits 2 with the reason on bad input."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0] if __doc__ else None)
     parser.add_argument("--count", type=int, default=1000, help="load balancers (default 1000)")
     parser.add_argument("--idle", type=float, default=30.0, help="idle CPU window, seconds")
     parser.add_argument(
         "--driver", choices=DRIVERS, default="process", help="amphora driver (default process)"
     )
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if not 1 <= args.count <= 1000:
         parser.error("--count must be between 1 and 1000")
     if args.driver != "process" and args.count > MAX_NETWORK_FLEET:
         parser.error(f"--count must be at most {MAX_NETWORK_FLEET} with --driver {args.driver}")
     if not 5 <= args.idle <= 300:
         parser.error("--idle must be between 5 and 300 seconds")
+    return args
+
+
+def main() -> None:
+    args = parse_args()
     asyncio.run(run(affordable(args.count), args.idle, args.driver))
 
 
