@@ -8,7 +8,9 @@
 - ``docker``: amphorae are containers of the amphora image (built by deploy/images.py) on the
   private engine of ``.state/docker`` (started here unless it runs, as the docker tests do), on
   a VIP and a management network of two /24s of 198.18.128.0/18 reserved on this host; VIPs
-  below docker's dynamic range; health listens on the management gateway.
+  below docker's dynamic range; health listens on the management gateway. The provisioner's
+  boot timeout is 120 s (default 20 s): 16 containers booting at once on two shared cores
+  took longer, and their LBs went to ERROR.
 
 Every namespace, link, container and network made here is removed on the way out, also after
 a failure. Not a benchmark itself (``make bench`` skips ``_*.py``).
@@ -38,6 +40,7 @@ DRIVERS: Final = ("process", "netns", "docker")
 MAX_NETWORK_FLEET: Final = 100
 DOCKER_DEPLOYMENT: Final = "fulcrum-bench-fleet"
 AMPHORA_IMAGE: Final = "fulcrum/amphora:latest"
+DOCKER_BOOT_TIMEOUT: Final = 120.0
 
 
 class NetworkVips(Vips):
@@ -80,8 +83,8 @@ def listener_port(vip: str) -> int:
 @dataclass(frozen=True)
 class ContainerMemory:
     """Means per amphora container, MB: proportional set size of its HAProxy processes and of
-    the rest (the agent, the init), its cgroup's ``memory.current`` (page cache and kernel
-    memory included), and the PSS of the containerd shim that runs it (outside its cgroup)."""
+    the rest (the agent, the init), its memory cgroup's usage (page cache and kernel memory
+    included), and the PSS of the containerd shim that runs it (outside its cgroup)."""
 
     containers: int
     agent: float
@@ -90,9 +93,25 @@ class ContainerMemory:
     shim: float
 
 
+def memory_cgroup(pid: int) -> tuple[Path, Path]:
+    """The directory of ``pid``'s memory cgroup and its usage file: ``memory.current`` under
+    cgroup v2, ``memory.usage_in_bytes`` under v1's memory controller."""
+    lines = Path(f"/proc/{pid}/cgroup").read_text().splitlines()
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if "memory" in controllers.split(","):
+            group = Path("/sys/fs/cgroup/memory") / path.lstrip("/")
+            return group, group / "memory.usage_in_bytes"
+    for line in lines:
+        if line.startswith("0::"):
+            group = Path("/sys/fs/cgroup") / line[3:].lstrip("/")
+            return group, group / "memory.current"
+    raise RuntimeError(f"no memory cgroup for pid {pid}: {lines}")
+
+
 def docker_memory(url: str, pss_kb: Callable[[int], int]) -> ContainerMemory:
-    """The memory of the bench deployment's running amphora containers (``pss_kb(pid)``: a
-    process's PSS in kB)."""
+    """The memory of the bench deployment's amphora containers that run an HAProxy (spares do
+    not), ``pss_kb(pid)`` being a process's PSS in kB."""
     import docker
 
     from services.provisioner.drivers.docker import LABEL_DEPLOYMENT
@@ -104,28 +123,28 @@ def docker_memory(url: str, pss_kb: Callable[[int], int]) -> ContainerMemory:
         init_pids = [int(c.attrs["State"]["Pid"]) for c in containers]
     finally:
         client.close()
-    agent = haproxy = cgroup = shim = 0
+    agent = haproxy = cgroup = shim = count = 0
     for init in init_pids:
-        path = Path(f"/proc/{init}/cgroup").read_text().strip().split("::", 1)[1]
-        group = Path("/sys/fs/cgroup") / path.lstrip("/")
-        cgroup += int((group / "memory.current").read_text()) // 1024
+        group, usage = memory_cgroup(init)
+        by_kind = {"haproxy": 0, "agent": 0}
         for pid in (int(p) for p in (group / "cgroup.procs").read_text().split()):
             try:
                 command = Path(f"/proc/{pid}/comm").read_text().strip()
             except OSError:
                 continue
-            if command.startswith("haproxy"):
-                haproxy += pss_kb(pid)
-            else:
-                agent += pss_kb(pid)
+            by_kind["haproxy" if command.startswith("haproxy") else "agent"] += pss_kb(pid)
+        if not by_kind["haproxy"]:
+            continue  # a spare: no load balancer yet, as amphora_memory counts
+        count += 1
+        agent, haproxy = agent + by_kind["agent"], haproxy + by_kind["haproxy"]
+        cgroup += int(usage.read_text()) // 1024
         status = Path(f"/proc/{init}/status").read_text()
         parent = next(
             int(line.split()[1]) for line in status.splitlines() if line.startswith("PPid:")
         )
         shim += pss_kb(parent)
-    count = len(init_pids)
     if not count:
-        raise RuntimeError(f"no running amphora container on {url}")
+        raise RuntimeError(f"no amphora container serving a load balancer on {url}")
     mb = 1024 * count
     return ContainerMemory(count, agent / mb, haproxy / mb, cgroup / mb, shim / mb)
 
@@ -283,8 +302,13 @@ async def docker_driver() -> AsyncIterator[FleetDriver]:
                 "DOCKER__DEPLOYMENT": DOCKER_DEPLOYMENT,
                 "DOCKER__MGMT_NETWORK": mgmt.model_dump_json(),
                 "DOCKER__VIP_NETWORKS": json.dumps([vip.model_dump()]),
+                # 16 containers booting at once on two shared cores outlast the default 20 s.
+                "BOOT_TIMEOUT": str(DOCKER_BOOT_TIMEOUT),
             }
-            print(f"docker: engine {url}, VIP network {vip_net}, management {mgmt_net}")
+            print(
+                f"docker: engine {url}, VIP network {vip_net}, management {mgmt_net}, "
+                f"boot timeout {DOCKER_BOOT_TIMEOUT:g} s"
+            )
             yield FleetDriver("docker", NetworkVips(vip_net[10], vip_net[120]), env, url)
         finally:
             client.close()

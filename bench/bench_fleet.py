@@ -18,7 +18,7 @@ lowered to one that does (and says so).
 ``--driver netns`` (root) or ``docker`` (the private engine of ``.state/docker``) runs the same
 fleet, at most 100 LBs, on that driver instead, its VIPs in 198.18.0.0/15
 (bench/_fleet_drivers.py); for docker the memory figure is the PSS of the container's
-processes, its cgroup's memory.current and its containerd shim printed beside.
+processes, its memory cgroup's usage and its containerd shim printed beside.
 Run: .venv/bin/python bench/bench_fleet.py [--count N] [--idle SECONDS] [--driver D]
 """
 
@@ -248,8 +248,8 @@ def fleet_memory(driver: FleetDriver, state_dir: Path) -> Memory:
     containers = docker_memory(driver.docker_host, pss_kb)
     print(
         f"  docker, per amphora container (mean of {containers.containers}): processes' PSS "
-        f"{containers.agent + containers.haproxy:.1f} MB (the figure below), cgroup "
-        f"memory.current {containers.cgroup:.1f} MB, containerd shim PSS {containers.shim:.1f} MB"
+        f"{containers.agent + containers.haproxy:.1f} MB (the figure below), memory cgroup "
+        f"usage {containers.cgroup:.1f} MB, containerd shim PSS {containers.shim:.1f} MB"
     )
     return Memory(containers.containers, containers.agent, containers.haproxy)
 
