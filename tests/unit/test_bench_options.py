@@ -1,4 +1,5 @@
-"""The command lines of bench_dataplane.py and bench_fleet.py refuse bad input with a reason."""
+"""bench_dataplane.py and bench_fleet.py: their command lines refuse bad input with a reason;
+the data-plane ratios leave out pairs without answers."""
 
 from __future__ import annotations
 
@@ -65,3 +66,13 @@ def test_fleet_bounds_network_driver_fleets(
 
 def test_fleet_runs_the_process_driver_by_default() -> None:
     assert bench_fleet.parse_args([]).driver == "process"
+
+
+def test_dataplane_pairs_without_answers_give_no_ratio() -> None:
+    sample = bench_dataplane.Sample
+    ours = [sample(100.0, 100, 10.0), sample(0.0, 0, 0.0), sample(300.0, 300, 10.0)]
+    theirs = [sample(200.0, 200, 20.0), sample(50.0, 50, 10.0), sample(300.0, 300, 10.0)]
+    figure = bench_dataplane.Figure(ours, theirs)
+    assert figure.dropped == 1
+    assert figure.rate_ratio.ratios == [0.5, 1.0]
+    assert figure.cost_ratio.ratios == [2.0, 1.0]
