@@ -250,12 +250,9 @@ def remove_docker_resources(url: str, names: list[str]) -> None:
 
 @contextlib.asynccontextmanager
 async def docker_driver() -> AsyncIterator[FleetDriver]:
-    import docker
-    import docker.types
-
     from deploy.local.dockerd import reserved_subnets
-    from services.provisioner.drivers.docker import LABEL_DEPLOYMENT
-    from services.provisioner.settings import DockerNetworkSettings
+    from services.provisioner.drivers.docker import DockerAmphoraDriver
+    from services.provisioner.settings import DockerDriverSettings, DockerNetworkSettings
 
     candidates = [f"198.18.{n}.0/24" for n in range(128, 192)]
     with docker_engine() as url, reserved_subnets(candidates, 2) as reserved:
@@ -279,21 +276,23 @@ async def docker_driver() -> AsyncIterator[FleetDriver]:
         mgmt = DockerNetworkSettings(
             name=f"{DOCKER_DEPLOYMENT}-mgmt", subnet=str(mgmt_net), gateway=str(mgmt_net[1])
         )
+        settings = DockerDriverSettings(
+            host=url,
+            image=AMPHORA_IMAGE,
+            deployment=DOCKER_DEPLOYMENT,
+            mgmt_network=mgmt,
+            vip_networks=[vip],
+        )
         names = [vip.name, mgmt.name]
-        client = docker.DockerClient(base_url=url, version="auto", timeout=120)
         try:
             remove_docker_resources(url, names)
-            for network, internal in ((vip, False), (mgmt, True)):
-                pool = docker.types.IPAMPool(
-                    subnet=network.subnet, gateway=network.gateway, iprange=network.ip_range
-                )
-                client.networks.create(
-                    network.name,
-                    driver="bridge",
-                    internal=internal,
-                    ipam=docker.types.IPAMConfig(pool_configs=[pool]),
-                    labels={LABEL_DEPLOYMENT: DOCKER_DEPLOYMENT},
-                )
+            with tempfile.TemporaryDirectory(prefix="fulcrum-bench-fleet-docker-") as tmp:
+                # The networks first: health listens on the management gateway.
+                prep = DockerAmphoraDriver(settings, DeploymentCA.load_or_create(Path(tmp)))
+                try:
+                    await prep.prepare_networks()
+                finally:
+                    await prep.close()
             assert mgmt.gateway is not None
             env = network_env("docker", vip_net, 10, 120, mgmt.gateway)
             env["provisioner"] |= {
@@ -311,7 +310,6 @@ async def docker_driver() -> AsyncIterator[FleetDriver]:
             )
             yield FleetDriver("docker", NetworkVips(vip_net[10], vip_net[120]), env, url)
         finally:
-            client.close()
             remove_docker_resources(url, names)
 
 
