@@ -6,9 +6,10 @@
   of 198.18.96.0/19 that no host route uses (``tests/integration/netns/lab.py``); VIPs from its
   upper half; health listens on the network's gateway, the host's address on it.
 - ``docker``: amphorae are containers of the amphora image (built by deploy/images.py) on the
-  private engine of ``.state/docker`` (started here unless it runs, as the docker tests do), on
-  a VIP and a management network of two /24s of 198.18.128.0/18 reserved on this host; VIPs
-  below docker's dynamic range; health listens on the management gateway. The provisioner's
+  engine bench_docker_create.py uses (the private one of ``.state/docker``, started here unless
+  it runs; FULCRUM_BENCH_DOCKER_HOST for another), on a VIP and a management network of two
+  /24s of 198.18.128.0/18 reserved on this host; VIPs below docker's dynamic range; the
+  networks are made first, and health listens on the management gateway. The provisioner's
   boot timeout is 120 s (default 20 s): 16 containers booting at once on two shared cores
   took longer, and their LBs went to ERROR.
 
@@ -26,7 +27,7 @@ import socket
 import subprocess
 import sys
 import tempfile
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
@@ -216,20 +217,6 @@ async def netns_driver() -> AsyncIterator[FleetDriver]:
             print(f"WARNING: left behind: {left}")
 
 
-@contextlib.contextmanager
-def docker_engine() -> Iterator[str]:
-    """The private engine's URL: started here (and stopped after) unless it runs."""
-    from deploy.local.dockerd import PrivateDockerd
-
-    dockerd = PrivateDockerd(REPO / ".state" / "docker", die_with_parent=True)
-    url = dockerd.start()
-    try:
-        yield url
-    finally:
-        if dockerd.started:
-            dockerd.stop()
-
-
 def remove_docker_resources(url: str, names: list[str]) -> None:
     """Every container of the bench's deployment, and the networks ``names``."""
     import docker
@@ -250,12 +237,13 @@ def remove_docker_resources(url: str, names: list[str]) -> None:
 
 @contextlib.asynccontextmanager
 async def docker_driver() -> AsyncIterator[FleetDriver]:
+    from bench.bench_docker_create import engine
     from deploy.local.dockerd import reserved_subnets
     from services.provisioner.drivers.docker import DockerAmphoraDriver
     from services.provisioner.settings import DockerDriverSettings, DockerNetworkSettings
 
     candidates = [f"198.18.{n}.0/24" for n in range(128, 192)]
-    with docker_engine() as url, reserved_subnets(candidates, 2) as reserved:
+    with engine() as url, reserved_subnets(candidates, 2) as reserved:
         built = await asyncio.to_thread(
             subprocess.run,
             [sys.executable, str(REPO / "deploy" / "images.py"), "--docker-host", url],
