@@ -1,4 +1,4 @@
-"""Fleet benchmark: many load balancers on one machine (process driver, loopback only).
+"""Fleet benchmark: many load balancers on one machine (process driver by default).
 
 Starts a ``fulcrum up``-style stack in a temp dir (embedded Postgres and NATS; api with noauth,
 provisioner with the process driver, health, housekeeping; amphorae heartbeat to health at the
@@ -22,7 +22,12 @@ Goals (issue 20, 2 cores): 1,000 LBs created in <= 60 s; <= 12 MB per amphora; i
 plane <= 0.1 core at 1,000; show and first page unchanged at size (<= 1.2x).
 Every amphora costs ~22 MB (~8 MB in agent hosts): a count that does not fit in half of the available memory is
 lowered to one that does (and says so).
+``--driver netns`` (root) or ``docker`` (the private engine of ``.state/docker``) runs the same
+fleet, at most 100 LBs, on that driver instead, its VIPs in 198.18.0.0/15
+(bench/_fleet_drivers.py); for docker the memory figure is the PSS of the container's
+processes, its memory cgroup's usage and its containerd shim printed beside.
 Run: .venv/bin/python bench/bench_fleet.py [--count N] [--idle SECONDS] [--per-process K]
+     [--driver D]
 """
 
 from __future__ import annotations
@@ -48,6 +53,14 @@ if str(REPO) not in sys.path:
 import aiohttp  # noqa: E402
 import asyncpg  # noqa: E402
 
+from bench._fleet_drivers import (  # noqa: E402
+    DRIVERS,
+    MAX_NETWORK_FLEET,
+    FleetDriver,
+    docker_memory,
+    fleet_driver,
+    listener_port,
+)
 from bench._harness import (  # noqa: E402
     BACKEND_CFG,
     Api,
@@ -125,7 +138,7 @@ async def create_fleet(
     async def one() -> None:
         vip = vips.next()
         async with sem:
-            body = graph(vip, free_port(vip), members)
+            body = graph(vip, listener_port(vip), members)
             lb = (await api.post("/v2/lbaas/loadbalancers", body))["loadbalancer"]
             ids.append(lb["id"])
             await watch.wait_active(lb["id"], timeout=300)
@@ -305,9 +318,14 @@ async def measure_cpu(s: Stack, work: Awaitable[T]) -> tuple[T, CpuUse]:
     return result, CpuUse(elapsed, cores_by_group(before, after, elapsed))
 
 
-def start_services(s: Stack, api_port: int, per_process: int) -> None:
+def start_services(
+    s: Stack, api_port: int, per_process: int, driver_env: dict[str, dict[str, str]]
+) -> None:
+    """The four services; ``driver_env``: the driver's settings per service (api,
+    provisioner, health), over these."""
     udp = free_port()
-    s.service("api", {"PORT": str(api_port), "AUTH_STRATEGY": "noauth", "ACCESS_LOG": "false"})
+    api = {"PORT": str(api_port), "AUTH_STRATEGY": "noauth", "ACCESS_LOG": "false"}
+    s.service("api", api | driver_env.get("api", {}))
     s.service(
         "provisioner",
         {
@@ -316,9 +334,11 @@ def start_services(s: Stack, api_port: int, per_process: int) -> None:
             "CA_DIR": str(s.root / "ca"),
             "HEALTH_ENDPOINTS": json.dumps([f"127.0.0.1:{udp}"]),
             "AMPHORAE_PER_AGENT_PROCESS": str(per_process),
-        },
+        }
+        | driver_env.get("provisioner", {}),
     )
-    s.service("health", {"PORT": str(free_port()), "UDP_PORT": str(udp)})
+    health = {"PORT": str(free_port()), "UDP_PORT": str(udp)}
+    s.service("health", health | driver_env.get("health", {}))
     s.service(
         "housekeeping",
         {
@@ -341,12 +361,33 @@ class Creation:
     cpu: CpuUse
 
 
-async def run(count: int, idle: float, per_process: int) -> None:
+async def run(count: int, idle: float, per_process: int, driver_name: str) -> None:
+    async with fleet_driver(driver_name) as driver:
+        await run_on(driver, count, idle, per_process)
+
+
+def fleet_memory(driver: FleetDriver, state_dir: Path) -> Memory:
+    """Memory per amphora: its processes' PSS (for docker, its container's; the container's
+    cgroup and its shim printed beside, outside the figure)."""
+    if driver.docker_host is None:
+        return amphora_memory(state_dir)
+    containers = docker_memory(driver.docker_host, pss_kb)
+    print(
+        f"  docker, per amphora container (mean of {containers.containers}): processes' PSS "
+        f"{containers.agent + containers.haproxy:.1f} MB (the figure below), memory cgroup "
+        f"usage {containers.cgroup:.1f} MB, containerd shim PSS {containers.shim:.1f} MB"
+    )
+    return Memory(
+        containers.containers, containers.agent, containers.haproxy, containers.containers
+    )
+
+
+async def run_on(driver: FleetDriver, count: int, idle: float, per_process: int) -> None:
     os.environ.setdefault(HEARTBEAT_KEY_ENV, "bench-fleet-heartbeat-key")
     with stack("fulcrum-bench-fleet-") as s:
         s.pg_dsn = await create_database(s.pg_dsn, "bench")
         api_port = free_port()
-        start_services(s, api_port, per_process)
+        start_services(s, api_port, per_process, driver.env)
         p1, p2, p3 = free_port(), free_port(), free_port()
         (s.root / "backends.cfg").write_text(BACKEND_CFG.format(p1=p1, p2=p2, p3=p3))
         backends = subprocess.Popen(["haproxy", "-db", "-f", str(s.root / "backends.cfg")])
@@ -355,7 +396,7 @@ async def run(count: int, idle: float, per_process: int) -> None:
         try:
             async with aiohttp.ClientSession() as session:
                 api = Api(session, base)
-                vips = Vips()
+                vips = driver.vips
                 started = time.perf_counter()
                 first, done, asked = await create_fleet(api, vips, [p1, p2], min(SMALL, count))
                 seconds = time.perf_counter() - started
@@ -371,7 +412,7 @@ async def run(count: int, idle: float, per_process: int) -> None:
                     seconds, done + [after_first + t for t in more], asked + asked_more, cpu
                 )
                 await asyncio.sleep(SETTLE)  # the last amphorae settle into heartbeating
-                memory = amphora_memory(s.root / "amphorae")
+                memory = fleet_memory(driver, s.root / "amphorae")
                 _, idle_use = await measure_cpu(s, asyncio.sleep(idle))
                 large = await latencies(api, first + rest)
                 with paused(s, await snapshot(s)):
@@ -380,7 +421,7 @@ async def run(count: int, idle: float, per_process: int) -> None:
             backends.terminate()
             backends.wait()
     idles = Idle(min(SMALL, count), idle_small, idle_use)
-    report(count, per_process, creation, memory, idles, small, Sized(large, alone))
+    report(driver.name, count, per_process, creation, memory, idles, small, Sized(large, alone))
 
 
 @contextmanager
@@ -433,6 +474,7 @@ class Idle:
 
 
 def report(
+    driver: str,
     count: int,
     per_process: int,
     creation: Creation,
@@ -448,10 +490,7 @@ def report(
         return "ok" if ok else "MISSED"
 
     agents = "an agent process each" if per_process == 1 else f"agent hosts of {per_process}"
-    print(
-        f"Fulcrum fleet benchmark (process driver, amphorae in {agents}, 2-core box, loopback; "
-        f"{load()})"
-    )
+    print(f"Fulcrum fleet benchmark ({driver} driver, amphorae in {agents}, 2-core box; {load()})")
     print(
         f"  {count} LBs (listener, pool, 2 members) at concurrency {CONCURRENCY}, all ACTIVE: "
         f"{seconds:6.1f} s ({count / seconds:5.1f} LBs/s)   goal <= {goal_seconds:.0f} s "
@@ -561,7 +600,8 @@ def affordable(count: int, per_process: int) -> int:
     return max(1, min(count, fits))
 
 
-def main() -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line (``argv``, default sys.argv); exits 2 with the reason on bad input."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0] if __doc__ else None)
     parser.add_argument("--count", type=int, default=1000, help="load balancers (default 1000)")
     parser.add_argument("--idle", type=float, default=30.0, help="idle CPU window, seconds")
@@ -570,16 +610,29 @@ def main() -> None:
         type=int,
         default=1,
         help="amphora agents per process (FULCRUM_PROVISIONER_AMPHORAE_PER_AGENT_PROCESS; "
-        "default 1: an agent process each)",
+        "default 1: an agent process each; process driver only)",
     )
-    args = parser.parse_args()
+    parser.add_argument(
+        "--driver", choices=DRIVERS, default="process", help="amphora driver (default process)"
+    )
+    args = parser.parse_args(argv)
     if not 1 <= args.count <= 1000:
         parser.error("--count must be between 1 and 1000")
+    if args.driver != "process" and args.count > MAX_NETWORK_FLEET:
+        parser.error(f"--count must be at most {MAX_NETWORK_FLEET} with --driver {args.driver}")
     if not 5 <= args.idle <= 300:
         parser.error("--idle must be between 5 and 300 seconds")
     if not 1 <= args.per_process <= 1000:
         parser.error("--per-process must be between 1 and 1000")
-    asyncio.run(run(affordable(args.count, args.per_process), args.idle, args.per_process))
+    if args.driver != "process" and args.per_process != 1:
+        parser.error("--per-process applies to the process driver only")
+    return args
+
+
+def main() -> None:
+    args = parse_args()
+    count = affordable(args.count, args.per_process)
+    asyncio.run(run(count, args.idle, args.per_process, args.driver))
 
 
 if __name__ == "__main__":

@@ -279,6 +279,14 @@ class DockerAmphoraDriver:
     async def prepare(self) -> None:
         """Nothing to start ahead: the engine is reached on first use."""
 
+    async def prepare_networks(self) -> None:
+        """Create the management and VIP networks now where missing (the first amphora would),
+        so that the host has its gateway addresses before any amphora boots."""
+        mgmt = self._settings.mgmt_network
+        await self._call(f"ensure network {mgmt.name}", self._ensure_network, mgmt, True)
+        for network in self._settings.vip_networks:
+            await self._call(f"ensure network {network.name}", self._ensure_network, network, False)
+
     async def close(self) -> None:
         """Close the engine connections (a later call opens new ones)."""
         await asyncio.to_thread(self._forget_engine)

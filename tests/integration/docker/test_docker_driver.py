@@ -109,6 +109,18 @@ async def test_ensure_twice_is_one_container(
     assert len(named) == 1
 
 
+async def test_prepare_networks_makes_them_before_any_amphora(
+    driver: DockerAmphoraDriver, clean_engine: docker.DockerClient
+) -> None:
+    await driver.prepare_networks()
+    await driver.prepare_networks()  # there already: nothing to do
+    for network, internal in ((MGMT_NETWORK, True), (VIP_NETWORK, False)):
+        found = clean_engine.networks.get(network.name)
+        assert found.attrs["Internal"] is internal
+        assert [c["Subnet"] for c in found.attrs["IPAM"]["Config"]] == [network.subnet]
+    assert await driver.list() == []
+
+
 async def test_same_name_with_another_spec_is_refused(driver: DockerAmphoraDriver) -> None:
     wanted = spec()
     await driver.ensure(wanted)
