@@ -34,6 +34,13 @@ def _host_side(link: str) -> str:
     ).stdout
 
 
+def _reaped_pid() -> int:
+    """The pid of a process that ran and was reaped (no process has it now)."""
+    process = subprocess.Popen(["true"])
+    process.wait()
+    return process.pid
+
+
 def _addresses(namespace: str) -> str:
     return subprocess.run(
         ["ip", "-n", namespace, "-br", "addr"], capture_output=True, text=True
@@ -120,8 +127,9 @@ async def test_the_agent_plugs_vips_and_runs_keepalived_inside_its_namespace(
     lab: NetnsLab, tmp_path: Path
 ) -> None:
     """The VIP/VRRP endpoints on a real amphora: plug and unplug a VIP, refuse a config
-    keepalived rejects (its output in the error), run one (no HAProxy: the check fails, so
-    FAULT), refuse plugging while keepalived owns the VIPs, stop it and leave no VIP behind."""
+    keepalived rejects (its output in the error), run one (HAProxy's pid file names a dead
+    master: the check fails, so FAULT), refuse plugging while keepalived owns the VIPs, stop it
+    and leave no VIP behind."""
     ca = DeploymentCA.load_or_create(tmp_path / "ca")
     driver = NetnsAmphoraDriver(lab.driver_settings, tmp_path / "amphorae", ca)
     configurator = Configurator(ca, tmp_path / "ca")
@@ -144,6 +152,10 @@ async def test_the_agent_plugs_vips_and_runs_keepalived_inside_its_namespace(
         await client.plug_vip(vip)  # left behind, as by a SIGKILLed keepalived
         plumbing = await client.vrrp_status()
         assert plumbing.check_script and plumbing.notify_script
+        # A master that died: its pid file stays (without one, no HAProxy is meant to run and
+        # the check passes).
+        dead = _reaped_pid()
+        Path(plumbing.check_script).with_name("haproxy.pid").write_text(f"{dead}\n")
         text = render_keepalived(
             KeepalivedContext(
                 lb_id="lb-4",
