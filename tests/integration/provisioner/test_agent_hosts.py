@@ -173,16 +173,30 @@ async def test_concurrent_boots_fill_hosts_up_to_their_capacity(
     assert sorted(h.amphora_id for h in await driver.list()) == [f"amp-{n}" for n in range(5)]
 
 
+async def two_serving_amphorae(
+    driver: ProcessAmphoraDriver,
+    configurator: Configurator,
+    backends: list[Backend],
+    vips: tuple[str, str],
+) -> tuple[list[AmphoraHandle], list[tuple[str, int]]]:
+    """amp-1 and amp-2 booted (in one host), each serving one of ``backends`` on a VIP of
+    ``vips``; their handles and (VIP, port) pairs."""
+    handles = [await driver.ensure(AmphoraSpec(amphora_id=f"amp-{n}", lb_id=None)) for n in (1, 2)]
+    lbs = [(vip, free_port(vip)) for vip in vips]
+    for (vip, port), handle, backend in zip(lbs, handles, backends[:2], strict=True):
+        await configurator.push(serving(vip, port, backend), handle)
+    return handles, lbs
+
+
 async def test_a_killed_host_leaves_its_amphorae_gone_and_their_haproxies_serving(
     driver: ProcessAmphoraDriver,
     configurator: Configurator,
     backends: list[Backend],
     tmp_path: Path,
 ) -> None:
-    handles = [await driver.ensure(AmphoraSpec(amphora_id=f"amp-{n}", lb_id=None)) for n in (1, 2)]
-    lbs = [("127.77.3.12", free_port("127.77.3.12")), ("127.77.3.13", free_port("127.77.3.13"))]
-    for (vip, port), handle, backend in zip(lbs, handles, backends[:2], strict=True):
-        await configurator.push(serving(vip, port, backend), handle)
+    handles, lbs = await two_serving_amphorae(
+        driver, configurator, backends, ("127.77.3.12", "127.77.3.13")
+    )
     haproxies = [haproxy_pid(tmp_path / "amphorae", h.amphora_id) for h in handles]
 
     host_socket = Path((tmp_path / "amphorae" / "amp-1" / "agent.host").read_text())
@@ -211,10 +225,9 @@ async def test_a_stuck_host_is_not_killed_for_one_delete(
     tmp_path: Path,
 ) -> None:
     """Its other amphorae would go with it: the deleted one's HAProxy is killed instead."""
-    handles = [await driver.ensure(AmphoraSpec(amphora_id=f"amp-{n}", lb_id=None)) for n in (1, 2)]
-    lbs = [("127.77.3.14", free_port("127.77.3.14")), ("127.77.3.15", free_port("127.77.3.15"))]
-    for (vip, port), handle, backend in zip(lbs, handles, backends[:2], strict=True):
-        await configurator.push(serving(vip, port, backend), handle)
+    handles, lbs = await two_serving_amphorae(
+        driver, configurator, backends, ("127.77.3.14", "127.77.3.15")
+    )
     first_haproxy = haproxy_pid(tmp_path / "amphorae", "amp-1")
     host = int(handles[0].compute_id)
     os.kill(host, signal.SIGSTOP)
