@@ -1,4 +1,5 @@
-"""Wire contract of the amphora agent's HTTPS API, shared by the agent and the provisioner.
+"""Wire contract of the amphora agent's HTTPS API, shared by the agent and the provisioner, and
+the files and environment through which the process driver starts and finds agents.
 
 Pure module (stdlib and pydantic only, no I/O): the agent imports it without pulling in any
 control-plane code. The paths and status codes are described in the agent's package docstring.
@@ -22,6 +23,17 @@ from pydantic import (
 
 API_VERSION: Final = "1"
 API_PREFIX: Final = "/v1"
+
+# In an amphora's state dir: the pid of whoever serves it (its agent process, or its agent host),
+# written once the agent lock is held; and, in an agent host, the host's control socket's path.
+AGENT_PID_FILE: Final = "agent.pid"
+AGENT_HOST_FILE: Final = "agent.host"
+# The environment that makes ``python -m services.amphora`` an agent host (its own files' dir,
+# its control socket, how many amphorae it serves at most).
+AGENT_HOST_ENV_PREFIX: Final = "FULCRUM_AGENT_HOST_"
+AGENT_HOST_DIRECTORY_ENV: Final = f"{AGENT_HOST_ENV_PREFIX}DIRECTORY"
+AGENT_HOST_SOCKET_ENV: Final = f"{AGENT_HOST_ENV_PREFIX}SOCKET"
+AGENT_HOST_CAPACITY_ENV: Final = f"{AGENT_HOST_ENV_PREFIX}CAPACITY"
 
 # HAProxy proxy and server names; also keeps runtime-API commands free of separators.
 NAME_PATTERN: Final = r"^[A-Za-z0-9_.:-]{1,127}$"

@@ -16,11 +16,11 @@ import logging
 import os
 import sys
 
+from libs.common.agent_contract import AGENT_HOST_DIRECTORY_ENV
 from libs.common.logsetup import configure_logging, set_log_context
 from libs.common.telemetry import setup_tracing
 from services.amphora.agent_lock import hold_amphora_lock
 from services.amphora.app import serve
-from services.amphora.host import HOST_DIRECTORY_ENV
 from services.amphora.host import main as host_main
 from services.amphora.settings import AmphoraSettings
 
@@ -30,7 +30,7 @@ ALREADY_RUNNING_EXIT = 3
 
 
 def main() -> None:
-    if HOST_DIRECTORY_ENV in os.environ:
+    if AGENT_HOST_DIRECTORY_ENV in os.environ:
         host_main()
         return
     settings = AmphoraSettings()  # required fields come from FULCRUM_AMPHORA_* variables

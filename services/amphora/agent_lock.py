@@ -10,10 +10,8 @@ from __future__ import annotations
 import fcntl
 import os
 from pathlib import Path
-from typing import Final
 
-PID_FILE: Final = "agent.pid"
-HOSTED_BY_FILE: Final = "agent.host"
+from libs.common.agent_contract import AGENT_HOST_FILE, AGENT_PID_FILE
 
 
 def hold_amphora_lock(state_dir: Path, hosted_by: Path | None = None) -> int | None:
@@ -28,6 +26,6 @@ def hold_amphora_lock(state_dir: Path, hosted_by: Path | None = None) -> int | N
         os.close(fd)
         return None
     if hosted_by is not None:
-        (state_dir / HOSTED_BY_FILE).write_text(str(hosted_by))
-    (state_dir / PID_FILE).write_text(str(os.getpid()))
+        (state_dir / AGENT_HOST_FILE).write_text(str(hosted_by))
+    (state_dir / AGENT_PID_FILE).write_text(str(os.getpid()))
     return fd

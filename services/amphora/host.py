@@ -43,16 +43,20 @@ from typing import Any, Final
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from libs.common.agent_contract import (
+    AGENT_HOST_ENV_PREFIX,
+    AGENT_HOST_FILE,
+    AGENT_PID_FILE,
+)
 from libs.common.errors import InfrastructureError
 from libs.common.logsetup import LogLevel, configure_logging, set_log_context
 from libs.common.telemetry import setup_tracing
-from services.amphora.agent_lock import HOSTED_BY_FILE, PID_FILE, hold_amphora_lock
+from services.amphora.agent_lock import hold_amphora_lock
 from services.amphora.app import serve
 from services.amphora.settings import AmphoraSettings
 
 log = logging.getLogger(__name__)
 
-HOST_DIRECTORY_ENV: Final = "FULCRUM_AGENT_HOST_DIRECTORY"
 _AMPHORA_PREFIX: Final = "FULCRUM_AMPHORA_"
 _CLOSE_GRACE: Final = 5.0
 # A host that serves nothing this long after its start exits (its starter went away).
@@ -62,7 +66,7 @@ _EMPTY_GRACE: Final = 30.0
 class AgentHostSettings(BaseSettings):
     """What the launcher gives a host it starts."""
 
-    model_config = SettingsConfigDict(env_prefix="FULCRUM_AGENT_HOST_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix=AGENT_HOST_ENV_PREFIX, extra="ignore")
 
     directory: Path
     """The host's own files: ``host.pid``, ``host.lock``."""
@@ -221,9 +225,9 @@ class AgentHost:
         finally:
             # Not served here any more: the pid file goes before the lock is released.
             with contextlib.suppress(OSError):
-                (settings.state_dir / PID_FILE).unlink()
+                (settings.state_dir / AGENT_PID_FILE).unlink()
             with contextlib.suppress(OSError):
-                (settings.state_dir / HOSTED_BY_FILE).unlink()
+                (settings.state_dir / AGENT_HOST_FILE).unlink()
             os.close(amphora.lock_fd)
             del self._amphorae[settings.amphora_id]
             self._idle.set()

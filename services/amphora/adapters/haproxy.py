@@ -464,9 +464,10 @@ class HaproxyDataPlane:
         """All rows of `show stat` (frontends, backends, servers), with every column or only
         ``columns``; none while the installed config runs no HAProxy (raises Conflict while
         none is installed or HAProxy died)."""
-        text = self.config_text()
-        if text is not None and not takes_connections(text) and not self.is_running():
-            return []
+        if not self.is_running():  # the installed file is read only then, not every heartbeat
+            text = self.config_text()
+            if text is not None and not takes_connections(text):
+                return []
         answer = await self._runtime("show stat")
         try:
             return parse_show_stat(answer, columns)

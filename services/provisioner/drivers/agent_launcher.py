@@ -31,19 +31,23 @@ from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any, Final
 
+from libs.common.agent_contract import (
+    AGENT_HOST_CAPACITY_ENV,
+    AGENT_HOST_DIRECTORY_ENV,
+    AGENT_HOST_FILE,
+    AGENT_HOST_SOCKET_ENV,
+    AGENT_PID_FILE,
+)
 from libs.common.errors import InfrastructureError
 from services.provisioner.drivers import AmphoraHandle
 
 log = logging.getLogger(__name__)
 
-PID_FILE: Final = "agent.pid"
 PORT_FILE: Final = "agent.port"
 LOG_FILE: Final = "agent.log"
-HOSTED_BY_FILE: Final = "agent.host"
 HOSTS_DIR: Final = ".hosts"
 _POLL: Final = 0.005
 _STOP_POLL: Final = 0.02
-HOST_DIRECTORY_ENV: Final = "FULCRUM_AGENT_HOST_DIRECTORY"
 _NO_ROOM: Final = "no agent host has room"
 _PLACE_ATTEMPTS: Final = 3
 
@@ -66,7 +70,7 @@ def alive(pid: int) -> bool:
 def agent_pid(directory: Path) -> int | None:
     """The pid of the agent running in ``directory``, or None."""
     try:
-        pid = int((directory / PID_FILE).read_text())
+        pid = int((directory / AGENT_PID_FILE).read_text())
     except (OSError, ValueError):
         return None
     return pid if alive(pid) else None
@@ -84,7 +88,7 @@ def hosted_by(directory: Path) -> str | None:
     """The control socket of the agent host serving the amphora of ``directory``, or None
     (an agent process of its own, or none)."""
     try:
-        return (directory / HOSTED_BY_FILE).read_text() or None
+        return (directory / AGENT_HOST_FILE).read_text() or None
     except OSError:
         return None
 
@@ -335,9 +339,9 @@ class AgentHosts:
         host.mkdir(parents=True)
         socket_path = unix_socket_path(host / "host.sock", "fulcrum-host")
         env = {
-            HOST_DIRECTORY_ENV: str(host),
-            "FULCRUM_AGENT_HOST_SOCKET": socket_path,
-            "FULCRUM_AGENT_HOST_CAPACITY": str(self._capacity),
+            AGENT_HOST_DIRECTORY_ENV: str(host),
+            AGENT_HOST_SOCKET_ENV: socket_path,
+            AGENT_HOST_CAPACITY_ENV: str(self._capacity),
         }
         pid = await self._spawn(env, host / "host.log")
         deadline = time.monotonic() + self._boot_timeout
