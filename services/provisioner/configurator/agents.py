@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import ssl
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Final
@@ -32,6 +35,20 @@ def amphora_key(handle: AmphoraHandle) -> str:
     return f"{handle.amphora_id}@{handle.agent_url}"
 
 
+def _own_client_context(ca_cert: Path, directory: Path, pair_pem: bytes) -> ssl.SSLContext:
+    """The client context of this process's own certificate and key (``pair_pem``), loaded
+    from a file of its own: the shared ``provisioner-client.*`` files may already hold
+    another replica's pair (every start issues one), and one's certificate with the other's
+    key does not load."""
+    fd, path = tempfile.mkstemp(dir=directory, prefix=".provisioner-client-")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(pair_pem)
+        return client_ssl_context(ca_cert, Path(path), Path(path), check_hostname=True)
+    finally:
+        os.unlink(path)
+
+
 class AgentConnections:
     """Cached agent clients and agent infos; ``forget`` drops an amphora's (and tells the
     other per-amphora caches through ``on_forget``).
@@ -50,7 +67,7 @@ class AgentConnections:
         self._key = directory / "provisioner-client.key"
         write_private_file(self._cert, issued.cert_pem, mode=0o644)
         write_private_file(self._key, issued.key_pem)
-        self._ssl = client_ssl_context(ca.cert_path, self._cert, self._key, check_hostname=True)
+        self._ssl = _own_client_context(ca.cert_path, directory, issued.cert_pem + issued.key_pem)
         self._clients: dict[str, AmphoraAgentClient] = {}
         self._infos: dict[str, AgentInfo] = {}
         # Spares contacted ahead and not claimed here, with what they last answered.
