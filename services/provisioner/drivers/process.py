@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Final
 
+from libs.common.agent_contract import AGENT_PID_FILE
 from libs.common.errors import InfrastructureError
 from libs.common.pki import DeploymentCA
 from libs.common.private_files import write_private_file
@@ -34,8 +35,7 @@ from services.provisioner.drivers.agent_launcher import (
     AgentLauncher,
     Zygote,
     agent_environment,
-    agent_pid,
-    agent_port,
+    alive,
     stop_amphora_agent,
 )
 
@@ -79,15 +79,23 @@ class ProcessAmphoraDriver:
     def _dir(self, amphora_id: str) -> Path:
         return self._state_dir / amphora_id
 
-    def _handle(self, amphora_id: str) -> AmphoraHandle | None:
-        directory = self._dir(amphora_id)
-        pid = agent_pid(directory)
-        port = agent_port(directory)
-        if pid is None or port is None:
-            return None
+    def _handle(self, amphora_id: str, live: dict[int, bool] | None = None) -> AmphoraHandle | None:
+        """The amphora of ``amphora_id`` if its agent runs and listens, from its files.
+
+        ``live`` remembers, over one walk, which agent pids were found alive: with agent hosts
+        many amphorae name one pid, and a liveness check reads ``/proc``."""
+        directory = f"{self._state_dir}/{amphora_id}/"  # a str: Path joins cost more here
         try:
-            spec = json.loads((directory / _SPEC_FILE).read_text())
+            pid = int(_read_small(directory + AGENT_PID_FILE))
+            port = int(_read_small(directory + PORT_FILE))
+            spec = json.loads(_read_small(directory + _SPEC_FILE))
         except (OSError, ValueError):
+            return None
+        if live is None:
+            live = {}
+        if pid not in live:
+            live[pid] = alive(pid)
+        if not live[pid]:
             return None
         return AmphoraHandle(
             amphora_id=amphora_id,
@@ -151,22 +159,32 @@ class ProcessAmphoraDriver:
 
     def _amphora_ids(self) -> list[str]:
         """Every amphora with a directory here (dot dirs are the zygote's and such)."""
-        return [
-            d.name
-            for d in sorted(self._state_dir.iterdir())
-            if d.is_dir() and not d.name.startswith(".")
-        ]
+        with os.scandir(self._state_dir) as entries:
+            return sorted(e.name for e in entries if not e.name.startswith(".") and e.is_dir())
+
+    def _walk(self) -> tuple[list[AmphoraHandle], list[str]]:
+        """One pass over the state dir: the amphorae that run, and the directories of those
+        that do not (``list`` and ``leftovers``)."""
+        live: dict[int, bool] = {}
+        running: list[AmphoraHandle] = []
+        left: list[str] = []
+        for amphora_id in self._amphora_ids():
+            handle = self._handle(amphora_id, live)
+            if handle is None:
+                left.append(amphora_id)
+            else:
+                running.append(handle)
+        return running, left
 
     async def list(self) -> list[AmphoraHandle]:
-        handles = (self._handle(amphora_id) for amphora_id in self._amphora_ids())
-        return [handle for handle in handles if handle is not None]
+        return self._walk()[0]
 
     async def get(self, amphora_id: str) -> AmphoraHandle | None:
         """Its own files only: no walk over every amphora."""
         return self._handle(amphora_id) if _SAFE_ID.fullmatch(amphora_id) else None
 
     async def leftovers(self) -> Sequence[str]:
-        return [a for a in self._amphora_ids() if self._handle(a) is None]
+        return self._walk()[1]
 
     async def reachable_hosts(self) -> None:
         """One host: it sees every amphora it runs."""
@@ -185,6 +203,15 @@ def _kill_orphaned_haproxy(directory: Path) -> None:
     if str(directory).encode() in command_line:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pid, signal.SIGKILL)
+
+
+def _read_small(path: str) -> bytes:
+    """A small file's bytes, read with one system call (the walk reads three per amphora)."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return os.read(fd, 65536)
+    finally:
+        os.close(fd)
 
 
 def _remove_tree(directory: Path) -> None:
