@@ -25,10 +25,10 @@ so it keeps growing across agent restarts). Pure module: stdlib and pydantic onl
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import json
 import zlib
+from collections.abc import Container
 from typing import Any, Final
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -98,7 +98,9 @@ class Heartbeat(_Wire):
 
 
 def sign(body: bytes, key: bytes) -> bytes:
-    return hmac.new(key, body, hashlib.sha256).hexdigest().encode("ascii")
+    """The hex HMAC-SHA256 of ``body`` (one-shot ``hmac.digest``: a third of ``hmac.new``'s
+    CPU, and health signs every datagram it receives)."""
+    return hmac.digest(key, body, "sha256").hex().encode("ascii")
 
 
 def encode(message: dict[str, Any], key: bytes) -> bytes:
@@ -121,6 +123,11 @@ def decode(
     inflated message past its bound), BadSignature, or Garbled (not zlib, not JSON, not a
     version 3 heartbeat).
     """
+    return parse(open_datagram(datagram, key, max_datagram, max_message))
+
+
+def open_datagram(datagram: bytes, key: bytes, max_datagram: int, max_message: int) -> bytes:
+    """The message (JSON text) of an authentic datagram; raises as ``decode``."""
     if len(datagram) > max_datagram:
         raise Oversized(f"datagram of {len(datagram)} bytes exceeds {max_datagram}")
     if len(datagram) <= MAC_LENGTH:
@@ -137,6 +144,11 @@ def decode(
         raise Oversized(f"message inflates past {max_message} bytes")
     if not inflater.eof:
         raise Garbled("truncated zlib stream")
+    return text
+
+
+def parse(text: bytes) -> Heartbeat:
+    """The heartbeat of a message; raises Garbled."""
     try:
         heartbeat = Heartbeat.model_validate_json(text)
     except ValidationError as exc:
@@ -144,3 +156,57 @@ def decode(
     if heartbeat.ver != MESSAGE_VERSION:
         raise Garbled(f"unsupported message version {heartbeat.ver}")
     return heartbeat
+
+
+_ID_PREFIX: Final = b'{"id":"'
+_SEQ_MARK: Final = b'","seq":'
+
+
+def split_seq(text: bytes) -> tuple[bytes, int, bytes] | None:
+    """``(id, seq, rest)`` of a message spelled as ``encode`` spells it (``{"id":"<id>",
+    "seq":<n>,<rest>``), else None. Two such messages with the same id and rest are the same
+    heartbeat but for ``seq``: what ``RepeatDecoder`` relies on."""
+    if not text.startswith(_ID_PREFIX):
+        return None
+    id_end = text.find(_SEQ_MARK, len(_ID_PREFIX))
+    if id_end < 0:
+        return None
+    digits_start = id_end + len(_SEQ_MARK)
+    comma = text.find(b",", digits_start)
+    digits = text[digits_start:comma]
+    if comma < 0 or not digits.isdigit() or (digits[0] == 48 and len(digits) > 1):
+        return None  # not a JSON integer as encode writes it (48 is "0")
+    return text[len(_ID_PREFIX) : id_end], int(digits), text[comma:]
+
+
+class RepeatDecoder:
+    """``decode``, remembering each sender's last message: one that differs from its sender's
+    previous message in ``seq`` alone (an idle amphora's, beat after beat) is not parsed again
+    but gives the previous heartbeat with the new ``seq``. ``decode`` returns the heartbeat
+    and its content key (the message but for ``seq``: equal keys, equal heartbeats but for
+    ``seq``), or None when the message is not spelled as ``encode`` spells it. Call
+    ``forget_others`` to drop the senders no longer known."""
+
+    def __init__(self, key: bytes, max_datagram: int, max_message: int = MAX_MESSAGE) -> None:
+        self._key = key
+        self._max_datagram = max_datagram
+        self._max_message = max_message
+        self._last: dict[bytes, tuple[bytes, Heartbeat]] = {}
+
+    def decode(self, datagram: bytes) -> tuple[Heartbeat, bytes | None]:
+        text = open_datagram(datagram, self._key, self._max_datagram, self._max_message)
+        split = split_seq(text)
+        if split is None:
+            return parse(text), None
+        sender, seq, rest = split
+        last = self._last.get(sender)
+        if last is not None and last[0] == rest:
+            return last[1].model_copy(update={"seq": seq}), rest
+        heartbeat = parse(text)
+        self._last[sender] = (rest, heartbeat)
+        return heartbeat, rest
+
+    def forget_others(self, known: Container[str]) -> None:
+        """Forget the senders whose ids are not in ``known``."""
+        for sender in [s for s in self._last if s.decode(errors="replace") not in known]:
+            del self._last[sender]

@@ -1,21 +1,25 @@
 """What keeps an idle fleet's heartbeats cheap for the health service (pure, and a loopback
-UDP socket): stats rows are rewritten only when they change, and the receiver reads a burst of
-datagrams in one wake-up. Its settings refuse a gathering longer than a scan period."""
+UDP socket): stats rows are rewritten only when they change, an idle listener's beat adds
+nothing to write, a message that repeats its sender's previous one but for ``seq`` is not
+parsed again, and the receiver reads a burst of datagrams in one wake-up. Its settings refuse
+a gathering longer than a scan period."""
 
 from __future__ import annotations
 
 import asyncio
 import socket
 import time
+import zlib
 
 import pytest
 from pydantic import ValidationError
 
+from libs.common import heartbeat_codec as codec
 from libs.common.errors import ConfigurationError
 from services.health.app import check_settings
 from services.health.handlers import receiver as receiver_module
 from services.health.handlers.receiver import HeartbeatIntake, UdpReceiver
-from services.health.handlers.writer import Deltas
+from services.health.handlers.writer import Deltas, HealthWriter
 from services.health.settings import HealthSettings
 
 KEY = ("listener-1", "amp-1")
@@ -40,6 +44,83 @@ def test_a_row_is_written_once_then_only_when_it_changes() -> None:
         changed = batch(traffic).changing(written)
         assert changed.counters == {KEY: traffic}
         assert changed.owners == {KEY: OWNERS}
+
+
+LISTENER = "11111111-2222-3333-4444-555555555555"
+
+
+def _message(seq: int, conns: int = 0, rx: int = 0, amphora_id: str = "amp-1") -> dict[str, object]:
+    stats = {"rx": rx, "tx": 0, "conns": conns, "totconns": 0, "ereq": 0}
+    return {
+        "id": amphora_id,
+        "seq": seq,
+        "ver": 3,
+        "listeners": {LISTENER: {"status": "OPEN", "stats": stats}},
+        "pools": {f"pool-1:{LISTENER}": {"status": "UP", "members": {"m-1": "UP"}}},
+    }
+
+
+def test_a_repeated_message_decodes_as_a_fresh_parse_would() -> None:
+    decoder = codec.RepeatDecoder(b"k", codec.MAX_DATAGRAM)
+    first, key1 = decoder.decode(codec.encode(_message(1), b"k"))
+    again, key2 = decoder.decode(codec.encode(_message(1234567), b"k"))
+    assert key1 is not None and key1 == key2
+    assert again == codec.decode(codec.encode(_message(1234567), b"k"), b"k")
+    assert (again.seq, first.seq) == (1234567, 1)
+    changed, key3 = decoder.decode(codec.encode(_message(1234568, conns=3), b"k"))
+    assert key3 != key1 and changed.listeners[LISTENER].stats.conns == 3
+    other, key4 = decoder.decode(codec.encode(_message(5, amphora_id="amp-2"), b"k"))
+    assert other.id == "amp-2" and key4 == key1  # same content, another sender: parsed
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        b'{"seq":1,"id":"amp-1","ver":3}',  # another key order
+        b'{"id":"amp-1","seq":01,"ver":3}',  # not a JSON integer
+        b'{"id":"amp-1","seq":-1,"ver":3}',
+        b'{"id":"amp-1","seq":1}',  # no comma after seq
+    ],
+)
+def test_a_message_not_spelled_as_encode_spells_it_has_no_content_key(text: bytes) -> None:
+    assert codec.split_seq(text) is None
+
+
+def test_a_repeat_of_a_garbled_message_is_still_garbled() -> None:
+    decoder = codec.RepeatDecoder(b"k", codec.MAX_DATAGRAM)
+    bad = b'{"id":"amp-1","seq":1,"ver":2}'
+    for seq in (1, 2):
+        body = zlib.compress(bad.replace(b"1,", f"{seq},".encode(), 1))
+        with pytest.raises(codec.Garbled):
+            decoder.decode(body + codec.sign(body, b"k"))
+
+
+def test_forgotten_senders_are_parsed_again() -> None:
+    decoder = codec.RepeatDecoder(b"k", codec.MAX_DATAGRAM)
+    decoder.decode(codec.encode(_message(1), b"k"))
+    decoder.forget_others({"amp-2"})
+    assert decoder._last == {}
+
+
+class _NoMetrics:
+    def inc(self, name: str, amount: float = 1) -> None:
+        pass
+
+
+def test_an_idle_listeners_beat_adds_nothing_once_its_row_is_written() -> None:
+    writer = HealthWriter(None, _NoMetrics(), 1.0)  # type: ignore[arg-type]
+    idle = codec.decode(codec.encode(_message(1), b"k"), b"k")
+    writer.add_stats("lb-1", "amp-1", idle)
+    assert list(writer._stats.counters) == [(LISTENER, "amp-1")]  # never written: it goes
+    writer._stats = Deltas()
+    writer._written[(LISTENER, "amp-1")] = 0
+    writer.add_stats("lb-1", "amp-1", idle)
+    assert writer._stats.counters == {}
+    for busy in (_message(2, conns=1), _message(3, rx=10)):
+        writer.add_stats("lb-1", "amp-1", codec.decode(codec.encode(busy, b"k"), b"k"))
+        assert list(writer._stats.counters) == [(LISTENER, "amp-1")]
+    writer.add_stats("lb-1", "amp-1", idle)  # pending: added, so the latest conns win
+    assert writer._stats.counters[(LISTENER, "amp-1")] == [10, 0, 0, 0, 0]
 
 
 class Recording:

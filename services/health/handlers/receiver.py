@@ -1,12 +1,14 @@
 """The UDP heartbeat receiver: verify, de-duplicate, and hand each heartbeat on, in memory.
 
 Per datagram, with no I/O: decode (MAC first; oversized, forged or garbled datagrams are dropped
-and counted), look the amphora up (an unknown id asks the directory for a reload, and its latest
-heartbeat waits for it: an amphora booted a moment ago counts from its first beat), drop a seq
-not above the highest accepted for that amphora (replays), then note the sign of life and the
-stats for the batched writer, roll the statuses up against the cached LB and give the load of
-ACTIVE_ACTIVE amphorae to the autoscaler. A heartbeat that
-shows an ACTIVE LB's amphora without all its listeners (HAProxy gone) is no sign of life.
+and counted; a message that repeats its amphora's previous one but for ``seq``, as an idle
+amphora's do, is not parsed again, nor rolled up again against an unchanged LB), look the
+amphora up (an unknown id asks the directory for a reload, and its latest heartbeat waits for
+it: an amphora booted a moment ago counts from its first beat), drop a seq not above the
+highest accepted for that amphora (replays), then note the sign of life and the stats for the
+batched writer, roll the statuses up against the cached LB and give the load of ACTIVE_ACTIVE
+amphorae to the autoscaler. A heartbeat that shows an ACTIVE LB's amphora without all its
+listeners (HAProxy gone) is no sign of life.
 """
 
 from __future__ import annotations
@@ -52,15 +54,14 @@ class HeartbeatIntake:
         autoscaler: Autoscaler | None = None,
     ) -> None:
         self._autoscaler = autoscaler
-        self._key = key.encode()
+        self._decoder = codec.RepeatDecoder(key.encode(), max_datagram)
         self._directory = directory
         self._writer = writer
         self._status = status
         self._metrics = metrics
-        self._max_datagram = max_datagram
         self._seqs: dict[str, int] = {}
         self._warned: dict[str, tuple[float, int]] = {}
-        self._waiting: dict[str, codec.Heartbeat] = {}
+        self._waiting: dict[str, tuple[codec.Heartbeat, bytes | None]] = {}
         self.receiving_since = time.monotonic()
         directory.on_reload(self._forget_gone)
         directory.on_reload(self._retry_waiting)
@@ -82,29 +83,32 @@ class HeartbeatIntake:
         log.exception("health: a heartbeat could not be processed")
 
     def _accept(self, datagram: bytes) -> None:
-        heartbeat = codec.decode(datagram, self._key, max_datagram=self._max_datagram)
+        heartbeat, content = self._decoder.decode(datagram)
         record = self._directory.get(heartbeat.id)
         if record is None:
             self._metrics.inc("heartbeats_unknown_amphora_total")
             if heartbeat.id in self._waiting or len(self._waiting) < _MAX_WAITING:
-                self._waiting[heartbeat.id] = heartbeat
+                self._waiting[heartbeat.id] = (heartbeat, content)
             self._directory.missed()
             return
-        self._take(heartbeat, record)
+        self._take(heartbeat, content, record)
 
     def _retry_waiting(self, records: dict[str, AmphoraRecord]) -> None:
         """After a directory reload: take the waiting heartbeats of amphorae now known; the
         others (stray senders) are dropped."""
         waiting, self._waiting = self._waiting, {}
-        for amphora_id, heartbeat in waiting.items():
+        for amphora_id, (heartbeat, content) in waiting.items():
             record = records.get(amphora_id)
             if record is not None:
                 try:
-                    self._take(heartbeat, record)
+                    self._take(heartbeat, content, record)
                 except Exception:
                     self._failed()
 
-    def _take(self, heartbeat: codec.Heartbeat, record: AmphoraRecord) -> None:
+    def _take(
+        self, heartbeat: codec.Heartbeat, content: bytes | None, record: AmphoraRecord
+    ) -> None:
+        """``content``: the decoder's content key of the heartbeat (None: none)."""
         metrics = self._metrics
         amphora_id = heartbeat.id
         last = max(self._seqs.get(amphora_id, 0), record.seq)
@@ -117,7 +121,7 @@ class HeartbeatIntake:
         lb_id = record.lb_id
         view = None
         if lb_id is not None:
-            view = self._status.observe(lb_id, heartbeat, now)
+            view = self._status.observe(lb_id, heartbeat, now, content)
             if self._autoscaler is not None:
                 self._autoscaler.observe(view, heartbeat, now)
             if heartbeat.listeners or heartbeat.pools:
@@ -141,6 +145,8 @@ class HeartbeatIntake:
     def _forget_gone(self, records: dict[str, AmphoraRecord]) -> None:
         for amphora_id in [a for a in self._seqs if a not in records]:
             del self._seqs[amphora_id]
+        self._decoder.forget_others(records)
+        self._status.forget_amphorae_except(records)
 
 
 class UdpReceiver:

@@ -20,6 +20,7 @@ import logging
 import math
 import time
 from collections import deque
+from collections.abc import Container
 from dataclasses import dataclass
 from typing import Final
 
@@ -71,6 +72,8 @@ class StatusRecorder:
         self._cache: dict[str, _Cached] = {}
         # The latest heartbeat whose roll-up differed from the cache, per LB.
         self._pending: dict[str, tuple[str, Heartbeat]] = {}
+        # Per amphora: the view and content key of its last heartbeat that changed nothing.
+        self._settled: dict[str, tuple[LbView, bytes]] = {}
         self._queue: asyncio.Queue[str] = asyncio.Queue()
         self._queued: set[str] = set()
         self._tracer = tracer(__name__)
@@ -81,11 +84,15 @@ class StatusRecorder:
     def __len__(self) -> int:
         return len(self._cache)
 
-    def observe(self, lb_id: str, heartbeat: Heartbeat, now: float) -> LbView | None:
+    def observe(
+        self, lb_id: str, heartbeat: Heartbeat, now: float, content: bytes | None = None
+    ) -> LbView | None:
         """Roll ``heartbeat`` up against the cached LB; queue a write if a status changed.
 
         Returns the cached view (None while the LB is not loaded yet, or gone). Synchronous
-        and free of I/O: it runs for every datagram.
+        and free of I/O: it runs for every datagram. ``content`` (the decoder's content key:
+        equal keys, equal heartbeats but for ``seq``) lets a heartbeat that repeats one its
+        amphora sent, rolled up against this same view with no change, skip the roll-up.
         """
         cached = self._cache.get(lb_id)
         if cached is None:
@@ -96,10 +103,22 @@ class StatusRecorder:
         view = cached.view
         if view is None or not view.recorded or heartbeat.id not in view.amphora_ids:
             return view
+        settled = self._settled.get(heartbeat.id)
+        if content is not None and settled is not None:
+            if settled[0] is view and settled[1] == content:
+                return view
         if changes(view, roll_up(view, heartbeat)):
+            self._settled.pop(heartbeat.id, None)
             self._pending[lb_id] = (heartbeat.id, heartbeat)
             self._enqueue(lb_id)
+        elif content is not None:
+            self._settled[heartbeat.id] = (view, content)
         return view
+
+    def forget_amphorae_except(self, known: Container[str]) -> None:
+        """Drop what is remembered of amphorae not in ``known`` (by amphora id)."""
+        for amphora_id in [a for a in self._settled if a not in known]:
+            del self._settled[amphora_id]
 
     def _enqueue(self, lb_id: str) -> None:
         if lb_id not in self._queued:

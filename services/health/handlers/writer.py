@@ -76,12 +76,25 @@ _CONNS: Final = 2
 
 def _traffic(counters: list[int]) -> bool:
     """Whether any counter that adds up is non-zero."""
-    return any(value for i, value in enumerate(counters) if i != _CONNS)
+    rx, tx, _, totconns, ereq = counters
+    return bool(rx or tx or totconns or ereq)
 
 
 def _note_written(written: dict[Key, int], batch: Deltas) -> None:
     for key, counters in batch.counters.items():
         written[key] = counters[_CONNS]
+
+
+def _changes_nothing(
+    key: Key, counters: list[int], pending: Deltas, written: dict[Key, int]
+) -> bool:
+    """Whether adding ``counters`` could change no row: no traffic, nothing pending for the
+    key, and the active connections already written (an idle listener's every beat)."""
+    return (
+        not _traffic(counters)
+        and key not in pending.counters
+        and written.get(key) == counters[_CONNS]
+    )
 
 
 def _counters(s: ListenerStats) -> list[int]:
@@ -116,7 +129,9 @@ class HealthWriter:
         latest. A member served by several backends (its pool behind several listeners) counts
         the sum of them."""
         for listener_id, report in heartbeat.listeners.items():
-            self._stats.add((listener_id, amphora_id), (lb_id,), _counters(report.stats))
+            key, counters = (listener_id, amphora_id), _counters(report.stats)
+            if not _changes_nothing(key, counters, self._stats, self._written):
+                self._stats.add(key, (lb_id,), counters)
         members = Deltas()
         for pool_key, pool in heartbeat.pools.items():
             pool_id = pool_key.partition(":")[0]
@@ -128,7 +143,8 @@ class HealthWriter:
                     counters[_CONNS] += before[_CONNS]
                 members.add(key, (pool_id, lb_id), counters)
         for key, counters in members.counters.items():
-            self._member_stats.add(key, members.owners[key], counters)
+            if not _changes_nothing(key, counters, self._member_stats, self._member_written):
+                self._member_stats.add(key, members.owners[key], counters)
 
     async def flush(self) -> None:
         """Write what has accumulated; on failure keep it for the next flush and re-raise."""
