@@ -80,10 +80,14 @@ def setup_tracing(service_name: str, exporter: str = "none") -> None:
 
 
 def import_sdk() -> None:
-    """Import what ``setup_tracing`` imports, installing nothing: done once in a process that
-    forks agents (the zygote), the modules are shared instead of imported again by each."""
+    """Import what ``setup_tracing`` imports, the OTLP exporter's transport included (it
+    imports ``requests`` when built), installing nothing: done once in a process that forks
+    agents (the zygote), the modules are shared instead of imported again by each."""
     import opentelemetry.sdk.resources
     import opentelemetry.sdk.trace.export  # noqa: F401
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+    OTLPSpanExporter()  # built and dropped: it connects nowhere until it exports
 
 
 def tracer(name: str) -> trace.Tracer:
