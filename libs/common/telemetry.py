@@ -37,6 +37,7 @@ __all__ = [
 EXPORTERS: Final = ("none", "console", "otlp")
 
 _provider: TracerProvider | None = None
+_otlp_imported = False
 
 
 def traced_exporter(configured: str = "none") -> str:
@@ -79,15 +80,21 @@ def setup_tracing(service_name: str, exporter: str = "none") -> None:
     _provider = provider
 
 
-def import_sdk() -> None:
-    """Import what ``setup_tracing`` imports, the OTLP exporter's transport included (it
-    imports ``requests`` when built), installing nothing: done once in a process that forks
-    agents (the zygote), the modules are shared instead of imported again by each."""
+def import_sdk(environ: Mapping[str, str] = os.environ) -> None:
+    """Import what ``setup_tracing`` imports in a process with ``environ``, installing nothing:
+    done in a process that forks agents (the zygote), the modules are shared instead of
+    imported again by each. The OTLP exporter (and ``requests``, which it imports when built)
+    only when ``environ`` selects it (``OTEL_TRACES_EXPORTER=otlp``); cheap once done."""
     import opentelemetry.sdk.resources
     import opentelemetry.sdk.trace.export  # noqa: F401
+
+    global _otlp_imported
+    if _otlp_imported or environ.get("OTEL_TRACES_EXPORTER", "").strip().lower() != "otlp":
+        return
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
     OTLPSpanExporter()  # built and dropped: it connects nowhere until it exports
+    _otlp_imported = True
 
 
 def tracer(name: str) -> trace.Tracer:

@@ -24,6 +24,7 @@ import os
 import signal
 import socket
 import sys
+from collections import ChainMap
 from pathlib import Path
 
 import services.amphora.__main__ as agent_main  # the heavy imports happen here, once
@@ -155,6 +156,7 @@ def _answer(server: socket.socket, conn: socket.socket) -> None:
         except (ValueError, KeyError, TypeError) as exc:
             stream.write(json.dumps({"error": f"bad request: {exc}"}) + "\n")
             return
+        import_sdk(ChainMap(env, os.environ))  # the exporter this child's tracing will use
         pid = os.fork()
         if pid == 0:
             server.close()
