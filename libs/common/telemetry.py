@@ -37,6 +37,7 @@ __all__ = [
 EXPORTERS: Final = ("none", "console", "otlp")
 
 _provider: TracerProvider | None = None
+_imported: set[str] = set()  # what import_sdk did already: "sdk", "otlp"
 
 
 def traced_exporter(configured: str = "none") -> str:
@@ -79,11 +80,25 @@ def setup_tracing(service_name: str, exporter: str = "none") -> None:
     _provider = provider
 
 
-def import_sdk() -> None:
-    """Import what ``setup_tracing`` imports, installing nothing: done once in a process that
-    forks agents (the zygote), the modules are shared instead of imported again by each."""
-    import opentelemetry.sdk.resources
-    import opentelemetry.sdk.trace.export  # noqa: F401
+def import_sdk(environ: Mapping[str, str] = os.environ) -> None:
+    """Import (and build once) what ``setup_tracing`` uses in a process with ``environ``,
+    installing nothing: done in a process that forks agents (the zygote), the work is shared
+    instead of done again by each. The OTLP exporter (and ``requests``, which it imports when
+    built) only when ``environ`` selects it (``OTEL_TRACES_EXPORTER=otlp``). Cheap once done."""
+    if "sdk" not in _imported:
+        from opentelemetry.sdk.resources import Resource
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor  # noqa: F401
+
+        # Built and dropped: the first build looks up the resource detectors' entry points.
+        TracerProvider(resource=Resource.create(), shutdown_on_exit=False)
+        _imported.add("sdk")
+    otlp = environ.get("OTEL_TRACES_EXPORTER", "").strip().lower() == "otlp"
+    if otlp and "otlp" not in _imported:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        OTLPSpanExporter()  # built and dropped: it connects nowhere until it exports
+        _imported.add("otlp")
 
 
 def tracer(name: str) -> trace.Tracer:

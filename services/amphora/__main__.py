@@ -15,6 +15,7 @@ import asyncio
 import logging
 import os
 import sys
+from collections.abc import Callable
 
 from libs.common.agent_contract import AGENT_HOST_DIRECTORY_ENV
 from libs.common.logsetup import configure_logging, set_log_context
@@ -29,7 +30,9 @@ log = logging.getLogger(__name__)
 ALREADY_RUNNING_EXIT = 3
 
 
-def main() -> None:
+def main(listening: Callable[[int], None] | None = None) -> None:
+    """Run the agent (or an agent host) of the environment's settings until SIGTERM;
+    ``listening`` (an agent, not a host) is called with its port once it accepts connections."""
     if AGENT_HOST_DIRECTORY_ENV in os.environ:
         host_main()
         return
@@ -44,7 +47,7 @@ def main() -> None:
             settings.state_dir,
         )
         sys.exit(ALREADY_RUNNING_EXIT)
-    asyncio.run(serve(settings))
+    asyncio.run(serve(settings, listening=listening))
 
 
 if __name__ == "__main__":

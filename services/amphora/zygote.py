@@ -1,18 +1,22 @@
 """A pre-imported agent that forks new amphora agents: a boot in milliseconds, not 0.6 s.
 
-``python -m services.amphora.zygote SOCKET [PID_FILE]`` imports everything the agent needs and
-reads HAProxy's version (children skip their own ``haproxy -v``), then, unless another zygote
-holds ``SOCKET.lock`` (it then exits: two started in a race never both stay), writes its pid to
-PID_FILE and serves spawn requests on a unix socket, one JSON line each:
+``python -m services.amphora.zygote SOCKET [PID_FILE]`` imports everything the agent needs,
+reads HAProxy's version (children skip their own ``haproxy -v``) and validates one throwaway
+agent's settings (pydantic's caches are then built once, not in every agent), then, unless
+another zygote holds ``SOCKET.lock`` (it then exits: two started in a race never both stay),
+writes its pid to PID_FILE and serves spawn requests on a unix socket, one JSON line each:
 ``{"env": {...}, "log": path}``. It forks; the child starts a new session, takes the
 environment and runs the agent exactly as ``python -m services.amphora`` would; the zygote
-answers ``{"pid": N}``. No event loop or thread runs in the zygote, so forking is safe.
-Children are reaped automatically (SIGCHLD ignored); they outlive the zygote and whoever
-started it.
+answers ``{"pid": N}``. The child keeps the connection: an agent writes ``{"port": N}`` on it
+once it accepts connections, then closes it (so the asker waits for no port file); a child
+that ends first closes it unanswered. No event loop or thread runs in the zygote, so forking
+is safe. Children are reaped automatically (SIGCHLD ignored); they outlive the zygote and
+whoever started it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import gc
 import json
@@ -20,18 +24,30 @@ import os
 import signal
 import socket
 import sys
+from collections import ChainMap
 from pathlib import Path
 
 import services.amphora.__main__ as agent_main  # the heavy imports happen here, once
+from libs.common.agent_contract import AGENT_HOST_DIRECTORY_ENV
 from libs.common.telemetry import import_sdk
 from services.amphora.adapters.haproxy import remember_version
-from services.amphora.settings import default_haproxy_binary
+from services.amphora.settings import AmphoraSettings, default_haproxy_binary
+
+# A throwaway agent's settings (only validated, never served): every required field.
+_WARM_ENV = {
+    "FULCRUM_AMPHORA_AMPHORA_ID": "zygote",
+    "FULCRUM_AMPHORA_LB_ID": "",
+    "FULCRUM_AMPHORA_STATE_DIR": "/nonexistent",
+    "FULCRUM_AMPHORA_CA_CERT": "/nonexistent/ca.pem",
+    "FULCRUM_AMPHORA_SERVER_CERT": "/nonexistent/server.pem",
+    "FULCRUM_AMPHORA_SERVER_KEY": "/nonexistent/server.key",
+}
 
 # The serving lock's fd (see ``_serving_lock``); closed in every forked agent.
 _LOCK_FD: int | None = None
 
 
-def _child(env: dict[str, str], log_path: str) -> None:
+def _child(env: dict[str, str], log_path: str, asker: socket.socket) -> None:
     os.setsid()
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -43,9 +59,17 @@ def _child(env: dict[str, str], log_path: str) -> None:
     os.dup2(devnull, 0)
     os.close(devnull)
     os.environ.update(env)
+    if AGENT_HOST_DIRECTORY_ENV in env:
+        asker.close()  # an agent host answers on its control socket instead
+
+    def listening(port: int) -> None:
+        with contextlib.suppress(OSError):  # the asker went away: it finds the port file
+            asker.sendall(json.dumps({"port": port}).encode() + b"\n")
+        asker.close()
+
     code = 0
     try:
-        agent_main.main()
+        agent_main.main(listening)
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 1
     except BaseException:  # noqa: BLE001 (report anything, then exit the child)
@@ -61,11 +85,21 @@ def _child(env: dict[str, str], log_path: str) -> None:
 
 def _prewarm() -> None:
     """Work every agent would repeat, done once here: HAProxy's version (the binary the
-    zygote's environment or the default names; an agent given another one reads its own) and
-    the tracing SDK's imports."""
+    zygote's environment or the default names; an agent given another one reads its own),
+    the tracing SDK's imports and one validation of the agent's settings."""
     configured = os.environ.get("FULCRUM_AMPHORA_HAPROXY_BIN")
     remember_version(Path(configured) if configured else default_haproxy_binary())
     import_sdk()
+    saved = {name: os.environ.get(name) for name in _WARM_ENV}
+    os.environ.update(_WARM_ENV)
+    try:
+        AmphoraSettings()
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def _serving_lock(path: str) -> int | None:
@@ -122,12 +156,14 @@ def _answer(server: socket.socket, conn: socket.socket) -> None:
         except (ValueError, KeyError, TypeError) as exc:
             stream.write(json.dumps({"error": f"bad request: {exc}"}) + "\n")
             return
+        import_sdk(ChainMap(env, os.environ))  # the exporter this child's tracing will use
         pid = os.fork()
         if pid == 0:
             server.close()
             if _LOCK_FD is not None:
                 os.close(_LOCK_FD)  # the lock is the zygote's alone, not its agents'
-            _child(env, log_path)
+            stream.close()  # the child answers on the socket itself
+            _child(env, log_path, conn)
         stream.write(json.dumps({"pid": pid}) + "\n")
 
 

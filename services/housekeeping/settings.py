@@ -47,6 +47,11 @@ class SparesJob(JobSettings):
     """Seconds a READY spare heard from once may stay silent before it is failed and replaced (0:
     never).
     """
+    defer: float = Field(default=10.0, ge=0)
+    """No spare is asked for while a load balancer created less than this many seconds ago is
+    still PENDING_CREATE: creates waiting for an amphora get the CPU first, the pool refills at
+    the first run after them (0: ask at once, the boots then run beside the creates).
+    """
 
 
 class StrandedJob(JobSettings):

@@ -219,6 +219,7 @@ def wire(settings: ProvisionerSettings, pool: asyncpg.Pool, metrics: Metrics) ->
         settings.spare_pool_size,
         claim=settings.claim_spares,
         contact=configurator,
+        defer=settings.spare_refill_defer,
     )
     compensation = Compensation(driver, amphorae, configurator.forget)
     return Provisioner(

@@ -342,6 +342,11 @@ class ProvisionerSettings(HeartbeatKeySetting, SecretKeysSetting, BaseSettings):
     """
     spare_refill_interval: float = 1.0
     """Seconds between rounds of that refill loop."""
+    spare_refill_defer: float = Field(default=10.0, ge=0)
+    """That refill loop boots no spare while a load balancer created less than this many seconds
+    ago is still PENDING_CREATE: creates waiting for an amphora get the CPU first, the pool
+    refills after them (0: refill at once, beside the creates).
+    """
     maintenance_concurrency: int = Field(default=2, ge=1)
     """Housekeeping's requests (spare boots, certificate rotations, reconciliations) handled at
     once.

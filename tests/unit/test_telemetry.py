@@ -59,9 +59,12 @@ def test_import_sdk_imports_what_setup_tracing_needs_and_installs_nothing() -> N
         "from opentelemetry import trace\n"
         "from libs.common.telemetry import import_sdk\n"
         "assert 'opentelemetry.sdk.trace.export' not in sys.modules\n"
-        "import_sdk()\n"
+        "import_sdk({})\n"
         "assert 'opentelemetry.sdk.trace.export' in sys.modules\n"
         "assert 'opentelemetry.sdk.resources' in sys.modules\n"
+        "assert 'requests' not in sys.modules\n"  # no OTLP exporter: not imported
+        "import_sdk({'OTEL_TRACES_EXPORTER': 'otlp'})\n"
+        "assert 'requests' in sys.modules\n"  # what the exporter imports when built
         "assert type(trace.get_tracer_provider()).__name__ == 'ProxyTracerProvider'\n"
     )
     subprocess.run([sys.executable, "-c", check], check=True, timeout=60)

@@ -3,7 +3,9 @@ replaces spares that died.
 
 Requests go through the amphora's own stream (SpareAmphoraRequested is idempotent by the new
 id); retirements and failures are appended under the spare's row lock, so a spare a create is
-claiming at that moment is left alone.
+claiming at that moment is left alone. No spare is requested while creates wait for their
+amphorae (``SparesJob.defer``): a burst past the pool's size boots its own, and the pool refills
+at the first run after it.
 """
 
 from __future__ import annotations
@@ -67,6 +69,10 @@ class SparePoolJob:
             if await self._append_locked(amphora_id, postgres.SPARE_STATUSES, retired):
                 self._metrics.inc("spares_retired_total")
                 log.info("spare %s: retiring (%s)", amphora_id, reason)
+        if plan.request and await self._creates_waiting():
+            log.info("spares: %d wanted; asked for once the creates are done", plan.request)
+            self._metrics.inc("spares_deferred_total")
+            return
         for _ in range(plan.request):
             amphora_id = str(uuid.uuid4())
             size = self._settings.pool_size
@@ -74,6 +80,10 @@ class SparePoolJob:
             await self._amphorae.record(amphora_id, [request], META)
             self._metrics.inc("spares_requested_total")
             log.info("spare %s: requested (pool of %d)", amphora_id, size)
+
+    async def _creates_waiting(self) -> bool:
+        defer = self._settings.defer
+        return defer > 0 and await postgres.creates_waiting(self._pool, defer)
 
     async def _append_locked(
         self, amphora_id: str, statuses: tuple[str, ...] | list[str], event: Event

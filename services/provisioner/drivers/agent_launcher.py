@@ -1,10 +1,12 @@
 """Starting and stopping amphora agents on this host, for the process and netns drivers.
 
-An agent is forked by the zygote (``services.amphora.zygote``: imports done once, ~0.1 s per
-agent instead of ~1 s) when it can be reached or started, else started as a new Python. Each
-amphora has a directory the agent runs in: the launcher writes nothing there but the agent's
-log; the agent writes ``agent.pid`` (once it holds the amphora's agent lock) and
-``agent.port`` (once it listens). Agents run in their own session and outlive the provisioner.
+An agent is forked by the zygote (``services.amphora.zygote``: imports done once, ~20 ms of
+CPU per agent instead of ~1 s) when it can be reached or started, else started as a new
+Python. Each amphora has a directory the agent runs in: the launcher writes nothing there but
+the agent's log; the agent writes ``agent.pid`` (once it holds the amphora's agent lock) and
+``agent.port`` (once it listens). A forked agent also says on the zygote's connection when it
+listens, so the launcher waits for that instead of polling its files (it polls them for a
+plain start). Agents run in their own session and outlive the provisioner.
 
 With ``amphorae_per_process`` K > 1, agents run K to a process instead: agent hosts
 (``services.amphora.host``, forked from the zygote too), each in ``<state_dir>/.hosts/<name>/``.
@@ -186,8 +188,10 @@ class AgentLauncher:
             if handle is not None:
                 return handle
             raise InfrastructureError(f"amphora {amphora_id} did not start: {refused}")
-        pid = await self._spawn({**self._agent_env, **env}, directory / LOG_FILE)
+        pid, forked = await self._spawn({**self._agent_env, **env}, directory / LOG_FILE)
         deadline = time.monotonic() + self._boot_timeout
+        if forked is not None:
+            await forked.listening(self._boot_timeout)  # or it ended: the loop tells which
         while time.monotonic() < deadline:
             handle = running()
             if handle is not None:
@@ -201,11 +205,13 @@ class AgentLauncher:
             tail = ""
         raise InfrastructureError(f"amphora {amphora_id} did not start: {tail.strip()}")
 
-    async def _spawn(self, env: dict[str, str], log_path: Path) -> int:
-        """Fork the agent from the zygote when it can, else start a new Python."""
+    async def _spawn(self, env: dict[str, str], log_path: Path) -> tuple[int, Forked | None]:
+        """Fork the agent from the zygote when it can, else start a new Python; its pid and,
+        when forked, its connection."""
         if self._zygote is not None:
             try:
-                return await self._zygote.spawn(env, log_path)
+                forked = await self._zygote.spawn(env, log_path)
+                return forked.pid, forked
             except OSError as exc:
                 log.warning("zygote unavailable (%s); plain start", exc)
         with open(log_path, "ab") as out:  # noqa: ASYNC230 (local, instant)
@@ -219,10 +225,13 @@ class AgentLauncher:
                 stderr=asyncio.subprocess.STDOUT,
                 start_new_session=True,
             )
-        return proc.pid
+        return proc.pid, None
 
     async def _spawn_host(self, env: dict[str, str], log_path: Path) -> int:
-        return await self._spawn({**self._agent_env, **env}, log_path)
+        pid, forked = await self._spawn({**self._agent_env, **env}, log_path)
+        if forked is not None:
+            forked.close()  # a host says nothing there: it writes host.pid
+        return pid
 
     async def prepare(self) -> None:
         """Start the zygote now, so that the first amphora boots fast too."""
@@ -359,6 +368,26 @@ class AgentHosts:
         raise InfrastructureError(f"agent host did not start: {tail.strip()}")
 
 
+class Forked:
+    """An agent the zygote forked: its pid and the connection on which it says it listens."""
+
+    def __init__(self, pid: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
+        self.pid = pid
+        self._reader = reader
+        self._writer = writer
+
+    async def listening(self, within: float) -> None:
+        """Return once the agent says it listens (its port file is written), once it ends
+        without saying so, or after ``within`` s; the connection is closed then."""
+        with contextlib.suppress(OSError, TimeoutError):
+            async with asyncio.timeout(within):
+                await self._reader.readline()
+        self.close()
+
+    def close(self) -> None:
+        self._writer.close()
+
+
 class Zygote:
     """The ``services.amphora.zygote`` process: started on first use, reused across restarts
     of the provisioner (found by its socket), stopped by ``stop``. The zygote that serves the
@@ -369,21 +398,35 @@ class Zygote:
         self.socket_path = unix_socket_path(self._dir / "zygote.sock", "fulcrum-zygote")
         self._lock = asyncio.Lock()
 
-    async def spawn(self, env: dict[str, str], log_path: Path) -> int:
+    async def spawn(self, env: dict[str, str], log_path: Path) -> Forked:
         """Fork an agent; raises OSError when no zygote can be reached or started."""
         request = {"env": env, "log": str(log_path)}
         try:
-            return await self._ask(request)
+            return await self._fork(request)
         except OSError:
             async with self._lock:
                 await self._start()
-            return await self._ask(request)
+            return await self._fork(request)
 
-    async def _ask(self, request: Mapping[str, object]) -> int:
-        reply = await ask_unix(self.socket_path, request, 10)
-        if "pid" not in reply:
-            raise OSError(f"zygote refused: {reply.get('error')}")
-        return int(reply["pid"])
+    async def _fork(self, request: Mapping[str, object]) -> Forked:
+        """The forked child, its connection kept open; OSError when the zygote cannot be
+        reached or does not answer with a pid within 10 s."""
+        try:
+            async with asyncio.timeout(10):
+                reader, writer = await asyncio.open_unix_connection(self.socket_path)
+                try:
+                    writer.write((json.dumps(request) + "\n").encode())
+                    await writer.drain()
+                    reply = json.loads(await reader.readline() or b"{}")
+                except BaseException:
+                    writer.close()
+                    raise
+        except (ValueError, TimeoutError) as exc:
+            raise OSError(f"zygote answered badly: {exc!r}") from exc
+        if not isinstance(reply, dict) or "pid" not in reply:
+            writer.close()
+            raise OSError(f"zygote refused: {reply}")
+        return Forked(int(reply["pid"]), reader, writer)
 
     async def ensure_running(self) -> None:
         async with self._lock:

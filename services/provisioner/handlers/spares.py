@@ -6,6 +6,11 @@ provisioners never take the same spare and a rolled-back create gives it back. H
 decides the pool's size and asks for spares through events (handlers/maintenance.py boots
 them); ``refill`` is the provisioner's own loop for standalone use, keeping ``size`` of them
 (0 = off, the default); one replica at a time refills (advisory lock).
+
+Creates waiting for an amphora come first: while a load balancer created less than ``defer``
+s ago is still PENDING_CREATE, ``refill`` boots nothing (a burst past the pool's size boots its
+own amphorae and does not share the CPU with spares that would be claimed after it); the pool
+refills once the creates are done. ``defer`` 0 refills at once.
 """
 
 from __future__ import annotations
@@ -21,7 +26,11 @@ from libs.common.database import DATABASE_ERRORS
 from libs.common.errors import FulcrumError
 from libs.common.events import Metadata
 from libs.common.repository import AmphoraRepository
-from services.provisioner.adapters.postgres import lock_one_spare, ready_spare_ids
+from services.provisioner.adapters.postgres import (
+    creates_waiting,
+    lock_one_spare,
+    ready_spare_ids,
+)
 from services.provisioner.domain.amphora_records import booted, failed
 from services.provisioner.drivers import AmphoraDriver, AmphoraHandle, AmphoraSpec
 
@@ -49,15 +58,17 @@ class SparePool:
         *,
         claim: bool = True,
         contact: SpareContact | None = None,
+        defer: float = 0.0,
     ) -> None:
         """``contact`` reaches spares once they run and when claimed (the configurator), so
-        that a claim's push does not pay for the first contact."""
+        that a claim's push does not pay for the first contact; ``defer``: see the module."""
         self._pool = pool
         self._contact = contact
         self._amps = amps
         self._driver = driver
         self.size = size
         self.claiming = claim
+        self._defer = defer
 
     async def claim(self, conn: asyncpg.Connection) -> AmphoraHandle | None:
         """A running spare, locked for the caller's LB until ``conn``'s transaction ends, or None.
@@ -83,7 +94,8 @@ class SparePool:
         return None
 
     async def refill(self) -> int:
-        """Boot spares one at a time until ``size`` are READY; returns how many it started.
+        """Boot spares one at a time until ``size`` are READY, or until creates wait (see the
+        module); returns how many it started.
 
         Each spare is committed on its own, so it is claimable as soon as it runs.
         """
@@ -98,6 +110,8 @@ class SparePool:
                 return False
             if len(await ready_spare_ids(conn)) >= self.size:
                 return False
+            if self._defer > 0 and await creates_waiting(conn, self._defer):
+                return False  # the creates first; the next round refills
             amphora_id = str(uuid.uuid4())
             handle = await self._driver.ensure(AmphoraSpec(amphora_id=amphora_id, lb_id=None))
             try:

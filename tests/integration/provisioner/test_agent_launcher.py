@@ -1,6 +1,8 @@
 """The agent launcher the process and netns drivers share: an agent that cannot start is
 reported at once with the tail of its log, not after the boot timeout; one that starts is
-found running, through the zygote as without it."""
+found running, through the zygote as without it. An agent the zygote forks says on the
+zygote's connection when it listens (its port file is written by then), and one that dies
+first closes that connection."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from libs.common.private_files import write_private_file
 from services.provisioner.drivers import AmphoraHandle
 from services.provisioner.drivers.agent_launcher import (
     AgentLauncher,
+    Zygote,
     agent_environment,
     agent_pid,
     agent_port,
@@ -42,6 +45,45 @@ def running(directory: Path) -> AmphoraHandle | None:
     return AmphoraHandle(AMPHORA, None, "test", "", f"https://127.0.0.1:{port}", "127.0.0.1")
 
 
+def identity(tmp_path: Path) -> tuple[Path, Path]:
+    """The amphora's directory holding its server certificate and key, and the CA's cert."""
+    ca = DeploymentCA.load_or_create(tmp_path / "ca")
+    directory = tmp_path / "state" / AMPHORA
+    directory.mkdir(parents=True)
+    issued = ca.issue_server_cert(AMPHORA, [AMPHORA, "127.0.0.1"], 1)
+    write_private_file(directory / "server.pem", issued.cert_pem, mode=0o644)
+    write_private_file(directory / "server.key", issued.key_pem)
+    return directory, ca.cert_path
+
+
+async def test_a_forked_agent_says_when_it_listens_and_a_dying_one_hangs_up(
+    tmp_path: Path,
+) -> None:
+    zygote = Zygote(tmp_path / "state")
+    directory, ca_cert = identity(tmp_path)
+    try:
+        env = agent_environment(AMPHORA, None, directory, ca_cert, "127.0.0.1", 0)
+        forked = await zygote.spawn(env, directory / "agent.log")
+        try:
+            started = time.monotonic()
+            await forked.listening(30.0)
+            assert time.monotonic() - started < 15.0
+            assert agent_port(directory) is not None  # written before it said so
+            assert agent_pid(directory) == forked.pid
+        finally:
+            assert await stop_agent(forked.pid, 10.0)
+        broken = tmp_path / "broken"
+        broken.mkdir()
+        env = agent_environment("broken", None, broken, tmp_path / "no-ca.pem", "127.0.0.1", 0)
+        dying = await zygote.spawn(env, broken / "agent.log")
+        started = time.monotonic()
+        await dying.listening(30.0)
+        assert time.monotonic() - started < 15.0  # its end closed the connection
+        assert agent_port(broken) is None
+    finally:
+        await zygote.stop()
+
+
 async def test_an_agent_that_cannot_start_is_reported_at_once(
     launcher: AgentLauncher, tmp_path: Path
 ) -> None:
@@ -57,13 +99,8 @@ async def test_an_agent_that_cannot_start_is_reported_at_once(
 async def test_a_started_agent_is_found_running_and_stops(
     launcher: AgentLauncher, tmp_path: Path
 ) -> None:
-    ca = DeploymentCA.load_or_create(tmp_path / "ca")
-    directory = tmp_path / "state" / AMPHORA
-    directory.mkdir(parents=True)
-    issued = ca.issue_server_cert(AMPHORA, [AMPHORA, "127.0.0.1"], 1)
-    write_private_file(directory / "server.pem", issued.cert_pem, mode=0o644)
-    write_private_file(directory / "server.key", issued.key_pem)
-    env = agent_environment(AMPHORA, None, directory, ca.cert_path, "127.0.0.1", 0)
+    directory, ca_cert = identity(tmp_path)
+    env = agent_environment(AMPHORA, None, directory, ca_cert, "127.0.0.1", 0)
     handle = await launcher.launch(AMPHORA, directory, env, lambda: running(directory))
     pid = agent_pid(directory)
     try:
