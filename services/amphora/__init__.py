@@ -28,7 +28,11 @@ socket unreachable, 500 rollback failed).
                                            none runs until a config takes connections.
                                            `?reload=false`: validate (`haproxy -c`) and store
                                            it for the next reload only (runtime API changes
-                                           already applied).
+                                           already applied). `&check_later=true`: answer at
+                                           once; the file is installed once `haproxy -c`
+                                           passed, and whatever needs it next waits for that;
+                                           a refusal answers the next `?reload=false` with 400
+                                           (push with a reload then). Other values: 400.
     GET    /v1/haproxy/config              200 text/plain (+ ETag "<sha256>"), 404 if none
     DELETE /v1/haproxy                     204; stops HAProxy and forgets its config
     GET    /v1/haproxy/stats               200 [ {pxname, svname, scur, status, ...}, ... ]

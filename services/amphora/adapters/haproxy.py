@@ -6,11 +6,19 @@ load balancer without listeners, or with only UDP or disabled ones) is validated
 but runs no HAProxy, as Octavia's amphora runs none until a listener exists: installing one
 stops HAProxy, and the next configuration with a proxy starts it.
 
+A configuration stored for the next reload only (the runtime API already made its change) is
+checked with `haproxy -c` before it is installed, at once or, with ``check_later``, after
+``apply`` returned: it waits as `haproxy.cfg.unchecked` and is installed once the check passed.
+Whatever needs the installed file next (any ``apply``, ``stop``, ``discard``) first waits for
+that check, so no reload ever loads a file that was not checked. A file the later check refuses
+is kept as `.failed`, and the next ``apply`` without a reload raises ConfigRejected with
+HAProxy's output (the caller then pushes with a reload; a reload that loads clears it).
+
 Files under the state dir: `haproxy.cfg` (always the last config installed: the one HAProxy
-loaded, or one that needs no HAProxy), `.new` and `.failed` copies, `master.sock` (master CLI),
-`stats.sock` (worker runtime API; every pushed config must declare it), `haproxy.pid` (the
-master's pid, present exactly while the agent means HAProxy to run: the agent removes it when
-it stops HAProxy, HAProxy never does) and `haproxy.log` (its stderr).
+loaded, or one that needs no HAProxy), `.new`, `.unchecked` and `.failed` copies, `master.sock`
+(master CLI), `stats.sock` (worker runtime API; every pushed config must declare it),
+`haproxy.pid` (the master's pid, present exactly while the agent means HAProxy to run: the
+agent removes it when it stops HAProxy, HAProxy never does) and `haproxy.log` (its stderr).
 """
 
 from __future__ import annotations
@@ -307,6 +315,10 @@ class HaproxyDataPlane:
         self._child: asyncio.subprocess.Process | None = None
         self._master_pid: int | None = None
         self._version = ""
+        # `haproxy -c` of the `.unchecked` file (check_later), and what a later check refused.
+        self._unchecked: asyncio.Task[tuple[str, int]] | None = None
+        self._refused_later: str | None = None
+        self._installing: asyncio.Task[None] | None = None
 
     @property
     def version(self) -> str:
@@ -371,13 +383,16 @@ class HaproxyDataPlane:
         text = self.config_text()
         return text is not None and takes_connections(text)
 
-    async def apply(self, text: str, *, reload: bool = True) -> str:
+    async def apply(self, text: str, *, reload: bool = True, check_later: bool = False) -> str:
         """Install `text` as the running config and return its sha256. Idempotent: the same
         text while running (or installed, for one that runs no HAProxy) is a no-op.
 
         With ``reload=False`` (HAProxy running) the text, validated with `haproxy -c`, only
         becomes the file the next reload loads: the caller has already made the same change
-        through the runtime API. A text that takes no connections (``takes_connections``) is
+        through the runtime API. With ``check_later`` as well, the check runs after this
+        returns and the file is installed once it passed (see the module docstring); a
+        refusal is raised by the next ``apply`` without a reload. Either way no reload loads
+        an unchecked file. A text that takes no connections (``takes_connections``) is
         validated with `haproxy -c`, then HAProxy is stopped and the text installed. Otherwise
         no separate `haproxy -c` runs: the master validates the file when it starts or
         reloads, and a reload it refuses leaves the old worker serving.
@@ -391,6 +406,15 @@ class HaproxyDataPlane:
         digest = hashlib.sha256(text.encode()).hexdigest()
         serves = takes_connections(text)
         async with self._lock:
+            await self._settle()
+            stored_only = not reload and serves and self.is_running()
+            refused, self._refused_later = self._refused_later, None
+            if stored_only and refused is not None:
+                raise ConfigRejected(
+                    "haproxy rejected the configuration stored earlier for the next reload; "
+                    "push it with a reload",
+                    detail=refused,
+                )
             if self.is_running() == serves and self.config_sha256() == digest:
                 return digest
             candidate = self.config_path.with_name("haproxy.cfg.new")
@@ -400,7 +424,15 @@ class HaproxyDataPlane:
                 await self._check(candidate)
                 await self._stop_master()
                 os.replace(candidate, self.config_path)
-            elif was_running and not reload:
+            elif stored_only and check_later:
+                unchecked = self.config_path.with_name("haproxy.cfg.unchecked")
+                os.replace(candidate, unchecked)
+                self._unchecked = asyncio.create_task(
+                    run_tool(self.state_dir, str(self.binary), "-c", "-f", str(unchecked))
+                )
+                self._unchecked.add_done_callback(self._install_when_checked)
+                return digest
+            elif stored_only:
                 # Nothing loads this file now: check it, or a later reload would find it bad.
                 await self._check(candidate)
                 os.replace(candidate, self.config_path)
@@ -410,6 +442,37 @@ class HaproxyDataPlane:
         for callback in self._on_load:
             callback()
         return digest
+
+    def _install_when_checked(self, check: asyncio.Task[tuple[str, int]]) -> None:
+        """Done callback of a later check: install its file (under the lock) unless someone
+        who needed it has already done so."""
+        if check is not self._unchecked or check.cancelled():
+            return
+
+        async def install() -> None:
+            async with self._lock:
+                if check is self._unchecked:
+                    await self._settle()
+
+        self._installing = asyncio.get_running_loop().create_task(install())
+
+    async def _settle(self) -> None:
+        """Under the lock: wait for a later check and install the file it passed, or keep
+        the file as `.failed` and remember HAProxy's refusal for the next ``apply``."""
+        check, self._unchecked = self._unchecked, None
+        if check is None:
+            return
+        unchecked = self.config_path.with_name("haproxy.cfg.unchecked")
+        try:
+            output, status = await asyncio.shield(check)
+        except OSError as exc:
+            output, status = f"haproxy -c could not run: {exc}", -1
+        if status == 0:
+            os.replace(unchecked, self.config_path)
+            return
+        os.replace(unchecked, self.config_path.with_name("haproxy.cfg.failed"))
+        self._refused_later = output
+        logger.error("haproxy rejected a configuration stored for the next reload: %s", output)
 
     async def _check(self, candidate: Path) -> None:
         """`haproxy -c` on ``candidate``; raises ConfigRejected (the file kept as `.failed`)."""
@@ -443,6 +506,7 @@ class HaproxyDataPlane:
     async def stop(self) -> None:
         """Stop HAProxy (SIGTERM to the master, SIGKILL after 5 s); the config file stays."""
         async with self._lock:
+            await self._settle()
             await self._stop_master()
             if self.stats_socket.parent != self.state_dir:
                 shutil.rmtree(self.stats_socket.parent, ignore_errors=True)
@@ -450,6 +514,8 @@ class HaproxyDataPlane:
     async def discard(self) -> None:
         """Stop HAProxy and remove its config; idempotent."""
         async with self._lock:
+            await self._settle()
+            self._refused_later = None
             await self._stop_master()
             self.config_path.unlink(missing_ok=True)
 
