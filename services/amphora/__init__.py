@@ -28,11 +28,14 @@ socket unreachable, 500 rollback failed).
                                            none runs until a config takes connections.
                                            `?reload=false`: validate (`haproxy -c`) and store
                                            it for the next reload only (runtime API changes
-                                           already applied). `&check_later=true`: answer at
-                                           once; the file is installed once `haproxy -c`
-                                           passed, and whatever needs it next waits for that;
-                                           a refusal answers the next `?reload=false` with 400
-                                           (push with a reload then). Other values: 400.
+                                           already applied). `check_later=true`: a file that
+                                           nothing loads now (stored with `reload=false`, or
+                                           without a proxy while HAProxy does not run) is
+                                           answered at once and installed once `haproxy -c`
+                                           passed; whatever needs it next waits for that. A
+                                           refusal answers the next push of a file that loads
+                                           nothing with 400 (push with a reload then). Flags
+                                           other than true/false: 400.
     GET    /v1/haproxy/config              200 text/plain (+ ETag "<sha256>"), 404 if none
     DELETE /v1/haproxy                     204; stops HAProxy and forgets its config
     GET    /v1/haproxy/stats               200 [ {pxname, svname, scur, status, ...}, ... ]

@@ -135,3 +135,55 @@ async def test_a_stop_installs_a_file_still_being_checked(plane: HaproxyDataPlan
     await plane.stop()
 
     assert plane.config_text() == second
+
+
+def idle(plane: HaproxyDataPlane, extra: str = "") -> str:
+    """A config without a proxy (a load balancer without listeners): it runs no HAProxy."""
+    return (
+        f"global\n    stats socket {plane.stats_socket} mode 600 level admin\n{extra}"
+        "defaults\n    mode http\n    timeout client 5s\n    timeout server 5s\n"
+        "    timeout connect 1s\n"
+    )
+
+
+async def test_a_first_config_without_a_proxy_is_checked_later(plane: HaproxyDataPlane) -> None:
+    loads: list[bool] = []
+    plane.on_load(lambda: loads.append(True))
+
+    await plane.apply(idle(plane), check_later=True)
+
+    assert await installed(plane, idle(plane))
+    assert loads == [True]
+    assert not plane.is_running()
+
+
+async def test_a_refused_first_config_is_not_installed_and_a_start_still_loads_its_own(
+    plane: HaproxyDataPlane,
+) -> None:
+    broken = idle(plane, "    no-such-keyword 1\n")
+
+    await plane.apply(broken, check_later=True)
+    with pytest.raises(ConfigRejected) as rejected:
+        await plane.apply(idle(plane), check_later=True)  # waits for the check, hears of it
+
+    assert "no-such-keyword" in str(rejected.value.detail)
+    assert plane.config_text() is None
+    assert plane.config_path.with_name("haproxy.cfg.failed").read_text() == broken
+    await plane.apply(broken, check_later=True)
+    port = free_port()
+    await plane.apply(config(plane, port, "up"))  # a start: HAProxy checks its own file
+    assert await answer(port) == "up"
+
+
+async def test_a_config_without_a_proxy_is_checked_at_once_while_haproxy_runs(
+    plane: HaproxyDataPlane,
+) -> None:
+    """Installing it stops HAProxy: that is no change to leave for later."""
+    port = free_port()
+    await plane.apply(config(plane, port, "up"))
+
+    with pytest.raises(ConfigRejected):
+        await plane.apply(idle(plane, "    no-such-keyword 1\n"), check_later=True)
+
+    assert plane.is_running()
+    assert await answer(port) == "up"

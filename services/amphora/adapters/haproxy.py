@@ -6,13 +6,15 @@ load balancer without listeners, or with only UDP or disabled ones) is validated
 but runs no HAProxy, as Octavia's amphora runs none until a listener exists: installing one
 stops HAProxy, and the next configuration with a proxy starts it.
 
-A configuration stored for the next reload only (the runtime API already made its change) is
-checked with `haproxy -c` before it is installed, at once or, with ``check_later``, after
+A configuration that nothing loads now (one stored for the next reload only, the runtime API
+having made its change; or one without a proxy while HAProxy does not run, as a spare's first)
+is checked with `haproxy -c` before it is installed, at once or, with ``check_later``, after
 ``apply`` returned: it waits as `haproxy.cfg.unchecked` and is installed once the check passed.
 Whatever needs the installed file next (any ``apply``, ``stop``, ``discard``) first waits for
-that check, so no reload ever loads a file that was not checked. A file the later check refuses
-is kept as `.failed`, and the next ``apply`` without a reload raises ConfigRejected with
-HAProxy's output (the caller then pushes with a reload; a reload that loads clears it).
+that check, so no reload or start ever loads a file that was not checked. A file the later
+check refuses is kept as `.failed`, and the next ``apply`` of a file that loads nothing raises
+ConfigRejected with HAProxy's output (the caller then pushes with a reload; one that loads
+clears it).
 
 Files under the state dir: `haproxy.cfg` (always the last config installed: the one HAProxy
 loaded, or one that needs no HAProxy), `.new`, `.unchecked` and `.failed` copies, `master.sock`
@@ -389,10 +391,12 @@ class HaproxyDataPlane:
 
         With ``reload=False`` (HAProxy running) the text, validated with `haproxy -c`, only
         becomes the file the next reload loads: the caller has already made the same change
-        through the runtime API. With ``check_later`` as well, the check runs after this
-        returns and the file is installed once it passed (see the module docstring); a
-        refusal is raised by the next ``apply`` without a reload. Either way no reload loads
-        an unchecked file. A text that takes no connections (``takes_connections``) is
+        through the runtime API. With ``check_later``, a text that nothing loads now (one
+        stored for the next reload, or one that takes no connections while HAProxy does not
+        run) is checked after this returns and installed once the check passed (see the
+        module docstring); a refusal is raised by the next ``apply`` of a text that loads
+        nothing either. No reload ever loads an unchecked file. A text that takes no
+        connections (``takes_connections``) is
         validated with `haproxy -c`, then HAProxy is stopped and the text installed. Otherwise
         no separate `haproxy -c` runs: the master validates the file when it starts or
         reloads, and a reload it refuses leaves the old worker serving.
@@ -407,24 +411,22 @@ class HaproxyDataPlane:
         serves = takes_connections(text)
         async with self._lock:
             await self._settle()
-            stored_only = not reload and serves and self.is_running()
+            was_running = self.is_running()
+            stored_only = not reload and serves and was_running
             refused, self._refused_later = self._refused_later, None
-            if stored_only and refused is not None:
+            if refused is not None and (stored_only or not serves):
                 raise ConfigRejected(
-                    "haproxy rejected the configuration stored earlier for the next reload; "
-                    "push it with a reload",
+                    "haproxy rejected the configuration stored earlier without loading it; "
+                    "push it again with HAProxy loading it",
                     detail=refused,
                 )
-            if self.is_running() == serves and self.config_sha256() == digest:
+            if was_running == serves and self.config_sha256() == digest:
                 return digest
             candidate = self.config_path.with_name("haproxy.cfg.new")
             write_private_file(candidate, text.encode())
-            previous, was_running = self.config_text(), self.is_running()
-            if not serves:
-                await self._check(candidate)
-                await self._stop_master()
-                os.replace(candidate, self.config_path)
-            elif stored_only and check_later:
+            previous = self.config_text()
+            if check_later and (stored_only or not (serves or was_running)):
+                # Nothing loads this file now: it is installed once `haproxy -c` passed.
                 unchecked = self.config_path.with_name("haproxy.cfg.unchecked")
                 os.replace(candidate, unchecked)
                 self._unchecked = asyncio.create_task(
@@ -432,6 +434,10 @@ class HaproxyDataPlane:
                 )
                 self._unchecked.add_done_callback(self._install_when_checked)
                 return digest
+            if not serves:
+                await self._check(candidate)
+                await self._stop_master()
+                os.replace(candidate, self.config_path)
             elif stored_only:
                 # Nothing loads this file now: check it, or a later reload would find it bad.
                 await self._check(candidate)
@@ -469,6 +475,9 @@ class HaproxyDataPlane:
             output, status = f"haproxy -c could not run: {exc}", -1
         if status == 0:
             os.replace(unchecked, self.config_path)
+            if not self.is_running():  # a config that runs no HAProxy was installed
+                for callback in self._on_load:
+                    callback()
             return
         os.replace(unchecked, self.config_path.with_name("haproxy.cfg.failed"))
         self._refused_later = output

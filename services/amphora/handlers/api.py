@@ -162,8 +162,6 @@ class AgentHandlers:
             raise ValidationFailed("empty configuration")
         reload = _flag(request, "reload", default=True)
         check_later = _flag(request, "check_later", default=False)
-        if reload and check_later:
-            raise ValidationFailed("check_later=true goes with reload=false only")
         started = time.monotonic()
         with tracer("fulcrum.amphora").start_as_current_span(
             "haproxy reload" if reload else "haproxy validate"

@@ -170,12 +170,11 @@ class AmphoraAgentClient:
     ) -> str:
         """Install a complete haproxy.cfg; returns its sha256. Raises AgentRejected (400, with
         HAProxy's output in `details`) when HAProxy refuses it; the old config keeps serving.
-        ``reload=False`` stores it for the next reload (runtime changes already made);
-        ``check_later`` with it: the agent answers before its `haproxy -c`, and a refusal
-        comes with the next push without reload."""
-        path = "/haproxy/config"
-        if not reload:
-            path += "?reload=false&check_later=true" if check_later else "?reload=false"
+        ``reload=False`` stores it for the next reload (runtime changes already made).
+        ``check_later``: a file that nothing loads now is answered before the agent's
+        `haproxy -c`, and a refusal comes with the next push of such a file."""
+        flags = ([] if reload else ["reload=false"]) + (["check_later=true"] if check_later else [])
+        path = "/haproxy/config" + ("?" + "&".join(flags) if flags else "")
         body = await self._request("PUT", path, data=text.encode())
         return ConfigApplied.model_validate_json(body).sha256
 
