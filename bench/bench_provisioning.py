@@ -720,6 +720,8 @@ async def main(
         print_steps(each_step, parts, floor)
     if timeline and traced:
         print_timeline(traced)
+    if timeline and each_step:
+        print_step_timeline(sink, each_step)
 
 
 def print_figures(f: Figures) -> None:
@@ -826,6 +828,19 @@ def print_timeline(traced: list[Traced]) -> None:
     """Every span of the median traced create: start and length in ms after the POST."""
     _, total, spans, posted = sorted(traced, key=lambda t: t[1])[len(traced) // 2]
     print(f"  spans of the median traced create ({total:.1f} ms), ms after the POST:")
+    print_spans(spans, posted)
+
+
+def print_step_timeline(sink: SpanSink, each: list[Steps]) -> None:
+    """Every span of each step of the median step-by-step create, in ms after its POST."""
+    median = sorted(each, key=lambda one: sum(one.seconds))[len(each) // 2]
+    for name, step in zip(STEP_NAMES, median.traces, strict=False):
+        seen = (step.seen - step.posted) / 1e6
+        print(f"  spans of the step {name} of the median step-by-step create ({seen:.1f} ms):")
+        print_spans(sink.of(step.trace_id), step.posted)
+
+
+def print_spans(spans: list[Span], posted: int) -> None:
     for span in spans:
         start, length = (span.start - posted) / 1e6, (span.end - span.start) / 1e6
         print(f"    {start:7.1f} +{length:6.1f}  {span.name}")
@@ -848,7 +863,8 @@ if __name__ == "__main__":
     parser.add_argument(
         "--timeline",
         action="store_true",
-        help="also print every span of the median traced create",
+        help="also print every span of the median traced create and of each step of the "
+        "median step-by-step create",
     )
     parser.add_argument(
         "--samples",

@@ -8,11 +8,12 @@ it already started instead of starting a second one. Every failure but a lost da
 connection ends in ProvisioningFailed with the reason (the LB goes ERROR): never a stall.
 Amphorae a failed create or failover started are undone (handlers/compensation.py).
 
-What a build records (the amphorae's boot or allocation, and a create's activation) is written
-while the configuration is pushed, in a savepoint of the consumer's transaction: it commits
-with that transaction, after the push succeeded, and is rolled back when the push fails. The
-database round trips then cost nothing on a create's critical path, and no one ever reads an
-ACTIVE that the amphorae do not serve yet.
+What a build records (the amphorae's boot or allocation, and a create's activation), and a
+change's return to ACTIVE (``ApplyChanges``), is written while the configuration is pushed
+(or the runtime API changes the members), in a savepoint of the consumer's transaction: it
+commits with that transaction, after the push succeeded, and is rolled back when the push
+fails. The database round trips then cost nothing on a step's critical path, and no one ever
+reads an ACTIVE that the amphorae do not serve yet.
 
 ACTIVE_ACTIVE load balancers run ``amphora_min`` amphorae (or as many as they have) behind
 the driver's distributor (``Distribution``), which owns the VIP: each amphora is added
@@ -235,14 +236,9 @@ class LifecycleHandler:
         metadata: Metadata,
     ) -> asyncio.Future[None]:
         """Push the LB to ``handles`` and meanwhile append ``records`` (amphora id -> events)
-        and ``activation`` in a savepoint of ``conn``'s transaction, kept only when both
-        succeed. Raises the push's error; returns the recording's outcome (a done future)."""
-        savepoint = conn.transaction()
-        started: list[bool] = []
+        and ``activation`` (``_while_recording``)."""
 
         async def record() -> None:
-            await savepoint.start()  # here: its round trip overlaps the push too
-            started.append(True)
             for amphora_id, events in records.items():
                 if events:
                     await self._amps.record(amphora_id, list(events), metadata, conn=conn)
@@ -251,9 +247,27 @@ class LifecycleHandler:
                 with _tracer.start_as_current_span("activate"):
                     await self._lbs.execute(state.loadbalancer.id, activation, metadata, conn=conn)
 
-        recording = asyncio.ensure_future(record())
+        return await self._while_recording(self._push_all(state, handles), record, conn)
+
+    @staticmethod
+    async def _while_recording(
+        effect: Awaitable[None], record: Callable[[], Awaitable[None]], conn: asyncpg.Connection
+    ) -> asyncio.Future[None]:
+        """Await ``effect`` (what the amphorae do) and meanwhile ``record()`` in a savepoint of
+        ``conn``'s transaction, kept only when both succeed: the database round trips overlap
+        the effect instead of following it. Raises the effect's error; returns the recording's
+        outcome (a done future)."""
+        savepoint = conn.transaction()
+        started: list[bool] = []
+
+        async def in_savepoint() -> None:
+            await savepoint.start()  # here: its round trip overlaps the effect too
+            started.append(True)
+            await record()
+
+        recording = asyncio.ensure_future(in_savepoint())
         try:
-            await self._push_all(state, handles)
+            await effect
         except BaseException:
             await asyncio.gather(recording, return_exceptions=True)
             if started:
@@ -365,9 +379,17 @@ class LifecycleHandler:
         if len(handles) != len(state.amphora_ids) or not handles:
             missing = set(state.amphora_ids) - {h.amphora_id for h in handles}
             raise _Missing(f"amphorae {sorted(missing) or 'none'} are not running")
-        if not await self._apply_at_runtime(state, pending, handles):
-            await self._push_all(state, handles)
-        await self._lbs.execute(lb.id, c.ApplyChanges(), metadata, conn=conn)
+
+        async def change() -> None:
+            if not await self._apply_at_runtime(state, pending, handles):
+                await self._push_all(state, handles)
+
+        async def settle() -> None:
+            with _tracer.start_as_current_span("apply changes"):
+                await self._lbs.execute(lb.id, c.ApplyChanges(), metadata, conn=conn)
+
+        # The LB's return to ACTIVE is written while the amphorae change, committed after.
+        (await self._while_recording(change(), settle, conn)).result()
 
     async def _apply_at_runtime(
         self, state: LoadBalancerState, pending: Sequence[Envelope], handles: list[AmphoraHandle]
