@@ -17,7 +17,9 @@ as one stream was. The read model's rows carry ``revision`` (both versions summe
 Every writer (api, provisioner, health, housekeeping) changes a load balancer only through
 ``execute``: load, ``decide``, append at the loaded version with the read model updated in the
 same transaction. A concurrent writer's win makes it reload and retry once; a second loss is
-a Conflict (409).
+a Conflict (409). A caller that has just loaded the load balancer (``read``, to check a request
+before it takes a quota) hands that load to ``execute``, which decides on it instead of loading
+again; the append checks its versions like any other load's.
 """
 
 from __future__ import annotations
@@ -82,6 +84,15 @@ def state_of(snapshot: StoredSnapshot | None) -> LoadBalancerState | None:
     return state if state.version == snapshot.stream_version else None
 
 
+@dataclass(frozen=True)
+class Loaded:
+    """A load balancer's state as ``LoadBalancerRepository.read`` loaded it, and how many events
+    were folded on top of its snapshot."""
+
+    state: LoadBalancerState
+    folded: int
+
+
 class LoadBalancerRepository:
     def __init__(self, store: PostgresEventStore, snapshot_every: int = SNAPSHOT_EVERY) -> None:
         self._store = store
@@ -91,6 +102,10 @@ class LoadBalancerRepository:
         """The folded stream; an unknown id gives the empty state (``loadbalancer is None``)."""
         state, _ = await self._load(lb_id)
         return state
+
+    async def read(self, lb_id: str) -> Loaded:
+        """``load``, kept whole for a later ``execute(loaded=...)``."""
+        return Loaded(*await self._load(lb_id))
 
     async def load_pending(self, lb_id: str) -> tuple[LoadBalancerState, list[Envelope]]:
         """The state and, while the LB is PENDING_*, the ``loadbalancer`` events of its pending
@@ -125,18 +140,28 @@ class LoadBalancerRepository:
         conn: asyncpg.Connection | None = None,
         attempts: int = 2,
         fresh: bool = False,
+        loaded: Loaded | None = None,
     ) -> Outcome:
         """Decide and append; raises DomainError from decide, Conflict after lost races.
 
         ``command`` may be a factory of the loaded state, for commands that depend on it.
         ``fresh``: ``lb_id`` was just made by the caller, so no one else can have written
         either stream: nothing is loaded or guarded (the append still refuses a stream that
-        exists, as a Conflict).
+        exists, as a Conflict). ``loaded``: the caller's ``read`` of ``lb_id``, decided on in
+        a first attempt of its own instead of a load; if either stream has moved since, the
+        append refuses it and ``attempts`` more follow on fresh loads.
         """
         if fresh:
             attempts = 1
+        elif loaded is not None:
+            attempts += 1
         for attempt in range(attempts):
-            state, unsnapshotted = (LoadBalancerState(), 0) if fresh else await self._load(lb_id)
+            if fresh:
+                state, unsnapshotted = LoadBalancerState(), 0
+            elif attempt == 0 and loaded is not None:
+                state, unsnapshotted = loaded.state, loaded.folded
+            else:
+                state, unsnapshotted = await self._load(lb_id)
             cmd = command(state) if callable(command) else command
             payloads = decide(cmd, state)
             if not payloads:
