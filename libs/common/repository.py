@@ -105,31 +105,44 @@ class LoadBalancerRepository:
 
     async def read(self, lb_id: str) -> Loaded:
         """``load``, kept whole for a later ``execute(loaded=...)``."""
-        return Loaded(*await self._load(lb_id))
+        state, folded, _ = await self._fold(lb_id)
+        return Loaded(state, folded)
 
     async def load_pending(self, lb_id: str) -> tuple[LoadBalancerState, list[Envelope]]:
         """The state and, while the LB is PENDING_*, the ``loadbalancer`` events of its pending
         period (after it last settled, or from its creation), up to the state's version; empty
         otherwise. Costs what the snapshot's tail and the pending period hold, not the history.
         """
-        state = await self.load(lb_id)
+        state, _, intent = await self._fold(lb_id)
         lb = state.loadbalancer
         if lb is None or lb.provisioning_status not in PENDING_STATUSES:
             return state, []
-        stream_id = StreamId.loadbalancer(lb_id)
-        settled = await self._store.last_version_of(stream_id, [e.event_type for e in SETTLING])
-        period = await self._store.read_stream(stream_id, after_version=settled)
+        settling = {e.event_type for e in SETTLING}
+        settled = [e.stream_version for e in intent if e.event_type in settling]
+        if settled or (intent[:1] and intent[0].stream_version == 1):
+            # The period is in what the load read: after its last settling event, if any.
+            period = [e for e in intent if e.stream_version > (settled or [0])[-1]]
+        else:
+            stream_id = StreamId.loadbalancer(lb_id)
+            last = await self._store.last_version_of(stream_id, list(settling))
+            period = await self._store.read_stream(stream_id, after_version=last)
         return state, [e for e in period if e.stream_version <= state.version]
 
     async def _load(self, lb_id: str) -> tuple[LoadBalancerState, int]:
         """The state and how many events were folded on top of the snapshot."""
+        state, folded, _ = await self._fold(lb_id)
+        return state, folded
+
+    async def _fold(self, lb_id: str) -> tuple[LoadBalancerState, int, list[Envelope]]:
+        """The state, how many events were folded on top of the snapshot, and the
+        ``loadbalancer`` events among them."""
         stream_id = StreamId.loadbalancer(lb_id)
         base = state_of(await self._store.read_snapshot(stream_id)) or LoadBalancerState()
         intent = await self._store.read_stream(stream_id, after_version=base.version)
         observed = await self._store.read_stream(
             StreamId.loadbalancer_status(lb_id), after_version=base.status_version
         )
-        return fold_streams(base, intent, observed), len(intent) + len(observed)
+        return fold_streams(base, intent, observed), len(intent) + len(observed), intent
 
     async def execute(
         self,
