@@ -567,6 +567,33 @@ def start_provisioner(s: Stack, spares: int) -> subprocess.Popen[bytes]:
     )
 
 
+COMMIT_SAMPLES = 50
+
+
+async def commit_floor(s: Stack) -> tuple[float, float]:
+    """Seconds (p50) of a bare INSERT + COMMIT into a logged table (a commit's WAL flush: the
+    durable floor of any write) and of a round trip (``SELECT 1``), on the stack's Postgres."""
+    import asyncpg
+
+    conn = await asyncpg.connect(s.pg_dsn)
+    try:
+        await conn.execute("CREATE TABLE bench_commit_floor (id bigserial PRIMARY KEY, v text)")
+        commits: list[float] = []
+        trips: list[float] = []
+        for _ in range(COMMIT_SAMPLES):
+            started = time.perf_counter()
+            async with conn.transaction():
+                await conn.execute("INSERT INTO bench_commit_floor (v) VALUES ('x')")
+            commits.append(time.perf_counter() - started)
+            started = time.perf_counter()
+            await conn.fetchval("SELECT 1")
+            trips.append(time.perf_counter() - started)
+        await conn.execute("DROP TABLE bench_commit_floor")
+        return statistics.median(commits), statistics.median(trips)
+    finally:
+        await conn.close()
+
+
 async def wait_spares(s: Stack, count: int) -> None:
     import asyncpg
 
@@ -707,6 +734,7 @@ async def main(
                     traced.append(await traced_create(api, sink, vips, [p1]))
                 parts = await steps_breakdown(sink, each_step)
                 floor = await haproxy_floor(tmp, free_port())
+                database = await commit_floor(s)
         finally:
             backends.terminate()
             backends.wait()
@@ -717,7 +745,7 @@ async def main(
     if traced:
         print_breakdown(traced, floor)
     if each_step:
-        print_steps(each_step, parts, floor)
+        print_steps(each_step, parts, floor, database)
     if timeline and traced:
         print_timeline(traced)
     if timeline and each_step:
@@ -795,11 +823,15 @@ def print_breakdown(traced: list[Traced], floor: tuple[list[float], list[float]]
 
 
 def print_steps(
-    each: list[Steps], parts: list[list[dict[str, float]]], floor: tuple[list[float], list[float]]
+    each: list[Steps],
+    parts: list[list[dict[str, float]]],
+    floor: tuple[list[float], list[float]],
+    database: tuple[float, float],
 ) -> None:
     """The step-by-step create: p50 of each step and of each part of it (``step_breakdown``),
     then how much of it is HAProxy's own work: the listener's step starts HAProxy, the pool's
-    and the monitor's reload it (the LB's and the members' run none)."""
+    and the monitor's reload it (the LB's and the members' run none); and the API's commit
+    beside Postgres's own (``commit_floor``)."""
     print(
         f"  step by step, p50 of {len(each)} (ms; the client GETs the LB every 5 ms), "
         f"load average {os.getloadavg()[0]:.1f}:"
@@ -821,6 +853,13 @@ def print_steps(
         f"of {reload:.0f}) "
         f"{haproxy:.0f} ms, the rest {total - haproxy:.0f} ms "
         f"({(total - haproxy) / (len(STEP_NAMES) - 1):.0f} ms per step); goal <= 180"
+    )
+    api = statistics.median(part["API commit"] for one in parts for part in one[1:])
+    commit, trip = database
+    print(
+        f"  the API's commit of a child (POST to answer) p50 {api:.1f} ms; on the same Postgres "
+        f"a bare INSERT+COMMIT takes {commit * 1000:.2f} ms and a round trip "
+        f"{trip * 1000:.2f} ms"
     )
 
 
