@@ -4,8 +4,13 @@ Measures, through the real API (noauth) and provisioner, with bounded counts, is
 create-path figures beside Octavia 19 with no-op drivers (the issue's side-by-side runs):
 - POST bare LB (no listener) -> ACTIVE, taken from the spare pool: p50 (goal <= 50 ms;
   Octavia 433 ms),
-- LB + listener + pool + 2 members + HM, step by step, each waiting for ACTIVE (goal
-  <= 180 ms; Octavia 1744 ms),
+- LB + listener + pool + 2 members + HM, step by step, each waiting for ACTIVE (a GET of
+  the LB every 5 ms, as Octavia's clients poll, only faster; goal <= 180 ms; Octavia
+  1744 ms); each step's POST carries a trace of its own, cut into API commit, relay publish,
+  consumer pick-up, the provisioner's own work, its agent calls, HAProxy's part (start,
+  reload, or the check of a stored file), the status commit and the client seeing ACTIVE,
+  printed beside HAProxy's start and reload and Postgres's bare INSERT+COMMIT and round
+  trip (the durable floor of the API's commit); ``--only-steps`` runs only this part,
 - single-call graph create (listener, pool, member) -> ACTIVE and serving, warm (goal
   <= 100 ms; Octavia 1014 ms); the same cold (the amphora boots) without a goal,
 - 30 bare LBs at concurrency 8 -> all ACTIVE, the spare pool at the deployment default
