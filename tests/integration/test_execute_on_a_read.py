@@ -14,7 +14,7 @@ from libs.common.domain.model import LoadBalancerState, OperatingStatus
 from libs.common.events import Metadata
 from libs.common.eventstore import PostgresEventStore
 from libs.common.repository import CommandFactory, LoadBalancerRepository
-from tests import builders
+from tests.integration.test_status_stream import active_lb
 
 META = Metadata(actor="test")
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -23,13 +23,6 @@ NOW = datetime(2026, 1, 1, tzinfo=UTC)
 @pytest.fixture
 def repo(db: asyncpg.Pool) -> LoadBalancerRepository:
     return LoadBalancerRepository(PostgresEventStore(db), snapshot_every=3)
-
-
-async def active_lb(repo: LoadBalancerRepository, vip: str) -> str:
-    lb = builders.loadbalancer(vip)
-    await repo.execute(lb.id, c.CreateLoadBalancer(loadbalancer=lb), META)
-    await repo.execute(lb.id, c.Activate(amphora_ids=("amp-1",)), META)
-    return lb.id
 
 
 def renamer(seen: list[int], name: str) -> CommandFactory:
