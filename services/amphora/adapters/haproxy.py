@@ -391,15 +391,16 @@ class HaproxyDataPlane:
 
         With ``reload=False`` (HAProxy running) the text, validated with `haproxy -c`, only
         becomes the file the next reload loads: the caller has already made the same change
-        through the runtime API. With ``check_later``, a text that nothing loads now (one
-        stored for the next reload, or one that takes no connections while HAProxy does not
-        run) is checked after this returns and installed once the check passed (see the
-        module docstring); a refusal is raised by the next ``apply`` of a text that loads
-        nothing either. No reload ever loads an unchecked file. A text that takes no
-        connections (``takes_connections``) is
+        through the runtime API. A text that takes no connections (``takes_connections``) is
         validated with `haproxy -c`, then HAProxy is stopped and the text installed. Otherwise
         no separate `haproxy -c` runs: the master validates the file when it starts or
         reloads, and a reload it refuses leaves the old worker serving.
+
+        With ``check_later``, a text that nothing loads now (one stored for the next reload,
+        or one that takes no connections while HAProxy does not run) is checked after this
+        returns and installed once the check passed (see the module docstring); a refusal is
+        raised by the next ``apply`` of a text that loads nothing either. No start or reload
+        ever loads an unchecked file.
 
         Raises ConfigRejected (with HAProxy's output) when the config lacks the stats socket
         contract, or when HAProxy refuses it (parse errors, bind errors). In every such case
@@ -481,7 +482,7 @@ class HaproxyDataPlane:
             return
         os.replace(unchecked, self.config_path.with_name("haproxy.cfg.failed"))
         self._refused_later = output
-        logger.error("haproxy rejected a configuration stored for the next reload: %s", output)
+        logger.error("haproxy rejected a configuration checked after it was pushed: %s", output)
 
     async def _check(self, candidate: Path) -> None:
         """`haproxy -c` on ``candidate``; raises ConfigRejected (the file kept as `.failed`)."""
