@@ -113,10 +113,16 @@ class LoadBalancerRepository:
         period (after it last settled, or from its creation), up to the state's version; empty
         otherwise. Costs what the snapshot's tail and the pending period hold, not the history.
         """
-        state, _, intent = await self._fold(lb_id)
+        loaded, pending = await self.read_pending(lb_id)
+        return loaded.state, pending
+
+    async def read_pending(self, lb_id: str) -> tuple[Loaded, list[Envelope]]:
+        """``load_pending``, the load kept whole for a later ``execute(loaded=...)``."""
+        state, folded, intent = await self._fold(lb_id)
+        loaded = Loaded(state, folded)
         lb = state.loadbalancer
         if lb is None or lb.provisioning_status not in PENDING_STATUSES:
-            return state, []
+            return loaded, []
         settling = {e.event_type for e in SETTLING}
         settled = [e.stream_version for e in intent if e.event_type in settling]
         if settled or (intent[:1] and intent[0].stream_version == 1):
@@ -126,7 +132,7 @@ class LoadBalancerRepository:
             stream_id = StreamId.loadbalancer(lb_id)
             last = await self._store.last_version_of(stream_id, list(settling))
             period = await self._store.read_stream(stream_id, after_version=last)
-        return state, [e for e in period if e.stream_version <= state.version]
+        return loaded, [e for e in period if e.stream_version <= state.version]
 
     async def _load(self, lb_id: str) -> tuple[LoadBalancerState, int]:
         """The state and how many events were folded on top of the snapshot."""

@@ -29,10 +29,11 @@ socket unreachable, 500 rollback failed).
                                            `?reload=false`: validate (`haproxy -c`) and store
                                            it for the next reload only (runtime API changes
                                            already applied). `check_later=true`: a file that
-                                           nothing loads now (stored with `reload=false`, or
-                                           without a proxy while HAProxy does not run) is
-                                           answered at once and installed once `haproxy -c`
-                                           passed; whatever needs it next waits for that. A
+                                           nothing loads now is answered before `haproxy -c`:
+                                           stored with `reload=false`, installed once it
+                                           passed; without a proxy while HAProxy does not
+                                           run, installed at once (taken back if refused).
+                                           Whatever needs it next waits for the check. A
                                            refusal answers the next push of a file that loads
                                            nothing with 400 (push with a reload then). Flags
                                            other than true/false: 400.

@@ -146,23 +146,29 @@ def idle(plane: HaproxyDataPlane, extra: str = "") -> str:
     )
 
 
-async def test_a_first_config_without_a_proxy_is_checked_later(plane: HaproxyDataPlane) -> None:
+async def test_a_first_config_without_a_proxy_is_installed_at_once_and_checked_later(
+    plane: HaproxyDataPlane,
+) -> None:
+    """Nothing loads it (HAProxy starts only with a proxy, from the file pushed then)."""
     loads: list[bool] = []
     plane.on_load(lambda: loads.append(True))
 
     await plane.apply(idle(plane), check_later=True)
 
-    assert await installed(plane, idle(plane))
+    assert plane.config_text() == idle(plane)
     assert loads == [True]
     assert not plane.is_running()
+    await plane.stop()  # waits for the check: passed, the file stays
+    assert plane.config_text() == idle(plane)
 
 
-async def test_a_refused_first_config_is_not_installed_and_a_start_still_loads_its_own(
+async def test_a_refused_first_config_is_taken_back_and_a_start_still_loads_its_own(
     plane: HaproxyDataPlane,
 ) -> None:
     broken = idle(plane, "    no-such-keyword 1\n")
 
     await plane.apply(broken, check_later=True)
+    assert plane.config_text() == broken  # installed, but nothing loads it
     with pytest.raises(ConfigRejected) as rejected:
         await plane.apply(idle(plane), check_later=True)  # waits for the check, hears of it
 
@@ -187,3 +193,17 @@ async def test_a_config_without_a_proxy_is_checked_at_once_while_haproxy_runs(
 
     assert plane.is_running()
     assert await answer(port) == "up"
+
+
+async def test_a_refused_config_without_a_proxy_gives_its_place_back(
+    plane: HaproxyDataPlane,
+) -> None:
+    before = idle(plane, "    maxconn 100\n")
+    await plane.apply(before)
+    broken = idle(plane, "    no-such-keyword 1\n")
+
+    await plane.apply(broken, check_later=True)
+    await plane.stop()  # settles the check
+
+    assert plane.config_text() == before
+    assert plane.config_path.with_name("haproxy.cfg.failed").read_text() == broken

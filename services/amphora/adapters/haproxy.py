@@ -6,15 +6,17 @@ load balancer without listeners, or with only UDP or disabled ones) is validated
 but runs no HAProxy, as Octavia's amphora runs none until a listener exists: installing one
 stops HAProxy, and the next configuration with a proxy starts it.
 
-A configuration that nothing loads now (one stored for the next reload only, the runtime API
-having made its change; or one without a proxy while HAProxy does not run, as a spare's first)
-is checked with `haproxy -c` before it is installed, at once or, with ``check_later``, after
-``apply`` returned: it waits as `haproxy.cfg.unchecked` and is installed once the check passed.
+A configuration that nothing loads now is checked with `haproxy -c`, at once or, with
+``check_later``, after ``apply`` returned:
+- one stored for the next reload only (HAProxy serves; the runtime API made its change) waits
+  as `haproxy.cfg.unchecked` and is installed once the check passed;
+- one without a proxy while HAProxy does not run (a spare's first) is installed at once, as
+  nothing loads it: HAProxy starts only with a configuration that has a proxy, pushed then.
 Whatever needs the installed file next (any ``apply``, ``stop``, ``discard``) first waits for
 that check, so no reload or start ever loads a file that was not checked. A file the later
-check refuses is kept as `.failed`, and the next ``apply`` of a file that loads nothing raises
-ConfigRejected with HAProxy's output (the caller then pushes with a reload; one that loads
-clears it).
+check refuses is kept as `.failed` (an installed one is replaced by the one before it), and
+the next ``apply`` of a file that loads nothing raises ConfigRejected with HAProxy's output
+(the caller then pushes with a reload; one that loads clears it).
 
 Files under the state dir: `haproxy.cfg` (always the last config installed: the one HAProxy
 loaded, or one that needs no HAProxy), `.new`, `.unchecked` and `.failed` copies, `master.sock`
@@ -289,6 +291,16 @@ def _refusal(command: str, answer: str) -> DomainError:
     return Conflict(message, detail=answer)
 
 
+@dataclass(frozen=True)
+class _LaterCheck:
+    """`haproxy -c` of ``file`` running after ``apply`` returned (``check_later``)."""
+
+    task: asyncio.Task[tuple[str, int]]
+    file: Path
+    installed: bool  # already the installed file (nothing loads it)
+    previous: str | None  # what it replaced, put back if it is refused
+
+
 class HaproxyDataPlane:
     """One HAProxy master (and its workers) per amphora, started lazily by the first `apply`.
 
@@ -317,8 +329,8 @@ class HaproxyDataPlane:
         self._child: asyncio.subprocess.Process | None = None
         self._master_pid: int | None = None
         self._version = ""
-        # `haproxy -c` of the `.unchecked` file (check_later), and what a later check refused.
-        self._unchecked: asyncio.Task[tuple[str, int]] | None = None
+        # A check that runs after `apply` returned (check_later), and what one refused.
+        self._later: _LaterCheck | None = None
         self._refused_later: str | None = None
         self._installing: asyncio.Task[None] | None = None
 
@@ -426,16 +438,15 @@ class HaproxyDataPlane:
             candidate = self.config_path.with_name("haproxy.cfg.new")
             write_private_file(candidate, text.encode())
             previous = self.config_text()
-            if check_later and (stored_only or not (serves or was_running)):
-                # Nothing loads this file now: it is installed once `haproxy -c` passed.
+            if check_later and stored_only:
                 unchecked = self.config_path.with_name("haproxy.cfg.unchecked")
                 os.replace(candidate, unchecked)
-                self._unchecked = asyncio.create_task(
-                    run_tool(self.state_dir, str(self.binary), "-c", "-f", str(unchecked))
-                )
-                self._unchecked.add_done_callback(self._install_when_checked)
+                self._check_later(unchecked, installed=False, previous=previous)
                 return digest
-            if not serves:
+            if check_later and not (serves or was_running):
+                os.replace(candidate, self.config_path)
+                self._check_later(self.config_path, installed=True, previous=previous)
+            elif not serves:
                 await self._check(candidate)
                 await self._stop_master()
                 os.replace(candidate, self.config_path)
@@ -450,37 +461,47 @@ class HaproxyDataPlane:
             callback()
         return digest
 
-    def _install_when_checked(self, check: asyncio.Task[tuple[str, int]]) -> None:
-        """Done callback of a later check: install its file (under the lock) unless someone
-        who needed it has already done so."""
-        if check is not self._unchecked or check.cancelled():
-            return
+    def _check_later(self, file: Path, *, installed: bool, previous: str | None) -> None:
+        """Under the lock: start `haproxy -c` on ``file`` (``installed``: it is already the
+        installed one, ``previous`` the one it replaced); settled when done or needed."""
+        task = asyncio.create_task(
+            run_tool(self.state_dir, str(self.binary), "-c", "-f", str(file))
+        )
+        later = _LaterCheck(task, file, installed, previous)
+        self._later = later
 
-        async def install() -> None:
-            async with self._lock:
-                if check is self._unchecked:
-                    await self._settle()
+        def settle_when_done(_: asyncio.Task[tuple[str, int]]) -> None:
+            async def settle() -> None:
+                async with self._lock:
+                    if self._later is later:
+                        await self._settle()
 
-        self._installing = asyncio.get_running_loop().create_task(install())
+            if self._later is later:
+                self._installing = asyncio.get_running_loop().create_task(settle())
+
+        task.add_done_callback(settle_when_done)
 
     async def _settle(self) -> None:
-        """Under the lock: wait for a later check and install the file it passed, or keep
-        the file as `.failed` and remember HAProxy's refusal for the next ``apply``."""
-        check, self._unchecked = self._unchecked, None
-        if check is None:
+        """Under the lock: wait for a later check; install the file it passed, or keep the
+        file as `.failed` (an installed one replaced by the one before it) and remember
+        HAProxy's refusal for the next ``apply``."""
+        later, self._later = self._later, None
+        if later is None:
             return
-        unchecked = self.config_path.with_name("haproxy.cfg.unchecked")
         try:
-            output, status = await asyncio.shield(check)
+            output, status = await asyncio.shield(later.task)
         except OSError as exc:
             output, status = f"haproxy -c could not run: {exc}", -1
         if status == 0:
-            os.replace(unchecked, self.config_path)
-            if not self.is_running():  # a config that runs no HAProxy was installed
-                for callback in self._on_load:
-                    callback()
+            if not later.installed:
+                os.replace(later.file, self.config_path)
             return
-        os.replace(unchecked, self.config_path.with_name("haproxy.cfg.failed"))
+        os.replace(later.file, self.config_path.with_name("haproxy.cfg.failed"))
+        if later.installed:
+            if later.previous is None:
+                self.config_path.unlink(missing_ok=True)
+            else:
+                write_private_file(self.config_path, later.previous.encode())
         self._refused_later = output
         logger.error("haproxy rejected a configuration checked after it was pushed: %s", output)
 
