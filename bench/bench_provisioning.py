@@ -446,23 +446,33 @@ STEP_PARTS = (
 )
 
 
-def step_breakdown(spans: list[Span], step: StepTrace) -> dict[str, float]:
+def step_breakdown(sink: SpanSink, step: StepTrace) -> dict[str, float]:
     """Milliseconds per part (``STEP_PARTS``) of one step's trace; they add up to the step.
 
     "API commit": POST sent until the API's span ends (the answer). Then the relay's publish
-    and the provisioner's consume span; inside it "agent calls" is the provisioner's calls to
-    the agent less the agent's HAProxy span ("HAProxy (agent)": a start, reload, or the
+    and the consume span that did the step's work: the provisioning is level-triggered, so
+    that may be the consume of an earlier event of the LB that arrives just before (the
+    previous step's status event), in that event's trace: the consume span around the first
+    ``provision`` span after the publish. Inside it "agent calls" is the provisioner's calls
+    to the agent less the agent's HAProxy span ("HAProxy (agent)": a start, reload, or the
     check of a file stored for the next reload), "provisioner" the rest until the last
     call's end, "status commit" from there until the consume span ends (its transaction,
     with the activation, committed), and "client sees ACTIVE" until the client's GET saw it.
     """
+    own = sink.of(step.trace_id)
 
-    def first(prefix: str, after: int) -> Span:
+    def first(spans: list[Span], prefix: str, after: int) -> Span:
         return next(sp for sp in spans if sp.name.startswith(prefix) and sp.start >= after)
 
-    api = first("POST", 0)
-    publish = first("publish", api.start)
-    consume = first("consume ", publish.start)
+    api = first(own, "POST", 0)
+    publish = first(own, "publish", api.start)
+    work = first(sorted(sink.spans, key=lambda sp: sp.start), "provision ", publish.start)
+    spans = sink.of(work.trace_id)
+    consume = next(
+        sp
+        for sp in spans
+        if sp.name.startswith("consume ") and sp.start <= work.start and work.end <= sp.end
+    )
     inside = [sp for sp in spans if consume.start <= sp.start and sp.end <= consume.end]
     calls = [sp for sp in inside if sp.name.startswith("agent call")]
     haproxy = sum(sp.end - sp.start for sp in inside if sp.name.startswith("haproxy "))
@@ -486,7 +496,7 @@ async def steps_breakdown(sink: SpanSink, each: list[Steps]) -> list[list[dict[s
     deadline = time.monotonic() + 10
     while True:
         try:
-            return [[step_breakdown(sink.of(t.trace_id), t) for t in one.traces] for one in each]
+            return [[step_breakdown(sink, t) for t in one.traces] for one in each]
         except StopIteration:
             if time.monotonic() > deadline:
                 raise RuntimeError("a step's trace is incomplete") from None
