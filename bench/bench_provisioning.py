@@ -4,8 +4,13 @@ Measures, through the real API (noauth) and provisioner, with bounded counts, is
 create-path figures beside Octavia 19 with no-op drivers (the issue's side-by-side runs):
 - POST bare LB (no listener) -> ACTIVE, taken from the spare pool: p50 (goal <= 50 ms;
   Octavia 433 ms),
-- LB + listener + pool + 2 members + HM, step by step, each waiting for ACTIVE (goal
-  <= 180 ms; Octavia 1744 ms),
+- LB + listener + pool + 2 members + HM, step by step, each waiting for ACTIVE (a GET of
+  the LB every 5 ms, as Octavia's clients poll, only faster; goal <= 180 ms; Octavia
+  1744 ms); each step's POST carries a trace of its own, cut into API commit, relay publish,
+  consumer pick-up, the provisioner's own work, its agent calls, HAProxy's part (start,
+  reload, or the check of a stored file), the status commit and the client seeing ACTIVE,
+  printed beside HAProxy's start and reload and Postgres's bare INSERT+COMMIT and round
+  trip (the durable floor of the API's commit); ``--only-steps`` runs only this part,
 - single-call graph create (listener, pool, member) -> ACTIVE and serving, warm (goal
   <= 100 ms; Octavia 1014 ms); the same cold (the amphora boots) without a goal,
 - 30 bare LBs at concurrency 8 -> all ACTIVE, the spare pool at the deployment default
@@ -133,16 +138,42 @@ async def bare_create(api: Api, vips: Vips) -> float:
 STEP_NAMES = ("LB", "listener", "pool", "member 1", "member 2", "health monitor", "serving")
 
 
-async def step_by_step(api: Api, vips: Vips, members: list[int]) -> list[float]:
-    """Seconds of each step (``STEP_NAMES``): POST, then until the LB is ACTIVE (the last:
-    until the VIP serves)."""
+@dataclass(frozen=True)
+class StepTrace:
+    """One step's POST, sent with a fresh trace: the client's clock (ns since the epoch) when
+    it sent it and when it saw the LB ACTIVE again."""
+
+    trace_id: str
+    posted: int
+    seen: int
+
+
+@dataclass(frozen=True)
+class Steps:
+    """One step-by-step create: seconds per step (``STEP_NAMES``) and the trace of each step
+    but the last (serving)."""
+
+    seconds: list[float]
+    traces: list[StepTrace]
+
+
+async def step_by_step(api: Api, vips: Vips, members: list[int]) -> Steps:
+    """Each step (``STEP_NAMES``): POST, then ``Api.wait_active`` (a GET of the LB every
+    5 ms) until the LB is ACTIVE; the last: until the VIP serves."""
     vip = vips.next()
     port = free_port(vip)
     marks = [time.perf_counter()]
+    traces: list[StepTrace] = []
 
     async def step(path: str, body: dict[str, Any], lb_id: str | None = None) -> dict[str, Any]:
-        created = await api.post(path, body)
+        trace_id = secrets.token_hex(16)
+        headers = {"traceparent": f"00-{trace_id}-{secrets.token_hex(8)}-01"}
+        posted = time.time_ns()
+        async with api.s.post(f"{api.base}{path}", json=body, headers=headers) as resp:
+            created: dict[str, Any] = await resp.json()
+            assert resp.status in (201, 202), created
         await api.wait_active(lb_id or created["loadbalancer"]["id"])
+        traces.append(StepTrace(trace_id, posted, time.time_ns()))
         marks.append(time.perf_counter())
         return created
 
@@ -160,7 +191,7 @@ async def step_by_step(api: Api, vips: Vips, members: list[int]) -> list[float]:
     await step("/v2/lbaas/healthmonitors", {"healthmonitor": monitor}, lb_id)
     await serving(api.s, f"http://{vip}:{port}/")
     marks.append(time.perf_counter())
-    return [b - a for a, b in zip(marks, marks[1:], strict=False)]
+    return Steps([b - a for a, b in zip(marks, marks[1:], strict=False)], traces)
 
 
 # What a process of the stack is, by its command line (the first match).
@@ -403,6 +434,75 @@ def breakdown(spans: list[Span], posted: int, seen: int) -> dict[str, float]:
     return {step: value / 1e6 for step, value in ns.items()}
 
 
+STEP_PARTS = (
+    "API commit",
+    "relay publish",
+    "consumer pick-up",
+    "provisioner",
+    "agent calls",
+    "HAProxy (agent)",
+    "status commit",
+    "client sees ACTIVE",
+)
+
+
+def step_breakdown(sink: SpanSink, step: StepTrace) -> dict[str, float]:
+    """Milliseconds per part (``STEP_PARTS``) of one step's trace; they add up to the step.
+
+    "API commit": POST sent until the API's span ends (the answer). Then the relay's publish
+    and the consume span that did the step's work: the provisioning is level-triggered, so
+    that may be the consume of an earlier event of the LB that arrives just before (the
+    previous step's status event), in that event's trace: the consume span around the first
+    ``provision`` span after the publish. Inside it "agent calls" is the provisioner's calls
+    to the agent less the agent's HAProxy span ("HAProxy (agent)": a start, reload, or the
+    check of a file stored for the next reload), "provisioner" the rest until the last
+    call's end, "status commit" from there until the consume span ends (its transaction,
+    with the activation, committed), and "client sees ACTIVE" until the client's GET saw it.
+    """
+    own = sink.of(step.trace_id)
+
+    def first(spans: list[Span], prefix: str, after: int) -> Span:
+        return next(sp for sp in spans if sp.name.startswith(prefix) and sp.start >= after)
+
+    api = first(own, "POST", 0)
+    publish = first(own, "publish", api.start)
+    work = first(sorted(sink.spans, key=lambda sp: sp.start), "provision ", publish.start)
+    spans = sink.of(work.trace_id)
+    consume = next(
+        sp
+        for sp in spans
+        if sp.name.startswith("consume ") and sp.start <= work.start and work.end <= sp.end
+    )
+    inside = [sp for sp in spans if consume.start <= sp.start and sp.end <= consume.end]
+    calls = [sp for sp in inside if sp.name.startswith("agent call")]
+    haproxy = sum(sp.end - sp.start for sp in inside if sp.name.startswith("haproxy "))
+    called = sum(sp.end - sp.start for sp in calls)
+    last_call = max((sp.end for sp in calls), default=consume.start)
+    ns = {
+        "API commit": api.end - step.posted,
+        "relay publish": publish.start - api.end,
+        "consumer pick-up": consume.start - publish.start,
+        "provisioner": last_call - consume.start - called,
+        "agent calls": called - haproxy,
+        "HAProxy (agent)": haproxy,
+        "status commit": consume.end - last_call,
+        "client sees ACTIVE": step.seen - consume.end,
+    }
+    return {part: value / 1e6 for part, value in ns.items()}
+
+
+async def steps_breakdown(sink: SpanSink, each: list[Steps]) -> list[list[dict[str, float]]]:
+    """The breakdown of every traced step of ``each`` once its spans arrived (10 s at most)."""
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            return [[step_breakdown(sink, t) for t in one.traces] for one in each]
+        except StopIteration:
+            if time.monotonic() > deadline:
+                raise RuntimeError("a step's trace is incomplete") from None
+            await asyncio.sleep(0.2)
+
+
 Traced = tuple[dict[str, float], float, list[Span], int]
 
 
@@ -482,6 +582,33 @@ def start_provisioner(s: Stack, spares: int) -> subprocess.Popen[bytes]:
     )
 
 
+COMMIT_SAMPLES = 50
+
+
+async def commit_floor(s: Stack) -> tuple[float, float]:
+    """Seconds (p50) of a bare INSERT + COMMIT into a logged table (a commit's WAL flush: the
+    durable floor of any write) and of a round trip (``SELECT 1``), on the stack's Postgres."""
+    import asyncpg
+
+    conn = await asyncpg.connect(s.pg_dsn)
+    try:
+        await conn.execute("CREATE TABLE bench_commit_floor (id bigserial PRIMARY KEY, v text)")
+        commits: list[float] = []
+        trips: list[float] = []
+        for _ in range(COMMIT_SAMPLES):
+            started = time.perf_counter()
+            async with conn.transaction():
+                await conn.execute("INSERT INTO bench_commit_floor (v) VALUES ('x')")
+            commits.append(time.perf_counter() - started)
+            started = time.perf_counter()
+            await conn.fetchval("SELECT 1")
+            trips.append(time.perf_counter() - started)
+        await conn.execute("DROP TABLE bench_commit_floor")
+        return statistics.median(commits), statistics.median(trips)
+    finally:
+        await conn.close()
+
+
 async def wait_spares(s: Stack, count: int) -> None:
     import asyncpg
 
@@ -507,7 +634,7 @@ class Figures:
     bare: list[float]
     warm: list[float]
     steps: list[float]
-    each_step: list[list[float]]  # seconds per step (STEP_NAMES) of each sample
+    each_step: list[Steps]  # each sample's seconds per step (STEP_NAMES) and traces
     fleet: float
     fleet_cpu: dict[str, float]
     live: list[float]
@@ -551,7 +678,7 @@ async def figures(
     each_step = [
         await warm_sample(lambda: step_by_step(api, vips, [p1, p2])) for _ in range(STEP_SAMPLES)
     ]
-    steps = [sum(one) for one in each_step]
+    steps = [sum(one.seconds) for one in each_step]
     await wait_spares(s, spares)
     fleet_seconds, fleet_cpu = await fleet(api, vips, s)
     await wait_spares(s, spares)
@@ -580,7 +707,9 @@ async def first(create: Awaitable[tuple[float, str]]) -> float:
     return (await create)[0]
 
 
-async def main(only_breakdown: bool, timeline: bool, samples: int, spares: int) -> None:
+async def main(
+    only_breakdown: bool, only_steps: bool, timeline: bool, samples: int, spares: int
+) -> None:
     sink = SpanSink()
     os.environ |= {
         "OTEL_TRACES_EXPORTER": "otlp",
@@ -601,19 +730,26 @@ async def main(only_breakdown: bool, timeline: bool, samples: int, spares: int) 
         wait_http(f"{base}/healthz")
         vips = Vips()
         measured: Figures | None = None
+        each_step: list[Steps] = []
+        traced: list[Traced] = []
         try:
             async with aiohttp.ClientSession() as session:
                 api = Api(session, base)
-                if not only_breakdown:
+                if not (only_breakdown or only_steps):
                     measured = await figures(api, s, vips, (p1, p2, p3), tmp, spares)
+                    each_step = measured.each_step
                 else:
                     start_provisioner(s, spares)
-                traced: list[Traced] = []
-                for _ in range(samples):
+                for _ in range(samples if only_steps else 0):
+                    await wait_spares(s, spares)
+                    each_step.append(await step_by_step(api, vips, [p1, p2]))
+                for _ in range(0 if only_steps else samples):
                     # A full pool: no spare boots beside the create that is measured.
                     await wait_spares(s, spares)
                     traced.append(await traced_create(api, sink, vips, [p1]))
+                parts = await steps_breakdown(sink, each_step)
                 floor = await haproxy_floor(tmp, free_port())
+                database = await commit_floor(s)
         finally:
             backends.terminate()
             backends.wait()
@@ -621,11 +757,14 @@ async def main(only_breakdown: bool, timeline: bool, samples: int, spares: int) 
     print("Fulcrum provisioning benchmark (process driver, 2-core box, loopback)")
     if measured is not None:
         print_figures(measured)
-    print_breakdown(traced, floor)
-    if measured is not None:
-        print_step_floor(measured, floor)
-    if timeline:
+    if traced:
+        print_breakdown(traced, floor)
+    if each_step:
+        print_steps(each_step, parts, floor, database)
+    if timeline and traced:
         print_timeline(traced)
+    if timeline and each_step:
+        print_step_timeline(sink, each_step)
 
 
 def print_figures(f: Figures) -> None:
@@ -664,7 +803,7 @@ def print_figures(f: Figures) -> None:
             f"{sum(cpu.values()) * 1000:.0f} ms ({kinds}; Octavia no-op: 470 ms per create)"
         )
     per_step = ", ".join(
-        f"{name} {statistics.median(one[i] for one in f.each_step) * 1000:.0f}"
+        f"{name} {statistics.median(one.seconds[i] for one in f.each_step) * 1000:.0f}"
         for i, name in enumerate(STEP_NAMES)
     )
     print(f"  step by step, p50 of each step (ms): {per_step}")
@@ -698,16 +837,44 @@ def print_breakdown(traced: list[Traced], floor: tuple[list[float], list[float]]
     )
 
 
-def print_step_floor(f: Figures, floor: tuple[list[float], list[float]]) -> None:
-    """How much of the step-by-step create is HAProxy's own work: the listener's step starts
-    HAProxy, the pool's and the monitor's reload it (the LB's and the members' run none)."""
+def print_steps(
+    each: list[Steps],
+    parts: list[list[dict[str, float]]],
+    floor: tuple[list[float], list[float]],
+    database: tuple[float, float],
+) -> None:
+    """The step-by-step create: p50 of each step and of each part of it (``step_breakdown``),
+    then how much of it is HAProxy's own work: the listener's step starts HAProxy, the pool's
+    and the monitor's reload it (the LB's and the members' run none); and the API's commit
+    beside Postgres's own (``commit_floor``)."""
+    print(
+        f"  step by step, p50 of {len(each)} (ms; the client GETs the LB every 5 ms), "
+        f"load average {os.getloadavg()[0]:.1f}:"
+    )
+    print(f"    {'step':<16} {'total':>6} " + " ".join(f"{p[:14]:>14}" for p in STEP_PARTS))
+    for i, name in enumerate(STEP_NAMES):
+        total = statistics.median(one.seconds[i] for one in each) * 1000
+        cells = ""
+        if i < len(STEP_NAMES) - 1:
+            cells = " ".join(
+                f"{statistics.median(one[i][p] for one in parts):14.1f}" for p in STEP_PARTS
+            )
+        print(f"    {name:<16} {total:6.1f} {cells}")
     start, reload = pct(floor[0], 0.5), pct(floor[1], 0.5)
     haproxy = start + 2 * reload
-    total = pct(f.steps, 0.5)
+    total = pct([sum(one.seconds) for one in each], 0.5)
     print(
-        f"  step by step p50 {total:.0f} ms: HAProxy's floor (a start and two reloads) "
+        f"  step by step p50 {total:.0f} ms: HAProxy's floor (a start {start:.0f} and two reloads "
+        f"of {reload:.0f}) "
         f"{haproxy:.0f} ms, the rest {total - haproxy:.0f} ms "
         f"({(total - haproxy) / (len(STEP_NAMES) - 1):.0f} ms per step); goal <= 180"
+    )
+    api = statistics.median(part["API commit"] for one in parts for part in one[1:])
+    commit, trip = database
+    print(
+        f"  the API's commit of a child (POST to answer) p50 {api:.1f} ms; on the same Postgres "
+        f"a bare INSERT+COMMIT takes {commit * 1000:.2f} ms and a round trip "
+        f"{trip * 1000:.2f} ms"
     )
 
 
@@ -715,6 +882,19 @@ def print_timeline(traced: list[Traced]) -> None:
     """Every span of the median traced create: start and length in ms after the POST."""
     _, total, spans, posted = sorted(traced, key=lambda t: t[1])[len(traced) // 2]
     print(f"  spans of the median traced create ({total:.1f} ms), ms after the POST:")
+    print_spans(spans, posted)
+
+
+def print_step_timeline(sink: SpanSink, each: list[Steps]) -> None:
+    """Every span of each step of the median step-by-step create, in ms after its POST."""
+    median = sorted(each, key=lambda one: sum(one.seconds))[len(each) // 2]
+    for name, step in zip(STEP_NAMES, median.traces, strict=False):
+        seen = (step.seen - step.posted) / 1e6
+        print(f"  spans of the step {name} of the median step-by-step create ({seen:.1f} ms):")
+        print_spans(sink.of(step.trace_id), step.posted)
+
+
+def print_spans(spans: list[Span], posted: int) -> None:
     for span in spans:
         start, length = (span.start - posted) / 1e6, (span.end - span.start) / 1e6
         print(f"    {start:7.1f} +{length:6.1f}  {span.name}")
@@ -730,9 +910,15 @@ if __name__ == "__main__":
         help="only the traced per-step breakdown of warm creates and HAProxy's reload floor",
     )
     parser.add_argument(
+        "--only-steps",
+        action="store_true",
+        help="only step-by-step creates (--samples of them), each step's breakdown and the floor",
+    )
+    parser.add_argument(
         "--timeline",
         action="store_true",
-        help="also print every span of the median traced create",
+        help="also print every span of the median traced create and of each step of the "
+        "median step-by-step create",
     )
     parser.add_argument(
         "--samples",
@@ -749,4 +935,10 @@ if __name__ == "__main__":
     args = parser.parse_args()
     if args.spares < 1:
         parser.error("--spares must be at least 1")
-    asyncio.run(main(args.only_breakdown, args.timeline, max(1, args.samples), args.spares))
+    if args.only_breakdown and args.only_steps:
+        parser.error("--only-breakdown and --only-steps exclude each other")
+    if args.samples < 1:
+        parser.error("--samples must be at least 1")
+    asyncio.run(
+        main(args.only_breakdown, args.only_steps, args.timeline, args.samples, args.spares)
+    )

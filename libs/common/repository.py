@@ -17,7 +17,9 @@ as one stream was. The read model's rows carry ``revision`` (both versions summe
 Every writer (api, provisioner, health, housekeeping) changes a load balancer only through
 ``execute``: load, ``decide``, append at the loaded version with the read model updated in the
 same transaction. A concurrent writer's win makes it reload and retry once; a second loss is
-a Conflict (409).
+a Conflict (409). A caller that has just loaded the load balancer (``read``, to check a request
+before it takes a quota) hands that load to ``execute``, which decides on it instead of loading
+again; the append checks its versions like any other load's.
 """
 
 from __future__ import annotations
@@ -82,6 +84,15 @@ def state_of(snapshot: StoredSnapshot | None) -> LoadBalancerState | None:
     return state if state.version == snapshot.stream_version else None
 
 
+@dataclass(frozen=True)
+class Loaded:
+    """A load balancer's state as ``LoadBalancerRepository.read`` loaded it, and how many events
+    were folded on top of its snapshot."""
+
+    state: LoadBalancerState
+    folded: int
+
+
 class LoadBalancerRepository:
     def __init__(self, store: PostgresEventStore, snapshot_every: int = SNAPSHOT_EVERY) -> None:
         self._store = store
@@ -92,29 +103,52 @@ class LoadBalancerRepository:
         state, _ = await self._load(lb_id)
         return state
 
+    async def read(self, lb_id: str) -> Loaded:
+        """``load``, kept whole for a later ``execute(loaded=...)``."""
+        state, folded, _ = await self._fold(lb_id)
+        return Loaded(state, folded)
+
     async def load_pending(self, lb_id: str) -> tuple[LoadBalancerState, list[Envelope]]:
         """The state and, while the LB is PENDING_*, the ``loadbalancer`` events of its pending
         period (after it last settled, or from its creation), up to the state's version; empty
         otherwise. Costs what the snapshot's tail and the pending period hold, not the history.
         """
-        state = await self.load(lb_id)
+        loaded, pending = await self.read_pending(lb_id)
+        return loaded.state, pending
+
+    async def read_pending(self, lb_id: str) -> tuple[Loaded, list[Envelope]]:
+        """``load_pending``, the load kept whole for a later ``execute(loaded=...)``."""
+        state, folded, intent = await self._fold(lb_id)
+        loaded = Loaded(state, folded)
         lb = state.loadbalancer
         if lb is None or lb.provisioning_status not in PENDING_STATUSES:
-            return state, []
-        stream_id = StreamId.loadbalancer(lb_id)
-        settled = await self._store.last_version_of(stream_id, [e.event_type for e in SETTLING])
-        period = await self._store.read_stream(stream_id, after_version=settled)
-        return state, [e for e in period if e.stream_version <= state.version]
+            return loaded, []
+        settling = {e.event_type for e in SETTLING}
+        settled = [e.stream_version for e in intent if e.event_type in settling]
+        if settled or (intent[:1] and intent[0].stream_version == 1):
+            # The period is in what the load read: after its last settling event, if any.
+            period = [e for e in intent if e.stream_version > (settled or [0])[-1]]
+        else:
+            stream_id = StreamId.loadbalancer(lb_id)
+            last = await self._store.last_version_of(stream_id, list(settling))
+            period = await self._store.read_stream(stream_id, after_version=last)
+        return loaded, [e for e in period if e.stream_version <= state.version]
 
     async def _load(self, lb_id: str) -> tuple[LoadBalancerState, int]:
         """The state and how many events were folded on top of the snapshot."""
+        state, folded, _ = await self._fold(lb_id)
+        return state, folded
+
+    async def _fold(self, lb_id: str) -> tuple[LoadBalancerState, int, list[Envelope]]:
+        """The state, how many events were folded on top of the snapshot, and the
+        ``loadbalancer`` events among them."""
         stream_id = StreamId.loadbalancer(lb_id)
         base = state_of(await self._store.read_snapshot(stream_id)) or LoadBalancerState()
         intent = await self._store.read_stream(stream_id, after_version=base.version)
         observed = await self._store.read_stream(
             StreamId.loadbalancer_status(lb_id), after_version=base.status_version
         )
-        return fold_streams(base, intent, observed), len(intent) + len(observed)
+        return fold_streams(base, intent, observed), len(intent) + len(observed), intent
 
     async def execute(
         self,
@@ -125,18 +159,28 @@ class LoadBalancerRepository:
         conn: asyncpg.Connection | None = None,
         attempts: int = 2,
         fresh: bool = False,
+        loaded: Loaded | None = None,
     ) -> Outcome:
         """Decide and append; raises DomainError from decide, Conflict after lost races.
 
         ``command`` may be a factory of the loaded state, for commands that depend on it.
         ``fresh``: ``lb_id`` was just made by the caller, so no one else can have written
         either stream: nothing is loaded or guarded (the append still refuses a stream that
-        exists, as a Conflict).
+        exists, as a Conflict). ``loaded``: the caller's ``read`` of ``lb_id``, decided on in
+        a first attempt of its own instead of a load; if either stream has moved since, the
+        append refuses it and ``attempts`` more follow on fresh loads.
         """
         if fresh:
             attempts = 1
+        elif loaded is not None:
+            attempts += 1
         for attempt in range(attempts):
-            state, unsnapshotted = (LoadBalancerState(), 0) if fresh else await self._load(lb_id)
+            if fresh:
+                state, unsnapshotted = LoadBalancerState(), 0
+            elif attempt == 0 and loaded is not None:
+                state, unsnapshotted = loaded.state, loaded.folded
+            else:
+                state, unsnapshotted = await self._load(lb_id)
             cmd = command(state) if callable(command) else command
             payloads = decide(cmd, state)
             if not payloads:

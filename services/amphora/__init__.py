@@ -28,7 +28,15 @@ socket unreachable, 500 rollback failed).
                                            none runs until a config takes connections.
                                            `?reload=false`: validate (`haproxy -c`) and store
                                            it for the next reload only (runtime API changes
-                                           already applied).
+                                           already applied). `check_later=true`: a file that
+                                           nothing loads now is answered before `haproxy -c`:
+                                           stored with `reload=false`, installed once it
+                                           passed; without a proxy while HAProxy does not
+                                           run, installed at once (taken back if refused).
+                                           Whatever needs it next waits for the check. A
+                                           refusal answers the next push of a file that loads
+                                           nothing with 400 (push with a reload then). Flags
+                                           other than true/false: 400.
     GET    /v1/haproxy/config              200 text/plain (+ ETag "<sha256>"), 404 if none
     DELETE /v1/haproxy                     204; stops HAProxy and forgets its config
     GET    /v1/haproxy/stats               200 [ {pxname, svname, scur, status, ...}, ... ]

@@ -566,6 +566,38 @@ async def test_a_config_stored_without_reload_is_still_checked(
     assert set(await distribution(lb.port, 4)) == {"s1", "s2"}
 
 
+async def test_a_config_checked_later_is_installed_once_checked(
+    client: AmphoraAgentClient, lb: LoadBalancer
+) -> None:
+    """`&check_later=true` answers before `haproxy -c`: the file becomes the installed one
+    once checked (tests/integration/test_config_check_later.py covers a refused one)."""
+    text = lb.config()
+
+    digest = await client.apply_config(text, reload=False, check_later=True)
+
+    deadline = time.monotonic() + 10
+    while (await client.info()).config_sha256 != digest:
+        assert time.monotonic() < deadline, "the checked file was never installed"
+        await asyncio.sleep(0.02)
+    assert await client.get_config() == text
+    assert set(await distribution(lb.port, 4)) == {"s1", "s2"}
+
+
+@pytest.mark.parametrize(
+    "query", ["reload=false&check_later=maybe", "check_later=1", "reload=no"]
+)
+async def test_bad_push_flags_are_refused(
+    client: AmphoraAgentClient, lb: LoadBalancer, query: str
+) -> None:
+    before = await client.get_config()
+
+    with pytest.raises(AgentRejected) as rejected:
+        await client._request("PUT", f"/haproxy/config?{query}", data=lb.config().encode())
+
+    assert rejected.value.status == 400
+    assert await client.get_config() == before
+
+
 async def test_config_without_the_agents_stats_socket_is_rejected(
     client: AmphoraAgentClient, lb: LoadBalancer
 ) -> None:

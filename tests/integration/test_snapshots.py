@@ -11,8 +11,9 @@ import pytest
 
 from libs.common.domain import commands as c
 from libs.common.domain.evolve import fold
-from libs.common.domain.model import LoadBalancerState, OperatingStatus
+from libs.common.domain.model import PENDING_STATUSES, LoadBalancerState, OperatingStatus
 from libs.common.events import Metadata
+from libs.common.events.loadbalancer import SETTLING
 from libs.common.eventstore import PostgresEventStore
 from libs.common.repository import (
     SNAPSHOT_SCHEMA_VERSION,
@@ -167,3 +168,34 @@ async def test_load_pending_reads_a_period_that_began_before_the_snapshot(
     state, pending = await repo.load_pending(lb.id)
     assert [e.event_type for e in pending] == ["LoadBalancerCreated"]
     assert (state.version, state.status_version) == (1, 2)
+
+
+@pytest.mark.parametrize("every", [2, 3, 1000])
+async def test_load_pending_finds_the_period_whether_or_not_the_load_read_it(
+    store: PostgresEventStore, every: int
+) -> None:
+    """The period is taken from what the load folded when that reaches back far enough (a
+    settling event, or the stream's start), else read from the store: the same either way."""
+    repo = LoadBalancerRepository(store, snapshot_every=every)
+    lb = builders.loadbalancer(f"127.77.0.{20 + every % 200}")
+    settling = {e.event_type for e in SETTLING}
+    history: list[c.Command] = [
+        c.CreateLoadBalancer(loadbalancer=lb),
+        c.RecordOperatingStatuses({lb.id: OperatingStatus.ERROR}),
+        c.Activate(amphora_ids=("amp-1",)),
+        c.UpdateLoadBalancer(changes={"name": "a"}, now=NOW),
+        c.RecordOperatingStatuses({lb.id: OperatingStatus.ONLINE}),
+        c.RecordOperatingStatuses({lb.id: OperatingStatus.ERROR}),
+        c.ApplyChanges(),
+        c.UpdateLoadBalancer(changes={"name": "b"}, now=NOW),
+        c.RecordOperatingStatuses({lb.id: OperatingStatus.ONLINE}),
+    ]
+    for command in history:
+        await repo.execute(lb.id, command, META)
+        state, pending = await repo.load_pending(lb.id)
+        whole = await store.read_stream(StreamId.loadbalancer(lb.id))
+        last = max((e.stream_version for e in whole if e.event_type in settling), default=0)
+        assert state.loadbalancer is not None
+        busy = state.loadbalancer.provisioning_status in PENDING_STATUSES
+        expected = [e.event_id for e in whole if e.stream_version > last] if busy else []
+        assert [e.event_id for e in pending] == expected

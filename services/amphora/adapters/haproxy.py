@@ -6,11 +6,23 @@ load balancer without listeners, or with only UDP or disabled ones) is validated
 but runs no HAProxy, as Octavia's amphora runs none until a listener exists: installing one
 stops HAProxy, and the next configuration with a proxy starts it.
 
+A configuration that nothing loads now is checked with `haproxy -c`, at once or, with
+``check_later``, after ``apply`` returned:
+- one stored for the next reload only (HAProxy serves; the runtime API made its change) waits
+  as `haproxy.cfg.unchecked` and is installed once the check passed;
+- one without a proxy while HAProxy does not run (a spare's first) is installed at once, as
+  nothing loads it: HAProxy starts only with a configuration that has a proxy, pushed then.
+Whatever needs the installed file next (any ``apply``, ``stop``, ``discard``) first waits for
+that check, so no reload or start ever loads a file that was not checked. A file the later
+check refuses is kept as `.failed` (an installed one is replaced by the one before it), and
+the next ``apply`` of a file that loads nothing raises ConfigRejected with HAProxy's output
+(the caller then pushes with a reload; one that loads clears it).
+
 Files under the state dir: `haproxy.cfg` (always the last config installed: the one HAProxy
-loaded, or one that needs no HAProxy), `.new` and `.failed` copies, `master.sock` (master CLI),
-`stats.sock` (worker runtime API; every pushed config must declare it), `haproxy.pid` (the
-master's pid, present exactly while the agent means HAProxy to run: the agent removes it when
-it stops HAProxy, HAProxy never does) and `haproxy.log` (its stderr).
+loaded, or one that needs no HAProxy), `.new`, `.unchecked` and `.failed` copies, `master.sock`
+(master CLI), `stats.sock` (worker runtime API; every pushed config must declare it),
+`haproxy.pid` (the master's pid, present exactly while the agent means HAProxy to run: the
+agent removes it when it stops HAProxy, HAProxy never does) and `haproxy.log` (its stderr).
 """
 
 from __future__ import annotations
@@ -279,6 +291,16 @@ def _refusal(command: str, answer: str) -> DomainError:
     return Conflict(message, detail=answer)
 
 
+@dataclass(frozen=True)
+class _LaterCheck:
+    """`haproxy -c` of ``file`` running after ``apply`` returned (``check_later``)."""
+
+    task: asyncio.Task[tuple[str, int]]
+    file: Path
+    installed: bool  # already the installed file (nothing loads it)
+    previous: str | None  # what it replaced, put back if it is refused
+
+
 class HaproxyDataPlane:
     """One HAProxy master (and its workers) per amphora, started lazily by the first `apply`.
 
@@ -307,6 +329,10 @@ class HaproxyDataPlane:
         self._child: asyncio.subprocess.Process | None = None
         self._master_pid: int | None = None
         self._version = ""
+        # A check that runs after `apply` returned (check_later), and what one refused.
+        self._later: _LaterCheck | None = None
+        self._refused_later: str | None = None
+        self._installing: asyncio.Task[None] | None = None
 
     @property
     def version(self) -> str:
@@ -371,7 +397,7 @@ class HaproxyDataPlane:
         text = self.config_text()
         return text is not None and takes_connections(text)
 
-    async def apply(self, text: str, *, reload: bool = True) -> str:
+    async def apply(self, text: str, *, reload: bool = True, check_later: bool = False) -> str:
         """Install `text` as the running config and return its sha256. Idempotent: the same
         text while running (or installed, for one that runs no HAProxy) is a no-op.
 
@@ -382,6 +408,12 @@ class HaproxyDataPlane:
         no separate `haproxy -c` runs: the master validates the file when it starts or
         reloads, and a reload it refuses leaves the old worker serving.
 
+        With ``check_later``, a text that nothing loads now (one stored for the next reload,
+        or one that takes no connections while HAProxy does not run) is checked after this
+        returns and installed once the check passed (see the module docstring); a refusal is
+        raised by the next ``apply`` of a text that loads nothing either. No start or reload
+        ever loads an unchecked file.
+
         Raises ConfigRejected (with HAProxy's output) when the config lacks the stats socket
         contract, or when HAProxy refuses it (parse errors, bind errors). In every such case
         the previous config stays installed (and serving, if it was). Raises HaproxyFailed
@@ -391,16 +423,34 @@ class HaproxyDataPlane:
         digest = hashlib.sha256(text.encode()).hexdigest()
         serves = takes_connections(text)
         async with self._lock:
-            if self.is_running() == serves and self.config_sha256() == digest:
+            await self._settle()
+            was_running = self.is_running()
+            stored_only = not reload and serves and was_running
+            refused, self._refused_later = self._refused_later, None
+            if refused is not None and (stored_only or not serves):
+                raise ConfigRejected(
+                    "haproxy rejected the configuration stored earlier without loading it; "
+                    "push it again with HAProxy loading it",
+                    detail=refused,
+                )
+            if was_running == serves and self.config_sha256() == digest:
                 return digest
             candidate = self.config_path.with_name("haproxy.cfg.new")
             write_private_file(candidate, text.encode())
-            previous, was_running = self.config_text(), self.is_running()
-            if not serves:
+            previous = self.config_text()
+            if check_later and stored_only:
+                unchecked = self.config_path.with_name("haproxy.cfg.unchecked")
+                os.replace(candidate, unchecked)
+                self._check_later(unchecked, installed=False, previous=previous)
+                return digest
+            if check_later and not (serves or was_running):
+                os.replace(candidate, self.config_path)
+                self._check_later(self.config_path, installed=True, previous=previous)
+            elif not serves:
                 await self._check(candidate)
                 await self._stop_master()
                 os.replace(candidate, self.config_path)
-            elif was_running and not reload:
+            elif stored_only:
                 # Nothing loads this file now: check it, or a later reload would find it bad.
                 await self._check(candidate)
                 os.replace(candidate, self.config_path)
@@ -410,6 +460,50 @@ class HaproxyDataPlane:
         for callback in self._on_load:
             callback()
         return digest
+
+    def _check_later(self, file: Path, *, installed: bool, previous: str | None) -> None:
+        """Under the lock: start `haproxy -c` on ``file`` (``installed``: it is already the
+        installed one, ``previous`` the one it replaced); settled when done or needed."""
+        task = asyncio.create_task(
+            run_tool(self.state_dir, str(self.binary), "-c", "-f", str(file))
+        )
+        later = _LaterCheck(task, file, installed, previous)
+        self._later = later
+
+        def settle_when_done(_: asyncio.Task[tuple[str, int]]) -> None:
+            async def settle() -> None:
+                async with self._lock:
+                    if self._later is later:
+                        await self._settle()
+
+            if self._later is later:
+                self._installing = asyncio.get_running_loop().create_task(settle())
+
+        task.add_done_callback(settle_when_done)
+
+    async def _settle(self) -> None:
+        """Under the lock: wait for a later check; install the file it passed, or keep the
+        file as `.failed` (an installed one replaced by the one before it) and remember
+        HAProxy's refusal for the next ``apply``."""
+        later, self._later = self._later, None
+        if later is None:
+            return
+        try:
+            output, status = await asyncio.shield(later.task)
+        except OSError as exc:
+            output, status = f"haproxy -c could not run: {exc}", -1
+        if status == 0:
+            if not later.installed:
+                os.replace(later.file, self.config_path)
+            return
+        os.replace(later.file, self.config_path.with_name("haproxy.cfg.failed"))
+        if later.installed:
+            if later.previous is None:
+                self.config_path.unlink(missing_ok=True)
+            else:
+                write_private_file(self.config_path, later.previous.encode())
+        self._refused_later = output
+        logger.error("haproxy rejected a configuration checked after it was pushed: %s", output)
 
     async def _check(self, candidate: Path) -> None:
         """`haproxy -c` on ``candidate``; raises ConfigRejected (the file kept as `.failed`)."""
@@ -443,6 +537,7 @@ class HaproxyDataPlane:
     async def stop(self) -> None:
         """Stop HAProxy (SIGTERM to the master, SIGKILL after 5 s); the config file stays."""
         async with self._lock:
+            await self._settle()
             await self._stop_master()
             if self.stats_socket.parent != self.state_dir:
                 shutil.rmtree(self.stats_socket.parent, ignore_errors=True)
@@ -450,6 +545,8 @@ class HaproxyDataPlane:
     async def discard(self) -> None:
         """Stop HAProxy and remove its config; idempotent."""
         async with self._lock:
+            await self._settle()
+            self._refused_later = None
             await self._stop_master()
             self.config_path.unlink(missing_ok=True)
 

@@ -46,6 +46,17 @@ async def _parse(request: web.Request, model: type[_Model]) -> _Model:
         raise ValidationFailed("invalid request body", detail=str(exc)) from None
 
 
+def _flag(request: web.Request, name: str, *, default: bool) -> bool:
+    """A boolean query parameter: `true` or `false` (any case); raises ValidationFailed on
+    anything else."""
+    value = request.query.get(name)
+    if value is None:
+        return default
+    if value.lower() not in ("true", "false"):
+        raise ValidationFailed(f"{name} must be true or false, not {value!r}")
+    return value.lower() == "true"
+
+
 class AgentHandlers:
     """The agent's endpoints, bound to one amphora's data plane, certificates and TLS."""
 
@@ -149,13 +160,14 @@ class AgentHandlers:
         text = await request.text()
         if not text.strip():
             raise ValidationFailed("empty configuration")
-        reload = request.query.get("reload", "true").lower() != "false"
+        reload = _flag(request, "reload", default=True)
+        check_later = _flag(request, "check_later", default=False)
         started = time.monotonic()
         with tracer("fulcrum.amphora").start_as_current_span(
             "haproxy reload" if reload else "haproxy validate"
         ):
             try:
-                digest = await self.dataplane.apply(text, reload=reload)
+                digest = await self.dataplane.apply(text, reload=reload, check_later=check_later)
             except Exception:
                 self._pushes.labels(result="refused").inc()
                 raise

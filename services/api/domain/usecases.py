@@ -405,9 +405,10 @@ class LoadBalancing:
             self._check_servable(created, state)
             return created
 
-        _check_fields_first(command, await self._repo.load(lb_id))
+        loaded = await self._repo.read(lb_id)
+        _check_fields_first(command, loaded.state)
         async with self._quotas.admit(project_id, {kind.quota: 1}) as conn:
-            outcome = await self._repo.execute(lb_id, command, meta, conn=conn)
+            outcome = await self._repo.execute(lb_id, command, meta, conn=conn, loaded=loaded)
         return Created(outcome, child_id)
 
     def _check_servable(self, command: c.Command, state: LoadBalancerState) -> None:
@@ -538,9 +539,10 @@ class LoadBalancing:
 
         existing = await self._views.count_pool_members(pool_id)
         growth = len(members) - (0 if additive_only else existing)
-        _check_fields_first(command, await self._repo.load(pool.lb_id))
+        loaded = await self._repo.read(pool.lb_id)
+        _check_fields_first(command, loaded.state)
         async with self._quotas.admit(pool.project_id, {child_kinds.MEMBER.quota: growth}) as conn:
-            return await self._repo.execute(pool.lb_id, command, meta, conn=conn)
+            return await self._repo.execute(pool.lb_id, command, meta, conn=conn, loaded=loaded)
 
     def _member(
         self,

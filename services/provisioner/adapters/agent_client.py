@@ -165,11 +165,16 @@ class AmphoraAgentClient:
     async def info(self) -> AgentInfo:
         return AgentInfo.model_validate_json(await self._request("GET", "/info"))
 
-    async def apply_config(self, text: str, *, reload: bool = True) -> str:
+    async def apply_config(
+        self, text: str, *, reload: bool = True, check_later: bool = False
+    ) -> str:
         """Install a complete haproxy.cfg; returns its sha256. Raises AgentRejected (400, with
         HAProxy's output in `details`) when HAProxy refuses it; the old config keeps serving.
-        ``reload=False`` stores it for the next reload (runtime changes already made)."""
-        path = "/haproxy/config" if reload else "/haproxy/config?reload=false"
+        ``reload=False`` stores it for the next reload (runtime changes already made).
+        ``check_later``: a file that nothing loads now is answered before the agent's
+        `haproxy -c`, and a refusal comes with the next push of such a file."""
+        flags = ([] if reload else ["reload=false"]) + (["check_later=true"] if check_later else [])
+        path = "/haproxy/config" + ("?" + "&".join(flags) if flags else "")
         body = await self._request("PUT", path, data=text.encode())
         return ConfigApplied.model_validate_json(body).sha256
 

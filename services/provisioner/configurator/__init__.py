@@ -120,7 +120,7 @@ class Configurator:
         with tracer(__name__).start_as_current_span("render"):
             text, used = await self._render(state, handle)
         with tracer(__name__).start_as_current_span("apply"):
-            await self._agents.client(handle).apply_config(text)
+            await self._agents.client(handle).apply_config(text, check_later=True)
         await self._udp.push(state, self._agents.client(handle), await self._agents.info(handle))
         await self._tls.installed(handle, used, previous)
         await self._groups.push(state, handle)

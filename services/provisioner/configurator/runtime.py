@@ -31,4 +31,4 @@ async def apply_server_ops(
                 weight=op.weight,
                 state=ServerState(op.state) if op.state else None,
             )
-    await client.apply_config(rendered, reload=False)
+    await client.apply_config(rendered, reload=False, check_later=True)

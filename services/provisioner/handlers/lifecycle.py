@@ -8,11 +8,12 @@ it already started instead of starting a second one. Every failure but a lost da
 connection ends in ProvisioningFailed with the reason (the LB goes ERROR): never a stall.
 Amphorae a failed create or failover started are undone (handlers/compensation.py).
 
-What a build records (the amphorae's boot or allocation, and a create's activation) is written
-while the configuration is pushed, in a savepoint of the consumer's transaction: it commits
-with that transaction, after the push succeeded, and is rolled back when the push fails. The
-database round trips then cost nothing on a create's critical path, and no one ever reads an
-ACTIVE that the amphorae do not serve yet.
+What a build records (the amphorae's boot or allocation, and a create's activation), and a
+change's return to ACTIVE (``ApplyChanges``), is written while the configuration is pushed
+(or the runtime API changes the members), in a savepoint of the consumer's transaction: it
+commits with that transaction, after the push succeeded, and is rolled back when the push
+fails. The database round trips then cost nothing on a step's critical path, and no one ever
+reads an ACTIVE that the amphorae do not serve yet.
 
 ACTIVE_ACTIVE load balancers run ``amphora_min`` amphorae (or as many as they have) behind
 the driver's distributor (``Distribution``), which owns the VIP: each amphora is added
@@ -41,7 +42,7 @@ from libs.common.events import Envelope, Event, Metadata
 from libs.common.events import loadbalancer as lb_ev
 from libs.common.eventstore import PostgresEventStore
 from libs.common.logsetup import log_context
-from libs.common.repository import AmphoraRepository, LoadBalancerRepository
+from libs.common.repository import AmphoraRepository, LoadBalancerRepository, Loaded
 from libs.common.telemetry import tracer
 from services.provisioner.domain.amphora_records import allocated, booted
 from services.provisioner.domain.lifecycle import (
@@ -111,7 +112,8 @@ class LifecycleHandler:
     async def reconcile(self, lb_id: str, conn: asyncpg.Connection, metadata: Metadata) -> None:
         # One provisioner works on one LB at a time, whichever replica got the event.
         await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", lb_id)
-        state, pending = await self._lbs.load_pending(lb_id)
+        loaded, pending = await self._lbs.read_pending(lb_id)
+        state = loaded.state
         work = pending_work(state, pending)
         if work.kind == WorkKind.NONE:
             return
@@ -122,7 +124,7 @@ class LifecycleHandler:
                 _tracer.start_as_current_span(f"provision {work.kind}") as span,
             ):
                 span.set_attribute("fulcrum.lb_id", lb_id)
-                await self._do(work, state, conn, metadata)
+                await self._do(work, state, conn, metadata, loaded)
         except Exception as exc:
             if not gives_up(exc):
                 raise
@@ -136,14 +138,18 @@ class LifecycleHandler:
         state: LoadBalancerState,
         conn: asyncpg.Connection,
         metadata: Metadata,
+        loaded: Loaded,
     ) -> None:
+        """Do ``work``; ``loaded`` (the load ``state`` came from) is what the first write on
+        the LB in this transaction, a create's activation or a change's ``ApplyChanges``,
+        decides on (``LoadBalancerRepository.execute``)."""
         if work.kind != WorkKind.DELETE:
             self._distribution_of(state)  # ACTIVE_ACTIVE on a driver without: refused first
         if work.kind == WorkKind.CREATE:
             assert work.cause is not None
-            await self._create(state, work.cause, conn, metadata)
+            await self._create(state, work.cause, conn, metadata, loaded)
         elif work.kind == WorkKind.APPLY:
-            await self._apply(state, work.pending, conn, metadata)
+            await self._apply(state, work.pending, conn, metadata, loaded)
         elif work.kind == WorkKind.FAILOVER:
             assert work.cause is not None
             await self._failover(state, work.cause, conn, metadata)
@@ -187,11 +193,12 @@ class LifecycleHandler:
         *,
         kept: Sequence[AmphoraHandle] = (),
         spare: AmphoraHandle | None = None,
-        activate: bool = False,
+        activate: Loaded | None = None,
     ) -> list[AmphoraHandle]:
         """Start ``builds``, push the LB to ``kept``, ``spare`` (claimed for it) and them (the
         LB's amphorae, in that order) while recording the new amphorae's boot or allocation
-        and (``activate``) the LB's activation with these amphorae. On a failure to start or
+        and (``activate``: the load of the LB to decide on) the LB's activation with these
+        amphorae. On a failure to start or
         push, nothing of that is recorded, the amphorae claimed or started here are given up
         (compensation) and the error is raised."""
         lb = state.loadbalancer
@@ -208,7 +215,9 @@ class LifecycleHandler:
                 new.append(handle)
                 unrecorded[build.amphora_id] = events
             handles = [*kept, *new]
-            activation = c.Activate(tuple(h.amphora_id for h in handles)) if activate else None
+            activation = None
+            if activate is not None:
+                activation = (c.Activate(tuple(h.amphora_id for h in handles)), activate)
             await self._distribute(state, handles, serve=False)
             # An ACTIVE_ACTIVE amphora's config names no other amphora: the kept ones have it.
             active_active = self._distribution_of(state) is not None
@@ -230,30 +239,46 @@ class LifecycleHandler:
         state: LoadBalancerState,
         handles: list[AmphoraHandle],
         records: Mapping[str, Sequence[Event]],
-        activation: c.Activate | None,
+        activation: tuple[c.Activate, Loaded] | None,
         conn: asyncpg.Connection,
         metadata: Metadata,
     ) -> asyncio.Future[None]:
         """Push the LB to ``handles`` and meanwhile append ``records`` (amphora id -> events)
-        and ``activation`` in a savepoint of ``conn``'s transaction, kept only when both
-        succeed. Raises the push's error; returns the recording's outcome (a done future)."""
-        savepoint = conn.transaction()
-        started: list[bool] = []
+        and ``activation`` (``_while_recording``)."""
 
         async def record() -> None:
-            await savepoint.start()  # here: its round trip overlaps the push too
-            started.append(True)
             for amphora_id, events in records.items():
                 if events:
                     await self._amps.record(amphora_id, list(events), metadata, conn=conn)
             if activation is not None:
                 assert state.loadbalancer is not None
+                activate, loaded = activation
                 with _tracer.start_as_current_span("activate"):
-                    await self._lbs.execute(state.loadbalancer.id, activation, metadata, conn=conn)
+                    await self._lbs.execute(
+                        state.loadbalancer.id, activate, metadata, conn=conn, loaded=loaded
+                    )
 
-        recording = asyncio.ensure_future(record())
+        return await self._while_recording(self._push_all(state, handles), record, conn)
+
+    @staticmethod
+    async def _while_recording(
+        effect: Awaitable[None], record: Callable[[], Awaitable[None]], conn: asyncpg.Connection
+    ) -> asyncio.Future[None]:
+        """Await ``effect`` (what the amphorae do) and meanwhile ``record()`` in a savepoint of
+        ``conn``'s transaction, kept only when both succeed: the database round trips overlap
+        the effect instead of following it. Raises the effect's error; returns the recording's
+        outcome (a done future)."""
+        savepoint = conn.transaction()
+        started: list[bool] = []
+
+        async def in_savepoint() -> None:
+            await savepoint.start()  # here: its round trip overlaps the effect too
+            started.append(True)
+            await record()
+
+        recording = asyncio.ensure_future(in_savepoint())
         try:
-            await self._push_all(state, handles)
+            await effect
         except BaseException:
             await asyncio.gather(recording, return_exceptions=True)
             if started:
@@ -331,6 +356,7 @@ class LifecycleHandler:
         cause: Envelope,
         conn: asyncpg.Connection,
         metadata: Metadata,
+        loaded: Loaded,
     ) -> None:
         lb = state.loadbalancer
         assert lb is not None
@@ -340,7 +366,7 @@ class LifecycleHandler:
         builds = amphorae_to_build(
             lb.topology.value, str(cause.event_id), taken, count=amphora_count(lb)
         )
-        await self._build(state, builds, conn, metadata, spare=spare, activate=True)
+        await self._build(state, builds, conn, metadata, spare=spare, activate=loaded)
 
     async def _claim_spare(
         self, state: LoadBalancerState, conn: asyncpg.Connection
@@ -358,6 +384,7 @@ class LifecycleHandler:
         pending: Sequence[Envelope],
         conn: asyncpg.Connection,
         metadata: Metadata,
+        loaded: Loaded,
     ) -> None:
         lb = state.loadbalancer
         assert lb is not None
@@ -365,9 +392,17 @@ class LifecycleHandler:
         if len(handles) != len(state.amphora_ids) or not handles:
             missing = set(state.amphora_ids) - {h.amphora_id for h in handles}
             raise _Missing(f"amphorae {sorted(missing) or 'none'} are not running")
-        if not await self._apply_at_runtime(state, pending, handles):
-            await self._push_all(state, handles)
-        await self._lbs.execute(lb.id, c.ApplyChanges(), metadata, conn=conn)
+
+        async def change() -> None:
+            if not await self._apply_at_runtime(state, pending, handles):
+                await self._push_all(state, handles)
+
+        async def settle() -> None:
+            with _tracer.start_as_current_span("apply changes"):
+                await self._lbs.execute(lb.id, c.ApplyChanges(), metadata, conn=conn, loaded=loaded)
+
+        # The LB's return to ACTIVE is written while the amphorae change, committed after.
+        (await self._while_recording(change(), settle, conn)).result()
 
     async def _apply_at_runtime(
         self, state: LoadBalancerState, pending: Sequence[Envelope], handles: list[AmphoraHandle]

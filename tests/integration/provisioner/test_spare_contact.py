@@ -102,7 +102,7 @@ async def test_a_spare_claimed_here_is_pushed_with_one_request(
         configurator.adopt(handle)
         requests.clear()
         await configurator.push(created("127.77.2.10"), handle)
-        assert requests == ["PUT /haproxy/config"]
+        assert requests == ["PUT /haproxy/config?check_later=true"]
     finally:
         await configurator.close()
 
@@ -119,7 +119,11 @@ async def test_a_spare_claimed_elsewhere_is_contacted_afresh(
         requests.clear()
         # The process that warmed it did not claim it: a config was pushed since, so it asks.
         await booted_it.push(created("127.77.2.12"), handle)
-        assert requests == ["GET /info", "GET /haproxy/config", "PUT /haproxy/config"]
+        assert requests == [
+            "GET /info",
+            "GET /haproxy/config",
+            "PUT /haproxy/config?check_later=true",
+        ]
     finally:
         await booted_it.close()
         await claimed_it.close()
