@@ -16,7 +16,8 @@ import pytest
 
 from libs.common import heartbeat_codec as codec
 from libs.common.errors import ConfigurationError
-from services.amphora.adapters.haproxy import parse_show_stat, process_cpu_seconds
+from services.amphora.adapters.haproxy import parse_show_stat
+from services.amphora.adapters.haproxy_stats import process_cpu_seconds
 from services.amphora.heartbeat import (
     STAT_COLUMNS,
     HeartbeatConfig,

@@ -43,6 +43,7 @@ from libs.common.errors import (
 )
 from libs.common.private_files import write_private_file
 from services.amphora.adapters.daemon_process import DaemonLog, pid_alive, run_tool
+from services.amphora.adapters.haproxy_stats import ProcessCpu, StatsSession
 
 logger = logging.getLogger(__name__)
 
@@ -150,35 +151,6 @@ class _LoadFailed(InfrastructureError):
     def __init__(self, output: str) -> None:
         super().__init__(output)
         self.output = output
-
-
-def process_cpu_seconds(pid: int) -> float | None:
-    """CPU seconds process ``pid`` and its live children have run, every thread counted
-    (``/proc/<pid>/task/*/schedstat``: nanoseconds, where ``stat``'s clock ticks are too coarse
-    for a capped process between two heartbeats); None when it is gone. A child that exited
-    takes its time with it: the sum can go down."""
-
-    def tasks(process: int | str) -> list[Path]:
-        try:
-            return list(Path(f"/proc/{process}/task").iterdir())
-        except OSError:
-            return []
-
-    def run_ns(task: Path) -> int:
-        try:
-            return int((task / "schedstat").read_text().split()[0])
-        except (OSError, ValueError, IndexError):
-            return 0
-
-    own = tasks(pid)
-    if not own:
-        return None
-    children: set[str] = set()
-    for task in own:
-        with suppress(OSError):
-            children.update((task / "children").read_text().split())
-    every = own + [t for child in children for t in tasks(child)]
-    return sum(run_ns(t) for t in every) / 1e9
 
 
 @dataclass(frozen=True)
@@ -307,6 +279,11 @@ class HaproxyDataPlane:
         self._child: asyncio.subprocess.Process | None = None
         self._master_pid: int | None = None
         self._version = ""
+        # What the heartbeats read (haproxy_stats): a kept-open session, dropped after every
+        # load (it would reach the retired worker), and the master's CPU reader.
+        self._stats = StatsSession(self.stats_socket)
+        self._on_load.append(self._stats.close)
+        self._cpu: ProcessCpu | None = None
 
     @property
     def version(self) -> str:
@@ -454,21 +431,46 @@ class HaproxyDataPlane:
             self.config_path.unlink(missing_ok=True)
 
     def cpu_seconds(self) -> float | None:
-        """CPU seconds HAProxy's master and live workers have run (``process_cpu_seconds``);
-        None when it does not run."""
-        if self._master_pid is None or not pid_alive(self._master_pid):
+        """CPU seconds HAProxy's master and live workers have run (``ProcessCpu``); None when
+        it does not run."""
+        pid = self._master_pid
+        if self._cpu is not None and (pid is None or self._cpu.pid != pid):
+            self._cpu.close()
+            self._cpu = None
+        if pid is None or not self.is_running():
             return None
-        return process_cpu_seconds(self._master_pid)
+        if self._cpu is None:
+            self._cpu = ProcessCpu(pid)
+        return self._cpu.seconds()
 
     async def show_stat(self, columns: Collection[str] | None = None) -> list[StatsRow]:
         """All rows of `show stat` (frontends, backends, servers), with every column or only
         ``columns``; none while the installed config runs no HAProxy (raises Conflict while
-        none is installed or HAProxy died)."""
+        none is installed or HAProxy died). Asked through the kept-open stats session."""
         if not self.is_running():  # the installed file is read only then, not every heartbeat
+            self._stats.close()
             text = self.config_text()
             if text is not None and not takes_connections(text):
                 return []
-        answer = await self._runtime("show stat")
+        wanted = None if columns is None else {*columns, "type", "status"}
+        rows = await self._session_stat(wanted)
+        if self._stats.reused and any(
+            row.get("type") == 0 and row.get("status") == "STOP" for row in rows
+        ):
+            # A retiring worker answered a session opened before a reload: ask the current one.
+            self._stats.close()
+            rows = await self._session_stat(wanted)
+        if columns is not None and len(wanted or ()) > len(columns):
+            return [{k: v for k, v in row.items() if k in columns} for row in rows]
+        return rows
+
+    async def _session_stat(self, columns: Collection[str] | None) -> list[StatsRow]:
+        if not self.is_running():
+            raise Conflict("haproxy is not running; push a configuration first")
+        try:
+            answer = await self._stats.ask("show stat")
+        except OSError as exc:
+            raise HaproxyUnavailable(f"runtime API {self.stats_socket} unreachable: {exc}") from exc
         try:
             return parse_show_stat(answer, columns)
         except ValueError as exc:
