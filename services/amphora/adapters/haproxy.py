@@ -434,9 +434,8 @@ class HaproxyDataPlane:
         """CPU seconds HAProxy's master and live workers have run (``ProcessCpu``); None when
         it does not run."""
         pid = self._master_pid
-        if self._cpu is not None and (pid is None or self._cpu.pid != pid):
-            self._cpu.close()
-            self._cpu = None
+        if self._cpu is not None and self._cpu.pid != pid:
+            self._release_stats()
         if pid is None or not self.is_running():
             return None
         if self._cpu is None:
@@ -448,7 +447,7 @@ class HaproxyDataPlane:
         ``columns``; none while the installed config runs no HAProxy (raises Conflict while
         none is installed or HAProxy died). Asked through the kept-open stats session."""
         if not self.is_running():  # the installed file is read only then, not every heartbeat
-            self._stats.close()
+            self._release_stats()
             text = self.config_text()
             if text is not None and not takes_connections(text):
                 return []
@@ -463,6 +462,14 @@ class HaproxyDataPlane:
         if columns is not None and len(wanted or ()) > len(columns):
             return [{k: v for k, v in row.items() if k in columns} for row in rows]
         return rows
+
+    def _release_stats(self) -> None:
+        """Close what the heartbeats keep open on this HAProxy (its stats session, its /proc
+        files); the next read opens them again."""
+        self._stats.close()
+        if self._cpu is not None:
+            self._cpu.close()
+            self._cpu = None
 
     async def _session_stat(self, columns: Collection[str] | None) -> list[StatsRow]:
         if not self.is_running():
@@ -619,6 +626,7 @@ class HaproxyDataPlane:
             ) from None
 
     async def _stop_master(self) -> None:
+        self._release_stats()
         pid, child = self._master_pid, self._child
         self._master_pid, self._child = None, None
         if pid is None:
