@@ -13,6 +13,9 @@ Without HAProxy running the beat still goes out, with no listeners: a fresh or s
 amphora is seen alive. UDP listeners (served in the kernel, not by HAProxy) are added with
 their members' states from the agent's monitors.
 
+The senders of one event loop (an agent host's amphorae) beat on one schedule
+(``beat_ticks``): one wake-up per interval for all of them, not one each.
+
 ``seq`` is the wall clock in milliseconds, kept strictly increasing, so it keeps growing across
 agent restarts and the receiver can refuse replays by comparing it with the last one accepted.
 Heartbeats are enabled by configuring both ``heartbeat_key`` and ``health_endpoints``; one
