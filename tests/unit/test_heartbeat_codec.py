@@ -568,3 +568,28 @@ def test_a_kept_cpu_reader_counts_children_that_start_after_its_first_reading() 
     finally:
         reader.close()
     assert ProcessCpu(2**22 + 7).seconds() is None
+
+
+def test_a_quoted_field_with_commas_parses_as_one_field() -> None:
+    """HAProxy quotes a field that holds a comma (a check's description, say); rows without
+    quotes take the plain split, and both give the same columns."""
+    text = (
+        "# pxname,svname,status,check_desc,scur,\n"
+        'pool:l1,m1,DOWN,"Layer4 timeout, check failed",3,\n'
+        "pool:l1,m2,UP,Layer4 check passed,0,\n"
+    )
+    rows = parse_show_stat(text)
+    assert rows[0] == {
+        "pxname": "pool:l1",
+        "svname": "m1",
+        "status": "DOWN",
+        "check_desc": "Layer4 timeout, check failed",
+        "scur": 3,
+    }
+    unquoted = text.replace('"Layer4 timeout, check failed"', "timeout")
+    assert parse_show_stat(unquoted)[1] == rows[1]
+    assert parse_show_stat(unquoted)[0]["check_desc"] == "timeout"
+    assert parse_show_stat(text, {"svname", "scur"}) == [
+        {"svname": "m1", "scur": 3},
+        {"svname": "m2", "scur": 0},
+    ]
