@@ -25,10 +25,6 @@ _PROMPT: Final = b"\n> "
 _READ_SIZE: Final = 65536
 
 
-class SessionClosed(OSError):
-    """HAProxy ended the session (EOF) before it answered."""
-
-
 class StatsSession:
     """A kept-open `prompt` session on one HAProxy CLI socket, used by one caller at a time
     (a concurrent caller gets a one-off connection of its own)."""
@@ -89,7 +85,7 @@ class StatsSession:
         while not answer.endswith(_PROMPT) and answer != _PROMPT[1:]:
             data = await loop.sock_recv(sock, _READ_SIZE)
             if not data:
-                raise SessionClosed(f"the session ended while answering {command!r}")
+                raise ConnectionResetError(f"the session ended before answering {command!r}")
             answer += data
         return answer[: -len(_PROMPT) + 1].decode(errors="replace")
 
