@@ -1,7 +1,8 @@
 """What heartbeats read from a real HAProxy through the agent's data plane: one kept-open stats
 session serves many beats; after a reload (announced or not) the current worker answers and the
 retired one is let go; a dead HAProxy fails the next read at once and a restarted one is read
-again; a session HAProxy timed out is replaced. Senders of one event loop (an agent host's
+again; a session HAProxy timed out is replaced; a load that ends the session while a read is
+in flight lets that read finish first. Senders of one event loop (an agent host's
 amphorae) beat in the same tick, each with its own listeners, and a dead HAProxy shows in its
 amphora's next beat. Loopback only; every HAProxy is stopped by the data plane."""
 
@@ -133,6 +134,31 @@ async def test_a_dead_haproxy_fails_the_next_read_at_once_and_a_new_one_is_read(
     await plane.stop()
     await plane.apply(config(plane, "listener-2"))
     assert frontends(await plane.show_stat(STAT_COLUMNS)) == {"listener-2": "OPEN"}
+
+
+async def test_a_load_while_a_beat_reads_ends_the_session_after_that_answer(
+    plane: HaproxyDataPlane,
+) -> None:
+    """A load's close() lands while a beat's read is in flight (the event loop still reads its
+    socket): that read completes, and the next reads go through a new session."""
+    await plane.apply(config(plane, "listener-1"))
+    await plane.show_stat(STAT_COLUMNS)
+    caught = 0
+    for _ in range(60):
+        reading = asyncio.create_task(plane.show_stat(STAT_COLUMNS))
+        await asyncio.sleep(0)  # the read has sent its command and waits for the answer
+        if not plane._stats._busy:  # answered already: try again
+            await reading
+            continue
+        caught += 1
+        plane._stats.close()
+        rows = await asyncio.wait_for(reading, 5)
+        assert frontends(rows) == {"listener-1": "OPEN"}
+        assert frontends(await asyncio.wait_for(plane.show_stat(STAT_COLUMNS), 5)) == {
+            "listener-1": "OPEN"
+        }
+        assert not plane._stats.reused  # a new session, the old one closed
+    assert caught >= 10
 
 
 async def test_a_session_haproxy_timed_out_is_replaced(plane: HaproxyDataPlane) -> None:

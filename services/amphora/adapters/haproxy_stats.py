@@ -33,6 +33,7 @@ class StatsSession:
         self._path = path
         self._sock: socket.socket | None = None
         self._busy = False
+        self._ended = False  # close() came while a command was in flight
         self.reused = False
         """Whether the last answer came through a session opened before that command."""
 
@@ -41,7 +42,7 @@ class StatsSession:
         session can be opened (HAProxy is not answering on the socket)."""
         if self._busy:
             return await self._once(command)
-        self._busy = True
+        self._busy, self._ended = True, False
         try:
             if self._sock is not None:
                 try:
@@ -49,18 +50,28 @@ class StatsSession:
                     self.reused = True
                     return answer
                 except OSError:
-                    self.close()  # closed by HAProxy: its timeout, a restart, a stop
+                    self._drop()  # closed by HAProxy: its timeout, a restart, a stop
             self._sock = await self._open()
             self.reused = False
             return await self._exchange(self._sock, command)
         except BaseException:
-            self.close()
+            self._drop()
             raise
         finally:
             self._busy = False
+            if self._ended:
+                self._drop()
 
     def close(self) -> None:
-        """End the session (the next ``ask`` opens a new one); idempotent."""
+        """End the session (the next ``ask`` opens a new one); idempotent. While a command is
+        in flight its socket is still being read: it is closed once that answer is in (closed
+        under the event loop's reader, its fd number could be reused and the read never end)."""
+        if self._busy:
+            self._ended = True
+        else:
+            self._drop()
+
+    def _drop(self) -> None:
         sock, self._sock = self._sock, None
         if sock is not None:
             sock.close()
