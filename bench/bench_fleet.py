@@ -8,7 +8,8 @@ them with one list of the LBs still PENDING_CREATE every 100 ms (and a show of e
 left it). It measures:
 - creation time of the whole fleet, all ACTIVE, the rate by tenth of the fleet, and the CPU
   each process group used meanwhile (each service; Postgres by the service each backend
-  serves; NATS; the amphorae's agents and HAProxies),
+  serves; NATS; the amphorae's agents and HAProxies; every thread's run time in ns from
+  schedstat, not stat's sampled ticks),
 - memory per amphora: proportional set size (``/proc/<pid>/smaps_rollup``) of its agent plus
   its HAProxy master and workers; with ``--per-process K`` (agent hosts of K amphorae,
   FULCRUM_PROVISIONER_AMPHORAE_PER_AGENT_PROCESS) the agent part is its share of its host,
@@ -87,7 +88,6 @@ GOAL_SECONDS_PER_1000 = 60.0
 GOAL_PSS_MB = 12.0
 GOAL_IDLE_CORES = 0.1
 GOAL_LATENCY_RATIO = 1.2
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 SERVICES = ("api", "provisioner", "health", "housekeeping")
 AGENTS = "amphorae: agents"
 HAPROXIES = "amphorae: haproxy"
@@ -225,17 +225,23 @@ def amphora_memory(state_dir: Path) -> Memory:
     return Memory(count, agent_kb / count / 1024, sum(haproxies) / count / 1024, len(agents))
 
 
-def cpu_ticks(pid: int) -> int | None:
-    """utime + stime of ``pid`` (None when it is gone)."""
+def cpu_seconds(pid: int) -> float | None:
+    """CPU seconds ``pid`` has run, every thread (``/proc/<pid>/task/*/schedstat``, in
+    nanoseconds: ``stat``'s 10 ms ticks are sampled, and miss or overcharge wake-ups as short
+    as a heartbeat's); None when it is gone."""
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        tasks = os.listdir(f"/proc/{pid}/task")
     except OSError:
         return None
-    return int(fields[11]) + int(fields[12])
+    used = 0
+    for task in tasks:
+        with suppress(OSError, ValueError, IndexError):
+            used += int(Path(f"/proc/{pid}/task/{task}/schedstat").read_text().split()[0])
+    return used / 1e9
 
 
-# pid -> (group, CPU ticks so far)
-Snapshot = dict[int, tuple[str, int]]
+# pid -> (group, CPU seconds so far)
+Snapshot = dict[int, tuple[str, float]]
 
 
 async def postgres_roles(dsn: str) -> dict[int, str]:
@@ -276,20 +282,20 @@ async def snapshot(s: Stack) -> Snapshot:
                     groups.setdefault(worker, group)
     out: Snapshot = {}
     for pid, group in groups.items():
-        ticks = cpu_ticks(pid)
-        if ticks is not None:
-            out[pid] = (group, ticks)
+        used = cpu_seconds(pid)
+        if used is not None:
+            out[pid] = (group, used)
     return out
 
 
 def cores_by_group(before: Snapshot, after: Snapshot, seconds: float) -> dict[str, float]:
     """Cores each group used between two snapshots (a process born in between counts all
     its time; one gone in between is lost: Postgres backends of short sessions)."""
-    ticks: dict[str, int] = {}
+    used: dict[str, float] = {}
     for pid, (group, now) in after.items():
-        then = before.get(pid, (group, 0))[1]
-        ticks[group] = ticks.get(group, 0) + max(0, now - then)
-    return {group: t / CLOCK_TICKS / seconds for group, t in sorted(ticks.items())}
+        then = before.get(pid, (group, 0.0))[1]
+        used[group] = used.get(group, 0.0) + max(0.0, now - then)
+    return {group: u / seconds for group, u in sorted(used.items())}
 
 
 @dataclass(frozen=True)

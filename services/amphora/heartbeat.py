@@ -13,6 +13,9 @@ Without HAProxy running the beat still goes out, with no listeners: a fresh or s
 amphora is seen alive. UDP listeners (served in the kernel, not by HAProxy) are added with
 their members' states from the agent's monitors.
 
+The senders of one event loop (an agent host's amphorae) beat on one schedule
+(``beat_ticks``): one wake-up per interval for all of them, not one each.
+
 ``seq`` is the wall clock in milliseconds, kept strictly increasing, so it keeps growing across
 agent restarts and the receiver can refuse replays by comparing it with the last one accepted.
 Heartbeats are enabled by configuring both ``heartbeat_key`` and ``health_endpoints``; one
@@ -22,13 +25,14 @@ without the other is refused at start.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ipaddress
 import json
 import logging
+import math
 import os
 import socket
 import time
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -221,7 +225,8 @@ class HeartbeatSender:
         self._saved = self._baseline  # what the counters file holds
         self._seq = 0
         self._next_endpoint = 0
-        self._early = asyncio.Event()
+        self._early = False  # beat_now came while no wait was under way
+        self._wake: asyncio.Future[None] | None = None
         self.sent = 0
         self.unsent = 0
         if metrics is not None:
@@ -238,8 +243,12 @@ class HeartbeatSender:
 
     def beat_now(self) -> None:
         """Send the next beat at once (HAProxy just loaded a config: the health service should
-        see the new listeners now, not an interval later); the schedule restarts from it."""
-        self._early.set()
+        see the new listeners now, not an interval later); the next one comes at the next tick
+        of the schedule, as it would have."""
+        if self._wake is not None:
+            _settle(self._wake)
+        else:
+            self._early = True
 
     def _load_baseline(self) -> Baseline:
         if self._counters_file is None:
@@ -317,7 +326,8 @@ class HeartbeatSender:
         return round((used - before[1]) / (now - before[0]), 4)
 
     async def run(self) -> None:
-        """Beat every interval on a fixed schedule until cancelled."""
+        """Beat at start, then on the event loop's beat schedule (``beat_ticks``) until
+        cancelled: never more than an interval apart, and no burst after a stall."""
         loop = asyncio.get_running_loop()
         addresses = [await _resolve(loop, host, port) for host, port in self._config.endpoints]
         families = {family for family, _ in addresses}
@@ -327,8 +337,8 @@ class HeartbeatSender:
             ", ".join(f"{h}:{p}" for h, p in self._config.endpoints),
             self._config.interval,
         )
+        ticks = beat_ticks(loop, self._config.interval)
         try:
-            next_at = loop.time()
             while True:
                 try:
                     datagram = await self.beat()
@@ -339,17 +349,52 @@ class HeartbeatSender:
                 except (OSError, FulcrumError):
                     self.unsent += 1
                     log.exception("heartbeat: this beat was not sent")
-                next_at += self._config.interval
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._early.wait(), max(0.0, next_at - loop.time()))
-                if self._early.is_set():
-                    self._early.clear()
-                    next_at = loop.time()
-                elif loop.time() - next_at > self._config.interval:
-                    next_at = loop.time()  # fell behind (suspended): do not burst
+                await self._until(ticks.after(loop.time()))
         finally:
             for sock in sockets.values():
                 sock.close()
+
+    async def _until(self, deadline: float) -> None:
+        """Wait until ``deadline`` (loop time) or an earlier ``beat_now``."""
+        if self._early:
+            self._early = False
+            return
+        loop = asyncio.get_running_loop()
+        self._wake = wake = loop.create_future()
+        timer = loop.call_at(deadline, _settle, wake)
+        try:
+            await wake
+        finally:
+            timer.cancel()
+            self._wake = None
+
+
+def _settle(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+@dataclass(frozen=True)
+class BeatTicks:
+    """Beat times ``phase + k * interval`` (loop time)."""
+
+    phase: float
+    interval: float
+
+    def after(self, now: float) -> float:
+        """The first tick later than ``now``."""
+        return self.phase + (math.floor((now - self.phase) / self.interval) + 1) * self.interval
+
+
+# The phase every sender of one event loop shares: the first one's start.
+_PHASES: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, float] = weakref.WeakKeyDictionary()
+
+
+def beat_ticks(loop: asyncio.AbstractEventLoop, interval: float) -> BeatTicks:
+    """The beat schedule of the senders on ``loop`` that beat every ``interval``. All of them
+    share one phase, so an agent host's amphorae beat in the same wake-up of its loop rather
+    than one each; separate processes keep their own phases (a fleet does not beat in step)."""
+    return BeatTicks(_PHASES.setdefault(loop, loop.time()), interval)
 
 
 async def _resolve(

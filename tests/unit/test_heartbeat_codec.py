@@ -6,6 +6,8 @@ import hashlib
 import hmac
 import json
 import os
+import subprocess
+import sys
 import time
 import uuid
 import zlib
@@ -16,7 +18,8 @@ import pytest
 
 from libs.common import heartbeat_codec as codec
 from libs.common.errors import ConfigurationError
-from services.amphora.adapters.haproxy import parse_show_stat, process_cpu_seconds
+from services.amphora.adapters.haproxy import parse_show_stat
+from services.amphora.adapters.haproxy_stats import ProcessCpu, process_cpu_seconds
 from services.amphora.heartbeat import (
     STAT_COLUMNS,
     HeartbeatConfig,
@@ -537,3 +540,56 @@ def test_a_beat_reads_only_its_columns_and_builds_the_same_message() -> None:
     assert all(len(row) > 100 for row in every)
     baseline = {"l1": [100, 100, 10, 0]}
     assert build_message("amp", 7, few, baseline) == build_message("amp", 7, every, baseline)
+
+
+def test_a_kept_cpu_reader_counts_children_that_start_after_its_first_reading() -> None:
+    reader = ProcessCpu(os.getpid())
+    try:
+        first = reader.seconds()
+        assert first is not None
+        child = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                "import time\nt = time.process_time()\n"
+                "while time.process_time() - t < 0.3: pass\ntime.sleep(30)",
+            ]
+        )
+        try:
+            deadline = time.monotonic() + 10
+            while (process_cpu_seconds(child.pid) or 0) < 0.3 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            second = reader.seconds()
+            assert second is not None and second - first >= 0.3
+        finally:
+            child.kill()
+            child.wait(timeout=10)
+        assert reader.seconds() is not None  # the child's files went with it: read again
+    finally:
+        reader.close()
+    assert ProcessCpu(2**22 + 7).seconds() is None
+
+
+def test_a_quoted_field_with_commas_parses_as_one_field() -> None:
+    """HAProxy quotes a field that holds a comma (a check's description, say); rows without
+    quotes take the plain split, and both give the same columns."""
+    text = (
+        "# pxname,svname,status,check_desc,scur,\n"
+        'pool:l1,m1,DOWN,"Layer4 timeout, check failed",3,\n'
+        "pool:l1,m2,UP,Layer4 check passed,0,\n"
+    )
+    rows = parse_show_stat(text)
+    assert rows[0] == {
+        "pxname": "pool:l1",
+        "svname": "m1",
+        "status": "DOWN",
+        "check_desc": "Layer4 timeout, check failed",
+        "scur": 3,
+    }
+    unquoted = text.replace('"Layer4 timeout, check failed"', "timeout")
+    assert parse_show_stat(unquoted)[1] == rows[1]
+    assert parse_show_stat(unquoted)[0]["check_desc"] == "timeout"
+    assert parse_show_stat(text, {"svname", "scur"}) == [
+        {"svname": "m1", "scur": 3},
+        {"svname": "m2", "scur": 0},
+    ]

@@ -4,6 +4,7 @@ loads a config (``beat_now``). Real UDP datagrams on loopback; HAProxy's stats a
 from __future__ import annotations
 
 import asyncio
+import itertools
 import socket
 import time
 from collections.abc import Iterator
@@ -12,7 +13,7 @@ import pytest
 
 from libs.common import heartbeat_codec as codec
 from libs.common.metrics import Metrics
-from services.amphora.heartbeat import HeartbeatConfig, HeartbeatSender
+from services.amphora.heartbeat import BeatTicks, HeartbeatConfig, HeartbeatSender, beat_ticks
 
 KEY = b"schedule-key"
 
@@ -61,3 +62,54 @@ async def test_a_loaded_config_is_reported_at_once_not_an_interval_later(
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+def test_beat_ticks_are_the_phase_plus_whole_intervals() -> None:
+    ticks = BeatTicks(phase=10.0, interval=2.0)
+    assert ticks.after(10.0) == 12.0
+    assert ticks.after(11.9) == 12.0
+    assert ticks.after(12.0) == 14.0  # strictly later: never the same tick twice
+    assert ticks.after(17.5) == 18.0  # after a stall: the next tick, no catching up
+    assert ticks.after(9.0) == 10.0
+
+
+async def test_senders_of_one_loop_share_its_ticks_and_each_beats_within_an_interval(
+    receiver: socket.socket,
+) -> None:
+    """An agent host's amphorae beat in one wake-up: a sender that starts out of step beats
+    at once, then on the loop's ticks, never more than an interval after its previous beat."""
+
+    async def no_stats() -> list[dict[str, str | int | None]]:
+        return []
+
+    interval = 0.3
+    loop = asyncio.get_running_loop()
+    assert beat_ticks(loop, interval) == beat_ticks(loop, interval)
+    senders = [
+        HeartbeatSender(
+            HeartbeatConfig(f"amp-{i}", KEY, (receiver.getsockname(),), interval), no_stats
+        )
+        for i in range(2)
+    ]
+    arrivals: dict[str, list[float]] = {"amp-0": [], "amp-1": []}
+    tasks = [asyncio.create_task(senders[0].run())]
+    try:
+        await asyncio.sleep(interval / 3)
+        tasks.append(asyncio.create_task(senders[1].run()))
+        deadline = loop.time() + 4 * interval
+        while (left := deadline - loop.time()) > 0:
+            try:
+                datagram = await asyncio.wait_for(loop.sock_recv(receiver, 65536), left)
+            except TimeoutError:
+                break
+            arrivals[codec.decode(datagram, KEY).id].append(loop.time())
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    late, early = arrivals["amp-1"], arrivals["amp-0"]
+    assert len(late) >= 4 and len(early) >= 4
+    for beats in (early, late):
+        assert max(b - a for a, b in itertools.pairwise(beats)) < interval * 1.3
+    for at in late[1:]:  # after its own first beat, in step with the other
+        assert min(abs(at - other) for other in early) < interval / 6

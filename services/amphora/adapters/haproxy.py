@@ -41,6 +41,7 @@ import time
 from collections.abc import Callable, Collection
 from contextlib import suppress
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Final
 
@@ -55,6 +56,7 @@ from libs.common.errors import (
 )
 from libs.common.private_files import write_private_file
 from services.amphora.adapters.daemon_process import DaemonLog, pid_alive, run_tool
+from services.amphora.adapters.haproxy_stats import ProcessCpu, StatsSession
 
 logger = logging.getLogger(__name__)
 
@@ -164,35 +166,6 @@ class _LoadFailed(InfrastructureError):
         self.output = output
 
 
-def process_cpu_seconds(pid: int) -> float | None:
-    """CPU seconds process ``pid`` and its live children have run, every thread counted
-    (``/proc/<pid>/task/*/schedstat``: nanoseconds, where ``stat``'s clock ticks are too coarse
-    for a capped process between two heartbeats); None when it is gone. A child that exited
-    takes its time with it: the sum can go down."""
-
-    def tasks(process: int | str) -> list[Path]:
-        try:
-            return list(Path(f"/proc/{process}/task").iterdir())
-        except OSError:
-            return []
-
-    def run_ns(task: Path) -> int:
-        try:
-            return int((task / "schedstat").read_text().split()[0])
-        except (OSError, ValueError, IndexError):
-            return 0
-
-    own = tasks(pid)
-    if not own:
-        return None
-    children: set[str] = set()
-    for task in own:
-        with suppress(OSError):
-            children.update((task / "children").read_text().split())
-    every = own + [t for child in children for t in tasks(child)]
-    return sum(run_ns(t) for t in every) / 1e9
-
-
 @dataclass(frozen=True)
 class ProcessTable:
     """The master CLI's `show proc`: reload counters and the current workers' pids."""
@@ -248,17 +221,26 @@ def parse_show_stat(text: str, columns: Collection[str] | None = None) -> list[S
     lines = text.splitlines()
     if not lines or not lines[0].startswith("# "):
         raise ValueError(text.strip() or "empty answer")
-    header = lines[0][2:].split(",")
-    wanted = [
-        (index, key)
-        for index, key in enumerate(header)
-        if key and (columns is None or key in columns)
-    ]
+    wanted = _wanted_columns(lines[0], None if columns is None else frozenset(columns))
+    body = [line for line in lines[1:] if line]
+    # A field holding a comma comes quoted; without quotes a split is the same, and cheaper.
+    quoted = any('"' in line for line in body)
+    table = csv.reader(body) if quoted else (line.split(",") for line in body)
     rows: list[StatsRow] = []
-    for values in csv.reader(line for line in lines[1:] if line):
+    for values in table:
         width = len(values)
         rows.append({key: _scalar(values[index]) for index, key in wanted if index < width})
     return rows
+
+
+@lru_cache(maxsize=32)
+def _wanted_columns(header: str, columns: frozenset[str] | None) -> tuple[tuple[int, str], ...]:
+    """(index, name) of the header's columns to keep (the header is the same every beat)."""
+    return tuple(
+        (index, key)
+        for index, key in enumerate(header[2:].split(","))
+        if key and (columns is None or key in columns)
+    )
 
 
 async def _unix_exchange(path: Path, command: str) -> str:
@@ -333,6 +315,11 @@ class HaproxyDataPlane:
         self._later: _LaterCheck | None = None
         self._refused_later: str | None = None
         self._installing: asyncio.Task[None] | None = None
+        # What the heartbeats read (haproxy_stats): a kept-open session, dropped after every
+        # load (it would reach the retired worker), and the master's CPU reader.
+        self._stats = StatsSession(self.stats_socket)
+        self._on_load.append(self._stats.close)
+        self._cpu: ProcessCpu | None = None
 
     @property
     def version(self) -> str:
@@ -551,21 +538,53 @@ class HaproxyDataPlane:
             self.config_path.unlink(missing_ok=True)
 
     def cpu_seconds(self) -> float | None:
-        """CPU seconds HAProxy's master and live workers have run (``process_cpu_seconds``);
-        None when it does not run."""
-        if self._master_pid is None or not pid_alive(self._master_pid):
+        """CPU seconds HAProxy's master and live workers have run (``ProcessCpu``); None when
+        it does not run."""
+        pid = self._master_pid
+        if self._cpu is not None and self._cpu.pid != pid:
+            self._release_stats()
+        if pid is None or not self.is_running():
             return None
-        return process_cpu_seconds(self._master_pid)
+        if self._cpu is None:
+            self._cpu = ProcessCpu(pid)
+        return self._cpu.seconds()
 
     async def show_stat(self, columns: Collection[str] | None = None) -> list[StatsRow]:
         """All rows of `show stat` (frontends, backends, servers), with every column or only
         ``columns``; none while the installed config runs no HAProxy (raises Conflict while
-        none is installed or HAProxy died)."""
+        none is installed or HAProxy died). Asked through the kept-open stats session."""
         if not self.is_running():  # the installed file is read only then, not every heartbeat
+            self._release_stats()
             text = self.config_text()
             if text is not None and not takes_connections(text):
                 return []
-        answer = await self._runtime("show stat")
+        wanted = None if columns is None else {*columns, "type", "status"}
+        rows = await self._session_stat(wanted)
+        if self._stats.reused and any(
+            row.get("type") == 0 and row.get("status") == "STOP" for row in rows
+        ):
+            # A retiring worker answered a session opened before a reload: ask the current one.
+            self._stats.close()
+            rows = await self._session_stat(wanted)
+        if columns is not None and len(wanted or ()) > len(columns):
+            return [{k: v for k, v in row.items() if k in columns} for row in rows]
+        return rows
+
+    def _release_stats(self) -> None:
+        """Close what the heartbeats keep open on this HAProxy (its stats session, its /proc
+        files); the next read opens them again."""
+        self._stats.close()
+        if self._cpu is not None:
+            self._cpu.close()
+            self._cpu = None
+
+    async def _session_stat(self, columns: Collection[str] | None) -> list[StatsRow]:
+        if not self.is_running():
+            raise Conflict("haproxy is not running; push a configuration first")
+        try:
+            answer = await self._stats.ask("show stat")
+        except OSError as exc:
+            raise HaproxyUnavailable(f"runtime API {self.stats_socket} unreachable: {exc}") from exc
         try:
             return parse_show_stat(answer, columns)
         except ValueError as exc:
@@ -714,6 +733,7 @@ class HaproxyDataPlane:
             ) from None
 
     async def _stop_master(self) -> None:
+        self._release_stats()
         pid, child = self._master_pid, self._child
         self._master_pid, self._child = None, None
         if pid is None:

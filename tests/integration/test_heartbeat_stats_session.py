@@ -1,0 +1,232 @@
+"""What heartbeats read from a real HAProxy through the agent's data plane: one kept-open stats
+session serves many beats; after a reload (announced or not) the current worker answers and the
+retired one is let go; a dead HAProxy fails the next read at once and a restarted one is read
+again; a session HAProxy timed out is replaced; a load that ends the session while a read is
+in flight lets that read finish first. Senders of one event loop (an agent host's
+amphorae) beat in the same tick, each with its own listeners, and a dead HAProxy shows in its
+amphora's next beat. Loopback only; every HAProxy is stopped by the data plane."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from libs.common import heartbeat_codec as codec
+from libs.common.errors import FulcrumError
+from libs.common.tasks import background
+from services.amphora.adapters.haproxy import HaproxyDataPlane
+from services.amphora.adapters.haproxy_stats import StatsSession
+from services.amphora.heartbeat import STAT_COLUMNS, HeartbeatConfig, HeartbeatSender
+from tests.integration.test_amphora_agent import HAPROXY, free_port, pid_alive
+
+KEY = b"stats-session-key"
+
+
+def config(plane: HaproxyDataPlane, frontend: str, *, global_extra: str = "") -> str:
+    return (
+        "global\n"
+        f"    stats socket {plane.stats_socket} mode 600 level admin\n"
+        "    hard-stop-after 60s\n"  # a retired worker lingers unless its sessions end
+        f"{global_extra}"
+        "defaults\n"
+        "    mode http\n"
+        "    timeout connect 2s\n"
+        "    timeout client 10s\n"
+        "    timeout server 10s\n"
+        f"frontend {frontend}\n"
+        f"    bind 127.0.0.1:{free_port()}\n"
+        f"    default_backend pool-1:{frontend}\n"
+        f"backend pool-1:{frontend}\n"
+        "    server member-a 127.0.0.1:9\n"
+        "    server member-b 127.0.0.1:9\n"
+    )
+
+
+@pytest.fixture
+async def plane(tmp_path: Path) -> AsyncIterator[HaproxyDataPlane]:
+    dataplane = HaproxyDataPlane(HAPROXY, tmp_path / "amp", reload_timeout=10, drain_timeout=1)
+    await dataplane.prepare()
+    try:
+        yield dataplane
+    finally:
+        await dataplane.stop()
+
+
+async def accepted(plane: HaproxyDataPlane) -> int:
+    """Connections HAProxy's current worker accepted (CLI ones included), by a one-off ask."""
+    info = await StatsSession(plane.stats_socket)._once("show info")
+    return int(next(line for line in info.splitlines() if line.startswith("CumConns:"))[9:])
+
+
+async def worker(plane: HaproxyDataPlane) -> int:
+    (pid,) = (await plane.process_table(5)).workers
+    return pid
+
+
+async def gone_within(pid: int, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while pid_alive(pid):
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.05)
+    return True
+
+
+def frontends(rows: list[dict[str, str | int | None]]) -> dict[str, object]:
+    return {str(row["pxname"]): row["status"] for row in rows if row["type"] == 0}
+
+
+async def test_beats_share_one_stats_connection(plane: HaproxyDataPlane) -> None:
+    await plane.apply(config(plane, "listener-1"))
+    await plane.show_stat(STAT_COLUMNS)
+    before = await accepted(plane)
+    for _ in range(30):
+        rows = await plane.show_stat(STAT_COLUMNS)
+        assert frontends(rows) == {"listener-1": "OPEN"}
+        assert {row["svname"] for row in rows if row["type"] == 2} == {"member-a", "member-b"}
+        assert all(set(row) <= STAT_COLUMNS for row in rows)
+    assert await accepted(plane) == before + 1  # that ask's own connection only
+
+
+async def test_after_a_load_the_new_worker_answers_and_the_old_one_is_let_go(
+    plane: HaproxyDataPlane,
+) -> None:
+    await plane.apply(config(plane, "listener-1"))
+    await plane.show_stat(STAT_COLUMNS)
+    retired = await worker(plane)
+    await plane.apply(config(plane, "listener-2"))
+    assert frontends(await plane.show_stat(STAT_COLUMNS)) == {"listener-2": "OPEN"}
+    assert await gone_within(retired, 5), "the kept session held the retired worker"
+
+
+async def test_a_reload_the_data_plane_did_not_announce_is_read_from_the_new_worker(
+    plane: HaproxyDataPlane,
+) -> None:
+    """A reload outside ``apply`` (as a rollback's): the retired worker's stopped frontend
+    makes the read ask the current worker, and the retired one is let go."""
+    await plane.apply(config(plane, "listener-1"))
+    await plane.show_stat(STAT_COLUMNS)
+    retired = await worker(plane)
+    await plane._reload()
+    assert frontends(await plane.show_stat(STAT_COLUMNS)) == {"listener-1": "OPEN"}
+    assert await gone_within(retired, 5), "the kept session held the retired worker"
+
+
+async def test_a_dead_haproxy_fails_the_next_read_at_once_and_a_new_one_is_read(
+    plane: HaproxyDataPlane,
+) -> None:
+    await plane.apply(config(plane, "listener-1"))
+    await plane.show_stat(STAT_COLUMNS)
+    os.kill(await worker(plane), signal.SIGKILL)  # the master exits with it
+    started = time.monotonic()
+    with pytest.raises(FulcrumError):
+        while time.monotonic() - started < 5:
+            await plane.show_stat(STAT_COLUMNS)
+            await asyncio.sleep(0.01)
+    assert time.monotonic() - started < 1
+    await plane.stop()
+    await plane.apply(config(plane, "listener-2"))
+    assert frontends(await plane.show_stat(STAT_COLUMNS)) == {"listener-2": "OPEN"}
+
+
+async def test_a_load_while_a_beat_reads_ends_the_session_after_that_answer(
+    plane: HaproxyDataPlane,
+) -> None:
+    """A load's close() lands while a beat's read is in flight (the event loop still reads its
+    socket): that read completes, and the next reads go through a new session."""
+    await plane.apply(config(plane, "listener-1"))
+    await plane.show_stat(STAT_COLUMNS)
+    caught = 0
+    for _ in range(60):
+        reading = asyncio.create_task(plane.show_stat(STAT_COLUMNS))
+        await asyncio.sleep(0)  # the read has sent its command and waits for the answer
+        if not plane._stats._busy:  # answered already: try again
+            await reading
+            continue
+        caught += 1
+        plane._stats.close()
+        rows = await asyncio.wait_for(reading, 5)
+        assert frontends(rows) == {"listener-1": "OPEN"}
+        assert frontends(await asyncio.wait_for(plane.show_stat(STAT_COLUMNS), 5)) == {
+            "listener-1": "OPEN"
+        }
+        assert not plane._stats.reused  # a new session, the old one closed
+    assert caught >= 10
+
+
+async def test_a_session_haproxy_timed_out_is_replaced(plane: HaproxyDataPlane) -> None:
+    await plane.apply(config(plane, "listener-1", global_extra="    stats timeout 300ms\n"))
+    await plane.show_stat(STAT_COLUMNS)
+    await asyncio.sleep(0.6)  # HAProxy closes the idle session
+    assert frontends(await plane.show_stat(STAT_COLUMNS)) == {"listener-1": "OPEN"}
+
+
+async def test_senders_of_one_loop_beat_together_each_with_its_own_listeners(
+    tmp_path: Path,
+) -> None:
+    interval = 0.4
+    receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    receiver.bind(("127.0.0.1", 0))
+    receiver.setblocking(False)
+    planes = [
+        HaproxyDataPlane(HAPROXY, tmp_path / f"amp-{i}", reload_timeout=10, drain_timeout=1)
+        for i in range(2)
+    ]
+    loop = asyncio.get_running_loop()
+
+    async def beats(seconds: float) -> list[tuple[float, codec.Heartbeat]]:
+        got: list[tuple[float, codec.Heartbeat]] = []
+        deadline = loop.time() + seconds
+        while (left := deadline - loop.time()) > 0:
+            try:
+                datagram = await asyncio.wait_for(loop.sock_recv(receiver, 65536), left)
+            except TimeoutError:
+                break
+            got.append((loop.time(), codec.decode(datagram, KEY)))
+        return got
+
+    try:
+        for i, plane in enumerate(planes):
+            await plane.prepare()
+            await plane.apply(config(plane, f"listener-{i}"))
+        senders = [
+            HeartbeatSender(
+                HeartbeatConfig(f"amp-{i}", KEY, (receiver.getsockname(),), interval),
+                lambda plane=plane: plane.show_stat(STAT_COLUMNS),  # type: ignore[misc]
+                plane.state_dir,
+                cpu_seconds=plane.cpu_seconds,
+            )
+            for i, plane in enumerate(planes)
+        ]
+        async with background(senders[0].run(), "beats-0"):
+            await asyncio.sleep(interval / 3)  # the second starts out of step
+            async with background(senders[1].run(), "beats-1"):
+                await beats(interval)  # both past their first beats
+                seen = await beats(3 * interval)
+                ids = [beat.id for _, beat in seen]
+                assert ids.count("amp-0") >= 2 and ids.count("amp-1") >= 2
+                for _, beat in seen:
+                    assert set(beat.listeners) == {f"listener-{beat.id[-1]}"}
+                # In step: each beat has the other amphora's within a few ms.
+                for at, beat in seen:
+                    assert any(
+                        other.id != beat.id and abs(when - at) < interval / 4
+                        for when, other in seen
+                    ), seen
+                os.kill(await worker(planes[1]), signal.SIGKILL)
+                killed = loop.time()
+                after = [(when, beat) for when, beat in await beats(2 * interval) if when > killed]
+                first = next(beat for _, beat in after if beat.id == "amp-1")
+                assert first.listeners == {}  # its next beat, not a later one
+                assert all(b.listeners for _, b in after if b.id == "amp-0")
+    finally:
+        for plane in planes:
+            await plane.stop()
+        receiver.close()
