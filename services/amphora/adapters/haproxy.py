@@ -331,7 +331,10 @@ class HaproxyDataPlane:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.stats_socket.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.certs_dir.mkdir(mode=0o700, exist_ok=True)
-        self.ping_check = write_ping_check(self.state_dir / "ping-check.sh")
+        # Synced writes off the event loop: in an agent host, other amphorae share it.
+        self.ping_check = await asyncio.to_thread(
+            write_ping_check, self.state_dir / "ping-check.sh"
+        )
         key = _binary_key(self.binary)
         version = _VERSIONS.get(key) if key is not None else None
         if version is None:
@@ -423,7 +426,7 @@ class HaproxyDataPlane:
             if was_running == serves and self.config_sha256() == digest:
                 return digest
             candidate = self.config_path.with_name("haproxy.cfg.new")
-            write_private_file(candidate, text.encode())
+            await asyncio.to_thread(write_private_file, candidate, text.encode())
             previous = self.config_text()
             if check_later and stored_only:
                 unchecked = self.config_path.with_name("haproxy.cfg.unchecked")
