@@ -583,9 +583,7 @@ async def test_a_config_checked_later_is_installed_once_checked(
     assert set(await distribution(lb.port, 4)) == {"s1", "s2"}
 
 
-@pytest.mark.parametrize(
-    "query", ["reload=false&check_later=maybe", "check_later=1", "reload=no"]
-)
+@pytest.mark.parametrize("query", ["reload=false&check_later=maybe", "check_later=1", "reload=no"])
 async def test_bad_push_flags_are_refused(
     client: AmphoraAgentClient, lb: LoadBalancer, query: str
 ) -> None:

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from services.amphora.adapters.haproxy import ConfigRejected, HaproxyDataPlane, _unix_exchange
+from services.amphora.adapters.haproxy import ConfigRejected, HaproxyDataPlane
+from services.amphora.adapters.haproxy_stats import unix_exchange
 
 pytestmark = pytest.mark.asyncio
 
@@ -96,7 +97,7 @@ async def test_a_file_refused_later_is_never_installed_nor_loaded_by_a_reload(
     assert failed.read_text() == broken
     assert plane.config_text() == good
     # Any later reload of the serving HAProxy loads the installed file: the good one.
-    await _unix_exchange(plane.master_socket, "reload")
+    await unix_exchange(plane.master_socket, "reload")
     await asyncio.sleep(0.3)
     assert plane.is_running()
     assert await answer(port) == "good"

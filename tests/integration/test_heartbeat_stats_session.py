@@ -143,22 +143,25 @@ async def test_a_load_while_a_beat_reads_ends_the_session_after_that_answer(
     socket): that read completes, and the next reads go through a new session."""
     await plane.apply(config(plane, "listener-1"))
     await plane.show_stat(STAT_COLUMNS)
-    caught = 0
-    for _ in range(60):
-        reading = asyncio.create_task(plane.show_stat(STAT_COLUMNS))
-        await asyncio.sleep(0)  # the read has sent its command and waits for the answer
-        if not plane._stats._busy:  # answered already: try again
-            await reading
-            continue
-        caught += 1
-        plane._stats.close()
+    for _ in range(3):
+        stopped = await worker(plane)
+        os.kill(stopped, signal.SIGSTOP)  # it cannot answer until continued
+        try:
+            reading = asyncio.create_task(plane.show_stat(STAT_COLUMNS))
+            for _ in range(100):  # bounded: the read sends its command, then waits
+                await asyncio.sleep(0.005)
+                if plane._stats._busy:
+                    break
+            assert plane._stats._busy and not reading.done()
+            plane._stats.close()
+        finally:
+            os.kill(stopped, signal.SIGCONT)
         rows = await asyncio.wait_for(reading, 5)
         assert frontends(rows) == {"listener-1": "OPEN"}
         assert frontends(await asyncio.wait_for(plane.show_stat(STAT_COLUMNS), 5)) == {
             "listener-1": "OPEN"
         }
         assert not plane._stats.reused  # a new session, the old one closed
-    assert caught >= 10
 
 
 async def test_a_session_haproxy_timed_out_is_replaced(plane: HaproxyDataPlane) -> None:

@@ -56,7 +56,7 @@ from libs.common.errors import (
 )
 from libs.common.private_files import write_private_file
 from services.amphora.adapters.daemon_process import DaemonLog, pid_alive, run_tool
-from services.amphora.adapters.haproxy_stats import ProcessCpu, StatsSession
+from services.amphora.adapters.haproxy_stats import ProcessCpu, StatsSession, unix_exchange
 
 logger = logging.getLogger(__name__)
 
@@ -241,23 +241,6 @@ def _wanted_columns(header: str, columns: frozenset[str] | None) -> tuple[tuple[
         for index, key in enumerate(header[2:].split(","))
         if key and (columns is None or key in columns)
     )
-
-
-async def _unix_exchange(path: Path, command: str) -> str:
-    """Send one command to an HAProxy CLI socket, half-close, read the answer to EOF.
-
-    The half-close matters: the 2.6 master CLI answers a non-interactive client only then.
-    """
-    reader, writer = await asyncio.open_unix_connection(str(path))
-    try:
-        writer.write(command.encode() + b"\n")
-        await writer.drain()
-        writer.write_eof()
-        return (await reader.read()).decode(errors="replace")
-    finally:
-        writer.close()
-        with suppress(OSError):
-            await writer.wait_closed()
 
 
 def _check_name(name: str) -> str:
@@ -644,7 +627,7 @@ class HaproxyDataPlane:
         )
 
     async def _show_proc(self) -> ProcessTable:
-        return parse_show_proc(await _unix_exchange(self.master_socket, "show proc"))
+        return parse_show_proc(await unix_exchange(self.master_socket, "show proc"))
 
     async def _start(self) -> None:
         offset = self._log.offset()
@@ -685,7 +668,7 @@ class HaproxyDataPlane:
         offset = self._log.offset()
         while True:
             try:
-                await _unix_exchange(self.master_socket, "reload")
+                await unix_exchange(self.master_socket, "reload")
                 break
             except ConnectionResetError:
                 break  # the master re-executed while answering: the reload is under way
@@ -770,7 +753,7 @@ class HaproxyDataPlane:
         if not self.is_running():
             raise Conflict("haproxy is not running; push a configuration first")
         try:
-            return await _unix_exchange(self.stats_socket, command)
+            return await unix_exchange(self.stats_socket, command)
         except OSError as exc:
             raise HaproxyUnavailable(f"runtime API {self.stats_socket} unreachable: {exc}") from exc
 

@@ -101,16 +101,7 @@ class StatsSession:
         return answer[: -len(_PROMPT) + 1].decode(errors="replace")
 
     async def _once(self, command: str) -> str:
-        reader, writer = await asyncio.open_unix_connection(str(self._path))
-        try:
-            writer.write(command.encode() + b"\n")
-            await writer.drain()
-            writer.write_eof()
-            return (await reader.read()).decode(errors="replace")
-        finally:
-            writer.close()
-            with suppress(OSError):
-                await writer.wait_closed()
+        return await unix_exchange(self._path, command)
 
 
 def _tasks(pid: int | str) -> list[str]:
@@ -185,3 +176,20 @@ def process_cpu_seconds(pid: int) -> float | None:
         return reader.seconds()
     finally:
         reader.close()
+
+
+async def unix_exchange(path: Path, command: str) -> str:
+    """Send one command to an HAProxy CLI socket, half-close, read the answer to EOF.
+
+    The half-close matters: the 2.6 master CLI answers a non-interactive client only then.
+    """
+    reader, writer = await asyncio.open_unix_connection(str(path))
+    try:
+        writer.write(command.encode() + b"\n")
+        await writer.drain()
+        writer.write_eof()
+        return (await reader.read()).decode(errors="replace")
+    finally:
+        writer.close()
+        with suppress(OSError):
+            await writer.wait_closed()

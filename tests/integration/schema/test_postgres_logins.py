@@ -101,9 +101,7 @@ async def test_provisioning_waits_for_a_server_that_is_not_up_yet(tmp_path: Path
     pg.start()
     pg.stop()
     logins = PostgresLogins(tmp_path / "logins", pg.dsn)
-    provisioning = asyncio.create_task(
-        asyncio.to_thread(provision_roles, pg.dsn, logins, wait=60)
-    )
+    provisioning = asyncio.create_task(asyncio.to_thread(provision_roles, pg.dsn, logins, wait=60))
     try:
         await asyncio.sleep(1.5)
         assert not provisioning.done(), provisioning  # refused so far, still waiting
