@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import re
 import zlib
 from collections.abc import Container
 from typing import Any, Final
@@ -104,8 +105,12 @@ def sign(body: bytes, key: bytes) -> bytes:
 
 
 def encode(message: dict[str, Any], key: bytes) -> bytes:
-    """The datagram for ``message`` (a v3 dict), signed with ``key``."""
-    body = zlib.compress(json.dumps(message, separators=(",", ":")).encode(), 9)
+    """The datagram for ``message`` (a v3 dict), signed with ``key``. The JSON opens with
+    ``id``, ``seq`` and ``cpu`` (when present), the fields that change beat after beat, as
+    ``split_seq`` reads them."""
+    ordered: dict[str, Any] = {name: message[name] for name in _LEADING if name in message}
+    ordered.update((name, value) for name, value in message.items() if name not in ordered)
+    body = zlib.compress(json.dumps(ordered, separators=(",", ":")).encode(), 9)
     return body + sign(body, key)
 
 
@@ -158,14 +163,19 @@ def parse(text: bytes) -> Heartbeat:
     return heartbeat
 
 
+_LEADING: Final = ("id", "seq", "cpu")
 _ID_PREFIX: Final = b'{"id":"'
 _SEQ_MARK: Final = b'","seq":'
+_CPU_MARK: Final = b'"cpu":'
+# A JSON number that is not negative, as json.dumps writes a float or an int.
+_CPU_NUMBER: Final = re.compile(rb"(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
 
 
-def split_seq(text: bytes) -> tuple[bytes, int, bytes] | None:
-    """``(id, seq, rest)`` of a message spelled as ``encode`` spells it (``{"id":"<id>",
-    "seq":<n>,<rest>``), else None. Two such messages with the same id and rest are the same
-    heartbeat but for ``seq``: what ``RepeatDecoder`` relies on."""
+def split_seq(text: bytes) -> tuple[bytes, int, float | None, bytes] | None:
+    """``(id, seq, cpu, rest)`` of a message spelled as ``encode`` spells it (``{"id":"<id>",
+    "seq":<n>,`` then ``"cpu":<x>,`` if it has one, then ``rest``), else None. Two such
+    messages with the same id and rest are the same heartbeat but for ``seq`` and ``cpu``:
+    what ``RepeatDecoder`` relies on."""
     if not text.startswith(_ID_PREFIX):
         return None
     id_end = text.find(_SEQ_MARK, len(_ID_PREFIX))
@@ -176,16 +186,22 @@ def split_seq(text: bytes) -> tuple[bytes, int, bytes] | None:
     digits = text[digits_start:comma]
     if comma < 0 or not digits.isdigit() or (digits[0] == 48 and len(digits) > 1):
         return None  # not a JSON integer as encode writes it (48 is "0")
-    return text[len(_ID_PREFIX) : id_end], int(digits), text[comma:]
+    cpu = None
+    if text.startswith(_CPU_MARK, comma + 1):
+        number = _CPU_NUMBER.match(text, comma + 1 + len(_CPU_MARK))
+        if number is None or text[number.end() : number.end() + 1] != b",":
+            return None
+        cpu, comma = float(number[0]), number.end()
+    return text[len(_ID_PREFIX) : id_end], int(digits), cpu, text[comma:]
 
 
 class RepeatDecoder:
     """``decode``, remembering each sender's last message: one that differs from its sender's
-    previous message in ``seq`` alone (an idle amphora's, beat after beat) is not parsed again
-    but gives the previous heartbeat with the new ``seq``. ``decode`` returns the heartbeat
-    and its content key (the message but for ``seq``: equal keys, equal heartbeats but for
-    ``seq``), or None when the message is not spelled as ``encode`` spells it. Call
-    ``forget_others`` to drop the senders no longer known."""
+    previous message in ``seq`` and ``cpu`` alone (an idle amphora's, beat after beat) is not
+    parsed again but gives the previous heartbeat with the new ``seq`` and ``cpu``. ``decode``
+    returns the heartbeat and its content key (the message but for ``seq`` and ``cpu``: equal
+    keys, equal heartbeats but for those two), or None when the message is not spelled as
+    ``encode`` spells it. Call ``forget_others`` to drop the senders no longer known."""
 
     def __init__(self, key: bytes, max_datagram: int, max_message: int = MAX_MESSAGE) -> None:
         self._key = key
@@ -198,10 +214,10 @@ class RepeatDecoder:
         split = split_seq(text)
         if split is None:
             return parse(text), None
-        sender, seq, rest = split
+        sender, seq, cpu, rest = split
         last = self._last.get(sender)
         if last is not None and last[0] == rest:
-            return last[1].model_copy(update={"seq": seq}), rest
+            return last[1].model_copy(update={"seq": seq, "cpu": cpu}), rest
         heartbeat = parse(text)
         self._last[sender] = (rest, heartbeat)
         return heartbeat, rest

@@ -73,9 +73,29 @@ def test_a_repeated_message_decodes_as_a_fresh_parse_would() -> None:
     assert other.id == "amp-2" and key4 == key1  # same content, another sender: parsed
 
 
+def test_a_repeat_with_another_cpu_figure_is_not_parsed_again_but_carries_it() -> None:
+    decoder = codec.RepeatDecoder(b"k", codec.MAX_DATAGRAM)
+    first, key1 = decoder.decode(codec.encode(_message(1) | {"cpu": 0.0002}, b"k"))
+    for seq, cpu in ((2, 1e-05), (3, 0), (4, 1.5)):
+        again, key = decoder.decode(codec.encode(_message(seq) | {"cpu": cpu}, b"k"))
+        assert key == key1 and (again.seq, again.cpu) == (seq, cpu)
+        assert again == codec.decode(codec.encode(_message(seq) | {"cpu": cpu}, b"k"), b"k")
+    without, key = decoder.decode(codec.encode(_message(5), b"k"))
+    assert key == key1 and without.cpu is None and first.cpu == 0.0002
+
+
+def test_encode_leads_with_what_changes_beat_after_beat() -> None:
+    text = zlib.decompress(codec.encode({"ver": 3, "cpu": 0.5, "seq": 7, "id": "a"}, b"k")[:-64])
+    assert text == b'{"id":"a","seq":7,"cpu":0.5,"ver":3}'
+    assert codec.split_seq(text) == (b"a", 7, 0.5, b',"ver":3}')
+
+
 @pytest.mark.parametrize(
     "text",
     [
+        b'{"id":"amp-1","seq":1,"cpu":-1,"ver":3}',  # negative: the full parse refuses it
+        b'{"id":"amp-1","seq":1,"cpu":1_0,"ver":3}',  # Python's float() would take it
+        b'{"id":"amp-1","seq":1,"cpu":null,"ver":3}',
         b'{"seq":1,"id":"amp-1","ver":3}',  # another key order
         b'{"id":"amp-1","seq":01,"ver":3}',  # not a JSON integer
         b'{"id":"amp-1","seq":-1,"ver":3}',
