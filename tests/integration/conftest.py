@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import asyncpg
 import pytest
@@ -15,6 +16,7 @@ from libs.common import bus
 from libs.common.database import create_pool
 from libs.common.schema import upgrade
 from libs.common.settings import NatsSettings, PostgresSettings
+from services.amphora.adapters.haproxy import HaproxyDataPlane
 
 
 @pytest.fixture
@@ -46,3 +48,17 @@ async def jet(nats_url: str) -> AsyncIterator[Jet]:
         yield Jet(nc, js, settings)
     finally:
         await nc.close()
+
+
+@pytest.fixture
+async def plane(tmp_path: Path) -> AsyncIterator[HaproxyDataPlane]:
+    """The agent's HAProxy data plane in ``tmp_path``, prepared (no config yet), stopped
+    after the test."""
+    dataplane = HaproxyDataPlane(
+        Path("/usr/sbin/haproxy"), tmp_path / "amp", reload_timeout=10, drain_timeout=1
+    )
+    await dataplane.prepare()
+    try:
+        yield dataplane
+    finally:
+        await dataplane.stop()

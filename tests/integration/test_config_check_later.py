@@ -6,11 +6,8 @@ the one a reload picks up."""
 from __future__ import annotations
 
 import asyncio
-import shutil
 import socket
 import time
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
@@ -24,17 +21,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-@pytest.fixture
-async def plane(tmp_path: Path) -> AsyncIterator[HaproxyDataPlane]:
-    binary = Path(shutil.which("haproxy") or "/usr/sbin/haproxy")
-    dataplane = HaproxyDataPlane(binary, tmp_path / "amp", reload_timeout=10, drain_timeout=1)
-    await dataplane.prepare()
-    try:
-        yield dataplane
-    finally:
-        await dataplane.stop()
 
 
 def config(plane: HaproxyDataPlane, port: int, answer: str, balance: str = "roundrobin") -> str:

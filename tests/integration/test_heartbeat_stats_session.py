@@ -13,7 +13,6 @@ import os
 import signal
 import socket
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -47,16 +46,6 @@ def config(plane: HaproxyDataPlane, frontend: str, *, global_extra: str = "") ->
         "    server member-a 127.0.0.1:9\n"
         "    server member-b 127.0.0.1:9\n"
     )
-
-
-@pytest.fixture
-async def plane(tmp_path: Path) -> AsyncIterator[HaproxyDataPlane]:
-    dataplane = HaproxyDataPlane(HAPROXY, tmp_path / "amp", reload_timeout=10, drain_timeout=1)
-    await dataplane.prepare()
-    try:
-        yield dataplane
-    finally:
-        await dataplane.stop()
 
 
 async def accepted(plane: HaproxyDataPlane) -> int:
