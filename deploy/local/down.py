@@ -124,15 +124,24 @@ def release_amphorae(paths: StackPaths) -> None:
             print(f"fulcrum down: deleted network namespaces {', '.join(removed)}")
 
 
+def _names_a_zygote(pid_file: Path) -> bool:
+    """Whether ``pid_file`` names a running zygote (not a pid reused since)."""
+    try:
+        command_line = Path(f"/proc/{int(pid_file.read_text())}/cmdline").read_bytes()
+    except (OSError, ValueError):
+        return False
+    return b"services.amphora.zygote" in command_line
+
+
 def stop_amphorae(state: Path, timeout: float = 15.0) -> None:
-    """Stop every amphora the process driver started under ``state``, and its zygote: SIGTERM
-    by pid (an agent stops its HAProxy), then SIGKILL of the session of any still running
-    after ``timeout`` seconds."""
+    """Stop every amphora the process driver started under ``state``, and the zygotes (its
+    own, and each amphora host's of a cluster, which a provisioner replica may have started
+    while another stopped them): SIGTERM by pid (an agent stops its HAProxy), then SIGKILL of
+    the session of any still running after ``timeout`` seconds."""
     pids = []
-    for pid_file in [
-        *(state / "amphorae").glob("*/agent.pid"),
-        *(state / "amphorae").glob(".zygote/zygote.pid"),
-    ]:
+    amphorae = state / "amphorae"
+    zygotes = [f for f in amphorae.glob("**/.zygote/zygote.pid") if _names_a_zygote(f)]
+    for pid_file in [*amphorae.glob("*/agent.pid"), *zygotes]:
         try:
             pid = int(pid_file.read_text())
             os.kill(pid, signal.SIGTERM)
