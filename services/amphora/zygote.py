@@ -127,14 +127,14 @@ def serve(path: str, pid_file: str | None = None) -> None:
     global _LOCK_FD
     _LOCK_FD = lock
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel
+    if pid_file is not None:  # before it answers: whoever reached it can stop it by this
+        Path(pid_file).write_text(str(os.getpid()))
     if os.path.exists(path):
         os.unlink(path)
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     server.bind(path)
     os.chmod(path, 0o600)
     server.listen(64)
-    if pid_file is not None:
-        Path(pid_file).write_text(str(os.getpid()))
     while True:
         conn, _ = server.accept()
         try:

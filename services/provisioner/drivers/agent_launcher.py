@@ -396,7 +396,8 @@ class Zygote:
     def __init__(self, state_dir: Path) -> None:
         self._dir = state_dir / ".zygote"
         self.socket_path = unix_socket_path(self._dir / "zygote.sock", "fulcrum-zygote")
-        self._lock = asyncio.Lock()
+        self._lock = asyncio.Lock()  # held by a start, and by stop
+        self._stopped = False  # by stop: no zygote is started after it
 
     async def spawn(self, env: dict[str, str], log_path: Path) -> Forked:
         """Fork an agent; raises OSError when no zygote can be reached or started."""
@@ -433,6 +434,8 @@ class Zygote:
             await self._start()
 
     async def _start(self) -> None:
+        if self._stopped:
+            raise OSError("the zygote was stopped (the driver is closing)")
         with contextlib.suppress(OSError):
             reader, writer = await asyncio.open_unix_connection(self.socket_path)
             writer.close()
@@ -461,7 +464,14 @@ class Zygote:
         raise OSError("zygote did not start")
 
     async def stop(self) -> None:
-        """SIGTERM the zygote and wait, up to 2 s, until it is gone; absent is fine."""
+        """SIGTERM the zygote and wait, up to 2 s, until it is gone; absent is fine. After it,
+        no zygote is started (a boot still under way starts its agent as a new Python): a start
+        under way is waited for and its zygote stopped, so none outlives the driver."""
+        self._stopped = True
+        async with self._lock:
+            await self._stop_serving()
+
+    async def _stop_serving(self) -> None:
         try:
             pid: int | None = int((self._dir / "zygote.pid").read_text())
         except (OSError, ValueError):

@@ -2,10 +2,12 @@
 reported at once with the tail of its log, not after the boot timeout; one that starts is
 found running, through the zygote as without it. An agent the zygote forks says on the
 zygote's connection when it listens (its port file is written by then), and one that dies
-first closes that connection."""
+first closes that connection. A stopped zygote is not started again, and a stop while one is
+starting stops that one too: none outlives the driver."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -22,6 +24,7 @@ from services.provisioner.drivers.agent_launcher import (
     agent_environment,
     agent_pid,
     agent_port,
+    alive,
     stop_agent,
 )
 
@@ -82,6 +85,24 @@ async def test_a_forked_agent_says_when_it_listens_and_a_dying_one_hangs_up(
         assert agent_port(broken) is None
     finally:
         await zygote.stop()
+
+
+async def test_no_zygote_outlives_a_stop_even_one_starting_meanwhile(tmp_path: Path) -> None:
+    zygote = Zygote(tmp_path / "state")
+    starting = asyncio.create_task(zygote.ensure_running())
+    await asyncio.sleep(0.01)  # its process is started, its imports under way
+    await zygote.stop()
+    await starting
+    pid = int((tmp_path / "state" / ".zygote" / "zygote.pid").read_text())
+    deadline = time.monotonic() + 5
+    while alive(pid) and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    assert not alive(pid)
+    directory, ca_cert = identity(tmp_path)
+    env = agent_environment(AMPHORA, None, directory, ca_cert, "127.0.0.1", 0)
+    with pytest.raises(OSError, match="stopped"):
+        await zygote.spawn(env, directory / "agent.log")
+    assert not (tmp_path / "state" / ".zygote" / "zygote.sock").exists()
 
 
 async def test_an_agent_that_cannot_start_is_reported_at_once(
