@@ -242,3 +242,15 @@ async def project_amphora(conn: asyncpg.Connection, amp: Amphora, occurred_at: d
         created or occurred_at,
         json.dumps(body),
     )
+
+
+async def creates_waiting(conn: asyncpg.Connection | asyncpg.Pool, within: float) -> bool:
+    """Whether a load balancer created less than ``within`` s ago is still PENDING_CREATE (one
+    stuck longer no longer counts): the spare pools wait for such creates before refilling."""
+    waiting: bool = await conn.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM loadbalancer_view "
+        "WHERE body->>'provisioning_status' = 'PENDING_CREATE' "
+        "AND created_at > clock_timestamp() - make_interval(secs => $1))",
+        within,
+    )
+    return waiting

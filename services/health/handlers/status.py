@@ -91,8 +91,8 @@ class StatusRecorder:
 
         Returns the cached view (None while the LB is not loaded yet, or gone). Synchronous
         and free of I/O: it runs for every datagram. ``content`` (the decoder's content key:
-        equal keys, equal heartbeats but for ``seq``) lets a heartbeat that repeats one its
-        amphora sent, rolled up against this same view with no change, skip the roll-up.
+        equal keys, equal heartbeats but for ``seq`` and ``cpu``) lets a heartbeat that repeats
+        one its amphora sent, rolled up against this same view with no change, skip the roll-up.
         """
         cached = self._cache.get(lb_id)
         if cached is None:
@@ -104,9 +104,9 @@ class StatusRecorder:
         if view is None or not view.recorded or heartbeat.id not in view.amphora_ids:
             return view
         settled = self._settled.get(heartbeat.id)
-        if content is not None and settled is not None:
-            if settled[0] is view and settled[1] == content:
-                return view
+        repeat = content is not None and settled is not None and settled[1] == content
+        if repeat and settled is not None and settled[0] is view:
+            return view
         if changes(view, roll_up(view, heartbeat)):
             self._settled.pop(heartbeat.id, None)
             self._pending[lb_id] = (heartbeat.id, heartbeat)

@@ -80,18 +80,6 @@ async def spare_amphorae(pool: asyncpg.Pool) -> list[SpareRow]:
     return [SpareRow(r["id"], r["status"], r["age"], silent.get(r["id"])) for r in rows]
 
 
-async def creates_waiting(pool: asyncpg.Pool, within: float) -> bool:
-    """Whether a load balancer created less than ``within`` s ago is still PENDING_CREATE."""
-    return bool(
-        await pool.fetchval(
-            "SELECT EXISTS (SELECT 1 FROM loadbalancer_view"
-            " WHERE created_at > clock_timestamp() - make_interval(secs => $1)"
-            " AND body->>'provisioning_status' = 'PENDING_CREATE')",
-            within,
-        )
-    )
-
-
 async def lock_spare(conn: asyncpg.Connection, amphora_id: str, statuses: Sequence[str]) -> bool:
     """Lock a spare's row for this transaction if it is still a spare in one of ``statuses``;
     a spare being claimed (its row locked by a create) counts as gone."""

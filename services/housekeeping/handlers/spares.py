@@ -19,6 +19,7 @@ import asyncpg
 from libs.common.events import Event, Metadata
 from libs.common.events import amphora as amp_ev
 from libs.common.events import housekeeping as hk
+from libs.common.readmodel import creates_waiting
 from libs.common.repository import AmphoraRepository
 from libs.common.service import Metrics
 from services.housekeeping.adapters import postgres
@@ -83,7 +84,7 @@ class SparePoolJob:
 
     async def _creates_waiting(self) -> bool:
         defer = self._settings.defer
-        return defer > 0 and await postgres.creates_waiting(self._pool, defer)
+        return defer > 0 and await creates_waiting(self._pool, defer)
 
     async def _append_locked(
         self, amphora_id: str, statuses: tuple[str, ...] | list[str], event: Event

@@ -28,18 +28,6 @@ async def ready_spare_ids(conn: asyncpg.Connection | asyncpg.Pool) -> list[str]:
     return [r["id"] for r in rows]
 
 
-async def creates_waiting(conn: asyncpg.Connection | asyncpg.Pool, within: float) -> bool:
-    """Whether a load balancer created less than ``within`` s ago is still PENDING_CREATE (one
-    stuck longer no longer counts)."""
-    waiting: bool = await conn.fetchval(
-        "SELECT EXISTS (SELECT 1 FROM loadbalancer_view "
-        "WHERE body->>'provisioning_status' = 'PENDING_CREATE' "
-        "AND created_at > clock_timestamp() - make_interval(secs => $1))",
-        within,
-    )
-    return waiting
-
-
 async def lock_one_spare(conn: asyncpg.Connection) -> str | None:
     """Lock one READY spare for this transaction; concurrent claimers skip it."""
     amphora_id: str | None = await conn.fetchval(

@@ -25,12 +25,9 @@ import asyncpg
 from libs.common.database import DATABASE_ERRORS
 from libs.common.errors import FulcrumError
 from libs.common.events import Metadata
+from libs.common.readmodel import creates_waiting
 from libs.common.repository import AmphoraRepository
-from services.provisioner.adapters.postgres import (
-    creates_waiting,
-    lock_one_spare,
-    ready_spare_ids,
-)
+from services.provisioner.adapters.postgres import lock_one_spare, ready_spare_ids
 from services.provisioner.domain.amphora_records import booted, failed
 from services.provisioner.drivers import AmphoraDriver, AmphoraHandle, AmphoraSpec
 
