@@ -62,8 +62,11 @@ async def harness(
     nc = await bus.connect(settings, "setup")
     try:
         # Made at R1 first, as a one-node deployment left it: ensure_stream scales it up.
-        await bus.ensure_stream(nc.jetstream(), settings.model_copy(update={"replicas": 1}))
-        await bus.ensure_stream(nc.jetstream(), settings)
+        # The scale-up answers once the new peers are placed; right after the cluster starts,
+        # on a loaded box, that took longer than the client's default 5 s once.
+        js = nc.jetstream(timeout=30.0)
+        await bus.ensure_stream(js, settings.model_copy(update={"replicas": 1}))
+        await bus.ensure_stream(js, settings)
     finally:
         await nc.close()
     h = Harness(db, pg_dsn, settings)
