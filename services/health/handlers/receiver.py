@@ -87,15 +87,24 @@ class HeartbeatIntake:
         record = self._directory.get(heartbeat.id)
         if record is None:
             self._metrics.inc("heartbeats_unknown_amphora_total")
-            if heartbeat.id in self._waiting or len(self._waiting) < _MAX_WAITING:
-                self._waiting[heartbeat.id] = (heartbeat, content)
-            self._directory.missed()
+            self._wait_for_reload(heartbeat, content)
+            return
+        if record.lb_id is None and (heartbeat.listeners or heartbeat.pools):
+            # A spare allocated since the last reload: its statuses and traffic deltas belong
+            # to an LB only the reload names (the agent has moved its counters past them).
+            self._wait_for_reload(heartbeat, content)
             return
         self._take(heartbeat, content, record)
 
+    def _wait_for_reload(self, heartbeat: codec.Heartbeat, content: bytes | None) -> None:
+        """Keep the amphora's latest heartbeat for the early directory reload this asks for."""
+        if heartbeat.id in self._waiting or len(self._waiting) < _MAX_WAITING:
+            self._waiting[heartbeat.id] = (heartbeat, content)
+        self._directory.missed()
+
     def _retry_waiting(self, records: dict[str, AmphoraRecord]) -> None:
-        """After a directory reload: take the waiting heartbeats of amphorae now known; the
-        others (stray senders) are dropped."""
+        """After a directory reload: take the waiting heartbeats of amphorae now known (one
+        still a spare is taken as one); the others (stray senders) are dropped."""
         waiting, self._waiting = self._waiting, {}
         for amphora_id, (heartbeat, content) in waiting.items():
             record = records.get(amphora_id)

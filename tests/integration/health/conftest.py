@@ -21,7 +21,7 @@ from libs.common import heartbeat_codec as codec
 from libs.common.domain import commands as c
 from libs.common.domain.model import LoadBalancerState
 from libs.common.events import Metadata
-from libs.common.events.amphora import AmphoraBooted
+from libs.common.events.amphora import AmphoraAllocated, AmphoraBooted
 from libs.common.eventstore import PostgresEventStore
 from libs.common.repository import AmphoraRepository, LoadBalancerRepository
 from libs.common.service import METRICS
@@ -106,6 +106,7 @@ class Site:
     listener_id: str
     pool_id: str
     member_ids: tuple[str, str]
+    create: c.CreateLoadBalancer = field(repr=False)
 
     def message(
         self, seq: int, *, members: tuple[str, str] = ("UP", "UP"), **overrides: Any
@@ -133,41 +134,49 @@ class Site:
 _vips = iter(f"127.77.{i // 250}.{10 + i % 250}" for i in range(100_000))
 
 
-async def create_site(db: asyncpg.Pool) -> Site:
-    """Records an LB and its amphora as the provisioner would, through the repositories."""
+async def create_site(db: asyncpg.Pool, *, spare_first: bool = False) -> Site:
+    """Records an LB and its amphora as the provisioner would, through the repositories.
+    ``spare_first``: the amphora is recorded as a spare and the LB not yet; `allocate` then
+    records both."""
     store = PostgresEventStore(db)
     lbs, amps = LoadBalancerRepository(store), AmphoraRepository(store)
     lb = b.loadbalancer(next(_vips))
     pool = b.pool(lb)
     listener = b.listener(lb, 80, default_pool_id=pool.id)
     m1, m2 = b.member(pool, 8001), b.member(pool, 8002)
-    await lbs.execute(
-        lb.id,
-        c.CreateLoadBalancer(
-            lb,
-            listeners=(listener,),
-            pools=(pool,),
-            members=(m1, m2),
-            healthmonitors=(b.healthmonitor(pool),),
-        ),
-        META,
+    create = c.CreateLoadBalancer(
+        lb,
+        listeners=(listener,),
+        pools=(pool,),
+        members=(m1, m2),
+        healthmonitors=(b.healthmonitor(pool),),
     )
     amphora_id = str(uuid.uuid4())
-    await amps.record(
-        amphora_id,
-        [
-            AmphoraBooted(
-                amphora_id=amphora_id,
-                driver="test",
-                compute_id="0",
-                agent_url="https://127.0.0.1:1",
-                loadbalancer_id=lb.id,
-            )
-        ],
-        META,
+    site = Site(lb.id, amphora_id, listener.id, pool.id, (m1.id, m2.id), create)
+    booted = AmphoraBooted(
+        amphora_id=amphora_id,
+        driver="test",
+        compute_id="0",
+        agent_url="https://127.0.0.1:1",
+        loadbalancer_id=None if spare_first else lb.id,
     )
+    if spare_first:
+        await amps.record(amphora_id, [booted], META)
+        return site
+    await lbs.execute(lb.id, create, META)
+    await amps.record(amphora_id, [booted], META)
     await lbs.execute(lb.id, c.Activate((amphora_id,)), META)
-    return Site(lb.id, amphora_id, listener.id, pool.id, (m1.id, m2.id))
+    return site
+
+
+async def allocate(db: asyncpg.Pool, site: Site) -> None:
+    """Record the LB of a ``spare_first`` site and allocate its spare to it."""
+    store = PostgresEventStore(db)
+    lbs, amps = LoadBalancerRepository(store), AmphoraRepository(store)
+    await lbs.execute(site.lb_id, site.create, META)
+    allocated = AmphoraAllocated(amphora_id=site.amphora_id, loadbalancer_id=site.lb_id)
+    await amps.record(site.amphora_id, [allocated], META)
+    await lbs.execute(site.lb_id, c.Activate((site.amphora_id,)), META)
 
 
 class Sender:

@@ -22,6 +22,7 @@ from tests.integration.health.conftest import (
     KEY,
     Sender,
     StartHealth,
+    allocate,
     count_events,
     create_site,
     eventually,
@@ -106,6 +107,34 @@ async def test_the_first_heartbeat_of_an_amphora_the_service_does_not_know_yet_c
     await eventually(lambda: _seq_is(db, site.amphora_id, 1001), what="the first beat stored")
     assert health.metric("heartbeats_unknown_amphora_total") == 1
     assert health.metric("heartbeats_accepted_total") == 1
+
+
+async def test_a_spare_allocated_since_the_last_reload_keeps_its_first_traffic(
+    db: asyncpg.Pool, start_health: StartHealth, senders: Callable[[tuple[str, int]], Sender]
+) -> None:
+    """A spare's directory record names no LB. Once allocated, its beats carry listeners; the
+    first such beat before the directory's next reload waits for the reload it asks for, so
+    its traffic deltas (the agent has moved its baseline past them) are not lost."""
+    site = await create_site(db, spare_first=True)
+    health = await start_health(refresh_interval=600)
+    sender = senders(health.udp)
+    sender.beat(site, listeners={}, pools={})  # a spare beats with nothing: seq 1001
+    await eventually(lambda: _seq_is(db, site.amphora_id, 1001), what="the spare's beat stored")
+    await allocate(db, site)
+    stats = {"rx": 10, "tx": 20, "conns": 1, "totconns": 5, "ereq": 0}
+    sender.beat(site, listeners={site.listener_id: {"status": "OPEN", "stats": stats}})
+
+    async def counted() -> bool:
+        total = await db.fetchval(
+            "SELECT total_connections FROM listener_stats WHERE listener_id = $1 AND lb_id = $2",
+            site.listener_id,
+            site.lb_id,
+        )
+        return bool(total == 5)
+
+    await eventually(counted, what="the allocated amphora's first 5 connections")
+    assert health.metric("heartbeats_unknown_amphora_total") == 0
+    assert health.metric("heartbeats_accepted_total") == 2
 
 
 async def test_stats_deltas_add_up_in_listener_stats(
