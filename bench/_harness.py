@@ -16,13 +16,14 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import aiohttp
+import asyncpg
 
 from deploy.local.embedded import EmbeddedNats, EmbeddedPostgres
 from libs.common.domain.model import Listener, LoadBalancer, Member, Pool
@@ -110,6 +111,42 @@ def wait_http(url: str, timeout: float = 60.0) -> None:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.05)
+
+
+def children(pid: int) -> list[int]:
+    try:
+        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """CPU seconds ``pid`` has run, every thread (``/proc/<pid>/task/*/schedstat``, in
+    nanoseconds: ``stat``'s 10 ms ticks are sampled, and miss or overcharge wake-ups as short
+    as a heartbeat's); None when it is gone."""
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return None
+    used = 0
+    for task in tasks:
+        with suppress(OSError, ValueError, IndexError):
+            used += int(Path(f"/proc/{pid}/task/{task}/schedstat").read_text().split()[0])
+    return used / 1e9
+
+
+async def postgres_roles(dsn: str) -> dict[int, str]:
+    """Each Postgres backend's pid -> the service it serves (its application_name), or its
+    kind (autovacuum, walwriter ...)."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = await conn.fetch(
+            "SELECT pid, coalesce(nullif(application_name, ''), backend_type) AS name "
+            "FROM pg_stat_activity WHERE pid <> pg_backend_pid()"
+        )
+    finally:
+        await conn.close()
+    return {int(r["pid"]): str(r["name"]) for r in rows}
 
 
 @dataclass

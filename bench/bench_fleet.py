@@ -52,7 +52,6 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 import aiohttp  # noqa: E402
-import asyncpg  # noqa: E402
 
 from bench._fleet_drivers import (  # noqa: E402
     DRIVERS,
@@ -68,9 +67,12 @@ from bench._harness import (  # noqa: E402
     Stack,
     StatusWatch,
     Vips,
+    children,
+    cpu_seconds,
     free_port,
     graph,
     pct,
+    postgres_roles,
     stack,
     wait_http,
 )
@@ -198,13 +200,6 @@ def pss_kb(pid: int) -> int:
     return 0
 
 
-def children(pid: int) -> list[int]:
-    try:
-        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except OSError:
-        return []
-
-
 def amphora_memory(state_dir: Path) -> Memory:
     """Mean PSS of each amphora's agent (an agent host's counted once, shared by its
     amphorae) and HAProxy (master and its workers)."""
@@ -225,37 +220,8 @@ def amphora_memory(state_dir: Path) -> Memory:
     return Memory(count, agent_kb / count / 1024, sum(haproxies) / count / 1024, len(agents))
 
 
-def cpu_seconds(pid: int) -> float | None:
-    """CPU seconds ``pid`` has run, every thread (``/proc/<pid>/task/*/schedstat``, in
-    nanoseconds: ``stat``'s 10 ms ticks are sampled, and miss or overcharge wake-ups as short
-    as a heartbeat's); None when it is gone."""
-    try:
-        tasks = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return None
-    used = 0
-    for task in tasks:
-        with suppress(OSError, ValueError, IndexError):
-            used += int(Path(f"/proc/{pid}/task/{task}/schedstat").read_text().split()[0])
-    return used / 1e9
-
-
 # pid -> (group, CPU seconds so far)
 Snapshot = dict[int, tuple[str, float]]
-
-
-async def postgres_roles(dsn: str) -> dict[int, str]:
-    """Each Postgres backend's pid -> the service it serves (its application_name), or its
-    kind (autovacuum, walwriter ...)."""
-    conn = await asyncpg.connect(dsn)
-    try:
-        rows = await conn.fetch(
-            "SELECT pid, coalesce(nullif(application_name, ''), backend_type) AS name "
-            "FROM pg_stat_activity WHERE pid <> pg_backend_pid()"
-        )
-    finally:
-        await conn.close()
-    return {int(r["pid"]): str(r["name"]) for r in rows}
 
 
 async def snapshot(s: Stack) -> Snapshot:

@@ -8,10 +8,21 @@ rates for a bounded time each, then flat out. A heartbeat counts as processed wh
 accepted it (MAC, seq, known amphora) and it went through the roll-up and the batched writers;
 the last-seen and stats tables are checked to hold the result afterwards.
 Goal on this 2-core box: >= 10,000 heartbeats/s. Run: .venv/bin/python bench/bench_heartbeats.py
+
+``--idle-amphorae N --seconds S`` measures the idle fleet instead (issue 20): N load balancers
+with one amphora each, every amphora beating once a second as an idle agent does (the agent's
+own message, zero deltas, ``seq`` its wall-clock milliseconds, beats spread over the second),
+and prints the cores the health service and its Postgres used over S seconds (every thread's
+run time from schedstat, as bench_fleet reads it; Postgres split into health's backends and the
+rest). ``--compare DIR`` runs the health service of another checkout (e.g. ``git archive main``
+unpacked) alternately with this one's, ``--rounds`` times each, against the same database and
+sender: old and new in one window. (Issue 20's goal, the whole idle control plane <= 0.1 core
+at 1,000 amphorae, is bench_fleet's to check.)
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import datetime
 import json
@@ -25,6 +36,7 @@ import time
 import urllib.request
 import uuid
 import zlib
+from contextlib import suppress
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -35,7 +47,13 @@ if str(REPO) not in sys.path:
 
 import asyncpg  # noqa: E402
 
-from bench._harness import lb_tree  # noqa: E402
+from bench._harness import (  # noqa: E402
+    children,
+    cpu_seconds,
+    lb_tree,
+    postgres_roles,
+    with_application_name,
+)
 from deploy.local.embedded import EmbeddedNats, EmbeddedPostgres, create_database  # noqa: E402
 from libs.common import heartbeat_codec as codec  # noqa: E402
 from libs.common.database import create_pool  # noqa: E402
@@ -47,6 +65,7 @@ from libs.common.eventstore import PostgresEventStore  # noqa: E402
 from libs.common.repository import AmphoraRepository, LoadBalancerRepository  # noqa: E402
 from libs.common.schema import upgrade  # noqa: E402
 from libs.common.settings import PostgresSettings  # noqa: E402
+from services.amphora.heartbeat import build_message  # noqa: E402
 
 KEY = "bench-heartbeat-key"
 LBS, SPARES = 500, 1500
@@ -64,7 +83,9 @@ def free_port(kind: int) -> int:
         return int(probe.getsockname()[1])
 
 
-async def record_fleet(pool: asyncpg.Pool) -> list[dict[str, Any]]:
+async def record_fleet(
+    pool: asyncpg.Pool, lb_count: int = LBS, spare_count: int = SPARES
+) -> list[dict[str, Any]]:
     """LBs with one amphora each, and spares; returns the shape each amphora reports."""
     store = PostgresEventStore(pool)
     lbs, amps = LoadBalancerRepository(store), AmphoraRepository(store)
@@ -118,8 +139,8 @@ async def record_fleet(pool: asyncpg.Pool) -> list[dict[str, Any]]:
         async with sem:
             await coro
 
-    await asyncio.gather(*(bounded(one_lb(i)) for i in range(LBS)))
-    await asyncio.gather(*(bounded(one_spare()) for _ in range(SPARES)))
+    await asyncio.gather(*(bounded(one_lb(i)) for i in range(lb_count)))
+    await asyncio.gather(*(bounded(one_spare()) for _ in range(spare_count)))
     return fleet
 
 
@@ -355,5 +376,220 @@ class Sender:
             self._process.kill()
 
 
+IDLE_WARMUP = 6.0  # seconds after a health service answers before its CPU is read
+IDLE_CPU = 0.0003  # the cores an idle amphora's HAProxy reports (the agent's ``cpu``)
+
+
+def idle_rows(amp: dict[str, Any]) -> list[dict[str, Any]]:
+    """``show stat`` of an idle amphora's HAProxy: the counters stand still beat after beat."""
+    backend = f"{amp['pool']}:{amp['listener']}"
+    counters = {"bin": 1200, "bout": 5400, "stot": 3, "ereq": 0, "eresp": 0, "scur": 0}
+    rows: list[dict[str, Any]] = [
+        {"type": 0, "pxname": amp["listener"], "svname": "FRONTEND", "status": "OPEN", **counters},
+        {"type": 1, "pxname": backend, "svname": "BACKEND", "status": "UP", **counters},
+    ]
+    rows += [
+        {"type": 2, "pxname": backend, "svname": m, "status": "UP", "weight": 1, **counters}
+        for m in amp["members"]
+    ]
+    return rows
+
+
+def idle_message(amp: dict[str, Any]) -> dict[str, Any]:
+    """The agent's message for an idle amphora (its second beat on: zero deltas)."""
+    rows = idle_rows(amp)
+    _, baseline = build_message(amp["id"], 0, rows, {})
+    message, _ = build_message(amp["id"], 0, rows, baseline)
+    return message | {"cpu": IDLE_CPU}
+
+
+def send_idle(fleet: list[dict[str, Any]], port: int, deadline: float, conn: Connection) -> None:
+    """Sender process: every amphora beats once a second (amphora i at i/N into each second),
+    signed as the agent signs, ``seq`` the wall clock in ms, until told to stop over ``conn``
+    or past ``deadline`` (time.time())."""
+    key = KEY.encode()
+    messages = [idle_message(a) for a in fleet]
+    last = [0] * len(fleet)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    address = ("127.0.0.1", port)
+    start = time.monotonic()
+    beats = 0  # beats due so far, over the whole fleet
+    conn.send("ready")
+    while time.time() < deadline and not conn.poll():
+        due = int((time.monotonic() - start) * len(fleet))
+        while beats < due:
+            i = beats % len(fleet)
+            seq = last[i] = max(last[i] + 1, time.time_ns() // 1_000_000)
+            with suppress(OSError):  # no receiver between two health runs
+                sock.sendto(codec.encode(messages[i] | {"seq": seq}, key), address)
+            beats += 1
+        time.sleep(0.002)
+    sock.close()
+
+
+async def cpu_snapshot(pids: dict[str, int | None], pg_dsn: str) -> dict[int, tuple[str, float]]:
+    """CPU seconds of the health service, NATS, and every Postgres process by the service it
+    serves (``postgres: health``) or its kind."""
+    groups = {pid: name for name, pid in pids.items() if pid is not None and name != "postgres"}
+    postmaster = pids["postgres"]
+    if postmaster is not None:
+        roles = await postgres_roles(pg_dsn)
+        groups[postmaster] = "postgres: other"
+        for pid in children(postmaster):
+            role = roles.get(pid, "other")
+            groups[pid] = "postgres: health" if role == "health" else "postgres: other"
+    out = {}
+    for pid, group in groups.items():
+        used = cpu_seconds(pid)
+        if used is not None:
+            out[pid] = (group, used)
+    return out
+
+
+def cores(
+    before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]], seconds: float
+) -> dict[str, float]:
+    used: dict[str, float] = {}
+    for pid, (group, now) in after.items():
+        used[group] = used.get(group, 0.0) + max(0.0, now - before.get(pid, (group, 0.0))[1])
+    return {group: u / seconds for group, u in used.items()}
+
+
+async def idle_run(
+    label: str,
+    checkout: Path,
+    env: dict[str, str],
+    pids: dict[str, int | None],
+    dsn: str,
+    http_port: int,
+    seconds: float,
+    log_dir: Path,
+) -> dict[str, float]:
+    """One health service of ``checkout`` on the idle fleet: its cores by group over
+    ``seconds``, with what it counted meanwhile."""
+    log = open(log_dir / f"health-{label}.log", "ab")
+    proc = subprocess.Popen(  # noqa: ASYNC220 (started between measurements)
+        [sys.executable, "-m", "services.health"],
+        env={**env, "PYTHONPATH": str(checkout)},
+        cwd=checkout,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        await wait_http(http_port, proc)
+        await asyncio.sleep(IDLE_WARMUP)
+        pids = {**pids, "health": proc.pid}
+        first, t0 = await cpu_snapshot(pids, dsn), time.monotonic()
+        counted = metrics(http_port)
+        await asyncio.sleep(seconds)
+        last, elapsed = await cpu_snapshot(pids, dsn), time.monotonic() - t0
+        after = metrics(http_port)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+        log.close()
+    use = cores(first, last, elapsed)
+    for name in ("heartbeats_accepted_total", "last_seen_rows_total", "amphorae_failed_total"):
+        use[name] = (after.get(name, 0.0) - counted.get(name, 0.0)) / elapsed
+    return use
+
+
+async def idle(count: int, seconds: float, compare: Path | None, rounds: int) -> None:
+    subjects = [("this", REPO)] + ([("compare", compare)] if compare is not None else [])
+    runs: dict[str, list[dict[str, float]]] = {label: [] for label, _ in subjects}
+    total = (seconds + IDLE_WARMUP + 10) * len(subjects) * rounds + 600
+    with tempfile.TemporaryDirectory(prefix="fulcrum-bench-idle-") as tmp:
+        pg = EmbeddedPostgres(Path(tmp) / "pg")
+        nats_server = EmbeddedNats(Path(tmp) / "nats")
+        sender: multiprocessing.process.BaseProcess | None = None
+        parent: Connection | None = None
+        try:
+            admin = pg.start()
+            url = nats_server.start()
+            dsn = await create_database(admin, "bench")
+            pool = await create_pool(
+                PostgresSettings(dsn=with_application_name(dsn, "bench"), max_pool=20)
+            )
+            await upgrade(pool)
+            started = time.perf_counter()
+            fleet = await record_fleet(pool, count, 0)
+            await pool.close()
+            print(f"recorded {count} LBs in {time.perf_counter() - started:.1f} s")
+            udp_port, http_port = free_port(socket.SOCK_DGRAM), free_port(socket.SOCK_STREAM)
+            env = {
+                **os.environ,
+                "FULCRUM_HEALTH_POSTGRES__DSN": with_application_name(dsn, "health"),
+                "FULCRUM_HEALTH_NATS__URL": url,
+                "FULCRUM_HEALTH_HEARTBEAT_KEY": KEY,
+                "FULCRUM_HEALTH_UDP_PORT": str(udp_port),
+                "FULCRUM_HEALTH_PORT": str(http_port),
+            }
+            context = multiprocessing.get_context("spawn")
+            parent, child = context.Pipe()
+            sender = context.Process(
+                target=send_idle, args=(fleet, udp_port, time.time() + total, child)
+            )
+            sender.start()
+            assert parent.recv() == "ready"
+            pids = {"postgres": pg.pid, "nats": nats_server.pid}
+            for _ in range(rounds):
+                for label, checkout in subjects:
+                    use = await idle_run(
+                        label, checkout, env, pids, dsn, http_port, seconds, Path(tmp)
+                    )
+                    runs[label].append(use)
+                    print(f"  {label:8s} {describe(use)}   ({load()})", flush=True)
+        finally:
+            if parent is not None:
+                parent.send(None)
+            if sender is not None:
+                sender.join(timeout=10)
+                if sender.is_alive():
+                    sender.kill()
+            nats_server.stop()
+            pg.stop()
+    print(f"Idle fleet: {count} amphorae at 1 beat/s, {seconds:.0f} s per run, {rounds} round(s)")
+    for label, checkout in subjects:
+        mean = {k: sum(r.get(k, 0.0) for r in runs[label]) / rounds for k in runs[label][0]}
+        print(f"  {label} ({checkout}), mean: {describe(mean)}")
+
+
+def describe(use: dict[str, float]) -> str:
+    health, pg_health = use.get("health", 0.0), use.get("postgres: health", 0.0)
+    return (
+        f"health {health:.4f} + its Postgres {pg_health:.4f} = {health + pg_health:.4f} cores "
+        f"(other Postgres {use.get('postgres: other', 0.0):.4f}, nats {use.get('nats', 0.0):.4f}; "
+        f"{use['heartbeats_accepted_total']:.0f} beats/s accepted, "
+        f"{use['last_seen_rows_total']:.0f} last-seen rows/s, "
+        f"{use['amphorae_failed_total']:.2f} failovers/s)"
+    )
+
+
+def load() -> str:
+    return "load average " + ", ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--idle-amphorae", type=int, default=0, help="idle mode: fleet size")
+    parser.add_argument("--seconds", type=float, default=30.0, help="idle mode: CPU window")
+    parser.add_argument("--compare", type=Path, help="idle mode: another checkout's health")
+    parser.add_argument("--rounds", type=int, default=1, help="idle mode: runs of each")
+    args = parser.parse_args()
+    if args.idle_amphorae and not 1 <= args.idle_amphorae <= 5000:
+        parser.error("--idle-amphorae must be between 1 and 5000")
+    if not 5 <= args.seconds <= 300 or not 1 <= args.rounds <= 10:
+        parser.error("--seconds must be in 5..300 and --rounds in 1..10")
+    if args.compare is not None and not (args.compare / "services" / "health").is_dir():
+        parser.error(f"--compare {args.compare}: no services/health there")
+    return args
+
+
 if __name__ == "__main__":
-    asyncio.run(main())
+    arguments = parse_args()
+    if arguments.idle_amphorae:
+        asyncio.run(
+            idle(arguments.idle_amphorae, arguments.seconds, arguments.compare, arguments.rounds)
+        )
+    else:
+        asyncio.run(main())
