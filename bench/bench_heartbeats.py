@@ -532,6 +532,8 @@ async def idle(count: int, seconds: float, compare: Path | None, rounds: int) ->
             sender.start()
             assert parent.recv() == "ready"
             pids = {"postgres": pg.pid, "nats": nats_server.pid}
+            # Unmeasured: the first run records every LB's first statuses and stats rows.
+            await idle_run("prime", REPO, env, pids, dsn, http_port, 5.0, Path(tmp))
             for _ in range(rounds):
                 for label, checkout in subjects:
                     use = await idle_run(

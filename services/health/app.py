@@ -102,7 +102,7 @@ def create_app(settings: HealthSettings) -> web.Application:
         directory = AmphoraDirectory(pool, settings.refresh_interval)
         await directory.reload()
         writer = HealthWriter(pool, metrics, settings.flush_interval)
-        directory.on_reload(writer.forget_gone)
+        directory.on_prune(writer.forget_gone)
         status = StatusRecorder(
             pool,
             LoadBalancerRepository(PostgresEventStore(pool)),

@@ -18,6 +18,7 @@ from libs.common import heartbeat_codec as codec
 from libs.common.errors import ConfigurationError
 from services.health.app import check_settings
 from services.health.handlers import receiver as receiver_module
+from services.health.handlers.directory import AmphoraDirectory
 from services.health.handlers.receiver import HeartbeatIntake, UdpReceiver
 from services.health.handlers.writer import Deltas, HealthWriter
 from services.health.settings import HealthSettings
@@ -141,6 +142,90 @@ def test_an_idle_listeners_beat_adds_nothing_once_its_row_is_written() -> None:
         assert list(writer._stats.counters) == [(LISTENER, "amp-1")]
     writer.add_stats("lb-1", "amp-1", idle)  # pending: added, so the latest conns win
     assert writer._stats.counters[(LISTENER, "amp-1")] == [10, 0, 0, 0, 0]
+
+
+def _decoded(message: dict[str, object]) -> tuple[codec.Heartbeat, bytes | None]:
+    return codec.RepeatDecoder(b"k", codec.MAX_DATAGRAM).decode(codec.encode(message, b"k"))
+
+
+def test_an_idle_beat_repeated_is_skipped_and_a_changed_one_is_not() -> None:
+    writer = HealthWriter(None, _NoMetrics(), 1.0)  # type: ignore[arg-type]
+    writer._written[(LISTENER, "amp-1")] = 0
+    idle, idle_key = _decoded(_message(1))
+    writer.add_stats("lb-1", "amp-1", idle, idle_key)
+    assert writer._quiet == {"amp-1": idle_key}
+    writer.add_stats("lb-1", "amp-1", idle, idle_key)
+    assert writer._stats.counters == {}
+    busy, busy_key = _decoded(_message(2, conns=4))
+    writer.add_stats("lb-1", "amp-1", busy, busy_key)
+    assert writer._stats.counters[(LISTENER, "amp-1")] == [0, 0, 4, 0, 0]
+    assert writer._quiet == {}
+    writer.add_stats("lb-1", "amp-1", idle, idle_key)  # pending: its 0 connections win
+    assert writer._stats.counters[(LISTENER, "amp-1")] == [0, 0, 0, 0, 0]
+    writer.forget_gone({})
+    assert writer._quiet == {}
+
+
+class _FailingPool:
+    """A pool whose statements wait for ``release``, then fail as a lost database would."""
+
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+
+    async def execute(self, *args: object) -> None:
+        await self.release.wait()
+        raise OSError("connection lost")
+
+
+async def test_after_a_failed_flush_an_idle_repeat_sets_the_connections_again() -> None:
+    pool = _FailingPool()
+    writer = HealthWriter(pool, _NoMetrics(), 1.0)  # type: ignore[arg-type]
+    writer._written[(LISTENER, "amp-1")] = 0
+    busy, busy_key = _decoded(_message(1, conns=2))
+    idle, idle_key = _decoded(_message(2))
+    writer.add_stats("lb-1", "amp-1", busy, busy_key)
+    flush = asyncio.create_task(writer.flush())
+    await asyncio.sleep(0)  # the batch is out, its write under way
+    writer.add_stats("lb-1", "amp-1", idle, idle_key)  # 0 as written: nothing to add
+    assert writer._stats.counters == {}
+    pool.release.set()
+    with pytest.raises(OSError, match="connection lost"):
+        await flush
+    assert writer._stats.counters[(LISTENER, "amp-1")] == [0, 0, 2, 0, 0]  # merged back
+    writer.add_stats("lb-1", "amp-1", idle, idle_key)  # the same idle beat: 0 wins again
+    assert writer._stats.counters[(LISTENER, "amp-1")] == [0, 0, 0, 0, 0]
+
+
+class _Rows:
+    """A pool whose ``amphora_view`` holds ``ids`` (the directory's one query)."""
+
+    def __init__(self) -> None:
+        self.ids: list[str] = []
+
+    async def fetch(self, query: str) -> list[dict[str, object]]:
+        return [{"id": i, "lb_id": None, "status": "READY", "seq": 0} for i in self.ids]
+
+
+async def test_the_directory_prunes_only_after_amphorae_went_or_a_miss() -> None:
+    rows = _Rows()
+    directory = AmphoraDirectory(rows, 1.0)  # type: ignore[arg-type]
+    reloads: list[set[str]] = []
+    prunes: list[set[str]] = []
+    directory.on_reload(lambda records: reloads.append(set(records)))
+    directory.on_prune(lambda records: prunes.append(set(records)))
+    rows.ids = ["a", "b"]
+    await directory.reload()
+    await directory.reload()
+    rows.ids = ["a", "b", "c"]
+    await directory.reload()
+    assert prunes == [] and len(reloads) == 3
+    directory.missed()  # a stray sender may have been remembered
+    await directory.reload()
+    assert prunes == [{"a", "b", "c"}]
+    rows.ids = ["a", "c"]
+    await directory.reload()
+    await directory.reload()
+    assert prunes == [{"a", "b", "c"}, {"a", "c"}]
 
 
 class Recording:

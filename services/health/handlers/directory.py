@@ -2,7 +2,8 @@
 
 The receiver looks every heartbeat up here without a database round trip. The whole table
 (minus DELETED rows) is reloaded every ``refresh_interval``, and sooner after a miss, so an
-amphora booted a moment ago is known by its second heartbeat.
+amphora booted a moment ago is known by its second heartbeat; each reload also brings the
+highest seq another replica accepted (the replay floor, ``AmphoraRecord.seq``).
 """
 
 from __future__ import annotations
@@ -31,7 +32,9 @@ class AmphoraDirectory:
         self._interval = refresh_interval
         self._records: dict[str, AmphoraRecord] = {}
         self._miss = asyncio.Event()
+        self._missed = False  # since the last reload began
         self._listeners: list[Callable[[dict[str, AmphoraRecord]], None]] = []
+        self._prune_listeners: list[Callable[[dict[str, AmphoraRecord]], None]] = []
         self.loaded = asyncio.Event()
 
     def __len__(self) -> int:
@@ -42,16 +45,29 @@ class AmphoraDirectory:
 
     def missed(self) -> None:
         """Ask for an early reload (an id was not found)."""
+        self._missed = True
         self._miss.set()
 
     def on_reload(self, callback: Callable[[dict[str, AmphoraRecord]], None]) -> None:
+        """Call ``callback(records)`` after every reload."""
         self._listeners.append(callback)
 
+    def on_prune(self, callback: Callable[[dict[str, AmphoraRecord]], None]) -> None:
+        """Call ``callback(records)`` after a reload that found amphorae gone since the previous
+        one, or followed a miss (a heartbeat of an unknown id, whose sender may have been
+        remembered): what is kept per amphora elsewhere is dropped then, not every second."""
+        self._prune_listeners.append(callback)
+
     async def reload(self) -> None:
+        missed, self._missed = self._missed, False
         records = {r.amphora_id: r for r in await postgres.live_amphorae(self._pool)}
+        prune = missed or not self._records.keys() <= records.keys()
         self._records = records
         for callback in self._listeners:
             callback(records)
+        if prune:
+            for callback in self._prune_listeners:
+                callback(records)
         self.loaded.set()
 
     async def run(self) -> None:

@@ -113,25 +113,39 @@ class HealthWriter:
         # key -> active connections last written, for listener and for member rows.
         self._written: dict[Key, int] = {}
         self._member_written: dict[Key, int] = {}
+        # Per amphora: the content key of its last heartbeat whose stats changed nothing. The
+        # same content again changes nothing either while none of its keys is pending and
+        # their written connections stand: only a failed flush (its batch merged back) or a
+        # forgotten amphora breaks that, and both forget these.
+        self._quiet: dict[str, bytes] = {}
 
     def forget_gone(self, live: Mapping[str, object]) -> None:
         """Drop what is remembered of amphorae not in ``live`` (by amphora id)."""
         for written in (self._written, self._member_written):
             for key in [k for k in written if k[1] not in live]:
                 del written[key]
+        for amphora_id in [a for a in self._quiet if a not in live]:
+            del self._quiet[amphora_id]
 
     def seen(self, amphora_id: str, seq: int, received_at: float) -> None:
         """Record a sign of life (``received_at`` on the monotonic clock)."""
         self._seen[amphora_id] = (received_at, seq)
 
-    def add_stats(self, lb_id: str, amphora_id: str, heartbeat: Heartbeat) -> None:
+    def add_stats(
+        self, lb_id: str, amphora_id: str, heartbeat: Heartbeat, content: bytes | None = None
+    ) -> None:
         """Accumulate the heartbeat's listener and member deltas; active connections keep the
         latest. A member served by several backends (its pool behind several listeners) counts
-        the sum of them."""
+        the sum of them. ``content``: the decoder's content key (equal keys, equal stats), so
+        an idle amphora's repeated heartbeat is not gone through again."""
+        if content is not None and self._quiet.get(amphora_id) == content:
+            return
+        changed = False
         for listener_id, report in heartbeat.listeners.items():
             key, counters = (listener_id, amphora_id), _counters(report.stats)
             if not _changes_nothing(key, counters, self._stats, self._written):
                 self._stats.add(key, (lb_id,), counters)
+                changed = True
         members = Deltas()
         for pool_key, pool in heartbeat.pools.items():
             pool_id = pool_key.partition(":")[0]
@@ -145,6 +159,11 @@ class HealthWriter:
         for key, counters in members.counters.items():
             if not _changes_nothing(key, counters, self._member_stats, self._member_written):
                 self._member_stats.add(key, members.owners[key], counters)
+                changed = True
+        if changed or content is None:
+            self._quiet.pop(amphora_id, None)
+        else:
+            self._quiet[amphora_id] = content
 
     async def flush(self) -> None:
         """Write what has accumulated; on failure keep it for the next flush and re-raise."""
@@ -198,6 +217,7 @@ class HealthWriter:
     def _restore(
         self, seen: dict[str, tuple[float, int]], stats: Deltas, member_stats: Deltas
     ) -> None:
+        self._quiet.clear()  # keys pending again: a repeat may change them (see __init__)
         for amphora_id, value in seen.items():
             newer = self._seen.get(amphora_id)
             if newer is None or newer[0] < value[0]:
