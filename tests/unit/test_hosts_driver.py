@@ -50,6 +50,9 @@ class MemoryHost:
     async def leftovers(self) -> Sequence[str]:
         return []
 
+    async def list_with_leftovers(self) -> tuple[Sequence[AmphoraHandle], Sequence[str]]:
+        return await self.list(), []
+
     async def reachable_hosts(self) -> None:
         return None
 

@@ -81,6 +81,11 @@ class AmphoraDriver(Protocol):
         state dir, a namespace); ``delete`` removes it."""
         ...
 
+    async def list_with_leftovers(self) -> tuple[Sequence[AmphoraHandle], Sequence[str]]:
+        """``list`` and ``leftovers`` at once (reconciliation's look): one walk where the
+        driver finds both in one."""
+        ...
+
     async def reachable_hosts(self) -> set[str] | None:
         """The amphora hosts it can see now; None for a driver of one host (it sees all it
         runs). Reconciliation judges only amphorae on hosts it sees."""

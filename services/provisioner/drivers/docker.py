@@ -272,6 +272,9 @@ class DockerAmphoraDriver:
         """Amphora ids of this deployment's containers that do not run (exited, created)."""
         return await self._call("list stopped containers", self._stopped)
 
+    async def list_with_leftovers(self) -> tuple[Sequence[AmphoraHandle], Sequence[str]]:
+        return await self.list(), await self.leftovers()
+
     async def reachable_hosts(self) -> None:
         """One host: it sees every amphora it runs."""
         return None

@@ -109,6 +109,9 @@ class HostsDriver:
     async def get(self, amphora_id: str) -> AmphoraHandle | None:
         return next((h for h in await self.list() if h.amphora_id == amphora_id), None)
 
+    async def list_with_leftovers(self) -> tuple[Sequence[AmphoraHandle], Sequence[str]]:
+        return await self.list(), await self.leftovers()
+
     async def leftovers(self) -> Sequence[str]:
         reachable = await self.reachable_hosts()
         found: list[str] = []

@@ -324,6 +324,17 @@ class NetnsAmphoraDriver:
     async def leftovers(self) -> Sequence[str]:
         return [r.amphora_id for r in self._records() if self._handle(r.amphora_id) is None]
 
+    async def list_with_leftovers(self) -> tuple[Sequence[AmphoraHandle], Sequence[str]]:
+        handles = []
+        left = []
+        for record in self._records():
+            handle = self._handle(record.amphora_id)
+            if handle is None:
+                left.append(record.amphora_id)
+            else:
+                handles.append(handle)
+        return handles, left
+
     async def reachable_hosts(self) -> None:
         """One host: it sees every amphora it runs."""
         return None

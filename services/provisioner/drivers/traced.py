@@ -55,5 +55,10 @@ class TracedDriver:
             span.set_attribute("fulcrum.driver", self.name)
             return await self.inner.leftovers()
 
+    async def list_with_leftovers(self) -> tuple[Sequence[AmphoraHandle], Sequence[str]]:
+        with _tracer.start_as_current_span("driver list with leftovers") as span:
+            span.set_attribute("fulcrum.driver", self.name)
+            return await self.inner.list_with_leftovers()
+
     async def reachable_hosts(self) -> set[str] | None:
         return await self.inner.reachable_hosts()

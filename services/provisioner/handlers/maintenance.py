@@ -202,8 +202,8 @@ class MaintenanceHandler:
         are judged: an amphora on a host out of sight is not missing.
         """
         before = await self._driver.reachable_hosts()
-        running = {h.amphora_id: h for h in await self._driver.list()}
-        leftovers = await self._driver.leftovers()
+        handles, leftovers = await self._driver.list_with_leftovers()
+        running = {h.amphora_id: h for h in handles}
         after = await self._driver.reachable_hosts()
         visible = None if before is None or after is None else before & after
         inventory = await amphora_inventory(conn)

@@ -57,6 +57,8 @@ async def test_orphan_amphorae_are_reaped_and_a_lost_one_is_failed_over(
     await eventually(
         lambda: _is(driver.leftovers(), [dead]), what="the dead amphora to be a leftover"
     )
+    running, left = await driver.list_with_leftovers()  # reconciliation's look: one walk
+    assert {h.amphora_id for h in running} == {serving, stray, gone} and list(left) == [dead]
     await plant.start_housekeeping(orphans=OrphansJob(interval=0.3, grace=1.0))
 
     async def reaped() -> bool:

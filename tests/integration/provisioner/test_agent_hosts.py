@@ -208,6 +208,8 @@ async def test_a_killed_host_leaves_its_amphorae_gone_and_their_haproxies_servin
     assert await driver.list() == []
     assert await driver.get("amp-1") is None
     assert sorted(await driver.leftovers()) == ["amp-1", "amp-2"]
+    running, left = await driver.list_with_leftovers()
+    assert (list(running), sorted(left)) == ([], ["amp-1", "amp-2"])
     assert [await answer(vip, port) for vip, port in lbs] == ["b0", "b1"]
 
     for handle, pid in zip(handles, haproxies, strict=True):

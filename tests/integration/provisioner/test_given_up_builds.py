@@ -67,6 +67,9 @@ class DiskFullDriver:
     async def leftovers(self) -> Sequence[str]:
         return []
 
+    async def list_with_leftovers(self) -> tuple[Sequence[AmphoraHandle], Sequence[str]]:
+        return await self.list(), []
+
     async def reachable_hosts(self) -> None:
         return None
 
@@ -309,6 +312,9 @@ class UndeletableDriver:
 
     async def leftovers(self) -> Sequence[str]:
         return []
+
+    async def list_with_leftovers(self) -> tuple[Sequence[AmphoraHandle], Sequence[str]]:
+        return await self.list(), []
 
     async def reachable_hosts(self) -> None:
         return None
