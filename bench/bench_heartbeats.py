@@ -551,9 +551,15 @@ async def idle(count: int, seconds: float, compare: Path | None, rounds: int) ->
             nats_server.stop()
             pg.stop()
     print(f"Idle fleet: {count} amphorae at 1 beat/s, {seconds:.0f} s per run, {rounds} round(s)")
+    totals = {}
     for label, checkout in subjects:
         mean = {k: sum(r.get(k, 0.0) for r in runs[label]) / rounds for k in runs[label][0]}
         print(f"  {label} ({checkout}), mean: {describe(mean)}")
+        totals[label] = mean.get("health", 0.0) + mean.get("postgres: health", 0.0)
+    if "compare" in totals and totals["compare"]:
+        print(
+            f"  ratio this / compare (health + its Postgres): {totals['this'] / totals['compare']:.2f}"
+        )
 
 
 def describe(use: dict[str, float]) -> str:
