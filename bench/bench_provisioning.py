@@ -17,7 +17,7 @@ create-path figures beside Octavia 19 with no-op drivers (the issue's side-by-si
   (``fulcrum up``) and full when the burst starts (goal <= 1 s; Octavia 10.2 s), seen by
   one list request every 25 ms for all of them (per-LB polling every 5 ms loaded the 2
   cores it measures; single-LB figures keep it); the same burst with no spares (cold
-  boots) without a goal,
+  boots) without a goal; ``--only-burst`` runs only the burst with the spare pool,
 - member add -> serving (runtime API, no reload; goal <= 100 ms; Octavia 360 ms),
 - requests/s through the LB vs the same HAProxy config written by hand vs direct (wrk;
   goal >= 0.90x),
@@ -707,8 +707,24 @@ async def first(create: Awaitable[tuple[float, str]]) -> float:
     return (await create)[0]
 
 
+async def only_burst(api: Api, s: Stack, vips: Vips, spares: int) -> None:
+    """The burst alone (``fleet``), the spare pool full when it starts: its seconds and the
+    stack's CPU per LB, printed."""
+    start_provisioner(s, spares)
+    await wait_spares(s, spares)
+    load = os.getloadavg()[0]
+    seconds, cpu = await fleet(api, vips, s)
+    kinds = ", ".join(f"{k} {v * 1000:.0f}" for k, v in sorted(cpu.items(), key=lambda x: -x[1]))
+    print(
+        f"  {FLEET} bare LBs at c={FLEET_CONCURRENCY} -> all ACTIVE (spare pool {spares}, full): "
+        f"{seconds:.2f} s (goal <= 1 s); the stack's CPU per LB {sum(cpu.values()) * 1000:.0f} ms "
+        f"({kinds}); load average {load:.1f} before, {os.getloadavg()[0]:.1f} after"
+    )
+
+
 async def main(
-    only_breakdown: bool, only_steps: bool, timeline: bool, samples: int, spares: int
+    only_breakdown: bool, only_steps: bool, only_burst_: bool, timeline: bool, samples: int,
+    spares: int,
 ) -> None:
     sink = SpanSink()
     os.environ |= {
@@ -735,6 +751,9 @@ async def main(
         try:
             async with aiohttp.ClientSession() as session:
                 api = Api(session, base)
+                if only_burst_:
+                    await only_burst(api, s, vips, spares)
+                    return
                 if not (only_breakdown or only_steps):
                     measured = await figures(api, s, vips, (p1, p2, p3), tmp, spares)
                     each_step = measured.each_step
@@ -915,6 +934,11 @@ if __name__ == "__main__":
         help="only step-by-step creates (--samples of them), each step's breakdown and the floor",
     )
     parser.add_argument(
+        "--only-burst",
+        action="store_true",
+        help=f"only the burst of {FLEET} bare LBs at c={FLEET_CONCURRENCY}, the spare pool full",
+    )
+    parser.add_argument(
         "--timeline",
         action="store_true",
         help="also print every span of the median traced create and of each step of the "
@@ -935,10 +959,17 @@ if __name__ == "__main__":
     args = parser.parse_args()
     if args.spares < 1:
         parser.error("--spares must be at least 1")
-    if args.only_breakdown and args.only_steps:
-        parser.error("--only-breakdown and --only-steps exclude each other")
+    if sum((args.only_breakdown, args.only_steps, args.only_burst)) > 1:
+        parser.error("--only-breakdown, --only-steps and --only-burst exclude each other")
     if args.samples < 1:
         parser.error("--samples must be at least 1")
     asyncio.run(
-        main(args.only_breakdown, args.only_steps, args.timeline, args.samples, args.spares)
+        main(
+            args.only_breakdown,
+            args.only_steps,
+            args.only_burst,
+            args.timeline,
+            args.samples,
+            args.spares,
+        )
     )
