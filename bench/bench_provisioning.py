@@ -723,7 +723,11 @@ async def only_burst(api: Api, s: Stack, vips: Vips, spares: int) -> None:
 
 
 async def main(
-    only_breakdown: bool, only_steps: bool, only_burst_: bool, timeline: bool, samples: int,
+    only_breakdown: bool,
+    only_steps: bool,
+    only_burst_: bool,
+    timeline: bool,
+    samples: int,
     spares: int,
 ) -> None:
     sink = SpanSink()
