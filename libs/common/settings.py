@@ -64,9 +64,19 @@ class PostgresSettings(BaseModel):
     postgresql://u:p@h1:5432,h2:5432/fulcrum?target_session_attrs=read-write
     """
     min_pool: int = 1
-    """Connections the pool keeps open."""
+    """Connections the pool opens at start (the API and the provisioner, unless this is set:
+    max_pool). A pooled connection stays open once opened.
+    """
     max_pool: int = 10
     """Connections the pool opens at most."""
+
+    def whole_pool_at_start(self) -> PostgresSettings:
+        """These settings with ``min_pool`` raised to ``max_pool`` unless ``min_pool`` was set:
+        for a service whose bursts would otherwise open connections mid-burst, each paying
+        for a new backend and its catalog lookups (~14 ms of Postgres CPU) inside a request."""
+        if "min_pool" in self.model_fields_set:
+            return self
+        return self.model_copy(update={"min_pool": self.max_pool})
 
 
 class NatsSettings(BaseModel):

@@ -148,7 +148,8 @@ def create_app(settings: ApiSettings) -> web.Application:
         register(api)
     app[ROUTE_SPECS] = api
     register_dashboard(app.router)
-    app.cleanup_ctx.append(postgres_ctx(settings.postgres))
+    # A burst of writes finds its connections open (unless min_pool is set).
+    app.cleanup_ctx.append(postgres_ctx(settings.postgres.whole_pool_at_start()))
     app.cleanup_ctx.append(nats_ctx(settings.nats))
     app.cleanup_ctx.append(relay_ctx(settings.postgres, settings.nats, settings.relay))
 

@@ -179,7 +179,8 @@ def _single_driver(
 
 def _pool_settings(settings: ProvisionerSettings) -> PostgresSettings:
     """Every in-flight consumer handler holds a connection and reads the store on another:
-    the pool must outnumber the handlers, or they could all wait for a second one."""
+    the pool must outnumber the handlers, or they could all wait for a second one. All of them
+    are opened at start unless ``min_pool`` is set (a burst of creates finds them ready)."""
     handlers = (
         settings.concurrency
         + settings.maintenance_concurrency
@@ -188,7 +189,7 @@ def _pool_settings(settings: ProvisionerSettings) -> PostgresSettings:
     )
     return settings.postgres.model_copy(
         update={"max_pool": max(settings.postgres.max_pool, handlers + 2)}
-    )
+    ).whole_pool_at_start()
 
 
 def wire(settings: ProvisionerSettings, pool: asyncpg.Pool, metrics: Metrics) -> Provisioner:
