@@ -23,6 +23,9 @@ from pydantic import (
 
 API_VERSION: Final = "1"
 API_PREFIX: Final = "/v1"
+# The content type of the text bodies the control plane pushes (HAProxy configs, PEM bundles,
+# rulesets); the others are JSON.
+PUSHED_CONTENT_TYPE: Final = "text/plain"
 
 # In an amphora's state dir: the pid of whoever serves it (its agent process, or its agent host),
 # written once the agent lock is held; and, in an agent host, the host's control socket's path.

@@ -14,6 +14,7 @@ The amphora agent uses this module too: opentelemetry only, no control-plane imp
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Mapping, MutableMapping
 from typing import TYPE_CHECKING, Final
@@ -90,8 +91,9 @@ def import_sdk(environ: Mapping[str, str] = os.environ) -> None:
         from opentelemetry.sdk.trace import TracerProvider
         from opentelemetry.sdk.trace.export import BatchSpanProcessor  # noqa: F401
 
-        # Built and dropped: the first build looks up the resource detectors' entry points.
-        TracerProvider(resource=Resource.create(), shutdown_on_exit=False)
+        # Built and dropped: the first build looks up the resource detectors' entry points,
+        # the first get_tracer compiles the SDK's warnings filter.
+        TracerProvider(resource=Resource.create(), shutdown_on_exit=False).get_tracer(__name__)
         _imported.add("sdk")
     otlp = environ.get("OTEL_TRACES_EXPORTER", "").strip().lower() == "otlp"
     if otlp and "otlp" not in _imported:
@@ -101,7 +103,11 @@ def import_sdk(environ: Mapping[str, str] = os.environ) -> None:
         _imported.add("otlp")
 
 
+@functools.cache
 def tracer(name: str) -> trace.Tracer:
+    """The tracer of ``name``, one per name and process: the SDK's ``get_tracer`` resets the
+    warnings filters at every call (a request's span would pay for it). Taken before the
+    provider is installed, it is a proxy that follows the provider once it is."""
     return trace.get_tracer(name)
 
 

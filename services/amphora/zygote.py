@@ -20,6 +20,7 @@ import contextlib
 import fcntl
 import gc
 import json
+import logging
 import os
 import signal
 import socket
@@ -27,8 +28,11 @@ import sys
 from collections import ChainMap
 from pathlib import Path
 
+from aiohttp.helpers import parse_content_type
+from aiohttp.web_log import AccessLogger
+
 import services.amphora.__main__ as agent_main  # the heavy imports happen here, once
-from libs.common.agent_contract import AGENT_HOST_DIRECTORY_ENV
+from libs.common.agent_contract import AGENT_HOST_DIRECTORY_ENV, PUSHED_CONTENT_TYPE
 from libs.common.telemetry import import_sdk
 from services.amphora.adapters.haproxy import remember_version
 from services.amphora.settings import AmphoraSettings, default_haproxy_binary
@@ -86,10 +90,12 @@ def _child(env: dict[str, str], log_path: str, asker: socket.socket) -> None:
 def _prewarm() -> None:
     """Work every agent would repeat, done once here: HAProxy's version (the binary the
     zygote's environment or the default names; an agent given another one reads its own),
-    the tracing SDK's imports and one validation of the agent's settings."""
+    the tracing SDK's imports, one validation of the agent's settings and what the first
+    requests of an agent build (``_prewarm_requests``)."""
     configured = os.environ.get("FULCRUM_AMPHORA_HAPROXY_BIN")
     remember_version(Path(configured) if configured else default_haproxy_binary())
     import_sdk()
+    _prewarm_requests()
     saved = {name: os.environ.get(name) for name in _WARM_ENV}
     os.environ.update(_WARM_ENV)
     try:
@@ -100,6 +106,15 @@ def _prewarm() -> None:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+
+
+def _prewarm_requests() -> None:
+    """What aiohttp builds once per process on an agent's first requests: the access log's
+    compiled format, and the parse of a config push's content type (the email package's
+    header parser and its patterns; aiohttp caches each content type's parse)."""
+    AccessLogger(logging.getLogger("aiohttp.access"), AccessLogger.LOG_FORMAT)
+    for content_type in (PUSHED_CONTENT_TYPE, "application/json"):
+        parse_content_type(content_type)
 
 
 def _serving_lock(path: str) -> int | None:

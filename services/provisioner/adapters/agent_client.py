@@ -18,6 +18,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from libs.common.agent_contract import (
     API_PREFIX,
+    PUSHED_CONTENT_TYPE,
     AgentInfo,
     CertificateStored,
     ConfigApplied,
@@ -309,7 +310,12 @@ class AmphoraAgentClient:
     # -- transport ---------------------------------------------------------------------------
 
     async def _request(
-        self, method: str, path: str, *, data: bytes | None = None, content_type: str = "text/plain"
+        self,
+        method: str,
+        path: str,
+        *,
+        data: bytes | None = None,
+        content_type: str = PUSHED_CONTENT_TYPE,
     ) -> bytes:
         """Send one request and return the body of a 2xx answer; raises AgentUnavailable or
         AgentRejected, never an aiohttp exception. A client span (``agent <METHOD> <route>``)
