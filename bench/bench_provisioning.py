@@ -207,8 +207,11 @@ PROCESS_KINDS = (
 
 def stack_cpu_seconds(s: Stack) -> dict[str, float]:
     """CPU seconds the stack's processes have used by kind (``PROCESS_KINDS``, else "other"),
-    children included (the reaped ones' time counted by their parents): the processes
-    started by the bench and every one whose command line names the stack's directory."""
+    children included: the processes started by the bench and every one whose command line
+    names the stack's directory. A live process counts every thread's run time from
+    ``schedstat`` (ns: ``stat``'s 10 ms ticks are sampled and miss most of a short-lived
+    process, a Postgres backend opened mid-burst), a reaped child (a ``haproxy -c``) its
+    parent's ``cutime``/``cstime`` ticks."""
     root = str(s.root).encode()
     seeds = {p.pid for p in s.procs}
     for entry in Path("/proc").iterdir():
@@ -219,7 +222,8 @@ def stack_cpu_seconds(s: Stack) -> dict[str, float]:
             except OSError:
                 continue
     seen: set[int] = set()
-    ticks: dict[str, int] = {}
+    used: dict[str, float] = {}
+    tick = os.sysconf("SC_CLK_TCK")
     todo = list(seeds)
     while todo:
         pid = todo.pop()
@@ -230,13 +234,15 @@ def stack_cpu_seconds(s: Stack) -> dict[str, float]:
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
             kind = next((k for k, mark in PROCESS_KINDS if mark in cmdline), "other")
-            # utime stime cutime cstime
-            ticks[kind] = ticks.get(kind, 0) + sum(int(x) for x in fields[11:15])
+            reaped = (int(fields[13]) + int(fields[14])) / tick  # cutime cstime
+            own = 0
             for task in Path(f"/proc/{pid}/task").iterdir():
+                own += int((task / "schedstat").read_text().split()[0])
                 todo += [int(c) for c in (task / "children").read_text().split()]
         except (OSError, IndexError, ValueError):
             continue
-    return {kind: n / os.sysconf("SC_CLK_TCK") for kind, n in ticks.items()}
+        used[kind] = used.get(kind, 0.0) + own / 1e9 + reaped
+    return used
 
 
 def cpu_per_lb(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
