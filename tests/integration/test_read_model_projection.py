@@ -55,9 +55,7 @@ async def test_a_child_create_writes_the_lb_its_parent_and_itself(
     await repo.execute(lb_id, c.ApplyChanges(), META)
     pool = builders.pool(lb)
 
-    outcome = await repo.execute(
-        lb_id, c.CreateChild(child=pool, listener_id=listener.id), META
-    )
+    outcome = await repo.execute(lb_id, c.CreateChild(child=pool, listener_id=listener.id), META)
 
     rows = await stored(db, lb_id)
     assert bodies_of(rows) == expected(outcome.state)
