@@ -65,6 +65,9 @@ _POLL_INTERVAL: Final = 0.02
 # How often `show proc` is asked while a start or reload is under way: each answer is cheap,
 # and the caller (a provisioning step) waits for exactly this.
 _LOAD_POLL_INTERVAL: Final = 0.005
+# How long a start or reload waits for a worker to take its `show info` (``_new_worker_serves``)
+# before it looks at the master's `show proc` again.
+_WORKER_PATIENCE: Final = 0.25
 _STOP_TIMEOUT: Final = 5.0
 _NAME: Final = re.compile(NAME_PATTERN)
 _STATS_SOCKET_LINE: Final = re.compile(r"^\s*stats\s+socket\s+(?:unix@)?(\S+)(.*)$", re.MULTILINE)
@@ -723,10 +726,14 @@ class HaproxyDataPlane:
     async def _new_worker_serves(self, earlier: frozenset[int]) -> bool:
         """Whether a worker of this master that is not one of ``earlier`` answers on the
         stats socket: it took over the listeners and runs its poll loop (a worker answers
-        only once every listener of its configuration is enabled)."""
+        only once every listener of its configuration is enabled). A connection waiting in
+        the socket's backlog is answered once a worker accepts it; one that no worker takes
+        within ``_WORKER_PATIENCE`` (a new worker that died starting) counts as no answer."""
         try:
-            answer = await unix_exchange(self.stats_socket, "show info")
-        except OSError:
+            answer = await asyncio.wait_for(
+                unix_exchange(self.stats_socket, "show info"), _WORKER_PATIENCE
+            )
+        except (OSError, TimeoutError):
             return False
         found = _INFO_PID.search(answer)
         if found is None:
