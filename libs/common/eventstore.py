@@ -89,10 +89,43 @@ def decode_row(row: asyncpg.Record) -> Envelope:
     )
 
 
-_SELECT: Final = (
-    "SELECT global_position, stream_id, stream_version, event_id, event_type, schema_version, "
-    "data::text AS data, metadata::text AS metadata, occurred_at FROM events "
+_COLUMNS: Final = (
+    "global_position, stream_id, stream_version, event_id, event_type, schema_version, "
+    "data::text AS data, metadata::text AS metadata, occurred_at"
 )
+_SELECT: Final = f"SELECT {_COLUMNS} FROM events "
+
+
+# A snapshot (when of the reader's shape) and the events after it of its stream and of a second
+# stream folded with it, whose version the snapshot's state records: one round trip.
+_FROM_SNAPSHOT_SQL: Final = f"""
+WITH snap AS (
+    SELECT stream_version, schema_version, state FROM snapshots
+    WHERE stream_id = $1 AND schema_version = $3
+)
+SELECT 0 AS part, NULL::bigint AS global_position, NULL::text AS stream_id, stream_version,
+       NULL::uuid AS event_id, NULL::text AS event_type, schema_version, state AS data,
+       NULL::text AS metadata, NULL::timestamptz AS occurred_at
+FROM snap
+UNION ALL
+SELECT 1 AS part, {_COLUMNS} FROM events
+WHERE stream_id = $1 AND stream_version > coalesce((SELECT stream_version FROM snap), 0)
+UNION ALL
+SELECT 2 AS part, {_COLUMNS} FROM events
+WHERE stream_id = $2
+  AND stream_version > coalesce((SELECT (state::jsonb ->> $4)::int FROM snap), 0)
+ORDER BY part, stream_version
+"""
+
+
+@dataclass(frozen=True)
+class SnapshotRead:
+    """``read_from_snapshot``'s answer: the snapshot (None: none of that shape) and the events
+    after it of its stream (``events``) and of the stream beside it (``beside``)."""
+
+    snapshot: StoredSnapshot | None
+    events: list[Envelope]
+    beside: list[Envelope]
 
 
 class PostgresEventStore:
@@ -187,15 +220,29 @@ class PostgresEventStore:
         )
         return [decode_row(r) for r in rows]
 
-    async def read_snapshot(self, stream_id: str) -> StoredSnapshot | None:
-        """The stream's latest snapshot, whatever its shape (the reader checks it)."""
-        row = await self._pool.fetchrow(
-            "SELECT stream_version, schema_version, state FROM snapshots WHERE stream_id = $1",
-            stream_id,
+    async def read_from_snapshot(
+        self, stream_id: str, schema_version: int, beside: str, beside_version_key: str
+    ) -> SnapshotRead:
+        """In one round trip: ``stream_id``'s snapshot if it has the shape ``schema_version``,
+        the stream's events after it, and the events of ``beside`` (a second stream folded
+        into the same state) after the version the snapshot's state records under
+        ``beside_version_key`` (a missing key: 0). Without such a snapshot both streams are
+        read whole. Each list is in version order, as ``read_stream`` gives it."""
+        rows = await self._pool.fetch(
+            _FROM_SNAPSHOT_SQL, stream_id, beside, schema_version, beside_version_key
         )
-        if row is None:
-            return None
-        return StoredSnapshot(stream_id, row["stream_version"], row["schema_version"], row["state"])
+        snapshot: StoredSnapshot | None = None
+        own: list[Envelope] = []
+        other: list[Envelope] = []
+        for row in rows:
+            part = row["part"]
+            if part == 0:
+                snapshot = StoredSnapshot(
+                    stream_id, row["stream_version"], row["schema_version"], row["data"]
+                )
+            else:
+                (own if part == 1 else other).append(decode_row(row))
+        return SnapshotRead(snapshot, own, other)
 
     async def last_version_of(self, stream_id: str, event_types: Sequence[str]) -> int:
         """The stream version of the latest event of one of ``event_types`` (0: none). Walks
@@ -321,6 +368,7 @@ __all__ = [
     "EventStore",
     "InMemoryEventStore",
     "PostgresEventStore",
+    "SnapshotRead",
     "StoredSnapshot",
     "decode_row",
     "new_id",

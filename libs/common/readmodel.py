@@ -125,6 +125,34 @@ def _parent_id(state: LoadBalancerState, kind: str, resource_id: str) -> str:
     return str(getattr(child, BY_KEY[kind].parent_field))
 
 
+def _upsert_views_sql() -> str:
+    """One statement that upserts rows into every view table of a load balancer's tree: rows
+    (kind, id, lb_id, parent_id, project_id, version, created_at, body) come as arrays, each
+    table takes those of its kind, and a row replaces one only at a higher ``version``."""
+    tables = {"loadbalancer": "loadbalancer_view", **VIEW_TABLES}
+    inserts = ",\n".join(
+        f"{kind} AS (\n"
+        f"    INSERT INTO {table} (id, lb_id, parent_id, project_id, version, created_at, body)\n"
+        "    SELECT id, lb_id, parent_id, project_id, version, created_at, body::jsonb\n"
+        f"    FROM changed_rows WHERE kind = '{kind}'\n"
+        "    ON CONFLICT (id) DO UPDATE SET version = EXCLUDED.version, body = EXCLUDED.body\n"
+        f"    WHERE {table}.version < EXCLUDED.version\n)"
+        for kind, table in tables.items()
+    )
+    return (
+        "WITH changed_rows AS (\n"
+        "    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],\n"
+        "                         $6::int[], $7::timestamptz[], $8::text[])\n"
+        "        AS r(kind, id, lb_id, parent_id, project_id, version, created_at, body)\n"
+        f"),\n{inserts}\nSELECT 1"
+    )
+
+
+# A projection's upserts are one round trip whatever the kinds it touches (a child's create
+# changes the LB's body, its parent's and its own).
+_UPSERT_VIEWS_SQL: Final = _upsert_views_sql()
+
+
 async def project_loadbalancer(
     conn: asyncpg.Connection, before: LoadBalancerState, after: LoadBalancerState
 ) -> None:
@@ -134,45 +162,41 @@ async def project_loadbalancer(
         return
     await _claim_vip(conn, before, after)
     old, new = resource_bodies(before), resource_bodies(after)
+    rows: list[tuple[str, str, str, datetime, str]] = []  # kind, id, parent, created, body
     if old.get("loadbalancer") != new["loadbalancer"]:
-        await conn.execute(
-            "INSERT INTO loadbalancer_view (id, lb_id, parent_id, project_id, version, "
-            "created_at, body) VALUES ($1, $1, $1, $2, $3, $4, $5::jsonb) "
-            "ON CONFLICT (id) DO UPDATE SET version = $3, body = $5::jsonb "
-            "WHERE loadbalancer_view.version < $3",
-            lb.id,
-            lb.project_id,
-            after.revision,
-            lb.created_at,
-            json.dumps(new["loadbalancer"][lb.id]),
+        rows.append(
+            ("loadbalancer", lb.id, lb.id, lb.created_at, json.dumps(new["loadbalancer"][lb.id]))
         )
     for kind, table in VIEW_TABLES.items():
         old_bodies, new_bodies = old.get(kind, {}), new[kind]
         gone = [rid for rid in old_bodies if rid not in new_bodies]
         if gone:
             await conn.execute(f"DELETE FROM {table} WHERE id = ANY($1::text[])", gone)
-        changed = [rid for rid, body in new_bodies.items() if old_bodies.get(rid) != body]
-        if not changed:
-            continue
         children = getattr(after, kind)
-        await conn.executemany(
-            f"INSERT INTO {table} (id, lb_id, parent_id, project_id, version, created_at, body) "
-            "VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb) "
-            f"ON CONFLICT (id) DO UPDATE SET version = $5, body = $7::jsonb "
-            f"WHERE {table}.version < $5",
-            [
-                (
-                    rid,
-                    lb.id,
-                    _parent_id(after, kind, rid),
-                    lb.project_id,
-                    after.revision,
-                    children[rid].created_at,
-                    json.dumps(new_bodies[rid]),
-                )
-                for rid in changed
-            ],
-        )
+        rows += [
+            (
+                kind,
+                rid,
+                _parent_id(after, kind, rid),
+                children[rid].created_at,
+                json.dumps(body),
+            )
+            for rid, body in new_bodies.items()
+            if old_bodies.get(rid) != body
+        ]
+    if not rows:
+        return
+    await conn.execute(
+        _UPSERT_VIEWS_SQL,
+        [kind for kind, *_ in rows],
+        [rid for _, rid, *_ in rows],
+        [lb.id] * len(rows),
+        [parent for _, _, parent, *_ in rows],
+        [lb.project_id] * len(rows),
+        [after.revision] * len(rows),
+        [created for *_, created, _ in rows],
+        [body for *_, body in rows],
+    )
 
 
 async def _claim_vip(

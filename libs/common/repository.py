@@ -9,7 +9,8 @@ append replaces it.
 
 A load balancer has two streams: ``loadbalancer-<id>`` (intent and provisioning) and
 ``lbstatus-<id>`` (the operating statuses health observes, which may change every few seconds for
-years). Loading folds both after the snapshot in commit order (``global_position``); ``execute``
+years). Loading folds both after the snapshot in commit order (``global_position``), the
+snapshot and both streams' events after it read in one round trip; ``execute``
 appends what ``decide`` returns to the stream it belongs to, and each append checks, under one
 lock per load balancer, that the other stream has not moved: the two are written one at a time,
 as one stream was. The read model's rows carry ``revision`` (both versions summed).
@@ -143,11 +144,17 @@ class LoadBalancerRepository:
         """The state, how many events were folded on top of the snapshot, and the
         ``loadbalancer`` events among them."""
         stream_id = StreamId.loadbalancer(lb_id)
-        base = state_of(await self._store.read_snapshot(stream_id)) or LoadBalancerState()
-        intent = await self._store.read_stream(stream_id, after_version=base.version)
-        observed = await self._store.read_stream(
-            StreamId.loadbalancer_status(lb_id), after_version=base.status_version
+        status_id = StreamId.loadbalancer_status(lb_id)
+        read = await self._store.read_from_snapshot(
+            stream_id, SNAPSHOT_SCHEMA_VERSION, status_id, "status_version"
         )
+        base = state_of(read.snapshot)
+        intent, observed = read.events, read.beside
+        if base is None:
+            base = LoadBalancerState()
+            if read.snapshot is not None:  # of this shape but unreadable: fold everything
+                intent = await self._store.read_stream(stream_id)
+                observed = await self._store.read_stream(status_id)
         return fold_streams(base, intent, observed), len(intent) + len(observed), intent
 
     async def execute(

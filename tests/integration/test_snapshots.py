@@ -122,6 +122,29 @@ async def test_a_snapshot_of_another_shape_is_ignored_and_replaced(
     assert loaded.model_dump_json() == (await whole_fold(store, lb_id)).model_dump_json()
 
 
+async def test_an_unreadable_snapshot_of_this_shape_is_ignored_for_both_streams(
+    db: asyncpg.Pool, store: PostgresEventStore
+) -> None:
+    """A snapshot whose state disagrees with its version is not folded on: both streams (the
+    statuses too) are folded whole."""
+    repo = LoadBalancerRepository(store, snapshot_every=EVERY)
+    lb_id = await grow(repo, 3)
+    for status in (OperatingStatus.ERROR, OperatingStatus.ONLINE, OperatingStatus.ERROR):
+        await repo.execute(lb_id, c.RecordOperatingStatuses({lb_id: status}), META)
+    expected = await repo.load(lb_id)
+    assert expected.status_version == 3
+    await db.execute(
+        "UPDATE snapshots SET stream_version = stream_version - 1 WHERE stream_id = $1",
+        StreamId.loadbalancer(lb_id),
+    )
+
+    loaded = await repo.load(lb_id)
+
+    assert loaded.model_dump_json() == expected.model_dump_json()
+    assert loaded.loadbalancer is not None
+    assert loaded.loadbalancer.operating_status == OperatingStatus.ERROR
+
+
 async def test_events_stay_insert_only(db: asyncpg.Pool, store: PostgresEventStore) -> None:
     repo = LoadBalancerRepository(store, snapshot_every=EVERY)
     lb_id = await grow(repo, 3)

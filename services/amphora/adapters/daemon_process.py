@@ -23,6 +23,15 @@ def pid_alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[-1].split()[0] != "Z"
 
 
+def parent_pid(pid: int) -> int | None:
+    """The parent of ``pid`` (its ``/proc`` stat), or None when ``pid`` is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[-1].split()[1])
+
+
 async def run_tool(cwd: Path, *argv: str) -> tuple[str, int]:
     """Run a short command to its end: (stdout and stderr stripped, exit status)."""
     process = await asyncio.create_subprocess_exec(

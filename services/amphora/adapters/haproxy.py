@@ -55,7 +55,7 @@ from libs.common.errors import (
     ValidationFailed,
 )
 from libs.common.private_files import write_private_file
-from services.amphora.adapters.daemon_process import DaemonLog, pid_alive, run_tool
+from services.amphora.adapters.daemon_process import DaemonLog, parent_pid, pid_alive, run_tool
 from services.amphora.adapters.haproxy_stats import ProcessCpu, StatsSession, unix_exchange
 
 logger = logging.getLogger(__name__)
@@ -65,11 +65,15 @@ _POLL_INTERVAL: Final = 0.02
 # How often `show proc` is asked while a start or reload is under way: each answer is cheap,
 # and the caller (a provisioning step) waits for exactly this.
 _LOAD_POLL_INTERVAL: Final = 0.005
+# How long a start or reload waits for a worker to take its `show info` (``_new_worker_serves``)
+# before it looks at the master's `show proc` again.
+_WORKER_PATIENCE: Final = 0.25
 _STOP_TIMEOUT: Final = 5.0
 _NAME: Final = re.compile(NAME_PATTERN)
 _STATS_SOCKET_LINE: Final = re.compile(r"^\s*stats\s+socket\s+(?:unix@)?(\S+)(.*)$", re.MULTILINE)
 _FAILED_COUNTER: Final = re.compile(r"\[failed:\s*(\d+)\]")
 _PROXY_SECTION: Final = re.compile(r"^[ \t]*(?:frontend|listen)[ \t]", re.MULTILINE)
+_INFO_PID: Final = re.compile(r"^Pid: (\d+)$", re.MULTILINE)
 
 
 def takes_connections(config: str) -> bool:
@@ -175,6 +179,7 @@ class ProcessTable:
     failed_reloads: int
     workers: frozenset[int]
     fresh_workers: frozenset[int]  # current workers that were started by the last reload
+    old_workers: frozenset[int] = frozenset()  # workers a reload retired, still draining
 
 
 def parse_show_proc(text: str) -> ProcessTable:
@@ -182,6 +187,7 @@ def parse_show_proc(text: str) -> ProcessTable:
     master: tuple[int, int, int] | None = None
     workers: set[int] = set()
     fresh: set[int] = set()
+    old: set[int] = set()
     section = ""
     for line in text.splitlines():
         if line.startswith("#"):
@@ -198,9 +204,13 @@ def parse_show_proc(text: str) -> ProcessTable:
             workers.add(pid)
             if fields[2] == "0":
                 fresh.add(pid)
+        elif kind == "worker" and section == "old workers":
+            old.add(pid)
     if master is None:
         raise ValueError(f"no master in show proc output: {text!r}")
-    return ProcessTable(master[0], master[1], master[2], frozenset(workers), frozenset(fresh))
+    return ProcessTable(
+        master[0], master[1], master[2], frozenset(workers), frozenset(fresh), frozenset(old)
+    )
 
 
 def _scalar(value: str) -> str | int | None:
@@ -648,6 +658,9 @@ class HaproxyDataPlane:
         while time.monotonic() < deadline:
             if not self.is_running():
                 raise _LoadFailed(self._log.since(offset))
+            if await self._new_worker_serves(frozenset()):
+                logger.info("haproxy master pid=%d started", self._master_pid)
+                return
             with suppress(OSError, ValueError):
                 if (await self._show_proc()).workers:
                     logger.info("haproxy master pid=%d started", self._master_pid)
@@ -659,9 +672,14 @@ class HaproxyDataPlane:
     async def _reload(self) -> None:
         """Reload through the master CLI and wait until a new worker runs.
 
-        HAProxy 2.6 answers `reload` with nothing, so success is read from `show proc`: the
-        master's reload counter moved, its failed counter is 0 and a fresh worker is listed.
-        Connections made while the master re-executes itself are refused or reset: retry.
+        HAProxy 2.6 answers `reload` with nothing. Success is a worker that none of the
+        master's workers before the reload was answering on the stats socket
+        (``_new_worker_serves``), or, from `show proc`, the master's reload counter moved,
+        its failed counter is 0 and a fresh worker is listed; a refusal is read from `show
+        proc` only (the failed counter). The first comes earlier: after forking the new
+        worker, the master re-executes itself once more (its "wait mode") before its CLI
+        answers again, ~7 ms later on the 2-core test box. Connections made while the master
+        re-executes itself are refused or reset: retry.
         """
         deadline = time.monotonic() + self.reload_timeout
         before = await self._poll_show_proc(deadline)
@@ -676,10 +694,13 @@ class HaproxyDataPlane:
                 if time.monotonic() > deadline:
                     raise _LoadFailed("master CLI unreachable for reload") from None
                 await asyncio.sleep(_POLL_INTERVAL)
+        earlier = before.workers | before.old_workers
         while time.monotonic() < deadline:
             await asyncio.sleep(_LOAD_POLL_INTERVAL)
             if not self.is_running():
                 raise _LoadFailed(self._log.since(offset))
+            if await self._new_worker_serves(earlier):
+                return
             try:
                 after = await self._show_proc()
             except (OSError, ValueError):
@@ -699,7 +720,26 @@ class HaproxyDataPlane:
             except (OSError, ValueError) as exc:
                 if time.monotonic() > deadline:
                     raise _LoadFailed(f"master CLI unreachable: {exc}") from None
-            await asyncio.sleep(_POLL_INTERVAL)
+            # The master may still be re-executing after the previous load (its wait mode).
+            await asyncio.sleep(_LOAD_POLL_INTERVAL)
+
+    async def _new_worker_serves(self, earlier: frozenset[int]) -> bool:
+        """Whether a worker of this master that is not one of ``earlier`` answers on the
+        stats socket: it took over the listeners and runs its poll loop (a worker answers
+        only once every listener of its configuration is enabled). A connection waiting in
+        the socket's backlog is answered once a worker accepts it; one that no worker takes
+        within ``_WORKER_PATIENCE`` (a new worker that died starting) counts as no answer."""
+        try:
+            answer = await asyncio.wait_for(
+                unix_exchange(self.stats_socket, "show info"), _WORKER_PATIENCE
+            )
+        except (OSError, TimeoutError):
+            return False
+        found = _INFO_PID.search(answer)
+        if found is None:
+            return False
+        pid = int(found.group(1))
+        return pid not in earlier and parent_pid(pid) == self._master_pid
 
     async def _restore(self, previous: str | None, *, serve_it: bool) -> None:
         """Put the last good config file back; if it was serving, make HAProxy serve it again

@@ -405,9 +405,13 @@ class LoadBalancing:
             self._check_servable(created, state)
             return created
 
-        loaded = await self._repo.read(lb_id)
+        # The quota's limits are read beside the load (one round trip's wait, not two); they
+        # are judged only after the command's own checks, as Octavia orders its answers.
+        loaded, limits = await asyncio.gather(
+            self._repo.read(lb_id), self._quotas.limits(project_id)
+        )
         _check_fields_first(command, loaded.state)
-        async with self._quotas.admit(project_id, {kind.quota: 1}) as conn:
+        async with self._quotas.admit(project_id, {kind.quota: 1}, limits) as conn:
             outcome = await self._repo.execute(lb_id, command, meta, conn=conn, loaded=loaded)
         return Created(outcome, child_id)
 

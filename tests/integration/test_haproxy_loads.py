@@ -1,0 +1,97 @@
+"""HAProxy's starts and reloads through the agent's data-plane adapter, against a real HAProxy:
+``apply`` returns once a worker of the new configuration answers (it may do so before the
+master's CLI answers again), and loads that follow one another at once each find the master."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import socket
+
+import pytest
+
+from services.amphora.adapters.daemon_process import parent_pid
+from services.amphora.adapters.haproxy import HaproxyDataPlane
+from services.amphora.adapters.haproxy_stats import unix_exchange
+
+pytestmark = pytest.mark.asyncio
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def config(plane: HaproxyDataPlane, ports: list[int], answer: str) -> str:
+    frontends = "".join(
+        f"frontend f{port}\n    bind 127.0.0.1:{port}\n"
+        f"    http-request return status 200 content-type text/plain string {answer}\n"
+        for port in ports
+    )
+    return (
+        f"global\n    stats socket {plane.stats_socket} mode 600 level admin\n"
+        "    httpclient.ssl.verify none\n"
+        "defaults\n    mode http\n    timeout client 5s\n    timeout server 5s\n"
+        f"    timeout connect 1s\n{frontends}"
+    )
+
+
+async def answer_once(port: int) -> str:
+    """One request, no retry: refused if nothing listens."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(b"GET / HTTP/1.0\r\nHost: x\r\n\r\n")
+        return (await asyncio.wait_for(reader.read(), 5)).decode().rsplit("\r\n", 1)[-1]
+    finally:
+        writer.close()
+
+
+async def serving_worker(plane: HaproxyDataPlane) -> int:
+    info = await unix_exchange(plane.stats_socket, "show info")
+    found = re.search(r"^Pid: (\d+)$", info, re.MULTILINE)
+    assert found is not None, info
+    return int(found.group(1))
+
+
+async def test_a_start_returns_once_a_worker_serves_the_configuration(
+    plane: HaproxyDataPlane,
+) -> None:
+    port = free_port()
+
+    await plane.apply(config(plane, [port], "one"))
+
+    assert await answer_once(port) == "one"
+    assert parent_pid(await serving_worker(plane)) == (await plane.process_table(10)).master_pid
+
+
+async def test_a_reload_returns_once_a_new_worker_serves_the_new_configuration(
+    plane: HaproxyDataPlane,
+) -> None:
+    first, added = free_port(), free_port()
+    await plane.apply(config(plane, [first], "one"))
+    before = await plane.process_table(10)
+    old_worker = await serving_worker(plane)
+
+    await plane.apply(config(plane, [first, added], "two"))
+
+    assert await answer_once(added) == "two"
+    assert await answer_once(first) == "two"
+    new_worker = await serving_worker(plane)
+    assert new_worker != old_worker
+    assert new_worker not in before.workers
+    after = await plane.process_table(10)  # the master's CLI answers again, counters moved
+    assert after.reloads == before.reloads + 1
+    assert after.failed_reloads == 0
+    assert new_worker in after.workers
+
+
+async def test_loads_back_to_back_each_serve_their_configuration(
+    plane: HaproxyDataPlane,
+) -> None:
+    port = free_port()
+    await plane.apply(config(plane, [port], "zero"))
+    for generation in ("one", "two", "three"):
+        await plane.apply(config(plane, [port], generation))
+        assert await answer_once(port) == generation
+    assert (await plane.process_table(10)).reloads == 3
