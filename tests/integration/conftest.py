@@ -1,8 +1,11 @@
 """Integration fixtures built on the real servers of tests/conftest.py: an upgraded database
-pool and a JetStream with the FULCRUM_EVENTS stream."""
+pool, a JetStream with the FULCRUM_EVENTS stream, and the agent's HAProxy data plane with a
+one-request client for what it serves."""
 
 from __future__ import annotations
 
+import asyncio
+import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,3 +65,20 @@ async def plane(tmp_path: Path) -> AsyncIterator[HaproxyDataPlane]:
         yield dataplane
     finally:
         await dataplane.stop()
+
+
+def free_loopback_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def answer_once(port: int) -> str:
+    """The body of one HTTP/1.0 GET to 127.0.0.1:``port``, no retry (refused if nothing
+    listens)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(b"GET / HTTP/1.0\r\nHost: x\r\n\r\n")
+        return (await asyncio.wait_for(reader.read(), 5)).decode().rsplit("\r\n", 1)[-1]
+    finally:
+        writer.close()

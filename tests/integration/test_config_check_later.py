@@ -6,21 +6,15 @@ the one a reload picks up."""
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 
 import pytest
 
 from services.amphora.adapters.haproxy import ConfigRejected, HaproxyDataPlane
 from services.amphora.adapters.haproxy_stats import unix_exchange
+from tests.integration.conftest import answer_once, free_loopback_port
 
 pytestmark = pytest.mark.asyncio
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def config(plane: HaproxyDataPlane, port: int, answer: str, balance: str = "roundrobin") -> str:
@@ -32,15 +26,6 @@ def config(plane: HaproxyDataPlane, port: int, answer: str, balance: str = "roun
         f"backend b\n    balance {balance}\n"
         f"    http-request return status 200 content-type text/plain string {answer}\n"
     )
-
-
-async def answer(port: int) -> str:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        writer.write(b"GET / HTTP/1.0\r\nHost: x\r\n\r\n")
-        return (await asyncio.wait_for(reader.read(), 5)).decode().rsplit("\r\n", 1)[-1]
-    finally:
-        writer.close()
 
 
 async def installed(plane: HaproxyDataPlane, text: str, seconds: float = 10) -> bool:
@@ -55,21 +40,21 @@ async def installed(plane: HaproxyDataPlane, text: str, seconds: float = 10) -> 
 async def test_a_file_checked_later_is_installed_once_its_check_passed(
     plane: HaproxyDataPlane,
 ) -> None:
-    port = free_port()
+    port = free_loopback_port()
     first, second = config(plane, port, "one"), config(plane, port, "two")
     await plane.apply(first)
 
     await plane.apply(second, reload=False, check_later=True)
 
     assert await installed(plane, second)
-    assert await answer(port) == "one"  # stored for the next reload, not loaded
+    assert await answer_once(port) == "one"  # stored for the next reload, not loaded
     assert not plane.config_path.with_name("haproxy.cfg.unchecked").exists()
 
 
 async def test_a_file_refused_later_is_never_installed_nor_loaded_by_a_reload(
     plane: HaproxyDataPlane,
 ) -> None:
-    port = free_port()
+    port = free_loopback_port()
     good = config(plane, port, "good")
     broken = config(plane, port, "broken", balance="no-such-algorithm")
     await plane.apply(good)
@@ -86,14 +71,14 @@ async def test_a_file_refused_later_is_never_installed_nor_loaded_by_a_reload(
     await unix_exchange(plane.master_socket, "reload")
     await asyncio.sleep(0.3)
     assert plane.is_running()
-    assert await answer(port) == "good"
+    assert await answer_once(port) == "good"
     # The next push without a reload hears of the refusal; one with a reload clears it.
     with pytest.raises(ConfigRejected) as rejected:
         await plane.apply(good, reload=False, check_later=True)
     assert "balance only supports" in str(rejected.value.detail)
     again = config(plane, port, "again")
     await plane.apply(again)
-    assert await answer(port) == "again"
+    assert await answer_once(port) == "again"
     await plane.apply(config(plane, port, "later"), reload=False, check_later=True)
     assert await installed(plane, config(plane, port, "later"))
 
@@ -101,7 +86,7 @@ async def test_a_file_refused_later_is_never_installed_nor_loaded_by_a_reload(
 async def test_a_reload_right_after_waits_for_the_check_and_loads_its_own_file(
     plane: HaproxyDataPlane,
 ) -> None:
-    port = free_port()
+    port = free_loopback_port()
     await plane.apply(config(plane, port, "one"))
     broken = config(plane, port, "broken", balance="no-such-algorithm")
 
@@ -109,12 +94,12 @@ async def test_a_reload_right_after_waits_for_the_check_and_loads_its_own_file(
     await plane.apply(config(plane, port, "three"))  # at once: the check is still running
 
     assert plane.config_text() == config(plane, port, "three")
-    assert await answer(port) == "three"
+    assert await answer_once(port) == "three"
     assert plane.config_path.with_name("haproxy.cfg.failed").read_text() == broken
 
 
 async def test_a_stop_installs_a_file_still_being_checked(plane: HaproxyDataPlane) -> None:
-    port = free_port()
+    port = free_loopback_port()
     await plane.apply(config(plane, port, "one"))
     second = config(plane, port, "two")
 
@@ -163,23 +148,23 @@ async def test_a_refused_first_config_is_taken_back_and_a_start_still_loads_its_
     assert plane.config_text() is None
     assert plane.config_path.with_name("haproxy.cfg.failed").read_text() == broken
     await plane.apply(broken, check_later=True)
-    port = free_port()
+    port = free_loopback_port()
     await plane.apply(config(plane, port, "up"))  # a start: HAProxy checks its own file
-    assert await answer(port) == "up"
+    assert await answer_once(port) == "up"
 
 
 async def test_a_config_without_a_proxy_is_checked_at_once_while_haproxy_runs(
     plane: HaproxyDataPlane,
 ) -> None:
     """Installing it stops HAProxy: that is no change to leave for later."""
-    port = free_port()
+    port = free_loopback_port()
     await plane.apply(config(plane, port, "up"))
 
     with pytest.raises(ConfigRejected):
         await plane.apply(idle(plane, "    no-such-keyword 1\n"), check_later=True)
 
     assert plane.is_running()
-    assert await answer(port) == "up"
+    assert await answer_once(port) == "up"
 
 
 async def test_a_refused_config_without_a_proxy_gives_its_place_back(

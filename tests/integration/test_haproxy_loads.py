@@ -4,23 +4,16 @@ master's CLI answers again), and loads that follow one another at once each find
 
 from __future__ import annotations
 
-import asyncio
 import re
-import socket
 
 import pytest
 
 from services.amphora.adapters.daemon_process import parent_pid
 from services.amphora.adapters.haproxy import HaproxyDataPlane
 from services.amphora.adapters.haproxy_stats import unix_exchange
+from tests.integration.conftest import answer_once, free_loopback_port
 
 pytestmark = pytest.mark.asyncio
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def config(plane: HaproxyDataPlane, ports: list[int], answer: str) -> str:
@@ -37,16 +30,6 @@ def config(plane: HaproxyDataPlane, ports: list[int], answer: str) -> str:
     )
 
 
-async def answer_once(port: int) -> str:
-    """One request, no retry: refused if nothing listens."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        writer.write(b"GET / HTTP/1.0\r\nHost: x\r\n\r\n")
-        return (await asyncio.wait_for(reader.read(), 5)).decode().rsplit("\r\n", 1)[-1]
-    finally:
-        writer.close()
-
-
 async def serving_worker(plane: HaproxyDataPlane) -> int:
     info = await unix_exchange(plane.stats_socket, "show info")
     found = re.search(r"^Pid: (\d+)$", info, re.MULTILINE)
@@ -57,7 +40,7 @@ async def serving_worker(plane: HaproxyDataPlane) -> int:
 async def test_a_start_returns_once_a_worker_serves_the_configuration(
     plane: HaproxyDataPlane,
 ) -> None:
-    port = free_port()
+    port = free_loopback_port()
 
     await plane.apply(config(plane, [port], "one"))
 
@@ -68,7 +51,7 @@ async def test_a_start_returns_once_a_worker_serves_the_configuration(
 async def test_a_reload_returns_once_a_new_worker_serves_the_new_configuration(
     plane: HaproxyDataPlane,
 ) -> None:
-    first, added = free_port(), free_port()
+    first, added = free_loopback_port(), free_loopback_port()
     await plane.apply(config(plane, [first], "one"))
     before = await plane.process_table(10)
     old_worker = await serving_worker(plane)
@@ -89,7 +72,7 @@ async def test_a_reload_returns_once_a_new_worker_serves_the_new_configuration(
 async def test_loads_back_to_back_each_serve_their_configuration(
     plane: HaproxyDataPlane,
 ) -> None:
-    port = free_port()
+    port = free_loopback_port()
     await plane.apply(config(plane, [port], "zero"))
     for generation in ("one", "two", "three"):
         await plane.apply(config(plane, [port], generation))

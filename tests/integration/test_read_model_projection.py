@@ -12,7 +12,7 @@ import asyncpg
 import pytest
 
 from libs.common.domain import commands as c
-from libs.common.domain.model import LoadBalancerState
+from libs.common.domain.model import Listener, LoadBalancer, LoadBalancerState
 from libs.common.eventstore import PostgresEventStore
 from libs.common.readmodel import VIEW_TABLES, project_loadbalancer, resource_bodies
 from libs.common.repository import LoadBalancerRepository
@@ -44,13 +44,20 @@ def bodies_of(rows: dict[str, dict[str, tuple[int, Any]]]) -> dict[str, dict[str
     return {kind: {rid: body for rid, (_, body) in of.items()} for kind, of in rows.items()}
 
 
+async def lb_with_a_listener(
+    repo: LoadBalancerRepository, vip: str
+) -> tuple[LoadBalancer, Listener]:
+    """An ACTIVE LB at ``vip`` and a listener built for it (not created yet)."""
+    lb = (await repo.load(await active_lb(repo, vip))).loadbalancer
+    assert lb is not None
+    return lb, builders.listener(lb, 80)
+
+
 async def test_a_child_create_writes_the_lb_its_parent_and_itself(
     db: asyncpg.Pool, repo: LoadBalancerRepository
 ) -> None:
-    lb_id = await active_lb(repo, "127.77.5.10")
-    lb = (await repo.load(lb_id)).loadbalancer
-    assert lb is not None
-    listener = builders.listener(lb, 80)
+    lb, listener = await lb_with_a_listener(repo, "127.77.5.10")
+    lb_id = lb.id
     await repo.execute(lb_id, c.CreateChild(child=listener), META)
     await repo.execute(lb_id, c.ApplyChanges(), META)
     pool = builders.pool(lb)
@@ -80,10 +87,8 @@ async def test_a_child_create_writes_the_lb_its_parent_and_itself(
 async def test_an_older_revision_never_replaces_a_newer_row(
     db: asyncpg.Pool, repo: LoadBalancerRepository
 ) -> None:
-    lb_id = await active_lb(repo, "127.77.5.11")
-    lb = (await repo.load(lb_id)).loadbalancer
-    assert lb is not None
-    listener = builders.listener(lb, 80)
+    lb, listener = await lb_with_a_listener(repo, "127.77.5.11")
+    lb_id = lb.id
     older = (await repo.execute(lb_id, c.CreateChild(child=listener), META)).state
     newer = (await repo.execute(lb_id, c.ApplyChanges(), META)).state
     assert older.loadbalancer is not None
@@ -106,10 +111,8 @@ async def test_an_older_revision_never_replaces_a_newer_row(
 async def test_a_child_that_is_gone_loses_its_row(
     db: asyncpg.Pool, repo: LoadBalancerRepository
 ) -> None:
-    lb_id = await active_lb(repo, "127.77.5.12")
-    lb = (await repo.load(lb_id)).loadbalancer
-    assert lb is not None
-    listener = builders.listener(lb, 80)
+    lb, listener = await lb_with_a_listener(repo, "127.77.5.12")
+    lb_id = lb.id
     await repo.execute(lb_id, c.CreateChild(child=listener), META)
     await repo.execute(lb_id, c.ApplyChanges(), META)
 
