@@ -59,6 +59,21 @@ async def worker(plane: HaproxyDataPlane) -> int:
     return pid
 
 
+async def freeze(pid: int) -> None:
+    """SIGSTOP ``pid`` and wait until every thread of it is stopped: kill() returns before
+    they are, and on a loaded box a worker thread still answered once in a while."""
+    os.kill(pid, signal.SIGSTOP)
+    for _ in range(400):  # bounded: 2 s
+        states = []
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            stat = (task / "stat").read_text()
+            states.append(stat[stat.rindex(")") + 2])
+        if all(state in "Tt" for state in states):
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError(f"worker {pid} did not stop: thread states {states}")
+
+
 async def gone_within(pid: int, seconds: float) -> bool:
     deadline = time.monotonic() + seconds
     while pid_alive(pid):
@@ -134,7 +149,7 @@ async def test_a_load_while_a_beat_reads_ends_the_session_after_that_answer(
     await plane.show_stat(STAT_COLUMNS)
     for _ in range(3):
         stopped = await worker(plane)
-        os.kill(stopped, signal.SIGSTOP)  # it cannot answer until continued
+        await freeze(stopped)  # it cannot answer until continued
         try:
             reading = asyncio.create_task(plane.show_stat(STAT_COLUMNS))
             for _ in range(100):  # bounded: the read sends its command, then waits
