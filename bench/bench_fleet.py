@@ -41,7 +41,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -126,16 +126,29 @@ class Memory:
 
 
 async def create_fleet(
-    api: Api, vips: Vips, members: list[int], count: int
+    api: Api,
+    vips: Vips,
+    members: list[int],
+    count: int,
+    on_tenth: Callable[[], Awaitable[None]] | None = None,
 ) -> tuple[list[str], list[float], int]:
     """``count`` single-call creates at ``CONCURRENCY``; returns once every one is ACTIVE, with
     the ids, when each was seen ACTIVE (seconds since the start, in order) and the status
-    requests the watch made."""
+    requests the watch made. ``on_tenth`` is awaited (in order, one at a time) each time
+    another tenth of ``count`` is ACTIVE."""
     sem = asyncio.Semaphore(CONCURRENCY)
     watch = StatusWatch(api, POLL)
     ids: list[str] = []
     done: list[float] = []
     started = time.perf_counter()
+    tenth = max(1, count // 10)
+    marks: list[asyncio.Task[None]] = []
+    marking = asyncio.Lock()
+
+    async def mark() -> None:
+        assert on_tenth is not None
+        async with marking:
+            await on_tenth()
 
     async def one() -> None:
         vip = vips.next()
@@ -145,10 +158,13 @@ async def create_fleet(
             ids.append(lb["id"])
             await watch.wait_active(lb["id"], timeout=300)
             done.append(time.perf_counter() - started)
+            if on_tenth is not None and len(done) % tenth == 0 and len(done) // tenth <= 10:
+                marks.append(asyncio.create_task(mark()))
 
     poller = asyncio.create_task(watch.run())
     try:
         await asyncio.gather(*(one() for _ in range(count)))
+        await asyncio.gather(*marks)
     finally:
         poller.cancel()
     return ids, done, watch.requests
@@ -331,6 +347,17 @@ class Creation:
     done: list[float]
     status_requests: int
     cpu: CpuUse
+    by_tenth: dict[str, list[float]]
+
+
+def ms_per_lb_by_tenth(snapshots: list[Snapshot], per_tenth: int) -> dict[str, list[float]]:
+    """CPU ms per LB created, by group, within each tenth: between consecutive snapshots
+    (taken as each tenth of ``per_tenth`` LBs was ACTIVE)."""
+    out: dict[str, list[float]] = {}
+    for n, (before, after) in enumerate(zip(snapshots, snapshots[1:], strict=False)):
+        for group, cores in cores_by_group(before, after, 1.0).items():
+            out.setdefault(group, [0.0] * (len(snapshots) - 1))[n] = cores * 1000 / per_tenth
+    return out
 
 
 async def run(count: int, idle: float, per_process: int, driver_name: str) -> None:
@@ -375,13 +402,22 @@ async def run_on(driver: FleetDriver, count: int, idle: float, per_process: int)
                 await asyncio.sleep(SETTLE)
                 small = await latencies(api, first)
                 _, idle_small = await measure_cpu(s, asyncio.sleep(idle))
+                tenths: list[Snapshot] = [await snapshot(s)]
+
+                async def on_tenth() -> None:
+                    tenths.append(await snapshot(s))
+
                 (rest, more, asked_more), cpu = await measure_cpu(
-                    s, create_fleet(api, vips, [p1, p2], count - len(first))
+                    s, create_fleet(api, vips, [p1, p2], count - len(first), on_tenth)
                 )
                 seconds += cpu.seconds
                 after_first = max(done, default=0.0)
                 creation = Creation(
-                    seconds, done + [after_first + t for t in more], asked + asked_more, cpu
+                    seconds,
+                    done + [after_first + t for t in more],
+                    asked + asked_more,
+                    cpu,
+                    ms_per_lb_by_tenth(tenths, max(1, len(rest) // 10)),
                 )
                 await asyncio.sleep(SETTLE)  # the last amphorae settle into heartbeating
                 memory = fleet_memory(driver, s.root / "amphorae")
@@ -474,6 +510,10 @@ def report(
         f"creating the last {count - SMALL}, cores:"
     )
     print(f"      {breakdown(creation.cpu)}")
+    print("    CPU ms per LB by tenth of the last ones created, by process group:")
+    for group, values in sorted(creation.by_tenth.items(), key=lambda kv: -sum(kv[1])):
+        if sum(values) >= 0.1 * len(values):
+            print(f"      {group:<28} {' '.join(f'{v:5.1f}' for v in values)}")
     print(
         f"  memory per amphora (PSS, mean of {memory.amphorae}): {memory.total:5.1f} MB "
         f"(agent {memory.agent:4.1f} in {memory.agent_processes} processes, HAProxy "
