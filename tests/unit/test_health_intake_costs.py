@@ -202,11 +202,12 @@ class _Rows:
     def __init__(self) -> None:
         self.ids: list[str] = []
 
-    async def fetch(self, query: str) -> list[dict[str, object]]:
-        return [{"id": i, "lb_id": None, "status": "READY", "seq": 0} for i in self.ids]
+    async def fetch(self, query: str, *args: list[str]) -> list[dict[str, object]]:
+        ids = [i for i in self.ids if not args or i in args[0]]
+        return [{"id": i, "lb_id": None, "status": "READY", "seq": 0} for i in ids]
 
 
-async def test_the_directory_prunes_only_after_amphorae_went_or_a_miss() -> None:
+async def test_the_directory_prunes_only_after_amphorae_went_or_a_stray_miss() -> None:
     rows = _Rows()
     directory = AmphoraDirectory(rows, 1.0)  # type: ignore[arg-type]
     reloads: list[set[str]] = []
@@ -219,7 +220,10 @@ async def test_the_directory_prunes_only_after_amphorae_went_or_a_miss() -> None
     rows.ids = ["a", "b", "c"]
     await directory.reload()
     assert prunes == [] and len(reloads) == 3
-    directory.missed()  # a stray sender may have been remembered
+    directory.missed("c")  # known now: nothing of it to forget
+    await directory.reload()
+    assert prunes == []
+    directory.missed("x")  # a stray sender may have been remembered
     await directory.reload()
     assert prunes == [{"a", "b", "c"}]
     rows.ids = ["a", "c"]

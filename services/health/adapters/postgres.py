@@ -11,7 +11,7 @@ replicas lock rows in the same order.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -65,12 +65,21 @@ class MemberStatsDelta:
     request_errors: int
 
 
+_LIVE_AMPHORAE: Final = (
+    "SELECT v.id, v.lb_id, v.status, coalesce(h.seq, 0) AS seq FROM amphora_view v "
+    "LEFT JOIN amphora_health h ON h.amphora_id = v.id WHERE v.status <> 'DELETED'"
+)
+
+
 async def live_amphorae(pool: asyncpg.Pool) -> list[AmphoraRecord]:
     """Every amphora not DELETED, with the highest heartbeat seq accepted so far."""
-    rows = await pool.fetch(
-        "SELECT v.id, v.lb_id, v.status, coalesce(h.seq, 0) AS seq FROM amphora_view v "
-        "LEFT JOIN amphora_health h ON h.amphora_id = v.id WHERE v.status <> 'DELETED'"
-    )
+    rows = await pool.fetch(_LIVE_AMPHORAE)
+    return [AmphoraRecord(r["id"], r["lb_id"], r["status"], r["seq"]) for r in rows]
+
+
+async def live_amphorae_among(pool: asyncpg.Pool, ids: Collection[str]) -> list[AmphoraRecord]:
+    """``live_amphorae`` restricted to ``ids`` (those unknown or DELETED are left out)."""
+    rows = await pool.fetch(f"{_LIVE_AMPHORAE} AND v.id = ANY($1::text[])", list(ids))
     return [AmphoraRecord(r["id"], r["lb_id"], r["status"], r["seq"]) for r in rows]
 
 

@@ -111,7 +111,7 @@ class HeartbeatIntake:
         """Keep the amphora's latest heartbeat for the early directory reload this asks for."""
         if heartbeat.id in self._waiting or len(self._waiting) < _MAX_WAITING:
             self._waiting[heartbeat.id] = (heartbeat, content)
-        self._directory.missed()
+        self._directory.missed(heartbeat.id)
 
     def _retry_waiting(self, records: dict[str, AmphoraRecord]) -> None:
         """After a directory reload: take the waiting heartbeats of amphorae now known (one
