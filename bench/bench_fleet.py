@@ -9,7 +9,8 @@ left it). It measures:
 - creation time of the whole fleet, all ACTIVE, the rate by tenth of the fleet, and the CPU
   each process group used meanwhile (each service; Postgres by the service each backend
   serves; NATS; the amphorae's agents and HAProxies; every thread's run time in ns from
-  schedstat, not stat's sampled ticks),
+  schedstat, not stat's sampled ticks), and that CPU in ms per LB created within each tenth
+  of the fleet (a snapshot as each tenth is ACTIVE: which kind's cost grows with the fleet),
 - memory per amphora: proportional set size (``/proc/<pid>/smaps_rollup``) of its agent plus
   its HAProxy master and workers; with ``--per-process K`` (agent hosts of K amphorae,
   FULCRUM_PROVISIONER_AMPHORAE_PER_AGENT_PROCESS) the agent part is its share of its host,

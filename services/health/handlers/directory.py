@@ -130,8 +130,6 @@ class AmphoraDirectory:
                 self._miss.set()
             await asyncio.sleep(max(0.0, _MIN_RELOAD_GAP - (time.monotonic() - started)))
             try:
-                await asyncio.wait_for(
-                    self._miss.wait(), max(0.0, next_whole - time.monotonic())
-                )
+                await asyncio.wait_for(self._miss.wait(), max(0.0, next_whole - time.monotonic()))
             except TimeoutError:
                 pass
