@@ -29,7 +29,9 @@ QUOTA_LABELS: Final = {
 
 class QuotaGuard:
     """``record`` (with quota enforcement on, i.e. any auth strategy but noauth) gives a
-    project a quota record the first time it creates something, as Octavia does."""
+    project a quota record the first time it creates something, as Octavia does. A project
+    seen with a record is remembered (a record is never removed: a reset keeps it), so its
+    later creates do not read ``quota_view`` again after their commit to look for one."""
 
     def __init__(
         self,
@@ -40,10 +42,13 @@ class QuotaGuard:
         self._store = store
         self._defaults = dict(defaults)
         self._record = record
+        self._recorded: set[str] = set()
 
     async def limits(self, project_id: str) -> dict[str, int]:
         """Effective limits of a project (stored values, else defaults)."""
         stored = await self._store.quota_limits(project_id)
+        if stored:
+            self._recorded.add(project_id)
         return {
             name: value if (value := stored.get(name)) is not None else default
             for name, default in self._defaults.items()
@@ -76,5 +81,11 @@ class QuotaGuard:
                     labels = ", ".join(QUOTA_LABELS[n] for n in over)
                     raise Forbidden(f"Quota has been met for resources: {labels}")
                 yield conn
-        if self._record is not None and growing and not await self._store.quota_limits(project_id):
+        if self._record is not None and growing and not await self._has_record(project_id):
             await self._record(project_id)
+            self._recorded.add(project_id)
+
+    async def _has_record(self, project_id: str) -> bool:
+        if project_id not in self._recorded and await self._store.quota_limits(project_id):
+            self._recorded.add(project_id)
+        return project_id in self._recorded

@@ -43,7 +43,7 @@ from libs.common.repository import CommandFactory, LoadBalancerRepository, Outco
 from libs.common.settings import NetworkSettings, SubnetConfig
 from services.api.domain import builders, providers, rules
 from services.api.domain.graph import build_graph
-from services.api.domain.kinds import L7POLICY, LISTENER, LOADBALANCER, POOL, Kind
+from services.api.domain.kinds import LISTENER, LOADBALANCER, POOL, Kind
 from services.api.domain.policy import Action, RequestContext, enforce
 from services.api.domain.ports import Located, Views
 from services.api.domain.quotas import QuotaGuard
@@ -506,9 +506,10 @@ class LoadBalancing:
         )
 
     async def create_member(
-        self, ctx: RequestContext, pool_id: str, fields: dict[str, Any], meta: Metadata
+        self, ctx: RequestContext, pool: Located, fields: dict[str, Any], meta: Metadata
     ) -> Created:
-        pool = await self.locate(POOL, pool_id)
+        """A member of ``pool`` (located by the caller: the LB's load decides whether it is
+        still there)."""
         if fields.get("request_sriov"):
             raise ValidationFailed("Validation failure: SR-IOV member ports are not available.")
 
@@ -522,13 +523,15 @@ class LoadBalancing:
     async def replace_members(
         self,
         ctx: RequestContext,
-        pool_id: str,
+        pool: Located,
         members: list[dict[str, Any]],
         additive_only: bool,
         meta: Metadata,
     ) -> Outcome:
-        """Octavia's batch update: create, update and (unless additive) remove members."""
-        pool = await self._writable(ctx, POOL, pool_id)
+        """Octavia's batch update: create, update and (unless additive) remove members of
+        ``pool`` (located by the caller)."""
+        pool_id = pool.id
+        enforce(ctx, Action.WRITE, pool.project_id, hidden=NotFound.resource(POOL.label, pool_id))
         if any(m.get("request_sriov") for m in members):
             raise ValidationFailed("Validation failure: SR-IOV member ports are not available.")
         now = _now()
@@ -612,9 +615,11 @@ class LoadBalancing:
         )
 
     async def create_l7rule(
-        self, ctx: RequestContext, policy_id: str, fields: dict[str, Any], meta: Metadata
+        self, ctx: RequestContext, policy: Located, fields: dict[str, Any], meta: Metadata
     ) -> Created:
-        policy = await self.locate(L7POLICY, policy_id)
+        """A rule of ``policy`` (located by the caller: the LB's load decides whether it is
+        still there)."""
+        policy_id = policy.id
 
         def build(state: LoadBalancerState, child_id: str) -> L7Rule:
             rule = builders.new_l7rule(

@@ -76,6 +76,20 @@ async def test_enforcement_records_a_quota_on_first_create(make_api: MakeApi) ->
     await api.delete(f"{QUOTAS}/{PROJECT}", headers=admin, expect=202)
 
 
+async def test_each_project_gets_its_record_on_its_own_first_create(make_api: MakeApi) -> None:
+    """The API remembers projects it saw with a record (no re-read after each create): a
+    project's second create keeps its one record, another project's first still gets one."""
+    api = await make_api(auth_strategy="testing")
+    other = "fedcba9876543210fedcba9876543210"
+    admin = {"X-Project-Id": PROJECT, "X-Roles": "admin"}
+    body = {"loadbalancer": {"vip_subnet_id": SUBNET}}
+    for project in (PROJECT, PROJECT, other):
+        member = {"X-Project-Id": project, "X-Roles": "member"}
+        await api.post("/v2/lbaas/loadbalancers", body, headers=member, expect=201)
+    listed = (await api.get(QUOTAS, headers=admin, expect=200)).body["quotas"]
+    assert sorted(q["project_id"] for q in listed) == sorted([PROJECT, other])
+
+
 async def test_noauth_creates_no_quota_record(api: Api) -> None:
     await api.create_lb(project_id=PROJECT)
     assert (await api.get(QUOTAS, expect=200)).body["quotas"] == []

@@ -19,6 +19,7 @@ from libs.common.errors import NotFound
 from libs.common.events import Metadata
 from services.api.domain.kinds import HEALTHMONITOR, L7POLICY, L7RULE, LISTENER, MEMBER, POOL, Kind
 from services.api.domain.policy import Action, RequestContext, enforce
+from services.api.domain.ports import Located
 from services.api.domain.usecases import Created, LoadBalancing
 from services.api.http import reading, writing
 from services.api.http.bodies import read_document, read_input
@@ -35,10 +36,13 @@ from services.api.http.schemas.listener import ListenerCreate, ListenerUpdate
 from services.api.http.schemas.member import MemberCreate, MembersBatch, MemberUpdate
 from services.api.http.schemas.pool import PoolCreate, PoolUpdate
 
-# (use cases, caller, parent id from the path or None, create body, metadata) -> created.
+# (use cases, caller, the parent in the path or None, create body, metadata) -> created.
 CreateCall = Callable[
-    [LoadBalancing, RequestContext, str | None, dict[str, Any], Metadata], Awaitable[Created]
+    [LoadBalancing, RequestContext, Located | None, dict[str, Any], Metadata], Awaitable[Created]
 ]
+
+# The parent of a nested collection, as ``parent_first`` found it (one lookup per request).
+PARENT: Final = web.RequestKey[Located]("parent")
 
 
 @dataclass(frozen=True)
@@ -110,7 +114,7 @@ async def replace_members(request: web.Request) -> web.StreamResponse:
     additive = parse_bool(raw, "additive_only") if raw is not None else False
     await request.app[USECASES].replace_members(
         ctx,
-        path_id(request, "pool_id"),
+        request[PARENT],
         [m.model_dump(mode="json", exclude_unset=True) for m in batch.members],
         additive,
         writing.metadata(request, ctx),
@@ -149,9 +153,9 @@ def _member_extras(api: ApiRouter) -> None:
     )
 
 
-def _parent(parent_id: str | None) -> str:
-    assert parent_id is not None, "a nested collection always has its parent in the path"
-    return parent_id
+def _parent(parent: Located | None) -> Located:
+    assert parent is not None, "a nested collection always has its parent in the path"
+    return parent
 
 
 ROUTES: Final = (
@@ -188,8 +192,8 @@ ROUTES: Final = (
         id_param="member_id",
         create_schema=MemberCreate,
         update_schema=MemberUpdate,
-        create=lambda uc, ctx, pool_id, fields, meta: uc.create_member(
-            ctx, _parent(pool_id), fields, meta
+        create=lambda uc, ctx, pool, fields, meta: uc.create_member(
+            ctx, _parent(pool), fields, meta
         ),
         summaries=Summaries(
             "List a pool's members",
@@ -238,8 +242,8 @@ ROUTES: Final = (
         id_param="l7rule_id",
         create_schema=L7RuleCreate,
         update_schema=L7RuleUpdate,
-        create=lambda uc, ctx, policy_id, fields, meta: uc.create_l7rule(
-            ctx, _parent(policy_id), fields, meta
+        create=lambda uc, ctx, policy, fields, meta: uc.create_l7rule(
+            ctx, _parent(policy), fields, meta
         ),
         summaries=Summaries(
             "List a policy's rules",
@@ -261,11 +265,10 @@ def creator(routes: ChildRoutes) -> Handler:
     async def handler(request: web.Request) -> web.StreamResponse:
         ctx = await request_context(request)
         body = await read_input(request, routes.create_schema, kind.singular)
-        parent_id = path_id(request, routes.parent_param) if routes.parent_param else None
         created = await routes.create(
             request.app[USECASES],
             ctx,
-            parent_id,
+            request[PARENT] if routes.parent_param else None,
             body.model_dump(mode="json", exclude_unset=True),
             writing.metadata(request, ctx),
         )
@@ -280,14 +283,17 @@ _PARENT_LABELS: Final = {"pools": "Pool", "l7policies": "L7Policy"}
 
 def parent_first(parent: Kind, parent_param: str, handler: Handler) -> Handler:
     """Octavia looks the parent up while routing, before anything else: a missing one is
-    pecan's 404 titled "Bad Request"."""
+    pecan's 404 titled "Bad Request". The parent found is ``request[PARENT]`` for ``handler``
+    (a create or batch replace decides on it without a second lookup)."""
 
     async def checked(request: web.Request) -> web.StreamResponse:
         await request_context(request)
         parent_id = path_id(request, parent_param)
-        if await request.app[VIEWS].get(parent, parent_id) is None:
+        row = await request.app[VIEWS].get(parent, parent_id)
+        if row is None:
             label = _PARENT_LABELS[parent.key]
             raise FrameworkError(404, "Bad Request", f"{label} {parent_id} not found.")
+        request[PARENT] = row
         return await handler(request)
 
     return checked
