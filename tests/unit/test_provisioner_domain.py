@@ -29,6 +29,7 @@ from services.provisioner.domain.lifecycle import (
     plan_scale,
 )
 from services.provisioner.domain.reconciliation import InventoryRow, judge_driver
+from services.provisioner.domain.runtime_changes import needs_reload
 from services.provisioner.drivers import AmphoraHandle
 from services.provisioner.handlers.compensation import gives_up
 from tests import builders as b
@@ -233,3 +234,31 @@ def test_only_a_lost_store_connection_is_retried_rather_than_failing_the_lb() ->
     assert gives_up(ConcurrencyError("loadbalancer-x", 3))
     assert not gives_up(asyncpg.PostgresConnectionError("connection lost"))
     assert not gives_up(asyncpg.InterfaceError("connection is closed"))
+
+
+def test_only_member_adds_removes_and_runtime_updates_may_skip_a_reload() -> None:
+    """``needs_reload`` judges the pending events alone (no render): a listener, pool or
+    monitor change, a member update of a field the runtime API cannot set, or nothing
+    pending needs a reload; member adds, removes and weight/enable updates may not."""
+    lb = b.loadbalancer("198.18.0.10")
+    pool = b.pool(lb)
+    member = b.member(pool, 8080)
+    now = member.created_at
+
+    def update(**changes: object) -> lb_ev.MemberUpdated:
+        return lb_ev.MemberUpdated(
+            member_id=member.id,
+            changes=lb_ev.MemberChanges.model_validate(changes),
+            updated_at=now,
+        )
+
+    added = lb_ev.MemberAdded(member=snapshot(member))
+    removed = lb_ev.MemberRemoved(member_id=member.id)
+    listener = lb_ev.ListenerCreated(listener=snapshot(b.listener(lb, 80)))
+    _, members_only = stream(created(), added, update(weight=3, admin_state_up=False), removed)
+    assert not needs_reload(members_only[1:])
+    _, with_listener = stream(created(), added, listener)
+    assert needs_reload(with_listener[1:])
+    _, with_address = stream(created(), added, update(address="198.18.0.20"))
+    assert needs_reload(with_address[1:])
+    assert needs_reload([])

@@ -54,11 +54,28 @@ def server_lines(config: str) -> dict[tuple[str, str], list[str]]:
     return out
 
 
+def needs_reload(pending: Sequence[Envelope]) -> bool:
+    """Whether the change of ``pending`` needs a reload whatever the LB renders: none pending,
+    or an event besides a member's add, remove or update of fields the runtime API sets. Known
+    before anything is rendered (``plan_member_changes`` may still want a reload)."""
+    return not pending or not all(_member_only(e.payload) for e in pending)
+
+
+def _member_only(payload: object) -> bool:
+    match payload:
+        case ev.MemberAdded() | ev.MemberRemoved():
+            return True
+        case ev.MemberUpdated():
+            return set(payload.changes.given()) <= _RUNTIME_FIELDS
+        case _:
+            return False
+
+
 def plan_member_changes(
     state: LoadBalancerState, pending: Sequence[Envelope], rendered: str
 ) -> list[ServerOp] | None:
     """The runtime operations for a members-only change, or None if it needs a reload."""
-    if not pending:
+    if needs_reload(pending):
         return None
     lines = server_lines(rendered)
     ops: list[ServerOp] = []
@@ -86,8 +103,6 @@ def plan_member_changes(
                         )
                     )
             case ev.MemberUpdated():
-                if not set(payload.changes.given()) <= _RUNTIME_FIELDS:
-                    return None
                 member = state.members.get(payload.member_id)
                 if member is None:
                     continue

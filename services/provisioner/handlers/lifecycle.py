@@ -56,7 +56,11 @@ from services.provisioner.domain.lifecycle import (
     plan_failover,
     plan_scale,
 )
-from services.provisioner.domain.runtime_changes import ServerOp, plan_member_changes
+from services.provisioner.domain.runtime_changes import (
+    ServerOp,
+    needs_reload,
+    plan_member_changes,
+)
 from services.provisioner.drivers import AmphoraDriver, AmphoraHandle, AmphoraSpec, Distribution
 from services.provisioner.handlers.compensation import Compensation, describe, gives_up
 from services.provisioner.handlers.spares import SparePool
@@ -407,8 +411,9 @@ class LifecycleHandler:
     async def _apply_at_runtime(
         self, state: LoadBalancerState, pending: Sequence[Envelope], handles: list[AmphoraHandle]
     ) -> bool:
-        """Member-only changes through the runtime API; False when a reload is needed."""
-        if self._runtime is None:
+        """Member-only changes through the runtime API; False when a reload is needed (known
+        before rendering for any change but a member's: the push renders it then)."""
+        if self._runtime is None or needs_reload(pending):
             return False
         plans = []
         for handle in handles:
