@@ -271,7 +271,9 @@ class LifecycleHandler:
         """Await ``effect`` (what the amphorae do) and meanwhile ``record()`` in a savepoint of
         ``conn``'s transaction, kept only when both succeed: the database round trips overlap
         the effect instead of following it. Raises the effect's error; returns the recording's
-        outcome (a done future)."""
+        outcome (a done future). A kept savepoint is not released: the transaction's commit
+        commits it, and a release would be one more round trip between the effect and the
+        commit that makes the step visible."""
         savepoint = conn.transaction()
         started: list[bool] = []
 
@@ -289,9 +291,7 @@ class LifecycleHandler:
                 await savepoint.rollback()
             raise
         await asyncio.gather(recording, return_exceptions=True)
-        if recording.exception() is None:
-            await savepoint.commit()
-        elif started:
+        if recording.exception() is not None and started:
             await savepoint.rollback()
         return recording
 
