@@ -24,9 +24,17 @@ from libs.common.events import Envelope, Event, Metadata, new_envelope, registry
 
 OUTBOX_CHANNEL: Final = "fulcrum_outbox"
 
+
 # One statement appends the events, writes their outbox rows and wakes the relay: without a
-# caller hook an append is a single round trip (a statement is atomic on its own).
-_APPEND_SQL: Final = f"""
+# caller hook an append is a single round trip (a statement is atomic on its own). A guarded
+# append (``StreamGuard``) also finds its other stream unmoved, in the same statement.
+def _append_sql(guarded: bool) -> str:
+    other = (
+        " AND (SELECT coalesce(max(stream_version), 0) FROM events WHERE stream_id = $13) = $14"
+        if guarded
+        else ""
+    )
+    return f"""
 WITH current AS (
     SELECT coalesce(max(stream_version), 0) AS v FROM events WHERE stream_id = $1
 ), new AS (
@@ -39,7 +47,7 @@ WITH current AS (
                         data, metadata, occurred_at)
     SELECT $1, stream_version, event_id, event_type, schema_version,
            data::jsonb, metadata::jsonb, occurred_at
-    FROM new WHERE (SELECT v FROM current) = $2
+    FROM new WHERE (SELECT v FROM current) = $2{other}
     RETURNING global_position, stream_version, event_id
 ), outboxed AS (
     INSERT INTO outbox (event_id, subject, body, traceparent)
@@ -51,6 +59,24 @@ WITH current AS (
 )
 SELECT global_position, pg_notify('{OUTBOX_CHANNEL}', '') FROM inserted ORDER BY stream_version
 """
+
+
+_APPEND_SQL: Final = _append_sql(guarded=False)
+_GUARDED_APPEND_SQL: Final = _append_sql(guarded=True)
+_GUARD_LOCK_SQL: Final = "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))"
+
+
+@dataclass(frozen=True)
+class StreamGuard:
+    """For an append: wait for every other transaction holding ``lock_key``, then append only
+    if ``stream_id`` is still at ``version`` too (else ConcurrencyError). Two streams of one
+    aggregate whose appends each guard the other under one key are written one at a time, as
+    if they were one stream."""
+
+    lock_key: str
+    stream_id: str
+    version: int
+
 
 InTransaction = Callable[[asyncpg.Connection, list[Envelope]], Awaitable[None]]
 
@@ -143,11 +169,14 @@ class PostgresEventStore:
         *,
         in_transaction: InTransaction | None = None,
         conn: asyncpg.Connection | None = None,
+        guard: StreamGuard | None = None,
     ) -> list[Envelope]:
-        """Append ``payloads`` after ``expected_version``; raises ConcurrencyError if stale.
+        """Append ``payloads`` after ``expected_version``; raises ConcurrencyError if stale
+        (this stream, or the other stream of ``guard``).
 
         With ``conn`` the append joins the caller's open transaction (a consumer's
-        processed-message row, say); otherwise it runs in its own.
+        processed-message row, say); otherwise it runs in its own. A ``guard``'s lock is taken
+        before the append's statement, which then sees every write the lock waited for.
         """
         if not payloads:
             return []
@@ -157,12 +186,16 @@ class PostgresEventStore:
         ]
         if conn is not None:
             async with conn.transaction():  # a savepoint inside the caller's transaction
-                return await self._append_in(conn, expected_version, envelopes, in_transaction)
+                return await self._append_in(
+                    conn, expected_version, envelopes, in_transaction, guard
+                )
         async with self._pool.acquire() as own:
-            if in_transaction is None:
-                return await self._append_in(own, expected_version, envelopes, None)
+            if in_transaction is None and guard is None:
+                return await self._append_in(own, expected_version, envelopes, None, None)
             async with own.transaction():
-                return await self._append_in(own, expected_version, envelopes, in_transaction)
+                return await self._append_in(
+                    own, expected_version, envelopes, in_transaction, guard
+                )
 
     async def _append_in(
         self,
@@ -170,13 +203,20 @@ class PostgresEventStore:
         expected_version: int,
         envelopes: list[Envelope],
         in_transaction: InTransaction | None,
+        guard: StreamGuard | None,
     ) -> list[Envelope]:
         stream_id = envelopes[0].stream_id
         metadata_json = json.dumps(envelopes[0].metadata.as_dict())
         wires = [e.to_wire() for e in envelopes]
+        guarded: tuple[str, int] | tuple[()] = ()
+        if guard is not None:
+            # A statement of its own: the append's statement then takes its snapshot after
+            # the lock was granted, so it sees what the lock's holders committed.
+            await conn.execute(_GUARD_LOCK_SQL, guard.lock_key)
+            guarded = (guard.stream_id, guard.version)
         try:
             positions = await conn.fetch(
-                _APPEND_SQL,
+                _APPEND_SQL if guard is None else _GUARDED_APPEND_SQL,
                 stream_id,
                 expected_version,
                 [e.stream_version for e in envelopes],
@@ -189,6 +229,7 @@ class PostgresEventStore:
                 [subjects.event_subject(e.stream_id, e.event_type) for e in envelopes],
                 [json.dumps(w) for w in wires],
                 [e.metadata.traceparent for e in envelopes],
+                *guarded,
             )
         except asyncpg.UniqueViolationError as exc:
             raise ConcurrencyError(stream_id, expected_version) from exc
@@ -260,23 +301,6 @@ class PostgresEventStore:
             "SELECT coalesce(max(stream_version), 0) FROM events WHERE stream_id = $1", stream_id
         )
         return version
-
-
-async def guard_stream(
-    conn: asyncpg.Connection, lock_key: str, stream_id: str, expected_version: int
-) -> None:
-    """Inside an append's transaction: wait for every other transaction holding ``lock_key``,
-    then raise ConcurrencyError unless ``stream_id`` is still at ``expected_version``.
-
-    Two streams of one aggregate whose appends each guard the other under one key are written
-    one at a time, as if they were one stream.
-    """
-    await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", lock_key)
-    current = await conn.fetchval(
-        "SELECT coalesce(max(stream_version), 0) FROM events WHERE stream_id = $1", stream_id
-    )
-    if current != expected_version:
-        raise ConcurrencyError(stream_id, expected_version)
 
 
 @dataclass(frozen=True)

@@ -44,7 +44,7 @@ from libs.common.events.loadbalancer_status import LoadBalancerStatusEvent
 from libs.common.eventstore import (
     PostgresEventStore,
     StoredSnapshot,
-    guard_stream,
+    StreamGuard,
     write_snapshot,
 )
 from libs.common.readmodel import project_amphora, project_loadbalancer
@@ -208,12 +208,7 @@ class LoadBalancerRepository:
                 before: LoadBalancerState = state,
                 after: LoadBalancerState = after,
                 snapshot: StoredSnapshot | None = snapshot,
-                target: _Target = target,
             ) -> None:
-                if not fresh:
-                    await guard_stream(
-                        tx, StreamId.loadbalancer(lb_id), target.other_stream, target.other_version
-                    )
                 await project_loadbalancer(tx, before, after)
                 if snapshot is not None:
                     await write_snapshot(tx, snapshot)
@@ -228,6 +223,11 @@ class LoadBalancerRepository:
                     ),
                     in_transaction=project,
                     conn=conn,
+                    guard=None
+                    if fresh
+                    else StreamGuard(
+                        StreamId.loadbalancer(lb_id), target.other_stream, target.other_version
+                    ),
                 )
             except ConcurrencyError:
                 if attempt + 1 < attempts:

@@ -4,6 +4,7 @@ the read model in commit order, and a status write racing an LB write makes the 
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import UTC, datetime
 
@@ -92,6 +93,40 @@ async def test_a_status_write_racing_an_intent_write_makes_the_intent_write_retr
 
     repo._load = load_then_race  # type: ignore[method-assign]
     outcome = await repo.execute(lb_id, rename, META)
+    assert calls == 2
+    assert outcome.state.loadbalancer is not None
+    assert outcome.state.loadbalancer.operating_status == OS.ERROR
+    body = await lb_body(db, lb_id)
+    assert (body["name"], body["operating_status"]) == ("take2", "ERROR")
+
+
+async def test_an_intent_write_waiting_on_a_status_write_sees_its_commit_and_retries(
+    db: asyncpg.Pool, repo: LoadBalancerRepository
+) -> None:
+    """The intent write loads, then waits on the LB's lock that an open status write holds;
+    once that commits, the intent's append (after the lock) finds the status stream moved:
+    it reloads and decides again instead of appending on the state it loaded first."""
+    lb_id = await active_lb(repo, "127.77.1.12")
+    health = LoadBalancerRepository(PostgresEventStore(db))
+    calls = 0
+
+    def rename(state: LoadBalancerState) -> c.Command:
+        nonlocal calls
+        calls += 1
+        return c.UpdateLoadBalancer(changes={"name": f"take{calls}"}, now=NOW)
+
+    async with db.acquire() as conn:
+        status = conn.transaction()
+        await status.start()
+        await health.execute(lb_id, c.RecordOperatingStatuses({lb_id: OS.ERROR}), META, conn=conn)
+        intent = asyncio.ensure_future(repo.execute(lb_id, rename, META))
+        while not intent.done() and not await db.fetchval(
+            "SELECT count(*) FROM pg_locks WHERE NOT granted"
+        ):
+            await asyncio.sleep(0.01)  # until the intent write waits on the status write
+        assert not intent.done()
+        await status.commit()
+    outcome = await intent
     assert calls == 2
     assert outcome.state.loadbalancer is not None
     assert outcome.state.loadbalancer.operating_status == OS.ERROR
