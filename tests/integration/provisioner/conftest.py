@@ -87,19 +87,20 @@ def spare_pool_size() -> int:
 async def provisioner(
     pg_dsn: str, nats_url: str, tmp_path: Path, spare_pool_size: int
 ) -> AsyncIterator[RunningProvisioner]:
-    """The provisioner app running in this process; its amphorae are deleted afterwards."""
+    """The provisioner app running in this process; its amphorae are deleted afterwards, and
+    what its start-up started is stopped also when the start-up fails (its driver's zygote)."""
     settings = provisioner_settings(pg_dsn, nats_url, tmp_path)
     settings = settings.model_copy(update={"spare_pool_size": spare_pool_size})
     app = create_app(settings)
     runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    running = RunningProvisioner(app, settings)
     try:
-        yield running
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        yield RunningProvisioner(app, settings)
     finally:
-        driver = app[DRIVER]
-        for handle in await driver.list():
-            await driver.delete(handle.amphora_id)
+        if DRIVER in app:
+            driver = app[DRIVER]
+            for handle in await driver.list():
+                await driver.delete(handle.amphora_id)
         await runner.cleanup()
         await asyncio.sleep(0)
