@@ -70,30 +70,36 @@ async def test_flaps_go_to_the_status_stream_with_the_project_and_fold_into_load
     assert row is not None and row["version"] == 15
 
 
+class Renames:
+    """A command factory for ``execute``: its N-th call renames the LB "take<N>"."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self, state: LoadBalancerState) -> c.Command:
+        self.calls += 1
+        return c.UpdateLoadBalancer(changes={"name": f"take{self.calls}"}, now=NOW)
+
+
 async def test_a_status_write_racing_an_intent_write_makes_the_intent_write_retry(
     db: asyncpg.Pool, repo: LoadBalancerRepository
 ) -> None:
     lb_id = await active_lb(repo, "127.77.1.11")
     health = LoadBalancerRepository(PostgresEventStore(db))
-    calls = 0
-
-    def rename(state: LoadBalancerState) -> c.Command:
-        nonlocal calls
-        calls += 1
-        return c.UpdateLoadBalancer(changes={"name": f"take{calls}"}, now=NOW)
+    rename = Renames()
 
     # Health's write lands between this writer's first load and its append.
     load = repo._load
 
     async def load_then_race(lb: str) -> tuple[LoadBalancerState, int]:
         loaded = await load(lb)
-        if calls == 0:
+        if rename.calls == 0:
             await health.execute(lb, c.RecordOperatingStatuses({lb: OS.ERROR}), META)
         return loaded
 
     repo._load = load_then_race  # type: ignore[method-assign]
     outcome = await repo.execute(lb_id, rename, META)
-    assert calls == 2
+    assert rename.calls == 2
     assert outcome.state.loadbalancer is not None
     assert outcome.state.loadbalancer.operating_status == OS.ERROR
     body = await lb_body(db, lb_id)
@@ -108,12 +114,7 @@ async def test_an_intent_write_waiting_on_a_status_write_sees_its_commit_and_ret
     it reloads and decides again instead of appending on the state it loaded first."""
     lb_id = await active_lb(repo, "127.77.1.12")
     health = LoadBalancerRepository(PostgresEventStore(db))
-    calls = 0
-
-    def rename(state: LoadBalancerState) -> c.Command:
-        nonlocal calls
-        calls += 1
-        return c.UpdateLoadBalancer(changes={"name": f"take{calls}"}, now=NOW)
+    rename = Renames()
 
     async with db.acquire() as conn:
         status = conn.transaction()
@@ -127,7 +128,7 @@ async def test_an_intent_write_waiting_on_a_status_write_sees_its_commit_and_ret
         assert not intent.done()
         await status.commit()
     outcome = await intent
-    assert calls == 2
+    assert rename.calls == 2
     assert outcome.state.loadbalancer is not None
     assert outcome.state.loadbalancer.operating_status == OS.ERROR
     body = await lb_body(db, lb_id)

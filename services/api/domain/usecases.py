@@ -110,6 +110,12 @@ def _new_id() -> str:
     return str(uuid.uuid4())
 
 
+def _may_write(ctx: RequestContext, kind: Kind, row: Located) -> Located:
+    """``row``, if ``ctx`` may write it (else Forbidden, or NotFound where it is hidden)."""
+    enforce(ctx, Action.WRITE, row.project_id, hidden=NotFound.resource(kind.label, row.id))
+    return row
+
+
 class LoadBalancing:
     """Every state-changing API operation on load balancers and their children."""
 
@@ -141,11 +147,7 @@ class LoadBalancing:
         return row
 
     async def _writable(self, ctx: RequestContext, kind: Kind, resource_id: str) -> Located:
-        row = await self.locate(kind, resource_id)
-        enforce(
-            ctx, Action.WRITE, row.project_id, hidden=NotFound.resource(kind.label, resource_id)
-        )
-        return row
+        return _may_write(ctx, kind, await self.locate(kind, resource_id))
 
     # -- load balancers ------------------------------------------------------------------------
 
@@ -530,8 +532,7 @@ class LoadBalancing:
     ) -> Outcome:
         """Octavia's batch update: create, update and (unless additive) remove members of
         ``pool`` (located by the caller)."""
-        pool_id = pool.id
-        enforce(ctx, Action.WRITE, pool.project_id, hidden=NotFound.resource(POOL.label, pool_id))
+        pool_id = _may_write(ctx, POOL, pool).id
         if any(m.get("request_sriov") for m in members):
             raise ValidationFailed("Validation failure: SR-IOV member ports are not available.")
         now = _now()

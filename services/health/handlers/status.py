@@ -104,9 +104,8 @@ class StatusRecorder:
         if view is None or not view.recorded or heartbeat.id not in view.amphora_ids:
             return view
         settled = self._settled.get(heartbeat.id)
-        repeat = content is not None and settled is not None and settled[1] == content
-        if repeat and settled is not None and settled[0] is view:
-            return view
+        if settled is not None and settled[0] is view and settled[1] == content:
+            return view  # (a None content never equals a stored key)
         if changes(view, roll_up(view, heartbeat)):
             self._settled.pop(heartbeat.id, None)
             self._pending[lb_id] = (heartbeat.id, heartbeat)

@@ -310,23 +310,10 @@ class NetnsAmphoraDriver:
                 await self.network.release_network(record.network, in_use=in_use)
             log.info("amphora %s deleted (%.2f s)", amphora_id, time.monotonic() - started)
 
-    async def list(self) -> list[AmphoraHandle]:
-        handles = []
-        for record in self._records():
-            handle = self._handle(record.amphora_id)
-            if handle is not None:
-                handles.append(handle)
-        return handles
-
-    async def get(self, amphora_id: str) -> AmphoraHandle | None:
-        return next((h for h in await self.list() if h.amphora_id == amphora_id), None)
-
-    async def leftovers(self) -> Sequence[str]:
-        return [r.amphora_id for r in self._records() if self._handle(r.amphora_id) is None]
-
-    async def list_with_leftovers(self) -> tuple[Sequence[AmphoraHandle], Sequence[str]]:
-        handles = []
-        left = []
+    def _walk(self) -> tuple[list[AmphoraHandle], list[str]]:
+        """The handles of the recorded amphorae that run, and the ids of those that do not."""
+        handles: list[AmphoraHandle] = []
+        left: list[str] = []
         for record in self._records():
             handle = self._handle(record.amphora_id)
             if handle is None:
@@ -334,6 +321,18 @@ class NetnsAmphoraDriver:
             else:
                 handles.append(handle)
         return handles, left
+
+    async def list(self) -> list[AmphoraHandle]:
+        return self._walk()[0]
+
+    async def get(self, amphora_id: str) -> AmphoraHandle | None:
+        return next((h for h in await self.list() if h.amphora_id == amphora_id), None)
+
+    async def leftovers(self) -> Sequence[str]:
+        return self._walk()[1]
+
+    async def list_with_leftovers(self) -> tuple[Sequence[AmphoraHandle], Sequence[str]]:
+        return self._walk()
 
     async def reachable_hosts(self) -> None:
         """One host: it sees every amphora it runs."""
