@@ -10,6 +10,7 @@ not the internal ones, and can publish nothing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import json
 import logging
@@ -82,6 +83,21 @@ async def _until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
         await asyncio.sleep(0.05)
 
 
+async def _publish_once_the_stream_answers(
+    publisher: bus.JetStreamPublisher, subject: str, body: bytes, event_id: str
+) -> bus.Published:
+    """Publish, again while the node has no responder yet: a new stream's interest takes a
+    moment to cross the route to the other node (the relay retries that TransientError too)."""
+    deadline = asyncio.get_running_loop().time() + 10.0
+    while True:
+        try:
+            return await publisher.publish(subject, body, event_id)
+        except TransientError:
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+            await asyncio.sleep(0.1)
+
+
 def test_every_user_has_allow_lists_and_only_services_publish_events() -> None:
     for user in ("api", "provisioner", "health", "housekeeping"):
         granted = permissions_of(user)
@@ -107,7 +123,9 @@ async def test_services_relay_over_tls_but_cannot_destroy_or_consume_what_is_not
         assert api_nc.connected_url is not None and api_nc.connected_url.scheme == "tls"
         js = api_nc.jetstream(timeout=2.0)
         await bus.ensure_stream(js, settings)
-        published = await bus.JetStreamPublisher(js, settings).publish(PUBLIC, b"{}", "e-1")
+        published = await _publish_once_the_stream_answers(
+            bus.JetStreamPublisher(js, settings), PUBLIC, b"{}", "e-1"
+        )
         assert published.stream_sequence == 1
         for destroy in (js.purge_stream, js.delete_stream):
             with pytest.raises((TimeoutError, nats.errors.TimeoutError)):
@@ -201,12 +219,15 @@ async def test_an_outside_subscriber_reads_public_subjects_only_and_publishes_no
             js = service.jetstream(timeout=2.0)
             await bus.ensure_stream(js, settings)
             publisher = bus.JetStreamPublisher(js, settings)
-            # Until the subscriber's interest has crossed the route, node 0 forwards nothing:
-            # both subjects are published again until the public one arrives.
+            # Until the subscriber's interest has crossed the route, node 0 forwards nothing,
+            # and until the new stream's interest has crossed it, node 0 has no responder for
+            # a publish (the relay retries such a TransientError too): both subjects are
+            # published again until the public one arrives.
             for attempt in range(50):
                 body = json.dumps({"n": attempt}).encode()
-                await publisher.publish(INTERNAL, body, f"i{attempt}")
-                await publisher.publish(PUBLIC, body, f"p{attempt}")
+                with contextlib.suppress(TransientError):
+                    await publisher.publish(INTERNAL, body, f"i{attempt}")
+                    await publisher.publish(PUBLIC, body, f"p{attempt}")
                 await asyncio.sleep(0.1)
                 if received:
                     break
