@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import pytest
 
 from libs.common.errors import InfrastructureError
-from services.provisioner.drivers import AmphoraHandle, AmphoraSpec
+from services.provisioner.drivers import AmphoraHandle, AmphoraSpec, Leftovers
 from services.provisioner.drivers.hosts import HostsDriver
 
 
@@ -50,8 +50,8 @@ class MemoryHost:
     async def leftovers(self) -> Sequence[str]:
         return []
 
-    async def list_with_leftovers(self) -> tuple[Sequence[AmphoraHandle], Sequence[str]]:
-        return await self.list(), []
+    async def list_with_leftovers(self) -> tuple[Sequence[AmphoraHandle], Leftovers]:
+        return await self.list(), {}
 
     async def reachable_hosts(self) -> None:
         return None

@@ -7,7 +7,7 @@ what really runs.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -42,6 +42,12 @@ class AmphoraHandle:
     lb_network_ip6: str | None = None
     # The amphora host it runs on (drivers/hosts.py); "" for a driver used alone.
     host: str = ""
+
+
+# Reconciliation's view of the leftovers: amphora id -> the LB its files or labels name (None:
+# none, or not readable). A build in flight (its container created, its agent not listening
+# yet) is a leftover too: reconciliation deletes one only under that LB's work lock.
+Leftovers = Mapping[str, str | None]
 
 
 class AmphoraDriver(Protocol):
@@ -81,9 +87,9 @@ class AmphoraDriver(Protocol):
         state dir, a namespace); ``delete`` removes it."""
         ...
 
-    async def list_with_leftovers(self) -> tuple[Sequence[AmphoraHandle], Sequence[str]]:
-        """``list`` and ``leftovers`` at once (reconciliation's look): one walk where the
-        driver finds both in one."""
+    async def list_with_leftovers(self) -> tuple[Sequence[AmphoraHandle], Leftovers]:
+        """``list`` and ``leftovers`` at once (reconciliation's look: one walk where the
+        driver finds both in one), each leftover with the LB its files or labels name."""
         ...
 
     async def reachable_hosts(self) -> set[str] | None:

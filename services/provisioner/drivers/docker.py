@@ -69,7 +69,7 @@ from libs.common.errors import FulcrumError, InfrastructureError
 from libs.common.pki import DeploymentCA, IssuedCertificate
 from services.provisioner.adapters.netns_distributor import NetnsDistributors
 from services.provisioner.adapters.netns_network import IpRoute, namespace_exists, short_id
-from services.provisioner.drivers import AmphoraHandle, AmphoraSpec
+from services.provisioner.drivers import AmphoraHandle, AmphoraSpec, Leftovers
 from services.provisioner.settings import DockerDriverSettings, DockerNetworkSettings
 
 __all__ = [
@@ -270,10 +270,13 @@ class DockerAmphoraDriver:
 
     async def leftovers(self) -> Sequence[str]:
         """Amphora ids of this deployment's containers that do not run (exited, created)."""
-        return await self._call("list stopped containers", self._stopped)
+        return sorted(await self._stopped_with_lbs())
 
-    async def list_with_leftovers(self) -> tuple[Sequence[AmphoraHandle], Sequence[str]]:
-        return await self.list(), await self.leftovers()
+    async def list_with_leftovers(self) -> tuple[Sequence[AmphoraHandle], Leftovers]:
+        return await self.list(), await self._stopped_with_lbs()
+
+    async def _stopped_with_lbs(self) -> Leftovers:
+        return await self._call("list stopped containers", self._stopped)
 
     async def reachable_hosts(self) -> None:
         """One host: it sees every amphora it runs."""
@@ -468,13 +471,16 @@ class DockerAmphoraDriver:
                 handles.append(handle)
         return sorted(handles, key=lambda h: h.amphora_id)
 
-    def _stopped(self) -> Sequence[str]:
+    def _stopped(self) -> Leftovers:
+        """This deployment's containers that do not run (exited, or created by a build in
+        flight), with the LB their labels name."""
         summaries = self._engine().api.containers(all=True, filters={"label": self._ours()})
-        return sorted(
-            (summary.get("Labels") or {})[LABEL_AMPHORA]
-            for summary in summaries
-            if summary.get("State") != "running"
-        )
+        stopped: dict[str, str | None] = {}
+        for summary in summaries:
+            if summary.get("State") != "running":
+                labels = summary.get("Labels") or {}
+                stopped[labels[LABEL_AMPHORA]] = labels.get(LABEL_LB) or None
+        return stopped
 
     # -- pure helpers ------------------------------------------------------------------------
 

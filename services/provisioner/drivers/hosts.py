@@ -20,7 +20,7 @@ from typing import Final, Protocol, runtime_checkable
 
 from libs.common.errors import FulcrumError, InfrastructureError
 from services.provisioner.domain.placement import HostLoad, Policy, place
-from services.provisioner.drivers import AmphoraDriver, AmphoraHandle, AmphoraSpec
+from services.provisioner.drivers import AmphoraDriver, AmphoraHandle, AmphoraSpec, Leftovers
 
 log = logging.getLogger(__name__)
 
@@ -109,16 +109,18 @@ class HostsDriver:
     async def get(self, amphora_id: str) -> AmphoraHandle | None:
         return next((h for h in await self.list() if h.amphora_id == amphora_id), None)
 
-    async def list_with_leftovers(self) -> tuple[Sequence[AmphoraHandle], Sequence[str]]:
-        return await self.list(), await self.leftovers()
-
-    async def leftovers(self) -> Sequence[str]:
+    async def list_with_leftovers(self) -> tuple[Sequence[AmphoraHandle], Leftovers]:
+        """Every reachable host's leftovers, with the LB each names."""
+        running = await self.list()
         reachable = await self.reachable_hosts()
-        found: list[str] = []
+        found: dict[str, str | None] = {}
         for name in self.hosts:
             if name in reachable:
-                found.extend(await self.hosts[name].leftovers())
-        return found
+                found.update((await self.hosts[name].list_with_leftovers())[1])
+        return running, found
+
+    async def leftovers(self) -> Sequence[str]:
+        return list((await self.list_with_leftovers())[1])
 
     async def prepare(self) -> None:
         await asyncio.gather(*(driver.prepare() for driver in self.hosts.values()))

@@ -44,7 +44,7 @@ from services.provisioner.adapters.netns_network import (
     NetnsNetwork,
     namespace_exists,
 )
-from services.provisioner.drivers import AmphoraHandle, AmphoraSpec
+from services.provisioner.drivers import AmphoraHandle, AmphoraSpec, Leftovers
 from services.provisioner.drivers.agent_launcher import (
     PORT_FILE,
     AgentLauncher,
@@ -310,14 +310,15 @@ class NetnsAmphoraDriver:
                 await self.network.release_network(record.network, in_use=in_use)
             log.info("amphora %s deleted (%.2f s)", amphora_id, time.monotonic() - started)
 
-    def _walk(self) -> tuple[list[AmphoraHandle], list[str]]:
-        """The handles of the recorded amphorae that run, and the ids of those that do not."""
+    def _walk(self) -> tuple[list[AmphoraHandle], dict[str, str | None]]:
+        """The handles of the recorded amphorae that run, and the ids of those that do not
+        with the LB each record names (``Leftovers``)."""
         handles: list[AmphoraHandle] = []
-        left: list[str] = []
+        left: dict[str, str | None] = {}
         for record in self._records():
             handle = self._handle(record.amphora_id)
             if handle is None:
-                left.append(record.amphora_id)
+                left[record.amphora_id] = record.lb_id
             else:
                 handles.append(handle)
         return handles, left
@@ -329,9 +330,9 @@ class NetnsAmphoraDriver:
         return next((h for h in await self.list() if h.amphora_id == amphora_id), None)
 
     async def leftovers(self) -> Sequence[str]:
-        return self._walk()[1]
+        return list(self._walk()[1])
 
-    async def list_with_leftovers(self) -> tuple[Sequence[AmphoraHandle], Sequence[str]]:
+    async def list_with_leftovers(self) -> tuple[Sequence[AmphoraHandle], Leftovers]:
         return self._walk()
 
     async def reachable_hosts(self) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from libs.common.telemetry import tracer
-from services.provisioner.drivers import AmphoraDriver, AmphoraHandle, AmphoraSpec
+from services.provisioner.drivers import AmphoraDriver, AmphoraHandle, AmphoraSpec, Leftovers
 
 __all__ = ["TracedDriver"]
 
@@ -55,7 +55,7 @@ class TracedDriver:
             span.set_attribute("fulcrum.driver", self.name)
             return await self.inner.leftovers()
 
-    async def list_with_leftovers(self) -> tuple[Sequence[AmphoraHandle], Sequence[str]]:
+    async def list_with_leftovers(self) -> tuple[Sequence[AmphoraHandle], Leftovers]:
         with _tracer.start_as_current_span("driver list with leftovers") as span:
             span.set_attribute("fulcrum.driver", self.name)
             return await self.inner.list_with_leftovers()

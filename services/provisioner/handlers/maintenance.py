@@ -219,15 +219,18 @@ class MaintenanceHandler:
         self._unowned_since = verdicts.unowned_since
         for amphora_id in verdicts.reap:
             handle = running.get(amphora_id)
-            await self._reap(amphora_id, handle.lb_id if handle else None, conn)
+            lb_id = handle.lb_id if handle else leftovers.get(amphora_id)
+            await self._reap(amphora_id, lb_id, conn)
         for row in verdicts.missing:
             await self._fail_missing(row, conn, metadata)
         for row in verdicts.missing_spares:
             await self._fail_missing_spare(row, conn, metadata)
+        self._metrics.inc("reconciliations_total")
 
     async def _reap(self, amphora_id: str, lb_id: str | None, conn: asyncpg.Connection) -> None:
         """Delete what the driver has of ``amphora_id`` (running or left over) unless the store
-        owns it now; ``lb_id`` is the LB the driver says it serves."""
+        owns it now; ``lb_id`` is the LB the driver says it serves (a leftover's too: a build
+        in flight holds that LB's work lock, and its amphora is recorded when it commits)."""
         async with conn.transaction():
             if lb_id is not None and not await try_lb_lock(conn, lb_id):
                 return  # its LB is being worked on: look again next time

@@ -10,6 +10,7 @@ from collections import Counter
 from collections.abc import Awaitable, Sequence
 
 from libs.common.events import amphora as amp_ev
+from libs.common.service import METRICS
 from services.housekeeping.settings import OrphansJob
 from services.provisioner.drivers import AmphoraSpec
 from tests.integration.housekeeping.conftest import (
@@ -82,3 +83,43 @@ async def test_orphan_amphorae_are_reaped_and_a_lost_one_is_failed_over(
 
 async def _is(leftovers: Awaitable[Sequence[str]], expected: list[str]) -> bool:
     return list(await leftovers) == expected
+
+
+async def test_a_leftover_of_an_lb_being_worked_on_is_kept_until_that_work_ends(
+    plant: Plant,
+) -> None:
+    """A build in flight is a leftover until its agent listens (a docker container is
+    "created" first), and its amphora is recorded only when the build's transaction commits:
+    reconciliation must not take it for an orphan while that LB's work lock is held."""
+    await plant.start_provisioner()
+    driver = plant.driver()
+    lb_id = str(uuid.uuid4())
+    building = str(uuid.uuid4())
+    await driver.ensure(AmphoraSpec(amphora_id=building, lb_id=lb_id))
+    os.kill(
+        int((plant.provisioner_settings.state_dir / building / "agent.pid").read_text()),
+        signal.SIGKILL,
+    )
+    await eventually(
+        lambda: _is(driver.leftovers(), [building]), what="the amphora to be a leftover"
+    )
+    _, left = await driver.list_with_leftovers()
+    assert dict(left) == {building: lb_id}, "the leftover names its LB"
+
+    async with plant.db.acquire() as conn, conn.transaction():
+        # The lifecycle handler's lock on the LB, as a build in flight holds it.
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", lb_id)
+        await plant.start_housekeeping(orphans=OrphansJob(interval=0.2, grace=0.5))
+        await eventually(
+            lambda: _reconciled(plant, 5), what="five reconciliations while the LB is locked"
+        )
+        assert list(await driver.leftovers()) == [building], "kept while its LB is worked on"
+
+    await eventually(
+        lambda: _is(driver.leftovers(), []), what="the leftover deleted once the lock is gone"
+    )
+
+
+async def _reconciled(plant: Plant, passes: int) -> bool:
+    assert plant.provisioner is not None
+    return plant.provisioner[METRICS].value("reconciliations_total") >= passes

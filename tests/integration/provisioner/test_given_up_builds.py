@@ -30,7 +30,7 @@ from libs.common.pki import DeploymentCA
 from libs.common.repository import AmphoraRepository, LoadBalancerRepository
 from libs.common.streams import StreamId
 from services.provisioner.configurator import Configurator
-from services.provisioner.drivers import AmphoraDriver, AmphoraHandle, AmphoraSpec
+from services.provisioner.drivers import AmphoraDriver, AmphoraHandle, AmphoraSpec, Leftovers
 from services.provisioner.drivers.process import ProcessAmphoraDriver
 from services.provisioner.handlers.compensation import Compensation
 from services.provisioner.handlers.lifecycle import LifecycleHandler
@@ -67,8 +67,8 @@ class DiskFullDriver:
     async def leftovers(self) -> Sequence[str]:
         return []
 
-    async def list_with_leftovers(self) -> tuple[Sequence[AmphoraHandle], Sequence[str]]:
-        return await self.list(), []
+    async def list_with_leftovers(self) -> tuple[Sequence[AmphoraHandle], Leftovers]:
+        return await self.list(), {}
 
     async def reachable_hosts(self) -> None:
         return None
@@ -313,8 +313,8 @@ class UndeletableDriver:
     async def leftovers(self) -> Sequence[str]:
         return []
 
-    async def list_with_leftovers(self) -> tuple[Sequence[AmphoraHandle], Sequence[str]]:
-        return await self.list(), []
+    async def list_with_leftovers(self) -> tuple[Sequence[AmphoraHandle], Leftovers]:
+        return await self.list(), {}
 
     async def reachable_hosts(self) -> None:
         return None
