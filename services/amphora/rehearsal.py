@@ -30,8 +30,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from libs.common.agent_contract import API_PREFIX, PUSHED_CONTENT_TYPE, AgentInfo
+from libs.common.logsetup import configure_logging, set_log_context
 from services.amphora.app import serve
-from services.amphora.settings import AmphoraSettings
+from services.amphora.settings import SERVICE_NAME, AmphoraSettings
 
 _NAME: Final = "zygote-rehearsal"
 _PATIENCE: Final = 30.0
@@ -123,6 +124,11 @@ async def _live(directory: Path, health: socket.socket) -> None:
     }
     with _agent_environment(given):
         settings = AmphoraSettings()  # from the environment, as an agent's
+    # Logging as an agent's (the zygote's own lines go there too): its records are made and
+    # formatted here first, not in every agent (a record's first check of its argument
+    # against an ABC walks that ABC's subclasses). In this task's context only.
+    configure_logging(settings.log_level, SERVICE_NAME)
+    set_log_context(amphora_id=settings.amphora_id)
     stopping = asyncio.Event()
     listening: asyncio.Future[int] = asyncio.get_running_loop().create_future()
     agent = asyncio.create_task(serve(settings, stopping, listening.set_result))
