@@ -23,7 +23,7 @@ from libs.common.telemetry import setup_tracing
 from services.amphora.agent_lock import hold_amphora_lock
 from services.amphora.app import serve
 from services.amphora.host import main as host_main
-from services.amphora.settings import AmphoraSettings
+from services.amphora.settings import SERVICE_NAME, AmphoraSettings
 
 log = logging.getLogger(__name__)
 
@@ -37,9 +37,9 @@ def main(listening: Callable[[int], None] | None = None) -> None:
         host_main()
         return
     settings = AmphoraSettings()  # required fields come from FULCRUM_AMPHORA_* variables
-    configure_logging(settings.log_level, "amphora")
+    configure_logging(settings.log_level, SERVICE_NAME)
     set_log_context(amphora_id=settings.amphora_id)  # every line of this agent concerns it
-    setup_tracing("amphora")  # the exporter from OTEL_TRACES_EXPORTER (default none)
+    setup_tracing(SERVICE_NAME)  # the exporter from OTEL_TRACES_EXPORTER (default none)
     if hold_amphora_lock(settings.state_dir) is None:
         log.error(
             "another agent already serves amphora %s from %s; exiting",

@@ -53,7 +53,7 @@ from libs.common.logsetup import LogLevel, configure_logging, set_log_context
 from libs.common.telemetry import setup_tracing
 from services.amphora.agent_lock import hold_amphora_lock
 from services.amphora.app import serve
-from services.amphora.settings import AmphoraSettings
+from services.amphora.settings import SERVICE_NAME, AmphoraSettings
 
 log = logging.getLogger(__name__)
 
@@ -243,6 +243,6 @@ class AgentHost:
 def main() -> None:
     """Run the host the ``FULCRUM_AGENT_HOST_*`` variables describe."""
     settings = AgentHostSettings()  # from the environment
-    configure_logging(settings.log_level, "amphora")
-    setup_tracing("amphora")
+    configure_logging(settings.log_level, SERVICE_NAME)
+    setup_tracing(SERVICE_NAME)
     asyncio.run(AgentHost(settings).run())

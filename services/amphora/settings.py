@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Final
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from libs.common.logsetup import LogLevel
 from services.amphora.adapters.nftables import default_nft_binary
+
+# The agent's name in its logs and traces.
+SERVICE_NAME: Final = "amphora"
 
 
 def default_haproxy_binary() -> Path:
@@ -92,6 +96,20 @@ class AmphoraSettings(BaseSettings):
     where started.
     """
     # --- end of the VRRP block ---
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Arguments, then the environment: the only sources an agent has (no ``env_file``,
+        no ``secrets_dir``). Listed alone, since pydantic-settings walks every field again for
+        each source, even an empty one: half of the settings work of an agent's start."""
+        return init_settings, env_settings
 
     @property
     def effective_port_file(self) -> Path:

@@ -1,17 +1,18 @@
 """A pre-imported agent that forks new amphora agents: a boot in milliseconds, not 0.6 s.
 
 ``python -m services.amphora.zygote SOCKET [PID_FILE]`` imports everything the agent needs,
-reads HAProxy's version (children skip their own ``haproxy -v``) and validates one throwaway
-agent's settings (pydantic's caches are then built once, not in every agent), then, unless
+reads HAProxy's version (children skip their own ``haproxy -v``) and lives one throwaway
+agent's life up to its first configuration checked (services/amphora/rehearsal.py: what every
+agent builds lazily on that way is then built once, not in every agent), then, unless
 another zygote holds ``SOCKET.lock`` (it then exits: two started in a race never both stay),
 writes its pid to PID_FILE and serves spawn requests on a unix socket, one JSON line each:
 ``{"env": {...}, "log": path}``. It forks; the child starts a new session, takes the
 environment and runs the agent exactly as ``python -m services.amphora`` would; the zygote
 answers ``{"pid": N}``. The child keeps the connection: an agent writes ``{"port": N}`` on it
 once it accepts connections, then closes it (so the asker waits for no port file); a child
-that ends first closes it unanswered. No event loop or thread runs in the zygote, so forking
-is safe. Children are reaped automatically (SIGCHLD ignored); they outlive the zygote and
-whoever started it.
+that ends first closes it unanswered. No event loop or thread runs in the zygote once the
+rehearsal has ended, so forking is safe. Children are reaped automatically (SIGCHLD
+ignored); they outlive the zygote and whoever started it.
 """
 
 from __future__ import annotations
@@ -27,26 +28,20 @@ import socket
 import sys
 from collections import ChainMap
 from pathlib import Path
-
-from aiohttp.helpers import parse_content_type
-from aiohttp.web_log import AccessLogger
+from typing import Final
 
 import services.amphora.__main__ as agent_main  # the heavy imports happen here, once
-from libs.common.agent_contract import AGENT_HOST_DIRECTORY_ENV, PUSHED_CONTENT_TYPE
+from libs.common.agent_contract import AGENT_HOST_DIRECTORY_ENV
 from libs.common.telemetry import import_sdk
 from services.amphora.adapters.haproxy import remember_version
-from services.amphora.settings import AmphoraSettings, default_haproxy_binary
+from services.amphora.adapters.tls import prepare_verifying_context
+from services.amphora.rehearsal import rehearse
+from services.amphora.settings import SERVICE_NAME, default_haproxy_binary
 
-# A throwaway agent's settings (only validated, never served): every required field.
-_WARM_ENV = {
-    "FULCRUM_AMPHORA_AMPHORA_ID": "zygote",
-    "FULCRUM_AMPHORA_LB_ID": "",
-    "FULCRUM_AMPHORA_STATE_DIR": "/nonexistent",
-    "FULCRUM_AMPHORA_CA_CERT": "/nonexistent/ca.pem",
-    "FULCRUM_AMPHORA_SERVER_CERT": "/nonexistent/server.pem",
-    "FULCRUM_AMPHORA_SERVER_KEY": "/nonexistent/server.key",
-}
+log = logging.getLogger(__name__)
 
+# The agent setting naming its CA (services/amphora/settings.py: ca_cert).
+_CA_CERT_ENV: Final = "FULCRUM_AMPHORA_CA_CERT"
 # The serving lock's fd (see ``_serving_lock``); closed in every forked agent.
 _LOCK_FD: int | None = None
 
@@ -90,31 +85,16 @@ def _child(env: dict[str, str], log_path: str, asker: socket.socket) -> None:
 def _prewarm() -> None:
     """Work every agent would repeat, done once here: HAProxy's version (the binary the
     zygote's environment or the default names; an agent given another one reads its own),
-    the tracing SDK's imports, one validation of the agent's settings and what the first
-    requests of an agent build (``_prewarm_requests``)."""
+    the tracing SDK's imports, and one throwaway agent's life (``rehearse``: what an agent
+    builds on its way to its first installed configuration). A rehearsal that fails costs
+    the agents that work, not their start: it is logged and the zygote serves."""
     configured = os.environ.get("FULCRUM_AMPHORA_HAPROXY_BIN")
     remember_version(Path(configured) if configured else default_haproxy_binary())
     import_sdk()
-    _prewarm_requests()
-    saved = {name: os.environ.get(name) for name in _WARM_ENV}
-    os.environ.update(_WARM_ENV)
     try:
-        AmphoraSettings()
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-
-
-def _prewarm_requests() -> None:
-    """What aiohttp builds once per process on an agent's first requests: the access log's
-    compiled format, and the parse of a config push's content type (the email package's
-    header parser and its patterns; aiohttp caches each content type's parse)."""
-    AccessLogger(logging.getLogger("aiohttp.access"), AccessLogger.LOG_FORMAT)
-    for content_type in (PUSHED_CONTENT_TYPE, "application/json"):
-        parse_content_type(content_type)
+        rehearse()
+    except Exception:
+        log.exception("the zygote's rehearsal of an agent failed; agents start without it")
 
 
 def _serving_lock(path: str) -> int | None:
@@ -171,7 +151,10 @@ def _answer(server: socket.socket, conn: socket.socket) -> None:
         except (ValueError, KeyError, TypeError) as exc:
             stream.write(json.dumps({"error": f"bad request: {exc}"}) + "\n")
             return
-        import_sdk(ChainMap(env, os.environ))  # the exporter this child's tracing will use
+        environ = ChainMap(env, os.environ)
+        import_sdk(environ, SERVICE_NAME)  # the exporter and resource of this child's tracing
+        if _CA_CERT_ENV in environ:  # the TLS context's part every agent of this CA shares
+            prepare_verifying_context(Path(environ[_CA_CERT_ENV]))
         pid = os.fork()
         if pid == 0:
             server.close()

@@ -68,3 +68,30 @@ def test_import_sdk_imports_what_setup_tracing_needs_and_installs_nothing() -> N
         "assert type(trace.get_tracer_provider()).__name__ == 'ProxyTracerProvider'\n"
     )
     subprocess.run([sys.executable, "-c", check], check=True, timeout=60)
+
+
+def test_the_resource_import_sdk_built_is_the_provider_s_under_the_same_otel_variables() -> None:
+    """In a fresh interpreter, as the zygote does before forking an agent: the resource built
+    for the agent's environment is the one its provider gets; none is built for another
+    environment's OTEL_* variables, and none is kept when detectors are chosen (they may
+    read the process)."""
+    import subprocess
+    import sys
+
+    check = (
+        "import os\n"
+        "from opentelemetry import trace\n"
+        "from libs.common import telemetry\n"
+        "os.environ.pop('OTEL_EXPERIMENTAL_RESOURCE_DETECTORS', None)\n"
+        "os.environ['OTEL_SERVICE_NAME'] = 'agent-7'\n"
+        "telemetry.import_sdk({**os.environ, 'OTEL_SERVICE_NAME': 'other'}, 'amphora')\n"
+        "assert not telemetry._resources\n"
+        "telemetry.import_sdk({**os.environ, 'FULCRUM_AMPHORA_LB_ID': 'x'}, 'amphora')\n"
+        "[built] = telemetry._resources.values()\n"
+        "assert built.attributes['service.name'] == 'agent-7'\n"
+        "telemetry.setup_tracing('amphora')\n"
+        "assert trace.get_tracer_provider().resource is built\n"
+        "os.environ['OTEL_EXPERIMENTAL_RESOURCE_DETECTORS'] = 'otel'\n"
+        "assert telemetry._resource('amphora') is not telemetry._resource('amphora')\n"
+    )
+    subprocess.run([sys.executable, "-c", check], check=True, timeout=60)
