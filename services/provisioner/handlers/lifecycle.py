@@ -31,7 +31,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Protocol
+from typing import Final, Protocol
 
 import asyncpg
 
@@ -67,6 +67,12 @@ from services.provisioner.handlers.spares import SparePool
 
 log = logging.getLogger(__name__)
 _tracer = tracer(__name__)
+
+# The events that end an LB's PENDING_* period (the provisioner's own last write of a step):
+# the LB is ACTIVE or ERROR after each, so none leaves work to do. Whatever asks for work
+# after one is an event of the LB's stream too, delivered after it: the consumer acks these
+# unhandled (no transaction, no load of the LB).
+LEAVE_NO_WORK: Final = frozenset(event.event_type for event in lb_ev.SETTLING)
 
 # Pushes the whole rendered config of ``state`` to one amphora of the LB; the LB's other
 # amphorae are given for what pairs them (VRRP peers, stick-table peers). See configurator/.
