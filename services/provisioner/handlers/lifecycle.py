@@ -2,7 +2,8 @@
 
 Level-triggered: any event of an LB makes the provisioner look at the LB's *current* state and
 finish whatever is pending (create, apply changes, failover, delete; decided in
-domain/lifecycle.py). Effects are idempotent by natural key: an amphora's id derives from the
+domain/lifecycle.py), but the events that end a pending period (``LEAVE_NO_WORK``), which
+the consumer acks unhandled. Effects are idempotent by natural key: an amphora's id derives from the
 event that asked for it, so a redelivered event or a restarted provisioner finds the amphora
 it already started instead of starting a second one. Every failure but a lost database
 connection ends in ProvisioningFailed with the reason (the LB goes ERROR): never a stall.
