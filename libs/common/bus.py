@@ -210,7 +210,12 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class ConsumerSpec:
-    """A durable pull consumer ``<service>-<purpose>`` over some subjects."""
+    """A durable pull consumer ``<service>-<purpose>`` over some subjects.
+
+    ``acked_unhandled``: event types among those subjects that can ask nothing of the handler;
+    they are acknowledged as they arrive, without being decoded, a transaction or a
+    ``processed_messages`` row.
+    """
 
     name: str
     filter_subjects: Sequence[str]
@@ -219,6 +224,7 @@ class ConsumerSpec:
     batch: int = 64
     nak_delay: float = 0.5
     deliver_new_only: bool = False
+    acked_unhandled: frozenset[str] = frozenset()
 
 
 class ConsumerRunner:
@@ -325,6 +331,10 @@ class ConsumerRunner:
     async def _dispatch(self, msg: Msg) -> None:
         if self.on_fetched is not None:
             self.on_fetched(msg)
+        if subjects.event_type_of(msg.subject) in self._spec.acked_unhandled:
+            with contextlib.suppress(nats.errors.Error):
+                await msg.ack()
+            return
         await self._room.acquire()
         key = _stream_key(msg)
         task = asyncio.create_task(self._after(self._chains.get(key), msg))

@@ -174,9 +174,14 @@ class PostgresEventStore:
         """Append ``payloads`` after ``expected_version``; raises ConcurrencyError if stale
         (this stream, or the other stream of ``guard``).
 
-        With ``conn`` the append joins the caller's open transaction (a consumer's
-        processed-message row, say); otherwise it runs in its own. A ``guard``'s lock is taken
-        before the append's statement, which then sees every write the lock waited for.
+        With ``conn`` in a transaction, the append joins it (a consumer's processed-message
+        row, say) behind a savepoint of its own: a failure (a refused append, the hook's error)
+        undoes what the append wrote and leaves the transaction usable. A success leaves the
+        savepoint unreleased: the caller's commit, or the rollback of a savepoint of its own,
+        covers it, and a release would cost one more round trip. Otherwise (no ``conn``, or
+        one outside a transaction) the append runs in a transaction of its own. A ``guard``'s
+        lock is taken before the append's statement, which then sees every write the lock
+        waited for.
         """
         if not payloads:
             return []
@@ -184,11 +189,21 @@ class PostgresEventStore:
             new_envelope(stream_id, expected_version + i + 1, p, metadata)
             for i, p in enumerate(payloads)
         ]
-        if conn is not None:
-            async with conn.transaction():  # a savepoint inside the caller's transaction
+        if conn is not None and not conn.is_in_transaction():
+            async with conn.transaction():
                 return await self._append_in(
                     conn, expected_version, envelopes, in_transaction, guard
                 )
+        if conn is not None:
+            savepoint = conn.transaction()
+            await savepoint.start()
+            try:
+                return await self._append_in(
+                    conn, expected_version, envelopes, in_transaction, guard
+                )
+            except BaseException:
+                await savepoint.rollback()
+                raise
         async with self._pool.acquire() as own:
             if in_transaction is None and guard is None:
                 return await self._append_in(own, expected_version, envelopes, None, None)

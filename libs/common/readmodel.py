@@ -250,21 +250,24 @@ def amphora_body(amp: Amphora, created_at: datetime, updated_at: datetime | None
 
 
 async def project_amphora(conn: asyncpg.Connection, amp: Amphora, occurred_at: datetime) -> None:
-    """Upsert one amphora's view row at its stream version (same transaction as the append)."""
-    created = await conn.fetchval("SELECT created_at FROM amphora_view WHERE id = $1", amp.id)
-    body = amphora_body(amp, created or occurred_at, occurred_at if created else None)
+    """Upsert one amphora's view row at its stream version (same transaction as the append),
+    in one statement: a new row is created at ``occurred_at``, an existing one keeps its
+    creation time and is updated at ``occurred_at``."""
     await conn.execute(
         "INSERT INTO amphora_view (id, lb_id, status, agent_url, version, created_at, body) "
         "VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb) ON CONFLICT (id) DO UPDATE SET "
-        "lb_id = $2, status = $3, agent_url = $4, version = $5, body = $7::jsonb "
+        "lb_id = $2, status = $3, agent_url = $4, version = $5, "
+        "body = $7::jsonb || jsonb_build_object("
+        "'created_at', amphora_view.body -> 'created_at', 'updated_at', $8::text) "
         "WHERE amphora_view.version < $5",
         amp.id,
         amp.loadbalancer_id,
         amp.status.value,
         amp.agent_url,
         amp.version,
-        created or occurred_at,
-        json.dumps(body),
+        occurred_at,
+        json.dumps(amphora_body(amp, occurred_at, None)),
+        api_time(occurred_at),
     )
 
 

@@ -293,10 +293,19 @@ class AmphoraRepository:
         metadata: Metadata,
         *,
         conn: asyncpg.Connection | None = None,
+        loaded: Amphora | None = None,
     ) -> Amphora:
-        """Append facts about one amphora; one amphora has one writer (the provisioner)."""
-        for attempt in range(2):
-            before = await self.load(amphora_id)
+        """Append facts about one amphora; one amphora has one writer (the provisioner).
+
+        ``loaded``: the record as the caller just loaded it, appended after in a first attempt
+        of its own instead of a load; if the stream has moved since, the append refuses it
+        and the usual attempts follow on fresh loads."""
+        attempts = 2 if loaded is None else 3
+        for attempt in range(attempts):
+            if attempt == 0 and loaded is not None:
+                before = loaded
+            else:
+                before = await self.load(amphora_id)
             after = before
             for payload in payloads:
                 after = evolve_amphora(after, payload)
@@ -316,7 +325,7 @@ class AmphoraRepository:
                     conn=conn,
                 )
             except ConcurrencyError:
-                if attempt == 0:
+                if attempt + 1 < attempts:
                     continue
                 raise
             return after

@@ -39,6 +39,11 @@ def event_subject(stream_id: str, event_type: str) -> str:
     return f"{PREFIX}.{stream.category}.{subject_token(stream.aggregate_id)}.{event_type}"
 
 
+def event_type_of(subject: str) -> str:
+    """The event type an ``event_subject`` names (its last token)."""
+    return subject.rsplit(".", 1)[-1]
+
+
 def category_events(category: str) -> str:
     """Every event of one category (``loadbalancer``, ``amphora`` ...)."""
     return f"{PREFIX}.{category}.>"

@@ -13,6 +13,7 @@ from aiohttp import web
 
 from libs.common.errors import ConfigurationError
 from libs.common.logsetup import configure_logging
+from libs.common.service import freeze_heap_after_start
 from services.api.app import create_app
 from services.api.http.client_address import ClientAccessLogger
 from services.api.settings import ApiSettings
@@ -52,9 +53,9 @@ async def start_sites(runner: web.AppRunner, settings: ApiSettings) -> None:
 async def serve(settings: ApiSettings) -> None:
     """Serve until SIGTERM or SIGINT, then close the sites and the app's contexts."""
     access = logging.getLogger("aiohttp.access") if settings.access_log else None
-    runner = web.AppRunner(
-        create_app(settings), access_log=access, access_log_class=ClientAccessLogger
-    )
+    app = create_app(settings)
+    freeze_heap_after_start(app)
+    runner = web.AppRunner(app, access_log=access, access_log_class=ClientAccessLogger)
     await runner.setup()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

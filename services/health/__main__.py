@@ -9,6 +9,7 @@ from pydantic import ValidationError
 
 from libs.common.errors import ConfigurationError
 from libs.common.logsetup import configure_logging
+from libs.common.service import freeze_heap_after_start
 from services.health.app import create_app
 from services.health.settings import HealthSettings
 
@@ -18,6 +19,7 @@ def main() -> int:
         settings = HealthSettings()  # FULCRUM_HEALTH_* variables
         configure_logging(settings.log_level, "health")
         app = create_app(settings)
+        freeze_heap_after_start(app)
     except ValidationError as exc:
         problems = "; ".join(
             f"FULCRUM_HEALTH_{'__'.join(str(p) for p in e['loc']).upper()}: {e['msg']}"

@@ -8,6 +8,7 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from libs.common.logsetup import configure_logging
+from libs.common.service import freeze_heap_after_start
 from services.housekeeping.app import create_app
 from services.housekeeping.settings import HousekeepingSettings
 
@@ -19,7 +20,9 @@ def main() -> int:
         print(f"housekeeping: refusing to start: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level, "housekeeping")
-    web.run_app(create_app(settings), host=settings.host, port=settings.port, print=None)
+    app = create_app(settings)
+    freeze_heap_after_start(app)
+    web.run_app(app, host=settings.host, port=settings.port, print=None)
     return 0
 
 

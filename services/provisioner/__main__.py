@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from libs.common.logsetup import configure_logging
+from libs.common.service import freeze_heap_after_start
 from services.provisioner.app import create_app
 from services.provisioner.settings import ProvisionerSettings
 
@@ -12,7 +13,9 @@ from services.provisioner.settings import ProvisionerSettings
 def main() -> int:
     settings = ProvisionerSettings()
     configure_logging(settings.log_level, "provisioner")
-    web.run_app(create_app(settings), host=settings.host, port=settings.port, print=None)
+    app = create_app(settings)
+    freeze_heap_after_start(app)
+    web.run_app(app, host=settings.host, port=settings.port, print=None)
     return 0
 
 

@@ -55,7 +55,7 @@ from services.provisioner.drivers.process import ProcessAmphoraDriver
 from services.provisioner.drivers.traced import TracedDriver
 from services.provisioner.handlers.compensation import Compensation
 from services.provisioner.handlers.failures import FailoverRequests
-from services.provisioner.handlers.lifecycle import LifecycleHandler
+from services.provisioner.handlers.lifecycle import LEAVE_NO_WORK, LifecycleHandler
 from services.provisioner.handlers.maintenance import MaintenanceHandler
 from services.provisioner.handlers.security_groups import SecurityGroupChanges
 from services.provisioner.handlers.spares import SparePool
@@ -260,6 +260,7 @@ def consumer_specs(settings: ProvisionerSettings, parts: Provisioner) -> list[Co
             [subjects.category_events("loadbalancer")],
             parts.lifecycle.handle,
             concurrency=settings.concurrency,
+            acked_unhandled=LEAVE_NO_WORK,
         ),
         ConsumerSpec(
             "provisioner-amphora-failures",

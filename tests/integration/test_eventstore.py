@@ -86,3 +86,48 @@ async def test_in_transaction_hook_failure_rolls_back_everything(db: asyncpg.Poo
         await PostgresEventStore(db).append("amphora-h", 0, [deleted(1)], META, in_transaction=boom)
     assert await db.fetchval("SELECT count(*) FROM events") == 0
     assert await db.fetchval("SELECT count(*) FROM outbox") == 0
+
+
+async def test_an_append_in_a_callers_transaction_costs_two_statements_and_undoes_its_failures(
+    db: asyncpg.Pool,
+) -> None:
+    store = PostgresEventStore(db)
+
+    async def boom(conn: asyncpg.Connection, _: object) -> None:
+        await conn.execute(
+            "INSERT INTO outbox (event_id, subject, body) VALUES (gen_random_uuid(), 'x', '{}')"
+        )
+        raise RuntimeError("projection failed")
+
+    statements: list[str] = []
+
+    def log(query: asyncpg.connection.LoggedQuery) -> None:
+        statements.append(query.query.split()[0])
+
+    async with db.acquire() as conn, conn.transaction():
+        conn.add_query_logger(log)
+        await store.append("amphora-j", 0, [deleted(1)], META, conn=conn)
+        await asyncio.sleep(0)  # the logger is called soon after each statement
+        assert statements == ["SAVEPOINT", "WITH"]  # no release: the commit covers it
+        conn.remove_query_logger(log)
+        with pytest.raises(ConcurrencyError):
+            await store.append("amphora-j", 0, [deleted(2)], META, conn=conn)
+        with pytest.raises(RuntimeError):
+            await store.append("amphora-j", 1, [deleted(2)], META, conn=conn, in_transaction=boom)
+        await store.append("amphora-j", 1, [deleted(3)], META, conn=conn)
+    events = await store.read_stream("amphora-j")
+    assert [e.payload.amphora_id for e in events] == ["a1", "a3"]  # type: ignore[attr-defined]
+    assert await db.fetchval("SELECT count(*) FROM outbox") == 2
+
+
+async def test_an_append_on_a_connection_outside_a_transaction_commits_on_its_own(
+    db: asyncpg.Pool,
+) -> None:
+    store = PostgresEventStore(db)
+    async with db.acquire() as conn:
+        await store.append("amphora-k", 0, [deleted(1)], META, conn=conn)
+        assert not conn.is_in_transaction()
+        with pytest.raises(ConcurrencyError):
+            await store.append("amphora-k", 0, [deleted(2)], META, conn=conn)
+        assert not conn.is_in_transaction()
+        assert len(await store.read_stream("amphora-k")) == 1  # seen by another connection

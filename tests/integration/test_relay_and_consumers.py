@@ -14,7 +14,7 @@ from nats.aio.client import Client as NatsClient
 from deploy.local.embedded import EmbeddedNats
 from libs.common import bus, subjects
 from libs.common.events import Envelope, Metadata
-from libs.common.events.amphora import AmphoraDeleted
+from libs.common.events.amphora import AmphoraDeleted, AmphoraFailed
 from libs.common.eventstore import PostgresEventStore
 from libs.common.outbox import OutboxRelay
 from libs.common.settings import NatsSettings, RelaySettings
@@ -71,10 +71,18 @@ class Harness:
         self.start(relay.run())
         return relay
 
-    async def consumer(self, name: str = "test-effects") -> None:
+    async def consumer(
+        self, name: str = "test-effects", acked_unhandled: frozenset[str] = frozenset()
+    ) -> None:
         nc = await bus.connect(self.settings, name)
         self._ncs.append(nc)
-        spec = bus.ConsumerSpec(name, [subjects.ALL_EVENTS], record_effect, nak_delay=0.1)
+        spec = bus.ConsumerSpec(
+            name,
+            [subjects.ALL_EVENTS],
+            record_effect,
+            nak_delay=0.1,
+            acked_unhandled=acked_unhandled,
+        )
         runner = bus.ConsumerRunner(nc.jetstream(), self.db, spec, self.settings)
         self.start(runner.run())
 
@@ -130,6 +138,27 @@ async def test_redelivery_produces_one_effect(harness: Harness, jet: Jet) -> Non
     await wait_until(lambda: _count(harness.db, "processed_messages", 1))
     await asyncio.sleep(0.5)
     assert len(await harness.effects()) == 1
+
+
+async def test_event_types_acked_unhandled_reach_neither_handler_nor_database(
+    harness: Harness, jet: Jet
+) -> None:
+    await harness.relay()
+    await harness.consumer("test-some", acked_unhandled=frozenset({"AmphoraDeleted"}))
+    deleted = AmphoraDeleted(amphora_id="u")
+    failed = AmphoraFailed(amphora_id="u", reason="test")
+    await harness.store.append("amphora-u", 0, [deleted, failed, deleted], META)
+    await wait_until(lambda: _count(harness.db, "effects", 1))
+    await wait_until(lambda: _count(harness.db, "outbox", 0))
+
+    async def all_acked() -> bool:
+        info = await jet.js.consumer_info(jet.settings.stream, "test-some")
+        return info.num_pending == 0 and info.num_ack_pending == 0
+
+    await wait_until(all_acked)
+    await asyncio.sleep(0.3)  # room for a late effect to show
+    assert [r["version"] for r in await harness.effects()] == [2]
+    assert await _count(harness.db, "processed_messages", 1)
 
 
 async def test_duplicate_msg_id_is_absorbed_by_jetstream(jet: Jet) -> None:

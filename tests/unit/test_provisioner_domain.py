@@ -32,6 +32,7 @@ from services.provisioner.domain.reconciliation import InventoryRow, judge_drive
 from services.provisioner.domain.runtime_changes import needs_reload
 from services.provisioner.drivers import AmphoraHandle
 from services.provisioner.handlers.compensation import gives_up
+from services.provisioner.handlers.lifecycle import LEAVE_NO_WORK
 from tests import builders as b
 
 META = Metadata(actor="test")
@@ -57,6 +58,26 @@ def test_a_new_lb_is_created_for_its_first_event() -> None:
 def test_a_settled_lb_has_nothing_pending() -> None:
     state, envelopes = stream(created(), lb_ev.LoadBalancerActivated(amphora_ids=("a",)))
     assert pending_work(state, envelopes).kind == WorkKind.NONE
+
+
+@pytest.mark.parametrize(
+    "settling",
+    [
+        lb_ev.LoadBalancerActivated(amphora_ids=("a",)),
+        lb_ev.ChangesApplied(),
+        lb_ev.ProvisioningFailed(reason="test"),
+    ],
+)
+def test_the_events_the_consumer_acks_unhandled_leave_no_work(settling: Event) -> None:
+    lb = created()
+    pending = (
+        lb,
+        lb_ev.LoadBalancerActivated(amphora_ids=("a",)),
+        lb_ev.ListenerCreated(listener=snapshot(b.listener(b.loadbalancer("198.18.0.10"), 80))),
+    )
+    assert pending_work(*stream(*pending)).kind == WorkKind.APPLY
+    assert settling.event_type in LEAVE_NO_WORK
+    assert pending_work(*stream(*pending, settling)).kind == WorkKind.NONE
 
 
 def test_a_failover_request_since_the_settlement_is_a_failover() -> None:

@@ -2,7 +2,8 @@
 
 Level-triggered: any event of an LB makes the provisioner look at the LB's *current* state and
 finish whatever is pending (create, apply changes, failover, delete; decided in
-domain/lifecycle.py). Effects are idempotent by natural key: an amphora's id derives from the
+domain/lifecycle.py), but the events that end a pending period (``LEAVE_NO_WORK``), which
+the consumer acks unhandled. Effects are idempotent by natural key: an amphora's id derives from the
 event that asked for it, so a redelivered event or a restarted provisioner finds the amphora
 it already started instead of starting a second one. Every failure but a lost database
 connection ends in ProvisioningFailed with the reason (the LB goes ERROR): never a stall.
@@ -31,11 +32,12 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Protocol
+from typing import Final, Protocol
 
 import asyncpg
 
 from libs.common.domain import commands as c
+from libs.common.domain.amphora import Amphora
 from libs.common.domain.model import LoadBalancerState, Topology
 from libs.common.errors import FulcrumError, NotImplementedByProvider
 from libs.common.events import Envelope, Event, Metadata
@@ -67,6 +69,12 @@ from services.provisioner.handlers.spares import SparePool
 
 log = logging.getLogger(__name__)
 _tracer = tracer(__name__)
+
+# The events that end an LB's PENDING_* period (the provisioner's own last write of a step):
+# the LB is ACTIVE or ERROR after each, so none leaves work to do. Whatever asks for work
+# after one is an event of the LB's stream too, delivered after it: the consumer acks these
+# unhandled (no transaction, no load of the LB).
+LEAVE_NO_WORK: Final = frozenset(event.event_type for event in lb_ev.SETTLING)
 
 # Pushes the whole rendered config of ``state`` to one amphora of the LB; the LB's other
 # amphorae are given for what pairs them (VRRP peers, stick-table peers). See configurator/.
@@ -165,9 +173,10 @@ class LifecycleHandler:
 
     async def _start_amphora(
         self, state: LoadBalancerState, build: AmphoraToBuild, peers: Sequence[AmphoraHandle]
-    ) -> tuple[AmphoraHandle, list[Event]]:
+    ) -> tuple[AmphoraHandle, list[Event], Amphora]:
         """Start one amphora of the LB away from the hosts of its ``peers`` (the LB's other
-        amphorae: anti-affinity); with the handle, its boot unless already recorded."""
+        amphorae: anti-affinity); with the handle, its boot unless already recorded, and its
+        record as loaded here (the boot's append follows it)."""
         lb = state.loadbalancer
         assert lb is not None
         spec = AmphoraSpec(
@@ -184,9 +193,10 @@ class LifecycleHandler:
         ):
             span.set_attribute("fulcrum.amphora_id", build.amphora_id)
             handle = await self._driver.ensure(spec)
-        if (await self._amps.load(build.amphora_id)).version:
-            return handle, []
-        return handle, [booted(handle, lb.id, build.role, lb.topology.value)]
+        record = await self._amps.load(build.amphora_id)
+        if record.version:
+            return handle, [], record
+        return handle, [booted(handle, lb.id, build.role, lb.topology.value)], record
 
     async def _build(
         self,
@@ -209,15 +219,17 @@ class LifecycleHandler:
         assert lb is not None
         new: list[AmphoraHandle] = []
         unrecorded: dict[str, list[Event]] = {}
+        started: dict[str, Amphora] = {}  # the records of the amphorae started here, as loaded
         if spare is not None:
             new.append(spare)
             unrecorded[spare.amphora_id] = [allocated(spare.amphora_id, lb.id)]
         try:
             for build in builds:
                 unrecorded[build.amphora_id] = []
-                handle, events = await self._start_amphora(state, build, [*kept, *new])
+                handle, events, record = await self._start_amphora(state, build, [*kept, *new])
                 new.append(handle)
                 unrecorded[build.amphora_id] = events
+                started[build.amphora_id] = record
             handles = [*kept, *new]
             activation = None
             if activate is not None:
@@ -226,7 +238,13 @@ class LifecycleHandler:
             # An ACTIVE_ACTIVE amphora's config names no other amphora: the kept ones have it.
             active_active = self._distribution_of(state) is not None
             recorded = await self._push_while_recording(
-                state, new if active_active else handles, unrecorded, activation, conn, metadata
+                state,
+                new if active_active else handles,
+                unrecorded,
+                started,
+                activation,
+                conn,
+                metadata,
             )
             await self._distribute(state, handles, serve=True)
         except Exception as exc:
@@ -243,17 +261,25 @@ class LifecycleHandler:
         state: LoadBalancerState,
         handles: list[AmphoraHandle],
         records: Mapping[str, Sequence[Event]],
+        amphora_records: Mapping[str, Amphora],
         activation: tuple[c.Activate, Loaded] | None,
         conn: asyncpg.Connection,
         metadata: Metadata,
     ) -> asyncio.Future[None]:
-        """Push the LB to ``handles`` and meanwhile append ``records`` (amphora id -> events)
-        and ``activation`` (``_while_recording``)."""
+        """Push the LB to ``handles`` and meanwhile append ``records`` (amphora id -> events;
+        after the record ``amphora_records`` holds, where it holds one) and ``activation``
+        (``_while_recording``)."""
 
         async def record() -> None:
             for amphora_id, events in records.items():
                 if events:
-                    await self._amps.record(amphora_id, list(events), metadata, conn=conn)
+                    await self._amps.record(
+                        amphora_id,
+                        list(events),
+                        metadata,
+                        conn=conn,
+                        loaded=amphora_records.get(amphora_id),
+                    )
             if activation is not None:
                 assert state.loadbalancer is not None
                 activate, loaded = activation
