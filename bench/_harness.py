@@ -158,6 +158,8 @@ class Stack:
     nats_url: str = ""
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
     names: dict[int, str] = field(default_factory=dict)  # service pid -> service name
+    # Variables every service started from now on gets as they are (e.g. OTEL_*).
+    environment: dict[str, str] = field(default_factory=dict)
     _servers: list[EmbeddedPostgres | EmbeddedNats] = field(default_factory=list)
 
     def start_infra(self) -> None:
@@ -175,6 +177,7 @@ class Stack:
         prefix = f"FULCRUM_{name.upper()}_"
         full = {
             **os.environ,
+            **self.environment,
             f"{prefix}POSTGRES__DSN": with_application_name(self.pg_dsn, name),
             f"{prefix}NATS__URL": self.nats_url,
             **{prefix + k: v for k, v in env.items()},

@@ -29,6 +29,9 @@ create-path figures beside Octavia 19 with no-op drivers (the issue's side-by-si
   start (a spare's first config) and reload (master CLI reload until the new worker runs)
   through the agent's data-plane adapter, with the global section the provisioner renders:
   the floor of a create and of any config change.
+The figures are measured on a stack as ``fulcrum up`` deploys it, exporting no spans
+(``--traced``: exporting them, to see what tracing costs); the breakdowns and the step-by-step
+parts on a stack of their own whose services export every span.
 Run: .venv/bin/python bench/bench_provisioning.py
 """
 
@@ -44,10 +47,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
@@ -713,9 +717,9 @@ async def first(create: Awaitable[tuple[float, str]]) -> float:
     return (await create)[0]
 
 
-async def only_burst(api: Api, s: Stack, vips: Vips, spares: int) -> None:
+async def only_burst(api: Api, s: Stack, vips: Vips, spares: int, traced: bool) -> None:
     """The burst alone (``fleet``), the spare pool full when it starts: its seconds and the
-    stack's CPU per LB, printed."""
+    stack's CPU per LB, printed (``traced``: the services exported their spans)."""
     start_provisioner(s, spares)
     await wait_spares(s, spares)
     load = os.getloadavg()[0]
@@ -724,8 +728,34 @@ async def only_burst(api: Api, s: Stack, vips: Vips, spares: int) -> None:
     print(
         f"  {FLEET} bare LBs at c={FLEET_CONCURRENCY} -> all ACTIVE (spare pool {spares}, full): "
         f"{seconds:.2f} s (goal <= 1 s); the stack's CPU per LB {sum(cpu.values()) * 1000:.0f} ms "
-        f"({kinds}); load average {load:.1f} before, {os.getloadavg()[0]:.1f} after"
+        f"({kinds}); load average {load:.1f} before, {os.getloadavg()[0]:.1f} after; "
+        f"{_SPANS[traced]}"
     )
+
+
+# Whether the services of the figures exported their spans (``--traced``).
+_SPANS: Final = {
+    False: "spans not exported, as `fulcrum up` deploys (--traced: exported)",
+    True: "spans exported (--traced), a cost `fulcrum up` does not have",
+}
+
+
+@asynccontextmanager
+async def bench_stack(
+    session: aiohttp.ClientSession, environment: dict[str, str]
+) -> AsyncIterator[tuple[Api, Stack]]:
+    """Postgres, NATS and the API (noauth) serving; every service started on the stack gets
+    ``environment`` (the span export of the traced phase, or nothing)."""
+    from deploy.local.embedded import create_database
+
+    with stack("fulcrum-bench-prov-") as s:
+        s.environment = environment
+        s.pg_dsn = await create_database(s.pg_dsn, "bench")
+        api_port = free_port()
+        s.service("api", {"PORT": str(api_port), "AUTH_STRATEGY": "noauth", "ACCESS_LOG": "false"})
+        base = f"http://127.0.0.1:{api_port}"
+        wait_http(f"{base}/healthz")
+        yield Api(session, base), s
 
 
 async def main(
@@ -735,57 +765,56 @@ async def main(
     timeline: bool,
     samples: int,
     spares: int,
+    traced_figures: bool,
 ) -> None:
+    """The figures on a stack as ``fulcrum up`` deploys it, exporting no spans (unless
+    ``traced_figures``), then the breakdowns on a stack of their own whose services export
+    every span to ``sink``."""
     sink = SpanSink()
-    os.environ |= {
+    tracing = {
         "OTEL_TRACES_EXPORTER": "otlp",
         "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": await sink.start(),
         "OTEL_BSP_SCHEDULE_DELAY": "200",
     }
-    with stack("fulcrum-bench-prov-") as s, tempfile.TemporaryDirectory() as tmp_name:
+    figures_wanted = not (only_breakdown or only_steps)
+    measured: Figures | None = None
+    each_step: list[Steps] = []
+    traced: list[Traced] = []
+    with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        from deploy.local.embedded import create_database
-
-        s.pg_dsn = await create_database(s.pg_dsn, "bench")
-        api_port = free_port()
-        s.service("api", {"PORT": str(api_port), "AUTH_STRATEGY": "noauth", "ACCESS_LOG": "false"})
         p1, p2, p3 = free_port(), free_port(), free_port()
         (tmp / "backends.cfg").write_text(BACKEND_CFG.format(p1=p1, p2=p2, p3=p3))
         backends = subprocess.Popen(["haproxy", "-db", "-f", str(tmp / "backends.cfg")])
-        base = f"http://127.0.0.1:{api_port}"
-        wait_http(f"{base}/healthz")
-        vips = Vips()
-        measured: Figures | None = None
-        each_step: list[Steps] = []
-        traced: list[Traced] = []
+        vips = Vips()  # one for both stacks: no VIP is used twice
         try:
             async with aiohttp.ClientSession() as session:
-                api = Api(session, base)
-                if only_burst_:
-                    await only_burst(api, s, vips, spares)
-                    return
-                if not (only_breakdown or only_steps):
-                    measured = await figures(api, s, vips, (p1, p2, p3), tmp, spares)
-                    each_step = measured.each_step
-                else:
+                if only_burst_ or figures_wanted:
+                    figures_env = tracing if traced_figures else {}
+                    async with bench_stack(session, figures_env) as (api, s):
+                        if only_burst_:
+                            await only_burst(api, s, vips, spares, traced_figures)
+                            return
+                        measured = await figures(api, s, vips, (p1, p2, p3), tmp, spares)
+                async with bench_stack(session, tracing) as (api, s):
                     start_provisioner(s, spares)
-                for _ in range(samples if only_steps else 0):
-                    await wait_spares(s, spares)
-                    each_step.append(await step_by_step(api, vips, [p1, p2]))
-                for _ in range(0 if only_steps else samples):
-                    # A full pool: no spare boots beside the create that is measured.
-                    await wait_spares(s, spares)
-                    traced.append(await traced_create(api, sink, vips, [p1]))
-                parts = await steps_breakdown(sink, each_step)
+                    for _ in range(0 if only_breakdown else samples):
+                        await wait_spares(s, spares)
+                        each_step.append(await step_by_step(api, vips, [p1, p2]))
+                    for _ in range(0 if only_steps else samples):
+                        # A full pool: no spare boots beside the create that is measured.
+                        await wait_spares(s, spares)
+                        traced.append(await traced_create(api, sink, vips, [p1]))
+                    parts = await steps_breakdown(sink, each_step)
+                    database = await commit_floor(s)
                 floor = await haproxy_floor(tmp, free_port())
-                database = await commit_floor(s)
         finally:
             backends.terminate()
             backends.wait()
             await sink.stop()
     print("Fulcrum provisioning benchmark (process driver, 2-core box, loopback)")
     if measured is not None:
-        print_figures(measured)
+        print_figures(measured, traced_figures)
+    print("  the breakdowns below: a stack of their own whose services export every span (OTLP)")
     if traced:
         print_breakdown(traced, floor)
     if each_step:
@@ -796,9 +825,9 @@ async def main(
         print_step_timeline(sink, each_step)
 
 
-def print_figures(f: Figures) -> None:
+def print_figures(f: Figures, traced: bool) -> None:
     """Issue 20's four create-path figures with their goals and Octavia's beside, then the
-    other figures."""
+    other figures (``traced``: the services exported their spans)."""
     rows = [
         ("POST bare LB -> ACTIVE (spare)", pct(f.bare, 0.5), "ms", 50, 433),
         ("step by step: LB, listener, pool, 2 members, HM", pct(f.steps, 0.5), "ms", 180, 1744),
@@ -808,7 +837,8 @@ def print_figures(f: Figures) -> None:
     ]
     print(
         f"  load average {f.load:.1f} on {os.cpu_count()} cores; spare pool {f.spares} "
-        f"(the deployment's: {SPARE_POOL_SIZE}), full before each warm sample and the burst"
+        f"(the deployment's: {SPARE_POOL_SIZE}), full before each warm sample and the burst; "
+        f"{_SPANS[traced]}"
     )
     print(f"  {'figure (p50)':<50} {'Fulcrum':>9} {'goal':>7} {'Octavia':>8} {'ratio':>6}")
     for name, value, unit, goal, octavia in rows:
@@ -958,7 +988,14 @@ if __name__ == "__main__":
         "--samples",
         type=int,
         default=BREAKDOWN_SAMPLES,
-        help=f"traced creates in the breakdown (default {BREAKDOWN_SAMPLES})",
+        help="traced creates and traced step-by-step creates in the breakdowns "
+        f"(default {BREAKDOWN_SAMPLES})",
+    )
+    parser.add_argument(
+        "--traced",
+        action="store_true",
+        help="the figures' services export their spans too, as the breakdowns' do (by default "
+        "they do not, as `fulcrum up` deploys them)",
     )
     parser.add_argument(
         "--spares",
@@ -981,5 +1018,6 @@ if __name__ == "__main__":
             args.timeline,
             args.samples,
             args.spares,
+            args.traced,
         )
     )
