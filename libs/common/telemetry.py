@@ -107,7 +107,8 @@ def import_sdk(environ: Mapping[str, str] = os.environ, service_name: str | None
     """Import (and build once) what ``setup_tracing`` uses in a process with ``environ``,
     installing nothing: done in a process that forks agents (the zygote), the work is shared
     instead of done again by each. The OTLP exporter (and ``requests``, which it imports when
-    built) only when ``environ`` selects it (``OTEL_TRACES_EXPORTER=otlp``); the resource of
+    built) only when ``environ`` selects it (``OTEL_TRACES_EXPORTER=otlp``), with one
+    throwaway export to a receiver of its own (``_rehearse_export``); the resource of
     ``service_name``'s provider when given and ``environ`` has this process's OTEL_* variables
     (a fork that takes ``environ`` then reuses it). Cheap once done."""
     if "sdk" not in _imported:
@@ -121,13 +122,48 @@ def import_sdk(environ: Mapping[str, str] = os.environ, service_name: str | None
         _imported.add("sdk")
     otlp = environ.get("OTEL_TRACES_EXPORTER", "").strip().lower() == "otlp"
     if otlp and "otlp" not in _imported:
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-
-        OTLPSpanExporter()  # built and dropped: it connects nowhere until it exports
+        _rehearse_export()
         _imported.add("otlp")
     if service_name is not None and _otel_variables(environ) == _otel_variables(os.environ):
         # A fork that takes ``environ`` has these variables: its ``setup_tracing`` finds it.
         _resource(service_name)
+
+
+def _rehearse_export() -> None:
+    """Export one throwaway span over OTLP/HTTP to a receiver on loopback that lives for this
+    call only (the collector sees nothing): a fork then finds the exporter's first request
+    (its HTTP client's pools, the code paths it runs once warmed) done; an agent's first
+    export cost ~4.5 ms of CPU and ~300 page faults more without it (12.9 -> 7.8 ms)."""
+    import http.server
+    import threading
+
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+
+    class Accept(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    with http.server.HTTPServer(("127.0.0.1", 0), Accept) as receiver:
+        receiver.timeout = 5.0
+        answering = threading.Thread(target=receiver.handle_request, name="rehearsal receiver")
+        answering.start()
+        host, port = receiver.server_address[:2]
+        exporter = OTLPSpanExporter(endpoint=f"http://{host!s}:{port}/v1/traces", timeout=5)
+        provider = TracerProvider(resource=Resource.create(), shutdown_on_exit=False)
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        with provider.get_tracer(__name__).start_as_current_span("rehearsal"):
+            pass
+        provider.shutdown()
+        answering.join()  # no thread left behind in a process that forks
 
 
 @functools.cache

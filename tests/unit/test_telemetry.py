@@ -95,3 +95,32 @@ def test_the_resource_import_sdk_built_is_the_provider_s_under_the_same_otel_var
         "assert telemetry._resource('amphora') is not telemetry._resource('amphora')\n"
     )
     subprocess.run([sys.executable, "-c", check], check=True, timeout=60)
+
+
+def test_import_sdk_rehearses_an_otlp_export_on_its_own_receiver() -> None:
+    """In a fresh interpreter, as the zygote does: the exporter's first request is made (its
+    HTTP client reads netrc then) to a receiver of import_sdk's own, not to the collector the
+    environment names, and no thread is left behind in the process that forks."""
+    import subprocess
+    import sys
+
+    check = (
+        "import os, socket, sys, threading\n"
+        "collector = socket.socket()\n"
+        "collector.bind(('127.0.0.1', 0))\n"
+        "collector.listen()\n"
+        "collector.setblocking(False)\n"
+        "port = collector.getsockname()[1]\n"
+        "os.environ['OTEL_EXPORTER_OTLP_TRACES_ENDPOINT'] = f'http://127.0.0.1:{port}/v1/traces'\n"
+        "from libs.common.telemetry import import_sdk\n"
+        "assert 'netrc' not in sys.modules\n"
+        "import_sdk({'OTEL_TRACES_EXPORTER': 'otlp'})\n"
+        "assert 'netrc' in sys.modules\n"  # a request was made
+        "try:\n"
+        "    collector.accept()\n"
+        "    raise AssertionError('the collector was called')\n"
+        "except BlockingIOError:\n"
+        "    pass\n"
+        "assert threading.active_count() == 1, threading.enumerate()\n"
+    )
+    subprocess.run([sys.executable, "-c", check], check=True, timeout=60)

@@ -27,10 +27,12 @@ class TracedDriver:
         await self.inner.close()
 
     async def ensure(self, spec: AmphoraSpec) -> AmphoraHandle:
-        with _tracer.start_as_current_span("driver ensure") as span:
-            span.set_attribute("fulcrum.driver", self.name)
-            span.set_attribute("fulcrum.amphora_id", spec.amphora_id)
-            span.set_attribute("fulcrum.lb_id", spec.lb_id or "")
+        attributes = {
+            "fulcrum.driver": self.name,
+            "fulcrum.amphora_id": spec.amphora_id,
+            "fulcrum.lb_id": spec.lb_id or "",
+        }
+        with _tracer.start_as_current_span("driver ensure", attributes=attributes):
             return await self.inner.ensure(spec)
 
     async def delete(self, amphora_id: str) -> None:

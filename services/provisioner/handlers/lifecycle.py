@@ -187,11 +187,8 @@ class LifecycleHandler:
             topology=lb.topology.value,
             peer_hosts=frozenset(p.host for p in peers if p.host),
         )
-        with (
-            log_context(amphora_id=build.amphora_id),
-            _tracer.start_as_current_span("boot amphora") as span,
-        ):
-            span.set_attribute("fulcrum.amphora_id", build.amphora_id)
+        # No span of its own: the driver's ``driver ensure`` span (amphora and LB ids) is it.
+        with log_context(amphora_id=build.amphora_id):
             handle = await self._driver.ensure(spec)
         record = await self._amps.load(build.amphora_id)
         if record.version:
