@@ -67,7 +67,10 @@ async def test_a_file_refused_later_is_never_installed_nor_loaded_by_a_reload(
 
     assert failed.read_text() == broken
     assert plane.config_text() == good
-    # Any later reload of the serving HAProxy loads the installed file: the good one.
+    # Any later reload of the serving HAProxy loads the installed file: the good one. A start
+    # is done once a new worker serves, and the master CLI may still refuse connections then,
+    # while the master re-executes itself: ask it once it answers (as the adapter does).
+    await plane.process_table(patience=10.0)
     await unix_exchange(plane.master_socket, "reload")
     await asyncio.sleep(0.3)
     assert plane.is_running()
