@@ -49,6 +49,7 @@ help:
 	@echo "make venv | ansible-venv | sysdeps   only prepare the environment"
 	@echo "make dockerd | dockerd-stop   a private docker engine (networks in 198.18.0.0/15)"
 	@echo "make images            the amphora and control-plane images, built locally"
+	@echo "make test-images       the same in the docker tests' engine (make test does it first)"
 	@echo "make compose-up | compose-down | compose-logs   deploy/compose.yaml on that engine"
 
 # Root: apt-get install what is missing (one `apt-get update` per run). Not root: only report.
