@@ -98,6 +98,8 @@ def _idle_config(info: AgentInfo) -> str:
         f"    stats socket {info.stats_socket} mode 600 level admin\n"
         "    hard-stop-after 30s\n"
         "    maxconn 100\n"
+        # As the provisioner's template: its check then skips the system CA store's load.
+        "    httpclient.ssl.verify none\n"
         "\n"
         "defaults\n"
         "    timeout connect 5s\n"

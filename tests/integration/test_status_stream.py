@@ -16,7 +16,7 @@ from libs.common.domain.model import LoadBalancerState, OperatingStatus
 from libs.common.errors import Conflict
 from libs.common.events import Metadata
 from libs.common.eventstore import PostgresEventStore
-from libs.common.repository import LoadBalancerRepository
+from libs.common.repository import LoadBalancerRepository, Outcome
 from libs.common.streams import StreamId
 from tests import builders
 
@@ -81,6 +81,17 @@ class Renames:
         return c.UpdateLoadBalancer(changes={"name": f"take{self.calls}"}, now=NOW)
 
 
+async def assert_renamed_on_the_status_it_retried_on(
+    db: asyncpg.Pool, lb_id: str, rename: Renames, outcome: Outcome
+) -> None:
+    """The intent write decided twice; the second decision kept the status write's ERROR."""
+    assert rename.calls == 2
+    assert outcome.state.loadbalancer is not None
+    assert outcome.state.loadbalancer.operating_status == OS.ERROR
+    body = await lb_body(db, lb_id)
+    assert (body["name"], body["operating_status"]) == ("take2", "ERROR")
+
+
 async def test_a_status_write_racing_an_intent_write_makes_the_intent_write_retry(
     db: asyncpg.Pool, repo: LoadBalancerRepository
 ) -> None:
@@ -99,11 +110,7 @@ async def test_a_status_write_racing_an_intent_write_makes_the_intent_write_retr
 
     repo._load = load_then_race  # type: ignore[method-assign]
     outcome = await repo.execute(lb_id, rename, META)
-    assert rename.calls == 2
-    assert outcome.state.loadbalancer is not None
-    assert outcome.state.loadbalancer.operating_status == OS.ERROR
-    body = await lb_body(db, lb_id)
-    assert (body["name"], body["operating_status"]) == ("take2", "ERROR")
+    await assert_renamed_on_the_status_it_retried_on(db, lb_id, rename, outcome)
 
 
 async def test_an_intent_write_waiting_on_a_status_write_sees_its_commit_and_retries(
@@ -128,11 +135,7 @@ async def test_an_intent_write_waiting_on_a_status_write_sees_its_commit_and_ret
         assert not intent.done()
         await status.commit()
     outcome = await intent
-    assert rename.calls == 2
-    assert outcome.state.loadbalancer is not None
-    assert outcome.state.loadbalancer.operating_status == OS.ERROR
-    body = await lb_body(db, lb_id)
-    assert (body["name"], body["operating_status"]) == ("take2", "ERROR")
+    await assert_renamed_on_the_status_it_retried_on(db, lb_id, rename, outcome)
 
 
 async def test_a_fresh_create_loads_nothing_and_refuses_an_id_in_use(
