@@ -5,6 +5,7 @@ master's CLI answers again), and loads that follow one another at once each find
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 
@@ -78,3 +79,29 @@ async def test_loads_back_to_back_each_serve_their_configuration(
         await plane.apply(config(plane, [port], generation))
         assert await answer_once(port) == generation
     assert (await plane.process_table(10)).reloads == 3
+
+
+async def test_haproxy_serves_from_a_deep_state_dir_with_a_long_tmpdir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """HAProxy binds no unix socket path over 97 bytes: a deep state dir gets a short socket
+    dir, and a $TMPDIR too long for one gives way to /tmp."""
+    long_tmp = tmp_path / ("t" * 90)
+    long_tmp.mkdir()
+    monkeypatch.setenv("TMPDIR", str(long_tmp))
+    monkeypatch.setattr("tempfile.tempdir", None)
+    deep = HaproxyDataPlane(
+        Path("/usr/sbin/haproxy"), tmp_path / ("d" * 100), reload_timeout=10, drain_timeout=1
+    )
+    await deep.prepare()
+    try:
+        port = free_loopback_port()
+
+        await deep.apply(config(deep, [port], "deep"))
+
+        assert deep.stats_socket.parent.parent == Path("/tmp")
+        assert await answer_once(port) == "deep"
+        assert parent_pid(await serving_worker(deep)) == (await deep.process_table(10)).master_pid
+    finally:
+        await deep.stop()
+    assert not deep.stats_socket.parent.exists()

@@ -36,7 +36,6 @@ import re
 import shutil
 import signal
 import subprocess
-import tempfile
 import time
 from collections.abc import Callable, Collection
 from contextlib import suppress
@@ -55,6 +54,7 @@ from libs.common.errors import (
     ValidationFailed,
 )
 from libs.common.private_files import write_private_file
+from libs.common.socket_paths import fitting_path
 from services.amphora.adapters.daemon_process import DaemonLog, parent_pid, pid_alive, run_tool
 from services.amphora.adapters.haproxy_stats import ProcessCpu, StatsSession, unix_exchange
 
@@ -138,16 +138,14 @@ def remember_version(binary: Path) -> None:
         _VERSIONS[key] = _version_of(done.stdout.strip())
 
 
-# HAProxy refuses unix socket paths longer than 97 bytes; deep state dirs get a short one.
+# HAProxy refuses unix socket paths longer than 97 bytes: the sockets' dir, with "/master.sock"
+# after it, stays within that (deep state dirs get a short one, `fitting_path`).
 _MAX_SOCKET_DIR: Final = 80
 
 
 def _socket_dir(state_dir: Path) -> Path:
-    """Where the sockets live: the state dir itself, or /tmp/fulcrum-amp-<hash> if too long."""
-    if len(str(state_dir.resolve())) <= _MAX_SOCKET_DIR:
-        return state_dir
-    digest = hashlib.sha256(str(state_dir.resolve()).encode()).hexdigest()[:16]
-    return Path(tempfile.gettempdir()) / f"fulcrum-amp-{digest}"
+    """Where the sockets live: the state dir itself, or a short fulcrum-amp-<hash> dir."""
+    return fitting_path(state_dir.resolve(), "fulcrum-amp", limit=_MAX_SOCKET_DIR)
 
 
 class ConfigRejected(ValidationFailed):

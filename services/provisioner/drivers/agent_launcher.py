@@ -21,13 +21,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import json
 import logging
 import os
 import signal
 import sys
-import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from pathlib import Path
@@ -41,6 +39,7 @@ from libs.common.agent_contract import (
     AGENT_PID_FILE,
 )
 from libs.common.errors import InfrastructureError
+from libs.common.socket_paths import fitting_path
 from services.provisioner.drivers import AmphoraHandle
 
 log = logging.getLogger(__name__)
@@ -49,6 +48,8 @@ PORT_FILE: Final = "agent.port"
 LOG_FILE: Final = "agent.log"
 HOSTS_DIR: Final = ".hosts"
 _POLL: Final = 0.005
+# Longest socket path used as is (AF_UNIX takes 107 bytes).
+_MAX_SOCKET_PATH: Final = 90
 _STOP_POLL: Final = 0.02
 _NO_ROOM: Final = "no agent host has room"
 _PLACE_ATTEMPTS: Final = 3
@@ -96,11 +97,8 @@ def hosted_by(directory: Path) -> str | None:
 
 
 def unix_socket_path(path: Path, prefix: str) -> str:
-    """``path``, or one in the temp dir named after it when too long for AF_UNIX."""
-    if len(str(path)) <= 90:
-        return str(path)
-    digest = hashlib.sha256(str(path).encode()).hexdigest()[:16]
-    return f"{tempfile.gettempdir()}/{prefix}-{digest}.sock"
+    """``path``, or one in a short temp dir named after it when too long for AF_UNIX."""
+    return str(fitting_path(path, prefix, limit=_MAX_SOCKET_PATH, suffix=".sock"))
 
 
 async def ask_unix(path: str, request: Mapping[str, object], within: float) -> dict[str, Any]:
