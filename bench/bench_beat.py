@@ -4,7 +4,7 @@ Starts ``--amphorae`` real HAProxies (one listener, one pool, two members each, 
 LBs; loopback only) through the agent's data plane, then runs their heartbeat senders in this
 one process at ``--interval`` for ``--seconds``, as an agent host of that many amphorae does,
 sending to a loopback UDP sink. It prints the agent side's CPU (this process) and HAProxy's
-(masters and workers) per amphora-beat, and the beats sent. Compare changes A/B/A/B in one
+(every process) per amphora-beat, and the beats sent. Compare changes A/B/A/B in one
 sitting: the figures move with the box's load, printed beside them.
 Run: .venv/bin/python bench/bench_beat.py [--amphorae 25] [--seconds 20] [--interval 1]
 """
@@ -93,14 +93,16 @@ async def measure(amphorae: int, seconds: float, interval: float) -> None:
                 for i, sender in enumerate(senders):
                     await stack.enter_async_context(background(sender.run(), f"beats-{i}"))
                 await asyncio.sleep(2 * interval)  # every sender past its first beat
-                masters = [plane._master_pid for plane in planes]
-                haproxy_before = sum(process_cpu_seconds(p) or 0.0 for p in masters if p)
+                haproxies = [plane._pid for plane in planes]
+                haproxy_before = sum(process_cpu_seconds(p) or 0.0 for p in haproxies if p)
                 sent_before, agent_before = sum(s.sent for s in senders), own_cpu()
                 started = time.monotonic()
                 await asyncio.sleep(seconds)
                 elapsed = time.monotonic() - started
                 agent = own_cpu() - agent_before
-                haproxy = sum(process_cpu_seconds(p) or 0.0 for p in masters if p) - haproxy_before
+                haproxy = (
+                    sum(process_cpu_seconds(p) or 0.0 for p in haproxies if p) - haproxy_before
+                )
                 beats = sum(s.sent for s in senders) - sent_before
                 unsent = sum(s.unsent for s in senders)
         finally:

@@ -188,17 +188,17 @@ def start_haproxy(config: Path, probe: str, port: int, cpu: int) -> subprocess.P
         raise SystemExit(
             f"{probe}: haproxy -c failed:\n{check.stdout.decode()}{check.stderr.decode()}"
         )
+    # One process, no master: as the agent runs HAProxy (services/amphora/adapters/haproxy.py).
     proc = subprocess.Popen(
-        pinned(cpu, ["haproxy", "-W", "-db", "-f", str(config)]),
+        pinned(cpu, ["haproxy", "-db", "-f", str(config)]),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 10
     while True:
         try:
-            if workers(proc.pid):  # the master binds; its worker serves
-                with socket.create_connection((VIP, port), timeout=0.5):
-                    return proc
+            with socket.create_connection((VIP, port), timeout=0.5):
+                return proc
         except OSError:
             pass
         if proc.poll() is not None or time.monotonic() > deadline:
@@ -214,12 +214,6 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
-
-
-def workers(master: int) -> list[int]:
-    """The worker processes of the HAProxy master ``master``."""
-    text = Path(f"/proc/{master}/task/{master}/children").read_text()
-    return [int(pid) for pid in text.split()]
 
 
 def threads(pid: int) -> int:
@@ -426,7 +420,7 @@ def main() -> int:
             for name in names:
                 proc = start_haproxy(root / f"{name}.cfg", name, ports[name]["HTTP"], args.lb_cpu)
                 procs.append(proc)
-                sides[name] = Side(name, ports[name], workers(proc.pid))
+                sides[name] = Side(name, ports[name], [proc.pid])  # taskset exec'd haproxy
             for side in sides.values():
                 for worker in side.workers:
                     affinity = sorted(os.sched_getaffinity(worker))

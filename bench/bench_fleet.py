@@ -12,7 +12,7 @@ left it). It measures:
   schedstat, not stat's sampled ticks), and that CPU in ms per LB created within each tenth
   of the fleet (a snapshot as each tenth is ACTIVE: which kind's cost grows with the fleet),
 - memory per amphora: proportional set size (``/proc/<pid>/smaps_rollup``) of its agent plus
-  its HAProxy master and workers; with ``--per-process K`` (agent hosts of K amphorae,
+  its HAProxy process (and its children: none but external checks); with ``--per-process K`` (agent hosts of K amphorae,
   FULCRUM_PROVISIONER_AMPHORAE_PER_AGENT_PROCESS) the agent part is its share of its host,
 - idle control-plane CPU (the four services, Postgres and NATS) over ``--idle`` seconds with
   the first 10 LBs and with the whole fleet, projected to 1,000 amphorae along the line
@@ -219,17 +219,17 @@ def pss_kb(pid: int) -> int:
 
 def amphora_memory(state_dir: Path) -> Memory:
     """Mean PSS of each amphora's agent (an agent host's counted once, shared by its
-    amphorae) and HAProxy (master and its workers)."""
+    amphorae) and HAProxy (its process and any children)."""
     agents: set[int] = set()
     haproxies: list[int] = []
     for directory in sorted(p for p in state_dir.iterdir() if not p.name.startswith(".")):
         try:
             agent = int((directory / "agent.pid").read_text())
-            master = int((directory / "haproxy.pid").read_text())
+            haproxy = int((directory / "haproxy.pid").read_text())
         except (OSError, ValueError):
             continue
         agents.add(agent)
-        haproxies.append(pss_kb(master) + sum(pss_kb(w) for w in children(master)))
+        haproxies.append(pss_kb(haproxy) + sum(pss_kb(c) for c in children(haproxy)))
     count = len(haproxies)
     if not count:
         raise RuntimeError(f"no running amphora under {state_dir}")

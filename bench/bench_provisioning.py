@@ -26,7 +26,7 @@ create-path figures beside Octavia 19 with no-op drivers (the issue's side-by-si
   relay publish, consumer pick-up, spare claim, config render, agent push, HAProxy start,
   status event (the activation's commit) and the client seeing ACTIVE, each create sent once
   the spare pool is full again (no spare boots beside it); beside it, HAProxy's own
-  start (a spare's first config) and reload (master CLI reload until the new worker runs)
+  start (a spare's first config) and reload (a new process until it serves, the old retired)
   through the agent's data-plane adapter, with the global section the provisioner renders:
   the floor of a create and of any config change.
 The figures are measured on a stack as ``fulcrum up`` deploys it, exporting no spans
@@ -552,8 +552,8 @@ async def haproxy_floor(tmp: Path, port: int) -> tuple[list[float], list[float]]
     plane = HaproxyDataPlane(binary, state, reload_timeout=10, drain_timeout=1)
     await plane.prepare()
     config = (
-        f"global\n    stats socket {plane.stats_socket} mode 600 level admin\n"
-        "    httpclient.ssl.verify none\n"
+        f"global\n    stats socket {plane.stats_socket} mode 600 level admin expose-fd listeners\n"
+        "    httpclient.ssl.verify none\n    hard-stop-after 30s\n"
         "defaults\n    mode http\n    timeout client 5s\n    timeout server 5s\n"
         f"    timeout connect 1s\nfrontend f\n    bind 127.0.0.1:{port}\n"
         "    http-request return status 200 content-type text/plain string ok\n"

@@ -10,15 +10,15 @@ socket unreachable, 500 rollback failed).
     GET    /healthz                        200 {"status": "ok"} while the agent serves
     GET    /readyz                         200 ready / 503 not ready, {"status": "ready"|
                                            "not ready", "service": "amphora", "checks":
-                                           {"haproxy": {"ok", "detail"}}}: the master runs
-                                           and answers on master.sock, or no config was
+                                           {"haproxy": {"ok", "detail"}}}: HAProxy runs
+                                           and answers on stats.sock, or no config was
                                            pushed yet (the agent waits for one), or the one
                                            installed takes no connections
     GET    /v1/info                        200 AgentInfo {amphora_id, lb_id, api_version,
                                                haproxy_version, haproxy_running, config_sha256,
                                                stats_socket, certs_dir}
     PUT    /v1/haproxy/config              body: the complete haproxy.cfg (text/plain)
-                                           202 {"sha256"} (+ ETag) once a worker runs it;
+                                           202 {"sha256"} (+ ETag) once HAProxy serves it;
                                            400 {"error", "details": haproxy's output} when
                                            HAProxy refuses it at start or reload (parse or
                                            bind errors); the previous config keeps serving and

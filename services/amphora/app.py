@@ -119,7 +119,7 @@ def _vrrp(settings: AmphoraSettings) -> KeepalivedVrrp | None:
         settings.keepalived_bin,
         settings.state_dir,
         VipInterface(settings.vip_interface),
-        # HAProxy's master pid file (services/amphora/adapters/haproxy.py), for the check.
+        # HAProxy's pid file (services/amphora/adapters/haproxy.py), for the check.
         settings.state_dir / "haproxy.pid",
         settle_timeout=settings.vrrp_settle_timeout,
     )

@@ -1,16 +1,21 @@
 """HAProxy's starts and reloads through the agent's data-plane adapter, against a real HAProxy:
-``apply`` returns once a worker of the new configuration answers (it may do so before the
-master's CLI answers again), and loads that follow one another at once each find the master."""
+one process per amphora, no master; ``apply`` returns once the new process answers on the
+stats socket; a reload's process takes the listeners over and retires the serving one without
+a refused or reset connection, new or kept alive; a refused reload leaves the serving process
+as it was; a stop ends the retiring processes too."""
 
 from __future__ import annotations
 
+import asyncio
+import os
 import re
+import time
 from pathlib import Path
 
 import pytest
 
-from services.amphora.adapters.daemon_process import parent_pid
-from services.amphora.adapters.haproxy import HaproxyDataPlane
+from services.amphora.adapters.daemon_process import parent_pid, pid_alive
+from services.amphora.adapters.haproxy import ConfigRejected, HaproxyDataPlane
 from services.amphora.adapters.haproxy_stats import unix_exchange
 from tests.integration.conftest import answer_once, free_loopback_port
 
@@ -24,10 +29,10 @@ def config(plane: HaproxyDataPlane, ports: list[int], answer: str) -> str:
         for port in ports
     )
     return (
-        f"global\n    stats socket {plane.stats_socket} mode 600 level admin\n"
-        "    httpclient.ssl.verify none\n"
+        f"global\n    stats socket {plane.stats_socket} mode 600 level admin expose-fd listeners\n"
+        "    httpclient.ssl.verify none\n    hard-stop-after 10s\n"
         "defaults\n    mode http\n    timeout client 5s\n    timeout server 5s\n"
-        f"    timeout connect 1s\n{frontends}"
+        f"    timeout connect 1s\n    option idle-close-on-response\n{frontends}"
     )
 
 
@@ -38,7 +43,20 @@ async def serving_worker(plane: HaproxyDataPlane) -> int:
     return int(found.group(1))
 
 
-async def test_a_start_returns_once_a_worker_serves_the_configuration(
+async def gone_within(pid: int, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while pid_alive(pid):
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.02)
+    return True
+
+
+def pid_file(plane: HaproxyDataPlane) -> int:
+    return int((plane.state_dir / "haproxy.pid").read_text())
+
+
+async def test_a_start_returns_once_its_process_serves_the_configuration(
     plane: HaproxyDataPlane,
 ) -> None:
     port = free_loopback_port()
@@ -46,28 +64,25 @@ async def test_a_start_returns_once_a_worker_serves_the_configuration(
     await plane.apply(config(plane, [port], "one"))
 
     assert await answer_once(port) == "one"
-    assert parent_pid(await serving_worker(plane)) == (await plane.process_table(10)).master_pid
+    pid = await serving_worker(plane)
+    assert parent_pid(pid) == os.getpid()  # no master between the agent and HAProxy
+    assert pid_file(plane) == pid == await plane.serving_pid(1)
 
 
-async def test_a_reload_returns_once_a_new_worker_serves_the_new_configuration(
+async def test_a_reload_returns_once_a_new_process_serves_and_the_old_one_leaves(
     plane: HaproxyDataPlane,
 ) -> None:
     first, added = free_loopback_port(), free_loopback_port()
     await plane.apply(config(plane, [first], "one"))
-    before = await plane.process_table(10)
-    old_worker = await serving_worker(plane)
+    old = await serving_worker(plane)
 
     await plane.apply(config(plane, [first, added], "two"))
 
     assert await answer_once(added) == "two"
     assert await answer_once(first) == "two"
-    new_worker = await serving_worker(plane)
-    assert new_worker != old_worker
-    assert new_worker not in before.workers
-    after = await plane.process_table(10)  # the master's CLI answers again, counters moved
-    assert after.reloads == before.reloads + 1
-    assert after.failed_reloads == 0
-    assert new_worker in after.workers
+    new = await serving_worker(plane)
+    assert new != old and pid_file(plane) == new
+    assert await gone_within(old, 5)
 
 
 async def test_loads_back_to_back_each_serve_their_configuration(
@@ -75,10 +90,95 @@ async def test_loads_back_to_back_each_serve_their_configuration(
 ) -> None:
     port = free_loopback_port()
     await plane.apply(config(plane, [port], "zero"))
+    pids = [await serving_worker(plane)]
     for generation in ("one", "two", "three"):
         await plane.apply(config(plane, [port], generation))
         assert await answer_once(port) == generation
-    assert (await plane.process_table(10)).reloads == 3
+        pids.append(await serving_worker(plane))
+    assert len(set(pids)) == 4
+    for retired in pids[:-1]:
+        assert await gone_within(retired, 5)
+
+
+async def test_a_refused_reload_leaves_the_serving_process_as_it_was(
+    plane: HaproxyDataPlane,
+) -> None:
+    port = free_loopback_port()
+    await plane.apply(config(plane, [port], "good"))
+    serving = await serving_worker(plane)
+
+    with pytest.raises(ConfigRejected) as refused:
+        await plane.apply(config(plane, [port], "good") + "    no-such-keyword\n")
+
+    assert "no-such-keyword" in str(refused.value.detail)
+    assert await serving_worker(plane) == serving == pid_file(plane)
+    assert await answer_once(port) == "good"
+
+
+# wrk's summary lines that count failed requests.
+_WRK_FAILURES = re.compile(r"^\s*(Socket errors: .*|Non-2xx or 3xx responses: \d+)$", re.MULTILINE)
+_WRK_REQUESTS = re.compile(r"^\s*(\d+) requests in ", re.MULTILINE)
+
+
+@pytest.mark.parametrize("keep_alive", [False, True], ids=["new-connections", "keep-alive"])
+async def test_reloads_under_load_refuse_and_reset_nothing(
+    plane: HaproxyDataPlane, keep_alive: bool
+) -> None:
+    """wrk (32 connections, 4 s) requests without pause while the configuration is reloaded
+    every 0.2 s: every request is answered. New connections need the listeners handed over
+    (-x): a listener each would reset what waits in the retiring one's accept queue. Kept-alive
+    ones need the retiring process to close an idle connection only after one more answer
+    (`option idle-close-on-response`)."""
+    port = free_loopback_port()
+    await plane.apply(config(plane, [port], "g0"))
+    close = [] if keep_alive else ["-H", "Connection: close"]
+    wrk = await asyncio.create_subprocess_exec(
+        "wrk",
+        "-t1",
+        "-c32",
+        "-d4s",
+        *close,
+        f"http://127.0.0.1:{port}/",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    try:
+        reloads = 0
+        await asyncio.sleep(0.25)
+        while wrk.returncode is None and reloads < 16:
+            reloads += 1
+            await plane.apply(config(plane, [port], f"g{reloads}"))
+            await asyncio.sleep(0.2)
+        output = (await asyncio.wait_for(wrk.communicate(), 20))[0].decode()
+    finally:
+        if wrk.returncode is None:
+            wrk.kill()
+            await wrk.wait()
+    requests = _WRK_REQUESTS.search(output)
+    assert requests is not None and int(requests.group(1)) > 100, output
+    assert reloads >= 12, output
+    assert _WRK_FAILURES.findall(output) == [], output
+
+
+async def test_a_stop_ends_the_processes_a_reload_retired(plane: HaproxyDataPlane) -> None:
+    """A retiring process lingers while a kept-alive connection idles on it (up to
+    hard-stop-after); stopping HAProxy ends it too."""
+    port = free_loopback_port()
+    await plane.apply(config(plane, [port], "one"))
+    old = await serving_worker(plane)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        await reader.readuntil(b"one")
+        await plane.apply(config(plane, [port], "two"))
+        assert pid_alive(old)  # held by the idle connection
+
+        await plane.stop()
+
+        assert not pid_alive(old)
+        assert not (plane.state_dir / "haproxy.pid").exists()
+    finally:
+        writer.close()
 
 
 async def test_haproxy_serves_from_a_deep_state_dir_with_a_long_tmpdir(
@@ -101,7 +201,40 @@ async def test_haproxy_serves_from_a_deep_state_dir_with_a_long_tmpdir(
 
         assert deep.stats_socket.parent.parent == Path("/tmp")
         assert await answer_once(port) == "deep"
-        assert parent_pid(await serving_worker(deep)) == (await deep.process_table(10)).master_pid
+        assert await serving_worker(deep) == pid_file(deep)
     finally:
         await deep.stop()
     assert not deep.stats_socket.parent.exists()
+
+
+async def test_a_reload_keeps_the_servers_states(plane: HaproxyDataPlane) -> None:
+    """The servers' states are saved before a reload (`show servers state` into the config's
+    `server-state-file`) and the new process loads them, as Octavia's amphora does: a state
+    the runtime API set (here a drain) outlives a reload of a file that does not say it."""
+    port, member = free_loopback_port(), free_loopback_port()
+    state_file = plane.state_dir / "servers-state"
+
+    def with_pool(generation: int) -> str:
+        text = config(plane, [port], f"g{generation}")
+        text = text.replace(
+            "    hard-stop-after 10s\n",
+            f"    hard-stop-after 10s\n    server-state-file {state_file}\n",
+        ).replace(
+            "    option idle-close-on-response\n",
+            "    option idle-close-on-response\n    load-server-state-from-file global\n",
+        )
+        return text + f"backend pool\n    server s1 127.0.0.1:{member}\n"
+
+    async def status() -> str:
+        rows = await plane.show_stat({"pxname", "svname", "status"})
+        return next(str(r["status"]) for r in rows if r.get("svname") == "s1")
+
+    await plane.apply(with_pool(0))
+    await unix_exchange(plane.stats_socket, "set server pool/s1 state drain")
+    assert await status() == "DRAIN"
+
+    await plane.apply(with_pool(1))
+
+    assert await answer_once(port) == "g1"
+    assert await status() == "DRAIN"
+    assert "s1" in state_file.read_text()

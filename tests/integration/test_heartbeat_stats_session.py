@@ -1,5 +1,5 @@
 """What heartbeats read from a real HAProxy through the agent's data plane: one kept-open stats
-session serves many beats; after a reload (announced or not) the current worker answers and the
+session serves many beats; after a reload (announced or not) the serving process answers and the
 retired one is let go; a dead HAProxy fails the next read at once and a restarted one is read
 again; a session HAProxy timed out is replaced; a load that ends the session while a read is
 in flight lets that read finish first. Senders of one event loop (an agent host's
@@ -32,7 +32,7 @@ def config(plane: HaproxyDataPlane, frontend: str, *, global_extra: str = "") ->
     return (
         "global\n"
         f"    stats socket {plane.stats_socket} mode 600 level admin\n"
-        "    hard-stop-after 60s\n"  # a retired worker lingers unless its sessions end
+        "    hard-stop-after 60s\n"  # a retired process lingers unless its sessions end
         f"{global_extra}"
         "defaults\n"
         "    mode http\n"
@@ -49,14 +49,13 @@ def config(plane: HaproxyDataPlane, frontend: str, *, global_extra: str = "") ->
 
 
 async def accepted(plane: HaproxyDataPlane) -> int:
-    """Connections HAProxy's current worker accepted (CLI ones included), by a one-off ask."""
+    """Connections the serving HAProxy accepted (CLI ones included), by a one-off ask."""
     info = await StatsSession(plane.stats_socket)._once("show info")
     return int(next(line for line in info.splitlines() if line.startswith("CumConns:"))[9:])
 
 
-async def worker(plane: HaproxyDataPlane) -> int:
-    (pid,) = (await plane.process_table(5)).workers
-    return pid
+async def serving(plane: HaproxyDataPlane) -> int:
+    return await plane.serving_pid(5)
 
 
 async def freeze(pid: int) -> None:
@@ -99,28 +98,28 @@ async def test_beats_share_one_stats_connection(plane: HaproxyDataPlane) -> None
     assert await accepted(plane) == before + 1  # that ask's own connection only
 
 
-async def test_after_a_load_the_new_worker_answers_and_the_old_one_is_let_go(
+async def test_after_a_load_the_new_process_answers_and_the_old_one_is_let_go(
     plane: HaproxyDataPlane,
 ) -> None:
     await plane.apply(config(plane, "listener-1"))
     await plane.show_stat(STAT_COLUMNS)
-    retired = await worker(plane)
+    retired = await serving(plane)
     await plane.apply(config(plane, "listener-2"))
     assert frontends(await plane.show_stat(STAT_COLUMNS)) == {"listener-2": "OPEN"}
-    assert await gone_within(retired, 5), "the kept session held the retired worker"
+    assert await gone_within(retired, 5), "the kept session held the retired process"
 
 
-async def test_a_reload_the_data_plane_did_not_announce_is_read_from_the_new_worker(
+async def test_a_reload_the_data_plane_did_not_announce_is_read_from_the_new_process(
     plane: HaproxyDataPlane,
 ) -> None:
-    """A reload outside ``apply`` (as a rollback's): the retired worker's stopped frontend
-    makes the read ask the current worker, and the retired one is let go."""
+    """A reload outside ``apply``: the retired process's stopped frontend makes the read ask
+    the serving one, and the retired one is let go."""
     await plane.apply(config(plane, "listener-1"))
     await plane.show_stat(STAT_COLUMNS)
-    retired = await worker(plane)
+    retired = await serving(plane)
     await plane._reload()
     assert frontends(await plane.show_stat(STAT_COLUMNS)) == {"listener-1": "OPEN"}
-    assert await gone_within(retired, 5), "the kept session held the retired worker"
+    assert await gone_within(retired, 5), "the kept session held the retired process"
 
 
 async def test_a_dead_haproxy_fails_the_next_read_at_once_and_a_new_one_is_read(
@@ -128,7 +127,7 @@ async def test_a_dead_haproxy_fails_the_next_read_at_once_and_a_new_one_is_read(
 ) -> None:
     await plane.apply(config(plane, "listener-1"))
     await plane.show_stat(STAT_COLUMNS)
-    os.kill(await worker(plane), signal.SIGKILL)  # the master exits with it
+    os.kill(await serving(plane), signal.SIGKILL)
     started = time.monotonic()
     with pytest.raises(FulcrumError):
         while time.monotonic() - started < 5:
@@ -148,7 +147,7 @@ async def test_a_load_while_a_beat_reads_ends_the_session_after_that_answer(
     await plane.apply(config(plane, "listener-1"))
     await plane.show_stat(STAT_COLUMNS)
     for _ in range(3):
-        stopped = await worker(plane)
+        stopped = await serving(plane)
         await freeze(stopped)  # it cannot answer until continued
         try:
             reading = asyncio.create_task(plane.show_stat(STAT_COLUMNS))
@@ -227,7 +226,7 @@ async def test_senders_of_one_loop_beat_together_each_with_its_own_listeners(
                         other.id != beat.id and abs(when - at) < interval / 4
                         for when, other in seen
                     ), seen
-                os.kill(await worker(planes[1]), signal.SIGKILL)
+                os.kill(await serving(planes[1]), signal.SIGKILL)
                 killed = loop.time()
                 after = [(when, beat) for when, beat in await beats(2 * interval) if when > killed]
                 first = next(beat for _, beat in after if beat.id == "amp-1")

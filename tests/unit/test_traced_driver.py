@@ -42,5 +42,7 @@ assert dict(ensure.attributes) == {
 
 def test_a_boot_is_one_span_under_the_works_span_with_its_ids() -> None:
     """In a fresh interpreter: the global tracer provider can be set once per process."""
-    done = subprocess.run([sys.executable, "-c", CHECK], capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        [sys.executable, "-c", CHECK], capture_output=True, text=True, check=False
+    )
     assert done.returncode == 0, done.stderr

@@ -1,5 +1,15 @@
-"""HAProxy in master-worker mode, owned by the agent: validated config installs with hitless
-reloads and rollback, plus the runtime API (weights, drain, add/del server, `show stat`).
+"""HAProxy, owned by the agent: validated config installs with hitless reloads and rollback,
+plus the runtime API (weights, drain, add/del server, `show stat`).
+
+One HAProxy process per amphora, with no master process: a start runs `haproxy -db -f
+haproxy.cfg`; a reload starts a new process that takes the listening sockets over from the
+serving one (`-x stats.sock`, which the stats socket's `expose-fd listeners` allows) and then
+tells it to finish its connections and leave (`-sf <pid>`; the retiring process closes its
+idle keep-alive connections after one more answer, `option idle-close-on-response`, and
+stops within the config's `hard-stop-after`). No connection is refused or reset on the way.
+A new process that cannot load its file exits before signalling anyone: the serving process
+goes on, untouched. Master-worker mode (`-W`) would re-execute the master after every start
+and reload, twice the CPU of a load, plus one more process per amphora.
 
 A configuration without a proxy that takes connections (no `frontend` or `listen` section: a
 load balancer without listeners, or with only UDP or disabled ones) is validated and installed
@@ -19,10 +29,11 @@ the next ``apply`` of a file that loads nothing raises ConfigRejected with HAPro
 (the caller then pushes with a reload; one that loads clears it).
 
 Files under the state dir: `haproxy.cfg` (always the last config installed: the one HAProxy
-loaded, or one that needs no HAProxy), `.new`, `.unchecked` and `.failed` copies, `master.sock`
-(master CLI), `stats.sock` (worker runtime API; every pushed config must declare it),
-`haproxy.pid` (the master's pid, present exactly while the agent means HAProxy to run: the
-agent removes it when it stops HAProxy, HAProxy never does) and `haproxy.log` (its stderr).
+loaded, or one that needs no HAProxy), `.new`, `.unchecked` and `.failed` copies, `stats.sock`
+(the runtime API; every pushed config must declare it), `servers-state` (the servers' states,
+saved before each reload for a config that loads them), `haproxy.pid` (the serving process's
+pid, present exactly while the agent means HAProxy to run: the agent writes it at a start and
+after a reload, and removes it when it stops HAProxy) and `haproxy.log` (its stderr).
 """
 
 from __future__ import annotations
@@ -55,23 +66,24 @@ from libs.common.errors import (
 )
 from libs.common.private_files import write_private_file
 from libs.common.socket_paths import fitting_path
-from services.amphora.adapters.daemon_process import DaemonLog, parent_pid, pid_alive, run_tool
+from services.amphora.adapters.daemon_process import DaemonLog, pid_alive, run_tool
 from services.amphora.adapters.haproxy_stats import ProcessCpu, StatsSession, unix_exchange
 
 logger = logging.getLogger(__name__)
 
 _LOG_TAIL_CHARS: Final = 8192
 _POLL_INTERVAL: Final = 0.02
-# How often `show proc` is asked while a start or reload is under way: each answer is cheap,
-# and the caller (a provisioning step) waits for exactly this.
+# How often the stats socket is asked which process serves while a start or reload is under
+# way: each answer is cheap, and the caller (a provisioning step) waits for exactly this.
 _LOAD_POLL_INTERVAL: Final = 0.005
-# How long a start or reload waits for a worker to take its `show info` (``_new_worker_serves``)
-# before it looks at the master's `show proc` again.
-_WORKER_PATIENCE: Final = 0.25
+# How long one such question may wait for an answer (a process that took the socket over but
+# died starting never answers).
+_ANSWER_PATIENCE: Final = 0.25
 _STOP_TIMEOUT: Final = 5.0
 _NAME: Final = re.compile(NAME_PATTERN)
 _STATS_SOCKET_LINE: Final = re.compile(r"^\s*stats\s+socket\s+(?:unix@)?(\S+)(.*)$", re.MULTILINE)
-_FAILED_COUNTER: Final = re.compile(r"\[failed:\s*(\d+)\]")
+_EXPOSES_LISTENERS: Final = re.compile(r"\sexpose-fd\s+listeners\b")
+_SERVER_STATE_FILE: Final = re.compile(r"^\s*server-state-file\s+(\S+)\s*$", re.MULTILINE)
 _PROXY_SECTION: Final = re.compile(r"^[ \t]*(?:frontend|listen)[ \t]", re.MULTILINE)
 _INFO_PID: Final = re.compile(r"^Pid: (\d+)$", re.MULTILINE)
 
@@ -138,7 +150,7 @@ def remember_version(binary: Path) -> None:
         _VERSIONS[key] = _version_of(done.stdout.strip())
 
 
-# HAProxy refuses unix socket paths longer than 97 bytes: the sockets' dir, with "/master.sock"
+# HAProxy refuses unix socket paths longer than 97 bytes: the sockets' dir, with "/stats.sock"
 # after it, stays within that (deep state dirs get a short one, `fitting_path`).
 _MAX_SOCKET_DIR: Final = 80
 
@@ -168,47 +180,23 @@ class _LoadFailed(InfrastructureError):
         self.output = output
 
 
-@dataclass(frozen=True)
-class ProcessTable:
-    """The master CLI's `show proc`: reload counters and the current workers' pids."""
-
-    master_pid: int
-    reloads: int
-    failed_reloads: int
-    workers: frozenset[int]
-    fresh_workers: frozenset[int]  # current workers that were started by the last reload
-    old_workers: frozenset[int] = frozenset()  # workers a reload retired, still draining
+def _exposes_listeners(config: str) -> bool:
+    """Whether ``config``'s stats socket hands its listening sockets to a reload's process
+    (`expose-fd listeners`)."""
+    return any(_EXPOSES_LISTENERS.search(m.group(2)) for m in _STATS_SOCKET_LINE.finditer(config))
 
 
-def parse_show_proc(text: str) -> ProcessTable:
-    """Parse HAProxy 2.6's `show proc`; raises ValueError when there is no master line."""
-    master: tuple[int, int, int] | None = None
-    workers: set[int] = set()
-    fresh: set[int] = set()
-    old: set[int] = set()
-    section = ""
-    for line in text.splitlines():
-        if line.startswith("#"):
-            section = line.strip("# ").lower()
-            continue
-        fields = line.split()
-        if len(fields) < 3 or not fields[0].isdigit():
-            continue
-        pid, kind = int(fields[0]), fields[1]
-        if kind == "master":
-            failed = _FAILED_COUNTER.search(line)
-            master = (pid, int(fields[2]), int(failed.group(1)) if failed else 0)
-        elif kind == "worker" and section == "workers":
-            workers.add(pid)
-            if fields[2] == "0":
-                fresh.add(pid)
-        elif kind == "worker" and section == "old workers":
-            old.add(pid)
-    if master is None:
-        raise ValueError(f"no master in show proc output: {text!r}")
-    return ProcessTable(
-        master[0], master[1], master[2], frozenset(workers), frozenset(fresh), frozenset(old)
-    )
+async def _end(process: asyncio.subprocess.Process) -> None:
+    """SIGTERM ``process``, SIGKILL after 5 s, and reap it. Signalled only through the handle:
+    a reaped child's pid may already be reused."""
+    with suppress(ProcessLookupError):
+        process.terminate()
+    try:
+        await asyncio.wait_for(process.wait(), _STOP_TIMEOUT)
+    except TimeoutError:
+        with suppress(ProcessLookupError):
+            process.kill()
+        await process.wait()
 
 
 def _scalar(value: str) -> str | int | None:
@@ -275,10 +263,11 @@ class _LaterCheck:
 
 
 class HaproxyDataPlane:
-    """One HAProxy master (and its workers) per amphora, started lazily by the first `apply`.
+    """One HAProxy process per amphora (and, for a while after a reload, the ones retiring),
+    started lazily by the first `apply`.
 
     Config installs, stops and runtime changes are serialized by one lock, so a runtime change
-    never lands on a worker that a concurrent reload is about to retire.
+    never lands on a process that a concurrent reload is about to retire.
     """
 
     def __init__(
@@ -289,9 +278,7 @@ class HaproxyDataPlane:
         self.reload_timeout = reload_timeout
         self.drain_timeout = drain_timeout
         self.config_path = state_dir / "haproxy.cfg"
-        sockets = _socket_dir(state_dir)
-        self.master_socket = sockets / "master.sock"
-        self.stats_socket = sockets / "stats.sock"
+        self.stats_socket = _socket_dir(state_dir) / "stats.sock"
         self.certs_dir = state_dir / "certs"
         # Set by `prepare`; None when PING health monitors cannot run here.
         self.ping_check: Path | None = None
@@ -299,15 +286,20 @@ class HaproxyDataPlane:
         self._pid_file = state_dir / "haproxy.pid"
         self._log = DaemonLog(state_dir / "haproxy.log", _LOG_TAIL_CHARS)
         self._lock = asyncio.Lock()
+        # The serving process: a child of this agent, or (``_pid`` only) one adopted from a
+        # previous agent process; and the children a reload retired, until they are gone.
         self._child: asyncio.subprocess.Process | None = None
-        self._master_pid: int | None = None
+        self._pid: int | None = None
+        self._retiring: list[asyncio.subprocess.Process] = []
+        # Whether the serving process's config lets a reload take its listeners over (-x).
+        self._exposes_listeners = False
         self._version = ""
         # A check that runs after `apply` returned (check_later), and what one refused.
         self._later: _LaterCheck | None = None
         self._refused_later: str | None = None
         self._installing: asyncio.Task[None] | None = None
         # What the heartbeats read (haproxy_stats): a kept-open session, dropped after every
-        # load (it would reach the retired worker), and the master's CPU reader.
+        # load (it would reach the retired process), and the serving process's CPU reader.
         self._stats = StatsSession(self.stats_socket)
         self._on_load.append(self._stats.close)
         self._cpu: ProcessCpu | None = None
@@ -317,8 +309,8 @@ class HaproxyDataPlane:
         return self._version
 
     async def prepare(self) -> None:
-        """Create the state dirs, read HAProxy's version, and adopt a master left running by a
-        previous agent process (its pid file matches the master answering on master.sock)."""
+        """Create the state dirs, read HAProxy's version, and adopt a HAProxy left running by a
+        previous agent process (its pid file names the process answering on the stats socket)."""
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.stats_socket.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.certs_dir.mkdir(mode=0o700, exist_ok=True)
@@ -338,29 +330,28 @@ class HaproxyDataPlane:
         self._version = version
         with suppress(OSError, ValueError):
             pid = int(self._pid_file.read_text().strip())
-            if pid_alive(pid) and (await self._show_proc()).master_pid == pid:
-                self._master_pid = pid
-                logger.info("adopted running haproxy master pid=%d", pid)
+            if pid_alive(pid) and await self._answering_pid() == pid:
+                self._pid = pid
+                self._exposes_listeners = _exposes_listeners(self.config_text() or "")
+                logger.info("adopted running haproxy pid=%d", pid)
 
-    async def process_table(self, patience: float) -> ProcessTable:
-        """The master CLI's `show proc`, asked again for up to ``patience`` seconds while the
-        master refuses connections (it does while a reload re-executes it); raises
-        HaproxyUnavailable when it never answered."""
+    async def serving_pid(self, patience: float) -> int:
+        """The pid of the process answering on the stats socket, asked again for up to
+        ``patience`` seconds while none answers; raises HaproxyUnavailable when none did."""
         deadline = time.monotonic() + patience
         while True:
-            try:
-                return await self._show_proc()
-            except (OSError, ValueError) as exc:
-                if time.monotonic() >= deadline:
-                    raise HaproxyUnavailable(
-                        f"master CLI {self.master_socket} did not answer: {exc}"
-                    ) from exc
+            pid = await self._answering_pid()
+            if pid is not None:
+                return pid
+            if time.monotonic() >= deadline:
+                raise HaproxyUnavailable(f"no haproxy answers on {self.stats_socket}")
             await asyncio.sleep(_POLL_INTERVAL)
 
     def is_running(self) -> bool:
+        """Whether the serving process lives."""
         if self._child is not None:
             return self._child.returncode is None
-        return self._master_pid is not None and pid_alive(self._master_pid)
+        return self._pid is not None and pid_alive(self._pid)
 
     def config_text(self) -> str | None:
         try:
@@ -386,8 +377,8 @@ class HaproxyDataPlane:
         becomes the file the next reload loads: the caller has already made the same change
         through the runtime API. A text that takes no connections (``takes_connections``) is
         validated with `haproxy -c`, then HAProxy is stopped and the text installed. Otherwise
-        no separate `haproxy -c` runs: the master validates the file when it starts or
-        reloads, and a reload it refuses leaves the old worker serving.
+        no separate `haproxy -c` runs: the new process validates the file, and one that
+        refuses it leaves the serving process serving.
 
         With ``check_later``, a text that nothing loads now (one stored for the next reload,
         or one that takes no connections while HAProxy does not run) is checked after this
@@ -429,7 +420,7 @@ class HaproxyDataPlane:
                 self._check_later(self.config_path, installed=True, previous=previous)
             elif not serves:
                 await self._check(candidate)
-                await self._stop_master()
+                await self._stop_haproxy()
                 os.replace(candidate, self.config_path)
             elif stored_only:
                 # Nothing loads this file now: check it, or a later reload would find it bad.
@@ -516,10 +507,10 @@ class HaproxyDataPlane:
         self._on_load.append(callback)
 
     async def stop(self) -> None:
-        """Stop HAProxy (SIGTERM to the master, SIGKILL after 5 s); the config file stays."""
+        """Stop HAProxy (SIGTERM, SIGKILL after 5 s); the config file stays."""
         async with self._lock:
             await self._settle()
-            await self._stop_master()
+            await self._stop_haproxy()
             if self.stats_socket.parent != self.state_dir:
                 shutil.rmtree(self.stats_socket.parent, ignore_errors=True)
 
@@ -528,13 +519,13 @@ class HaproxyDataPlane:
         async with self._lock:
             await self._settle()
             self._refused_later = None
-            await self._stop_master()
+            await self._stop_haproxy()
             self.config_path.unlink(missing_ok=True)
 
     def cpu_seconds(self) -> float | None:
-        """CPU seconds HAProxy's master and live workers have run (``ProcessCpu``); None when
+        """CPU seconds the serving HAProxy process has run (``ProcessCpu``); None when
         it does not run."""
-        pid = self._master_pid
+        pid = self._pid
         if self._cpu is not None and self._cpu.pid != pid:
             self._release_stats()
         if pid is None or not self.is_running():
@@ -557,7 +548,7 @@ class HaproxyDataPlane:
         if self._stats.reused and any(
             row.get("type") == 0 and row.get("status") == "STOP" for row in rows
         ):
-            # A retiring worker answered a session opened before a reload: ask the current one.
+            # A retiring process answered a session opened before a reload: ask the serving one.
             self._stats.close()
             rows = await self._session_stat(wanted)
         if columns is not None and len(wanted or ()) > len(columns):
@@ -634,144 +625,124 @@ class HaproxyDataPlane:
             detail=f"expected in `global`: stats socket {self.stats_socket} mode 600 level admin",
         )
 
-    async def _show_proc(self) -> ProcessTable:
-        return parse_show_proc(await unix_exchange(self.master_socket, "show proc"))
-
     async def _start(self) -> None:
+        """Start HAProxy on the installed file and return once it serves; raises _LoadFailed
+        (nothing left running) when it exits or never answers."""
         offset = self._log.offset()
-        self._child = await self._log.spawn(
-            self.state_dir,
-            str(self.binary),
-            "-W",
-            "-db",
-            "-S",
-            f"{self.master_socket},mode,600",
-            "-f",
-            str(self.config_path),
-            "-p",
-            str(self._pid_file),
+        child = await self._log.spawn(
+            self.state_dir, str(self.binary), "-db", "-f", str(self.config_path)
         )
-        self._master_pid = self._child.pid
-        deadline = time.monotonic() + self.reload_timeout
-        while time.monotonic() < deadline:
-            if not self.is_running():
-                raise _LoadFailed(self._log.since(offset))
-            if await self._new_worker_serves(frozenset()):
-                logger.info("haproxy master pid=%d started", self._master_pid)
-                return
-            with suppress(OSError, ValueError):
-                if (await self._show_proc()).workers:
-                    logger.info("haproxy master pid=%d started", self._master_pid)
-                    return
-            await asyncio.sleep(_LOAD_POLL_INTERVAL)
-        await self._stop_master()
-        raise _LoadFailed(f"no worker after {self.reload_timeout} s\n{self._log.since(offset)}")
+        # Written at once: an agent that dies now still leaves the orphan findable.
+        write_private_file(self._pid_file, f"{child.pid}\n".encode())
+        try:
+            await self._until_serving(child, offset)
+        except _LoadFailed:
+            self._pid_file.unlink(missing_ok=True)
+            raise
+        self._child, self._pid = child, child.pid
+        logger.info("haproxy pid=%d started", child.pid)
 
     async def _reload(self) -> None:
-        """Reload through the master CLI and wait until a new worker runs.
-
-        HAProxy 2.6 answers `reload` with nothing. Success is a worker that none of the
-        master's workers before the reload was answering on the stats socket
-        (``_new_worker_serves``), or, from `show proc`, the master's reload counter moved,
-        its failed counter is 0 and a fresh worker is listed; a refusal is read from `show
-        proc` only (the failed counter). The first comes earlier: after forking the new
-        worker, the master re-executes itself once more (its "wait mode") before its CLI
-        answers again, ~7 ms later on the 2-core test box. Connections made while the master
-        re-executes itself are refused or reset: retry.
-        """
-        deadline = time.monotonic() + self.reload_timeout
-        before = await self._poll_show_proc(deadline)
+        """Start a new process on the installed file that takes the listening sockets over
+        from the serving one (``-x``, when the serving config exposes them) and retires it
+        (``-sf``) once it serves; return when it serves. Raises _LoadFailed when it exits or
+        never answers: the serving process then never got the signal and goes on serving.
+        The servers' states are saved first for a config that loads them."""
+        serving = self._pid
+        assert serving is not None
+        await self._save_server_state()
+        handover = ["-x", str(self.stats_socket)] if self._exposes_listeners else []
         offset = self._log.offset()
-        while True:
-            try:
-                await unix_exchange(self.master_socket, "reload")
-                break
-            except ConnectionResetError:
-                break  # the master re-executed while answering: the reload is under way
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise _LoadFailed("master CLI unreachable for reload") from None
-                await asyncio.sleep(_POLL_INTERVAL)
-        earlier = before.workers | before.old_workers
+        child = await self._log.spawn(
+            self.state_dir,
+            str(self.binary),
+            "-db",
+            "-f",
+            str(self.config_path),
+            *handover,
+            "-sf",
+            str(serving),
+        )
+        await self._until_serving(child, offset)
+        if self._child is not None:
+            self._retiring.append(self._child)
+        self._retiring = [p for p in self._retiring if p.returncode is None]
+        self._child, self._pid = child, child.pid
+        write_private_file(self._pid_file, f"{child.pid}\n".encode())
+
+    async def _until_serving(self, child: asyncio.subprocess.Process, offset: int) -> None:
+        """Wait until ``child`` answers on the stats socket: it has bound every listener of
+        its configuration and runs its poll loop. Raises _LoadFailed with HAProxy's words
+        (its log since ``offset``) when it exits first, or, killed, after reload_timeout."""
+        deadline = time.monotonic() + self.reload_timeout
         while time.monotonic() < deadline:
-            await asyncio.sleep(_LOAD_POLL_INTERVAL)
-            if not self.is_running():
+            if child.returncode is not None:
                 raise _LoadFailed(self._log.since(offset))
-            if await self._new_worker_serves(earlier):
+            if await self._answering_pid() == child.pid:
+                self._exposes_listeners = _exposes_listeners(self.config_text() or "")
                 return
-            try:
-                after = await self._show_proc()
-            except (OSError, ValueError):
-                continue
-            if after.reloads <= before.reloads:
-                continue
-            if after.failed_reloads > 0:
-                raise _LoadFailed(self._log.since(offset))
-            if after.fresh_workers - before.workers:
-                return
-        raise _LoadFailed(f"no new worker after {self.reload_timeout} s\n{self._log.since(offset)}")
-
-    async def _poll_show_proc(self, deadline: float) -> ProcessTable:
-        while True:
-            try:
-                return await self._show_proc()
-            except (OSError, ValueError) as exc:
-                if time.monotonic() > deadline:
-                    raise _LoadFailed(f"master CLI unreachable: {exc}") from None
-            # The master may still be re-executing after the previous load (its wait mode).
             await asyncio.sleep(_LOAD_POLL_INTERVAL)
+        await _end(child)
+        raise _LoadFailed(f"no answer after {self.reload_timeout} s\n{self._log.since(offset)}")
 
-    async def _new_worker_serves(self, earlier: frozenset[int]) -> bool:
-        """Whether a worker of this master that is not one of ``earlier`` answers on the
-        stats socket: it took over the listeners and runs its poll loop (a worker answers
-        only once every listener of its configuration is enabled). A connection waiting in
-        the socket's backlog is answered once a worker accepts it; one that no worker takes
-        within ``_WORKER_PATIENCE`` (a new worker that died starting) counts as no answer."""
+    async def _answering_pid(self) -> int | None:
+        """The pid in the `show info` of the process that answers on the stats socket; None
+        when none answers within ``_ANSWER_PATIENCE`` (a connection waiting in the socket's
+        backlog that no process takes, e.g. one that died starting, counts as no answer)."""
         try:
             answer = await asyncio.wait_for(
-                unix_exchange(self.stats_socket, "show info"), _WORKER_PATIENCE
+                unix_exchange(self.stats_socket, "show info"), _ANSWER_PATIENCE
             )
         except (OSError, TimeoutError):
-            return False
+            return None
         found = _INFO_PID.search(answer)
+        return int(found.group(1)) if found is not None else None
+
+    async def _save_server_state(self) -> None:
+        """Write `show servers state` to the file the installed config loads servers' states
+        from (`server-state-file`), so a reload keeps what checks and the runtime API set;
+        nothing for a config that names none. A failed save is logged: the reload goes on,
+        its servers starting from the configuration alone."""
+        found = _SERVER_STATE_FILE.search(self.config_text() or "")
         if found is None:
-            return False
-        pid = int(found.group(1))
-        return pid not in earlier and parent_pid(pid) == self._master_pid
+            return
+        target = Path(found.group(1).strip("\"'"))
+        try:
+            answer = await unix_exchange(self.stats_socket, "show servers state")
+            await asyncio.to_thread(write_private_file, target, answer.encode())
+        except OSError as exc:
+            logger.warning("servers' states not saved before a reload: %s", exc)
 
     async def _restore(self, previous: str | None, *, serve_it: bool) -> None:
-        """Put the last good config file back; if it was serving, make HAProxy serve it again
-        (reload, or start when the failed reload took the master down)."""
+        """Put the last good config file back; if it was serving, make sure HAProxy serves it
+        (a refused reload left the serving process as it was; start one if it died since)."""
         if previous is None:
             self.config_path.unlink(missing_ok=True)
         else:
             write_private_file(self.config_path, previous.encode())
         if previous is None or not serve_it:
-            await self._stop_master()
+            await self._stop_haproxy()
+            return
+        if self.is_running():
             return
         try:
-            await (self._reload() if self.is_running() else self._start())
+            await self._start()
         except _LoadFailed as failure:
             raise HaproxyFailed(
                 f"rollback to the last good config failed: {failure.output}"
             ) from None
 
-    async def _stop_master(self) -> None:
+    async def _stop_haproxy(self) -> None:
+        """Stop the serving process and the retiring ones (SIGTERM, SIGKILL after 5 s) and
+        remove the pid file."""
         self._release_stats()
-        pid, child = self._master_pid, self._child
-        self._master_pid, self._child = None, None
+        pid, child, retiring = self._pid, self._child, self._retiring
+        self._pid, self._child, self._retiring = None, None, []
+        await asyncio.gather(*(_end(p) for p in retiring if p.returncode is None))
         if pid is None:
             return
         if child is not None:
-            # Signal only through the handle: a reaped child's pid may already be reused.
-            with suppress(ProcessLookupError):
-                child.terminate()
-            try:
-                await asyncio.wait_for(child.wait(), _STOP_TIMEOUT)
-            except TimeoutError:
-                with suppress(ProcessLookupError):
-                    child.kill()
-                await child.wait()
+            await _end(child)
         elif pid_alive(pid):
             with suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
@@ -783,7 +754,7 @@ class HaproxyDataPlane:
                 with suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
         self._pid_file.unlink(missing_ok=True)
-        logger.info("haproxy master pid=%d stopped", pid)
+        logger.info("haproxy pid=%d stopped", pid)
 
     # -- runtime API -------------------------------------------------------------------------
 

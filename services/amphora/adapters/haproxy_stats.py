@@ -7,9 +7,9 @@
   connection, as a one-off exchange would. A session opened before a reload still reaches the
   retired worker (and keeps it alive): the data plane closes it after every load, and
   ``HaproxyDataPlane.show_stat`` asks again on a new one when an answer shows a stopped
-  frontend (only a retiring worker has those: admin-down listeners are not rendered).
-- ``ProcessCpu``: the CPU time of HAProxy's master and its workers from ``/proc``, its files
-  opened once and again only when the workers change (a reading is a few ``pread`` calls).
+  frontend (only a retiring process has those: admin-down listeners are not rendered).
+- ``ProcessCpu``: the CPU time of the serving HAProxy process from ``/proc``, its files
+  opened once and again only when its children change (a reading is a few ``pread`` calls).
 """
 
 from __future__ import annotations
@@ -181,7 +181,7 @@ def process_cpu_seconds(pid: int) -> float | None:
 async def unix_exchange(path: Path, command: str) -> str:
     """Send one command to an HAProxy CLI socket, half-close, read the answer to EOF.
 
-    The half-close matters: the 2.6 master CLI answers a non-interactive client only then.
+    The half-close marks the end of the command for a non-interactive session.
     """
     reader, writer = await asyncio.open_unix_connection(str(path))
     try:

@@ -5,7 +5,7 @@ Files under the state dir: ``keepalived.conf`` (the last config keepalived loade
 ``.new`` / ``.failed`` copies), ``keepalived.vips`` (the VIPs that config moves),
 ``keepalived.pid`` and ``keepalived-vrrp.pid`` (explicit pid files, so several keepalived
 instances, one per amphora namespace, coexist on one host), ``keepalived.log`` (its console),
-``vrrp-check.sh`` (exits 0 while HAProxy's master lives, or while there is no HAProxy pid
+``vrrp-check.sh`` (exits 0 while HAProxy's serving process lives, or while there is no HAProxy pid
 file: the ``track_script``),
 ``vrrp-notify.sh`` (keepalived's ``notify``) and ``vrrp.state`` (the state it last reported).
 
@@ -40,7 +40,7 @@ _STOP_TIMEOUT: Final = 5.0
 _LOG_TAIL: Final = 4000
 
 _CHECK_SCRIPT: Final = """#!/bin/sh
-# keepalived's track_script: succeeds while HAProxy's master process lives (not a zombie), and
+# keepalived's track_script: succeeds while HAProxy's serving process lives (not a zombie), and
 # while no pid file says one should (the config takes no connections: HAProxy is not run).
 pid=$(cat '{pid_file}' 2>/dev/null) || exit 0
 [ -n "$pid" ] && [ -r "/proc/$pid/stat" ] || exit 1

@@ -29,8 +29,8 @@ from services.amphora.adapters.tls import AgentTLS
 from services.amphora.adapters.udp import UdpDataPlane
 
 _Model = TypeVar("_Model", bound=BaseModel)
-# How long /readyz retries a master CLI that refuses connections (a reload re-executes it).
-_MASTER_CLI_PATIENCE: Final = 0.5
+# How long /readyz waits for HAProxy to answer on its stats socket.
+_STATS_SOCKET_PATIENCE: Final = 0.5
 
 
 def _json(model: BaseModel, status: int = 200) -> web.Response:
@@ -117,7 +117,7 @@ class AgentHandlers:
         return web.json_response({"status": "ok"})
 
     async def _haproxy_ready(self) -> str:
-        """Ready: HAProxy's master runs and answers on its CLI, or no config was ever pushed
+        """Ready: HAProxy runs and answers on its stats socket, or no config was ever pushed
         (the agent then waits for one), or the one installed takes no connections (it runs no
         HAProxy). A config with a proxy installed but not served is not ready."""
         dataplane = self.dataplane
@@ -130,11 +130,8 @@ class AgentHandlers:
                 "haproxy is not running although a configuration is installed; "
                 "push the configuration again to start it"
             )
-        table = await dataplane.process_table(_MASTER_CLI_PATIENCE)
-        return (
-            f"master pid {table.master_pid} answers on its CLI; "
-            f"{len(table.workers)} worker(s), {table.reloads} reload(s)"
-        )
+        pid = await dataplane.serving_pid(_STATS_SOCKET_PATIENCE)
+        return f"haproxy pid {pid} answers on its stats socket"
 
     async def info(self, request: web.Request) -> web.Response:
         dataplane = self.dataplane

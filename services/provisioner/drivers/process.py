@@ -205,9 +205,10 @@ class ProcessAmphoraDriver:
 
 
 def _kill_orphaned_haproxy(directory: Path) -> None:
-    """SIGKILL the HAProxy (master and workers: its own session) that an agent which died left
-    running, still bound to the VIP: its pid file is in ``directory`` and its command line
-    names the directory (a reused pid does not)."""
+    """SIGKILL the HAProxy (its session: the serving process and any check it runs) that an
+    agent which died left running, still bound to the VIP: its pid file is in ``directory``
+    and its command line names the directory (a reused pid does not). A process a reload
+    retired has let its listeners go and ends by the config's `hard-stop-after`."""
     try:
         pid = int((directory / "haproxy.pid").read_text())
         command_line = Path(f"/proc/{pid}/cmdline").read_bytes()

@@ -23,7 +23,7 @@ __all__ = [
 # Octavia's `default_connection_limit`: what a listener with connection_limit -1 gets.
 DEFAULT_CONNECTION_LIMIT: Final = 50000
 # Sockets HAProxy needs beside two per proxied connection: listeners, health checks, peers,
-# the stats and master sockets, resolvers, log targets.
+# the stats socket, resolvers, log targets.
 _FD_RESERVE_MAX: Final = 1000
 PEER_NAME_PATTERN: Final = r"^[A-Za-z0-9_.-]{1,64}$"
 # Octavia's `[haproxy_amphora] user_log_format`: the tenant's access log line.
