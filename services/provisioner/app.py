@@ -205,6 +205,7 @@ def wire(settings: ProvisionerSettings, pool: asyncpg.Pool, metrics: Metrics) ->
         certificates=vault,
         security_groups=groups.rules,
         logs=settings.log_offload,
+        haproxy_threads=settings.haproxy_threads or None,
     )
     inner = build_driver(settings, ca)
     driver = TracedDriver(inner)

@@ -203,6 +203,7 @@ def golden_ctx(**fields: Any) -> RenderContext:
         "state_dir": GOLDEN_STATE_DIR,
         "maxconn_cap": maxconn_cap_for_fd_limit(20000),
         "external_check_command": f"{GOLDEN_STATE_DIR}/ping-check.sh",
+        "threads": 1,  # the provisioner's default (haproxy_threads)
     }
     return RenderContext(**{**defaults, **fields})
 
@@ -729,6 +730,13 @@ def test_maxconn_is_capped_and_summed() -> None:
     b.listener("TCP", 81, connection_limit=200)
     b.listener("TCP", 82, connection_limit=300, admin_state_up=False)
     assert build_view_model(b.build(), ctx)["global"]["maxconn"] == 300
+
+
+def test_haproxy_runs_the_threads_asked_or_its_own_default() -> None:
+    state, _ = example_limits()
+    assert "\n    nbthread 1\n" in render_haproxy(state, golden_ctx())
+    assert "\n    nbthread 4\n" in render_haproxy(state, golden_ctx(threads=4))
+    assert "nbthread" not in render_haproxy(state, golden_ctx(threads=None))
 
 
 def test_maxconn_cap_for_fd_limit() -> None:

@@ -49,7 +49,8 @@ __all__ = ["Configurator", "LoneAmphora", "vrrp_peers"]
 class Configurator:
     """Pushes LB configurations to amphorae (``directory`` holds the provisioner's client
     certificate; ``certificates`` resolves TLS references, None: no keys configured;
-    ``logs``: where the amphorae's HAProxy logs go)."""
+    ``logs``: where the amphorae's HAProxy logs go; ``haproxy_threads``: each HAProxy's
+    threads, None: one per CPU)."""
 
     def __init__(
         self,
@@ -59,8 +60,10 @@ class Configurator:
         certificates: CertificateSource | None = None,
         security_groups: RuleSource | None = None,
         logs: LogOffload | None = None,
+        haproxy_threads: int | None = None,
     ) -> None:
         self._logs = logs or LogOffload()
+        self._haproxy_threads = haproxy_threads
         self._agents = AgentConnections(ca, directory)
         self._groups = SecurityGroupPush(self._agents, security_groups)
         self._tls = TlsDelivery(self._agents, certificates)
@@ -136,7 +139,7 @@ class Configurator:
         """The config and the TLS files it uses, which are on the amphora once this returns."""
         tls = await self._tls.deliver(state, handle)
         info = await self._agents.info(handle)
-        return render_config(state, info, tls, self._logs), tls.files
+        return render_config(state, info, tls, self._logs, self._haproxy_threads), tls.files
 
     async def rendered(self, state: LoadBalancerState, handle: AmphoraHandle) -> str:
         """The config ``push`` would apply (its TLS files delivered), for runtime changes."""

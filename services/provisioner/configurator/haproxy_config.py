@@ -35,9 +35,11 @@ def render_config(
     info: AgentInfo,
     tls: TlsContext | None = None,
     logs: LogOffload | None = None,
+    threads: int | None = None,
 ) -> str:
     """The whole configuration, its TLS files listed in a trailing comment (the manifest);
-    ``logs``: where HAProxy sends its logs (none when None)."""
+    ``logs``: where HAProxy sends its logs (none when None); ``threads``: HAProxy's threads
+    (None: one per CPU)."""
     context = RenderContext(
         stats_socket=info.stats_socket,
         state_dir=str(Path(info.certs_dir).parent),
@@ -46,5 +48,6 @@ def render_config(
         pool_tls=tls.pool_tls if tls else {},
         external_check_command=info.external_check_command,
         logs=logs or LogOffload(),
+        threads=threads,
     )
     return render_haproxy(state, context) + manifest_line(tls.files if tls else ())

@@ -660,6 +660,7 @@ def build_view_model(state: LoadBalancerState, ctx: RenderContext) -> ViewModel:
             "server_state_file": ctx.server_state_file,
             "hard_stop_after": f"{ctx.hard_stop_after_s}s",
             "maxconn": min(wanted, ctx.maxconn_cap) if frontend_views else ctx.maxconn_cap,
+            "nbthread": ctx.threads,
             "external_check": ping,
             "local_peer": ctx.local_peer,
         },

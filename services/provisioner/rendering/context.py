@@ -124,7 +124,8 @@ class RenderContext(_Frozen):
     `show servers state` before each reload). ``bind_address`` replaces the VIPs (tests).
     ``peers``/``local_peer`` enable stick-table sync; ``external_check_command`` is run by
     PING health monitors. ``listener_tls``/``pool_tls`` are keyed by listener / pool id.
-    ``logs``: where HAProxy's logs go (none by default).
+    ``logs``: where HAProxy's logs go (none by default). ``threads``: HAProxy's `nbthread`
+    (None: HAProxy's default, one per CPU it may run on).
     """
 
     stats_socket: str
@@ -135,6 +136,7 @@ class RenderContext(_Frozen):
     local_peer: str | None = None
     external_check_command: str | None = None
     hard_stop_after_s: int = Field(default=30, ge=1)
+    threads: int | None = Field(default=None, ge=1, le=64)
     default_connection_limit: int = Field(default=DEFAULT_CONNECTION_LIMIT, ge=1)
     stick_table_size: str = Field(default="10k", pattern=r"^[0-9]+[kmg]?$")
     listener_tls: Mapping[str, ListenerTlsFiles] = Field(default_factory=dict)
