@@ -40,9 +40,11 @@ KEY = b"bench-beat-key"
 
 
 def config(stats_socket: Path, port: int) -> str:
+    """One fleet LB's config, as the provisioner renders its global section (one thread)."""
     return f"""global
     stats socket {stats_socket} mode 600 level admin
     hard-stop-after 5s
+    nbthread 1
     httpclient.ssl.verify none
 defaults
     mode http
