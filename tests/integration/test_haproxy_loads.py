@@ -21,6 +21,8 @@ from tests.integration.conftest import answer_once, free_loopback_port
 
 pytestmark = pytest.mark.asyncio
 
+HAPROXY = Path("/usr/sbin/haproxy")
+
 
 def config(plane: HaproxyDataPlane, ports: list[int], answer: str) -> str:
     frontends = "".join(
@@ -238,3 +240,47 @@ async def test_a_reload_keeps_the_servers_states(plane: HaproxyDataPlane) -> Non
     assert await answer_once(port) == "g1"
     assert await status() == "DRAIN"
     assert "s1" in state_file.read_text()
+
+
+@pytest.mark.parametrize("master_worker", [False, True], ids=["own", "master-worker"])
+async def test_a_haproxy_left_running_is_adopted_and_retired_by_the_next_reload(
+    tmp_path: Path, master_worker: bool
+) -> None:
+    """A new agent process adopts the HAProxy its predecessor left serving (the pid file names
+    it), also one an agent of the master-worker days left (the pid file names the master):
+    the next reload hands the listeners over from it and retires it, and nothing stops
+    serving on the way."""
+    state = tmp_path / "amp"
+    first = HaproxyDataPlane(HAPROXY, state, reload_timeout=10, drain_timeout=1)
+    await first.prepare()
+    port = free_loopback_port()
+    (state / "haproxy.cfg").write_text(config(first, [port], "left"))
+    mode = ["-W", "-S", str(state / "master.sock")] if master_worker else []
+    left = await asyncio.create_subprocess_exec(  # as the previous agent started it
+        str(HAPROXY),
+        *mode,
+        "-db",
+        "-f",
+        str(state / "haproxy.cfg"),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        (state / "haproxy.pid").write_text(f"{left.pid}\n")
+        assert await first.serving_pid(10)
+        assert await answer_once(port) == "left"
+
+        adopting = HaproxyDataPlane(HAPROXY, state, reload_timeout=10, drain_timeout=1)
+        await adopting.prepare()
+        assert adopting.is_running()
+        await adopting.apply(config(adopting, [port], "next"))
+
+        assert await answer_once(port) == "next"
+        assert await asyncio.wait_for(left.wait(), 5) is not None  # retired, not killed
+        assert pid_file(adopting) == await serving_worker(adopting) != left.pid
+        await adopting.stop()
+    finally:
+        if left.returncode is None:
+            left.kill()
+            await left.wait()

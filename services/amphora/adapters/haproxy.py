@@ -66,7 +66,7 @@ from libs.common.errors import (
 )
 from libs.common.private_files import write_private_file
 from libs.common.socket_paths import fitting_path
-from services.amphora.adapters.daemon_process import DaemonLog, pid_alive, run_tool
+from services.amphora.adapters.daemon_process import DaemonLog, parent_pid, pid_alive, run_tool
 from services.amphora.adapters.haproxy_stats import ProcessCpu, StatsSession, unix_exchange
 
 logger = logging.getLogger(__name__)
@@ -80,6 +80,8 @@ _LOAD_POLL_INTERVAL: Final = 0.005
 # died starting never answers).
 _ANSWER_PATIENCE: Final = 0.25
 _STOP_TIMEOUT: Final = 5.0
+# How long a HAProxy that a previous agent left running may take to answer before it is adopted.
+_ADOPT_PATIENCE: Final = 2.0
 _NAME: Final = re.compile(NAME_PATTERN)
 _STATS_SOCKET_LINE: Final = re.compile(r"^\s*stats\s+socket\s+(?:unix@)?(\S+)(.*)$", re.MULTILINE)
 _EXPOSES_LISTENERS: Final = re.compile(r"\sexpose-fd\s+listeners\b")
@@ -310,7 +312,9 @@ class HaproxyDataPlane:
 
     async def prepare(self) -> None:
         """Create the state dirs, read HAProxy's version, and adopt a HAProxy left running by a
-        previous agent process (its pid file names the process answering on the stats socket)."""
+        previous agent process: its pid file names the process answering on the stats socket,
+        or (left by an agent that ran HAProxy in master-worker mode) that process's master,
+        which the next reload retires as any other."""
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.stats_socket.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.certs_dir.mkdir(mode=0o700, exist_ok=True)
@@ -328,9 +332,10 @@ class HaproxyDataPlane:
             if key is not None:
                 _VERSIONS[key] = version
         self._version = version
-        with suppress(OSError, ValueError):
+        with suppress(OSError, ValueError, HaproxyUnavailable):
             pid = int(self._pid_file.read_text().strip())
-            if pid_alive(pid) and await self._answering_pid() == pid:
+            answering = await self.serving_pid(_ADOPT_PATIENCE) if pid_alive(pid) else None
+            if answering is not None and pid in (answering, parent_pid(answering)):
                 self._pid = pid
                 self._exposes_listeners = _exposes_listeners(self.config_text() or "")
                 logger.info("adopted running haproxy pid=%d", pid)
