@@ -638,7 +638,7 @@ class HaproxyDataPlane:
             self.state_dir, str(self.binary), "-db", "-f", str(self.config_path)
         )
         # Written at once: an agent that dies now still leaves the orphan findable.
-        write_private_file(self._pid_file, f"{child.pid}\n".encode())
+        self._write_pid_file(child.pid)
         try:
             await self._until_serving(child, offset)
         except _LoadFailed:
@@ -673,7 +673,15 @@ class HaproxyDataPlane:
             self._retiring.append(self._child)
         self._retiring = [p for p in self._retiring if p.returncode is None]
         self._child, self._pid = child, child.pid
-        write_private_file(self._pid_file, f"{child.pid}\n".encode())
+        self._write_pid_file(child.pid)
+
+    def _write_pid_file(self, pid: int) -> None:
+        """Name ``pid`` in the pid file, replaced whole (keepalived's check reads it at any
+        time); not synced: a pid means nothing after a reboot, and a sync would hold up the
+        event loop, every amphora of an agent host with it."""
+        temporary = self._pid_file.with_name(".haproxy.pid.new")
+        temporary.write_text(f"{pid}\n")
+        os.replace(temporary, self._pid_file)
 
     async def _until_serving(self, child: asyncio.subprocess.Process, offset: int) -> None:
         """Wait until ``child`` answers on the stats socket: it has bound every listener of
