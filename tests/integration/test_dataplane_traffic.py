@@ -165,8 +165,9 @@ async def _stop(process: asyncio.subprocess.Process) -> None:
 
 @pytest.fixture
 async def haproxy() -> AsyncIterator[Callable[..., Awaitable[RunningHaproxy]]]:
-    """``await haproxy(state, **ctx_fields)`` renders ``state`` and runs it under HAProxy's
-    master-worker mode until the test ends. The VIP must be ``VIP``; ports must be free."""
+    """``await haproxy(state, **ctx_fields)`` renders ``state`` and runs it as the agent runs
+    HAProxy (one process, no master) until the test ends. The VIP must be ``VIP``; ports must
+    be free."""
     running: list[RunningHaproxy] = []
     # Short: unix socket paths are limited to 107 bytes.
     directory = Path(tempfile.mkdtemp(prefix="fulcrum-dp-"))
@@ -187,7 +188,6 @@ async def haproxy() -> AsyncIterator[Callable[..., Awaitable[RunningHaproxy]]]:
         with open(workdir / "haproxy.log", "wb") as log:
             process = await asyncio.create_subprocess_exec(
                 str(HAPROXY),
-                "-W",
                 "-db",
                 "-f",
                 str(workdir / "haproxy.cfg"),
