@@ -164,35 +164,42 @@ def parse(text: bytes) -> Heartbeat:
 
 
 _LEADING: Final = ("id", "seq", "cpu")
-_ID_PREFIX: Final = b'{"id":"'
-_SEQ_MARK: Final = b'","seq":'
 _CPU_MARK: Final = b'"cpu":'
-# A JSON number that is not negative, as json.dumps writes a float or an int.
-_CPU_NUMBER: Final = re.compile(rb"(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
+# What ``encode`` writes first: the id, seq as a JSON integer, then "cpu" with a JSON number
+# that is not negative (as json.dumps writes a float or an int) when the message has one.
+_HEAD: Final = re.compile(
+    rb'\{"id":"([^"]*)","seq":(0|[1-9][0-9]*),'
+    rb'(?:"cpu":((?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?),)?'
+)
 
 
 def split_seq(text: bytes) -> tuple[bytes, int, float | None, bytes] | None:
     """``(id, seq, cpu, rest)`` of a message spelled as ``encode`` spells it (``{"id":"<id>",
     "seq":<n>,`` then ``"cpu":<x>,`` if it has one, then ``rest``), else None. Two such
     messages with the same id and rest are the same heartbeat but for ``seq`` and ``cpu``:
-    what ``RepeatDecoder`` relies on."""
-    if not text.startswith(_ID_PREFIX):
-        return None
-    id_end = text.find(_SEQ_MARK, len(_ID_PREFIX))
-    if id_end < 0:
-        return None
-    digits_start = id_end + len(_SEQ_MARK)
-    comma = text.find(b",", digits_start)
-    digits = text[digits_start:comma]
-    if comma < 0 or not digits.isdigit() or (digits[0] == 48 and len(digits) > 1):
-        return None  # not a JSON integer as encode writes it (48 is "0")
-    cpu = None
-    if text.startswith(_CPU_MARK, comma + 1):
-        number = _CPU_NUMBER.match(text, comma + 1 + len(_CPU_MARK))
-        if number is None or text[number.end() : number.end() + 1] != b",":
-            return None
-        cpu, comma = float(number[0]), number.end()
-    return text[len(_ID_PREFIX) : id_end], int(digits), cpu, text[comma:]
+    what ``RepeatDecoder`` relies on. ``rest`` opens with the comma before the next field."""
+    head = _HEAD.match(text)
+    if head is None or text.startswith(_CPU_MARK, head.end()):
+        return None  # (a "cpu" the pattern did not take: not a number as encode writes it)
+    sender, digits, cpu = head.groups()
+    return sender, int(digits), None if cpu is None else float(cpu), text[head.end() - 1 :]
+
+
+def _with_seq(heartbeat: Heartbeat, seq: int, cpu: float | None) -> Heartbeat:
+    """``heartbeat`` with another ``seq`` and ``cpu``, as ``model_copy(update=...)`` would give
+    it and as a parse of that message would (``cpu`` set only when present), but without
+    their cost (1.3 against 7.9 us here, per idle amphora's beat): the attributes set are
+    those pydantic's own ``__copy__`` sets. The values are valid: the split's pattern
+    admits only integers and numbers that are not negative."""
+    copied = object.__new__(Heartbeat)
+    fields = heartbeat.__pydantic_fields_set__
+    object.__setattr__(copied, "__dict__", {**heartbeat.__dict__, "seq": seq, "cpu": cpu})
+    object.__setattr__(
+        copied, "__pydantic_fields_set__", fields | {"cpu"} if cpu is not None else fields - {"cpu"}
+    )
+    object.__setattr__(copied, "__pydantic_extra__", None)
+    object.__setattr__(copied, "__pydantic_private__", None)
+    return copied
 
 
 class RepeatDecoder:
@@ -217,7 +224,7 @@ class RepeatDecoder:
         sender, seq, cpu, rest = split
         last = self._last.get(sender)
         if last is not None and last[0] == rest:
-            return last[1].model_copy(update={"seq": seq, "cpu": cpu}), rest
+            return _with_seq(last[1], seq, cpu), rest
         heartbeat = parse(text)
         self._last[sender] = (rest, heartbeat)
         return heartbeat, rest
