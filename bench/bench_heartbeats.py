@@ -471,8 +471,11 @@ async def settle(http_port: int, proc: subprocess.Popen[bytes], lbs: int, quiet:
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"health exited with {proc.returncode}")
-        seen = metrics(http_port)
-        moved = seen.get("status_changes_total", 0.0) != changes
+        try:
+            seen = metrics(http_port)
+        except OSError:  # a timeout: busy recording statuses
+            seen = {}
+        moved = not seen or seen.get("status_changes_total", 0.0) != changes
         changes, still = seen.get("status_changes_total", 0.0), 0 if moved else still + 1
         if seen.get("lb_cache_size", 0.0) >= lbs and still >= quiet:
             return
