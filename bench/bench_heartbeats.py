@@ -14,9 +14,9 @@ with one amphora each, every amphora beating once a second as an idle agent does
 own message, zero deltas, ``seq`` its wall-clock milliseconds, beats spread over the second),
 and prints the cores the health service and its Postgres used over S seconds (every thread's
 run time from schedstat, as bench_fleet reads it; Postgres split into health's backends and the
-rest). Each service is measured once it has settled (every LB in its cache, no status being
-recorded; the first run, unmeasured, records the fresh database's first statuses) and its
-``/metrics`` is read outside the CPU window. ``--compare DIR`` runs the health service of
+rest). Each service is measured once no status is being recorded (the first run, unmeasured,
+records the fresh database's first statuses) and its ``/metrics`` is read outside the CPU
+window. ``--compare DIR`` runs the health service of
 another checkout (e.g. ``git archive main`` unpacked) alternately with this one's, ``--rounds``
 times each, against the same database and sender: old and new in one window. (Issue 20's goal, the whole idle control plane <= 0.1 core
 at 1,000 amphorae, is bench_fleet's to check.)
@@ -378,10 +378,10 @@ class Sender:
             self._process.kill()
 
 
-IDLE_WARMUP = 3.0  # seconds after a health service has settled before its CPU is read
+IDLE_WARMUP = 6.0  # seconds after a health service has settled before its CPU is read
 # Polls without a recorded status for a service to count as settled: a measured one, and the
 # unmeasured first run, which records every LB's first statuses.
-IDLE_QUIET, PRIME_QUIET = 1, 2
+IDLE_QUIET, PRIME_QUIET = 1, 3
 SETTLE_POLL, SETTLE_LIMIT = 3.0, 300.0
 IDLE_CPU = 0.0003  # the cores an idle amphora's HAProxy reports (the agent's ``cpu``)
 
@@ -461,25 +461,28 @@ def cores(
     return {group: u / seconds for group, u in used.items()}
 
 
-async def settle(http_port: int, proc: subprocess.Popen[bytes], lbs: int, quiet: int) -> None:
-    """Wait until the service has every LB in its cache and recorded no operating status over
-    ``quiet`` polls in a row (at most ``SETTLE_LIMIT`` s). A fresh database's first statuses
-    take a minute at 1,000 LBs, and a new process loads its cache LB by LB: neither is the idle
-    cost. Polled every ``SETTLE_POLL`` s: a scrape at 1,000 LBs costs ~0.25 s of CPU."""
+async def settle(proc: subprocess.Popen[bytes], dsn: str, quiet: int) -> None:
+    """Wait until no operating status has been recorded over ``quiet`` polls in a row, one
+    every ``SETTLE_POLL`` s (at most ``SETTLE_LIMIT`` s): a fresh database's first statuses
+    take a minute at 1,000 LBs, which is not the idle cost. Read from the database: a scrape
+    of the service at 1,000 LBs costs it ~0.25 s of CPU and, on a loaded box, stalled its
+    loop long enough to fail the fleet over."""
     deadline = time.monotonic() + SETTLE_LIMIT
-    changes, still = -1.0, 0
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"health exited with {proc.returncode}")
-        try:
-            seen = metrics(http_port)
-        except OSError:  # a timeout: busy recording statuses
-            seen = {}
-        moved = not seen or seen.get("status_changes_total", 0.0) != changes
-        changes, still = seen.get("status_changes_total", 0.0), 0 if moved else still + 1
-        if seen.get("lb_cache_size", 0.0) >= lbs and still >= quiet:
-            return
-        await asyncio.sleep(SETTLE_POLL)
+    recorded, still = -1, 0
+    conn = await asyncpg.connect(with_application_name(dsn, "bench"))
+    try:
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"health exited with {proc.returncode}")
+            now = await conn.fetchval(
+                "SELECT count(*) FROM events WHERE event_type = 'OperatingStatusChanged'"
+            )
+            recorded, still = now, 0 if now != recorded else still + 1
+            if still >= quiet:
+                return
+            await asyncio.sleep(SETTLE_POLL)
+    finally:
+        await conn.close()
     print(f"  (not settled after {SETTLE_LIMIT:.0f} s: measuring anyway)", flush=True)
 
 
@@ -492,12 +495,12 @@ async def idle_run(
     http_port: int,
     seconds: float,
     log_dir: Path,
-    lbs: int,
     quiet: int = IDLE_QUIET,
 ) -> dict[str, float]:
     """One health service of ``checkout`` on the idle fleet: its cores by group over
-    ``seconds``, with what it counted meanwhile. Its ``/metrics`` is read before and after
-    the CPU window, not in it (a scrape at 1,000 LBs costs the service ~0.25 s of CPU)."""
+    ``seconds``, with what it counted meanwhile. Its ``/metrics`` is read before the warm-up
+    and after the CPU window, not in it (a scrape at 1,000 LBs costs the service ~0.25 s of
+    CPU); the warm-up also lets a new process load its cache of LBs."""
     log = open(log_dir / f"health-{label}.log", "ab")
     proc = subprocess.Popen(  # noqa: ASYNC220 (started between measurements)
         [sys.executable, "-m", "services.health"],
@@ -508,10 +511,10 @@ async def idle_run(
     )
     try:
         await wait_http(http_port, proc)
-        await settle(http_port, proc, lbs, quiet)
+        await settle(proc, dsn, quiet)
+        counted, c0 = metrics(http_port), time.monotonic()
         await asyncio.sleep(IDLE_WARMUP)
         pids = {**pids, "health": proc.pid}
-        counted, c0 = metrics(http_port), time.monotonic()
         first, t0 = await cpu_snapshot(pids, dsn), time.monotonic()
         await asyncio.sleep(seconds)
         last, elapsed = await cpu_snapshot(pids, dsn), time.monotonic() - t0
@@ -565,13 +568,11 @@ async def idle(count: int, seconds: float, compare: Path | None, rounds: int) ->
             assert parent.recv() == "ready"
             pids = {"postgres": pg.pid, "nats": nats_server.pid}
             # Unmeasured: the first run records every LB's first statuses and stats rows.
-            await idle_run(
-                "prime", REPO, env, pids, dsn, http_port, 5.0, Path(tmp), count, PRIME_QUIET
-            )
+            await idle_run("prime", REPO, env, pids, dsn, http_port, 5.0, Path(tmp), PRIME_QUIET)
             for _ in range(rounds):
                 for label, checkout in subjects:
                     use = await idle_run(
-                        label, checkout, env, pids, dsn, http_port, seconds, Path(tmp), count
+                        label, checkout, env, pids, dsn, http_port, seconds, Path(tmp)
                     )
                     runs[label].append(use)
                     print(f"  {label:8s} {describe(use)}   ({load()})", flush=True)
