@@ -25,6 +25,7 @@ so it keeps growing across agent restarts). Pure module: stdlib and pydantic onl
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import json
 import re
@@ -100,8 +101,35 @@ class Heartbeat(_Wire):
 
 def sign(body: bytes, key: bytes) -> bytes:
     """The hex HMAC-SHA256 of ``body`` (one-shot ``hmac.digest``: a third of ``hmac.new``'s
-    CPU, and health signs every datagram it receives)."""
+    CPU; ``Signer`` where one key signs many)."""
     return hmac.digest(key, body, "sha256").hex().encode("ascii")
+
+
+_SHA256_BLOCK: Final = 64
+_INNER_PAD: Final = bytes(x ^ 0x36 for x in range(256))
+_OUTER_PAD: Final = bytes(x ^ 0x5C for x in range(256))
+
+
+class Signer:
+    """``sign`` under one key, for the health service, which signs every datagram it receives.
+    HMAC's keyed inner and outer SHA-256 states (RFC 2104) are computed once; a signature
+    is then a copy and an update of each: 1.1 us here, where ``hmac.digest`` (whose OpenSSL
+    call sets the key up anew each time) takes 5.3."""
+
+    def __init__(self, key: bytes) -> None:
+        if len(key) > _SHA256_BLOCK:
+            key = hashlib.sha256(key).digest()
+        key = key.ljust(_SHA256_BLOCK, b"\0")
+        self._inner = hashlib.sha256(key.translate(_INNER_PAD))
+        self._outer = hashlib.sha256(key.translate(_OUTER_PAD))
+
+    def sign(self, body: bytes) -> bytes:
+        """What ``sign(body, key)`` gives."""
+        inner = self._inner.copy()
+        inner.update(body)
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return outer.hexdigest().encode("ascii")
 
 
 def encode(message: dict[str, Any], key: bytes) -> bytes:
@@ -128,17 +156,17 @@ def decode(
     inflated message past its bound), BadSignature, or Garbled (not zlib, not JSON, not a
     version 3 heartbeat).
     """
-    return parse(open_datagram(datagram, key, max_datagram, max_message))
+    return parse(open_datagram(datagram, Signer(key), max_datagram, max_message))
 
 
-def open_datagram(datagram: bytes, key: bytes, max_datagram: int, max_message: int) -> bytes:
+def open_datagram(datagram: bytes, signer: Signer, max_datagram: int, max_message: int) -> bytes:
     """The message (JSON text) of an authentic datagram; raises as ``decode``."""
     if len(datagram) > max_datagram:
         raise Oversized(f"datagram of {len(datagram)} bytes exceeds {max_datagram}")
     if len(datagram) <= MAC_LENGTH:
         raise BadSignature("datagram too short to carry a MAC")
     body, mac = datagram[:-MAC_LENGTH], datagram[-MAC_LENGTH:]
-    if not hmac.compare_digest(mac, sign(body, key)):
+    if not hmac.compare_digest(mac, signer.sign(body)):
         raise BadSignature("MAC does not match")
     inflater = zlib.decompressobj()
     try:
@@ -211,13 +239,13 @@ class RepeatDecoder:
     ``encode`` spells it. Call ``forget_others`` to drop the senders no longer known."""
 
     def __init__(self, key: bytes, max_datagram: int, max_message: int = MAX_MESSAGE) -> None:
-        self._key = key
+        self._signer = Signer(key)
         self._max_datagram = max_datagram
         self._max_message = max_message
         self._last: dict[bytes, tuple[bytes, Heartbeat]] = {}
 
     def decode(self, datagram: bytes) -> tuple[Heartbeat, bytes | None]:
-        text = open_datagram(datagram, self._key, self._max_datagram, self._max_message)
+        text = open_datagram(datagram, self._signer, self._max_datagram, self._max_message)
         split = split_seq(text)
         if split is None:
             return parse(text), None
