@@ -14,9 +14,11 @@ with one amphora each, every amphora beating once a second as an idle agent does
 own message, zero deltas, ``seq`` its wall-clock milliseconds, beats spread over the second),
 and prints the cores the health service and its Postgres used over S seconds (every thread's
 run time from schedstat, as bench_fleet reads it; Postgres split into health's backends and the
-rest). ``--compare DIR`` runs the health service of another checkout (e.g. ``git archive main``
-unpacked) alternately with this one's, ``--rounds`` times each, against the same database and
-sender: old and new in one window. (Issue 20's goal, the whole idle control plane <= 0.1 core
+rest). Each service is measured once no status is being recorded (the first run, unmeasured,
+records the fresh database's first statuses) and its ``/metrics`` is read outside the CPU
+window. ``--compare DIR`` runs the health service of
+another checkout (e.g. ``git archive main`` unpacked) alternately with this one's, ``--rounds``
+times each, against the same database and sender: old and new in one window. (Issue 20's goal, the whole idle control plane <= 0.1 core
 at 1,000 amphorae, is bench_fleet's to check.)
 """
 
@@ -376,7 +378,11 @@ class Sender:
             self._process.kill()
 
 
-IDLE_WARMUP = 6.0  # seconds after a health service answers before its CPU is read
+IDLE_WARMUP = 6.0  # seconds after a health service has settled before its CPU is read
+# Polls without a recorded status for a service to count as settled: a measured one, and the
+# unmeasured first run, which records every LB's first statuses.
+IDLE_QUIET, PRIME_QUIET = 1, 3
+SETTLE_POLL, SETTLE_LIMIT = 3.0, 300.0
 IDLE_CPU = 0.0003  # the cores an idle amphora's HAProxy reports (the agent's ``cpu``)
 
 
@@ -455,6 +461,31 @@ def cores(
     return {group: u / seconds for group, u in used.items()}
 
 
+async def settle(proc: subprocess.Popen[bytes], dsn: str, quiet: int) -> None:
+    """Wait until no operating status has been recorded over ``quiet`` polls in a row, one
+    every ``SETTLE_POLL`` s (at most ``SETTLE_LIMIT`` s): a fresh database's first statuses
+    take a minute at 1,000 LBs, which is not the idle cost. Read from the database: a scrape
+    of the service at 1,000 LBs costs it ~0.25 s of CPU and, on a loaded box, stalled its
+    loop long enough to fail the fleet over."""
+    deadline = time.monotonic() + SETTLE_LIMIT
+    recorded, still = -1, 0
+    conn = await asyncpg.connect(with_application_name(dsn, "bench"))
+    try:
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"health exited with {proc.returncode}")
+            now = await conn.fetchval(
+                "SELECT count(*) FROM events WHERE event_type = 'OperatingStatusChanged'"
+            )
+            recorded, still = now, 0 if now != recorded else still + 1
+            if still >= quiet:
+                return
+            await asyncio.sleep(SETTLE_POLL)
+    finally:
+        await conn.close()
+    print(f"  (not settled after {SETTLE_LIMIT:.0f} s: measuring anyway)", flush=True)
+
+
 async def idle_run(
     label: str,
     checkout: Path,
@@ -464,9 +495,12 @@ async def idle_run(
     http_port: int,
     seconds: float,
     log_dir: Path,
+    quiet: int = IDLE_QUIET,
 ) -> dict[str, float]:
     """One health service of ``checkout`` on the idle fleet: its cores by group over
-    ``seconds``, with what it counted meanwhile."""
+    ``seconds``, with what it counted meanwhile. Its ``/metrics`` is read before the warm-up
+    and after the CPU window, not in it (a scrape at 1,000 LBs costs the service ~0.25 s of
+    CPU); the warm-up also lets a new process load its cache of LBs."""
     log = open(log_dir / f"health-{label}.log", "ab")
     proc = subprocess.Popen(  # noqa: ASYNC220 (started between measurements)
         [sys.executable, "-m", "services.health"],
@@ -477,27 +511,28 @@ async def idle_run(
     )
     try:
         await wait_http(http_port, proc)
+        await settle(proc, dsn, quiet)
+        counted, c0 = metrics(http_port), time.monotonic()
         await asyncio.sleep(IDLE_WARMUP)
         pids = {**pids, "health": proc.pid}
         first, t0 = await cpu_snapshot(pids, dsn), time.monotonic()
-        counted = metrics(http_port)
         await asyncio.sleep(seconds)
         last, elapsed = await cpu_snapshot(pids, dsn), time.monotonic() - t0
-        after = metrics(http_port)
+        after, counted_for = metrics(http_port), time.monotonic() - c0
     finally:
         proc.terminate()
         proc.wait(timeout=20)
         log.close()
     use = cores(first, last, elapsed)
     for name in ("heartbeats_accepted_total", "last_seen_rows_total", "amphorae_failed_total"):
-        use[name] = (after.get(name, 0.0) - counted.get(name, 0.0)) / elapsed
+        use[name] = (after.get(name, 0.0) - counted.get(name, 0.0)) / counted_for
     return use
 
 
 async def idle(count: int, seconds: float, compare: Path | None, rounds: int) -> None:
     subjects = [("this", REPO)] + ([("compare", compare)] if compare is not None else [])
     runs: dict[str, list[dict[str, float]]] = {label: [] for label, _ in subjects}
-    total = (seconds + IDLE_WARMUP + 10) * len(subjects) * rounds + 600
+    total = (seconds + IDLE_WARMUP + 30) * len(subjects) * rounds + 2 * SETTLE_LIMIT
     with tempfile.TemporaryDirectory(prefix="fulcrum-bench-idle-") as tmp:
         pg = EmbeddedPostgres(Path(tmp) / "pg")
         nats_server = EmbeddedNats(Path(tmp) / "nats")
@@ -533,7 +568,7 @@ async def idle(count: int, seconds: float, compare: Path | None, rounds: int) ->
             assert parent.recv() == "ready"
             pids = {"postgres": pg.pid, "nats": nats_server.pid}
             # Unmeasured: the first run records every LB's first statuses and stats rows.
-            await idle_run("prime", REPO, env, pids, dsn, http_port, 5.0, Path(tmp))
+            await idle_run("prime", REPO, env, pids, dsn, http_port, 5.0, Path(tmp), PRIME_QUIET)
             for _ in range(rounds):
                 for label, checkout in subjects:
                     use = await idle_run(

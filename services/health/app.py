@@ -158,13 +158,14 @@ def create_app(settings: HealthSettings) -> web.Application:
             failover_threshold=settings.failover_threshold,
             stale_grace=settings.stale_grace,
         )
-        intake = app[INTAKE]
+        intake, directory, writer = app[INTAKE], app[DIRECTORY], app[WRITER]
         scan = StaleScanner(
             settings.postgres.dsn,
             AmphoraRepository(PostgresEventStore(app[DB])),
             policy,
             app[METRICS],
             lambda: intake.receiving_since,
+            unheard=lambda before, within: directory.unheard(writer.heard, before, within),
         )
         app[SCANNER] = scan
         app[METRICS].gauge("scanner_active", lambda: float(scan.active))

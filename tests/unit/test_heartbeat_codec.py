@@ -56,6 +56,14 @@ def signed(body: bytes, key: bytes = KEY) -> bytes:
     return body + hmac.new(key, body, hashlib.sha256).hexdigest().encode()
 
 
+@pytest.mark.parametrize("key", [b"", b"k", b"x" * 64, b"y" * 65, os.urandom(200)])
+def test_the_signer_signs_as_hmac_sha256_does(key: bytes) -> None:
+    signer = codec.Signer(key)
+    for body in (b"", b"a", os.urandom(333), os.urandom(5000)):
+        assert signer.sign(body) == hmac.new(key, body, hashlib.sha256).hexdigest().encode()
+        assert signer.sign(body) == codec.sign(body, key)
+
+
 def test_round_trip_keeps_every_field() -> None:
     decoded = codec.decode(codec.encode(message(), KEY), KEY)
     assert decoded.id == "amp-1" and decoded.seq == 7 and decoded.ver == 3

@@ -242,7 +242,7 @@ SELECT v.id, v.lb_id,
 FROM amphora_view v
 LEFT JOIN amphora_health h ON h.amphora_id = v.id
 LEFT JOIN loadbalancer_view l ON l.id = v.lb_id
-WHERE v.status = 'ALLOCATED'
+WHERE v.status = 'ALLOCATED' AND ($3::text[] IS NULL OR v.id = ANY($3::text[]))
   AND CASE WHEN h.last_seen IS NULL
            THEN v.created_at < clock_timestamp() - make_interval(secs => $2)
            ELSE h.last_seen < clock_timestamp() - make_interval(secs => $1) END
@@ -251,11 +251,15 @@ ORDER BY v.id
 
 
 async def silent_amphorae(
-    conn: asyncpg.Connection, silent_after: float, never_heard_after: float
+    conn: asyncpg.Connection,
+    silent_after: float,
+    never_heard_after: float,
+    among: Collection[str] | None = None,
 ) -> list[SilentAmphora]:
     """ALLOCATED amphorae silent past ``silent_after`` s, or never heard and booted more than
-    ``never_heard_after`` s ago."""
-    rows = await conn.fetch(_SILENT, silent_after, never_heard_after)
+    ``never_heard_after`` s ago; only those in ``among`` when given."""
+    ids = None if among is None else list(among)
+    rows = await conn.fetch(_SILENT, silent_after, never_heard_after, ids)
     return [
         SilentAmphora(
             amphora_id=r["id"],

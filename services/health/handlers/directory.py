@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Final
 
 import asyncpg
@@ -42,12 +43,26 @@ class AmphoraDirectory:
         self._listeners: list[Callable[[dict[str, AmphoraRecord]], None]] = []
         self._prune_listeners: list[Callable[[dict[str, AmphoraRecord]], None]] = []
         self.loaded = asyncio.Event()
+        # When the last whole load that succeeded began (monotonic): every amphora booted
+        # before then that is not DELETED is in ``_records``.
+        self._whole_since = -math.inf
 
     def __len__(self) -> int:
         return len(self._records)
 
     def get(self, amphora_id: str) -> AmphoraRecord | None:
         return self._records.get(amphora_id)
+
+    def unheard(
+        self, heard: Mapping[str, float], before: float, booted_within: float
+    ) -> list[str] | None:
+        """The known amphorae not heard since ``before`` (``heard``: amphora id -> receipt
+        time of its latest sign of life, monotonic), or None when the last whole load began
+        ``booted_within`` s ago or longer: an amphora booted since that load is missing here,
+        and one booted that recently must not be left out."""
+        if time.monotonic() - self._whole_since >= booted_within:
+            return None
+        return [a for a in self._records if heard.get(a, -math.inf) < before]
 
     def missed(self, amphora_id: str) -> None:
         """Ask for an early look-up of ``amphora_id`` (not found, or its record is out of date)."""
@@ -76,9 +91,11 @@ class AmphoraDirectory:
     async def reload(self) -> None:
         """Load the whole table."""
         missed, overflowed = self._take_missed()
+        started = time.monotonic()
         records = {r.amphora_id: r for r in await postgres.live_amphorae(self._pool)}
         gone = not self._records.keys() <= records.keys()
         self._install(records, prune=gone or overflowed or not missed <= records.keys())
+        self._whole_since = started
 
     async def reload_missed(self) -> None:
         """Look up the ids missed since the last load (the whole table after more than

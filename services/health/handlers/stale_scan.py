@@ -18,6 +18,14 @@ connection is gone with the old primary: the scanner reconnects, to the new prim
 competes for the lock again. A server that stops answering without closing the connection (its
 host lost) is given up after ``statement_timeout`` s on a statement, then likewise.
 
+A scan asks the database only about the amphorae this replica has not heard lately itself
+(``unheard``: none, most scans of a live fleet, and the scan runs no query). One heard since
+the scan's lateness bound is neither late nor stale: its heartbeat is a sign of life that the
+writers put into ``last_seen`` at their next flush, so the database could only list it while
+that flush is pending. The directory knows every amphora booted before its last whole load;
+one booted since could be left out, so when that load began ``stale_grace`` + the lateness
+bound ago or longer (its reloads failing), every scan reads the whole table again.
+
 ``AmphoraFailed`` moves the amphora to PENDING_DELETE, so it is never picked twice; the
 provisioner consumes the event and fails the LB over. With the circuit breaker tripped
 (``domain.breaker``) the stale amphorae are held in ``amphora_health.failover_stopped`` instead,
@@ -29,7 +37,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Final
 
@@ -44,7 +52,12 @@ from libs.common.repository import AmphoraRepository
 from libs.common.service import Metrics
 from libs.common.telemetry import current_traceparent, tracer
 from services.health.adapters import postgres
-from services.health.domain.breaker import ScanDecision, decide_failovers, suspect_after
+from services.health.domain.breaker import (
+    ScanDecision,
+    SilentAmphora,
+    decide_failovers,
+    suspect_after,
+)
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +73,12 @@ class ScanPolicy:
     stale_grace: float
 
 
+# ``unheard(before, booted_within)``: the amphorae this replica has not heard since ``before``
+# (monotonic), or None when it cannot tell for those booted within ``booted_within`` s
+# (``AmphoraDirectory.unheard`` over the writer's receipts).
+Unheard = Callable[[float, float], Collection[str] | None]
+
+
 class StaleScanner:
     """``active`` tells whether this replica holds the scanner lock now."""
 
@@ -71,6 +90,7 @@ class StaleScanner:
         metrics: Metrics,
         receiving_since: Callable[[], float],
         *,
+        unheard: Unheard | None = None,
         statement_timeout: float = STATEMENT_TIMEOUT,
     ) -> None:
         self._dsn = dsn
@@ -79,6 +99,8 @@ class StaleScanner:
         self._policy = policy
         self._metrics = metrics
         self._receiving_since = receiving_since
+        self._unheard = unheard
+        self.queries = 0  # scans that read the database
         self._tracer = tracer(__name__)
         self.active = False
         self.stopped = 0
@@ -129,7 +151,15 @@ class StaleScanner:
         """One pass on the lock holder's connection: fail the stale, or hold them all."""
         policy = self._policy
         late = suspect_after(policy.heartbeat_timeout)
-        silent = await postgres.silent_amphorae(conn, late, policy.stale_grace + late)
+        among = None
+        if self._unheard is not None:
+            among = self._unheard(time.monotonic() - late, policy.stale_grace + late)
+        silent: list[SilentAmphora] = []
+        if among is None or among:
+            self.queries += 1
+            silent = await postgres.silent_amphorae(
+                conn, late, policy.stale_grace + late, among=among
+            )
         decision = decide_failovers(
             silent,
             heartbeat_timeout=policy.heartbeat_timeout,

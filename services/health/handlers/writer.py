@@ -107,6 +107,8 @@ class HealthWriter:
         self._metrics = metrics
         self._interval = flush_interval
         self._seen: dict[str, tuple[float, int]] = {}
+        # Per amphora: the receipt time of its latest sign of life, kept across flushes.
+        self.heard: dict[str, float] = {}
         # (listener_id, amphora_id), owned by (lb_id,); (member_id, amphora_id) by (pool_id, lb_id)
         self._stats = Deltas()
         self._member_stats = Deltas()
@@ -124,12 +126,14 @@ class HealthWriter:
         for written in (self._written, self._member_written):
             for key in [k for k in written if k[1] not in live]:
                 del written[key]
-        for amphora_id in [a for a in self._quiet if a not in live]:
-            del self._quiet[amphora_id]
+        for remembered in (self._quiet, self.heard):
+            for amphora_id in [a for a in remembered if a not in live]:
+                del remembered[amphora_id]
 
     def seen(self, amphora_id: str, seq: int, received_at: float) -> None:
         """Record a sign of life (``received_at`` on the monotonic clock)."""
         self._seen[amphora_id] = (received_at, seq)
+        self.heard[amphora_id] = received_at
 
     def add_stats(
         self, lb_id: str, amphora_id: str, heartbeat: Heartbeat, content: bytes | None = None

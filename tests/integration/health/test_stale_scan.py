@@ -1,5 +1,7 @@
 """The stale scan across replicas: one active scanner, AmphoraFailed exactly once, takeover when
-the holder dies, and the circuit breaker holding a mass outage until heartbeats resume."""
+the holder dies, and the circuit breaker holding a mass outage until heartbeats resume. A scan
+asks the database only about the amphorae its replica has not heard lately, unless an amphora
+booted since the directory's last whole load could be left out."""
 
 from __future__ import annotations
 
@@ -9,7 +11,12 @@ from collections.abc import Callable
 
 import asyncpg
 
+from libs.common.eventstore import PostgresEventStore
+from libs.common.metrics import Metrics
+from libs.common.repository import AmphoraRepository
 from services.health.app import SCANNER
+from services.health.handlers.directory import AmphoraDirectory
+from services.health.handlers.stale_scan import ScanPolicy, StaleScanner
 from tests.integration.health.conftest import (
     Beating,
     Sender,
@@ -79,6 +86,63 @@ async def test_a_silent_amphora_fails_exactly_once_with_two_scanners_and_a_takeo
         assert await failed_events(db, alive.amphora_id) == 1
     finally:
         await beating.stop()
+
+
+def local_scanner(
+    db: asyncpg.Pool, directory: AmphoraDirectory, heard: dict[str, float]
+) -> StaleScanner:
+    """A scanner (timeout 1 s, boot grace 0.2 s) judging by ``heard`` as its replica's receipts."""
+    policy = ScanPolicy(
+        heartbeat_timeout=1.0, health_check_interval=0.2, failover_threshold=0, stale_grace=0.2
+    )
+    return StaleScanner(
+        "postgresql://unused",
+        AmphoraRepository(PostgresEventStore(db)),
+        policy,
+        Metrics("fulcrum_health"),
+        lambda: 0.0,
+        unheard=lambda before, within: directory.unheard(heard, before, within),
+    )
+
+
+async def test_a_scan_asks_only_about_amphorae_its_replica_has_not_heard_lately(
+    db: asyncpg.Pool,
+) -> None:
+    site = await create_site(db)
+    # The database's last-seen is 10 s old; this replica heard the amphora just now (its flush
+    # is pending): a sign of life, so no failover, and no query either.
+    await db.execute(
+        "INSERT INTO amphora_health (amphora_id, last_seen, seq) "
+        "VALUES ($1, clock_timestamp() - interval '10 s', 1)",
+        site.amphora_id,
+    )
+    directory = AmphoraDirectory(db, 600)
+    await directory.reload()
+    heard = {site.amphora_id: time.monotonic()}
+    scanner = local_scanner(db, directory, heard)
+    async with db.acquire() as conn:
+        decision = await scanner.scan(conn)
+        assert (decision.fail, decision.late, scanner.queries) == ((), 0, 0)
+        heard[site.amphora_id] -= 0.6  # past the lateness bound (half the timeout)
+        decision = await scanner.scan(conn)
+        assert [a.amphora_id for a in decision.fail] == [site.amphora_id]
+        assert scanner.queries == 1
+
+
+async def test_an_amphora_booted_after_the_directory_loaded_is_still_judged(
+    db: asyncpg.Pool,
+) -> None:
+    directory = AmphoraDirectory(db, 600)
+    await directory.reload()  # its last whole load: the site below is not in it
+    site = await create_site(db)
+    assert directory.unheard({}, time.monotonic(), 60.0) == []
+    scanner = local_scanner(db, directory, {})
+    async with db.acquire() as conn:
+        await asyncio.sleep(1.3)  # past timeout + grace since its boot, and the load as old
+        decision = await scanner.scan(conn)
+    assert directory.unheard({}, time.monotonic(), 0.7) is None
+    assert [a.amphora_id for a in decision.fail] == [site.amphora_id]
+    assert decision.fail[0].silent_for is None and scanner.queries == 1
 
 
 async def test_an_amphora_that_never_beats_fails_after_the_boot_grace(
