@@ -105,31 +105,19 @@ def sign(body: bytes, key: bytes) -> bytes:
     return hmac.digest(key, body, "sha256").hex().encode("ascii")
 
 
-_SHA256_BLOCK: Final = 64
-_INNER_PAD: Final = bytes(x ^ 0x36 for x in range(256))
-_OUTER_PAD: Final = bytes(x ^ 0x5C for x in range(256))
-
-
 class Signer:
-    """``sign`` under one key, for the health service, which signs every datagram it receives.
-    HMAC's keyed inner and outer SHA-256 states (RFC 2104) are computed once; a signature
-    is then a copy and an update of each: 1.1 us here, where ``hmac.digest`` (whose OpenSSL
-    call sets the key up anew each time) takes 5.3."""
+    """``sign`` under one key, for the health service, which signs every datagram it receives:
+    HMAC's keyed state is made once and copied per datagram (2.3 us here, where ``hmac.digest``,
+    which sets the key up anew each time, takes 2.7 to 5.3)."""
 
     def __init__(self, key: bytes) -> None:
-        if len(key) > _SHA256_BLOCK:
-            key = hashlib.sha256(key).digest()
-        key = key.ljust(_SHA256_BLOCK, b"\0")
-        self._inner = hashlib.sha256(key.translate(_INNER_PAD))
-        self._outer = hashlib.sha256(key.translate(_OUTER_PAD))
+        self._keyed = hmac.new(key, digestmod=hashlib.sha256)
 
     def sign(self, body: bytes) -> bytes:
         """What ``sign(body, key)`` gives."""
-        inner = self._inner.copy()
-        inner.update(body)
-        outer = self._outer.copy()
-        outer.update(inner.digest())
-        return outer.hexdigest().encode("ascii")
+        mac = self._keyed.copy()
+        mac.update(body)
+        return mac.hexdigest().encode("ascii")
 
 
 def encode(message: dict[str, Any], key: bytes) -> bytes:
@@ -213,23 +201,6 @@ def split_seq(text: bytes) -> tuple[bytes, int, float | None, bytes] | None:
     return sender, int(digits), None if cpu is None else float(cpu), text[head.end() - 1 :]
 
 
-def _with_seq(heartbeat: Heartbeat, seq: int, cpu: float | None) -> Heartbeat:
-    """``heartbeat`` with another ``seq`` and ``cpu``, as ``model_copy(update=...)`` would give
-    it and as a parse of that message would (``cpu`` set only when present), but without
-    their cost (1.3 against 7.9 us here, per idle amphora's beat): the attributes set are
-    those pydantic's own ``__copy__`` sets. The values are valid: the split's pattern
-    admits only integers and numbers that are not negative."""
-    copied = object.__new__(Heartbeat)
-    fields = heartbeat.__pydantic_fields_set__
-    object.__setattr__(copied, "__dict__", {**heartbeat.__dict__, "seq": seq, "cpu": cpu})
-    object.__setattr__(
-        copied, "__pydantic_fields_set__", fields | {"cpu"} if cpu is not None else fields - {"cpu"}
-    )
-    object.__setattr__(copied, "__pydantic_extra__", None)
-    object.__setattr__(copied, "__pydantic_private__", None)
-    return copied
-
-
 class RepeatDecoder:
     """``decode``, remembering each sender's last message: one that differs from its sender's
     previous message in ``seq`` and ``cpu`` alone (an idle amphora's, beat after beat) is not
@@ -252,7 +223,7 @@ class RepeatDecoder:
         sender, seq, cpu, rest = split
         last = self._last.get(sender)
         if last is not None and last[0] == rest:
-            return _with_seq(last[1], seq, cpu), rest
+            return last[1].model_copy(update={"seq": seq, "cpu": cpu}), rest
         heartbeat = parse(text)
         self._last[sender] = (rest, heartbeat)
         return heartbeat, rest
