@@ -42,6 +42,7 @@ SCANNER = web.AppKey("scanner", StaleScanner)
 AUTOSCALER = web.AppKey("autoscaler", Autoscaler)
 # Where heartbeats are received: (host, port) as bound (port 0 in settings: any free port).
 UDP_ADDRESS = web.AppKey("udp_address", tuple[str, int])
+RECEIVER = web.AppKey("receiver", UdpReceiver)
 
 
 # outcome label -> the receiver's counter (services/health/handlers/receiver.py).
@@ -146,6 +147,7 @@ def create_app(settings: HealthSettings) -> web.Application:
         app[UDP_ADDRESS] = (str(host), int(port))
         app[INTAKE].receiving_since = time.monotonic()
         receiver.start()
+        app[RECEIVER] = receiver
         try:
             yield
         finally:
@@ -166,6 +168,8 @@ def create_app(settings: HealthSettings) -> web.Application:
             app[METRICS],
             lambda: intake.receiving_since,
             unheard=lambda before, within: directory.unheard(writer.heard, before, within),
+            caught_up=app[RECEIVER].caught_up,
+            heard=writer.heard,
         )
         app[SCANNER] = scan
         app[METRICS].gauge("scanner_active", lambda: float(scan.active))

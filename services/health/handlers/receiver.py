@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import select
 import socket
 import time
 from typing import Final
@@ -195,6 +196,15 @@ class UdpReceiver:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.Handle | None = None
         self.wakeups = 0  # drains run (batches read)
+        self._emptied_at = 0.0  # monotonic time of the last read that found the socket empty
+
+    def caught_up(self, since: float) -> bool:
+        """Whether every datagram that arrived before ``since`` (monotonic) has been handled:
+        a read found the socket empty after ``since``, or nothing waits in it now."""
+        if self._emptied_at >= since:
+            return True
+        readable, _, _ = select.select([self._sock], [], [], 0)
+        return not readable
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -239,6 +249,7 @@ class UdpReceiver:
             try:
                 datagram = recv(self._bufsize)
             except (BlockingIOError, InterruptedError):
+                self._emptied_at = time.monotonic()
                 return False
             except OSError as exc:  # e.g. ICMP errors reported on the socket
                 log.warning("health: UDP receive error: %s", exc)

@@ -24,7 +24,14 @@ the scan's lateness bound is neither late nor stale: its heartbeat is a sign of 
 writers put into ``last_seen`` at their next flush, so the database could only list it while
 that flush is pending. The directory knows every amphora booted before its last whole load;
 one booted since could be left out, so when that load began ``stale_grace`` + the lateness
-bound ago or longer (its reloads failing), every scan reads the whole table again.
+bound ago or longer (its reloads failing, or this process not running), every scan reads the
+whole table again; an amphora heard lately is still not judged from it (``heard``).
+
+A process that did not run for a while (a long scrape, a pause, a starved CPU) finds the
+heartbeats that arrived meanwhile still unread in its socket, and their amphorae's receipts old.
+So a scan judges no one unless the receiver has read every heartbeat that arrived more than a
+scan interval ago (``caught_up``): a live receiver reads them every ``receive_gather``; one that
+fell behind is let catch up first.
 
 ``AmphoraFailed`` moves the amphora to PENDING_DELETE, so it is never picked twice; the
 provisioner consumes the event and fails the LB over. With the circuit breaker tripped
@@ -36,8 +43,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Final
 
@@ -73,6 +81,10 @@ class ScanPolicy:
     stale_grace: float
 
 
+# ``caught_up(since)``: whether every heartbeat that arrived before ``since`` (monotonic) has
+# been read (``UdpReceiver.caught_up``). ``heard`` (a scanner's argument): amphora id -> the
+# receipt time (monotonic) of its latest sign of life here (``HealthWriter.heard``).
+CaughtUp = Callable[[float], bool]
 # ``unheard(before, booted_within)``: the amphorae this replica has not heard since ``before``
 # (monotonic), or None when it cannot tell for those booted within ``booted_within`` s
 # (``AmphoraDirectory.unheard`` over the writer's receipts).
@@ -91,6 +103,8 @@ class StaleScanner:
         receiving_since: Callable[[], float],
         *,
         unheard: Unheard | None = None,
+        caught_up: CaughtUp | None = None,
+        heard: Mapping[str, float] | None = None,
         statement_timeout: float = STATEMENT_TIMEOUT,
     ) -> None:
         self._dsn = dsn
@@ -100,6 +114,8 @@ class StaleScanner:
         self._metrics = metrics
         self._receiving_since = receiving_since
         self._unheard = unheard
+        self._caught_up = caught_up
+        self._heard = heard
         self.queries = 0  # scans that read the database
         self._tracer = tracer(__name__)
         self.active = False
@@ -117,8 +133,9 @@ class StaleScanner:
                 self.active = True
                 log.info("stale scan: active (holding the scanner lock)")
                 await self._settle(connected_at)
+                behind_since: float | None = None
                 while True:
-                    await self.scan(conn)
+                    behind_since = await self._scan_if_caught_up(conn, behind_since)
                     await asyncio.sleep(interval)
             except DATABASE_ERRORS as exc:
                 # Only database calls run in the try: an OSError is a failed connect or a
@@ -132,6 +149,27 @@ class StaleScanner:
                 self.active = False
                 if conn is not None:
                     conn.terminate()  # at once: a graceful close waits on a server gone silent
+
+    async def _scan_if_caught_up(
+        self, conn: asyncpg.Connection, behind_since: float | None
+    ) -> float | None:
+        """Scan when every heartbeat that arrived more than a scan interval ago has been read;
+        else judge no one. Returns since when the receiver has been behind (None: it is not),
+        logging when that begins and ends."""
+        now = time.monotonic()
+        if self._caught_up is not None and not self._caught_up(
+            now - self._policy.health_check_interval
+        ):
+            if behind_since is None:
+                log.warning(
+                    "stale scan: heartbeats that arrived a while ago are still unread (this "
+                    "process did not run, or cannot keep up): no amphora is judged until read"
+                )
+            return behind_since or now
+        if behind_since is not None:
+            log.warning("stale scan: judging again after %.1f s", now - behind_since)
+        await self.scan(conn)
+        return None
 
     async def _standby_until_leader(self, conn: asyncpg.Connection) -> None:
         won = await postgres.try_scanner_lock(conn)
@@ -152,14 +190,17 @@ class StaleScanner:
         policy = self._policy
         late = suspect_after(policy.heartbeat_timeout)
         among = None
+        before = time.monotonic() - late
         if self._unheard is not None:
-            among = self._unheard(time.monotonic() - late, policy.stale_grace + late)
+            among = self._unheard(before, policy.stale_grace + late)
         silent: list[SilentAmphora] = []
         if among is None or among:
             self.queries += 1
             silent = await postgres.silent_amphorae(
                 conn, late, policy.stale_grace + late, among=among
             )
+        if self._heard is not None:  # heard since: alive, whatever a pending flush left behind
+            silent = [a for a in silent if self._heard.get(a.amphora_id, -math.inf) < before]
         decision = decide_failovers(
             silent,
             heartbeat_timeout=policy.heartbeat_timeout,

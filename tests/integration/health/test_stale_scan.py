@@ -6,6 +6,7 @@ booted since the directory's last whole load could be left out."""
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Callable
 
@@ -216,3 +217,42 @@ async def _stopped_is(db: asyncpg.Pool, count: int, with_rows: int | None = None
 
 async def _failed_is(db: asyncpg.Pool, count: int) -> bool:
     return await failed_events(db) == count
+
+
+async def test_a_stalled_service_fails_no_amphora_that_kept_beating(
+    db: asyncpg.Pool, start_health: StartHealth, senders: Callable[[tuple[str, int]], Sender]
+) -> None:
+    """The health process does not run for twice the timeout (a long scrape, a pause) while
+    its amphorae go on beating: their beats wait in the socket, and no scan judges them
+    before they are read. An amphora that stays silent is still failed after the stall."""
+    alive, silent = await create_site(db), await create_site(db)
+    health = await start_health(receive_gather=0.05)
+    sender = senders(health.udp)
+    beating = Beating(sender, [alive, silent]).start()
+    try:
+        await eventually(lambda: _is(health.scanning), what="the active scanner")
+        await asyncio.sleep(1.5)  # the scanner settled, both heard
+        await beating.stop()
+
+        stop = threading.Event()
+
+        def beat_meanwhile() -> None:
+            while not stop.wait(0.1):
+                sender.beat(alive)
+
+        thread = threading.Thread(target=beat_meanwhile)
+        thread.start()
+        try:
+            time.sleep(2.0)  # noqa: ASYNC251 (the stall under test: nothing else runs)
+            await asyncio.sleep(1.5)  # many scans after it, the alive one still beating
+        finally:
+            stop.set()
+            thread.join()
+
+        assert await failed_events(db, alive.amphora_id) == 0
+        await eventually(
+            lambda: _equals(amphora_status(db, silent.amphora_id), "PENDING_DELETE"),
+            what="the silent amphora to fail",
+        )
+    finally:
+        await beating.stop()
