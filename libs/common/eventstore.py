@@ -144,6 +144,16 @@ ORDER BY part, stream_version
 """
 
 
+# The events of two streams after a version of each (a state known to hold both up to them):
+# one round trip.
+_AFTER_SQL: Final = f"""
+SELECT 1 AS part, {_COLUMNS} FROM events WHERE stream_id = $1 AND stream_version > $2
+UNION ALL
+SELECT 2 AS part, {_COLUMNS} FROM events WHERE stream_id = $3 AND stream_version > $4
+ORDER BY part, stream_version
+"""
+
+
 @dataclass(frozen=True)
 class SnapshotRead:
     """``read_from_snapshot``'s answer: the snapshot (None: none of that shape) and the events
@@ -299,6 +309,15 @@ class PostgresEventStore:
             else:
                 (own if part == 1 else other).append(decode_row(row))
         return SnapshotRead(snapshot, own, other)
+
+    async def read_after(
+        self, stream_id: str, after_version: int, beside: str, beside_after: int
+    ) -> tuple[list[Envelope], list[Envelope]]:
+        """In one round trip: the events of ``stream_id`` after ``after_version`` and those of
+        ``beside`` after ``beside_after``, each list in version order."""
+        rows = await self._pool.fetch(_AFTER_SQL, stream_id, after_version, beside, beside_after)
+        own = [decode_row(row) for row in rows if row["part"] == 1]
+        return own, [decode_row(row) for row in rows if row["part"] == 2]
 
     async def last_version_of(self, stream_id: str, event_types: Sequence[str]) -> int:
         """The stream version of the latest event of one of ``event_types`` (0: none). Walks
