@@ -779,6 +779,7 @@ async def main(
     figures_wanted = not (only_breakdown or only_steps)
     measured: Figures | None = None
     each_step: list[Steps] = []
+    steps_cpu: dict[str, float] = {}  # the stack's CPU seconds during them, by kind
     traced: list[Traced] = []
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
@@ -799,7 +800,10 @@ async def main(
                     start_provisioner(s, spares)
                     for _ in range(0 if only_breakdown else samples):
                         await wait_spares(s, spares)
+                        before = stack_cpu_seconds(s)
                         each_step.append(await step_by_step(api, vips, [p1, p2]))
+                        for kind, used in stack_cpu_seconds(s).items():
+                            steps_cpu[kind] = steps_cpu.get(kind, 0.0) + used - before.get(kind, 0)
                     for _ in range(0 if only_steps else samples):
                         # A full pool: no spare boots beside the create that is measured.
                         await wait_spares(s, spares)
@@ -818,7 +822,7 @@ async def main(
     if traced:
         print_breakdown(traced, floor)
     if each_step:
-        print_steps(each_step, parts, floor, database)
+        print_steps(each_step, parts, floor, database, steps_cpu)
     if timeline and traced:
         print_timeline(traced)
     if timeline and each_step:
@@ -901,11 +905,13 @@ def print_steps(
     parts: list[list[dict[str, float]]],
     floor: tuple[list[float], list[float]],
     database: tuple[float, float],
+    cpu: dict[str, float],
 ) -> None:
     """The step-by-step create: p50 of each step and of each part of it (``step_breakdown``),
     then how much of it is HAProxy's own work: the listener's step starts HAProxy, the pool's
-    and the monitor's reload it (the LB's and the members' run none); and the API's commit
-    beside Postgres's own (``commit_floor``)."""
+    and the monitor's reload it (the LB's and the members' run none); the API's commit
+    beside Postgres's own (``commit_floor``); and the stack's CPU per create (``cpu``: seconds
+    by kind over all of them, the spare pool's refill boots included when they overlap)."""
     print(
         f"  step by step, p50 of {len(each)} (ms; the client GETs the LB every 5 ms), "
         f"load average {os.getloadavg()[0]:.1f}:"
@@ -934,6 +940,12 @@ def print_steps(
         f"  the API's commit of a child (POST to answer) p50 {api:.1f} ms; on the same Postgres "
         f"a bare INSERT+COMMIT takes {commit * 1000:.2f} ms and a round trip "
         f"{trip * 1000:.2f} ms"
+    )
+    per_create = {k: v / len(each) for k, v in sorted(cpu.items(), key=lambda x: -x[1])}
+    kinds = ", ".join(f"{k} {v * 1000:.1f}" for k, v in per_create.items())
+    print(
+        f"  the stack's CPU per step-by-step create (schedstat): "
+        f"{sum(per_create.values()) * 1000:.0f} ms ({kinds})"
     )
 
 
