@@ -10,7 +10,9 @@ in one transaction, and wakes the relay with NOTIFY at commit. An append at a st
 
 from __future__ import annotations
 
+import contextlib
 import json
+import re
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -64,6 +66,16 @@ SELECT global_position, pg_notify('{OUTBOX_CHANNEL}', '') FROM inserted ORDER BY
 _APPEND_SQL: Final = _append_sql(guarded=False)
 _GUARDED_APPEND_SQL: Final = _append_sql(guarded=True)
 _GUARD_LOCK_SQL: Final = "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))"
+# What a guard's key may be to go into a simple query as a literal (stream ids are).
+_LITERAL_KEY: Final = re.compile(r"[A-Za-z0-9_.:-]+")
+
+
+def _begin_locked_sql(lock_key: str) -> str:
+    """BEGIN and the guard's lock as one simple query: one round trip (a simple query takes
+    no parameters, so the key goes in as a literal, checked first)."""
+    if not _LITERAL_KEY.fullmatch(lock_key):
+        raise ValueError(f"not a lock key: {lock_key!r}")
+    return f"BEGIN; SELECT pg_advisory_xact_lock(hashtextextended('{lock_key}', 0))"
 
 
 @dataclass(frozen=True)
@@ -191,7 +203,7 @@ class PostgresEventStore:
         covers it, and a release would cost one more round trip. Otherwise (no ``conn``, or
         one outside a transaction) the append runs in a transaction of its own. A ``guard``'s
         lock is taken before the append's statement, which then sees every write the lock
-        waited for.
+        waited for; in a transaction of the append's own, with the BEGIN, in one round trip.
         """
         if not payloads:
             return []
@@ -200,10 +212,9 @@ class PostgresEventStore:
             for i, p in enumerate(payloads)
         ]
         if conn is not None and not conn.is_in_transaction():
-            async with conn.transaction():
-                return await self._append_in(
-                    conn, expected_version, envelopes, in_transaction, guard
-                )
+            return await self._append_alone(
+                conn, expected_version, envelopes, in_transaction, guard
+            )
         if conn is not None:
             savepoint = conn.transaction()
             await savepoint.start()
@@ -217,12 +228,9 @@ class PostgresEventStore:
         async with self._pool.acquire() as own:
             if in_transaction is None and guard is None:
                 return await self._append_in(own, expected_version, envelopes, None, None)
-            async with own.transaction():
-                return await self._append_in(
-                    own, expected_version, envelopes, in_transaction, guard
-                )
+            return await self._append_alone(own, expected_version, envelopes, in_transaction, guard)
 
-    async def _append_in(
+    async def _append_alone(
         self,
         conn: asyncpg.Connection,
         expected_version: int,
@@ -230,14 +238,47 @@ class PostgresEventStore:
         in_transaction: InTransaction | None,
         guard: StreamGuard | None,
     ) -> list[Envelope]:
+        """``_append_in`` in a transaction of its own on ``conn`` (outside any); with a
+        ``guard``, begun together with the guard's lock."""
+        if guard is None:
+            async with conn.transaction():
+                return await self._append_in(conn, expected_version, envelopes, in_transaction)
+        await conn.execute(_begin_locked_sql(guard.lock_key))
+        try:
+            stored = await self._append_in(
+                conn, expected_version, envelopes, in_transaction, guard, locked=True
+            )
+            await conn.execute("COMMIT")
+        except BaseException:
+            # The append's own error is the one to raise: a connection that cannot even roll
+            # back is broken, and the pool replaces it.
+            with contextlib.suppress(Exception):
+                if conn.is_in_transaction():
+                    await conn.execute("ROLLBACK")
+            raise
+        return stored
+
+    async def _append_in(
+        self,
+        conn: asyncpg.Connection,
+        expected_version: int,
+        envelopes: list[Envelope],
+        in_transaction: InTransaction | None,
+        guard: StreamGuard | None = None,
+        *,
+        locked: bool = False,
+    ) -> list[Envelope]:
+        """The append's statement (and the hook) on ``conn``, in a transaction; ``locked``:
+        the guard's lock is taken already."""
         stream_id = envelopes[0].stream_id
         metadata_json = json.dumps(envelopes[0].metadata.as_dict())
         wires = [e.to_wire() for e in envelopes]
         guarded: tuple[str, int] | tuple[()] = ()
         if guard is not None:
-            # A statement of its own: the append's statement then takes its snapshot after
-            # the lock was granted, so it sees what the lock's holders committed.
-            await conn.execute(_GUARD_LOCK_SQL, guard.lock_key)
+            if not locked:
+                # A statement of its own: the append's statement then takes its snapshot
+                # after the lock was granted, so it sees what the lock's holders committed.
+                await conn.execute(_GUARD_LOCK_SQL, guard.lock_key)
             guarded = (guard.stream_id, guard.version)
         try:
             positions = await conn.fetch(

@@ -11,7 +11,12 @@ import pytest
 from libs.common.errors import ConcurrencyError
 from libs.common.events import Metadata
 from libs.common.events.amphora import AmphoraDeleted
-from libs.common.eventstore import EventStore, InMemoryEventStore, PostgresEventStore
+from libs.common.eventstore import (
+    EventStore,
+    InMemoryEventStore,
+    PostgresEventStore,
+    StreamGuard,
+)
 
 META = Metadata(correlation_id="c-1", actor="test")
 
@@ -131,3 +136,48 @@ async def test_an_append_on_a_connection_outside_a_transaction_commits_on_its_ow
             await store.append("amphora-k", 0, [deleted(2)], META, conn=conn)
         assert not conn.is_in_transaction()
         assert len(await store.read_stream("amphora-k")) == 1  # seen by another connection
+
+
+async def test_a_guarded_append_of_its_own_begins_and_locks_in_one_round_trip(
+    db: asyncpg.Pool,
+) -> None:
+    """BEGIN and the guard's lock go as one statement, then the append and COMMIT; a refusal
+    (the guarded stream moved) or a failing hook rolls back and leaves nothing."""
+    store = PostgresEventStore(db)
+    await store.append("amphora-other", 0, [deleted(1)], META)
+    guard = StreamGuard("amphora-pair", "amphora-other", 1)
+    projected: list[int] = []
+
+    async def project(conn: asyncpg.Connection, stored: list[object]) -> None:
+        projected.append(len(stored))
+
+    async def boom(conn: asyncpg.Connection, _: object) -> None:
+        raise RuntimeError("projection failed")
+
+    statements: list[str] = []
+
+    def log(query: asyncpg.connection.LoggedQuery) -> None:
+        statements.append(" ".join(query.query.split()[:2]))
+
+    async with db.acquire() as conn:
+        conn.add_query_logger(log)
+        await store.append(
+            "amphora-m", 0, [deleted(1)], META, conn=conn, guard=guard, in_transaction=project
+        )
+        await asyncio.sleep(0)  # the logger is called soon after each statement
+        assert statements == ["BEGIN; SELECT", "WITH current", "COMMIT"]
+        assert projected == [1] and not conn.is_in_transaction()
+        conn.remove_query_logger(log)
+        moved = StreamGuard("amphora-pair", "amphora-other", 0)
+        with pytest.raises(ConcurrencyError):
+            await store.append("amphora-m", 1, [deleted(2)], META, conn=conn, guard=moved)
+        assert not conn.is_in_transaction()
+        with pytest.raises(RuntimeError):
+            await store.append(
+                "amphora-m", 1, [deleted(2)], META, conn=conn, guard=guard, in_transaction=boom
+            )
+        assert not conn.is_in_transaction()
+    await store.append("amphora-m", 1, [deleted(3)], META, guard=guard, in_transaction=project)
+    events = await store.read_stream("amphora-m")
+    assert [e.payload.amphora_id for e in events] == ["a1", "a3"]  # type: ignore[attr-defined]
+    assert projected == [1, 1]
