@@ -65,6 +65,28 @@ SELECT global_position, pg_notify('{OUTBOX_CHANNEL}', '') FROM inserted ORDER BY
 
 _APPEND_SQL: Final = _append_sql(guarded=False)
 _GUARDED_APPEND_SQL: Final = _append_sql(guarded=True)
+_PARAMETER: Final = re.compile(r"\$(\d+)")
+
+
+@dataclass(frozen=True)
+class AppendRider:
+    """Writes made in an append's own statement, after its events and outbox rows, and only
+    if the append is made: ``ctes`` are CTEs (``name AS (...)``, separated by commas, none
+    named as the append's own: current, new, inserted, outboxed) that may read ``inserted``
+    (the appended events' rows) and use the parameters $1.. of ``args``."""
+
+    ctes: str
+    args: tuple[object, ...]
+
+
+def _with_rider(sql: str, first_free: int, rider: AppendRider) -> str:
+    """``sql`` (an append statement) with ``rider``'s CTEs after its own, their parameters
+    numbered from ``first_free``."""
+    ctes = _PARAMETER.sub(lambda m: f"${int(m.group(1)) + first_free - 1}", rider.ctes)
+    head, tail = sql.rsplit("\n)\nSELECT ", 1)
+    return f"{head}\n), {ctes}\nSELECT {tail}"
+
+
 _GUARD_LOCK_SQL: Final = "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))"
 # What a guard's key may be to go into a simple query as a literal (stream ids are).
 _LITERAL_KEY: Final = re.compile(r"[A-Za-z0-9_.:-]+")
@@ -192,9 +214,11 @@ class PostgresEventStore:
         in_transaction: InTransaction | None = None,
         conn: asyncpg.Connection | None = None,
         guard: StreamGuard | None = None,
+        rider: AppendRider | None = None,
     ) -> list[Envelope]:
         """Append ``payloads`` after ``expected_version``; raises ConcurrencyError if stale
-        (this stream, or the other stream of ``guard``).
+        (this stream, or the other stream of ``guard``). ``rider``'s writes go in the append's
+        statement, made with it or not at all; then ``in_transaction`` runs.
 
         With ``conn`` in a transaction, the append joins it (a consumer's processed-message
         row, say) behind a savepoint of its own: a failure (a refused append, the hook's error)
@@ -213,22 +237,24 @@ class PostgresEventStore:
         ]
         if conn is not None and not conn.is_in_transaction():
             return await self._append_alone(
-                conn, expected_version, envelopes, in_transaction, guard
+                conn, expected_version, envelopes, in_transaction, guard, rider
             )
         if conn is not None:
             savepoint = conn.transaction()
             await savepoint.start()
             try:
                 return await self._append_in(
-                    conn, expected_version, envelopes, in_transaction, guard
+                    conn, expected_version, envelopes, in_transaction, guard, rider
                 )
             except BaseException:
                 await savepoint.rollback()
                 raise
         async with self._pool.acquire() as own:
             if in_transaction is None and guard is None:
-                return await self._append_in(own, expected_version, envelopes, None, None)
-            return await self._append_alone(own, expected_version, envelopes, in_transaction, guard)
+                return await self._append_in(own, expected_version, envelopes, None, None, rider)
+            return await self._append_alone(
+                own, expected_version, envelopes, in_transaction, guard, rider
+            )
 
     async def _append_alone(
         self,
@@ -237,16 +263,19 @@ class PostgresEventStore:
         envelopes: list[Envelope],
         in_transaction: InTransaction | None,
         guard: StreamGuard | None,
+        rider: AppendRider | None,
     ) -> list[Envelope]:
         """``_append_in`` in a transaction of its own on ``conn`` (outside any); with a
         ``guard``, begun together with the guard's lock."""
         if guard is None:
             async with conn.transaction():
-                return await self._append_in(conn, expected_version, envelopes, in_transaction)
+                return await self._append_in(
+                    conn, expected_version, envelopes, in_transaction, None, rider
+                )
         await conn.execute(_begin_locked_sql(guard.lock_key))
         try:
             stored = await self._append_in(
-                conn, expected_version, envelopes, in_transaction, guard, locked=True
+                conn, expected_version, envelopes, in_transaction, guard, rider, locked=True
             )
             await conn.execute("COMMIT")
         except BaseException:
@@ -265,6 +294,7 @@ class PostgresEventStore:
         envelopes: list[Envelope],
         in_transaction: InTransaction | None,
         guard: StreamGuard | None = None,
+        rider: AppendRider | None = None,
         *,
         locked: bool = False,
     ) -> list[Envelope]:
@@ -280,9 +310,14 @@ class PostgresEventStore:
                 # after the lock was granted, so it sees what the lock's holders committed.
                 await conn.execute(_GUARD_LOCK_SQL, guard.lock_key)
             guarded = (guard.stream_id, guard.version)
+        sql = _APPEND_SQL if guard is None else _GUARDED_APPEND_SQL
+        carried: tuple[object, ...] = ()
+        if rider is not None:
+            sql = _with_rider(sql, 13 + len(guarded), rider)
+            carried = rider.args
         try:
             positions = await conn.fetch(
-                _APPEND_SQL if guard is None else _GUARDED_APPEND_SQL,
+                sql,
                 stream_id,
                 expected_version,
                 [e.stream_version for e in envelopes],
@@ -296,6 +331,7 @@ class PostgresEventStore:
                 [json.dumps(w) for w in wires],
                 [e.metadata.traceparent for e in envelopes],
                 *guarded,
+                *carried,
             )
         except asyncpg.UniqueViolationError as exc:
             raise ConcurrencyError(stream_id, expected_version) from exc
@@ -464,6 +500,7 @@ def new_id() -> str:
 
 __all__ = [
     "OUTBOX_CHANNEL",
+    "AppendRider",
     "EventStore",
     "InMemoryEventStore",
     "PostgresEventStore",

@@ -56,7 +56,12 @@ from libs.common.eventstore import (
     StreamGuard,
     write_snapshot,
 )
-from libs.common.readmodel import project_amphora, project_loadbalancer
+from libs.common.readmodel import (
+    ViewChanges,
+    project_amphora,
+    project_loadbalancer,
+    view_changes,
+)
 from libs.common.streams import StreamId
 
 
@@ -276,14 +281,19 @@ class LoadBalancerRepository:
                 else None
             )
 
+            # The view rows that changed ride the append's statement; the rest (VIP claims,
+            # rows gone, the snapshot) follow it.
+            changes = view_changes(state, after)
+
             async def project(
                 tx: asyncpg.Connection,
                 _: list[Envelope],
-                before: LoadBalancerState = state,
-                after: LoadBalancerState = after,
+                changes: ViewChanges = changes,
                 snapshot: StoredSnapshot | None = snapshot,
             ) -> None:
-                await project_loadbalancer(tx, before, after)
+                await project_loadbalancer(
+                    tx, changes.before, changes.after, changes, upserted=True
+                )
                 if snapshot is not None:
                     await write_snapshot(tx, snapshot)
 
@@ -302,6 +312,7 @@ class LoadBalancerRepository:
                     else StreamGuard(
                         StreamId.loadbalancer(lb_id), target.other_stream, target.other_version
                     ),
+                    rider=changes.rider(),
                 )
             except ConcurrencyError:
                 if attempt + 1 < attempts:

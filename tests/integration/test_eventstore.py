@@ -12,6 +12,7 @@ from libs.common.errors import ConcurrencyError
 from libs.common.events import Metadata
 from libs.common.events.amphora import AmphoraDeleted
 from libs.common.eventstore import (
+    AppendRider,
     EventStore,
     InMemoryEventStore,
     PostgresEventStore,
@@ -181,3 +182,23 @@ async def test_a_guarded_append_of_its_own_begins_and_locks_in_one_round_trip(
     events = await store.read_stream("amphora-m")
     assert [e.payload.amphora_id for e in events] == ["a1", "a3"]  # type: ignore[attr-defined]
     assert projected == [1, 1]
+
+
+async def test_a_riders_writes_are_made_with_the_append_or_not_at_all(db: asyncpg.Pool) -> None:
+    store = PostgresEventStore(db)
+    await db.execute("CREATE TABLE rides (event_id uuid, note text)")
+    rider = AppendRider(
+        "ride AS (INSERT INTO rides SELECT event_id, $1 FROM inserted)", ("carried",)
+    )
+    made = await store.append("amphora-n", 0, [deleted(1)], META, rider=rider)
+    with pytest.raises(ConcurrencyError):  # a stale version: one statement, refused whole
+        await store.append("amphora-n", 0, [deleted(2)], META, rider=rider)
+    guard = StreamGuard("amphora-n", "amphora-none", 0)
+    await store.append("amphora-n", 1, [deleted(3)], META, rider=rider, guard=guard)
+
+    rides = await db.fetch("SELECT event_id, note FROM rides ORDER BY note, event_id")
+    events = await store.read_stream("amphora-n")
+    assert sorted(r["event_id"] for r in rides) == sorted(e.event_id for e in events)
+    assert {r["note"] for r in rides} == {"carried"} and made[0].event_id in {
+        r["event_id"] for r in rides
+    }
