@@ -456,6 +456,12 @@ STEP_PARTS = (
 )
 
 
+# The API's commit of a child cut by its spans: POST sent until the LB's load starts
+# (routing, body, the parent's lookup), the load (state and quota limits), the checks
+# until the append starts, the append (its transaction committed), then the answer's body.
+API_PARTS = ("until the load", "load", "checks", "append", "answer")
+
+
 def step_breakdown(sink: SpanSink, step: StepTrace) -> dict[str, float]:
     """Milliseconds per part (``STEP_PARTS``) of one step's trace; they add up to the step.
 
@@ -463,11 +469,14 @@ def step_breakdown(sink: SpanSink, step: StepTrace) -> dict[str, float]:
     and the consume span that did the step's work: the provisioning is level-triggered, so
     that may be the consume of an earlier event of the LB that arrives just before (the
     previous step's status event), in that event's trace: the consume span around the first
-    ``provision`` span after the publish. Inside it "agent calls" is the provisioner's calls
-    to the agent less the agent's HAProxy span ("HAProxy (agent)": a start, reload, or the
-    check of a file stored for the next reload), "provisioner" the rest until the last
+    ``provision`` span after the publish. Inside it "agent calls" is the time the
+    provisioner's calls to the agent are in flight (those sent together count once) less the
+    agent's HAProxy spans ("HAProxy (agent)": a start, reload, or the check of a file stored
+    for the next reload), "provisioner" the rest until the last
     call's end, "status commit" from there until the consume span ends (its transaction,
     with the activation, committed), and "client sees ACTIVE" until the client's GET saw it.
+    A child's step also has the API's commit cut into ``API_PARTS`` (the API's "load" and
+    "append" spans), beside.
     """
     own = sink.of(step.trace_id)
 
@@ -485,8 +494,8 @@ def step_breakdown(sink: SpanSink, step: StepTrace) -> dict[str, float]:
     )
     inside = [sp for sp in spans if consume.start <= sp.start and sp.end <= consume.end]
     calls = [sp for sp in inside if sp.name.startswith("agent call")]
-    haproxy = sum(sp.end - sp.start for sp in inside if sp.name.startswith("haproxy "))
-    called = sum(sp.end - sp.start for sp in calls)
+    haproxy = covered([sp for sp in inside if sp.name.startswith("haproxy ")])
+    called = covered(calls)
     last_call = max((sp.end for sp in calls), default=consume.start)
     ns = {
         "API commit": api.end - step.posted,
@@ -498,7 +507,29 @@ def step_breakdown(sink: SpanSink, step: StepTrace) -> dict[str, float]:
         "status commit": consume.end - last_call,
         "client sees ACTIVE": step.seen - consume.end,
     }
+    load = next((sp for sp in own if sp.name == "load" and api.start <= sp.start), None)
+    append = next((sp for sp in own if sp.name == "append" and api.start <= sp.start), None)
+    if load is not None and append is not None:
+        ns |= {
+            "until the load": load.start - step.posted,
+            "load": load.end - load.start,
+            "checks": append.start - load.end,
+            "append": append.end - append.start,
+            "answer": api.end - append.end,
+        }
     return {part: value / 1e6 for part, value in ns.items()}
+
+
+def covered(spans: list[Span]) -> int:
+    """Nanoseconds during which at least one of ``spans`` runs (calls in flight together
+    count once)."""
+    total, reach = 0, 0
+    for sp in sorted(spans, key=lambda x: x.start):
+        start = max(sp.start, reach)
+        if sp.end > start:
+            total += sp.end - start
+            reach = sp.end
+    return total
 
 
 async def steps_breakdown(sink: SpanSink, each: list[Steps]) -> list[list[dict[str, float]]]:
@@ -779,6 +810,7 @@ async def main(
     figures_wanted = not (only_breakdown or only_steps)
     measured: Figures | None = None
     each_step: list[Steps] = []
+    steps_cpu: dict[str, float] = {}  # the stack's CPU seconds during them, by kind
     traced: list[Traced] = []
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
@@ -799,7 +831,10 @@ async def main(
                     start_provisioner(s, spares)
                     for _ in range(0 if only_breakdown else samples):
                         await wait_spares(s, spares)
+                        before = stack_cpu_seconds(s)
                         each_step.append(await step_by_step(api, vips, [p1, p2]))
+                        for kind, used in stack_cpu_seconds(s).items():
+                            steps_cpu[kind] = steps_cpu.get(kind, 0.0) + used - before.get(kind, 0)
                     for _ in range(0 if only_steps else samples):
                         # A full pool: no spare boots beside the create that is measured.
                         await wait_spares(s, spares)
@@ -818,7 +853,7 @@ async def main(
     if traced:
         print_breakdown(traced, floor)
     if each_step:
-        print_steps(each_step, parts, floor, database)
+        print_steps(each_step, parts, floor, database, steps_cpu)
     if timeline and traced:
         print_timeline(traced)
     if timeline and each_step:
@@ -901,11 +936,13 @@ def print_steps(
     parts: list[list[dict[str, float]]],
     floor: tuple[list[float], list[float]],
     database: tuple[float, float],
+    cpu: dict[str, float],
 ) -> None:
     """The step-by-step create: p50 of each step and of each part of it (``step_breakdown``),
     then how much of it is HAProxy's own work: the listener's step starts HAProxy, the pool's
-    and the monitor's reload it (the LB's and the members' run none); and the API's commit
-    beside Postgres's own (``commit_floor``)."""
+    and the monitor's reload it (the LB's and the members' run none); the API's commit
+    beside Postgres's own (``commit_floor``); and the stack's CPU per create (``cpu``: seconds
+    by kind over all of them, the spare pool's refill boots included when they overlap)."""
     print(
         f"  step by step, p50 of {len(each)} (ms; the client GETs the LB every 5 ms), "
         f"load average {os.getloadavg()[0]:.1f}:"
@@ -928,12 +965,28 @@ def print_steps(
         f"{haproxy:.0f} ms, the rest {total - haproxy:.0f} ms "
         f"({(total - haproxy) / (len(STEP_NAMES) - 1):.0f} ms per step); goal <= 180"
     )
+    if all("load" in part for one in parts for part in one[1:]):
+        print(
+            f"    the API's commit of a child, p50 (ms): {'':<4}"
+            + " ".join(f"{p:>14}" for p in API_PARTS)
+        )
+        for i, name in enumerate(STEP_NAMES[1:-1], start=1):
+            cells = " ".join(
+                f"{statistics.median(one[i][p] for one in parts):14.1f}" for p in API_PARTS
+            )
+            print(f"    {name:<16} {'':<22} {cells}")
     api = statistics.median(part["API commit"] for one in parts for part in one[1:])
     commit, trip = database
     print(
         f"  the API's commit of a child (POST to answer) p50 {api:.1f} ms; on the same Postgres "
         f"a bare INSERT+COMMIT takes {commit * 1000:.2f} ms and a round trip "
         f"{trip * 1000:.2f} ms"
+    )
+    per_create = {k: v / len(each) for k, v in sorted(cpu.items(), key=lambda x: -x[1])}
+    kinds = ", ".join(f"{k} {v * 1000:.1f}" for k, v in per_create.items())
+    print(
+        f"  the stack's CPU per step-by-step create (schedstat): "
+        f"{sum(per_create.values()) * 1000:.0f} ms ({kinds})"
     )
 
 

@@ -215,6 +215,10 @@ class ConsumerSpec:
     ``acked_unhandled``: event types among those subjects that can ask nothing of the handler;
     they are acknowledged as they arrive, without being decoded, a transaction or a
     ``processed_messages`` row.
+
+    ``work_lock``: the key (or None) of a transaction-level advisory lock that the handler
+    must hold while it runs, for an event; it is taken in the statement that writes the
+    ``processed_messages`` row (one round trip for both) and held until the transaction ends.
     """
 
     name: str
@@ -225,6 +229,20 @@ class ConsumerSpec:
     nak_delay: float = 0.5
     deliver_new_only: bool = False
     acked_unhandled: frozenset[str] = frozenset()
+    work_lock: Callable[[Envelope], str | None] | None = None
+
+
+_PROCESSED_SQL: Final = (
+    "INSERT INTO processed_messages (consumer, event_id) VALUES ($1, $2) "
+    "ON CONFLICT DO NOTHING RETURNING true"
+)
+# The row and a work lock in one statement: the lock is held once it ends, and what the handler
+# reads afterwards (a statement of its own) sees every write the lock waited for.
+_PROCESSED_LOCKED_SQL: Final = (
+    f"WITH done AS ({_PROCESSED_SQL}), "
+    "locked AS (SELECT pg_advisory_xact_lock(hashtextextended($3, 0))) "
+    "SELECT (SELECT * FROM done) FROM locked"
+)
 
 
 class ConsumerRunner:
@@ -430,13 +448,14 @@ class ConsumerRunner:
             return result
 
     async def _apply(self, envelope: Envelope) -> bool:
+        lock = self._spec.work_lock(envelope) if self._spec.work_lock is not None else None
         async with self._pool.acquire() as conn, conn.transaction():
-            inserted = await conn.fetchval(
-                "INSERT INTO processed_messages (consumer, event_id) VALUES ($1, $2) "
-                "ON CONFLICT DO NOTHING RETURNING true",
-                self._spec.name,
-                envelope.event_id,
-            )
+            if lock is None:
+                inserted = await conn.fetchval(_PROCESSED_SQL, self._spec.name, envelope.event_id)
+            else:
+                inserted = await conn.fetchval(
+                    _PROCESSED_LOCKED_SQL, self._spec.name, envelope.event_id, lock
+                )
             if not inserted:
                 return False
             await self._spec.handler(envelope, conn)

@@ -10,7 +10,9 @@ in one transaction, and wakes the relay with NOTIFY at commit. An append at a st
 
 from __future__ import annotations
 
+import contextlib
 import json
+import re
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -63,7 +65,39 @@ SELECT global_position, pg_notify('{OUTBOX_CHANNEL}', '') FROM inserted ORDER BY
 
 _APPEND_SQL: Final = _append_sql(guarded=False)
 _GUARDED_APPEND_SQL: Final = _append_sql(guarded=True)
+_PARAMETER: Final = re.compile(r"\$(\d+)")
+
+
+@dataclass(frozen=True)
+class AppendRider:
+    """Writes made in an append's own statement, after its events and outbox rows, and only
+    if the append is made: ``ctes`` are CTEs (``name AS (...)``, separated by commas, none
+    named as the append's own: current, new, inserted, outboxed) that may read ``inserted``
+    (the appended events' rows) and use the parameters $1.. of ``args``."""
+
+    ctes: str
+    args: tuple[object, ...]
+
+
+def _with_rider(sql: str, first_free: int, rider: AppendRider) -> str:
+    """``sql`` (an append statement) with ``rider``'s CTEs after its own, their parameters
+    numbered from ``first_free``."""
+    ctes = _PARAMETER.sub(lambda m: f"${int(m.group(1)) + first_free - 1}", rider.ctes)
+    head, tail = sql.rsplit("\n)\nSELECT ", 1)
+    return f"{head}\n), {ctes}\nSELECT {tail}"
+
+
 _GUARD_LOCK_SQL: Final = "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))"
+# What a guard's key may be to go into a simple query as a literal (stream ids are).
+_LITERAL_KEY: Final = re.compile(r"[A-Za-z0-9_.:-]+")
+
+
+def _begin_locked_sql(lock_key: str) -> str:
+    """BEGIN and the guard's lock as one simple query: one round trip (a simple query takes
+    no parameters, so the key goes in as a literal, checked first)."""
+    if not _LITERAL_KEY.fullmatch(lock_key):
+        raise ValueError(f"not a lock key: {lock_key!r}")
+    return f"BEGIN; SELECT pg_advisory_xact_lock(hashtextextended('{lock_key}', 0))"
 
 
 @dataclass(frozen=True)
@@ -144,6 +178,16 @@ ORDER BY part, stream_version
 """
 
 
+# The events of two streams after a version of each (a state known to hold both up to them):
+# one round trip.
+_AFTER_SQL: Final = f"""
+SELECT 1 AS part, {_COLUMNS} FROM events WHERE stream_id = $1 AND stream_version > $2
+UNION ALL
+SELECT 2 AS part, {_COLUMNS} FROM events WHERE stream_id = $3 AND stream_version > $4
+ORDER BY part, stream_version
+"""
+
+
 @dataclass(frozen=True)
 class SnapshotRead:
     """``read_from_snapshot``'s answer: the snapshot (None: none of that shape) and the events
@@ -170,9 +214,11 @@ class PostgresEventStore:
         in_transaction: InTransaction | None = None,
         conn: asyncpg.Connection | None = None,
         guard: StreamGuard | None = None,
+        rider: AppendRider | None = None,
     ) -> list[Envelope]:
         """Append ``payloads`` after ``expected_version``; raises ConcurrencyError if stale
-        (this stream, or the other stream of ``guard``).
+        (this stream, or the other stream of ``guard``). ``rider``'s writes go in the append's
+        statement, made with it or not at all; then ``in_transaction`` runs.
 
         With ``conn`` in a transaction, the append joins it (a consumer's processed-message
         row, say) behind a savepoint of its own: a failure (a refused append, the hook's error)
@@ -181,7 +227,7 @@ class PostgresEventStore:
         covers it, and a release would cost one more round trip. Otherwise (no ``conn``, or
         one outside a transaction) the append runs in a transaction of its own. A ``guard``'s
         lock is taken before the append's statement, which then sees every write the lock
-        waited for.
+        waited for; in a transaction of the append's own, with the BEGIN, in one round trip.
         """
         if not payloads:
             return []
@@ -190,27 +236,56 @@ class PostgresEventStore:
             for i, p in enumerate(payloads)
         ]
         if conn is not None and not conn.is_in_transaction():
-            async with conn.transaction():
-                return await self._append_in(
-                    conn, expected_version, envelopes, in_transaction, guard
-                )
+            return await self._append_alone(
+                conn, expected_version, envelopes, in_transaction, guard, rider
+            )
         if conn is not None:
             savepoint = conn.transaction()
             await savepoint.start()
             try:
                 return await self._append_in(
-                    conn, expected_version, envelopes, in_transaction, guard
+                    conn, expected_version, envelopes, in_transaction, guard, rider
                 )
             except BaseException:
                 await savepoint.rollback()
                 raise
         async with self._pool.acquire() as own:
             if in_transaction is None and guard is None:
-                return await self._append_in(own, expected_version, envelopes, None, None)
-            async with own.transaction():
+                return await self._append_in(own, expected_version, envelopes, None, None, rider)
+            return await self._append_alone(
+                own, expected_version, envelopes, in_transaction, guard, rider
+            )
+
+    async def _append_alone(
+        self,
+        conn: asyncpg.Connection,
+        expected_version: int,
+        envelopes: list[Envelope],
+        in_transaction: InTransaction | None,
+        guard: StreamGuard | None,
+        rider: AppendRider | None,
+    ) -> list[Envelope]:
+        """``_append_in`` in a transaction of its own on ``conn`` (outside any); with a
+        ``guard``, begun together with the guard's lock."""
+        if guard is None:
+            async with conn.transaction():
                 return await self._append_in(
-                    own, expected_version, envelopes, in_transaction, guard
+                    conn, expected_version, envelopes, in_transaction, None, rider
                 )
+        await conn.execute(_begin_locked_sql(guard.lock_key))
+        try:
+            stored = await self._append_in(
+                conn, expected_version, envelopes, in_transaction, guard, rider, locked=True
+            )
+            await conn.execute("COMMIT")
+        except BaseException:
+            # The append's own error is the one to raise: a connection that cannot even roll
+            # back is broken, and the pool replaces it.
+            with contextlib.suppress(Exception):
+                if conn.is_in_transaction():
+                    await conn.execute("ROLLBACK")
+            raise
+        return stored
 
     async def _append_in(
         self,
@@ -218,20 +293,31 @@ class PostgresEventStore:
         expected_version: int,
         envelopes: list[Envelope],
         in_transaction: InTransaction | None,
-        guard: StreamGuard | None,
+        guard: StreamGuard | None = None,
+        rider: AppendRider | None = None,
+        *,
+        locked: bool = False,
     ) -> list[Envelope]:
+        """The append's statement (and the hook) on ``conn``, in a transaction; ``locked``:
+        the guard's lock is taken already."""
         stream_id = envelopes[0].stream_id
         metadata_json = json.dumps(envelopes[0].metadata.as_dict())
         wires = [e.to_wire() for e in envelopes]
         guarded: tuple[str, int] | tuple[()] = ()
         if guard is not None:
-            # A statement of its own: the append's statement then takes its snapshot after
-            # the lock was granted, so it sees what the lock's holders committed.
-            await conn.execute(_GUARD_LOCK_SQL, guard.lock_key)
+            if not locked:
+                # A statement of its own: the append's statement then takes its snapshot
+                # after the lock was granted, so it sees what the lock's holders committed.
+                await conn.execute(_GUARD_LOCK_SQL, guard.lock_key)
             guarded = (guard.stream_id, guard.version)
+        sql = _APPEND_SQL if guard is None else _GUARDED_APPEND_SQL
+        carried: tuple[object, ...] = ()
+        if rider is not None:
+            sql = _with_rider(sql, 13 + len(guarded), rider)
+            carried = rider.args
         try:
             positions = await conn.fetch(
-                _APPEND_SQL if guard is None else _GUARDED_APPEND_SQL,
+                sql,
                 stream_id,
                 expected_version,
                 [e.stream_version for e in envelopes],
@@ -245,6 +331,7 @@ class PostgresEventStore:
                 [json.dumps(w) for w in wires],
                 [e.metadata.traceparent for e in envelopes],
                 *guarded,
+                *carried,
             )
         except asyncpg.UniqueViolationError as exc:
             raise ConcurrencyError(stream_id, expected_version) from exc
@@ -299,6 +386,15 @@ class PostgresEventStore:
             else:
                 (own if part == 1 else other).append(decode_row(row))
         return SnapshotRead(snapshot, own, other)
+
+    async def read_after(
+        self, stream_id: str, after_version: int, beside: str, beside_after: int
+    ) -> tuple[list[Envelope], list[Envelope]]:
+        """In one round trip: the events of ``stream_id`` after ``after_version`` and those of
+        ``beside`` after ``beside_after``, each list in version order."""
+        rows = await self._pool.fetch(_AFTER_SQL, stream_id, after_version, beside, beside_after)
+        own = [decode_row(row) for row in rows if row["part"] == 1]
+        return own, [decode_row(row) for row in rows if row["part"] == 2]
 
     async def last_version_of(self, stream_id: str, event_types: Sequence[str]) -> int:
         """The stream version of the latest event of one of ``event_types`` (0: none). Walks
@@ -404,6 +500,7 @@ def new_id() -> str:
 
 __all__ = [
     "OUTBOX_CHANNEL",
+    "AppendRider",
     "EventStore",
     "InMemoryEventStore",
     "PostgresEventStore",

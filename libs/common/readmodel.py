@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -20,6 +21,7 @@ from libs.common.domain.amphora import Amphora
 from libs.common.domain.kinds import BY_KEY, CHILD_KINDS
 from libs.common.domain.model import LoadBalancerState, ProvisioningStatus, Resource
 from libs.common.errors import Conflict
+from libs.common.eventstore import AppendRider
 
 VIEW_TABLES: Final[dict[str, str]] = {kind.key: kind.view_table for kind in CHILD_KINDS}
 
@@ -125,53 +127,71 @@ def _parent_id(state: LoadBalancerState, kind: str, resource_id: str) -> str:
     return str(getattr(child, BY_KEY[kind].parent_field))
 
 
-def _upsert_views_sql() -> str:
-    """One statement that upserts rows into every view table of a load balancer's tree: rows
-    (kind, id, lb_id, parent_id, project_id, version, created_at, body) come as arrays, each
-    table takes those of its kind, and a row replaces one only at a higher ``version``."""
+def _upsert_views_ctes(when: str) -> str:
+    """CTEs that upsert rows into every view table of a load balancer's tree: rows (kind,
+    id, lb_id, parent_id, project_id, version, created_at, body) come as arrays ($1-$8) and
+    are taken ``when`` (an SQL condition), each table takes those of its kind, and a row
+    replaces one only at a higher ``version``."""
     tables = {"loadbalancer": "loadbalancer_view", **VIEW_TABLES}
     inserts = ",\n".join(
-        f"{kind} AS (\n"
+        f"view_{kind} AS (\n"
         f"    INSERT INTO {table} (id, lb_id, parent_id, project_id, version, created_at, body)\n"
         "    SELECT id, lb_id, parent_id, project_id, version, created_at, body::jsonb\n"
-        f"    FROM changed_rows WHERE kind = '{kind}'\n"
+        f"    FROM view_rows WHERE kind = '{kind}'\n"
         "    ON CONFLICT (id) DO UPDATE SET version = EXCLUDED.version, body = EXCLUDED.body\n"
         f"    WHERE {table}.version < EXCLUDED.version\n)"
         for kind, table in tables.items()
     )
     return (
-        "WITH changed_rows AS (\n"
+        "view_rows AS (\n"
         "    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],\n"
         "                         $6::int[], $7::timestamptz[], $8::text[])\n"
         "        AS r(kind, id, lb_id, parent_id, project_id, version, created_at, body)\n"
-        f"),\n{inserts}\nSELECT 1"
+        f"    WHERE {when}\n"
+        f"),\n{inserts}"
     )
 
 
 # A projection's upserts are one round trip whatever the kinds it touches (a child's create
-# changes the LB's body, its parent's and its own).
-_UPSERT_VIEWS_SQL: Final = _upsert_views_sql()
+# changes the LB's body, its parent's and its own): a statement of their own, or CTEs riding
+# an append's statement (made only if its events are: ``inserted`` has rows).
+_UPSERT_VIEWS_SQL: Final = f"WITH {_upsert_views_ctes('true')}\nSELECT 1"
+_UPSERT_VIEWS_RIDING: Final = _upsert_views_ctes("EXISTS (SELECT 1 FROM inserted)")
 
 
-async def project_loadbalancer(
-    conn: asyncpg.Connection, before: LoadBalancerState, after: LoadBalancerState
-) -> None:
-    """Write the view rows that changed between ``before`` and ``after`` (same transaction)."""
+@dataclass(frozen=True)
+class ViewChanges:
+    """What a projection from ``before`` to ``after`` writes: the view rows whose bodies
+    changed (``upserts``: arrays in ``_upsert_views_ctes``' order) and the ids gone, by
+    table."""
+
+    before: LoadBalancerState
+    after: LoadBalancerState
+    upserts: tuple[list[Any], ...] | None
+    gone: dict[str, list[str]]
+
+    def rider(self) -> AppendRider | None:
+        """The upserts, to ride the append of ``after``'s events; None when there are none."""
+        return None if self.upserts is None else AppendRider(_UPSERT_VIEWS_RIDING, self.upserts)
+
+
+def view_changes(before: LoadBalancerState, after: LoadBalancerState) -> ViewChanges:
+    """The view rows that changed between ``before`` and ``after`` (a pure function)."""
     lb = after.loadbalancer
     if lb is None:
-        return
-    await _claim_vip(conn, before, after)
+        return ViewChanges(before, after, None, {})
     old, new = resource_bodies(before), resource_bodies(after)
     rows: list[tuple[str, str, str, datetime, str]] = []  # kind, id, parent, created, body
     if old.get("loadbalancer") != new["loadbalancer"]:
         rows.append(
             ("loadbalancer", lb.id, lb.id, lb.created_at, json.dumps(new["loadbalancer"][lb.id]))
         )
+    gone: dict[str, list[str]] = {}
     for kind, table in VIEW_TABLES.items():
         old_bodies, new_bodies = old.get(kind, {}), new[kind]
-        gone = [rid for rid in old_bodies if rid not in new_bodies]
-        if gone:
-            await conn.execute(f"DELETE FROM {table} WHERE id = ANY($1::text[])", gone)
+        removed = [rid for rid in old_bodies if rid not in new_bodies]
+        if removed:
+            gone[table] = removed
         children = getattr(after, kind)
         rows += [
             (
@@ -184,19 +204,42 @@ async def project_loadbalancer(
             for rid, body in new_bodies.items()
             if old_bodies.get(rid) != body
         ]
-    if not rows:
-        return
-    await conn.execute(
-        _UPSERT_VIEWS_SQL,
-        [kind for kind, *_ in rows],
-        [rid for _, rid, *_ in rows],
-        [lb.id] * len(rows),
-        [parent for _, _, parent, *_ in rows],
-        [lb.project_id] * len(rows),
-        [after.revision] * len(rows),
-        [created for *_, created, _ in rows],
-        [body for *_, body in rows],
+    upserts = (
+        (
+            [kind for kind, *_ in rows],
+            [rid for _, rid, *_ in rows],
+            [lb.id] * len(rows),
+            [parent for _, _, parent, *_ in rows],
+            [lb.project_id] * len(rows),
+            [after.revision] * len(rows),
+            [created for *_, created, _ in rows],
+            [body for *_, body in rows],
+        )
+        if rows
+        else None
     )
+    return ViewChanges(before, after, upserts, gone)
+
+
+async def project_loadbalancer(
+    conn: asyncpg.Connection,
+    before: LoadBalancerState,
+    after: LoadBalancerState,
+    changes: ViewChanges | None = None,
+    *,
+    upserted: bool = False,
+) -> None:
+    """Write the view rows that changed between ``before`` and ``after`` (same transaction):
+    ``changes`` when computed already (``view_changes``), their upserts but when ``upserted``
+    (they rode the append: ``ViewChanges.rider``)."""
+    if after.loadbalancer is None:
+        return
+    await _claim_vip(conn, before, after)
+    changes = changes or view_changes(before, after)
+    for table, ids in changes.gone.items():
+        await conn.execute(f"DELETE FROM {table} WHERE id = ANY($1::text[])", ids)
+    if changes.upserts is not None and not upserted:
+        await conn.execute(_UPSERT_VIEWS_SQL, *changes.upserts)
 
 
 async def _claim_vip(

@@ -21,10 +21,19 @@ same transaction. A concurrent writer's win makes it reload and retry once; a se
 a Conflict (409). A caller that has just loaded the load balancer (``read``, to check a request
 before it takes a quota) hands that load to ``execute``, which decides on it instead of loading
 again; the append checks its versions like any other load's.
+
+A repository also keeps, for the load balancers it last worked on (``KNOWN_STATES``, the least
+recently used dropped first), the newest committed state it has seen: a load's, or an
+append's that committed on its own. A load then reads and folds only the events after that
+state's versions (a step of a step-by-step create: one or two, where the snapshot's tail held
+up to ``SNAPSHOT_EVERY``). What a known state holds is committed, and the events after it are
+read every time, so it is never stale: an append inside a caller's transaction, which may
+still roll back, leaves the known state as it was.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Final
@@ -47,7 +56,12 @@ from libs.common.eventstore import (
     StreamGuard,
     write_snapshot,
 )
-from libs.common.readmodel import project_amphora, project_loadbalancer
+from libs.common.readmodel import (
+    ViewChanges,
+    project_amphora,
+    project_loadbalancer,
+    view_changes,
+)
 from libs.common.streams import StreamId
 
 
@@ -65,6 +79,9 @@ CommandFactory = Callable[[LoadBalancerState], Command]
 SNAPSHOT_SCHEMA_VERSION: Final = 1
 # Events folded on top of a snapshot before an append writes a new one.
 SNAPSHOT_EVERY: Final = 32
+# Load balancers whose newest committed state a repository keeps.
+KNOWN_STATES: Final = 1024
+_SETTLING_TYPES: Final = frozenset(event.event_type for event in SETTLING)
 
 
 def snapshot_of(stream_id: str, state: LoadBalancerState) -> StoredSnapshot:
@@ -94,10 +111,47 @@ class Loaded:
     folded: int
 
 
+@dataclass(frozen=True)
+class _Known:
+    """A committed state of one load balancer, how many events lie under it on top of the
+    stream's snapshot (at most: another writer may have written a newer snapshot), and its
+    ``loadbalancer`` events after the last settling one (None: not all of them were read)."""
+
+    state: LoadBalancerState
+    folded: int
+    unsettled: tuple[Envelope, ...] | None
+
+    def then(self, intent: Sequence[Envelope], observed: Sequence[Envelope]) -> _Known:
+        """This state with the events after it (both streams, read back from the store)."""
+        return _Known(
+            fold_streams(self.state, intent, observed),
+            self.folded + len(intent) + len(observed),
+            _unsettled(self.unsettled, intent),
+        )
+
+
+def _unsettled(
+    before: tuple[Envelope, ...] | None, intent: Sequence[Envelope]
+) -> tuple[Envelope, ...] | None:
+    """The ``loadbalancer`` events after the last settling one, once ``intent`` (the events
+    following ``before``'s) is added."""
+    settled = [i for i, e in enumerate(intent) if e.event_type in _SETTLING_TYPES]
+    if settled:
+        return tuple(intent[settled[-1] + 1 :])
+    return None if before is None else (*before, *intent)
+
+
 class LoadBalancerRepository:
-    def __init__(self, store: PostgresEventStore, snapshot_every: int = SNAPSHOT_EVERY) -> None:
+    def __init__(
+        self,
+        store: PostgresEventStore,
+        snapshot_every: int = SNAPSHOT_EVERY,
+        known_states: int = KNOWN_STATES,
+    ) -> None:
         self._store = store
         self._snapshot_every = snapshot_every
+        self._known: OrderedDict[str, _Known] = OrderedDict()
+        self._known_states = known_states
 
     async def load(self, lb_id: str) -> LoadBalancerState:
         """The folded stream; an unknown id gives the empty state (``loadbalancer is None``)."""
@@ -106,8 +160,8 @@ class LoadBalancerRepository:
 
     async def read(self, lb_id: str) -> Loaded:
         """``load``, kept whole for a later ``execute(loaded=...)``."""
-        state, folded, _ = await self._fold(lb_id)
-        return Loaded(state, folded)
+        known = await self._fold(lb_id)
+        return Loaded(known.state, known.folded)
 
     async def load_pending(self, lb_id: str) -> tuple[LoadBalancerState, list[Envelope]]:
         """The state and, while the LB is PENDING_*, the ``loadbalancer`` events of its pending
@@ -119,32 +173,36 @@ class LoadBalancerRepository:
 
     async def read_pending(self, lb_id: str) -> tuple[Loaded, list[Envelope]]:
         """``load_pending``, the load kept whole for a later ``execute(loaded=...)``."""
-        state, folded, intent = await self._fold(lb_id)
-        loaded = Loaded(state, folded)
+        known = await self._fold(lb_id)
+        state = known.state
+        loaded = Loaded(state, known.folded)
         lb = state.loadbalancer
         if lb is None or lb.provisioning_status not in PENDING_STATUSES:
             return loaded, []
-        settling = {e.event_type for e in SETTLING}
-        settled = [e.stream_version for e in intent if e.event_type in settling]
-        if settled or (intent[:1] and intent[0].stream_version == 1):
-            # The period is in what the load read: after its last settling event, if any.
-            period = [e for e in intent if e.stream_version > (settled or [0])[-1]]
+        if known.unsettled is not None:
+            period = list(known.unsettled)
         else:
             stream_id = StreamId.loadbalancer(lb_id)
-            last = await self._store.last_version_of(stream_id, list(settling))
+            last = await self._store.last_version_of(stream_id, list(_SETTLING_TYPES))
             period = await self._store.read_stream(stream_id, after_version=last)
         return loaded, [e for e in period if e.stream_version <= state.version]
 
     async def _load(self, lb_id: str) -> tuple[LoadBalancerState, int]:
         """The state and how many events were folded on top of the snapshot."""
-        state, folded, _ = await self._fold(lb_id)
-        return state, folded
+        known = await self._fold(lb_id)
+        return known.state, known.folded
 
-    async def _fold(self, lb_id: str) -> tuple[LoadBalancerState, int, list[Envelope]]:
-        """The state, how many events were folded on top of the snapshot, and the
-        ``loadbalancer`` events among them."""
+    async def _fold(self, lb_id: str) -> _Known:
+        """The current committed state: the known one with the events after it, else the
+        snapshot with the events after it (both streams)."""
         stream_id = StreamId.loadbalancer(lb_id)
         status_id = StreamId.loadbalancer_status(lb_id)
+        known = self._known.get(lb_id)
+        if known is not None:
+            intent, observed = await self._store.read_after(
+                stream_id, known.state.version, status_id, known.state.status_version
+            )
+            return self._remember(lb_id, known.then(intent, observed))
         read = await self._store.read_from_snapshot(
             stream_id, SNAPSHOT_SCHEMA_VERSION, status_id, "status_version"
         )
@@ -155,7 +213,26 @@ class LoadBalancerRepository:
             if read.snapshot is not None:  # of this shape but unreadable: fold everything
                 intent = await self._store.read_stream(stream_id)
                 observed = await self._store.read_stream(status_id)
-        return fold_streams(base, intent, observed), len(intent) + len(observed), intent
+        # The events after the last settling one are all read if the read holds one, or holds
+        # the stream from its first event.
+        whole = intent[:1] and intent[0].stream_version == 1
+        start = _Known(base, 0, () if whole else None)
+        return self._remember(lb_id, start.then(intent, observed))
+
+    def _remember(self, lb_id: str, known: _Known) -> _Known:
+        """Keep ``known`` (committed) as the LB's state unless one newer is kept already."""
+        if known.state.loadbalancer is None:
+            return known
+        kept = self._known.get(lb_id)
+        if kept is None or (
+            kept.state.version <= known.state.version
+            and kept.state.status_version <= known.state.status_version
+        ):
+            self._known[lb_id] = known
+        self._known.move_to_end(lb_id)
+        while len(self._known) > self._known_states:
+            self._known.popitem(last=False)
+        return known
 
     async def execute(
         self,
@@ -177,6 +254,8 @@ class LoadBalancerRepository:
         a first attempt of its own instead of a load; if either stream has moved since, the
         append refuses it and ``attempts`` more follow on fresh loads.
         """
+        # An append outside a caller's transaction has committed once it returns.
+        commits = conn is None or not conn.is_in_transaction()
         if fresh:
             attempts = 1
         elif loaded is not None:
@@ -202,14 +281,19 @@ class LoadBalancerRepository:
                 else None
             )
 
+            # The view rows that changed ride the append's statement; the rest (VIP claims,
+            # rows gone, the snapshot) follow it.
+            changes = view_changes(state, after)
+
             async def project(
                 tx: asyncpg.Connection,
                 _: list[Envelope],
-                before: LoadBalancerState = state,
-                after: LoadBalancerState = after,
+                changes: ViewChanges = changes,
                 snapshot: StoredSnapshot | None = snapshot,
             ) -> None:
-                await project_loadbalancer(tx, before, after)
+                await project_loadbalancer(
+                    tx, changes.before, changes.after, changes, upserted=True
+                )
                 if snapshot is not None:
                     await write_snapshot(tx, snapshot)
 
@@ -228,6 +312,7 @@ class LoadBalancerRepository:
                     else StreamGuard(
                         StreamId.loadbalancer(lb_id), target.other_stream, target.other_version
                     ),
+                    rider=changes.rider(),
                 )
             except ConcurrencyError:
                 if attempt + 1 < attempts:
@@ -235,8 +320,35 @@ class LoadBalancerRepository:
                 raise Conflict(
                     f"Load Balancer {lb_id} is being changed by another request; try again."
                 ) from None
+            if commits:
+                # Under ``after``, on top of the snapshot: none if this append wrote one.
+                folded = 0 if snapshot is not None else unsnapshotted + len(payloads)
+                self._remember_append(lb_id, state, _Known(after, folded, None), envelopes, fresh)
             return Outcome(after, envelopes)
         raise AssertionError("unreachable")
+
+    def _remember_append(
+        self,
+        lb_id: str,
+        before: LoadBalancerState,
+        after: _Known,
+        envelopes: list[Envelope],
+        fresh: bool,
+    ) -> None:
+        """Keep ``after``, committed by appending ``envelopes`` to ``before`` (``fresh``: the
+        stream's first events); its unsettled events follow the kept ones of ``before``."""
+        kept = self._known.get(lb_id)
+        unsettled: tuple[Envelope, ...] | None = None
+        if fresh:
+            unsettled = ()
+        elif kept is not None and (kept.state.version, kept.state.status_version) == (
+            before.version,
+            before.status_version,
+        ):
+            unsettled = kept.unsettled
+        if after.state.version != before.version:  # else the status stream: no intent event
+            unsettled = _unsettled(unsettled, envelopes)
+        self._remember(lb_id, _Known(after.state, after.folded, unsettled))
 
 
 def fold_streams(

@@ -55,7 +55,7 @@ from services.provisioner.drivers.process import ProcessAmphoraDriver
 from services.provisioner.drivers.traced import TracedDriver
 from services.provisioner.handlers.compensation import Compensation
 from services.provisioner.handlers.failures import FailoverRequests
-from services.provisioner.handlers.lifecycle import LEAVE_NO_WORK, LifecycleHandler
+from services.provisioner.handlers.lifecycle import LEAVE_NO_WORK, LifecycleHandler, work_lock
 from services.provisioner.handlers.maintenance import MaintenanceHandler
 from services.provisioner.handlers.security_groups import SecurityGroupChanges
 from services.provisioner.handlers.spares import SparePool
@@ -262,6 +262,7 @@ def consumer_specs(settings: ProvisionerSettings, parts: Provisioner) -> list[Co
             parts.lifecycle.handle,
             concurrency=settings.concurrency,
             acked_unhandled=LEAVE_NO_WORK,
+            work_lock=work_lock,
         ),
         ConsumerSpec(
             "provisioner-amphora-failures",

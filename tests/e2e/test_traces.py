@@ -28,6 +28,7 @@ WAIT_S = 30.0
 # The caller's own trace, which the API continues (W3C trace context).
 CALLER_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 CALLER = f"00-{CALLER_TRACE}-00f067aa0ba902b7-01"
+CHILD_TRACE = "5c0a03f4688c45eb97b4d1e0c3a2b6f1"
 
 
 @dataclass(frozen=True)
@@ -201,6 +202,29 @@ async def test_one_lb_create_is_one_trace_from_the_api_to_the_haproxy_reload(
     assert provisioner_lines, "no provisioner line names the LB"
     assert all(line.get("correlation_id") for line in provisioner_lines), provisioner_lines
     print("\n".join(json.dumps(line) for line in provisioner_lines[:3]))
+
+    # A child's create: the API's span holds the LB's load, then the append that commits it.
+    async with aiohttp.ClientSession() as session:
+        api = Client(traced_stack, session)
+        body = {"listener": {"loadbalancer_id": lb["id"], "protocol": "HTTP", "protocol_port": 80}}
+        async with session.post(
+            f"{api.base}/v2/lbaas/listeners",
+            json=body,
+            headers={**api.headers, "traceparent": f"00-{CHILD_TRACE}-00f067aa0ba902b7-01"},
+        ) as response:
+            assert response.status == 201, await response.text()
+        await api.active(lb["id"])
+    deadline = time.monotonic() + WAIT_S
+    while time.monotonic() < deadline:
+        child = [s for s in otlp.spans if s.trace_id == CHILD_TRACE]
+        if {"load", "append"} <= {s.name for s in child}:
+            break
+        await asyncio.sleep(0.2)
+    post = next(s for s in child if s.name == "POST /v2/lbaas/listeners")
+    under = sorted((s for s in child if s.parent_id == post.span_id), key=lambda s: s.start)
+    # (the relay's publish, whichever service runs it, and the consume are children too)
+    api_parts = [s.name for s in under if s.service == "api" and s.name != "publish"]
+    assert api_parts == ["load", "append"], span_tree(child)
 
 
 def json_lines(stack: Stack, service: str) -> list[dict[str, Any]]:

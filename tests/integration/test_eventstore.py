@@ -11,7 +11,13 @@ import pytest
 from libs.common.errors import ConcurrencyError
 from libs.common.events import Metadata
 from libs.common.events.amphora import AmphoraDeleted
-from libs.common.eventstore import EventStore, InMemoryEventStore, PostgresEventStore
+from libs.common.eventstore import (
+    AppendRider,
+    EventStore,
+    InMemoryEventStore,
+    PostgresEventStore,
+    StreamGuard,
+)
 
 META = Metadata(correlation_id="c-1", actor="test")
 
@@ -131,3 +137,68 @@ async def test_an_append_on_a_connection_outside_a_transaction_commits_on_its_ow
             await store.append("amphora-k", 0, [deleted(2)], META, conn=conn)
         assert not conn.is_in_transaction()
         assert len(await store.read_stream("amphora-k")) == 1  # seen by another connection
+
+
+async def test_a_guarded_append_of_its_own_begins_and_locks_in_one_round_trip(
+    db: asyncpg.Pool,
+) -> None:
+    """BEGIN and the guard's lock go as one statement, then the append and COMMIT; a refusal
+    (the guarded stream moved) or a failing hook rolls back and leaves nothing."""
+    store = PostgresEventStore(db)
+    await store.append("amphora-other", 0, [deleted(1)], META)
+    guard = StreamGuard("amphora-pair", "amphora-other", 1)
+    projected: list[int] = []
+
+    async def project(conn: asyncpg.Connection, stored: list[object]) -> None:
+        projected.append(len(stored))
+
+    async def boom(conn: asyncpg.Connection, _: object) -> None:
+        raise RuntimeError("projection failed")
+
+    statements: list[str] = []
+
+    def log(query: asyncpg.connection.LoggedQuery) -> None:
+        statements.append(" ".join(query.query.split()[:2]))
+
+    async with db.acquire() as conn:
+        conn.add_query_logger(log)
+        await store.append(
+            "amphora-m", 0, [deleted(1)], META, conn=conn, guard=guard, in_transaction=project
+        )
+        await asyncio.sleep(0)  # the logger is called soon after each statement
+        assert statements == ["BEGIN; SELECT", "WITH current", "COMMIT"]
+        assert projected == [1] and not conn.is_in_transaction()
+        conn.remove_query_logger(log)
+        moved = StreamGuard("amphora-pair", "amphora-other", 0)
+        with pytest.raises(ConcurrencyError):
+            await store.append("amphora-m", 1, [deleted(2)], META, conn=conn, guard=moved)
+        assert not conn.is_in_transaction()
+        with pytest.raises(RuntimeError):
+            await store.append(
+                "amphora-m", 1, [deleted(2)], META, conn=conn, guard=guard, in_transaction=boom
+            )
+        assert not conn.is_in_transaction()
+    await store.append("amphora-m", 1, [deleted(3)], META, guard=guard, in_transaction=project)
+    events = await store.read_stream("amphora-m")
+    assert [e.payload.amphora_id for e in events] == ["a1", "a3"]  # type: ignore[attr-defined]
+    assert projected == [1, 1]
+
+
+async def test_a_riders_writes_are_made_with_the_append_or_not_at_all(db: asyncpg.Pool) -> None:
+    store = PostgresEventStore(db)
+    await db.execute("CREATE TABLE rides (event_id uuid, note text)")
+    rider = AppendRider(
+        "ride AS (INSERT INTO rides SELECT event_id, $1 FROM inserted)", ("carried",)
+    )
+    made = await store.append("amphora-n", 0, [deleted(1)], META, rider=rider)
+    with pytest.raises(ConcurrencyError):  # a stale version: one statement, refused whole
+        await store.append("amphora-n", 0, [deleted(2)], META, rider=rider)
+    guard = StreamGuard("amphora-n", "amphora-none", 0)
+    await store.append("amphora-n", 1, [deleted(3)], META, rider=rider, guard=guard)
+
+    rides = await db.fetch("SELECT event_id, note FROM rides ORDER BY note, event_id")
+    events = await store.read_stream("amphora-n")
+    assert sorted(r["event_id"] for r in rides) == sorted(e.event_id for e in events)
+    assert {r["note"] for r in rides} == {"carried"} and made[0].event_id in {
+        r["event_id"] for r in rides
+    }

@@ -5,6 +5,7 @@ loses its row."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -123,3 +124,25 @@ async def test_a_child_that_is_gone_loses_its_row(
     assert rows["listeners"] == {}
     assert bodies_of(rows) == expected(applied.state)
     assert rows["loadbalancer"][lb_id][1]["listeners"] == []
+
+
+async def test_a_childs_create_writes_its_view_rows_in_the_appends_statement(
+    db: asyncpg.Pool, repo: LoadBalancerRepository
+) -> None:
+    """The changed rows ride the append's statement: BEGIN with the lock, the append, COMMIT."""
+    lb, listener = await lb_with_a_listener(repo, "127.77.5.12")
+    statements: list[str] = []
+
+    def log(query: asyncpg.connection.LoggedQuery) -> None:
+        statements.append(" ".join(query.query.split()[:2]))
+
+    async with db.acquire() as conn:
+        conn.add_query_logger(log)
+        outcome = await repo.execute(lb.id, c.CreateChild(child=listener), META, conn=conn)
+        await asyncio.sleep(0)  # the logger is called soon after each statement
+        conn.remove_query_logger(log)
+
+    assert statements == ["BEGIN; SELECT", "WITH current", "COMMIT"]
+    rows = await stored(db, lb.id)
+    assert bodies_of(rows) == expected(outcome.state)
+    assert rows["listeners"][listener.id][0] == outcome.state.revision

@@ -313,3 +313,39 @@ async def _count(db: asyncpg.Pool, table: str, expected: int) -> bool:
 
 async def _is(value: bool) -> bool:
     return value
+
+
+async def test_the_handler_runs_holding_its_events_work_lock(
+    harness: Harness, jet: Jet, db: asyncpg.Pool
+) -> None:
+    """The consumer takes ``work_lock``'s lock with the processed row: while the handler runs,
+    no other transaction gets it; an event without a key takes none."""
+    others_got: dict[str, bool] = {}
+
+    async def handler(envelope: Envelope, conn: asyncpg.Connection) -> None:
+        async with db.acquire() as other, other.transaction():
+            others_got[envelope.aggregate_id] = await other.fetchval(
+                "SELECT pg_try_advisory_xact_lock(hashtextextended($1, 0))", "locked-key"
+            )
+
+    spec = bus.ConsumerSpec(
+        "test-work-lock",
+        [subjects.ALL_EVENTS],
+        handler,
+        nak_delay=0.1,
+        work_lock=lambda envelope: "locked-key" if envelope.aggregate_id == "held" else None,
+    )
+    harness.start(bus.ConsumerRunner(jet.js, db, spec, jet.settings).run())
+    await harness.relay()
+    for amphora in ("held", "free"):  # one after the other: the handlers do not overlap
+        await harness.store.append(f"amphora-{amphora}", 0, [AmphoraDeleted(amphora_id="x")], META)
+
+        async def handled(amphora: str = amphora) -> bool:
+            return amphora in others_got
+
+        await wait_until(handled)
+    assert others_got == {"held": False, "free": True}
+    async with db.acquire() as conn, conn.transaction():  # released with its transaction
+        assert await conn.fetchval(
+            "SELECT pg_try_advisory_xact_lock(hashtextextended($1, 0))", "locked-key"
+        )

@@ -28,9 +28,9 @@ NOW = datetime(2026, 1, 1, tzinfo=UTC)
 EVERY = 5
 
 
-async def grow(repo: LoadBalancerRepository, renames: int) -> str:
-    """An ACTIVE LB, renamed ``renames`` times (two events each: update, settle)."""
-    lb = builders.loadbalancer("127.77.0.10")
+async def grow(repo: LoadBalancerRepository, renames: int, vip: str = "127.77.0.10") -> str:
+    """An ACTIVE LB on ``vip``, renamed ``renames`` times (two events each: update, settle)."""
+    lb = builders.loadbalancer(vip)
     await repo.execute(lb.id, c.CreateLoadBalancer(loadbalancer=lb), META)
     await repo.execute(lb.id, c.Activate(amphora_ids=("amp-1",)), META)
     for n in range(renames):
@@ -78,8 +78,9 @@ async def test_snapshots_are_written_every_n_events_and_load_equals_the_whole_fo
 
 
 async def test_load_starts_from_the_snapshot(db: asyncpg.Pool, store: PostgresEventStore) -> None:
+    lb_id = await grow(LoadBalancerRepository(store, snapshot_every=EVERY), 3)
+    # A repository that knows no state of the LB (another process's): it starts from the store.
     repo = LoadBalancerRepository(store, snapshot_every=EVERY)
-    lb_id = await grow(repo, 3)
     row = await snapshot_row(db, lb_id)
     assert row is not None
     # A snapshot saying something the events do not: load shows it, so load started from it.
@@ -102,8 +103,8 @@ async def test_load_starts_from_the_snapshot(db: asyncpg.Pool, store: PostgresEv
 async def test_a_snapshot_of_another_shape_is_ignored_and_replaced(
     db: asyncpg.Pool, store: PostgresEventStore
 ) -> None:
-    repo = LoadBalancerRepository(store, snapshot_every=EVERY)
-    lb_id = await grow(repo, 3)
+    lb_id = await grow(LoadBalancerRepository(store, snapshot_every=EVERY), 3)
+    repo = LoadBalancerRepository(store, snapshot_every=EVERY)  # another process's
     stream_id = StreamId.loadbalancer(lb_id)
     await db.execute(
         'UPDATE snapshots SET schema_version = $2, state = \'{"shape": "old"}\' '
@@ -193,13 +194,15 @@ async def test_load_pending_reads_a_period_that_began_before_the_snapshot(
     assert (state.version, state.status_version) == (1, 2)
 
 
+@pytest.mark.parametrize("known", [True, False], ids=["known", "cold"])
 @pytest.mark.parametrize("every", [2, 3, 1000])
 async def test_load_pending_finds_the_period_whether_or_not_the_load_read_it(
-    store: PostgresEventStore, every: int
+    store: PostgresEventStore, every: int, known: bool
 ) -> None:
     """The period is taken from what the load folded when that reaches back far enough (a
-    settling event, or the stream's start), else read from the store: the same either way."""
-    repo = LoadBalancerRepository(store, snapshot_every=every)
+    settling event, or the stream's start), else read from the store: the same either way,
+    whether the repository knows a state of the LB (its own appends) or loads it cold."""
+    writer = LoadBalancerRepository(store, snapshot_every=every)
     lb = builders.loadbalancer(f"127.77.0.{20 + every % 200}")
     settling = {e.event_type for e in SETTLING}
     history: list[c.Command] = [
@@ -214,7 +217,8 @@ async def test_load_pending_finds_the_period_whether_or_not_the_load_read_it(
         c.RecordOperatingStatuses({lb.id: OperatingStatus.ONLINE}),
     ]
     for command in history:
-        await repo.execute(lb.id, command, META)
+        await writer.execute(lb.id, command, META)
+        repo = writer if known else LoadBalancerRepository(store, snapshot_every=every)
         state, pending = await repo.load_pending(lb.id)
         whole = await store.read_stream(StreamId.loadbalancer(lb.id))
         last = max((e.stream_version for e in whole if e.event_type in settling), default=0)

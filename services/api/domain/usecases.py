@@ -41,6 +41,7 @@ from libs.common.errors import (
 from libs.common.events import Metadata
 from libs.common.repository import CommandFactory, LoadBalancerRepository, Outcome
 from libs.common.settings import NetworkSettings, SubnetConfig
+from libs.common.telemetry import tracer
 from services.api.domain import builders, providers, rules
 from services.api.domain.graph import build_graph
 from services.api.domain.kinds import LISTENER, LOADBALANCER, POOL, Kind
@@ -59,6 +60,8 @@ from services.api.domain.vip import (
 )
 
 PROVIDER_ALIASES: Final = frozenset({"amphora", "octavia"})
+
+_tracer = tracer(__name__)
 
 
 @dataclass(frozen=True)
@@ -409,12 +412,14 @@ class LoadBalancing:
 
         # The quota's limits are read beside the load (one round trip's wait, not two); they
         # are judged only after the command's own checks, as Octavia orders its answers.
-        loaded, limits = await asyncio.gather(
-            self._repo.read(lb_id), self._quotas.limits(project_id)
-        )
+        with _tracer.start_as_current_span("load"):
+            loaded, limits = await asyncio.gather(
+                self._repo.read(lb_id), self._quotas.limits(project_id)
+            )
         _check_fields_first(command, loaded.state)
-        async with self._quotas.admit(project_id, {kind.quota: 1}, limits) as conn:
-            outcome = await self._repo.execute(lb_id, command, meta, conn=conn, loaded=loaded)
+        with _tracer.start_as_current_span("append"):
+            async with self._quotas.admit(project_id, {kind.quota: 1}, limits) as conn:
+                outcome = await self._repo.execute(lb_id, command, meta, conn=conn, loaded=loaded)
         return Created(outcome, child_id)
 
     def _check_servable(self, command: c.Command, state: LoadBalancerState) -> None:

@@ -76,6 +76,15 @@ _tracer = tracer(__name__)
 # unhandled (no transaction, no load of the LB).
 LEAVE_NO_WORK: Final = frozenset(event.event_type for event in lb_ev.SETTLING)
 
+_WORK_LOCK_SQL: Final = "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))"
+
+
+def work_lock(envelope: Envelope) -> str | None:
+    """The lock one provisioner holds while it works on an LB, whichever replica got the
+    event (the consumer takes it with the event's processed row: ``ConsumerSpec.work_lock``)."""
+    return envelope.aggregate_id if envelope.category == "loadbalancer" else None
+
+
 # Pushes the whole rendered config of ``state`` to one amphora of the LB; the LB's other
 # amphorae are given for what pairs them (VRRP peers, stick-table peers). See configurator/.
 PushConfig = Callable[[LoadBalancerState, AmphoraHandle, Sequence[AmphoraHandle]], Awaitable[None]]
@@ -116,14 +125,22 @@ class LifecycleHandler:
         self._undo = compensation
 
     async def handle(self, envelope: Envelope, conn: asyncpg.Connection) -> None:
-        """Consumer entry point: serialize on the LB across replicas, then reconcile it."""
+        """Consumer entry point: reconcile the LB, ``conn``'s transaction holding its
+        ``work_lock`` already (the consumer took it)."""
         if envelope.category != "loadbalancer":
             return
-        await self.reconcile(envelope.aggregate_id, conn, envelope.metadata.caused_by(envelope))
+        metadata = envelope.metadata.caused_by(envelope)
+        await self._reconcile_locked(envelope.aggregate_id, conn, metadata)
 
     async def reconcile(self, lb_id: str, conn: asyncpg.Connection, metadata: Metadata) -> None:
+        """Finish the LB's pending work under its work lock, taken on ``conn``."""
         # One provisioner works on one LB at a time, whichever replica got the event.
-        await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", lb_id)
+        await conn.execute(_WORK_LOCK_SQL, lb_id)
+        await self._reconcile_locked(lb_id, conn, metadata)
+
+    async def _reconcile_locked(
+        self, lb_id: str, conn: asyncpg.Connection, metadata: Metadata
+    ) -> None:
         loaded, pending = await self._lbs.read_pending(lb_id)
         state = loaded.state
         work = pending_work(state, pending)
