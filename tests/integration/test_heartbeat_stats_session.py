@@ -2,14 +2,17 @@
 session serves many beats; after a reload (announced or not) the serving process answers and the
 retired one is let go; a dead HAProxy fails the next read at once and a restarted one is read
 again; a session HAProxy timed out is replaced; a load that ends the session while a read is
-in flight lets that read finish first. Senders of one event loop (an agent host's
-amphorae) beat in the same tick, each with its own listeners, and a dead HAProxy shows in its
-amphora's next beat. Loopback only; every HAProxy is stopped by the data plane."""
+in flight lets that read finish first. An idle HAProxy reads as the same rows beat after beat
+(its message is not built again), and traffic or a member's change shows at the next beat.
+Senders of one event loop (an agent host's amphorae) beat in the same tick, each with its own
+listeners, and a dead HAProxy shows in its amphora's next beat. Loopback only; every HAProxy
+is stopped by the data plane."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import socket
 import time
@@ -18,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from libs.common import heartbeat_codec as codec
+from libs.common.agent_contract import ServerChange, ServerState
 from libs.common.errors import FulcrumError
 from libs.common.tasks import background
 from services.amphora.adapters.haproxy import HaproxyDataPlane
@@ -172,6 +176,45 @@ async def test_a_session_haproxy_timed_out_is_replaced(plane: HaproxyDataPlane) 
     await plane.show_stat(STAT_COLUMNS)
     await asyncio.sleep(0.6)  # HAProxy closes the idle session
     assert frontends(await plane.show_stat(STAT_COLUMNS)) == {"listener-1": "OPEN"}
+
+
+async def test_an_idle_haproxy_repeats_its_beat_and_traffic_or_a_member_change_shows_next(
+    plane: HaproxyDataPlane,
+) -> None:
+    await plane.apply(config(plane, "listener-1"))
+    found = re.search(r"bind 127\.0\.0\.1:(\d+)", plane.config_text() or "")
+    assert found is not None
+    sender = HeartbeatSender(
+        HeartbeatConfig("amp-1", KEY, (("127.0.0.1", 9),), 1.0),
+        lambda: plane.show_stat(STAT_COLUMNS),
+        plane.state_dir,
+    )
+
+    async def beat() -> codec.Heartbeat:
+        return codec.decode(await sender.beat(), KEY)
+
+    for _ in range(2):
+        await beat()
+    idle = await plane.show_stat(STAT_COLUMNS)
+    assert await plane.show_stat(STAT_COLUMNS) is idle  # the same fields: not converted again
+    assert sender._repeat is not None  # and the sender's message not built again
+    repeated = await beat()
+    assert repeated.listeners["listener-1"].stats.totconns == 0
+
+    reader, writer = await asyncio.open_connection("127.0.0.1", int(found.group(1)))
+    writer.write(b"GET / HTTP/1.0\r\n\r\n")
+    assert (await asyncio.wait_for(reader.read(), 10)).startswith(b"HTTP/1.")
+    writer.close()
+    await writer.wait_closed()
+    busy = await beat()
+    assert busy.listeners["listener-1"].stats.totconns == 1
+    assert busy.listeners["listener-1"].stats.rx > 0
+    assert (await beat()).listeners["listener-1"].stats.totconns == 0
+
+    maint = ServerChange(state=ServerState.MAINT)
+    await plane.change_server("pool-1:listener-1", "member-a", maint)
+    members = (await beat()).pools["pool-1:listener-1"].members
+    assert members == {"member-a": "MAINT", "member-b": "no check"}
 
 
 async def test_senders_of_one_loop_beat_together_each_with_its_own_listeners(

@@ -42,6 +42,7 @@ import asyncio
 import csv
 import hashlib
 import logging
+import operator
 import os
 import re
 import shutil
@@ -216,29 +217,79 @@ def parse_show_stat(text: str, columns: Collection[str] | None = None) -> list[S
 
     Raises ValueError with HAProxy's message when the answer is not a stats table.
     """
+    return stat_rows(stat_fields(text, columns))
+
+
+@dataclass(frozen=True)
+class StatFields:
+    """The fields of a `show stat` answer, unconverted: equal for two answers exactly when
+    their parsed rows (``stat_rows``) are."""
+
+    names: tuple[str, ...]
+    rows: tuple[tuple[str | None, ...], ...]  # None: the row ends before that column
+
+
+def stat_fields(text: str, columns: Collection[str] | None = None) -> StatFields:
+    """The fields of ``columns`` (all with None) in a `show stat` answer; raises as
+    ``parse_show_stat``."""
     lines = text.splitlines()
     if not lines or not lines[0].startswith("# "):
         raise ValueError(text.strip() or "empty answer")
     wanted = _wanted_columns(lines[0], None if columns is None else frozenset(columns))
     body = [line for line in lines[1:] if line]
-    # A field holding a comma comes quoted; without quotes a split is the same, and cheaper.
-    quoted = any('"' in line for line in body)
-    table = csv.reader(body) if quoted else (line.split(",") for line in body)
-    rows: list[StatsRow] = []
-    for values in table:
-        width = len(values)
-        rows.append({key: _scalar(values[index]) for index, key in wanted if index < width})
-    return rows
+    if any('"' in line for line in body):
+        # A field holding a comma comes quoted; without quotes a split is the same, and cheaper.
+        table = list(csv.reader(body))
+    else:  # split no further than the last column wanted
+        table = [line.split(",", wanted.last + 1) for line in body]
+    if all(len(values) > wanted.last for values in table):
+        return StatFields(wanted.names, tuple(map(wanted.pick, table)))
+    rows = tuple(
+        tuple(values[index] if index < len(values) else None for index in wanted.indexes)
+        for values in table
+    )
+    return StatFields(wanted.names, rows)
+
+
+def stat_rows(fields: StatFields) -> list[StatsRow]:
+    """The rows of ``fields`` as dicts, as ``parse_show_stat`` returns them."""
+    names = fields.names
+    return [
+        {name: _scalar(value) for name, value in zip(names, row, strict=True) if value is not None}
+        for row in fields.rows
+    ]
+
+
+@dataclass(frozen=True)
+class _Wanted:
+    names: tuple[str, ...]
+    indexes: tuple[int, ...]
+    last: int  # the highest index (-1: none)
+    pick: Callable[[list[str]], tuple[str | None, ...]]  # the fields at ``indexes``
 
 
 @lru_cache(maxsize=32)
-def _wanted_columns(header: str, columns: frozenset[str] | None) -> tuple[tuple[int, str], ...]:
-    """(index, name) of the header's columns to keep (the header is the same every beat)."""
-    return tuple(
+def _wanted_columns(header: str, columns: frozenset[str] | None) -> _Wanted:
+    """The header's columns to keep (the header is the same every beat)."""
+    kept = [
         (index, key)
         for index, key in enumerate(header[2:].split(","))
         if key and (columns is None or key in columns)
+    ]
+    indexes = tuple(index for index, _ in kept)
+    return _Wanted(
+        tuple(key for _, key in kept), indexes, max(indexes, default=-1), _picker(indexes)
     )
+
+
+def _picker(indexes: tuple[int, ...]) -> Callable[[list[str]], tuple[str | None, ...]]:
+    if len(indexes) > 1:
+        return operator.itemgetter(*indexes)  # a tuple from C: most of a parse saved
+
+    def pick(values: list[str]) -> tuple[str | None, ...]:
+        return tuple(values[index] for index in indexes)
+
+    return pick
 
 
 def _check_name(name: str) -> str:
@@ -305,6 +356,8 @@ class HaproxyDataPlane:
         self._stats = StatsSession(self.stats_socket)
         self._on_load.append(self._stats.close)
         self._cpu: ProcessCpu | None = None
+        # The previous `show stat` answer's fields and their rows (``_session_stat``).
+        self._last_stat: tuple[StatFields, list[StatsRow]] | None = None
 
     @property
     def version(self) -> str:
@@ -542,7 +595,9 @@ class HaproxyDataPlane:
     async def show_stat(self, columns: Collection[str] | None = None) -> list[StatsRow]:
         """All rows of `show stat` (frontends, backends, servers), with every column or only
         ``columns``; none while the installed config runs no HAProxy (raises Conflict while
-        none is installed or HAProxy died). Asked through the kept-open stats session."""
+        none is installed or HAProxy died). Asked through the kept-open stats session. An
+        answer whose fields are those of the previous one gives the previous rows, the same
+        list (unconverted again: an idle amphora's every beat): callers must not change it."""
         if not self.is_running():  # the installed file is read only then, not every heartbeat
             self._release_stats()
             text = self.config_text()
@@ -576,9 +631,15 @@ class HaproxyDataPlane:
         except OSError as exc:
             raise HaproxyUnavailable(f"runtime API {self.stats_socket} unreachable: {exc}") from exc
         try:
-            return parse_show_stat(answer, columns)
+            fields = stat_fields(answer, columns)
         except ValueError as exc:
             raise HaproxyUnavailable(f"unexpected show stat answer: {exc}") from exc
+        last = self._last_stat
+        if last is not None and last[0] == fields:
+            return last[1]
+        rows = stat_rows(fields)
+        self._last_stat = (fields, rows)
+        return rows
 
     async def change_server(self, backend: str, server: str, change: ServerChange) -> list[str]:
         """Apply `change` through the runtime API and return the commands that ran.
