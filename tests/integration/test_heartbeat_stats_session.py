@@ -178,6 +178,39 @@ async def test_a_session_haproxy_timed_out_is_replaced(plane: HaproxyDataPlane) 
     assert frontends(await plane.show_stat(STAT_COLUMNS)) == {"listener-1": "OPEN"}
 
 
+async def test_a_session_haproxy_ended_between_beats_is_dropped_at_once(
+    plane: HaproxyDataPlane,
+) -> None:
+    await plane.apply(config(plane, "listener-1"))
+    await plane.show_stat(STAT_COLUMNS)
+    session = plane._stats._sock
+    assert session is not None
+    session.send(b"quit\n")  # HAProxy closes it, as at a stop
+    for _ in range(200):  # bounded: 2 s
+        if plane._stats._sock is None:
+            break
+        await asyncio.sleep(0.01)
+    assert plane._stats._sock is None  # its end was read when it came, not by the next ask
+    assert frontends(await plane.show_stat(STAT_COLUMNS)) == {"listener-1": "OPEN"}
+    assert not plane._stats.reused
+
+
+async def test_a_kept_session_stays_registered_with_the_event_loop(
+    plane: HaproxyDataPlane,
+) -> None:
+    """An exchange neither adds nor removes the session's reader (two epoll_ctl each)."""
+    await plane.apply(config(plane, "listener-1"))
+    await plane.show_stat(STAT_COLUMNS)
+    session = plane._stats._sock
+    assert session is not None
+    selector = asyncio.get_running_loop()._selector  # type: ignore[attr-defined]
+    registered = selector.get_key(session.fileno())
+    for _ in range(5):
+        await plane.show_stat(STAT_COLUMNS)
+        assert selector.get_key(session.fileno()) is registered
+    assert plane._stats._sock is session
+
+
 async def test_an_idle_haproxy_repeats_its_beat_and_traffic_or_a_member_change_shows_next(
     plane: HaproxyDataPlane,
 ) -> None:
