@@ -17,7 +17,8 @@ The senders of one event loop (an agent host's amphorae) beat on one schedule
 (``beat_ticks``): one wake-up per interval for all of them, not one each. An idle amphora's
 message is not built again: a beat whose rows (and UDP report) equal those of the last message
 that moved no counter sends that message's JSON with a new seq and cpu (``codec.encode_parts``),
-the bytes a build would give; HAProxy is still asked every beat, so any change in a status or a
+the bytes a build would give; HAProxy is still asked every beat (its frontends alone while
+they prove nothing moved: ``HaproxyDataPlane.heartbeat_stat``), so any change in a status or a
 counter is built and sent at the beat that reads it.
 
 ``seq`` is the wall clock in milliseconds, kept strictly increasing, so it keeps growing across

@@ -219,7 +219,7 @@ async def test_an_idle_haproxy_repeats_its_beat_and_traffic_or_a_member_change_s
     assert found is not None
     sender = HeartbeatSender(
         HeartbeatConfig("amp-1", KEY, (("127.0.0.1", 9),), 1.0),
-        lambda: plane.show_stat(STAT_COLUMNS),
+        lambda: plane.heartbeat_stat(STAT_COLUMNS),
         plane.state_dir,
     )
 
@@ -231,6 +231,7 @@ async def test_an_idle_haproxy_repeats_its_beat_and_traffic_or_a_member_change_s
     idle = await plane.show_stat(STAT_COLUMNS)
     assert await plane.show_stat(STAT_COLUMNS) is idle  # the same fields: not converted again
     assert sender._repeat is not None  # and the sender's message not built again
+    assert plane._quiet is not None  # and HAProxy asked for its frontends alone
     repeated = await beat()
     assert repeated.listeners["listener-1"].stats.totconns == 0
 
@@ -248,6 +249,112 @@ async def test_an_idle_haproxy_repeats_its_beat_and_traffic_or_a_member_change_s
     await plane.change_server("pool-1:listener-1", "member-a", maint)
     members = (await beat()).pools["pool-1:listener-1"].members
     assert members == {"member-a": "MAINT", "member-b": "no check"}
+
+
+def commands_asked(plane: HaproxyDataPlane) -> list[str]:
+    """The commands the plane's stats session is asked from now on, in order."""
+    asked: list[str] = []
+    ask = plane._stats.ask
+
+    async def recording(command: str) -> str:
+        asked.append(command)
+        return await ask(command)
+
+    plane._stats.ask = recording  # type: ignore[method-assign]
+    return asked
+
+
+def port_of(plane: HaproxyDataPlane) -> int:
+    found = re.search(r"bind 127\.0\.0\.1:(\d+)", plane.config_text() or "")
+    assert found is not None
+    return int(found.group(1))
+
+
+def frontend_row(rows: list[dict[str, str | int | None]]) -> dict[str, str | int | None]:
+    (row,) = (row for row in rows if row["type"] == 0)
+    return row
+
+
+async def test_a_quiet_haproxy_is_read_by_its_frontends_until_a_session_or_a_change(
+    plane: HaproxyDataPlane,
+) -> None:
+    """No check runs: while no session opened since the last full answer (every frontend's
+    row the same, ``scur`` 0), a beat asks for the frontends alone and gets that answer;
+    a session (ended or open), a runtime change or a load makes the next read a full one."""
+    full, frontends = "show stat", "show stat -1 1 -1"
+    await plane.apply(config(plane, "listener-1"))
+    asked = commands_asked(plane)
+    quiet = await plane.heartbeat_stat(STAT_COLUMNS)
+    for _ in range(3):
+        assert await plane.heartbeat_stat(STAT_COLUMNS) is quiet
+    assert asked == [full, frontends, frontends, frontends]
+
+    reader, writer = await asyncio.open_connection("127.0.0.1", port_of(plane))
+    writer.write(b"GET / HTTP/1.0\r\n\r\n")
+    assert (await asyncio.wait_for(reader.read(), 10)).startswith(b"HTTP/1.")
+    writer.close()
+    await writer.wait_closed()
+    after = await plane.heartbeat_stat(STAT_COLUMNS)
+    assert asked[-2:] == [frontends, full]
+    assert frontend_row(after)["stot"] == 1 and frontend_row(after)["scur"] == 0
+    assert await plane.heartbeat_stat(STAT_COLUMNS) is after  # quiet again
+
+    _, held = await asyncio.open_connection("127.0.0.1", port_of(plane))
+    try:
+        for _ in range(100):  # bounded: HAProxy accepts it within a few beats' time
+            rows = await plane.heartbeat_stat(STAT_COLUMNS)
+            if frontend_row(rows)["scur"] == 1:
+                break
+            await asyncio.sleep(0.02)
+        del asked[:]
+        for _ in range(2):  # a session open: every read is a full one
+            assert frontend_row(await plane.heartbeat_stat(STAT_COLUMNS))["scur"] == 1
+        assert asked == [full, full]
+    finally:
+        held.close()
+        await held.wait_closed()
+
+    for _ in range(100):
+        if frontend_row(await plane.heartbeat_stat(STAT_COLUMNS))["scur"] == 0:
+            break
+        await asyncio.sleep(0.02)
+    await plane.heartbeat_stat(STAT_COLUMNS)
+    maint = ServerChange(state=ServerState.MAINT)
+    await plane.change_server("pool-1:listener-1", "member-a", maint)
+    del asked[:]
+    rows = await plane.heartbeat_stat(STAT_COLUMNS)
+    assert asked == [full]
+    assert {row["svname"]: row["status"] for row in rows if row["type"] == 2} == {
+        "member-a": "MAINT",
+        "member-b": "no check",
+    }
+    assert await plane.heartbeat_stat(STAT_COLUMNS) is rows and asked == [full, frontends]
+    await plane.apply(config(plane, "listener-2"))
+    del asked[:]
+    assert frontend_row(await plane.heartbeat_stat(STAT_COLUMNS))["pxname"] == "listener-2"
+    assert asked == [full]
+
+
+async def test_while_checks_run_every_heartbeat_read_is_a_full_one(
+    plane: HaproxyDataPlane,
+) -> None:
+    """A check may change a member's status with no session: each read asks for every row,
+    and a member that fails its checks shows DOWN at the next read."""
+    text = config(plane, "listener-1").replace(
+        "    server member-a 127.0.0.1:9\n",
+        f"    server member-a 127.0.0.1:{free_port()} check inter 100ms fall 1 rise 1\n",
+    )
+    await plane.apply(text)
+    asked = commands_asked(plane)
+    statuses: list[object] = []
+    for _ in range(100):  # bounded: 5 s
+        rows = await plane.heartbeat_stat(STAT_COLUMNS)
+        statuses.append(next(row["status"] for row in rows if row["svname"] == "member-a"))
+        if statuses[-1] == "DOWN" and len(statuses) >= 3:
+            break
+        await asyncio.sleep(0.05)
+    assert statuses[-1] == "DOWN"
+    assert set(asked) == {"show stat"}
 
 
 async def test_senders_of_one_loop_beat_together_each_with_its_own_listeners(

@@ -89,6 +89,10 @@ _EXPOSES_LISTENERS: Final = re.compile(r"\sexpose-fd\s+listeners\b")
 _SERVER_STATE_FILE: Final = re.compile(r"^\s*server-state-file\s+(\S+)\s*$", re.MULTILINE)
 _PROXY_SECTION: Final = re.compile(r"^[ \t]*(?:frontend|listen)[ \t]", re.MULTILINE)
 _INFO_PID: Final = re.compile(r"^Pid: (\d+)$", re.MULTILINE)
+# A server line that runs a check (`check`, `agent-check`, ...): conservative on purpose.
+_SERVER_CHECKS: Final = re.compile(r"^[ \t]*(?:default-)?server[ \t].*\bcheck\b", re.MULTILINE)
+# The frontends' rows alone (type mask 1): what a quiet heartbeat read asks.
+_SHOW_FRONTENDS: Final = "show stat -1 1 -1"
 
 
 def takes_connections(config: str) -> bool:
@@ -305,6 +309,21 @@ def _refusal(command: str, answer: str) -> DomainError:
     return Conflict(message, detail=answer)
 
 
+_FRONTEND_TYPE: Final = 0  # `show stat` type column
+# What tells a quiet answer (``HaproxyDataPlane.heartbeat_stat``) from another.
+_QUIET_COLUMNS: Final = frozenset({"type", "status", "scur", "stot"})
+
+
+@dataclass(frozen=True)
+class _QuietStat:
+    """A full `show stat` answer taken while no frontend had a session open, and its
+    frontends' rows (which a later frontends-only answer must equal)."""
+
+    columns: frozenset[str]
+    frontends: list[StatsRow]
+    rows: list[StatsRow]
+
+
 @dataclass(frozen=True)
 class _LaterCheck:
     """`haproxy -c` of ``file`` running after ``apply`` returned (``check_later``)."""
@@ -358,6 +377,12 @@ class HaproxyDataPlane:
         self._cpu: ProcessCpu | None = None
         # The previous `show stat` answer's fields and their rows (``_session_stat``).
         self._last_stat: tuple[StatFields, list[StatsRow]] | None = None
+        # ``heartbeat_stat``: its last full answer while it is known quiet, how many loads,
+        # stops and runtime changes there were (one during a read makes its answer stale),
+        # and whether a server was added at runtime since the last load (it may run checks).
+        self._quiet: _QuietStat | None = None
+        self._changes = 0
+        self._added_at_runtime = False
 
     @property
     def version(self) -> str:
@@ -453,6 +478,7 @@ class HaproxyDataPlane:
         digest = hashlib.sha256(text.encode()).hexdigest()
         serves = takes_connections(text)
         async with self._lock:
+            self._changed()
             await self._settle()
             was_running = self.is_running()
             stored_only = not reload and serves and was_running
@@ -615,19 +641,67 @@ class HaproxyDataPlane:
             return [{k: v for k, v in row.items() if k in columns} for row in rows]
         return rows
 
+    async def heartbeat_stat(self, columns: Collection[str]) -> list[StatsRow]:
+        """``show_stat(columns)`` for a heartbeat, whose columns (statuses, weights, counters,
+        current sessions; ``scur`` and ``stot`` among them) move only through a session, a
+        health check, a load or a runtime change. When its last full answer found no session
+        open on any frontend, no server runs a check, and no load, stop or runtime change came
+        since, HAProxy is asked for its frontends alone: rows equal to that answer's (the same
+        ``stot``: no session began; ``scur`` 0: none is open) prove that nothing else moved,
+        and that answer is given again. HAProxy is asked at every call either way, so a dead
+        or stuck HAProxy shows as it did; raises as ``show_stat``."""
+        wanted = frozenset(columns)
+        quiet = self._quiet
+        if quiet is not None and quiet.columns == wanted and self.is_running():
+            if await self._session_stat(wanted | {"type", "status"}, _SHOW_FRONTENDS) == (
+                quiet.frontends
+            ):
+                return quiet.rows
+        changes = self._changes
+        rows = await self.show_stat(wanted)
+        if changes == self._changes:  # else the answer may predate a change: not quiet
+            self._quiet = self._quiet_stat(wanted, rows)
+        return rows
+
+    def _quiet_stat(self, columns: frozenset[str], rows: list[StatsRow]) -> _QuietStat | None:
+        """``rows`` as a quiet answer for ``heartbeat_stat``, or None when it cannot be one."""
+        if not _QUIET_COLUMNS <= columns or self._added_at_runtime:
+            return None
+        frontends = [row for row in rows if row.get("type") == _FRONTEND_TYPE]
+        if not frontends or any(row.get("scur") != 0 for row in frontends):
+            return None
+        text = self.config_text()
+        if text is None or _SERVER_CHECKS.search(text):
+            return None
+        return _QuietStat(columns, frontends, rows)
+
+    def _changed(self) -> None:
+        """A load, stop or runtime change began or ended: the next heartbeat read is a full
+        one, and one under way is not kept as quiet (it may have read the retiring process)."""
+        self._quiet = None
+        self._changes += 1
+
+    def _loaded(self) -> None:
+        """A new process serves: what it loaded carries the servers added at runtime."""
+        self._changed()
+        self._added_at_runtime = False
+
     def _release_stats(self) -> None:
         """Close what the heartbeats keep open on this HAProxy (its stats session, its /proc
         files); the next read opens them again."""
+        self._changed()
         self._stats.close()
         if self._cpu is not None:
             self._cpu.close()
             self._cpu = None
 
-    async def _session_stat(self, columns: Collection[str] | None) -> list[StatsRow]:
+    async def _session_stat(
+        self, columns: Collection[str] | None, command: str = "show stat"
+    ) -> list[StatsRow]:
         if not self.is_running():
             raise Conflict("haproxy is not running; push a configuration first")
         try:
-            answer = await self._stats.ask("show stat")
+            answer = await self._stats.ask(command)
         except OSError as exc:
             raise HaproxyUnavailable(f"runtime API {self.stats_socket} unreachable: {exc}") from exc
         try:
@@ -659,6 +733,8 @@ class HaproxyDataPlane:
             commands.append(command)
 
         async with self._lock:
+            self._changed()
+            self._added_at_runtime |= change.add is not None
             if change.delete:
                 await run(f"disable server {target}")
                 await self._await_no_connections(backend, server)
@@ -694,6 +770,7 @@ class HaproxyDataPlane:
     async def _start(self) -> None:
         """Start HAProxy on the installed file and return once it serves; raises _LoadFailed
         (nothing left running) when it exits or never answers."""
+        self._changed()
         offset = self._log.offset()
         child = await self._log.spawn(
             self.state_dir, str(self.binary), "-db", "-f", str(self.config_path)
@@ -706,6 +783,7 @@ class HaproxyDataPlane:
             self._pid_file.unlink(missing_ok=True)
             raise
         self._child, self._pid = child, child.pid
+        self._loaded()
         logger.info("haproxy pid=%d started", child.pid)
 
     async def _reload(self) -> None:
@@ -714,6 +792,7 @@ class HaproxyDataPlane:
         (``-sf``) once it serves; return when it serves. Raises _LoadFailed when it exits or
         never answers: the serving process then never got the signal and goes on serving.
         The servers' states are saved first for a config that loads them."""
+        self._changed()
         serving = self._pid
         assert serving is not None
         await self._save_server_state()
@@ -735,6 +814,7 @@ class HaproxyDataPlane:
         self._retiring = [p for p in self._retiring if p.returncode is None]
         self._child, self._pid = child, child.pid
         self._write_pid_file(child.pid)
+        self._loaded()
 
     def _write_pid_file(self, pid: int) -> None:
         """Name ``pid`` in the pid file, replaced whole (keepalived's check reads it at any
