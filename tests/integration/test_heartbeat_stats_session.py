@@ -90,6 +90,48 @@ def frontends(rows: list[dict[str, str | int | None]]) -> dict[str, object]:
     return {str(row["pxname"]): row["status"] for row in rows if row["type"] == 0}
 
 
+def commands_asked(plane: HaproxyDataPlane) -> list[str]:
+    """The commands the plane's stats session is asked from now on, in order."""
+    asked: list[str] = []
+    ask = plane._stats.ask
+
+    async def recording(command: str) -> str:
+        asked.append(command)
+        return await ask(command)
+
+    plane._stats.ask = recording  # type: ignore[method-assign]
+    return asked
+
+
+def port_of(plane: HaproxyDataPlane) -> int:
+    found = re.search(r"bind 127\.0\.0\.1:(\d+)", plane.config_text() or "")
+    assert found is not None
+    return int(found.group(1))
+
+
+async def one_request(plane: HaproxyDataPlane) -> None:
+    """One HTTP request through the listener, answered (its members refuse: a 503)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port_of(plane))
+    writer.write(b"GET / HTTP/1.0\r\n\r\n")
+    assert (await asyncio.wait_for(reader.read(), 10)).startswith(b"HTTP/1.")
+    writer.close()
+    await writer.wait_closed()
+
+
+async def kept_session(plane: HaproxyDataPlane) -> socket.socket:
+    """The stats session's socket once a listener serves and a read opened it."""
+    await plane.apply(config(plane, "listener-1"))
+    await plane.show_stat(STAT_COLUMNS)
+    session = plane._stats._sock
+    assert session is not None
+    return session
+
+
+def frontend_row(rows: list[dict[str, str | int | None]]) -> dict[str, str | int | None]:
+    (row,) = (row for row in rows if row["type"] == 0)
+    return row
+
+
 async def test_beats_share_one_stats_connection(plane: HaproxyDataPlane) -> None:
     await plane.apply(config(plane, "listener-1"))
     await plane.show_stat(STAT_COLUMNS)
@@ -181,10 +223,7 @@ async def test_a_session_haproxy_timed_out_is_replaced(plane: HaproxyDataPlane) 
 async def test_a_session_haproxy_ended_between_beats_is_dropped_at_once(
     plane: HaproxyDataPlane,
 ) -> None:
-    await plane.apply(config(plane, "listener-1"))
-    await plane.show_stat(STAT_COLUMNS)
-    session = plane._stats._sock
-    assert session is not None
+    session = await kept_session(plane)
     session.send(b"quit\n")  # HAProxy closes it, as at a stop
     for _ in range(200):  # bounded: 2 s
         if plane._stats._sock is None:
@@ -199,10 +238,7 @@ async def test_a_kept_session_stays_registered_with_the_event_loop(
     plane: HaproxyDataPlane,
 ) -> None:
     """An exchange neither adds nor removes the session's reader (two epoll_ctl each)."""
-    await plane.apply(config(plane, "listener-1"))
-    await plane.show_stat(STAT_COLUMNS)
-    session = plane._stats._sock
-    assert session is not None
+    session = await kept_session(plane)
     selector = asyncio.get_running_loop()._selector  # type: ignore[attr-defined]
     registered = selector.get_key(session.fileno())
     for _ in range(5):
@@ -215,8 +251,6 @@ async def test_an_idle_haproxy_repeats_its_beat_and_traffic_or_a_member_change_s
     plane: HaproxyDataPlane,
 ) -> None:
     await plane.apply(config(plane, "listener-1"))
-    found = re.search(r"bind 127\.0\.0\.1:(\d+)", plane.config_text() or "")
-    assert found is not None
     sender = HeartbeatSender(
         HeartbeatConfig("amp-1", KEY, (("127.0.0.1", 9),), 1.0),
         lambda: plane.heartbeat_stat(STAT_COLUMNS),
@@ -235,11 +269,7 @@ async def test_an_idle_haproxy_repeats_its_beat_and_traffic_or_a_member_change_s
     repeated = await beat()
     assert repeated.listeners["listener-1"].stats.totconns == 0
 
-    reader, writer = await asyncio.open_connection("127.0.0.1", int(found.group(1)))
-    writer.write(b"GET / HTTP/1.0\r\n\r\n")
-    assert (await asyncio.wait_for(reader.read(), 10)).startswith(b"HTTP/1.")
-    writer.close()
-    await writer.wait_closed()
+    await one_request(plane)
     busy = await beat()
     assert busy.listeners["listener-1"].stats.totconns == 1
     assert busy.listeners["listener-1"].stats.rx > 0
@@ -249,30 +279,6 @@ async def test_an_idle_haproxy_repeats_its_beat_and_traffic_or_a_member_change_s
     await plane.change_server("pool-1:listener-1", "member-a", maint)
     members = (await beat()).pools["pool-1:listener-1"].members
     assert members == {"member-a": "MAINT", "member-b": "no check"}
-
-
-def commands_asked(plane: HaproxyDataPlane) -> list[str]:
-    """The commands the plane's stats session is asked from now on, in order."""
-    asked: list[str] = []
-    ask = plane._stats.ask
-
-    async def recording(command: str) -> str:
-        asked.append(command)
-        return await ask(command)
-
-    plane._stats.ask = recording  # type: ignore[method-assign]
-    return asked
-
-
-def port_of(plane: HaproxyDataPlane) -> int:
-    found = re.search(r"bind 127\.0\.0\.1:(\d+)", plane.config_text() or "")
-    assert found is not None
-    return int(found.group(1))
-
-
-def frontend_row(rows: list[dict[str, str | int | None]]) -> dict[str, str | int | None]:
-    (row,) = (row for row in rows if row["type"] == 0)
-    return row
 
 
 async def test_a_quiet_haproxy_is_read_by_its_frontends_until_a_session_or_a_change(
@@ -289,11 +295,7 @@ async def test_a_quiet_haproxy_is_read_by_its_frontends_until_a_session_or_a_cha
         assert await plane.heartbeat_stat(STAT_COLUMNS) is quiet
     assert asked == [full, frontends, frontends, frontends]
 
-    reader, writer = await asyncio.open_connection("127.0.0.1", port_of(plane))
-    writer.write(b"GET / HTTP/1.0\r\n\r\n")
-    assert (await asyncio.wait_for(reader.read(), 10)).startswith(b"HTTP/1.")
-    writer.close()
-    await writer.wait_closed()
+    await one_request(plane)
     after = await plane.heartbeat_stat(STAT_COLUMNS)
     assert asked[-2:] == [frontends, full]
     assert frontend_row(after)["stot"] == 1 and frontend_row(after)["scur"] == 0
