@@ -381,6 +381,7 @@ class HaproxyDataPlane:
         # stops and runtime changes there were (one during a read makes its answer stale),
         # and whether a server was added at runtime since the last load (it may run checks).
         self._quiet: _QuietStat | None = None
+        self._full_frontends: list[StatsRow] | None = None  # of the last full answer
         self._changes = 0
         self._added_at_runtime = False
 
@@ -648,8 +649,10 @@ class HaproxyDataPlane:
         open on any frontend, no server runs a check, and no load, stop or runtime change came
         since, HAProxy is asked for its frontends alone: rows equal to that answer's (the same
         ``stot``: no session began; ``scur`` 0: none is open) prove that nothing else moved,
-        and that answer is given again. HAProxy is asked at every call either way, so a dead
-        or stuck HAProxy shows as it did; raises as ``show_stat``."""
+        and that answer is given again. An answer is taken as quiet only once its frontends
+        are those of the full answer before it (a listener with sessions every beat is read
+        in full at once, not asked twice). HAProxy is asked at every call either way, so a
+        dead or stuck HAProxy shows as it did; raises as ``show_stat``."""
         wanted = frozenset(columns)
         quiet = self._quiet
         if quiet is not None and quiet.columns == wanted and self.is_running():
@@ -659,15 +662,21 @@ class HaproxyDataPlane:
                 return quiet.rows
         changes = self._changes
         rows = await self.show_stat(wanted)
-        if changes == self._changes:  # else the answer may predate a change: not quiet
-            self._quiet = self._quiet_stat(wanted, rows)
+        frontends = [row for row in rows if row.get("type") == _FRONTEND_TYPE]
+        settled, self._full_frontends = frontends == self._full_frontends, frontends
+        if changes == self._changes and settled:  # else it may predate a change: not quiet
+            self._quiet = self._quiet_stat(wanted, frontends, rows)
+        else:
+            self._quiet = None
         return rows
 
-    def _quiet_stat(self, columns: frozenset[str], rows: list[StatsRow]) -> _QuietStat | None:
-        """``rows`` as a quiet answer for ``heartbeat_stat``, or None when it cannot be one."""
+    def _quiet_stat(
+        self, columns: frozenset[str], frontends: list[StatsRow], rows: list[StatsRow]
+    ) -> _QuietStat | None:
+        """``rows`` (``frontends`` among them) as a quiet answer for ``heartbeat_stat``, or
+        None when it cannot be one."""
         if not _QUIET_COLUMNS <= columns or self._added_at_runtime:
             return None
-        frontends = [row for row in rows if row.get("type") == _FRONTEND_TYPE]
         if not frontends or any(row.get("scur") != 0 for row in frontends):
             return None
         text = self.config_text()
@@ -678,7 +687,7 @@ class HaproxyDataPlane:
     def _changed(self) -> None:
         """A load, stop or runtime change began or ended: the next heartbeat read is a full
         one, and one under way is not kept as quiet (it may have read the retiring process)."""
-        self._quiet = None
+        self._quiet, self._full_frontends = None, None
         self._changes += 1
 
     def _loaded(self) -> None:
