@@ -234,6 +234,16 @@ async def test_a_session_haproxy_ended_between_beats_is_dropped_at_once(
     assert not plane._stats.reused
 
 
+async def test_an_answer_no_command_waits_for_does_not_open_the_next_one(
+    plane: HaproxyDataPlane,
+) -> None:
+    session = await kept_session(plane)
+    session.send(b"show info\n")  # answered while no exchange is under way
+    await asyncio.sleep(0.2)
+    assert frontends(await plane.show_stat(STAT_COLUMNS)) == {"listener-1": "OPEN"}
+    assert plane._stats.reused
+
+
 async def test_a_kept_session_stays_registered_with_the_event_loop(
     plane: HaproxyDataPlane,
 ) -> None:

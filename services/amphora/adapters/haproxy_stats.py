@@ -128,9 +128,10 @@ class StatsSession:
         if not data:
             self._end(ConnectionResetError("the session ended before an answer"))
             return
-        self._received += data
         if answer is None or answer.done():
+            self._received.clear()  # no command asked for it: no later answer begins with it
             return
+        self._received += data
         if self._received.endswith(_PROMPT) or self._received == _PROMPT[1:]:
             text = self._received[: -len(_PROMPT) + 1].decode(errors="replace")
             self._received.clear()
