@@ -85,7 +85,7 @@ async def measure(amphorae: int, seconds: float, interval: float) -> None:
             senders = [
                 HeartbeatSender(
                     HeartbeatConfig(f"amp-{i}", KEY, (sink.getsockname(),), interval),
-                    lambda plane=plane: plane.show_stat(STAT_COLUMNS),  # type: ignore[misc]
+                    lambda plane=plane: plane.heartbeat_stat(STAT_COLUMNS),  # type: ignore[misc]
                     plane.state_dir,
                     cpu_seconds=plane.cpu_seconds,
                 )

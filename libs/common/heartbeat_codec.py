@@ -124,9 +124,42 @@ def encode(message: dict[str, Any], key: bytes) -> bytes:
     """The datagram for ``message`` (a v3 dict), signed with ``key``. The JSON opens with
     ``id``, ``seq`` and ``cpu`` (when present), the fields that change beat after beat, as
     ``split_seq`` reads them."""
-    ordered: dict[str, Any] = {name: message[name] for name in _LEADING if name in message}
-    ordered.update((name, value) for name, value in message.items() if name not in ordered)
-    body = zlib.compress(json.dumps(ordered, separators=(",", ":")).encode(), 9)
+    leading: dict[str, Any] = {name: message[name] for name in _LEADING if name in message}
+    return _seal(_joined(leading, rest(message)), key)
+
+
+def rest(message: dict[str, Any]) -> bytes:
+    """The JSON of ``message`` without its ``id``, ``seq`` and ``cpu``: what ``encode_parts``
+    completes (a sender whose message did not change keeps this and spells those three)."""
+    return _dumps({name: value for name, value in message.items() if name not in _LEADING})
+
+
+def encode_parts(amphora_id: str, seq: int, cpu: float | None, rest: bytes, key: bytes) -> bytes:
+    """The bytes ``encode`` makes of the message ``rest`` (from ``rest``) completed with
+    ``id``, ``seq`` and, unless None, ``cpu``."""
+    leading: dict[str, Any] = {"id": amphora_id, "seq": seq}
+    if cpu is not None:
+        leading["cpu"] = cpu
+    return _seal(_joined(leading, rest), key)
+
+
+def _joined(leading: dict[str, Any], rest: bytes) -> bytes:
+    if not leading:
+        return rest
+    head = _dumps(leading)
+    return head if rest == b"{}" else head[:-1] + b"," + rest[1:]
+
+
+def _dumps(value: Any) -> bytes:
+    return _COMPACT.encode(value).encode()
+
+
+# json.dumps with separators builds an encoder per call; a beat spells two objects.
+_COMPACT: Final = json.JSONEncoder(separators=(",", ":"))
+
+
+def _seal(text: bytes, key: bytes) -> bytes:
+    body = zlib.compress(text, 9)
     return body + sign(body, key)
 
 

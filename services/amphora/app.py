@@ -81,7 +81,7 @@ def create_app(settings: AmphoraSettings, tls: AgentTLS) -> web.Application:
         app.cleanup_ctx.append(
             heartbeat_ctx(
                 heartbeat,
-                lambda: dataplane.show_stat(STAT_COLUMNS),
+                lambda: dataplane.heartbeat_stat(STAT_COLUMNS),
                 settings.state_dir,
                 dataplane.on_load,
                 udp.heartbeat_part,

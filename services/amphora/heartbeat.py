@@ -14,7 +14,12 @@ amphora is seen alive. UDP listeners (served in the kernel, not by HAProxy) are 
 their members' states from the agent's monitors.
 
 The senders of one event loop (an agent host's amphorae) beat on one schedule
-(``beat_ticks``): one wake-up per interval for all of them, not one each.
+(``beat_ticks``): one wake-up per interval for all of them, not one each. An idle amphora's
+message is not built again: a beat whose rows (and UDP report) equal those of the last message
+that moved no counter sends that message's JSON with a new seq and cpu (``codec.encode_parts``),
+the bytes a build would give; HAProxy is still asked every beat (its frontends alone while
+they prove nothing moved: ``HaproxyDataPlane.heartbeat_stat``), so any change in a status or a
+counter is built and sent at the beat that reads it.
 
 ``seq`` is the wall clock in milliseconds, kept strictly increasing, so it keeps growing across
 agent restarts and the receiver can refuse replays by comparing it with the last one accepted.
@@ -65,7 +70,8 @@ STAT_COLUMNS: Final = frozenset(
 )
 
 ReadStats = Callable[[], Awaitable[list[StatsRow]]]
-# The listeners and pools HAProxy does not serve (UDP, in the kernel), in the message's form.
+# The listeners and pools HAProxy does not serve (UDP, in the kernel), in the message's form;
+# new dicts each call (a beat compares them with the previous beat's).
 ExtraReport = Callable[[], tuple[dict[str, Any], dict[str, Any]]]
 # listener id, or "<backend>/<member_id>" -> the raw `show stat` counters of the previous beat,
 # in _DELTAS (_SERVER_DELTAS) order.
@@ -202,6 +208,18 @@ def without_member_stats(
     return message | {"pools": pools}, kept
 
 
+@dataclass(frozen=True)
+class _Repeat:
+    """A message that moved no counter: while HAProxy's ``rows`` and the ``extra`` report
+    stay equal, every next message is this one (``rest``, ``codec.rest``) but for seq and cpu
+    (counters equal to the baseline are zero deltas again, and leave the baseline where it is),
+    so it is not built again."""
+
+    rows: list[StatsRow]
+    extra: tuple[dict[str, Any], dict[str, Any]] | None
+    rest: bytes
+
+
 class HeartbeatSender:
     """Sends heartbeats until cancelled. ``sent`` counts datagrams handed to the kernel."""
 
@@ -224,6 +242,9 @@ class HeartbeatSender:
         self._baseline = self._load_baseline()
         self._saved = self._baseline  # what the counters file holds
         self._seq = 0
+        # The last message that moved no counter, while the readings stay the same: the next
+        # message but for seq and cpu (an idle amphora's, beat after beat).
+        self._repeat: _Repeat | None = None
         self._next_endpoint = 0
         self._early = False  # beat_now came while no wait was under way
         self._wake: asyncio.Future[None] | None = None
@@ -293,16 +314,22 @@ class HeartbeatSender:
     async def beat(self) -> bytes:
         """Build the next datagram (reads HAProxy; moves the counters baseline on)."""
         rows = await self._rows()
-        previous = self._baseline
-        message, baseline = build_message(self._config.amphora_id, self.next_seq(), rows, previous)
-        if self._extra is not None:
-            listeners, pools = self._extra()
-            message["listeners"].update(listeners)
-            message["pools"].update(pools)
+        amphora_id, key, seq = self._config.amphora_id, self._config.key, self.next_seq()
+        extra = self._extra() if self._extra is not None else None
         cores = self._cores()
-        if cores is not None:
-            message["cpu"] = cores
-        datagram = codec.encode(message, self._config.key)
+        repeat = self._repeat
+        if repeat is not None and repeat.rows == rows and repeat.extra == extra:
+            datagram = codec.encode_parts(amphora_id, seq, cores, repeat.rest, key)
+            if len(datagram) <= codec.MAX_DATAGRAM:
+                return datagram
+        previous = self._baseline
+        message, baseline = build_message(amphora_id, seq, rows, previous)
+        if extra is not None:
+            message["listeners"].update(extra[0])
+            message["pools"].update(extra[1])
+        rest = codec.rest(message)
+        datagram = codec.encode_parts(amphora_id, seq, cores, rest, key)
+        self._repeat = _Repeat(rows, extra, rest) if baseline == previous else None
         if len(datagram) > codec.MAX_DATAGRAM:
             log.warning(
                 "heartbeat of %d bytes exceeds %d: sent without member counters",
@@ -310,7 +337,8 @@ class HeartbeatSender:
                 codec.MAX_DATAGRAM,
             )
             message, baseline = without_member_stats(message, baseline, previous)
-            datagram = codec.encode(message, self._config.key)
+            datagram = codec.encode_parts(amphora_id, seq, cores, codec.rest(message), key)
+            self._repeat = None
         self._baseline = baseline
         self._save_baseline()
         return datagram

@@ -42,6 +42,7 @@ import asyncio
 import csv
 import hashlib
 import logging
+import operator
 import os
 import re
 import shutil
@@ -88,6 +89,10 @@ _EXPOSES_LISTENERS: Final = re.compile(r"\sexpose-fd\s+listeners\b")
 _SERVER_STATE_FILE: Final = re.compile(r"^\s*server-state-file\s+(\S+)\s*$", re.MULTILINE)
 _PROXY_SECTION: Final = re.compile(r"^[ \t]*(?:frontend|listen)[ \t]", re.MULTILINE)
 _INFO_PID: Final = re.compile(r"^Pid: (\d+)$", re.MULTILINE)
+# A server line that runs a check (`check`, `agent-check`, ...): conservative on purpose.
+_SERVER_CHECKS: Final = re.compile(r"^[ \t]*(?:default-)?server[ \t].*\bcheck\b", re.MULTILINE)
+# The frontends' rows alone (type mask 1): what a quiet heartbeat read asks.
+_SHOW_FRONTENDS: Final = "show stat -1 1 -1"
 
 
 def takes_connections(config: str) -> bool:
@@ -216,29 +221,79 @@ def parse_show_stat(text: str, columns: Collection[str] | None = None) -> list[S
 
     Raises ValueError with HAProxy's message when the answer is not a stats table.
     """
+    return stat_rows(stat_fields(text, columns))
+
+
+@dataclass(frozen=True)
+class StatFields:
+    """The fields of a `show stat` answer, unconverted: equal for two answers exactly when
+    their parsed rows (``stat_rows``) are."""
+
+    names: tuple[str, ...]
+    rows: tuple[tuple[str | None, ...], ...]  # None: the row ends before that column
+
+
+def stat_fields(text: str, columns: Collection[str] | None = None) -> StatFields:
+    """The fields of ``columns`` (all with None) in a `show stat` answer; raises as
+    ``parse_show_stat``."""
     lines = text.splitlines()
     if not lines or not lines[0].startswith("# "):
         raise ValueError(text.strip() or "empty answer")
     wanted = _wanted_columns(lines[0], None if columns is None else frozenset(columns))
     body = [line for line in lines[1:] if line]
-    # A field holding a comma comes quoted; without quotes a split is the same, and cheaper.
-    quoted = any('"' in line for line in body)
-    table = csv.reader(body) if quoted else (line.split(",") for line in body)
-    rows: list[StatsRow] = []
-    for values in table:
-        width = len(values)
-        rows.append({key: _scalar(values[index]) for index, key in wanted if index < width})
-    return rows
+    if any('"' in line for line in body):
+        # A field holding a comma comes quoted; without quotes a split is the same, and cheaper.
+        table = list(csv.reader(body))
+    else:  # split no further than the last column wanted
+        table = [line.split(",", wanted.last + 1) for line in body]
+    if all(len(values) > wanted.last for values in table):
+        return StatFields(wanted.names, tuple(map(wanted.pick, table)))
+    rows = tuple(
+        tuple(values[index] if index < len(values) else None for index in wanted.indexes)
+        for values in table
+    )
+    return StatFields(wanted.names, rows)
+
+
+def stat_rows(fields: StatFields) -> list[StatsRow]:
+    """The rows of ``fields`` as dicts, as ``parse_show_stat`` returns them."""
+    names = fields.names
+    return [
+        {name: _scalar(value) for name, value in zip(names, row, strict=True) if value is not None}
+        for row in fields.rows
+    ]
+
+
+@dataclass(frozen=True)
+class _Wanted:
+    names: tuple[str, ...]
+    indexes: tuple[int, ...]
+    last: int  # the highest index (-1: none)
+    pick: Callable[[list[str]], tuple[str | None, ...]]  # the fields at ``indexes``
 
 
 @lru_cache(maxsize=32)
-def _wanted_columns(header: str, columns: frozenset[str] | None) -> tuple[tuple[int, str], ...]:
-    """(index, name) of the header's columns to keep (the header is the same every beat)."""
-    return tuple(
+def _wanted_columns(header: str, columns: frozenset[str] | None) -> _Wanted:
+    """The header's columns to keep (the header is the same every beat)."""
+    kept = [
         (index, key)
         for index, key in enumerate(header[2:].split(","))
         if key and (columns is None or key in columns)
+    ]
+    indexes = tuple(index for index, _ in kept)
+    return _Wanted(
+        tuple(key for _, key in kept), indexes, max(indexes, default=-1), _picker(indexes)
     )
+
+
+def _picker(indexes: tuple[int, ...]) -> Callable[[list[str]], tuple[str | None, ...]]:
+    if len(indexes) > 1:
+        return operator.itemgetter(*indexes)  # a tuple from C: most of a parse saved
+
+    def pick(values: list[str]) -> tuple[str | None, ...]:
+        return tuple(values[index] for index in indexes)
+
+    return pick
 
 
 def _check_name(name: str) -> str:
@@ -252,6 +307,21 @@ def _refusal(command: str, answer: str) -> DomainError:
     if answer.startswith("No such"):
         return NotFound(message, detail=answer)
     return Conflict(message, detail=answer)
+
+
+_FRONTEND_TYPE: Final = 0  # `show stat` type column
+# What tells a quiet answer (``HaproxyDataPlane.heartbeat_stat``) from another.
+_QUIET_COLUMNS: Final = frozenset({"type", "status", "scur", "stot"})
+
+
+@dataclass(frozen=True)
+class _QuietStat:
+    """A full `show stat` answer taken while no frontend had a session open, and its
+    frontends' rows (which a later frontends-only answer must equal)."""
+
+    columns: frozenset[str]
+    frontends: list[StatsRow]
+    rows: list[StatsRow]
 
 
 @dataclass(frozen=True)
@@ -305,6 +375,15 @@ class HaproxyDataPlane:
         self._stats = StatsSession(self.stats_socket)
         self._on_load.append(self._stats.close)
         self._cpu: ProcessCpu | None = None
+        # The previous `show stat` answer's fields and their rows (``_session_stat``).
+        self._last_stat: tuple[StatFields, list[StatsRow]] | None = None
+        # ``heartbeat_stat``: its last full answer while it is known quiet, how many loads,
+        # stops and runtime changes there were (one during a read makes its answer stale),
+        # and whether a server was added at runtime since the last load (it may run checks).
+        self._quiet: _QuietStat | None = None
+        self._full_frontends: list[StatsRow] | None = None  # of the last full answer
+        self._changes = 0
+        self._added_at_runtime = False
 
     @property
     def version(self) -> str:
@@ -400,6 +479,7 @@ class HaproxyDataPlane:
         digest = hashlib.sha256(text.encode()).hexdigest()
         serves = takes_connections(text)
         async with self._lock:
+            self._changed()
             await self._settle()
             was_running = self.is_running()
             stored_only = not reload and serves and was_running
@@ -542,7 +622,9 @@ class HaproxyDataPlane:
     async def show_stat(self, columns: Collection[str] | None = None) -> list[StatsRow]:
         """All rows of `show stat` (frontends, backends, servers), with every column or only
         ``columns``; none while the installed config runs no HAProxy (raises Conflict while
-        none is installed or HAProxy died). Asked through the kept-open stats session."""
+        none is installed or HAProxy died). Asked through the kept-open stats session. An
+        answer whose fields are those of the previous one gives the previous rows, the same
+        list (unconverted again: an idle amphora's every beat): callers must not change it."""
         if not self.is_running():  # the installed file is read only then, not every heartbeat
             self._release_stats()
             text = self.config_text()
@@ -560,25 +642,87 @@ class HaproxyDataPlane:
             return [{k: v for k, v in row.items() if k in columns} for row in rows]
         return rows
 
+    async def heartbeat_stat(self, columns: Collection[str]) -> list[StatsRow]:
+        """``show_stat(columns)`` for a heartbeat, whose columns (statuses, weights, counters,
+        current sessions; ``scur`` and ``stot`` among them) move only through a session, a
+        health check, a load or a runtime change. When its last full answer found no session
+        open on any frontend, no server runs a check, and no load, stop or runtime change came
+        since, HAProxy is asked for its frontends alone: rows equal to that answer's (the same
+        ``stot``: no session began; ``scur`` 0: none is open) prove that nothing else moved,
+        and that answer is given again. An answer is taken as quiet only once its frontends
+        are those of the full answer before it (a listener with sessions every beat is read
+        in full at once, not asked twice). HAProxy is asked at every call either way, so a
+        dead or stuck HAProxy shows as it did; raises as ``show_stat``."""
+        wanted = frozenset(columns)
+        quiet = self._quiet
+        if quiet is not None and quiet.columns == wanted and self.is_running():
+            if await self._session_stat(wanted | {"type", "status"}, _SHOW_FRONTENDS) == (
+                quiet.frontends
+            ):
+                return quiet.rows
+        changes = self._changes
+        rows = await self.show_stat(wanted)
+        frontends = [row for row in rows if row.get("type") == _FRONTEND_TYPE]
+        settled, self._full_frontends = frontends == self._full_frontends, frontends
+        if changes == self._changes and settled:  # else it may predate a change: not quiet
+            self._quiet = self._quiet_stat(wanted, frontends, rows)
+        else:
+            self._quiet = None
+        return rows
+
+    def _quiet_stat(
+        self, columns: frozenset[str], frontends: list[StatsRow], rows: list[StatsRow]
+    ) -> _QuietStat | None:
+        """``rows`` (``frontends`` among them) as a quiet answer for ``heartbeat_stat``, or
+        None when it cannot be one."""
+        if not _QUIET_COLUMNS <= columns or self._added_at_runtime:
+            return None
+        if not frontends or any(row.get("scur") != 0 for row in frontends):
+            return None
+        text = self.config_text()
+        if text is None or _SERVER_CHECKS.search(text):
+            return None
+        return _QuietStat(columns, frontends, rows)
+
+    def _changed(self) -> None:
+        """A load, stop or runtime change began or ended: the next heartbeat read is a full
+        one, and one under way is not kept as quiet (it may have read the retiring process)."""
+        self._quiet, self._full_frontends = None, None
+        self._changes += 1
+
+    def _loaded(self) -> None:
+        """A new process serves: what it loaded carries the servers added at runtime."""
+        self._changed()
+        self._added_at_runtime = False
+
     def _release_stats(self) -> None:
         """Close what the heartbeats keep open on this HAProxy (its stats session, its /proc
         files); the next read opens them again."""
+        self._changed()
         self._stats.close()
         if self._cpu is not None:
             self._cpu.close()
             self._cpu = None
 
-    async def _session_stat(self, columns: Collection[str] | None) -> list[StatsRow]:
+    async def _session_stat(
+        self, columns: Collection[str] | None, command: str = "show stat"
+    ) -> list[StatsRow]:
         if not self.is_running():
             raise Conflict("haproxy is not running; push a configuration first")
         try:
-            answer = await self._stats.ask("show stat")
+            answer = await self._stats.ask(command)
         except OSError as exc:
             raise HaproxyUnavailable(f"runtime API {self.stats_socket} unreachable: {exc}") from exc
         try:
-            return parse_show_stat(answer, columns)
+            fields = stat_fields(answer, columns)
         except ValueError as exc:
             raise HaproxyUnavailable(f"unexpected show stat answer: {exc}") from exc
+        last = self._last_stat
+        if last is not None and last[0] == fields:
+            return last[1]
+        rows = stat_rows(fields)
+        self._last_stat = (fields, rows)
+        return rows
 
     async def change_server(self, backend: str, server: str, change: ServerChange) -> list[str]:
         """Apply `change` through the runtime API and return the commands that ran.
@@ -598,6 +742,8 @@ class HaproxyDataPlane:
             commands.append(command)
 
         async with self._lock:
+            self._changed()
+            self._added_at_runtime |= change.add is not None
             if change.delete:
                 await run(f"disable server {target}")
                 await self._await_no_connections(backend, server)
@@ -633,6 +779,7 @@ class HaproxyDataPlane:
     async def _start(self) -> None:
         """Start HAProxy on the installed file and return once it serves; raises _LoadFailed
         (nothing left running) when it exits or never answers."""
+        self._changed()
         offset = self._log.offset()
         child = await self._log.spawn(
             self.state_dir, str(self.binary), "-db", "-f", str(self.config_path)
@@ -645,6 +792,7 @@ class HaproxyDataPlane:
             self._pid_file.unlink(missing_ok=True)
             raise
         self._child, self._pid = child, child.pid
+        self._loaded()
         logger.info("haproxy pid=%d started", child.pid)
 
     async def _reload(self) -> None:
@@ -653,6 +801,7 @@ class HaproxyDataPlane:
         (``-sf``) once it serves; return when it serves. Raises _LoadFailed when it exits or
         never answers: the serving process then never got the signal and goes on serving.
         The servers' states are saved first for a config that loads them."""
+        self._changed()
         serving = self._pid
         assert serving is not None
         await self._save_server_state()
@@ -674,6 +823,7 @@ class HaproxyDataPlane:
         self._retiring = [p for p in self._retiring if p.returncode is None]
         self._child, self._pid = child, child.pid
         self._write_pid_file(child.pid)
+        self._loaded()
 
     def _write_pid_file(self, pid: int) -> None:
         """Name ``pid`` in the pid file, replaced whole (keepalived's check reads it at any

@@ -27,13 +27,18 @@ _READ_SIZE: Final = 65536
 
 class StatsSession:
     """A kept-open `prompt` session on one HAProxy CLI socket, used by one caller at a time
-    (a concurrent caller gets a one-off connection of its own)."""
+    (a concurrent caller gets a one-off connection of its own). Its socket stays registered
+    with the event loop for the session's life: an exchange is a send and the answer's reads,
+    not a reader added and removed (two ``epoll_ctl``) and a failed ``recv`` every time."""
 
     def __init__(self, path: Path) -> None:
         self._path = path
         self._sock: socket.socket | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # the one reading ``_sock``
+        self._received = bytearray()
+        self._answer: asyncio.Future[str] | None = None  # the exchange under way
         self._busy = False
-        self._ended = False  # close() came while a command was in flight
+        self._ended = False  # close() or HAProxy's EOF came while a command was in flight
         self.reused = False
         """Whether the last answer came through a session opened before that command."""
 
@@ -44,16 +49,17 @@ class StatsSession:
             return await self._once(command)
         self._busy, self._ended = True, False
         try:
-            if self._sock is not None:
+            if self._sock is not None and self._loop is asyncio.get_running_loop():
                 try:
-                    answer = await self._exchange(self._sock, command)
+                    answer = await self._exchange(command)
                     self.reused = True
                     return answer
                 except OSError:
-                    self._drop()  # closed by HAProxy: its timeout, a restart, a stop
-            self._sock = await self._open()
+                    pass  # closed by HAProxy: its timeout, a restart, a stop
+            self._drop()
+            await self._open()
             self.reused = False
-            return await self._exchange(self._sock, command)
+            return await self._exchange(command)
         except BaseException:
             self._drop()
             raise
@@ -64,41 +70,85 @@ class StatsSession:
 
     def close(self) -> None:
         """End the session (the next ``ask`` opens a new one); idempotent. While a command is
-        in flight its socket is still being read: it is closed once that answer is in (closed
-        under the event loop's reader, its fd number could be reused and the read never end)."""
+        in flight the session ends once that answer is in (the caller still gets it)."""
         if self._busy:
             self._ended = True
         else:
             self._drop()
 
     def _drop(self) -> None:
-        sock, self._sock = self._sock, None
-        if sock is not None:
-            sock.close()
+        """Unregister and close the socket (in that order: a closed fd's number may be reused
+        at once, and the loop would watch someone else's file)."""
+        sock, loop, self._sock, self._loop = self._sock, self._loop, None, None
+        self._received.clear()
+        if sock is None:
+            return
+        if loop is not None:
+            loop.remove_reader(sock.fileno())
+        sock.close()
 
-    async def _open(self) -> socket.socket:
+    async def _open(self) -> None:
         loop = asyncio.get_running_loop()
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             sock.setblocking(False)
             await loop.sock_connect(sock, str(self._path))
-            await self._exchange(sock, "prompt")
         except BaseException:
             sock.close()
             raise
-        return sock
+        self._sock, self._loop = sock, loop
+        loop.add_reader(sock.fileno(), self._readable)
+        await self._exchange("prompt")
 
-    @staticmethod
-    async def _exchange(sock: socket.socket, command: str) -> str:
-        loop = asyncio.get_running_loop()
-        await loop.sock_sendall(sock, command.encode() + b"\n")
-        answer = b""
-        while not answer.endswith(_PROMPT) and answer != _PROMPT[1:]:
-            data = await loop.sock_recv(sock, _READ_SIZE)
-            if not data:
-                raise ConnectionResetError(f"the session ended before answering {command!r}")
-            answer += data
-        return answer[: -len(_PROMPT) + 1].decode(errors="replace")
+    async def _exchange(self, command: str) -> str:
+        sock, loop = self._sock, self._loop
+        if sock is None or loop is None:
+            raise ConnectionResetError(f"the session ended before {command!r} was sent")
+        answer: asyncio.Future[str] = loop.create_future()
+        self._answer = answer
+        try:
+            await loop.sock_sendall(sock, command.encode() + b"\n")
+            return await answer
+        finally:
+            self._answer = None
+
+    def _readable(self) -> None:
+        """The loop's reader of the session: completes the exchange under way with its answer,
+        or with the error that ended the session (EOF: HAProxy closed it)."""
+        sock, answer = self._sock, self._answer
+        if sock is None:
+            return
+        try:
+            data = sock.recv(_READ_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self._end(exc)
+            return
+        if not data:
+            self._end(ConnectionResetError("the session ended before an answer"))
+            return
+        if answer is None or answer.done():
+            self._received.clear()  # no command asked for it: no later answer begins with it
+            return
+        self._received += data
+        if self._received.endswith(_PROMPT) or self._received == _PROMPT[1:]:
+            text = self._received[: -len(_PROMPT) + 1].decode(errors="replace")
+            self._received.clear()
+            answer.set_result(text)
+
+    def _end(self, error: OSError) -> None:
+        """The session is over: fail the exchange under way (its ``ask`` drops the session);
+        between exchanges drop it now, or once the ``ask`` that has its answer returns."""
+        if self._loop is not None and self._sock is not None:
+            self._loop.remove_reader(self._sock.fileno())  # EOF would be reported again and again
+        answer = self._answer
+        if answer is not None and not answer.done():
+            answer.set_exception(error)
+        elif self._busy:
+            self._ended = True
+        else:
+            self._drop()
 
     async def _once(self, command: str) -> str:
         return await unix_exchange(self._path, command)
