@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ from libs.common import bus
 from libs.common.database import create_pool
 from libs.common.schema import upgrade
 from libs.common.settings import NatsSettings, PostgresSettings
+from services.amphora.adapters.daemon_process import pid_alive
 from services.amphora.adapters.haproxy import HaproxyDataPlane
 
 
@@ -65,6 +67,16 @@ async def plane(tmp_path: Path) -> AsyncIterator[HaproxyDataPlane]:
         yield dataplane
     finally:
         await dataplane.stop()
+
+
+async def gone_within(pid: int, seconds: float) -> bool:
+    """Whether ``pid`` is gone (or a zombie) within ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while pid_alive(pid):
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.02)
+    return True
 
 
 def free_loopback_port() -> int:

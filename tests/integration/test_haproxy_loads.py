@@ -10,7 +10,6 @@ import asyncio
 import os
 import re
 import signal
-import time
 from pathlib import Path
 
 import pytest
@@ -18,7 +17,7 @@ import pytest
 from services.amphora.adapters.daemon_process import parent_pid, pid_alive
 from services.amphora.adapters.haproxy import ConfigRejected, HaproxyDataPlane
 from services.amphora.adapters.haproxy_stats import unix_exchange
-from tests.integration.conftest import answer_once, free_loopback_port
+from tests.integration.conftest import answer_once, free_loopback_port, gone_within
 
 pytestmark = pytest.mark.asyncio
 
@@ -44,15 +43,6 @@ async def serving_worker(plane: HaproxyDataPlane) -> int:
     found = re.search(r"^Pid: (\d+)$", info, re.MULTILINE)
     assert found is not None, info
     return int(found.group(1))
-
-
-async def gone_within(pid: int, seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while pid_alive(pid):
-        if time.monotonic() > deadline:
-            return False
-        await asyncio.sleep(0.02)
-    return True
 
 
 def pid_file(plane: HaproxyDataPlane) -> int:

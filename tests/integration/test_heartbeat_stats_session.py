@@ -27,7 +27,8 @@ from libs.common.tasks import background
 from services.amphora.adapters.haproxy import HaproxyDataPlane
 from services.amphora.adapters.haproxy_stats import StatsSession
 from services.amphora.heartbeat import STAT_COLUMNS, HeartbeatConfig, HeartbeatSender
-from tests.integration.test_amphora_agent import HAPROXY, free_port, pid_alive
+from tests.integration.conftest import gone_within
+from tests.integration.test_amphora_agent import HAPROXY, free_port
 
 KEY = b"stats-session-key"
 
@@ -75,15 +76,6 @@ async def freeze(pid: int) -> None:
             return
         await asyncio.sleep(0.005)
     raise AssertionError(f"worker {pid} did not stop: thread states {states}")
-
-
-async def gone_within(pid: int, seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while pid_alive(pid):
-        if time.monotonic() > deadline:
-            return False
-        await asyncio.sleep(0.05)
-    return True
 
 
 def frontends(rows: list[dict[str, str | int | None]]) -> dict[str, object]:
