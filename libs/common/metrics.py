@@ -167,11 +167,24 @@ class Metrics:
         self._readings.computed = computed
 
     async def respond(self, request: web.Request) -> web.Response:
-        """``GET /metrics``."""
+        """``GET /metrics``. The families are collected on the event loop (the readings read
+        what the loop's code keeps) and written out as text in a thread: with a family per
+        listener and member, 1,000 load balancers are ~20,000 samples and ~0.25 s of
+        formatting, which would hold up the loop (health's heartbeats with it)."""
         await self.refresh()
-        return web.Response(
-            body=generate_latest(self.registry), headers={"Content-Type": EXPOSITION_TYPE}
-        )
+        collected = _Collected(list(self.registry.collect()))
+        body = await asyncio.to_thread(generate_latest, collected)
+        return web.Response(body=body, headers={"Content-Type": EXPOSITION_TYPE})
+
+
+@dataclass(frozen=True)
+class _Collected:
+    """Families collected already, as ``generate_latest`` reads a registry."""
+
+    families: list[Metric]
+
+    def collect(self) -> Iterator[Metric]:
+        return iter(self.families)
 
 
 # -- HTTP requests ------------------------------------------------------------------------

@@ -4,6 +4,8 @@ class; a 501 is a refusal, not a 5xx), over a real aiohttp server on 127.0.0.1."
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from collections.abc import Iterable
 
 from aiohttp import web
@@ -129,3 +131,34 @@ async def test_requests_are_timed_by_route_template_method_and_status_class() ->
     found = families(text)
     assert found["fulcrum_test_http_request_duration_seconds"].type == "histogram"
     assert found["fulcrum_test_http_provider_refusals"].type == "counter"
+
+
+async def test_a_scrape_is_written_out_off_the_event_loop() -> None:
+    """The exposition is formatted in a thread while the loop goes on: a sample whose value
+    can be read only once the loop has run something else is written all the same (formatted
+    on the loop, it would wait for it in vain)."""
+    loop_ran = threading.Event()
+
+    class ReadOnceTheLoopRan(float):
+        def __float__(self) -> float:
+            loop_ran.wait(5)
+            return 1.0 if loop_ran.is_set() else -1.0
+
+    metrics = Metrics("fulcrum_test")
+
+    async def family() -> Iterable[Metric]:
+        gauge = GaugeMetricFamily("fulcrum_test_waiting", "Read late.")
+        gauge.add_metric([], ReadOnceTheLoopRan(0.0))
+        return [gauge]
+
+    metrics.scraped(family)
+    app = web.Application()
+    app.router.add_get("/metrics", metrics.respond)
+    async with TestClient(TestServer(app)) as client:
+        scrape = asyncio.create_task(client.get("/metrics"))
+        await asyncio.sleep(0.05)
+        loop_ran.set()
+        response = await scrape
+        text = await response.text()
+
+    assert families(text)["fulcrum_test_waiting"].samples[0].value == 1.0
