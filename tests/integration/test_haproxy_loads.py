@@ -246,6 +246,7 @@ async def test_a_haproxy_left_running_is_adopted_and_retired_by_the_next_reload(
     port = free_loopback_port()
     (state / "haproxy.cfg").write_text(config(first, [port], "left"))
     mode = ["-W", "-S", str(state / "master.sock")] if master_worker else []
+    adopting = HaproxyDataPlane(HAPROXY, state, reload_timeout=10, drain_timeout=1)
     left = await asyncio.create_subprocess_exec(  # as the previous agent started it
         str(HAPROXY),
         *mode,
@@ -261,7 +262,6 @@ async def test_a_haproxy_left_running_is_adopted_and_retired_by_the_next_reload(
         assert await first.serving_pid(10)
         assert await answer_once(port) == "left"
 
-        adopting = HaproxyDataPlane(HAPROXY, state, reload_timeout=10, drain_timeout=1)
         await adopting.prepare()
         assert adopting.is_running()
         await adopting.apply(config(adopting, [port], "next"))
@@ -269,8 +269,8 @@ async def test_a_haproxy_left_running_is_adopted_and_retired_by_the_next_reload(
         assert await answer_once(port) == "next"
         assert await asyncio.wait_for(left.wait(), 5) is not None  # retired, not killed
         assert pid_file(adopting) == await serving_worker(adopting) != left.pid
-        await adopting.stop()
     finally:
+        await adopting.stop()
         if left.returncode is None:
             left.kill()
             await left.wait()
