@@ -28,14 +28,14 @@ socket unreachable, 500 rollback failed).
                                            none runs until a config takes connections.
                                            `?reload=false`: validate (`haproxy -c`) and store
                                            it for the next reload only (runtime API changes
-                                           already applied). `check_later=true`: a file that
-                                           nothing loads now is answered before `haproxy -c`:
-                                           stored with `reload=false`, installed once it
-                                           passed; without a proxy while HAProxy does not
-                                           run, installed at once (taken back if refused).
-                                           Whatever needs it next waits for the check. A
+                                           already applied). `check_later=true`: a file
+                                           stored with `reload=false` is answered before
+                                           `haproxy -c` and installed once it passed;
+                                           whatever needs it next waits for the check, and a
                                            refusal answers the next push of a file that loads
-                                           nothing with 400 (push with a reload then). Flags
+                                           nothing with 400 (push with a reload then). A file
+                                           without a proxy while HAProxy does not run is
+                                           installed unchecked: nothing loads it. Flags
                                            other than true/false: 400.
     GET    /v1/haproxy/config              200 text/plain (+ ETag "<sha256>"), 404 if none
     DELETE /v1/haproxy                     204; stops HAProxy and forgets its config

@@ -3,8 +3,8 @@ lazily on its way to its first installed configuration is then built once and sh
 
 The rehearsal serves a real agent (``app.serve``) on loopback with a throwaway self-signed
 identity, heartbeats to a socket of its own, and asks it what the provisioner asks a new
-amphora (its info, then a listener-less configuration pushed with ``check_later``, checked by
-the real ``haproxy -c``), over mutual TLS; then stops it. Its event loop is closed and its
+amphora (its info, then a listener-less configuration pushed with ``check_later``, installed
+as a spare's first is), over mutual TLS; then stops it. Its event loop is closed and its
 threads have ended when ``rehearse`` returns, so forking after it is as safe as before.
 """
 
@@ -147,8 +147,7 @@ async def _live(directory: Path, health: socket.socket) -> None:
 
 async def _ask(port: int, cert: Path, key: Path) -> None:
     """What the provisioner asks a new amphora, over mutual TLS: its info, then a
-    configuration without listeners, pushed twice: the second push waits for the check of
-    the first (``check_later``) and changes nothing."""
+    configuration without listeners (``check_later``)."""
     client = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(cert))
     client.check_hostname = False
     client.load_cert_chain(str(cert), str(key))
@@ -161,9 +160,8 @@ async def _ask(port: int, cert: Path, key: Path) -> None:
         config = _idle_config(info)
         headers = {"Content-Type": PUSHED_CONTENT_TYPE}
         url = f"{base}/haproxy/config?check_later=true"
-        for _ in range(2):
-            async with session.put(url, data=config, headers=headers) as answer:
-                answer.raise_for_status()
+        async with session.put(url, data=config, headers=headers) as answer:
+            answer.raise_for_status()
 
 
 def rehearse() -> None:

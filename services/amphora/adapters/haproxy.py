@@ -16,17 +16,18 @@ load balancer without listeners, or with only UDP or disabled ones) is validated
 but runs no HAProxy, as Octavia's amphora runs none until a listener exists: installing one
 stops HAProxy, and the next configuration with a proxy starts it.
 
-A configuration that nothing loads now is checked with `haproxy -c`, at once or, with
-``check_later``, after ``apply`` returned:
-- one stored for the next reload only (HAProxy serves; the runtime API made its change) waits
-  as `haproxy.cfg.unchecked` and is installed once the check passed;
-- one without a proxy while HAProxy does not run (a spare's first) is installed at once, as
-  nothing loads it: HAProxy starts only with a configuration that has a proxy, pushed then.
-Whatever needs the installed file next (any ``apply``, ``stop``, ``discard``) first waits for
-that check, so no reload or start ever loads a file that was not checked. A file the later
-check refuses is kept as `.failed` (an installed one is replaced by the one before it), and
-the next ``apply`` of a file that loads nothing raises ConfigRejected with HAProxy's output
-(the caller then pushes with a reload; one that loads clears it).
+A configuration stored for the next reload only (HAProxy serves; the runtime API made its
+change) is checked with `haproxy -c`, at once or, with ``check_later``, after ``apply``
+returned: it waits as `haproxy.cfg.unchecked` and is installed once the check passed. Whatever
+needs the installed file next (any ``apply``, ``stop``, ``discard``) first waits for that
+check, so no reload or start ever loads a file that was not checked. A file the later check
+refuses is kept as `.failed`, and the next ``apply`` of a file that loads nothing raises
+ConfigRejected with HAProxy's output (the caller then pushes with a reload; one that loads
+clears it). A configuration without a proxy, pushed with ``check_later`` while HAProxy does
+not run (a spare's first, a bare load balancer's), is installed unchecked: nothing ever loads
+it, since HAProxy starts only with a configuration that has a proxy, and that one is checked
+whole by the start that loads it. (`haproxy -c` costs ~10 ms of CPU, a sixth of a bare
+create's.)
 
 Files under the state dir: `haproxy.cfg` (always the last config installed: the one HAProxy
 loaded, or one that needs no HAProxy), `.new`, `.unchecked` and `.failed` copies, `stats.sock`
@@ -329,9 +330,7 @@ class _LaterCheck:
     """`haproxy -c` of ``file`` running after ``apply`` returned (``check_later``)."""
 
     task: asyncio.Task[tuple[str, int]]
-    file: Path
-    installed: bool  # already the installed file (nothing loads it)
-    previous: str | None  # what it replaced, put back if it is refused
+    file: Path  # `haproxy.cfg.unchecked`, installed once the check passed
 
 
 class HaproxyDataPlane:
@@ -464,11 +463,11 @@ class HaproxyDataPlane:
         no separate `haproxy -c` runs: the new process validates the file, and one that
         refuses it leaves the serving process serving.
 
-        With ``check_later``, a text that nothing loads now (one stored for the next reload,
-        or one that takes no connections while HAProxy does not run) is checked after this
-        returns and installed once the check passed (see the module docstring); a refusal is
-        raised by the next ``apply`` of a text that loads nothing either. No start or reload
-        ever loads an unchecked file.
+        With ``check_later``, a text stored for the next reload is checked after this returns
+        and installed once the check passed (see the module docstring); a refusal is raised by
+        the next ``apply`` of a text that loads nothing either. A text that takes no
+        connections while HAProxy does not run is installed unchecked: nothing loads it. No
+        start or reload ever loads an unchecked file.
 
         Raises ConfigRejected (with HAProxy's output) when the config lacks the stats socket
         contract, or when HAProxy refuses it (parse errors, bind errors). In every such case
@@ -494,15 +493,13 @@ class HaproxyDataPlane:
                 return digest
             candidate = self.config_path.with_name("haproxy.cfg.new")
             await asyncio.to_thread(write_private_file, candidate, text.encode())
-            previous = self.config_text()
             if check_later and stored_only:
                 unchecked = self.config_path.with_name("haproxy.cfg.unchecked")
                 os.replace(candidate, unchecked)
-                self._check_later(unchecked, installed=False, previous=previous)
+                self._check_later(unchecked)
                 return digest
             if check_later and not (serves or was_running):
-                os.replace(candidate, self.config_path)
-                self._check_later(self.config_path, installed=True, previous=previous)
+                os.replace(candidate, self.config_path)  # nothing loads it
             elif not serves:
                 await self._check(candidate)
                 await self._stop_haproxy()
@@ -513,18 +510,17 @@ class HaproxyDataPlane:
                 os.replace(candidate, self.config_path)
                 return digest
             else:
-                await self._load(candidate, text, previous, was_running)
+                await self._load(candidate, text, self.config_text(), was_running)
         for callback in self._on_load:
             callback()
         return digest
 
-    def _check_later(self, file: Path, *, installed: bool, previous: str | None) -> None:
-        """Under the lock: start `haproxy -c` on ``file`` (``installed``: it is already the
-        installed one, ``previous`` the one it replaced); settled when done or needed."""
+    def _check_later(self, file: Path) -> None:
+        """Under the lock: start `haproxy -c` on ``file``; settled when done or needed."""
         task = asyncio.create_task(
             run_tool(self.state_dir, str(self.binary), "-c", "-f", str(file))
         )
-        later = _LaterCheck(task, file, installed, previous)
+        later = _LaterCheck(task, file)
         self._later = later
 
         def settle_when_done(_: asyncio.Task[tuple[str, int]]) -> None:
@@ -540,8 +536,7 @@ class HaproxyDataPlane:
 
     async def _settle(self) -> None:
         """Under the lock: wait for a later check; install the file it passed, or keep the
-        file as `.failed` (an installed one replaced by the one before it) and remember
-        HAProxy's refusal for the next ``apply``."""
+        file as `.failed` and remember HAProxy's refusal for the next ``apply``."""
         later, self._later = self._later, None
         if later is None:
             return
@@ -550,15 +545,9 @@ class HaproxyDataPlane:
         except OSError as exc:
             output, status = f"haproxy -c could not run: {exc}", -1
         if status == 0:
-            if not later.installed:
-                os.replace(later.file, self.config_path)
+            os.replace(later.file, self.config_path)
             return
         os.replace(later.file, self.config_path.with_name("haproxy.cfg.failed"))
-        if later.installed:
-            if later.previous is None:
-                self.config_path.unlink(missing_ok=True)
-            else:
-                write_private_file(self.config_path, later.previous.encode())
         self._refused_later = output
         logger.error("haproxy rejected a configuration checked after it was pushed: %s", output)
 

@@ -172,8 +172,9 @@ class AmphoraAgentClient:
         """Install a complete haproxy.cfg; returns its sha256. Raises AgentRejected (400, with
         HAProxy's output in `details`) when HAProxy refuses it; the old config keeps serving.
         ``reload=False`` stores it for the next reload (runtime changes already made).
-        ``check_later``: a file that nothing loads now is answered before the agent's
-        `haproxy -c`, and a refusal comes with the next push of such a file."""
+        ``check_later``: a file stored for the next reload is answered before the agent's
+        `haproxy -c`, and a refusal comes with the next push of a file that loads nothing; a
+        file without a proxy while no HAProxy runs is installed unchecked (nothing loads it)."""
         flags = ([] if reload else ["reload=false"]) + (["check_later=true"] if check_later else [])
         path = "/haproxy/config" + ("?" + "&".join(flags) if flags else "")
         body = await self._request("PUT", path, data=text.encode())
