@@ -33,12 +33,11 @@ from tests.integration.test_amphora_agent import HAPROXY, free_port
 KEY = b"stats-session-key"
 
 
-def config(plane: HaproxyDataPlane, frontend: str, *, global_extra: str = "") -> str:
+def config(plane: HaproxyDataPlane, frontend: str) -> str:
     return (
         "global\n"
         f"    stats socket {plane.stats_socket} mode 600 level admin\n"
         "    hard-stop-after 60s\n"  # a retired process lingers unless its sessions end
-        f"{global_extra}"
         "defaults\n"
         "    mode http\n"
         "    timeout connect 2s\n"
@@ -203,13 +202,6 @@ async def test_a_load_while_a_beat_reads_ends_the_session_after_that_answer(
             "listener-1": "OPEN"
         }
         assert not plane._stats.reused  # a new session, the old one closed
-
-
-async def test_a_session_haproxy_timed_out_is_replaced(plane: HaproxyDataPlane) -> None:
-    await plane.apply(config(plane, "listener-1", global_extra="    stats timeout 300ms\n"))
-    await plane.show_stat(STAT_COLUMNS)
-    await asyncio.sleep(0.6)  # HAProxy closes the idle session
-    assert frontends(await plane.show_stat(STAT_COLUMNS)) == {"listener-1": "OPEN"}
 
 
 async def test_a_session_haproxy_ended_between_beats_is_dropped_at_once(
