@@ -192,9 +192,8 @@ async def serve(
         site = web.SockSite(runner, sock, ssl_context=tls.context)
         await site.start()
         port = sock.getsockname()[1]
-        await asyncio.to_thread(  # synced: off the loop other amphorae of a host share
-            write_private_file, settings.effective_port_file, f"{port}\n".encode(), 0o644
-        )
+        port_text = f"{port}\n".encode()
+        write_private_file(settings.effective_port_file, port_text, 0o644, durable=False)
         logger.info(
             "amphora agent %s listening on %s:%d", settings.amphora_id, settings.bind_host, port
         )

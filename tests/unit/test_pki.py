@@ -106,6 +106,21 @@ def test_write_private_file_replaces_atomically_with_mode(tmp_path: Path) -> Non
     assert [p.name for p in target.parent.iterdir()] == ["secret.pem"]
 
 
+@pytest.mark.parametrize("durable", [True, False])
+def test_write_private_file_syncs_only_when_durable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, durable: bool
+) -> None:
+    synced: list[int] = []
+    monkeypatch.setattr("libs.common.private_files.os.fsync", synced.append)
+    target = tmp_path / "haproxy.cfg"
+
+    write_private_file(target, b"one", durable=durable)
+
+    assert target.read_bytes() == b"one"
+    assert _mode(target) == 0o600
+    assert len(synced) == (1 if durable else 0)
+
+
 def _handshake(server: ssl.SSLContext, client: ssl.SSLContext, name: str) -> None:
     """Run a TLS handshake between two in-memory endpoints; raises ssl.SSLError on refusal."""
     c_in, c_out, s_in, s_out = (ssl.MemoryBIO() for _ in range(4))

@@ -33,7 +33,7 @@ class CertificateDirectory:
             x509.load_pem_x509_certificates(pem)
         except ValueError as exc:
             raise ValidationFailed(f"{name}.pem holds no readable PEM certificate") from exc
-        write_private_file(path, pem)
+        write_private_file(path, pem, durable=False)
         return CertificateStored(name=name, sha256=hashlib.sha256(pem).hexdigest(), path=str(path))
 
     def get(self, name: str) -> CertificateStored:

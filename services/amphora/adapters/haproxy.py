@@ -492,7 +492,7 @@ class HaproxyDataPlane:
             if was_running == serves and self.config_sha256() == digest:
                 return digest
             candidate = self.config_path.with_name("haproxy.cfg.new")
-            await asyncio.to_thread(write_private_file, candidate, text.encode())
+            write_private_file(candidate, text.encode(), durable=False)
             if check_later and stored_only:
                 unchecked = self.config_path.with_name("haproxy.cfg.unchecked")
                 os.replace(candidate, unchecked)
@@ -569,7 +569,8 @@ class HaproxyDataPlane:
         try:
             await (self._reload() if was_running else self._start())
         except _LoadFailed as failure:
-            write_private_file(self.config_path.with_name("haproxy.cfg.failed"), text.encode())
+            failed = self.config_path.with_name("haproxy.cfg.failed")
+            write_private_file(failed, text.encode(), durable=False)
             await self._restore(previous, serve_it=was_running)
             raise ConfigRejected(
                 "haproxy could not load the configuration", detail=failure.output
@@ -861,7 +862,7 @@ class HaproxyDataPlane:
         target = Path(found.group(1).strip("\"'"))
         try:
             answer = await unix_exchange(self.stats_socket, "show servers state")
-            await asyncio.to_thread(write_private_file, target, answer.encode())
+            write_private_file(target, answer.encode(), durable=False)
         except OSError as exc:
             logger.warning("servers' states not saved before a reload: %s", exc)
 
@@ -871,7 +872,7 @@ class HaproxyDataPlane:
         if previous is None:
             self.config_path.unlink(missing_ok=True)
         else:
-            write_private_file(self.config_path, previous.encode())
+            write_private_file(self.config_path, previous.encode(), durable=False)
         if previous is None or not serve_it:
             await self._stop_haproxy()
             return

@@ -124,7 +124,7 @@ class AgentTLS:
             raise ValidationFailed("the certificate has expired")
         if not is_issued_by(cert_pem, self.ca_cert.read_bytes()):
             raise ValidationFailed("the certificate is not signed by the deployment CA")
-        write_private_file(self.key_path, key_pem)
-        write_private_file(self.cert_path, cert_pem, mode=0o644)
+        write_private_file(self.key_path, key_pem, durable=False)
+        write_private_file(self.cert_path, cert_pem, mode=0o644, durable=False)
         self.context.load_cert_chain(str(self.cert_path), str(self.key_path))
         return cert

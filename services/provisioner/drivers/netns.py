@@ -215,8 +215,9 @@ class NetnsAmphoraDriver:
             issued = self._ca.issue_server_cert(
                 spec.amphora_id, [spec.amphora_id, record.address], self._validity
             )
-            write_private_file(directory / "server.pem", issued.cert_pem, mode=0o644)
-            write_private_file(directory / "server.key", issued.key_pem)
+            cert, key = directory / "server.pem", directory / "server.key"
+            write_private_file(cert, issued.cert_pem, mode=0o644, durable=False)
+            write_private_file(key, issued.key_pem, durable=False)
             record = AmphoraRecord(
                 **(asdict(record) | {"cert_expiration": issued.not_after.isoformat()})
             )

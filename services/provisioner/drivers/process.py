@@ -114,7 +114,7 @@ class ProcessAmphoraDriver:
         if existing is not None:
             return existing
         directory = self._dir(spec.amphora_id)
-        # Key generation and synced writes, off the event loop other amphorae share.
+        # Key generation and file writes, off the event loop other amphorae share.
         await asyncio.to_thread(self._write_identity, spec, directory)
         env = agent_environment(
             spec.amphora_id, spec.lb_id, directory, self._ca.cert_path, "127.0.0.1", 0
@@ -134,8 +134,8 @@ class ProcessAmphoraDriver:
         issued = self._ca.issue_server_cert(
             spec.amphora_id, [spec.amphora_id, "127.0.0.1"], self._validity
         )
-        write_private_file(directory / "server.pem", issued.cert_pem, mode=0o644)
-        write_private_file(directory / "server.key", issued.key_pem)
+        write_private_file(directory / "server.pem", issued.cert_pem, mode=0o644, durable=False)
+        write_private_file(directory / "server.key", issued.key_pem, durable=False)
         expiration = issued.not_after.isoformat()
         record = {"lb_id": spec.lb_id, "role": spec.role, "cert_expiration": expiration}
         (directory / _SPEC_FILE).write_text(json.dumps(record))
