@@ -26,8 +26,7 @@ ConfigRejected with HAProxy's output (the caller then pushes with a reload; one 
 clears it). A configuration without a proxy, pushed with ``check_later`` while HAProxy does
 not run (a spare's first, a bare load balancer's), is installed unchecked: nothing ever loads
 it, since HAProxy starts only with a configuration that has a proxy, and that one is checked
-whole by the start that loads it. (`haproxy -c` costs ~10 ms of CPU, a sixth of a bare
-create's.)
+whole by the start that loads it. (`haproxy -c` costs ~10 ms of CPU.)
 
 Files under the state dir: `haproxy.cfg` (always the last config installed: the one HAProxy
 loaded, or one that needs no HAProxy), `.new`, `.unchecked` and `.failed` copies, `stats.sock`
