@@ -174,6 +174,12 @@ class ViewChanges:
         """The upserts, to ride the append of ``after``'s events; None when there are none."""
         return None if self.upserts is None else AppendRider(_UPSERT_VIEWS_RIDING, self.upserts)
 
+    @property
+    def beyond_upserts(self) -> bool:
+        """Whether ``project_loadbalancer`` writes more than the upserts: rows gone, or the
+        VIP claims of a create or their release at a deletion."""
+        return bool(self.gone) or _vip_claims_move(self.before, self.after)
+
 
 def view_changes(before: LoadBalancerState, after: LoadBalancerState) -> ViewChanges:
     """The view rows that changed between ``before`` and ``after`` (a pure function)."""
@@ -242,11 +248,21 @@ async def project_loadbalancer(
         await conn.execute(_UPSERT_VIEWS_SQL, *changes.upserts)
 
 
+def _vip_claims_move(before: LoadBalancerState, after: LoadBalancerState) -> bool:
+    """Whether ``_claim_vip`` writes: the LB is created (claims) or deleted (released)."""
+    lb = after.loadbalancer
+    return lb is not None and (
+        before.loadbalancer is None or lb.provisioning_status == ProvisioningStatus.DELETED
+    )
+
+
 async def _claim_vip(
     conn: asyncpg.Connection, before: LoadBalancerState, after: LoadBalancerState
 ) -> None:
     lb = after.loadbalancer
     assert lb is not None
+    if not _vip_claims_move(before, after):
+        return
     if before.loadbalancer is None:
         # ON CONFLICT instead of a savepoint around a failing insert: one round trip per VIP,
         # and the Conflict raised here aborts the whole append all the same.
@@ -262,7 +278,7 @@ async def _claim_vip(
             )
             if claimed is None:
                 raise Conflict(f"IP address {address} already allocated in subnet {subnet_id}.")
-    elif lb.provisioning_status == ProvisioningStatus.DELETED:
+    else:
         await conn.execute("DELETE FROM vip_allocations WHERE lb_id = $1", lb.id)
 
 

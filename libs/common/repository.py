@@ -282,7 +282,8 @@ class LoadBalancerRepository:
             )
 
             # The view rows that changed ride the append's statement; the rest (VIP claims,
-            # rows gone, the snapshot) follow it.
+            # rows gone, the snapshot) follow it, when there is any: an append without it is
+            # one statement, which commits on its own outside a caller's transaction.
             changes = view_changes(state, after)
 
             async def project(
@@ -305,7 +306,9 @@ class LoadBalancerRepository:
                     target.metadata.owned_by(
                         after.loadbalancer.project_id if after.loadbalancer else None
                     ),
-                    in_transaction=project,
+                    in_transaction=project
+                    if changes.beyond_upserts or snapshot is not None
+                    else None,
                     conn=conn,
                     guard=None
                     if fresh
