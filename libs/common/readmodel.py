@@ -122,6 +122,30 @@ def resource_bodies(state: LoadBalancerState) -> dict[str, dict[str, dict[str, A
     return out
 
 
+@dataclass(frozen=True)
+class ViewLocation:
+    """The columns of a resource's view row that place it: its LB, parent and project."""
+
+    id: str
+    lb_id: str
+    parent_id: str
+    project_id: str
+
+
+def located(state: LoadBalancerState, kind: str, resource_id: str) -> ViewLocation | None:
+    """Where the view row of ``resource_id`` (an LB, or a child of collection ``kind``)
+    projected from ``state`` places it; None when ``state`` projects no such row or its LB
+    is DELETED (whose rows housekeeping purges, the state keeping them)."""
+    lb = state.loadbalancer
+    if lb is None or lb.provisioning_status == ProvisioningStatus.DELETED:
+        return None
+    if kind == "loadbalancer":
+        return ViewLocation(lb.id, lb.id, lb.id, lb.project_id) if resource_id == lb.id else None
+    if resource_id not in getattr(state, kind):
+        return None
+    return ViewLocation(resource_id, lb.id, _parent_id(state, kind, resource_id), lb.project_id)
+
+
 def _parent_id(state: LoadBalancerState, kind: str, resource_id: str) -> str:
     child = getattr(state, kind)[resource_id]
     return str(getattr(child, BY_KEY[kind].parent_field))
