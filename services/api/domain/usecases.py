@@ -101,34 +101,26 @@ class Placement:
 
 
 @dataclass(frozen=True)
-class Found:
-    """A resource located on a fresh load of its LB (``LoadBalancing.find``), with that load
-    and its project's quota limits, read beside it. Placed as a view row would place it."""
+class Found(ViewLocation):
+    """A resource located on a fresh load of its LB (``LoadBalancing.find``), placed as its
+    view row would place it, with that load and its project's quota limits, read beside it."""
 
-    row: ViewLocation
     loaded: Loaded
     limits: dict[str, int]
 
-    @property
-    def id(self) -> str:
-        return self.row.id
-
-    @property
-    def lb_id(self) -> str:
-        return self.row.lb_id
-
-    @property
-    def parent_id(self) -> str:
-        return self.row.parent_id
-
-    @property
-    def project_id(self) -> str:
-        return self.row.project_id
+    @classmethod
+    def on(
+        cls, loaded: Loaded, limits: dict[str, int], kind: Kind, resource_id: str
+    ) -> Found | None:
+        """``resource_id`` on ``loaded``, or None where the load does not place it."""
+        row = located(loaded.state, kind.key, resource_id)
+        if row is None:
+            return None
+        return cls(row.id, row.lb_id, row.parent_id, row.project_id, loaded, limits)
 
     def beside(self, kind: Kind, resource_id: str) -> Found | None:
         """Another resource of the same load, or None where the load does not place it."""
-        row = located(self.loaded.state, kind.key, resource_id)
-        return None if row is None else Found(row, self.loaded, self.limits)
+        return Found.on(self.loaded, self.limits, kind, resource_id)
 
 
 @dataclass(frozen=True)
@@ -195,10 +187,8 @@ class LoadBalancing:
             loaded, limits = await asyncio.gather(
                 self._repo.read(lb_id), self._quotas.limits(known.loadbalancer.project_id)
             )
-        row = located(loaded.state, kind.key, resource_id)
-        if row is None:
-            return await self.locate(kind, resource_id)
-        return Found(row, loaded, limits)
+        found = Found.on(loaded, limits, kind, resource_id)
+        return found if found is not None else await self.locate(kind, resource_id)
 
     async def _writable(self, ctx: RequestContext, kind: Kind, resource_id: str) -> Located:
         return _may_write(ctx, kind, await self.locate(kind, resource_id))
