@@ -655,7 +655,7 @@ class LoadBalancing:
     async def create_l7policy(
         self, ctx: RequestContext, fields: dict[str, Any], meta: Metadata
     ) -> Created:
-        listener = await self.locate(LISTENER, fields["listener_id"])
+        listener = await self.find(LISTENER, fields["listener_id"])
 
         def build(state: LoadBalancerState, child_id: str) -> L7Policy:
             live = [
@@ -673,7 +673,13 @@ class LoadBalancing:
             )
 
         return await self._create_child(
-            ctx, listener.lb_id, listener.project_id, child_kinds.L7POLICY, build, meta
+            ctx,
+            listener.lb_id,
+            listener.project_id,
+            child_kinds.L7POLICY,
+            build,
+            meta,
+            found=listener,
         )
 
     async def create_l7rule(
@@ -695,7 +701,7 @@ class LoadBalancing:
             return rule
 
         return await self._create_child(
-            ctx, policy.lb_id, policy.project_id, child_kinds.L7RULE, build, meta
+            ctx, policy.lb_id, policy.project_id, child_kinds.L7RULE, build, meta, found=policy
         )
 
     async def update_child(

@@ -46,6 +46,13 @@ async def test_creates_under_a_known_lb_find_their_parents_on_its_load(make_api:
     monitor = {"pool_id": pool["id"], "type": "HTTP", "delay": 2, "timeout": 1, "max_retries": 2}
     await api.create("healthmonitors", "healthmonitor", monitor)
     await api.settle(lb_id)
+    policy = await api.create(
+        "l7policies", "l7policy", {"listener_id": listener["id"], "action": "REJECT"}
+    )
+    await api.settle(lb_id)
+    rule = {"type": "PATH", "compare_type": "STARTS_WITH", "value": "/x"}
+    await api.create(f"l7policies/{policy['id']}/rules", "rule", rule)
+    await api.settle(lb_id)
     assert looked == []
 
     # Another replica knows nothing of the LB: it looks the parent up in the views.
