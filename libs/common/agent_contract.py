@@ -127,6 +127,30 @@ class ServerChanged(_Output):
     commands: list[str]
 
 
+class NamedServerChange(ServerChange):
+    """A ServerChange of the server ``backend``/``server``, one of a RuntimeChanges."""
+
+    backend: str = Field(pattern=NAME_PATTERN)
+    server: str = Field(pattern=NAME_PATTERN)
+
+
+class RuntimeChanges(_Input):
+    """Server changes made in order (each as its own ServerChange would be; a refusal stops
+    there, the earlier ones stay made), then ``config`` stored for the next reload, as
+    `PUT /v1/haproxy/config?reload=false&check_later=true` stores it: a member change, its
+    runtime commands and the file that carries them, in one request."""
+
+    changes: list[NamedServerChange]
+    config: str = Field(min_length=1)
+
+
+class RuntimeChangesApplied(_Output):
+    """Answer to RuntimeChanges: each change's commands, and the stored config's sha256."""
+
+    changed: list[ServerChanged]
+    sha256: str
+
+
 class AgentInfo(_Output):
     """GET /v1/info. `stats_socket` is the path every pushed config must declare;
     `external_check_command` is the script PING health monitors run (None: this amphora

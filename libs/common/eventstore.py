@@ -10,7 +10,6 @@ in one transaction, and wakes the relay with NOTIFY at commit. An append at a st
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
 import uuid
@@ -29,13 +28,13 @@ OUTBOX_CHANNEL: Final = "fulcrum_outbox"
 
 # One statement appends the events, writes their outbox rows and wakes the relay: without a
 # caller hook an append is a single round trip (a statement is atomic on its own). A guarded
-# append (``StreamGuard``) also finds its other stream unmoved, in the same statement.
+# append (``StreamGuard``) also takes the guard's lock and finds its other stream unmoved, in
+# the same statement: ``locked_stream_version`` (schema v009) reads that stream under a
+# snapshot of its own, taken once the lock is granted. The appended stream needs no such
+# read: a writer that appended to it since the statement's snapshot makes the insert a
+# duplicate key.
 def _append_sql(guarded: bool) -> str:
-    other = (
-        " AND (SELECT coalesce(max(stream_version), 0) FROM events WHERE stream_id = $13) = $14"
-        if guarded
-        else ""
-    )
+    other = " AND (SELECT locked_stream_version($13, $14)) = $15" if guarded else ""
     return f"""
 WITH current AS (
     SELECT coalesce(max(stream_version), 0) AS v FROM events WHERE stream_id = $1
@@ -85,19 +84,6 @@ def _with_rider(sql: str, first_free: int, rider: AppendRider) -> str:
     ctes = _PARAMETER.sub(lambda m: f"${int(m.group(1)) + first_free - 1}", rider.ctes)
     head, tail = sql.rsplit("\n)\nSELECT ", 1)
     return f"{head}\n), {ctes}\nSELECT {tail}"
-
-
-_GUARD_LOCK_SQL: Final = "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))"
-# What a guard's key may be to go into a simple query as a literal (stream ids are).
-_LITERAL_KEY: Final = re.compile(r"[A-Za-z0-9_.:-]+")
-
-
-def _begin_locked_sql(lock_key: str) -> str:
-    """BEGIN and the guard's lock as one simple query: one round trip (a simple query takes
-    no parameters, so the key goes in as a literal, checked first)."""
-    if not _LITERAL_KEY.fullmatch(lock_key):
-        raise ValueError(f"not a lock key: {lock_key!r}")
-    return f"BEGIN; SELECT pg_advisory_xact_lock(hashtextextended('{lock_key}', 0))"
 
 
 @dataclass(frozen=True)
@@ -225,9 +211,9 @@ class PostgresEventStore:
         undoes what the append wrote and leaves the transaction usable. A success leaves the
         savepoint unreleased: the caller's commit, or the rollback of a savepoint of its own,
         covers it, and a release would cost one more round trip. Otherwise (no ``conn``, or
-        one outside a transaction) the append runs in a transaction of its own. A ``guard``'s
-        lock is taken before the append's statement, which then sees every write the lock
-        waited for; in a transaction of the append's own, with the BEGIN, in one round trip.
+        one outside a transaction) the append commits on its own: without ``in_transaction``
+        as its one statement (a guard's lock and check included), one round trip; with it in
+        a transaction of its own.
         """
         if not payloads:
             return []
@@ -235,11 +221,7 @@ class PostgresEventStore:
             new_envelope(stream_id, expected_version + i + 1, p, metadata)
             for i, p in enumerate(payloads)
         ]
-        if conn is not None and not conn.is_in_transaction():
-            return await self._append_alone(
-                conn, expected_version, envelopes, in_transaction, guard, rider
-            )
-        if conn is not None:
+        if conn is not None and conn.is_in_transaction():
             savepoint = conn.transaction()
             await savepoint.start()
             try:
@@ -249,9 +231,11 @@ class PostgresEventStore:
             except BaseException:
                 await savepoint.rollback()
                 raise
+        if conn is not None:
+            return await self._append_alone(
+                conn, expected_version, envelopes, in_transaction, guard, rider
+            )
         async with self._pool.acquire() as own:
-            if in_transaction is None and guard is None:
-                return await self._append_in(own, expected_version, envelopes, None, None, rider)
             return await self._append_alone(
                 own, expected_version, envelopes, in_transaction, guard, rider
             )
@@ -265,27 +249,14 @@ class PostgresEventStore:
         guard: StreamGuard | None,
         rider: AppendRider | None,
     ) -> list[Envelope]:
-        """``_append_in`` in a transaction of its own on ``conn`` (outside any); with a
-        ``guard``, begun together with the guard's lock."""
-        if guard is None:
-            async with conn.transaction():
-                return await self._append_in(
-                    conn, expected_version, envelopes, in_transaction, None, rider
-                )
-        await conn.execute(_begin_locked_sql(guard.lock_key))
-        try:
-            stored = await self._append_in(
-                conn, expected_version, envelopes, in_transaction, guard, rider, locked=True
+        """``_append_in`` committed on its own on ``conn`` (outside any transaction): the
+        append's statement alone, or with ``in_transaction`` in a transaction of its own."""
+        if in_transaction is None:
+            return await self._append_in(conn, expected_version, envelopes, None, guard, rider)
+        async with conn.transaction():
+            return await self._append_in(
+                conn, expected_version, envelopes, in_transaction, guard, rider
             )
-            await conn.execute("COMMIT")
-        except BaseException:
-            # The append's own error is the one to raise: a connection that cannot even roll
-            # back is broken, and the pool replaces it.
-            with contextlib.suppress(Exception):
-                if conn.is_in_transaction():
-                    await conn.execute("ROLLBACK")
-            raise
-        return stored
 
     async def _append_in(
         self,
@@ -295,21 +266,15 @@ class PostgresEventStore:
         in_transaction: InTransaction | None,
         guard: StreamGuard | None = None,
         rider: AppendRider | None = None,
-        *,
-        locked: bool = False,
     ) -> list[Envelope]:
-        """The append's statement (and the hook) on ``conn``, in a transaction; ``locked``:
-        the guard's lock is taken already."""
+        """The append's statement (``guard``'s lock and check in it), then the hook, on
+        ``conn``."""
         stream_id = envelopes[0].stream_id
         metadata_json = json.dumps(envelopes[0].metadata.as_dict())
         wires = [e.to_wire() for e in envelopes]
-        guarded: tuple[str, int] | tuple[()] = ()
+        guarded: tuple[str, str, int] | tuple[()] = ()
         if guard is not None:
-            if not locked:
-                # A statement of its own: the append's statement then takes its snapshot
-                # after the lock was granted, so it sees what the lock's holders committed.
-                await conn.execute(_GUARD_LOCK_SQL, guard.lock_key)
-            guarded = (guard.stream_id, guard.version)
+            guarded = (guard.lock_key, guard.stream_id, guard.version)
         sql = _APPEND_SQL if guard is None else _GUARDED_APPEND_SQL
         carried: tuple[object, ...] = ()
         if rider is not None:

@@ -122,6 +122,30 @@ def resource_bodies(state: LoadBalancerState) -> dict[str, dict[str, dict[str, A
     return out
 
 
+@dataclass(frozen=True)
+class ViewLocation:
+    """The columns of a resource's view row that place it: its LB, parent and project."""
+
+    id: str
+    lb_id: str
+    parent_id: str
+    project_id: str
+
+
+def located(state: LoadBalancerState, kind: str, resource_id: str) -> ViewLocation | None:
+    """Where the view row of ``resource_id`` (an LB, or a child of collection ``kind``)
+    projected from ``state`` places it; None when ``state`` projects no such row or its LB
+    is DELETED (whose rows housekeeping purges, the state keeping them)."""
+    lb = state.loadbalancer
+    if lb is None or lb.provisioning_status == ProvisioningStatus.DELETED:
+        return None
+    if kind == "loadbalancer":
+        return ViewLocation(lb.id, lb.id, lb.id, lb.project_id) if resource_id == lb.id else None
+    if resource_id not in getattr(state, kind):
+        return None
+    return ViewLocation(resource_id, lb.id, _parent_id(state, kind, resource_id), lb.project_id)
+
+
 def _parent_id(state: LoadBalancerState, kind: str, resource_id: str) -> str:
     child = getattr(state, kind)[resource_id]
     return str(getattr(child, BY_KEY[kind].parent_field))
@@ -173,6 +197,12 @@ class ViewChanges:
     def rider(self) -> AppendRider | None:
         """The upserts, to ride the append of ``after``'s events; None when there are none."""
         return None if self.upserts is None else AppendRider(_UPSERT_VIEWS_RIDING, self.upserts)
+
+    @property
+    def beyond_upserts(self) -> bool:
+        """Whether ``project_loadbalancer`` writes more than the upserts: rows gone, or the
+        VIP claims of a create or their release at a deletion."""
+        return bool(self.gone) or _vip_claims_move(self.before, self.after)
 
 
 def view_changes(before: LoadBalancerState, after: LoadBalancerState) -> ViewChanges:
@@ -242,11 +272,21 @@ async def project_loadbalancer(
         await conn.execute(_UPSERT_VIEWS_SQL, *changes.upserts)
 
 
+def _vip_claims_move(before: LoadBalancerState, after: LoadBalancerState) -> bool:
+    """Whether ``_claim_vip`` writes: the LB is created (claims) or deleted (released)."""
+    lb = after.loadbalancer
+    return lb is not None and (
+        before.loadbalancer is None or lb.provisioning_status == ProvisioningStatus.DELETED
+    )
+
+
 async def _claim_vip(
     conn: asyncpg.Connection, before: LoadBalancerState, after: LoadBalancerState
 ) -> None:
     lb = after.loadbalancer
     assert lb is not None
+    if not _vip_claims_move(before, after):
+        return
     if before.loadbalancer is None:
         # ON CONFLICT instead of a savepoint around a failing insert: one round trip per VIP,
         # and the Conflict raised here aborts the whole append all the same.
@@ -262,7 +302,7 @@ async def _claim_vip(
             )
             if claimed is None:
                 raise Conflict(f"IP address {address} already allocated in subnet {subnet_id}.")
-    elif lb.provisioning_status == ProvisioningStatus.DELETED:
+    else:
         await conn.execute("DELETE FROM vip_allocations WHERE lb_id = $1", lb.id)
 
 

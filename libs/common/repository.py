@@ -45,6 +45,7 @@ from libs.common.domain.amphora import Amphora, evolve_amphora, fold_amphora
 from libs.common.domain.commands import Command
 from libs.common.domain.decide import decide
 from libs.common.domain.evolve import evolve, observe
+from libs.common.domain.kinds import CHILD_KINDS
 from libs.common.domain.model import PENDING_STATUSES, LoadBalancerState
 from libs.common.errors import ConcurrencyError, Conflict
 from libs.common.events import Envelope, Event, Metadata
@@ -152,6 +153,20 @@ class LoadBalancerRepository:
         self._snapshot_every = snapshot_every
         self._known: OrderedDict[str, _Known] = OrderedDict()
         self._known_states = known_states
+        # The LB of every child the known states hold (a child never moves to another LB).
+        self._holders: dict[str, str] = {}
+
+    def known(self, lb_id: str) -> LoadBalancerState | None:
+        """The newest committed state of the LB this repository has seen, without I/O (None:
+        none kept). It may be behind the store: ``read`` it before deciding anything on it
+        but what never changes (its project, its children's parents)."""
+        known = self._known.get(lb_id)
+        return None if known is None else known.state
+
+    def holder(self, resource_id: str) -> str | None:
+        """The LB whose known state holds the child ``resource_id`` (or held it: a child
+        deleted since may still be indexed), without I/O; None when none does."""
+        return self._holders.get(resource_id)
 
     async def load(self, lb_id: str) -> LoadBalancerState:
         """The folded stream; an unknown id gives the empty state (``loadbalancer is None``)."""
@@ -229,10 +244,22 @@ class LoadBalancerRepository:
             and kept.state.status_version <= known.state.status_version
         ):
             self._known[lb_id] = known
+            self._hold(lb_id, kept, known)
         self._known.move_to_end(lb_id)
         while len(self._known) > self._known_states:
-            self._known.popitem(last=False)
+            forgotten, dropped = self._known.popitem(last=False)
+            self._hold(forgotten, dropped, None)
         return known
+
+    def _hold(self, lb_id: str, before: _Known | None, after: _Known | None) -> None:
+        """Index the children of ``after`` (the LB's known state now, None: forgotten) in
+        ``_holders`` instead of those of ``before``."""
+        old = _children(before.state) if before is not None else frozenset()
+        new = _children(after.state) if after is not None else frozenset()
+        for child_id in old - new:
+            self._holders.pop(child_id, None)
+        for child_id in new - old:
+            self._holders[child_id] = lb_id
 
     async def execute(
         self,
@@ -282,7 +309,8 @@ class LoadBalancerRepository:
             )
 
             # The view rows that changed ride the append's statement; the rest (VIP claims,
-            # rows gone, the snapshot) follow it.
+            # rows gone, the snapshot) follow it, when there is any: an append without it is
+            # one statement, which commits on its own outside a caller's transaction.
             changes = view_changes(state, after)
 
             async def project(
@@ -305,7 +333,9 @@ class LoadBalancerRepository:
                     target.metadata.owned_by(
                         after.loadbalancer.project_id if after.loadbalancer else None
                     ),
-                    in_transaction=project,
+                    in_transaction=project
+                    if changes.beyond_upserts or snapshot is not None
+                    else None,
                     conn=conn,
                     guard=None
                     if fresh
@@ -349,6 +379,11 @@ class LoadBalancerRepository:
         if after.state.version != before.version:  # else the status stream: no intent event
             unsettled = _unsettled(unsettled, envelopes)
         self._remember(lb_id, _Known(after.state, after.folded, unsettled))
+
+
+def _children(state: LoadBalancerState) -> frozenset[str]:
+    """The ids of every child ``state`` holds."""
+    return frozenset(child_id for kind in CHILD_KINDS for child_id in getattr(state, kind.key))
 
 
 def fold_streams(

@@ -48,6 +48,14 @@ socket unreachable, 500 rollback failed).
                                                add?: {address, port, options: [token, ...]},
                                                delete?: true}
                                            200 {backend, server, commands: [...]}
+    POST   /v1/haproxy/servers             body RuntimeChanges {changes: [ServerChange with
+                                               backend, server], config}: each change made
+                                               in order (a refusal stops there: 404/409,
+                                               the earlier ones stay made), then config
+                                               stored as PUT /v1/haproxy/config with
+                                               reload=false&check_later=true stores it
+                                           200 {changed: [{backend, server, commands}],
+                                               sha256}
     PUT    /v1/certificates/{name}.pem     body: PEM bundle; 200 {name, sha256, path} (0600)
     GET    /v1/certificates/{name}.pem     200 {name, sha256, path}, 404 if absent
     DELETE /v1/certificates/{name}.pem     204 (absent is fine)

@@ -27,7 +27,13 @@ import pytest_asyncio
 from cryptography import x509
 from pydantic import ValidationError
 
-from libs.common.agent_contract import NewServer, ServerState, UdpConfig, UdpListener
+from libs.common.agent_contract import (
+    NamedServerChange,
+    NewServer,
+    ServerState,
+    UdpConfig,
+    UdpListener,
+)
 from libs.common.pki import DeploymentCA
 from libs.common.private_files import write_private_file
 from services.provisioner.adapters.agent_client import (
@@ -713,6 +719,52 @@ async def test_maint_and_unknown_servers(client: AmphoraAgentClient, lb: LoadBal
     assert refused.value.status == 409
     with pytest.raises(ValidationError):
         await client.server_change("be", "s1", weight=5, delete=True)
+
+
+async def test_server_changes_and_the_config_carrying_them_go_in_one_request(
+    client: AmphoraAgentClient, lb: LoadBalancer
+) -> None:
+    """The changes are made in order, then the config is stored for the next reload (and
+    installed once checked); a refused change stops there and stores nothing."""
+    pids = {row["pid"] for row in await client.stats() if row.get("pid")}
+    s3 = NewServer(address="127.0.0.1", port=lb.backends.ports["s3"], options=["weight", "100"])
+    text = lb.config(("s1", "s2", "s3"))
+
+    applied = await client.runtime_changes(
+        [
+            NamedServerChange(backend="be", server="s3", add=s3),
+            NamedServerChange(backend="be", server="s2", state=ServerState.MAINT),
+        ],
+        text,
+    )
+
+    assert [c.commands for c in applied.changed] == [
+        [
+            f"add server be/s3 127.0.0.1:{lb.backends.ports['s3']} weight 100",
+            "enable server be/s3",
+        ],
+        ["set server be/s2 state maint"],
+    ]
+    assert set(await distribution(lb.port, 6)) == {"s1", "s3"}
+    deadline = time.monotonic() + 10
+    while (await client.info()).config_sha256 != applied.sha256:
+        assert time.monotonic() < deadline, "the stored config was never installed"
+        await asyncio.sleep(0.02)
+    assert await client.get_config() == text
+    assert {row["pid"] for row in await client.stats() if row.get("pid")} == pids  # no reload
+
+    with pytest.raises(AgentRejected) as missing:
+        await client.runtime_changes(
+            [
+                NamedServerChange(backend="be", server="s1", weight=50),
+                NamedServerChange(backend="be", server="nope", weight=5),
+            ],
+            lb.config(("s1",)),
+        )
+    assert missing.value.status == 404
+    assert await client.get_config() == text
+    with pytest.raises(ValidationError):
+        NamedServerChange(backend="be;", server="s1", weight=5)
 
 
 async def test_stats_has_frontend_backend_and_server_rows(

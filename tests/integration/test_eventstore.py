@@ -139,11 +139,12 @@ async def test_an_append_on_a_connection_outside_a_transaction_commits_on_its_ow
         assert len(await store.read_stream("amphora-k")) == 1  # seen by another connection
 
 
-async def test_a_guarded_append_of_its_own_begins_and_locks_in_one_round_trip(
+async def test_a_guarded_append_of_its_own_is_one_statement_and_a_hook_adds_a_transaction(
     db: asyncpg.Pool,
 ) -> None:
-    """BEGIN and the guard's lock go as one statement, then the append and COMMIT; a refusal
-    (the guarded stream moved) or a failing hook rolls back and leaves nothing."""
+    """Without a hook the guard's lock, its check and the append are one statement, which
+    commits on its own; with one, BEGIN, the append, the hook's work, COMMIT. A refusal (the
+    guarded stream moved) or a failing hook leaves nothing."""
     store = PostgresEventStore(db)
     await store.append("amphora-other", 0, [deleted(1)], META)
     guard = StreamGuard("amphora-pair", "amphora-other", 1)
@@ -162,26 +163,60 @@ async def test_a_guarded_append_of_its_own_begins_and_locks_in_one_round_trip(
 
     async with db.acquire() as conn:
         conn.add_query_logger(log)
-        await store.append(
-            "amphora-m", 0, [deleted(1)], META, conn=conn, guard=guard, in_transaction=project
-        )
+        await store.append("amphora-m", 0, [deleted(1)], META, conn=conn, guard=guard)
         await asyncio.sleep(0)  # the logger is called soon after each statement
-        assert statements == ["BEGIN; SELECT", "WITH current", "COMMIT"]
+        assert statements == ["WITH current"] and not conn.is_in_transaction()
+        await store.append(
+            "amphora-m", 1, [deleted(2)], META, conn=conn, guard=guard, in_transaction=project
+        )
+        await asyncio.sleep(0)
+        assert statements[1:] == ["BEGIN;", "WITH current", "COMMIT;"]
         assert projected == [1] and not conn.is_in_transaction()
         conn.remove_query_logger(log)
         moved = StreamGuard("amphora-pair", "amphora-other", 0)
-        with pytest.raises(ConcurrencyError):
-            await store.append("amphora-m", 1, [deleted(2)], META, conn=conn, guard=moved)
-        assert not conn.is_in_transaction()
+        for hook in (None, project):
+            with pytest.raises(ConcurrencyError):
+                await store.append(
+                    "amphora-m", 2, [deleted(3)], META, conn=conn, guard=moved, in_transaction=hook
+                )
+            assert not conn.is_in_transaction()
         with pytest.raises(RuntimeError):
             await store.append(
-                "amphora-m", 1, [deleted(2)], META, conn=conn, guard=guard, in_transaction=boom
+                "amphora-m", 2, [deleted(3)], META, conn=conn, guard=guard, in_transaction=boom
             )
         assert not conn.is_in_transaction()
-    await store.append("amphora-m", 1, [deleted(3)], META, guard=guard, in_transaction=project)
+    await store.append("amphora-m", 2, [deleted(4)], META, guard=guard)
     events = await store.read_stream("amphora-m")
-    assert [e.payload.amphora_id for e in events] == ["a1", "a3"]  # type: ignore[attr-defined]
-    assert projected == [1, 1]
+    assert [e.payload.amphora_id for e in events] == ["a1", "a2", "a4"]  # type: ignore[attr-defined]
+    assert projected == [1]
+
+
+async def test_a_guarded_append_waits_for_the_lock_and_sees_what_its_holder_committed(
+    db: asyncpg.Pool,
+) -> None:
+    """The append's statement starts while another transaction holds the guard's lock and
+    has moved the guarded stream; once that commits, the check (after the lock) sees the
+    move and refuses the append, although the statement's own snapshot predates it."""
+    store = PostgresEventStore(db)
+    guard = StreamGuard("amphora-pair-w", "amphora-other-w", 0)
+    async with db.acquire() as holder:
+        held = holder.transaction()
+        await held.start()
+        await holder.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", guard.lock_key
+        )
+        await store.append("amphora-other-w", 0, [deleted(1)], META, conn=holder)
+        waiting = asyncio.ensure_future(
+            store.append("amphora-w", 0, [deleted(2)], META, guard=guard)
+        )
+        while not await db.fetchval("SELECT count(*) FROM pg_locks WHERE NOT granted"):
+            await asyncio.sleep(0.01)  # until the append's statement waits on the lock
+        assert not waiting.done()
+        await held.commit()
+    with pytest.raises(ConcurrencyError):
+        await waiting
+    assert await store.read_stream("amphora-w") == []
+    assert await db.fetchval("SELECT count(*) FROM outbox") == 1  # the holder's event's only
 
 
 async def test_a_riders_writes_are_made_with_the_append_or_not_at_all(db: asyncpg.Pool) -> None:

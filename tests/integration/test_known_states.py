@@ -126,3 +126,33 @@ async def test_the_least_recently_used_state_is_forgotten_first(
 
     # Known: nothing new to read; forgotten: both of its events read again.
     assert store.read == [0 if known_states == 2 else 2]
+
+
+async def test_the_children_of_known_states_name_their_lb_until_gone_or_forgotten(
+    db: asyncpg.Pool,
+) -> None:
+    repo = LoadBalancerRepository(PostgresEventStore(db), known_states=1)
+    lb_id = await grow(repo, 0, "127.77.4.15")
+    lb = (await repo.load(lb_id)).loadbalancer
+    assert lb is not None
+    listener = builders.listener(lb, 80)
+    pool = builders.pool(lb)
+    for child in (listener, pool):
+        await repo.execute(lb_id, c.CreateChild(child=child), META)
+        await repo.execute(lb_id, c.ApplyChanges(), META)
+    assert (repo.holder(listener.id), repo.holder(pool.id), repo.holder(lb_id)) == (
+        lb_id,
+        lb_id,
+        None,
+    )
+    assert repo.known(lb_id) == await repo.load(lb_id)
+
+    other = LoadBalancerRepository(PostgresEventStore(db))  # another process deletes the pool
+    await other.execute(lb_id, c.DeleteChild(kind="pools", child_id=pool.id), META)
+    await other.execute(lb_id, c.ApplyChanges(), META)
+    assert repo.holder(pool.id) == lb_id  # not read yet
+    await repo.load(lb_id)
+    assert (repo.holder(listener.id), repo.holder(pool.id)) == (lb_id, None)
+
+    await grow(repo, 0, "127.77.4.16")  # the only state kept: the first LB's is forgotten
+    assert (repo.holder(listener.id), repo.known(lb_id)) == (None, None)

@@ -14,6 +14,7 @@ from libs.common.schema import (
     v006_service_roles,
     v007_list_order,
     v008_login_failures,
+    v009_locked_stream_version,
 )
 
 
@@ -35,4 +36,5 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
     Migration(6, "service_roles", v006_service_roles.SQL),
     Migration(7, "list_order", v007_list_order.SQL),
     Migration(8, "login_failures", v008_login_failures.SQL),
+    Migration(9, "locked_stream_version", v009_locked_stream_version.SQL),
 )

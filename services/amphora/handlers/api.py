@@ -13,6 +13,8 @@ from libs.common.agent_contract import (
     API_VERSION,
     AgentInfo,
     ConfigApplied,
+    RuntimeChanges,
+    RuntimeChangesApplied,
     ServerCertificate,
     ServerCertificateRotated,
     ServerChange,
@@ -104,6 +106,7 @@ class AgentHandlers:
             web.delete(f"{prefix}/haproxy", self.delete_haproxy),
             web.get(f"{prefix}/haproxy/stats", self.stats),
             web.post(f"{prefix}/haproxy/servers/{{backend}}/{{server}}", self.change_server),
+            web.post(f"{prefix}/haproxy/servers", self.change_servers),
             web.put(f"{prefix}/certificates/{{name}}.pem", self.put_certificate),
             web.get(f"{prefix}/certificates/{{name}}.pem", self.get_certificate),
             web.delete(f"{prefix}/certificates/{{name}}.pem", self.delete_certificate),
@@ -159,6 +162,13 @@ class AgentHandlers:
             raise ValidationFailed("empty configuration")
         reload = _flag(request, "reload", default=True)
         check_later = _flag(request, "check_later", default=False)
+        digest = await self._apply(text, reload=reload, check_later=check_later)
+        response = _json(ConfigApplied(sha256=digest), status=202)
+        response.headers["ETag"] = f'"{digest}"'
+        return response
+
+    async def _apply(self, text: str, *, reload: bool, check_later: bool) -> str:
+        """A pushed config applied (``HaproxyDataPlane.apply``), counted and timed."""
         started = time.monotonic()
         with tracer("fulcrum.amphora").start_as_current_span(
             "haproxy reload" if reload else "haproxy validate"
@@ -171,9 +181,7 @@ class AgentHandlers:
         self._pushes.labels(result="applied").inc()
         if reload:
             self._reloads.observe(time.monotonic() - started)
-        response = _json(ConfigApplied(sha256=digest), status=202)
-        response.headers["ETag"] = f'"{digest}"'
-        return response
+        return digest
 
     async def get_config(self, request: web.Request) -> web.Response:
         text = self.dataplane.config_text()
@@ -194,6 +202,17 @@ class AgentHandlers:
         change = await _parse(request, ServerChange)
         commands = await self.dataplane.change_server(backend, server, change)
         return _json(ServerChanged(backend=backend, server=server, commands=commands))
+
+    async def change_servers(self, request: web.Request) -> web.Response:
+        batch = await _parse(request, RuntimeChanges)
+        changed = []
+        for change in batch.changes:
+            commands = await self.dataplane.change_server(change.backend, change.server, change)
+            changed.append(
+                ServerChanged(backend=change.backend, server=change.server, commands=commands)
+            )
+        digest = await self._apply(batch.config, reload=False, check_later=True)
+        return _json(RuntimeChangesApplied(changed=changed, sha256=digest))
 
     async def put_certificate(self, request: web.Request) -> web.Response:
         stored = self.certificates.put(request.match_info["name"], await request.read())

@@ -39,7 +39,8 @@ from libs.common.errors import (
     ValidationFailed,
 )
 from libs.common.events import Metadata
-from libs.common.repository import CommandFactory, LoadBalancerRepository, Outcome
+from libs.common.readmodel import ViewLocation, located
+from libs.common.repository import CommandFactory, LoadBalancerRepository, Loaded, Outcome
 from libs.common.settings import NetworkSettings, SubnetConfig
 from libs.common.telemetry import tracer
 from services.api.domain import builders, providers, rules
@@ -100,6 +101,29 @@ class Placement:
 
 
 @dataclass(frozen=True)
+class Found(ViewLocation):
+    """A resource located on a fresh load of its LB (``LoadBalancing.find``), placed as its
+    view row would place it, with that load and its project's quota limits, read beside it."""
+
+    loaded: Loaded
+    limits: dict[str, int]
+
+    @classmethod
+    def on(
+        cls, loaded: Loaded, limits: dict[str, int], kind: Kind, resource_id: str
+    ) -> Found | None:
+        """``resource_id`` on ``loaded``, or None where the load does not place it."""
+        row = located(loaded.state, kind.key, resource_id)
+        if row is None:
+            return None
+        return cls(row.id, row.lb_id, row.parent_id, row.project_id, loaded, limits)
+
+    def beside(self, kind: Kind, resource_id: str) -> Found | None:
+        """Another resource of the same load, or None where the load does not place it."""
+        return Found.on(self.loaded, self.limits, kind, resource_id)
+
+
+@dataclass(frozen=True)
 class Created:
     outcome: Outcome
     resource_id: str
@@ -148,6 +172,23 @@ class LoadBalancing:
         if row is None:
             raise NotFound.resource(kind.label, resource_id)
         return row
+
+    async def find(self, kind: Kind, resource_id: str) -> Located:
+        """``locate`` for a create under the resource: when the repository knows its LB, the
+        LB is loaded instead of the view read, beside the quota limits of its project (known
+        from that state: a project never changes), and the answer (a ``Found``) carries the
+        load for the create to decide on. The view decides whenever the load does not place
+        the resource, so the answers are ``locate``'s."""
+        lb_id = resource_id if kind is LOADBALANCER else self._repo.holder(resource_id)
+        known = self._repo.known(lb_id) if lb_id is not None else None
+        if lb_id is None or known is None or known.loadbalancer is None:
+            return await self.locate(kind, resource_id)
+        with _tracer.start_as_current_span("load"):
+            loaded, limits = await asyncio.gather(
+                self._repo.read(lb_id), self._quotas.limits(known.loadbalancer.project_id)
+            )
+        found = Found.on(loaded, limits, kind, resource_id)
+        return found if found is not None else await self.locate(kind, resource_id)
 
     async def _writable(self, ctx: RequestContext, kind: Kind, resource_id: str) -> Located:
         return _may_write(ctx, kind, await self.locate(kind, resource_id))
@@ -397,8 +438,10 @@ class LoadBalancing:
         build: Any,
         meta: Metadata,
         listener_id: str | None = None,
+        found: Located | None = None,
     ) -> Created:
-        """Run ``CreateChild(build(state))`` under the quota of ``kind``."""
+        """Run ``CreateChild(build(state))`` under the quota of ``kind``; on the load ``found``
+        carries when it is a ``Found`` (of a resource of this LB), else on a load of its own."""
         enforce(ctx, Action.WRITE, project_id, hidden=NotFound.resource("Load Balancer", lb_id))
         child_id = _new_id()
 
@@ -412,10 +455,13 @@ class LoadBalancing:
 
         # The quota's limits are read beside the load (one round trip's wait, not two); they
         # are judged only after the command's own checks, as Octavia orders its answers.
-        with _tracer.start_as_current_span("load"):
-            loaded, limits = await asyncio.gather(
-                self._repo.read(lb_id), self._quotas.limits(project_id)
-            )
+        if isinstance(found, Found) and found.lb_id == lb_id:
+            loaded, limits = found.loaded, found.limits
+        else:
+            with _tracer.start_as_current_span("load"):
+                loaded, limits = await asyncio.gather(
+                    self._repo.read(lb_id), self._quotas.limits(project_id)
+                )
         _check_fields_first(command, loaded.state)
         with _tracer.start_as_current_span("append"):
             async with self._quotas.admit(project_id, {kind.quota: 1}, limits) as conn:
@@ -462,7 +508,7 @@ class LoadBalancing:
     async def create_listener(
         self, ctx: RequestContext, fields: dict[str, Any], meta: Metadata
     ) -> Created:
-        lb = await self.locate(LOADBALANCER, fields["loadbalancer_id"])
+        lb = await self.find(LOADBALANCER, fields["loadbalancer_id"])
         enforce(ctx, Action.WRITE, lb.project_id, hidden=NotFound.resource("Load Balancer", lb.id))
         rules.check_certificate_refs(fields["protocol"], fields)
         await self._tls.check(fields, lb.project_id)
@@ -476,7 +522,7 @@ class LoadBalancing:
             return listener
 
         return await self._create_child(
-            ctx, lb.id, lb.project_id, child_kinds.LISTENER, build, meta
+            ctx, lb.id, lb.project_id, child_kinds.LISTENER, build, meta, found=lb
         )
 
     async def create_pool(
@@ -488,8 +534,9 @@ class LoadBalancing:
             raise ValidationFailed(
                 "Validation failure: Must provide at least one of: loadbalancer_id, listener_id"
             )
+        listener: Located | None = None
         if listener_id is not None:
-            listener = await self.locate(LISTENER, listener_id)
+            listener = await self.find(LISTENER, listener_id)
             if lb_id is not None and lb_id != listener.lb_id:
                 raise ValidationFailed(
                     f"Validation failure: Listener {listener_id} does not belong to load "
@@ -497,7 +544,9 @@ class LoadBalancing:
                 )
             lb_id = listener.lb_id
         assert lb_id is not None
-        lb = await self.locate(LOADBALANCER, lb_id)
+        # The listener's LB, placed by the same load when the listener was found on one.
+        in_load = listener.beside(LOADBALANCER, lb_id) if isinstance(listener, Found) else None
+        lb = in_load or await self.find(LOADBALANCER, lb_id)
         enforce(ctx, Action.WRITE, lb.project_id, hidden=NotFound.resource("Load Balancer", lb.id))
         await self._tls.check(fields, lb.project_id)
 
@@ -509,14 +558,21 @@ class LoadBalancing:
             return pool
 
         return await self._create_child(
-            ctx, lb.id, lb.project_id, child_kinds.POOL, build, meta, listener_id=listener_id
+            ctx,
+            lb.id,
+            lb.project_id,
+            child_kinds.POOL,
+            build,
+            meta,
+            listener_id=listener_id,
+            found=lb,
         )
 
     async def create_member(
         self, ctx: RequestContext, pool: Located, fields: dict[str, Any], meta: Metadata
     ) -> Created:
-        """A member of ``pool`` (located by the caller: the LB's load decides whether it is
-        still there)."""
+        """A member of ``pool`` (located by the caller, with ``find`` to save a load: the
+        LB's load decides whether it is still there)."""
         if fields.get("request_sriov"):
             raise ValidationFailed("Validation failure: SR-IOV member ports are not available.")
 
@@ -524,7 +580,7 @@ class LoadBalancing:
             return self._member(state, pool, fields, child_id, _now())
 
         return await self._create_child(
-            ctx, pool.lb_id, pool.project_id, child_kinds.MEMBER, build, meta
+            ctx, pool.lb_id, pool.project_id, child_kinds.MEMBER, build, meta, found=pool
         )
 
     async def replace_members(
@@ -580,7 +636,7 @@ class LoadBalancing:
     async def create_healthmonitor(
         self, ctx: RequestContext, fields: dict[str, Any], meta: Metadata
     ) -> Created:
-        pool = await self.locate(POOL, fields["pool_id"])
+        pool = await self.find(POOL, fields["pool_id"])
 
         def build(state: LoadBalancerState, child_id: str) -> HealthMonitor:
             hm = builders.new_healthmonitor(
@@ -593,13 +649,13 @@ class LoadBalancing:
             return hm
 
         return await self._create_child(
-            ctx, pool.lb_id, pool.project_id, child_kinds.HEALTHMONITOR, build, meta
+            ctx, pool.lb_id, pool.project_id, child_kinds.HEALTHMONITOR, build, meta, found=pool
         )
 
     async def create_l7policy(
         self, ctx: RequestContext, fields: dict[str, Any], meta: Metadata
     ) -> Created:
-        listener = await self.locate(LISTENER, fields["listener_id"])
+        listener = await self.find(LISTENER, fields["listener_id"])
 
         def build(state: LoadBalancerState, child_id: str) -> L7Policy:
             live = [
@@ -617,7 +673,13 @@ class LoadBalancing:
             )
 
         return await self._create_child(
-            ctx, listener.lb_id, listener.project_id, child_kinds.L7POLICY, build, meta
+            ctx,
+            listener.lb_id,
+            listener.project_id,
+            child_kinds.L7POLICY,
+            build,
+            meta,
+            found=listener,
         )
 
     async def create_l7rule(
@@ -639,7 +701,7 @@ class LoadBalancing:
             return rule
 
         return await self._create_child(
-            ctx, policy.lb_id, policy.project_id, child_kinds.L7RULE, build, meta
+            ctx, policy.lb_id, policy.project_id, child_kinds.L7RULE, build, meta, found=policy
         )
 
     async def update_child(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Final, Self
@@ -23,7 +24,10 @@ from libs.common.agent_contract import (
     CertificateStored,
     ConfigApplied,
     ErrorBody,
+    NamedServerChange,
     NewServer,
+    RuntimeChanges,
+    RuntimeChangesApplied,
     ServerCertificate,
     ServerCertificateRotated,
     ServerChange,
@@ -219,6 +223,21 @@ class AmphoraAgentClient:
         )
         return ServerChanged.model_validate_json(body)
 
+    async def runtime_changes(
+        self, changes: Sequence[NamedServerChange], config: str
+    ) -> RuntimeChangesApplied:
+        """Server changes, then ``config`` stored for the next reload, in one request (see
+        RuntimeChanges). Raises AgentRejected with 404 for an unknown backend/server and 409
+        when HAProxy refuses a change (the earlier ones stay made, the config is not stored),
+        400 when the stored config was refused by an earlier check."""
+        body = await self._request(
+            "POST",
+            "/haproxy/servers",
+            data=RuntimeChanges(changes=list(changes), config=config).model_dump_json().encode(),
+            content_type="application/json",
+        )
+        return RuntimeChangesApplied.model_validate_json(body)
+
     async def upload_certificate(self, name: str, pem: bytes) -> CertificateStored:
         """Store `<name>.pem` (0600) in the agent's certs dir; reference `.path` in configs."""
         body = await self._request("PUT", f"/certificates/{name}.pem", data=pem)
@@ -375,7 +394,7 @@ def _route_of(path: str) -> str:
         )
     ):
         if parts[1] == "haproxy":
-            return "/haproxy/servers/{backend}/{server}"
+            return "/haproxy/servers/{backend}/{server}" if len(parts) > 3 else "/haproxy/servers"
         return f"/{parts[1]}/{{name}}"
     return "/".join(parts)
 

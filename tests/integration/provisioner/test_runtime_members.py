@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
+from typing import Any
 
 import aiohttp
 import asyncpg
@@ -30,6 +31,25 @@ async def worker_pids(
     handles = [h for h in await provisioner.driver.list() if h.amphora_id in state.amphora_ids]
     client = provisioner.app[CONFIGURATOR].client(handles[0])
     return {row["pid"] for row in await client.stats() if row.get("pid")}
+
+
+async def agent_requests(
+    provisioner: RunningProvisioner, repo: LoadBalancerRepository, lb_id: str
+) -> list[tuple[str, str]]:
+    """The (method, path) of every request the provisioner sends to the LB's agent from now
+    on (its client, spied on)."""
+    state = await repo.load(lb_id)
+    handle = next(h for h in await provisioner.driver.list() if h.amphora_id in state.amphora_ids)
+    client = provisioner.app[CONFIGURATOR].client(handle)
+    sent: list[tuple[str, str]] = []
+    send = client._request
+
+    async def spied(method: str, path: str, **options: Any) -> bytes:
+        sent.append((method, path))
+        return await send(method, path, **options)
+
+    client._request = spied  # type: ignore[method-assign]
+    return sent
 
 
 async def steady_load(
@@ -70,10 +90,13 @@ async def test_member_add_weight_disable_remove_without_reload_or_drops(
     load = asyncio.ensure_future(steady_load(url, stop, results, running))
     try:
         added = b.member(pool, backends[1].port)
+        requests = await agent_requests(provisioner, repo, lb_id)
         started = time.perf_counter()
         await repo.execute(lb_id, c.CreateChild(added), META)
         await wait_status(repo, lb_id, "ACTIVE")
         live_after = time.perf_counter() - started
+        # The runtime change and the config that carries it: one request to the agent.
+        assert requests == [("POST", "/haproxy/servers")]
         # Paused: requests interleaved one for one with the load's would all land on one
         # slot of the round robin, and miss the member just added.
         running.clear()

@@ -87,3 +87,18 @@ async def test_services_write_what_they_keep(pool: asyncpg.Pool) -> None:
         await _as(conn, "fulcrum_housekeeping", "DELETE FROM processed_messages")
         await _as(conn, "fulcrum_api", "DELETE FROM outbox")
         assert await _as(conn, "fulcrum_provisioner", "SELECT max(version) FROM schema_migrations")
+
+
+async def test_every_role_and_no_other_takes_a_guarded_appends_lock(pool: asyncpg.Pool) -> None:
+    """``locked_stream_version`` (migration 9), which every guarded append calls."""
+    locked = "SELECT locked_stream_version('loadbalancer-x', 'lbstatus-x')"
+    async with pool.acquire() as conn:
+        for role in ROLES:
+            assert await _as(conn, role, locked) == [(0,)]
+        stranger = f"stranger_{uuid.uuid4().hex}"  # roles outlive the test's database
+        await conn.execute(f"CREATE ROLE {stranger} NOLOGIN")
+        try:
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await _as(conn, stranger, locked)
+        finally:
+            await conn.execute(f"DROP ROLE {stranger}")

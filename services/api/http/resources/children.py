@@ -281,15 +281,25 @@ def creator(routes: ChildRoutes) -> Handler:
 _PARENT_LABELS: Final = {"pools": "Pool", "l7policies": "L7Policy"}
 
 
-def parent_first(parent: Kind, parent_param: str, handler: Handler) -> Handler:
+def parent_first(
+    parent: Kind, parent_param: str, handler: Handler, *, creating: bool = False
+) -> Handler:
     """Octavia looks the parent up while routing, before anything else: a missing one is
     pecan's 404 titled "Bad Request". The parent found is ``request[PARENT]`` for ``handler``
-    (a create or batch replace decides on it without a second lookup)."""
+    (a create or batch replace decides on it without a second lookup; ``creating``: found
+    with ``LoadBalancing.find``, so that the create decides on the load that found it)."""
 
     async def checked(request: web.Request) -> web.StreamResponse:
         await request_context(request)
         parent_id = path_id(request, parent_param)
-        row = await request.app[VIEWS].get(parent, parent_id)
+        row: Located | None
+        if creating:
+            try:
+                row = await request.app[USECASES].find(parent, parent_id)
+            except NotFound:
+                row = None
+        else:
+            row = await request.app[VIEWS].get(parent, parent_id)
         if row is None:
             label = _PARENT_LABELS[parent.key]
             raise FrameworkError(404, "Bad Request", f"{label} {parent_id} not found.")
@@ -305,10 +315,10 @@ def register_child(api: ApiRouter, routes: ChildRoutes) -> None:
     ids = (routes.id_param, routes.parent_param)
     parent, parent_param = routes.parent, routes.parent_param
 
-    def nested(handler: Handler) -> Handler:
+    def nested(handler: Handler, *, creating: bool = False) -> Handler:
         if parent is None or parent_param is None:
             return handler
-        return parent_first(parent, parent_param, handler)
+        return parent_first(parent, parent_param, handler, creating=creating)
 
     api.lbaas(
         "GET",
@@ -321,7 +331,7 @@ def register_child(api: ApiRouter, routes: ChildRoutes) -> None:
     api.lbaas(
         "POST",
         routes.collection,
-        nested(creator(routes)),
+        nested(creator(routes), creating=True),
         summary=say.create,
         tag=tag,
         status=201,
