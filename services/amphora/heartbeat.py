@@ -217,7 +217,7 @@ class _Repeat:
 
     rows: list[StatsRow]
     extra: tuple[dict[str, Any], dict[str, Any]] | None
-    rest: bytes
+    rest: codec.Rest
 
 
 class HeartbeatSender:

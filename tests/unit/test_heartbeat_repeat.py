@@ -142,3 +142,22 @@ async def test_a_repeat_grown_past_one_datagram_is_built_again(
     monkeypatch.setattr(codec, "MAX_DATAGRAM", len(await sender.beat()) - 8)
     decoded = codec.decode(await sender.beat(), KEY, max_datagram=2**16)
     assert decoded.pools[BACKEND].member_stats == {}
+
+
+def test_a_message_spelled_again_compresses_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The message but for seq and cpu is deflated once (``codec.rest``); every datagram of it
+    stores its new head uncompressed before those blocks, a zlib stream any receiver inflates."""
+    message = {"ver": 3, "listeners": {LISTENER: {"status": "OPEN"}}, "pools": {}}
+    rest = codec.rest(message)
+
+    def no_compression(*args: object) -> None:
+        raise AssertionError("compressed again")
+
+    monkeypatch.setattr(codec.zlib, "compress", no_compression)
+    monkeypatch.setattr(codec.zlib, "compressobj", no_compression)
+    for seq, cpu in ((1, None), (2, 0.25), (10**13, 1e-05)):
+        datagram = codec.encode_parts("amp-1", seq, cpu, rest, KEY)
+        assert rest.deflated in datagram
+        whole = message | {"id": "amp-1", "seq": seq} | ({} if cpu is None else {"cpu": cpu})
+        assert zlib.decompress(datagram[: -codec.MAC_LENGTH]) == spelled_as_before(whole)
+        assert codec.decode(datagram, KEY).seq == seq
