@@ -17,6 +17,7 @@ from services.amphora.adapters.haproxy import parse_show_stat, stat_fields, stat
 from services.amphora.heartbeat import STAT_COLUMNS, HeartbeatConfig, HeartbeatSender
 
 KEY = b"repeat-key"
+SIGNER = codec.Signer(KEY)
 LISTENER = "6f1c1bde-2d5e-4b7a-9c41-0a3c5d9e7f10"
 BACKEND = f"0b7e5c52-8f0e-4a4c-b6f3-5c7d2e9a1b22:{LISTENER}"
 MEMBER = "4c2a7d1e-3b5f-4e6a-8d9c-1f0e2d3c4b5a"
@@ -44,7 +45,7 @@ def test_a_message_in_parts_is_the_message_encoded_whole(message: dict[str, Any]
     assert zlib.decompress(whole[: -codec.MAC_LENGTH]) == spelled_as_before(message)
     if "id" in message:
         parts = codec.encode_parts(
-            message["id"], message["seq"], message.get("cpu"), codec.rest(message), KEY
+            message["id"], message["seq"], message.get("cpu"), codec.rest(message), SIGNER
         )
         assert parts == whole
 
@@ -156,7 +157,7 @@ def test_a_message_spelled_again_compresses_nothing(monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr(codec.zlib, "compress", no_compression)
     monkeypatch.setattr(codec.zlib, "compressobj", no_compression)
     for seq, cpu in ((1, None), (2, 0.25), (10**13, 1e-05)):
-        datagram = codec.encode_parts("amp-1", seq, cpu, rest, KEY)
+        datagram = codec.encode_parts("amp-1", seq, cpu, rest, SIGNER)
         assert rest.deflated in datagram
         whole = message | {"id": "amp-1", "seq": seq} | ({} if cpu is None else {"cpu": cpu})
         assert zlib.decompress(datagram[: -codec.MAC_LENGTH]) == spelled_as_before(whole)
