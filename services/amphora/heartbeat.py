@@ -217,7 +217,7 @@ class _Repeat:
 
     rows: list[StatsRow]
     extra: tuple[dict[str, Any], dict[str, Any]] | None
-    rest: bytes
+    rest: codec.Rest
 
 
 class HeartbeatSender:
@@ -236,6 +236,7 @@ class HeartbeatSender:
         # (monotonic time, HAProxy's CPU seconds) at the previous beat.
         self._cpu_before: tuple[float, float] | None = None
         self._config = config
+        self._signer = codec.Signer(config.key)
         self._read_stats = read_stats
         self._extra = extra
         self._counters_file = state_dir / COUNTERS_FILE if state_dir is not None else None
@@ -314,12 +315,12 @@ class HeartbeatSender:
     async def beat(self) -> bytes:
         """Build the next datagram (reads HAProxy; moves the counters baseline on)."""
         rows = await self._rows()
-        amphora_id, key, seq = self._config.amphora_id, self._config.key, self.next_seq()
+        amphora_id, signer, seq = self._config.amphora_id, self._signer, self.next_seq()
         extra = self._extra() if self._extra is not None else None
         cores = self._cores()
         repeat = self._repeat
         if repeat is not None and repeat.rows == rows and repeat.extra == extra:
-            datagram = codec.encode_parts(amphora_id, seq, cores, repeat.rest, key)
+            datagram = codec.encode_parts(amphora_id, seq, cores, repeat.rest, signer)
             if len(datagram) <= codec.MAX_DATAGRAM:
                 return datagram
         previous = self._baseline
@@ -328,7 +329,7 @@ class HeartbeatSender:
             message["listeners"].update(extra[0])
             message["pools"].update(extra[1])
         rest = codec.rest(message)
-        datagram = codec.encode_parts(amphora_id, seq, cores, rest, key)
+        datagram = codec.encode_parts(amphora_id, seq, cores, rest, signer)
         self._repeat = _Repeat(rows, extra, rest) if baseline == previous else None
         if len(datagram) > codec.MAX_DATAGRAM:
             log.warning(
@@ -337,7 +338,7 @@ class HeartbeatSender:
                 codec.MAX_DATAGRAM,
             )
             message, baseline = without_member_stats(message, baseline, previous)
-            datagram = codec.encode_parts(amphora_id, seq, cores, codec.rest(message), key)
+            datagram = codec.encode_parts(amphora_id, seq, cores, codec.rest(message), signer)
             self._repeat = None
         self._baseline = baseline
         self._save_baseline()

@@ -15,7 +15,8 @@ JSON line each, answered with one JSON line:
 
 - ``{"start": {FULCRUM_AMPHORA_* variables}}``: serve one more amphora; answered once its
   listener accepts (``{"ok": true}``) or it failed (``{"error": "..."}``; ``"full": true`` when
-  the host has no room or is closing: another host should take it).
+  the host has no room or is closing, said before the request's settings are read: another
+  host should take it).
 - ``{"stop": AMPHORA_ID}``: stop that amphora (its HAProxy stops) and answer ``{"ok": true}``
   once it has; absent is fine.
 
@@ -191,9 +192,11 @@ class AgentHost:
         return {"ok": True}
 
     async def _start(self, env: dict[str, str]) -> None:
-        settings = amphora_settings(env)
+        # Before the settings are read (~1 ms of CPU): while the newest host fills, a placement
+        # asks every older, full host, and there are 40 of them in a fleet of 1,000.
         if self._closing or len(self._amphorae) >= self._settings.capacity:
             raise Refused("no room", full=True)
+        settings = amphora_settings(env)
         if settings.amphora_id in self._amphorae:
             raise Refused(f"amphora {settings.amphora_id} is already served here")
         lock_fd = hold_amphora_lock(settings.state_dir, self._settings.socket)

@@ -16,6 +16,7 @@ import re
 import signal
 import socket
 import time
+from collections.abc import Collection
 from pathlib import Path
 
 import pytest
@@ -24,7 +25,8 @@ from libs.common import heartbeat_codec as codec
 from libs.common.agent_contract import ServerChange, ServerState
 from libs.common.errors import FulcrumError
 from libs.common.tasks import background
-from services.amphora.adapters.haproxy import HaproxyDataPlane
+from services.amphora.adapters import haproxy as haproxy_adapter
+from services.amphora.adapters.haproxy import HaproxyDataPlane, StatFields
 from services.amphora.adapters.haproxy_stats import StatsSession
 from services.amphora.heartbeat import STAT_COLUMNS, HeartbeatConfig, HeartbeatSender
 from tests.integration.conftest import gone_within
@@ -338,6 +340,36 @@ async def test_a_quiet_haproxy_is_read_by_its_frontends_until_a_session_or_a_cha
     del asked[:]
     assert frontend_row(await plane.heartbeat_stat(STAT_COLUMNS))["pxname"] == "listener-2"
     assert asked == [full]
+
+
+async def test_a_quiet_haproxy_s_same_frontends_answer_is_not_parsed_again(
+    plane: HaproxyDataPlane, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once a frontends-only answer matched the quiet answer's frontends, the same text again
+    gives that answer unparsed; a session changes the text, which is parsed and read in full."""
+    full, frontends = "show stat", "show stat -1 1 -1"
+    await plane.apply(config(plane, "listener-1"))
+    asked = commands_asked(plane)
+    await plane.heartbeat_stat(STAT_COLUMNS)
+    quiet = await plane.heartbeat_stat(STAT_COLUMNS)
+    parsed: list[str] = []
+    parse = haproxy_adapter.stat_fields
+
+    def counted(text: str, columns: Collection[str] | None = None) -> StatFields:
+        parsed.append(text.splitlines()[1].split(",")[1])  # the first row's svname
+        return parse(text, columns)
+
+    monkeypatch.setattr(haproxy_adapter, "stat_fields", counted)
+    for _ in range(4):
+        assert await plane.heartbeat_stat(STAT_COLUMNS) is quiet
+    assert asked == [full, full, frontends, frontends, frontends, frontends]
+    assert parsed == ["FRONTEND"]  # the first frontends-only answer alone
+
+    await one_request(plane)
+    del parsed[:]
+    after = await plane.heartbeat_stat(STAT_COLUMNS)
+    assert frontend_row(after)["stot"] == 1
+    assert asked[-2:] == [frontends, full] and len(parsed) == 2
 
 
 async def test_while_checks_run_every_heartbeat_read_is_a_full_one(

@@ -17,6 +17,7 @@ from services.amphora.adapters.haproxy import parse_show_stat, stat_fields, stat
 from services.amphora.heartbeat import STAT_COLUMNS, HeartbeatConfig, HeartbeatSender
 
 KEY = b"repeat-key"
+SIGNER = codec.Signer(KEY)
 LISTENER = "6f1c1bde-2d5e-4b7a-9c41-0a3c5d9e7f10"
 BACKEND = f"0b7e5c52-8f0e-4a4c-b6f3-5c7d2e9a1b22:{LISTENER}"
 MEMBER = "4c2a7d1e-3b5f-4e6a-8d9c-1f0e2d3c4b5a"
@@ -44,7 +45,7 @@ def test_a_message_in_parts_is_the_message_encoded_whole(message: dict[str, Any]
     assert zlib.decompress(whole[: -codec.MAC_LENGTH]) == spelled_as_before(message)
     if "id" in message:
         parts = codec.encode_parts(
-            message["id"], message["seq"], message.get("cpu"), codec.rest(message), KEY
+            message["id"], message["seq"], message.get("cpu"), codec.rest(message), SIGNER
         )
         assert parts == whole
 
@@ -142,3 +143,22 @@ async def test_a_repeat_grown_past_one_datagram_is_built_again(
     monkeypatch.setattr(codec, "MAX_DATAGRAM", len(await sender.beat()) - 8)
     decoded = codec.decode(await sender.beat(), KEY, max_datagram=2**16)
     assert decoded.pools[BACKEND].member_stats == {}
+
+
+def test_a_message_spelled_again_compresses_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The message but for seq and cpu is deflated once (``codec.rest``); every datagram of it
+    stores its new head uncompressed before those blocks, a zlib stream any receiver inflates."""
+    message = {"ver": 3, "listeners": {LISTENER: {"status": "OPEN"}}, "pools": {}}
+    rest = codec.rest(message)
+
+    def no_compression(*args: object) -> None:
+        raise AssertionError("compressed again")
+
+    monkeypatch.setattr(codec.zlib, "compress", no_compression)
+    monkeypatch.setattr(codec.zlib, "compressobj", no_compression)
+    for seq, cpu in ((1, None), (2, 0.25), (10**13, 1e-05)):
+        datagram = codec.encode_parts("amp-1", seq, cpu, rest, SIGNER)
+        assert rest.deflated in datagram
+        whole = message | {"id": "amp-1", "seq": seq} | ({} if cpu is None else {"cpu": cpu})
+        assert zlib.decompress(datagram[: -codec.MAC_LENGTH]) == spelled_as_before(whole)
+        assert codec.decode(datagram, KEY).seq == seq

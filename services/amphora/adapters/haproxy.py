@@ -314,7 +314,7 @@ _FRONTEND_TYPE: Final = 0  # `show stat` type column
 _QUIET_COLUMNS: Final = frozenset({"type", "status", "scur", "stot"})
 
 
-@dataclass(frozen=True)
+@dataclass
 class _QuietStat:
     """A full `show stat` answer taken while no frontend had a session open, and its
     frontends' rows (which a later frontends-only answer must equal)."""
@@ -322,6 +322,9 @@ class _QuietStat:
     columns: frozenset[str]
     frontends: list[StatsRow]
     rows: list[StatsRow]
+    answer: str | None = None
+    """The text of a frontends-only answer whose rows were ``frontends``: the same text again
+    needs no parsing to be known equal (an idle HAProxy's answer is, byte for byte)."""
 
 
 @dataclass(frozen=True)
@@ -640,14 +643,17 @@ class HaproxyDataPlane:
         ``stot``: no session began; ``scur`` 0: none is open) prove that nothing else moved,
         and that answer is given again. An answer is taken as quiet only once its frontends
         are those of the full answer before it (a listener with sessions every beat is read
-        in full at once, not asked twice). HAProxy is asked at every call either way, so a
+        in full at once, not asked twice); a frontends-only answer whose text is that of one
+        found equal is not parsed again. HAProxy is asked at every call either way, so a
         dead or stuck HAProxy shows as it did; raises as ``show_stat``."""
         wanted = frozenset(columns)
         quiet = self._quiet
         if quiet is not None and quiet.columns == wanted and self.is_running():
-            if await self._session_stat(wanted | {"type", "status"}, _SHOW_FRONTENDS) == (
-                quiet.frontends
-            ):
+            answer = await self._session_answer(_SHOW_FRONTENDS)
+            if answer == quiet.answer:
+                return quiet.rows
+            if self._stat_rows(answer, wanted | {"type", "status"}) == quiet.frontends:
+                quiet.answer = answer
                 return quiet.rows
         changes = self._changes
         rows = await self.show_stat(wanted)
@@ -693,15 +699,21 @@ class HaproxyDataPlane:
             self._cpu.close()
             self._cpu = None
 
-    async def _session_stat(
-        self, columns: Collection[str] | None, command: str = "show stat"
-    ) -> list[StatsRow]:
+    async def _session_stat(self, columns: Collection[str] | None) -> list[StatsRow]:
+        return self._stat_rows(await self._session_answer("show stat"), columns)
+
+    async def _session_answer(self, command: str) -> str:
+        """HAProxy's answer to ``command`` through the kept-open stats session."""
         if not self.is_running():
             raise Conflict("haproxy is not running; push a configuration first")
         try:
-            answer = await self._stats.ask(command)
+            return await self._stats.ask(command)
         except OSError as exc:
             raise HaproxyUnavailable(f"runtime API {self.stats_socket} unreachable: {exc}") from exc
+
+    def _stat_rows(self, answer: str, columns: Collection[str] | None) -> list[StatsRow]:
+        """The rows of a `show stat` answer (the previous rows when its fields are the previous
+        answer's); raises HaproxyUnavailable when it is not a stats table."""
         try:
             fields = stat_fields(answer, columns)
         except ValueError as exc:

@@ -25,7 +25,13 @@ from libs.common.pki import DeploymentCA
 from libs.common.private_files import write_private_file
 from services.provisioner.configurator import Configurator
 from services.provisioner.drivers import AmphoraHandle, AmphoraSpec
-from services.provisioner.drivers.agent_launcher import AgentLauncher, agent_environment, alive
+from services.provisioner.drivers.agent_launcher import (
+    AgentHosts,
+    AgentLauncher,
+    agent_environment,
+    alive,
+    ask_unix,
+)
 from services.provisioner.drivers.process import ProcessAmphoraDriver
 from tests import builders as b
 from tests.integration.provisioner.conftest import Backend, free_port
@@ -171,6 +177,25 @@ async def test_concurrent_boots_fill_hosts_up_to_their_capacity(
     per_host = Counter(h.compute_id for h in handles)
     assert sorted(per_host.values()) == [1, 2, 2]
     assert sorted(h.amphora_id for h in await driver.list()) == [f"amp-{n}" for n in range(5)]
+
+
+async def test_a_full_host_says_so_without_reading_the_request_s_settings(
+    driver: ProcessAmphoraDriver, tmp_path: Path
+) -> None:
+    """A placement asks every older host while the newest fills: a full one answers "full"
+    at once, whatever the request's settings (reading them took ~1 ms of CPU)."""
+    for n in (1, 2):
+        await driver.ensure(AmphoraSpec(amphora_id=f"amp-{n}", lb_id=None))
+    hosts = AgentHosts(tmp_path / "amphorae" / ".hosts", PER_HOST, unused_spawn, 5.0)
+    (socket_path,) = hosts.live_sockets()
+    unreadable = {"FULCRUM_AMPHORA_AMPHORA_ID": "amp-3"}  # no certificate: settings refused
+    reply = await ask_unix(socket_path, {"start": unreadable}, 5.0)
+    assert reply["full"] is True, reply
+    assert reply["error"] == "no room"
+
+
+async def unused_spawn(env: dict[str, str], log: Path) -> int:
+    raise AssertionError("no host is started here")
 
 
 async def two_serving_amphorae(
