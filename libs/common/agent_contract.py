@@ -37,6 +37,9 @@ AGENT_HOST_ENV_PREFIX: Final = "FULCRUM_AGENT_HOST_"
 AGENT_HOST_DIRECTORY_ENV: Final = f"{AGENT_HOST_ENV_PREFIX}DIRECTORY"
 AGENT_HOST_SOCKET_ENV: Final = f"{AGENT_HOST_ENV_PREFIX}SOCKET"
 AGENT_HOST_CAPACITY_ENV: Final = f"{AGENT_HOST_ENV_PREFIX}CAPACITY"
+# In an agent host's own dir: present while the host takes no more amphorae (full or closing),
+# so that a placement passes it by without asking.
+AGENT_HOST_FULL_FILE: Final = "host.full"
 
 # HAProxy proxy and server names; also keeps runtime-API commands free of separators.
 NAME_PATTERN: Final = r"^[A-Za-z0-9_.:-]{1,127}$"

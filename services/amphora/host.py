@@ -8,7 +8,7 @@ identity and listener, its port file, its HAProxy and its heartbeats. The host a
 ``agent.host`` (its control socket's path) into the directory of each amphora it serves.
 
 The host is started with ``FULCRUM_AGENT_HOST_DIRECTORY`` (its ``host.pid`` and ``host.lock``,
-removed when it exits),
+and ``host.full`` while it takes no more amphorae; removed when it exits),
 ``FULCRUM_AGENT_HOST_SOCKET`` and ``FULCRUM_AGENT_HOST_CAPACITY`` set (``python -m
 services.amphora`` then runs a host, not an agent) and takes requests on its unix socket, one
 JSON line each, answered with one JSON line:
@@ -47,6 +47,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from libs.common.agent_contract import (
     AGENT_HOST_ENV_PREFIX,
     AGENT_HOST_FILE,
+    AGENT_HOST_FULL_FILE,
     AGENT_PID_FILE,
 )
 from libs.common.errors import InfrastructureError
@@ -70,7 +71,7 @@ class AgentHostSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=AGENT_HOST_ENV_PREFIX, extra="ignore")
 
     directory: Path
-    """The host's own files: ``host.pid``, ``host.lock``."""
+    """The host's own files: ``host.pid``, ``host.lock``, ``host.full``."""
     socket: Path
     """Its control socket."""
     capacity: int = Field(ge=1)
@@ -139,6 +140,7 @@ class AgentHost:
             if self._closing or not self._amphorae:
                 break
         self._closing = True
+        self._mark_room()
         server.close()
         settings.socket.unlink(missing_ok=True)
         await self._stop_amphorae()
@@ -150,7 +152,17 @@ class AgentHost:
 
     def _stop_all(self) -> None:
         self._closing = True
+        self._mark_room()
         self._idle.set()
+
+    def _mark_room(self) -> None:
+        """``host.full`` present exactly while this host takes no more amphorae. A placement
+        that reads it late only asks a host that answers "full", or starts a host too many."""
+        marker = self._settings.directory / AGENT_HOST_FULL_FILE
+        if self._closing or len(self._amphorae) >= self._settings.capacity:
+            marker.touch()
+        else:
+            marker.unlink(missing_ok=True)
 
     async def _stop_amphorae(self) -> None:
         tasks = [a.task for a in self._amphorae.values() if a.task is not None]
@@ -204,6 +216,7 @@ class AgentHost:
             raise Refused(f"another agent already serves amphora {settings.amphora_id}")
         amphora = _Amphora(settings, lock_fd)
         self._amphorae[settings.amphora_id] = amphora
+        self._mark_room()
         listening: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         amphora.task = asyncio.create_task(self._serve(amphora, listening))
         either: set[asyncio.Future[Any]] = {amphora.task, listening}
@@ -233,6 +246,7 @@ class AgentHost:
                 (settings.state_dir / AGENT_HOST_FILE).unlink()
             os.close(amphora.lock_fd)
             del self._amphorae[settings.amphora_id]
+            self._mark_room()
             self._idle.set()
 
     async def _stop(self, amphora_id: str) -> None:

@@ -35,6 +35,7 @@ from libs.common.agent_contract import (
     AGENT_HOST_CAPACITY_ENV,
     AGENT_HOST_DIRECTORY_ENV,
     AGENT_HOST_FILE,
+    AGENT_HOST_FULL_FILE,
     AGENT_HOST_SOCKET_ENV,
     AGENT_PID_FILE,
 )
@@ -280,6 +281,11 @@ async def stop_amphora_agent(directory: Path, amphora_id: str, grace: float) -> 
         log.warning("agent host %d did not stop amphora %s: %s", pid, amphora_id, reply)
 
 
+def host_socket(host: Path) -> str:
+    """The control socket's path of the agent host whose own dir is ``host``."""
+    return unix_socket_path(host / "host.sock", "fulcrum-host")
+
+
 class AgentHosts:
     """The agent hosts of ``directory``, ``capacity`` amphorae each at most."""
 
@@ -330,24 +336,28 @@ class AgentHosts:
         return await ask_unix(socket_path, {"start": dict(env)}, self._boot_timeout)
 
     def live_sockets(self) -> Iterator[str]:
-        """The control sockets of the live hosts, newest first; each host is checked as it is
-        reached (a placement stops at the first with room: at 40 hosts, checking them all
-        for each amphora cost the provisioner ~1 ms)."""
+        """The control sockets of the live hosts that take amphorae (no ``host.full``), newest
+        first; each host is checked as it is reached (a placement stops at the first with
+        room: at 40 hosts, checking them all for each amphora cost the provisioner ~1 ms; and
+        while a new host started, every placement asked every full host, 590 times in a
+        fleet of 300)."""
         try:
             hosts = sorted(self._dir.iterdir(), reverse=True)
         except FileNotFoundError:
             return
         for host in hosts:
             with contextlib.suppress(OSError, ValueError):
+                if (host / AGENT_HOST_FULL_FILE).exists():
+                    continue
                 if alive(int((host / "host.pid").read_text())):
-                    yield unix_socket_path(host / "host.sock", "fulcrum-host")
+                    yield host_socket(host)
 
     async def _start_host(self) -> None:
         """A new host, once it serves; InfrastructureError with its log's tail when it dies
         first or the boot timeout passes."""
         host = self._dir / f"{time.time_ns():x}"  # names sort by age
         host.mkdir(parents=True)
-        socket_path = unix_socket_path(host / "host.sock", "fulcrum-host")
+        socket_path = host_socket(host)
         env = {
             AGENT_HOST_DIRECTORY_ENV: str(host),
             AGENT_HOST_SOCKET_ENV: socket_path,

@@ -31,6 +31,7 @@ from services.provisioner.drivers.agent_launcher import (
     agent_environment,
     alive,
     ask_unix,
+    host_socket,
 )
 from services.provisioner.drivers.process import ProcessAmphoraDriver
 from tests import builders as b
@@ -186,12 +187,28 @@ async def test_a_full_host_says_so_without_reading_the_request_s_settings(
     at once, whatever the request's settings (reading them took ~1 ms of CPU)."""
     for n in (1, 2):
         await driver.ensure(AmphoraSpec(amphora_id=f"amp-{n}", lb_id=None))
-    hosts = AgentHosts(tmp_path / "amphorae" / ".hosts", PER_HOST, unused_spawn, 5.0)
-    (socket_path,) = hosts.live_sockets()
+    (host,) = (tmp_path / "amphorae" / ".hosts").iterdir()
     unreadable = {"FULCRUM_AMPHORA_AMPHORA_ID": "amp-3"}  # no certificate: settings refused
-    reply = await ask_unix(socket_path, {"start": unreadable}, 5.0)
+    reply = await ask_unix(host_socket(host), {"start": unreadable}, 5.0)
     assert reply["full"] is True, reply
     assert reply["error"] == "no room"
+
+
+async def test_a_full_host_is_passed_by_until_it_has_room_again(
+    driver: ProcessAmphoraDriver, tmp_path: Path
+) -> None:
+    """A placement does not ask a full host (while a new host starts, every placement asked
+    every full one): the host marks itself full, and unmarks itself once it has room."""
+    hosts = AgentHosts(tmp_path / "amphorae" / ".hosts", PER_HOST, unused_spawn, 5.0)
+    await driver.ensure(AmphoraSpec(amphora_id="amp-1", lb_id=None))
+    (host,) = (tmp_path / "amphorae" / ".hosts").iterdir()
+    assert list(hosts.live_sockets()) == [host_socket(host)]
+
+    await driver.ensure(AmphoraSpec(amphora_id="amp-2", lb_id=None))
+    assert list(hosts.live_sockets()) == []
+
+    await driver.delete("amp-1")
+    assert list(hosts.live_sockets()) == [host_socket(host)]
 
 
 async def unused_spawn(env: dict[str, str], log: Path) -> int:
