@@ -97,9 +97,16 @@ class Api:
         return dict(lb["loadbalancer"])
 
     async def create(self, collection: str, key: str, fields: dict[str, Any]) -> dict[str, Any]:
-        """POST one child and settle its LB (ACTIVE again), returning the created body."""
+        """POST one child, returning the created body (its LB stays PENDING_UPDATE)."""
         reply = await self.post(f"/v2/lbaas/{collection}", {key: fields}, expect=201)
         return dict(reply.body[key])
+
+    async def create_listener(self, lb_id: str) -> dict[str, Any]:
+        """An HTTP listener on port 80 of ``lb_id``, its LB settled (ACTIVE again)."""
+        fields = {"loadbalancer_id": lb_id, "protocol": "HTTP", "protocol_port": 80}
+        listener = await self.create("listeners", "listener", fields)
+        await self.settle(lb_id)
+        return listener
 
     async def activate(self, lb_id: str) -> None:
         await self.repo.execute(lb_id, c.Activate(amphora_ids=("amp-1",)), PROVISIONER)

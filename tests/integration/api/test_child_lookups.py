@@ -30,10 +30,7 @@ async def test_creates_under_a_known_lb_find_their_parents_on_its_load(make_api:
     lb_id = (await api.create_lb())["id"]
     looked = spy_lookups(api)
 
-    listener = await api.create(
-        "listeners", "listener", {"loadbalancer_id": lb_id, "protocol": "HTTP", "protocol_port": 80}
-    )
-    await api.settle(lb_id)
+    listener = await api.create_listener(lb_id)
     pool = await api.create(
         "pools",
         "pool",

@@ -313,10 +313,7 @@ async def test_missing_parent_collections(api: Api) -> None:
 
 async def test_missing_argument_names_of_nested_resources(api: Api) -> None:
     lb_id = (await api.create_lb())["id"]
-    listener = await api.create(
-        "listeners", "listener", {"loadbalancer_id": lb_id, "protocol": "HTTP", "protocol_port": 80}
-    )
-    await api.settle(lb_id)
+    listener = await api.create_listener(lb_id)
     pool = await api.create(
         "pools",
         "pool",

@@ -98,10 +98,7 @@ async def test_status_tree_sg_ids_and_pool_listeners(api: Api) -> None:
     lb = await api.create_lb()
     assert lb["vip_sg_ids"] == [] and "provisioning_error" not in lb
     lb_id = lb["id"]
-    listener = await api.create(
-        "listeners", "listener", {"loadbalancer_id": lb_id, "protocol": "HTTP", "protocol_port": 80}
-    )
-    await api.settle(lb_id)
+    listener = await api.create_listener(lb_id)
     default = await api.create(
         "pools",
         "pool",
