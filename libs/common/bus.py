@@ -41,6 +41,12 @@ log = logging.getLogger(__name__)
 
 # While the database is unavailable, a message's handling is retried at most this far apart.
 DATABASE_RETRY_CAP: Final = 2.0
+# Seconds an idle consumer's pull request waits on the server for a first message. A message
+# that arrives meanwhile is handed over at once, so this only sets how often an idle consumer
+# asks again (each ask is a no-wait probe and a waiting request, both answered with a status
+# message): 5 s costs a fifth of what 1 s did. A request the server lost with its connection
+# is not waited out: the fetch ends when the connection is restored (``Reconnects``).
+FETCH_LINGER: Final = 5.0
 
 
 class Header(StrEnum):
@@ -50,13 +56,31 @@ class Header(StrEnum):
     TRACEPARENT = "traceparent"
 
 
+class Reconnects:
+    """News of a NATS connection restored (``connect(..., reconnects=)``): ``next()`` is a
+    future done at the next reconnect, shared by every caller until then."""
+
+    def __init__(self) -> None:
+        self._next: asyncio.Future[None] | None = None
+
+    def next(self) -> asyncio.Future[None]:
+        if self._next is None or self._next.done():
+            self._next = asyncio.get_running_loop().create_future()
+        return self._next
+
+    def restored(self) -> None:
+        if self._next is not None and not self._next.done():
+            self._next.set_result(None)
+
+
 class _ConnectionLog:
     """nats-py's connection callbacks as a few log lines: one when the connection drops, one
     when it is back, and a failed reconnect at most every ``quiet`` seconds (nats-py's default
-    logs a traceback for each attempt, twice a second)."""
+    logs a traceback for each attempt, twice a second); ``reconnects`` hears of each return."""
 
-    def __init__(self, url: str, quiet: float = 10.0) -> None:
+    def __init__(self, url: str, quiet: float = 10.0, reconnects: Reconnects | None = None) -> None:
         self._url = url
+        self._reconnects = reconnects
         self.client: NatsClient | None = None  # set once connected
         self._quiet = quiet
         self._last_error = 0.0
@@ -80,6 +104,8 @@ class _ConnectionLog:
     async def reconnected(self) -> None:
         self._last_error = 0.0
         log.info("NATS at %s: connection restored", self._url)
+        if self._reconnects is not None:
+            self._reconnects.restored()
 
 
 def credentials_refused(exc: Exception) -> bool:
@@ -126,12 +152,14 @@ def connect_options(settings: NatsSettings) -> dict[str, Any]:
     return options
 
 
-async def connect(settings: NatsSettings, name: str) -> NatsClient:
+async def connect(
+    settings: NatsSettings, name: str, reconnects: Reconnects | None = None
+) -> NatsClient:
     """Connect to any of ``settings.servers``, reconnecting forever (to any of them, and to
-    cluster members the servers announce) in the background once connected. Until the
-    first connection, unreachable servers are retried; refused credentials raise
-    InfrastructureError at once."""
-    callbacks = _ConnectionLog(settings.url)
+    cluster members the servers announce) in the background once connected, telling
+    ``reconnects`` of each. Until the first connection, unreachable servers are retried;
+    refused credentials raise InfrastructureError at once."""
+    callbacks = _ConnectionLog(settings.url, reconnects=reconnects)
     nc = NatsClient()
     try:
         await nc.connect(
@@ -246,7 +274,12 @@ _PROCESSED_LOCKED_SQL: Final = (
 
 
 class ConsumerRunner:
-    """Runs one durable consumer until cancelled; never lets an error kill the loop."""
+    """Runs one durable consumer until cancelled; never lets an error kill the loop.
+
+    An idle consumer asks for messages every ``linger`` s (``FETCH_LINGER``); ``reconnects``
+    (those of ``js``'s connection) ends a wait at once when the connection is restored, since
+    the server may have lost the waiting request with it. Without ``reconnects`` a consumer
+    resumes within ``linger`` s of a reconnect."""
 
     def __init__(
         self,
@@ -254,8 +287,13 @@ class ConsumerRunner:
         pool: asyncpg.Pool,
         spec: ConsumerSpec,
         settings: NatsSettings,
+        *,
+        reconnects: Reconnects | None = None,
+        linger: float = FETCH_LINGER,
     ) -> None:
         self._js = js
+        self._reconnects = reconnects
+        self._linger = linger
         self._pool = pool
         self._spec = spec
         self._settings = settings
@@ -324,7 +362,7 @@ class ConsumerRunner:
                     await self._room.acquire()  # bound what is fetched but not yet handled
                     self._room.release()
                     try:
-                        msgs = await sub.fetch(self._spec.batch, timeout=1.0)
+                        msgs = await self._fetch(sub)
                     except (nats.errors.TimeoutError, TimeoutError):
                         continue  # nothing to do for now
                     backoff = 0.2
@@ -345,6 +383,31 @@ class ConsumerRunner:
             for task in chains:
                 task.cancel()
             await asyncio.gather(*chains, return_exceptions=True)
+
+    async def _fetch(self, sub: JetStreamContext.PullSubscription) -> list[Msg]:
+        """The next batch, once a first message is there; raises TimeoutError after ``linger``
+        s without one, or at once when the connection is restored meanwhile and nothing reached
+        the subscription since the fetch began. A fetch that may hold messages is never
+        cancelled (they would come again only after ack_wait, out of their stream's order): it
+        ends on its own."""
+        if self._reconnects is None:
+            msgs: list[Msg] = await sub.fetch(self._spec.batch, timeout=self._linger)
+            return msgs
+        restored = self._reconnects.next()
+        delivered = sub.delivered  # an idle request's wait delivers nothing, status or message
+        fetching = asyncio.ensure_future(sub.fetch(self._spec.batch, timeout=self._linger))
+        try:
+            await asyncio.wait((fetching, restored), return_when=asyncio.FIRST_COMPLETED)
+            if not fetching.done() and sub.delivered != delivered:
+                await asyncio.wait((fetching,))
+        finally:
+            if not fetching.done():
+                fetching.cancel()
+                with contextlib.suppress(asyncio.CancelledError, nats.errors.Error):
+                    await fetching
+        if fetching.cancelled():
+            raise TimeoutError("connection restored: asking again")
+        return fetching.result()
 
     async def _dispatch(self, msg: Msg) -> None:
         if self.on_fetched is not None:
@@ -531,12 +594,14 @@ def _stream_key(msg: Msg) -> str:
 
 
 __all__ = [
+    "FETCH_LINGER",
     "ConsumerRunner",
     "ConsumerSpec",
     "Handler",
     "Header",
     "JetStreamPublisher",
     "Published",
+    "Reconnects",
     "connect",
     "connect_options",
     "credentials_refused",

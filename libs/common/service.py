@@ -44,6 +44,8 @@ Ctx = Callable[[web.Application], AsyncIterator[None]]
 DB = web.AppKey("db", asyncpg.Pool)
 NATS = web.AppKey("nats", NatsClient)
 JETSTREAM = web.AppKey("jetstream", JetStreamContext)
+# The reconnects of app[NATS] (for ConsumerRunner).
+NATS_RECONNECTS = web.AppKey("nats_reconnects", bus.Reconnects)
 METRICS = web.AppKey("metrics", Metrics)
 RELAY = web.AppKey("relay", OutboxRelay)
 SERVICE_NAME = web.AppKey("service_name", str)
@@ -105,11 +107,13 @@ def nats_ctx(settings: NatsSettings) -> Ctx:
     """Connect to NATS and ensure the event stream exists; drain at shutdown."""
 
     async def ctx(app: web.Application) -> AsyncIterator[None]:
-        nc = await bus.connect(settings, app[SERVICE_NAME])
+        reconnects = bus.Reconnects()
+        nc = await bus.connect(settings, app[SERVICE_NAME], reconnects)
         try:
             js = nc.jetstream()
             await bus.ensure_stream(js, settings)
             app[NATS] = nc
+            app[NATS_RECONNECTS] = reconnects
             app[JETSTREAM] = js
             app[READINESS].add("nats", _jetstream_answers(nc, js, settings.stream))
             yield

@@ -68,9 +68,14 @@ class StrandedJob(JobSettings):
 class OrphansJob(JobSettings):
     """Ask the provisioner to reconcile its driver with the store."""
 
-    interval: float = Field(default=10.0, gt=0)
+    interval: float = Field(default=60.0, gt=0)
     """Seconds between runs of the job (a pass lists the driver's amphorae and reads the
-    store's; an orphan goes one pass after ``grace``)."""
+    store's; an orphan goes one pass after ``grace``, within ``grace`` + two intervals). Each
+    pass appends a request to the store for good and reads every amphora's files and row, the
+    bulk of an idle provisioner's CPU at 10 s; the job is a backstop: health fails an
+    ALLOCATED amphora the driver lost within heartbeat_timeout, a claim skips a spare that
+    does not run, and a leak costs memory only.
+    """
     grace: float = Field(default=30.0, ge=0)
     """Seconds a running amphora nobody owns is left before it is deleted (covers an amphora booted
     but not yet recorded).

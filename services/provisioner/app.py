@@ -34,6 +34,7 @@ from libs.common.service import (
     DB,
     JETSTREAM,
     METRICS,
+    NATS_RECONNECTS,
     Metrics,
     background,
     base_app,
@@ -327,7 +328,9 @@ async def _reconcile_at_start(
 
 async def _consumers(settings: ProvisionerSettings, app: web.Application) -> AsyncIterator[None]:
     runners = [
-        ConsumerRunner(app[JETSTREAM], app[DB], spec, settings.nats)
+        ConsumerRunner(
+            app[JETSTREAM], app[DB], spec, settings.nats, reconnects=app[NATS_RECONNECTS]
+        )
         for spec in consumer_specs(settings, app[PROVISIONER])
     ]
     app[METRICS].inc("consumers_started", len(runners))

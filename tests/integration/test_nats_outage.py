@@ -119,6 +119,27 @@ async def test_writes_during_a_nats_crash_are_delivered_once_in_order(
     assert recovery < RECOVERY_BOUND
 
 
+async def test_an_idle_consumer_takes_a_new_event_at_once_after_nats_restarts(
+    harness: Harness, nats_factory: EmbeddedNats
+) -> None:
+    """The pull request an idle consumer had waiting is lost with the server: the consumer asks
+    again once reconnected, not when that request would have expired (30 s here)."""
+    db = harness.db
+    await harness.relay()
+    await harness.consumer(linger=30.0)
+    await append_round(harness.store, version=0)
+    await wait_until(lambda: has_rows(db, "effects", STREAMS))
+    await asyncio.sleep(0.5)  # idle: its next request waits on the server
+
+    crash(nats_factory)
+    nats_factory.start()
+    await asyncio.sleep(1.5)  # reconnected (a try every 0.5 s)
+    appended = time.monotonic()
+    await append_round(harness.store, version=1)
+    await wait_until(lambda: has_rows(db, "effects", 2 * STREAMS), timeout=10.0)
+    assert time.monotonic() - appended < 3.0
+
+
 async def append_round(store: PostgresEventStore, version: int) -> list[Envelope]:
     """One event on each of the STREAMS streams, at ``version`` (the expected version)."""
     appended: list[Envelope] = []

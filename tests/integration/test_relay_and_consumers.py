@@ -72,9 +72,15 @@ class Harness:
         return relay
 
     async def consumer(
-        self, name: str = "test-effects", acked_unhandled: frozenset[str] = frozenset()
+        self,
+        name: str = "test-effects",
+        acked_unhandled: frozenset[str] = frozenset(),
+        *,
+        linger: float = bus.FETCH_LINGER,
     ) -> None:
-        nc = await bus.connect(self.settings, name)
+        """A consumer recording effects, woken by its connection's reconnects."""
+        reconnects = bus.Reconnects()
+        nc = await bus.connect(self.settings, name, reconnects)
         self._ncs.append(nc)
         spec = bus.ConsumerSpec(
             name,
@@ -83,7 +89,9 @@ class Harness:
             nak_delay=0.1,
             acked_unhandled=acked_unhandled,
         )
-        runner = bus.ConsumerRunner(nc.jetstream(), self.db, spec, self.settings)
+        runner = bus.ConsumerRunner(
+            nc.jetstream(), self.db, spec, self.settings, reconnects=reconnects, linger=linger
+        )
         self.start(runner.run())
 
     async def close(self) -> None:
@@ -349,3 +357,19 @@ async def test_the_handler_runs_holding_its_events_work_lock(
         assert await conn.fetchval(
             "SELECT pg_try_advisory_xact_lock(hashtextextended($1, 0))", "locked-key"
         )
+
+
+async def test_an_idle_consumer_takes_a_new_event_at_once(harness: Harness) -> None:
+    """Its pull request waits on the server (``FETCH_LINGER``); a message is handed over as
+    it arrives, not when the request expires."""
+    await harness.relay()
+    await harness.consumer(linger=30.0)
+    await asyncio.sleep(1.0)  # idle: the consumer's request waits
+    appended = time.monotonic()
+    await harness.store.append("amphora-idle", 0, [AmphoraDeleted(amphora_id="idle")], META)
+    await wait_until(lambda: _effects(harness.db, 1), timeout=10.0)
+    assert time.monotonic() - appended < 2.0
+
+
+async def _effects(db: asyncpg.Pool, count: int) -> bool:
+    return bool(await db.fetchval("SELECT count(*) FROM effects") == count)
