@@ -1,5 +1,5 @@
 """The zygote's rehearsal of an agent (services/amphora/rehearsal.py), in a fresh interpreter
-as the zygote runs it: a real agent, real HAProxy check, mutual TLS on loopback. Whether it
+as the zygote runs it: a real agent, real HAProxy, mutual TLS on loopback. Whether it
 succeeds or fails, it leaves no thread, event loop, child process or file behind (the zygote
 forks after it); a zygote whose rehearsal fails still forks agents."""
 
@@ -54,12 +54,11 @@ def _rehearse_in(temp: Path, env: dict[str, str]) -> str:
     return done.stdout.strip()
 
 
-def _refusing_haproxy(tmp_path: Path) -> Path:
-    """An HAProxy that reports its version and refuses every configuration."""
+def _broken_haproxy(tmp_path: Path) -> Path:
+    """An HAProxy that fails every run, `-v` included: the rehearsed agent's start fails once
+    it has run it (a child process) and written its check script (in a thread)."""
     script = tmp_path / "haproxy"
-    script.write_text(
-        '#!/bin/sh\n[ "$1" = -v ] && exec haproxy -v\necho "[ALERT] refused"\nexit 1\n'
-    )
+    script.write_text('#!/bin/sh\necho "[ALERT] broken"\nexit 1\n')
     script.chmod(0o755)
     return script
 
@@ -69,14 +68,14 @@ def test_a_rehearsal_leaves_nothing_behind() -> None:
 
 
 def test_a_failed_rehearsal_leaves_nothing_behind_either(tmp_path: Path) -> None:
-    outcome = _rehearse(FULCRUM_AMPHORA_HAPROXY_BIN=str(_refusing_haproxy(tmp_path)))
-    assert outcome.startswith("failed:") and "400" in outcome
+    outcome = _rehearse(FULCRUM_AMPHORA_HAPROXY_BIN=str(_broken_haproxy(tmp_path)))
+    assert outcome.startswith("failed:") and "-v failed" in outcome
 
 
 async def test_a_zygote_whose_rehearsal_failed_still_forks_agents(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("FULCRUM_AMPHORA_HAPROXY_BIN", str(_refusing_haproxy(tmp_path)))
+    monkeypatch.setenv("FULCRUM_AMPHORA_HAPROXY_BIN", str(_broken_haproxy(tmp_path)))
     zygote = Zygote(tmp_path / "state")
     try:
         forked = await zygote.spawn({}, tmp_path / "agent.log")  # no settings: it exits
