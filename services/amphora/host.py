@@ -204,8 +204,8 @@ class AgentHost:
         return {"ok": True}
 
     async def _start(self, env: dict[str, str]) -> None:
-        # Before the settings are read (~1 ms of CPU): while the newest host fills, a placement
-        # asks every older, full host, and there are 40 of them in a fleet of 1,000.
+        # Before the settings are read (~1 ms of CPU): a placement that read ``host.full`` late
+        # still asks a full host.
         if self._closing or len(self._amphorae) >= self._settings.capacity:
             raise Refused("no room", full=True)
         settings = amphora_settings(env)

@@ -12,8 +12,8 @@ goes on, untouched. Master-worker mode (`-W`) would re-execute the master after 
 and reload, twice the CPU of a load, plus one more process per amphora.
 
 A configuration without a proxy that takes connections (no `frontend` or `listen` section: a
-load balancer without listeners, or with only UDP or disabled ones) is validated and installed
-but runs no HAProxy, as Octavia's amphora runs none until a listener exists: installing one
+load balancer without listeners, or with only UDP or disabled ones) is installed but runs no
+HAProxy, as Octavia's amphora runs none until a listener exists: installing one
 stops HAProxy, and the next configuration with a proxy starts it.
 
 A configuration stored for the next reload only (HAProxy serves; the runtime API made its
