@@ -56,7 +56,7 @@ def _rehearse_in(temp: Path, env: dict[str, str]) -> str:
 
 def _broken_haproxy(tmp_path: Path) -> Path:
     """An HAProxy that fails every run, `-v` included: the rehearsed agent's start fails once
-    it has run it (a child process) and written its check script (in a thread)."""
+    it has run it (a child process) and written its check script."""
     script = tmp_path / "haproxy"
     script.write_text('#!/bin/sh\necho "[ALERT] broken"\nexit 1\n')
     script.chmod(0o755)

@@ -8,6 +8,7 @@ starting stops that one too: none outlives the driver."""
 from __future__ import annotations
 
 import asyncio
+import shutil
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -130,3 +131,20 @@ async def test_a_started_agent_is_found_running_and_stops(
         if pid is not None:
             assert await stop_agent(pid, 10.0)
     assert agent_pid(directory) is None
+
+
+async def test_an_agent_listens_with_no_thread_beside_its_event_loop(
+    launcher: AgentLauncher, tmp_path: Path
+) -> None:
+    """An agent's start hands nothing to a thread (a thread of its own at every boot cost
+    each cold amphora of a burst of creates its start and its pages)."""
+    directory, ca_cert = identity(tmp_path)
+    env = agent_environment(AMPHORA, None, directory, ca_cert, "127.0.0.1", 0)
+    await launcher.launch(AMPHORA, directory, env, lambda: running(directory))
+    pid = agent_pid(directory)
+    assert pid is not None
+    try:
+        assert (directory / "ping-check.sh").exists() == (shutil.which("ping") is not None)
+        assert [t.name for t in Path(f"/proc/{pid}/task").iterdir()] == [str(pid)]
+    finally:
+        assert await stop_agent(pid, 10.0)
