@@ -285,9 +285,9 @@ class _Rows:
     def __init__(self) -> None:
         self.ids: list[str] = []
 
-    async def fetch(self, query: str, *args: list[str]) -> list[dict[str, object]]:
+    async def fetch(self, query: str, *args: list[str]) -> list[tuple[object, ...]]:
         ids = [i for i in self.ids if not args or i in args[0]]
-        return [{"id": i, "lb_id": None, "status": "READY", "seq": 0} for i in ids]
+        return [(i, None, "READY", 0) for i in ids]  # id, lb_id, status, seq
 
 
 async def test_the_directory_prunes_only_after_amphorae_went_or_a_stray_miss() -> None:
