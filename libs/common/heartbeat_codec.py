@@ -355,11 +355,8 @@ class RepeatDecoder:
         message, which inflate to its ``rest`` on their own (no back-reference reaches before
         them), then the checksum of the head and that rest. So it inflates to head + rest, of
         which ``split_seq`` gives the head's id, seq and cpu, and that rest."""
-        if not body.startswith(_STORED_START):
-            return None
-        length, complement = _STORED_LENGTHS.unpack_from(body, len(_STORED_START))
-        end = _STORED_AT + length
-        if length ^ complement != 0xFFFF or len(body) < end + _CHECKSUM:
+        end = _stored_head_end(body)
+        if end is None or len(body) < end + _CHECKSUM:
             return None
         head = body[_STORED_AT:end]
         fields = _STORED_HEAD.fullmatch(head)
@@ -371,7 +368,7 @@ class RepeatDecoder:
             last is None
             or last.deflated is None
             or body[end:-_CHECKSUM] != last.deflated
-            or length + len(last.rest) > self._max_message
+            or len(head) + len(last.rest) > self._max_message
             or int.from_bytes(body[-_CHECKSUM:]) != zlib.adler32(last.rest, zlib.adler32(head))
         ):
             return None
@@ -391,15 +388,25 @@ _STORED_AT: Final = len(_STORED_START) + _STORED_LENGTHS.size
 _CHECKSUM: Final = 4  # the Adler-32 closing a zlib stream
 
 
+def _stored_head_end(body: bytes) -> int | None:
+    """Where the stored block that opens ``body`` as ``_seal`` opens a stream ends (its bytes
+    from ``_STORED_AT``); None when ``body`` does not open so."""
+    if len(body) < _STORED_AT or not body.startswith(_STORED_START):
+        return None
+    length: int
+    complement: int
+    length, complement = _STORED_LENGTHS.unpack_from(body, len(_STORED_START))
+    if length ^ complement != 0xFFFF:
+        return None
+    return _STORED_AT + length
+
+
 def _sealed_rest(body: bytes, text: bytes, rest: bytes) -> bytes | None:
     """The deflate blocks of ``body`` (a zlib stream of ``text``, whose ``split_seq`` rest is
     ``rest``) after a stored block of exactly the text before ``rest``, if they inflate on their
     own to ``rest`` and end where the checksum begins; else None."""
-    if not body.startswith(_STORED_START):
-        return None
-    length, complement = _STORED_LENGTHS.unpack_from(body, len(_STORED_START))
-    end = _STORED_AT + length
-    if length ^ complement != 0xFFFF or body[_STORED_AT:end] + rest != text:
+    end = _stored_head_end(body)
+    if end is None or body[_STORED_AT:end] + rest != text:
         return None
     deflated = body[end:-_CHECKSUM]
     inflater = zlib.decompressobj(-zlib.MAX_WBITS)  # raw: no header, no checksum

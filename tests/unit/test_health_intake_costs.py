@@ -135,6 +135,13 @@ def test_a_sealed_repeat_with_a_wrong_checksum_is_still_garbled() -> None:
     assert decoder.decode(_signed(body)).seq == 4
 
 
+@pytest.mark.parametrize("body", [b"\x78\xda\x00", b"\x78\xda\x00\x05\x00\xfa"])
+def test_a_stream_cut_in_its_stored_block_header_is_garbled(body: bytes) -> None:
+    decoder = codec.RepeatDecoder(b"k", codec.MAX_DATAGRAM)
+    with pytest.raises(codec.Garbled):
+        decoder.decode(_signed(body))
+
+
 def test_deflate_blocks_that_reach_into_the_stored_head_are_inflated_each_time() -> None:
     """A sender whose compressed rest refers back into the stored head (here: a dictionary of
     the head) is read by inflating every datagram: its rest depends on the head before it."""
