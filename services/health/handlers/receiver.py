@@ -180,12 +180,9 @@ class UdpReceiver:
     the writers and the scanner keep running under a flood, and goes on at once). A fleet's
     heartbeats arrive spread over each interval: reading each as it comes woke the process
     once per datagram, which cost more CPU than handling it (~65 of ~90 us per datagram,
-    measured); with ``gather`` the process wakes once per ``gather`` seconds whatever the
-    fleet's size, and a heartbeat is handled at most ``gather`` seconds late. While datagrams
-    keep coming, the socket is not watched: a timer reads it every ``gather`` (a readiness
-    wake-up and two changes of the watched sockets per batch cost as much again); a read
-    that finds nothing watches it again. ``gather`` 0 reads each datagram as soon as it is
-    ready.
+    measured); with ``gather`` the process wakes at most once per ``gather`` seconds whatever
+    the fleet's size, and a heartbeat is handled at most ``gather`` seconds late. ``gather``
+    0 reads each datagram as soon as it is ready.
     """
 
     def __init__(
@@ -234,36 +231,31 @@ class UdpReceiver:
         self._timer = loop.call_later(self._gather, self._drain_gathered)
 
     def _drain_gathered(self) -> None:
-        """Read what gathered. A full batch: go on at once; some read: read again after
-        ``gather`` (a steady stream, a fleet's beats, is read on a timer, with no readiness
-        wake-up nor change of the watched sockets per batch); none: watch the socket again."""
+        """Read what gathered; watch the socket again, or go on at once if a batch was full."""
         self._timer = None
         loop = self._loop
         if loop is None:
             return
-        read = self._drain()
-        if read == _BATCH:
+        if self._drain():
             self._timer = loop.call_soon(self._drain_gathered)
-        elif read:
-            self._timer = loop.call_later(self._gather, self._drain_gathered)
         else:
             loop.add_reader(self._sock.fileno(), self._ready)
 
-    def _drain(self) -> int:
-        """Read up to ``_BATCH`` datagrams; returns how many were read (all: more may wait)."""
+    def _drain(self) -> bool:
+        """Read up to ``_BATCH`` datagrams; True when the batch was full (more may wait)."""
         self.wakeups += 1
         recv, handle = self._sock.recv, self._intake.handle
-        for read in range(_BATCH):
+        for _ in range(_BATCH):
             try:
                 datagram = recv(self._bufsize)
             except (BlockingIOError, InterruptedError):
                 self._emptied_at = time.monotonic()
-                return read
+                return False
             except OSError as exc:  # e.g. ICMP errors reported on the socket
                 log.warning("health: UDP receive error: %s", exc)
-                return read
+                return False
             handle(datagram)
-        return _BATCH
+        return True
 
 
 def bind_udp(host: str, port: int, receive_buffer: int) -> socket.socket:
