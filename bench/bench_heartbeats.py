@@ -229,7 +229,7 @@ async def measure(
 
 
 def metrics(http_port: int) -> dict[str, float]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/metrics", timeout=5) as resp:
+    with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/metrics", timeout=30) as resp:
         text = resp.read().decode()
     out = {}
     for line in text.splitlines():

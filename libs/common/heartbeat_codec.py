@@ -34,7 +34,7 @@ import struct
 import zlib
 from collections.abc import Container
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -221,6 +221,13 @@ def decode(
 
 def open_datagram(datagram: bytes, signer: Signer, max_datagram: int, max_message: int) -> bytes:
     """The message (JSON text) of an authentic datagram; raises as ``decode``."""
+    return inflate(authentic_body(datagram, signer, max_datagram), max_message)
+
+
+def authentic_body(datagram: bytes, signer: Signer, max_datagram: int) -> bytes:
+    """The zlib stream of a datagram whose MAC matches (checked in constant time before
+    anything is decompressed, so nothing from an unauthenticated sender reaches zlib); raises
+    Oversized or BadSignature."""
     if len(datagram) > max_datagram:
         raise Oversized(f"datagram of {len(datagram)} bytes exceeds {max_datagram}")
     if len(datagram) <= MAC_LENGTH:
@@ -228,6 +235,11 @@ def open_datagram(datagram: bytes, signer: Signer, max_datagram: int, max_messag
     body, mac = datagram[:-MAC_LENGTH], datagram[-MAC_LENGTH:]
     if not hmac.compare_digest(mac, signer.sign(body)):
         raise BadSignature("MAC does not match")
+    return body
+
+
+def inflate(body: bytes, max_message: int) -> bytes:
+    """The text of a zlib stream; raises Oversized past ``max_message`` bytes, or Garbled."""
     inflater = zlib.decompressobj()
     try:
         text = inflater.decompress(body, max_message)
@@ -255,9 +267,13 @@ _LEADING: Final = ("id", "seq", "cpu")
 _CPU_MARK: Final = b'"cpu":'
 # What ``encode`` writes first: the id, seq as a JSON integer, then "cpu" with a JSON number
 # that is not negative (as json.dumps writes a float or an int) when the message has one.
+_NUMBER: Final = rb"(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?"
 _HEAD: Final = re.compile(
-    rb'\{"id":"([^"]*)","seq":(0|[1-9][0-9]*),'
-    rb'(?:"cpu":((?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?),)?'
+    rb'\{"id":"([^"]*)","seq":(0|[1-9][0-9]*),(?:"cpu":(' + _NUMBER + rb"),)?"
+)
+# The same fields as ``_seal`` stores them, uncompressed: with no comma after the last.
+_STORED_HEAD: Final = re.compile(
+    rb'\{"id":"([^"]*)","seq":(0|[1-9][0-9]*)(?:,"cpu":(' + _NUMBER + rb"))?"
 )
 
 
@@ -273,34 +289,131 @@ def split_seq(text: bytes) -> tuple[bytes, int, float | None, bytes] | None:
     return sender, int(digits), None if cpu is None else float(cpu), text[head.end() - 1 :]
 
 
+class Beat(NamedTuple):
+    """One datagram as ``RepeatDecoder`` gives it. ``heartbeat`` may be the model of an earlier
+    message of the same content (a repeat is not parsed again, nor copied): its ``seq`` and
+    ``cpu`` are that message's; this datagram's are ``seq`` and ``cpu`` here."""
+
+    heartbeat: Heartbeat
+    seq: int
+    cpu: float | None
+    content: bytes | None
+    """The message but for ``seq`` and ``cpu`` (equal keys, equal heartbeats but for those
+    two), or None when the message is not spelled as ``encode`` spells it."""
+
+
+@dataclass(slots=True)
+class _Last:
+    """A sender's last message: its ``rest`` (``split_seq``), its heartbeat, and once a repeat
+    showed them, the deflate blocks after its stored head (``_sealed_rest``)."""
+
+    rest: bytes
+    heartbeat: Heartbeat
+    deflated: bytes | None = None
+
+
 class RepeatDecoder:
     """``decode``, remembering each sender's last message: one that differs from its sender's
     previous message in ``seq`` and ``cpu`` alone (an idle amphora's, beat after beat) is not
-    parsed again but gives the previous heartbeat with the new ``seq`` and ``cpu``. ``decode``
-    returns the heartbeat and its content key (the message but for ``seq`` and ``cpu``: equal
-    keys, equal heartbeats but for those two), or None when the message is not spelled as
-    ``encode`` spells it. Call ``forget_others`` to drop the senders no longer known."""
+    parsed again (``Beat``). Once a sender repeated a message sealed as ``_seal`` seals it, its
+    next repeats are not even inflated: their stored head (``id``, ``seq``, ``cpu``) is read as
+    is, and the rest of their zlib stream, byte for byte the previous one's, is known to
+    inflate to the same text (see ``_repeat``). Call ``forget_others`` to drop the senders no
+    longer known."""
 
     def __init__(self, key: bytes, max_datagram: int, max_message: int = MAX_MESSAGE) -> None:
         self._signer = Signer(key)
         self._max_datagram = max_datagram
         self._max_message = max_message
-        self._last: dict[bytes, tuple[bytes, Heartbeat]] = {}
+        self._last: dict[bytes, _Last] = {}
 
-    def decode(self, datagram: bytes) -> tuple[Heartbeat, bytes | None]:
-        text = open_datagram(datagram, self._signer, self._max_datagram, self._max_message)
+    def decode(self, datagram: bytes) -> Beat:
+        """Raises as ``decode`` (the module's function) does."""
+        body = authentic_body(datagram, self._signer, self._max_datagram)
+        repeat = self._repeat(body)
+        if repeat is not None:
+            return repeat
+        text = inflate(body, self._max_message)
         split = split_seq(text)
         if split is None:
-            return parse(text), None
+            heartbeat = parse(text)
+            return Beat(heartbeat, heartbeat.seq, heartbeat.cpu, None)
         sender, seq, cpu, rest = split
         last = self._last.get(sender)
-        if last is not None and last[0] == rest:
-            return last[1].model_copy(update={"seq": seq, "cpu": cpu}), rest
+        if last is not None and last.rest == rest:
+            if last.deflated is None:
+                last.deflated = _sealed_rest(body, text, rest)
+            return Beat(last.heartbeat, seq, cpu, rest)
         heartbeat = parse(text)
-        self._last[sender] = (rest, heartbeat)
-        return heartbeat, rest
+        self._last[sender] = _Last(rest, heartbeat)
+        return Beat(heartbeat, seq, cpu, rest)
+
+    def _repeat(self, body: bytes) -> Beat | None:
+        """The beat of ``body`` if it repeats its sender's last message, sealed as that one
+        was, else None. What inflating it would give: ``body`` is a zlib header, a stored block
+        of a head that ``_STORED_HEAD`` takes whole, then the very deflate blocks of the last
+        message, which inflate to its ``rest`` on their own (no back-reference reaches before
+        them), then the checksum of the head and that rest. So it inflates to head + rest, of
+        which ``split_seq`` gives the head's id, seq and cpu, and that rest."""
+        end = _stored_head_end(body)
+        if end is None or len(body) < end + _CHECKSUM:
+            return None
+        head = body[_STORED_AT:end]
+        fields = _STORED_HEAD.fullmatch(head)
+        if fields is None:
+            return None
+        sender, digits, cpu = fields.groups()
+        last = self._last.get(sender)
+        if (
+            last is None
+            or last.deflated is None
+            or body[end:-_CHECKSUM] != last.deflated
+            or len(head) + len(last.rest) > self._max_message
+            or int.from_bytes(body[-_CHECKSUM:]) != zlib.adler32(last.rest, zlib.adler32(head))
+        ):
+            return None
+        return Beat(last.heartbeat, int(digits), None if cpu is None else float(cpu), last.rest)
 
     def forget_others(self, known: Container[str]) -> None:
         """Forget the senders whose ids are not in ``known``."""
         for sender in [s for s in self._last if s.decode(errors="replace") not in known]:
             del self._last[sender]
+
+
+# A stream as ``_seal`` opens it: the zlib header, then a stored block that is not the last
+# (BFINAL 0, BTYPE 00: a zero byte), its LEN and NLEN, then LEN bytes as they are.
+_STORED_START: Final = _ZLIB_HEADER + b"\x00"
+_STORED_LENGTHS: Final = struct.Struct("<HH")
+_STORED_AT: Final = len(_STORED_START) + _STORED_LENGTHS.size
+_CHECKSUM: Final = 4  # the Adler-32 closing a zlib stream
+
+
+def _stored_head_end(body: bytes) -> int | None:
+    """Where the stored block that opens ``body`` as ``_seal`` opens a stream ends (its bytes
+    from ``_STORED_AT``); None when ``body`` does not open so."""
+    if len(body) < _STORED_AT or not body.startswith(_STORED_START):
+        return None
+    length: int
+    complement: int
+    length, complement = _STORED_LENGTHS.unpack_from(body, len(_STORED_START))
+    if length ^ complement != 0xFFFF:
+        return None
+    return _STORED_AT + length
+
+
+def _sealed_rest(body: bytes, text: bytes, rest: bytes) -> bytes | None:
+    """The deflate blocks of ``body`` (a zlib stream of ``text``, whose ``split_seq`` rest is
+    ``rest``) after a stored block of exactly the text before ``rest``, if they inflate on their
+    own to ``rest`` and end where the checksum begins; else None."""
+    end = _stored_head_end(body)
+    if end is None or body[_STORED_AT:end] + rest != text:
+        return None
+    deflated = body[end:-_CHECKSUM]
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)  # raw: no header, no checksum
+    try:
+        alone = inflater.decompress(deflated, len(rest) + 1)
+    except zlib.error:  # e.g. a distance too far back: a reference into the stored head
+        return None
+    if alone != rest or not inflater.eof or inflater.unused_data:
+        return None
+    return deflated

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import struct
 import time
 import zlib
 
@@ -61,41 +62,116 @@ def _message(seq: int, conns: int = 0, rx: int = 0, amphora_id: str = "amp-1") -
     }
 
 
+def _as_parsed(beat: codec.Beat) -> codec.Heartbeat:
+    """The heartbeat a parse of the beat's message gives."""
+    return beat.heartbeat.model_copy(update={"seq": beat.seq, "cpu": beat.cpu})
+
+
 def test_a_repeated_message_decodes_as_a_fresh_parse_would() -> None:
     decoder = codec.RepeatDecoder(b"k", codec.MAX_DATAGRAM)
-    first, key1 = decoder.decode(codec.encode(_message(1), b"k"))
-    again, key2 = decoder.decode(codec.encode(_message(1234567), b"k"))
-    assert key1 is not None and key1 == key2
-    assert again == codec.decode(codec.encode(_message(1234567), b"k"), b"k")
-    assert (again.seq, first.seq) == (1234567, 1)
-    changed, key3 = decoder.decode(codec.encode(_message(1234568, conns=3), b"k"))
-    assert key3 != key1 and changed.listeners[LISTENER].stats.conns == 3
-    other, key4 = decoder.decode(codec.encode(_message(5, amphora_id="amp-2"), b"k"))
-    assert other.id == "amp-2" and key4 == key1  # same content, another sender: parsed
+    first = decoder.decode(codec.encode(_message(1), b"k"))
+    for seq in (1234567, 1234568, 99999999):
+        again = decoder.decode(codec.encode(_message(seq), b"k"))
+        assert again.content is not None and again.content == first.content
+        assert again.heartbeat is first.heartbeat and again.seq == seq
+        assert _as_parsed(again) == codec.decode(codec.encode(_message(seq), b"k"), b"k")
+    changed = decoder.decode(codec.encode(_message(1234569, conns=3), b"k"))
+    assert changed.content != first.content
+    assert changed.heartbeat.listeners[LISTENER].stats.conns == 3
+    assert changed.seq == changed.heartbeat.seq == 1234569
+    other = decoder.decode(codec.encode(_message(5, amphora_id="amp-2"), b"k"))
+    assert other.heartbeat.id == "amp-2" and other.content == first.content  # parsed
 
 
 def test_a_repeat_with_another_cpu_figure_is_not_parsed_again_but_carries_it() -> None:
     decoder = codec.RepeatDecoder(b"k", codec.MAX_DATAGRAM)
-    first, key1 = decoder.decode(codec.encode(_message(1) | {"cpu": 0.0002}, b"k"))
-    for seq, cpu in ((2, 1e-05), (3, 0), (4, 1.5)):
-        again, key = decoder.decode(codec.encode(_message(seq) | {"cpu": cpu}, b"k"))
-        assert key == key1 and (again.seq, again.cpu) == (seq, cpu)
-        assert again == codec.decode(codec.encode(_message(seq) | {"cpu": cpu}, b"k"), b"k")
-    without, key = decoder.decode(codec.encode(_message(5), b"k"))
-    assert key == key1 and without.cpu is None and first.cpu == 0.0002
+    first = decoder.decode(codec.encode(_message(1) | {"cpu": 0.0002}, b"k"))
+    for seq, cpu in ((2, 1e-05), (3, 0), (4, 1.5), (5, 0.0002), (6, 12)):
+        datagram = codec.encode(_message(seq) | {"cpu": cpu}, b"k")
+        again = decoder.decode(datagram)
+        assert again.content == first.content and (again.seq, again.cpu) == (seq, cpu)
+        assert again.heartbeat is first.heartbeat
+        assert _as_parsed(again) == codec.decode(datagram, b"k")
+    without = decoder.decode(codec.encode(_message(7), b"k"))
+    assert without.content == first.content and without.cpu is None
+    assert first.cpu == first.heartbeat.cpu == 0.0002
+
+
+def test_a_sealed_repeat_is_not_inflated(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Once a sender repeated a message, its next repeats are read without zlib: their stored
+    head and the deflate blocks known from the last one give the text inflating would."""
+    decoder = codec.RepeatDecoder(b"k", codec.MAX_DATAGRAM)
+    decoder.decode(codec.encode(_message(1) | {"cpu": 0.5}, b"k"))
+    decoder.decode(codec.encode(_message(2) | {"cpu": 0.5}, b"k"))  # the repeat shows them
+
+    def refused(body: bytes, max_message: int) -> bytes:
+        raise AssertionError("inflated")
+
+    datagrams = [
+        codec.encode(_message(seq) | extra, b"k")
+        for seq, extra in ((3, {"cpu": 0.25}), (4, {}), (10**12, {"cpu": 3e-05}))
+    ]
+    parsed = [codec.decode(datagram, b"k") for datagram in datagrams]
+    with monkeypatch.context() as patched:
+        patched.setattr(codec, "inflate", refused)
+        assert [_as_parsed(decoder.decode(d)) for d in datagrams] == parsed
+    with monkeypatch.context() as patched:
+        patched.setattr(codec, "inflate", refused)
+        with pytest.raises(AssertionError, match="inflated"):  # changed: inflated and parsed
+            decoder.decode(codec.encode(_message(5, conns=1), b"k"))
+
+
+def _signed(body: bytes) -> bytes:
+    return body + codec.sign(body, b"k")
+
+
+def test_a_sealed_repeat_with_a_wrong_checksum_is_still_garbled() -> None:
+    decoder = codec.RepeatDecoder(b"k", codec.MAX_DATAGRAM)
+    for seq in (1, 2, 3):
+        decoder.decode(codec.encode(_message(seq), b"k"))
+    body = codec.encode(_message(4), b"k")[:-64]
+    with pytest.raises(codec.Garbled, match="not zlib"):
+        decoder.decode(_signed(body[:-4] + bytes(b ^ 1 for b in body[-4:])))
+    assert decoder.decode(_signed(body)).seq == 4
+
+
+@pytest.mark.parametrize("body", [b"\x78\xda\x00", b"\x78\xda\x00\x05\x00\xfa"])
+def test_a_stream_cut_in_its_stored_block_header_is_garbled(body: bytes) -> None:
+    decoder = codec.RepeatDecoder(b"k", codec.MAX_DATAGRAM)
+    with pytest.raises(codec.Garbled):
+        decoder.decode(_signed(body))
+
+
+def test_deflate_blocks_that_reach_into_the_stored_head_are_inflated_each_time() -> None:
+    """A sender whose compressed rest refers back into the stored head (here: a dictionary of
+    the head) is read by inflating every datagram: its rest depends on the head before it."""
+    decoder = codec.RepeatDecoder(b"k", codec.MAX_DATAGRAM)
+    for seq in (7, 8, 9, 10, 11):
+        head = b'{"id":"amp-1","seq":%d' % seq
+        tail = (
+            b',"ver":3,"listeners":{},"pools":{},"note":"{\\"id\\":\\"amp-1\\",\\"seq\\":%d"}' % seq
+        )
+        deflater = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS, zdict=head)
+        stored = struct.pack("<BHH", 0, len(head), len(head) ^ 0xFFFF) + head
+        checksum = struct.pack(">I", zlib.adler32(tail, zlib.adler32(head)))
+        body = b"\x78\xda" + stored + deflater.compress(tail) + deflater.flush() + checksum
+        beat = decoder.decode(_signed(body))
+        assert beat.seq == seq and zlib.decompress(body) == head + tail
+        assert decoder._last[b"amp-1"].deflated is None
 
 
 def test_a_repeat_is_the_heartbeat_a_parse_gives() -> None:
-    """A repeat is the previous heartbeat copied with the new seq and cpu: the same values a
-    parse of its message gives, the same frozen model."""
+    """A repeat carries the first heartbeat of its content, a frozen model, and its own seq
+    and cpu: together, what a parse of its message gives."""
     decoder = codec.RepeatDecoder(b"k", codec.MAX_DATAGRAM)
     for seq, extra in ((1, {}), (2, {"cpu": 0.5}), (3, {"cpu": 0.25}), (4, {})):
         datagram = codec.encode(_message(seq) | extra, b"k")
-        repeat, _ = decoder.decode(datagram)
+        repeat = decoder.decode(datagram)
         parsed = codec.decode(datagram, b"k")
-        assert repeat.model_dump() == parsed.model_dump() and type(repeat) is codec.Heartbeat
+        assert _as_parsed(repeat).model_dump() == parsed.model_dump()
+        assert type(repeat.heartbeat) is codec.Heartbeat
         with pytest.raises(ValidationError):
-            repeat.seq = 0  # type: ignore[misc]
+            repeat.heartbeat.seq = 0  # type: ignore[misc]
 
 
 def test_encode_leads_with_what_changes_beat_after_beat() -> None:
@@ -158,7 +234,8 @@ def test_an_idle_listeners_beat_adds_nothing_once_its_row_is_written() -> None:
 
 
 def _decoded(message: dict[str, object]) -> tuple[codec.Heartbeat, bytes | None]:
-    return codec.RepeatDecoder(b"k", codec.MAX_DATAGRAM).decode(codec.encode(message, b"k"))
+    beat = codec.RepeatDecoder(b"k", codec.MAX_DATAGRAM).decode(codec.encode(message, b"k"))
+    return beat.heartbeat, beat.content
 
 
 def test_an_idle_beat_repeated_is_skipped_and_a_changed_one_is_not() -> None:
@@ -215,9 +292,9 @@ class _Rows:
     def __init__(self) -> None:
         self.ids: list[str] = []
 
-    async def fetch(self, query: str, *args: list[str]) -> list[dict[str, object]]:
+    async def fetch(self, query: str, *args: list[str]) -> list[tuple[object, ...]]:
         ids = [i for i in self.ids if not args or i in args[0]]
-        return [{"id": i, "lb_id": None, "status": "READY", "seq": 0} for i in ids]
+        return [(i, None, "READY", 0) for i in ids]  # id, lb_id, status, seq
 
 
 async def test_the_directory_prunes_only_after_amphorae_went_or_a_stray_miss() -> None:

@@ -61,8 +61,11 @@ class Autoscaler:
         self._samples: dict[str, _Sample] = {}
         self._tracking: dict[str, Tracking] = {}
 
-    def observe(self, view: LbView | None, heartbeat: Heartbeat, now: float) -> None:
-        """Note the load of an ACTIVE_ACTIVE amphora from its heartbeat."""
+    def observe(
+        self, view: LbView | None, heartbeat: Heartbeat, cpu: float | None, now: float
+    ) -> None:
+        """Note the load of an ACTIVE_ACTIVE amphora from its heartbeat (``cpu``: the beat's,
+        as ``codec.Beat`` carries it)."""
         if view is None or view.amphora_bounds is None:
             return
         self._views[view.lb_id] = view
@@ -72,7 +75,7 @@ class Autoscaler:
         if previous is not None and now > previous.at:
             # ``totconns`` counts the connections since the amphora's previous heartbeat.
             rate = sum(s.totconns for s in stats) / (now - previous.at)
-        load = AmphoraLoad(rate, float(sum(s.conns for s in stats)), heartbeat.cpu)
+        load = AmphoraLoad(rate, float(sum(s.conns for s in stats)), cpu)
         self._samples[heartbeat.id] = _Sample(now, load)
 
     async def run(self) -> None:

@@ -62,7 +62,7 @@ class HeartbeatIntake:
         self._metrics = metrics
         self._seqs: dict[str, int] = {}
         self._warned: dict[str, tuple[float, int]] = {}
-        self._waiting: dict[str, tuple[codec.Heartbeat, bytes | None]] = {}
+        self._waiting: dict[str, codec.Beat] = {}
         self.receiving_since = time.monotonic()
         # Counted here, read at scrape time: a Prometheus counter's inc (its lock) per datagram
         # cost more than the rest of an idle heartbeat's bookkeeping.
@@ -95,60 +95,60 @@ class HeartbeatIntake:
         log.exception("health: a heartbeat could not be processed")
 
     def _accept(self, datagram: bytes) -> None:
-        heartbeat, content = self._decoder.decode(datagram)
+        beat = self._decoder.decode(datagram)
+        heartbeat = beat.heartbeat
         record = self._directory.get(heartbeat.id)
         if record is None:
             self._metrics.inc("heartbeats_unknown_amphora_total")
-            self._wait_for_reload(heartbeat, content)
+            self._wait_for_reload(beat)
             return
         if record.lb_id is None and (heartbeat.listeners or heartbeat.pools):
             # A spare allocated since the last reload: its statuses and traffic deltas belong
             # to an LB only the reload names (the agent has moved its counters past them).
-            self._wait_for_reload(heartbeat, content)
+            self._wait_for_reload(beat)
             return
-        self._take(heartbeat, content, record)
+        self._take(beat, record)
 
-    def _wait_for_reload(self, heartbeat: codec.Heartbeat, content: bytes | None) -> None:
+    def _wait_for_reload(self, beat: codec.Beat) -> None:
         """Keep the amphora's latest heartbeat for the early directory reload this asks for."""
-        if heartbeat.id in self._waiting or len(self._waiting) < _MAX_WAITING:
-            self._waiting[heartbeat.id] = (heartbeat, content)
-        self._directory.missed(heartbeat.id)
+        amphora_id = beat.heartbeat.id
+        if amphora_id in self._waiting or len(self._waiting) < _MAX_WAITING:
+            self._waiting[amphora_id] = beat
+        self._directory.missed(amphora_id)
 
     def _retry_waiting(self, records: dict[str, AmphoraRecord]) -> None:
         """After a directory reload: take the waiting heartbeats of amphorae now known (one
         still a spare is taken as one); the others (stray senders) are dropped."""
         waiting, self._waiting = self._waiting, {}
-        for amphora_id, (heartbeat, content) in waiting.items():
+        for amphora_id, beat in waiting.items():
             record = records.get(amphora_id)
             if record is not None:
                 try:
-                    self._take(heartbeat, content, record)
+                    self._take(beat, record)
                 except Exception:
                     self._failed()
 
-    def _take(
-        self, heartbeat: codec.Heartbeat, content: bytes | None, record: AmphoraRecord
-    ) -> None:
-        """``content``: the decoder's content key of the heartbeat (None: none)."""
+    def _take(self, beat: codec.Beat, record: AmphoraRecord) -> None:
+        heartbeat, seq, content = beat.heartbeat, beat.seq, beat.content
         metrics = self._metrics
         amphora_id = heartbeat.id
         last = max(self._seqs.get(amphora_id, 0), record.seq)
-        if heartbeat.seq <= last:
+        if seq <= last:
             metrics.inc("heartbeats_dropped_replayed_total")
-            self._warn("replayed", f"amphora {amphora_id} seq {heartbeat.seq} <= {last}")
+            self._warn("replayed", f"amphora {amphora_id} seq {seq} <= {last}")
             return
-        self._seqs[amphora_id] = heartbeat.seq
+        self._seqs[amphora_id] = seq
         now = time.monotonic()
         lb_id = record.lb_id
         view = None
         if lb_id is not None:
             view = self._status.observe(lb_id, heartbeat, now, content)
             if self._autoscaler is not None:
-                self._autoscaler.observe(view, heartbeat, now)
+                self._autoscaler.observe(view, heartbeat, beat.cpu, now)
             if heartbeat.listeners or heartbeat.pools:
                 self._writer.add_stats(lb_id, amphora_id, heartbeat, content)
         if view is None or serving(view, amphora_id, heartbeat):
-            self._writer.seen(amphora_id, heartbeat.seq, now)
+            self._writer.seen(amphora_id, seq, now)
         else:
             metrics.inc("heartbeats_not_serving_total")
         self.accepted += 1
