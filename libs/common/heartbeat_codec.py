@@ -184,6 +184,19 @@ _COMPACT: Final = json.JSONEncoder(separators=(",", ":"))
 # A zlib stream's header (deflate, 32 KB window, "maximum compression", no dictionary).
 _ZLIB_HEADER: Final = b"\x78\xda"
 _MAX_STORED: Final = 0xFFFF  # bytes in one stored deflate block
+# A stored block that is not the last: BFINAL 0, BTYPE 00 (a zero byte), then LEN and NLEN
+# (its one's complement), then LEN bytes as they are. ``_seal`` opens its stream with the zlib
+# header and such a block; ``RepeatDecoder`` reads it back (``_stored_head_end``).
+_STORED_BLOCK: Final = b"\x00"
+_STORED_LENGTHS: Final = struct.Struct("<HH")
+_STORED_START: Final = _ZLIB_HEADER + _STORED_BLOCK
+_STORED_AT: Final = len(_STORED_START) + _STORED_LENGTHS.size
+_CHECKSUM: Final = 4  # the Adler-32 closing a zlib stream
+
+
+def _checksum(head: bytes, rest: bytes) -> int:
+    """The Adler-32 of ``head + rest`` (what closes a sealed stream)."""
+    return zlib.adler32(rest, zlib.adler32(head))
 
 
 def _seal(head: bytes, rest: Rest, signer: Signer) -> bytes:
@@ -194,10 +207,9 @@ def _seal(head: bytes, rest: Rest, signer: Signer) -> bytes:
     parts = [_ZLIB_HEADER]
     for start in range(0, len(head), _MAX_STORED):
         chunk = head[start : start + _MAX_STORED]
-        # BFINAL 0, BTYPE 00 (stored), then LEN and its one's complement.
-        parts += (struct.pack("<BHH", 0, len(chunk), len(chunk) ^ 0xFFFF), chunk)
-    checksum = zlib.adler32(rest.tail, zlib.adler32(head))
-    parts += (rest.deflated, struct.pack(">I", checksum))
+        lengths = _STORED_LENGTHS.pack(len(chunk), len(chunk) ^ _MAX_STORED)
+        parts += (_STORED_BLOCK, lengths, chunk)
+    parts += (rest.deflated, struct.pack(">I", _checksum(head, rest.tail)))
     body = b"".join(parts)
     return body + signer.sign(body)
 
@@ -369,7 +381,7 @@ class RepeatDecoder:
             or last.deflated is None
             or body[end:-_CHECKSUM] != last.deflated
             or len(head) + len(last.rest) > self._max_message
-            or int.from_bytes(body[-_CHECKSUM:]) != zlib.adler32(last.rest, zlib.adler32(head))
+            or int.from_bytes(body[-_CHECKSUM:]) != _checksum(head, last.rest)
         ):
             return None
         return Beat(last.heartbeat, int(digits), None if cpu is None else float(cpu), last.rest)
@@ -380,14 +392,6 @@ class RepeatDecoder:
             del self._last[sender]
 
 
-# A stream as ``_seal`` opens it: the zlib header, then a stored block that is not the last
-# (BFINAL 0, BTYPE 00: a zero byte), its LEN and NLEN, then LEN bytes as they are.
-_STORED_START: Final = _ZLIB_HEADER + b"\x00"
-_STORED_LENGTHS: Final = struct.Struct("<HH")
-_STORED_AT: Final = len(_STORED_START) + _STORED_LENGTHS.size
-_CHECKSUM: Final = 4  # the Adler-32 closing a zlib stream
-
-
 def _stored_head_end(body: bytes) -> int | None:
     """Where the stored block that opens ``body`` as ``_seal`` opens a stream ends (its bytes
     from ``_STORED_AT``); None when ``body`` does not open so."""
@@ -396,7 +400,7 @@ def _stored_head_end(body: bytes) -> int | None:
     length: int
     complement: int
     length, complement = _STORED_LENGTHS.unpack_from(body, len(_STORED_START))
-    if length ^ complement != 0xFFFF:
+    if length ^ complement != _MAX_STORED:
         return None
     return _STORED_AT + length
 
