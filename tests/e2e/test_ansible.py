@@ -46,8 +46,10 @@ def ansible_venv() -> Path:
         return ANSIBLE_VENV
     if not (ANSIBLE_VENV / "bin" / "python").exists():
         subprocess.run([sys.executable, "-m", "venv", str(ANSIBLE_VENV)], check=True, timeout=120)
+    uv = Path(sys.executable).parent / "uv"
     subprocess.run(
-        [str(ANSIBLE_VENV / "bin" / "pip"), "install", "-q", "-r", str(REQUIREMENTS)],
+        [str(uv), "pip", "install", "-q", "--python", str(ANSIBLE_VENV / "bin" / "python"),
+         "-r", str(REQUIREMENTS)],
         check=True,
         timeout=600,
     )
