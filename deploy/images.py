@@ -15,7 +15,10 @@ Python packages never need the network inside a build: the wheels (for CPython 3
 manylinux, the engine's architecture; versions pinned to this interpreter's environment) are
 downloaded on this machine into ``<cache>/wheels`` and copied into each build context. Each
 context holds ``app/`` (the source), ``bin/`` (entry points) and ``wheels/``; an image whose
-context hash (a label) is unchanged is not rebuilt. Prints the time of every step.
+context hash (a label) is unchanged is not rebuilt. A locally based image, once built, is kept
+as ``<cache>/image-<name>-<hash>.tar`` (``docker save``; one per image, the latest): another
+engine (a fresh clone's) that wants the same hash loads it in seconds instead of building it,
+and needs no base imported. Prints the time of every step.
 
 The amphora's ``app/`` holds ``services/amphora`` and only the ``libs`` modules it imports
 (``sources_of``), so the image never carries the control plane's code, the signing CA
@@ -382,15 +385,30 @@ def context_hash(context: Path, extra: str) -> str:
     return digest.hexdigest()[:16]
 
 
-def build(
-    client: docker.DockerClient, spec: ImageSpec, context: Path, base: str, tag: str, force: bool
-) -> None:
-    reference = f"{spec.name}:{tag}"
+def image_digest(
+    client: docker.DockerClient, spec: ImageSpec, context: Path, base: str | None
+) -> str:
+    """The build's identity (the image's ``HASH_LABEL``): its context and its base, the local
+    base by its package hash (the same on every engine), a registry ``base`` by the engine's
+    image id."""
+    if base is None:
+        return context_hash(
+            context, f"{local_base_reference(spec.packages)}@{base_hash(spec.packages)}"
+        )
     base_id = client.images.get(base).id if _exists(client, base) else base
-    digest = context_hash(context, f"{base}@{base_id}")
-    if not force and _label(client, reference, HASH_LABEL) == digest:
-        log(f"{reference} up to date ({_size(client, reference)})")
-        return
+    return context_hash(context, f"{base}@{base_id}")
+
+
+def build(
+    client: docker.DockerClient,
+    spec: ImageSpec,
+    context: Path,
+    base: str,
+    reference: str,
+    digest: str,
+) -> None:
+    """``docker build`` the context as ``reference`` labelled ``digest``; the image it replaces
+    is removed unless a container still uses it."""
     previous = client.images.get(reference).id if _exists(client, reference) else None
     started = time.monotonic()
     output: list[str] = []
@@ -408,6 +426,45 @@ def build(
         if "error" in chunk:
             raise BuildError(f"docker build {reference}:\n{''.join(output)}{chunk['error']}")
     log(f"{reference} built in {time.monotonic() - started:.1f} s ({_size(client, reference)})")
+    _remove_replaced(client, previous, reference)
+
+
+def saved_image(cache_dir: Path, spec: ImageSpec, digest: str) -> Path:
+    """Where a built image is kept (``docker save``) for the next engine that wants the same
+    digest: a fresh clone's engine loads it in seconds instead of building it again."""
+    return cache_dir / f"image-{spec.name.replace('/', '-')}-{digest}.tar"
+
+
+def load_saved(client: docker.DockerClient, saved: Path, reference: str) -> bool:
+    """Load ``saved`` as ``reference`` if the cache has it; False when it does not."""
+    if not saved.exists():
+        return False
+    previous = client.images.get(reference).id if _exists(client, reference) else None
+    started = time.monotonic()
+    with saved.open("rb") as handle:
+        (image,) = client.images.load(handle)
+    image.tag(reference)
+    log(f"{reference} loaded from {saved} in {time.monotonic() - started:.1f} s")
+    _remove_replaced(client, previous, reference)
+    return True
+
+
+def save_built(client: docker.DockerClient, reference: str, saved: Path) -> None:
+    """``docker save`` the image as ``saved``, replacing the image's earlier saves."""
+    started = time.monotonic()
+    partial = saved.with_suffix(".partial")
+    with partial.open("wb") as handle:
+        for chunk in client.images.get(reference).save(named=True):
+            handle.write(chunk)
+    partial.replace(saved)
+    prefix = saved.name.rsplit("-", 1)[0]
+    for older in saved.parent.glob(f"{prefix}-*.tar"):
+        if older != saved:
+            older.unlink(missing_ok=True)
+    log(f"{reference} saved as {saved} in {time.monotonic() - started:.1f} s")
+
+
+def _remove_replaced(client: docker.DockerClient, previous: str | None, reference: str) -> None:
     if previous is not None and previous != client.images.get(reference).id:
         with contextlib.suppress(docker.errors.APIError):  # still used by a container: keep
             client.images.remove(previous)
@@ -460,9 +517,19 @@ def build_images(
         machine = _machine(client)
         with tempfile.TemporaryDirectory(prefix="fulcrum-images-") as tmp:
             for spec in IMAGES:
-                base = base_image or ensure_local_base(client, cache, force, spec.packages)
                 context = prepare_context(spec, Path(tmp), cache, machine)
-                build(client, spec, context, base, tag, force)
+                digest = image_digest(client, spec, context, base_image)
+                reference = f"{spec.name}:{tag}"
+                if not force and _label(client, reference, HASH_LABEL) == digest:
+                    log(f"{reference} up to date ({_size(client, reference)})")
+                    continue
+                saved = saved_image(cache, spec, digest)
+                if base_image is None and not force and load_saved(client, saved, reference):
+                    continue
+                base = base_image or ensure_local_base(client, cache, force, spec.packages)
+                build(client, spec, context, base, reference, digest)
+                if base_image is None:
+                    save_built(client, reference, saved)
     finally:
         client.close()
     log(f"done in {time.monotonic() - started:.1f} s")
