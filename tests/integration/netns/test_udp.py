@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import os
 import signal
@@ -47,6 +48,10 @@ from tests.integration.provisioner.test_process_lifecycle import META, wait_stat
 
 pytestmark = pytest.mark.netns
 UDP_TOOLS = "tests.integration.netns.udp_tools"
+# Every flow the tests send leaves from a source port of its own, below the kernel's ephemeral
+# range: a port the kernel picked again while an earlier flow's conntrack entry lives would be
+# that flow again, which keeps its backend (ROUND_ROBIN would not advance for it).
+_SOURCE_PORTS = itertools.count(20000)
 KEY = "udp-test-heartbeat-key"
 
 
@@ -63,8 +68,11 @@ def ask(
     lab: NetnsLab, host: str, port: int, count: int, source: str = "", dns: str = ""
 ) -> Counter[str]:
     """``count`` requests from the client namespace, each a new flow; {answer: n}."""
+    first_port = next(_SOURCE_PORTS)
+    for _ in range(count - 1):
+        next(_SOURCE_PORTS)
     argv = ["ask", "--host", host, "--port", str(port), "--count", str(count)]
-    argv += ["--timeout", "0.5"]
+    argv += ["--timeout", "0.5", "--first-port", str(first_port)]
     if source:
         argv += ["--source", source]
     if dns:

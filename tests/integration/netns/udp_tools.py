@@ -2,7 +2,7 @@
 
     python -m tests.integration.netns.udp_tools echo --address A --port P --name N
     python -m tests.integration.netns.udp_tools dns --address A --port P --answer IP
-    python -m tests.integration.netns.udp_tools ask --host H --port P --count N [--source S]
+    python -m tests.integration.netns.udp_tools ask --host H --port P --count N [--source S] [--first-port P]
         [--dns NAME] [--timeout T]
 
 ``echo`` answers every datagram with its name; ``dns`` answers A queries (any name) with one
@@ -84,13 +84,17 @@ def dns(address: str, port: int, answer: str) -> None:
             continue
 
 
-def ask(host: str, port: int, count: int, source: str, name: str, timeout: float) -> Counter[str]:
+def ask(
+    host: str, port: int, count: int, source: str, name: str, timeout: float, first_port: int
+) -> Counter[str]:
+    """``count`` requests, each a new flow: from ``first_port``, ``first_port + 1``, ... (0: ports
+    the kernel picks, which may be an earlier flow's again)."""
     seen: Counter[str] = Counter()
-    for _ in range(count):
+    for flow in range(count):
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
             sock.settimeout(timeout)
-            if source:
-                sock.bind((source, 0))
+            if source or first_port:
+                sock.bind((source, first_port + flow if first_port else 0))
             try:
                 if name:
                     ident, query = dns_query(name)
@@ -121,13 +125,16 @@ def main(argv: list[str]) -> None:
     client.add_argument("--source", default="")
     client.add_argument("--dns", default="")
     client.add_argument("--timeout", type=float, default=1.0)
+    client.add_argument("--first-port", type=int, default=0)
     args = parser.parse_args(argv)
     if args.command == "echo":
         echo(args.address, args.port, args.name)
     elif args.command == "dns":
         dns(args.address, args.port, args.answer)
     else:
-        seen = ask(args.host, args.port, args.count, args.source, args.dns, args.timeout)
+        seen = ask(
+            args.host, args.port, args.count, args.source, args.dns, args.timeout, args.first_port
+        )
         print(json.dumps(dict(seen)))
 
 
