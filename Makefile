@@ -95,8 +95,7 @@ $(ANSIBLE_VENV)/.installed: $(ANSIBLE_REQUIREMENTS) | venv
 
 test: venv ansible-venv sysdeps test-images
 	FULCRUM_ANSIBLE_VENV=$(abspath $(ANSIBLE_VENV)) $(VENV)/bin/pytest -q -x --timeout=300 \
-	  -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder --ignore=$(SERIAL_TESTS) \
-	  $(PYTEST_ARGS) tests
+	  -n $(TEST_WORKERS) --dist loadscope --ignore=$(SERIAL_TESTS) $(PYTEST_ARGS) tests
 	$(VENV)/bin/pytest -q -x --timeout=300 $(PYTEST_ARGS) $(SERIAL_TESTS)
 
 # Exit status 5 means "no tests collected": an empty folder is not a failure.

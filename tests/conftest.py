@@ -123,10 +123,7 @@ def shared_resource(nodeid: str) -> str | None:
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """A test marked ``docker`` or ``netns`` outside its resource's paths is an error: it would
-    run beside the others on another xdist worker. The longest scopes run first (``make test``
-    keeps this order with ``--no-loadscope-reorder``): each shared resource's, then the
-    end-to-end modules, then the rest, so the last scopes to start are short ones and no
-    worker waits through a two-minute module alone at the end."""
+    run beside the others on another xdist worker."""
     for item in items:
         for resource in _SHARED_RESOURCES:
             if item.get_closest_marker(resource) and shared_resource(item.nodeid) != resource:
@@ -134,13 +131,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
                 raise pytest.UsageError(
                     f"{item.nodeid} is marked {resource}: move it under {paths} (tests/conftest.py)"
                 )
-    items.sort(key=_start_rank)
-
-
-def _start_rank(item: pytest.Item) -> int:
-    if shared_resource(item.nodeid) is not None:
-        return 0
-    return 1 if item.nodeid.startswith("tests/e2e/") else 2
 
 
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
