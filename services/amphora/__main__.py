@@ -11,12 +11,12 @@ many amphorae in this one process.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import sys
 from collections.abc import Callable
 
+from libs.common import event_loop
 from libs.common.agent_contract import AGENT_HOST_DIRECTORY_ENV
 from libs.common.logsetup import configure_logging, set_log_context
 from libs.common.telemetry import setup_tracing
@@ -47,7 +47,7 @@ def main(listening: Callable[[int], None] | None = None) -> None:
             settings.state_dir,
         )
         sys.exit(ALREADY_RUNNING_EXIT)
-    asyncio.run(serve(settings, listening=listening))
+    event_loop.run(serve(settings, listening=listening), SERVICE_NAME)
 
 
 if __name__ == "__main__":

@@ -44,6 +44,7 @@ from typing import Any, Final
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from libs.common import event_loop
 from libs.common.agent_contract import (
     AGENT_HOST_ENV_PREFIX,
     AGENT_HOST_FILE,
@@ -262,4 +263,4 @@ def main() -> None:
     settings = AgentHostSettings()  # from the environment
     configure_logging(settings.log_level, SERVICE_NAME)
     setup_tracing(SERVICE_NAME)
-    asyncio.run(AgentHost(settings).run())
+    event_loop.run(AgentHost(settings).run(), SERVICE_NAME)

@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from libs.common import event_loop
 from libs.common.agent_contract import API_PREFIX, PUSHED_CONTENT_TYPE, AgentInfo
 from libs.common.logsetup import configure_logging, set_log_context
 from services.amphora.app import serve
@@ -174,7 +175,7 @@ def rehearse() -> None:
             socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as health,
         ):
             health.bind(("127.0.0.1", 0))
-            asyncio.run(_live(Path(name), health))
+            event_loop.run(_live(Path(name), health), SERVICE_NAME)
     finally:
         for thread in threading.enumerate():
             if thread is not threading.main_thread():

@@ -11,6 +11,7 @@ import ssl
 
 from aiohttp import web
 
+from libs.common import event_loop
 from libs.common.errors import ConfigurationError
 from libs.common.logsetup import configure_logging
 from libs.common.service import freeze_heap_after_start
@@ -71,7 +72,7 @@ async def serve(settings: ApiSettings) -> None:
 def main() -> int:
     settings = ApiSettings()
     configure_logging(settings.log_level, "api")
-    asyncio.run(serve(settings))
+    event_loop.run(serve(settings), "api")
     return 0
 
 

@@ -8,6 +8,7 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from libs.common.errors import ConfigurationError
+from libs.common.event_loop import new_event_loop
 from libs.common.logsetup import configure_logging
 from libs.common.service import freeze_heap_after_start
 from services.health.app import create_app
@@ -30,7 +31,9 @@ def main() -> int:
     except ConfigurationError as exc:
         print(f"health: refusing to start: {exc}", file=sys.stderr)
         return 2
-    web.run_app(app, host=settings.host, port=settings.port, print=None)
+    web.run_app(
+        app, host=settings.host, port=settings.port, print=None, loop=new_event_loop("health")
+    )
     return 0
 
 

@@ -7,6 +7,7 @@ import sys
 from aiohttp import web
 from pydantic import ValidationError
 
+from libs.common.event_loop import new_event_loop
 from libs.common.logsetup import configure_logging
 from libs.common.service import freeze_heap_after_start
 from services.housekeeping.app import create_app
@@ -22,7 +23,9 @@ def main() -> int:
     configure_logging(settings.log_level, "housekeeping")
     app = create_app(settings)
     freeze_heap_after_start(app)
-    web.run_app(app, host=settings.host, port=settings.port, print=None)
+    web.run_app(
+        app, host=settings.host, port=settings.port, print=None, loop=new_event_loop("housekeeping")
+    )
     return 0
 
 
