@@ -232,6 +232,13 @@ class CliSession:
             raise AssertionError(f"openstack {' '.join(args)} failed: {result.err}")
         return result
 
+    async def apply(self, lb: str, *args: str) -> Result:
+        """Run ``*args``, a change to load balancer ``lb`` (its creation, or a child's), then
+        wait until ``lb`` is ACTIVE again; the command's result."""
+        result = await self(*args)
+        await self.wait_for_status("loadbalancer", "show", lb)
+        return result
+
     async def wait_for_status(
         self, *show: str, status: str = "ACTIVE", timeout: float = 120
     ) -> None:

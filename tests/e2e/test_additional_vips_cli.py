@@ -106,22 +106,22 @@ async def test_create_with_additional_vips_serves_on_each(
             {"subnet_id": "c0ffee00-1b2c-4d3e-8f40-5a6b7c8d9e0f", "ip_address": wanted}
         ]
 
-        await session(
+        await session.apply(
+            "multi-vip",
             "loadbalancer", "listener", "create", "--name", "mv-listener", "--protocol", "HTTP",
             "--protocol-port", "80", "multi-vip",
         )  # fmt: skip
-        await session.wait_for_status("loadbalancer", "show", "multi-vip")
-        await session(
+        await session.apply(
+            "multi-vip",
             "loadbalancer", "pool", "create", "--name", "mv-pool", "--lb-algorithm",
             "ROUND_ROBIN", "--listener", "mv-listener", "--protocol", "HTTP",
         )  # fmt: skip
-        await session.wait_for_status("loadbalancer", "show", "multi-vip")
         for backend in backends:
-            await session(
+            await session.apply(
+                "multi-vip",
                 "loadbalancer", "member", "create", "--address", "127.0.0.1", "--protocol-port",
                 str(backend.port), "mv-pool",
             )  # fmt: skip
-            await session.wait_for_status("loadbalancer", "show", "multi-vip")
         for address in (vip, wanted):
             bodies = [await fetch(f"http://{address}/") for _ in range(4)]
             assert sorted(bodies) == ["backend-0", "backend-0", "backend-1", "backend-1"], address

@@ -196,22 +196,22 @@ async def test_openstack_cli_through_the_front(cluster: Stack, members: list[Bac
         )  # fmt: skip
         lb = json.loads(created.out)
         await cli.wait_for_status("loadbalancer", "show", "cli-lb")
-        await cli(
+        await cli.apply(
+            "cli-lb",
             "loadbalancer", "listener", "create", "--name", "cli-listener", "--protocol", "HTTP",
             "--protocol-port", "80", "cli-lb",
         )  # fmt: skip
-        await cli.wait_for_status("loadbalancer", "show", "cli-lb")
-        await cli(
+        await cli.apply(
+            "cli-lb",
             "loadbalancer", "pool", "create", "--name", "cli-pool", "--protocol", "HTTP",
             "--lb-algorithm", "ROUND_ROBIN", "--listener", "cli-listener",
         )  # fmt: skip
-        await cli.wait_for_status("loadbalancer", "show", "cli-lb")
         for backend in members:
-            await cli(
+            await cli.apply(
+                "cli-lb",
                 "loadbalancer", "member", "create", "--address", gateway(cluster),
                 "--protocol-port", str(backend.port), "cli-pool",
             )  # fmt: skip
-            await cli.wait_for_status("loadbalancer", "show", "cli-lb")
     answers = set()
     async with aiohttp.ClientSession() as session:
         for _ in range(6):

@@ -208,21 +208,21 @@ async def test_admin_token_mode(stack: Stack, backends: list[Backend]) -> None:
         await session.wait_for_status("loadbalancer", "show", "tok-lb")
         lb = row((await session("loadbalancer", "show", "tok-lb", "-f", "shell")).out)
         assert lb["provisioning_status"] == "ACTIVE"
-        await session(
+        await session.apply(
+            "tok-lb",
             "loadbalancer", "listener", "create", "--name", "tok-l", "--protocol", "HTTP",
             "--protocol-port", "8080", "tok-lb",
         )  # fmt: skip
-        await session.wait_for_status("loadbalancer", "show", "tok-lb")
-        await session(
+        await session.apply(
+            "tok-lb",
             "loadbalancer", "pool", "create", "--name", "tok-p", "--lb-algorithm",
             "ROUND_ROBIN", "--listener", "tok-l", "--protocol", "HTTP",
         )  # fmt: skip
-        await session.wait_for_status("loadbalancer", "show", "tok-lb")
-        await session(
+        await session.apply(
+            "tok-lb",
             "loadbalancer", "member", "create", "--subnet-id", "public-subnet", "--address",
             "127.0.0.1", "--protocol-port", str(backends[0].port), "tok-p",
         )  # fmt: skip
-        await session.wait_for_status("loadbalancer", "show", "tok-lb")
         assert await fetch(f"http://{lb['vip_address']}:8080/") == "backend-0"
         await session("loadbalancer", "delete", "--cascade", "tok-lb")
         await session.wait_for_status("loadbalancer", "list", "--name", "tok-lb", status="")
@@ -264,10 +264,15 @@ def noauth_api(stack: Stack) -> Any:
 async def test_auth_type_none_with_endpoint(noauth_api: str) -> None:
     cli = Cli({"OS_AUTH_TYPE": "none", "OS_ENDPOINT": noauth_api, "PYTHONWARNINGS": "ignore"})
     async with cli.session() as session:
-        await session(
-            "loadbalancer", "create", "--name", "none-lb", "--vip-subnet", "public-subnet"
+        await session.apply(
+            "none-lb",
+            "loadbalancer",
+            "create",
+            "--name",
+            "none-lb",
+            "--vip-subnet",
+            "public-subnet",
         )
-        await session.wait_for_status("loadbalancer", "show", "none-lb")
         listed = (await session("loadbalancer", "list", "-f", "json")).json()
         assert [(x["name"], x["provisioning_status"]) for x in listed] == [  # type: ignore[union-attr,index]
             ("none-lb", "ACTIVE")

@@ -94,16 +94,16 @@ async def test_secret_store_container_and_terminated_https_listener(
         )  # fmt: skip
         assert listener["default_tls_container_ref"] == container_ref
         await session.wait_for_status("loadbalancer", "show", "tls-lb")
-        await session(
+        await session.apply(
+            "tls-lb",
             "loadbalancer", "pool", "create", "--name", "shop-pool", "--protocol", "HTTP",
             "--lb-algorithm", "ROUND_ROBIN", "--listener", "shop",
         )  # fmt: skip
-        await session.wait_for_status("loadbalancer", "show", "tls-lb")
-        await session(
+        await session.apply(
+            "tls-lb",
             "loadbalancer", "member", "create", "--subnet-id", "public-subnet", "--address",
             "127.0.0.1", "--protocol-port", str(backends[0].port), "shop-pool",
         )  # fmt: skip
-        await session.wait_for_status("loadbalancer", "show", "tls-lb")
         trust = ssl.create_default_context(cadata=ca.cert_pem.decode())
         assert await https_text(f"https://{vip}:{port}/", trust, "shop.test") == "backend-0"
 
@@ -112,12 +112,12 @@ async def test_secret_store_container_and_terminated_https_listener(
         bundle.write_bytes(ca.issue("p12.test", dns=["p12.test"]).pkcs12())
         p12 = await as_json(session, "secret", "store", "--name", "shop-p12", "--file", str(bundle))
         p12_port = free_port()
-        await session(
+        await session.apply(
+            "tls-lb",
             "loadbalancer", "listener", "create", "--name", "shop-p12", "--protocol",
             "TERMINATED_HTTPS", "--protocol-port", str(p12_port), "--default-tls-container-ref",
             p12["Secret href"], "--default-pool", "shop-pool", "tls-lb",
         )  # fmt: skip
-        await session.wait_for_status("loadbalancer", "show", "tls-lb")
         assert await https_text(f"https://{vip}:{p12_port}/", trust, "p12.test") == "backend-0"
 
         # Separate runs at once, for their exit status: a container in use cannot be deleted,
