@@ -15,6 +15,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Final
 
 import pytest
 from aiohttp import web
@@ -170,6 +171,98 @@ class Cli:
         if check and result.code != 0:
             raise AssertionError(f"openstack {' '.join(args)} exited {result.code}: {result.err}")
         return result
+
+    @contextlib.asynccontextmanager
+    async def session(self) -> AsyncIterator[CliSession]:
+        """A ``CliSession`` with this auth; its commands are recorded in ``calls`` too."""
+        proc = await asyncio.create_subprocess_exec(
+            str(VENV_BIN / "openstack"),
+            env={**os.environ, **self.env, "PYTHONUNBUFFERED": "1"},
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        try:
+            yield CliSession(proc, self.calls)
+        finally:
+            assert proc.stdin is not None
+            proc.stdin.close()  # the shell's end of input: it exits
+            try:
+                await asyncio.wait_for(proc.wait(), 30)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+
+
+# What cmd2 passes through a session's line as it is (shlex.quote's safe set): no quoting, no
+# `;` terminator, no `|` or `>` redirection.
+_PLAIN_ARGUMENT: Final = re.compile(r"[\w@%+=:,./-]+", re.ASCII)
+_END_OF_COMMAND: Final = "__fulcrum_session_end__"
+
+
+@dataclass
+class CliSession:
+    """One interactive ``openstack`` (cliff's shell) running commands one after another.
+
+    The same parser, commands and API calls as separate runs, without a Python start and a
+    Keystone login per command. A shell has no exit status per command: ``code`` is 1 when
+    the command wrote to stderr (where cliff reports a failure), else 0. Arguments must be
+    plain tokens (``_PLAIN_ARGUMENT``); anything else raises ValueError.
+    """
+
+    proc: asyncio.subprocess.Process
+    calls: list[list[str]]
+
+    async def __call__(self, *args: str, check: bool = True) -> Result:
+        unplain = [arg for arg in args if not _PLAIN_ARGUMENT.fullmatch(arg)]
+        if unplain:
+            raise ValueError(f"not a plain argument for a CLI session: {unplain}")
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        assert self.proc.stderr is not None
+        self.calls.append(list(args))
+        # `!` runs a shell: the marker follows the command's output on both streams.
+        end = f"!sh -c 'echo {_END_OF_COMMAND}; echo {_END_OF_COMMAND} >&2'"
+        self.proc.stdin.write(f"{' '.join(args)}\n{end}\n".encode())
+        await self.proc.stdin.drain()
+        out, err = await asyncio.wait_for(
+            asyncio.gather(_until_end(self.proc.stdout), _until_end(self.proc.stderr)), 360
+        )
+        result = Result(1 if err.strip() else 0, out, err)
+        if check and result.code != 0:
+            raise AssertionError(f"openstack {' '.join(args)} failed: {result.err}")
+        return result
+
+    async def apply(self, lb: str, *args: str) -> Result:
+        """Run ``*args``, a change to load balancer ``lb`` (its creation, or a child's), then
+        wait until ``lb`` is ACTIVE again; the command's result."""
+        result = await self(*args)
+        await self.wait_for_status("loadbalancer", "show", lb)
+        return result
+
+    async def wait_for_status(
+        self, *show: str, status: str = "ACTIVE", timeout: float = 120
+    ) -> None:
+        """Run ``*show -c provisioning_status -f value`` (``loadbalancer show my-lb``, or a
+        list: ``status=""`` waits until nothing matches) every 0.1 s until it prints
+        ``status``; AssertionError on ERROR or after ``timeout`` s. What ``--wait`` does, at
+        0.1 s instead of its fixed 3 s."""
+        deadline = time.monotonic() + timeout
+        while True:
+            seen = (await self(*show, "-c", "provisioning_status", "-f", "value")).out.strip()
+            if seen == status:
+                return
+            if seen == "ERROR" or time.monotonic() > deadline:
+                raise AssertionError(f"{' '.join(show)}: {seen}, not {status}")
+            await asyncio.sleep(0.1)
+
+
+async def _until_end(stream: asyncio.StreamReader) -> str:
+    lines = []
+    while (line := await stream.readline()) != f"{_END_OF_COMMAND}\n".encode():
+        if not line:
+            raise AssertionError(f"the openstack session ended: {b''.join(lines).decode()}")
+        lines.append(line)
+    return b"".join(lines).decode()
 
 
 def cloud_cli(stack: Stack, cloud: str) -> Cli:

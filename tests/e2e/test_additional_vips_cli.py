@@ -89,34 +89,41 @@ async def test_create_with_additional_vips_serves_on_each(
     cli = Cli({"OS_AUTH_TYPE": "none", "OS_ENDPOINT": replica, "PYTHONWARNINGS": "ignore"})
     octet = stack.ports()["vip_octet"]
     wanted = f"127.{octet}.200.77"
-    created = await cli(
-        "loadbalancer", "create", "--name", "multi-vip", "--vip-subnet", "public-subnet",
-        "--additional-vip", f"subnet-id=public-subnet-b,ip-address={wanted}",
-        "--wait", "-f", "json",
-    )  # fmt: skip
-    lb = created.json()
-    assert lb["provisioning_status"] == "ACTIVE"
-    vip = lb["vip_address"]
-    assert vip.startswith(f"127.{octet}.")
-    shown = (await cli("loadbalancer", "show", "multi-vip", "-f", "json")).json()
-    extra = shown["additional_vips"]
-    extra = json.loads(extra) if isinstance(extra, str) else extra
-    assert extra == [{"subnet_id": "c0ffee00-1b2c-4d3e-8f40-5a6b7c8d9e0f", "ip_address": wanted}]
-
-    await cli(
-        "loadbalancer", "listener", "create", "--name", "mv-listener", "--protocol", "HTTP",
-        "--protocol-port", "80", "multi-vip", "--wait",
-    )  # fmt: skip
-    await cli(
-        "loadbalancer", "pool", "create", "--name", "mv-pool", "--lb-algorithm", "ROUND_ROBIN",
-        "--listener", "mv-listener", "--protocol", "HTTP", "--wait",
-    )  # fmt: skip
-    for backend in backends:
-        await cli(
-            "loadbalancer", "member", "create", "--address", "127.0.0.1", "--protocol-port",
-            str(backend.port), "mv-pool", "--wait",
+    async with cli.session() as session:
+        created = await session(
+            "loadbalancer", "create", "--name", "multi-vip", "--vip-subnet", "public-subnet",
+            "--additional-vip", f"subnet-id=public-subnet-b,ip-address={wanted}", "-f", "json",
         )  # fmt: skip
-    for address in (vip, wanted):
-        bodies = [await fetch(f"http://{address}/") for _ in range(4)]
-        assert sorted(bodies) == ["backend-0", "backend-0", "backend-1", "backend-1"], address
-    await cli("loadbalancer", "delete", "--cascade", "--wait", "multi-vip")
+        vip = created.json()["vip_address"]  # type: ignore[index]
+        assert vip.startswith(f"127.{octet}.")
+        await session.wait_for_status("loadbalancer", "show", "multi-vip")
+        shown = (await session("loadbalancer", "show", "multi-vip", "-f", "json")).json()
+        assert isinstance(shown, dict)
+        assert shown["provisioning_status"] == "ACTIVE" and shown["vip_address"] == vip
+        extra = shown["additional_vips"]
+        extra = json.loads(extra) if isinstance(extra, str) else extra
+        assert extra == [
+            {"subnet_id": "c0ffee00-1b2c-4d3e-8f40-5a6b7c8d9e0f", "ip_address": wanted}
+        ]
+
+        await session.apply(
+            "multi-vip",
+            "loadbalancer", "listener", "create", "--name", "mv-listener", "--protocol", "HTTP",
+            "--protocol-port", "80", "multi-vip",
+        )  # fmt: skip
+        await session.apply(
+            "multi-vip",
+            "loadbalancer", "pool", "create", "--name", "mv-pool", "--lb-algorithm",
+            "ROUND_ROBIN", "--listener", "mv-listener", "--protocol", "HTTP",
+        )  # fmt: skip
+        for backend in backends:
+            await session.apply(
+                "multi-vip",
+                "loadbalancer", "member", "create", "--address", "127.0.0.1", "--protocol-port",
+                str(backend.port), "mv-pool",
+            )  # fmt: skip
+        for address in (vip, wanted):
+            bodies = [await fetch(f"http://{address}/") for _ in range(4)]
+            assert sorted(bodies) == ["backend-0", "backend-0", "backend-1", "backend-1"], address
+        await session("loadbalancer", "delete", "--cascade", "multi-vip")
+        await session.wait_for_status("loadbalancer", "list", "--name", "multi-vip", status="")

@@ -68,6 +68,8 @@ def playbook_runner(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> A
         "ANSIBLE_LOCAL_TEMP": str(home / "tmp"),
         "ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json",
         "ANSIBLE_NOCOLOR": "1",
+        # The module's code on the interpreter's stdin: no temporary file per task.
+        "ANSIBLE_PIPELINING": "1",
         "ANSIBLE_PYTHON_INTERPRETER": str(venv / "bin" / "python"),
         "PYTHONWARNINGS": "ignore",
     }
@@ -113,67 +115,73 @@ def playbook_runner(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> A
 async def test_openstack_cloud_playbook_idempotent_update_and_cascade_delete(
     stack: Stack, backends: list[Backend], playbook_runner: Any
 ) -> None:
-    cli = cloud_cli(stack, "fulcrum")
-    subnet = (await cli("subnet", "show", "public-subnet", "-f", "value", "-c", "id")).out.strip()
-    variables = {
-        "cloud": "fulcrum",
-        "lb_name": "ansible-lb",
-        "listener_port": LISTENER_PORT,
-        "member_ports": [b.port for b in backends],
-        "subnet_id": subnet,
-        "lb_algorithm": "ROUND_ROBIN",
-        "member_weight": 1,
-        "hm_delay": 5,
-        "timeout_client_data": 50000,
-        "lb_state": "present",
-    }
-    everything = ["Load balancer", "Listener", "Pool", "Members", "Health monitor"]
-    assert await playbook_runner(**variables) == everything
+    async with cloud_cli(stack, "fulcrum").session() as cli:
+        subnet = (
+            await cli("subnet", "show", "public-subnet", "-f", "value", "-c", "id")
+        ).out.strip()
+        variables = {
+            "cloud": "fulcrum",
+            "lb_name": "ansible-lb",
+            "listener_port": LISTENER_PORT,
+            "member_ports": [b.port for b in backends],
+            "subnet_id": subnet,
+            "lb_algorithm": "ROUND_ROBIN",
+            "member_weight": 1,
+            "hm_delay": 5,
+            "timeout_client_data": 50000,
+            "lb_state": "present",
+        }
+        everything = ["Load balancer", "Listener", "Pool", "Members", "Health monitor"]
+        assert await playbook_runner(**variables) == everything
 
-    lb = json.loads((await cli("loadbalancer", "show", "ansible-lb", "-f", "json")).out)
-    assert lb["provisioning_status"] == "ACTIVE"
-    seen = [await fetch(f"http://{lb['vip_address']}:{LISTENER_PORT}/") for _ in range(4)]
-    assert sorted(set(seen)) == ["backend-0", "backend-1"]
+        lb = json.loads((await cli("loadbalancer", "show", "ansible-lb", "-f", "json")).out)
+        assert lb["provisioning_status"] == "ACTIVE"
+        seen = [await fetch(f"http://{lb['vip_address']}:{LISTENER_PORT}/") for _ in range(4)]
+        assert sorted(set(seen)) == ["backend-0", "backend-1"]
 
-    assert await playbook_runner(**variables) == []
+        assert await playbook_runner(**variables) == []
 
-    updated = {
-        **variables,
-        "lb_algorithm": "LEAST_CONNECTIONS",
-        "member_weight": 5,
-        "hm_delay": 7,
-        "timeout_client_data": 40000,
-    }
-    assert await playbook_runner(**updated) == everything[1:]
-    pool = json.loads(
-        (await cli("loadbalancer", "pool", "show", "ansible-lb-pool", "-f", "json")).out
-    )
-    assert pool["lb_algorithm"] == "LEAST_CONNECTIONS"
-    members = json.loads(
-        (await cli("loadbalancer", "member", "list", "ansible-lb-pool", "-f", "json")).out
-    )
-    assert [m["weight"] for m in members] == [5, 5]
-    hm = json.loads(
-        (await cli("loadbalancer", "healthmonitor", "show", "ansible-lb-hm", "-f", "json")).out
-    )
-    assert hm["delay"] == 7
-    listener = json.loads(
-        (await cli("loadbalancer", "listener", "show", "ansible-lb-listener", "-f", "json")).out
-    )
-    assert listener["timeout_client_data"] == 40000
-    assert await fetch(f"http://{lb['vip_address']}:{LISTENER_PORT}/") in ("backend-0", "backend-1")
+        updated = {
+            **variables,
+            "lb_algorithm": "LEAST_CONNECTIONS",
+            "member_weight": 5,
+            "hm_delay": 7,
+            "timeout_client_data": 40000,
+        }
+        assert await playbook_runner(**updated) == everything[1:]
+        pool = json.loads(
+            (await cli("loadbalancer", "pool", "show", "ansible-lb-pool", "-f", "json")).out
+        )
+        assert pool["lb_algorithm"] == "LEAST_CONNECTIONS"
+        members = json.loads(
+            (await cli("loadbalancer", "member", "list", "ansible-lb-pool", "-f", "json")).out
+        )
+        assert [m["weight"] for m in members] == [5, 5]
+        hm = json.loads(
+            (await cli("loadbalancer", "healthmonitor", "show", "ansible-lb-hm", "-f", "json")).out
+        )
+        assert hm["delay"] == 7
+        listener = json.loads(
+            (await cli("loadbalancer", "listener", "show", "ansible-lb-listener", "-f", "json")).out
+        )
+        assert listener["timeout_client_data"] == 40000
+        assert await fetch(f"http://{lb['vip_address']}:{LISTENER_PORT}/") in (
+            "backend-0",
+            "backend-1",
+        )
 
-    assert await playbook_runner(**{**updated, "lb_state": "absent"}) == ["Load balancer"]
-    floating_lookups = re.findall(
-        r'"GET /v2\.0/floatingips\?(\S+) HTTP/1\.1" (\d+)', (stack.state / "api.log").read_text()
-    )
-    assert floating_lookups and {status for _, status in floating_lookups} == {"200"}
-    assert any(
-        f"fixed_ip_address={lb['vip_address']}" in q and f"port_id={lb['vip_port_id']}" in q
-        for q, _ in floating_lookups
-    ), floating_lookups
-    assert json.loads((await cli("loadbalancer", "list", "-f", "json")).out) == []
-    for kind in ("listener", "pool", "healthmonitor"):
-        assert json.loads((await cli("loadbalancer", kind, "list", "-f", "json")).out) == []
-    with pytest.raises(aiohttp.ClientError):
-        await fetch(f"http://{lb['vip_address']}:{LISTENER_PORT}/")
+        assert await playbook_runner(**{**updated, "lb_state": "absent"}) == ["Load balancer"]
+        floating_lookups = re.findall(
+            r'"GET /v2\.0/floatingips\?(\S+) HTTP/1\.1" (\d+)',
+            (stack.state / "api.log").read_text(),
+        )
+        assert floating_lookups and {status for _, status in floating_lookups} == {"200"}
+        assert any(
+            f"fixed_ip_address={lb['vip_address']}" in q and f"port_id={lb['vip_port_id']}" in q
+            for q, _ in floating_lookups
+        ), floating_lookups
+        assert json.loads((await cli("loadbalancer", "list", "-f", "json")).out) == []
+        for kind in ("listener", "pool", "healthmonitor"):
+            assert json.loads((await cli("loadbalancer", kind, "list", "-f", "json")).out) == []
+        with pytest.raises(aiohttp.ClientError):
+            await fetch(f"http://{lb['vip_address']}:{LISTENER_PORT}/")

@@ -189,26 +189,29 @@ def test_the_front_serves_https_only_with_a_certificate_of_the_deployment_ca(
 
 
 async def test_openstack_cli_through_the_front(cluster: Stack, members: list[Backend]) -> None:
-    cli = cloud_cli(cluster, "fulcrum")
-    created = await cli(
-        "loadbalancer", "create", "--name", "cli-lb", "--vip-subnet", "public-subnet",
-        "--wait", "-f", "json",
-    )  # fmt: skip
-    lb = json.loads(created.out)
-    assert lb["provisioning_status"] == "ACTIVE"
-    await cli(
-        "loadbalancer", "listener", "create", "--name", "cli-listener", "--protocol", "HTTP",
-        "--protocol-port", "80", "cli-lb", "--wait",
-    )  # fmt: skip
-    await cli(
-        "loadbalancer", "pool", "create", "--name", "cli-pool", "--protocol", "HTTP",
-        "--lb-algorithm", "ROUND_ROBIN", "--listener", "cli-listener", "--wait",
-    )  # fmt: skip
-    for backend in members:
-        await cli(
-            "loadbalancer", "member", "create", "--address", gateway(cluster),
-            "--protocol-port", str(backend.port), "cli-pool", "--wait",
+    async with cloud_cli(cluster, "fulcrum").session() as cli:
+        created = await cli(
+            "loadbalancer", "create", "--name", "cli-lb", "--vip-subnet", "public-subnet",
+            "-f", "json",
         )  # fmt: skip
+        lb = json.loads(created.out)
+        await cli.wait_for_status("loadbalancer", "show", "cli-lb")
+        await cli.apply(
+            "cli-lb",
+            "loadbalancer", "listener", "create", "--name", "cli-listener", "--protocol", "HTTP",
+            "--protocol-port", "80", "cli-lb",
+        )  # fmt: skip
+        await cli.apply(
+            "cli-lb",
+            "loadbalancer", "pool", "create", "--name", "cli-pool", "--protocol", "HTTP",
+            "--lb-algorithm", "ROUND_ROBIN", "--listener", "cli-listener",
+        )  # fmt: skip
+        for backend in members:
+            await cli.apply(
+                "cli-lb",
+                "loadbalancer", "member", "create", "--address", gateway(cluster),
+                "--protocol-port", str(backend.port), "cli-pool",
+            )  # fmt: skip
     answers = set()
     async with aiohttp.ClientSession() as session:
         for _ in range(6):

@@ -23,11 +23,14 @@ async def test_https_stack_with_the_real_cli(tmp_path: Path) -> None:
     try:
         assert stack.api_url.startswith("https://127.0.0.1:")
         assert f"cacert: {state / 'ca' / 'ca.pem'}" in stack.clouds_yaml.read_text()
-        for cloud in ("fulcrum", "fulcrum-admin-token"):
-            listed = await cloud_cli(stack, cloud)("loadbalancer", "list", "-f", "json")
-            assert listed.json() == []
-        subnets = await cloud_cli(stack, "fulcrum")("subnet", "list", "-f", "json")
-        assert [s["Name"] for s in subnets.json()] == ["public-subnet"]  # type: ignore[index]
+        admin_token_listed = asyncio.create_task(
+            cloud_cli(stack, "fulcrum-admin-token")("loadbalancer", "list", "-f", "json")
+        )
+        async with cloud_cli(stack, "fulcrum").session() as cli:
+            assert (await cli("loadbalancer", "list", "-f", "json")).json() == []
+            subnets = await cli("subnet", "list", "-f", "json")
+            assert [s["Name"] for s in subnets.json()] == ["public-subnet"]  # type: ignore[index]
+        assert (await admin_token_listed).json() == []
         await asyncio.to_thread(_raw_http_checks, stack, state / "ca" / "ca.pem")
     finally:
         stop_stack(stack.proc, state)

@@ -37,147 +37,156 @@ def row(out: str) -> dict[str, str]:
 
 async def test_seed_article_flow_with_keystone(stack: Stack, backends: list[Backend]) -> None:
     cli = cloud_cli(stack, "fulcrum")
-    lb = row(
-        (
-            await cli(
-                "loadbalancer",
-                "create",
-                "--name",
-                "my-lb",
-                "--vip-subnet",
-                "public-subnet",
-                "-f",
-                "shell",
-            )
-        ).out
-    )
-    assert lb["provisioning_status"] == "PENDING_CREATE" and lb["name"] == "my-lb"
-    vip = lb["vip_address"]
-    assert vip.startswith(f"127.{stack.ports()['vip_octet']}.")
-    listener = row(
-        (
-            await cli(
-                "loadbalancer",
-                "listener",
-                "create",
-                "--name",
-                "my-listener",
-                "--protocol",
-                "HTTP",
-                "--protocol-port",
-                "80",
-                "my-lb",
-                "--wait",
-                "-f",
-                "shell",
-            )
-        ).out
-    )
-    assert listener["protocol_port"] == "80" and listener["provisioning_status"] == "ACTIVE"
-    # UDP and SCTP pass the API's validation, then the provider refuses them (501): `make up`
-    # runs the process driver (no namespace of its own) and this kernel has no SCTP.
-    for protocol, reason in (
-        ("UDP", "the configured amphora driver cannot serve UDP"),
-        ("SCTP", "SCTP is not supported by this kernel"),
-    ):
-        refused = await cli(
-            "loadbalancer", "listener", "create", "--protocol", protocol,
-            "--protocol-port", "53", "my-lb", check=False,
-        )  # fmt: skip
-        assert refused.code != 0 and reason in refused.err, refused.err
-        assert "(HTTP 501)" in refused.err, refused.err
-    pool = row(
-        (
-            await cli(
-                "loadbalancer",
-                "pool",
-                "create",
-                "--name",
-                "my-pool",
-                "--lb-algorithm",
-                "ROUND_ROBIN",
-                "--listener",
-                "my-listener",
-                "--protocol",
-                "HTTP",
-                "--wait",
-                "-f",
-                "shell",
-            )
-        ).out
-    )
-    assert pool["lb_algorithm"] == "ROUND_ROBIN"
-    for backend in backends:
-        member = row(
+    async with cli.session() as session:
+        lb = row(
             (
-                await cli(
+                await session(
                     "loadbalancer",
-                    "member",
                     "create",
-                    "--subnet-id",
-                    "public-subnet",
-                    "--address",
-                    "127.0.0.1",
-                    "--protocol-port",
-                    str(backend.port),
                     "--name",
-                    backend.name,
-                    "my-pool",
+                    "my-lb",
+                    "--vip-subnet",
+                    "public-subnet",
+                    "-f",
+                    "shell",
+                )
+            ).out
+        )
+        assert lb["provisioning_status"] == "PENDING_CREATE" and lb["name"] == "my-lb"
+        vip = lb["vip_address"]
+        assert vip.startswith(f"127.{stack.ports()['vip_octet']}.")
+        await session.wait_for_status("loadbalancer", "show", "my-lb")
+        # `--wait` itself: the listener comes back ACTIVE.
+        listener = row(
+            (
+                await session(
+                    "loadbalancer",
+                    "listener",
+                    "create",
+                    "--name",
+                    "my-listener",
+                    "--protocol",
+                    "HTTP",
+                    "--protocol-port",
+                    "80",
+                    "my-lb",
                     "--wait",
                     "-f",
                     "shell",
                 )
             ).out
         )
-        assert member["provisioning_status"] == "ACTIVE"
-    hm = row(
-        (
-            await cli(
-                "loadbalancer",
-                "healthmonitor",
-                "create",
-                "--delay",
-                "5",
-                "--timeout",
-                "3",
-                "--max-retries",
-                "3",
-                "--type",
-                "HTTP",
-                "my-pool",
-                "--wait",
-                "-f",
-                "shell",
+        assert listener["protocol_port"] == "80" and listener["provisioning_status"] == "ACTIVE"
+        # UDP and SCTP pass the API's validation, then the provider refuses them (501): `make
+        # up` runs the process driver (no namespace of its own) and this kernel has no SCTP.
+        # Separate runs at once, for their exit status, while the LB is ACTIVE.
+        refusals = await asyncio.gather(
+            *(
+                cli(
+                    "loadbalancer",
+                    "listener",
+                    "create",
+                    "--protocol",
+                    protocol,
+                    "--protocol-port",
+                    "53",
+                    "my-lb",
+                    check=False,
+                )
+                for protocol in ("UDP", "SCTP")
             )
-        ).out
-    )
-    assert hm["type"] == "HTTP" and hm["provisioning_status"] == "ACTIVE"
+        )
+        for refused, reason in zip(
+            refusals,
+            (
+                "the configured amphora driver cannot serve UDP",
+                "SCTP is not supported by this kernel",
+            ),
+            strict=True,
+        ):
+            assert refused.code != 0 and reason in refused.err, refused.err
+            assert "(HTTP 501)" in refused.err, refused.err
+        pool = row(
+            (
+                await session(
+                    "loadbalancer",
+                    "pool",
+                    "create",
+                    "--name",
+                    "my-pool",
+                    "--lb-algorithm",
+                    "ROUND_ROBIN",
+                    "--listener",
+                    "my-listener",
+                    "--protocol",
+                    "HTTP",
+                    "-f",
+                    "shell",
+                )
+            ).out
+        )
+        assert pool["lb_algorithm"] == "ROUND_ROBIN"
+        await session.wait_for_status("loadbalancer", "show", "my-lb")
+        for backend in backends:
+            await session(
+                "loadbalancer", "member", "create", "--subnet-id", "public-subnet",
+                "--address", "127.0.0.1", "--protocol-port", str(backend.port),
+                "--name", backend.name, "my-pool",
+            )  # fmt: skip
+            await session.wait_for_status("loadbalancer", "member", "show", "my-pool", backend.name)
+        hm = row(
+            (
+                await session(
+                    "loadbalancer",
+                    "healthmonitor",
+                    "create",
+                    "--delay",
+                    "5",
+                    "--timeout",
+                    "3",
+                    "--max-retries",
+                    "3",
+                    "--type",
+                    "HTTP",
+                    "my-pool",
+                    "-f",
+                    "shell",
+                )
+            ).out
+        )
+        assert hm["type"] == "HTTP"
+        await session.wait_for_status("loadbalancer", "healthmonitor", "show", hm["id"])
 
-    seen = [await fetch(f"http://{vip}/") for _ in range(6)]
-    assert sorted(set(seen)) == ["backend-0", "backend-1"] and seen.count("backend-0") == 3
+        seen = [await fetch(f"http://{vip}/") for _ in range(6)]
+        assert sorted(set(seen)) == ["backend-0", "backend-1"] and seen.count("backend-0") == 3
 
-    listed = (await cli("loadbalancer", "list", "-f", "json")).json()
-    assert [x["name"] for x in listed] == ["my-lb"]  # type: ignore[union-attr,index]
-    shown = row((await cli("loadbalancer", "show", "my-lb", "-f", "shell")).out)
-    assert shown["provisioning_status"] == "ACTIVE" and shown["vip_address"] == vip
-    status = (await cli("loadbalancer", "status", "show", "my-lb")).json()
-    tree: Any = status["loadbalancer"]  # type: ignore[index]
-    assert tree["listeners"][0]["pools"][0]["health_monitor"]["type"] == "HTTP"
-    assert len(tree["listeners"][0]["pools"][0]["members"]) == 2
-    stats = row((await cli("loadbalancer", "stats", "show", "my-lb", "-f", "shell")).out)
-    assert set(stats) >= {"bytes_in", "bytes_out", "total_connections"}
-    for kind in ("listener", "pool", "healthmonitor"):
-        assert (await cli("loadbalancer", kind, "list", "-f", "json")).json()
-    assert len((await cli("loadbalancer", "member", "list", "my-pool", "-f", "json")).json()) == 2  # type: ignore[arg-type]
+        listed = (await session("loadbalancer", "list", "-f", "json")).json()
+        assert [x["name"] for x in listed] == ["my-lb"]  # type: ignore[union-attr,index]
+        shown = row((await session("loadbalancer", "show", "my-lb", "-f", "shell")).out)
+        assert shown["provisioning_status"] == "ACTIVE" and shown["vip_address"] == vip
+        status = (await session("loadbalancer", "status", "show", "my-lb")).json()
+        tree: Any = status["loadbalancer"]  # type: ignore[index]
+        assert tree["listeners"][0]["pools"][0]["health_monitor"]["type"] == "HTTP"
+        assert len(tree["listeners"][0]["pools"][0]["members"]) == 2
+        stats = row((await session("loadbalancer", "stats", "show", "my-lb", "-f", "shell")).out)
+        assert set(stats) >= {"bytes_in", "bytes_out", "total_connections"}
+        for kind in ("listener", "pool", "healthmonitor"):
+            assert (await session("loadbalancer", kind, "list", "-f", "json")).json()
+        members = (await session("loadbalancer", "member", "list", "my-pool", "-f", "json")).json()
+        assert isinstance(members, list) and len(members) == 2
+        assert {m["provisioning_status"] for m in members} == {"ACTIVE"}
 
-    await cli("loadbalancer", "failover", "my-lb", "--wait")
-    assert await fetch(f"http://{vip}/") in ("backend-0", "backend-1")
-    amphorae = (await cli("loadbalancer", "amphora", "list", "-f", "json")).json()
-    assert any(a.get("loadbalancer_id") == lb["id"] for a in amphorae)  # type: ignore[union-attr]
-    quota = row((await cli("loadbalancer", "quota", "show", lb["project_id"], "-f", "shell")).out)
-    assert "load_balancer" in quota or "loadbalancer" in quota
-    await cli("loadbalancer", "delete", "--cascade", "--wait", "my-lb")
-    assert (await cli("loadbalancer", "list", "-f", "json")).json() == []
+        await session("loadbalancer", "failover", "my-lb", "--wait")
+        assert await fetch(f"http://{vip}/") in ("backend-0", "backend-1")
+        amphorae = (await session("loadbalancer", "amphora", "list", "-f", "json")).json()
+        assert any(a.get("loadbalancer_id") == lb["id"] for a in amphorae)  # type: ignore[union-attr]
+        quota = row(
+            (await session("loadbalancer", "quota", "show", lb["project_id"], "-f", "shell")).out
+        )
+        assert "load_balancer" in quota or "loadbalancer" in quota
+        await session("loadbalancer", "delete", "--cascade", "--wait", "my-lb")
+        assert (await session("loadbalancer", "list", "-f", "json")).json() == []
+    # A separate run, for its exit status.
     missing = await cli("loadbalancer", "show", lb["id"], check=False)
     assert missing.code != 0 and ("404" in missing.err or "Unable to locate" in missing.err)
 
@@ -191,66 +200,33 @@ async def test_admin_token_mode(stack: Stack, backends: list[Backend]) -> None:
             "PYTHONWARNINGS": "ignore",
         }
     )
-    lb = row(
-        (
-            await cli(
-                "loadbalancer",
-                "create",
-                "--name",
-                "tok-lb",
-                "--vip-subnet",
-                "public-subnet",
-                "--wait",
-                "-f",
-                "shell",
-            )
-        ).out
-    )
-    assert lb["provisioning_status"] == "ACTIVE"
-    await cli(
-        "loadbalancer",
-        "listener",
-        "create",
-        "--name",
-        "tok-l",
-        "--protocol",
-        "HTTP",
-        "--protocol-port",
-        "8080",
-        "tok-lb",
-        "--wait",
-    )
-    await cli(
-        "loadbalancer",
-        "pool",
-        "create",
-        "--name",
-        "tok-p",
-        "--lb-algorithm",
-        "ROUND_ROBIN",
-        "--listener",
-        "tok-l",
-        "--protocol",
-        "HTTP",
-        "--wait",
-    )
-    await cli(
-        "loadbalancer",
-        "member",
-        "create",
-        "--subnet-id",
-        "public-subnet",
-        "--address",
-        "127.0.0.1",
-        "--protocol-port",
-        str(backends[0].port),
-        "tok-p",
-        "--wait",
-    )
-    assert await fetch(f"http://{lb['vip_address']}:8080/") == "backend-0"
-    await cli("loadbalancer", "delete", "--cascade", "--wait", "tok-lb")
     bad = Cli({**cli.env, "OS_TOKEN": "not-the-token"})
-    refused = await bad("loadbalancer", "list", check=False)
+    # A separate run, for its exit status; it starts while the session works.
+    refusal = asyncio.create_task(bad("loadbalancer", "list", check=False))
+    async with cli.session() as session:
+        await session("loadbalancer", "create", "--name", "tok-lb", "--vip-subnet", "public-subnet")
+        await session.wait_for_status("loadbalancer", "show", "tok-lb")
+        lb = row((await session("loadbalancer", "show", "tok-lb", "-f", "shell")).out)
+        assert lb["provisioning_status"] == "ACTIVE"
+        await session.apply(
+            "tok-lb",
+            "loadbalancer", "listener", "create", "--name", "tok-l", "--protocol", "HTTP",
+            "--protocol-port", "8080", "tok-lb",
+        )  # fmt: skip
+        await session.apply(
+            "tok-lb",
+            "loadbalancer", "pool", "create", "--name", "tok-p", "--lb-algorithm",
+            "ROUND_ROBIN", "--listener", "tok-l", "--protocol", "HTTP",
+        )  # fmt: skip
+        await session.apply(
+            "tok-lb",
+            "loadbalancer", "member", "create", "--subnet-id", "public-subnet", "--address",
+            "127.0.0.1", "--protocol-port", str(backends[0].port), "tok-p",
+        )  # fmt: skip
+        assert await fetch(f"http://{lb['vip_address']}:8080/") == "backend-0"
+        await session("loadbalancer", "delete", "--cascade", "tok-lb")
+        await session.wait_for_status("loadbalancer", "list", "--name", "tok-lb", status="")
+    refused = await refusal
     assert refused.code != 0 and "401" in refused.err
 
 
@@ -287,26 +263,22 @@ def noauth_api(stack: Stack) -> Any:
 
 async def test_auth_type_none_with_endpoint(noauth_api: str) -> None:
     cli = Cli({"OS_AUTH_TYPE": "none", "OS_ENDPOINT": noauth_api, "PYTHONWARNINGS": "ignore"})
-    lb = row(
-        (
-            await cli(
-                "loadbalancer",
-                "create",
-                "--name",
-                "none-lb",
-                "--vip-subnet",
-                "public-subnet",
-                "--wait",
-                "-f",
-                "shell",
-            )
-        ).out
-    )
-    assert lb["provisioning_status"] == "ACTIVE"
-    assert [x["name"] for x in (await cli("loadbalancer", "list", "-f", "json")).json()] == [  # type: ignore[union-attr,index]
-        "none-lb"
-    ]
-    await cli("loadbalancer", "delete", "--wait", "none-lb")
+    async with cli.session() as session:
+        await session.apply(
+            "none-lb",
+            "loadbalancer",
+            "create",
+            "--name",
+            "none-lb",
+            "--vip-subnet",
+            "public-subnet",
+        )
+        listed = (await session("loadbalancer", "list", "-f", "json")).json()
+        assert [(x["name"], x["provisioning_status"]) for x in listed] == [  # type: ignore[union-attr,index]
+            ("none-lb", "ACTIVE")
+        ]
+        await session("loadbalancer", "delete", "none-lb")
+        await session.wait_for_status("loadbalancer", "list", "--name", "none-lb", status="")
 
 
 async def test_wrong_password_and_forged_token_get_keystone_401(stack: Stack) -> None:

@@ -4,6 +4,7 @@ then ``loadbalancer listener create --protocol TERMINATED_HTTPS``, and HTTPS thr
 
 from __future__ import annotations
 
+import asyncio
 import json
 import ssl
 from pathlib import Path
@@ -12,13 +13,13 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.e2e.conftest import Backend, Cli, Stack, cloud_cli, free_port
+from tests.e2e.conftest import Backend, Cli, CliSession, Stack, cloud_cli, free_port
 from tests.integration.tls.pki import CertAuthority
 
 pytestmark = pytest.mark.timeout(600)
 
 
-async def as_json(cli: Cli, *args: str) -> Any:
+async def as_json(cli: Cli | CliSession, *args: str) -> Any:
     return json.loads((await cli(*args, "-f", "json")).out)
 
 
@@ -40,140 +41,108 @@ async def test_secret_store_container_and_terminated_https_listener(
     key_file = tmp_path / "shop.key"
     key_file.write_bytes(issued.key_pem)
 
-    cert = await as_json(
-        cli,
-        "secret",
-        "store",
-        "--name",
-        "shop-cert",
-        "--payload-content-type",
-        "text/plain",
-        "--payload",
-        issued.cert_pem.decode(),
+    # The certificate goes in as `--payload` (multi-line: a separate run, not a session line),
+    # while the session starts.
+    storing = asyncio.create_task(
+        as_json(
+            cli,
+            "secret",
+            "store",
+            "--name",
+            "shop-cert",
+            "--payload-content-type",
+            "text/plain",
+            "--payload",
+            issued.cert_pem.decode(),
+        )
     )
-    cert_ref = cert["Secret href"]
-    assert cert_ref.startswith(stack.api_url + "/v1/secrets/")
-    key = await as_json(cli, "secret", "store", "--name", "shop-key", "--file", str(key_file))
-    container = await as_json(
-        cli,
-        "secret",
-        "container",
-        "create",
-        "--name",
-        "shop-tls",
-        "--type",
-        "certificate",
-        "--secret",
-        f"certificate={cert_ref}",
-        "--secret",
-        f"private_key={key['Secret href']}",
-    )
-    container_ref = container["Container href"]
-    # (`-f json` of these two trips over the client's own datetimes: plain values instead.)
-    shown = await cli("secret", "container", "get", container_ref, "-f", "value", "-c", "Type")
-    assert shown.out.strip() == "certificate"
-    names = (await cli("secret", "list", "-f", "value", "-c", "Name")).out.split()
-    assert {"shop-cert", "shop-key"} <= set(names)
-    payload = await cli("secret", "get", "--payload", cert_ref, "-f", "value", "-c", "Payload")
-    assert payload.out.strip() == issued.cert_pem.decode().strip()
+    async with cli.session() as session:
+        key = await as_json(
+            session, "secret", "store", "--name", "shop-key", "--file", str(key_file)
+        )
+        cert = await storing
+        cert_ref = cert["Secret href"]
+        assert cert_ref.startswith(stack.api_url + "/v1/secrets/")
+        container = await as_json(
+            session, "secret", "container", "create", "--name", "shop-tls", "--type",
+            "certificate", "--secret", f"certificate={cert_ref}",
+            "--secret", f"private_key={key['Secret href']}",
+        )  # fmt: skip
+        container_ref = container["Container href"]
+        # (`-f json` of these two trips over the client's own datetimes: plain values instead.)
+        shown = await session(
+            "secret", "container", "get", container_ref, "-f", "value", "-c", "Type"
+        )
+        assert shown.out.strip() == "certificate"
+        names = (await session("secret", "list", "-f", "value", "-c", "Name")).out.split()
+        assert {"shop-cert", "shop-key"} <= set(names)
+        payload = await session(
+            "secret", "get", "--payload", cert_ref, "-f", "value", "-c", "Payload"
+        )
+        assert payload.out.strip() == issued.cert_pem.decode().strip()
 
-    lb = await as_json(
-        cli, "loadbalancer", "create", "--name", "tls-lb", "--vip-subnet", "public-subnet", "--wait"
-    )
-    vip = lb["vip_address"]
-    port = free_port()
-    listener = await as_json(
-        cli,
-        "loadbalancer",
-        "listener",
-        "create",
-        "--name",
-        "shop",
-        "--protocol",
-        "TERMINATED_HTTPS",
-        "--protocol-port",
-        str(port),
-        "--default-tls-container-ref",
-        container_ref,
-        "tls-lb",
-        "--wait",
-    )
-    assert listener["default_tls_container_ref"] == container_ref
-    await cli(
-        "loadbalancer",
-        "pool",
-        "create",
-        "--name",
-        "shop-pool",
-        "--protocol",
-        "HTTP",
-        "--lb-algorithm",
-        "ROUND_ROBIN",
-        "--listener",
-        "shop",
-        "--wait",
-    )
-    await cli(
-        "loadbalancer",
-        "member",
-        "create",
-        "--subnet-id",
-        "public-subnet",
-        "--address",
-        "127.0.0.1",
-        "--protocol-port",
-        str(backends[0].port),
-        "shop-pool",
-        "--wait",
-    )
-    trust = ssl.create_default_context(cadata=ca.cert_pem.decode())
-    assert await https_text(f"https://{vip}:{port}/", trust, "shop.test") == "backend-0"
+        lb = await as_json(
+            session, "loadbalancer", "create", "--name", "tls-lb", "--vip-subnet", "public-subnet"
+        )
+        vip = lb["vip_address"]
+        await session.wait_for_status("loadbalancer", "show", "tls-lb")
+        port = free_port()
+        listener = await as_json(
+            session, "loadbalancer", "listener", "create", "--name", "shop", "--protocol",
+            "TERMINATED_HTTPS", "--protocol-port", str(port), "--default-tls-container-ref",
+            container_ref, "tls-lb",
+        )  # fmt: skip
+        assert listener["default_tls_container_ref"] == container_ref
+        await session.wait_for_status("loadbalancer", "show", "tls-lb")
+        await session.apply(
+            "tls-lb",
+            "loadbalancer", "pool", "create", "--name", "shop-pool", "--protocol", "HTTP",
+            "--lb-algorithm", "ROUND_ROBIN", "--listener", "shop",
+        )  # fmt: skip
+        await session.apply(
+            "tls-lb",
+            "loadbalancer", "member", "create", "--subnet-id", "public-subnet", "--address",
+            "127.0.0.1", "--protocol-port", str(backends[0].port), "shop-pool",
+        )  # fmt: skip
+        trust = ssl.create_default_context(cadata=ca.cert_pem.decode())
+        assert await https_text(f"https://{vip}:{port}/", trust, "shop.test") == "backend-0"
 
-    # A container in use cannot be deleted.
-    refused = await cli("secret", "container", "delete", container_ref, check=False)
-    assert refused.code != 0 and "in use" in (refused.err + refused.out)
+        # A PKCS12 bundle stored as a secret serves as a listener's certificate directly.
+        bundle = tmp_path / "shop.p12"
+        bundle.write_bytes(ca.issue("p12.test", dns=["p12.test"]).pkcs12())
+        p12 = await as_json(session, "secret", "store", "--name", "shop-p12", "--file", str(bundle))
+        p12_port = free_port()
+        await session.apply(
+            "tls-lb",
+            "loadbalancer", "listener", "create", "--name", "shop-p12", "--protocol",
+            "TERMINATED_HTTPS", "--protocol-port", str(p12_port), "--default-tls-container-ref",
+            p12["Secret href"], "--default-pool", "shop-pool", "tls-lb",
+        )  # fmt: skip
+        assert await https_text(f"https://{vip}:{p12_port}/", trust, "p12.test") == "backend-0"
 
-    # A PKCS12 bundle stored as a secret serves as a listener's certificate directly.
-    bundle = tmp_path / "shop.p12"
-    bundle.write_bytes(ca.issue("p12.test", dns=["p12.test"]).pkcs12())
-    p12 = await as_json(cli, "secret", "store", "--name", "shop-p12", "--file", str(bundle))
-    p12_port = free_port()
-    await cli(
-        "loadbalancer",
-        "listener",
-        "create",
-        "--name",
-        "shop-p12",
-        "--protocol",
-        "TERMINATED_HTTPS",
-        "--protocol-port",
-        str(p12_port),
-        "--default-tls-container-ref",
-        p12["Secret href"],
-        "--default-pool",
-        "shop-pool",
-        "tls-lb",
-        "--wait",
-    )
-    assert await https_text(f"https://{vip}:{p12_port}/", trust, "p12.test") == "backend-0"
+        # Separate runs at once, for their exit status: a container in use cannot be deleted,
+        # and a bad reference is refused with the reason.
+        refused, bad = await asyncio.gather(
+            cli("secret", "container", "delete", container_ref, check=False),
+            cli(
+                "loadbalancer",
+                "listener",
+                "create",
+                "--protocol",
+                "TERMINATED_HTTPS",
+                "--protocol-port",
+                str(free_port()),
+                "--default-tls-container-ref",
+                cert_ref,
+                "tls-lb",
+                check=False,
+            ),
+        )
+        assert refused.code != 0 and "in use" in (refused.err + refused.out)
+        assert bad.code != 0 and "private_key" in bad.err, bad.err
 
-    # A bad reference is refused with the reason.
-    bad = await cli(
-        "loadbalancer",
-        "listener",
-        "create",
-        "--protocol",
-        "TERMINATED_HTTPS",
-        "--protocol-port",
-        str(free_port()),
-        "--default-tls-container-ref",
-        cert_ref,
-        "tls-lb",
-        check=False,
-    )
-    assert bad.code != 0 and "private_key" in bad.err, bad.err
-
-    await cli("loadbalancer", "delete", "--cascade", "--wait", "tls-lb")
-    await cli("secret", "container", "delete", container_ref)
-    for ref in (cert_ref, key["Secret href"], p12["Secret href"]):
-        await cli("secret", "delete", ref)
+        await session("loadbalancer", "delete", "--cascade", "tls-lb")
+        await session.wait_for_status("loadbalancer", "list", "--name", "tls-lb", status="")
+        await session("secret", "container", "delete", container_ref)
+        for ref in (cert_ref, key["Secret href"], p12["Secret href"]):
+            await session("secret", "delete", ref)
