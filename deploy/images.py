@@ -436,13 +436,19 @@ def saved_image(cache_dir: Path, spec: ImageSpec, digest: str) -> Path:
 
 
 def load_saved(client: docker.DockerClient, saved: Path, reference: str) -> bool:
-    """Load ``saved`` as ``reference`` if the cache has it; False when it does not."""
+    """Load ``saved`` as ``reference`` if the cache has it; False when it does not, or when
+    the engine refuses it (a damaged file, which is then removed: the caller builds)."""
     if not saved.exists():
         return False
     previous = client.images.get(reference).id if _exists(client, reference) else None
     started = time.monotonic()
-    with saved.open("rb") as handle:
-        (image,) = client.images.load(handle)
+    try:
+        with saved.open("rb") as handle:
+            (image,) = client.images.load(handle)
+    except (docker.errors.APIError, docker.errors.ImageLoadError, ValueError) as exc:
+        log(f"{saved} not loaded ({exc}): removed, building instead")
+        saved.unlink(missing_ok=True)
+        return False
     image.tag(reference)
     log(f"{reference} loaded from {saved} in {time.monotonic() - started:.1f} s")
     _remove_replaced(client, previous, reference)

@@ -1,5 +1,6 @@
 """The built-image cache of ``deploy/images.py``: a saved image loads into an engine with its tag
-and digest label, replaces the image's earlier saves, and a missing save is a miss."""
+and digest label, replaces the image's earlier saves; a missing save is a miss, and a damaged
+one is a miss that is removed."""
 
 from __future__ import annotations
 
@@ -63,3 +64,12 @@ def test_a_missing_save_is_a_miss(
     docker_client: docker.DockerClient, probe_reference: str, tmp_path: Path
 ) -> None:
     assert not load_saved(docker_client, saved_image(tmp_path, SPEC, "d2"), probe_reference)
+
+
+def test_a_damaged_save_is_a_miss_and_removed(
+    docker_client: docker.DockerClient, probe_reference: str, tmp_path: Path
+) -> None:
+    damaged = saved_image(tmp_path, SPEC, "d3")
+    damaged.write_bytes(b"not a tar archive")
+    assert not load_saved(docker_client, damaged, probe_reference)
+    assert not damaged.exists()
