@@ -401,7 +401,6 @@ def image_digest(
 
 def build(
     client: docker.DockerClient,
-    spec: ImageSpec,
     context: Path,
     base: str,
     reference: str,
@@ -533,7 +532,7 @@ def build_images(
                 if base_image is None and not force and load_saved(client, saved, reference):
                     continue
                 base = base_image or ensure_local_base(client, cache, force, spec.packages)
-                build(client, spec, context, base, reference, digest)
+                build(client, context, base, reference, digest)
                 if base_image is None:
                     save_built(client, reference, saved)
     finally:
