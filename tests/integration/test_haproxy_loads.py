@@ -45,6 +45,27 @@ async def serving_worker(plane: HaproxyDataPlane) -> int:
     return int(found.group(1))
 
 
+async def master_settled(master_socket: Path, patience: float = 10.0) -> None:
+    """Wait until a master-worker HAProxy's master lists a worker on its CLI. The master
+    re-executes itself once its worker runs, and a signal that reaches it meanwhile is lost
+    (a retiring reload's ``-sf`` then leaves it running): its CLI answers only after that."""
+    deadline = asyncio.get_running_loop().time() + patience
+    while True:
+        try:
+            reader, writer = await asyncio.open_unix_connection(str(master_socket))
+            try:
+                writer.write(b"show proc\n")
+                answer = await asyncio.wait_for(reader.readuntil(b"# programs"), 0.5)
+            finally:
+                writer.close()
+            if b"worker" in answer:
+                return
+        except (OSError, TimeoutError, asyncio.IncompleteReadError):
+            pass
+        assert asyncio.get_running_loop().time() < deadline, "the master never settled"
+        await asyncio.sleep(0.01)
+
+
 def pid_file(plane: HaproxyDataPlane) -> int:
     return int((plane.state_dir / "haproxy.pid").read_text())
 
