@@ -66,6 +66,16 @@ async def master_settled(master_socket: Path, patience: float = 10.0) -> None:
         await asyncio.sleep(0.01)
 
 
+def process_state(pid: int) -> str:
+    """A process's state and signal masks, and its children's (for a failure's message)."""
+    lines = []
+    for task in [pid, *map(int, Path(f"/proc/{pid}/task/{pid}/children").read_text().split())]:
+        status = Path(f"/proc/{task}/status").read_text().splitlines()
+        wanted = ("Name", "State", "SigBlk", "SigIgn", "SigCgt", "SigPnd", "ShdPnd")
+        lines.append(f"{task}: " + ", ".join(x for x in status if x.startswith(wanted)))
+    return "\n".join(lines)
+
+
 def pid_file(plane: HaproxyDataPlane) -> int:
     return int((plane.state_dir / "haproxy.pid").read_text())
 
@@ -281,6 +291,8 @@ async def test_a_haproxy_left_running_is_adopted_and_retired_by_the_next_reload(
     try:
         (state / "haproxy.pid").write_text(f"{left.pid}\n")
         assert await first.serving_pid(10)
+        if master_worker:
+            await master_settled(state / "master.sock")
         assert await answer_once(port) == "left"
 
         await adopting.prepare()
@@ -289,7 +301,10 @@ async def test_a_haproxy_left_running_is_adopted_and_retired_by_the_next_reload(
 
         assert await answer_once(port) == "next"
         # Retired, not killed: it leaves once idle, at the latest by hard-stop-after (10 s).
-        assert await asyncio.wait_for(left.wait(), 15) is not None
+        try:
+            await asyncio.wait_for(left.wait(), 15)
+        except TimeoutError:
+            pytest.fail(f"the adopted HAProxy still runs after 15 s: {process_state(left.pid)}")
         assert pid_file(adopting) == await serving_worker(adopting) != left.pid
     finally:
         await adopting.stop()
