@@ -24,9 +24,10 @@ UP_ARGS ?= --https --state-dir $(STATE)
 UP_TIMEOUT ?= 130
 PYTEST_ARGS ?=
 # `make test` runs on this many pytest-xdist workers (tests/conftest.py groups what must share one),
-# then SERIAL_TESTS on one: schemathesis' generated tests are not run by xdist workers.
+# then FUZZ_TESTS on as many, spread test by test (`--dist load`; each worker serves its own API):
+# `--dist loadscope` keeps a module on one worker, and schemathesis' module is 162 tests.
 TEST_WORKERS ?= 2
-SERIAL_TESTS := tests/integration/api/test_schemathesis.py
+FUZZ_TESTS := tests/integration/api/test_schemathesis.py
 
 export DEBIAN_FRONTEND := noninteractive
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
@@ -95,8 +96,8 @@ $(ANSIBLE_VENV)/.installed: $(ANSIBLE_REQUIREMENTS) | venv
 
 test: venv ansible-venv sysdeps test-images
 	FULCRUM_ANSIBLE_VENV=$(abspath $(ANSIBLE_VENV)) $(VENV)/bin/pytest -q -x --timeout=300 \
-	  -n $(TEST_WORKERS) --dist loadscope --ignore=$(SERIAL_TESTS) $(PYTEST_ARGS) tests
-	$(VENV)/bin/pytest -q -x --timeout=300 $(PYTEST_ARGS) $(SERIAL_TESTS)
+	  -n $(TEST_WORKERS) --dist loadscope --ignore=$(FUZZ_TESTS) $(PYTEST_ARGS) tests
+	$(VENV)/bin/pytest -q -x --timeout=300 -n $(TEST_WORKERS) --dist load $(PYTEST_ARGS) $(FUZZ_TESTS)
 
 # Exit status 5 means "no tests collected": an empty folder is not a failure.
 test-e2e: ansible-venv
