@@ -198,14 +198,19 @@ class Stack:
                 proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 proc.kill()
-        for pid_file in self.root.glob("**/agent.pid"):  # amphorae outlive the provisioner
-            try:
-                os.kill(int(pid_file.read_text()), 15)
-            except (OSError, ValueError):
-                pass
-        time.sleep(0.5)
-        for server in reversed(self._servers):
-            server.stop()
+        try:
+            # Amphorae outlive the provisioner. os.walk, not glob: an agent host that ends
+            # meanwhile removes its directory, which glob raises on.
+            for directory, _, files in os.walk(self.root):
+                if "agent.pid" in files:
+                    try:
+                        os.kill(int((Path(directory) / "agent.pid").read_text()), 15)
+                    except (OSError, ValueError):
+                        pass
+            time.sleep(0.5)
+        finally:
+            for server in reversed(self._servers):
+                server.stop()
 
 
 @contextmanager
