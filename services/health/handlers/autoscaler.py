@@ -9,14 +9,15 @@ the cores of CPU its HAProxy used since then (``cpu``, when the agent reports it
 that reported within ``_FRESH`` seconds (all of them, else no decision), and a decision
 becomes ``ScaleLoadBalancer`` through the LB's repository: ``LoadBalancerScaledOut`` /
 ``LoadBalancerScaledIn`` on its stream, which the provisioner carries out. The project's
-quota has no amphora resource, so the room left is the LB's ``amphora_max``.
+quota has no amphora resource, so the room left is the LB's ``amphora_max``. The cool-down
+runs from the moment the decision's event was recorded.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Final
 
 from libs.common.database import DATABASE_ERRORS
@@ -115,6 +116,12 @@ class Autoscaler:
             except (FulcrumError, *DATABASE_ERRORS) as exc:
                 log.warning("lb %s: scaling to %d refused: %s", lb_id, decision.amphorae, exc)
                 continue
+            # The cool-down counts from the recorded decision, not from the round's start: an
+            # append may take a while, and the next decision's event must come a cool-down
+            # after this one's.
+            self._tracking[lb_id] = replace(
+                self._tracking[lb_id], last_decision=asyncio.get_running_loop().time()
+            )
             direction = "out" if decision.amphorae > len(loads) else "in"
             self._metrics.inc(f"autoscale_scaled_{direction}_total")
             log.info(
