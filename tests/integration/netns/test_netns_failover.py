@@ -30,7 +30,13 @@ from services.provisioner.app import CONFIGURATOR
 from services.provisioner.drivers import AmphoraHandle
 from services.provisioner.drivers.netns import namespace_exists
 from tests.integration.netns.conftest import NetnsProvisioner
-from tests.integration.netns.lab import NetnsLab, host_addresses, kill_everything_in
+from tests.integration.netns.lab import (
+    PYTHON,
+    TOOLS,
+    NetnsLab,
+    host_addresses,
+    kill_everything_in,
+)
 from tests.integration.netns.tools import AS_OUTAGE_BOUND
 from tests.integration.provisioner.test_process_lifecycle import META, wait_status
 
@@ -211,6 +217,57 @@ async def test_active_standby_backup_takes_the_vip_then_failover_makes_the_pair_
     seen = await prober.measure(killed_at)
     assert (await vrrp(prov, replacement)).state == VrrpState.MASTER
     assert seen.longest_gap <= AS_OUTAGE_BOUND, seen
+
+
+async def test_active_standby_pair_ignores_vrrp_adverts_from_outside_it(
+    netns_provisioner: NetnsProvisioner, lab: NetnsLab, db: asyncpg.Pool
+) -> None:
+    """A host of the VIP network (a tenant's server: here the client namespace) sends both
+    amphorae VRRP adverts for their router id at a priority above the MASTER's, as a router
+    taking the VIP over would. keepalived takes adverts from its unicast peer only: the MASTER
+    keeps the VIP, the BACKUP stays BACKUP, and the VIP keeps answering throughout (without
+    that check the MASTER steps down and the pair holds the VIP nowhere while they come)."""
+    prov = netns_provisioner
+    repo = LoadBalancerRepository(PostgresEventStore(db))
+    ports = await asyncio.to_thread(lab.start_backends, ["b0"])
+    vip = lab.vip(3)
+    command = lab.http_lb(vip, ports, Topology.ACTIVE_STANDBY)
+    lb_id = command.loadbalancer.id
+    await repo.execute(lb_id, command, META)
+    await wait_status(repo, lb_id, "ACTIVE")
+    handles = await lb_handles(prov, lb_id)
+    states = await wait_vrrp_states(prov, handles)
+    master = next(h for h in handles if states[h.amphora_id] == VrrpState.MASTER)
+    backup = next(h for h in handles if h is not master)
+    url = f"http://{vip}/"
+    await lab.wait_answers(url)
+    vrid = next(
+        line.split()[1]
+        for line in keepalived_conf(prov, master).splitlines()
+        if line.strip().startswith("virtual_router_id")
+    )
+
+    prober = lab.start_prober(url, prov.state_dir.parent)
+    await asyncio.sleep(0.3)
+    started = time.monotonic()
+    forger = lab.spawn(
+        PYTHON, "-m", TOOLS, "advertise", "--source", lab.client_ip,
+        "--to", master.lb_network_ip, "--to", backup.lb_network_ip,
+        "--vrid", vrid, "--priority", "254", "--address", vip,
+        "--interval", "0.1", "--count", "25",
+    )  # fmt: skip
+    seen_states: set[tuple[VrrpState, VrrpState]] = set()
+    while forger.poll() is None:
+        assert time.monotonic() - started < 15, "the forger did not finish"
+        seen_states.add(((await vrrp(prov, master)).state, (await vrrp(prov, backup)).state))
+        await asyncio.sleep(0.05)
+    output = forger.stdout.read().decode() if forger.stdout else ""
+    assert forger.returncode == 0, output
+    await asyncio.sleep(0.5)
+    seen = await prober.measure(started)
+    assert seen_states == {(VrrpState.MASTER, VrrpState.BACKUP)}, seen_states
+    assert host_addresses(master.compute_id) == [vip]
+    assert seen.failures == 0 and seen.successes > 0, seen
 
 
 async def test_active_standby_master_whose_haproxy_dies_hands_over_the_vip(

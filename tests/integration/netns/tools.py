@@ -1,9 +1,12 @@
 """Programs that run inside a test's client namespace (``ip netns exec``): HTTP backends that
-answer their name, and a prober that sends one request every ``interval`` and records each.
+answer their name, a prober that sends one request every ``interval`` and records each, and
+a forger of VRRPv3 adverts (a host of the VIP network posing as a router of a pair).
 
     python -m tests.integration.netns.tools serve --address A --port P --name N [...]
     python -m tests.integration.netns.tools probe --url U --out FILE --stop-file F [...]
     python -m tests.integration.netns.tools get --url U --count N
+    python -m tests.integration.netns.tools advertise --source S --to A [--to B] --vrid V
+        --priority P --address VIP [--interval SECONDS] [--count N]
 
 ``serve`` prints ``ready`` once every port listens. ``probe`` stops when the stop file appears
 or after ``--max-seconds`` and writes its samples as JSON: ``[[start, end, ok, body], ...]``
@@ -18,6 +21,7 @@ import asyncio
 import json
 import os
 import socket
+import struct
 import sys
 import time
 from collections import Counter
@@ -151,6 +155,57 @@ def outage(samples: list[Sample], since: float) -> Outage:
     return Outage(longest, recovered, failures, successes)
 
 
+# -- forged VRRP adverts ------------------------------------------------------------------------
+
+VRRP_PROTOCOL = 112
+
+
+def _checksum(data: bytes) -> int:
+    """The Internet checksum (one's complement of the one's complement sum of 16-bit words)."""
+    if len(data) % 2:
+        data += b"\0"
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
+def vrrp_advert(
+    source: str, target: str, vrid: int, priority: int, interval: float, addresses: list[str]
+) -> bytes:
+    """A VRRPv3 advertisement (RFC 5798) over IPv4 from ``source`` to ``target``, its checksum
+    over the IPv4 pseudo-header as keepalived checks it."""
+    body = struct.pack(
+        "!BBBBHH", 0x31, vrid, priority, len(addresses), round(interval * 100) & 0x0FFF, 0
+    ) + b"".join(socket.inet_aton(a) for a in addresses)
+    pseudo = socket.inet_aton(source) + socket.inet_aton(target)
+    pseudo += struct.pack("!BBH", 0, VRRP_PROTOCOL, len(body))
+    return body[:6] + struct.pack("!H", _checksum(pseudo + body)) + body[8:]
+
+
+def _advertise(
+    source: str,
+    targets: list[str],
+    vrid: int,
+    priority: int,
+    addresses: list[str],
+    interval: float,
+    count: int,
+) -> None:
+    """``count`` adverts to each target, ``interval`` apart, with TTL 255 as a router sends."""
+    with socket.socket(socket.AF_INET, socket.SOCK_RAW, VRRP_PROTOCOL) as sock:
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, 255)
+        sock.bind((source, 0))
+        adverts = [
+            (vrrp_advert(source, target, vrid, priority, interval, addresses), target)
+            for target in targets
+        ]
+        for _ in range(count):
+            for packet, target in adverts:
+                sock.sendto(packet, (target, 0))
+            time.sleep(interval)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="tools")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -169,11 +224,29 @@ def main(argv: list[str] | None = None) -> None:
     get.add_argument("--url", required=True)
     get.add_argument("--count", type=int, default=10)
     get.add_argument("--timeout", type=float, default=1.0)
+    advertise = commands.add_parser("advertise")
+    advertise.add_argument("--source", required=True)
+    advertise.add_argument("--to", action="append", required=True)
+    advertise.add_argument("--vrid", type=int, required=True)
+    advertise.add_argument("--priority", type=int, required=True)
+    advertise.add_argument("--address", action="append", required=True)
+    advertise.add_argument("--interval", type=float, default=0.1)
+    advertise.add_argument("--count", type=int, default=20)
     args = parser.parse_args(argv)
     if args.command == "serve":
         asyncio.run(_serve(args.address, args.port, args.name))
     elif args.command == "probe":
         _probe(args.url, args.interval, args.timeout, args.max_seconds, args.stop_file, args.out)
+    elif args.command == "advertise":
+        _advertise(
+            args.source,
+            args.to,
+            args.vrid,
+            args.priority,
+            args.address,
+            args.interval,
+            args.count,
+        )
     else:
         parts = urlsplit(args.url)
         seen: Counter[str] = Counter()
