@@ -228,8 +228,9 @@ def _ip_address(value: str) -> str:
 class VrrpStatus(_Output):
     """GET /v1/vrrp. ``interface`` is None on an amphora without a VIP interface (its VIPs
     need no plumbing, e.g. loopback ones): it then refuses VRRP and VIP requests with 409.
-    ``check_script`` and ``notify_script`` are the paths a pushed keepalived.conf must use for
-    its HAProxy check and its ``notify`` (as ``stats_socket`` is for haproxy.cfg)."""
+    ``check_script``, ``notify_script`` and ``notify_fifo`` are the paths a pushed
+    keepalived.conf must use for its HAProxy check, its ``vrrp_notify_fifo_script`` and its
+    ``vrrp_notify_fifo`` (as ``stats_socket`` is for haproxy.cfg)."""
 
     interface: str | None
     running: bool
@@ -237,6 +238,7 @@ class VrrpStatus(_Output):
     config_sha256: str | None
     check_script: str | None
     notify_script: str | None
+    notify_fifo: str | None = None
     # VIPs present on the interface now (held as MASTER, or plugged for SINGLE).
     addresses: list[str]
 

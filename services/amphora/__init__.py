@@ -67,6 +67,7 @@ socket unreachable, 500 rollback failed).
     GET    /v1/vrrp                        200 VrrpStatus {interface, running, state:
                                                MASTER|BACKUP|FAULT|INIT|STOPPED,
                                                config_sha256, check_script, notify_script,
+                                               notify_fifo,
                                                addresses: VIPs on the interface now}
     PUT    /v1/vrrp/config                 body {config: keepalived.conf, virtual_addresses}
                                            202 VrrpStatus once keepalived reported a state
@@ -94,7 +95,8 @@ socket unreachable, 500 rollback failed).
     DELETE /v1/udp                         204; removes the table, stops the monitors
 
 keepalived.conf contract (as for HAProxy's stats socket): its `vrrp_script` must run
-`check_script` and its instance's `notify` must be `notify_script` (paths from GET /v1/vrrp).
+`check_script`, its `vrrp_notify_fifo_script` must be `notify_script` and its `vrrp_notify_fifo`
+`notify_fifo` (paths from GET /v1/vrrp).
 
 Stats-socket contract: the agent never edits a pushed config. Instead, every config must declare
 `stats socket <stats_socket from /v1/info> mode 600 level admin` in `global` (a config without

@@ -24,6 +24,7 @@ PLUMBING = VrrpStatus(
     config_sha256=None,
     check_script="/var/lib/fulcrum/amphora/vrrp-check.sh",
     notify_script="/var/lib/fulcrum/amphora/vrrp-notify.sh",
+    notify_fifo="/var/lib/fulcrum/amphora/vrrp-notify.fifo",
     addresses=[],
 )
 

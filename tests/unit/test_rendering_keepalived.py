@@ -40,6 +40,7 @@ def context(role: str = "MASTER", **fields: Any) -> KeepalivedContext:
         "virtual_addresses": ("198.18.32.200",),
         "check_script": "/var/lib/fulcrum/amphora/vrrp-check.sh",
         "notify_script": "/var/lib/fulcrum/amphora/vrrp-notify.sh",
+        "notify_fifo": "/var/lib/fulcrum/amphora/vrrp-notify.fifo",
     }
     return KeepalivedContext(**(values | fields))
 
@@ -100,6 +101,7 @@ def test_the_advert_interval_settings_refuse(advert_int: float) -> None:
     [
         {"check_script": 'x" ; rm -rf /'},
         {"notify_script": "/with space/notify.sh"},
+        {"notify_fifo": 'notify.fifo" ; x'},
         {"interface": "eth0 dev lo"},
         {"virtual_addresses": ("not-an-ip",)},
         {"virtual_addresses": ()},

@@ -7,7 +7,11 @@ Files under the state dir: ``keepalived.conf`` (the last config keepalived loade
 instances, one per amphora namespace, coexist on one host), ``keepalived.log`` (its console),
 ``vrrp-check.sh`` (exits 0 while HAProxy's serving process lives, or while there is no HAProxy pid
 file: the ``track_script``),
-``vrrp-notify.sh`` (keepalived's ``notify``) and ``vrrp.state`` (the state it last reported).
+``vrrp-notify.sh`` (keepalived's ``vrrp_notify_fifo_script``: one process reading
+``vrrp-notify.fifo``, keepalived's ``vrrp_notify_fifo``) and ``vrrp.state`` (the state it last
+reported). State changes come through the FIFO, in keepalived's order: a ``notify`` script runs
+once per change, concurrently with the others, and under load an earlier one (BACKUP at start)
+could finish after a later one (MASTER) and leave the older state written last.
 
 A SIGKILLed keepalived cannot drop its VIP (measured: the VIP stays on the dead master), so
 every start first removes the VIPs of the new and of the previous config from the interface.
@@ -49,9 +53,19 @@ set -- $(cat "/proc/$pid/stat" 2>/dev/null)
 """
 
 _NOTIFY_SCRIPT: Final = """#!/bin/sh
-# keepalived's notify: $1 INSTANCE|GROUP, $2 its name, $3 MASTER|BACKUP|FAULT|STOP, $4 priority.
-[ "$1" = INSTANCE ] || exit 0
-printf '%s\\n' "$3" > '{state_file}.'$$ && mv -f '{state_file}.'$$ '{state_file}'
+# keepalived's vrrp_notify_fifo_script, started once by keepalived with its FIFO as the last
+# argument: each line is INSTANCE|GROUP, the quoted name, an event, the priority. The events
+# MASTER, BACKUP, FAULT and STOP are states; others (MASTER_RX_LOWER_PRI) are not.
+# One reader, in keepalived's order: the state file holds the instance's latest state.
+for fifo; do :; done
+while read -r kind name event priority; do
+    [ "$kind" = INSTANCE ] || continue
+    case "$event" in
+        MASTER|BACKUP|FAULT|STOP)
+            printf '%s\\n' "$event" > '{state_file}.'$$
+            mv -f '{state_file}.'$$ '{state_file}' ;;
+    esac
+done < "$fifo"
 """
 
 
@@ -88,6 +102,7 @@ class KeepalivedVrrp:
         self.config_path = state_dir / "keepalived.conf"
         self.check_script = state_dir / "vrrp-check.sh"
         self.notify_script = state_dir / "vrrp-notify.sh"
+        self.notify_fifo = state_dir / "vrrp-notify.fifo"
         self._vips_file = state_dir / "keepalived.vips"
         self._state_file = state_dir / "vrrp.state"
         self._pid_file = state_dir / "keepalived.pid"
@@ -105,6 +120,9 @@ class KeepalivedVrrp:
         notify = _NOTIFY_SCRIPT.format(state_file=self._state_file)
         write_private_file(self.check_script, check.encode(), mode=0o755)
         write_private_file(self.notify_script, notify.encode(), mode=0o755)
+        if not self.notify_fifo.is_fifo():
+            self.notify_fifo.unlink(missing_ok=True)
+            os.mkfifo(self.notify_fifo, 0o600)
         pid = _read_pid(self._pid_file)
         if pid is not None and pid_alive(pid) and self._is_ours(pid):
             self._pid = pid
@@ -153,6 +171,7 @@ class KeepalivedVrrp:
             config_sha256=hashlib.sha256(text.encode()).hexdigest() if text else None,
             check_script=str(self.check_script),
             notify_script=str(self.notify_script),
+            notify_fifo=str(self.notify_fifo),
             addresses=await self.interface.host_addresses(),
         )
 

@@ -83,6 +83,7 @@ def render_vrrp(
     lb = state.loadbalancer
     assert lb is not None and lb.vip_address is not None
     assert plumbing.interface and plumbing.check_script and plumbing.notify_script
+    assert plumbing.notify_fifo
     ipv6 = _over_ipv6(state, [handle, *pair])
     context = KeepalivedContext(
         lb_id=lb.id,
@@ -94,6 +95,7 @@ def render_vrrp(
         virtual_addresses=lb.all_vips(),
         check_script=plumbing.check_script,
         notify_script=plumbing.notify_script,
+        notify_fifo=plumbing.notify_fifo,
         advert_int=options.advert_int,
         check_interval=options.check_interval,
         check_fall=options.check_fall,

@@ -67,6 +67,7 @@ class KeepalivedContext(BaseModel):
     virtual_addresses: tuple[str, ...] = Field(min_length=1)
     check_script: str = Field(pattern=_PATH_PATTERN)
     notify_script: str = Field(pattern=_PATH_PATTERN)
+    notify_fifo: str = Field(pattern=_PATH_PATTERN)
     # VRRPv3 carries the interval in centiseconds (keepalived would round anything finer).
     advert_int: float = Field(default=0.1, ge=0.01, le=40.0, multiple_of=0.01)
     check_interval: int = Field(default=1, ge=1)
@@ -136,6 +137,7 @@ def render_keepalived(ctx: KeepalivedContext) -> str:
         "excluded_addresses": [_host(a) for a in ctx.virtual_addresses if not same_family(a)],
         "check_script": ctx.check_script,
         "notify_script": ctx.notify_script,
+        "notify_fifo": ctx.notify_fifo,
         "check_interval": ctx.check_interval,
         "check_fall": ctx.check_fall,
         "check_rise": ctx.check_rise,

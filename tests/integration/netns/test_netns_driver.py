@@ -151,7 +151,7 @@ async def test_the_agent_plugs_vips_and_runs_keepalived_inside_its_namespace(
 
         await client.plug_vip(vip)  # left behind, as by a SIGKILLed keepalived
         plumbing = await client.vrrp_status()
-        assert plumbing.check_script and plumbing.notify_script
+        assert plumbing.check_script and plumbing.notify_script and plumbing.notify_fifo
         # A master that died: its pid file stays (without one, no HAProxy is meant to run and
         # the check passes).
         dead = _reaped_pid()
@@ -167,6 +167,7 @@ async def test_the_agent_plugs_vips_and_runs_keepalived_inside_its_namespace(
                 virtual_addresses=(vip,),
                 check_script=plumbing.check_script,
                 notify_script=plumbing.notify_script,
+                notify_fifo=plumbing.notify_fifo,
             )
         )
         status = await client.apply_vrrp(text, [vip])
