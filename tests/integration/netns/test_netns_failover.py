@@ -94,6 +94,32 @@ async def wait_vrrp_states(
         await asyncio.sleep(0.05)
 
 
+async def created_pair(
+    prov: NetnsProvisioner, repo: LoadBalancerRepository, command: c.CreateLoadBalancer
+) -> tuple[AmphoraHandle, AmphoraHandle]:
+    """Create the ACTIVE_STANDBY LB of ``command``; once ACTIVE and its pair settled, the
+    amphora keepalived made MASTER and the BACKUP."""
+    lb_id = command.loadbalancer.id
+    await repo.execute(lb_id, command, META)
+    await wait_status(repo, lb_id, "ACTIVE")
+    handles = await lb_handles(prov, lb_id)
+    states = await wait_vrrp_states(prov, handles)
+    master = next(h for h in handles if states[h.amphora_id] == VrrpState.MASTER)
+    return master, next(h for h in handles if h is not master)
+
+
+async def serving_pair(
+    prov: NetnsProvisioner, lab: NetnsLab, db: asyncpg.Pool, vip: str
+) -> tuple[AmphoraHandle, AmphoraHandle]:
+    """An ACTIVE_STANDBY HTTP LB on ``vip``:80 with one backend of the client namespace,
+    created and answering: its MASTER and its BACKUP (``created_pair``)."""
+    ports = await asyncio.to_thread(lab.start_backends, ["b0"])
+    repo = LoadBalancerRepository(PostgresEventStore(db))
+    pair = await created_pair(prov, repo, lab.http_lb(vip, ports, Topology.ACTIVE_STANDBY))
+    await lab.wait_answers(f"http://{vip}/")
+    return pair
+
+
 async def test_single_serves_through_its_vip_and_a_killed_amphora_is_replaced(
     netns_provisioner: NetnsProvisioner, lab: NetnsLab, db: asyncpg.Pool
 ) -> None:
@@ -228,19 +254,9 @@ async def test_active_standby_pair_ignores_vrrp_adverts_from_outside_it(
     keeps the VIP, the BACKUP stays BACKUP, and the VIP keeps answering throughout (without
     that check the MASTER steps down and the pair holds the VIP nowhere while they come)."""
     prov = netns_provisioner
-    repo = LoadBalancerRepository(PostgresEventStore(db))
-    ports = await asyncio.to_thread(lab.start_backends, ["b0"])
     vip = lab.vip(3)
-    command = lab.http_lb(vip, ports, Topology.ACTIVE_STANDBY)
-    lb_id = command.loadbalancer.id
-    await repo.execute(lb_id, command, META)
-    await wait_status(repo, lb_id, "ACTIVE")
-    handles = await lb_handles(prov, lb_id)
-    states = await wait_vrrp_states(prov, handles)
-    master = next(h for h in handles if states[h.amphora_id] == VrrpState.MASTER)
-    backup = next(h for h in handles if h is not master)
+    master, backup = await serving_pair(prov, lab, db, vip)
     url = f"http://{vip}/"
-    await lab.wait_answers(url)
     vrid = next(
         line.split()[1]
         for line in keepalived_conf(prov, master).splitlines()
@@ -275,19 +291,9 @@ async def test_active_standby_master_whose_haproxy_dies_hands_over_the_vip(
 ) -> None:
     """keepalived's check script sees HAProxy gone: the MASTER goes FAULT and drops the VIP."""
     prov = netns_provisioner
-    repo = LoadBalancerRepository(PostgresEventStore(db))
-    ports = await asyncio.to_thread(lab.start_backends, ["b0"])
     vip = lab.vip(2)
-    command = lab.http_lb(vip, ports, Topology.ACTIVE_STANDBY)
-    lb_id = command.loadbalancer.id
-    await repo.execute(lb_id, command, META)
-    await wait_status(repo, lb_id, "ACTIVE")
-    handles = await lb_handles(prov, lb_id)
-    states = await wait_vrrp_states(prov, handles)
-    master = next(h for h in handles if states[h.amphora_id] == VrrpState.MASTER)
-    backup = next(h for h in handles if h is not master)
+    master, backup = await serving_pair(prov, lab, db, vip)
     url = f"http://{vip}/"
-    await lab.wait_answers(url)
 
     haproxy_pid = int((prov.state_dir / master.amphora_id / "haproxy.pid").read_text())
     killed_at = time.monotonic()

@@ -33,11 +33,11 @@ from tests import builders as b
 from tests.integration.netns.conftest import NetnsProvisioner
 from tests.integration.netns.lab import NetnsLab, host_addresses, kill_everything_in
 from tests.integration.netns.test_netns_failover import (
+    created_pair,
     keepalived_conf,
     lb_handles,
     unicast,
     vrrp,
-    wait_vrrp_states,
 )
 from tests.integration.netns.tools import AS_OUTAGE_BOUND
 from tests.integration.provisioner.test_process_lifecycle import META, wait_status
@@ -192,13 +192,7 @@ async def test_active_standby_with_an_ipv6_vip_fails_over_for_ipv6_clients(
     command = await dual_stack_lb(
         lab, [(V6_SUBNET_ID, vip6), (b.SUBNET, vip4)], Topology.ACTIVE_STANDBY
     )
-    lb_id = command.loadbalancer.id
-    await repo.execute(lb_id, command, META)
-    await wait_status(repo, lb_id, "ACTIVE")
-    handles = await lb_handles(prov, lb_id)
-    states = await wait_vrrp_states(prov, handles)
-    master = next(h for h in handles if states[h.amphora_id] == VrrpState.MASTER)
-    backup = next(h for h in handles if h is not master)
+    master, backup = await created_pair(prov, repo, command)
     assert master.lb_network_ip6 is not None and backup.lb_network_ip6 is not None
     # VRRP speaks the primary VIP's family; the IPv4 VIP moves along, unadvertised.
     conf = keepalived_conf(prov, master)
