@@ -4,7 +4,11 @@ of everything named after the run's tag.
 
 A run with tag ``T`` owns the network ``tT`` (its namespace and the host end of its uplink are
 ``fn-tT``), the amphora namespaces ``ftT-...``, the client ``fcT``, and a /24 of
-198.18.96.0/19 that no route of the host uses. Needs root, iproute2, keepalived and haproxy.
+198.18.96.0/19 that no route or address of the host uses, reserved (``reserved_subnets``: a lock
+file per subnet) until ``cleanup``: two labs started at once, by the two workers of one test
+run or by runs in two checkouts, never share a subnet (they did: each found the same /24 free
+before either's bridge came up, and the provisioner of one reached the other's agents). Needs
+root, iproute2, keepalived and haproxy.
 """
 
 from __future__ import annotations
@@ -14,7 +18,6 @@ import contextlib
 import ipaddress
 import json
 import os
-import random
 import secrets
 import signal
 import subprocess
@@ -24,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+from deploy.local.dockerd import reserved_subnets
 from libs.common.domain import commands as c
 from libs.common.domain.model import Topology
 from services.provisioner.drivers.netns import NetnsAmphoraDriver
@@ -37,26 +41,10 @@ TOOLS = "tests.integration.netns.tools"
 REPO: Final = Path(__file__).resolve().parents[3]
 
 
-def _used_subnets() -> list[ipaddress.IPv4Network]:
-    text = subprocess.run(["ip", "-4", "route"], capture_output=True, text=True).stdout
-    used = []
-    for line in text.splitlines():
-        with contextlib.suppress(ValueError):
-            network = ipaddress.IPv4Network(line.split()[0], strict=False)
-            if network.prefixlen > 0:
-                used.append(network)
-    return used
-
-
-def pick_subnet() -> ipaddress.IPv4Network:
-    """A /24 in 198.18.96.0/19 that overlaps no route of the host."""
-    used = _used_subnets()
-    candidates = [
-        s
-        for s in ipaddress.IPv4Network("198.18.96.0/19").subnets(new_prefix=24)
-        if not any(s.overlaps(u) for u in used)
-    ]
-    return random.choice(candidates)
+# The /24s a lab may take (reserved_subnets passes over those in use).
+LAB_SUBNETS: Final = [
+    str(subnet) for subnet in ipaddress.IPv4Network("198.18.96.0/19").subnets(new_prefix=24)
+]
 
 
 def pick_subnet6() -> ipaddress.IPv6Network:
@@ -137,12 +125,18 @@ class NetnsLab:
     driver_settings: NetnsDriverSettings
     client_ns: str
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    # Holds the subnet's reservation until ``cleanup``.
+    reservation: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
 
     @classmethod
     def create(cls, *, dual_stack: bool = False) -> NetnsLab:
         """A lab on a fresh /24; ``dual_stack`` adds a /64 of fd00::/8 to its network."""
         tag = secrets.token_hex(2)
-        subnet = pick_subnet()
+        reservation = contextlib.ExitStack()
+        (reserved,) = reservation.enter_context(
+            reserved_subnets(secrets.SystemRandom().sample(LAB_SUBNETS, len(LAB_SUBNETS)), 1)
+        )
+        subnet = ipaddress.IPv4Network(reserved)
         subnet6 = pick_subnet6() if dual_stack else None
         network = NetnsNetworkSettings(
             name=f"t{tag}",
@@ -155,7 +149,7 @@ class NetnsLab:
         settings = NetnsDriverSettings(
             namespace_prefix=f"ft{tag}-", network_prefix="fn-", networks=[network]
         )
-        return cls(tag, subnet, network, settings, client_ns=f"fc{tag}")
+        return cls(tag, subnet, network, settings, client_ns=f"fc{tag}", reservation=reservation)
 
     def host(self, index: int) -> str:
         return str(self.subnet.network_address + index)
@@ -281,3 +275,4 @@ class NetnsLab:
                 kill_everything_in(name)
                 subprocess.run(["ip", "netns", "del", name], capture_output=True)
         subprocess.run(["ip", "link", "del", f"fn-t{self.tag}"], capture_output=True)
+        self.reservation.close()
