@@ -283,7 +283,9 @@ async def test_active_standby_pair_ignores_vrrp_adverts_from_outside_it(
     seen = await prober.measure(started)
     assert seen_states == {(VrrpState.MASTER, VrrpState.BACKUP)}, seen_states
     assert host_addresses(master.compute_id) == [vip]
-    assert seen.failures == 0 and seen.successes > 0, seen
+    # A VIP held nowhere would leave the client unanswered for the whole forging (2.5 s); a
+    # request timing out on a loaded box (0.1 s) is not that.
+    assert seen.successes > 0 and seen.longest_gap <= AS_OUTAGE_BOUND, seen
 
 
 async def test_active_standby_master_whose_haproxy_dies_hands_over_the_vip(
