@@ -25,10 +25,7 @@ UP_TIMEOUT ?= 130
 PYTEST_ARGS ?=
 # `make test` runs on this many pytest-xdist workers (tests/conftest.py groups what must share one),
 # then FUZZ_TESTS on as many, spread test by test (`--dist load`; each worker serves its own API):
-# `--dist loadscope` keeps a module on one worker, and schemathesis' module is 162 tests. Modules
-# go out in collection order (`--no-loadscope-reorder`): the end-to-end ones, the longest, first.
-# xdist's default hands out the modules with most tests first, which left those of one to three
-# slow tests (compose, ansible, cluster: 1.5-3.5 min each) to the end, one worker waiting.
+# `--dist loadscope` keeps a module on one worker, and schemathesis' module is 162 tests.
 TEST_WORKERS ?= 2
 FUZZ_TESTS := tests/integration/api/test_schemathesis.py
 
@@ -99,7 +96,7 @@ $(ANSIBLE_VENV)/.installed: $(ANSIBLE_REQUIREMENTS) | venv
 
 test: venv ansible-venv sysdeps test-images
 	FULCRUM_ANSIBLE_VENV=$(abspath $(ANSIBLE_VENV)) $(VENV)/bin/pytest -q -x --timeout=300 \
-	  -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder --ignore=$(FUZZ_TESTS) $(PYTEST_ARGS) tests
+	  -n $(TEST_WORKERS) --dist loadscope --ignore=$(FUZZ_TESTS) $(PYTEST_ARGS) tests
 	$(VENV)/bin/pytest -q -x --timeout=300 -n $(TEST_WORKERS) --dist load $(PYTEST_ARGS) $(FUZZ_TESTS)
 
 # Exit status 5 means "no tests collected": an empty folder is not a failure.
