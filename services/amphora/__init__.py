@@ -102,6 +102,8 @@ Stats-socket contract: the agent never edits a pushed config. Instead, every con
 `stats socket <stats_socket from /v1/info> mode 600 level admin` in `global` (a config without
 it is refused with 400), and should reference certificates by the `path` the upload returned
 (inside `certs_dir`). Runtime changes last until the next reload, so the control plane renders
-the same state into the next config. Configs should set `option idle-close-on-response` and
-`hard-stop-after` for reloads that drop no request.
+the same state into the next config. For reloads that drop no request, configs should add
+`expose-fd listeners` to that line (without it a reload's process binds listening sockets of
+its own, and the connections waiting in the retiring process's accept queue are reset) and set
+`option idle-close-on-response` and `hard-stop-after`.
 """

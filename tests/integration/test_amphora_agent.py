@@ -263,7 +263,10 @@ class LoadBalancer:
     revision: int = 0
 
     def config(self, servers: tuple[str, ...] = ("s1", "s2"), bind_port: int | None = None) -> str:
-        """A fresh revision each call, so every push is a real reload."""
+        """A fresh revision each call, so every push is a real reload; set up for reloads as the
+        provisioner's template is (`expose-fd listeners`, `option idle-close-on-response`,
+        `hard-stop-after`): without the first, a reload resets the connections waiting in the
+        retiring process's accept queue."""
         self.revision += 1
         lines = "".join(
             f"    server {name} 127.0.0.1:{self.backends.ports[name]} weight 100\n"
@@ -272,7 +275,7 @@ class LoadBalancer:
         return (
             f"# revision {self.revision}\n"
             "global\n"
-            f"    stats socket {self.stats_socket} mode 600 level admin\n"
+            f"    stats socket {self.stats_socket} mode 600 level admin expose-fd listeners\n"
             "    hard-stop-after 5s\n"
             "defaults\n"
             "    mode http\n"
