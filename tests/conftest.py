@@ -104,9 +104,12 @@ def nats_factory(tmp_path: Path) -> Iterator[EmbeddedNats]:
         server.stop()
 
 
-# Tests that share one thing of the machine and must not run at once: the checkout's private
-# docker engine (with its fixed network names), and the netns labs (they pick free /24s without
-# a lock). Every test marked `docker` or `netns` must live under one of these paths.
+# Tests kept on one worker, one at a time: those of the checkout's private docker engine (with
+# its fixed network names), and the netns tests. A netns lab reserves its /24 (tests/integration/
+# netns/lab.py), so two labs could run at once, as tests/e2e/test_cluster.py's does beside them;
+# the netns tests stay together so that no two of their modules, each running real HAProxy and
+# keepalived pairs whose failover times it bounds, load the box at once. Every test marked
+# `docker` or `netns` must live under one of these paths.
 _SHARED_RESOURCES: Final = {
     "docker": ("tests/integration/docker/", "tests/e2e/test_compose.py"),
     "netns": ("tests/integration/netns/",),
