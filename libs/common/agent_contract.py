@@ -238,7 +238,7 @@ class VrrpStatus(_Output):
     config_sha256: str | None
     check_script: str | None
     notify_script: str | None
-    notify_fifo: str | None = None
+    notify_fifo: str | None
     # VIPs present on the interface now (held as MASTER, or plugged for SINGLE).
     addresses: list[str]
 
@@ -252,6 +252,7 @@ class VrrpStatus(_Output):
             config_sha256=None,
             check_script=None,
             notify_script=None,
+            notify_fifo=None,
             addresses=[],
         )
 
