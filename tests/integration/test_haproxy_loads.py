@@ -124,6 +124,21 @@ async def test_loads_back_to_back_each_serve_their_configuration(
         assert await gone_within(retired, 5)
 
 
+async def test_a_reload_without_the_listeners_handed_over_says_so(
+    plane: HaproxyDataPlane, caplog: pytest.LogCaptureFixture
+) -> None:
+    port = free_loopback_port()
+    handing_over = config(plane, [port], "one")
+    await plane.apply(handing_over)
+    with caplog.at_level("WARNING", logger="services.amphora.adapters.haproxy"):
+        await plane.apply(handing_over.replace(" expose-fd listeners", ""))  # handed over
+        assert "without handing its listeners over" not in caplog.text
+        await plane.apply(config(plane, [port], "three"))  # the serving one exposes none
+
+    assert "without handing its listeners over" in caplog.text
+    assert await answer_once(port) == "three"
+
+
 async def test_a_refused_reload_leaves_the_serving_process_as_it_was(
     plane: HaproxyDataPlane,
 ) -> None:

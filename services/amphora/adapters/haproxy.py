@@ -7,6 +7,8 @@ serving one (`-x stats.sock`, which the stats socket's `expose-fd listeners` all
 tells it to finish its connections and leave (`-sf <pid>`; the retiring process closes its
 idle keep-alive connections after one more answer, `option idle-close-on-response`, and
 stops within the config's `hard-stop-after`). No connection is refused or reset on the way.
+A serving config without `expose-fd listeners` is reloaded all the same, with a warning: the
+new process binds sockets of its own, and connections queued on the old ones may be reset.
 A new process that cannot load its file exits before signalling anyone: the serving process
 goes on, untouched. Master-worker mode (`-W`) would re-execute the master after every start
 and reload, twice the CPU of a load, plus one more process per amphora.
@@ -809,6 +811,12 @@ class HaproxyDataPlane:
         assert serving is not None
         await self._save_server_state()
         handover = ["-x", str(self.stats_socket)] if self._exposes_listeners else []
+        if not handover:
+            logger.warning(
+                "reloading haproxy pid=%d without handing its listeners over (its stats socket "
+                "lacks `expose-fd listeners`): connections queued on them may be reset",
+                serving,
+            )
         offset = self._log.offset()
         child = await self._log.spawn(
             self.state_dir,
